@@ -1,0 +1,51 @@
+"""C3D with BatchNorm (Tran et al. 2015), the heavy baseline of Kopuklu et al. 2019."""
+
+import math
+
+import keras
+
+from keras_efficient3d.layers import MaxPool3D
+from keras_efficient3d.models import _base
+
+# (conv names, channels, pool kernel, pool stride, pool padding) per group.
+_GROUPS = (
+    (("conv1",), 64, (2, 2, 2), (1, 2, 2), 0),
+    (("conv2",), 128, (2, 2, 2), (2, 2, 2), 0),
+    (("conv3a", "conv3b"), 256, (2, 2, 2), (2, 2, 2), 0),
+    (("conv4a", "conv4b"), 512, (2, 2, 2), (2, 2, 2), 0),
+    (("conv5a", "conv5b"), 512, (1, 2, 2), (2, 2, 2), (0, 1, 1)),
+)
+
+
+def C3D(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+        num_classes=600, dropout=0.5, classifier_activation=None, name=None):
+    """Builds C3D with BatchNorm after every conv and two 4096-unit fully connected layers.
+
+    The flattened features are ordered (channels, frames, height, width) as in PyTorch, so
+    that converted checkpoints keep their fc6 weights. Other arguments as in
+    `MobileNetV1_3D`.
+    """
+    _base.validate_common(include_top, weights, pooling, num_classes, dropout)
+    inputs, x = _base.video_input(input_shape, input_tensor, min_frames=16, min_size=32)
+    for index, (convs, channels, pool, stride, padding) in enumerate(_GROUPS, start=1):
+        for conv in convs:
+            x = _base.conv_bn(x, channels, 3, 1, 1, name=conv, use_bias=True,
+                              bn_name=f"{conv}_bn", act_name=f"{conv}_relu")
+        x = MaxPool3D(pool, stride, padding, name=f"pool{index}")(x)
+    if not include_top:
+        return _base.finish(inputs, input_tensor, _base.feature_pooling(x, pooling), name or "c3d", weights)
+    expected = (math.floor(inputs.shape[1] / 16), math.ceil(inputs.shape[2] / 32),
+                math.ceil(inputs.shape[3] / 32))
+    if tuple(x.shape[1:4]) != expected:
+        raise ValueError(
+            f"The original C3D head expects {expected} cells but this input leaves "
+            f"{tuple(x.shape[1:4])}. Received: input_shape={tuple(inputs.shape[1:])}"
+        )
+    x = keras.layers.Permute((4, 1, 2, 3), name="to_channels_first")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for fc in ("fc6", "fc7"):
+        x = keras.layers.Dense(4096, activation="relu", name=fc)(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"{fc}_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(x)
+    return _base.finish(inputs, input_tensor, outputs, name or "c3d", weights)

@@ -1,0 +1,98 @@
+"""3D ShuffleNetV1 (Zhang et al. 2018), as 3D-fied by Kopuklu et al. 2019.
+
+Bottlenecks of grouped 1x1x1 convs around a depthwise 3x3x3, with a channel shuffle after
+the first; downsampling units concatenate an average-pooled shortcut.
+"""
+
+import keras
+
+from keras_efficient3d.layers import AvgPool3D, ChannelShuffle, Conv3D, DepthwiseConv3D, MaxPool3D, batch_norm
+from keras_efficient3d.models import _base
+
+# Stage output channels per group count; index 0 is the stem.
+STAGE_CHANNELS = {
+    1: (24, 144, 288, 567),
+    2: (24, 200, 400, 800),
+    3: (24, 240, 480, 960),
+    4: (24, 272, 544, 1088),
+    8: (24, 384, 768, 1536),
+}
+STAGE_REPEATS = (4, 8, 4)
+WIDTHS = (0.5, 1.0, 1.5, 2.0)  # the widths of the paper, all with groups=3
+
+
+def _bottleneck(x, out_channels, stride, groups, prefix):
+    in_channels = x.shape[-1]
+    mid = out_channels // 4
+    if stride == 2:
+        out_channels -= in_channels
+    # The original leaves the very first 1x1x1 conv ungrouped only when it sees exactly 24
+    # input channels (the stem at width 1.0); kept as is so that checkpoints load.
+    first_groups = 1 if in_channels == 24 else groups
+    shortcut = x
+    x = Conv3D(mid, 1, groups=first_groups, name=f"{prefix}_conv1")(x)
+    x = batch_norm(f"{prefix}_bn1")(x)
+    x = keras.layers.ReLU(name=f"{prefix}_relu1")(x)
+    x = ChannelShuffle(groups, name=f"{prefix}_shuffle")(x)
+    x = DepthwiseConv3D(3, stride, 1, name=f"{prefix}_conv2")(x)
+    x = batch_norm(f"{prefix}_bn2")(x)
+    x = Conv3D(out_channels, 1, groups=groups, name=f"{prefix}_conv3")(x)
+    x = batch_norm(f"{prefix}_bn3")(x)
+    if stride == 2:
+        shortcut = AvgPool3D((2, 3, 3), 2, (0, 1, 1), name=f"{prefix}_shortcut")(shortcut)
+        x = keras.layers.Concatenate(name=f"{prefix}_concat")([x, shortcut])
+    else:
+        x = keras.layers.Add(name=f"{prefix}_add")([x, shortcut])
+    return keras.layers.ReLU(name=f"{prefix}_out")(x)
+
+
+def ShuffleNetV1_3D(
+    width_mult=1.0,
+    groups=3,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    num_classes=600,
+    dropout=0.2,
+    classifier_activation=None,
+    name=None,
+):
+    """Builds a 3D ShuffleNetV1.
+
+    Args:
+        width_mult: channel multiplier (``int(c * width_mult)``, stem included); the paper
+            uses 0.5, 1.0, 1.5 and 2.0 with 3 groups.
+        groups: groups of the 1x1x1 convolutions: 1, 2, 3, 4 or 8.
+        include_top, weights, input_tensor, input_shape, pooling, num_classes, dropout,
+        classifier_activation, name: as in `MobileNetV1_3D`.
+
+    Returns:
+        A `keras.Model`.
+    """
+    _base.validate_common(include_top, weights, pooling, num_classes, dropout)
+    if groups not in STAGE_CHANNELS:
+        raise ValueError(f"`groups` must be one of {sorted(STAGE_CHANNELS)}. Received: groups={groups}")
+    if not isinstance(width_mult, (int, float)) or width_mult <= 0:
+        raise ValueError(f"`width_mult` must be a positive number. Received: width_mult={width_mult}")
+    channels = [int(c * width_mult) for c in STAGE_CHANNELS[groups]]
+    for c in channels[1:]:
+        mid = c // 4
+        if mid < groups or mid % groups:
+            raise ValueError(
+                f"width_mult={width_mult} with groups={groups} gives {c} stage channels, whose "
+                f"bottleneck ({mid}) does not split into {groups} groups. Received: "
+                f"width_mult={width_mult}, groups={groups}"
+            )
+    inputs, x = _base.video_input(input_shape, input_tensor)
+
+    x = _base.conv_bn(x, channels[0], 3, (1, 2, 2), 1, name="conv1", bn_name="conv1_bn",
+                      act_name="conv1_relu")
+    x = MaxPool3D(3, 2, 1, name="pool1")(x)
+    for stage, repeats in enumerate(STAGE_REPEATS, start=1):
+        for i in range(repeats):
+            x = _bottleneck(x, channels[stage], 2 if i == 0 else 1, groups, f"stage{stage}_block{i}")
+    outputs = _base.pooled_head(x, include_top, pooling, num_classes, dropout, classifier_activation)
+    return _base.finish(inputs, input_tensor, outputs,
+                        name or f"shufflenetv1_3d_{width_mult}x_g{groups}", weights)

@@ -1,0 +1,39 @@
+"""keras_efficient3d: resource-efficient 3D CNNs for video classification in Keras 3."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="keras_efficient3d",
+    version="0.1.0",
+    description=(
+        "Keras 3 / TensorFlow implementation of 'Resource Efficient 3D Convolutional "
+        "Neural Networks' (Kopuklu et al., ICCVW 2019), with TFLite and TensorRT deployment"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_efficient3d", "keras_efficient3d.*"]),
+    package_data={"keras_efficient3d": ["resources/*.csv", "resources/*.txt", "resources/*.json"]},
+    python_requires=">=3.10",
+    install_requires=[
+        # The 2.21 series: the version every figure in the README was measured with.
+        "tensorflow-cpu>=2.21,<2.22; platform_machine=='x86_64'",
+        "tensorflow>=2.21,<2.22; platform_machine!='x86_64'",
+        "keras>=3.15,<4",
+        "numpy>=1.26",
+        # Video decoding (tensorflow-io does not load on TF 2.21).
+        "opencv-python-headless>=4.9",
+        "absl-py>=2.0",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "litert": ["ai-edge-litert>=2.0"],
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "tf2onnx>=1.16"],
+        "dev": [
+            "pytest>=8",
+            "ai-edge-litert>=2.0",
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+            "tf2onnx>=1.16",
+        ],
+    },
+)
