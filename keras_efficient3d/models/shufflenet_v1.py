@@ -46,6 +46,21 @@ def _bottleneck(x, out_channels, stride, groups, prefix):
     return keras.layers.ReLU(name=f"{prefix}_out")(x)
 
 
+def _check_frames(frames, shape):
+    # Downsampling units concatenate a depthwise branch (kernel 3, padding 1) with an
+    # average-pooled shortcut (kernel 2, no temporal padding): their lengths agree only for
+    # an even number of frames of at least 2 at every stage, e.g. 16 or 32 input frames.
+    t = (frames - 1) // 2 + 1
+    for _ in STAGE_REPEATS:
+        if t < 2 or t % 2:
+            raise ValueError(
+                "ShuffleNetV1's downsampling units need an even number of frames (>= 2) at "
+                "every stage, as in the original: use 16 or 32 frames. "
+                f"Received: input_shape={tuple(shape)}"
+            )
+        t //= 2
+
+
 def ShuffleNetV1_3D(
     width_mult=1.0,
     groups=3,
@@ -86,6 +101,7 @@ def ShuffleNetV1_3D(
                 f"width_mult={width_mult}, groups={groups}"
             )
     inputs, x = _base.video_input(input_shape, input_tensor)
+    _check_frames(inputs.shape[1], inputs.shape[1:4])
 
     x = _base.conv_bn(x, channels[0], 3, (1, 2, 2), 1, name="conv1", bn_name="conv1_bn",
                       act_name="conv1_relu")

@@ -1,0 +1,160 @@
+"""PyTorch checkpoint import: numerically exact, safe, with clear errors."""
+
+import json
+import pickle
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_efficient3d as k3
+from keras_efficient3d import convert as conv
+from keras_efficient3d.data.normalization import Normalization
+
+CHECKPOINTS = ["mobilenet_0.5x", "mobilenetv2_0.2x", "shufflenet_0.5x_g3", "shufflenetv2_0.25x",
+               "squeezenet_1.1"]
+
+
+def _reference(reference_dir, name):
+    ref = np.load(reference_dir / "pytorch_checkpoints" / f"{name}.npz")
+    clip = ref["clip_uint8_ncdhw"]
+    x = (clip.astype(np.float32) - ref["input_offset"]).transpose(0, 2, 3, 4, 1)
+    return clip, x, ref["logits"]
+
+
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_converted_logits_match_original(reference_dir, name):
+    model, config, _ = conv.convert_checkpoint(
+        str(reference_dir / "pytorch_checkpoints" / f"{name}.pth"), log=lambda m: None)
+    _, x, logits = _reference(reference_dir, name)
+    scale = np.abs(logits).max()
+    eager = model(x, training=False).numpy()
+    graph = model.predict(x, verbose=0)
+    assert np.abs(eager - logits).max() / scale < 1e-4
+    assert np.abs(graph - logits).max() / scale < 1e-4
+    assert config["num_classes"] == logits.shape[1]
+
+
+_KEY_CONFIGS = {
+    "mobilenet_1.0x": ("mobilenetv1", {"width_mult": 1.0}),
+    "mobilenet_2.0x": ("mobilenetv1", {"width_mult": 2.0}),
+    "mobilenetv2_0.45x": ("mobilenetv2", {"width_mult": 0.45}),
+    "mobilenetv2_0.7x": ("mobilenetv2", {"width_mult": 0.7}),
+    "mobilenetv2_1.0x": ("mobilenetv2", {"width_mult": 1.0}),
+    "shufflenet_1.0x_g2": ("shufflenetv1", {"width_mult": 1.0, "groups": 2}),
+    "shufflenet_1.5x_g3": ("shufflenetv1", {"width_mult": 1.5, "groups": 3}),
+    "shufflenetv2_1.5x": ("shufflenetv2", {"width_mult": 1.5}),
+    "shufflenetv2_2.0x": ("shufflenetv2", {"width_mult": 2.0}),
+    "resnet18_A": ("resnet", {"depth": 18, "shortcut": "A"}),
+    "resnet50_B": ("resnet", {"depth": 50, "shortcut": "B"}),
+    "resnext101_B": ("resnext", {"depth": 101, "shortcut": "B", "cardinality": 32}),
+}
+
+
+class _FakeCheckpoint:
+    def __init__(self, state, arch):
+        self.state_dict, self.arch = state, arch
+
+
+@pytest.mark.parametrize("config", sorted(_KEY_CONFIGS))
+def test_every_original_key_maps_onto_a_layer(reference_dir, config):
+    """Name and shape mapping for the configurations without a checkpoint file: distinct
+    values per tensor must land, transposed, in the right Keras weight."""
+    ref = json.loads((reference_dir / "state_dict_keys" / f"{config}.keys.json").read_text())
+    rng = np.random.default_rng(0)
+    state = {k[len("module."):]: rng.normal(size=s).astype(np.float32)
+             for k, s in ref["state_dict"].items()}
+    family, expected = _KEY_CONFIGS[config]
+    fake = _FakeCheckpoint(state, ref["arch"])
+    inferred_family, kwargs, _ = conv.infer_config(fake, f"{config}.pth")
+    assert inferred_family == family
+    for key, value in expected.items():
+        assert kwargs[key] == value
+    name = family if family not in ("resnet", "resnext") else f"{family}{kwargs.pop('depth')}"
+    model = k3.create_model(name, **kwargs)
+    conv.load_torch_weights(model, state, family)
+    paths = conv.torch_paths(model, family)
+    # Spot-check one weight of each kind against its PyTorch tensor.
+    for layer in model.layers:
+        if layer.name not in paths:
+            continue
+        w = state[paths[layer.name] + ".weight"]
+        if isinstance(layer, k3.layers.DepthwiseConv3D):
+            np.testing.assert_array_equal(layer.kernel.numpy(), w.transpose(2, 3, 4, 0, 1))
+        elif isinstance(layer, k3.layers.Conv3D):
+            np.testing.assert_array_equal(layer.kernel.numpy(), w.transpose(2, 3, 4, 1, 0))
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            np.testing.assert_array_equal(layer.moving_variance.numpy(),
+                                          state[paths[layer.name] + ".running_var"])
+
+
+def test_wrong_model_lists_missing_and_unexpected_keys(reference_dir):
+    path = str(reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth")
+    with pytest.raises(conv.ConversionError) as err:
+        conv.convert_checkpoint(path, overrides={"width_mult": 0.45}, log=lambda m: None)
+    assert "shape mismatches" in str(err.value)
+    with pytest.raises(conv.ConversionError) as err:
+        conv.convert_checkpoint(path, overrides={"model": "shufflenetv2", "width_mult": 0.25},
+                                log=lambda m: None)
+    assert "missing keys" in str(err.value) and "unexpected keys" in str(err.value)
+
+
+def test_cli_converts_with_preprocessing_and_metadata(reference_dir, tmp_path):
+    out = tmp_path / "mnv2.keras"
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class {i}" for i in range(27)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_efficient3d.convert",
+         f"--checkpoint={reference_dir / 'pytorch_checkpoints' / 'mobilenetv2_0.2x.pth'}",
+         f"--output={out}", "--with_preprocessing", f"--labels={labels}",
+         "--normalization=none"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "inferred width 0.2x" in proc.stdout
+    meta = conv.read_metadata(out)
+    assert meta["preprocessing_included"] is True
+    assert meta["labels"][3] == "class 3"
+    assert meta["model"]["width_mult"] == 0.2
+    model = keras.saving.load_model(out)
+    clip, _, logits = _reference(reference_dir, "mobilenetv2_0.2x")
+    # The reference input was clip - 110 (a scalar offset): express it as a normalisation.
+    pre = conv.with_preprocessing(model.layers[-1], Normalization(mean=(110.0,) * 3))
+    y = pre.predict(clip.transpose(0, 2, 3, 4, 1), verbose=0)
+    assert np.abs(y - logits).max() / np.abs(logits).max() < 1e-4
+
+
+def test_preprocessing_layer_applies_bgr_and_range():
+    layer = conv.VideoPreprocessing(mean=(1.0, 2.0, 3.0), std=(2.0, 2.0, 2.0), value_range="0-1",
+                                    channel_order="BGR")
+    x = np.array([255.0, 0.0, 127.5], np.float32).reshape(1, 1, 1, 1, 3)
+    out = np.asarray(layer(x)).ravel()
+    np.testing.assert_allclose(out, [(0.5 - 1) / 2, (0 - 2) / 2, (1 - 3) / 2], rtol=1e-6)
+
+
+def _run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "keras_efficient3d.convert", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_refuses_malicious_checkpoint(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (eval, ("open('%s', 'w').write('pwned')" % (tmp_path / "marker"),))
+
+    bad = tmp_path / "evil.pth"
+    bad.write_bytes(pickle.dumps({"state_dict": Evil()}))
+    proc = _run_cli(f"--checkpoint={bad}", f"--output={tmp_path / 'x.keras'}")
+    assert proc.returncode == 1
+    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "marker").exists()
+    assert not (tmp_path / "x.keras").exists()
+
+
+def test_cli_reports_missing_file_and_mismatch(reference_dir, tmp_path):
+    proc = _run_cli(f"--checkpoint={tmp_path / 'nope.pth'}", f"--output={tmp_path / 'x.keras'}")
+    assert proc.returncode == 1 and "nope.pth" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _run_cli(f"--checkpoint={reference_dir / 'pytorch_checkpoints' / 'squeezenet_1.1.pth'}",
+                    f"--output={tmp_path / 'x.keras'}", "--model=mobilenet")
+    assert proc.returncode == 1 and "does not fit" in proc.stderr

@@ -1,0 +1,202 @@
+"""Every layer against a straightforward numpy reference, eagerly and in graph mode."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from keras_efficient3d import layers as L
+
+
+def _np_conv3d(x, w, stride, pad, groups=1, bias=None):
+    """Direct NDHWC convolution with PyTorch padding; w is (kt, kh, kw, cin/g, cout)."""
+    n, t, h, wd, c = x.shape
+    kt, kh, kw, cg, cout = w.shape
+    xp = np.pad(x, [(0, 0), (pad[0],) * 2, (pad[1],) * 2, (pad[2],) * 2, (0, 0)])
+    to = (t + 2 * pad[0] - kt) // stride[0] + 1
+    ho = (h + 2 * pad[1] - kh) // stride[1] + 1
+    wo = (wd + 2 * pad[2] - kw) // stride[2] + 1
+    out = np.zeros((n, to, ho, wo, cout), np.float64)
+    og = cout // groups
+    for g in range(groups):
+        for a in range(kt):
+            for b in range(kh):
+                for d in range(kw):
+                    patch = xp[:, a:a + stride[0] * to:stride[0], b:b + stride[1] * ho:stride[1],
+                               d:d + stride[2] * wo:stride[2], g * cg:(g + 1) * cg]
+                    out[..., g * og:(g + 1) * og] += patch @ w[a, b, d, :, g * og:(g + 1) * og]
+    if bias is not None:
+        out += bias
+    return out
+
+
+def _np_pool(x, k, s, p, mode):
+    n, t, h, w, c = x.shape
+    fill = -np.inf if mode == "max" else 0.0
+    xp = np.pad(x, [(0, 0), (p[0],) * 2, (p[1],) * 2, (p[2],) * 2, (0, 0)], constant_values=fill)
+    to, ho, wo = ((d + 2 * pp - kk) // ss + 1 for d, pp, kk, ss in zip((t, h, w), p, k, s))
+    out = np.empty((n, to, ho, wo, c))
+    for i in range(to):
+        for j in range(ho):
+            for m in range(wo):
+                win = xp[:, i * s[0]:i * s[0] + k[0], j * s[1]:j * s[1] + k[1], m * s[2]:m * s[2] + k[2]]
+                out[:, i, j, m] = win.max(axis=(1, 2, 3)) if mode == "max" else win.mean(axis=(1, 2, 3))
+    return out
+
+
+def _run_all_modes(layer, x):
+    """Outputs of `layer` eagerly, in a tf.function and through model.predict."""
+    eager = np.asarray(layer(x))
+    graph = tf.function(lambda v: layer(v))(tf.constant(x)).numpy()
+    inputs = keras.Input(shape=x.shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+    predicted = model.predict(x, verbose=0, batch_size=len(x))
+    return eager, graph, predicted
+
+
+CONV_CASES = [
+    # (input T, H, W, C), filters, kernel, stride, padding, groups, bias
+    ((5, 9, 9, 3), 4, (3, 3, 3), (1, 2, 2), (1, 1, 1), 1, False),  # the stem
+    ((6, 8, 8, 4), 6, (3, 3, 3), (2, 2, 2), (1, 1, 1), 1, True),   # temporal stride, even length
+    ((7, 9, 9, 4), 6, (3, 3, 3), (2, 2, 2), (1, 1, 1), 2, False),  # grouped (ResNeXt), odd length
+    ((4, 6, 6, 6), 9, (1, 1, 1), (1, 1, 1), (0, 0, 0), 3, False),  # grouped 1x1x1 (ShuffleNetV1)
+    ((4, 6, 6, 5), 3, (1, 1, 1), (2, 2, 2), (0, 0, 0), 1, False),  # strided 1x1x1 (shortcut B)
+    ((9, 11, 11, 2), 3, (7, 7, 7), (1, 2, 2), (3, 3, 3), 1, False),  # ResNet stem
+    ((4, 7, 7, 2), 3, (3, 3, 3), (1, 1, 1), (0, 0, 0), 1, True),   # unpadded
+]
+
+
+@pytest.mark.parametrize("shape,filters,kernel,stride,pad,groups,bias", CONV_CASES)
+def test_conv3d_matches_reference(shape, filters, kernel, stride, pad, groups, bias):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2,) + shape).astype(np.float32)
+    layer = L.Conv3D(filters, kernel, stride, pad, groups=groups, use_bias=bias,
+                     bias_initializer="random_normal")
+    layer.build((None,) + shape)
+    expected = _np_conv3d(x, layer.kernel.numpy(), stride, pad, groups,
+                          layer.bias.numpy() if bias else None)
+    for out in _run_all_modes(layer, x):
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    assert layer.compute_output_shape((None,) + shape) == (None,) + expected.shape[1:]
+
+
+def test_conv3d_matches_keras_grouped_conv():
+    """Keras' own grouped Conv3D (through XLA) as a second reference."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 4, 6, 6, 8)).astype(np.float32)
+    ours = L.Conv3D(8, 3, 1, 1, groups=4)
+    ours.build(x.shape)
+    ref = keras.layers.Conv3D(8, 3, padding="same", groups=4, use_bias=False)
+    ref.build(x.shape)
+    ref.set_weights([ours.kernel.numpy()])
+    np.testing.assert_allclose(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,stride", [((6, 8, 8, 5), (1, 1, 1)), ((6, 8, 8, 5), (2, 2, 2)),
+                                          ((5, 9, 9, 3), (2, 2, 2)), ((1, 4, 4, 2), (2, 2, 2))])
+def test_depthwise_conv3d_matches_reference(shape, stride):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2,) + shape).astype(np.float32)
+    layer = L.DepthwiseConv3D(3, stride, 1)
+    layer.build((None,) + shape)
+    c = shape[-1]
+    dense = np.zeros((3, 3, 3, 1, c), np.float32)
+    dense[..., 0, :] = layer.kernel.numpy()[..., 0]
+    expected = _np_conv3d(x, dense, stride, (1, 1, 1), groups=c)
+    for out in _run_all_modes(layer, x):
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode,kernel,stride,pad,shape", [
+    ("max", (3, 3, 3), (2, 2, 2), (1, 1, 1), (6, 8, 8, 3)),
+    ("max", (3, 3, 3), (2, 2, 2), (1, 1, 1), (5, 7, 7, 2)),
+    ("max", (1, 2, 2), (2, 2, 2), (0, 1, 1), (3, 7, 7, 2)),   # C3D pool5
+    ("max", (2, 2, 2), (1, 2, 2), (0, 0, 0), (5, 8, 8, 2)),   # C3D pool1
+    ("avg", (2, 3, 3), (2, 2, 2), (0, 1, 1), (6, 8, 8, 3)),   # ShuffleNetV1 shortcut
+    ("avg", (2, 3, 3), (2, 2, 2), (0, 1, 1), (5, 7, 7, 2)),
+])
+def test_pooling_matches_pytorch_semantics(mode, kernel, stride, pad, shape):
+    rng = np.random.default_rng(3)
+    # Negative values: max pooling must not pick padded zeros.
+    x = (rng.normal(size=(2,) + shape) - 3.0).astype(np.float32)
+    cls = L.MaxPool3D if mode == "max" else L.AvgPool3D
+    layer = cls(kernel, stride, pad)
+    expected = _np_pool(x, kernel, stride, pad, mode)
+    for out in _run_all_modes(layer, x):
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_avg_pool_counts_padded_zeros():
+    x = np.ones((1, 2, 3, 3, 1), np.float32)
+    out = np.asarray(L.AvgPool3D((2, 3, 3), 2, (0, 1, 1))(x))
+    # The corner window covers 4 real pixels of 9 (PyTorch's count_include_pad=True).
+    np.testing.assert_allclose(out[0, 0, 0, 0, 0], 4.0 / 9.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_channel_shuffle_matches_pytorch_view_permute(groups):
+    rng = np.random.default_rng(4)
+    c = 6 * groups
+    x = rng.normal(size=(2, 3, 4, 4, c)).astype(np.float32)
+    ncdhw = x.transpose(0, 4, 1, 2, 3)
+    ref = ncdhw.reshape(2, groups, c // groups, 3, 4, 4).transpose(0, 2, 1, 3, 4, 5).reshape(2, c, 3, 4, 4)
+    expected = ref.transpose(0, 2, 3, 4, 1)
+    for out in _run_all_modes(L.ChannelShuffle(groups), x):
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_channel_split_halves():
+    x = np.arange(2 * 2 * 2 * 2 * 6, dtype=np.float32).reshape(2, 2, 2, 2, 6)
+    first, second = L.ChannelSplit()(x)
+    np.testing.assert_array_equal(first, x[..., :3])
+    np.testing.assert_array_equal(second, x[..., 3:])
+
+
+def test_zero_pad_channels_subsamples_and_pads():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1, 5, 7, 7, 3)).astype(np.float32)
+    out = np.asarray(L.ZeroPadChannels(8, 2)(x))
+    assert out.shape == (1, 3, 4, 4, 8)
+    np.testing.assert_array_equal(out[..., :3], x[:, ::2, ::2, ::2])
+    assert not out[..., 3:].any()
+
+
+def test_fused_activation_is_applied():
+    x = np.random.default_rng(6).normal(size=(1, 3, 4, 4, 2)).astype(np.float32)
+    plain = L.Conv3D(4, 3, 1, 1)
+    fused = L.Conv3D(4, 3, 1, 1, activation="relu6")
+    plain.build(x.shape)
+    fused.build(x.shape)
+    fused.set_weights([w * 10 for w in plain.get_weights()])
+    np.testing.assert_allclose(fused(x), np.clip(np.asarray(plain(x)) * 10, 0, 6), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [
+    L.Conv3D(6, (3, 1, 1), (2, 1, 1), (1, 0, 0), groups=3, use_bias=True, name="c"),
+    L.DepthwiseConv3D(3, 2, 1, name="d"),
+    L.MaxPool3D(3, 2, 1, name="m"),
+    L.AvgPool3D((2, 3, 3), 2, (0, 1, 1), name="a"),
+    L.ChannelShuffle(3, name="s"),
+    L.ZeroPadChannels(12, 2, name="z"),
+])
+def test_layer_config_round_trip(layer):
+    clone = layer.__class__.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(restored) is type(layer)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"filters": 5, "kernel_size": 3, "groups": 2},
+    {"filters": 4, "kernel_size": (3, 3)},
+    {"filters": 4, "kernel_size": 3, "strides": (1, 2, 1)},
+    {"filters": 4, "kernel_size": 0},
+])
+def test_conv3d_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match="Received"):
+        L.Conv3D(**kwargs)
+
+
+def test_layers_reject_non_video_input():
+    with pytest.raises(ValueError, match="5D input"):
+        L.DepthwiseConv3D(3).build((None, 8, 8, 3))
