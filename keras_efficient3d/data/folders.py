@@ -1,0 +1,78 @@
+"""Generic folder datasets: ``<root>/<split>/<class>/<video file or frame folder>``.
+
+Class names are the sorted union of the class folders of *every* split folder
+under ``root`` (or the given ``classes``), so train and validation agree on
+class indices even when a split lacks a class.
+"""
+
+from __future__ import annotations
+
+import os
+
+from keras_efficient3d.data.decode import DataError, is_video_file
+from keras_efficient3d.data.records import IndexSummary, VideoRecord, make_record
+
+__all__ = ["index_folders"]
+
+
+def _subfolders(path):
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+
+
+def index_folders(
+    root: str | os.PathLike,
+    split: str | None = "train",
+    classes=None,
+    count_frames: bool = False,
+) -> tuple[list[VideoRecord], list[str]]:
+    """Index ``<root>/<split>/<class>/*``.
+
+    Args:
+        root: dataset folder.
+        split: split folder name; ``None`` for ``<root>/<class>/*`` without splits.
+        classes: class names in index order; by default the sorted union of the
+            class folders of all splits.
+        count_frames: open each video file now to read its frame count (frame
+            folders are always listed).
+
+    Returns:
+        ``(records, class_names)``. Entries that are neither video files (by
+        extension) nor folders are ignored; empty frame folders are skipped and
+        summarised.
+
+    Raises:
+        DataError: missing root or split folder, or no video at all.
+    """
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise DataError("dataset folder not found", root)
+    split_root = root if split is None else os.path.join(root, split)
+    if not os.path.isdir(split_root):
+        raise DataError(f"split folder {split!r} not found (found: {_subfolders(root)})", split_root)
+    if classes is None:
+        if split is None:
+            class_names = _subfolders(root)
+        else:
+            class_names = sorted({c for s in _subfolders(root) for c in _subfolders(os.path.join(root, s))})
+    else:
+        class_names = [str(c) for c in classes]
+    unknown = sorted(set(_subfolders(split_root)) - set(class_names))
+    if unknown:
+        raise DataError(f"class folder(s) {unknown} are not in the class list", split_root)
+    summary = IndexSummary("folders", split or "-")
+    records = []
+    for label, class_name in enumerate(class_names):
+        class_dir = os.path.join(split_root, class_name)
+        if not os.path.isdir(class_dir):
+            continue
+        for name in sorted(os.listdir(class_dir)):
+            path = os.path.join(class_dir, name)
+            if name.startswith(".") or not (os.path.isdir(path) or is_video_file(name)):
+                continue
+            record = make_record(path, label, os.path.splitext(name)[0], summary, count=count_frames)
+            if record is not None:
+                records.append(record)
+    if not records:
+        raise DataError("no video file or frame folder found", split_root)
+    summary.log()
+    return records, class_names

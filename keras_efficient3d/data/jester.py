@@ -1,0 +1,152 @@
+"""20BN-Jester, as distributed: JPEG frame folders plus the official CSV files.
+
+Layout::
+
+    <root>/<video_id>/00001.jpg, 00002.jpg, ...
+    <annotations>/jester-v1-labels.csv       one class name per line
+    <annotations>/jester-v1-train.csv        <video_id>;<class name>
+    <annotations>/jester-v1-validation.csv   <video_id>;<class name>
+    <annotations>/jester-v1-test.csv         <video_id>              (optional)
+
+``annotations`` may instead be the JSON file the original implementation
+generates (``utils/jester_json.py``: ``{"labels": [...], "database": {id:
+{"subset": "training", "annotations": {"label": ...}}}}``).
+
+Jester is a gesture dataset where left/right matters: never train it with
+horizontal flips (the pipeline's default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from keras_efficient3d.data.decode import DataError
+from keras_efficient3d.data.records import (
+    IndexSummary,
+    VideoRecord,
+    make_record,
+    normalise_split,
+    read_annotation_lines,
+)
+
+__all__ = ["index_jester", "read_jester_labels", "LABELS_CSV", "SPLIT_CSVS"]
+
+LABELS_CSV = "jester-v1-labels.csv"
+SPLIT_CSVS = {
+    "train": "jester-v1-train.csv",
+    "validation": "jester-v1-validation.csv",
+    "test": "jester-v1-test.csv",
+}
+_SPLIT_ALIASES = {"train": ("training",), "validation": ("val", "valid"), "test": ("testing",)}
+# The original's JSON subset names.
+_JSON_SUBSETS = {"train": "training", "validation": "validation", "test": "testing"}
+
+
+def read_jester_labels(path: str | os.PathLike) -> list[str]:
+    """Class names from ``jester-v1-labels.csv``, in file order (= class index)."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for number, name in read_annotation_lines(path):
+        if ";" in name:
+            raise DataError(f"expected one class name per line, got {name!r}", path, number)
+        if name in seen:
+            raise DataError(f"duplicate class name {name!r} (first on line {seen[name]})", path, number)
+        seen[name] = number
+        names.append(name)
+    if not names:
+        raise DataError("label file lists no class", path)
+    return names
+
+
+def _read_split_csv(path, class_to_index, with_labels):
+    entries = []
+    seen: dict[str, int] = {}
+    for number, line in read_annotation_lines(path):
+        fields = line.split(";")
+        if len(fields) != (2 if with_labels else 1) or not fields[0].strip():
+            expected = "'<video_id>;<label>'" if with_labels else "'<video_id>'"
+            raise DataError(f"malformed line {line!r}, expected {expected}", path, number)
+        video_id = fields[0].strip()
+        if video_id in seen:
+            raise DataError(f"duplicate video id {video_id!r} (first on line {seen[video_id]})", path, number)
+        seen[video_id] = number
+        if with_labels:
+            label_name = fields[1].strip()
+            if label_name not in class_to_index:
+                raise DataError(f"label {label_name!r} is not in the label list", path, number)
+            entries.append((video_id, class_to_index[label_name]))
+        else:
+            entries.append((video_id, -1))
+    return entries
+
+
+def _read_json(path, split):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise DataError(f"invalid JSON ({error.msg})", path, error.lineno) from None
+    if not isinstance(data, dict) or "labels" not in data or "database" not in data:
+        raise DataError("expected the original's annotation JSON with 'labels' and 'database'", path)
+    class_names = [str(name) for name in data["labels"]]
+    class_to_index = {name: i for i, name in enumerate(class_names)}
+    subset = _JSON_SUBSETS[split]
+    entries = []
+    for video_id, value in data["database"].items():
+        if value.get("subset") != subset:
+            continue
+        label_name = (value.get("annotations") or {}).get("label")
+        if label_name is None:
+            entries.append((str(video_id), -1))
+        elif label_name not in class_to_index:
+            raise DataError(f"video {video_id!r}: label {label_name!r} is not in 'labels'", path)
+        else:
+            entries.append((str(video_id), class_to_index[label_name]))
+    return entries, class_names
+
+
+def index_jester(
+    root: str | os.PathLike,
+    split: str = "train",
+    annotations: str | os.PathLike | None = None,
+) -> tuple[list[VideoRecord], list[str]]:
+    """Index one Jester split.
+
+    Args:
+        root: folder holding one frame folder per video id.
+        split: ``'train'``, ``'validation'`` (``'val'``) or ``'test'``.
+        annotations: folder with the official CSVs, or the original's JSON file;
+            defaults to ``root``.
+
+    Returns:
+        ``(records, class_names)``. Missing and empty frame folders are skipped and
+        summarised in a warning.
+
+    Raises:
+        DataError: missing label file, malformed CSV line, unknown label (with file
+            and line).
+    """
+    root = os.fspath(root)
+    split = normalise_split(split, _SPLIT_ALIASES)
+    annotations = root if annotations is None else os.fspath(annotations)
+    if annotations.lower().endswith(".json"):
+        if not os.path.isfile(annotations):
+            raise DataError("annotation file not found", annotations)
+        entries, class_names = _read_json(annotations, split)
+    else:
+        class_names = read_jester_labels(os.path.join(annotations, LABELS_CSV))
+        class_to_index = {name: i for i, name in enumerate(class_names)}
+        entries = _read_split_csv(
+            os.path.join(annotations, SPLIT_CSVS[split]), class_to_index, with_labels=split != "test"
+        )
+    summary = IndexSummary("jester", split)
+    records = []
+    for video_id, label in entries:
+        record = make_record(os.path.join(root, video_id), label, video_id, summary)
+        if record is not None:
+            if record.kind != "frames":
+                raise DataError("expected a frame folder, found a file", record.path)
+            records.append(record)
+    summary.log()
+    return records, class_names

@@ -1,0 +1,184 @@
+"""Kinetics (400/600/700), as distributed: video files plus the official CSV files.
+
+Layout::
+
+    <root>/<split>/<label>/<youtube_id>_<time_start:06d>_<time_end:06d>.mp4
+    kinetics_600_<split>.csv:  label,youtube_id,time_start,time_end,split
+
+Download tools differ slightly, so each video is looked for under split folder
+``train``/``training``, ``val``/``validation``/``valid``, ``test``/``testing``;
+label folder as written or with spaces as underscores; extensions
+``.mp4``, ``.mkv``, ``.webm``, ``.avi``; also the original implementation's
+``<root>/<label>/<key>`` (no split folder) and a frame folder named after the key.
+Real downloads always miss videos: those are counted, skipped and summarised.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+from keras_efficient3d.data.decode import DataError
+from keras_efficient3d.data.records import (
+    IndexSummary,
+    VideoRecord,
+    make_record,
+    normalise_split,
+    read_annotation_lines,
+)
+
+__all__ = ["index_kinetics", "read_kinetics_classes"]
+
+_SPLIT_ALIASES = {"train": ("training",), "val": ("validation", "valid", "validate"), "test": ("testing",)}
+_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
+_REQUIRED = ("youtube_id", "time_start", "time_end", "split")
+
+
+def _as_list(paths):
+    if isinstance(paths, (str, os.PathLike)):
+        return [os.fspath(paths)]
+    return [os.fspath(p) for p in paths]
+
+
+def _read_csv(path):
+    """Rows of an official CSV as ``(line, label|None, youtube_id, start, end, split)``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError("annotation file not found", path)
+    rows = []
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise DataError("annotation file is empty", path) from None
+        missing = [name for name in _REQUIRED if name not in header]
+        if missing:
+            raise DataError(f"header lacks column(s) {missing}; expected {('label',) + _REQUIRED}", path, 1)
+        column = {name: header.index(name) for name in header}
+        for fields in reader:
+            number = reader.line_num
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise DataError(f"malformed line: {len(fields)} fields, the header has {len(header)}", path, number)
+            try:
+                start = int(fields[column["time_start"]])
+                end = int(fields[column["time_end"]])
+            except ValueError:
+                raise DataError("time_start/time_end must be integers", path, number) from None
+            label = fields[column["label"]].strip() if "label" in column else None
+            raw_split = fields[column["split"]].strip()
+            try:
+                split = normalise_split(raw_split, _SPLIT_ALIASES)
+            except ValueError:
+                raise DataError(f"unknown split {raw_split!r}", path, number) from None
+            youtube_id = fields[column["youtube_id"]].strip()
+            if not youtube_id:
+                raise DataError("empty youtube_id", path, number)
+            rows.append((path, number, label or None, youtube_id, start, end, split))
+    return rows
+
+
+def read_kinetics_classes(csv_paths) -> list[str]:
+    """Sorted class names found in the ``label`` column of the given CSVs."""
+    names = set()
+    for path in _as_list(csv_paths):
+        names.update(row[2] for row in _read_csv(path) if row[2])
+    if not names:
+        raise DataError("no labelled row", ", ".join(_as_list(csv_paths)))
+    return sorted(names)
+
+
+class _Listings:
+    """Cached directory listings: existence checks for 400k videos without 10M stats."""
+
+    def __init__(self):
+        self._cache: dict[str, frozenset] = {}
+
+    def names(self, folder):
+        if folder not in self._cache:
+            try:
+                self._cache[folder] = frozenset(os.listdir(folder))
+            except OSError:
+                self._cache[folder] = frozenset()
+        return self._cache[folder]
+
+    def find(self, folders, names):
+        for folder in folders:
+            present = self.names(folder)
+            for name in names:
+                if name in present:
+                    return os.path.join(folder, name)
+        return None
+
+
+def index_kinetics(
+    root: str | os.PathLike,
+    csv_paths,
+    split: str = "train",
+    classes=None,
+    count_frames: bool = False,
+) -> tuple[list[VideoRecord], list[str]]:
+    """Index one Kinetics split.
+
+    Args:
+        root: the dataset folder (see the module docstring for the layouts found).
+        csv_paths: one official CSV or several (e.g. train and val); rows whose
+            ``split`` column differs from ``split`` are ignored.
+        split: ``'train'``, ``'val'`` (``'validation'``) or ``'test'``.
+        classes: class names (a list, or a text file with one per line); by
+            default the sorted labels of *all* given CSVs, so pass the same
+            CSVs (or classes) for train and val to get the same class indices.
+        count_frames: open every video now to read its frame count (slow on the
+            full dataset; otherwise frames are counted when a clip is loaded).
+
+    Returns:
+        ``(records, class_names)``; test rows without labels get label -1.
+
+    Raises:
+        DataError: missing CSV, malformed row, label not in ``classes`` (file and line).
+    """
+    root = os.fspath(root)
+    split = normalise_split(split, _SPLIT_ALIASES)
+    csv_paths = _as_list(csv_paths)
+    if not csv_paths:
+        raise ValueError("`csv_paths` must name at least one CSV file. Received: csv_paths=[]")
+    rows = [row for path in csv_paths for row in _read_csv(path)]
+    if classes is None:
+        class_names = sorted({row[2] for row in rows if row[2]})
+    elif isinstance(classes, (str, os.PathLike)):
+        class_names = [name for _, name in read_annotation_lines(classes)]
+    else:
+        class_names = [str(name) for name in classes]
+    class_to_index = {name: i for i, name in enumerate(class_names)}
+
+    split_folders = (split,) + _SPLIT_ALIASES[split]
+    listings = _Listings()
+    summary = IndexSummary("kinetics", split)
+    records = []
+    for path, number, label_name, youtube_id, start, end, row_split in rows:
+        if row_split != split:
+            continue
+        if label_name is None:
+            if split != "test":
+                raise DataError("empty label outside the test split", path, number)
+            label = -1
+        elif label_name not in class_to_index:
+            raise DataError(f"label {label_name!r} is not in the class list", path, number)
+        else:
+            label = class_to_index[label_name]
+        key = f"{youtube_id}_{start:06d}_{end:06d}"
+        label_folders = [label_name, label_name.replace(" ", "_")] if label_name else []
+        folders = [os.path.join(root, s, lf) for s in split_folders for lf in label_folders]
+        folders += [os.path.join(root, s) for s in split_folders]
+        folders += [os.path.join(root, lf) for lf in label_folders]
+        found = listings.find(folders, [key + ext for ext in _EXTENSIONS] + [key])
+        if found is None:
+            summary.missing.append(os.path.join(folders[0], key + _EXTENSIONS[0]))
+            continue
+        record = make_record(found, label, key, summary, count=count_frames)
+        if record is not None:
+            records.append(record)
+    summary.log()
+    return records, class_names

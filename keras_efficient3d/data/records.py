@@ -1,0 +1,131 @@
+"""The plain record every dataset indexer returns, and helpers the indexers share."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+from keras_efficient3d.data.decode import DataError, count_frames, list_frame_files
+
+__all__ = ["VideoRecord", "IndexSummary", "make_record", "read_annotation_lines", "normalise_split"]
+
+logger = logging.getLogger("keras_efficient3d.data")
+
+KINDS = ("video", "frames")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoRecord:
+    """One labelled video on disk.
+
+    Attributes:
+        path: the video file, or the folder of its frames.
+        label: class index into the indexer's class-name list; -1 when unlabelled
+            (test splits).
+        video_id: the dataset's own identifier (Jester id, YouTube clip key, file stem).
+        kind: ``'video'`` (decoded with OpenCV) or ``'frames'`` (folder of images).
+        num_frames: frame count when known at index time, else ``None`` (counted
+            when the clip is loaded).
+    """
+
+    path: str
+    label: int
+    video_id: str
+    kind: str
+    num_frames: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"`kind` must be one of {KINDS}. Received: kind={self.kind!r}")
+        if self.num_frames is not None and self.num_frames <= 0:
+            raise ValueError(f"`num_frames` must be positive or None. Received: num_frames={self.num_frames}")
+
+
+@dataclasses.dataclass
+class IndexSummary:
+    """What an indexer found and what it skipped (missing or empty videos)."""
+
+    dataset: str
+    split: str
+    found: int = 0
+    missing: list[str] = dataclasses.field(default_factory=list)
+    empty: list[str] = dataclasses.field(default_factory=list)
+
+    def report(self) -> str:
+        text = f"{self.dataset} [{self.split}]: {self.found} videos indexed"
+        if self.missing:
+            text += f", {len(self.missing)} missing and skipped (first: {self.missing[0]})"
+        if self.empty:
+            text += f", {len(self.empty)} empty/unreadable and skipped (first: {self.empty[0]})"
+        return text
+
+    def log(self) -> None:
+        if self.missing or self.empty:
+            logger.warning(self.report())
+        else:
+            logger.info(self.report())
+
+
+def make_record(
+    path: str,
+    label: int,
+    video_id: str,
+    summary: IndexSummary,
+    count: bool = True,
+) -> VideoRecord | None:
+    """A record for ``path`` (video file or frame folder), or ``None`` if it is skipped.
+
+    Missing paths, frame folders without images and (when counted) unreadable
+    videos are recorded in ``summary`` rather than raised: in real downloads some
+    videos are always missing. Frame folders are always listed (one directory
+    read, and the only way to know their length); video files are opened only if
+    ``count`` (opening 400k Kinetics files at index time costs minutes), otherwise
+    their frames are counted when a clip is loaded.
+    """
+    if os.path.isdir(path):
+        try:
+            num_frames = len(list_frame_files(path))
+        except DataError:
+            summary.empty.append(path)
+            return None
+        summary.found += 1
+        return VideoRecord(path, label, video_id, "frames", num_frames)
+    if os.path.isfile(path):
+        num_frames = None
+        if count:
+            try:
+                num_frames = count_frames(path)
+            except DataError:
+                summary.empty.append(path)
+                return None
+        summary.found += 1
+        return VideoRecord(path, label, video_id, "video", num_frames)
+    summary.missing.append(path)
+    return None
+
+
+def read_annotation_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """Non-blank, stripped lines of an annotation file with their 1-based numbers.
+
+    Raises:
+        DataError: the file is missing or not UTF-8 text.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError("annotation file not found", path)
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as error:
+        raise DataError(f"annotation file is not UTF-8 text ({error.reason})", path) from None
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def normalise_split(split: str, aliases: dict[str, tuple[str, ...]]) -> str:
+    """The canonical split name for ``split`` (e.g. ``'val'`` -> ``'validation'``)."""
+    for canonical, names in aliases.items():
+        if split == canonical or split in names:
+            return canonical
+    accepted = sorted({canonical for canonical in aliases} | {n for names in aliases.values() for n in names})
+    raise ValueError(f"`split` must be one of {accepted}. Received: split={split!r}")

@@ -1,0 +1,241 @@
+"""Dataset indexers on small real layouts: Jester, Kinetics, UCF-101, generic folders."""
+
+import json
+import logging
+import os
+
+import pytest
+
+from data_media import frames_rgb, write_frames, write_video
+from keras_efficient3d.data import DataError, index_folders, index_jester, index_kinetics, index_ucf101
+
+
+def write_text(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return str(path)
+
+
+# ---------------------------------------------------------------- Jester
+@pytest.fixture
+def jester_root(tmp_path):
+    root = str(tmp_path / "jester")
+    for video_id, n in (("11", 5), ("12", 4), ("13", 6), ("20", 3)):
+        write_frames(os.path.join(root, video_id), frames_rgb(n, height=16, width=24))
+    os.makedirs(os.path.join(root, "14"))  # empty folder
+    write_text(os.path.join(root, "jester-v1-labels.csv"), "Swiping Left\nSwiping Right\nNo gesture\n")
+    write_text(os.path.join(root, "jester-v1-train.csv"),
+               "11;Swiping Right\n12;No gesture\n\n14;Swiping Left\n15;Swiping Left\n")
+    write_text(os.path.join(root, "jester-v1-validation.csv"), "13;Swiping Left\n")
+    write_text(os.path.join(root, "jester-v1-test.csv"), "20\n")
+    return root
+
+
+def test_jester_csv_index(jester_root, caplog):
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        records, classes = index_jester(jester_root, "train")
+    assert classes == ["Swiping Left", "Swiping Right", "No gesture"]
+    assert [(r.video_id, r.label, r.kind, r.num_frames) for r in records] == [("11", 1, "frames", 5),
+                                                                            ("12", 2, "frames", 4)]
+    assert records[0].path == os.path.join(jester_root, "11")
+    # 14 is empty, 15 is missing: both skipped and summarised.
+    assert "1 missing" in caplog.text and "1 empty" in caplog.text
+    val, _ = index_jester(jester_root, "val")
+    assert [(r.video_id, r.label) for r in val] == [("13", 0)]
+    test, _ = index_jester(jester_root, "test")
+    assert [(r.video_id, r.label) for r in test] == [("20", -1)]
+
+
+def test_jester_separate_annotation_folder(jester_root, tmp_path):
+    annotations = tmp_path / "ann"
+    for name in ("jester-v1-labels.csv", "jester-v1-validation.csv"):
+        write_text(str(annotations / name), open(os.path.join(jester_root, name)).read())
+    records, _ = index_jester(jester_root, "validation", annotations=str(annotations))
+    assert [(r.video_id, r.num_frames) for r in records] == [("13", 6)]
+
+
+def test_jester_original_json(jester_root, tmp_path):
+    data = {
+        "labels": ["Swiping Left", "Swiping Right", "No gesture"],
+        "database": {
+            "11": {"subset": "training", "annotations": {"label": "Swiping Right"}},
+            "13": {"subset": "validation", "annotations": {"label": "Swiping Left"}},
+            "12": {"subset": "training", "annotations": {"label": "No gesture"}},
+        },
+    }
+    path = write_text(str(tmp_path / "jester.json"), json.dumps(data))
+    records, classes = index_jester(jester_root, "training", annotations=path)
+    assert sorted((r.video_id, r.label) for r in records) == [("11", 1), ("12", 2)]
+    data["database"]["12"]["annotations"]["label"] = "Waving"
+    write_text(path, json.dumps(data))
+    with pytest.raises(DataError, match="Waving"):
+        index_jester(jester_root, "train", annotations=path)
+
+
+@pytest.mark.parametrize(
+    "content, line, match",
+    [
+        ("11;Swiping Right\n12\n", 2, "malformed"),
+        ("11;Swiping Right\n12;No gesture;x\n", 2, "malformed"),
+        ("11;Swiping Right\n\n12;Thumb Up\n", 3, "not in the label list"),
+        ("11;Swiping Right\n11;No gesture\n", 2, "duplicate"),
+    ],
+)
+def test_jester_bad_csv_lines_name_file_and_line(jester_root, content, line, match):
+    path = write_text(os.path.join(jester_root, "jester-v1-train.csv"), content)
+    with pytest.raises(DataError, match=match) as info:
+        index_jester(jester_root, "train")
+    assert str(info.value).startswith(f"{path}:{line}: ")
+
+
+def test_jester_missing_label_file(jester_root):
+    os.remove(os.path.join(jester_root, "jester-v1-labels.csv"))
+    with pytest.raises(DataError, match="jester-v1-labels.csv: annotation file not found"):
+        index_jester(jester_root, "train")
+    with pytest.raises(ValueError, match="split"):
+        index_jester(jester_root, "holdout")
+
+
+# ---------------------------------------------------------------- Kinetics
+KINETICS_CSV = (
+    "label,youtube_id,time_start,time_end,split\n"
+    "abseiling,aaa,10,20,train\n"
+    "air drumming,bbb,0,10,train\n"
+    "abseiling,ccc,5,15,train\n"
+    "air drumming,ddd,30,40,val\n"
+    "zumba,eee,1,11,train\n"
+)
+
+
+@pytest.fixture
+def kinetics_root(tmp_path):
+    root = str(tmp_path / "kinetics")
+    small = frames_rgb(6, height=16, width=24)
+    write_video(os.path.join(root, "train", "abseiling", "aaa_000010_000020.mp4"), small)
+    write_video(os.path.join(root, "train", "air_drumming", "bbb_000000_000010.mp4"), small)  # underscored
+    write_video(os.path.join(root, "air drumming", "ddd_000030_000040.mp4"), small)  # original's layout
+    write_video(os.path.join(root, "train", "zumba", "eee_000001_000011.mp4"), small)
+    # ccc is missing.
+    return root
+
+
+def test_kinetics_index(kinetics_root, tmp_path, caplog):
+    csv_path = write_text(str(tmp_path / "kinetics_600_train.csv"), KINETICS_CSV)
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        records, classes = index_kinetics(kinetics_root, csv_path, "train")
+    assert classes == ["abseiling", "air drumming", "zumba"]
+    assert [(r.video_id, r.label, r.kind) for r in records] == [
+        ("aaa_000010_000020", 0, "video"), ("bbb_000000_000010", 1, "video"), ("eee_000001_000011", 2, "video")]
+    assert records[1].path.endswith(os.path.join("train", "air_drumming", "bbb_000000_000010.mp4"))
+    assert "1 missing" in caplog.text and "ccc_000005_000015" in caplog.text
+    val, val_classes = index_kinetics(kinetics_root, csv_path, "validation", count_frames=True)
+    assert val_classes == classes
+    assert [(r.video_id, r.label, r.num_frames) for r in val] == [("ddd_000030_000040", 1, 6)]
+
+
+def test_kinetics_bad_rows(kinetics_root, tmp_path):
+    bad_time = write_text(str(tmp_path / "a.csv"), KINETICS_CSV.replace("bbb,0,10", "bbb,zero,10"))
+    with pytest.raises(DataError, match="integers") as info:
+        index_kinetics(kinetics_root, bad_time, "train")
+    assert str(info.value).startswith(f"{bad_time}:3: ")
+    short = write_text(str(tmp_path / "b.csv"), KINETICS_CSV + "abseiling,fff,1\n")
+    with pytest.raises(DataError, match="fields") as info:
+        index_kinetics(kinetics_root, short, "train")
+    assert f"{short}:7:" in str(info.value)
+    no_header = write_text(str(tmp_path / "c.csv"), "abseiling,aaa,10,20,train\n")
+    with pytest.raises(DataError, match="header"):
+        index_kinetics(kinetics_root, no_header, "train")
+    good = write_text(str(tmp_path / "d.csv"), KINETICS_CSV)
+    with pytest.raises(DataError, match="'zumba' is not in the class list") as info:
+        index_kinetics(kinetics_root, good, "train", classes=["abseiling", "air drumming"])
+    assert f"{good}:6:" in str(info.value)
+    with pytest.raises(DataError, match="not found"):
+        index_kinetics(kinetics_root, str(tmp_path / "none.csv"), "train")
+
+
+def test_kinetics_test_split_without_labels(tmp_path):
+    root = str(tmp_path / "k")
+    write_video(os.path.join(root, "test", "xyz_000001_000011.mp4"), frames_rgb(4, height=16, width=24))
+    csv_path = write_text(str(tmp_path / "test.csv"), "youtube_id,time_start,time_end,split\nxyz,1,11,test\n")
+    records, classes = index_kinetics(root, csv_path, "test", classes=["a", "b"])
+    assert [(r.video_id, r.label) for r in records] == [("xyz_000001_000011", -1)]
+
+
+# ---------------------------------------------------------------- UCF-101
+@pytest.fixture
+def ucf_root(tmp_path):
+    root = str(tmp_path / "ucf")
+    small = frames_rgb(5, height=16, width=24)
+    write_video(os.path.join(root, "ApplyEyeMakeup", "v_ApplyEyeMakeup_g08_c01.avi"), small, "avi")
+    write_frames(os.path.join(root, "Archery", "v_Archery_g01_c01"), small, pattern="image_{:05d}.jpg")
+    write_video(os.path.join(root, "Archery", "v_Archery_g02_c01.avi"), small, "avi")
+    write_text(os.path.join(root, "classInd.txt"), "1 ApplyEyeMakeup\r\n2 ApplyLipstick\r\n3 Archery\r\n")
+    write_text(os.path.join(root, "trainlist01.txt"),
+               "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\nArchery/v_Archery_g01_c01.avi 3\n"
+               "ApplyLipstick/v_ApplyLipstick_g01_c01.avi 2\n")
+    write_text(os.path.join(root, "testlist01.txt"), "Archery/v_Archery_g02_c01.avi\n")
+    return root
+
+
+def test_ucf101_index(ucf_root, caplog):
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        records, classes = index_ucf101(ucf_root, "train", fold=1)
+    assert classes == ["ApplyEyeMakeup", "ApplyLipstick", "Archery"]
+    assert [(r.video_id, r.label, r.kind, r.num_frames) for r in records] == [
+        ("v_ApplyEyeMakeup_g08_c01", 0, "video", 5), ("v_Archery_g01_c01", 2, "frames", 5)]
+    assert "1 missing" in caplog.text
+    test, _ = index_ucf101(ucf_root, "test", fold=1)
+    assert [(r.video_id, r.label) for r in test] == [("v_Archery_g02_c01", 2)]
+
+
+@pytest.mark.parametrize(
+    "content, line, match",
+    [
+        ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 2\n", 1, "disagrees"),
+        ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\nFencing/v_Fencing_g01_c01.avi 4\n", 2, "not in classInd"),
+        ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi\n", 1, "malformed"),
+    ],
+)
+def test_ucf101_bad_lines(ucf_root, content, line, match):
+    path = write_text(os.path.join(ucf_root, "trainlist01.txt"), content)
+    with pytest.raises(DataError, match=match) as info:
+        index_ucf101(ucf_root, "train")
+    assert str(info.value).startswith(f"{path}:{line}: ")
+
+
+def test_ucf101_bad_class_file_and_fold(ucf_root):
+    path = write_text(os.path.join(ucf_root, "classInd.txt"), "1 A\n3 B\n")
+    with pytest.raises(DataError, match="out of order") as info:
+        index_ucf101(ucf_root, "train")
+    assert str(info.value).startswith(f"{path}:2: ")
+    with pytest.raises(ValueError, match="fold"):
+        index_ucf101(ucf_root, "train", fold=4)
+    with pytest.raises(DataError, match="trainlist02.txt: annotation file not found"):
+        write_text(path, "1 ApplyEyeMakeup\n2 ApplyLipstick\n3 Archery\n")
+        index_ucf101(ucf_root, "train", fold=2)
+
+
+# ---------------------------------------------------------------- generic folders
+def test_folders_index(tmp_path):
+    root = str(tmp_path / "folders")
+    small = frames_rgb(4, height=16, width=24)
+    write_video(os.path.join(root, "train", "cat", "a.mp4"), small)
+    write_frames(os.path.join(root, "train", "dog", "b"), small)
+    write_text(os.path.join(root, "train", "dog", "notes.txt"), "ignored")
+    os.makedirs(os.path.join(root, "train", "dog", "empty"))
+    write_video(os.path.join(root, "val", "eel", "c.webm"), small, "webm")
+    records, classes = index_folders(root, "train", count_frames=True)
+    assert classes == ["cat", "dog", "eel"]  # union over splits: same indices in val
+    assert [(r.video_id, r.label, r.kind, r.num_frames) for r in records] == [("a", 0, "video", 4),
+                                                                            ("b", 1, "frames", 4)]
+    lazy, _ = index_folders(root, "train")
+    assert [r.num_frames for r in lazy] == [None, 4]  # videos counted at load time only
+    val, val_classes = index_folders(root, "val")
+    assert val_classes == classes and [(r.video_id, r.label) for r in val] == [("c", 2)]
+    with pytest.raises(DataError, match="split folder 'test' not found"):
+        index_folders(root, "test")
+    with pytest.raises(DataError, match="not in the class list"):
+        index_folders(root, "train", classes=["cat"])
+    flat, flat_classes = index_folders(os.path.join(root, "train"), split=None)
+    assert flat_classes == ["cat", "dog"] and len(flat) == 2

@@ -1,0 +1,217 @@
+"""The tf.data pipeline on real JPEG folders and encoded videos.
+
+Every test video's frames carry their index (red/blue) and their label (green),
+so each clip can be checked for the frames it holds and the label it came with.
+"""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_media import frame_index, frame_tag, frames_rgb, write_frames, write_video
+from keras_efficient3d.data import (
+    DataError,
+    DecodeFailures,
+    VideoRecord,
+    aggregate_video_predictions,
+    make_dataset,
+    video_level_accuracy,
+)
+
+SMALL = dict(sample_duration=4, sample_size=32, normalization="none")
+LENGTHS = [20, 12, 9, 3]  # frames of the test video with label 0, 1, 2, 3
+
+
+def tag(label):
+    return 40 + 40 * label
+
+
+def check_clip(clip, label, num_frames, downsample=1):
+    """The clip holds frames of a video with ``label``: a loop-padded window, strided."""
+    clip = np.asarray(clip)
+    assert clip.shape == (4, 32, 32, 3)
+    assert all(abs(frame_tag(frame) - tag(label)) <= 3 for frame in clip), "clip does not match its label"
+    indices = [frame_index(frame) for frame in clip]
+    assert 0 <= min(indices) and max(indices) < num_frames
+    window = 4 * downsample
+    begin = indices[0]
+    expected = [list(range(begin, min(begin + window, num_frames)))[k % min(window, num_frames - begin)]
+                for k in range(0, window, downsample)]
+    assert indices == expected
+    return indices
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """Two JPEG folders and two mp4 videos, 4 labels, 20/12/9/3 frames."""
+    root = str(tmp_path_factory.mktemp("pipeline"))
+    out = []
+    for label, n in enumerate(LENGTHS):
+        frames = frames_rgb(n, tag=tag(label), height=48, width=64)
+        if label % 2 == 0:
+            path = write_frames(os.path.join(root, f"v{label}"), frames)
+            out.append(VideoRecord(path, label, f"v{label}", "frames", n))
+        else:
+            path = write_video(os.path.join(root, f"v{label}.mp4"), frames, "mp4")
+            out.append(VideoRecord(path, label, f"v{label}", "video", None))
+    return out
+
+
+@pytest.fixture(scope="module")
+def corrupt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corrupt") / "broken.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
+    return VideoRecord(str(path), 3, "broken", "video", None)
+
+
+def lengths_of(records):
+    return {r.label: LENGTHS[r.label] for r in records}
+
+
+def test_train_clips_hold_their_labels_and_valid_windows(records):
+    lengths = lengths_of(records)
+    ds = make_dataset(records, "train", batch_size=2, seed=1, downsample=2, **SMALL)
+    assert ds.element_spec[0].shape.as_list() == [2, 4, 32, 32, 3]
+    seen = []
+    for _ in range(3):  # epochs
+        for clips, labels in ds:
+            assert clips.dtype == tf.float32 and labels.dtype == tf.int32
+            for clip, label in zip(clips.numpy(), labels.numpy()):
+                check_clip(clip, int(label), lengths[int(label)], downsample=2)
+                seen.append(int(label))
+    assert sorted(set(seen)) == [0, 1, 2, 3] and len(seen) == 12
+
+
+def test_seeded_pipelines_are_reproducible_and_epochs_differ(records):
+    def epochs(seed):
+        ds = make_dataset(records, "train", batch_size=4, seed=seed, deterministic=True, **SMALL)
+        return [[(c.numpy(), l.numpy()) for c, l in ds] for _ in range(2)]
+
+    first, again, other = epochs(5), epochs(5), epochs(6)
+    for epoch_a, epoch_b in zip(first, again):
+        for (ca, la), (cb, lb) in zip(epoch_a, epoch_b):
+            np.testing.assert_array_equal(ca, cb)
+            np.testing.assert_array_equal(la, lb)
+    assert not np.array_equal(first[0][0][0], first[1][0][0])  # a new epoch reshuffles and re-augments
+    assert not np.array_equal(first[0][0][0], other[0][0][0])
+
+
+def test_val_takes_the_centre_window(records):
+    ds = make_dataset(records, "val", batch_size=3, **SMALL)
+    clips, labels = [np.concatenate(x) for x in zip(*[(c.numpy(), l.numpy()) for c, l in ds])]
+    assert labels.tolist() == [0, 1, 2, 3]  # no shuffling, last batch kept
+    windows = [[frame_index(f) for f in clip] for clip in clips]
+    # n=20: centre 10 - 2 = 8; n=12: 6 - 2 = 4; n=9: 4 - 2 = 2; n=3: 0 1 2 padded.
+    assert windows == [[8, 9, 10, 11], [4, 5, 6, 7], [2, 3, 4, 5], [0, 1, 2, 0]]
+    np.testing.assert_allclose([frame_tag(clip[0]) for clip in clips], [tag(i) for i in range(4)], atol=3)
+
+
+def test_test_mode_yields_every_window_with_video_indices(records):
+    ds = make_dataset(records, "test", batch_size=4, **SMALL)
+    clips, labels, videos = [np.concatenate(x) for x in zip(*[(c.numpy(), l.numpy(), v.numpy()) for c, l, v in ds])]
+    # ceil(20/4) + ceil(12/4) + ceil(9/4) + ceil(3/4) = 5 + 3 + 3 + 1 windows.
+    assert videos.tolist() == [0] * 5 + [1] * 3 + [2] * 3 + [3]
+    assert labels.tolist() == [0] * 5 + [1] * 3 + [2] * 3 + [3]
+    windows = [[frame_index(f) for f in clip] for clip in clips]
+    assert windows[:5] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15], [16, 17, 18, 19]]
+    assert windows[8:11] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 8, 8, 8]]
+    assert windows[11] == [0, 1, 2, 0]
+
+
+def test_decode_failures_are_skipped_counted_and_never_become_clips(records, corrupt, caplog):
+    failures = DecodeFailures(limit=5)
+    mixed = records + [corrupt]
+    ds = make_dataset(mixed, "train", batch_size=1, seed=0, failures=failures, **SMALL)
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        items = [(c.numpy()[0], int(l.numpy()[0])) for c, l in ds]
+    assert len(items) == 4 and failures.count == 1 and failures.paths == [corrupt.path]
+    lengths = lengths_of(records)
+    for clip, label in items:
+        assert clip.max() > 0  # never an all-black placeholder
+        check_clip(clip, label, lengths[label])
+    assert "broken.mp4" in caplog.text
+    val = make_dataset(mixed, "val", batch_size=8, **SMALL)
+    assert [l.numpy().tolist() for _, l in val] == [[0, 1, 2, 3]]
+
+
+def test_too_many_decode_failures_stop_with_a_clear_error(records, corrupt):
+    ds = make_dataset(records + [corrupt], "val", batch_size=8, max_decode_failures=0, **SMALL)
+    with pytest.raises((tf.errors.OpError, DataError), match="more than max_decode_failures=0"):
+        for _ in ds:
+            pass
+
+
+def test_wrong_frame_count_in_metadata_falls_back_to_decodable_frames(tmp_path):
+    path = write_video(str(tmp_path / "short.mp4"), frames_rgb(12, tag=tag(1)), "mp4")
+    record = VideoRecord(path, 1, "short", "video", num_frames=100)  # container lies
+    ds = make_dataset([record], "train", batch_size=1, seed=0, **SMALL)
+    for _ in range(3):
+        clip, label = next(iter(ds))
+        check_clip(clip.numpy()[0], 1, 12)
+
+
+def test_cache_in_train_and_val(records, tmp_path):
+    lengths = lengths_of(records)
+    train = make_dataset(records, "train", batch_size=2, seed=3, cache=True, **SMALL)
+    for _ in range(2):
+        for clips, labels in train:
+            for clip, label in zip(clips.numpy(), labels.numpy()):
+                check_clip(clip, int(label), lengths[int(label)])
+    val = make_dataset(records, "val", batch_size=4, cache=str(tmp_path / "val_cache"), **SMALL)
+    a = [c.numpy() for c, _ in val]
+    b = [c.numpy() for c, _ in val]
+    np.testing.assert_array_equal(a[0], b[0])
+    assert any(name.startswith("val_cache") for name in os.listdir(tmp_path))
+
+
+def test_normalization_is_applied(records):
+    raw = next(iter(make_dataset(records[:1], "val", batch_size=1, **SMALL)))[0].numpy()
+    norm = next(iter(make_dataset(records[:1], "val", batch_size=1, sample_duration=4, sample_size=32,
+                                  normalization="kinetics")))[0].numpy()
+    # 'kinetics' = BGR, ActivityNet mean, 0-255.
+    np.testing.assert_allclose(norm[..., 0], raw[..., 2] - 114.7748, atol=1e-3)
+    np.testing.assert_allclose(norm[..., 2], raw[..., 0] - 99.4750, atol=1e-3)
+    unit = next(iter(make_dataset(records[:1], "val", batch_size=1, sample_duration=4, sample_size=32,
+                                  normalization="unit")))[0].numpy()
+    np.testing.assert_allclose(unit, raw / 255, atol=1e-6)
+
+
+def test_argument_validation(records):
+    with pytest.raises(ValueError, match="mode"):
+        make_dataset(records, "predict")
+    with pytest.raises(ValueError, match="crop"):
+        make_dataset(records, crop="middle")
+    with pytest.raises(ValueError, match="empty"):
+        make_dataset([])
+    with pytest.raises(ValueError, match="sample_duration"):
+        make_dataset(records, sample_duration=0)
+    with pytest.raises(ValueError, match="shuffle"):
+        make_dataset(records, "test", shuffle=True)
+    with pytest.raises(ValueError, match="VideoRecord"):
+        make_dataset(["a.mp4"])
+    with pytest.raises(ValueError, match="max_decode_failures"):
+        make_dataset(records, max_decode_failures=-1)
+
+
+def test_video_level_accuracy_by_hand():
+    probs = np.array([
+        [0.6, 0.3, 0.1],  # video 7 (label 1), clip 1
+        [0.1, 0.8, 0.1],  # video 7, clip 2 -> mean [0.35, 0.55, 0.1]: top1 = 1, correct
+        [0.5, 0.1, 0.4],  # video 2 (label 2), single clip: top1 = 0 wrong, top2 = {0, 2} correct
+        [0.2, 0.7, 0.1],  # video 5 (label 0): top1 1, top2 {1, 0} correct
+    ])
+    labels = [1, 1, 2, 0]
+    videos = [7, 7, 2, 5]
+    result = video_level_accuracy(probs, labels, videos, topk=(1, 2, 5))
+    assert result["top1"] == pytest.approx(1 / 3)
+    assert result["top2"] == pytest.approx(1.0)
+    assert result["top5"] == pytest.approx(1.0)
+    assert (result["num_videos"], result["num_clips"]) == (3, 4)
+    ids, mean = aggregate_video_predictions(probs, videos)
+    assert ids.tolist() == [2, 5, 7]
+    np.testing.assert_allclose(mean[2], [0.35, 0.55, 0.1])
+    with pytest.raises(ValueError, match="different labels"):
+        video_level_accuracy(probs, [1, 0, 2, 0], videos)
