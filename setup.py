@@ -12,7 +12,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_efficient3d", "keras_efficient3d.*"]),
-    package_data={"keras_efficient3d": ["resources/*.csv", "resources/*.txt", "resources/*.json"]},
+    package_data={"keras_efficient3d": ["resources/*.csv", "resources/*.txt", "resources/*.json",
+                                       "resources/labels/*.txt"]},
     python_requires=">=3.10",
     install_requires=[
         # The 2.21 series: the version every figure in the README was measured with.
@@ -23,6 +24,8 @@ setup(
         # Video decoding (tensorflow-io does not load on TF 2.21).
         "opencv-python-headless>=4.9",
         "absl-py>=2.0",
+        # Training logs (tensorflow-cpu does not pull it in).
+        "tensorboard>=2.21,<2.22",
         "matplotlib>=3.8",
     ],
     extras_require={

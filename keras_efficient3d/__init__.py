@@ -7,6 +7,11 @@
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# TensorFlow's C++ start-up chatter would otherwise precede every CLI's own messages.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from keras_efficient3d import layers
 from keras_efficient3d.models import (
     C3D,

@@ -1,0 +1,149 @@
+"""Clip- and video-level accuracy, per-class accuracy, confusion matrix.
+
+Users of the original often mixed up its two figures, so both are always reported and
+labelled:
+
+* **clip accuracy**: one centre clip per video (the original's validation, ``val_epoch``);
+* **video accuracy**: softmax scores averaged over the non-overlapping windows covering the
+  whole video (the original's ``test.py`` + ``utils/video_accuracy.py``), the figure the
+  paper reports.
+
+`evaluate` takes any ``predict_fn(clips) -> logits`` so that Keras, TFLite and ONNX models
+are scored by the same code.
+"""
+
+import json
+import os
+
+import numpy as np
+
+
+def _softmax(logits):
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _topk(probs, labels, k):
+    k = min(k, probs.shape[1])
+    ranking = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return float((ranking == labels[:, None]).any(axis=1).mean()) if len(labels) else 0.0
+
+
+def keras_predict_fn(model, batch_size=None):
+    """A predict function over a Keras model in inference mode."""
+    import tensorflow as tf
+
+    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda clips: call(tf.convert_to_tensor(clips)).numpy()
+
+
+def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
+             normalization="original", batch_size=8, softmax=True):
+    """Scores `predict_fn` on `records`; returns a JSON-serialisable dict."""
+    from keras_efficient3d import data
+
+    if not records:
+        raise ValueError("No videos to evaluate.")
+    common = dict(sample_duration=frames, downsample=downsample, sample_size=size,
+                  batch_size=batch_size, normalization=normalization)
+    clip_probs, clip_labels = [], []
+    for clips, labels in data.make_dataset(records, "val", **common):
+        clip_probs.append(_softmax(np.asarray(predict_fn(clips.numpy()), np.float64)))
+        clip_labels.append(labels.numpy())
+    clip_probs = np.concatenate(clip_probs)
+    clip_labels = np.concatenate(clip_labels)
+
+    window_probs, window_labels, window_videos = [], [], []
+    for clips, labels, videos in data.make_dataset(records, "test", **common):
+        logits = np.asarray(predict_fn(clips.numpy()), np.float64)
+        window_probs.append(_softmax(logits) if softmax else logits)
+        window_labels.append(labels.numpy())
+        window_videos.append(videos.numpy())
+    window_probs = np.concatenate(window_probs)
+    window_labels = np.concatenate(window_labels)
+    window_videos = np.concatenate(window_videos)
+    video = data.video_level_accuracy(window_probs, window_labels, window_videos, topk=(1, 5))
+    ids, mean_probs = data.aggregate_video_predictions(window_probs, window_videos)
+    video_labels = np.empty(len(ids), np.int64)
+    video_labels[np.searchsorted(ids, window_videos)] = window_labels
+    predictions = mean_probs.argmax(axis=1)
+
+    num_classes = len(classes)
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (video_labels, predictions), 1)
+    per_class = {}
+    for index, name in enumerate(classes):
+        total = int(confusion[index].sum())
+        per_class[name] = {"videos": total,
+                           "accuracy": float(confusion[index, index] / total) if total else None}
+    return {
+        "clip_top1": _topk(clip_probs, clip_labels, 1),
+        "clip_top5": _topk(clip_probs, clip_labels, 5),
+        "video_top1": video["top1"],
+        "video_top5": video["top5"],
+        "num_videos": video["num_videos"],
+        "num_windows": video["num_clips"],
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "classes": list(classes),
+    }
+
+
+def format_report(results, title="Evaluation"):
+    lines = [
+        title,
+        f"  clip accuracy  (one centre clip per video): top-1 {100 * results['clip_top1']:6.2f}%"
+        f"   top-5 {100 * results['clip_top5']:6.2f}%",
+        f"  video accuracy (all windows, softmax mean):  top-1 {100 * results['video_top1']:6.2f}%"
+        f"   top-5 {100 * results['video_top5']:6.2f}%",
+        f"  {results['num_videos']} videos, {results['num_windows']} windows",
+    ]
+    worst = sorted((v["accuracy"], k) for k, v in results["per_class"].items()
+                   if v["accuracy"] is not None)[:3]
+    if worst:
+        lines.append("  weakest classes: " + ", ".join(f"{k} {100 * a:.0f}%" for a, k in worst))
+    return "\n".join(lines)
+
+
+def plot_confusion(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(results["confusion_matrix"], np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    normalised = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    n = len(results["classes"])
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    labels = [c if len(c) <= 18 else c[:17] + "…" for c in results["classes"]]
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticklabels(labels, fontsize=7)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
+                            color="white" if normalised[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"video-level confusion (top-1 {100 * results['video_top1']:.1f}%)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_results(results, output_dir, prefix="eval"):
+    """Writes PREFIX_results.json and PREFIX_confusion.png; returns their paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    json_path = os.path.join(output_dir, f"{prefix}_results.json")
+    with open(json_path, "w") as handle:
+        json.dump(results, handle, indent=2)
+    png = plot_confusion(results, os.path.join(output_dir, f"{prefix}_confusion.png"))
+    return json_path, png

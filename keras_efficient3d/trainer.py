@@ -1,0 +1,402 @@
+"""Training with ``model.fit`` on the tf.data video pipelines, as the original trains.
+
+`TrainConfig` holds every option (the original's, in Python style); `train(config)` builds
+the data, model, optimizer and callbacks and fits; the CLI `training/train.py` only maps
+absl flags onto a `TrainConfig`. Output directory layout::
+
+    OUT/config.json          the effective configuration
+    OUT/last.keras           written every `checkpoint_every` epochs (atomically)
+    OUT/best.keras           best validation clip accuracy so far
+    OUT/train_state.json     epoch, best accuracy, learning rate: what `resume` needs
+    OUT/log.csv              per-epoch metrics; OUT/curves.png; OUT/tensorboard/
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_efficient3d import registry
+from keras_efficient3d.optim import TorchSGD
+
+DATASETS = ("jester", "kinetics600", "ucf101", "folders", "synthetic")
+SCHEDULES = ("steps", "plateau", "cosine", "constant")
+DISTRIBUTIONS = ("none", "mirrored", "multiworker")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every training option; defaults are the original's (opts.py, run-jester.sh)."""
+
+    # Data
+    dataset: str = "jester"
+    data_root: str = ""
+    annotations: str | None = None  # CSV folder / JSON (Jester), CSV (Kinetics), lists (UCF-101)
+    ucf101_fold: int = 1
+    frames: int = 16  # the original's sample_duration
+    size: int = 112  # sample_size
+    downsample: int = 1
+    crop: str = "random"
+    hflip: bool | None = None  # None: off for Jester and the synthetic gestures, on otherwise
+    normalization: str = "original"
+    cache: bool = False
+    max_decode_failures: int = 100
+    # Model
+    model: str = "mobilenetv2"
+    width_mult: float | None = None
+    groups: int | None = None
+    version: float | None = None
+    depth: int | None = None
+    shortcut: str | None = None
+    cardinality: int | None = None
+    dropout: float | None = None
+    num_classes: int | None = None  # None: the dataset's
+    # Optimisation: "sgd" is torch.optim.SGD, as the original; "adam" converges faster from
+    # scratch on small data (the synthetic demo).
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    lr_schedule: str = "steps"
+    lr_steps: tuple = (40, 55, 65, 70, 200, 250)
+    lr_gamma: float = 0.1
+    lr_patience: int = 10
+    momentum: float = 0.9
+    dampening: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-3
+    batch_size: int = 16
+    epochs: int = 250
+    steps_per_epoch: int | None = None  # None: one pass over the training split
+    # Initialisation and fine-tuning
+    resume: bool = False
+    pretrained: str | None = None  # a .keras model (e.g. converted Kinetics) to start from
+    ft_portion: str = "complete"  # or "last_layer"
+    # Bookkeeping
+    output_dir: str = "runs/train"
+    checkpoint_every: int = 1
+    seed: int | None = 0
+    mixed_precision: bool = False  # float16 compute on GPUs
+    distribution: str = "none"
+    cpu_devices: int = 0  # >1 splits the CPU into logical devices (testing MirroredStrategy)
+    verbose: int = 1
+
+    def validate(self):
+        def bad(name, expected):
+            raise ValueError(f"Invalid training option `{name}`: expected {expected}. "
+                             f"Received: {name}={getattr(self, name)!r}")
+
+        if self.dataset not in DATASETS:
+            bad("dataset", f"one of {DATASETS}")
+        if not self.data_root:
+            bad("data_root", "the dataset's folder")
+        if self.lr_schedule not in SCHEDULES:
+            bad("lr_schedule", f"one of {SCHEDULES}")
+        if self.optimizer not in ("sgd", "adam"):
+            bad("optimizer", "'sgd' or 'adam'")
+        if self.ft_portion not in ("complete", "last_layer"):
+            bad("ft_portion", "'complete' or 'last_layer'")
+        if self.distribution not in DISTRIBUTIONS:
+            bad("distribution", f"one of {DISTRIBUTIONS}")
+        for name in ("frames", "size", "downsample", "batch_size", "epochs", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                bad(name, "a positive integer")
+        if self.learning_rate <= 0:
+            bad("learning_rate", "a positive number")
+        if self.resume and self.pretrained:
+            bad("pretrained", "no value together with resume (resume continues a run of its own)")
+        return self
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+
+
+def load_split(config, split):
+    """(records, class names) of `split` ('train' or 'validation') of the configured dataset."""
+    from keras_efficient3d import data
+
+    root = config.data_root
+    if not os.path.isdir(root):
+        raise ValueError(f"The data folder does not exist: {root}")
+    if config.dataset in ("jester", "synthetic"):
+        return data.index_jester(root, split, config.annotations)
+    if config.dataset == "kinetics600":
+        csv_path = config.annotations or os.path.join(root, f"{'train' if split == 'train' else 'validate'}.csv")
+        return data.index_kinetics(root, csv_path, "train" if split == "train" else "validate")
+    if config.dataset == "ucf101":
+        return data.index_ucf101(root, "train" if split == "train" else "test",
+                                 config.ucf101_fold, config.annotations)
+    return data.index_folders(root, "train" if split == "train" else "val")
+
+
+def make_datasets(config, train_records, val_records):
+    from keras_efficient3d import data
+
+    hflip = config.hflip
+    if hflip is None:
+        # Flipping turns Jester's "Swiping Left" into "Swiping Right".
+        hflip = config.dataset not in ("jester", "synthetic")
+    common = dict(sample_duration=config.frames, downsample=config.downsample,
+                  sample_size=config.size, batch_size=config.batch_size,
+                  normalization=config.normalization, cache=config.cache,
+                  max_decode_failures=config.max_decode_failures)
+    train = data.make_dataset(train_records, "train", crop=config.crop, hflip=hflip,
+                              seed=config.seed, **common)
+    val = data.make_dataset(val_records, "val", **common) if val_records else None
+    return train, val
+
+
+# ---------------------------------------------------------------------------------------
+# Model and optimiser
+
+
+def model_kwargs(config, num_classes):
+    kwargs = {"width_mult": config.width_mult, "groups": config.groups,
+              "version": config.version, "shortcut": config.shortcut,
+              "cardinality": config.cardinality, "dropout": config.dropout}
+    name = config.model
+    if config.depth is not None and name in ("resnet", "resnext"):
+        name = f"{name}{config.depth}"
+    kwargs.update(num_classes=num_classes, input_shape=(config.frames, config.size, config.size, 3))
+    return name, kwargs
+
+
+def replace_head(model, num_classes, dropout=0.9):
+    """Swaps the classifier for `num_classes` outputs (fine-tuning), as the original does
+    after loading a pretrained model (dropout 0.9 for the efficient models)."""
+    names = [layer.name for layer in model.layers]
+    if "predictions" not in names:
+        raise ValueError(f"Model '{model.name}' has no 'predictions' layer to replace.")
+    head = model.get_layer("predictions")
+    if isinstance(head, keras.layers.Dense):
+        features = head.input
+        if "avg_pool" in names:
+            features = model.get_layer("avg_pool").output
+            x = keras.layers.Dropout(dropout, name="dropout_ft")(features) if dropout else features
+        else:
+            x = features
+        outputs = keras.layers.Dense(num_classes, name="predictions")(x)
+    else:  # SqueezeNet's convolutional classifier
+        from keras_efficient3d.layers import Conv3D
+        x = head.input
+        x = Conv3D(num_classes, 1, use_bias=True, name="predictions")(x)
+        x = keras.layers.ReLU(name="predictions_relu")(x)
+        outputs = keras.layers.GlobalAveragePooling3D(name="avg_pool")(x)
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def build_model(config, num_classes):
+    if config.pretrained:
+        base = keras.saving.load_model(config.pretrained, compile=False)
+        if base.output_shape[-1] != num_classes:
+            base = replace_head(base, num_classes)
+        model = base
+    else:
+        name, kwargs = model_kwargs(config, num_classes)
+        model = registry.create_model(name, **kwargs)
+    if config.ft_portion == "last_layer":
+        head_layers = {"predictions", "predictions_relu", "dropout_ft"}
+        for layer in model.layers:
+            layer.trainable = layer.name in head_layers
+    return model
+
+
+def make_optimizer(config):
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(config.learning_rate)
+    return TorchSGD(learning_rate=config.learning_rate, momentum=config.momentum,
+                    dampening=0.0 if config.nesterov else config.dampening,
+                    nesterov=config.nesterov, l2_weight_decay=config.weight_decay)
+
+
+def learning_rate_at(config, epoch):
+    """Learning rate of 1-based `epoch` for the 'steps', 'cosine' and 'constant' schedules."""
+    if config.lr_schedule == "steps":
+        return config.learning_rate * config.lr_gamma ** sum(epoch >= s for s in config.lr_steps)
+    if config.lr_schedule == "cosine":
+        return 0.5 * config.learning_rate * (1 + math.cos(math.pi * (epoch - 1) / config.epochs))
+    return config.learning_rate
+
+
+class EpochSchedule(keras.callbacks.Callback):
+    """Sets the learning rate at the start of each epoch (the original's
+    adjust_learning_rate, with 1-based epochs)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate.assign(learning_rate_at(self.config, epoch + 1))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = float(self.model.optimizer.learning_rate.numpy())
+
+
+def atomic_save(model, path):
+    """Saves `model` to `path` through a temporary file: a crash never leaves half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_json(obj, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=directory)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(obj, handle, indent=2)
+    os.replace(tmp, path)
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """last.keras every N epochs and best.keras on a better validation accuracy, each with
+    the optimizer state, plus train_state.json; all written atomically."""
+
+    def __init__(self, output_dir, every, best=-1.0, monitor="val_accuracy"):
+        super().__init__()
+        self.output_dir, self.every, self.best, self.monitor = output_dir, every, best, monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        score = logs.get(self.monitor, logs.get("accuracy"))
+        improved = score is not None and score > self.best
+        if improved:
+            self.best = float(score)
+            atomic_save(self.model, os.path.join(self.output_dir, "best.keras"))
+        if (epoch + 1) % self.every == 0:
+            atomic_save(self.model, os.path.join(self.output_dir, "last.keras"))
+            atomic_write_json(
+                {"epoch": epoch + 1, "best_accuracy": self.best,
+                 "learning_rate": float(self.model.optimizer.learning_rate.numpy())},
+                os.path.join(self.output_dir, "train_state.json"))
+
+
+def _strategy(config):
+    if config.cpu_devices > 1:
+        cpus = tf.config.list_physical_devices("CPU")
+        try:
+            tf.config.set_logical_device_configuration(
+                cpus[0], [tf.config.LogicalDeviceConfiguration()] * config.cpu_devices)
+        except RuntimeError:
+            pass  # already initialised (e.g. a second run in one process): keep what exists
+    if config.distribution == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
+                  [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if config.distribution == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def plot_curves(log_csv, path):
+    """Loss and accuracy per epoch from the CSV log, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return None
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            if prefix + key in rows[0] and rows[0][prefix + key] != "":
+                ax.plot(epochs, [float(r[prefix + key]) for r in rows], style,
+                        label=("validation " if prefix else "training ") + key)
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def train(config):
+    """Trains as configured; returns a dict with the history and the output paths."""
+    config.validate()
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+    os.makedirs(config.output_dir, exist_ok=True)
+    state_path = os.path.join(config.output_dir, "train_state.json")
+    last_path = os.path.join(config.output_dir, "last.keras")
+    initial_epoch, best = 0, -1.0
+    if config.resume:
+        if not (os.path.exists(state_path) and os.path.exists(last_path)):
+            raise ValueError(f"Nothing to resume in {config.output_dir}: no last.keras and "
+                             "train_state.json (start without --resume).")
+        with open(state_path) as handle:
+            state = json.load(handle)
+        initial_epoch, best = int(state["epoch"]), float(state["best_accuracy"])
+        if initial_epoch >= config.epochs:
+            raise ValueError(f"The run in {config.output_dir} already finished {initial_epoch} "
+                             f"epochs; raise --epochs above {initial_epoch} to continue.")
+
+    train_records, classes = load_split(config, "train")
+    val_records, _ = load_split(config, "validation")
+    if not train_records:
+        raise ValueError(f"No training videos found under {config.data_root}.")
+    num_classes = config.num_classes or len(classes)
+    with open(os.path.join(config.output_dir, "config.json"), "w") as handle:
+        handle.write(config.to_json())
+    with open(os.path.join(config.output_dir, "labels.txt"), "w") as handle:
+        handle.write("\n".join(classes) + "\n")
+
+    if config.mixed_precision and tf.config.list_physical_devices("GPU"):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = _strategy(config)
+    with strategy.scope():
+        if config.resume:
+            model = keras.saving.load_model(last_path)
+        else:
+            model = build_model(config, num_classes)
+            model.compile(
+                optimizer=make_optimizer(config),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
+            )
+    train_ds, val_ds = make_datasets(config, train_records, val_records)
+
+    callbacks = [
+        Checkpointer(config.output_dir, config.checkpoint_every, best),
+        keras.callbacks.CSVLogger(os.path.join(config.output_dir, "log.csv"), append=config.resume),
+        keras.callbacks.TensorBoard(os.path.join(config.output_dir, "tensorboard"),
+                                    update_freq="epoch", write_graph=False),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if config.lr_schedule == "plateau":
+        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau("val_loss" if val_ds else "loss",
+                                                              factor=config.lr_gamma,
+                                                              patience=config.lr_patience))
+    else:
+        callbacks.insert(0, EpochSchedule(config))
+    start = time.time()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                        initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch,
+                        callbacks=callbacks, verbose=config.verbose)
+    elapsed = time.time() - start
+    curves = plot_curves(os.path.join(config.output_dir, "log.csv"),
+                         os.path.join(config.output_dir, "curves.png"))
+    return {"model": model, "history": history.history, "classes": classes,
+            "seconds": elapsed, "output_dir": config.output_dir, "curves": curves,
+            "best_path": os.path.join(config.output_dir, "best.keras"), "last_path": last_path}

@@ -1,0 +1,226 @@
+"""Training and evaluation: optimizer semantics, schedules, fit/resume, CLIs, reports."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from keras_efficient3d import evaluation, trainer
+from keras_efficient3d.data import synthetic
+from keras_efficient3d.optim import TorchSGD
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _torch_sgd_reference(w, grads, lr, momentum, dampening, nesterov, wd):
+    """PyTorch's SGD update, written out from its documentation."""
+    buf = None
+    for g in grads:
+        g = g + wd * w
+        if momentum:
+            buf = g.copy() if buf is None else momentum * buf + (1 - dampening) * g
+            g = g + momentum * buf if nesterov else buf
+        w = w - lr * g
+    return w
+
+
+@pytest.mark.parametrize("momentum,dampening,nesterov,wd", [
+    (0.9, 0.9, False, 1e-3), (0.9, 0.0, True, 0.0), (0.0, 0.0, False, 1e-2), (0.5, 0.2, False, 0.0)])
+def test_torch_sgd_matches_pytorch_semantics(momentum, dampening, nesterov, wd):
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(3, 4)).astype(np.float32)
+    grads = [rng.normal(size=(3, 4)).astype(np.float32) for _ in range(4)]
+    var = keras.Variable(w0)
+    opt = TorchSGD(0.1, momentum, dampening, nesterov, wd)
+    for g in grads:
+        opt.apply_gradients([(tf.constant(g), var)])
+    expected = _torch_sgd_reference(w0.astype(np.float64), grads, 0.1, momentum, dampening, nesterov, wd)
+    np.testing.assert_allclose(var.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_sgd_validates_and_serialises():
+    with pytest.raises(ValueError, match="Nesterov"):
+        TorchSGD(0.1, momentum=0.9, dampening=0.9, nesterov=True)
+    opt = TorchSGD(0.1, 0.9, 0.9, False, 1e-3)
+    again = TorchSGD.from_config(opt.get_config())
+    assert again.dampening == 0.9 and again.l2_weight_decay == 1e-3
+
+
+def test_step_schedule_is_the_originals():
+    config = trainer.TrainConfig(data_root="x", learning_rate=0.1, lr_steps=(40, 55))
+    assert trainer.learning_rate_at(config, 1) == pytest.approx(0.1)
+    assert trainer.learning_rate_at(config, 39) == pytest.approx(0.1)
+    assert trainer.learning_rate_at(config, 40) == pytest.approx(0.01)
+    assert trainer.learning_rate_at(config, 55) == pytest.approx(0.001)
+    cosine = trainer.TrainConfig(data_root="x", learning_rate=0.1, lr_schedule="cosine", epochs=10)
+    assert trainer.learning_rate_at(cosine, 1) == pytest.approx(0.1)
+    assert trainer.learning_rate_at(cosine, 6) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("field,value", [("dataset", "imagenet"), ("lr_schedule", "linear"),
+                                          ("ft_portion", "half"), ("batch_size", 0),
+                                          ("optimizer", "rmsprop")])
+def test_config_validation_names_the_option(field, value):
+    config = trainer.TrainConfig(data_root="x")
+    setattr(config, field, value)
+    with pytest.raises(ValueError, match=field):
+        config.validate()
+
+
+@pytest.fixture(scope="module")
+def tiny_gestures(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gestures")
+    return synthetic.generate(root, layout="jester", videos_per_class=3, seed=1, frames=16, size=40,
+                              num_workers=2)
+
+
+def _tiny_config(data_root, output_dir, **overrides):
+    config = trainer.TrainConfig(
+        dataset="synthetic", data_root=str(data_root), model="shufflenetv2", width_mult=0.25,
+        frames=8, size=32, batch_size=4, epochs=2, learning_rate=0.01, lr_schedule="cosine",
+        normalization="unit", output_dir=str(output_dir), verbose=0, seed=3)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def test_train_writes_checkpoints_logs_and_resumes(tiny_gestures, tmp_path):
+    out = tmp_path / "run"
+    config = _tiny_config(tiny_gestures, out, epochs=1)
+    result = trainer.train(config)
+    for name in ("config.json", "labels.txt", "last.keras", "best.keras", "train_state.json",
+                 "log.csv", "curves.png"):
+        assert (out / name).exists(), name
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["epoch"] == 1
+    train_records, _ = trainer.load_split(config, "train")
+    first = keras.saving.load_model(out / "last.keras")
+    steps = int(first.optimizer.iterations.numpy())
+    # The optimizer state is in the checkpoint: one epoch's steps (Keras may count the
+    # end-of-data probe of an epoch of unknown length as one more).
+    assert len(train_records) // config.batch_size <= steps <= len(train_records) // config.batch_size + 1
+    assert any(np.abs(v.numpy()).sum() > 0 for v in first.optimizer.variables[2:])
+    assert json.loads((out / "config.json").read_text())["model"] == "shufflenetv2"
+    assert (out / "labels.txt").read_text().split("\n")[0] == "Swiping Left"
+
+    resumed = trainer.train(_tiny_config(tiny_gestures, out, epochs=2, resume=True))
+    assert len(resumed["history"]["loss"]) == 1  # only epoch 2 ran
+    assert int(resumed["model"].optimizer.iterations.numpy()) == 2 * steps
+    assert json.loads((out / "train_state.json").read_text())["epoch"] == 2
+    expected_lr = trainer.learning_rate_at(_tiny_config(tiny_gestures, out, epochs=2), 2)
+    assert float(resumed["model"].optimizer.learning_rate.numpy()) == pytest.approx(expected_lr)
+    rows = (out / "log.csv").read_text().strip().split("\n")
+    assert len(rows) == 3  # header + two epochs, appended on resume
+
+    with pytest.raises(ValueError, match="already finished"):
+        trainer.train(_tiny_config(tiny_gestures, out, epochs=2, resume=True))
+
+
+def test_resume_without_a_run_is_a_clear_error(tiny_gestures, tmp_path):
+    with pytest.raises(ValueError, match="Nothing to resume"):
+        trainer.train(_tiny_config(tiny_gestures, tmp_path / "empty", resume=True))
+
+
+def test_fine_tuning_replaces_the_head(tiny_gestures, tmp_path):
+    import keras_efficient3d as k3
+
+    base = k3.create_model("shufflenetv2_0.25x", input_shape=(8, 32, 32, 3), num_classes=5)
+    path = tmp_path / "pretrained.keras"
+    base.save(path)
+    config = _tiny_config(tiny_gestures, tmp_path / "ft", pretrained=str(path),
+                          ft_portion="last_layer")
+    model = trainer.build_model(config, num_classes=8)
+    assert model.output_shape == (None, 8)
+    trainable = {l.name for l in model.layers if l.trainable and l.weights}
+    assert trainable == {"predictions"}
+    # The trunk keeps the pretrained weights.
+    np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(),
+                                  base.get_layer("conv1").kernel.numpy())
+
+
+def _fresh_flags(module_path, argv):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_cli", module_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    values = flags.FlagValues()
+    module.define_flags(values)
+    values(argv)
+    return module, values
+
+
+@pytest.mark.parametrize("flagfile", ["jester", "kinetics600", "ucf101", "synthetic"])
+def test_shipped_flagfiles_parse(flagfile):
+    path = os.path.join(ROOT, "training", "flags", f"{flagfile}.flags")
+    module, values = _fresh_flags(os.path.join(ROOT, "training", "train.py"),
+                                  ["train", f"--flagfile={path}", "--data_root=/data"])
+    config = module.config_from_flags(values).validate()
+    assert config.dataset == ("synthetic" if flagfile == "synthetic" else flagfile)
+    assert config.frames == 16
+    if flagfile == "jester":
+        assert config.hflip is False and config.downsample == 2 and config.dampening == 0.9
+
+
+def _cli(script, *args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "training", script), *args],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_train_cli_reports_bad_input_in_one_line(tmp_path):
+    proc = _cli("train.py", "--dataset=jester", f"--data_root={tmp_path / 'missing'}",
+                f"--output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 1
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _cli("train.py", "--dataset=jester", f"--data_root={tmp_path}", "--lr_schedule=linear")
+    assert proc.returncode == 1 and "lr_schedule" in proc.stderr
+
+
+def test_train_cli_with_mirrored_strategy_on_two_cpu_devices(tiny_gestures, tmp_path):
+    proc = _cli("train.py", "--dataset=synthetic", f"--data_root={tiny_gestures}",
+                "--model=shufflenetv2", "--width_mult=0.25", "--frames=8", "--size=32",
+                "--batch_size=4", "--epochs=1", "--distribution=mirrored", "--cpu_devices=2",
+                "--normalization=unit", f"--output_dir={tmp_path / 'mirrored'}", "--verbose=0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "done in" in proc.stdout
+    assert (tmp_path / "mirrored" / "last.keras").exists()
+
+
+def test_evaluation_counts_clip_and_video_accuracy(tiny_gestures):
+    config = _tiny_config(tiny_gestures, "unused")
+    records, classes = trainer.load_split(config, "validation")
+    def always_class_2(clips):
+        # A constant prediction: both accuracies must equal that class's share of the videos.
+        return np.tile(np.eye(len(classes))[2] * 5, (len(clips), 1))
+
+    results = evaluation.evaluate(always_class_2, records, classes, frames=8, size=32,
+                                  normalization="unit", batch_size=4)
+    share = sum(r.label == 2 for r in records) / len(records)
+    assert results["clip_top1"] == pytest.approx(share)
+    assert results["video_top1"] == pytest.approx(share)
+    assert results["num_videos"] == len(records)
+    assert results["num_windows"] == 2 * len(records)  # 16 frames, 8-frame windows
+    cm = np.asarray(results["confusion_matrix"])
+    assert cm[:, 2].sum() == len(records) and cm.sum() == len(records)
+    assert results["per_class"]["Swiping Up"]["accuracy"] == 1.0
+    report = evaluation.format_report(results)
+    assert "clip accuracy" in report and "video accuracy" in report
+
+
+def test_evaluate_cli_writes_json_and_confusion_png(tiny_gestures, tmp_path):
+    out = tmp_path / "run"
+    trainer.train(_tiny_config(tiny_gestures, out, epochs=1))
+    proc = _cli("evaluate.py", f"--model_file={out / 'best.keras'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "video accuracy" in proc.stdout
+    results = json.loads((out / "eval_results.json").read_text())
+    assert 0.0 <= results["video_top1"] <= 1.0 and len(results["classes"]) == 8
+    assert (out / "eval_confusion.png").stat().st_size > 1000
+    proc = _cli("evaluate.py", f"--model_file={tmp_path / 'nope.keras'}")
+    assert proc.returncode == 1 and "No model file" in proc.stderr
