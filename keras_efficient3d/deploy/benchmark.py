@@ -1,0 +1,73 @@
+"""TFLite timing of registry models: latency and clips/s per model, precision and threads.
+
+Weights are random (timing does not depend on them) with BatchNorm statistics calibrated on
+random clips, unless `weights` files are given; int8 calibrates on random clips too.
+"""
+
+import numpy as np
+
+from keras_efficient3d.deploy.graph import DeploymentGraph
+from keras_efficient3d.deploy.tflite import benchmark, convert
+from keras_efficient3d.registry import create_model
+
+__all__ = ["PYTORCH_MS", "benchmark_models", "format_table"]
+
+# The original PyTorch implementation on the same CPU (2 threads, batch 1, 16x112x112),
+# as measured for issue 6.
+PYTORCH_MS = {
+    "mobilenetv2_1.0x": 41.0,
+    "shufflenetv2_1.0x": 17.0,
+    "mobilenet_1.0x": 12.0,
+    "shufflenet_1.0x_g3": 23.0,
+    "squeezenet_1.1": 40.0,
+}
+
+
+def _calibrate_bn(model, clips):
+    import keras
+
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    momenta = [l.momentum for l in bns]
+    for layer in bns:
+        layer.momentum = 0.0
+    model(clips, training=True)
+    for layer, momentum in zip(bns, momenta):
+        layer.momentum = momentum
+
+
+def benchmark_models(names, precisions=("fp32", "fp16", "dynamic", "int8"), threads=(1, 2, 4),
+                     input_shape=(16, 112, 112, 3), num_classes=600, warmup=5, runs=30,
+                     calibration_clips=4, weights=None, seed=0, log=print):
+    """Returns a list of result dicts (model, precision, threads, size_bytes, latency...)."""
+    rng = np.random.default_rng(seed)
+    clips = rng.normal(size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
+    rows = []
+    for name in names:
+        model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes,
+                             weights=(weights or {}).get(name))
+        if not (weights or {}).get(name):
+            _calibrate_bn(model, clips)
+        graph = DeploymentGraph(model)
+        for precision in precisions:
+            blob = convert(graph, precision, representative_data=clips)
+            for n in threads:
+                result = benchmark(blob, num_threads=n, warmup=warmup, runs=runs)
+                result.update(model=name, precision=precision, size_bytes=len(blob),
+                              input_shape=list(input_shape), pytorch_ms=PYTORCH_MS.get(name))
+                rows.append(result)
+                if log:
+                    log(f"{name:20s} {precision:8s} threads={n} {result['median_ms']:8.1f} ms "
+                        f"{result['clips_per_s']:7.1f} clips/s {len(blob) / 1e6:6.2f} MB")
+    return rows
+
+
+def format_table(rows):
+    """A Markdown table of `benchmark_models` rows."""
+    lines = ["| model | precision | threads | median ms | clips/s | size MB | PyTorch ms | speed-up |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ref = r.get("pytorch_ms")
+        speedup = f"{ref / r['median_ms']:.2f}x" if ref and r["threads"] == 2 else ""
+        lines.append(f"| {r['model']} | {r['precision']} | {r['threads']} | {r['median_ms']:.1f} | "
+                     f"{r['clips_per_s']:.1f} | {r['size_bytes'] / 1e6:.2f} | {ref or ''} | {speedup} |")
+    return "\n".join(lines)

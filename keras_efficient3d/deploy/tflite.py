@@ -1,0 +1,276 @@
+"""TFLite conversion of the deployment graph and a LiteRT runner with XNNPACK.
+
+    from keras_efficient3d.deploy import tflite
+    blob = tflite.convert(model, "fp32")                          # or fp16, dynamic
+    blob = tflite.convert(model, "int8", representative_data=ds)  # post-training, full int8
+    runner = tflite.TFLiteRunner(blob, num_threads=2)             # XNNPACK
+    logits = runner(clips)                                        # (1, T, H, W, 3) float32
+
+Precisions: ``fp32``; ``fp16`` (float16 weights, float compute; XNNPACK may run it in fp16
+where the CPU supports it); ``dynamic`` (int8 weights, float activations); ``int8`` (full
+integer: int8 weights per channel, int8 activations calibrated on representative clips, the
+input quantized and the output dequantized inside the model unless ``int8_io``). Models are
+specialised to one batch size (1 by default) with static shapes, which XNNPACK needs.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_efficient3d.deploy.graph import DeploymentGraph
+
+__all__ = [
+    "PRECISIONS",
+    "TFLiteRunner",
+    "convert",
+    "convert_function",
+    "export_tflite",
+    "op_summary",
+    "float_op_types",
+    "benchmark",
+    "representative_dataset",
+]
+
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+# Ops that must not stay float in a full-int8 model.
+_COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_3D", "BATCH_MATMUL",
+                "TRANSPOSE_CONV")
+
+
+def _as_graph(model):
+    return model if isinstance(model, DeploymentGraph) else DeploymentGraph(model)
+
+
+def representative_dataset(data, num_samples=64, input_shape=None):
+    """Returns a generator function yielding ``[clip (1, T, H, W, C) float32]``.
+
+    Args:
+        data: a `tf.data.Dataset` of ``clips`` or ``(clips, labels, ...)`` batches (the
+            training pipeline), a numpy array of clips (N, T, H, W, C), or any iterable of
+            such batches.
+        num_samples: clips to yield.
+        input_shape: optional (T, H, W, C) to check against.
+    """
+
+    def gen():
+        count = 0
+        iterable = data.as_numpy_iterator() if isinstance(data, tf.data.Dataset) else (
+            [data] if isinstance(data, np.ndarray) else data)
+        for batch in iterable:
+            clips = batch[0] if isinstance(batch, (tuple, list)) else batch
+            clips = np.asarray(clips, np.float32)
+            if clips.ndim == 4:
+                clips = clips[None]
+            for clip in clips:
+                if input_shape is not None and tuple(clip.shape) != tuple(input_shape):
+                    raise ValueError(f"Representative clips must have shape {tuple(input_shape)}. "
+                                     f"Received: shape={clip.shape}")
+                yield [clip[None]]
+                count += 1
+                if count >= num_samples:
+                    return
+        if count == 0:
+            raise ValueError("The representative data yielded no clip.")
+
+    return gen
+
+
+def convert_function(concrete_fn, precision="fp32", representative_data=None,
+                     num_calibration=64, int8_io=False, input_shape=None, quantized_graph=False):
+    """Converts a concrete function to a TFLite flatbuffer (bytes).
+
+    ``quantized_graph=True`` means that the function already carries fake-quant ops (after
+    quantization-aware training); then no representative data is needed for ``int8``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"`precision` must be one of {PRECISIONS}. Received: precision={precision!r}")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_fn])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if not quantized_graph:
+            if representative_data is None:
+                raise ValueError("Full int8 post-training quantization needs `representative_data` "
+                                 "(clips from the training pipeline).")
+            converter.representative_dataset = (
+                representative_data if callable(representative_data) else
+                representative_dataset(representative_data, num_calibration, input_shape))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def convert(model, precision="fp32", representative_data=None, num_calibration=64, batch=1,
+            int8_io=False):
+    """Converts a Keras model (or a `DeploymentGraph`) to TFLite bytes.
+
+    Args:
+        model: a registry model (BatchNorm is folded here) or a `DeploymentGraph`.
+        precision: one of `PRECISIONS`.
+        representative_data: for ``int8``: a `tf.data.Dataset` of (clips, labels) batches,
+            an array of clips or a generator function (see `representative_dataset`).
+        num_calibration: clips used for calibration.
+        batch: the static batch size of the TFLite model.
+        int8_io: for ``int8``, int8 input and output tensors instead of float ones.
+    """
+    graph = _as_graph(model)
+    fn = graph.as_function(batch=batch).get_concrete_function()
+    return convert_function(fn, precision, representative_data, num_calibration, int8_io,
+                            graph.input_shape)
+
+
+def export_tflite(model, path, precision="fp32", **kwargs):
+    """Converts (see `convert`) and writes to `path`; returns the file size in bytes."""
+    blob = convert(model, precision, **kwargs)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(blob)
+    return len(blob)
+
+
+def _interpreter(model, num_threads=None, use_xnnpack=True):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    content, path = (model, None) if isinstance(model, (bytes, bytearray)) else (None, os.fspath(model))
+    resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return Interpreter(model_path=path, model_content=content, num_threads=num_threads,
+                       experimental_op_resolver_type=resolver)
+
+
+def op_summary(model):
+    """The model's ops as (op type, [input tensor dtypes], [output tensor dtypes]) tuples,
+    read before any delegate is applied."""
+    interp = _interpreter(model, use_xnnpack=False)
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+
+    def dtype(i):
+        return np.dtype(details[i]["dtype"]).name if i in details else "none"
+
+    ops = []
+    for op in interp._get_ops_details():
+        ops.append((op["op_name"], [dtype(i) for i in op["inputs"] if i >= 0],
+                    [dtype(i) for i in op["outputs"]]))
+    return ops
+
+
+def float_op_types(model):
+    """Compute ops (convolutions, fully connected) that run in floating point."""
+    bad = []
+    for name, ins, outs in op_summary(model):
+        if name in _COMPUTE_OPS and any(t.startswith("float") for t in ins + outs):
+            bad.append(name)
+    return bad
+
+
+class TFLiteRunner:
+    """Runs a TFLite model with LiteRT, XNNPACK and a thread count.
+
+    Args:
+        model: TFLite bytes or a path.
+        num_threads: CPU threads.
+        use_xnnpack: apply the XNNPACK delegate (the default resolver).
+        strict: raise if XNNPACK does not take the whole graph in one partition, instead
+            of silently running parts on the slower builtin kernels.
+    """
+
+    def __init__(self, model, num_threads=2, use_xnnpack=True, strict=True):
+        self.interpreter = _interpreter(model, num_threads, use_xnnpack)
+        self.interpreter.allocate_tensors()
+        self.use_xnnpack = use_xnnpack
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        if use_xnnpack and strict and not self.delegated():
+            raise RuntimeError(f"XNNPACK did not take the whole graph "
+                               f"({self.partitions()} delegate partitions).")
+
+    def delegated(self):
+        """True when XNNPACK replaced every op of the graph (the execution plan is one
+        delegate node)."""
+        return _delegated_plan(self.interpreter)
+
+    def partitions(self):
+        """Number of delegate partitions (1 when XNNPACK runs the whole graph)."""
+        return [op["op_name"] for op in self.interpreter._get_ops_details()].count("DELEGATE")
+
+    @property
+    def input_shape(self):
+        return tuple(self.input["shape"])
+
+    def __call__(self, clips):
+        clips = np.asarray(clips, np.float32)
+        if clips.ndim == len(self.input_shape) - 1:
+            clips = clips[None]
+        x = clips
+        if self.input["dtype"] != np.float32:
+            scale, zero = self.input["quantization"]
+            x = np.clip(np.round(clips / scale) + zero, -128, 127).astype(self.input["dtype"])
+        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"])
+        if self.output["dtype"] != np.float32:
+            scale, zero = self.output["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+    def predict(self, clips):
+        """Runs clip by clip when the model's batch is smaller than the input's."""
+        clips = np.asarray(clips, np.float32)
+        b = self.input_shape[0]
+        outs = [self(clips[i:i + b]) for i in range(0, len(clips), b)]
+        return np.concatenate(outs, axis=0)
+
+
+def _delegated_plan(interpreter):
+    """Whether a delegate took the graph: delegation appends DELEGATE nodes (one per
+    partition) after the model's own nodes; XNNPACK must take the graph in one piece."""
+    names = [op["op_name"] for op in interpreter._get_ops_details()]
+    return names.count("DELEGATE") == 1
+
+
+def benchmark(model, num_threads=2, warmup=5, runs=20, use_xnnpack=True, seed=0):
+    """Latency of one invoke: dict with median/mean/min/p90 milliseconds and clips/s.
+
+    Args:
+        model: TFLite bytes, a path, or a `TFLiteRunner`.
+    """
+    import time
+
+    runner = model if isinstance(model, TFLiteRunner) else TFLiteRunner(
+        model, num_threads, use_xnnpack, strict=False)
+    interp = runner.interpreter
+    shape = tuple(runner.input["shape"])
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape).astype(np.float32)
+    if runner.input["dtype"] != np.float32:
+        x = rng.integers(-128, 128, size=shape).astype(runner.input["dtype"])
+    interp.set_tensor(runner.input["index"], x)
+    for _ in range(warmup):
+        interp.invoke()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interp.invoke()
+        times.append((time.perf_counter() - start) * 1000.0)
+    times = np.asarray(times)
+    batch = shape[0]
+    median = float(np.median(times))
+    return {
+        "median_ms": median,
+        "mean_ms": float(times.mean()),
+        "min_ms": float(times.min()),
+        "p90_ms": float(np.percentile(times, 90)),
+        "clips_per_s": batch * 1000.0 / median,
+        "runs": int(runs),
+        "threads": int(num_threads),
+        "batch": int(batch),
+        "xnnpack": bool(use_xnnpack),
+        "xnnpack_partitions": runner.partitions() if use_xnnpack else 0,
+    }

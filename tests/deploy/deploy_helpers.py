@@ -1,0 +1,52 @@
+"""Helpers of the deployment tests: input shapes, models with realistic BatchNorm statistics."""
+
+import keras
+import numpy as np
+SMALL = (8, 32, 32, 3)
+# ResNet/ResNeXt/SqueezeNet/C3D heads (and ShuffleNetV1's even-frames check) need 16 frames.
+SIXTEEN = (16, 32, 32, 3)
+
+
+def input_shape_for(name):
+    if name.startswith(("resne", "squeezenet", "c3d", "shufflenetv1", "shufflenet_")):
+        return SIXTEEN
+    return SMALL
+
+
+def model_kwargs(name):
+    # C3D's flattening head does not fit 32x32 clips.
+    if name == "c3d":
+        return dict(include_top=False, pooling="avg")
+    return dict(num_classes=7)
+
+
+def calibrate_batchnorm(model, clips, seed=0):
+    """Sets every BatchNorm's moving statistics to the batch statistics of `clips` (and
+    gamma/beta near 1/0), so that activations have unit scale as in a trained model."""
+    rng = np.random.default_rng(seed)
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    momenta = [l.momentum for l in bns]
+    for layer in bns:
+        c = layer.gamma.shape[0]
+        layer.momentum = 0.0
+        layer.gamma.assign(rng.uniform(0.9, 1.1, c).astype("float32"))
+        layer.beta.assign(rng.normal(0, 0.1, c).astype("float32"))
+    model(clips, training=True)
+    for layer, momentum in zip(bns, momenta):
+        layer.momentum = momentum
+    return model
+
+
+def randomize_batchnorm(model, seed=0):
+    """Random, well-conditioned BatchNorm statistics (folding must carry them)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c),
+                               rng.normal(0, 0.1, c), rng.uniform(0.5, 1.5, c)])
+    return model
+
+
+def clips(shape, n=2, seed=0):
+    return np.random.default_rng(seed).normal(size=(n,) + tuple(shape)).astype("float32")

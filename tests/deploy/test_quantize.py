@@ -1,0 +1,57 @@
+"""Quantization-aware training: a fake-quantized Keras model that fits, converted to int8."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_efficient3d.deploy import quantize, tflite
+
+
+@pytest.fixture(scope="module")
+def qat(mobilenetv2_trunk):
+    model, data = mobilenetv2_trunk
+    qat_model = quantize.quantize_model(model, data, num_calibration=8)
+    return qat_model, model, data
+
+
+def test_qat_model_matches_float_before_training(qat):
+    qat_model, model, data = qat
+    got = np.asarray(qat_model(data[:2], training=False))
+    expected = np.asarray(model(data[:2], training=False))
+    assert got.shape == expected.shape
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.99
+
+
+def test_qat_fits_and_tracks_ranges(qat):
+    qat_model, _, data = qat
+    layer = quantize._qat_layer(qat_model)
+    key = "input"
+    before = float(layer._range_vars[key][1].numpy())
+    weights_before = layer._param_vars["conv1/kernel0"].numpy().copy()
+    labels = np.arange(len(data)) % 5
+    qat_model.compile(keras.optimizers.SGD(0.01),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+    history = qat_model.fit(data * 2.0, labels, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert float(layer._range_vars[key][1].numpy()) != before  # EMA moved the range
+    assert not np.allclose(layer._param_vars["conv1/kernel0"].numpy(), weights_before)
+
+
+def test_convert_qat_is_int8_and_matches_the_fake_quant_model(qat):
+    qat_model, _, data = qat
+    blob = quantize.convert_qat(qat_model)
+    assert tflite.float_op_types(blob) == []
+    runner = tflite.TFLiteRunner(blob, num_threads=2)
+    assert runner.delegated()
+    got = runner.predict(data[:4])
+    expected = np.asarray(qat_model(data[:4], training=False))
+    # Fake quantization simulates the int8 kernels up to one step of rounding per layer.
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.995
+    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_invalid_ranges_mode(mobilenetv2_trunk):
+    model, data = mobilenetv2_trunk
+    with pytest.raises(ValueError, match="ranges"):
+        quantize.quantize_model(model, data[:2], num_calibration=2, ranges="minmax")

@@ -1,0 +1,111 @@
+"""TFLite conversion: fp32/fp16/dynamic equal the Keras model; full int8 is int8 throughout,
+runs under XNNPACK and is about a quarter of the fp32 file."""
+
+import numpy as np
+import pytest
+from deploy_helpers import SMALL, clips, input_shape_for, randomize_batchnorm
+
+from keras_efficient3d import create_model
+from keras_efficient3d.deploy import DeploymentGraph, tflite
+
+# The efficient models of the paper's Table 8, at small widths for speed.
+EFFICIENT = ["mobilenetv2_0.45x", "mobilenet_0.5x", "shufflenetv2_0.5x", "shufflenet_0.5x_g3",
+             "squeezenet_1.1"]
+
+
+@pytest.mark.parametrize("name", EFFICIENT)
+def test_fp32_tflite_equals_keras_under_xnnpack(name):
+    shape = input_shape_for(name)
+    model = randomize_batchnorm(create_model(name, input_shape=shape, num_classes=7))
+    x = clips(shape, 1)
+    expected = np.asarray(model(x, training=False))
+    runner = tflite.TFLiteRunner(tflite.convert(model, "fp32"), num_threads=2)
+    assert runner.delegated()
+    got = runner(x)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_fp16_and_dynamic_range_stay_close(mobilenetv2_trunk):
+    model, data = mobilenetv2_trunk
+    graph = DeploymentGraph(model)
+    expected = graph.predict(data[:2])
+    scale = np.abs(expected).max()
+    for precision, tol in (("fp16", 0.01), ("dynamic", 0.1)):
+        blob = tflite.convert(graph, precision)
+        runner = tflite.TFLiteRunner(blob, num_threads=2)
+        got = runner.predict(data[:2])
+        assert np.abs(got - expected).max() < tol * scale, precision
+
+
+@pytest.fixture(scope="module")
+def int8_and_fp32(mobilenetv2_small):
+    model, data = mobilenetv2_small
+    graph = DeploymentGraph(model)
+    return (tflite.convert(graph, "int8", representative_data=data),
+            tflite.convert(graph, "fp32"), graph, data)
+
+
+def test_int8_has_only_integer_compute_ops(int8_and_fp32):
+    blob, _, _, _ = int8_and_fp32
+    ops = tflite.op_summary(blob)
+    names = {name for name, _, _ in ops}
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= names
+    assert "CONV_3D" not in names
+    for name, ins, outs in ops:
+        if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            # input, weights int8; bias int32; output int8
+            assert ins[0] == "int8" and ins[1] == "int8" and outs == ["int8"], (name, ins, outs)
+            assert all(t in ("int8", "int32") for t in ins), (name, ins)
+    # Float tensors only at the two ends (QUANTIZE of the input, DEQUANTIZE of the logits).
+    float_ops = [n for n, ins, outs in ops if "float32" in ins + outs]
+    assert sorted(float_ops) == ["DEQUANTIZE", "QUANTIZE"], float_ops
+    assert tflite.float_op_types(blob) == []
+
+
+def test_float_op_types_flags_a_float_model(int8_and_fp32):
+    _, fp32, _, _ = int8_and_fp32
+    assert "CONV_2D" in tflite.float_op_types(fp32)
+
+
+def test_int8_runs_under_xnnpack(int8_and_fp32):
+    blob, _, _, data = int8_and_fp32
+    runner = tflite.TFLiteRunner(blob, num_threads=2)  # raises if XNNPACK refuses the graph
+    assert runner.delegated()
+    assert np.isfinite(runner.predict(data[:2])).all()
+
+
+def test_int8_tracks_float(mobilenetv2_trunk):
+    model, data = mobilenetv2_trunk
+    graph = DeploymentGraph(model)
+    runner = tflite.TFLiteRunner(tflite.convert(graph, "int8", representative_data=data))
+    got, expected = runner.predict(data[:4]), graph.predict(data[:4])
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.99
+    assert np.abs(got - expected).max() < 0.15 * np.abs(expected).max()
+
+
+def test_int8_file_is_about_a_quarter_of_fp32(int8_and_fp32):
+    blob, fp32, _, _ = int8_and_fp32
+    ratio = len(blob) / len(fp32)
+    # Weights are 1/4; per-channel scales and zero points add a few percent.
+    # (0.31 for MobileNetV2 1.0x with 600 classes; more here, at 0.45x with 5 classes)
+    assert 0.2 < ratio < 0.4, ratio
+
+
+def test_int8_io_model_takes_int8_clips(mobilenetv2_small):
+    model, data = mobilenetv2_small
+    blob = tflite.convert(model, "int8", representative_data=data, int8_io=True)
+    runner = tflite.TFLiteRunner(blob, num_threads=1)
+    assert runner.input["dtype"] == np.int8 and runner.output["dtype"] == np.int8
+    assert runner(data[:1]).shape == (1, 5)
+
+
+def test_benchmark_reports_latency(int8_and_fp32):
+    blob, _, _, _ = int8_and_fp32
+    result = tflite.benchmark(blob, num_threads=1, warmup=1, runs=3)
+    assert result["median_ms"] > 0 and result["clips_per_s"] > 0 and result["xnnpack"]
+
+
+def test_int8_needs_representative_data():
+    model = create_model("mobilenet_0.5x", input_shape=SMALL, num_classes=3)
+    with pytest.raises(ValueError, match="representative_data"):
+        tflite.convert(model, "int8")
