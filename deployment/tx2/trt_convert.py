@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""TF-TRT conversion of an exported SavedModel (deployment/export.py --format savedmodel).
+
+Runs on the Jetson with JetPack's TensorFlow (NVIDIA's wheel, built with TensorRT), or in an
+NGC TensorFlow container; PyPI TensorFlow >= 2.18 has no TF-TRT. Python 3.6 compatible.
+
+    python3 trt_convert.py --saved-model mobilenetv2_sm --output mobilenetv2_trt_fp16 \
+        --precision FP16 --batch-sizes 1,8
+
+Engines are built ahead of time for each batch size (``converter.build``) so that the first
+timed call does not build them. INT8 needs calibration clips (--calibration-npy, an array
+of shape (N, frames, height, width, 3)) and a GPU with INT8 kernels (compute capability 6.1
+or >= 7.0): it is refused on the Jetson TX2 (sm_62), where FP16 is the fast path.
+"""
+
+import argparse
+import os
+
+import tx2_common as common
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--saved-model", required=True, help="SavedModel directory to convert.")
+    parser.add_argument("--output", required=True, help="Directory for the converted SavedModel.")
+    parser.add_argument("--precision", default="FP16", type=str.upper, choices=("FP32", "FP16", "INT8"))
+    parser.add_argument("--batch-sizes", default="1,8", help="Engines to build ahead, e.g. 1,8.")
+    parser.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT workspace (MiB).")
+    parser.add_argument("--signature", default="serving_default")
+    parser.add_argument("--calibration-npy", default=None, help="INT8 calibration clips (.npy).")
+    parser.add_argument("--compute-capability", default=None,
+                        help="Override GPU detection, e.g. 6.2 (for checks without a GPU).")
+    return parser.parse_args(argv)
+
+
+def import_tftrt():
+    try:
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise common.Missing("TensorFlow is not installed (on JetPack: NVIDIA's tensorflow wheel "
+                             "for JetPack 4.6, which includes TF-TRT).")
+    try:
+        from tensorflow.python.compiler.tensorrt import trt_convert as trt  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise common.Missing("this TensorFlow ({}) has no TF-TRT module.".format(tf.__version__))
+    build_info = getattr(tf.sysconfig, "get_build_info", lambda: {})()
+    if build_info.get("is_tensorrt_build") is False:
+        raise common.Missing(
+            "this TensorFlow ({}) was not built with TensorRT (TF-TRT lives on in NVIDIA's builds: "
+            "JetPack's wheel and the NGC containers; PyPI's 2.18+ has none).".format(tf.__version__))
+    return tf, trt
+
+
+def gpu_capability(tf):
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise common.Missing("no GPU visible to TensorFlow; TF-TRT needs a CUDA GPU.")
+    details = tf.config.experimental.get_device_details(gpus[0])
+    capability = details.get("compute_capability")
+    return tuple(capability) if capability else common.compute_capability_from_board()
+
+
+def signature_clip_shape(tf, saved_model, signature):
+    loaded = tf.saved_model.load(saved_model)
+    if signature not in loaded.signatures:
+        raise common.Refused("the SavedModel has no signature '{}' (it has: {}).".format(
+            signature, ", ".join(sorted(loaded.signatures))))
+    specs = list(loaded.signatures[signature].structured_input_signature[1].values())
+    if len(specs) != 1:
+        raise common.Refused("expected one clip input, found {}.".format(len(specs)))
+    return tuple(specs[0].shape.as_list())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    batch_sizes = common.parse_batch_sizes(args.batch_sizes)
+    if not os.path.isdir(args.saved_model):
+        raise common.Refused("--saved-model {} is not a directory.".format(args.saved_model))
+    if args.precision == "INT8" and not args.calibration_npy:
+        raise common.Refused("INT8 needs --calibration-npy (clips shaped (N, frames, height, width, 3)).")
+    capability = None
+    if args.compute_capability:
+        capability = common.parse_compute_capability(args.compute_capability)
+    if args.precision == "INT8":
+        common.check_int8(capability or common.compute_capability_from_board(), "TF-TRT INT8")
+
+    tf, trt = import_tftrt()
+    if capability is None:
+        capability = gpu_capability(tf)
+    if args.precision == "INT8":
+        common.check_int8(capability, "TF-TRT INT8")
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    shape = signature_clip_shape(tf, args.saved_model, args.signature)
+    if shape[0] is not None:
+        batch_sizes = (shape[0],)  # a fixed-batch signature has one engine shape
+    params = trt.DEFAULT_TRT_CONVERSION_PARAMS._replace(
+        precision_mode=getattr(trt.TrtPrecisionMode, args.precision),
+        max_workspace_size_bytes=args.workspace_mb << 20,
+        maximum_cached_engines=max(len(batch_sizes), 1),
+        use_calibration=args.precision == "INT8")
+    try:
+        converter = trt.TrtGraphConverterV2(input_saved_model_dir=args.saved_model,
+                                            input_saved_model_signature_key=args.signature,
+                                            conversion_params=params)
+    except RuntimeError as err:
+        raise common.Missing(str(err).splitlines()[0])
+
+    if args.precision == "INT8":
+        clips = np.load(args.calibration_npy).astype(np.float32)
+        if tuple(clips.shape[1:]) != tuple(shape[1:]):
+            raise common.Refused("calibration clips are {} but the model takes {}.".format(
+                clips.shape[1:], shape[1:]))
+
+        def calibration_input_fn():
+            step = batch_sizes[-1]
+            for start in range(0, len(clips), step):
+                yield (tf.constant(clips[start:start + step]),)
+
+        converter.convert(calibration_input_fn=calibration_input_fn)
+    else:
+        converter.convert()
+
+    def build_input_fn():
+        for batch in batch_sizes:
+            yield (tf.zeros((batch,) + tuple(shape[1:]), tf.float32),)
+
+    converter.build(input_fn=build_input_fn)
+    converter.save(args.output)
+    print("TF-TRT {} SavedModel written to {} (engines for batch {}; GPU sm_{}{}).".format(
+        args.precision, args.output, ",".join(str(b) for b in batch_sizes),
+        capability[0] if capability else "?", capability[1] if capability else "?"))
+    return 0
+
+
+if __name__ == "__main__":
+    common.run_main(main)

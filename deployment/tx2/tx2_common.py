@@ -1,0 +1,142 @@
+"""Helpers shared by the Jetson scripts in this folder (copy the folder as a whole).
+
+Python 3.6 compatible, standard library only: the scripts run on JetPack 4.6.x (Python 3.6,
+TensorRT 8.2, NVIDIA's TensorFlow wheel) without keras_efficient3d installed.
+"""
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+DEFAULT_BATCH_SIZES = (1, 8)
+
+# Exit codes: 0 ok, 1 failure while running, 2 bad arguments or refused request,
+# 3 a required runtime (TensorFlow, TF-TRT, TensorRT, trtexec, GPU) is missing.
+EXIT_USAGE = 2
+EXIT_MISSING = 3
+
+
+class Missing(Exception):
+    """An expected absence (no TensorRT, no GPU...): reported in one line, exit code 3."""
+
+
+class Refused(Exception):
+    """A request that cannot work on this device (INT8 on a TX2...): exit code 2."""
+
+
+def run_main(main):
+    """Runs `main()` and turns expected absences and refusals into one-line messages."""
+    name = os.path.basename(sys.argv[0])
+    try:
+        code = main()
+    except Missing as err:
+        sys.stderr.write("{}: {}\n".format(name, err))
+        sys.exit(EXIT_MISSING)
+    except Refused as err:
+        sys.stderr.write("{}: {}\n".format(name, err))
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def parse_batch_sizes(text):
+    try:
+        sizes = tuple(int(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or any(b < 1 for b in sizes):
+        raise Refused("--batch-sizes must be positive integers separated by commas, e.g. 1,8. "
+                      "Received: {}".format(text))
+    return sizes
+
+
+def parse_compute_capability(text):
+    match = re.match(r"^\s*(\d+)\.(\d+)\s*$", str(text))
+    if not match:
+        raise Refused("--compute-capability must look like 6.2. Received: {}".format(text))
+    return int(match.group(1)), int(match.group(2))
+
+
+def jetson_model():
+    """The board name from the device tree ('NVIDIA Jetson TX2'...), or None."""
+    for path in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model"):
+        try:
+            with open(path, "rb") as f:
+                return f.read().decode("ascii", "ignore").strip("\x00\n ")
+        except (IOError, OSError):
+            continue
+    return None
+
+
+def compute_capability_from_board():
+    """(6, 2) on a Jetson TX2 (and TX2 NX/4GB), known Jetsons otherwise, else None."""
+    model = (jetson_model() or "").lower()
+    if not model:
+        return None
+    table = (("tx2", (6, 2)), ("quill", (6, 2)), ("tx1", (5, 3)), ("nano", (5, 3)),
+             ("xavier", (7, 2)), ("orin", (8, 7)))
+    for key, capability in table:
+        if key in model:
+            return capability
+    return None
+
+
+def compute_capability_from_nvidia_smi():
+    tool = shutil.which("nvidia-smi")
+    if not tool:
+        return None
+    try:
+        out = subprocess.check_output([tool, "--query-gpu=compute_cap", "--format=csv,noheader"],
+                                      stderr=subprocess.DEVNULL, universal_newlines=True)
+        return parse_compute_capability(out.strip().splitlines()[0])
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def int8_supported(capability):
+    """TensorRT's INT8 kernels need DP4A/tensor cores: compute capability 6.1 or >= 7.0.
+    The TX2 (6.2), TX1/Nano (5.3) and P100 (6.0) have none: there, quantized means FP16."""
+    return capability is not None and (tuple(capability) == (6, 1) or tuple(capability) >= (7, 0))
+
+
+def check_int8(capability, label):
+    """Raises `Refused` when INT8 is asked for on a GPU without INT8 support."""
+    if capability is None:
+        return
+    if not int8_supported(capability):
+        board = jetson_model()
+        where = " ({})".format(board) if board else ""
+        raise Refused(
+            "INT8 needs a GPU of compute capability 6.1 or >= 7.0 (Xavier, Orin, Turing and "
+            "newer); this one{} is sm_{}{}, where TensorRT has no INT8 kernels ({} refused). "
+            "Use FP16: on the Jetson TX2 quantized means FP16.".format(
+                where, capability[0], capability[1], label))
+
+
+def summarize(latencies_s, batch_size):
+    """Median latency (ms) and clips/s (the paper's measure: clips per second)."""
+    median = statistics.median(latencies_s)
+    return {
+        "batch_size": batch_size,
+        "median_ms": median * 1000.0,
+        "min_ms": min(latencies_s) * 1000.0,
+        "clips_per_s": batch_size / median if median > 0 else float("inf"),
+        "iterations": len(latencies_s),
+    }
+
+
+def print_results(results, title, json_path=None):
+    print(title)
+    print("{:>6} {:>12} {:>10} {:>10}".format("batch", "median ms", "min ms", "clips/s"))
+    for r in results:
+        print("{:>6} {:>12.3f} {:>10.3f} {:>10.1f}".format(
+            r["batch_size"], r["median_ms"], r["min_ms"], r["clips_per_s"]))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"title": title, "results": results}, f, indent=2)
+        print("wrote {}".format(json_path))

@@ -1,0 +1,304 @@
+"""ONNX export through tf2onnx, verified with ONNX Runtime, for TensorRT and ONNX Runtime.
+
+Three layers, as in Model Garden's MoViNet export: `export_onnx` writes a built model,
+`build_and_export_onnx` builds one (registry name or ``.keras`` file) and writes it, and
+``deployment/export.py`` maps flags to the latter.
+
+    from keras_efficient3d import create_model
+    from keras_efficient3d.deploy.onnx_export import export_onnx
+    model = create_model("mobilenetv2_0.2x", num_classes=27)
+    report = export_onnx(model, "/tmp/mobilenetv2.onnx", opset=13)   # verified to 1e-4
+
+    python deployment/export.py --model shufflenet_0.5x_g3 --num_classes 27 \
+        --format onnx --opset 13 --output /tmp/shufflenet.onnx
+
+The graph has one input ``input`` (batch, frames, height, width, 3) float32, channels-last
+as in Keras, and one output ``logits``; the batch axis is ``batch`` (dynamic) unless a
+batch size is given. Opset 13 is the default: TensorRT 8.2 (JetPack 4.6, Jetson TX2)
+parses it, and it is the first opset with per-channel QuantizeLinear/DequantizeLinear.
+
+Quantization-aware models (``tf.quantization.fake_quant_with_min_max_vars``/``_args``/
+``_vars_per_channel`` in the graph) export with QuantizeLinear/DequantizeLinear pairs.
+tf2onnx's own handler emits uint8 with a zero point, refuses ``narrow_range`` and per-channel
+ranges; ours reproduces TensorFlow's nudged ranges and emits the symmetric int8 form
+(zero point 0) that TensorRT's explicit INT8 mode requires wherever the range is symmetric
+(nudged zero point 128), uint8 otherwise (ONNX Runtime runs it, TensorRT refuses it).
+"""
+
+import contextlib
+import os
+
+import keras
+import numpy as np
+import onnx
+import tensorflow as tf
+
+from keras_efficient3d.deploy.savedmodel import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    check_close,
+    clip_spec,
+    inference_form,
+    load_or_build_model,
+    random_clips,
+)
+
+DEFAULT_OPSET = 13
+MIN_OPSET = 13  # per-channel Q/DQ, Split/Squeeze with input axes: all our graphs are >= 13
+_FAKE_QUANT_OPS = (
+    "FakeQuantWithMinMaxArgs",
+    "FakeQuantWithMinMaxVars",
+    "FakeQuantWithMinMaxVarsPerChannel",
+)
+
+
+@contextlib.contextmanager
+def _tf2onnx_without_graph_copies():
+    """tf2onnx deep-copies the whole graph (weights included) before each of its ~24
+    optimizer passes so that it can fall back when one fails; for 30M-parameter ResNets that
+    is most of the conversion time. We ask it to raise instead (and let it raise)."""
+    key = "TF2ONNX_CATCH_ERRORS"
+    previous = os.environ.get(key)
+    os.environ[key] = "FALSE"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
+@contextlib.contextmanager
+def _keep_fake_quant_on_constants():
+    """tf2onnx evaluates every TensorFlow node whose inputs are constant before conversion,
+    FakeQuant included (it spares only QuantizeAndDequantizeV2-4): the fake-quantized
+    weights of a QAT model would become plain float constants, and TensorRT would see no
+    Q/DQ on the weights and run those layers in float. While this is active, the fake-quant
+    nodes on constants stay in the graph, with their (constant) ranges folded."""
+    from tf2onnx import tf_loader, tfonnx  # pylint: disable=import-outside-toplevel
+
+    original = getattr(tfonnx, "compute_const_folding_using_tf", None)
+    if original is None:  # another tf2onnx layout: weights export as float constants
+        yield
+        return
+
+    def patched(g, const_node_values, graph_outputs):
+        values, dtypes = original(g, const_node_values, graph_outputs)
+        for op in g.get_operations():
+            if op.type not in _FAKE_QUANT_OPS or op.outputs[0].name not in values:
+                continue
+            consumers = [c for out in op.outputs for c in out.consumers()]
+            if any(c.outputs and c.outputs[0].name in values for c in consumers):
+                continue  # folded further downstream: the fake-quant node is gone anyway
+            ranges = [t for t in op.inputs[1:] if t.op.type not in ("Const", "ConstV2")]
+            if ranges:
+                with tf_loader.tf_session(graph=g) as sess:
+                    for tensor, value in zip(ranges, sess.run(ranges)):
+                        values[tensor.name] = value
+                        dtypes[tensor.name] = tensor.dtype
+            del values[op.outputs[0].name]
+            dtypes.pop(op.outputs[0].name, None)
+        return values, dtypes
+
+    tfonnx.compute_const_folding_using_tf = patched
+    try:
+        yield
+    finally:
+        tfonnx.compute_const_folding_using_tf = original
+
+
+def _nudged_range(min_value, max_value, num_bits, narrow_range):
+    """TensorFlow's FakeQuant nudging (fake_quant_ops_functor.h): (scale, zero point)."""
+    quant_min = 1.0 if narrow_range else 0.0
+    quant_max = float(2 ** num_bits - 1)
+    min_value = np.asarray(min_value, np.float32)
+    max_value = np.asarray(max_value, np.float32)
+    scale = ((max_value - min_value) / np.float32(quant_max - quant_min)).astype(np.float32)
+    if np.any(scale <= 0):
+        raise ValueError(f"Fake-quant range must have max > min. Received: min={min_value}, max={max_value}")
+    zero_from_min = np.float32(quant_min) - min_value / scale
+    zero_point = np.where(
+        zero_from_min < quant_min, quant_min,
+        np.where(zero_from_min > quant_max, quant_max, np.floor(zero_from_min + 0.5)))
+    return scale, zero_point.astype(np.int64), int(quant_min)
+
+
+def _fake_quant_to_qdq(ctx, node, name, args):
+    """tf2onnx handler (old custom-op API): FakeQuant* -> QuantizeLinear -> DequantizeLinear."""
+    from tf2onnx import utils  # pylint: disable=import-outside-toplevel
+
+    op = node.type
+    num_bits = node.get_attr_value("num_bits", 8)
+    narrow_range = bool(node.get_attr_value("narrow_range", 0))
+    if num_bits != 8:
+        raise ValueError(f"Only 8-bit fake quantization exports to ONNX. Received: num_bits={num_bits} ({name})")
+    if op == "FakeQuantWithMinMaxArgs":
+        min_value, max_value = node.get_attr_value("min"), node.get_attr_value("max")
+    else:
+        for index, label in ((1, "min"), (2, "max")):
+            if not node.inputs[index].is_const():
+                raise ValueError(f"{op} '{name}' needs a constant {label} to export.")
+        min_value = node.inputs[1].get_tensor_value(as_list=False)
+        max_value = node.inputs[2].get_tensor_value(as_list=False)
+    scale, zero_point, quant_min = _nudged_range(min_value, max_value, num_bits, narrow_range)
+    per_channel = op == "FakeQuantWithMinMaxVarsPerChannel"
+    shape = ctx.get_shape(node.input[0])
+    dtype = ctx.get_dtype(node.input[0])
+    if np.all(zero_point == 128):
+        # Symmetric: levels k - 128 for k in [quant_min, 255] are int8 with zero point 0.
+        qtype, zero = onnx.TensorProto.INT8, np.zeros(zero_point.shape, np.int8)
+    else:
+        qtype, zero = onnx.TensorProto.UINT8, (zero_point - quant_min).astype(np.uint8)
+    attr = {}
+    if per_channel:
+        rank = len(shape) if shape is not None else None
+        if rank is None:
+            raise ValueError(f"{op} '{name}' needs an input of known rank to export.")
+        attr["axis"] = rank - 1
+    scale_const = ctx.make_const(utils.make_name(f"{name}_scale"), scale.reshape(-1) if per_channel else scale.reshape(()))
+    zero_const = ctx.make_const(utils.make_name(f"{name}_zero_point"), zero.reshape(-1) if per_channel else zero.reshape(()))
+    quantize = ctx.make_node("QuantizeLinear", [node.input[0], scale_const.output[0], zero_const.output[0]],
+                             op_name_scope=name, attr=attr, shapes=[shape], dtypes=[qtype])
+    ctx.replace_input(node, node.input[0], quantize.output[0], 0)
+    ctx.remove_node(node.name)
+    dequantize = ctx.make_node("DequantizeLinear", [quantize.output[0], scale_const.output[0], zero_const.output[0]],
+                               op_name_scope=name, attr=attr, shapes=[shape], dtypes=[dtype])
+    ctx.replace_all_inputs(node.output[0], dequantize.output[0])
+    return dequantize
+
+
+def _check_opset(opset):
+    if not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ValueError(f"`opset` must be an integer >= {MIN_OPSET}. Received: opset={opset}")
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise ValueError(f"`opset` must be at most {newest} (this onnx package). Received: opset={opset}")
+
+
+def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True):
+    """Converts a built `model` to an in-memory `onnx.ModelProto` (not verified; see
+    `export_onnx`). Raises `ValueError` if any TensorFlow op stays unconverted."""
+    import tf2onnx  # pylint: disable=import-outside-toplevel
+
+    _check_opset(opset)
+    spec = clip_spec(model, batch_size, name=INPUT_NAME)
+    served = inference_form(model, fold_bn)
+
+    @tf.function(input_signature=[spec])
+    def serve(clips):
+        return {OUTPUT_NAME: served(clips, training=False)}
+
+    handlers = {op: (_fake_quant_to_qdq, []) for op in _FAKE_QUANT_OPS}
+    with _tf2onnx_without_graph_copies(), _keep_fake_quant_on_constants():
+        proto, _ = tf2onnx.convert.from_function(
+            serve, input_signature=[spec], opset=opset, custom_op_handlers=handlers)
+
+    foreign = sorted({n.op_type for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    if foreign:
+        raise ValueError(f"tf2onnx left TensorFlow ops it cannot convert: {', '.join(foreign)}.")
+    if batch_size is None:
+        for value in list(proto.graph.input) + list(proto.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    # The oldest IR version that carries the opset: older parsers (TensorRT 8.2's) accept it.
+    proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import))
+    proto.producer_name = "keras_efficient3d+tf2onnx"
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def run_onnx(onnx_model, clips, providers=("CPUExecutionProvider",)):
+    """Runs an ONNX model (proto or path) on `clips` with ONNX Runtime; returns the output."""
+    import onnxruntime as ort  # pylint: disable=import-outside-toplevel
+
+    source = onnx_model.SerializeToString() if isinstance(onnx_model, onnx.ModelProto) else str(onnx_model)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(source, options, providers=list(providers))
+    return session.run(None, {session.get_inputs()[0].name: np.asarray(clips, np.float32)})[0]
+
+
+def verify_onnx(onnx_model, model, clips=None, rtol=1e-4, atol=1e-6):
+    """Compares ONNX Runtime (CPU) on `onnx_model` (proto or path) with `model` in inference
+    mode on `clips` (random by default; the graph's batch when fixed, else 2). Returns the
+    relative error max|onnx - keras| / max|keras|; raises `AssertionError` beyond
+    ``rtol * max|keras| + atol``."""
+    proto = onnx_model if isinstance(onnx_model, onnx.ModelProto) else onnx.load(str(onnx_model))
+    if clips is None:
+        dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+        clips = random_clips(model, dim.dim_value if dim.HasField("dim_value") else 2)
+    got = run_onnx(proto, clips)
+    expected = keras.ops.convert_to_numpy(model(clips, training=False))
+    return check_close(got, expected, rtol, atol, what="ONNX model")
+
+
+def quantization_summary(onnx_model):
+    """Counts of QuantizeLinear/DequantizeLinear nodes and the integer types they use."""
+    proto = onnx_model if isinstance(onnx_model, onnx.ModelProto) else onnx.load(str(onnx_model))
+    types = {}
+    for init in proto.graph.initializer:
+        types[init.name] = init.data_type
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            types[node.output[0]] = node.attribute[0].t.data_type
+    counts = {"QuantizeLinear": 0, "DequantizeLinear": 0}
+    qtypes = set()
+    for node in proto.graph.node:
+        if node.op_type in counts:
+            counts[node.op_type] += 1
+            if len(node.input) > 2 and node.input[2] in types:
+                qtypes.add(onnx.TensorProto.DataType.Name(types[node.input[2]]))
+    counts["types"] = sorted(qtypes)
+    return counts
+
+
+def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True,
+                verify=True, rtol=1e-4, atol=1e-6):
+    """Writes `model` as ONNX and, with `verify`, checks it against the Keras model.
+
+    Args:
+        model: a built `keras.Model` with one static-shaped clip input (float or QAT).
+        output_path: the ``.onnx`` file to write.
+        opset: ONNX opset (>= 13; 13 for TensorRT 8.2 on JetPack 4.6).
+        batch_size: None for a dynamic ``batch`` axis, or a fixed batch.
+        fold_bn: export the BatchNorm-folded inference form (default) or keep BatchNorm.
+        verify: run ONNX Runtime on random clips and compare with `model` (unfolded).
+        rtol, atol: tolerance of the check: max|diff| <= rtol * max|keras| + atol.
+
+    Returns:
+        A dict: path, opset, input_shape (None for dynamic batch), max_rel_error (None
+        without `verify`), quantization (Q/DQ counts and integer types).
+    """
+    proto = convert_to_onnx(model, opset, batch_size, fold_bn)
+    error = verify_onnx(proto, model, rtol=rtol, atol=atol) if verify else None
+    directory = os.path.dirname(os.path.abspath(output_path))
+    os.makedirs(directory, exist_ok=True)
+    onnx.save(proto, output_path)
+    return {
+        "path": output_path,
+        "opset": opset,
+        "input_shape": (batch_size,) + tuple(model.inputs[0].shape[1:]),
+        "max_rel_error": error,
+        "quantization": quantization_summary(proto),
+    }
+
+
+def build_and_export_onnx(output_path, model_name=None, keras_file=None, num_frames=16,
+                          image_size=112, num_classes=None, opset=DEFAULT_OPSET, batch_size=None,
+                          fold_bn=True, verify=True, **model_kwargs):
+    """Builds (`load_or_build_model`) and exports with `export_onnx`; returns its report."""
+    model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
+                                **model_kwargs)
+    return export_onnx(model, output_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
+                       verify=verify)
+
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "build_and_export_onnx",
+    "convert_to_onnx",
+    "export_onnx",
+    "quantization_summary",
+    "run_onnx",
+    "verify_onnx",
+]

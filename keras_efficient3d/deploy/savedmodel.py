@@ -1,0 +1,184 @@
+"""SavedModel export with a serving signature, for TF Serving, TF-TRT and the Jetson.
+
+Three layers, as in Model Garden's MoViNet export: `export_saved_model` writes a built
+model, `build_and_export_saved_model` builds one (registry name or ``.keras`` file) and
+writes it, and ``deployment/export.py`` maps flags to the latter.
+
+    from keras_efficient3d import create_model
+    from keras_efficient3d.deploy.savedmodel import export_saved_model
+    model = create_model("shufflenet_0.5x_g3", num_classes=27)
+    export_saved_model(model, "/tmp/shufflenet_sm", batch_size=8)
+
+    python deployment/export.py --model mobilenetv2_0.2x --num_classes 27 \
+        --format savedmodel --batch_size 8 --output /tmp/mobilenetv2_sm
+
+The signature ``serving_default`` takes ``input`` (batch, frames, height, width, 3) float32
+and returns ``{"logits": (batch, classes)}``. By default the BatchNorm-folded inference form
+(`keras_efficient3d.inference.fold_batchnorm`) is exported: the same function, fewer ops.
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_efficient3d.inference import fold_batchnorm
+from keras_efficient3d.registry import create_model
+
+SIGNATURE_NAME = "serving_default"
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def inference_form(model, fold_bn=True):
+    """The model to export: `model` with BatchNorm folded when `fold_bn` and it has any."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a built keras.Model. Received: model={model!r}")
+    if fold_bn and any(isinstance(l, keras.layers.BatchNormalization) for l in _all_layers(model)):
+        return fold_batchnorm(model)
+    return model
+
+
+def clip_spec(model, batch_size=None, name=INPUT_NAME):
+    """`tf.TensorSpec` of the model's clip input with a fixed (`batch_size`) or free batch."""
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(
+            f"`batch_size` must be None (dynamic) or a positive integer. Received: batch_size={batch_size}"
+        )
+    if len(model.inputs) != 1:
+        raise ValueError(
+            f"Export expects a model with one clip input. Received: {len(model.inputs)} inputs"
+        )
+    shape = tuple(model.inputs[0].shape[1:])
+    if any(s is None for s in shape):
+        raise ValueError(
+            f"Export needs a static clip shape (frames, height, width, channels). Received: input_shape={shape}"
+        )
+    return tf.TensorSpec((batch_size,) + shape, tf.float32, name=name)
+
+
+def load_or_build_model(model_name=None, keras_file=None, num_frames=16, image_size=112,
+                        num_classes=None, **model_kwargs):
+    """Builds `model_name` from the registry for (num_frames, image_size, image_size, 3)
+    clips, or loads `keras_file` (exactly one of the two). ``None`` kwargs keep defaults."""
+    if (model_name is None) == (keras_file is None):
+        raise ValueError(
+            "Give exactly one of `model_name` and `keras_file`. "
+            f"Received: model_name={model_name}, keras_file={keras_file}"
+        )
+    model_kwargs = {k: v for k, v in model_kwargs.items() if v is not None}
+    if keras_file is not None:
+        if model_kwargs:
+            raise ValueError(
+                f"A .keras file carries its own configuration and weights. Received: {model_kwargs}"
+            )
+        if not os.path.exists(keras_file):
+            raise ValueError(f"`keras_file` does not exist. Received: keras_file={keras_file}")
+        return keras.models.load_model(keras_file, compile=False)
+    return create_model(model_name, input_shape=(num_frames, image_size, image_size, 3),
+                        num_classes=num_classes, **model_kwargs)
+
+
+def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
+                       signature_name=SIGNATURE_NAME, output_name=OUTPUT_NAME):
+    """Writes `model` as a SavedModel with one serving signature.
+
+    Args:
+        model: a built `keras.Model` with one static-shaped clip input.
+        export_dir: directory to write (created; an existing SavedModel is overwritten).
+        batch_size: None for a dynamic batch, or the fixed batch of the signature
+            (TF-TRT builds its engines for the shapes it sees; a fixed batch avoids rebuilds).
+        fold_bn: export the BatchNorm-folded inference form (default) or the model as is.
+        signature_name: key of the signature.
+        output_name: key of the signature's output.
+
+    Returns:
+        `export_dir`.
+    """
+    spec = clip_spec(model, batch_size)
+    served = inference_form(model, fold_bn)
+
+    module = tf.Module()
+    module.model = served
+
+    @tf.function(input_signature=[spec])
+    def serve(clips):
+        return {output_name: served(clips, training=False)}
+
+    module.serve = serve
+    os.makedirs(export_dir, exist_ok=True)
+    tf.saved_model.save(module, export_dir, signatures={signature_name: serve})
+    return export_dir
+
+
+def build_and_export_saved_model(export_dir, model_name=None, keras_file=None, num_frames=16,
+                                 image_size=112, num_classes=None, batch_size=None,
+                                 fold_bn=True, verify=True, **model_kwargs):
+    """Builds (`load_or_build_model`), exports and, with `verify`, loads the SavedModel back
+    and compares it with the Keras model. Returns a dict: path, input_shape, max_rel_error."""
+    model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
+                                **model_kwargs)
+    export_saved_model(model, export_dir, batch_size=batch_size, fold_bn=fold_bn)
+    error = verify_saved_model(export_dir, model) if verify else None
+    return {
+        "path": export_dir,
+        "input_shape": (batch_size,) + tuple(model.inputs[0].shape[1:]),
+        "max_rel_error": error,
+    }
+
+
+def random_clips(model, batch_size=2, seed=0):
+    """Deterministic normal-distributed clips shaped for `model` (verification inputs)."""
+    shape = (batch_size,) + tuple(model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def relative_error(actual, expected):
+    """max |actual - expected| / max |expected| (0 when both are zero)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        raise ValueError(f"Shapes differ: {actual.shape} vs {expected.shape}")
+    scale = np.max(np.abs(expected)) if expected.size else 0.0
+    diff = np.max(np.abs(actual - expected)) if expected.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def check_close(actual, expected, rtol=1e-4, atol=1e-6, what="export"):
+    """Raises `AssertionError` unless max|a - e| <= rtol * max|e| + atol; returns the
+    relative error."""
+    err = relative_error(actual, expected)
+    diff = float(np.max(np.abs(np.asarray(actual, np.float64) - np.asarray(expected, np.float64))))
+    scale = float(np.max(np.abs(expected)))
+    if diff > rtol * scale + atol:
+        raise AssertionError(
+            f"The {what} differs from the Keras model: max abs diff {diff:.3g}, relative "
+            f"{err:.3g} > rtol {rtol:g} (max |keras| = {scale:.3g})."
+        )
+    return err
+
+
+def verify_saved_model(export_dir, model, clips=None, rtol=1e-4, atol=1e-6,
+                       signature_name=SIGNATURE_NAME, output_name=OUTPUT_NAME):
+    """Loads `export_dir`, runs its signature on `clips` (random by default, batch fixed by
+    the signature when it has one) and compares with `model` in inference mode. Returns the
+    relative error; raises `AssertionError` beyond the tolerance."""
+    loaded = tf.saved_model.load(export_dir)
+    if signature_name not in loaded.signatures:
+        raise ValueError(
+            f"SavedModel has no signature '{signature_name}'. Received: {sorted(loaded.signatures)}"
+        )
+    fn = loaded.signatures[signature_name]
+    (key, spec), = fn.structured_input_signature[1].items()
+    if clips is None:
+        clips = random_clips(model, spec.shape[0] or 2)
+    got = fn(**{key: tf.constant(clips)})[output_name].numpy()
+    expected = keras.ops.convert_to_numpy(model(clips, training=False))
+    return check_close(got, expected, rtol, atol, what="SavedModel")

@@ -1,0 +1,279 @@
+"""ONNX export: equivalence with Keras for every architecture, options, QAT Q/DQ, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import onnx
+import pytest
+import tensorflow as tf
+
+from keras_efficient3d import create_model, list_models
+from keras_efficient3d.deploy import onnx_export
+from keras_efficient3d.models.resnet import ResNet3DBase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Heads that pool ceil(frames/16) x ceil(size/32)^2 cells need 16 x 32 x 32 clips.
+_NEEDS_16 = ("resnet", "resnext", "squeezenet", "c3d", "shufflenetv1")
+# Narrow widths keep the efficient models' conversion to a few seconds; the graph (and so
+# what is exported) is the same at every width.
+_WIDTHS = {"mobilenetv1": 0.5, "mobilenetv2": 0.2, "shufflenetv1": 0.5, "shufflenetv2": 0.25}
+# tf2onnx takes 10-120 s for each of these on 2 shared cores (ResNets: 14M-126M parameters;
+# ShuffleNets: thousands of nodes); the fast tier covers their blocks with small models.
+_HEAVY = ("resnet", "resnext", "c3d", "shufflenet")
+
+
+def randomize_batchnorm(model, seed=0):
+    """Non-trivial BatchNorm statistics, so that folding and export are really tested."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
+                               rng.normal(0, 0.2, c), rng.uniform(0.5, 1.5, c)])
+    return model
+
+
+def _registry_case(name):
+    frames = 16 if name.startswith(_NEEDS_16) else 8
+    kwargs = {"input_shape": (frames, 32, 32, 3), "num_classes": 5}
+    if name in _WIDTHS:
+        kwargs["width_mult"] = _WIDTHS[name]
+    if name.startswith(("resnet101", "resnet152", "resnet200", "resnext", "c3d")):
+        kwargs = {"input_shape": (frames, 32, 32, 3), "include_top": False, "pooling": "avg"}
+    # mobilenetv1 is exported by the CLI test of the fast tier.
+    marks = [pytest.mark.slow] if name.startswith(_HEAVY + ("mobilenetv1",)) else []
+    return pytest.param(name, kwargs, id=name, marks=marks)
+
+
+@pytest.mark.parametrize("name,kwargs", [_registry_case(n) for n in list_models()])
+def test_every_registered_model_exports_and_matches_keras(name, kwargs):
+    model = randomize_batchnorm(create_model(name, **kwargs))
+    proto = onnx_export.convert_to_onnx(model)
+    assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
+    assert "BatchNormalization" not in {n.op_type for n in proto.graph.node}
+    assert onnx_export.verify_onnx(proto, model) < 1e-4
+
+
+@pytest.mark.parametrize("block,planes,shortcut", [
+    ("basic", (64, 64, 80, 96), "A"),
+    ("bottleneck", (8, 16, 32, 64), "B"),
+    ("resnext", (32, 64, 64, 64), "B"),
+], ids=["basic_A", "bottleneck_B", "resnext_B"])
+def test_every_resnet_block_type_exports_at_small_width(block, planes, shortcut):
+    # The registry's ResNets are tested in the slow tier; their blocks, at small width, here.
+    model = randomize_batchnorm(ResNet3DBase(block, (1, 1, 1, 1), planes, shortcut=shortcut,
+                                             cardinality=4, input_shape=(16, 32, 32, 3),
+                                             num_classes=5))
+    assert onnx_export.verify_onnx(onnx_export.convert_to_onnx(model), model) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", ["shufflenetv1", "shufflenetv2"])
+def test_shufflenet_units_export(block):
+    # Channel shuffle, channel split, grouped 1x1x1 convs and the concatenating downsampling
+    # units, in the smallest configurations the builders accept.
+    kwargs = {"width_mult": 0.5, "groups": 3} if block == "shufflenetv1" else {"width_mult": 0.25}
+    model = randomize_batchnorm(create_model(block, input_shape=(16, 32, 32, 3), num_classes=3,
+                                             **kwargs))
+    assert onnx_export.verify_onnx(onnx_export.convert_to_onnx(model), model) < 1e-4
+
+
+def _tiny_model():
+    """The project's layers (conv, depthwise, pools, shuffle) in a few-layer model: the export
+    options do not depend on the architecture, and this converts in seconds."""
+    from keras_efficient3d import layers as L
+
+    inputs = keras.Input((8, 32, 32, 3), name="input")
+    x = L.Conv3D(8, 3, (1, 2, 2), 1, use_bias=False, name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(epsilon=1e-5, name="conv1_bn")(x)
+    x = keras.layers.ReLU(6.0, name="conv1_relu")(x)
+    x = L.DepthwiseConv3D(3, 2, 1, use_bias=False, name="dw")(x)
+    x = keras.layers.BatchNormalization(epsilon=1e-5, name="dw_bn")(x)
+    x = keras.layers.ReLU(name="dw_relu")(x)
+    x = L.ChannelShuffle(2, name="shuffle")(x)
+    x = L.MaxPool3D(3, 2, 1, name="pool")(x)
+    x = keras.layers.GlobalAveragePooling3D(name="avg_pool")(x)
+    outputs = keras.layers.Dense(4, name="predictions")(x)
+    return randomize_batchnorm(keras.Model(inputs, outputs, name="tiny3d"))
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return _tiny_model()
+
+
+@pytest.fixture(scope="module")
+def small_proto(small_model):
+    return onnx_export.convert_to_onnx(small_model)
+
+
+def test_dynamic_batch_is_named_and_runs_any_batch(small_model, small_proto):
+    proto = small_proto
+    assert [i.name for i in proto.graph.input] == ["input"]
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [8, 32, 32, 3]
+    assert proto.opset_import[0].version == 13 and proto.ir_version == 7
+    for batch in (1, 3):
+        clips = onnx_export.random_clips(small_model, batch, seed=batch)
+        assert onnx_export.verify_onnx(proto, small_model, clips) < 1e-4
+
+
+def test_fixed_batch_keep_bn_and_opset(small_model):
+    proto = onnx_export.convert_to_onnx(small_model, opset=17, batch_size=3, fold_bn=False)
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 3
+    assert proto.opset_import[0].version == 17
+    # tf2onnx folds BatchNorm's constant mul/add on its own, so only the numbers tell.
+    assert onnx_export.verify_onnx(proto, small_model) < 1e-4
+    with pytest.raises(Exception):  # a fixed batch refuses another one
+        onnx_export.run_onnx(proto, onnx_export.random_clips(small_model, 2))
+
+
+def test_invalid_arguments(small_model):
+    with pytest.raises(ValueError, match="opset"):
+        onnx_export.convert_to_onnx(small_model, opset=11)
+    with pytest.raises(ValueError, match="batch_size"):
+        onnx_export.convert_to_onnx(small_model, batch_size=0)
+    with pytest.raises(ValueError, match="exactly one"):
+        onnx_export.build_and_export_onnx("x.onnx")
+
+
+def test_verification_detects_a_wrong_graph(small_model, small_proto):
+    proto = onnx.ModelProto()
+    proto.CopyFrom(small_proto)
+    for init in proto.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) == 2:  # classifier
+            values = onnx.numpy_helper.to_array(init) * 1.01
+            init.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), init.name))
+    with pytest.raises(AssertionError, match="differs"):
+        onnx_export.verify_onnx(proto, small_model)
+
+
+def test_export_writes_file_and_report(small_model, tmp_path):
+    path = str(tmp_path / "model.onnx")
+    report = onnx_export.export_onnx(small_model, path, batch_size=2)
+    assert os.path.isfile(path) and report["input_shape"] == (2, 8, 32, 32, 3)
+    assert report["max_rel_error"] < 1e-4 and report["quantization"]["QuantizeLinear"] == 0
+    clips = onnx_export.random_clips(small_model, 2)
+    np.testing.assert_allclose(onnx_export.run_onnx(path, clips),
+                               small_model(clips, training=False).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_build_and_export_from_keras_file(small_model, tmp_path):
+    keras_file = str(tmp_path / "model.keras")
+    small_model.save(keras_file)
+    report = onnx_export.build_and_export_onnx(str(tmp_path / "m.onnx"), keras_file=keras_file)
+    assert report["max_rel_error"] < 1e-4
+
+
+# --- QAT: fake-quant ops become QuantizeLinear/DequantizeLinear --------------------------
+
+
+class _FakeQuantActivation(keras.layers.Layer):
+    def __init__(self, low, high, **kwargs):
+        super().__init__(**kwargs)
+        self.low, self.high = low, high
+
+    def build(self, input_shape):
+        self.min_var = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.low),
+                                       trainable=False, name="min")
+        self.max_var = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.high),
+                                       trainable=False, name="max")
+
+    def call(self, x):
+        return tf.quantization.fake_quant_with_min_max_vars(x, self.min_var, self.max_var)
+
+
+class _FakeQuantConv(keras.layers.Layer):
+    """A conv whose kernel is fake-quantized per output channel, symmetric, narrow range."""
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(3, 3, input_shape[-1], 8), initializer="glorot_uniform")
+        self.amax = self.add_weight(shape=(8,), initializer="ones", trainable=False)
+
+    def call(self, x):
+        kernel = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            self.kernel, -self.amax, self.amax, narrow_range=True)
+        return tf.nn.conv2d(x, kernel, 1, "SAME")
+
+
+def _qat_model(symmetric=True):
+    inputs = keras.Input((4, 16, 16, 3))
+    x = keras.layers.Reshape((16, 16, 12))(inputs)
+    x = _FakeQuantActivation(-4.0, 4.0 * 127 / 128 if symmetric else 3.0)(x)
+    conv = _FakeQuantConv()
+    x = keras.layers.ReLU()(conv(x))
+    x = _FakeQuantActivation(-6.0, 6.0 * 127 / 128 if symmetric else 5.0)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    conv.amax.assign(np.abs(conv.kernel.numpy()).max(axis=(0, 1, 2)))
+    return model
+
+
+def test_qat_model_exports_symmetric_int8_qdq_for_tensorrt():
+    model = _qat_model(symmetric=True)
+    proto = onnx_export.convert_to_onnx(model)
+    summary = onnx_export.quantization_summary(proto)
+    # two activations and the conv's weights, per channel on the OIHW output axis
+    assert summary == {"QuantizeLinear": 3, "DequantizeLinear": 3, "types": ["INT8"]}
+    axes = [a.i for n in proto.graph.node if n.op_type == "QuantizeLinear" for a in n.attribute
+            if a.name == "axis"]
+    assert axes == [0]
+    assert onnx_export.verify_onnx(proto, model) < 1e-4
+
+
+def test_asymmetric_fake_quant_exports_uint8():
+    model = _qat_model(symmetric=False)
+    proto = onnx_export.convert_to_onnx(model)
+    assert onnx_export.quantization_summary(proto)["types"] == ["INT8", "UINT8"]
+    assert onnx_export.verify_onnx(proto, model) < 1e-4
+
+
+# --- CLI -----------------------------------------------------------------------------
+
+
+def _run(args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, os.path.join(ROOT, "deployment", "export.py")] + args,
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
+def test_cli_exports_onnx(tmp_path):
+    out = tmp_path / "cli.onnx"
+    run = _run(["--model", "mobilenetv1_0.25x", "--frames", "8", "--size", "32", "--num_classes", "4",
+                "--format", "onnx", "--batch_size", "2", "--output", str(out)])
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["opset"] == 13 and report["max_rel_error"] < 1e-4
+    assert onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
+
+
+def test_cli_rejects_bad_arguments(tmp_path):
+    run = _run(["--model", "mobilenetv1", "--keras_file", "x.keras", "--output", str(tmp_path / "x")])
+    assert run.returncode != 0 and "exactly one of --model and --keras_file" in run.stderr
+    run = _run(["--model", "nosuchnet", "--output", str(tmp_path / "x.onnx")])
+    assert run.returncode == 1 and "Unknown model 'nosuchnet'" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_benchmark_onnx_reports_clips_per_second(small_model, small_proto, tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "deployment"))
+    try:
+        import benchmark_onnx
+    finally:
+        sys.path.pop(0)
+    path = str(tmp_path / "tiny.onnx")
+    onnx.save(small_proto, path)
+    report = benchmark_onnx.benchmark_onnx(path, (1, 8), warmup=1, iterations=3)
+    assert report["providers"] == ["CPUExecutionProvider"]
+    assert [r["batch_size"] for r in report["results"]] == [1, 8]
+    assert all(r["clips_per_s"] > 0 for r in report["results"])
+    assert "clips/s" in benchmark_onnx.format_table(report)
+    assert benchmark_onnx.choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="TensorrtExecutionProvider"):
+        benchmark_onnx.choose_providers(["CPUExecutionProvider"], ["TensorrtExecutionProvider"])

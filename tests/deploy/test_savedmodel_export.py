@@ -1,0 +1,62 @@
+"""SavedModel export: the serving signature matches the Keras model, fixed or free batch."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_efficient3d import create_model
+from keras_efficient3d.deploy import savedmodel
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = create_model("mobilenetv2", input_shape=(8, 32, 32, 3), num_classes=5, width_mult=0.2)
+    rng = np.random.default_rng(0)
+    for layer in m.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
+                               rng.normal(0, 0.2, c), rng.uniform(0.5, 1.5, c)])
+    return m
+
+
+@pytest.fixture(scope="module")
+def dynamic_dir(model, tmp_path_factory):
+    return savedmodel.export_saved_model(model, str(tmp_path_factory.mktemp("sm") / "dynamic"))
+
+
+def test_signature_matches_keras_at_any_batch(model, dynamic_dir):
+    fn = tf.saved_model.load(dynamic_dir).signatures["serving_default"]
+    (key, spec), = fn.structured_input_signature[1].items()
+    assert key == "input" and spec.shape.as_list() == [None, 8, 32, 32, 3]
+    assert list(fn.structured_outputs) == ["logits"]
+    for batch in (1, 3):
+        clips = savedmodel.random_clips(model, batch, seed=batch)
+        got = fn(input=tf.constant(clips))["logits"].numpy()
+        expected = model(clips, training=False).numpy()
+        assert np.abs(expected).max() > 1e-3  # a meaningful comparison
+        assert savedmodel.relative_error(got, expected) < 1e-4
+
+
+def test_verification_fails_against_another_model(dynamic_dir):
+    other = create_model("mobilenetv2", input_shape=(8, 32, 32, 3), num_classes=5, width_mult=0.2)
+    with pytest.raises(AssertionError, match="differs"):
+        savedmodel.verify_saved_model(dynamic_dir, other, rtol=1e-4, atol=0.0)
+
+
+def test_build_and_export_and_argument_errors(tmp_path):
+    # A fixed batch, BatchNorm kept, verified on loading back.
+    report = savedmodel.build_and_export_saved_model(
+        str(tmp_path / "built"), model_name="mobilenetv2_0.2x", num_frames=8, image_size=32,
+        num_classes=3, batch_size=2, fold_bn=False)
+    assert report["input_shape"] == (2, 8, 32, 32, 3) and report["max_rel_error"] < 1e-4
+    fn = tf.saved_model.load(report["path"]).signatures["serving_default"]
+    assert fn.structured_input_signature[1]["input"].shape.as_list() == [2, 8, 32, 32, 3]
+    with pytest.raises(ValueError, match="batch_size"):
+        savedmodel.export_saved_model(create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3)),
+                                      str(tmp_path / "bad"), batch_size=-1)
+    with pytest.raises(ValueError, match="exactly one"):
+        savedmodel.load_or_build_model(model_name="mobilenetv2", keras_file="x.keras")
+    with pytest.raises(ValueError, match="does not exist"):
+        savedmodel.load_or_build_model(keras_file=str(tmp_path / "missing.keras"))

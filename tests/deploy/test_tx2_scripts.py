@@ -1,0 +1,183 @@
+"""The Jetson scripts: Python 3.6 syntax, argument handling and the messages and exit codes
+for what this machine lacks (TensorRT, TF-TRT, trtexec, a GPU)."""
+
+import ast
+import glob
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TX2 = os.path.join(ROOT, "deployment", "tx2")
+SCRIPTS = sorted(glob.glob(os.path.join(TX2, "*.py")))
+STDLIB_OK = {"argparse", "ctypes", "glob", "json", "os", "re", "shutil", "statistics",
+             "subprocess", "sys", "time", "tx2_common", "trt_build_engine"}
+
+
+def test_the_scripts_are_there():
+    names = {os.path.basename(p) for p in SCRIPTS}
+    assert {"trt_convert.py", "tftrt_benchmark.py", "trt_build_engine.py",
+            "trt_benchmark.py"} <= names
+    assert os.path.isfile(os.path.join(TX2, "README.md"))
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=os.path.basename)
+def test_parses_as_python_36(path):
+    source = open(path, encoding="utf-8").read()
+    tree = ast.parse(source, feature_version=(3, 6))
+    for node in ast.walk(tree):
+        # f-strings parse on 3.6 but their "=" specifier does not run there: use none at all.
+        assert not isinstance(node, ast.JoinedStr), f"f-string at line {node.lineno}"
+        if isinstance(node, ast.ImportFrom):
+            assert node.module not in ("__future__", "dataclasses"), node.module
+        if isinstance(node, ast.Import):
+            assert "dataclasses" not in {a.name for a in node.names}
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            assert not node.args.posonlyargs
+    # Module-level imports: the standard library and siblings only (numpy, TensorFlow and
+    # TensorRT are imported where used, so that their absence gets a clear message).
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            assert {a.name.split(".")[0] for a in node.names} <= STDLIB_OK
+        elif isinstance(node, ast.ImportFrom):
+            assert node.module.split(".")[0] in STDLIB_OK
+
+
+def _script(name, *args, timeout=120):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PATH="/usr/bin:/bin")
+    run = subprocess.run([sys.executable, os.path.join(TX2, name)] + list(args),
+                         capture_output=True, text=True, env=env, timeout=timeout)
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def common():
+    sys.path.insert(0, TX2)
+    try:
+        yield importlib.import_module("tx2_common")
+    finally:
+        sys.path.remove(TX2)
+
+
+def test_int8_capability_table(common):
+    assert not common.int8_supported((6, 2))  # Jetson TX2
+    assert not common.int8_supported((5, 3))  # Nano, TX1
+    assert not common.int8_supported((6, 0))  # P100
+    assert common.int8_supported((6, 1))      # Titan Xp, P4
+    assert common.int8_supported((7, 2))      # Xavier
+    assert common.int8_supported((8, 7))      # Orin
+    assert common.summarize([0.1, 0.3, 0.2], 8)["clips_per_s"] == pytest.approx(40.0)
+
+
+def test_trtexec_output_parsing(common):
+    bench = importlib.import_module("trt_benchmark")
+    text = ("[I] Latency: min = 3.1 ms, max = 4.0 ms, mean = 3.3 ms, median = 3.25 ms\n"
+            "[I] GPU Compute Time: min = 2.9 ms, max = 3.8 ms, mean = 3.1 ms, median = 3.05 ms, "
+            "percentile(99%) = 3.7 ms\n")
+    assert bench.parse_trtexec_median_ms(text) == pytest.approx(3.05)
+    assert bench.parse_trtexec_median_ms(text.splitlines()[0]) == pytest.approx(3.25)
+    assert bench.parse_trtexec_median_ms("nothing") is None
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx")
+    paths = {}
+    for label, batch in (("dynamic", "batch"), ("fixed", 8)):
+        x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 16, 112, 112, 3])
+        y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 16, 112, 112, 3])
+        graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g", [x], [y])
+        paths[label] = str(folder / f"{label}.onnx")
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), paths[label])
+    return paths
+
+
+def test_build_engine_prints_the_trtexec_command(onnx_files, tmp_path):
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine",
+                  str(tmp_path / "m.engine"), "--precision", "fp16", "--dry-run")
+    assert run.returncode == 0, run.stderr
+    line = run.stdout.strip().splitlines()[-1]
+    assert f"--onnx={onnx_files['dynamic']}" in line and "--fp16" in line
+    assert "--minShapes=input:1x16x112x112x3" in line
+    assert "--optShapes=input:8x16x112x112x3" in line
+    assert "--maxShapes=input:8x16x112x112x3" in line
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["fixed"], "--engine", "e",
+                  "--precision", "int8", "--compute-capability", "7.2", "--dry-run")
+    assert run.returncode == 0 and "--int8 --fp16" in run.stdout and "Shapes" not in run.stdout
+
+
+def test_build_engine_errors(onnx_files):
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", "e",
+                  "--precision", "int8", "--compute-capability", "6.2")
+    assert run.returncode == 2 and "sm_62" in run.stderr and "FP16" in run.stderr
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", "e",
+                  "--trtexec", "/nonexistent/trtexec")
+    assert run.returncode == 3 and "trtexec not found" in run.stderr
+    run = _script("trt_build_engine.py", "--onnx", "/nonexistent.onnx", "--engine", "e")
+    assert run.returncode == 2 and "is not a file" in run.stderr
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", "e",
+                  "--batch-sizes", "0,8", "--dry-run")
+    assert run.returncode == 2 and "--batch-sizes" in run.stderr
+    run = _script("trt_build_engine.py", "--engine", "e")
+    assert run.returncode == 2 and "--onnx" in run.stderr  # argparse
+
+
+def test_trt_benchmark_without_tensorrt(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not an engine")
+    run = _script("trt_benchmark.py", "--engine", str(engine), "--trtexec", "/nonexistent/trtexec")
+    assert run.returncode == 3 and "neither TensorRT's Python API nor trtexec" in run.stderr
+    run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "python")
+    assert run.returncode == 3 and "TensorRT's Python API" in run.stderr
+    run = _script("trt_benchmark.py", "--engine", str(tmp_path / "missing.engine"))
+    assert run.returncode == 2 and "trt_build_engine.py" in run.stderr
+
+
+@pytest.fixture(scope="module")
+def saved_model_dir(tmp_path_factory):
+    import keras
+
+    from keras_efficient3d.deploy.savedmodel import export_saved_model
+
+    inputs = keras.Input((4, 16, 16, 3))
+    x = keras.layers.Reshape((16, 16, 12))(inputs)
+    x = keras.layers.Conv2D(4, 3)(x)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    return export_saved_model(keras.Model(inputs, outputs),
+                              str(tmp_path_factory.mktemp("sm") / "tiny"))
+
+
+def test_trt_convert_refusals_and_missing_tftrt(saved_model_dir, tmp_path):
+    run = _script("trt_convert.py", "--saved-model", saved_model_dir, "--output", str(tmp_path / "o"),
+                  "--precision", "INT8", "--calibration-npy", "c.npy", "--compute-capability", "6.2")
+    assert run.returncode == 2 and "sm_62" in run.stderr and "INT8" in run.stderr
+    run = _script("trt_convert.py", "--saved-model", saved_model_dir, "--output", str(tmp_path / "o"),
+                  "--precision", "INT8")
+    assert run.returncode == 2 and "--calibration-npy" in run.stderr
+    run = _script("trt_convert.py", "--saved-model", str(tmp_path / "none"), "--output", "o")
+    assert run.returncode == 2 and "is not a directory" in run.stderr
+    # PyPI TensorFlow 2.21 has no TF-TRT: one line, exit code 3.
+    run = _script("trt_convert.py", "--saved-model", saved_model_dir, "--output", str(tmp_path / "o"),
+                  "--precision", "FP16")
+    assert run.returncode == 3 and "TensorRT" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_tftrt_benchmark_times_a_saved_model_on_cpu(saved_model_dir, tmp_path):
+    run = _script("tftrt_benchmark.py", "--saved-model", saved_model_dir)
+    assert run.returncode == 3 and "no GPU" in run.stderr
+    out = tmp_path / "r.json"
+    run = _script("tftrt_benchmark.py", "--saved-model", saved_model_dir, "--allow-cpu",
+                  "--warmup", "1", "--iterations", "3", "--json", str(out))
+    assert run.returncode == 0, run.stderr
+    results = json.loads(out.read_text())["results"]
+    assert [r["batch_size"] for r in results] == [1, 8]
+    assert all(r["clips_per_s"] > 0 and r["iterations"] == 3 for r in results)
+    assert "clips/s" in run.stdout
