@@ -416,10 +416,22 @@ def convert_checkpoint(checkpoint_path, frames=16, size=112, overrides=None, log
     return model, dict(kwargs, model=name), checkpoint
 
 
+def infer_normalization(checkpoint_path):
+    """The preset a published checkpoint was trained with, from its file name: the original
+    decoded Kinetics videos with OpenCV (BGR) and Jester/UCF-101 JPEGs with PIL (RGB), both
+    with the ActivityNet mean in 0-255."""
+    return "kinetics" if os.path.basename(checkpoint_path).lower().startswith("kinetics") else "original"
+
+
 def convert(checkpoint_path, output_path, frames=16, size=112, preprocessing=False,
-            normalization="original", labels=None, overrides=None, log=print):
-    """Converts a checkpoint file into a .keras file; returns the output path."""
+            normalization=None, labels=None, overrides=None, log=print):
+    """Converts a checkpoint file into a .keras file; returns the output path.
+
+    `normalization` (a preset name or `Normalization`) defaults to `infer_normalization`."""
     from keras_efficient3d.data.normalization import Normalization
+    if normalization is None:
+        normalization = infer_normalization(checkpoint_path)
+        log(f"inferred normalisation '{normalization}' (from the file name)")
     norm = (normalization if isinstance(normalization, Normalization)
             else Normalization.preset(normalization))
     model, config, checkpoint = convert_checkpoint(checkpoint_path, frames, size, overrides, log)
@@ -462,9 +474,9 @@ def define_flags():
     flags.DEFINE_integer("frames", 16, "Frames per clip.")
     flags.DEFINE_integer("size", 112, "Frame height and width.")
     flags.DEFINE_bool("with_preprocessing", False, "Prepend the normalisation: the model then takes raw RGB frames.")
-    flags.DEFINE_string("normalization", "original", "Normalisation the checkpoint was trained with: a preset "
+    flags.DEFINE_string("normalization", None, "Normalisation the checkpoint was trained with: a preset "
                         "(original = ActivityNet mean, 0-255, RGB; kinetics = the same in BGR, as the original's "
-                        "OpenCV-decoded Kinetics videos).")
+                        "OpenCV-decoded Kinetics videos). Default: kinetics for kinetics_* files, else original.")
     flags.DEFINE_string("labels", None, "Text file of class names, one per line, to record in the model.")
 
 

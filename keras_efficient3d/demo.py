@@ -1,0 +1,176 @@
+"""The main job: the whole path on the embedded synthetic gestures, end to end.
+
+    python -m keras_efficient3d.demo                      # ./demo.sh does the install too
+    python -m keras_efficient3d.demo --output_dir=runs/demo --epochs=30
+
+1. generate the synthetic gesture dataset (Jester layout: JPEG folders + CSVs), so that
+   the same readers as for real Jester run;
+2. train a small 3D CNN from scratch with ``model.fit`` (`keras_efficient3d.trainer`);
+3. evaluate it: clip and video-level top-1/top-5, per-class accuracy, confusion matrix;
+4. deploy it: BatchNorm folding, quantization-aware fine-tuning, TFLite fp32 and int8,
+   float-vs-int8 accuracy and TFLite latency (skipped with a note when LiteRT is absent);
+5. print a short report and write it to OUTPUT/report.md and OUTPUT/report.json.
+"""
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("output_dir", "runs/demo", "Where the dataset, models and report go.")
+    flags.DEFINE_string("model", "mobilenetv2", "Registry name of the model to train.")
+    flags.DEFINE_float("width_mult", 0.2, "Width multiplier.")
+    flags.DEFINE_integer("frames", 16, "Frames per clip.")
+    flags.DEFINE_integer("size", 64, "Clip height and width.")
+    flags.DEFINE_integer("epochs", 14, "Training epochs.")
+    flags.DEFINE_integer("batch_size", 8, "Clips per batch.")
+    flags.DEFINE_float("learning_rate", 5e-3, "Initial learning rate (Adam, cosine schedule).")
+    flags.DEFINE_integer("videos_per_class", 100, "Synthetic videos per class (20% validation).")
+    flags.DEFINE_integer("seed", 0, "Seed of the dataset and the training.")
+    flags.DEFINE_bool("deploy", True, "Quantize, export to TFLite and time.")
+    flags.DEFINE_integer("qat_epochs", 2, "Quantization-aware fine-tuning epochs.")
+    flags.DEFINE_string("publish", None, "Also copy the model, its TFLite forms and a model card "
+                        "into this folder (the repository's saved_models/ was made so).")
+
+
+def demo_config(output_dir, data_root, model="mobilenetv2", width_mult=0.2, frames=16, size=64,
+                epochs=14, batch_size=8, learning_rate=5e-3, seed=0, optimizer="adam",
+                crop="center"):
+    """The training configuration of the demo (also training/flags/synthetic.flags)."""
+    from keras_efficient3d.trainer import TrainConfig
+
+    return TrainConfig(
+        dataset="synthetic", data_root=data_root, model=model, width_mult=width_mult,
+        frames=frames, size=size, downsample=2, crop=crop, hflip=False,
+        normalization="unit", cache=True, optimizer=optimizer, learning_rate=learning_rate,
+        lr_schedule="cosine",
+        batch_size=batch_size, epochs=epochs, seed=seed, weight_decay=1e-4,
+        output_dir=os.path.join(output_dir, "train"), verbose=2,
+    )
+
+
+def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, size=64,
+        epochs=14, batch_size=8, learning_rate=5e-3, videos_per_class=100, seed=0, deploy=True,
+        qat_epochs=2, publish=None, log=print):
+    """Runs the whole demo; returns the report dict."""
+    import keras
+
+    from keras_efficient3d import evaluation, trainer
+    from keras_efficient3d.data import synthetic
+
+    started = time.time()
+    report = {"steps": {}}
+    data_root = os.path.join(output_dir, "data")
+    log(f"[1/5] generating the synthetic gestures in {data_root}")
+    t0 = time.time()
+    synthetic.generate(data_root, layout="jester", videos_per_class=videos_per_class, seed=seed)
+    report["steps"]["generate_s"] = time.time() - t0
+
+    config = demo_config(output_dir, data_root, model, width_mult, frames, size, epochs,
+                         batch_size, learning_rate, seed)
+    log(f"[2/5] training {model} {width_mult}x on {frames}x{size}x{size} clips for {epochs} epochs")
+    t0 = time.time()
+    result = trainer.train(config)
+    report["steps"]["train_s"] = time.time() - t0
+    model_path = result["best_path"]
+
+    log("[3/5] evaluating the best checkpoint")
+    t0 = time.time()
+    records, classes = trainer.load_split(config, "validation")
+    best = keras.saving.load_model(model_path, compile=False)
+    results = evaluation.evaluate(evaluation.keras_predict_fn(best), records, classes, frames,
+                                  size, config.downsample, config.normalization)
+    json_path, confusion_png = evaluation.write_results(results, output_dir, "float")
+    report["steps"]["evaluate_s"] = time.time() - t0
+    report["float"] = {k: results[k] for k in ("clip_top1", "clip_top5", "video_top1",
+                                               "video_top5", "num_videos", "num_windows")}
+    report.update(model=f"{model} {width_mult}x", input=f"{frames}x{size}x{size}",
+                  classes=classes, model_path=model_path, curves=result["curves"],
+                  confusion=confusion_png, train_videos=len(trainer.load_split(config, "train")[0]))
+    log(evaluation.format_report(results, "Float model (Keras)"))
+
+    if deploy:
+        log("[4/5] deploying: QAT, TFLite fp32/int8, accuracy and latency")
+        t0 = time.time()
+        try:
+            from keras_efficient3d.deploy import pipeline as deploy_pipeline
+        except ImportError as err:
+            report["deploy"] = {"skipped": f"deployment module unavailable: {err}"}
+        else:
+            report["deploy"] = deploy_pipeline.deploy_demo(
+                best, config, records, classes, output_dir, qat_epochs=qat_epochs, log=log)
+            float_top1 = results["video_top1"]
+            for key in ("ptq_int8", "qat_int8"):
+                if key in report["deploy"]:
+                    report["deploy"][key]["drop_vs_float_points"] = 100 * (
+                        float_top1 - report["deploy"][key]["video_top1"])
+            if publish:
+                report["published"] = deploy_pipeline.publish(report, model_path, config,
+                                                              classes, results, publish)
+        report["steps"]["deploy_s"] = time.time() - t0
+
+    report["total_s"] = time.time() - started
+    write_report(report, output_dir)
+    log("[5/5] report")
+    log(format_report(report))
+    return report
+
+
+def format_report(report):
+    f = report["float"]
+    lines = [
+        f"keras_efficient3d demo: {report['model']} on synthetic gestures "
+        f"({len(report['classes'])} motion classes, {report['train_videos']} training videos, "
+        f"{f['num_videos']} validation videos)",
+        f"  input {report['input']}; total {report['total_s'] / 60:.1f} min "
+        f"(train {report['steps']['train_s'] / 60:.1f} min)",
+        f"  float: video top-1 {100 * f['video_top1']:.2f}%  clip top-1 {100 * f['clip_top1']:.2f}%",
+    ]
+    deploy = report.get("deploy")
+    if deploy:
+        if "skipped" in deploy:
+            lines.append(f"  deployment skipped: {deploy['skipped']}")
+        else:
+            for key in ("fp32", "ptq_int8", "qat_int8"):
+                if key in deploy:
+                    d = deploy[key]
+                    lines.append(
+                        f"  TFLite {key:9s}: video top-1 {100 * d['video_top1']:.2f}%  "
+                        f"{d['latency_ms']:.1f} ms/clip ({d['threads']} threads)  "
+                        f"{d['size_kb']:.0f} KB")
+    lines.append(f"  model: {report['model_path']}")
+    lines.append(f"  plots: {report['curves']}, {report['confusion']}")
+    return "\n".join(lines)
+
+
+def write_report(report, output_dir):
+    with open(os.path.join(output_dir, "report.json"), "w") as handle:
+        json.dump(report, handle, indent=2, default=str)
+    with open(os.path.join(output_dir, "report.md"), "w") as handle:
+        handle.write("```\n" + format_report(report) + "\n```\n")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from keras_efficient3d.data import DataError
+
+    try:
+        run(FLAGS.output_dir, FLAGS.model, FLAGS.width_mult, FLAGS.frames, FLAGS.size,
+            FLAGS.epochs, FLAGS.batch_size, FLAGS.learning_rate, FLAGS.videos_per_class,
+            FLAGS.seed, FLAGS.deploy, FLAGS.qat_epochs, FLAGS.publish)
+    except (ValueError, DataError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

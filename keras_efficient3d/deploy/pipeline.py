@@ -1,0 +1,144 @@
+"""The deployment half of the main job: trained Keras model -> TFLite fp32, PTQ int8 and
+QAT int8, each scored on the validation videos and timed, plus the files `predict` runs.
+
+    report = deploy_demo(model, train_config, val_records, classes, "runs/demo")
+    publish(report, "saved_models")    # the shipped model, its TFLite forms and its card
+"""
+
+import os
+import shutil
+
+import keras
+import numpy as np
+
+from keras_efficient3d import evaluation
+from keras_efficient3d.deploy import quantize, tflite
+
+BASENAME = "synthetic_gestures"
+
+
+def model_metadata(config, classes, extra=None):
+    """Metadata recorded with every exported form (read by `keras_efficient3d.predict`)."""
+    from keras_efficient3d.data.normalization import Normalization
+
+    metadata = {
+        "model": {"model": config.model, "width_mult": config.width_mult,
+                  "num_classes": len(classes)},
+        "input": {"frames": config.frames, "size": config.size, "downsample": config.downsample,
+                  "layout": "NDHWC", "dtype": "float32, already normalised"},
+        "normalization": Normalization.preset(config.normalization).to_config(),
+        "preprocessing_included": False,
+        "labels": list(classes),
+        "output": "logits",
+    }
+    metadata.update(extra or {})
+    return metadata
+
+
+def _score(predict_fn, records, classes, config):
+    return evaluation.evaluate(predict_fn, records, classes, config.frames, config.size,
+                               config.downsample, config.normalization, batch_size=8)
+
+
+def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, threads=2,
+                log=print):
+    """Exports and scores fp32, PTQ-int8 and QAT-int8 TFLite forms of `model`."""
+    from keras_efficient3d import trainer
+
+    models_dir = os.path.join(output_dir, "models")
+    os.makedirs(models_dir, exist_ok=True)
+    train_records, _ = trainer.load_split(config, "train")
+    train_ds, _ = trainer.make_datasets(config, train_records, [])
+    report = {"threads": threads, "files": {}}
+
+    def record(key, data, note=""):
+        path = os.path.join(models_dir, f"{BASENAME}_{key}.tflite")
+        with open(path, "wb") as handle:
+            handle.write(data)
+        runner = tflite.TFLiteRunner(data, num_threads=threads, strict=False)
+        results = _score(runner.predict, val_records, classes, config)
+        timing = tflite.benchmark(runner, num_threads=threads, runs=30)
+        report[key] = {"video_top1": results["video_top1"], "clip_top1": results["clip_top1"],
+                       "latency_ms": timing["median_ms"], "threads": threads,
+                       "size_kb": len(data) / 1024, "xnnpack_partitions": runner.partitions(),
+                       "path": path, "note": note}
+        report["files"][key] = path
+        log(f"  TFLite {key}: video top-1 {100 * results['video_top1']:.2f}%, "
+            f"{timing['median_ms']:.1f} ms/clip, {len(data) / 1024:.0f} KB")
+
+    record("fp32", tflite.convert(model, "fp32"))
+    record("ptq_int8", tflite.convert(model, "int8", representative_data=train_ds,
+                                      num_calibration=64), "post-training quantization")
+    if qat_epochs:
+        qat = quantize.quantize_model(model, train_ds, num_calibration=64)
+        qat.compile(optimizer=keras.optimizers.Adam(1e-4),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    metrics=["accuracy"])
+        qat.fit(train_ds, epochs=qat_epochs, verbose=2)
+        record("qat_int8", quantize.convert_qat(qat),
+               f"quantization-aware training, {qat_epochs} epochs")
+    return report
+
+
+def publish(report, model_path, config, classes, float_results, destination="saved_models"):
+    """Copies the demo's model into `destination` in .keras, fp32 .tflite and int8 .tflite
+    (QAT when available) with metadata and a model card."""
+    from keras_efficient3d.convert import save_model
+    from keras_efficient3d.predict import write_sidecar
+
+    os.makedirs(destination, exist_ok=True)
+    deploy = report.get("deploy", {})
+    int8_key = "qat_int8" if "qat_int8" in deploy else "ptq_int8"
+    card = {"accuracy_video_top1": {"keras": float_results["video_top1"]}, "latency_ms": {}}
+    for key in ("fp32", int8_key):
+        if key in deploy:
+            card["accuracy_video_top1"][key] = deploy[key]["video_top1"]
+            card["latency_ms"][key] = deploy[key]["latency_ms"]
+    metadata = model_metadata(config, classes, {"card": card})
+    model = keras.saving.load_model(model_path, compile=False)
+    save_model(model, os.path.join(destination, f"{BASENAME}.keras"), metadata)
+    written = [os.path.join(destination, f"{BASENAME}.keras")]
+    for key, name in (("fp32", "fp32"), (int8_key, "int8")):
+        if key in deploy:
+            target = os.path.join(destination, f"{BASENAME}_{name}.tflite")
+            shutil.copyfile(deploy[key]["path"], target)
+            write_sidecar(target, metadata)
+            written.append(target)
+    with open(os.path.join(destination, "MODEL_CARD.md"), "w") as handle:
+        handle.write(model_card(report, config, classes, float_results, int8_key))
+    return written
+
+
+def model_card(report, config, classes, float_results, int8_key):
+    deploy = report.get("deploy", {})
+    lines = [
+        f"# {BASENAME}: {config.model} {config.width_mult}x trained on the synthetic gestures",
+        "",
+        "Made by the main job (`./demo.sh --publish`), from scratch, on the embedded synthetic "
+        "gesture dataset (motion-only classes; see `keras_efficient3d/data/synthetic.py`).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| architecture | 3D {config.model} width {config.width_mult} (`keras_efficient3d.create_model`) |",
+        f"| input | {config.frames} frames x {config.size} x {config.size} RGB, every "
+        f"{config.downsample}nd frame, NDHWC float32 |",
+        f"| normalisation | '{config.normalization}' preset: pixels / 255, no mean, no std |",
+        f"| labels | {', '.join(classes)} |",
+        f"| output | logits over {len(classes)} classes |",
+        f"| training | {config.epochs} epochs, {config.optimizer} lr {config.learning_rate} "
+        f"cosine, batch {config.batch_size}, seed {config.seed} |",
+        "",
+        "| form | file | video top-1 | clip top-1 | latency (batch 1, 2 threads) | size |",
+        "|---|---|---|---|---|---|",
+        f"| Keras float32 | {BASENAME}.keras | {100 * float_results['video_top1']:.2f}% | "
+        f"{100 * float_results['clip_top1']:.2f}% | - | - |",
+    ]
+    for key, name in (("fp32", "fp32"), (int8_key, "int8")):
+        if key in deploy:
+            d = deploy[key]
+            lines.append(f"| TFLite {key} | {BASENAME}_{name}.tflite | {100 * d['video_top1']:.2f}% | "
+                         f"{100 * d['clip_top1']:.2f}% | {d['latency_ms']:.1f} ms | {d['size_kb']:.0f} KB |")
+    lines += ["", f"Validation: {float_results['num_videos']} synthetic videos "
+              "(video accuracy = softmax averaged over the windows of each video). Latency "
+              "measured by the demo on the machine that produced the model (2-core x86).", ""]
+    return "\n".join(lines)
