@@ -52,10 +52,16 @@ class FloatHooks:
 class _Video:
     """A clip tensor ``(batch * frames, H, W, C)`` with its number of frames."""
 
-    __slots__ = ("x", "frames", "nonneg")
+    __slots__ = ("x", "frames", "nonneg", "remap", "parts")
 
-    def __init__(self, x, frames, nonneg=False):
+    def __init__(self, x, frames, nonneg=False, remap=None, parts=None):
         self.x, self.frames, self.nonneg = x, int(frames), bool(nonneg)
+        # For a channel concatenation: the videos concatenated (a ReLU moves onto them).
+        self.parts = parts
+        # For a frame-wise result (pointwise conv, activation) at batch 1: a function of a
+        # frame selector ``f(video) -> video`` that re-emits the value on the selected frames
+        # of its input, so that the selection (a copy) happens on the smaller input.
+        self.remap = remap
 
 
 class _Flat:
@@ -224,6 +230,8 @@ class _Emitter:
         self.batch = batch
         self.hooks = hooks
         self.b = -1 if batch is None else int(batch)
+        self._phases = {}
+        self._keep = []
 
     # -- helpers
     def _shape(self, x):
@@ -318,15 +326,80 @@ class _Emitter:
             taps.append(tf.reshape(xi, [-1, hp, wp, c]))
         return taps, t_out
 
+    @staticmethod
+    def tap_windows(t, kt, st, pt):
+        """Where each temporal tap reads, without padding the input: tap ``i`` reads the
+        frames ``i - pt + st * j`` (``j < t_out``), that is the frames ``offset + j`` of the
+        phase stream ``x[phase::st]``. Returns t_out and, per tap, None (a dead tap, see
+        `live_taps`) or ``(phase, start, stop, lead, trail)``: the tap is the convolution
+        of ``x[phase::st][start:stop]`` with ``lead`` zero frames before and ``trail`` after
+        (output frames that read only padding)."""
+        t_out = (t + 2 * pt - kt) // st + 1
+        live = _Emitter.live_taps(t, kt, st, pt)
+        out = []
+        for i in range(kt):
+            if i not in live:
+                out.append(None)
+                continue
+            phase, offset = (i - pt) % st, (i - pt) // st
+            n = len(range(phase, t, st))
+            start, stop = max(0, offset), min(n, offset + t_out)
+            out.append((phase, start, stop, start - offset, offset + t_out - stop))
+        return t_out, out
+
+    @staticmethod
+    def bias_tap(t, kt, st, pt):
+        """The first tap that covers every output frame (its convolution carries the bias),
+        or None (the bias is added to the sum)."""
+        _, windows = _Emitter.tap_windows(t, kt, st, pt)
+        for i, w in enumerate(windows):
+            if w is not None and not (w[3] or w[4]):
+                return i
+        return None
+
+    def _phase(self, v, st, phase):
+        """Frames ``phase, phase + st, ...`` of a batch-1 clip (T, H, W, C) as a video: the
+        clip itself for stride 1, otherwise one SLICE of a (T / st, st, H * W, C) view (no
+        padding). The selection moves up through frame-wise producers (`_Video.remap`), so
+        that e.g. MobileNetV2 selects frames before its expansion, not after."""
+        if st == 1:
+            return v
+        key = (id(v), st, phase)
+        if key not in self._phases:
+            self._keep.append(v)
+            if v.remap is not None:
+                out = v.remap(lambda u: self._phase(u, st, phase))
+            else:
+                x, t = v.x, v.frames
+                _, h, w, c = self._shape(x)
+                n = -(-t // st)
+                xv = x
+                if n * st != t:
+                    xv = tf.pad(x, [[0, n * st - t], [0, 0], [0, 0], [0, 0]])
+                xv = tf.reshape(xv, [n, st, h * w, c])
+                xp = tf.reshape(tf.slice(xv, [0, phase, 0, 0], [n, 1, h * w, c]), [n, h, w, c])
+                m = len(range(phase, t, st))
+                if m < n:
+                    xp = tf.slice(xp, [0, 0, 0, 0], [m, h, w, c])
+                out = _Video(xp, m, v.nonneg)
+            self._phases[key] = out
+        return self._phases[key]
+
     # -- layers
     def conv3d(self, layer, v):
+        out = self._conv3d(layer, v)
+        if self.batch == 1 and tuple(layer.kernel_size) == (1, 1, 1) and \
+                tuple(layer.strides) == (1, 1, 1) and tuple(layer.padding) == (0, 0, 0) and \
+                v.x.shape[-1] <= out.x.shape[-1]:  # select frames where they are fewer bytes
+            out.remap = lambda select: self._conv3d(layer, select(v))
+        return out
+
+    def _conv3d(self, layer, v):
         kt, kh, kw = layer.kernel_size
         st, sh, sw = layer.strides
         pt, ph, pw = layer.padding
         name = layer.name
         same = sh == 1 and sw == 1 and kh % 2 and kw % 2 and 2 * ph == kh - 1 and 2 * pw == kw - 1
-        if same and (ph or pw) and self.batch == 1 and pt:
-            same = False  # one 4-D PAD does frames and pixels at once
         groups = layer.groups
         c = v.x.shape[-1]
         cin = c // groups
@@ -334,10 +407,14 @@ class _Emitter:
         t_out = None
         for g in range(groups):
             vg = v if groups == 1 else _Video(
-                tf.slice(v.x, [0, 0, 0, g * cin], [-1, -1, -1, cin]), v.frames)
-            taps, t_out = self.taps(vg, kt, st, pt, 0 if same else ph, 0 if same else pw)
+                _slice(v.x, [0, 0, 0, g * cin], [-1, -1, -1, cin]), v.frames)
+            # Temporal taps pad frames only; spatial padding is a separate spatial-only PAD
+            # (XNNPACK folds it into the convolution) or SAME.
+            taps, t_out = self.taps(vg, kt, st, pt)
             live = [i for i, xi in enumerate(taps) if xi is not None]
             x2d = taps[live[0]] if len(live) == 1 else tf.concat([taps[i] for i in live], axis=-1)
+            if not same and (ph or pw):
+                x2d = tf.pad(x2d, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
             kernel = self.hooks.param(f"{name}/kernel{g}")
             if len(live) < kt:  # drop the kernel rows of taps that see only padding
                 kernel = tf.concat([kernel[:, :, i * cin:(i + 1) * cin] for i in live], axis=2)
@@ -345,29 +422,76 @@ class _Emitter:
             if layer.use_bias:
                 y = tf.nn.bias_add(y, self.hooks.param(f"{name}/bias{g}"))
             parts.append(y)
-        y = parts[0] if groups == 1 else tf.concat(parts, axis=-1)
-        y = _apply_activation(layer.activation, y)
+        if _activation_name(layer) in ("relu", "relu6"):
+            # per group, so that it fuses into each CONV_2D (XNNPACK takes no int8 RELU)
+            parts = [_apply_activation(layer.activation, p) for p in parts]
+            y = parts[0] if groups == 1 else tf.concat(parts, axis=-1)
+        else:
+            y = parts[0] if groups == 1 else tf.concat(parts, axis=-1)
+            y = _apply_activation(layer.activation, y)
         if not self._feeds_activation_only(layer, layer._inbound_nodes[0]):
             y = self.hooks.act(name, y)
-        return _Video(y, t_out, _activation_name(layer) in ("relu", "relu6"))
+        out = _Video(y, t_out, _activation_name(layer) in ("relu", "relu6"))
+        if groups > 1 and _activation_name(layer) == "linear":
+            out.parts = [_Video(p, t_out) for p in parts]
+        return out
 
     def depthwise3d(self, layer, v):
+        """The sum of one depthwise 2D convolution per live temporal tap. At batch 1 the taps
+        read the clip (or its even/odd frames for temporal stride 2) in place, and the
+        frames that a tap does not reach are zero frames padded onto its (smaller) output,
+        so no padded copy of the input is made."""
         kt, kh, kw = layer.kernel_size
         st, sh, sw = layer.strides
         pt, ph, pw = layer.padding
         name = layer.name
         same = sh == 1 and sw == 1 and kh % 2 and kw % 2 and 2 * ph == kh - 1 and 2 * pw == kw - 1
-        if same and (ph or pw) and self.batch == 1 and pt:
-            same = False
-        taps, t_out = self.taps(v, kt, st, pt, 0 if same else ph, 0 if same else pw)
-        live = [i for i, xi in enumerate(taps) if xi is not None]
+        padding = "SAME" if same else "VALID"
+        bias_tap = self.bias_tap(v.frames, kt, st, pt)
+
+        def dw(xi, i):
+            if not same and (ph or pw):
+                xi = tf.pad(xi, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+            yi = tf.nn.depthwise_conv2d(xi, self.hooks.param(f"{name}/kernel{i}"),
+                                        strides=[1, sh, sw, 1], padding=padding)
+            if i == bias_tap and layer.use_bias:
+                yi = tf.nn.bias_add(yi, self.hooks.param(f"{name}/bias"))
+            return yi
+
+        if self.batch == 1:
+            t_out, windows = self.tap_windows(v.frames, kt, st, pt)
+            live = [i for i, w in enumerate(windows) if w is not None]
+            outs = {}
+            for i in live:
+                phase, start, stop, lead, trail = windows[i]
+                xp = self._phase(v, st, phase).x
+                n = xp.shape[0]
+                if start or stop < n:
+                    if sh * sw > 1:  # select frames on the smaller output
+                        yi = dw(xp, i)
+                        _, h, w, c = self._shape(yi)
+                        yi = tf.slice(yi, [start, 0, 0, 0], [stop - start, h, w, c])
+                    else:
+                        _, h, w, c = self._shape(xp)
+                        yi = dw(tf.slice(xp, [start, 0, 0, 0], [stop - start, h, w, c]), i)
+                else:
+                    yi = dw(xp, i)
+                if lead or trail:
+                    yi = tf.pad(yi, [[lead, trail], [0, 0], [0, 0], [0, 0]])
+                outs[i] = yi
+        else:
+            taps, t_out = self.taps(v, kt, st, pt, 0 if same else ph, 0 if same else pw)
+            live = [i for i, xi in enumerate(taps) if xi is not None]
+            outs = {}
+            for i in live:
+                yi = tf.nn.depthwise_conv2d(taps[i], self.hooks.param(f"{name}/kernel{i}"),
+                                            strides=[1, sh, sw, 1], padding=padding)
+                if i == bias_tap and layer.use_bias:
+                    yi = tf.nn.bias_add(yi, self.hooks.param(f"{name}/bias"))
+                outs[i] = yi
         y = None
         for n, i in enumerate(live):
-            k = self.hooks.param(f"{name}/kernel{i}")
-            yi = tf.nn.depthwise_conv2d(taps[i], k, strides=[1, sh, sw, 1],
-                                        padding="SAME" if same else "VALID")
-            if n == 0 and layer.use_bias:
-                yi = tf.nn.bias_add(yi, self.hooks.param(f"{name}/bias"))
+            yi = outs[i]
             if len(live) == 1:
                 y = yi
                 break
@@ -375,6 +499,8 @@ class _Emitter:
             y = yi if y is None else y + yi
             if 0 < n < len(live) - 1:
                 y = self.hooks.act(f"{name}/sum{i}", y)
+        if bias_tap is None and layer.use_bias:
+            y = tf.nn.bias_add(y, self.hooks.param(f"{name}/bias"))
         y = _apply_activation(layer.activation, y)
         if not self._feeds_activation_only(layer, layer._inbound_nodes[0]):
             y = self.hooks.act(name, y)
@@ -386,7 +512,7 @@ class _Emitter:
         pt, ph, pw = layer.padding
         x = v.x
         mode = "zero" if (kind == "avg" or v.nonneg) else "edge"
-        pool = tf.nn.max_pool2d if kind == "max" else tf.nn.avg_pool2d
+        pool = tf.nn.max_pool2d if kind == "max" else _avg_pool_as_depthwise
         if kh > 1 or kw > 1 or sh > 1 or sw > 1:
             x = self._pad_hw(x, ph, pw, mode)
             x = pool(x, [kh, kw], [sh, sw], "VALID")
@@ -400,7 +526,13 @@ class _Emitter:
                     x4 = tf.pad(x4, [[0, 0], [pt, pt], [0, 0], [0, 0]])
                 else:
                     x4 = self._pad_frames_edge(x4, pt, 1)
-            x4 = pool(x4, [kt, 1], [st, 1], "VALID")
+            if kind == "avg" and kt == st and not pt and t % st == 0:
+                # non-overlapping windows: a stride-1 depthwise conv over (B * t_out, kt, HW, C)
+                x4 = tf.reshape(x4, [-1 if self.batch is None else self.b * t_out, kt, h * w, c])
+                x4 = _avg_pool_as_depthwise(x4, [kt, 1], [1, 1], "VALID")
+            else:
+                x4 = (tf.nn.max_pool2d if kind == "max" else tf.nn.avg_pool2d)(
+                    x4, [kt, 1], [st, 1], "VALID")
             x = tf.reshape(x4, [-1 if self.batch is None else self.b * t_out, h, w, c])
         if kind == "avg":
             x = self.hooks.act(layer.name, x)
@@ -419,8 +551,8 @@ class _Emitter:
     def split(self, layer, v):
         c = v.x.shape[-1]
         half = c // 2
-        first = tf.slice(v.x, [0, 0, 0, 0], [-1, -1, -1, half])
-        second = tf.slice(v.x, [0, 0, 0, half], [-1, -1, -1, c - half])
+        first = _slice(v.x, [0, 0, 0, 0], [-1, -1, -1, half])
+        second = _slice(v.x, [0, 0, 0, half], [-1, -1, -1, c - half])
         return [_Video(first, v.frames, v.nonneg), _Video(second, v.frames, v.nonneg)]
 
     def zero_pad_channels(self, layer, v):
@@ -453,6 +585,39 @@ class _Emitter:
             y = tf.nn.bias_add(y, self.hooks.param(f"{name}/bias"))
         y = _apply_activation(layer.activation, y)
         return _Flat(self.hooks.act(name, y))
+
+    def _relu_of_parts(self, v):
+        """ReLU of a channel concatenation as the concatenation of the ReLUs of its parts:
+        a ReLU on a convolution fuses into it and one on a non-negative part vanishes
+        (XNNPACK takes no standalone int8 RELU, e.g. after ShuffleNetV1's concat)."""
+        if v.nonneg:
+            return v.x
+        if v.parts:
+            return tf.concat([self._relu_of_parts(p) for p in v.parts], axis=-1)
+        return tf.nn.relu(v.x)
+
+    def activation(self, layer, v):
+        if isinstance(v, _Video) and v.parts and isinstance(self.hooks, FloatHooks) and \
+                isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)) and \
+                _activation_name(layer) == "relu":
+            y = self.hooks.act(layer.name, self._relu_of_parts(v))
+            out = _Video(y, v.frames, True)
+            if self.batch == 1:
+                out.remap = lambda select: self.activation(layer, select(v))
+            return out
+        if isinstance(layer, keras.layers.ReLU):
+            act = _activation_name(layer)
+            y = tf.convert_to_tensor(layer(v.x)) if act is None else \
+                _apply_activation(keras.activations.get(act), v.x)
+        else:
+            y = _apply_activation(layer.activation, v.x)
+        y = self.hooks.act(layer.name, y)
+        if not isinstance(v, _Video):
+            return _Flat(y)
+        out = _Video(y, v.frames, _activation_name(layer) in ("relu", "relu6"))
+        if self.batch == 1:
+            out.remap = lambda select: self.activation(layer, select(v))
+        return out
 
     def run(self, clips):
         clips = tf.convert_to_tensor(clips, tf.float32)
@@ -517,21 +682,13 @@ class _Emitter:
                                      f"Received: axis={axis}")
                 y = tf.concat(xs, axis=-1)
                 nonneg = all(getattr(v, "nonneg", False) for v in ins)
+                if isinstance(ins[0], _Video):
+                    return _Video(y, ins[0].frames, nonneg, parts=list(ins))
             if isinstance(ins[0], _Video):
                 return _Video(y, ins[0].frames, nonneg)
             return _Flat(y)
         if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
-            v = ins[0]
-            if isinstance(layer, keras.layers.ReLU):
-                act = _activation_name(layer)
-                y = tf.convert_to_tensor(layer(v.x)) if act is None else \
-                    _apply_activation(keras.activations.get(act), v.x)
-            else:
-                y = _apply_activation(layer.activation, v.x)
-            y = self.hooks.act(name, y)
-            if isinstance(v, _Video):
-                return _Video(y, v.frames, _activation_name(layer) in ("relu", "relu6"))
-            return _Flat(y)
+            return self.activation(layer, ins[0])
         if isinstance(layer, keras.layers.BatchNormalization):
             v = ins[0]
             y = v.x * self.hooks.param(f"{name}/scale") + self.hooks.param(f"{name}/shift")
@@ -561,4 +718,24 @@ def _slice_axis(x, axis, start, size):
     begin = [0] * len(x.shape)
     sizes = [-1] * len(x.shape)
     begin[axis], sizes[axis] = start, size
-    return tf.slice(x, begin, sizes)
+    return _slice(x, begin, sizes)
+
+
+def _slice(x, begin, size):
+    """`tf.slice` with every ``-1`` size that the static shape knows written out: XNNPACK
+    declines a SLICE whose size holds ``-1`` (it split ShuffleNets into 14 partitions)."""
+    dims = x.shape.as_list()
+    size = [dims[i] - begin[i] if (s == -1 and dims[i] is not None) else s
+            for i, s in enumerate(size)]
+    return tf.slice(x, begin, size)
+
+
+def _avg_pool_as_depthwise(x, ksize, strides, padding):
+    """A VALID average pool as a depthwise convolution with weights ``1 / (kh * kw)``
+    (exact in int8: one weight per channel); XNNPACK takes no int8 AVERAGE_POOL_2D."""
+    kh, kw = ksize
+    if strides[0] != strides[1]:  # TensorFlow's depthwise conv needs equal strides
+        return tf.nn.avg_pool2d(x, ksize, strides, padding)
+    c = x.shape[-1]
+    kernel = tf.constant(np.full((kh, kw, c, 1), 1.0 / (kh * kw), np.float32))
+    return tf.nn.depthwise_conv2d(x, kernel, [1, strides[0], strides[1], 1], padding)

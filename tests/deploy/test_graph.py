@@ -1,11 +1,12 @@
 """The deployment graph computes the Keras model's function, for every registered model."""
 
 import numpy as np
+import tensorflow as tf
 import pytest
 
 from keras_efficient3d import create_model, list_models
 from keras_efficient3d.deploy import DeploymentGraph
-from deploy_helpers import clips, input_shape_for, model_kwargs, randomize_batchnorm
+from deploy_helpers import SMALL, clips, input_shape_for, model_kwargs, randomize_batchnorm
 
 # Deep baselines are slow to build; the fast suite keeps one of each block type.
 _SLOW = {"resnet34", "resnet50", "resnet101", "resnet152", "resnet200", "resnext101", "resnext152"}
@@ -61,3 +62,51 @@ def test_unsupported_layer_is_reported():
     outputs = keras.layers.Conv3D(4, 3, padding="same")(inputs)
     with pytest.raises(ValueError, match="not supported"):
         DeploymentGraph(keras.Model(inputs, outputs))
+
+
+def test_tap_windows_read_the_clip_in_place():
+    """Temporal taps at batch 1 read (phase streams of) the clip without a padded copy; the
+    frames a tap cannot reach become zero frames on its output."""
+    from keras_efficient3d.deploy.graph import _Emitter
+
+    # kernel 3, stride 1, pad 1 on 16 frames: x[0:15] shifted down, x, x[1:16] shifted up.
+    t_out, w = _Emitter.tap_windows(16, 3, 1, 1)
+    assert t_out == 16 and w == [(0, 0, 15, 1, 0), (0, 0, 16, 0, 0), (0, 1, 16, 0, 1)]
+    assert _Emitter.bias_tap(16, 3, 1, 1) == 1
+    # kernel 3, stride 2, pad 1: the odd frames shifted down, the even frames, the odd frames.
+    t_out, w = _Emitter.tap_windows(16, 3, 2, 1)
+    assert t_out == 8 and w == [(1, 0, 7, 1, 0), (0, 0, 8, 0, 0), (1, 0, 8, 0, 0)]
+    # One frame left: only the centre tap is live.
+    assert _Emitter.tap_windows(1, 3, 1, 1) == (1, [None, (0, 0, 1, 0, 0), None])
+
+
+def _slice_sizes(fn):
+    sizes = []
+    for op in fn.graph.get_operations():
+        if op.type == "Slice":
+            sizes.append(tf.get_static_value(op.inputs[2]).tolist())
+    return sizes
+
+
+@pytest.mark.parametrize("name", ["shufflenetv2_0.5x", "shufflenet_0.5x_g3", "mobilenetv2_0.45x"])
+def test_batch_1_slices_have_static_sizes(name):
+    """XNNPACK declines a SLICE whose size holds -1; such slices (channel split, grouped
+    convolution) cut ShuffleNets into many delegate partitions."""
+    model = create_model(name, input_shape=input_shape_for(name), num_classes=3)
+    fn = DeploymentGraph(model).as_function(batch=1).get_concrete_function()
+    sizes = _slice_sizes(fn)
+    assert sizes and all(-1 not in s for s in sizes), sizes
+
+
+def test_batch_1_depthwise_taps_pad_no_input_frames():
+    """No PAD of axis 0 feeds a convolution: temporal taps read the clip in place (a 4-D PAD
+    of frames is a full copy that XNNPACK cannot fold into the convolution, unlike a
+    spatial PAD)."""
+    model = create_model("mobilenetv2_0.45x", input_shape=SMALL, num_classes=3)
+    fn = DeploymentGraph(model).as_function(batch=1).get_concrete_function()
+    for op in fn.graph.get_operations():
+        if op.type in ("DepthwiseConv2dNative", "Conv2D"):
+            src = op.inputs[0].op
+            if src.type in ("Pad", "PadV2"):
+                pads = tf.get_static_value(src.inputs[1])
+                assert not pads[0].any(), (op.name, pads.tolist())

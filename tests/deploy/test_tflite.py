@@ -109,3 +109,19 @@ def test_int8_needs_representative_data():
     model = create_model("mobilenet_0.5x", input_shape=SMALL, num_classes=3)
     with pytest.raises(ValueError, match="representative_data"):
         tflite.convert(model, "int8")
+
+
+@pytest.mark.parametrize("name", ["shufflenetv2_0.5x", "shufflenet_0.5x_g3"])
+def test_shufflenets_are_one_xnnpack_partition(name):
+    """Channel splits and grouped convolutions once left SLICEs with -1 sizes that XNNPACK
+    declines (14 partitions); fp32 and full int8 must now be one delegate node."""
+    shape = input_shape_for(name)
+    model = create_model(name, input_shape=shape, num_classes=7)
+    graph = DeploymentGraph(model)
+    data = clips(shape, 2)
+    for precision in ("fp32", "int8"):
+        blob = tflite.convert(graph, precision, representative_data=data)
+        runner = tflite.TFLiteRunner(blob, num_threads=2)
+        assert runner.partitions() == 1 and runner.delegated(), precision
+        if precision == "int8":
+            assert tflite.float_op_types(blob) == []
