@@ -36,10 +36,14 @@ def test_forward_backward_small_input(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", _HEAVY)
+# ResNet-152/200 and the ResNeXts add only repeats of the blocks built here (their parameter
+# counts are checked against the original above); left out for the suite's time budget.
+@pytest.mark.parametrize("name", ["resnet101", "c3d"])
 def test_heavy_models_build_and_run(name):
-    model = k3.create_model(name, input_shape=(16, 32, 32, 3), num_classes=7)
-    y = model.predict(np.zeros((1, 16, 32, 32, 3), np.float32), verbose=0)
+    # C3D's flattening head fits 112-pixel frames only (as the original's).
+    shape = (16, 112, 112, 3) if name == "c3d" else (16, 32, 32, 3)
+    model = k3.create_model(name, input_shape=shape, num_classes=7)
+    y = model.predict(np.zeros((1,) + shape, np.float32), verbose=0)
     assert y.shape == (1, 7)
 
 

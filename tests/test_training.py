@@ -214,8 +214,17 @@ def test_evaluation_counts_clip_and_video_accuracy(tiny_gestures):
 
 
 def test_evaluate_cli_writes_json_and_confusion_png(tiny_gestures, tmp_path):
+    import dataclasses
+
+    import keras_efficient3d as k3
+
+    # A run folder as train() leaves it (config.json beside the model), without training.
     out = tmp_path / "run"
-    trainer.train(_tiny_config(tiny_gestures, out, epochs=1))
+    out.mkdir()
+    config = _tiny_config(tiny_gestures, out)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    k3.create_model("shufflenetv2_0.25x", input_shape=(8, 32, 32, 3), num_classes=8).save(
+        out / "best.keras")
     proc = _cli("evaluate.py", f"--model_file={out / 'best.keras'}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "video accuracy" in proc.stdout
