@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras_efficient3d import create_model, list_models
 from keras_efficient3d.deploy import onnx_export
 from keras_efficient3d.models.resnet import ResNet3DBase
+from deploy_helpers import randomize_batchnorm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Heads that pool ceil(frames/16) x ceil(size/32)^2 cells need 16 x 32 x 32 clips.
@@ -24,17 +25,6 @@ _WIDTHS = {"mobilenetv1": 0.5, "mobilenetv2": 0.2, "shufflenetv1": 0.5, "shuffle
 # tf2onnx takes 10-120 s for each of these on 2 shared cores (ResNets: 14M-126M parameters;
 # ShuffleNets: thousands of nodes); the fast tier covers their blocks with small models.
 _HEAVY = ("resnet", "resnext", "c3d", "shufflenet")
-
-
-def randomize_batchnorm(model, seed=0):
-    """Non-trivial BatchNorm statistics, so that folding and export are really tested."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
-                               rng.normal(0, 0.2, c), rng.uniform(0.5, 1.5, c)])
-    return model
 
 
 def _registry_case(name):
