@@ -92,7 +92,7 @@ def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, 
                                                "video_top5", "num_videos", "num_windows")}
     report.update(model=f"{model} {width_mult}x", input=f"{frames}x{size}x{size}",
                   classes=classes, model_path=model_path, curves=result["curves"],
-                  confusion=confusion_png, train_videos=len(trainer.load_split(config, "train")[0]))
+                  confusion=confusion_png, train_videos=result["num_train_videos"])
     log(evaluation.format_report(results, "Float model (Keras)"))
 
     if deploy:

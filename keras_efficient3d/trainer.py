@@ -245,15 +245,9 @@ class EpochSchedule(keras.callbacks.Callback):
 
 def atomic_save(model, path):
     """Saves `model` to `path` through a temporary file: a crash never leaves half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from keras_efficient3d.convert import save_model
+
+    save_model(model, path)
 
 
 def atomic_write_json(obj, path):
@@ -399,4 +393,5 @@ def train(config):
                          os.path.join(config.output_dir, "curves.png"))
     return {"model": model, "history": history.history, "classes": classes,
             "seconds": elapsed, "output_dir": config.output_dir, "curves": curves,
+            "num_train_videos": len(train_records),
             "best_path": os.path.join(config.output_dir, "best.keras"), "last_path": last_path}
