@@ -35,6 +35,7 @@ def define_flags():
 
 
 def set_threads(threads):
+    import keras_efficient3d  # noqa: F401  (first: it sets TensorFlow's CPU options)
     import tensorflow as tf
 
     if threads:

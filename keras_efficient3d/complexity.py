@@ -38,6 +38,8 @@ import math
 import re
 import sys
 
+import keras
+
 FAMILIES = ("mobilenetv1", "mobilenetv2", "shufflenetv1", "shufflenetv2", "squeezenet",
             "resnext", "resnet", "c3d")
 # Families whose global average pool is an nn.AvgPool3d module (counted by thop); the others
@@ -115,7 +117,7 @@ def _relu_like(name):
 def _layer_params(layer):
     """Learnable parameters (PyTorch's ``parameters()``): BatchNorm's moving statistics are
     buffers there, not parameters."""
-    if type(layer).__name__ == "BatchNormalization":
+    if isinstance(layer, keras.layers.BatchNormalization):
         weights = [w for w in (getattr(layer, "gamma", None), getattr(layer, "beta", None))
                    if w is not None]
     else:
@@ -128,7 +130,8 @@ def count_layer(layer, family=None):
     ``macs`` (multiply-accumulates of convolutions and dense layers), ``params`` and
     ``counted`` (False when the layer type has no rule; its ops are then 0, as thop does
     for modules it has no hook for)."""
-    kind = type(layer).__name__
+    kind = "BatchNormalization" if isinstance(layer, keras.layers.BatchNormalization) \
+        else type(layer).__name__
     ops = macs = 0
     counted = True
     if kind in _FREE_LAYERS:

@@ -28,7 +28,7 @@ def define_flags():
     flags.DEFINE_float("width_mult", 0.2, "Width multiplier.")
     flags.DEFINE_integer("frames", 16, "Frames per clip.")
     flags.DEFINE_integer("size", 64, "Clip height and width.")
-    flags.DEFINE_integer("epochs", 14, "Training epochs.")
+    flags.DEFINE_integer("epochs", 18, "Training epochs.")
     flags.DEFINE_integer("batch_size", 8, "Clips per batch.")
     flags.DEFINE_float("learning_rate", 5e-3, "Initial learning rate (Adam, cosine schedule).")
     flags.DEFINE_integer("videos_per_class", 100, "Synthetic videos per class (20% validation).")
@@ -40,7 +40,7 @@ def define_flags():
 
 
 def demo_config(output_dir, data_root, model="mobilenetv2", width_mult=0.2, frames=16, size=64,
-                epochs=14, batch_size=8, learning_rate=5e-3, seed=0, optimizer="adam",
+                epochs=18, batch_size=8, learning_rate=5e-3, seed=0, optimizer="adam",
                 crop="center"):
     """The training configuration of the demo (also training/flags/synthetic.flags)."""
     from keras_efficient3d.trainer import TrainConfig
@@ -56,7 +56,7 @@ def demo_config(output_dir, data_root, model="mobilenetv2", width_mult=0.2, fram
 
 
 def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, size=64,
-        epochs=14, batch_size=8, learning_rate=5e-3, videos_per_class=100, seed=0, deploy=True,
+        epochs=18, batch_size=8, learning_rate=5e-3, videos_per_class=100, seed=0, deploy=True,
         qat_epochs=2, publish=None, log=print):
     """Runs the whole demo; returns the report dict."""
     import keras

@@ -22,6 +22,15 @@ from keras import ops
 _PACKAGE = "keras_efficient3d"
 
 
+def _bias_add(x, bias):
+    """Adds a per-channel bias; on TensorFlow as a BiasAdd op, the form its graph optimizer
+    fuses into the preceding convolution (with the activation after it)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return tf.nn.bias_add(x, bias)
+    return ops.add(x, bias)
+
+
 def _triple(value, name):
     if isinstance(value, int):
         return (value, value, value)
@@ -54,43 +63,123 @@ def _check_input(layer, input_shape):
             )
 
 
-def temporal_taps(x, kernel_t, stride_t, pad_t, pad_hw=(0, 0), pad_value=0.0):
-    """Pads a 5D tensor and returns one 4D (batch*frames_out, H, W, C) view per temporal tap.
+def live_taps(t, kt, st, pt):
+    """Temporal taps that read at least one real frame of a ``t``-frame clip; the others
+    see only padding and add nothing (the last stages of a 16-frame clip have one frame)."""
+    t_out = (t + 2 * pt - kt) // st + 1
+    return [i for i in range(kt) if any(pt <= i + st * j < pt + t for j in range(t_out))]
 
-    Tap ``i`` holds input frames ``i, i + stride_t, ...`` of the padded clip, so that a
-    ``kernel_t``-tap temporal filter is the sum (or max) over taps of a 2D operation.
-    Slicing uses ``ops.slice`` and reshapes only: Python strided slices on the time axis
-    broke TensorFlow's graph optimizer inside ``model.predict``.
-    """
-    _, t, h, w, c = x.shape
-    ph, pw = pad_hw
-    if pad_t or ph or pw:
-        x = ops.pad(
-            x, [[0, 0], [pad_t, pad_t], [ph, ph], [pw, pw], [0, 0]], constant_values=pad_value
-        )
-    t_pad, h_pad, w_pad = t + 2 * pad_t, h + 2 * ph, w + 2 * pw
-    t_out = (t_pad - kernel_t) // stride_t + 1
+
+def tap_windows(t, kt, st, pt):
+    """Where each temporal tap reads, without padding the input.
+
+    Tap ``i`` reads frames ``i - pt + st * j`` (``j < t_out``), that is frames ``offset + j``
+    of the phase stream ``x[phase::st]``. Returns t_out and, per tap, None (a dead tap, see
+    `live_taps`) or ``(phase, start, stop, lead, trail)``: the tap is the 2D operation on
+    ``x[phase::st][start:stop]`` with ``lead`` zero frames before and ``trail`` after."""
+    t_out = (t + 2 * pt - kt) // st + 1
     if t_out < 1:
-        raise ValueError(
-            f"A temporal kernel of {kernel_t} with padding {pad_t} does not fit {t} frames."
-        )
+        raise ValueError(f"A temporal kernel of {kt} with padding {pt} does not fit {t} frames.")
+    live = live_taps(t, kt, st, pt)
+    out = []
+    for i in range(kt):
+        if i not in live:
+            out.append(None)
+            continue
+        phase, offset = (i - pt) % st, (i - pt) // st
+        n = len(range(phase, t, st))
+        start, stop = max(0, offset), min(n, offset + t_out)
+        out.append((phase, start, stop, start - offset, offset + t_out - stop))
+    return t_out, out
+
+
+def bias_tap(t, kt, st, pt):
+    """The first tap whose output covers every frame (it carries the bias), or None."""
+    for i, w in enumerate(tap_windows(t, kt, st, pt)[1]):
+        if w is not None and not (w[3] or w[4]):
+            return i
+    return None
+
+
+def _same_padding(kernel_hw, strides_hw, padding_hw):
+    """True when PyTorch's symmetric padding equals TensorFlow's SAME (stride 1, odd
+    kernel, half padding): the convolution then pads internally, without a padded copy."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel_hw, strides_hw, padding_hw
+    return sh == sw == 1 and kh % 2 == kw % 2 == 1 and 2 * ph == kh - 1 and 2 * pw == kw - 1
+
+
+def _to_frames(x):
+    """(B, T, H, W, C) -> (B * T, H, W, C)."""
+    return ops.reshape(x, (-1,) + tuple(x.shape[2:]))
+
+
+def _to_video(x, t):
+    """(B * T, H, W, C) -> (B, T, H, W, C)."""
+    return ops.reshape(x, (-1, t) + tuple(x.shape[1:]))
+
+
+def _pad_hw(x, ph, pw, value=0.0):
+    """Spatial padding of a 4D (N, H, W, C) tensor."""
+    if not (ph or pw):
+        return x
+    return ops.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]], constant_values=value)
+
+
+def _pad_frames(x, lead, trail, value=0.0):
+    """Adds frames before/after a 5D clip, padding a (B, T, H*W*C) view: a rank-3 pad is
+    a plain block copy, cheaper than TensorFlow's general 5D pad."""
+    if not (lead or trail):
+        return x
+    _, t, h, w, c = x.shape
+    x3 = ops.pad(ops.reshape(x, (-1, t, h * w * c)), [[0, 0], [lead, trail], [0, 0]],
+                 constant_values=value)
+    return ops.reshape(x3, (-1, t + lead + trail, h, w, c))
+
+
+def _frames(x, start, size):
+    """Frames ``start:start + size`` of a 5D clip."""
+    if start == 0 and size == x.shape[1]:
+        return x
+    if x.shape[0] == 1:
+        # A slice of the leading axis of a (T, H, W, C) view shares the input's buffer in
+        # TensorFlow; slicing axis 1 of the 5D tensor copies.
+        x4 = ops.slice(_to_frames(x), (start, 0, 0, 0), (size,) + tuple(x.shape[2:]))
+        return ops.reshape(x4, (1,) + tuple(x4.shape))
+    return ops.slice(x, (0, start, 0, 0, 0), (-1, size) + tuple(x.shape[2:]))
+
+
+def _phase(x, st, phase):
+    """Frames ``phase, phase + st, ...`` of a 5D clip, through a (B, T / st, st, ...) view
+    (``ops.slice`` and reshapes only: Python strided slices on the time axis broke
+    TensorFlow's graph optimizer inside ``model.predict``)."""
+    if st == 1:
+        return x
+    _, t, h, w, c = x.shape
+    n = -(-t // st)
+    x = _pad_frames(x, 0, n * st - t)
+    x = ops.reshape(x, (-1, n, st, h * w * c))
+    x = ops.slice(x, (0, 0, phase, 0), (-1, n, 1, h * w * c))
+    x = ops.reshape(x, (-1, n, h, w, c))
+    return _frames(x, 0, len(range(phase, t, st)))
+
+
+def temporal_taps(x, kt, st, pt, pad_value=0.0):
+    """One 5D (B, t_out, H, W, C) tensor per temporal tap (None for the dead taps of
+    `live_taps`), each holding the frames that tap meets, with padding frames where it
+    reads outside the clip; and t_out. A ``kt``-tap temporal filter is the sum (or max)
+    over taps of a 2D operation."""
+    t_out, windows = tap_windows(x.shape[1], kt, st, pt)
+    phases = {}
     taps = []
-    for i in range(kernel_t):
-        if stride_t == 1:
-            xi = ops.slice(x, (0, i, 0, 0, 0), (-1, t_out, h_pad, w_pad, c)) if (
-                kernel_t > 1 or t_out != t_pad) else x
-        else:
-            # Take stride_t * t_out frames from tap i (padding one more if needed) and keep
-            # the first of every stride_t of them.
-            span = stride_t * t_out
-            avail = t_pad - i
-            xi = x
-            if avail < span:
-                xi = ops.pad(xi, [[0, 0], [0, span - avail], [0, 0], [0, 0], [0, 0]])
-            xi = ops.slice(xi, (0, i, 0, 0, 0), (-1, span, h_pad, w_pad, c))
-            xi = ops.reshape(xi, (-1, t_out, stride_t, h_pad * w_pad * c))
-            xi = ops.slice(xi, (0, 0, 0, 0), (-1, t_out, 1, h_pad * w_pad * c))
-        taps.append(ops.reshape(xi, (-1, h_pad, w_pad, c)))
+    for window in windows:
+        if window is None:
+            taps.append(None)
+            continue
+        phase, start, stop, lead, trail = window
+        if phase not in phases:
+            phases[phase] = _phase(x, st, phase)
+        taps.append(_pad_frames(_frames(phases[phase], start, stop - start), lead, trail,
+                                pad_value))
     return taps, t_out
 
 
@@ -149,17 +238,12 @@ class _Conv3DBase(keras.layers.Layer):
         else:
             self.bias = None
 
-    def _finish(self, taps_out, t_out):
-        y = taps_out[0]
-        for extra in taps_out[1:]:
-            y = ops.add(y, extra)
+    def _finish(self, y, t_out):
+        """Bias and activation on the 4D (B * T, H, W, C) output, where TensorFlow's graph
+        optimizer fuses conv + bias + activation (the folded inference form), then video."""
         if self.bias is not None:
-            y = ops.add(y, self.bias)
-        # Applied on the 4D tensor, before the reshape back to video, so that TensorFlow's
-        # graph optimizer can fuse conv + bias + activation (the folded inference form).
-        y = self.activation(y)
-        _, h, w, c = y.shape
-        return ops.reshape(y, (-1, t_out, h, w, c))
+            y = _bias_add(y, self.bias)
+        return _to_video(self.activation(y), t_out)
 
     def get_config(self):
         config = super().get_config()
@@ -225,10 +309,11 @@ class Conv3D(_Conv3DBase):
         self._add_bias(self.filters)
 
     def call(self, inputs):
-        kt, _, _ = self.kernel_size
+        kt, kh, kw = self.kernel_size
         st, sh, sw = self.strides
         pt, ph, pw = self.padding
         _, t, h, w, channels = inputs.shape
+        same = _same_padding((kh, kw), (sh, sw), (ph, pw))
         cin = channels // self.groups
         cout = self.filters // self.groups
         parts = []
@@ -238,20 +323,24 @@ class Conv3D(_Conv3DBase):
         for g in range(self.groups):
             xg = inputs if self.groups == 1 else ops.slice(
                 inputs, (0, 0, 0, 0, g * cin), (-1, t, h, w, cin))
-            taps, t_out = temporal_taps(xg, kt, st, pt, (ph, pw))
+            taps, t_out = temporal_taps(xg, kt, st, pt)
+            live = [i for i, tap in enumerate(taps) if tap is not None]
             kernel = self.kernel if self.groups == 1 else self.kernel[..., g * cout:(g + 1) * cout]
-            if kt > 1:
-                # Temporal taps stacked as channels make one 2D convolution with a kt times
-                # deeper kernel: larger matrix products than a sum of kt convolutions, which
-                # matters most for the 3-channel stem (1.7x faster measured).
-                x2d = ops.concatenate(taps, axis=-1)
-                kernel = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3, 4)),
-                                     (kernel.shape[1], kernel.shape[2], kt * cin, cout))
+            # Temporal taps stacked as channels make one 2D convolution with a deeper kernel:
+            # larger matrix products than a sum of kt convolutions, which matters most for
+            # the 3-channel stem (1.7x faster measured).
+            if len(live) == 1:
+                x5, kernel = taps[live[0]], kernel[live[0]]
             else:
-                x2d, kernel = taps[0], kernel[0]
-            parts.append(ops.conv(x2d, kernel, strides=(sh, sw), padding="valid"))
+                x5 = ops.concatenate([taps[i] for i in live], axis=-1)
+                kernel = ops.concatenate([kernel[i] for i in live], axis=2)
+            x4 = _to_frames(x5)
+            if not same:
+                x4 = _pad_hw(x4, ph, pw)
+            parts.append(ops.conv(x4, kernel, strides=(sh, sw),
+                                  padding="same" if same else "valid"))
         y = parts[0] if self.groups == 1 else ops.concatenate(parts, axis=-1)
-        return self._finish([y], t_out)
+        return self._finish(y, t_out)
 
     def compute_output_shape(self, input_shape):
         return self._output_shape(input_shape, self.filters)
@@ -283,15 +372,44 @@ class DepthwiseConv3D(_Conv3DBase):
         self._add_bias(channels)
 
     def call(self, inputs):
-        kt, _, _ = self.kernel_size
+        # The sum of one depthwise 2D convolution per live temporal tap. Each tap reads the
+        # clip (or its frames phase::st) in place, and the output frames that it does not
+        # reach are zero frames padded onto its smaller output: no padded copy of the
+        # input, the dominant cost of depthwise layers on CPU.
+        kt, kh, kw = self.kernel_size
         st, sh, sw = self.strides
         pt, ph, pw = self.padding
-        taps, t_out = temporal_taps(inputs, kt, st, pt, (ph, pw))
-        outs = [
-            ops.depthwise_conv(xi, self.kernel[i], strides=(sh, sw), padding="valid")
-            for i, xi in enumerate(taps)
-        ]
-        return self._finish(outs, t_out)
+        t = inputs.shape[1]
+        same = _same_padding((kh, kw), (sh, sw), (ph, pw))
+        t_out, windows = tap_windows(t, kt, st, pt)
+        with_bias = bias_tap(t, kt, st, pt) if self.bias is not None else None
+        phases = {}
+        y = None
+        for i, window in enumerate(windows):
+            if window is None:
+                continue
+            phase, start, stop, lead, trail = window
+            if phase not in phases:
+                phases[phase] = _phase(inputs, st, phase)
+            xp = phases[phase]
+            # With a spatial stride the output is smaller: select frames there.
+            after = sh * sw > 1 and (start or stop < xp.shape[1])
+            xi = xp if after else _frames(xp, start, stop - start)
+            x4 = _to_frames(xi)
+            if not same:
+                x4 = _pad_hw(x4, ph, pw)
+            yi = ops.depthwise_conv(x4, self.kernel[i], strides=(sh, sw),
+                                    padding="same" if same else "valid")
+            if i == with_bias:
+                yi = _bias_add(yi, self.bias)
+            yi = _to_video(yi, xi.shape[1])
+            if after:
+                yi = _frames(yi, start, stop - start)
+            yi = _pad_frames(yi, lead, trail)
+            y = yi if y is None else ops.add(y, yi)
+        if self.bias is not None and with_bias is None:
+            y = ops.add(y, self.bias)
+        return self.activation(y)
 
     def compute_output_shape(self, input_shape):
         return self._output_shape(input_shape, input_shape[-1])
@@ -318,11 +436,23 @@ class _Pool3D(keras.layers.Layer):
             for i in range(3)
         ) + (input_shape[4],)
 
-    def _taps(self, inputs, pad_value):
-        kt, _, _ = self.pool_size
-        st, _, _ = self.strides
+    def _pool(self, inputs, pool, pad_value):
+        """A separable 3D pool (max and mean over a box are both separable): a 2D pool of
+        every frame, then a (kt, 1) pool over a (B, T, H*W, C) view."""
+        kt, kh, kw = self.pool_size
+        st, sh, sw = self.strides
         pt, ph, pw = self.padding
-        return temporal_taps(inputs, kt, st, pt, (ph, pw), pad_value=pad_value)
+        x = inputs
+        if kh > 1 or kw > 1 or sh > 1 or sw > 1:
+            x4 = _pad_hw(_to_frames(x), ph, pw, pad_value)
+            x = _to_video(pool(x4, (kh, kw), strides=(sh, sw), padding="valid"), x.shape[1])
+        if kt > 1 or st > 1:
+            x = _pad_frames(x, pt, pt, pad_value)
+            _, t, h, w, c = x.shape
+            x3 = pool(ops.reshape(x, (-1, t, h * w, c)), (kt, 1), strides=(st, 1),
+                      padding="valid")
+            x = ops.reshape(x3, (-1, x3.shape[1], h, w, c))
+        return x
 
     def get_config(self):
         config = super().get_config()
@@ -337,15 +467,7 @@ class MaxPool3D(_Pool3D):
     """``torch.nn.MaxPool3d(kernel, stride, padding)``: padded cells never win."""
 
     def call(self, inputs):
-        _, kh, kw = self.pool_size
-        _, sh, sw = self.strides
-        taps, t_out = self._taps(inputs, float("-inf"))
-        y = None
-        for xi in taps:
-            yi = ops.max_pool(xi, (kh, kw), strides=(sh, sw), padding="valid")
-            y = yi if y is None else ops.maximum(y, yi)
-        _, h, w, c = y.shape
-        return ops.reshape(y, (-1, t_out, h, w, c))
+        return self._pool(inputs, ops.max_pool, float("-inf"))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -353,17 +475,7 @@ class AvgPool3D(_Pool3D):
     """``torch.nn.AvgPool3d(kernel, stride, padding)``: padded zeros count in the mean."""
 
     def call(self, inputs):
-        kt, kh, kw = self.pool_size
-        _, sh, sw = self.strides
-        taps, t_out = self._taps(inputs, 0.0)
-        y = None
-        for xi in taps:
-            yi = ops.average_pool(xi, (kh, kw), strides=(sh, sw), padding="valid")
-            y = yi if y is None else ops.add(y, yi)
-        if kt > 1:
-            y = ops.multiply(y, 1.0 / kt)
-        _, h, w, c = y.shape
-        return ops.reshape(y, (-1, t_out, h, w, c))
+        return self._pool(inputs, ops.average_pool, 0.0)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -444,8 +556,7 @@ class ZeroPadChannels(keras.layers.Layer):
         st, sh, sw = self.strides
         x = inputs
         if st > 1:
-            taps, t_out = temporal_taps(x, 1, st, 0)
-            x = ops.reshape(taps[0], (-1, t_out) + tuple(x.shape[2:]))
+            x = _phase(x, st, 0)
         if sh > 1 or sw > 1:
             _, t, h, w, c = x.shape
             x4 = ops.reshape(x, (-1, h, w, c))

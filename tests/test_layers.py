@@ -45,13 +45,16 @@ def _np_pool(x, k, s, p, mode):
 
 
 def _run_all_modes(layer, x):
-    """Outputs of `layer` eagerly, in a tf.function and through model.predict."""
+    """Outputs of `layer` eagerly, in a tf.function, through model.predict (unknown batch)
+    and one clip at a time (a static batch of 1 takes the layers' in-place frame views)."""
     eager = np.asarray(layer(x))
     graph = tf.function(lambda v: layer(v))(tf.constant(x)).numpy()
     inputs = keras.Input(shape=x.shape[1:])
     model = keras.Model(inputs, layer(inputs))
     predicted = model.predict(x, verbose=0, batch_size=len(x))
-    return eager, graph, predicted
+    one = tf.function(lambda v: layer(v))
+    single = np.concatenate([one(tf.constant(x[i:i + 1])).numpy() for i in range(len(x))])
+    return eager, graph, predicted, single
 
 
 CONV_CASES = [

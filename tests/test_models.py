@@ -32,7 +32,10 @@ def test_forward_backward_small_input(name):
     assert all(g is not None for g in grads)
     assert any(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
     graph = model.predict(x, verbose=0)
-    np.testing.assert_allclose(graph, model(x, training=False), rtol=1e-4, atol=1e-5)
+    eager = np.asarray(model(x, training=False))
+    # Randomly initialised deep ResNets give logits in the hundreds: compare at their scale
+    # (graph rewrites reorder float sums).
+    np.testing.assert_allclose(graph, eager, rtol=1e-4, atol=1e-6 * np.abs(eager).max() + 1e-5)
 
 
 @pytest.mark.slow

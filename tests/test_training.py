@@ -166,6 +166,14 @@ def test_shipped_flagfiles_parse(flagfile):
     assert config.frames == 16
     if flagfile == "jester":
         assert config.hflip is False and config.downsample == 2 and config.dampening == 0.9
+    if flagfile == "synthetic":  # it documents the demo's training: they must not drift apart
+        from keras_efficient3d.demo import demo_config
+
+        demo = demo_config("out", "/data")
+        for field in ("model", "width_mult", "frames", "size", "downsample", "crop", "hflip",
+                      "normalization", "optimizer", "learning_rate", "lr_schedule",
+                      "weight_decay", "batch_size", "epochs"):
+            assert getattr(config, field) == getattr(demo, field), field
 
 
 def _cli(script, *args):

@@ -36,6 +36,8 @@ def main(argv=None):
         raise common.Refused("--warmup must be >= 0 and --iterations >= 1.")
     if not os.path.isdir(args.saved_model):
         raise common.Refused("--saved-model {} is not a directory.".format(args.saved_model))
+    # TensorFlow's C++ start-up lines would bury the one-line error messages below.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import numpy as np  # pylint: disable=import-outside-toplevel
         import tensorflow as tf  # pylint: disable=import-outside-toplevel

@@ -34,6 +34,8 @@ def parse_args(argv=None):
 
 
 def import_tftrt():
+    # TensorFlow's C++ start-up lines would bury the one-line error messages below.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
     except ImportError:

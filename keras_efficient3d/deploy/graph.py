@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_efficient3d import layers as k3d
+from keras_efficient3d.layers import bias_tap, live_taps, tap_windows
 from keras_efficient3d.inference import Folded, fold_batchnorm
 
 __all__ = ["DeploymentGraph", "FloatHooks", "build_deployment_graph"]
@@ -269,14 +270,12 @@ class _Emitter:
             x = self._pad_frames_edge(x, pw, 2)
         return x
 
-    @staticmethod
-    def live_taps(t, kt, st, pt):
-        """Taps that read at least one real frame. The others only see padding: they add
-        nothing, and as int8 tensors their all-zero range (scale 0) makes XNNPACK refuse
-        the graph (the last stages of a 16-frame clip have one frame)."""
-        t_out = (t + 2 * pt - kt) // st + 1
-        return [i for i in range(kt)
-                if any(pt <= i + st * j < pt + t for j in range(t_out))]
+    # The tap plan is the Keras layers' own (keras_efficient3d.layers): dead taps that see
+    # only padding are dropped (as int8 tensors their all-zero range, scale 0, makes
+    # XNNPACK refuse the graph), and taps read frames in place.
+    live_taps = staticmethod(live_taps)
+    tap_windows = staticmethod(tap_windows)
+    bias_tap = staticmethod(bias_tap)
 
     def taps(self, v, kt, st, pt, ph=0, pw=0, pad_value=0.0):
         """One (B * t_out, H + 2ph, W + 2pw, C) tensor per temporal tap (None for taps
@@ -325,37 +324,6 @@ class _Emitter:
                 xi = tf.slice(xi, [0, 0, 0], [-1, t_out, hp * wp * c])
             taps.append(tf.reshape(xi, [-1, hp, wp, c]))
         return taps, t_out
-
-    @staticmethod
-    def tap_windows(t, kt, st, pt):
-        """Where each temporal tap reads, without padding the input: tap ``i`` reads the
-        frames ``i - pt + st * j`` (``j < t_out``), that is the frames ``offset + j`` of the
-        phase stream ``x[phase::st]``. Returns t_out and, per tap, None (a dead tap, see
-        `live_taps`) or ``(phase, start, stop, lead, trail)``: the tap is the convolution
-        of ``x[phase::st][start:stop]`` with ``lead`` zero frames before and ``trail`` after
-        (output frames that read only padding)."""
-        t_out = (t + 2 * pt - kt) // st + 1
-        live = _Emitter.live_taps(t, kt, st, pt)
-        out = []
-        for i in range(kt):
-            if i not in live:
-                out.append(None)
-                continue
-            phase, offset = (i - pt) % st, (i - pt) // st
-            n = len(range(phase, t, st))
-            start, stop = max(0, offset), min(n, offset + t_out)
-            out.append((phase, start, stop, start - offset, offset + t_out - stop))
-        return t_out, out
-
-    @staticmethod
-    def bias_tap(t, kt, st, pt):
-        """The first tap that covers every output frame (its convolution carries the bias),
-        or None (the bias is added to the sum)."""
-        _, windows = _Emitter.tap_windows(t, kt, st, pt)
-        for i, w in enumerate(windows):
-            if w is not None and not (w[3] or w[4]):
-                return i
-        return None
 
     def _phase(self, v, st, phase):
         """Frames ``phase, phase + st, ...`` of a batch-1 clip (T, H, W, C) as a video: the
