@@ -181,6 +181,7 @@ def test_fused_activation_is_applied():
     L.AvgPool3D((2, 3, 3), 2, (0, 1, 1), name="a"),
     L.ChannelShuffle(3, name="s"),
     L.ZeroPadChannels(12, 2, name="z"),
+    L.batch_norm("b"),
 ])
 def test_layer_config_round_trip(layer):
     clone = layer.__class__.from_config(layer.get_config())
@@ -203,3 +204,27 @@ def test_conv3d_rejects_bad_arguments(kwargs):
 def test_layers_reject_non_video_input():
     with pytest.raises(ValueError, match="5D input"):
         L.DepthwiseConv3D(3).build((None, 8, 8, 3))
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 5, 6), (6, 5, 5, 6)])
+def test_batch_norm_training_step_equals_keras(shape):
+    """The hand-written training gradient gives Keras' outputs, gradients and statistics."""
+    rng = np.random.default_rng(7)
+    x = tf.constant((rng.normal(size=shape) * 2 + 1).astype(np.float32))
+    upstream = tf.constant(rng.normal(size=shape).astype(np.float32))
+    weights = [rng.normal(size=(6,)).astype(np.float32) for _ in range(2)] + [
+        np.zeros(6, np.float32), np.ones(6, np.float32)]
+    results = []
+    for layer in (keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5),
+                  L.batch_norm("bn")):
+        layer.build(shape)
+        layer.set_weights(weights)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * upstream)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        step = tf.function(lambda v, layer=layer: layer(v, training=True))(x)
+        results.append([loss] + grads + [layer.moving_mean, layer.moving_variance, step])
+    assert isinstance(L.batch_norm("bn"), L.BatchNorm)
+    for ours, ref in zip(results[1], results[0]):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-5, atol=1e-5)
