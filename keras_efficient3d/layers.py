@@ -163,9 +163,9 @@ def _phase(x, st, phase):
     return _frames(x, 0, len(range(phase, t, st)))
 
 
-def temporal_taps(x, kt, st, pt, pad_value=0.0):
+def temporal_taps(x, kt, st, pt):
     """One 5D (B, t_out, H, W, C) tensor per temporal tap (None for the dead taps of
-    `live_taps`), each holding the frames that tap meets, with padding frames where it
+    `live_taps`), each holding the frames that tap meets, with zero frames where it
     reads outside the clip; and t_out. A ``kt``-tap temporal filter is the sum (or max)
     over taps of a 2D operation."""
     t_out, windows = tap_windows(x.shape[1], kt, st, pt)
@@ -178,8 +178,7 @@ def temporal_taps(x, kt, st, pt, pad_value=0.0):
         phase, start, stop, lead, trail = window
         if phase not in phases:
             phases[phase] = _phase(x, st, phase)
-        taps.append(_pad_frames(_frames(phases[phase], start, stop - start), lead, trail,
-                                pad_value))
+        taps.append(_pad_frames(_frames(phases[phase], start, stop - start), lead, trail))
     return taps, t_out
 
 

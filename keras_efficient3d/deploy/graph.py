@@ -270,18 +270,13 @@ class _Emitter:
             x = self._pad_frames_edge(x, pw, 2)
         return x
 
-    # The tap plan is the Keras layers' own (keras_efficient3d.layers): dead taps that see
-    # only padding are dropped (as int8 tensors their all-zero range, scale 0, makes
-    # XNNPACK refuse the graph), and taps read frames in place.
-    live_taps = staticmethod(live_taps)
-    tap_windows = staticmethod(tap_windows)
-    bias_tap = staticmethod(bias_tap)
-
     def taps(self, v, kt, st, pt, ph=0, pw=0, pad_value=0.0):
         """One (B * t_out, H + 2ph, W + 2pw, C) tensor per temporal tap (None for taps
         that read only padding, see `live_taps`), and t_out."""
         x, t = v.x, v.frames
-        live = self.live_taps(t, kt, st, pt)
+        # The tap plan is the Keras layers' own: dead taps that see only padding are dropped
+        # (as int8 tensors their all-zero range, scale 0, makes XNNPACK refuse the graph).
+        live = live_taps(t, kt, st, pt)
         _, h, w, c = self._shape(x)
         hp, wp, tp = h + 2 * ph, w + 2 * pw, t + 2 * pt
         t_out = (tp - kt) // st + 1
@@ -415,19 +410,19 @@ class _Emitter:
         name = layer.name
         same = sh == 1 and sw == 1 and kh % 2 and kw % 2 and 2 * ph == kh - 1 and 2 * pw == kw - 1
         padding = "SAME" if same else "VALID"
-        bias_tap = self.bias_tap(v.frames, kt, st, pt)
+        with_bias = bias_tap(v.frames, kt, st, pt)
 
         def dw(xi, i):
             if not same and (ph or pw):
                 xi = tf.pad(xi, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
             yi = tf.nn.depthwise_conv2d(xi, self.hooks.param(f"{name}/kernel{i}"),
                                         strides=[1, sh, sw, 1], padding=padding)
-            if i == bias_tap and layer.use_bias:
+            if i == with_bias and layer.use_bias:
                 yi = tf.nn.bias_add(yi, self.hooks.param(f"{name}/bias"))
             return yi
 
         if self.batch == 1:
-            t_out, windows = self.tap_windows(v.frames, kt, st, pt)
+            t_out, windows = tap_windows(v.frames, kt, st, pt)
             live = [i for i, w in enumerate(windows) if w is not None]
             outs = {}
             for i in live:
@@ -454,7 +449,7 @@ class _Emitter:
             for i in live:
                 yi = tf.nn.depthwise_conv2d(taps[i], self.hooks.param(f"{name}/kernel{i}"),
                                             strides=[1, sh, sw, 1], padding=padding)
-                if i == bias_tap and layer.use_bias:
+                if i == with_bias and layer.use_bias:
                     yi = tf.nn.bias_add(yi, self.hooks.param(f"{name}/bias"))
                 outs[i] = yi
         y = None
@@ -467,7 +462,7 @@ class _Emitter:
             y = yi if y is None else y + yi
             if 0 < n < len(live) - 1:
                 y = self.hooks.act(f"{name}/sum{i}", y)
-        if bias_tap is None and layer.use_bias:
+        if with_bias is None and layer.use_bias:
             y = tf.nn.bias_add(y, self.hooks.param(f"{name}/bias"))
         y = _apply_activation(layer.activation, y)
         if not self._feeds_activation_only(layer, layer._inbound_nodes[0]):

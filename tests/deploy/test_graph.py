@@ -52,11 +52,11 @@ def test_deployment_graph_has_no_5d_ops_at_batch_1():
 
 def test_dead_temporal_taps_are_dropped():
     """With one frame left, a 3-tap depthwise conv reads only padding in two taps."""
-    from keras_efficient3d.deploy.graph import _Emitter
+    from keras_efficient3d.layers import live_taps
 
-    assert _Emitter.live_taps(1, 3, 1, 1) == [1]
-    assert _Emitter.live_taps(2, 3, 2, 1) == [1, 2]
-    assert _Emitter.live_taps(16, 3, 1, 1) == [0, 1, 2]
+    assert live_taps(1, 3, 1, 1) == [1]
+    assert live_taps(2, 3, 2, 1) == [1, 2]
+    assert live_taps(16, 3, 1, 1) == [0, 1, 2]
 
 
 def test_unsupported_layer_is_reported():
@@ -71,17 +71,17 @@ def test_unsupported_layer_is_reported():
 def test_tap_windows_read_the_clip_in_place():
     """Temporal taps at batch 1 read (phase streams of) the clip without a padded copy; the
     frames a tap cannot reach become zero frames on its output."""
-    from keras_efficient3d.deploy.graph import _Emitter
+    from keras_efficient3d.layers import bias_tap, tap_windows
 
     # kernel 3, stride 1, pad 1 on 16 frames: x[0:15] shifted down, x, x[1:16] shifted up.
-    t_out, w = _Emitter.tap_windows(16, 3, 1, 1)
+    t_out, w = tap_windows(16, 3, 1, 1)
     assert t_out == 16 and w == [(0, 0, 15, 1, 0), (0, 0, 16, 0, 0), (0, 1, 16, 0, 1)]
-    assert _Emitter.bias_tap(16, 3, 1, 1) == 1
+    assert bias_tap(16, 3, 1, 1) == 1
     # kernel 3, stride 2, pad 1: the odd frames shifted down, the even frames, the odd frames.
-    t_out, w = _Emitter.tap_windows(16, 3, 2, 1)
+    t_out, w = tap_windows(16, 3, 2, 1)
     assert t_out == 8 and w == [(1, 0, 7, 1, 0), (0, 0, 8, 0, 0), (1, 0, 8, 0, 0)]
     # One frame left: only the centre tap is live.
-    assert _Emitter.tap_windows(1, 3, 1, 1) == (1, [None, (0, 0, 1, 0, 0), None])
+    assert tap_windows(1, 3, 1, 1) == (1, [None, (0, 0, 1, 0, 0), None])
 
 
 def _slice_sizes(fn):
