@@ -6,7 +6,9 @@
 Inference: median latency and clips/s of ``model(x, training=False)`` in a tf.function,
 after warm-up, for the training form ("keras") and the BatchNorm-folded inference form
 ("keras-folded"). Training: clips/s of ``model.fit`` steps (forward, backward, SGD update)
-on in-memory batches, so that only the model is measured. Prints a table and JSON.
+on an in-memory batch, so that only the model is measured. Prints a table and JSON; with
+``--pytorch_json`` (rows of ``benchmark_pytorch.py`` measured on the same machine) the table
+gains the original's figure and the speed-up.
 """
 
 import json
@@ -20,18 +22,25 @@ DEFAULT_MODELS = ("mobilenetv2_1.0x,shufflenetv2_1.0x,mobilenet_1.0x,shufflenet_
                   "squeezenet_1.1,resnet18_A")
 
 
-def define_flags():
+def define_timing_flags(threads_help):
+    """The flags this script shares with benchmark_pytorch.py (same names, same rows)."""
     flags.DEFINE_list("models", DEFAULT_MODELS.split(","), "Registry/configuration names.")
     flags.DEFINE_enum("mode", "inference", ["inference", "train"], "What to time.")
     flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes.")
     flags.DEFINE_integer("frames", 16, "Frames per clip.")
     flags.DEFINE_integer("size", 112, "Frame size.")
     flags.DEFINE_integer("num_classes", 600, "Classes of the head.")
-    flags.DEFINE_integer("threads", 2, "TensorFlow intra-op threads (0: TensorFlow's default).")
+    flags.DEFINE_integer("threads", 2, threads_help)
     flags.DEFINE_integer("warmup", 3, "Untimed runs first.")
     flags.DEFINE_integer("runs", 15, "Timed runs (inference) or steps (train).")
-    flags.DEFINE_bool("folded", True, "Also time the BatchNorm-folded inference form.")
     flags.DEFINE_string("json_out", None, "Also write the JSON rows to this file.")
+
+
+def define_flags():
+    define_timing_flags("TensorFlow intra-op threads (0: TensorFlow's default).")
+    flags.DEFINE_bool("folded", True, "Also time the BatchNorm-folded inference form.")
+    flags.DEFINE_string("pytorch_json", None, "benchmark_pytorch.py rows of this machine, to "
+                        "compare with.")
 
 
 def set_threads(threads):
@@ -43,10 +52,22 @@ def set_threads(threads):
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def _median(values):
+def median(values):
     values = sorted(values)
     mid = len(values) // 2
     return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+
+
+def timed(step, warmup=3, runs=15):
+    """Median seconds of `step()` over `runs` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return median(times)
 
 
 def time_inference(model, batch_size, frames, size, warmup=3, runs=15):
@@ -56,20 +77,15 @@ def time_inference(model, batch_size, frames, size, warmup=3, runs=15):
 
     x = tf.constant(np.random.default_rng(0).random((batch_size, frames, size, size, 3), np.float32))
     call = tf.function(lambda v: model(v, training=False))
-    for _ in range(warmup):
-        call(x).numpy()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call(x).numpy()
-        times.append(time.perf_counter() - start)
-    return _median(times)
+    return timed(lambda: call(x).numpy(), warmup, runs)
 
 
 def time_training(model, batch_size, frames, size, num_classes, warmup=3, runs=15):
-    """Median seconds per ``train_on_batch`` step (forward, backward, SGD update)."""
+    """Median seconds per training step of ``model.fit`` (forward, backward, the original's
+    SGD update) on one in-memory batch repeated, so that only the model is measured."""
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from keras_efficient3d.optim import TorchSGD
 
@@ -78,14 +94,18 @@ def time_training(model, batch_size, frames, size, num_classes, warmup=3, runs=1
     y = rng.integers(0, num_classes, batch_size)
     model.compile(optimizer=TorchSGD(0.01, momentum=0.9, dampening=0.9, l2_weight_decay=1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        times.append(time.perf_counter() - start)
-    return _median(times)
+    class StepTimes(keras.callbacks.Callback):
+        times = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter() - self.start)
+
+    data = tf.data.Dataset.from_tensors((x, y)).repeat(warmup + runs)
+    model.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[StepTimes()])
+    return median(StepTimes.times[warmup:])
 
 
 def run(models, mode="inference", batch_sizes=(1, 8), frames=16, size=112, num_classes=600,
@@ -113,17 +133,55 @@ def run(models, mode="inference", batch_sizes=(1, 8), frames=16, size=112, num_c
                        "input": f"{frames}x{size}x{size}", "median_ms": 1000 * seconds,
                        "clips_per_s": batch / seconds}
                 rows.append(row)
-                log(f"{name:20s} {row['form']:13s} batch {batch:2d}: {row['median_ms']:8.1f} ms  "
-                    f"{row['clips_per_s']:7.1f} clips/s")
+                if log:
+                    log(f"{name:20s} {row['form']:13s} batch {batch:2d}: {row['median_ms']:8.1f} ms  "
+                        f"{row['clips_per_s']:7.1f} clips/s")
+    return rows
+
+
+def add_reference(rows, pytorch_rows):
+    """Adds ``pytorch_ms`` and ``speedup`` (PyTorch time / ours) to the rows that the
+    original's rows (same model, mode, batch and threads) cover."""
+    index = {(r["model"], r["mode"], r["batch_size"], r["threads"]): r["median_ms"]
+             for r in pytorch_rows}
+    for row in rows:
+        ref = index.get((row["model"], row["mode"], row["batch_size"], row["threads"]))
+        if ref is not None:
+            row["pytorch_ms"], row["speedup"] = ref, ref / row["median_ms"]
     return rows
 
 
 def format_table(rows):
-    lines = [f"{'model':20s} {'form':13s} {'batch':>5s} {'median ms':>10s} {'clips/s':>8s}"]
+    lines = [f"{'model':20s} {'form':13s} {'batch':>5s} {'median ms':>10s} {'clips/s':>8s}"
+             f" {'PyTorch ms':>10s} {'speed-up':>8s}"]
     for r in rows:
+        ref = (f"{r['pytorch_ms']:10.1f} {r['speedup']:7.2f}x" if "pytorch_ms" in r
+               else f"{'':10s} {'':8s}")
         lines.append(f"{r['model']:20s} {r['form']:13s} {r['batch_size']:5d} "
-                     f"{r['median_ms']:10.1f} {r['clips_per_s']:8.1f}")
+                     f"{r['median_ms']:10.1f} {r['clips_per_s']:8.1f} {ref}")
     return "\n".join(lines)
+
+
+def write_rows(rows, path=None):
+    """Prints the rows as JSON and writes them to `path` too when given."""
+    print(json.dumps(rows, indent=1))
+    if path:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=1)
+
+
+def _read_rows(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            rows = json.load(handle)
+        if not all(isinstance(r, dict) and {"model", "mode", "batch_size", "threads",
+                                            "median_ms"} <= set(r) for r in rows):
+            raise ValueError("rows need model, mode, batch_size, threads, median_ms")
+        return rows
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror}") from None
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path} is not a list of benchmark_pytorch.py rows: {err}") from None
 
 
 def main(argv):
@@ -131,17 +189,17 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
         batch_sizes = [int(b) for b in FLAGS.batch_sizes]
+        reference = _read_rows(FLAGS.pytorch_json) if FLAGS.pytorch_json else None
         rows = run(FLAGS.models, FLAGS.mode, batch_sizes, FLAGS.frames, FLAGS.size,
                    FLAGS.num_classes, FLAGS.threads, FLAGS.warmup, FLAGS.runs, FLAGS.folded,
                    log=lambda line: print(line, file=sys.stderr))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if reference:
+        add_reference(rows, reference)
     print(format_table(rows))
-    print(json.dumps(rows, indent=1))
-    if FLAGS.json_out:
-        with open(FLAGS.json_out, "w") as handle:
-            json.dump(rows, handle, indent=1)
+    write_rows(rows, FLAGS.json_out)
     return 0
 
 

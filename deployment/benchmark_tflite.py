@@ -3,10 +3,12 @@ and thread count; writes JSON and a Markdown table.
 
     python deployment/benchmark_tflite.py --output results/tflite_timing.json
     python deployment/benchmark_tflite.py --models mobilenetv2_1.0x --precisions fp32,int8 --threads 2
+    python deployment/benchmark_tflite.py --pytorch_json pytorch.json   # from benchmark_pytorch.py
 """
 
 import json
 import os
+import sys
 
 from absl import app, flags
 
@@ -24,16 +26,23 @@ def define_flags():
     flags.DEFINE_integer("runs", 30, "Timed invokes per setting.")
     flags.DEFINE_integer("warmup", 5, "Untimed invokes first.")
     flags.DEFINE_string("output", "tflite_timing.json", "JSON output; the table goes next to it (.md).")
+    flags.DEFINE_string("pytorch_json", None, "benchmark_pytorch.py rows measured on this "
+                        "machine: adds the PyTorch latency and the speed-up at 2 threads.")
 
 
 def main(argv):
     del argv
-    from keras_efficient3d.deploy.benchmark import benchmark_models, format_table
+    from keras_efficient3d.deploy.benchmark import benchmark_models, format_table, load_reference
 
+    try:
+        reference = load_reference(FLAGS.pytorch_json) if FLAGS.pytorch_json else None
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     rows = benchmark_models(
         FLAGS.models.split(","), FLAGS.precisions.split(","),
         [int(t) for t in FLAGS.threads.split(",")], (FLAGS.frames, FLAGS.size, FLAGS.size, 3),
-        FLAGS.num_classes, FLAGS.warmup, FLAGS.runs)
+        FLAGS.num_classes, FLAGS.warmup, FLAGS.runs, reference=reference)
     table = format_table(rows)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     with open(FLAGS.output, "w", encoding="utf-8") as handle:

@@ -2,6 +2,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Imported before TensorFlow, as users import it: it switches TensorFlow's oneDNN kernels on.
+import keras_efficient3d  # noqa: E402,F401
+
 import pathlib
 
 import pytest

@@ -1,5 +1,7 @@
 """Every layer against a straightforward numpy reference, eagerly and in graph mode."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -69,8 +71,9 @@ CONV_CASES = [
 ]
 
 
+@pytest.mark.parametrize("portable", [False, True], ids=["native_groups", "portable"])
 @pytest.mark.parametrize("shape,filters,kernel,stride,pad,groups,bias", CONV_CASES)
-def test_conv3d_matches_reference(shape, filters, kernel, stride, pad, groups, bias):
+def test_conv3d_matches_reference(shape, filters, kernel, stride, pad, groups, bias, portable):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2,) + shape).astype(np.float32)
     layer = L.Conv3D(filters, kernel, stride, pad, groups=groups, use_bias=bias,
@@ -78,9 +81,31 @@ def test_conv3d_matches_reference(shape, filters, kernel, stride, pad, groups, b
     layer.build((None,) + shape)
     expected = _np_conv3d(x, layer.kernel.numpy(), stride, pad, groups,
                           layer.bias.numpy() if bias else None)
-    for out in _run_all_modes(layer, x):
-        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    with contextlib.ExitStack() as stack:
+        if portable:
+            stack.enter_context(L.portable_ops())
+        for out in _run_all_modes(layer, x):
+            np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
     assert layer.compute_output_shape((None,) + shape) == (None,) + expected.shape[1:]
+
+
+def _grouped_conv2d_ops(fn, spec):
+    """Conv2D ops of a traced function whose filter is shallower than its input."""
+    graph = fn.get_concrete_function(spec).graph
+    return [op for op in graph.get_operations() if op.type == "Conv2D"
+            and op.inputs[1].shape[2] != op.inputs[0].shape[-1]]
+
+
+def test_grouped_conv3d_is_one_op_with_onednn_and_split_when_portable():
+    # The package turns oneDNN on at import, so its grouped Conv2D kernel is what runs here.
+    assert L.native_grouped_convolution()
+    layer = L.Conv3D(9, 1, groups=3)
+    spec = tf.TensorSpec((1, 4, 6, 6, 6), tf.float32)
+    layer.build(spec.shape)
+    assert len(_grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec)) == 1
+    with L.portable_ops():
+        assert L.native_grouped_convolution() is False
+        assert _grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec) == []
 
 
 def test_conv3d_matches_keras_grouped_conv():

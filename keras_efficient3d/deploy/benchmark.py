@@ -10,17 +10,26 @@ from keras_efficient3d.deploy.graph import DeploymentGraph
 from keras_efficient3d.deploy.tflite import benchmark, convert
 from keras_efficient3d.registry import create_model
 
-__all__ = ["PYTORCH_MS", "benchmark_models", "format_table"]
+__all__ = ["benchmark_models", "format_table", "load_reference"]
 
-# The original PyTorch implementation on the same CPU (2 threads, batch 1, 16x112x112),
-# as measured for issue 6.
-PYTORCH_MS = {
-    "mobilenetv2_1.0x": 41.0,
-    "shufflenetv2_1.0x": 17.0,
-    "mobilenet_1.0x": 12.0,
-    "shufflenet_1.0x_g3": 23.0,
-    "squeezenet_1.1": 40.0,
-}
+
+def load_reference(path, mode="inference", batch_size=1, threads=2):
+    """Model name -> median ms of the original PyTorch implementation, from the JSON rows
+    that ``deployment/benchmark_pytorch.py --json_out`` writes (measure it on the machine
+    whose figures it is compared with). Raises ValueError for a file of another shape."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            rows = json.load(handle)
+        return {r["model"]: float(r["median_ms"]) for r in rows
+                if r["mode"] == mode and r["batch_size"] == batch_size
+                and r["threads"] == threads}
+    except OSError as err:
+        raise ValueError(f"Cannot read the PyTorch reference {path}: {err.strerror}") from None
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{path} is not a list of benchmark_pytorch.py rows "
+                         f"(model, mode, batch_size, threads, median_ms): {err}") from None
 
 
 def _calibrate_bn(model, clips):
@@ -37,8 +46,9 @@ def _calibrate_bn(model, clips):
 
 def benchmark_models(names, precisions=("fp32", "fp16", "dynamic", "int8"), threads=(1, 2, 4),
                      input_shape=(16, 112, 112, 3), num_classes=600, warmup=5, runs=30,
-                     calibration_clips=4, weights=None, seed=0, log=print):
-    """Returns a list of result dicts (model, precision, threads, size_bytes, latency...)."""
+                     calibration_clips=4, weights=None, seed=0, reference=None, log=print):
+    """Returns a list of result dicts (model, precision, threads, size_bytes, latency...);
+    `reference` (see `load_reference`) adds each model's PyTorch figure as ``pytorch_ms``."""
     rng = np.random.default_rng(seed)
     clips = rng.normal(size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
     rows = []
@@ -53,7 +63,7 @@ def benchmark_models(names, precisions=("fp32", "fp16", "dynamic", "int8"), thre
             for n in threads:
                 result = benchmark(blob, num_threads=n, warmup=warmup, runs=runs)
                 result.update(model=name, precision=precision, size_bytes=len(blob),
-                              input_shape=list(input_shape), pytorch_ms=PYTORCH_MS.get(name))
+                              input_shape=list(input_shape), pytorch_ms=(reference or {}).get(name))
                 rows.append(result)
                 if log:
                     log(f"{name:20s} {precision:8s} threads={n} {result['median_ms']:8.1f} ms "

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_efficient3d.inference import fold_batchnorm
+from keras_efficient3d.layers import portable_ops
 from keras_efficient3d.registry import create_model
 
 SIGNATURE_NAME = "serving_default"
@@ -115,7 +116,9 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
 
     module.serve = serve
     os.makedirs(export_dir, exist_ok=True)
-    tf.saved_model.save(module, export_dir, signatures={signature_name: serve})
+    # Traced with the ops every runtime takes (TF-TRT on the Jetson, TF without oneDNN).
+    with portable_ops():
+        tf.saved_model.save(module, export_dir, signatures={signature_name: serve})
     return export_dir
 
 

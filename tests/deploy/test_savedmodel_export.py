@@ -60,3 +60,20 @@ def test_build_and_export_and_argument_errors(tmp_path):
         savedmodel.load_or_build_model(model_name="mobilenetv2", keras_file="x.keras")
     with pytest.raises(ValueError, match="does not exist"):
         savedmodel.load_or_build_model(keras_file=str(tmp_path / "missing.keras"))
+
+
+def test_grouped_convolutions_export_split_per_group(tmp_path):
+    """The serving graph holds no grouped Conv2D (TensorFlow without oneDNN runs them 9x
+    slower, converters may refuse them), though the Keras model runs them as one op here."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    model = create_model("shufflenet", groups=3, width_mult=0.25, input_shape=(16, 32, 32, 3),
+                         num_classes=4)
+    path = savedmodel.export_saved_model(model, str(tmp_path / "sm"), batch_size=1)
+    assert savedmodel.verify_saved_model(path, model) < 1e-4
+    loaded = tf.saved_model.load(path)
+    frozen = convert_variables_to_constants_v2(loaded.signatures["serving_default"])
+    convs = [op for op in frozen.graph.get_operations() if op.type == "Conv2D"]
+    assert len(convs) > 10
+    assert all(op.inputs[1].shape[2] == op.inputs[0].shape[-1] for op in convs)

@@ -1,0 +1,95 @@
+"""The Keras timing script and the PyTorch-reference plumbing of every timing table."""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from keras_efficient3d.deploy.benchmark import format_table, load_reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _script_module(name):
+    sys.path.insert(0, os.path.join(ROOT, "deployment"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def _pytorch_rows(threads=2):
+    return [
+        {"model": "mobilenetv2_0.2x", "form": "pytorch", "mode": "inference", "batch_size": 1,
+         "threads": threads, "median_ms": 30.0},
+        {"model": "mobilenetv2_0.2x", "form": "pytorch", "mode": "train", "batch_size": 2,
+         "threads": threads, "median_ms": 400.0},
+        {"model": "mobilenetv2_0.2x", "form": "pytorch", "mode": "inference", "batch_size": 1,
+         "threads": threads + 1, "median_ms": 55.0},
+    ]
+
+
+def test_keras_benchmark_times_inference_and_fit_steps():
+    bench = _script_module("benchmark")
+    kwargs = dict(frames=4, size=32, num_classes=5, threads=0, warmup=1, runs=3, log=None)
+    rows = bench.run(["mobilenetv2_0.2x"], "inference", (1, 2), **kwargs)
+    assert [(r["form"], r["batch_size"]) for r in rows] == [
+        ("keras", 1), ("keras", 2), ("keras-folded", 1), ("keras-folded", 2)]
+    assert all(r["median_ms"] > 0 and r["input"] == "4x32x32" for r in rows)
+    train = bench.run(["mobilenetv2_0.2x"], "train", (2,), **kwargs)
+    assert [(r["form"], r["mode"]) for r in train] == [("keras-fit", "train")]
+    assert train[0]["clips_per_s"] == pytest.approx(2000 / train[0]["median_ms"])
+
+    bench.add_reference(rows + train, _pytorch_rows(threads=0))
+    # Only rows of the same mode, batch and thread count get a reference.
+    assert rows[0]["speedup"] == pytest.approx(30.0 / rows[0]["median_ms"])
+    assert "pytorch_ms" not in rows[1] and train[0]["pytorch_ms"] == 400.0
+    table = bench.format_table(rows + train)
+    assert "speed-up" in table and f"{rows[0]['speedup']:.2f}x" in table
+
+
+def test_keras_benchmark_cli_rejects_a_bad_reference_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"model": "x"}]))
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "deployment", "benchmark.py"),
+                          "--models=mobilenetv2_0.2x", f"--pytorch_json={bad}"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    assert "is not a list of benchmark_pytorch.py rows" in run.stderr and str(bad) in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_tflite_tables_take_the_reference_of_the_same_threads(tmp_path):
+    path = tmp_path / "pytorch.json"
+    path.write_text(json.dumps(_pytorch_rows()))
+    assert load_reference(str(path)) == {"mobilenetv2_0.2x": 30.0}
+    assert load_reference(str(path), threads=3) == {"mobilenetv2_0.2x": 55.0}
+    rows = [{"model": "mobilenetv2_0.2x", "precision": "int8", "threads": 2, "median_ms": 5.0,
+             "clips_per_s": 200.0, "size_bytes": 10 ** 6, "pytorch_ms": 30.0}]
+    assert "| 30.0 | 6.00x |" in format_table(rows)
+    with pytest.raises(ValueError, match="Cannot read"):
+        load_reference(str(tmp_path / "missing.json"))
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not a list of benchmark_pytorch.py rows"):
+        load_reference(str(path))
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("mobilenetv2_0.45x", ("mobilenetv2", {"width_mult": 0.45})),
+    ("mobilenet_1.0x", ("mobilenet", {"width_mult": 1.0})),
+    ("shufflenet_1.5x_g3", ("shufflenet", {"width_mult": 1.5, "groups": 3})),
+    ("shufflenetv2_0.25x", ("shufflenetv2", {"width_mult": 0.25})),
+    ("squeezenet_1.1", ("squeezenet", {"version": 1.1})),
+    ("resnet18_A", ("resnet", {"depth": 18, "shortcut_type": "A"})),
+    ("resnext101_B", ("resnext", {"depth": 101, "shortcut_type": "B"})),
+])
+def test_pytorch_benchmark_maps_our_names_to_the_originals_builders(name, expected):
+    assert _script_module("benchmark_pytorch").parse_name(name) == expected
+
+
+def test_pytorch_benchmark_rejects_unknown_names():
+    with pytest.raises(ValueError, match="Unknown configuration 'mobilenetv3_1.0x'"):
+        _script_module("benchmark_pytorch").parse_name("mobilenetv3_1.0x")
