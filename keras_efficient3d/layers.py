@@ -183,12 +183,13 @@ def temporal_taps(x, kt, st, pt):
 
 
 _PORTABLE = []
-_NATIVE_GROUPS = []  # the probe's answer, once per process
+_NATIVE = []  # the answer of `native_kernels`, once per process
 
 
 class portable_ops:
-    """Within this context the layers trace only ops that every TensorFlow runtime and
-    converter takes (grouped convolutions split per group): exports enter it.
+    """Within this context the layers trace only the ops that every TensorFlow runtime and
+    converter takes (2D kernels over temporal taps, grouped convolutions split per group):
+    exports enter it.
 
         with layers.portable_ops():
             concrete = tf.function(model).get_concrete_function(spec)
@@ -203,14 +204,18 @@ class portable_ops:
         return False
 
 
-def native_grouped_convolution():
-    """Whether to hand grouped convolutions to TensorFlow's Conv2D whole: with oneDNN's CPU
-    kernels (on by default with this package, see `keras_efficient3d.__init__`) it is
-    1.2-1.6x faster than one convolution per group, and cuDNN takes groups too; TensorFlow's
-    own CPU kernel also takes them but runs 9x slower. Always False inside `portable_ops`."""
+def native_kernels():
+    """Whether TensorFlow's own Conv3D and grouped Conv2D kernels are the fast path here.
+
+    With oneDNN's CPU kernels (on by default with this package, see `keras_efficient3d`)
+    a dense 3D convolution is 1.2-3.5x faster as one Conv3D than as 2D convolutions over its
+    temporal taps (the 3-channel stems most), and a grouped convolution 1.2-1.6x faster as
+    one grouped Conv2D than split per group; cuDNN takes both. TensorFlow's Eigen CPU
+    kernels take them too but are slower than the 2D forms (grouped Conv2D 9x). Always
+    False inside `portable_ops`."""
     if _PORTABLE or keras.backend.backend() != "tensorflow":
         return False
-    if not _NATIVE_GROUPS:
+    if not _NATIVE:
         import tensorflow as tf
 
         try:
@@ -218,8 +223,25 @@ def native_grouped_convolution():
             onednn = bool(_pywrap_util_port.IsMklEnabled())
         except (ImportError, AttributeError):
             onednn = False
-        _NATIVE_GROUPS.append(onednn or bool(tf.config.list_physical_devices("GPU")))
-    return _NATIVE_GROUPS[0]
+        _NATIVE.append(onednn or bool(tf.config.list_physical_devices("GPU")))
+    return _NATIVE[0]
+
+
+def _pad_5d(x, pads, fusable):
+    """Zero padding of a 5D clip before a VALID Conv3D (which has no explicit padding).
+    ``fusable``: as a Pad op, which TensorFlow fuses into the convolution; otherwise as
+    concatenated zeros, for training graphs, where Grappler's remapper fails on the fused
+    pattern's gradient (and then skips every other fusion of the graph)."""
+    if not any(pads):
+        return x
+    if fusable:
+        return ops.pad(x, [[0, 0]] + [[p, p] for p in pads] + [[0, 0]])
+    for axis, p in enumerate(pads, start=1):
+        if p:
+            zeros = ops.zeros_like(ops.slice(x, (0,) * 5, tuple(
+                p if a == axis else (-1 if a == 0 else x.shape[a]) for a in range(5))))
+            x = ops.concatenate([zeros, x, zeros], axis=axis)
+    return x
 
 
 class _Conv3DBase(keras.layers.Layer):
@@ -278,11 +300,13 @@ class _Conv3DBase(keras.layers.Layer):
             self.bias = None
 
     def _finish(self, y, t_out):
-        """Bias and activation on the 4D (B * T, H, W, C) output, where TensorFlow's graph
-        optimizer fuses conv + bias + activation (the folded inference form), then video."""
+        """Bias and activation on the convolution's output, where TensorFlow's graph
+        optimizer fuses conv + bias + activation (the folded inference form), then video:
+        `y` is (B * t_out, H, W, C), or already 5D when `t_out` is None."""
         if self.bias is not None:
             y = _bias_add(y, self.bias)
-        return _to_video(self.activation(y), t_out)
+        y = self.activation(y)
+        return y if t_out is None else _to_video(y, t_out)
 
     def get_config(self):
         config = super().get_config()
@@ -347,11 +371,14 @@ class Conv3D(_Conv3DBase):
         )
         self._add_bias(self.filters)
 
-    def call(self, inputs):
-        if self.groups == 1 or native_grouped_convolution():
+    def call(self, inputs, training=None):
+        native = native_kernels()
+        if self.groups == 1 and native and self._whole_kernel_live(inputs.shape[1]):
+            return self._finish(self._conv3d(inputs, training), None)
+        if self.groups == 1 or native:
             y, t_out = self._convolve(inputs, self.kernel, self.groups)
             return self._finish(y, t_out)
-        # One 2D convolution per group where the runtime has no grouped kernel: grouped
+        # One 2D convolution per group where the runtime has no fast grouped kernel: grouped
         # convolutions in Keras' TF backend go through XLA, slow on CPU and not exportable.
         _, t, h, w, channels = inputs.shape
         cin, cout = channels // self.groups, self.filters // self.groups
@@ -362,9 +389,27 @@ class Conv3D(_Conv3DBase):
             parts.append(yg)
         return self._finish(ops.concatenate(parts, axis=-1), t_out)
 
+    def _whole_kernel_live(self, t):
+        """A 3D kernel (not 1x1x1) all of whose temporal taps meet real frames: one Conv3D
+        then wastes nothing (the 2D form drops the taps that read only padding)."""
+        kt, _, _ = self.kernel_size
+        return self.kernel_size != (1, 1, 1) and len(live_taps(t, kt, *(
+            self.strides[0], self.padding[0]))) == kt
+
+    def _conv3d(self, inputs, training):
+        """One TensorFlow Conv3D (see `native_kernels`), PyTorch's padding made explicit
+        unless it equals SAME (stride 1, odd kernel, half padding, every axis)."""
+        import tensorflow as tf
+
+        same = all(s == 1 and k % 2 and 2 * p == k - 1
+                   for k, s, p in zip(self.kernel_size, self.strides, self.padding))
+        x = inputs if same else _pad_5d(inputs, self.padding, fusable=not training)
+        return tf.nn.conv3d(x, self.kernel, (1,) + self.strides + (1,),
+                            "SAME" if same else "VALID")
+
     def _convolve(self, inputs, kernel, groups):
         """The (B * t_out, H, W, filters) convolution of `inputs` by `kernel`, `groups`
-        > 1 only where `native_grouped_convolution` says the runtime takes it."""
+        > 1 only where `native_kernels` says the runtime has a fast grouped kernel."""
         kt, kh, kw = self.kernel_size
         st, sh, sw = self.strides
         pt, ph, pw = self.padding

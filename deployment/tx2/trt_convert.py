@@ -34,8 +34,11 @@ def parse_args(argv=None):
 
 
 def import_tftrt():
-    # TensorFlow's C++ start-up lines would bury the one-line error messages below.
+    # TensorFlow's C++ start-up lines would bury the one-line error messages below; so
+    # would its oneDNN notice (x86 CPUs with AVX-512 VNNI, printed whatever the log level),
+    # and the conversion has no use for oneDNN's CPU kernels.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
     except ImportError:
