@@ -11,6 +11,7 @@ absl flags onto a `TrainConfig`. Output directory layout::
     OUT/log.csv              per-epoch metrics; OUT/curves.png; OUT/tensorboard/
 """
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -18,6 +19,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -136,6 +138,16 @@ def load_split(config, split):
         return data.index_ucf101(root, "train" if split == "train" else "test",
                                  config.ucf101_fold, config.annotations)
     return data.index_folders(root, "train" if split == "train" else "val")
+
+
+@contextlib.contextmanager
+def quiet_end_of_data():
+    """Silences Keras' "Your input ran out of data" warning: the pipelines skip videos that
+    fail to decode, so their length is unknown until a pass ends, which is how every epoch
+    ends here (Keras warns about it on each pass)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
 
 
 def make_datasets(config, train_records, val_records):
@@ -385,9 +397,11 @@ def train(config):
     else:
         callbacks.insert(0, EpochSchedule(config))
     start = time.time()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                        initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch,
-                        callbacks=callbacks, verbose=config.verbose)
+    # The pipeline shuffles; Keras' own `shuffle` does nothing for a dataset but warn.
+    with quiet_end_of_data():
+        history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                            initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch,
+                            callbacks=callbacks, verbose=config.verbose, shuffle=False)
     elapsed = time.time() - start
     curves = plot_curves(os.path.join(config.output_dir, "log.csv"),
                          os.path.join(config.output_dir, "curves.png"))

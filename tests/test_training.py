@@ -241,3 +241,27 @@ def test_evaluate_cli_writes_json_and_confusion_png(tiny_gestures, tmp_path):
     assert (out / "eval_confusion.png").stat().st_size > 1000
     proc = _cli("evaluate.py", f"--model_file={tmp_path / 'nope.keras'}")
     assert proc.returncode == 1 and "No model file" in proc.stderr
+
+
+def test_fit_on_a_pipeline_of_unknown_length_does_not_warn_each_epoch():
+    """Pipelines that skip broken videos have no known length: Keras warns at the end of
+    every pass unless `trainer.quiet_end_of_data` is in force."""
+    import warnings
+
+    data = tf.data.Dataset.from_tensor_slices((np.ones((8, 3), np.float32), np.zeros(8)))
+    data = data.filter(lambda x, y: True).batch(4)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    def messages(quiet):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if quiet:
+                with trainer.quiet_end_of_data():
+                    model.fit(data, epochs=2, verbose=0)
+            else:
+                model.fit(data, epochs=2, verbose=0)
+        return [str(w.message) for w in caught if "ran out of data" in str(w.message)]
+
+    assert messages(quiet=False)
+    assert messages(quiet=True) == []

@@ -172,7 +172,10 @@ class DeploymentGraph:
                     self._add(f"{name}/bias{g}", layer.bias.numpy()[g * cout:(g + 1) * cout], "bias")
         elif isinstance(layer, k3d.DepthwiseConv3D):
             kernel = layer.kernel.numpy()
-            for i in range(kernel.shape[0]):
+            # Only the taps that meet real frames: the others are never emitted, and as QAT
+            # variables they would get no gradient.
+            frames = layer._inbound_nodes[0].input_tensors[0].shape[1]
+            for i in live_taps(frames, kernel.shape[0], layer.strides[0], layer.padding[0]):
                 self._add(f"{name}/kernel{i}", kernel[i], "depthwise")
             if layer.use_bias:
                 self._add(f"{name}/bias", layer.bias.numpy(), "bias")

@@ -74,7 +74,8 @@ def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, t
         qat.compile(optimizer=keras.optimizers.Adam(1e-4),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                     metrics=["accuracy"])
-        qat.fit(train_ds, epochs=qat_epochs, verbose=2)
+        with trainer.quiet_end_of_data():
+            qat.fit(train_ds, epochs=qat_epochs, verbose=2, shuffle=False)  # it shuffles itself
         record("qat_int8", quantize.convert_qat(qat),
                f"quantization-aware training, {qat_epochs} epochs")
     return report

@@ -55,3 +55,20 @@ def test_invalid_ranges_mode(mobilenetv2_trunk):
     model, data = mobilenetv2_trunk
     with pytest.raises(ValueError, match="ranges"):
         quantize.quantize_model(model, data[:2], num_calibration=2, ranges="minmax")
+
+
+def test_every_qat_variable_gets_a_gradient():
+    """Depthwise taps that read only padding (the 1-frame stages of an 8-frame clip) make
+    no variables: each one the QAT model trains is used."""
+    import tensorflow as tf
+
+    from keras_efficient3d import create_model
+
+    model = create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3), num_classes=3)
+    data = np.random.default_rng(2).normal(size=(2, 8, 32, 32, 3)).astype(np.float32)
+    qat_model = quantize.quantize_model(model, data, num_calibration=2)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(qat_model(data, training=True) ** 2)
+    grads = tape.gradient(loss, qat_model.trainable_variables)
+    missing = [v.path for v, g in zip(qat_model.trainable_variables, grads) if g is None]
+    assert qat_model.trainable_variables and missing == []
