@@ -16,6 +16,8 @@ counts padded zeros (PyTorch's ``count_include_pad=True`` default) and max pooli
 them, so converted PyTorch checkpoints compute the same numbers.
 """
 
+from typing import NamedTuple
+
 import keras
 from keras import ops
 
@@ -91,6 +93,36 @@ def tap_windows(t, kt, st, pt):
         start, stop = max(0, offset), min(n, offset + t_out)
         out.append((phase, start, stop, start - offset, offset + t_out - stop))
     return t_out, out
+
+
+class DepthwiseTap(NamedTuple):
+    """One live temporal tap of a depthwise 3D kernel (see `depthwise_plan`)."""
+
+    index: int
+    phase: int
+    before: tuple | None  # (start, size): frames of the phase stream the 2D op reads
+    after: tuple | None  # (start, size): frames of the 2D op's output that are kept
+    lead: int
+    trail: int
+
+
+def depthwise_plan(t, kt, st, pt, spatial_stride):
+    """How a depthwise 3D kernel is computed on a ``t``-frame clip without a padded copy:
+    t_out and, for each live tap (`tap_windows`), the 2D depthwise op on the phase stream
+    ``x[phase::st]``, with its frames selected on the input (``before``), or on the output
+    when a spatial stride makes the output the smaller (``after``), then ``lead`` and
+    ``trail`` zero frames; the taps' results are summed. The Keras layer and the deployment
+    graph both follow it."""
+    t_out, windows = tap_windows(t, kt, st, pt)
+    plan = []
+    for i, window in enumerate(windows):
+        if window is None:
+            continue
+        phase, start, stop, lead, trail = window
+        partial = (start, stop - start) if start or stop < len(range(phase, t, st)) else None
+        plan.append(DepthwiseTap(i, phase, None if spatial_stride else partial,
+                                 partial if spatial_stride else None, lead, trail))
+    return t_out, plan
 
 
 def bias_tap(t, kt, st, pt):
@@ -481,31 +513,27 @@ class DepthwiseConv3D(_Conv3DBase):
         pt, ph, pw = self.padding
         t = inputs.shape[1]
         same = _same_padding((kh, kw), (sh, sw), (ph, pw))
-        t_out, windows = tap_windows(t, kt, st, pt)
+        t_out, plan = depthwise_plan(t, kt, st, pt, sh * sw > 1)
         with_bias = bias_tap(t, kt, st, pt) if self.bias is not None else None
         phases = {}
         y = None
-        for i, window in enumerate(windows):
-            if window is None:
-                continue
-            phase, start, stop, lead, trail = window
-            if phase not in phases:
-                phases[phase] = _phase(inputs, st, phase)
-            xp = phases[phase]
-            # With a spatial stride the output is smaller: select frames there.
-            after = sh * sw > 1 and (start or stop < xp.shape[1])
-            xi = xp if after else _frames(xp, start, stop - start)
+        for tap in plan:
+            if tap.phase not in phases:
+                phases[tap.phase] = _phase(inputs, st, tap.phase)
+            xi = phases[tap.phase]
+            if tap.before:
+                xi = _frames(xi, *tap.before)
             x4 = _to_frames(xi)
             if not same:
                 x4 = _pad_hw(x4, ph, pw)
-            yi = ops.depthwise_conv(x4, self.kernel[i], strides=(sh, sw),
+            yi = ops.depthwise_conv(x4, self.kernel[tap.index], strides=(sh, sw),
                                     padding="same" if same else "valid")
-            if i == with_bias:
+            if tap.index == with_bias:
                 yi = _bias_add(yi, self.bias)
             yi = _to_video(yi, xi.shape[1])
-            if after:
-                yi = _frames(yi, start, stop - start)
-            yi = _pad_frames(yi, lead, trail)
+            if tap.after:
+                yi = _frames(yi, *tap.after)
+            yi = _pad_frames(yi, tap.lead, tap.trail)
             y = yi if y is None else ops.add(y, yi)
         if self.bias is not None and with_bias is None:
             y = ops.add(y, self.bias)

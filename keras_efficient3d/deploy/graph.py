@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_efficient3d import layers as k3d
-from keras_efficient3d.layers import bias_tap, live_taps, tap_windows
+from keras_efficient3d.layers import bias_tap, depthwise_plan, live_taps
 from keras_efficient3d.inference import Folded, fold_batchnorm
 
 __all__ = ["DeploymentGraph", "FloatHooks", "build_deployment_graph"]
@@ -425,26 +425,19 @@ class _Emitter:
             return yi
 
         if self.batch == 1:
-            t_out, windows = tap_windows(v.frames, kt, st, pt)
-            live = [i for i, w in enumerate(windows) if w is not None]
+            t_out, plan = depthwise_plan(v.frames, kt, st, pt, sh * sw > 1)
+            live = [tap.index for tap in plan]
             outs = {}
-            for i in live:
-                phase, start, stop, lead, trail = windows[i]
-                xp = self._phase(v, st, phase).x
-                n = xp.shape[0]
-                if start or stop < n:
-                    if sh * sw > 1:  # select frames on the smaller output
-                        yi = dw(xp, i)
-                        _, h, w, c = self._shape(yi)
-                        yi = tf.slice(yi, [start, 0, 0, 0], [stop - start, h, w, c])
-                    else:
-                        _, h, w, c = self._shape(xp)
-                        yi = dw(tf.slice(xp, [start, 0, 0, 0], [stop - start, h, w, c]), i)
-                else:
-                    yi = dw(xp, i)
-                if lead or trail:
-                    yi = tf.pad(yi, [[lead, trail], [0, 0], [0, 0], [0, 0]])
-                outs[i] = yi
+            for tap in plan:
+                xp = self._phase(v, st, tap.phase).x
+                if tap.before:
+                    xp = _slice_axis(xp, 0, *tap.before)
+                yi = dw(xp, tap.index)
+                if tap.after:
+                    yi = _slice_axis(yi, 0, *tap.after)
+                if tap.lead or tap.trail:
+                    yi = tf.pad(yi, [[tap.lead, tap.trail], [0, 0], [0, 0], [0, 0]])
+                outs[tap.index] = yi
         else:
             taps, t_out = self.taps(v, kt, st, pt, 0 if same else ph, 0 if same else pw)
             live = [i for i, xi in enumerate(taps) if xi is not None]
