@@ -22,6 +22,9 @@ def mobilenetv2_trunk():
     int8 rounding into noise, so numerical int8 checks use this trunk."""
     import keras
 
+    # Seeded: how closely fake quantization follows a random network varies with its
+    # weights (correlation 0.990-0.999 over 12 seeds on these clips).
+    keras.utils.set_random_seed(1)
     model = create_model("mobilenetv2_0.45x", input_shape=SMALL, num_classes=5)
     x = keras.layers.GlobalAveragePooling3D(name="trunk_pool")(model.get_layer("block_3_add").output)
     trunk = keras.Model(model.input, keras.layers.Dense(5, name="trunk_fc")(x), name="trunk")

@@ -16,10 +16,10 @@ def qat(mobilenetv2_trunk):
 
 def test_qat_model_matches_float_before_training(qat):
     qat_model, model, data = qat
-    got = np.asarray(qat_model(data[:2], training=False))
-    expected = np.asarray(model(data[:2], training=False))
+    got = np.asarray(qat_model(data, training=False))
+    expected = np.asarray(model(data, training=False))
     assert got.shape == expected.shape
-    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.99
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.98
 
 
 def test_qat_fits_and_tracks_ranges(qat):
