@@ -141,11 +141,11 @@ def run(models, mode="inference", batch_sizes=(1, 8), frames=16, size=112, num_c
 
 def add_reference(rows, pytorch_rows):
     """Adds ``pytorch_ms`` and ``speedup`` (PyTorch time / ours) to the rows that the
-    original's rows (same model, mode, batch and threads) cover."""
-    index = {(r["model"], r["mode"], r["batch_size"], r["threads"]): r["median_ms"]
-             for r in pytorch_rows}
+    original's rows (same model, mode, batch, threads and clip size) cover."""
+    key = ("model", "mode", "batch_size", "threads", "input")
+    index = {tuple(r[k] for k in key): r["median_ms"] for r in pytorch_rows}
     for row in rows:
-        ref = index.get((row["model"], row["mode"], row["batch_size"], row["threads"]))
+        ref = index.get(tuple(row[k] for k in key))
         if ref is not None:
             row["pytorch_ms"], row["speedup"] = ref, ref / row["median_ms"]
     return rows
@@ -170,26 +170,15 @@ def write_rows(rows, path=None):
             json.dump(rows, handle, indent=1)
 
 
-def _read_rows(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            rows = json.load(handle)
-        if not all(isinstance(r, dict) and {"model", "mode", "batch_size", "threads",
-                                            "median_ms"} <= set(r) for r in rows):
-            raise ValueError("rows need model, mode, batch_size, threads, median_ms")
-        return rows
-    except OSError as err:
-        raise ValueError(f"cannot read {path}: {err.strerror}") from None
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{path} is not a list of benchmark_pytorch.py rows: {err}") from None
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
         batch_sizes = [int(b) for b in FLAGS.batch_sizes]
-        reference = _read_rows(FLAGS.pytorch_json) if FLAGS.pytorch_json else None
+        reference = None
+        if FLAGS.pytorch_json:  # checked before anything is timed
+            from keras_efficient3d.deploy.benchmark import read_reference_rows
+            reference = read_reference_rows(FLAGS.pytorch_json)
         rows = run(FLAGS.models, FLAGS.mode, batch_sizes, FLAGS.frames, FLAGS.size,
                    FLAGS.num_classes, FLAGS.threads, FLAGS.warmup, FLAGS.runs, FLAGS.folded,
                    log=lambda line: print(line, file=sys.stderr))

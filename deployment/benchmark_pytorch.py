@@ -76,6 +76,8 @@ def run(repo, models, mode="inference", batch_sizes=(1, 8), frames=16, size=112,
         num_classes=600, threads=2, warmup=3, runs=15, log=print):
     import torch
 
+    if threads < 1:
+        raise ValueError(f"--threads must be at least 1 for PyTorch. Received: {threads}")
     torch.set_num_threads(threads)
     rows = []
     for name in models:

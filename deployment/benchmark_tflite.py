@@ -35,7 +35,8 @@ def main(argv):
     from keras_efficient3d.deploy.benchmark import benchmark_models, format_table, load_reference
 
     try:
-        reference = load_reference(FLAGS.pytorch_json) if FLAGS.pytorch_json else None
+        reference = (load_reference(FLAGS.pytorch_json, input_shape=(FLAGS.frames, FLAGS.size, FLAGS.size))
+                     if FLAGS.pytorch_json else None)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

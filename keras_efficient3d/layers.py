@@ -16,6 +16,7 @@ counts padded zeros (PyTorch's ``count_include_pad=True`` default) and max pooli
 them, so converted PyTorch checkpoints compute the same numbers.
 """
 
+import threading
 from typing import NamedTuple
 
 import keras
@@ -214,7 +215,7 @@ def temporal_taps(x, kt, st, pt):
     return taps, t_out
 
 
-_PORTABLE = []
+_PORTABLE = threading.local()  # per thread: an export does not slow other threads down
 _NATIVE = []  # the answer of `native_kernels`, once per process
 
 
@@ -228,11 +229,11 @@ class portable_ops:
     """
 
     def __enter__(self):
-        _PORTABLE.append(True)
+        _PORTABLE.depth = getattr(_PORTABLE, "depth", 0) + 1
         return self
 
     def __exit__(self, *exc):
-        _PORTABLE.pop()
+        _PORTABLE.depth -= 1
         return False
 
 
@@ -245,7 +246,7 @@ def native_kernels():
     one grouped Conv2D than split per group; cuDNN takes both. TensorFlow's Eigen CPU
     kernels take them too but are slower than the 2D forms (grouped Conv2D 9x). Always
     False inside `portable_ops`."""
-    if _PORTABLE or keras.backend.backend() != "tensorflow":
+    if getattr(_PORTABLE, "depth", 0) or keras.backend.backend() != "tensorflow":
         return False
     if not _NATIVE:
         import tensorflow as tf
@@ -270,8 +271,8 @@ def _pad_5d(x, pads, fusable):
         return ops.pad(x, [[0, 0]] + [[p, p] for p in pads] + [[0, 0]])
     for axis, p in enumerate(pads, start=1):
         if p:
-            zeros = ops.zeros_like(ops.slice(x, (0,) * 5, tuple(
-                p if a == axis else (-1 if a == 0 else x.shape[a]) for a in range(5))))
+            shape = [ops.shape(x)[0]] + [p if a == axis else x.shape[a] for a in range(1, 5)]
+            zeros = ops.zeros(shape, dtype=x.dtype)
             x = ops.concatenate([zeros, x, zeros], axis=axis)
     return x
 

@@ -68,6 +68,7 @@ CONV_CASES = [
     ((4, 6, 6, 5), 3, (1, 1, 1), (2, 2, 2), (0, 0, 0), 1, False),  # strided 1x1x1 (shortcut B)
     ((9, 11, 11, 2), 3, (7, 7, 7), (1, 2, 2), (3, 3, 3), 1, False),  # ResNet stem
     ((4, 7, 7, 2), 3, (3, 3, 3), (1, 1, 1), (0, 0, 0), 1, True),   # unpadded
+    ((3, 2, 2, 2), 4, (3, 7, 7), (1, 2, 2), (1, 3, 3), 1, False),  # padding wider than the clip
 ]
 
 
@@ -108,13 +109,15 @@ def test_grouped_conv3d_is_one_op_with_onednn_and_split_when_portable():
         assert _grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec) == []
 
 
-@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[5] == 1 and c[2] != (1, 1, 1)])
-def test_native_conv3d_trains_like_the_portable_form(case):
-    """One TensorFlow Conv3D where oneDNN runs it; in training its padding avoids the Pad
-    that Grappler's remapper cannot differentiate: same outputs and gradients either way."""
-    shape, filters, kernel, stride, pad, _, bias = case
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[5] > 1 or c[2] != (1, 1, 1)])
+def test_native_kernels_train_like_the_portable_form(case):
+    """One TensorFlow Conv3D (dense) or grouped Conv2D (grouped) where oneDNN runs them; in
+    training the Conv3D's padding avoids the Pad that Grappler's remapper cannot
+    differentiate: same outputs and gradients as the portable 2D form either way."""
+    shape, filters, kernel, stride, pad, groups, bias = case
     x = tf.constant(np.random.default_rng(3).normal(size=(2,) + shape).astype(np.float32))
-    layer = L.Conv3D(filters, kernel, stride, pad, use_bias=bias, bias_initializer="ones")
+    layer = L.Conv3D(filters, kernel, stride, pad, groups=groups, use_bias=bias,
+                     bias_initializer="ones")
     layer.build(x.shape)
     spec = tf.TensorSpec(x.shape, tf.float32)
 
@@ -126,15 +129,24 @@ def test_native_conv3d_trains_like_the_portable_form(case):
 
     native = tf.function(loss_and_grads)
     graph = native.get_concrete_function(spec).graph
-    assert any(op.type == "Conv3D" for op in graph.get_operations())
-    assert not any(op.type in ("Pad", "PadV2") for op in graph.get_operations())
+    if groups == 1:
+        assert any(op.type == "Conv3D" for op in graph.get_operations())
+        assert not any(op.type in ("Pad", "PadV2") for op in graph.get_operations())
+    else:
+        assert _grouped_conv2d_ops(native, spec)
     with L.portable_ops():
         portable = tf.function(loss_and_grads)
         assert not any(op.type == "Conv3D"
                        for op in portable.get_concrete_function(spec).graph.get_operations())
+        assert not _grouped_conv2d_ops(portable, spec)
         expected = portable(x)
     for got, want in zip(native(x), expected):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+    # Eagerly, and in a model of unknown batch size (as model.fit traces it).
+    inputs = keras.Input(shape=shape)
+    model = keras.Model(inputs, layer(inputs))
+    for out in (layer(x, training=True), model(x, training=True)):
+        np.testing.assert_allclose(np.asarray(out), np.asarray(layer(x)), rtol=1e-5, atol=1e-5)
 
 
 def test_conv3d_matches_keras_grouped_conv():

@@ -10,26 +10,47 @@ from keras_efficient3d.deploy.graph import DeploymentGraph
 from keras_efficient3d.deploy.tflite import benchmark, convert
 from keras_efficient3d.registry import create_model
 
-__all__ = ["benchmark_models", "format_table", "load_reference"]
+__all__ = ["benchmark_models", "format_table", "load_reference", "read_reference_rows"]
+
+_ROW_TYPES = {"model": str, "mode": str, "batch_size": int, "threads": int, "input": str,
+              "median_ms": (int, float)}
 
 
-def load_reference(path, mode="inference", batch_size=1, threads=2):
-    """Model name -> median ms of the original PyTorch implementation, from the JSON rows
-    that ``deployment/benchmark_pytorch.py --json_out`` writes (measure it on the machine
-    whose figures it is compared with). Raises ValueError for a file of another shape."""
+def read_reference_rows(path):
+    """The rows that ``deployment/benchmark_pytorch.py --json_out`` writes (measure them on
+    the machine whose figures they are compared with), checked. Raises ValueError naming
+    the file, the row and what was expected."""
     import json
 
     try:
         with open(path, encoding="utf-8") as handle:
             rows = json.load(handle)
-        return {r["model"]: float(r["median_ms"]) for r in rows
-                if r["mode"] == mode and r["batch_size"] == batch_size
-                and r["threads"] == threads}
     except OSError as err:
         raise ValueError(f"Cannot read the PyTorch reference {path}: {err.strerror}") from None
-    except (ValueError, TypeError, KeyError) as err:
-        raise ValueError(f"{path} is not a list of benchmark_pytorch.py rows "
-                         f"(model, mode, batch_size, threads, median_ms): {err}") from None
+    except ValueError as err:
+        raise ValueError(f"{path} is not a list of benchmark_pytorch.py rows: {err}") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path} is not a list of benchmark_pytorch.py rows.")
+    for i, row in enumerate(rows):
+        bad = [key for key, kind in _ROW_TYPES.items()
+               if not isinstance(row, dict) or not isinstance(row.get(key), kind)
+               or isinstance(row.get(key), bool)]
+        if bad or row.get("form") != "pytorch" or row["median_ms"] <= 0:
+            raise ValueError(
+                f"{path}, row {i}: expected a benchmark_pytorch.py row (form 'pytorch'; model, "
+                f"mode, input strings; batch_size, threads integers; median_ms > 0). "
+                f"Received: {row!r}"[:400])
+    return rows
+
+
+def load_reference(path, mode="inference", batch_size=1, threads=2, input_shape=None):
+    """Model name -> median ms of the original PyTorch implementation at `mode`,
+    `batch_size`, `threads` (and clip `input_shape` (frames, height, width, ...) when
+    given), from `read_reference_rows`."""
+    clip = "x".join(str(d) for d in input_shape[:3]) if input_shape is not None else None
+    return {r["model"]: float(r["median_ms"]) for r in read_reference_rows(path)
+            if r["mode"] == mode and r["batch_size"] == batch_size and r["threads"] == threads
+            and clip in (None, r["input"])}
 
 
 def _calibrate_bn(model, clips):

@@ -21,15 +21,12 @@ def _script_module(name):
         sys.path.pop(0)
 
 
-def _pytorch_rows(threads=2):
-    return [
-        {"model": "mobilenetv2_0.2x", "form": "pytorch", "mode": "inference", "batch_size": 1,
-         "threads": threads, "median_ms": 30.0},
-        {"model": "mobilenetv2_0.2x", "form": "pytorch", "mode": "train", "batch_size": 2,
-         "threads": threads, "median_ms": 400.0},
-        {"model": "mobilenetv2_0.2x", "form": "pytorch", "mode": "inference", "batch_size": 1,
-         "threads": threads + 1, "median_ms": 55.0},
-    ]
+def _pytorch_rows(threads=2, clip="4x32x32"):
+    row = {"model": "mobilenetv2_0.2x", "form": "pytorch", "mode": "inference", "batch_size": 1,
+           "threads": threads, "input": clip, "median_ms": 30.0}
+    return [row, dict(row, mode="train", batch_size=2, median_ms=400.0),
+            dict(row, threads=threads + 1, median_ms=55.0),
+            dict(row, input="16x112x112", median_ms=90.0)]
 
 
 def test_keras_benchmark_times_inference_and_fit_steps():
@@ -44,28 +41,37 @@ def test_keras_benchmark_times_inference_and_fit_steps():
     assert train[0]["clips_per_s"] == pytest.approx(2000 / train[0]["median_ms"])
 
     bench.add_reference(rows + train, _pytorch_rows(threads=0))
-    # Only rows of the same mode, batch and thread count get a reference.
+    # Only rows of the same mode, batch, thread count and clip size get a reference.
     assert rows[0]["speedup"] == pytest.approx(30.0 / rows[0]["median_ms"])
     assert "pytorch_ms" not in rows[1] and train[0]["pytorch_ms"] == 400.0
     table = bench.format_table(rows + train)
     assert "speed-up" in table and f"{rows[0]['speedup']:.2f}x" in table
 
 
-def test_keras_benchmark_cli_rejects_a_bad_reference_file(tmp_path):
+@pytest.mark.parametrize("content,expected", [
+    ([{"model": "x"}], "row 0: expected a benchmark_pytorch.py row"),
+    ([dict(_pytorch_rows()[0], median_ms="30")], "row 0: expected"),
+    ([dict(_pytorch_rows()[0], model=["a"])], "row 0: expected"),
+    ([dict(_pytorch_rows()[0], form="keras")], "row 0: expected"),
+    ({"rows": []}, "is not a list of benchmark_pytorch.py rows"),
+])
+def test_keras_benchmark_cli_rejects_a_bad_reference_file_before_timing(tmp_path, content,
+                                                                        expected):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"model": "x"}]))
+    bad.write_text(json.dumps(content))
     run = subprocess.run([sys.executable, os.path.join(ROOT, "deployment", "benchmark.py"),
                           "--models=mobilenetv2_0.2x", f"--pytorch_json={bad}"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
-    assert "is not a list of benchmark_pytorch.py rows" in run.stderr and str(bad) in run.stderr
-    assert "Traceback" not in run.stderr
+    assert expected in run.stderr and str(bad) in run.stderr
+    assert "Traceback" not in run.stderr and "batch  1" not in run.stderr  # nothing timed
 
 
 def test_tflite_tables_take_the_reference_of_the_same_threads(tmp_path):
     path = tmp_path / "pytorch.json"
     path.write_text(json.dumps(_pytorch_rows()))
-    assert load_reference(str(path)) == {"mobilenetv2_0.2x": 30.0}
+    assert load_reference(str(path), input_shape=(4, 32, 32, 3)) == {"mobilenetv2_0.2x": 30.0}
+    assert load_reference(str(path), input_shape=(16, 112, 112)) == {"mobilenetv2_0.2x": 90.0}
     assert load_reference(str(path), threads=3) == {"mobilenetv2_0.2x": 55.0}
     rows = [{"model": "mobilenetv2_0.2x", "precision": "int8", "threads": 2, "median_ms": 5.0,
              "clips_per_s": 200.0, "size_bytes": 10 ** 6, "pytorch_ms": 30.0}]
