@@ -341,6 +341,27 @@ def test_runners_agree(models, model):
     assert np.max(np.abs(got - expected)) < tolerance, (got, expected)
 
 
+def test_keras_runner_runs_the_batchnorm_folded_form(tmp_path):
+    from keras_efficient3d import create_model
+
+    model = create_model("mobilenetv2_0.2x", input_shape=(FRAMES, SIZE, SIZE, 3),
+                         num_classes=CLASSES)
+    rng = np.random.default_rng(4)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
+                               rng.normal(0, 0.2, c), rng.uniform(0.5, 1.5, c)])
+    path = str(tmp_path / "bn.keras")
+    save_model(model, path, METADATA)
+    runner = predict.load_runner(path, threads=2)
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in runner.model.layers)
+    clips = rng.normal(size=(2, FRAMES, SIZE, SIZE, 3)).astype(np.float32)
+    expected = model(clips, training=False).numpy()
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(runner(clips), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
 def test_load_runner_rejects_bad_models(tmp_path, models):
     with pytest.raises(PredictError, match="model file not found"):
         predict.load_runner(str(tmp_path / "missing.tflite"))
