@@ -1,6 +1,8 @@
 """Every layer against a straightforward numpy reference, eagerly and in graph mode."""
 
 import contextlib
+import os
+import platform
 
 import numpy as np
 import pytest
@@ -98,12 +100,15 @@ def _grouped_conv2d_ops(fn, spec):
 
 
 def test_grouped_conv3d_is_one_op_with_onednn_and_split_when_portable():
-    # The package turns oneDNN on at import, so its grouped Conv2D kernel is what runs here.
-    assert L.native_kernels()
+    if platform.machine().lower() in ("x86_64", "amd64") and \
+            os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        # The package turns oneDNN on at import (x86 builds of TensorFlow carry it).
+        assert L.native_kernels()
     layer = L.Conv3D(9, 1, groups=3)
     spec = tf.TensorSpec((1, 4, 6, 6, 6), tf.float32)
     layer.build(spec.shape)
-    assert len(_grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec)) == 1
+    expected = 1 if L.native_kernels() else 0
+    assert len(_grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec)) == expected
     with L.portable_ops():
         assert L.native_kernels() is False
         assert _grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec) == []
@@ -129,7 +134,9 @@ def test_native_kernels_train_like_the_portable_form(case):
 
     native = tf.function(loss_and_grads)
     graph = native.get_concrete_function(spec).graph
-    if groups == 1:
+    if not L.native_kernels():
+        pass  # no oneDNN or GPU here: both forms are the portable one
+    elif groups == 1:
         assert any(op.type == "Conv3D" for op in graph.get_operations())
         assert not any(op.type in ("Pad", "PadV2") for op in graph.get_operations())
     else:
