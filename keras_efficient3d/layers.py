@@ -425,9 +425,9 @@ class Conv3D(_Conv3DBase):
     def _whole_kernel_live(self, t):
         """A 3D kernel (not 1x1x1) all of whose temporal taps meet real frames: one Conv3D
         then wastes nothing (the 2D form drops the taps that read only padding)."""
-        kt, _, _ = self.kernel_size
-        return self.kernel_size != (1, 1, 1) and len(live_taps(t, kt, *(
-            self.strides[0], self.padding[0]))) == kt
+        kt = self.kernel_size[0]
+        return (self.kernel_size != (1, 1, 1)
+                and len(live_taps(t, kt, self.strides[0], self.padding[0])) == kt)
 
     def _conv3d(self, inputs, training):
         """One TensorFlow Conv3D (see `native_kernels`), PyTorch's padding made explicit
