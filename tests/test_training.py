@@ -265,3 +265,27 @@ def test_fit_on_a_pipeline_of_unknown_length_does_not_warn_each_epoch():
 
     assert messages(quiet=False)
     assert messages(quiet=True) == []
+
+
+def test_keras_predict_fn_runs_the_folded_form_of_the_same_function(monkeypatch):
+    from keras_efficient3d import inference
+
+    folded = []
+    fold = inference.fold_batchnorm
+    monkeypatch.setattr(inference, "fold_batchnorm", lambda m: folded.append(m) or fold(m))
+    shape = (4, 32, 32, 3)
+    inner = trainer.registry.create_model("mobilenetv2_0.2x", input_shape=shape, num_classes=3)
+    rng = np.random.default_rng(5)
+    for layer in inner.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
+                               rng.normal(0, 0.2, c), rng.uniform(0.5, 1.5, c)])
+    # Nested in another model there is no BatchNorm at the top level: run as it is.
+    outer = keras.Sequential([keras.Input(shape), inner])
+    clips = rng.normal(size=(2,) + shape).astype(np.float32)
+    for net in (inner, outer):
+        expected = net(clips, training=False).numpy()
+        np.testing.assert_allclose(evaluation.keras_predict_fn(net)(clips), expected,
+                                   rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert folded == [inner]
