@@ -23,29 +23,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_efficient3d.inference import fold_batchnorm
+from keras_efficient3d.inference import inference_form
 from keras_efficient3d.layers import portable_ops
 from keras_efficient3d.registry import create_model
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
-def inference_form(model, fold_bn=True):
-    """The model to export: `model` with BatchNorm folded when `fold_bn` and it has any."""
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a built keras.Model. Received: model={model!r}")
-    if fold_bn and any(isinstance(l, keras.layers.BatchNormalization) for l in _all_layers(model)):
-        return fold_batchnorm(model)
-    return model
 
 
 def clip_spec(model, batch_size=None, name=INPUT_NAME):
