@@ -15,7 +15,6 @@ original's optimizer) in train mode. Configuration names are those of `benchmark
 
 import re
 import sys
-import time
 
 from absl import app, flags
 

@@ -11,6 +11,8 @@ import keras_efficient3d as k3
 from keras_efficient3d import registry
 from keras_efficient3d.inference import fold_batchnorm
 
+from helpers import randomize_batchnorm
+
 # Heads that pool a fixed ceil(T/16) x ceil(S/32)^2 grid need matching inputs.
 _GRID_HEADS = ("resnet", "resnext", "squeezenet", "c3d", "shufflenetv1", "shufflenet_")
 _HEAVY = ("resnet101", "resnet152", "resnet200", "resnext50", "resnext101", "resnext152", "c3d")
@@ -152,15 +154,10 @@ def test_fold_batchnorm_is_equivalent(name):
     # C3D's flattening head only fits 112-pixel frames: compare its convolutional trunk.
     head = {"include_top": False} if name == "c3d" else {"num_classes": 6}
     model = k3.create_model(name, input_shape=shape, **head)
-    rng = np.random.default_rng(2)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n),
-                               rng.normal(0, 0.2, n), rng.uniform(0.5, 1.5, n)])
+    randomize_batchnorm(model, seed=2, spread=0.2)
     folded = fold_batchnorm(model)
     assert not any(isinstance(l, keras.layers.BatchNormalization) for l in folded.layers)
-    x = rng.normal(size=(2,) + shape).astype(np.float32)
+    x = np.random.default_rng(2).normal(size=(2,) + shape).astype(np.float32)
     ref = model(x, training=False).numpy()
     np.testing.assert_allclose(folded(x).numpy(), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 

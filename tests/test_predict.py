@@ -26,6 +26,8 @@ from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.data.temporal import loop_pad
 from keras_efficient3d.predict import PredictError
 
+from helpers import randomize_batchnorm
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES, SIZE, CLASSES = 8, 32, 4
 LABELS = ["swipe left", "swipe right", "zoom in", "zoom out"]
@@ -346,12 +348,8 @@ def test_keras_runner_runs_the_batchnorm_folded_form(tmp_path):
 
     model = create_model("mobilenetv2_0.2x", input_shape=(FRAMES, SIZE, SIZE, 3),
                          num_classes=CLASSES)
+    randomize_batchnorm(model, seed=4, spread=0.2)
     rng = np.random.default_rng(4)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
-                               rng.normal(0, 0.2, c), rng.uniform(0.5, 1.5, c)])
     path = str(tmp_path / "bn.keras")
     save_model(model, path, METADATA)
     runner = predict.load_runner(path, threads=2)

@@ -15,6 +15,8 @@ from keras_efficient3d import evaluation, trainer
 from keras_efficient3d.data import synthetic
 from keras_efficient3d.optim import TorchSGD
 
+from helpers import randomize_batchnorm
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -275,12 +277,8 @@ def test_keras_predict_fn_runs_the_folded_form_of_the_same_function(monkeypatch)
     monkeypatch.setattr(inference, "fold_batchnorm", lambda m: folded.append(m) or fold(m))
     shape = (4, 32, 32, 3)
     inner = trainer.registry.create_model("mobilenetv2_0.2x", input_shape=shape, num_classes=3)
+    randomize_batchnorm(inner, seed=5, spread=0.2)
     rng = np.random.default_rng(5)
-    for layer in inner.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
-                               rng.normal(0, 0.2, c), rng.uniform(0.5, 1.5, c)])
     # Nested in another model there is no BatchNorm at the top level: run as it is.
     outer = keras.Sequential([keras.Input(shape), inner])
     clips = rng.normal(size=(2,) + shape).astype(np.float32)

@@ -2,6 +2,8 @@
 
 import keras
 import numpy as np
+from helpers import randomize_batchnorm  # noqa: F401  (tests/helpers.py, shared)
+
 SMALL = (8, 32, 32, 3)
 # ResNet/ResNeXt/SqueezeNet/C3D heads (and ShuffleNetV1's even-frames check) need 16 frames.
 SIXTEEN = (16, 32, 32, 3)
@@ -34,17 +36,6 @@ def calibrate_batchnorm(model, clips, seed=0):
     model(clips, training=True)
     for layer, momentum in zip(bns, momenta):
         layer.momentum = momentum
-    return model
-
-
-def randomize_batchnorm(model, seed=0):
-    """Random, well-conditioned BatchNorm statistics (folding must carry them)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c),
-                               rng.normal(0, 0.1, c), rng.uniform(0.5, 1.5, c)])
     return model
 
 

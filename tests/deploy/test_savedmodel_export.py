@@ -1,9 +1,9 @@
 """SavedModel export: the serving signature matches the Keras model, fixed or free batch."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from deploy_helpers import randomize_batchnorm
 
 from keras_efficient3d import create_model
 from keras_efficient3d.deploy import savedmodel
@@ -12,13 +12,7 @@ from keras_efficient3d.deploy import savedmodel
 @pytest.fixture(scope="module")
 def model():
     m = create_model("mobilenetv2", input_shape=(8, 32, 32, 3), num_classes=5, width_mult=0.2)
-    rng = np.random.default_rng(0)
-    for layer in m.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
-                               rng.normal(0, 0.2, c), rng.uniform(0.5, 1.5, c)])
-    return m
+    return randomize_batchnorm(m, seed=0, spread=0.2)
 
 
 @pytest.fixture(scope="module")
