@@ -1,7 +1,7 @@
 """Tests for keras_efficient3d.torch_checkpoint: reading torch.save files without PyTorch.
 
-The shared checkpoints were written by the original implementation (legacy format). The
-other fixtures are written here by hand, with a small pure-Python pickler that can emit any
+The checkpoints of tests/fixtures/reference were written by the original implementation
+(legacy format). The other fixtures are written here by hand, with a small pure-Python pickler that can emit any
 global by name and persistent ids, so that no PyTorch is needed to make them either.
 """
 
@@ -11,7 +11,6 @@ import os
 import pickle
 import struct
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,14 +23,8 @@ from keras_efficient3d.torch_checkpoint import (
     load_checkpoint,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-CHECKPOINTS = SHARED / "pytorch_checkpoints"
-KEYS = SHARED / "state_dict_keys"
 NAMES = ["mobilenet_0.5x", "mobilenetv2_0.2x", "shufflenet_0.5x_g3", "shufflenetv2_0.25x", "squeezenet_1.1"]
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-
-needs_shared = pytest.mark.skipif(not CHECKPOINTS.is_dir(), reason="shared/reference checkpoints not present")
-
 
 # --------------------------------------------------------------------------------------
 # A tiny torch.save imitation
@@ -126,15 +119,14 @@ def write_zip(path, obj, storages, folder="my_checkpoint"):
 
 
 # --------------------------------------------------------------------------------------
-# The shared checkpoints written by the original implementation
+# The checkpoints written by the original implementation
 # --------------------------------------------------------------------------------------
 
 
-@needs_shared
 @pytest.mark.parametrize("name", NAMES)
-def test_shared_checkpoint_matches_reference_keys(name):
-    reference = json.loads((KEYS / f"{name}.keys.json").read_text())
-    ckpt = load_checkpoint(CHECKPOINTS / f"{name}.pth")
+def test_original_checkpoint_matches_reference_keys(reference_dir, name):
+    reference = json.loads((reference_dir / "state_dict_keys" / f"{name}.keys.json").read_text())
+    ckpt = load_checkpoint(reference_dir / "pytorch_checkpoints" / f"{name}.pth")
 
     assert isinstance(ckpt, Checkpoint)
     assert ckpt.format == "legacy" and ckpt.serialization == "legacy"
@@ -166,9 +158,8 @@ def test_shared_checkpoint_matches_reference_keys(name):
     assert last_weight.shape[0] == reference["num_classes"]
 
 
-@needs_shared
-def test_shared_checkpoint_optimizer_tensors_are_skipped_or_loaded():
-    path = CHECKPOINTS / "mobilenet_0.5x.pth"
+def test_original_checkpoint_optimizer_tensors_are_skipped_or_loaded(reference_dir):
+    path = reference_dir / "pytorch_checkpoints" / "mobilenet_0.5x.pth"
     lazy = load_checkpoint(path)
     full = load_checkpoint(path, load_extra_tensors=True)
     lazy_buffers = [s["momentum_buffer"] for s in lazy.extra["optimizer"]["state"].values()]
@@ -184,10 +175,9 @@ def test_shared_checkpoint_optimizer_tensors_are_skipped_or_loaded():
         np.testing.assert_array_equal(lazy.state_dict[key], full.state_dict[key])
 
 
-@needs_shared
-def test_shared_checkpoint_rewritten_by_hand_reads_back_identically(tmp_path):
+def test_original_checkpoint_rewritten_by_hand_reads_back_identically(reference_dir, tmp_path):
     """Write the loaded tensors with our own legacy writer (shared storage, transposed views) and reread."""
-    original = load_checkpoint(CHECKPOINTS / "shufflenetv2_0.25x.pth")
+    original = load_checkpoint(reference_dir / "pytorch_checkpoints" / "shufflenetv2_0.25x.pth")
     items, storages = [], []
     for i, (key, array) in enumerate(original.state_dict.items()):
         if array.ndim == 2:
@@ -440,10 +430,9 @@ def test_unsafe_error_is_a_checkpoint_error_and_value_error():
 # --------------------------------------------------------------------------------------
 
 
-@needs_shared
 @pytest.mark.parametrize("fraction", [0.0005, 0.002, 0.004, 0.5, 0.999])
-def test_truncated_legacy_checkpoint(tmp_path, fraction):
-    data = (CHECKPOINTS / "mobilenetv2_0.2x.pth").read_bytes()
+def test_truncated_legacy_checkpoint(reference_dir, tmp_path, fraction):
+    data = (reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth").read_bytes()
     path = tmp_path / "cut.pth"
     path.write_bytes(data[: int(len(data) * fraction)])
     with pytest.raises(CheckpointError, match=r"cut\.pth"):
