@@ -10,9 +10,14 @@ Neither PyTorch nor the original code is a dependency of this project: this scri
 imports the original's ``models/`` package from ``--repo``. Inference is the median of
 ``model(x)`` under ``torch.no_grad()`` in eval mode; training the median of a forward,
 cross-entropy backward and SGD step (momentum 0.9, dampening 0.9, weight decay 1e-3, the
-original's optimizer) in train mode. Configuration names are those of `benchmark.py`.
+original's optimizer) in train mode. Configuration names are those of `benchmark.py`,
+written with the original's ``--model`` names (mobilenet_1.0x, shufflenet_1.0x_g3,
+squeezenet_1.1, resnet18_A); the models are built by the original's own
+``model.generate_model`` with its ``opts.py`` defaults for what a name leaves out.
 """
 
+import importlib
+import os
 import re
 import sys
 
@@ -29,46 +34,57 @@ def define_flags():
     flags.mark_flag_as_required("repo")
 
 
+# A configuration name of the registry ('shufflenet_1.5x_g3', 'resnet18_A') whose
+# architecture is the original's --model name, and the original's option of each part.
+_CONFIG_NAME = re.compile(
+    r"(?P<model>[a-z]+?(?:v\d)?|c3d)(?P<model_depth>\d+)?(?:_(?P<width_mult>\d+(?:\.\d+)?)x)?"
+    r"(?:_g(?P<groups>\d+))?(?:_(?P<version>\d\.\d))?(?:_(?P<resnet_shortcut>[AB]))?")
+_OPTION_TYPES = {"model_depth": int, "width_mult": float, "groups": int, "version": float,
+                 "resnet_shortcut": str}
+
+
 def parse_name(name):
-    """'mobilenetv2_1.0x' -> ('mobilenetv2', {'width_mult': 1.0}); ResNets as 'resnet18_A'."""
-    m = re.fullmatch(r"(mobilenetv2|mobilenet|shufflenetv2|shufflenet)_([\d.]+)x(?:_g(\d+))?", name)
-    if m:
-        kwargs = {"width_mult": float(m.group(2))}
-        if m.group(1) == "shufflenet":
-            kwargs["groups"] = int(m.group(3) or 3)
-        return m.group(1), kwargs
-    m = re.fullmatch(r"squeezenet_(1\.0|1\.1)", name)
-    if m:
-        return "squeezenet", {"version": float(m.group(1))}
-    m = re.fullmatch(r"(resnet|resnext)(\d+)_([AB])", name)
-    if m:
-        return m.group(1), {"depth": int(m.group(2)), "shortcut_type": m.group(3)}
-    raise ValueError(f"Unknown configuration '{name}'. Expected e.g. mobilenetv2_1.0x, "
-                     "shufflenet_1.0x_g3, squeezenet_1.1, resnet18_A.")
+    """'mobilenetv2_1.0x' -> ('mobilenetv2', {'width_mult': 1.0}): the original's --model
+    name and the options the name sets, in the original's own option names (its opts.py);
+    ResNets as 'resnet18_A'. What a name leaves out takes the original's defaults."""
+    match = _CONFIG_NAME.fullmatch(name)
+    if not match:
+        raise ValueError(f"Unknown configuration '{name}'. Expected e.g. mobilenetv2_1.0x, "
+                         "shufflenet_1.0x_g3, squeezenet_1.1, resnet18_A.")
+    options = {key: _OPTION_TYPES[key](value) for key, value in match.groupdict().items()
+               if key != "model" and value is not None}
+    return match["model"], options
+
+
+def original_options(repo, name, num_classes, frames, size):
+    """The original's options (its ``opts.parse_opts()``, defaults included) for a
+    configuration name, on the CPU."""
+    model, options = parse_name(name)
+    if not os.path.isfile(os.path.join(repo, "models", f"{model}.py")):
+        raise ValueError(f"Unknown configuration '{name}': the original code has no model "
+                         f"'{model}' (models/{model}.py).")
+    argv = [f"--model={model}", f"--n_classes={num_classes}", f"--sample_size={size}",
+            f"--sample_duration={frames}", "--no_cuda"]
+    argv += [f"--{key}={value}" for key, value in options.items()]
+    opts = importlib.import_module("opts")
+    saved, sys.argv = sys.argv, [os.path.join(repo, "main.py"), *argv]
+    try:
+        return opts.parse_opts()
+    finally:
+        sys.argv = saved
 
 
 def build(repo, name, num_classes, frames, size):
-    """The original model for a configuration name, from ``repo/models``."""
-    import importlib
-    import os
-
+    """The original model for a configuration name, built by the original's own
+    ``model.generate_model`` from ``repo``, so that this script knows no architecture."""
     if not os.path.isfile(os.path.join(repo, "models", "mobilenetv2.py")):
         raise ValueError(f"--repo={repo} is not a checkout of the original Efficient-3DCNNs "
                          "code: it has no models/mobilenetv2.py.")
     if repo not in sys.path:
         sys.path.insert(0, repo)
-    family, kwargs = parse_name(name)
-    module = importlib.import_module(f"models.{family}")
-    if family in ("resnet", "resnext"):
-        depth = kwargs.pop("depth")
-        return getattr(module, f"{family}{depth}")(
-            num_classes=num_classes, sample_size=size, sample_duration=frames, **kwargs)
-    if family == "squeezenet":
-        return module.get_model(num_classes=num_classes, sample_size=size,
-                                sample_duration=frames, **kwargs)
-    if family == "shufflenet":
-        return module.get_model(num_classes=num_classes, **kwargs)
-    return module.get_model(num_classes=num_classes, sample_size=size, **kwargs)
+    opt = original_options(repo, name, num_classes, frames, size)
+    model, _ = importlib.import_module("model").generate_model(opt)
+    return model
 
 
 def run(repo, models, mode="inference", batch_sizes=(1, 8), frames=16, size=112,

@@ -22,8 +22,11 @@ ResNet/ResNeXt and SqueezeNet pool with an ``nn.AvgPool3d`` module, which is cou
 
 `count(model)` applies these rules to the Keras layers of this package, whose names and
 types mirror the original modules, analytically from the layers' static shapes (no forward
-pass). MFLOPs are thop's total / 1e6 (thop accumulated in float32; the exact integer is
-reported here). MACs are the multiply-accumulates of convolutions and dense layers only.
+pass). What differs per family (which pools and ReLUs were modules, how MaxPool3d stored
+its kernel, the Table 8 rows) is read from each family's `Family` record
+(``keras_efficient3d/models/_family.py``). MFLOPs are thop's total / 1e6 (thop
+accumulated in float32; the exact integer is reported here). MACs are the
+multiply-accumulates of convolutions and dense layers only.
 
 Command line::
 
@@ -35,20 +38,12 @@ import csv
 import io
 import json
 import math
-import re
 import sys
 
 import keras
 
-FAMILIES = ("mobilenetv1", "mobilenetv2", "shufflenetv1", "shufflenetv2", "squeezenet",
-            "resnext", "resnet", "c3d")
-# Families whose global average pool is an nn.AvgPool3d module (counted by thop); the others
-# call F.avg_pool3d in forward (not counted).
-_COUNTED_GLOBAL_POOL = ("resnet", "resnext", "squeezenet")
-# Families whose MaxPool3d modules were built with an int kernel_size (thop: prod(3) - 1 = 2).
-_INT_KERNEL_POOLS = ("shufflenetv1", "shufflenetv2", "squeezenet")
-# MobileNetV1's depthwise/pointwise blocks use F.relu: these ReLU layers are not counted.
-_FUNCTIONAL_RELU = {"mobilenetv1": re.compile(r"^block_\d+_(depthwise|pointwise)(_relu)?$")}
+from keras_efficient3d import registry
+
 # Layers that are functional operations (or nothing) in the original: zero ops.
 _FREE_LAYERS = ("InputLayer", "Dropout", "Add", "Concatenate", "ChannelShuffle",
                 "ChannelSplit", "ZeroPadChannels", "Flatten", "Permute", "Reshape")
@@ -58,27 +53,9 @@ DEFAULT_FRAMES = 16
 DEFAULT_SIZE = 112
 PAPER_NUM_CLASSES = 600
 
-# Configuration of the paper's rows beyond width and groups (arch column of table8.csv).
-_TABLE8_ARCH = {
-    "shufflenet": ("shufflenetv1", {}, "groups=3"),
-    "shufflenetv2": ("shufflenetv2", {}, ""),
-    "mobilenet": ("mobilenetv1", {}, ""),
-    "mobilenetv2": ("mobilenetv2", {}, ""),
-    "squeezenet": ("squeezenet", {"version": 1.1}, "version 1.1"),
-    "resnet18": ("resnet18", {"shortcut": "A"}, "shortcut A"),
-    "resnet50": ("resnet50", {"shortcut": "A"}, "shortcut A"),
-    "resnet101": ("resnet101", {"shortcut": "A"}, "shortcut A"),
-    "resnext101": ("resnext101", {"shortcut": "B", "cardinality": 32},
-                   "shortcut B, cardinality 32"),
-}
-# Documented exceptions of the paper: the MFLOPs of these rows were computed with shortcut A
-# (the original code gives exactly the printed 9,835 and 13,664), but the printed params
-# match the code with neither shortcut (A: +0.25% / +0.14%, within the 0.5% tolerance; B:
-# +6.5% / +3.5%). Reported as printed, not tuned.
-PARAMS_EXCEPTIONS = {
-    "ResNet-50": "printed 44.54M; the original code gives 44.65M (shortcut A, +0.25%)",
-    "ResNet-101": "printed 83.58M; the original code gives 83.70M (shortcut A, +0.14%)",
-}
+# Table 8 rows whose printed params the original code does not give (the families' own).
+PARAMS_EXCEPTIONS = {row: why for family in registry.families()
+                     for row, why in family.params_exceptions.items()}
 
 
 # --------------------------------------------------------------------------- counting
@@ -97,9 +74,9 @@ def detect_family(model):
     """Family of a model of this package from its name ('mobilenetv2_3d_1.0x' ->
     'mobilenetv2'), or None when the name is not one of the defaults."""
     name = model.name.lower()
-    for family in FAMILIES:
-        if name.startswith(family):
-            return family
+    for family in registry.families():
+        if name.startswith(family.name):
+            return family.name
     return None
 
 
@@ -125,11 +102,25 @@ def _layer_params(layer):
     return int(sum(math.prod(w.shape) for w in weights))
 
 
+def _family(name):
+    """The registered family called `name`; None for None."""
+    if name is None:
+        return None
+    family = {f.name: f for f in registry.families()}.get(name)
+    if family is None:
+        names = tuple(f.name for f in registry.families())
+        raise ValueError(f"`family` must be one of {names} or None. Received: family={name}")
+    return family
+
+
 def count_layer(layer, family=None):
     """Ops of one layer in the paper's convention: a dict with ``ops`` (thop's count),
     ``macs`` (multiply-accumulates of convolutions and dense layers), ``params`` and
     ``counted`` (False when the layer type has no rule; its ops are then 0, as thop does
-    for modules it has no hook for)."""
+    for modules it has no hook for). `family`: a family name, or None (every layer a
+    module)."""
+    rules = _family(family)
+    functional_relu = rules is not None and rules.is_functional_relu(layer.name)
     kind = "BatchNormalization" if isinstance(layer, keras.layers.BatchNormalization) \
         else type(layer).__name__
     ops = macs = 0
@@ -150,18 +141,18 @@ def count_layer(layer, family=None):
         macs = out * kernel_ops
         ops = out * (kernel_ops + bias)
         act = _activation_name(getattr(layer, "activation", None))
-        if act and _relu_like(act) and not _is_functional_relu(layer.name, family):
+        if act and _relu_like(act) and not functional_relu:
             ops += out  # the folded form's ReLU module
     elif kind == "BatchNormalization":
         ops = 2 * _numel(_shape(layer.input))
     elif kind == "ReLU" or (kind == "Activation" and _relu_like(_activation_name(layer.activation))):
-        if not _is_functional_relu(layer.name, family):
+        if not functional_relu:
             ops = _numel(_shape(layer.input))
     elif kind == "Activation":
         pass  # e.g. a softmax head: nn.Softmax has no hook in thop's table
     elif kind == "MaxPool3D":
         kernel = layer.pool_size
-        if family in _INT_KERNEL_POOLS and len(set(kernel)) == 1:
+        if rules is not None and rules.int_kernel_pools and len(set(kernel)) == 1:
             window = kernel[0]  # MaxPool3d(kernel_size=3): thop's prod([3]) == 3
         else:
             window = math.prod(kernel)
@@ -174,7 +165,7 @@ def count_layer(layer, family=None):
         channels = int(in_shape[-1])
         if kind == "GlobalMaxPooling3D":
             ops = (window - 1) * channels
-        elif family is None or family in _COUNTED_GLOBAL_POOL:
+        elif rules is None or rules.counted_global_pool:
             ops = window * channels  # nn.AvgPool3d(last cells, stride=1)
     elif kind == "Dense":
         in_features = int(_shape(layer.input)[-1])
@@ -190,19 +181,14 @@ def count_layer(layer, family=None):
             "params": _layer_params(layer), "counted": counted}
 
 
-def _is_functional_relu(name, family):
-    pattern = _FUNCTIONAL_RELU.get(family)
-    return bool(pattern and pattern.match(name))
-
-
 def count(model, family=None):
     """Counts a Keras model of this package analytically from its layer shapes.
 
     Args:
         model: a built `keras.Model` with static input shape.
-        family: 'mobilenetv1', 'mobilenetv2', 'shufflenetv1', 'shufflenetv2',
-            'squeezenet', 'resnet', 'resnext' or 'c3d'; detected from the model name when
-            None. It decides which parameter-free layers were modules in the original
+        family: a registered family name ('mobilenetv1', 'mobilenetv2', 'shufflenetv1',
+            'shufflenetv2', 'squeezenet', 'resnet', 'resnext', 'c3d'); detected from the
+            model name when None. It decides which parameter-free layers were modules in the original
             (see the module docstring). Unknown: every layer is counted as a module.
 
     Returns:
@@ -212,8 +198,7 @@ def count(model, family=None):
     """
     if family is None:
         family = detect_family(model)
-    elif family not in FAMILIES:
-        raise ValueError(f"`family` must be one of {FAMILIES} or None. Received: family={family}")
+    _family(family)
     layers = [count_layer(layer, family) for layer in model.layers]
     flops = sum(entry["ops"] for entry in layers)
     return {
@@ -233,18 +218,15 @@ def build(name, width_mult=None, groups=None, shortcut=None, num_classes=PAPER_N
           frames=DEFAULT_FRAMES, size=DEFAULT_SIZE, **kwargs):
     """Builds a registry model for counting; returns (model, family). Raises ValueError
     for unknown names or invalid arguments."""
-    from keras_efficient3d import registry
-
     for label, value in (("frames", frames), ("size", size), ("num_classes", num_classes)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"`{label}` must be a positive integer. Received: {label}={value}")
     kwargs.update(width_mult=width_mult, groups=groups, shortcut=shortcut)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    arch, _ = registry.resolve_name(name, **dict(kwargs))
-    family = re.sub(r"\d+$", "", arch)
+    family = registry.get_family(name)
     model = registry.create_model(name, num_classes=num_classes,
                                   input_shape=(frames, size, size, 3), **kwargs)
-    return model, family if family in FAMILIES else None
+    return model, family.name if family is not None else None
 
 
 def count_model(name, **kwargs):
@@ -293,9 +275,12 @@ def paper_table(rows=None):
         if unknown:
             raise ValueError(f"Unknown Table 8 rows {unknown}. Available: {sorted(known)}")
         table = [row for row in table if row["model"] in rows]
+    # The arch column holds the original's --model names; each family knows its rows.
+    configs = {arch: config for family in registry.families()
+               for arch, config in family.paper_rows.items()}
     results = []
     for row in table:
-        arch, extra, config_note = _TABLE8_ARCH[row["arch"]]
+        arch, extra, config_note = configs[row["arch"]]
         kwargs = dict(extra)
         if row["width_mult"]:
             kwargs["width_mult"] = float(row["width_mult"])

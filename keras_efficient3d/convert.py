@@ -30,132 +30,26 @@ from keras_efficient3d.torch_checkpoint import CheckpointError, load_checkpoint
 
 METADATA_ENTRY = "keras_efficient3d.json"
 
-# The original's `arch` values ('resnet', 'resnext' carry no depth) -> registry families.
-_ARCH_FAMILIES = {
-    "mobilenet": "mobilenetv1",
-    "mobilenetv1": "mobilenetv1",
-    "mobilenetv2": "mobilenetv2",
-    "shufflenet": "shufflenetv1",
-    "shufflenetv1": "shufflenetv1",
-    "shufflenetv2": "shufflenetv2",
-    "squeezenet": "squeezenet",
-    "resnet": "resnet",
-    "resnext": "resnext",
-    "c3d": "c3d",
-}
-
-# Keras layer name -> PyTorch module path, per family: (pattern, template) pairs tried in
-# order; templates use the pattern's groups.
-_RULES = {
-    "mobilenetv1": [
-        (r"conv1", "features.0.0"),
-        (r"conv1_bn", "features.0.1"),
-        (r"block_(\d+)_depthwise", r"features.\1.conv1"),
-        (r"block_(\d+)_depthwise_BN", r"features.\1.bn1"),
-        (r"block_(\d+)_pointwise", r"features.\1.conv2"),
-        (r"block_(\d+)_pointwise_BN", r"features.\1.bn2"),
-        (r"predictions", "classifier.1"),
-    ],
-    "shufflenetv1": [
-        (r"conv1", "conv1.0"),
-        (r"conv1_bn", "conv1.1"),
-        (r"stage(\d)_block(\d+)_(conv|bn)(\d)", r"layer\1.\2.\3\4"),
-        (r"predictions", "classifier.1"),
-    ],
-    "shufflenetv2": [
-        (r"conv1", "conv1.0"),
-        (r"conv1_bn", "conv1.1"),
-        (r"block_(\d+)_branch1_dw", r"features.\1.banch1.0"),
-        (r"block_(\d+)_branch1_dw_bn", r"features.\1.banch1.1"),
-        (r"block_(\d+)_branch1_pw", r"features.\1.banch1.2"),
-        (r"block_(\d+)_branch1_pw_bn", r"features.\1.banch1.3"),
-        (r"block_(\d+)_branch2_pw1", r"features.\1.banch2.0"),
-        (r"block_(\d+)_branch2_pw1_bn", r"features.\1.banch2.1"),
-        (r"block_(\d+)_branch2_dw", r"features.\1.banch2.3"),
-        (r"block_(\d+)_branch2_dw_bn", r"features.\1.banch2.4"),
-        (r"block_(\d+)_branch2_pw", r"features.\1.banch2.5"),
-        (r"block_(\d+)_branch2_pw_bn", r"features.\1.banch2.6"),
-        (r"conv_last", "conv_last.0"),
-        (r"conv_last_bn", "conv_last.1"),
-        (r"predictions", "classifier.1"),
-    ],
-    "squeezenet": [
-        (r"conv1", "features.0"),
-        (r"conv1_bn", "features.1"),
-        (r"fire(\d+)_(\w+)", r"features.\1.\2"),
-        (r"predictions", "classifier.1"),
-    ],
-    "resnet": [
-        (r"conv1", "conv1"),
-        (r"conv1_bn", "bn1"),
-        (r"layer(\d)_block(\d+)_(conv|bn)(\d)", r"layer\1.\2.\3\4"),
-        (r"layer(\d)_block(\d+)_downsample", r"layer\1.\2.downsample.0"),
-        (r"layer(\d)_block(\d+)_downsample_bn", r"layer\1.\2.downsample.1"),
-        (r"predictions", "fc"),
-    ],
-    "c3d": [
-        (r"conv(\d)", r"group\1.0"),
-        (r"conv(\d)_bn", r"group\1.1"),
-        (r"conv(\d)a", r"group\1.0"),
-        (r"conv(\d)a_bn", r"group\1.1"),
-        (r"conv(\d)b", r"group\1.3"),
-        (r"conv(\d)b_bn", r"group\1.4"),
-        (r"fc6", "fc1.0"),
-        (r"fc7", "fc2.0"),
-        (r"predictions", "fc.0"),
-    ],
-}
-_RULES["resnext"] = _RULES["resnet"]
-
 
 class ConversionError(ValueError):
     """The checkpoint does not fit the requested model."""
 
 
-def _mobilenetv2_path(name, expands):
-    """MobileNetV2's nn.Sequential indices depend on whether a block expands."""
-    if name == "conv1":
-        return "features.0.0"
-    if name == "conv1_bn":
-        return "features.0.1"
-    if name in ("conv_last", "conv_last_bn"):
-        return f"features.{len(expands) + 1}.{0 if name == 'conv_last' else 1}"
-    if name == "predictions":
-        return "classifier.1"
-    match = re.fullmatch(r"block_(\d+)_(expand|depthwise|project)(_BN)?", name)
-    if not match:
-        return None
-    block, part, bn = int(match[1]), match[2], match[3]
-    order = ["expand", "depthwise", "project"] if expands[block] else ["depthwise", "project"]
-    index = order.index(part) * 3 + (1 if bn else 0)
-    return f"features.{block}.conv.{index}"
-
-
 def torch_paths(model, family):
-    """Keras layer name -> PyTorch module path, for every layer of `model` with weights."""
-    paths = {}
-    if family == "mobilenetv2":
-        expands = {}
-        for layer in model.layers:
-            match = re.fullmatch(r"block_(\d+)_depthwise", layer.name)
-            if match:
-                expands[int(match[1])] = any(
-                    l.name == f"block_{match[1]}_expand" for l in model.layers)
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        if family == "mobilenetv2":
-            path = _mobilenetv2_path(layer.name, expands)
-        else:
-            path = None
-            for pattern, template in _RULES[family]:
-                if re.fullmatch(pattern, layer.name):
-                    path = re.sub(pattern, template, layer.name)
-                    break
-        if path is None:
-            raise ConversionError(f"No PyTorch counterpart is known for layer '{layer.name}'.")
-        paths[layer.name] = path
-    return paths
+    """Keras layer name -> PyTorch module path, for every layer of `model` with weights;
+    `family` is a family name or the original's --model name ('mobilenet')."""
+    try:
+        return _family(family).torch_paths(model)
+    except ValueError as err:
+        raise ConversionError(str(err)) from None
+
+
+def _family(name):
+    family = registry.get_family(name)
+    if family is None:
+        raise ConversionError(f"Unknown architecture '{name}'. Known: "
+                              f"{', '.join(f.name for f in registry.families())}.")
+    return family
 
 
 def _layer_arrays(layer, state, path):
@@ -222,104 +116,47 @@ def load_torch_weights(model, state_dict, family):
 
 
 def _family_from(arch, filename):
-    if arch:
-        key = str(arch).lower().split("-")[0]
-        if key in _ARCH_FAMILIES:
-            return _ARCH_FAMILIES[key]
-    stem = os.path.basename(filename).lower()
-    for token in re.split(r"[_\-.]", stem):
-        if token in _ARCH_FAMILIES:
-            return _ARCH_FAMILIES[token]
+    """The family named by the checkpoint's arch field ('resnext-101') or a token of the
+    file name ('kinetics_mobilenetv2_1.0x_RGB_16_best.pth')."""
+    tokens = [str(arch).lower().split("-")[0]] if arch else []
+    tokens += re.split(r"[_\-.]", os.path.basename(filename).lower())
+    for token in tokens:
+        family = registry.get_family(token)
+        if family is not None and token in (family.name, *family.aliases):
+            return family
     return None
 
 
-def _count_blocks(state, layer):
-    indices = {int(m[1]) for k in state for m in [re.match(rf"{layer}\.(\d+)\.", k)] if m}
-    return max(indices) + 1 if indices else 0
-
-
 def infer_config(checkpoint, filename, overrides=None):
-    """Returns (registry name, builder kwargs, notes) from the file name and tensor shapes;
+    """Returns (family name, builder kwargs, notes) from the file name and tensor shapes;
     `overrides` (flag values, None = infer) win."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     state = checkpoint.state_dict
     notes = []
-    family = overrides.pop("model", None)
-    if family:
-        family = _ARCH_FAMILIES.get(family.lower().rstrip("0123456789"), family.lower())
+    requested = overrides.pop("model", None)
+    if requested:
+        family = _family(requested)
     else:
         family = _family_from(checkpoint.arch, filename)
         if family is None:
             raise ConversionError(
                 f"Cannot tell the architecture of '{filename}' (arch={checkpoint.arch!r}); "
                 "pass --model.")
-        notes.append(f"architecture '{family}' (from the checkpoint's arch field / file name)")
-    base = os.path.basename(filename)
+        notes.append(f"architecture '{family.name}' (from the checkpoint's arch field / file name)")
     kwargs = {}
     # Classes: the classifier's output rows.
-    head = {"resnet": "fc.weight", "resnext": "fc.weight", "c3d": "fc.0.weight"}.get(
-        family, "classifier.1.weight")
+    head = family.classifier_key
     if "num_classes" not in overrides and head in state:
         kwargs["num_classes"] = int(state[head].shape[0])
         notes.append(f"{kwargs['num_classes']} classes (from {head})")
-    width = re.search(r"(\d+(?:\.\d+)?)x", base)
-    if family in ("mobilenetv1", "mobilenetv2", "shufflenetv1", "shufflenetv2"):
-        if "width_mult" not in overrides:
-            stem = state.get("features.0.0.weight", state.get("conv1.0.weight"))
-            if width:
-                kwargs["width_mult"] = float(width[1])
-                notes.append(f"width {kwargs['width_mult']}x (from the file name)")
-            elif stem is not None:
-                kwargs["width_mult"] = _width_from_stem(family, state, stem.shape[0])
-                notes.append(f"width {kwargs['width_mult']}x (from the tensor shapes)")
-    if family == "shufflenetv1" and "groups" not in overrides:
-        w = state.get("layer1.0.conv3.weight")
-        mid = state.get("layer1.0.conv2.weight")
-        if w is not None and mid is not None:
-            kwargs["groups"] = int(mid.shape[0] // w.shape[1])
-            notes.append(f"groups {kwargs['groups']} (from layer1.0.conv3)")
-    if family == "squeezenet" and "version" not in overrides:
-        w = state.get("features.0.weight")
-        if w is not None:
-            kwargs["version"] = 1.0 if w.shape[-1] == 7 else 1.1
-            notes.append(f"version {kwargs['version']} (from the stem kernel)")
-    if family in ("resnet", "resnext"):
-        blocks = tuple(_count_blocks(state, f"layer{i}") for i in range(1, 5))
-        bottleneck = "layer1.0.conv3.weight" in state
-        if "depth" not in overrides:
-            from keras_efficient3d.models.resnet import RESNET_DEPTHS, RESNEXT_DEPTHS
-            table = ({d: b for d, b in RESNEXT_DEPTHS.items()} if family == "resnext" else
-                     {d: b for d, (k, b) in RESNET_DEPTHS.items()
-                      if (k == "bottleneck") == bottleneck})
-            depths = [d for d, b in table.items() if b == blocks]
-            if not depths:
-                raise ConversionError(f"No {family} depth has blocks {blocks} per stage.")
-            kwargs["depth"] = depths[0]
-            notes.append(f"depth {depths[0]} (from {blocks} blocks per stage)")
-        if "shortcut" not in overrides:
-            kwargs["shortcut"] = "B" if any(".downsample.0." in k for k in state) else "A"
-            notes.append(f"shortcut {kwargs['shortcut']} (from the downsample tensors)")
-        if family == "resnext" and "cardinality" not in overrides:
-            w = state.get("layer1.0.conv2.weight")
-            if w is not None:
-                kwargs["cardinality"] = int(w.shape[0] // w.shape[1])
-                notes.append(f"cardinality {kwargs['cardinality']} (from layer1.0.conv2)")
+    try:
+        inferred, family_notes = family.infer(state, os.path.basename(filename), overrides)
+    except ValueError as err:
+        raise ConversionError(str(err)) from None
+    kwargs.update(inferred)
+    notes.extend(family_notes)
     kwargs.update(overrides)
-    return family, kwargs, notes
-
-
-def _width_from_stem(family, state, stem_channels):
-    from keras_efficient3d.models import shufflenet_v2
-    if family == "shufflenetv2":
-        last = state.get("features.0.banch2.0.weight")
-        for w, chans in shufflenet_v2.STAGE_CHANNELS.items():
-            if last is not None and chans[1] // 2 == last.shape[0]:
-                return w
-    base = 24 if family == "shufflenetv1" else 32
-    for w in (0.2, 0.25, 0.45, 0.5, 0.7, 1.0, 1.5, 2.0):
-        if int(base * w) == stem_channels:
-            return w
-    raise ConversionError(f"Cannot infer the width from a {stem_channels}-channel stem; pass --width-mult.")
+    return family.name, kwargs, notes
 
 
 # ---------------------------------------------------------------------------------------
@@ -405,10 +242,8 @@ def convert_checkpoint(checkpoint_path, frames=16, size=112, overrides=None, log
     family, kwargs, notes = infer_config(checkpoint, checkpoint_path, overrides)
     for note in notes:
         log(f"inferred {note}")
-    name = family
-    if family in ("resnet", "resnext"):
-        name = f"{family}{kwargs.pop('depth')}"
     try:
+        name, kwargs = registry.resolve_name(family, **kwargs)
         model = registry.create_model(name, input_shape=(frames, size, size, 3), **kwargs)
     except ValueError as err:
         raise ConversionError(f"Cannot build {name} with {kwargs}: {err}") from None

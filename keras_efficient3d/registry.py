@@ -4,21 +4,30 @@ Names are lower case (``mobilenetv2``, ``resnet18``, ``resnext101``...). The ori
 ``--model`` names work as aliases (``mobilenet``, ``shufflenet``, ``resnet``/``resnext``
 with ``depth``), and so do configuration names such as ``mobilenetv2_0.2x``,
 ``shufflenet_0.5x_g3``, ``squeezenet_1.1`` or ``resnet18_A``, which carry their arguments.
+
+The names, aliases and everything else a family knows come from its module's `Family`
+(``keras_efficient3d/models/_family.py``): a new family is one module beside its siblings
+and one `register_family` line at the end of this file.
 """
 
 import fnmatch
 import functools
 import re
 
-from keras_efficient3d import models
+from keras_efficient3d.models import (
+    c3d,
+    mobilenet_v1,
+    mobilenet_v2,
+    resnet,
+    shufflenet_v1,
+    shufflenet_v2,
+    squeezenet,
+)
 
 _REGISTRY = {}
-_ALIASES = {
-    "mobilenet": "mobilenetv1",
-    "shufflenet": "shufflenetv1",
-    "resnet": "resnet",  # resolved with `depth`
-    "resnext": "resnext",
-}
+_FAMILIES = {}  # family name -> Family
+_MODEL_FAMILY = {}  # registry name -> family name
+_ALIASES = {}  # the original's --model names -> family name
 
 
 def register_model(name, builder, **defaults):
@@ -26,6 +35,42 @@ def register_model(name, builder, **defaults):
     if name in _REGISTRY:
         raise ValueError(f"Model '{name}' is already registered.")
     _REGISTRY[name] = functools.partial(builder, **defaults) if defaults else builder
+
+
+def register_family(family):
+    """Registers the model names of a `models._family.Family` and its aliases."""
+    if family.name in _FAMILIES or family.name in _ALIASES:
+        raise ValueError(f"Family '{family.name}' is already registered.")
+    names = family.registry_names()
+    taken = [n for n in names if n in _REGISTRY]
+    taken += [a for a in family.aliases if a in _FAMILIES or a in _ALIASES or a in names]
+    if taken:
+        raise ValueError(f"Names of family '{family.name}' are already taken: {taken}.")
+    for name, defaults in names.items():
+        register_model(name, family.builder, **defaults)
+        _MODEL_FAMILY[name] = family.name
+    _ALIASES.update(dict.fromkeys(family.aliases, family.name))
+    _FAMILIES[family.name] = family
+
+
+def families():
+    """The registered families, in registration order."""
+    return tuple(_FAMILIES.values())
+
+
+def get_family(name):
+    """The `Family` of a family name or one of the original's ``--model`` names
+    ('mobilenet', 'resnext'), of a registry name ('resnet18') or of a configuration name
+    ('shufflenet_0.5x_g3'); None when `name` belongs to no family."""
+    key = str(name).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in _FAMILIES:
+        return _FAMILIES[key]
+    try:
+        arch, _ = resolve_name(name)
+    except ValueError:
+        return None
+    return _FAMILIES.get(_MODEL_FAMILY.get(arch))
 
 
 def list_models(pattern=None):
@@ -45,6 +90,12 @@ _CONFIG_NAME = re.compile(
 )
 
 
+def _depth_variants(family):
+    """{depth: registry name} of a family whose variants fix a depth, else {}."""
+    names = family.registry_names() if family is not None else {}
+    return {d["depth"]: n for n, d in names.items() if "depth" in d}
+
+
 def resolve_name(name, **kwargs):
     """Maps a registry name, alias or configuration name to (registry name, kwargs)."""
     key = str(name).strip()
@@ -55,12 +106,14 @@ def resolve_name(name, **kwargs):
     if not match:
         raise ValueError(_unknown(name))
     arch = _ALIASES.get(match["arch"], match["arch"])
+    depths = _depth_variants(_FAMILIES.get(arch))
     extra = {}
-    if arch in ("resnet", "resnext"):
+    if depths:
         depth = match["depth"] or kwargs.pop("depth", None) or kwargs.pop("model_depth", None)
         if depth is None:
-            raise ValueError(f"'{name}' needs a depth, e.g. {arch}18 or depth=18. Received: name={name}")
-        arch = f"{arch}{int(depth)}"
+            raise ValueError(f"'{name}' needs a depth, e.g. {arch}{min(depths)} or "
+                             f"depth={min(depths)}. Received: name={name}")
+        arch = depths.get(int(depth), arch)
     elif match["depth"]:
         raise ValueError(_unknown(name))
     if match["width"]:
@@ -78,10 +131,10 @@ def resolve_name(name, **kwargs):
 
 
 def _unknown(name):
-    return (
-        f"Unknown model '{name}'. Available: {', '.join(list_models())} "
-        f"(aliases: mobilenet, shufflenet, resnet/resnext with depth=N). Received: name={name}"
-    )
+    with_depth = "/".join(f.name for f in families() if _depth_variants(f))
+    aliases = [*sorted(_ALIASES), f"{with_depth} with depth=N"]
+    return (f"Unknown model '{name}'. Available: {', '.join(list_models())} "
+            f"(aliases: {', '.join(aliases)}). Received: name={name}")
 
 
 def create_model(name, **kwargs):
@@ -95,13 +148,12 @@ def create_model(name, **kwargs):
         raise ValueError(f"Invalid arguments for model '{arch}': {err}") from None
 
 
-register_model("mobilenetv1", models.MobileNetV1_3D)
-register_model("mobilenetv2", models.MobileNetV2_3D)
-register_model("shufflenetv1", models.ShuffleNetV1_3D)
-register_model("shufflenetv2", models.ShuffleNetV2_3D)
-register_model("squeezenet", models.SqueezeNet_3D)
-register_model("c3d", models.C3D)
-for _depth in (10, 18, 34, 50, 101, 152, 200):
-    register_model(f"resnet{_depth}", models.ResNet3D, depth=_depth)
-for _depth in (50, 101, 152):
-    register_model(f"resnext{_depth}", models.ResNeXt3D, depth=_depth)
+# One line per family module.
+register_family(mobilenet_v1.FAMILY)
+register_family(mobilenet_v2.FAMILY)
+register_family(shufflenet_v1.FAMILY)
+register_family(shufflenet_v2.FAMILY)
+register_family(squeezenet.FAMILY)
+register_family(resnet.RESNET)
+register_family(resnet.RESNEXT)
+register_family(c3d.FAMILY)

@@ -142,6 +142,14 @@ def fast_table():
     return complexity.paper_table(FAST_ROWS)
 
 
+def test_every_table8_row_belongs_to_one_family():
+    from keras_efficient3d import registry
+
+    rows = {row["arch"] for row in complexity.load_table8()}
+    owned = [arch for family in registry.families() for arch in family.paper_rows]
+    assert sorted(owned) == sorted(rows)
+
+
 def test_table8_resource_matches_reference(reference_dir):
     def rows(text):
         return [line for line in text.splitlines() if line and not line.startswith("#")]

@@ -11,7 +11,10 @@ import pytest
 
 import keras_efficient3d as k3
 from keras_efficient3d import convert as conv
+from keras_efficient3d import registry
 from keras_efficient3d.data.normalization import Normalization
+
+from helpers import torch_state_dict
 
 CHECKPOINTS = ["mobilenet_0.5x", "mobilenetv2_0.2x", "shufflenet_0.5x_g3", "shufflenetv2_0.25x",
                "squeezenet_1.1"]
@@ -72,8 +75,7 @@ def test_every_original_key_maps_onto_a_layer(reference_dir, config):
     assert inferred_family == family
     for key, value in expected.items():
         assert kwargs[key] == value
-    name = family if family not in ("resnet", "resnext") else f"{family}{kwargs.pop('depth')}"
-    model = k3.create_model(name, **kwargs)
+    model = k3.create_model(family, **kwargs)
     conv.load_torch_weights(model, state, family)
     paths = conv.torch_paths(model, family)
     # Spot-check one weight of each kind against its PyTorch tensor.
@@ -88,6 +90,53 @@ def test_every_original_key_maps_onto_a_layer(reference_dir, config):
         elif isinstance(layer, keras.layers.BatchNormalization):
             np.testing.assert_array_equal(layer.moving_variance.numpy(),
                                           state[paths[layer.name] + ".running_var"])
+
+
+# A configuration of each family other than its defaults (the inference must find it) and a
+# small input its head accepts.
+_FAMILY_EXAMPLES = {
+    "mobilenetv1": ({"width_mult": 0.5}, (8, 32, 32, 3)),
+    "mobilenetv2": ({"width_mult": 0.45}, (8, 32, 32, 3)),
+    "shufflenetv1": ({"width_mult": 1.0, "groups": 4}, (16, 32, 32, 3)),
+    "shufflenetv2": ({"width_mult": 0.5}, (8, 32, 32, 3)),
+    "squeezenet": ({"version": 1.0}, (16, 32, 32, 3)),
+    "resnet": ({"depth": 10, "shortcut": "A"}, (16, 32, 32, 3)),
+    "resnext": ({"depth": 50, "cardinality": 16, "shortcut": "B"}, (16, 32, 32, 3)),
+    "c3d": ({}, (16, 112, 112, 3)),
+}
+
+
+def test_every_family_has_an_example():
+    assert sorted(_FAMILY_EXAMPLES) == sorted(f.name for f in registry.families())
+
+
+@pytest.mark.parametrize("family", registry.families(), ids=lambda f: f.name)
+def test_family_key_mapping_covers_every_weight_and_infers_its_configuration(family):
+    """Each family's key mapping gives every weighted layer its own PyTorch module, and a
+    state dict in that layout reads back as the same configuration and loads completely."""
+    kwargs, shape = _FAMILY_EXAMPLES[family.name]
+    model = k3.create_model(family.name, input_shape=shape, num_classes=5, **kwargs)
+    paths = family.torch_paths(model)
+    assert sorted(paths) == sorted(layer.name for layer in model.layers if layer.weights)
+    assert len(set(paths.values())) == len(paths)
+    state = torch_state_dict(model, family)
+    arch = (family.aliases or (family.name,))[0]  # the original's --model name
+    inferred_family, inferred, notes = conv.infer_config(_FakeCheckpoint(state, arch),
+                                                         "checkpoint.pth")
+    assert inferred_family == family.name and notes
+    assert inferred == dict(kwargs, num_classes=5)
+    again = k3.create_model(family.name, input_shape=shape, **inferred)
+    conv.load_torch_weights(again, state, arch)
+    for a, b in zip(model.layers, again.layers):
+        assert [w.shape for w in a.weights] == [w.shape for w in b.weights]
+
+
+def test_unknown_architecture_is_a_conversion_error():
+    fake = _FakeCheckpoint({}, None)
+    with pytest.raises(conv.ConversionError, match="Cannot tell the architecture"):
+        conv.infer_config(fake, "weights.pth")
+    with pytest.raises(conv.ConversionError, match="Unknown architecture 'vgg'"):
+        conv.infer_config(fake, "weights.pth", {"model": "vgg"})
 
 
 def test_wrong_model_lists_missing_and_unexpected_keys(reference_dir):

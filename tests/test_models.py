@@ -1,5 +1,6 @@
 """Architectures and registry: shapes, gradients, parameter counts, saving, arguments."""
 
+import dataclasses
 import json
 
 import keras
@@ -8,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import keras_efficient3d as k3
-from keras_efficient3d import registry
+from keras_efficient3d import complexity, registry
 from keras_efficient3d.inference import fold_batchnorm
 
 from helpers import randomize_batchnorm
@@ -173,6 +174,30 @@ def test_registry_names_and_aliases():
     assert registry.resolve_name("resnet", depth=34) == ("resnet34", {})
     assert registry.resolve_name("resnext101_B") == ("resnext101", {"shortcut": "B"})
     assert registry.resolve_name("squeezenet_1.0") == ("squeezenet", {"version": 1.0})
+
+
+@pytest.mark.parametrize("family", registry.families(), ids=lambda f: f.name)
+def test_every_family_is_registered_under_its_names(family):
+    names = family.registry_names()
+    assert set(names) <= set(k3.list_models())
+    for name in (*names, family.name, *family.aliases):
+        assert registry.get_family(name) is family
+    for arch, (name, _, _) in family.paper_rows.items():
+        assert registry.get_family(arch) is family and name in names
+    name = next(iter(names))
+    model = k3.create_model(name, input_shape=_small_shape(name), include_top=False)
+    # Complexity counting finds the family's rules from the default model name.
+    assert complexity.detect_family(model) == family.name
+
+
+def test_register_family_refuses_a_taken_name():
+    family = registry.get_family("mobilenetv2")
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_family(family)
+    with pytest.raises(ValueError, match=r"already taken: \['mobilenet'\]"):
+        registry.register_family(dataclasses.replace(family, name="mobilenetv9",
+                                                     aliases=("mobilenet",)))
+    assert registry.get_family("mobilenetv9") is None
 
 
 def test_create_model_drops_none_kwargs():

@@ -1,5 +1,11 @@
-"""One module per architecture family of the paper."""
+"""One module per architecture family of the paper.
 
+Each module ends with its `Family` record (configurations, the original's names, checkpoint
+key mapping, configuration inference, complexity rules); `keras_efficient3d.registry`
+registers them.
+"""
+
+from keras_efficient3d.models._family import Family
 from keras_efficient3d.models.c3d import C3D
 from keras_efficient3d.models.mobilenet_v1 import MobileNetV1_3D
 from keras_efficient3d.models.mobilenet_v2 import MobileNetV2_3D
@@ -10,6 +16,7 @@ from keras_efficient3d.models.squeezenet import SqueezeNet_3D
 
 __all__ = [
     "C3D",
+    "Family",
     "MobileNetV1_3D",
     "MobileNetV2_3D",
     "ResNet3D",

@@ -5,7 +5,7 @@ import math
 import keras
 
 from keras_efficient3d.layers import MaxPool3D
-from keras_efficient3d.models import _base
+from keras_efficient3d.models import _base, _family
 
 # (conv names, channels, pool kernel, pool stride, pool padding) per group.
 _GROUPS = (
@@ -49,3 +49,21 @@ def C3D(include_top=True, weights=None, input_tensor=None, input_shape=None, poo
             x = keras.layers.Dropout(dropout, name=f"{fc}_dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(x)
     return _base.finish(inputs, input_tensor, outputs, name or "c3d", weights)
+
+
+FAMILY = _family.Family(
+    name="c3d",
+    builder=C3D,
+    key_rules=(
+        (r"conv(\d)", r"group\1.0"),
+        (r"conv(\d)_bn", r"group\1.1"),
+        (r"conv(\d)a", r"group\1.0"),
+        (r"conv(\d)a_bn", r"group\1.1"),
+        (r"conv(\d)b", r"group\1.3"),
+        (r"conv(\d)b_bn", r"group\1.4"),
+        (r"fc6", "fc1.0"),
+        (r"fc7", "fc2.0"),
+        (r"predictions", "fc.0"),
+    ),
+    classifier_key="fc.0.weight",
+)

@@ -7,7 +7,7 @@ and the four downsampling blocks halve time and space.
 import keras
 
 from keras_efficient3d.layers import Conv3D, DepthwiseConv3D, batch_norm
-from keras_efficient3d.models import _base
+from keras_efficient3d.models import _base, _family
 
 # (output channels, repeats, stride of the first block) of the original's cfg.
 BLOCK_SPECS = (
@@ -76,3 +76,28 @@ def MobileNetV1_3D(
             block_id += 1
     outputs = _base.pooled_head(x, include_top, pooling, num_classes, dropout, classifier_activation)
     return _base.finish(inputs, input_tensor, outputs, name or f"mobilenetv1_3d_{width_mult}x", weights)
+
+
+def _infer_config(state_dict, file_name, fixed):
+    return _family.infer_width(
+        file_name, fixed, lambda: _family.width_from_stem(state_dict, "features.0.0.weight", 32))
+
+
+FAMILY = _family.Family(
+    name="mobilenetv1",
+    builder=MobileNetV1_3D,
+    aliases=("mobilenet",),
+    paper_rows={"mobilenet": ("mobilenetv1", {}, "")},
+    key_rules=(
+        (r"conv1", "features.0.0"),
+        (r"conv1_bn", "features.0.1"),
+        (r"block_(\d+)_depthwise", r"features.\1.conv1"),
+        (r"block_(\d+)_depthwise_BN", r"features.\1.bn1"),
+        (r"block_(\d+)_pointwise", r"features.\1.conv2"),
+        (r"block_(\d+)_pointwise_BN", r"features.\1.bn2"),
+        (r"predictions", "classifier.1"),
+    ),
+    infer_config=_infer_config,
+    # The blocks' ReLUs are F.relu calls in the original's forward.
+    functional_relu=r"^block_\d+_(depthwise|pointwise)(_relu)?$",
+)

@@ -3,10 +3,12 @@
 Inverted residual blocks (1x1x1 expand, depthwise 3x3x3, linear 1x1x1 project) with ReLU6.
 """
 
+import re
+
 import keras
 
 from keras_efficient3d.layers import Conv3D, DepthwiseConv3D, batch_norm
-from keras_efficient3d.models import _base
+from keras_efficient3d.models import _base, _family
 
 # (expansion t, output channels c, repeats n, stride s of the first block).
 BLOCK_SPECS = (
@@ -87,3 +89,47 @@ def MobileNetV2_3D(
     x = keras.layers.ReLU(6.0, name="out_relu")(x)
     outputs = _base.pooled_head(x, include_top, pooling, num_classes, dropout, classifier_activation)
     return _base.finish(inputs, input_tensor, outputs, name or f"mobilenetv2_3d_{width_mult}x", weights)
+
+
+def _torch_path(name, expands):
+    """The original's nn.Sequential indices depend on whether a block expands."""
+    if name == "conv1":
+        return "features.0.0"
+    if name == "conv1_bn":
+        return "features.0.1"
+    if name in ("conv_last", "conv_last_bn"):
+        return f"features.{len(expands) + 1}.{0 if name == 'conv_last' else 1}"
+    if name == "predictions":
+        return "classifier.1"
+    match = re.fullmatch(r"block_(\d+)_(expand|depthwise|project)(_BN)?", name)
+    if not match:
+        return None
+    block, part, bn = int(match[1]), match[2], match[3]
+    order = ["expand", "depthwise", "project"] if expands[block] else ["depthwise", "project"]
+    index = order.index(part) * 3 + (1 if bn else 0)
+    return f"features.{block}.conv.{index}"
+
+
+def _key_mapping(model):
+    names = {layer.name for layer in model.layers}
+    expands = {}
+    for name in names:
+        match = re.fullmatch(r"block_(\d+)_depthwise", name)
+        if match:
+            expands[int(match[1])] = f"block_{match[1]}_expand" in names
+    return {layer.name: _torch_path(layer.name, expands) for layer in model.layers
+            if layer.weights}
+
+
+def _infer_config(state_dict, file_name, fixed):
+    return _family.infer_width(
+        file_name, fixed, lambda: _family.width_from_stem(state_dict, "features.0.0.weight", 32))
+
+
+FAMILY = _family.Family(
+    name="mobilenetv2",
+    builder=MobileNetV2_3D,
+    paper_rows={"mobilenetv2": ("mobilenetv2", {}, "")},
+    key_mapping=_key_mapping,
+    infer_config=_infer_config,
+)

@@ -7,7 +7,7 @@ the first; downsampling units concatenate an average-pooled shortcut.
 import keras
 
 from keras_efficient3d.layers import AvgPool3D, ChannelShuffle, Conv3D, DepthwiseConv3D, MaxPool3D, batch_norm
-from keras_efficient3d.models import _base
+from keras_efficient3d.models import _base, _family
 
 # Stage output channels per group count; index 0 is the stem.
 STAGE_CHANNELS = {
@@ -112,3 +112,30 @@ def ShuffleNetV1_3D(
     outputs = _base.pooled_head(x, include_top, pooling, num_classes, dropout, classifier_activation)
     return _base.finish(inputs, input_tensor, outputs,
                         name or f"shufflenetv1_3d_{width_mult}x_g{groups}", weights)
+
+
+def _infer_config(state_dict, file_name, fixed):
+    kwargs, notes = _family.infer_width(
+        file_name, fixed,
+        lambda: _family.width_from_stem(state_dict, "conv1.0.weight", STAGE_CHANNELS[3][0]))
+    conv2, conv3 = state_dict.get("layer1.0.conv2.weight"), state_dict.get("layer1.0.conv3.weight")
+    if "groups" not in fixed and conv2 is not None and conv3 is not None:
+        kwargs["groups"] = int(conv2.shape[0] // conv3.shape[1])
+        notes.append(f"groups {kwargs['groups']} (from layer1.0.conv3)")
+    return kwargs, notes
+
+
+FAMILY = _family.Family(
+    name="shufflenetv1",
+    builder=ShuffleNetV1_3D,
+    aliases=("shufflenet",),
+    paper_rows={"shufflenet": ("shufflenetv1", {}, "groups=3")},
+    key_rules=(
+        (r"conv1", "conv1.0"),
+        (r"conv1_bn", "conv1.1"),
+        (r"stage(\d)_block(\d+)_(conv|bn)(\d)", r"layer\1.\2.\3\4"),
+        (r"predictions", "classifier.1"),
+    ),
+    infer_config=_infer_config,
+    int_kernel_pools=True,
+)

@@ -7,7 +7,7 @@ concatenate, then shuffle with two groups.
 import keras
 
 from keras_efficient3d.layers import ChannelShuffle, ChannelSplit, Conv3D, DepthwiseConv3D, MaxPool3D, batch_norm
-from keras_efficient3d.models import _base
+from keras_efficient3d.models import _base, _family
 
 # Stage output channels per width: stem, three stages, last conv.
 STAGE_CHANNELS = {
@@ -93,3 +93,44 @@ def ShuffleNetV2_3D(
                       act_name="out_relu")
     outputs = _base.pooled_head(x, include_top, pooling, num_classes, dropout, classifier_activation)
     return _base.finish(inputs, input_tensor, outputs, name or f"shufflenetv2_3d_{width_mult}x", weights)
+
+
+def _width_from_shapes(state_dict):
+    if "conv1.0.weight" not in state_dict:
+        return None
+    # Every width has a 24-channel stem: the width shows in the first unit's branches.
+    branch = state_dict.get("features.0.banch2.0.weight")
+    for width, channels in STAGE_CHANNELS.items():
+        if branch is not None and channels[1] // 2 == branch.shape[0]:
+            return width
+    raise ValueError("Cannot infer the width from the tensor shapes; pass --width-mult.")
+
+
+def _infer_config(state_dict, file_name, fixed):
+    return _family.infer_width(file_name, fixed, lambda: _width_from_shapes(state_dict))
+
+
+FAMILY = _family.Family(
+    name="shufflenetv2",
+    builder=ShuffleNetV2_3D,
+    paper_rows={"shufflenetv2": ("shufflenetv2", {}, "")},
+    key_rules=(
+        (r"conv1", "conv1.0"),
+        (r"conv1_bn", "conv1.1"),
+        (r"block_(\d+)_branch1_dw", r"features.\1.banch1.0"),
+        (r"block_(\d+)_branch1_dw_bn", r"features.\1.banch1.1"),
+        (r"block_(\d+)_branch1_pw", r"features.\1.banch1.2"),
+        (r"block_(\d+)_branch1_pw_bn", r"features.\1.banch1.3"),
+        (r"block_(\d+)_branch2_pw1", r"features.\1.banch2.0"),
+        (r"block_(\d+)_branch2_pw1_bn", r"features.\1.banch2.1"),
+        (r"block_(\d+)_branch2_dw", r"features.\1.banch2.3"),
+        (r"block_(\d+)_branch2_dw_bn", r"features.\1.banch2.4"),
+        (r"block_(\d+)_branch2_pw", r"features.\1.banch2.5"),
+        (r"block_(\d+)_branch2_pw_bn", r"features.\1.banch2.6"),
+        (r"conv_last", "conv_last.0"),
+        (r"conv_last_bn", "conv_last.1"),
+        (r"predictions", "classifier.1"),
+    ),
+    infer_config=_infer_config,
+    int_kernel_pools=True,
+)

@@ -9,7 +9,7 @@ import math
 import keras
 
 from keras_efficient3d.layers import Conv3D, MaxPool3D, batch_norm
-from keras_efficient3d.models import _base
+from keras_efficient3d.models import _base, _family
 
 # Layer plans of `features` (index in the original's nn.Sequential -> layer), per version.
 # ("fire", squeeze, expand, bypass) or ("pool",).
@@ -97,3 +97,27 @@ def SqueezeNet_3D(
     else:
         outputs = _base.feature_pooling(x, pooling)
     return _base.finish(inputs, input_tensor, outputs, name or f"squeezenet_3d_{version}", weights)
+
+
+def _infer_config(state_dict, file_name, fixed):
+    stem = state_dict.get("features.0.weight")
+    if "version" in fixed or stem is None:
+        return {}, []
+    version = 1.0 if stem.shape[-1] == 7 else 1.1
+    return {"version": version}, [f"version {version} (from the stem kernel)"]
+
+
+FAMILY = _family.Family(
+    name="squeezenet",
+    builder=SqueezeNet_3D,
+    paper_rows={"squeezenet": ("squeezenet", {"version": 1.1}, "version 1.1")},
+    key_rules=(
+        (r"conv1", "features.0"),
+        (r"conv1_bn", "features.1"),
+        (r"fire(\d+)_(\w+)", r"features.\1.\2"),
+        (r"predictions", "classifier.1"),
+    ),
+    infer_config=_infer_config,
+    counted_global_pool=True,
+    int_kernel_pools=True,
+)

@@ -89,13 +89,50 @@ def test_tflite_tables_take_the_reference_of_the_same_threads(tmp_path):
     ("shufflenet_1.5x_g3", ("shufflenet", {"width_mult": 1.5, "groups": 3})),
     ("shufflenetv2_0.25x", ("shufflenetv2", {"width_mult": 0.25})),
     ("squeezenet_1.1", ("squeezenet", {"version": 1.1})),
-    ("resnet18_A", ("resnet", {"depth": 18, "shortcut_type": "A"})),
-    ("resnext101_B", ("resnext", {"depth": 101, "shortcut_type": "B"})),
+    ("resnet18_A", ("resnet", {"model_depth": 18, "resnet_shortcut": "A"})),
+    ("resnext101_B", ("resnext", {"model_depth": 101, "resnet_shortcut": "B"})),
+    ("c3d", ("c3d", {})),
 ])
 def test_pytorch_benchmark_maps_our_names_to_the_originals_builders(name, expected):
     assert _script_module("benchmark_pytorch").parse_name(name) == expected
 
 
-def test_pytorch_benchmark_rejects_unknown_names():
+def _fake_original(root):
+    """A stand-in for the original's checkout: its opts.py options and a generate_model that
+    returns the options it was given."""
+    (root / "models").mkdir()
+    for name in ("mobilenetv2", "shufflenet"):
+        (root / "models" / f"{name}.py").write_text("")
+    (root / "opts.py").write_text(
+        "import argparse\n"
+        "def parse_opts():\n"
+        "    p = argparse.ArgumentParser()\n"
+        "    for name, default in [('model', 'resnet'), ('n_classes', 400), ('sample_size', 112),\n"
+        "                          ('sample_duration', 16), ('width_mult', 1.0), ('groups', 3)]:\n"
+        "        p.add_argument('--' + name, default=default, type=type(default))\n"
+        "    p.add_argument('--no_cuda', action='store_true')\n"
+        "    return p.parse_args()\n")
+    (root / "model.py").write_text("def generate_model(opt):\n    return opt, None\n")
+    return str(root)
+
+
+def test_pytorch_benchmark_builds_through_the_originals_options(tmp_path, monkeypatch):
+    script = _script_module("benchmark_pytorch")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    argv = list(sys.argv)
+    try:
+        opt = script.build(_fake_original(tmp_path), "shufflenet_1.5x", 27, 32, 224)
+    finally:
+        for name in ("opts", "model"):
+            sys.modules.pop(name, None)
+    assert sys.argv == argv
+    assert (opt.model, opt.width_mult, opt.groups, opt.no_cuda) == ("shufflenet", 1.5, 3, True)
+    assert (opt.n_classes, opt.sample_duration, opt.sample_size) == (27, 32, 224)
+
+
+def test_pytorch_benchmark_rejects_unknown_names(tmp_path):
+    script = _script_module("benchmark_pytorch")
+    with pytest.raises(ValueError, match="Unknown configuration 'mobilenet v3'"):
+        script.parse_name("mobilenet v3")
     with pytest.raises(ValueError, match="Unknown configuration 'mobilenetv3_1.0x'"):
-        _script_module("benchmark_pytorch").parse_name("mobilenetv3_1.0x")
+        script.build(_fake_original(tmp_path), "mobilenetv3_1.0x", 600, 16, 112)
