@@ -92,17 +92,16 @@ def test_every_original_key_maps_onto_a_layer(reference_dir, config):
                                           state[paths[layer.name] + ".running_var"])
 
 
-# A configuration of each family other than its defaults (the inference must find it) and a
-# small input its head accepts.
+# A configuration of each family other than its defaults: the inference must find it.
 _FAMILY_EXAMPLES = {
-    "mobilenetv1": ({"width_mult": 0.5}, (8, 32, 32, 3)),
-    "mobilenetv2": ({"width_mult": 0.45}, (8, 32, 32, 3)),
-    "shufflenetv1": ({"width_mult": 1.0, "groups": 4}, (16, 32, 32, 3)),
-    "shufflenetv2": ({"width_mult": 0.5}, (8, 32, 32, 3)),
-    "squeezenet": ({"version": 1.0}, (16, 32, 32, 3)),
-    "resnet": ({"depth": 10, "shortcut": "A"}, (16, 32, 32, 3)),
-    "resnext": ({"depth": 50, "cardinality": 16, "shortcut": "B"}, (16, 32, 32, 3)),
-    "c3d": ({}, (16, 112, 112, 3)),
+    "mobilenetv1": {"width_mult": 0.5},
+    "mobilenetv2": {"width_mult": 0.45},
+    "shufflenetv1": {"width_mult": 1.0, "groups": 4},
+    "shufflenetv2": {"width_mult": 0.5},
+    "squeezenet": {"version": 1.0},
+    "resnet": {"depth": 10, "shortcut": "A"},
+    "resnext": {"depth": 50, "cardinality": 16, "shortcut": "B"},
+    "c3d": {},
 }
 
 
@@ -114,7 +113,7 @@ def test_every_family_has_an_example():
 def test_family_key_mapping_covers_every_weight_and_infers_its_configuration(family):
     """Each family's key mapping gives every weighted layer its own PyTorch module, and a
     state dict in that layout reads back as the same configuration and loads completely."""
-    kwargs, shape = _FAMILY_EXAMPLES[family.name]
+    kwargs, shape = _FAMILY_EXAMPLES[family.name], family.small_input
     model = k3.create_model(family.name, input_shape=shape, num_classes=5, **kwargs)
     paths = family.torch_paths(model)
     assert sorted(paths) == sorted(layer.name for layer in model.layers if layer.weights)

@@ -14,13 +14,11 @@ from keras_efficient3d.inference import fold_batchnorm
 
 from helpers import randomize_batchnorm
 
-# Heads that pool a fixed ceil(T/16) x ceil(S/32)^2 grid need matching inputs.
-_GRID_HEADS = ("resnet", "resnext", "squeezenet", "c3d", "shufflenetv1", "shufflenet_")
 _HEAVY = ("resnet101", "resnet152", "resnet200", "resnext50", "resnext101", "resnext152", "c3d")
 
 
 def _small_shape(name):
-    return (16, 32, 32, 3) if name.startswith(_GRID_HEADS) else (8, 32, 32, 3)
+    return registry.get_family(name).small_input
 
 
 @pytest.mark.parametrize("name", [n for n in k3.list_models() if n not in _HEAVY])

@@ -48,6 +48,10 @@ class Family:
             original (not counted), or None.
         params_exceptions: Table 8 rows whose printed params the original code does not
             give -> why.
+        small_input: a small (frames, height, width, 3) clip that the classifier head
+            accepts, for quick checks: heads that pool a fixed ``ceil(T/16) x
+            ceil(S/32)^2`` grid and ShuffleNetV1's even frame counts need 16 frames,
+            C3D's flattening head 112 pixels.
     """
 
     name: str
@@ -63,6 +67,7 @@ class Family:
     int_kernel_pools: bool = False
     functional_relu: str | None = None
     params_exceptions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    small_input: tuple = (8, 32, 32, 3)
 
     def registry_names(self):
         """Registry name -> fixed builder kwargs."""

@@ -66,4 +66,5 @@ FAMILY = _family.Family(
         (r"predictions", "fc.0"),
     ),
     classifier_key="fc.0.weight",
+    small_input=(16, 112, 112, 3),
 )

@@ -199,6 +199,7 @@ RESNET = _family.Family(
     classifier_key="fc.weight",
     infer_config=_infer_resnet,
     counted_global_pool=True,
+    small_input=(16, 32, 32, 3),
     # The paper's MFLOPs of these rows are the original code's with shortcut A (9,835 and
     # 13,664 exactly), its printed params match neither shortcut (A: +0.25% / +0.14%,
     # within the 0.5% tolerance; B: +6.5% / +3.5%). Reported as printed, not tuned.
@@ -218,4 +219,5 @@ RESNEXT = _family.Family(
     classifier_key="fc.weight",
     infer_config=_infer_resnext,
     counted_global_pool=True,
+    small_input=(16, 32, 32, 3),
 )

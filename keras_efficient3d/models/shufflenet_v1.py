@@ -138,4 +138,5 @@ FAMILY = _family.Family(
     ),
     infer_config=_infer_config,
     int_kernel_pools=True,
+    small_input=(16, 32, 32, 3),
 )

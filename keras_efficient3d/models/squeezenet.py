@@ -120,4 +120,5 @@ FAMILY = _family.Family(
     infer_config=_infer_config,
     counted_global_pool=True,
     int_kernel_pools=True,
+    small_input=(16, 32, 32, 3),
 )
