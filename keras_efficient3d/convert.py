@@ -246,7 +246,7 @@ def convert_checkpoint(checkpoint_path, frames=16, size=112, overrides=None, log
         name, kwargs = registry.resolve_name(family, **kwargs)
         model = registry.create_model(name, input_shape=(frames, size, size, 3), **kwargs)
     except ValueError as err:
-        raise ConversionError(f"Cannot build {name} with {kwargs}: {err}") from None
+        raise ConversionError(f"Cannot build {family} with {kwargs}: {err}") from None
     load_torch_weights(model, checkpoint.state_dict, family)
     return model, dict(kwargs, model=name), checkpoint
 

@@ -40,12 +40,14 @@ def register_model(name, builder, **defaults):
 def register_family(family):
     """Registers the model names of a `models._family.Family` and its aliases."""
     if family.name in _FAMILIES or family.name in _ALIASES:
-        raise ValueError(f"Family '{family.name}' is already registered.")
+        raise ValueError(f"Family '{family.name}' is already registered. "
+                         f"Received: family={family.name}")
     names = family.registry_names()
     taken = [n for n in names if n in _REGISTRY]
     taken += [a for a in family.aliases if a in _FAMILIES or a in _ALIASES or a in names]
     if taken:
-        raise ValueError(f"Names of family '{family.name}' are already taken: {taken}.")
+        raise ValueError(f"Names of family '{family.name}' are already taken: {taken}. "
+                         f"Received: family={family.name}")
     for name, defaults in names.items():
         register_model(name, family.builder, **defaults)
         _MODEL_FAMILY[name] = family.name
