@@ -45,8 +45,11 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
     from keras_efficient3d import create_model
     from keras_efficient3d.deploy import export_tflite
 
-    model = create_model(model_name, input_shape=(frames, size, size, 3), num_classes=num_classes,
-                         weights=weights)
+    try:
+        model = create_model(model_name, input_shape=(frames, size, size, 3),
+                             num_classes=num_classes, weights=weights)
+    except OSError as err:  # h5py's messages do not say which file
+        raise OSError(f"cannot read the weights {weights}: {err}") from err
     data = None
     if precision == "int8":
         from keras_efficient3d import data as kdata
