@@ -159,10 +159,10 @@ def _fresh_flags(module_path, argv):
 
 
 @pytest.mark.parametrize("flagfile", ["jester", "kinetics600", "ucf101", "synthetic"])
-def test_shipped_flagfiles_parse(flagfile):
+def test_shipped_flagfiles_parse(flagfile, tmp_path):
     path = os.path.join(ROOT, "training", "flags", f"{flagfile}.flags")
     module, values = _fresh_flags(os.path.join(ROOT, "training", "train.py"),
-                                  ["train", f"--flagfile={path}", "--data_root=/data"])
+                                  ["train", f"--flagfile={path}", f"--data_root={tmp_path}"])
     config = module.config_from_flags(values).validate()
     assert config.dataset == ("synthetic" if flagfile == "synthetic" else flagfile)
     assert config.frames == 16
