@@ -8,6 +8,7 @@ flag has one help text and one check everywhere:
 flag                   meaning                                                 type
 =====================  ======================================================  ==================
 ``--model``            registry name, alias or configuration name              string
+``--models``           registry or configuration names (benchmarks)            comma list
 ``--model_file``       a saved model to read (.keras; .tflite/.onnx where the  existing file
                        tool runs them)
 ``--weights``          trained weights for ``--model`` (.weights.h5, .keras)   existing file
@@ -22,14 +23,16 @@ flag                   meaning                                                 t
                        generated videos)
 ``--size``             frame height and width                                  int >= 1
 ``--normalization``    input normalisation preset (original, kinetics, unit)   string
-``--labels``           class names, one per line                               existing file
+``--labels``           class names: a text file, one per line (predict also    string
+                       takes a preset name)
 ``--dataset``          dataset layout (jester, kinetics600, ucf101, ...)       string
 ``--data_root``        dataset folder                                          existing folder
 ``--annotations``      annotation files of the dataset                         string
 ``--downsample``       temporal stride between sampled frames                  int >= 1
 ``--batch_size``       clips per batch                                         int >= 1
 ``--batch_sizes``      batch sizes to time                                     ints >= 1, "1,8"
-``--threads``          CPU threads of the runtime (0: its default)             int >= 0
+``--threads``          CPU threads of the runtime (0: its default); a comma    int >= 0
+                       list in a benchmark that sweeps them
 ``--warmup``           untimed runs first                                      int >= 0
 ``--runs``             timed runs                                              int >= 1
 ``--precision``        TFLite precision: fp32, fp16, dynamic, int8             enum
@@ -84,27 +87,20 @@ EXPECTED_ERRORS = (ValueError, OSError, zipfile.BadZipFile, app.UsageError, flag
 # An empty string is unset, as None is (TrainConfig's data_root defaults to "").
 
 
-def _existing_file(value):
+def existing_file(value):
+    """Check of a flag that names a file to read."""
     if value and not os.path.isfile(value):
         what = "a folder, not a file" if os.path.isdir(value) else "no such file"
         raise flags.ValidationError(what)
     return True
 
 
-def _existing_folder(value):
+def existing_folder(value):
+    """Check of a flag that names a folder to read."""
     if value and not os.path.isdir(value):
         what = "a file, not a folder" if os.path.exists(value) else "no such folder"
         raise flags.ValidationError(what)
     return True
-
-
-def _at_least(minimum):
-    def check(value):
-        if value is not None and value < minimum:
-            raise flags.ValidationError(f"must be >= {minimum}")
-        return True
-
-    return check
 
 
 def _positive(value):
@@ -155,45 +151,47 @@ class IntListParser(flags.ListParser):
 
 @dataclasses.dataclass(frozen=True)
 class Flag:
-    kind: str  # string, integer, float, bool, enum, int_list
+    kind: str  # string, integer, float, bool, enum, list, int_list
     help: str
     check: object = None
     choices: tuple = ()
+    minimum: int | None = None  # integer kinds
 
 
 VOCABULARY = {
     "model": Flag("string", "Registry name, alias or configuration name (mobilenetv2, "
                   "shufflenet_0.5x_g3, resnet18, ...)."),
-    "model_file": Flag("string", "A saved model to read.", _existing_file),
+    "models": Flag("list", "Registry or configuration names, comma-separated."),
+    "model_file": Flag("string", "A saved model to read.", existing_file),
     "weights": Flag("string", "Trained weights for --model (.weights.h5 or .keras).",
-                    _existing_file),
+                    existing_file),
     "checkpoint": Flag("string", "PyTorch checkpoint (.pth) written by Efficient-3DCNNs.",
-                       _existing_file),
-    "num_classes": Flag("integer", "Classes of the classifier.", _at_least(1)),
+                       existing_file),
+    "num_classes": Flag("integer", "Classes of the classifier.", minimum=1),
     "width_mult": Flag("float", "Width multiplier (MobileNets, ShuffleNets).", _positive),
-    "groups": Flag("integer", "ShuffleNetV1 groups.", _at_least(1)),
+    "groups": Flag("integer", "ShuffleNetV1 groups.", minimum=1),
     "shortcut": Flag("enum", "ResNet/ResNeXt shortcut type.", choices=("A", "B")),
-    "cardinality": Flag("integer", "ResNeXt cardinality.", _at_least(1)),
-    "depth": Flag("integer", "ResNet/ResNeXt depth.", _at_least(1)),
-    "frames": Flag("integer", "Frames per clip.", _at_least(1)),
-    "size": Flag("integer", "Frame height and width.", _at_least(1)),
+    "cardinality": Flag("integer", "ResNeXt cardinality.", minimum=1),
+    "depth": Flag("integer", "ResNet/ResNeXt depth.", minimum=1),
+    "frames": Flag("integer", "Frames per clip.", minimum=1),
+    "size": Flag("integer", "Frame height and width.", minimum=1),
     "normalization": Flag("string", "Input normalisation preset: original (ActivityNet mean, "
                           "0-255, RGB), kinetics (the same in BGR), unit, none, ..."),
-    "labels": Flag("string", "Text file of class names, one per line.", _existing_file),
+    "labels": Flag("string", "Class names: a text file, one name per line."),
     "dataset": Flag("string", "Dataset layout: jester, kinetics600, ucf101, folders "
                     "(<root>/<split>/<class>/...) or synthetic."),
-    "data_root": Flag("string", "Dataset folder (frames or videos).", _existing_folder),
+    "data_root": Flag("string", "Dataset folder (frames or videos).", existing_folder),
     "annotations": Flag("string", "Annotation files: Jester CSV folder or JSON, Kinetics CSV, "
                         "UCF-101 list folder."),
-    "downsample": Flag("integer", "Temporal stride between sampled frames.", _at_least(1)),
-    "batch_size": Flag("integer", "Clips per batch.", _at_least(1)),
-    "batch_sizes": Flag("int_list", "Batch sizes to time, comma-separated."),
-    "threads": Flag("integer", "CPU threads of the runtime (0: its default).", _at_least(0)),
-    "warmup": Flag("integer", "Untimed runs first.", _at_least(0)),
-    "runs": Flag("integer", "Timed runs.", _at_least(1)),
+    "downsample": Flag("integer", "Temporal stride between sampled frames.", minimum=1),
+    "batch_size": Flag("integer", "Clips per batch.", minimum=1),
+    "batch_sizes": Flag("int_list", "Batch sizes to time, comma-separated.", minimum=1),
+    "threads": Flag("integer", "CPU threads of the runtime (0: its default).", minimum=0),
+    "warmup": Flag("integer", "Untimed runs first.", minimum=0),
+    "runs": Flag("integer", "Timed runs.", minimum=1),
     "precision": Flag("enum", "TFLite precision.", choices=("fp32", "fp16", "dynamic", "int8")),
     "seed": Flag("integer", "Random seed."),
-    "videos_per_class": Flag("integer", "Synthetic videos per class.", _at_least(1)),
+    "videos_per_class": Flag("integer", "Synthetic videos per class.", minimum=1),
     "output": Flag("string", "Where the result is written."),
     "json_out": Flag("string", "Also write the results as JSON to this file.", output_file),
     "format": Flag("enum", "Form of the output."),  # each tool gives its choices
@@ -201,7 +199,7 @@ VOCABULARY = {
 
 
 def define(name, default=None, note=None, *, flag_values=flags.FLAGS, required=False,
-           check=None, choices=None):
+           check=None, choices=None, multiple=False):
     """Defines vocabulary flag ``name`` on ``flag_values``.
 
     Args:
@@ -210,30 +208,40 @@ def define(name, default=None, note=None, *, flag_values=flags.FLAGS, required=F
         note: appended to the shared help text (the tool's specifics, e.g. "(default: the
             run's)").
         required: the flag must be given.
-        check: an extra check (``output_file``, ``output_folder``, ...) that returns True or
-            raises ``flags.ValidationError``.
+        check: an extra check (``existing_file``, ``output_file``, ``output_folder``, ...)
+            that returns True or raises ``flags.ValidationError``.
         choices: enum values, when the tool accepts fewer than the vocabulary.
+        multiple: an integer flag that takes a comma-separated list (a benchmark sweeping
+            ``--threads=1,2,4``).
     """
     if name not in VOCABULARY:
         raise ValueError(f"`name` must be a flag of the vocabulary ({sorted(VOCABULARY)}). "
                          f"Received: name={name!r}")
     spec = VOCABULARY[name]
+    kind = spec.kind
+    if multiple:
+        if kind != "integer":
+            raise ValueError(f"`multiple` applies to integer flags. Received: name={name!r}")
+        kind = "int_list"
     help_text = f"{spec.help} {note}" if note else spec.help
     kwargs = {"flag_values": flag_values, "required": required,
               "module_name": _calling_module()}
-    if spec.kind == "string":
+    if kind == "string":
         flags.DEFINE_string(name, default, help_text, **kwargs)
-    elif spec.kind == "integer":
-        flags.DEFINE_integer(name, default, help_text, **kwargs)
-    elif spec.kind == "float":
+    elif kind == "integer":
+        flags.DEFINE_integer(name, default, help_text, lower_bound=spec.minimum, **kwargs)
+    elif kind == "float":
         flags.DEFINE_float(name, default, help_text, **kwargs)
-    elif spec.kind == "bool":
+    elif kind == "bool":
         flags.DEFINE_bool(name, default, help_text, **kwargs)
-    elif spec.kind == "enum":
+    elif kind == "enum":
         flags.DEFINE_enum(name, default, list(choices or spec.choices), help_text, **kwargs)
-    elif spec.kind == "int_list":
-        flags.DEFINE(IntListParser(), name, default, help_text,
-                     serializer=flags.CsvListSerializer(","), **kwargs)
+    elif kind == "list":
+        flags.DEFINE_list(name, default, help_text, **kwargs)
+    else:  # int_list
+        parser = IntListParser(-sys.maxsize if spec.minimum is None else spec.minimum)
+        flags.DEFINE(parser, name, default, help_text, serializer=flags.CsvListSerializer(","),
+                     **kwargs)
     for checker in (spec.check, check):
         if checker is not None:
             flags.register_validator(name, checker, flag_values=flag_values)

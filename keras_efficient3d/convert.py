@@ -473,7 +473,7 @@ def define_flags(flag_values=flags.FLAGS):
                       "takes raw RGB frames.", **fv)
     cli.define("normalization", None, "The checkpoint's: default kinetics for kinetics_* files, "
                "else original.", **fv)
-    cli.define("labels", None, "Recorded in the model.", **fv)
+    cli.define("labels", None, "Recorded in the model.", check=cli.existing_file, **fv)
 
 
 def main(argv, flag_values=flags.FLAGS):

@@ -227,6 +227,25 @@ def test_int_list_flag():
         assert cli.invoke(main, _define_nothing, ["prog", f"--batch_sizes={bad}"]) == 2
 
 
+def test_integer_flag_of_a_sweep_takes_a_list():
+    seen = {}
+
+    def define_flags(flag_values):
+        cli.define("threads", [1, 2, 4], flag_values=flag_values, multiple=True)
+        cli.define("frames", 16, flag_values=flag_values)
+
+    def main(argv, flag_values):
+        seen.update(threads=flag_values.threads, frames=flag_values.frames)
+
+    assert cli.invoke(main, define_flags, ["prog"]) == 0 and seen["threads"] == [1, 2, 4]
+    assert cli.invoke(main, define_flags, ["prog", "--threads=0,3"]) == 0
+    assert seen["threads"] == [0, 3]
+    for bad in ("--threads=1,x", "--threads=-1", "--frames=0", "--frames=2.5"):
+        assert cli.invoke(main, define_flags, ["prog", bad]) == 2, bad
+    with pytest.raises(ValueError, match="multiple"):
+        cli.define("model", None, flag_values=flags.FlagValues(), multiple=True)
+
+
 def test_normalize_argv_accepts_dashes():
     assert cli.normalize_argv(["p", "--width-mult=0.5", "--paper-table", "-x", "--out=a-b",
                                "--", "--keep-this"]) == [
