@@ -59,7 +59,9 @@ with ``-v 1`` to see the traceback of a mapped error too.
 A CLI module has ``define_flags(flag_values)``, ``main(argv, flag_values)`` (mapping flags
 to a plain function) and ends with ``cli.run(main, define_flags)``; tests call
 ``cli.invoke(main, define_flags, argv)``, which parses into fresh flag values and returns
-the exit status.
+the exit status. This module imports the standard library and absl only: a script that
+runs without TensorFlow (``deployment/benchmark_pytorch.py``, in a PyTorch environment)
+can load it by its path.
 """
 
 import dataclasses

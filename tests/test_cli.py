@@ -257,6 +257,20 @@ def test_define_rejects_names_outside_the_vocabulary():
         cli.define("num_frames", 16, flag_values=flags.FlagValues())
 
 
+def test_helper_imports_only_absl_and_the_standard_library():
+    import ast
+
+    with open(cli.__file__, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    assert imported <= {"absl", *sys.stdlib_module_names}, imported
+
+
 def test_vocabulary_table_lists_every_flag():
     for name in cli.VOCABULARY:
         assert f"``--{name}``" in cli.__doc__, name
