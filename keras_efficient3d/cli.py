@@ -54,7 +54,8 @@ wrong combination of flags, an unknown model name) ends the program with one lin
 ``<prog>: error: <message>`` on stderr and exit status 2. `run` maps the project's
 ValueError subclasses (DataError, ConversionError, CheckpointError, `UsageError`), OSError
 and absl's flag errors to that line; anything else is a bug and keeps its traceback. Run
-with ``-v 1`` to see the traceback of a mapped error too.
+with ``-v 1`` to see the traceback of a mapped error too. Ctrl-C ends with
+``<prog>: interrupted`` and status 130.
 
 A CLI module has ``define_flags(flag_values)``, ``main(argv, flag_values)`` (mapping flags
 to a plain function) and ends with ``cli.run(main, define_flags)``; tests call
@@ -308,6 +309,9 @@ def _call(main, argv, flag_values, prog, positional):
         if absl_logging.get_verbosity() >= 1:  # -v 1: the traceback, for debugging
             raise
         return _fail(prog, err)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return 130
     return 0 if status is None else status
 
 

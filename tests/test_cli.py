@@ -204,6 +204,14 @@ def test_verbosity_shows_the_traceback_of_expected_errors(monkeypatch):
         cli.invoke(main, _define_nothing, ["prog"])
 
 
+def test_ctrl_c_is_status_130(capsys):
+    def main(argv, flag_values):
+        raise KeyboardInterrupt
+
+    assert cli.invoke(main, _define_nothing, ["prog"]) == 130
+    assert capsys.readouterr().err == "test_cli.py: interrupted\n"
+
+
 def test_multiline_messages_become_one_line(capsys):
     def main(argv, flag_values):
         raise ValueError("The checkpoint does not fit:\n  missing keys: a\n  unexpected keys: b")
