@@ -21,7 +21,9 @@ from keras_efficient3d import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# name -> (how it is run, program name in its messages)
+# name -> (how it is run, program name in its messages); `POSITIONAL` take arguments
+# besides flags (``cli.run(main, define_flags, positional=True)``).
+POSITIONAL = set()
 CLIS = {
     "train": ("training/train.py", "train.py"),
     "evaluate": ("training/evaluate.py", "evaluate.py"),
@@ -160,7 +162,8 @@ def _assert_one_line(name, status, err, expected):
                          ids=[f"{row[0]}:{' '.join(row[1]) or 'no-flags'}" for row in BAD_INPUT])
 def test_bad_input_is_one_line_and_exit_2(name, args, expected, paths, capsys):
     module = load(name)
-    status = cli.invoke(module.main, module.define_flags, [name, *_fill(args, paths)])
+    status = cli.invoke(module.main, module.define_flags, [name, *_fill(args, paths)],
+                        positional=name in POSITIONAL)
     _, err = capsys.readouterr()
     _assert_one_line(name, status, err, expected)
 
