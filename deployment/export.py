@@ -56,9 +56,9 @@ def main(argv, flag_values=flags.FLAGS):
         check(f.output)
     except flags.ValidationError as err:
         raise cli.UsageError(f"--output={f.output} {err} for --format={f.format}") from None
-    common = dict(model_name=f.model, keras_file=f.model_file, num_frames=f.frames,
-                  image_size=f.size, num_classes=f.num_classes, batch_size=f.batch_size,
-                  fold_bn=f.fold_bn, verify=f.verify, weights=f.weights)
+    common = {"model_name": f.model, "keras_file": f.model_file, "num_frames": f.frames,
+              "image_size": f.size, "num_classes": f.num_classes, "batch_size": f.batch_size,
+              "fold_bn": f.fold_bn, "verify": f.verify, "weights": f.weights}
     try:
         if f.format == "onnx":
             report = onnx_export.build_and_export_onnx(f.output, opset=f.opset, **common)

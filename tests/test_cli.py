@@ -36,7 +36,7 @@ CLIS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(name):
     target = CLIS[name][0]
     if target.endswith(".py"):
@@ -177,7 +177,7 @@ def test_bad_input_is_one_line_and_exit_2(name, args, expected, paths, capsys):
 def test_bad_input_of_the_real_program(name, args, expected, paths):
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([*command(name), *_fill(args, paths)], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
+                          env=env, cwd=ROOT, timeout=300, check=False)
     _assert_one_line(name, proc.returncode, proc.stderr, expected)
     assert proc.stdout == ""
 

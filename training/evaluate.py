@@ -34,9 +34,9 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
                   frames=None, size=None, downsample=None, normalization=None, batch_size=8,
                   output_dir=None):
     """Evaluates a .keras file; returns (results, json path, confusion png)."""
-    from keras_efficient3d import evaluation, trainer  # first: sets TensorFlow's CPU options
+    import keras  # after keras_efficient3d (imported with cli), which sets TensorFlow's options
 
-    import keras
+    from keras_efficient3d import evaluation, trainer
 
     if not model_file or not os.path.isfile(model_file):
         raise ValueError(f"No model file at {model_file!r}.")

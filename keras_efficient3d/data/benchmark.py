@@ -32,7 +32,7 @@ from keras_efficient3d.data.folders import index_folders
 from keras_efficient3d.data.jester import index_jester
 from keras_efficient3d.data.pipeline import make_dataset
 
-__all__ = ["benchmark_pipeline", "compare_jpeg_decoders", "run", "main"]
+__all__ = ["benchmark_pipeline", "compare_jpeg_decoders", "define_flags", "main", "run"]
 
 LAYOUTS = ("jester", "video")
 

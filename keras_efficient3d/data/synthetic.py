@@ -36,7 +36,7 @@ import numpy as np
 
 from keras_efficient3d.data.jester import LABELS_CSV, SPLIT_CSVS
 
-__all__ = ["CLASSES", "LAYOUTS", "VIDEO_FORMATS", "generate", "render_video", "main"]
+__all__ = ["CLASSES", "LAYOUTS", "VIDEO_FORMATS", "define_flags", "generate", "main", "render_video"]
 
 CLASSES = (
     "Swiping Left",
