@@ -1,63 +1,74 @@
 r"""Exports a model to a SavedModel (TF Serving, TF-TRT) or ONNX (TensorRT, ONNX Runtime).
 
     # Registry model (random weights unless --weights), fixed batch 8, ONNX opset 13:
-    python deployment/export.py --model shufflenet_0.5x_g3 --num_classes 27 \
-        --format onnx --opset 13 --batch_size 8 --output exports/shufflenet.onnx
+    python deployment/export.py --model=shufflenet_0.5x_g3 --num_classes=27 \
+        --format=onnx --opset=13 --batch_size=8 --output=exports/shufflenet.onnx
 
     # A trained .keras file to a SavedModel with a dynamic batch:
-    python deployment/export.py --keras_file model.keras --format savedmodel \
-        --output exports/shufflenet_savedmodel
+    python deployment/export.py --model_file=model.keras --format=savedmodel \
+        --output=exports/shufflenet_savedmodel
 
 The BatchNorm-folded inference form is exported unless --nofold_bn; ONNX exports are
 checked against the Keras model with ONNX Runtime (--noverify to skip), SavedModels by
 loading them back. The logic lives in keras_efficient3d.deploy.{onnx_export,savedmodel}.
+Bad input ends with one line on stderr and exit status 2; a failed verification with one
+line and exit status 1.
 """
 
 import json
-import sys
+import os
 
-from absl import app, flags
+from absl import flags
 
-FLAGS = flags.FLAGS
+from keras_efficient3d import cli
 
 
-def define_flags():
-    flags.DEFINE_string("model", None, "Registry or configuration name, e.g. mobilenetv2_0.2x.")
-    flags.DEFINE_string("keras_file", None, "A saved .keras model (instead of --model).")
-    flags.DEFINE_string("weights", None, "Weights file for --model (.weights.h5 or .keras).")
-    flags.DEFINE_enum("format", "onnx", ["savedmodel", "onnx"], "Export format.")
-    flags.DEFINE_integer("opset", 13, "ONNX opset (13 for TensorRT 8.2 / JetPack 4.6).")
-    flags.DEFINE_integer("batch_size", None, "Fixed batch size; dynamic when unset.")
-    flags.DEFINE_integer("frames", 16, "Clip length of --model.")
-    flags.DEFINE_integer("size", 112, "Frame height and width of --model.")
-    flags.DEFINE_integer("num_classes", None, "Classes of --model (model default when unset).")
-    flags.DEFINE_boolean("fold_bn", True, "Export the BatchNorm-folded inference form.")
-    flags.DEFINE_boolean("verify", True, "Check the export against the Keras model.")
-    flags.DEFINE_string("output", None, "Output .onnx file or SavedModel directory.")
-    flags.mark_flag_as_required("output")
+def define_flags(flag_values=flags.FLAGS):
+    fv = {"flag_values": flag_values}
+    cli.define("model", None, "Give --model or --model_file.", **fv)
+    cli.define("model_file", None, "A saved .keras model (instead of --model).", **fv)
+    cli.define("weights", None, **fv)
+    cli.define("format", "onnx", choices=("savedmodel", "onnx"), **fv)
+    flags.DEFINE_integer("opset", 13, "ONNX opset (13 for TensorRT 8.2 / JetPack 4.6).", **fv)
+    cli.define("batch_size", None, "Fixed batch size of the export; dynamic when unset.", **fv)
+    cli.define("frames", 16, "(of --model)", **fv)
+    cli.define("size", 112, "(of --model)", **fv)
+    cli.define("num_classes", None, "(of --model; the model's default when unset)", **fv)
+    flags.DEFINE_boolean("fold_bn", True, "Export the BatchNorm-folded inference form.", **fv)
+    flags.DEFINE_boolean("verify", True, "Check the export against the Keras model.", **fv)
+    cli.define("output", None, "An .onnx file or a SavedModel folder.", required=True, **fv)
+    cli.define_alias("keras_file", "model_file", **fv)
     flags.register_multi_flags_validator(
-        ["model", "keras_file"], lambda v: (v["model"] is None) != (v["keras_file"] is None),
-        message="Give exactly one of --model and --keras_file.")
+        ["model", "model_file"], lambda v: (v["model"] is None) != (v["model_file"] is None),
+        message="give exactly one of --model and --model_file", **fv)
+    flags.register_multi_flags_validator(
+        ["model_file", "weights"], lambda v: not (v["model_file"] and v["weights"]),
+        message="--weights goes with --model; a --model_file carries its own", **fv)
 
 
-def main(argv):
+def main(argv, flag_values=flags.FLAGS):
     del argv
-    from keras_efficient3d.deploy import onnx_export, savedmodel  # pylint: disable=import-outside-toplevel
+    from keras_efficient3d.deploy import onnx_export, savedmodel
 
-    common = dict(model_name=FLAGS.model, keras_file=FLAGS.keras_file, num_frames=FLAGS.frames,
-                  image_size=FLAGS.size, num_classes=FLAGS.num_classes,
-                  batch_size=FLAGS.batch_size, fold_bn=FLAGS.fold_bn, verify=FLAGS.verify,
-                  weights=FLAGS.weights)
+    f = flag_values
+    check = cli.output_file if f.format == "onnx" else cli.output_folder
     try:
-        if FLAGS.format == "onnx":
-            report = onnx_export.build_and_export_onnx(FLAGS.output, opset=FLAGS.opset, **common)
+        check(f.output)
+    except flags.ValidationError as err:
+        raise cli.UsageError(f"--output={f.output} {err} for --format={f.format}") from None
+    common = {"model_name": f.model, "keras_file": f.model_file, "num_frames": f.frames,
+              "image_size": f.size, "num_classes": f.num_classes, "batch_size": f.batch_size,
+              "fold_bn": f.fold_bn, "verify": f.verify, "weights": f.weights}
+    try:
+        if f.format == "onnx":
+            report = onnx_export.build_and_export_onnx(f.output, opset=f.opset, **common)
         else:
-            report = savedmodel.build_and_export_saved_model(FLAGS.output, **common)
-    except (ValueError, AssertionError) as err:
-        sys.exit(f"export.py: {err}")
+            report = savedmodel.build_and_export_saved_model(f.output, **common)
+    except AssertionError as err:  # the export runs, but differs from the Keras model
+        raise SystemExit(f"{os.path.basename(__file__)}: verification failed: "
+                         f"{cli.error_line(err)}") from None
     print(json.dumps(report, default=str))
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -1,40 +1,57 @@
 """Exports a model to TFLite (fp32, fp16, dynamic range or full int8) through the
 deployment graph (BatchNorm folded, 2D ops over temporal taps, batch 1, XNNPACK-ready).
 
-    python deployment/export_tflite.py --model mobilenetv2_1.0x --weights w.weights.h5 \\
-        --num_classes 27 --precision int8 --data_root /tmp/gestures --output m_int8.tflite
+    python deployment/export_tflite.py --model=mobilenetv2_1.0x --weights=w.weights.h5 \\
+        --num_classes=27 --precision=int8 --data_root=/tmp/gestures --output=m_int8.tflite
+
+int8 calibrates on clips of a Jester-layout dataset (``--data_root``; e.g. the synthetic
+gestures of ``python -m keras_efficient3d.data.synthetic``). Bad input ends with one line on
+stderr and exit status 2.
 """
 
-from absl import app, flags
+from absl import flags
 
-FLAGS = flags.FLAGS
+from keras_efficient3d import cli
 
 
-def define_flags():
-    flags.DEFINE_string("model", "mobilenetv2_1.0x", "Registry name.")
-    flags.DEFINE_string("weights", None, "Trained weights (.weights.h5 or .keras).")
-    flags.DEFINE_integer("num_classes", 600, "Classifier size.")
-    flags.DEFINE_integer("frames", 16, "Clip length.")
-    flags.DEFINE_integer("size", 112, "Clip height and width.")
-    flags.DEFINE_enum("precision", "fp32", ["fp32", "fp16", "dynamic", "int8"], "Precision.")
-    flags.DEFINE_string("data_root", None, "Jester-layout root for int8 calibration clips.")
-    flags.DEFINE_integer("num_calibration", 64, "Calibration clips for int8.")
-    flags.DEFINE_boolean("int8_io", False, "int8 input/output tensors (int8 only).")
-    flags.DEFINE_string("output", None, "Destination .tflite.", required=False)
+def define_flags(flag_values=flags.FLAGS):
+    fv = {"flag_values": flag_values}
+    cli.define("model", "mobilenetv2_1.0x", **fv)
+    cli.define("weights", None, **fv)
+    cli.define("num_classes", 600, **fv)
+    cli.define("frames", 16, **fv)
+    cli.define("size", 112, **fv)
+    cli.define("precision", "fp32", **fv)
+    cli.define("data_root", None, "Jester layout: the int8 calibration clips.", **fv)
+    flags.DEFINE_integer("num_calibration", 64, "Calibration clips for int8.", lower_bound=1,
+                         **fv)
+    flags.DEFINE_boolean("int8_io", False, "int8 input/output tensors (int8 only).", **fv)
+    cli.define("output", None, "The .tflite file (default: <model>_<precision>.tflite).",
+               check=cli.output_file, **fv)
+    flags.register_multi_flags_validator(
+        ["precision", "data_root"], lambda v: v["precision"] != "int8" or bool(v["data_root"]),
+        message="--precision=int8 needs --data_root (calibration clips)", **fv)
+    flags.register_multi_flags_validator(
+        ["precision", "int8_io"], lambda v: v["precision"] == "int8" or not v["int8_io"],
+        message="--int8_io needs --precision=int8", **fv)
 
 
 def export(model_name, weights, num_classes, frames, size, precision, output, data_root=None,
            num_calibration=64, int8_io=False):
     """Builds, optionally calibrates on the training pipeline, converts and writes."""
+    if precision == "int8" and data_root is None:
+        raise ValueError("`precision='int8'` needs `data_root` (calibration clips). "
+                         f"Received: data_root={data_root}")
     from keras_efficient3d import create_model
     from keras_efficient3d.deploy import export_tflite
 
-    model = create_model(model_name, input_shape=(frames, size, size, 3), num_classes=num_classes,
-                         weights=weights)
+    try:
+        model = create_model(model_name, input_shape=(frames, size, size, 3),
+                             num_classes=num_classes, weights=weights)
+    except OSError as err:  # h5py's messages do not say which file
+        raise OSError(f"cannot read the weights {weights}: {err}") from err
     data = None
     if precision == "int8":
-        if data_root is None:
-            raise ValueError("--precision=int8 needs --data_root (calibration clips).")
         from keras_efficient3d import data as kdata
 
         records, _ = kdata.index_jester(data_root, "train")
@@ -44,14 +61,14 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
                          num_calibration=num_calibration, int8_io=int8_io)
 
 
-def main(argv):
+def main(argv, flag_values=flags.FLAGS):
     del argv
-    output = FLAGS.output or f"{FLAGS.model}_{FLAGS.precision}.tflite"
-    size = export(FLAGS.model, FLAGS.weights, FLAGS.num_classes, FLAGS.frames, FLAGS.size,
-                  FLAGS.precision, output, FLAGS.data_root, FLAGS.num_calibration, FLAGS.int8_io)
+    f = flag_values
+    output = f.output or f"{f.model}_{f.precision}.tflite"
+    size = export(f.model, f.weights, f.num_classes, f.frames, f.size, f.precision, output,
+                  f.data_root, f.num_calibration, f.int8_io)
     print(f"Wrote {output} ({size / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

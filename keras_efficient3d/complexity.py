@@ -30,15 +30,14 @@ multiply-accumulates of convolutions and dense layers only.
 
 Command line::
 
-    python -m keras_efficient3d.complexity --model mobilenetv2 --width-mult 0.45
-    python -m keras_efficient3d.complexity --paper-table --format json
+    python -m keras_efficient3d.complexity --model=mobilenetv2 --width_mult=0.45
+    python -m keras_efficient3d.complexity --paper_table --format=json
 """
 
 import csv
 import io
 import json
 import math
-import sys
 
 import keras
 
@@ -429,42 +428,23 @@ def _row_config_text(row):
 # --------------------------------------------------------------------------- command line
 
 
-def define_flags():
+def define_flags(flag_values=None):
     """Flags of the command line, defined only when run as a script."""
     from absl import flags
 
-    flags.DEFINE_string("model", None, "Registry name, alias or configuration name "
-                        "(mobilenetv2, shufflenet_0.5x_g3, resnet18, ...).")
-    flags.DEFINE_float("width_mult", None, "Width multiplier (MobileNets, ShuffleNets).")
-    flags.DEFINE_integer("groups", None, "ShuffleNetV1 groups.")
-    flags.DEFINE_string("shortcut", None, "ResNet/ResNeXt shortcut: A or B.")
-    flags.DEFINE_integer("num_classes", PAPER_NUM_CLASSES, "Classes of the classifier.")
-    flags.DEFINE_integer("frames", DEFAULT_FRAMES, "Frames per clip.")
-    flags.DEFINE_integer("size", DEFAULT_SIZE, "Frame height and width.")
-    flags.DEFINE_string("format", "table", "Output format: table, json or csv.")
+    from keras_efficient3d import cli
+
+    fv = {"flag_values": flags.FLAGS if flag_values is None else flag_values}
+    cli.define("model", None, "Give --model or --paper_table.", **fv)
+    cli.define("width_mult", None, **fv)
+    cli.define("groups", None, **fv)
+    cli.define("shortcut", None, **fv)
+    cli.define("num_classes", PAPER_NUM_CLASSES, **fv)
+    cli.define("frames", DEFAULT_FRAMES, **fv)
+    cli.define("size", DEFAULT_SIZE, **fv)
+    cli.define("format", "table", choices=("table", "json", "csv"), **fv)
     flags.DEFINE_bool("paper_table", False, "Print the 21 rows of the paper's Table 8 side by "
-                      "side with the paper's values.")
-
-
-def _normalize_argv(argv):
-    """Accepts --width-mult as well as --width_mult (and --num-classes, --paper-table)."""
-    out = []
-    for arg in argv:
-        if arg.startswith("--") and not arg.startswith("---"):
-            name, sep, value = arg[2:].partition("=")
-            arg = "--" + name.replace("-", "_") + sep + value
-        out.append(arg)
-    return out
-
-
-def _parse_flags(argv):
-    from absl import flags
-
-    try:
-        return flags.FLAGS(_normalize_argv(argv))
-    except flags.Error as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+                      "side with the paper's values.", **fv)
 
 
 def run_cli(model=None, width_mult=None, groups=None, shortcut=None,
@@ -476,41 +456,27 @@ def run_cli(model=None, width_mult=None, groups=None, shortcut=None,
         raise ValueError(f"--format must be table, json or csv. Received: --format={fmt}")
     if paper:
         if model:
-            raise ValueError("--paper-table and --model are exclusive.")
+            raise ValueError("--paper_table and --model are exclusive.")
         return format_paper_table(paper_table(), fmt)
     if not model:
-        raise ValueError("--model or --paper-table is required.")
+        raise ValueError("--model or --paper_table is required.")
     if shortcut is not None and shortcut not in ("A", "B"):
         raise ValueError(f"--shortcut must be A or B. Received: --shortcut={shortcut}")
     if width_mult is not None and width_mult <= 0:
-        raise ValueError(f"--width-mult must be positive. Received: --width-mult={width_mult}")
+        raise ValueError(f"--width_mult must be positive. Received: --width_mult={width_mult}")
     model_obj, family = build(model, width_mult=width_mult, groups=groups, shortcut=shortcut,
                               num_classes=num_classes, frames=frames, size=size)
     return format_count(count(model_obj, family), fmt)
 
 
-def main(argv):
-    from absl import flags
-
-    f = flags.FLAGS
-    if len(argv) > 1:
-        print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
-        return 2
-    try:
-        text = run_cli(f.model, f.width_mult, f.groups, f.shortcut, f.num_classes, f.frames,
-                       f.size, f.format, f.paper_table)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(text)
-    return 0
+def main(argv, flag_values):
+    del argv
+    f = flag_values
+    print(run_cli(f.model, f.width_mult, f.groups, f.shortcut, f.num_classes, f.frames, f.size,
+                  f.format, f.paper_table))
 
 
 if __name__ == "__main__":
-    import os
+    from keras_efficient3d import cli
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from absl import app
-
-    define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main, define_flags)

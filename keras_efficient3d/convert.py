@@ -1,7 +1,7 @@
 """Published PyTorch checkpoints of Efficient-3DCNNs -> Keras models.
 
     python -m keras_efficient3d.convert --checkpoint kinetics_mobilenetv2_1.0x_RGB_16_best.pth \\
-        --output mobilenetv2_1.0x_kinetics.keras --with-preprocessing --labels kinetics600
+        --output mobilenetv2_1.0x_kinetics.keras --with_preprocessing --labels kinetics600_labels.txt
 
 The checkpoint is read by `keras_efficient3d.torch_checkpoint` (no PyTorch, no code run
 from the file). The architecture, width, groups, shortcut, cardinality and classes are
@@ -16,17 +16,16 @@ weights are transposed; BatchNorm keeps (gamma, beta, running mean, running vari
 import json
 import os
 import re
-import sys
 import tempfile
 import zipfile
 
 import keras
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from keras_efficient3d import registry
 from keras_efficient3d.layers import Conv3D, DepthwiseConv3D
-from keras_efficient3d.torch_checkpoint import CheckpointError, load_checkpoint
+from keras_efficient3d.torch_checkpoint import load_checkpoint
 
 METADATA_ENTRY = "keras_efficient3d.json"
 
@@ -290,55 +289,43 @@ def convert(checkpoint_path, output_path, frames=16, size=112, preprocessing=Fal
     return output_path
 
 
-FLAGS = flags.FLAGS
-
-
-def define_flags():
+def define_flags(flag_values=flags.FLAGS):
     """Flags of the command line; defined on demand so that importing this module (tests,
-    other CLIs) never registers them twice."""
-    flags.DEFINE_string("checkpoint", None, "PyTorch checkpoint (.pth) written by Efficient-3DCNNs.")
-    flags.DEFINE_string("output", None, "Output .keras file.")
-    flags.DEFINE_string("model", None, "Architecture (inferred when unset): mobilenet, mobilenetv2, "
-                        "shufflenet, shufflenetv2, squeezenet, resnet, resnext, c3d.")
-    flags.DEFINE_float("width_mult", None, "Width multiplier (inferred when unset).")
-    flags.DEFINE_integer("groups", None, "ShuffleNetV1 groups (inferred when unset).")
-    flags.DEFINE_enum("shortcut", None, ["A", "B"], "ResNet/ResNeXt shortcut (inferred when unset).")
-    flags.DEFINE_integer("cardinality", None, "ResNeXt cardinality (inferred when unset).")
-    flags.DEFINE_integer("depth", None, "ResNet/ResNeXt depth (inferred when unset).")
-    flags.DEFINE_integer("num_classes", None, "Classes (inferred from the classifier when unset).")
-    flags.DEFINE_integer("frames", 16, "Frames per clip.")
-    flags.DEFINE_integer("size", 112, "Frame height and width.")
-    flags.DEFINE_bool("with_preprocessing", False, "Prepend the normalisation: the model then takes raw RGB frames.")
-    flags.DEFINE_string("normalization", None, "Normalisation the checkpoint was trained with: a preset "
-                        "(original = ActivityNet mean, 0-255, RGB; kinetics = the same in BGR, as the original's "
-                        "OpenCV-decoded Kinetics videos). Default: kinetics for kinetics_* files, else original.")
-    flags.DEFINE_string("labels", None, "Text file of class names, one per line, to record in the model.")
+    other CLIs) never registers them."""
+    from keras_efficient3d import cli
+
+    fv = {"flag_values": flag_values}
+    cli.define("checkpoint", None, required=True, **fv)
+    cli.define("output", None, "The .keras file.", required=True, check=cli.output_file, **fv)
+    cli.define("model", None, "Inferred when unset: mobilenet, mobilenetv2, shufflenet, "
+               "shufflenetv2, squeezenet, resnet, resnext, c3d.", **fv)
+    for name in ("width_mult", "groups", "shortcut", "cardinality", "depth"):
+        cli.define(name, None, "(inferred when unset)", **fv)
+    cli.define("num_classes", None, "(inferred from the classifier when unset)", **fv)
+    cli.define("frames", 16, **fv)
+    cli.define("size", 112, **fv)
+    flags.DEFINE_bool("with_preprocessing", False, "Prepend the normalisation: the model then "
+                      "takes raw RGB frames.", **fv)
+    cli.define("normalization", None, "The checkpoint's: default kinetics for kinetics_* files, "
+               "else original.", **fv)
+    cli.define("labels", None, "Recorded in the model.", check=cli.existing_file, **fv)
 
 
-def main(argv):
+def main(argv, flag_values=flags.FLAGS):
     del argv
-    if not FLAGS.checkpoint or not FLAGS.output:
-        raise app.UsageError("--checkpoint and --output are required.")
+    f = flag_values
     labels = None
-    if FLAGS.labels:
-        try:
-            with open(FLAGS.labels, encoding="utf-8") as handle:
-                labels = [line.strip() for line in handle if line.strip()]
-        except OSError as err:
-            print(f"error: cannot read the labels file: {err}", file=sys.stderr)
-            return 1
-    overrides = {"model": FLAGS.model, "width_mult": FLAGS.width_mult, "groups": FLAGS.groups,
-                 "shortcut": FLAGS.shortcut, "cardinality": FLAGS.cardinality,
-                 "depth": FLAGS.depth, "num_classes": FLAGS.num_classes}
-    try:
-        convert(FLAGS.checkpoint, FLAGS.output, FLAGS.frames, FLAGS.size,
-                FLAGS.with_preprocessing, FLAGS.normalization, labels, overrides)
-    except (CheckpointError, ConversionError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    if f.labels:
+        with open(f.labels, encoding="utf-8") as handle:
+            labels = [line.strip() for line in handle if line.strip()]
+    overrides = {"model": f.model, "width_mult": f.width_mult, "groups": f.groups,
+                 "shortcut": f.shortcut, "cardinality": f.cardinality, "depth": f.depth,
+                 "num_classes": f.num_classes}
+    convert(f.checkpoint, f.output, f.frames, f.size, f.with_preprocessing, f.normalization,
+            labels, overrides)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    from keras_efficient3d import cli
+
+    cli.run(main, define_flags)

@@ -194,7 +194,7 @@ def test_cli_refuses_malicious_checkpoint(tmp_path):
     bad = tmp_path / "evil.pth"
     bad.write_bytes(pickle.dumps({"state_dict": Evil()}))
     proc = _run_cli(f"--checkpoint={bad}", f"--output={tmp_path / 'x.keras'}")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "marker").exists()
     assert not (tmp_path / "x.keras").exists()
@@ -202,7 +202,7 @@ def test_cli_refuses_malicious_checkpoint(tmp_path):
 
 def test_cli_reports_missing_file_and_mismatch(reference_dir, tmp_path):
     proc = _run_cli(f"--checkpoint={tmp_path / 'nope.pth'}", f"--output={tmp_path / 'x.keras'}")
-    assert proc.returncode == 1 and "nope.pth" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "nope.pth" in proc.stderr and "Traceback" not in proc.stderr
     proc = _run_cli(f"--checkpoint={reference_dir / 'pytorch_checkpoints' / 'squeezenet_1.1.pth'}",
                     f"--output={tmp_path / 'x.keras'}", "--model=mobilenet")
-    assert proc.returncode == 1 and "does not fit" in proc.stderr
+    assert proc.returncode == 2 and "does not fit" in proc.stderr

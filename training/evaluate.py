@@ -1,43 +1,42 @@
 """Evaluate a trained model: clip and video top-1/top-5, per-class accuracy, confusion matrix.
 
     python training/evaluate.py --model_file=runs/jester/best.keras \\
-        --dataset=jester --data_root=/data/jester --output_dir=runs/jester
+        --dataset=jester --data_root=/data/jester --output=runs/jester
 
 Frames, size, downsample and normalisation default to the run's config.json (beside the
-model file) when there is one.
+model file) when there is one. Bad input ends with one line on stderr and exit status 2.
 """
 
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
-FLAGS = flags.FLAGS
+from keras_efficient3d import cli
 
 
-def define_flags():
-    flags.DEFINE_string("model_file", None, "A .keras model (best.keras / last.keras of a run).")
-    flags.DEFINE_string("dataset", None, "jester, kinetics600, ucf101, folders or synthetic "
-                        "(default: the run's).")
-    flags.DEFINE_string("data_root", None, "Dataset folder (default: the run's).")
-    flags.DEFINE_string("annotations", None, "Annotation files (default: the run's).")
-    flags.DEFINE_string("split", "validation", "validation or train.")
-    flags.DEFINE_integer("frames", None, "Frames per clip.")
-    flags.DEFINE_integer("size", None, "Clip size.")
-    flags.DEFINE_integer("downsample", None, "Temporal stride.")
-    flags.DEFINE_string("normalization", None, "Normalisation preset.")
-    flags.DEFINE_integer("batch_size", 8, "Clips per batch.")
-    flags.DEFINE_string("output_dir", None, "Where results go (default: beside the model).")
+def define_flags(flag_values=flags.FLAGS):
+    fv = {"flag_values": flag_values}
+    cli.define("model_file", None, "A .keras model (best.keras / last.keras of a run).",
+               required=True, **fv)
+    for name in ("dataset", "data_root", "annotations"):
+        cli.define(name, None, "(default: the run's)", **fv)
+    flags.DEFINE_enum("split", "validation", ["validation", "train"], "Split to evaluate.", **fv)
+    for name in ("frames", "size", "downsample", "normalization"):
+        cli.define(name, None, "(default: the run's)", **fv)
+    cli.define("batch_size", 8, **fv)
+    cli.define("output", None, "A folder for the results (default: beside the model).",
+               check=cli.output_folder, **fv)
+    cli.define_alias("output_dir", "output", **fv)
 
 
 def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, split="validation",
                   frames=None, size=None, downsample=None, normalization=None, batch_size=8,
                   output_dir=None):
     """Evaluates a .keras file; returns (results, json path, confusion png)."""
-    from keras_efficient3d import evaluation, trainer  # first: sets TensorFlow's CPU options
+    import keras  # after keras_efficient3d (imported with cli), which sets TensorFlow's options
 
-    import keras
+    from keras_efficient3d import evaluation, trainer
 
     if not model_file or not os.path.isfile(model_file):
         raise ValueError(f"No model file at {model_file!r}.")
@@ -64,25 +63,17 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     return results, json_path, png
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+def main(argv, flag_values=flags.FLAGS):
+    del argv
     from keras_efficient3d import evaluation
-    from keras_efficient3d.data import DataError
 
-    try:
-        results, json_path, png = evaluate_file(
-            FLAGS.model_file, FLAGS.dataset, FLAGS.data_root, FLAGS.annotations, FLAGS.split,
-            FLAGS.frames, FLAGS.size, FLAGS.downsample, FLAGS.normalization, FLAGS.batch_size,
-            FLAGS.output_dir)
-    except (ValueError, DataError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(evaluation.format_report(results, f"Evaluation of {FLAGS.model_file}"))
+    f = flag_values
+    results, json_path, png = evaluate_file(
+        f.model_file, f.dataset, f.data_root, f.annotations, f.split, f.frames, f.size,
+        f.downsample, f.normalization, f.batch_size, f.output)
+    print(evaluation.format_report(results, f"Evaluation of {f.model_file}"))
     print(f"results: {json_path}\nconfusion matrix: {png}")
-    return 0
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -8,13 +8,16 @@ and mode. Prints a table and a JSON line.
 Shell::
 
     python -m keras_efficient3d.data.benchmark
-    python -m keras_efficient3d.data.benchmark --layout jester --batch-size 8 --num-batches 40
-    python -m keras_efficient3d.data.benchmark --compare-jpeg   # OpenCV vs tf.io.decode_jpeg
+    python -m keras_efficient3d.data.benchmark --layout=jester --batch_size=8 --num_batches=40
+    python -m keras_efficient3d.data.benchmark --compare_jpeg   # OpenCV vs tf.io.decode_jpeg
+    python -m keras_efficient3d.data.benchmark --layout=video --data_root=/data/videos --json_out=rows.json
+
+``--frames``/``--size`` are the clip the pipeline makes; ``--source_frames``/``--source_size``
+the generated videos it reads.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -29,7 +32,7 @@ from keras_efficient3d.data.folders import index_folders
 from keras_efficient3d.data.jester import index_jester
 from keras_efficient3d.data.pipeline import make_dataset
 
-__all__ = ["benchmark_pipeline", "compare_jpeg_decoders", "run", "main"]
+__all__ = ["benchmark_pipeline", "compare_jpeg_decoders", "define_flags", "main", "run"]
 
 LAYOUTS = ("jester", "video")
 
@@ -167,35 +170,58 @@ def _table(rows):
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layout", choices=LAYOUTS + ("both",), default="both")
-    parser.add_argument("--modes", default="train,val", help="comma-separated: train,val,test")
-    parser.add_argument("--data-dir", default=None, help="existing dataset of --layout instead of a generated one")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-batches", type=int, default=30)
-    parser.add_argument("--sample-duration", type=int, default=16)
-    parser.add_argument("--sample-size", type=int, default=112)
-    parser.add_argument("--downsample", type=int, default=1)
-    parser.add_argument("--videos-per-class", type=int, default=12)
-    parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--compare-jpeg", action="store_true", help="also time OpenCV vs tf.io.decode_jpeg")
-    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    args = parser.parse_args(argv)
-    if args.layout == "both" and args.data_dir:
-        parser.error("--data-dir needs a single --layout")
-    layouts = LAYOUTS if args.layout == "both" else (args.layout,)
-    rows = run(layouts, tuple(m for m in args.modes.split(",") if m), args.data_dir, args.batch_size,
-               args.num_batches, args.sample_duration, args.sample_size, args.downsample,
-               args.videos_per_class, args.frames, args.size, args.seed, args.compare_jpeg)
+MODES = ("train", "val", "test")
+
+
+def define_flags(flag_values):
+    from absl import flags
+
+    from keras_efficient3d import cli
+
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_enum("layout", "both", LAYOUTS + ("both",), "Dataset layout to time.", **fv)
+    flags.DEFINE_list("modes", ["train", "val"], f"Pipeline modes, comma-separated: {MODES}.",
+                      **fv)
+    flags.register_validator("modes", lambda v: bool(v) and set(v) <= set(MODES),
+                             message=f"expected comma-separated modes of {MODES}", **fv)
+    cli.define("data_root", None, "An existing dataset of --layout instead of a generated one.",
+               **fv)
+    cli.define("batch_size", 8, **fv)
+    flags.DEFINE_integer("num_batches", 30, "Timed batches per row.", lower_bound=1, **fv)
+    cli.define("frames", 16, "(of the clips the pipeline makes)", **fv)
+    cli.define("size", 112, "(of the clips the pipeline makes)", **fv)
+    cli.define("downsample", 1, **fv)
+    cli.define("videos_per_class", 12, **fv)
+    flags.DEFINE_integer("source_frames", 32, "Frames per generated video.", lower_bound=2, **fv)
+    flags.DEFINE_integer("source_size", 128, "Height and width of the generated videos.",
+                         lower_bound=32, **fv)
+    cli.define("seed", 0, **fv)
+    flags.DEFINE_bool("compare_jpeg", False, "Also time OpenCV against tf.io.decode_jpeg.", **fv)
+    cli.define("json_out", None, **fv)
+    # The argparse spellings of the first version (--data-dir, --json, --sample-duration...).
+    for old, new in (("data_dir", "data_root"), ("json", "json_out"),
+                     ("sample_duration", "frames"), ("sample_size", "size")):
+        cli.define_alias(old, new, flag_values=flag_values)
+    flags.register_multi_flags_validator(
+        ["layout", "data_root"], lambda v: not (v["layout"] == "both" and v["data_root"]),
+        message="--data_root needs a single --layout", flag_values=flag_values)
+
+
+def main(argv, flag_values) -> None:
+    del argv
+    f = flag_values
+    layouts = LAYOUTS if f.layout == "both" else (f.layout,)
+    rows = run(layouts, tuple(f.modes), f.data_root, f.batch_size,
+               f.num_batches, f.frames, f.size, f.downsample, f.videos_per_class,
+               f.source_frames, f.source_size, f.seed, f.compare_jpeg)
     print(_table(rows))
     print(json.dumps(rows))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
+    if f.json_out:
+        with open(f.json_out, "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=2)
 
 
 if __name__ == "__main__":
-    main()
+    from keras_efficient3d import cli
+
+    cli.run(main, define_flags)

@@ -18,15 +18,14 @@ Two layouts, so that the main job exercises the same readers as real data:
 
 Shell::
 
-    python -m keras_efficient3d.data.synthetic --output /tmp/gestures
-    python -m keras_efficient3d.data.synthetic --output /tmp/gestures_avi --layout video --video-format avi
+    python -m keras_efficient3d.data.synthetic --output=/tmp/gestures
+    python -m keras_efficient3d.data.synthetic --output=/tmp/gestures_avi --layout=video --video_format=avi
 
 Generation is deterministic for a seed (each video has its own child seed).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -37,7 +36,7 @@ import numpy as np
 
 from keras_efficient3d.data.jester import LABELS_CSV, SPLIT_CSVS
 
-__all__ = ["CLASSES", "LAYOUTS", "VIDEO_FORMATS", "generate", "render_video", "main"]
+__all__ = ["CLASSES", "LAYOUTS", "VIDEO_FORMATS", "define_flags", "generate", "main", "render_video"]
 
 CLASSES = (
     "Swiping Left",
@@ -267,23 +266,36 @@ def generate(
     return output
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True, help="destination folder")
-    parser.add_argument("--layout", choices=LAYOUTS, default="jester")
-    parser.add_argument("--videos-per-class", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--video-format", choices=sorted(VIDEO_FORMATS), default="mp4")
-    args = parser.parse_args(argv)
+def define_flags(flag_values):
+    from absl import flags
+
+    from keras_efficient3d import cli
+
+    cli.define("output", None, "Destination folder.", flag_values=flag_values, required=True,
+               check=cli.output_folder)
+    flags.DEFINE_enum("layout", "jester", LAYOUTS, "jester (JPEG folders and CSVs) or video.",
+                      flag_values=flag_values)
+    cli.define("videos_per_class", 50, flag_values=flag_values)
+    cli.define("seed", 0, flag_values=flag_values)
+    cli.define("frames", 32, "(frames per generated video)", flag_values=flag_values)
+    cli.define("size", 128, flag_values=flag_values)
+    flags.DEFINE_float("val_fraction", 0.2, "Share of each class's videos in the validation "
+                       "split.", flag_values=flag_values)
+    flags.DEFINE_enum("video_format", "mp4", sorted(VIDEO_FORMATS), "Container of the video "
+                      "layout.", flag_values=flag_values)
+
+
+def main(argv, flag_values) -> None:
+    del argv
+    f = flag_values
     start = time.perf_counter()
-    root = generate(args.output, args.layout, args.videos_per_class, args.seed, args.frames, args.size,
-                    args.val_fraction, args.video_format)
-    print(f"wrote {len(CLASSES) * args.videos_per_class} videos ({args.layout} layout) to {root} "
+    root = generate(f.output, f.layout, f.videos_per_class, f.seed, f.frames, f.size,
+                    f.val_fraction, f.video_format)
+    print(f"wrote {len(CLASSES) * f.videos_per_class} videos ({f.layout} layout) to {root} "
           f"in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
-    main()
+    from keras_efficient3d import cli
+
+    cli.run(main, define_flags)

@@ -2,6 +2,7 @@
 
 import json
 
+from keras_efficient3d import cli
 from keras_efficient3d.data import benchmark
 
 
@@ -16,9 +17,11 @@ def test_benchmark_rows_and_cli(tmp_path, capsys):
     assert jpeg["clips"] == 16 and jpeg["opencv"] > 0 and jpeg["tf.io.decode_jpeg"] > 0
 
     out = tmp_path / "bench.json"
-    benchmark.main(["--layout", "video", "--modes", "train", "--batch-size", "2", "--num-batches", "1",
-                    "--sample-duration", "4", "--sample-size", "32", "--videos-per-class", "1", "--frames", "8",
-                    "--size", "48", "--json", str(out)])
+    status = cli.invoke(benchmark.main, benchmark.define_flags, [
+        "benchmark", "--layout", "video", "--modes", "train", "--batch_size", "2", "--num_batches", "1",
+        "--frames", "4", "--size", "32", "--videos_per_class", "1", "--source_frames", "8",
+        "--source_size", "48", "--json_out", str(out)])
+    assert status == 0
     printed = capsys.readouterr().out
     assert "clips/s" in printed and "video" in printed
     assert json.load(open(out))[0]["mode"] == "train"

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from keras_efficient3d import cli
 from keras_efficient3d.data import count_frames, index_folders, index_jester, make_dataset, read_video, synthetic
 from keras_efficient3d.data import synthetic as synthetic_module
 
@@ -83,8 +84,10 @@ def test_rendered_object_moves_and_contrasts():
 
 
 def test_cli_and_argument_validation(tmp_path, capsys):
-    synthetic.main(["--output", str(tmp_path / "cli"), "--videos-per-class", "1", "--frames", "4", "--size", "32",
-                    "--layout", "video", "--video-format", "avi"])
+    status = cli.invoke(synthetic.main, synthetic.define_flags, [
+        "synthetic", "--output", str(tmp_path / "cli"), "--videos_per_class", "1", "--frames", "4",
+        "--size", "32", "--layout", "video", "--video_format", "avi"])
+    assert status == 0
     assert "wrote 8 videos" in capsys.readouterr().out
     assert len(index_folders(str(tmp_path / "cli"), "train")[0]) == 8  # 1 video per class: no validation
     with pytest.raises(ValueError, match="layout"):

@@ -252,10 +252,12 @@ def test_cli_exports_onnx(tmp_path):
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
-    run = _run(["--model", "mobilenetv1", "--keras_file", "x.keras", "--output", str(tmp_path / "x")])
-    assert run.returncode != 0 and "exactly one of --model and --keras_file" in run.stderr
+    keras_file = tmp_path / "x.keras"
+    keras_file.write_text("")
+    run = _run(["--model", "mobilenetv1", "--keras_file", str(keras_file), "--output", str(tmp_path / "x")])
+    assert run.returncode == 2 and "exactly one of --model and --model_file" in run.stderr
     run = _run(["--model", "nosuchnet", "--output", str(tmp_path / "x.onnx")])
-    assert run.returncode == 1 and "Unknown model 'nosuchnet'" in run.stderr
+    assert run.returncode == 2 and "Unknown model 'nosuchnet'" in run.stderr
     assert "Traceback" not in run.stderr
 
 

@@ -1,0 +1,350 @@
+"""One vocabulary and one error contract for the project's command lines.
+
+Every CLI (``training/*.py``, ``deployment/*.py``, ``python -m keras_efficient3d.*``) uses
+absl flags, spells the same thing the same way and defines it through `define`, so that a
+flag has one help text and one check everywhere:
+
+=====================  ======================================================  ==================
+flag                   meaning                                                 type
+=====================  ======================================================  ==================
+``--model``            registry name, alias or configuration name              string
+``--models``           registry or configuration names (benchmarks)            comma list
+``--model_file``       a saved model to read (.keras; .tflite/.onnx where the  existing file
+                       tool runs them)
+``--weights``          trained weights for ``--model`` (.weights.h5, .keras)   existing file
+``--checkpoint``       PyTorch checkpoint (.pth) of Efficient-3DCNNs           existing file
+``--num_classes``      classes of the classifier                               int >= 1
+``--width_mult``       width multiplier (MobileNets, ShuffleNets)              float > 0
+``--groups``           ShuffleNetV1 groups                                     int >= 1
+``--shortcut``         ResNet/ResNeXt shortcut                                 A or B
+``--cardinality``      ResNeXt cardinality                                     int >= 1
+``--depth``            ResNet/ResNeXt depth                                    int >= 1
+``--frames``           frames per clip (of the model's input, or of the        int >= 1
+                       generated videos)
+``--size``             frame height and width                                  int >= 1
+``--normalization``    input normalisation preset (original, kinetics, unit)   string
+``--labels``           class names: a text file, one per line (predict also    string
+                       takes a preset name)
+``--dataset``          dataset layout (jester, kinetics600, ucf101, ...)       string
+``--data_root``        dataset folder                                          existing folder
+``--annotations``      annotation files of the dataset                         string
+``--downsample``       temporal stride between sampled frames                  int >= 1
+``--batch_size``       clips per batch                                         int >= 1
+``--batch_sizes``      batch sizes to time                                     ints >= 1, "1,8"
+``--threads``          CPU threads of the runtime (0: its default); a comma    int >= 0
+                       list in a benchmark that sweeps them
+``--warmup``           untimed runs first                                      int >= 0
+``--runs``             timed runs                                              int >= 1
+``--precision``        TFLite precision: fp32, fp16, dynamic, int8             enum
+``--seed``             random seed                                             int
+``--videos_per_class`` synthetic videos per class                              int >= 1
+``--output``           what the tool writes: a file or a folder (its help      path
+                       says which; a file where a folder is needed, or the
+                       reverse, is an error)
+``--json_out``         also write the results as JSON to this file             path
+``--format``           the form of the output (export: onnx, savedmodel;       enum
+                       complexity: table, json, csv)
+=====================  ======================================================  ==================
+
+Flags of one tool only (``--opset``, ``--lr_schedule``, ...) stay in that tool. Dashed
+spellings (``--width-mult``) are accepted for every flag.
+
+Error contract: bad input (a missing or unreadable file, a flag value of the wrong type, a
+wrong combination of flags, an unknown model name) ends the program with one line
+``<prog>: error: <message>`` on stderr and exit status 2. `run` maps the project's
+ValueError subclasses (DataError, ConversionError, CheckpointError, `UsageError`), OSError
+and absl's flag errors to that line; anything else is a bug and keeps its traceback. Run
+with ``-v 1`` to see the traceback of a mapped error too. Ctrl-C ends with
+``<prog>: interrupted`` and status 130.
+
+A CLI module has ``define_flags(flag_values)``, ``main(argv, flag_values)`` (mapping flags
+to a plain function) and ends with ``cli.run(main, define_flags)``; tests call
+``cli.invoke(main, define_flags, argv)``, which parses into fresh flag values and returns
+the exit status. This module imports the standard library and absl only: a script that
+runs without TensorFlow (``deployment/benchmark_pytorch.py``, in a PyTorch environment)
+can load it by its path.
+"""
+
+import dataclasses
+import os
+import sys
+import zipfile
+
+from absl import app, flags
+from absl import logging as absl_logging
+
+__all__ = ["VOCABULARY", "UsageError", "define", "define_alias", "invoke", "normalize_argv", "run"]
+
+
+class UsageError(ValueError):
+    """A command line that cannot work: a wrong combination of flags, a missing input."""
+
+
+# What `run` turns into one line and exit status 2; anything else is a bug.
+EXPECTED_ERRORS = (ValueError, OSError, zipfile.BadZipFile, app.UsageError, flags.Error)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+# An empty string is unset, as None is (TrainConfig's data_root defaults to "").
+
+
+def existing_file(value):
+    """Check of a flag that names a file to read."""
+    if value and not os.path.isfile(value):
+        what = "a folder, not a file" if os.path.isdir(value) else "no such file"
+        raise flags.ValidationError(what)
+    return True
+
+
+def existing_folder(value):
+    """Check of a flag that names a folder to read."""
+    if value and not os.path.isdir(value):
+        what = "a file, not a folder" if os.path.exists(value) else "no such folder"
+        raise flags.ValidationError(what)
+    return True
+
+
+def _positive(value):
+    if value is not None and value <= 0:
+        raise flags.ValidationError("must be > 0")
+    return True
+
+
+def output_file(value):
+    """Check of an ``--output`` that names a file: an existing folder there is an error."""
+    if value and os.path.isdir(value):
+        raise flags.ValidationError("is a folder; a file is needed")
+    return True
+
+
+def output_folder(value):
+    """Check of an ``--output`` that names a folder: an existing file there is an error."""
+    if value and os.path.isfile(value):
+        raise flags.ValidationError("is an existing file; a folder is needed")
+    return True
+
+
+class IntListParser(flags.ListParser):
+    """Comma-separated integers (``--batch_sizes=1,8``), each at least ``minimum``."""
+
+    def __init__(self, minimum=1):
+        super().__init__()
+        self.minimum = minimum
+
+    def parse(self, argument):
+        items = super().parse(argument)
+        try:
+            values = [int(item) for item in items]
+        except (TypeError, ValueError):
+            raise ValueError("expected comma-separated integers, e.g. 1,8") from None
+        if not values:
+            raise ValueError("expected at least one integer")
+        if any(value < self.minimum for value in values):
+            raise ValueError(f"every value must be >= {self.minimum}")
+        return values
+
+    def flag_type(self):
+        return "comma separated list of integers"
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    kind: str  # string, integer, float, bool, enum, list, int_list
+    help: str
+    check: object = None
+    choices: tuple = ()
+    minimum: int | None = None  # integer kinds
+
+
+VOCABULARY = {
+    "model": Flag("string", "Registry name, alias or configuration name (mobilenetv2, "
+                  "shufflenet_0.5x_g3, resnet18, ...)."),
+    "models": Flag("list", "Registry or configuration names, comma-separated."),
+    "model_file": Flag("string", "A saved model to read.", existing_file),
+    "weights": Flag("string", "Trained weights for --model (.weights.h5 or .keras).",
+                    existing_file),
+    "checkpoint": Flag("string", "PyTorch checkpoint (.pth) written by Efficient-3DCNNs.",
+                       existing_file),
+    "num_classes": Flag("integer", "Classes of the classifier.", minimum=1),
+    "width_mult": Flag("float", "Width multiplier (MobileNets, ShuffleNets).", _positive),
+    "groups": Flag("integer", "ShuffleNetV1 groups.", minimum=1),
+    "shortcut": Flag("enum", "ResNet/ResNeXt shortcut type.", choices=("A", "B")),
+    "cardinality": Flag("integer", "ResNeXt cardinality.", minimum=1),
+    "depth": Flag("integer", "ResNet/ResNeXt depth.", minimum=1),
+    "frames": Flag("integer", "Frames per clip.", minimum=1),
+    "size": Flag("integer", "Frame height and width.", minimum=1),
+    "normalization": Flag("string", "Input normalisation preset: original (ActivityNet mean, "
+                          "0-255, RGB), kinetics (the same in BGR), unit, none, ..."),
+    "labels": Flag("string", "Class names: a text file, one name per line."),
+    "dataset": Flag("string", "Dataset layout: jester, kinetics600, ucf101, folders "
+                    "(<root>/<split>/<class>/...) or synthetic."),
+    "data_root": Flag("string", "Dataset folder (frames or videos).", existing_folder),
+    "annotations": Flag("string", "Annotation files: Jester CSV folder or JSON, Kinetics CSV, "
+                        "UCF-101 list folder."),
+    "downsample": Flag("integer", "Temporal stride between sampled frames.", minimum=1),
+    "batch_size": Flag("integer", "Clips per batch.", minimum=1),
+    "batch_sizes": Flag("int_list", "Batch sizes to time, comma-separated.", minimum=1),
+    "threads": Flag("integer", "CPU threads of the runtime (0: its default).", minimum=0),
+    "warmup": Flag("integer", "Untimed runs first.", minimum=0),
+    "runs": Flag("integer", "Timed runs.", minimum=1),
+    "precision": Flag("enum", "TFLite precision.", choices=("fp32", "fp16", "dynamic", "int8")),
+    "seed": Flag("integer", "Random seed."),
+    "videos_per_class": Flag("integer", "Synthetic videos per class.", minimum=1),
+    "output": Flag("string", "Where the result is written."),
+    "json_out": Flag("string", "Also write the results as JSON to this file.", output_file),
+    "format": Flag("enum", "Form of the output."),  # each tool gives its choices
+}
+
+
+def define(name, default=None, note=None, *, flag_values=flags.FLAGS, required=False,
+           check=None, choices=None, multiple=False):
+    """Defines vocabulary flag ``name`` on ``flag_values``.
+
+    Args:
+        name: a key of `VOCABULARY`.
+        default: the tool's default.
+        note: appended to the shared help text (the tool's specifics, e.g. "(default: the
+            run's)").
+        required: the flag must be given.
+        check: an extra check (``existing_file``, ``output_file``, ``output_folder``, ...)
+            that returns True or raises ``flags.ValidationError``.
+        choices: enum values, when the tool accepts fewer than the vocabulary.
+        multiple: an integer flag that takes a comma-separated list (a benchmark sweeping
+            ``--threads=1,2,4``).
+    """
+    if name not in VOCABULARY:
+        raise ValueError(f"`name` must be a flag of the vocabulary ({sorted(VOCABULARY)}). "
+                         f"Received: name={name!r}")
+    spec = VOCABULARY[name]
+    kind = spec.kind
+    if multiple:
+        if kind != "integer":
+            raise ValueError(f"`multiple` applies to integer flags. Received: name={name!r}")
+        kind = "int_list"
+    help_text = f"{spec.help} {note}" if note else spec.help
+    kwargs = {"flag_values": flag_values, "required": required,
+              "module_name": _calling_module()}
+    if kind == "string":
+        flags.DEFINE_string(name, default, help_text, **kwargs)
+    elif kind == "integer":
+        flags.DEFINE_integer(name, default, help_text, lower_bound=spec.minimum, **kwargs)
+    elif kind == "float":
+        flags.DEFINE_float(name, default, help_text, **kwargs)
+    elif kind == "bool":
+        flags.DEFINE_bool(name, default, help_text, **kwargs)
+    elif kind == "enum":
+        flags.DEFINE_enum(name, default, list(choices or spec.choices), help_text, **kwargs)
+    elif kind == "list":
+        flags.DEFINE_list(name, default, help_text, **kwargs)
+    else:  # int_list
+        parser = IntListParser(-sys.maxsize if spec.minimum is None else spec.minimum)
+        flags.DEFINE(parser, name, default, help_text, serializer=flags.CsvListSerializer(","),
+                     **kwargs)
+    for checker in (spec.check, check):
+        if checker is not None:
+            flags.register_validator(name, checker, flag_values=flag_values)
+
+
+def define_alias(old, new, flag_values=flags.FLAGS):
+    """Keeps a former spelling (flagfiles, scripts) working: ``--old`` sets ``--new``."""
+    flags.DEFINE_alias(old, new, flag_values=flag_values, module_name=_calling_module())
+
+
+def _calling_module():
+    # absl's --help lists the flags of the main module: register them under the CLI that
+    # asked for them, not under this helper.
+    name = sys._getframe(2).f_globals.get("__name__", "")
+    return sys.argv[0] if name == "__main__" else name
+
+
+# --------------------------------------------------------------------------- running
+
+
+def normalize_argv(argv):
+    """Accepts ``--width-mult`` for ``--width_mult``; values and the part after ``--`` stay."""
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + list(argv[i:])
+        if i > 0 and arg.startswith("--") and not arg.startswith("---"):
+            name, sep, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + sep + value
+        out.append(arg)
+    return out
+
+
+def program_name(main):
+    """``train.py`` for a script, ``keras_efficient3d.convert`` for a module run with -m."""
+    module = main.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name if spec is not None else ""
+    if module.startswith("keras_efficient3d."):
+        return module
+    return os.path.basename(main.__code__.co_filename)
+
+
+def error_line(err):
+    """The message of ``err`` on one line."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return text or type(err).__name__
+
+
+def _fail(prog, err):
+    print(f"{prog}: error: {error_line(err)}", file=sys.stderr)
+    return 2
+
+
+def _call(main, argv, flag_values, prog, positional):
+    try:
+        if not positional and len(argv) > 1:
+            raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        status = main(argv, flag_values)
+    except EXPECTED_ERRORS as err:
+        if absl_logging.get_verbosity() >= 1:  # -v 1: the traceback, for debugging
+            raise
+        return _fail(prog, err)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    return 0 if status is None else status
+
+
+def invoke(main, define_flags, argv, positional=False):
+    """Runs a CLI in this process on fresh flag values; returns its exit status.
+
+    ``argv[0]`` is the program; errors are reported exactly as `run` reports them.
+    """
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    prog = program_name(main)
+    try:
+        argv = flag_values(normalize_argv(list(argv)))
+    except flags.Error as err:
+        return _fail(prog, err)
+    return _call(main, argv, flag_values, prog, positional)
+
+
+def run(main, define_flags, positional=False):
+    """The ``if __name__ == "__main__"`` of a CLI: absl's app.run with the error contract.
+
+    Args:
+        main: ``main(argv, flag_values)``; returns None or an exit status.
+        define_flags: ``define_flags(flag_values)``.
+        positional: whether the program takes arguments besides flags.
+    """
+    define_flags(flags.FLAGS)
+    prog = program_name(main)
+
+    def parse(argv):
+        try:
+            return flags.FLAGS(normalize_argv(argv))
+        except flags.Error as err:
+            sys.exit(_fail(prog, err))
+
+    app.run(lambda argv: _call(main, argv, flags.FLAGS, prog, positional), flags_parser=parse)

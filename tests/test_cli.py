@@ -1,0 +1,366 @@
+"""The command lines share one vocabulary and one error contract (keras_efficient3d.cli).
+
+Bad input of any CLI ends with exactly one line ``<prog>: error: <message>`` on stderr,
+naming the flag or the file, and exit status 2. Most rows call ``main`` in this process
+through `cli.invoke` (the same parsing and error mapping as ``cli.run``); a few run the real
+program. A new CLI is a line in `CLIS` and rows in `BAD_INPUT`.
+"""
+
+import functools
+import importlib
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from keras_efficient3d import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name -> (how it is run, program name in its messages); `POSITIONAL` take arguments
+# besides flags (``cli.run(main, define_flags, positional=True)``).
+POSITIONAL = set()
+CLIS = {
+    "train": ("training/train.py", "train.py"),
+    "evaluate": ("training/evaluate.py", "evaluate.py"),
+    "export": ("deployment/export.py", "export.py"),
+    "export_tflite": ("deployment/export_tflite.py", "export_tflite.py"),
+    "convert": ("keras_efficient3d.convert", "keras_efficient3d.convert"),
+    "complexity": ("keras_efficient3d.complexity", "keras_efficient3d.complexity"),
+    "synthetic": ("keras_efficient3d.data.synthetic", "keras_efficient3d.data.synthetic"),
+    "data_benchmark": ("keras_efficient3d.data.benchmark", "keras_efficient3d.data.benchmark"),
+}
+
+
+@functools.cache
+def load(name):
+    target = CLIS[name][0]
+    if target.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(f"{name}_cli", os.path.join(ROOT, target))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(target)
+
+
+def command(name):
+    target = CLIS[name][0]
+    if target.endswith(".py"):
+        return [sys.executable, os.path.join(ROOT, target)]
+    return [sys.executable, "-m", target]
+
+
+def is_alias(flag):
+    return flag.help.startswith("Alias for --")  # what absl's DEFINE_alias writes
+
+
+def fresh_flags(name):
+    values = flags.FlagValues()
+    load(name).define_flags(values)
+    return values
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "folder").mkdir()
+    files = {"file": "plain.txt", "junk_keras": "junk.keras", "junk_pth": "junk.pth",
+             "junk_h5": "junk.weights.h5"}
+    for name in files.values():
+        (root / name).write_text("not what it claims to be")
+    out = {key: str(root / name) for key, name in files.items()}
+    out.update(dir=str(root / "folder"), missing=str(root / "missing.bin"), tmp=str(root))
+    return out
+
+
+def _fill(args, paths):
+    return [arg.format(**paths) for arg in args]
+
+
+# (cli, arguments, text the one line must contain: the flag or the file)
+BAD_INPUT = [
+    ("train", ["--batch_size=abc"], "--batch_size=abc"),
+    ("train", ["--dataset=jester", "--data_root={missing}"], "missing.bin: no such folder"),
+    ("train", ["--output={file}"], "a folder is needed"),
+    ("train", ["--frames=0"], "--frames=0"),
+    ("train", ["--lr_steps=a,b"], "--lr_steps"),
+    ("train", ["extra"], "unexpected arguments: extra"),
+    ("train", ["--no_such_flag=1"], "no_such_flag"),
+    ("train", ["--data_root={dir}", "--lr_schedule=linear"], "lr_schedule"),
+    ("train", ["--data_root={dir}", "--output={tmp}/run"], "jester-v1-labels.csv"),
+    ("evaluate", [], "--model_file"),
+    ("evaluate", ["--model_file={missing}"], "missing.bin: no such file"),
+    ("evaluate", ["--model_file={dir}"], "a folder, not a file"),
+    ("evaluate", ["--model_file={junk_keras}", "--output={file}"], "a folder is needed"),
+    ("evaluate", ["--model_file={junk_keras}", "--split=test"], "--split"),
+    ("evaluate", ["--model_file={junk_keras}", "--batch_size=-1"], "--batch_size"),
+    ("export", ["--model=x", "--model_file={junk_keras}", "--output={tmp}/x.onnx"],
+     "exactly one of --model and --model_file"),
+    ("export", ["--model=mobilenetv2"], "--output"),
+    ("export", ["--model=nosuchnet", "--output={tmp}/x.onnx"], "nosuchnet"),
+    ("export", ["--model_file={junk_keras}", "--output={tmp}/x.onnx"], "junk.keras"),
+    ("export", ["--model=mobilenetv1_0.25x", "--output={dir}"], "a file is needed"),
+    ("export", ["--model=mobilenetv1_0.25x", "--format=savedmodel", "--output={file}"],
+     "a folder is needed"),
+    ("export", ["--model=mobilenetv1", "--format=tflite", "--output={tmp}/x"], "--format"),
+    ("export", ["--model_file={junk_keras}", "--weights={junk_h5}", "--output={tmp}/x.onnx"],
+     "--weights"),
+    ("export", ["--keras_file={missing}", "--output={tmp}/x.onnx"], "missing.bin: no such file"),
+    ("export_tflite", ["--precision=int8"], "--precision=int8 needs --data_root"),
+    ("export_tflite", ["--precision=int4"], "--precision"),
+    ("export_tflite", ["--int8_io"], "--int8_io needs --precision=int8"),
+    ("export_tflite", ["--weights={missing}"], "missing.bin: no such file"),
+    ("export_tflite", ["--model=nosuchnet", "--output={tmp}/x.tflite"], "nosuchnet"),
+    ("export_tflite", ["--model=mobilenetv2_0.2x", "--frames=4", "--size=32", "--num_classes=2",
+                       "--weights={junk_h5}", "--output={tmp}/x.tflite"], "junk.weights.h5"),
+    ("export_tflite", ["--output={dir}"], "a file is needed"),
+    ("export_tflite", ["--precision=int8", "--data_root={file}"], "a file, not a folder"),
+    ("convert", ["--output={tmp}/x.keras"], "--checkpoint"),
+    ("convert", ["--checkpoint={missing}", "--output={tmp}/x.keras"], "missing.bin: no such file"),
+    ("convert", ["--checkpoint={junk_pth}", "--output={tmp}/x.keras"], "junk.pth"),
+    ("convert", ["--checkpoint={junk_pth}", "--output={dir}"], "a file is needed"),
+    ("convert", ["--checkpoint={junk_pth}", "--output={tmp}/x.keras", "--labels={dir}"],
+     "--labels"),
+    ("convert", ["--checkpoint={junk_pth}", "--output={tmp}/x.keras", "--shortcut=C"],
+     "--shortcut"),
+    ("convert", ["--checkpoint={junk_pth}", "--output={tmp}/x.keras", "--width_mult=abc"],
+     "--width_mult=abc"),
+    ("complexity", ["--model=nonexistent"], "nonexistent"),
+    ("complexity", [], "--model or --paper_table"),
+    ("complexity", ["--paper_table", "--model=mobilenetv2"], "--paper_table and --model"),
+    ("complexity", ["--model=mobilenetv2", "--format=xml"], "--format"),
+    ("complexity", ["--model=mobilenetv2", "--width-mult=-0.5"], "--width_mult"),
+    ("complexity", ["--model=mobilenetv2", "--size=abc"], "--size=abc"),
+    ("complexity", ["--model=mobilenetv2", "--groups=3"], "groups"),
+    ("synthetic", [], "--output"),
+    ("synthetic", ["--output={file}"], "a folder is needed"),
+    ("synthetic", ["--output={tmp}/gestures", "--frames=1"], "frames"),
+    ("synthetic", ["--output={tmp}/gestures", "--layout=kinetics"], "--layout"),
+    ("synthetic", ["--output={tmp}/gestures", "--videos_per_class=0"], "--videos_per_class"),
+    ("data_benchmark", ["--data_root={dir}"], "--data_root needs a single --layout"),
+    ("data_benchmark", ["--modes=train,foo"], "--modes"),
+    ("data_benchmark", ["--batch-size=x"], "--batch_size=x"),
+    ("data_benchmark", ["--json_out={dir}"], "a file is needed"),
+    ("data_benchmark", ["--layout=jester", "--data_root={missing}"], "missing.bin: no such folder"),
+]
+
+
+def _assert_one_line(name, status, err, expected):
+    assert status == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{CLIS[name][1]}: error: "), lines[0]
+    assert expected in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("name, args, expected", BAD_INPUT,
+                         ids=[f"{row[0]}:{' '.join(row[1]) or 'no-flags'}" for row in BAD_INPUT])
+def test_bad_input_is_one_line_and_exit_2(name, args, expected, paths, capsys):
+    module = load(name)
+    status = cli.invoke(module.main, module.define_flags, [name, *_fill(args, paths)],
+                        positional=name in POSITIONAL)
+    _, err = capsys.readouterr()
+    _assert_one_line(name, status, err, expected)
+
+
+@pytest.mark.parametrize("name, args, expected", [
+    ("train", ["--batch_size=abc"], "--batch_size=abc"),
+    ("export_tflite", ["--precision=int8"], "--precision=int8 needs --data_root"),
+    ("convert", ["--checkpoint={missing}", "--output={tmp}/x.keras"], "missing.bin: no such file"),
+    ("synthetic", ["--output={file}"], "a folder is needed"),
+])
+def test_bad_input_of_the_real_program(name, args, expected, paths):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([*command(name), *_fill(args, paths)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300, check=False)
+    _assert_one_line(name, proc.returncode, proc.stderr, expected)
+    assert proc.stdout == ""
+
+
+# --------------------------------------------------------------------------- the helper
+
+
+def _define_nothing(flag_values):
+    cli.define("batch_sizes", [1, 8], flag_values=flag_values)
+
+
+def test_bugs_keep_their_traceback():
+    def main(argv, flag_values):
+        raise TypeError("a bug")
+
+    with pytest.raises(TypeError, match="a bug"):
+        cli.invoke(main, _define_nothing, ["prog"])
+
+
+def test_verbosity_shows_the_traceback_of_expected_errors(monkeypatch):
+    def main(argv, flag_values):
+        raise cli.UsageError("bad")
+
+    assert cli.invoke(main, _define_nothing, ["prog"]) == 2
+    monkeypatch.setattr(cli.absl_logging, "get_verbosity", lambda: 1)
+    with pytest.raises(cli.UsageError):
+        cli.invoke(main, _define_nothing, ["prog"])
+
+
+def test_ctrl_c_is_status_130(capsys):
+    def main(argv, flag_values):
+        raise KeyboardInterrupt
+
+    assert cli.invoke(main, _define_nothing, ["prog"]) == 130
+    assert capsys.readouterr().err == "test_cli.py: interrupted\n"
+
+
+def test_multiline_messages_become_one_line(capsys):
+    def main(argv, flag_values):
+        raise ValueError("The checkpoint does not fit:\n  missing keys: a\n  unexpected keys: b")
+
+    assert cli.invoke(main, _define_nothing, ["prog"]) == 2
+    line = capsys.readouterr().err
+    assert line == ("test_cli.py: error: The checkpoint does not fit: missing keys: a "
+                    "unexpected keys: b\n")
+
+
+def test_int_list_flag():
+    seen = {}
+
+    def main(argv, flag_values):
+        seen["batch_sizes"] = flag_values.batch_sizes
+
+    assert cli.invoke(main, _define_nothing, ["prog"]) == 0 and seen["batch_sizes"] == [1, 8]
+    assert cli.invoke(main, _define_nothing, ["prog", "--batch_sizes=2,16"]) == 0
+    assert seen["batch_sizes"] == [2, 16]
+    for bad in ("1,x", "0,8", ""):
+        assert cli.invoke(main, _define_nothing, ["prog", f"--batch_sizes={bad}"]) == 2
+
+
+def test_integer_flag_of_a_sweep_takes_a_list():
+    seen = {}
+
+    def define_flags(flag_values):
+        cli.define("threads", [1, 2, 4], flag_values=flag_values, multiple=True)
+        cli.define("frames", 16, flag_values=flag_values)
+
+    def main(argv, flag_values):
+        seen.update(threads=flag_values.threads, frames=flag_values.frames)
+
+    assert cli.invoke(main, define_flags, ["prog"]) == 0 and seen["threads"] == [1, 2, 4]
+    assert cli.invoke(main, define_flags, ["prog", "--threads=0,3"]) == 0
+    assert seen["threads"] == [0, 3]
+    for bad in ("--threads=1,x", "--threads=-1", "--frames=0", "--frames=2.5"):
+        assert cli.invoke(main, define_flags, ["prog", bad]) == 2, bad
+    with pytest.raises(ValueError, match="multiple"):
+        cli.define("model", None, flag_values=flags.FlagValues(), multiple=True)
+
+
+def test_normalize_argv_accepts_dashes():
+    assert cli.normalize_argv(["p", "--width-mult=0.5", "--paper-table", "-x", "--out=a-b",
+                               "--", "--keep-this"]) == [
+        "p", "--width_mult=0.5", "--paper_table", "-x", "--out=a-b", "--", "--keep-this"]
+
+
+def test_define_rejects_names_outside_the_vocabulary():
+    with pytest.raises(ValueError, match="num_frames"):
+        cli.define("num_frames", 16, flag_values=flags.FlagValues())
+
+
+def test_helper_imports_only_absl_and_the_standard_library():
+    import ast
+
+    with open(cli.__file__, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    assert imported <= {"absl", *sys.stdlib_module_names}, imported
+
+
+def test_vocabulary_table_lists_every_flag():
+    for name in cli.VOCABULARY:
+        assert f"``--{name}``" in cli.__doc__, name
+
+
+# --------------------------------------------------------------------------- the CLIs
+
+
+@pytest.mark.parametrize("name", sorted(CLIS))
+def test_clis_define_vocabulary_flags_through_the_helper(name):
+    values = fresh_flags(name)
+    modules = values.flags_by_module_dict()
+    assert "keras_efficient3d.cli" not in modules  # --help lists the tool's own flags
+    for flag_name in values:
+        if flag_name in cli.VOCABULARY and not is_alias(values[flag_name]):
+            assert cli.VOCABULARY[flag_name].help in values[flag_name].help, flag_name
+    # The spellings the vocabulary replaced are aliases at most.
+    for old in ("num_frames", "image_size", "sample_duration", "sample_size", "keras_file",
+                "output_dir", "data_dir", "json", "onnx", "iterations"):
+        if old in values:
+            assert is_alias(values[old]), f"--{old} is a flag of {name}, not an alias"
+
+
+@pytest.mark.parametrize("name, old, new, value, others", [
+    ("train", "output_dir", "output", "runs/x", []),
+    ("evaluate", "output_dir", "output", "runs/x", [f"--model_file={__file__}"]),
+    ("export", "keras_file", "model_file", __file__, ["--output=x.onnx"]),
+    ("data_benchmark", "data-dir", "data_root", ROOT, ["--layout=video"]),
+    ("data_benchmark", "json", "json_out", "rows.json", []),
+    ("data_benchmark", "sample-duration", "frames", "8", []),
+])
+def test_former_spellings_still_work(name, old, new, value, others):
+    values = fresh_flags(name)
+    values(cli.normalize_argv(["prog", f"--{old}={value}", *others]))
+    assert str(values[new].value) == value
+
+
+def _documented_commands(text, target):
+    """The argument lists of the `python ... <target>` commands in ``text``."""
+    joined = re.sub(r"\\\s*\n\s*", " ", text)
+    commands = []
+    for line in joined.splitlines():
+        if target not in line or "python" not in line:
+            continue
+        tail = line.split(target, 1)[1].split("#", 1)[0].split("|", 1)[0].split("`", 1)[0]
+        commands.append(tail.replace("[", " ").replace("]", " ").split())
+    return commands
+
+
+def _flag_names(args):
+    return [arg[2:].split("=", 1)[0].replace("-", "_") for arg in args if arg.startswith("--")]
+
+
+@pytest.mark.parametrize("name", sorted(CLIS))
+def test_documented_examples_use_defined_flags(name):
+    values = fresh_flags(name)
+    module = load(name)
+    target = CLIS[name][0]
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    commands = (_documented_commands(module.__doc__, target)
+                + _documented_commands(readme, target))
+    assert commands, f"no documented example of {target}"
+    for args in commands:
+        for flag_name in _flag_names(args):
+            known = (flag_name in values or flag_name in ("flagfile", "helpfull", "help")
+                     or (flag_name.startswith("no") and flag_name[2:] in values))
+            assert known, f"--{flag_name} in a documented use of {target} is not a flag"
+            assert flag_name not in values or not is_alias(values[flag_name]), (
+                f"a documented use of {target} spells {values[flag_name].help[10:-1]} "
+                f"the former way, --{flag_name}")
+
+
+@pytest.mark.parametrize("flagfile", ["jester", "kinetics600", "ucf101", "synthetic"])
+def test_shipped_flagfiles_use_current_names(flagfile):
+    values = fresh_flags("train")
+    with open(os.path.join(ROOT, "training", "flags", f"{flagfile}.flags")) as handle:
+        names = _flag_names(line.strip() for line in handle if not line.startswith("#"))
+    for flag_name in names:
+        base = flag_name[2:] if flag_name.startswith("no") and flag_name not in values else \
+            flag_name
+        assert not is_alias(values[base]), f"{flagfile}.flags uses the former --{flag_name}"
