@@ -14,7 +14,8 @@ the tensor's own scale, zero point and dtype range and dequantizes integer outpu
 
 `TFLiteRunner` also takes TFLite bytes and checks that XNNPACK took the whole graph
 (``strict``); `onnx_session` is the one place that opens an ONNX Runtime session (threads,
-execution providers); `measure` is the one timing loop (warm-up, timed runs, median and spread).
+execution providers); `measure` is the one timing loop (warm-up, timed runs, median and spread); `check_close`
+compares an exported model's outputs with the Keras model's.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "ONNXRunner",
     "TFLiteRunner",
     "benchmark",
+    "check_close",
     "choose_providers",
     "dequantize",
     "load_runner",
@@ -44,6 +46,8 @@ __all__ = [
     "onnx_session",
     "quantize",
     "quiet_stderr",
+    "random_clips",
+    "relative_error",
     "set_tf_threads",
     "tflite_interpreter",
 ]
@@ -118,6 +122,40 @@ def benchmark(runner, warmup=5, runs=20, seed=0) -> dict:
     result = measure(step, warmup, runs, batch)
     result.update(backend=runner.backend, threads=runner.threads)
     return result
+
+
+# ---------------------------------------------------------------------------------------
+# Verification: an exported model against the Keras model.
+
+
+def random_clips(model, batch_size=2, seed=0):
+    """Deterministic normal-distributed clips shaped for `model` (verification inputs)."""
+    shape = (batch_size,) + tuple(model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def relative_error(actual, expected):
+    """max |actual - expected| / max |expected| (0 when both are zero)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        raise ValueError(f"Shapes differ: {actual.shape} vs {expected.shape}")
+    scale = np.max(np.abs(expected)) if expected.size else 0.0
+    diff = np.max(np.abs(actual - expected)) if expected.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def check_close(actual, expected, rtol=1e-4, atol=1e-6, what="export"):
+    """Raises `AssertionError` unless max|a - e| <= rtol * max|e| + atol; returns the
+    relative error."""
+    err = relative_error(actual, expected)
+    diff = float(np.max(np.abs(np.asarray(actual, np.float64) - np.asarray(expected, np.float64))))
+    scale = float(np.max(np.abs(expected)))
+    if diff > rtol * scale + atol:
+        raise AssertionError(
+            f"The {what} differs from the Keras model: max abs diff {diff:.3g}, relative "
+            f"{err:.3g} > rtol {rtol:g} (max |keras| = {scale:.3g})."
+        )
+    return err
 
 
 # ---------------------------------------------------------------------------------------

@@ -37,14 +37,12 @@ from keras_efficient3d.artifacts import atomic_write
 from keras_efficient3d.deploy.savedmodel import (
     INPUT_NAME,
     OUTPUT_NAME,
-    check_close,
     clip_spec,
     inference_form,
     load_or_build_model,
-    random_clips,
 )
 from keras_efficient3d.layers import portable_ops
-from keras_efficient3d.runtime import onnx_session
+from keras_efficient3d.runtime import check_close, onnx_session, random_clips
 
 DEFAULT_OPSET = 13
 MIN_OPSET = 13  # per-channel Q/DQ, Split/Squeeze with input axes: all our graphs are >= 13
