@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 
 from keras_efficient3d import registry
-from keras_efficient3d.artifacts import save_model
+from keras_efficient3d.artifacts import ModelMetadata, save_model
 from keras_efficient3d.layers import Conv3D, DepthwiseConv3D
 from keras_efficient3d.preprocessing import with_preprocessing
 from keras_efficient3d.torch_checkpoint import CheckpointError, load_checkpoint
@@ -360,21 +360,13 @@ def convert(checkpoint_path, output_path, frames=16, size=112, preprocessing=Fal
     norm = (normalization if isinstance(normalization, Normalization)
             else Normalization.preset(normalization))
     model, config, checkpoint = convert_checkpoint(checkpoint_path, frames, size, overrides, log)
-    metadata = {
-        "model": config,
-        "source": os.path.basename(checkpoint_path),
-        "epoch": checkpoint.epoch,
-        "input": {"frames": frames, "size": size, "layout": "NDHWC"},
-        "normalization": norm.to_config(),
-        "preprocessing_included": bool(preprocessing),
-    }
-    if labels is not None:
-        metadata["labels"] = list(labels)
+    metadata = ModelMetadata(
+        frames=frames, size=size, layout="NDHWC", normalization=norm,
+        preprocessing_included=bool(preprocessing), labels=None if labels is None else list(labels),
+        model=config, extra={"source": os.path.basename(checkpoint_path), "epoch": checkpoint.epoch},
+        dtype="uint8 or float32 0-255, RGB" if preprocessing else "float32, already normalised")
     if preprocessing:
         model = with_preprocessing(model, norm)
-        metadata["input"]["dtype"] = "uint8 or float32 0-255, RGB"
-    else:
-        metadata["input"]["dtype"] = "float32, already normalised"
     save_model(model, output_path, metadata)
     log(f"wrote {output_path} ({config['model']}, {model.count_params():,} parameters)")
     return output_path
