@@ -43,15 +43,6 @@ def define_flags():
                         "compare with.")
 
 
-def set_threads(threads):
-    import keras_efficient3d  # noqa: F401  (first: it sets TensorFlow's CPU options)
-    import tensorflow as tf
-
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-
-
 def median(values):
     values = sorted(values)
     mid = len(values) // 2
@@ -59,7 +50,11 @@ def median(values):
 
 
 def timed(step, warmup=3, runs=15):
-    """Median seconds of `step()` over `runs` calls after `warmup` untimed ones."""
+    """Median seconds of `step()` over `runs` calls after `warmup` untimed ones.
+
+    `keras_efficient3d.runtime.measure` times every Keras, LiteRT and ONNX Runtime model;
+    this twin of its loop exists for benchmark_pytorch.py, which runs in a PyTorch-only
+    environment where the package (and TensorFlow) cannot be imported."""
     for _ in range(warmup):
         step()
     times = []
@@ -75,9 +70,11 @@ def time_inference(model, batch_size, frames, size, warmup=3, runs=15):
     import numpy as np
     import tensorflow as tf
 
+    from keras_efficient3d.runtime import measure
+
     x = tf.constant(np.random.default_rng(0).random((batch_size, frames, size, size, 3), np.float32))
     call = tf.function(lambda v: model(v, training=False))
-    return timed(lambda: call(x).numpy(), warmup, runs)
+    return measure(lambda: call(x).numpy(), warmup, runs)["median_ms"] / 1000.0
 
 
 def time_training(model, batch_size, frames, size, num_classes, warmup=3, runs=15):
@@ -111,8 +108,10 @@ def time_training(model, batch_size, frames, size, num_classes, warmup=3, runs=1
 def run(models, mode="inference", batch_sizes=(1, 8), frames=16, size=112, num_classes=600,
         threads=2, warmup=3, runs=15, folded=True, log=print):
     """Times each model; returns JSON-serialisable rows."""
-    set_threads(threads)
     from keras_efficient3d import registry
+    from keras_efficient3d.runtime import set_tf_threads
+
+    set_tf_threads(threads)
     from keras_efficient3d.inference import fold_batchnorm
 
     rows = []

@@ -10,45 +10,27 @@ the paper's measure. A fixed-batch export is timed at its own batch only.
 """
 
 import json
-import statistics
 import sys
-import time
 
 import numpy as np
 from absl import app, flags
 
-PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+from keras_efficient3d.runtime import choose_providers  # noqa: F401  (called from here by users and tests)
+from keras_efficient3d.runtime import measure, onnx_session
+
 FLAGS = flags.FLAGS
-
-
-def choose_providers(available, requested=None):
-    """The requested providers (all must exist), else the preferred ones available."""
-    if requested:
-        missing = [p for p in requested if p not in available]
-        if missing:
-            raise ValueError(f"Providers not in this onnxruntime build: {', '.join(missing)}. "
-                             f"Available: {', '.join(available)}")
-        return list(requested)
-    return [p for p in PREFERRED if p in available] or list(available)
 
 
 def benchmark_onnx(onnx_path, batch_sizes=(1, 8), warmup=10, iterations=50, providers=None,
                    threads=0):
     """Times `onnx_path`; returns {"providers": [...], "results": [{batch_size, median_ms,
-    min_ms, clips_per_s, iterations}]}."""
-    import onnxruntime as ort  # pylint: disable=import-outside-toplevel
-
+    min_ms, spread_ms, clips_per_s, iterations}]}."""
     if warmup < 0 or iterations < 1:
         raise ValueError(f"Need warmup >= 0 and iterations >= 1. Received: warmup={warmup}, "
                          f"iterations={iterations}")
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise ValueError(f"Batch sizes must be positive. Received: batch_sizes={batch_sizes}")
-    providers = choose_providers(ort.get_available_providers(), providers)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+    session = onnx_session(str(onnx_path), threads, providers or None)
     spec = session.get_inputs()[0]
     fixed = spec.shape[0] if isinstance(spec.shape[0], int) else None
     if fixed is not None:
@@ -58,16 +40,10 @@ def benchmark_onnx(onnx_path, batch_sizes=(1, 8), warmup=10, iterations=50, prov
     results = []
     for batch in batch_sizes:
         clips = rng.standard_normal((int(batch),) + clip_shape).astype(np.float32)
-        latencies = []
-        for i in range(warmup + iterations):
-            start = time.perf_counter()
-            session.run(None, {spec.name: clips})
-            if i >= warmup:
-                latencies.append(time.perf_counter() - start)
-        median = statistics.median(latencies)
-        results.append({"batch_size": int(batch), "median_ms": median * 1e3,
-                        "min_ms": min(latencies) * 1e3, "clips_per_s": batch / median,
-                        "iterations": iterations})
+        timing = measure(lambda: session.run(None, {spec.name: clips}), warmup, iterations, int(batch))
+        results.append({"batch_size": int(batch), "median_ms": timing["median_ms"],
+                        "min_ms": timing["min_ms"], "spread_ms": timing["spread_ms"],
+                        "clips_per_s": timing["clips_per_s"], "iterations": iterations})
     return {"onnx": str(onnx_path), "providers": session.get_providers(), "results": results}
 
 

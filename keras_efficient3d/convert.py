@@ -13,21 +13,18 @@ in/groups, out); depthwise weights (C, 1, kt, kh, kw) become (kt, kh, kw, C, 1);
 weights are transposed; BatchNorm keeps (gamma, beta, running mean, running variance).
 """
 
-import json
 import os
 import re
-import tempfile
-import zipfile
 
 import keras
 import numpy as np
 from absl import flags
 
 from keras_efficient3d import registry
+from keras_efficient3d.artifacts import ModelMetadata, save_model
 from keras_efficient3d.layers import Conv3D, DepthwiseConv3D
+from keras_efficient3d.preprocessing import with_preprocessing
 from keras_efficient3d.torch_checkpoint import load_checkpoint
-
-METADATA_ENTRY = "keras_efficient3d.json"
 
 
 class ConversionError(ValueError):
@@ -159,80 +156,7 @@ def infer_config(checkpoint, filename, overrides=None):
 
 
 # ---------------------------------------------------------------------------------------
-# Building, preprocessing and saving.
-
-
-@keras.saving.register_keras_serializable(package="keras_efficient3d")
-class VideoPreprocessing(keras.layers.Layer):
-    """Raw RGB frames (uint8 or 0-255 floats) -> the normalised input a model was trained
-    on: optional RGB->BGR, scaling to the value range, mean subtraction, std division."""
-
-    def __init__(self, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), value_range="0-255",
-                 channel_order="RGB", **kwargs):
-        super().__init__(**kwargs)
-        self.mean = [float(v) for v in mean]
-        self.std = [float(v) for v in std]
-        self.value_range = value_range
-        self.channel_order = channel_order
-        if value_range not in ("0-255", "0-1") or channel_order not in ("RGB", "BGR"):
-            raise ValueError(
-                "value_range must be '0-255' or '0-1' and channel_order 'RGB' or 'BGR'. "
-                f"Received: value_range={value_range}, channel_order={channel_order}")
-
-    def call(self, inputs):
-        x = keras.ops.cast(inputs, "float32")
-        if self.channel_order == "BGR":
-            x = keras.ops.flip(x, axis=-1)
-        scale = 1.0 if self.value_range == "0-255" else 1.0 / 255.0
-        mean = np.asarray(self.mean, np.float32)
-        inv_std = 1.0 / np.asarray(self.std, np.float32)
-        return (x * scale - mean) * inv_std
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"mean": self.mean, "std": self.std, "value_range": self.value_range,
-                       "channel_order": self.channel_order})
-        return config
-
-
-def with_preprocessing(model, normalization):
-    """Prepends `VideoPreprocessing` so that `model` takes raw RGB frames."""
-    inputs = keras.Input(shape=model.input_shape[1:], name="frames")
-    x = VideoPreprocessing(**normalization.to_config(), name="preprocessing")(inputs)
-    return keras.Model(inputs, model(x), name=model.name)
-
-
-def save_model(model, path, metadata=None):
-    """Saves a .keras file atomically, with `metadata` as a JSON entry inside the archive."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        if metadata is not None:
-            with zipfile.ZipFile(tmp, "a") as archive:
-                archive.writestr(METADATA_ENTRY, json.dumps(metadata, indent=2))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def read_metadata(path):
-    """The metadata saved by `save_model`, or {} when there is none."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if METADATA_ENTRY in archive.namelist():
-                return json.loads(archive.read(METADATA_ENTRY))
-    except zipfile.BadZipFile:
-        return {}
-    return {}
+# Building and saving.
 
 
 def convert_checkpoint(checkpoint_path, frames=16, size=112, overrides=None, log=print):
@@ -269,21 +193,13 @@ def convert(checkpoint_path, output_path, frames=16, size=112, preprocessing=Fal
     norm = (normalization if isinstance(normalization, Normalization)
             else Normalization.preset(normalization))
     model, config, checkpoint = convert_checkpoint(checkpoint_path, frames, size, overrides, log)
-    metadata = {
-        "model": config,
-        "source": os.path.basename(checkpoint_path),
-        "epoch": checkpoint.epoch,
-        "input": {"frames": frames, "size": size, "layout": "NDHWC"},
-        "normalization": norm.to_config(),
-        "preprocessing_included": bool(preprocessing),
-    }
-    if labels is not None:
-        metadata["labels"] = list(labels)
+    metadata = ModelMetadata(
+        frames=frames, size=size, layout="NDHWC", normalization=norm,
+        preprocessing_included=bool(preprocessing), labels=None if labels is None else list(labels),
+        model=config, extra={"source": os.path.basename(checkpoint_path), "epoch": checkpoint.epoch},
+        dtype="uint8 or float32 0-255, RGB" if preprocessing else "float32, already normalised")
     if preprocessing:
         model = with_preprocessing(model, norm)
-        metadata["input"]["dtype"] = "uint8 or float32 0-255, RGB"
-    else:
-        metadata["input"]["dtype"] = "float32, already normalised"
     save_model(model, output_path, metadata)
     log(f"wrote {output_path} ({config['model']}, {model.count_params():,} parameters)")
     return output_path

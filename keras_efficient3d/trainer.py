@@ -17,15 +17,14 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_efficient3d import registry
+from keras_efficient3d.artifacts import atomic_write, atomic_write_json, save_model
 from keras_efficient3d.optim import TorchSGD
 
 DATASETS = ("jester", "kinetics600", "ucf101", "folders", "synthetic")
@@ -255,21 +254,6 @@ class EpochSchedule(keras.callbacks.Callback):
             logs["lr"] = float(self.model.optimizer.learning_rate.numpy())
 
 
-def atomic_save(model, path):
-    """Saves `model` to `path` through a temporary file: a crash never leaves half a file."""
-    from keras_efficient3d.convert import save_model
-
-    save_model(model, path)
-
-
-def atomic_write_json(obj, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=directory)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(obj, handle, indent=2)
-    os.replace(tmp, path)
-
-
 class Checkpointer(keras.callbacks.Callback):
     """last.keras every N epochs and best.keras on a better validation accuracy, each with
     the optimizer state, plus train_state.json; all written atomically."""
@@ -284,13 +268,13 @@ class Checkpointer(keras.callbacks.Callback):
         improved = score is not None and score > self.best
         if improved:
             self.best = float(score)
-            atomic_save(self.model, os.path.join(self.output_dir, "best.keras"))
+            save_model(self.model, os.path.join(self.output_dir, "best.keras"))
         if (epoch + 1) % self.every == 0:
-            atomic_save(self.model, os.path.join(self.output_dir, "last.keras"))
+            save_model(self.model, os.path.join(self.output_dir, "last.keras"))
             atomic_write_json(
+                os.path.join(self.output_dir, "train_state.json"),
                 {"epoch": epoch + 1, "best_accuracy": self.best,
-                 "learning_rate": float(self.model.optimizer.learning_rate.numpy())},
-                os.path.join(self.output_dir, "train_state.json"))
+                 "learning_rate": float(self.model.optimizer.learning_rate.numpy())})
 
 
 def _strategy(config):
@@ -363,10 +347,8 @@ def train(config):
     if not train_records:
         raise ValueError(f"No training videos found under {config.data_root}.")
     num_classes = config.num_classes or len(classes)
-    with open(os.path.join(config.output_dir, "config.json"), "w") as handle:
-        handle.write(config.to_json())
-    with open(os.path.join(config.output_dir, "labels.txt"), "w") as handle:
-        handle.write("\n".join(classes) + "\n")
+    atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
+    atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
 
     if config.mixed_precision and tf.config.list_physical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")

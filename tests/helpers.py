@@ -1,7 +1,10 @@
 """Helpers shared by the test modules (``tests/`` is on the path through its conftest)."""
 
+import os
+
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 def randomize_batchnorm(model, seed=0, spread=0.1):
@@ -43,3 +46,78 @@ def torch_state_dict(model, family, seed=0):
         if layer.use_bias:
             state[f"{path}.bias"] = rng.normal(size=layer.bias.shape)
     return {k: v if v.dtype == np.int64 else v.astype(np.float32) for k, v in state.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# A tiny 3D CNN and its exports: running a model file does not depend on the architecture,
+# and these exports take about a second.
+
+
+def tiny_model(frames, size, classes, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((frames, size, size, 3)),
+        keras.layers.Conv3D(8, 3, strides=2, activation="relu"),
+        keras.layers.Conv3D(8, (3, 1, 1), activation="relu"),
+        keras.layers.GlobalAveragePooling3D(),
+        keras.layers.Dense(classes, kernel_initializer=keras.initializers.RandomNormal(stddev=2.0)),
+    ])
+
+
+def _concrete(model, batch=1):
+    shape = (batch,) + tuple(model.input_shape[1:])
+    return tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32))
+
+
+def export_tflite(model, path, int8=False, calibration=None):
+    """fp32, or full-int8 post-training quantisation with int8 input and output tensors."""
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete(model)])
+    if int8:
+        def representative():
+            for clip in calibration:
+                yield [clip[None].astype(np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    with open(path, "wb") as handle:
+        handle.write(converter.convert())
+    return path
+
+
+def export_onnx(model, path):
+    import tf2onnx
+
+    spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name="clips")
+    tf2onnx.convert.from_function(tf.function(lambda x: model(x, training=False)),
+                                  input_signature=[spec], output_path=path, opset=17)
+    return path
+
+
+def moving_square(n, height=48, width=64, seed=0):
+    """A bright square moving right over a noisy background: RGB uint8 (n, H, W, 3)."""
+    rng = np.random.default_rng(seed)
+    video = rng.integers(0, 90, size=(n, height, width, 3), dtype=np.uint8)
+    for t in range(n):
+        x = 4 + (t * 2) % (width - 20)
+        video[t, 14:30, x:x + 16] = (230, 200, 40)
+    return video
+
+
+def write_model_files(root, model, metadata, calibration):
+    """`model` as .keras (metadata inside), fp32 and int8 .tflite and .onnx (sidecars): path by key."""
+    from keras_efficient3d.artifacts import save_model, write_sidecar
+
+    root = str(root)
+    paths = {"keras": os.path.join(root, "tiny.keras")}
+    save_model(model, paths["keras"], metadata)
+    paths["tflite"] = export_tflite(model, os.path.join(root, "tiny.tflite"))
+    paths["int8"] = export_tflite(model, os.path.join(root, "tiny_int8.tflite"), int8=True,
+                                  calibration=calibration)
+    paths["onnx"] = export_onnx(model, os.path.join(root, "tiny.onnx"))
+    for key in ("tflite", "int8", "onnx"):
+        write_sidecar(paths[key], metadata)
+    return paths

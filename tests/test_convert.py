@@ -12,6 +12,8 @@ import pytest
 import keras_efficient3d as k3
 from keras_efficient3d import convert as conv
 from keras_efficient3d import registry
+from keras_efficient3d.artifacts import read_metadata
+from keras_efficient3d.preprocessing import VideoPreprocessing, with_preprocessing
 from keras_efficient3d.data.normalization import Normalization
 
 from helpers import torch_state_dict
@@ -161,20 +163,20 @@ def test_cli_converts_with_preprocessing_and_metadata(reference_dir, tmp_path):
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "inferred width 0.2x" in proc.stdout
-    meta = conv.read_metadata(out)
-    assert meta["preprocessing_included"] is True
-    assert meta["labels"][3] == "class 3"
-    assert meta["model"]["width_mult"] == 0.2
+    meta = read_metadata(out)
+    assert meta.preprocessing_included is True
+    assert meta.labels[3] == "class 3"
+    assert meta.model["width_mult"] == 0.2
     model = keras.saving.load_model(out)
     clip, _, logits = _reference(reference_dir, "mobilenetv2_0.2x")
     # The reference input was clip - 110 (a scalar offset): express it as a normalisation.
-    pre = conv.with_preprocessing(model.layers[-1], Normalization(mean=(110.0,) * 3))
+    pre = with_preprocessing(model.layers[-1], Normalization(mean=(110.0,) * 3))
     y = pre.predict(clip.transpose(0, 2, 3, 4, 1), verbose=0)
     assert np.abs(y - logits).max() / np.abs(logits).max() < 1e-4
 
 
 def test_preprocessing_layer_applies_bgr_and_range():
-    layer = conv.VideoPreprocessing(mean=(1.0, 2.0, 3.0), std=(2.0, 2.0, 2.0), value_range="0-1",
+    layer = VideoPreprocessing(mean=(1.0, 2.0, 3.0), std=(2.0, 2.0, 2.0), value_range="0-1",
                                     channel_order="BGR")
     x = np.array([255.0, 0.0, 127.5], np.float32).reshape(1, 1, 1, 1, 3)
     out = np.asarray(layer(x)).ravel()

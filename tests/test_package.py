@@ -27,3 +27,99 @@ def test_import_enables_onednn_unless_the_user_decided(setting, expected):
     assert run.stdout.split()[-2:] == expected.split()
     # TensorFlow's oneDNN notice would precede every CLI's one-line error message.
     assert "oneDNN" not in run.stderr and "InitializeLog" not in run.stderr, run.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# The library never imports its applications: imports read from the source with `ast`
+# (function-level imports included), so that a lazy import cannot hide a wrong direction.
+
+import ast  # noqa: E402
+import pathlib  # noqa: E402
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_efficient3d"
+
+
+def _module_name(path):
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(source, package):
+    """Absolute names of the modules `source`, a file of `package`, imports anywhere in it."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _package_imports():
+    graph = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        graph[module] = imported_modules(path.read_text(encoding="utf-8"), package)
+    return graph
+
+
+def _reaches(names, target):
+    return any(name == target or name.startswith(target + ".") for name in names)
+
+
+def _is_in(module, package):
+    return module == package or module.startswith(package + ".")
+
+
+RULES = [
+    # (importer, forbidden import): the arrows point downward only.
+    ("keras_efficient3d.trainer", "keras_efficient3d.convert"),
+    ("keras_efficient3d.trainer", "keras_efficient3d.predict"),
+    ("keras_efficient3d.deploy", "keras_efficient3d.trainer"),
+    ("keras_efficient3d.deploy", "keras_efficient3d.predict"),
+    ("keras_efficient3d.runtime", "keras_efficient3d.predict"),
+    ("keras_efficient3d.runtime", "keras_efficient3d.deploy"),
+    ("keras_efficient3d.runtime", "keras_efficient3d.trainer"),
+    ("keras_efficient3d.artifacts", "keras_efficient3d.convert"),
+    ("keras_efficient3d.artifacts", "keras_efficient3d.predict"),
+    ("keras_efficient3d.evaluation", "keras_efficient3d.predict"),
+]
+
+
+def test_import_rules_are_checked_on_real_imports():
+    source = "import os\nfrom keras_efficient3d import convert\ndef f():\n    from . import demo\n"
+    names = imported_modules(source, "keras_efficient3d")
+    assert _reaches(names, "keras_efficient3d.convert") and _reaches(names, "keras_efficient3d.demo")
+    assert not _reaches(imported_modules("import os", "keras_efficient3d"), "keras_efficient3d")
+    assert imported_modules("from ..runtime import load_runner", "keras_efficient3d.predict") == {
+        "keras_efficient3d.runtime", "keras_efficient3d.runtime.load_runner"}
+    graph = _package_imports()
+    assert {"keras_efficient3d.trainer", "keras_efficient3d.runtime", "keras_efficient3d.artifacts",
+            "keras_efficient3d.demo", "keras_efficient3d.demo.pipeline",
+            "keras_efficient3d.predict.command", "keras_efficient3d.deploy.tflite"} <= set(graph)
+
+
+@pytest.mark.parametrize("importer,forbidden", RULES)
+def test_library_imports_point_downward(importer, forbidden):
+    offenders = [module for module, names in _package_imports().items()
+                 if _is_in(module, importer) and _reaches(names, forbidden)]
+    assert offenders == [], f"{offenders} import {forbidden}"
+
+
+def test_nothing_but_the_demo_imports_the_demo_and_only_applications_import_predict():
+    graph = _package_imports()
+    demo_users = [m for m, names in graph.items()
+                  if not _is_in(m, "keras_efficient3d.demo") and _reaches(names, "keras_efficient3d.demo")]
+    assert demo_users == []
+    predict_users = [m for m, names in graph.items()
+                     if not _is_in(m, "keras_efficient3d.predict") and not _is_in(m, "keras_efficient3d.demo")
+                     and _reaches(names, "keras_efficient3d.predict")]
+    assert predict_users == []

@@ -33,16 +33,16 @@ import numpy as np
 import onnx
 import tensorflow as tf
 
+from keras_efficient3d.artifacts import atomic_write
 from keras_efficient3d.deploy.savedmodel import (
     INPUT_NAME,
     OUTPUT_NAME,
-    check_close,
     clip_spec,
     inference_form,
     load_or_build_model,
-    random_clips,
 )
 from keras_efficient3d.layers import portable_ops
+from keras_efficient3d.runtime import check_close, onnx_session, random_clips
 
 DEFAULT_OPSET = 13
 MIN_OPSET = 13  # per-channel Q/DQ, Split/Squeeze with input axes: all our graphs are >= 13
@@ -210,12 +210,7 @@ def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True):
 
 def run_onnx(onnx_model, clips, providers=("CPUExecutionProvider",)):
     """Runs an ONNX model (proto or path) on `clips` with ONNX Runtime; returns the output."""
-    import onnxruntime as ort  # pylint: disable=import-outside-toplevel
-
-    source = onnx_model.SerializeToString() if isinstance(onnx_model, onnx.ModelProto) else str(onnx_model)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(source, options, providers=list(providers))
+    session = onnx_session(onnx_model, providers=providers)
     return session.run(None, {session.get_inputs()[0].name: np.asarray(clips, np.float32)})[0]
 
 
@@ -272,9 +267,7 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
     """
     proto = convert_to_onnx(model, opset, batch_size, fold_bn)
     error = verify_onnx(proto, model, rtol=rtol, atol=atol) if verify else None
-    directory = os.path.dirname(os.path.abspath(output_path))
-    os.makedirs(directory, exist_ok=True)
-    onnx.save(proto, output_path)
+    atomic_write(output_path, proto.SerializeToString())
     return {
         "path": output_path,
         "opset": opset,

@@ -20,12 +20,12 @@ and returns ``{"logits": (batch, classes)}``. By default the BatchNorm-folded in
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_efficient3d.inference import inference_form
 from keras_efficient3d.layers import portable_ops
 from keras_efficient3d.registry import create_model
+from keras_efficient3d.runtime import check_close, random_clips
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "input"
@@ -120,36 +120,6 @@ def build_and_export_saved_model(export_dir, model_name=None, keras_file=None, n
         "input_shape": (batch_size,) + tuple(model.inputs[0].shape[1:]),
         "max_rel_error": error,
     }
-
-
-def random_clips(model, batch_size=2, seed=0):
-    """Deterministic normal-distributed clips shaped for `model` (verification inputs)."""
-    shape = (batch_size,) + tuple(model.inputs[0].shape[1:])
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def relative_error(actual, expected):
-    """max |actual - expected| / max |expected| (0 when both are zero)."""
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    if actual.shape != expected.shape:
-        raise ValueError(f"Shapes differ: {actual.shape} vs {expected.shape}")
-    scale = np.max(np.abs(expected)) if expected.size else 0.0
-    diff = np.max(np.abs(actual - expected)) if expected.size else 0.0
-    return float(diff / scale) if scale > 0 else float(diff)
-
-
-def check_close(actual, expected, rtol=1e-4, atol=1e-6, what="export"):
-    """Raises `AssertionError` unless max|a - e| <= rtol * max|e| + atol; returns the
-    relative error."""
-    err = relative_error(actual, expected)
-    diff = float(np.max(np.abs(np.asarray(actual, np.float64) - np.asarray(expected, np.float64))))
-    scale = float(np.max(np.abs(expected)))
-    if diff > rtol * scale + atol:
-        raise AssertionError(
-            f"The {what} differs from the Keras model: max abs diff {diff:.3g}, relative "
-            f"{err:.3g} > rtol {rtol:g} (max |keras| = {scale:.3g})."
-        )
-    return err
 
 
 def verify_saved_model(export_dir, model, clips=None, rtol=1e-4, atol=1e-6,

@@ -3,7 +3,7 @@
     from keras_efficient3d.deploy import tflite
     blob = tflite.convert(model, "fp32")                          # or fp16, dynamic
     blob = tflite.convert(model, "int8", representative_data=ds)  # post-training, full int8
-    runner = tflite.TFLiteRunner(blob, num_threads=2)             # XNNPACK
+    runner = tflite.TFLiteRunner(blob, num_threads=2)             # XNNPACK (keras_efficient3d.runtime)
     logits = runner(clips)                                        # (1, T, H, W, 3) float32
 
 Precisions: ``fp32``; ``fp16`` (float16 weights, float compute; XNNPACK may run it in fp16
@@ -13,12 +13,13 @@ input quantized and the output dequantized inside the model unless ``int8_io``).
 specialised to one batch size (1 by default) with static shapes, which XNNPACK needs.
 """
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
+from keras_efficient3d import runtime
+from keras_efficient3d.artifacts import atomic_write
 from keras_efficient3d.deploy.graph import DeploymentGraph
+from keras_efficient3d.runtime import TFLiteRunner, tflite_interpreter
 
 __all__ = [
     "PRECISIONS",
@@ -128,27 +129,16 @@ def convert(model, precision="fp32", representative_data=None, num_calibration=6
 
 
 def export_tflite(model, path, precision="fp32", **kwargs):
-    """Converts (see `convert`) and writes to `path`; returns the file size in bytes."""
+    """Converts (see `convert`) and writes to `path` atomically; returns the file size in bytes."""
     blob = convert(model, precision, **kwargs)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.write(blob)
+    atomic_write(path, blob)
     return len(blob)
-
-
-def _interpreter(model, num_threads=None, use_xnnpack=True):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    content, path = (model, None) if isinstance(model, (bytes, bytearray)) else (None, os.fspath(model))
-    resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    return Interpreter(model_path=path, model_content=content, num_threads=num_threads,
-                       experimental_op_resolver_type=resolver)
 
 
 def op_summary(model):
     """The model's ops as (op type, [input tensor dtypes], [output tensor dtypes]) tuples,
     read before any delegate is applied."""
-    interp = _interpreter(model, use_xnnpack=False)
+    interp = tflite_interpreter(model, use_xnnpack=False)
     details = {d["index"]: d for d in interp.get_tensor_details()}
 
     def dtype(i):
@@ -170,107 +160,16 @@ def float_op_types(model):
     return bad
 
 
-class TFLiteRunner:
-    """Runs a TFLite model with LiteRT, XNNPACK and a thread count.
-
-    Args:
-        model: TFLite bytes or a path.
-        num_threads: CPU threads.
-        use_xnnpack: apply the XNNPACK delegate (the default resolver).
-        strict: raise if XNNPACK does not take the whole graph in one partition, instead
-            of silently running parts on the slower builtin kernels.
-    """
-
-    def __init__(self, model, num_threads=2, use_xnnpack=True, strict=True):
-        self.interpreter = _interpreter(model, num_threads, use_xnnpack)
-        self.interpreter.allocate_tensors()
-        self.use_xnnpack = use_xnnpack
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        if use_xnnpack and strict and not self.delegated():
-            raise RuntimeError(f"XNNPACK did not take the whole graph "
-                               f"({self.partitions()} delegate partitions).")
-
-    def delegated(self):
-        """True when XNNPACK replaced every op of the graph (the execution plan is one
-        delegate node)."""
-        return _delegated_plan(self.interpreter)
-
-    def partitions(self):
-        """Number of delegate partitions (1 when XNNPACK runs the whole graph)."""
-        return [op["op_name"] for op in self.interpreter._get_ops_details()].count("DELEGATE")
-
-    @property
-    def input_shape(self):
-        return tuple(self.input["shape"])
-
-    def __call__(self, clips):
-        clips = np.asarray(clips, np.float32)
-        if clips.ndim == len(self.input_shape) - 1:
-            clips = clips[None]
-        x = clips
-        if self.input["dtype"] != np.float32:
-            scale, zero = self.input["quantization"]
-            x = np.clip(np.round(clips / scale) + zero, -128, 127).astype(self.input["dtype"])
-        self.interpreter.set_tensor(self.input["index"], x)
-        self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"])
-        if self.output["dtype"] != np.float32:
-            scale, zero = self.output["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return y
-
-    def predict(self, clips):
-        """Runs clip by clip when the model's batch is smaller than the input's."""
-        clips = np.asarray(clips, np.float32)
-        b = self.input_shape[0]
-        outs = [self(clips[i:i + b]) for i in range(0, len(clips), b)]
-        return np.concatenate(outs, axis=0)
-
-
-def _delegated_plan(interpreter):
-    """Whether a delegate took the graph: delegation appends DELEGATE nodes (one per
-    partition) after the model's own nodes; XNNPACK must take the graph in one piece."""
-    names = [op["op_name"] for op in interpreter._get_ops_details()]
-    return names.count("DELEGATE") == 1
-
-
 def benchmark(model, num_threads=2, warmup=5, runs=20, use_xnnpack=True, seed=0):
-    """Latency of one invoke: dict with median/mean/min/p90 milliseconds and clips/s.
+    """Latency of one invoke (`keras_efficient3d.runtime.benchmark`): median/mean/min/p90
+    milliseconds, spread and clips/s, with the thread count and XNNPACK's partitions.
 
     Args:
         model: TFLite bytes, a path, or a `TFLiteRunner`.
     """
-    import time
-
     runner = model if isinstance(model, TFLiteRunner) else TFLiteRunner(
         model, num_threads, use_xnnpack, strict=False)
-    interp = runner.interpreter
-    shape = tuple(runner.input["shape"])
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=shape).astype(np.float32)
-    if runner.input["dtype"] != np.float32:
-        x = rng.integers(-128, 128, size=shape).astype(runner.input["dtype"])
-    interp.set_tensor(runner.input["index"], x)
-    for _ in range(warmup):
-        interp.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interp.invoke()
-        times.append((time.perf_counter() - start) * 1000.0)
-    times = np.asarray(times)
-    batch = shape[0]
-    median = float(np.median(times))
-    return {
-        "median_ms": median,
-        "mean_ms": float(times.mean()),
-        "min_ms": float(times.min()),
-        "p90_ms": float(np.percentile(times, 90)),
-        "clips_per_s": batch * 1000.0 / median,
-        "runs": int(runs),
-        "threads": int(num_threads),
-        "batch": int(batch),
-        "xnnpack": bool(use_xnnpack),
-        "xnnpack_partitions": runner.partitions() if use_xnnpack else 0,
-    }
+    result = runtime.benchmark(runner, warmup, runs, seed)
+    result.update(threads=int(num_threads), xnnpack=bool(use_xnnpack),
+                  xnnpack_partitions=runner.partitions() if use_xnnpack else 0)
+    return result

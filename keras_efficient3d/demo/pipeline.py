@@ -9,30 +9,30 @@ import os
 import shutil
 
 import keras
-import numpy as np
 
-from keras_efficient3d import evaluation
+from keras_efficient3d import evaluation, trainer
+from keras_efficient3d.artifacts import (
+    ModelMetadata,
+    atomic_path,
+    atomic_write,
+    save_model,
+    write_sidecar,
+)
+from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.deploy import quantize, tflite
+from keras_efficient3d.runtime import TFLiteRunner
 
 BASENAME = "synthetic_gestures"
 
 
 def model_metadata(config, classes, extra=None):
     """Metadata recorded with every exported form (read by `keras_efficient3d.predict`)."""
-    from keras_efficient3d.data.normalization import Normalization
-
-    metadata = {
-        "model": {"model": config.model, "width_mult": config.width_mult,
-                  "num_classes": len(classes)},
-        "input": {"frames": config.frames, "size": config.size, "downsample": config.downsample,
-                  "layout": "NDHWC", "dtype": "float32, already normalised"},
-        "normalization": Normalization.preset(config.normalization).to_config(),
-        "preprocessing_included": False,
-        "labels": list(classes),
-        "output": "logits",
-    }
-    metadata.update(extra or {})
-    return metadata
+    return ModelMetadata(
+        frames=config.frames, size=config.size, downsample=config.downsample,
+        normalization=Normalization.preset(config.normalization), preprocessing_included=False,
+        labels=list(classes), output="logits", layout="NDHWC", dtype="float32, already normalised",
+        model={"model": config.model, "width_mult": config.width_mult, "num_classes": len(classes)},
+        extra=dict(extra or {}))
 
 
 def _score(predict_fn, records, classes, config):
@@ -43,8 +43,6 @@ def _score(predict_fn, records, classes, config):
 def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, threads=2,
                 log=print):
     """Exports and scores fp32, PTQ-int8 and QAT-int8 TFLite forms of `model`."""
-    from keras_efficient3d import trainer
-
     models_dir = os.path.join(output_dir, "models")
     os.makedirs(models_dir, exist_ok=True)
     train_records, _ = trainer.load_split(config, "train")
@@ -53,9 +51,8 @@ def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, t
 
     def record(key, data, note=""):
         path = os.path.join(models_dir, f"{BASENAME}_{key}.tflite")
-        with open(path, "wb") as handle:
-            handle.write(data)
-        runner = tflite.TFLiteRunner(data, num_threads=threads, strict=False)
+        atomic_write(path, data)
+        runner = TFLiteRunner(data, num_threads=threads, strict=False)
         results = _score(runner.predict, val_records, classes, config)
         timing = tflite.benchmark(runner, num_threads=threads, runs=30)
         report[key] = {"video_top1": results["video_top1"], "clip_top1": results["clip_top1"],
@@ -84,9 +81,6 @@ def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, t
 def publish(report, model_path, config, classes, float_results, destination="saved_models"):
     """Copies the demo's model into `destination` in .keras, fp32 .tflite and int8 .tflite
     (QAT when available) with metadata and a model card."""
-    from keras_efficient3d.convert import save_model
-    from keras_efficient3d.predict import write_sidecar
-
     os.makedirs(destination, exist_ok=True)
     deploy = report.get("deploy", {})
     int8_key = "qat_int8" if "qat_int8" in deploy else "ptq_int8"
@@ -102,11 +96,12 @@ def publish(report, model_path, config, classes, float_results, destination="sav
     for key, name in (("fp32", "fp32"), (int8_key, "int8")):
         if key in deploy:
             target = os.path.join(destination, f"{BASENAME}_{name}.tflite")
-            shutil.copyfile(deploy[key]["path"], target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(deploy[key]["path"], tmp)
             write_sidecar(target, metadata)
             written.append(target)
-    with open(os.path.join(destination, "MODEL_CARD.md"), "w") as handle:
-        handle.write(model_card(report, config, classes, float_results, int8_key))
+    atomic_write(os.path.join(destination, "MODEL_CARD.md"),
+                 model_card(report, config, classes, float_results, int8_key))
     return written
 
 

@@ -3,6 +3,9 @@
     python -m keras_efficient3d.demo                      # ./demo.sh does the install too
     python -m keras_efficient3d.demo --output_dir=runs/demo --epochs=30
 
+The application on top of the library: nothing in the package imports it. ``pipeline``
+holds its deployment half (TFLite forms, scores, timing, the published files and their card).
+
 1. generate the synthetic gesture dataset (Jester layout: JPEG folders + CSVs), so that
    the same readers as for real Jester run;
 2. train a small 3D CNN from scratch with ``model.fit`` (`keras_efficient3d.trainer`);
@@ -12,7 +15,6 @@
 5. print a short report and write it to OUTPUT/report.md and OUTPUT/report.json.
 """
 
-import json
 import os
 import sys
 import time
@@ -99,7 +101,7 @@ def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, 
         log("[4/5] deploying: QAT, TFLite fp32/int8, accuracy and latency")
         t0 = time.time()
         try:
-            from keras_efficient3d.deploy import pipeline as deploy_pipeline
+            from keras_efficient3d.demo import pipeline as deploy_pipeline
         except ImportError as err:
             report["deploy"] = {"skipped": f"deployment module unavailable: {err}"}
         else:
@@ -150,10 +152,10 @@ def format_report(report):
 
 
 def write_report(report, output_dir):
-    with open(os.path.join(output_dir, "report.json"), "w") as handle:
-        json.dump(report, handle, indent=2, default=str)
-    with open(os.path.join(output_dir, "report.md"), "w") as handle:
-        handle.write("```\n" + format_report(report) + "\n```\n")
+    from keras_efficient3d.artifacts import atomic_write, atomic_write_json
+
+    atomic_write_json(os.path.join(output_dir, "report.json"), report)
+    atomic_write(os.path.join(output_dir, "report.md"), "```\n" + format_report(report) + "\n```\n")
 
 
 def main(argv):
@@ -169,8 +171,3 @@ def main(argv):
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    define_flags()
-    app.run(main)

@@ -1,0 +1,335 @@
+"""What the project writes to disk: model metadata, `.keras` archives, sidecars, atomic writes.
+
+    from keras_efficient3d import artifacts
+    meta = artifacts.ModelMetadata(frames=16, size=112, normalization=Normalization.preset("kinetics"),
+                                   labels=labels, model={"model": "mobilenetv2", "width_mult": 1.0})
+    artifacts.save_model(model, "m.keras", meta)          # metadata inside the archive
+    artifacts.write_sidecar("m_int8.tflite", meta)         # m_int8.tflite.json beside the model
+    meta = artifacts.read_metadata("m_int8.tflite")        # None when nothing is recorded
+
+The metadata says what a model expects (frames, size, temporal downsampling, channel order,
+mean, std, value range, whether the normalisation is inside the model), what it returns
+(labels, logits or probabilities) and which model it is, as keras-hub presets keep the
+preprocessing beside the weights. On disk it is one JSON object (the ``keras_efficient3d.json``
+entry of a `.keras` archive, or ``<model file>.json``), in the layout the shipped files use:
+``{"model": {...}, "input": {"frames", "size", "downsample", "layout", "dtype"},
+"normalization": {...}, "preprocessing_included": bool, "labels": [...], "output": ...}``;
+any other key (a model card, the source checkpoint) is kept in ``extra``.
+
+Every file goes through `atomic_path`: written beside its destination, then renamed over it,
+so that a crash never leaves half a model or half a JSON file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+import zipfile
+
+from keras_efficient3d.data.normalization import Normalization
+
+__all__ = [
+    "METADATA_ENTRY",
+    "ModelFileError",
+    "ModelMetadata",
+    "atomic_path",
+    "atomic_write",
+    "atomic_write_json",
+    "read_metadata",
+    "save_model",
+    "sidecar_path",
+    "write_sidecar",
+]
+
+METADATA_ENTRY = "keras_efficient3d.json"
+OUTPUTS = ("logits", "probabilities")
+_INPUT_KEYS = ("frames", "size", "downsample", "layout", "dtype")
+_KNOWN_KEYS = ("model", "input", "normalization", "preprocessing_included", "labels", "output")
+
+
+class ModelFileError(ValueError):
+    """A model file or its metadata is missing, unreadable or inconsistent (one line)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Atomic writes.
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path` (same extension, so that writers that look at it,
+    such as ``model.save``, accept it); renames it over `path` when the block succeeds and
+    removes it otherwise. Folders are created; the file is world-readable, as ``open`` makes it."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=directory)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o644)
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write(path, data) -> str:
+    """Writes `data` (bytes, or text as UTF-8) to `path` atomically; returns `path`."""
+    with atomic_path(path) as tmp:
+        if isinstance(data, str):
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(data)
+        else:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+    return os.fspath(path)
+
+
+def atomic_write_json(path, obj, indent=2) -> str:
+    """Writes `obj` as JSON (and a final newline) to `path` atomically; returns `path`."""
+    return atomic_write(path, json.dumps(obj, indent=indent, default=str) + "\n")
+
+
+# ---------------------------------------------------------------------------------------
+# Metadata.
+
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _size_pair(size):
+    if _positive_int(size):
+        return size, size
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(_positive_int(v) for v in size):
+        return int(size[0]), int(size[1])
+    return None
+
+
+@dataclasses.dataclass
+class ModelMetadata:
+    """What a saved model expects and returns.
+
+    Attributes:
+        frames: frames per clip.
+        size: frame size, an integer (square) or ``(height, width)``.
+        downsample: the model sees one frame out of ``downsample``.
+        normalization: a `Normalization` (channel order, mean, std, value range) applied to
+            0-255 RGB frames before the model; a config dict is accepted.
+        preprocessing_included: the model takes raw 0-255 RGB frames (its first layer
+            normalises, `keras_efficient3d.preprocessing.VideoPreprocessing`).
+        labels: class names, one per output.
+        output: ``"logits"`` or ``"probabilities"`` (``None``: not recorded).
+        model: which model: registry name and its arguments (``{"model": "mobilenetv2",
+            "width_mult": 0.2, "num_classes": 8}``).
+        layout: ``"NDHWC"``.
+        dtype: a description of the input values (``"float32, already normalised"``).
+        extra: anything else recorded with the model (a model card, the source checkpoint).
+    """
+
+    frames: int | None = None
+    size: int | tuple | None = None
+    downsample: int | None = None
+    normalization: Normalization | None = None
+    preprocessing_included: bool = False
+    labels: list | None = None
+    output: str | None = None
+    model: dict | None = None
+    layout: str | None = None
+    dtype: str | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("frames", "downsample"):
+            value = getattr(self, name)
+            if value is not None and not _positive_int(value):
+                raise ValueError(f"Metadata input.{name} must be a positive integer. "
+                                 f"Received: input.{name}={value!r}")
+        if self.size is not None:
+            pair = _size_pair(self.size)
+            if pair is None:
+                raise ValueError("Metadata input.size must be a positive integer or [height, width]. "
+                                 f"Received: input.size={self.size!r}")
+            self.size = self.size if isinstance(self.size, int) else list(pair)
+        if isinstance(self.normalization, dict):
+            try:
+                self.normalization = Normalization.from_config(self.normalization)
+            except TypeError as err:
+                raise ValueError(f"Bad metadata normalization ({err}). "
+                                 f"Received: normalization={self.normalization!r}") from None
+        elif self.normalization is not None and not isinstance(self.normalization, Normalization):
+            raise ValueError("Metadata normalization must be a Normalization or its config. "
+                             f"Received: normalization={self.normalization!r}")
+        if not isinstance(self.preprocessing_included, bool):
+            raise ValueError("Metadata preprocessing_included must be true or false. "
+                             f"Received: preprocessing_included={self.preprocessing_included!r}")
+        if self.labels is not None:
+            if (not isinstance(self.labels, (list, tuple)) or not self.labels
+                    or not all(isinstance(v, str) for v in self.labels)):
+                raise ValueError("Metadata labels must be a non-empty list of class names. "
+                                 f"Received: labels={self.labels!r}"[:300])
+            self.labels = list(self.labels)
+        if self.output is not None and self.output not in OUTPUTS:
+            raise ValueError(f"Metadata output must be one of {OUTPUTS}. Received: output={self.output!r}")
+        if self.model is not None and not isinstance(self.model, dict):
+            raise ValueError(f"Metadata model must be an object. Received: model={self.model!r}")
+        declared = (self.model or {}).get("num_classes")
+        if self.labels is not None and declared is not None and declared != len(self.labels):
+            raise ValueError(f"Metadata has {len(self.labels)} labels for a model with {declared} "
+                             f"classes. Received: model.num_classes={declared!r}")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"Metadata extra must be a dict. Received: extra={self.extra!r}")
+        clash = sorted(set(self.extra) & set(_KNOWN_KEYS))
+        if clash:
+            raise ValueError(f"Metadata extra must not repeat the known keys. Received: {clash}")
+
+    # Normalisation, in the words of the model card.
+    @property
+    def channel_order(self):
+        return self.normalization.channel_order if self.normalization else None
+
+    @property
+    def mean(self):
+        return self.normalization.mean if self.normalization else None
+
+    @property
+    def std(self):
+        return self.normalization.std if self.normalization else None
+
+    @property
+    def value_range(self):
+        return self.normalization.value_range if self.normalization else None
+
+    @property
+    def height_width(self):
+        """``(height, width)`` or ``None``."""
+        return _size_pair(self.size) if self.size is not None else None
+
+    @property
+    def num_classes(self):
+        if self.labels is not None:
+            return len(self.labels)
+        return (self.model or {}).get("num_classes")
+
+    def to_dict(self) -> dict:
+        """The JSON object written to disk (`from_dict` inverts it)."""
+        out = {}
+        if self.model is not None:
+            out["model"] = dict(self.model)
+        inputs = {key: getattr(self, key) for key in _INPUT_KEYS if getattr(self, key) is not None}
+        inputs.update(self.extra.get("_input", {}))
+        if inputs:
+            out["input"] = inputs
+        if self.normalization is not None:
+            out["normalization"] = self.normalization.to_config()
+        out["preprocessing_included"] = self.preprocessing_included
+        if self.labels is not None:
+            out["labels"] = list(self.labels)
+        if self.output is not None:
+            out["output"] = self.output
+        out.update({k: v for k, v in self.extra.items() if k != "_input"})
+        return out
+
+    @classmethod
+    def from_dict(cls, data) -> "ModelMetadata":
+        """Reads the on-disk JSON object; raises ValueError naming the bad value."""
+        if isinstance(data, ModelMetadata):
+            return data
+        if not isinstance(data, dict):
+            raise ValueError(f"Model metadata must be a JSON object. Received: {type(data).__name__}")
+        inputs = data.get("input") or {}
+        if not isinstance(inputs, dict):
+            raise ValueError("Metadata input must be an object with 'frames' and 'size'. "
+                             f"Received: input={inputs!r}")
+        extra = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
+        unknown_inputs = {k: v for k, v in inputs.items() if k not in _INPUT_KEYS}
+        if unknown_inputs:
+            extra["_input"] = unknown_inputs
+        normalization = data.get("normalization")
+        if isinstance(normalization, Normalization):
+            pass
+        elif normalization is not None and not isinstance(normalization, dict):
+            raise ValueError(f"Metadata normalization must be an object. Received: normalization={normalization!r}")
+        return cls(frames=inputs.get("frames"), size=inputs.get("size"),
+                   downsample=inputs.get("downsample"), normalization=normalization,
+                   preprocessing_included=data.get("preprocessing_included", False),
+                   labels=data.get("labels"), output=data.get("output"), model=data.get("model"),
+                   layout=inputs.get("layout"), dtype=inputs.get("dtype"), extra=extra)
+
+
+def _as_metadata(metadata, where):
+    try:
+        return ModelMetadata.from_dict(metadata)
+    except ValueError as err:
+        raise ModelFileError(f"{where}: {_one_line(err)}") from None
+
+
+def _one_line(err) -> str:
+    return " ".join((str(err).strip() or type(err).__name__).split())
+
+
+# ---------------------------------------------------------------------------------------
+# .keras archives and sidecars.
+
+
+def save_model(model, path, metadata=None) -> str:
+    """Saves `model` as a `.keras` file atomically, with `metadata` (a `ModelMetadata` or its
+    dict) as the archive's ``keras_efficient3d.json`` entry; returns `path`."""
+    path = os.fspath(path)
+    if metadata is not None:
+        metadata = _as_metadata(metadata, path).to_dict()
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        if metadata is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(METADATA_ENTRY, json.dumps(metadata, indent=2))
+    return path
+
+
+def sidecar_path(model_path) -> str:
+    """``<model file>.json``: where the metadata of a ``.tflite``/``.onnx`` model lives."""
+    return os.fspath(model_path) + ".json"
+
+
+def write_sidecar(model_path, metadata) -> str:
+    """Writes `metadata` (a `ModelMetadata` or its dict) beside `model_path` as
+    ``<model file>.json``, atomically; returns its path. Raises `ModelFileError` on bad values."""
+    path = sidecar_path(model_path)
+    return atomic_write_json(path, _as_metadata(metadata, path).to_dict())
+
+
+def read_metadata(model_path) -> ModelMetadata | None:
+    """The metadata recorded for a model: for ``.keras``, the archive's entry (else a
+    sidecar); otherwise ``<model file>.json``. ``None`` when nothing is recorded.
+
+    Raises:
+        ModelFileError: not a `.keras` archive, or metadata that is not valid JSON or has
+            bad values.
+    """
+    path = os.fspath(model_path)
+    data = None
+    if path.lower().endswith(".keras"):
+        where = f"{path}:{METADATA_ENTRY}"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if METADATA_ENTRY in archive.namelist():
+                    data = json.loads(archive.read(METADATA_ENTRY))
+        except zipfile.BadZipFile:
+            raise ModelFileError(f"{path}: not a .keras archive (corrupt or not a Keras model)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ModelFileError(f"{path}: bad {METADATA_ENTRY} in the archive ({_one_line(err)})") from None
+    if data is None:
+        where = sidecar_path(path)
+        if not os.path.isfile(where):
+            return None
+        try:
+            with open(where, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ModelFileError(f"{where}: cannot read the model metadata ({_one_line(err)})") from None
+    return _as_metadata(data, where)

@@ -1,0 +1,101 @@
+"""Class names: the shipped sets (``jester``, ``ucf101``) and label files in the formats the
+datasets publish them (classInd.txt, label maps, annotation CSVs, JSON)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+
+from keras_efficient3d.predict._errors import PredictError, one_line
+
+__all__ = ["LABEL_SETS", "load_labels"]
+
+_LABELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resources", "labels")
+
+# Shipped class lists (resources/labels/<name>.txt), in the datasets' official order:
+# jester-v1-labels.csv for Jester, classInd.txt for UCF-101.
+LABEL_SETS = {"jester": 27, "ucf101": 101}
+_KINETICS600_HELP = (
+    "the Kinetics-600 class list is not shipped (its exact official order could not be "
+    "verified here); pass the official file instead: --labels=PATH to a text file with one "
+    "class per line in the model's order, or to a Kinetics annotation CSV (its 'label' column; "
+    "classes are then sorted by name, as the original's kinetics_json.py does)"
+)
+
+
+def _read_text_labels(path):
+    labels = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            # classInd.txt style: "1 ApplyEyeMakeup".
+            match = re.fullmatch(r"\d+[\s,;]+(.+)", line)
+            labels.append(match[1].strip() if match else line)
+    return labels
+
+
+def _read_csv_labels(path):
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    if not rows:
+        return []
+    header = [cell.strip().lower() for cell in rows[0]]
+    for column in ("label", "name", "class", "class_name"):
+        if column in header:
+            index = header.index(column)
+            values = [row[index].strip() for row in rows[1:] if len(row) > index and row[index].strip()]
+            if len(set(values)) == len(values):
+                return values  # a label map: one row per class, in order
+            # An annotation CSV (one row per video): the original sorts the unique labels.
+            return sorted(set(values))
+    if all(len(row) == 1 for row in rows):
+        return [row[0].strip() for row in rows]  # jester-v1-labels.csv: one class per line
+    raise PredictError(
+        f"{path}: cannot find the class names: expected a 'label' (or 'name') column, or one class per line")
+
+
+def load_labels(name_or_path: str) -> list[str]:
+    """Class names by set name (``jester``, ``ucf101``) or from a file.
+
+    Files: ``.txt`` (one class per line; ``"1 ApplyEyeMakeup"`` lines as in classInd.txt
+    are accepted), ``.csv`` (a ``label``/``name`` column: a label map when its values are
+    unique, else an annotation CSV whose sorted unique labels are the classes, as the
+    original builds them; or one class per line), ``.json`` (a list, or an object with a
+    ``labels`` list, as the original's annotation files).
+
+    Raises:
+        PredictError: unknown set name, ``kinetics600`` (not shipped), unreadable or empty file.
+    """
+    name = os.fspath(name_or_path)
+    key = name.lower().replace("-", "").replace("_", "")
+    if key in ("kinetics600", "kinetics"):
+        raise PredictError(_KINETICS600_HELP)
+    if key in LABEL_SETS and not os.path.exists(name):
+        path = os.path.join(_LABELS_DIR, f"{key}.txt")
+    elif os.path.isfile(name):
+        path = name
+    else:
+        raise PredictError(
+            f"unknown label set '{name}': expected one of {', '.join(LABEL_SETS)}, kinetics600 "
+            "(with its official file) or the path of a label file")
+    try:
+        if path.lower().endswith(".json"):
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+            labels = data.get("labels") if isinstance(data, dict) else data
+            if not isinstance(labels, list):
+                raise PredictError(f"{path}: expected a JSON list of class names or an object with 'labels'")
+            labels = [str(v) for v in labels]
+        elif path.lower().endswith(".csv"):
+            labels = _read_csv_labels(path)
+        else:
+            labels = _read_text_labels(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as err:
+        raise PredictError(f"{path}: cannot read the labels ({one_line(err)})") from None
+    if not labels:
+        raise PredictError(f"{path}: no class names in the labels file")
+    return labels

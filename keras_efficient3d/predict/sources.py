@@ -1,0 +1,145 @@
+"""Where frames come from: a video file, a frame folder, a folder of either, a camera."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from keras_efficient3d.data.decode import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    DataError,
+    is_video_file,
+    list_frame_files,
+    read_image,
+)
+from keras_efficient3d.predict._errors import PredictError
+from keras_efficient3d.runtime import quiet_stderr
+
+__all__ = ["VideoSource", "capture_frames", "find_sources", "opencv_quiet", "video_frames"]
+
+
+@contextlib.contextmanager
+def opencv_quiet():
+    """OpenCV logs a warning for every file it cannot open; the caller reports it once."""
+    try:
+        previous = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # pragma: no cover
+        yield
+        return
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
+def capture_frames(capture) -> Iterator[np.ndarray]:
+    """RGB frames from an object with ``read() -> (ok, BGR frame)`` (``cv2.VideoCapture`` or a
+    fake) until ``read`` fails; releases it at the end if it can."""
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        if hasattr(capture, "release"):
+            capture.release()
+
+
+class VideoSource:
+    """Frames of a video file or a frame folder, decoded lazily, with the video's fps."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.fps = None
+        self.frame_count = None
+        if os.path.isdir(self.path):
+            self.files = list_frame_files(self.path)
+            self.frame_count = len(self.files)
+            self.capture = None
+            return
+        self.files = None
+        if not os.path.exists(self.path):
+            raise DataError("video file not found", self.path)
+        if os.path.getsize(self.path) == 0:
+            raise DataError("video file is empty (0 bytes)", self.path)
+        with opencv_quiet(), quiet_stderr():
+            self.capture = cv2.VideoCapture(self.path)
+            opened = self.capture.isOpened()
+        if not opened:
+            self.capture.release()
+            kind = "a corrupt video or an unsupported codec" if is_video_file(self.path) else "not a video"
+            raise DataError(f"cannot open as a video ({kind})", self.path)
+        fps = self.capture.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and math.isfinite(fps) and 0 < fps < 1000 else None
+        count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frame_count = count if count > 0 else None
+
+    def __iter__(self):
+        if self.files is not None:
+            for name in self.files:
+                yield read_image(name)
+            return
+        count = 0
+        with opencv_quiet():
+            for frame in capture_frames(self.capture):
+                count += 1
+                yield frame
+        if count == 0:
+            raise DataError("video has no decodable frame (corrupt or empty stream)", self.path)
+
+
+def video_frames(path) -> Iterator[np.ndarray]:
+    """RGB uint8 frames of a video file or a frame folder, one at a time.
+
+    Raises:
+        DataError: missing, empty, corrupt or non-video file; folder without images.
+    """
+    return iter(VideoSource(path))
+
+
+def _is_frame_folder(path):
+    with os.scandir(path) as entries:
+        return any(e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS) and not e.name.startswith(".")
+                   for e in entries)
+
+
+def _natural_key(name):
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+
+def find_sources(path) -> list[str]:
+    """The videos a SOURCE path stands for: a video file; a frame folder (holding images);
+    or a folder of videos and/or frame folders (its direct entries, in natural order).
+
+    Raises:
+        PredictError: the path does not exist, or a folder holds no video or frame folder.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise PredictError(f"{path}: no such file or folder")
+    if not os.path.isdir(path):
+        return [path]
+    if _is_frame_folder(path):
+        return [path]
+    sources = []
+    for name in sorted(os.listdir(path), key=_natural_key):
+        if name.startswith("."):
+            continue
+        full = os.path.join(path, name)
+        if os.path.isfile(full) and is_video_file(full):
+            sources.append(full)
+        elif os.path.isdir(full) and _is_frame_folder(full):
+            sources.append(full)
+    if not sources:
+        extensions = ", ".join(ext[1:] for ext in VIDEO_EXTENSIONS)
+        raise PredictError(f"{path}: the folder holds no video file ({extensions}) and no frame folder")
+    return sources

@@ -1,0 +1,398 @@
+"""Sliding-window classification of a stream of frames: what a clip must look like
+(`ClipSpec`, from the model, its metadata and the options), frame preprocessing, the
+`StreamClassifier`, and the loops over files, folders and cameras."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import os
+import time
+from typing import Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from keras_efficient3d.artifacts import ModelMetadata, read_metadata
+from keras_efficient3d.data.decode import DataError
+from keras_efficient3d.data.normalization import Normalization
+from keras_efficient3d.data.spatial import val_transform
+from keras_efficient3d.data.temporal import loop_pad
+from keras_efficient3d.predict._errors import PredictError, one_line
+from keras_efficient3d.predict.labels import load_labels
+from keras_efficient3d.predict.output import draw_overlay, open_window, open_writer
+from keras_efficient3d.predict.sources import VideoSource
+
+__all__ = ["ClipSpec", "StreamClassifier", "iter_stream", "make_clip", "predict_video",
+           "preprocess_frame", "resolve_spec", "run_stream"]
+
+
+@dataclasses.dataclass
+class ClipSpec:
+    """How frames become the model's input, resolved from the model and its metadata.
+
+    Attributes:
+        frames: frames per clip.
+        height, width: frame size fed to the model.
+        downsample: one frame out of ``downsample`` in a window of ``frames * downsample``.
+        normalization: applied to 0-255 RGB floats; ``None`` when the model includes it.
+        labels: class names, one per model output.
+        probabilities: the model outputs probabilities (``True``), logits (``False``) or
+            unknown (``None``: told apart on the first window: non-negative, summing to 1).
+        notes: assumptions made (printed to stderr).
+    """
+
+    frames: int
+    height: int
+    width: int
+    downsample: int = 1
+    normalization: Normalization | None = None
+    labels: list | None = None
+    probabilities: bool | None = None
+    notes: list = dataclasses.field(default_factory=list)
+
+    @property
+    def span(self):
+        """Frames of the video one window covers."""
+        return self.frames * self.downsample
+
+
+def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=None, window: int | None = None,
+                 normalization=None) -> ClipSpec:
+    """Combines the runner's input tensor, the recorded metadata and the user's options.
+
+    Args:
+        runner: from `load_runner`.
+        metadata: a `ModelMetadata` (or its dict) (``None``: read it from ``runner.path``
+            with `keras_efficient3d.artifacts.read_metadata`).
+        labels: class names, a label set name or file (overrides the metadata's).
+        window: frames per clip asked by the user; must match the model if it is fixed.
+        normalization: preset name or `Normalization` used when the metadata records none.
+
+    Raises:
+        PredictError: the metadata, the options and the input tensor disagree.
+    """
+    path = runner.path
+    if metadata is None:
+        metadata = read_metadata(path) or ModelMetadata()
+    else:
+        metadata = ModelMetadata.from_dict(metadata)
+    spec = runner.input_spec
+    notes = []
+    frames = spec.frames
+    meta_frames = metadata.frames
+    if meta_frames is not None and frames is not None and int(meta_frames) != frames:
+        raise PredictError(f"{path}: the metadata says {meta_frames} frames per clip but the model's "
+                           f"input tensor takes {frames}")
+    frames = frames or meta_frames
+    if window is not None:
+        if int(window) < 1:
+            raise PredictError(f"--window must be >= 1, not {window}")
+        if frames is not None and int(window) != frames:
+            raise PredictError(
+                f"{path}: the model takes {frames}-frame clips; --window {window} does not match")
+        frames = int(window)
+    if frames is None:
+        raise PredictError(f"{path}: the model does not say how many frames a clip has; pass --window")
+    meta_size = metadata.height_width
+    height, width = spec.height, spec.width
+    if meta_size is not None and height is not None and width is not None and meta_size != (height, width):
+        said = f"{meta_size[0]}x{meta_size[1]}"
+        raise PredictError(f"{path}: the metadata says {said} frames but the model's input tensor is "
+                           f"{height}x{width}")
+    if height is None or width is None:
+        if meta_size is None:
+            raise PredictError(
+                f"{path}: the model does not record its frame size (dynamic input and no metadata)")
+        height, width = meta_size
+    downsample = int(metadata.downsample or 1)
+
+    norm = None
+    if not metadata.preprocessing_included:
+        if metadata.normalization is not None:
+            norm = metadata.normalization
+        elif isinstance(normalization, Normalization):
+            norm = normalization
+        else:
+            name = normalization or "original"
+            try:
+                norm = Normalization.preset(name)
+            except ValueError as err:
+                raise PredictError(one_line(err)) from None
+            if not normalization:
+                notes.append(f"{os.path.basename(path)} records no normalisation; assuming preset "
+                             f"'{name}' (pass --normalization)")
+
+    if labels is not None and not isinstance(labels, (list, tuple)):
+        labels = load_labels(labels)
+    labels = list(labels) if labels is not None else metadata.labels
+    classes = runner.num_classes
+    if labels is not None and classes is not None and len(labels) != classes:
+        raise PredictError(f"{path}: {len(labels)} labels for a model with {classes} classes")
+    if labels is None and classes is not None:
+        labels = [f"class {i}" for i in range(classes)]
+        notes.append(f"{os.path.basename(path)} records no class names; showing indices (pass --labels)")
+    output = metadata.output
+    probabilities = {"probabilities": True, "logits": False}.get(output)
+    return ClipSpec(int(frames), int(height), int(width), downsample, norm, labels, probabilities, notes)
+
+
+def preprocess_frame(frame: np.ndarray, spec: ClipSpec) -> np.ndarray:
+    """One RGB uint8 frame -> ``(height, width, 3)`` uint8: ``Scale`` + ``CenterCrop`` as in
+    validation (for non-square inputs: scaled to cover, then centre-cropped)."""
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise DataError(f"expected an RGB frame (H, W, 3), got shape {frame.shape}")
+    if spec.height == spec.width:
+        return val_transform(frame[None], spec.height)[0]
+    h, w = frame.shape[:2]
+    factor = max(spec.height / h, spec.width / w)
+    size = (max(spec.width, round(w * factor)), max(spec.height, round(h * factor)))
+    scaled = cv2.resize(frame, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+    x1 = (scaled.shape[1] - spec.width) // 2
+    y1 = (scaled.shape[0] - spec.height) // 2
+    return np.ascontiguousarray(scaled[y1:y1 + spec.height, x1:x1 + spec.width])
+
+
+def make_clip(frames, spec: ClipSpec) -> np.ndarray:
+    """Preprocessed uint8 frames ``(T, H, W, 3)`` -> the float32 model input ``(1, T, H, W, 3)``."""
+    clip = np.asarray(frames, np.float32)
+    if spec.normalization is not None:
+        clip = spec.normalization.apply(clip)
+    return np.ascontiguousarray(clip[None], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# Sliding-window classification of a stream of frames.
+
+
+def _softmax(x):
+    x = np.asarray(x, np.float64)
+    e = np.exp(x - x.max())
+    return (e / e.sum()).astype(np.float32)
+
+
+def _looks_like_probabilities(y):
+    return bool(np.all(y >= -1e-3) and np.all(y <= 1 + 1e-3) and abs(float(y.sum()) - 1.0) < 0.02)
+
+
+class StreamClassifier:
+    """Feeds frames one at a time; classifies the last ``spec.span`` frames every ``stride``.
+
+    ``push(frame)`` returns a window result (dict) when a window completes, else ``None``;
+    ``finish()`` at the end of the stream loop-pads a stream shorter than one window (as in
+    training) and classifies it; ``summary()`` averages the windows' probabilities.
+
+    A window result: ``window`` (0-based), ``start``/``end`` (frame indices, inclusive),
+    ``top`` (list of ``{index, label, score}``), ``probabilities`` (all classes), ``ms``
+    (model time), ``padded``.
+    """
+
+    def __init__(self, runner, spec: ClipSpec, stride: int = 8, top: int = 5):
+        if int(stride) < 1:
+            raise PredictError(f"--stride must be >= 1, not {stride}")
+        if int(top) < 1:
+            raise PredictError(f"--top must be >= 1, not {top}")
+        self.runner, self.spec = runner, spec
+        self.stride, self.top = int(stride), int(top)
+        self.buffer = collections.deque(maxlen=spec.span)
+        self.frames_seen = 0
+        self.windows = 0
+        self.padded = False
+        self.model_seconds = 0.0
+        self.started = None
+        self._sum = None
+        self._probabilities = spec.probabilities
+
+    def push(self, frame) -> dict | None:
+        if self.started is None:
+            self.started = time.perf_counter()
+        self.buffer.append(preprocess_frame(frame, self.spec))
+        self.frames_seen += 1
+        span = self.spec.span
+        if len(self.buffer) == span and (self.frames_seen - span) % self.stride == 0:
+            clip = list(self.buffer)[::self.spec.downsample]
+            return self._classify(clip, self.frames_seen - span, self.frames_seen - 1, False)
+        return None
+
+    def finish(self) -> dict | None:
+        """Classifies a stream that ended before its first full window (loop padded)."""
+        if self.windows or not self.buffer:
+            return None
+        order = loop_pad(np.arange(len(self.buffer)), self.spec.span)[::self.spec.downsample]
+        frames = list(self.buffer)
+        self.padded = True
+        return self._classify([frames[i] for i in order], 0, self.frames_seen - 1, True)
+
+    def _classify(self, frames, start, end, padded):
+        clip = make_clip(frames, self.spec)
+        begin = time.perf_counter()
+        output = self.runner(clip)[0]
+        elapsed = time.perf_counter() - begin
+        self.model_seconds += elapsed
+        if self.spec.labels is not None and len(output) != len(self.spec.labels):
+            raise PredictError(f"{self.runner.path}: the model outputs {len(output)} classes but "
+                               f"{len(self.spec.labels)} labels are given")
+        if self._probabilities is None:
+            self._probabilities = _looks_like_probabilities(output)
+        if self._probabilities:
+            probs = np.clip(output, 0, None)
+            probs = (probs / max(float(probs.sum()), 1e-12)).astype(np.float32)
+        else:
+            probs = _softmax(output)
+        self._sum = probs.astype(np.float64) if self._sum is None else self._sum + probs
+        result = {"window": self.windows, "start": int(start), "end": int(end),
+                  "top": self._top(probs), "probabilities": probs, "ms": elapsed * 1000.0,
+                  "padded": bool(padded)}
+        self.windows += 1
+        return result
+
+    def _top(self, probs):
+        labels = self.spec.labels or [f"class {i}" for i in range(len(probs))]
+        order = np.argsort(-probs, kind="stable")[:self.top]
+        return [{"index": int(i), "label": labels[i], "score": float(probs[i])} for i in order]
+
+    def summary(self) -> dict:
+        """Whole-stream result: mean probabilities over windows, top-k, speed."""
+        elapsed = time.perf_counter() - self.started if self.started is not None else 0.0
+        mean = (self._sum / self.windows).astype(np.float32) if self.windows else None
+        return {
+            "frames": self.frames_seen,
+            "window_count": self.windows,
+            "padded": self.padded,
+            "top": self._top(mean) if mean is not None else [],
+            "probabilities": mean,
+            "speed": {
+                "frames_per_s": self.frames_seen / elapsed if elapsed > 0 else None,
+                "ms_per_clip": 1000.0 * self.model_seconds / self.windows if self.windows else None,
+                "seconds": elapsed,
+                "backend": self.runner.backend,
+                "threads": self.runner.threads,
+            },
+        }
+
+
+def _stream(frames: Iterable, classifier: StreamClassifier) -> Iterator:
+    """``(frame, window result or None)`` for every frame, then ``(None, padded result)`` when
+    the stream was shorter than a window."""
+    for frame in frames:
+        yield frame, classifier.push(frame)
+    result = classifier.finish()
+    if result is not None:
+        yield None, result
+
+
+def iter_stream(frames: Iterable, runner, spec: ClipSpec | None = None, stride: int = 8,
+                top: int = 5, classifier: StreamClassifier | None = None) -> Iterator[dict]:
+    """Window results over any iterable of RGB uint8 frames (a video, a camera, a test list).
+
+    Pass ``classifier`` to read its ``summary()`` afterwards.
+    """
+    if classifier is None:
+        classifier = StreamClassifier(runner, spec if spec is not None else resolve_spec(runner), stride, top)
+    for _, result in _stream(frames, classifier):
+        if result is not None:
+            yield result
+
+
+def run_stream(frames: Iterable, classifier: StreamClassifier, on_window: Callable | None = None,
+               display: bool = False, output_video: str | None = None, fps: float | None = None,
+               title: str = "keras_efficient3d") -> dict:
+    """The streaming loop: classifies ``frames`` (any iterable of RGB uint8 frames), calls
+    ``on_window(result)`` for each window, shows the annotated frames when ``display`` and a
+    display exists, writes them to ``output_video`` (at ``fps``) if given.
+
+    Ends at the end of the stream, on Ctrl-C (``KeyboardInterrupt``) or on ``q``/Esc in the
+    window. Returns ``classifier.summary()`` plus ``interrupted`` and ``displayed``.
+    """
+    show = bool(display) and open_window(title)
+    writer = None
+    latest = None
+    rate = None  # processing frame rate, smoothed
+    last = time.perf_counter()
+    interrupted = False
+    try:
+        for frame, result in _stream(frames, classifier):
+            if result is not None:
+                latest = result
+                if on_window is not None:
+                    on_window(result)
+            if frame is None or not (show or output_video):
+                continue
+            now = time.perf_counter()
+            if now > last:
+                instant = 1.0 / (now - last)
+                rate = instant if rate is None else 0.9 * rate + 0.1 * instant
+            last = now
+            canvas = draw_overlay(cv2.cvtColor(np.asarray(frame, np.uint8), cv2.COLOR_RGB2BGR), latest, rate)
+            if output_video:
+                if writer is None:
+                    writer = open_writer(output_video, fps, canvas.shape)
+                writer.write(canvas)
+            if show:
+                cv2.imshow(title, canvas)
+                if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if writer is not None:
+            writer.release()
+        if show:
+            with contextlib.suppress(cv2.error):
+                cv2.destroyWindow(title)
+    summary = classifier.summary()
+    summary.update(interrupted=interrupted, displayed=show)
+    return summary
+
+
+def predict_video(runner, path, window: int | None = None, stride: int = 8, top: int = 5,
+                  spec: ClipSpec | None = None, labels=None, output_video: str | None = None,
+                  on_window: Callable | None = None) -> dict:
+    """Classifies one video file or frame folder with sliding windows.
+
+    Args:
+        runner: from `load_runner`.
+        path: video file or frame folder.
+        window: frames per clip (default: the model's).
+        stride: frames between window starts.
+        top: classes reported per window and for the video.
+        spec: a resolved `ClipSpec` (else from the runner, its metadata, ``labels``, ``window``).
+        labels: class names, set name or file.
+        output_video: write the annotated frames there.
+        on_window: called with each window result as it completes.
+
+    Returns:
+        ``{"source", "fps", "frames", "windows": [window results], "window_count", "top",
+        "probabilities", "padded", "note", "speed": {"frames_per_s", "ms_per_clip", ...}}``; times of windows
+        (``start_s``/``end_s``) when the fps is known.
+
+    Raises:
+        DataError: unreadable video. PredictError: options that do not fit the model.
+    """
+    if spec is None:
+        spec = resolve_spec(runner, labels=labels, window=window)
+    source = VideoSource(path)
+    classifier = StreamClassifier(runner, spec, stride, top)
+    windows = []
+
+    def collect(result):
+        if source.fps:
+            result["start_s"] = result["start"] / source.fps
+            result["end_s"] = (result["end"] + 1) / source.fps
+        windows.append(result)
+        if on_window is not None:
+            on_window(result)
+
+    summary = run_stream(source, classifier, collect, output_video=output_video, fps=source.fps)
+    if summary["interrupted"]:
+        raise KeyboardInterrupt
+    summary.pop("displayed", None)
+    summary.pop("interrupted", None)
+    note = None
+    if summary["padded"]:
+        note = (f"{summary['frames']} frames, fewer than the {spec.span}-frame window: "
+                "loop-padded as in training")
+    summary.update(source=os.fspath(path), fps=source.fps, windows=windows, note=note)
+    return summary

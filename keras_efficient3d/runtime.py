@@ -1,0 +1,507 @@
+"""Running a model file: Keras (BatchNorm folded), LiteRT with XNNPACK, ONNX Runtime; timing.
+
+    from keras_efficient3d import runtime
+    runner = runtime.load_runner("m_int8.tflite", threads=2)   # or .keras, .onnx
+    logits = runner(clips)                                       # float32 (N, T, H, W, 3) -> (N, classes)
+    timing = runtime.benchmark(runner, warmup=5, runs=30)        # median ms, spread, clips/s
+
+Every runner has the same interface: ``input_spec`` (`InputSpec`: shape, dtype, quantization),
+``num_classes`` (``None`` when the model does not say), ``backend``, ``path``, ``threads``,
+``__call__(clips) -> float32 (N, outputs)``, which runs clip batches of any size (a model with a
+fixed batch is fed chunks, the last one padded), quantizes float clips for integer inputs with
+the tensor's own scale, zero point and dtype range and dequantizes integer outputs, and
+``timing_step()``, one untimed-overhead-free call of the model for `benchmark`.
+
+`TFLiteRunner` also takes TFLite bytes and checks that XNNPACK took the whole graph
+(``strict``); `onnx_session` is the one place that opens an ONNX Runtime session (threads,
+execution providers); `measure` is the one timing loop (warm-up, timed runs, median and spread); `check_close`
+compares an exported model's outputs with the Keras model's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+
+import numpy as np
+
+from keras_efficient3d.artifacts import ModelFileError
+
+__all__ = [
+    "ONNX_PROVIDERS",
+    "InputSpec",
+    "KerasRunner",
+    "ModelFileError",
+    "ONNXRunner",
+    "TFLiteRunner",
+    "benchmark",
+    "check_close",
+    "choose_providers",
+    "dequantize",
+    "load_runner",
+    "measure",
+    "onnx_session",
+    "quantize",
+    "quiet_stderr",
+    "random_clips",
+    "relative_error",
+    "set_tf_threads",
+    "tflite_interpreter",
+]
+
+# Best first: the first of these that an onnxruntime build has runs the model.
+ONNX_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _one_line(err) -> str:
+    return " ".join((str(err).strip() or type(err).__name__).split())
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silences native libraries' stderr (LiteRT's delegate banner) for a moment."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+# ---------------------------------------------------------------------------------------
+# Timing.
+
+
+def measure(step, warmup=3, runs=15, batch=1) -> dict:
+    """Times `step()`: `warmup` untimed calls, then `runs` timed ones.
+
+    Returns:
+        ``median_ms``, ``mean_ms``, ``min_ms``, ``max_ms``, ``p90_ms``, ``spread_ms`` (the
+        interquartile range), ``clips_per_s`` (``batch`` / median), ``runs``, ``warmup``,
+        ``batch``.
+    """
+    if not isinstance(warmup, int) or warmup < 0 or not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"`warmup` must be >= 0 and `runs` >= 1. Received: warmup={warmup}, runs={runs}")
+    for _ in range(warmup):
+        step()
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter()
+        step()
+        times[i] = (time.perf_counter() - start) * 1000.0
+    median = float(np.median(times))
+    q1, q3 = np.percentile(times, [25, 75])
+    return {
+        "median_ms": median,
+        "mean_ms": float(times.mean()),
+        "min_ms": float(times.min()),
+        "max_ms": float(times.max()),
+        "p90_ms": float(np.percentile(times, 90)),
+        "spread_ms": float(q3 - q1),
+        "clips_per_s": batch * 1000.0 / median if median > 0 else float("inf"),
+        "runs": int(runs),
+        "warmup": int(warmup),
+        "batch": int(batch),
+    }
+
+
+def benchmark(runner, warmup=5, runs=20, seed=0) -> dict:
+    """`measure` of one call of `runner`'s model on a random input of its own shape and dtype
+    (the input is set once: only the model is timed). Adds ``backend`` and ``threads``."""
+    step, batch = runner.timing_step(seed)
+    result = measure(step, warmup, runs, batch)
+    result.update(backend=runner.backend, threads=runner.threads)
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# Verification: an exported model against the Keras model.
+
+
+def random_clips(model, batch_size=2, seed=0):
+    """Deterministic normal-distributed clips shaped for `model` (verification inputs)."""
+    shape = (batch_size,) + tuple(model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def relative_error(actual, expected):
+    """max |actual - expected| / max |expected| (0 when both are zero)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        raise ValueError(f"Shapes differ: {actual.shape} vs {expected.shape}")
+    scale = np.max(np.abs(expected)) if expected.size else 0.0
+    diff = np.max(np.abs(actual - expected)) if expected.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def check_close(actual, expected, rtol=1e-4, atol=1e-6, what="export"):
+    """Raises `AssertionError` unless max|a - e| <= rtol * max|e| + atol; returns the
+    relative error."""
+    err = relative_error(actual, expected)
+    diff = float(np.max(np.abs(np.asarray(actual, np.float64) - np.asarray(expected, np.float64))))
+    scale = float(np.max(np.abs(expected)))
+    if diff > rtol * scale + atol:
+        raise AssertionError(
+            f"The {what} differs from the Keras model: max abs diff {diff:.3g}, relative "
+            f"{err:.3g} > rtol {rtol:g} (max |keras| = {scale:.3g})."
+        )
+    return err
+
+
+# ---------------------------------------------------------------------------------------
+# int8 tensors.
+
+
+def quantize(x, scale, zero_point, dtype):
+    """Float -> integer with the tensor's scale and zero point, clipped to the dtype's range."""
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q, scale, zero_point):
+    return (np.asarray(q, np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+# ---------------------------------------------------------------------------------------
+# Runners.
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """The model's input tensor: ``shape`` (batch, frames, height, width, channels), ``None``
+    where dynamic; ``dtype`` (numpy name); ``quantization`` (scale, zero point) for integer
+    inputs."""
+
+    shape: tuple
+    dtype: str = "float32"
+    quantization: tuple | None = None
+
+    @property
+    def batch(self):
+        return self.shape[0]
+
+    @property
+    def frames(self):
+        return self.shape[1]
+
+    @property
+    def height(self):
+        return self.shape[2]
+
+    @property
+    def width(self):
+        return self.shape[3]
+
+    @property
+    def channels(self):
+        return self.shape[4]
+
+
+class _Runner:
+    backend = "?"
+    path = ""
+    input_spec: InputSpec
+    num_classes: int | None = None
+    threads = None
+
+    def _run(self, batch):
+        """The model on one batch already in the input's dtype and batch size."""
+        raise NotImplementedError
+
+    def _prepare(self, chunk):
+        if self.input_spec.quantization is not None:
+            return quantize(chunk, *self.input_spec.quantization, self.input_spec.dtype)
+        if self.input_spec.dtype != "float32":
+            return chunk.astype(self.input_spec.dtype)
+        return chunk
+
+    def __call__(self, clips) -> np.ndarray:
+        """Outputs (logits or probabilities, as the model gives them) for float32 clips
+        ``(N, T, H, W, C)`` (a single clip without the batch axis is accepted)."""
+        clips = np.asarray(clips, np.float32)
+        if clips.ndim == len(self.input_spec.shape) - 1:
+            clips = clips[None]
+        step = self.input_spec.batch or len(clips)
+        outputs = []
+        for begin in range(0, len(clips), step):
+            chunk = clips[begin:begin + step]
+            count = len(chunk)
+            if count < step:  # fixed batch: pad with copies of the last clip
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - count, axis=0)])
+            out = np.asarray(self._run(self._prepare(chunk)))
+            outputs.append(out.reshape(out.shape[0], -1)[:count])
+        return np.concatenate(outputs).astype(np.float32)
+
+    def predict(self, clips) -> np.ndarray:
+        """The same as calling the runner (Keras' name)."""
+        return self(clips)
+
+    def timing_step(self, seed=0):
+        """``(step, batch)``: a call of the model on a fixed random input, for `benchmark`."""
+        shape = tuple(d or 1 for d in self.input_spec.shape)
+        rng = np.random.default_rng(seed)
+        if np.dtype(self.input_spec.dtype).kind in "iu":
+            info = np.iinfo(self.input_spec.dtype)
+            x = rng.integers(info.min, int(info.max) + 1, size=shape).astype(self.input_spec.dtype)
+        else:
+            x = rng.normal(size=shape).astype(self.input_spec.dtype)
+        return (lambda: self._run(x)), shape[0]
+
+    def __repr__(self):
+        return f"<{self.backend} runner {self.path} input {self.input_spec.shape} {self.input_spec.dtype}>"
+
+
+def set_tf_threads(threads):
+    """TensorFlow's intra-op threads (0 or None: its default); one inter-op thread. Only
+    possible before TensorFlow runs its first op, and ignored after."""
+    import tensorflow as tf
+
+    if threads:
+        with contextlib.suppress(RuntimeError):  # too late once TensorFlow has run ops
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+class KerasRunner(_Runner):
+    """A Keras model (a `.keras` path or a built model) in inference mode, with BatchNorm
+    folded into the convolutions (the same function, 1.2-1.5x faster on a CPU)."""
+
+    backend = "keras"
+
+    def __init__(self, model, threads=None, fold_bn=True):
+        import keras
+        import tensorflow as tf
+
+        from keras_efficient3d.inference import inference_form
+
+        set_tf_threads(threads)
+        self.threads = threads
+        if isinstance(model, (str, os.PathLike)):
+            self.path = os.fspath(model)
+            try:
+                model = keras.saving.load_model(self.path, compile=False)
+            except Exception as err:  # corrupt archives raise many different types
+                raise ModelFileError(f"{self.path}: cannot load the Keras model ({_one_line(err)})") from None
+        else:
+            self.path = getattr(model, "name", "")
+        self.model = inference_form(model, fold_bn)
+        shape = self.model.input_shape
+        if isinstance(shape, list):
+            raise ModelFileError(f"{self.path}: the model has {len(shape)} inputs; expected one clip input")
+        self.input_spec = InputSpec(tuple(shape), "float32")
+        self.num_classes = self.model.output_shape[-1]
+        net = self.model
+        self._call = tf.function(lambda x: net(x, training=False), reduce_retracing=True)
+
+    def _run(self, batch):
+        return self._call(batch).numpy()
+
+
+def tflite_interpreter(model, threads=None, use_xnnpack=True):
+    """A LiteRT interpreter for TFLite bytes or a path: the default resolver applies XNNPACK
+    where the graph allows; ``use_xnnpack=False`` runs the builtin kernels only."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    content, path = (bytes(model), None) if isinstance(model, (bytes, bytearray)) else (None, os.fspath(model))
+    resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return Interpreter(model_path=path, model_content=content, num_threads=threads or None,
+                       experimental_op_resolver_type=resolver)
+
+
+class TFLiteRunner(_Runner):
+    """A TFLite model run by LiteRT with XNNPACK and a thread count.
+
+    Args:
+        model: TFLite bytes or a path.
+        num_threads: CPU threads (``None``: LiteRT's default).
+        use_xnnpack: apply the XNNPACK delegate (the default resolver).
+        strict: raise if XNNPACK does not take the whole graph in one partition, instead
+            of silently running parts on the slower builtin kernels.
+    """
+
+    backend = "tflite"
+
+    def __init__(self, model, num_threads=2, use_xnnpack=True, strict=True):
+        self.path = "<bytes>" if isinstance(model, (bytes, bytearray)) else os.fspath(model)
+        self.threads = num_threads
+        self.use_xnnpack = use_xnnpack
+        try:
+            with quiet_stderr():
+                self.interpreter = tflite_interpreter(model, num_threads, use_xnnpack)
+                self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            raise ModelFileError(f"{self.path}: cannot load the TFLite model ({_one_line(err)})") from None
+        inputs = self.interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise ModelFileError(f"{self.path}: the model has {len(inputs)} inputs; expected one clip input")
+        self.input = inputs[0]
+        self.output = self.interpreter.get_output_details()[0]
+        shape = tuple(int(d) for d in self.input["shape"])
+        signature = self.input.get("shape_signature", self.input["shape"])
+        if len(signature) and int(signature[0]) < 0:
+            shape = (1,) + shape[1:]  # dynamic batch: allocated as 1, run clip by clip
+        self.input_spec = InputSpec(shape, np.dtype(self.input["dtype"]).name,
+                                    self._quantization(self.input, "input"))
+        self.output_quantization = self._quantization(self.output, "output")
+        self.num_classes = int(self.output["shape"][-1])
+        if use_xnnpack and strict and not self.delegated():
+            raise RuntimeError(f"XNNPACK did not take the whole graph "
+                               f"({self.partitions()} delegate partitions).")
+
+    def _quantization(self, detail, what):
+        if np.dtype(detail["dtype"]).kind not in "iu":
+            return None
+        scale, zero_point = detail["quantization"]
+        if not scale:
+            raise ModelFileError(f"{self.path}: the {what} tensor is {np.dtype(detail['dtype']).name} "
+                                 "but carries no quantization parameters")
+        return float(scale), int(zero_point)
+
+    @property
+    def input_shape(self):
+        return self.input_spec.shape
+
+    def partitions(self):
+        """Number of delegate partitions (1 when XNNPACK runs the whole graph)."""
+        return [op["op_name"] for op in self.interpreter._get_ops_details()].count("DELEGATE")
+
+    def delegated(self):
+        """True when XNNPACK took the graph in one piece: delegation appends one DELEGATE
+        node per partition after the model's own nodes."""
+        return self.partitions() == 1
+
+    def _run(self, batch):
+        self.interpreter.set_tensor(self.input["index"], batch)
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"])
+        if self.output_quantization is not None:
+            out = dequantize(out, *self.output_quantization)
+        return out
+
+    def timing_step(self, seed=0):
+        step, batch = super().timing_step(seed)
+        step()  # sets the input tensor; the timed step is the invoke alone
+        return self.interpreter.invoke, batch
+
+
+def choose_providers(available, requested=None):
+    """The requested ONNX Runtime execution providers (all must exist), else those of
+    `ONNX_PROVIDERS` that are available."""
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise ValueError(f"Providers not in this onnxruntime build: {', '.join(missing)}. "
+                             f"Available: {', '.join(available)}")
+        return list(requested)
+    return [p for p in ONNX_PROVIDERS if p in available] or list(available)
+
+
+def onnx_session(model, threads=None, providers=("CPUExecutionProvider",)):
+    """An ONNX Runtime session for a path, serialized bytes or an `onnx.ModelProto`.
+
+    Args:
+        threads: intra-op threads (0 or None: ONNX Runtime's default), one inter-op thread.
+        providers: execution providers in order of preference; ``None``: the best available
+            (`choose_providers`).
+    """
+    import onnxruntime as ort
+
+    if hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    elif not isinstance(model, (bytes, bytearray)):
+        model = os.fspath(model)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    providers = choose_providers(ort.get_available_providers(), providers)
+    return ort.InferenceSession(model, options, providers=providers)
+
+
+class ONNXRunner(_Runner):
+    """An ONNX model run by ONNX Runtime (`onnx_session`)."""
+
+    backend = "onnx"
+    _DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
+               "tensor(float16)": "float16"}
+
+    def __init__(self, model, threads=None, providers=("CPUExecutionProvider",)):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise ModelFileError("ONNX models need onnxruntime: pip install onnxruntime") from None
+        self.path = model if isinstance(model, str) else getattr(model, "name", "<onnx>")
+        self.threads = threads
+        try:
+            self.session = onnx_session(model, threads, providers)
+        except ValueError:
+            raise
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ModelFileError(f"{self.path}: cannot load the ONNX model ({_one_line(err)})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelFileError(f"{self.path}: the model has {len(inputs)} inputs; expected one clip input")
+        self._input_name = inputs[0].name
+        shape = tuple(d if isinstance(d, int) and d > 0 else None for d in inputs[0].shape)
+        dtype = self._DTYPES.get(inputs[0].type)
+        if dtype is None:
+            raise ModelFileError(f"{self.path}: unsupported input type {inputs[0].type}")
+        self.input_spec = InputSpec(shape, dtype)
+        output = self.session.get_outputs()[0].shape
+        last = output[-1] if output else None
+        self.num_classes = last if isinstance(last, int) and last > 0 else None
+
+    @property
+    def providers(self):
+        return self.session.get_providers()
+
+    def _run(self, batch):
+        return self.session.run(None, {self._input_name: batch})[0]
+
+
+_RUNNERS = {".keras": KerasRunner, ".tflite": TFLiteRunner, ".onnx": ONNXRunner}
+
+
+def _check_clip_input(shape, path):
+    if len(shape) != 5:
+        raise ModelFileError(
+            f"{path}: the model's input has shape {tuple(shape)}; expected a 5-D clip tensor "
+            "(batch, frames, height, width, channels)")
+    if shape[4] not in (None, 3):
+        raise ModelFileError(f"{path}: the model's input has {shape[4]} channels; expected 3 (RGB)")
+
+
+def load_runner(path, threads: int | None = 2):
+    """A runner for a ``.keras``, ``.tflite`` or ``.onnx`` clip model (see the module
+    docstring); TFLite runs on XNNPACK where the graph allows, without requiring all of it.
+
+    Raises:
+        ModelFileError: missing file, unknown format, unloadable model, not a clip model.
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _RUNNERS:
+        raise ModelFileError(
+            f"{path}: unsupported model format '{ext or path}' (expected .keras, .tflite or .onnx)")
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: model file not found")
+    if os.path.getsize(path) == 0:
+        raise ModelFileError(f"{path}: model file is empty (0 bytes)")
+    if ext == ".tflite":
+        runner = TFLiteRunner(path, num_threads=threads, strict=False)
+    else:
+        runner = _RUNNERS[ext](path, threads)
+    _check_clip_input(runner.input_spec.shape, path)
+    return runner

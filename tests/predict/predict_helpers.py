@@ -1,0 +1,105 @@
+"""What the prediction tests share: the tiny model's settings, test videos, fakes."""
+
+import os
+
+import cv2
+import numpy as np
+
+from keras_efficient3d.data.normalization import Normalization
+from keras_efficient3d.data.spatial import val_transform
+from keras_efficient3d.data.temporal import loop_pad
+from keras_efficient3d.runtime import InputSpec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FRAMES, SIZE, CLASSES = 8, 32, 4
+LABELS = ["swipe left", "swipe right", "zoom in", "zoom out"]
+# Mean/std chosen so that a normalisation bug changes the outputs.
+NORM = Normalization(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), value_range="0-1")
+METADATA = {
+    "model": {"model": "tiny"},
+    "input": {"frames": FRAMES, "size": SIZE, "layout": "NDHWC"},
+    "normalization": NORM.to_config(),
+    "preprocessing_included": False,
+    "labels": LABELS,
+}
+
+
+def write_video(path, frames_rgb, fps=30.0):
+    fourcc = {".mp4": "mp4v", ".avi": "MJPG"}[os.path.splitext(path)[1]]
+    height, width = frames_rgb.shape[1:3]
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    assert writer.isOpened()
+    for frame in frames_rgb:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def count_video_frames(path):
+    capture = cv2.VideoCapture(path)
+    count = 0
+    while capture.grab():
+        count += 1
+    capture.release()
+    return count
+
+
+def reference_probabilities(model, frames_rgb, starts, span=FRAMES):
+    """What the predictions must be, computed independently of `predict`: the validation
+    transform on the whole clip, the recorded normalisation, the Keras model, a softmax."""
+    out = []
+    n = len(frames_rgb)
+    for start in starts:
+        indices = loop_pad(np.arange(start, min(start + span, n)), span)
+        clip = val_transform(frames_rgb[indices], SIZE).astype(np.float32)
+        logits = model(NORM.apply(clip)[None], training=False).numpy()[0]
+        out.append(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
+    return np.asarray(out)
+
+
+class FakeCapture:
+    """Stands for `cv2.VideoCapture(index)`: BGR frames, then end of stream, or a Ctrl-C."""
+
+    def __init__(self, frames_rgb, interrupt_at=None):
+        self.frames = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in frames_rgb]
+        self.interrupt_at = interrupt_at
+        self.reads = 0
+        self.released = False
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        if self.interrupt_at is not None and self.reads == self.interrupt_at:
+            raise KeyboardInterrupt
+        if self.reads >= len(self.frames):
+            return False, None
+        self.reads += 1
+        return True, self.frames[self.reads - 1].copy()
+
+    def release(self):
+        self.released = True
+
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+
+class FakeRunner:
+    """A runner whose logits are known: class c scores the mean of channel c (+ frame count)."""
+
+    backend, path, threads = "fake", "fake.model", 1
+
+    def __init__(self, probabilities=False):
+        self.input_spec = InputSpec((1, FRAMES, SIZE, SIZE, 3))
+        self.num_classes = CLASSES
+        self.probabilities = probabilities
+        self.calls = []
+
+    def __call__(self, clips):
+        self.calls.append(np.array(clips))
+        means = clips.mean(axis=(1, 2, 3))  # (N, 3)
+        logits = np.concatenate([means, means[:, :1] * 0 + 0.5], axis=1).astype(np.float32)
+        if self.probabilities:
+            e = np.exp(logits)
+            return e / e.sum(axis=1, keepdims=True)
+        return logits

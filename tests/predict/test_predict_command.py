@@ -1,0 +1,174 @@
+"""The command line: every error path is one line on stderr and a non-zero exit; text and
+JSON output; a fake camera."""
+
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import pytest
+from predict_helpers import FRAMES, LABELS, METADATA, ROOT, FakeCapture
+
+from helpers import moving_square
+from keras_efficient3d import predict
+from keras_efficient3d.artifacts import write_sidecar
+from keras_efficient3d.predict import PredictError, command
+
+
+@pytest.mark.parametrize("interrupt_at", [None, 13])
+def test_camera_command_line(models, monkeypatch, capfd, interrupt_at):
+    """`SOURCE` = a camera index, with a fake capture device: text lines, then a summary."""
+    opened = []
+
+    def fake_capture(index):
+        opened.append(index)
+        return FakeCapture(moving_square(18), interrupt_at=interrupt_at)
+
+    monkeypatch.setattr(cv2, "VideoCapture", fake_capture)
+    code = predict.cli("0", model=models["tflite"], stride=4, top=1)
+    out, err = capfd.readouterr()
+    assert code == 0 and opened == [0], err
+    lines = out.splitlines()
+    frames = 18 if interrupt_at is None else interrupt_at
+    windows = (frames - FRAMES) // 4 + 1
+    assert sum(line.startswith("  frames ") for line in lines) == windows
+    stop = "end of stream" if interrupt_at is None else "stopped (Ctrl-C)"
+    assert f"camera 0, {stop} after {frames} frames, {windows} windows" in out
+    assert "frames/s" in lines[-1] and "Traceback" not in err
+
+
+CLI_ERRORS = ["missing_video", "text_file", "corrupt_video", "empty_video", "empty_folder", "unknown_labels",
+              "kinetics600", "label_count", "size_mismatch", "missing_model", "model_format",
+              "corrupt_model", "bad_stride", "no_camera"]
+
+
+def _cli_cases(models, videos, tmp):
+    """name -> (SOURCE, options of `predict.run`, expected part of the error line)."""
+    mismatched = os.path.join(tmp, "mismatched.tflite")
+    if not os.path.exists(mismatched):
+        shutil.copy(models["tflite"], mismatched)
+        write_sidecar(mismatched, dict(METADATA, input={"frames": FRAMES, "size": 112}))
+    junk = os.path.join(tmp, "junk.tflite")
+    with open(junk, "wb") as handle:
+        handle.write(b"this is not a flatbuffer" * 10)
+    m = {"model": models["int8"]}
+    gesture = videos["gesture"]
+    return {
+        "missing_video": (os.path.join(tmp, "nope.mp4"), m, "no such file"),
+        "text_file": (videos["text"], m, "not a video"),
+        "corrupt_video": (videos["corrupt"], m, "corrupt"),
+        "empty_video": (videos["empty"], m, "empty (0 bytes)"),
+        "empty_folder": (videos["empty_folder"], m, "no video file"),
+        "unknown_labels": (gesture, dict(m, labels="klingon"), "unknown label set"),
+        "kinetics600": (gesture, dict(m, labels="kinetics600"), "official"),
+        "label_count": (gesture, dict(m, labels="jester"), "27 labels for a model with 4 classes"),
+        "size_mismatch": (gesture, {"model": mismatched}, "112x112"),
+        "missing_model": (gesture, {"model": os.path.join(tmp, "none.onnx")}, "model file not found"),
+        "model_format": (gesture, {"model": os.path.join(tmp, "m.h5")}, "unsupported model format"),
+        "corrupt_model": (gesture, {"model": junk}, "cannot load the TFLite model"),
+        "bad_stride": (gesture, dict(m, stride=0), "--stride must be >= 1"),
+        "no_camera": ("7", m, "cannot open camera 7"),
+    }
+
+
+def _argv(source, options):
+    flags = {"as_json": "json"}
+    argv = [source]
+    for key, value in options.items():
+        name = flags.get(key, key)
+        argv.append(f"--{name}" if value is True else f"--{name}={value}")
+    return argv
+
+
+def _subprocess(argv):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", "keras_efficient3d.predict", *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _run_all(argvs):
+    """Runs command lines two at a time (each process pays for importing TensorFlow)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(_subprocess, argv) for name, argv in argvs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _check_error(code, out, err, expected):
+    assert code == 1, (code, out, err)
+    assert "Traceback" not in out + err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case", CLI_ERRORS)
+def test_errors_are_one_line(models, videos, tmp_path, capfd, case):
+    """In process, with the file descriptors captured (native libraries' output included)."""
+    cases = _cli_cases(models, videos, str(tmp_path))
+    assert sorted(cases) == sorted(CLI_ERRORS)
+    source, options, expected = cases[case]
+    capfd.readouterr()
+    code = predict.cli(source, **options)
+    out, err = capfd.readouterr()
+    _check_error(code, out, err, expected)
+
+
+@pytest.fixture(scope="module")
+def cli_runs(models, videos, tmp_path_factory):
+    """The real command line, in subprocesses: two runs and one error."""
+    tmp = str(tmp_path_factory.mktemp("cli"))
+    source, options, _ = _cli_cases(models, videos, tmp)["size_mismatch"]
+    return _run_all({
+        "json": _argv(videos["gesture"], {"model": models["int8"], "as_json": True, "top": 2, "stride": 4}),
+        "short": _argv(videos["short"], {"model": models["onnx"]}),
+        "size_mismatch": _argv(source, options),
+    })
+
+
+def test_cli_json_lines(cli_runs):
+    code, out, err = cli_runs["json"]
+    assert code == 0, err
+    assert "Traceback" not in err and not [line for line in err.splitlines() if line.strip()], err
+    records = [json.loads(line) for line in out.splitlines()]
+    windows = [r for r in records if r["type"] == "window"]
+    assert [w["start"] for w in windows] == list(range(0, 23, 4))
+    assert all(len(w["top"]) == 2 and w["top"][0]["label"] in LABELS for w in windows)
+    video = records[-1]
+    assert video["type"] == "video" and video["windows"] == len(windows) and video["frames"] == 30
+    assert video["speed"]["frames_per_s"] > 0 and video["speed"]["ms_per_clip"] > 0
+    assert video["speed"]["backend"] == "tflite"
+    assert sum(t["score"] for t in video["top"]) <= 1.0 + 1e-6
+
+
+def test_cli_padding_note_and_error(cli_runs):
+    code, out, err = cli_runs["short"]
+    assert code == 0, err
+    assert "loop-padded" in err and "[loop-padded]" in out and "speed:" in out and "frames/s" in out
+    _check_error(*cli_runs["size_mismatch"], "112x112")
+
+
+def test_text_output_for_a_folder(models, videos, capsys):
+    assert predict.cli(videos["folder"], model=models["keras"], threads=1, top=2) == 0
+    out = capsys.readouterr().out
+    assert out.count("  video (") == 3 and out.count("frames/s") == 3 and "ms per clip (keras" in out
+    for name in ("clip2.avi:", "clip10.mp4:", "frames_a:"):
+        assert name in out
+
+
+@pytest.mark.slow
+def test_cli_every_error_in_a_subprocess(models, videos, tmp_path):
+    cases = _cli_cases(models, videos, str(tmp_path))
+    results = _run_all({name: _argv(source, options) for name, (source, options, _) in cases.items()})
+    for name, (_, _, expected) in cases.items():
+        _check_error(*results[name], expected)
+
+
+def test_default_model_missing_message(monkeypatch, tmp_path):
+    missing = tmp_path / "saved_models" / "synthetic_gestures_int8.tflite"
+    monkeypatch.setattr(command, "DEFAULT_MODEL", str(missing))
+    with pytest.raises(PredictError, match=r"missing: run ./demo.sh"):
+        predict.run(str(tmp_path))

@@ -1,0 +1,50 @@
+"""Class names: shipped sets and label files."""
+
+import json
+
+import pytest
+
+from keras_efficient3d import predict
+from keras_efficient3d.predict import PredictError
+
+
+def test_shipped_label_sets():
+    jester = predict.load_labels("jester")
+    assert len(jester) == len(set(jester)) == 27
+    # jester-v1-labels.csv order (the original's class indices).
+    assert jester[:4] == ["Swiping Left", "Swiping Right", "Swiping Down", "Swiping Up"]
+    assert jester[20:] == ["Thumb Up", "Thumb Down", "Shaking Hand", "Stop Sign", "Drumming Fingers",
+                           "No gesture", "Doing other things"]
+    ucf = predict.load_labels("ucf101")
+    assert len(ucf) == len(set(ucf)) == 101
+    # classInd.txt is in case-insensitive alphabetical order ("Hammering" before "HammerThrow").
+    assert ucf == sorted(ucf, key=str.lower)
+    assert (ucf[0], ucf[34], ucf[35], ucf[100]) == ("ApplyEyeMakeup", "Hammering", "HammerThrow", "YoYo")
+    assert all(" " not in name for name in ucf)
+
+
+def test_label_files(tmp_path):
+    (tmp_path / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 ApplyLipstick\n\n3 Archery\n")
+    assert predict.load_labels(str(tmp_path / "classInd.txt")) == [
+        "ApplyEyeMakeup", "ApplyLipstick", "Archery"]
+    (tmp_path / "map.csv").write_text("id,name\n0,abseiling\n1,air drumming\n")
+    assert predict.load_labels(str(tmp_path / "map.csv")) == ["abseiling", "air drumming"]
+    # A Kinetics annotation CSV: one row per video; classes sorted as the original does.
+    (tmp_path / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nzumba,a,0,10,train\nabseiling,b,0,10,train\n"
+        "zumba,c,0,10,train\n\"air drumming\",d,0,10,train\n")
+    assert predict.load_labels(str(tmp_path / "train.csv")) == ["abseiling", "air drumming", "zumba"]
+    (tmp_path / "jester-v1-labels.csv").write_text("Swiping Left\nSwiping Right\n")
+    assert predict.load_labels(str(tmp_path / "jester-v1-labels.csv")) == ["Swiping Left", "Swiping Right"]
+    (tmp_path / "ann.json").write_text(json.dumps({"labels": ["a", "b"], "database": {}}))
+    assert predict.load_labels(str(tmp_path / "ann.json")) == ["a", "b"]
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(PredictError, match="no class names"):
+        predict.load_labels(str(tmp_path / "empty.txt"))
+
+
+def test_unknown_and_unshipped_label_sets():
+    with pytest.raises(PredictError, match="official"):
+        predict.load_labels("kinetics600")
+    with pytest.raises(PredictError, match="unknown label set 'klingon'"):
+        predict.load_labels("klingon")

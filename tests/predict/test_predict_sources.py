@@ -1,0 +1,33 @@
+"""Sources: folders of videos and frame folders, unreadable videos."""
+
+import os
+
+import pytest
+
+from keras_efficient3d import predict
+from keras_efficient3d.predict import PredictError
+from keras_efficient3d.runtime import load_runner
+
+
+def test_folder_of_videos_and_frame_folders(models, videos):
+    assert [os.path.basename(p) for p in predict.find_sources(videos["folder"])] == [
+        "clip2.avi", "clip10.mp4", "frames_a"]
+    assert predict.find_sources(videos["frames"]) == [videos["frames"]]
+    with pytest.raises(PredictError, match="no video file"):
+        predict.find_sources(videos["empty_folder"])
+    runner = load_runner(models["onnx"])
+    results = [predict.predict_video(runner, p, stride=2) for p in predict.find_sources(videos["folder"])]
+    assert [r["frames"] for r in results] == [9, 12, 10]
+    assert [r["window_count"] for r in results] == [1, 3, 2]
+    assert results[2]["fps"] is None and "start_s" not in results[2]["windows"][0]
+
+
+def test_bad_videos_raise_data_errors(models, videos, tmp_path):
+    from keras_efficient3d.data import DataError
+
+    runner = load_runner(models["tflite"])
+    for key, message in [("text", "not a video"), ("corrupt", "corrupt"), ("empty", "empty")]:
+        with pytest.raises(DataError, match=message):
+            predict.predict_video(runner, videos[key])
+    with pytest.raises(DataError, match="not found"):
+        predict.predict_video(runner, str(tmp_path / "missing.mp4"))

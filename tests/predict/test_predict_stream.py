@@ -1,0 +1,174 @@
+"""What a clip must look like (`resolve_spec`), sliding windows over files and streams, a fake
+camera, and a registry model through all three runtimes."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from predict_helpers import (
+    CLASSES,
+    FRAMES,
+    LABELS,
+    METADATA,
+    NORM,
+    SIZE,
+    FakeCapture,
+    FakeRunner,
+    count_video_frames,
+    reference_probabilities,
+)
+
+from helpers import export_onnx, export_tflite, moving_square
+from keras_efficient3d import predict
+from keras_efficient3d.artifacts import save_model, write_sidecar
+from keras_efficient3d.data.decode import read_video
+from keras_efficient3d.data.normalization import Normalization
+from keras_efficient3d.predict import PredictError
+from keras_efficient3d.runtime import load_runner
+
+
+def test_resolve_spec_reads_the_model(models):
+    spec = predict.resolve_spec(load_runner(models["int8"]))
+    assert (spec.frames, spec.height, spec.width, spec.span) == (FRAMES, SIZE, SIZE, FRAMES)
+    assert spec.normalization == NORM and spec.labels == LABELS and spec.notes == []
+    spec = predict.resolve_spec(load_runner(models["int8"]), labels=["a", "b", "c", "d"])
+    assert spec.labels == ["a", "b", "c", "d"]
+
+
+def test_resolve_spec_rejects_mismatches(tmp_path, models):
+    path = str(tmp_path / "m.tflite")
+    shutil.copy(models["tflite"], path)
+    write_sidecar(path, dict(METADATA, input={"frames": FRAMES, "size": 112}))
+    runner = load_runner(path)
+    message = "metadata says 112x112 frames but the model's input tensor is 32x32"
+    with pytest.raises(PredictError, match=message):
+        predict.resolve_spec(runner)
+    write_sidecar(path, dict(METADATA, input={"frames": 16, "size": SIZE}))
+    with pytest.raises(PredictError, match="metadata says 16 frames per clip"):
+        predict.resolve_spec(runner)
+    write_sidecar(path, METADATA)
+    with pytest.raises(PredictError, match="27 labels for a model with 4 classes"):
+        predict.resolve_spec(runner, labels="jester")
+    with pytest.raises(PredictError, match="takes 8-frame clips; --window 16"):
+        predict.resolve_spec(runner, window=16)
+    os.remove(path + ".json")
+    spec = predict.resolve_spec(runner)  # nothing recorded: defaults, said aloud
+    assert spec.labels == [f"class {i}" for i in range(CLASSES)] and len(spec.notes) == 2
+    assert spec.normalization == Normalization.preset("original")
+
+
+@pytest.mark.parametrize("stride", [8, 3])
+def test_predict_video_matches_reference(models, model, videos, stride):
+    runner = load_runner(models["keras"])
+    result = predict.predict_video(runner, videos["gesture"], stride=stride, top=3)
+    frames = read_video(videos["gesture"])
+    n = len(frames)
+    starts = list(range(0, n - FRAMES + 1, stride))
+    assert result["frames"] == n == 30 and result["fps"] == pytest.approx(30.0)
+    assert [w["start"] for w in result["windows"]] == starts
+    assert [w["end"] for w in result["windows"]] == [s + FRAMES - 1 for s in starts]
+    assert result["window_count"] == len(starts) and not result["padded"] and result["note"] is None
+    expected = reference_probabilities(model, frames, starts)
+    got = np.stack([w["probabilities"] for w in result["windows"]])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(result["probabilities"], expected.mean(axis=0), atol=1e-5)
+    for window, probs in zip(result["windows"], expected):
+        assert [t["index"] for t in window["top"]] == list(np.argsort(-probs)[:3])
+        assert [t["label"] for t in window["top"]] == [LABELS[i] for i in np.argsort(-probs)[:3]]
+        assert window["start_s"] == pytest.approx(window["start"] / 30.0)
+    assert result["top"][0]["index"] == int(np.argmax(expected.mean(axis=0)))
+    assert result["speed"]["frames_per_s"] > 0 and result["speed"]["ms_per_clip"] > 0
+
+
+def test_short_video_is_loop_padded(models, model, videos):
+    runner = load_runner(models["keras"])
+    result = predict.predict_video(runner, videos["short"])
+    assert result["frames"] == 5 and result["window_count"] == 1 and result["padded"]
+    assert "loop-padded" in result["note"]
+    window = result["windows"][0]
+    assert (window["start"], window["end"], window["padded"]) == (0, 4, True)
+    expected = reference_probabilities(model, read_video(videos["short"]), [0])[0]
+    np.testing.assert_allclose(window["probabilities"], expected, atol=1e-5)
+
+
+def test_stream_equals_file(models, videos):
+    runner = load_runner(models["tflite"])
+    spec = predict.resolve_spec(runner)
+    from_file = predict.predict_video(runner, videos["gesture"], spec=spec, stride=4)
+    classifier = predict.StreamClassifier(runner, spec, stride=4)
+    streamed = list(predict.iter_stream(iter(read_video(videos["gesture"])), runner, classifier=classifier))
+    assert [w["start"] for w in streamed] == [w["start"] for w in from_file["windows"]]
+    for a, b in zip(streamed, from_file["windows"]):
+        np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
+    np.testing.assert_allclose(classifier.summary()["probabilities"], from_file["probabilities"], atol=1e-7)
+
+
+def test_downsample_and_probability_outputs():
+    runner = FakeRunner(probabilities=True)
+    spec = predict.ClipSpec(FRAMES, SIZE, SIZE, downsample=2, labels=LABELS)
+    frames = [np.full((SIZE, SIZE, 3), i, np.uint8) for i in range(20)]
+    windows = list(predict.iter_stream(frames, runner, spec, stride=4))
+    assert [(w["start"], w["end"]) for w in windows] == [(0, 15), (4, 19)]
+    # every other frame of the 16-frame span is fed
+    np.testing.assert_array_equal(runner.calls[0][0, :, 0, 0, 0], np.arange(0, 16, 2))
+    # probabilities recognised as such: not squashed by a second softmax
+    means = runner.calls[0][0].mean(axis=(0, 1, 2))
+    logits = np.append(means, 0.5)
+    np.testing.assert_allclose(windows[0]["probabilities"], np.exp(logits) / np.exp(logits).sum(), rtol=1e-5)
+
+
+def test_fake_camera_with_overlay_video(models, tmp_path):
+    runner = load_runner(models["int8"])
+    spec = predict.resolve_spec(runner)
+    source = moving_square(21, height=240, width=320, seed=7)
+    source[:, :, :] = np.where(source.max(axis=-1, keepdims=True) > 150, source, 100)  # flat: no codec noise
+    capture = FakeCapture(source)
+    seen = []
+    classifier = predict.StreamClassifier(runner, spec, stride=4, top=2)
+    out = str(tmp_path / "overlay.avi")
+    summary = predict.run_stream(predict.capture_frames(capture), classifier, seen.append,
+                                 display=True, output_video=out, fps=30)
+    assert capture.released and capture.reads == 21
+    assert not summary["interrupted"] and summary["frames"] == 21
+    assert [w["start"] for w in seen] == [0, 4, 8, 12] == [w["start"] for w in seen]
+    assert summary["window_count"] == 4 and len(summary["top"]) == 2
+    if not predict.display_available():
+        assert summary["displayed"] is False
+    assert count_video_frames(out) == 21
+    written = read_video(out)
+    # The overlay darkens and writes over the top-left corner only.
+    corner = written[:, :40, :100].astype(int)
+    assert np.abs(corner - source[:, :40, :100]).mean() > 15
+    rest = written[:, 120:, 160:].astype(int)
+    assert np.abs(rest - source[:, 120:, 160:]).mean() < 5
+
+
+def test_ctrl_c_ends_the_stream_cleanly(models, tmp_path):
+    runner = load_runner(models["tflite"])
+    capture = FakeCapture(moving_square(40), interrupt_at=19)
+    classifier = predict.StreamClassifier(runner, predict.resolve_spec(runner), stride=4)
+    out = str(tmp_path / "stopped.mp4")
+    summary = predict.run_stream(predict.capture_frames(capture), classifier, output_video=out, fps=30)
+    assert summary["interrupted"] and summary["frames"] == 19
+    assert summary["window_count"] == 3  # windows ending at frames 7, 11, 15
+    assert count_video_frames(out) == 19  # the writer was closed properly
+
+
+@pytest.mark.slow
+def test_registry_model_all_backends(tmp_path, videos):
+    import keras_efficient3d
+
+    net = keras_efficient3d.create_model("shufflenetv2_0.25x", input_shape=(FRAMES, SIZE, SIZE, 3),
+                                         num_classes=CLASSES)
+    paths = {"keras": str(tmp_path / "s.keras")}
+    save_model(net, paths["keras"], METADATA)
+    paths["tflite"] = export_tflite(net, str(tmp_path / "s.tflite"))
+    paths["onnx"] = export_onnx(net, str(tmp_path / "s.onnx"))
+    for key in ("tflite", "onnx"):
+        write_sidecar(paths[key], METADATA)
+    results = {key: predict.predict_video(load_runner(path), videos["gesture"], stride=8)
+               for key, path in paths.items()}
+    for key in ("tflite", "onnx"):
+        np.testing.assert_allclose(results[key]["probabilities"], results["keras"]["probabilities"],
+                                   atol=1e-4, err_msg=key)

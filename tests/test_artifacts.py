@@ -1,0 +1,202 @@
+"""`keras_efficient3d.artifacts`: metadata in .keras archives and sidecars, validation,
+atomic writes, and every kind of .keras file the project writes loading after the package
+import alone, in a fresh interpreter."""
+
+import json
+import re
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import randomize_batchnorm, tiny_model
+from keras_efficient3d import create_model
+from keras_efficient3d.artifacts import (
+    ModelFileError,
+    ModelMetadata,
+    atomic_path,
+    atomic_write,
+    atomic_write_json,
+    read_metadata,
+    save_model,
+    sidecar_path,
+    write_sidecar,
+)
+from keras_efficient3d.data.normalization import Normalization
+
+FRAMES, SIZE = 8, 32
+LABELS = ["swipe left", "swipe right", "zoom in", "zoom out"]
+NORM = Normalization(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), value_range="0-1")
+METADATA = {
+    "model": {"model": "tiny"},
+    "input": {"frames": FRAMES, "size": SIZE, "layout": "NDHWC"},
+    "normalization": NORM.to_config(),
+    "preprocessing_included": False,
+    "labels": LABELS,
+}
+
+
+def test_sidecar_round_trip_and_keras_entry(tmp_path):
+    path = str(tmp_path / "m.tflite")
+    open(path, "wb").close()
+    assert read_metadata(path) is None
+    written = write_sidecar(path, dict(METADATA, normalization=NORM, extra={"accuracy": 0.9}))
+    assert written == path + ".json" == sidecar_path(path)
+    back = read_metadata(path)
+    assert back.normalization == NORM and back.to_dict()["extra"] == {"accuracy": 0.9}
+    assert back.to_dict()["input"] == METADATA["input"] and back.labels == LABELS
+    keras_path = save_model(tiny_model(FRAMES, SIZE, 4), str(tmp_path / "tiny.keras"), METADATA)
+    assert read_metadata(keras_path).to_dict() == METADATA
+    with open(path + ".json", "w") as handle:
+        handle.write("{not json")
+    with pytest.raises(ModelFileError, match="cannot read the model metadata"):
+        read_metadata(path)
+    with pytest.raises(ModelFileError, match="input.frames"):
+        write_sidecar(path, {"input": {"frames": "sixteen"}})
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match="not a .keras archive"):
+        read_metadata(str(tmp_path / "junk.keras"))
+
+
+def test_shipped_sidecars_round_trip():
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models")
+    for name in ("synthetic_gestures_fp32.tflite", "synthetic_gestures_int8.tflite"):
+        with open(sidecar_path(os.path.join(root, name)), encoding="utf-8") as handle:
+            raw = json.load(handle)
+        meta = read_metadata(os.path.join(root, name))
+        assert meta.to_dict() == raw
+        assert (meta.frames, meta.height_width, meta.downsample, meta.num_classes) == (16, (64, 64), 2, 8)
+        assert (meta.channel_order, meta.value_range, meta.mean, meta.std) == (
+            "RGB", "0-1", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    assert read_metadata(os.path.join(root, "synthetic_gestures.keras")).labels == raw["labels"]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(frames=0), "Received: input.frames=0"),
+    (dict(frames=True), "Received: input.frames=True"),
+    (dict(downsample=1.5), "Received: input.downsample=1.5"),
+    (dict(size=[64]), "Received: input.size=[64]"),
+    (dict(size=(64, -1)), "Received: input.size=(64, -1)"),
+    (dict(normalization={"mean": [0, 0, 0], "scale": 1}), "Unknown normalization config keys"),
+    (dict(normalization={"mean": [0, 0]}), "Received: mean="),
+    (dict(normalization="unit"), "Received: normalization='unit'"),
+    (dict(preprocessing_included="yes"), "Received: preprocessing_included='yes'"),
+    (dict(labels=[]), "Received: labels=[]"),
+    (dict(labels=["a", 2]), "Received: labels=['a', 2]"),
+    (dict(output="softmax"), "Received: output='softmax'"),
+    (dict(model="mobilenetv2"), "Received: model='mobilenetv2'"),
+    (dict(labels=["a", "b"], model={"num_classes": 3}), "2 labels for a model with 3 classes"),
+    (dict(extra={"labels": ["a"]}), "must not repeat the known keys"),
+])
+def test_metadata_validation(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ModelMetadata(**kwargs)
+
+
+def test_metadata_fields_and_dict_form():
+    meta = ModelMetadata(frames=16, size=(112, 128), normalization=Normalization.preset("kinetics"),
+                         labels=["a", "b"], model={"model": "mobilenetv2", "num_classes": 2},
+                         output="logits", extra={"card": {"accuracy": 0.5}})
+    assert meta.height_width == (112, 128) and meta.channel_order == "BGR" and meta.num_classes == 2
+    data = meta.to_dict()
+    assert data["input"] == {"frames": 16, "size": [112, 128]} and data["card"] == {"accuracy": 0.5}
+    assert ModelMetadata.from_dict(json.loads(json.dumps(data))) == meta
+    with pytest.raises(ValueError, match="Received: input='16x112'"):
+        ModelMetadata.from_dict({"input": "16x112"})
+    with pytest.raises(ValueError, match="Received: list"):
+        ModelMetadata.from_dict([1, 2])
+
+
+def test_atomic_writes_leave_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "sub" / "state.json"
+    atomic_write_json(path, {"epoch": 1})
+    assert json.loads(path.read_text()) == {"epoch": 1} and oct(path.stat().st_mode)[-3:] == "644"
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            with open(tmp, "w") as handle:
+                handle.write('{"epoch": 2')  # a crash half-way through
+            raise RuntimeError("crash")
+    assert json.loads(path.read_text()) == {"epoch": 1}
+    assert sorted(os.listdir(path.parent)) == ["state.json"]  # no temporary file left behind
+    atomic_write(tmp_path / "m.bin", b"\x00\x01")
+    assert (tmp_path / "m.bin").read_bytes() == b"\x00\x01"
+
+    class Broken(keras.Model):
+        def save(self, filepath):
+            raise OSError("disk full")
+
+    model_path = tmp_path / "model.keras"
+    model_path.write_bytes(b"previous")
+    with pytest.raises(OSError, match="disk full"):
+        save_model(Broken(), model_path, METADATA)
+    assert model_path.read_bytes() == b"previous" and sorted(os.listdir(tmp_path)) == [
+        "m.bin", "model.keras", "sub"]
+
+
+_LOADER = r"""
+import sys
+import numpy as np
+import keras_efficient3d  # the only project import
+import keras
+
+out = {}
+for path in sys.argv[2:]:
+    model = keras.saving.load_model(path)
+    x = np.linspace(0.0, 1.0, int(np.prod(model.input_shape[1:])), dtype=np.float32)
+    out[path] = np.asarray(model(x.reshape((1,) + model.input_shape[1:]), training=False))
+    if path.endswith("checkpoint.keras"):
+        out["optimizer"] = np.array([type(model.optimizer).__name__, str(model.optimizer.iterations.numpy())])
+np.savez(sys.argv[1], **{str(i): v for i, v in enumerate(out.values())}, keys=np.array(list(out)))
+"""
+
+
+@pytest.mark.slow
+def test_every_saved_kind_loads_after_the_package_import_alone(tmp_path):
+    """Plain models (every custom layer kind), a BatchNorm-folded model, a model with the
+    preprocessing layer, and a training checkpoint with TorchSGD's state, each saved as the
+    project saves them, load in a fresh interpreter that imports only keras_efficient3d."""
+    from keras_efficient3d import trainer
+    from keras_efficient3d.inference import fold_batchnorm
+    from keras_efficient3d.optim import TorchSGD
+    from keras_efficient3d.preprocessing import with_preprocessing
+
+    shape = (16, 32, 32, 3)  # ShuffleNetV1 needs an even frame count at every stage
+    models = {}
+    for name in ("mobilenetv2_0.2x", "shufflenetv2_0.25x", "shufflenet_0.25x_g3"):
+        net = create_model(name, input_shape=shape, num_classes=3)
+        models[name] = randomize_batchnorm(net, seed=1)
+    base = models["mobilenetv2_0.2x"]
+    models["folded"] = fold_batchnorm(base)
+    models["preprocessing"] = with_preprocessing(base, Normalization.preset("kinetics"))
+    checkpoint = create_model("mobilenetv2_0.2x", input_shape=shape, num_classes=3)
+    checkpoint.compile(optimizer=TorchSGD(0.01, momentum=0.9, dampening=0.9, l2_weight_decay=1e-3),
+                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    checkpoint.fit(rng.random((2,) + shape, np.float32), np.array([0, 1]), epochs=1, verbose=0)
+    callback = trainer.Checkpointer(str(tmp_path), every=1)
+    callback.set_model(checkpoint)
+    callback.on_epoch_end(0, {"val_accuracy": 0.5})  # best.keras, last.keras, as training writes them
+    paths = [save_model(net, str(tmp_path / f"{key}.keras"), {"input": {"frames": 16, "size": 32}})
+             for key, net in models.items()]
+    os.replace(tmp_path / "last.keras", tmp_path / "checkpoint.keras")
+    paths.append(str(tmp_path / "checkpoint.keras"))
+    models["checkpoint"] = checkpoint
+
+    out = tmp_path / "outputs.npz"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSTARTUP"}
+    run = subprocess.run([sys.executable, "-c", _LOADER, str(out), *paths], capture_output=True,
+                         text=True, timeout=600, env=env, cwd=str(tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    loaded = np.load(out)
+    keys = list(loaded["keys"])
+    for path, net in zip(paths, models.values()):
+        x = np.linspace(0.0, 1.0, int(np.prod(net.input_shape[1:])), dtype=np.float32)
+        expected = np.asarray(net(x.reshape((1,) + net.input_shape[1:]), training=False))
+        np.testing.assert_allclose(loaded[str(keys.index(path))], expected, rtol=1e-4, atol=1e-5,
+                                   err_msg=path)
+    name, iterations = loaded[str(keys.index("optimizer"))]
+    assert name == "TorchSGD" and int(iterations) == 1
+    assert read_metadata(paths[0]).frames == 16

@@ -1,0 +1,147 @@
+"""`keras_efficient3d.runtime`: the three runners agree with the Keras model, int8 tensors,
+models it refuses, the timing loop."""
+
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import moving_square, randomize_batchnorm, tiny_model, write_model_files
+from keras_efficient3d.artifacts import ModelFileError, save_model
+from keras_efficient3d.data.normalization import Normalization
+from keras_efficient3d.data.spatial import val_transform
+from keras_efficient3d.runtime import (
+    TFLiteRunner,
+    benchmark,
+    choose_providers,
+    dequantize,
+    load_runner,
+    measure,
+    onnx_session,
+    quantize,
+)
+
+FRAMES, SIZE, CLASSES = 8, 32, 4
+NORM = Normalization(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), value_range="0-1")
+METADATA = {"input": {"frames": FRAMES, "size": SIZE}, "normalization": NORM.to_config()}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(FRAMES, SIZE, CLASSES)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, model):
+    rng = np.random.default_rng(1)
+    calibration = [NORM.apply(val_transform(moving_square(FRAMES, seed=s), SIZE).astype(np.float32))
+                   for s in range(4)] + [rng.normal(size=(FRAMES, SIZE, SIZE, 3)) for _ in range(4)]
+    return write_model_files(tmp_path_factory.mktemp("models"), model, METADATA, calibration)
+
+
+def test_quantization_helpers():
+    x = np.array([-1.0, 0.0, 0.26, 100.0], np.float32)
+    q = quantize(x, 0.5, -3, "int8")
+    assert q.dtype == np.int8 and q.tolist() == [-5, -3, -2, 127]
+    np.testing.assert_allclose(dequantize(q, 0.5, -3), [-1.0, 0.0, 0.5, 65.0])
+    assert quantize([-5.0], 1.0, 0, "uint8").tolist() == [0]
+
+
+def test_runners_agree(models, model):
+    rng = np.random.default_rng(0)
+    clips = rng.normal(size=(3, FRAMES, SIZE, SIZE, 3)).astype(np.float32)
+    expected = model(clips, training=False).numpy()
+    runners = {key: load_runner(models[key], threads=2)
+               for key in ("keras", "tflite", "int8", "onnx")}
+    for key, runner in runners.items():
+        assert runner.input_spec.frames == FRAMES and runner.input_spec.height == SIZE, key
+        assert runner.num_classes == CLASSES, key
+    assert runners["tflite"].input_spec.batch == 1  # static batch: run clip by clip
+    int8 = runners["int8"].input_spec
+    assert int8.dtype == "int8" and int8.quantization is not None and int8.quantization[0] > 0
+    for key in ("keras", "tflite", "onnx"):
+        np.testing.assert_allclose(runners[key](clips), expected, rtol=1e-4, atol=1e-4, err_msg=key)
+    # Full int8, on clips like those it was calibrated on: the same function up to a few
+    # quantisation steps (a wrong zero point or scale is off by ten times more).
+    real = np.stack([NORM.apply(val_transform(moving_square(FRAMES, seed=s), SIZE).astype(np.float32))
+                     for s in (10, 11, 12)])
+    expected = model(real, training=False).numpy()
+    got = runners["int8"](real)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    output_scale = runners["int8"].output_quantization[0]
+    tolerance = 3 * output_scale + 0.02 * float(np.ptp(expected))
+    assert np.max(np.abs(got - expected)) < tolerance, (got, expected)
+
+
+def test_keras_runner_runs_the_batchnorm_folded_form(tmp_path):
+    from keras_efficient3d import create_model
+
+    model = create_model("mobilenetv2_0.2x", input_shape=(FRAMES, SIZE, SIZE, 3),
+                         num_classes=CLASSES)
+    randomize_batchnorm(model, seed=4, spread=0.2)
+    rng = np.random.default_rng(4)
+    path = str(tmp_path / "bn.keras")
+    save_model(model, path, METADATA)
+    runner = load_runner(path, threads=2)
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in runner.model.layers)
+    clips = rng.normal(size=(2, FRAMES, SIZE, SIZE, 3)).astype(np.float32)
+    expected = model(clips, training=False).numpy()
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(runner(clips), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_load_runner_rejects_bad_models(tmp_path, models):
+    with pytest.raises(ModelFileError, match="model file not found"):
+        load_runner(str(tmp_path / "missing.tflite"))
+    with pytest.raises(ModelFileError, match="unsupported model format '.h5'"):
+        load_runner(str(tmp_path / "model.h5"))
+    (tmp_path / "junk.tflite").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelFileError, match="cannot load the TFLite model"):
+        load_runner(str(tmp_path / "junk.tflite"))
+    (tmp_path / "junk.onnx").write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="cannot load the ONNX model"):
+        load_runner(str(tmp_path / "junk.onnx"))
+
+
+def test_measure_reports_median_spread_and_rate():
+    calls = []
+    result = measure(lambda: calls.append(time.sleep(0.002)), warmup=2, runs=5, batch=4)
+    assert len(calls) == 7 and (result["runs"], result["warmup"], result["batch"]) == (5, 2, 4)
+    assert 2.0 <= result["min_ms"] <= result["median_ms"] <= result["p90_ms"] <= result["max_ms"]
+    assert result["spread_ms"] >= 0
+    assert result["clips_per_s"] == pytest.approx(4000.0 / result["median_ms"])
+    with pytest.raises(ValueError, match="Received: warmup=-1"):
+        measure(lambda: None, warmup=-1)
+    with pytest.raises(ValueError, match="runs=0"):
+        measure(lambda: None, runs=0)
+
+
+def test_benchmark_times_every_runner(models):
+    for key in ("keras", "tflite", "int8", "onnx"):
+        runner = load_runner(models[key], threads=1)
+        result = benchmark(runner, warmup=1, runs=2)
+        assert result["median_ms"] > 0 and result["backend"] == runner.backend, key
+        assert result["threads"] == 1 and result["batch"] == (runner.input_spec.batch or 1), key
+
+
+def test_one_tflite_runner_for_bytes_and_files(models):
+    from keras_efficient3d.deploy import tflite
+
+    assert tflite.TFLiteRunner is TFLiteRunner
+    with open(models["int8"], "rb") as handle:
+        from_bytes = TFLiteRunner(handle.read(), num_threads=1, strict=False)
+    from_file = load_runner(models["int8"], threads=1)
+    assert type(from_file) is TFLiteRunner and from_bytes.input_spec == from_file.input_spec
+    clips = np.random.default_rng(3).normal(size=(3, FRAMES, SIZE, SIZE, 3)).astype(np.float32)
+    np.testing.assert_array_equal(from_bytes(clips), from_file(clips))
+    assert from_file.partitions() >= 0 and from_bytes.input_shape == (1, FRAMES, SIZE, SIZE, 3)
+
+
+def test_onnx_session_threads_and_providers(models):
+    session = onnx_session(models["onnx"], threads=1)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="Providers not in this onnxruntime build"):
+        onnx_session(models["onnx"], providers=["NoSuchExecutionProvider"])
