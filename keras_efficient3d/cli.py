@@ -41,7 +41,8 @@ flag                   meaning                                                 t
 ``--output``           what the tool writes: a file or a folder (its help      path
                        says which; a file where a folder is needed, or the
                        reverse, is an error)
-``--json_out``         also write the results as JSON to this file             path
+``--json_out``         also write the results as JSON to this file (its        path
+                       folder must exist)
 ``--format``           the form of the output (export: onnx, savedmodel;       enum
                        complexity: table, json, csv)
 =====================  ======================================================  ==================
@@ -126,6 +127,16 @@ def output_folder(value):
     return True
 
 
+def _results_file(value):
+    # A benchmark writes its JSON after minutes of timing: a path that cannot be written is
+    # reported before anything is timed.
+    output_file(value)
+    folder = os.path.dirname(os.path.abspath(value)) if value else None
+    if folder and not os.path.isdir(folder):
+        raise flags.ValidationError(f"no such folder: {folder}")
+    return True
+
+
 class IntListParser(flags.ListParser):
     """Comma-separated integers (``--batch_sizes=1,8``), each at least ``minimum``."""
 
@@ -196,7 +207,8 @@ VOCABULARY = {
     "seed": Flag("integer", "Random seed."),
     "videos_per_class": Flag("integer", "Synthetic videos per class.", minimum=1),
     "output": Flag("string", "Where the result is written."),
-    "json_out": Flag("string", "Also write the results as JSON to this file.", output_file),
+    "json_out": Flag("string", "Also write the results as JSON to this file (in an existing "
+                     "folder).", _results_file),
     "format": Flag("enum", "Form of the output."),  # each tool gives its choices
 }
 
@@ -285,7 +297,8 @@ def program_name(main):
         spec = getattr(sys.modules.get("__main__"), "__spec__", None)
         module = spec.name if spec is not None else ""
     if module.startswith("keras_efficient3d."):
-        return module
+        # A package run with -m (predict) keeps its command line in its `command` module.
+        return module.removesuffix(".command")
     return os.path.basename(main.__code__.co_filename)
 
 

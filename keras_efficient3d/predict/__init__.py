@@ -1,9 +1,9 @@
 """Real-time recognition: a video file, a folder of videos or frame folders, or a camera.
 
     python -m keras_efficient3d.predict clip.mp4                         # the shipped int8 TFLite model
-    python -m keras_efficient3d.predict clip.mp4 --model m.keras --top 3 --json
-    python -m keras_efficient3d.predict videos/ --model m.onnx --labels jester
-    python -m keras_efficient3d.predict 0 --output_video annotated.mp4  # camera 0, live overlay
+    python -m keras_efficient3d.predict clip.mp4 --model_file=m.keras --top=3 --format=json
+    python -m keras_efficient3d.predict videos/ --model_file=m.onnx --labels=jester
+    python -m keras_efficient3d.predict 0 --output=annotated.mp4  # camera 0, live overlay
 
 A clip of ``frames`` frames is classified every ``stride`` frames (sliding windows, as a
 stream would see them); each frame is resized and centre-cropped as in validation
@@ -22,15 +22,15 @@ Models run through `keras_efficient3d.runtime.load_runner(path, threads)`: Keras
 
 The package: `labels` (class names), `sources` (videos, frame folders, cameras), `stream`
 (clip spec, preprocessing, the streaming classifier), `output` (overlay, text and JSON lines),
-`command` (flags, ``run``, ``cli`` and ``main``).
+`command` (flags, ``run`` and ``main``).
 
 Camera mode shows the top classes and the frame rate over the picture when a display exists
-(the opencv-python-headless wheel has none: then it prints text lines); ``--output_video``
+(the opencv-python-headless wheel has none: then it prints text lines); ``--output``
 writes the annotated frames either way. Ctrl-C or the end of the stream ends it cleanly.
 """
 
 from keras_efficient3d.predict._errors import PredictError
-from keras_efficient3d.predict.command import DEFAULT_MODEL, cli, define_flags, main, run
+from keras_efficient3d.predict.command import DEFAULT_MODEL, define_flags, main, run
 from keras_efficient3d.predict.labels import LABEL_SETS, load_labels
 from keras_efficient3d.predict.output import (
     display_available,
@@ -59,7 +59,6 @@ __all__ = [
     "PredictError",
     "StreamClassifier",
     "capture_frames",
-    "cli",
     "define_flags",
     "display_available",
     "draw_overlay",

@@ -1,4 +1,4 @@
-"""The command line: ``python -m keras_efficient3d.predict SOURCE [--model ...]``."""
+"""The command line: ``python -m keras_efficient3d.predict SOURCE [--model_file ...]``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import sys
 
 import cv2
 import numpy as np
+from absl import flags
 
-from keras_efficient3d.artifacts import ModelFileError
+from keras_efficient3d import cli
 from keras_efficient3d.data.decode import DataError
-from keras_efficient3d.predict._errors import PredictError, one_line
+from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.predict.output import (
     display_available,
     format_speed,
@@ -25,7 +26,7 @@ from keras_efficient3d.predict.sources import capture_frames, find_sources, open
 from keras_efficient3d.predict.stream import StreamClassifier, predict_video, resolve_spec, run_stream
 from keras_efficient3d.runtime import load_runner, quiet_stderr
 
-__all__ = ["DEFAULT_MODEL", "cli", "define_flags", "main", "run"]
+__all__ = ["DEFAULT_MODEL", "define_flags", "main", "run"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL = os.path.join(os.path.dirname(_PACKAGE_DIR), "saved_models", "synthetic_gestures_int8.tflite")
@@ -35,7 +36,9 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
         stride: int = 8, top: int = 5, as_json: bool = False, threads: int | None = 2,
         output_video: str | None = None, normalization: str | None = None, display: bool = True,
         out=None, err=None) -> int:
-    """What the command line does; returns the exit status (0 ok, 1 bad input, 130 Ctrl-C)."""
+    """What the command line does; returns the exit status (0, or 2 when a video of a folder
+    could not be read). Bad input raises ValueError or OSError (the command line reports it as
+    one line and status 2)."""
     out = out or sys.stdout
     err = err or sys.stderr
 
@@ -48,11 +51,11 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
         shown = DEFAULT_MODEL if shown.startswith("..") else shown
         raise PredictError(
             f"the shipped model {shown} is missing: run ./demo.sh to train and export it, or pass "
-            "--model PATH (.keras, .tflite or .onnx)")
+            "--model_file PATH (.keras, .tflite or .onnx)")
     camera = source.isdigit() and not os.path.exists(source)
     sources = None if camera else find_sources(source)  # check the source before loading a model
     if output_video and sources is not None and len(sources) > 1:
-        raise PredictError("--output_video needs a single video or a camera, not a folder of videos")
+        raise PredictError("--output needs a single video or a camera, not a folder of videos")
     runner = load_runner(model, threads)
     spec = resolve_spec(runner, labels=labels, window=window, normalization=normalization)
     for note in spec.notes:
@@ -76,7 +79,10 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
             summary = predict_video(runner, path, spec=spec, stride=stride, top=top,
                                     output_video=output_video, on_window=on_window)
         except DataError as error:
-            print(f"error: {one_line(error)}", file=err, flush=True)
+            if len(sources) == 1:
+                raise
+            # One unreadable video of a folder does not stop the others.
+            print(f"{cli.program_name(main)}: error: {cli.error_line(error)}", file=err, flush=True)
             failures += 1
             continue
         if summary["note"]:
@@ -88,7 +94,7 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
             emit(f"  video ({summary['frames']} frames{fps}, {summary['window_count']} windows of "
                  f"{spec.frames} frames, stride {stride}): {top_text(summary['top'])}")
             emit(format_speed(summary))
-    return 1 if failures else 0
+    return 2 if failures else 0
 
 
 def _run_camera(index, runner, spec, stride, top, as_json, output_video, display, emit, err):
@@ -129,51 +135,38 @@ def _warm_up(runner, spec):
     runner(np.zeros((1, spec.frames, spec.height, spec.width, 3), np.float32))
 
 
-FLAGS = None
+def define_flags(flag_values=flags.FLAGS):
+    fv = {"flag_values": flag_values}
+    cli.define("model_file", None, "A .keras, .tflite or .onnx model. Default: the shipped "
+               "saved_models/synthetic_gestures_int8.tflite.", **fv)
+    cli.define("labels", None, "Or a preset: jester, ucf101, kinetics600 (needs its official "
+               "file); .txt/.csv/.json files. Default: those recorded with the model.", **fv)
+    cli.define("frames", None, "(default: the model's)", **fv)
+    flags.DEFINE_integer("stride", 8, "Frames between the starts of consecutive windows.", **fv)
+    flags.DEFINE_integer("top", 5, "Classes shown per window and per video.", **fv)
+    cli.define("format", "text", "text, or json: one JSON object per line.",
+               choices=("text", "json"), **fv)
+    flags.DEFINE_bool("json", False, "Deprecated: --format=json.", **fv)
+    cli.define("threads", 2, **fv)
+    cli.define("output", None, "A video file: the frames with the overlay.",
+               check=cli.output_file, **fv)
+    cli.define("normalization", None, "Used when the model records none.", **fv)
+    flags.DEFINE_bool("display", True, "Show the camera overlay in a window when a display "
+                      "exists.", **fv)
+    cli.define_alias("model", "model_file", **fv)
+    cli.define_alias("window", "frames", **fv)
+    cli.define_alias("output_video", "output", **fv)
 
 
-def define_flags():
-    """Command-line flags; defined on demand so that importing this module never registers
-    flags (tests import several CLIs in one process)."""
-    from absl import flags
-
-    global FLAGS
-    flags.DEFINE_string("model", None, "Model file: .keras, .tflite or .onnx. Default: the shipped "
-                        "saved_models/synthetic_gestures_int8.tflite.")
-    flags.DEFINE_string("labels", None, "Class names: jester, ucf101, kinetics600 (needs its official "
-                        "file), or a .txt/.csv/.json file. Default: those recorded with the model.")
-    flags.DEFINE_integer("window", None, "Frames per clip (default: the model's).")
-    flags.DEFINE_integer("stride", 8, "Frames between the starts of consecutive windows.")
-    flags.DEFINE_integer("top", 5, "Classes shown per window and per video.")
-    flags.DEFINE_bool("json", False, "Print JSON lines instead of text.")
-    flags.DEFINE_integer("threads", 2, "CPU threads of the runtime.")
-    flags.DEFINE_string("output_video", None, "Write the frames with the overlay to this video file.")
-    flags.DEFINE_string("normalization", None, "Normalisation preset when the model records none "
-                        "(original, unit, kinetics, ...).")
-    flags.DEFINE_bool("display", True, "Show the camera overlay in a window when a display exists.")
-    FLAGS = flags.FLAGS
-
-
-def cli(source: str, **options) -> int:
-    """`run` as the command line runs it: bad input is one ``error: ...`` line on stderr and
-    status 1 (no traceback); Ctrl-C is status 130."""
-    try:
-        return run(source, **options)
-    except (PredictError, ModelFileError, DataError, OSError) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        return 130
-
-
-def main(argv):
+def main(argv, flag_values=flags.FLAGS):
     if len(argv) != 2:
-        print("error: give one SOURCE (a video file, a folder, or a camera index); see --help",
-              file=sys.stderr)
-        return 2
-    return cli(argv[1], model=FLAGS.model, labels=FLAGS.labels, window=FLAGS.window,
-               stride=FLAGS.stride, top=FLAGS.top, as_json=FLAGS.json, threads=FLAGS.threads,
-               output_video=FLAGS.output_video, normalization=FLAGS.normalization,
-               display=FLAGS.display)
+        raise cli.UsageError("give one SOURCE (a video file, a folder, or a camera index); "
+                             "see --help")
+    f = flag_values
+    return run(argv[1], model=f.model_file, labels=f.labels, window=f.frames, stride=f.stride,
+               top=f.top, as_json=f.json or f.format == "json", threads=f.threads,
+               output_video=f.output, normalization=f.normalization, display=f.display)
 
+
+if __name__ == "__main__":
+    cli.run(main, define_flags, positional=True)

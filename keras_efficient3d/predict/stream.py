@@ -88,13 +88,13 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     frames = frames or meta_frames
     if window is not None:
         if int(window) < 1:
-            raise PredictError(f"--window must be >= 1, not {window}")
+            raise PredictError(f"--frames must be >= 1, not {window}")
         if frames is not None and int(window) != frames:
             raise PredictError(
-                f"{path}: the model takes {frames}-frame clips; --window {window} does not match")
+                f"{path}: the model takes {frames}-frame clips; --frames {window} does not match")
         frames = int(window)
     if frames is None:
-        raise PredictError(f"{path}: the model does not say how many frames a clip has; pass --window")
+        raise PredictError(f"{path}: the model does not say how many frames a clip has; pass --frames")
     meta_size = metadata.height_width
     height, width = spec.height, spec.width
     if meta_size is not None and height is not None and width is not None and meta_size != (height, width):

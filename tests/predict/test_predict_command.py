@@ -1,4 +1,4 @@
-"""The command line: every error path is one line on stderr and a non-zero exit; text and
+"""The command line: every error path is one line on stderr and exit status 2; text and
 JSON output; a fake camera."""
 
 import concurrent.futures
@@ -13,7 +13,7 @@ import pytest
 from predict_helpers import FRAMES, LABELS, METADATA, ROOT, FakeCapture
 
 from helpers import moving_square
-from keras_efficient3d import predict
+from keras_efficient3d import cli, predict
 from keras_efficient3d.artifacts import write_sidecar
 from keras_efficient3d.predict import PredictError, command
 
@@ -28,7 +28,7 @@ def test_camera_command_line(models, monkeypatch, capfd, interrupt_at):
         return FakeCapture(moving_square(18), interrupt_at=interrupt_at)
 
     monkeypatch.setattr(cv2, "VideoCapture", fake_capture)
-    code = predict.cli("0", model=models["tflite"], stride=4, top=1)
+    code = _invoke("0", {"model": models["tflite"], "stride": 4, "top": 1})
     out, err = capfd.readouterr()
     assert code == 0 and opened == [0], err
     lines = out.splitlines()
@@ -51,6 +51,9 @@ def _cli_cases(models, videos, tmp):
     if not os.path.exists(mismatched):
         shutil.copy(models["tflite"], mismatched)
         write_sidecar(mismatched, dict(METADATA, input={"frames": FRAMES, "size": 112}))
+    unsupported = os.path.join(tmp, "m.h5")
+    with open(unsupported, "wb") as handle:
+        handle.write(b"not a model")
     junk = os.path.join(tmp, "junk.tflite")
     with open(junk, "wb") as handle:
         handle.write(b"this is not a flatbuffer" * 10)
@@ -66,8 +69,8 @@ def _cli_cases(models, videos, tmp):
         "kinetics600": (gesture, dict(m, labels="kinetics600"), "official"),
         "label_count": (gesture, dict(m, labels="jester"), "27 labels for a model with 4 classes"),
         "size_mismatch": (gesture, {"model": mismatched}, "112x112"),
-        "missing_model": (gesture, {"model": os.path.join(tmp, "none.onnx")}, "model file not found"),
-        "model_format": (gesture, {"model": os.path.join(tmp, "m.h5")}, "unsupported model format"),
+        "missing_model": (gesture, {"model": os.path.join(tmp, "none.onnx")}, "none.onnx: no such file"),
+        "model_format": (gesture, {"model": unsupported}, "unsupported model format"),
         "corrupt_model": (gesture, {"model": junk}, "cannot load the TFLite model"),
         "bad_stride": (gesture, dict(m, stride=0), "--stride must be >= 1"),
         "no_camera": ("7", m, "cannot open camera 7"),
@@ -75,12 +78,21 @@ def _cli_cases(models, videos, tmp):
 
 
 def _argv(source, options):
-    flags = {"as_json": "json"}
+    """The command line of `predict.run`'s options."""
+    names = {"model": "model_file", "window": "frames", "output_video": "output"}
     argv = [source]
     for key, value in options.items():
-        name = flags.get(key, key)
-        argv.append(f"--{name}" if value is True else f"--{name}={value}")
+        if key == "as_json":
+            argv.append(f"--format={'json' if value else 'text'}")
+        else:
+            argv.append(f"--{names.get(key, key)}={value}")
     return argv
+
+
+def _invoke(source, options):
+    """The command line in this process (`cli.invoke`); returns the exit status."""
+    return cli.invoke(command.main, command.define_flags,
+                      ["keras_efficient3d.predict", *_argv(source, options)], positional=True)
 
 
 def _subprocess(argv):
@@ -98,11 +110,11 @@ def _run_all(argvs):
 
 
 def _check_error(code, out, err, expected):
-    assert code == 1, (code, out, err)
+    assert code == 2, (code, out, err)
     assert "Traceback" not in out + err, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
-    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert lines[0].startswith("keras_efficient3d.predict: error: ") and expected in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("case", CLI_ERRORS)
@@ -112,7 +124,7 @@ def test_errors_are_one_line(models, videos, tmp_path, capfd, case):
     assert sorted(cases) == sorted(CLI_ERRORS)
     source, options, expected = cases[case]
     capfd.readouterr()
-    code = predict.cli(source, **options)
+    code = _invoke(source, options)
     out, err = capfd.readouterr()
     _check_error(code, out, err, expected)
 
@@ -152,7 +164,7 @@ def test_cli_padding_note_and_error(cli_runs):
 
 
 def test_text_output_for_a_folder(models, videos, capsys):
-    assert predict.cli(videos["folder"], model=models["keras"], threads=1, top=2) == 0
+    assert _invoke(videos["folder"], {"model": models["keras"], "threads": 1, "top": 2}) == 0
     out = capsys.readouterr().out
     assert out.count("  video (") == 3 and out.count("frames/s") == 3 and "ms per clip (keras" in out
     for name in ("clip2.avi:", "clip10.mp4:", "frames_a:"):

@@ -50,7 +50,7 @@ def test_resolve_spec_rejects_mismatches(tmp_path, models):
     write_sidecar(path, METADATA)
     with pytest.raises(PredictError, match="27 labels for a model with 4 classes"):
         predict.resolve_spec(runner, labels="jester")
-    with pytest.raises(PredictError, match="takes 8-frame clips; --window 16"):
+    with pytest.raises(PredictError, match="takes 8-frame clips; --frames 16"):
         predict.resolve_spec(runner, window=16)
     os.remove(path + ".json")
     spec = predict.resolve_spec(runner)  # nothing recorded: defaults, said aloud
