@@ -11,36 +11,59 @@ on an in-memory batch, so that only the model is measured. Prints a table and JS
 gains the original's figure and the speed-up.
 """
 
+import importlib.util
 import json
+import os
 import sys
 import time
 
-from absl import app, flags
-
-FLAGS = flags.FLAGS
-DEFAULT_MODELS = ("mobilenetv2_1.0x,shufflenetv2_1.0x,mobilenet_1.0x,shufflenet_1.0x_g3,"
-                  "squeezenet_1.1,resnet18_A")
+from absl import flags
 
 
-def define_timing_flags(threads_help):
+def load_cli():
+    """keras_efficient3d/cli.py, the project's flag vocabulary, loaded by its path: these
+    scripts must not import the package at module level, since benchmark_pytorch.py runs in a
+    PyTorch-only environment (cli.py needs absl and the standard library only)."""
+    if "keras_efficient3d.cli" in sys.modules:
+        return sys.modules["keras_efficient3d.cli"]
+    name = "_keras_efficient3d_cli"
+    if name not in sys.modules:
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "keras_efficient3d", "cli.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+cli = load_cli()
+DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "shufflenet_1.0x_g3",
+                  "squeezenet_1.1", "resnet18_A"]
+
+
+def define_timing_flags(flag_values, threads_note):
     """The flags this script shares with benchmark_pytorch.py (same names, same rows)."""
-    flags.DEFINE_list("models", DEFAULT_MODELS.split(","), "Registry/configuration names.")
-    flags.DEFINE_enum("mode", "inference", ["inference", "train"], "What to time.")
-    flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes.")
-    flags.DEFINE_integer("frames", 16, "Frames per clip.")
-    flags.DEFINE_integer("size", 112, "Frame size.")
-    flags.DEFINE_integer("num_classes", 600, "Classes of the head.")
-    flags.DEFINE_integer("threads", 2, threads_help)
-    flags.DEFINE_integer("warmup", 3, "Untimed runs first.")
-    flags.DEFINE_integer("runs", 15, "Timed runs (inference) or steps (train).")
-    flags.DEFINE_string("json_out", None, "Also write the JSON rows to this file.")
+    fv = {"flag_values": flag_values}
+    cli.define("models", DEFAULT_MODELS, **fv)
+    flags.DEFINE_enum("mode", "inference", ["inference", "train"], "What to time.", **fv)
+    cli.define("batch_sizes", [1, 8], **fv)
+    cli.define("frames", 16, **fv)
+    cli.define("size", 112, **fv)
+    cli.define("num_classes", 600, **fv)
+    cli.define("threads", 2, threads_note, **fv)
+    cli.define("warmup", 3, **fv)
+    cli.define("runs", 15, "(inference calls or training steps)", **fv)
+    cli.define("json_out", None, "The rows.", **fv)
 
 
-def define_flags():
-    define_timing_flags("TensorFlow intra-op threads (0: TensorFlow's default).")
-    flags.DEFINE_bool("folded", True, "Also time the BatchNorm-folded inference form.")
+def define_flags(flag_values=flags.FLAGS):
+    define_timing_flags(flag_values, "(TensorFlow intra-op threads)")
+    flags.DEFINE_bool("folded", True, "Also time the BatchNorm-folded inference form.",
+                      flag_values=flag_values)
     flags.DEFINE_string("pytorch_json", None, "benchmark_pytorch.py rows of this machine, to "
-                        "compare with.")
+                        "compare with.", flag_values=flag_values)
+    flags.register_validator("pytorch_json", cli.existing_file, flag_values=flag_values)
 
 
 def median(values):
@@ -169,28 +192,24 @@ def write_rows(rows, path=None):
             json.dump(rows, handle, indent=1)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        batch_sizes = [int(b) for b in FLAGS.batch_sizes]
-        reference = None
-        if FLAGS.pytorch_json:  # checked before anything is timed
-            from keras_efficient3d.deploy.benchmark import read_reference_rows
-            reference = read_reference_rows(FLAGS.pytorch_json)
-        rows = run(FLAGS.models, FLAGS.mode, batch_sizes, FLAGS.frames, FLAGS.size,
-                   FLAGS.num_classes, FLAGS.threads, FLAGS.warmup, FLAGS.runs, FLAGS.folded,
-                   log=lambda line: print(line, file=sys.stderr))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def main(argv, flag_values=flags.FLAGS):
+    del argv
+    f = flag_values
+    from keras_efficient3d import registry
+
+    for name in f.models:  # an unknown name is reported before anything is timed
+        registry.resolve_name(name)
+    reference = None
+    if f.pytorch_json:  # checked before anything is timed
+        from keras_efficient3d.deploy.benchmark import read_reference_rows
+        reference = read_reference_rows(f.pytorch_json)
+    rows = run(f.models, f.mode, f.batch_sizes, f.frames, f.size, f.num_classes, f.threads,
+               f.warmup, f.runs, f.folded, log=lambda line: print(line, file=sys.stderr))
     if reference:
         add_reference(rows, reference)
     print(format_table(rows))
-    write_rows(rows, FLAGS.json_out)
-    return 0
+    write_rows(rows, f.json_out)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -1,25 +1,22 @@
 r"""Times an ONNX export with ONNX Runtime: median latency and clips/s at batch 1 and 8.
 
-    python deployment/benchmark_onnx.py --onnx exports/mobilenetv2.onnx --batch_sizes 1,8 \
-        --warmup 10 --iterations 50 --json exports/mobilenetv2_ort.json
+    python deployment/benchmark_onnx.py --model_file=exports/mobilenetv2.onnx --batch_sizes=1,8 \
+        --warmup=10 --runs=50 --json_out=exports/mobilenetv2_ort.json
 
 Execution providers: TensorRT, then CUDA, then CPU, whichever this onnxruntime build has
 (onnxruntime-gpu for the first two), or the list given with --providers. Every batch gets
-`--warmup` untimed runs, then `--iterations` timed ones; clips/s = batch / median latency,
+`--warmup` untimed runs, then `--runs` timed ones; clips/s = batch / median latency,
 the paper's measure. A fixed-batch export is timed at its own batch only.
 """
 
 import json
-import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from keras_efficient3d import cli
 from keras_efficient3d.runtime import choose_providers  # noqa: F401  (called from here by users and tests)
 from keras_efficient3d.runtime import measure, onnx_session
-
-FLAGS = flags.FLAGS
-
 
 def benchmark_onnx(onnx_path, batch_sizes=(1, 8), warmup=10, iterations=50, providers=None,
                    threads=0):
@@ -56,37 +53,34 @@ def format_table(report):
     return "\n".join(lines)
 
 
-def define_flags():
-    flags.DEFINE_string("onnx", None, "The .onnx file to time.")
-    flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes.")
-    flags.DEFINE_integer("warmup", 10, "Untimed runs per batch size.")
-    flags.DEFINE_integer("iterations", 50, "Timed runs per batch size.")
-    flags.DEFINE_list("providers", None, "Execution providers (default: best available).")
-    flags.DEFINE_integer("threads", 0, "CPU intra-op threads (0: onnxruntime's default).")
-    flags.DEFINE_string("json", None, "Also write the report to this file.")
-    flags.mark_flag_as_required("onnx")
+def define_flags(flag_values=flags.FLAGS):
+    fv = {"flag_values": flag_values}
+    cli.define("model_file", None, "The .onnx file to time.", required=True, **fv)
+    cli.define("batch_sizes", [1, 8], **fv)
+    cli.define("warmup", 10, "(per batch size)", **fv)
+    cli.define("runs", 50, "(per batch size)", **fv)
+    flags.DEFINE_list("providers", None, "Execution providers (default: best available).", **fv)
+    cli.define("threads", 0, "(intra-op)", **fv)
+    cli.define("json_out", None, "The report.", **fv)
+    cli.define_alias("onnx", "model_file", **fv)
+    cli.define_alias("iterations", "runs", **fv)
+    cli.define_alias("json", "json_out", **fv)
 
 
-def main(argv):
+def main(argv, flag_values=flags.FLAGS):
     del argv
+    f = flag_values
     try:
-        report = benchmark_onnx(FLAGS.onnx, [int(b) for b in FLAGS.batch_sizes], FLAGS.warmup,
-                                FLAGS.iterations, FLAGS.providers, FLAGS.threads)
+        report = benchmark_onnx(f.model_file, f.batch_sizes, f.warmup, f.runs, f.providers,
+                                f.threads)
     except ImportError as err:
-        sys.exit(f"benchmark_onnx.py: onnxruntime is missing ({err}); pip install onnxruntime(-gpu).")
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"benchmark_onnx.py: {err}")
-    except Exception as err:  # pylint: disable=broad-except
-        if type(err).__name__ in ("NoSuchFile", "InvalidProtobuf", "Fail", "InvalidGraph"):
-            sys.exit(f"benchmark_onnx.py: cannot load {FLAGS.onnx}: {err}")
-        raise
+        raise cli.UsageError(f"onnxruntime is missing ({err}); pip install onnxruntime(-gpu)") from None
     print(format_table(report))
-    if FLAGS.json:
-        with open(FLAGS.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {FLAGS.json}")
+    if f.json_out:
+        with open(f.json_out, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+        print(f"wrote {f.json_out}")
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -21,17 +21,17 @@ import os
 import re
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from benchmark import define_timing_flags, timed, write_rows  # deployment/benchmark.py, beside this
+# deployment/benchmark.py, beside this; it loads keras_efficient3d/cli.py without the package.
+from benchmark import cli, define_timing_flags, timed, write_rows
 
-FLAGS = flags.FLAGS
 
-
-def define_flags():
-    define_timing_flags("torch.set_num_threads.")
-    flags.DEFINE_string("repo", None, "A checkout of the original Efficient-3DCNNs code.")
-    flags.mark_flag_as_required("repo")
+def define_flags(flag_values=flags.FLAGS):
+    define_timing_flags(flag_values, "(torch.set_num_threads; at least 1)")
+    flags.DEFINE_string("repo", None, "A checkout of the original Efficient-3DCNNs code.",
+                        required=True, flag_values=flag_values)
+    flags.register_validator("repo", cli.existing_folder, flag_values=flag_values)
 
 
 # A configuration name of the registry ('shufflenet_1.5x_g3', 'resnet18_A') whose
@@ -89,7 +89,10 @@ def build(repo, name, num_classes, frames, size):
 
 def run(repo, models, mode="inference", batch_sizes=(1, 8), frames=16, size=112,
         num_classes=600, threads=2, warmup=3, runs=15, log=print):
-    import torch
+    try:
+        import torch
+    except ImportError as err:
+        raise cli.UsageError(f"this script runs where PyTorch is installed ({err})") from None
 
     if threads < 1:
         raise ValueError(f"--threads must be at least 1 for PyTorch. Received: {threads}")
@@ -127,20 +130,13 @@ def run(repo, models, mode="inference", batch_sizes=(1, 8), frames=16, size=112,
     return rows
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        rows = run(FLAGS.repo, FLAGS.models, FLAGS.mode, [int(b) for b in FLAGS.batch_sizes],
-                   FLAGS.frames, FLAGS.size, FLAGS.num_classes, FLAGS.threads, FLAGS.warmup,
-                   FLAGS.runs, log=lambda line: print(line, file=sys.stderr))
-    except (ValueError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    write_rows(rows, FLAGS.json_out)
-    return 0
+def main(argv, flag_values=flags.FLAGS):
+    del argv
+    f = flag_values
+    rows = run(f.repo, f.models, f.mode, f.batch_sizes, f.frames, f.size, f.num_classes,
+               f.threads, f.warmup, f.runs, log=lambda line: print(line, file=sys.stderr))
+    write_rows(rows, f.json_out)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

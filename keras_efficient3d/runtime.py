@@ -414,6 +414,9 @@ def onnx_session(model, threads=None, providers=("CPUExecutionProvider",)):
         threads: intra-op threads (0 or None: ONNX Runtime's default), one inter-op thread.
         providers: execution providers in order of preference; ``None``: the best available
             (`choose_providers`).
+
+    Raises:
+        ModelFileError: a missing, unparsable or invalid model (ONNX Runtime's own errors).
     """
     import onnxruntime as ort
 
@@ -427,7 +430,13 @@ def onnx_session(model, threads=None, providers=("CPUExecutionProvider",)):
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     providers = choose_providers(ort.get_available_providers(), providers)
-    return ort.InferenceSession(model, options, providers=providers)
+    try:
+        return ort.InferenceSession(model, options, providers=providers)
+    except Exception as err:  # onnxruntime's own classes, not importable by a stable path
+        if type(err).__name__ not in ("NoSuchFile", "InvalidProtobuf", "Fail", "InvalidGraph"):
+            raise
+        where = model if isinstance(model, str) else "<onnx>"
+        raise ModelFileError(f"{where}: cannot load the ONNX model ({_one_line(err)})") from None
 
 
 class ONNXRunner(_Runner):

@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> (how it is run, program name in its messages); `POSITIONAL` take arguments
 # besides flags (``cli.run(main, define_flags, positional=True)``).
-POSITIONAL = set()
+POSITIONAL = {"predict"}
 CLIS = {
     "train": ("training/train.py", "train.py"),
     "evaluate": ("training/evaluate.py", "evaluate.py"),
@@ -33,7 +33,16 @@ CLIS = {
     "complexity": ("keras_efficient3d.complexity", "keras_efficient3d.complexity"),
     "synthetic": ("keras_efficient3d.data.synthetic", "keras_efficient3d.data.synthetic"),
     "data_benchmark": ("keras_efficient3d.data.benchmark", "keras_efficient3d.data.benchmark"),
+    "predict": ("keras_efficient3d.predict", "keras_efficient3d.predict"),
+    "demo": ("keras_efficient3d.demo", "keras_efficient3d.demo"),
+    "benchmark": ("deployment/benchmark.py", "benchmark.py"),
+    "benchmark_tflite": ("deployment/benchmark_tflite.py", "benchmark_tflite.py"),
+    "benchmark_onnx": ("deployment/benchmark_onnx.py", "benchmark_onnx.py"),
+    "benchmark_pytorch": ("deployment/benchmark_pytorch.py", "benchmark_pytorch.py"),
 }
+
+# A package run with -m whose command line lives in a module of its own.
+MAIN_MODULES = {"predict": "keras_efficient3d.predict.command"}
 
 
 @functools.cache
@@ -42,9 +51,14 @@ def load(name):
     if target.endswith(".py"):
         spec = importlib.util.spec_from_file_location(f"{name}_cli", os.path.join(ROOT, target))
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        # Scripts import their siblings (benchmark_pytorch.py: `from benchmark import ...`).
+        sys.path.insert(0, os.path.dirname(spec.origin))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.pop(0)
         return module
-    return importlib.import_module(target)
+    return importlib.import_module(MAIN_MODULES.get(name, target))
 
 
 def command(name):
@@ -58,6 +72,11 @@ def is_alias(flag):
     return flag.help.startswith("Alias for --")  # what absl's DEFINE_alias writes
 
 
+def is_former(flag):
+    """An alias, or a former flag kept for scripts (predict's --json sets --format=json)."""
+    return is_alias(flag) or flag.help.startswith("Deprecated: ")
+
+
 def fresh_flags(name):
     values = flags.FlagValues()
     load(name).define_flags(values)
@@ -69,7 +88,7 @@ def paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     (root / "folder").mkdir()
     files = {"file": "plain.txt", "junk_keras": "junk.keras", "junk_pth": "junk.pth",
-             "junk_h5": "junk.weights.h5"}
+             "junk_h5": "junk.weights.h5", "junk_tflite": "m.tflite", "junk_onnx": "m.onnx"}
     for name in files.values():
         (root / name).write_text("not what it claims to be")
     out = {key: str(root / name) for key, name in files.items()}
@@ -146,6 +165,53 @@ BAD_INPUT = [
     ("data_benchmark", ["--batch-size=x"], "--batch_size=x"),
     ("data_benchmark", ["--json_out={dir}"], "a file is needed"),
     ("data_benchmark", ["--layout=jester", "--data_root={missing}"], "missing.bin: no such folder"),
+    ("data_benchmark", ["--json_out={tmp}/nofolder/rows.json"], "no such folder"),
+    ("predict", [], "give one SOURCE"),
+    ("predict", ["a.mp4", "b.mp4"], "give one SOURCE"),
+    ("predict", ["7", "--model_file={missing}"], "missing.bin: no such file"),
+    ("predict", ["7", "--model_file={dir}"], "a folder, not a file"),
+    ("predict", ["{missing}", "--model_file={junk_tflite}"], "missing.bin"),
+    ("predict", ["7", "--model_file={junk_tflite}"], "m.tflite: cannot load the TFLite model"),
+    ("predict", ["7", "--model_file={junk_onnx}"], "m.onnx: cannot load the ONNX model"),
+    ("predict", ["7", "--model_file={junk_keras}"], "junk.keras: cannot load the Keras model"),
+    ("predict", ["7", "--format=xml"], "--format"),
+    ("predict", ["7", "--threads=x"], "--threads=x"),
+    ("predict", ["7", "--threads=-1"], "--threads"),
+    ("predict", ["7", "--output={dir}"], "a file is needed"),
+    ("predict", ["7", "--frames=0"], "--frames=0"),
+    ("demo", ["--output={file}"], "a folder is needed"),
+    ("demo", ["--publish={file}"], "a folder is needed"),
+    ("demo", ["--model=nosuchnet"], "nosuchnet"),
+    ("demo", ["--frames=x"], "--frames=x"),
+    ("demo", ["--videos_per_class=0"], "--videos_per_class"),
+    ("demo", ["extra"], "unexpected arguments: extra"),
+    ("benchmark", ["--models=nosuchnet"], "nosuchnet"),
+    ("benchmark", ["--threads=x"], "--threads=x"),
+    ("benchmark", ["--batch_sizes=0,8"], "--batch_sizes"),
+    ("benchmark", ["--mode=fast"], "--mode"),
+    ("benchmark", ["--pytorch_json={missing}"], "missing.bin: no such file"),
+    ("benchmark", ["--pytorch_json={file}"], "plain.txt"),
+    ("benchmark", ["--json_out={tmp}/nofolder/rows.json"], "no such folder"),
+    ("benchmark", ["--json_out={dir}"], "a file is needed"),
+    ("benchmark_tflite", ["--precisions=fp32,int4"], "--precisions"),
+    ("benchmark_tflite", ["--threads=1,x"], "--threads"),
+    ("benchmark_tflite", ["--models=mobilenetv2_1.0x,nosuchnet"], "nosuchnet"),
+    ("benchmark_tflite", ["--json_out={dir}"], "a file is needed"),
+    ("benchmark_tflite", ["--output={tmp}/nofolder/t.json"], "no such folder"),
+    ("benchmark_tflite", ["--pytorch_json={file}"], "plain.txt"),
+    ("benchmark_tflite", ["--runs=0"], "--runs"),
+    ("benchmark_onnx", [], "--model_file"),
+    ("benchmark_onnx", ["--model_file={missing}"], "missing.bin: no such file"),
+    ("benchmark_onnx", ["--model_file={junk_onnx}"], "m.onnx: cannot load the ONNX model"),
+    ("benchmark_onnx", ["--model_file={junk_onnx}", "--runs=0"], "--runs"),
+    ("benchmark_onnx", ["--model_file={junk_onnx}", "--batch_sizes=1,x"], "--batch_sizes"),
+    ("benchmark_onnx", ["--model_file={junk_onnx}", "--json_out={tmp}/nofolder/r.json"],
+     "no such folder"),
+    ("benchmark_pytorch", [], "--repo"),
+    ("benchmark_pytorch", ["--repo={missing}"], "missing.bin: no such folder"),
+    ("benchmark_pytorch", ["--repo={file}"], "a file, not a folder"),
+    ("benchmark_pytorch", ["--repo={dir}", "--threads=x"], "--threads=x"),
+    ("benchmark_pytorch", ["--repo={dir}", "--warmup=-1"], "--warmup"),
 ]
 
 
@@ -173,6 +239,8 @@ def test_bad_input_is_one_line_and_exit_2(name, args, expected, paths, capsys):
     ("export_tflite", ["--precision=int8"], "--precision=int8 needs --data_root"),
     ("convert", ["--checkpoint={missing}", "--output={tmp}/x.keras"], "missing.bin: no such file"),
     ("synthetic", ["--output={file}"], "a folder is needed"),
+    ("predict", ["7", "--model_file={junk_onnx}"], "m.onnx: cannot load the ONNX model"),
+    ("benchmark_pytorch", ["--repo={missing}"], "missing.bin: no such folder"),
 ])
 def test_bad_input_of_the_real_program(name, args, expected, paths):
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -302,7 +370,7 @@ def test_clis_define_vocabulary_flags_through_the_helper(name):
     for old in ("num_frames", "image_size", "sample_duration", "sample_size", "keras_file",
                 "output_dir", "data_dir", "json", "onnx", "iterations"):
         if old in values:
-            assert is_alias(values[old]), f"--{old} is a flag of {name}, not an alias"
+            assert is_former(values[old]), f"--{old} is a flag of {name}, not an alias"
 
 
 @pytest.mark.parametrize("name, old, new, value, others", [
@@ -312,6 +380,14 @@ def test_clis_define_vocabulary_flags_through_the_helper(name):
     ("data_benchmark", "data-dir", "data_root", ROOT, ["--layout=video"]),
     ("data_benchmark", "json", "json_out", "rows.json", []),
     ("data_benchmark", "sample-duration", "frames", "8", []),
+    ("predict", "model", "model_file", __file__, []),
+    ("predict", "window", "frames", "8", []),
+    ("predict", "output_video", "output", "x.mp4", []),
+    ("demo", "output_dir", "output", "runs/x", []),
+    ("benchmark_tflite", "output", "json_out", "t.json", []),
+    ("benchmark_onnx", "onnx", "model_file", __file__, []),
+    ("benchmark_onnx", "iterations", "runs", "7", [f"--model_file={__file__}"]),
+    ("benchmark_onnx", "json", "json_out", "r.json", [f"--model_file={__file__}"]),
 ])
 def test_former_spellings_still_work(name, old, new, value, others):
     values = fresh_flags(name)
@@ -350,7 +426,7 @@ def test_documented_examples_use_defined_flags(name):
             known = (flag_name in values or flag_name in ("flagfile", "helpfull", "help")
                      or (flag_name.startswith("no") and flag_name[2:] in values))
             assert known, f"--{flag_name} in a documented use of {target} is not a flag"
-            assert flag_name not in values or not is_alias(values[flag_name]), (
+            assert flag_name not in values or not is_former(values[flag_name]), (
                 f"a documented use of {target} spells {values[flag_name].help[10:-1]} "
                 f"the former way, --{flag_name}")
 
@@ -364,3 +440,14 @@ def test_shipped_flagfiles_use_current_names(flagfile):
         base = flag_name[2:] if flag_name.startswith("no") and flag_name not in values else \
             flag_name
         assert not is_alias(values[base]), f"{flagfile}.flags uses the former --{flag_name}"
+
+
+@pytest.mark.parametrize("args, as_json", [([], False), (["--format=json"], True),
+                                           (["--json"], True), (["--nojson"], False)])
+def test_predict_json_is_a_format(monkeypatch, args, as_json):
+    module = load("predict")
+    seen = {}
+    monkeypatch.setattr(module, "run", lambda source, **options: seen.update(options) or 0)
+    assert cli.invoke(module.main, module.define_flags, ["predict", "clip.mp4", *args],
+                      positional=True) == 0
+    assert seen["as_json"] is as_json

@@ -1,7 +1,7 @@
 """The main job: the whole path on the embedded synthetic gestures, end to end.
 
     python -m keras_efficient3d.demo                      # ./demo.sh does the install too
-    python -m keras_efficient3d.demo --output_dir=runs/demo --epochs=30
+    python -m keras_efficient3d.demo --output=runs/demo --epochs=30
 
 The application on top of the library: nothing in the package imports it. ``pipeline``
 holds its deployment half (TFLite forms, scores, timing, the published files and their card).
@@ -16,29 +16,33 @@ holds its deployment half (TFLite forms, scores, timing, the published files and
 """
 
 import os
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-FLAGS = flags.FLAGS
+from keras_efficient3d import cli
 
 
-def define_flags():
-    flags.DEFINE_string("output_dir", "runs/demo", "Where the dataset, models and report go.")
-    flags.DEFINE_string("model", "mobilenetv2", "Registry name of the model to train.")
-    flags.DEFINE_float("width_mult", 0.2, "Width multiplier.")
-    flags.DEFINE_integer("frames", 16, "Frames per clip.")
-    flags.DEFINE_integer("size", 64, "Clip height and width.")
-    flags.DEFINE_integer("epochs", 18, "Training epochs.")
-    flags.DEFINE_integer("batch_size", 8, "Clips per batch.")
-    flags.DEFINE_float("learning_rate", 5e-3, "Initial learning rate (Adam, cosine schedule).")
-    flags.DEFINE_integer("videos_per_class", 100, "Synthetic videos per class (20% validation).")
-    flags.DEFINE_integer("seed", 0, "Seed of the dataset and the training.")
-    flags.DEFINE_bool("deploy", True, "Quantize, export to TFLite and time.")
-    flags.DEFINE_integer("qat_epochs", 2, "Quantization-aware fine-tuning epochs.")
+def define_flags(flag_values=flags.FLAGS):
+    fv = {"flag_values": flag_values}
+    cli.define("output", "runs/demo", "A folder: the dataset, models and report.",
+               check=cli.output_folder, **fv)
+    cli.define("model", "mobilenetv2", "The model to train.", **fv)
+    cli.define("width_mult", 0.2, **fv)
+    cli.define("frames", 16, **fv)
+    cli.define("size", 64, **fv)
+    flags.DEFINE_integer("epochs", 18, "Training epochs.", lower_bound=1, **fv)
+    cli.define("batch_size", 8, **fv)
+    flags.DEFINE_float("learning_rate", 5e-3, "Initial learning rate (Adam, cosine schedule).",
+                       **fv)
+    cli.define("videos_per_class", 100, "(20% for validation)", **fv)
+    cli.define("seed", 0, "(of the dataset and the training)", **fv)
+    flags.DEFINE_bool("deploy", True, "Quantize, export to TFLite and time.", **fv)
+    flags.DEFINE_integer("qat_epochs", 2, "Quantization-aware fine-tuning epochs.", **fv)
     flags.DEFINE_string("publish", None, "Also copy the model, its TFLite forms and a model card "
-                        "into this folder (the repository's saved_models/ was made so).")
+                        "into this folder (the repository's saved_models/ was made so).", **fv)
+    flags.register_validator("publish", cli.output_folder, **fv)
+    cli.define_alias("output_dir", "output", **fv)
 
 
 def demo_config(output_dir, data_root, model="mobilenetv2", width_mult=0.2, frames=16, size=64,
@@ -158,16 +162,11 @@ def write_report(report, output_dir):
     atomic_write(os.path.join(output_dir, "report.md"), "```\n" + format_report(report) + "\n```\n")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from keras_efficient3d.data import DataError
+def main(argv, flag_values=flags.FLAGS):
+    del argv
+    f = flag_values
+    from keras_efficient3d import registry
 
-    try:
-        run(FLAGS.output_dir, FLAGS.model, FLAGS.width_mult, FLAGS.frames, FLAGS.size,
-            FLAGS.epochs, FLAGS.batch_size, FLAGS.learning_rate, FLAGS.videos_per_class,
-            FLAGS.seed, FLAGS.deploy, FLAGS.qat_epochs, FLAGS.publish)
-    except (ValueError, DataError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    registry.resolve_name(f.model)  # an unknown name is reported before the dataset is generated
+    run(f.output, f.model, f.width_mult, f.frames, f.size, f.epochs, f.batch_size,
+        f.learning_rate, f.videos_per_class, f.seed, f.deploy, f.qat_epochs, f.publish)

@@ -68,14 +68,14 @@ _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv
 def open_writer(path, fps, shape):
     ext = os.path.splitext(path)[1].lower()
     if ext not in _FOURCC:
-        raise PredictError(f"--output_video {path}: unsupported extension (use one of {', '.join(_FOURCC)})")
+        raise PredictError(f"--output {path}: unsupported extension (use one of {', '.join(_FOURCC)})")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise PredictError(f"--output_video {path}: folder {directory} does not exist")
+        raise PredictError(f"--output {path}: folder {directory} does not exist")
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*_FOURCC[ext]), float(fps or 30.0),
                              (int(shape[1]), int(shape[0])))
     if not writer.isOpened():
-        raise PredictError(f"--output_video {path}: cannot write a video there")
+        raise PredictError(f"--output {path}: cannot write a video there")
     return writer
 
 
