@@ -15,8 +15,12 @@ import numpy as np
 from absl import flags
 
 from keras_efficient3d import cli
-from keras_efficient3d.runtime import choose_providers  # noqa: F401  (called from here by users and tests)
-from keras_efficient3d.runtime import measure, onnx_session
+from keras_efficient3d.runtime import (
+    choose_providers,  # noqa: F401  (called from here by users and tests)
+    measure,
+    onnx_session,
+)
+
 
 def benchmark_onnx(onnx_path, batch_sizes=(1, 8), warmup=10, iterations=50, providers=None,
                    threads=0):

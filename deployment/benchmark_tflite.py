@@ -47,7 +47,11 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv, flag_values=flags.FLAGS):
     del argv
     from keras_efficient3d import registry
-    from keras_efficient3d.deploy.benchmark import benchmark_models, format_table, load_reference
+    from keras_efficient3d.deploy.benchmark import (
+        benchmark_models,
+        format_table,
+        load_reference,
+    )
 
     f = flag_values
     for name in f.models:  # an unknown name is reported before anything is timed

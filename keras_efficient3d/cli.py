@@ -352,6 +352,10 @@ def run(main, define_flags, positional=False):
         positional: whether the program takes arguments besides flags.
     """
     define_flags(flags.FLAGS)
+    # --help lists the flags of the program's file; ``python -m package`` runs
+    # package/__main__.py while `main` and its flags live in another module (predict, demo).
+    for flag in flags.FLAGS.flags_by_module_dict().get(main.__module__, []):
+        flags.FLAGS.register_flag_by_module(sys.argv[0], flag)
     prog = program_name(main)
 
     def parse(argv):

@@ -23,7 +23,12 @@ from keras_efficient3d.predict.output import (
     window_json,
 )
 from keras_efficient3d.predict.sources import capture_frames, find_sources, opencv_quiet
-from keras_efficient3d.predict.stream import StreamClassifier, predict_video, resolve_spec, run_stream
+from keras_efficient3d.predict.stream import (
+    StreamClassifier,
+    predict_video,
+    resolve_spec,
+    run_stream,
+)
 from keras_efficient3d.runtime import load_runner, quiet_stderr
 
 __all__ = ["DEFAULT_MODEL", "define_flags", "main", "run"]

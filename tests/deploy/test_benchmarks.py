@@ -136,3 +136,19 @@ def test_pytorch_benchmark_rejects_unknown_names(tmp_path):
         script.parse_name("mobilenet v3")
     with pytest.raises(ValueError, match="Unknown configuration 'mobilenetv3_1.0x'"):
         script.build(_fake_original(tmp_path), "mobilenetv3_1.0x", 600, 16, 112)
+
+
+def test_pytorch_benchmark_runs_without_tensorflow_or_the_package():
+    """benchmark_pytorch.py runs in a PyTorch-only environment: its flags (the project's
+    vocabulary, keras_efficient3d/cli.py loaded by path) parse with TensorFlow, Keras and the
+    package unimportable."""
+    code = ("import runpy, sys\n"
+            "for name in ('tensorflow', 'keras', 'keras_efficient3d'):\n"
+            "    sys.modules[name] = None  # import fails\n"
+            "sys.path.insert(0, 'deployment')\n"
+            "sys.argv = ['deployment/benchmark_pytorch.py', '--repo=no/such/folder']\n"
+            "runpy.run_path('deployment/benchmark_pytorch.py', run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120, check=False)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr == "benchmark_pytorch.py: error: flag --repo=no/such/folder: no such folder\n"
