@@ -113,7 +113,7 @@ def run(models, mode="inference", batch_sizes=(1, 8), frames=16, size=112, num_c
     """Times each model; returns JSON-serialisable rows."""
     set_threads(threads)
     from keras_efficient3d import registry
-    from keras_efficient3d.inference import fold_batchnorm
+    from keras_efficient3d.fold import fold_batchnorm
 
     rows = []
     for name in models:

@@ -35,7 +35,7 @@ def keras_predict_fn(model, batch_size=None):
     into the convolutions (the same function, 1.2-1.5x faster on a CPU)."""
     import tensorflow as tf
 
-    from keras_efficient3d.inference import inference_form
+    from keras_efficient3d.fold import inference_form
 
     model = inference_form(model)
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)

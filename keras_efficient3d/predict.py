@@ -383,7 +383,7 @@ class KerasRunner(_Runner):
         # Register the project's serialisable layers before loading.
         import keras_efficient3d  # noqa: F401
         import keras_efficient3d.convert  # noqa: F401  (VideoPreprocessing)
-        import keras_efficient3d.inference  # noqa: F401  (Folded)
+        import keras_efficient3d.fold  # noqa: F401  (Folded)
 
         if threads:
             with contextlib.suppress(RuntimeError):  # too late once TF has run ops
@@ -394,7 +394,7 @@ class KerasRunner(_Runner):
             self.model = keras.saving.load_model(path, compile=False)
         except Exception as err:  # corrupt archives raise many different types
             raise PredictError(f"{path}: cannot load the Keras model ({_one_line(err)})") from None
-        self.model = keras_efficient3d.inference.inference_form(self.model)  # BatchNorm folded
+        self.model = keras_efficient3d.fold.inference_form(self.model)  # BatchNorm folded
         shape = self.model.input_shape
         if isinstance(shape, list):
             raise PredictError(f"{path}: the model has {len(shape)} inputs; expected one clip input")

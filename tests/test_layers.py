@@ -86,7 +86,7 @@ def test_conv3d_matches_reference(shape, filters, kernel, stride, pad, groups, b
                           layer.bias.numpy() if bias else None)
     with contextlib.ExitStack() as stack:
         if portable:
-            stack.enter_context(L.portable_ops())
+            stack.enter_context(L.forms.consumer("savedmodel"))
         for out in _run_all_modes(layer, x):
             np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
     assert layer.compute_output_shape((None,) + shape) == (None,) + expected.shape[1:]
@@ -108,10 +108,12 @@ def test_grouped_conv3d_is_one_op_with_onednn_and_split_when_portable():
     spec = tf.TensorSpec((1, 4, 6, 6, 6), tf.float32)
     layer.build(spec.shape)
     expected = 1 if L.native_kernels() else 0
+    assert L.forms.current().native is L.native_kernels()
     assert len(_grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec)) == expected
-    with L.portable_ops():
-        assert L.native_kernels() is False
-        assert _grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec) == []
+    for portable in ("savedmodel", "onnx"):
+        with L.forms.consumer(portable):
+            assert L.forms.current().native is False
+            assert _grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec) == []
 
 
 @pytest.mark.parametrize("case", [c for c in CONV_CASES if c[5] > 1 or c[2] != (1, 1, 1)])
@@ -141,7 +143,7 @@ def test_native_kernels_train_like_the_portable_form(case):
         assert not any(op.type in ("Pad", "PadV2") for op in graph.get_operations())
     else:
         assert _grouped_conv2d_ops(native, spec)
-    with L.portable_ops():
+    with L.forms.consumer("onnx"):
         portable = tf.function(loss_and_grads)
         assert not any(op.type == "Conv3D"
                        for op in portable.get_concrete_function(spec).graph.get_operations())

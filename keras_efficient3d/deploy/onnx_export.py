@@ -42,7 +42,7 @@ from keras_efficient3d.deploy.savedmodel import (
     load_or_build_model,
     random_clips,
 )
-from keras_efficient3d.layers import portable_ops
+from keras_efficient3d.layers import forms
 
 DEFAULT_OPSET = 13
 MIN_OPSET = 13  # per-channel Q/DQ, Split/Squeeze with input axes: all our graphs are >= 13
@@ -191,7 +191,7 @@ def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True):
         return {OUTPUT_NAME: served(clips, training=False)}
 
     handlers = {op: (_fake_quant_to_qdq, []) for op in _FAKE_QUANT_OPS}
-    with _tf2onnx_without_graph_copies(), _keep_fake_quant_on_constants(), portable_ops():
+    with _tf2onnx_without_graph_copies(), _keep_fake_quant_on_constants(), forms.consumer("onnx"):
         proto, _ = tf2onnx.convert.from_function(
             serve, input_signature=[spec], opset=opset, custom_op_handlers=handlers)
 
