@@ -317,6 +317,8 @@ def test_forms_table_and_consumer_context():
             assert forms.current() == forms.FORMS["onnx"]
         assert forms.current() == forms.FORMS["tflite"]
     assert forms.current().native is L.native_kernels()
+    with L.portable_ops():
+        assert forms.current() == forms.FORMS["savedmodel"]
     with pytest.raises(ValueError, match="Received: name='tensorrt'"):
         forms.consumer("tensorrt")
 

@@ -15,7 +15,7 @@ which consumer takes which. The layers here and the TFLite deployment graph
 from keras_efficient3d.layers import forms, native, taps
 from keras_efficient3d.layers.channels import ChannelShuffle, ChannelSplit, ZeroPadChannels
 from keras_efficient3d.layers.convolution import Conv3D, DepthwiseConv3D
-from keras_efficient3d.layers.forms import native_kernels
+from keras_efficient3d.layers.forms import native_kernels, portable_ops
 from keras_efficient3d.layers.normalization import BatchNorm, batch_norm
 from keras_efficient3d.layers.pooling import AvgPool3D, MaxPool3D
 from keras_efficient3d.layers.taps import bias_tap, depthwise_plan, live_taps, tap_windows
@@ -23,5 +23,5 @@ from keras_efficient3d.layers.taps import bias_tap, depthwise_plan, live_taps, t
 __all__ = [
     "AvgPool3D", "BatchNorm", "ChannelShuffle", "ChannelSplit", "Conv3D", "DepthwiseConv3D",
     "MaxPool3D", "ZeroPadChannels", "batch_norm", "bias_tap", "depthwise_plan", "forms",
-    "live_taps", "native", "native_kernels", "tap_windows", "taps",
+    "live_taps", "native", "native_kernels", "portable_ops", "tap_windows", "taps",
 ]

@@ -105,3 +105,14 @@ def current(training=False):
     if form.native is None:
         form = form._replace(native=native_kernels())
     return form
+
+
+def portable_ops():
+    """The form every TensorFlow runtime and converter takes (2D taps, groups split), for a
+    graph traced outside the package's exports (your own `tf.function` export,
+    ``model.export()``, a direct tf2onnx call): ``consumer("savedmodel")``.
+
+        with keras_efficient3d.layers.portable_ops():
+            concrete = tf.function(model).get_concrete_function(spec)
+    """
+    return consumer("savedmodel")

@@ -30,6 +30,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_efficient3d.layers.native import grouped_conv2d
+
 
 def out_len(size, kernel, stride, pad):
     if size is None:
@@ -276,7 +278,6 @@ def convolution(x, t, batch, kernel, kernel_size, strides, padding, groups=1,
         if not same:
             x4 = pad_hw(x4, ph, pw)
         if grouped:
-            from keras_efficient3d.layers.native import grouped_conv2d
             return grouped_conv2d(x4, k, (sh, sw), "SAME" if same else "VALID")
         return ops.conv(x4, k, strides=(sh, sw), padding="same" if same else "valid")
 
