@@ -283,6 +283,8 @@ def convolution(x, t, batch, kernel, kernel_size, strides, padding, groups=1,
 
     parts = []
     t_out = None
+    # Sums of taps are written `y + yi`: `ops.add` makes a (1, 1, 1, C) tap (one frame of
+    # 1x1 pixels at batch 1) a BiasAdd with a Squeeze, two ops for TFLite instead of ADD.
     for g in ([None] if grouped else range(groups)):
         xg = x if groups == 1 or grouped else static_slice(
             x, [0, 0, 0, g * cin], [-1, -1, -1, cin])
@@ -300,7 +302,7 @@ def convolution(x, t, batch, kernel, kernel_size, strides, padding, groups=1,
             y = None
             for i in live:
                 yi = conv2d(taps[i], kernel(None, [i]))
-                y = yi if y is None else ops.add(y, yi)
+                y = yi if y is None else y + yi
         if bias is not None:
             y = bias_add(y, bias(g))
         parts.append(y)
@@ -353,7 +355,7 @@ def depthwise(x, t, batch, kernel, bias, kernel_size, strides, padding, point=no
             y = yi
             break
         yi = point(f"{name}/tap{tap.index}", yi)
-        y = yi if y is None else ops.add(y, yi)
+        y = yi if y is None else y + yi
         if 0 < n < len(plan) - 1:
             y = point(f"{name}/sum{tap.index}", y)
     if bias is not None and with_bias is None:
