@@ -130,8 +130,9 @@ def fold_batchnorm(model):
             kernel = kernel * scale[:, None]
         else:
             kernel = kernel * scale
+        channels = kernel.shape[-2] if isinstance(original, DepthwiseConv3D) else kernel.shape[-1]
         layer.set_weights([kernel.astype(np.float32),
-                           np.broadcast_to(bias, (kernel.shape[-2] if isinstance(original, DepthwiseConv3D) else kernel.shape[-1],)).astype(np.float32)])
+                           np.broadcast_to(bias, (channels,)).astype(np.float32)])
     return folded
 
 
@@ -142,6 +143,7 @@ def inference_form(model, fold_bn=True):
     model nested in another runs as it is."""
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a built keras.Model. Received: model={model!r}")
-    if fold_bn and any(isinstance(l, keras.layers.BatchNormalization) for l in model.layers):
+    if fold_bn and any(isinstance(layer, keras.layers.BatchNormalization)
+                       for layer in model.layers):
         return fold_batchnorm(model)
     return model

@@ -130,11 +130,13 @@ class DeploymentGraph:
     def __init__(self, model, fold=True):
         model = inference_form(model, fold_bn=fold)
         if len(model.inputs) != 1:
-            raise ValueError(f"Expected a model with one input. Received: {len(model.inputs)} inputs")
+            raise ValueError("Expected a model with one input. "
+                             f"Received: {len(model.inputs)} inputs")
         self.model = model
         self.input_shape = tuple(int(s) for s in model.inputs[0].shape[1:])
         if len(self.input_shape) != 4:
-            raise ValueError(f"Expected a video model with 5D input. Received: input_shape={self.input_shape}")
+            raise ValueError("Expected a video model with 5D input. "
+                             f"Received: input_shape={self.input_shape}")
         self.params = {}
         self.param_kinds = {}
         self._steps = []

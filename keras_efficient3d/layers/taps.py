@@ -390,19 +390,18 @@ def pool(x, t, batch, kind, pool_size, strides, padding, xnnpack=False, nonneg=F
     pt, ph, pw = padding
     edge = xnnpack and kind == "max" and not nonneg
     fill = float("-inf") if kind == "max" and not xnnpack else 0.0
-    if kind == "max":
-        pool2d = ops.max_pool
-    elif xnnpack:
-        pool2d = lambda v, k, strides, padding: _avg_pool_as_depthwise(v, k, strides)
-    else:
-        pool2d = ops.average_pool
     if kh > 1 or kw > 1 or sh > 1 or sw > 1:
         if edge:
             x = _pad_edge(x, ph, 1) if ph else x
             x = _pad_edge(x, pw, 2) if pw else x
         else:
             x = pad_hw(x, ph, pw, fill)
-        x = pool2d(x, (kh, kw), strides=(sh, sw), padding="valid")
+        if kind == "max":
+            x = ops.max_pool(x, (kh, kw), strides=(sh, sw), padding="valid")
+        elif xnnpack:
+            x = _avg_pool_as_depthwise(x, (kh, kw), (sh, sw))
+        else:
+            x = ops.average_pool(x, (kh, kw), strides=(sh, sw), padding="valid")
     t_out = (t + 2 * pt - kt) // st + 1
     if kt > 1 or st > 1:
         _, h, w, c = x.shape
