@@ -132,10 +132,10 @@ def run(models, mode="inference", batch_sizes=(1, 8), frames=16, size=112, num_c
         threads=2, warmup=3, runs=15, folded=True, log=print):
     """Times each model; returns JSON-serialisable rows."""
     from keras_efficient3d import registry
+    from keras_efficient3d.fold import fold_batchnorm
     from keras_efficient3d.runtime import set_tf_threads
 
     set_tf_threads(threads)
-    from keras_efficient3d.inference import fold_batchnorm
 
     rows = []
     for name in models:

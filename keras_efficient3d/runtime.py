@@ -283,7 +283,7 @@ class KerasRunner(_Runner):
         import keras
         import tensorflow as tf
 
-        from keras_efficient3d.inference import inference_form
+        from keras_efficient3d.fold import inference_form
 
         set_tf_threads(threads)
         self.threads = threads

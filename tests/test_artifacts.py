@@ -159,7 +159,7 @@ def test_every_saved_kind_loads_after_the_package_import_alone(tmp_path):
     preprocessing layer, and a training checkpoint with TorchSGD's state, each saved as the
     project saves them, load in a fresh interpreter that imports only keras_efficient3d."""
     from keras_efficient3d import trainer
-    from keras_efficient3d.inference import fold_batchnorm
+    from keras_efficient3d.fold import fold_batchnorm
     from keras_efficient3d.optim import TorchSGD
     from keras_efficient3d.preprocessing import with_preprocessing
 

@@ -86,7 +86,7 @@ def test_conv3d_matches_reference(shape, filters, kernel, stride, pad, groups, b
                           layer.bias.numpy() if bias else None)
     with contextlib.ExitStack() as stack:
         if portable:
-            stack.enter_context(L.portable_ops())
+            stack.enter_context(L.forms.consumer("savedmodel"))
         for out in _run_all_modes(layer, x):
             np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
     assert layer.compute_output_shape((None,) + shape) == (None,) + expected.shape[1:]
@@ -108,10 +108,12 @@ def test_grouped_conv3d_is_one_op_with_onednn_and_split_when_portable():
     spec = tf.TensorSpec((1, 4, 6, 6, 6), tf.float32)
     layer.build(spec.shape)
     expected = 1 if L.native_kernels() else 0
+    assert L.forms.current().native is L.native_kernels()
     assert len(_grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec)) == expected
-    with L.portable_ops():
-        assert L.native_kernels() is False
-        assert _grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec) == []
+    for portable in ("savedmodel", "onnx"):
+        with L.forms.consumer(portable):
+            assert L.forms.current().native is False
+            assert _grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec) == []
 
 
 @pytest.mark.parametrize("case", [c for c in CONV_CASES if c[5] > 1 or c[2] != (1, 1, 1)])
@@ -141,7 +143,7 @@ def test_native_kernels_train_like_the_portable_form(case):
         assert not any(op.type in ("Pad", "PadV2") for op in graph.get_operations())
     else:
         assert _grouped_conv2d_ops(native, spec)
-    with L.portable_ops():
+    with L.forms.consumer("onnx"):
         portable = tf.function(loss_and_grads)
         assert not any(op.type == "Conv3D"
                        for op in portable.get_concrete_function(spec).graph.get_operations())
@@ -301,3 +303,76 @@ def test_batch_norm_training_step_equals_keras(shape):
     assert isinstance(L.batch_norm("bn"), L.BatchNorm)
     for ours, ref in zip(results[1], results[0]):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_forms_table_and_consumer_context():
+    forms = L.forms
+    assert set(forms.FORMS) == {"keras_training", "keras_inference", "savedmodel", "onnx",
+                                "tflite"}
+    assert forms.current().native is L.native_kernels()
+    assert forms.current(training=True).native is L.native_kernels()
+    with forms.consumer("tflite"):
+        assert forms.current() == forms.FORMS["tflite"] and forms.current().xnnpack
+        with forms.consumer("onnx"):
+            assert forms.current() == forms.FORMS["onnx"]
+        assert forms.current() == forms.FORMS["tflite"]
+    assert forms.current().native is L.native_kernels()
+    with L.portable_ops():
+        assert forms.current() == forms.FORMS["savedmodel"]
+    with pytest.raises(ValueError, match="Received: name='tensorrt'"):
+        forms.consumer("tensorrt")
+
+
+@pytest.mark.parametrize("batch", [None, 1, 2])
+@pytest.mark.parametrize("t,kt,st,pt", [(5, 3, 1, 1), (6, 3, 2, 1), (7, 3, 2, 1), (1, 3, 1, 1),
+                                        (4, 1, 2, 0), (9, 7, 1, 3)])
+def test_tap_variants_select_the_same_frames(batch, t, kt, st, pt):
+    """The deployment graph's temporal taps (input padded once) hold the Keras layers' taps
+    (read in place, zero frames added per tap), frame for frame."""
+    n = 1 if batch == 1 else 2
+    x = np.random.default_rng(8).normal(size=(n, t, 3, 4, 2)).astype(np.float32)
+    x4 = tf.constant(x.reshape((-1,) + x.shape[2:]))
+    in_place, t_out = L.taps.temporal_taps(x4, t, batch, kt, st, pt)
+    padded, t_out2 = L.taps.temporal_taps(x4, t, batch, kt, st, pt, pad_input=True)
+    assert t_out == t_out2
+    xp = np.pad(x, [(0, 0), (pt, pt), (0, 0), (0, 0), (0, 0)])
+    for i, (a, b) in enumerate(zip(in_place, padded)):
+        assert (a is None) == (b is None) == (i not in L.live_taps(t, kt, st, pt))
+        if a is not None:
+            want = xp[:, i:i + st * t_out:st].reshape((-1,) + x.shape[2:])
+            np.testing.assert_array_equal(np.asarray(a), want)
+            np.testing.assert_array_equal(np.asarray(b), want)
+
+
+@pytest.mark.parametrize("batch", [None, 1])
+@pytest.mark.parametrize("kind,kernel,stride,pad,shape", [
+    ("max", (3, 3, 3), (2, 2, 2), (1, 1, 1), (6, 8, 8, 3)),
+    ("max", (1, 2, 2), (2, 2, 2), (0, 1, 1), (3, 7, 7, 2)),
+    ("avg", (2, 3, 3), (2, 2, 2), (0, 1, 1), (6, 8, 8, 3)),
+    ("avg", (2, 2, 2), (2, 2, 2), (0, 0, 0), (4, 6, 6, 2)),
+])
+def test_xnnpack_pooling_computes_the_keras_pool(batch, kind, kernel, stride, pad, shape):
+    """TFLite's ops for pooling (edge padding for a signed max pool, average pools as
+    depthwise convolutions) compute PyTorch's pool as the Keras layers do."""
+    n = 1 if batch == 1 else 2
+    x = (np.random.default_rng(9).normal(size=(n,) + shape) - 3.0).astype(np.float32)
+    x4 = tf.constant(x.reshape((-1,) + shape[1:]))
+    expected = _np_pool(x, kernel, stride, pad, kind)
+    for xnnpack in (False, True):
+        y, t_out = L.taps.pool(x4, shape[0], batch, kind, kernel, stride, pad, xnnpack=xnnpack)
+        assert t_out == expected.shape[1]
+        np.testing.assert_allclose(np.asarray(y).reshape(expected.shape), expected,
+                                   rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [None, 1])
+def test_xnnpack_zero_pad_channels_equals_the_keras_form(batch):
+    n = 1 if batch == 1 else 2
+    x = np.random.default_rng(10).normal(size=(n, 5, 7, 7, 3)).astype(np.float32)
+    x4 = tf.constant(x.reshape(-1, 7, 7, 3))
+    outs = [L.taps.zero_pad_channels(x4, 5, batch, 8, (2, 2, 2), xnnpack=v) for v in (False, True)]
+    for y, t in outs:
+        assert t == 3
+        y = np.asarray(y).reshape(n, 3, 4, 4, 8)
+        np.testing.assert_array_equal(y[..., :3], x[:, ::2, ::2, ::2])
+        assert not y[..., 3:].any()

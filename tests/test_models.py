@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import keras_efficient3d as k3
 from keras_efficient3d import complexity, registry
-from keras_efficient3d.inference import fold_batchnorm
+from keras_efficient3d.fold import fold_batchnorm
 
 from helpers import randomize_batchnorm
 

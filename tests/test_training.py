@@ -272,11 +272,11 @@ def test_fit_on_a_pipeline_of_unknown_length_does_not_warn_each_epoch():
 
 
 def test_keras_predict_fn_runs_the_folded_form_of_the_same_function(monkeypatch):
-    from keras_efficient3d import inference
+    from keras_efficient3d import fold as folding
 
     folded = []
-    fold = inference.fold_batchnorm
-    monkeypatch.setattr(inference, "fold_batchnorm", lambda m: folded.append(m) or fold(m))
+    fold = folding.fold_batchnorm
+    monkeypatch.setattr(folding, "fold_batchnorm", lambda m: folded.append(m) or fold(m))
     shape = (4, 32, 32, 3)
     inner = trainer.registry.create_model("mobilenetv2_0.2x", input_shape=shape, num_classes=3)
     randomize_batchnorm(inner, seed=5, spread=0.2)

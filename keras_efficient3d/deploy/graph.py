@@ -1,14 +1,18 @@
 """The deployment graph: a Keras model re-expressed with the ops TFLite runs natively, in int8
 and under XNNPACK.
 
-`DeploymentGraph(model)` folds BatchNorm (`keras_efficient3d.inference.fold_batchnorm`) and
-walks the functional model layer by layer, emitting TensorFlow ops on 4-D tensors only:
+`DeploymentGraph(model)` folds BatchNorm (`keras_efficient3d.fold.inference_form`) and walks
+the functional model layer by layer, each layer class mapped to its handler by a table
+(`_HANDLERS`), emitting TensorFlow ops on 4-D tensors only. The 3D layers are computed by
+the same 2D-tap functions as the Keras layers (`keras_efficient3d.layers.taps`), in the form
+that `keras_efficient3d.layers.forms.FORMS["tflite"]` names:
 
 * a clip of a fixed batch ``B`` travels as ``(B * frames, H, W, C)``; at batch 1 (the export
   default) that is ``(frames, H, W, C)``, so temporal taps are pads and slices on axis 0;
 * a 3D convolution is one 2D convolution over its temporal taps stacked as channels (a
   ``kt`` times deeper kernel), a depthwise 3D convolution the sum of ``kt`` depthwise 2D
-  convolutions, grouped convolutions are split per group;
+  convolutions, grouped convolutions are split per group (a ReLU after them per group, so
+  that it fuses into each CONV_2D);
 * 3D pooling is separable: a 2D pool over (H, W), then a ``(kt, 1)`` 2D pool over
   ``(B, frames, H * W, C)``;
 * channel shuffles are 3-D reshape/transpose/reshape, global pooling a MEAN over a 4-D view.
@@ -28,13 +32,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_efficient3d import layers as k3d
-from keras_efficient3d.layers import bias_tap, depthwise_plan, live_taps
-from keras_efficient3d.inference import Folded, fold_batchnorm
+from keras_efficient3d.fold import Folded, batchnorm_affine, inference_form
+from keras_efficient3d.layers import forms, taps
 
 __all__ = ["DeploymentGraph", "FloatHooks", "build_deployment_graph"]
 
-_IDENTITY = (Folded, keras.layers.Dropout, keras.layers.InputLayer,
-             keras.layers.SpatialDropout3D, keras.layers.GaussianNoise)
+_FORM = forms.FORMS["tflite"]
 
 
 class FloatHooks:
@@ -125,15 +128,15 @@ class DeploymentGraph:
     """
 
     def __init__(self, model, fold=True):
-        if fold and any(isinstance(l, (keras.layers.BatchNormalization, keras.layers.Dropout))
-                        for l in model.layers):
-            model = fold_batchnorm(model)
+        model = inference_form(model, fold_bn=fold)
         if len(model.inputs) != 1:
-            raise ValueError(f"Expected a model with one input. Received: {len(model.inputs)} inputs")
+            raise ValueError("Expected a model with one input. "
+                             f"Received: {len(model.inputs)} inputs")
         self.model = model
         self.input_shape = tuple(int(s) for s in model.inputs[0].shape[1:])
         if len(self.input_shape) != 4:
-            raise ValueError(f"Expected a video model with 5D input. Received: input_shape={self.input_shape}")
+            raise ValueError("Expected a video model with 5D input. "
+                             f"Received: input_shape={self.input_shape}")
         self.params = {}
         self.param_kinds = {}
         self._steps = []
@@ -157,41 +160,13 @@ class DeploymentGraph:
         self.param_kinds[key] = kind
 
     def _collect_params(self, layer):
-        name = layer.name
-        if isinstance(layer, k3d.Conv3D):
-            kt, kh, kw = layer.kernel_size
-            kernel = layer.kernel.numpy()
-            cin = kernel.shape[3]
-            cout = layer.filters // layer.groups
-            for g in range(layer.groups):
-                kg = kernel[..., g * cout:(g + 1) * cout]
-                # (kt, kh, kw, cin, cout) -> (kh, kw, kt * cin, cout): taps stacked as channels.
-                kg = np.transpose(kg, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * cin, cout)
-                self._add(f"{name}/kernel{g}", kg, "conv")
-                if layer.use_bias:
-                    self._add(f"{name}/bias{g}", layer.bias.numpy()[g * cout:(g + 1) * cout], "bias")
-        elif isinstance(layer, k3d.DepthwiseConv3D):
-            kernel = layer.kernel.numpy()
-            # Only the taps that meet real frames: the others are never emitted, and as QAT
-            # variables they would get no gradient.
-            frames = layer._inbound_nodes[0].input_tensors[0].shape[1]
-            for i in live_taps(frames, kernel.shape[0], layer.strides[0], layer.padding[0]):
-                self._add(f"{name}/kernel{i}", kernel[i], "depthwise")
-            if layer.use_bias:
-                self._add(f"{name}/bias", layer.bias.numpy(), "bias")
-        elif isinstance(layer, keras.layers.Dense):
-            self._add(f"{name}/kernel", layer.kernel.numpy(), "dense")
-            if layer.use_bias:
-                self._add(f"{name}/bias", layer.bias.numpy(), "bias")
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            gamma = layer.gamma.numpy() if layer.scale else 1.0
-            beta = layer.beta.numpy() if layer.center else 0.0
-            scale = gamma / np.sqrt(layer.moving_variance.numpy() + layer.epsilon)
-            self._add(f"{name}/scale", scale, "const")
-            self._add(f"{name}/shift", beta - layer.moving_mean.numpy() * scale, "const")
-        elif layer.weights:
-            raise ValueError(f"Layer '{name}' ({type(layer).__name__}) with weights is not "
-                             "supported by the deployment graph.")
+        for cls in type(layer).__mro__:
+            if cls in _PARAMS:
+                return _PARAMS[cls](self, layer)
+        if layer.weights:
+            raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) with weights is "
+                             "not supported by the deployment graph.")
+        return None
 
     # ---------------------------------------------------------------- emission
     def __call__(self, clips, batch=None, hooks=None):
@@ -228,6 +203,53 @@ def build_deployment_graph(model, fold=True):
     return DeploymentGraph(model, fold=fold)
 
 
+
+# ---------------------------------------------------------------- parameters, per layer class
+def _conv_params(graph, layer):
+    kt, kh, kw = layer.kernel_size
+    kernel = layer.kernel.numpy()
+    cin = kernel.shape[3]
+    cout = layer.filters // layer.groups
+    for g in range(layer.groups):
+        kg = kernel[..., g * cout:(g + 1) * cout]
+        # (kt, kh, kw, cin, cout) -> (kh, kw, kt * cin, cout): taps stacked as channels.
+        kg = np.transpose(kg, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * cin, cout)
+        graph._add(f"{layer.name}/kernel{g}", kg, "conv")
+        if layer.use_bias:
+            graph._add(f"{layer.name}/bias{g}", layer.bias.numpy()[g * cout:(g + 1) * cout], "bias")
+
+
+def _depthwise_params(graph, layer):
+    kernel = layer.kernel.numpy()
+    # Only the taps that meet real frames: the others are never emitted, and as QAT
+    # variables they would get no gradient.
+    frames = layer._inbound_nodes[0].input_tensors[0].shape[1]
+    for i in taps.live_taps(frames, kernel.shape[0], layer.strides[0], layer.padding[0]):
+        graph._add(f"{layer.name}/kernel{i}", kernel[i], "depthwise")
+    if layer.use_bias:
+        graph._add(f"{layer.name}/bias", layer.bias.numpy(), "bias")
+
+
+def _dense_params(graph, layer):
+    graph._add(f"{layer.name}/kernel", layer.kernel.numpy(), "dense")
+    if layer.use_bias:
+        graph._add(f"{layer.name}/bias", layer.bias.numpy(), "bias")
+
+
+def _batchnorm_params(graph, layer):
+    scale, shift = batchnorm_affine(layer)
+    graph._add(f"{layer.name}/scale", scale, "const")
+    graph._add(f"{layer.name}/shift", shift, "const")
+
+
+_PARAMS = {
+    k3d.Conv3D: _conv_params,
+    k3d.DepthwiseConv3D: _depthwise_params,
+    keras.layers.Dense: _dense_params,
+    keras.layers.BatchNormalization: _batchnorm_params,
+}
+
+
 class _Emitter:
     def __init__(self, graph, batch, hooks):
         self.g = graph
@@ -254,80 +276,10 @@ class _Emitter:
         return isinstance(user, (keras.layers.ReLU, keras.layers.Activation)) and \
             _activation_name(user) in ("relu", "relu6", "linear")
 
-    def _pad_frames_edge(self, x3, pt, axis):
-        """Replicates the first/last frame `pt` times along `axis` (max pooling of signed
-        inputs: a replicated edge never beats the real cell it copies)."""
-        n = x3.shape[axis]
-        first = _slice_axis(x3, axis, 0, 1)
-        last = _slice_axis(x3, axis, n - 1, 1)
-        return tf.concat([first] * pt + [x3] + [last] * pt, axis=axis)
-
-    def _pad_hw(self, x, ph, pw, mode):
-        if not (ph or pw):
-            return x
-        if mode == "zero":
-            return tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
-        if ph:
-            x = self._pad_frames_edge(x, ph, 1)
-        if pw:
-            x = self._pad_frames_edge(x, pw, 2)
-        return x
-
-    def taps(self, v, kt, st, pt, ph=0, pw=0, pad_value=0.0):
-        """One (B * t_out, H + 2ph, W + 2pw, C) tensor per temporal tap (None for taps
-        that read only padding, see `live_taps`), and t_out."""
-        x, t = v.x, v.frames
-        # The tap plan is the Keras layers' own: dead taps that see only padding are dropped
-        # (as int8 tensors their all-zero range, scale 0, makes XNNPACK refuse the graph).
-        live = live_taps(t, kt, st, pt)
-        _, h, w, c = self._shape(x)
-        hp, wp, tp = h + 2 * ph, w + 2 * pw, t + 2 * pt
-        t_out = (tp - kt) // st + 1
-        if t_out < 1:
-            raise ValueError(f"A temporal kernel of {kt} with padding {pt} does not fit {t} frames.")
-        extra = max(0, kt - 1 + st * t_out - tp) if st > 1 else 0
-        if self.batch == 1:
-            if pt or ph or pw or extra:
-                x = tf.pad(x, [[pt, pt + extra], [ph, ph], [pw, pw], [0, 0]],
-                           constant_values=pad_value)
-            taps = []
-            for i in range(kt):
-                if i not in live:
-                    taps.append(None)
-                    continue
-                if st == 1:
-                    xi = x if (kt == 1 and t_out == tp) else tf.slice(x, [i, 0, 0, 0], [t_out, hp, wp, c])
-                else:
-                    xi = tf.slice(x, [i, 0, 0, 0], [st * t_out, hp, wp, c])
-                    xi = tf.reshape(xi, [t_out, st * hp * wp * c])
-                    xi = tf.slice(xi, [0, 0], [t_out, hp * wp * c])
-                    xi = tf.reshape(xi, [t_out, hp, wp, c])
-                taps.append(xi)
-            return taps, t_out
-        if ph or pw:
-            x = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]], constant_values=pad_value)
-        x3 = tf.reshape(x, [self.b, t, hp * wp * c])
-        if pt or extra:
-            x3 = tf.pad(x3, [[0, 0], [pt, pt + extra], [0, 0]], constant_values=pad_value)
-        taps = []
-        for i in range(kt):
-            if i not in live:
-                taps.append(None)
-                continue
-            if st == 1:
-                xi = x3 if (kt == 1 and t_out == tp) else tf.slice(x3, [0, i, 0], [-1, t_out, hp * wp * c])
-            else:
-                xi = tf.slice(x3, [0, i, 0], [-1, st * t_out, hp * wp * c])
-                xi = tf.reshape(xi, [self.b, t_out, st * hp * wp * c])
-                xi = tf.slice(xi, [0, 0, 0], [-1, t_out, hp * wp * c])
-            taps.append(tf.reshape(xi, [-1, hp, wp, c]))
-        return taps, t_out
-
     def _phase(self, v, st, phase):
-        """Frames ``phase, phase + st, ...`` of a batch-1 clip (T, H, W, C) as a video: the
-        clip itself for stride 1, otherwise one SLICE of a (T / st, st, H * W, C) view (no
-        padding). The selection moves up through frame-wise producers (`_Video.remap`), so
-        that e.g. MobileNetV2 selects frames before its expansion, not after."""
+        """Frames ``phase, phase + st, ...`` of a batch-1 clip as a video (`taps.phase`).
+        The selection moves up through frame-wise producers (`_Video.remap`), so that e.g.
+        MobileNetV2 selects frames before its expansion, not after."""
         if st == 1:
             return v
         key = (id(v), st, phase)
@@ -336,23 +288,21 @@ class _Emitter:
             if v.remap is not None:
                 out = v.remap(lambda u: self._phase(u, st, phase))
             else:
-                x, t = v.x, v.frames
-                _, h, w, c = self._shape(x)
-                n = -(-t // st)
-                xv = x
-                if n * st != t:
-                    xv = tf.pad(x, [[0, n * st - t], [0, 0], [0, 0], [0, 0]])
-                xv = tf.reshape(xv, [n, st, h * w, c])
-                xp = tf.reshape(tf.slice(xv, [0, phase, 0, 0], [n, 1, h * w, c]), [n, h, w, c])
-                m = len(range(phase, t, st))
-                if m < n:
-                    xp = tf.slice(xp, [0, 0, 0, 0], [m, h, w, c])
-                out = _Video(xp, m, v.nonneg)
+                out = _Video(*taps.phase(v.x, v.frames, 1, st, phase), v.nonneg)
             self._phases[key] = out
         return self._phases[key]
 
+    def _output(self, layer, y, t_out, nonneg):
+        if not self._feeds_activation_only(layer, layer._inbound_nodes[0]):
+            y = self.hooks.act(layer.name, y)
+        return _Video(y, t_out, nonneg)
+
     # -- layers
-    def conv3d(self, layer, v):
+    def identity(self, layer, node, ins):
+        return ins[0]
+
+    def conv3d(self, layer, node, ins):
+        v = ins[0]
         out = self._conv3d(layer, v)
         if self.batch == 1 and tuple(layer.kernel_size) == (1, 1, 1) and \
                 tuple(layer.strides) == (1, 1, 1) and tuple(layer.padding) == (0, 0, 0) and \
@@ -361,189 +311,117 @@ class _Emitter:
         return out
 
     def _conv3d(self, layer, v):
-        kt, kh, kw = layer.kernel_size
-        st, sh, sw = layer.strides
-        pt, ph, pw = layer.padding
         name = layer.name
-        same = sh == 1 and sw == 1 and kh % 2 and kw % 2 and 2 * ph == kh - 1 and 2 * pw == kw - 1
-        groups = layer.groups
-        c = v.x.shape[-1]
-        cin = c // groups
-        parts = []
-        t_out = None
-        for g in range(groups):
-            vg = v if groups == 1 else _Video(
-                _slice(v.x, [0, 0, 0, g * cin], [-1, -1, -1, cin]), v.frames)
-            # Temporal taps pad frames only; spatial padding is a separate spatial-only PAD
-            # (XNNPACK folds it into the convolution) or SAME.
-            taps, t_out = self.taps(vg, kt, st, pt)
-            live = [i for i, xi in enumerate(taps) if xi is not None]
-            x2d = taps[live[0]] if len(live) == 1 else tf.concat([taps[i] for i in live], axis=-1)
-            if not same and (ph or pw):
-                x2d = tf.pad(x2d, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
-            kernel = self.hooks.param(f"{name}/kernel{g}")
+        kt = layer.kernel_size[0]
+        cin = v.x.shape[-1] // layer.groups
+
+        def kernel(g, live):
+            k = self.hooks.param(f"{name}/kernel{g}")
             if len(live) < kt:  # drop the kernel rows of taps that see only padding
-                kernel = tf.concat([kernel[:, :, i * cin:(i + 1) * cin] for i in live], axis=2)
-            y = tf.nn.conv2d(x2d, kernel, strides=[1, sh, sw, 1], padding="SAME" if same else "VALID")
-            if layer.use_bias:
-                y = tf.nn.bias_add(y, self.hooks.param(f"{name}/bias{g}"))
-            parts.append(y)
-        if _activation_name(layer) in ("relu", "relu6"):
+                k = tf.concat([k[:, :, i * cin:(i + 1) * cin] for i in live], axis=2)
+            return k
+
+        parts, t_out = taps.convolution(
+            v.x, v.frames, self.batch, kernel, layer.kernel_size, layer.strides, layer.padding,
+            layer.groups, split_groups=not _FORM.native,
+            bias=(lambda g: self.hooks.param(f"{name}/bias{g}")) if layer.use_bias else None,
+            pad_input=_FORM.xnnpack)
+        relu = _activation_name(layer) in ("relu", "relu6")
+        if relu:
             # per group, so that it fuses into each CONV_2D (XNNPACK takes no int8 RELU)
             parts = [_apply_activation(layer.activation, p) for p in parts]
-            y = parts[0] if groups == 1 else tf.concat(parts, axis=-1)
-        else:
-            y = parts[0] if groups == 1 else tf.concat(parts, axis=-1)
+        y = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+        if not relu:
             y = _apply_activation(layer.activation, y)
-        if not self._feeds_activation_only(layer, layer._inbound_nodes[0]):
-            y = self.hooks.act(name, y)
-        out = _Video(y, t_out, _activation_name(layer) in ("relu", "relu6"))
-        if groups > 1 and _activation_name(layer) == "linear":
+        out = self._output(layer, y, t_out, relu)
+        if len(parts) > 1 and _activation_name(layer) == "linear":
             out.parts = [_Video(p, t_out) for p in parts]
         return out
 
-    def depthwise3d(self, layer, v):
-        """The sum of one depthwise 2D convolution per live temporal tap. At batch 1 the taps
-        read the clip (or its even/odd frames for temporal stride 2) in place, and the
-        frames that a tap does not reach are zero frames padded onto its (smaller) output,
-        so no padded copy of the input is made."""
-        kt, kh, kw = layer.kernel_size
-        st, sh, sw = layer.strides
-        pt, ph, pw = layer.padding
+    def depthwise3d(self, layer, node, ins):
+        v = ins[0]
         name = layer.name
-        same = sh == 1 and sw == 1 and kh % 2 and kw % 2 and 2 * ph == kh - 1 and 2 * pw == kw - 1
-        padding = "SAME" if same else "VALID"
-        with_bias = bias_tap(v.frames, kt, st, pt)
-
-        def dw(xi, i):
-            if not same and (ph or pw):
-                xi = tf.pad(xi, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
-            yi = tf.nn.depthwise_conv2d(xi, self.hooks.param(f"{name}/kernel{i}"),
-                                        strides=[1, sh, sw, 1], padding=padding)
-            if i == with_bias and layer.use_bias:
-                yi = tf.nn.bias_add(yi, self.hooks.param(f"{name}/bias"))
-            return yi
-
+        st = layer.strides[0]
+        stream = None
         if self.batch == 1:
-            t_out, plan = depthwise_plan(v.frames, kt, st, pt, sh * sw > 1)
-            live = [tap.index for tap in plan]
-            outs = {}
-            for tap in plan:
-                xp = self._phase(v, st, tap.phase).x
-                if tap.before:
-                    xp = _slice_axis(xp, 0, *tap.before)
-                yi = dw(xp, tap.index)
-                if tap.after:
-                    yi = _slice_axis(yi, 0, *tap.after)
-                if tap.lead or tap.trail:
-                    yi = tf.pad(yi, [[tap.lead, tap.trail], [0, 0], [0, 0], [0, 0]])
-                outs[tap.index] = yi
-        else:
-            taps, t_out = self.taps(v, kt, st, pt, 0 if same else ph, 0 if same else pw)
-            live = [i for i, xi in enumerate(taps) if xi is not None]
-            outs = {}
-            for i in live:
-                yi = tf.nn.depthwise_conv2d(taps[i], self.hooks.param(f"{name}/kernel{i}"),
-                                            strides=[1, sh, sw, 1], padding=padding)
-                if i == with_bias and layer.use_bias:
-                    yi = tf.nn.bias_add(yi, self.hooks.param(f"{name}/bias"))
-                outs[i] = yi
-        y = None
-        for n, i in enumerate(live):
-            yi = outs[i]
-            if len(live) == 1:
-                y = yi
-                break
-            yi = self.hooks.act(f"{name}/tap{i}", yi)
-            y = yi if y is None else y + yi
-            if 0 < n < len(live) - 1:
-                y = self.hooks.act(f"{name}/sum{i}", y)
-        if with_bias is None and layer.use_bias:
-            y = tf.nn.bias_add(y, self.hooks.param(f"{name}/bias"))
+            def stream(p):
+                u = self._phase(v, st, p)
+                return u.x, u.frames
+        y, t_out = taps.depthwise(
+            v.x, v.frames, self.batch, lambda i: self.hooks.param(f"{name}/kernel{i}"),
+            self.hooks.param(f"{name}/bias") if layer.use_bias else None,
+            layer.kernel_size, layer.strides, layer.padding, point=self.hooks.act, name=name,
+            stream=stream)
         y = _apply_activation(layer.activation, y)
-        if not self._feeds_activation_only(layer, layer._inbound_nodes[0]):
-            y = self.hooks.act(name, y)
-        return _Video(y, t_out, _activation_name(layer) in ("relu", "relu6"))
+        return self._output(layer, y, t_out, _activation_name(layer) in ("relu", "relu6"))
 
-    def pool3d(self, layer, v, kind):
-        kt, kh, kw = layer.pool_size
-        st, sh, sw = layer.strides
-        pt, ph, pw = layer.padding
-        x = v.x
-        mode = "zero" if (kind == "avg" or v.nonneg) else "edge"
-        pool = tf.nn.max_pool2d if kind == "max" else _avg_pool_as_depthwise
-        if kh > 1 or kw > 1 or sh > 1 or sw > 1:
-            x = self._pad_hw(x, ph, pw, mode)
-            x = pool(x, [kh, kw], [sh, sw], "VALID")
-        _, h, w, c = self._shape(x)
-        t = v.frames
-        t_out = (t + 2 * pt - kt) // st + 1
-        if kt > 1 or st > 1:
-            x4 = tf.reshape(x, [self.b, t, h * w, c])
-            if pt:
-                if mode == "zero":
-                    x4 = tf.pad(x4, [[0, 0], [pt, pt], [0, 0], [0, 0]])
-                else:
-                    x4 = self._pad_frames_edge(x4, pt, 1)
-            if kind == "avg" and kt == st and not pt and t % st == 0:
-                # non-overlapping windows: a stride-1 depthwise conv over (B * t_out, kt, HW, C)
-                x4 = tf.reshape(x4, [-1 if self.batch is None else self.b * t_out, kt, h * w, c])
-                x4 = _avg_pool_as_depthwise(x4, [kt, 1], [1, 1], "VALID")
-            else:
-                x4 = (tf.nn.max_pool2d if kind == "max" else tf.nn.avg_pool2d)(
-                    x4, [kt, 1], [st, 1], "VALID")
-            x = tf.reshape(x4, [-1 if self.batch is None else self.b * t_out, h, w, c])
+    def max_pool3d(self, layer, node, ins):
+        return self._pool3d(layer, ins[0], "max")
+
+    def avg_pool3d(self, layer, node, ins):
+        return self._pool3d(layer, ins[0], "avg")
+
+    def _pool3d(self, layer, v, kind):
+        x, t_out = taps.pool(v.x, v.frames, self.batch, kind, layer.pool_size, layer.strides,
+                             layer.padding, xnnpack=_FORM.xnnpack, nonneg=v.nonneg)
         if kind == "avg":
             x = self.hooks.act(layer.name, x)
         return _Video(x, t_out, v.nonneg)
 
-    def shuffle(self, layer, v):
-        g = layer.groups
-        if g == 1:
+    def shuffle(self, layer, node, ins):
+        v = ins[0]
+        if layer.groups == 1:
             return v
-        _, h, w, c = self._shape(v.x)
-        x = tf.reshape(v.x, [-1, g, c // g])
-        x = tf.transpose(x, [0, 2, 1])
-        return _Video(tf.reshape(x, [-1 if self.batch is None else self.b * v.frames, h, w, c]),
-                      v.frames, v.nonneg)
+        return _Video(taps.shuffle(v.x, v.frames, self.batch, layer.groups), v.frames, v.nonneg)
 
-    def split(self, layer, v):
-        c = v.x.shape[-1]
-        half = c // 2
-        first = _slice(v.x, [0, 0, 0, 0], [-1, -1, -1, half])
-        second = _slice(v.x, [0, 0, 0, half], [-1, -1, -1, c - half])
-        return [_Video(first, v.frames, v.nonneg), _Video(second, v.frames, v.nonneg)]
+    def split(self, layer, node, ins):
+        v = ins[0]
+        return [_Video(x, v.frames, v.nonneg) for x in taps.split(v.x)]
 
-    def zero_pad_channels(self, layer, v):
-        st, sh, sw = layer.strides
-        x, t = v.x, v.frames
-        if st > 1:
-            taps, t = self.taps(v, 1, st, 0)
-            x = taps[0]
-        if sh > 1 or sw > 1:
-            x = x[:, ::sh, ::sw, :]
-        extra = layer.filters - x.shape[-1]
-        if extra:
-            x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
+    def zero_pad_channels(self, layer, node, ins):
+        v = ins[0]
+        x, t = taps.zero_pad_channels(v.x, v.frames, self.batch, layer.filters, layer.strides,
+                                      xnnpack=_FORM.xnnpack)
         return _Video(x, t, v.nonneg)
 
-    def global_pool(self, layer, v, kind):
+    def global_pool(self, layer, node, ins):
+        v = ins[0]
         if layer.get_config().get("keepdims"):
             raise ValueError(f"'{layer.name}': keepdims=True is not supported.")
         _, h, w, c = self._shape(v.x)
         x = tf.reshape(v.x, [self.b, v.frames * h, w, c])
-        x = tf.reduce_mean(x, axis=[1, 2]) if kind == "avg" else tf.reduce_max(x, axis=[1, 2])
-        if kind == "avg":
-            x = self.hooks.act(layer.name, x)
-        return _Flat(x)
+        if isinstance(layer, keras.layers.GlobalAveragePooling3D):
+            return _Flat(self.hooks.act(layer.name, tf.reduce_mean(x, axis=[1, 2])))
+        return _Flat(tf.reduce_max(x, axis=[1, 2]))
 
-    def dense(self, layer, f):
+    def dense(self, layer, node, ins):
         name = layer.name
-        y = tf.matmul(f.x, self.hooks.param(f"{name}/kernel"))
+        y = tf.matmul(ins[0].x, self.hooks.param(f"{name}/kernel"))
         if layer.use_bias:
             y = tf.nn.bias_add(y, self.hooks.param(f"{name}/bias"))
         y = _apply_activation(layer.activation, y)
         return _Flat(self.hooks.act(name, y))
+
+    def add(self, layer, node, ins):
+        y = ins[0].x
+        for other in ins[1:]:
+            y = y + other.x
+        nonneg = all(getattr(v, "nonneg", False) for v in ins)
+        if not self._feeds_activation_only(layer, node):
+            y = self.hooks.act(layer.name, y)
+        return _Video(y, ins[0].frames, nonneg) if isinstance(ins[0], _Video) else _Flat(y)
+
+    def concatenate(self, layer, node, ins):
+        axis = layer.axis
+        rank = len(node.output_tensors[0].shape)
+        if axis not in (-1, rank - 1):
+            raise ValueError(f"'{layer.name}': only channel concatenation is supported. "
+                             f"Received: axis={axis}")
+        y = tf.concat([v.x for v in ins], axis=-1)
+        nonneg = all(getattr(v, "nonneg", False) for v in ins)
+        if isinstance(ins[0], _Video):
+            return _Video(y, ins[0].frames, nonneg, parts=list(ins))
+        return _Flat(y)
 
     def _relu_of_parts(self, v):
         """ReLU of a channel concatenation as the concatenation of the ReLUs of its parts:
@@ -555,14 +433,14 @@ class _Emitter:
             return tf.concat([self._relu_of_parts(p) for p in v.parts], axis=-1)
         return tf.nn.relu(v.x)
 
-    def activation(self, layer, v):
+    def activation(self, layer, node, ins):
+        v = ins[0]
         if isinstance(v, _Video) and v.parts and isinstance(self.hooks, FloatHooks) and \
-                isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)) and \
                 _activation_name(layer) == "relu":
             y = self.hooks.act(layer.name, self._relu_of_parts(v))
             out = _Video(y, v.frames, True)
             if self.batch == 1:
-                out.remap = lambda select: self.activation(layer, select(v))
+                out.remap = lambda select: self.activation(layer, node, [select(v)])
             return out
         if isinstance(layer, keras.layers.ReLU):
             act = _activation_name(layer)
@@ -575,8 +453,33 @@ class _Emitter:
             return _Flat(y)
         out = _Video(y, v.frames, _activation_name(layer) in ("relu", "relu6"))
         if self.batch == 1:
-            out.remap = lambda select: self.activation(layer, select(v))
+            out.remap = lambda select: self.activation(layer, node, [select(v)])
         return out
+
+    def batch_norm(self, layer, node, ins):
+        v = ins[0]
+        name = layer.name
+        y = v.x * self.hooks.param(f"{name}/scale") + self.hooks.param(f"{name}/shift")
+        y = self.hooks.act(name, y)
+        return _Video(y, v.frames) if isinstance(v, _Video) else _Flat(y)
+
+    def permute(self, layer, node, ins):
+        v = ins[0]
+        _, h, w, c = self._shape(v.x)
+        if tuple(layer.dims) == (4, 1, 2, 3):  # channels first, as C3D flattens
+            x3 = tf.reshape(v.x, [self.b, v.frames * h * w, c])
+            return _Flat(tf.transpose(x3, [0, 2, 1]))
+        x5 = tf.reshape(v.x, [self.b, v.frames, h, w, c])
+        return _Flat(tf.transpose(x5, (0,) + tuple(layer.dims)))
+
+    def flatten(self, layer, node, ins):
+        v = ins[0]
+        if isinstance(v, _Video):
+            _, h, w, c = self._shape(v.x)
+            n = v.frames * h * w * c
+        else:
+            n = int(np.prod(v.x.shape[1:]))
+        return _Flat(tf.reshape(v.x, [self.b, n]))
 
     def run(self, clips):
         clips = tf.convert_to_tensor(clips, tf.float32)
@@ -601,100 +504,35 @@ class _Emitter:
         return results[0] if len(results) == 1 else results
 
     def layer(self, layer, node, ins):
-        name = layer.name
-        if isinstance(layer, _IDENTITY):
-            return ins[0]
-        if isinstance(layer, k3d.Conv3D):
-            return self.conv3d(layer, ins[0])
-        if isinstance(layer, k3d.DepthwiseConv3D):
-            return self.depthwise3d(layer, ins[0])
-        if isinstance(layer, k3d.MaxPool3D):
-            return self.pool3d(layer, ins[0], "max")
-        if isinstance(layer, k3d.AvgPool3D):
-            return self.pool3d(layer, ins[0], "avg")
-        if isinstance(layer, k3d.ChannelShuffle):
-            return self.shuffle(layer, ins[0])
-        if isinstance(layer, k3d.ChannelSplit):
-            return self.split(layer, ins[0])
-        if isinstance(layer, k3d.ZeroPadChannels):
-            return self.zero_pad_channels(layer, ins[0])
-        if isinstance(layer, keras.layers.GlobalAveragePooling3D):
-            return self.global_pool(layer, ins[0], "avg")
-        if isinstance(layer, keras.layers.GlobalMaxPooling3D):
-            return self.global_pool(layer, ins[0], "max")
-        if isinstance(layer, keras.layers.Dense):
-            return self.dense(layer, ins[0])
-        if isinstance(layer, (keras.layers.Add, keras.layers.Concatenate)):
-            xs = [v.x for v in ins]
-            if isinstance(layer, keras.layers.Add):
-                y = xs[0]
-                for other in xs[1:]:
-                    y = y + other
-                nonneg = all(getattr(v, "nonneg", False) for v in ins)
-                if not self._feeds_activation_only(layer, node):
-                    y = self.hooks.act(name, y)
-            else:
-                axis = layer.axis
-                rank = len(node.output_tensors[0].shape)
-                if axis not in (-1, rank - 1):
-                    raise ValueError(f"'{name}': only channel concatenation is supported. "
-                                     f"Received: axis={axis}")
-                y = tf.concat(xs, axis=-1)
-                nonneg = all(getattr(v, "nonneg", False) for v in ins)
-                if isinstance(ins[0], _Video):
-                    return _Video(y, ins[0].frames, nonneg, parts=list(ins))
-            if isinstance(ins[0], _Video):
-                return _Video(y, ins[0].frames, nonneg)
-            return _Flat(y)
-        if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
-            return self.activation(layer, ins[0])
-        if isinstance(layer, keras.layers.BatchNormalization):
-            v = ins[0]
-            y = v.x * self.hooks.param(f"{name}/scale") + self.hooks.param(f"{name}/shift")
-            y = self.hooks.act(name, y)
-            return _Video(y, v.frames) if isinstance(v, _Video) else _Flat(y)
-        if isinstance(layer, keras.layers.Permute):
-            v = ins[0]
-            _, h, w, c = self._shape(v.x)
-            if tuple(layer.dims) == (4, 1, 2, 3):  # channels first, as C3D flattens
-                x3 = tf.reshape(v.x, [self.b, v.frames * h * w, c])
-                return _Flat(tf.transpose(x3, [0, 2, 1]))
-            x5 = tf.reshape(v.x, [self.b, v.frames, h, w, c])
-            return _Flat(tf.transpose(x5, (0,) + tuple(layer.dims)))
-        if isinstance(layer, keras.layers.Flatten):
-            v = ins[0]
-            if isinstance(v, _Video):
-                _, h, w, c = self._shape(v.x)
-                n = v.frames * h * w * c
-            else:
-                n = int(np.prod(v.x.shape[1:]))
-            return _Flat(tf.reshape(v.x, [self.b, n]))
-        raise ValueError(f"Layer '{name}' ({type(layer).__name__}) is not supported by the "
-                         "deployment graph.")
+        for cls in type(layer).__mro__:
+            if cls in _HANDLERS:
+                return _HANDLERS[cls](self, layer, node, ins)
+        raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) is not supported by "
+                         "the deployment graph.")
 
 
-def _slice_axis(x, axis, start, size):
-    begin = [0] * len(x.shape)
-    sizes = [-1] * len(x.shape)
-    begin[axis], sizes[axis] = start, size
-    return _slice(x, begin, sizes)
-
-
-def _slice(x, begin, size):
-    """`tf.slice` with every ``-1`` size that the static shape knows written out: XNNPACK
-    declines a SLICE whose size holds ``-1`` (it split ShuffleNets into 14 partitions)."""
-    dims = x.shape.as_list()
-    size = [dims[i] - begin[i] if (s == -1 and dims[i] is not None) else s
-            for i, s in enumerate(size)]
-    return tf.slice(x, begin, size)
-
-
-def _avg_pool_as_depthwise(x, ksize, strides, padding):
-    """A VALID average pool as a depthwise convolution with weights ``1 / (kh * kw)``
-    (exact in int8: one weight per channel); XNNPACK takes no int8 AVERAGE_POOL_2D."""
-    kh, kw = ksize
-    if strides[0] != strides[1]:  # TensorFlow's depthwise conv needs equal strides
-        return tf.nn.avg_pool2d(x, ksize, strides, padding)
-    c = x.shape[-1]
-    kernel = tf.constant(np.full((kh, kw, c, 1), 1.0 / (kh * kw), np.float32))
-    return tf.nn.depthwise_conv2d(x, kernel, [1, strides[0], strides[1], 1], padding)
+# Layer class -> handler; a subclass takes its nearest registered base's handler.
+_HANDLERS = {
+    Folded: _Emitter.identity,
+    keras.layers.Dropout: _Emitter.identity,
+    keras.layers.InputLayer: _Emitter.identity,
+    keras.layers.SpatialDropout3D: _Emitter.identity,
+    keras.layers.GaussianNoise: _Emitter.identity,
+    k3d.Conv3D: _Emitter.conv3d,
+    k3d.DepthwiseConv3D: _Emitter.depthwise3d,
+    k3d.MaxPool3D: _Emitter.max_pool3d,
+    k3d.AvgPool3D: _Emitter.avg_pool3d,
+    k3d.ChannelShuffle: _Emitter.shuffle,
+    k3d.ChannelSplit: _Emitter.split,
+    k3d.ZeroPadChannels: _Emitter.zero_pad_channels,
+    keras.layers.GlobalAveragePooling3D: _Emitter.global_pool,
+    keras.layers.GlobalMaxPooling3D: _Emitter.global_pool,
+    keras.layers.Dense: _Emitter.dense,
+    keras.layers.Add: _Emitter.add,
+    keras.layers.Concatenate: _Emitter.concatenate,
+    keras.layers.ReLU: _Emitter.activation,
+    keras.layers.Activation: _Emitter.activation,
+    keras.layers.BatchNormalization: _Emitter.batch_norm,
+    keras.layers.Permute: _Emitter.permute,
+    keras.layers.Flatten: _Emitter.flatten,
+}

@@ -41,7 +41,7 @@ from keras_efficient3d.deploy.savedmodel import (
     inference_form,
     load_or_build_model,
 )
-from keras_efficient3d.layers import portable_ops
+from keras_efficient3d.layers import forms
 from keras_efficient3d.runtime import check_close, onnx_session, random_clips
 
 DEFAULT_OPSET = 13
@@ -191,7 +191,7 @@ def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True):
         return {OUTPUT_NAME: served(clips, training=False)}
 
     handlers = {op: (_fake_quant_to_qdq, []) for op in _FAKE_QUANT_OPS}
-    with _tf2onnx_without_graph_copies(), _keep_fake_quant_on_constants(), portable_ops():
+    with _tf2onnx_without_graph_copies(), _keep_fake_quant_on_constants(), forms.consumer("onnx"):
         proto, _ = tf2onnx.convert.from_function(
             serve, input_signature=[spec], opset=opset, custom_op_handlers=handlers)
 

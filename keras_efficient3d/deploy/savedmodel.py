@@ -14,7 +14,7 @@ writes it, and ``deployment/export.py`` maps flags to the latter.
 
 The signature ``serving_default`` takes ``input`` (batch, frames, height, width, 3) float32
 and returns ``{"logits": (batch, classes)}``. By default the BatchNorm-folded inference form
-(`keras_efficient3d.inference.fold_batchnorm`) is exported: the same function, fewer ops.
+(`keras_efficient3d.fold.fold_batchnorm`) is exported: the same function, fewer ops.
 """
 
 import os
@@ -22,8 +22,8 @@ import os
 import keras
 import tensorflow as tf
 
-from keras_efficient3d.inference import inference_form
-from keras_efficient3d.layers import portable_ops
+from keras_efficient3d.fold import inference_form
+from keras_efficient3d.layers import forms
 from keras_efficient3d.registry import create_model
 from keras_efficient3d.runtime import check_close, random_clips
 
@@ -101,7 +101,7 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
     module.serve = serve
     os.makedirs(export_dir, exist_ok=True)
     # Traced with the ops every runtime takes (TF-TRT on the Jetson, TF without oneDNN).
-    with portable_ops():
+    with forms.consumer("savedmodel"):
         tf.saved_model.save(module, export_dir, signatures={signature_name: serve})
     return export_dir
 

@@ -114,3 +114,21 @@ def test_batch_1_depthwise_taps_pad_no_input_frames():
             if src.type in ("Pad", "PadV2"):
                 pads = tf.get_static_value(src.inputs[1])
                 assert not pads[0].any(), (op.name, pads.tolist())
+
+
+def test_layer_subclasses_take_their_base_class_handler():
+    """The graph maps layer classes to handlers through a table, walking a layer's bases."""
+    import keras
+
+    from keras_efficient3d.layers import Conv3D, MaxPool3D
+
+    class ClippedReLU(keras.layers.ReLU):
+        pass
+
+    inputs = keras.Input((4, 8, 8, 3))
+    x = ClippedReLU(max_value=6.0)(Conv3D(4, 3, 1, 1, use_bias=True)(inputs))
+    outputs = keras.layers.GlobalAveragePooling3D()(MaxPool3D(3, 2, 1)(x))
+    model = keras.Model(inputs, outputs)
+    x = clips((4, 8, 8, 3), 2)
+    np.testing.assert_allclose(DeploymentGraph(model)(x),
+                               np.asarray(model(x)), rtol=1e-5, atol=1e-5)

@@ -1,10 +1,13 @@
-"""The inference form of a model: BatchNorm folded into the preceding convolution.
+"""BatchNorm folding, once: the math (`batchnorm_affine`), the decision (`plan_folding`,
+`inference_form`) and the folded model (`fold_batchnorm`).
 
 ``fold_batchnorm(model)`` returns a new functional model computing the same function in
 inference mode, in which every ``Conv3D``/``DepthwiseConv3D``/``Dense`` followed by a
 BatchNormalization carries the normalisation in its kernel and bias, and a ReLU/ReLU6
 directly after is applied inside the convolution (on its 4D output, where TensorFlow fuses
 conv + bias + activation). Dropout layers become identities. Layer names are kept.
+The deployment graph computes a BatchNorm that has no convolution to fold into with the
+same `batchnorm_affine`.
 """
 
 import keras
@@ -86,6 +89,16 @@ def plan_folding(model):
     return folds, absorbed
 
 
+def batchnorm_affine(bn, bias=0.0):
+    """The inference-mode BatchNormalization `bn` as ``y = x * scale + shift`` after a
+    layer with bias `bias`: returns ``(scale, shift)``, numpy arrays; `shift` carries the
+    bias, ``(bias - mean) * scale + beta``."""
+    gamma = bn.gamma.numpy() if bn.scale else 1.0
+    beta = bn.beta.numpy() if bn.center else 0.0
+    scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    return scale, (bias - bn.moving_mean.numpy()) * scale + beta
+
+
 def fold_batchnorm(model):
     """Returns the inference form of `model` (see the module docstring)."""
     folds, absorbed = plan_folding(model)
@@ -108,22 +121,19 @@ def fold_batchnorm(model):
         if layer.name not in folds:
             layer.set_weights(original.get_weights())
             continue
-        bn = source[folds[layer.name][0]]
-        gamma = bn.gamma.numpy() if bn.scale else 1.0
-        beta = bn.beta.numpy() if bn.center else 0.0
-        scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
         weights = original.get_weights()
         kernel = weights[0].astype(np.float64)
-        bias = weights[1].astype(np.float64) if len(weights) > 1 else 0.0
+        scale, bias = batchnorm_affine(
+            source[folds[layer.name][0]],
+            weights[1].astype(np.float64) if len(weights) > 1 else 0.0)
         if isinstance(original, DepthwiseConv3D):
             kernel = kernel * scale[:, None]
         else:
             kernel = kernel * scale
-        bias = (bias - bn.moving_mean.numpy()) * scale + beta
+        channels = kernel.shape[-2] if isinstance(original, DepthwiseConv3D) else kernel.shape[-1]
         layer.set_weights([kernel.astype(np.float32),
-                           np.broadcast_to(bias, (kernel.shape[-2] if isinstance(original, DepthwiseConv3D) else kernel.shape[-1],)).astype(np.float32)])
+                           np.broadcast_to(bias, (channels,)).astype(np.float32)])
     return folded
-
 
 
 def inference_form(model, fold_bn=True):
@@ -133,6 +143,7 @@ def inference_form(model, fold_bn=True):
     model nested in another runs as it is."""
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a built keras.Model. Received: model={model!r}")
-    if fold_bn and any(isinstance(l, keras.layers.BatchNormalization) for l in model.layers):
+    if fold_bn and any(isinstance(layer, keras.layers.BatchNormalization)
+                       for layer in model.layers):
         return fold_batchnorm(model)
     return model

@@ -1,0 +1,73 @@
+"""BatchNorm with a cheaper training gradient on TensorFlow, and PyTorch's defaults."""
+
+import keras
+from keras import ops
+
+from keras_efficient3d.layers._video import PACKAGE
+
+
+def _batch_norm_train(x, gamma, beta, epsilon):
+    """Training-mode batch normalisation over all axes but the last, on TensorFlow, with a
+    hand-written gradient; returns (y, batch mean, biased batch variance).
+
+    Keras' layer leaves the gradient to autodiff through its moments (broadcasts, Tile,
+    squared differences): at MobileNetV2 0.2x width BatchNorm was 43% of a training step.
+    Here the backward pass is two channel reductions and one fused-form update of dx."""
+    import tensorflow as tf
+
+    channels = x.shape[-1]
+
+    @tf.custom_gradient
+    def normalize(x, gamma, beta):
+        x2 = tf.reshape(x, [-1, channels])
+        mean, variance = tf.nn.moments(x2, [0])
+        inv = tf.math.rsqrt(variance + epsilon)
+        scale = gamma * inv
+        y = tf.reshape(x2 * scale + (beta - mean * scale), tf.shape(x))
+
+        def grad(dy, _dmean, _dvariance):
+            dy2 = tf.reshape(dy, [-1, channels])
+            n = tf.cast(tf.shape(dy2)[0], dy2.dtype)
+            dbeta = tf.reduce_sum(dy2, 0)
+            # sum(dy * xhat) with xhat = (x - mean) * inv, without materialising xhat
+            dgamma = (tf.reduce_sum(dy2 * x2, 0) - mean * dbeta) * inv
+            # dx = scale * (dy - dbeta / n - xhat * dgamma / n), as dy * a - x * k + c
+            k = scale * inv * dgamma / n
+            dx = dy2 * scale - x2 * k + (k * mean - scale * dbeta / n)
+            return tf.reshape(dx, tf.shape(x)), dgamma, dbeta
+
+        return (y, mean, variance), grad
+
+    return normalize(x, gamma, beta)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BatchNorm(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization (same weights, statistics and results) whose training
+    step on TensorFlow takes `_batch_norm_train`'s cheaper gradient. Masks, renorm,
+    synchronized statistics, other backends and inference take Keras' own path."""
+
+    def _fast_path(self, inputs, training, mask):
+        rank = len(inputs.shape)
+        return (keras.backend.backend() == "tensorflow" and bool(training) and self.trainable
+                and mask is None and not self.renorm and not self.synchronized
+                and self.axis in (-1, rank - 1) and inputs.shape[-1] is not None)
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fast_path(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        x = ops.cast(inputs, "float32")  # as Keras does: statistics in float32
+        gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,))
+        beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,))
+        y, mean, variance = _batch_norm_train(x, gamma, beta, self.epsilon)
+        self.moving_mean.assign(
+            self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return ops.cast(y, self.compute_dtype)
+
+
+def batch_norm(name):
+    """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1 == Keras' 0.9)."""
+    return BatchNorm(axis=-1, momentum=0.9, epsilon=1e-5, name=name)
