@@ -33,6 +33,7 @@ setup(
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "tf2onnx>=1.16"],
         "dev": [
             "pytest>=8",
+            "ruff>=0.15",
             "ai-edge-litert>=2.0",
             "onnx>=1.16",
             "onnxruntime>=1.18",

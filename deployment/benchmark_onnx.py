@@ -41,7 +41,7 @@ def benchmark_onnx(onnx_path, batch_sizes=(1, 8), warmup=10, iterations=50, prov
     results = []
     for batch in batch_sizes:
         clips = rng.standard_normal((int(batch),) + clip_shape).astype(np.float32)
-        timing = measure(lambda: session.run(None, {spec.name: clips}), warmup, iterations, int(batch))
+        timing = measure(lambda clips=clips: session.run(None, {spec.name: clips}), warmup, iterations, int(batch))
         results.append({"batch_size": int(batch), "median_ms": timing["median_ms"],
                         "min_ms": timing["min_ms"], "spread_ms": timing["spread_ms"],
                         "clips_per_s": timing["clips_per_s"], "iterations": iterations})

@@ -60,7 +60,12 @@ def _import_tensorflow_with_onednn():
 
 _import_tensorflow_with_onednn()
 
+# Every class the project writes into .keras files (besides the layers above), registered here
+# so that any file it saved loads after `import keras_efficient3d` alone.
+from keras_efficient3d import fold as _fold  # noqa: E402,F401  Folded (BatchNorm-folded models)
 from keras_efficient3d import layers
+from keras_efficient3d import optim as _optim  # noqa: E402,F401  TorchSGD (training checkpoints)
+from keras_efficient3d import preprocessing as _preprocessing  # noqa: E402,F401  VideoPreprocessing
 from keras_efficient3d.models import (
     C3D,
     MobileNetV1_3D,
@@ -72,12 +77,6 @@ from keras_efficient3d.models import (
     SqueezeNet_3D,
 )
 from keras_efficient3d.registry import create_model, list_models, register_model
-
-# Every class the project writes into .keras files (besides the layers above), registered here
-# so that any file it saved loads after `import keras_efficient3d` alone.
-from keras_efficient3d import fold as _fold  # noqa: E402,F401  Folded (BatchNorm-folded models)
-from keras_efficient3d import optim as _optim  # noqa: E402,F401  TorchSGD (training checkpoints)
-from keras_efficient3d import preprocessing as _preprocessing  # noqa: E402,F401  VideoPreprocessing
 
 __all__ = [
     "C3D",

@@ -236,7 +236,7 @@ class ModelMetadata:
         return out
 
     @classmethod
-    def from_dict(cls, data) -> "ModelMetadata":
+    def from_dict(cls, data) -> ModelMetadata:
         """Reads the on-disk JSON object; raises ValueError naming the bad value."""
         if isinstance(data, ModelMetadata):
             return data

@@ -217,7 +217,7 @@ class _Storage:
         self.location = location
         self.array: np.ndarray | None = None
 
-    def root(self) -> "_Storage":
+    def root(self) -> _Storage:
         return self
 
     def get_array(self) -> np.ndarray:

@@ -3,11 +3,11 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Imported before TensorFlow, as users import it: it switches TensorFlow's oneDNN kernels on.
-import keras_efficient3d  # noqa: E402,F401
-
 import pathlib
 
 import pytest
+
+import keras_efficient3d  # noqa: E402,F401
 
 # Written by the original PyTorch code; shipped with the repository (see its README.md).
 REFERENCE = pathlib.Path(__file__).resolve().parent / "fixtures" / "reference"

@@ -3,8 +3,8 @@ atomic writes, and every kind of .keras file the project writes loading after th
 import alone, in a fresh interpreter."""
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 

@@ -4,9 +4,9 @@ import csv
 import io
 import json
 import os
+import pathlib
 import subprocess
 import sys
-import pathlib
 
 import keras
 import pytest

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 import keras_efficient3d as k3
+from helpers import torch_state_dict
 from keras_efficient3d import convert as conv
 from keras_efficient3d import registry
 from keras_efficient3d.artifacts import read_metadata
-from keras_efficient3d.preprocessing import VideoPreprocessing, with_preprocessing
 from keras_efficient3d.data.normalization import Normalization
-
-from helpers import torch_state_dict
+from keras_efficient3d.preprocessing import VideoPreprocessing, with_preprocessing
 
 CHECKPOINTS = ["mobilenet_0.5x", "mobilenetv2_0.2x", "shufflenet_0.5x_g3", "shufflenetv2_0.25x",
                "squeezenet_1.1"]

@@ -4,11 +4,11 @@ import contextlib
 import os
 import platform
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from keras_efficient3d import layers as L
 
 

@@ -9,10 +9,9 @@ import pytest
 import tensorflow as tf
 
 import keras_efficient3d as k3
+from helpers import randomize_batchnorm
 from keras_efficient3d import complexity, registry
 from keras_efficient3d.fold import fold_batchnorm
-
-from helpers import randomize_batchnorm
 
 _HEAVY = ("resnet101", "resnet152", "resnet200", "resnext50", "resnext101", "resnext152", "c3d")
 

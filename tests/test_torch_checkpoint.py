@@ -304,7 +304,8 @@ def test_legacy_storage_views_and_big_endian(tmp_path):
     data = np.arange(10, dtype=">f4")
     main = io.BytesIO()
     view = Global("torch", "FloatStorage")
-    pid = {"whole": ("storage", view, "root", "cpu", 10, None), "view": ("storage", view, "root", "cpu", 10, ("v", 4, 5))}
+    pid = {"whole": ("storage", view, "root", "cpu", 10, None),
+           "view": ("storage", view, "root", "cpu", 10, ("v", 4, 5))}
     whole_marker, view_marker = Storage("FloatStorage", data, "whole"), Storage("FloatStorage", data, "view")
     obj = ordered([("a", tensor(whole_marker, 1, (2,), (1,))), ("b", tensor(view_marker, 1, (2, 2), (2, 1)))])
     _Pickler(main, lambda s: pid[s.key]).dump(obj)

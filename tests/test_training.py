@@ -11,11 +11,10 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
+from helpers import randomize_batchnorm
 from keras_efficient3d import evaluation, trainer
 from keras_efficient3d.data import synthetic
 from keras_efficient3d.optim import TorchSGD
-
-from helpers import randomize_batchnorm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,7 +94,7 @@ def _tiny_config(data_root, output_dir, **overrides):
 def test_train_writes_checkpoints_logs_and_resumes(tiny_gestures, tmp_path):
     out = tmp_path / "run"
     config = _tiny_config(tiny_gestures, out, epochs=1)
-    result = trainer.train(config)
+    trainer.train(config)
     for name in ("config.json", "labels.txt", "last.keras", "best.keras", "train_state.json",
                  "log.csv", "curves.png"):
         assert (out / name).exists(), name

@@ -42,7 +42,7 @@ def main(argv=None):
         import numpy as np  # pylint: disable=import-outside-toplevel
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
     except ImportError as err:
-        raise common.Missing("{} (on JetPack: NVIDIA's tensorflow wheel).".format(err))
+        raise common.Missing("{} (on JetPack: NVIDIA's tensorflow wheel).".format(err)) from None
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus and not args.allow_cpu:
         raise common.Missing("no GPU visible to TensorFlow (use --allow-cpu to time on the CPU).")

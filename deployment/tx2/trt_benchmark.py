@@ -188,7 +188,7 @@ def main(argv=None):
             import tensorrt as trt  # pylint: disable=import-outside-toplevel
         except ImportError:
             if args.backend == "python":
-                raise common.Missing("TensorRT's Python API (tensorrt) is not installed.")
+                raise common.Missing("TensorRT's Python API (tensorrt) is not installed.") from None
     if trt is not None:
         results = time_with_python_api(trt, args.engine, batch_sizes, args.warmup, args.iterations)
         how = "TensorRT {} Python API".format(trt.__version__)

@@ -43,11 +43,11 @@ def import_tftrt():
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
     except ImportError:
         raise common.Missing("TensorFlow is not installed (on JetPack: NVIDIA's tensorflow wheel "
-                             "for JetPack 4.6, which includes TF-TRT).")
+                             "for JetPack 4.6, which includes TF-TRT).") from None
     try:
         from tensorflow.python.compiler.tensorrt import trt_convert as trt  # pylint: disable=import-outside-toplevel
     except ImportError:
-        raise common.Missing("this TensorFlow ({}) has no TF-TRT module.".format(tf.__version__))
+        raise common.Missing("this TensorFlow ({}) has no TF-TRT module.".format(tf.__version__)) from None
     build_info = getattr(tf.sysconfig, "get_build_info", lambda: {})()
     if build_info.get("is_tensorrt_build") is False:
         raise common.Missing(
@@ -109,7 +109,7 @@ def main(argv=None):
                                             input_saved_model_signature_key=args.signature,
                                             conversion_params=params)
     except RuntimeError as err:
-        raise common.Missing(str(err).splitlines()[0])
+        raise common.Missing(str(err).splitlines()[0]) from None
 
     if args.precision == "INT8":
         clips = np.load(args.calibration_npy).astype(np.float32)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

@@ -78,7 +78,7 @@ class Normalization:
         no_mean_norm: bool = False,
         std_norm: bool = False,
         channel_order: str = "RGB",
-    ) -> "Normalization":
+    ) -> Normalization:
         """The normalisation the original's ``main.py`` builds from its flags.
 
         ``--no_mean_norm`` only takes effect without ``--std_norm`` (as in the
@@ -101,7 +101,7 @@ class Normalization:
         return cls(mean, std, "0-255" if norm_value == 1 else "0-1", channel_order)
 
     @classmethod
-    def preset(cls, name: str) -> "Normalization":
+    def preset(cls, name: str) -> Normalization:
         """One of :data:`PRESETS` by name."""
         if name not in PRESETS:
             raise ValueError(
@@ -134,7 +134,7 @@ class Normalization:
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> "Normalization":
+    def from_config(cls, config: dict) -> Normalization:
         expected = {"mean", "std", "value_range", "channel_order"}
         unknown = set(config) - expected
         if unknown:

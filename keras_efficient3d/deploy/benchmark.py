@@ -99,6 +99,7 @@ def format_table(rows):
     for r in rows:
         ref = r.get("pytorch_ms")
         speedup = f"{ref / r['median_ms']:.2f}x" if ref and r["threads"] == 2 else ""
+        reference = f"{ref:.1f}" if ref else ""
         lines.append(f"| {r['model']} | {r['precision']} | {r['threads']} | {r['median_ms']:.1f} | "
-                     f"{r['clips_per_s']:.1f} | {r['size_bytes'] / 1e6:.2f} | {f'{ref:.1f}' if ref else ''} | {speedup} |")
+                     f"{r['clips_per_s']:.1f} | {r['size_bytes'] / 1e6:.2f} | {reference} | {speedup} |")
     return "\n".join(lines)

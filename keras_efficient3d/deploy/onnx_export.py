@@ -157,8 +157,9 @@ def _fake_quant_to_qdq(ctx, node, name, args):
         if rank is None:
             raise ValueError(f"{op} '{name}' needs an input of known rank to export.")
         attr["axis"] = rank - 1
-    scale_const = ctx.make_const(utils.make_name(f"{name}_scale"), scale.reshape(-1) if per_channel else scale.reshape(()))
-    zero_const = ctx.make_const(utils.make_name(f"{name}_zero_point"), zero.reshape(-1) if per_channel else zero.reshape(()))
+    shape_of = (lambda a: a.reshape(-1)) if per_channel else (lambda a: a.reshape(()))
+    scale_const = ctx.make_const(utils.make_name(f"{name}_scale"), shape_of(scale))
+    zero_const = ctx.make_const(utils.make_name(f"{name}_zero_point"), shape_of(zero))
     quantize = ctx.make_node("QuantizeLinear", [node.input[0], scale_const.output[0], zero_const.output[0]],
                              op_name_scope=name, attr=attr, shapes=[shape], dtypes=[qtype])
     ctx.replace_input(node, node.input[0], quantize.output[0], 0)

@@ -6,7 +6,7 @@ import contextlib
 import math
 import os
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import cv2
 import numpy as np

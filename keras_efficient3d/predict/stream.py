@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np

@@ -1,8 +1,8 @@
 """Fixtures of the deployment tests."""
 
 import pytest
-from deploy_helpers import SMALL, calibrate_batchnorm, clips
 
+from deploy_helpers import SMALL, calibrate_batchnorm, clips
 from keras_efficient3d import create_model
 
 

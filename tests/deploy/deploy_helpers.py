@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+
 from helpers import randomize_batchnorm  # noqa: F401  (tests/helpers.py, shared)
 
 SMALL = (8, 32, 32, 3)

@@ -1,12 +1,12 @@
 """The deployment graph computes the Keras model's function, for every registered model."""
 
 import numpy as np
-import tensorflow as tf
 import pytest
+import tensorflow as tf
 
+from deploy_helpers import SMALL, clips, input_shape_for, model_kwargs, randomize_batchnorm
 from keras_efficient3d import create_model, list_models
 from keras_efficient3d.deploy import DeploymentGraph
-from deploy_helpers import SMALL, clips, input_shape_for, model_kwargs, randomize_batchnorm
 
 # Deep baselines are slow to build; the fast suite keeps one of each block type.
 _SLOW = {"resnet34", "resnet50", "resnet101"}

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from deploy_helpers import randomize_batchnorm
 
+from deploy_helpers import randomize_batchnorm
 from keras_efficient3d import create_model
 from keras_efficient3d.deploy import savedmodel
 from keras_efficient3d.runtime import relative_error
@@ -60,8 +60,7 @@ def test_build_and_export_and_argument_errors(tmp_path):
 def test_grouped_convolutions_export_split_per_group(tmp_path):
     """The serving graph holds no grouped Conv2D (TensorFlow without oneDNN runs them 9x
     slower, converters may refuse them), though the Keras model runs them as one op here."""
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2)
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     model = create_model("shufflenet", groups=3, width_mult=0.25, input_shape=(16, 32, 32, 3),
                          num_classes=4)

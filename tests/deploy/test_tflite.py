@@ -3,8 +3,8 @@ runs under XNNPACK and is about a quarter of the fp32 file."""
 
 import numpy as np
 import pytest
-from deploy_helpers import SMALL, clips, input_shape_for, randomize_batchnorm
 
+from deploy_helpers import SMALL, clips, input_shape_for, randomize_batchnorm
 from keras_efficient3d import create_model
 from keras_efficient3d.deploy import DeploymentGraph, tflite
 

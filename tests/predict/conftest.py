@@ -3,10 +3,10 @@
 import cv2
 import numpy as np
 import pytest
-from predict_helpers import CLASSES, FRAMES, METADATA, NORM, SIZE, write_video
 
 from helpers import moving_square, tiny_model, write_model_files
 from keras_efficient3d.data.spatial import val_transform
+from predict_helpers import CLASSES, FRAMES, METADATA, NORM, SIZE, write_video
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ import sys
 
 import cv2
 import pytest
-from predict_helpers import FRAMES, LABELS, METADATA, ROOT, FakeCapture
 
 from helpers import moving_square
 from keras_efficient3d import cli, predict
 from keras_efficient3d.artifacts import write_sidecar
 from keras_efficient3d.predict import PredictError, command
+from predict_helpers import FRAMES, LABELS, METADATA, ROOT, FakeCapture
 
 
 @pytest.mark.parametrize("interrupt_at", [None, 13])

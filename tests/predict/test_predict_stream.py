@@ -6,6 +6,14 @@ import shutil
 
 import numpy as np
 import pytest
+
+from helpers import export_onnx, export_tflite, moving_square
+from keras_efficient3d import predict
+from keras_efficient3d.artifacts import save_model, write_sidecar
+from keras_efficient3d.data.decode import read_video
+from keras_efficient3d.data.normalization import Normalization
+from keras_efficient3d.predict import PredictError
+from keras_efficient3d.runtime import load_runner
 from predict_helpers import (
     CLASSES,
     FRAMES,
@@ -18,14 +26,6 @@ from predict_helpers import (
     count_video_frames,
     reference_probabilities,
 )
-
-from helpers import export_onnx, export_tflite, moving_square
-from keras_efficient3d import predict
-from keras_efficient3d.artifacts import save_model, write_sidecar
-from keras_efficient3d.data.decode import read_video
-from keras_efficient3d.data.normalization import Normalization
-from keras_efficient3d.predict import PredictError
-from keras_efficient3d.runtime import load_runner
 
 
 def test_resolve_spec_reads_the_model(models):
