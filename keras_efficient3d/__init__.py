@@ -60,12 +60,12 @@ def _import_tensorflow_with_onednn():
 
 _import_tensorflow_with_onednn()
 
-# Every class the project writes into .keras files (besides the layers above), registered here
-# so that any file it saved loads after `import keras_efficient3d` alone.
-from keras_efficient3d import fold as _fold  # noqa: E402,F401  Folded (BatchNorm-folded models)
+# These imports register every class the project writes into .keras files (the layers, Folded,
+# TorchSGD, VideoPreprocessing), so that any file it saved loads after this import alone.
+from keras_efficient3d import fold as _fold  # noqa: F401  Folded (BatchNorm-folded models)
 from keras_efficient3d import layers
-from keras_efficient3d import optim as _optim  # noqa: E402,F401  TorchSGD (training checkpoints)
-from keras_efficient3d import preprocessing as _preprocessing  # noqa: E402,F401  VideoPreprocessing
+from keras_efficient3d import optim as _optim  # noqa: F401  TorchSGD (training checkpoints)
+from keras_efficient3d import preprocessing as _preprocessing  # noqa: F401  VideoPreprocessing
 from keras_efficient3d.models import (
     C3D,
     MobileNetV1_3D,
