@@ -152,3 +152,21 @@ def test_pytorch_benchmark_runs_without_tensorflow_or_the_package():
                          timeout=120, check=False)
     assert run.returncode == 2, run.stderr
     assert run.stderr == "benchmark_pytorch.py: error: flag --repo=no/such/folder: no such folder\n"
+
+
+def test_compare_commits_table_and_bad_input(capsys):
+    """The same-run comparison of two commits: its table, and one line for a bad revision
+    or an unknown form (the timing itself is a benchmark, not a test)."""
+    from keras_efficient3d import cli
+
+    ab = _script_module("compare_commits")
+    rows = [{"model": "m", "form": "folded", "base_ms": [10.0, 12.0, 11.0], "new_ms": [9.0, 13.0, 9.5],
+             "best_ratio": 0.9}]
+    table = ab.format_table(rows, "HEAD~1")
+    assert "| m | folded | 10.0 / 11.0 | 9.0 / 9.5 | 0.90 |" in table
+    assert cli.invoke(ab.main, ab.define_flags, ["compare_commits.py", "--what=keras,nope"]) == 2
+    assert cli.invoke(ab.main, ab.define_flags,
+                      ["compare_commits.py", "--base=no-such-revision-here", "--what=keras"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "unknown nope" in err[0] and "--base=no-such-revision-here" in err[1]
+    assert "Traceback" not in "".join(err)
