@@ -111,6 +111,8 @@ class TrainConfig:
             bad("learning_rate", "a positive number")
         if self.resume and self.pretrained:
             bad("pretrained", "no value together with resume (resume continues a run of its own)")
+        # An unknown model name fails here, before the dataset is indexed.
+        registry.resolve_name(self.model, depth=self.depth)
         return self
 
     def to_json(self):

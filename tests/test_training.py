@@ -74,6 +74,14 @@ def test_config_validation_names_the_option(field, value):
         config.validate()
 
 
+def test_config_validation_checks_the_model_before_any_data_is_read():
+    trainer.TrainConfig(data_root="does-not-exist", model="resnet", depth=18).validate()
+    with pytest.raises(ValueError, match="Unknown model 'mobilenetv9'"):
+        trainer.TrainConfig(data_root="does-not-exist", model="mobilenetv9").validate()
+    with pytest.raises(ValueError, match="needs a depth"):
+        trainer.TrainConfig(data_root="does-not-exist", model="resnext").validate()
+
+
 @pytest.fixture(scope="module")
 def tiny_gestures(tmp_path_factory):
     root = tmp_path_factory.mktemp("gestures")

@@ -4,7 +4,7 @@ Every reader here returns frames as a ``(T, H, W, 3)`` uint8 array in RGB order,
 whatever the source: OpenCV decodes to BGR, so the conversion happens once, here.
 
 JPEG folders are decoded with OpenCV too. ``python -m keras_efficient3d.data.benchmark
---compare-jpeg`` times it against ``tf.io.decode_jpeg`` run in-graph, 16 frames per
+--compare_jpeg`` times it against ``tf.io.decode_jpeg`` run in-graph, 16 frames per
 element: on the project's 2-core machine neither won consistently (runs under
 varying load gave 1,850-2,500 vs 970-4,800 frames/s), and either is far above what
 training consumes (16 x 16 = 256 frames/s). What decides is error handling: a

@@ -126,5 +126,5 @@ def width_from_stem(state_dict, key, stem_channels):
         if int(stem_channels * width) == tensor.shape[0]:
             return width
     raise ValueError(
-        f"Cannot infer the width from a {tensor.shape[0]}-channel stem; pass --width-mult.")
+        f"Cannot infer the width from a {tensor.shape[0]}-channel stem; pass --width_mult.")
 

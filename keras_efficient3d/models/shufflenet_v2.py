@@ -103,7 +103,7 @@ def _width_from_shapes(state_dict):
     for width, channels in STAGE_CHANNELS.items():
         if branch is not None and channels[1] // 2 == branch.shape[0]:
             return width
-    raise ValueError("Cannot infer the width from the tensor shapes; pass --width-mult.")
+    raise ValueError("Cannot infer the width from the tensor shapes; pass --width_mult.")
 
 
 def _infer_config(state_dict, file_name, fixed):
