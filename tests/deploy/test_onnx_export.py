@@ -203,6 +203,10 @@ class _FakeQuantConv(keras.layers.Layer):
 
 
 def _qat_model(symmetric=True):
+    # Seeded: with unseeded weights one full-suite run in many put a value on a rounding
+    # boundary, where ONNX Runtime's QuantizeLinear and TensorFlow's FakeQuant landed one
+    # quantization step apart (9.7e-5 on a 0.87 logit); the check is of the export.
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((4, 16, 16, 3))
     x = keras.layers.Reshape((16, 16, 12))(inputs)
     x = _FakeQuantActivation(-4.0, 4.0 * 127 / 128 if symmetric else 3.0)(x)
