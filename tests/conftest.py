@@ -18,3 +18,19 @@ def reference_dir():
     if not REFERENCE.is_dir():
         pytest.fail(f"The tests' reference material is missing: {REFERENCE}")
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """A tiny 3D CNN (`helpers.tiny_model`), shared by the runtime and prediction tests."""
+    from helpers import TINY_CLASSES, TINY_FRAMES, TINY_SIZE, tiny_model
+
+    return tiny_model(TINY_FRAMES, TINY_SIZE, TINY_CLASSES)
+
+
+@pytest.fixture(scope="session")
+def tiny_files(tmp_path_factory, tiny):
+    """The tiny model as .keras (metadata inside), fp32 and int8 .tflite and .onnx (sidecars)."""
+    from helpers import write_tiny_model_files
+
+    return write_tiny_model_files(tmp_path_factory.mktemp("tiny_models"), tiny)

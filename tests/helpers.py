@@ -52,6 +52,27 @@ def torch_state_dict(model, family, seed=0):
 # A tiny 3D CNN and its exports: running a model file does not depend on the architecture,
 # and these exports take about a second.
 
+TINY_FRAMES, TINY_SIZE, TINY_CLASSES = 8, 32, 4
+TINY_LABELS = ["swipe left", "swipe right", "zoom in", "zoom out"]
+
+
+def tiny_normalization():
+    """Mean/std chosen so that a normalisation bug changes the outputs."""
+    from keras_efficient3d.data.normalization import Normalization
+
+    return Normalization(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), value_range="0-1")
+
+
+def tiny_metadata():
+    """The metadata the tiny model's files carry (inside .keras, in sidecars)."""
+    return {
+        "model": {"model": "tiny"},
+        "input": {"frames": TINY_FRAMES, "size": TINY_SIZE, "layout": "NDHWC"},
+        "normalization": tiny_normalization().to_config(),
+        "preprocessing_included": False,
+        "labels": list(TINY_LABELS),
+    }
+
 
 def tiny_model(frames, size, classes, seed=0):
     keras.utils.set_random_seed(seed)
@@ -121,3 +142,15 @@ def write_model_files(root, model, metadata, calibration):
     for key in ("tflite", "int8", "onnx"):
         write_sidecar(paths[key], metadata)
     return paths
+
+
+def write_tiny_model_files(root, model):
+    """The tiny model's files (`write_model_files`), int8 calibrated on normalised test clips
+    and noise."""
+    from keras_efficient3d.data.spatial import val_transform
+
+    norm = tiny_normalization()
+    rng = np.random.default_rng(1)
+    calibration = [norm.apply(val_transform(moving_square(TINY_FRAMES, seed=s), TINY_SIZE).astype(np.float32))
+                   for s in range(4)] + [rng.normal(size=(TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3)) for _ in range(4)]
+    return write_model_files(root, model, tiny_metadata(), calibration)

@@ -12,7 +12,15 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import randomize_batchnorm, tiny_model
+from helpers import (
+    TINY_FRAMES,
+    TINY_LABELS,
+    TINY_SIZE,
+    randomize_batchnorm,
+    tiny_metadata,
+    tiny_model,
+    tiny_normalization,
+)
 from keras_efficient3d import create_model
 from keras_efficient3d.artifacts import (
     ModelFileError,
@@ -27,16 +35,9 @@ from keras_efficient3d.artifacts import (
 )
 from keras_efficient3d.data.normalization import Normalization
 
-FRAMES, SIZE = 8, 32
-LABELS = ["swipe left", "swipe right", "zoom in", "zoom out"]
-NORM = Normalization(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), value_range="0-1")
-METADATA = {
-    "model": {"model": "tiny"},
-    "input": {"frames": FRAMES, "size": SIZE, "layout": "NDHWC"},
-    "normalization": NORM.to_config(),
-    "preprocessing_included": False,
-    "labels": LABELS,
-}
+FRAMES, SIZE, LABELS = TINY_FRAMES, TINY_SIZE, TINY_LABELS
+NORM = tiny_normalization()
+METADATA = tiny_metadata()
 
 
 def test_sidecar_round_trip_and_keras_entry(tmp_path):

@@ -7,9 +7,16 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import moving_square, randomize_batchnorm, tiny_model, write_model_files
+from helpers import (
+    TINY_CLASSES,
+    TINY_FRAMES,
+    TINY_SIZE,
+    moving_square,
+    randomize_batchnorm,
+    tiny_metadata,
+    tiny_normalization,
+)
 from keras_efficient3d.artifacts import ModelFileError, save_model
-from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.runtime import (
     TFLiteRunner,
@@ -22,22 +29,19 @@ from keras_efficient3d.runtime import (
     quantize,
 )
 
-FRAMES, SIZE, CLASSES = 8, 32, 4
-NORM = Normalization(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), value_range="0-1")
-METADATA = {"input": {"frames": FRAMES, "size": SIZE}, "normalization": NORM.to_config()}
+FRAMES, SIZE, CLASSES = TINY_FRAMES, TINY_SIZE, TINY_CLASSES
+NORM = tiny_normalization()
+METADATA = tiny_metadata()
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model(FRAMES, SIZE, CLASSES)
+@pytest.fixture(scope="session")
+def model(tiny):
+    return tiny
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, model):
-    rng = np.random.default_rng(1)
-    calibration = [NORM.apply(val_transform(moving_square(FRAMES, seed=s), SIZE).astype(np.float32))
-                   for s in range(4)] + [rng.normal(size=(FRAMES, SIZE, SIZE, 3)) for _ in range(4)]
-    return write_model_files(tmp_path_factory.mktemp("models"), model, METADATA, calibration)
+@pytest.fixture(scope="session")
+def models(tiny_files):
+    return tiny_files
 
 
 def test_quantization_helpers():

@@ -116,6 +116,15 @@ def infer_width(file_name, fixed, from_shapes):
     return {"width_mult": width}, [f"width {width}x (from the tensor shapes)"]
 
 
+def stem_width_inference(key, stem_channels):
+    """An ``infer_config`` for a family whose only free choice is the width, read from the
+    file name or else from the stem tensor `key` (``int(stem_channels * width)`` channels)."""
+    def infer_config(state_dict, file_name, fixed):
+        return infer_width(file_name, fixed, lambda: width_from_stem(state_dict, key, stem_channels))
+
+    return infer_config
+
+
 def width_from_stem(state_dict, key, stem_channels):
     """The paper width whose stem, ``int(stem_channels * width)`` channels, is the tensor
     `key`; None when the state dict has no such tensor."""

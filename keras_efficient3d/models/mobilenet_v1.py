@@ -78,11 +78,6 @@ def MobileNetV1_3D(
     return _base.finish(inputs, input_tensor, outputs, name or f"mobilenetv1_3d_{width_mult}x", weights)
 
 
-def _infer_config(state_dict, file_name, fixed):
-    return _family.infer_width(
-        file_name, fixed, lambda: _family.width_from_stem(state_dict, "features.0.0.weight", 32))
-
-
 FAMILY = _family.Family(
     name="mobilenetv1",
     builder=MobileNetV1_3D,
@@ -97,7 +92,7 @@ FAMILY = _family.Family(
         (r"block_(\d+)_pointwise_BN", r"features.\1.bn2"),
         (r"predictions", "classifier.1"),
     ),
-    infer_config=_infer_config,
+    infer_config=_family.stem_width_inference("features.0.0.weight", 32),
     # The blocks' ReLUs are F.relu calls in the original's forward.
     functional_relu=r"^block_\d+_(depthwise|pointwise)(_relu)?$",
 )

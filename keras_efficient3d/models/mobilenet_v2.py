@@ -121,15 +121,10 @@ def _key_mapping(model):
             if layer.weights}
 
 
-def _infer_config(state_dict, file_name, fixed):
-    return _family.infer_width(
-        file_name, fixed, lambda: _family.width_from_stem(state_dict, "features.0.0.weight", 32))
-
-
 FAMILY = _family.Family(
     name="mobilenetv2",
     builder=MobileNetV2_3D,
     paper_rows={"mobilenetv2": ("mobilenetv2", {}, "")},
     key_mapping=_key_mapping,
-    infer_config=_infer_config,
+    infer_config=_family.stem_width_inference("features.0.0.weight", 32),
 )

@@ -4,23 +4,18 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import moving_square, tiny_model, write_model_files
-from keras_efficient3d.data.spatial import val_transform
-from predict_helpers import CLASSES, FRAMES, METADATA, NORM, SIZE, write_video
+from helpers import moving_square
+from predict_helpers import write_video
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model(FRAMES, SIZE, CLASSES)
+@pytest.fixture(scope="session")
+def model(tiny):
+    return tiny
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, model):
-    """The tiny model as .keras (metadata inside), fp32 and int8 .tflite and .onnx (sidecars)."""
-    rng = np.random.default_rng(1)
-    calibration = [NORM.apply(val_transform(moving_square(FRAMES, seed=s), SIZE).astype(np.float32))
-                   for s in range(4)] + [rng.normal(size=(FRAMES, SIZE, SIZE, 3)) for _ in range(4)]
-    return write_model_files(tmp_path_factory.mktemp("models"), model, METADATA, calibration)
+@pytest.fixture(scope="session")
+def models(tiny_files):
+    return tiny_files
 
 
 @pytest.fixture(scope="module")

@@ -5,23 +5,15 @@ import os
 import cv2
 import numpy as np
 
-from keras_efficient3d.data.normalization import Normalization
+from helpers import TINY_CLASSES, TINY_FRAMES, TINY_LABELS, TINY_SIZE, tiny_metadata, tiny_normalization
 from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.data.temporal import loop_pad
 from keras_efficient3d.runtime import InputSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FRAMES, SIZE, CLASSES = 8, 32, 4
-LABELS = ["swipe left", "swipe right", "zoom in", "zoom out"]
-# Mean/std chosen so that a normalisation bug changes the outputs.
-NORM = Normalization(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), value_range="0-1")
-METADATA = {
-    "model": {"model": "tiny"},
-    "input": {"frames": FRAMES, "size": SIZE, "layout": "NDHWC"},
-    "normalization": NORM.to_config(),
-    "preprocessing_included": False,
-    "labels": LABELS,
-}
+FRAMES, SIZE, CLASSES, LABELS = TINY_FRAMES, TINY_SIZE, TINY_CLASSES, TINY_LABELS
+NORM = tiny_normalization()
+METADATA = tiny_metadata()
 
 
 def write_video(path, frames_rgb, fps=30.0):

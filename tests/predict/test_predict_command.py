@@ -171,9 +171,17 @@ def test_text_output_for_a_folder(models, videos, capsys):
         assert name in out
 
 
+# The errors whose native libraries (FFmpeg, OpenCV's camera probe, TFLite's loader) write to
+# the process's own stderr at start-up or first use: a fresh process shows what in-process
+# capture may not (every case runs in process above).
+NATIVE_NOISE_ERRORS = ["corrupt_video", "corrupt_model", "no_camera", "text_file"]
+
+
 @pytest.mark.slow
-def test_cli_every_error_in_a_subprocess(models, videos, tmp_path):
-    cases = _cli_cases(models, videos, str(tmp_path))
+def test_cli_errors_with_native_noise_in_a_subprocess(models, videos, tmp_path):
+    cases = {name: case for name, case in _cli_cases(models, videos, str(tmp_path)).items()
+             if name in NATIVE_NOISE_ERRORS}
+    assert sorted(cases) == sorted(NATIVE_NOISE_ERRORS)
     results = _run_all({name: _argv(source, options) for name, (source, options, _) in cases.items()})
     for name, (_, _, expected) in cases.items():
         _check_error(*results[name], expected)
