@@ -34,16 +34,6 @@ NORM = tiny_normalization()
 METADATA = tiny_metadata()
 
 
-@pytest.fixture(scope="session")
-def model(tiny):
-    return tiny
-
-
-@pytest.fixture(scope="session")
-def models(tiny_files):
-    return tiny_files
-
-
 def test_quantization_helpers():
     x = np.array([-1.0, 0.0, 0.26, 100.0], np.float32)
     q = quantize(x, 0.5, -3, "int8")
@@ -52,11 +42,11 @@ def test_quantization_helpers():
     assert quantize([-5.0], 1.0, 0, "uint8").tolist() == [0]
 
 
-def test_runners_agree(models, model):
+def test_runners_agree(tiny_files, tiny):
     rng = np.random.default_rng(0)
     clips = rng.normal(size=(3, FRAMES, SIZE, SIZE, 3)).astype(np.float32)
-    expected = model(clips, training=False).numpy()
-    runners = {key: load_runner(models[key], threads=2)
+    expected = tiny(clips, training=False).numpy()
+    runners = {key: load_runner(tiny_files[key], threads=2)
                for key in ("keras", "tflite", "int8", "onnx")}
     for key, runner in runners.items():
         assert runner.input_spec.frames == FRAMES and runner.input_spec.height == SIZE, key
@@ -70,7 +60,7 @@ def test_runners_agree(models, model):
     # quantisation steps (a wrong zero point or scale is off by ten times more).
     real = np.stack([NORM.apply(val_transform(moving_square(FRAMES, seed=s), SIZE).astype(np.float32))
                      for s in (10, 11, 12)])
-    expected = model(real, training=False).numpy()
+    expected = tiny(real, training=False).numpy()
     got = runners["int8"](real)
     assert got.dtype == np.float32 and got.shape == expected.shape
     output_scale = runners["int8"].output_quantization[0]
@@ -95,7 +85,7 @@ def test_keras_runner_runs_the_batchnorm_folded_form(tmp_path):
     np.testing.assert_allclose(runner(clips), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-def test_load_runner_rejects_bad_models(tmp_path, models):
+def test_load_runner_rejects_bad_tiny_files(tmp_path, tiny_files):
     with pytest.raises(ModelFileError, match="model file not found"):
         load_runner(str(tmp_path / "missing.tflite"))
     with pytest.raises(ModelFileError, match="unsupported model format '.h5'"):
@@ -121,31 +111,31 @@ def test_measure_reports_median_spread_and_rate():
         measure(lambda: None, runs=0)
 
 
-def test_benchmark_times_every_runner(models):
+def test_benchmark_times_every_runner(tiny_files):
     for key in ("keras", "tflite", "int8", "onnx"):
-        runner = load_runner(models[key], threads=1)
+        runner = load_runner(tiny_files[key], threads=1)
         result = benchmark(runner, warmup=1, runs=2)
         assert result["median_ms"] > 0 and result["backend"] == runner.backend, key
         assert result["threads"] == 1 and result["batch"] == (runner.input_spec.batch or 1), key
 
 
-def test_one_tflite_runner_for_bytes_and_files(models):
+def test_one_tflite_runner_for_bytes_and_files(tiny_files):
     from keras_efficient3d.deploy import tflite
 
     assert tflite.TFLiteRunner is TFLiteRunner
-    with open(models["int8"], "rb") as handle:
+    with open(tiny_files["int8"], "rb") as handle:
         from_bytes = TFLiteRunner(handle.read(), num_threads=1, strict=False)
-    from_file = load_runner(models["int8"], threads=1)
+    from_file = load_runner(tiny_files["int8"], threads=1)
     assert type(from_file) is TFLiteRunner and from_bytes.input_spec == from_file.input_spec
     clips = np.random.default_rng(3).normal(size=(3, FRAMES, SIZE, SIZE, 3)).astype(np.float32)
     np.testing.assert_array_equal(from_bytes(clips), from_file(clips))
     assert from_file.partitions() >= 0 and from_bytes.input_shape == (1, FRAMES, SIZE, SIZE, 3)
 
 
-def test_onnx_session_threads_and_providers(models):
-    session = onnx_session(models["onnx"], threads=1)
+def test_onnx_session_threads_and_providers(tiny_files):
+    session = onnx_session(tiny_files["onnx"], threads=1)
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
         "CUDAExecutionProvider", "CPUExecutionProvider"]
     with pytest.raises(ValueError, match="Providers not in this onnxruntime build"):
-        onnx_session(models["onnx"], providers=["NoSuchExecutionProvider"])
+        onnx_session(tiny_files["onnx"], providers=["NoSuchExecutionProvider"])
