@@ -10,6 +10,8 @@ OpenVINO by ``benchmark_pytorch.py``) the 2-thread rows gain each peer's figure 
 speed-up against the best of them. Every row shows its achieved multiply-accumulates per
 second beside this machine's fp32 GEMM peak at the same thread count, measured first
 (``--nogemm_peak`` skips it).
+
+    python deployment/benchmark_tflite.py --op_profile --threads=2   # int8 vs fp32 per op class
 """
 
 import json
@@ -50,6 +52,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.register_validator("peers_json", cli.existing_file, **fv)
     flags.DEFINE_bool("gemm_peak", True, "Measure this machine's fp32 GEMM peak at each "
                       "thread count and show each model's achieved MAC/s as a share of it.", **fv)
+    flags.DEFINE_bool("op_profile", False, "Instead of the models: fp32 and int8 of each op "
+                      "class of a MobileNetV2 block at --frames x 56 x 56, 24 channels "
+                      "(pointwise, depthwise taps, ADD), at the first --threads.", **fv)
     cli.define_alias("output", "json_out", **fv)
     cli.define_alias("pytorch_json", "peers_json", **fv)
 
@@ -65,6 +70,14 @@ def main(argv, flag_values=flags.FLAGS):
     )
 
     f = flag_values
+    if f.op_profile:
+        from keras_efficient3d.deploy.benchmark import format_op_profile, int8_op_profile
+        rows = int8_op_profile(frames=f.frames, threads=f.threads[0], rounds=f.runs,
+                               warmup=f.warmup)
+        with open(f.json_out, "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=2)
+        print(format_op_profile(rows))
+        return
     for name in f.models:  # an unknown name is reported before anything is timed
         registry.resolve_name(name)
     peers = (load_peers(f.peers_json, input_shape=(f.frames, f.size, f.size))

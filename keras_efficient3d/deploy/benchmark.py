@@ -21,7 +21,8 @@ from keras_efficient3d.deploy.tflite import benchmark, convert
 from keras_efficient3d.registry import create_model
 
 __all__ = ["PEER_FORMS", "benchmark_models", "best_peer", "compare", "format_comparison",
-           "format_peak", "format_table", "gemm_peak", "load_peers", "load_reference", "model_macs",
+           "format_op_profile", "format_peak", "format_table", "gemm_peak",
+           "int8_op_profile", "load_peers", "load_reference", "model_macs",
            "read_reference_rows"]
 
 # The peers: what a user who takes the original model runs instead of ours.
@@ -285,4 +286,75 @@ def format_table(rows, peaks=None):
                      f"{r['clips_per_s']:.1f} | {r['size_bytes'] / 1e6:.2f} | {cell(ref, '.1f')} | "
                      f"{speedup} | {best} | {vs_best} | {cell(r.get('gmacs_per_s'), '.1f')} | "
                      f"{of_peak} |")
+    return "\n".join(lines)
+
+
+def int8_op_profile(frames=16, size=56, channels=24, expansion=6, threads=2, rounds=15,
+                    warmup=2, seed=0):
+    """Where full int8 gains or loses against fp32 under XNNPACK on this CPU, per op class
+    of an inverted residual block (MobileNetV2's, at ``frames x size x size``, `channels`
+    in and out, `expansion` times wider inside) as the deployment graph emits it: the
+    pointwise expansion and projection (CONV_2D), one depthwise 2D tap, a whole 3x3x3
+    depthwise 3D convolution (its taps' DEPTHWISE_CONV_2D, SLICE, PAD and ADD) and the
+    residual ADD. Each op class is its own model with int8 input and output (no boundary
+    conversion timed), fp32 and int8 timed in interleaved rounds. Returns rows ``{"op",
+    "fp32_ms", "int8_ms", "speedup"}`` (fp32 / int8 median ms)."""
+    import tensorflow as tf
+
+    from keras_efficient3d.deploy.tflite import convert_function
+    from keras_efficient3d.layers import taps
+    from keras_efficient3d.runtime import TFLiteRunner
+
+    t, h, c, e = int(frames), int(size), int(channels), int(channels) * int(expansion)
+    rng = np.random.default_rng(seed)
+
+    def const(*shape, scale=0.2):
+        return tf.constant(scale * rng.standard_normal(shape).astype(np.float32))
+
+    expand_k, project_k = const(1, 1, c, e), const(1, 1, e, c, scale=0.1)
+    taps_k, bias = [const(3, 3, e, 1, scale=0.3) for _ in range(3)], const(e)
+
+    def depthwise3d(x):
+        y, _ = taps.depthwise(x, t, 1, lambda i: taps_k[i], bias, (3, 3, 3), (1, 1, 1), (1, 1, 1))
+        return tf.nn.relu6(y)
+
+    cases = [
+        ("pointwise expand (CONV_2D)", c, lambda x: tf.nn.relu6(tf.nn.conv2d(x, expand_k, 1, "SAME"))),
+        ("depthwise 2D, one tap", e,
+         lambda x: tf.nn.relu6(tf.nn.depthwise_conv2d(x, taps_k[0], [1, 1, 1, 1], "SAME"))),
+        ("depthwise 3D, 3 taps", e, depthwise3d),
+        ("pointwise project (CONV_2D)", e, lambda x: tf.nn.conv2d(x, project_k, 1, "SAME")),
+        ("residual ADD", 2 * c, lambda x: x[..., :c] + x[..., c:]),
+    ]
+    steps = []
+    for op, cin, fn in cases:
+        concrete = tf.function(fn, input_signature=[tf.TensorSpec((t, h, h, cin), tf.float32)]
+                               ).get_concrete_function()
+        clips = rng.standard_normal((4, t, h, h, cin)).astype(np.float32)
+        for precision in ("fp32", "int8"):
+            blob = convert_function(concrete, precision, lambda clips=clips: ([x] for x in clips),
+                                    int8_io=True)
+            runner = TFLiteRunner(blob, threads, strict=False)
+            steps.append((op, precision, runner.timing_step(seed)[0]))
+    for _, _, step in steps:
+        for _ in range(warmup):
+            step()
+    times = {(op, precision): [] for op, precision, _ in steps}
+    for _ in range(rounds):
+        for op, precision, step in steps:
+            start = time.perf_counter()
+            step()
+            times[(op, precision)].append(time.perf_counter() - start)
+    rows = []
+    for op, _, _ in cases:
+        fp32, int8 = (1000 * float(np.median(times[(op, p)])) for p in ("fp32", "int8"))
+        rows.append({"op": op, "fp32_ms": fp32, "int8_ms": int8, "speedup": fp32 / int8})
+    return rows
+
+
+def format_op_profile(rows):
+    """A Markdown table of `int8_op_profile` rows."""
+    lines = ["| op | fp32 ms | int8 ms | int8 speed-up |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['op']} | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} | {r['speedup']:.2f}x |"
+              for r in rows]
     return "\n".join(lines)

@@ -134,6 +134,21 @@ def test_gemm_peak_measures_each_backend_at_the_thread_count():
         gemm_peak(backends=("cublas",))
 
 
+@pytest.mark.slow  # ten small conversions
+def test_int8_op_profile_times_each_op_class_in_both_precisions():
+    from keras_efficient3d.deploy.benchmark import format_op_profile, int8_op_profile
+
+    rows = int8_op_profile(frames=4, size=8, channels=8, expansion=2, threads=1, rounds=2,
+                           warmup=0)
+    assert [r["op"].split(" (")[0] for r in rows] == [
+        "pointwise expand", "depthwise 2D, one tap", "depthwise 3D, 3 taps",
+        "pointwise project", "residual ADD"]
+    for r in rows:
+        assert r["fp32_ms"] > 0 and r["int8_ms"] > 0
+        assert r["speedup"] == pytest.approx(r["fp32_ms"] / r["int8_ms"])
+    assert f"| residual ADD | {rows[-1]['fp32_ms']:.2f} |" in format_op_profile(rows)
+
+
 def test_onnx_timing_adds_mac_rate_and_peers(tmp_path):
     script = _script_module("benchmark_onnx")
     assert script.clip_shape((1, 4, 32, 32, 3)) == script.clip_shape((1, 3, 4, 32, 32)) == (4, 32, 32)
