@@ -73,7 +73,7 @@ def test_keras_benchmark_cli_rejects_a_bad_reference_file_before_timing(tmp_path
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(content))
     run = subprocess.run([sys.executable, os.path.join(ROOT, "deployment", "benchmark.py"),
-                          "--models=mobilenetv2_0.2x", f"--pytorch_json={bad}"],
+                          "--models=mobilenetv2_0.2x", f"--peers_json={bad}"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
     assert expected in run.stderr and str(bad) in run.stderr
