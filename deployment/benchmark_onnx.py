@@ -55,11 +55,11 @@ def benchmark_onnx(onnx_path, batch_sizes=(1, 8), warmup=10, iterations=50, prov
                         "min_ms": timing["min_ms"], "spread_ms": timing["spread_ms"],
                         "clips_per_s": timing["clips_per_s"], "iterations": iterations})
     return {"onnx": str(onnx_path), "providers": session.get_providers(),
-            "clip": clip_shape(spec.shape), "num_classes": int(session.get_outputs()[0].shape[-1]),
+            "clip": clip_dims(spec.shape), "num_classes": int(session.get_outputs()[0].shape[-1]),
             "results": results}
 
 
-def clip_shape(input_shape):
+def clip_dims(input_shape):
     """(frames, height, width) of an ONNX clip input, channels last (N, T, H, W, C) or
     first (N, C, T, H, W)."""
     dims = tuple(int(d) for d in input_shape[1:])

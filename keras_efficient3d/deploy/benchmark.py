@@ -130,13 +130,14 @@ def _xnnpack_gemm_seconds(size, threads, runs):
     import tensorflow as tf
 
     from keras_efficient3d.deploy.tflite import convert_function
-    from keras_efficient3d.runtime import TFLiteRunner
+    from keras_efficient3d.runtime import TFLiteRunner, quiet_stderr
 
     weights = tf.constant(np.random.default_rng(0).standard_normal((size, size), np.float32))
     fn = tf.function(lambda x: tf.matmul(x, weights),
                      input_signature=[tf.TensorSpec((size, size), tf.float32)])
-    runner = TFLiteRunner(convert_function(fn.get_concrete_function(), "fp32"), threads or None,
-                          strict=False)
+    with quiet_stderr():  # the converter's notices
+        blob = convert_function(fn.get_concrete_function(), "fp32")
+    runner = TFLiteRunner(blob, threads or None, strict=False)
     step, _ = runner.timing_step(0)
     return _best_seconds(step, runs)
 

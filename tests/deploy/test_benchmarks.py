@@ -151,7 +151,7 @@ def test_int8_op_profile_times_each_op_class_in_both_precisions():
 
 def test_onnx_timing_adds_mac_rate_and_peers(tmp_path):
     script = _script_module("benchmark_onnx")
-    assert script.clip_shape((1, 4, 32, 32, 3)) == script.clip_shape((1, 3, 4, 32, 32)) == (4, 32, 32)
+    assert script.clip_dims((1, 4, 32, 32, 3)) == script.clip_dims((1, 3, 4, 32, 32)) == (4, 32, 32)
     path = tmp_path / "peers.json"
     path.write_text(json.dumps(_pytorch_rows()))
     report = {"onnx": "m.onnx", "providers": ["CPUExecutionProvider"], "clip": (4, 32, 32),
