@@ -7,8 +7,9 @@ Inference: median latency and clips/s of ``model(x, training=False)`` in a tf.fu
 after warm-up, for the training form ("keras") and the BatchNorm-folded inference form
 ("keras-folded"). Training: clips/s of ``model.fit`` steps (forward, backward, SGD update)
 on an in-memory batch, so that only the model is measured. Prints a table and JSON; with
-``--pytorch_json`` (rows of ``benchmark_pytorch.py`` measured on the same machine) the table
-gains the original's figure and the speed-up.
+``--peers_json`` (rows of ``benchmark_pytorch.py`` measured on the same machine) the table
+gains the original's PyTorch figure, the best of its peers (PyTorch, ONNX Runtime, OpenVINO)
+and the speed-ups.
 """
 
 import importlib.util
@@ -61,9 +62,10 @@ def define_flags(flag_values=flags.FLAGS):
     define_timing_flags(flag_values, "(TensorFlow intra-op threads)")
     flags.DEFINE_bool("folded", True, "Also time the BatchNorm-folded inference form.",
                       flag_values=flag_values)
-    flags.DEFINE_string("pytorch_json", None, "benchmark_pytorch.py rows of this machine, to "
+    flags.DEFINE_string("peers_json", None, "benchmark_pytorch.py rows of this machine, to "
                         "compare with.", flag_values=flag_values)
-    flags.register_validator("pytorch_json", cli.existing_file, flag_values=flag_values)
+    flags.register_validator("peers_json", cli.existing_file, flag_values=flag_values)
+    cli.define_alias("pytorch_json", "peers_json", flag_values=flag_values)
 
 
 def median(values):
@@ -162,25 +164,34 @@ def run(models, mode="inference", batch_sizes=(1, 8), frames=16, size=112, num_c
 
 
 def add_reference(rows, pytorch_rows):
-    """Adds ``pytorch_ms`` and ``speedup`` (PyTorch time / ours) to the rows that the
-    original's rows (same model, mode, batch, threads and clip size) cover."""
+    """Adds ``pytorch_ms`` and ``speedup`` (PyTorch time / ours), and the best of every peer
+    (``best_peer``, ``best_peer_ms``, ``speedup_vs_best``), to the rows that the original's
+    rows (same model, mode, batch, threads and clip size) cover."""
     key = ("model", "mode", "batch_size", "threads", "input")
-    index = {tuple(r[k] for k in key): r["median_ms"] for r in pytorch_rows}
+    index = {}
+    for r in pytorch_rows:
+        index.setdefault(tuple(r[k] for k in key), {})[r["form"]] = r["median_ms"]
     for row in rows:
-        ref = index.get(tuple(row[k] for k in key))
-        if ref is not None:
-            row["pytorch_ms"], row["speedup"] = ref, ref / row["median_ms"]
+        forms = index.get(tuple(row[k] for k in key), {})
+        if "pytorch" in forms:
+            row["pytorch_ms"], row["speedup"] = forms["pytorch"], forms["pytorch"] / row["median_ms"]
+        if forms:
+            best = min(forms, key=forms.get)
+            row.update(best_peer=best, best_peer_ms=forms[best],
+                       speedup_vs_best=forms[best] / row["median_ms"])
     return rows
 
 
 def format_table(rows):
     lines = [f"{'model':20s} {'form':13s} {'batch':>5s} {'median ms':>10s} {'clips/s':>8s}"
-             f" {'PyTorch ms':>10s} {'speed-up':>8s}"]
+             f" {'PyTorch ms':>10s} {'speed-up':>8s}  best peer"]
     for r in rows:
         ref = (f"{r['pytorch_ms']:10.1f} {r['speedup']:7.2f}x" if "pytorch_ms" in r
                else f"{'':10s} {'':8s}")
+        best = (f"  {r['best_peer']} {r['best_peer_ms']:.1f} ms: {r['speedup_vs_best']:.2f}x"
+                if "best_peer" in r else "")
         lines.append(f"{r['model']:20s} {r['form']:13s} {r['batch_size']:5d} "
-                     f"{r['median_ms']:10.1f} {r['clips_per_s']:8.1f} {ref}")
+                     f"{r['median_ms']:10.1f} {r['clips_per_s']:8.1f} {ref}{best}".rstrip())
     return "\n".join(lines)
 
 
@@ -200,9 +211,9 @@ def main(argv, flag_values=flags.FLAGS):
     for name in f.models:  # an unknown name is reported before anything is timed
         registry.resolve_name(name)
     reference = None
-    if f.pytorch_json:  # checked before anything is timed
+    if f.peers_json:  # checked before anything is timed
         from keras_efficient3d.deploy.benchmark import read_reference_rows
-        reference = read_reference_rows(f.pytorch_json)
+        reference = read_reference_rows(f.peers_json)
     rows = run(f.models, f.mode, f.batch_sizes, f.frames, f.size, f.num_classes, f.threads,
                f.warmup, f.runs, f.folded, log=lambda line: print(line, file=sys.stderr))
     if reference:

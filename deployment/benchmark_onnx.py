@@ -7,6 +7,15 @@ Execution providers: TensorRT, then CUDA, then CPU, whichever this onnxruntime b
 (onnxruntime-gpu for the first two), or the list given with --providers. Every batch gets
 `--warmup` untimed runs, then `--runs` timed ones; clips/s = batch / median latency,
 the paper's measure. A fixed-batch export is timed at its own batch only.
+
+With ``--model`` (the registry configuration the file was exported from) each batch also
+shows the achieved multiply-accumulates per second beside this machine's fp32 GEMM peak at
+``--threads``, and with ``--peers_json`` (``benchmark_pytorch.py`` rows of this machine) the
+original model's timings in PyTorch, ONNX Runtime and OpenVINO and our speed-up against
+the best of them:
+
+    python deployment/benchmark_onnx.py --model_file=exports/mobilenetv2.onnx \
+        --model=mobilenetv2_1.0x --threads=2 --batch_sizes=1 --peers_json=peers.json
 """
 
 import json
@@ -45,15 +54,45 @@ def benchmark_onnx(onnx_path, batch_sizes=(1, 8), warmup=10, iterations=50, prov
         results.append({"batch_size": int(batch), "median_ms": timing["median_ms"],
                         "min_ms": timing["min_ms"], "spread_ms": timing["spread_ms"],
                         "clips_per_s": timing["clips_per_s"], "iterations": iterations})
-    return {"onnx": str(onnx_path), "providers": session.get_providers(), "results": results}
+    return {"onnx": str(onnx_path), "providers": session.get_providers(),
+            "clip": clip_dims(spec.shape), "num_classes": int(session.get_outputs()[0].shape[-1]),
+            "results": results}
+
+
+def clip_dims(input_shape):
+    """(frames, height, width) of an ONNX clip input, channels last (N, T, H, W, C) or
+    first (N, C, T, H, W)."""
+    dims = tuple(int(d) for d in input_shape[1:])
+    if len(dims) != 4:
+        raise ValueError(f"Expected a 5-D clip input. Received: input_shape={tuple(input_shape)}")
+    return dims[:3] if dims[3] <= 4 else dims[1:]
+
+
+def add_comparison(report, model, peers_json=None, threads=2, peak=None):
+    """Adds to each result of `report` the `compare` columns of registry model `model`:
+    the peers of `peers_json` at the same batch, `threads` and clip; MAC/s beside `peak`."""
+    from keras_efficient3d.deploy.benchmark import compare, load_peers, model_macs
+
+    clip = report["clip"]
+    macs = model_macs(model, clip, report["num_classes"])
+    for r in report["results"]:
+        peers = (load_peers(peers_json, batch_size=r["batch_size"], threads=threads,
+                            input_shape=clip) if peers_json else None)
+        r.update(compare(model, r["median_ms"], peers, macs * r["batch_size"], peak))
+    report.update(model=model, peak=peak)
+    return report
 
 
 def format_table(report):
-    lines = [f"ONNX Runtime {report['onnx']} on {', '.join(report['providers'])}",
-             f"{'batch':>6} {'median ms':>12} {'min ms':>10} {'clips/s':>10}"]
+    from keras_efficient3d.deploy.benchmark import format_comparison, format_peak
+
+    lines = [f"ONNX Runtime {report['onnx']} on {', '.join(report['providers'])}"]
+    if report.get("peak"):
+        lines.append(format_peak(report["peak"]))
+    lines.append(f"{'batch':>6} {'median ms':>12} {'min ms':>10} {'clips/s':>10}")
     for r in report["results"]:
         lines.append(f"{r['batch_size']:>6} {r['median_ms']:>12.3f} {r['min_ms']:>10.3f} "
-                     f"{r['clips_per_s']:>10.1f}")
+                     f"{r['clips_per_s']:>10.1f}  {format_comparison(r)}".rstrip())
     return "\n".join(lines)
 
 
@@ -66,6 +105,14 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_list("providers", None, "Execution providers (default: best available).", **fv)
     cli.define("threads", 0, "(intra-op)", **fv)
     cli.define("json_out", None, "The report.", **fv)
+    cli.define("model", None, "(the configuration the file was exported from: adds MAC/s "
+               "beside the GEMM peak, and the peers of --peers_json)", **fv)
+    flags.DEFINE_string("peers_json", None, "benchmark_pytorch.py rows measured on this "
+                        "machine (needs --model): the original's timings and the speed-up "
+                        "against the best of them.", **fv)
+    flags.register_validator("peers_json", cli.existing_file, **fv)
+    flags.DEFINE_bool("gemm_peak", True, "With --model: measure this machine's fp32 GEMM "
+                      "peak at --threads first.", **fv)
     cli.define_alias("onnx", "model_file", **fv)
     cli.define_alias("iterations", "runs", **fv)
     cli.define_alias("json", "json_out", **fv)
@@ -74,11 +121,20 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv, flag_values=flags.FLAGS):
     del argv
     f = flag_values
+    if f.peers_json and not f.model:
+        raise cli.UsageError("--peers_json needs --model (which configuration the file is)")
+    if f.model:  # an unknown name is reported before anything is timed
+        from keras_efficient3d import registry
+        registry.resolve_name(f.model)
     try:
         report = benchmark_onnx(f.model_file, f.batch_sizes, f.warmup, f.runs, f.providers,
                                 f.threads)
     except ImportError as err:
         raise cli.UsageError(f"onnxruntime is missing ({err}); pip install onnxruntime(-gpu)") from None
+    if f.model:
+        from keras_efficient3d.deploy.benchmark import gemm_peak
+        add_comparison(report, f.model, f.peers_json, f.threads,
+                       gemm_peak(f.threads) if f.gemm_peak else None)
     print(format_table(report))
     if f.json_out:
         with open(f.json_out, "w", encoding="utf-8") as handle:

@@ -1,10 +1,18 @@
-"""The baseline every speed target is measured against: the original PyTorch models
-(github okankop/Efficient-3DCNNs) timed on this machine, the way `benchmark.py` times ours.
+"""The baselines every speed target is measured against ("the peers"): the original models
+(github okankop/Efficient-3DCNNs) timed on this machine in PyTorch, and their plain ONNX
+export run by ONNX Runtime and by OpenVINO, what a user who takes the original model runs.
 
-    python -m venv /tmp/torch && /tmp/torch/bin/pip install torch numpy absl-py
+    python -m venv /tmp/torch && /tmp/torch/bin/pip install torch numpy absl-py \
+        onnx onnxruntime openvino          # the last three optional: their peers are skipped
     git clone https://github.com/okankop/Efficient-3DCNNs /tmp/Efficient-3DCNNs
     /tmp/torch/bin/python deployment/benchmark_pytorch.py --repo=/tmp/Efficient-3DCNNs \
-        --threads=2 --batch_sizes=1 [--mode=train --batch_sizes=8]
+        --threads=2 --batch_sizes=1 --json_out=peers.json [--mode=train --batch_sizes=8]
+    python deployment/benchmark_tflite.py --threads=2 --peers_json=peers.json
+
+The ONNX peers are the original model exported by a plain ``torch.onnx.export`` (opset 17,
+TorchScript exporter, fixed shapes, nothing tuned), run by ONNX Runtime (CPU provider,
+``intra_op_num_threads``) and by OpenVINO (``Core().compile_model(onnx, "CPU")`` with
+``INFERENCE_NUM_THREADS``), both at ``--threads``, timed like PyTorch; inference only.
 
 Neither PyTorch nor the original code is a dependency of this project: this script only
 imports the original's ``models/`` package from ``--repo``. Inference is the median of
@@ -17,21 +25,41 @@ squeezenet_1.1, resnet18_A); the models are built by the original's own
 """
 
 import importlib
+import importlib.util
 import os
 import re
 import sys
+import tempfile
 
 from absl import flags
 
 # deployment/benchmark.py, beside this; it loads keras_efficient3d/cli.py without the package.
 from benchmark import cli, define_timing_flags, timed, write_rows
 
+# The row forms this script writes (keras_efficient3d.deploy.benchmark.PEER_FORMS, which
+# this PyTorch-only script cannot import).
+PEERS = ("pytorch", "onnxruntime", "openvino")
+
+
+def _peers(values):
+    unknown = [value for value in values if value not in PEERS]
+    if unknown or not values:
+        raise flags.ValidationError(f"each of {', '.join(PEERS)}; not {', '.join(unknown)}")
+    return True
+
 
 def define_flags(flag_values=flags.FLAGS):
-    define_timing_flags(flag_values, "(torch.set_num_threads; at least 1)")
+    define_timing_flags(flag_values, "(torch.set_num_threads, ONNX Runtime's intra-op "
+                        "threads, OpenVINO's INFERENCE_NUM_THREADS; at least 1)")
     flags.DEFINE_string("repo", None, "A checkout of the original Efficient-3DCNNs code.",
                         required=True, flag_values=flag_values)
     flags.register_validator("repo", cli.existing_folder, flag_values=flag_values)
+    flags.DEFINE_list("peers", list(PEERS), "What runs the original model, comma-separated "
+                      f"({', '.join(PEERS)}); a runtime that is not installed is skipped.",
+                      flag_values=flag_values)
+    flags.register_validator("peers", _peers, flag_values=flag_values)
+    flags.DEFINE_string("onnx_dir", None, "Where the original's ONNX exports are written "
+                        "(default: a temporary folder).", flag_values=flag_values)
 
 
 # A configuration name of the registry ('shufflenet_1.5x_g3', 'resnet18_A') whose
@@ -87,8 +115,59 @@ def build(repo, name, num_classes, frames, size):
     return model
 
 
+def export_onnx(model, example, path):
+    """The user's plain export: ``torch.onnx.export`` at opset 17 with the TorchScript
+    exporter (the torch.export one needs onnxscript and opset 18), fixed shapes."""
+    import inspect
+
+    import torch
+
+    kwargs = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    model.eval()
+    with torch.no_grad():
+        torch.onnx.export(model, (example,), path, opset_version=17, input_names=["clips"],
+                          output_names=["logits"], **kwargs)
+    return path
+
+
+def onnxruntime_step(path, clips, threads):
+    """A call of the ONNX file under ONNX Runtime's CPU provider at `threads`, and its version."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return (lambda: session.run(None, {name: clips})), ort.__version__
+
+
+def openvino_step(path, clips, threads):
+    """A call of the ONNX file compiled by OpenVINO for the CPU at `threads`, and its version."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    return (lambda: request.infer([clips])), ov.__version__
+
+
+_ONNX_PEERS = {"onnxruntime": onnxruntime_step, "openvino": openvino_step}
+
+
+def _missing(form):
+    """Why peer `form` cannot run here, or None."""
+    needs = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino")}
+    for module in needs.get(form, ()):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed"
+    return None
+
+
 def run(repo, models, mode="inference", batch_sizes=(1, 8), frames=16, size=112,
-        num_classes=600, threads=2, warmup=3, runs=15, log=print):
+        num_classes=600, threads=2, warmup=3, runs=15, peers=PEERS, onnx_dir=None, log=print):
+    """Times each model in each of `peers` (`PEERS`; the ONNX ones at inference only, each
+    skipped with a log line where its runtime is not installed); returns the rows."""
     try:
         import torch
     except ImportError as err:
@@ -97,36 +176,59 @@ def run(repo, models, mode="inference", batch_sizes=(1, 8), frames=16, size=112,
     if threads < 1:
         raise ValueError(f"--threads must be at least 1 for PyTorch. Received: {threads}")
     torch.set_num_threads(threads)
+    onnx_peers = [p for p in peers if p in _ONNX_PEERS] if mode == "inference" else []
+    for form in list(onnx_peers):
+        reason = _missing(form)
+        if reason:
+            log(f"{form} peer skipped: {reason}")
+            onnx_peers.remove(form)
+    temporary = tempfile.TemporaryDirectory(prefix="peers_") if onnx_peers and not onnx_dir else None
+    folder = onnx_dir or (temporary.name if temporary else None)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
     rows = []
-    for name in models:
-        model = build(repo, name, num_classes, frames, size)
-        for batch in batch_sizes:
-            x = torch.rand(batch, 3, frames, size, size)
-            if mode == "inference":
-                model.eval()
 
-                def step():
-                    with torch.no_grad():
-                        model(x)
-            else:
-                model.train()
-                y = torch.randint(0, num_classes, (batch,))
-                opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
-                                      dampening=0.9, weight_decay=1e-3)
-                loss_fn = torch.nn.CrossEntropyLoss()
+    def add(name, form, batch, seconds, **versions):
+        row = {"model": name, "form": form, "mode": mode, "batch_size": batch,
+               "threads": threads, "input": f"{frames}x{size}x{size}",
+               "median_ms": 1000 * seconds, "clips_per_s": batch / seconds,
+               "torch": torch.__version__, **versions}
+        rows.append(row)
+        log(f"{name:20s} {form:11s} {mode:9s} batch {batch:2d}: {row['median_ms']:8.1f} ms  "
+            f"{row['clips_per_s']:7.1f} clips/s")
 
-                def step():
-                    opt.zero_grad()
-                    loss_fn(model(x), y).backward()
-                    opt.step()
-            seconds = timed(step, warmup, runs)
-            row = {"model": name, "form": "pytorch", "mode": mode, "batch_size": batch,
-                   "threads": threads, "input": f"{frames}x{size}x{size}",
-                   "median_ms": 1000 * seconds, "clips_per_s": batch / seconds,
-                   "torch": torch.__version__}
-            rows.append(row)
-            log(f"{name:20s} pytorch {mode:9s} batch {batch:2d}: {row['median_ms']:8.1f} ms  "
-                f"{row['clips_per_s']:7.1f} clips/s")
+    try:
+        for name in models:
+            model = build(repo, name, num_classes, frames, size)
+            for batch in batch_sizes:
+                x = torch.rand(batch, 3, frames, size, size)
+                if mode == "inference":
+                    model.eval()
+
+                    def step():
+                        with torch.no_grad():
+                            model(x)
+                else:
+                    model.train()
+                    y = torch.randint(0, num_classes, (batch,))
+                    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                                          dampening=0.9, weight_decay=1e-3)
+                    loss_fn = torch.nn.CrossEntropyLoss()
+
+                    def step():
+                        opt.zero_grad()
+                        loss_fn(model(x), y).backward()
+                        opt.step()
+                if "pytorch" in peers:
+                    add(name, "pytorch", batch, timed(step, warmup, runs))
+                if onnx_peers:
+                    path = export_onnx(model, x, os.path.join(folder, f"{name}_b{batch}.onnx"))
+                    for form in onnx_peers:
+                        call, version = _ONNX_PEERS[form](path, x.numpy(), threads)
+                        add(name, form, batch, timed(call, warmup, runs), **{form: version})
+    finally:
+        if temporary:
+            temporary.cleanup()
     return rows
 
 
@@ -134,7 +236,8 @@ def main(argv, flag_values=flags.FLAGS):
     del argv
     f = flag_values
     rows = run(f.repo, f.models, f.mode, f.batch_sizes, f.frames, f.size, f.num_classes,
-               f.threads, f.warmup, f.runs, log=lambda line: print(line, file=sys.stderr))
+               f.threads, f.warmup, f.runs, f.peers, f.onnx_dir,
+               log=lambda line: print(line, file=sys.stderr))
     write_rows(rows, f.json_out)
 
 

@@ -3,7 +3,15 @@ and thread count; writes JSON and a Markdown table.
 
     python deployment/benchmark_tflite.py --json_out=tflite_timing.json
     python deployment/benchmark_tflite.py --models=mobilenetv2_1.0x --precisions=fp32,int8 --threads=2
-    python deployment/benchmark_tflite.py --pytorch_json=pytorch.json   # from benchmark_pytorch.py
+    python deployment/benchmark_tflite.py --peers_json=peers.json   # from benchmark_pytorch.py
+
+With ``--peers_json`` (the original model timed on this machine in PyTorch, ONNX Runtime and
+OpenVINO by ``benchmark_pytorch.py``) the 2-thread rows gain each peer's figure and our
+speed-up against the best of them. Every row shows its achieved multiply-accumulates per
+second beside this machine's fp32 GEMM peak at the same thread count, measured first
+(``--nogemm_peak`` skips it).
+
+    python deployment/benchmark_tflite.py --op_profile --threads=2   # int8 vs fp32 per op class
 """
 
 import json
@@ -38,10 +46,17 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("runs", 30, "(invokes per setting)", **fv)
     cli.define("warmup", 5, **fv)
     cli.define("json_out", "tflite_timing.json", "The Markdown table goes beside it (.md).", **fv)
-    flags.DEFINE_string("pytorch_json", None, "benchmark_pytorch.py rows measured on this "
-                        "machine: adds the PyTorch latency and the speed-up at 2 threads.", **fv)
-    flags.register_validator("pytorch_json", cli.existing_file, **fv)
+    flags.DEFINE_string("peers_json", None, "benchmark_pytorch.py rows measured on this "
+                        "machine: adds the peers' latencies (PyTorch, ONNX Runtime, OpenVINO) "
+                        "and the speed-up against the best of them at 2 threads.", **fv)
+    flags.register_validator("peers_json", cli.existing_file, **fv)
+    flags.DEFINE_bool("gemm_peak", True, "Measure this machine's fp32 GEMM peak at each "
+                      "thread count and show each model's achieved MAC/s as a share of it.", **fv)
+    flags.DEFINE_bool("op_profile", False, "Instead of the models: fp32 and int8 of each op "
+                      "class of a MobileNetV2 block at --frames x 56 x 56, 24 channels "
+                      "(pointwise, depthwise taps, ADD), at the first --threads.", **fv)
     cli.define_alias("output", "json_out", **fv)
+    cli.define_alias("pytorch_json", "peers_json", **fv)
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -50,17 +65,27 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d.deploy.benchmark import (
         benchmark_models,
         format_table,
-        load_reference,
+        gemm_peak,
+        load_peers,
     )
 
     f = flag_values
+    if f.op_profile:
+        from keras_efficient3d.deploy.benchmark import format_op_profile, int8_op_profile
+        rows = int8_op_profile(frames=f.frames, threads=f.threads[0], rounds=f.runs,
+                               warmup=f.warmup)
+        with open(f.json_out, "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=2)
+        print(format_op_profile(rows))
+        return
     for name in f.models:  # an unknown name is reported before anything is timed
         registry.resolve_name(name)
-    reference = (load_reference(f.pytorch_json, input_shape=(f.frames, f.size, f.size))
-                 if f.pytorch_json else None)
+    peers = (load_peers(f.peers_json, input_shape=(f.frames, f.size, f.size))
+             if f.peers_json else None)
+    peaks = {n: gemm_peak(n) for n in f.threads} if f.gemm_peak else None
     rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
-                            f.num_classes, f.warmup, f.runs, reference=reference)
-    table = format_table(rows)
+                            f.num_classes, f.warmup, f.runs, peers=peers, peaks=peaks)
+    table = format_table(rows, peaks)
     with open(f.json_out, "w", encoding="utf-8") as handle:
         json.dump(rows, handle, indent=2)
     with open(os.path.splitext(f.json_out)[0] + ".md", "w", encoding="utf-8") as handle:

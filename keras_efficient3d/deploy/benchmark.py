@@ -1,8 +1,18 @@
-"""TFLite timing of registry models: latency and clips/s per model, precision and threads.
+"""What every timing script shares: TFLite timing of registry models, the peers' figures
+(the original model in PyTorch, and its plain ONNX export run by ONNX Runtime and OpenVINO,
+from ``deployment/benchmark_pytorch.py``) with our speed-up against the best of them, and
+the achieved multiply-accumulates per second beside the machine's measured fp32 GEMM peak.
 
-Weights are random (timing does not depend on them) with BatchNorm statistics calibrated on
-random clips, unless `weights` files are given; int8 calibrates on random clips too.
+TFLite weights are random (timing does not depend on them) with BatchNorm statistics
+calibrated on random clips, unless `weights` files are given; int8 calibrates on random clips too.
+
+    peers = load_peers("peers.json", threads=2, input_shape=(16, 112, 112))
+    peak = gemm_peak(threads=2)                     # {"gmacs_per_s": ..., "backend": ...}
+    row.update(compare(row["model"], row["median_ms"], peers, macs, peak))
 """
+
+import os
+import time
 
 import numpy as np
 
@@ -10,7 +20,13 @@ from keras_efficient3d.deploy.graph import DeploymentGraph
 from keras_efficient3d.deploy.tflite import benchmark, convert
 from keras_efficient3d.registry import create_model
 
-__all__ = ["benchmark_models", "format_table", "load_reference", "read_reference_rows"]
+__all__ = ["PEER_FORMS", "benchmark_models", "best_peer", "compare", "format_comparison",
+           "format_op_profile", "format_peak", "format_table", "gemm_peak",
+           "int8_op_profile", "load_peers", "load_reference", "model_macs",
+           "read_reference_rows"]
+
+# The peers: what a user who takes the original model runs instead of ours.
+PEER_FORMS = ("pytorch", "onnxruntime", "openvino")
 
 _ROW_TYPES = {"model": str, "mode": str, "batch_size": int, "threads": int, "input": str,
               "median_ms": (int, float)}
@@ -18,8 +34,9 @@ _ROW_TYPES = {"model": str, "mode": str, "batch_size": int, "threads": int, "inp
 
 def read_reference_rows(path):
     """The rows that ``deployment/benchmark_pytorch.py --json_out`` writes (measure them on
-    the machine whose figures they are compared with), checked. Raises ValueError naming
-    the file, the row and what was expected."""
+    the machine whose figures they are compared with), checked: one per model, peer form
+    (`PEER_FORMS`), mode, batch, threads and clip. Raises ValueError naming the file, the
+    row and what was expected."""
     import json
 
     try:
@@ -35,22 +52,165 @@ def read_reference_rows(path):
         bad = [key for key, kind in _ROW_TYPES.items()
                if not isinstance(row, dict) or not isinstance(row.get(key), kind)
                or isinstance(row.get(key), bool)]
-        if bad or row.get("form") != "pytorch" or row["median_ms"] <= 0:
+        if bad or row.get("form") not in PEER_FORMS or row["median_ms"] <= 0:
             raise ValueError(
-                f"{path}, row {i}: expected a benchmark_pytorch.py row (form 'pytorch'; model, "
+                f"{path}, row {i}: expected a benchmark_pytorch.py row (form one of "
+                f"{', '.join(PEER_FORMS)}; model, "
                 f"mode, input strings; batch_size, threads integers; median_ms > 0). "
                 f"Received: {row!r}"[:400])
     return rows
 
 
-def load_reference(path, mode="inference", batch_size=1, threads=2, input_shape=None):
-    """Model name -> median ms of the original PyTorch implementation at `mode`,
-    `batch_size`, `threads` (and clip `input_shape` (frames, height, width, ...) when
-    given), from `read_reference_rows`."""
+def load_peers(path, mode="inference", batch_size=1, threads=2, input_shape=None):
+    """Model name -> {peer form: median ms} at `mode`, `batch_size`, `threads` (and clip
+    `input_shape` (frames, height, width, ...) when given), from `read_reference_rows`."""
     clip = "x".join(str(d) for d in input_shape[:3]) if input_shape is not None else None
-    return {r["model"]: float(r["median_ms"]) for r in read_reference_rows(path)
-            if r["mode"] == mode and r["batch_size"] == batch_size and r["threads"] == threads
-            and clip in (None, r["input"])}
+    peers = {}
+    for r in read_reference_rows(path):
+        if r["mode"] == mode and r["batch_size"] == batch_size and r["threads"] == threads \
+                and clip in (None, r["input"]):
+            peers.setdefault(r["model"], {})[r["form"]] = float(r["median_ms"])
+    return peers
+
+
+def load_reference(path, mode="inference", batch_size=1, threads=2, input_shape=None):
+    """Model name -> median ms of the original PyTorch implementation (see `load_peers`)."""
+    return {model: forms["pytorch"] for model, forms in
+            load_peers(path, mode, batch_size, threads, input_shape).items() if "pytorch" in forms}
+
+
+def best_peer(forms):
+    """The fastest of a model's peers ``{form: ms}``: ``(form, ms)``, or ``(None, None)``."""
+    if not forms:
+        return None, None
+    form = min(forms, key=forms.get)
+    return form, forms[form]
+
+
+def compare(model, median_ms, peers=None, macs=None, peak=None):
+    """The columns every timing table adds to one of our timings of `model`: each peer's
+    ms (``pytorch_ms``, ``onnxruntime_ms``, ``openvino_ms``), the best peer and our
+    speed-up against it (``best_peer``, ``best_peer_ms``, ``speedup_vs_best``), and with
+    `macs` the achieved rate (``gmacs_per_s``) and, with a `gemm_peak` result, its share
+    of the peak (``of_peak``, 0-1). Absent figures are left out."""
+    if median_ms <= 0:
+        raise ValueError(f"`median_ms` must be positive. Received: median_ms={median_ms}")
+    out = {}
+    forms = (peers or {}).get(model, {})
+    for form, ms in forms.items():
+        out[f"{form}_ms"] = ms
+    form, ms = best_peer(forms)
+    if form:
+        out.update(best_peer=form, best_peer_ms=ms, speedup_vs_best=ms / median_ms)
+    if macs:
+        out["gmacs_per_s"] = macs / median_ms / 1e6
+        if peak:
+            out["of_peak"] = out["gmacs_per_s"] / peak["gmacs_per_s"]
+    return out
+
+
+def format_comparison(row):
+    """' 2.40x vs openvino 12.0 ms, 31.2 GMAC/s (16% of peak)': the `compare` columns of a
+    row as text ('' when it has none)."""
+    parts = []
+    if "best_peer" in row:
+        parts.append(f"{row['speedup_vs_best']:5.2f}x vs {row['best_peer']} "
+                     f"{row['best_peer_ms']:.1f} ms")
+    if "gmacs_per_s" in row:
+        rate = f"{row['gmacs_per_s']:.1f} GMAC/s"
+        if "of_peak" in row:
+            rate += f" ({100 * row['of_peak']:.0f}% of peak)"
+        parts.append(rate)
+    return ", ".join(parts)
+
+
+def _xnnpack_gemm_seconds(size, threads, runs):
+    """Best seconds of a ``size``-square fp32 FULLY_CONNECTED under LiteRT + XNNPACK, the
+    kernels that run our TFLite models."""
+    import tensorflow as tf
+
+    from keras_efficient3d.deploy.tflite import convert_function
+    from keras_efficient3d.runtime import TFLiteRunner, quiet_stderr
+
+    weights = tf.constant(np.random.default_rng(0).standard_normal((size, size), np.float32))
+    fn = tf.function(lambda x: tf.matmul(x, weights),
+                     input_signature=[tf.TensorSpec((size, size), tf.float32)])
+    with quiet_stderr():  # the converter's notices
+        blob = convert_function(fn.get_concrete_function(), "fp32")
+    runner = TFLiteRunner(blob, threads or None, strict=False)
+    step, _ = runner.timing_step(0)
+    return _best_seconds(step, runs)
+
+
+def _numpy_gemm_seconds(size, threads, runs):
+    """Best seconds of a ``size``-square fp32 numpy matmul, its BLAS pinned to `threads`
+    (threadpoolctl, when installed; else the BLAS's own thread count)."""
+    import contextlib
+
+    a = np.random.default_rng(0).standard_normal((size, size), np.float32)
+    try:
+        from threadpoolctl import threadpool_limits
+        limit = threadpool_limits(limits=threads or None, user_api="blas")
+    except ImportError:
+        limit = contextlib.nullcontext()
+    with limit:
+        return _best_seconds(lambda: a @ a, runs)
+
+
+def _best_seconds(step, runs):
+    step()
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+_GEMM_BACKENDS = {"xnnpack": _xnnpack_gemm_seconds, "numpy": _numpy_gemm_seconds}
+
+
+def gemm_peak(threads=2, size=1024, runs=5, backends=("xnnpack", "numpy")):
+    """This machine's fp32 GEMM peak at `threads` (0: all cores): the best of `runs`
+    square ``size`` matrix products, per backend (LiteRT's XNNPACK, numpy's BLAS), the
+    fastest backend kept. Returns ``{"gflops", "gmacs_per_s", "backend", "threads",
+    "size", "per_backend": {backend: GMAC/s}}``; a backend that cannot run is skipped."""
+    if size < 64 or runs < 1:
+        raise ValueError(f"Need size >= 64 and runs >= 1. Received: size={size}, runs={runs}")
+    unknown = [b for b in backends if b not in _GEMM_BACKENDS]
+    if unknown or not backends:
+        raise ValueError(f"`backends` must be among {tuple(_GEMM_BACKENDS)}. "
+                         f"Received: backends={backends}")
+    threads = int(threads) or os.cpu_count()
+    rates = {}
+    for backend in backends:
+        try:
+            seconds = _GEMM_BACKENDS[backend](size, threads, runs)
+        except ImportError:
+            continue
+        rates[backend] = size ** 3 / seconds / 1e9
+    if not rates:
+        raise RuntimeError(f"No GEMM backend could run (tried {', '.join(backends)}).")
+    backend = max(rates, key=rates.get)
+    return {"gflops": 2 * rates[backend], "gmacs_per_s": rates[backend], "backend": backend,
+            "threads": threads, "size": size, "per_backend": rates}
+
+
+def format_peak(peak):
+    """One line: the machine's measured fp32 GEMM peak."""
+    return (f"fp32 GEMM peak of this machine at {peak['threads']} threads: "
+            f"{peak['gflops']:.1f} GFLOP/s = {peak['gmacs_per_s']:.1f} GMAC/s "
+            f"({peak['backend']}, {peak['size']}-square matmul, best of runs)")
+
+
+def model_macs(name, input_shape, num_classes):
+    """Multiply-accumulates of one clip through registry model `name`
+    (`keras_efficient3d.complexity`)."""
+    from keras_efficient3d import complexity
+
+    model, family = complexity.build(name, num_classes=num_classes, frames=int(input_shape[0]),
+                                     size=int(input_shape[1]))
+    return complexity.count(model, family)["macs"]
 
 
 def _calibrate_bn(model, clips):
@@ -67,15 +227,24 @@ def _calibrate_bn(model, clips):
 
 def benchmark_models(names, precisions=("fp32", "fp16", "dynamic", "int8"), threads=(1, 2, 4),
                      input_shape=(16, 112, 112, 3), num_classes=600, warmup=5, runs=30,
-                     calibration_clips=4, weights=None, seed=0, reference=None, log=print):
-    """Returns a list of result dicts (model, precision, threads, size_bytes, latency...);
-    `reference` (see `load_reference`) adds each model's PyTorch figure as ``pytorch_ms``."""
+                     calibration_clips=4, weights=None, seed=0, reference=None, peers=None,
+                     peaks=None, peer_threads=2, log=print):
+    """Returns a list of result dicts (model, precision, threads, size_bytes, latency, macs,
+    gmacs_per_s...). `peers` (see `load_peers`; `reference`, PyTorch's ms per model, is the
+    older form of it), measured at `peer_threads`, adds the `compare` columns to the rows
+    at that thread count; `peaks` (thread count -> `gemm_peak` result) the share of the
+    peak that each row achieves at its threads."""
+    from keras_efficient3d import complexity
+
     rng = np.random.default_rng(seed)
     clips = rng.normal(size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
+    if peers is None and reference:
+        peers = {model: {"pytorch": ms} for model, ms in reference.items()}
     rows = []
     for name in names:
         model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes,
                              weights=(weights or {}).get(name))
+        macs = complexity.count(model)["macs"]
         if not (weights or {}).get(name):
             _calibrate_bn(model, clips)
         graph = DeploymentGraph(model)
@@ -84,22 +253,109 @@ def benchmark_models(names, precisions=("fp32", "fp16", "dynamic", "int8"), thre
             for n in threads:
                 result = benchmark(blob, num_threads=n, warmup=warmup, runs=runs)
                 result.update(model=name, precision=precision, size_bytes=len(blob),
-                              input_shape=list(input_shape), pytorch_ms=(reference or {}).get(name))
+                              input_shape=list(input_shape), macs=macs)
+                result.update(compare(name, result["median_ms"],
+                                      peers if n == peer_threads else None, macs,
+                                      (peaks or {}).get(n)))
                 rows.append(result)
                 if log:
                     log(f"{name:20s} {precision:8s} threads={n} {result['median_ms']:8.1f} ms "
-                        f"{result['clips_per_s']:7.1f} clips/s {len(blob) / 1e6:6.2f} MB")
+                        f"{result['clips_per_s']:7.1f} clips/s {len(blob) / 1e6:6.2f} MB  "
+                        f"{format_comparison(result)}")
     return rows
 
 
-def format_table(rows):
-    """A Markdown table of `benchmark_models` rows."""
-    lines = ["| model | precision | threads | median ms | clips/s | size MB | PyTorch ms | speed-up |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+def format_table(rows, peaks=None):
+    """A Markdown table of `benchmark_models` rows, after a line per `gemm_peak` result of
+    `peaks` (thread count -> result)."""
+    lines = [format_peak(peak) for _, peak in sorted((peaks or {}).items())]
+    lines += [""] if lines else []
+    lines += ["| model | precision | threads | median ms | clips/s | size MB | PyTorch ms | "
+              "speed-up | best peer ms | vs best peer | GMAC/s | % of peak |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(value, fmt):
+        return format(value, fmt) if value is not None else ""
+
     for r in rows:
         ref = r.get("pytorch_ms")
         speedup = f"{ref / r['median_ms']:.2f}x" if ref and r["threads"] == 2 else ""
-        reference = f"{ref:.1f}" if ref else ""
+        best = f"{r['best_peer_ms']:.1f} ({r['best_peer']})" if "best_peer" in r else ""
+        vs_best = f"{r['speedup_vs_best']:.2f}x" if "best_peer" in r else ""
+        of_peak = f"{100 * r['of_peak']:.0f}%" if "of_peak" in r else ""
         lines.append(f"| {r['model']} | {r['precision']} | {r['threads']} | {r['median_ms']:.1f} | "
-                     f"{r['clips_per_s']:.1f} | {r['size_bytes'] / 1e6:.2f} | {reference} | {speedup} |")
+                     f"{r['clips_per_s']:.1f} | {r['size_bytes'] / 1e6:.2f} | {cell(ref, '.1f')} | "
+                     f"{speedup} | {best} | {vs_best} | {cell(r.get('gmacs_per_s'), '.1f')} | "
+                     f"{of_peak} |")
+    return "\n".join(lines)
+
+
+def int8_op_profile(frames=16, size=56, channels=24, expansion=6, threads=2, rounds=15,
+                    warmup=2, seed=0):
+    """Where full int8 gains or loses against fp32 under XNNPACK on this CPU, per op class
+    of an inverted residual block (MobileNetV2's, at ``frames x size x size``, `channels`
+    in and out, `expansion` times wider inside) as the deployment graph emits it: the
+    pointwise expansion and projection (CONV_2D), one depthwise 2D tap, a whole 3x3x3
+    depthwise 3D convolution (its taps' DEPTHWISE_CONV_2D, SLICE, PAD and ADD) and the
+    residual ADD. Each op class is its own model with int8 input and output (no boundary
+    conversion timed), fp32 and int8 timed in interleaved rounds. Returns rows ``{"op",
+    "fp32_ms", "int8_ms", "speedup"}`` (fp32 / int8 median ms)."""
+    import tensorflow as tf
+
+    from keras_efficient3d.deploy.tflite import convert_function
+    from keras_efficient3d.layers import taps
+    from keras_efficient3d.runtime import TFLiteRunner
+
+    t, h, c, e = int(frames), int(size), int(channels), int(channels) * int(expansion)
+    rng = np.random.default_rng(seed)
+
+    def const(*shape, scale=0.2):
+        return tf.constant(scale * rng.standard_normal(shape).astype(np.float32))
+
+    expand_k, project_k = const(1, 1, c, e), const(1, 1, e, c, scale=0.1)
+    taps_k, bias = [const(3, 3, e, 1, scale=0.3) for _ in range(3)], const(e)
+
+    def depthwise3d(x):
+        y, _ = taps.depthwise(x, t, 1, lambda i: taps_k[i], bias, (3, 3, 3), (1, 1, 1), (1, 1, 1))
+        return tf.nn.relu6(y)
+
+    cases = [
+        ("pointwise expand (CONV_2D)", c, lambda x: tf.nn.relu6(tf.nn.conv2d(x, expand_k, 1, "SAME"))),
+        ("depthwise 2D, one tap", e,
+         lambda x: tf.nn.relu6(tf.nn.depthwise_conv2d(x, taps_k[0], [1, 1, 1, 1], "SAME"))),
+        ("depthwise 3D, 3 taps", e, depthwise3d),
+        ("pointwise project (CONV_2D)", e, lambda x: tf.nn.conv2d(x, project_k, 1, "SAME")),
+        ("residual ADD", 2 * c, lambda x: x[..., :c] + x[..., c:]),
+    ]
+    steps = []
+    for op, cin, fn in cases:
+        concrete = tf.function(fn, input_signature=[tf.TensorSpec((t, h, h, cin), tf.float32)]
+                               ).get_concrete_function()
+        clips = rng.standard_normal((4, t, h, h, cin)).astype(np.float32)
+        for precision in ("fp32", "int8"):
+            blob = convert_function(concrete, precision, lambda clips=clips: ([x] for x in clips),
+                                    int8_io=True)
+            runner = TFLiteRunner(blob, threads, strict=False)
+            steps.append((op, precision, runner.timing_step(seed)[0]))
+    for _, _, step in steps:
+        for _ in range(warmup):
+            step()
+    times = {(op, precision): [] for op, precision, _ in steps}
+    for _ in range(rounds):
+        for op, precision, step in steps:
+            start = time.perf_counter()
+            step()
+            times[(op, precision)].append(time.perf_counter() - start)
+    rows = []
+    for op, _, _ in cases:
+        fp32, int8 = (1000 * float(np.median(times[(op, p)])) for p in ("fp32", "int8"))
+        rows.append({"op": op, "fp32_ms": fp32, "int8_ms": int8, "speedup": fp32 / int8})
+    return rows
+
+
+def format_op_profile(rows):
+    """A Markdown table of `int8_op_profile` rows."""
+    lines = ["| op | fp32 ms | int8 ms | int8 speed-up |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['op']} | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} | {r['speedup']:.2f}x |"
+              for r in rows]
     return "\n".join(lines)

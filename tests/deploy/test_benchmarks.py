@@ -1,6 +1,7 @@
 """The Keras timing script and the PyTorch-reference plumbing of every timing table."""
 
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -8,7 +9,15 @@ import sys
 
 import pytest
 
-from keras_efficient3d.deploy.benchmark import format_table, load_reference
+from keras_efficient3d.deploy.benchmark import (
+    compare,
+    format_comparison,
+    format_table,
+    gemm_peak,
+    load_peers,
+    load_reference,
+    model_macs,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,9 +49,13 @@ def test_keras_benchmark_times_inference_and_fit_steps():
     assert [(r["form"], r["mode"]) for r in train] == [("keras-fit", "train")]
     assert train[0]["clips_per_s"] == pytest.approx(2000 / train[0]["median_ms"])
 
-    bench.add_reference(rows + train, _pytorch_rows(threads=0))
+    peers = _pytorch_rows(threads=0)
+    peers.append(dict(peers[0], form="openvino", median_ms=12.0))
+    bench.add_reference(rows + train, peers)
     # Only rows of the same mode, batch, thread count and clip size get a reference.
     assert rows[0]["speedup"] == pytest.approx(30.0 / rows[0]["median_ms"])
+    assert (rows[0]["best_peer"], rows[0]["best_peer_ms"]) == ("openvino", 12.0)
+    assert train[0]["best_peer"] == "pytorch"
     assert "pytorch_ms" not in rows[1] and train[0]["pytorch_ms"] == 400.0
     table = bench.format_table(rows + train)
     assert "speed-up" in table and f"{rows[0]['speedup']:.2f}x" in table
@@ -60,7 +73,7 @@ def test_keras_benchmark_cli_rejects_a_bad_reference_file_before_timing(tmp_path
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(content))
     run = subprocess.run([sys.executable, os.path.join(ROOT, "deployment", "benchmark.py"),
-                          "--models=mobilenetv2_0.2x", f"--pytorch_json={bad}"],
+                          "--models=mobilenetv2_0.2x", f"--peers_json={bad}"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
     assert expected in run.stderr and str(bad) in run.stderr
@@ -81,6 +94,79 @@ def test_tflite_tables_take_the_reference_of_the_same_threads(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not a list of benchmark_pytorch.py rows"):
         load_reference(str(path))
+
+
+def test_peers_give_the_best_of_them_and_the_speedup_against_it(tmp_path):
+    rows = _pytorch_rows()[:1]
+    rows += [dict(rows[0], form="onnxruntime", median_ms=20.0),
+             dict(rows[0], form="openvino", median_ms=12.0, openvino="2026.4"),
+             dict(rows[0], form="openvino", threads=3, median_ms=1.0)]
+    path = tmp_path / "peers.json"
+    path.write_text(json.dumps(rows))
+    peers = load_peers(str(path), input_shape=(4, 32, 32))
+    assert peers == {"mobilenetv2_0.2x": {"pytorch": 30.0, "onnxruntime": 20.0, "openvino": 12.0}}
+    assert load_reference(str(path), input_shape=(4, 32, 32)) == {"mobilenetv2_0.2x": 30.0}
+    peak = {"gmacs_per_s": 100.0, "gflops": 200.0, "threads": 2, "backend": "numpy", "size": 64}
+    out = compare("mobilenetv2_0.2x", 4.0, peers, macs=2e8, peak=peak)
+    assert (out["best_peer"], out["best_peer_ms"]) == ("openvino", 12.0)
+    assert out["speedup_vs_best"] == pytest.approx(3.0)
+    assert out["pytorch_ms"] == 30.0 and out["onnxruntime_ms"] == 20.0
+    assert out["gmacs_per_s"] == pytest.approx(50.0) and out["of_peak"] == pytest.approx(0.5)
+    assert format_comparison(out) == " 3.00x vs openvino 12.0 ms, 50.0 GMAC/s (50% of peak)"
+    assert compare("other", 4.0, peers) == {}
+    row = dict(model="mobilenetv2_0.2x", precision="int8", threads=2, median_ms=4.0,
+               clips_per_s=250.0, size_bytes=10 ** 6, **out)
+    table = format_table([row], {2: peak})
+    assert table.startswith("fp32 GEMM peak of this machine at 2 threads: 200.0 GFLOP/s")
+    assert "| 30.0 | 7.50x | 12.0 (openvino) | 3.00x | 50.0 | 50% |" in table
+    with pytest.raises(ValueError, match="median_ms"):
+        compare("mobilenetv2_0.2x", 0.0, peers)
+
+
+def test_gemm_peak_measures_each_backend_at_the_thread_count():
+    peak = gemm_peak(threads=1, size=64, runs=2)
+    assert set(peak["per_backend"]) == {"xnnpack", "numpy"} and peak["threads"] == 1
+    assert peak["gmacs_per_s"] == max(peak["per_backend"].values()) > 0
+    assert peak["gflops"] == pytest.approx(2 * peak["gmacs_per_s"])
+    with pytest.raises(ValueError, match="Received: size=8"):
+        gemm_peak(size=8)
+    with pytest.raises(ValueError, match="backends"):
+        gemm_peak(backends=("cublas",))
+
+
+@pytest.mark.slow  # ten small conversions
+def test_int8_op_profile_times_each_op_class_in_both_precisions():
+    from keras_efficient3d.deploy.benchmark import format_op_profile, int8_op_profile
+
+    rows = int8_op_profile(frames=4, size=8, channels=8, expansion=2, threads=1, rounds=2,
+                           warmup=0)
+    assert [r["op"].split(" (")[0] for r in rows] == [
+        "pointwise expand", "depthwise 2D, one tap", "depthwise 3D, 3 taps",
+        "pointwise project", "residual ADD"]
+    for r in rows:
+        assert r["fp32_ms"] > 0 and r["int8_ms"] > 0
+        assert r["speedup"] == pytest.approx(r["fp32_ms"] / r["int8_ms"])
+    assert f"| residual ADD | {rows[-1]['fp32_ms']:.2f} |" in format_op_profile(rows)
+
+
+def test_onnx_timing_adds_mac_rate_and_peers(tmp_path):
+    script = _script_module("benchmark_onnx")
+    assert script.clip_dims((1, 4, 32, 32, 3)) == script.clip_dims((1, 3, 4, 32, 32)) == (4, 32, 32)
+    path = tmp_path / "peers.json"
+    path.write_text(json.dumps(_pytorch_rows()))
+    report = {"onnx": "m.onnx", "providers": ["CPUExecutionProvider"], "clip": (4, 32, 32),
+              "num_classes": 5, "results": [{"batch_size": 1, "median_ms": 2.0, "min_ms": 1.9,
+                                             "clips_per_s": 500.0},
+                                            {"batch_size": 2, "median_ms": 3.0, "min_ms": 2.9,
+                                             "clips_per_s": 666.7}]}
+    peak = {"gmacs_per_s": 10.0, "gflops": 20.0, "threads": 2, "backend": "numpy", "size": 64}
+    script.add_comparison(report, "mobilenetv2_0.2x", str(path), threads=2, peak=peak)
+    macs = model_macs("mobilenetv2_0.2x", (4, 32, 32), 5)
+    one, two = report["results"]
+    assert macs > 0 and one["gmacs_per_s"] == pytest.approx(macs / 2.0 / 1e6)
+    assert two["gmacs_per_s"] == pytest.approx(2 * macs / 3.0 / 1e6)
+    assert one["speedup_vs_best"] == pytest.approx(15.0) and "best_peer" not in two
+    assert "15.00x vs pytorch 30.0 ms" in script.format_table(report)
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -128,6 +214,55 @@ def test_pytorch_benchmark_builds_through_the_originals_options(tmp_path, monkey
     assert sys.argv == argv
     assert (opt.model, opt.width_mult, opt.groups, opt.no_cuda) == ("shufflenet", 1.5, 3, True)
     assert (opt.n_classes, opt.sample_duration, opt.sample_size) == (27, 32, 224)
+
+
+def _torch_original(root):
+    """The stand-in of `_fake_original` whose generate_model builds a tiny PyTorch 3D CNN
+    (a depthwise Conv3d as the originals have), so that the peers' real path runs."""
+    _fake_original(root)
+    (root / "model.py").write_text(
+        "import torch\n"
+        "def generate_model(opt):\n"
+        "    torch.manual_seed(0)\n"
+        "    net = torch.nn.Sequential(\n"
+        "        torch.nn.Conv3d(3, 8, 3, padding=1), torch.nn.ReLU(),\n"
+        "        torch.nn.Conv3d(8, 8, 3, padding=1, groups=8), torch.nn.BatchNorm3d(8),\n"
+        "        torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(),\n"
+        "        torch.nn.Linear(8, opt.n_classes))\n"
+        "    return net, None\n")
+    return str(root)
+
+
+def test_pytorch_benchmark_times_the_originals_onnx_export_in_each_runtime(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    script = _script_module("benchmark_pytorch")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    lines = []
+    kwargs = dict(batch_sizes=(1,), frames=4, size=16, num_classes=5, threads=1, warmup=0,
+                  runs=2, onnx_dir=str(tmp_path / "onnx"), log=lines.append)
+    try:
+        rows = script.run(_torch_original(tmp_path), ["mobilenetv2_1.0x"], **kwargs)
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "openvino" else find_spec(name, *a))
+        without = script.run(str(tmp_path), ["mobilenetv2_1.0x"], **kwargs)
+    finally:
+        for name in ("opts", "model"):
+            sys.modules.pop(name, None)
+    expected = ["pytorch", "onnxruntime"] + (["openvino"] if find_spec("openvino") else [])
+    assert [r["form"] for r in rows] == expected
+    assert all(r["median_ms"] > 0 and r["input"] == "4x16x16" and r["threads"] == 1 for r in rows)
+    assert rows[1]["onnxruntime"] and os.path.isfile(tmp_path / "onnx" / "mobilenetv2_1.0x_b1.onnx")
+    import onnx
+    graph = onnx.load(str(tmp_path / "onnx" / "mobilenetv2_1.0x_b1.onnx"))
+    assert graph.opset_import[0].version == 17
+    assert [r["form"] for r in without] == ["pytorch", "onnxruntime"]
+    assert "openvino peer skipped: openvino is not installed" in lines
+    # The rows are what the timing scripts read.
+    path = tmp_path / "peers.json"
+    path.write_text(json.dumps(rows))
+    assert set(load_peers(str(path), threads=1, input_shape=(4, 16, 16))["mobilenetv2_1.0x"]) == \
+        set(expected)
 
 
 def test_pytorch_benchmark_rejects_unknown_names(tmp_path):
