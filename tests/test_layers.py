@@ -143,7 +143,7 @@ def test_native_kernels_train_like_the_portable_form(case):
         assert not any(op.type in ("Pad", "PadV2") for op in graph.get_operations())
     else:
         assert _grouped_conv2d_ops(native, spec)
-    with L.forms.consumer("onnx"):
+    with L.portable_ops():
         portable = tf.function(loss_and_grads)
         assert not any(op.type == "Conv3D"
                        for op in portable.get_concrete_function(spec).graph.get_operations())

@@ -30,12 +30,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from keras_efficient3d import layers as k3d
+from keras_efficient3d.deploy.savedmodel import INPUT_NAME, OUTPUT_NAME
 from keras_efficient3d.fold import Folded, batchnorm_affine, inference_form
 
 __all__ = ["native_onnx", "supports"]
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 _TO_NCDHW = (0, 4, 1, 2, 3)
 _TO_NDHWC = (0, 2, 3, 4, 1)
 
