@@ -30,6 +30,8 @@ _FAMILIES = {
     "squeezenet": lambda: create_model("squeezenet", input_shape=_SIXTEEN, num_classes=5),
     "resnet_basic_A": lambda: ResNet3DBase("basic", (1, 1, 1, 1), (64, 64, 80, 96), shortcut="A",
                                            input_shape=_SIXTEEN, num_classes=5),
+    "resnet_bottleneck_B": lambda: ResNet3DBase("bottleneck", (1, 1, 1, 1), (8, 16, 32, 64), shortcut="B",
+                                                input_shape=_SIXTEEN, num_classes=5),
     "resnext_B": lambda: ResNet3DBase("resnext", (1, 1, 1, 1), (32, 64, 64, 64), shortcut="B",
                                       cardinality=4, input_shape=_SIXTEEN, num_classes=5),
     "c3d_features": lambda: create_model("c3d", input_shape=_SIXTEEN, include_top=False, pooling="avg"),
