@@ -96,7 +96,7 @@ class _Writer:
         self.model = model
         self.batch = "batch" if batch_size is None else int(batch_size)
         self.nodes, self.initializers = [], []
-        self._names = set()
+        self._names = {INPUT_NAME, OUTPUT_NAME}  # the graph's own: no layer takes them
 
     def unique(self, name):
         base, n = name, 1
@@ -157,7 +157,8 @@ class _Writer:
         if len(self.model.outputs) != 1:
             raise ValueError(f"Export expects one output. Received: {len(self.model.outputs)}")
         result = values[id(self.model.outputs[0])]
-        self.node("Identity", [self.to_keras_layout(result, "output")], OUTPUT_NAME)
+        self.nodes.append(helper.make_node("Identity", [self.to_keras_layout(result, "output")],
+                                           [OUTPUT_NAME], name=self.unique("output/Identity")))
         shape = tuple(self.model.outputs[0].shape[1:])
         return helper.make_graph(
             self.nodes, self.model.name,

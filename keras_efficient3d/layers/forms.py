@@ -53,7 +53,7 @@ FORMS = {
         "written from the layer graph (keras_efficient3d.deploy.onnx_native): one 5-D Conv "
         "per layer, grouped/depthwise by `group`, NCDHW. Against tf2onnx's conversion of the "
         "2D-tap graph (MobileNetV2/ShuffleNetV2 1.0x, 16x112x112, batch 1, 2 threads): "
-        "OpenVINO 2.8x/1.9x faster, ONNX Runtime at parity/1.2x faster (its 3-D depthwise "
+        "OpenVINO 2.7x/1.9-2.3x faster, ONNX Runtime 0.9x/1.2-1.5x (its 3-D depthwise "
         "Conv is a small GEMM per channel); TensorRT takes grouped 3-D Conv natively. The "
         "taps form stays for quantization-aware models (deploy.onnx_export)."),
     "tflite": Form(

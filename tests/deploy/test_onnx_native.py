@@ -127,7 +127,7 @@ def _odd_model():
     second = keras.layers.Flatten(name="flat_cf")(keras.layers.Permute((4, 1, 2, 3), name="cf")(x))
     third = keras.layers.GlobalMaxPooling3D(name="gmax")(x)
     x = keras.layers.Concatenate(name="features")([first, second, third])
-    outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="logits")(x)  # the output's name
     return randomize_batchnorm(keras.Model(inputs, outputs, name="odd"))
 
 
