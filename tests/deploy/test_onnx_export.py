@@ -53,17 +53,6 @@ def test_every_registered_model_exports_in_taps_form_and_matches_keras(name, kwa
     assert onnx_export.verify_onnx(proto, model) < 1e-4
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("block", ["shufflenetv1", "shufflenetv2"])
-def test_shufflenet_units_export(block):
-    # Channel shuffle, channel split, grouped 1x1x1 convs and the concatenating downsampling
-    # units, in the smallest configurations the builders accept.
-    kwargs = {"width_mult": 0.5, "groups": 3} if block == "shufflenetv1" else {"width_mult": 0.25}
-    model = randomize_batchnorm(create_model(block, input_shape=(16, 32, 32, 3), num_classes=3,
-                                             **kwargs))
-    assert onnx_export.verify_onnx(onnx_export.convert_to_onnx(model), model) < 1e-4
-
-
 def _tiny_model():
     """The project's layers (conv, depthwise, pools, shuffle) in a few-layer model: the export
     options do not depend on the architecture, and this converts in seconds."""
