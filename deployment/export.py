@@ -1,4 +1,5 @@
-r"""Exports a model to a SavedModel (TF Serving, TF-TRT) or ONNX (TensorRT, ONNX Runtime).
+r"""Exports a model to a SavedModel (TF Serving, TF-TRT) or ONNX (TensorRT, ONNX Runtime,
+OpenVINO).
 
     # Registry model (random weights unless --weights), fixed batch 8, ONNX opset 13:
     python deployment/export.py --model=shufflenet_0.5x_g3 --num_classes=27 \
@@ -8,6 +9,9 @@ r"""Exports a model to a SavedModel (TF Serving, TF-TRT) or ONNX (TensorRT, ONNX
     python deployment/export.py --model_file=model.keras --format=savedmodel \
         --output=exports/shufflenet_savedmodel
 
+ONNX is written in the native form (5-D Conv with groups, NCDHW inside) that ONNX Runtime,
+OpenVINO and TensorRT optimise; --onnx_form=taps takes tf2onnx of the 2D-tap TensorFlow
+graph instead (the fallback --onnx_form=auto takes for layers without a native form).
 The BatchNorm-folded inference form is exported unless --nofold_bn; ONNX exports are
 checked against the Keras model with ONNX Runtime (--noverify to skip), SavedModels by
 loading them back. The logic lives in keras_efficient3d.deploy.{onnx_export,savedmodel}.
@@ -29,6 +33,7 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("model_file", None, "A saved .keras model (instead of --model).", **fv)
     cli.define("weights", None, **fv)
     cli.define("format", "onnx", choices=("savedmodel", "onnx"), **fv)
+    cli.define("onnx_form", "auto", "(of --format=onnx)", **fv)
     flags.DEFINE_integer("opset", 13, "ONNX opset (13 for TensorRT 8.2 / JetPack 4.6).", **fv)
     cli.define("batch_size", None, "Fixed batch size of the export; dynamic when unset.", **fv)
     cli.define("frames", 16, "(of --model)", **fv)
@@ -61,7 +66,8 @@ def main(argv, flag_values=flags.FLAGS):
               "fold_bn": f.fold_bn, "verify": f.verify, "weights": f.weights}
     try:
         if f.format == "onnx":
-            report = onnx_export.build_and_export_onnx(f.output, opset=f.opset, **common)
+            report = onnx_export.build_and_export_onnx(f.output, opset=f.opset, form=f.onnx_form,
+                                                       **common)
         else:
             report = savedmodel.build_and_export_saved_model(f.output, **common)
     except AssertionError as err:  # the export runs, but differs from the Keras model

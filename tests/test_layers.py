@@ -110,7 +110,7 @@ def test_grouped_conv3d_is_one_op_with_onednn_and_split_when_portable():
     expected = 1 if L.native_kernels() else 0
     assert L.forms.current().native is L.native_kernels()
     assert len(_grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec)) == expected
-    for portable in ("savedmodel", "onnx"):
+    for portable in ("savedmodel", "tflite"):
         with L.forms.consumer(portable):
             assert L.forms.current().native is False
             assert _grouped_conv2d_ops(tf.function(lambda v: layer(v)), spec) == []
@@ -143,7 +143,7 @@ def test_native_kernels_train_like_the_portable_form(case):
         assert not any(op.type in ("Pad", "PadV2") for op in graph.get_operations())
     else:
         assert _grouped_conv2d_ops(native, spec)
-    with L.forms.consumer("onnx"):
+    with L.portable_ops():
         portable = tf.function(loss_and_grads)
         assert not any(op.type == "Conv3D"
                        for op in portable.get_concrete_function(spec).graph.get_operations())

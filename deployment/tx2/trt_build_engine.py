@@ -59,7 +59,9 @@ def onnx_input(path):
     except ImportError:
         return None
     model = onnx.load(path, load_external_data=False)
-    value = model.graph.input[0]
+    # Files of IR version < 4 list their weights among the inputs too.
+    weights = set(init.name for init in model.graph.initializer)
+    value = [v for v in model.graph.input if v.name not in weights][0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     return value.name, tuple(dims)
 

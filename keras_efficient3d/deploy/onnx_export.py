@@ -1,4 +1,4 @@
-"""ONNX export through tf2onnx, verified with ONNX Runtime, for TensorRT and ONNX Runtime.
+"""ONNX export, verified with ONNX Runtime, for ONNX Runtime, OpenVINO and TensorRT.
 
 Three layers, as in Model Garden's MoViNet export: `export_onnx` writes a built model,
 `build_and_export_onnx` builds one (registry name or ``.keras`` file) and writes it, and
@@ -17,12 +17,19 @@ as in Keras, and one output ``logits``; the batch axis is ``batch`` (dynamic) un
 batch size is given. Opset 13 is the default: TensorRT 8.2 (JetPack 4.6, Jetson TX2)
 parses it, and it is the first opset with per-channel QuantizeLinear/DequantizeLinear.
 
+Two forms (``form``, `layers.forms.FORMS["onnx"]`): ``"native"``, written from the layer
+graph by `keras_efficient3d.deploy.onnx_native` (5-D Conv with ``group``, NCDHW inside,
+BatchNorm folded), the one ONNX runtimes optimise; ``"taps"``, tf2onnx of the 2D-tap
+TensorFlow graph, for models with layers the native writer does not know. ``"auto"`` (the
+default) takes the native form whenever every layer has one.
+
 Quantization-aware models (``tf.quantization.fake_quant_with_min_max_vars``/``_args``/
-``_vars_per_channel`` in the graph) export with QuantizeLinear/DequantizeLinear pairs.
-tf2onnx's own handler emits uint8 with a zero point, refuses ``narrow_range`` and per-channel
-ranges; ours reproduces TensorFlow's nudged ranges and emits the symmetric int8 form
-(zero point 0) that TensorRT's explicit INT8 mode requires wherever the range is symmetric
-(nudged zero point 128), uint8 otherwise (ONNX Runtime runs it, TensorRT refuses it).
+``_vars_per_channel`` in the graph) export in the taps form with QuantizeLinear/
+DequantizeLinear pairs. tf2onnx's own handler emits uint8 with a zero point, refuses
+``narrow_range`` and per-channel ranges; ours reproduces TensorFlow's nudged ranges and emits
+the symmetric int8 form (zero point 0) that TensorRT's explicit INT8 mode requires wherever
+the range is symmetric (nudged zero point 128), uint8 otherwise (ONNX Runtime runs it,
+TensorRT refuses it).
 """
 
 import contextlib
@@ -34,6 +41,7 @@ import onnx
 import tensorflow as tf
 
 from keras_efficient3d.artifacts import atomic_write
+from keras_efficient3d.deploy import onnx_native
 from keras_efficient3d.deploy.savedmodel import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -45,6 +53,7 @@ from keras_efficient3d.layers import forms
 from keras_efficient3d.runtime import check_close, onnx_session, random_clips
 
 DEFAULT_OPSET = 13
+FORMS = ("auto", "native", "taps")
 MIN_OPSET = 13  # per-channel Q/DQ, Split/Squeeze with input axes: all our graphs are >= 13
 _FAKE_QUANT_OPS = (
     "FakeQuantWithMinMaxArgs",
@@ -178,12 +187,35 @@ def _check_opset(opset):
         raise ValueError(f"`opset` must be at most {newest} (this onnx package). Received: opset={opset}")
 
 
-def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True):
+def _check_form(form):
+    if form not in FORMS:
+        raise ValueError(f"`form` must be one of {FORMS}. Received: form={form!r}")
+
+
+def resolve_form(model, form="auto"):
+    """The form `model` exports in: `form`, with ``"auto"`` resolved by the table
+    (`forms.FORMS["onnx"]`) to ``"native"`` when every layer has a native ONNX form
+    (`onnx_native.supports`), else ``"taps"``."""
+    _check_form(form)
+    if form == "auto":
+        return "native" if forms.FORMS["onnx"].native and onnx_native.supports(model) else "taps"
+    return form
+
+
+def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True, form="auto"):
     """Converts a built `model` to an in-memory `onnx.ModelProto` (not verified; see
-    `export_onnx`). Raises `ValueError` if any TensorFlow op stays unconverted."""
+    `export_onnx`) in `form` (module docstring). Raises `ValueError` for a layer without
+    a native form (``form="native"``) or a TensorFlow op tf2onnx leaves (``"taps"``)."""
+    _check_opset(opset)
+    if resolve_form(model, form) == "native":
+        clip_spec(model, batch_size, name=INPUT_NAME)  # the same argument checks as "taps"
+        return onnx_native.native_onnx(model, opset, batch_size, fold_bn)
+    return _taps_onnx(model, opset, batch_size, fold_bn)
+
+
+def _taps_onnx(model, opset, batch_size, fold_bn):
     import tf2onnx  # pylint: disable=import-outside-toplevel
 
-    _check_opset(opset)
     spec = clip_spec(model, batch_size, name=INPUT_NAME)
     served = inference_form(model, fold_bn)
 
@@ -192,7 +224,7 @@ def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True):
         return {OUTPUT_NAME: served(clips, training=False)}
 
     handlers = {op: (_fake_quant_to_qdq, []) for op in _FAKE_QUANT_OPS}
-    with _tf2onnx_without_graph_copies(), _keep_fake_quant_on_constants(), forms.consumer("onnx"):
+    with _tf2onnx_without_graph_copies(), _keep_fake_quant_on_constants(), forms.portable_ops():
         proto, _ = tf2onnx.convert.from_function(
             serve, input_signature=[spec], opset=opset, custom_op_handlers=handlers)
 
@@ -250,7 +282,7 @@ def quantization_summary(onnx_model):
 
 
 def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True,
-                verify=True, rtol=1e-4, atol=1e-6):
+                verify=True, rtol=1e-4, atol=1e-6, form="auto"):
     """Writes `model` as ONNX and, with `verify`, checks it against the Keras model.
 
     Args:
@@ -261,12 +293,16 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
         fold_bn: export the BatchNorm-folded inference form (default) or keep BatchNorm.
         verify: run ONNX Runtime on random clips and compare with `model` (unfolded).
         rtol, atol: tolerance of the check: max|diff| <= rtol * max|keras| + atol.
+        form: ``"auto"`` (native when every layer has a native form), ``"native"`` or
+            ``"taps"`` (module docstring).
 
     Returns:
         A dict: path, opset, input_shape (None for dynamic batch), max_rel_error (None
-        without `verify`), quantization (Q/DQ counts and integer types).
+        without `verify`), quantization (Q/DQ counts and integer types), form (the one
+        written).
     """
-    proto = convert_to_onnx(model, opset, batch_size, fold_bn)
+    form = resolve_form(model, form)
+    proto = convert_to_onnx(model, opset, batch_size, fold_bn, form)
     error = verify_onnx(proto, model, rtol=rtol, atol=atol) if verify else None
     atomic_write(output_path, proto.SerializeToString())
     return {
@@ -275,25 +311,29 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
         "input_shape": (batch_size,) + tuple(model.inputs[0].shape[1:]),
         "max_rel_error": error,
         "quantization": quantization_summary(proto),
+        "form": form,
     }
 
 
 def build_and_export_onnx(output_path, model_name=None, keras_file=None, num_frames=16,
                           image_size=112, num_classes=None, opset=DEFAULT_OPSET, batch_size=None,
-                          fold_bn=True, verify=True, **model_kwargs):
+                          fold_bn=True, verify=True, form="auto", **model_kwargs):
     """Builds (`load_or_build_model`) and exports with `export_onnx`; returns its report."""
+    _check_form(form)  # before the (slow) build
     model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
                                 **model_kwargs)
     return export_onnx(model, output_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
-                       verify=verify)
+                       verify=verify, form=form)
 
 
 __all__ = [
     "DEFAULT_OPSET",
+    "FORMS",
     "build_and_export_onnx",
     "convert_to_onnx",
     "export_onnx",
     "quantization_summary",
+    "resolve_form",
     "run_onnx",
     "verify_onnx",
 ]

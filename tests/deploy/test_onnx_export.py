@@ -14,7 +14,6 @@ import tensorflow as tf
 from deploy_helpers import randomize_batchnorm
 from keras_efficient3d import create_model, list_models
 from keras_efficient3d.deploy import onnx_export
-from keras_efficient3d.models.resnet import ResNet3DBase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Heads that pool ceil(frames/16) x ceil(size/32)^2 cells need 16 x 32 x 32 clips.
@@ -22,9 +21,6 @@ _NEEDS_16 = ("resnet", "resnext", "squeezenet", "c3d", "shufflenetv1")
 # Narrow widths keep the efficient models' conversion to a few seconds; the graph (and so
 # what is exported) is the same at every width.
 _WIDTHS = {"mobilenetv1": 0.5, "mobilenetv2": 0.2, "shufflenetv1": 0.5, "shufflenetv2": 0.25}
-# tf2onnx takes 10-120 s for each of these on 2 shared cores (ResNets: 14M-126M parameters;
-# ShuffleNets: thousands of nodes); the fast tier covers their blocks with small models.
-_HEAVY = ("resnet", "resnext", "c3d", "shufflenet")
 
 
 def _registry_case(name):
@@ -34,51 +30,27 @@ def _registry_case(name):
         kwargs["width_mult"] = _WIDTHS[name]
     if name.startswith(("resnet101", "resnet152", "resnet200", "resnext", "c3d")):
         kwargs = {"input_shape": (frames, 32, 32, 3), "include_top": False, "pooling": "avg"}
-    # mobilenetv1 is exported by the CLI test of the fast tier.
-    marks = [pytest.mark.slow] if name.startswith(_HEAVY + ("mobilenetv1",)) else []
-    return pytest.param(name, kwargs, id=name, marks=marks)
+    # The native form of every family is tested in the fast tier (test_onnx_native.py); this
+    # is the taps form, the fallback for layers without a native form.
+    return pytest.param(name, kwargs, id=name, marks=[pytest.mark.slow])
 
 
-# The deeper ResNets and the ResNeXts repeat the basic, bottleneck and grouped blocks that
-# test_every_resnet_block_type_exports_at_small_width exports (same layers, same export path,
-# only more of them) and take up to minutes each to convert here: ResNet-18 stands for them,
-# to keep the whole suite under 20 minutes on 2 cores.
+# The deeper ResNets and the ResNeXts repeat the basic, bottleneck and grouped blocks of
+# ResNet-18 and of test_onnx_native.py's small ResNets (same layers, only more of them) and
+# take up to minutes each to convert with tf2onnx here: ResNet-18 stands for them.
 _REPEATS = ("resnet34", "resnet50", "resnet101", "resnet152", "resnet200", "resnext50",
             "resnext101", "resnext152")
 
 
 @pytest.mark.parametrize("name,kwargs", [_registry_case(n) for n in list_models()
                                          if n not in _REPEATS])
-def test_every_registered_model_exports_and_matches_keras(name, kwargs):
+def test_every_registered_model_exports_in_taps_form_and_matches_keras(name, kwargs):
     model = randomize_batchnorm(create_model(name, **kwargs))
-    proto = onnx_export.convert_to_onnx(model)
+    proto = onnx_export.convert_to_onnx(model, form="taps")
+    assert proto.producer_name == "keras_efficient3d+tf2onnx"
     assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
     assert "BatchNormalization" not in {n.op_type for n in proto.graph.node}
     assert onnx_export.verify_onnx(proto, model) < 1e-4
-
-
-@pytest.mark.parametrize("block,planes,shortcut", [
-    ("basic", (64, 64, 80, 96), "A"),
-    ("bottleneck", (8, 16, 32, 64), "B"),
-    ("resnext", (32, 64, 64, 64), "B"),
-], ids=["basic_A", "bottleneck_B", "resnext_B"])
-def test_every_resnet_block_type_exports_at_small_width(block, planes, shortcut):
-    # The registry's ResNets are tested in the slow tier; their blocks, at small width, here.
-    model = randomize_batchnorm(ResNet3DBase(block, (1, 1, 1, 1), planes, shortcut=shortcut,
-                                             cardinality=4, input_shape=(16, 32, 32, 3),
-                                             num_classes=5))
-    assert onnx_export.verify_onnx(onnx_export.convert_to_onnx(model), model) < 1e-4
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("block", ["shufflenetv1", "shufflenetv2"])
-def test_shufflenet_units_export(block):
-    # Channel shuffle, channel split, grouped 1x1x1 convs and the concatenating downsampling
-    # units, in the smallest configurations the builders accept.
-    kwargs = {"width_mult": 0.5, "groups": 3} if block == "shufflenetv1" else {"width_mult": 0.25}
-    model = randomize_batchnorm(create_model(block, input_shape=(16, 32, 32, 3), num_classes=3,
-                                             **kwargs))
-    assert onnx_export.verify_onnx(onnx_export.convert_to_onnx(model), model) < 1e-4
 
 
 def _tiny_model():
@@ -126,12 +98,20 @@ def test_fixed_batch_keep_bn_and_opset(small_model):
     proto = onnx_export.convert_to_onnx(small_model, opset=17, batch_size=3, fold_bn=False)
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 3
     assert proto.opset_import[0].version == 17
-    # tf2onnx folds BatchNorm's constant mul/add on its own, so only the numbers tell.
     assert onnx_export.verify_onnx(proto, small_model) < 1e-4
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
     with pytest.raises(InvalidArgument, match="dimension"):  # a fixed batch refuses another one
         onnx_export.run_onnx(proto, onnx_export.random_clips(small_model, 2))
+
+
+def test_taps_form_on_request(small_model):
+    proto = onnx_export.convert_to_onnx(small_model, batch_size=2, form="taps")
+    ops = {n.op_type for n in proto.graph.node}
+    # tf2onnx of the 2D-tap graph: per-frame slices, 4-D convolutions, no 5-D Conv kernel
+    assert proto.producer_name == "keras_efficient3d+tf2onnx" and "Conv" in ops
+    assert not any(len(i.dims) == 5 for i in proto.graph.initializer)
+    assert onnx_export.verify_onnx(proto, small_model) < 1e-4
 
 
 def test_invalid_arguments(small_model):
@@ -221,6 +201,7 @@ def _qat_model(symmetric=True):
 
 def test_qat_model_exports_symmetric_int8_qdq_for_tensorrt():
     model = _qat_model(symmetric=True)
+    assert onnx_export.resolve_form(model) == "taps"  # fake-quant layers: no native form
     proto = onnx_export.convert_to_onnx(model)
     summary = onnx_export.quantization_summary(proto)
     # two activations and the conv's weights, per channel on the OIHW output axis

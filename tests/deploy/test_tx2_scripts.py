@@ -181,3 +181,54 @@ def test_tftrt_benchmark_times_a_saved_model_on_cpu(saved_model_dir, tmp_path):
     assert [r["batch_size"] for r in results] == [1, 8]
     assert all(r["clips_per_s"] > 0 and r["iterations"] == 3 for r in results)
     assert "clips/s" in run.stdout
+
+
+# The ONNX operators TensorRT 8.2's parser (JetPack 4.6, the TX2's last) takes, of those the
+# native export could write (onnx-tensorrt 8.2 operators.md; 3-D Conv/pools and grouped
+# Conv included).
+_TENSORRT_82_OPS = {"Add", "AveragePool", "Clip", "Concat", "Conv", "Flatten", "Gemm",
+                    "GlobalAveragePool", "GlobalMaxPool", "Identity", "MaxPool", "Mul", "Pad",
+                    "Relu", "Reshape", "Sigmoid", "Softmax", "Split", "Transpose"}
+
+
+@pytest.fixture(scope="module")
+def native_onnx_file(tmp_path_factory):
+    """A native export (deploy.onnx_native) of a few layers of every kind the efficient
+    models use: depthwise and grouped 3D convolutions, shuffle, split, pools, the head."""
+    import keras
+
+    from keras_efficient3d import layers as L
+    from keras_efficient3d.deploy.onnx_export import export_onnx
+
+    inputs = keras.Input((8, 32, 32, 3), name="input")
+    x = L.Conv3D(12, 3, (1, 2, 2), 1, name="conv1")(inputs)
+    x = keras.layers.ReLU(6.0, name="conv1_relu")(keras.layers.BatchNormalization(name="bn")(x))
+    x = L.MaxPool3D(3, 2, 1, name="pool")(x)
+    x = L.Conv3D(12, 1, groups=3, name="grouped")(x)
+    x = L.ChannelShuffle(3, name="shuffle")(x)
+    left, right = L.ChannelSplit(name="split")(x)
+    right = L.DepthwiseConv3D(3, 1, 1, name="depthwise")(right)
+    x = keras.layers.Concatenate(name="concat")([left, right])
+    x = L.AvgPool3D(3, 2, 1, name="avg")(x)
+    outputs = keras.layers.Dense(5, name="predictions")(keras.layers.GlobalAveragePooling3D(name="gap")(x))
+    path = str(tmp_path_factory.mktemp("native") / "native.onnx")
+    report = export_onnx(keras.Model(inputs, outputs), path)
+    assert report["form"] == "native"
+    return path
+
+
+def test_native_export_is_what_tensorrt_82_parses(native_onnx_file):
+    model = onnx.load(native_onnx_file)
+    assert model.opset_import[0].version == 13 and model.ir_version == 7
+    assert {n.op_type for n in model.graph.node} <= _TENSORRT_82_OPS
+    groups = {n.name.split("/")[0]: a.i for n in model.graph.node if n.op_type == "Conv"
+              for a in n.attribute if a.name == "group"}
+    assert groups == {"conv1": 1, "grouped": 3, "depthwise": 6}  # 3D Conv with groups, natively
+
+
+def test_build_engine_reads_the_native_export(native_onnx_file, tmp_path):
+    run = _script("trt_build_engine.py", "--onnx", native_onnx_file, "--engine",
+                  str(tmp_path / "m.engine"), "--precision", "fp16", "--dry-run")
+    assert run.returncode == 0, run.stderr
+    line = run.stdout.strip().splitlines()[-1]
+    assert "--minShapes=input:1x8x32x32x3" in line and "--maxShapes=input:8x8x32x32x3" in line

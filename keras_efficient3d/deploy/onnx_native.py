@@ -1,0 +1,380 @@
+"""ONNX written directly from the Keras layer graph, in the form ONNX runtimes optimise.
+
+`native_onnx(model)` folds BatchNorm (`keras_efficient3d.fold.inference_form`) and walks
+the functional model layer by layer, each layer class mapped to its handler by a table
+(`_HANDLERS`, as `keras_efficient3d.deploy.graph` does for TFLite), emitting ONNX nodes:
+
+* the clip input ``input`` (batch, frames, H, W, 3) is channels-last as in Keras (every
+  consumer feeds it so); one Transpose makes it NCDHW, the layout of ONNX's Conv and pools;
+* a 3D convolution is one 5-D ``Conv`` with PyTorch's symmetric explicit ``pads``, a
+  grouped one (ShuffleNetV1's 1x1x1, ResNeXt) one ``Conv`` with ``group``, a depthwise one
+  one ``Conv`` with ``group`` = channels; folded BatchNorm is in its weights and bias, a
+  folded ReLU a ``Relu`` and ReLU6 a ``Clip`` (both fused into the Conv by the runtimes);
+* 3D pools are ``MaxPool``/``AveragePool`` (``count_include_pad``, as PyTorch's), global
+  pooling ``GlobalAveragePool``/``GlobalMaxPool``, Dense a ``Gemm``;
+* channel shuffle is Reshape/Transpose/Reshape on the channel axis, channel split one
+  ``Split``, channel concatenation ``Concat``, residuals ``Add``; dropout vanishes.
+
+This is what ONNX Runtime, OpenVINO and TensorRT take as their fast path: no per-frame tap
+slicing (the 2D-tap graph tf2onnx converts is 2-3x slower there, `forms.FORMS["onnx"]`).
+Values are 5-D NCDHW tensors for clips and as in Keras for the rest (pooled features,
+logits); a Permute/Flatten of a clip (C3D's head) reorders from NCDHW accordingly.
+
+    from keras_efficient3d.deploy.onnx_native import native_onnx
+    proto = native_onnx(create_model("mobilenetv2_0.2x", num_classes=27), opset=13)
+"""
+
+import keras
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from keras_efficient3d import layers as k3d
+from keras_efficient3d.deploy.savedmodel import INPUT_NAME, OUTPUT_NAME
+from keras_efficient3d.fold import Folded, batchnorm_affine, inference_form
+
+__all__ = ["native_onnx", "supports"]
+
+_TO_NCDHW = (0, 4, 1, 2, 3)
+_TO_NDHWC = (0, 2, 3, 4, 1)
+
+
+class _Clip:
+    """A Keras clip tensor (B, T, H, W, C) held as NCDHW; `shape` is Keras' (T, H, W, C)."""
+
+    __slots__ = ("name", "shape")
+
+    def __init__(self, name, shape):
+        self.name, self.shape = name, tuple(int(s) for s in shape)
+
+
+class _Plain:
+    """Any other tensor, in Keras' own layout (pooled features, logits)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+
+def _handler(layer):
+    for cls in type(layer).__mro__:
+        if cls in _HANDLERS:
+            return _HANDLERS[cls]
+    return None
+
+
+def _layers(model):
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def supports(model):
+    """Whether every layer of `model` has a native ONNX handler (the registry's models do;
+    a quantization-aware model, a single `QuantizedGraph` layer, does not)."""
+    return isinstance(model, keras.Model) and len(model.inputs) == 1 and all(
+        _handler(layer) is not None for layer in _layers(model))
+
+
+def _activation_name(layer_or_fn):
+    if isinstance(layer_or_fn, keras.layers.ReLU):
+        cfg = layer_or_fn.get_config()
+        if cfg.get("negative_slope", 0.0) or cfg.get("threshold", 0.0):
+            return None
+        if cfg.get("max_value") is None:
+            return "relu"
+        return "relu6" if float(cfg["max_value"]) == 6.0 else None
+    fn = getattr(layer_or_fn, "activation", layer_or_fn)
+    if fn is None:
+        return "linear"
+    name = keras.activations.serialize(fn)
+    name = name if isinstance(name, str) else getattr(fn, "__name__", None)
+    return name if name in ("relu", "relu6", "linear", "softmax", "sigmoid") else None
+
+
+class _Writer:
+    def __init__(self, model, batch_size):
+        self.model = model
+        self.batch = "batch" if batch_size is None else int(batch_size)
+        self.nodes, self.initializers = [], []
+        self._names = {INPUT_NAME, OUTPUT_NAME}  # the graph's own: no layer takes them
+
+    def unique(self, name):
+        base, n = name, 1
+        while name in self._names:
+            name, n = f"{base}_{n}", n + 1
+        self._names.add(name)
+        return name
+
+    def const(self, name, value, dtype=np.float32):
+        name = self.unique(name)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype), name))
+        return name
+
+    def node(self, op, inputs, name, outputs=1, **attrs):
+        outs = [self.unique(name if outputs == 1 else f"{name}:{i}") for i in range(outputs)]
+        self.nodes.append(helper.make_node(op, list(inputs), outs, name=self.unique(f"{name}/{op}"),
+                                           **attrs))
+        return outs[0] if outputs == 1 else outs
+
+    def activation(self, layer_or_fn, x, name, channel_axis):
+        act = _activation_name(layer_or_fn)
+        if act is None:
+            raise ValueError(f"'{name}': activation {layer_or_fn!r} has no ONNX form here.")
+        if act == "linear":
+            return x
+        if act == "relu":
+            return self.node("Relu", [x], f"{name}/relu")
+        if act == "relu6":
+            return self.node("Clip", [x, self.const(f"{name}/zero", 0.0), self.const(f"{name}/six", 6.0)],
+                             f"{name}/relu6")
+        if act == "sigmoid":
+            return self.node("Sigmoid", [x], f"{name}/sigmoid")
+        return self.node("Softmax", [x], f"{name}/softmax", axis=channel_axis)
+
+    def to_keras_layout(self, v, name):
+        """A clip as Keras holds it (channels-last); other values are already."""
+        if isinstance(v, _Clip):
+            return self.node("Transpose", [v.name], f"{name}/to_channels_last", perm=_TO_NDHWC)
+        return v.name
+
+    def run(self):
+        t, h, w, c = (int(s) for s in self.model.inputs[0].shape[1:])
+        x = self.node("Transpose", [INPUT_NAME], "input/to_ncdhw", perm=_TO_NCDHW)
+        values = {id(self.model.inputs[0]): _Clip(x, (t, h, w, c))}
+        for layer in _layers(self.model):
+            if len(layer._inbound_nodes) != 1:
+                raise ValueError(f"Shared layer '{layer.name}' is not supported.")
+            node = layer._inbound_nodes[0]
+            handler = _handler(layer)
+            if handler is None:
+                raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) has no native "
+                                 "ONNX form; export it with form='taps'.")
+            ins = [values[id(tensor)] for tensor in node.input_tensors]
+            out = handler(self, layer, node, ins)
+            outs = out if isinstance(out, (list, tuple)) else [out]
+            for tensor, value in zip(node.output_tensors, outs):
+                values[id(tensor)] = value
+        if len(self.model.outputs) != 1:
+            raise ValueError(f"Export expects one output. Received: {len(self.model.outputs)}")
+        result = values[id(self.model.outputs[0])]
+        self.nodes.append(helper.make_node("Identity", [self.to_keras_layout(result, "output")],
+                                           [OUTPUT_NAME], name=self.unique("output/Identity")))
+        shape = tuple(self.model.outputs[0].shape[1:])
+        return helper.make_graph(
+            self.nodes, self.model.name,
+            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [self.batch, t, h, w, c])],
+            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [self.batch, *shape])],
+            self.initializers)
+
+
+def _pads(padding):
+    return list(padding) * 2  # begins then ends, symmetric as PyTorch's
+
+
+def _out_clip(node, name):
+    return _Clip(name, node.output_tensors[0].shape[1:])
+
+
+# ---------------------------------------------------------------- handlers, per layer class
+def _identity(w, layer, node, ins):
+    return ins[0]
+
+
+def _conv(w, layer, node, ins, kernel, groups):
+    inputs = [ins[0].name, w.const(f"{layer.name}/kernel", kernel)]
+    if layer.use_bias:
+        inputs.append(w.const(f"{layer.name}/bias", keras.ops.convert_to_numpy(layer.bias)))
+    y = w.node("Conv", inputs, layer.name, kernel_shape=list(layer.kernel_size),
+               strides=list(layer.strides), pads=_pads(layer.padding), group=groups)
+    return _out_clip(node, w.activation(layer, y, layer.name, 1))
+
+
+def _conv3d(w, layer, node, ins):
+    # (kt, kh, kw, in / groups, out) -> ONNX's (out, in / groups, kt, kh, kw)
+    kernel = np.transpose(keras.ops.convert_to_numpy(layer.kernel), (4, 3, 0, 1, 2))
+    return _conv(w, layer, node, ins, kernel, layer.groups)
+
+
+def _depthwise3d(w, layer, node, ins):
+    # (kt, kh, kw, C, 1) -> (C, 1, kt, kh, kw), one group per channel
+    kernel = np.transpose(keras.ops.convert_to_numpy(layer.kernel), (3, 4, 0, 1, 2))
+    return _conv(w, layer, node, ins, kernel, kernel.shape[0])
+
+
+def _max_pool3d(w, layer, node, ins):
+    # ONNX's MaxPool pads never win, as PyTorch's
+    y = w.node("MaxPool", [ins[0].name], layer.name, kernel_shape=list(layer.pool_size),
+               strides=list(layer.strides), pads=_pads(layer.padding))
+    return _out_clip(node, y)
+
+
+def _avg_pool3d(w, layer, node, ins):
+    y = w.node("AveragePool", [ins[0].name], layer.name, kernel_shape=list(layer.pool_size),
+               strides=list(layer.strides), pads=_pads(layer.padding), count_include_pad=1)
+    return _out_clip(node, y)
+
+
+def _shuffle(w, layer, node, ins):
+    v, g = ins[0], layer.groups
+    if g == 1:
+        return v
+    t, h, wd, c = v.shape
+    # (B, g, C/g, THW) -> (B, C/g, g, THW): the PyTorch view-permute-view on NCDHW
+    x = w.node("Reshape", [v.name, w.const(f"{layer.name}/grouped", [0, g, c // g, t * h * wd], np.int64)],
+               f"{layer.name}/grouped")
+    x = w.node("Transpose", [x], f"{layer.name}/swap", perm=[0, 2, 1, 3])
+    x = w.node("Reshape", [x, w.const(f"{layer.name}/shape", [0, c, t, h, wd], np.int64)], layer.name)
+    return _Clip(x, v.shape)
+
+
+def _split(w, layer, node, ins):
+    v = ins[0]
+    c = v.shape[-1]
+    halves = w.node("Split", [v.name, w.const(f"{layer.name}/sizes", [c // 2, c - c // 2], np.int64)],
+                    layer.name, outputs=2, axis=1)
+    return [_Clip(name, out.shape[1:]) for name, out in zip(halves, node.output_tensors)]
+
+
+def _zero_pad_channels(w, layer, node, ins):
+    x = ins[0].name
+    if any(s > 1 for s in layer.strides):
+        # avg_pool3d(kernel 1, stride), as the original: a strided subsample
+        x = w.node("AveragePool", [x], f"{layer.name}/subsample", kernel_shape=[1, 1, 1],
+                   strides=list(layer.strides))
+    extra = layer.filters - ins[0].shape[-1]
+    if extra:
+        pads = [0, 0, 0, 0, 0, 0, extra, 0, 0, 0]
+        x = w.node("Pad", [x, w.const(f"{layer.name}/pads", pads, np.int64)], layer.name)
+    return _out_clip(node, x)
+
+
+def _global_pool(w, layer, node, ins):
+    op = "GlobalAveragePool" if isinstance(layer, keras.layers.GlobalAveragePooling3D) else "GlobalMaxPool"
+    y = w.node(op, [ins[0].name], layer.name)
+    if layer.get_config().get("keepdims"):
+        return _out_clip(node, y)
+    return _Plain(w.node("Flatten", [y], f"{layer.name}/flatten", axis=1))
+
+
+def _dense(w, layer, node, ins):
+    if not isinstance(ins[0], _Plain) or len(node.input_tensors[0].shape) != 2:
+        raise ValueError(f"'{layer.name}': Dense needs a flat (batch, features) input. "
+                         f"Received: input_shape={tuple(node.input_tensors[0].shape)}")
+    inputs = [ins[0].name, w.const(f"{layer.name}/kernel", keras.ops.convert_to_numpy(layer.kernel))]
+    if layer.use_bias:
+        inputs.append(w.const(f"{layer.name}/bias", keras.ops.convert_to_numpy(layer.bias)))
+    y = w.node("Gemm", inputs, layer.name)
+    return _Plain(w.activation(layer, y, layer.name, -1))
+
+
+def _like(ins, name, node):
+    return _out_clip(node, name) if isinstance(ins[0], _Clip) else _Plain(name)
+
+
+def _add(w, layer, node, ins):
+    y = ins[0].name
+    for i, other in enumerate(ins[1:]):
+        y = w.node("Add", [y, other.name], layer.name if i == len(ins) - 2 else f"{layer.name}/{i}")
+    return _like(ins, y, node)
+
+
+def _keras_axis_to_ncdhw(axis, rank):
+    axis = axis % rank
+    return 1 if axis == 4 else (axis + 1 if axis else 0)
+
+
+def _concatenate(w, layer, node, ins):
+    if isinstance(ins[0], _Clip) != isinstance(ins[-1], _Clip):
+        raise ValueError(f"'{layer.name}': mixed clip and flat inputs are not supported.")
+    axis = layer.axis
+    if isinstance(ins[0], _Clip):
+        axis = _keras_axis_to_ncdhw(axis, 5)
+    y = w.node("Concat", [v.name for v in ins], layer.name, axis=axis)
+    return _like(ins, y, node)
+
+
+def _activation(w, layer, node, ins):
+    v = ins[0]
+    y = w.activation(layer, v.name, layer.name, 1 if isinstance(v, _Clip) else -1)
+    return _like(ins, y, node)
+
+
+def _batch_norm(w, layer, node, ins):
+    v = ins[0]
+    scale, shift = batchnorm_affine(layer)
+    shape = (-1, 1, 1, 1) if isinstance(v, _Clip) else (-1,)
+    if isinstance(v, _Clip) and layer.axis not in (-1, 4, [-1], [4]):
+        raise ValueError(f"'{layer.name}': only channel BatchNorm is supported. Received: axis={layer.axis}")
+    y = w.node("Mul", [v.name, w.const(f"{layer.name}/scale", np.reshape(scale, shape))], f"{layer.name}/scale")
+    y = w.node("Add", [y, w.const(f"{layer.name}/shift", np.reshape(shift, shape))], layer.name)
+    return _like(ins, y, node)
+
+
+def _permute(w, layer, node, ins):
+    v = ins[0]
+    dims = (0,) + tuple(layer.dims)
+    if isinstance(v, _Clip):
+        # Keras' axis d of the clip is ONNX axis _TO_NDHWC[d] of the NCDHW tensor
+        perm = [_TO_NDHWC[d] for d in dims]
+    else:
+        perm = list(dims)
+    if perm == sorted(perm):
+        return _Plain(v.name)
+    return _Plain(w.node("Transpose", [v.name], layer.name, perm=perm))
+
+
+def _flatten(w, layer, node, ins):
+    return _Plain(w.node("Flatten", [w.to_keras_layout(ins[0], layer.name)], layer.name, axis=1))
+
+
+# Layer class -> handler; a subclass takes its nearest registered base's handler.
+_HANDLERS = {
+    Folded: _identity,
+    keras.layers.Dropout: _identity,
+    keras.layers.SpatialDropout3D: _identity,
+    keras.layers.GaussianNoise: _identity,
+    k3d.Conv3D: _conv3d,
+    k3d.DepthwiseConv3D: _depthwise3d,
+    k3d.MaxPool3D: _max_pool3d,
+    k3d.AvgPool3D: _avg_pool3d,
+    k3d.ChannelShuffle: _shuffle,
+    k3d.ChannelSplit: _split,
+    k3d.ZeroPadChannels: _zero_pad_channels,
+    keras.layers.GlobalAveragePooling3D: _global_pool,
+    keras.layers.GlobalMaxPooling3D: _global_pool,
+    keras.layers.Dense: _dense,
+    keras.layers.Add: _add,
+    keras.layers.Concatenate: _concatenate,
+    keras.layers.ReLU: _activation,
+    keras.layers.Activation: _activation,
+    keras.layers.BatchNormalization: _batch_norm,
+    keras.layers.Permute: _permute,
+    keras.layers.Flatten: _flatten,
+}
+
+
+def native_onnx(model, opset=13, batch_size=None, fold_bn=True):
+    """`model` as an `onnx.ModelProto` in the native form (module docstring), checked by
+    `onnx.checker` (not verified against Keras; see `onnx_export.export_onnx`).
+
+    Args:
+        model: a built functional `keras.Model` with one clip input (batch, T, H, W, 3).
+        opset: ONNX opset of the graph (>= 13).
+        batch_size: None for a dynamic ``batch`` axis, or a fixed batch.
+        fold_bn: fold BatchNorm into the convolutions (else Mul/Add per BatchNorm).
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a built keras.Model. Received: model={model!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError("`batch_size` must be None (dynamic) or a positive integer. "
+                         f"Received: batch_size={batch_size}")
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 5 or \
+            any(s is None for s in model.inputs[0].shape[1:]):
+        raise ValueError("Expected one clip input of static shape (frames, height, width, "
+                         f"channels). Received: inputs={[tuple(t.shape) for t in model.inputs]}")
+    graph = _Writer(inference_form(model, fold_bn), batch_size).run()
+    opsets = [helper.make_opsetid("", opset)]
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="keras_efficient3d",
+                              ir_version=helper.find_min_ir_version_for(opsets))
+    onnx.checker.check_model(proto)
+    return proto

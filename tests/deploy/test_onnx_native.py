@@ -1,0 +1,227 @@
+"""The native ONNX export (deploy.onnx_native): every family exact to Keras through ONNX
+Runtime and OpenVINO, in the form those runtimes optimise (one 5-D Conv per layer, group for
+depthwise and grouped convolutions, BatchNorm folded, one Transpose at the input)."""
+
+import os
+import sys
+
+import keras
+import numpy as np
+import onnx
+import pytest
+
+from deploy_helpers import randomize_batchnorm
+from keras_efficient3d import cli, create_model
+from keras_efficient3d import layers as L
+from keras_efficient3d.deploy import onnx_export, onnx_native
+from keras_efficient3d.models.resnet import ResNet3DBase
+from keras_efficient3d.runtime import check_close, random_clips
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_SMALL, _SIXTEEN = (8, 32, 32, 3), (16, 32, 32, 3)
+# Tiny configurations of every family: the graph (layer classes, groups, shuffles, splits,
+# shortcuts, heads) is the one of the full-size models.
+_FAMILIES = {
+    "mobilenetv1": lambda: create_model("mobilenetv1", width_mult=0.25, input_shape=_SMALL, num_classes=5),
+    "mobilenetv2": lambda: create_model("mobilenetv2", width_mult=0.2, input_shape=_SMALL, num_classes=5),
+    "shufflenetv1_g3": lambda: create_model("shufflenetv1", width_mult=0.25, groups=3,
+                                            input_shape=_SIXTEEN, num_classes=5),
+    "shufflenetv2": lambda: create_model("shufflenetv2", width_mult=0.25, input_shape=_SMALL, num_classes=5),
+    "squeezenet": lambda: create_model("squeezenet", input_shape=_SIXTEEN, num_classes=5),
+    "resnet_basic_A": lambda: ResNet3DBase("basic", (1, 1, 1, 1), (64, 64, 80, 96), shortcut="A",
+                                           input_shape=_SIXTEEN, num_classes=5),
+    "resnet_bottleneck_B": lambda: ResNet3DBase("bottleneck", (1, 1, 1, 1), (8, 16, 32, 64), shortcut="B",
+                                                input_shape=_SIXTEEN, num_classes=5),
+    "resnext_B": lambda: ResNet3DBase("resnext", (1, 1, 1, 1), (32, 64, 64, 64), shortcut="B",
+                                      cardinality=4, input_shape=_SIXTEEN, num_classes=5),
+    "c3d_features": lambda: create_model("c3d", input_shape=_SIXTEEN, include_top=False, pooling="avg"),
+}
+# Over 10 s on the shared 2-core machine (model build and Keras inference, not the export);
+# MobileNetV1 is also exported natively by test_onnx_export.py's CLI test in the fast tier.
+_SLOW = ("c3d_features", "mobilenetv1")
+
+
+def _openvino_output(proto, clips):
+    ov = pytest.importorskip("openvino")
+    compiled = ov.Core().compile_model(ov.Core().read_model(proto.SerializeToString()), "CPU")
+    return compiled(clips)[compiled.output(0)]
+
+
+def _conv_layers(model):
+    return {layer.name: layer for layer in model.layers
+            if isinstance(layer, (L.Conv3D, L.DepthwiseConv3D))}
+
+
+def _check_graph(proto, model):
+    """The properties of the native form that a regression would break."""
+    nodes = list(proto.graph.node)
+    ops = [n.op_type for n in nodes]
+    assert {"Slice", "Gather", "BatchNormalization", "Unsqueeze", "Squeeze"}.isdisjoint(ops)
+    assert proto.producer_name == "keras_efficient3d"
+    # one Transpose to NCDHW at the input; any other is a channel shuffle's 4-D swap
+    assert nodes[0].op_type == "Transpose" and list(nodes[0].input) == ["input"]
+    assert list(nodes[0].attribute[0].ints) == [0, 4, 1, 2, 3]
+    shuffles = [layer for layer in model.layers if isinstance(layer, L.ChannelShuffle) and layer.groups > 1]
+    assert ops.count("Transpose") == 1 + len(shuffles)
+    splits = [layer for layer in model.layers if isinstance(layer, L.ChannelSplit)]
+    assert ops.count("Split") == len(splits)
+    # one 5-D Conv per convolution layer, grouped as the layer
+    weights = {i.name: i for i in proto.graph.initializer}
+    convs = {n.name.rsplit("/", 1)[0]: n for n in nodes if n.op_type == "Conv"}
+    layers = _conv_layers(model)
+    assert set(convs) == set(layers)
+    for name, node in convs.items():
+        layer = layers[name]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert len(weights[node.input[1]].dims) == 5 and len(node.input) == 3  # bias: folded BN
+        channels = layer.kernel.shape[3]
+        expected = channels if isinstance(layer, L.DepthwiseConv3D) else layer.groups
+        assert attrs["group"] == expected and list(attrs["kernel_shape"]) == list(layer.kernel_size)
+        assert list(attrs["pads"]) == list(layer.padding) * 2
+    return convs
+
+
+def _family_case(name):
+    return pytest.param(name, id=name, marks=[pytest.mark.slow] if name in _SLOW else [])
+
+
+@pytest.mark.parametrize("name", [_family_case(n) for n in _FAMILIES])
+def test_every_family_exports_natively_exact_to_keras(name):
+    model = randomize_batchnorm(_FAMILIES[name]())
+    assert onnx_native.supports(model) and onnx_export.resolve_form(model) == "native"
+    proto = onnx_export.convert_to_onnx(model)
+    convs = _check_graph(proto, model)
+    groups = [onnx.helper.get_attribute_value(a) for n in convs.values() for a in n.attribute
+              if a.name == "group"]
+    if name.startswith(("mobilenet", "shufflenet", "resnext")):
+        assert max(groups) > 1  # depthwise / grouped convolutions stay one Conv each
+    clips = random_clips(model, 2)
+    expected = model(clips, training=False).numpy()
+    assert check_close(onnx_export.run_onnx(proto, clips), expected, 1e-4, 1e-6) < 1e-4
+    check_close(_openvino_output(proto, clips), expected, 1e-4, 1e-6, what="OpenVINO model")
+
+
+@pytest.mark.slow
+def test_resnet18_and_c3d_head_export_natively():
+    # the registry's ResNet-18 (its widths) and C3D's Permute -> Flatten -> Dense head
+    for model in (create_model("resnet18", input_shape=_SIXTEEN, num_classes=5, shortcut="A"),
+                  create_model("c3d", input_shape=(16, 48, 48, 3), num_classes=5)):
+        model = randomize_batchnorm(model)
+        proto = onnx_export.convert_to_onnx(model)
+        _check_graph(proto, model)
+        assert onnx_export.verify_onnx(proto, model) < 1e-4
+
+
+def _odd_model():
+    """Layers the registry's heads use in other combinations: a BatchNorm with no
+    convolution to fold into, channels-last Flatten, C3D's channels-first Permute, global
+    max pooling, a softmax, ReLU6 and a shortcut-A channel pad."""
+    inputs = keras.Input((4, 16, 16, 3), name="input")
+    x = L.Conv3D(6, 3, (1, 2, 2), 1, use_bias=True, name="conv")(inputs)
+    x = keras.layers.ReLU(6.0, name="relu6")(x)
+    x = L.ZeroPadChannels(8, (2, 2, 2), name="pad")(x)
+    a = keras.layers.BatchNormalization(epsilon=1e-5, name="lone_bn")(x)
+    b = L.AvgPool3D(3, 1, 1, name="avg")(x)
+    x = keras.layers.Concatenate(name="concat")([a, b])
+    first = keras.layers.Flatten(name="flat")(x)
+    second = keras.layers.Flatten(name="flat_cf")(keras.layers.Permute((4, 1, 2, 3), name="cf")(x))
+    third = keras.layers.GlobalMaxPooling3D(name="gmax")(x)
+    x = keras.layers.Concatenate(name="features")([first, second, third])
+    outputs = keras.layers.Dense(3, activation="softmax", name="logits")(x)  # the output's name
+    return randomize_batchnorm(keras.Model(inputs, outputs, name="odd"))
+
+
+@pytest.fixture(scope="module")
+def odd_model():
+    return _odd_model()
+
+
+def test_other_layers_and_dynamic_batch(odd_model):
+    proto = onnx_native.native_onnx(odd_model)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [4, 16, 16, 3]
+    assert proto.graph.output[0].name == "logits"
+    assert proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert proto.opset_import[0].version == 13 and proto.ir_version == 7
+    for batch in (1, 3):
+        clips = random_clips(odd_model, batch, seed=batch)
+        # softmax outputs: the relative check is on probabilities of about 1/3
+        assert onnx_export.verify_onnx(proto, odd_model, clips) < 1e-4
+
+
+def test_fixed_batch_unfolded_and_newer_opset(odd_model):
+    proto = onnx_export.convert_to_onnx(odd_model, opset=17, batch_size=2, fold_bn=False)
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
+    assert proto.graph.output[0].type.tensor_type.shape.dim[0].dim_value == 2
+    assert proto.opset_import[0].version == 17
+    assert onnx_export.verify_onnx(proto, odd_model) < 1e-4
+    clips = random_clips(odd_model, 2)
+    check_close(_openvino_output(proto, clips), odd_model(clips, training=False).numpy(),
+                what="OpenVINO model")
+
+
+def test_verification_catches_a_wrong_layout():
+    # A dense kernel of a channels-last flatten read as channels-first would go unnoticed
+    # by shapes alone; the numbers must differ.
+    model = _odd_model()
+    proto = onnx_native.native_onnx(model)
+    for node in proto.graph.node:
+        if node.op_type == "Transpose" and node.name.startswith("flat/"):
+            node.attribute[0].ints[:] = [0, 1, 2, 3, 4]
+    with pytest.raises(AssertionError, match="differs"):
+        onnx_export.verify_onnx(proto, model)
+
+
+def test_forms_and_refusals(odd_model, tmp_path):
+    report = onnx_export.export_onnx(odd_model, str(tmp_path / "m.onnx"), batch_size=1)
+    assert report["form"] == "native" and report["max_rel_error"] < 1e-4
+    assert report["input_shape"] == (1, 4, 16, 16, 3)
+    with pytest.raises(ValueError, match="Received: form='fast'"):
+        onnx_export.convert_to_onnx(odd_model, form="fast")
+    with pytest.raises(ValueError, match="batch_size"):
+        onnx_export.convert_to_onnx(odd_model, batch_size=0)
+    # a layer without a native form: "auto" falls back to the taps form, "native" refuses
+    inputs = keras.Input((4, 16, 16, 3))
+    x = keras.layers.Reshape((4, 16, 16 * 3))(inputs)
+    foreign = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Reshape((16, 16, 12))(x))))
+    assert not onnx_native.supports(foreign) and onnx_export.resolve_form(foreign) == "taps"
+    with pytest.raises(ValueError, match="Reshape.*form='taps'"):
+        onnx_export.convert_to_onnx(foreign, form="native")
+
+
+def test_cli_onnx_form_flag(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "deployment"))
+    try:
+        import export
+    finally:
+        sys.path.pop(0)
+
+    out = tmp_path / "m.onnx"
+    argv = ["export.py", "--model=mobilenetv2_0.2x", "--frames=8", "--size=32", "--num_classes=3",
+            f"--output={out}"]
+    assert cli.invoke(export.main, export.define_flags, argv + ["--onnx_form=native"]) == 0
+    assert "Conv" in {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert np.isfinite(onnx_export.run_onnx(str(out), np.zeros((1, 8, 32, 32, 3), np.float32))).all()
+    assert cli.invoke(export.main, export.define_flags, argv + ["--onnx_form=fast"]) == 2
+
+
+@pytest.mark.slow
+def test_benchmark_of_both_forms(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "deployment"))
+    try:
+        import benchmark_onnx_forms
+    finally:
+        sys.path.pop(0)
+    rows = benchmark_onnx_forms.compare_forms(["mobilenetv2_0.2x"], frames=8, size=32, num_classes=3,
+                                              rounds=2, warmup=0, runs=2, folder=str(tmp_path))
+    assert {r["runtime"] for r in rows} == {"onnxruntime", "openvino"}
+    for r in rows:
+        assert [len(r["rounds"][f]) for f in ("native", "taps")] == [2, 2]
+        assert r["ratio"] == pytest.approx(r["taps_ms"] / r["native_ms"]) and r["native_ms"] > 0
+    forms = {os.path.basename(p): onnx.load(str(p)).producer_name for p in tmp_path.iterdir()}
+    assert forms == {"mobilenetv2_0.2x_native.onnx": "keras_efficient3d",
+                     "mobilenetv2_0.2x_taps.onnx": "keras_efficient3d+tf2onnx"}
+    assert "taps/native" in benchmark_onnx_forms.format_table(rows)
+    with pytest.raises(ValueError, match="rounds"):
+        benchmark_onnx_forms.compare_forms(["mobilenetv2_0.2x"], rounds=0)
