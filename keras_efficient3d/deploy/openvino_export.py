@@ -42,6 +42,7 @@ import keras
 import numpy as np
 
 from keras_efficient3d import runtime
+from keras_efficient3d.artifacts import ModelFileError
 from keras_efficient3d.deploy.onnx_export import DEFAULT_OPSET, export_onnx
 from keras_efficient3d.deploy.savedmodel import load_or_build_model
 from keras_efficient3d.deploy.tflite import representative_dataset
@@ -222,9 +223,18 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
               "size_bytes": os.path.getsize(bin_path) + os.path.getsize(path),
               "int8": int8_summary(ov_model), "max_rel_error": None}
     if verify:
-        report.update(verify_openvino(path, model, precision, validation, num_validation, calib,
-                                      rtol=fp16_rtol if precision == "fp16" else rtol, atol=atol,
-                                      threads=threads))
+        try:
+            report.update(verify_openvino(path, model, precision, validation, num_validation, calib,
+                                          rtol=fp16_rtol if precision == "fp16" else rtol, atol=atol,
+                                          threads=threads))
+        except ModelFileError as err:
+            if quantize != "qat":
+                raise
+            # OpenVINO 2026.4's CPU low-precision transformations move the asymmetric
+            # dequantization of the QAT graph's activations through the temporal Pad and
+            # Slice taps and fail shape inference (with them off it compiles, in float).
+            raise ValueError(f"{path}: OpenVINO cannot compile this QAT model for the CPU "
+                             f"({str(err)[:300]}); export with quantize='ptq'") from None
     if metadata is not None:
         report["sidecar"] = write_sidecar(path, metadata)
     return report

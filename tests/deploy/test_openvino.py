@@ -109,15 +109,20 @@ def test_ptq_int8_runs_in_int8_and_agrees_on_top1(trunk, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="OpenVINO 2026.4's CPU plugin fails to compile the QAT tap-form graph: "
-                   "its low-precision transformations move an asymmetric dequantization through "
-                   "the temporal Pad/Slice taps and break shape inference", strict=False)
 def test_qat_int8_exports_qdq_as_fake_quantize(trunk, tmp_path):
     from keras_efficient3d.deploy.quantize import quantize_model
 
     qat = quantize_model(trunk, synthetic_clips(16, seed=1), num_calibration=16)
-    report = openvino_export.export_openvino(qat, str(tmp_path / "qat.xml"), quantize="qat",
-                                             validation=synthetic_clips(16, seed=2))
+    path = str(tmp_path / "qat.xml")
+    try:
+        report = openvino_export.export_openvino(qat, path, quantize="qat",
+                                                 validation=synthetic_clips(16, seed=2))
+    except ValueError as err:
+        # OpenVINO 2026.4's CPU plugin: its low-precision transformations break on the QAT
+        # tap-form graph (asymmetric dequantization moved through the temporal Pad/Slice).
+        assert "export with quantize='ptq'" in str(err) and "\n" not in str(err)
+        assert openvino_export.int8_summary(path)["fake_quantize"] > 0  # the IR itself is int8
+        pytest.xfail(str(err)[:200])
     assert report["quantize"] == "qat" and report["int8"]["fake_quantize"] > 0
     assert report["top1_agreement"] >= 0.9
 
