@@ -135,8 +135,7 @@ def format_table(rows):
 def define_flags(flag_values=flags.FLAGS):
     fv = {"flag_values": flag_values}
     cli.define("models", DEFAULT_MODELS, **fv)
-    cli.define("model_file", None, "OpenVINO .xml files to time instead of --models "
-               "(comma-separated).", **fv)
+    cli.define("model_file", None, "An OpenVINO .xml file to time instead of --models.", **fv)
     flags.DEFINE_list("precisions", ["fp32", "int8"], "OpenVINO precisions, comma-separated "
                       f"({', '.join(PRECISIONS)}; fp16: fp16-compressed weights).", **fv)
     flags.register_validator("precisions", _precisions, **fv)
@@ -155,16 +154,6 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define_alias("output", "json_out", **fv)
 
 
-def _check_files(value):
-    paths = [p for p in value.split(",") if p]
-    for path in paths:
-        if not path.lower().endswith(".xml"):
-            raise cli.UsageError(f"--model_file={path}: an OpenVINO IR .xml file is needed")
-        if not os.path.isfile(path):
-            raise cli.UsageError(f"--model_file={path}: no such file")
-    return paths
-
-
 def main(argv, flag_values=flags.FLAGS):
     del argv
     from keras_efficient3d import registry
@@ -176,8 +165,10 @@ def main(argv, flag_values=flags.FLAGS):
     except ImportError:
         raise cli.UsageError("OpenVINO is not installed: pip install keras_efficient3d[openvino]") from None
     if f.model_file:
-        files = _check_files(f.model_file)
-        rows = time_files({os.path.basename(p): p for p in files}, f.threads, f.warmup, f.runs, f.rounds)
+        if not f.model_file.lower().endswith(".xml"):
+            raise cli.UsageError(f"--model_file={f.model_file}: an OpenVINO IR .xml file is needed")
+        rows = time_files({os.path.basename(f.model_file): f.model_file}, f.threads, f.warmup,
+                          f.runs, f.rounds)
     else:
         for name in f.models:  # an unknown name is reported before anything is timed
             registry.resolve_name(name)
