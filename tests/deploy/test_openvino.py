@@ -258,3 +258,20 @@ def test_benchmark_openvino_times_ir_files(fp32_ir, tmp_path, capsys):
                 {"model": "m", "precision": "int8", "threads": 2, "median_ms": 4.0}]
     script._add_speedups(speedups)
     assert speedups[1]["int8_speedup"] == 2.5 and speedups[0]["int8_speedup"] is None
+
+
+@pytest.mark.slow
+def test_cli_ptq_calibrates_on_the_training_pipeline(export_cli, tmp_path, capsys):
+    root = synthetic.generate(str(tmp_path / "gestures"), layout="jester", videos_per_class=2,
+                              seed=1, frames=16, size=40)
+    out = str(tmp_path / "m_int8.xml")
+    code = _invoke_export(export_cli, ["--model=mobilenetv2_0.2x", "--frames=8", "--size=32",
+                                       "--num_classes=8", "--format=openvino", "--quantize=ptq",
+                                       f"--data_root={root}", "--num_calibration=8",
+                                       f"--output={out}"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["precision"] == "int8" and report["int8"]["fake_quantize"] > 0
+    # Agreement is measured on the validation split (one video per class).
+    assert report["clips"] == len(synthetic.CLASSES) and 0 <= report["top1_agreement"] <= 1
+    assert runtime.load_runner(out).input_spec.shape == (1, 8, 32, 32, 3)
