@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 import warnings
 
@@ -24,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from keras_efficient3d import registry
-from keras_efficient3d.artifacts import atomic_write, atomic_write_json, save_model
+from keras_efficient3d.artifacts import atomic_write, atomic_write_json, load_model, save_model
 from keras_efficient3d.optim import TorchSGD
 
 DATASETS = ("jester", "kinetics600", "ucf101", "folders", "synthetic")
@@ -38,7 +39,7 @@ class TrainConfig:
 
     # Data
     dataset: str = "jester"
-    data_root: str = ""
+    data_root: str = ""  # synthetic: "" is the demo's set (data.synthetic.cached_gestures)
     annotations: str | None = None  # CSV folder / JSON (Jester), CSV (Kinetics), lists (UCF-101)
     ucf101_fold: int = 1
     frames: int = 16  # the original's sample_duration
@@ -94,7 +95,7 @@ class TrainConfig:
 
         if self.dataset not in DATASETS:
             bad("dataset", f"one of {DATASETS}")
-        if not self.data_root:
+        if not self.data_root and self.dataset != "synthetic":  # synthetic: the cached set
             bad("data_root", "the dataset's folder")
         if self.lr_schedule not in SCHEDULES:
             bad("lr_schedule", f"one of {SCHEDULES}")
@@ -207,9 +208,30 @@ def replace_head(model, num_classes, dropout=0.9):
     return keras.Model(model.inputs, outputs, name=model.name)
 
 
+def check_model_fits(model, num_classes=None, frames=None, size=None, what=None):
+    """Raises ValueError (one line naming the flags) when `model`'s outputs are not
+    `num_classes` or its fixed input is not `frames` x `size` x `size`: checked before
+    training or evaluation starts, not discovered in a TensorFlow error after the first steps
+    (or, for the class count, never: a smaller head scores fine and means nothing)."""
+    what = what or f"model '{model.name}'"
+    outputs = model.output_shape[-1]
+    if num_classes is not None and outputs is not None and outputs != num_classes:
+        raise ValueError(f"{what} has {outputs} outputs but the dataset has {num_classes} "
+                         f"classes (--num_classes, --dataset, --data_root)")
+    shape = tuple(model.input_shape[1:4])
+    wanted = (frames, size, size)
+    if len(shape) == 3 and any(have is not None and want is not None and have != want
+                               for have, want in zip(shape, wanted)):
+        show = "x".join("?" if v is None else str(v) for v in shape)
+        raise ValueError(f"{what} takes {show} clips (frames x height x width); --frames={frames} "
+                         f"--size={size} do not match")
+    return model
+
+
 def build_model(config, num_classes):
     if config.pretrained:
-        base = keras.saving.load_model(config.pretrained, compile=False)
+        base = load_model(config.pretrained, compile=False)
+        check_model_fits(base, None, config.frames, config.size, f"--pretrained={config.pretrained}")
         if base.output_shape[-1] != num_classes:
             base = replace_head(base, num_classes)
         model = base
@@ -327,6 +349,11 @@ def plot_curves(log_csv, path):
 def train(config):
     """Trains as configured; returns a dict with the history and the output paths."""
     config.validate()
+    if config.dataset == "synthetic" and not config.data_root:
+        from keras_efficient3d.data import synthetic
+
+        # The demo's set, generated once; config.json records the folder for evaluate.py.
+        config.data_root = synthetic.cached_gestures(log=print if config.verbose else None)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     os.makedirs(config.output_dir, exist_ok=True)
@@ -349,6 +376,14 @@ def train(config):
     if not train_records:
         raise ValueError(f"No training videos found under {config.data_root}.")
     num_classes = config.num_classes or len(classes)
+    if num_classes < len(classes):
+        raise ValueError(f"--num_classes={num_classes} is fewer than the {len(classes)} classes of "
+                         f"the dataset in {config.data_root} (labels up to {len(classes) - 1}); "
+                         "leave it unset to use the dataset's")
+    if num_classes > len(classes):
+        print(f"warning: --num_classes={num_classes} is more than the dataset's {len(classes)} "
+              f"classes: {num_classes - len(classes)} outputs will never be a target",
+              file=sys.stderr)
     atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
     atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
 
@@ -357,7 +392,8 @@ def train(config):
     strategy = _strategy(config)
     with strategy.scope():
         if config.resume:
-            model = keras.saving.load_model(last_path)
+            model = check_model_fits(load_model(last_path), num_classes, config.frames,
+                                     config.size, last_path)
         else:
             model = build_model(config, num_classes)
             model.compile(
