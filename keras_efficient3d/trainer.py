@@ -26,7 +26,13 @@ import keras
 import tensorflow as tf
 
 from keras_efficient3d import registry
-from keras_efficient3d.artifacts import atomic_write, atomic_write_json, load_model, save_model
+from keras_efficient3d.artifacts import (
+    atomic_write,
+    atomic_write_json,
+    check_keras_archive,
+    load_model,
+    save_model,
+)
 from keras_efficient3d.optim import TorchSGD
 
 DATASETS = ("jester", "kinetics600", "ucf101", "folders", "synthetic")
@@ -461,6 +467,8 @@ def train(config, extra_callbacks=None):
 
     `extra_callbacks` run after the trainer's own (checkpoints, logs, schedule)."""
     config.validate()
+    if config.pretrained:
+        check_keras_archive(config.pretrained)  # before the dataset is indexed
     if config.dataset == "synthetic" and not config.data_root:
         from keras_efficient3d.data import synthetic
 

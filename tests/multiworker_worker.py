@@ -39,9 +39,10 @@ def main(argv):
         epoch, batch = (int(v) for v in argv[2].split(","))
         extra.append(KillAt(epoch, batch, os.path.join(config.output_dir, "killed")))
     result = trainer.train(config, extra_callbacks=extra)
+    weights = sum(float(abs(w).sum()) for w in result["model"].get_weights())
     print(json.dumps({"worker": result["worker"], "initial_epoch": result["initial_epoch"],
                       "epochs_run": len(result["history"]["loss"]),
-                      "loss": result["history"]["loss"]}), flush=True)
+                      "loss": result["history"]["loss"], "weights_l1": weights}), flush=True)
 
 
 if __name__ == "__main__":
