@@ -4,7 +4,8 @@
 
 CONFIG_JSON holds `TrainConfig` fields; KILL_AT (``epoch,batch``, 0-based) makes this
 worker SIGKILL itself there, the first time only (a marker file in the output folder
-says it happened). Prints one JSON line: the epoch it started from and the epochs it ran.
+says it happened). Prints one JSON line: the epoch it started from, the epochs it ran and
+the L1 norm of the trainable weights.
 """
 
 import json
@@ -39,7 +40,8 @@ def main(argv):
         epoch, batch = (int(v) for v in argv[2].split(","))
         extra.append(KillAt(epoch, batch, os.path.join(config.output_dir, "killed")))
     result = trainer.train(config, extra_callbacks=extra)
-    weights = sum(float(abs(w).sum()) for w in result["model"].get_weights())
+    # Trainable weights: BatchNorm's moving statistics are each replica's own.
+    weights = sum(float(abs(w.numpy()).sum()) for w in result["model"].trainable_weights)
     print(json.dumps({"worker": result["worker"], "initial_epoch": result["initial_epoch"],
                       "epochs_run": len(result["history"]["loss"]),
                       "loss": result["history"]["loss"], "weights_l1": weights}), flush=True)
