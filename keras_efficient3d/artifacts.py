@@ -38,6 +38,8 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "atomic_write_json",
+    "check_keras_archive",
+    "load_model",
     "read_metadata",
     "save_model",
     "sidecar_path",
@@ -281,6 +283,9 @@ def save_model(model, path, metadata=None) -> str:
     """Saves `model` as a `.keras` file atomically, with `metadata` (a `ModelMetadata` or its
     dict) as the archive's ``keras_efficient3d.json`` entry; returns `path`."""
     path = os.fspath(path)
+    if not path.lower().endswith(".keras"):
+        # Keras would write legacy HDF5 for .h5 and the metadata entry cannot go into that.
+        raise ModelFileError(f"{path}: a saved model needs the .keras extension. Received: {path}")
     if metadata is not None:
         metadata = _as_metadata(metadata, path).to_dict()
     with atomic_path(path) as tmp:
@@ -289,6 +294,47 @@ def save_model(model, path, metadata=None) -> str:
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(METADATA_ENTRY, json.dumps(metadata, indent=2))
     return path
+
+
+def check_keras_archive(path) -> str:
+    """Checks that `path` is a complete `.keras` archive before Keras reads it (Keras reports
+    a truncated or corrupt file as "File not found"); returns `path`.
+
+    Raises:
+        ModelFileError: no such file, not a zip archive, a damaged entry (CRC), or an
+            archive without a Keras model's ``config.json`` and weights.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        what = "a folder, not a file" if os.path.isdir(path) else "file not found"
+        raise ModelFileError(f"{path}: {what}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        raise ModelFileError(f"{path}: not a valid .keras archive (truncated or corrupt: "
+                             f"{_one_line(err)})") from None
+    if damaged is not None:
+        raise ModelFileError(f"{path}: not a valid .keras archive (entry {damaged} is corrupt)")
+    missing = sorted({"config.json", "model.weights.h5"} - names)
+    if missing:
+        raise ModelFileError(f"{path}: not a valid .keras archive (no {', '.join(missing)}: "
+                             "not a saved Keras model)")
+    return path
+
+
+def load_model(path, compile=True):
+    """``keras.saving.load_model`` of a checked `.keras` archive (`check_keras_archive`), in
+    Keras' safe mode; a model that does not rebuild is one `ModelFileError` line."""
+    import keras
+
+    check_keras_archive(path)
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        raise ModelFileError(f"{os.fspath(path)}: cannot load the Keras model "
+                             f"({_one_line(err)[:300]})") from None
 
 
 def sidecar_path(model_path) -> str:
@@ -320,7 +366,7 @@ def read_metadata(model_path) -> ModelMetadata | None:
                 if METADATA_ENTRY in archive.namelist():
                     data = json.loads(archive.read(METADATA_ENTRY))
         except zipfile.BadZipFile:
-            raise ModelFileError(f"{path}: not a .keras archive (corrupt or not a Keras model)") from None
+            raise ModelFileError(f"{path}: not a valid .keras archive (corrupt or not a Keras model)") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ModelFileError(f"{path}: bad {METADATA_ENTRY} in the archive ({_one_line(err)})") from None
     if data is None:

@@ -120,6 +120,15 @@ def output_file(value):
     return True
 
 
+def keras_output(value):
+    """Check of an ``--output`` that names a model to write: a ``.keras`` file (a ``.h5`` name
+    would hold a zip that no HDF5 reader, Keras' included, can open)."""
+    output_file(value)
+    if value and not value.lower().endswith(".keras"):
+        raise flags.ValidationError("expected a file name ending in .keras")
+    return True
+
+
 def output_folder(value):
     """Check of an ``--output`` that names a folder: an existing file there is an error."""
     if value and os.path.isfile(value):

@@ -212,7 +212,7 @@ def define_flags(flag_values=flags.FLAGS):
 
     fv = {"flag_values": flag_values}
     cli.define("checkpoint", None, required=True, **fv)
-    cli.define("output", None, "The .keras file.", required=True, check=cli.output_file, **fv)
+    cli.define("output", None, "The .keras file.", required=True, check=cli.keras_output, **fv)
     cli.define("model", None, "Inferred when unset: mobilenet, mobilenetv2, shufflenet, "
                "shufflenetv2, squeezenet, resnet, resnext, c3d.", **fv)
     for name in ("width_mult", "groups", "shortcut", "cardinality", "depth"):

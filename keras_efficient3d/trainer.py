@@ -17,6 +17,8 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import sys
 import time
 import warnings
 
@@ -24,7 +26,13 @@ import keras
 import tensorflow as tf
 
 from keras_efficient3d import registry
-from keras_efficient3d.artifacts import atomic_write, atomic_write_json, save_model
+from keras_efficient3d.artifacts import (
+    atomic_write,
+    atomic_write_json,
+    check_keras_archive,
+    load_model,
+    save_model,
+)
 from keras_efficient3d.optim import TorchSGD
 
 DATASETS = ("jester", "kinetics600", "ucf101", "folders", "synthetic")
@@ -38,7 +46,7 @@ class TrainConfig:
 
     # Data
     dataset: str = "jester"
-    data_root: str = ""
+    data_root: str = ""  # synthetic: "" is the demo's set (data.synthetic.cached_gestures)
     annotations: str | None = None  # CSV folder / JSON (Jester), CSV (Kinetics), lists (UCF-101)
     ucf101_fold: int = 1
     frames: int = 16  # the original's sample_duration
@@ -94,7 +102,7 @@ class TrainConfig:
 
         if self.dataset not in DATASETS:
             bad("dataset", f"one of {DATASETS}")
-        if not self.data_root:
+        if not self.data_root and self.dataset != "synthetic":  # synthetic: the cached set
             bad("data_root", "the dataset's folder")
         if self.lr_schedule not in SCHEDULES:
             bad("lr_schedule", f"one of {SCHEDULES}")
@@ -151,18 +159,25 @@ def quiet_end_of_data():
         yield
 
 
+def _hflip(config):
+    if config.hflip is not None:
+        return config.hflip
+    # Flipping turns Jester's "Swiping Left" into "Swiping Right".
+    return config.dataset not in ("jester", "synthetic")
+
+
+def _pipeline_options(config, batch_size):
+    return dict(sample_duration=config.frames, downsample=config.downsample,
+                sample_size=config.size, batch_size=batch_size,
+                normalization=config.normalization, cache=config.cache,
+                max_decode_failures=config.max_decode_failures)
+
+
 def make_datasets(config, train_records, val_records):
     from keras_efficient3d import data
 
-    hflip = config.hflip
-    if hflip is None:
-        # Flipping turns Jester's "Swiping Left" into "Swiping Right".
-        hflip = config.dataset not in ("jester", "synthetic")
-    common = dict(sample_duration=config.frames, downsample=config.downsample,
-                  sample_size=config.size, batch_size=config.batch_size,
-                  normalization=config.normalization, cache=config.cache,
-                  max_decode_failures=config.max_decode_failures)
-    train = data.make_dataset(train_records, "train", crop=config.crop, hflip=hflip,
+    common = _pipeline_options(config, config.batch_size)
+    train = data.make_dataset(train_records, "train", crop=config.crop, hflip=_hflip(config),
                               seed=config.seed, **common)
     val = data.make_dataset(val_records, "val", **common) if val_records else None
     return train, val
@@ -207,9 +222,30 @@ def replace_head(model, num_classes, dropout=0.9):
     return keras.Model(model.inputs, outputs, name=model.name)
 
 
+def check_model_fits(model, num_classes=None, frames=None, size=None, what=None):
+    """Raises ValueError (one line naming the flags) when `model`'s outputs are not
+    `num_classes` or its fixed input is not `frames` x `size` x `size`: checked before
+    training or evaluation starts, not discovered in a TensorFlow error after the first steps
+    (or, for the class count, never: a smaller head scores fine and means nothing)."""
+    what = what or f"model '{model.name}'"
+    outputs = model.output_shape[-1]
+    if num_classes is not None and outputs is not None and outputs != num_classes:
+        raise ValueError(f"{what} has {outputs} outputs but the dataset has {num_classes} "
+                         f"classes (--num_classes, --dataset, --data_root)")
+    shape = tuple(model.input_shape[1:4])
+    wanted = (frames, size, size)
+    if len(shape) == 3 and any(have is not None and want is not None and have != want
+                               for have, want in zip(shape, wanted)):
+        show = "x".join("?" if v is None else str(v) for v in shape)
+        raise ValueError(f"{what} takes {show} clips (frames x height x width); --frames={frames} "
+                         f"--size={size} do not match")
+    return model
+
+
 def build_model(config, num_classes):
     if config.pretrained:
-        base = keras.saving.load_model(config.pretrained, compile=False)
+        base = load_model(config.pretrained, compile=False)
+        check_model_fits(base, None, config.frames, config.size, f"--pretrained={config.pretrained}")
         if base.output_shape[-1] != num_classes:
             base = replace_head(base, num_classes)
         model = base
@@ -296,6 +332,108 @@ def _strategy(config):
     return tf.distribute.get_strategy()
 
 
+def worker_role(strategy):
+    """(name, is chief) of this process: ``("worker-1", False)`` in a multi-worker cluster,
+    ``("worker-0", True)`` otherwise. The chief is task ``chief`` or, without one, worker 0
+    (TensorFlow's convention)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not spec or resolver.task_type is None:
+        return "worker-0", True
+    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in spec)
+    return f"{task_type}-{task_id}", chief
+
+
+def make_distributed_datasets(config, strategy, train_records, val_records):
+    """The pipelines of a multi-worker run: each worker reads its own share of the videos
+    (``make_dataset(shard=...)``: records ``i::num_workers``), `config.batch_size` being the
+    global batch. A step is a collective that waits for every worker, so all run the same
+    number of steps: the shards repeat and epochs are counted in steps (the smallest shard's
+    share; in validation a smaller shard wraps round to its first videos to fill the last
+    batch). Returns (train, validation, steps per epoch, validation steps)."""
+    from keras_efficient3d import data
+
+    workers = max(1, sum(len(tasks) for name, tasks in
+                         strategy.cluster_resolver.cluster_spec().as_dict().items()
+                         if name in ("chief", "worker")))
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"--batch_size={config.batch_size} is the global batch: it must be a "
+                         f"multiple of the {replicas} replicas of the cluster")
+    per_replica = config.batch_size // replicas
+    per_worker = config.batch_size // workers
+    steps = config.steps_per_epoch or (len(train_records) // workers) // per_worker
+    if steps < 1:
+        raise ValueError(f"{len(train_records)} training videos are too few for {workers} workers "
+                         f"at --batch_size={config.batch_size}")
+    common = _pipeline_options(config, per_replica)
+
+    def train_fn(context):
+        shard = (context.num_input_pipelines, context.input_pipeline_id)
+        # Each worker its own seed: the same one would draw the same augmentations.
+        seed = None if config.seed is None else config.seed + context.input_pipeline_id
+        return data.make_dataset(train_records, "train", crop=config.crop, hflip=_hflip(config),
+                                 seed=seed, shard=shard, **common).repeat()
+
+    def val_fn(context):
+        shard = (context.num_input_pipelines, context.input_pipeline_id)
+        return data.make_dataset(val_records, "val", shard=shard, **common).repeat()
+
+    train = strategy.distribute_datasets_from_function(train_fn)
+    if len(val_records) < workers:
+        return train, None, steps, None
+    val = strategy.distribute_datasets_from_function(val_fn)
+    return train, val, steps, math.ceil(math.ceil(len(val_records) / workers) / per_worker)
+
+
+def _multiworker_fit_scope(model, strategy, config):
+    """Works around Keras 3's ``fit`` under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585): a model compiled in the strategy's scope is built on the first
+    batch reduced across the workers, a reduction the collective strategy cannot do on a
+    nested batch. Build the model, loss, metrics and optimizer here, in the scope, from the
+    batch's shapes, let the model find the strategy from the scope it is fitted in, and
+    return that scope. The logged metrics are the workers' running means, averaged."""
+    per_replica = config.batch_size // strategy.num_replicas_in_sync
+    batch = (tf.TensorSpec((per_replica, config.frames, config.size, config.size, 3), tf.float32),
+             tf.TensorSpec((per_replica,), tf.int32))
+    with strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    model._distribute_strategy = None
+    # Keras averages the logged values over the workers with reduce(MEAN, axis=0), which a
+    # scalar does not have: log 1-element vectors, averaged into scalars again.
+    for name in ("train_step", "test_step"):
+        setattr(model, name, _vector_logs(getattr(model, name)))
+    return strategy.scope()
+
+
+def _vector_logs(step):
+    def wrapped(data):
+        return {key: tf.reshape(value, (1,)) for key, value in step(data).items()}
+
+    return wrapped
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' fault tolerance, told apart per worker (Keras 3's callback writes one file that
+    the workers of a cluster would overwrite in turn) and saying where it restarted."""
+
+    def __init__(self, backup_dir):
+        super().__init__(backup_dir)
+        self.restored_epoch = None
+
+    def exists(self):
+        return os.path.exists(self._training_metadata_path)
+
+    def on_train_begin(self, logs=None):
+        restoring = self.exists()
+        super().on_train_begin(logs)
+        if restoring:
+            self.restored_epoch = int(self.model._initial_epoch or 0)
+            print(f"{os.path.basename(self.backup_dir)}: restored from {self.backup_dir}, "
+                  f"continuing at epoch {self.restored_epoch + 1}", flush=True)
+
+
 def plot_curves(log_csv, path):
     """Loss and accuracy per epoch from the CSV log, as a PNG."""
     import matplotlib
@@ -324,9 +462,22 @@ def plot_curves(log_csv, path):
     return path
 
 
-def train(config):
-    """Trains as configured; returns a dict with the history and the output paths."""
+def train(config, extra_callbacks=None):
+    """Trains as configured; returns a dict with the history and the output paths.
+
+    `extra_callbacks` run after the trainer's own (checkpoints, logs, schedule)."""
     config.validate()
+    if config.pretrained:
+        check_keras_archive(config.pretrained)  # before the dataset is indexed
+    if config.dataset == "synthetic" and not config.data_root:
+        from keras_efficient3d.data import synthetic
+
+        # The demo's set, generated once; config.json records the folder for evaluate.py.
+        config.data_root = synthetic.cached_gestures(log=print if config.verbose else None)
+    # Before any other TensorFlow work: MultiWorkerMirroredStrategy sets up the collectives of
+    # the context, and logical CPU devices must exist before it starts.
+    strategy = _strategy(config)
+    task, chief = worker_role(strategy)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     os.makedirs(config.output_dir, exist_ok=True)
@@ -349,15 +500,23 @@ def train(config):
     if not train_records:
         raise ValueError(f"No training videos found under {config.data_root}.")
     num_classes = config.num_classes or len(classes)
+    if num_classes < len(classes):
+        raise ValueError(f"--num_classes={num_classes} is fewer than the {len(classes)} classes of "
+                         f"the dataset in {config.data_root} (labels up to {len(classes) - 1}); "
+                         "leave it unset to use the dataset's")
+    if num_classes > len(classes):
+        print(f"warning: --num_classes={num_classes} is more than the dataset's {len(classes)} "
+              f"classes: {num_classes - len(classes)} outputs will never be a target",
+              file=sys.stderr)
     atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
     atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
 
     if config.mixed_precision and tf.config.list_physical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = _strategy(config)
     with strategy.scope():
         if config.resume:
-            model = keras.saving.load_model(last_path)
+            model = check_model_fits(load_model(last_path), num_classes, config.frames,
+                                     config.size, last_path)
         else:
             model = build_model(config, num_classes)
             model.compile(
@@ -365,15 +524,36 @@ def train(config):
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
             )
-    train_ds, val_ds = make_datasets(config, train_records, val_records)
+    steps, val_steps = config.steps_per_epoch, None
+    fit_scope = contextlib.nullcontext()
+    if config.distribution == "multiworker":
+        train_ds, val_ds, steps, val_steps = make_distributed_datasets(
+            config, strategy, train_records, val_records)
+        fit_scope = _multiworker_fit_scope(model, strategy, config)
+    else:
+        train_ds, val_ds = make_datasets(config, train_records, val_records)
 
-    callbacks = [
-        Checkpointer(config.output_dir, config.checkpoint_every, best),
-        keras.callbacks.CSVLogger(os.path.join(config.output_dir, "log.csv"), append=config.resume),
-        keras.callbacks.TensorBoard(os.path.join(config.output_dir, "tensorboard"),
-                                    update_freq="epoch", write_graph=False),
-        keras.callbacks.TerminateOnNaN(),
-    ]
+    # Every worker saves (Keras reads the variables on each), the chief where the run lives,
+    # the others into a scratch folder removed at the end.
+    save_dir = config.output_dir if chief else os.path.join(config.output_dir, f".{task}")
+    backup = BackupAndRestore(os.path.join(config.output_dir, "backup", task))
+    if backup.exists() and os.path.exists(state_path):
+        with open(state_path) as handle:
+            best = float(json.load(handle)["best_accuracy"])
+    callbacks = [Checkpointer(save_dir, config.checkpoint_every, best)]
+    if chief:
+        callbacks += [
+            keras.callbacks.CSVLogger(os.path.join(config.output_dir, "log.csv"),
+                                      append=config.resume or backup.exists()),
+            keras.callbacks.TensorBoard(os.path.join(config.output_dir, "tensorboard"),
+                                        update_freq="epoch", write_graph=False),
+        ]
+    callbacks.append(keras.callbacks.TerminateOnNaN())
+    if config.distribution == "multiworker":
+        # A worker lost mid-epoch: the cluster is restarted and each worker continues from
+        # its last completed epoch (with --resume a run restarts from last.keras instead).
+        callbacks.append(backup)
+    callbacks += list(extra_callbacks or ())
     if config.lr_schedule == "plateau":
         callbacks.insert(0, keras.callbacks.ReduceLROnPlateau("val_loss" if val_ds else "loss",
                                                               factor=config.lr_gamma,
@@ -382,14 +562,24 @@ def train(config):
         callbacks.insert(0, EpochSchedule(config))
     start = time.time()
     # The pipeline shuffles; Keras' own `shuffle` does nothing for a dataset but warn.
-    with quiet_end_of_data():
+    with quiet_end_of_data(), fit_scope:
         history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                            initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch,
-                            callbacks=callbacks, verbose=config.verbose, shuffle=False)
+                            initial_epoch=initial_epoch, steps_per_epoch=steps,
+                            validation_steps=val_steps, callbacks=callbacks,
+                            verbose=config.verbose, shuffle=False)
     elapsed = time.time() - start
+    if not chief:
+        shutil.rmtree(save_dir, ignore_errors=True)
+        return {"model": model, "history": history.history, "classes": classes,
+                "seconds": elapsed, "output_dir": config.output_dir, "curves": None,
+                "num_train_videos": len(train_records), "worker": task,
+                "initial_epoch": backup.restored_epoch,
+                "best_path": os.path.join(config.output_dir, "best.keras"), "last_path": last_path}
     curves = plot_curves(os.path.join(config.output_dir, "log.csv"),
                          os.path.join(config.output_dir, "curves.png"))
     return {"model": model, "history": history.history, "classes": classes,
             "seconds": elapsed, "output_dir": config.output_dir, "curves": curves,
-            "num_train_videos": len(train_records),
+            "num_train_videos": len(train_records), "worker": task,
+            "initial_epoch": backup.restored_epoch if backup.restored_epoch is not None
+            else initial_epoch,
             "best_path": os.path.join(config.output_dir, "best.keras"), "last_path": last_path}

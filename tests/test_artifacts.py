@@ -58,7 +58,7 @@ def test_sidecar_round_trip_and_keras_entry(tmp_path):
     with pytest.raises(ModelFileError, match="input.frames"):
         write_sidecar(path, {"input": {"frames": "sixteen"}})
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
-    with pytest.raises(ModelFileError, match="not a .keras archive"):
+    with pytest.raises(ModelFileError, match="not a valid .keras archive"):
         read_metadata(str(tmp_path / "junk.keras"))
 
 

@@ -1,5 +1,6 @@
 """Training and evaluation: optimizer semantics, schedules, fit/resume, CLIs, reports."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -296,3 +297,173 @@ def test_keras_predict_fn_runs_the_folded_form_of_the_same_function(monkeypatch)
         np.testing.assert_allclose(evaluation.keras_predict_fn(net)(clips), expected,
                                    rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     assert folded == [inner]
+
+
+# ---------------------------------------------------------------------------------------
+# Mismatches are refused before work starts; checkpoints survive a failed or killed save.
+
+
+def test_num_classes_below_the_datasets_is_refused_before_training(tiny_gestures, tmp_path,
+                                                                   monkeypatch):
+    # No --data_root with the synthetic layout: the demo's cached set (here the tiny one).
+    asked = []
+    monkeypatch.setattr(synthetic, "cached_gestures",
+                        lambda log=None: asked.append(log) or str(tiny_gestures))
+    config = _tiny_config("", tmp_path / "run", num_classes=3)
+    with pytest.raises(ValueError, match="--num_classes=3 is fewer than the 8 classes of the "
+                                         f"dataset in {tiny_gestures}"):
+        trainer.train(config)
+    assert asked and not (tmp_path / "run" / "last.keras").exists()
+
+
+def _save_run_model(folder, classes=8, frames=8, size=32, metadata=None):
+    import keras_efficient3d as k3
+    from keras_efficient3d.artifacts import save_model
+
+    model = k3.create_model("shufflenetv2_0.25x", input_shape=(frames, size, size, 3),
+                            num_classes=classes)
+    folder.mkdir(exist_ok=True)
+    return save_model(model, folder / "m.keras", metadata)
+
+
+def _evaluate_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_cli",
+                                                  os.path.join(ROOT, "training", "evaluate.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_refuses_a_model_that_does_not_fit_the_data(tiny_gestures, tmp_path):
+    evaluate = _evaluate_module()
+    common = dict(dataset="synthetic", data_root=str(tiny_gestures), normalization="unit")
+    five = _save_run_model(tmp_path / "five", classes=5)
+    with pytest.raises(ValueError, match="has 5 outputs but the dataset has 8 classes"):
+        evaluate.evaluate_file(five, frames=8, size=32, **common)
+    eight = _save_run_model(tmp_path / "eight")
+    with pytest.raises(ValueError, match=r"takes 8x32x32 clips .* --frames=8 --size=40"):
+        evaluate.evaluate_file(eight, frames=8, size=40, **common)
+    (tmp_path / "eight" / "labels.txt").write_text("\n".join(reversed(synthetic.CLASSES)))
+    with pytest.raises(ValueError, match="class names in .*labels.txt differ"):
+        evaluate.evaluate_file(eight, frames=8, size=32, **common)
+
+
+def test_evaluate_takes_unset_options_from_the_models_metadata(tiny_gestures, tmp_path):
+    from keras_efficient3d.artifacts import ModelMetadata
+    from keras_efficient3d.data.normalization import Normalization
+
+    evaluate = _evaluate_module()
+    meta = ModelMetadata(frames=8, size=32, downsample=1, labels=list(synthetic.CLASSES),
+                         normalization=Normalization.preset("unit"))
+    path = _save_run_model(tmp_path / "meta", metadata=meta)
+    notes = []
+    results, _, _ = evaluate.evaluate_file(path, dataset="synthetic",
+                                           data_root=str(tiny_gestures), log=notes.append)
+    assert notes == [f"note: no config.json beside {path}: frames 8, downsample 1, size 32, "
+                     "normalization 'unit' from its metadata"]
+    assert results["num_videos"] == 8
+
+
+def test_a_truncated_keras_file_is_not_a_valid_archive(tmp_path):
+    from keras_efficient3d.artifacts import ModelFileError, check_keras_archive
+
+    path = _save_run_model(tmp_path / "ok")
+    data = open(path, "rb").read()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="cut.keras: not a valid .keras archive"):
+        check_keras_archive(tmp_path / "cut.keras")
+    assert check_keras_archive(path) == path
+
+
+def test_a_checkpoint_write_that_fails_midway_keeps_the_previous_and_resume_works(
+        tiny_gestures, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    trainer.train(_tiny_config(tiny_gestures, out, epochs=1))
+    before = {name: (out / name).read_bytes()
+              for name in ("last.keras", "best.keras", "train_state.json")}
+
+    real_save = keras.Model.save
+
+    def save_then_die(self, path, *args, **kwargs):
+        with open(path, "wb") as handle:  # half an archive, then the writer dies
+            handle.write(before["last.keras"][:1000])
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(keras.Model, "save", save_then_die)
+    with pytest.raises(OSError, match="simulated"):
+        trainer.train(_tiny_config(tiny_gestures, out, epochs=2, resume=True))
+    for name, content in before.items():
+        assert (out / name).read_bytes() == content, name
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+
+    monkeypatch.setattr(keras.Model, "save", real_save)
+    resumed = trainer.train(_tiny_config(tiny_gestures, out, epochs=2, resume=True))
+    assert len(resumed["history"]["loss"]) == 1
+    assert json.loads((out / "train_state.json").read_text())["epoch"] == 2
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_resume_continues_at_that_epoch_exactly(tiny_gestures, tmp_path):
+    """A training process killed (SIGKILL) in the middle of epoch 2 resumes at epoch 2 with
+    the optimizer state and learning rate of the end of epoch 1."""
+    import signal
+
+    out = tmp_path / "run"
+    config = _tiny_config(tiny_gestures, out, epochs=3, lr_schedule="steps", lr_steps=(2, 3),
+                          optimizer="sgd")
+    fields = {k: v for k, v in dataclasses.asdict(config).items()}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "multiworker_worker.py"),
+                           json.dumps(fields), "1,1"], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert json.loads((out / "train_state.json").read_text())["epoch"] == 1
+    steps = int(keras.saving.load_model(out / "last.keras").optimizer.iterations.numpy())
+
+    resumed = trainer.train(_tiny_config(tiny_gestures, out, epochs=3, lr_schedule="steps",
+                                         lr_steps=(2, 3), optimizer="sgd", resume=True))
+    assert len(resumed["history"]["loss"]) == 2  # epochs 2 and 3, not 1
+    assert int(resumed["model"].optimizer.iterations.numpy()) == 3 * steps
+    assert resumed["history"]["lr"] == pytest.approx([0.001, 0.0001])
+
+
+def test_the_flagfile_and_the_demo_share_one_synthetic_dataset(tmp_path):
+    from keras_efficient3d import demo
+
+    values = flags.FlagValues()
+    demo.define_flags(values)
+    values(["demo"])
+    assert values.videos_per_class == synthetic.GESTURES["videos_per_class"] == 100
+    module, values = _fresh_flags(os.path.join(ROOT, "training", "train.py"),
+                                  ["train", "--flagfile=" + os.path.join(
+                                      ROOT, "training", "flags", "synthetic.flags")])
+    config = module.config_from_flags(values).validate()  # no --data_root needed
+    assert config.data_root == "" and config.dataset == "synthetic"
+
+
+def test_cached_gestures_are_generated_once_and_never_half(tmp_path, monkeypatch):
+    tiny = dict(synthetic.GESTURES, videos_per_class=1, frames=4, size=32)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    real_generate = synthetic.generate
+
+    def interrupted(output, **kwargs):
+        os.makedirs(os.path.join(output, "1"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "generate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.cached_gestures(tiny)
+    cache = tmp_path / "home" / "datasets"
+    assert list(cache.iterdir()) == []  # nothing that could pass for a dataset
+
+    monkeypatch.setattr(synthetic, "generate", real_generate)
+    lines = []
+    root = synthetic.cached_gestures(tiny, log=lines.append)
+    again = synthetic.cached_gestures(tiny, log=lines.append)
+    assert root == again and os.path.dirname(root) == str(cache)
+    assert lines == [f"synthetic gestures: generating 8 videos once into {root}",
+                     f"synthetic gestures: using the cached set in {root}"]
+    records, classes = trainer.load_split(trainer.TrainConfig(dataset="synthetic",
+                                                              data_root=root), "train")
+    assert classes == list(synthetic.CLASSES)

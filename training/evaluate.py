@@ -9,10 +9,12 @@ model file) when there is one. Bad input ends with one line on stderr and exit s
 
 import json
 import os
+import sys
 
 from absl import flags
 
 from keras_efficient3d import cli
+from keras_efficient3d.data import synthetic
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -30,31 +32,100 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define_alias("output_dir", "output", **fv)
 
 
+def _shown(value):
+    from keras_efficient3d.data.normalization import PRESETS, Normalization
+
+    if isinstance(value, Normalization):
+        return next((f"'{name}'" for name, preset in PRESETS.items() if preset == value),
+                    f"{value.channel_order} {value.value_range}")
+    return value
+
+
+def _recorded_labels(model_file, metadata):
+    if metadata is not None and metadata.labels:
+        return metadata.labels, "its metadata"
+    labels_txt = os.path.join(os.path.dirname(os.path.abspath(model_file)), "labels.txt")
+    if os.path.isfile(labels_txt):
+        with open(labels_txt, encoding="utf-8") as handle:
+            return [line.strip() for line in handle if line.strip()], labels_txt
+    return None, None
+
+
 def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, split="validation",
                   frames=None, size=None, downsample=None, normalization=None, batch_size=8,
-                  output_dir=None):
-    """Evaluates a .keras file; returns (results, json path, confusion png)."""
-    import keras  # after keras_efficient3d (imported with cli), which sets TensorFlow's options
+                  output_dir=None, log=None):
+    """Evaluates a .keras file; returns (results, json path, confusion png).
 
-    from keras_efficient3d import evaluation, trainer
+    Unset options come from the run's config.json beside the model, else from the model's
+    recorded metadata, else from its input shape (each such choice is one ``note:`` line on
+    stderr). A model whose class count, labels, clip length or frame size contradicts the
+    dataset or the flags is refused before any clip is decoded: a Keras model is never fed
+    another shape, and a head of another size would report an accuracy that means nothing.
+    """
+    from keras_efficient3d import artifacts, evaluation, trainer
 
-    if not model_file or not os.path.isfile(model_file):
-        raise ValueError(f"No model file at {model_file!r}.")
+    def note(text):
+        (log or (lambda line: print(line, file=sys.stderr)))(f"note: {text}")
+
+    if not model_file or not model_file.lower().endswith(".keras"):
+        raise cli.UsageError(f"--model_file must be a .keras model. Received: {model_file!r}")
+    model = artifacts.load_model(model_file, compile=False)
+    metadata = artifacts.read_metadata(model_file)
     run_config = os.path.join(os.path.dirname(os.path.abspath(model_file)), "config.json")
-    base = trainer.TrainConfig()
-    if os.path.exists(run_config):
-        with open(run_config) as handle:
-            saved = json.load(handle)
-        saved["lr_steps"] = tuple(saved.get("lr_steps", ()))
-        base = trainer.TrainConfig(**saved)
+    base = trainer.TrainConfig(data_root="")
+    from_run = os.path.exists(run_config)
+    if from_run:
+        try:
+            with open(run_config, encoding="utf-8") as handle:
+                saved = json.load(handle)
+            saved["lr_steps"] = tuple(saved.get("lr_steps", ()))
+            base = trainer.TrainConfig(**saved)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{run_config}: not a training run's config.json "
+                             f"({cli.error_line(err)})") from None
+    else:
+        # No run beside the model (a shipped or converted model): what the model records.
+        model_shape = tuple(model.input_shape[1:3])
+        recorded = {}
+        if metadata is not None:
+            recorded = {"frames": metadata.frames, "downsample": metadata.downsample,
+                        "size": (metadata.height_width or (None,))[0],
+                        "normalization": ("none" if metadata.preprocessing_included
+                                          else metadata.normalization)}
+        elif None not in model_shape:
+            recorded = {"frames": model_shape[0], "size": model_shape[1]}
+        given = {"frames": frames, "size": size, "downsample": downsample,
+                 "normalization": normalization}
+        chosen = {key: value for key, value in recorded.items()
+                  if value is not None and given[key] is None}
+        for key, value in chosen.items():
+            setattr(base, key, value)
+        if chosen:
+            where = "its metadata" if metadata is not None else "its input shape"
+            shown = ", ".join(f"{key} {_shown(value)}" for key, value in chosen.items())
+            note(f"no config.json beside {model_file}: {shown} from {where}")
     overrides = {"dataset": dataset, "data_root": data_root, "annotations": annotations,
                  "frames": frames, "size": size, "downsample": downsample,
                  "normalization": normalization}
     for key, value in overrides.items():
         if value is not None:
             setattr(base, key, value)
+    # Shape first: a model that cannot take the clips is refused before the dataset is read.
+    trainer.check_model_fits(model, None, base.frames, base.size, model_file)
+    if not base.data_root:
+        if base.dataset != "synthetic":
+            raise cli.UsageError(f"--data_root is needed: no config.json of a training run "
+                                 f"beside {model_file}")
+        base.data_root = synthetic.cached_gestures(log=note)
     records, classes = trainer.load_split(base, split)
-    model = keras.saving.load_model(model_file, compile=False)
+    trainer.check_model_fits(model, len(classes), base.frames, base.size, model_file)
+    labels, where = _recorded_labels(model_file, metadata)
+    if labels is not None and list(labels) != list(classes):
+        first = next((i for i, (a, b) in enumerate(zip(labels, classes)) if a != b), None)
+        detail = (f"{len(labels)} names vs {len(classes)}" if first is None
+                  else f"class {first}: {labels[first]!r} vs {classes[first]!r}")
+        raise ValueError(f"{model_file}: the class names in {where} differ from the dataset's "
+                         f"({detail})")
     results = evaluation.evaluate(evaluation.keras_predict_fn(model), records, classes,
                                   base.frames, base.size, base.downsample, base.normalization,
                                   batch_size)

@@ -1,7 +1,7 @@
 """Train a 3D CNN with model.fit on a video dataset.
 
     python training/train.py --flagfile=training/flags/jester.flags --data_root=/data/jester
-    python training/train.py --flagfile=training/flags/synthetic.flags --data_root=data/gestures
+    python training/train.py --flagfile=training/flags/synthetic.flags   # the demo's gestures
     python training/train.py --flagfile=training/flags/jester.flags --data_root=/data/jester --resume
 
 Every flag maps onto a field of `keras_efficient3d.trainer.TrainConfig` (``--output`` onto

@@ -239,6 +239,7 @@ def make_dataset(
     scale_in_test: float = 1.0,
     crop_position_in_test: str = "c",
     shuffle_buffer: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """A batched ``tf.data.Dataset`` of clips from ``records``.
 
@@ -277,12 +278,25 @@ def make_dataset(
         crop_position_in_test: test-mode ``CornerCrop`` position (``c tl tr bl br``).
         shuffle_buffer: shuffle buffer size; default all samples (in training with
             ``cache``, elements are whole videos, so a smaller buffer saves memory).
+        shard: ``(num_shards, index)``: keep records ``index::num_shards`` only, so that
+            each worker of a multi-worker run decodes its own videos (sharding by file, done
+            here because tf.data cannot see the files behind ``numpy_function``). The
+            dataset's auto-shard policy is OFF then; without ``shard`` it is DATA, what
+            ``AUTO`` falls back to for a dataset not read by a tf.data file reader, set
+            explicitly (a strategy that distributes it to several workers has every worker
+            decode everything and keep its share of the batches: correct, not efficient).
 
     Returns:
         ``(clips, labels)`` batches, ``clips`` float32 ``(B, T, S, S, 3)`` normalised,
         ``labels`` int32 ``(B,)``; in test mode ``(clips, labels, video_indices)``.
     """
     records = _check_records(records)
+    if shard is not None:
+        num_shards, shard_index = (int(v) for v in shard)
+        if num_shards < 1 or not 0 <= shard_index < num_shards:
+            raise ValueError(f"`shard` must be (num_shards, index) with 0 <= index < num_shards. "
+                             f"Received: shard={shard!r}")
+        records = _check_records(records[shard_index::num_shards])
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
     sample_duration = _positive_int("sample_duration", sample_duration)
@@ -414,7 +428,11 @@ def make_dataset(
         return (normalization.apply(tf.cast(clips, tf.float32)),) + rest
 
     ds = ds.map(normalise, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF if shard is not None
+        else tf.data.experimental.AutoShardPolicy.DATA)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def aggregate_video_predictions(probs, video_ids):

@@ -35,7 +35,9 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("batch_size", 8, **fv)
     flags.DEFINE_float("learning_rate", 5e-3, "Initial learning rate (Adam, cosine schedule).",
                        **fv)
-    cli.define("videos_per_class", 100, "(20% for validation)", **fv)
+    from keras_efficient3d.data.synthetic import GESTURES
+
+    cli.define("videos_per_class", GESTURES["videos_per_class"], "(20% for validation)", **fv)
     cli.define("seed", 0, "(of the dataset and the training)", **fv)
     flags.DEFINE_bool("deploy", True, "Quantize, export to TFLite and time.", **fv)
     flags.DEFINE_integer("qat_epochs", 2, "Quantization-aware fine-tuning epochs.", **fv)
@@ -62,7 +64,7 @@ def demo_config(output_dir, data_root, model="mobilenetv2", width_mult=0.2, fram
 
 
 def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, size=64,
-        epochs=18, batch_size=8, learning_rate=5e-3, videos_per_class=100, seed=0, deploy=True,
+        epochs=18, batch_size=8, learning_rate=5e-3, videos_per_class=None, seed=0, deploy=True,
         qat_epochs=2, publish=None, log=print):
     """Runs the whole demo; returns the report dict."""
     import keras
@@ -75,7 +77,11 @@ def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, 
     data_root = os.path.join(output_dir, "data")
     log(f"[1/5] generating the synthetic gestures in {data_root}")
     t0 = time.time()
-    synthetic.generate(data_root, layout="jester", videos_per_class=videos_per_class, seed=seed)
+    # The set training/flags/synthetic.flags trains on (synthetic.GESTURES), in the demo's folder.
+    dataset = dict(synthetic.GESTURES, seed=seed)
+    if videos_per_class is not None:
+        dataset["videos_per_class"] = videos_per_class
+    synthetic.generate(data_root, **dataset)
     report["steps"]["generate_s"] = time.time() - t0
 
     config = demo_config(output_dir, data_root, model, width_mult, frames, size, epochs,

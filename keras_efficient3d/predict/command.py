@@ -12,6 +12,7 @@ import numpy as np
 from absl import flags
 
 from keras_efficient3d import cli
+from keras_efficient3d.artifacts import check_keras_archive
 from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.predict.output import (
@@ -61,6 +62,8 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
     sources = None if camera else find_sources(source)  # check the source before loading a model
     if output_video and sources is not None and len(sources) > 1:
         raise PredictError("--output needs a single video or a camera, not a folder of videos")
+    if model.lower().endswith(".keras"):
+        check_keras_archive(model)  # Keras calls a truncated archive "File not found"
     runner = load_runner(model, threads)
     spec = resolve_spec(runner, labels=labels, window=window, normalization=normalization)
     for note in spec.notes:
@@ -90,6 +93,8 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
             print(f"{cli.program_name(main)}: error: {cli.error_line(error)}", file=err, flush=True)
             failures += 1
             continue
+        if summary.get("warning"):
+            print(f"warning: {path}: {summary['warning']}", file=err, flush=True)
         if summary["note"]:
             print(f"note: {path}: {summary['note']}", file=err, flush=True)
         if as_json:

@@ -78,6 +78,10 @@ def load_labels(name_or_path: str) -> list[str]:
         path = os.path.join(_LABELS_DIR, f"{key}.txt")
     elif os.path.isfile(name):
         path = name
+    elif os.path.isdir(name):
+        raise PredictError(f"{name}: a folder, not a labels file")
+    elif os.sep in name or "/" in name or os.path.splitext(name)[1]:
+        raise PredictError(f"{name}: labels file not found")
     else:
         raise PredictError(
             f"unknown label set '{name}': expected one of {', '.join(LABEL_SETS)}, kinetics600 "

@@ -112,7 +112,7 @@ def summary_json(summary: dict, source) -> dict:
     speed = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in summary["speed"].items()}
     out = {"type": "video", "source": source, "frames": summary["frames"], "windows": summary["window_count"],
            "top": _round_top(summary["top"]), "padded": summary["padded"], "speed": speed}
-    for key in ("fps", "note", "interrupted"):
+    for key in ("fps", "note", "warning", "interrupted"):
         if summary.get(key) is not None:
             out[key] = summary[key]
     return out

@@ -61,6 +61,7 @@ class VideoSource:
         self.path = os.fspath(path)
         self.fps = None
         self.frame_count = None
+        self.decoded = None
         if os.path.isdir(self.path):
             self.files = list_frame_files(self.path)
             self.frame_count = len(self.files)
@@ -90,11 +91,33 @@ class VideoSource:
             return
         count = 0
         with opencv_quiet():
-            for frame in capture_frames(self.capture):
+            for frame in capture_frames(_QuietCapture(self.capture)):
                 count += 1
                 yield frame
+        self.decoded = count
         if count == 0:
             raise DataError("video has no decodable frame (corrupt or empty stream)", self.path)
+
+    @property
+    def truncated(self):
+        """Whether fewer frames decoded than the container declares (after iterating)."""
+        return (self.decoded is not None and self.frame_count is not None
+                and self.decoded < self.frame_count)
+
+
+class _QuietCapture:
+    """A capture whose reads keep FFmpeg's own messages about a damaged stream ("[mjpeg @
+    0x...] huffman table decode error") off the screen: the caller reports the damage once."""
+
+    def __init__(self, capture):
+        self.capture = capture
+
+    def read(self):
+        with quiet_stderr():
+            return self.capture.read()
+
+    def release(self):
+        self.capture.release()
 
 
 def video_frames(path) -> Iterator[np.ndarray]:

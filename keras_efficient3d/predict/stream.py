@@ -394,5 +394,10 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
     if summary["padded"]:
         note = (f"{summary['frames']} frames, fewer than the {spec.span}-frame window: "
                 "loop-padded as in training")
-    summary.update(source=os.fspath(path), fps=source.fps, windows=windows, note=note)
+    warning = None
+    if getattr(source, "truncated", False):
+        warning = (f"decoded {source.decoded} of the {source.frame_count} frames the file declares "
+                   "(truncated or corrupt video); classified from those")
+    summary.update(source=os.fspath(path), fps=source.fps, windows=windows, note=note,
+                   warning=warning)
     return summary
