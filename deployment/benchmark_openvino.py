@@ -139,7 +139,7 @@ def format_table(rows, peaks=None):
         vs_best = f"{r['speedup_vs_best']:.2f}x" if "best_peer" in r else ""
         rate = f"{r['gmacs_per_s']:.1f}" if "gmacs_per_s" in r else ""
         of_peak = f"{100 * r['of_peak']:.0f}%" if "of_peak" in r else ""
-        lines.append(f"| {r.get('model', r['label'])} | {r.get('precision', '')} | {r['threads']} | "
+        lines.append(f"| {r.get('model') or r['label']} | {r.get('precision', '')} | {r['threads']} | "
                      f"{r['median_ms']:.2f} | {r['clips_per_s']:.1f} | {r['size_bytes'] / 1e6:.2f} | "
                      f"{int8} | {ref} | {best} | {vs_best} | {rate} | {of_peak} |")
     return "\n".join(lines)
