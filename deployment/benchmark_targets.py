@@ -49,6 +49,8 @@ def original_steps(repo, input_shape, num_classes, threads, folder):
                              "environment (pip install torch), or leave out --repo")
     import torch
 
+    from keras_efficient3d.runtime import quiet_stderr
+
     # deployment/benchmark_pytorch.py, beside this script.
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     try:
@@ -68,8 +70,9 @@ def original_steps(repo, input_shape, num_classes, threads, folder):
                 model(x)
 
         clip = f"{frames}x{size}x{size}"
-        path = original.export_onnx(model, x, os.path.join(
-            folder, f"{name}_{clip}_{num_classes}c_original.onnx"))
+        with quiet_stderr():  # the exporter's warnings
+            path = original.export_onnx(model, x, os.path.join(
+                folder, f"{name}_{clip}_{num_classes}c_original.onnx"))
         return {"original-pytorch": pytorch,
                 "original-onnxruntime": original.onnxruntime_step(path, x.numpy(), threads)[0],
                 "original-openvino": original.openvino_step(path, x.numpy(), threads)[0]}

@@ -61,6 +61,7 @@ def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, ru
     from keras_efficient3d.deploy.openvino_export import export_openvino
     from keras_efficient3d.deploy.tflite import convert
     from keras_efficient3d.registry import create_model
+    from keras_efficient3d.runtime import quiet_stderr
 
     os.makedirs(folder, exist_ok=True)
     clips = np.random.default_rng(seed).normal(
@@ -70,15 +71,16 @@ def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, ru
     for rt in missing:
         if log:
             log(f"{name}: exporting {rt} -> {paths[rt]}")
-        if rt.startswith("tflite"):
-            atomic_write(paths[rt], convert(DeploymentGraph(model), OURS[rt][1],
-                                            representative_data=clips))
-        elif rt == "onnxruntime-fp32":
-            export_onnx(model, paths[rt], batch_size=1, form="native", verify=False)
-        else:
-            int8 = OURS[rt][1] == "int8"
-            export_openvino(model, paths[rt], quantize="ptq" if int8 else None,
-                            calibration=clips if int8 else None, verify=False)
+        with quiet_stderr():  # the converters' and NNCF's notices
+            if rt.startswith("tflite"):
+                atomic_write(paths[rt], convert(DeploymentGraph(model), OURS[rt][1],
+                                                representative_data=clips))
+            elif rt == "onnxruntime-fp32":
+                export_onnx(model, paths[rt], batch_size=1, form="native", verify=False)
+            else:
+                int8 = OURS[rt][1] == "int8"
+                export_openvino(model, paths[rt], quantize="ptq" if int8 else None,
+                                calibration=clips if int8 else None, verify=False)
     return paths
 
 
