@@ -16,6 +16,8 @@ medians, with the rounds' min and max.
     row = target_row("mobilenetv2_1.0x", times, macs, peak)
 """
 
+import contextlib
+import io
 import os
 
 import numpy as np
@@ -71,7 +73,8 @@ def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, ru
     for rt in missing:
         if log:
             log(f"{name}: exporting {rt} -> {paths[rt]}")
-        with quiet_stderr():  # the converters' and NNCF's notices
+        # The converters' notices (stderr) and NNCF's progress bars (stdout).
+        with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):
             if rt.startswith("tflite"):
                 atomic_write(paths[rt], convert(DeploymentGraph(model), OURS[rt][1],
                                                 representative_data=clips))
