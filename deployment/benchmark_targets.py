@@ -7,14 +7,17 @@ this process (2 threads, batch 1, 16x112x112, 600 classes by default).
     python deployment/benchmark_targets.py --repo=/tmp/Efficient-3DCNNs \
         --json_out=targets.json --work_dir=/tmp/targets_work      # ~15 min on 2 quiet cores
     python deployment/benchmark_targets.py --models=mobilenetv2_0.2x --rounds=5   # ours only
+    python deployment/benchmark_targets.py --peers_json=peers.json   # peers timed elsewhere
 
 Prints, per model, each runtime's median ms (min-max over the rounds), GMAC/s and share of
 this machine's fp32 GEMM peak, then the issue's targets with PASS/MISS: our best x86 int8
 >= 2x and our best fp32 >= 1x the original's ONNX under OpenVINO; TFLite fp32 >= 2x and
 int8 >= 4x the original PyTorch. The peers need ``--repo`` (a checkout of the original code)
 and PyTorch in this environment; they are built and exported by ``benchmark_pytorch.py``'s
-functions. Exports are kept in ``--work_dir`` and reused (weights random, int8 calibrated on
-random clips: the timing does not depend on them). ``--json_out`` gets every figure and the
+functions. Where PyTorch lives in another environment, ``--peers_json`` takes the rows that
+``benchmark_pytorch.py --json_out`` wrote there (same machine; not interleaved with ours).
+Exports are kept in ``--work_dir`` and reused (weights random, int8 calibrated on random
+clips: the timing does not depend on them). ``--json_out`` gets every figure and the
 Markdown table beside it (.md).
 """
 
@@ -88,6 +91,10 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("repo", None, "A checkout of the original Efficient-3DCNNs code: adds "
                         "the peers (needs PyTorch).", **fv)
     flags.register_validator("repo", cli.existing_folder, **fv)
+    flags.DEFINE_string("peers_json", None, "Instead of --repo: the peers' rows written by "
+                        "benchmark_pytorch.py --json_out on this machine (a separate PyTorch "
+                        "environment; not interleaved with ours).", **fv)
+    flags.register_validator("peers_json", cli.existing_file, **fv)
     flags.DEFINE_list("runtimes", list(OURS), f"Our runtimes, comma-separated ({', '.join(OURS)}).",
                       **fv)
     flags.register_validator("runtimes", _runtimes, **fv)
@@ -109,7 +116,7 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv, flag_values=flags.FLAGS):
     del argv
     from keras_efficient3d import registry
-    from keras_efficient3d.deploy.benchmark import gemm_peak
+    from keras_efficient3d.deploy.benchmark import gemm_peak, load_peers
     from keras_efficient3d.deploy.targets import format_targets, run_targets
 
     f = flag_values
@@ -117,12 +124,20 @@ def main(argv, flag_values=flags.FLAGS):
         registry.resolve_name(name)
     if os.path.isfile(f.work_dir):
         raise cli.UsageError(f"--work_dir={f.work_dir}: a file, not a folder")
+    if f.repo and f.peers_json:
+        raise cli.UsageError("give --repo (time the peers here) or --peers_json (their "
+                             "figures from benchmark_pytorch.py), not both")
     input_shape = (f.frames, f.size, f.size, 3)
     peers = (original_steps(f.repo, input_shape, f.num_classes, f.threads, f.work_dir)
              if f.repo else None)
+    peer_ms = None
+    if f.peers_json:
+        peer_ms = {model: {f"original-{form}": ms for form, ms in forms.items()}
+                   for model, forms in load_peers(f.peers_json, threads=f.threads,
+                                                  input_shape=input_shape).items()}
     peak = gemm_peak(f.threads) if f.gemm_peak else None
     rows = run_targets(f.models, f.work_dir, input_shape, f.num_classes, f.threads, f.rounds,
-                       f.warmup, f.runs, f.runtimes, peers, peak,
+                       f.warmup, f.runs, f.runtimes, peers, peer_ms, peak,
                        log=lambda line: print(line, file=sys.stderr))
     table = format_targets(rows, peak)
     with open(f.json_out, "w", encoding="utf-8") as handle:

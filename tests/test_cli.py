@@ -231,6 +231,8 @@ BAD_INPUT = [
     ("benchmark_targets", ["--runtimes=tflite-fp32,tensorrt"], "--runtimes"),
     ("benchmark_targets", ["--work_dir={file}"], "plain.txt: a file, not a folder"),
     ("benchmark_targets", ["--rounds=0"], "--rounds"),
+    ("benchmark_targets", ["--peers_json={file}"], "plain.txt"),
+    ("benchmark_targets", ["--repo={dir}", "--peers_json={file}"], "not both"),
     ("benchmark_targets", ["--json_out={tmp}/nofolder/t.json"], "no such folder"),
     ("benchmark_pytorch", [], "--repo"),
     ("benchmark_pytorch", ["--repo={missing}"], "missing.bin: no such folder"),

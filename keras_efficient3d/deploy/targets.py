@@ -139,11 +139,13 @@ def target_row(name, times, macs=None, peak=None):
 
 
 def run_targets(names, folder, input_shape=(16, 112, 112, 3), num_classes=600, threads=2,
-                rounds=3, warmup=3, runs=10, runtimes=OURS, peer_steps=None, peak=None,
-                log=print):
+                rounds=3, warmup=3, runs=10, runtimes=OURS, peer_steps=None, peer_ms=None,
+                peak=None, log=print):
     """`target_row` per registry model of `names`, our `runtimes` (exported into `folder`)
     and, with `peer_steps` (a function of the model name returning label -> step, labels
-    of `PEERS`), the peers, all timed in the same interleaved rounds."""
+    of `PEERS`), the peers, all timed in the same interleaved rounds. `peer_ms` (model
+    name -> {label of `PEERS`: ms}, e.g. from another process's
+    `keras_efficient3d.deploy.benchmark.load_peers`) gives peers measured elsewhere."""
     from keras_efficient3d.deploy.benchmark import model_macs
 
     rows = []
@@ -152,7 +154,9 @@ def run_targets(names, folder, input_shape=(16, 112, 112, 3), num_classes=600, t
         peers = peer_steps(name) if peer_steps else {}
         steps = our_steps(name, folder, input_shape, num_classes, threads, runtimes, log)
         steps.update(peers)
-        row = target_row(name, time_interleaved(steps, rounds, warmup, runs),
+        times = time_interleaved(steps, rounds, warmup, runs)
+        times.update({label: [ms] for label, ms in (peer_ms or {}).get(name, {}).items()})
+        row = target_row(name, times,
                          model_macs(name, input_shape, num_classes), peak)
         row.update(threads=threads, input=list(input_shape), num_classes=num_classes,
                    rounds=rounds, warmup=warmup, runs=runs)

@@ -385,10 +385,27 @@ def test_targets_script_times_ours_and_the_peers_in_one_table(tmp_path, monkeypa
     assert exports == sorted(["mobilenetv2_0.2x_8x32x32_3c_" + s for s in
                               ["fp32.tflite", "int8.tflite", "native.onnx", "fp32.xml",
                                "fp32.bin", "int8.xml", "int8.bin", "original.onnx"]])
-    # A second run reuses the exports and, without --repo, has no targets.
+    # A second run reuses the exports; its peers come from benchmark_pytorch.py's rows.
     stamps = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+    peers = tmp_path / "peers.json"
+    peers.write_text(json.dumps([dict(r, model="mobilenetv2_0.2x", threads=1, input="8x32x32")
+                                 for r in _pytorch_rows()[:1]]
+                                + [dict(_pytorch_rows()[0], form="openvino", threads=1,
+                                        input="8x32x32", median_ms=1e-3)]))
     assert cli.invoke(script.main, script.define_flags,
-                      argv + ["--runtimes=tflite-int8,openvino-int8", "--nogemm_peak"]) == 0
+                      argv + ["--runtimes=tflite-int8,openvino-int8", "--nogemm_peak",
+                              f"--peers_json={peers}"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == stamps
     (row,) = json.loads(out.read_text())["rows"]
-    assert set(row["runtimes"]) == {"tflite-int8", "openvino-int8"} and row["targets"] == []
+    assert set(row["runtimes"]) == {"tflite-int8", "openvino-int8", "original-pytorch",
+                                    "original-openvino"}
+    targets = {t["target"]: t for t in row["targets"]}
+    assert set(targets) == {TARGETS[0][0], TARGETS[3][0]}
+    int8 = targets[TARGETS[0][0]]
+    assert int8["ratio"] == pytest.approx(
+        1e-3 / min(row["runtimes"][rt]["median_ms"] for rt in ("tflite-int8", "openvino-int8")))
+    assert not int8["passed"]
+    assert f"| {int8['ours']} | original-openvino | {int8['ratio']:.2f}x | 2x | MISS |" in \
+        (tmp_path / "t.md").read_text()
+    assert targets[TARGETS[3][0]]["ratio"] == pytest.approx(
+        30.0 / row["runtimes"]["tflite-int8"]["median_ms"])
