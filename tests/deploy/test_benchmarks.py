@@ -409,3 +409,18 @@ def test_targets_script_times_ours_and_the_peers_in_one_table(tmp_path, monkeypa
         (tmp_path / "t.md").read_text()
     assert targets[TARGETS[3][0]]["ratio"] == pytest.approx(
         30.0 / row["runtimes"]["tflite-int8"]["median_ms"])
+
+
+def test_targets_script_says_when_the_peers_need_pytorch(tmp_path, monkeypatch, capsys):
+    from keras_efficient3d import cli
+
+    script = _script_module("benchmark_targets")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_targets.py", f"--repo={tmp_path}", f"--work_dir={tmp_path}/w"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("benchmark_targets.py: error: --repo=") and "needs PyTorch" in err[0]
+    assert not os.path.exists(tmp_path / "w")
