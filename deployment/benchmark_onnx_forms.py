@@ -24,22 +24,17 @@ FORMS = ("native", "taps")
 
 
 def _runners(path, threads):
-    """name -> a function running one batch-1 clip, for each runtime installed."""
-    from keras_efficient3d.runtime import onnx_session
+    """name -> a function running one batch-1 clip, for each runtime installed: the
+    package's runners (`keras_efficient3d.runtime`), ONNX Runtime's and OpenVINO's of the
+    same ONNX file."""
+    from keras_efficient3d.runtime import ONNXRunner, OpenVINORunner, openvino_module
 
-    session = onnx_session(path, threads)
-    spec = session.get_inputs()[0]
-    clip = np.random.default_rng(0).standard_normal([1] + list(spec.shape[1:])).astype(np.float32)
-    runners = {"onnxruntime": lambda: session.run(None, {spec.name: clip})}
+    runners = {"onnxruntime": ONNXRunner(path, threads)}
     try:
-        import openvino as ov
+        runners["openvino"] = OpenVINORunner(openvino_module().Core().read_model(path), threads)
     except ImportError:
-        return runners
-    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": int(threads),
-                                                     "PERFORMANCE_HINT": "LATENCY"})
-    request = compiled.create_infer_request()
-    runners["openvino"] = lambda: request.infer({0: clip})
-    return runners
+        pass
+    return {runtime: runner.timing_step(0)[0] for runtime, runner in runners.items()}
 
 
 def compare_forms(model_names, frames=16, size=112, num_classes=600, threads=2, rounds=3,

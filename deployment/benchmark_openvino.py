@@ -10,9 +10,11 @@ exported with `keras_efficient3d.deploy.openvino_export.export_openvino` (int8 c
 random clips: timing does not depend on the weights). The precisions of one model and
 thread count are timed in turns (fp32, int8, fp32, int8, ... for `--rounds` rounds) and
 each reports the median of its rounds' medians, so that a busy machine slows them alike;
-the ``int8 speed-up`` column is fp32 / int8 of the same round-robin. ``--pytorch_json``
-(rows of ``deployment/benchmark_pytorch.py`` measured on this machine) adds the original
-model's latency and our speed-up over it at 2 threads.
+the ``int8 speed-up`` column is fp32 / int8 of the same round-robin. ``--peers_json``
+(rows of ``deployment/benchmark_pytorch.py`` measured on this machine: the original model in
+PyTorch, ONNX Runtime and OpenVINO) adds the best peer and our speed-up against it at 2
+threads. Every row shows its achieved multiply-accumulates per second beside this machine's
+fp32 GEMM peak at the same thread count, measured first (``--nogemm_peak`` skips it).
 """
 
 import json
@@ -84,27 +86,30 @@ def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print):
 
 
 def benchmark_models(names, precisions=("fp32", "int8"), threads=(2,), input_shape=(16, 112, 112, 3),
-                     num_classes=600, warmup=5, runs=20, rounds=3, reference=None, folder=None,
-                     log=print):
+                     num_classes=600, warmup=5, runs=20, rounds=3, peers=None, peaks=None,
+                     peer_threads=2, folder=None, log=print):
     """Exports each registry model in each precision and times them (`time_files`); rows get
-    ``model``, ``precision``, ``int8_speedup`` (fp32 / int8 of the same thread count) and
-    ``pytorch_ms`` from `reference` (model name -> ms, see
-    `keras_efficient3d.deploy.benchmark.load_reference`)."""
+    ``model``, ``precision``, ``macs``, ``int8_speedup`` (fp32 / int8 of the same thread
+    count) and `keras_efficient3d.deploy.benchmark.compare`'s columns: the peers of
+    `peers` (see `load_peers`, measured at `peer_threads`) and the share of the `gemm_peak`
+    result of `peaks` (thread count -> result) at the row's threads."""
+    from keras_efficient3d.deploy.benchmark import compare, model_macs
+
     rows = []
     with tempfile.TemporaryDirectory(prefix="benchmark_openvino-") as tmp:
         folder = folder or tmp
         for name in names:
+            macs = model_macs(name, input_shape, num_classes)
             files = {(name, p): export_model(name, p, folder, input_shape, num_classes)
                      for p in precisions}
             timed = time_files({f"{n} {p}": path for (n, p), path in files.items()}, threads,
                                warmup, runs, rounds, log)
             for row in timed:
-                row.update(model=name, precision=row["label"].split()[-1])
+                row.update(model=name, precision=row["label"].split()[-1], macs=macs)
+                row.update(compare(name, row["median_ms"],
+                                   peers if row["threads"] == peer_threads else None, macs,
+                                   (peaks or {}).get(row["threads"])))
             _add_speedups(timed)
-            for row in timed:
-                # Peer baselines (the original model in PyTorch, ONNX Runtime, OpenVINO) join
-                # here, as a model -> ms mapping measured on the same machine.
-                row["pytorch_ms"] = (reference or {}).get(name)
             rows.extend(timed)
     return rows
 
@@ -117,18 +122,26 @@ def _add_speedups(rows):
                                if base and row.get("precision") == "int8" else None)
 
 
-def format_table(rows):
-    """A Markdown table of `benchmark_models` or `time_files` rows."""
-    lines = ["| model | precision | threads | median ms | clips/s | size MB | int8 speed-up | "
-             "PyTorch ms | speed-up |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+def format_table(rows, peaks=None):
+    """A Markdown table of `benchmark_models` or `time_files` rows, after a line per
+    `gemm_peak` result of `peaks` (thread count -> result)."""
+    from keras_efficient3d.deploy.benchmark import format_peak
+
+    lines = [format_peak(peak) for _, peak in sorted((peaks or {}).items())]
+    lines += [""] if lines else []
+    lines += ["| model | precision | threads | median ms | clips/s | size MB | int8 speed-up | "
+              "PyTorch ms | best peer ms | vs best peer | GMAC/s | % of peak |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        ref = r.get("pytorch_ms")
-        speedup = f"{ref / r['median_ms']:.2f}x" if ref and r["threads"] == 2 else ""
+        ref = f"{r['pytorch_ms']:.1f}" if r.get("pytorch_ms") else ""
         int8 = f"{r['int8_speedup']:.2f}x" if r.get("int8_speedup") else ""
-        lines.append(f"| {r.get('model', r['label'])} | {r.get('precision', '')} | {r['threads']} | "
+        best = f"{r['best_peer_ms']:.1f} ({r['best_peer']})" if "best_peer" in r else ""
+        vs_best = f"{r['speedup_vs_best']:.2f}x" if "best_peer" in r else ""
+        rate = f"{r['gmacs_per_s']:.1f}" if "gmacs_per_s" in r else ""
+        of_peak = f"{100 * r['of_peak']:.0f}%" if "of_peak" in r else ""
+        lines.append(f"| {r.get('model') or r['label']} | {r.get('precision', '')} | {r['threads']} | "
                      f"{r['median_ms']:.2f} | {r['clips_per_s']:.1f} | {r['size_bytes'] / 1e6:.2f} | "
-                     f"{int8} | {f'{ref:.1f}' if ref else ''} | {speedup} |")
+                     f"{int8} | {ref} | {best} | {vs_best} | {rate} | {of_peak} |")
     return "\n".join(lines)
 
 
@@ -148,22 +161,27 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer("rounds", 3, "Turns over the precisions (A, B, A, B, ...).",
                          lower_bound=1, **fv)
     cli.define("json_out", "openvino_timing.json", "The Markdown table goes beside it (.md).", **fv)
-    flags.DEFINE_string("pytorch_json", None, "benchmark_pytorch.py rows measured on this "
-                        "machine: adds the PyTorch latency and the speed-up at 2 threads.", **fv)
-    flags.register_validator("pytorch_json", cli.existing_file, **fv)
+    flags.DEFINE_string("peers_json", None, "benchmark_pytorch.py rows measured on this "
+                        "machine: adds the peers' latencies (PyTorch, ONNX Runtime, OpenVINO) "
+                        "and the speed-up against the best of them at 2 threads.", **fv)
+    flags.register_validator("peers_json", cli.existing_file, **fv)
+    flags.DEFINE_bool("gemm_peak", True, "Measure this machine's fp32 GEMM peak at each "
+                      "thread count and show each model's achieved MAC/s as a share of it.", **fv)
     cli.define_alias("output", "json_out", **fv)
+    cli.define_alias("pytorch_json", "peers_json", **fv)
 
 
 def main(argv, flag_values=flags.FLAGS):
     del argv
     from keras_efficient3d import registry
-    from keras_efficient3d.deploy.benchmark import load_reference
+    from keras_efficient3d.deploy.benchmark import gemm_peak, load_peers
 
     f = flag_values
     try:
         import openvino  # noqa: F401
     except ImportError:
         raise cli.UsageError("OpenVINO is not installed: pip install keras_efficient3d[openvino]") from None
+    peaks = None
     if f.model_file:
         if not f.model_file.lower().endswith(".xml"):
             raise cli.UsageError(f"--model_file={f.model_file}: an OpenVINO IR .xml file is needed")
@@ -172,11 +190,12 @@ def main(argv, flag_values=flags.FLAGS):
     else:
         for name in f.models:  # an unknown name is reported before anything is timed
             registry.resolve_name(name)
-        reference = (load_reference(f.pytorch_json, input_shape=(f.frames, f.size, f.size))
-                     if f.pytorch_json else None)
+        peers = (load_peers(f.peers_json, input_shape=(f.frames, f.size, f.size))
+                 if f.peers_json else None)
+        peaks = {n: gemm_peak(n) for n in f.threads} if f.gemm_peak else None
         rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
-                                f.num_classes, f.warmup, f.runs, f.rounds, reference)
-    table = format_table(rows)
+                                f.num_classes, f.warmup, f.runs, f.rounds, peers, peaks)
+    table = format_table(rows, peaks)
     with open(f.json_out, "w", encoding="utf-8") as handle:
         json.dump(rows, handle, indent=2, default=str)
     with open(os.path.splitext(f.json_out)[0] + ".md", "w", encoding="utf-8") as handle:

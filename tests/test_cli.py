@@ -39,6 +39,7 @@ CLIS = {
     "benchmark_tflite": ("deployment/benchmark_tflite.py", "benchmark_tflite.py"),
     "benchmark_onnx": ("deployment/benchmark_onnx.py", "benchmark_onnx.py"),
     "benchmark_openvino": ("deployment/benchmark_openvino.py", "benchmark_openvino.py"),
+    "benchmark_targets": ("deployment/benchmark_targets.py", "benchmark_targets.py"),
     "benchmark_pytorch": ("deployment/benchmark_pytorch.py", "benchmark_pytorch.py"),
 }
 
@@ -235,6 +236,15 @@ BAD_INPUT = [
     ("benchmark_openvino", ["--model_file={junk_xml}"], "m.xml: its weights"),
     ("benchmark_openvino", ["--threads=1,x"], "--threads"),
     ("benchmark_openvino", ["--json_out={tmp}/nofolder/t.json"], "no such folder"),
+    ("benchmark_targets", ["--models=mobilenetv2_0.2x,nosuchnet"], "nosuchnet"),
+    ("benchmark_targets", ["--repo={missing}"], "missing.bin: no such folder"),
+    ("benchmark_targets", ["--repo={file}"], "a file, not a folder"),
+    ("benchmark_targets", ["--runtimes=tflite-fp32,tensorrt"], "--runtimes"),
+    ("benchmark_targets", ["--work_dir={file}"], "plain.txt: a file, not a folder"),
+    ("benchmark_targets", ["--rounds=0"], "--rounds"),
+    ("benchmark_targets", ["--peers_json={file}"], "plain.txt"),
+    ("benchmark_targets", ["--repo={dir}", "--peers_json={file}"], "not both"),
+    ("benchmark_targets", ["--json_out={tmp}/nofolder/t.json"], "no such folder"),
     ("benchmark_pytorch", [], "--repo"),
     ("benchmark_pytorch", ["--repo={missing}"], "missing.bin: no such folder"),
     ("benchmark_pytorch", ["--repo={file}"], "a file, not a folder"),

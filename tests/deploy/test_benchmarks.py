@@ -305,3 +305,122 @@ def test_compare_commits_table_and_bad_input(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "unknown nope" in err[0] and "--base=no-such-revision-here" in err[1]
     assert "Traceback" not in "".join(err)
+
+
+def _times(**medians):
+    """runtime -> round medians (ms), from ``label=[...]`` with '_' for '-'."""
+    return {label.replace("_", "-"): values for label, values in medians.items()}
+
+
+def test_target_rows_compute_each_ratio_from_the_times_and_pass_or_miss():
+    from keras_efficient3d.deploy.targets import TARGETS, format_targets, target_row
+
+    times = _times(tflite_fp32=[9.0, 8.0, 10.0], tflite_int8=[4.0, 5.0, 3.0],
+                   onnxruntime_fp32=[7.0, 7.5, 6.5], openvino_fp32=[6.0, 6.2, 5.8],
+                   openvino_int8=[3.5, 3.0, 4.5],
+                   original_pytorch=[30.0, 31.0, 29.0], original_openvino=[6.1, 6.0, 6.4])
+    peak = {"gmacs_per_s": 100.0}
+    row = target_row("m", times, macs=3e8, peak=peak)
+    tflite = row["runtimes"]["tflite-fp32"]
+    assert (tflite["median_ms"], tflite["min_ms"], tflite["max_ms"]) == (9.0, 8.0, 10.0)
+    assert tflite["gmacs_per_s"] == pytest.approx(3e8 / 9.0 / 1e6)
+    assert tflite["of_peak"] == pytest.approx(tflite["gmacs_per_s"] / 100.0)
+    medians = {rt: sorted(v)[1] for rt, v in times.items()}
+    by_name = {t["target"]: t for t in row["targets"]}
+    assert list(by_name) == [t[0] for t in TARGETS]
+    for name, ours, peer, needed in TARGETS:
+        best = min(ours, key=medians.get)
+        got = by_name[name]
+        assert (got["ours"], got["peer"], got["needed"]) == (best, peer, needed)
+        assert got["ratio"] == pytest.approx(medians[peer] / medians[best])
+        assert got["passed"] == (medians[peer] / medians[best] >= needed)
+    # int8: 6.1 / 3.5 < 2 misses; fp32: 6.1 / 6.0 passes; TFLite fp32 30 / 9 passes.
+    assert [t["passed"] for t in row["targets"]] == [False, True, True, True]
+    table = format_targets([row], dict(peak, gflops=200.0, threads=2, backend="numpy", size=64))
+    assert "| m | best x86 int8 vs original OpenVINO fp32 | openvino-int8 | original-openvino " \
+           "| 1.74x | 2x | MISS |" in table
+    assert "| m | tflite-fp32 | 9.00 | 8.00-10.00 | 33.3 | 33% |" in table
+    # Without the peers there is nothing to compare with: no target rows.
+    ours_only = target_row("m", {k: v for k, v in times.items() if not k.startswith("original")})
+    assert ours_only["targets"] == [] and "PASS" not in format_targets([ours_only])
+
+
+@pytest.mark.slow
+def test_targets_script_times_ours_and_the_peers_in_one_table(tmp_path, monkeypatch, capsys):
+    """The whole command on a tiny clip: every runtime of ours exported into --work_dir and
+    reused, the original stand-in's PyTorch, ONNX Runtime and OpenVINO, and the targets
+    computed from the recorded times."""
+    pytest.importorskip("torch")
+    pytest.importorskip("openvino")
+    from keras_efficient3d import cli
+    from keras_efficient3d.deploy.targets import OURS, PEERS, TARGETS
+
+    script = _script_module("benchmark_targets")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    work, out, orig = tmp_path / "work", tmp_path / "t.json", tmp_path / "orig"
+    orig.mkdir()
+    argv = ["benchmark_targets.py", "--models=mobilenetv2_0.2x", "--frames=8", "--size=32",
+            "--num_classes=3", "--rounds=1", "--warmup=0", "--runs=2", "--threads=1",
+            f"--work_dir={work}", f"--json_out={out}"]
+    try:
+        code = cli.invoke(script.main, script.define_flags,
+                          argv + [f"--repo={_torch_original(orig)}"])
+    finally:
+        for name in ("opts", "model"):
+            sys.modules.pop(name, None)
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert set(row["runtimes"]) == set(OURS) | set(PEERS)
+    assert result["peak"]["threads"] == 1 and row["macs"] > 0
+    medians = {rt: r["median_ms"] for rt, r in row["runtimes"].items()}
+    assert all(len(r["rounds_ms"]) == 1 and r["median_ms"] > 0 for r in row["runtimes"].values())
+    assert [t["target"] for t in row["targets"]] == [t[0] for t in TARGETS]
+    for t, (_, ours, peer, needed) in zip(row["targets"], TARGETS):
+        ratio = medians[peer] / min(medians[rt] for rt in ours)
+        assert t["ratio"] == pytest.approx(ratio) and t["passed"] == (ratio >= needed)
+        verdict = "PASS" if t["passed"] else "MISS"
+        assert f"| {t['ratio']:.2f}x | {needed:g}x | {verdict} |" in (tmp_path / "t.md").read_text()
+    exports = sorted(p.name for p in work.iterdir())
+    assert exports == sorted(["mobilenetv2_0.2x_8x32x32_3c_" + s for s in
+                              ["fp32.tflite", "int8.tflite", "native.onnx", "fp32.xml",
+                               "fp32.bin", "int8.xml", "int8.bin", "original.onnx"]])
+    # A second run reuses the exports; its peers come from benchmark_pytorch.py's rows.
+    stamps = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+    peers = tmp_path / "peers.json"
+    peers.write_text(json.dumps([dict(r, model="mobilenetv2_0.2x", threads=1, input="8x32x32")
+                                 for r in _pytorch_rows()[:1]]
+                                + [dict(_pytorch_rows()[0], form="openvino", threads=1,
+                                        input="8x32x32", median_ms=1e-3)]))
+    assert cli.invoke(script.main, script.define_flags,
+                      argv + ["--runtimes=tflite-int8,openvino-int8", "--nogemm_peak",
+                              f"--peers_json={peers}"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == stamps
+    (row,) = json.loads(out.read_text())["rows"]
+    assert set(row["runtimes"]) == {"tflite-int8", "openvino-int8", "original-pytorch",
+                                    "original-openvino"}
+    targets = {t["target"]: t for t in row["targets"]}
+    assert set(targets) == {TARGETS[0][0], TARGETS[3][0]}
+    int8 = targets[TARGETS[0][0]]
+    assert int8["ratio"] == pytest.approx(
+        1e-3 / min(row["runtimes"][rt]["median_ms"] for rt in ("tflite-int8", "openvino-int8")))
+    assert not int8["passed"]
+    assert f"| {int8['ours']} | original-openvino | {int8['ratio']:.2f}x | 2x | MISS |" in \
+        (tmp_path / "t.md").read_text()
+    assert targets[TARGETS[3][0]]["ratio"] == pytest.approx(
+        30.0 / row["runtimes"]["tflite-int8"]["median_ms"])
+
+
+def test_targets_script_says_when_the_peers_need_pytorch(tmp_path, monkeypatch, capsys):
+    from keras_efficient3d import cli
+
+    script = _script_module("benchmark_targets")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_targets.py", f"--repo={tmp_path}", f"--work_dir={tmp_path}/w"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("benchmark_targets.py: error: --repo=") and "needs PyTorch" in err[0]
+    assert not os.path.exists(tmp_path / "w")

@@ -258,6 +258,17 @@ def test_benchmark_openvino_times_ir_files(fp32_ir, tmp_path, capsys):
                 {"model": "m", "precision": "int8", "threads": 2, "median_ms": 4.0}]
     script._add_speedups(speedups)
     assert speedups[1]["int8_speedup"] == 2.5 and speedups[0]["int8_speedup"] is None
+    # The peers' and the GEMM peak's columns, as every timing table shows them.
+    from keras_efficient3d.deploy.benchmark import compare
+    peak = {"gmacs_per_s": 50.0, "gflops": 100.0, "threads": 2, "backend": "numpy", "size": 64}
+    peers = {"m": {"pytorch": 30.0, "openvino": 12.0}}
+    for row in speedups:
+        row.update(clips_per_s=1000 / row["median_ms"], size_bytes=10**6,
+                   **compare("m", row["median_ms"], peers, macs=2e8, peak=peak))
+    table = script.format_table(speedups, {2: peak})
+    assert table.startswith("fp32 GEMM peak of this machine at 2 threads: 100.0 GFLOP/s")
+    assert "| m | int8 | 2 | 4.00 | 250.0 | 1.00 | 2.50x | 30.0 | 12.0 (openvino) | 3.00x | 50.0 | 100% |" \
+        in table
 
 
 @pytest.mark.slow

@@ -1,0 +1,151 @@
+r"""Issue 14's target table in one command: our TFLite fp32/int8, ONNX Runtime (native ONNX)
+and OpenVINO fp32/int8 of each model against the original model in PyTorch and its plain
+ONNX export under ONNX Runtime and OpenVINO, all timed in the same interleaved rounds in
+this process (2 threads, batch 1, 16x112x112, 600 classes by default).
+
+    git clone https://github.com/okankop/Efficient-3DCNNs /tmp/Efficient-3DCNNs
+    python deployment/benchmark_targets.py --repo=/tmp/Efficient-3DCNNs \
+        --json_out=targets.json --work_dir=/tmp/targets_work      # ~15 min on 2 quiet cores
+    python deployment/benchmark_targets.py --models=mobilenetv2_0.2x --rounds=5   # ours only
+    python deployment/benchmark_targets.py --peers_json=peers.json   # peers timed elsewhere
+
+Prints, per model, each runtime's median ms (min-max over the rounds), GMAC/s and share of
+this machine's fp32 GEMM peak, then the issue's targets with PASS/MISS: our best x86 int8
+>= 2x and our best fp32 >= 1x the original's ONNX under OpenVINO; TFLite fp32 >= 2x and
+int8 >= 4x the original PyTorch. The peers need ``--repo`` (a checkout of the original code)
+and PyTorch in this environment; they are built and exported by ``benchmark_pytorch.py``'s
+functions. Where PyTorch lives in another environment, ``--peers_json`` takes the rows that
+``benchmark_pytorch.py --json_out`` wrote there (same machine; not interleaved with ours).
+Exports are kept in ``--work_dir`` and reused (weights random, int8 calibrated on random
+clips: the timing does not depend on them). ``--json_out`` gets every figure and the
+Markdown table beside it (.md).
+"""
+
+import importlib.util
+import json
+import os
+import sys
+
+from absl import flags
+
+from keras_efficient3d import cli
+
+DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "shufflenet_1.0x_g3",
+                  "squeezenet_1.1", "mobilenetv2_0.2x"]
+
+
+def _runtimes(values):
+    from keras_efficient3d.deploy.targets import OURS
+
+    unknown = [value for value in values if value not in OURS]
+    if unknown or not values:
+        raise flags.ValidationError(f"each of {', '.join(OURS)}; not {', '.join(unknown)}")
+    return True
+
+
+def original_steps(repo, input_shape, num_classes, threads, folder):
+    """A function of a model name returning the peers' steps (``original-pytorch``,
+    ``original-onnxruntime``, ``original-openvino``: the original model built from `repo`
+    and its plain ONNX export, by ``benchmark_pytorch.py``'s functions) on one clip."""
+    if importlib.util.find_spec("torch") is None:
+        raise cli.UsageError(f"--repo={repo}: timing the original model needs PyTorch in this "
+                             "environment (pip install torch), or leave out --repo")
+    import torch
+
+    from keras_efficient3d.runtime import quiet_stderr
+
+    # deployment/benchmark_pytorch.py, beside this script.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import benchmark_pytorch as original
+    finally:
+        sys.path.pop(0)
+    frames, size = int(input_shape[0]), int(input_shape[1])
+    torch.set_num_threads(int(threads))
+    os.makedirs(folder, exist_ok=True)
+
+    def steps(name):
+        model = original.build(repo, name, num_classes, frames, size).eval()
+        x = torch.rand(1, 3, frames, size, size)
+
+        def pytorch():
+            with torch.no_grad():
+                model(x)
+
+        clip = f"{frames}x{size}x{size}"
+        with quiet_stderr():  # the exporter's warnings
+            path = original.export_onnx(model, x, os.path.join(
+                folder, f"{name}_{clip}_{num_classes}c_original.onnx"))
+        return {"original-pytorch": pytorch,
+                "original-onnxruntime": original.onnxruntime_step(path, x.numpy(), threads)[0],
+                "original-openvino": original.openvino_step(path, x.numpy(), threads)[0]}
+
+    return steps
+
+
+def define_flags(flag_values=flags.FLAGS):
+    from keras_efficient3d.deploy.targets import OURS
+
+    fv = {"flag_values": flag_values}
+    cli.define("models", DEFAULT_MODELS, **fv)
+    flags.DEFINE_string("repo", None, "A checkout of the original Efficient-3DCNNs code: adds "
+                        "the peers (needs PyTorch).", **fv)
+    flags.register_validator("repo", cli.existing_folder, **fv)
+    flags.DEFINE_string("peers_json", None, "Instead of --repo: the peers' rows written by "
+                        "benchmark_pytorch.py --json_out on this machine (a separate PyTorch "
+                        "environment; not interleaved with ours).", **fv)
+    flags.register_validator("peers_json", cli.existing_file, **fv)
+    flags.DEFINE_list("runtimes", list(OURS), f"Our runtimes, comma-separated ({', '.join(OURS)}).",
+                      **fv)
+    flags.register_validator("runtimes", _runtimes, **fv)
+    flags.DEFINE_string("work_dir", "benchmark_targets_work", "Where the exports are written "
+                        "and reused.", **fv)
+    cli.define("threads", 2, **fv)
+    cli.define("frames", 16, **fv)
+    cli.define("size", 112, **fv)
+    cli.define("num_classes", 600, **fv)
+    cli.define("warmup", 3, "(per runtime and round)", **fv)
+    cli.define("runs", 10, "(per runtime and round)", **fv)
+    flags.DEFINE_integer("rounds", 3, "Interleaved rounds over all runtimes of a model.",
+                         lower_bound=1, **fv)
+    flags.DEFINE_bool("gemm_peak", True, "Measure this machine's fp32 GEMM peak at --threads "
+                      "and show each runtime's MAC/s as a share of it.", **fv)
+    cli.define("json_out", "targets.json", "The Markdown table goes beside it (.md).", **fv)
+
+
+def main(argv, flag_values=flags.FLAGS):
+    del argv
+    from keras_efficient3d import registry
+    from keras_efficient3d.deploy.benchmark import gemm_peak, load_peers
+    from keras_efficient3d.deploy.targets import format_targets, run_targets
+
+    f = flag_values
+    for name in f.models:  # an unknown name is reported before anything is timed
+        registry.resolve_name(name)
+    if os.path.isfile(f.work_dir):
+        raise cli.UsageError(f"--work_dir={f.work_dir}: a file, not a folder")
+    if f.repo and f.peers_json:
+        raise cli.UsageError("give --repo (time the peers here) or --peers_json (their "
+                             "figures from benchmark_pytorch.py), not both")
+    input_shape = (f.frames, f.size, f.size, 3)
+    peers = (original_steps(f.repo, input_shape, f.num_classes, f.threads, f.work_dir)
+             if f.repo else None)
+    peer_ms = None
+    if f.peers_json:
+        peer_ms = {model: {f"original-{form}": ms for form, ms in forms.items()}
+                   for model, forms in load_peers(f.peers_json, threads=f.threads,
+                                                  input_shape=input_shape).items()}
+    peak = gemm_peak(f.threads) if f.gemm_peak else None
+    rows = run_targets(f.models, f.work_dir, input_shape, f.num_classes, f.threads, f.rounds,
+                       f.warmup, f.runs, f.runtimes, peers, peer_ms, peak,
+                       log=lambda line: print(line, file=sys.stderr))
+    table = format_targets(rows, peak)
+    with open(f.json_out, "w", encoding="utf-8") as handle:
+        json.dump({"peak": peak, "rows": rows}, handle, indent=2)
+    with open(os.path.splitext(f.json_out)[0] + ".md", "w", encoding="utf-8") as handle:
+        handle.write(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    cli.run(main, define_flags)

@@ -1,0 +1,191 @@
+"""Issue 14's target table: our deployments of each model against what a user of the
+original model runs instead (its PyTorch model, and its plain ONNX export under ONNX Runtime
+and OpenVINO), timed in interleaved rounds in one process, with the speed-up targets.
+
+Our runtimes (`OURS`) are exported once per model into a work folder and reused: TFLite
+fp32 and int8 (the 2D-tap graph of `keras_efficient3d.deploy.tflite`, XNNPACK), the native
+ONNX export under ONNX Runtime, and OpenVINO IR of it, fp32 and int8 (NNCF PTQ). Weights are
+random with BatchNorm statistics of random clips, and int8 calibrates on random clips:
+timing does not depend on the weights. Each round times every runtime of a model in turn,
+so that a loaded machine slows them alike; a runtime's figure is the median of its rounds'
+medians, with the rounds' min and max.
+
+    steps = our_steps("mobilenetv2_1.0x", "work", threads=2)
+    steps.update(peer_steps)                     # "original-pytorch": step, ...
+    times = time_interleaved(steps, rounds=3)    # runtime -> [median ms per round]
+    row = target_row("mobilenetv2_1.0x", times, macs, peak)
+"""
+
+import contextlib
+import io
+import os
+
+import numpy as np
+
+__all__ = ["OURS", "PEERS", "TARGETS", "export_ours", "format_targets", "our_steps",
+           "run_targets", "target_row", "time_interleaved"]
+
+# Our deployments: runtime label -> (file suffix, precision group).
+OURS = {"tflite-fp32": ("fp32.tflite", "fp32"), "tflite-int8": ("int8.tflite", "int8"),
+        "onnxruntime-fp32": ("native.onnx", "fp32"), "openvino-fp32": ("fp32.xml", "fp32"),
+        "openvino-int8": ("int8.xml", "int8")}
+# The peers: the original model as a user runs it (keras_efficient3d.deploy.benchmark.PEER_FORMS).
+PEERS = ("original-pytorch", "original-onnxruntime", "original-openvino")
+
+# Issue 14's targets: (name, which of ours, which peer, at least this speed-up).
+TARGETS = (
+    ("best x86 int8 vs original OpenVINO fp32", ("tflite-int8", "openvino-int8"),
+     "original-openvino", 2.0),
+    ("best fp32 vs original OpenVINO fp32", ("tflite-fp32", "onnxruntime-fp32", "openvino-fp32"),
+     "original-openvino", 1.0),
+    ("TFLite fp32 vs original PyTorch", ("tflite-fp32",), "original-pytorch", 2.0),
+    ("TFLite int8 vs original PyTorch", ("tflite-int8",), "original-pytorch", 4.0),
+)
+
+
+def _file(folder, name, input_shape, num_classes, runtime):
+    clip = "x".join(str(d) for d in input_shape[:3])
+    return os.path.join(folder, f"{name}_{clip}_{num_classes}c_{OURS[runtime][0]}")
+
+
+def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, runtimes=OURS,
+                calibration_clips=8, seed=0, log=print):
+    """Writes registry model `name` for each of `runtimes` (`OURS`) in `folder`, reusing the
+    files already there (their names carry the clip and classes); returns runtime -> path."""
+    paths = {rt: _file(folder, name, input_shape, num_classes, rt) for rt in runtimes}
+    missing = [rt for rt, path in paths.items() if not os.path.isfile(path)]
+    if not missing:
+        return paths
+    from keras_efficient3d.artifacts import atomic_write
+    from keras_efficient3d.deploy.benchmark import _calibrate_bn
+    from keras_efficient3d.deploy.graph import DeploymentGraph
+    from keras_efficient3d.deploy.onnx_export import export_onnx
+    from keras_efficient3d.deploy.openvino_export import export_openvino
+    from keras_efficient3d.deploy.tflite import convert
+    from keras_efficient3d.registry import create_model
+    from keras_efficient3d.runtime import quiet_stderr
+
+    os.makedirs(folder, exist_ok=True)
+    clips = np.random.default_rng(seed).normal(
+        size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
+    model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes)
+    _calibrate_bn(model, clips[:4])
+    for rt in missing:
+        if log:
+            log(f"{name}: exporting {rt} -> {paths[rt]}")
+        # The converters' notices (stderr) and NNCF's progress bars (stdout).
+        with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):
+            if rt.startswith("tflite"):
+                atomic_write(paths[rt], convert(DeploymentGraph(model), OURS[rt][1],
+                                                representative_data=clips))
+            elif rt == "onnxruntime-fp32":
+                export_onnx(model, paths[rt], batch_size=1, form="native", verify=False)
+            else:
+                int8 = OURS[rt][1] == "int8"
+                export_openvino(model, paths[rt], quantize="ptq" if int8 else None,
+                                calibration=clips if int8 else None, verify=False)
+    return paths
+
+
+def our_steps(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, threads=2,
+              runtimes=OURS, log=print):
+    """runtime -> a call of our export of `name` on one fixed clip (`export_ours`, then
+    `keras_efficient3d.runtime.load_runner` at `threads`)."""
+    from keras_efficient3d.runtime import load_runner
+
+    paths = export_ours(name, folder, input_shape, num_classes, runtimes, log=log)
+    return {rt: load_runner(paths[rt], threads).timing_step(0)[0] for rt in runtimes}
+
+
+def time_interleaved(steps, rounds=3, warmup=3, runs=10):
+    """Times each of `steps` (label -> callable) in turn, `rounds` times over
+    (`keras_efficient3d.runtime.measure`, `warmup` and `runs` per turn); returns label ->
+    [median ms of each round]."""
+    from keras_efficient3d.runtime import measure
+
+    if rounds < 1:
+        raise ValueError(f"`rounds` must be >= 1. Received: rounds={rounds}")
+    times = {label: [] for label in steps}
+    for _ in range(rounds):
+        for label, step in steps.items():
+            times[label].append(measure(step, warmup, runs)["median_ms"])
+    return times
+
+
+def target_row(name, times, macs=None, peak=None):
+    """One model's row: per runtime of `times` (label -> round medians) its median, min and
+    max ms, GMAC/s and share of the `gemm_peak` result `peak`; per target of `TARGETS`
+    whose peer and one of ours were timed: the best of ours, the ratio peer ms / ours ms,
+    the target and ``passed``."""
+    runtimes = {}
+    for label, values in times.items():
+        entry = {"median_ms": float(np.median(values)), "min_ms": float(min(values)),
+                 "max_ms": float(max(values)), "rounds_ms": [float(v) for v in values]}
+        if macs:
+            entry["gmacs_per_s"] = macs / entry["median_ms"] / 1e6
+            if peak:
+                entry["of_peak"] = entry["gmacs_per_s"] / peak["gmacs_per_s"]
+        runtimes[label] = entry
+    targets = []
+    for target, ours, peer, needed in TARGETS:
+        timed = [rt for rt in ours if rt in runtimes]
+        if peer not in runtimes or not timed:
+            continue
+        best = min(timed, key=lambda rt: runtimes[rt]["median_ms"])
+        ratio = runtimes[peer]["median_ms"] / runtimes[best]["median_ms"]
+        targets.append({"target": target, "ours": best, "peer": peer, "ratio": ratio,
+                        "needed": needed, "passed": ratio >= needed})
+    return {"model": name, "macs": macs, "runtimes": runtimes, "targets": targets}
+
+
+def run_targets(names, folder, input_shape=(16, 112, 112, 3), num_classes=600, threads=2,
+                rounds=3, warmup=3, runs=10, runtimes=OURS, peer_steps=None, peer_ms=None,
+                peak=None, log=print):
+    """`target_row` per registry model of `names`, our `runtimes` (exported into `folder`)
+    and, with `peer_steps` (a function of the model name returning label -> step, labels
+    of `PEERS`), the peers, all timed in the same interleaved rounds. `peer_ms` (model
+    name -> {label of `PEERS`: ms}, e.g. from another process's
+    `keras_efficient3d.deploy.benchmark.load_peers`) gives peers measured elsewhere."""
+    from keras_efficient3d.deploy.benchmark import model_macs
+
+    rows = []
+    for name in names:
+        # The peers first: a wrong checkout of the original fails before our exports.
+        peers = peer_steps(name) if peer_steps else {}
+        steps = our_steps(name, folder, input_shape, num_classes, threads, runtimes, log)
+        steps.update(peers)
+        times = time_interleaved(steps, rounds, warmup, runs)
+        times.update({label: [ms] for label, ms in (peer_ms or {}).get(name, {}).items()})
+        row = target_row(name, times,
+                         model_macs(name, input_shape, num_classes), peak)
+        row.update(threads=threads, input=list(input_shape), num_classes=num_classes,
+                   rounds=rounds, warmup=warmup, runs=runs)
+        rows.append(row)
+        if log:
+            log(format_targets([row]))
+    return rows
+
+
+def format_targets(rows, peak=None):
+    """Markdown: the `gemm_peak` line, a table of each model's runtimes (median ms,
+    min-max over rounds, GMAC/s, share of the peak) and a table of the targets."""
+    from keras_efficient3d.deploy.benchmark import format_peak
+
+    lines = [format_peak(peak), ""] if peak else []
+    lines += ["| model | runtime | median ms | min-max ms | GMAC/s | % of peak |",
+              "|---|---|---:|---:|---:|---:|"]
+    for row in rows:
+        for label, r in row["runtimes"].items():
+            rate = f"{r['gmacs_per_s']:.1f}" if "gmacs_per_s" in r else ""
+            of_peak = f"{100 * r['of_peak']:.0f}%" if "of_peak" in r else ""
+            lines.append(f"| {row['model']} | {label} | {r['median_ms']:.2f} | "
+                         f"{r['min_ms']:.2f}-{r['max_ms']:.2f} | {rate} | {of_peak} |")
+    if any(row["targets"] for row in rows):
+        lines += ["", "| model | target | ours | peer | speed-up | needed | |",
+                  "|---|---|---|---|---:|---:|---|"]
+        for row in rows:
+            for t in row["targets"]:
+                lines.append(f"| {row['model']} | {t['target']} | {t['ours']} | {t['peer']} | "
+                             f"{t['ratio']:.2f}x | {t['needed']:g}x | "
+                             f"{'PASS' if t['passed'] else 'MISS'} |")
+    return "\n".join(lines)
