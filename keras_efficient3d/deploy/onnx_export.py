@@ -118,22 +118,6 @@ def _keep_fake_quant_on_constants():
         tfonnx.compute_const_folding_using_tf = original
 
 
-def _nudged_range(min_value, max_value, num_bits, narrow_range):
-    """TensorFlow's FakeQuant nudging (fake_quant_ops_functor.h): (scale, zero point)."""
-    quant_min = 1.0 if narrow_range else 0.0
-    quant_max = float(2 ** num_bits - 1)
-    min_value = np.asarray(min_value, np.float32)
-    max_value = np.asarray(max_value, np.float32)
-    scale = ((max_value - min_value) / np.float32(quant_max - quant_min)).astype(np.float32)
-    if np.any(scale <= 0):
-        raise ValueError(f"Fake-quant range must have max > min. Received: min={min_value}, max={max_value}")
-    zero_from_min = np.float32(quant_min) - min_value / scale
-    zero_point = np.where(
-        zero_from_min < quant_min, quant_min,
-        np.where(zero_from_min > quant_max, quant_max, np.floor(zero_from_min + 0.5)))
-    return scale, zero_point.astype(np.int64), int(quant_min)
-
-
 def _fake_quant_to_qdq(ctx, node, name, args):
     """tf2onnx handler (old custom-op API): FakeQuant* -> QuantizeLinear -> DequantizeLinear."""
     from tf2onnx import utils  # pylint: disable=import-outside-toplevel
@@ -141,8 +125,6 @@ def _fake_quant_to_qdq(ctx, node, name, args):
     op = node.type
     num_bits = node.get_attr_value("num_bits", 8)
     narrow_range = bool(node.get_attr_value("narrow_range", 0))
-    if num_bits != 8:
-        raise ValueError(f"Only 8-bit fake quantization exports to ONNX. Received: num_bits={num_bits} ({name})")
     if op == "FakeQuantWithMinMaxArgs":
         min_value, max_value = node.get_attr_value("min"), node.get_attr_value("max")
     else:
@@ -151,15 +133,14 @@ def _fake_quant_to_qdq(ctx, node, name, args):
                 raise ValueError(f"{op} '{name}' needs a constant {label} to export.")
         min_value = node.inputs[1].get_tensor_value(as_list=False)
         max_value = node.inputs[2].get_tensor_value(as_list=False)
-    scale, zero_point, quant_min = _nudged_range(min_value, max_value, num_bits, narrow_range)
+    try:
+        scale, zero = onnx_native.qdq_params(min_value, max_value, num_bits, narrow_range)
+    except ValueError as err:
+        raise ValueError(f"{err} ({name})") from None
+    qtype = onnx.helper.np_dtype_to_tensor_dtype(zero.dtype)
     per_channel = op == "FakeQuantWithMinMaxVarsPerChannel"
     shape = ctx.get_shape(node.input[0])
     dtype = ctx.get_dtype(node.input[0])
-    if np.all(zero_point == 128):
-        # Symmetric: levels k - 128 for k in [quant_min, 255] are int8 with zero point 0.
-        qtype, zero = onnx.TensorProto.INT8, np.zeros(zero_point.shape, np.int8)
-    else:
-        qtype, zero = onnx.TensorProto.UINT8, (zero_point - quant_min).astype(np.uint8)
     attr = {}
     if per_channel:
         rank = len(shape) if shape is not None else None
