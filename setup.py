@@ -31,6 +31,8 @@ setup(
     extras_require={
         "litert": ["ai-edge-litert>=2.0"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "tf2onnx>=1.16"],
+        # OpenVINO IR export goes through ONNX; NNCF is its post-training quantization.
+        "openvino": ["openvino>=2025.0", "nncf>=2.16", "onnx>=1.16", "tf2onnx>=1.16"],
         "dev": [
             "pytest>=8",
             "ruff>=0.15",
@@ -38,6 +40,8 @@ setup(
             "onnx>=1.16",
             "onnxruntime>=1.18",
             "tf2onnx>=1.16",
+            "openvino>=2025.0",
+            "nncf>=2.16",
         ],
     },
 )

@@ -1,5 +1,5 @@
-r"""Exports a model to a SavedModel (TF Serving, TF-TRT) or ONNX (TensorRT, ONNX Runtime,
-OpenVINO).
+r"""Exports a model to a SavedModel (TF Serving, TF-TRT), ONNX (TensorRT, ONNX Runtime) or
+OpenVINO IR (x86 CPUs, Intel GPUs/NPUs).
 
     # Registry model (random weights unless --weights), fixed batch 8, ONNX opset 13:
     python deployment/export.py --model=shufflenet_0.5x_g3 --num_classes=27 \
@@ -9,12 +9,19 @@ OpenVINO).
     python deployment/export.py --model_file=model.keras --format=savedmodel \
         --output=exports/shufflenet_savedmodel
 
+    # OpenVINO IR (.xml + .bin): fp32, fp16 weights, or int8 calibrated on the training data:
+    python deployment/export.py --model=mobilenetv2_1.0x --format=openvino --output=m.xml
+    python deployment/export.py --model=mobilenetv2_1.0x --format=openvino --quantize=ptq \
+        --data_root=/tmp/gestures --output=m_int8.xml
+
 ONNX is written in the native form (5-D Conv with groups, NCDHW inside) that ONNX Runtime,
 OpenVINO and TensorRT optimise; --onnx_form=taps takes tf2onnx of the 2D-tap TensorFlow
 graph instead (the fallback --onnx_form=auto takes for layers without a native form).
 The BatchNorm-folded inference form is exported unless --nofold_bn; ONNX exports are
 checked against the Keras model with ONNX Runtime (--noverify to skip), SavedModels by
-loading them back. The logic lives in keras_efficient3d.deploy.{onnx_export,savedmodel}.
+loading them back, OpenVINO IR with OpenVINO (int8: top-1 agreement with the Keras model
+on the validation split). The logic lives in
+keras_efficient3d.deploy.{onnx_export,savedmodel,openvino_export}.
 Bad input ends with one line on stderr and exit status 2; a failed verification with one
 line and exit status 1.
 """
@@ -32,7 +39,7 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("model", None, "Give --model or --model_file.", **fv)
     cli.define("model_file", None, "A saved .keras model (instead of --model).", **fv)
     cli.define("weights", None, **fv)
-    cli.define("format", "onnx", choices=("savedmodel", "onnx"), **fv)
+    cli.define("format", "onnx", choices=("savedmodel", "onnx", "openvino"), **fv)
     cli.define("onnx_form", "auto", "(of --format=onnx)", **fv)
     flags.DEFINE_integer("opset", 13, "ONNX opset (13 for TensorRT 8.2 / JetPack 4.6).", **fv)
     cli.define("batch_size", None, "Fixed batch size of the export; dynamic when unset.", **fv)
@@ -41,7 +48,16 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("num_classes", None, "(of --model; the model's default when unset)", **fv)
     flags.DEFINE_boolean("fold_bn", True, "Export the BatchNorm-folded inference form.", **fv)
     flags.DEFINE_boolean("verify", True, "Check the export against the Keras model.", **fv)
-    cli.define("output", None, "An .onnx file or a SavedModel folder.", required=True, **fv)
+    cli.define("output", None, "An .onnx file, a SavedModel folder or an OpenVINO .xml file.",
+               required=True, **fv)
+    # OpenVINO: the int8 calibration flags are those of export_tflite.py.
+    flags.DEFINE_enum("quantize", None, ["ptq", "qat"], "OpenVINO int8: ptq (NNCF post-training "
+                      "quantization) or qat (the quantization-aware form, Q/DQ).", **fv)
+    flags.DEFINE_boolean("compress_to_fp16", False, "OpenVINO: fp16 weights in the .bin.", **fv)
+    cli.define("data_root", None, "Jester layout: the int8 calibration clips (--quantize).", **fv)
+    flags.DEFINE_integer("num_calibration", 64, "Calibration clips for int8.", lower_bound=1,
+                         **fv)
+    cli.define("threads", 0, "(of the verification)", **fv)
     cli.define_alias("keras_file", "model_file", **fv)
     flags.register_multi_flags_validator(
         ["model", "model_file"], lambda v: (v["model"] is None) != (v["model_file"] is None),
@@ -49,6 +65,13 @@ def define_flags(flag_values=flags.FLAGS):
     flags.register_multi_flags_validator(
         ["model_file", "weights"], lambda v: not (v["model_file"] and v["weights"]),
         message="--weights goes with --model; a --model_file carries its own", **fv)
+    flags.register_multi_flags_validator(
+        ["format", "quantize", "compress_to_fp16"],
+        lambda v: v["format"] == "openvino" or not (v["quantize"] or v["compress_to_fp16"]),
+        message="--quantize and --compress_to_fp16 go with --format=openvino", **fv)
+    flags.register_multi_flags_validator(
+        ["quantize", "data_root"], lambda v: not v["quantize"] or bool(v["data_root"]),
+        message="--quantize needs --data_root (calibration clips of the training data)", **fv)
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -56,7 +79,7 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d.deploy import onnx_export, savedmodel
 
     f = flag_values
-    check = cli.output_file if f.format == "onnx" else cli.output_folder
+    check = cli.output_folder if f.format == "savedmodel" else cli.output_file
     try:
         check(f.output)
     except flags.ValidationError as err:
@@ -65,7 +88,9 @@ def main(argv, flag_values=flags.FLAGS):
               "image_size": f.size, "num_classes": f.num_classes, "batch_size": f.batch_size,
               "fold_bn": f.fold_bn, "verify": f.verify, "weights": f.weights}
     try:
-        if f.format == "onnx":
+        if f.format == "openvino":
+            report = _export_openvino(f, common)
+        elif f.format == "onnx":
             report = onnx_export.build_and_export_onnx(f.output, opset=f.opset, form=f.onnx_form,
                                                        **common)
         else:
@@ -74,6 +99,21 @@ def main(argv, flag_values=flags.FLAGS):
         raise SystemExit(f"{os.path.basename(__file__)}: verification failed: "
                          f"{cli.error_line(err)}") from None
     print(json.dumps(report, default=str))
+
+
+def _export_openvino(f, common):
+    if not f.output.lower().endswith(".xml"):
+        raise cli.UsageError(f"--output={f.output}: an OpenVINO IR is an .xml file (its .bin is "
+                             "written beside it)")
+    from keras_efficient3d.deploy import openvino_export
+
+    try:
+        return openvino_export.build_and_export_openvino(
+            f.output, opset=f.opset, quantize=f.quantize, compress_to_fp16=f.compress_to_fp16,
+            data_root=f.data_root, num_calibration=f.num_calibration, threads=f.threads or None,
+            **{**common, "batch_size": f.batch_size or 1})
+    except ImportError as err:  # openvino or nncf missing: the message says what to install
+        raise cli.UsageError(cli.error_line(err)) from None
 
 
 if __name__ == "__main__":

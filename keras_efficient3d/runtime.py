@@ -1,7 +1,8 @@
-"""Running a model file: Keras (BatchNorm folded), LiteRT with XNNPACK, ONNX Runtime; timing.
+"""Running a model file: Keras (BatchNorm folded), LiteRT with XNNPACK, ONNX Runtime,
+OpenVINO; timing.
 
     from keras_efficient3d import runtime
-    runner = runtime.load_runner("m_int8.tflite", threads=2)   # or .keras, .onnx
+    runner = runtime.load_runner("m_int8.tflite", threads=2)   # or .keras, .onnx, .xml (OpenVINO IR)
     logits = runner(clips)                                       # float32 (N, T, H, W, 3) -> (N, classes)
     timing = runtime.benchmark(runner, warmup=5, runs=30)        # median ms, spread, clips/s
 
@@ -14,8 +15,9 @@ the tensor's own scale, zero point and dtype range and dequantizes integer outpu
 
 `TFLiteRunner` also takes TFLite bytes and checks that XNNPACK took the whole graph
 (``strict``); `onnx_session` is the one place that opens an ONNX Runtime session (threads,
-execution providers); `measure` is the one timing loop (warm-up, timed runs, median and spread); `check_close`
-compares an exported model's outputs with the Keras model's.
+execution providers); `OpenVINORunner` compiles an IR for the CPU (or another OpenVINO
+device) with a thread count and the latency hint; `measure` is the one timing loop
+(warm-up, timed runs, median and spread); `check_close` compares an exported model's outputs with the Keras model's.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "KerasRunner",
     "ModelFileError",
     "ONNXRunner",
+    "OpenVINORunner",
     "TFLiteRunner",
     "benchmark",
     "check_close",
@@ -44,6 +47,7 @@ __all__ = [
     "load_runner",
     "measure",
     "onnx_session",
+    "openvino_module",
     "quantize",
     "quiet_stderr",
     "random_clips",
@@ -480,7 +484,101 @@ class ONNXRunner(_Runner):
         return self.session.run(None, {self._input_name: batch})[0]
 
 
-_RUNNERS = {".keras": KerasRunner, ".tflite": TFLiteRunner, ".onnx": ONNXRunner}
+OPENVINO_INSTALL = "pip install keras_efficient3d[openvino]"
+
+
+def openvino_module():
+    """``openvino``, or an `ImportError` that says how to install it."""
+    try:
+        import openvino
+    except ImportError:
+        raise ImportError(f"OpenVINO is not installed: {OPENVINO_INSTALL}") from None
+    return openvino
+
+
+class OpenVINORunner(_Runner):
+    """An OpenVINO model (IR ``.xml`` with its ``.bin``, or an ``openvino.Model``) compiled
+    for `device` with the latency hint, one stream and `threads` CPU threads.
+
+    ``inference_precision`` is the CPU's ``INFERENCE_PRECISION_HINT``: ``"f32"`` by default,
+    so that float IR computes what the Keras model computes (CPUs with bf16 or fp16
+    units would otherwise pick those); ``None`` leaves the device's choice. int8 layers of a
+    quantized IR run in int8 either way.
+    """
+
+    backend = "openvino"
+    _DTYPES = {"f32": "float32", "f16": "float16", "u8": "uint8", "i8": "int8"}
+
+    def __init__(self, model, threads=None, device="CPU", inference_precision="f32"):
+        try:
+            ov = openvino_module()
+        except ImportError as err:
+            raise ModelFileError(f"OpenVINO models need openvino ({err})") from None
+        self.threads = threads
+        self.device = device
+        core = ov.Core()
+        if isinstance(model, (str, os.PathLike)):
+            self.path = os.fspath(model)
+            weights = os.path.splitext(self.path)[0] + ".bin"
+            if not os.path.isfile(weights):
+                raise ModelFileError(f"{self.path}: its weights {weights} are missing (an OpenVINO IR is "
+                                     "an .xml graph and a .bin of the same name)")
+            try:
+                with quiet_stderr():
+                    model = core.read_model(self.path, weights)
+            except RuntimeError as err:
+                raise ModelFileError(f"{self.path}: cannot load the OpenVINO model, not an OpenVINO IR "
+                                     f"({_one_line(err)[:200]})") from None
+        else:
+            self.path = getattr(model, "friendly_name", "<openvino>")
+        if len(model.inputs) != 1:
+            raise ModelFileError(f"{self.path}: the model has {len(model.inputs)} inputs; expected one clip input")
+        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if inference_precision and device == "CPU":
+            config["INFERENCE_PRECISION_HINT"] = inference_precision
+        try:
+            with quiet_stderr():
+                self.compiled = core.compile_model(model, device, config)
+        except RuntimeError as err:
+            raise ModelFileError(f"{self.path}: OpenVINO cannot compile the model for {device} "
+                                 f"({_one_line(err)[:200]})") from None
+        self.request = self.compiled.create_infer_request()
+        port = self.compiled.inputs[0]
+        shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+        dtype = self._DTYPES.get(port.get_element_type().get_type_name())
+        if dtype is None:
+            raise ModelFileError(f"{self.path}: unsupported input type {port.get_element_type()}")
+        self.input_spec = InputSpec(shape, dtype)
+        output = self.compiled.outputs[0].get_partial_shape()
+        last = output[len(output) - 1] if output.rank.is_static and len(output) else None
+        self.num_classes = last.get_length() if last is not None and last.is_static else None
+
+    def runtime_precisions(self):
+        """Counts of (layer type, runtime precision) in the compiled model's execution graph
+        (which layers run in int8; constants left out)."""
+        counts = {}
+        for node in self.compiled.get_runtime_model().get_ops():
+            info = node.get_rt_info()
+            kind = info["layerType"].astype(str)
+            if kind != "Const":
+                key = (kind, info["runtimePrecision"].astype(str))
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def _run(self, batch):
+        self.request.infer({0: batch})
+        return self.request.get_output_tensor(0).data.copy()
+
+    def timing_step(self, seed=0):
+        step, batch = super().timing_step(seed)
+        step()  # sets the input tensor; the timed step is the inference alone
+        return self.request.infer, batch
+
+
+_RUNNERS = {".keras": KerasRunner, ".tflite": TFLiteRunner, ".onnx": ONNXRunner,
+            ".xml": OpenVINORunner}
 
 
 def _check_clip_input(shape, path):
@@ -493,8 +591,9 @@ def _check_clip_input(shape, path):
 
 
 def load_runner(path, threads: int | None = 2):
-    """A runner for a ``.keras``, ``.tflite`` or ``.onnx`` clip model (see the module
-    docstring); TFLite runs on XNNPACK where the graph allows, without requiring all of it.
+    """A runner for a ``.keras``, ``.tflite``, ``.onnx`` or OpenVINO ``.xml`` clip model (see
+    the module docstring); TFLite runs on XNNPACK where the graph allows, without requiring
+    all of it.
 
     Raises:
         ModelFileError: missing file, unknown format, unloadable model, not a clip model.
@@ -503,7 +602,7 @@ def load_runner(path, threads: int | None = 2):
     ext = os.path.splitext(path)[1].lower()
     if ext not in _RUNNERS:
         raise ModelFileError(
-            f"{path}: unsupported model format '{ext or path}' (expected .keras, .tflite or .onnx)")
+            f"{path}: unsupported model format '{ext or path}' (expected .keras, .tflite, .onnx or .xml)")
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: model file not found")
     if os.path.getsize(path) == 0:

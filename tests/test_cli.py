@@ -38,6 +38,7 @@ CLIS = {
     "benchmark": ("deployment/benchmark.py", "benchmark.py"),
     "benchmark_tflite": ("deployment/benchmark_tflite.py", "benchmark_tflite.py"),
     "benchmark_onnx": ("deployment/benchmark_onnx.py", "benchmark_onnx.py"),
+    "benchmark_openvino": ("deployment/benchmark_openvino.py", "benchmark_openvino.py"),
     "benchmark_pytorch": ("deployment/benchmark_pytorch.py", "benchmark_pytorch.py"),
 }
 
@@ -88,7 +89,8 @@ def paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     (root / "folder").mkdir()
     files = {"file": "plain.txt", "junk_keras": "junk.keras", "junk_pth": "junk.pth",
-             "junk_h5": "junk.weights.h5", "junk_tflite": "m.tflite", "junk_onnx": "m.onnx"}
+             "junk_h5": "junk.weights.h5", "junk_tflite": "m.tflite", "junk_onnx": "m.onnx",
+             "junk_xml": "m.xml"}
     for name in files.values():
         (root / name).write_text("not what it claims to be")
     out = {key: str(root / name) for key, name in files.items()}
@@ -129,6 +131,14 @@ BAD_INPUT = [
     ("export", ["--model_file={junk_keras}", "--weights={junk_h5}", "--output={tmp}/x.onnx"],
      "--weights"),
     ("export", ["--keras_file={missing}", "--output={tmp}/x.onnx"], "missing.bin: no such file"),
+    ("export", ["--model=mobilenetv2", "--format=openvino", "--quantize=ptq", "--output={tmp}/x.xml"],
+     "--quantize needs --data_root"),
+    ("export", ["--model=mobilenetv2", "--format=openvino", "--output={tmp}/x.onnx"],
+     "an OpenVINO IR is an .xml file"),
+    ("export", ["--model=mobilenetv2", "--compress_to_fp16", "--output={tmp}/x.onnx"],
+     "go with --format=openvino"),
+    ("export", ["--model=mobilenetv2", "--format=openvino", "--quantize=int4", "--output={tmp}/x.xml"],
+     "--quantize"),
     ("export_tflite", ["--precision=int8"], "--precision=int8 needs --data_root"),
     ("export_tflite", ["--precision=int4"], "--precision"),
     ("export_tflite", ["--int8_io"], "--int8_io needs --precision=int8"),
@@ -174,6 +184,7 @@ BAD_INPUT = [
     ("predict", ["7", "--model_file={junk_tflite}"], "m.tflite: cannot load the TFLite model"),
     ("predict", ["7", "--model_file={junk_onnx}"], "m.onnx: cannot load the ONNX model"),
     ("predict", ["7", "--model_file={junk_keras}"], "junk.keras: cannot load the Keras model"),
+    ("predict", ["7", "--model_file={junk_xml}"], "m.xml: its weights"),
     ("predict", ["7", "--format=xml"], "--format"),
     ("predict", ["7", "--threads=x"], "--threads=x"),
     ("predict", ["7", "--threads=-1"], "--threads"),
@@ -207,6 +218,12 @@ BAD_INPUT = [
     ("benchmark_onnx", ["--model_file={junk_onnx}", "--batch_sizes=1,x"], "--batch_sizes"),
     ("benchmark_onnx", ["--model_file={junk_onnx}", "--json_out={tmp}/nofolder/r.json"],
      "no such folder"),
+    ("benchmark_openvino", ["--precisions=fp32,int4"], "--precisions"),
+    ("benchmark_openvino", ["--models=mobilenetv2_1.0x,nosuchnet"], "nosuchnet"),
+    ("benchmark_openvino", ["--model_file={junk_onnx}"], "an OpenVINO IR .xml file is needed"),
+    ("benchmark_openvino", ["--model_file={junk_xml}"], "m.xml: its weights"),
+    ("benchmark_openvino", ["--threads=1,x"], "--threads"),
+    ("benchmark_openvino", ["--json_out={tmp}/nofolder/t.json"], "no such folder"),
     ("benchmark_pytorch", [], "--repo"),
     ("benchmark_pytorch", ["--repo={missing}"], "missing.bin: no such folder"),
     ("benchmark_pytorch", ["--repo={file}"], "a file, not a folder"),
@@ -236,6 +253,14 @@ def test_bad_input_is_one_line_and_exit_2(name, args, expected, paths, capsys):
 
 @pytest.mark.parametrize("name, args, expected", [
     ("train", ["--batch_size=abc"], "--batch_size=abc"),
+    ("export", ["--model=mobilenetv2", "--format=openvino", "--quantize=ptq", "--output={tmp}/x.xml"],
+     "--quantize needs --data_root"),
+    ("export", ["--model=mobilenetv2", "--format=openvino", "--output={tmp}/x.onnx"],
+     "an OpenVINO IR is an .xml file"),
+    ("export", ["--model=mobilenetv2", "--compress_to_fp16", "--output={tmp}/x.onnx"],
+     "go with --format=openvino"),
+    ("export", ["--model=mobilenetv2", "--format=openvino", "--quantize=int4", "--output={tmp}/x.xml"],
+     "--quantize"),
     ("export_tflite", ["--precision=int8"], "--precision=int8 needs --data_root"),
     ("convert", ["--checkpoint={missing}", "--output={tmp}/x.keras"], "missing.bin: no such file"),
     ("synthetic", ["--output={file}"], "a folder is needed"),

@@ -3,6 +3,7 @@
     python -m keras_efficient3d.predict clip.mp4                         # the shipped int8 TFLite model
     python -m keras_efficient3d.predict clip.mp4 --model_file=m.keras --top=3 --format=json
     python -m keras_efficient3d.predict videos/ --model_file=m.onnx --labels=jester
+    python -m keras_efficient3d.predict clip.mp4 --model_file=m_int8.xml    # OpenVINO IR
     python -m keras_efficient3d.predict 0 --output=annotated.mp4  # camera 0, live overlay
 
 A clip of ``frames`` frames is classified every ``stride`` frames (sliding windows, as a
@@ -13,12 +14,12 @@ padded, as in training, and says so.
 
 What the model expects (frames, size, normalisation, labels) is read from the model
 (`keras_efficient3d.artifacts`): the ``keras_efficient3d.json`` entry of a ``.keras`` archive
-(`artifacts.save_model`), or a sidecar ``<model file>.json`` next to a ``.tflite``/``.onnx``
+(`artifacts.save_model`), or a sidecar ``<model file>.json`` next to a ``.tflite``/``.onnx``/``.xml``
 file (`artifacts.write_sidecar`); ``--labels`` overrides the recorded labels. Anything that
 contradicts the model's input tensor stops the run with one line.
 
 Models run through `keras_efficient3d.runtime.load_runner(path, threads)`: Keras, LiteRT
-(XNNPACK) or ONNX Runtime behind one interface.
+(XNNPACK), ONNX Runtime or OpenVINO (IR ``.xml`` + ``.bin``) behind one interface.
 
 The package: `labels` (class names), `sources` (videos, frame folders, cameras), `stream`
 (clip spec, preprocessing, the streaming classifier), `output` (overlay, text and JSON lines),

@@ -56,7 +56,7 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
         shown = DEFAULT_MODEL if shown.startswith("..") else shown
         raise PredictError(
             f"the shipped model {shown} is missing: run ./demo.sh to train and export it, or pass "
-            "--model_file PATH (.keras, .tflite or .onnx)")
+            "--model_file PATH (.keras, .tflite, .onnx or OpenVINO .xml)")
     camera = source.isdigit() and not os.path.exists(source)
     sources = None if camera else find_sources(source)  # check the source before loading a model
     if output_video and sources is not None and len(sources) > 1:
@@ -142,7 +142,7 @@ def _warm_up(runner, spec):
 
 def define_flags(flag_values=flags.FLAGS):
     fv = {"flag_values": flag_values}
-    cli.define("model_file", None, "A .keras, .tflite or .onnx model. Default: the shipped "
+    cli.define("model_file", None, "A .keras, .tflite, .onnx or OpenVINO .xml model. Default: the shipped "
                "saved_models/synthetic_gestures_int8.tflite.", **fv)
     cli.define("labels", None, "Or a preset: jester, ucf101, kinetics600 (needs its official "
                "file); .txt/.csv/.json files. Default: those recorded with the model.", **fv)

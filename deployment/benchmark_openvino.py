@@ -1,0 +1,188 @@
+r"""Times OpenVINO IR (CPU, batch 1): fp32, fp16-compressed weights and int8 (NNCF PTQ) per
+model and thread count; prints a Markdown table and writes JSON (and the table beside it).
+
+    python deployment/benchmark_openvino.py --models=mobilenetv2_1.0x,shufflenetv2_1.0x \
+        --precisions=fp32,int8 --threads=2 --json_out=openvino_timing.json
+    python deployment/benchmark_openvino.py --model_file=m_int8.xml --threads=1,2,4
+
+Registry models get random weights with BatchNorm statistics set on random clips, and are
+exported with `keras_efficient3d.deploy.openvino_export.export_openvino` (int8 calibrated on
+random clips: timing does not depend on the weights). The precisions of one model and
+thread count are timed in turns (fp32, int8, fp32, int8, ... for `--rounds` rounds) and
+each reports the median of its rounds' medians, so that a busy machine slows them alike;
+the ``int8 speed-up`` column is fp32 / int8 of the same round-robin. ``--pytorch_json``
+(rows of ``deployment/benchmark_pytorch.py`` measured on this machine) adds the original
+model's latency and our speed-up over it at 2 threads.
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+from absl import flags
+
+from keras_efficient3d import cli
+
+DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "shufflenet_1.0x_g3",
+                  "squeezenet_1.1", "mobilenetv2_0.2x"]
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _precisions(values):
+    unknown = [value for value in values if value not in PRECISIONS]
+    if unknown or not values:
+        raise flags.ValidationError(f"each of {', '.join(PRECISIONS)}; not {', '.join(unknown)}")
+    return True
+
+
+def export_model(name, precision, folder, input_shape=(16, 112, 112, 3), num_classes=600,
+                 calibration_clips=8, seed=0):
+    """Builds registry model `name` (random weights, BatchNorm statistics of random clips) and
+    writes it as OpenVINO IR of `precision` in `folder`; returns the .xml path."""
+    from keras_efficient3d.deploy.benchmark import _calibrate_bn
+    from keras_efficient3d.deploy.openvino_export import export_openvino
+    from keras_efficient3d.registry import create_model
+
+    clips = np.random.default_rng(seed).normal(
+        size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
+    model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes)
+    _calibrate_bn(model, clips[:4])
+    path = os.path.join(folder, f"{name}_{precision}.xml")
+    export_openvino(model, path, compress_to_fp16=precision == "fp16",
+                    quantize="ptq" if precision == "int8" else None,
+                    calibration=clips if precision == "int8" else None, verify=False)
+    return path
+
+
+def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print):
+    """Times IR files (``{label: path}``) in turns, per thread count: returns rows with
+    model file, label, threads and `keras_efficient3d.runtime.benchmark`'s figures
+    (median_ms is the median of the `rounds` medians)."""
+    from keras_efficient3d.runtime import OpenVINORunner, benchmark
+
+    rows = []
+    for n in threads:
+        runners = {label: OpenVINORunner(path, threads=n) for label, path in files.items()}
+        results = {label: [] for label in runners}
+        for _ in range(rounds):
+            for label, runner in runners.items():
+                results[label].append(benchmark(runner, warmup, runs))
+        for label, rounds_ in results.items():
+            row = dict(rounds_[len(rounds_) // 2])
+            row.update(median_ms=float(np.median([r["median_ms"] for r in rounds_])),
+                       round_medians_ms=[r["median_ms"] for r in rounds_], label=label,
+                       path=files[label], threads=int(n),
+                       input_shape=list(runners[label].input_spec.shape),
+                       size_bytes=os.path.getsize(files[label])
+                       + os.path.getsize(os.path.splitext(files[label])[0] + ".bin"))
+            row["clips_per_s"] = row["batch"] * 1000.0 / row["median_ms"]
+            rows.append(row)
+            if log:
+                log(f"{label:32s} threads={n} {row['median_ms']:8.2f} ms {row['clips_per_s']:7.1f} clips/s")
+    return rows
+
+
+def benchmark_models(names, precisions=("fp32", "int8"), threads=(2,), input_shape=(16, 112, 112, 3),
+                     num_classes=600, warmup=5, runs=20, rounds=3, reference=None, folder=None,
+                     log=print):
+    """Exports each registry model in each precision and times them (`time_files`); rows get
+    ``model``, ``precision``, ``int8_speedup`` (fp32 / int8 of the same thread count) and
+    ``pytorch_ms`` from `reference` (model name -> ms, see
+    `keras_efficient3d.deploy.benchmark.load_reference`)."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="benchmark_openvino-") as tmp:
+        folder = folder or tmp
+        for name in names:
+            files = {(name, p): export_model(name, p, folder, input_shape, num_classes)
+                     for p in precisions}
+            timed = time_files({f"{n} {p}": path for (n, p), path in files.items()}, threads,
+                               warmup, runs, rounds, log)
+            for row in timed:
+                row.update(model=name, precision=row["label"].split()[-1])
+            _add_speedups(timed)
+            for row in timed:
+                # Peer baselines (the original model in PyTorch, ONNX Runtime, OpenVINO) join
+                # here, as a model -> ms mapping measured on the same machine.
+                row["pytorch_ms"] = (reference or {}).get(name)
+            rows.extend(timed)
+    return rows
+
+
+def _add_speedups(rows):
+    fp32 = {(r.get("model"), r["threads"]): r["median_ms"] for r in rows if r.get("precision") == "fp32"}
+    for row in rows:
+        base = fp32.get((row.get("model"), row["threads"]))
+        row["int8_speedup"] = (base / row["median_ms"]
+                               if base and row.get("precision") == "int8" else None)
+
+
+def format_table(rows):
+    """A Markdown table of `benchmark_models` or `time_files` rows."""
+    lines = ["| model | precision | threads | median ms | clips/s | size MB | int8 speed-up | "
+             "PyTorch ms | speed-up |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ref = r.get("pytorch_ms")
+        speedup = f"{ref / r['median_ms']:.2f}x" if ref and r["threads"] == 2 else ""
+        int8 = f"{r['int8_speedup']:.2f}x" if r.get("int8_speedup") else ""
+        lines.append(f"| {r.get('model', r['label'])} | {r.get('precision', '')} | {r['threads']} | "
+                     f"{r['median_ms']:.2f} | {r['clips_per_s']:.1f} | {r['size_bytes'] / 1e6:.2f} | "
+                     f"{int8} | {f'{ref:.1f}' if ref else ''} | {speedup} |")
+    return "\n".join(lines)
+
+
+def define_flags(flag_values=flags.FLAGS):
+    fv = {"flag_values": flag_values}
+    cli.define("models", DEFAULT_MODELS, **fv)
+    cli.define("model_file", None, "An OpenVINO .xml file to time instead of --models.", **fv)
+    flags.DEFINE_list("precisions", ["fp32", "int8"], "OpenVINO precisions, comma-separated "
+                      f"({', '.join(PRECISIONS)}; fp16: fp16-compressed weights).", **fv)
+    flags.register_validator("precisions", _precisions, **fv)
+    cli.define("threads", [2], multiple=True, **fv)
+    cli.define("frames", 16, **fv)
+    cli.define("size", 112, **fv)
+    cli.define("num_classes", 600, **fv)
+    cli.define("runs", 20, "(per setting and round)", **fv)
+    cli.define("warmup", 5, **fv)
+    flags.DEFINE_integer("rounds", 3, "Turns over the precisions (A, B, A, B, ...).",
+                         lower_bound=1, **fv)
+    cli.define("json_out", "openvino_timing.json", "The Markdown table goes beside it (.md).", **fv)
+    flags.DEFINE_string("pytorch_json", None, "benchmark_pytorch.py rows measured on this "
+                        "machine: adds the PyTorch latency and the speed-up at 2 threads.", **fv)
+    flags.register_validator("pytorch_json", cli.existing_file, **fv)
+    cli.define_alias("output", "json_out", **fv)
+
+
+def main(argv, flag_values=flags.FLAGS):
+    del argv
+    from keras_efficient3d import registry
+    from keras_efficient3d.deploy.benchmark import load_reference
+
+    f = flag_values
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise cli.UsageError("OpenVINO is not installed: pip install keras_efficient3d[openvino]") from None
+    if f.model_file:
+        if not f.model_file.lower().endswith(".xml"):
+            raise cli.UsageError(f"--model_file={f.model_file}: an OpenVINO IR .xml file is needed")
+        rows = time_files({os.path.basename(f.model_file): f.model_file}, f.threads, f.warmup,
+                          f.runs, f.rounds)
+    else:
+        for name in f.models:  # an unknown name is reported before anything is timed
+            registry.resolve_name(name)
+        reference = (load_reference(f.pytorch_json, input_shape=(f.frames, f.size, f.size))
+                     if f.pytorch_json else None)
+        rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
+                                f.num_classes, f.warmup, f.runs, f.rounds, reference)
+    table = format_table(rows)
+    with open(f.json_out, "w", encoding="utf-8") as handle:
+        json.dump(rows, handle, indent=2, default=str)
+    with open(os.path.splitext(f.json_out)[0] + ".md", "w", encoding="utf-8") as handle:
+        handle.write(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    cli.run(main, define_flags)

@@ -1,0 +1,336 @@
+"""OpenVINO IR export (x86 CPUs, Intel GPUs and NPUs): fp32, fp16-compressed weights, int8.
+
+Three layers, as the other exports: `export_openvino` writes a built model,
+`build_and_export_openvino` builds one (registry name or ``.keras`` file), calibrates on the
+training pipeline and writes it, and ``deployment/export.py --format=openvino`` maps flags
+to the latter.
+
+    from keras_efficient3d import create_model
+    from keras_efficient3d.deploy.openvino_export import export_openvino
+    model = create_model("mobilenetv2_1.0x", num_classes=27)
+    export_openvino(model, "/tmp/m.xml")                                  # fp32, checked to 1e-4
+    export_openvino(model, "/tmp/m_int8.xml", quantize="ptq", calibration=train_ds)
+
+    python deployment/export.py --model=mobilenetv2_1.0x --num_classes=27 --format=openvino \
+        --quantize=ptq --data_root=/tmp/gestures --output=exports/m_int8.xml
+
+The route is the ONNX export (`keras_efficient3d.deploy.onnx_export.export_onnx`, batch 1 by
+default: OpenVINO plans static shapes best), ``openvino.convert_model`` and
+``openvino.save_model``: an ``.xml`` graph and a ``.bin`` of weights of the same name, and a
+``<model>.xml.json`` metadata sidecar when metadata is given (`artifacts.write_sidecar`).
+
+int8 comes two ways:
+
+* ``quantize="ptq"``: NNCF's post-training quantization (``nncf.quantize``, the maintained
+  route; OpenVINO's Post-training Optimization Tool is gone) of the float IR, calibrated on
+  clips of the training pipeline (what `keras_efficient3d.deploy.tflite.representative_dataset`
+  accepts: a ``tf.data`` pipeline of (clips, labels), an array of clips).
+* ``quantize="qat"``: a quantization-aware model (`keras_efficient3d.deploy.quantize`)
+  exports to ONNX with QuantizeLinear/DequantizeLinear pairs; OpenVINO turns them into
+  FakeQuantize and runs the convolutions in int8.
+
+Every export is run back with `keras_efficient3d.runtime.OpenVINORunner`: float IR must match
+the Keras model to ``rtol`` (1e-4; fp16-compressed weights to ``fp16_rtol``); int8 reports its
+top-1 agreement with the Keras model on the validation clips (``validation``, else the
+calibration clips) and its relative error.
+"""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+from keras_efficient3d import runtime
+from keras_efficient3d.artifacts import ModelFileError
+from keras_efficient3d.deploy.onnx_export import DEFAULT_OPSET, export_onnx
+from keras_efficient3d.deploy.savedmodel import load_or_build_model
+from keras_efficient3d.deploy.tflite import representative_dataset
+
+__all__ = [
+    "PRESETS",
+    "QUANTIZE",
+    "build_and_export_openvino",
+    "calibration_clips",
+    "convert_to_openvino",
+    "export_openvino",
+    "int8_summary",
+    "ptq",
+    "save_ir",
+]
+
+QUANTIZE = (None, "ptq", "qat")
+PRESETS = ("performance", "mixed")
+
+
+def _check_output(path):
+    if os.path.splitext(os.fspath(path))[1].lower() != ".xml":
+        raise ValueError(f"An OpenVINO IR is written as an .xml file (and a .bin beside it). "
+                         f"Received: path={path}")
+
+
+def calibration_clips(data, num_samples=64, input_shape=None):
+    """Up to `num_samples` clips (N, T, H, W, C) float32 from what
+    `keras_efficient3d.deploy.tflite.representative_dataset` accepts."""
+    clips = [item[0][0] for item in representative_dataset(data, num_samples, input_shape)()]
+    return np.stack(clips).astype(np.float32)
+
+
+def convert_to_openvino(model, batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, verify_onnx=False):
+    """`model` as an in-memory ``openvino.Model``, through a temporary ONNX file."""
+    ov = runtime.openvino_module()
+    with tempfile.TemporaryDirectory(prefix="keras_efficient3d-ov-") as tmp:
+        onnx_path = os.path.join(tmp, "model.onnx")
+        export_onnx(model, onnx_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
+                    verify=verify_onnx)
+        with runtime.quiet_stderr():
+            return ov.convert_model(onnx_path)
+
+
+def ptq(ov_model, clips, preset="performance", fast_bias_correction=True, ignored_scope=None):
+    """NNCF post-training int8 quantization of an ``openvino.Model`` calibrated on `clips`
+    (N, T, H, W, C).
+
+    Args:
+        preset: ``"performance"`` (symmetric weights and activations) or ``"mixed"``
+            (asymmetric activations: closer to float after ReLU-free layers, slower on some
+            CPUs).
+        fast_bias_correction: NNCF's fast bias correction (the accurate one runs the model
+            per layer: minutes for the 1.0x models).
+        ignored_scope: an ``nncf.IgnoredScope`` of nodes to keep in float.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"`preset` must be one of {PRESETS}. Received: preset={preset!r}")
+    if len(clips) == 0:
+        raise ValueError("Post-training quantization needs calibration clips. Received: 0 clips")
+    try:
+        import nncf  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise ImportError(f"Post-training quantization needs nncf: {runtime.OPENVINO_INSTALL}") from None
+
+    batch = ov_model.inputs[0].get_partial_shape()[0]
+    batch = batch.get_length() if batch.is_static else 1
+    samples = [clips[i:i + batch] for i in range(0, len(clips) - batch + 1, batch)]
+    kwargs = {"ignored_scope": ignored_scope} if ignored_scope is not None else {}
+    with runtime.quiet_stderr():
+        return nncf.quantize(
+            ov_model, nncf.Dataset(samples), subset_size=len(samples),
+            preset=getattr(nncf.QuantizationPreset, preset.upper()),
+            fast_bias_correction=fast_bias_correction, **kwargs)
+
+
+def save_ir(ov_model, path, compress_to_fp16=False):
+    """Writes ``path`` (.xml) and its ``.bin``: both are written in a temporary folder beside
+    them and renamed into place, weights first, so that an interrupted export leaves no
+    half-written file (a crash between the two renames leaves the old graph beside new
+    weights, which ``read_model`` rejects or the verification catches)."""
+    _check_output(path)
+    ov = runtime.openvino_module()
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=directory) as tmp:
+        tmp_xml = os.path.join(tmp, "model.xml")
+        ov.save_model(ov_model, tmp_xml, compress_to_fp16=compress_to_fp16)
+        for name in ("model.bin", "model.xml"):
+            os.chmod(os.path.join(tmp, name), 0o644)
+        os.replace(os.path.join(tmp, "model.bin"), os.path.splitext(path)[0] + ".bin")
+        os.replace(tmp_xml, path)
+    return path
+
+
+def int8_summary(ov_model):
+    """FakeQuantize nodes and integer-typed constants (int8 weights) of an ``openvino.Model``
+    or IR path: ``{"fake_quantize": n, "int8_constants": n}``."""
+    if isinstance(ov_model, (str, os.PathLike)):
+        ov_model = runtime.openvino_module().Core().read_model(os.fspath(ov_model))
+    fake_quantize = int8 = 0
+    for op in ov_model.get_ops():
+        kind = op.get_type_name()
+        if kind == "FakeQuantize":
+            fake_quantize += 1
+        elif kind == "Constant" and op.get_output_element_type(0).get_type_name() in ("i8", "u8"):
+            int8 += 1
+    return {"fake_quantize": fake_quantize, "int8_constants": int8}
+
+
+def _top1_agreement(actual, expected):
+    return float(np.mean(np.argmax(actual, axis=-1) == np.argmax(expected, axis=-1)))
+
+
+def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calibration=None,
+                    num_calibration=64, validation=None, num_validation=64, preset="performance",
+                    fast_bias_correction=True, ignored_scope=None, batch_size=1,
+                    opset=DEFAULT_OPSET, fold_bn=True, verify=True, rtol=1e-4, fp16_rtol=1e-2,
+                    atol=1e-6, threads=None, metadata=None):
+    """Writes `model` as OpenVINO IR (``path``: .xml, with .bin beside it) and checks it.
+
+    Args:
+        model: a built float `keras.Model` (``quantize`` None or ``"ptq"``), or a model from
+            `keras_efficient3d.deploy.quantize.quantize_model` (``"qat"``).
+        compress_to_fp16: store float weights in fp16 (half the file; the CPU computes in
+            fp32 or its inference precision).
+        quantize: None (float), ``"ptq"`` or ``"qat"`` (see the module docstring).
+        calibration: for ``"ptq"``: clips of the training pipeline (a ``tf.data`` pipeline
+            of (clips, labels) batches, an array of clips, an iterable of batches).
+        num_calibration: calibration clips.
+        validation: clips on which int8 top-1 agreement is measured (default: the
+            calibration clips; random clips when there are none).
+        num_validation: validation clips.
+        preset, fast_bias_correction, ignored_scope: of `ptq`.
+        batch_size: the IR's fixed batch (None: dynamic).
+        opset, fold_bn: of the ONNX export.
+        verify: run the IR with OpenVINO and compare with `model`.
+        rtol, fp16_rtol, atol: tolerance of float IR (fp32, fp16-compressed weights).
+        threads: CPU threads of the verification runs.
+        metadata: a `keras_efficient3d.artifacts.ModelMetadata` (or dict) written as the
+            ``<path>.json`` sidecar.
+
+    Returns:
+        A dict: path, bin, precision (fp32, fp16, int8), quantize, input_shape, size_bytes,
+        int8 (`int8_summary`), max_rel_error, top1_agreement and clips (int8 only),
+        sidecar.
+    """
+    from keras_efficient3d.artifacts import write_sidecar  # pylint: disable=import-outside-toplevel
+
+    _check_output(path)
+    if quantize not in QUANTIZE:
+        raise ValueError(f"`quantize` must be one of {QUANTIZE}. Received: quantize={quantize!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"`preset` must be one of {PRESETS}. Received: preset={preset!r}")
+    if quantize == "ptq" and calibration is None:
+        raise ValueError("Post-training quantization needs `calibration` clips from the training "
+                         "pipeline. Received: calibration=None")
+    if quantize == "qat" and not _is_qat(model):
+        raise ValueError("`quantize='qat'` exports a model from "
+                         "keras_efficient3d.deploy.quantize.quantize_model. "
+                         f"Received: model={getattr(model, 'name', model)!r}")
+    if quantize is None and _is_qat(model):
+        quantize = "qat"
+    input_shape = tuple(model.inputs[0].shape[1:])
+    calib = None
+    if calibration is not None:
+        calib = calibration_clips(calibration, num_calibration, input_shape)
+
+    ov_model = convert_to_openvino(model, batch_size, opset, fold_bn)
+    if quantize == "ptq":
+        ov_model = ptq(ov_model, calib, preset, fast_bias_correction, ignored_scope)
+    save_ir(ov_model, path, compress_to_fp16=compress_to_fp16 and quantize is None)
+    precision = "int8" if quantize else ("fp16" if compress_to_fp16 else "fp32")
+    bin_path = os.path.splitext(os.fspath(path))[0] + ".bin"
+    report = {"path": os.fspath(path), "bin": bin_path, "precision": precision,
+              "quantize": quantize, "input_shape": (batch_size,) + input_shape,
+              "size_bytes": os.path.getsize(bin_path) + os.path.getsize(path),
+              "int8": int8_summary(ov_model), "max_rel_error": None}
+    if verify:
+        try:
+            report.update(verify_openvino(path, model, precision, validation, num_validation, calib,
+                                          rtol=fp16_rtol if precision == "fp16" else rtol, atol=atol,
+                                          threads=threads))
+        except ModelFileError as err:
+            if quantize != "qat":
+                raise
+            # OpenVINO 2026.4's CPU low-precision transformations move the asymmetric
+            # dequantization of the QAT graph's activations through the temporal Pad and
+            # Slice taps and fail shape inference (with them off it compiles, in float).
+            raise ValueError(f"{path}: OpenVINO cannot compile this QAT model for the CPU "
+                             f"({str(err)[:300]}); export with quantize='ptq'") from None
+    if metadata is not None:
+        report["sidecar"] = write_sidecar(path, metadata)
+    return report
+
+
+def _is_qat(model):
+    from keras_efficient3d.deploy.quantize import QuantizedGraph  # pylint: disable=import-outside-toplevel
+
+    return any(isinstance(layer, QuantizedGraph) for layer in getattr(model, "layers", []))
+
+
+def verify_openvino(path, model, precision="fp32", validation=None, num_validation=64,
+                    calibration=None, rtol=1e-4, atol=1e-6, threads=None):
+    """Runs the IR at `path` and compares with `model` in inference mode.
+
+    Float IR: raises `AssertionError` beyond ``rtol * max|keras| + atol`` on random clips.
+    int8: measures the top-1 agreement on `validation` clips (else `calibration`, else random).
+
+    Returns:
+        ``{"max_rel_error": ...}``, plus ``top1_agreement`` and ``clips`` for int8.
+    """
+    runner = runtime.OpenVINORunner(path, threads=threads)
+    input_shape = tuple(model.inputs[0].shape[1:])
+    if precision != "int8":
+        clips = runtime.random_clips(model, 2)
+        expected = keras.ops.convert_to_numpy(model(clips, training=False))
+        error = runtime.check_close(runner(clips), expected, rtol, atol,
+                                    what=f"OpenVINO {precision} model")
+        return {"max_rel_error": error}
+    if validation is not None:
+        clips = calibration_clips(validation, num_validation, input_shape)
+    elif calibration is not None:
+        clips = calibration[:num_validation]
+    else:
+        clips = runtime.random_clips(model, 8)
+    expected = np.concatenate([keras.ops.convert_to_numpy(model(clips[i:i + 8], training=False))
+                               for i in range(0, len(clips), 8)])
+    actual = runner(clips)
+    return {"max_rel_error": runtime.relative_error(actual, expected),
+            "top1_agreement": _top1_agreement(actual, expected), "clips": int(len(clips))}
+
+
+def build_and_export_openvino(output_path, model_name=None, keras_file=None, num_frames=16,
+                              image_size=112, num_classes=None, data_root=None,
+                              num_calibration=64, quantize=None, compress_to_fp16=False,
+                              batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, verify=True,
+                              threads=None, **model_kwargs):
+    """Builds (`load_or_build_model`), calibrates int8 on clips of the Jester-layout dataset
+    at `data_root` (the train split, validation transforms, as TFLite int8 does), measures
+    agreement on its validation split, and exports with `export_openvino`.
+
+    ``quantize="qat"`` wraps the model in its quantization-aware form
+    (`keras_efficient3d.deploy.quantize.quantize_model`, ranges calibrated on the same clips);
+    fine-tune that form as the demo does for the full QAT benefit, and export it with
+    `export_openvino`.
+    """
+    from keras_efficient3d.artifacts import ModelMetadata, read_metadata  # pylint: disable=import-outside-toplevel
+
+    if quantize not in QUANTIZE:
+        raise ValueError(f"`quantize` must be one of {QUANTIZE}. Received: quantize={quantize!r}")
+    if quantize and data_root is None:
+        raise ValueError(f"`quantize={quantize!r}` needs `data_root` (calibration clips of the "
+                         "training pipeline). Received: data_root=None")
+    model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
+                                **model_kwargs)
+    if keras_file is not None:
+        metadata = read_metadata(keras_file)
+    else:
+        frames, height = model.inputs[0].shape[1:3]
+        metadata = ModelMetadata(frames=int(frames), size=int(height), layout="NDHWC",
+                                 model={"model": model_name, "num_classes": int(model.outputs[0].shape[-1])})
+    calibration = validation = None
+    if quantize:
+        from keras_efficient3d import data as kdata  # pylint: disable=import-outside-toplevel
+
+        frames, size = int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2])
+        records, _ = kdata.index_jester(data_root, "train")
+        calibration = kdata.make_dataset(records, "val", sample_duration=frames,
+                                         sample_size=size, batch_size=8)
+        val_records, _ = kdata.index_jester(data_root, "validation")
+        validation = kdata.make_dataset(val_records, "val", sample_duration=frames,
+                                        sample_size=size, batch_size=8)
+    float_model = model
+    if quantize == "qat":
+        from keras_efficient3d.deploy.quantize import quantize_model  # pylint: disable=import-outside-toplevel
+
+        model = quantize_model(model, calibration, num_calibration)
+    report = export_openvino(model, output_path, compress_to_fp16=compress_to_fp16,
+                             quantize=quantize, calibration=calibration,
+                             num_calibration=num_calibration, validation=validation,
+                             batch_size=batch_size, opset=opset, fold_bn=fold_bn, verify=verify,
+                             threads=threads, metadata=metadata)
+    if verify and quantize == "qat":
+        # Agreement with the float model, not only with its fake-quantized form.
+        runner = runtime.OpenVINORunner(output_path, threads=threads)
+        clips = calibration_clips(validation, num_calibration, tuple(model.inputs[0].shape[1:]))
+        expected = keras.ops.convert_to_numpy(float_model.predict(clips, batch_size=8, verbose=0))
+        report["top1_agreement_float"] = _top1_agreement(runner(clips), expected)
+    return report

@@ -1,0 +1,277 @@
+"""OpenVINO IR export (keras_efficient3d.deploy.openvino_export), its runner and its CLIs."""
+
+import importlib.util
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino")
+
+from deploy_helpers import SMALL, calibrate_batchnorm, clips  # noqa: E402
+from keras_efficient3d import cli, create_model, runtime  # noqa: E402
+from keras_efficient3d.artifacts import ModelFileError, read_metadata  # noqa: E402
+from keras_efficient3d.data import synthetic  # noqa: E402
+from keras_efficient3d.deploy import openvino_export  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _load_script(name, folder="deployment"):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", os.path.join(ROOT, folder, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def synthetic_clips(n, seed=0):
+    """Synthetic gesture clips (8x32x32), scaled to [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    videos = [synthetic.render_video(i % len(synthetic.CLASSES), rng, SMALL[0], SMALL[1]) for i in range(n)]
+    return np.stack(videos).astype(np.float32) / 127.5 - 1.0
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    model = create_model("shufflenetv2_0.25x", input_shape=SMALL, num_classes=4)
+    return calibrate_batchnorm(model, clips(SMALL, 8, seed=1))
+
+
+@pytest.fixture(scope="module")
+def fp32_ir(small_model, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("ov") / "small.xml")
+    report = openvino_export.export_openvino(
+        small_model, path, metadata={"input": {"frames": SMALL[0], "size": SMALL[1]}})
+    return path, report
+
+
+@pytest.fixture(scope="module")
+def trunk():
+    """The first blocks of a calibrated MobileNetV2 (the int8 checks' model, see conftest)."""
+    keras.utils.set_random_seed(1)
+    model = create_model("mobilenetv2_0.45x", input_shape=SMALL, num_classes=5)
+    x = keras.layers.GlobalAveragePooling3D(name="trunk_pool")(model.get_layer("block_3_add").output)
+    model = keras.Model(model.input, keras.layers.Dense(5, name="trunk_fc")(x), name="trunk")
+    return calibrate_batchnorm(model, synthetic_clips(8, seed=3))
+
+
+def test_float_ir_matches_keras(small_model, fp32_ir):
+    path, report = fp32_ir
+    assert report["precision"] == "fp32" and report["max_rel_error"] < 1e-4
+    assert os.path.isfile(path) and os.path.isfile(path[:-4] + ".bin")
+    assert report["int8"] == {"fake_quantize": 0, "int8_constants": 0}
+    # Independently of the export's own check: other clips, through load_runner.
+    runner = runtime.load_runner(path, threads=1)
+    assert runner.backend == "openvino" and runner.num_classes == 4
+    assert runner.input_spec.shape == (1,) + SMALL
+    x = clips(SMALL, 3, seed=7)
+    runtime.check_close(runner(x), small_model(x, training=False).numpy(), rtol=1e-4)
+    assert read_metadata(path).frames == SMALL[0]
+    assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".tmp")]
+    timing = runtime.benchmark(runner, warmup=1, runs=2)
+    assert timing["backend"] == "openvino" and timing["median_ms"] > 0
+
+
+@pytest.mark.slow
+def test_fp16_weights_are_close(trunk, tmp_path):
+    report = openvino_export.export_openvino(trunk, str(tmp_path / "half.xml"), compress_to_fp16=True)
+    assert report["precision"] == "fp16"
+    assert 0 < report["max_rel_error"] < 1e-2
+    # fp16 weights: about 2 bytes per parameter (BatchNorm folded away), not 4.
+    assert os.path.getsize(tmp_path / "half.bin") < 2.5 * trunk.count_params()
+
+
+def test_verification_catches_a_wrong_model(small_model, fp32_ir):
+    other = create_model("shufflenetv2_0.25x", input_shape=SMALL, num_classes=4)
+    with pytest.raises(AssertionError, match="OpenVINO fp32 model differs"):
+        openvino_export.verify_openvino(fp32_ir[0], other)
+
+
+SHIPPED = os.path.join(ROOT, "saved_models", "synthetic_gestures.keras")
+# The shipped model is MobileNetV2 0.2x trained on the synthetic gestures (16 frames of 64 px,
+# every 2nd frame, 0-1 RGB): its validation clips are rendered the same way here.
+AGREEMENT = 0.9  # regression guard; the measured figures are in the README
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not os.path.isfile(SHIPPED):
+        pytest.fail(f"The shipped model is missing: {SHIPPED}")
+    model = keras.saving.load_model(SHIPPED, compile=False)
+
+    def gestures(n, seed):
+        rng = np.random.default_rng(seed)
+        labels = np.arange(n) % len(synthetic.CLASSES)
+        videos = [synthetic.render_video(int(label), rng, 32, 64)[::2] for label in labels]
+        return np.stack(videos).astype(np.float32) / 255.0, labels
+
+    calibration, _ = gestures(32, seed=1)
+    validation, labels = gestures(48, seed=2)
+    accuracy = np.mean(np.argmax(model.predict(validation, verbose=0), -1) == labels)
+    assert accuracy >= 0.9  # the clips are what the model was trained on
+    return model, calibration, validation
+
+
+@pytest.mark.slow
+def test_ptq_int8_runs_in_int8_and_agrees_on_top1(shipped, tmp_path):
+    model, calibration, validation = shipped
+    path = str(tmp_path / "ptq.xml")
+    report = openvino_export.export_openvino(model, path, quantize="ptq", calibration=calibration,
+                                             validation=validation)
+    assert report["precision"] == "int8" and report["quantize"] == "ptq"
+    assert report["int8"]["fake_quantize"] > 0 and report["clips"] == len(validation)
+    runner = runtime.load_runner(path, threads=1)
+    precisions = runner.runtime_precisions()
+    assert precisions.get(("Convolution", "u8"), 0) + precisions.get(("Convolution", "i8"), 0) > 0
+    # Agreement measured here, not taken from the report.
+    agree = np.mean(np.argmax(runner(validation), -1) == np.argmax(model.predict(validation, verbose=0), -1))
+    assert agree == pytest.approx(report["top1_agreement"]) and agree >= AGREEMENT
+
+
+@pytest.mark.slow
+def test_qat_int8_exports_qdq_as_fake_quantize(shipped, tmp_path):
+    from keras_efficient3d.deploy.quantize import quantize_model
+
+    model, calibration, validation = shipped
+    qat = quantize_model(model, calibration, num_calibration=len(calibration))
+    path = str(tmp_path / "qat.xml")
+    try:
+        report = openvino_export.export_openvino(qat, path, quantize="qat", validation=validation)
+    except ValueError as err:
+        # OpenVINO 2026.4's CPU plugin: its low-precision transformations break on some QAT
+        # tap-form graphs (asymmetric dequantization moved through the temporal Pad/Slice).
+        assert "export with quantize='ptq'" in str(err) and "\n" not in str(err)
+        assert openvino_export.int8_summary(path)["fake_quantize"] > 0  # the IR itself is int8
+        pytest.xfail(str(err)[:200])
+    assert report["quantize"] == "qat" and report["int8"]["fake_quantize"] > 0
+    assert report["top1_agreement"] >= AGREEMENT
+    float_top1 = np.argmax(model.predict(validation, verbose=0), -1)
+    assert np.mean(np.argmax(runtime.load_runner(path)(validation), -1) == float_top1) >= AGREEMENT
+
+
+def test_invalid_arguments(small_model, tmp_path):
+    with pytest.raises(ValueError, match="Received: path="):
+        openvino_export.export_openvino(small_model, str(tmp_path / "m.onnx"))
+    with pytest.raises(ValueError, match="Received: calibration=None"):
+        openvino_export.export_openvino(small_model, str(tmp_path / "m.xml"), quantize="ptq")
+    with pytest.raises(ValueError, match="Received: quantize="):
+        openvino_export.export_openvino(small_model, str(tmp_path / "m.xml"), quantize="int4")
+    with pytest.raises(ValueError, match="quantize_model"):
+        openvino_export.export_openvino(small_model, str(tmp_path / "m.xml"), quantize="qat")
+    assert not os.listdir(tmp_path)
+
+
+def test_runner_errors_are_one_line(fp32_ir, tmp_path):
+    xml = tmp_path / "lonely.xml"
+    with open(fp32_ir[0], encoding="utf-8") as handle:
+        xml.write_text(handle.read())
+    with pytest.raises(ModelFileError, match=r"lonely.bin are missing"):
+        runtime.load_runner(str(xml))
+    (tmp_path / "page.xml").write_text("<html><body>not a model</body></html>")
+    (tmp_path / "page.bin").write_bytes(b"\0" * 8)
+    with pytest.raises(ModelFileError, match="page.xml: cannot load the OpenVINO model") as err:
+        runtime.load_runner(str(tmp_path / "page.xml"))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_openvino_says_how_to_install(fp32_ir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    with pytest.raises(ModelFileError, match=r"pip install keras_efficient3d\[openvino\]"):
+        runtime.load_runner(fp32_ir[0])
+
+
+def test_predict_runs_an_ir_model_on_a_video(tmp_path, capsys):
+    from helpers import moving_square, tiny_model
+    from keras_efficient3d.artifacts import save_model
+    from keras_efficient3d.predict import command
+
+    ph = _load_script("predict_helpers", os.path.join("tests", "predict"))
+    CLASSES, FRAMES, METADATA, SIZE, write_video = ph.CLASSES, ph.FRAMES, ph.METADATA, ph.SIZE, ph.write_video
+    model = tiny_model(FRAMES, SIZE, CLASSES)
+    save_model(model, str(tmp_path / "tiny.keras"), METADATA)
+    report = openvino_export.export_openvino(model, str(tmp_path / "tiny.xml"), metadata=METADATA)
+    assert report["sidecar"] == str(tmp_path / "tiny.xml.json")
+    video = write_video(str(tmp_path / "gesture.mp4"), moving_square(20))
+    outputs = {}
+    for name in ("tiny.keras", "tiny.xml"):
+        code = cli.invoke(command.main, command.define_flags,
+                          ["predict", video, f"--model_file={tmp_path / name}", "--format=json",
+                           "--threads=1", "--stride=4"], positional=True)
+        assert code == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        outputs[name] = lines[-1]
+    keras_top, ir_top = outputs["tiny.keras"]["top"], outputs["tiny.xml"]["top"]
+    assert [t["label"] for t in ir_top] == [t["label"] for t in keras_top]
+    np.testing.assert_allclose([t["score"] for t in ir_top], [t["score"] for t in keras_top], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def export_cli():
+    return _load_script("export")
+
+
+def _invoke_export(export_cli, args):
+    return cli.invoke(export_cli.main, export_cli.define_flags, ["export.py"] + args)
+
+
+@pytest.mark.slow
+def test_cli_exports_fp32_ir(export_cli, tmp_path, capsys):
+    out = str(tmp_path / "m.xml")
+    code = _invoke_export(export_cli, ["--model=shufflenetv2_0.25x", "--frames=8", "--size=32",
+                                       "--num_classes=3", "--format=openvino", f"--output={out}"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["precision"] == "fp32" and report["max_rel_error"] < 1e-4
+    assert read_metadata(out).model == {"model": "shufflenetv2_0.25x", "num_classes": 3}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--quantize=ptq"], "--quantize needs --data_root"),
+    (["--format=onnx", "--quantize=ptq", "--data_root={tmp}"], "go with --format=openvino"),
+    (["--output={tmp}/m.onnx"], "an OpenVINO IR is an .xml file"),
+    (["--quantize=int4"], "--quantize"),
+])
+def test_cli_bad_input_is_one_line(export_cli, tmp_path, capsys, args, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    base = ["--model=shufflenetv2_0.25x", "--format=openvino", f"--output={tmp_path}/m.xml"]
+    code = _invoke_export(export_cli, base + args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert err[0].startswith("export.py: error: ")
+
+
+def test_benchmark_openvino_times_ir_files(fp32_ir, tmp_path, capsys):
+    script = _load_script("benchmark_openvino")
+    out = tmp_path / "t.json"
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_openvino.py", f"--model_file={fp32_ir[0]}", "--threads=1",
+                       "--runs=2", "--warmup=1", "--rounds=2", f"--json_out={out}"])
+    assert code == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == 1 and rows[0]["threads"] == 1 and len(rows[0]["round_medians_ms"]) == 2
+    assert rows[0]["median_ms"] > 0 and "| small.xml |" in capsys.readouterr().out
+    assert (tmp_path / "t.md").is_file()
+    speedups = [{"model": "m", "precision": "fp32", "threads": 2, "median_ms": 10.0},
+                {"model": "m", "precision": "int8", "threads": 2, "median_ms": 4.0}]
+    script._add_speedups(speedups)
+    assert speedups[1]["int8_speedup"] == 2.5 and speedups[0]["int8_speedup"] is None
+
+
+@pytest.mark.slow
+def test_cli_ptq_calibrates_on_the_training_pipeline(export_cli, tmp_path, capsys):
+    root = synthetic.generate(str(tmp_path / "gestures"), layout="jester", videos_per_class=2,
+                              seed=1, frames=16, size=40)
+    out = str(tmp_path / "m_int8.xml")
+    code = _invoke_export(export_cli, ["--model=mobilenetv2_0.2x", "--frames=8", "--size=32",
+                                       "--num_classes=8", "--format=openvino", "--quantize=ptq",
+                                       f"--data_root={root}", "--num_calibration=8",
+                                       f"--output={out}"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["precision"] == "int8" and report["int8"]["fake_quantize"] > 0
+    # Agreement is measured on the validation split (one video per class).
+    assert report["clips"] == len(synthetic.CLASSES) and 0 <= report["top1_agreement"] <= 1
+    assert runtime.load_runner(out).input_spec.shape == (1, 8, 32, 32, 3)
