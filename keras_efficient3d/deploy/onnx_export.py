@@ -23,9 +23,16 @@ BatchNorm folded), the one ONNX runtimes optimise; ``"taps"``, tf2onnx of the 2D
 TensorFlow graph, for models with layers the native writer does not know. ``"auto"`` (the
 default) takes the native form whenever every layer has one.
 
-Quantization-aware models (``tf.quantization.fake_quant_with_min_max_vars``/``_args``/
-``_vars_per_channel`` in the graph) export in the taps form with QuantizeLinear/
-DequantizeLinear pairs. tf2onnx's own handler emits uint8 with a zero point, refuses
+A quantization-aware model of `keras_efficient3d.deploy.quantize` (one `QuantizedGraph`
+layer) exports natively too (``"auto"``): the native graph of its float model with
+QuantizeLinear/DequantizeLinear pairs at the QAT graph's activation points and on the
+weights (`onnx_native`'s docstring), which OpenVINO's CPU plugin compiles into int8
+convolutions (it fails on the taps form's Q/DQ through the temporal Pad/Slice taps). Its
+verification is top-1 agreement with the fake-quantized Keras model, not a tolerance.
+
+Other fake-quantized graphs (``tf.quantization.fake_quant_with_min_max_vars``/``_args``/
+``_vars_per_channel``), and QAT models with ``form="taps"``, export in the taps form with
+QuantizeLinear/DequantizeLinear pairs. tf2onnx's own handler emits uint8 with a zero point, refuses
 ``narrow_range`` and per-channel ranges; ours reproduces TensorFlow's nudged ranges and emits
 the symmetric int8 form (zero point 0) that TensorRT's explicit INT8 mode requires wherever
 the range is symmetric (nudged zero point 128), uint8 otherwise (ONNX Runtime runs it,
@@ -118,22 +125,6 @@ def _keep_fake_quant_on_constants():
         tfonnx.compute_const_folding_using_tf = original
 
 
-def _nudged_range(min_value, max_value, num_bits, narrow_range):
-    """TensorFlow's FakeQuant nudging (fake_quant_ops_functor.h): (scale, zero point)."""
-    quant_min = 1.0 if narrow_range else 0.0
-    quant_max = float(2 ** num_bits - 1)
-    min_value = np.asarray(min_value, np.float32)
-    max_value = np.asarray(max_value, np.float32)
-    scale = ((max_value - min_value) / np.float32(quant_max - quant_min)).astype(np.float32)
-    if np.any(scale <= 0):
-        raise ValueError(f"Fake-quant range must have max > min. Received: min={min_value}, max={max_value}")
-    zero_from_min = np.float32(quant_min) - min_value / scale
-    zero_point = np.where(
-        zero_from_min < quant_min, quant_min,
-        np.where(zero_from_min > quant_max, quant_max, np.floor(zero_from_min + 0.5)))
-    return scale, zero_point.astype(np.int64), int(quant_min)
-
-
 def _fake_quant_to_qdq(ctx, node, name, args):
     """tf2onnx handler (old custom-op API): FakeQuant* -> QuantizeLinear -> DequantizeLinear."""
     from tf2onnx import utils  # pylint: disable=import-outside-toplevel
@@ -141,8 +132,6 @@ def _fake_quant_to_qdq(ctx, node, name, args):
     op = node.type
     num_bits = node.get_attr_value("num_bits", 8)
     narrow_range = bool(node.get_attr_value("narrow_range", 0))
-    if num_bits != 8:
-        raise ValueError(f"Only 8-bit fake quantization exports to ONNX. Received: num_bits={num_bits} ({name})")
     if op == "FakeQuantWithMinMaxArgs":
         min_value, max_value = node.get_attr_value("min"), node.get_attr_value("max")
     else:
@@ -151,15 +140,14 @@ def _fake_quant_to_qdq(ctx, node, name, args):
                 raise ValueError(f"{op} '{name}' needs a constant {label} to export.")
         min_value = node.inputs[1].get_tensor_value(as_list=False)
         max_value = node.inputs[2].get_tensor_value(as_list=False)
-    scale, zero_point, quant_min = _nudged_range(min_value, max_value, num_bits, narrow_range)
+    try:
+        scale, zero = onnx_native.qdq_params(min_value, max_value, num_bits, narrow_range)
+    except ValueError as err:
+        raise ValueError(f"{err} ({name})") from None
+    qtype = onnx.helper.np_dtype_to_tensor_dtype(zero.dtype)
     per_channel = op == "FakeQuantWithMinMaxVarsPerChannel"
     shape = ctx.get_shape(node.input[0])
     dtype = ctx.get_dtype(node.input[0])
-    if np.all(zero_point == 128):
-        # Symmetric: levels k - 128 for k in [quant_min, 255] are int8 with zero point 0.
-        qtype, zero = onnx.TensorProto.INT8, np.zeros(zero_point.shape, np.int8)
-    else:
-        qtype, zero = onnx.TensorProto.UINT8, (zero_point - quant_min).astype(np.uint8)
     attr = {}
     if per_channel:
         rank = len(shape) if shape is not None else None
@@ -202,14 +190,16 @@ def resolve_form(model, form="auto"):
     return form
 
 
-def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True, form="auto"):
+def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True, form="auto",
+                    weight_bits=8):
     """Converts a built `model` to an in-memory `onnx.ModelProto` (not verified; see
     `export_onnx`) in `form` (module docstring). Raises `ValueError` for a layer without
-    a native form (``form="native"``) or a TensorFlow op tf2onnx leaves (``"taps"``)."""
+    a native form (``form="native"``) or a TensorFlow op tf2onnx leaves (``"taps"``).
+    `weight_bits` (8, or 7 for x86 CPUs without VNNI) applies to a native QAT export."""
     _check_opset(opset)
     if resolve_form(model, form) == "native":
         clip_spec(model, batch_size, name=INPUT_NAME)  # the same argument checks as "taps"
-        return onnx_native.native_onnx(model, opset, batch_size, fold_bn)
+        return onnx_native.native_onnx(model, opset, batch_size, fold_bn, weight_bits)
     return _taps_onnx(model, opset, batch_size, fold_bn)
 
 
@@ -247,18 +237,32 @@ def run_onnx(onnx_model, clips, providers=("CPUExecutionProvider",)):
     return session.run(None, {session.get_inputs()[0].name: np.asarray(clips, np.float32)})[0]
 
 
+def _verification_run(proto, model, clips, default_clips):
+    if clips is None:
+        dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+        batch = dim.dim_value if dim.HasField("dim_value") else default_clips
+        clips = random_clips(model, batch)
+    got = run_onnx(proto, clips)
+    return got, keras.ops.convert_to_numpy(model(clips, training=False))
+
+
 def verify_onnx(onnx_model, model, clips=None, rtol=1e-4, atol=1e-6):
     """Compares ONNX Runtime (CPU) on `onnx_model` (proto or path) with `model` in inference
     mode on `clips` (random by default; the graph's batch when fixed, else 2). Returns the
     relative error max|onnx - keras| / max|keras|; raises `AssertionError` beyond
     ``rtol * max|keras| + atol``."""
     proto = onnx_model if isinstance(onnx_model, onnx.ModelProto) else onnx.load(str(onnx_model))
-    if clips is None:
-        dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
-        clips = random_clips(model, dim.dim_value if dim.HasField("dim_value") else 2)
-    got = run_onnx(proto, clips)
-    expected = keras.ops.convert_to_numpy(model(clips, training=False))
+    got, expected = _verification_run(proto, model, clips, 2)
     return check_close(got, expected, rtol, atol, what="ONNX model")
+
+
+def top1_agreement(onnx_model, model, clips=None):
+    """Fraction of `clips` (8 random ones by default) on which ONNX Runtime's top-1 class of
+    `onnx_model` is `model`'s: the check of an int8 graph against its fake-quantized model,
+    whose logits it follows to within quantization steps, not to float precision."""
+    proto = onnx_model if isinstance(onnx_model, onnx.ModelProto) else onnx.load(str(onnx_model))
+    got, expected = _verification_run(proto, model, clips, 8)
+    return float(np.mean(np.argmax(got, -1) == np.argmax(expected, -1)))
 
 
 def quantization_summary(onnx_model):
@@ -282,7 +286,7 @@ def quantization_summary(onnx_model):
 
 
 def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True,
-                verify=True, rtol=1e-4, atol=1e-6, form="auto"):
+                verify=True, rtol=1e-4, atol=1e-6, form="auto", weight_bits=8):
     """Writes `model` as ONNX and, with `verify`, checks it against the Keras model.
 
     Args:
@@ -295,17 +299,26 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
         rtol, atol: tolerance of the check: max|diff| <= rtol * max|keras| + atol.
         form: ``"auto"`` (native when every layer has a native form), ``"native"`` or
             ``"taps"`` (module docstring).
+        weight_bits: weights of a native QAT export: 8, or 7 for OpenVINO on x86 CPUs
+            without VNNI (`onnx_native`).
 
     Returns:
         A dict: path, opset, input_shape (None for dynamic batch), max_rel_error (None
         without `verify`), quantization (Q/DQ counts and integer types), form (the one
-        written).
+        written); for a native QAT export, top1_agreement with the fake-quantized model on
+        random clips instead of max_rel_error (None without `verify`).
     """
     form = resolve_form(model, form)
-    proto = convert_to_onnx(model, opset, batch_size, fold_bn, form)
-    error = verify_onnx(proto, model, rtol=rtol, atol=atol) if verify else None
+    proto = convert_to_onnx(model, opset, batch_size, fold_bn, form, weight_bits)
+    native_qat = form == "native" and onnx_native.qat_layer(model) is not None
+    extra = {}
+    if native_qat:
+        error = None
+        extra["top1_agreement"] = top1_agreement(proto, model) if verify else None
+    else:
+        error = verify_onnx(proto, model, rtol=rtol, atol=atol) if verify else None
     atomic_write(output_path, proto.SerializeToString())
-    return {
+    return {**extra,
         "path": output_path,
         "opset": opset,
         "input_shape": (batch_size,) + tuple(model.inputs[0].shape[1:]),
@@ -335,5 +348,6 @@ __all__ = [
     "quantization_summary",
     "resolve_form",
     "run_onnx",
+    "top1_agreement",
     "verify_onnx",
 ]

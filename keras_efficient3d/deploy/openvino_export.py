@@ -81,8 +81,10 @@ def convert_to_openvino(model, batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, 
     ov = runtime.openvino_module()
     with tempfile.TemporaryDirectory(prefix="keras_efficient3d-ov-") as tmp:
         onnx_path = os.path.join(tmp, "model.onnx")
+        # a QAT model's weights on 7 bits: x86 CPUs without VNNI (AVX2) saturate 8-bit u8 x s8
+        # int16 pair sums in int8 convolutions (onnx_native; NNCF's overflow fix)
         export_onnx(model, onnx_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
-                    verify=verify_onnx)
+                    verify=verify_onnx, weight_bits=7)
         with runtime.quiet_stderr():
             return ov.convert_model(onnx_path)
 

@@ -29,7 +29,7 @@ import tensorflow as tf
 from keras_efficient3d.deploy.graph import DeploymentGraph
 from keras_efficient3d.deploy.tflite import convert_function, representative_dataset
 
-__all__ = ["QuantizedGraph", "calibrate_ranges", "convert_qat", "quantize_model"]
+__all__ = ["QuantizedGraph", "activation_range", "calibrate_ranges", "convert_qat", "quantize_model"]
 
 _PACKAGE = "keras_efficient3d"
 
@@ -62,10 +62,16 @@ def _np_fq_symmetric(w, axis):
     return (np.clip(np.round(w / scale), -127, 127) * scale).astype(np.float32)
 
 
-def _fq_act(x, lo, hi):
+def activation_range(lo, hi):
+    """The range an activation is fake-quantized over (8 bits, not narrow): the tracked or
+    learned (lo, hi), widened to hold 0 and never empty. The ONNX export reads it too."""
     lo = tf.minimum(lo, 0.0)
     hi = tf.maximum(hi, lo + 1e-6)
-    hi = tf.maximum(hi, 0.0)
+    return lo, tf.maximum(hi, 0.0)
+
+
+def _fq_act(x, lo, hi):
+    lo, hi = activation_range(lo, hi)
     return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=8, narrow_range=False)
 
 

@@ -55,7 +55,8 @@ FORMS = {
         "2D-tap graph (MobileNetV2/ShuffleNetV2 1.0x, 16x112x112, batch 1, 2 threads): "
         "OpenVINO 2.7x/1.9-2.3x faster, ONNX Runtime 0.9x/1.2-1.5x (its 3-D depthwise "
         "Conv is a small GEMM per channel); TensorRT takes grouped 3-D Conv natively. The "
-        "taps form stays for quantization-aware models (deploy.onnx_export)."),
+        "quantization-aware models take it too, with Q/DQ at the QAT graph's layer outputs "
+        "(deploy.onnx_native); the taps form stays on request (deploy.onnx_export)."),
     "tflite": Form(
         False, True,
         "TFLite's CONV_3D is float-only and ungrouped; its 2D kernels run in int8 under "

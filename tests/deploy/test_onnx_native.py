@@ -225,3 +225,140 @@ def test_benchmark_of_both_forms(tmp_path):
     assert "taps/native" in benchmark_onnx_forms.format_table(rows)
     with pytest.raises(ValueError, match="rounds"):
         benchmark_onnx_forms.compare_forms(["mobilenetv2_0.2x"], rounds=0)
+
+
+# --- quantization-aware models: the native graph with Q/DQ --------------------------------
+
+
+def _synthetic_clips(n, seed, frames=8, size=32):
+    """Synthetic gesture clips in [-1, 1]: images with the statistics the ranges are set on."""
+    from keras_efficient3d.data import synthetic
+
+    rng = np.random.default_rng(seed)
+    videos = [synthetic.render_video(i % len(synthetic.CLASSES), rng, frames, size) for i in range(n)]
+    return np.stack(videos).astype(np.float32) / 127.5 - 1.0
+
+
+@pytest.fixture(scope="module")
+def qat_trunk(mobilenetv2_trunk):
+    """A QAT MobileNetV2 trunk (stem, depthwise taps with temporal stride, residual add),
+    its float model and synthetic clips."""
+    from keras_efficient3d.deploy.quantize import quantize_model
+
+    trunk, _ = mobilenetv2_trunk
+    qat = quantize_model(trunk, _synthetic_clips(8, seed=1), num_calibration=8)
+    return qat, trunk, _synthetic_clips(16, seed=2)
+
+
+def _dequantized_inputs(proto):
+    """Q/DQ pairs by the tensor they dequantize to, with their scale and zero-point arrays."""
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    out = {}
+    for node in proto.graph.node:
+        if node.op_type == "DequantizeLinear":
+            axis = [a.i for a in node.attribute if a.name == "axis"]
+            out[node.output[0]] = (node, inits[node.input[1]], inits[node.input[2]], axis)
+    return out
+
+
+def test_qat_model_exports_natively_with_qdq(qat_trunk):
+    from keras_efficient3d.deploy.quantize import _qat_layer
+
+    qat, trunk, clips = qat_trunk
+    assert onnx_native.supports(qat) and onnx_export.resolve_form(qat) == "native"
+    proto = onnx_export.convert_to_onnx(qat)
+    ops = [n.op_type for n in proto.graph.node]
+    assert {"Slice", "Pad", "Gather"}.isdisjoint(ops)  # no temporal taps
+    dq = _dequantized_inputs(proto)
+    graph_model = _qat_layer(qat).graph.model
+    convs = {n.name.rsplit("/", 1)[0]: n for n in proto.graph.node if n.op_type == "Conv"}
+    assert set(convs) == set(_conv_layers(graph_model))
+    for name, node in convs.items():
+        # weights: symmetric int8 per output channel over the whole 3-D kernel
+        _, scale, zero, axis = dq[node.input[1]]
+        assert zero.dtype == np.int8 and not zero.any() and axis == [0]
+        assert scale.shape == (graph_model.get_layer(name).output.shape[-1],)
+        # every convolution reads a dequantized activation
+        assert node.input[0] in dq
+    # activation points: the QAT graph's keys that are layer outputs; the depthwise taps'
+    # per-tap partial sums have no native tensor
+    ranges = _qat_layer(qat).frozen_hooks().ranges
+    acts = {n.name.split("/act/")[0] for n in proto.graph.node
+            if n.op_type == "QuantizeLinear" and "/act/" in n.name}
+    taps = {k for k in ranges if "/tap" in k or "/sum" in k}
+    assert taps and acts == set(ranges) - taps
+    # the input's nudged range, as TensorFlow's FakeQuant
+    lo, hi = ranges["input"]
+    _, scale, zero, _ = next(v for v in dq.values() if v[0].name.startswith("input/act/"))
+    assert scale == pytest.approx((hi - min(lo, 0.0)) / 255, rel=1e-5) and zero.dtype == np.uint8
+    # int8 follows the fake-quantized model and the float model
+    got = onnx_export.run_onnx(proto, clips)
+    fake = qat(clips, training=False).numpy()
+    assert np.mean(np.argmax(got, -1) == np.argmax(fake, -1)) >= 0.9
+    assert np.mean(np.argmax(got, -1) == np.argmax(trunk(clips, training=False).numpy(), -1)) >= 0.9
+    assert np.abs(got - fake).max() <= 0.1 * np.abs(fake).max()
+
+
+def test_qat_native_runs_int8_in_openvino(qat_trunk):
+    ov = pytest.importorskip("openvino")
+    qat, _, clips = qat_trunk
+    proto = onnx_native.native_onnx(qat, weight_bits=7)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    levels = [np.abs(np.round(inits[n.input[0]] / inits[n.input[1]].reshape(-1, 1, 1, 1, 1))).max()
+              for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+    # conv weights in [-63, 63]: no int16 pair saturation on x86 CPUs without VNNI
+    assert levels and max(levels) == 63
+    compiled = ov.Core().compile_model(ov.Core().read_model(proto.SerializeToString()), "CPU")
+    precisions = {op.get_rt_info()["runtimePrecision"].astype(str)
+                  for op in compiled.get_runtime_model().get_ops()
+                  if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+    assert precisions and precisions <= {"u8", "i8"}
+    got = compiled(clips)[compiled.output(0)]
+    expected = onnx_export.run_onnx(proto, clips)
+    assert np.mean(np.argmax(got, -1) == np.argmax(expected, -1)) >= 0.9
+
+
+def test_qat_export_report_and_taps_form(qat_trunk, tmp_path):
+    qat, _, clips = qat_trunk
+    report = onnx_export.export_onnx(qat, str(tmp_path / "qat.onnx"))
+    assert report["form"] == "native" and report["max_rel_error"] is None
+    assert 0.0 <= report["top1_agreement"] <= 1.0
+    assert report["quantization"]["types"] == ["INT8", "UINT8"]
+    # the taps form on request: tf2onnx of the fake-quantized 2D-tap graph (not verified:
+    # ONNX Runtime's Q/DQ of that graph is 4.5% off the Keras QAT model at batch 1, as
+    # before the native QAT export existed)
+    taps = onnx_export.export_onnx(qat, str(tmp_path / "taps.onnx"), form="taps", verify=False)
+    assert taps["form"] == "taps" and taps["quantization"]["QuantizeLinear"] > 0
+    assert "Slice" in {n.op_type for n in onnx.load(str(tmp_path / "taps.onnx")).graph.node}
+    with pytest.raises(ValueError, match="Received: weight_bits=6"):
+        onnx_native.native_onnx(qat, weight_bits=6)
+
+
+@pytest.mark.slow
+def test_qat_native_agrees_with_float_and_tflite_int8_on_the_shipped_model():
+    """The issue's measure: MobileNetV2 0.2x trained on the synthetic gestures (shipped),
+    its QAT form over synthetic validation clips, int8 top-1 agreement with the float model
+    >= 99% (measured on these 240: ONNX Runtime 99.6%, OpenVINO 7-bit weights 99.6%, 8-bit
+    95.0% on this AVX2 machine; with TFLite int8 98.75%: rounding apart, not a bias)."""
+    from keras_efficient3d.data import synthetic
+    from keras_efficient3d.deploy.quantize import convert_qat, quantize_model
+    from keras_efficient3d.runtime import TFLiteRunner
+
+    model = keras.saving.load_model(os.path.join(ROOT, "saved_models", "synthetic_gestures.keras"),
+                                    compile=False)
+
+    def gestures(n, seed):  # as it was trained: 16 of 32 frames, 64 px, RGB in [0, 1]
+        rng = np.random.default_rng(seed)
+        videos = [synthetic.render_video(i % len(synthetic.CLASSES), rng, 32, 64)[::2] for i in range(n)]
+        return np.stack(videos).astype(np.float32) / 255.0
+
+    qat = quantize_model(model, gestures(32, seed=1), num_calibration=32)
+    clips = gestures(240, seed=2)
+    float_top1 = np.argmax(model.predict(clips, batch_size=8, verbose=0), -1)
+    tflite = TFLiteRunner(convert_qat(qat))
+    tflite_top1 = np.array([np.argmax(tflite(clips[i:i + 1])) for i in range(len(clips))])
+    proto = onnx_native.native_onnx(qat)
+    ort_top1 = np.argmax(np.concatenate([onnx_export.run_onnx(proto, clips[i:i + 16]) for i in range(0, 240, 16)]), -1)
+    assert np.mean(ort_top1 == float_top1) >= 0.99 and np.mean(ort_top1 == tflite_top1) >= 0.98
+    seven = onnx_native.native_onnx(qat, weight_bits=7)
+    assert np.mean(np.argmax(_openvino_output(seven, clips), -1) == float_top1) >= 0.99
