@@ -93,7 +93,7 @@ def test_verification_catches_a_wrong_model(small_model, fp32_ir):
 SHIPPED = os.path.join(ROOT, "saved_models", "synthetic_gestures.keras")
 # The shipped model is MobileNetV2 0.2x trained on the synthetic gestures (16 frames of 64 px,
 # every 2nd frame, 0-1 RGB): its validation clips are rendered the same way here.
-AGREEMENT = 0.9  # regression guard; the measured figures are in the README
+AGREEMENT = 0.97  # at most one of 48 clips; measured on 240 clips: README (OpenVINO)
 
 
 @pytest.fixture(scope="module")
