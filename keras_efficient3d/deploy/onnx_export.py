@@ -34,6 +34,7 @@ import onnx
 import tensorflow as tf
 
 from keras_efficient3d.artifacts import atomic_write
+from keras_efficient3d.backends import require_tensorflow_backend
 from keras_efficient3d.deploy.savedmodel import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -183,6 +184,7 @@ def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True):
     `export_onnx`). Raises `ValueError` if any TensorFlow op stays unconverted."""
     import tf2onnx  # pylint: disable=import-outside-toplevel
 
+    require_tensorflow_backend("ONNX export through tf2onnx")
     _check_opset(opset)
     spec = clip_spec(model, batch_size, name=INPUT_NAME)
     served = inference_form(model, fold_bn)
