@@ -31,7 +31,14 @@ setup(
     extras_require={
         "litert": ["ai-edge-litert>=2.0"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "tf2onnx>=1.16"],
+        # Other Keras backends (KERAS_BACKEND=jax / torch). PyPI's plain torch is the CUDA
+        # build: take the CPU wheel (pip's --index-url https://download.pytorch.org/whl/cpu,
+        # or CI's .ci/constraints.txt).
+        "jax": ["jax[cpu]>=0.4.34"],
+        "torch": ["torch>=2.1"],
         "dev": [
+            "jax[cpu]>=0.4.34",
+            "torch>=2.1",
             "pytest>=8",
             "ruff>=0.15",
             "ai-edge-litert>=2.0",
