@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL=2
 status=0
 .venv/bin/python -m pytest -q "$@" || status=$?
 for backend in jax torch; do
-  echo "== KERAS_BACKEND=$backend: the core tier (-m backends)"
-  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -m backends || status=$?
+  echo "== KERAS_BACKEND=$backend: the core tier (-m \"backends and not slow\")"
+  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -m "backends and not slow" || status=$?
 done
 exit $status
