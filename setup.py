@@ -33,8 +33,16 @@ setup(
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "tf2onnx>=1.16"],
         # OpenVINO IR export goes through ONNX; NNCF is its post-training quantization.
         "openvino": ["openvino>=2025.0", "nncf>=2.16", "onnx>=1.16", "tf2onnx>=1.16"],
+        # Other Keras backends (KERAS_BACKEND=jax / torch). PyPI's plain torch is the CUDA
+        # build: take the CPU wheel (pip's --index-url https://download.pytorch.org/whl/cpu,
+        # or CI's .ci/constraints.txt).
+        "jax": ["jax[cpu]>=0.4.34"],
+        "torch": ["torch>=2.1"],
         "dev": [
+            "jax[cpu]>=0.4.34",
+            "torch>=2.1",
             "pytest>=8",
+            "pytest-xdist>=3.5",
             "ruff>=0.15",
             "ai-edge-litert>=2.0",
             "onnx>=1.16",

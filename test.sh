@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the project and its test dependencies into .venv, lints the tree (ruff, configured in
-# ruff.toml), then runs the whole test suite (slow tests included). Extra arguments go to pytest,
+# ruff.toml), then runs the whole test suite (slow tests included) on the TensorFlow backend and
+# the core tier (tests marked `backends`: layers, models, conversion, save/load, presets) again
+# on the JAX and PyTorch backends. Extra arguments go to the first pytest run,
 # e.g. ./test.sh -m "not slow" -x
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -8,7 +10,27 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+# The constraints pin torch's CPU wheel: a plain `torch` would pull the multi-GB CUDA build.
+.venv/bin/python -m pip install --quiet -c .ci/constraints.txt -e ".[dev]"
 .venv/bin/ruff check --quiet .
 export TF_CPP_MIN_LOG_LEVEL=2
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers (pytest-xdist), one test file each at a time: many tests wait on subprocesses
+# that import TensorFlow single-threaded. TEST_WORKERS=0 runs in this process.
+workers="${TEST_WORKERS:-2}"
+status=0
+.venv/bin/python -m pytest -q -n "$workers" --dist loadfile "$@" || status=$?
+# The two backend tiers side by side, each in its own process (a process has one backend).
+logs=$(mktemp -d)
+for backend in jax torch; do
+  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -p no:cacheprovider -m "backends and not slow" \
+    >"$logs/$backend.log" 2>&1 &
+  eval "pid_$backend=$!"
+done
+for backend in jax torch; do
+  pid_var="pid_$backend"
+  wait "${!pid_var}" || status=$?
+  echo "== KERAS_BACKEND=$backend: the core tier (-m \"backends and not slow\")"
+  cat "$logs/$backend.log"
+done
+rm -rf "$logs"
+exit $status

@@ -62,8 +62,8 @@ _import_tensorflow_with_onednn()
 
 # These imports register every class the project writes into .keras files (the layers, Folded,
 # TorchSGD, VideoPreprocessing), so that any file it saved loads after this import alone.
+from keras_efficient3d import backends, layers, presets
 from keras_efficient3d import fold as _fold  # noqa: F401  Folded (BatchNorm-folded models)
-from keras_efficient3d import layers
 from keras_efficient3d import optim as _optim  # noqa: F401  TorchSGD (training checkpoints)
 from keras_efficient3d import preprocessing as _preprocessing  # noqa: F401  VideoPreprocessing
 from keras_efficient3d.models import (
@@ -78,6 +78,9 @@ from keras_efficient3d.models import (
 )
 from keras_efficient3d.registry import create_model, list_models, register_model
 
+# `MobileNetV2_3D.from_preset(...)`, as keras-hub's models have.
+presets.attach_to_builders()
+
 __all__ = [
     "C3D",
     "MobileNetV1_3D",
@@ -87,8 +90,10 @@ __all__ = [
     "ShuffleNetV1_3D",
     "ShuffleNetV2_3D",
     "SqueezeNet_3D",
+    "backends",
     "create_model",
     "layers",
     "list_models",
+    "presets",
     "register_model",
 ]

@@ -29,12 +29,6 @@ from keras_efficient3d.data.jester import index_jester
 from keras_efficient3d.data.kinetics import index_kinetics
 from keras_efficient3d.data.normalization import PRESETS as NORMALIZATION_PRESETS
 from keras_efficient3d.data.normalization import Normalization
-from keras_efficient3d.data.pipeline import (
-    DecodeFailures,
-    aggregate_video_predictions,
-    make_dataset,
-    video_level_accuracy,
-)
 from keras_efficient3d.data.records import IndexSummary, VideoRecord
 from keras_efficient3d.data.ucf101 import index_ucf101
 
@@ -60,3 +54,16 @@ __all__ = [
     "temporal",
     "video_level_accuracy",
 ]
+
+# The tf.data pipeline imports TensorFlow: loaded on first use, so that the modules beside it
+# (normalisation presets the checkpoint converter reads) import without it on JAX and PyTorch.
+_PIPELINE = ("DecodeFailures", "aggregate_video_predictions", "make_dataset",
+             "video_level_accuracy")
+
+
+def __getattr__(name):
+    if name in _PIPELINE:
+        from keras_efficient3d.data import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

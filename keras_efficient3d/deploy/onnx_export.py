@@ -48,6 +48,7 @@ import onnx
 import tensorflow as tf
 
 from keras_efficient3d.artifacts import atomic_write
+from keras_efficient3d.backends import require_tensorflow_backend
 from keras_efficient3d.deploy import onnx_native
 from keras_efficient3d.deploy.savedmodel import (
     INPUT_NAME,
@@ -206,6 +207,7 @@ def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True, f
 def _taps_onnx(model, opset, batch_size, fold_bn):
     import tf2onnx  # pylint: disable=import-outside-toplevel
 
+    require_tensorflow_backend("ONNX export through tf2onnx")
     spec = clip_spec(model, batch_size, name=INPUT_NAME)
     served = inference_form(model, fold_bn)
 

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_efficient3d.backends import require_tensorflow_backend
 from keras_efficient3d.deploy.graph import DeploymentGraph
 from keras_efficient3d.deploy.tflite import convert_function, representative_dataset
 
@@ -226,6 +227,7 @@ def quantize_model(model, representative_data, num_calibration=64, ranges="ema",
         ema_decay: decay of the moving ranges ('ema').
         name: model name; default '<model name>_qat'.
     """
+    require_tensorflow_backend("Quantization-aware training (fake-quant)")
     graph = model if isinstance(model, DeploymentGraph) else DeploymentGraph(model)
     act_ranges = calibrate_ranges(graph, representative_data, num_calibration)
     inputs = keras.Input(graph.input_shape, name="input")

@@ -22,6 +22,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_efficient3d.backends import require_tensorflow_backend
 from keras_efficient3d.fold import inference_form
 from keras_efficient3d.layers import forms
 from keras_efficient3d.registry import create_model
@@ -88,6 +89,7 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
     Returns:
         `export_dir`.
     """
+    require_tensorflow_backend("SavedModel export")
     spec = clip_spec(model, batch_size)
     served = inference_form(model, fold_bn)
 

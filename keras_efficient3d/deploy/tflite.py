@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_efficient3d import runtime
 from keras_efficient3d.artifacts import atomic_write
+from keras_efficient3d.backends import require_tensorflow_backend
 from keras_efficient3d.deploy.graph import DeploymentGraph
 from keras_efficient3d.runtime import TFLiteRunner, tflite_interpreter
 
@@ -122,6 +123,7 @@ def convert(model, precision="fp32", representative_data=None, num_calibration=6
         batch: the static batch size of the TFLite model.
         int8_io: for ``int8``, int8 input and output tensors instead of float ones.
     """
+    require_tensorflow_backend("TFLite conversion")
     graph = _as_graph(model)
     fn = graph.as_function(batch=batch).get_concrete_function()
     return convert_function(fn, precision, representative_data, num_calibration, int8_io,

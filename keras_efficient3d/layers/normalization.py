@@ -41,15 +41,31 @@ def _batch_norm_train(x, gamma, beta, epsilon):
     return normalize(x, gamma, beta)
 
 
+def _batch_norm_train_ops(x, gamma, beta, epsilon):
+    """`_batch_norm_train` in keras.ops for the other backends, gradient by autodiff. The
+    variance is two-pass, the mean of squared deviations: Keras' `ops.moments` on JAX and
+    PyTorch computes E[x^2] - E[x]^2, which cancels to a negative variance on channels of
+    few, nearly equal values (the 1x1-pixel last stages at small inputs), and the moving
+    variance then makes inference NaN."""
+    channels = x.shape[-1]
+    x2 = ops.reshape(x, (-1, channels))
+    mean = ops.mean(x2, axis=0)
+    centered = x2 - mean
+    variance = ops.mean(ops.square(centered), axis=0)
+    y = centered * (gamma * ops.rsqrt(variance + epsilon)) + beta
+    return ops.reshape(y, ops.shape(x)), mean, variance
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BatchNorm(keras.layers.BatchNormalization):
     """Keras' BatchNormalization (same weights, statistics and results) whose training
-    step on TensorFlow takes `_batch_norm_train`'s cheaper gradient. Masks, renorm,
-    synchronized statistics, other backends and inference take Keras' own path."""
+    step on TensorFlow takes `_batch_norm_train`'s cheaper gradient, and on JAX and PyTorch
+    `_batch_norm_train_ops`' two-pass variance. Masks, renorm, synchronized statistics and
+    inference take Keras' own path."""
 
     def _fast_path(self, inputs, training, mask):
         rank = len(inputs.shape)
-        return (keras.backend.backend() == "tensorflow" and bool(training) and self.trainable
+        return (bool(training) and self.trainable
                 and mask is None and not self.renorm and not self.synchronized
                 and self.axis in (-1, rank - 1) and inputs.shape[-1] is not None)
 
@@ -60,7 +76,9 @@ class BatchNorm(keras.layers.BatchNormalization):
         x = ops.cast(inputs, "float32")  # as Keras does: statistics in float32
         gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,))
         beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,))
-        y, mean, variance = _batch_norm_train(x, gamma, beta, self.epsilon)
+        train = (_batch_norm_train if keras.backend.backend() == "tensorflow"
+                 else _batch_norm_train_ops)
+        y, mean, variance = train(x, gamma, beta, self.epsilon)
         self.moving_mean.assign(
             self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(

@@ -1,6 +1,7 @@
 """Argument handling and heads shared by every architecture builder."""
 
 import os
+import types
 
 import keras
 
@@ -93,4 +94,18 @@ def finish(inputs, input_tensor, outputs, name, weights):
     model = keras.Model(inputs, outputs, name=name)
     if weights is not None:
         model.load_weights(weights)
+    return with_preset_methods(model)
+
+
+def _save_to_preset(model, preset_dir, metadata=None):
+    from keras_efficient3d import presets
+
+    return presets.save_to_preset(model, preset_dir, metadata)
+
+
+def with_preset_methods(model):
+    """Gives `model` keras-hub's ``model.save_to_preset(preset_dir, metadata=None)``
+    (`keras_efficient3d.presets.save_to_preset`); the models are plain functional models,
+    so the method is set on the instance (outside Keras' attribute tracking)."""
+    object.__setattr__(model, "save_to_preset", types.MethodType(_save_to_preset, model))
     return model

@@ -1,0 +1,296 @@
+"""Presets in keras-hub's layout: the paper's published models and the shipped one.
+
+    import keras_efficient3d as k3
+    k3.presets.list_presets("*jester*")                  # the paper's published configurations
+    model = k3.MobileNetV2_3D.from_preset("mobilenetv2_1.0x_jester")   # made on first use
+    model = k3.MobileNetV2_3D.from_preset("synthetic_gestures")        # the shipped model
+    model.save_to_preset("my_preset")                     # your own, in the same layout
+    model = k3.presets.from_preset("my_preset")           # any family
+    meta = k3.presets.preset_metadata("my_preset")        # frames, size, normalisation, labels
+
+A preset directory holds, as keras-hub's do, ``config.json`` (the serialized model),
+``model.weights.h5`` and ``metadata.json`` (keras-hub's fields, and ``model_metadata``: the
+input the model expects, its normalisation and labels, as `keras_efficient3d.artifacts`
+records them). It loads on every Keras backend.
+
+The published presets are made on first use from the authors' checkpoint, which the user
+downloads (the file name as the authors distribute it; see `PUBLISHED`): it is looked for in
+the ``checkpoint=`` argument, then in ``<home>/checkpoints`` (home: ``$KERAS_EFFICIENT3D_HOME``,
+default ``~/.keras/keras_efficient3d``), converted with `keras_efficient3d.convert` (no
+PyTorch needed) and cached in ``<home>/presets/<name>``.
+"""
+
+import csv
+import dataclasses
+import datetime
+import fnmatch
+import functools
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+
+from keras_efficient3d import __version__, registry
+from keras_efficient3d.artifacts import ModelMetadata, atomic_path, atomic_write_json, read_metadata
+from keras_efficient3d.models import _base
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+METADATA_FILE = "metadata.json"
+SOURCE = ("the authors' Efficient-3DCNNs release (github.com/okankop/Efficient-3DCNNs, "
+          "README 'Pretrained models')")
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedPreset:
+    """One published configuration of the paper.
+
+    Attributes:
+        name: preset name ('mobilenetv2_1.0x_jester').
+        model: registry configuration name ('mobilenetv2_1.0x').
+        dataset: 'kinetics600' or 'jester'.
+        checkpoint: the authors' file name ('jester_mobilenetv2_1.0x_RGB_16_best.pth').
+        num_classes: classes of the head.
+        normalization: `keras_efficient3d.data.Normalization` preset name of its input.
+        frames, size, downsample: the clip the model was trained on.
+        top1: Table 8's top-1 video accuracy (%) on the dataset.
+        labels: the label file under ``resources/labels`` or None.
+    """
+
+    name: str
+    model: str
+    dataset: str
+    checkpoint: str
+    num_classes: int
+    normalization: str
+    frames: int
+    size: int
+    downsample: int
+    top1: float
+    labels: str | None
+
+
+_DATASETS = {
+    # dataset: (file prefix, classes, normalisation preset, temporal downsample, labels)
+    "kinetics600": ("kinetics", 600, "kinetics", 1, None),
+    "jester": ("jester", 27, "original", 2, "jester.txt"),
+}
+
+
+def _published():
+    from importlib import resources
+
+    text = resources.files("keras_efficient3d").joinpath("resources/table8.csv").read_text(
+        encoding="utf-8")
+    rows = csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#"))
+    out = {}
+    for row in rows:
+        family = registry.get_family(row["arch"])
+        # the authors' file names spell depths apart: kinetics_resnet_18_...
+        match = re.fullmatch(r"(resnet|resnext)(\d+)", row["arch"])
+        arch, depth = (match[1], match[2]) if match else (row["arch"], "")
+        width = f"_{row['width_mult']}x" if row["width_mult"] else ""
+        groups = f"_g{row['groups']}" if row["groups"] else ""
+        model = f"{row['arch'] if depth else family.name}{width}{groups}"
+        stem = (f"{arch}{'_' + depth if depth else ''}{width}"
+                f"{'_G' + row['groups'] if row['groups'] else ''}_RGB_16_best.pth")
+        for dataset, (prefix, classes, norm, downsample, labels) in _DATASETS.items():
+            if depth and dataset != "kinetics600":
+                continue  # the ResNets/ResNeXt were published for Kinetics only
+            name = f"{model}_{dataset}"
+            out[name] = PublishedPreset(name, model, dataset, f"{prefix}_{stem}", classes, norm,
+                                        16, 112, downsample, float(row[f"acc_{dataset}"]), labels)
+    return out
+
+
+PUBLISHED = _published()
+BUILTIN = {"synthetic_gestures": "synthetic_gestures.keras"}  # shipped in saved_models/
+
+
+def list_presets(pattern=None):
+    """Names of the published and built-in presets (shell-style `pattern`)."""
+    names = sorted(PUBLISHED) + sorted(BUILTIN)
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def home():
+    """Where presets are cached and downloaded checkpoints looked for."""
+    return os.environ.get("KERAS_EFFICIENT3D_HOME",
+                          os.path.join(os.path.expanduser("~"), ".keras", "keras_efficient3d"))
+
+
+def _shipped_dir():
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "saved_models")
+
+
+# ---------------------------------------------------------------------------------------
+# The layout.
+
+
+def save_to_preset(model, preset_dir, metadata=None):
+    """Writes `model` as a preset directory: ``config.json``, ``model.weights.h5`` and
+    ``metadata.json`` (`metadata`: a `ModelMetadata` or its dict: input, normalisation,
+    labels). Returns `preset_dir`."""
+    preset_dir = os.fspath(preset_dir)
+    if os.path.exists(preset_dir) and not os.path.isdir(preset_dir):
+        raise ValueError(f"`preset_dir` must be a directory. Received: preset_dir={preset_dir}")
+    os.makedirs(preset_dir, exist_ok=True)
+    config = keras.saving.serialize_keras_object(model)
+    atomic_write_json(os.path.join(preset_dir, CONFIG_FILE), config)
+    with atomic_path(os.path.join(preset_dir, WEIGHTS_FILE)) as tmp:
+        # Keras names weight files by their suffix; the temporary name must keep it.
+        staged = tmp + ".weights.h5"
+        model.save_weights(staged)
+        os.replace(staged, tmp)
+    meta = {
+        "keras_version": keras.__version__,
+        "keras_efficient3d_version": __version__,
+        "parameter_count": int(model.count_params()),
+        "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+    }
+    if metadata is not None:
+        meta["model_metadata"] = ModelMetadata.from_dict(metadata).to_dict()
+    atomic_write_json(os.path.join(preset_dir, METADATA_FILE), meta)
+    return preset_dir
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable preset file ({err}).") from None
+
+
+def preset_metadata(preset, **kwargs):
+    """The `ModelMetadata` of a preset (name or directory), or None when none is recorded."""
+    data = _read_json(os.path.join(resolve_preset(preset, **kwargs), METADATA_FILE))
+    recorded = data.get("model_metadata")
+    return None if recorded is None else ModelMetadata.from_dict(recorded)
+
+
+def load_preset_dir(preset_dir):
+    """The model of a preset directory (any family)."""
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not os.path.isfile(os.path.join(preset_dir, name)):
+            raise ValueError(f"{preset_dir}: not a preset directory (no {name}).")
+    config = _read_json(os.path.join(preset_dir, CONFIG_FILE))
+    import keras_efficient3d  # noqa: F401  registers the package's layers for the config
+
+    model = keras.saving.deserialize_keras_object(config)
+    model.load_weights(os.path.join(preset_dir, WEIGHTS_FILE))
+    return _base.with_preset_methods(model)
+
+
+# ---------------------------------------------------------------------------------------
+# Named presets, made on first use.
+
+
+def resolve_preset(preset, checkpoint=None, log=print):
+    """The directory of `preset`: a preset directory, or a name of `list_presets` (made in
+    the cache on first use). Raises FileNotFoundError (one line: where the checkpoint
+    comes from) when a published preset's checkpoint is not on this machine."""
+    preset = os.fspath(preset)
+    if os.path.isdir(preset):
+        return preset
+    if preset not in PUBLISHED and preset not in BUILTIN:
+        raise ValueError(f"Unknown preset '{preset}': not a directory, and not one of "
+                         f"list_presets() ({len(list_presets())} names, e.g. "
+                         f"{', '.join(list_presets()[:3])}). Received: preset={preset}")
+    cached = os.path.join(home(), "presets", preset)
+    if os.path.isfile(os.path.join(cached, METADATA_FILE)):
+        return cached
+    if preset in BUILTIN:
+        source = os.path.join(_shipped_dir(), BUILTIN[preset])
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"Preset '{preset}' is made from {source}, which ships "
+                                    "with the repository (saved_models/); it is missing.")
+        model = keras.saving.load_model(source, compile=False)
+        _make(cached, model, read_metadata(source))
+    else:
+        _make_published(PUBLISHED[preset], cached, checkpoint, log)
+    log(f"preset '{preset}' saved in {cached}")
+    return cached
+
+
+def _make(cached, model, metadata):
+    """Writes the preset beside `cached`, then renames it there: no half-made preset."""
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=os.path.dirname(cached))
+    try:
+        save_to_preset(model, staging, metadata)
+        if os.path.isdir(cached):
+            shutil.rmtree(cached)
+        os.replace(staging, cached)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _make_published(spec, cached, checkpoint, log):
+    from keras_efficient3d import convert
+
+    path = checkpoint or os.path.join(home(), "checkpoints", spec.checkpoint)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Preset '{spec.name}' is made from {spec.checkpoint}, from {SOURCE}: download it "
+            f"to {path} or pass checkpoint=PATH.")
+    labels = None
+    if spec.labels:
+        from importlib import resources
+
+        text = resources.files("keras_efficient3d").joinpath(
+            f"resources/labels/{spec.labels}").read_text(encoding="utf-8")
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        target = os.path.join(tmp, "converted.keras")
+        convert.convert(path, target, spec.frames, spec.size, normalization=spec.normalization,
+                        labels=labels, log=log)
+        model = keras.saving.load_model(target, compile=False)
+        metadata = read_metadata(target)
+    metadata = dataclasses.replace(
+        metadata, downsample=spec.downsample,
+        extra=dict(metadata.extra, preset=spec.name, dataset=spec.dataset,
+                   paper_top1=spec.top1))
+    _make(cached, model, metadata)
+
+
+def from_preset(preset, checkpoint=None, log=print):
+    """The model of `preset` (a name of `list_presets` or a preset directory), any family.
+
+    Args:
+        preset: preset name or directory.
+        checkpoint: for a published preset not yet made: the downloaded ``.pth``.
+        log: where progress lines go (conversion notes, the cache path).
+    """
+    return load_preset_dir(resolve_preset(preset, checkpoint, log))
+
+
+def _family_name(model_name):
+    family = registry.get_family(model_name)
+    return None if family is None else family.name
+
+
+def builder_from_preset(builder, preset, checkpoint=None, log=print):
+    """`from_preset` that checks the preset holds a model of `builder`'s family."""
+    directory = resolve_preset(preset, checkpoint, log)
+    meta = preset_metadata(directory)
+    recorded = (meta.model or {}).get("model") if meta is not None else None
+    wanted = {f.name for f in registry.families() if f.builder is builder}
+    if recorded and _family_name(recorded) not in wanted:
+        raise ValueError(f"Preset '{preset}' holds a {recorded} model, not a "
+                         f"{builder.__name__}; use keras_efficient3d.presets.from_preset. "
+                         f"Received: preset={preset}")
+    return load_preset_dir(directory)
+
+
+
+
+def attach_to_builders():
+    """``Builder.from_preset(preset, checkpoint=None)`` on every family's builder."""
+    for family in registry.families():
+        family.builder.from_preset = functools.partial(builder_from_preset, family.builder)

@@ -1,0 +1,248 @@
+"""The core tier on every Keras backend: models, conversion, save/load, presets.
+
+Marked ``backends``: ./test.sh runs them again under ``KERAS_BACKEND=jax`` and ``torch``
+(``KERAS_BACKEND=jax python -m pytest -m backends tests/test_backends.py``). Nothing here
+imports TensorFlow itself, except the tf.data input of ``model.fit``, which Keras 3 takes on
+every backend.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_efficient3d as k3
+from keras_efficient3d import backends, convert, presets
+
+pytestmark = pytest.mark.backends
+
+BACKEND = keras.backend.backend()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPE = (8, 32, 32, 3)
+
+
+def _rel(a, b):
+    a, b = (np.asarray(keras.ops.convert_to_numpy(v)) for v in (a, b))
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def _original(reference_dir, name):
+    """The reference checkpoint's clip (NDHWC, as the original's model took it) and logits."""
+    ref = np.load(reference_dir / "pytorch_checkpoints" / f"{name}.npz")
+    clips = ref["clip_uint8_ncdhw"].astype(np.float32) - ref["input_offset"]
+    return clips.transpose(0, 2, 3, 4, 1), ref["logits"]
+
+
+@pytest.fixture(scope="module")
+def converted(reference_dir):
+    model, config, _ = convert.convert_checkpoint(
+        str(reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth"), log=lambda _: None)
+    return model
+
+
+def test_converted_checkpoint_matches_original(converted, reference_dir):
+    clips, logits = _original(reference_dir, "mobilenetv2_0.2x")
+    assert _rel(converted.predict(clips, verbose=0), logits) < 1e-5
+    assert _rel(converted(clips[:1], training=False), logits[:1]) < 1e-5
+
+
+# The JAX tier compiles every model and step anew: two families are left to the full run.
+@pytest.mark.parametrize("name", [
+    pytest.param("shufflenetv1_0.25x_g3", marks=pytest.mark.slow), "shufflenetv2_0.25x",
+    pytest.param("resnet10", marks=pytest.mark.slow)])
+def test_build_predict_train_save_load(name, tmp_path):
+    """Grouped 1x1x1 convs and channel shuffles, channel splits, dense 3x3x3 convs with
+    strided time and shortcut A: built, trained by `fit` on a tf.data pipeline, saved,
+    loaded with the same outputs."""
+    import tensorflow as tf
+
+    shape = k3.registry.get_family(name).small_input
+    keras.utils.set_random_seed(0)
+    model = k3.create_model(name, input_shape=shape, num_classes=3)
+    x = np.random.default_rng(0).normal(size=(4,) + shape).astype(np.float32)
+    before = model.predict(x, verbose=0)
+    np.testing.assert_allclose(np.asarray(keras.ops.convert_to_numpy(model(x))), before,
+                               rtol=1e-4, atol=1e-5)
+    data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 2, 0]))).batch(4)
+    model.compile(optimizer=keras.optimizers.SGD(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(data, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    after = model.predict(x, verbose=0)
+    assert np.isfinite(after).all()  # the moving statistics too (no negative variance)
+    assert _rel(after, before) > 1e-4  # the step changed the weights
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert _rel(loaded.predict(x, verbose=0), after) < 1e-6
+
+
+_NEXT = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}
+
+_LOAD = """
+import sys, json, numpy as np, keras, keras_efficient3d
+model = keras.saving.load_model(sys.argv[1])
+y = model.predict(np.load(sys.argv[2]), verbose=0)
+print(json.dumps({"backend": keras.backend.backend(), "y": y.tolist()}))
+"""
+
+
+def test_keras_file_loads_under_another_backend(converted, reference_dir, tmp_path):
+    """A .keras file saved here loads in a process on the next backend
+    (tensorflow -> jax -> torch -> tensorflow) with the same outputs."""
+    pytest.importorskip(_NEXT[BACKEND] if _NEXT[BACKEND] != "tensorflow" else "tensorflow")
+    clips, logits = _original(reference_dir, "mobilenetv2_0.2x")
+    path, inputs = str(tmp_path / "m.keras"), str(tmp_path / "x.npy")
+    converted.save(path)
+    np.save(inputs, clips[:1])
+    env = dict(os.environ, KERAS_BACKEND=_NEXT[BACKEND],
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", _LOAD, path, inputs], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["backend"] == _NEXT[BACKEND]
+    assert _rel(out["y"], logits[:1]) < 1e-5
+
+
+def test_converter_needs_no_tensorflow(reference_dir):
+    """The checkpoint reader, the converter and the models import no TensorFlow off the
+    TensorFlow backend."""
+    if BACKEND == "tensorflow":
+        pytest.skip("the TensorFlow backend imports TensorFlow")
+    code = ("import sys, keras_efficient3d as k3; from keras_efficient3d import convert; "
+            "m, _, _ = convert.convert_checkpoint(sys.argv[1], 8, 32, log=lambda _: None); "
+            "m.predict(__import__('numpy').zeros((1, 8, 32, 32, 3), 'float32'), verbose=0); "
+            "print('tensorflow' in sys.modules)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run(
+        [sys.executable, "-c", code,
+         str(reference_dir / "pytorch_checkpoints" / "shufflenetv2_0.25x.pth")],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_tensorflow_only_parts_name_their_backend(monkeypatch):
+    monkeypatch.setattr(backends, "backend", lambda: "jax")
+    with pytest.raises(backends.BackendError) as err:
+        backends.require_tensorflow_backend("TFLite conversion")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("TFLite conversion needs the TensorFlow backend")
+    assert "KERAS_BACKEND=jax" in message
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="checks the other backends' message")
+def test_tflite_export_refuses_other_backends(converted):
+    from keras_efficient3d.deploy import tflite
+
+    with pytest.raises(backends.BackendError, match=f"KERAS_BACKEND={BACKEND}"):
+        tflite.convert(converted)
+
+
+# ---------------------------------------------------------------------------------------
+# Presets.
+
+
+@pytest.fixture()
+def preset_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_EFFICIENT3D_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_published_presets_list_the_papers_configurations():
+    names = presets.list_presets()
+    assert len(presets.PUBLISHED) == 38  # 17 configurations x 2 datasets + 4 Kinetics ResNets
+    assert "synthetic_gestures" in names
+    spec = presets.PUBLISHED["mobilenetv2_1.0x_jester"]
+    assert spec.checkpoint == "jester_mobilenetv2_1.0x_RGB_16_best.pth"
+    assert (spec.num_classes, spec.top1, spec.downsample) == (27, 94.59, 2)
+    shuffle = presets.PUBLISHED["shufflenetv1_0.5x_g3_kinetics600"]
+    assert shuffle.checkpoint == "kinetics_shufflenet_0.5x_G3_RGB_16_best.pth"
+    assert (shuffle.num_classes, shuffle.normalization) == (600, "kinetics")
+    assert presets.PUBLISHED["resnext101_kinetics600"].checkpoint == \
+        "kinetics_resnext_101_RGB_16_best.pth"
+    for spec in presets.PUBLISHED.values():  # every one names a buildable configuration
+        assert k3.registry.resolve_name(spec.model)[0] in k3.list_models()
+
+
+def test_published_preset_says_where_its_checkpoint_comes_from(preset_home):
+    with pytest.raises(FileNotFoundError) as err:
+        k3.MobileNetV2_3D.from_preset("mobilenetv2_0.2x_jester")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "jester_mobilenetv2_0.2x_RGB_16_best.pth" in message
+    assert "github.com/okankop/Efficient-3DCNNs" in message
+    assert str(preset_home / "checkpoints") in message
+
+
+def test_published_preset_made_on_first_use(preset_home, reference_dir):
+    checkpoints = preset_home / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    # The reference checkpoint under the authors' file name, as a user would download it.
+    os.symlink(reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth",
+               checkpoints / "jester_mobilenetv2_0.2x_RGB_16_best.pth")
+    lines = []
+    model = k3.MobileNetV2_3D.from_preset("mobilenetv2_0.2x_jester", log=lines.append)
+    cached = preset_home / "presets" / "mobilenetv2_0.2x_jester"
+    assert sorted(os.listdir(cached)) == ["config.json", "metadata.json", "model.weights.h5"]
+    assert any(str(cached) in line for line in lines)
+    clips, logits = _original(reference_dir, "mobilenetv2_0.2x")
+    assert _rel(model.predict(clips, verbose=0), logits) < 1e-5
+    meta = presets.preset_metadata("mobilenetv2_0.2x_jester")
+    assert (meta.frames, meta.size, meta.downsample) == (16, 112, 2)
+    assert meta.labels[0] == "Swiping Left" and len(meta.labels) == 27
+    assert meta.normalization.mean[0] == pytest.approx(114.7748)
+    assert meta.extra["paper_top1"] == 86.43
+    # The second time from the cache: nothing converted.
+    lines.clear()
+    k3.presets.from_preset("mobilenetv2_0.2x_jester", log=lines.append)
+    assert lines == []
+    with pytest.raises(ValueError, match="holds a mobilenetv2 model"):
+        k3.ShuffleNetV2_3D.from_preset("mobilenetv2_0.2x_jester")
+
+
+def test_save_to_preset_round_trip(tmp_path):
+    keras.utils.set_random_seed(1)
+    model = k3.ShuffleNetV2_3D(width_mult=0.25, input_shape=SHAPE, num_classes=4)
+    x = np.random.default_rng(1).normal(size=(1,) + SHAPE).astype(np.float32)
+    metadata = {"model": {"model": "shufflenetv2", "width_mult": 0.25, "num_classes": 4},
+                "input": {"frames": 8, "size": 32}, "labels": list("abcd")}
+    model.save_to_preset(tmp_path / "p", metadata=metadata)
+    meta = json.loads((tmp_path / "p" / "metadata.json").read_text())
+    assert meta["parameter_count"] == model.count_params()
+    assert meta["model_metadata"]["labels"] == list("abcd")
+    loaded = k3.ShuffleNetV2_3D.from_preset(str(tmp_path / "p"))
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    loaded.save_to_preset(tmp_path / "q")  # loaded models have the method too
+    with pytest.raises(ValueError, match="holds a shufflenetv2 model"):
+        k3.MobileNetV2_3D.from_preset(str(tmp_path / "p"))
+
+
+def test_shipped_model_is_a_preset(preset_home):
+    model = presets.from_preset("synthetic_gestures", log=lambda _: None)
+    meta = presets.preset_metadata("synthetic_gestures")
+    assert model.output_shape[-1] == len(meta.labels) == 8
+    shipped = keras.saving.load_model(os.path.join(ROOT, "saved_models", "synthetic_gestures.keras"),
+                                      compile=False)
+    x = np.random.default_rng(2).uniform(0, 255, (1,) + tuple(model.input_shape[1:]))
+    np.testing.assert_allclose(model.predict(x.astype(np.float32), verbose=0),
+                               shipped.predict(x.astype(np.float32), verbose=0), rtol=1e-6)
+
+
+def test_batchnorm_training_variance_is_never_negative():
+    """Channels of nearly equal large values: E[x^2] - E[x]^2 (Keras' moments on JAX and
+    PyTorch) cancels to a negative variance; the layer's statistics stay >= 0 and finite."""
+    layer = k3.layers.batch_norm("bn")
+    rng = np.random.default_rng(0)
+    x = (1000.0 + 1e-3 * rng.normal(size=(2, 1, 1, 1, 64))).astype(np.float32)
+    y = keras.ops.convert_to_numpy(layer(x, training=True))
+    variance = keras.ops.convert_to_numpy(layer.moving_variance)
+    assert np.isfinite(y).all()
+    assert (variance >= 0).all()
+    np.testing.assert_allclose(variance, 0.9 + 0.1 * x.var(axis=(0, 1, 2, 3)), rtol=1e-3)
