@@ -16,7 +16,7 @@ OpenVINO IR (x86 CPUs, Intel GPUs/NPUs).
 
 ONNX is written in the native form (5-D Conv with groups, NCDHW inside) that ONNX Runtime,
 OpenVINO and TensorRT optimise; --onnx_form=taps takes tf2onnx of the 2D-tap TensorFlow
-graph instead (the fallback --onnx_form=auto takes for layers without a native form).
+graph instead (the fallback --onnx_form=auto takes for a layer without a native form).
 The BatchNorm-folded inference form is exported unless --nofold_bn; ONNX exports are
 checked against the Keras model with ONNX Runtime (--noverify to skip), SavedModels by
 loading them back, OpenVINO IR with OpenVINO (int8: top-1 agreement with the Keras model
@@ -40,7 +40,10 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("model_file", None, "A saved .keras model (instead of --model).", **fv)
     cli.define("weights", None, **fv)
     cli.define("format", "onnx", choices=("savedmodel", "onnx", "openvino"), **fv)
-    cli.define("onnx_form", "auto", "(of --format=onnx)", **fv)
+    flags.DEFINE_enum("onnx_form", "auto", ["auto", "native", "taps"],
+                      "ONNX graph (--format=onnx): native (5-D Conv with groups, what ONNX Runtime, "
+                      "OpenVINO and TensorRT optimise), taps (tf2onnx of the 2D-tap TensorFlow graph) "
+                      "or auto (native unless a layer has no native form).", **fv)
     flags.DEFINE_integer("opset", 13, "ONNX opset (13 for TensorRT 8.2 / JetPack 4.6).", **fv)
     cli.define("batch_size", None, "Fixed batch size of the export; dynamic when unset.", **fv)
     cli.define("frames", 16, "(of --model)", **fv)

@@ -219,10 +219,6 @@ VOCABULARY = {
     "json_out": Flag("string", "Also write the results as JSON to this file (in an existing "
                      "folder).", _results_file),
     "format": Flag("enum", "Form of the output."),  # each tool gives its choices
-    "onnx_form": Flag("enum", "ONNX graph: native (5-D Conv with groups, what ONNX Runtime, "
-                      "OpenVINO and TensorRT optimise), taps (tf2onnx of the 2D-tap TensorFlow "
-                      "graph) or auto (native unless a layer has no native form, e.g. a "
-                      "quantization-aware model).", choices=("auto", "native", "taps")),
 }
 
 
