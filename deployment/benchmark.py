@@ -62,9 +62,7 @@ def define_flags(flag_values=flags.FLAGS):
     define_timing_flags(flag_values, "(TensorFlow intra-op threads)")
     flags.DEFINE_bool("folded", True, "Also time the BatchNorm-folded inference form.",
                       flag_values=flag_values)
-    flags.DEFINE_string("peers_json", None, "benchmark_pytorch.py rows of this machine, to "
-                        "compare with.", flag_values=flag_values)
-    flags.register_validator("peers_json", cli.existing_file, flag_values=flag_values)
+    cli.define("peers_json", None, flag_values=flag_values)
     cli.define_alias("pytorch_json", "peers_json", flag_values=flag_values)
 
 

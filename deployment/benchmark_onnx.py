@@ -107,12 +107,8 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("json_out", None, "The report.", **fv)
     cli.define("model", None, "(the configuration the file was exported from: adds MAC/s "
                "beside the GEMM peak, and the peers of --peers_json)", **fv)
-    flags.DEFINE_string("peers_json", None, "benchmark_pytorch.py rows measured on this "
-                        "machine (needs --model): the original's timings and the speed-up "
-                        "against the best of them.", **fv)
-    flags.register_validator("peers_json", cli.existing_file, **fv)
-    flags.DEFINE_bool("gemm_peak", True, "With --model: measure this machine's fp32 GEMM "
-                      "peak at --threads first.", **fv)
+    cli.define("peers_json", None, "(needs --model)", **fv)
+    cli.define("gemm_peak", True, "(needs --model)", **fv)
     cli.define_alias("onnx", "model_file", **fv)
     cli.define_alias("iterations", "runs", **fv)
     cli.define_alias("json", "json_out", **fv)

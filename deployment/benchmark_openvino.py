@@ -161,12 +161,8 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer("rounds", 3, "Turns over the precisions (A, B, A, B, ...).",
                          lower_bound=1, **fv)
     cli.define("json_out", "openvino_timing.json", "The Markdown table goes beside it (.md).", **fv)
-    flags.DEFINE_string("peers_json", None, "benchmark_pytorch.py rows measured on this "
-                        "machine: adds the peers' latencies (PyTorch, ONNX Runtime, OpenVINO) "
-                        "and the speed-up against the best of them at 2 threads.", **fv)
-    flags.register_validator("peers_json", cli.existing_file, **fv)
-    flags.DEFINE_bool("gemm_peak", True, "Measure this machine's fp32 GEMM peak at each "
-                      "thread count and show each model's achieved MAC/s as a share of it.", **fv)
+    cli.define("peers_json", None, "(compared at 2 threads)", **fv)
+    cli.define("gemm_peak", True, **fv)
     cli.define_alias("output", "json_out", **fv)
     cli.define_alias("pytorch_json", "peers_json", **fv)
 

@@ -91,10 +91,8 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("repo", None, "A checkout of the original Efficient-3DCNNs code: adds "
                         "the peers (needs PyTorch).", **fv)
     flags.register_validator("repo", cli.existing_folder, **fv)
-    flags.DEFINE_string("peers_json", None, "Instead of --repo: the peers' rows written by "
-                        "benchmark_pytorch.py --json_out on this machine (a separate PyTorch "
-                        "environment; not interleaved with ours).", **fv)
-    flags.register_validator("peers_json", cli.existing_file, **fv)
+    cli.define("peers_json", None, "Instead of --repo (written in a separate PyTorch "
+               "environment; not interleaved with ours).", **fv)
     flags.DEFINE_list("runtimes", list(OURS), f"Our runtimes, comma-separated ({', '.join(OURS)}).",
                       **fv)
     flags.register_validator("runtimes", _runtimes, **fv)
@@ -108,8 +106,7 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("runs", 10, "(per runtime and round)", **fv)
     flags.DEFINE_integer("rounds", 3, "Interleaved rounds over all runtimes of a model.",
                          lower_bound=1, **fv)
-    flags.DEFINE_bool("gemm_peak", True, "Measure this machine's fp32 GEMM peak at --threads "
-                      "and show each runtime's MAC/s as a share of it.", **fv)
+    cli.define("gemm_peak", True, **fv)
     cli.define("json_out", "targets.json", "The Markdown table goes beside it (.md).", **fv)
 
 

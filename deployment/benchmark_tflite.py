@@ -46,12 +46,8 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("runs", 30, "(invokes per setting)", **fv)
     cli.define("warmup", 5, **fv)
     cli.define("json_out", "tflite_timing.json", "The Markdown table goes beside it (.md).", **fv)
-    flags.DEFINE_string("peers_json", None, "benchmark_pytorch.py rows measured on this "
-                        "machine: adds the peers' latencies (PyTorch, ONNX Runtime, OpenVINO) "
-                        "and the speed-up against the best of them at 2 threads.", **fv)
-    flags.register_validator("peers_json", cli.existing_file, **fv)
-    flags.DEFINE_bool("gemm_peak", True, "Measure this machine's fp32 GEMM peak at each "
-                      "thread count and show each model's achieved MAC/s as a share of it.", **fv)
+    cli.define("peers_json", None, "(compared at 2 threads)", **fv)
+    cli.define("gemm_peak", True, **fv)
     flags.DEFINE_bool("op_profile", False, "Instead of the models: fp32 and int8 of each op "
                       "class of a MobileNetV2 block at --frames x 56 x 56, 24 channels "
                       "(pointwise, depthwise taps, ADD), at the first --threads.", **fv)

@@ -45,6 +45,11 @@ flag                   meaning                                                 t
                        folder must exist)
 ``--format``           the form of the output (export: onnx, savedmodel;       enum
                        complexity: table, json, csv)
+``--peers_json``       rows of deployment/benchmark_pytorch.py measured on     existing file
+                       this machine: the original model's timings (timing
+                       scripts)
+``--gemm_peak``        measure this machine's fp32 GEMM peak and show each     bool
+                       model's MAC/s as a share of it (timing scripts)
 =====================  ======================================================  ==================
 
 Flags of one tool only (``--opset``, ``--lr_schedule``, ...) stay in that tool. Dashed
@@ -219,6 +224,11 @@ VOCABULARY = {
     "json_out": Flag("string", "Also write the results as JSON to this file (in an existing "
                      "folder).", _results_file),
     "format": Flag("enum", "Form of the output."),  # each tool gives its choices
+    "peers_json": Flag("string", "Rows of deployment/benchmark_pytorch.py measured on this "
+                       "machine: the original model in PyTorch, ONNX Runtime and OpenVINO, "
+                       "and our speed-up against the best of them.", existing_file),
+    "gemm_peak": Flag("bool", "Measure this machine's fp32 GEMM peak at the timed thread "
+                      "counts and show each model's achieved MAC/s as a share of it."),
 }
 
 
