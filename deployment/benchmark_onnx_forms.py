@@ -88,8 +88,7 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("threads", 2, **fv)
     cli.define("warmup", 5, "(per round)", **fv)
     cli.define("runs", 30, "(per round)", **fv)
-    flags.DEFINE_integer("rounds", 3, "Interleaved rounds (native, taps, native, taps, ...).",
-                         lower_bound=1, **fv)
+    cli.define("rounds", 3, "(native, taps, native, taps, ...)", **fv)
     cli.define("json_out", None, **fv)
 
 

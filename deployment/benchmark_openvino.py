@@ -158,8 +158,7 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("num_classes", 600, **fv)
     cli.define("runs", 20, "(per setting and round)", **fv)
     cli.define("warmup", 5, **fv)
-    flags.DEFINE_integer("rounds", 3, "Turns over the precisions (A, B, A, B, ...).",
-                         lower_bound=1, **fv)
+    cli.define("rounds", 3, "(over the precisions: A, B, A, B, ...)", **fv)
     cli.define("json_out", "openvino_timing.json", "The Markdown table goes beside it (.md).", **fv)
     cli.define("peers_json", None, "(compared at 2 threads)", **fv)
     cli.define("gemm_peak", True, **fv)

@@ -104,8 +104,7 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("num_classes", 600, **fv)
     cli.define("warmup", 3, "(per runtime and round)", **fv)
     cli.define("runs", 10, "(per runtime and round)", **fv)
-    flags.DEFINE_integer("rounds", 3, "Interleaved rounds over all runtimes of a model.",
-                         lower_bound=1, **fv)
+    cli.define("rounds", 3, "(over all runtimes of a model)", **fv)
     cli.define("gemm_peak", True, **fv)
     cli.define("json_out", "targets.json", "The Markdown table goes beside it (.md).", **fv)
 

@@ -40,7 +40,7 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_string("base", "HEAD~1", "The git revision to compare this checkout with.", **fv)
     flags.DEFINE_list("what", list(WHAT), f"What to time: {', '.join(WHAT)}.", **fv)
     cli.define("models", None, "Registry/configuration names (default: per --what, the README's).", **fv)
-    flags.DEFINE_integer("rounds", 2, "Alternating rounds.", lower_bound=1, **fv)
+    cli.define("rounds", 2, "(the two trees alternate)", **fv)
     cli.define("frames", 16, **fv)
     cli.define("size", 112, **fv)
     cli.define("runs", 15, **fv)

@@ -35,6 +35,8 @@ flag                   meaning                                                 t
                        list in a benchmark that sweeps them
 ``--warmup``           untimed runs first                                      int >= 0
 ``--runs``             timed runs                                              int >= 1
+``--rounds``           interleaved rounds: each setting timed once a round,    int >= 1
+                       in turns (timing scripts)
 ``--precision``        TFLite precision: fp32, fp16, dynamic, int8             enum
 ``--seed``             random seed                                             int
 ``--videos_per_class`` synthetic videos per class                              int >= 1
@@ -217,6 +219,8 @@ VOCABULARY = {
     "threads": Flag("integer", "CPU threads of the runtime (0: its default).", minimum=0),
     "warmup": Flag("integer", "Untimed runs first.", minimum=0),
     "runs": Flag("integer", "Timed runs.", minimum=1),
+    "rounds": Flag("integer", "Interleaved rounds: every setting is timed once a round, in "
+                   "turns, so that a change of the machine's load hits them alike.", minimum=1),
     "precision": Flag("enum", "TFLite precision.", choices=("fp32", "fp16", "dynamic", "int8")),
     "seed": Flag("integer", "Random seed."),
     "videos_per_class": Flag("integer", "Synthetic videos per class.", minimum=1),
