@@ -31,12 +31,6 @@ DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "sh
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def _precisions(values):
-    unknown = [value for value in values if value not in PRECISIONS]
-    if unknown or not values:
-        raise flags.ValidationError(f"each of {', '.join(PRECISIONS)}; not {', '.join(unknown)}")
-    return True
-
 
 def export_model(name, precision, folder, input_shape=(16, 112, 112, 3), num_classes=600,
                  calibration_clips=8, seed=0):
@@ -151,7 +145,7 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("model_file", None, "An OpenVINO .xml file to time instead of --models.", **fv)
     flags.DEFINE_list("precisions", ["fp32", "int8"], "OpenVINO precisions, comma-separated "
                       f"({', '.join(PRECISIONS)}; fp16: fp16-compressed weights).", **fv)
-    flags.register_validator("precisions", _precisions, **fv)
+    flags.register_validator("precisions", cli.each_of(PRECISIONS), **fv)
     cli.define("threads", [2], multiple=True, **fv)
     cli.define("frames", 16, **fv)
     cli.define("size", 112, **fv)

@@ -41,12 +41,6 @@ from benchmark import cli, define_timing_flags, timed, write_rows
 PEERS = ("pytorch", "onnxruntime", "openvino")
 
 
-def _peers(values):
-    unknown = [value for value in values if value not in PEERS]
-    if unknown or not values:
-        raise flags.ValidationError(f"each of {', '.join(PEERS)}; not {', '.join(unknown)}")
-    return True
-
 
 def define_flags(flag_values=flags.FLAGS):
     define_timing_flags(flag_values, "(torch.set_num_threads, ONNX Runtime's intra-op "
@@ -57,7 +51,7 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_list("peers", list(PEERS), "What runs the original model, comma-separated "
                       f"({', '.join(PEERS)}); a runtime that is not installed is skipped.",
                       flag_values=flag_values)
-    flags.register_validator("peers", _peers, flag_values=flag_values)
+    flags.register_validator("peers", cli.each_of(PEERS), flag_values=flag_values)
     flags.DEFINE_string("onnx_dir", None, "Where the original's ONNX exports are written "
                         "(default: a temporary folder).", flag_values=flag_values)
 

@@ -34,15 +34,6 @@ DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "sh
                   "squeezenet_1.1", "mobilenetv2_0.2x"]
 
 
-def _runtimes(values):
-    from keras_efficient3d.deploy.targets import OURS
-
-    unknown = [value for value in values if value not in OURS]
-    if unknown or not values:
-        raise flags.ValidationError(f"each of {', '.join(OURS)}; not {', '.join(unknown)}")
-    return True
-
-
 def original_steps(repo, input_shape, num_classes, threads, folder):
     """A function of a model name returning the peers' steps (``original-pytorch``,
     ``original-onnxruntime``, ``original-openvino``: the original model built from `repo`
@@ -95,7 +86,7 @@ def define_flags(flag_values=flags.FLAGS):
                "environment; not interleaved with ours).", **fv)
     flags.DEFINE_list("runtimes", list(OURS), f"Our runtimes, comma-separated ({', '.join(OURS)}).",
                       **fv)
-    flags.register_validator("runtimes", _runtimes, **fv)
+    flags.register_validator("runtimes", cli.each_of(OURS), **fv)
     flags.DEFINE_string("work_dir", "benchmark_targets_work", "Where the exports are written "
                         "and reused.", **fv)
     cli.define("threads", 2, **fv)

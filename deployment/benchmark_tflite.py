@@ -26,19 +26,13 @@ DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "sh
 PRECISIONS = cli.VOCABULARY["precision"].choices
 
 
-def _precisions(values):
-    unknown = [value for value in values if value not in PRECISIONS]
-    if unknown or not values:
-        raise flags.ValidationError(f"each of {', '.join(PRECISIONS)}; not {', '.join(unknown)}")
-    return True
-
 
 def define_flags(flag_values=flags.FLAGS):
     fv = {"flag_values": flag_values}
     cli.define("models", DEFAULT_MODELS, **fv)
     flags.DEFINE_list("precisions", list(PRECISIONS), "TFLite precisions, comma-separated "
                       f"({', '.join(PRECISIONS)}).", **fv)
-    flags.register_validator("precisions", _precisions, **fv)
+    flags.register_validator("precisions", cli.each_of(PRECISIONS), **fv)
     cli.define("threads", [1, 2, 4], multiple=True, **fv)
     cli.define("frames", 16, **fv)
     cli.define("size", 112, **fv)

@@ -95,6 +95,17 @@ EXPECTED_ERRORS = (ValueError, OSError, zipfile.BadZipFile, app.UsageError, flag
 # --------------------------------------------------------------------------- checks
 
 
+def each_of(choices):
+    """A check of a list flag: at least one value, each of `choices`."""
+    def check(values):
+        unknown = [value for value in values if value not in choices]
+        if unknown or not values:
+            raise flags.ValidationError(f"each of {', '.join(choices)}; not {', '.join(unknown)}")
+        return True
+
+    return check
+
+
 # An empty string is unset, as None is (TrainConfig's data_root defaults to "").
 
 
