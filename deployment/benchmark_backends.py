@@ -1,15 +1,21 @@
-"""Inference and training speed of the models on Keras' TensorFlow, JAX and PyTorch backends.
+r"""Inference and training speed of the models on Keras' TensorFlow, JAX and PyTorch backends,
+against the original PyTorch code, in the same interleaved rounds.
 
-    python deployment/benchmark_backends.py --models=mobilenetv2_1.0x,shufflenetv2_1.0x \
-        --backends=tensorflow,jax,torch --rounds=5 --threads=2
+    git clone https://github.com/okankop/Efficient-3DCNNs /tmp/Efficient-3DCNNs
+    python deployment/benchmark_backends.py --repo=/tmp/Efficient-3DCNNs \
+        --models=mobilenetv2_1.0x,shufflenetv2_1.0x --rounds=5 --json_out=backends.json
+    python deployment/benchmark_backends.py --backends=jax,torch --modes=train   # ours only
 
-One worker process per (backend, model, mode) is started and warmed up (tracing, XLA
-compilation); then the rounds interleave them (A, B, C, A, B, C...) so that a load change on
-the machine hits every backend alike, and each prints the median over rounds. Inference is
-``model.predict_on_batch`` at batch 1 (the backend's compiled predict step: a tf.function,
-a jax.jit, PyTorch eager under no_grad); training ``model.train_on_batch`` (SGD, momentum
-0.9) at ``--train_batch``. Input 16x112x112 by default. The original PyTorch code is timed
-by ``benchmark_pytorch.py`` the same way.
+One worker process per (model, mode, runtime) is started and warmed up (tracing, XLA
+compilation) one at a time; then the rounds interleave them (A, B, C, A, B, C...) so that a
+load change on the machine hits every runtime alike; each row gives the median over the
+rounds and their min-max. Inference is ``model.predict_on_batch`` at batch 1 (the backend's
+compiled predict step: a tf.function, a jax.jit, PyTorch eager under no_grad); training is
+``model.fit`` on ``--train_batch`` clips per step (SGD, momentum 0.9), ``--runs`` steps per
+call. With ``--repo`` (and PyTorch installed) the original model (built by
+``benchmark_pytorch.py``'s functions from that checkout) is timed in the same rounds:
+``model(x)`` under no_grad, and a forward, backward and SGD step of its own optimizer, and
+each row says how many times faster than it ours is (``vs_original``).
 """
 
 import json
@@ -18,117 +24,221 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-flags.DEFINE_list("models", ["mobilenetv2_1.0x", "shufflenetv2_1.0x"], "Registry names.")
-flags.DEFINE_list("backends", ["tensorflow", "jax", "torch"], "Keras backends.")
-flags.DEFINE_list("modes", ["inference", "train"], "inference and/or train.")
-flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
-flags.DEFINE_integer("steps", 5, "Calls per round.")
-flags.DEFINE_integer("train_batch", 4, "Clips per training step.")
-flags.DEFINE_integer("threads", 2, "Threads of each backend.")
-flags.DEFINE_integer("frames", 16, "Frames per clip.")
-flags.DEFINE_integer("size", 112, "Frame size.")
-flags.DEFINE_string("output", None, "Optional JSON file of the results.")
-FLAGS = flags.FLAGS
+from keras_efficient3d import cli
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKENDS = ("tensorflow", "jax", "torch")
+MODES = ("inference", "train")
+ORIGINAL = "original-pytorch"  # the runtime label of the original code's rows
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
 
 
-def _thread_env(backend, threads):
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
-               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               TF_NUM_INTEROP_THREADS="1", TF_NUM_INTRAOP_THREADS=str(threads),
-               XLA_FLAGS=f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}",
-               PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]))
-    return env
+def define_flags(flag_values=flags.FLAGS):
+    fv = {"flag_values": flag_values}
+    cli.define("models", ["mobilenetv2_1.0x", "shufflenetv2_1.0x"], **fv)
+    flags.DEFINE_list("backends", list(BACKENDS),
+                      f"Keras backends, comma-separated ({', '.join(BACKENDS)}).", **fv)
+    flags.register_validator("backends", cli.each_of(BACKENDS), **fv)
+    flags.DEFINE_list("modes", list(MODES), "inference and/or train.", **fv)
+    flags.register_validator("modes", cli.each_of(MODES), **fv)
+    flags.DEFINE_string("repo", None, "A checkout of the original Efficient-3DCNNs code: times "
+                        "the original model in PyTorch in the same rounds.", **fv)
+    flags.register_validator("repo", cli.existing_folder, **fv)
+    cli.define("rounds", 5, **fv)
+    cli.define("warmup", 3, "(per worker, before the rounds)", **fv)
+    cli.define("runs", 3, "(inference calls or training steps per worker and round)", **fv)
+    flags.DEFINE_integer("train_batch", 4, "Clips per training step.", lower_bound=1, **fv)
+    cli.define("threads", 2, **fv)
+    cli.define("frames", 16, **fv)
+    cli.define("size", 112, **fv)
+    cli.define("num_classes", 27, **fv)
+    cli.define("json_out", None, **fv)
 
 
-def worker(model_name, mode, frames, size, train_batch, threads):
-    """Runs in the worker process: builds, warms up, then answers 'N' lines with the
-    seconds of N calls."""
+def _worker_env(backend, threads):
+    threads = str(threads)
+    return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
+                OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
+                TF_NUM_INTEROP_THREADS="1", TF_NUM_INTRAOP_THREADS=threads,
+                XLA_FLAGS=f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}",
+                PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]))
+
+
+def keras_step(name, mode, input_shape, num_classes, train_batch, runs, threads):
+    """A call of the registry model `name` on the current Keras backend: `runs` inference
+    calls at batch 1, or `model.fit` over `runs` steps of `train_batch` random clips."""
     import keras
     import numpy as np
 
     import keras_efficient3d as k3
 
-    if keras.backend.backend() == "torch":
+    backend = keras.backend.backend()
+    if backend == "torch":
         import torch
 
         torch.set_num_threads(threads)
-    elif keras.backend.backend() == "tensorflow":
+    elif backend == "tensorflow":
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    model = k3.create_model(model_name, input_shape=(frames, size, size, 3), num_classes=27)
+    model = k3.create_model(name, input_shape=input_shape, num_classes=num_classes)
     rng = np.random.default_rng(0)
     if mode == "inference":
-        x = rng.normal(size=(1, frames, size, size, 3)).astype(np.float32)
+        x = rng.normal(size=(1,) + tuple(input_shape)).astype(np.float32)
 
         def step():
-            model.predict_on_batch(x)
+            for _ in range(runs):
+                model.predict_on_batch(x)
+        return step
+    x = rng.normal(size=(train_batch * runs,) + tuple(input_shape)).astype(np.float32)
+    y = rng.integers(0, num_classes, len(x))
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    def step():
+        model.fit(x, y, batch_size=train_batch, epochs=1, shuffle=False, verbose=0)
+    return step
+
+
+def original_step(repo, name, mode, input_shape, num_classes, train_batch, runs, threads):
+    """The same call of the original model (`benchmark_pytorch.original_step`)."""
+    import torch
+
+    sys.path.insert(0, _HERE)
+    try:
+        import benchmark_pytorch as original
+    finally:
+        sys.path.pop(0)
+    torch.set_num_threads(threads)
+    frames, size = input_shape[0], input_shape[1]
+    model = original.build(repo, name, num_classes, frames, size)
+    batch = 1 if mode == "inference" else train_batch
+    one, _ = original.original_step(model, mode, batch, frames, size, num_classes)
+
+    def step():
+        for _ in range(runs):
+            one()
+    return step
+
+
+def worker(argv):
+    """The worker process: builds its step, warms it up, prints 'ready', then answers each
+    line of stdin with the seconds of one step (a call of `runs` inference calls or
+    training steps)."""
+    runtime, repo, name, mode = argv[:4]
+    frames, size, num_classes, train_batch, runs, warmup, threads = (int(v) for v in argv[4:])
+    shape = (frames, size, size, 3)
+    if runtime == ORIGINAL:
+        step = original_step(repo, name, mode, shape, num_classes, train_batch, runs, threads)
     else:
-        x = rng.normal(size=(train_batch, frames, size, size, 3)).astype(np.float32)
-        y = rng.integers(0, 27, train_batch)
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-
-        def step():
-            model.train_on_batch(x, y)
-    for _ in range(3):
+        step = keras_step(name, mode, shape, num_classes, train_batch, runs, threads)
+    for _ in range(max(1, warmup)):
         step()
     print("ready", flush=True)
-    for line in sys.stdin:
-        n = int(line)
+    for _ in sys.stdin:
         start = time.perf_counter()
-        for _ in range(n):
-            step()
+        step()
         print(time.perf_counter() - start, flush=True)
 
 
-def main(argv):
-    del argv
+def _start(runtime, repo, name, mode, settings, threads):
+    args = [sys.executable, os.path.abspath(__file__), "--worker", runtime, repo or "", name,
+            mode] + [str(v) for v in settings]
+    env = _worker_env("torch" if runtime == ORIGINAL else runtime, threads)
+    proc = subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    if line != "ready":
+        proc.kill()
+        last = [t for t in proc.stderr.read().splitlines() if t.strip()][-1:] or ["no output"]
+        raise RuntimeError(f"the {runtime} worker for {name} ({mode}) failed: {last[0]}")
+    return proc
+
+
+def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, warmup=3,
+                 runs=3, train_batch=4, threads=2, frames=16, size=112, num_classes=27,
+                 log=print):
+    """Times every (model, mode, runtime) of `backends` (and the original, with `repo`) in
+    interleaved rounds; returns one row each: model, mode, runtime, batch, median ms per
+    inference call or training step, min and max over the rounds, clips/s and, with
+    `repo`, ``vs_original`` (the original's median / ours)."""
+    if rounds < 1:
+        raise ValueError(f"`rounds` must be >= 1. Received: rounds={rounds}")
+    runtimes = list(backends) + ([ORIGINAL] if repo else [])
+    settings = (frames, size, num_classes, train_batch, runs, warmup, threads)
     jobs = {}
-    for model in FLAGS.models:
-        for mode in FLAGS.modes:
-            for backend in FLAGS.backends:
-                args = [sys.executable, os.path.abspath(__file__), "--worker", model, mode,
-                        str(FLAGS.frames), str(FLAGS.size), str(FLAGS.train_batch),
-                        str(FLAGS.threads)]
-                # One at a time: warm-up (XLA compilation) of one does not slow another's.
-                proc = subprocess.Popen(args, env=_thread_env(backend, FLAGS.threads),
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                while proc.stdout.readline().strip() != "ready":
-                    if proc.poll() is not None:
-                        raise SystemExit(f"benchmark_backends: error: the {backend} worker for "
-                                         f"{model} {mode} failed (exit {proc.returncode}).")
-                jobs[(model, mode, backend)] = (proc, [])
-    for _ in range(FLAGS.rounds):
-        for proc, times in jobs.values():
-            proc.stdin.write(f"{FLAGS.steps}\n")
-            proc.stdin.flush()
-            times.append(float(proc.stdout.readline()) / FLAGS.steps)
+    try:
+        for name in models:
+            for mode in modes:
+                for runtime in runtimes:
+                    # One warm-up at a time: one's XLA compilation does not slow another's.
+                    if log:
+                        log(f"warming up {runtime} {name} {mode}")
+                    jobs[(name, mode, runtime)] = (
+                        _start(runtime, repo, name, mode, settings, threads), [])
+        for _ in range(rounds):
+            for proc, times in jobs.values():
+                proc.stdin.write("1\n")
+                proc.stdin.flush()
+                times.append(float(proc.stdout.readline()) / runs)
+    finally:
+        for proc, _ in jobs.values():
+            proc.kill()
+            proc.wait()
     rows = []
-    for (model, mode, backend), (proc, times) in jobs.items():
-        proc.stdin.close()
-        proc.wait()
+    for (name, mode, runtime), (_, times) in jobs.items():
         median = sorted(times)[len(times) // 2]
-        clips = 1 if mode == "inference" else FLAGS.train_batch
-        rows.append({"model": model, "mode": mode, "backend": backend,
-                     "ms_per_step": round(1000 * median, 1),
-                     "clips_per_s": round(clips / median, 2)})
-    print(f"{'model':20} {'mode':10} {'backend':11} {'ms/step':>9} {'clips/s':>8}")
+        batch = 1 if mode == "inference" else train_batch
+        rows.append({"model": name, "mode": mode, "runtime": runtime, "batch_size": batch,
+                     "threads": threads, "input": f"{frames}x{size}x{size}",
+                     "median_ms": 1000 * median, "min_ms": 1000 * min(times),
+                     "max_ms": 1000 * max(times), "clips_per_s": batch / median})
+    for row in rows:
+        original = jobs.get((row["model"], row["mode"], ORIGINAL))
+        if original and row["runtime"] != ORIGINAL:
+            original_ms = 1000 * sorted(original[1])[len(original[1]) // 2]
+            row["vs_original"] = original_ms / row["median_ms"]
+    return rows
+
+
+def format_backends(rows):
+    """The rows as a Markdown table."""
+    lines = ["| model | mode | runtime | batch | ms (min-max) | clips/s | vs original |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        print(f"{r['model']:20} {r['mode']:10} {r['backend']:11} {r['ms_per_step']:9.1f} "
-              f"{r['clips_per_s']:8.2f}")
-    if FLAGS.output:
-        with open(FLAGS.output, "w", encoding="utf-8") as handle:
+        ratio = f"{r['vs_original']:.2f}x" if "vs_original" in r else "-"
+        lines.append(f"| {r['model']} | {r['mode']} | {r['runtime']} | {r['batch_size']} | "
+                     f"{r['median_ms']:.0f} ({r['min_ms']:.0f}-{r['max_ms']:.0f}) | "
+                     f"{r['clips_per_s']:.2f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv, flag_values=flags.FLAGS):
+    del argv
+    import importlib.util
+
+    from keras_efficient3d import registry
+
+    f = flag_values
+    for name in f.models:  # an unknown name is reported before anything starts
+        registry.resolve_name(name)
+    if f.repo and importlib.util.find_spec("torch") is None:
+        raise cli.UsageError(f"--repo={f.repo}: timing the original model needs PyTorch in "
+                             "this environment (pip install torch), or leave out --repo")
+    rows = run_backends(f.models, f.backends, f.modes, f.repo, f.rounds, f.warmup, f.runs,
+                        f.train_batch, f.threads, f.frames, f.size, f.num_classes,
+                        log=lambda line: print(line, file=sys.stderr))
+    print(format_backends(rows))
+    if f.json_out:
+        with open(f.json_out, "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=2)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], sys.argv[3], *(int(v) for v in sys.argv[4:8]))
+        worker(sys.argv[2:])
     else:
-        app.run(main)
+        cli.run(main, define_flags)

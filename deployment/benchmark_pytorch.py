@@ -158,6 +158,34 @@ def _missing(form):
     return None
 
 
+def original_step(model, mode, batch, frames, size, num_classes):
+    """One timed call of the original `model` and its random input clip ``(batch, 3,
+    frames, size, size)``: at inference ``model(x)`` under ``torch.no_grad()`` in eval mode;
+    in training a forward, cross-entropy backward and SGD step (the original's optimizer:
+    momentum 0.9, dampening 0.9, weight decay 1e-3) in train mode."""
+    import torch
+
+    x = torch.rand(batch, 3, frames, size, size)
+    if mode == "inference":
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                model(x)
+        return step, x
+    model.train()
+    y = torch.randint(0, num_classes, (batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, dampening=0.9,
+                          weight_decay=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    return step, x
+
+
 def run(repo, models, mode="inference", batch_sizes=(1, 8), frames=16, size=112,
         num_classes=600, threads=2, warmup=3, runs=15, peers=PEERS, onnx_dir=None, log=print):
     """Times each model in each of `peers` (`PEERS`; the ONNX ones at inference only, each
@@ -195,24 +223,7 @@ def run(repo, models, mode="inference", batch_sizes=(1, 8), frames=16, size=112,
         for name in models:
             model = build(repo, name, num_classes, frames, size)
             for batch in batch_sizes:
-                x = torch.rand(batch, 3, frames, size, size)
-                if mode == "inference":
-                    model.eval()
-
-                    def step():
-                        with torch.no_grad():
-                            model(x)
-                else:
-                    model.train()
-                    y = torch.randint(0, num_classes, (batch,))
-                    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
-                                          dampening=0.9, weight_decay=1e-3)
-                    loss_fn = torch.nn.CrossEntropyLoss()
-
-                    def step():
-                        opt.zero_grad()
-                        loss_fn(model(x), y).backward()
-                        opt.step()
+                step, x = original_step(model, mode, batch, frames, size, num_classes)
                 if "pytorch" in peers:
                     add(name, "pytorch", batch, timed(step, warmup, runs))
                 if onnx_peers:

@@ -246,3 +246,102 @@ def test_batchnorm_training_variance_is_never_negative():
     assert np.isfinite(y).all()
     assert (variance >= 0).all()
     np.testing.assert_allclose(variance, 0.9 + 0.1 * x.var(axis=(0, 1, 2, 3)), rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------
+# The backends' own kernels (layers/native.py) against the 2D-tap form through keras.ops.
+
+_KERNEL_CASES = {  # name: (layer factory, input shape)
+    "dense_3x3x3_spatial_stride": (lambda: k3.layers.Conv3D(6, 3, (1, 2, 2), 1), (2, 4, 9, 9, 3)),
+    "dense_strided_time_bias": (lambda: k3.layers.Conv3D(6, 3, 2, 1, use_bias=True),
+                                (2, 5, 8, 8, 4)),
+    "pointwise_bias": (lambda: k3.layers.Conv3D(8, 1, use_bias=True), (2, 3, 5, 5, 6)),
+    "pointwise_strided": (lambda: k3.layers.Conv3D(8, 1, 2), (2, 4, 6, 6, 6)),
+    "grouped_pointwise": (lambda: k3.layers.Conv3D(9, 1, groups=3), (2, 3, 5, 5, 6)),
+    "grouped_3x3x3": (lambda: k3.layers.Conv3D(8, 3, 1, 1, groups=4), (2, 4, 6, 6, 8)),
+    "depthwise_bias": (lambda: k3.layers.DepthwiseConv3D(3, 1, 1, use_bias=True),
+                       (2, 4, 7, 7, 5)),
+    "depthwise_strided": (lambda: k3.layers.DepthwiseConv3D(3, 2, 1), (2, 5, 9, 9, 5)),
+    "depthwise_one_frame": (lambda: k3.layers.DepthwiseConv3D(3, (1, 2, 2), 1), (2, 1, 4, 4, 5)),
+}
+
+
+def _no_grad():
+    """PyTorch's inference mode (where its depthwise kernel is a conv3d), else nothing."""
+    if BACKEND == "torch":
+        import torch
+
+        return torch.no_grad()
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("case", sorted(_KERNEL_CASES))
+def test_backend_kernels_equal_the_taps_form(case, monkeypatch):
+    """conv5d / depthwise5d (PyTorch: conv3d on channels-last views, depthwise as conv2d
+    per tap under autograd; JAX: matrix products, XLA convolutions, shifted sums) give the
+    2D-tap form's outputs; TensorFlow keeps the forms of layers/forms.py."""
+    from keras_efficient3d.layers import native
+
+    make, shape = _KERNEL_CASES[case]
+    layer = make()
+    grouped_3d = case == "grouped_3x3x3"
+    taken = BACKEND == "torch" or (BACKEND == "jax" and not grouped_3d)
+    assert native.backend_takes(layer.kernel_size, getattr(layer, "groups", 1)) is taken
+    x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    layer.build(shape)
+    if layer.bias is not None:
+        layer.bias.assign(np.linspace(-1, 1, layer.bias.shape[0]).astype(np.float32))
+    outputs = [layer(x)]
+    with _no_grad():
+        outputs.append(layer(x))
+    monkeypatch.setattr(native, "backend_takes", lambda *args: False)
+    expected = layer(x)
+    assert tuple(expected.shape) == tuple(layer.compute_output_shape(shape))
+    for y in outputs:
+        assert tuple(y.shape) == tuple(expected.shape)
+        assert _rel(y, expected) < 1e-5
+
+
+def test_backend_kernels_train_like_the_taps_form(monkeypatch):
+    """One SGD step through dense, depthwise (strided), pointwise and grouped kernels with
+    BatchNorm: the backend's kernels (and PyTorch's fused BatchNorm) give the loss, weights
+    and moving statistics of the 2D-tap form through keras.ops."""
+    from keras_efficient3d.layers import native, normalization
+
+    L = k3.layers
+    shape = (4, 16, 16, 3)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4,) + shape).astype(np.float32)
+    y = np.array([0, 2, 1, 0])
+
+    def build():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([
+            keras.Input(shape), L.Conv3D(8, 3, (1, 2, 2), 1), L.batch_norm("bn1"),
+            keras.layers.ReLU(6.0), L.DepthwiseConv3D(3, 2, 1), L.batch_norm("bn2"),
+            L.Conv3D(12, 1, groups=2), L.batch_norm("bn3"), keras.layers.ReLU(),
+            L.Conv3D(6, 1, use_bias=True), keras.layers.GlobalAveragePooling3D(),
+            keras.layers.Dense(3)])
+
+    def one_step():
+        model = build()
+        model.compile(optimizer=keras.optimizers.SGD(0.1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        loss = model.train_on_batch(x, y)
+        return float(loss), [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+    loss, weights = one_step()
+    monkeypatch.setattr(native, "backend_takes", lambda *args: False)
+    monkeypatch.setattr(normalization.BatchNorm, "_torch_path", lambda *args: False)
+    loss_taps, weights_taps = one_step()
+    assert abs(loss - loss_taps) < 1e-5 * abs(loss_taps)
+    initial = [keras.ops.convert_to_numpy(w) for w in build().weights]
+    moved = 0
+    for w, w_taps, w0 in zip(weights, weights_taps, initial):
+        # the difference is small against the step itself (a relative check of gradients)
+        step = np.abs(w_taps - w0).max()
+        assert np.abs(w - w_taps).max() <= 1e-4 * step + 1e-7
+        moved += step > 0
+    assert moved == len(weights)

@@ -136,6 +136,9 @@ class Conv3D(_Conv3DBase):
         self._add_bias(self.filters)
 
     def call(self, inputs, training=None):
+        if native.backend_takes(self.kernel_size, self.groups):
+            return self._finish(native.conv5d(inputs, self.kernel, self.bias, self.strides,
+                                              self.padding, self.groups), None)
         form = forms.current(bool(training))
         if form.native and self.groups == 1 and self._whole_kernel_live(inputs.shape[1]):
             y = native.conv3d(inputs, self.kernel, self.strides, self.padding, training)
@@ -196,6 +199,9 @@ class DepthwiseConv3D(_Conv3DBase):
         self._add_bias(channels)
 
     def call(self, inputs):
+        if native.backend_takes():
+            return self.activation(native.depthwise5d(inputs, self.kernel, self.bias,
+                                                      self.strides, self.padding))
         x, t, batch = to_frames(inputs)
         y, t_out = taps.depthwise(x, t, batch, lambda i: self.kernel[i], self.bias,
                                   self.kernel_size, self.strides, self.padding)

