@@ -263,6 +263,9 @@ _KERNEL_CASES = {  # name: (layer factory, input shape)
                        (2, 4, 7, 7, 5)),
     "depthwise_strided": (lambda: k3.layers.DepthwiseConv3D(3, 2, 1), (2, 5, 9, 9, 5)),
     "depthwise_one_frame": (lambda: k3.layers.DepthwiseConv3D(3, (1, 2, 2), 1), (2, 1, 4, 4, 5)),
+    "max_pool_padded": (lambda: k3.layers.MaxPool3D(3, 2, 1), (2, 5, 9, 9, 4)),
+    "avg_pool_padded": (lambda: k3.layers.AvgPool3D((3, 2, 2), (1, 2, 2), (1, 0, 0)),
+                        (2, 4, 8, 8, 4)),
 }
 
 
@@ -279,24 +282,29 @@ def _no_grad():
 
 @pytest.mark.parametrize("case", sorted(_KERNEL_CASES))
 def test_backend_kernels_equal_the_taps_form(case, monkeypatch):
-    """conv5d / depthwise5d (PyTorch: conv3d on channels-last views, depthwise as conv2d
-    per tap under autograd; JAX: matrix products, XLA convolutions, shifted sums) give the
-    2D-tap form's outputs; TensorFlow keeps the forms of layers/forms.py."""
+    """conv5d / depthwise5d / pool5d (PyTorch: conv3d and pools on channels-last views,
+    depthwise as conv2d per tap under autograd; JAX: matrix products, XLA convolutions,
+    shifted sums) give the 2D-tap form's outputs; TensorFlow keeps the forms of
+    layers/forms.py."""
     from keras_efficient3d.layers import native
 
     make, shape = _KERNEL_CASES[case]
     layer = make()
-    grouped_3d = case == "grouped_3x3x3"
-    taken = BACKEND == "torch" or (BACKEND == "jax" and not grouped_3d)
-    assert native.backend_takes(layer.kernel_size, getattr(layer, "groups", 1)) is taken
     x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    if "pool" in case:
+        assert native.backend_pools() is (BACKEND == "torch")
+    else:
+        grouped_3d = case == "grouped_3x3x3"
+        taken = BACKEND == "torch" or (BACKEND == "jax" and not grouped_3d)
+        assert native.backend_takes(layer.kernel_size, getattr(layer, "groups", 1)) is taken
     layer.build(shape)
-    if layer.bias is not None:
+    if getattr(layer, "bias", None) is not None:
         layer.bias.assign(np.linspace(-1, 1, layer.bias.shape[0]).astype(np.float32))
     outputs = [layer(x)]
     with _no_grad():
         outputs.append(layer(x))
     monkeypatch.setattr(native, "backend_takes", lambda *args: False)
+    monkeypatch.setattr(native, "backend_pools", lambda: False)
     expected = layer(x)
     assert tuple(expected.shape) == tuple(layer.compute_output_shape(shape))
     for y in outputs:
@@ -320,7 +328,8 @@ def test_backend_kernels_train_like_the_taps_form(monkeypatch):
         keras.utils.set_random_seed(0)
         return keras.Sequential([
             keras.Input(shape), L.Conv3D(8, 3, (1, 2, 2), 1), L.batch_norm("bn1"),
-            keras.layers.ReLU(6.0), L.DepthwiseConv3D(3, 2, 1), L.batch_norm("bn2"),
+            keras.layers.ReLU(6.0), L.MaxPool3D(3, (1, 2, 2), 1),
+            L.DepthwiseConv3D(3, 2, 1), L.batch_norm("bn2"),
             L.Conv3D(12, 1, groups=2), L.batch_norm("bn3"), keras.layers.ReLU(),
             L.Conv3D(6, 1, use_bias=True), keras.layers.GlobalAveragePooling3D(),
             keras.layers.Dense(3)])
@@ -334,6 +343,7 @@ def test_backend_kernels_train_like_the_taps_form(monkeypatch):
 
     loss, weights = one_step()
     monkeypatch.setattr(native, "backend_takes", lambda *args: False)
+    monkeypatch.setattr(native, "backend_pools", lambda: False)
     monkeypatch.setattr(normalization.BatchNorm, "_torch_path", lambda *args: False)
     loss_taps, weights_taps = one_step()
     assert abs(loss - loss_taps) < 1e-5 * abs(loss_taps)
@@ -342,6 +352,6 @@ def test_backend_kernels_train_like_the_taps_form(monkeypatch):
     for w, w_taps, w0 in zip(weights, weights_taps, initial):
         # the difference is small against the step itself (a relative check of gradients)
         step = np.abs(w_taps - w0).max()
-        assert np.abs(w - w_taps).max() <= 1e-4 * step + 1e-7
+        assert np.abs(w - w_taps).max() <= 1e-4 * step + 1e-6
         moved += step > 0
     assert moved == len(weights)

@@ -3,7 +3,7 @@
 
 import keras
 
-from keras_efficient3d.layers import taps
+from keras_efficient3d.layers import native, taps
 from keras_efficient3d.layers._video import PACKAGE, check_input, to_frames, to_video, triple
 
 
@@ -29,6 +29,8 @@ class _Pool3D(keras.layers.Layer):
         ) + (input_shape[4],)
 
     def _pool(self, inputs, kind):
+        if native.backend_pools():
+            return native.pool5d(inputs, kind, self.pool_size, self.strides, self.padding)
         x, t, batch = to_frames(inputs)
         y, t_out = taps.pool(x, t, batch, kind, self.pool_size, self.strides, self.padding)
         return to_video(y, t_out)
