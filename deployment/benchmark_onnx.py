@@ -18,8 +18,6 @@ the best of them:
         --model=mobilenetv2_1.0x --threads=2 --batch_sizes=1 --peers_json=peers.json
 """
 
-import json
-
 import numpy as np
 from absl import flags
 
@@ -131,11 +129,8 @@ def main(argv, flag_values=flags.FLAGS):
         from keras_efficient3d.deploy.benchmark import gemm_peak
         add_comparison(report, f.model, f.peers_json, f.threads,
                        gemm_peak(f.threads) if f.gemm_peak else None)
-    print(format_table(report))
-    if f.json_out:
-        with open(f.json_out, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-        print(f"wrote {f.json_out}")
+    from keras_efficient3d.deploy.benchmark import write_report
+    write_report(report, format_table(report), f.json_out, markdown=False)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ the table gives the median over rounds of each run's median latency and taps / n
 OpenVINO is skipped when it is not installed.
 """
 
-import json
 import os
 import tempfile
 
@@ -97,11 +96,8 @@ def main(argv, flag_values=flags.FLAGS):
     f = flag_values
     rows = compare_forms(f.models, f.frames, f.size, f.num_classes, f.threads, f.rounds,
                          f.warmup, f.runs)
-    print(format_table(rows))
-    if f.json_out:
-        with open(f.json_out, "w", encoding="utf-8") as handle:
-            json.dump(rows, handle, indent=2)
-        print(f"wrote {f.json_out}")
+    from keras_efficient3d.deploy.benchmark import write_report
+    write_report(rows, format_table(rows), f.json_out, markdown=False)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ threads. Every row shows its achieved multiply-accumulates per second beside thi
 fp32 GEMM peak at the same thread count, measured first (``--nogemm_peak`` skips it).
 """
 
-import json
 import os
 import tempfile
 
@@ -119,24 +118,21 @@ def _add_speedups(rows):
 def format_table(rows, peaks=None):
     """A Markdown table of `benchmark_models` or `time_files` rows, after a line per
     `gemm_peak` result of `peaks` (thread count -> result)."""
-    from keras_efficient3d.deploy.benchmark import format_peak
+    from keras_efficient3d.deploy.benchmark import (
+        COMPARISON_COLUMNS,
+        comparison_cells,
+        markdown_table,
+        peak_lines,
+    )
 
-    lines = [format_peak(peak) for _, peak in sorted((peaks or {}).items())]
-    lines += [""] if lines else []
-    lines += ["| model | precision | threads | median ms | clips/s | size MB | int8 speed-up | "
-              "PyTorch ms | best peer ms | vs best peer | GMAC/s | % of peak |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        ref = f"{r['pytorch_ms']:.1f}" if r.get("pytorch_ms") else ""
-        int8 = f"{r['int8_speedup']:.2f}x" if r.get("int8_speedup") else ""
-        best = f"{r['best_peer_ms']:.1f} ({r['best_peer']})" if "best_peer" in r else ""
-        vs_best = f"{r['speedup_vs_best']:.2f}x" if "best_peer" in r else ""
-        rate = f"{r['gmacs_per_s']:.1f}" if "gmacs_per_s" in r else ""
-        of_peak = f"{100 * r['of_peak']:.0f}%" if "of_peak" in r else ""
-        lines.append(f"| {r.get('model') or r['label']} | {r.get('precision', '')} | {r['threads']} | "
-                     f"{r['median_ms']:.2f} | {r['clips_per_s']:.1f} | {r['size_bytes'] / 1e6:.2f} | "
-                     f"{int8} | {ref} | {best} | {vs_best} | {rate} | {of_peak} |")
-    return "\n".join(lines)
+    table = [[r.get("model") or r["label"], r.get("precision", ""), r["threads"], f"{r['median_ms']:.2f}",
+              f"{r['clips_per_s']:.1f}", f"{r['size_bytes'] / 1e6:.2f}",
+              f"{r['int8_speedup']:.2f}x" if r.get("int8_speedup") else "",
+              f"{r['pytorch_ms']:.1f}" if r.get("pytorch_ms") else "", *comparison_cells(r)]
+             for r in rows]
+    return "\n".join(peak_lines(peaks) + markdown_table(
+        ("model", "precision", "threads", "median ms", "clips/s", "size MB", "int8 speed-up",
+         "PyTorch ms", *COMPARISON_COLUMNS), table, "ll" + "r" * 10))
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -162,8 +158,7 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     del argv
-    from keras_efficient3d import registry
-    from keras_efficient3d.deploy.benchmark import gemm_peak, load_peers
+    from keras_efficient3d.deploy.benchmark import peers_and_peaks, write_report
 
     f = flag_values
     try:
@@ -177,19 +172,11 @@ def main(argv, flag_values=flags.FLAGS):
         rows = time_files({os.path.basename(f.model_file): f.model_file}, f.threads, f.warmup,
                           f.runs, f.rounds)
     else:
-        for name in f.models:  # an unknown name is reported before anything is timed
-            registry.resolve_name(name)
-        peers = (load_peers(f.peers_json, input_shape=(f.frames, f.size, f.size))
-                 if f.peers_json else None)
-        peaks = {n: gemm_peak(n) for n in f.threads} if f.gemm_peak else None
+        peers, peaks = peers_and_peaks(f.models, f.peers_json, (f.frames, f.size, f.size),
+                                       f.threads, f.gemm_peak)
         rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
                                 f.num_classes, f.warmup, f.runs, f.rounds, peers, peaks)
-    table = format_table(rows, peaks)
-    with open(f.json_out, "w", encoding="utf-8") as handle:
-        json.dump(rows, handle, indent=2, default=str)
-    with open(os.path.splitext(f.json_out)[0] + ".md", "w", encoding="utf-8") as handle:
-        handle.write(table + "\n")
-    print(table)
+    write_report(rows, format_table(rows, peaks), f.json_out)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Markdown table beside it (.md).
 """
 
 import importlib.util
-import json
 import os
 import sys
 
@@ -103,7 +102,7 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv, flag_values=flags.FLAGS):
     del argv
     from keras_efficient3d import registry
-    from keras_efficient3d.deploy.benchmark import gemm_peak, load_peers
+    from keras_efficient3d.deploy.benchmark import gemm_peak, load_peers, write_report
     from keras_efficient3d.deploy.targets import format_targets, run_targets
 
     f = flag_values
@@ -126,12 +125,7 @@ def main(argv, flag_values=flags.FLAGS):
     rows = run_targets(f.models, f.work_dir, input_shape, f.num_classes, f.threads, f.rounds,
                        f.warmup, f.runs, f.runtimes, peers, peer_ms, peak,
                        log=lambda line: print(line, file=sys.stderr))
-    table = format_targets(rows, peak)
-    with open(f.json_out, "w", encoding="utf-8") as handle:
-        json.dump({"peak": peak, "rows": rows}, handle, indent=2)
-    with open(os.path.splitext(f.json_out)[0] + ".md", "w", encoding="utf-8") as handle:
-        handle.write(table + "\n")
-    print(table)
+    write_report({"peak": peak, "rows": rows}, format_targets(rows, peak), f.json_out)
 
 
 if __name__ == "__main__":

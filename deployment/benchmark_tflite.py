@@ -14,9 +14,6 @@ second beside this machine's fp32 GEMM peak at the same thread count, measured f
     python deployment/benchmark_tflite.py --op_profile --threads=2   # int8 vs fp32 per op class
 """
 
-import json
-import os
-
 from absl import flags
 
 from keras_efficient3d import cli
@@ -51,36 +48,20 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     del argv
-    from keras_efficient3d import registry
-    from keras_efficient3d.deploy.benchmark import (
-        benchmark_models,
-        format_table,
-        gemm_peak,
-        load_peers,
-    )
+    from keras_efficient3d.deploy.benchmark import benchmark_models, format_table, peers_and_peaks, write_report
 
     f = flag_values
     if f.op_profile:
         from keras_efficient3d.deploy.benchmark import format_op_profile, int8_op_profile
         rows = int8_op_profile(frames=f.frames, threads=f.threads[0], rounds=f.runs,
                                warmup=f.warmup)
-        with open(f.json_out, "w", encoding="utf-8") as handle:
-            json.dump(rows, handle, indent=2)
-        print(format_op_profile(rows))
+        write_report(rows, format_op_profile(rows), f.json_out, markdown=False)
         return
-    for name in f.models:  # an unknown name is reported before anything is timed
-        registry.resolve_name(name)
-    peers = (load_peers(f.peers_json, input_shape=(f.frames, f.size, f.size))
-             if f.peers_json else None)
-    peaks = {n: gemm_peak(n) for n in f.threads} if f.gemm_peak else None
+    peers, peaks = peers_and_peaks(f.models, f.peers_json, (f.frames, f.size, f.size), f.threads,
+                                   f.gemm_peak)
     rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
                             f.num_classes, f.warmup, f.runs, peers=peers, peaks=peaks)
-    table = format_table(rows, peaks)
-    with open(f.json_out, "w", encoding="utf-8") as handle:
-        json.dump(rows, handle, indent=2)
-    with open(os.path.splitext(f.json_out)[0] + ".md", "w", encoding="utf-8") as handle:
-        handle.write(table + "\n")
-    print(table)
+    write_report(rows, format_table(rows, peaks), f.json_out)
 
 
 if __name__ == "__main__":

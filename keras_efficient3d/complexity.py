@@ -42,6 +42,7 @@ import math
 import keras
 
 from keras_efficient3d import registry
+from keras_efficient3d.fold import RELU_LIKE, activation_name
 
 # Layers that are functional operations (or nothing) in the original: zero ops.
 _FREE_LAYERS = ("InputLayer", "Dropout", "Add", "Concatenate", "ChannelShuffle",
@@ -77,17 +78,6 @@ def detect_family(model):
         if name.startswith(family.name):
             return family.name
     return None
-
-
-def _activation_name(activation):
-    if activation is None:
-        return None
-    name = getattr(activation, "__name__", str(activation))
-    return None if name == "linear" else name
-
-
-def _relu_like(name):
-    return name in ("relu", "relu6")
 
 
 def _layer_params(layer):
@@ -139,12 +129,11 @@ def count_layer(layer, family=None):
         bias = 1 if getattr(layer, "use_bias", False) else 0
         macs = out * kernel_ops
         ops = out * (kernel_ops + bias)
-        act = _activation_name(getattr(layer, "activation", None))
-        if act and _relu_like(act) and not functional_relu:
+        if activation_name(layer) in RELU_LIKE and not functional_relu:
             ops += out  # the folded form's ReLU module
     elif kind == "BatchNormalization":
         ops = 2 * _numel(_shape(layer.input))
-    elif kind == "ReLU" or (kind == "Activation" and _relu_like(_activation_name(layer.activation))):
+    elif kind == "ReLU" or (kind == "Activation" and activation_name(layer) in RELU_LIKE):
         if not functional_relu:
             ops = _numel(_shape(layer.input))
     elif kind == "Activation":
@@ -171,8 +160,7 @@ def count_layer(layer, family=None):
         out = _numel(_shape(layer.output))
         macs = in_features * out
         ops = (2 * in_features - 1) * out
-        act = _activation_name(layer.activation)
-        if act and _relu_like(act):
+        if activation_name(layer) in RELU_LIKE:
             ops += out  # C3D's fc6/fc7 are Linear + nn.ReLU
     else:
         counted = False

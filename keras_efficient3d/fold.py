@@ -8,6 +8,10 @@ directly after is applied inside the convolution (on its 4D output, where Tensor
 conv + bias + activation). Dropout layers become identities. Layer names are kept.
 The deployment graph computes a BatchNorm that has no convolution to fold into with the
 same `batchnorm_affine`.
+
+`activation_name` says which activation a layer or function applies; the folding decision,
+both deployment walkers (``deploy/graph.py``, ``deploy/onnx_native.py``) and complexity
+counting ask it, so that they agree on what a ReLU6 is.
 """
 
 import keras
@@ -47,17 +51,47 @@ def _producer(layer):
     return nodes[0].parent_nodes[0].operation
 
 
-def _activation_name(layer):
-    if isinstance(layer, keras.layers.ReLU):
-        cfg = layer.get_config()
-        if cfg.get("negative_slope", 0.0) == 0.0 and cfg.get("threshold", 0.0) == 0.0:
-            if cfg.get("max_value") is None:
-                return "relu"
-            if float(cfg["max_value"]) == 6.0:
-                return "relu6"
-    if isinstance(layer, keras.layers.Activation):
-        name = keras.activations.serialize(layer.activation)
-        if name in ("relu", "relu6"):
+# The activations the deployment graphs emit; any other is None to `activation_name`.
+ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "softmax")
+RELU_LIKE = ("relu", "relu6")
+
+
+def activation_name(activation):
+    """Which activation `activation` applies: one of `ACTIVATIONS`, or None for any other
+    (a leaky, thresholded or differently clipped ReLU, gelu, a function of one's own).
+
+    `activation`: a ReLU layer, a layer with an ``activation`` attribute (Activation,
+    Conv3D, Dense, ...), an activation function, its name, or None (no activation: 'linear').
+    A function is known by identity with Keras' own (a saved model reloads to them), not by
+    its name, so that a function of one's own called ``relu`` is not taken for it.
+    Raises ValueError for a name Keras does not know and for anything else (a layer
+    without an activation, such as BatchNormalization)."""
+    if isinstance(activation, keras.layers.ReLU):
+        cfg = activation.get_config()
+        if cfg.get("negative_slope", 0.0) or cfg.get("threshold", 0.0):
+            return None
+        if cfg.get("max_value") is None:
+            return "relu"
+        return "relu6" if float(cfg["max_value"]) == 6.0 else None
+    if isinstance(activation, keras.layers.Layer):
+        if not hasattr(activation, "activation"):
+            raise ValueError(f"`activation` must be an activation or a layer that has one. "
+                             f"Received: activation={activation.name} "
+                             f"({type(activation).__name__})")
+        activation = activation.activation
+    if activation is None:
+        return "linear"
+    if isinstance(activation, str):
+        try:
+            activation = keras.activations.get(activation)
+        except ValueError:
+            raise ValueError(f"`activation` names no Keras activation. "
+                             f"Received: activation={activation!r}") from None
+    if not callable(activation):
+        raise ValueError(f"`activation` must be an activation or a layer that has one. "
+                         f"Received: activation={activation!r}")
+    for name in ACTIVATIONS:
+        if activation is keras.activations.get(name):
             return name
     return None
 
@@ -77,13 +111,16 @@ def plan_folding(model):
         conv = _producer(layer)
         if conv is None or not isinstance(conv, _FOLDABLE) or consumers[conv.name] != [layer.name]:
             continue
-        if getattr(conv, "activation", None) not in (None, keras.activations.linear):
+        if activation_name(conv) != "linear":
             continue
-        activation = None
         after = consumers[layer.name]
-        if len(after) == 1 and _activation_name(by_name[after[0]]):
-            activation = _activation_name(by_name[after[0]])
-            absorbed.add(after[0])
+        user = by_name[after[0]] if len(after) == 1 else None
+        activation = None
+        # only a standalone ReLU/ReLU6 layer moves into the convolution
+        if isinstance(user, (keras.layers.ReLU, keras.layers.Activation)) and \
+                activation_name(user) in RELU_LIKE:
+            activation = activation_name(user)
+            absorbed.add(user.name)
         folds[conv.name] = (layer.name, activation)
         absorbed.add(layer.name)
     return folds, absorbed

@@ -1,12 +1,15 @@
 """BatchNorm folding: the affine form of a BatchNorm that the folded model and the
-deployment graph both use."""
+deployment graph both use, and the activation classifier that folding, both deployment
+walkers and complexity counting share."""
 
 import keras
 import numpy as np
 import pytest
 
-from keras_efficient3d.fold import batchnorm_affine
-from keras_efficient3d.layers import batch_norm
+import keras_efficient3d as k3
+from keras_efficient3d import registry
+from keras_efficient3d.fold import ACTIVATIONS, activation_name, batchnorm_affine
+from keras_efficient3d.layers import Conv3D, DepthwiseConv3D, batch_norm
 
 
 @pytest.mark.parametrize("scale,center", [(True, True), (False, True), (True, False)])
@@ -33,3 +36,71 @@ def test_batchnorm_affine_of_the_package_batchnorm():
     s, shift = batchnorm_affine(bn)
     np.testing.assert_allclose(s, 1 / np.sqrt(1 + 1e-5), rtol=1e-6)
     np.testing.assert_array_equal(shift, 0.0)
+
+
+def _own_relu(x):
+    return keras.activations.relu(x)
+
+
+_own_relu.__name__ = "relu"  # a name alone does not make it Keras' relu
+
+
+@pytest.mark.parametrize("activation,expected", [
+    # layers, as the models build them
+    (keras.layers.ReLU(), "relu"),
+    (keras.layers.ReLU(6.0), "relu6"),
+    (keras.layers.ReLU(max_value=4.0), None),
+    (keras.layers.ReLU(negative_slope=0.1), None),
+    (keras.layers.ReLU(threshold=0.5), None),
+    (keras.layers.Activation("relu"), "relu"),
+    (keras.layers.Activation("relu6"), "relu6"),
+    (keras.layers.Activation("softmax"), "softmax"),
+    (keras.layers.Activation("sigmoid"), "sigmoid"),
+    (keras.layers.Activation("linear"), "linear"),
+    (keras.layers.Activation("gelu"), None),
+    (keras.layers.Dense(3), "linear"),
+    (keras.layers.Dense(3, activation="relu"), "relu"),
+    (keras.layers.Dense(3, activation="softmax"), "softmax"),
+    (Conv3D(4, 1), "linear"),
+    (Conv3D(4, 1, activation="relu6"), "relu6"),
+    (DepthwiseConv3D(3, activation="relu"), "relu"),
+    # functions and names
+    (None, "linear"),
+    (keras.activations.relu, "relu"),
+    (keras.activations.relu6, "relu6"),
+    (keras.activations.softmax, "softmax"),
+    (keras.activations.sigmoid, "sigmoid"),
+    (keras.activations.linear, "linear"),
+    (keras.activations.gelu, None),
+    (_own_relu, None),
+    ("relu", "relu"),
+    ("relu6", "relu6"),
+    ("softmax", "softmax"),
+    ("linear", "linear"),
+    ("swish", None),
+])
+def test_activation_name(activation, expected):
+    assert activation_name(activation) == expected
+
+
+@pytest.mark.parametrize("activation,match", [
+    ("relu7", "names no Keras activation. Received: activation='relu7'"),
+    (keras.layers.BatchNormalization(name="bn"), r"Received: activation=bn \(BatchNormalization\)"),
+    (3, "Received: activation=3"),
+])
+def test_activation_name_refuses_what_is_no_activation(activation, match):
+    with pytest.raises(ValueError, match=match):
+        activation_name(activation)
+
+
+@pytest.mark.parametrize("family", [
+    pytest.param(f, id=f.name, marks=[pytest.mark.slow] if f.name in ("resnext", "c3d") else [])
+    for f in registry.families()])
+def test_every_activation_of_the_models_is_known(family):
+    # The deployment graphs emit only these; an unknown one would stop an export.
+    name = next(iter(family.registry_names()))
+    model = k3.create_model(name, input_shape=family.small_input, num_classes=3)
+    seen = {activation_name(layer) for layer in model.layers
+            if isinstance(layer, keras.layers.ReLU) or hasattr(layer, "activation")}
+    assert None not in seen and seen <= set(ACTIVATIONS)
+    assert seen & {"relu", "relu6"}

@@ -9,6 +9,10 @@ calibrated on random clips, unless `weights` files are given; int8 calibrates on
     peers = load_peers("peers.json", threads=2, input_shape=(16, 112, 112))
     peak = gemm_peak(threads=2)                     # {"gmacs_per_s": ..., "backend": ...}
     row.update(compare(row["model"], row["median_ms"], peers, macs, peak))
+
+Every script reports the same way: a table (`markdown_table`, with `peak_lines` and
+`comparison_cells` for what they share) printed and, with ``--json_out``, the rows as JSON
+and the table beside them (.md), by `write_report`.
 """
 
 import os
@@ -16,14 +20,16 @@ import time
 
 import numpy as np
 
+from keras_efficient3d.artifacts import atomic_write, atomic_write_json
 from keras_efficient3d.deploy.graph import DeploymentGraph
 from keras_efficient3d.deploy.tflite import benchmark, convert
-from keras_efficient3d.registry import create_model
+from keras_efficient3d.registry import create_model, resolve_name
 
-__all__ = ["PEER_FORMS", "benchmark_models", "best_peer", "compare", "format_comparison",
-           "format_op_profile", "format_peak", "format_table", "gemm_peak",
-           "int8_op_profile", "load_peers", "load_reference", "model_macs",
-           "read_reference_rows"]
+__all__ = ["COMPARISON_COLUMNS", "PEER_FORMS", "benchmark_models", "best_peer", "compare",
+           "comparison_cells", "format_comparison", "format_op_profile", "format_peak",
+           "format_table", "gemm_peak", "int8_op_profile", "load_peers", "load_reference",
+           "markdown_table", "model_macs", "peak_lines", "peers_and_peaks", "read_reference_rows",
+           "write_report"]
 
 # The peers: what a user who takes the original model runs instead of ours.
 PEER_FORMS = ("pytorch", "onnxruntime", "openvino")
@@ -196,11 +202,73 @@ def gemm_peak(threads=2, size=1024, runs=5, backends=("xnnpack", "numpy")):
             "threads": threads, "size": size, "per_backend": rates}
 
 
+def peers_and_peaks(models, peers_json=None, clip=(16, 112, 112), threads=(2,), measure_peak=True):
+    """What a timing script settles before it times anything: it checks the registry names
+    `models` (an unknown one raises first), reads the peers of `peers_json` at `clip`
+    (`load_peers`; None without it) and measures the `gemm_peak` at each of `threads` (None
+    unless `measure_peak`). Returns ``(peers, peaks)``, peaks by thread count."""
+    for name in models:
+        resolve_name(name)
+    peers = load_peers(peers_json, input_shape=clip) if peers_json else None
+    return peers, ({n: gemm_peak(n) for n in threads} if measure_peak else None)
+
+
 def format_peak(peak):
     """One line: the machine's measured fp32 GEMM peak."""
     return (f"fp32 GEMM peak of this machine at {peak['threads']} threads: "
             f"{peak['gflops']:.1f} GFLOP/s = {peak['gmacs_per_s']:.1f} GMAC/s "
             f"({peak['backend']}, {peak['size']}-square matmul, best of runs)")
+
+
+def peak_lines(peaks):
+    """A table's preamble: the `format_peak` line of each `gemm_peak` result of `peaks` (one
+    result, or thread count -> result; None for none), then an empty line if there is any."""
+    if peaks and "gmacs_per_s" in peaks:
+        peaks = {peaks["threads"]: peaks}
+    lines = [format_peak(peak) for _, peak in sorted((peaks or {}).items())]
+    return lines + [""] if lines else []
+
+
+# The Markdown columns of `compare`'s figures, as `comparison_cells` gives them.
+COMPARISON_COLUMNS = ("best peer ms", "vs best peer", "GMAC/s", "% of peak")
+
+
+def comparison_cells(row):
+    """The `COMPARISON_COLUMNS` cells of a row with `compare` columns ('' where absent)."""
+    peer = "best_peer" in row
+    return [f"{row['best_peer_ms']:.1f} ({row['best_peer']})" if peer else "",
+            f"{row['speedup_vs_best']:.2f}x" if peer else "",
+            f"{row['gmacs_per_s']:.1f}" if row.get("gmacs_per_s") is not None else "",
+            f"{100 * row['of_peak']:.0f}%" if "of_peak" in row else ""]
+
+
+def markdown_table(columns, rows, align):
+    """The lines of a Markdown table: a header of `columns`, their alignment (`align`, one
+    'l' or 'r' a column) and a line per row of `rows` (lists of cells)."""
+    if len(align) != len(columns) or set(align) - set("lr"):
+        raise ValueError(f"`align` must be one 'l' or 'r' per column ({len(columns)}). "
+                         f"Received: align={align!r}")
+    lines = ["|" + "".join(f" {c} |" if c else " |" for c in columns),
+             "|" + "".join("---:|" if a == "r" else "---|" for a in align)]
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"Each row must have {len(columns)} cells. Received: row={row!r}")
+        lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
+    return lines
+
+
+def write_report(report, table, json_out=None, markdown=True):
+    """Prints `table`; with `json_out`, writes `report` there as JSON and, with `markdown`,
+    `table` beside it (`json_out` with the extension .md), each atomically, and says which
+    files it wrote. Returns their paths."""
+    print(table)
+    if not json_out:
+        return []
+    paths = [atomic_write_json(json_out, report)]
+    if markdown:
+        paths.append(atomic_write(os.path.splitext(json_out)[0] + ".md", table + "\n"))
+    print(f"wrote {', '.join(paths)}")
+    return paths
 
 
 def model_macs(name, input_shape, num_classes):
@@ -268,26 +336,17 @@ def benchmark_models(names, precisions=("fp32", "fp16", "dynamic", "int8"), thre
 def format_table(rows, peaks=None):
     """A Markdown table of `benchmark_models` rows, after a line per `gemm_peak` result of
     `peaks` (thread count -> result)."""
-    lines = [format_peak(peak) for _, peak in sorted((peaks or {}).items())]
-    lines += [""] if lines else []
-    lines += ["| model | precision | threads | median ms | clips/s | size MB | PyTorch ms | "
-              "speed-up | best peer ms | vs best peer | GMAC/s | % of peak |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-
-    def cell(value, fmt):
-        return format(value, fmt) if value is not None else ""
-
+    table = []
     for r in rows:
         ref = r.get("pytorch_ms")
-        speedup = f"{ref / r['median_ms']:.2f}x" if ref and r["threads"] == 2 else ""
-        best = f"{r['best_peer_ms']:.1f} ({r['best_peer']})" if "best_peer" in r else ""
-        vs_best = f"{r['speedup_vs_best']:.2f}x" if "best_peer" in r else ""
-        of_peak = f"{100 * r['of_peak']:.0f}%" if "of_peak" in r else ""
-        lines.append(f"| {r['model']} | {r['precision']} | {r['threads']} | {r['median_ms']:.1f} | "
-                     f"{r['clips_per_s']:.1f} | {r['size_bytes'] / 1e6:.2f} | {cell(ref, '.1f')} | "
-                     f"{speedup} | {best} | {vs_best} | {cell(r.get('gmacs_per_s'), '.1f')} | "
-                     f"{of_peak} |")
-    return "\n".join(lines)
+        table.append([r["model"], r["precision"], r["threads"], f"{r['median_ms']:.1f}",
+                      f"{r['clips_per_s']:.1f}", f"{r['size_bytes'] / 1e6:.2f}",
+                      "" if ref is None else f"{ref:.1f}",
+                      f"{ref / r['median_ms']:.2f}x" if ref and r["threads"] == 2 else "",
+                      *comparison_cells(r)])
+    return "\n".join(peak_lines(peaks) + markdown_table(
+        ("model", "precision", "threads", "median ms", "clips/s", "size MB", "PyTorch ms",
+         "speed-up", *COMPARISON_COLUMNS), table, "ll" + "r" * 10))
 
 
 def int8_op_profile(frames=16, size=56, channels=24, expansion=6, threads=2, rounds=15,
@@ -355,7 +414,7 @@ def int8_op_profile(frames=16, size=56, channels=24, expansion=6, threads=2, rou
 
 def format_op_profile(rows):
     """A Markdown table of `int8_op_profile` rows."""
-    lines = ["| op | fp32 ms | int8 ms | int8 speed-up |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['op']} | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} | {r['speedup']:.2f}x |"
-              for r in rows]
-    return "\n".join(lines)
+    return "\n".join(markdown_table(
+        ("op", "fp32 ms", "int8 ms", "int8 speed-up"),
+        [[r["op"], f"{r['fp32_ms']:.2f}", f"{r['int8_ms']:.2f}", f"{r['speedup']:.2f}x"] for r in rows],
+        "lrrr"))

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_efficient3d import layers as k3d
-from keras_efficient3d.fold import Folded, batchnorm_affine, inference_form
+from keras_efficient3d.fold import RELU_LIKE, Folded, activation_name, batchnorm_affine, inference_form
 from keras_efficient3d.layers import forms, taps
 
 __all__ = ["DeploymentGraph", "FloatHooks", "build_deployment_graph"]
@@ -77,29 +77,9 @@ class _Flat:
         self.x = x
 
 
-def _activation_name(layer):
-    """'relu', 'relu6', 'linear' or None (anything else) for a ReLU/Activation layer or a
-    layer with an `activation` attribute."""
-    if isinstance(layer, keras.layers.ReLU):
-        cfg = layer.get_config()
-        if cfg.get("negative_slope", 0.0) or cfg.get("threshold", 0.0):
-            return None
-        if cfg.get("max_value") is None:
-            return "relu"
-        return "relu6" if float(cfg["max_value"]) == 6.0 else None
-    fn = layer.activation if hasattr(layer, "activation") else None
-    if fn is None:
-        return "linear"
-    name = keras.activations.serialize(fn)
-    name = name if isinstance(name, str) else getattr(fn, "__name__", None)
-    return name if name in ("relu", "relu6", "linear") else None
-
-
-def _apply_activation(layer_or_fn, x):
-    fn = layer_or_fn
-    name = keras.activations.serialize(fn)
-    name = name if isinstance(name, str) else getattr(fn, "__name__", None)
-    if name in (None, "linear"):
+def _apply_activation(fn, x):
+    name = activation_name(fn)
+    if name == "linear":
         return x
     if name == "relu":
         return tf.nn.relu(x)
@@ -274,7 +254,7 @@ class _Emitter:
             return False
         user = users[0]
         return isinstance(user, (keras.layers.ReLU, keras.layers.Activation)) and \
-            _activation_name(user) in ("relu", "relu6", "linear")
+            activation_name(user) in RELU_LIKE + ("linear",)
 
     def _phase(self, v, st, phase):
         """Frames ``phase, phase + st, ...`` of a batch-1 clip as a video (`taps.phase`).
@@ -326,7 +306,7 @@ class _Emitter:
             layer.groups, split_groups=not _FORM.native,
             bias=(lambda g: self.hooks.param(f"{name}/bias{g}")) if layer.use_bias else None,
             pad_input=_FORM.xnnpack)
-        relu = _activation_name(layer) in ("relu", "relu6")
+        relu = activation_name(layer) in RELU_LIKE
         if relu:
             # per group, so that it fuses into each CONV_2D (XNNPACK takes no int8 RELU)
             parts = [_apply_activation(layer.activation, p) for p in parts]
@@ -334,7 +314,7 @@ class _Emitter:
         if not relu:
             y = _apply_activation(layer.activation, y)
         out = self._output(layer, y, t_out, relu)
-        if len(parts) > 1 and _activation_name(layer) == "linear":
+        if len(parts) > 1 and activation_name(layer) == "linear":
             out.parts = [_Video(p, t_out) for p in parts]
         return out
 
@@ -353,7 +333,7 @@ class _Emitter:
             layer.kernel_size, layer.strides, layer.padding, point=self.hooks.act, name=name,
             stream=stream)
         y = _apply_activation(layer.activation, y)
-        return self._output(layer, y, t_out, _activation_name(layer) in ("relu", "relu6"))
+        return self._output(layer, y, t_out, activation_name(layer) in RELU_LIKE)
 
     def max_pool3d(self, layer, node, ins):
         return self._pool3d(layer, ins[0], "max")
@@ -436,14 +416,14 @@ class _Emitter:
     def activation(self, layer, node, ins):
         v = ins[0]
         if isinstance(v, _Video) and v.parts and isinstance(self.hooks, FloatHooks) and \
-                _activation_name(layer) == "relu":
+                activation_name(layer) == "relu":
             y = self.hooks.act(layer.name, self._relu_of_parts(v))
             out = _Video(y, v.frames, True)
             if self.batch == 1:
                 out.remap = lambda select: self.activation(layer, node, [select(v)])
             return out
         if isinstance(layer, keras.layers.ReLU):
-            act = _activation_name(layer)
+            act = activation_name(layer)
             y = tf.convert_to_tensor(layer(v.x)) if act is None else \
                 _apply_activation(keras.activations.get(act), v.x)
         else:
@@ -451,7 +431,7 @@ class _Emitter:
         y = self.hooks.act(layer.name, y)
         if not isinstance(v, _Video):
             return _Flat(y)
-        out = _Video(y, v.frames, _activation_name(layer) in ("relu", "relu6"))
+        out = _Video(y, v.frames, activation_name(layer) in RELU_LIKE)
         if self.batch == 1:
             out.remap = lambda select: self.activation(layer, node, [select(v)])
         return out

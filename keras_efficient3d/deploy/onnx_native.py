@@ -55,7 +55,7 @@ from onnx import TensorProto, helper, numpy_helper
 from keras_efficient3d import layers as k3d
 from keras_efficient3d.deploy.quantize import QuantizedGraph, activation_range
 from keras_efficient3d.deploy.savedmodel import INPUT_NAME, OUTPUT_NAME
-from keras_efficient3d.fold import Folded, batchnorm_affine, inference_form
+from keras_efficient3d.fold import Folded, activation_name, batchnorm_affine, inference_form
 
 __all__ = ["native_onnx", "nudged_range", "qat_layer", "qdq_params", "supports"]
 
@@ -143,22 +143,6 @@ def qdq_params(min_value, max_value, num_bits=8, narrow_range=False):
     return scale, (zero_point - quant_min).astype(np.uint8)
 
 
-def _activation_name(layer_or_fn):
-    if isinstance(layer_or_fn, keras.layers.ReLU):
-        cfg = layer_or_fn.get_config()
-        if cfg.get("negative_slope", 0.0) or cfg.get("threshold", 0.0):
-            return None
-        if cfg.get("max_value") is None:
-            return "relu"
-        return "relu6" if float(cfg["max_value"]) == 6.0 else None
-    fn = getattr(layer_or_fn, "activation", layer_or_fn)
-    if fn is None:
-        return "linear"
-    name = keras.activations.serialize(fn)
-    name = name if isinstance(name, str) else getattr(fn, "__name__", None)
-    return name if name in ("relu", "relu6", "linear", "softmax", "sigmoid") else None
-
-
 class _FloatWeights:
     """Kernels and biases of the Keras layers themselves, in Keras' layout."""
 
@@ -230,7 +214,7 @@ class _Writer:
         return outs[0] if outputs == 1 else outs
 
     def activation(self, layer_or_fn, x, name, channel_axis):
-        act = _activation_name(layer_or_fn)
+        act = activation_name(layer_or_fn)
         if act is None:
             raise ValueError(f"'{name}': activation {layer_or_fn!r} has no ONNX form here.")
         if act == "linear":

@@ -169,23 +169,16 @@ def run_targets(names, folder, input_shape=(16, 112, 112, 3), num_classes=600, t
 def format_targets(rows, peak=None):
     """Markdown: the `gemm_peak` line, a table of each model's runtimes (median ms,
     min-max over rounds, GMAC/s, share of the peak) and a table of the targets."""
-    from keras_efficient3d.deploy.benchmark import format_peak
+    from keras_efficient3d.deploy.benchmark import comparison_cells, markdown_table, peak_lines
 
-    lines = [format_peak(peak), ""] if peak else []
-    lines += ["| model | runtime | median ms | min-max ms | GMAC/s | % of peak |",
-              "|---|---|---:|---:|---:|---:|"]
-    for row in rows:
-        for label, r in row["runtimes"].items():
-            rate = f"{r['gmacs_per_s']:.1f}" if "gmacs_per_s" in r else ""
-            of_peak = f"{100 * r['of_peak']:.0f}%" if "of_peak" in r else ""
-            lines.append(f"| {row['model']} | {label} | {r['median_ms']:.2f} | "
-                         f"{r['min_ms']:.2f}-{r['max_ms']:.2f} | {rate} | {of_peak} |")
+    lines = peak_lines(peak) + markdown_table(
+        ("model", "runtime", "median ms", "min-max ms", "GMAC/s", "% of peak"),
+        [[row["model"], label, f"{r['median_ms']:.2f}", f"{r['min_ms']:.2f}-{r['max_ms']:.2f}",
+          *comparison_cells(r)[2:]]
+         for row in rows for label, r in row["runtimes"].items()], "llrrrr")
     if any(row["targets"] for row in rows):
-        lines += ["", "| model | target | ours | peer | speed-up | needed | |",
-                  "|---|---|---|---|---:|---:|---|"]
-        for row in rows:
-            for t in row["targets"]:
-                lines.append(f"| {row['model']} | {t['target']} | {t['ours']} | {t['peer']} | "
-                             f"{t['ratio']:.2f}x | {t['needed']:g}x | "
-                             f"{'PASS' if t['passed'] else 'MISS'} |")
+        lines += [""] + markdown_table(
+            ("model", "target", "ours", "peer", "speed-up", "needed", ""),
+            [[row["model"], t["target"], t["ours"], t["peer"], f"{t['ratio']:.2f}x", f"{t['needed']:g}x",
+              "PASS" if t["passed"] else "MISS"] for row in rows for t in row["targets"]], "llllrrl")
     return "\n".join(lines)

@@ -9,14 +9,20 @@ import sys
 
 import pytest
 
+from keras_efficient3d import cli
 from keras_efficient3d.deploy.benchmark import (
     compare,
+    comparison_cells,
     format_comparison,
     format_table,
     gemm_peak,
     load_peers,
     load_reference,
+    markdown_table,
     model_macs,
+    peak_lines,
+    peers_and_peaks,
+    write_report,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -94,6 +100,74 @@ def test_tflite_tables_take_the_reference_of_the_same_threads(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not a list of benchmark_pytorch.py rows"):
         load_reference(str(path))
+
+
+def test_markdown_table_aligns_each_column_and_checks_its_rows():
+    lines = markdown_table(("model", "ms", ""), [["a", "1.0", "PASS"], ["b", 2, ""]], "lrl")
+    assert lines == ["| model | ms | |", "|---|---:|---|", "| a | 1.0 | PASS |", "| b | 2 |  |"]
+    with pytest.raises(ValueError, match="Received: align='lr'"):
+        markdown_table(("model", "ms", ""), [], "lr")
+    with pytest.raises(ValueError, match="Received: align='lrx'"):
+        markdown_table(("model", "ms", ""), [], "lrx")
+    with pytest.raises(ValueError, match=r"3 cells. Received: row=\['a'\]"):
+        markdown_table(("model", "ms", ""), [["a"]], "lrl")
+
+
+def test_comparison_cells_and_peak_lines():
+    row = {"model": "m", "median_ms": 10.0}
+    row.update(compare("m", 10.0, {"m": {"pytorch": 30.0, "openvino": 25.0}}, macs=2e8,
+                       peak={"gmacs_per_s": 80.0}))
+    assert comparison_cells(row) == ["25.0 (openvino)", "2.50x", "20.0", "25%"]
+    assert comparison_cells({"median_ms": 1.0}) == ["", "", "", ""]
+    peak = {"threads": 2, "gflops": 10.0, "gmacs_per_s": 5.0, "backend": "numpy", "size": 64}
+    assert peak_lines(None) == [] and peak_lines({}) == []
+    one = peak_lines(peak)
+    assert len(one) == 2 and one[0].startswith("fp32 GEMM peak of this machine at 2 threads") and one[1] == ""
+    both = peak_lines({4: dict(peak, threads=4), 2: peak})
+    assert "at 2 threads" in both[0] and "at 4 threads" in both[1] and both[2] == ""
+
+
+def test_peers_and_peaks_check_the_names_first(tmp_path, monkeypatch):
+    bench = importlib.import_module("keras_efficient3d.deploy.benchmark")
+    measured = []
+    monkeypatch.setattr(bench, "gemm_peak", lambda n: measured.append(n) or {"threads": n})
+    with pytest.raises(ValueError, match="vgg16"):
+        peers_and_peaks(["mobilenetv2_0.2x", "vgg16"], threads=(1, 2))
+    assert measured == []
+    path = tmp_path / "peers.json"
+    path.write_text(json.dumps(_pytorch_rows()))
+    peers, peaks = peers_and_peaks(["mobilenetv2_0.2x"], str(path), (4, 32, 32), (1, 2))
+    assert peers == {"mobilenetv2_0.2x": {"pytorch": 30.0}}
+    assert peaks == {1: {"threads": 1}, 2: {"threads": 2}}
+    assert peers_and_peaks(["mobilenetv2_0.2x"], measure_peak=False) == (None, None)
+
+
+def test_write_report_prints_the_table_and_writes_json_and_markdown(tmp_path, capsys):
+    table = "| a |\n|---|\n| 1 |"
+    report = {"rows": [{"a": 1}], "path": tmp_path}  # not JSON: written as its text
+    out = tmp_path / "r.json"
+    assert write_report(report, table, str(out)) == [str(out), str(tmp_path / "r.md")]
+    assert json.loads(out.read_text()) == {"rows": [{"a": 1}], "path": str(tmp_path)}
+    assert (tmp_path / "r.md").read_text() == table + "\n"
+    assert capsys.readouterr().out == f"{table}\nwrote {out}, {tmp_path / 'r.md'}\n"
+    assert write_report([1], table, str(tmp_path / "s.json"), markdown=False) == [str(tmp_path / "s.json")]
+    assert not (tmp_path / "s.md").exists()
+    assert write_report([1], table) == []
+    assert capsys.readouterr().out.endswith(f"{table}\n")
+    assert sorted(os.listdir(tmp_path)) == ["r.json", "r.md", "s.json"]  # no temporary files left
+
+
+def test_onnx_forms_script_reports_through_write_report(tmp_path, monkeypatch, capsys):
+    forms = _script_module("benchmark_onnx_forms")
+    rows = [{"model": "m", "runtime": "onnxruntime", "native_ms": 2.0, "taps_ms": 3.0, "ratio": 1.5,
+             "rounds": {"native": [2.0], "taps": [3.0]}}]
+    monkeypatch.setattr(forms, "compare_forms", lambda *args: rows)
+    out = tmp_path / "forms.json"
+    assert cli.invoke(forms.main, forms.define_flags, ["forms", f"--json_out={out}"]) == 0
+    assert json.loads(out.read_text()) == rows
+    printed = capsys.readouterr().out
+    assert "1.50x" in printed and f"wrote {out}" in printed
+    assert not (tmp_path / "forms.md").exists()
 
 
 def test_peers_give_the_best_of_them_and_the_speedup_against_it(tmp_path):
