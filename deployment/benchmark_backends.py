@@ -15,10 +15,10 @@ compiled predict step: a tf.function, a jax.jit, PyTorch eager under no_grad); t
 call. With ``--repo`` (and PyTorch installed) the original model (built by
 ``benchmark_pytorch.py``'s functions from that checkout) is timed in the same rounds:
 ``model(x)`` under no_grad, and a forward, backward and SGD step of its own optimizer, and
-each row says how many times faster than it ours is (``vs_original``).
+each row says how many times faster than it ours is (``vs_original``). ``--json_out``
+gets the rows, and the Markdown table beside it (.md).
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -221,6 +221,7 @@ def main(argv, flag_values=flags.FLAGS):
     import importlib.util
 
     from keras_efficient3d import registry
+    from keras_efficient3d.deploy.benchmark import write_report
 
     f = flag_values
     for name in f.models:  # an unknown name is reported before anything starts
@@ -231,10 +232,7 @@ def main(argv, flag_values=flags.FLAGS):
     rows = run_backends(f.models, f.backends, f.modes, f.repo, f.rounds, f.warmup, f.runs,
                         f.train_batch, f.threads, f.frames, f.size, f.num_classes,
                         log=lambda line: print(line, file=sys.stderr))
-    print(format_backends(rows))
-    if f.json_out:
-        with open(f.json_out, "w", encoding="utf-8") as handle:
-            json.dump(rows, handle, indent=2)
+    write_report(rows, format_backends(rows), f.json_out)
 
 
 if __name__ == "__main__":

@@ -499,3 +499,46 @@ def test_targets_script_says_when_the_peers_need_pytorch(tmp_path, monkeypatch, 
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("benchmark_targets.py: error: --repo=") and "needs PyTorch" in err[0]
     assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.mark.slow
+def test_backends_script_times_keras_and_the_original_in_the_same_rounds(tmp_path, capsys):
+    """deployment/benchmark_backends.py: real worker processes (the TensorFlow backend and
+    the original model in PyTorch), interleaved rounds, ratios against the original."""
+    from keras_efficient3d import cli
+
+    script = _script_module("benchmark_backends")
+    out = tmp_path / "b.json"
+    (tmp_path / "orig").mkdir()
+    argv = ["benchmark_backends.py", "--models=mobilenetv2_0.2x", "--backends=tensorflow",
+            "--frames=4", "--size=16", "--num_classes=3", "--rounds=2", "--warmup=1",
+            "--runs=1", "--train_batch=2", "--threads=1", f"--json_out={out}",
+            f"--repo={_torch_original(tmp_path / 'orig')}"]
+    assert cli.invoke(script.main, script.define_flags, argv) == 0, capsys.readouterr().err
+    rows = json.loads(out.read_text())
+    assert [(r["mode"], r["runtime"]) for r in rows] == [
+        ("inference", "tensorflow"), ("inference", script.ORIGINAL),
+        ("train", "tensorflow"), ("train", script.ORIGINAL)]
+    for row in rows:
+        assert row["min_ms"] <= row["median_ms"] <= row["max_ms"] and row["input"] == "4x16x16"
+        assert row["clips_per_s"] == pytest.approx(1000 * row["batch_size"] / row["median_ms"])
+    assert [r["batch_size"] for r in rows] == [1, 1, 2, 2]
+    for ours, original in ((rows[0], rows[1]), (rows[2], rows[3])):
+        assert ours["vs_original"] == pytest.approx(original["median_ms"] / ours["median_ms"])
+        assert "vs_original" not in original
+    table = (tmp_path / "b.md").read_text()
+    assert f"| {rows[0]['vs_original']:.2f}x |" in table and "original-pytorch" in table
+
+
+def test_backends_script_refuses_bad_flags_in_one_line(tmp_path, capsys):
+    from keras_efficient3d import cli
+
+    script = _script_module("benchmark_backends")
+    for argv, expected in ((["--backends=tensorflow,mxnet"], "--backends"),
+                           (["--models=nosuchnet"], "nosuchnet"),
+                           ([f"--repo={tmp_path}/missing"], "no such folder"),
+                           (["--modes=serve"], "--modes")):
+        code = cli.invoke(script.main, script.define_flags, ["benchmark_backends.py"] + argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, err
+        assert err[0].startswith("benchmark_backends.py: error:") and expected in err[0], err
