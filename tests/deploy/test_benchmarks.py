@@ -69,14 +69,30 @@ def test_keras_benchmark_times_inference_and_fit_steps():
     ({"rows": []}, "is not a list of benchmark_pytorch.py rows"),
 ])
 def test_keras_benchmark_cli_rejects_a_bad_reference_file_before_timing(tmp_path, content,
-                                                                        expected):
+                                                                        expected, capsys):
+    # In this process (`cli.invoke`, the program's own error mapping); the real program runs
+    # once, in the next test.
+    from keras_efficient3d import cli
+
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(content))
+    script = _script_module("benchmark")
+    status = cli.invoke(script.main, script.define_flags,
+                        ["benchmark.py", "--models=mobilenetv2_0.2x", f"--peers_json={bad}"])
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert expected in err and str(bad) in err
+    assert "Traceback" not in err and "batch  1" not in out + err  # nothing timed
+
+
+def test_keras_benchmark_program_rejects_a_bad_reference_file_before_timing(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"model": "x"}]))
     run = subprocess.run([sys.executable, os.path.join(ROOT, "deployment", "benchmark.py"),
                           "--models=mobilenetv2_0.2x", f"--peers_json={bad}"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
-    assert expected in run.stderr and str(bad) in run.stderr
+    assert "row 0: expected a benchmark_pytorch.py row" in run.stderr and str(bad) in run.stderr
     assert "Traceback" not in run.stderr and "batch  1" not in run.stderr  # nothing timed
 
 
