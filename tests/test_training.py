@@ -174,12 +174,19 @@ def test_fine_tuning_replaces_the_head(tiny_gestures, tmp_path):
                                   base.get_layer("conv1").kernel.numpy())
 
 
-def _fresh_flags(module_path, argv):
+def _load_script(script):
+    """A training/ script as a module, without running its main."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("train_cli", module_path)
+    spec = importlib.util.spec_from_file_location(f"{script[:-3]}_cli",
+                                                  os.path.join(ROOT, "training", script))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def _fresh_flags(argv):
+    module = _load_script("train.py")
     values = flags.FlagValues()
     module.define_flags(values)
     values(argv)
@@ -189,8 +196,7 @@ def _fresh_flags(module_path, argv):
 @pytest.mark.parametrize("flagfile", ["jester", "kinetics600", "ucf101", "synthetic"])
 def test_shipped_flagfiles_parse(flagfile, tmp_path):
     path = os.path.join(ROOT, "training", "flags", f"{flagfile}.flags")
-    module, values = _fresh_flags(os.path.join(ROOT, "training", "train.py"),
-                                  ["train", f"--flagfile={path}", f"--data_root={tmp_path}"])
+    module, values = _fresh_flags(["train", f"--flagfile={path}", f"--data_root={tmp_path}"])
     config = module.config_from_flags(values).validate()
     assert config.dataset == ("synthetic" if flagfile == "synthetic" else flagfile)
     assert config.frames == 16
@@ -204,17 +210,6 @@ def test_shipped_flagfiles_parse(flagfile, tmp_path):
                       "normalization", "optimizer", "learning_rate", "lr_schedule",
                       "weight_decay", "batch_size", "epochs"):
             assert getattr(config, field) == getattr(demo, field), field
-
-
-def _load_script(script):
-    """A training/ script as a module, without running its main."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{script[:-3]}_cli",
-                                                  os.path.join(ROOT, "training", script))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _cli(script, *args):
@@ -469,9 +464,8 @@ def test_the_flagfile_and_the_demo_share_one_synthetic_dataset(tmp_path):
     demo.define_flags(values)
     values(["demo"])
     assert values.videos_per_class == synthetic.GESTURES["videos_per_class"] == 100
-    module, values = _fresh_flags(os.path.join(ROOT, "training", "train.py"),
-                                  ["train", "--flagfile=" + os.path.join(
-                                      ROOT, "training", "flags", "synthetic.flags")])
+    module, values = _fresh_flags(["train", "--flagfile=" + os.path.join(
+        ROOT, "training", "flags", "synthetic.flags")])
     config = module.config_from_flags(values).validate()  # no --data_root needed
     assert config.data_root == "" and config.dataset == "synthetic"
 
