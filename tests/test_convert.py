@@ -182,9 +182,18 @@ def test_preprocessing_layer_applies_bgr_and_range():
     np.testing.assert_allclose(out, [(0.5 - 1) / 2, (0 - 2) / 2, (1 - 3) / 2], rtol=1e-6)
 
 
-def _run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "keras_efficient3d.convert", *args],
-                          capture_output=True, text=True, timeout=300)
+def _invoke_cli(*args):
+    """The command line in this process (`cli.invoke`, the program's own error mapping): the
+    real program runs in the conversion test above and in test_cli.py. (status, stderr)."""
+    import contextlib
+    import io
+
+    from keras_efficient3d import cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = cli.invoke(conv.main, conv.define_flags, ["keras_efficient3d.convert", *args])
+    return status, err.getvalue()
 
 
 def test_cli_refuses_malicious_checkpoint(tmp_path):
@@ -194,16 +203,16 @@ def test_cli_refuses_malicious_checkpoint(tmp_path):
 
     bad = tmp_path / "evil.pth"
     bad.write_bytes(pickle.dumps({"state_dict": Evil()}))
-    proc = _run_cli(f"--checkpoint={bad}", f"--output={tmp_path / 'x.keras'}")
-    assert proc.returncode == 2
-    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+    status, err = _invoke_cli(f"--checkpoint={bad}", f"--output={tmp_path / 'x.keras'}")
+    assert status == 2
+    assert "error:" in err and "Traceback" not in err
     assert not (tmp_path / "marker").exists()
     assert not (tmp_path / "x.keras").exists()
 
 
 def test_cli_reports_missing_file_and_mismatch(reference_dir, tmp_path):
-    proc = _run_cli(f"--checkpoint={tmp_path / 'nope.pth'}", f"--output={tmp_path / 'x.keras'}")
-    assert proc.returncode == 2 and "nope.pth" in proc.stderr and "Traceback" not in proc.stderr
-    proc = _run_cli(f"--checkpoint={reference_dir / 'pytorch_checkpoints' / 'squeezenet_1.1.pth'}",
-                    f"--output={tmp_path / 'x.keras'}", "--model=mobilenet")
-    assert proc.returncode == 2 and "does not fit" in proc.stderr
+    status, err = _invoke_cli(f"--checkpoint={tmp_path / 'nope.pth'}", f"--output={tmp_path / 'x.keras'}")
+    assert status == 2 and "nope.pth" in err and "Traceback" not in err
+    status, err = _invoke_cli(f"--checkpoint={reference_dir / 'pytorch_checkpoints' / 'squeezenet_1.1.pth'}",
+                              f"--output={tmp_path / 'x.keras'}", "--model=mobilenet")
+    assert status == 2 and "does not fit" in err

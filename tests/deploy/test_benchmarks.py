@@ -46,16 +46,18 @@ def _pytorch_rows(threads=2, clip="4x32x32"):
 
 def test_keras_benchmark_times_inference_and_fit_steps():
     bench = _script_module("benchmark")
+    # The family with the fewest layers: timing a fit step traces it first.
+    name = "mobilenet_0.25x"
     kwargs = dict(frames=4, size=32, num_classes=5, threads=0, warmup=1, runs=3, log=None)
-    rows = bench.run(["mobilenetv2_0.2x"], "inference", (1, 2), **kwargs)
+    rows = bench.run([name], "inference", (1, 2), **kwargs)
     assert [(r["form"], r["batch_size"]) for r in rows] == [
         ("keras", 1), ("keras", 2), ("keras-folded", 1), ("keras-folded", 2)]
     assert all(r["median_ms"] > 0 and r["input"] == "4x32x32" for r in rows)
-    train = bench.run(["mobilenetv2_0.2x"], "train", (2,), **kwargs)
+    train = bench.run([name], "train", (2,), **kwargs)
     assert [(r["form"], r["mode"]) for r in train] == [("keras-fit", "train")]
     assert train[0]["clips_per_s"] == pytest.approx(2000 / train[0]["median_ms"])
 
-    peers = _pytorch_rows(threads=0)
+    peers = [dict(row, model=name) for row in _pytorch_rows(threads=0)]
     peers.append(dict(peers[0], form="openvino", median_ms=12.0))
     bench.add_reference(rows + train, peers)
     # Only rows of the same mode, batch, thread count and clip size get a reference.
@@ -75,14 +77,30 @@ def test_keras_benchmark_times_inference_and_fit_steps():
     ({"rows": []}, "is not a list of benchmark_pytorch.py rows"),
 ])
 def test_keras_benchmark_cli_rejects_a_bad_reference_file_before_timing(tmp_path, content,
-                                                                        expected):
+                                                                        expected, capsys):
+    # In this process (`cli.invoke`, the program's own error mapping); the real program runs
+    # once, in the next test.
+    from keras_efficient3d import cli
+
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(content))
+    script = _script_module("benchmark")
+    status = cli.invoke(script.main, script.define_flags,
+                        ["benchmark.py", "--models=mobilenetv2_0.2x", f"--peers_json={bad}"])
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert expected in err and str(bad) in err
+    assert "Traceback" not in err and "batch  1" not in out + err  # nothing timed
+
+
+def test_keras_benchmark_program_rejects_a_bad_reference_file_before_timing(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"model": "x"}]))
     run = subprocess.run([sys.executable, os.path.join(ROOT, "deployment", "benchmark.py"),
                           "--models=mobilenetv2_0.2x", f"--peers_json={bad}"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
-    assert expected in run.stderr and str(bad) in run.stderr
+    assert "row 0: expected a benchmark_pytorch.py row" in run.stderr and str(bad) in run.stderr
     assert "Traceback" not in run.stderr and "batch  1" not in run.stderr  # nothing timed
 
 

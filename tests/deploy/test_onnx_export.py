@@ -238,14 +238,30 @@ def test_cli_exports_onnx(tmp_path):
     assert onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
 
 
-def test_cli_rejects_bad_arguments(tmp_path):
+def test_cli_rejects_bad_arguments(tmp_path, capsys):
+    # In this process (`cli.invoke`, the program's own error mapping); the real program runs
+    # above and in test_cli.py.
+    import importlib.util
+
+    from keras_efficient3d import cli
+
+    spec = importlib.util.spec_from_file_location("export_cli",
+                                                  os.path.join(ROOT, "deployment", "export.py"))
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+
+    def run(args):
+        status = cli.invoke(export.main, export.define_flags, ["export.py", *args])
+        return status, capsys.readouterr().err
+
     keras_file = tmp_path / "x.keras"
     keras_file.write_text("")
-    run = _run(["--model", "mobilenetv1", "--keras_file", str(keras_file), "--output", str(tmp_path / "x")])
-    assert run.returncode == 2 and "exactly one of --model and --model_file" in run.stderr
-    run = _run(["--model", "nosuchnet", "--output", str(tmp_path / "x.onnx")])
-    assert run.returncode == 2 and "Unknown model 'nosuchnet'" in run.stderr
-    assert "Traceback" not in run.stderr
+    status, err = run(["--model", "mobilenetv1", "--keras_file", str(keras_file),
+                       "--output", str(tmp_path / "x")])
+    assert status == 2 and "exactly one of --model and --model_file" in err
+    status, err = run(["--model", "nosuchnet", "--output", str(tmp_path / "x.onnx")])
+    assert status == 2 and "Unknown model 'nosuchnet'" in err
+    assert "Traceback" not in err
 
 
 def test_benchmark_onnx_reports_clips_per_second(small_model, small_proto, tmp_path):
