@@ -41,6 +41,7 @@ CLIS = {
     "benchmark_openvino": ("deployment/benchmark_openvino.py", "benchmark_openvino.py"),
     "benchmark_targets": ("deployment/benchmark_targets.py", "benchmark_targets.py"),
     "benchmark_pytorch": ("deployment/benchmark_pytorch.py", "benchmark_pytorch.py"),
+    "benchmark_backends": ("deployment/benchmark_backends.py", "benchmark_backends.py"),
 }
 
 # A package run with -m whose command line lives in a module of its own.
