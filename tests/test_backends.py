@@ -266,6 +266,9 @@ _KERNEL_CASES = {  # name: (layer factory, input shape)
     "max_pool_padded": (lambda: k3.layers.MaxPool3D(3, 2, 1), (2, 5, 9, 9, 4)),
     "avg_pool_padded": (lambda: k3.layers.AvgPool3D((3, 2, 2), (1, 2, 2), (1, 0, 0)),
                         (2, 4, 8, 8, 4)),
+    "avg_pool_window_over_input": (lambda: k3.layers.AvgPool3D((2, 3, 3), 2, (0, 1, 1)),
+                                   (2, 2, 2, 2, 4)),
+    "max_pool_window_over_input": (lambda: k3.layers.MaxPool3D(3, 2, 1), (2, 2, 2, 2, 4)),
 }
 
 

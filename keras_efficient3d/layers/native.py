@@ -174,6 +174,12 @@ def pool5d(x, kind, pool_size, strides, padding):
     import torch.nn.functional as F
 
     pool = F.max_pool3d if kind == "max" else F.avg_pool3d
-    y = pool(ops.transpose(x, (0, 4, 1, 2, 3)), tuple(pool_size), tuple(strides),
-             tuple(padding))
+    padding = tuple(padding)
+    if any(n < k for n, k in zip(x.shape[1:4], pool_size)):
+        # PyTorch refuses a window larger than the unpadded input: pad explicitly (zeros
+        # count in the mean as count_include_pad does; -inf never wins a max).
+        fill = float("-inf") if kind == "max" else 0.0
+        x = ops.pad(x, [[0, 0]] + [[p, p] for p in padding] + [[0, 0]], constant_values=fill)
+        padding = (0, 0, 0)
+    y = pool(ops.transpose(x, (0, 4, 1, 2, 3)), tuple(pool_size), tuple(strides), padding)
     return ops.transpose(y, (0, 2, 3, 4, 1))

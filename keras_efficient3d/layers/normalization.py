@@ -1,6 +1,7 @@
 """BatchNorm with a cheaper training gradient on TensorFlow, and PyTorch's defaults."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_efficient3d.layers._video import PACKAGE
@@ -61,7 +62,9 @@ def _batch_norm_torch(x, gamma, beta, moving_mean, moving_variance, epsilon, tra
     copy): one pass over the clip where Keras' ops take three (inference, 16x56x56x144:
     12 ms against 58 ms), and its own backward (training, batch 4: 0.96 s against 1.26 s
     for `_batch_norm_train_ops`). Returns y and, in training, the batch mean and biased
-    variance for Keras' moving statistics (PyTorch's own running variance is unbiased)."""
+    variance for Keras' moving statistics (PyTorch's own running variance is unbiased).
+    Training needs two values per channel or more, as in PyTorch (`BatchNorm` takes
+    `_batch_norm_train_ops` for one)."""
     import torch
     import torch.nn.functional as F
 
@@ -69,16 +72,22 @@ def _batch_norm_torch(x, gamma, beta, moving_mean, moving_variance, epsilon, tra
     convert = ops.convert_to_tensor
     gamma = None if gamma is None else convert(gamma)
     beta = None if beta is None else convert(beta)
-    mean = variance = None
+    channels = x.shape[-1]
     if training:
-        with torch.no_grad():
-            variance, mean = torch.var_mean(x.reshape(-1, x.shape[-1]), dim=0, correction=0)
-        stats = (None, None)
+        # Buffers that PyTorch's kernel fills with the batch statistics (momentum 1): the
+        # mean and the unbiased variance, from the pass that normalises (a separate
+        # var_mean was a fifth of a ShuffleNetV2 training step).
+        stats = (torch.zeros(channels, dtype=x.dtype, device=x.device),
+                 torch.zeros(channels, dtype=x.dtype, device=x.device))
     else:
         stats = (convert(moving_mean), convert(moving_variance))
     y = F.batch_norm(x.permute((0, rank - 1) + tuple(range(1, rank - 1))), *stats, gamma,
-                     beta, training, 0.0, epsilon)
-    return y.permute((0,) + tuple(range(2, rank)) + (1,)), mean, variance
+                     beta, training, 1.0, epsilon)
+    y = y.permute((0,) + tuple(range(2, rank)) + (1,))
+    if not training:
+        return y, None, None
+    n = x.numel() // channels
+    return y, stats[0], stats[1] * ((n - 1) / n)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -95,14 +104,16 @@ class BatchNorm(keras.layers.BatchNormalization):
                 and mask is None and not self.renorm and not self.synchronized
                 and self.axis in (-1, rank - 1) and inputs.shape[-1] is not None)
 
-    def _torch_path(self, inputs, mask):
-        return (keras.backend.backend() == "torch" and mask is None and not self.renorm
+    def _torch_path(self, inputs, mask, training):
+        if not (keras.backend.backend() == "torch" and mask is None and not self.renorm
                 and not self.synchronized and self.axis in (-1, len(inputs.shape) - 1)
-                and len(inputs.shape) > 2)
+                and len(inputs.shape) > 2):
+            return False
+        return not training or int(np.prod(inputs.shape[:-1])) > 1
 
     def call(self, inputs, training=None, mask=None):
-        if self._torch_path(inputs, mask):
-            training = bool(training) and self.trainable
+        training = bool(training) and self.trainable
+        if self._torch_path(inputs, mask, training):
             y, mean, variance = _batch_norm_torch(
                 ops.cast(inputs, "float32"), self.gamma if self.scale else None,
                 self.beta if self.center else None, self.moving_mean, self.moving_variance,
