@@ -8,8 +8,9 @@ other.
 * a grouped convolution is one grouped Conv2D per temporal tap (1.2-1.6x faster with
   oneDNN than split per group); Keras' own op would route groups through XLA.
 
-On the JAX and PyTorch backends (`backend_kernels`) the layers take those backends' own
-5-D operations instead (`conv5d`, `depthwise5d`), chosen per op by measurement
+On the JAX and PyTorch backends (`backend_takes`, `backend_pools`) the layers take those
+backends' own 5-D operations instead (`conv5d`, `depthwise5d`, `pool5d`), chosen per op by
+measurement
 (16x56x56x144 depthwise 3x3x3, 2 threads, forward / forward+backward):
 
 * PyTorch: ``conv3d`` on a channels-last view of the clip (a permute: NDHWC memory is
@@ -44,6 +45,11 @@ def grouped_conv2d(x, kernel, strides, padding):
     return tf.nn.conv2d(x, kernel, strides=(1,) + tuple(strides) + (1,), padding=padding)
 
 
+def pad_clip(x, pads, value=0.0):
+    """A 5-D clip with ``pads[i]`` cells of `value` on both sides of time, height, width."""
+    return ops.pad(x, [[0, 0]] + [[p, p] for p in pads] + [[0, 0]], constant_values=value)
+
+
 def _pad_5d(x, pads, fusable):
     """Zero padding of a 5D clip before a VALID Conv3D (which has no explicit padding).
     ``fusable``: as a Pad op, which TensorFlow fuses into the convolution; otherwise as
@@ -52,7 +58,7 @@ def _pad_5d(x, pads, fusable):
     if not any(pads):
         return x
     if fusable:
-        return ops.pad(x, [[0, 0]] + [[p, p] for p in pads] + [[0, 0]])
+        return pad_clip(x, pads)
     for axis, p in enumerate(pads, start=1):
         if p:
             shape = [ops.shape(x)[0]] + [p if a == axis else x.shape[a] for a in range(1, 5)]
@@ -80,7 +86,7 @@ def conv5d(x, kernel, bias, strides, padding, groups):
         # A matrix product over the channels (PyTorch's conv3d takes its slow im2col path
         # for 1x1x1 kernels on a channels-last clip).
         if any(padding):
-            x = ops.pad(x, [[0, 0]] + [[p, p] for p in padding] + [[0, 0]])
+            x = pad_clip(x, padding)
         if any(s > 1 for s in strides):
             x = x[:, ::strides[0], ::strides[1], ::strides[2]]
         cin, cout = kernel.shape[3], kernel.shape[4]
@@ -120,7 +126,7 @@ def depthwise5d(x, kernel, bias, strides, padding):
                       x.shape[-1])
     kt, kh, kw = kernel.shape[:3]
     st, sh, sw = strides
-    x = ops.pad(x, [[0, 0]] + [[p, p] for p in padding] + [[0, 0]])
+    x = pad_clip(x, padding)
     t, h, w = ((n - k) // s + 1 for n, k, s in zip(x.shape[1:4], (kt, kh, kw), strides))
     kernel = ops.convert_to_tensor(kernel)
     y = None
@@ -141,14 +147,14 @@ def _torch_depthwise_taps(x, kernel, bias, strides, padding):
     conv3d (41 ms against 81 ms)."""
     import torch.nn.functional as F
 
-    from keras_efficient3d.layers.taps import live_taps
+    from keras_efficient3d.layers.taps import live_taps, out_len
 
     kt = kernel.shape[0]
     st, sh, sw = strides
     pt, ph, pw = padding
     _, t, h, w, c = x.shape
     live = live_taps(t, kt, st, pt)
-    t_out = (t + 2 * pt - kt) // st + 1
+    t_out = out_len(t, kt, st, pt)
     xp = F.pad(x, (0, 0, 0, 0, 0, 0, pt, pt)) if pt else x
     y = None
     for a in live:
@@ -179,7 +185,7 @@ def pool5d(x, kind, pool_size, strides, padding):
         # PyTorch refuses a window larger than the unpadded input: pad explicitly (zeros
         # count in the mean as count_include_pad does; -inf never wins a max).
         fill = float("-inf") if kind == "max" else 0.0
-        x = ops.pad(x, [[0, 0]] + [[p, p] for p in padding] + [[0, 0]], constant_values=fill)
+        x = pad_clip(x, padding, fill)
         padding = (0, 0, 0)
     y = pool(ops.transpose(x, (0, 4, 1, 2, 3)), tuple(pool_size), tuple(strides), padding)
     return ops.transpose(y, (0, 2, 3, 4, 1))
