@@ -22,6 +22,7 @@ gets the rows, and the Markdown table beside it (.md).
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import flags
@@ -145,17 +146,38 @@ def worker(argv):
 
 
 def _start(runtime, repo, name, mode, settings, threads):
+    """Starts and warms up one worker; returns the process. Its stderr goes to a temporary
+    file (a pipe nobody reads during the rounds would fill up with the runtimes' logs and
+    stall the worker), read back only to say why a worker failed."""
     args = [sys.executable, os.path.abspath(__file__), "--worker", runtime, repo or "", name,
             mode] + [str(v) for v in settings]
     env = _worker_env("torch" if runtime == ORIGINAL else runtime, threads)
+    log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline().strip()
-    if line != "ready":
-        proc.kill()
-        last = [t for t in proc.stderr.read().splitlines() if t.strip()][-1:] or ["no output"]
-        raise RuntimeError(f"the {runtime} worker for {name} ({mode}) failed: {last[0]}")
+                            stderr=log, text=True)
+    proc.log, proc.label = log, f"the {runtime} worker for {name} ({mode})"
+    _answer(proc, lambda line: line == "ready")
     return proc
+
+
+def _answer(proc, accept):
+    """The worker's next line that `accept` takes (other lines, anything a library prints,
+    are skipped); a worker that ended first raises RuntimeError with the last line of its
+    stderr."""
+    for line in iter(proc.stdout.readline, ""):
+        if accept(line.strip()):
+            return line.strip()
+    proc.wait()
+    proc.log.seek(0)
+    last = [t for t in proc.log.read().splitlines() if t.strip()][-1:] or ["no output"]
+    raise RuntimeError(f"{proc.label} failed: {last[0]}")
+
+
+def _seconds(line):
+    try:
+        return float(line) >= 0
+    except ValueError:
+        return False
 
 
 def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, warmup=3,
@@ -183,11 +205,12 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
             for proc, times in jobs.values():
                 proc.stdin.write("1\n")
                 proc.stdin.flush()
-                times.append(float(proc.stdout.readline()) / runs)
+                times.append(float(_answer(proc, _seconds)) / runs)
     finally:
         for proc, _ in jobs.values():
             proc.kill()
             proc.wait()
+            proc.log.close()
     rows = []
     for (name, mode, runtime), (_, times) in jobs.items():
         median = sorted(times)[len(times) // 2]
@@ -196,11 +219,11 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
                      "threads": threads, "input": f"{frames}x{size}x{size}",
                      "median_ms": 1000 * median, "min_ms": 1000 * min(times),
                      "max_ms": 1000 * max(times), "clips_per_s": batch / median})
+    originals = {(r["model"], r["mode"]): r["median_ms"] for r in rows
+                 if r["runtime"] == ORIGINAL}
     for row in rows:
-        original = jobs.get((row["model"], row["mode"], ORIGINAL))
-        if original and row["runtime"] != ORIGINAL:
-            original_ms = 1000 * sorted(original[1])[len(original[1]) // 2]
-            row["vs_original"] = original_ms / row["median_ms"]
+        if row["runtime"] != ORIGINAL and (row["model"], row["mode"]) in originals:
+            row["vs_original"] = originals[(row["model"], row["mode"])] / row["median_ms"]
     return rows
 
 

@@ -560,3 +560,20 @@ def test_backends_script_refuses_bad_flags_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1, err
         assert err[0].startswith("benchmark_backends.py: error:") and expected in err[0], err
+
+
+def test_backends_script_says_why_a_worker_failed(tmp_path):
+    """A worker that dies during warm-up is reported with the last line of its stderr."""
+    script = _script_module("benchmark_backends")
+    (tmp_path / "orig").mkdir()
+    repo = _fake_original(tmp_path / "orig")
+    (tmp_path / "orig" / "model.py").write_text(
+        "def generate_model(opt):\n    raise RuntimeError('no such architecture here')\n")
+    with pytest.raises(RuntimeError) as err:
+        script.run_backends(["mobilenetv2_1.0x"], backends=(), modes=("inference",), repo=repo,
+                            rounds=1, warmup=1, runs=1, threads=1, frames=4, size=16,
+                            num_classes=3, log=None)
+    message = str(err.value)
+    assert message.startswith("the original-pytorch worker for mobilenetv2_1.0x (inference) "
+                              "failed:")
+    assert "no such architecture here" in message
