@@ -9,10 +9,12 @@ against the original PyTorch code, in the same interleaved rounds.
 One worker process per (model, mode, runtime) is started and warmed up (tracing, XLA
 compilation) one at a time; then the rounds interleave them (A, B, C, A, B, C...) so that a
 load change on the machine hits every runtime alike; each row gives the median over the
-rounds and their min-max. Inference is ``model.predict_on_batch`` at batch 1 (the backend's
-compiled predict step: a tf.function, a jax.jit, PyTorch eager under no_grad); training is
-``model.fit`` on ``--train_batch`` clips per step (SGD, momentum 0.9), ``--runs`` steps per
-call. With ``--repo`` (and PyTorch installed) the original model (built by
+rounds and their min-max. Inference is the package's inference runtime at batch 1
+(`runtime.KerasRunner`, what ``keras_efficient3d.predict`` runs: BatchNorm folded, compiled the
+backend's way: a tf.function, a jax.jit, a frozen TorchScript trace); ``predict`` (not in the
+default modes) is Keras' own ``model.predict_on_batch`` (no folding; PyTorch runs it eagerly);
+training is ``model.fit`` on ``--train_batch`` clips per step (SGD, momentum 0.9), ``--runs``
+steps per call. With ``--repo`` (and PyTorch installed) the original model (built by
 ``benchmark_pytorch.py``'s functions from that checkout) is timed in the same rounds:
 ``model(x)`` under no_grad, and a forward, backward and SGD step of its own optimizer, and
 each row says how many times faster than it ours is (``vs_original``). ``--json_out``
@@ -31,6 +33,7 @@ from keras_efficient3d import cli
 
 BACKENDS = ("tensorflow", "jax", "torch")
 MODES = ("inference", "train")
+ALL_MODES = MODES + ("predict",)
 ORIGINAL = "original-pytorch"  # the runtime label of the original code's rows
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
@@ -42,8 +45,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_list("backends", list(BACKENDS),
                       f"Keras backends, comma-separated ({', '.join(BACKENDS)}).", **fv)
     flags.register_validator("backends", cli.each_of(BACKENDS), **fv)
-    flags.DEFINE_list("modes", list(MODES), "inference and/or train.", **fv)
-    flags.register_validator("modes", cli.each_of(MODES), **fv)
+    flags.DEFINE_list("modes", list(MODES), "inference (the package's runtime), train "
+                      "(model.fit) and/or predict (model.predict_on_batch).", **fv)
+    flags.register_validator("modes", cli.each_of(ALL_MODES), **fv)
     flags.DEFINE_string("repo", None, "A checkout of the original Efficient-3DCNNs code: times "
                         "the original model in PyTorch in the same rounds.", **fv)
     flags.register_validator("repo", cli.existing_folder, **fv)
@@ -68,12 +72,14 @@ def _worker_env(backend, threads):
 
 
 def keras_step(name, mode, input_shape, num_classes, train_batch, runs, threads):
-    """A call of the registry model `name` on the current Keras backend: `runs` inference
-    calls at batch 1, or `model.fit` over `runs` steps of `train_batch` random clips."""
+    """A call of the registry model `name` on the current Keras backend: `runs` calls at
+    batch 1 of the package's runtime (inference) or of ``model.predict_on_batch`` (predict),
+    or `model.fit` over `runs` steps of `train_batch` random clips."""
     import keras
     import numpy as np
 
     import keras_efficient3d as k3
+    from keras_efficient3d.runtime import KerasRunner
 
     backend = keras.backend.backend()
     if backend == "torch":
@@ -88,6 +94,13 @@ def keras_step(name, mode, input_shape, num_classes, train_batch, runs, threads)
     model = k3.create_model(name, input_shape=input_shape, num_classes=num_classes)
     rng = np.random.default_rng(0)
     if mode == "inference":
+        one, _ = KerasRunner(model, threads=threads).timing_step()
+
+        def step():
+            for _ in range(runs):
+                one()
+        return step
+    if mode == "predict":
         x = rng.normal(size=(1,) + tuple(input_shape)).astype(np.float32)
 
         def step():
@@ -116,6 +129,7 @@ def original_step(repo, name, mode, input_shape, num_classes, train_batch, runs,
     torch.set_num_threads(threads)
     frames, size = input_shape[0], input_shape[1]
     model = original.build(repo, name, num_classes, frames, size)
+    mode = "train" if mode == "train" else "inference"
     batch = 1 if mode == "inference" else train_batch
     one, _ = original.original_step(model, mode, batch, frames, size, num_classes)
 
@@ -214,7 +228,7 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
     rows = []
     for (name, mode, runtime), (_, times) in jobs.items():
         median = sorted(times)[len(times) // 2]
-        batch = 1 if mode == "inference" else train_batch
+        batch = train_batch if mode == "train" else 1
         rows.append({"model": name, "mode": mode, "runtime": runtime, "batch_size": batch,
                      "threads": threads, "input": f"{frames}x{size}x{size}",
                      "median_ms": 1000 * median, "min_ms": 1000 * min(times),

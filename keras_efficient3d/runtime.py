@@ -1,5 +1,5 @@
-"""Running a model file: Keras (BatchNorm folded), LiteRT with XNNPACK, ONNX Runtime,
-OpenVINO; timing.
+"""Running a model file: Keras on any backend (BatchNorm folded, compiled), LiteRT with
+XNNPACK, ONNX Runtime, OpenVINO; timing.
 
     from keras_efficient3d import runtime
     runner = runtime.load_runner("m_int8.tflite", threads=2)   # or .keras, .onnx, .xml (OpenVINO IR)
@@ -54,6 +54,7 @@ __all__ = [
     "relative_error",
     "set_tf_threads",
     "tflite_interpreter",
+    "torch_trace",
 ]
 
 # Best first: the first of these that an onnxruntime build has runs the model.
@@ -279,18 +280,26 @@ def set_tf_threads(threads):
 
 class KerasRunner(_Runner):
     """A Keras model (a `.keras` path or a built model) in inference mode, with BatchNorm
-    folded into the convolutions (the same function, 1.2-1.5x faster on a CPU)."""
+    folded into the convolutions (the same function, 1.2-1.5x faster on a CPU), compiled the
+    way of the Keras backend it runs on: a `tf.function` on TensorFlow, a `jax.jit` on JAX,
+    and on PyTorch a frozen TorchScript trace per input shape (`torch_trace`). The runner
+    holds a snapshot: weights changed in `model` afterwards are not seen."""
 
     backend = "keras"
 
     def __init__(self, model, threads=None, fold_bn=True):
         import keras
-        import tensorflow as tf
 
         from keras_efficient3d.fold import inference_form
 
-        set_tf_threads(threads)
+        self.keras_backend = keras.backend.backend()
         self.threads = threads
+        if self.keras_backend == "tensorflow":
+            set_tf_threads(threads)
+        elif self.keras_backend == "torch" and threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
         if isinstance(model, (str, os.PathLike)):
             self.path = os.fspath(model)
             try:
@@ -305,11 +314,66 @@ class KerasRunner(_Runner):
             raise ModelFileError(f"{self.path}: the model has {len(shape)} inputs; expected one clip input")
         self.input_spec = InputSpec(tuple(shape), "float32")
         self.num_classes = self.model.output_shape[-1]
-        net = self.model
-        self._call = tf.function(lambda x: net(x, training=False), reduce_retracing=True)
+        self._call = _COMPILERS[self.keras_backend](self.model)
 
     def _run(self, batch):
-        return self._call(batch).numpy()
+        return self._call(batch)
+
+
+def _tensorflow_call(net):
+    import tensorflow as tf
+
+    call = tf.function(lambda x: net(x, training=False), reduce_retracing=True)
+    return lambda batch: call(batch).numpy()
+
+
+def _jax_call(net):
+    import jax
+
+    # Weights as arguments, not constants folded into the program: XLA compiles faster.
+    state = ([v.value for v in net.trainable_variables],
+             [v.value for v in net.non_trainable_variables])
+
+    @jax.jit
+    def call(trainable, non_trainable, x):
+        return net.stateless_call(trainable, non_trainable, x, training=False)[0]
+    return lambda batch: np.asarray(call(*state, batch))
+
+
+def torch_trace(net, example):
+    """`net` (a Keras model on the PyTorch backend) traced on the tensor `example` into a
+    frozen TorchScript module: the graph of PyTorch ops alone, run by TorchScript's C++
+    interpreter with the weights inlined. Keras' per-layer Python work (call contexts,
+    argument checks) is half an eager call of ShuffleNetV2 and gone here; the trace holds for
+    inputs of `example`'s shape only."""
+    import warnings
+
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        # The layers read static shapes into Python values: constants for this shape.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(net, (example,), check_trace=False)
+        return torch.jit.freeze(traced.eval())
+
+
+def _torch_call(net):
+    import keras
+    import torch
+
+    traces = {}
+
+    def call(batch):
+        x = keras.ops.convert_to_tensor(batch)  # on the device Keras puts the weights on
+        key = tuple(x.shape)
+        if key not in traces:
+            traces[key] = torch_trace(net, x)
+        with torch.no_grad():
+            return traces[key](x).cpu().numpy()
+    return call
+
+
+_COMPILERS = {"tensorflow": _tensorflow_call, "jax": _jax_call, "torch": _torch_call}
 
 
 def tflite_interpreter(model, threads=None, use_xnnpack=True):

@@ -1,10 +1,10 @@
-"""Helpers shared by the test modules (``tests/`` is on the path through its conftest)."""
+"""Helpers shared by the test modules (``tests/`` is on the path through its conftest).
+TensorFlow is imported where used: the backend tiers import this module too."""
 
 import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 
 def randomize_batchnorm(model, seed=0, spread=0.1):
@@ -86,6 +86,8 @@ def tiny_model(frames, size, classes, seed=0):
 
 
 def _concrete(model, batch=1):
+    import tensorflow as tf
+
     shape = (batch,) + tuple(model.input_shape[1:])
     return tf.function(lambda x: model(x, training=False)).get_concrete_function(
         tf.TensorSpec(shape, tf.float32))
@@ -93,6 +95,8 @@ def _concrete(model, batch=1):
 
 def export_tflite(model, path, int8=False, calibration=None):
     """fp32, or full-int8 post-training quantisation with int8 input and output tensors."""
+    import tensorflow as tf
+
     converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete(model)])
     if int8:
         def representative():
@@ -110,6 +114,7 @@ def export_tflite(model, path, int8=False, calibration=None):
 
 
 def export_onnx(model, path):
+    import tensorflow as tf
     import tf2onnx
 
     spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name="clips")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import keras_efficient3d as k3
+from helpers import randomize_batchnorm
 from keras_efficient3d import backends, convert, presets
 
 pytestmark = pytest.mark.backends
@@ -79,6 +80,32 @@ def test_build_predict_train_save_load(name, tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert _rel(loaded.predict(x, verbose=0), after) < 1e-6
+
+
+def test_keras_runner_compiles_the_folded_model_for_this_backend(tmp_path):
+    """`load_runner` of a .keras file on this backend (what the predict command runs):
+    BatchNorm folded, compiled the backend's way (on PyTorch a TorchScript trace per input
+    shape), the model's outputs at two batch sizes."""
+    from keras_efficient3d import runtime
+
+    model = k3.create_model("shufflenetv2_0.25x", input_shape=SHAPE, num_classes=5)
+    randomize_batchnorm(model, seed=2, spread=0.2)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    runner = runtime.load_runner(path, threads=2)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization)
+                   for layer in runner.model.layers)
+    clips = np.random.default_rng(2).normal(size=(3,) + SHAPE).astype(np.float32)
+    for batch in (clips[:1], clips):
+        expected = keras.ops.convert_to_numpy(model(batch, training=False))
+        assert _rel(runner(batch), expected) < 1e-5
+    if BACKEND == "torch":
+        import torch
+
+        traced = runtime.torch_trace(runner.model, torch.from_numpy(clips[:1]))
+        assert isinstance(traced, torch.jit.ScriptModule)
+        with torch.no_grad():
+            assert _rel(traced(torch.from_numpy(clips[:1])), runner(clips[:1])) < 1e-6
 
 
 _NEXT = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}
