@@ -12,7 +12,8 @@ load change on the machine hits every runtime alike; each row gives the median o
 rounds and their min-max. Inference is the package's inference runtime at batch 1
 (`runtime.KerasRunner`, what ``keras_efficient3d.predict`` runs: BatchNorm folded, compiled the
 backend's way: a tf.function, a jax.jit, a frozen TorchScript trace); ``predict`` (not in the
-default modes) is Keras' own ``model.predict_on_batch`` (no folding; PyTorch runs it eagerly);
+default modes) is Keras' own ``model.predict_on_batch`` (no folding; PyTorch runs it eagerly;
+compared with the original's inference row);
 training is ``model.fit`` on ``--train_batch`` clips per step (SGD, momentum 0.9), ``--runs``
 steps per call. With ``--repo`` (and PyTorch installed) the original model (built by
 ``benchmark_pytorch.py``'s functions from that checkout) is timed in the same rounds:
@@ -194,6 +195,11 @@ def _seconds(line):
         return False
 
 
+def _peer_mode(mode):
+    """The original's mode that a mode of ours is compared with."""
+    return "inference" if mode == "predict" else mode
+
+
 def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, warmup=3,
                  runs=3, train_batch=4, threads=2, frames=16, size=112, num_classes=27,
                  log=print):
@@ -210,6 +216,8 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
         for name in models:
             for mode in modes:
                 for runtime in runtimes:
+                    if runtime == ORIGINAL and mode == "predict" and "inference" in modes:
+                        continue  # the original's call is the same as at inference
                     # One warm-up at a time: one's XLA compilation does not slow another's.
                     if log:
                         log(f"warming up {runtime} {name} {mode}")
@@ -233,11 +241,12 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
                      "threads": threads, "input": f"{frames}x{size}x{size}",
                      "median_ms": 1000 * median, "min_ms": 1000 * min(times),
                      "max_ms": 1000 * max(times), "clips_per_s": batch / median})
-    originals = {(r["model"], r["mode"]): r["median_ms"] for r in rows
+    originals = {(r["model"], _peer_mode(r["mode"])): r["median_ms"] for r in rows
                  if r["runtime"] == ORIGINAL}
     for row in rows:
-        if row["runtime"] != ORIGINAL and (row["model"], row["mode"]) in originals:
-            row["vs_original"] = originals[(row["model"], row["mode"])] / row["median_ms"]
+        key = (row["model"], _peer_mode(row["mode"]))
+        if row["runtime"] != ORIGINAL and key in originals:
+            row["vs_original"] = originals[key] / row["median_ms"]
     return rows
 
 

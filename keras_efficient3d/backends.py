@@ -2,7 +2,8 @@
 
 The models, the layers, the checkpoint converter and presets run on every Keras 3 backend
 (``KERAS_BACKEND=tensorflow``, ``jax`` or ``torch``); the tf.data pipelines feed
-``model.fit`` on each. TFLite, SavedModel (and TF-TRT), fake-quant QAT and ONNX through
+``model.fit`` on each; the Keras runner (`runtime.KerasRunner`, the predict command's
+``.keras`` path) compiles for each. TFLite, SavedModel (and TF-TRT), fake-quant QAT and ONNX through
 tf2onnx trace the model into a TensorFlow graph, so they need the TensorFlow backend:
 they call `require_tensorflow_backend` first, which says so in one line.
 """

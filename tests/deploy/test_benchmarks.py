@@ -529,6 +529,7 @@ def test_backends_script_times_keras_and_the_original_in_the_same_rounds(tmp_pat
     out = tmp_path / "b.json"
     (tmp_path / "orig").mkdir()
     argv = ["benchmark_backends.py", "--models=mobilenetv2_0.2x", "--backends=tensorflow",
+            "--modes=inference,train,predict",
             "--frames=4", "--size=16", "--num_classes=3", "--rounds=2", "--warmup=1",
             "--runs=1", "--train_batch=2", "--threads=1", f"--json_out={out}",
             f"--repo={_torch_original(tmp_path / 'orig')}"]
@@ -536,12 +537,13 @@ def test_backends_script_times_keras_and_the_original_in_the_same_rounds(tmp_pat
     rows = json.loads(out.read_text())
     assert [(r["mode"], r["runtime"]) for r in rows] == [
         ("inference", "tensorflow"), ("inference", script.ORIGINAL),
-        ("train", "tensorflow"), ("train", script.ORIGINAL)]
+        ("train", "tensorflow"), ("train", script.ORIGINAL),
+        ("predict", "tensorflow")]  # against the original's inference row
     for row in rows:
         assert row["min_ms"] <= row["median_ms"] <= row["max_ms"] and row["input"] == "4x16x16"
         assert row["clips_per_s"] == pytest.approx(1000 * row["batch_size"] / row["median_ms"])
-    assert [r["batch_size"] for r in rows] == [1, 1, 2, 2]
-    for ours, original in ((rows[0], rows[1]), (rows[2], rows[3])):
+    assert [r["batch_size"] for r in rows] == [1, 1, 2, 2, 1]
+    for ours, original in ((rows[0], rows[1]), (rows[2], rows[3]), (rows[4], rows[1])):
         assert ours["vs_original"] == pytest.approx(original["median_ms"] / ours["median_ms"])
         assert "vs_original" not in original
     table = (tmp_path / "b.md").read_text()
