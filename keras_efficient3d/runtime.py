@@ -282,8 +282,9 @@ class KerasRunner(_Runner):
     """A Keras model (a `.keras` path or a built model) in inference mode, with BatchNorm
     folded into the convolutions (the same function, 1.2-1.5x faster on a CPU), compiled the
     way of the Keras backend it runs on: a `tf.function` on TensorFlow, a `jax.jit` on JAX,
-    and on PyTorch a frozen TorchScript trace per input shape (`torch_trace`). The runner
-    holds a snapshot: weights changed in `model` afterwards are not seen."""
+    and on PyTorch a frozen TorchScript trace per input shape (`torch_trace`). The JAX and
+    PyTorch forms hold a snapshot of the weights: changes made to `model` afterwards are not
+    seen (make a new runner)."""
 
     backend = "keras"
 
