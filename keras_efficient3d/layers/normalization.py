@@ -98,22 +98,24 @@ class BatchNorm(keras.layers.BatchNormalization):
     PyTorch (`_batch_norm_torch`). Masks, renorm, synchronized statistics and inference
     elsewhere take Keras' own path."""
 
-    def _fast_path(self, inputs, training, mask):
-        rank = len(inputs.shape)
-        return (bool(training) and self.trainable
-                and mask is None and not self.renorm and not self.synchronized
-                and self.axis in (-1, rank - 1) and inputs.shape[-1] is not None)
+    def _plain(self, inputs, mask):
+        """No mask, renorm or synchronized statistics, channels last: what both paths of
+        our own need."""
+        return (mask is None and not self.renorm and not self.synchronized
+                and self.axis in (-1, len(inputs.shape) - 1))
 
-    def _torch_path(self, inputs, mask, training):
-        if not (keras.backend.backend() == "torch" and mask is None and not self.renorm
-                and not self.synchronized and self.axis in (-1, len(inputs.shape) - 1)
+    def _fast_path(self, inputs, training, mask):
+        return training and self._plain(inputs, mask) and inputs.shape[-1] is not None
+
+    def _torch_path(self, inputs, training, mask):
+        if not (keras.backend.backend() == "torch" and self._plain(inputs, mask)
                 and len(inputs.shape) > 2):
             return False
         return not training or int(np.prod(inputs.shape[:-1])) > 1
 
     def call(self, inputs, training=None, mask=None):
         training = bool(training) and self.trainable
-        if self._torch_path(inputs, mask, training):
+        if self._torch_path(inputs, training, mask):
             y, mean, variance = _batch_norm_torch(
                 ops.cast(inputs, "float32"), self.gamma if self.scale else None,
                 self.beta if self.center else None, self.moving_mean, self.moving_variance,
