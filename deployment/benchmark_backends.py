@@ -80,18 +80,9 @@ def keras_step(name, mode, input_shape, num_classes, train_batch, runs, threads)
     import numpy as np
 
     import keras_efficient3d as k3
-    from keras_efficient3d.runtime import KerasRunner
+    from keras_efficient3d.runtime import KerasRunner, set_keras_threads
 
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+    set_keras_threads(threads)
     model = k3.create_model(name, input_shape=input_shape, num_classes=num_classes)
     rng = np.random.default_rng(0)
     if mode == "inference":
@@ -130,7 +121,7 @@ def original_step(repo, name, mode, input_shape, num_classes, train_batch, runs,
     torch.set_num_threads(threads)
     frames, size = input_shape[0], input_shape[1]
     model = original.build(repo, name, num_classes, frames, size)
-    mode = "train" if mode == "train" else "inference"
+    mode = _peer_mode(mode)
     batch = 1 if mode == "inference" else train_batch
     one, _ = original.original_step(model, mode, batch, frames, size, num_classes)
 

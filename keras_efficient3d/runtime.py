@@ -52,6 +52,7 @@ __all__ = [
     "quiet_stderr",
     "random_clips",
     "relative_error",
+    "set_keras_threads",
     "set_tf_threads",
     "tflite_interpreter",
     "torch_trace",
@@ -267,6 +268,20 @@ class _Runner:
         return f"<{self.backend} runner {self.path} input {self.input_spec.shape} {self.input_spec.dtype}>"
 
 
+def set_keras_threads(threads):
+    """The intra-op threads of the Keras backend in use (0 or None: its default): TensorFlow's
+    (`set_tf_threads`) or PyTorch's; JAX takes its threads from ``XLA_FLAGS`` at start-up."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        set_tf_threads(threads)
+    elif backend == "torch" and threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def set_tf_threads(threads):
     """TensorFlow's intra-op threads (0 or None: its default); one inter-op thread. Only
     possible before TensorFlow runs its first op, and ignored after."""
@@ -293,14 +308,8 @@ class KerasRunner(_Runner):
 
         from keras_efficient3d.fold import inference_form
 
-        self.keras_backend = keras.backend.backend()
+        set_keras_threads(threads)
         self.threads = threads
-        if self.keras_backend == "tensorflow":
-            set_tf_threads(threads)
-        elif self.keras_backend == "torch" and threads:
-            import torch
-
-            torch.set_num_threads(int(threads))
         if isinstance(model, (str, os.PathLike)):
             self.path = os.fspath(model)
             try:
@@ -315,7 +324,7 @@ class KerasRunner(_Runner):
             raise ModelFileError(f"{self.path}: the model has {len(shape)} inputs; expected one clip input")
         self.input_spec = InputSpec(tuple(shape), "float32")
         self.num_classes = self.model.output_shape[-1]
-        self._call = _COMPILERS[self.keras_backend](self.model)
+        self._call = _COMPILERS[keras.backend.backend()](self.model)
 
     def _run(self, batch):
         return self._call(batch)
