@@ -11,10 +11,11 @@ this process (2 threads, batch 1, 16x112x112, 600 classes by default).
 
 Prints, per model, each runtime's median ms (min-max over the rounds), GMAC/s and share of
 this machine's fp32 GEMM peak, then the issue's targets with PASS/MISS: our best x86 int8
->= 2x and our best fp32 >= 1x the original's ONNX under OpenVINO; TFLite fp32 >= 2x and
-int8 >= 4x the original PyTorch. The peers need ``--repo`` (a checkout of the original code)
-and PyTorch in this environment; they are built and exported by ``benchmark_pytorch.py``'s
-functions. Where PyTorch lives in another environment, ``--peers_json`` takes the rows that
+>= 2x and our best fp32 >= 1x the original's ONNX under OpenVINO in fp32; TFLite fp32 >= 2x
+and int8 >= 4x the original PyTorch; and OpenVINO at the CPU's default precision (bf16 on
+CPUs with bf16 units) >= 1x the original's ONNX under OpenVINO at it. The peers need
+``--repo`` (a checkout of the original code) and PyTorch in this environment; they are built
+and exported by ``benchmark_pytorch.py``'s functions. Where PyTorch lives in another environment, ``--peers_json`` takes the rows that
 ``benchmark_pytorch.py --json_out`` wrote there (same machine; not interleaved with ours).
 Exports are kept in ``--work_dir`` and reused (weights random, int8 calibrated on random
 clips: the timing does not depend on them). ``--json_out`` gets every figure and the
@@ -35,8 +36,9 @@ DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "sh
 
 def original_steps(repo, input_shape, num_classes, threads, folder):
     """A function of a model name returning the peers' steps (``original-pytorch``,
-    ``original-onnxruntime``, ``original-openvino``: the original model built from `repo`
-    and its plain ONNX export, by ``benchmark_pytorch.py``'s functions) on one clip."""
+    ``original-onnxruntime``, ``original-openvino`` (fp32) and ``original-openvino-auto``
+    (the CPU's default precision): the original model built from `repo` and its plain ONNX
+    export, by ``benchmark_pytorch.py``'s functions) on one clip."""
     if importlib.util.find_spec("torch") is None:
         raise cli.UsageError(f"--repo={repo}: timing the original model needs PyTorch in this "
                              "environment (pip install torch), or leave out --repo")
@@ -68,7 +70,8 @@ def original_steps(repo, input_shape, num_classes, threads, folder):
                 folder, f"{name}_{clip}_{num_classes}c_original.onnx"))
         return {"original-pytorch": pytorch,
                 "original-onnxruntime": original.onnxruntime_step(path, x.numpy(), threads)[0],
-                "original-openvino": original.openvino_step(path, x.numpy(), threads)[0]}
+                "original-openvino": original.openvino_step(path, x.numpy(), threads)[0],
+                "original-openvino-auto": original.openvino_auto_step(path, x.numpy(), threads)[0]}
 
     return steps
 

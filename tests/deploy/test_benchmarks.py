@@ -341,7 +341,7 @@ def test_pytorch_benchmark_times_the_originals_onnx_export_in_each_runtime(tmp_p
     finally:
         for name in ("opts", "model"):
             sys.modules.pop(name, None)
-    expected = ["pytorch", "onnxruntime"] + (["openvino"] if find_spec("openvino") else [])
+    expected = ["pytorch", "onnxruntime"] + (["openvino", "openvino-auto"] if find_spec("openvino") else [])
     assert [r["form"] for r in rows] == expected
     assert all(r["median_ms"] > 0 and r["input"] == "4x16x16" and r["threads"] == 1 for r in rows)
     assert rows[1]["onnxruntime"] and os.path.isfile(tmp_path / "onnx" / "mobilenetv2_1.0x_b1.onnx")
@@ -350,6 +350,10 @@ def test_pytorch_benchmark_times_the_originals_onnx_export_in_each_runtime(tmp_p
     assert graph.opset_import[0].version == 17
     assert [r["form"] for r in without] == ["pytorch", "onnxruntime"]
     assert "openvino peer skipped: openvino is not installed" in lines
+    assert "openvino-auto peer skipped: openvino is not installed" in lines
+    if find_spec("openvino"):  # fp32, and what the CPU picks when given nothing
+        assert rows[2]["openvino"].endswith(" f32")
+        assert rows[3]["openvino-auto"].split()[-1] in ("f32", "bf16", "f16")
     # The rows are what the timing scripts read.
     path = tmp_path / "peers.json"
     path.write_text(json.dumps(rows))
@@ -409,8 +413,9 @@ def test_target_rows_compute_each_ratio_from_the_times_and_pass_or_miss():
 
     times = _times(tflite_fp32=[9.0, 8.0, 10.0], tflite_int8=[4.0, 5.0, 3.0],
                    onnxruntime_fp32=[7.0, 7.5, 6.5], openvino_fp32=[6.0, 6.2, 5.8],
-                   openvino_int8=[3.5, 3.0, 4.5],
-                   original_pytorch=[30.0, 31.0, 29.0], original_openvino=[6.1, 6.0, 6.4])
+                   openvino_auto=[4.0, 4.4, 4.2], openvino_int8=[3.5, 3.0, 4.5],
+                   original_pytorch=[30.0, 31.0, 29.0], original_openvino=[6.1, 6.0, 6.4],
+                   original_openvino_auto=[4.1, 4.0, 3.9])
     peak = {"gmacs_per_s": 100.0}
     row = target_row("m", times, macs=3e8, peak=peak)
     tflite = row["runtimes"]["tflite-fp32"]
@@ -426,8 +431,10 @@ def test_target_rows_compute_each_ratio_from_the_times_and_pass_or_miss():
         assert (got["ours"], got["peer"], got["needed"]) == (best, peer, needed)
         assert got["ratio"] == pytest.approx(medians[peer] / medians[best])
         assert got["passed"] == (medians[peer] / medians[best] >= needed)
-    # int8: 6.1 / 3.5 < 2 misses; fp32: 6.1 / 6.0 passes; TFLite fp32 30 / 9 passes.
-    assert [t["passed"] for t in row["targets"]] == [False, True, True, True]
+    # int8: 6.1 / 3.5 < 2 misses; fp32: 6.1 / 6.0 passes; TFLite fp32 30 / 9 passes;
+    # at the default precision 4.0 / 4.2 misses.
+    assert [t["passed"] for t in row["targets"]] == [False, True, True, True, False]
+    assert by_name[TARGETS[-1][0]]["peer"] == "original-openvino-auto"
     table = format_targets([row], dict(peak, gflops=200.0, threads=2, backend="numpy", size=64))
     assert "| m | best x86 int8 vs original OpenVINO fp32 | openvino-int8 | original-openvino " \
            "| 1.74x | 2x | MISS |" in table
@@ -442,7 +449,7 @@ def test_targets_script_times_ours_and_the_peers_in_one_table(tmp_path, monkeypa
     """The whole command on a tiny clip: every runtime of ours exported into --work_dir and
     reused, the original stand-in's PyTorch, ONNX Runtime and OpenVINO, and the targets
     computed from the recorded times."""
-    import openvino  # noqa: F401
+    import openvino
     import torch  # noqa: F401  (setup.py [dev]: a missing one fails)
 
     from keras_efficient3d import cli
@@ -469,6 +476,10 @@ def test_targets_script_times_ours_and_the_peers_in_one_table(tmp_path, monkeypa
     medians = {rt: r["median_ms"] for rt, r in row["runtimes"].items()}
     assert all(len(r["rounds_ms"]) == 1 and r["median_ms"] > 0 for r in row["runtimes"].values())
     assert [t["target"] for t in row["targets"]] == [t[0] for t in TARGETS]
+    default = openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    assert row["openvino_default_precision"] == default
+    assert f"default inference precision on this CPU (the -auto rows): {default}" in \
+        (tmp_path / "t.md").read_text()
     for t, (_, ours, peer, needed) in zip(row["targets"], TARGETS):
         ratio = medians[peer] / min(medians[rt] for rt in ours)
         assert t["ratio"] == pytest.approx(ratio) and t["passed"] == (ratio >= needed)
