@@ -15,8 +15,9 @@ this machine's fp32 GEMM peak, then the issue's targets with PASS/MISS: our best
 and int8 >= 4x the original PyTorch; and OpenVINO at the CPU's default precision (bf16 on
 CPUs with bf16 units) >= 1x the original's ONNX under OpenVINO at it. The peers need
 ``--repo`` (a checkout of the original code) and PyTorch in this environment; they are built
-and exported by ``benchmark_pytorch.py``'s functions. Where PyTorch lives in another environment, ``--peers_json`` takes the rows that
-``benchmark_pytorch.py --json_out`` wrote there (same machine; not interleaved with ours).
+and exported by ``benchmark_pytorch.py``'s functions. Where PyTorch lives in another
+environment, ``--peers_json`` takes the rows that ``benchmark_pytorch.py --json_out`` wrote
+there (same machine; not interleaved with ours).
 Exports are kept in ``--work_dir`` and reused (weights random, int8 calibrated on random
 clips: the timing does not depend on them). ``--json_out`` gets every figure and the
 Markdown table beside it (.md).
