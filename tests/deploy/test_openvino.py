@@ -74,6 +74,30 @@ def test_float_ir_matches_keras(small_model, fp32_ir):
     assert timing["backend"] == "openvino" and timing["median_ms"] > 0
 
 
+def test_channel_shuffles_are_one_op_and_int8_runs_through_them(tmp_path):
+    """ShuffleNetV1: each channel shuffle is one ShuffleChannels in the IR (the float IR still
+    exact to Keras), and PTQ int8 runs the depthwise convolutions behind the shuffles in
+    int8 (behind the three-op form NNCF left them in float)."""
+    from keras_efficient3d.layers import ChannelShuffle
+
+    shape = (16, 32, 32, 3)  # ShuffleNetV1 halves the frames three times
+    model = calibrate_batchnorm(create_model("shufflenet_0.5x_g3", input_shape=shape, num_classes=4),
+                                clips(shape, 4, seed=1))
+    shuffles = [layer for layer in model.layers if isinstance(layer, ChannelShuffle) and layer.groups > 1]
+    fp32 = openvino_export.export_openvino(model, str(tmp_path / "f.xml"))
+    assert fp32["max_rel_error"] < 1e-4
+    kinds = [op.get_type_name() for op in openvino.Core().read_model(fp32["path"]).get_ops()]
+    assert kinds.count("ShuffleChannels") == len(shuffles) > 0
+    assert kinds.count("Transpose") == 1  # the input's, to NCDHW
+    int8 = openvino_export.export_openvino(model, str(tmp_path / "q.xml"), quantize="ptq",
+                                           calibration=clips(shape, 8, seed=2))
+    # the execution graph names every convolution, depthwise or grouped, "Convolution"
+    convs = {precision: n for (kind, precision), n in
+             runtime.load_runner(int8["path"], threads=1).runtime_precisions().items()
+             if kind == "Convolution"}
+    assert convs and set(convs) <= {"u8", "i8"}, convs
+
+
 @pytest.mark.slow
 def test_fp16_weights_are_close(trunk, tmp_path):
     report = openvino_export.export_openvino(trunk, str(tmp_path / "half.xml"), compress_to_fp16=True)
