@@ -36,6 +36,7 @@ __all__ = [
     "ONNX_PROVIDERS",
     "InputSpec",
     "KerasRunner",
+    "OPENVINO_PRECISIONS",
     "ModelFileError",
     "ONNXRunner",
     "OpenVINORunner",
@@ -629,6 +630,11 @@ class OpenVINORunner(_Runner):
         last = output[len(output) - 1] if output.rank.is_static and len(output) else None
         self.num_classes = last.get_length() if last is not None and last.is_static else None
 
+    @property
+    def inference_precision(self):
+        """The precision float layers run at ('f32', 'bf16', 'f16')."""
+        return self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+
     def runtime_precisions(self):
         """Counts of (layer type, runtime precision) in the compiled model's execution graph
         (which layers run in int8; constants left out)."""
@@ -664,14 +670,23 @@ def _check_clip_input(shape, path):
         raise ModelFileError(f"{path}: the model's input has {shape[4]} channels; expected 3 (RGB)")
 
 
-def load_runner(path, threads: int | None = 2):
+# OpenVINO's float precision for load_runner: what Keras computes, or the CPU's default.
+OPENVINO_PRECISIONS = ("f32", "auto")
+
+
+def load_runner(path, threads: int | None = 2, openvino_precision: str = "f32"):
     """A runner for a ``.keras``, ``.tflite``, ``.onnx`` or OpenVINO ``.xml`` clip model (see
     the module docstring); TFLite runs on XNNPACK where the graph allows, without requiring
-    all of it.
+    all of it. ``openvino_precision`` (``.xml`` only): ``"f32"``, what the Keras model
+    computes, or ``"auto"``, the CPU's default (bf16 on CPUs with bf16 units: AVX512_BF16,
+    AMX; 1.4-1.7x faster there, ~1e-2 from fp32).
 
     Raises:
         ModelFileError: missing file, unknown format, unloadable model, not a clip model.
     """
+    if openvino_precision not in OPENVINO_PRECISIONS:
+        raise ValueError(f"`openvino_precision` must be one of {', '.join(OPENVINO_PRECISIONS)}. "
+                         f"Received: openvino_precision={openvino_precision!r}")
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in _RUNNERS:
@@ -683,6 +698,9 @@ def load_runner(path, threads: int | None = 2):
         raise ModelFileError(f"{path}: model file is empty (0 bytes)")
     if ext == ".tflite":
         runner = TFLiteRunner(path, num_threads=threads, strict=False)
+    elif ext == ".xml":
+        runner = OpenVINORunner(path, threads, inference_precision=(
+            None if openvino_precision == "auto" else openvino_precision))
     else:
         runner = _RUNNERS[ext](path, threads)
     _check_clip_input(runner.input_spec.shape, path)

@@ -61,8 +61,13 @@ def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, ru
     """Writes registry model `name` for each of `runtimes` (`OURS`) in `folder`, reusing the
     files already there (their names carry the clip and classes); returns runtime -> path."""
     paths = {rt: _file(folder, name, input_shape, num_classes, rt) for rt in runtimes}
-    # one export per file (openvino-auto runs openvino-fp32's)
-    missing = list({path: rt for rt, path in paths.items() if not os.path.isfile(path)}.values())
+    # one export per file, under the first runtime that reads it (openvino-auto runs
+    # openvino-fp32's)
+    missing = {}
+    for rt, path in paths.items():
+        if not os.path.isfile(path):
+            missing.setdefault(path, rt)
+    missing = list(missing.values())
     if not missing:
         return paths
     from keras_efficient3d.artifacts import atomic_write

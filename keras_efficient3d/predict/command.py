@@ -41,7 +41,7 @@ DEFAULT_MODEL = os.path.join(os.path.dirname(_PACKAGE_DIR), "saved_models", "syn
 def run(source: str, model: str | None = None, labels: str | None = None, window: int | None = None,
         stride: int = 8, top: int = 5, as_json: bool = False, threads: int | None = 2,
         output_video: str | None = None, normalization: str | None = None, display: bool = True,
-        out=None, err=None) -> int:
+        out=None, err=None, openvino_precision: str = "f32") -> int:
     """What the command line does; returns the exit status (0, or 2 when a video of a folder
     could not be read). Bad input raises ValueError or OSError (the command line reports it as
     one line and status 2)."""
@@ -64,7 +64,7 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
         raise PredictError("--output needs a single video or a camera, not a folder of videos")
     if model.lower().endswith(".keras"):
         check_keras_archive(model)  # Keras calls a truncated archive "File not found"
-    runner = load_runner(model, threads)
+    runner = load_runner(model, threads, openvino_precision)
     spec = resolve_spec(runner, labels=labels, window=window, normalization=normalization)
     for note in spec.notes:
         print(f"note: {note}", file=err)
@@ -158,6 +158,7 @@ def define_flags(flag_values=flags.FLAGS):
                choices=("text", "json"), **fv)
     flags.DEFINE_bool("json", False, "Deprecated: --format=json.", **fv)
     cli.define("threads", 2, **fv)
+    cli.define("openvino_precision", "f32", **fv)
     cli.define("output", None, "A video file: the frames with the overlay.",
                check=cli.output_file, **fv)
     cli.define("normalization", None, "Used when the model records none.", **fv)
@@ -175,7 +176,8 @@ def main(argv, flag_values=flags.FLAGS):
     f = flag_values
     return run(argv[1], model=f.model_file, labels=f.labels, window=f.frames, stride=f.stride,
                top=f.top, as_json=f.json or f.format == "json", threads=f.threads,
-               output_video=f.output, normalization=f.normalization, display=f.display)
+               output_video=f.output, normalization=f.normalization, display=f.display,
+               openvino_precision=f.openvino_precision)
 
 
 if __name__ == "__main__":

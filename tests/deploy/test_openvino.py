@@ -74,6 +74,23 @@ def test_float_ir_matches_keras(small_model, fp32_ir):
     assert timing["backend"] == "openvino" and timing["median_ms"] > 0
 
 
+def test_runner_runs_fp32_or_the_cpus_default_precision(small_model, fp32_ir):
+    default = openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    exact = runtime.load_runner(fp32_ir[0], threads=1)
+    auto = runtime.load_runner(fp32_ir[0], threads=1, openvino_precision="auto")
+    assert (exact.inference_precision, auto.inference_precision) == ("f32", default)
+    x = clips(SMALL, 3, seed=7)
+    expected = small_model(x, training=False).numpy()
+    runtime.check_close(exact(x), expected, rtol=1e-4)
+    # bf16 where the CPU has it: up to ~10% off on this deep random network (0.97-1.0
+    # correlated over runs), still its outputs (another network's: ~0); the predict test
+    # checks the CPU's precision on a well-conditioned model
+    assert np.corrcoef(auto(x).ravel(), expected.ravel())[0, 1] > 0.9
+    assert cli.VOCABULARY["openvino_precision"].choices == runtime.OPENVINO_PRECISIONS
+    with pytest.raises(ValueError, match="`openvino_precision` must be one of f32, auto"):
+        runtime.load_runner(fp32_ir[0], openvino_precision="bf16")
+
+
 def test_channel_shuffles_are_one_op_and_int8_runs_through_them(tmp_path):
     """ShuffleNetV1: each channel shuffle is one ShuffleChannels in the IR (the float IR still
     exact to Keras), and PTQ int8 runs the depthwise convolutions behind the shuffles in
@@ -219,16 +236,21 @@ def test_predict_runs_an_ir_model_on_a_video(tmp_path, capsys):
     assert report["sidecar"] == str(tmp_path / "tiny.xml.json")
     video = write_video(str(tmp_path / "gesture.mp4"), moving_square(20))
     outputs = {}
-    for name in ("tiny.keras", "tiny.xml"):
+    for name, extra in (("tiny.keras", []), ("tiny.xml", []),
+                        ("tiny.xml", ["--openvino_precision=auto"])):
         code = cli.invoke(command.main, command.define_flags,
                           ["predict", video, f"--model_file={tmp_path / name}", "--format=json",
-                           "--threads=1", "--stride=4"], positional=True)
+                           "--threads=1", "--stride=4"] + extra, positional=True)
         assert code == 0
         lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        outputs[name] = lines[-1]
+        outputs[name + "".join(extra)] = lines[-1]
     keras_top, ir_top = outputs["tiny.keras"]["top"], outputs["tiny.xml"]["top"]
     assert [t["label"] for t in ir_top] == [t["label"] for t in keras_top]
     np.testing.assert_allclose([t["score"] for t in ir_top], [t["score"] for t in keras_top], atol=1e-4)
+    # at the CPU's default precision (bf16 here when the CPU has it): the same ranking
+    auto_top = outputs["tiny.xml--openvino_precision=auto"]["top"]
+    assert [t["label"] for t in auto_top] == [t["label"] for t in keras_top]
+    np.testing.assert_allclose([t["score"] for t in auto_top], [t["score"] for t in keras_top], atol=2e-2)
 
 
 @pytest.fixture(scope="module")
