@@ -238,7 +238,7 @@ VOCABULARY = {
     "precision": Flag("enum", "TFLite precision.", choices=("fp32", "fp16", "dynamic", "int8")),
     "openvino_precision": Flag("enum", "OpenVINO .xml models: f32 (what the Keras model "
                                "computes) or auto (the CPU's default: bf16 on CPUs with bf16 "
-                               "units, 1.4-1.7x faster there).", choices=("f32", "auto")),
+                               "units, 1.5-2.4x faster there).", choices=("f32", "auto")),
     "seed": Flag("integer", "Random seed."),
     "videos_per_class": Flag("integer", "Synthetic videos per class.", minimum=1),
     "output": Flag("string", "Where the result is written."),

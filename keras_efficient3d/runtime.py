@@ -679,7 +679,7 @@ def load_runner(path, threads: int | None = 2, openvino_precision: str = "f32"):
     the module docstring); TFLite runs on XNNPACK where the graph allows, without requiring
     all of it. ``openvino_precision`` (``.xml`` only): ``"f32"``, what the Keras model
     computes, or ``"auto"``, the CPU's default (bf16 on CPUs with bf16 units: AVX512_BF16,
-    AMX; 1.4-1.7x faster there, ~1e-2 from fp32).
+    AMX; 1.5-2.4x faster there, ~1e-2 from fp32).
 
     Raises:
         ModelFileError: missing file, unknown format, unloadable model, not a clip model.
