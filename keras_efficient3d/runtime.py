@@ -81,6 +81,7 @@ def quiet_stderr():
             os.dup2(devnull.fileno(), 2)
         yield
     finally:
+        sys.stderr.flush()  # Python's own buffered writes (absl logging) go to /dev/null too
         os.dup2(saved, 2)
         os.close(saved)
 

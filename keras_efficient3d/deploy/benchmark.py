@@ -364,7 +364,7 @@ def int8_op_profile(frames=16, size=56, channels=24, expansion=6, threads=2, rou
 
     from keras_efficient3d.deploy.tflite import convert_function
     from keras_efficient3d.layers import taps
-    from keras_efficient3d.runtime import TFLiteRunner
+    from keras_efficient3d.runtime import TFLiteRunner, quiet_stderr
 
     t, h, c, e = int(frames), int(size), int(channels), int(channels) * int(expansion)
     rng = np.random.default_rng(seed)
@@ -393,8 +393,9 @@ def int8_op_profile(frames=16, size=56, channels=24, expansion=6, threads=2, rou
                                ).get_concrete_function()
         clips = rng.standard_normal((4, t, h, h, cin)).astype(np.float32)
         for precision in ("fp32", "int8"):
-            blob = convert_function(concrete, precision, lambda clips=clips: ([x] for x in clips),
-                                    int8_io=True)
+            with quiet_stderr():  # the converter's notices
+                blob = convert_function(concrete, precision, lambda clips=clips: ([x] for x in clips),
+                                        int8_io=True)
             runner = TFLiteRunner(blob, threads, strict=False)
             steps.append((op, precision, runner.timing_step(seed)[0]))
     for _, _, step in steps:
