@@ -77,6 +77,7 @@ can load it by its path.
 """
 
 import dataclasses
+import logging
 import os
 import sys
 import zipfile
@@ -404,4 +405,20 @@ def run(main, define_flags, positional=False):
         except flags.Error as err:
             sys.exit(_fail(prog, err))
 
-    app.run(lambda argv: _call(main, argv, flags.FLAGS, prog, positional), flags_parser=parse)
+    def start(argv):
+        if absl_logging.get_verbosity() < 1:  # -v 1 keeps absl's timestamped lines
+            absl_logging.get_absl_handler().setFormatter(_PlainFormatter())
+        return _call(main, argv, flags.FLAGS, prog, positional)
+
+    app.run(start, flags_parser=parse)
+
+
+class _PlainFormatter(logging.Formatter):
+    """Log lines for people: the message alone, 'warning: ' or 'error: ' before the ones
+    that are, without absl's level letter, timestamp, thread id and source line."""
+
+    def format(self, record):
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            text = f"{record.levelname.lower()}: {text}"
+        return text

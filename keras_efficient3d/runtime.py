@@ -335,8 +335,19 @@ class KerasRunner(_Runner):
 def _tensorflow_call(net):
     import tensorflow as tf
 
-    call = tf.function(lambda x: net(x, training=False), reduce_retracing=True)
-    return lambda batch: call(batch).numpy()
+    shape = tuple(net.input_shape[1:])
+    if any(d is None for d in shape):
+        call = tf.function(lambda x: net(x, training=False), reduce_retracing=True)
+        return lambda batch: call(batch).numpy()
+    # One function for every batch size, optimised once, here: its first run is when
+    # Grappler rewrites the graph, and TF 2.21's oneDNN passes then log errors about nodes
+    # they made themselves ("Relu6 has an empty op name", on folded depthwise ReLU6 layers)
+    # before going on; the results are unchanged and the lines tell a user nothing.
+    call = tf.function(lambda x: net(x, training=False)).get_concrete_function(
+        tf.TensorSpec((None,) + shape, tf.float32))
+    with quiet_stderr():
+        call(tf.zeros((1,) + shape))
+    return lambda batch: call(tf.constant(batch)).numpy()
 
 
 def _jax_call(net):

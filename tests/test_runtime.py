@@ -68,7 +68,7 @@ def test_runners_agree(tiny_files, tiny):
     assert np.max(np.abs(got - expected)) < tolerance, (got, expected)
 
 
-def test_keras_runner_runs_the_batchnorm_folded_form(tmp_path):
+def test_keras_runner_runs_the_batchnorm_folded_form(tmp_path, capfd):
     from keras_efficient3d import create_model
 
     model = create_model("mobilenetv2_0.2x", input_shape=(FRAMES, SIZE, SIZE, 3),
@@ -83,6 +83,12 @@ def test_keras_runner_runs_the_batchnorm_folded_form(tmp_path):
     expected = model(clips, training=False).numpy()
     assert np.abs(expected).max() > 1e-3
     np.testing.assert_allclose(runner(clips), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    # one function for every batch size
+    np.testing.assert_allclose(runner(clips[1:]), expected[1:], rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max())
+    # Grappler's errors about the folded ReLU6 depthwise layers stay off the screen
+    err = capfd.readouterr().err
+    assert "tfg_optimizer" not in err and "E0000" not in err, err
 
 
 def test_load_runner_rejects_bad_tiny_files(tmp_path, tiny_files):

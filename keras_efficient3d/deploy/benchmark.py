@@ -137,13 +137,12 @@ def _xnnpack_gemm_seconds(size, threads, runs):
     import tensorflow as tf
 
     from keras_efficient3d.deploy.tflite import convert_function
-    from keras_efficient3d.runtime import TFLiteRunner, quiet_stderr
+    from keras_efficient3d.runtime import TFLiteRunner
 
     weights = tf.constant(np.random.default_rng(0).standard_normal((size, size), np.float32))
     fn = tf.function(lambda x: tf.matmul(x, weights),
                      input_signature=[tf.TensorSpec((size, size), tf.float32)])
-    with quiet_stderr():  # the converter's notices
-        blob = convert_function(fn.get_concrete_function(), "fp32")
+    blob = convert_function(fn.get_concrete_function(), "fp32")
     runner = TFLiteRunner(blob, threads or None, strict=False)
     step, _ = runner.timing_step(0)
     return _best_seconds(step, runs)
@@ -364,7 +363,7 @@ def int8_op_profile(frames=16, size=56, channels=24, expansion=6, threads=2, rou
 
     from keras_efficient3d.deploy.tflite import convert_function
     from keras_efficient3d.layers import taps
-    from keras_efficient3d.runtime import TFLiteRunner, quiet_stderr
+    from keras_efficient3d.runtime import TFLiteRunner
 
     t, h, c, e = int(frames), int(size), int(channels), int(channels) * int(expansion)
     rng = np.random.default_rng(seed)
@@ -393,9 +392,8 @@ def int8_op_profile(frames=16, size=56, channels=24, expansion=6, threads=2, rou
                                ).get_concrete_function()
         clips = rng.standard_normal((4, t, h, h, cin)).astype(np.float32)
         for precision in ("fp32", "int8"):
-            with quiet_stderr():  # the converter's notices
-                blob = convert_function(concrete, precision, lambda clips=clips: ([x] for x in clips),
-                                        int8_io=True)
+            blob = convert_function(concrete, precision, lambda clips=clips: ([x] for x in clips),
+                                    int8_io=True)
             runner = TFLiteRunner(blob, threads, strict=False)
             steps.append((op, precision, runner.timing_step(seed)[0]))
     for _, _, step in steps:

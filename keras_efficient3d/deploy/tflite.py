@@ -13,6 +13,8 @@ input quantized and the output dequantized inside the model unless ``int8_io``).
 specialised to one batch size (1 by default) with static shapes, which XNNPACK needs.
 """
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
@@ -87,7 +89,9 @@ def convert_function(concrete_fn, precision="fp32", representative_data=None,
     """
     if precision not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {PRECISIONS}. Received: precision={precision!r}")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_fn])
+    # Without a trackable object the converter warns of a deprecation that does not apply to
+    # a function traced from a live model.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_fn], concrete_fn)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -107,7 +111,12 @@ def convert_function(concrete_fn, precision="fp32", representative_data=None,
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-    return converter.convert()
+    # The converter's notices (the quantizer's settings line, the missing-statistics and
+    # trackable_obj warnings) tell a user nothing; its errors still raise ConverterError
+    # with their diagnostics in the message.
+    with warnings.catch_warnings(), runtime.quiet_stderr():
+        warnings.simplefilter("ignore")
+        return converter.convert()
 
 
 def convert(model, precision="fp32", representative_data=None, num_calibration=64, batch=1,
