@@ -75,6 +75,9 @@ class TrainConfig:
     lr_steps: tuple = (40, 55, 65, 70, 200, 250)
     lr_gamma: float = 0.1
     lr_patience: int = 10
+    # Epochs over which the rate rises linearly, batch by batch, from near 0 to the
+    # schedule's (steps, cosine and constant schedules).
+    warmup_epochs: int = 0
     momentum: float = 0.9
     dampening: float = 0.9
     nesterov: bool = False
@@ -117,6 +120,10 @@ class TrainConfig:
                 bad(name, "a positive integer")
         if self.learning_rate <= 0:
             bad("learning_rate", "a positive number")
+        if not 0 <= int(self.warmup_epochs) < int(self.epochs):
+            bad("warmup_epochs", "an integer from 0 to epochs - 1")
+        if self.warmup_epochs and self.lr_schedule == "plateau":
+            bad("warmup_epochs", "0 with the plateau schedule (it sets the rate itself)")
         if self.resume and self.pretrained:
             bad("pretrained", "no value together with resume (resume continues a run of its own)")
         # An unknown model name fails here, before the dataset is indexed.
@@ -267,25 +274,44 @@ def make_optimizer(config):
                     nesterov=config.nesterov, l2_weight_decay=config.weight_decay)
 
 
-def learning_rate_at(config, epoch):
-    """Learning rate of 1-based `epoch` for the 'steps', 'cosine' and 'constant' schedules."""
+def learning_rate_at(config, epoch, progress=1.0):
+    """Learning rate of 1-based `epoch` for the 'steps', 'cosine' and 'constant' schedules;
+    within the warm-up epochs, `progress` (0 to 1] is how far into the epoch the batch is."""
     if config.lr_schedule == "steps":
-        return config.learning_rate * config.lr_gamma ** sum(epoch >= s for s in config.lr_steps)
-    if config.lr_schedule == "cosine":
-        return 0.5 * config.learning_rate * (1 + math.cos(math.pi * (epoch - 1) / config.epochs))
-    return config.learning_rate
+        rate = config.learning_rate * config.lr_gamma ** sum(epoch >= s for s in config.lr_steps)
+    elif config.lr_schedule == "cosine":
+        rate = 0.5 * config.learning_rate * (1 + math.cos(math.pi * (epoch - 1) / config.epochs))
+    else:
+        rate = config.learning_rate
+    if epoch <= config.warmup_epochs:
+        rate *= (epoch - 1 + min(max(progress, 0.0), 1.0)) / config.warmup_epochs
+    return rate
 
 
 class EpochSchedule(keras.callbacks.Callback):
     """Sets the learning rate at the start of each epoch (the original's
-    adjust_learning_rate, with 1-based epochs)."""
+    adjust_learning_rate, with 1-based epochs), and at each batch of the warm-up epochs
+    (`TrainConfig.warmup_epochs`: a linear rise to the schedule's rate, for large rates or
+    batches; the demo does not use it, two warmed-up runs ended 10 points lower)."""
 
-    def __init__(self, config):
+    def __init__(self, config, steps_per_epoch=None):
         super().__init__()
         self.config = config
+        self.steps_per_epoch = steps_per_epoch  # when Keras does not know it (params["steps"])
+        self._epoch = 1
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.optimizer.learning_rate.assign(learning_rate_at(self.config, epoch + 1))
+        self._epoch = epoch + 1
+        self.model.optimizer.learning_rate.assign(
+            learning_rate_at(self.config, self._epoch, 1.0 / self._steps()))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._epoch <= self.config.warmup_epochs:
+            self.model.optimizer.learning_rate.assign(
+                learning_rate_at(self.config, self._epoch, (batch + 1) / self._steps()))
+
+    def _steps(self):
+        return max(1, int((self.params or {}).get("steps") or self.steps_per_epoch or 1))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -559,7 +585,8 @@ def train(config, extra_callbacks=None):
                                                               factor=config.lr_gamma,
                                                               patience=config.lr_patience))
     else:
-        callbacks.insert(0, EpochSchedule(config))
+        callbacks.insert(0, EpochSchedule(config, steps or max(
+            1, len(train_records) // config.batch_size)))
     start = time.time()
     # The pipeline shuffles; Keras' own `shuffle` does nothing for a dataset but warn.
     with quiet_end_of_data(), fit_scope:

@@ -114,6 +114,7 @@ BAD_INPUT = [
     ("train", ["extra"], "unexpected arguments: extra"),
     ("train", ["--no_such_flag=1"], "no_such_flag"),
     ("train", ["--data_root={dir}", "--lr_schedule=linear"], "lr_schedule"),
+    ("train", ["--data_root={dir}", "--epochs=3", "--warmup_epochs=3"], "warmup_epochs"),
     ("train", ["--data_root={dir}", "--output={tmp}/run"], "jester-v1-labels.csv"),
     ("train", ["--dataset=jester", "--output={tmp}/run"], "data_root"),
     ("train", ["--data_root={dir}", "--pretrained={junk_keras}", "--dataset=folders"],

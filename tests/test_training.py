@@ -65,13 +65,49 @@ def test_step_schedule_is_the_originals():
     assert trainer.learning_rate_at(cosine, 6) == pytest.approx(0.05)
 
 
+def test_warmup_rises_batch_by_batch_into_the_schedule():
+    config = trainer.TrainConfig(data_root="x", learning_rate=0.1, lr_schedule="cosine",
+                                 epochs=10, warmup_epochs=2)
+    cosine = dataclasses.replace(config, warmup_epochs=0)
+    assert trainer.learning_rate_at(config, 1, 0.5) == pytest.approx(
+        0.25 * trainer.learning_rate_at(cosine, 1))
+    assert trainer.learning_rate_at(config, 2, 1.0) == pytest.approx(
+        trainer.learning_rate_at(cosine, 2))
+    assert trainer.learning_rate_at(config, 3, 0.1) == pytest.approx(
+        trainer.learning_rate_at(cosine, 3))
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+    schedule = trainer.EpochSchedule(config, steps_per_epoch=4)
+    schedule.set_model(model)
+    schedule.set_params({"epochs": 10, "steps": None, "verbose": 0})  # steps unknown to Keras
+    seen = []
+    for epoch in range(3):
+        schedule.on_epoch_begin(epoch)
+        for batch in range(4):
+            schedule.on_train_batch_begin(batch)
+            seen.append(float(model.optimizer.learning_rate.numpy()))
+    expected = [trainer.learning_rate_at(config, e + 1, (b + 1) / 4) for e in range(3)
+                for b in range(4)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+    assert seen[:8] == sorted(seen[:8]) and seen[0] < 0.02  # rising from near 0
+    assert len(set(seen[8:])) == 1  # after the warm-up, one rate per epoch
+
+
 @pytest.mark.parametrize("field,value", [("dataset", "imagenet"), ("lr_schedule", "linear"),
                                           ("ft_portion", "half"), ("batch_size", 0),
-                                          ("optimizer", "rmsprop")])
+                                          ("optimizer", "rmsprop"), ("warmup_epochs", 250),
+                                          ("warmup_epochs", -1)])
 def test_config_validation_names_the_option(field, value):
     config = trainer.TrainConfig(data_root="x")
     setattr(config, field, value)
     with pytest.raises(ValueError, match=field):
+        config.validate()
+
+
+def test_warmup_and_the_plateau_schedule_do_not_mix():
+    config = trainer.TrainConfig(data_root="x", lr_schedule="plateau", warmup_epochs=1)
+    with pytest.raises(ValueError, match="warmup_epochs.*plateau"):
         config.validate()
 
 
@@ -246,6 +282,9 @@ def test_train_cli_with_mirrored_strategy_on_two_cpu_devices(tiny_gestures, tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "done in" in proc.stdout
     assert (tmp_path / "mirrored" / "last.keras").exists()
+    # log lines for people: the message, without absl's level letter, time and source line
+    indexed = [line for line in proc.stderr.splitlines() if "videos indexed" in line]
+    assert indexed and all(line.startswith("jester [") for line in indexed), indexed
 
 
 def test_evaluation_counts_clip_and_video_accuracy(tiny_gestures):

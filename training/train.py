@@ -34,6 +34,7 @@ _HELP = {
     "learning_rate": "initial learning rate", "lr_schedule": "steps, plateau, cosine or constant",
     "lr_steps": "epochs at which 'steps' multiplies the rate by lr_gamma",
     "lr_gamma": "decay factor", "lr_patience": "plateau patience (epochs)",
+    "warmup_epochs": "epochs over which the rate rises linearly (per batch) to the schedule's",
     "momentum": "SGD momentum", "dampening": "SGD dampening (PyTorch semantics)",
     "nesterov": "Nesterov momentum", "weight_decay": "L2 weight decay (PyTorch SGD semantics)",
     "epochs": "total epochs",
