@@ -22,6 +22,11 @@ from absl import flags
 
 from keras_efficient3d import cli
 
+# Training runs differ (parallel input order, multi-threaded float sums), and this small
+# model learns clockwise from anticlockwise turning last: at 18 epochs two of three runs
+# ended at 87.5% and 93.1% (one at 99.4%), at 24 both runs reached 98.1% and 99.4%.
+EPOCHS = 24
+
 
 def define_flags(flag_values=flags.FLAGS):
     fv = {"flag_values": flag_values}
@@ -31,7 +36,7 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("width_mult", 0.2, **fv)
     cli.define("frames", 16, **fv)
     cli.define("size", 64, **fv)
-    flags.DEFINE_integer("epochs", 18, "Training epochs.", lower_bound=1, **fv)
+    flags.DEFINE_integer("epochs", EPOCHS, "Training epochs.", lower_bound=1, **fv)
     cli.define("batch_size", 8, **fv)
     flags.DEFINE_float("learning_rate", 5e-3, "Initial learning rate (Adam, cosine schedule).",
                        **fv)
@@ -48,7 +53,7 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def demo_config(output_dir, data_root, model="mobilenetv2", width_mult=0.2, frames=16, size=64,
-                epochs=18, batch_size=8, learning_rate=5e-3, seed=0, optimizer="adam",
+                epochs=EPOCHS, batch_size=8, learning_rate=5e-3, seed=0, optimizer="adam",
                 crop="center"):
     """The training configuration of the demo (also training/flags/synthetic.flags)."""
     from keras_efficient3d.trainer import TrainConfig
@@ -64,7 +69,7 @@ def demo_config(output_dir, data_root, model="mobilenetv2", width_mult=0.2, fram
 
 
 def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, size=64,
-        epochs=18, batch_size=8, learning_rate=5e-3, videos_per_class=None, seed=0, deploy=True,
+        epochs=EPOCHS, batch_size=8, learning_rate=5e-3, videos_per_class=None, seed=0, deploy=True,
         qat_epochs=2, publish=None, log=print):
     """Runs the whole demo; returns the report dict."""
     import keras
