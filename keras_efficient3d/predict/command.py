@@ -101,8 +101,9 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
             emit(summary_json(summary, path))
         else:
             fps = f", {summary['fps']:.1f} fps" if summary["fps"] else ""
-            emit(f"  video ({summary['frames']} frames{fps}, {summary['window_count']} windows of "
-                 f"{spec.frames} frames, stride {stride}): {top_text(summary['top'])}")
+            windows = summary["window_count"]
+            emit(f"  video ({summary['frames']} frames{fps}, {windows} window{'s' * (windows != 1)} "
+                 f"of {spec.frames} frames, stride {stride}): {top_text(summary['top'])}")
             emit(format_speed(summary))
     return 2 if failures else 0
 

@@ -160,6 +160,7 @@ def test_cli_padding_note_and_error(cli_runs):
     code, out, err = cli_runs["short"]
     assert code == 0, err
     assert "loop-padded" in err and "[loop-padded]" in out and "speed:" in out and "frames/s" in out
+    assert ", 1 window of " in out  # shorter than one window: one, padded
     _check_error(*cli_runs["size_mismatch"], "112x112")
 
 
