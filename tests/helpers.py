@@ -94,22 +94,18 @@ def _concrete(model, batch=1):
 
 
 def export_tflite(model, path, int8=False, calibration=None):
-    """fp32, or full-int8 post-training quantisation with int8 input and output tensors."""
-    import tensorflow as tf
+    """fp32, or full-int8 post-training quantisation with int8 input and output tensors (of
+    the Keras graph itself, not the deployment graph)."""
+    from keras_efficient3d.deploy.tflite import convert_function
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete(model)])
-    if int8:
-        def representative():
-            for clip in calibration:
-                yield [clip[None].astype(np.float32)]
+    def representative():
+        for clip in calibration:
+            yield [clip[None].astype(np.float32)]
 
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+    blob = convert_function(_concrete(model), "int8" if int8 else "fp32",
+                            representative if int8 else None, int8_io=int8)
     with open(path, "wb") as handle:
-        handle.write(converter.convert())
+        handle.write(blob)
     return path
 
 
