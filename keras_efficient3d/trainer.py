@@ -146,7 +146,7 @@ def load_split(config, split):
     if not os.path.isdir(root):
         raise ValueError(f"The data folder does not exist: {root}")
     if config.dataset in ("jester", "synthetic"):
-        return data.index_jester(root, split, config.annotations)
+        return data.index_jester(root, split, config.annotations, name=config.dataset)
     if config.dataset == "kinetics600":
         csv_path = config.annotations or os.path.join(root, f"{'train' if split == 'train' else 'validate'}.csv")
         return data.index_kinetics(root, csv_path, "train" if split == "train" else "validate")

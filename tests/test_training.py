@@ -284,7 +284,7 @@ def test_train_cli_with_mirrored_strategy_on_two_cpu_devices(tiny_gestures, tmp_
     assert (tmp_path / "mirrored" / "last.keras").exists()
     # log lines for people: the message, without absl's level letter, time and source line
     indexed = [line for line in proc.stderr.splitlines() if "videos indexed" in line]
-    assert indexed and all(line.startswith("jester [") for line in indexed), indexed
+    assert indexed and all(line.startswith("synthetic [") for line in indexed), indexed
 
 
 def test_evaluation_counts_clip_and_video_accuracy(tiny_gestures):

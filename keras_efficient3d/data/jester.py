@@ -110,6 +110,7 @@ def index_jester(
     root: str | os.PathLike,
     split: str = "train",
     annotations: str | os.PathLike | None = None,
+    name: str = "jester",
 ) -> tuple[list[VideoRecord], list[str]]:
     """Index one Jester split.
 
@@ -118,6 +119,8 @@ def index_jester(
         split: ``'train'``, ``'validation'`` (``'val'``) or ``'test'``.
         annotations: folder with the official CSVs, or the original's JSON file;
             defaults to ``root``.
+        name: the dataset's name in the log line (another set in Jester's layout, such as
+            the synthetic gestures, says its own).
 
     Returns:
         ``(records, class_names)``. Missing and empty frame folders are skipped and
@@ -140,7 +143,7 @@ def index_jester(
         entries = _read_split_csv(
             os.path.join(annotations, SPLIT_CSVS[split]), class_to_index, with_labels=split != "test"
         )
-    summary = IndexSummary("jester", split)
+    summary = IndexSummary(name, split)
     records = []
     for video_id, label in entries:
         record = make_record(os.path.join(root, video_id), label, video_id, summary)
