@@ -78,7 +78,7 @@ def test_build_predict_train_save_load(name, tmp_path):
     data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 2, 0]))).batch(4)
     model.compile(optimizer=keras.optimizers.SGD(0.01),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(data, epochs=2, verbose=0, shuffle=False)  # (for a dataset Keras only warns)
+    history = model.fit(data, epochs=2, verbose=0, shuffle=False)  # Keras' shuffle only warns for a dataset
     assert np.isfinite(history.history["loss"]).all()
     after = model.predict(x, verbose=0)
     assert np.isfinite(after).all()  # the moving statistics too (no negative variance)
