@@ -67,7 +67,6 @@ def _worker_env(backend, threads):
     threads = str(threads)
     return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
                 OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
-                TF_NUM_INTEROP_THREADS="1", TF_NUM_INTRAOP_THREADS=threads,
                 XLA_FLAGS=f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}",
                 PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]))
 
@@ -80,9 +79,9 @@ def keras_step(name, mode, input_shape, num_classes, train_batch, runs, threads)
     import numpy as np
 
     import keras_efficient3d as k3
-    from keras_efficient3d.runtime import KerasRunner, set_keras_threads
+    from keras_efficient3d.runtime import KerasRunner, is_depthwise_model, set_keras_threads
 
-    set_keras_threads(threads)
+    set_keras_threads(threads, is_depthwise_model(name))  # TensorFlow: `tf_thread_plan`
     model = k3.create_model(name, input_shape=input_shape, num_classes=num_classes)
     rng = np.random.default_rng(0)
     if mode == "inference":

@@ -1,6 +1,9 @@
 """`keras_efficient3d.runtime`: the three runners agree with the Keras model, int8 tensors,
 models it refuses, the timing loop."""
 
+import os
+import subprocess
+import sys
 import time
 
 import keras
@@ -16,6 +19,7 @@ from helpers import (
     tiny_metadata,
     tiny_normalization,
 )
+from keras_efficient3d import registry
 from keras_efficient3d.artifacts import ModelFileError, save_model
 from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.runtime import (
@@ -23,15 +27,19 @@ from keras_efficient3d.runtime import (
     benchmark,
     choose_providers,
     dequantize,
+    is_depthwise_model,
     load_runner,
     measure,
     onnx_session,
     quantize,
+    tf_thread_plan,
 )
 
 FRAMES, SIZE, CLASSES = TINY_FRAMES, TINY_SIZE, TINY_CLASSES
 NORM = tiny_normalization()
 METADATA = tiny_metadata()
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models",
+                       "synthetic_gestures.keras")
 
 
 def test_quantization_helpers():
@@ -145,3 +153,45 @@ def test_onnx_session_threads_and_providers(tiny_files):
         "CUDAExecutionProvider", "CPUExecutionProvider"]
     with pytest.raises(ValueError, match="Providers not in this onnxruntime build"):
         onnx_session(tiny_files["onnx"], providers=["NoSuchExecutionProvider"])
+
+
+def test_tf_thread_plan_gives_depthwise_models_two_ops_at_a_time():
+    assert tf_thread_plan(2, depthwise=True) == (1, 2)
+    assert tf_thread_plan(4, depthwise=True) == (2, 2)
+    assert tf_thread_plan(2) == (2, 1)
+    assert tf_thread_plan(1, depthwise=True) == (1, 1)
+    assert tf_thread_plan(None, depthwise=True) is None and tf_thread_plan(0) is None
+
+
+@pytest.mark.parametrize("family", registry.families(), ids=lambda f: f.name)
+def test_families_say_whether_they_are_depthwise(family):
+    """`Family.depthwise` (what the thread plan reads for a registry name) matches the
+    layers the family's models have."""
+    name = next(iter(family.registry_names()))
+    model = registry.create_model(name, num_classes=3, input_shape=family.small_input)
+    assert is_depthwise_model(model) == family.depthwise
+    assert is_depthwise_model(name) == family.depthwise
+
+
+def test_is_depthwise_model_reads_keras_files_without_loading(tmp_path, tiny):
+    dense = str(tmp_path / "dense.keras")
+    tiny.save(dense)
+    assert not is_depthwise_model(dense)
+    assert is_depthwise_model(SHIPPED)
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    assert not is_depthwise_model(str(broken))
+
+
+def test_load_runner_sets_tensorflows_threads_by_the_plan():
+    """In a fresh process (TensorFlow's threads are fixed once it runs an op): a depthwise
+    `.keras` model at 2 threads runs one thread per op, two ops at a time."""
+    probe = ("import tensorflow as tf; from keras_efficient3d.runtime import load_runner; "
+             f"load_runner({SHIPPED!r}, threads=2); "
+             "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+             "tf.config.threading.get_inter_op_parallelism_threads())")
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["1", "2"]

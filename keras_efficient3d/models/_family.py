@@ -52,6 +52,9 @@ class Family:
             accepts, for quick checks: heads that pool a fixed ``ceil(T/16) x
             ceil(S/32)^2`` grid and ShuffleNetV1's even frame counts need 16 frames,
             C3D's flattening head 112 pixels.
+        depthwise: its blocks have depthwise 3D convolutions (`DepthwiseConv3D`): many
+            thin, independent operations, which TensorFlow runs fastest one thread per
+            operation and two at a time (`keras_efficient3d.runtime.tf_thread_plan`).
     """
 
     name: str
@@ -68,6 +71,7 @@ class Family:
     functional_relu: str | None = None
     params_exceptions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     small_input: tuple = (8, 32, 32, 3)
+    depthwise: bool = False
 
     def registry_names(self):
         """Registry name -> fixed builder kwargs."""

@@ -81,6 +81,7 @@ def MobileNetV1_3D(
 FAMILY = _family.Family(
     name="mobilenetv1",
     builder=MobileNetV1_3D,
+    depthwise=True,
     aliases=("mobilenet",),
     paper_rows={"mobilenet": ("mobilenetv1", {}, "")},
     key_rules=(

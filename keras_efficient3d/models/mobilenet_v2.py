@@ -124,6 +124,7 @@ def _key_mapping(model):
 FAMILY = _family.Family(
     name="mobilenetv2",
     builder=MobileNetV2_3D,
+    depthwise=True,
     paper_rows={"mobilenetv2": ("mobilenetv2", {}, "")},
     key_mapping=_key_mapping,
     infer_config=_family.stem_width_inference("features.0.0.weight", 32),

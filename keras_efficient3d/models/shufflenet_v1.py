@@ -128,6 +128,7 @@ def _infer_config(state_dict, file_name, fixed):
 FAMILY = _family.Family(
     name="shufflenetv1",
     builder=ShuffleNetV1_3D,
+    depthwise=True,
     aliases=("shufflenet",),
     paper_rows={"shufflenet": ("shufflenetv1", {}, "groups=3")},
     key_rules=(

@@ -113,6 +113,7 @@ def _infer_config(state_dict, file_name, fixed):
 FAMILY = _family.Family(
     name="shufflenetv2",
     builder=ShuffleNetV2_3D,
+    depthwise=True,
     paper_rows={"shufflenetv2": ("shufflenetv2", {}, "")},
     key_rules=(
         (r"conv1", "conv1.0"),
