@@ -9,7 +9,9 @@ after warm-up, for the training form ("keras") and the BatchNorm-folded inferenc
 on an in-memory batch, so that only the model is measured. Prints a table and JSON; with
 ``--peers_json`` (rows of ``benchmark_pytorch.py`` measured on the same machine) the table
 gains the original's PyTorch figure, the best of its peers (PyTorch, ONNX Runtime, OpenVINO)
-and the speed-ups.
+and the speed-ups. TensorFlow's threads are set once for the process by
+`keras_efficient3d.runtime.tf_thread_plan`: the depthwise models' plan when every timed model
+is one (``--models=mobilenetv2_1.0x,shufflenetv2_1.0x``), else every thread per op.
 """
 
 import importlib.util
@@ -133,9 +135,9 @@ def run(models, mode="inference", batch_sizes=(1, 8), frames=16, size=112, num_c
     """Times each model; returns JSON-serialisable rows."""
     from keras_efficient3d import registry
     from keras_efficient3d.fold import fold_batchnorm
-    from keras_efficient3d.runtime import set_tf_threads
+    from keras_efficient3d.runtime import is_depthwise_model, set_tf_threads
 
-    set_tf_threads(threads)
+    set_tf_threads(threads, all(is_depthwise_model(name) for name in models))
 
     rows = []
     for name in models:
