@@ -351,14 +351,19 @@ def set_keras_threads(threads, depthwise=False):
 
 def set_tf_threads(threads, depthwise=False):
     """TensorFlow's threads for a budget of `threads` (`tf_thread_plan`; 0 or None: its
-    default). Only possible before TensorFlow runs its first op, and ignored after."""
+    default). Only possible before TensorFlow runs its first op, and ignored after. Returns
+    the ``(intra_op, inter_op)`` pair set, or None when nothing was (no budget, too late)."""
     import tensorflow as tf
 
     plan = tf_thread_plan(threads, depthwise)
-    if plan:
-        with contextlib.suppress(RuntimeError):  # too late once TensorFlow has run ops
-            tf.config.threading.set_intra_op_parallelism_threads(plan[0])
-            tf.config.threading.set_inter_op_parallelism_threads(plan[1])
+    if not plan:
+        return None
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(plan[0])
+        tf.config.threading.set_inter_op_parallelism_threads(plan[1])
+    except RuntimeError:  # too late once TensorFlow has run ops
+        return None
+    return plan
 
 
 class KerasRunner(_Runner):

@@ -97,7 +97,7 @@ def test_warmup_rises_batch_by_batch_into_the_schedule():
 @pytest.mark.parametrize("field,value", [("dataset", "imagenet"), ("lr_schedule", "linear"),
                                           ("ft_portion", "half"), ("batch_size", 0),
                                           ("optimizer", "rmsprop"), ("warmup_epochs", 250),
-                                          ("warmup_epochs", -1)])
+                                          ("warmup_epochs", -1), ("threads", -1)])
 def test_config_validation_names_the_option(field, value):
     config = trainer.TrainConfig(data_root="x")
     setattr(config, field, value)
@@ -278,9 +278,12 @@ def test_train_cli_with_mirrored_strategy_on_two_cpu_devices(tiny_gestures, tmp_
     proc = _cli("train.py", "--dataset=synthetic", f"--data_root={tiny_gestures}",
                 f"--model={TINY_MODEL}", f"--width_mult={TINY_WIDTH}", "--frames=8", "--size=32",
                 "--batch_size=4", "--epochs=1", "--distribution=mirrored", "--cpu_devices=2",
-                "--normalization=unit", f"--output={tmp_path / 'mirrored'}", "--verbose=0")
+                "--normalization=unit", f"--output={tmp_path / 'mirrored'}", "--verbose=0",
+                "--threads=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "done in" in proc.stdout
+    # a depthwise model: TensorFlow took the thread plan before its first op
+    assert "TensorFlow threads: 1 per operation, 2 operations at a time" in proc.stdout
     assert (tmp_path / "mirrored" / "last.keras").exists()
     # log lines for people: the message, without absl's level letter, time and source line
     indexed = [line for line in proc.stderr.splitlines() if "videos indexed" in line]
