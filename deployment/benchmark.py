@@ -61,7 +61,7 @@ def define_timing_flags(flag_values, threads_note):
 
 
 def define_flags(flag_values=flags.FLAGS):
-    define_timing_flags(flag_values, "(TensorFlow intra-op threads)")
+    define_timing_flags(flag_values, "(TensorFlow's budget: runtime.tf_thread_plan)")
     flags.DEFINE_bool("folded", True, "Also time the BatchNorm-folded inference form.",
                       flag_values=flag_values)
     cli.define("peers_json", None, flag_values=flag_values)
@@ -133,11 +133,16 @@ def time_training(model, batch_size, frames, size, num_classes, warmup=3, runs=1
 def run(models, mode="inference", batch_sizes=(1, 8), frames=16, size=112, num_classes=600,
         threads=2, warmup=3, runs=15, folded=True, log=print):
     """Times each model; returns JSON-serialisable rows."""
+    import tensorflow as tf
+
     from keras_efficient3d import registry
     from keras_efficient3d.fold import fold_batchnorm
     from keras_efficient3d.runtime import is_depthwise_model, set_tf_threads
 
     set_tf_threads(threads, all(is_depthwise_model(name) for name in models))
+    # What TensorFlow runs with (0: its default), which a plan set too late is not.
+    tf_threads = [tf.config.threading.get_intra_op_parallelism_threads(),
+                  tf.config.threading.get_inter_op_parallelism_threads()]
 
     rows = []
     for name in models:
@@ -154,6 +159,7 @@ def run(models, mode="inference", batch_sizes=(1, 8), frames=16, size=112, num_c
                     seconds = time_training(net, batch, frames, size, num_classes, warmup, runs)
                 row = {"model": name, "form": form if mode == "inference" else "keras-fit",
                        "mode": mode, "batch_size": batch, "threads": threads,
+                       "tf_threads": tf_threads,
                        "input": f"{frames}x{size}x{size}", "median_ms": 1000 * seconds,
                        "clips_per_s": batch / seconds}
                 rows.append(row)

@@ -81,7 +81,7 @@ def keras_step(name, mode, input_shape, num_classes, train_batch, runs, threads)
     import keras_efficient3d as k3
     from keras_efficient3d.runtime import KerasRunner, is_depthwise_model, set_keras_threads
 
-    set_keras_threads(threads, is_depthwise_model(name))  # TensorFlow: `tf_thread_plan`
+    set_keras_threads(threads, is_depthwise_model(name))  # as the runtime does for users
     model = k3.create_model(name, input_shape=input_shape, num_classes=num_classes)
     rng = np.random.default_rng(0)
     if mode == "inference":
@@ -223,6 +223,8 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
             proc.kill()
             proc.wait()
             proc.log.close()
+    from keras_efficient3d.runtime import is_depthwise_model, tf_thread_plan
+
     rows = []
     for (name, mode, runtime), (_, times) in jobs.items():
         median = sorted(times)[len(times) // 2]
@@ -231,6 +233,8 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
                      "threads": threads, "input": f"{frames}x{size}x{size}",
                      "median_ms": 1000 * median, "min_ms": 1000 * min(times),
                      "max_ms": 1000 * max(times), "clips_per_s": batch / median})
+        if runtime == "tensorflow":  # the worker's (intra-op, inter-op) pair
+            rows[-1]["tf_threads"] = list(tf_thread_plan(threads, is_depthwise_model(name)) or (0, 0))
     originals = {(r["model"], _peer_mode(r["mode"])): r["median_ms"] for r in rows
                  if r["runtime"] == ORIGINAL}
     for row in rows:

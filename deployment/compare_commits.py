@@ -61,6 +61,8 @@ def time_forms(what, models, frames, size, runs):
     except ImportError:  # commits before fold.py
         from keras_efficient3d.inference import fold_batchnorm
 
+    # Fixed, not runtime.tf_thread_plan: the older trees compared have no plan, and both
+    # trees must run alike.
     tf.config.threading.set_intra_op_parallelism_threads(2)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     rng = np.random.default_rng(0)

@@ -273,20 +273,24 @@ class _Runner:
 
 
 def tf_thread_plan(threads, depthwise=False):
-    """TensorFlow's ``(intra_op, inter_op)`` threads for a budget of `threads` busy threads
-    (None for 0 or None: TensorFlow's default).
+    """TensorFlow's ``(intra_op, inter_op)`` threads for a budget of at most `threads` busy
+    threads (None for 0 or None: TensorFlow's default).
 
     A model with depthwise 3D convolutions (`is_depthwise_model`) runs as many thin,
     independent operations: three temporal taps per depthwise convolution, a ShuffleNet
     unit's two branches, a layer's input and weight gradients. Splitting each across two
     threads costs more than it gains, while two of them side by side keep both cores busy:
-    ``threads // 2`` threads per operation and two operations at a time, 1.1-1.5x faster
-    than two threads per operation one at a time on 2 cores (MobileNetV1/V2, ShuffleNetV1/V2,
-    at inference and in training). Dense models (SqueezeNet, ResNet, C3D: a few heavy
-    convolutions) were 1.1-1.8x slower so and keep every thread on one operation."""
+    ``threads // 2`` intra-op threads and two operations at a time (an odd budget leaves one
+    thread unused; at 2 threads, one thread per operation). Measured on 2 cores only, against
+    (2, 1): 1.0-2.1x, never slower (ShuffleNetV2 1.0x inference 1.8x, MobileNetV2 0.2x
+    1.4-2.1x, ShuffleNetV1 1.3x, MobileNetV2 1.0x 1.0-1.1x; training: ShuffleNetV2 1.1x,
+    MobileNetV2 1.0x). Dense models keep every thread on one operation: SqueezeNet 1.1 and
+    ResNet-18 were 1.05-1.8x slower with the plan."""
     if not threads:
         return None
     threads = int(threads)
+    if threads < 0:
+        raise ValueError(f"`threads` must be 0 (the default) or positive. Received: threads={threads}")
     if depthwise and threads >= 2:
         return threads // 2, 2
     return threads, 1
@@ -315,7 +319,7 @@ def is_depthwise_model(model) -> bool:
     from keras_efficient3d.layers import DepthwiseConv3D
 
     layers = list(getattr(model, "layers", ()))
-    while layers:  # nested models too
+    while layers:  # a model used as a layer of another has its own layers
         layer = layers.pop()
         if isinstance(layer, DepthwiseConv3D):
             return True
@@ -335,9 +339,9 @@ def _has_depthwise_layer(config):
 
 
 def set_keras_threads(threads, depthwise=False):
-    """The threads of the Keras backend in use (0 or None: its default): TensorFlow's
-    (`set_tf_threads`) or PyTorch's intra-op threads; JAX takes its threads from
-    ``XLA_FLAGS`` at start-up."""
+    """The threads of the Keras backend in use (0 or None: its default): TensorFlow's by
+    `tf_thread_plan` (`depthwise`: the model has depthwise 3D convolutions), or PyTorch's
+    intra-op threads; JAX takes its threads from ``XLA_FLAGS`` at start-up."""
     import keras
 
     backend = keras.backend.backend()
@@ -373,7 +377,7 @@ class KerasRunner(_Runner):
     and on PyTorch a frozen TorchScript trace per input shape (`torch_trace`). The JAX and
     PyTorch forms hold a snapshot of the weights: changes made to `model` afterwards are not
     seen (make a new runner). `threads` is a budget that TensorFlow spends by `tf_thread_plan`
-    (a depthwise model: one thread per operation, two operations at a time); TensorFlow takes
+    (a depthwise model at 2 threads: one per operation, two operations at a time); TensorFlow takes
     it only before it runs its first operation, so give a `.keras` path, or call
     `set_keras_threads` before building the model."""
 

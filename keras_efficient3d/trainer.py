@@ -96,9 +96,9 @@ class TrainConfig:
     mixed_precision: bool = False  # float16 compute on GPUs
     distribution: str = "none"
     cpu_devices: int = 0  # >1 splits the CPU into logical devices (testing MirroredStrategy)
-    # CPU threads for TensorFlow, spent by runtime.tf_thread_plan (a depthwise model: one
-    # thread per op, two ops at a time); 0: TensorFlow's default. The default stays: the demo's
-    # epochs, fed by its tf.data pipeline, took the same 10-11 s either way.
+    # CPU threads for TensorFlow, spent by runtime.tf_thread_plan (a depthwise model: half per
+    # op, two ops at a time); 0: TensorFlow's default. The default stays: the demo's epochs,
+    # fed by its tf.data pipeline, took the same 10-11 s either way.
     threads: int = 0
     verbose: int = 1
 
@@ -348,8 +348,12 @@ class Checkpointer(keras.callbacks.Callback):
 
 
 def _set_threads(config):
-    """TensorFlow's threads for training (`TrainConfig.threads`); says what it set."""
+    """TensorFlow's threads for training (`TrainConfig.threads`); says what it set, or that
+    it was too late (TensorFlow had run ops in this process before `train`)."""
     plan = runtime.set_tf_threads(config.threads, runtime.is_depthwise_model(config.model))
+    if config.threads and not plan:
+        print(f"warning: --threads={config.threads} not applied: TensorFlow already runs with "
+              "its threads in this process", file=sys.stderr)
     if plan:
         print(f"TensorFlow threads: {plan[0]} per operation, {plan[1]} "
               f"operation{'s' if plan[1] > 1 else ''} at a time")

@@ -161,6 +161,8 @@ def test_tf_thread_plan_gives_depthwise_models_two_ops_at_a_time():
     assert tf_thread_plan(2) == (2, 1)
     assert tf_thread_plan(1, depthwise=True) == (1, 1)
     assert tf_thread_plan(None, depthwise=True) is None and tf_thread_plan(0) is None
+    with pytest.raises(ValueError, match="threads"):
+        tf_thread_plan(-1)
 
 
 @pytest.mark.parametrize("family", registry.families(), ids=lambda f: f.name)
@@ -173,7 +175,15 @@ def test_families_say_whether_they_are_depthwise(family):
     assert is_depthwise_model(name) == family.depthwise
 
 
-def test_is_depthwise_model_reads_keras_files_without_loading(tmp_path, tiny):
+@pytest.mark.parametrize("name,expected", [
+    ("mobilenet", True), ("shufflenet", True), ("shufflenet_1.0x_g3", True),
+    ("mobilenetv2_0.2x", True), ("resnet18_A", False), ("resnext", False), ("c3d", False),
+    ("squeezenet_1.1", False), ("no_such_model", False)])
+def test_is_depthwise_model_knows_the_names_training_passes(name, expected):
+    assert is_depthwise_model(name) is expected
+
+
+def test_is_depthwise_model_reads_keras_archives(tmp_path, tiny):
     dense = str(tmp_path / "dense.keras")
     tiny.save(dense)
     assert not is_depthwise_model(dense)
@@ -183,15 +193,21 @@ def test_is_depthwise_model_reads_keras_files_without_loading(tmp_path, tiny):
     assert not is_depthwise_model(str(broken))
 
 
-def test_load_runner_sets_tensorflows_threads_by_the_plan():
+@pytest.mark.parametrize("depthwise", [True, False], ids=["depthwise", "dense"])
+def test_load_runner_sets_tensorflows_threads_by_the_plan(tmp_path, tiny, depthwise):
     """In a fresh process (TensorFlow's threads are fixed once it runs an op): a depthwise
-    `.keras` model at 2 threads runs one thread per op, two ops at a time."""
+    `.keras` model at 2 threads runs one thread per op, two ops at a time; a dense one both
+    threads on one op at a time."""
+    path = SHIPPED
+    if not depthwise:
+        path = str(tmp_path / "dense.keras")
+        tiny.save(path)
     probe = ("import tensorflow as tf; from keras_efficient3d.runtime import load_runner; "
-             f"load_runner({SHIPPED!r}, threads=2); "
+             f"load_runner({path!r}, threads=2); "
              "print(tf.config.threading.get_intra_op_parallelism_threads(), "
              "tf.config.threading.get_inter_op_parallelism_threads())")
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-2:] == ["1", "2"]
+    assert out.stdout.split()[-2:] == (["1", "2"] if depthwise else ["2", "1"])

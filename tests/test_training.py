@@ -537,3 +537,15 @@ def test_cached_gestures_are_generated_once_and_never_half(tmp_path, monkeypatch
     records, classes = trainer.load_split(trainer.TrainConfig(dataset="synthetic",
                                                               data_root=root), "train")
     assert classes == list(synthetic.CLASSES)
+
+
+def test_threads_set_too_late_are_reported_not_ignored(capsys):
+    """In this process TensorFlow has run ops already: `--threads` cannot take effect, and
+    the trainer says so; the default (0) says nothing."""
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0  # TensorFlow's threads are fixed from here on
+    assert trainer._set_threads(trainer.TrainConfig(data_root="x", threads=2)) is None
+    assert "--threads=2 not applied" in capsys.readouterr().err
+    assert trainer._set_threads(trainer.TrainConfig(data_root="x")) is None
+    assert capsys.readouterr() == ("", "")

@@ -57,8 +57,8 @@ _NOTES = {
     "num_classes": "Default: the dataset's; with --pretrained the head is replaced when they "
                    "differ, like the original's n_finetune_classes.",
     "output": "A folder: checkpoints, logs and config.json.",
-    "threads": "Training: N gives a depthwise model (MobileNet, ShuffleNet) N/2 threads per "
-               "operation, two operations at a time; others N per operation.",
+    "threads": "Training: N >= 2 gives a depthwise model (MobileNet, ShuffleNet) N//2 threads "
+               "per operation, two operations at a time; others N per operation, one at a time.",
 }
 
 

@@ -53,8 +53,8 @@ class Family:
             ceil(S/32)^2`` grid and ShuffleNetV1's even frame counts need 16 frames,
             C3D's flattening head 112 pixels.
         depthwise: its blocks have depthwise 3D convolutions (`DepthwiseConv3D`): many
-            thin, independent operations, which TensorFlow runs fastest one thread per
-            operation and two at a time (`keras_efficient3d.runtime.tf_thread_plan`).
+            thin, independent operations, which TensorFlow runs fastest two at a time with
+            half the threads each (`keras_efficient3d.runtime.tf_thread_plan`).
     """
 
     name: str

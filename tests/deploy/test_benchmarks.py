@@ -53,6 +53,11 @@ def test_keras_benchmark_times_inference_and_fit_steps():
     assert [(r["form"], r["batch_size"]) for r in rows] == [
         ("keras", 1), ("keras", 2), ("keras-folded", 1), ("keras-folded", 2)]
     assert all(r["median_ms"] > 0 and r["input"] == "4x32x32" for r in rows)
+    import tensorflow as tf
+
+    # what TensorFlow runs with (this process ran ops before: its setting, not a plan)
+    assert rows[0]["tf_threads"] == [tf.config.threading.get_intra_op_parallelism_threads(),
+                                     tf.config.threading.get_inter_op_parallelism_threads()]
     train = bench.run([name], "train", (2,), **kwargs)
     assert [(r["form"], r["mode"]) for r in train] == [("keras-fit", "train")]
     assert train[0]["clips_per_s"] == pytest.approx(2000 / train[0]["median_ms"])
@@ -554,6 +559,8 @@ def test_backends_script_times_keras_and_the_original_in_the_same_rounds(tmp_pat
         assert row["min_ms"] <= row["median_ms"] <= row["max_ms"] and row["input"] == "4x16x16"
         assert row["clips_per_s"] == pytest.approx(1000 * row["batch_size"] / row["median_ms"])
     assert [r["batch_size"] for r in rows] == [1, 1, 2, 2, 1]
+    # MobileNetV2 is depthwise, but a budget of one thread stays one thread
+    assert [r.get("tf_threads") for r in rows] == [[1, 1], None, [1, 1], None, [1, 1]]
     for ours, original in ((rows[0], rows[1]), (rows[2], rows[3]), (rows[4], rows[1])):
         assert ours["vs_original"] == pytest.approx(original["median_ms"] / ours["median_ms"])
         assert "vs_original" not in original
