@@ -298,7 +298,12 @@ _KERNEL_CASES = {  # name: (layer factory, input shape)
                        (2, 4, 7, 7, 5)),
     "depthwise_strided": (lambda: k3.layers.DepthwiseConv3D(3, 2, 1), (2, 5, 9, 9, 5)),
     "depthwise_one_frame": (lambda: k3.layers.DepthwiseConv3D(3, (1, 2, 2), 1), (2, 1, 4, 4, 5)),
+    "depthwise_padding_past_kernel": (lambda: k3.layers.DepthwiseConv3D((1, 3, 2), (1, 2, 2),
+                                                                        (1, 1, 1)),
+                                      (2, 3, 7, 6, 3)),
     "max_pool_padded": (lambda: k3.layers.MaxPool3D(3, 2, 1), (2, 5, 9, 9, 4)),
+    "max_pool_spatial": (lambda: k3.layers.MaxPool3D((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+                         (2, 3, 8, 7, 3)),
     "avg_pool_padded": (lambda: k3.layers.AvgPool3D((3, 2, 2), (1, 2, 2), (1, 0, 0)),
                         (2, 4, 8, 8, 4)),
     "avg_pool_window_over_input": (lambda: k3.layers.AvgPool3D((2, 3, 3), 2, (0, 1, 1)),
@@ -321,20 +326,26 @@ def _no_grad():
 @pytest.mark.parametrize("case", sorted(_KERNEL_CASES))
 def test_backend_kernels_equal_the_taps_form(case, monkeypatch):
     """conv5d / depthwise5d / pool5d (PyTorch: conv3d and pools on channels-last views,
-    depthwise as conv2d per tap under autograd; JAX: matrix products, XLA convolutions,
-    shifted sums) give the 2D-tap form's outputs; TensorFlow keeps the forms of
-    layers/forms.py."""
+    depthwise as conv2d per tap under autograd; JAX: matrix products, shifted sums) give
+    the 2D-tap form's outputs; TensorFlow keeps the forms of layers/forms.py."""
     from keras_efficient3d.layers import native
 
     make, shape = _KERNEL_CASES[case]
     layer = make()
     x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
     if "pool" in case:
-        assert native.backend_pools() is (BACKEND == "torch")
+        kind = "max" if case.startswith("max") else "avg"
+        assert native.backend_pools(kind) is (
+            BACKEND == "torch" or (BACKEND == "jax" and kind == "max"))
     else:
-        grouped_3d = case == "grouped_3x3x3"
-        taken = BACKEND == "torch" or (BACKEND == "jax" and not grouped_3d)
-        assert native.backend_takes(layer.kernel_size, getattr(layer, "groups", 1)) is taken
+        if case.startswith("depthwise"):  # on JAX, the sum of shifted views
+            asked = native.backend_takes()
+            taken = BACKEND in ("torch", "jax")
+        else:  # on JAX, matrix products; XLA's 3D convolutions lose to the 2D taps
+            asked = native.backend_takes(layer.kernel_size, layer.groups)
+            taken = BACKEND == "torch" or (
+                BACKEND == "jax" and tuple(layer.kernel_size) == (1, 1, 1))
+        assert asked is taken
     layer.build(shape)
     if getattr(layer, "bias", None) is not None:
         layer.bias.assign(np.linspace(-1, 1, layer.bias.shape[0]).astype(np.float32))
@@ -342,12 +353,96 @@ def test_backend_kernels_equal_the_taps_form(case, monkeypatch):
     with _no_grad():
         outputs.append(layer(x))
     monkeypatch.setattr(native, "backend_takes", lambda *args: False)
-    monkeypatch.setattr(native, "backend_pools", lambda: False)
+    monkeypatch.setattr(native, "backend_pools", lambda *args: False)
     expected = layer(x)
     assert tuple(expected.shape) == tuple(layer.compute_output_shape(shape))
     for y in outputs:
         assert tuple(y.shape) == tuple(expected.shape)
         assert _rel(y, expected) < 1e-5
+
+
+def _gradients(layer, x, weight):
+    """The gradients of ``sum(layer(x) * weight)`` with respect to x and the layer's
+    trainable weights, by the backend's own differentiation."""
+    if BACKEND == "jax":
+        import jax
+
+        def loss(trainable, x):
+            return (layer.stateless_call(trainable, [], x)[0] * weight).sum()
+
+        dw, dx = jax.grad(loss, argnums=(0, 1))([v.value for v in layer.trainable_weights], x)
+        return [dx] + list(dw)
+    if BACKEND == "torch":
+        import torch
+
+        xt = torch.tensor(x, requires_grad=True)
+        (layer(xt) * torch.tensor(weight)).sum().backward()
+        grads = [xt.grad] + [v.value.grad for v in layer.trainable_weights]
+        for v in layer.trainable_weights:
+            v.value.grad = None
+        return grads
+    import tensorflow as tf
+
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = tf.reduce_sum(layer(xt) * weight)
+    return tape.gradient(loss, [xt] + layer.trainable_weights)
+
+
+@pytest.mark.parametrize("case", sorted(_KERNEL_CASES))
+def test_backend_kernels_have_the_taps_forms_gradients(case, monkeypatch):
+    """The gradients of the backend kernels (JAX's hand-written ones for depthwise
+    convolutions and max pools) equal those of the 2D-tap form through keras.ops."""
+    from keras_efficient3d.layers import native
+
+    make, shape = _KERNEL_CASES[case]
+    layer = make()
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=shape).astype(np.float32)
+    layer.build(shape)
+    weight = rng.normal(size=layer.compute_output_shape(shape)).astype(np.float32)
+    grads = _gradients(layer, x, weight)
+    monkeypatch.setattr(native, "backend_takes", lambda *args: False)
+    monkeypatch.setattr(native, "backend_pools", lambda *args: False)
+    expected = _gradients(layer, x, weight)
+    assert len(grads) == len(expected) == 1 + len(layer.trainable_weights)
+    for g, e in zip(grads, expected):
+        assert np.abs(keras.ops.convert_to_numpy(e)).max() > 0
+        assert _rel(g, e) < 1e-5
+
+
+def _max_pool_gradient_first_wins(x, pool_size, strides, padding, dy):
+    """PyTorch's max pool gradient, by loops: each window's gradient goes to its first
+    maximum in (t, h, w) order; padding never wins."""
+    dx = np.zeros_like(x)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[4]):
+            for j in np.ndindex(*dy.shape[1:4]):
+                best, where = -np.inf, None
+                for k in np.ndindex(*pool_size):
+                    cell = tuple(s * jj + kk - p for s, jj, kk, p in zip(strides, j, k, padding))
+                    if all(0 <= q < size for q, size in zip(cell, x.shape[1:4])):
+                        if x[(n,) + cell + (c,)] > best:
+                            best, where = x[(n,) + cell + (c,)], cell
+                dx[(n,) + where + (c,)] += dy[(n,) + j + (c,)]
+    return dx
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow",
+                    reason="TensorFlow's separable 2D-tap pools share a tie's gradient")
+def test_max_pool_gradient_goes_to_the_first_maximum():
+    """Among tied maxima (zeros after a ReLU, most often) the gradient goes to the first,
+    as the original's PyTorch max pool sends it."""
+    pool_size, strides, padding = (3, 3, 3), (2, 2, 2), (1, 1, 1)
+    layer = k3.layers.MaxPool3D(pool_size, strides, padding)
+    rng = np.random.default_rng(3)
+    x = np.maximum(rng.integers(-3, 2, size=(2, 5, 7, 6, 3)), 0).astype(np.float32)
+    layer.build(x.shape)
+    dy = rng.normal(size=layer.compute_output_shape(x.shape)).astype(np.float32)
+    expected = _max_pool_gradient_first_wins(x, pool_size, strides, padding, dy)
+    (dx,) = _gradients(layer, x, dy)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(dx), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_backend_kernels_train_like_the_taps_form(monkeypatch):
@@ -381,7 +476,7 @@ def test_backend_kernels_train_like_the_taps_form(monkeypatch):
 
     loss, weights = one_step()
     monkeypatch.setattr(native, "backend_takes", lambda *args: False)
-    monkeypatch.setattr(native, "backend_pools", lambda: False)
+    monkeypatch.setattr(native, "backend_pools", lambda *args: False)
     monkeypatch.setattr(normalization.BatchNorm, "_torch_path", lambda *args: False)
     loss_taps, weights_taps = one_step()
     assert abs(loss - loss_taps) < 1e-5 * abs(loss_taps)

@@ -18,8 +18,13 @@ measurement
   1.2 s, against 258 ms / 2.2 s for the contiguous NCDHW layout of the original code;
 * JAX: XLA's CPU convolution with ``feature_group_count`` runs a depthwise kernel as a
   dense one (7.6 s / 19 s); a sum of 27 shifted, scaled views, which XLA fuses into one
-  loop, takes 51 ms / 0.8 s. Pointwise and grouped pointwise kernels are matrix products,
-  dense kernels XLA's convolution; other grouped kernels (ResNeXt) keep the 2D taps.
+  loop, takes 51 ms / 0.8 s. Pointwise and grouped pointwise kernels are matrix products.
+  Every other kernel (dense 3x3x3 and 7x7x7, ResNeXt's grouped ones) keeps the 2D taps:
+  XLA's CPU convolution is several times faster in 2D than in 3D (the 3-channel stem of
+  MobileNetV2, 1x16x112x112 to 32 channels: 9.3 ms as one 2D convolution of the stacked
+  taps, 39 ms as one 3D convolution; whole models 1.5-3.5x faster, ResNet-18 training 3.3x).
+  The depthwise sum and the max pool have hand-written gradients (`_jax_depthwise`,
+  `_jax_max_pool`): XLA's own were most of a ShuffleNetV2 training step.
 """
 
 import keras
@@ -69,18 +74,17 @@ def _pad_5d(x, pads, fusable):
 
 def backend_takes(kernel_size=(1, 1, 1), groups=1):
     """Whether a convolution computes with the backend's own 5-D operations (`conv5d`,
-    `depthwise5d`): on PyTorch always, on JAX unless grouped with a kernel larger than
-    1x1x1 (see the module docstring); never on TensorFlow, whose forms
+    `depthwise5d`; a depthwise layer asks with the defaults): on PyTorch always, on JAX for
+    pointwise kernels only (see the module docstring); never on TensorFlow, whose forms
     `keras_efficient3d.layers.forms` chooses."""
     backend = keras.backend.backend()
-    return backend == "torch" or (
-        backend == "jax" and (groups == 1 or tuple(kernel_size) == (1, 1, 1)))
+    return backend == "torch" or (backend == "jax" and tuple(kernel_size) == (1, 1, 1))
 
 
 def conv5d(x, kernel, bias, strides, padding, groups):
     """A (grouped) 3D convolution of a 5-D clip ``(B, T, H, W, Cin)`` by a
     ``(kt, kh, kw, Cin // groups, Cout)`` kernel with PyTorch's symmetric `padding`, bias
-    added (None: none), on the JAX or PyTorch backend."""
+    added (None: none), on the PyTorch backend, or a pointwise one on JAX."""
     torch = keras.backend.backend() == "torch"
     if tuple(kernel.shape[:3]) == (1, 1, 1) and (groups == 1 or not torch):
         # A matrix product over the channels (PyTorch's conv3d takes its slow im2col path
@@ -97,19 +101,13 @@ def conv5d(x, kernel, bias, strides, padding, groups):
             xg = ops.reshape(x, tuple(x.shape[:4]) + (groups, cin))
             y = ops.reshape(ops.einsum("bthwgi,gio->bthwgo", xg, w),
                             tuple(x.shape[:4]) + (cout,))
-    elif torch:
+    else:  # PyTorch (JAX takes only pointwise kernels: `backend_takes`)
         import torch.nn.functional as F
 
         y = F.conv3d(ops.transpose(x, (0, 4, 1, 2, 3)), ops.transpose(kernel, (4, 3, 0, 1, 2)),
                      None if bias is None else ops.convert_to_tensor(bias),
                      tuple(strides), tuple(padding), 1, groups)
         return ops.transpose(y, (0, 2, 3, 4, 1))
-    else:
-        from jax import lax
-
-        y = lax.conv_general_dilated(
-            x, ops.convert_to_tensor(kernel), tuple(strides), [(p, p) for p in padding],
-            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), feature_group_count=groups)
     return y if bias is None else y + bias
 
 
@@ -124,11 +122,17 @@ def depthwise5d(x, kernel, bias, strides, padding):
                                          padding)
         return conv5d(x, ops.transpose(kernel, (0, 1, 2, 4, 3)), bias, strides, padding,
                       x.shape[-1])
+    y = _jax_depthwise()(x, ops.convert_to_tensor(kernel), tuple(strides), tuple(padding))
+    return y if bias is None else y + bias
+
+
+def _shifted_sum(x, kernel, strides, padding):
+    """A depthwise 3D convolution as the sum of its kernel's shifted, scaled views of the
+    padded clip: one loop once XLA fuses it."""
     kt, kh, kw = kernel.shape[:3]
     st, sh, sw = strides
     x = pad_clip(x, padding)
     t, h, w = ((n - k) // s + 1 for n, k, s in zip(x.shape[1:4], (kt, kh, kw), strides))
-    kernel = ops.convert_to_tensor(kernel)
     y = None
     for a in range(kt):
         for b in range(kh):
@@ -137,7 +141,78 @@ def depthwise5d(x, kernel, bias, strides, padding):
                          c:c + sw * (w - 1) + 1:sw]
                 term = view * kernel[a, b, c, :, 0]
                 y = term if y is None else y + term
-    return y if bias is None else y + bias
+    return y
+
+
+_JAX_DEPTHWISE = []
+
+
+def _jax_depthwise():
+    """`_shifted_sum` with a hand-written gradient, made once. XLA differentiates the sum
+    into 27 separate reductions over the whole clip for the kernel's gradient, each a pass
+    through memory (16x8x28x28x144 at batch 4: 160 ms); the kernel gradient here takes
+    one frame at a time, so the 27 products of a frame are summed while it is in cache
+    (29 ms), and the input's gradient is the same shifted sum, of the output gradient by
+    the flipped kernel."""
+    if _JAX_DEPTHWISE:
+        return _JAX_DEPTHWISE[0]
+    import functools
+
+    import jax
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+    def depthwise(x, kernel, strides, padding):
+        return _shifted_sum(x, kernel, strides, padding)
+
+    def forward(x, kernel, strides, padding):
+        return _shifted_sum(x, kernel, strides, padding), (x, kernel)
+
+    def backward(strides, padding, residuals, dy):
+        x, kernel = residuals
+        return (_depthwise_input_grad(dy, kernel, x.shape, strides, padding),
+                _depthwise_kernel_grad(x, dy, kernel.shape, strides, padding))
+
+    depthwise.defvjp(forward, backward)
+    _JAX_DEPTHWISE.append(depthwise)
+    return depthwise
+
+
+def _depthwise_input_grad(dy, kernel, x_shape, strides, padding):
+    """The transposed convolution: `dy` dilated by the strides and padded by kernel - 1
+    (less the forward padding, cropped away), then the stride-1 shifted sum with the
+    flipped kernel."""
+    from jax import lax
+
+    config = [(0, 0, 0)]
+    for n, k, s, p, o in zip(x_shape[1:4], kernel.shape[:3], strides, padding, dy.shape[1:4]):
+        # Positions of the padded input past the last window get no gradient.
+        config.append((k - 1 - p, n + p - (o - 1) * s - 1, s - 1))
+    config.append((0, 0, 0))
+    dy = lax.pad(dy, ops.convert_to_tensor(0, dy.dtype), config)
+    return _shifted_sum(dy, kernel[::-1, ::-1, ::-1], (1, 1, 1), (0, 0, 0))
+
+
+def _depthwise_kernel_grad(x, dy, kernel_shape, strides, padding):
+    """The kernel's gradient, one output frame at a time (see `_jax_depthwise`)."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    kt, kh, kw, c = kernel_shape[:4]
+    st, sh, sw = strides
+    x = pad_clip(x, padding)
+    _, hp, wp = x.shape[1:4]
+    n, t, h, w = dy.shape[:4]
+
+    def frame(i, total):
+        frames = lax.dynamic_slice(x, (i // t, (i % t) * st, 0, 0, 0), (1, kt, hp, wp, c))[0]
+        g = lax.dynamic_slice(dy, (i // t, i % t, 0, 0, 0), (1, 1, h, w, c))[0, 0]
+        sums = [jnp.sum(frames[a, b:b + sh * (h - 1) + 1:sh, d:d + sw * (w - 1) + 1:sw] * g,
+                        axis=(0, 1))
+                for a in range(kt) for b in range(kh) for d in range(kw)]
+        return total + jnp.stack(sums)
+
+    total = lax.fori_loop(0, n * t, frame, jnp.zeros((kt * kh * kw, c), x.dtype))
+    return jnp.reshape(total, kernel_shape)
 
 
 def _torch_depthwise_taps(x, kernel, bias, strides, padding):
@@ -167,16 +242,21 @@ def _torch_depthwise_taps(x, kernel, bias, strides, padding):
     return y if bias is None else y + ops.convert_to_tensor(bias)
 
 
-def backend_pools():
-    """Whether the pooling layers take `pool5d` (PyTorch; elsewhere the 2D-tap pools)."""
-    return keras.backend.backend() == "torch"
+def backend_pools(kind="max"):
+    """Whether a pooling layer of `kind` ('max' or 'avg') takes `pool5d`: on PyTorch, and
+    max pools on JAX; elsewhere the 2D-tap pools."""
+    backend = keras.backend.backend()
+    return backend == "torch" or (backend == "jax" and kind == "max")
 
 
 def pool5d(x, kind, pool_size, strides, padding):
-    """PyTorch's own max_pool3d / avg_pool3d (``count_include_pad``, as the original's
+    """On JAX, a max pool with a hand-written gradient (`_jax_max_pool`). On PyTorch, its
+    own max_pool3d / avg_pool3d (``count_include_pad``, as the original's
     AvgPool3d) on a channels-last view of a 5-D clip: the same semantics as
     `keras_efficient3d.layers.taps.pool`, 2 ms against 28 ms for the separable 2D-tap
     form through keras.ops (16x56x56x24, 3x3x3 stride 2, one thread)."""
+    if keras.backend.backend() == "jax":
+        return _jax_max_pool()(x, tuple(pool_size), tuple(strides), tuple(padding))
     import torch.nn.functional as F
 
     pool = F.max_pool3d if kind == "max" else F.avg_pool3d
@@ -189,3 +269,74 @@ def pool5d(x, kind, pool_size, strides, padding):
         padding = (0, 0, 0)
     y = pool(ops.transpose(x, (0, 4, 1, 2, 3)), tuple(pool_size), tuple(strides), padding)
     return ops.transpose(y, (0, 2, 3, 4, 1))
+
+
+_JAX_MAX_POOL = []
+
+
+def _jax_max_pool():
+    """A 3D max pool (PyTorch's: padding never wins) on JAX as the maximum of the window's
+    shifted views, with a hand-written gradient, made once. XLA differentiates a max pool
+    into select-and-scatter, which its CPU backend runs slowly (3x3x3 stride 2 of a batch-4
+    16x56x56x24 clip, forward and backward: 120 ms); here the backward finds each window's
+    first maximum (PyTorch's choice among ties) as an index, then gathers the gradient to
+    every input cell from the windows that picked it, in one fused loop."""
+    if _JAX_MAX_POOL:
+        return _JAX_MAX_POOL[0]
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    def views(xp, pool_size, strides, shape):
+        """The window's shifted views of the padded clip, in PyTorch's scan order."""
+        (kt, kh, kw), (st, sh, sw), (t, h, w) = pool_size, strides, shape
+        return [xp[:, a:a + st * (t - 1) + 1:st, b:b + sh * (h - 1) + 1:sh,
+                   c:c + sw * (w - 1) + 1:sw]
+                for a in range(kt) for b in range(kh) for c in range(kw)]
+
+    def out_shape(x, pool_size, strides, padding):
+        return tuple((n + 2 * p - k) // s + 1
+                     for n, k, s, p in zip(x.shape[1:4], pool_size, strides, padding))
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+    def max_pool(x, pool_size, strides, padding):
+        xp = pad_clip(x, padding, float("-inf"))
+        return functools.reduce(jnp.maximum,
+                                views(xp, pool_size, strides, out_shape(x, pool_size, strides, padding)))
+
+    def forward(x, pool_size, strides, padding):
+        y = max_pool(x, pool_size, strides, padding)
+        return y, (x, y)
+
+    def backward(pool_size, strides, padding, residuals, dy):
+        x, y = residuals
+        xp = pad_clip(x, padding, float("-inf"))
+        taps = views(xp, pool_size, strides, y.shape[1:4])
+        # The first tap equal to the maximum, scanning backwards so the first one wins.
+        index = jnp.zeros(y.shape, jnp.int32)
+        for k in range(len(taps) - 1, 0, -1):
+            index = jnp.where(taps[k] == y, k, index)
+        index = jnp.where(taps[0] == y, 0, index)
+        dxp = None
+        k = 0
+        for a in range(pool_size[0]):
+            for b in range(pool_size[1]):
+                for c in range(pool_size[2]):
+                    part = jnp.where(index == k, dy, jnp.zeros((), dy.dtype))
+                    # Window j's tap (a, b, c) reads padded cell offset + stride * j.
+                    config = [(0, 0, 0)] + [
+                        (o, n - o - s * (m - 1) - 1, s - 1)
+                        for o, n, s, m in zip((a, b, c), xp.shape[1:4], strides, y.shape[1:4])
+                    ] + [(0, 0, 0)]
+                    part = lax.pad(part, jnp.zeros((), dy.dtype), config)
+                    dxp = part if dxp is None else dxp + part
+                    k += 1
+        t, h, w = x.shape[1:4]
+        pt, ph, pw = padding
+        return (dxp[:, pt:pt + t, ph:ph + h, pw:pw + w],)
+
+    max_pool.defvjp(forward, backward)
+    _JAX_MAX_POOL.append(max_pool)
+    return max_pool

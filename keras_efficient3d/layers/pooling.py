@@ -29,7 +29,7 @@ class _Pool3D(keras.layers.Layer):
         ) + (input_shape[4],)
 
     def _pool(self, inputs, kind):
-        if native.backend_pools():
+        if native.backend_pools(kind):
             return native.pool5d(inputs, kind, self.pool_size, self.strides, self.padding)
         x, t, batch = to_frames(inputs)
         y, t_out = taps.pool(x, t, batch, kind, self.pool_size, self.strides, self.padding)
