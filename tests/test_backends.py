@@ -290,6 +290,9 @@ _KERNEL_CASES = {  # name: (layer factory, input shape)
     "dense_3x3x3_spatial_stride": (lambda: k3.layers.Conv3D(6, 3, (1, 2, 2), 1), (2, 4, 9, 9, 3)),
     "dense_strided_time_bias": (lambda: k3.layers.Conv3D(6, 3, 2, 1, use_bias=True),
                                 (2, 5, 8, 8, 4)),
+    "dense_deep_input": (lambda: k3.layers.Conv3D(4, 3, 1, 1), (2, 3, 6, 6, 6)),
+    "dense_long_stem": (lambda: k3.layers.Conv3D(4, (5, 3, 3), (1, 2, 2), (2, 1, 1)),
+                        (1, 4, 9, 9, 3)),
     "pointwise_bias": (lambda: k3.layers.Conv3D(8, 1, use_bias=True), (2, 3, 5, 5, 6)),
     "pointwise_strided": (lambda: k3.layers.Conv3D(8, 1, 2), (2, 4, 6, 6, 6)),
     "grouped_pointwise": (lambda: k3.layers.Conv3D(9, 1, groups=3), (2, 3, 5, 5, 6)),
@@ -341,10 +344,11 @@ def test_backend_kernels_equal_the_taps_form(case, monkeypatch):
         if case.startswith("depthwise"):  # on JAX, the sum of shifted views
             asked = native.backend_takes()
             taken = BACKEND in ("torch", "jax")
-        else:  # on JAX, matrix products; XLA's 3D convolutions lose to the 2D taps
-            asked = native.backend_takes(layer.kernel_size, layer.groups)
-            taken = BACKEND == "torch" or (
-                BACKEND == "jax" and tuple(layer.kernel_size) == (1, 1, 1))
+        else:  # on JAX, matrix products: pointwise, or per frame over a few channels
+            asked = native.backend_takes(layer.kernel_size, layer.groups, shape[-1])
+            taken = BACKEND == "torch" or BACKEND == "jax" and (
+                tuple(layer.kernel_size) == (1, 1, 1)
+                or layer.groups == 1 and shape[-1] <= native.JAX_FRAME_CONV_CHANNELS)
         assert asked is taken
     layer.build(shape)
     if getattr(layer, "bias", None) is not None:
@@ -393,7 +397,8 @@ def _gradients(layer, x, weight):
 @pytest.mark.parametrize("case", sorted(_KERNEL_CASES))
 def test_backend_kernels_have_the_taps_forms_gradients(case, monkeypatch):
     """The gradients of the backend kernels (JAX's hand-written ones for depthwise
-    convolutions and max pools) equal those of the 2D-tap form through keras.ops."""
+    convolutions, max pools and the RGB stems) equal those of the 2D-tap form through
+    keras.ops."""
     from keras_efficient3d.layers import native
 
     make, shape = _KERNEL_CASES[case]

@@ -136,7 +136,7 @@ class Conv3D(_Conv3DBase):
         self._add_bias(self.filters)
 
     def call(self, inputs, training=None):
-        if native.backend_takes(self.kernel_size, self.groups):
+        if native.backend_takes(self.kernel_size, self.groups, inputs.shape[-1]):
             return self._finish(native.conv5d(inputs, self.kernel, self.bias, self.strides,
                                               self.padding, self.groups), None)
         form = forms.current(bool(training))

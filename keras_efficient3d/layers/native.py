@@ -72,19 +72,28 @@ def _pad_5d(x, pads, fusable):
     return x
 
 
-def backend_takes(kernel_size=(1, 1, 1), groups=1):
+# On JAX, dense kernels over at most this many input channels (the RGB stems) run as
+# `_jax_frame_conv`; deeper inputs keep the 2D taps (not measured faster that way).
+JAX_FRAME_CONV_CHANNELS = 4
+
+
+def backend_takes(kernel_size=(1, 1, 1), groups=1, in_channels=None):
     """Whether a convolution computes with the backend's own 5-D operations (`conv5d`,
     `depthwise5d`; a depthwise layer asks with the defaults): on PyTorch always, on JAX for
-    pointwise kernels only (see the module docstring); never on TensorFlow, whose forms
-    `keras_efficient3d.layers.forms` chooses."""
+    pointwise kernels and dense ones over a few input channels (see the module docstring);
+    never on TensorFlow, whose forms `keras_efficient3d.layers.forms` chooses."""
     backend = keras.backend.backend()
-    return backend == "torch" or (backend == "jax" and tuple(kernel_size) == (1, 1, 1))
+    if backend != "jax":
+        return backend == "torch"
+    return tuple(kernel_size) == (1, 1, 1) or (
+        groups == 1 and in_channels is not None and in_channels <= JAX_FRAME_CONV_CHANNELS)
 
 
 def conv5d(x, kernel, bias, strides, padding, groups):
     """A (grouped) 3D convolution of a 5-D clip ``(B, T, H, W, Cin)`` by a
     ``(kt, kh, kw, Cin // groups, Cout)`` kernel with PyTorch's symmetric `padding`, bias
-    added (None: none), on the PyTorch backend, or a pointwise one on JAX."""
+    added (None: none), on the PyTorch backend; on JAX, pointwise kernels and dense ones over
+    a few channels (`backend_takes`)."""
     torch = keras.backend.backend() == "torch"
     if tuple(kernel.shape[:3]) == (1, 1, 1) and (groups == 1 or not torch):
         # A matrix product over the channels (PyTorch's conv3d takes its slow im2col path
@@ -101,7 +110,9 @@ def conv5d(x, kernel, bias, strides, padding, groups):
             xg = ops.reshape(x, tuple(x.shape[:4]) + (groups, cin))
             y = ops.reshape(ops.einsum("bthwgi,gio->bthwgo", xg, w),
                             tuple(x.shape[:4]) + (cout,))
-    else:  # PyTorch (JAX takes only pointwise kernels: `backend_takes`)
+    elif not torch:  # JAX: a dense kernel over a few channels (`backend_takes`)
+        y = _jax_frame_conv()(x, ops.convert_to_tensor(kernel), tuple(strides), tuple(padding))
+    else:
         import torch.nn.functional as F
 
         y = F.conv3d(ops.transpose(x, (0, 4, 1, 2, 3)), ops.transpose(kernel, (4, 3, 0, 1, 2)),
@@ -175,6 +186,76 @@ def _jax_depthwise():
     depthwise.defvjp(forward, backward)
     _JAX_DEPTHWISE.append(depthwise)
     return depthwise
+
+
+_JAX_FRAME_CONV = []
+
+
+def _jax_frame_conv():
+    """A dense 3D convolution on JAX one output frame at a time: the frame's patches
+    (im2col, built while the few input frames it reads are in cache) times the kernel as a
+    matrix, with a hand-written kernel gradient in the same form; made once. For the RGB
+    stems, where XLA's convolutions are slowest (3x3x3 stride (1, 2, 2) of a batch-4
+    16x112x112x3 clip to 24 channels: forward 20 against 49 ms as stacked 2D taps, kernel
+    gradient 18 against ~100 ms); the input's gradient is XLA's, and no work once unused
+    (a stem's)."""
+    if _JAX_FRAME_CONV:
+        return _JAX_FRAME_CONV[0]
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    def patches(x, i, kernel_shape, strides, out_hw):
+        """Output frame i's patches ``(h * w, kt * kh * kw * cin)`` of the padded clip."""
+        kt, kh, kw, cin = kernel_shape[:4]
+        st, sh, sw = strides
+        h, w = out_hw
+        t_out = (x.shape[1] - kt) // st + 1
+        frames = lax.dynamic_slice(x, (i // t_out, (i % t_out) * st, 0, 0, 0),
+                                   (1, kt) + tuple(x.shape[2:]))[0]
+        views = [frames[a, b:b + sh * (h - 1) + 1:sh, c:c + sw * (w - 1) + 1:sw]
+                 for a in range(kt) for b in range(kh) for c in range(kw)]
+        return jnp.reshape(jnp.concatenate(views, axis=-1), (h * w, kt * kh * kw * cin))
+
+    def shape_out(x, kernel_shape, strides, padding):
+        return tuple((n + 2 * p - k) // s + 1
+                     for n, k, s, p in zip(x.shape[1:4], kernel_shape[:3], strides, padding))
+
+    def compute(x, kernel, strides, padding):
+        t, h, w = shape_out(x, kernel.shape, strides, padding)
+        xp = pad_clip(x, padding)
+        matrix = jnp.reshape(kernel, (-1, kernel.shape[-1]))
+        y = lax.map(lambda i: patches(xp, i, kernel.shape, strides, (h, w)) @ matrix,
+                    jnp.arange(x.shape[0] * t))
+        return jnp.reshape(y, (x.shape[0], t, h, w, kernel.shape[-1]))
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+    def conv(x, kernel, strides, padding):
+        return compute(x, kernel, strides, padding)
+
+    def forward(x, kernel, strides, padding):
+        return compute(x, kernel, strides, padding), (x, kernel)
+
+    def backward(strides, padding, residuals, dy):
+        x, kernel = residuals
+        n, t, h, w, cout = dy.shape
+        xp = pad_clip(x, padding)
+
+        def frame(i, total):
+            g = jnp.reshape(lax.dynamic_slice(dy, (i // t, i % t, 0, 0, 0), (1, 1, h, w, cout)),
+                            (h * w, cout))
+            return total + patches(xp, i, kernel.shape, strides, (h, w)).T @ g
+
+        total = lax.fori_loop(0, n * t, frame,
+                              jnp.zeros((kernel.size // cout, cout), kernel.dtype))
+        dx = jax.vjp(lambda v: compute(v, kernel, strides, padding), x)[1](dy)[0]
+        return dx, jnp.reshape(total, kernel.shape)
+
+    conv.defvjp(forward, backward)
+    _JAX_FRAME_CONV.append(conv)
+    return conv
 
 
 def _depthwise_input_grad(dy, kernel, x_shape, strides, padding):
