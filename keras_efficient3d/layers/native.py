@@ -27,6 +27,8 @@ measurement
   `_jax_max_pool`): XLA's own were most of a ShuffleNetV2 training step.
 """
 
+import functools
+
 import keras
 from keras import ops
 
@@ -155,9 +157,26 @@ def _shifted_sum(x, kernel, strides, padding):
     return y
 
 
-_JAX_DEPTHWISE = []
+def _custom_gradient(compute, gradients):
+    """``compute(x, kernel, strides, padding)`` as a JAX function whose gradient is
+    ``gradients(x, kernel, dy, strides, padding)``, a pair (input's, kernel's)."""
+    import jax
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+    def function(x, kernel, strides, padding):
+        return compute(x, kernel, strides, padding)
+
+    def forward(x, kernel, strides, padding):
+        return compute(x, kernel, strides, padding), (x, kernel)
+
+    def backward(strides, padding, residuals, dy):
+        return gradients(*residuals, dy, strides, padding)
+
+    function.defvjp(forward, backward)
+    return function
 
 
+@functools.cache
 def _jax_depthwise():
     """`_shifted_sum` with a hand-written gradient, made once. XLA differentiates the sum
     into 27 separate reductions over the whole clip for the kernel's gradient, each a pass
@@ -165,32 +184,14 @@ def _jax_depthwise():
     one frame at a time, so the 27 products of a frame are summed while it is in cache
     (29 ms), and the input's gradient is the same shifted sum, of the output gradient by
     the flipped kernel."""
-    if _JAX_DEPTHWISE:
-        return _JAX_DEPTHWISE[0]
-    import functools
-
-    import jax
-
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-    def depthwise(x, kernel, strides, padding):
-        return _shifted_sum(x, kernel, strides, padding)
-
-    def forward(x, kernel, strides, padding):
-        return _shifted_sum(x, kernel, strides, padding), (x, kernel)
-
-    def backward(strides, padding, residuals, dy):
-        x, kernel = residuals
+    def gradients(x, kernel, dy, strides, padding):
         return (_depthwise_input_grad(dy, kernel, x.shape, strides, padding),
                 _depthwise_kernel_grad(x, dy, kernel.shape, strides, padding))
 
-    depthwise.defvjp(forward, backward)
-    _JAX_DEPTHWISE.append(depthwise)
-    return depthwise
+    return _custom_gradient(_shifted_sum, gradients)
 
 
-_JAX_FRAME_CONV = []
-
-
+@functools.cache
 def _jax_frame_conv():
     """A dense 3D convolution on JAX one output frame at a time: the frame's patches
     (im2col, built while the few input frames it reads are in cache) times the kernel as a
@@ -199,10 +200,6 @@ def _jax_frame_conv():
     16x112x112x3 clip to 24 channels: forward 20 against 49 ms as stacked 2D taps, kernel
     gradient 18 against ~100 ms); the input's gradient is XLA's, and no work once unused
     (a stem's)."""
-    if _JAX_FRAME_CONV:
-        return _JAX_FRAME_CONV[0]
-    import functools
-
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -231,15 +228,7 @@ def _jax_frame_conv():
                     jnp.arange(x.shape[0] * t))
         return jnp.reshape(y, (x.shape[0], t, h, w, kernel.shape[-1]))
 
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-    def conv(x, kernel, strides, padding):
-        return compute(x, kernel, strides, padding)
-
-    def forward(x, kernel, strides, padding):
-        return compute(x, kernel, strides, padding), (x, kernel)
-
-    def backward(strides, padding, residuals, dy):
-        x, kernel = residuals
+    def gradients(x, kernel, dy, strides, padding):
         n, t, h, w, cout = dy.shape
         xp = pad_clip(x, padding)
 
@@ -253,9 +242,7 @@ def _jax_frame_conv():
         dx = jax.vjp(lambda v: compute(v, kernel, strides, padding), x)[1](dy)[0]
         return dx, jnp.reshape(total, kernel.shape)
 
-    conv.defvjp(forward, backward)
-    _JAX_FRAME_CONV.append(conv)
-    return conv
+    return _custom_gradient(compute, gradients)
 
 
 def _depthwise_input_grad(dy, kernel, x_shape, strides, padding):
@@ -352,9 +339,7 @@ def pool5d(x, kind, pool_size, strides, padding):
     return ops.transpose(y, (0, 2, 3, 4, 1))
 
 
-_JAX_MAX_POOL = []
-
-
+@functools.cache
 def _jax_max_pool():
     """A 3D max pool (PyTorch's: padding never wins) on JAX as the maximum of the window's
     shifted views, with a hand-written gradient, made once. XLA differentiates a max pool
@@ -362,10 +347,6 @@ def _jax_max_pool():
     16x56x56x24 clip, forward and backward: 120 ms); here the backward finds each window's
     first maximum (PyTorch's choice among ties) as an index, then gathers the gradient to
     every input cell from the windows that picked it, in one fused loop."""
-    if _JAX_MAX_POOL:
-        return _JAX_MAX_POOL[0]
-    import functools
-
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -419,5 +400,4 @@ def _jax_max_pool():
         return (dxp[:, pt:pt + t, ph:ph + h, pw:pw + w],)
 
     max_pool.defvjp(forward, backward)
-    _JAX_MAX_POOL.append(max_pool)
     return max_pool
