@@ -28,6 +28,7 @@ measurement
 """
 
 import functools
+import itertools
 
 import keras
 from keras import ops
@@ -139,21 +140,34 @@ def depthwise5d(x, kernel, bias, strides, padding):
     return y if bias is None else y + bias
 
 
+def _offsets(kernel_size):
+    """A kernel's taps ``(a, b, c)`` in PyTorch's scan order: time, then rows, then columns."""
+    return list(itertools.product(*(range(k) for k in kernel_size)))
+
+
+def _out_shape(x, kernel_size, strides, padding=(0, 0, 0)):
+    """The output's (frames, height, width) of a window sliding over a 5-D clip."""
+    return tuple((n + 2 * p - k) // s + 1
+                 for n, k, s, p in zip(x.shape[1:4], kernel_size, strides, padding))
+
+
+def _views(x, kernel_size, strides, out_shape):
+    """The views of a padded 5-D clip that a kernel's taps read, one per tap in `_offsets`
+    order: view k at output cell j is the cell tap k reads for j."""
+    (st, sh, sw), (t, h, w) = strides, out_shape
+    return [x[:, a:a + st * (t - 1) + 1:st, b:b + sh * (h - 1) + 1:sh, c:c + sw * (w - 1) + 1:sw]
+            for a, b, c in _offsets(kernel_size)]
+
+
 def _shifted_sum(x, kernel, strides, padding):
     """A depthwise 3D convolution as the sum of its kernel's shifted, scaled views of the
     padded clip: one loop once XLA fuses it."""
-    kt, kh, kw = kernel.shape[:3]
-    st, sh, sw = strides
     x = pad_clip(x, padding)
-    t, h, w = ((n - k) // s + 1 for n, k, s in zip(x.shape[1:4], (kt, kh, kw), strides))
+    views = _views(x, kernel.shape[:3], strides, _out_shape(x, kernel.shape[:3], strides))
     y = None
-    for a in range(kt):
-        for b in range(kh):
-            for c in range(kw):
-                view = x[:, a:a + st * (t - 1) + 1:st, b:b + sh * (h - 1) + 1:sh,
-                         c:c + sw * (w - 1) + 1:sw]
-                term = view * kernel[a, b, c, :, 0]
-                y = term if y is None else y + term
+    for (a, b, c), view in zip(_offsets(kernel.shape[:3]), views):
+        term = view * kernel[a, b, c, :, 0]
+        y = term if y is None else y + term
     return y
 
 
@@ -206,22 +220,11 @@ def _jax_frame_conv():
 
     def patches(x, i, kernel_shape, strides, out_hw):
         """Output frame i's patches ``(h * w, kt * kh * kw * cin)`` of the padded clip."""
-        kt, kh, kw, cin = kernel_shape[:4]
-        st, sh, sw = strides
-        h, w = out_hw
-        t_out = (x.shape[1] - kt) // st + 1
-        frames = lax.dynamic_slice(x, (i // t_out, (i % t_out) * st, 0, 0, 0),
-                                   (1, kt) + tuple(x.shape[2:]))[0]
-        views = [frames[a, b:b + sh * (h - 1) + 1:sh, c:c + sw * (w - 1) + 1:sw]
-                 for a in range(kt) for b in range(kh) for c in range(kw)]
-        return jnp.reshape(jnp.concatenate(views, axis=-1), (h * w, kt * kh * kw * cin))
-
-    def shape_out(x, kernel_shape, strides, padding):
-        return tuple((n + 2 * p - k) // s + 1
-                     for n, k, s, p in zip(x.shape[1:4], kernel_shape[:3], strides, padding))
+        views = _window_views(x, i, kernel_shape[:3], strides, out_hw)
+        return jnp.reshape(jnp.concatenate(views, axis=-1), (-1, len(views) * kernel_shape[3]))
 
     def compute(x, kernel, strides, padding):
-        t, h, w = shape_out(x, kernel.shape, strides, padding)
+        t, h, w = _out_shape(x, kernel.shape[:3], strides, padding)
         xp = pad_clip(x, padding)
         matrix = jnp.reshape(kernel, (-1, kernel.shape[-1]))
         y = lax.map(lambda i: patches(xp, i, kernel.shape, strides, (h, w)) @ matrix,
@@ -245,6 +248,19 @@ def _jax_frame_conv():
     return _custom_gradient(compute, gradients)
 
 
+def _window_views(x, i, kernel_size, strides, out_hw):
+    """The `_views` of a padded 5-D clip that output frame i (over batch and frames) reads,
+    each ``(1, 1, h, w, C)``: only the kernel's frames of the clip, so that the work of a
+    per-frame loop stays in cache."""
+    from jax import lax
+
+    kt, st = kernel_size[0], strides[0]
+    t_out = (x.shape[1] - kt) // st + 1
+    frames = lax.dynamic_slice(x, (i // t_out, (i % t_out) * st, 0, 0, 0),
+                               (1, kt) + tuple(x.shape[2:]))
+    return _views(frames, kernel_size, (1,) + tuple(strides[1:]), (1,) + tuple(out_hw))
+
+
 def _depthwise_input_grad(dy, kernel, x_shape, strides, padding):
     """The transposed convolution: `dy` dilated by the strides and padded by kernel - 1
     (less the forward padding, cropped away), then the stride-1 shifted sum with the
@@ -265,21 +281,15 @@ def _depthwise_kernel_grad(x, dy, kernel_shape, strides, padding):
     import jax.numpy as jnp
     from jax import lax
 
-    kt, kh, kw, c = kernel_shape[:4]
-    st, sh, sw = strides
     x = pad_clip(x, padding)
-    _, hp, wp = x.shape[1:4]
-    n, t, h, w = dy.shape[:4]
+    n, t, h, w, c = dy.shape
 
     def frame(i, total):
-        frames = lax.dynamic_slice(x, (i // t, (i % t) * st, 0, 0, 0), (1, kt, hp, wp, c))[0]
-        g = lax.dynamic_slice(dy, (i // t, i % t, 0, 0, 0), (1, 1, h, w, c))[0, 0]
-        sums = [jnp.sum(frames[a, b:b + sh * (h - 1) + 1:sh, d:d + sw * (w - 1) + 1:sw] * g,
-                        axis=(0, 1))
-                for a in range(kt) for b in range(kh) for d in range(kw)]
-        return total + jnp.stack(sums)
+        g = lax.dynamic_slice(dy, (i // t, i % t, 0, 0, 0), (1, 1, h, w, c))
+        views = _window_views(x, i, kernel_shape[:3], strides, (h, w))
+        return total + jnp.stack([jnp.sum(v * g, axis=(0, 1, 2, 3)) for v in views])
 
-    total = lax.fori_loop(0, n * t, frame, jnp.zeros((kt * kh * kw, c), x.dtype))
+    total = lax.fori_loop(0, n * t, frame, jnp.zeros((len(_offsets(kernel_shape[:3])), c), x.dtype))
     return jnp.reshape(total, kernel_shape)
 
 
@@ -351,22 +361,11 @@ def _jax_max_pool():
     import jax.numpy as jnp
     from jax import lax
 
-    def views(xp, pool_size, strides, shape):
-        """The window's shifted views of the padded clip, in PyTorch's scan order."""
-        (kt, kh, kw), (st, sh, sw), (t, h, w) = pool_size, strides, shape
-        return [xp[:, a:a + st * (t - 1) + 1:st, b:b + sh * (h - 1) + 1:sh,
-                   c:c + sw * (w - 1) + 1:sw]
-                for a in range(kt) for b in range(kh) for c in range(kw)]
-
-    def out_shape(x, pool_size, strides, padding):
-        return tuple((n + 2 * p - k) // s + 1
-                     for n, k, s, p in zip(x.shape[1:4], pool_size, strides, padding))
-
     @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
     def max_pool(x, pool_size, strides, padding):
         xp = pad_clip(x, padding, float("-inf"))
         return functools.reduce(jnp.maximum,
-                                views(xp, pool_size, strides, out_shape(x, pool_size, strides, padding)))
+                                _views(xp, pool_size, strides, _out_shape(xp, pool_size, strides)))
 
     def forward(x, pool_size, strides, padding):
         y = max_pool(x, pool_size, strides, padding)
@@ -375,26 +374,22 @@ def _jax_max_pool():
     def backward(pool_size, strides, padding, residuals, dy):
         x, y = residuals
         xp = pad_clip(x, padding, float("-inf"))
-        taps = views(xp, pool_size, strides, y.shape[1:4])
+        taps = _views(xp, pool_size, strides, y.shape[1:4])
         # The first tap equal to the maximum, scanning backwards so the first one wins.
         index = jnp.zeros(y.shape, jnp.int32)
         for k in range(len(taps) - 1, 0, -1):
             index = jnp.where(taps[k] == y, k, index)
         index = jnp.where(taps[0] == y, 0, index)
         dxp = None
-        k = 0
-        for a in range(pool_size[0]):
-            for b in range(pool_size[1]):
-                for c in range(pool_size[2]):
-                    part = jnp.where(index == k, dy, jnp.zeros((), dy.dtype))
-                    # Window j's tap (a, b, c) reads padded cell offset + stride * j.
-                    config = [(0, 0, 0)] + [
-                        (o, n - o - s * (m - 1) - 1, s - 1)
-                        for o, n, s, m in zip((a, b, c), xp.shape[1:4], strides, y.shape[1:4])
-                    ] + [(0, 0, 0)]
-                    part = lax.pad(part, jnp.zeros((), dy.dtype), config)
-                    dxp = part if dxp is None else dxp + part
-                    k += 1
+        for k, offset in enumerate(_offsets(pool_size)):
+            part = jnp.where(index == k, dy, jnp.zeros((), dy.dtype))
+            # Window j's tap at `offset` reads padded cell offset + stride * j.
+            config = [(0, 0, 0)] + [
+                (o, n - o - s * (m - 1) - 1, s - 1)
+                for o, n, s, m in zip(offset, xp.shape[1:4], strides, y.shape[1:4])
+            ] + [(0, 0, 0)]
+            part = lax.pad(part, jnp.zeros((), dy.dtype), config)
+            dxp = part if dxp is None else dxp + part
         t, h, w = x.shape[1:4]
         pt, ph, pw = padding
         return (dxp[:, pt:pt + t, ph:ph + h, pw:pw + w],)
