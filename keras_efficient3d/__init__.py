@@ -60,8 +60,8 @@ def _import_tensorflow_with_onednn():
 
 _import_tensorflow_with_onednn()
 
-# These imports register every class the project writes into .keras files (the layers, Folded,
-# TorchSGD, VideoPreprocessing), so that any file it saved loads after this import alone.
+# These imports register every class the project writes into .keras files (the layers,
+# VideoModel, Folded, TorchSGD, VideoPreprocessing), so that any file it saved loads after this import alone.
 from keras_efficient3d import backends, layers, presets
 from keras_efficient3d import fold as _fold  # noqa: F401  Folded (BatchNorm-folded models)
 from keras_efficient3d import optim as _optim  # noqa: F401  TorchSGD (training checkpoints)
@@ -75,6 +75,7 @@ from keras_efficient3d.models import (
     ShuffleNetV1_3D,
     ShuffleNetV2_3D,
     SqueezeNet_3D,
+    VideoModel,
 )
 from keras_efficient3d.registry import create_model, list_models, register_model
 
@@ -90,6 +91,7 @@ __all__ = [
     "ShuffleNetV1_3D",
     "ShuffleNetV2_3D",
     "SqueezeNet_3D",
+    "VideoModel",
     "backends",
     "create_model",
     "layers",

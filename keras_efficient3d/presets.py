@@ -184,7 +184,7 @@ def load_preset_dir(preset_dir):
 
     model = keras.saving.deserialize_keras_object(config)
     model.load_weights(os.path.join(preset_dir, WEIGHTS_FILE))
-    return _base.with_preset_methods(model)
+    return _base.video_model(model)
 
 
 # ---------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from keras_efficient3d.artifacts import (
     load_model,
     save_model,
 )
+from keras_efficient3d.models._base import VideoModel
 from keras_efficient3d.optim import TorchSGD
 
 DATASETS = ("jester", "kinetics600", "ucf101", "folders", "synthetic")
@@ -232,7 +233,7 @@ def replace_head(model, num_classes, dropout=0.9):
         x = Conv3D(num_classes, 1, use_bias=True, name="predictions")(x)
         x = keras.layers.ReLU(name="predictions_relu")(x)
         outputs = keras.layers.GlobalAveragePooling3D(name="avg_pool")(x)
-    return keras.Model(model.inputs, outputs, name=model.name)
+    return VideoModel(model.inputs, outputs, name=model.name)
 
 
 def check_model_fits(model, num_classes=None, frames=None, size=None, what=None):

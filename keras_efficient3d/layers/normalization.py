@@ -90,6 +90,12 @@ def _batch_norm_torch(x, gamma, beta, moving_mean, moving_variance, epsilon, tra
     return y, stats[0], stats[1] * ((n - 1) / n)
 
 
+def _torch_float32():
+    import torch
+
+    return torch.float32
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BatchNorm(keras.layers.BatchNormalization):
     """Keras' BatchNormalization (same weights, statistics and results) whose training
@@ -116,13 +122,20 @@ class BatchNorm(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         training = bool(training) and self.trainable
         if self._torch_path(inputs, training, mask):
+            # Casts and variable arithmetic in torch's own terms: keras.ops dispatch costs
+            # more than these small ops in an eager training step.
+            x = inputs if inputs.dtype == _torch_float32() else ops.cast(inputs, "float32")
             y, mean, variance = _batch_norm_torch(
-                ops.cast(inputs, "float32"), self.gamma if self.scale else None,
-                self.beta if self.center else None, self.moving_mean, self.moving_variance,
-                self.epsilon, training)
+                x, self.gamma if self.scale else None, self.beta if self.center else None,
+                self.moving_mean, self.moving_variance, self.epsilon, training)
             if training:
-                self._update_moving(mean, variance)
-            return ops.cast(y, self.compute_dtype)
+                import torch
+
+                weight = 1.0 - self.momentum
+                self.moving_mean.assign(torch.lerp(self.moving_mean.value, mean, weight))
+                self.moving_variance.assign(
+                    torch.lerp(self.moving_variance.value, variance, weight))
+            return y if self.compute_dtype == "float32" else ops.cast(y, self.compute_dtype)
         if not self._fast_path(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_efficient3d.layers._video import reshape
 from keras_efficient3d.layers.native import grouped_conv2d
 
 
@@ -426,8 +427,8 @@ def shuffle(x, t, batch, groups):
     if groups == 1:
         return x
     _, h, w, c = x.shape
-    y = ops.transpose(ops.reshape(x, (-1, groups, c // groups)), (0, 2, 1))
-    return ops.reshape(y, (_lead(batch, t), h, w, c))
+    y = ops.transpose(reshape(x, (-1, groups, c // groups)), (0, 2, 1))
+    return reshape(y, (_lead(batch, t), h, w, c))
 
 
 def split(x):
@@ -435,6 +436,8 @@ def split(x):
     ``x[:, :C//2]`` in PyTorch."""
     c = x.shape[-1]
     half = c // 2
+    if keras.backend.backend() == "torch":  # views, without keras.ops' dispatch (`reshape`)
+        return x[..., :half], x[..., half:]
     return (static_slice(x, [0, 0, 0, 0], [-1, -1, -1, half]),
             static_slice(x, [0, 0, 0, half], [-1, -1, -1, c - half]))
 

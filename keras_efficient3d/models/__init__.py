@@ -5,6 +5,7 @@ key mapping, configuration inference, complexity rules); `keras_efficient3d.regi
 registers them.
 """
 
+from keras_efficient3d.models._base import VideoModel
 from keras_efficient3d.models._family import Family
 from keras_efficient3d.models.c3d import C3D
 from keras_efficient3d.models.mobilenet_v1 import MobileNetV1_3D
@@ -24,4 +25,5 @@ __all__ = [
     "ShuffleNetV1_3D",
     "ShuffleNetV2_3D",
     "SqueezeNet_3D",
+    "VideoModel",
 ]
