@@ -14,7 +14,7 @@ rounds and their min-max. Inference is the package's inference runtime at batch 
 backend's way: a tf.function, a jax.jit, a frozen TorchScript trace); ``predict`` (not in the
 default modes) is Keras' own ``model.predict_on_batch`` (no folding; PyTorch runs it eagerly;
 compared with the original's inference row);
-training is ``model.fit`` on ``--train_batch`` clips per step (SGD, momentum 0.9), ``--runs``
+training is ``model.fit`` on ``--train_batch`` clips per step (SGD, momentum 0.9), ``--train_steps``
 steps per call. With ``--repo`` (and PyTorch installed) the original model (built by
 ``benchmark_pytorch.py``'s functions from that checkout) is timed in the same rounds:
 ``model(x)`` under no_grad, and a forward, backward and SGD step of its own optimizer, and
@@ -54,7 +54,10 @@ def define_flags(flag_values=flags.FLAGS):
     flags.register_validator("repo", cli.existing_folder, **fv)
     cli.define("rounds", 5, **fv)
     cli.define("warmup", 3, "(per worker, before the rounds)", **fv)
-    cli.define("runs", 3, "(inference calls or training steps per worker and round)", **fv)
+    cli.define("runs", 3, "(inference calls per worker and round)", **fv)
+    flags.DEFINE_integer("train_steps", 8, "Training steps per worker and round: one model.fit "
+                         "call, whose own setup (10-30 ms: data adapter, callbacks) is then "
+                         "spread as over an epoch.", lower_bound=1, **fv)
     flags.DEFINE_integer("train_batch", 4, "Clips per training step.", lower_bound=1, **fv)
     cli.define("threads", 2, **fv)
     cli.define("frames", 16, **fv)
@@ -192,7 +195,7 @@ def _peer_mode(mode):
 
 def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, warmup=3,
                  runs=3, train_batch=4, threads=2, frames=16, size=112, num_classes=27,
-                 log=print):
+                 log=print, train_steps=8):
     """Times every (model, mode, runtime) of `backends` (and the original, with `repo`) in
     interleaved rounds; returns one row each: model, mode, runtime, batch, median ms per
     inference call or training step, min and max over the rounds, clips/s and, with
@@ -200,7 +203,6 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
     if rounds < 1:
         raise ValueError(f"`rounds` must be >= 1. Received: rounds={rounds}")
     runtimes = list(backends) + ([ORIGINAL] if repo else [])
-    settings = (frames, size, num_classes, train_batch, runs, warmup, threads)
     jobs = {}
     try:
         for name in models:
@@ -211,22 +213,24 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
                     # One warm-up at a time: one's XLA compilation does not slow another's.
                     if log:
                         log(f"warming up {runtime} {name} {mode}")
+                    calls = train_steps if mode == "train" else runs
+                    settings = (frames, size, num_classes, train_batch, calls, warmup, threads)
                     jobs[(name, mode, runtime)] = (
-                        _start(runtime, repo, name, mode, settings, threads), [])
+                        _start(runtime, repo, name, mode, settings, threads), [], calls)
         for _ in range(rounds):
-            for proc, times in jobs.values():
+            for proc, times, calls in jobs.values():
                 proc.stdin.write("1\n")
                 proc.stdin.flush()
-                times.append(float(_answer(proc, _seconds)) / runs)
+                times.append(float(_answer(proc, _seconds)) / calls)
     finally:
-        for proc, _ in jobs.values():
+        for proc, _, _ in jobs.values():
             proc.kill()
             proc.wait()
             proc.log.close()
     from keras_efficient3d.runtime import is_depthwise_model, tf_thread_plan
 
     rows = []
-    for (name, mode, runtime), (_, times) in jobs.items():
+    for (name, mode, runtime), (_, times, _) in jobs.items():
         median = sorted(times)[len(times) // 2]
         batch = train_batch if mode == "train" else 1
         rows.append({"model": name, "mode": mode, "runtime": runtime, "batch_size": batch,
@@ -271,7 +275,7 @@ def main(argv, flag_values=flags.FLAGS):
                              "this environment (pip install torch), or leave out --repo")
     rows = run_backends(f.models, f.backends, f.modes, f.repo, f.rounds, f.warmup, f.runs,
                         f.train_batch, f.threads, f.frames, f.size, f.num_classes,
-                        log=lambda line: print(line, file=sys.stderr))
+                        log=lambda line: print(line, file=sys.stderr), train_steps=f.train_steps)
     write_report(rows, format_backends(rows), f.json_out)
 
 
