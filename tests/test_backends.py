@@ -548,3 +548,54 @@ def test_eager_calls_skip_keras_layer_calls_only_on_pytorch(monkeypatch):
         keras.config.set_dtype_policy("float32")
     assert not mixed.direct_calls()
     assert keras.backend.standardize_dtype(mixed(x, training=False).dtype) == "bfloat16"
+
+
+def test_batchnorm_training_gradients_equal_keras():
+    """Our BatchNorm's training step (TensorFlow's and JAX's hand-written gradient, PyTorch's
+    fused kernel) gives Keras' BatchNormalization's outputs, gradients (input, gamma, beta)
+    and moving statistics on this backend."""
+    rng = np.random.default_rng(7)
+    shape = (3, 4, 5, 5, 6)
+    x = (rng.normal(size=shape) * 2 + 1).astype(np.float32)
+    upstream = rng.normal(size=shape).astype(np.float32)
+    weights = [rng.uniform(0.5, 1.5, 6).astype(np.float32), rng.normal(size=6).astype(np.float32),
+               np.zeros(6, np.float32), np.ones(6, np.float32)]
+
+    def step(layer):
+        layer.build(shape)
+        layer.set_weights(weights)
+        if BACKEND == "jax":
+            import jax
+
+            def loss(trainable, x):
+                y, state = layer.stateless_call(trainable, [v.value for v in layer.non_trainable_weights],
+                                                x, training=True)
+                return (y * upstream).sum(), (y, state)
+
+            (dw, dx), (y, state) = jax.grad(loss, argnums=(0, 1), has_aux=True)(
+                [v.value for v in layer.trainable_weights], x)
+            return [y, dx] + list(dw) + list(state)
+        if BACKEND == "torch":
+            import torch
+
+            xt = torch.tensor(x, requires_grad=True)
+            y = layer(xt, training=True)
+            (y * torch.tensor(upstream)).sum().backward()
+            grads = [xt.grad] + [v.value.grad for v in layer.trainable_weights]
+            return [y.detach()] + grads + list(layer.non_trainable_weights)
+        import tensorflow as tf
+
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = layer(xt, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        return [y] + tape.gradient(loss, [xt] + layer.trainable_weights) + list(
+            layer.non_trainable_weights)
+
+    ours = step(k3.layers.batch_norm("bn"))
+    keras_bn = step(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5))
+    assert len(ours) == len(keras_bn) == 6
+    for a, b in zip(ours, keras_bn):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                   rtol=1e-5, atol=1e-5)

@@ -1,10 +1,28 @@
-"""BatchNorm with a cheaper training gradient on TensorFlow, and PyTorch's defaults."""
+"""BatchNorm with a cheaper training gradient on TensorFlow and JAX, and PyTorch's defaults."""
+
+import functools
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_efficient3d.layers._video import PACKAGE
+
+
+def _batch_norm_gradients(dy2, x2, mean, inv, gamma):
+    """The gradients (x, gamma, beta) of training-mode batch normalisation of ``x2``
+    ``(N, C)`` with batch `mean` and ``inv = 1 / sqrt(variance + eps)``, given the output's
+    gradient ``dy2``: two channel reductions and one fused-form update of dx (TensorFlow's
+    and JAX's, in keras.ops). The batch statistics feed only the moving averages, which take
+    no gradient."""
+    n = ops.cast(ops.shape(dy2)[0], dy2.dtype)
+    dbeta = ops.sum(dy2, axis=0)
+    # sum(dy * xhat) with xhat = (x - mean) * inv, without materialising xhat
+    dgamma = (ops.sum(dy2 * x2, axis=0) - mean * dbeta) * inv
+    # dx = scale * (dy - dbeta / n - xhat * dgamma / n), as dy * a - x * k + c
+    scale = gamma * inv
+    k = scale * inv * dgamma / n
+    return dy2 * scale - x2 * k + (k * mean - scale * dbeta / n), dgamma, dbeta
 
 
 def _batch_norm_train(x, gamma, beta, epsilon):
@@ -27,14 +45,8 @@ def _batch_norm_train(x, gamma, beta, epsilon):
         y = tf.reshape(x2 * scale + (beta - mean * scale), tf.shape(x))
 
         def grad(dy, _dmean, _dvariance):
-            dy2 = tf.reshape(dy, [-1, channels])
-            n = tf.cast(tf.shape(dy2)[0], dy2.dtype)
-            dbeta = tf.reduce_sum(dy2, 0)
-            # sum(dy * xhat) with xhat = (x - mean) * inv, without materialising xhat
-            dgamma = (tf.reduce_sum(dy2 * x2, 0) - mean * dbeta) * inv
-            # dx = scale * (dy - dbeta / n - xhat * dgamma / n), as dy * a - x * k + c
-            k = scale * inv * dgamma / n
-            dx = dy2 * scale - x2 * k + (k * mean - scale * dbeta / n)
+            dx, dgamma, dbeta = _batch_norm_gradients(tf.reshape(dy, [-1, channels]), x2,
+                                                      mean, inv, gamma)
             return tf.reshape(dx, tf.shape(x)), dgamma, dbeta
 
         return (y, mean, variance), grad
@@ -55,6 +67,39 @@ def _batch_norm_train_ops(x, gamma, beta, epsilon):
     variance = ops.mean(ops.square(centered), axis=0)
     y = centered * (gamma * ops.rsqrt(variance + epsilon)) + beta
     return ops.reshape(y, ops.shape(x)), mean, variance
+
+
+@functools.cache
+def _jax_batch_norm():
+    """`_batch_norm_train_ops`' forward (two-pass variance) with `_batch_norm_gradients`,
+    as a JAX custom VJP, made once. XLA's gradient of the two-pass statistics runs more
+    passes over the clip: a ShuffleNetV2 1.0x training step (batch 4, jitted) 167 against
+    190 ms, six interleaved rounds."""
+    import jax
+    import jax.numpy as jnp
+
+    def statistics(x2, gamma, beta, epsilon):
+        mean = jnp.mean(x2, axis=0)
+        centered = x2 - mean
+        variance = jnp.mean(centered * centered, axis=0)
+        inv = jax.lax.rsqrt(variance + epsilon)
+        return (centered * (gamma * inv) + beta, mean, variance), (x2, mean, inv, gamma)
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+    def normalize(x2, gamma, beta, epsilon):
+        return statistics(x2, gamma, beta, epsilon)[0]
+
+    def backward(epsilon, residuals, cotangents):
+        return _batch_norm_gradients(cotangents[0], *residuals)
+
+    normalize.defvjp(statistics, backward)
+
+    def train(x, gamma, beta, epsilon):
+        y, mean, variance = normalize(jnp.reshape(x, (-1, x.shape[-1])), gamma, beta,
+                                      float(epsilon))
+        return jnp.reshape(y, x.shape), mean, variance
+
+    return train
 
 
 def _batch_norm_torch(x, gamma, beta, moving_mean, moving_variance, epsilon, training):
@@ -99,10 +144,10 @@ def _torch_float32():
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BatchNorm(keras.layers.BatchNormalization):
     """Keras' BatchNormalization (same weights, statistics and results) whose training
-    step on TensorFlow takes `_batch_norm_train`'s cheaper gradient and on JAX
-    `_batch_norm_train_ops`' two-pass variance, and which runs PyTorch's fused kernel on
-    PyTorch (`_batch_norm_torch`). Masks, renorm, synchronized statistics and inference
-    elsewhere take Keras' own path."""
+    step on TensorFlow takes `_batch_norm_train`'s cheaper gradient, on JAX the same
+    gradient with `_batch_norm_train_ops`' two-pass variance (`_jax_batch_norm`), and
+    which runs PyTorch's fused kernel on PyTorch (`_batch_norm_torch`). Masks, renorm,
+    synchronized statistics and inference elsewhere take Keras' own path."""
 
     def _plain(self, inputs, mask):
         """No mask, renorm or synchronized statistics, channels last: what both paths of
@@ -142,8 +187,9 @@ class BatchNorm(keras.layers.BatchNormalization):
         x = ops.cast(inputs, "float32")  # as Keras does: statistics in float32
         gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,))
         beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,))
-        train = (_batch_norm_train if keras.backend.backend() == "tensorflow"
-                 else _batch_norm_train_ops)
+        backend = keras.backend.backend()
+        train = (_batch_norm_train if backend == "tensorflow" else
+                 _jax_batch_norm() if backend == "jax" else _batch_norm_train_ops)
         y, mean, variance = train(x, gamma, beta, self.epsilon)
         self._update_moving(mean, variance)
         return ops.cast(y, self.compute_dtype)
