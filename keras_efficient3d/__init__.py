@@ -61,7 +61,8 @@ def _import_tensorflow_with_onednn():
 _import_tensorflow_with_onednn()
 
 # These imports register every class the project writes into .keras files (the layers,
-# VideoModel, Folded, TorchSGD, VideoPreprocessing), so that any file it saved loads after this import alone.
+# VideoModel, Folded, TorchSGD, VideoPreprocessing), so that any file it saved loads after
+# this import alone.
 from keras_efficient3d import backends, layers, presets
 from keras_efficient3d import fold as _fold  # noqa: F401  Folded (BatchNorm-folded models)
 from keras_efficient3d import optim as _optim  # noqa: F401  TorchSGD (training checkpoints)

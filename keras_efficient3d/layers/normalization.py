@@ -135,12 +135,6 @@ def _batch_norm_torch(x, gamma, beta, moving_mean, moving_variance, epsilon, tra
     return y, stats[0], stats[1] * ((n - 1) / n)
 
 
-def _torch_float32():
-    import torch
-
-    return torch.float32
-
-
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BatchNorm(keras.layers.BatchNormalization):
     """Keras' BatchNormalization (same weights, statistics and results) whose training
@@ -167,19 +161,15 @@ class BatchNorm(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         training = bool(training) and self.trainable
         if self._torch_path(inputs, training, mask):
-            # Casts and variable arithmetic in torch's own terms: keras.ops dispatch costs
-            # more than these small ops in an eager training step.
-            x = inputs if inputs.dtype == _torch_float32() else ops.cast(inputs, "float32")
+            # No-op casts skipped: keras.ops dispatch costs more than these small ops in an
+            # eager training step.
+            float32 = keras.backend.standardize_dtype(inputs.dtype) == "float32"
             y, mean, variance = _batch_norm_torch(
-                x, self.gamma if self.scale else None, self.beta if self.center else None,
+                inputs if float32 else ops.cast(inputs, "float32"),
+                self.gamma if self.scale else None, self.beta if self.center else None,
                 self.moving_mean, self.moving_variance, self.epsilon, training)
             if training:
-                import torch
-
-                weight = 1.0 - self.momentum
-                self.moving_mean.assign(torch.lerp(self.moving_mean.value, mean, weight))
-                self.moving_variance.assign(
-                    torch.lerp(self.moving_variance.value, variance, weight))
+                self._update_moving(mean, variance)
             return y if self.compute_dtype == "float32" else ops.cast(y, self.compute_dtype)
         if not self._fast_path(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
@@ -195,6 +185,15 @@ class BatchNorm(keras.layers.BatchNormalization):
         return ops.cast(y, self.compute_dtype)
 
     def _update_moving(self, mean, variance):
+        if keras.backend.backend() == "torch":
+            # torch's own lerp: a Keras variable's arithmetic dispatches through keras.ops,
+            # which costs more than the update in an eager training step
+            import torch
+
+            weight = 1.0 - self.momentum
+            self.moving_mean.assign(torch.lerp(self.moving_mean.value, mean, weight))
+            self.moving_variance.assign(torch.lerp(self.moving_variance.value, variance, weight))
+            return
         self.moving_mean.assign(
             self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(
