@@ -357,6 +357,24 @@ def test_fit_on_a_pipeline_of_unknown_length_does_not_warn_each_epoch():
     assert messages(quiet=True) == []
 
 
+def test_a_compiled_model_traces_its_training_step_once(tmp_path):
+    """`VideoModel.fit` creates the optimizer's variables first; left to the first trace, they
+    make TensorFlow trace the whole training step twice. A saved model still loads compiled."""
+    from keras_efficient3d import MobileNetV2_3D
+
+    model = MobileNetV2_3D(width_mult=0.2, num_classes=3, input_shape=(4, 32, 32, 3))
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    traces = []
+    step = model.train_step
+    model.train_step = lambda data: traces.append(1) or step(data)
+    clips = np.random.default_rng(0).random((4, 4, 32, 32, 3), dtype=np.float32)
+    model.fit(clips, np.arange(4) % 3, batch_size=2, epochs=2, verbose=0)
+    assert len(traces) == 1
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    assert int(again.optimizer.iterations) == int(model.optimizer.iterations) == 4
+
+
 def test_keras_predict_fn_runs_the_folded_form_of_the_same_function(monkeypatch):
     from keras_efficient3d import fold as folding
 

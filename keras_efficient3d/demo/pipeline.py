@@ -20,6 +20,7 @@ from keras_efficient3d.artifacts import (
 )
 from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.deploy import quantize, tflite
+from keras_efficient3d.models._base import build_optimizer
 from keras_efficient3d.runtime import TFLiteRunner
 
 BASENAME = "synthetic_gestures"
@@ -71,6 +72,7 @@ def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, t
         qat.compile(optimizer=keras.optimizers.Adam(1e-4),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                     metrics=["accuracy"])
+        build_optimizer(qat)
         with trainer.quiet_end_of_data():
             qat.fit(train_ds, epochs=qat_epochs, verbose=2, shuffle=False)  # it shuffles itself
         record("qat_int8", quantize.convert_qat(qat),
