@@ -421,15 +421,14 @@ def make_dataset(
         ds = ds.filter(_decoded_ok).map(_drop_ok)
         ds = cache_op(ds.unbatch())
 
+    ds = ds.batch(batch_size)
     if drop_remainder:
         # Dropped by a filter rather than `batch(drop_remainder=True)`, so that the batch size
         # stays unknown to the graph: Keras' TensorFlow trainer runs one last step on an
         # exhausted iterator of unknown length, and with a static batch size the metric and
         # loss counters (`count += batch size`, no data needed) still advance in that step,
         # so every epoch's training loss and accuracy were divided by steps + 1.
-        ds = ds.batch(batch_size).filter(lambda *batch: tf.shape(batch[0])[0] == batch_size)
-    else:
-        ds = ds.batch(batch_size)
+        ds = ds.filter(lambda *batch: tf.shape(batch[0])[0] == batch_size)
 
     @tf.autograph.experimental.do_not_convert
     def normalise(clips, *rest):

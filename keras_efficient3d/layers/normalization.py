@@ -60,13 +60,19 @@ def _batch_norm_train_ops(x, gamma, beta, epsilon):
     PyTorch computes E[x^2] - E[x]^2, which cancels to a negative variance on channels of
     few, nearly equal values (the 1x1-pixel last stages at small inputs), and the moving
     variance then makes inference NaN."""
-    channels = x.shape[-1]
-    x2 = ops.reshape(x, (-1, channels))
+    y2, mean, variance, _ = _normalize_two_pass(ops.reshape(x, (-1, x.shape[-1])), gamma, beta,
+                                                epsilon)
+    return ops.reshape(y2, ops.shape(x)), mean, variance
+
+
+def _normalize_two_pass(x2, gamma, beta, epsilon):
+    """Batch normalisation of ``x2`` ``(N, C)`` with the two-pass variance: (y2, batch mean,
+    biased batch variance, 1 / sqrt(variance + eps))."""
     mean = ops.mean(x2, axis=0)
     centered = x2 - mean
     variance = ops.mean(ops.square(centered), axis=0)
-    y = centered * (gamma * ops.rsqrt(variance + epsilon)) + beta
-    return ops.reshape(y, ops.shape(x)), mean, variance
+    inv = ops.rsqrt(variance + epsilon)
+    return centered * (gamma * inv) + beta, mean, variance, inv
 
 
 @functools.cache
@@ -79,11 +85,8 @@ def _jax_batch_norm():
     import jax.numpy as jnp
 
     def statistics(x2, gamma, beta, epsilon):
-        mean = jnp.mean(x2, axis=0)
-        centered = x2 - mean
-        variance = jnp.mean(centered * centered, axis=0)
-        inv = jax.lax.rsqrt(variance + epsilon)
-        return (centered * (gamma * inv) + beta, mean, variance), (x2, mean, inv, gamma)
+        y2, mean, variance, inv = _normalize_two_pass(x2, gamma, beta, epsilon)
+        return (y2, mean, variance), (x2, mean, inv, gamma)
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
     def normalize(x2, gamma, beta, epsilon):
