@@ -69,7 +69,9 @@ class TrainConfig:
     dropout: float | None = None
     num_classes: int | None = None  # None: the dataset's
     # Optimisation: "sgd" is torch.optim.SGD, as the original; "adam" converges faster from
-    # scratch on small data (the synthetic demo).
+    # scratch on small data (the synthetic demo). `weight_decay` is SGD's L2 term through the
+    # gradient (PyTorch's), and Adam's decoupled decay (AdamW: an L2 term through Adam's
+    # moments would be scaled down wherever gradients are large).
     optimizer: str = "sgd"
     learning_rate: float = 0.1
     lr_schedule: str = "steps"
@@ -275,7 +277,7 @@ def build_model(config, num_classes):
 
 def make_optimizer(config):
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(config.learning_rate)
+        return keras.optimizers.Adam(config.learning_rate, weight_decay=config.weight_decay or None)
     return TorchSGD(learning_rate=config.learning_rate, momentum=config.momentum,
                     dampening=0.0 if config.nesterov else config.dampening,
                     nesterov=config.nesterov, l2_weight_decay=config.weight_decay)

@@ -54,6 +54,17 @@ def test_torch_sgd_validates_and_serialises():
     assert again.dampening == 0.9 and again.l2_weight_decay == 1e-3
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adam_decays_the_weights_decoupled_by_the_weight_decay_flag(weight_decay):
+    config = trainer.TrainConfig(optimizer="adam", learning_rate=0.5, weight_decay=weight_decay)
+    optimizer = trainer.make_optimizer(config)
+    w = keras.Variable(np.full((3,), 2.0, np.float32))
+    # A zero gradient moves nothing through Adam's moments: what changes is the decay alone.
+    optimizer.apply_gradients([(np.zeros((3,), np.float32), w)])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(w), 2.0 * (1 - 0.5 * weight_decay),
+                               rtol=1e-6)
+
+
 def test_step_schedule_is_the_originals():
     config = trainer.TrainConfig(data_root="x", learning_rate=0.1, lr_steps=(40, 55))
     assert trainer.learning_rate_at(config, 1) == pytest.approx(0.1)
