@@ -178,8 +178,17 @@ def quiet_end_of_data():
 def _hflip(config):
     if config.hflip is not None:
         return config.hflip
-    # Flipping turns Jester's "Swiping Left" into "Swiping Right".
+    # The original does not flip Jester (a flip turns "Swiping Left" into "Swiping Right").
     return config.dataset not in ("jester", "synthetic")
+
+
+def _flip_options(config, classes):
+    """The pipeline's flip arguments: a flipped clip of a class with a direction in its name
+    takes the mirror class (`spatial.mirror_labels`)."""
+    from keras_efficient3d.data import spatial
+
+    hflip = _hflip(config)
+    return {"hflip": hflip, "hflip_labels": spatial.mirror_labels(classes) if hflip else None}
 
 
 def _pipeline_options(config, batch_size):
@@ -189,12 +198,14 @@ def _pipeline_options(config, batch_size):
                 max_decode_failures=config.max_decode_failures)
 
 
-def make_datasets(config, train_records, val_records):
+def make_datasets(config, train_records, val_records, classes=()):
+    """The training and validation pipelines; `classes`, the class names, let flips swap the
+    labels of mirrored gestures (`_flip_options`)."""
     from keras_efficient3d import data
 
     common = _pipeline_options(config, config.batch_size)
-    train = data.make_dataset(train_records, "train", crop=config.crop, hflip=_hflip(config),
-                              seed=config.seed, **common)
+    train = data.make_dataset(train_records, "train", crop=config.crop, seed=config.seed,
+                              **_flip_options(config, classes), **common)
     val = data.make_dataset(val_records, "val", **common) if val_records else None
     return train, val
 
@@ -393,7 +404,7 @@ def worker_role(strategy):
     return f"{task_type}-{task_id}", chief
 
 
-def make_distributed_datasets(config, strategy, train_records, val_records):
+def make_distributed_datasets(config, strategy, train_records, val_records, classes=()):
     """The pipelines of a multi-worker run: each worker reads its own share of the videos
     (``make_dataset(shard=...)``: records ``i::num_workers``), `config.batch_size` being the
     global batch. A step is a collective that waits for every worker, so all run the same
@@ -421,8 +432,8 @@ def make_distributed_datasets(config, strategy, train_records, val_records):
         shard = (context.num_input_pipelines, context.input_pipeline_id)
         # Each worker its own seed: the same one would draw the same augmentations.
         seed = None if config.seed is None else config.seed + context.input_pipeline_id
-        return data.make_dataset(train_records, "train", crop=config.crop, hflip=_hflip(config),
-                                 seed=seed, shard=shard, **common).repeat()
+        return data.make_dataset(train_records, "train", crop=config.crop, seed=seed, shard=shard,
+                                 **_flip_options(config, classes), **common).repeat()
 
     def val_fn(context):
         shard = (context.num_input_pipelines, context.input_pipeline_id)
@@ -558,6 +569,10 @@ def train(config, extra_callbacks=None):
         print(f"warning: --num_classes={num_classes} is more than the dataset's {len(classes)} "
               f"classes: {num_classes - len(classes)} outputs will never be a target",
               file=sys.stderr)
+    mirror = _flip_options(config, classes)["hflip_labels"]
+    if mirror:
+        pairs = [f"{classes[i]} <-> {classes[j]}" for i, j in enumerate(mirror) if i < j]
+        print(f"flips: a mirrored clip takes its mirror class ({'; '.join(pairs)})")
     atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
     atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
 
@@ -578,10 +593,10 @@ def train(config, extra_callbacks=None):
     fit_scope = contextlib.nullcontext()
     if config.distribution == "multiworker":
         train_ds, val_ds, steps, val_steps = make_distributed_datasets(
-            config, strategy, train_records, val_records)
+            config, strategy, train_records, val_records, classes)
         fit_scope = _multiworker_fit_scope(model, strategy, config)
     else:
-        train_ds, val_ds = make_datasets(config, train_records, val_records)
+        train_ds, val_ds = make_datasets(config, train_records, val_records, classes)
 
     # Every worker saves (Keras reads the variables on each), the chief where the run lives,
     # the others into a scratch folder removed at the end.

@@ -65,6 +65,18 @@ def test_adam_decays_the_weights_decoupled_by_the_weight_decay_flag(weight_decay
                                rtol=1e-6)
 
 
+def test_flips_swap_the_labels_of_mirrored_gestures_only_when_flipping():
+    classes = list(synthetic.CLASSES)
+    on = trainer._flip_options(trainer.TrainConfig(dataset="synthetic", hflip=True), classes)
+    mirror = on["hflip_labels"]
+    assert on["hflip"] and [classes[i] for i in mirror[:2]] == ["Swiping Right", "Swiping Left"]
+    assert classes[mirror[classes.index("Turning Clockwise")]] == "Turning Anticlockwise"
+    assert classes[mirror[classes.index("Zooming In")]] == "Zooming In"
+    # The original's default for Jester and the gestures: no flips, so no mirror labels.
+    assert trainer._flip_options(trainer.TrainConfig(dataset="synthetic"), classes) == {
+        "hflip": False, "hflip_labels": None}
+
+
 def test_step_schedule_is_the_originals():
     config = trainer.TrainConfig(data_root="x", learning_rate=0.1, lr_steps=(40, 55))
     assert trainer.learning_rate_at(config, 1) == pytest.approx(0.1)

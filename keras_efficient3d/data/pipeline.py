@@ -105,7 +105,7 @@ class _ClipSource:
     """The numpy side of the pipeline: one sample in, one (or more) clips out."""
 
     def __init__(self, records, sample_duration, downsample, sample_size, crop, scales, hflip,
-                 scale_in_test, crop_position_in_test, failures):
+                 scale_in_test, crop_position_in_test, failures, hflip_labels=None):
         self.records = records
         self.sample_duration = sample_duration
         self.downsample = downsample
@@ -113,6 +113,7 @@ class _ClipSource:
         self.crop = crop
         self.scales = scales
         self.hflip = hflip
+        self.hflip_labels = hflip_labels
         self.scale_in_test = scale_in_test
         self.crop_position_in_test = crop_position_in_test
         self.failures = failures
@@ -153,7 +154,7 @@ class _ClipSource:
             )
         except _FILE_ERRORS as error:
             return self._fail(index, error, self.clip_shape), np.int32(record.label), False
-        return self._augment(frames, rng), np.int32(record.label), True
+        return (*self._augment(frames, record.label, rng), True)
 
     def full_video(self, index):
         record = self.records[int(index)]
@@ -163,13 +164,20 @@ class _ClipSource:
             return self._fail(index, error, (1, 1, 1, 3)), np.int32(record.label), False
         return frames, np.int32(record.label), True
 
-    def augment_cached(self, frames, seed):
+    def augment_cached(self, frames, label, seed):
         rng = self._rng(seed)
         indices = temporal.temporal_random_indices(len(frames), self.sample_duration, self.downsample, rng)
-        return self._augment(frames[indices], rng)
+        return self._augment(frames[indices], label, rng)
 
-    def _augment(self, frames, rng):
-        return spatial.train_transform(frames, self.sample_size, rng, self.crop, self.scales, self.hflip)
+    def _augment(self, frames, label, rng):
+        """The training clip and its label: a mirrored clip takes its mirror class."""
+        clip = spatial.train_transform(frames, self.sample_size, rng, self.crop, self.scales)
+        # Drawn after the crop, as train_transform would: the same clips for a seed.
+        if self.hflip and rng.random() < 0.5:
+            clip = np.ascontiguousarray(spatial.hflip_clip(clip))
+            if self.hflip_labels is not None:
+                label = self.hflip_labels[int(label)]
+        return clip, np.int32(label)
 
     def val_clip(self, index):
         record = self.records[int(index)]
@@ -227,6 +235,7 @@ def make_dataset(
     crop: str = "random",
     scales=None,
     hflip: bool = False,
+    hflip_labels=None,
     normalization: Normalization | str | None = None,
     shuffle: bool | None = None,
     seed: int | None = None,
@@ -254,8 +263,11 @@ def make_dataset(
             or ``'center'`` (``MultiScaleCornerCrop`` over 5 / 1 positions).
         scales: crop scales; default :func:`spatial.multiscale_scales` ``()`` =
             ``[1, 0.84, 0.71, 0.59, 0.5]``.
-        hflip: random horizontal flips in training. Off by default: it would turn
-            Jester's "Swiping Left" into "Swiping Right".
+        hflip: random horizontal flips in training. Off by default: without
+            ``hflip_labels`` it would turn Jester's "Swiping Left" into "Swiping Right".
+        hflip_labels: the label of each class's mirror image (`spatial.mirror_labels`
+            of the class names): a flipped clip takes it, so that flips are valid for
+            gestures with a direction.
         normalization: a :class:`Normalization`, a preset name, or ``None`` for
             ``'original'`` (ActivityNet mean, 0-255, RGB).
         shuffle: shuffle samples (default: in training only; never in test mode).
@@ -331,8 +343,14 @@ def make_dataset(
         raise ValueError(f"`cache` must be a bool or a file prefix. Received: cache={cache!r}")
     failures = DecodeFailures(max_decode_failures) if failures is None else failures
 
+    if hflip_labels is not None:
+        hflip_labels = [int(v) for v in hflip_labels]
+        top = max(int(r.label) for r in records)
+        if top >= len(hflip_labels) or any(not 0 <= v < len(hflip_labels) for v in hflip_labels):
+            raise ValueError(f"`hflip_labels` must give a class in [0, {len(hflip_labels)}) for every "
+                             f"label up to {top}. Received: hflip_labels={hflip_labels}")
     source = _ClipSource(records, sample_duration, downsample, sample_size, crop, scales, hflip,
-                         scale_in_test, crop_position_in_test, failures)
+                         scale_in_test, crop_position_in_test, failures, hflip_labels)
     count = len(records)
     buffer = count if shuffle_buffer is None else _positive_int("shuffle_buffer", shuffle_buffer)
     clip_shape = source.clip_shape
@@ -384,8 +402,10 @@ def make_dataset(
 
         def augment(element, sample_seed):
             frames, label = element
-            clip = tf.numpy_function(source.augment_cached, [frames, sample_seed], tf.uint8, name="augment_clip")
+            clip, label = tf.numpy_function(source.augment_cached, [frames, label, sample_seed],
+                                            [tf.uint8, tf.int32], name="augment_clip")
             clip.set_shape(clip_shape)
+            label.set_shape(())
             return clip, label
 
         ds = tf.data.Dataset.zip((ds, seeds())).map(augment, **map_kwargs)

@@ -30,6 +30,7 @@ __all__ = [
     "resize_clip",
     "scale_clip",
     "hflip_clip",
+    "mirror_labels",
     "train_transform",
     "val_transform",
     "test_transform",
@@ -175,6 +176,37 @@ def scale_clip(clip: np.ndarray, size: int) -> np.ndarray:
 def hflip_clip(clip: np.ndarray) -> np.ndarray:
     """Mirror every frame left-right."""
     return clip[:, :, ::-1]
+
+
+# Words whose meaning a left-right mirror swaps, in class names such as Jester's "Swiping
+# Left" or "Turning Hand Clockwise".
+_MIRROR_WORDS = {"Left": "Right", "Right": "Left", "Clockwise": ("Counterclockwise", "Anticlockwise"),
+                 "Counterclockwise": "Clockwise", "Anticlockwise": "Clockwise"}
+
+
+def mirror_labels(class_names) -> list[int] | None:
+    """The class each class becomes in a left-right mirror image: ``result[i]`` is the
+    index of the class whose name is class ``i``'s with Left/Right and Clockwise/
+    Counterclockwise (or Anticlockwise) swapped, or ``i`` where no such class exists
+    (most gestures look the same mirrored). None when no class changes: then flipping
+    keeps every label, as for Kinetics or UCF-101.
+
+        mirror_labels(["Swiping Left", "Swiping Right", "Thumb Up"])  # [1, 0, 2]
+    """
+    names = [str(name) for name in class_names]
+    index = {name: i for i, name in enumerate(names)}
+    result = []
+    for i, name in enumerate(names):
+        words = name.split(" ")
+        target = i
+        for position, word in enumerate(words):
+            swaps = _MIRROR_WORDS.get(word, ())
+            for swap in (swaps,) if isinstance(swaps, str) else swaps:
+                other = " ".join(words[:position] + [swap] + words[position + 1:])
+                if other in index:
+                    target = index[other]
+        result.append(target)
+    return None if result == list(range(len(names))) else result
 
 
 def train_transform(

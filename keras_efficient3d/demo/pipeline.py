@@ -46,8 +46,8 @@ def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, t
     """Exports and scores fp32, PTQ-int8 and QAT-int8 TFLite forms of `model`."""
     models_dir = os.path.join(output_dir, "models")
     os.makedirs(models_dir, exist_ok=True)
-    train_records, _ = trainer.load_split(config, "train")
-    train_ds, _ = trainer.make_datasets(config, train_records, [])
+    train_records, train_classes = trainer.load_split(config, "train")
+    train_ds, _ = trainer.make_datasets(config, train_records, [], train_classes)
     report = {"threads": threads, "files": {}}
 
     def record(key, data, note=""):

@@ -18,6 +18,7 @@ from keras_efficient3d.data import (
     VideoRecord,
     aggregate_video_predictions,
     make_dataset,
+    spatial,
     video_level_accuracy,
 )
 
@@ -238,3 +239,47 @@ def test_video_level_accuracy_by_hand():
     np.testing.assert_allclose(mean[2], [0.35, 0.55, 0.1])
     with pytest.raises(ValueError, match="different labels"):
         video_level_accuracy(probs, [1, 0, 2, 0], videos)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_flipped_clips_take_the_label_of_their_mirror_class(tmp_path, cache):
+    """Class 0's videos are bright on the left, class 1's (its mirror, "... Right") on the
+    right; class 2 is symmetric about nothing it names. With the mirror labels every clip's
+    bright side matches its label; plain flips would give class 0 bright-right clips."""
+    names = ["Swiping Left", "Swiping Right", "Thumb Up"]
+    mirror = spatial.mirror_labels(names)
+    assert mirror == [1, 0, 2]
+    out = []
+    for label, bright_left in [(0, True), (1, False), (2, True)] * 2:
+        frames = np.full((6, 32, 32, 3), 30, np.uint8)
+        frames[:, :, slice(0, 16) if bright_left else slice(16, 32)] = 220
+        folder = write_frames(str(tmp_path / f"v{len(out)}"), frames)
+        out.append(VideoRecord(folder, label, f"v{len(out)}", "frames", 6))
+
+    def bright_left_by_label(hflip_labels):
+        ds = make_dataset(out, "train", batch_size=2, seed=3, hflip=True, hflip_labels=hflip_labels,
+                          cache=cache, crop="center", scales=[1.0], **SMALL)
+        seen = {}
+        for _ in range(4):
+            for clips, labels in ds:
+                for clip, label in zip(clips.numpy(), labels.numpy()):
+                    left, right = clip[..., :16, :].mean(), clip[..., 16:, :].mean()
+                    seen.setdefault(int(label), set()).add(bool(left > right))
+        return seen
+
+    swapped = bright_left_by_label(mirror)
+    assert swapped[0] == {True} and swapped[1] == {False}, swapped
+    assert swapped[2] == {True, False}  # flipped, label kept
+    assert bright_left_by_label(None)[0] == {True, False}  # the flips happen at all
+
+
+def test_mirror_labels_of_jester_and_of_datasets_without_directions():
+    jester = ["Swiping Left", "Swiping Right", "Turning Hand Clockwise",
+              "Turning Hand Counterclockwise", "Rolling Hand Forward", "Sliding Two Fingers Left",
+              "Sliding Two Fingers Right"]
+    assert spatial.mirror_labels(jester) == [1, 0, 3, 2, 4, 6, 5]
+    assert spatial.mirror_labels(["Turning Clockwise", "Turning Anticlockwise"]) == [1, 0]
+    assert spatial.mirror_labels(["Archery", "Left Turn Only"]) is None
+    with pytest.raises(ValueError, match="hflip_labels"):
+        make_dataset([VideoRecord("x", 2, "x", "frames", 3)], "train", hflip=True,
+                     hflip_labels=[1, 0], **SMALL)
