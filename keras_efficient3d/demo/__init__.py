@@ -24,7 +24,7 @@ from keras_efficient3d import cli
 
 # Training runs differ (parallel input order, multi-threaded float sums), and this small
 # model learns clockwise from anticlockwise turning last: at 18 epochs two of three runs
-# ended at 87.5% and 93.1% (one at 99.4%); at 24 epochs without flips six runs reached
+# ended at 87.5% and 93.1% (one at 99.4%); at 24 epochs without flips nine runs reached
 # 90.6-100% (two under 95%). Flips with mirrored labels (a flipped clockwise turn is an
 # anticlockwise one) learn more slowly at first but end higher: 97.5%, 98.75% and 100% in
 # three runs.
