@@ -26,8 +26,7 @@ from keras_efficient3d import cli
 # model learns clockwise from anticlockwise turning last: at 18 epochs two of three runs
 # ended at 87.5% and 93.1% (one at 99.4%); at 24 epochs without flips nine runs reached
 # 90.6-100% (two under 95%). Flips with mirrored labels (a flipped clockwise turn is an
-# anticlockwise one) learn more slowly at first but end higher: 97.5%, 98.75% and 100% in
-# three runs.
+# anticlockwise one) learn more slowly at first but end higher: 97.5-100% in four runs.
 EPOCHS = 24
 
 
