@@ -172,12 +172,11 @@ class _ClipSource:
     def _augment(self, frames, label, rng):
         """The training clip and its label: a mirrored clip takes its mirror class."""
         clip = spatial.train_transform(frames, self.sample_size, rng, self.crop, self.scales)
-        # Drawn after the crop, as train_transform would: the same clips for a seed.
-        if self.hflip and rng.random() < 0.5:
-            clip = np.ascontiguousarray(spatial.hflip_clip(clip))
-            if self.hflip_labels is not None:
+        if self.hflip:  # drawn after the crop, as train_transform's: the same clips for a seed
+            clip, mirrored = spatial.random_hflip(clip, rng)
+            if mirrored and self.hflip_labels is not None:
                 label = self.hflip_labels[int(label)]
-        return clip, np.int32(label)
+        return np.ascontiguousarray(clip), np.int32(label)
 
     def val_clip(self, index):
         record = self.records[int(index)]

@@ -30,6 +30,7 @@ __all__ = [
     "resize_clip",
     "scale_clip",
     "hflip_clip",
+    "random_hflip",
     "mirror_labels",
     "train_transform",
     "val_transform",
@@ -178,6 +179,13 @@ def hflip_clip(clip: np.ndarray) -> np.ndarray:
     return clip[:, :, ::-1]
 
 
+def random_hflip(clip: np.ndarray, rng: np.random.Generator):
+    """Mirrors `clip` with probability 1/2 (one draw from `rng`): ``(clip, mirrored)``."""
+    if rng.random() < 0.5:
+        return hflip_clip(clip), True
+    return clip, False
+
+
 # Words whose meaning a left-right mirror swaps, in class names such as Jester's "Swiping
 # Left" or "Turning Hand Clockwise".
 _MIRROR_WORDS = {"Left": "Right", "Right": "Left", "Clockwise": ("Counterclockwise", "Anticlockwise"),
@@ -235,8 +243,8 @@ def train_transform(
         positions = CROP_POSITIONS if crop == "corner" else ("c",)
         box = multiscale_corner_crop_box(height, width, scales, rng, positions)
     out = resize_clip(crop_clip(clip, box), size, size)
-    if hflip and rng.random() < 0.5:
-        out = hflip_clip(out)
+    if hflip:
+        out, _ = random_hflip(out, rng)
     return np.ascontiguousarray(out)
 
 
