@@ -12,6 +12,8 @@ second beside this machine's fp32 GEMM peak at the same thread count, measured f
 (``--nogemm_peak`` skips it).
 
     python deployment/benchmark_tflite.py --op_profile --threads=2   # int8 vs fp32 per op class
+    python deployment/benchmark_tflite.py --packing --threads=2 \
+        --models=mobilenetv2_0.2x,mobilenetv2_0.45x,shufflenetv2_1.0x   # packed vs unpacked
 """
 
 from absl import flags
@@ -42,6 +44,11 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_bool("op_profile", False, "Instead of the models: fp32 and int8 of each op "
                       "class of a MobileNetV2 block at --frames x 56 x 56, 24 channels "
                       "(pointwise, depthwise taps, ADD), at the first --threads.", **fv)
+    flags.DEFINE_bool("packing", False, "Instead of the table: fp32 and int8 of each model as "
+                      "the deployment graph emits it by default (narrow stages time-packed) "
+                      "against the same graph unpacked, at the first --threads, --rounds "
+                      "interleaved rounds of --runs invokes.", **fv)
+    cli.define("rounds", 5, **fv)
     cli.define_alias("output", "json_out", **fv)
     cli.define_alias("pytorch_json", "peers_json", **fv)
 
@@ -56,6 +63,12 @@ def main(argv, flag_values=flags.FLAGS):
         rows = int8_op_profile(frames=f.frames, threads=f.threads[0], rounds=f.runs,
                                warmup=f.warmup)
         write_report(rows, format_op_profile(rows), f.json_out, markdown=False)
+        return
+    if f.packing:
+        from keras_efficient3d.deploy.benchmark import format_packing, packing_comparison
+        rows = packing_comparison(f.models, (f.frames, f.size, f.size, 3), f.num_classes,
+                                  f.threads[0], f.rounds, f.warmup, f.runs)
+        write_report(rows, format_packing(rows), f.json_out)
         return
     peers, peaks = peers_and_peaks(f.models, f.peers_json, (f.frames, f.size, f.size), f.threads,
                                    f.gemm_peak)

@@ -412,6 +412,72 @@ def int8_op_profile(frames=16, size=56, channels=24, expansion=6, threads=2, rou
     return rows
 
 
+def packing_comparison(names, input_shape=(16, 112, 112, 3), num_classes=600, threads=2,
+                       rounds=5, warmup=5, runs=20, calibration_clips=8, seed=0, log=print):
+    """The deployment graph's default form (narrow stages time-packed, see
+    `keras_efficient3d.deploy.packed`) against the same graph unpacked
+    (``pack_channels=0``), fp32 and int8 TFLite of each model, random weights, timed in
+    interleaved rounds (``runs`` invokes per turn). Returns rows ``{"model", "precision",
+    "packed", "unpacked_ms", "packed_ms"}`` (medians over the rounds) with the per-round
+    medians (``*_rounds``); ``packed`` says whether the default packs that model at all."""
+    from keras_efficient3d.runtime import TFLiteRunner, measure
+
+    rng = np.random.default_rng(seed)
+    clips = rng.normal(size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
+    steps, packs = {}, {}
+    for name in names:
+        model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes)
+        _calibrate_bn(model, clips[:4])
+        for precision in ("fp32", "int8"):
+            for form, pack in (("unpacked", 0), ("packed", None)):
+                graph = DeploymentGraph(model, pack_channels=pack)
+                blob = convert(graph, precision, representative_data=clips)
+                runner = TFLiteRunner(blob, threads)
+                steps[(name, precision, form)] = runner.timing_step(seed)[0]
+                if form == "packed":
+                    packs[(name, precision)] = graph.packs(int8=precision == "int8")
+            if log:
+                log(f"{name}: {precision} exported")
+    times = {key: [] for key in steps}
+    for _ in range(rounds):
+        for key, step in steps.items():
+            times[key].append(measure(step, warmup=warmup, runs=runs)["median_ms"])
+    rows = []
+    for name in names:
+        for precision in ("fp32", "int8"):
+            row = {"model": name, "precision": precision, "packed": packs[(name, precision)]}
+            for form in ("unpacked", "packed"):
+                row[f"{form}_rounds"] = times[(name, precision, form)]
+                row[f"{form}_ms"] = float(np.median(times[(name, precision, form)]))
+            rows.append(row)
+    return rows
+
+
+def format_packing(rows):
+    """A Markdown table of `packing_comparison` rows, int8 / fp32 per form."""
+    by = {(r["model"], r["precision"]): r for r in rows}
+    lines = []
+    for (name, precision), r in by.items():
+        if precision != "int8":
+            continue
+        f = by[(name, "fp32")]
+
+        def cell(row):
+            ms = row["unpacked_ms"], row["packed_ms"]
+            lo = [min(row[f"{k}_rounds"]) for k in ("unpacked", "packed")]
+            hi = [max(row[f"{k}_rounds"]) for k in ("unpacked", "packed")]
+            note = "" if row["packed"] else " (not packed)"
+            return (f"{ms[0]:.2f} ({lo[0]:.2f}-{hi[0]:.2f}) -> {ms[1]:.2f} "
+                    f"({lo[1]:.2f}-{hi[1]:.2f}){note}")
+
+        lines.append([name, cell(f), cell(r),
+                      f"{f['unpacked_ms'] / r['unpacked_ms']:.2f}x -> "
+                      f"{f['packed_ms'] / r['packed_ms']:.2f}x"])
+    return "\n".join(markdown_table(
+        ("model", "fp32 ms, unpacked -> default", "int8 ms, unpacked -> default",
+         "int8 / fp32 speed-up"), lines, "lrrr"))
+
+
 def format_op_profile(rows):
     """A Markdown table of `int8_op_profile` rows."""
     return "\n".join(markdown_table(

@@ -21,6 +21,13 @@ There are no 5-D tensors besides the input (reshaped once) and no dynamic shapes
 exported graph, which is what XNNPACK needs to take a full-int8 model (it refused the
 5-D PAD/SLICE graph with a dynamic batch).
 
+Narrow models start in the time-packed layout instead (`keras_efficient3d.deploy.packed`:
+``(B, H, W, frames * C)``, one 5-D TRANSPOSE of the input), and leave it by one TRANSPOSE
+where they widen (`DeploymentGraph(pack_channels=...)`, `PACK_WIDTH`). The form depends on
+the precision the graph is emitted for (``int8``): int8 packs wider stems and computes
+packed pointwise convolutions as block-diagonal matrix products; float keeps the cheaper
+forms. Both are the same function.
+
 The same emitter serves three purposes through a `hooks` object: plain float export
 (constants), quantization-aware training (trainable variables seen through fake-quant ops,
 see `keras_efficient3d.deploy.quantize`) and int8 export after QAT (constants with frozen
@@ -32,12 +39,19 @@ import numpy as np
 import tensorflow as tf
 
 from keras_efficient3d import layers as k3d
+from keras_efficient3d.deploy import packed
 from keras_efficient3d.fold import RELU_LIKE, Folded, activation_name, batchnorm_affine, inference_form
 from keras_efficient3d.layers import forms, taps
 
 __all__ = ["DeploymentGraph", "FloatHooks", "build_deployment_graph"]
 
 _FORM = forms.FORMS["tflite"]
+# See `DeploymentGraph`: the widest first convolution (channels per frame) that starts the
+# packed layout, for float and for int8 graphs, and the widest layer (frames x channels)
+# that stays in it. Measured on MobileNetV2 0.2x/0.45x/0.7x/1.0x, MobileNetV1 0.5x/1.0x,
+# ShuffleNetV1/V2 1.0x and SqueezeNet 1.1 (README, Deployment).
+PACK_CHANNELS = {"float": 8, "int8": 64}
+PACK_WIDTH = 320
 
 
 class FloatHooks:
@@ -49,17 +63,23 @@ class FloatHooks:
     def param(self, key):
         return tf.constant(self._params[key])
 
+    def array(self, key):
+        """The parameter as numpy, for kernels the graph lays out anew (`_Emitter._array`)."""
+        return self._params[key]
+
     def act(self, key, x):
         return x
 
 
 class _Video:
-    """A clip tensor ``(batch * frames, H, W, C)`` with its number of frames."""
+    """A clip tensor ``(batch * frames, H, W, C)`` with its number of frames, or, `packed`,
+    ``(batch, H, W, frames * C)`` (`keras_efficient3d.deploy.packed`)."""
 
-    __slots__ = ("x", "frames", "nonneg", "remap", "parts")
+    __slots__ = ("x", "frames", "nonneg", "remap", "parts", "packed")
 
-    def __init__(self, x, frames, nonneg=False, remap=None, parts=None):
+    def __init__(self, x, frames, nonneg=False, remap=None, parts=None, packed=False):
         self.x, self.frames, self.nonneg = x, int(frames), bool(nonneg)
+        self.packed = bool(packed)
         # For a channel concatenation: the videos concatenated (a ReLU moves onto them).
         self.parts = parts
         # For a frame-wise result (pointwise conv, activation) at batch 1: a function of a
@@ -98,6 +118,14 @@ class DeploymentGraph:
     Args:
         model: a functional model from the registry (raw or already folded).
         fold: fold BatchNorm first (a no-op for a folded model).
+        pack_channels: run the model's first layers in the time-packed layout
+            (`keras_efficient3d.deploy.packed`) when its first convolution is at most this
+            many channels wide, and the layers after it while they are at most `PACK_WIDTH`
+            frames x channels wide; 0: never. The default, `PACK_CHANNELS`, depends on the
+            precision the graph is emitted for: int8 kernels need wide matrix products,
+            which the packed layout makes (ShuffleNetV2 1.0x int8 2.9 against 4.6 ms,
+            MobileNetV1 1.0x 2.3 against 3.3), where float pays for its extra
+            multiplications (10.1 against 7.0 ms, 11.2 against 5.9).
 
     Attributes:
         model: the folded Keras model that the graph reproduces.
@@ -107,8 +135,12 @@ class DeploymentGraph:
             (per-channel over axis 2), ``'dense'``, ``'bias'`` or ``'const'``.
     """
 
-    def __init__(self, model, fold=True):
+    def __init__(self, model, fold=True, pack_channels=None):
         model = inference_form(model, fold_bn=fold)
+        self.pack_channels = None if pack_channels is None else int(pack_channels)
+        if self.pack_channels is not None and self.pack_channels < 0:
+            raise ValueError("`pack_channels` must be >= 0. "
+                             f"Received: pack_channels={pack_channels}")
         if len(model.inputs) != 1:
             raise ValueError("Expected a model with one input. "
                              f"Received: {len(model.inputs)} inputs")
@@ -149,7 +181,7 @@ class DeploymentGraph:
         return None
 
     # ---------------------------------------------------------------- emission
-    def __call__(self, clips, batch=None, hooks=None):
+    def __call__(self, clips, batch=None, hooks=None, int8=False):
         """Emits the graph on `clips` (B, T, H, W, C) and returns the model's output(s).
 
         Args:
@@ -157,18 +189,25 @@ class DeploymentGraph:
             batch: the static batch size the graph is specialised for (1 for export), or
                 None for any batch (training, evaluation).
             hooks: parameter and activation hooks; default `FloatHooks(self.params)`.
+            int8: emit the form for int8 kernels: the packed layout's pointwise
+                convolutions as block-diagonal matrix products (`packed.pointwise`). The
+                same numbers; float runs the default form faster.
         """
         hooks = hooks or FloatHooks(self.params)
-        emitter = _Emitter(self, batch, hooks)
+        emitter = _Emitter(self, batch, hooks, int8)
         return emitter.run(clips)
 
-    def as_function(self, batch=1, hooks=None):
+    def packs(self, int8=False):
+        """Whether the graph emitted for float (or `int8`) starts in the packed layout."""
+        return _Emitter(self, 1, FloatHooks(self.params), int8)._pack_input()
+
+    def as_function(self, batch=1, hooks=None, int8=False):
         """A `tf.function` with a fixed input signature (batch, T, H, W, C)."""
         spec = tf.TensorSpec((batch,) + self.input_shape, tf.float32, name="clips")
 
         @tf.function(input_signature=[spec])
         def serve(clips):
-            return self(clips, batch=batch, hooks=hooks)
+            return self(clips, batch=batch, hooks=hooks, int8=int8)
 
         return serve
 
@@ -178,9 +217,9 @@ class DeploymentGraph:
         return np.asarray(self(tf.constant(clips), batch=clips.shape[0]))
 
 
-def build_deployment_graph(model, fold=True):
-    """Returns `DeploymentGraph(model, fold)`."""
-    return DeploymentGraph(model, fold=fold)
+def build_deployment_graph(model, fold=True, pack_channels=None):
+    """Returns `DeploymentGraph(model, fold, pack_channels)`."""
+    return DeploymentGraph(model, fold=fold, pack_channels=pack_channels)
 
 
 
@@ -231,13 +270,19 @@ _PARAMS = {
 
 
 class _Emitter:
-    def __init__(self, graph, batch, hooks):
+    def __init__(self, graph, batch, hooks, int8=False):
         self.g = graph
+        self.int8 = bool(int8)
         self.batch = batch
         self.hooks = hooks
         self.b = -1 if batch is None else int(batch)
         self._phases = {}
+        self._unpacked = {}
         self._keep = []
+        self.pack = graph.pack_channels
+        if self.pack is None:
+            self.pack = PACK_CHANNELS["int8" if self.int8 else "float"]
+        self._input = None
 
     # -- helpers
     def _shape(self, x):
@@ -272,10 +317,49 @@ class _Emitter:
             self._phases[key] = out
         return self._phases[key]
 
-    def _output(self, layer, y, t_out, nonneg):
+    def _output(self, layer, y, t_out, nonneg, packed=False):
         if not self._feeds_activation_only(layer, layer._inbound_nodes[0]):
             y = self.hooks.act(layer.name, y)
-        return _Video(y, t_out, nonneg)
+        return _Video(y, t_out, nonneg, packed=packed)
+
+    def _packed_frames(self, v, step, phase, start, stop):
+        """Frames ``phase + step * (start .. stop - 1)`` of a packed video. A phase stream
+        (``step > 1``) is selected as far up through frame-wise producers as
+        `_Video.remap` goes (as `_phase`), once per phase; the range is sliced from it."""
+        if step > 1:
+            n = len(range(phase, v.frames, step))
+            key = ("packed", id(v), step, phase)
+            if key not in self._phases:
+                self._keep.append(v)
+                if v.remap is not None:
+                    stream = v.remap(lambda u: self._packed_frames(u, step, phase, 0, n))
+                else:
+                    stream = _Video(packed.select(v.x, v.frames, step, phase, 0, n), n,
+                                    v.nonneg, packed=True)
+                self._phases[key] = stream
+            v, step, phase = self._phases[key], 1, 0
+        if start == 0 and stop == v.frames:
+            return v
+        return _Video(packed.select(v.x, v.frames, 1, 0, start, stop), stop - start, v.nonneg,
+                      packed=True)
+
+    def _unpack(self, v):
+        """`v` as a frames tensor (one transpose per packed value, shared by its users)."""
+        if not (isinstance(v, _Video) and v.packed):
+            return v
+        if id(v) not in self._unpacked:
+            self._keep.append(v)
+            self._unpacked[id(v)] = _Video(packed.unpack(v.x, v.frames), v.frames, v.nonneg)
+        return self._unpacked[id(v)]
+
+    def _array(self, key):
+        """A parameter that the packed layout lays out anew (tiles, bands): a numpy array
+        where the hooks have constants (`array`; on the int8 grid after QAT), so that the
+        new kernel is a constant in the converted model (a TILE of an int8 kernel is an op
+        XNNPACK does not take, and its convolution then has no static weights), else the
+        hooks' tensor (QAT training: a variable seen through fake quantization)."""
+        array = getattr(self.hooks, "array", None)
+        return array(key) if array is not None else self.hooks.param(key)
 
     # -- layers
     def identity(self, layer, node, ins):
@@ -283,12 +367,45 @@ class _Emitter:
 
     def conv3d(self, layer, node, ins):
         v = ins[0]
+        if v.packed:
+            out = self._packed_conv3d(layer, v)
+            if out is not None:
+                return out
+            v = self._unpack(v)
         out = self._conv3d(layer, v)
         if self.batch == 1 and tuple(layer.kernel_size) == (1, 1, 1) and \
                 tuple(layer.strides) == (1, 1, 1) and tuple(layer.padding) == (0, 0, 0) and \
                 v.x.shape[-1] <= out.x.shape[-1]:  # select frames where they are fewer bytes
             out.remap = lambda select: self._conv3d(layer, select(v))
         return out
+
+    def _packed_conv3d(self, layer, v):
+        """The convolution in the packed layout, or None where it leaves it (grouped, or
+        wider than `pack_channels`)."""
+        if layer.groups != 1:
+            return None
+        t_out = taps.out_len(v.frames, layer.kernel_size[0], layer.strides[0], layer.padding[0])
+        if t_out * layer.filters > PACK_WIDTH and v is not self._input:
+            return None
+        name = layer.name
+        bias = self._array(f"{name}/bias0") if layer.use_bias else None
+        if self._pointwise(layer):
+            kernel = (self._array if self.int8 else self.hooks.param)(f"{name}/kernel0")
+            y = packed.pointwise(v.x, v.frames, kernel, bias, block_diagonal=self.int8)
+            t_out = v.frames
+        else:
+            y, t_out = packed.conv(v.x, v.frames, self._array(f"{name}/kernel0"), bias,
+                                   layer.kernel_size, layer.strides, layer.padding)
+        y = _apply_activation(layer.activation, y)
+        out = self._output(layer, y, t_out, activation_name(layer) in RELU_LIKE, packed=True)
+        if t_out == v.frames and v.x.shape[-1] <= y.shape[-1] and self._pointwise(layer):
+            out.remap = lambda select: self._packed_conv3d(layer, select(v))
+        return out
+
+    @staticmethod
+    def _pointwise(layer):
+        return tuple(layer.kernel_size) == (1, 1, 1) and tuple(layer.strides) == (1, 1, 1) \
+            and tuple(layer.padding) == (0, 0, 0)
 
     def _conv3d(self, layer, v):
         name = layer.name
@@ -322,6 +439,17 @@ class _Emitter:
         v = ins[0]
         name = layer.name
         st = layer.strides[0]
+        if v.packed and v.x.shape[-1] > PACK_WIDTH:
+            v = self._unpack(v)
+        if v.packed:
+            y, t_out = packed.depthwise(
+                v.x, v.frames, lambda i: self._array(f"{name}/kernel{i}"),
+                self._array(f"{name}/bias") if layer.use_bias else None,
+                layer.kernel_size, layer.strides, layer.padding, point=self.hooks.act,
+                name=name, select_frames=lambda *w: self._packed_frames(v, *w).x)
+            y = _apply_activation(layer.activation, y)
+            return self._output(layer, y, t_out, activation_name(layer) in RELU_LIKE,
+                                packed=True)
         stream = None
         if self.batch == 1:
             def stream(p):
@@ -369,7 +497,10 @@ class _Emitter:
         if layer.get_config().get("keepdims"):
             raise ValueError(f"'{layer.name}': keepdims=True is not supported.")
         _, h, w, c = self._shape(v.x)
-        x = tf.reshape(v.x, [self.b, v.frames * h, w, c])
+        if v.packed:  # (B, H, W * T, C): the same cells
+            x = tf.reshape(v.x, [self.b, h, w * v.frames, c // v.frames])
+        else:
+            x = tf.reshape(v.x, [self.b, v.frames * h, w, c])
         if isinstance(layer, keras.layers.GlobalAveragePooling3D):
             return _Flat(self.hooks.act(layer.name, tf.reduce_mean(x, axis=[1, 2])))
         return _Flat(tf.reduce_max(x, axis=[1, 2]))
@@ -383,13 +514,17 @@ class _Emitter:
         return _Flat(self.hooks.act(name, y))
 
     def add(self, layer, node, ins):
+        if len({getattr(v, "packed", False) for v in ins}) > 1:
+            ins = [self._unpack(v) for v in ins]
         y = ins[0].x
         for other in ins[1:]:
             y = y + other.x
         nonneg = all(getattr(v, "nonneg", False) for v in ins)
         if not self._feeds_activation_only(layer, node):
             y = self.hooks.act(layer.name, y)
-        return _Video(y, ins[0].frames, nonneg) if isinstance(ins[0], _Video) else _Flat(y)
+        if isinstance(ins[0], _Video):
+            return _Video(y, ins[0].frames, nonneg, packed=ins[0].packed)
+        return _Flat(y)
 
     def concatenate(self, layer, node, ins):
         axis = layer.axis
@@ -431,17 +566,23 @@ class _Emitter:
         y = self.hooks.act(layer.name, y)
         if not isinstance(v, _Video):
             return _Flat(y)
-        out = _Video(y, v.frames, activation_name(layer) in RELU_LIKE)
-        if self.batch == 1:
+        out = _Video(y, v.frames, activation_name(layer) in RELU_LIKE, packed=v.packed)
+        if self.batch == 1 or v.packed:
             out.remap = lambda select: self.activation(layer, node, [select(v)])
         return out
 
     def batch_norm(self, layer, node, ins):
         v = ins[0]
         name = layer.name
-        y = v.x * self.hooks.param(f"{name}/scale") + self.hooks.param(f"{name}/shift")
-        y = self.hooks.act(name, y)
-        return _Video(y, v.frames) if isinstance(v, _Video) else _Flat(y)
+        if getattr(v, "packed", False):
+            scale = packed.tile(self._array(f"{name}/scale"), v.frames)
+            shift = packed.tile(self._array(f"{name}/shift"), v.frames)
+        else:
+            scale, shift = self.hooks.param(f"{name}/scale"), self.hooks.param(f"{name}/shift")
+        y = self.hooks.act(name, v.x * scale + shift)
+        if isinstance(v, _Video):
+            return _Video(y, v.frames, packed=v.packed)
+        return _Flat(y)
 
     def permute(self, layer, node, ins):
         v = ins[0]
@@ -464,9 +605,13 @@ class _Emitter:
     def run(self, clips):
         clips = tf.convert_to_tensor(clips, tf.float32)
         t, h, w, c = self.g.input_shape
-        x = tf.reshape(clips, [-1 if self.batch is None else self.b * t, h, w, c])
-        x = self.hooks.act("input", x)
-        values = {id(self.g.model.inputs[0]): _Video(x, t)}
+        if self._pack_input():
+            x = self.hooks.act("input", packed.pack(tf.reshape(clips, [self.b, t, h, w, c])))
+            start = self._input = _Video(x, t, packed=True)
+        else:
+            x = tf.reshape(clips, [-1 if self.batch is None else self.b * t, h, w, c])
+            start = _Video(self.hooks.act("input", x), t)
+        values = {id(self.g.model.inputs[0]): start}
         for layer, node in self.g._steps:
             ins = [values[id(tensor)] for tensor in node.input_tensors]
             out = self.layer(layer, node, ins)
@@ -476,17 +621,32 @@ class _Emitter:
         results = []
         for tensor in self.g.model.outputs:
             value = values[id(tensor)]
-            if isinstance(value, _Video):
+            if isinstance(value, _Video) and value.packed:
+                results.append(packed.to_clip(value.x, value.frames))
+            elif isinstance(value, _Video):
                 _, hh, ww, cc = self._shape(value.x)
                 results.append(tf.reshape(value.x, [self.b, value.frames, hh, ww, cc]))
             else:
                 results.append(value.x)
         return results[0] if len(results) == 1 else results
 
+    def _pack_input(self):
+        """Pack when every first layer is a convolution the packed layout takes: at most
+        `pack` channels, a temporal kernel of at most 3 and a spatial stride (the banded
+        kernel multiplies ``(T + 2) / 3`` times the work; a 7-frame kernel (ResNets) or a
+        full-resolution output (C3D) would make that the model's largest layer)."""
+        users = self.g._consumers.get(id(self.g.model.inputs[0]), [])
+        return bool(self.pack) and bool(users) and all(
+            isinstance(u, k3d.Conv3D) and u.groups == 1 and u.filters <= self.pack and
+            u.kernel_size[0] <= 3 and min(u.strides[1:]) > 1 for u in users)
+
     def layer(self, layer, node, ins):
         for cls in type(layer).__mro__:
             if cls in _HANDLERS:
-                return _HANDLERS[cls](self, layer, node, ins)
+                handler = _HANDLERS[cls]
+                if handler not in _TAKES_PACKED:
+                    ins = [self._unpack(v) for v in ins]
+                return handler(self, layer, node, ins)
         raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) is not supported by "
                          "the deployment graph.")
 
@@ -516,3 +676,7 @@ _HANDLERS = {
     keras.layers.Permute: _Emitter.permute,
     keras.layers.Flatten: _Emitter.flatten,
 }
+
+# Handlers that take values in the packed layout (the others get frames tensors).
+_TAKES_PACKED = {_Emitter.identity, _Emitter.conv3d, _Emitter.depthwise3d, _Emitter.add,
+                 _Emitter.activation, _Emitter.batch_norm, _Emitter.global_pool}

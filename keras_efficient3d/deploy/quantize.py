@@ -86,6 +86,9 @@ class _RangeRecorder:
     def param(self, key):
         return tf.constant(self.params[key])
 
+    def array(self, key):
+        return self.params[key]
+
     def act(self, key, x):
         self.ranges[key] = (tf.reduce_min(x), tf.reduce_max(x))
         return x
@@ -152,6 +155,16 @@ class _FrozenHooks:
             # the converter's own per-channel max-abs quantization reproduces that grid.
             return tf.constant(_np_fq_symmetric(self.params[key], axis=2))
         return _fq_weight(tf.constant(self.params[key]), kind)
+
+    def array(self, key):
+        """A kernel that the graph lays out anew (tiled, banded over frames, block-diagonal:
+        `keras_efficient3d.deploy.packed`) as numpy, on its int8 grid: each output channel
+        of the new kernel holds all of the original channel's weights, so the converter's
+        per-channel max-abs scale is that channel's and reproduces the grid."""
+        kind = self.kinds[key]
+        if kind in ("conv", "depthwise"):
+            return _np_fq_symmetric(self.params[key], axis=3 if kind == "conv" else 2)
+        return self.params[key]
 
     def act(self, key, x):
         lo, hi = self.ranges[key]
@@ -251,6 +264,6 @@ def convert_qat(qat_model, batch=1, int8_io=False):
     layer = _qat_layer(qat_model)
     graph = layer.graph
     hooks = layer.frozen_hooks()
-    fn = graph.as_function(batch=batch, hooks=hooks).get_concrete_function()
+    fn = graph.as_function(batch=batch, hooks=hooks, int8=True).get_concrete_function()
     return convert_function(fn, "int8", int8_io=int8_io, input_shape=graph.input_shape,
                             quantized_graph=True)

@@ -134,7 +134,7 @@ def convert(model, precision="fp32", representative_data=None, num_calibration=6
     """
     require_tensorflow_backend("TFLite conversion")
     graph = _as_graph(model)
-    fn = graph.as_function(batch=batch).get_concrete_function()
+    fn = graph.as_function(batch=batch, int8=precision == "int8").get_concrete_function()
     return convert_function(fn, precision, representative_data, num_calibration, int8_io,
                             graph.input_shape)
 

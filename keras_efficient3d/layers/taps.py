@@ -310,6 +310,21 @@ def convolution(x, t, batch, kernel, kernel_size, strides, padding, groups=1,
     return parts, t_out
 
 
+def sum_of_taps(outputs, point=no_point, name=""):
+    """The sum of a depthwise 3D kernel's tap outputs ``[(tap index, tensor)]`` with its
+    activation points, where the deployment graph quantizes: ``name/tap{i}`` after each tap
+    and ``name/sum{i}`` after each inner partial sum (none for a single tap)."""
+    if len(outputs) == 1:
+        return outputs[0][1]
+    y = None
+    for n, (i, yi) in enumerate(outputs):
+        yi = point(f"{name}/tap{i}", yi)
+        y = yi if y is None else y + yi
+        if 0 < n < len(outputs) - 1:
+            y = point(f"{name}/sum{i}", y)
+    return y
+
+
 def depthwise(x, t, batch, kernel, bias, kernel_size, strides, padding, point=no_point,
               name="", stream=None):
     """A depthwise 3D convolution of a frames tensor: the sum of one depthwise 2D
@@ -333,8 +348,8 @@ def depthwise(x, t, batch, kernel, bias, kernel_size, strides, padding, point=no
     t_out, plan = depthwise_plan(t, kt, st, pt, sh * sw > 1)
     with_bias = bias_tap(t, kt, st, pt) if bias is not None else None
     streams = {}
-    y = None
-    for n, tap in enumerate(plan):
+    outputs = []
+    for tap in plan:
         if tap.phase not in streams:
             streams[tap.phase] = (stream(tap.phase) if stream is not None
                                   else phase(x, t, batch, st, tap.phase))
@@ -351,14 +366,8 @@ def depthwise(x, t, batch, kernel, bias, kernel_size, strides, padding, point=no
         if tap.after:
             yi = select_frames(yi, frames, batch, *tap.after)
             frames = tap.after[1]
-        yi = pad_frames(yi, frames, batch, tap.lead, tap.trail)
-        if len(plan) == 1:
-            y = yi
-            break
-        yi = point(f"{name}/tap{tap.index}", yi)
-        y = yi if y is None else y + yi
-        if 0 < n < len(plan) - 1:
-            y = point(f"{name}/sum{tap.index}", y)
+        outputs.append((tap.index, pad_frames(yi, frames, batch, tap.lead, tap.trail)))
+    y = sum_of_taps(outputs, point, name)
     if bias is not None and with_bias is None:
         y = bias_add(y, bias)
     return y, t_out

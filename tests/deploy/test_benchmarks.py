@@ -246,6 +246,25 @@ def test_int8_op_profile_times_each_op_class_in_both_precisions():
     assert f"| residual ADD | {rows[-1]['fp32_ms']:.2f} |" in format_op_profile(rows)
 
 
+def test_packing_comparison_times_both_forms_of_each_precision():
+    """The script's --packing mode: default (packed where narrow) against unpacked, fp32 and
+    int8, with whether the default packs; a 24-channel stem packs in int8 only."""
+    from keras_efficient3d.deploy.benchmark import format_packing, packing_comparison
+
+    rows = packing_comparison(["mobilenetv2_0.2x", "shufflenetv2_0.25x"], (4, 32, 32, 3), 5,
+                              threads=1, rounds=2, warmup=0, runs=2, log=None)
+    assert [(r["model"], r["precision"], r["packed"]) for r in rows] == [
+        ("mobilenetv2_0.2x", "fp32", True), ("mobilenetv2_0.2x", "int8", True),
+        ("shufflenetv2_0.25x", "fp32", False), ("shufflenetv2_0.25x", "int8", True)]
+    for r in rows:
+        assert len(r["packed_rounds"]) == len(r["unpacked_rounds"]) == 2
+        assert r["packed_ms"] > 0 and r["unpacked_ms"] > 0
+    table = format_packing(rows)
+    assert "| shufflenetv2_0.25x |" in table and "(not packed)" in table
+    ratio = rows[0]["packed_ms"] / rows[1]["packed_ms"]
+    assert f"-> {ratio:.2f}x |" in table.splitlines()[2]
+
+
 def test_onnx_timing_adds_mac_rate_and_peers(tmp_path):
     script = _script_module("benchmark_onnx")
     assert script.clip_dims((1, 4, 32, 32, 3)) == script.clip_dims((1, 3, 4, 32, 32)) == (4, 32, 32)

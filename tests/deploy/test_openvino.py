@@ -35,6 +35,9 @@ def synthetic_clips(n, seed=0):
 
 @pytest.fixture(scope="module")
 def small_model():
+    # Seeded: over random initialisations the IR's error is 6e-6 to 5e-5 of the output scale
+    # (10 seeds), and an unseeded draw once reached 1.05e-4, over the 1e-4 the export checks.
+    keras.utils.set_random_seed(0)
     model = create_model("shufflenetv2_0.25x", input_shape=SMALL, num_classes=4)
     return calibrate_batchnorm(model, clips(SMALL, 8, seed=1))
 
