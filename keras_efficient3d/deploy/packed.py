@@ -3,10 +3,11 @@
 A clip ``(B, T, H, W, C)`` travels as ``(B, H, W, T * C)`` (channel ``t * C + c``) instead
 of the frames tensor ``(B * T, H, W, C)`` of `keras_efficient3d.layers.taps`. Same numbers,
 other shapes: a layer 6 channels wide becomes 96 channels wide at 16 frames, the width that
-XNNPACK's SIMD tiles and int8 dot products fill. The narrow first stages of a thin model
-(MobileNetV2 0.2x: 3-19 channels, where most of its time goes) ran 2x (fp32) and 3x (int8)
-faster so; wide layers gain nothing, so the deployment graph packs only while the model is
-narrow (`DeploymentGraph(pack_channels=...)`) and unpacks, once, where it widens.
+XNNPACK's SIMD tiles and int8 dot products fill. MobileNetV2 0.2x (3-19 channels, where
+most of its time goes) ran 1.3x (fp32) and 2.3x (int8) faster so, and the int8 stems of
+wider models 1.1-1.6x; wide layers gain nothing, so the deployment graph packs only while
+the model is narrow (`DeploymentGraph(pack_channels=...)`) and unpacks, once, where it
+widens.
 
 * pointwise (1x1x1) convolutions are a 1x1 Conv2D over the ``(B, H, W * T, C)`` view (a
   reshape, no copy);
