@@ -105,10 +105,6 @@ def pad_frames(x, lead, trail, channels):
     return tf.reshape(x2, [_b(x), h, w, tc + (lead + trail) * channels])
 
 
-def pad_hw(x, ph, pw):
-    return tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]]) if ph or pw else x
-
-
 def select(x, frames, step, phase, start, stop):
     """Frames ``phase + step * j`` for ``start <= j < stop`` of a packed tensor: a channel
     slice, or for ``step > 1`` a slice of a ``(B * H * W, T / step, step * C)`` view."""
@@ -157,7 +153,7 @@ def depthwise(x, frames, kernel, bias, kernel_size, strides, padding, point=taps
     for i, (phase, start, stop, lead, trail) in live:
         xi = pad_frames(select_frames(st, phase, start, stop), lead, trail, channels)
         if not same:
-            xi = pad_hw(xi, ph, pw)
+            xi = taps.pad_hw(xi, ph, pw)
         yi = tf.nn.depthwise_conv2d(xi, tile(kernel(i), t_out, axis=2),
                                     [1, sh, sw, 1], "SAME" if same else "VALID")
         if i == with_bias:
@@ -199,7 +195,7 @@ def conv(x, frames, kernel, bias, kernel_size, strides, padding):
     same = taps.same_padding((kh, kw), (sh, sw), (ph, pw))
     x = pad_frames(x, pt, pt, cin)
     if not same:
-        x = pad_hw(x, ph, pw)
+        x = taps.pad_hw(x, ph, pw)
     band = band_matrix(kt, frames_in, t_out, st)
     if isinstance(kernel, np.ndarray):
         k = kernel.reshape(kh, kw, kt, cin, cout)
