@@ -44,6 +44,7 @@ __all__ = [
     "benchmark",
     "check_close",
     "choose_providers",
+    "cpu_has_amx",
     "dequantize",
     "is_depthwise_model",
     "load_runner",
@@ -58,6 +59,7 @@ __all__ = [
     "set_tf_threads",
     "tf_thread_plan",
     "tflite_interpreter",
+    "time_interleaved",
     "torch_trace",
 ]
 
@@ -86,6 +88,15 @@ def quiet_stderr():
         sys.stderr.flush()  # Python's own buffered writes (absl logging) go to /dev/null too
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX int8 tiles (Linux's /proc/cpuinfo; False where unknown)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return any(line.startswith("flags") and "amx_int8" in line.split() for line in f)
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -123,6 +134,19 @@ def measure(step, warmup=3, runs=15, batch=1) -> dict:
         "warmup": int(warmup),
         "batch": int(batch),
     }
+
+
+def time_interleaved(steps, rounds=3, warmup=3, runs=10):
+    """Times each of `steps` (label -> callable) in turn, `rounds` times over
+    (`keras_efficient3d.runtime.measure`, `warmup` and `runs` per turn); returns label ->
+    [median ms of each round]."""
+    if rounds < 1:
+        raise ValueError(f"`rounds` must be >= 1. Received: rounds={rounds}")
+    times = {label: [] for label in steps}
+    for _ in range(rounds):
+        for label, step in steps.items():
+            times[label].append(measure(step, warmup, runs)["median_ms"])
+    return times
 
 
 def benchmark(runner, warmup=5, runs=20, seed=0) -> dict:

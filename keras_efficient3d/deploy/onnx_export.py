@@ -192,15 +192,18 @@ def resolve_form(model, form="auto"):
 
 
 def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True, form="auto",
-                    weight_bits=8):
+                    weight_bits=8, stem_fold=1):
     """Converts a built `model` to an in-memory `onnx.ModelProto` (not verified; see
     `export_onnx`) in `form` (module docstring). Raises `ValueError` for a layer without
     a native form (``form="native"``) or a TensorFlow op tf2onnx leaves (``"taps"``).
-    `weight_bits` (8, or 7 for x86 CPUs without VNNI) applies to a native QAT export."""
+    `weight_bits` (8, or 7 for x86 CPUs without VNNI) applies to a native QAT export,
+    `stem_fold` (`onnx_native.native_onnx`) to the native form."""
     _check_opset(opset)
     if resolve_form(model, form) == "native":
         clip_spec(model, batch_size, name=INPUT_NAME)  # the same argument checks as "taps"
-        return onnx_native.native_onnx(model, opset, batch_size, fold_bn, weight_bits)
+        return onnx_native.native_onnx(model, opset, batch_size, fold_bn, weight_bits, stem_fold)
+    if stem_fold != 1:
+        raise ValueError(f"`stem_fold` applies to the native form. Received: stem_fold={stem_fold!r}")
     return _taps_onnx(model, opset, batch_size, fold_bn)
 
 
@@ -288,7 +291,7 @@ def quantization_summary(onnx_model):
 
 
 def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True,
-                verify=True, rtol=1e-4, atol=1e-6, form="auto", weight_bits=8):
+                verify=True, rtol=1e-4, atol=1e-6, form="auto", weight_bits=8, stem_fold=1):
     """Writes `model` as ONNX and, with `verify`, checks it against the Keras model.
 
     Args:
@@ -303,6 +306,8 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
             ``"taps"`` (module docstring).
         weight_bits: weights of a native QAT export: 8, or 7 for OpenVINO on x86 CPUs
             without VNNI (`onnx_native`).
+        stem_fold: input columns the native form's stem takes as channels (1: none;
+            `onnx_native.native_onnx`): OpenVINO int8 on CPUs with AMX.
 
     Returns:
         A dict: path, opset, input_shape (None for dynamic batch), max_rel_error (None
@@ -311,7 +316,7 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
         random clips instead of max_rel_error (None without `verify`).
     """
     form = resolve_form(model, form)
-    proto = convert_to_onnx(model, opset, batch_size, fold_bn, form, weight_bits)
+    proto = convert_to_onnx(model, opset, batch_size, fold_bn, form, weight_bits, stem_fold)
     native_qat = form == "native" and onnx_native.qat_layer(model) is not None
     extra = {}
     if native_qat:
@@ -332,13 +337,13 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
 
 def build_and_export_onnx(output_path, model_name=None, keras_file=None, num_frames=16,
                           image_size=112, num_classes=None, opset=DEFAULT_OPSET, batch_size=None,
-                          fold_bn=True, verify=True, form="auto", **model_kwargs):
+                          fold_bn=True, verify=True, form="auto", stem_fold=1, **model_kwargs):
     """Builds (`load_or_build_model`) and exports with `export_onnx`; returns its report."""
     _check_form(form)  # before the (slow) build
     model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
                                 **model_kwargs)
     return export_onnx(model, output_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
-                       verify=verify, form=form)
+                       verify=verify, form=form, stem_fold=stem_fold)
 
 
 __all__ = [

@@ -30,6 +30,14 @@ int8 comes two ways:
   exports to ONNX with QuantizeLinear/DequantizeLinear pairs; OpenVINO turns them into
   FakeQuantize and runs the convolutions in int8.
 
+On CPUs with AMX int8 tiles, int8 IR takes its stem convolution with adjacent input
+columns folded into channels (`keras_efficient3d.deploy.onnx_native.native_onnx`'s
+``stem_fold``): a 3-channel input wastes most of each 64-deep int8 tile product, and the
+stem alone took ~40% of ShuffleNetV2 1.0x int8. The best fold depends on the model and the
+layer after the stem, so ``stem_fold="auto"`` quantizes each of `STEM_FOLDS` and keeps the
+fastest on this machine (`fastest`; the choice is in the report). Elsewhere, and for
+float IR (f32 runs the folded stem slower), there is no fold unless asked for.
+
 Every export is run back with `keras_efficient3d.runtime.OpenVINORunner`: float IR must match
 the Keras model to ``rtol`` (1e-4; fp16-compressed weights to ``fp16_rtol``); int8 reports its
 top-1 agreement with the Keras model on the validation clips (``validation``, else the
@@ -45,24 +53,30 @@ import numpy as np
 from keras_efficient3d import runtime
 from keras_efficient3d.artifacts import ModelFileError
 from keras_efficient3d.deploy.onnx_export import DEFAULT_OPSET, export_onnx
+from keras_efficient3d.deploy.onnx_native import stem_fold_factors
 from keras_efficient3d.deploy.savedmodel import load_or_build_model
 from keras_efficient3d.deploy.tflite import representative_dataset
 
 __all__ = [
     "PRESETS",
     "QUANTIZE",
+    "STEM_FOLDS",
     "build_and_export_openvino",
     "calibration_clips",
     "convert_to_openvino",
     "export_openvino",
+    "fastest",
     "fuse_channel_shuffles",
     "int8_summary",
     "ptq",
     "save_ir",
+    "stem_folds",
 ]
 
 QUANTIZE = (None, "ptq", "qat")
 PRESETS = ("performance", "mixed")
+# The stem folds stem_fold="auto" times for int8 on AMX CPUs (8 and 16 were never faster).
+STEM_FOLDS = (1, 2, 4)
 
 
 def _check_output(path):
@@ -78,7 +92,8 @@ def calibration_clips(data, num_samples=64, input_shape=None):
     return np.stack(clips).astype(np.float32)
 
 
-def convert_to_openvino(model, batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, verify_onnx=False):
+def convert_to_openvino(model, batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, verify_onnx=False,
+                        stem_fold=1):
     """`model` as an in-memory ``openvino.Model``, through a temporary ONNX file."""
     ov = runtime.openvino_module()
     with tempfile.TemporaryDirectory(prefix="keras_efficient3d-ov-") as tmp:
@@ -86,9 +101,32 @@ def convert_to_openvino(model, batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, 
         # a QAT model's weights on 7 bits: x86 CPUs without VNNI (AVX2) saturate 8-bit u8 x s8
         # int16 pair sums in int8 convolutions (onnx_native; NNCF's overflow fix)
         export_onnx(model, onnx_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
-                    verify=verify_onnx, weight_bits=7)
+                    verify=verify_onnx, weight_bits=7, stem_fold=stem_fold)
         with runtime.quiet_stderr():
             return fuse_channel_shuffles(ov.convert_model(onnx_path))
+
+
+def stem_folds(model, quantize, stem_fold="auto"):
+    """The stem folds to build for `model` (`export_openvino`): `stem_fold` itself when
+    given, else `STEM_FOLDS` that the stem allows for int8 on a CPU with AMX, else (1,)."""
+    factors = stem_fold_factors(model)
+    if stem_fold == "auto":
+        if not quantize or not runtime.cpu_has_amx():
+            return (1,)
+        return tuple(f for f in STEM_FOLDS if f == 1 or f in factors)
+    if stem_fold != 1 and stem_fold not in factors:
+        raise ValueError(f"`stem_fold` must be 'auto', 1 or one of {factors} for "
+                         f"'{getattr(model, 'name', model)}'. Received: stem_fold={stem_fold!r}")
+    return (stem_fold,)
+
+
+def fastest(ov_models, threads=None, rounds=5, runs=10):
+    """The key of the fastest of `ov_models` (key -> ``openvino.Model``) on this machine's
+    CPU at `threads`, timed in turn over `rounds`, and key -> median ms."""
+    steps = {key: runtime.OpenVINORunner(m, threads).timing_step(0)[0] for key, m in ov_models.items()}
+    times = runtime.time_interleaved(steps, rounds=rounds, warmup=3, runs=runs)
+    medians = {key: float(np.median(t)) for key, t in times.items()}
+    return min(medians, key=medians.get), medians
 
 
 def fuse_channel_shuffles(ov_model):
@@ -208,7 +246,7 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
                     num_calibration=64, validation=None, num_validation=64, preset="performance",
                     fast_bias_correction=True, ignored_scope=None, batch_size=1,
                     opset=DEFAULT_OPSET, fold_bn=True, verify=True, rtol=1e-4, fp16_rtol=1e-2,
-                    atol=1e-6, threads=None, metadata=None):
+                    atol=1e-6, threads=None, metadata=None, stem_fold="auto"):
     """Writes `model` as OpenVINO IR (``path``: .xml, with .bin beside it) and checks it.
 
     Args:
@@ -231,11 +269,14 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
         threads: CPU threads of the verification runs.
         metadata: a `keras_efficient3d.artifacts.ModelMetadata` (or dict) written as the
             ``<path>.json`` sidecar.
+        stem_fold: input columns the stem convolution takes as channels: ``"auto"`` (int8
+            on AMX CPUs: the fastest of `STEM_FOLDS`, timed at `threads`; else 1), or a
+            factor (`stem_folds`, module docstring).
 
     Returns:
         A dict: path, bin, precision (fp32, fp16, int8), quantize, input_shape, size_bytes,
-        int8 (`int8_summary`), max_rel_error, top1_agreement and clips (int8 only),
-        sidecar.
+        int8 (`int8_summary`), stem_fold (and stem_fold_ms, each candidate's median, when
+        timed), max_rel_error, top1_agreement and clips (int8 only), sidecar.
     """
     from keras_efficient3d.artifacts import write_sidecar  # pylint: disable=import-outside-toplevel
 
@@ -253,21 +294,30 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
                          f"Received: model={getattr(model, 'name', model)!r}")
     if quantize is None and _is_qat(model):
         quantize = "qat"
+    folds = stem_folds(model, quantize, stem_fold)
     input_shape = tuple(model.inputs[0].shape[1:])
     calib = None
     if calibration is not None:
         calib = calibration_clips(calibration, num_calibration, input_shape)
 
-    ov_model = convert_to_openvino(model, batch_size, opset, fold_bn)
-    if quantize == "ptq":
-        ov_model = ptq(ov_model, calib, preset, fast_bias_correction, ignored_scope)
+    candidates = {}
+    for fold in folds:
+        candidates[fold] = convert_to_openvino(model, batch_size, opset, fold_bn, stem_fold=fold)
+        if quantize == "ptq":
+            candidates[fold] = ptq(candidates[fold], calib, preset, fast_bias_correction, ignored_scope)
+    timings = None
+    if len(candidates) > 1:
+        fold, timings = fastest(candidates, threads)
+    ov_model = candidates[fold]
     save_ir(ov_model, path, compress_to_fp16=compress_to_fp16 and quantize is None)
     precision = "int8" if quantize else ("fp16" if compress_to_fp16 else "fp32")
     bin_path = os.path.splitext(os.fspath(path))[0] + ".bin"
     report = {"path": os.fspath(path), "bin": bin_path, "precision": precision,
               "quantize": quantize, "input_shape": (batch_size,) + input_shape,
               "size_bytes": os.path.getsize(bin_path) + os.path.getsize(path),
-              "int8": int8_summary(ov_model), "max_rel_error": None}
+              "int8": int8_summary(ov_model), "stem_fold": fold, "max_rel_error": None}
+    if timings is not None:
+        report["stem_fold_ms"] = timings
     if verify:
         try:
             report.update(verify_openvino(path, model, precision, validation, num_validation, calib,
@@ -327,7 +377,7 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
                               image_size=112, num_classes=None, data_root=None,
                               num_calibration=64, quantize=None, compress_to_fp16=False,
                               batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, verify=True,
-                              threads=None, **model_kwargs):
+                              threads=None, stem_fold="auto", **model_kwargs):
     """Builds (`load_or_build_model`), calibrates int8 on clips of the Jester-layout dataset
     at `data_root` (the train split, validation transforms, as TFLite int8 does), measures
     agreement on its validation split, and exports with `export_openvino`.
@@ -372,7 +422,7 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
                              quantize=quantize, calibration=calibration,
                              num_calibration=num_calibration, validation=validation,
                              batch_size=batch_size, opset=opset, fold_bn=fold_bn, verify=verify,
-                             threads=threads, metadata=metadata)
+                             threads=threads, metadata=metadata, stem_fold=stem_fold)
     if verify and quantize == "qat":
         # Agreement with the float model, not only with its fake-quantized form.
         runner = runtime.OpenVINORunner(output_path, threads=threads)

@@ -25,6 +25,8 @@ import os
 
 import numpy as np
 
+from keras_efficient3d.runtime import time_interleaved
+
 __all__ = ["OURS", "PEERS", "TARGETS", "export_ours", "format_targets",
            "openvino_default_precision", "our_steps", "run_targets", "target_row",
            "time_interleaved"]
@@ -125,21 +127,6 @@ def openvino_default_precision(device="CPU"):
     except ImportError:
         return None
     return ov.Core().get_property(device, "INFERENCE_PRECISION_HINT").to_string()
-
-
-def time_interleaved(steps, rounds=3, warmup=3, runs=10):
-    """Times each of `steps` (label -> callable) in turn, `rounds` times over
-    (`keras_efficient3d.runtime.measure`, `warmup` and `runs` per turn); returns label ->
-    [median ms of each round]."""
-    from keras_efficient3d.runtime import measure
-
-    if rounds < 1:
-        raise ValueError(f"`rounds` must be >= 1. Received: rounds={rounds}")
-    times = {label: [] for label in steps}
-    for _ in range(rounds):
-        for label, step in steps.items():
-            times[label].append(measure(step, warmup, runs)["median_ms"])
-    return times
 
 
 def target_row(name, times, macs=None, peak=None):

@@ -238,6 +238,59 @@ def test_benchmark_of_both_forms(tmp_path):
 # --- quantization-aware models: the native graph with Q/DQ --------------------------------
 
 
+def _stem_model(kernel, strides, padding, width=24, use_bias=False):
+    """A stem Conv3D on a clip of `width` columns, then a depthwise layer (the stem's output
+    must land in the layout every later layer reads)."""
+    inputs = keras.Input((4, 12, width, 3), name="input")
+    x = L.Conv3D(6, kernel, strides, padding, use_bias=use_bias, name="stem")(inputs)
+    x = keras.layers.BatchNormalization(epsilon=1e-5, name="stem_bn")(x)
+    x = keras.layers.ReLU(6.0, name="stem_relu")(x)
+    x = L.DepthwiseConv3D(3, 1, 1, name="dw")(x)
+    return randomize_batchnorm(keras.Model(inputs, x, name="stem_model"))
+
+
+@pytest.mark.parametrize("kernel, strides, padding, factors", [
+    (3, (1, 2, 2), 1, (2, 4, 8)),            # the registry's efficient models' stem
+    ((3, 3, 5), (1, 2, 2), (1, 1, 2), (2, 4, 8)),  # taps two columns beyond a group
+    (3, 1, 1, (2, 4, 8)),                    # C3D's (unstrided)
+    ((1, 3, 3), (1, 3, 3), (0, 1, 1), (6, 12, 24)),  # a stride of 3: folds of 3s only (none listed)
+    (3, (1, 2, 2), 0, ()),                   # unpadded: fewer output columns than groups hold
+])
+def test_stem_fold_is_exact_for_every_factor(kernel, strides, padding, factors):
+    model = _stem_model(kernel, strides, padding, use_bias=True)
+    allowed = onnx_native.stem_fold_factors(model)
+    assert allowed == tuple(f for f in factors if f in (2, 4, 8, 16))
+    clips = random_clips(model, 3)
+    expected = model(clips, training=False).numpy()
+    for fold in allowed:
+        proto = onnx_native.native_onnx(model, stem_fold=fold)
+        nodes = list(proto.graph.node)
+        # the clip is read as Keras holds it, a view with `fold` columns per group
+        assert nodes[0].op_type == "Reshape" and list(nodes[0].input)[0] == "input"
+        conv = next(n for n in nodes if n.op_type == "Conv")
+        weights = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+        q = fold // model.get_layer("stem").strides[2]
+        assert weights[conv.input[1]].shape[:2] == (6 * q, 3 * fold)
+        assert check_close(onnx_export.run_onnx(proto, clips), expected, 1e-4, 1e-6) < 1e-4
+        check_close(_openvino_output(proto, clips), expected, 1e-4, 1e-6, what="OpenVINO model")
+    with pytest.raises(ValueError, match=r"`stem_fold` must be 1 or one of .* Received: stem_fold=5"):
+        onnx_native.native_onnx(model, stem_fold=5)
+
+
+def test_stem_fold_needs_a_lone_stem(odd_model):
+    # the registry's families all fold; a clip read by two layers does not
+    for name in ("mobilenetv2", "shufflenetv2", "squeezenet"):
+        assert onnx_native.stem_fold_factors(_FAMILIES[name]()) == (2, 4, 8, 16)
+    inputs = keras.Input((4, 16, 16, 3))
+    x = keras.layers.Add()([L.Conv3D(3, 3, 1, 1)(inputs), inputs])
+    assert onnx_native.stem_fold_factors(keras.Model(inputs, x)) == ()
+    # the taps form has no fold
+    with pytest.raises(ValueError, match="native form"):
+        onnx_export.convert_to_onnx(odd_model, form="taps", stem_fold=2)
+    proto = onnx_native.native_onnx(odd_model, stem_fold=4, batch_size=2)  # a biased stem
+    assert onnx_export.verify_onnx(proto, odd_model, random_clips(odd_model, 2)) < 1e-4
+
+
 def _synthetic_clips(n, seed, frames=8, size=32):
     """Synthetic gesture clips in [-1, 1]: images with the statistics the ranges are set on."""
     from keras_efficient3d.data import synthetic
@@ -305,6 +358,22 @@ def test_qat_model_exports_natively_with_qdq(qat_trunk):
     assert np.mean(np.argmax(got, -1) == np.argmax(fake, -1)) >= 0.9
     assert np.mean(np.argmax(got, -1) == np.argmax(trunk(clips, training=False).numpy(), -1)) >= 0.9
     assert np.abs(got - fake).max() <= 0.1 * np.abs(fake).max()
+
+
+def test_qat_stem_fold_keeps_the_quantization_grid(qat_trunk):
+    qat, _, clips = qat_trunk
+    plain, folded = (onnx_native.native_onnx(qat, stem_fold=f) for f in (1, 4))
+    dq = _dequantized_inputs(folded)
+    stem = next(n for n in folded.graph.node if n.op_type == "Conv")
+    _, scale, _, _ = dq[stem.input[1]]
+    _, plain_scale, _, _ = _dequantized_inputs(plain)[next(
+        n for n in plain.graph.node if n.op_type == "Conv").input[1]]
+    assert np.array_equal(scale, np.tile(plain_scale, 2))  # one scale per output channel, as before
+    # the input's Q/DQ, then the view of the clip the stem reads
+    assert [n.op_type for n in folded.graph.node[:3]] == ["QuantizeLinear", "DequantizeLinear", "Reshape"]
+    assert folded.graph.node[0].input[0] == "input"
+    got, expected = onnx_export.run_onnx(folded, clips), onnx_export.run_onnx(plain, clips)
+    assert np.abs(got - expected).max() <= 1e-3 * np.abs(expected).max()
 
 
 def test_qat_native_runs_int8_in_openvino(qat_trunk):

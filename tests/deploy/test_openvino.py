@@ -195,6 +195,36 @@ def test_qat_int8_exports_qdq_as_fake_quantize(shipped, tmp_path):
     assert np.mean(np.argmax(runtime.load_runner(path)(validation), -1) == float_top1) >= AGREEMENT
 
 
+def test_stem_folds_are_tried_for_int8_on_amx_cpus(small_model, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
+    assert openvino_export.stem_folds(small_model, "ptq") == (1, 2, 4)
+    assert openvino_export.stem_folds(small_model, None) == (1,)  # f32 runs the fold slower
+    assert openvino_export.stem_folds(small_model, None, stem_fold=4) == (4,)
+    with pytest.raises(ValueError, match=r"one of \(2, 4, 8, 16\) .*Received: stem_fold=3"):
+        openvino_export.stem_folds(small_model, "ptq", stem_fold=3)
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: False)
+    assert openvino_export.stem_folds(small_model, "ptq") == (1,)
+
+
+@pytest.mark.slow
+def test_int8_export_keeps_the_fastest_stem_fold(small_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)  # the choice is timed on any CPU
+    calibration = clips(SMALL, 8, seed=2)
+    path = str(tmp_path / "int8.xml")
+    report = openvino_export.export_openvino(small_model, path, quantize="ptq", calibration=calibration,
+                                             threads=1)
+    timings = report["stem_fold_ms"]
+    assert set(timings) == {1, 2, 4} and report["stem_fold"] == min(timings, key=timings.get)
+    # the IR written is the one chosen: its stem reads `stem_fold` columns' channels
+    import openvino as ov
+
+    stem = next(op for op in ov.Core().read_model(path).get_ordered_ops()
+                if op.get_type_name() == "Convolution")
+    assert stem.input_value(1).get_shape()[1] == 3 * report["stem_fold"]
+    expected = np.argmax(small_model.predict(calibration, verbose=0), -1)
+    assert np.mean(np.argmax(runtime.load_runner(path)(calibration), -1) == expected) >= 0.75
+
+
 def test_invalid_arguments(small_model, tmp_path):
     with pytest.raises(ValueError, match="Received: path="):
         openvino_export.export_openvino(small_model, str(tmp_path / "m.onnx"))
@@ -281,6 +311,8 @@ def test_cli_exports_fp32_ir(export_cli, tmp_path, capsys):
     (["--format=onnx", "--quantize=ptq", "--data_root={tmp}"], "go with --format=openvino"),
     (["--output={tmp}/m.onnx"], "an OpenVINO IR is an .xml file"),
     (["--quantize=int4"], "--quantize"),
+    (["--stem_fold=two"], "--stem_fold=two: expected auto or a whole number"),
+    (["--format=savedmodel", "--output={tmp}/sm", "--stem_fold=2"], "--stem_fold goes with"),
 ])
 def test_cli_bad_input_is_one_line(export_cli, tmp_path, capsys, args, message):
     args = [a.format(tmp=tmp_path) for a in args]
