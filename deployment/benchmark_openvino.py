@@ -4,6 +4,8 @@ model and thread count; prints a Markdown table and writes JSON (and the table b
     python deployment/benchmark_openvino.py --models=mobilenetv2_1.0x,shufflenetv2_1.0x \
         --precisions=fp32,int8 --threads=2 --json_out=openvino_timing.json
     python deployment/benchmark_openvino.py --model_file=m_int8.xml --threads=1,2,4
+    python deployment/benchmark_openvino.py --stem_folds=1,2,4 --rounds=5   # each stem fold
+
 
 Registry models get random weights with BatchNorm statistics set on random clips, and are
 exported with `keras_efficient3d.deploy.openvino_export.export_openvino` (int8 calibrated on
@@ -15,6 +17,10 @@ the ``int8 speed-up`` column is fp32 / int8 of the same round-robin. ``--peers_j
 PyTorch, ONNX Runtime and OpenVINO) adds the best peer and our speed-up against it at 2
 threads. Every row shows its achieved multiply-accumulates per second beside this machine's
 fp32 GEMM peak at the same thread count, measured first (``--nogemm_peak`` skips it).
+``--stem_folds`` exports every precision once per stem fold (`onnx_native.native_onnx`'s
+``stem_fold``: the stem reads that many adjacent columns as channels) and times them all in
+the same turns; without it each export takes its default (int8 on AMX CPUs: the fastest
+fold, timed at export).
 """
 
 import os
@@ -32,9 +38,10 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def export_model(name, precision, folder, input_shape=(16, 112, 112, 3), num_classes=600,
-                 calibration_clips=8, seed=0):
+                 calibration_clips=8, seed=0, stem_fold="auto"):
     """Builds registry model `name` (random weights, BatchNorm statistics of random clips) and
-    writes it as OpenVINO IR of `precision` in `folder`; returns the .xml path."""
+    writes it as OpenVINO IR of `precision` (and `stem_fold`) in `folder`; returns the .xml
+    path."""
     from keras_efficient3d.deploy.benchmark import _calibrate_bn
     from keras_efficient3d.deploy.openvino_export import export_openvino
     from keras_efficient3d.registry import create_model
@@ -43,10 +50,11 @@ def export_model(name, precision, folder, input_shape=(16, 112, 112, 3), num_cla
         size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
     model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes)
     _calibrate_bn(model, clips[:4])
-    path = os.path.join(folder, f"{name}_{precision}.xml")
+    path = os.path.join(folder, f"{name}_{precision}{'' if stem_fold == 'auto' else f'_f{stem_fold}'}.xml")
     export_openvino(model, path, compress_to_fp16=precision == "fp16",
                     quantize="ptq" if precision == "int8" else None,
-                    calibration=clips if precision == "int8" else None, verify=False)
+                    calibration=clips if precision == "int8" else None, verify=False,
+                    stem_fold=stem_fold)
     return path
 
 
@@ -80,10 +88,11 @@ def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print):
 
 def benchmark_models(names, precisions=("fp32", "int8"), threads=(2,), input_shape=(16, 112, 112, 3),
                      num_classes=600, warmup=5, runs=20, rounds=3, peers=None, peaks=None,
-                     peer_threads=2, folder=None, log=print):
-    """Exports each registry model in each precision and times them (`time_files`); rows get
-    ``model``, ``precision``, ``macs``, ``int8_speedup`` (fp32 / int8 of the same thread
-    count) and `keras_efficient3d.deploy.benchmark.compare`'s columns: the peers of
+                     peer_threads=2, folder=None, stem_folds=None, log=print):
+    """Exports each registry model in each precision (and each of `stem_folds`, else the
+    export's default) and times them (`time_files`); rows get ``model``, ``precision``,
+    ``stem_fold`` (None: the default), ``macs``, ``int8_speedup`` (fp32 / int8 of the same
+    thread count, and fold) and `keras_efficient3d.deploy.benchmark.compare`'s columns: the peers of
     `peers` (see `load_peers`, measured at `peer_threads`) and the share of the `gemm_peak`
     result of `peaks` (thread count -> result) at the row's threads."""
     from keras_efficient3d.deploy.benchmark import compare, model_macs
@@ -93,12 +102,15 @@ def benchmark_models(names, precisions=("fp32", "int8"), threads=(2,), input_sha
         folder = folder or tmp
         for name in names:
             macs = model_macs(name, input_shape, num_classes)
-            files = {(name, p): export_model(name, p, folder, input_shape, num_classes)
-                     for p in precisions}
-            timed = time_files({f"{n} {p}": path for (n, p), path in files.items()}, threads,
-                               warmup, runs, rounds, log)
+            folds = [f"f{f}" for f in stem_folds] if stem_folds else [""]
+            files = {f"{name} {p} {fold}".strip(): export_model(
+                name, p, folder, input_shape, num_classes, stem_fold=int(fold[1:]) if fold else "auto")
+                for fold in folds for p in precisions}
+            timed = time_files(files, threads, warmup, runs, rounds, log)
             for row in timed:
-                row.update(model=name, precision=row["label"].split()[-1], macs=macs)
+                _, precision, *fold = row["label"].split()
+                row.update(model=name, precision=precision, macs=macs,
+                           stem_fold=int(fold[0][1:]) if fold else None)
                 row.update(compare(name, row["median_ms"],
                                    peers if row["threads"] == peer_threads else None, macs,
                                    (peaks or {}).get(row["threads"])))
@@ -108,9 +120,12 @@ def benchmark_models(names, precisions=("fp32", "int8"), threads=(2,), input_sha
 
 
 def _add_speedups(rows):
-    fp32 = {(r.get("model"), r["threads"]): r["median_ms"] for r in rows if r.get("precision") == "fp32"}
+    def key(r):
+        return r.get("model"), r["threads"], r.get("stem_fold")
+
+    fp32 = {key(r): r["median_ms"] for r in rows if r.get("precision") == "fp32"}
     for row in rows:
-        base = fp32.get((row.get("model"), row["threads"]))
+        base = fp32.get(key(row))
         row["int8_speedup"] = (base / row["median_ms"]
                                if base and row.get("precision") == "int8" else None)
 
@@ -125,7 +140,9 @@ def format_table(rows, peaks=None):
         peak_lines,
     )
 
-    table = [[r.get("model") or r["label"], r.get("precision", ""), r["threads"], f"{r['median_ms']:.2f}",
+    table = [[r.get("model") or r["label"],
+              r.get("precision", "") + (f" (stem fold {r['stem_fold']})" if r.get("stem_fold") else ""),
+              r["threads"], f"{r['median_ms']:.2f}",
               f"{r['clips_per_s']:.1f}", f"{r['size_bytes'] / 1e6:.2f}",
               f"{r['int8_speedup']:.2f}x" if r.get("int8_speedup") else "",
               f"{r['pytorch_ms']:.1f}" if r.get("pytorch_ms") else "", *comparison_cells(r)]
@@ -133,6 +150,18 @@ def format_table(rows, peaks=None):
     return "\n".join(peak_lines(peaks) + markdown_table(
         ("model", "precision", "threads", "median ms", "clips/s", "size MB", "int8 speed-up",
          "PyTorch ms", *COMPARISON_COLUMNS), table, "ll" + "r" * 10))
+
+
+def _stem_folds(values):
+    if not values:
+        return None
+    try:
+        folds = [int(v) for v in values]
+    except ValueError:
+        raise cli.UsageError(f"--stem_folds={','.join(values)}: expected whole numbers, e.g. 1,2,4") from None
+    if min(folds) < 1:
+        raise cli.UsageError(f"--stem_folds={','.join(values)}: every fold must be >= 1")
+    return folds
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -152,6 +181,8 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("json_out", "openvino_timing.json", "The Markdown table goes beside it (.md).", **fv)
     cli.define("peers_json", None, "(compared at 2 threads)", **fv)
     cli.define("gemm_peak", True, **fv)
+    flags.DEFINE_list("stem_folds", None, "Export and time each precision with each of these "
+                      "stem folds (e.g. 1,2,4), instead of the export's default.", **fv)
     cli.define_alias("output", "json_out", **fv)
     cli.define_alias("pytorch_json", "peers_json", **fv)
 
@@ -175,7 +206,8 @@ def main(argv, flag_values=flags.FLAGS):
         peers, peaks = peers_and_peaks(f.models, f.peers_json, (f.frames, f.size, f.size),
                                        f.threads, f.gemm_peak)
         rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
-                                f.num_classes, f.warmup, f.runs, f.rounds, peers, peaks)
+                                f.num_classes, f.warmup, f.runs, f.rounds, peers, peaks,
+                                stem_folds=_stem_folds(f.stem_folds))
     write_report(rows, format_table(rows, peaks), f.json_out)
 
 

@@ -13,7 +13,10 @@ the functional model layer by layer, each layer class mapped to its handler by a
 * 3D pools are ``MaxPool``/``AveragePool`` (``count_include_pad``, as PyTorch's), global
   pooling ``GlobalAveragePool``/``GlobalMaxPool``, Dense a ``Gemm``;
 * channel shuffle is Reshape/Transpose/Reshape on the channel axis, channel split one
-  ``Split``, channel concatenation ``Concat``, residuals ``Add``; dropout vanishes.
+  ``Split``, channel concatenation ``Concat``, residuals ``Add``; dropout vanishes. A shuffle
+  whose input an ungrouped convolution alone computes (through ReLUs: ShuffleNetV1's first
+  block) is no op at all: that convolution's output channels come out shuffled
+  (`shuffles_into_convolutions`);
 * with ``stem_fold=f`` (int8 on CPUs with AMX, `openvino_export`), the stem convolution
   reads the clip as Keras holds it, f adjacent columns viewed as channels, and writes its
   output the same way (`_folded_conv3d`): Reshape, no Transpose of the input.
@@ -58,9 +61,10 @@ from onnx import TensorProto, helper, numpy_helper
 from keras_efficient3d import layers as k3d
 from keras_efficient3d.deploy.quantize import QuantizedGraph, activation_range
 from keras_efficient3d.deploy.savedmodel import INPUT_NAME, OUTPUT_NAME
-from keras_efficient3d.fold import Folded, activation_name, batchnorm_affine, inference_form
+from keras_efficient3d.fold import Folded, _consumers, _producer, activation_name, batchnorm_affine, inference_form
 
-__all__ = ["native_onnx", "nudged_range", "qat_layer", "qdq_params", "stem_fold_factors", "supports"]
+__all__ = ["native_onnx", "nudged_range", "qat_layer", "qdq_params", "shuffles_into_convolutions",
+           "stem_fold_factors", "supports"]
 
 _TO_NCDHW = (0, 4, 1, 2, 3)
 _TO_NDHWC = (0, 2, 3, 4, 1)
@@ -203,6 +207,24 @@ def stem_fold_factors(model):
                  and out == (f // stride) * (width // f))
 
 
+def shuffles_into_convolutions(model):
+    """Channel shuffle -> (the ungrouped Conv3D that alone computes its input, through
+    channelwise activations, the channel order it writes instead) by layer names."""
+    consumers, folds = _consumers(model), {}
+    for layer in _layers(model):
+        if not isinstance(layer, k3d.ChannelShuffle) or layer.groups == 1:
+            continue
+        source = _producer(layer)
+        while isinstance(source, (Folded, keras.layers.ReLU, keras.layers.Activation)) \
+                and len(consumers[source.name]) == 1:
+            source = _producer(source)
+        if type(source) is k3d.Conv3D and source.groups == 1 and len(consumers[source.name]) == 1:
+            c, g = source.filters, layer.groups
+            # output channel i * g + j of the shuffle is its input channel j * (c / g) + i
+            folds[layer.name] = (source.name, np.arange(c).reshape(g, c // g).T.reshape(-1))
+    return folds
+
+
 def _stem(model):
     """The one ungrouped Conv3D that alone reads the clip input, else None."""
     consumers = [layer for layer in _layers(model)
@@ -216,6 +238,8 @@ class _Writer:
     def __init__(self, model, batch_size, qat=None, weight_bits=8, stem_fold=1):
         self.model = model
         self.stem_fold = stem_fold
+        self.shuffled = shuffles_into_convolutions(model)
+        self.channel_order = dict(self.shuffled.values())  # conv name -> its output channels' order
         self.batch = "batch" if batch_size is None else int(batch_size)
         self.nodes, self.initializers = [], []
         self._names = {INPUT_NAME, OUTPUT_NAME}  # the graph's own: no layer takes them
@@ -341,9 +365,10 @@ def _identity(w, layer, node, ins):
 
 
 def _conv(w, layer, node, ins, kernel, groups):
-    inputs = [ins[0].name, w.weight(f"{layer.name}/kernel", kernel, axis=0)]
+    order = w.channel_order.get(layer.name, slice(None))
+    inputs = [ins[0].name, w.weight(f"{layer.name}/kernel", kernel[order], axis=0)]
     if layer.use_bias:
-        inputs.append(w.const(f"{layer.name}/bias", w.weights.bias(layer)))
+        inputs.append(w.const(f"{layer.name}/bias", w.weights.bias(layer)[order]))
     y = w.node("Conv", inputs, layer.name, kernel_shape=list(layer.kernel_size),
                strides=list(layer.strides), pads=_pads(layer.padding), group=groups)
     return _out_clip(node, w.activation(layer, y, layer.name, 1))
@@ -376,7 +401,8 @@ def _folded_conv3d(w, layer, node, clip):
     # input column of output column q*g + j, tap d: f*g + (sw*j - pw + d) = f*(g + off) + i
     spans = [divmod(sw * j - pw + d, f) for j in range(q) for d in range(kw)]
     lo, hi = min(o for o, _ in spans), max(o for o, _ in spans)
-    kernel = w.weights.kernel(layer)  # (kt, kh, kw, C, O)
+    order = w.channel_order.get(layer.name, slice(None))
+    kernel = w.weights.kernel(layer)[..., order]  # (kt, kh, kw, C, O)
     folded = np.zeros((q, cout, f, c, kt, kh, hi - lo + 1), np.float32)
     for j in range(q):
         for d in range(kw):
@@ -387,7 +413,7 @@ def _folded_conv3d(w, layer, node, clip):
     x = w.node("Transpose", [x], f"{layer.name}/fold_ncdhw", perm=_TO_NCDHW)
     inputs = [x, w.weight(f"{layer.name}/kernel", folded.reshape(q * cout, f * c, kt, kh, -1), axis=0)]
     if layer.use_bias:
-        inputs.append(w.const(f"{layer.name}/bias", np.tile(w.weights.bias(layer), q)))
+        inputs.append(w.const(f"{layer.name}/bias", np.tile(w.weights.bias(layer)[order], q)))
     y = w.node("Conv", inputs, layer.name, kernel_shape=[kt, kh, hi - lo + 1], strides=[st, sh, 1],
                pads=[pt, ph, -lo, pt, ph, hi])
     y = w.activation(layer, y, layer.name, 1)
@@ -418,7 +444,7 @@ def _avg_pool3d(w, layer, node, ins):
 
 def _shuffle(w, layer, node, ins):
     v, g = ins[0], layer.groups
-    if g == 1:
+    if g == 1 or layer.name in w.shuffled:  # the convolution before wrote it shuffled
         return v
     t, h, wd, c = v.shape
     # (B, g, C/g, THW) -> (B, C/g, g, THW): the PyTorch view-permute-view on NCDHW. Not one

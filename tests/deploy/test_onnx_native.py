@@ -14,6 +14,7 @@ from deploy_helpers import randomize_batchnorm
 from keras_efficient3d import cli, create_model
 from keras_efficient3d import layers as L
 from keras_efficient3d.deploy import onnx_export, onnx_native
+from keras_efficient3d.fold import inference_form
 from keras_efficient3d.models.resnet import ResNet3DBase
 from keras_efficient3d.runtime import check_close, random_clips
 
@@ -70,7 +71,8 @@ def _check_graph(proto, model):
     assert nodes[0].op_type == "Transpose" and list(nodes[0].input) == ["input"]
     assert list(nodes[0].attribute[0].ints) == [0, 4, 1, 2, 3]
     shuffles = [layer for layer in model.layers if isinstance(layer, L.ChannelShuffle) and layer.groups > 1]
-    assert ops.count("Transpose") == 1 + len(shuffles)
+    written = len(onnx_native.shuffles_into_convolutions(inference_form(model)))  # no op at all
+    assert ops.count("Transpose") == 1 + len(shuffles) - written
     splits = [layer for layer in model.layers if isinstance(layer, L.ChannelSplit)]
     assert ops.count("Split") == len(splits)
     # one 5-D Conv per convolution layer, grouped as the layer
@@ -107,6 +109,24 @@ def test_every_family_exports_natively_exact_to_keras(name):
     expected = model(clips, training=False).numpy()
     assert check_close(onnx_export.run_onnx(proto, clips), expected, 1e-4, 1e-6) < 1e-4
     check_close(_openvino_output(proto, clips), expected, 1e-4, 1e-6, what="OpenVINO model")
+
+
+def test_a_shuffle_after_an_ungrouped_convolution_is_its_channel_order():
+    model = randomize_batchnorm(create_model("shufflenetv1", groups=3, input_shape=_SIXTEEN, num_classes=5))
+    shuffles = onnx_native.shuffles_into_convolutions(inference_form(model))
+    # ShuffleNetV1 1.0x's first block: its 1x1x1 convolution is ungrouped (24 input channels)
+    assert list(shuffles) == ["stage1_block0_shuffle"]
+    conv, order = shuffles["stage1_block0_shuffle"]
+    assert conv == "stage1_block0_conv1" and sorted(order) == list(range(model.get_layer(conv).filters))
+    assert list(order[:4]) == [0, order.size // 3, 2 * order.size // 3, 1]
+    names = {n.name.split("/")[0] for n in onnx_native.native_onnx(model).graph.node}
+    assert "stage1_block0_shuffle" not in names and "stage1_block1_shuffle" in names
+    # through a BatchNorm that is not folded, the shuffle stays
+    assert not onnx_native.shuffles_into_convolutions(model)
+    proto = onnx_native.native_onnx(model, fold_bn=False)
+    assert "stage1_block0_shuffle" in {n.name.split("/")[0] for n in proto.graph.node}
+    clips = random_clips(model, 2)
+    assert check_close(onnx_export.run_onnx(proto, clips), model(clips, training=False).numpy()) < 1e-4
 
 
 @pytest.mark.slow

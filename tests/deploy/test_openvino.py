@@ -351,6 +351,22 @@ def test_benchmark_openvino_times_ir_files(fp32_ir, tmp_path, capsys):
         in table
 
 
+def test_benchmark_openvino_times_each_stem_fold(tmp_path, capsys):
+    script = _load_script("benchmark_openvino")
+    out = tmp_path / "folds.json"
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_openvino.py", "--models=shufflenetv2_0.25x", "--frames=8", "--size=32",
+                       "--num_classes=3", "--precisions=fp32", "--stem_folds=1,4", "--threads=1",
+                       "--runs=2", "--warmup=1", "--rounds=1", "--nogemm_peak", f"--json_out={out}"])
+    assert code == 0
+    rows = json.loads(out.read_text())
+    assert [(r["precision"], r["stem_fold"]) for r in rows] == [("fp32", 1), ("fp32", 4)]
+    assert all(r["median_ms"] > 0 for r in rows) and "fp32 (stem fold 4)" in capsys.readouterr().out
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_openvino.py", "--stem_folds=1,x", f"--json_out={out}"])
+    assert code == 2 and "--stem_folds=1,x: expected whole numbers" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_cli_ptq_calibrates_on_the_training_pipeline(export_cli, tmp_path, capsys):
     root = synthetic.generate(str(tmp_path / "gestures"), layout="jester", videos_per_class=2,
