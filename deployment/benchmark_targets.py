@@ -8,6 +8,8 @@ this process (2 threads, batch 1, 16x112x112, 600 classes by default).
         --json_out=targets.json --work_dir=/tmp/targets_work      # ~15 min on 2 quiet cores
     python deployment/benchmark_targets.py --models=mobilenetv2_0.2x --rounds=5   # ours only
     python deployment/benchmark_targets.py --peers_json=peers.json   # peers timed elsewhere
+    python deployment/benchmark_targets.py --repo=/tmp/Efficient-3DCNNs --models=mobilenetv2_0.2x \
+        --runtimes=openvino-fp32 --peers=original-openvino     # one pair, nothing else in the process
 
 Prints, per model, each runtime's median ms (min-max over the rounds), GMAC/s and share of
 this machine's fp32 GEMM peak, then the issue's targets with PASS/MISS: our best x86 int8
@@ -35,11 +37,12 @@ DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "sh
                   "squeezenet_1.1", "mobilenetv2_0.2x"]
 
 
-def original_steps(repo, input_shape, num_classes, threads, folder):
+def original_steps(repo, input_shape, num_classes, threads, folder, labels=None):
     """A function of a model name returning the peers' steps (``original-pytorch``,
     ``original-onnxruntime``, ``original-openvino`` (fp32) and ``original-openvino-auto``
     (the CPU's default precision): the original model built from `repo` and its plain ONNX
-    export, by ``benchmark_pytorch.py``'s functions) on one clip."""
+    export, by ``benchmark_pytorch.py``'s functions) on one clip; those of `labels` only
+    when given."""
     if importlib.util.find_spec("torch") is None:
         raise cli.UsageError(f"--repo={repo}: timing the original model needs PyTorch in this "
                              "environment (pip install torch), or leave out --repo")
@@ -69,16 +72,17 @@ def original_steps(repo, input_shape, num_classes, threads, folder):
         with quiet_stderr():  # the exporter's warnings
             path = original.export_onnx(model, x, os.path.join(
                 folder, f"{name}_{clip}_{num_classes}c_original.onnx"))
-        return {"original-pytorch": pytorch,
-                "original-onnxruntime": original.onnxruntime_step(path, x.numpy(), threads)[0],
-                "original-openvino": original.openvino_step(path, x.numpy(), threads)[0],
-                "original-openvino-auto": original.openvino_auto_step(path, x.numpy(), threads)[0]}
+        makers = {"original-pytorch": lambda: pytorch,
+                  "original-onnxruntime": lambda: original.onnxruntime_step(path, x.numpy(), threads)[0],
+                  "original-openvino": lambda: original.openvino_step(path, x.numpy(), threads)[0],
+                  "original-openvino-auto": lambda: original.openvino_auto_step(path, x.numpy(), threads)[0]}
+        return {label: make() for label, make in makers.items() if labels is None or label in labels}
 
     return steps
 
 
 def define_flags(flag_values=flags.FLAGS):
-    from keras_efficient3d.deploy.targets import OURS
+    from keras_efficient3d.deploy.targets import OURS, PEERS
 
     fv = {"flag_values": flag_values}
     cli.define("models", DEFAULT_MODELS, **fv)
@@ -90,6 +94,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_list("runtimes", list(OURS), f"Our runtimes, comma-separated ({', '.join(OURS)}).",
                       **fv)
     flags.register_validator("runtimes", cli.each_of(OURS), **fv)
+    flags.DEFINE_list("peers", list(PEERS), f"The original's runtimes timed with --repo, comma-separated "
+                      f"({', '.join(PEERS)}).", **fv)
+    flags.register_validator("peers", cli.each_of(PEERS), **fv)
     flags.DEFINE_string("work_dir", "benchmark_targets_work", "Where the exports are written "
                         "and reused.", **fv)
     cli.define("threads", 2, **fv)
@@ -118,7 +125,7 @@ def main(argv, flag_values=flags.FLAGS):
         raise cli.UsageError("give --repo (time the peers here) or --peers_json (their "
                              "figures from benchmark_pytorch.py), not both")
     input_shape = (f.frames, f.size, f.size, 3)
-    peers = (original_steps(f.repo, input_shape, f.num_classes, f.threads, f.work_dir)
+    peers = (original_steps(f.repo, input_shape, f.num_classes, f.threads, f.work_dir, f.peers)
              if f.repo else None)
     peer_ms = None
     if f.peers_json:

@@ -242,6 +242,7 @@ BAD_INPUT = [
     ("benchmark_targets", ["--repo={missing}"], "missing.bin: no such folder"),
     ("benchmark_targets", ["--repo={file}"], "a file, not a folder"),
     ("benchmark_targets", ["--runtimes=tflite-fp32,tensorrt"], "--runtimes"),
+    ("benchmark_targets", ["--peers=original-tensorrt"], "--peers"),
     ("benchmark_targets", ["--work_dir={file}"], "plain.txt: a file, not a folder"),
     ("benchmark_targets", ["--rounds=0"], "--rounds"),
     ("benchmark_targets", ["--peers_json={file}"], "plain.txt"),
