@@ -1,9 +1,10 @@
-"""The demo's publishing step (keras_efficient3d.demo.pipeline): the shipped files, their
+"""The demo's deployment and publishing steps (keras_efficient3d.demo.pipeline): the shipped files, their
 metadata and the model card, from a tiny model and a made-up deployment report."""
 
 import os
 
 import numpy as np
+import pytest
 
 from helpers import export_tflite, tiny_model
 from keras_efficient3d.artifacts import read_metadata, save_model
@@ -37,3 +38,30 @@ def test_publish_writes_the_model_its_tflite_forms_metadata_and_card(tmp_path):
     assert sorted(os.listdir(out)) == sorted(
         [os.path.basename(p) for p in written] + ["MODEL_CARD.md", "synthetic_gestures_fp32.tflite.json",
                                                   "synthetic_gestures_int8.tflite.json"])
+
+
+@pytest.mark.slow
+def test_deploy_scores_each_tflite_file_then_times_them_in_turns(tmp_path):
+    from keras_efficient3d import create_model, trainer
+    from keras_efficient3d.data import synthetic
+
+    root = synthetic.generate(str(tmp_path / "gestures"), layout="jester", videos_per_class=5, seed=1,
+                              frames=16, size=40)
+    config = trainer.TrainConfig(dataset="synthetic", data_root=root, model="mobilenetv2", width_mult=0.2,
+                                 frames=8, size=32, batch_size=4, normalization="unit",
+                                 output_dir=str(tmp_path / "run"), verbose=0)
+    records, classes = trainer.load_split(config, "validation")
+    model = create_model("mobilenetv2", width_mult=0.2, input_shape=(8, 32, 32, 3),
+                         num_classes=len(classes))
+    lines = []
+    report = pipeline.deploy_demo(model, config, records, classes, str(tmp_path / "out"), qat_epochs=1,
+                                  threads=1, log=lines.append)
+    for key in ("fp32", "ptq_int8", "qat_int8"):
+        row = report[key]
+        assert os.path.isfile(row["path"]) and 0 <= row["video_top1"] <= 1
+        # three rounds of every file in turns, after all were scored
+        assert len(row["round_medians_ms"]) == 3 and row["latency_ms"] == pytest.approx(
+            sorted(row["round_medians_ms"])[1])
+    timing = [i for i, line in enumerate(lines) if "ms/clip" in line]
+    scoring = [i for i, line in enumerate(lines) if "video top-1" in line]
+    assert len(timing) == 3 and len(scoring) == 3 and min(timing) > max(scoring)
