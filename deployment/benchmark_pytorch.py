@@ -128,14 +128,17 @@ def export_onnx(model, example, path):
     return path
 
 
-def onnxruntime_step(path, clips, threads):
-    """A call of the ONNX file under ONNX Runtime's CPU provider at `threads`, and its version."""
+def onnxruntime_step(path, clips, threads, spinning=True):
+    """A call of the ONNX file under ONNX Runtime's CPU provider at `threads`, and its version
+    (`spinning`: as `keras_efficient3d.runtime.onnx_session`'s)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return (lambda: session.run(None, {name: clips})), ort.__version__

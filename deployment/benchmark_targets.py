@@ -20,6 +20,9 @@ CPUs with bf16 units) >= 1x the original's ONNX under OpenVINO at it. The peers 
 and exported by ``benchmark_pytorch.py``'s functions. Where PyTorch lives in another
 environment, ``--peers_json`` takes the rows that ``benchmark_pytorch.py --json_out`` wrote
 there (same machine; not interleaved with ours).
+ONNX Runtime runs here without spinning worker threads, ours and the original's: spinning
+after each run, they took the cores from the runtime timed next (OpenVINO fp32 of MobileNetV2
+0.2x 2.5 ms instead of 1.6).
 Exports are kept in ``--work_dir`` and reused (weights random, int8 calibrated on random
 clips: the timing does not depend on them). ``--json_out`` gets every figure and the
 Markdown table beside it (.md).
@@ -73,7 +76,9 @@ def original_steps(repo, input_shape, num_classes, threads, folder, labels=None)
             path = original.export_onnx(model, x, os.path.join(
                 folder, f"{name}_{clip}_{num_classes}c_original.onnx"))
         makers = {"original-pytorch": lambda: pytorch,
-                  "original-onnxruntime": lambda: original.onnxruntime_step(path, x.numpy(), threads)[0],
+                  # spinning workers would slow the runtimes timed after it (ours alike)
+                  "original-onnxruntime": lambda: original.onnxruntime_step(path, x.numpy(), threads,
+                                                                            spinning=False)[0],
                   "original-openvino": lambda: original.openvino_step(path, x.numpy(), threads)[0],
                   "original-openvino-auto": lambda: original.openvino_auto_step(path, x.numpy(), threads)[0]}
         return {label: make() for label, make in makers.items() if labels is None or label in labels}

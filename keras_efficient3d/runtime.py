@@ -600,13 +600,16 @@ def choose_providers(available, requested=None):
     return [p for p in ONNX_PROVIDERS if p in available] or list(available)
 
 
-def onnx_session(model, threads=None, providers=("CPUExecutionProvider",)):
+def onnx_session(model, threads=None, providers=("CPUExecutionProvider",), spinning=True):
     """An ONNX Runtime session for a path, serialized bytes or an `onnx.ModelProto`.
 
     Args:
         threads: intra-op threads (0 or None: ONNX Runtime's default), one inter-op thread.
         providers: execution providers in order of preference; ``None``: the best available
             (`choose_providers`).
+        spinning: ONNX Runtime's default, worker threads that spin after each run waiting for
+            the next; False when other runtimes share the cores (a benchmark timing several
+            in turns: spinning workers slowed OpenVINO's next runs 1.1-1.6x on 2 cores).
 
     Raises:
         ModelFileError: a missing, unparsable or invalid model (ONNX Runtime's own errors).
@@ -622,6 +625,8 @@ def onnx_session(model, threads=None, providers=("CPUExecutionProvider",)):
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = choose_providers(ort.get_available_providers(), providers)
     try:
         return ort.InferenceSession(model, options, providers=providers)
@@ -639,7 +644,7 @@ class ONNXRunner(_Runner):
     _DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
                "tensor(float16)": "float16"}
 
-    def __init__(self, model, threads=None, providers=("CPUExecutionProvider",)):
+    def __init__(self, model, threads=None, providers=("CPUExecutionProvider",), spinning=True):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
@@ -647,7 +652,7 @@ class ONNXRunner(_Runner):
         self.path = model if isinstance(model, str) else getattr(model, "name", "<onnx>")
         self.threads = threads
         try:
-            self.session = onnx_session(model, threads, providers)
+            self.session = onnx_session(model, threads, providers, spinning)
         except ValueError:
             raise
         except Exception as err:  # onnxruntime raises its own exception types

@@ -153,6 +153,12 @@ def test_onnx_session_threads_and_providers(tiny_files):
         "CUDAExecutionProvider", "CPUExecutionProvider"]
     with pytest.raises(ValueError, match="Providers not in this onnxruntime build"):
         onnx_session(tiny_files["onnx"], providers=["NoSuchExecutionProvider"])
+    # spinning workers off (benchmarks timing several runtimes in turns), on by default
+    key = "session.intra_op.allow_spinning"
+    quiet = onnx_session(tiny_files["onnx"], threads=2, spinning=False)
+    assert quiet.get_session_options().get_session_config_entry(key) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        session.get_session_options().get_session_config_entry(key)
 
 
 def test_tf_thread_plan_gives_depthwise_models_two_ops_at_a_time():

@@ -107,13 +107,15 @@ def our_steps(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, thre
               runtimes=OURS, log=print):
     """runtime -> a call of our export of `name` on one fixed clip (`export_ours`, then
     `keras_efficient3d.runtime.load_runner` at `threads`)."""
-    from keras_efficient3d.runtime import OpenVINORunner, load_runner
+    from keras_efficient3d.runtime import ONNXRunner, OpenVINORunner, load_runner
 
     paths = export_ours(name, folder, input_shape, num_classes, runtimes, log=log)
 
     def runner(rt):
         if OURS[rt][1] == "auto":
             return OpenVINORunner(paths[rt], threads, inference_precision=None)
+        if rt == "onnxruntime-fp32":  # timed in turns with others: no spinning workers
+            return ONNXRunner(paths[rt], threads, spinning=False)
         return load_runner(paths[rt], threads)
 
     return {rt: runner(rt).timing_step(0)[0] for rt in runtimes}
