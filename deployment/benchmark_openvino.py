@@ -102,15 +102,16 @@ def benchmark_models(names, precisions=("fp32", "int8"), threads=(2,), input_sha
         folder = folder or tmp
         for name in names:
             macs = model_macs(name, input_shape, num_classes)
-            folds = [f"f{f}" for f in stem_folds] if stem_folds else [""]
-            files = {f"{name} {p} {fold}".strip(): export_model(
-                name, p, folder, input_shape, num_classes, stem_fold=int(fold[1:]) if fold else "auto")
-                for fold in folds for p in precisions}
+            # label -> (precision, stem fold; None: the export's default)
+            settings = {f"{name} {p}" + (f" f{fold}" if fold else ""): (p, fold)
+                        for fold in (stem_folds or [None]) for p in precisions}
+            files = {label: export_model(name, p, folder, input_shape, num_classes,
+                                         stem_fold=fold or "auto")
+                     for label, (p, fold) in settings.items()}
             timed = time_files(files, threads, warmup, runs, rounds, log)
             for row in timed:
-                _, precision, *fold = row["label"].split()
-                row.update(model=name, precision=precision, macs=macs,
-                           stem_fold=int(fold[0][1:]) if fold else None)
+                precision, fold = settings[row["label"]]
+                row.update(model=name, precision=precision, macs=macs, stem_fold=fold)
                 row.update(compare(name, row["median_ms"],
                                    peers if row["threads"] == peer_threads else None, macs,
                                    (peaks or {}).get(row["threads"])))

@@ -399,15 +399,13 @@ def _folded_conv3d(w, layer, node, clip):
     pt, ph, pw = layer.padding
     q, groups = f // sw, wd // f
     # input column of output column q*g + j, tap d: f*g + (sw*j - pw + d) = f*(g + off) + i
-    spans = [divmod(sw * j - pw + d, f) for j in range(q) for d in range(kw)]
-    lo, hi = min(o for o, _ in spans), max(o for o, _ in spans)
+    spans = {(j, d): divmod(sw * j - pw + d, f) for j in range(q) for d in range(kw)}
+    lo, hi = min(o for o, _ in spans.values()), max(o for o, _ in spans.values())
     order = w.channel_order.get(layer.name, slice(None))
     kernel = w.weights.kernel(layer)[..., order]  # (kt, kh, kw, C, O)
     folded = np.zeros((q, cout, f, c, kt, kh, hi - lo + 1), np.float32)
-    for j in range(q):
-        for d in range(kw):
-            off, i = divmod(sw * j - pw + d, f)
-            folded[j, :, i, :, :, :, off - lo] = np.transpose(kernel[:, :, d], (3, 2, 0, 1))
+    for (j, d), (off, i) in spans.items():
+        folded[j, :, i, :, :, :, off - lo] = np.transpose(kernel[:, :, d], (3, 2, 0, 1))
     x = w.node("Reshape", [clip.name, w.const(f"{layer.name}/fold", [0, t, h, groups, f * c], np.int64)],
                f"{layer.name}/fold")
     x = w.node("Transpose", [x], f"{layer.name}/fold_ncdhw", perm=_TO_NCDHW)
