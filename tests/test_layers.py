@@ -344,6 +344,21 @@ def test_tap_variants_select_the_same_frames(batch, t, kt, st, pt):
             np.testing.assert_array_equal(np.asarray(b), want)
 
 
+@pytest.mark.parametrize("batch", [None, 1, 2])
+@pytest.mark.parametrize("t,kt,st,pt", [(5, 3, 1, 1), (6, 3, 2, 1), (9, 7, 1, 3), (6, 3, 1, 0),
+                                        (7, 2, 1, 1), (8, 3, 2, 0)])
+def test_stacked_taps_are_the_taps_concatenated(batch, t, kt, st, pt):
+    """The 0/1 convolution that stacks an RGB stem's temporal taps as channels (float
+    deployment graphs) gives the slices-and-concat result bit for bit."""
+    n = 1 if batch == 1 else 2
+    x = np.random.default_rng(9).normal(size=(n, t, 5, 4, 3)).astype(np.float32)
+    x4 = tf.constant(x.reshape((-1,) + x.shape[2:]))
+    taps, t_out = L.taps.temporal_taps(x4, t, batch, kt, st, pt, pad_input=True)
+    stacked, t_out2 = L.taps.stacked_taps(x4, t, batch, kt, st, pt)
+    assert t_out == t_out2 and stacked.shape == (n * t_out, 5, 4, kt * 3)
+    np.testing.assert_array_equal(np.asarray(stacked), np.concatenate(taps, axis=-1))
+
+
 @pytest.mark.parametrize("batch", [None, 1])
 @pytest.mark.parametrize("kind,kernel,stride,pad,shape", [
     ("max", (3, 3, 3), (2, 2, 2), (1, 1, 1), (6, 8, 8, 3)),

@@ -52,6 +52,9 @@ _FORM = forms.FORMS["tflite"]
 # ShuffleNetV1/V2 1.0x and SqueezeNet 1.1 (README, Deployment).
 PACK_CHANNELS = {"float": 8, "int8": 64}
 PACK_WIDTH = 320
+# Float graphs stack the temporal taps of convolutions at most this wide (RGB stems) with a
+# 0/1 convolution (`taps.stacked_taps`) rather than slices and a concat.
+STACK_CHANNELS = 4
 
 
 class FloatHooks:
@@ -422,7 +425,8 @@ class _Emitter:
             v.x, v.frames, self.batch, kernel, layer.kernel_size, layer.strides, layer.padding,
             layer.groups, split_groups=not _FORM.native,
             bias=(lambda g: self.hooks.param(f"{name}/bias{g}")) if layer.use_bias else None,
-            pad_input=_FORM.xnnpack)
+            pad_input=_FORM.xnnpack,
+            stack_by_conv=not self.int8 and layer.groups == 1 and cin <= STACK_CHANNELS)
         relu = activation_name(layer) in RELU_LIKE
         if relu:
             # per group, so that it fuses into each CONV_2D (XNNPACK takes no int8 RELU)

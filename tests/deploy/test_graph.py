@@ -132,3 +132,20 @@ def test_layer_subclasses_take_their_base_class_handler():
     x = clips((4, 8, 8, 3), 2)
     np.testing.assert_allclose(DeploymentGraph(model)(x),
                                np.asarray(model(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_float_graph_stacks_rgb_stem_taps_with_a_convolution():
+    """Float graphs stack the stem's temporal taps with one 0/1 Conv2D (XNNPACK's concat of
+    3-channel frames was the stem's largest cost); int8 graphs keep slices and a concat
+    (an identity through int8 would requantize the clip)."""
+    model = create_model("mobilenetv1_0.5x", input_shape=SMALL, num_classes=3)
+    graph = DeploymentGraph(model, pack_channels=0)
+
+    def op_types(int8):
+        fn = graph.as_function(batch=1, int8=int8).get_concrete_function()
+        return [op.type for op in fn.graph.get_operations()]
+
+    floats, ints = op_types(False), op_types(True)
+    assert "ConcatV2" not in floats and "StridedSlice" not in floats
+    assert floats.count("Conv2D") == ints.count("Conv2D") + 1
+    assert "ConcatV2" in ints

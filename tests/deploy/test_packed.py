@@ -19,9 +19,11 @@ def _rel_err(a, b):
 
 
 def _first_conv_input_channels(graph, int8):
+    """Input channels of the first convolution with a spatial kernel (the 0/1 convolution
+    that stacks a float stem's taps has a (kt, 1) kernel)."""
     fn = graph.as_function(batch=1, int8=int8).get_concrete_function()
     for op in fn.graph.get_operations():
-        if op.type == "Conv2D":
+        if op.type == "Conv2D" and int(op.inputs[1].shape[1]) > 1:
             return int(op.inputs[1].shape[2])
     raise AssertionError("no Conv2D")
 
