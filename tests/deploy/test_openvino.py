@@ -158,6 +158,24 @@ def shipped():
     return model, calibration, validation
 
 
+def test_int8_flows_through_an_unfolded_stem_into_a_depthwise_layer(trunk, tmp_path, monkeypatch):
+    """MobileNetV2's stem at fold 4 (its output unfolded by a Reshape) feeds a depthwise
+    convolution, whose input NNCF quantizes per channel: OpenVINO cannot carry per-channel
+    scales through that Reshape and ran the depthwise layer in f32. The export gives such
+    ranges one scale, and every convolution runs in int8."""
+    def convolution_precisions(name):
+        report = openvino_export.export_openvino(trunk, str(tmp_path / name), quantize="ptq",
+                                                 calibration=synthetic_clips(8, seed=4), stem_fold=4)
+        assert report["stem_fold"] == 4 and report["top1_agreement"] >= 0.75
+        return {precision for (kind, precision), n in
+                runtime.load_runner(report["path"], threads=1).runtime_precisions().items()
+                if kind == "Convolution"}
+
+    assert convolution_precisions("one_scale.xml") <= {"u8", "i8"}
+    monkeypatch.setattr(openvino_export, "per_tensor_before_reshapes", lambda ov_model: ov_model)
+    assert "f32" in convolution_precisions("per_channel.xml")
+
+
 @pytest.mark.slow
 def test_ptq_int8_runs_in_int8_and_agrees_on_top1(shipped, tmp_path):
     model, calibration, validation = shipped
