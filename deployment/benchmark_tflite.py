@@ -14,6 +14,7 @@ second beside this machine's fp32 GEMM peak at the same thread count, measured f
     python deployment/benchmark_tflite.py --op_profile --threads=2   # int8 vs fp32 per op class
     python deployment/benchmark_tflite.py --packing --threads=2 \
         --models=mobilenetv2_0.2x,mobilenetv2_0.45x,shufflenetv2_1.0x   # packed vs unpacked
+    python deployment/benchmark_tflite.py --stacking --threads=2   # fp32 stems: concat vs 0/1 conv
 """
 
 from absl import flags
@@ -48,6 +49,9 @@ def define_flags(flag_values=flags.FLAGS):
                       "the deployment graph emits it by default (narrow stages time-packed) "
                       "against the same graph unpacked, at the first --threads, --rounds "
                       "interleaved rounds of --runs invokes.", **fv)
+    flags.DEFINE_bool("stacking", False, "Instead of the table: fp32 of each model with the "
+                      "stem's temporal taps stacked by slices and a concat against the default "
+                      "0/1 convolution, at the first --threads, --rounds interleaved rounds.", **fv)
     cli.define("rounds", 5, **fv)
     cli.define_alias("output", "json_out", **fv)
     cli.define_alias("pytorch_json", "peers_json", **fv)
@@ -69,6 +73,12 @@ def main(argv, flag_values=flags.FLAGS):
         rows = packing_comparison(f.models, (f.frames, f.size, f.size, 3), f.num_classes,
                                   f.threads[0], f.rounds, f.warmup, f.runs)
         write_report(rows, format_packing(rows), f.json_out)
+        return
+    if f.stacking:
+        from keras_efficient3d.deploy.benchmark import format_stacking, stacking_comparison
+        rows = stacking_comparison(f.models, (f.frames, f.size, f.size, 3), f.num_classes,
+                                   f.threads[0], f.rounds, f.warmup, f.runs)
+        write_report(rows, format_stacking(rows), f.json_out)
         return
     peers, peaks = peers_and_peaks(f.models, f.peers_json, (f.frames, f.size, f.size), f.threads,
                                    f.gemm_peak)

@@ -412,6 +412,36 @@ def int8_op_profile(frames=16, size=56, channels=24, expansion=6, threads=2, rou
     return rows
 
 
+def _time_forms(names, precisions, forms, input_shape, num_classes, threads, rounds, warmup,
+                runs, calibration_clips, seed, log, inspect=None):
+    """TFLite files of each model, precision and deployment-graph form (``forms``: name ->
+    `DeploymentGraph` keyword arguments), random weights, timed in interleaved rounds.
+    Returns {(model, precision, form): per-round median ms} and, with ``inspect(graph,
+    precision)``, {(model, precision, form): its answer}."""
+    from keras_efficient3d.runtime import TFLiteRunner, measure
+
+    rng = np.random.default_rng(seed)
+    clips = rng.normal(size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
+    steps, answers = {}, {}
+    for name in names:
+        model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes)
+        _calibrate_bn(model, clips[:4])
+        for precision in precisions:
+            for form, kwargs in forms.items():
+                graph = DeploymentGraph(model, **kwargs)
+                blob = convert(graph, precision, representative_data=clips)
+                steps[(name, precision, form)] = TFLiteRunner(blob, threads).timing_step(seed)[0]
+                if inspect is not None:
+                    answers[(name, precision, form)] = inspect(graph, precision)
+            if log:
+                log(f"{name}: {precision} exported")
+    times = {key: [] for key in steps}
+    for _ in range(rounds):
+        for key, step in steps.items():
+            times[key].append(measure(step, warmup=warmup, runs=runs)["median_ms"])
+    return times, answers
+
+
 def packing_comparison(names, input_shape=(16, 112, 112, 3), num_classes=600, threads=2,
                        rounds=5, warmup=5, runs=20, calibration_clips=8, seed=0, log=print):
     """The deployment graph's default form (narrow stages time-packed, see
@@ -420,37 +450,49 @@ def packing_comparison(names, input_shape=(16, 112, 112, 3), num_classes=600, th
     interleaved rounds (``runs`` invokes per turn). Returns rows ``{"model", "precision",
     "packed", "unpacked_ms", "packed_ms"}`` (medians over the rounds) with the per-round
     medians (``*_rounds``); ``packed`` says whether the default packs that model at all."""
-    from keras_efficient3d.runtime import TFLiteRunner, measure
-
-    rng = np.random.default_rng(seed)
-    clips = rng.normal(size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
-    steps, packs = {}, {}
-    for name in names:
-        model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes)
-        _calibrate_bn(model, clips[:4])
-        for precision in ("fp32", "int8"):
-            for form, pack in (("unpacked", 0), ("packed", None)):
-                graph = DeploymentGraph(model, pack_channels=pack)
-                blob = convert(graph, precision, representative_data=clips)
-                runner = TFLiteRunner(blob, threads)
-                steps[(name, precision, form)] = runner.timing_step(seed)[0]
-                if form == "packed":
-                    packs[(name, precision)] = graph.packs(int8=precision == "int8")
-            if log:
-                log(f"{name}: {precision} exported")
-    times = {key: [] for key in steps}
-    for _ in range(rounds):
-        for key, step in steps.items():
-            times[key].append(measure(step, warmup=warmup, runs=runs)["median_ms"])
+    times, packs = _time_forms(
+        names, ("fp32", "int8"), {"unpacked": {"pack_channels": 0}, "packed": {}}, input_shape,
+        num_classes, threads, rounds, warmup, runs, calibration_clips, seed, log,
+        inspect=lambda graph, precision: graph.packs(int8=precision == "int8"))
     rows = []
     for name in names:
         for precision in ("fp32", "int8"):
-            row = {"model": name, "precision": precision, "packed": packs[(name, precision)]}
+            row = {"model": name, "precision": precision, "packed": packs[(name, precision, "packed")]}
             for form in ("unpacked", "packed"):
                 row[f"{form}_rounds"] = times[(name, precision, form)]
                 row[f"{form}_ms"] = float(np.median(times[(name, precision, form)]))
             rows.append(row)
     return rows
+
+
+def stacking_comparison(names, input_shape=(16, 112, 112, 3), num_classes=600, threads=2,
+                        rounds=5, warmup=5, runs=20, seed=0, log=print):
+    """fp32 TFLite of each model with the stem's temporal taps stacked by slices and a
+    concat (``stack_channels=0``) against the default 0/1 convolution (`taps.stacked_taps`),
+    timed in interleaved rounds. Returns rows ``{"model", "concat_ms", "conv_ms"}`` (medians
+    over the rounds) with the per-round medians (``*_rounds``)."""
+    times, _ = _time_forms(names, ("fp32",), {"concat": {"stack_channels": 0}, "conv": {}},
+                           input_shape, num_classes, threads, rounds, warmup, runs, 1, seed, log)
+    rows = []
+    for name in names:
+        row = {"model": name}
+        for form in ("concat", "conv"):
+            row[f"{form}_rounds"] = times[(name, "fp32", form)]
+            row[f"{form}_ms"] = float(np.median(row[f"{form}_rounds"]))
+        rows.append(row)
+    return rows
+
+
+def format_stacking(rows):
+    """A Markdown table of `stacking_comparison` rows."""
+    def cell(row, form):
+        r = row[f"{form}_rounds"]
+        return f"{row[f'{form}_ms']:.2f} ({min(r):.2f}-{max(r):.2f})"
+
+    return "\n".join(markdown_table(
+        ("model", "fp32 ms, slices + concat", "fp32 ms, 0/1 convolution", "speed-up"),
+        [[r["model"], cell(r, "concat"), cell(r, "conv"), f"{r['concat_ms'] / r['conv_ms']:.2f}x"]
+         for r in rows], "lrrr"))
 
 
 def format_packing(rows):

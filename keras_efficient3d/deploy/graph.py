@@ -129,6 +129,10 @@ class DeploymentGraph:
             which the packed layout makes (ShuffleNetV2 1.0x int8 2.9 against 4.6 ms,
             MobileNetV1 1.0x 2.3 against 3.3), where float pays for its extra
             multiplications (10.1 against 7.0 ms, 11.2 against 5.9).
+        stack_channels: float graphs stack the temporal taps of an ungrouped convolution
+            at most this many channels wide (the RGB stem) with one 0/1 convolution
+            (`taps.stacked_taps`) instead of slices and a concat; 0: never. Default
+            `STACK_CHANNELS` (MobileNetV1 1.0x fp32 4.1 against 5.1 ms).
 
     Attributes:
         model: the folded Keras model that the graph reproduces.
@@ -138,12 +142,13 @@ class DeploymentGraph:
             (per-channel over axis 2), ``'dense'``, ``'bias'`` or ``'const'``.
     """
 
-    def __init__(self, model, fold=True, pack_channels=None):
+    def __init__(self, model, fold=True, pack_channels=None, stack_channels=None):
         model = inference_form(model, fold_bn=fold)
         self.pack_channels = None if pack_channels is None else int(pack_channels)
-        if self.pack_channels is not None and self.pack_channels < 0:
-            raise ValueError("`pack_channels` must be >= 0. "
-                             f"Received: pack_channels={pack_channels}")
+        self.stack_channels = STACK_CHANNELS if stack_channels is None else int(stack_channels)
+        for name, value in (("pack_channels", self.pack_channels), ("stack_channels", self.stack_channels)):
+            if value is not None and value < 0:
+                raise ValueError(f"`{name}` must be >= 0. Received: {name}={value}")
         if len(model.inputs) != 1:
             raise ValueError("Expected a model with one input. "
                              f"Received: {len(model.inputs)} inputs")
@@ -220,9 +225,10 @@ class DeploymentGraph:
         return np.asarray(self(tf.constant(clips), batch=clips.shape[0]))
 
 
-def build_deployment_graph(model, fold=True, pack_channels=None):
-    """Returns `DeploymentGraph(model, fold, pack_channels)`."""
-    return DeploymentGraph(model, fold=fold, pack_channels=pack_channels)
+def build_deployment_graph(model, fold=True, pack_channels=None, stack_channels=None):
+    """Returns `DeploymentGraph(model, fold, pack_channels, stack_channels)`."""
+    return DeploymentGraph(model, fold=fold, pack_channels=pack_channels,
+                           stack_channels=stack_channels)
 
 
 
@@ -426,7 +432,7 @@ class _Emitter:
             layer.groups, split_groups=not _FORM.native,
             bias=(lambda g: self.hooks.param(f"{name}/bias{g}")) if layer.use_bias else None,
             pad_input=_FORM.xnnpack,
-            stack_by_conv=not self.int8 and layer.groups == 1 and cin <= STACK_CHANNELS)
+            stack_by_conv=not self.int8 and layer.groups == 1 and cin <= self.g.stack_channels)
         relu = activation_name(layer) in RELU_LIKE
         if relu:
             # per group, so that it fuses into each CONV_2D (XNNPACK takes no int8 RELU)

@@ -265,6 +265,23 @@ def test_packing_comparison_times_both_forms_of_each_precision():
     assert f"-> {ratio:.2f}x |" in table.splitlines()[2]
 
 
+def test_stacking_comparison_times_both_stem_forms_through_the_script(tmp_path):
+    """benchmark_tflite.py --stacking: fp32 with the stem's taps stacked by slices and a
+    concat against the 0/1 convolution, each in every round."""
+    script = _script_module("benchmark_tflite")
+    out = tmp_path / "stacking.json"
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_tflite.py", "--stacking", "--models=shufflenetv2_0.25x",
+                       "--frames=4", "--size=32", "--num_classes=5", "--threads=1",
+                       "--rounds=2", "--warmup=0", "--runs=2", f"--json_out={out}"])
+    assert code == 0
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["shufflenetv2_0.25x"]
+    assert len(rows[0]["concat_rounds"]) == len(rows[0]["conv_rounds"]) == 2
+    ratio = rows[0]["concat_ms"] / rows[0]["conv_ms"]
+    assert f"| {ratio:.2f}x |" in (tmp_path / "stacking.md").read_text()
+
+
 def test_onnx_timing_adds_mac_rate_and_peers(tmp_path):
     script = _script_module("benchmark_onnx")
     assert script.clip_dims((1, 4, 32, 32, 3)) == script.clip_dims((1, 3, 4, 32, 32)) == (4, 32, 32)

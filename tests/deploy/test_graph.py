@@ -149,3 +149,7 @@ def test_float_graph_stacks_rgb_stem_taps_with_a_convolution():
     assert "ConcatV2" not in floats and "StridedSlice" not in floats
     assert floats.count("Conv2D") == ints.count("Conv2D") + 1
     assert "ConcatV2" in ints
+    graph = DeploymentGraph(model, pack_channels=0, stack_channels=0)
+    assert op_types(False).count("ConcatV2") == 1
+    with pytest.raises(ValueError, match=r"`stack_channels` must be >= 0. Received: stack_channels=-1"):
+        DeploymentGraph(model, stack_channels=-1)
