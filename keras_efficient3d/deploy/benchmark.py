@@ -416,8 +416,8 @@ def _time_forms(names, precisions, forms, input_shape, num_classes, threads, rou
                 runs, calibration_clips, seed, log, inspect=None):
     """TFLite files of each model, precision and deployment-graph form (``forms``: name ->
     `DeploymentGraph` keyword arguments), random weights, timed in interleaved rounds.
-    Returns {(model, precision, form): per-round median ms} and, with ``inspect(graph,
-    precision)``, {(model, precision, form): its answer}."""
+    Returns {(model, precision, form): per-round median ms} and {(model, precision, form):
+    ``{"partitions": XNNPACK's delegate partitions, "inspect": inspect(graph, precision)}``}."""
     from keras_efficient3d.runtime import TFLiteRunner, measure
 
     rng = np.random.default_rng(seed)
@@ -430,9 +430,11 @@ def _time_forms(names, precisions, forms, input_shape, num_classes, threads, rou
             for form, kwargs in forms.items():
                 graph = DeploymentGraph(model, **kwargs)
                 blob = convert(graph, precision, representative_data=clips)
-                steps[(name, precision, form)] = TFLiteRunner(blob, threads).timing_step(seed)[0]
-                if inspect is not None:
-                    answers[(name, precision, form)] = inspect(graph, precision)
+                runner = TFLiteRunner(blob, threads, strict=False)
+                steps[(name, precision, form)] = runner.timing_step(seed)[0]
+                answers[(name, precision, form)] = {
+                    "partitions": runner.partitions(),
+                    "inspect": None if inspect is None else inspect(graph, precision)}
             if log:
                 log(f"{name}: {precision} exported")
     times = {key: [] for key in steps}
@@ -457,7 +459,8 @@ def packing_comparison(names, input_shape=(16, 112, 112, 3), num_classes=600, th
     rows = []
     for name in names:
         for precision in ("fp32", "int8"):
-            row = {"model": name, "precision": precision, "packed": packs[(name, precision, "packed")]}
+            row = {"model": name, "precision": precision,
+                   "packed": packs[(name, precision, "packed")]["inspect"]}
             for form in ("unpacked", "packed"):
                 row[f"{form}_rounds"] = times[(name, precision, form)]
                 row[f"{form}_ms"] = float(np.median(times[(name, precision, form)]))
@@ -470,8 +473,9 @@ def stacking_comparison(names, input_shape=(16, 112, 112, 3), num_classes=600, t
     """fp32 TFLite of each model with the stem's temporal taps stacked by slices and a
     concat (``stack_channels=0``) against the default 0/1 convolution (`taps.stacked_taps`),
     timed in interleaved rounds. Returns rows ``{"model", "concat_ms", "conv_ms"}`` (medians
-    over the rounds) with the per-round medians (``*_rounds``)."""
-    times, _ = _time_forms(names, ("fp32",), {"concat": {"stack_channels": 0}, "conv": {}},
+    over the rounds) with the per-round medians (``*_rounds``) and XNNPACK's delegate
+    partitions (``*_partitions``: XNNPACK takes no concat of 7 inputs, a ResNet's stem)."""
+    times, info = _time_forms(names, ("fp32",), {"concat": {"stack_channels": 0}, "conv": {}},
                            input_shape, num_classes, threads, rounds, warmup, runs, 1, seed, log)
     rows = []
     for name in names:
@@ -479,6 +483,7 @@ def stacking_comparison(names, input_shape=(16, 112, 112, 3), num_classes=600, t
         for form in ("concat", "conv"):
             row[f"{form}_rounds"] = times[(name, "fp32", form)]
             row[f"{form}_ms"] = float(np.median(row[f"{form}_rounds"]))
+            row[f"{form}_partitions"] = info[(name, "fp32", form)]["partitions"]
         rows.append(row)
     return rows
 
@@ -486,8 +491,9 @@ def stacking_comparison(names, input_shape=(16, 112, 112, 3), num_classes=600, t
 def format_stacking(rows):
     """A Markdown table of `stacking_comparison` rows."""
     def cell(row, form):
-        r = row[f"{form}_rounds"]
-        return f"{row[f'{form}_ms']:.2f} ({min(r):.2f}-{max(r):.2f})"
+        r, parts = row[f"{form}_rounds"], row[f"{form}_partitions"]
+        note = f" ({parts} XNNPACK partitions)" if parts != 1 else ""
+        return f"{row[f'{form}_ms']:.2f} ({min(r):.2f}-{max(r):.2f}){note}"
 
     return "\n".join(markdown_table(
         ("model", "fp32 ms, slices + concat", "fp32 ms, 0/1 convolution", "speed-up"),

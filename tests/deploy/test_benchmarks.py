@@ -278,6 +278,7 @@ def test_stacking_comparison_times_both_stem_forms_through_the_script(tmp_path):
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == ["shufflenetv2_0.25x"]
     assert len(rows[0]["concat_rounds"]) == len(rows[0]["conv_rounds"]) == 2
+    assert rows[0]["concat_partitions"] == rows[0]["conv_partitions"] == 1
     ratio = rows[0]["concat_ms"] / rows[0]["conv_ms"]
     assert f"| {ratio:.2f}x |" in (tmp_path / "stacking.md").read_text()
 

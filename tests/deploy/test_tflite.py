@@ -125,3 +125,19 @@ def test_shufflenets_are_one_xnnpack_partition(name):
         assert runner.partitions() == 1 and runner.delegated(), precision
         if precision == "int8":
             assert tflite.float_op_types(blob) == []
+
+
+def test_fp32_resnet_with_a_7_frame_stem_is_one_xnnpack_partition():
+    """XNNPACK takes no CONCATENATION of 7 inputs: a ResNet stem's taps stacked by slices and
+    a concat split the fp32 graph in two. Stacked by the 0/1 convolution it is one
+    partition, and still the Keras model."""
+    shape = (16, 32, 32, 3)
+    model = randomize_batchnorm(create_model("resnet10", input_shape=shape, num_classes=7))
+    x = clips(shape, 1)
+    expected = np.asarray(model(x, training=False))
+    concat = tflite.TFLiteRunner(tflite.convert(DeploymentGraph(model, stack_channels=0), "fp32"),
+                                 num_threads=2, strict=False)
+    assert concat.partitions() == 2
+    runner = tflite.TFLiteRunner(tflite.convert(model, "fp32"), num_threads=2)
+    assert runner.partitions() == 1
+    np.testing.assert_allclose(runner(x), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
