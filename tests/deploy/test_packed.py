@@ -74,6 +74,28 @@ def test_packing_is_chosen_per_precision():
         DeploymentGraph(thin, pack_channels=-1)
 
 
+def _first_depthwise_channels(graph, int8):
+    fn = graph.as_function(batch=1, int8=int8).get_concrete_function()
+    for op in fn.graph.get_operations():
+        if op.type == "DepthwiseConv2dNative":
+            return int(op.inputs[0].shape[-1])
+    raise AssertionError("no depthwise convolution")
+
+
+def test_int8_keeps_a_temporally_unstrided_depthwise_layer_packed_up_to_512():
+    """16 frames x 32 channels after the stem: int8 graphs run MobileNetV2's first depthwise
+    layer (temporal stride 1) packed, 512 wide, rather than unpack the whole clip before it;
+    MobileNetV1's (temporal stride 2) unpacks, as do float graphs, and still the Keras model."""
+    shape = (16, 32, 32, 3)
+    v2 = randomize_batchnorm(create_model("mobilenetv2_1.0x", input_shape=shape, num_classes=3))
+    v1 = create_model("mobilenet_1.0x", input_shape=shape, num_classes=3)
+    assert _first_depthwise_channels(DeploymentGraph(v2), int8=True) == 16 * 32
+    assert _first_depthwise_channels(DeploymentGraph(v1), int8=True) == 32
+    assert _first_depthwise_channels(DeploymentGraph(v2), int8=False) == 32
+    x = clips(shape, 1)
+    assert _rel_err(DeploymentGraph(v2)(x, batch=1, int8=True), v2(x, training=False)) < 1e-4
+
+
 @pytest.mark.parametrize("frames", [7, 8])
 @pytest.mark.parametrize("strides,padding", [((2, 1, 1), (1, 1, 1)), ((1, 2, 2), (1, 1, 1)),
                                              ((2, 2, 2), (1, 1, 1)), ((2, 2, 2), (0, 0, 0)),
