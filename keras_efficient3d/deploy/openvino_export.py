@@ -180,7 +180,8 @@ def per_tensor_before_reshapes(ov_model):
     by Transpose-Reshape-Transpose), OpenVINO cannot carry per-channel scales through the
     Reshape that splits channels: it dequantized there and ran MobileNetV2's first depthwise
     layer in f32 (0.50 of 3.2 ms), so `fastest` kept fold 2. With one range the int8 flows
-    through (MobileNetV2 1.0x int8 at fold 4 2.51 against 2.66 ms at fold 2); the stem's
+    through (MobileNetV2 1.0x int8 at fold 4 2.78 against 2.96 ms at fold 2, MobileNetV1
+    0.86 against 1.15: `benchmark_openvino.py --stem_folds=1,2,4`); the stem's
     ranges differed by a few percent between channels."""
     import openvino.opset13 as ops  # pylint: disable=import-outside-toplevel
 
