@@ -437,7 +437,7 @@ class _Emitter:
             layer.groups, split_groups=not _FORM.native,
             bias=(lambda g: self.hooks.param(f"{name}/bias{g}")) if layer.use_bias else None,
             pad_input=_FORM.xnnpack,
-            stack_by_conv=not self.int8 and layer.groups == 1 and cin <= self.g.stack_channels)
+            stack_by_conv=not self.int8 and cin <= self.g.stack_channels)
         relu = activation_name(layer) in RELU_LIKE
         if relu:
             # per group, so that it fuses into each CONV_2D (XNNPACK takes no int8 RELU)
@@ -455,7 +455,7 @@ class _Emitter:
         name = layer.name
         st = layer.strides[0]
         if v.packed and v.x.shape[-1] > PACK_WIDTH and not (
-                self.int8 and layer.strides[0] == 1 and v.x.shape[-1] <= PACK_WIDTH_DEPTHWISE):
+                self.int8 and st == 1 and v.x.shape[-1] <= PACK_WIDTH_DEPTHWISE):
             v = self._unpack(v)
         if v.packed:
             y, t_out = packed.depthwise(

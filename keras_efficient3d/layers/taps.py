@@ -262,7 +262,7 @@ def stacked_taps(x, t, batch, kt, st, pt):
     frames copies 12 bytes at a time (1.7 ms of MobileNetV1's 2.5 ms stem at 16x112x112),
     the convolution writes the same tensor in 0.5 ms."""
     _, h, w, c = x.shape
-    t_out = (t + 2 * pt - kt) // st + 1
+    t_out = out_len(t, kt, st, pt)
     if t_out < 1:
         raise ValueError(f"A temporal kernel of {kt} with padding {pt} does not fit {t} frames.")
     eye = np.zeros((kt, 1, c, kt * c), np.float32)
