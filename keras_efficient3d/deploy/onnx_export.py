@@ -192,18 +192,21 @@ def resolve_form(model, form="auto"):
 
 
 def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True, form="auto",
-                    weight_bits=8, stem_fold=1):
+                    weight_bits=8, stem_fold=1, merge_pointwise=False):
     """Converts a built `model` to an in-memory `onnx.ModelProto` (not verified; see
     `export_onnx`) in `form` (module docstring). Raises `ValueError` for a layer without
     a native form (``form="native"``) or a TensorFlow op tf2onnx leaves (``"taps"``).
     `weight_bits` (8, or 7 for x86 CPUs without VNNI) applies to a native QAT export,
-    `stem_fold` (`onnx_native.native_onnx`) to the native form."""
+    `stem_fold` and `merge_pointwise` (`onnx_native.native_onnx`) to the native form."""
     _check_opset(opset)
     if resolve_form(model, form) == "native":
         clip_spec(model, batch_size, name=INPUT_NAME)  # the same argument checks as "taps"
-        return onnx_native.native_onnx(model, opset, batch_size, fold_bn, weight_bits, stem_fold)
+        return onnx_native.native_onnx(model, opset, batch_size, fold_bn, weight_bits, stem_fold,
+                                       merge_pointwise)
     if stem_fold != 1:
         raise ValueError(f"`stem_fold` applies to the native form. Received: stem_fold={stem_fold!r}")
+    if merge_pointwise:
+        raise ValueError("`merge_pointwise` applies to the native form. Received: merge_pointwise=True")
     return _taps_onnx(model, opset, batch_size, fold_bn)
 
 
@@ -291,7 +294,8 @@ def quantization_summary(onnx_model):
 
 
 def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True,
-                verify=True, rtol=1e-4, atol=1e-6, form="auto", weight_bits=8, stem_fold=1):
+                verify=True, rtol=1e-4, atol=1e-6, form="auto", weight_bits=8, stem_fold=1,
+                merge_pointwise=False):
     """Writes `model` as ONNX and, with `verify`, checks it against the Keras model.
 
     Args:
@@ -308,6 +312,8 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
             without VNNI (`onnx_native`).
         stem_fold: input columns the native form's stem takes as channels (1: none;
             `onnx_native.native_onnx`): OpenVINO int8 on CPUs with AMX.
+        merge_pointwise: write linear pointwise pairs as one convolution
+            (`onnx_native.pointwise_pairs`): for int8 (the same model to float rounding).
 
     Returns:
         A dict: path, opset, input_shape (None for dynamic batch), max_rel_error (None
@@ -316,7 +322,7 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
         random clips instead of max_rel_error (None without `verify`).
     """
     form = resolve_form(model, form)
-    proto = convert_to_onnx(model, opset, batch_size, fold_bn, form, weight_bits, stem_fold)
+    proto = convert_to_onnx(model, opset, batch_size, fold_bn, form, weight_bits, stem_fold, merge_pointwise)
     native_qat = form == "native" and onnx_native.qat_layer(model) is not None
     extra = {}
     if native_qat:

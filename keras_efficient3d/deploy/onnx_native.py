@@ -17,6 +17,8 @@ the functional model layer by layer, each layer class mapped to its handler by a
   whose input an ungrouped convolution alone computes (through ReLUs: ShuffleNetV1's first
   block) is no op at all: that convolution's output channels come out shuffled
   (`shuffles_into_convolutions`);
+* with ``merge_pointwise`` (int8 on OpenVINO), a linear pointwise convolution and the
+  pointwise one that alone reads it are one ``Conv`` (`pointwise_pairs`);
 * with ``stem_fold=f`` (int8 on CPUs with AMX, `openvino_export`), the stem convolution
   reads the clip as Keras holds it, f adjacent columns viewed as channels, and writes its
   output the same way (`_folded_conv3d`): Reshape, no Transpose of the input.
@@ -63,7 +65,7 @@ from keras_efficient3d.deploy.quantize import QuantizedGraph, activation_range
 from keras_efficient3d.deploy.savedmodel import INPUT_NAME, OUTPUT_NAME
 from keras_efficient3d.fold import Folded, _consumers, _producer, activation_name, batchnorm_affine, inference_form
 
-__all__ = ["native_onnx", "nudged_range", "qat_layer", "qdq_params", "shuffles_into_convolutions",
+__all__ = ["native_onnx", "nudged_range", "pointwise_pairs", "qat_layer", "qdq_params", "shuffles_into_convolutions",
            "stem_fold_factors", "supports"]
 
 _TO_NCDHW = (0, 4, 1, 2, 3)
@@ -225,6 +227,44 @@ def shuffles_into_convolutions(model):
     return folds
 
 
+def _pointwise(layer):
+    return (type(layer) is k3d.Conv3D and layer.groups == 1 and tuple(layer.kernel_size) == (1, 1, 1)
+            and not any(layer.padding))
+
+
+def pointwise_pairs(model):
+    """Second -> first of the linear pointwise convolutions `native_onnx` writes as one with
+    ``merge_pointwise``, by layer names (in `model`'s folded inference form): an ungrouped
+    1x1x1 Conv3D without activation whose output (through folded layers) only an unstrided
+    ungrouped 1x1x1 Conv3D reads, through fewer channels than either has. MobileNetV2's
+    first block's projection (32 -> 16) and the second block's expansion (16 -> 96) become
+    one 32 -> 96 product; its last projection and ``conv_last`` (960 -> 320 -> 1280) too.
+
+    Why: the int8 kernels of such thin layers are bound by the elements they write and
+    read, not by their multiplications. OpenVINO int8 on an AMX CPU, 16x112x112, the whole
+    model (`openvino_export`, five interleaved rounds): MobileNetV2 1.0x 2.94 -> 2.85 ms,
+    0.2x (6 -> 3 -> 18) 1.28 -> 1.18; per layer, 1.0x's pair 0.53 ms against the product's
+    0.45 (1.5 times the multiplications). In fp32 the 1.0x model measured no faster (the
+    multiplications count there). The product is bounded at twice the pair's
+    multiplications."""
+    consumers, pairs = _consumers(model), {}
+    for layer in _layers(model):
+        if not _pointwise(layer) or activation_name(layer.activation) != "linear" or \
+                isinstance(_producer(layer), keras.layers.InputLayer):  # a stem may read the clip folded
+            continue
+        reader = layer
+        while reader is not None and (reader is layer or isinstance(reader, Folded)):
+            readers = consumers[reader.name]
+            reader = model.get_layer(readers[0]) if len(readers) == 1 else None
+        if reader is None or not _pointwise(reader) or any(s != 1 for s in reader.strides):
+            continue
+        i, m = layer.kernel.shape[3], layer.filters
+        o = reader.filters
+        if m < min(i, o) and i * o <= 2 * m * (i + o):
+            pairs[reader.name] = layer.name
+    return pairs
+
+
 def _stem(model):
     """The one ungrouped Conv3D that alone reads the clip input, else None."""
     consumers = [layer for layer in _layers(model)
@@ -235,11 +275,12 @@ def _stem(model):
 
 
 class _Writer:
-    def __init__(self, model, batch_size, qat=None, weight_bits=8, stem_fold=1):
+    def __init__(self, model, batch_size, qat=None, weight_bits=8, stem_fold=1, merge_pointwise=False):
         self.model = model
         self.stem_fold = stem_fold
         self.shuffled = shuffles_into_convolutions(model)
         self.channel_order = dict(self.shuffled.values())  # conv name -> its output channels' order
+        self.merged = pointwise_pairs(model) if merge_pointwise and qat is None else {}
         self.batch = "batch" if batch_size is None else int(batch_size)
         self.nodes, self.initializers = [], []
         self._names = {INPUT_NAME, OUTPUT_NAME}  # the graph's own: no layer takes them
@@ -375,11 +416,29 @@ def _conv(w, layer, node, ins, kernel, groups):
 
 
 def _conv3d(w, layer, node, ins):
+    if layer.name in w.merged.values():
+        return ins[0]  # its single reader writes both (`pointwise_pairs`)
+    if layer.name in w.merged:
+        return _merged_pointwise(w, layer, node, ins)
     if ins[0].channels_last:
         return _folded_conv3d(w, layer, node, ins[0])
     # (kt, kh, kw, in / groups, out) -> ONNX's (out, in / groups, kt, kh, kw)
     kernel = np.transpose(w.weights.kernel(layer), (4, 3, 0, 1, 2))
     return _conv(w, layer, node, ins, kernel, layer.groups)
+
+
+def _merged_pointwise(w, layer, node, ins):
+    """`layer` and the pointwise convolution before it (`pointwise_pairs`) as one Conv:
+    x A1 + b1, then times A2 plus b2, is x (A1 A2) + (b1 A2 + b2), at the first's strides."""
+    first = w.model.get_layer(w.merged[layer.name])
+    a1, a2 = (w.weights.kernel(conv)[0, 0, 0].astype(np.float64) for conv in (first, layer))
+    b1, b2 = (w.weights.bias(conv) if conv.use_bias else np.zeros(conv.filters) for conv in (first, layer))
+    order = w.channel_order.get(layer.name, slice(None))
+    kernel = (a1 @ a2)[:, order].T.reshape(layer.filters, -1, 1, 1, 1)
+    bias = (np.asarray(b1, np.float64) @ a2 + b2)[order]
+    y = w.node("Conv", [ins[0].name, w.const(f"{layer.name}/kernel", kernel), w.const(f"{layer.name}/bias", bias)],
+               layer.name, kernel_shape=[1, 1, 1], strides=list(first.strides), pads=[0] * 6, group=1)
+    return _out_clip(node, w.activation(layer, y, layer.name, 1))
 
 
 def _folded_conv3d(w, layer, node, clip):
@@ -582,7 +641,8 @@ _HANDLERS = {
 }
 
 
-def native_onnx(model, opset=13, batch_size=None, fold_bn=True, weight_bits=8, stem_fold=1):
+def native_onnx(model, opset=13, batch_size=None, fold_bn=True, weight_bits=8, stem_fold=1,
+                merge_pointwise=False):
     """`model` as an `onnx.ModelProto` in the native form (module docstring), checked by
     `onnx.checker` (not verified against Keras; see `onnx_export.export_onnx`).
 
@@ -596,6 +656,9 @@ def native_onnx(model, opset=13, batch_size=None, fold_bn=True, weight_bits=8, s
             VNNI (module docstring).
         stem_fold: adjacent input columns the stem convolution takes as channels (1: none;
             one of `stem_fold_factors(model)`): int8 on CPUs with AMX (`_folded_conv3d`).
+        merge_pointwise: write each of `pointwise_pairs` as one convolution: for int8 on
+            OpenVINO (in fp32 on AMX, MobileNetV2 1.0x measured no faster); a QAT model's
+            pairs stay apart (a quantization grid between them).
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a built keras.Model. Received: model={model!r}")
@@ -615,7 +678,8 @@ def native_onnx(model, opset=13, batch_size=None, fold_bn=True, weight_bits=8, s
     if qat is not None:  # its graph's model is the folded float model
         graph = _Writer(qat.graph.model, batch_size, qat, weight_bits, stem_fold).run()
     else:
-        graph = _Writer(inference_form(model, fold_bn), batch_size, stem_fold=stem_fold).run()
+        graph = _Writer(inference_form(model, fold_bn), batch_size, stem_fold=stem_fold,
+                        merge_pointwise=merge_pointwise).run()
     opsets = [helper.make_opsetid("", opset)]
     proto = helper.make_model(graph, opset_imports=opsets, producer_name="keras_efficient3d",
                               ir_version=helper.find_min_ir_version_for(opsets))

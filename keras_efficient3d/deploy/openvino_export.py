@@ -94,7 +94,7 @@ def calibration_clips(data, num_samples=64, input_shape=None):
 
 
 def convert_to_openvino(model, batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, verify_onnx=False,
-                        stem_fold=1):
+                        stem_fold=1, merge_pointwise=False):
     """`model` as an in-memory ``openvino.Model``, through a temporary ONNX file."""
     ov = runtime.openvino_module()
     with tempfile.TemporaryDirectory(prefix="keras_efficient3d-ov-") as tmp:
@@ -102,7 +102,8 @@ def convert_to_openvino(model, batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, 
         # a QAT model's weights on 7 bits: x86 CPUs without VNNI (AVX2) saturate 8-bit u8 x s8
         # int16 pair sums in int8 convolutions (onnx_native; NNCF's overflow fix)
         export_onnx(model, onnx_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
-                    verify=verify_onnx, weight_bits=7, stem_fold=stem_fold)
+                    verify=verify_onnx, weight_bits=7, stem_fold=stem_fold,
+                    merge_pointwise=merge_pointwise)
         with runtime.quiet_stderr():
             return fuse_channel_shuffles(ov.convert_model(onnx_path))
 
@@ -344,7 +345,9 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
 
     candidates = {}
     for fold in folds:
-        candidates[fold] = convert_to_openvino(model, batch_size, opset, fold_bn, stem_fold=fold)
+        # PTQ: MobileNetV2's linear bottleneck pairs as one (`onnx_native.pointwise_pairs`)
+        candidates[fold] = convert_to_openvino(model, batch_size, opset, fold_bn, stem_fold=fold,
+                                               merge_pointwise=quantize == "ptq")
         if quantize == "ptq":
             candidates[fold] = ptq(candidates[fold], calib, preset, fast_bias_correction, ignored_scope)
     timings = None

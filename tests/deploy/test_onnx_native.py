@@ -311,6 +311,50 @@ def test_stem_fold_needs_a_lone_stem(odd_model):
     assert onnx_export.verify_onnx(proto, odd_model, random_clips(odd_model, 2)) < 1e-4
 
 
+def _pointwise_chain(*widths, first_activation=None, strides=1):
+    """Input (3 channels) -> 3x3x3 Conv3D -> a pointwise Conv3D per width after the first
+    (the first of them linear unless `first_activation`, with `strides`), BatchNorm after each."""
+    inputs = keras.Input((4, 8, 8, 3))
+    x = L.Conv3D(widths[0], 3, 1, 1, name="stem")(inputs)
+    for i, width in enumerate(widths[1:]):
+        x = L.Conv3D(width, 1, strides if i == 0 else 1, 0, name=f"pw{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"pw{i}_bn")(x)
+        if i or first_activation:
+            x = keras.layers.Activation(first_activation or "relu", name=f"pw{i}_act")(x)
+    return randomize_batchnorm(keras.Model(inputs, x))
+
+
+def test_linear_pointwise_pairs_are_written_as_one_convolution():
+    model = randomize_batchnorm(_FAMILIES["mobilenetv2"]())
+    assert onnx_native.pointwise_pairs(inference_form(model)) == {"block_2_expand": "block_1_project"}
+    merged = onnx_export.convert_to_onnx(model, merge_pointwise=True)
+    names = [n.name for n in merged.graph.node if n.op_type == "Conv"]
+    assert "block_1_project/Conv" not in names and "block_2_expand/Conv" in names
+    assert len(names) == len(_conv_layers(model)) - 1
+    clips = random_clips(model, 2)
+    assert onnx_export.verify_onnx(merged, model, clips) < 1e-4
+    # by default, unfolded (BatchNorm between them) and in the taps form: apart
+    assert "block_1_project/Conv" in [n.name for n in onnx_export.convert_to_onnx(model).graph.node]
+    assert "block_1_project/Conv" in [n.name for n in onnx_native.native_onnx(
+        model, fold_bn=False, merge_pointwise=True).graph.node]
+    with pytest.raises(ValueError, match="native form"):
+        onnx_export.convert_to_onnx(model, form="taps", merge_pointwise=True)
+    # a strided first convolution keeps its strides; a bottleneck only, and linear only
+    chain = _pointwise_chain(8, 4, 12, strides=2)
+    assert onnx_native.pointwise_pairs(inference_form(chain)) == {"pw1": "pw0"}
+    proto = onnx_native.native_onnx(chain, merge_pointwise=True)
+    assert [n.name for n in proto.graph.node if n.op_type == "Conv"] == ["stem/Conv", "pw1/Conv"]
+    assert onnx_export.verify_onnx(proto, chain, random_clips(chain, 2)) < 1e-4
+    for chain in (_pointwise_chain(8, 12, 12), _pointwise_chain(8, 4, 12, first_activation="relu"),
+                  _pointwise_chain(64, 2, 64)):  # the product: 16 times the pair's multiplications
+        assert onnx_native.pointwise_pairs(inference_form(chain)) == {}
+    # an output something else reads too stays
+    inputs = keras.Input((4, 8, 8, 3))
+    x = L.Conv3D(4, 1, name="pw0")(L.Conv3D(8, 3, 1, 1, name="stem")(inputs))
+    two = keras.Model(inputs, keras.layers.Concatenate()([L.Conv3D(12, 1, name="pw1")(x), x]))
+    assert onnx_native.pointwise_pairs(inference_form(two)) == {}
+
+
 def _synthetic_clips(n, seed, frames=8, size=32):
     """Synthetic gesture clips in [-1, 1]: images with the statistics the ranges are set on."""
     from keras_efficient3d.data import synthetic

@@ -176,6 +176,21 @@ def test_int8_flows_through_an_unfolded_stem_into_a_depthwise_layer(trunk, tmp_p
     assert "f32" in convolution_precisions("per_channel.xml")
 
 
+def test_ptq_writes_mobilenetv2s_linear_bottleneck_as_one_convolution(trunk, tmp_path):
+    """block_1_project (14 -> 7 channels, linear) and block_2_expand (7 -> 42) are one
+    convolution in the int8 IR (`onnx_native.pointwise_pairs`), and not in the float IR."""
+    def names(report):
+        return {op.get_friendly_name().split("/")[0]
+                for op in runtime.openvino_module().Core().read_model(report["path"]).get_ops()}
+
+    int8 = openvino_export.export_openvino(trunk, str(tmp_path / "int8.xml"), quantize="ptq",
+                                           calibration=synthetic_clips(8, seed=4), stem_fold=1)
+    assert "block_1_project" not in names(int8) and "block_2_expand" in names(int8)
+    assert int8["top1_agreement"] >= 0.75
+    fp32 = openvino_export.export_openvino(trunk, str(tmp_path / "fp32.xml"))
+    assert {"block_1_project", "block_2_expand"} <= names(fp32)
+
+
 @pytest.mark.slow
 def test_ptq_int8_runs_in_int8_and_agrees_on_top1(shipped, tmp_path):
     model, calibration, validation = shipped
