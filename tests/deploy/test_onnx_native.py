@@ -355,6 +355,29 @@ def test_linear_pointwise_pairs_are_written_as_one_convolution():
     assert onnx_native.pointwise_pairs(inference_form(two)) == {}
 
 
+def test_a_narrow_depthwise_layer_reads_the_folded_stem_folded():
+    # MobileNetV2 0.2x: a 6-channel stem at stride 2, fold 4 -> 2 columns x 6 channels
+    model = randomize_batchnorm(_FAMILIES["mobilenetv2"]())
+    clips = random_clips(model, 2)
+    expected = model(clips, training=False).numpy()
+    for fold, group, kernel in ((4, None, (12, 12, 3, 3, 3)), (8, 6, (6, 1, 3, 3, 3))):  # 24 > 16
+        proto = onnx_native.native_onnx(model, stem_fold=fold)
+        node = next(n for n in proto.graph.node if n.name == "block_1_depthwise/Conv")
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        weights = {i.name: tuple(i.dims) for i in proto.graph.initializer}
+        assert attrs.get("group") == group and weights[node.input[1]] == kernel
+        # no unfold of the stem's output: the depthwise layer's own
+        unfolds = [n.name for n in proto.graph.node if n.op_type == "Reshape" and "unfold" in n.name]
+        assert unfolds == ["block_1_depthwise/unfold/Reshape" if group is None else "conv1/unfold/Reshape"]
+        assert onnx_export.verify_onnx(proto, model, clips) < 1e-4
+        check_close(_openvino_output(proto, clips), expected, 1e-4, 1e-6, what="OpenVINO model")
+    # a 32-channel stem (MobileNetV2 1.0x) keeps its depthwise layer grouped
+    wide = create_model("mobilenetv2", width_mult=1.0, input_shape=_SMALL, num_classes=5)
+    node = next(n for n in onnx_native.native_onnx(wide, stem_fold=4).graph.node
+                if n.name == "block_1_depthwise/Conv")
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}["group"] == 32
+
+
 def _synthetic_clips(n, seed, frames=8, size=32):
     """Synthetic gesture clips in [-1, 1]: images with the statistics the ranges are set on."""
     from keras_efficient3d.data import synthetic

@@ -191,6 +191,26 @@ def test_ptq_writes_mobilenetv2s_linear_bottleneck_as_one_convolution(trunk, tmp
     assert {"block_1_project", "block_2_expand"} <= names(fp32)
 
 
+def test_int8_runs_a_narrow_depthwise_layer_folded_after_the_stem(tmp_path):
+    """MobileNetV2 0.2x's first depthwise layer (6 channels) reads the fold-4 stem's output
+    folded, as one ungrouped convolution (`onnx_native._folded_depthwise3d`), in int8."""
+    keras.utils.set_random_seed(2)
+    model = create_model("mobilenetv2_0.2x", input_shape=SMALL, num_classes=5)
+    x = keras.layers.GlobalAveragePooling3D(name="trunk_pool")(model.get_layer("block_3_add").output)
+    model = calibrate_batchnorm(keras.Model(model.input, keras.layers.Dense(5, name="trunk_fc")(x)),
+                                synthetic_clips(8, seed=3))
+    report = openvino_export.export_openvino(model, str(tmp_path / "int8.xml"), quantize="ptq",
+                                             calibration=synthetic_clips(8, seed=4), stem_fold=4)
+    assert report["top1_agreement"] >= 0.75
+    kinds = {op.get_friendly_name(): op.get_type_name() for op in
+             runtime.openvino_module().Core().read_model(report["path"]).get_ops()}
+    assert kinds["block_1_depthwise/Conv/WithoutBiases"] == "Convolution"
+    assert kinds["block_2_depthwise/Conv/WithoutBiases"] == "GroupConvolution"
+    runner = runtime.load_runner(report["path"], threads=1)
+    assert {precision for (kind, precision) in runner.runtime_precisions()
+            if kind in ("Convolution", "GroupConvolution")} <= {"u8", "i8"}
+
+
 @pytest.mark.slow
 def test_ptq_int8_runs_in_int8_and_agrees_on_top1(shipped, tmp_path):
     model, calibration, validation = shipped
