@@ -70,9 +70,9 @@ __all__ = ["native_onnx", "nudged_range", "pointwise_pairs", "qat_layer", "qdq_p
            "stem_fold_factors", "supports"]
 
 _TO_NCDHW = (0, 4, 1, 2, 3)
+_TO_NDHWC = (0, 2, 3, 4, 1)
 # A folded stem's depthwise reader runs folded up to this many channels (`_folded_depthwise3d`).
 FOLDED_DEPTHWISE_CHANNELS = 16
-_TO_NDHWC = (0, 2, 3, 4, 1)
 
 
 class _Clip:
@@ -237,11 +237,21 @@ def _pointwise(layer):
             and not any(layer.padding))
 
 
+def _lone_reader(model, consumers, layer):
+    """The layer that alone reads `layer`'s output through folded layers only, else None."""
+    reader = layer
+    while reader is not None and (reader is layer or isinstance(reader, Folded)):
+        readers = consumers[reader.name]
+        reader = model.get_layer(readers[0]) if len(readers) == 1 else None
+    return reader
+
+
 def pointwise_pairs(model):
     """Second -> first of the linear pointwise convolutions `native_onnx` writes as one with
-    ``merge_pointwise``, by layer names (in `model`'s folded inference form): an ungrouped
-    1x1x1 Conv3D without activation whose output (through folded layers) only an unstrided
-    ungrouped 1x1x1 Conv3D reads, through fewer channels than either has. MobileNetV2's
+    ``merge_pointwise``, by layer names (in `model`'s folded inference form): an unpadded
+    ungrouped 1x1x1 Conv3D without activation, not reading the clip input, whose output
+    (through folded layers) only an unstrided unpadded ungrouped 1x1x1 Conv3D reads, through
+    fewer channels than either has. MobileNetV2's
     first block's projection (32 -> 16) and the second block's expansion (16 -> 96) become
     one 32 -> 96 product; its last projection and ``conv_last`` (960 -> 320 -> 1280) too.
 
@@ -257,14 +267,12 @@ def pointwise_pairs(model):
         if not _pointwise(layer) or activation_name(layer.activation) != "linear" or \
                 isinstance(_producer(layer), keras.layers.InputLayer):  # a stem may read the clip folded
             continue
-        reader = layer
-        while reader is not None and (reader is layer or isinstance(reader, Folded)):
-            readers = consumers[reader.name]
-            reader = model.get_layer(readers[0]) if len(readers) == 1 else None
+        reader = _lone_reader(model, consumers, layer)
         if reader is None or not _pointwise(reader) or any(s != 1 for s in reader.strides):
             continue
         i, m = layer.kernel.shape[3], layer.filters
         o = reader.filters
+        # strictly narrower: no layer is both the second of one pair and the first of another
         if m < min(i, o) and i * o <= 2 * m * (i + o):
             pairs[reader.name] = layer.name
     return pairs
@@ -276,12 +284,10 @@ def _folded_depthwise(model, stem_fold):
     stem = _stem(model)
     if stem is None or stem_fold == 1:
         return None
-    consumers, reader = _consumers(model), stem
-    while reader is not None and (reader is stem or isinstance(reader, Folded)):
-        readers = consumers[reader.name]
-        reader = model.get_layer(readers[0]) if len(readers) == 1 else None
-    q = stem_fold // stem.strides[2]
+    reader, q = _lone_reader(model, _consumers(model), stem), stem_fold // stem.strides[2]
+    # width-preserving only: the folded convolution writes W / q groups of q columns
     if not isinstance(reader, k3d.DepthwiseConv3D) or reader.strides[2] != 1 or q == 1 or \
+            2 * reader.padding[2] != reader.kernel_size[2] - 1 or \
             q * stem.filters > FOLDED_DEPTHWISE_CHANNELS:
         return None
     return reader.name
@@ -302,8 +308,9 @@ class _Writer:
         self.stem_fold = stem_fold
         self.shuffled = shuffles_into_convolutions(model)
         self.channel_order = dict(self.shuffled.values())  # conv name -> its output channels' order
+        # Float (and PTQ) graphs only: a QAT graph has a quantization point between a pair,
+        # and its folded depthwise form is untested.
         self.merged = pointwise_pairs(model) if merge_pointwise and qat is None else {}
-        # float and PTQ graphs; a QAT graph keeps its depthwise layer as QAT quantized it
         self.folded_depthwise = None if qat is not None else _folded_depthwise(model, stem_fold)
         self.batch = "batch" if batch_size is None else int(batch_size)
         self.nodes, self.initializers = [], []
@@ -360,7 +367,9 @@ class _Writer:
             return value
         lo, hi = (float(v) for v in activation_range(*self.weights.ranges[key]))
         name = self.qdq(value.name, f"{key}/act", *qdq_params(lo, hi))
-        return _Clip(name, value.shape, value.channels_last) if isinstance(value, _Clip) else _Plain(name)
+        if isinstance(value, _Clip):
+            return _Clip(name, value.shape, value.channels_last, value.fold)
+        return _Plain(name)
 
     def weight(self, name, value, axis=None):
         """A weight constant; in a QAT export, symmetric int8 (narrow range) per output
@@ -515,12 +524,13 @@ def _folded_depthwise3d(w, layer, node, x):
     """A depthwise layer over a folded stem's output `x` (q columns as channels), as one
     ungrouped convolution: output column q*g + j, channel c, reads input columns q*(g + o)
     + i of channel c alone, so the kernel is the depthwise one spread over (j, c) x (i, c)
-    with zeros elsewhere: q*C times the multiplications, in products q*C deep.
+    with zeros elsewhere: q*C times the multiplications for a 3-wide kernel, in products q*C
+    deep. Width-preserving layers only (`_folded_depthwise`).
 
     Why: OpenVINO's depthwise kernels work on 16 channels at a time. MobileNetV2 0.2x's
     first depthwise layer (6 channels, 16x56x56) took 0.21 ms in int8 on an AMX CPU, the
     same layer folded (12 channels, 0.1 G multiplications) 0.13 ms and no unfold of the
-    stem's output: the whole model 1.20 -> 1.08 ms. MobileNetV2 1.0x's (32 channels,
+    stem's output: the whole int8 model 1.15 -> 1.06 ms (5 interleaved rounds). MobileNetV2 1.0x's (32 channels,
     folded 64) took 0.81 against 0.42 ms: only up to `FOLDED_DEPTHWISE_CHANNELS`."""
     q, c = x.fold, x.shape[3]
     kt, kh, kw = layer.kernel_size
@@ -740,7 +750,7 @@ def native_onnx(model, opset=13, batch_size=None, fold_bn=True, weight_bits=8, s
                          f"'{model.name}'. Received: stem_fold={stem_fold!r}")
     qat = qat_layer(model)
     if qat is not None:  # its graph's model is the folded float model
-        graph = _Writer(qat.graph.model, batch_size, qat, weight_bits, stem_fold).run()
+        graph = _Writer(qat.graph.model, batch_size, qat, weight_bits, stem_fold, merge_pointwise).run()
     else:
         graph = _Writer(inference_form(model, fold_bn), batch_size, stem_fold=stem_fold,
                         merge_pointwise=merge_pointwise).run()

@@ -36,7 +36,15 @@ columns folded into channels (`keras_efficient3d.deploy.onnx_native.native_onnx`
 stem alone took ~40% of ShuffleNetV2 1.0x int8. The best fold depends on the model and the
 layer after the stem, so ``stem_fold="auto"`` quantizes each of `STEM_FOLDS` and keeps the
 fastest on this machine (`fastest`; the choice is in the report). Elsewhere, and for
-float IR (f32 runs the folded stem slower), there is no fold unless asked for.
+float IR (f32 runs the folded stem slower), there is no fold unless asked for. A narrow
+depthwise layer after a folded stem reads its output folded (MobileNetV2 0.2x;
+`onnx_native._folded_depthwise3d`).
+
+PTQ IR writes a linear pointwise convolution and the pointwise one that alone reads it as
+one (MobileNetV2's first projection and second expansion, 32 -> 16 -> 96 as 32 -> 96;
+`onnx_native.pointwise_pairs`): their int8 kernels are bound by the elements they move, not
+by the multiplications (1.0x int8 2.94 -> 2.85 ms, 0.2x 1.28 -> 1.18); float IR keeps them
+apart (no faster in f32).
 
 Every export is run back with `keras_efficient3d.runtime.OpenVINORunner`: float IR must match
 the Keras model to ``rtol`` (1e-4; fp16-compressed weights to ``fp16_rtol``); int8 reports its
@@ -52,7 +60,7 @@ import numpy as np
 
 from keras_efficient3d import runtime
 from keras_efficient3d.artifacts import ModelFileError
-from keras_efficient3d.deploy.onnx_export import DEFAULT_OPSET, export_onnx
+from keras_efficient3d.deploy.onnx_export import DEFAULT_OPSET, export_onnx, resolve_form
 from keras_efficient3d.deploy.onnx_native import stem_fold_factors
 from keras_efficient3d.deploy.savedmodel import load_or_build_model
 from keras_efficient3d.deploy.tflite import representative_dataset
@@ -113,7 +121,7 @@ def stem_folds(model, quantize, stem_fold="auto"):
     given, else `STEM_FOLDS` that the stem allows for int8 on a CPU with AMX, else (1,)."""
     factors = stem_fold_factors(model)
     if stem_fold == "auto":
-        if not quantize or not runtime.cpu_has_amx():
+        if not quantize or not runtime.cpu_has_amx() or resolve_form(model) != "native":
             return (1,)
         return tuple(f for f in STEM_FOLDS if f == 1 or f in factors)
     if stem_fold != 1 and stem_fold not in factors:
@@ -289,7 +297,7 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
                     num_calibration=64, validation=None, num_validation=64, preset="performance",
                     fast_bias_correction=True, ignored_scope=None, batch_size=1,
                     opset=DEFAULT_OPSET, fold_bn=True, verify=True, rtol=1e-4, fp16_rtol=1e-2,
-                    atol=1e-6, threads=None, metadata=None, stem_fold="auto"):
+                    atol=1e-6, threads=None, metadata=None, stem_fold="auto", merge_pointwise=True):
     """Writes `model` as OpenVINO IR (``path``: .xml, with .bin beside it) and checks it.
 
     Args:
@@ -315,6 +323,9 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
         stem_fold: input columns the stem convolution takes as channels: ``"auto"`` (int8
             on AMX CPUs: the fastest of `STEM_FOLDS`, timed at `threads`; else 1), or a
             factor (`stem_folds`, module docstring).
+        merge_pointwise: for ``"ptq"``, write linear pointwise pairs as one convolution
+            (`keras_efficient3d.deploy.onnx_native.pointwise_pairs`, module docstring); an
+            ``ignored_scope`` naming the first of a pair needs it off.
 
     Returns:
         A dict: path, bin, precision (fp32, fp16, int8), quantize, input_shape, size_bytes,
@@ -338,6 +349,7 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
     if quantize is None and _is_qat(model):
         quantize = "qat"
     folds = stem_folds(model, quantize, stem_fold)
+    merge = merge_pointwise and quantize == "ptq" and resolve_form(model) == "native"
     input_shape = tuple(model.inputs[0].shape[1:])
     calib = None
     if calibration is not None:
@@ -345,9 +357,8 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
 
     candidates = {}
     for fold in folds:
-        # PTQ: MobileNetV2's linear bottleneck pairs as one (`onnx_native.pointwise_pairs`)
         candidates[fold] = convert_to_openvino(model, batch_size, opset, fold_bn, stem_fold=fold,
-                                               merge_pointwise=quantize == "ptq")
+                                               merge_pointwise=merge)
         if quantize == "ptq":
             candidates[fold] = ptq(candidates[fold], calib, preset, fast_bias_correction, ignored_scope)
     timings = None

@@ -378,6 +378,26 @@ def test_a_narrow_depthwise_layer_reads_the_folded_stem_folded():
     assert {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}["group"] == 32
 
 
+@pytest.mark.parametrize("stem, fold, kernel, padding, folded", [
+    (6, 4, 3, 1, True),                     # two columns per group: 12 channels
+    (4, 8, 3, 1, True),                     # four: 16, the most that fold
+    (6, 4, 5, 2, True),                     # taps two columns beyond the group
+    (6, 4, (3, 3, 1), (1, 1, 0), True),     # no taps across columns
+    (6, 4, 3, (1, 1, 0), False),            # narrows the width: as it was
+    (4, 16, 3, 1, False),                   # eight columns: 32 channels
+])
+def test_folded_depthwise_is_exact_for_every_geometry(stem, fold, kernel, padding, folded):
+    inputs = keras.Input((4, 16, 32, 3))
+    x = keras.layers.BatchNormalization()(L.Conv3D(stem, 3, (1, 2, 2), 1, name="stem")(inputs))
+    x = L.DepthwiseConv3D(kernel, 1, padding, use_bias=True, name="dw")(keras.layers.ReLU()(x))
+    model = randomize_batchnorm(keras.Model(inputs, keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(x))))
+    proto = onnx_native.native_onnx(model, stem_fold=fold)
+    node = next(n for n in proto.graph.node if n.name == "dw/Conv")
+    group = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}.get("group")
+    assert (group is None) == folded and (folded or group == stem)
+    assert onnx_export.verify_onnx(proto, model, random_clips(model, 2)) < 1e-4
+
+
 def _synthetic_clips(n, seed, frames=8, size=32):
     """Synthetic gesture clips in [-1, 1]: images with the statistics the ranges are set on."""
     from keras_efficient3d.data import synthetic
@@ -449,6 +469,9 @@ def test_qat_model_exports_natively_with_qdq(qat_trunk):
 
 def test_qat_stem_fold_keeps_the_quantization_grid(qat_trunk):
     qat, _, clips = qat_trunk
+    # a quantization point between them: the pair of pointwise convolutions stays apart
+    merged = onnx_native.native_onnx(qat, stem_fold=4, merge_pointwise=True)
+    assert {"block_1_project/Conv", "block_2_expand/Conv"} <= {n.name for n in merged.graph.node}
     plain, folded = (onnx_native.native_onnx(qat, stem_fold=f) for f in (1, 4))
     dq = _dequantized_inputs(folded)
     stem = next(n for n in folded.graph.node if n.op_type == "Conv")

@@ -12,9 +12,10 @@ import pytest
 
 from deploy_helpers import SMALL, calibrate_batchnorm, clips  # noqa: E402
 from keras_efficient3d import cli, create_model, runtime  # noqa: E402
+from keras_efficient3d import layers as L  # noqa: E402
 from keras_efficient3d.artifacts import ModelFileError, read_metadata  # noqa: E402
 from keras_efficient3d.data import synthetic  # noqa: E402
-from keras_efficient3d.deploy import openvino_export  # noqa: E402
+from keras_efficient3d.deploy import onnx_export, openvino_export  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -209,6 +210,20 @@ def test_int8_runs_a_narrow_depthwise_layer_folded_after_the_stem(tmp_path):
     runner = runtime.load_runner(report["path"], threads=1)
     assert {precision for (kind, precision) in runner.runtime_precisions()
             if kind in ("Convolution", "GroupConvolution")} <= {"u8", "i8"}
+
+
+def test_ptq_of_a_model_without_a_native_form(tmp_path, monkeypatch):
+    """A layer the native writer lacks: the taps form, no stem fold and no merged pairs even
+    where the CPU has AMX and the stem could fold."""
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
+    inputs = keras.Input(SMALL)
+    x = L.Conv3D(4, 3, (1, 2, 2), 1, name="stem")(inputs)
+    x = keras.layers.Reshape((SMALL[0] * SMALL[1] // 2, SMALL[2] // 2, 4))(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    assert onnx_export.resolve_form(model) == "taps" and openvino_export.stem_folds(model, "ptq") == (1,)
+    report = openvino_export.export_openvino(model, str(tmp_path / "taps.xml"), quantize="ptq",
+                                             calibration=synthetic_clips(8, seed=5))
+    assert report["stem_fold"] == 1 and report["int8"]["fake_quantize"] > 0
 
 
 @pytest.mark.slow
