@@ -251,9 +251,9 @@ def pointwise_pairs(model):
     ``merge_pointwise``, by layer names (in `model`'s folded inference form): an unpadded
     ungrouped 1x1x1 Conv3D without activation, not reading the clip input, whose output
     (through folded layers) only an unstrided unpadded ungrouped 1x1x1 Conv3D reads, through
-    fewer channels than either has. MobileNetV2's
-    first block's projection (32 -> 16) and the second block's expansion (16 -> 96) become
-    one 32 -> 96 product; its last projection and ``conv_last`` (960 -> 320 -> 1280) too.
+    fewer channels than either has. MobileNetV2's first block's projection (32 -> 16) and
+    the second block's expansion (16 -> 96) become one 32 -> 96 product; its last
+    projection and ``conv_last`` (960 -> 320 -> 1280) too.
 
     Why: the int8 kernels of such thin layers are bound by the elements they write and
     read, not by their multiplications. OpenVINO int8 on an AMX CPU, 16x112x112, the whole
@@ -530,8 +530,9 @@ def _folded_depthwise3d(w, layer, node, x):
     Why: OpenVINO's depthwise kernels work on 16 channels at a time. MobileNetV2 0.2x's
     first depthwise layer (6 channels, 16x56x56) took 0.21 ms in int8 on an AMX CPU, the
     same layer folded (12 channels, 0.1 G multiplications) 0.13 ms and no unfold of the
-    stem's output: the whole int8 model 1.15 -> 1.06 ms (5 interleaved rounds). MobileNetV2 1.0x's (32 channels,
-    folded 64) took 0.81 against 0.42 ms: only up to `FOLDED_DEPTHWISE_CHANNELS`."""
+    stem's output: the whole int8 model 1.15 -> 1.06 ms (5 interleaved rounds). MobileNetV2
+    1.0x's (32 channels, folded 64) took 0.81 against 0.42 ms: only up to
+    `FOLDED_DEPTHWISE_CHANNELS`."""
     q, c = x.fold, x.shape[3]
     kt, kh, kw = layer.kernel_size
     st, sh, _ = layer.strides
