@@ -474,6 +474,16 @@ def _merged_pointwise(w, layer, node, ins):
     return _out_clip(node, w.activation(layer, y, layer.name, 1))
 
 
+def _column_spans(q, stride, fold, pad, width):
+    """Where a width-`width` kernel's taps fall for a convolution that reads `fold` columns
+    and writes `q` columns per group: ``{(j, d): (off, i)}``, output column q*g + j's tap d
+    reading input column fold*g + (stride*j - pad + d) = fold*(g + off) + i, with the least
+    and greatest group offset (the folded kernel spans hi - lo + 1 groups)."""
+    spans = {(j, d): divmod(stride * j - pad + d, fold) for j in range(q) for d in range(width)}
+    offsets = [off for off, _ in spans.values()]
+    return spans, min(offsets), max(offsets)
+
+
 def _folded_conv3d(w, layer, node, clip):
     """The stem over the clip with `w.stem_fold` (f) adjacent columns as channels.
 
@@ -490,9 +500,7 @@ def _folded_conv3d(w, layer, node, clip):
     st, sh, sw = layer.strides
     pt, ph, pw = layer.padding
     q, groups = f // sw, wd // f
-    # input column of output column q*g + j, tap d: f*g + (sw*j - pw + d) = f*(g + off) + i
-    spans = {(j, d): divmod(sw * j - pw + d, f) for j in range(q) for d in range(kw)}
-    lo, hi = min(o for o, _ in spans.values()), max(o for o, _ in spans.values())
+    spans, lo, hi = _column_spans(q, sw, f, pw, kw)
     order = w.channel_order.get(layer.name, slice(None))
     kernel = w.weights.kernel(layer)[..., order]  # (kt, kh, kw, C, O)
     folded = np.zeros((q, cout, f, c, kt, kh, hi - lo + 1), np.float32)
@@ -538,9 +546,7 @@ def _folded_depthwise3d(w, layer, node, x):
     st, sh, _ = layer.strides
     pt, ph, pw = layer.padding
     kernel = w.weights.kernel(layer)[..., 0]  # (kt, kh, kw, C)
-    # output column q*g + j, tap d: input column q*g + j - pw + d = q*(g + o) + i
-    spans = {(j, d): divmod(j - pw + d, q) for j in range(q) for d in range(kw)}
-    lo, hi = min(o for o, _ in spans.values()), max(o for o, _ in spans.values())
+    spans, lo, hi = _column_spans(q, 1, q, pw, kw)
     folded = np.zeros((q, c, q, c, kt, kh, hi - lo + 1), np.float32)
     for (j, d), (off, i) in spans.items():
         folded[j, np.arange(c), i, np.arange(c), :, :, off - lo] = np.transpose(kernel[:, :, d], (2, 0, 1))
