@@ -15,7 +15,12 @@ backend's way: a tf.function, a jax.jit, a frozen TorchScript trace); ``predict`
 default modes) is Keras' own ``model.predict_on_batch`` (no folding; PyTorch runs it eagerly;
 compared with the original's inference row);
 training is ``model.fit`` on ``--train_batch`` clips per step (SGD, momentum 0.9), ``--train_steps``
-steps per call. With ``--repo`` (and PyTorch installed) the original model (built by
+steps per call, timed (``--train_timing=steps``, the default) from fit's ``on_train_begin`` to
+its ``on_train_end``: the steps and the epoch's data iterator, as over a long epoch, not fit's
+conversion of the arrays before them nor the release of the iterator after them, where
+TensorFlow waited on tf.data's autotuning for 0-2 s at random after an 8-step call (0.4 s of
+MobileNetV2's step, as much as the step itself); ``--train_timing=fit`` times the whole call
+(the result files before this option). With ``--repo`` (and PyTorch installed) the original model (built by
 ``benchmark_pytorch.py``'s functions from that checkout) is timed in the same rounds:
 ``model(x)`` under no_grad, and a forward, backward and SGD step of its own optimizer, and
 each row says how many times faster than it ours is (``vs_original``). ``--json_out``
@@ -35,6 +40,7 @@ from keras_efficient3d import cli
 BACKENDS = ("tensorflow", "jax", "torch")
 MODES = ("inference", "train")
 ALL_MODES = MODES + ("predict",)
+TRAIN_TIMINGS = ("steps", "fit")
 ORIGINAL = "original-pytorch"  # the runtime label of the original code's rows
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
@@ -59,6 +65,10 @@ def define_flags(flag_values=flags.FLAGS):
                          "call, whose own setup (10-30 ms: data adapter, callbacks) is then "
                          "spread as over an epoch.", lower_bound=1, **fv)
     flags.DEFINE_integer("train_batch", 4, "Clips per training step.", lower_bound=1, **fv)
+    flags.DEFINE_enum("train_timing", "steps", TRAIN_TIMINGS, "steps: a fit call from its "
+                      "on_train_begin to its on_train_end (the steps and the epoch's iterator); "
+                      "fit: the whole call, with its conversion of the arrays and the release "
+                      "of its iterator.", **fv)
     cli.define("threads", 2, **fv)
     cli.define("frames", 16, **fv)
     cli.define("size", 112, **fv)
@@ -74,10 +84,13 @@ def _worker_env(backend, threads):
                 PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]))
 
 
-def keras_step(name, mode, input_shape, num_classes, train_batch, runs, threads):
+def keras_step(name, mode, input_shape, num_classes, train_batch, runs, threads,
+               train_timing="steps"):
     """A call of the registry model `name` on the current Keras backend: `runs` calls at
     batch 1 of the package's runtime (inference) or of ``model.predict_on_batch`` (predict),
-    or `model.fit` over `runs` steps of `train_batch` random clips."""
+    or `model.fit` over `runs` steps of `train_batch` random clips, which returns its
+    seconds from fit's ``on_train_begin`` to ``on_train_end`` (`train_timing` "steps"; the
+    module docstring) or None (the caller times the whole call)."""
     import keras
     import numpy as np
 
@@ -106,8 +119,20 @@ def keras_step(name, mode, input_shape, num_classes, train_batch, runs, threads)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
+    class Span(keras.callbacks.Callback):
+        # Train-level hooks only: a batch-level one makes Keras' JAX loop wait on each step.
+        def on_train_begin(self, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_end(self, logs=None):
+            self.seconds = time.perf_counter() - self.start
+
+    span = Span()
+
     def step():
-        model.fit(x, y, batch_size=train_batch, epochs=1, shuffle=False, verbose=0)
+        model.fit(x, y, batch_size=train_batch, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[span])
+        return span.seconds if train_timing == "steps" else None
     return step
 
 
@@ -136,29 +161,29 @@ def original_step(repo, name, mode, input_shape, num_classes, train_batch, runs,
 def worker(argv):
     """The worker process: builds its step, warms it up, prints 'ready', then answers each
     line of stdin with the seconds of one step (a call of `runs` inference calls or
-    training steps)."""
-    runtime, repo, name, mode = argv[:4]
-    frames, size, num_classes, train_batch, runs, warmup, threads = (int(v) for v in argv[4:])
+    training steps): the seconds the step returns, else its wall time."""
+    runtime, repo, name, mode, timing = argv[:5]
+    frames, size, num_classes, train_batch, runs, warmup, threads = (int(v) for v in argv[5:])
     shape = (frames, size, size, 3)
     if runtime == ORIGINAL:
         step = original_step(repo, name, mode, shape, num_classes, train_batch, runs, threads)
     else:
-        step = keras_step(name, mode, shape, num_classes, train_batch, runs, threads)
+        step = keras_step(name, mode, shape, num_classes, train_batch, runs, threads, timing)
     for _ in range(max(1, warmup)):
         step()
     print("ready", flush=True)
     for _ in sys.stdin:
         start = time.perf_counter()
-        step()
-        print(time.perf_counter() - start, flush=True)
+        seconds = step()
+        print(time.perf_counter() - start if seconds is None else seconds, flush=True)
 
 
-def _start(runtime, repo, name, mode, settings, threads):
+def _start(runtime, repo, name, mode, settings, threads, train_timing="steps"):
     """Starts and warms up one worker; returns the process. Its stderr goes to a temporary
     file (a pipe nobody reads during the rounds would fill up with the runtimes' logs and
     stall the worker), read back only to say why a worker failed."""
     args = [sys.executable, os.path.abspath(__file__), "--worker", runtime, repo or "", name,
-            mode] + [str(v) for v in settings]
+            mode, train_timing] + [str(v) for v in settings]
     env = _worker_env("torch" if runtime == ORIGINAL else runtime, threads)
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -195,13 +220,17 @@ def _peer_mode(mode):
 
 def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, warmup=3,
                  runs=3, train_batch=4, threads=2, frames=16, size=112, num_classes=27,
-                 log=print, train_steps=8):
+                 log=print, train_steps=8, train_timing="steps"):
     """Times every (model, mode, runtime) of `backends` (and the original, with `repo`) in
     interleaved rounds; returns one row each: model, mode, runtime, batch, median ms per
     inference call or training step, min and max over the rounds, clips/s and, with
-    `repo`, ``vs_original`` (the original's median / ours)."""
+    `repo`, ``vs_original`` (the original's median / ours); training rows say how they were
+    timed (`train_timing`, the module docstring)."""
     if rounds < 1:
         raise ValueError(f"`rounds` must be >= 1. Received: rounds={rounds}")
+    if train_timing not in TRAIN_TIMINGS:
+        raise ValueError(f"`train_timing` must be one of {TRAIN_TIMINGS}. "
+                         f"Received: train_timing={train_timing!r}")
     runtimes = list(backends) + ([ORIGINAL] if repo else [])
     jobs = {}
     try:
@@ -216,7 +245,8 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
                     calls = train_steps if mode == "train" else runs
                     settings = (frames, size, num_classes, train_batch, calls, warmup, threads)
                     jobs[(name, mode, runtime)] = (
-                        _start(runtime, repo, name, mode, settings, threads), [], calls)
+                        _start(runtime, repo, name, mode, settings, threads, train_timing),
+                        [], calls)
         for _ in range(rounds):
             for proc, times, calls in jobs.values():
                 proc.stdin.write("1\n")
@@ -237,6 +267,8 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
                      "threads": threads, "input": f"{frames}x{size}x{size}",
                      "median_ms": 1000 * median, "min_ms": 1000 * min(times),
                      "max_ms": 1000 * max(times), "clips_per_s": batch / median})
+        if mode == "train":
+            rows[-1]["train_timing"] = train_timing if runtime != ORIGINAL else "steps"
         if runtime == "tensorflow":  # the worker's (intra-op, inter-op) pair
             rows[-1]["tf_threads"] = list(tf_thread_plan(threads, is_depthwise_model(name)) or (0, 0))
     originals = {(r["model"], _peer_mode(r["mode"])): r["median_ms"] for r in rows
@@ -275,7 +307,8 @@ def main(argv, flag_values=flags.FLAGS):
                              "this environment (pip install torch), or leave out --repo")
     rows = run_backends(f.models, f.backends, f.modes, f.repo, f.rounds, f.warmup, f.runs,
                         f.train_batch, f.threads, f.frames, f.size, f.num_classes,
-                        log=lambda line: print(line, file=sys.stderr), train_steps=f.train_steps)
+                        log=lambda line: print(line, file=sys.stderr), train_steps=f.train_steps,
+                        train_timing=f.train_timing)
     write_report(rows, format_backends(rows), f.json_out)
 
 

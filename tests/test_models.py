@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import keras
 import numpy as np
@@ -10,7 +11,7 @@ import tensorflow as tf
 
 import keras_efficient3d as k3
 from helpers import randomize_batchnorm
-from keras_efficient3d import complexity, registry
+from keras_efficient3d import complexity, registry, runtime
 from keras_efficient3d.fold import fold_batchnorm
 
 _HEAVY = ("resnet101", "resnet152", "resnet200", "resnext50", "resnext101", "resnext152", "c3d")
@@ -234,3 +235,128 @@ def test_weights_argument_loads_file(tmp_path):
     again = k3.MobileNetV2_3D(0.2, input_shape=(8, 32, 32, 3), num_classes=3, weights=str(path))
     for a, b in zip(model.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def _halves_model():
+    """A small graph of every kind of per-clip layer around BatchNorm, where each BatchNorm
+    normalises enough values that float rounding stays small."""
+    L = k3.layers
+    inputs = keras.Input((4, 12, 12, 3))
+    x = L.Conv3D(8, 3, (1, 2, 2), 1, name="conv")(inputs)
+    x = L.batch_norm("conv_bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    a, b = L.ChannelSplit(name="split")(x)
+    b = L.DepthwiseConv3D(3, 1, 1, name="dw")(b)
+    b = L.batch_norm("dw_bn")(b)
+    x = keras.layers.Concatenate(name="concat")([a, b])
+    x = L.ChannelShuffle(2, name="shuffle")(x)
+    x = L.MaxPool3D(3, 2, 1, name="pool")(x)
+    x = keras.layers.GlobalAveragePooling3D(name="avg")(x)
+    outputs = keras.layers.Dense(5, name="logits")(x)
+    return k3.VideoModel(inputs, outputs)
+
+
+def _training_call(model, x, labels):
+    """Logits, loss gradients and moving statistics of one training call, the weights
+    restored after it."""
+    saved = [w.numpy() for w in model.weights]
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function(input_signature=[tf.TensorSpec((None,) + x.shape[1:]), tf.TensorSpec((None,), tf.int64)])
+    def step(clips, y):
+        with tf.GradientTape() as tape:
+            logits = model(clips, training=True)
+            loss = loss_fn(y, logits)
+        return logits, tape.gradient(loss, model.trainable_weights)
+
+    logits, grads = step(x, labels)
+    stats = [w.numpy() for w in model.non_trainable_weights]
+    for w, v in zip(model.weights, saved):
+        w.assign(v)
+    return [logits.numpy()] + [g.numpy() for g in grads] + stats
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 5])
+def test_training_call_in_halves_equals_the_whole_batch(batch, monkeypatch):
+    """On TensorFlow a training call runs the batch's two halves side by side, BatchNorm
+    normalising both by the whole batch's statistics: the logits, the loss gradients and
+    the moving statistics of the whole batch's call (a 1-clip batch, which has no halves,
+    takes the whole-batch graph; the batch size is unknown to the traced graph, as in
+    `fit`)."""
+    keras.utils.set_random_seed(0)
+    monkeypatch.setattr(runtime, "tf_side_by_side", lambda: True)  # the thread plan's threads
+    model = _halves_model()
+    randomize_batchnorm(model)
+    assert model.halves_call()
+    rng = np.random.default_rng(batch)
+    x = rng.normal(size=(batch, 4, 12, 12, 3)).astype(np.float32)
+    labels = rng.integers(0, 5, batch)
+    parts = []
+    call_parts = k3.layers.BatchNorm.call_parts
+    monkeypatch.setattr(k3.layers.BatchNorm, "call_parts",
+                        lambda self, p: parts.append(len(p)) or call_parts(self, p))
+    halves = _training_call(model, x, labels)
+    assert parts == [2, 2]  # both BatchNorm layers, traced once, each on two halves
+    monkeypatch.setattr(k3.VideoModel, "halves_call", lambda self: False)
+    whole = _training_call(model, x, labels)
+    assert parts == [2, 2]
+    assert len(halves) == len(whole) == 1 + len(model.trainable_weights) + 4
+    for a, b in zip(halves, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(b).max()))
+
+
+def test_halves_call_only_for_graphs_of_per_clip_layers(monkeypatch):
+    """With threads that run operations side by side, every registry family trains in
+    halves; a layer that may mix a batch's clips (Keras' own BatchNormalization, a Lambda)
+    or a BatchNorm without a parts form keeps the whole batch's call, and inference never
+    splits. TensorFlow's default threads (every core on each operation) keep the whole
+    batch's call."""
+    threads = tf.config.threading
+    assert not _halves_model().halves_call()  # the suite runs at TensorFlow's default
+    for intra, inter, side_by_side in [(1, 2, True), (0, 2, False), (1, 1, False),
+                                       (os.cpu_count(), 2, False)]:
+        monkeypatch.setattr(threads, "get_intra_op_parallelism_threads", lambda v=intra: v)
+        monkeypatch.setattr(threads, "get_inter_op_parallelism_threads", lambda v=inter: v)
+        assert runtime.tf_side_by_side() is side_by_side, (intra, inter)
+        assert _halves_model().halves_call() is side_by_side
+    monkeypatch.setattr(runtime, "tf_side_by_side", lambda: True)
+    for family in registry.families():
+        name = min(family.registry_names(), key=lambda n: n in _HEAVY)
+        assert k3.create_model(name, input_shape=_small_shape(name), num_classes=3).halves_call(), name
+    inputs = keras.Input((4, 8, 8, 3))
+    for layer in (keras.layers.BatchNormalization(), keras.layers.Lambda(lambda v: v * 2),
+                  k3.layers.BatchNorm(renorm=True)):
+        x = k3.layers.Conv3D(4, 3, 1, 1)(inputs)
+        model = k3.VideoModel(inputs, keras.layers.GlobalAveragePooling3D()(layer(x)))
+        assert not model.halves_call(), type(layer).__name__
+    frozen = _halves_model()
+    frozen.get_layer("dw_bn").trainable = False  # inference-mode BatchNorm: per clip
+    assert frozen.halves_call()
+    model = _halves_model()
+    called = []
+    monkeypatch.setattr(k3.VideoModel, "_call_in_halves", lambda self, x: called.append(1))
+    model(np.zeros((2, 4, 12, 12, 3), np.float32), training=False)
+    model.predict(np.zeros((2, 4, 12, 12, 3), np.float32), verbose=0)
+    assert not called
+
+
+def test_fit_in_halves_ends_with_the_whole_batch_weights(monkeypatch):
+    """`model.fit` with the halves call (batches of 2, 2 and 1 clips: the last takes the
+    whole-batch branch) ends with the weights and moving statistics of fit without it."""
+    monkeypatch.setattr(runtime, "tf_side_by_side", lambda: True)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 4, 12, 12, 3)).astype(np.float32)
+    y = rng.integers(0, 5, 5)
+    results = []
+    for halves in (True, False):
+        keras.utils.set_random_seed(0)
+        model = _halves_model()
+        assert model.halves_call()
+        if not halves:
+            object.__setattr__(model, "halves_call", lambda: False)
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0)
+        results.append([w.numpy() for w in model.weights])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(b).max()))

@@ -9,49 +9,60 @@ from keras import ops
 from keras_efficient3d.layers._video import PACKAGE
 
 
-def _batch_norm_gradients(dy2, x2, mean, inv, gamma):
-    """The gradients (x, gamma, beta) of training-mode batch normalisation of ``x2``
-    ``(N, C)`` with batch `mean` and ``inv = 1 / sqrt(variance + eps)``, given the output's
-    gradient ``dy2``: two channel reductions and one fused-form update of dx (TensorFlow's
-    and JAX's, in keras.ops). The batch statistics feed only the moving averages, which take
-    no gradient."""
-    n = ops.cast(ops.shape(dy2)[0], dy2.dtype)
-    dbeta = ops.sum(dy2, axis=0)
+def _batch_norm_gradients(dys, xs, mean, inv, gamma):
+    """The gradients ([x parts], gamma, beta) of training-mode batch normalisation of a batch
+    held in parts ``xs`` (each ``(N_i, C)``; one part, or the two halves of
+    `VideoModel`'s halves call) with batch `mean` and ``inv = 1 / sqrt(variance + eps)``,
+    given the outputs' gradients `dys`: two channel reductions and one fused-form update of
+    dx (TensorFlow's and JAX's, in keras.ops). The batch statistics feed only the moving
+    averages, which take no gradient."""
+    n = sum(ops.cast(ops.shape(dy)[0], dy.dtype) for dy in dys)
+    dbeta = sum(ops.sum(dy, axis=0) for dy in dys)
     # sum(dy * xhat) with xhat = (x - mean) * inv, without materialising xhat
-    dgamma = (ops.sum(dy2 * x2, axis=0) - mean * dbeta) * inv
+    dgamma = (sum(ops.sum(dy * x, axis=0) for dy, x in zip(dys, xs)) - mean * dbeta) * inv
     # dx = scale * (dy - dbeta / n - xhat * dgamma / n), as dy * a - x * k + c
     scale = gamma * inv
     k = scale * inv * dgamma / n
-    return dy2 * scale - x2 * k + (k * mean - scale * dbeta / n), dgamma, dbeta
+    shift = k * mean - scale * dbeta / n
+    return [dy * scale - x * k + shift for dy, x in zip(dys, xs)], dgamma, dbeta
 
 
-def _batch_norm_train(x, gamma, beta, epsilon):
-    """Training-mode batch normalisation over all axes but the last, on TensorFlow, with a
-    hand-written gradient; returns (y, batch mean, biased batch variance).
+def _batch_norm_train(parts, gamma, beta, epsilon):
+    """Training-mode batch normalisation over all axes but the last of a batch held in
+    `parts` (a list of tensors, the batch split along its first axis), on TensorFlow, with a
+    hand-written gradient; returns ([y parts], batch mean, biased batch variance).
 
     Keras' layer leaves the gradient to autodiff through its moments (broadcasts, Tile,
     squared differences): at MobileNetV2 0.2x width BatchNorm was 43% of a training step.
-    Here the backward pass is two channel reductions and one fused-form update of dx."""
+    Here the backward pass is two channel reductions and one fused-form update of dx. The
+    statistics are the whole batch's (sums over the parts, the variance two-pass), so that
+    each part's work is its own operations, free to run beside the other part's."""
     import tensorflow as tf
 
-    channels = x.shape[-1]
+    channels = parts[0].shape[-1]
+    count = len(parts)
 
     @tf.custom_gradient
-    def normalize(x, gamma, beta):
-        x2 = tf.reshape(x, [-1, channels])
-        mean, variance = tf.nn.moments(x2, [0])
+    def normalize(*args):
+        xs = [tf.reshape(x, [-1, channels]) for x in args[:count]]
+        gamma, beta = args[count:]
+        n = tf.cast(sum(tf.shape(x)[0] for x in xs), xs[0].dtype)
+        mean = sum(tf.reduce_sum(x, 0) for x in xs) / n
+        variance = sum(tf.reduce_sum(tf.math.squared_difference(x, mean), 0) for x in xs) / n
         inv = tf.math.rsqrt(variance + epsilon)
         scale = gamma * inv
-        y = tf.reshape(x2 * scale + (beta - mean * scale), tf.shape(x))
+        shift = beta - mean * scale
+        ys = [tf.reshape(x * scale + shift, tf.shape(part)) for x, part in zip(xs, args)]
 
-        def grad(dy, _dmean, _dvariance):
-            dx, dgamma, dbeta = _batch_norm_gradients(tf.reshape(dy, [-1, channels]), x2,
-                                                      mean, inv, gamma)
-            return tf.reshape(dx, tf.shape(x)), dgamma, dbeta
+        def grad(*upstream):
+            dys = [tf.reshape(dy, [-1, channels]) for dy in upstream[:count]]
+            dxs, dgamma, dbeta = _batch_norm_gradients(dys, xs, mean, inv, gamma)
+            return [tf.reshape(dx, tf.shape(part)) for dx, part in zip(dxs, args)] + [dgamma, dbeta]
 
-        return (y, mean, variance), grad
+        return tuple(ys) + (mean, variance), grad
 
-    return normalize(x, gamma, beta)
+    outputs = normalize(*parts, gamma, beta)
+    return list(outputs[:count]), outputs[count], outputs[count + 1]
 
 
 def _batch_norm_train_ops(x, gamma, beta, epsilon):
@@ -93,7 +104,9 @@ def _jax_batch_norm():
         return statistics(x2, gamma, beta, epsilon)[0]
 
     def backward(epsilon, residuals, cotangents):
-        return _batch_norm_gradients(cotangents[0], *residuals)
+        x2, mean, inv, gamma = residuals
+        (dx,), dgamma, dbeta = _batch_norm_gradients([cotangents[0]], [x2], mean, inv, gamma)
+        return dx, dgamma, dbeta
 
     normalize.defvjp(statistics, backward)
 
@@ -176,16 +189,38 @@ class BatchNorm(keras.layers.BatchNormalization):
             return y if self.compute_dtype == "float32" else ops.cast(y, self.compute_dtype)
         if not self._fast_path(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
+        if keras.backend.backend() == "tensorflow":
+            return self._train_parts([inputs])[0]
         channels = inputs.shape[-1]
         x = ops.cast(inputs, "float32")  # as Keras does: statistics in float32
-        gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,))
-        beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,))
-        backend = keras.backend.backend()
-        train = (_batch_norm_train if backend == "tensorflow" else
-                 _jax_batch_norm() if backend == "jax" else _batch_norm_train_ops)
-        y, mean, variance = train(x, gamma, beta, self.epsilon)
+        train = _jax_batch_norm() if keras.backend.backend() == "jax" else _batch_norm_train_ops
+        y, mean, variance = train(x, *self._affine(channels), self.epsilon)
         self._update_moving(mean, variance)
         return ops.cast(y, self.compute_dtype)
+
+    def _affine(self, channels):
+        gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,))
+        beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,))
+        return gamma, beta
+
+    def takes_parts(self, inputs):
+        """Whether `call_parts` can normalise `inputs` held in parts: TensorFlow, trainable,
+        channels last, no renorm or synchronized statistics (`VideoModel`'s halves call)."""
+        return (keras.backend.backend() == "tensorflow" and self.trainable
+                and self._fast_path(inputs, True, None))
+
+    def call_parts(self, parts):
+        """Training-mode outputs of a batch held in `parts` (the batch split along its first
+        axis), normalised by the whole batch's statistics, as `call` of their concatenation
+        would (`takes_parts` says where)."""
+        return self._train_parts(parts)
+
+    def _train_parts(self, parts):
+        xs = [ops.cast(x, "float32") for x in parts]  # as Keras does: statistics in float32
+        ys, mean, variance = _batch_norm_train(xs, *self._affine(parts[0].shape[-1]),
+                                               self.epsilon)
+        self._update_moving(mean, variance)
+        return [ops.cast(y, self.compute_dtype) for y in ys]
 
     def _update_moving(self, mean, variance):
         if keras.backend.backend() == "torch":

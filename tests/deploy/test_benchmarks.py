@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -596,6 +597,7 @@ def test_backends_script_times_keras_and_the_original_in_the_same_rounds(tmp_pat
         assert row["min_ms"] <= row["median_ms"] <= row["max_ms"] and row["input"] == "4x16x16"
         assert row["clips_per_s"] == pytest.approx(1000 * row["batch_size"] / row["median_ms"])
     assert [r["batch_size"] for r in rows] == [1, 1, 2, 2, 1]
+    assert [r.get("train_timing") for r in rows] == [None, None, "steps", "steps", None]
     # MobileNetV2 is depthwise, but a budget of one thread stays one thread
     assert [r.get("tf_threads") for r in rows] == [[1, 1], None, [1, 1], None, [1, 1]]
     for ours, original in ((rows[0], rows[1]), (rows[2], rows[3]), (rows[4], rows[1])):
@@ -612,11 +614,28 @@ def test_backends_script_refuses_bad_flags_in_one_line(tmp_path, capsys):
     for argv, expected in ((["--backends=tensorflow,mxnet"], "--backends"),
                            (["--models=nosuchnet"], "nosuchnet"),
                            ([f"--repo={tmp_path}/missing"], "no such folder"),
-                           (["--modes=serve"], "--modes")):
+                           (["--modes=serve"], "--modes"),
+                           (["--train_timing=epoch"], "--train_timing")):
         code = cli.invoke(script.main, script.define_flags, ["benchmark_backends.py"] + argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1, err
         assert err[0].startswith("benchmark_backends.py: error:") and expected in err[0], err
+
+
+def test_backends_training_step_times_fit_from_its_begin_to_its_end():
+    """A training step returns the seconds between fit's on_train_begin and on_train_end
+    (less than the call, which also converts the arrays and releases the iterator), or None
+    with --train_timing=fit (the caller times the whole call)."""
+    script = _script_module("benchmark_backends")
+    args = ("mobilenetv2_0.2x", "train", (4, 16, 16, 3), 3, 2, 2, 1)
+    step = script.keras_step(*args)
+    step()
+    start = time.perf_counter()
+    seconds = step()
+    assert 0 < seconds < time.perf_counter() - start
+    assert script.keras_step(*args, train_timing="fit")() is None
+    with pytest.raises(ValueError, match="train_timing='epoch'"):
+        script.run_backends(["mobilenetv2_0.2x"], backends=(), train_timing="epoch", log=None)
 
 
 def test_backends_script_says_why_a_worker_failed(tmp_path):
