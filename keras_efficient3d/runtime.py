@@ -380,14 +380,16 @@ def set_keras_threads(threads, depthwise=False):
 def tf_side_by_side() -> bool:
     """Whether TensorFlow's threads run operations side by side with fewer threads each than
     the machine has (`tf_thread_plan`'s pair for a depthwise model: ``(N // 2, 2)``), where
-    a training call gains from splitting its batch (`VideoModel.halves_call`). TensorFlow's
-    default (every core on each operation) loses with it: ShuffleNetV2 1.0x, batch 4, 161
-    against 126 ms per step."""
+    a training call gains from splitting its batch (`VideoModel.halves_call`), on a CPU (the
+    cores this process may use). TensorFlow's default (every core on each operation) loses
+    with it: ShuffleNetV2 1.0x, batch 4, 161 against 126 ms per step."""
     import tensorflow as tf
 
     intra = tf.config.threading.get_intra_op_parallelism_threads()
     inter = tf.config.threading.get_inter_op_parallelism_threads()
-    return inter >= 2 and 0 < intra < (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (inter >= 2 and 0 < intra < (cores or 1)
+            and not tf.config.list_physical_devices("GPU"))
 
 
 def set_tf_threads(threads, depthwise=False):

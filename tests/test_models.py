@@ -237,9 +237,10 @@ def test_weights_argument_loads_file(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def _halves_model():
-    """A small graph of every kind of per-clip layer around BatchNorm, where each BatchNorm
-    normalises enough values that float rounding stays small."""
+def _halves_model(listed=False):
+    """A small graph of every kind of per-clip layer around BatchNorm and a Dropout, where
+    each BatchNorm normalises enough values that float rounding stays small (`listed`: its
+    output in a one-element list, as `video_model` rebuilds a functional model)."""
     L = k3.layers
     inputs = keras.Input((4, 12, 12, 3))
     x = L.Conv3D(8, 3, (1, 2, 2), 1, name="conv")(inputs)
@@ -252,14 +253,15 @@ def _halves_model():
     x = L.ChannelShuffle(2, name="shuffle")(x)
     x = L.MaxPool3D(3, 2, 1, name="pool")(x)
     x = keras.layers.GlobalAveragePooling3D(name="avg")(x)
+    x = keras.layers.Dropout(0.3, name="dropout")(x)
     outputs = keras.layers.Dense(5, name="logits")(x)
-    return k3.VideoModel(inputs, outputs)
+    return k3.VideoModel(inputs, [outputs] if listed else outputs)
 
 
 def _training_call(model, x, labels):
     """Logits, loss gradients and moving statistics of one training call, the weights
     restored after it."""
-    saved = [w.numpy() for w in model.weights]
+    saved = [w.numpy() for w in model.variables]  # with the Dropout's seed state
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     @tf.function(input_signature=[tf.TensorSpec((None,) + x.shape[1:]), tf.TensorSpec((None,), tf.int64)])
@@ -270,8 +272,8 @@ def _training_call(model, x, labels):
         return logits, tape.gradient(loss, model.trainable_weights)
 
     logits, grads = step(x, labels)
-    stats = [w.numpy() for w in model.non_trainable_weights]
-    for w, v in zip(model.weights, saved):
+    stats = [w.numpy() for w in model.non_trainable_variables]
+    for w, v in zip(model.variables, saved):
         w.assign(v)
     return [logits.numpy()] + [g.numpy() for g in grads] + stats
 
@@ -300,7 +302,9 @@ def test_training_call_in_halves_equals_the_whole_batch(batch, monkeypatch):
     monkeypatch.setattr(k3.VideoModel, "halves_call", lambda self: False)
     whole = _training_call(model, x, labels)
     assert parts == [2, 2]
-    assert len(halves) == len(whole) == 1 + len(model.trainable_weights) + 4
+    # the moving statistics, and the Dropout's seed state: one draw for the whole batch
+    assert len(halves) == len(whole) == 1 + len(model.trainable_weights) + 5
+    assert len(model.non_trainable_variables) == 5
     for a, b in zip(halves, whole):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(b).max()))
 
@@ -319,30 +323,51 @@ def test_halves_call_only_for_graphs_of_per_clip_layers(monkeypatch):
         monkeypatch.setattr(threads, "get_inter_op_parallelism_threads", lambda v=inter: v)
         assert runtime.tf_side_by_side() is side_by_side, (intra, inter)
         assert _halves_model().halves_call() is side_by_side
+    with monkeypatch.context() as m:  # the plan's (1, 2), on a machine with a GPU
+        m.setattr(threads, "get_intra_op_parallelism_threads", lambda: 1)
+        assert runtime.tf_side_by_side()
+        m.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu"])
+        assert not runtime.tf_side_by_side()
     monkeypatch.setattr(runtime, "tf_side_by_side", lambda: True)
     for family in registry.families():
         name = min(family.registry_names(), key=lambda n: n in _HEAVY)
         assert k3.create_model(name, input_shape=_small_shape(name), num_classes=3).halves_call(), name
     inputs = keras.Input((4, 8, 8, 3))
+    class OwnConv(k3.layers.Conv3D):
+        pass
+
     for layer in (keras.layers.BatchNormalization(), keras.layers.Lambda(lambda v: v * 2),
-                  k3.layers.BatchNorm(renorm=True)):
+                  k3.layers.BatchNorm(renorm=True), OwnConv(4, 1),
+                  k3.layers.Conv3D(4, 1, activity_regularizer="l2")):
         x = k3.layers.Conv3D(4, 3, 1, 1)(inputs)
         model = k3.VideoModel(inputs, keras.layers.GlobalAveragePooling3D()(layer(x)))
         assert not model.halves_call(), type(layer).__name__
+    x = k3.layers.Conv3D(4, 3, 1, 1)(inputs)
+    along_batch = keras.layers.Concatenate(axis=0)([x, x])  # mixes the halves' order
+    assert not k3.VideoModel(inputs, along_batch).halves_call()
+    assert k3.VideoModel(inputs, keras.layers.Concatenate()([x, x])).halves_call()
     frozen = _halves_model()
     frozen.get_layer("dw_bn").trainable = False  # inference-mode BatchNorm: per clip
     assert frozen.halves_call()
     model = _halves_model()
-    called = []
-    monkeypatch.setattr(k3.VideoModel, "_call_in_halves", lambda self, x: called.append(1))
-    model(np.zeros((2, 4, 12, 12, 3), np.float32), training=False)
-    model.predict(np.zeros((2, 4, 12, 12, 3), np.float32), verbose=0)
-    assert not called
+    parts = []
+    call_parts = k3.layers.BatchNorm.call_parts
+    monkeypatch.setattr(k3.layers.BatchNorm, "call_parts",
+                        lambda self, p: parts.append(len(p)) or call_parts(self, p))
+    clips = np.zeros((2, 4, 12, 12, 3), np.float32)
+    model(clips, training=False)
+    model.predict(clips, verbose=0)
+    model(clips, training=True)  # eagerly, nothing would run side by side
+    assert not parts
+    tf.function(lambda v: model(v, training=True))(clips)
+    assert parts == [2, 2]
 
 
 def test_fit_in_halves_ends_with_the_whole_batch_weights(monkeypatch):
     """`model.fit` with the halves call (batches of 2, 2 and 1 clips: the last takes the
-    whole-batch branch) ends with the weights and moving statistics of fit without it."""
+    whole-batch branch, which returns the same structure for a model whose outputs are a
+    one-element list) ends with the weights, moving statistics and Dropout seed of fit
+    without it."""
     monkeypatch.setattr(runtime, "tf_side_by_side", lambda: True)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(5, 4, 12, 12, 3)).astype(np.float32)
@@ -350,13 +375,13 @@ def test_fit_in_halves_ends_with_the_whole_batch_weights(monkeypatch):
     results = []
     for halves in (True, False):
         keras.utils.set_random_seed(0)
-        model = _halves_model()
+        model = _halves_model(listed=True)
         assert model.halves_call()
         if not halves:
             object.__setattr__(model, "halves_call", lambda: False)
         model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0)
-        results.append([w.numpy() for w in model.weights])
+        results.append([w.numpy() for w in model.variables])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(b).max()))

@@ -106,13 +106,28 @@ _MASK_MAKERS = (keras.layers.Embedding, keras.layers.Masking)
 
 # Layers whose outputs for one clip depend on that clip alone (BatchNorm in training is the
 # one layer of the builders that mixes the clips of a batch): `VideoModel`'s halves call.
+# Exact types: a subclass may hold batch-wide state.
 _PER_CLIP = (keras.layers.InputLayer, keras.layers.Activation, keras.layers.ReLU,
-             keras.layers.Dense, keras.layers.Dropout, keras.layers.Flatten,
-             keras.layers.Permute, keras.layers.Add, keras.layers.Concatenate,
+             keras.layers.Dense, keras.layers.Flatten, keras.layers.Permute,
+             keras.layers.Add, keras.layers.Concatenate,
              keras.layers.GlobalAveragePooling3D, keras.layers.GlobalMaxPooling3D,
              video_layers.Conv3D, video_layers.DepthwiseConv3D, video_layers.MaxPool3D,
              video_layers.AvgPool3D, video_layers.ChannelShuffle, video_layers.ChannelSplit,
              video_layers.ZeroPadChannels)
+# Per-clip layers that draw random numbers: the halves call runs them once on the whole
+# batch, so that they draw what the whole batch's call draws.
+_WHOLE_BATCH = (keras.layers.Dropout,)
+
+
+def _halves_layer(layer):
+    """Whether the halves call can run `layer` (`VideoModel.halves_call`)."""
+    if getattr(layer, "activity_regularizer", None) is not None:
+        return False  # its loss would be made inside a tf.cond branch
+    if type(layer) is video_layers.BatchNorm:
+        return not layer.trainable or layer.takes_parts(layer.input)
+    if type(layer) is keras.layers.Concatenate and layer.axis in (0, -len(layer.input[0].shape)):
+        return False  # along the batch
+    return type(layer) in _PER_CLIP + _WHOLE_BATCH
 
 
 class _Halves:
@@ -170,20 +185,16 @@ class VideoModel(keras.Model):
 
         if keras.backend.backend() != "tensorflow" or not tf_side_by_side():
             return False
-        for layer in self.layers:
-            if isinstance(layer, video_layers.BatchNorm):
-                if layer.trainable and not layer.takes_parts(layer.input):
-                    return False
-            elif not isinstance(layer, _PER_CLIP):
-                return False
-        return True
+        return len(self.inputs) == 1 and all(_halves_layer(layer) for layer in self.layers)
 
     def _call_in_halves(self, inputs):
         """A training call with the batch in two halves: each layer runs once per half, so
         that the halves' operations are independent and TensorFlow runs them side by side,
         except BatchNorm, which normalises both by the whole batch's statistics
-        (`BatchNorm.call_parts`); the logits are the halves' concatenated. The same outputs,
-        gradients and moving statistics as the whole batch's call, within float rounding.
+        (`BatchNorm.call_parts`), and Dropout, which runs on the whole batch (the random
+        numbers of the whole batch's call); the logits are the halves' concatenated. The
+        same outputs, gradients and moving statistics as the whole batch's call, within
+        float rounding. Inside a traced function only (eagerly, nothing runs side by side).
         TensorFlow's executor runs operations that do not wait on each other at the same
         time, and one batch's graph is mostly a chain, so that with one thread per operation
         a core idled most of the step: batch 4, 2 cores, per step, ShuffleNetV2 1.0x 92
@@ -197,40 +208,57 @@ class VideoModel(keras.Model):
         def part(value, i):
             return value.parts[i] if isinstance(value, _Halves) else value
 
+        def whole_batch(layer, args, kwargs):
+            """`layer` called once on the halves concatenated, its outputs split again."""
+            first = [ops.shape(v.parts[0])[0] for v in tree.flatten((args, kwargs))
+                     if isinstance(v, _Halves)][0]
+
+            def join(v):
+                return ops.concatenate(v.parts, axis=0) if isinstance(v, _Halves) else v
+
+            outputs = layer(*tree.map_structure(join, args), **tree.map_structure(join, kwargs))
+            return tree.map_structure(lambda y: _Halves([y[:first], y[first:]]), outputs)
+
         def operation_fn(layer):
             def call(*args, **kwargs):
-                if isinstance(layer, video_layers.BatchNorm) and layer.trainable:
-                    return _Halves(layer.call_parts(args[0].parts))
                 if "training" in getattr(layer, "_call_context_args", {}):
                     kwargs["training"] = True
+                batch_norm = isinstance(layer, video_layers.BatchNorm) and layer.trainable
+                if (batch_norm and len(args) == 1 and isinstance(args[0], _Halves)
+                        and all(v is None for k, v in kwargs.items() if k != "training")):
+                    return _Halves(layer.call_parts(args[0].parts))
+                if batch_norm or isinstance(layer, _WHOLE_BATCH):
+                    return whole_batch(layer, args, kwargs)
                 outputs = [layer(*tree.map_structure(functools.partial(part, i=i), args),
                                  **tree.map_structure(functools.partial(part, i=i), kwargs))
                            for i in range(2)]
                 return tree.map_structure(lambda *halves: _Halves(halves), *outputs)
             return call
 
+        def unpack(values):
+            if isinstance(values, (list, tuple)) and len(values) == 1:
+                return values[0]
+            return values
+
         def run(inputs):
             values = self._run_through_graph([halves(x) for x in inputs],
                                              operation_fn=operation_fn)
-            return tree.map_structure(lambda v: ops.concatenate(v.parts, axis=0), values)
+            # as Keras' own call returns them, so that both tf.cond branches match
+            return unpack(tree.map_structure(lambda v: ops.concatenate(v.parts, axis=0), values))
 
         def whole(structure):
-            return super(VideoModel, self).call(structure, training=True)
+            return unpack(super(VideoModel, self).call(structure, training=True))
+
+        import tensorflow as tf
 
         flat = self._standardize_inputs(inputs)
         batch = flat[0].shape[0]
-        if any(keras.backend.is_keras_tensor(x) for x in flat):
-            outputs = whole(inputs)  # symbolic: shapes only
-        elif batch is not None:
-            outputs = run(flat) if batch > 1 else whole(inputs)
-        else:
-            # A batch of one clip has no halves (and an empty half breaks oneDNN's kernels)
-            import tensorflow as tf
-
-            outputs = tf.cond(tf.shape(flat[0])[0] > 1, lambda: run(flat), lambda: whole(inputs))
-        if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
-            return outputs[0]
-        return outputs
+        if tf.executing_eagerly() or any(keras.backend.is_keras_tensor(x) for x in flat):
+            return whole(inputs)  # eager: nothing runs side by side; symbolic: shapes only
+        if batch is not None:
+            return run(flat) if batch > 1 else whole(inputs)
+        # A batch of one clip has no halves (and an empty half breaks oneDNN's kernels)
+        return tf.cond(tf.shape(flat[0])[0] > 1, lambda: run(flat), lambda: whole(inputs))
 
     def direct_calls(self):
         """Whether `call` runs the layers' ``call`` directly (see the class docstring)."""
