@@ -369,8 +369,10 @@ def _set_threads(config):
         print(f"warning: --threads={config.threads} not applied: TensorFlow already runs with "
               "its threads in this process", file=sys.stderr)
     if plan:
+        halves = (", each batch's two halves side by side"
+                  if runtime.tf_side_by_side() else "")
         print(f"TensorFlow threads: {plan[0]} per operation, {plan[1]} "
-              f"operation{'s' if plan[1] > 1 else ''} at a time")
+              f"operation{'s' if plan[1] > 1 else ''} at a time{halves}")
     return plan
 
 
