@@ -130,6 +130,14 @@ def _halves_layer(layer):
     return type(layer) in _PER_CLIP + _WHOLE_BATCH
 
 
+def _unpack_singleton(values):
+    """A one-element list or tuple of outputs as its element, as Keras' functional call
+    returns it."""
+    if isinstance(values, (list, tuple)) and len(values) == 1:
+        return values[0]
+    return values
+
+
 class _Halves:
     """A tensor of `VideoModel`'s halves call, held as its batch's two halves (a leaf to
     keras.tree, so that the functional graph carries it as one value)."""
@@ -167,9 +175,7 @@ class VideoModel(keras.Model):
 
         outputs = self._run_through_graph(self._standardize_inputs(inputs),
                                           operation_fn=layer_call)
-        if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
-            return outputs[0]
-        return outputs
+        return _unpack_singleton(outputs)
 
     def fit(self, *args, **kwargs):
         # Not in `compile`: Keras does not compile a model with its own `compile` on loading.
@@ -235,19 +241,15 @@ class VideoModel(keras.Model):
                 return tree.map_structure(lambda *halves: _Halves(halves), *outputs)
             return call
 
-        def unpack(values):
-            if isinstance(values, (list, tuple)) and len(values) == 1:
-                return values[0]
-            return values
-
         def run(inputs):
             values = self._run_through_graph([halves(x) for x in inputs],
                                              operation_fn=operation_fn)
             # as Keras' own call returns them, so that both tf.cond branches match
-            return unpack(tree.map_structure(lambda v: ops.concatenate(v.parts, axis=0), values))
+            return _unpack_singleton(
+                tree.map_structure(lambda v: ops.concatenate(v.parts, axis=0), values))
 
         def whole(structure):
-            return unpack(super(VideoModel, self).call(structure, training=True))
+            return super(VideoModel, self).call(structure, training=True)
 
         import tensorflow as tf
 
