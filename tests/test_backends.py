@@ -365,6 +365,30 @@ def test_backend_kernels_equal_the_taps_form(case, monkeypatch):
         assert _rel(y, expected) < 1e-5
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's RGB-stem kernel")
+@pytest.mark.parametrize("filters,kernel,fused", [(24, 3, True), (32, 3, True),
+                                                  (64, 3, False), (8, (5, 3, 3), False)])
+def test_jax_stem_forward_is_one_fused_sum_for_small_kernels(filters, kernel, fused,
+                                                             monkeypatch):
+    """A dense kernel over RGB computes its forward pass as one fused sum of shifted views
+    where that measured faster (few terms, few output channels), the frame loop elsewhere;
+    both give the 2D-tap form's outputs."""
+    from keras_efficient3d.layers import native
+
+    calls = []
+    shifted_sum = native._dense_shifted_sum
+    monkeypatch.setattr(native, "_dense_shifted_sum",
+                        lambda *args: calls.append(1) or shifted_sum(*args))
+    layer = k3.layers.Conv3D(filters, kernel, (1, 2, 2), 1)
+    shape = (2, 6, 9, 9, 3)
+    x = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    layer.build(shape)
+    y = layer(x)
+    assert bool(calls) is fused
+    monkeypatch.setattr(native, "backend_takes", lambda *args: False)
+    assert _rel(y, layer(x)) < 1e-5
+
+
 def _gradients(layer, x, weight):
     """The gradients of ``sum(layer(x) * weight)`` with respect to x and the layer's
     trainable weights, by the backend's own differentiation."""
