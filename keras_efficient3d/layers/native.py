@@ -19,7 +19,10 @@ measurement
 * JAX: XLA's CPU convolution with ``feature_group_count`` runs a depthwise kernel as a
   dense one (7.6 s / 19 s); a sum of 27 shifted, scaled views, which XLA fuses into one
   loop, takes 51 ms / 0.8 s. Pointwise and grouped pointwise kernels are matrix products.
-  Every other kernel (dense 3x3x3 and 7x7x7, ResNeXt's grouped ones) keeps the 2D taps:
+  Dense kernels over RGB (the stems) run one output frame at a time as patches times the
+  kernel (`_jax_frame_conv`), the small ones' forward pass as one fused sum of shifted views
+  (`_dense_shifted_sum`). Every other kernel (dense 3x3x3 and 7x7x7, ResNeXt's grouped ones)
+  keeps the 2D taps:
   XLA's CPU convolution is several times faster in 2D than in 3D (the 3-channel stem of
   MobileNetV2, 1x16x112x112 to 32 channels: 9.3 ms as one 2D convolution of the stacked
   taps, 39 ms as one 3D convolution; whole models 1.5-3.5x faster, ResNet-18 training 3.3x).
