@@ -291,6 +291,9 @@ _KERNEL_CASES = {  # name: (layer factory, input shape)
     "dense_strided_time_bias": (lambda: k3.layers.Conv3D(6, 3, 2, 1, use_bias=True),
                                 (2, 5, 8, 8, 4)),
     "dense_deep_input": (lambda: k3.layers.Conv3D(4, 3, 1, 1), (2, 3, 6, 6, 6)),
+    # RGB: the fused forward, and an odd number of output frames for the unrolled gradient
+    "dense_rgb_odd_frames": (lambda: k3.layers.Conv3D(6, 3, (1, 2, 2), 1), (1, 5, 9, 9, 3)),
+    "dense_rgb_strided_time": (lambda: k3.layers.Conv3D(6, 3, 2, 1), (2, 5, 8, 8, 3)),
     "dense_long_stem": (lambda: k3.layers.Conv3D(4, (5, 3, 3), (1, 2, 2), (2, 1, 1)),
                         (1, 4, 9, 9, 3)),
     "pointwise_bias": (lambda: k3.layers.Conv3D(8, 1, use_bias=True), (2, 3, 5, 5, 6)),

@@ -246,8 +246,11 @@ def _jax_frame_conv():
                             (h * w, cout))
             return total + patches(xp, i, kernel.shape, strides, (h, w)).T @ g
 
+        # Two frames per iteration: XLA then overlaps one frame's patches with the other's
+        # product (ShuffleNetV2's batch-4 stem, gradient alone: 27.7 against 33.4 ms; four:
+        # 26.7; the depthwise kernel gradient's loop gains nothing from it).
         total = lax.fori_loop(0, n * t, frame,
-                              jnp.zeros((kernel.size // cout, cout), kernel.dtype))
+                              jnp.zeros((kernel.size // cout, cout), kernel.dtype), unroll=2)
         dx = jax.vjp(lambda v: compute(v, kernel, strides, padding), x)[1](dy)[0]
         return dx, jnp.reshape(total, kernel.shape)
 
