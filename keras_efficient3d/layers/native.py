@@ -163,16 +163,22 @@ def _views(x, kernel_size, strides, out_shape):
             for a, b, c in _offsets(kernel_size)]
 
 
-def _shifted_sum(x, kernel, strides, padding):
-    """A depthwise 3D convolution as the sum of its kernel's shifted, scaled views of the
-    padded clip: one loop once XLA fuses it."""
+def _sum_of_taps(x, kernel, strides, padding, terms):
+    """The sum, over a kernel's taps, of ``terms(tap's kernel, tap's view)`` (an iterable
+    of tensors) on the padded clip: one loop once XLA fuses it."""
     x = pad_clip(x, padding)
     views = _views(x, kernel.shape[:3], strides, _out_shape(x, kernel.shape[:3], strides))
     y = None
     for (a, b, c), view in zip(_offsets(kernel.shape[:3]), views):
-        term = view * kernel[a, b, c, :, 0]
-        y = term if y is None else y + term
+        for term in terms(kernel[a, b, c], view):
+            y = term if y is None else y + term
     return y
+
+
+def _shifted_sum(x, kernel, strides, padding):
+    """A depthwise 3D convolution as the sum of its kernel's shifted, scaled views of the
+    padded clip (`_sum_of_taps`)."""
+    return _sum_of_taps(x, kernel, strides, padding, lambda k, view: [view * k[:, 0]])
 
 
 def _custom_gradient(compute, gradients):
@@ -278,15 +284,9 @@ def _dense_shifted_sum(x, kernel, strides, padding):
     """A dense 3D convolution over a few input channels as the sum of its taps' shifted
     views of the padded clip, each input channel scaled by its row of the tap's kernel: one
     loop once XLA fuses it, which reads the clip where the frame loop first copies it into
-    patches."""
-    x = pad_clip(x, padding)
-    views = _views(x, kernel.shape[:3], strides, _out_shape(x, kernel.shape[:3], strides))
-    y = None
-    for (a, b, c), view in zip(_offsets(kernel.shape[:3]), views):
-        for i in range(kernel.shape[3]):
-            term = view[..., i:i + 1] * kernel[a, b, c, i]
-            y = term if y is None else y + term
-    return y
+    patches (`_sum_of_taps`)."""
+    return _sum_of_taps(x, kernel, strides, padding, lambda k, view: (
+        view[..., i:i + 1] * k[i] for i in range(k.shape[0])))
 
 
 def _window_views(x, i, kernel_size, strides, out_hw):
