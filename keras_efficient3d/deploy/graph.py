@@ -24,9 +24,9 @@ exported graph, which is what XNNPACK needs to take a full-int8 model (it refuse
 Narrow models start in the time-packed layout instead (`keras_efficient3d.deploy.packed`:
 ``(B, H, W, frames * C)``, one 5-D TRANSPOSE of the input), and leave it by one TRANSPOSE
 where they widen (`DeploymentGraph(pack_channels=...)`, `PACK_WIDTH`). The form depends on
-the precision the graph is emitted for (``int8``): int8 packs wider stems and computes
-packed pointwise convolutions as block-diagonal matrix products; float keeps the cheaper
-forms. Both are the same function.
+the precision the graph is emitted for (``int8``): int8 packs wider stems (wider still
+on CPUs with AMX, `default_pack_channels`) and computes packed pointwise convolutions as
+block-diagonal matrix products; float keeps the cheaper forms. Both are the same function.
 
 The same emitter serves three purposes through a `hooks` object: plain float export
 (constants), quantization-aware training (trainable variables seen through fake-quant ops,
@@ -39,18 +39,23 @@ import numpy as np
 import tensorflow as tf
 
 from keras_efficient3d import layers as k3d
+from keras_efficient3d import runtime
 from keras_efficient3d.deploy import packed
 from keras_efficient3d.fold import RELU_LIKE, Folded, activation_name, batchnorm_affine, inference_form
 from keras_efficient3d.layers import forms, taps
 
-__all__ = ["DeploymentGraph", "FloatHooks", "build_deployment_graph"]
+__all__ = ["DeploymentGraph", "FloatHooks", "build_deployment_graph", "default_pack_channels"]
 
 _FORM = forms.FORMS["tflite"]
 # See `DeploymentGraph`: the widest first convolution (channels per frame) that starts the
-# packed layout, for float and for int8 graphs, and the widest layer (frames x channels)
+# packed layout, for float graphs, for int8 graphs, and for int8 graphs exported on a CPU
+# with AMX int8 tiles (`default_pack_channels`), and the widest layer (frames x channels)
 # that stays in it. Measured on MobileNetV2 0.2x/0.45x/0.7x/1.0x, MobileNetV1 0.5x/1.0x,
-# ShuffleNetV1/V2 1.0x and SqueezeNet 1.1 (README, Deployment).
-PACK_CHANNELS = {"float": 8, "int8": 64}
+# ShuffleNetV1/V2 1.0x and SqueezeNet 1.1 (README, Deployment): with AMX every int8 file up
+# to SqueezeNet's 64-channel stem ran 12-57% faster packed; with AVX-512 VNNI alone the
+# 8- and 16-channel stems gained (MobileNetV2 0.2x 3.11 -> 1.99 ms), the 24-channel ones
+# broke even and the 32- and 64-channel ones lost 23-51% (SqueezeNet 1.1 4.76 -> 7.19).
+PACK_CHANNELS = {"float": 8, "int8": 16, "int8-amx": 64}
 PACK_WIDTH = 320
 # In int8, a depthwise layer without a temporal stride stays packed up to this width: it is
 # the same 2D depthwise op on a wider tensor, and unpacking first is a TRANSPOSE of its whole
@@ -120,6 +125,14 @@ def _apply_activation(fn, x):
     return tf.convert_to_tensor(fn(x))
 
 
+def default_pack_channels(int8=False):
+    """`DeploymentGraph`'s default ``pack_channels`` for a graph emitted in float or in
+    `int8` on this CPU (`PACK_CHANNELS`; int8 packs wider stems where the CPU has AMX)."""
+    if not int8:
+        return PACK_CHANNELS["float"]
+    return PACK_CHANNELS["int8-amx" if runtime.cpu_has_amx() else "int8"]
+
+
 class DeploymentGraph:
     """A trained Keras model as a TFLite-friendly graph (see the module docstring).
 
@@ -129,11 +142,13 @@ class DeploymentGraph:
         pack_channels: run the model's first layers in the time-packed layout
             (`keras_efficient3d.deploy.packed`) when its first convolution is at most this
             many channels wide, and the layers after it while they are at most `PACK_WIDTH`
-            frames x channels wide; 0: never. The default, `PACK_CHANNELS`, depends on the
-            precision the graph is emitted for: int8 kernels need wide matrix products,
-            which the packed layout makes (ShuffleNetV2 1.0x int8 2.9 against 4.6 ms,
-            MobileNetV1 1.0x 2.3 against 3.3), where float pays for its extra
-            multiplications (10.1 against 7.0 ms, 11.2 against 5.9).
+            frames x channels wide; 0: never. The default (`default_pack_channels`)
+            depends on the precision the graph is emitted for and, for int8, on this CPU:
+            int8 kernels need wide matrix products, which the packed layout makes
+            (MobileNetV2 0.2x int8 2.0 against 3.1 ms), where float pays for its extra
+            multiplications (MobileNetV1 1.0x 11.2 against 5.9 ms); AMX's 64-deep int8
+            tiles gain from packing stems up to 64 channels, AVX-512 VNNI only up to 16.
+            A file exported for another CPU than the exporting one: give it.
         stack_channels: float graphs stack the temporal taps of an ungrouped convolution
             at most this many channels wide (the RGB stem) with one 0/1 convolution
             (`taps.stacked_taps`) instead of slices and a concat; 0: never. Default
@@ -295,7 +310,7 @@ class _Emitter:
         self._keep = []
         self.pack = graph.pack_channels
         if self.pack is None:
-            self.pack = PACK_CHANNELS["int8" if self.int8 else "float"]
+            self.pack = default_pack_channels(self.int8)
         self._input = None
 
     # -- helpers

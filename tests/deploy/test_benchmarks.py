@@ -247,10 +247,14 @@ def test_int8_op_profile_times_each_op_class_in_both_precisions():
     assert f"| residual ADD | {rows[-1]['fp32_ms']:.2f} |" in format_op_profile(rows)
 
 
-def test_packing_comparison_times_both_forms_of_each_precision():
+def test_packing_comparison_times_both_forms_of_each_precision(monkeypatch):
     """The script's --packing mode: default (packed where narrow) against unpacked, fp32 and
-    int8, with whether the default packs; a 24-channel stem packs in int8 only."""
+    int8, with whether the default packs; a 24-channel stem packs in int8 only (on a CPU
+    with AMX)."""
+    from keras_efficient3d import runtime
     from keras_efficient3d.deploy.benchmark import format_packing, packing_comparison
+
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
 
     rows = packing_comparison(["mobilenetv2_0.2x", "shufflenetv2_0.25x"], (4, 32, 32, 3), 5,
                               threads=1, rounds=2, warmup=0, runs=2, log=None)

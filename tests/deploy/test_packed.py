@@ -54,21 +54,30 @@ def test_packed_graph_equals_keras(name, int8, wide_packing):
     assert _rel_err(graph.as_function(batch=1, int8=int8)(x[:1]), expected[:1]) < 1e-4
 
 
-def test_packing_is_chosen_per_precision():
+@pytest.mark.parametrize("amx", [False, True])
+def test_packing_is_chosen_per_precision_and_cpu(monkeypatch, amx):
     """Float packs only the narrowest stems (extra multiplications cost float time), int8
-    the stems up to 64 channels (int8 matrix kernels need the wide products), never a
-    7-frame stem (ResNets) or one without a spatial stride (C3D)."""
-    thin = create_model("mobilenetv2_0.2x", input_shape=SMALL, num_classes=3)  # 6-channel stem
+    the stems up to 16 channels, up to 64 on a CPU with AMX (whose 64-deep int8 tiles
+    need the wide products; VNNI alone ran 32- and 64-channel stems slower packed), never
+    a 7-frame stem (ResNets) or one without a spatial stride (C3D)."""
+    from keras_efficient3d import runtime
+    from keras_efficient3d.deploy.graph import default_pack_channels
+
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: amx)
+    thin = create_model("mobilenetv2_0.2x", input_shape=SMALL, num_classes=3)  # 8-channel stem
     mid = create_model("shufflenetv2_1.0x", input_shape=SMALL, num_classes=3)  # 24 channels
     wide = create_model("mobilenet_1.0x", input_shape=SMALL, num_classes=3)  # 32 channels
     resnet = create_model("resnet10", input_shape=(16, 32, 32, 3), num_classes=3)
     packed = (SMALL[0] + 2) * 3
+    assert default_pack_channels(int8=True) == (64 if amx else 16)
     assert _first_conv_input_channels(DeploymentGraph(thin), int8=False) == packed
+    assert _first_conv_input_channels(DeploymentGraph(thin), int8=True) == packed
     assert _first_conv_input_channels(DeploymentGraph(mid), int8=False) == 3 * 3
-    assert _first_conv_input_channels(DeploymentGraph(mid), int8=True) == packed
-    assert _first_conv_input_channels(DeploymentGraph(wide), int8=True) == packed
+    assert _first_conv_input_channels(DeploymentGraph(mid), int8=True) == (packed if amx else 3 * 3)
+    assert _first_conv_input_channels(DeploymentGraph(wide), int8=True) == (packed if amx else 3 * 3)
+    assert DeploymentGraph(wide, pack_channels=32).packs(int8=True)
     assert not DeploymentGraph(resnet).packs(int8=True)
-    assert DeploymentGraph(wide).packs(int8=True) and not DeploymentGraph(wide).packs()
+    assert DeploymentGraph(wide).packs(int8=True) == amx and not DeploymentGraph(wide).packs()
     assert _first_conv_input_channels(DeploymentGraph(thin, pack_channels=0), int8=True) == 9
     with pytest.raises(ValueError, match="pack_channels"):
         DeploymentGraph(thin, pack_channels=-1)
@@ -83,17 +92,19 @@ def _first_depthwise_channels(graph, int8):
 
 
 def test_int8_keeps_a_temporally_unstrided_depthwise_layer_packed_up_to_512():
-    """16 frames x 32 channels after the stem: int8 graphs run MobileNetV2's first depthwise
-    layer (temporal stride 1) packed, 512 wide, rather than unpack the whole clip before it;
+    """16 frames x 32 channels after a packed stem (32 channels: packed in int8 where the
+    CPU has AMX, `pack_channels=64`): int8 graphs run MobileNetV2's first depthwise layer
+    (temporal stride 1) packed, 512 wide, rather than unpack the whole clip before it;
     MobileNetV1's (temporal stride 2) unpacks, as do float graphs, and still the Keras model."""
     shape = (16, 32, 32, 3)
     v2 = randomize_batchnorm(create_model("mobilenetv2_1.0x", input_shape=shape, num_classes=3))
     v1 = create_model("mobilenet_1.0x", input_shape=shape, num_classes=3)
-    assert _first_depthwise_channels(DeploymentGraph(v2), int8=True) == 16 * 32
-    assert _first_depthwise_channels(DeploymentGraph(v1), int8=True) == 32
-    assert _first_depthwise_channels(DeploymentGraph(v2), int8=False) == 32
+    assert _first_depthwise_channels(DeploymentGraph(v2, pack_channels=64), int8=True) == 16 * 32
+    assert _first_depthwise_channels(DeploymentGraph(v1, pack_channels=64), int8=True) == 32
+    assert _first_depthwise_channels(DeploymentGraph(v2, pack_channels=64), int8=False) == 32
     x = clips(shape, 1)
-    assert _rel_err(DeploymentGraph(v2)(x, batch=1, int8=True), v2(x, training=False)) < 1e-4
+    got = DeploymentGraph(v2, pack_channels=64)(x, batch=1, int8=True)
+    assert _rel_err(got, v2(x, training=False)) < 1e-4
 
 
 @pytest.mark.parametrize("frames", [7, 8])
