@@ -5,8 +5,11 @@ deployment graph (BatchNorm folded, 2D ops over temporal taps, batch 1, XNNPACK-
         --num_classes=27 --precision=int8 --data_root=/tmp/gestures --output=m_int8.tflite
 
 int8 calibrates on clips of a Jester-layout dataset (``--data_root``; e.g. the synthetic
-gestures of ``python -m keras_efficient3d.data.synthetic``). Bad input ends with one line on
-stderr and exit status 2.
+gestures of ``python -m keras_efficient3d.data.synthetic``). ``--pack_channels`` sets how
+wide a stem the graph starts time-packed (`keras_efficient3d.deploy.graph.DeploymentGraph`;
+default: by precision and, for int8, by this CPU: 64 channels with AMX, else 16); give it
+when the file is for another CPU than this one (64 for an AMX server, 16 for a phone, 0
+never). Bad input ends with one line on stderr and exit status 2.
 """
 
 from absl import flags
@@ -26,6 +29,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer("num_calibration", 64, "Calibration clips for int8.", lower_bound=1,
                          **fv)
     flags.DEFINE_boolean("int8_io", False, "int8 input/output tensors (int8 only).", **fv)
+    flags.DEFINE_integer("pack_channels", None, "Start the graph time-packed where the stem is "
+                         "at most this many channels wide; 0: never (default: by precision "
+                         "and this CPU: int8 64 with AMX, else 16; float 8).", lower_bound=0, **fv)
     cli.define("output", None, "The .tflite file (default: <model>_<precision>.tflite).",
                check=cli.output_file, **fv)
     flags.register_multi_flags_validator(
@@ -37,13 +43,14 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def export(model_name, weights, num_classes, frames, size, precision, output, data_root=None,
-           num_calibration=64, int8_io=False):
-    """Builds, optionally calibrates on the training pipeline, converts and writes."""
+           num_calibration=64, int8_io=False, pack_channels=None):
+    """Builds, optionally calibrates on the training pipeline, converts and writes
+    (`pack_channels`: `DeploymentGraph`'s, None its default)."""
     if precision == "int8" and data_root is None:
         raise ValueError("`precision='int8'` needs `data_root` (calibration clips). "
                          f"Received: data_root={data_root}")
     from keras_efficient3d import create_model
-    from keras_efficient3d.deploy import export_tflite
+    from keras_efficient3d.deploy import DeploymentGraph, export_tflite
 
     try:
         model = create_model(model_name, input_shape=(frames, size, size, 3),
@@ -57,7 +64,8 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
         records, _ = kdata.index_jester(data_root, "train")
         data = kdata.make_dataset(records, "val", sample_duration=frames, sample_size=size,
                                   batch_size=8)
-    return export_tflite(model, output, precision, representative_data=data,
+    graph = DeploymentGraph(model, pack_channels=pack_channels)
+    return export_tflite(graph, output, precision, representative_data=data,
                          num_calibration=num_calibration, int8_io=int8_io)
 
 
@@ -66,7 +74,7 @@ def main(argv, flag_values=flags.FLAGS):
     f = flag_values
     output = f.output or f"{f.model}_{f.precision}.tflite"
     size = export(f.model, f.weights, f.num_classes, f.frames, f.size, f.precision, output,
-                  f.data_root, f.num_calibration, f.int8_io)
+                  f.data_root, f.num_calibration, f.int8_io, f.pack_channels)
     print(f"Wrote {output} ({size / 1e6:.2f} MB)")
 
 

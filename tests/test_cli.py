@@ -152,6 +152,7 @@ BAD_INPUT = [
     ("export_tflite", ["--precision=int8"], "--precision=int8 needs --data_root"),
     ("export_tflite", ["--precision=int4"], "--precision"),
     ("export_tflite", ["--int8_io"], "--int8_io needs --precision=int8"),
+    ("export_tflite", ["--pack_channels=-1"], "--pack_channels"),
     ("export_tflite", ["--weights={missing}"], "missing.bin: no such file"),
     ("export_tflite", ["--model=nosuchnet", "--output={tmp}/x.tflite"], "nosuchnet"),
     ("export_tflite", ["--model=mobilenetv2_0.2x", "--frames=4", "--size=32", "--num_classes=2",

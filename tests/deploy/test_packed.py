@@ -186,3 +186,39 @@ def test_qat_export_of_a_packed_model_reproduces_the_qat_model():
         errors[pack] = _rel_err(got, expected)
     assert _first_conv_input_channels(DeploymentGraph(trunk), int8=True) == (SMALL[0] + 2) * 3
     assert errors[None] < 0.05 and errors[None] < 1.5 * errors[0] + 1e-3, errors
+
+
+def _tflite_first_conv_input_channels(path):
+    """Input channels of the first CONV_2D with a spatial kernel in a .tflite file (not the
+    (kt, 1) 0/1 convolution that stacks a float stem's taps)."""
+    from keras_efficient3d.runtime import tflite_interpreter
+
+    interp = tflite_interpreter(path, use_xnnpack=False)
+    shapes = {d["index"]: tuple(d["shape"]) for d in interp.get_tensor_details()}
+    for op in interp._get_ops_details():
+        if op["op_name"] == "CONV_2D":
+            filters = shapes[op["inputs"][1]]  # (out, kh, kw, in)
+            if filters[1] > 1 and filters[2] > 1:
+                return int(filters[3])
+    raise AssertionError(f"no spatial CONV_2D in {path}")
+
+
+def test_export_tflite_script_takes_pack_channels(tmp_path):
+    """`deployment/export_tflite.py`'s --pack_channels reaches the graph: a file for another
+    CPU than this one can be packed (or not) whatever this CPU's default."""
+    import importlib.util
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location(
+        "export_tflite_script", os.path.join(root, "deployment", "export_tflite.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    frames = SMALL[0]
+    channels = {}
+    for pack in (0, None, 64):
+        path = str(tmp_path / f"m_{pack}.tflite")
+        script.export("shufflenetv2_0.25x", None, 3, frames, SMALL[1], "fp32", path, pack_channels=pack)
+        channels[pack] = _tflite_first_conv_input_channels(path)
+    # float packs stems of at most 8 channels by default; ShuffleNetV2's is 24
+    assert channels == {0: 3 * 3, None: 3 * 3, 64: (frames + 2) * 3}, channels
