@@ -134,22 +134,37 @@ def test_layer_subclasses_take_their_base_class_handler():
                                np.asarray(model(x)), rtol=1e-5, atol=1e-5)
 
 
-def test_float_graph_stacks_rgb_stem_taps_with_a_convolution():
-    """Float graphs stack the stem's temporal taps with one 0/1 Conv2D (XNNPACK's concat of
-    3-channel frames was the stem's largest cost); int8 graphs keep slices and a concat
-    (an identity through int8 would requantize the clip)."""
-    model = create_model("mobilenetv1_0.5x", input_shape=SMALL, num_classes=3)
-    graph = DeploymentGraph(model, pack_channels=0)
+def test_rgb_stem_taps_are_stacked_by_a_convolution_but_in_qat_int8():
+    """Float and post-training int8 graphs stack the stem's temporal taps with one 0/1
+    Conv2D (XNNPACK's concat of 3-channel frames was the stem's largest cost); the int8
+    file computes bit for bit what slices and a concat do (the converter gives the stacked
+    taps the clip's range). A QAT graph's int8 form keeps slices and a concat: it has no
+    range for the stacked tensor."""
+    from keras_efficient3d.deploy import tflite
+    from keras_efficient3d.deploy.quantize import _qat_layer, quantize_model
 
-    def op_types(int8):
-        fn = graph.as_function(batch=1, int8=int8).get_concrete_function()
+    model = randomize_batchnorm(create_model("mobilenetv1_0.5x", input_shape=SMALL, num_classes=3))
+    graph = DeploymentGraph(model, pack_channels=0)
+    sliced = DeploymentGraph(model, pack_channels=0, stack_channels=0)
+
+    def op_types(g, int8, hooks=None):
+        fn = g.as_function(batch=1, hooks=hooks, int8=int8).get_concrete_function()
         return [op.type for op in fn.graph.get_operations()]
 
-    floats, ints = op_types(False), op_types(True)
+    floats, ints = op_types(graph, False), op_types(graph, True)
     assert "ConcatV2" not in floats and "StridedSlice" not in floats
-    assert floats.count("Conv2D") == ints.count("Conv2D") + 1
-    assert "ConcatV2" in ints
-    graph = DeploymentGraph(model, pack_channels=0, stack_channels=0)
-    assert op_types(False).count("ConcatV2") == 1
+    assert "ConcatV2" not in ints and "StridedSlice" not in ints
+    assert op_types(sliced, False).count("ConcatV2") == op_types(sliced, True).count("ConcatV2") == 1
+    assert floats.count("Conv2D") == op_types(sliced, False).count("Conv2D") + 1
+
+    data = clips(SMALL, 8, seed=1)
+    runners = [tflite.TFLiteRunner(tflite.convert(g, "int8", representative_data=data, num_calibration=8),
+                                   num_threads=1) for g in (graph, sliced)]
+    x = clips(SMALL, 3, seed=4)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(runners[0](x[i:i + 1]), runners[1](x[i:i + 1]))
+
+    qat = _qat_layer(quantize_model(graph, data, num_calibration=8))
+    assert op_types(qat.graph, True, hooks=qat.frozen_hooks()).count("ConcatV2") == 1
     with pytest.raises(ValueError, match=r"`stack_channels` must be >= 0. Received: stack_channels=-1"):
         DeploymentGraph(model, stack_channels=-1)
