@@ -1,10 +1,14 @@
 """Helpers of the deployment tests: input shapes, models with realistic BatchNorm statistics."""
 
+import importlib.util
+import os
+
 import keras
 import numpy as np
 
 from helpers import randomize_batchnorm  # noqa: F401  (tests/helpers.py, shared)
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = (8, 32, 32, 3)
 # ResNet/ResNeXt/SqueezeNet/C3D heads (and ShuffleNetV1's even-frames check) need 16 frames.
 SIXTEEN = (16, 32, 32, 3)
@@ -42,3 +46,12 @@ def calibrate_batchnorm(model, clips, seed=0):
 
 def clips(shape, n=2, seed=0):
     return np.random.default_rng(seed).normal(size=(n,) + tuple(shape)).astype("float32")
+
+
+def load_script(name, folder="deployment"):
+    """The module of the repository's script ``folder/name.py`` (the command-line programs
+    are files, not package modules), for calling its functions directly."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", os.path.join(ROOT, folder, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -241,14 +241,10 @@ def test_cli_exports_onnx(tmp_path):
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     # In this process (`cli.invoke`, the program's own error mapping); the real program runs
     # above and in test_cli.py.
-    import importlib.util
-
+    from deploy_helpers import load_script
     from keras_efficient3d import cli
 
-    spec = importlib.util.spec_from_file_location("export_cli",
-                                                  os.path.join(ROOT, "deployment", "export.py"))
-    export = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(export)
+    export = load_script("export")
 
     def run(args):
         status = cli.invoke(export.main, export.define_flags, ["export.py", *args])

@@ -1,6 +1,5 @@
 """OpenVINO IR export (keras_efficient3d.deploy.openvino_export), its runner and its CLIs."""
 
-import importlib.util
 import json
 import os
 import sys
@@ -10,7 +9,7 @@ import numpy as np
 import openvino  # noqa: F401,E402  (a test dependency, setup.py [dev]: a missing one fails)
 import pytest
 
-from deploy_helpers import SMALL, calibrate_batchnorm, clips  # noqa: E402
+from deploy_helpers import SMALL, calibrate_batchnorm, clips, load_script  # noqa: E402
 from keras_efficient3d import cli, create_model, runtime  # noqa: E402
 from keras_efficient3d import layers as L  # noqa: E402
 from keras_efficient3d.artifacts import ModelFileError, read_metadata  # noqa: E402
@@ -18,13 +17,6 @@ from keras_efficient3d.data import synthetic  # noqa: E402
 from keras_efficient3d.deploy import onnx_export, openvino_export  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _load_script(name, folder="deployment"):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", os.path.join(ROOT, folder, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def synthetic_clips(n, seed=0):
@@ -329,7 +321,7 @@ def test_predict_runs_an_ir_model_on_a_video(tmp_path, capsys):
     from keras_efficient3d.artifacts import save_model
     from keras_efficient3d.predict import command
 
-    ph = _load_script("predict_helpers", os.path.join("tests", "predict"))
+    ph = load_script("predict_helpers", os.path.join("tests", "predict"))
     CLASSES, FRAMES, METADATA, SIZE, write_video = ph.CLASSES, ph.FRAMES, ph.METADATA, ph.SIZE, ph.write_video
     model = tiny_model(FRAMES, SIZE, CLASSES)
     save_model(model, str(tmp_path / "tiny.keras"), METADATA)
@@ -356,7 +348,7 @@ def test_predict_runs_an_ir_model_on_a_video(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def export_cli():
-    return _load_script("export")
+    return load_script("export")
 
 
 def _invoke_export(export_cli, args):
@@ -392,7 +384,7 @@ def test_cli_bad_input_is_one_line(export_cli, tmp_path, capsys, args, message):
 
 
 def test_benchmark_openvino_times_ir_files(fp32_ir, tmp_path, capsys):
-    script = _load_script("benchmark_openvino")
+    script = load_script("benchmark_openvino")
     out = tmp_path / "t.json"
     code = cli.invoke(script.main, script.define_flags,
                       ["benchmark_openvino.py", f"--model_file={fp32_ir[0]}", "--threads=1",
@@ -420,7 +412,7 @@ def test_benchmark_openvino_times_ir_files(fp32_ir, tmp_path, capsys):
 
 
 def test_benchmark_openvino_times_each_stem_fold(tmp_path, capsys):
-    script = _load_script("benchmark_openvino")
+    script = load_script("benchmark_openvino")
     out = tmp_path / "folds.json"
     code = cli.invoke(script.main, script.define_flags,
                       ["benchmark_openvino.py", "--models=shufflenetv2_0.25x", "--frames=8", "--size=32",

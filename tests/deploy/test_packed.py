@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deploy_helpers import SMALL, calibrate_batchnorm, clips, randomize_batchnorm
+from deploy_helpers import SMALL, calibrate_batchnorm, clips, load_script, randomize_batchnorm
 from keras_efficient3d import create_model
 from keras_efficient3d.deploy import DeploymentGraph
 from keras_efficient3d.deploy import graph as graph_module
@@ -206,14 +206,7 @@ def _tflite_first_conv_input_channels(path):
 def test_export_tflite_script_takes_pack_channels(tmp_path):
     """`deployment/export_tflite.py`'s --pack_channels reaches the graph: a file for another
     CPU than this one can be packed (or not) whatever this CPU's default."""
-    import importlib.util
-    import os
-
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    spec = importlib.util.spec_from_file_location(
-        "export_tflite_script", os.path.join(root, "deployment", "export_tflite.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("export_tflite")
     frames = SMALL[0]
     channels = {}
     for pack in (0, None, 64):
