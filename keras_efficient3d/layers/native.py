@@ -14,8 +14,9 @@ measurement
 (16x56x56x144 depthwise 3x3x3, 2 threads, forward / forward+backward):
 
 * PyTorch: ``conv3d`` on a channels-last view of the clip (a permute: NDHWC memory is
-  PyTorch's ``channels_last_3d``), so oneDNN reads and writes NDHWC without a copy: 50 ms /
-  1.2 s, against 258 ms / 2.2 s for the contiguous NCDHW layout of the original code;
+  PyTorch's ``channels_last_3d``), so oneDNN reads NDHWC without a copy: 50 ms / 1.2 s,
+  against 258 ms / 2.2 s for the contiguous NCDHW layout of the original code (it writes
+  NDHWC for depthwise kernels; a dense kernel's NCDHW output is copied to NDHWC);
 * JAX: XLA's CPU convolution with ``feature_group_count`` runs a depthwise kernel as a
   dense one (7.6 s / 19 s); a sum of 27 shifted, scaled views, which XLA fuses into one
   loop, takes 51 ms / 0.8 s. Pointwise and grouped pointwise kernels are matrix products.
@@ -125,7 +126,12 @@ def conv5d(x, kernel, bias, strides, padding, groups):
         y = F.conv3d(ops.transpose(x, (0, 4, 1, 2, 3)), ops.transpose(kernel, (4, 3, 0, 1, 2)),
                      None if bias is None else ops.convert_to_tensor(bias),
                      tuple(strides), tuple(padding), 1, groups)
-        return ops.transpose(y, (0, 2, 3, 4, 1))
+        # A depthwise conv3d comes back NDHWC (channels_last_3d), a dense one NCDHW (the RGB
+        # stems'): copied to NDHWC, as the layers after it read it (ShuffleNetV2's stem max
+        # pool read the NCDHW view in 4.7 of an 18 ms inference, against 0.5 ms; inference
+        # ShuffleNetV2 1.0x 14.4-15.0 -> 11.4-12.0 ms, SqueezeNet 1.1 45 -> 37, MobileNetV2
+        # 1.0x ~5% faster, ResNet-18 the same).
+        return ops.transpose(y, (0, 2, 3, 4, 1)).contiguous()
     return y if bias is None else y + bias
 
 
