@@ -35,7 +35,7 @@ import time
 
 from absl import flags
 
-from keras_efficient3d import cli
+from keras_efficient3d import allocators, cli
 
 BACKENDS = ("tensorflow", "jax", "torch")
 MODES = ("inference", "train")
@@ -74,6 +74,11 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("size", 112, **fv)
     cli.define("num_classes", 27, **fv)
     cli.define("json_out", None, **fv)
+    flags.DEFINE_string("allocator", "auto", "Memory allocator of our workers, as "
+                        "training/train.py's --allocator (auto: tcmalloc, else jemalloc, where "
+                        "installed, for JAX); the original runs under glibc's, as its users run it.",
+                        **fv)
+    flags.register_validator("allocator", allocators.check, **fv)
 
 
 def _worker_env(backend, threads):
@@ -163,6 +168,9 @@ def worker(argv):
     line of stdin with the seconds of one step (a call of `runs` inference calls or
     training steps): the seconds the step returns, else its wall time."""
     runtime, repo, name, mode, timing = argv[:5]
+    preload = os.environ.get(allocators.ENV_MARKER)
+    if preload and not allocators.loaded(preload):
+        raise RuntimeError(f"{preload} was not preloaded (the dynamic linker refused it)")
     frames, size, num_classes, train_batch, runs, warmup, threads = (int(v) for v in argv[5:])
     shape = (frames, size, size, 3)
     if runtime == ORIGINAL:
@@ -178,13 +186,16 @@ def worker(argv):
         print(time.perf_counter() - start if seconds is None else seconds, flush=True)
 
 
-def _start(runtime, repo, name, mode, settings, threads, train_timing="steps"):
-    """Starts and warms up one worker; returns the process. Its stderr goes to a temporary
+def _start(runtime, repo, name, mode, settings, threads, train_timing="steps", allocator=None):
+    """Starts and warms up one worker (under `allocator`, a ``(name, path)`` of
+    `allocators.resolve`, or None); returns the process. Its stderr goes to a temporary
     file (a pipe nobody reads during the rounds would fill up with the runtimes' logs and
     stall the worker), read back only to say why a worker failed."""
     args = [sys.executable, os.path.abspath(__file__), "--worker", runtime, repo or "", name,
             mode, train_timing] + [str(v) for v in settings]
     env = _worker_env("torch" if runtime == ORIGINAL else runtime, threads)
+    if allocator:
+        env = allocators.preload_env(*allocator, env)
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=log, text=True)
@@ -220,18 +231,21 @@ def _peer_mode(mode):
 
 def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, warmup=3,
                  runs=3, train_batch=4, threads=2, frames=16, size=112, num_classes=27,
-                 log=print, train_steps=8, train_timing="steps"):
+                 log=print, train_steps=8, train_timing="steps", allocator="auto"):
     """Times every (model, mode, runtime) of `backends` (and the original, with `repo`) in
     interleaved rounds; returns one row each: model, mode, runtime, batch, median ms per
     inference call or training step, min and max over the rounds, clips/s and, with
     `repo`, ``vs_original`` (the original's median / ours); training rows say how they were
-    timed (`train_timing`, the module docstring)."""
+    timed (`train_timing`, the module docstring). Our workers run under `allocator`
+    (`allocators.resolve` per backend: the allocator training/train.py would choose); the
+    rows name it (``allocator``: its name, or ``glibc``)."""
     if rounds < 1:
         raise ValueError(f"`rounds` must be >= 1. Received: rounds={rounds}")
     if train_timing not in TRAIN_TIMINGS:
         raise ValueError(f"`train_timing` must be one of {TRAIN_TIMINGS}. "
                          f"Received: train_timing={train_timing!r}")
     runtimes = list(backends) + ([ORIGINAL] if repo else [])
+    preloads = {rt: allocators.resolve(allocator, rt) for rt in backends}
     jobs = {}
     try:
         for name in models:
@@ -245,7 +259,8 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
                     calls = train_steps if mode == "train" else runs
                     settings = (frames, size, num_classes, train_batch, calls, warmup, threads)
                     jobs[(name, mode, runtime)] = (
-                        _start(runtime, repo, name, mode, settings, threads, train_timing),
+                        _start(runtime, repo, name, mode, settings, threads, train_timing,
+                               preloads.get(runtime)),
                         [], calls)
         for _ in range(rounds):
             for proc, times, calls in jobs.values():
@@ -266,7 +281,8 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
         rows.append({"model": name, "mode": mode, "runtime": runtime, "batch_size": batch,
                      "threads": threads, "input": f"{frames}x{size}x{size}",
                      "median_ms": 1000 * median, "min_ms": 1000 * min(times),
-                     "max_ms": 1000 * max(times), "clips_per_s": batch / median})
+                     "max_ms": 1000 * max(times), "clips_per_s": batch / median,
+                     "allocator": (preloads.get(runtime) or ("glibc",))[0]})
         if mode == "train":
             rows[-1]["train_timing"] = train_timing if runtime != ORIGINAL else "steps"
         if runtime == "tensorflow":  # the worker's (intra-op, inter-op) pair
@@ -286,7 +302,8 @@ def format_backends(rows):
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = f"{r['vs_original']:.2f}x" if "vs_original" in r else "-"
-        lines.append(f"| {r['model']} | {r['mode']} | {r['runtime']} | {r['batch_size']} | "
+        runtime = r["runtime"] + (f" ({r['allocator']})" if r.get("allocator", "glibc") != "glibc" else "")
+        lines.append(f"| {r['model']} | {r['mode']} | {runtime} | {r['batch_size']} | "
                      f"{r['median_ms']:.0f} ({r['min_ms']:.0f}-{r['max_ms']:.0f}) | "
                      f"{r['clips_per_s']:.2f} | {ratio} |")
     return "\n".join(lines)
@@ -308,7 +325,7 @@ def main(argv, flag_values=flags.FLAGS):
     rows = run_backends(f.models, f.backends, f.modes, f.repo, f.rounds, f.warmup, f.runs,
                         f.train_batch, f.threads, f.frames, f.size, f.num_classes,
                         log=lambda line: print(line, file=sys.stderr), train_steps=f.train_steps,
-                        train_timing=f.train_timing)
+                        train_timing=f.train_timing, allocator=f.allocator)
     write_report(rows, format_backends(rows), f.json_out)
 
 

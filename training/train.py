@@ -15,7 +15,7 @@ import typing
 
 from absl import flags
 
-from keras_efficient3d import cli
+from keras_efficient3d import allocators, cli
 from keras_efficient3d.trainer import TrainConfig
 
 # TrainConfig fields whose flag follows the CLI vocabulary under another name.
@@ -97,6 +97,14 @@ def define_flags(flag_values=flags.FLAGS):
             flags.DEFINE_string(name, default, help_text, **fv)
     for field_name, name in _FLAG_NAMES.items():
         cli.define_alias(field_name, name, **fv)
+    flags.DEFINE_string(
+        "allocator", "auto",
+        f"memory allocator of the training process: {', '.join(allocators.CHOICES)} or a "
+        "library's path; auto: tcmalloc (else jemalloc) where installed, for the JAX backend "
+        "(XLA's per-step temporaries are then reused instead of mapped afresh: ShuffleNetV2 "
+        "trains ~1.2x faster), glibc's otherwise. The command restarts itself under it "
+        "(LD_PRELOAD).", **fv)
+    flags.register_validator("allocator", allocators.check, **fv)
 
 
 def config_from_flags(flag_values=flags.FLAGS):
@@ -113,11 +121,24 @@ def config_from_flags(flag_values=flags.FLAGS):
     return TrainConfig(**values)
 
 
+def use_allocator(choice, backend=None):
+    """Restarts the command under the allocator of `choice` where it needs one
+    (`keras_efficient3d.allocators.reexec`); says which allocator runs."""
+    import keras
+
+    line = allocators.reexec(choice, backend or keras.backend.backend())
+    if line:
+        print(line)
+
+
 def main(argv, flag_values=flags.FLAGS):
     del argv
     from keras_efficient3d.trainer import train
 
-    result = train(config_from_flags(flag_values).validate())
+    config = config_from_flags(flag_values).validate()
+    if __name__ == "__main__":  # a command of its own: restartable (not a test's call)
+        use_allocator(flag_values.allocator)
+    result = train(config)
     history = result["history"]
     best = max(history.get("val_accuracy", history.get("accuracy", [0.0])))
     print(f"done in {result['seconds']:.0f} s; best clip accuracy {100 * best:.2f}%; "

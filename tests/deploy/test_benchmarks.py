@@ -579,18 +579,22 @@ def test_targets_script_says_when_the_peers_need_pytorch(tmp_path, monkeypatch, 
 
 @pytest.mark.slow
 def test_backends_script_times_keras_and_the_original_in_the_same_rounds(tmp_path, capsys):
-    """deployment/benchmark_backends.py: real worker processes (the TensorFlow backend and
-    the original model in PyTorch), interleaved rounds, ratios against the original."""
-    from keras_efficient3d import cli
+    """deployment/benchmark_backends.py: real worker processes (the TensorFlow backend, under
+    a preloaded library as an allocator, and the original model in PyTorch, under glibc's),
+    interleaved rounds, ratios against the original."""
+    from keras_efficient3d import allocators, cli
 
     script = _script_module("benchmark_backends")
     out = tmp_path / "b.json"
     (tmp_path / "orig").mkdir()
+    # glibc's libresolv stands in for an allocator library (tests/test_allocators.py)
+    preload = next(os.path.join(d, "libresolv.so.2") for d in allocators._LIBRARY_DIRS
+                   if os.path.isfile(os.path.join(d, "libresolv.so.2")))
     argv = ["benchmark_backends.py", "--models=mobilenetv2_0.2x", "--backends=tensorflow",
             "--modes=inference,train,predict",
             "--frames=4", "--size=16", "--num_classes=3", "--rounds=2", "--warmup=1",
             "--runs=1", "--train_batch=2", "--threads=1", f"--json_out={out}",
-            f"--repo={_torch_original(tmp_path / 'orig')}"]
+            f"--repo={_torch_original(tmp_path / 'orig')}", f"--allocator={preload}"]
     assert cli.invoke(script.main, script.define_flags, argv) == 0, capsys.readouterr().err
     rows = json.loads(out.read_text())
     assert [(r["mode"], r["runtime"]) for r in rows] == [
@@ -607,8 +611,10 @@ def test_backends_script_times_keras_and_the_original_in_the_same_rounds(tmp_pat
     for ours, original in ((rows[0], rows[1]), (rows[2], rows[3]), (rows[4], rows[1])):
         assert ours["vs_original"] == pytest.approx(original["median_ms"] / ours["median_ms"])
         assert "vs_original" not in original
+    assert [r["allocator"] for r in rows] == ["libresolv.so.2", "glibc"] * 2 + ["libresolv.so.2"]
     table = (tmp_path / "b.md").read_text()
-    assert f"| {rows[0]['vs_original']:.2f}x |" in table and "original-pytorch" in table
+    assert f"| {rows[0]['vs_original']:.2f}x |" in table and "| original-pytorch |" in table
+    assert "| tensorflow (libresolv.so.2) |" in table
 
 
 def test_backends_script_refuses_bad_flags_in_one_line(tmp_path, capsys):
@@ -619,7 +625,8 @@ def test_backends_script_refuses_bad_flags_in_one_line(tmp_path, capsys):
                            (["--models=nosuchnet"], "nosuchnet"),
                            ([f"--repo={tmp_path}/missing"], "no such folder"),
                            (["--modes=serve"], "--modes"),
-                           (["--train_timing=epoch"], "--train_timing")):
+                           (["--train_timing=epoch"], "--train_timing"),
+                           (["--allocator=mimalloc"], "--allocator=mimalloc: expected one of")):
         code = cli.invoke(script.main, script.define_flags, ["benchmark_backends.py"] + argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1, err

@@ -1,0 +1,128 @@
+"""The training process's memory allocator (`keras_efficient3d.allocators`): which library
+each choice preloads, the environment it starts under, and a real restart under a preloaded
+library."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from keras_efficient3d import allocators
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD is Linux's")
+
+
+def _library(folder, name):
+    path = folder / name
+    path.write_bytes(b"\x7fELF")
+    return str(path)
+
+
+@linux
+def test_auto_takes_tcmalloc_then_jemalloc_on_jax_only(tmp_path):
+    dirs = [str(tmp_path)]
+    assert allocators.resolve("auto", "jax", dirs) is None
+    jemalloc = _library(tmp_path, "libjemalloc.so.2")
+    assert allocators.resolve("auto", "jax", dirs) == ("jemalloc", jemalloc)
+    tcmalloc = _library(tmp_path, "libtcmalloc_minimal.so.4")
+    assert allocators.resolve("auto", "jax", dirs) == ("tcmalloc", tcmalloc)
+    for backend in ("tensorflow", "torch"):
+        assert allocators.resolve("auto", backend, dirs) is None
+    assert allocators.resolve("system", "jax", dirs) is None
+    # asked for by name: on every backend
+    assert allocators.resolve("jemalloc", "tensorflow", dirs) == ("jemalloc", jemalloc)
+
+
+@linux
+def test_what_cannot_be_preloaded_is_one_clear_error(tmp_path):
+    with pytest.raises(allocators.AllocatorError, match="tcmalloc is not installed: install one "
+                       r"\(Debian/Ubuntu: apt install libtcmalloc-minimal4"):
+        allocators.resolve("tcmalloc", "jax", [str(tmp_path)])
+    with pytest.raises(allocators.AllocatorError, match="no such file"):
+        allocators.resolve(str(tmp_path / "libnothing.so"), "jax")
+    with pytest.raises(allocators.AllocatorError, match="expected one of auto, system, tcmalloc"):
+        allocators.resolve("mimalloc", "jax")
+
+
+def test_preload_env_puts_the_allocator_first_with_its_settings():
+    env = allocators.preload_env("jemalloc", "/lib/libjemalloc.so.2",
+                                 {"LD_PRELOAD": "/lib/other.so /lib/libjemalloc.so.2", "A": "1"})
+    assert env["LD_PRELOAD"] == "/lib/libjemalloc.so.2 /lib/other.so"
+    assert env["MALLOC_CONF"] == "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+    assert env[allocators.ENV_MARKER] == "/lib/libjemalloc.so.2" and env["A"] == "1"
+    env = allocators.preload_env("tcmalloc", "/lib/libtcmalloc_minimal.so.4",
+                                 {"MALLOC_CONF": "keep"})
+    assert env["LD_PRELOAD"] == "/lib/libtcmalloc_minimal.so.4"
+    assert env["MALLOC_CONF"] == "keep"  # the user's own settings win
+
+
+@linux
+def test_reexec_restarts_once_and_says_why(tmp_path):
+    calls = []
+    tcmalloc = _library(tmp_path, "libtcmalloc_minimal.so.4")
+    logged = []
+    allocators.reexec("auto", "jax", log=logged.append, environ={},
+                      execve=lambda *args: calls.append(args), library_dirs=[str(tmp_path)])
+    (program, argv, env), = calls
+    assert program == sys.executable and argv[0] == sys.executable
+    assert env["LD_PRELOAD"] == tcmalloc and env[allocators.ENV_MARKER] == tcmalloc
+    assert logged == [f"memory allocator: restarting under tcmalloc ({tcmalloc}); "
+                      "--allocator=system to stay with glibc's"]
+    # once restarted: no second restart; a library the linker did not load is said
+    line = allocators.reexec("auto", "jax", execve=lambda *args: calls.append(args),
+                             environ=env, library_dirs=[str(tmp_path)])
+    assert len(calls) == 1
+    assert line.startswith(f"warning: memory allocator {tcmalloc} was not loaded")
+    # a library this process has mapped already (preloaded by the user): no restart
+    mapped = next(line.split()[-1] for line in open("/proc/self/maps", encoding="utf-8")
+                  if ".so" in line.split()[-1])
+    line = allocators.reexec(mapped, "jax", execve=lambda *args: calls.append(args), environ={})
+    assert line == f"memory allocator: {os.path.basename(mapped)} ({mapped})" and len(calls) == 1
+    # nothing to preload: JAX users hear how to get it, others nothing
+    empty = [str(tmp_path / "none")]
+    line = allocators.reexec("auto", "jax", execve=lambda *args: calls.append(args),
+                             environ={}, library_dirs=empty)
+    assert "JAX trains faster with tcmalloc or jemalloc" in line and len(calls) == 1
+    assert allocators.reexec("auto", "tensorflow", environ={}, library_dirs=empty,
+                             execve=lambda *args: calls.append(args)) is None
+
+
+def _unloaded_system_library():
+    """A glibc library that a bare Python process does not map (libresolv), by path."""
+    for folder in allocators._LIBRARY_DIRS:
+        path = os.path.join(folder, "libresolv.so.2")
+        if os.path.isfile(path) and not allocators.loaded(path):
+            return path
+    return None
+
+
+@linux
+def test_a_real_restart_runs_under_the_preloaded_library(tmp_path):
+    # libresolv stands in for an allocator: every glibc system has it, preloading it is
+    # harmless, and only a preload maps it into the restarted process, where `reexec`
+    # reads /proc/self/maps to report it loaded (else its warning).
+    library = _unloaded_system_library()
+    assert library, "glibc's libresolv.so.2 is in the system's library folder"
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys
+        from keras_efficient3d import allocators
+        line = allocators.reexec(sys.argv[1], "jax")
+        print("line:", line)
+        print("preload:", os.environ.get("LD_PRELOAD"))
+        print("args:", sys.argv[1:])
+    """))
+    proc = subprocess.run([sys.executable, str(script), library], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    name = os.path.basename(library)
+    assert proc.stdout.splitlines() == [
+        f"memory allocator: restarting under {name} ({library}); --allocator=system to stay "
+        "with glibc's",
+        f"line: memory allocator: {name} ({library})",
+        f"preload: {library}",
+        f"args: [{library!r}]",
+    ]
