@@ -654,3 +654,29 @@ def test_batchnorm_training_gradients_equal_keras():
     for a, b in zip(ours, keras_bn):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_moving_statistics_inside_and_outside_a_stateless_scope():
+    """BatchNorm's moving statistics after a training call: updated in place on PyTorch
+    outside a stateless scope, recorded by the scope inside one (the variable untouched),
+    the same values either way and on every backend."""
+    from keras_efficient3d.layers.normalization import batch_norm
+
+    x = np.random.default_rng(5).normal(2.0, 3.0, size=(2, 3, 4, 4, 5)).astype(np.float32)
+    layer = batch_norm("bn")
+    layer.build(x.shape)
+    layer.moving_mean.assign(np.linspace(-1, 1, 5).astype(np.float32))
+    layer.moving_variance.assign(np.linspace(1, 2, 5).astype(np.float32))
+    mean0 = keras.ops.convert_to_numpy(layer.moving_mean).copy()
+    var0 = keras.ops.convert_to_numpy(layer.moving_variance).copy()
+    batch_mean, batch_var = x.reshape(-1, 5).mean(0), x.reshape(-1, 5).var(0)
+    expected = (0.9 * mean0 + 0.1 * batch_mean, 0.9 * var0 + 0.1 * batch_var)
+    with keras.StatelessScope() as scope:
+        layer(x, training=True)
+    recorded = [keras.ops.convert_to_numpy(scope.get_current_value(v))
+                for v in (layer.moving_mean, layer.moving_variance)]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.moving_mean), mean0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.moving_variance), var0)
+    layer(x, training=True)
+    for got, want in zip(recorded + [layer.moving_mean, layer.moving_variance], expected * 2):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=1e-5, atol=1e-6)

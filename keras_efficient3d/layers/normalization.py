@@ -129,8 +129,9 @@ def _batch_norm_torch(x, gamma, beta, moving_mean, moving_variance, epsilon, tra
     import torch
     import torch.nn.functional as F
 
+    from keras_efficient3d.layers.native import torch_tensor as convert
+
     rank = len(x.shape)
-    convert = ops.convert_to_tensor
     gamma = None if gamma is None else convert(gamma)
     beta = None if beta is None else convert(beta)
     channels = x.shape[-1]
@@ -227,10 +228,16 @@ class BatchNorm(keras.layers.BatchNormalization):
             # torch's own lerp: a Keras variable's arithmetic dispatches through keras.ops,
             # which costs more than the update in an eager training step
             import torch
+            from keras.src.backend.common.stateless_scope import in_stateless_scope
 
             weight = 1.0 - self.momentum
-            self.moving_mean.assign(torch.lerp(self.moving_mean.value, mean, weight))
-            self.moving_variance.assign(torch.lerp(self.moving_variance.value, variance, weight))
+            if in_stateless_scope():  # the update goes to the scope, through assign
+                self.moving_mean.assign(torch.lerp(self.moving_mean.value, mean, weight))
+                self.moving_variance.assign(torch.lerp(self.moving_variance.value, variance, weight))
+                return
+            with torch.no_grad():  # in place: Keras' assign checks cost more than the update
+                self.moving_mean.value.lerp_(mean, weight)
+                self.moving_variance.value.lerp_(variance, weight)
             return
         self.moving_mean.assign(
             self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
