@@ -155,3 +155,16 @@ def write_tiny_model_files(root, model):
     calibration = [norm.apply(val_transform(moving_square(TINY_FRAMES, seed=s), TINY_SIZE).astype(np.float32))
                    for s in range(4)] + [rng.normal(size=(TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3)) for _ in range(4)]
     return write_model_files(root, model, tiny_metadata(), calibration)
+
+
+def stand_in_allocator():
+    """The path of glibc's libresolv.so.2 in the system's library folders, else None: a
+    library every glibc system has and that is harmless to preload, standing in for
+    tcmalloc or jemalloc in tests of `keras_efficient3d.allocators` and its users."""
+    from keras_efficient3d import allocators
+
+    for folder in allocators._LIBRARY_DIRS:
+        path = os.path.join(folder, "libresolv.so.2")
+        if os.path.isfile(path):
+            return path
+    return None

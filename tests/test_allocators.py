@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from helpers import stand_in_allocator
 from keras_efficient3d import allocators
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,22 +91,14 @@ def test_reexec_restarts_once_and_says_why(tmp_path):
                              execve=lambda *args: calls.append(args)) is None
 
 
-def _unloaded_system_library():
-    """A glibc library that a bare Python process does not map (libresolv), by path."""
-    for folder in allocators._LIBRARY_DIRS:
-        path = os.path.join(folder, "libresolv.so.2")
-        if os.path.isfile(path) and not allocators.loaded(path):
-            return path
-    return None
-
-
 @linux
 def test_a_real_restart_runs_under_the_preloaded_library(tmp_path):
     # libresolv stands in for an allocator: every glibc system has it, preloading it is
     # harmless, and only a preload maps it into the restarted process, where `reexec`
     # reads /proc/self/maps to report it loaded (else its warning).
-    library = _unloaded_system_library()
+    library = stand_in_allocator()
     assert library, "glibc's libresolv.so.2 is in the system's library folder"
+    assert not allocators.loaded(library), "a bare Python process does not map libresolv"
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent("""
         import os, sys

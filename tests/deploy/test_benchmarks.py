@@ -582,14 +582,14 @@ def test_backends_script_times_keras_and_the_original_in_the_same_rounds(tmp_pat
     """deployment/benchmark_backends.py: real worker processes (the TensorFlow backend, under
     a preloaded library as an allocator, and the original model in PyTorch, under glibc's),
     interleaved rounds, ratios against the original."""
-    from keras_efficient3d import allocators, cli
+    from helpers import stand_in_allocator
+    from keras_efficient3d import cli
 
     script = _script_module("benchmark_backends")
     out = tmp_path / "b.json"
     (tmp_path / "orig").mkdir()
-    # glibc's libresolv stands in for an allocator library (tests/test_allocators.py)
-    preload = next(os.path.join(d, "libresolv.so.2") for d in allocators._LIBRARY_DIRS
-                   if os.path.isfile(os.path.join(d, "libresolv.so.2")))
+    preload = stand_in_allocator()
+    assert preload, "glibc's libresolv.so.2 is in the system's library folder"
     argv = ["benchmark_backends.py", "--models=mobilenetv2_0.2x", "--backends=tensorflow",
             "--modes=inference,train,predict",
             "--frames=4", "--size=16", "--num_classes=3", "--rounds=2", "--warmup=1",
