@@ -142,13 +142,13 @@ def reexec(choice, backend, log=print, execve=os.execve, environ=None, library_d
     it needs one and does not run under it yet: does not return then. Otherwise returns
     the line to show (None: nothing to say)."""
     environ = os.environ if environ is None else environ
-    chosen = resolve(choice, backend, library_dirs)
-    if environ.get(ENV_MARKER):
+    if environ.get(ENV_MARKER):  # restarted already: the choice was resolved before
         path = environ[ENV_MARKER]
         if not loaded(path):
             return (f"warning: memory allocator {path} was not loaded (the dynamic linker "
                     "refused it); running with glibc's")
         return f"memory allocator: {_name_of(path)} ({path})"
+    chosen = resolve(choice, backend, library_dirs)
     if chosen is None:
         if choice == "auto" and backend == "jax" and sys.platform.startswith("linux"):
             return ("note: JAX trains faster with tcmalloc or jemalloc (XLA maps its "
