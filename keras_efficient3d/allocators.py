@@ -1,25 +1,29 @@
-"""The memory allocator a training process runs under (Linux): glibc's, or tcmalloc or
-jemalloc preloaded.
+"""The memory allocator a training process runs under (Linux): glibc's, or tcmalloc,
+jemalloc or mimalloc preloaded.
 
 Why: XLA's CPU runtime allocates a JAX training step's temporaries as one block (101 MB
 for ShuffleNetV2 1.0x at batch 4) from one of its worker threads. glibc serves a block
 that size from a fresh ``mmap`` and unmaps it when the step frees it (a thread's arena
 cannot hold blocks over 64 MB, whatever ``mallopt`` says), so every step the kernel maps
 and zeroes ~25,000 new pages: ~27,000 minor faults and 40-70 ms of system time a step.
-tcmalloc and jemalloc (with its page purging off) keep the block and hand it out again.
-An allocator is chosen before the process starts (``LD_PRELOAD``), so the training command
-starts itself again under it (`reexec`), as PyTorch's ``torch.backends.xeon.run_cpu
---enable_tcmalloc`` launcher does.
+tcmalloc, and jemalloc and mimalloc with their page purging off, keep the block and hand it
+out again. An allocator is chosen before the process starts (``LD_PRELOAD``), so the
+training command starts itself again under it (`reexec`), as PyTorch's
+``torch.backends.xeon.run_cpu --enable_tcmalloc`` launcher does.
 
-``auto`` (the training command's default) preloads tcmalloc, else jemalloc, where one is
-installed (Debian/Ubuntu: ``apt install libtcmalloc-minimal4`` or ``libjemalloc2``), for
-the JAX backend only: TensorFlow and PyTorch keep their temporaries in their own caches
-and measured no faster under either.
+``auto`` (the training command's default) preloads tcmalloc, else jemalloc (Debian/Ubuntu:
+``apt install libtcmalloc-minimal4`` or ``libjemalloc2``), else mimalloc, the one pip
+installs (the ``cmeel-mimalloc`` wheel, in the ``jax`` extra), for the JAX backend only:
+TensorFlow and PyTorch keep their temporaries in their own caches and measured no faster
+under any. Not kept (measured no faster than glibc's): glibc's transparent huge pages for
+its mapped blocks (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``: the faults go, the kernel's
+compaction and zeroing stay) and TBB's malloc proxy (still ~25,000 faults a step).
 """
 
 import ctypes.util
 import os
 import sys
+import sysconfig
 
 __all__ = ["ALLOCATORS", "CHOICES", "ENV_MARKER", "AllocatorError", "check", "find", "loaded",
            "preload_env", "reexec", "resolve"]
@@ -31,12 +35,17 @@ ALLOCATORS = {
     # the next step faults in again (measured no faster than glibc): never purge.
     "jemalloc": (("libjemalloc.so.2", "libjemalloc.so.1"),
                  {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}),
+    # mimalloc's default returns freed pages after 10 ms, which the next step faults in
+    # again (measured: ~150-330 faults and erratic steps): never purge.
+    "mimalloc": (("libmimalloc.so.3", "libmimalloc.so.2", "libmimalloc.so"),
+                 {"MIMALLOC_PURGE_DELAY": "-1"}),
 }
 CHOICES = ("auto", "system") + tuple(ALLOCATORS)
 # Set in the restarted process: the allocator already chosen (no second restart).
 ENV_MARKER = "KERAS_EFFICIENT3D_ALLOCATOR"
-INSTALL_HINT = ("install one (Debian/Ubuntu: apt install libtcmalloc-minimal4, or "
-                "libjemalloc2), or pass a library's path")
+INSTALL_HINT = ("install one (pip install cmeel-mimalloc, or keras_efficient3d[jax]; "
+                "Debian/Ubuntu: apt install libtcmalloc-minimal4 or libjemalloc2), or pass "
+                "a library's path")
 _LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
                  "/usr/lib", "/usr/local/lib", "/lib/x86_64-linux-gnu", "/lib64")
 
@@ -45,13 +54,24 @@ class AllocatorError(ValueError):
     """An allocator that was asked for is not installed, or not a file."""
 
 
+def _environment_dirs():
+    """This Python environment's library folders: its ``lib`` (conda's, a wheel's data
+    files) and the ``cmeel.prefix/lib`` of its site-packages (where the ``cmeel-mimalloc``
+    wheel puts libmimalloc)."""
+    dirs = [os.path.join(sys.prefix, "lib")]
+    for key in ("platlib", "purelib"):
+        folder = os.path.join(sysconfig.get_paths()[key], "cmeel.prefix", "lib")
+        if folder not in dirs:
+            dirs.append(folder)
+    return tuple(dirs)
+
+
 def find(name, library_dirs=None):
     """The path of allocator `name`'s library (`ALLOCATORS`), else None: the first of its
-    file names in `library_dirs` (the environment's own ``lib`` folder, then the system's),
-    else where the dynamic linker's cache has it."""
+    file names in `library_dirs` (default: the environment's own folders, then the
+    system's), else where the dynamic linker's cache has it."""
     files, _ = ALLOCATORS[name]
-    dirs = library_dirs if library_dirs is not None else (
-        (os.path.join(sys.prefix, "lib"),) + _LIBRARY_DIRS)
+    dirs = library_dirs if library_dirs is not None else _environment_dirs() + _LIBRARY_DIRS
     for folder in dirs:
         for file in files:
             path = os.path.join(folder, file)
@@ -76,8 +96,8 @@ def resolve(choice, backend, library_dirs=None):
     """The library to preload for `choice` (`CHOICES`, or a library's path) on Keras backend
     `backend`: ``(name, path)``, or None for glibc's own allocator.
 
-    ``auto``: on JAX, tcmalloc, else jemalloc, else None; None on other backends and off
-    Linux. ``system``: None. A name: its library, or `AllocatorError` when it is not
+    ``auto``: on JAX, tcmalloc, else jemalloc, else mimalloc, else None; None on other
+    backends and off Linux. ``system``: None. A name: its library, or `AllocatorError` when it is not
     installed. A path: that file (an `AllocatorError` when it does not exist)."""
     if choice in (None, "", "system"):
         return None
@@ -151,7 +171,7 @@ def reexec(choice, backend, log=print, execve=os.execve, environ=None, library_d
     chosen = resolve(choice, backend, library_dirs)
     if chosen is None:
         if choice == "auto" and backend == "jax" and sys.platform.startswith("linux"):
-            return ("note: JAX trains faster with tcmalloc or jemalloc (XLA maps its "
+            return ("note: JAX trains faster with tcmalloc, jemalloc or mimalloc (XLA maps its "
                     f"step's temporaries afresh under glibc's allocator): {INSTALL_HINT}")
         return None
     name, path = chosen

@@ -23,9 +23,11 @@ def _library(folder, name):
 
 
 @linux
-def test_auto_takes_tcmalloc_then_jemalloc_on_jax_only(tmp_path):
+def test_auto_takes_tcmalloc_then_jemalloc_then_mimalloc_on_jax_only(tmp_path):
     dirs = [str(tmp_path)]
     assert allocators.resolve("auto", "jax", dirs) is None
+    mimalloc = _library(tmp_path, "libmimalloc.so.3")
+    assert allocators.resolve("auto", "jax", dirs) == ("mimalloc", mimalloc)
     jemalloc = _library(tmp_path, "libjemalloc.so.2")
     assert allocators.resolve("auto", "jax", dirs) == ("jemalloc", jemalloc)
     tcmalloc = _library(tmp_path, "libtcmalloc_minimal.so.4")
@@ -40,12 +42,14 @@ def test_auto_takes_tcmalloc_then_jemalloc_on_jax_only(tmp_path):
 @linux
 def test_what_cannot_be_preloaded_is_one_clear_error(tmp_path):
     with pytest.raises(allocators.AllocatorError, match="tcmalloc is not installed: install one "
-                       r"\(Debian/Ubuntu: apt install libtcmalloc-minimal4"):
+                       r"\(pip install cmeel-mimalloc, or keras_efficient3d\[jax\]; "
+                       "Debian/Ubuntu: apt install libtcmalloc-minimal4"):
         allocators.resolve("tcmalloc", "jax", [str(tmp_path)])
     with pytest.raises(allocators.AllocatorError, match="no such file"):
         allocators.resolve(str(tmp_path / "libnothing.so"), "jax")
-    with pytest.raises(allocators.AllocatorError, match="expected one of auto, system, tcmalloc"):
-        allocators.resolve("mimalloc", "jax")
+    with pytest.raises(allocators.AllocatorError, match="expected one of auto, system, tcmalloc, "
+                       "jemalloc, mimalloc or a library's path"):
+        allocators.resolve("hoard", "jax")
 
 
 def test_preload_env_puts_the_allocator_first_with_its_settings():
@@ -58,6 +62,52 @@ def test_preload_env_puts_the_allocator_first_with_its_settings():
                                  {"MALLOC_CONF": "keep"})
     assert env["LD_PRELOAD"] == "/lib/libtcmalloc_minimal.so.4"
     assert env["MALLOC_CONF"] == "keep"  # the user's own settings win
+    env = allocators.preload_env("mimalloc", "/site/cmeel.prefix/lib/libmimalloc.so.3", {})
+    assert env["MIMALLOC_PURGE_DELAY"] == "-1" and "MALLOC_CONF" not in env
+
+
+def test_the_environment_s_own_folders_come_first():
+    dirs = allocators._environment_dirs()
+    assert dirs[0] == os.path.join(sys.prefix, "lib")
+    # where pip's cmeel-mimalloc wheel puts the library
+    site = __import__("sysconfig").get_paths()["purelib"]
+    assert os.path.join(site, "cmeel.prefix", "lib") in dirs
+
+
+def _second_block_faults(env):
+    """Minor page faults of mallocing and touching a 96 MB block after one was freed, in a
+    process started with `env`: what XLA's step does to its temporaries."""
+    script = textwrap.dedent("""
+        import ctypes, resource
+        libc = ctypes.CDLL(None)
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        size = 96 << 20
+        block = libc.malloc(size)
+        ctypes.memset(block, 1, size)
+        libc.free(block)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        block = libc.malloc(size)
+        ctypes.memset(block, 1, size)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=60, check=True)
+    return int(proc.stdout)
+
+
+@linux
+def test_pip_s_mimalloc_keeps_a_freed_block_that_glibc_maps_afresh():
+    # The jax extra installs cmeel-mimalloc (so does CI's dev extra): auto finds it there
+    # when no system allocator is installed, and under it the second 96 MB block is the
+    # first one again, where glibc's maps and faults in ~24,600 new pages.
+    path = allocators.find("mimalloc", allocators._environment_dirs())
+    assert path, "cmeel-mimalloc is installed (keras_efficient3d[jax] or [dev])"
+    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    plain = _second_block_faults(base)
+    kept = _second_block_faults(allocators.preload_env("mimalloc", path, base))
+    assert plain > 20000, plain  # 96 MB in 4-KB pages: 24,576
+    assert kept < 1000, kept
 
 
 @linux
@@ -86,7 +136,7 @@ def test_reexec_restarts_once_and_says_why(tmp_path):
     empty = [str(tmp_path / "none")]
     line = allocators.reexec("auto", "jax", execve=lambda *args: calls.append(args),
                              environ={}, library_dirs=empty)
-    assert "JAX trains faster with tcmalloc or jemalloc" in line and len(calls) == 1
+    assert "JAX trains faster with tcmalloc, jemalloc or mimalloc" in line and len(calls) == 1
     assert allocators.reexec("auto", "tensorflow", environ={}, library_dirs=empty,
                              execve=lambda *args: calls.append(args)) is None
 

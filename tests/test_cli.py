@@ -113,7 +113,7 @@ BAD_INPUT = [
     ("train", ["--lr_steps=a,b"], "--lr_steps"),
     ("train", ["extra"], "unexpected arguments: extra"),
     ("train", ["--no_such_flag=1"], "no_such_flag"),
-    ("train", ["--allocator=mimalloc"], "--allocator=mimalloc: expected one of auto, system"),
+    ("train", ["--allocator=hoard"], "--allocator=hoard: expected one of auto, system"),
     ("train", ["--allocator={missing}"], "missing.bin: no such file"),
     ("train", ["--data_root={dir}", "--lr_schedule=linear"], "lr_schedule"),
     ("train", ["--data_root={dir}", "--epochs=3", "--warmup_epochs=3"], "warmup_epochs"),

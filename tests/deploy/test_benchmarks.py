@@ -626,7 +626,7 @@ def test_backends_script_refuses_bad_flags_in_one_line(tmp_path, capsys):
                            ([f"--repo={tmp_path}/missing"], "no such folder"),
                            (["--modes=serve"], "--modes"),
                            (["--train_timing=epoch"], "--train_timing"),
-                           (["--allocator=mimalloc"], "--allocator=mimalloc: expected one of")):
+                           (["--allocator=hoard"], "--allocator=hoard: expected one of")):
         code = cli.invoke(script.main, script.define_flags, ["benchmark_backends.py"] + argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1, err
