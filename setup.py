@@ -36,11 +36,13 @@ setup(
         # Other Keras backends (KERAS_BACKEND=jax / torch). PyPI's plain torch is the CUDA
         # build: take the CPU wheel (pip's --index-url https://download.pytorch.org/whl/cpu,
         # or CI's .ci/constraints.txt).
-        # mimalloc: the allocator JAX training preloads where no system one is installed
-        # (keras_efficient3d/allocators.py); cmeel-mimalloc is its shared library as a wheel.
+        # mimalloc: the allocator JAX training preloads where no system one is installed, and
+        # PyTorch training always (keras_efficient3d/allocators.py); cmeel-mimalloc is its
+        # shared library as a wheel.
         "jax": ["jax[cpu]>=0.4.34",
                 "cmeel-mimalloc>=2.1; platform_system=='Linux' and platform_machine=='x86_64'"],
-        "torch": ["torch>=2.1"],
+        "torch": ["torch>=2.1",
+                  "cmeel-mimalloc>=2.1; platform_system=='Linux' and platform_machine=='x86_64'"],
         "dev": [
             "jax[cpu]>=0.4.34",
             "cmeel-mimalloc>=2.1; platform_system=='Linux' and platform_machine=='x86_64'",

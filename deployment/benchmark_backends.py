@@ -75,9 +75,9 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("num_classes", 27, **fv)
     cli.define("json_out", None, **fv)
     flags.DEFINE_string("allocator", "auto", "Memory allocator of our workers, as "
-                        "training/train.py's --allocator (auto: tcmalloc, else jemalloc, where "
-                        "installed, for JAX); the original runs under glibc's, as its users run it.",
-                        **fv)
+                        "training/train.py's --allocator (auto: on JAX tcmalloc, else jemalloc, "
+                        "else mimalloc, on PyTorch mimalloc, where installed); the original runs "
+                        "under glibc's, as its users run it.", **fv)
     flags.register_validator("allocator", allocators.check, **fv)
 
 

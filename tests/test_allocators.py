@@ -23,7 +23,7 @@ def _library(folder, name):
 
 
 @linux
-def test_auto_takes_tcmalloc_then_jemalloc_then_mimalloc_on_jax_only(tmp_path):
+def test_auto_takes_tcmalloc_then_jemalloc_then_mimalloc_on_jax_and_mimalloc_on_torch(tmp_path):
     dirs = [str(tmp_path)]
     assert allocators.resolve("auto", "jax", dirs) is None
     mimalloc = _library(tmp_path, "libmimalloc.so.3")
@@ -32,8 +32,11 @@ def test_auto_takes_tcmalloc_then_jemalloc_then_mimalloc_on_jax_only(tmp_path):
     assert allocators.resolve("auto", "jax", dirs) == ("jemalloc", jemalloc)
     tcmalloc = _library(tmp_path, "libtcmalloc_minimal.so.4")
     assert allocators.resolve("auto", "jax", dirs) == ("tcmalloc", tcmalloc)
-    for backend in ("tensorflow", "torch"):
-        assert allocators.resolve("auto", backend, dirs) is None
+    assert allocators.resolve("auto", "tensorflow", dirs) is None
+    # PyTorch: mimalloc only (under tcmalloc it measured no faster)
+    assert allocators.resolve("auto", "torch", dirs) == ("mimalloc", mimalloc)
+    os.remove(mimalloc)
+    assert allocators.resolve("auto", "torch", dirs) is None
     assert allocators.resolve("system", "jax", dirs) is None
     # asked for by name: on every backend
     assert allocators.resolve("jemalloc", "tensorflow", dirs) == ("jemalloc", jemalloc)
@@ -137,6 +140,9 @@ def test_reexec_restarts_once_and_says_why(tmp_path):
     line = allocators.reexec("auto", "jax", execve=lambda *args: calls.append(args),
                              environ={}, library_dirs=empty)
     assert "JAX trains faster with tcmalloc, jemalloc or mimalloc" in line and len(calls) == 1
+    line = allocators.reexec("auto", "torch", execve=lambda *args: calls.append(args),
+                             environ={}, library_dirs=empty)
+    assert "PyTorch trains faster with mimalloc" in line and "pip install cmeel-mimalloc" in line
     assert allocators.reexec("auto", "tensorflow", environ={}, library_dirs=empty,
                              execve=lambda *args: calls.append(args)) is None
 
