@@ -46,7 +46,8 @@ CHOICES = ("auto", "system") + tuple(ALLOCATORS)
 # What `auto` preloads on each Keras backend, most wanted first (measured; README, Backends).
 # PyTorch's eager kernels allocate their outputs afresh each call, and glibc maps those
 # over its threshold afresh too: under mimalloc MobileNetV2 1.0x trained 1.7x faster;
-# under tcmalloc PyTorch measured no faster. TensorFlow keeps its own cache: none.
+# under tcmalloc PyTorch measured no faster. TensorFlow keeps its own cache: none (its
+# plain fit calls ran slower under mimalloc).
 AUTO = {"jax": ("tcmalloc", "jemalloc", "mimalloc"), "torch": ("mimalloc",)}
 # Set in the restarted process: the allocator already chosen (no second restart).
 ENV_MARKER = "KERAS_EFFICIENT3D_ALLOCATOR"
