@@ -20,6 +20,9 @@ nothing on TensorFlow, which keeps its tensors in its own cache. Not kept (measu
 faster than glibc's): glibc's transparent huge pages for its mapped blocks
 (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``: fewer faults, the kernel's compaction and
 zeroing stay) and TBB's malloc proxy (still ~25,000 faults a step).
+
+Only training restarts under an allocator: OpenVINO's ``compile_model`` aborted under
+mimalloc and hung under tcmalloc (measured), so deployment commands stay with glibc's.
 """
 
 import ctypes.util
