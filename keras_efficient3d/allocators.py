@@ -70,8 +70,9 @@ def _environment_dirs():
     files) and the ``cmeel.prefix/lib`` of its site-packages (where the ``cmeel-mimalloc``
     wheel puts libmimalloc)."""
     dirs = [os.path.join(sys.prefix, "lib")]
+    paths = sysconfig.get_paths()
     for key in ("platlib", "purelib"):
-        folder = os.path.join(sysconfig.get_paths()[key], "cmeel.prefix", "lib")
+        folder = os.path.join(paths[key], "cmeel.prefix", "lib")
         if folder not in dirs:
             dirs.append(folder)
     return tuple(dirs)

@@ -5,6 +5,7 @@ library."""
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 
 import pytest
@@ -73,7 +74,7 @@ def test_the_environment_s_own_folders_come_first():
     dirs = allocators._environment_dirs()
     assert dirs[0] == os.path.join(sys.prefix, "lib")
     # where pip's cmeel-mimalloc wheel puts the library
-    site = __import__("sysconfig").get_paths()["purelib"]
+    site = sysconfig.get_paths()["purelib"]
     assert os.path.join(site, "cmeel.prefix", "lib") in dirs
 
 
