@@ -2,6 +2,12 @@
 
 from setuptools import find_packages, setup
 
+# mimalloc: the allocator JAX training preloads where no system one is installed, and PyTorch
+# training always (keras_efficient3d/allocators.py); cmeel-mimalloc is its shared library as a
+# wheel, built for Linux on x86-64 and ARM64 (manylinux_2_28: glibc 2.28 or newer).
+MIMALLOC = ("cmeel-mimalloc>=2.1; platform_system=='Linux' and "
+            "(platform_machine=='x86_64' or platform_machine=='aarch64')")
+
 setup(
     name="keras_efficient3d",
     version="0.1.0",
@@ -36,16 +42,13 @@ setup(
         # Other Keras backends (KERAS_BACKEND=jax / torch). PyPI's plain torch is the CUDA
         # build: take the CPU wheel (pip's --index-url https://download.pytorch.org/whl/cpu,
         # or CI's .ci/constraints.txt).
-        # mimalloc: the allocator JAX training preloads where no system one is installed, and
-        # PyTorch training always (keras_efficient3d/allocators.py); cmeel-mimalloc is its
-        # shared library as a wheel.
         "jax": ["jax[cpu]>=0.4.34",
-                "cmeel-mimalloc>=2.1; platform_system=='Linux' and platform_machine=='x86_64'"],
+                MIMALLOC],
         "torch": ["torch>=2.1",
-                  "cmeel-mimalloc>=2.1; platform_system=='Linux' and platform_machine=='x86_64'"],
+                  MIMALLOC],
         "dev": [
             "jax[cpu]>=0.4.34",
-            "cmeel-mimalloc>=2.1; platform_system=='Linux' and platform_machine=='x86_64'",
+            MIMALLOC,
             "torch>=2.1",
             "pytest>=8",
             "pytest-xdist>=3.5",

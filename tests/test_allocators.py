@@ -2,6 +2,7 @@
 each choice preloads, the environment it starts under, and a real restart under a preloaded
 library."""
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -115,6 +116,22 @@ def test_pip_s_mimalloc_keeps_a_freed_block_that_glibc_maps_afresh():
 
 
 @linux
+def test_the_backend_extras_install_mimalloc_on_linux_x86_64_and_arm64():
+    # the wheels pip has (manylinux x86_64 and aarch64): INSTALL_HINT's extras hold there
+    from packaging.requirements import Requirement
+
+    requirements = [Requirement(r) for r in importlib.metadata.requires("keras_efficient3d")]
+    for extra in ("jax", "torch", "dev"):
+        mimalloc = [r for r in requirements if r.name == "cmeel-mimalloc"
+                    and r.marker.evaluate({"extra": extra, "platform_system": "Linux"})]
+        assert mimalloc, extra
+        for machine, wanted in (("x86_64", True), ("aarch64", True), ("ppc64le", False)):
+            env = {"extra": extra, "platform_system": "Linux", "platform_machine": machine}
+            assert any(r.marker.evaluate(env) for r in mimalloc) is wanted, (extra, machine)
+        env = {"extra": extra, "platform_system": "Darwin", "platform_machine": "arm64"}
+        assert not any(r.marker.evaluate(env) for r in mimalloc), extra
+
+
 def test_reexec_restarts_once_and_says_why(tmp_path):
     calls = []
     tcmalloc = _library(tmp_path, "libtcmalloc_minimal.so.4")
