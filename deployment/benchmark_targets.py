@@ -139,6 +139,9 @@ def main(argv, flag_values=flags.FLAGS):
         peer_ms = {model: {f"original-{form}": ms for form, ms in forms.items()}
                    for model, forms in load_peers(f.peers_json, threads=f.threads,
                                                   input_shape=input_shape).items()}
+    if not f.repo and not f.peers_json:
+        print("note: no --repo or --peers_json: only our own int8 against fp32 is compared; "
+              "the targets against the original model need one of them", file=sys.stderr)
     peak = gemm_peak(f.threads) if f.gemm_peak else None
     rows = run_targets(f.models, f.work_dir, input_shape, f.num_classes, f.threads, f.rounds,
                        f.warmup, f.runs, f.runtimes, peers, peer_ms, peak,

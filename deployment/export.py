@@ -45,7 +45,8 @@ def define_flags(flag_values=flags.FLAGS):
                       "OpenVINO and TensorRT optimise), taps (tf2onnx of the 2D-tap TensorFlow graph) "
                       "or auto (native unless a layer has no native form).", **fv)
     flags.DEFINE_integer("opset", 13, "ONNX opset (13 for TensorRT 8.2 / JetPack 4.6).", **fv)
-    cli.define("batch_size", None, "Fixed batch size of the export; dynamic when unset.", **fv)
+    cli.define("batch_size", None, "Fixed batch size of the export; when unset, dynamic for "
+               "ONNX and SavedModel, 1 for OpenVINO.", **fv)
     cli.define("frames", 16, "(of --model)", **fv)
     cli.define("size", 112, "(of --model)", **fv)
     cli.define("num_classes", None, "(of --model; the model's default when unset)", **fv)
@@ -57,7 +58,10 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_enum("quantize", None, ["ptq", "qat"], "OpenVINO int8: ptq (NNCF post-training "
                       "quantization) or qat (the quantization-aware form, Q/DQ).", **fv)
     flags.DEFINE_boolean("compress_to_fp16", False, "OpenVINO: fp16 weights in the .bin.", **fv)
-    cli.define("data_root", None, "Jester layout: the int8 calibration clips (--quantize).", **fv)
+    cli.define("data_root", None, "Here the Jester layout only (frame folders and jester-v1-*.csv, as "
+               "`python -m keras_efficient3d.data.synthetic --output=DIR` writes): the int8 "
+               "calibration clips (--quantize), normalised and sampled as a --model_file "
+               "records.", **fv)
     flags.DEFINE_integer("num_calibration", 64, "Calibration clips for int8.", lower_bound=1,
                          **fv)
     flags.DEFINE_string("stem_fold", "auto", "Input columns the stem convolution takes as channels "

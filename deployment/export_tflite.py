@@ -25,7 +25,12 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("frames", 16, **fv)
     cli.define("size", 112, **fv)
     cli.define("precision", "fp32", **fv)
-    cli.define("data_root", None, "Jester layout: the int8 calibration clips.", **fv)
+    cli.define("data_root", None, "Here the Jester layout only (frame folders and jester-v1-*.csv, as "
+               "`python -m keras_efficient3d.data.synthetic --output=DIR` writes): the int8 "
+               "calibration clips.", **fv)
+    cli.define("normalization", "original", "(of the calibration clips: as the model was "
+               "trained; the demo's models: unit)", **fv)
+    cli.define("downsample", 1, "(of the calibration clips: as the model was trained)", **fv)
     flags.DEFINE_integer("num_calibration", 64, "Calibration clips for int8.", lower_bound=1,
                          **fv)
     flags.DEFINE_boolean("int8_io", False, "int8 input/output tensors (int8 only).", **fv)
@@ -43,8 +48,10 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def export(model_name, weights, num_classes, frames, size, precision, output, data_root=None,
-           num_calibration=64, int8_io=False, pack_channels=None):
-    """Builds, optionally calibrates on the training pipeline, converts and writes
+           num_calibration=64, int8_io=False, pack_channels=None, normalization="original",
+           downsample=1):
+    """Builds, optionally calibrates on the training pipeline (clips normalised and sampled
+    as the model was trained: `normalization`, `downsample`), converts and writes
     (`pack_channels`: `DeploymentGraph`'s, None its default)."""
     if precision == "int8" and data_root is None:
         raise ValueError("`precision='int8'` needs `data_root` (calibration clips). "
@@ -63,7 +70,7 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
 
         records, _ = kdata.index_jester(data_root, "train")
         data = kdata.make_dataset(records, "val", sample_duration=frames, sample_size=size,
-                                  batch_size=8)
+                                  batch_size=8, normalization=normalization, downsample=downsample)
     graph = DeploymentGraph(model, pack_channels=pack_channels)
     return export_tflite(graph, output, precision, representative_data=data,
                          num_calibration=num_calibration, int8_io=int8_io)
@@ -74,7 +81,8 @@ def main(argv, flag_values=flags.FLAGS):
     f = flag_values
     output = f.output or f"{f.model}_{f.precision}.tflite"
     size = export(f.model, f.weights, f.num_classes, f.frames, f.size, f.precision, output,
-                  f.data_root, f.num_calibration, f.int8_io, f.pack_channels)
+                  f.data_root, f.num_calibration, f.int8_io, f.pack_channels, f.normalization,
+                  f.downsample)
     print(f"Wrote {output} ({size / 1e6:.2f} MB)")
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_json",
     "check_keras_archive",
+    "export_metadata",
     "load_model",
     "read_metadata",
     "save_model",
@@ -218,6 +219,15 @@ class ModelMetadata:
             return len(self.labels)
         return (self.model or {}).get("num_classes")
 
+    def pipeline_arguments(self) -> dict:
+        """What `keras_efficient3d.data.make_dataset` needs to feed this model the clips it
+        expects, where recorded: ``downsample`` and ``normalization`` (``"none"`` for a model
+        that normalises 0-255 frames itself)."""
+        normalization = "none" if self.preprocessing_included else self.normalization
+        return {key: value for key, value in
+                (("downsample", self.downsample), ("normalization", normalization))
+                if value is not None}
+
     def to_dict(self) -> dict:
         """The JSON object written to disk (`from_dict` inverts it)."""
         out = {}
@@ -379,3 +389,19 @@ def read_metadata(model_path) -> ModelMetadata | None:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ModelFileError(f"{where}: cannot read the model metadata ({_one_line(err)})") from None
     return _as_metadata(data, where)
+
+
+def export_metadata(model, keras_file=None, model_name=None) -> ModelMetadata:
+    """The metadata an export of `model` carries in its sidecar: what `keras_file` records,
+    else the input shape and, for a registry model, its name and classes (no normalisation
+    is recorded then: the pipeline's default is assumed, as in training)."""
+    if keras_file is not None:
+        recorded = read_metadata(keras_file)
+        if recorded is not None:
+            return recorded
+    frames, height, width = (int(d) for d in model.inputs[0].shape[1:4])
+    about = {"num_classes": int(model.outputs[0].shape[-1])}
+    if model_name is not None:
+        about = {"model": model_name, **about}
+    return ModelMetadata(frames=frames, size=height if height == width else (height, width),
+                         layout="NDHWC", model=about)

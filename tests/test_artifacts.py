@@ -111,6 +111,32 @@ def test_metadata_fields_and_dict_form():
         ModelMetadata.from_dict([1, 2])
 
 
+def test_pipeline_arguments_feed_the_model_the_clips_it_expects():
+    unit = Normalization.preset("unit")
+    assert ModelMetadata(downsample=2, normalization=unit).pipeline_arguments() == {
+        "downsample": 2, "normalization": unit}
+    # A model that normalises 0-255 frames itself takes them as they are.
+    assert ModelMetadata(normalization=unit, preprocessing_included=True).pipeline_arguments() == {
+        "normalization": "none"}
+    # Nothing recorded: nothing said (the pipeline's defaults).
+    assert ModelMetadata(frames=8).pipeline_arguments() == {}
+
+
+def test_export_metadata_is_the_recorded_one_else_the_models_shape(tmp_path):
+    from keras_efficient3d.artifacts import export_metadata
+
+    model = tiny_model(FRAMES, SIZE, len(LABELS))
+    path = str(tmp_path / "m.keras")
+    save_model(model, path, metadata=METADATA)
+    assert export_metadata(model, path, "ignored") == ModelMetadata.from_dict(METADATA)
+    bare = str(tmp_path / "bare.keras")
+    model.save(bare)
+    for keras_file in (bare, None):
+        meta = export_metadata(model, keras_file, "tiny")
+        assert (meta.frames, meta.height_width, meta.normalization) == (FRAMES, (SIZE, SIZE), None)
+        assert meta.model == {"model": "tiny", "num_classes": len(LABELS)}
+
+
 def test_atomic_writes_leave_the_old_file_on_failure(tmp_path):
     path = tmp_path / "sub" / "state.json"
     atomic_write_json(path, {"epoch": 1})

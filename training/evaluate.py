@@ -88,10 +88,10 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
         model_shape = tuple(model.input_shape[1:3])
         recorded = {}
         if metadata is not None:
-            recorded = {"frames": metadata.frames, "downsample": metadata.downsample,
+            pipeline = metadata.pipeline_arguments()
+            recorded = {"frames": metadata.frames, "downsample": pipeline.get("downsample"),
                         "size": (metadata.height_width or (None,))[0],
-                        "normalization": ("none" if metadata.preprocessing_included
-                                          else metadata.normalization)}
+                        "normalization": pipeline.get("normalization")}
         elif None not in model_shape:
             recorded = {"frames": model_shape[0], "size": model_shape[1]}
         given = {"frames": frames, "size": size, "downsample": downsample,

@@ -344,12 +344,18 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
 def build_and_export_onnx(output_path, model_name=None, keras_file=None, num_frames=16,
                           image_size=112, num_classes=None, opset=DEFAULT_OPSET, batch_size=None,
                           fold_bn=True, verify=True, form="auto", stem_fold=1, **model_kwargs):
-    """Builds (`load_or_build_model`) and exports with `export_onnx`; returns its report."""
+    """Builds (`load_or_build_model`) and exports with `export_onnx`; returns its report,
+    with ``sidecar``: the ``<path>.json`` metadata (`artifacts.export_metadata`) that
+    `predict` and the runtime read for the clip the model expects."""
+    from keras_efficient3d.artifacts import export_metadata, write_sidecar  # pylint: disable=import-outside-toplevel
+
     _check_form(form)  # before the (slow) build
     model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
                                 **model_kwargs)
-    return export_onnx(model, output_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
-                       verify=verify, form=form, stem_fold=stem_fold)
+    report = export_onnx(model, output_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
+                         verify=verify, form=form, stem_fold=stem_fold)
+    report["sidecar"] = write_sidecar(output_path, export_metadata(model, keras_file, model_name))
+    return report
 
 
 __all__ = [

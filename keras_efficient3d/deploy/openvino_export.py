@@ -52,7 +52,9 @@ top-1 agreement with the Keras model on the validation clips (``validation``, el
 calibration clips) and its relative error.
 """
 
+import contextlib
 import os
+import sys
 import tempfile
 
 import keras
@@ -246,7 +248,9 @@ def ptq(ov_model, clips, preset="performance", fast_bias_correction=True, ignore
     # only): without VNNI, oneDNN's u8 x s8 convolutions sum pairs of products in int16, which
     # full 8-bit weights overflow (top-1 agreement with float, shipped model: 96.9% -> 100%).
     advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
-    with runtime.quiet_stderr():
+    # NNCF's progress bars, printed on stdout, go where its log lines go (nowhere): stdout
+    # keeps to the results (export.py's JSON report), and a calibration takes seconds.
+    with runtime.quiet_stderr(), contextlib.redirect_stdout(sys.stderr):
         quantized = nncf.quantize(
             ov_model, nncf.Dataset(samples), subset_size=len(samples),
             preset=getattr(nncf.QuantizationPreset, preset.upper()),
@@ -435,15 +439,17 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
                               batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, verify=True,
                               threads=None, stem_fold="auto", **model_kwargs):
     """Builds (`load_or_build_model`), calibrates int8 on clips of the Jester-layout dataset
-    at `data_root` (the train split, validation transforms, as TFLite int8 does), measures
-    agreement on its validation split, and exports with `export_openvino`.
+    at `data_root` (the train split, validation transforms, as TFLite int8 does, with the
+    frame step and normalisation a `keras_file` records), measures agreement on its
+    validation split, and exports with `export_openvino`, the sidecar written from
+    `artifacts.export_metadata`.
 
     ``quantize="qat"`` wraps the model in its quantization-aware form
     (`keras_efficient3d.deploy.quantize.quantize_model`, ranges calibrated on the same clips);
     fine-tune that form as the demo does for the full QAT benefit, and export it with
     `export_openvino`.
     """
-    from keras_efficient3d.artifacts import ModelMetadata, read_metadata  # pylint: disable=import-outside-toplevel
+    from keras_efficient3d.artifacts import export_metadata  # pylint: disable=import-outside-toplevel
 
     if quantize not in QUANTIZE:
         raise ValueError(f"`quantize` must be one of {QUANTIZE}. Received: quantize={quantize!r}")
@@ -452,23 +458,20 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
                          "training pipeline). Received: data_root=None")
     model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
                                 **model_kwargs)
-    if keras_file is not None:
-        metadata = read_metadata(keras_file)
-    else:
-        frames, height = model.inputs[0].shape[1:3]
-        metadata = ModelMetadata(frames=int(frames), size=int(height), layout="NDHWC",
-                                 model={"model": model_name, "num_classes": int(model.outputs[0].shape[-1])})
+    metadata = export_metadata(model, keras_file, model_name)
     calibration = validation = None
     if quantize:
         from keras_efficient3d import data as kdata  # pylint: disable=import-outside-toplevel
 
-        frames, size = int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2])
+        # The clips the model was trained on: its recorded frame step and normalisation (the
+        # shipped model takes 0-1 pixels; the pipeline's default is mean-subtracted 0-255).
+        common = dict(sample_duration=int(model.inputs[0].shape[1]),
+                      sample_size=int(model.inputs[0].shape[2]), batch_size=8,
+                      **metadata.pipeline_arguments())
         records, _ = kdata.index_jester(data_root, "train")
-        calibration = kdata.make_dataset(records, "val", sample_duration=frames,
-                                         sample_size=size, batch_size=8)
+        calibration = kdata.make_dataset(records, "val", **common)
         val_records, _ = kdata.index_jester(data_root, "validation")
-        validation = kdata.make_dataset(val_records, "val", sample_duration=frames,
-                                        sample_size=size, batch_size=8)
+        validation = kdata.make_dataset(val_records, "val", **common)
     float_model = model
     if quantize == "qat":
         from keras_efficient3d.deploy.quantize import quantize_model  # pylint: disable=import-outside-toplevel

@@ -26,7 +26,7 @@ from keras_efficient3d.backends import require_tensorflow_backend
 from keras_efficient3d.fold import inference_form
 from keras_efficient3d.layers import forms
 from keras_efficient3d.registry import create_model
-from keras_efficient3d.runtime import check_close, random_clips
+from keras_efficient3d.runtime import check_close, quiet_stderr, random_clips
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "input"
@@ -103,7 +103,9 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
     module.serve = serve
     os.makedirs(export_dir, exist_ok=True)
     # Traced with the ops every runtime takes (TF-TRT on the Jetson, TF without oneDNN).
-    with forms.consumer("savedmodel"):
+    # Grappler's "empty op name" errors and the asset/sharding INFO lines it prints while
+    # saving tell a user nothing (the save succeeds; a failure still raises).
+    with forms.consumer("savedmodel"), quiet_stderr():
         tf.saved_model.save(module, export_dir, signatures={signature_name: serve})
     return export_dir
 
@@ -138,6 +140,7 @@ def verify_saved_model(export_dir, model, clips=None, rtol=1e-4, atol=1e-6,
     (key, spec), = fn.structured_input_signature[1].items()
     if clips is None:
         clips = random_clips(model, spec.shape[0] or 2)
-    got = fn(**{key: tf.constant(clips)})[output_name].numpy()
+    with quiet_stderr():  # Grappler's noise again, on the signature's first run
+        got = fn(**{key: tf.constant(clips)})[output_name].numpy()
     expected = keras.ops.convert_to_numpy(model(clips, training=False))
     return check_close(got, expected, rtol, atol, what="SavedModel")

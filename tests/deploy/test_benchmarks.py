@@ -573,6 +573,11 @@ def test_targets_script_times_ours_and_the_peers_in_one_table(tmp_path, monkeypa
         (tmp_path / "t.md").read_text()
     assert targets[TARGETS[3][0]]["ratio"] == pytest.approx(
         30.0 / row["runtimes"]["tflite-int8"]["median_ms"])
+    # Without the peers, one line says what is left out.
+    capsys.readouterr()
+    assert cli.invoke(script.main, script.define_flags,
+                      argv + ["--runtimes=tflite-int8,openvino-int8", "--nogemm_peak"]) == 0
+    assert "note: no --repo or --peers_json" in capsys.readouterr().err
 
 
 def test_targets_script_says_when_the_peers_need_pytorch(tmp_path, monkeypatch, capsys):

@@ -145,10 +145,18 @@ def test_export_writes_file_and_report(small_model, tmp_path):
 
 
 def test_build_and_export_from_keras_file(small_model, tmp_path):
+    from keras_efficient3d.artifacts import ModelMetadata, read_metadata, save_model
+    from keras_efficient3d.data.normalization import Normalization
+
     keras_file = str(tmp_path / "model.keras")
-    small_model.save(keras_file)
-    report = onnx_export.build_and_export_onnx(str(tmp_path / "m.onnx"), keras_file=keras_file)
+    recorded = ModelMetadata(frames=8, size=32, downsample=2, normalization=Normalization.preset("unit"),
+                             labels=["a", "b", "c"])
+    save_model(small_model, keras_file, metadata=recorded)
+    path = str(tmp_path / "m.onnx")
+    report = onnx_export.build_and_export_onnx(path, keras_file=keras_file)
     assert report["max_rel_error"] < 1e-4
+    # The sidecar says how to feed the model (predict would otherwise guess).
+    assert report["sidecar"] == path + ".json" and read_metadata(path) == recorded
 
 
 # --- QAT: fake-quant ops become QuantizeLinear/DequantizeLinear --------------------------

@@ -437,8 +437,50 @@ def test_cli_ptq_calibrates_on_the_training_pipeline(export_cli, tmp_path, capsy
                                        f"--data_root={root}", "--num_calibration=8",
                                        f"--output={out}"])
     assert code == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # stdout is the JSON report alone (NNCF's progress bars kept off it)
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(line)
     assert report["precision"] == "int8" and report["int8"]["fake_quantize"] > 0
     # Agreement is measured on the validation split (one video per class).
     assert report["clips"] == len(synthetic.CLASSES) and 0 <= report["top1_agreement"] <= 1
     assert runtime.load_runner(out).input_spec.shape == (1, 8, 32, 32, 3)
+
+
+@pytest.mark.slow
+def test_int8_calibrates_on_the_clips_a_model_file_records(small_model, tmp_path, monkeypatch):
+    """A .keras file that records 0-1 pixels and every second frame (the shipped model's
+    kind) is calibrated and checked on such clips, not on the pipeline's default (0-255,
+    mean-subtracted), and its sidecar says so."""
+    from keras_efficient3d import data as kdata
+    from keras_efficient3d.artifacts import ModelMetadata, save_model
+    from keras_efficient3d.data.normalization import Normalization
+
+    root = synthetic.generate(str(tmp_path / "gestures"), layout="jester", videos_per_class=2,
+                              seed=1, frames=24, size=40)
+    recorded = ModelMetadata(frames=SMALL[0], size=SMALL[1], downsample=2,
+                             normalization=Normalization.preset("unit"))
+    keras_file = str(tmp_path / "m.keras")
+    save_model(small_model, keras_file, metadata=recorded)
+    calls, batches = [], []
+    make_dataset = kdata.make_dataset
+
+    def spy(records, mode, **kwargs):
+        calls.append(kwargs)
+        return make_dataset(records, mode, **kwargs)
+
+    clips_of = openvino_export.calibration_clips
+
+    def clips_spy(*args, **kwargs):
+        batches.append(clips_of(*args, **kwargs))
+        return batches[-1]
+
+    monkeypatch.setattr(kdata, "make_dataset", spy)
+    monkeypatch.setattr(openvino_export, "calibration_clips", clips_spy)
+    path = str(tmp_path / "m_int8.xml")
+    report = openvino_export.build_and_export_openvino(path, keras_file=keras_file, data_root=root,
+                                                       quantize="ptq", num_calibration=4)
+    assert len(calls) == 2 and all(c["downsample"] == 2 and c["normalization"] == recorded.normalization
+                                   for c in calls)
+    values = np.concatenate([b.ravel() for b in batches])
+    assert values.min() >= 0.0 and values.max() <= 1.0 and values.max() > 0.5
+    assert read_metadata(path) == recorded and report["sidecar"] == path + ".json"
