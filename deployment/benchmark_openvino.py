@@ -201,8 +201,12 @@ def main(argv, flag_values=flags.FLAGS):
     if f.model_file:
         if not f.model_file.lower().endswith(".xml"):
             raise cli.UsageError(f"--model_file={f.model_file}: an OpenVINO IR .xml file is needed")
+        from keras_efficient3d.deploy.openvino_export import ir_precision
+
         rows = time_files({os.path.basename(f.model_file): f.model_file}, f.threads, f.warmup,
                           f.runs, f.rounds)
+        for row in rows:
+            row["precision"] = ir_precision(f.model_file)
     else:
         peers, peaks = peers_and_peaks(f.models, f.peers_json, (f.frames, f.size, f.size),
                                        f.threads, f.gemm_peak)

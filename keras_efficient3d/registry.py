@@ -136,7 +136,9 @@ def _unknown(name):
     with_depth = "/".join(f.name for f in families() if _depth_variants(f))
     aliases = [*sorted(_ALIASES), f"{with_depth} with depth=N"]
     return (f"Unknown model '{name}'. Available: {', '.join(list_models())} "
-            f"(aliases: {', '.join(aliases)}). Received: name={name}")
+            f"(aliases: {', '.join(aliases)}), each also with its arguments in the name: "
+            f"mobilenetv2_0.2x, shufflenet_0.5x_g3, squeezenet_1.1, resnet18_A. "
+            f"Received: name={name}")
 
 
 def create_model(name, **kwargs):

@@ -210,6 +210,7 @@ def test_create_model_drops_none_kwargs():
 
 @pytest.mark.parametrize("call,match", [
     (lambda: k3.create_model("vgg16"), "Unknown model 'vgg16'"),
+    (lambda: k3.create_model("mobilenetv2_0.2"), "in the name: mobilenetv2_0.2x"),
     (lambda: k3.create_model("resnet"), "needs a depth"),
     (lambda: k3.create_model("mobilenetv2", bogus=1), "Invalid arguments"),
     (lambda: k3.ShuffleNetV2_3D(0.3), "width_mult"),

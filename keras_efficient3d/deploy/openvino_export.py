@@ -78,6 +78,7 @@ __all__ = [
     "fastest",
     "fuse_channel_shuffles",
     "int8_summary",
+    "ir_precision",
     "per_tensor_before_reshapes",
     "ptq",
     "save_ir",
@@ -280,17 +281,28 @@ def save_ir(ov_model, path, compress_to_fp16=False):
 
 def int8_summary(ov_model):
     """FakeQuantize nodes and integer-typed constants (int8 weights) of an ``openvino.Model``
-    or IR path: ``{"fake_quantize": n, "int8_constants": n}``."""
+    or IR path: ``{"fake_quantize": n, "int8_constants": n}`` (and ``"fp16_constants"``)."""
     if isinstance(ov_model, (str, os.PathLike)):
         ov_model = runtime.openvino_module().Core().read_model(os.fspath(ov_model))
-    fake_quantize = int8 = 0
+    fake_quantize = int8 = fp16 = 0
     for op in ov_model.get_ops():
         kind = op.get_type_name()
         if kind == "FakeQuantize":
             fake_quantize += 1
-        elif kind == "Constant" and op.get_output_element_type(0).get_type_name() in ("i8", "u8"):
-            int8 += 1
-    return {"fake_quantize": fake_quantize, "int8_constants": int8}
+        elif kind == "Constant":
+            dtype = op.get_output_element_type(0).get_type_name()
+            int8 += dtype in ("i8", "u8")
+            fp16 += dtype == "f16"
+    return {"fake_quantize": fake_quantize, "int8_constants": int8, "fp16_constants": fp16}
+
+
+def ir_precision(ov_model):
+    """What an IR (``openvino.Model`` or path) stores: ``"int8"`` (FakeQuantize), ``"fp16"``
+    (compressed weights) or ``"fp32"``."""
+    summary = int8_summary(ov_model)
+    if summary["fake_quantize"]:
+        return "int8"
+    return "fp16" if summary["fp16_constants"] else "fp32"
 
 
 def _top1_agreement(actual, expected):

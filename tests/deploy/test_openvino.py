@@ -57,7 +57,7 @@ def test_float_ir_matches_keras(small_model, fp32_ir):
     path, report = fp32_ir
     assert report["precision"] == "fp32" and report["max_rel_error"] < 1e-4
     assert os.path.isfile(path) and os.path.isfile(path[:-4] + ".bin")
-    assert report["int8"] == {"fake_quantize": 0, "int8_constants": 0}
+    assert report["int8"] == {"fake_quantize": 0, "int8_constants": 0, "fp16_constants": 0}
     # Independently of the export's own check: other clips, through load_runner.
     runner = runtime.load_runner(path, threads=1)
     assert runner.backend == "openvino" and runner.num_classes == 4
@@ -118,6 +118,8 @@ def test_fp16_weights_are_close(trunk, tmp_path):
     assert 0 < report["max_rel_error"] < 1e-2
     # fp16 weights: about 2 bytes per parameter (BatchNorm folded away), not 4.
     assert os.path.getsize(tmp_path / "half.bin") < 2.5 * trunk.count_params()
+    # What the file stores, read back from it (benchmark_openvino.py --model_file's column).
+    assert openvino_export.ir_precision(str(tmp_path / "half.xml")) == "fp16"
 
 
 def test_verification_catches_a_wrong_model(small_model, fp32_ir):
@@ -226,6 +228,7 @@ def test_ptq_int8_runs_in_int8_and_agrees_on_top1(shipped, tmp_path):
                                              validation=validation)
     assert report["precision"] == "int8" and report["quantize"] == "ptq"
     assert report["int8"]["fake_quantize"] > 0 and report["clips"] == len(validation)
+    assert openvino_export.ir_precision(path) == "int8"
     runner = runtime.load_runner(path, threads=1)
     precisions = runner.runtime_precisions()
     assert precisions.get(("Convolution", "u8"), 0) + precisions.get(("Convolution", "i8"), 0) > 0
@@ -392,8 +395,8 @@ def test_benchmark_openvino_times_ir_files(fp32_ir, tmp_path, capsys):
     assert code == 0
     rows = json.loads(out.read_text())
     assert len(rows) == 1 and rows[0]["threads"] == 1 and len(rows[0]["round_medians_ms"]) == 2
-    assert rows[0]["median_ms"] > 0 and "| small.xml |" in capsys.readouterr().out
-    assert (tmp_path / "t.md").is_file()
+    assert rows[0]["median_ms"] > 0 and "| small.xml | fp32 |" in capsys.readouterr().out
+    assert rows[0]["precision"] == "fp32" and (tmp_path / "t.md").is_file()
     speedups = [{"model": "m", "precision": "fp32", "threads": 2, "median_ms": 10.0},
                 {"model": "m", "precision": "int8", "threads": 2, "median_ms": 4.0}]
     script._add_speedups(speedups)
