@@ -346,7 +346,8 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
     Returns:
         A dict: path, bin, precision (fp32, fp16, int8), quantize, input_shape, size_bytes,
         int8 (`int8_summary`), stem_fold (and stem_fold_ms, each candidate's time, when
-        timed: `fastest`), max_rel_error, top1_agreement and clips (int8 only), sidecar.
+        timed: `fastest`), max_rel_error, calibration_clips, top1_agreement and clips (int8
+        only), sidecar.
     """
     from keras_efficient3d.artifacts import write_sidecar  # pylint: disable=import-outside-toplevel
 
@@ -388,6 +389,8 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
               "quantize": quantize, "input_shape": (batch_size,) + input_shape,
               "size_bytes": os.path.getsize(bin_path) + os.path.getsize(path),
               "int8": int8_summary(ov_model), "stem_fold": fold, "max_rel_error": None}
+    if calib is not None:  # fewer than num_calibration where the data has fewer clips
+        report["calibration_clips"] = len(calib)
     if timings is not None:
         report["stem_fold_ms"] = timings
     if verify:

@@ -437,7 +437,7 @@ def test_cli_ptq_calibrates_on_the_training_pipeline(export_cli, tmp_path, capsy
     out = str(tmp_path / "m_int8.xml")
     code = _invoke_export(export_cli, ["--model=mobilenetv2_0.2x", "--frames=8", "--size=32",
                                        "--num_classes=8", "--format=openvino", "--quantize=ptq",
-                                       f"--data_root={root}", "--num_calibration=8",
+                                       f"--data_root={root}", "--num_calibration=20",
                                        f"--output={out}"])
     assert code == 0
     # stdout is the JSON report alone (NNCF's progress bars kept off it)
@@ -446,6 +446,8 @@ def test_cli_ptq_calibrates_on_the_training_pipeline(export_cli, tmp_path, capsy
     assert report["precision"] == "int8" and report["int8"]["fake_quantize"] > 0
     # Agreement is measured on the validation split (one video per class).
     assert report["clips"] == len(synthetic.CLASSES) and 0 <= report["top1_agreement"] <= 1
+    # 20 asked for, the train split has 8 videos (one per class): the report says so
+    assert report["calibration_clips"] == 8
     assert runtime.load_runner(out).input_spec.shape == (1, 8, 32, 32, 3)
 
 
