@@ -11,6 +11,9 @@ import os as _os
 
 # TensorFlow's C++ start-up chatter would otherwise precede every CLI's own messages.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# FFmpeg's own lines about a bad video ("moov atom not found"), read by OpenCV when it first
+# opens one: the decoders say which file failed and why, in one line of ours.
+_os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
 def _import_tensorflow_with_onednn():

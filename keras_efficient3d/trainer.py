@@ -27,12 +27,14 @@ import tensorflow as tf
 
 from keras_efficient3d import registry, runtime
 from keras_efficient3d.artifacts import (
+    ModelMetadata,
     atomic_write,
     atomic_write_json,
     check_keras_archive,
     load_model,
     save_model,
 )
+from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.models._base import VideoModel
 from keras_efficient3d.optim import TorchSGD
 
@@ -338,13 +340,32 @@ class EpochSchedule(keras.callbacks.Callback):
             logs["lr"] = float(self.model.optimizer.learning_rate.numpy())
 
 
+def model_metadata(config, classes, num_classes=None, extra=None):
+    """What a model trained with `config` on `classes` expects and returns, recorded in its
+    ``.keras`` archives and exports (read by `keras_efficient3d.predict`, `evaluate.py`,
+    the exporters): clip shape, frame step, normalisation, class names (where one per
+    output), the registry name and arguments."""
+    num_classes = num_classes or len(classes)
+    name, kwargs = model_kwargs(config, num_classes)
+    about = {"model": name, **{key: value for key, value in kwargs.items()
+                               if value is not None and key not in ("input_shape", "dropout")}}
+    return ModelMetadata(
+        frames=config.frames, size=config.size, downsample=config.downsample,
+        normalization=Normalization.preset(config.normalization), preprocessing_included=False,
+        labels=list(classes) if len(classes) == num_classes else None, output="logits",
+        layout="NDHWC", dtype="float32, already normalised", model=about,
+        extra=dict(extra or {}))
+
+
 class Checkpointer(keras.callbacks.Callback):
     """last.keras every N epochs and best.keras on a better validation accuracy, each with
-    the optimizer state, plus train_state.json; all written atomically."""
+    the optimizer state and `metadata` (`model_metadata`), plus train_state.json; all
+    written atomically."""
 
-    def __init__(self, output_dir, every, best=-1.0, monitor="val_accuracy"):
+    def __init__(self, output_dir, every, best=-1.0, monitor="val_accuracy", metadata=None):
         super().__init__()
         self.output_dir, self.every, self.best, self.monitor = output_dir, every, best, monitor
+        self.metadata = metadata
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -352,9 +373,9 @@ class Checkpointer(keras.callbacks.Callback):
         improved = score is not None and score > self.best
         if improved:
             self.best = float(score)
-            save_model(self.model, os.path.join(self.output_dir, "best.keras"))
+            save_model(self.model, os.path.join(self.output_dir, "best.keras"), self.metadata)
         if (epoch + 1) % self.every == 0:
-            save_model(self.model, os.path.join(self.output_dir, "last.keras"))
+            save_model(self.model, os.path.join(self.output_dir, "last.keras"), self.metadata)
             atomic_write_json(
                 os.path.join(self.output_dir, "train_state.json"),
                 {"epoch": epoch + 1, "best_accuracy": self.best,
@@ -557,6 +578,12 @@ def train(config, extra_callbacks=None):
         if initial_epoch >= config.epochs:
             raise ValueError(f"The run in {config.output_dir} already finished {initial_epoch} "
                              f"epochs; raise --epochs above {initial_epoch} to continue.")
+    elif chief and os.path.exists(state_path) and \
+            not os.path.exists(os.path.join(config.output_dir, "backup")):
+        with open(state_path) as handle:
+            done = json.load(handle).get("epoch")
+        print(f"warning: {config.output_dir} holds a run ({done} epochs); this new run replaces "
+              "its checkpoints and logs (--resume continues it instead)", file=sys.stderr)
 
     train_records, classes = load_split(config, "train")
     val_records, _ = load_split(config, "validation")
@@ -607,7 +634,8 @@ def train(config, extra_callbacks=None):
     if backup.exists() and os.path.exists(state_path):
         with open(state_path) as handle:
             best = float(json.load(handle)["best_accuracy"])
-    callbacks = [Checkpointer(save_dir, config.checkpoint_every, best)]
+    callbacks = [Checkpointer(save_dir, config.checkpoint_every, best,
+                              metadata=model_metadata(config, classes, num_classes))]
     if chief:
         callbacks += [
             keras.callbacks.CSVLogger(os.path.join(config.output_dir, "log.csv"),

@@ -29,6 +29,24 @@ def test_import_enables_onednn_unless_the_user_decided(setting, expected):
     assert "oneDNN" not in run.stderr and "InitializeLog" not in run.stderr, run.stderr
 
 
+def test_ffmpegs_own_lines_about_a_bad_video_stay_off_the_screen(tmp_path):
+    """OpenCV's FFmpeg prints "moov atom not found" for a truncated mp4 unless told not to;
+    after importing the package it does not (the decoders' one-line error says it instead)."""
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(64))
+    base = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+
+    def opened(first):
+        code = f"{first}import cv2\nprint(cv2.VideoCapture({str(bad)!r}).isOpened())\n"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=base, timeout=300)
+
+    plain, ours = opened(""), opened("import keras_efficient3d\n")
+    assert plain.stdout.strip() == ours.stdout.strip() == "False"
+    assert "moov atom not found" in plain.stderr  # the test can see the noise
+    assert "moov atom" not in ours.stderr and "@ 0x" not in ours.stderr, ours.stderr
+
+
 # ---------------------------------------------------------------------------------------
 # The library never imports its applications: imports read from the source with `ast`
 # (function-level imports included), so that a lazy import cannot hide a wrong direction.

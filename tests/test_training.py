@@ -197,6 +197,18 @@ def test_train_writes_checkpoints_logs_and_resumes(tiny_gestures, one_epoch_run,
     assert any(np.abs(v.numpy()).sum() > 0 for v in first.optimizer.variables[2:])
     assert json.loads((out / "config.json").read_text())["model"] == TINY_MODEL
     assert (out / "labels.txt").read_text().split("\n")[0] == "Swiping Left"
+    # The checkpoints say what they take and return: predict, evaluate and the exporters
+    # read it from the model alone, away from the run folder.
+    from keras_efficient3d.artifacts import read_metadata
+    from keras_efficient3d.data.normalization import Normalization
+
+    for name in ("last.keras", "best.keras"):
+        meta = read_metadata(out / name)
+        assert (meta.frames, meta.height_width, meta.downsample) == (8, (32, 32), 1)
+        assert meta.normalization == Normalization.preset("unit") and meta.output == "logits"
+        assert meta.labels == (out / "labels.txt").read_text().split("\n")[:-1]
+        assert meta.model == {"model": TINY_MODEL, "width_mult": TINY_WIDTH,
+                              "num_classes": len(meta.labels)}
 
     resumed = trainer.train(_tiny_config(tiny_gestures, out, epochs=2, resume=True))
     assert len(resumed["history"]["loss"]) == 1  # only epoch 2 ran
@@ -214,6 +226,16 @@ def test_train_writes_checkpoints_logs_and_resumes(tiny_gestures, one_epoch_run,
 def test_resume_without_a_run_is_a_clear_error(tiny_gestures, tmp_path):
     with pytest.raises(ValueError, match="Nothing to resume"):
         trainer.train(_tiny_config(tiny_gestures, tmp_path / "empty", resume=True))
+
+
+def test_a_new_run_over_a_finished_one_says_so(tiny_gestures, one_epoch_run, tmp_path, capsys):
+    out = _copy_run(one_epoch_run, tmp_path)
+    trainer.train(_tiny_config(tiny_gestures, out, epochs=1, checkpoint_every=5))
+    err = capsys.readouterr().err
+    assert f"warning: {out} holds a run (1 epochs); this new run replaces" in err, err
+    # Into a fresh folder: nothing to say.
+    trainer.train(_tiny_config(tiny_gestures, tmp_path / "fresh", epochs=1, checkpoint_every=5))
+    assert "holds a run" not in capsys.readouterr().err
 
 
 def test_fine_tuning_replaces_the_head(tiny_gestures, tmp_path):

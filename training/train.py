@@ -26,8 +26,8 @@ _HELP = {
     "ucf101_fold": "UCF-101 split 1, 2 or 3",
     "crop": "training crop: random (multi-scale), corner or center",
     "hflip": "random horizontal flips; a mirrored clip of a class named with Left/Right or Clockwise/"
-             "Counterclockwise takes the mirror class (default: off for jester/synthetic, as the "
-             "original; on otherwise)",
+             "Counterclockwise (or Anticlockwise), words between spaces, _ or -, takes the mirror "
+             "class (default: off for jester/synthetic, as the original; on otherwise)",
     "cache": "cache decoded videos in memory",
     "max_decode_failures": "unreadable samples skipped (with a warning) before stopping",
     "version": "SqueezeNet version",

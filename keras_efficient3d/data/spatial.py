@@ -14,6 +14,8 @@ bilinear that the original used) and ``INTER_LINEAR`` otherwise.
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 
@@ -195,22 +197,28 @@ _MIRROR_WORDS = {"Left": "Right", "Right": "Left", "Clockwise": ("Counterclockwi
 def mirror_labels(class_names) -> list[int] | None:
     """The class each class becomes in a left-right mirror image: ``result[i]`` is the
     index of the class whose name is class ``i``'s with Left/Right and Clockwise/
-    Counterclockwise (or Anticlockwise) swapped, or ``i`` where no such class exists
+    Counterclockwise (or Anticlockwise) swapped (as words between spaces, underscores or
+    hyphens, in any case: "swipe_left"), or ``i`` where no such class exists
     (most gestures look the same mirrored). None when no class changes: then flipping
     keeps every label, as for Kinetics or UCF-101.
 
         mirror_labels(["Swiping Left", "Swiping Right", "Thumb Up"])  # [1, 0, 2]
+        mirror_labels(["Swiping_Left", "Swiping_Right"])                # [1, 0]
     """
     names = [str(name) for name in class_names]
     index = {name: i for i, name in enumerate(names)}
     result = []
     for i, name in enumerate(names):
-        words = name.split(" ")
+        # Words between spaces, underscores or hyphens (folder names: "Swiping_Left"); the
+        # separators are kept, so the swapped name is spelled as the class folders are.
+        parts = re.split(r"([ _-])", name)
         target = i
-        for position, word in enumerate(words):
-            swaps = _MIRROR_WORDS.get(word, ())
+        for position in range(0, len(parts), 2):
+            word = parts[position]
+            swaps = _MIRROR_WORDS.get(word.capitalize(), ())
             for swap in (swaps,) if isinstance(swaps, str) else swaps:
-                other = " ".join(words[:position] + [swap] + words[position + 1:])
+                swap = swap.lower() if word.islower() else swap.upper() if word.isupper() else swap
+                other = "".join(parts[:position] + [swap] + parts[position + 1:])
                 if other in index:
                     target = index[other]
         result.append(target)

@@ -13,13 +13,11 @@ import numpy as np
 
 from keras_efficient3d import evaluation, trainer
 from keras_efficient3d.artifacts import (
-    ModelMetadata,
     atomic_path,
     atomic_write,
     save_model,
     write_sidecar,
 )
-from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.deploy import quantize, tflite
 from keras_efficient3d.models._base import build_optimizer
 from keras_efficient3d.runtime import TFLiteRunner, time_interleaved
@@ -28,13 +26,9 @@ BASENAME = "synthetic_gestures"
 
 
 def model_metadata(config, classes, extra=None):
-    """Metadata recorded with every exported form (read by `keras_efficient3d.predict`)."""
-    return ModelMetadata(
-        frames=config.frames, size=config.size, downsample=config.downsample,
-        normalization=Normalization.preset(config.normalization), preprocessing_included=False,
-        labels=list(classes), output="logits", layout="NDHWC", dtype="float32, already normalised",
-        model={"model": config.model, "width_mult": config.width_mult, "num_classes": len(classes)},
-        extra=dict(extra or {}))
+    """Metadata recorded with every exported form (read by `keras_efficient3d.predict`):
+    the training run's (`trainer.model_metadata`)."""
+    return trainer.model_metadata(config, classes, extra=extra)
 
 
 def _score(predict_fn, records, classes, config):

@@ -280,6 +280,13 @@ def test_mirror_labels_of_jester_and_of_datasets_without_directions():
     assert spatial.mirror_labels(jester) == [1, 0, 3, 2, 4, 6, 5]
     assert spatial.mirror_labels(["Turning Clockwise", "Turning Anticlockwise"]) == [1, 0]
     assert spatial.mirror_labels(["Archery", "Left Turn Only"]) is None
+    # Folder names: words between underscores or hyphens pair as well (the synthetic
+    # generator's video layout writes Swiping_Left, Turning_Clockwise, ...).
+    from keras_efficient3d.data import synthetic
+
+    folders = [name.replace(" ", "_") for name in synthetic.CLASSES]
+    assert spatial.mirror_labels(folders) == spatial.mirror_labels(synthetic.CLASSES) is not None
+    assert spatial.mirror_labels(["swipe-left", "swipe-right", "left_handed"]) == [1, 0, 2]
     with pytest.raises(ValueError, match="hflip_labels"):
         make_dataset([VideoRecord("x", 2, "x", "frames", 3)], "train", hflip=True,
                      hflip_labels=[1, 0], **SMALL)
