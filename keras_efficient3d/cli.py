@@ -410,7 +410,16 @@ def run(main, define_flags, positional=False):
             absl_logging.get_absl_handler().setFormatter(_PlainFormatter())
         return _call(main, argv, flags.FLAGS, prog, positional)
 
-    app.run(start, flags_parser=parse)
+    try:
+        app.run(start, flags_parser=parse)
+    except SystemExit as done:
+        # absl ends --help with status 1; asking for help is no failure
+        if done.code == 1 and any(arg.split("=")[0] in HELP_FLAGS for arg in sys.argv[1:]):
+            raise SystemExit(0) from None
+        raise
+
+
+HELP_FLAGS = ("--help", "--helpshort", "--helpfull", "--helpxml")
 
 
 class _PlainFormatter(logging.Formatter):

@@ -298,6 +298,15 @@ def test_bad_input_of_the_real_program(name, args, expected, paths):
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize("name,ask", [("export", "--help"), ("train", "--helpfull"),
+                                       ("predict", "--help")])
+def test_asking_for_help_is_no_failure(name, ask):
+    proc = subprocess.run([*command(name), ask], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "--output" in proc.stdout + proc.stderr  # the flags are listed
+
+
 # --------------------------------------------------------------------------- the helper
 
 
