@@ -32,6 +32,7 @@ from keras_efficient3d.artifacts import (
     atomic_write_json,
     check_keras_archive,
     load_model,
+    read_metadata,
     save_model,
 )
 from keras_efficient3d.data.normalization import Normalization
@@ -544,11 +545,37 @@ def plot_curves(log_csv, path):
     return path
 
 
+def _resume_point(config, state_path, last_path):
+    """``(initial_epoch, best accuracy)`` of the run `config` resumes (0, -1 for a new one),
+    refused in one line before any work: nothing to resume, a finished run, or a checkpoint
+    whose recorded clips are not --frames x --size (its model is checked again once loaded)."""
+    if not config.resume:
+        return 0, -1.0
+    if not (os.path.exists(state_path) and os.path.exists(last_path)):
+        raise ValueError(f"Nothing to resume in {config.output_dir}: no last.keras and "
+                         "train_state.json (start without --resume).")
+    with open(state_path) as handle:
+        state = json.load(handle)
+    initial_epoch, best = int(state["epoch"]), float(state["best_accuracy"])
+    if initial_epoch >= config.epochs:
+        raise ValueError(f"The run in {config.output_dir} already finished {initial_epoch} "
+                         f"epochs; raise --epochs above {initial_epoch} to continue.")
+    recorded = read_metadata(last_path)
+    shape = recorded and (recorded.frames, *(recorded.height_width or (None, None)))
+    if shape and None not in shape and shape != (config.frames, config.size, config.size):
+        raise ValueError(f"{last_path} takes {'x'.join(map(str, shape))} clips (frames x height x "
+                         f"width); --frames={config.frames} --size={config.size} do not match")
+    return initial_epoch, best
+
+
 def train(config, extra_callbacks=None):
     """Trains as configured; returns a dict with the history and the output paths.
 
     `extra_callbacks` run after the trainer's own (checkpoints, logs, schedule)."""
     config.validate()
+    state_path = os.path.join(config.output_dir, "train_state.json")
+    last_path = os.path.join(config.output_dir, "last.keras")
+    initial_epoch, best = _resume_point(config, state_path, last_path)
     if config.pretrained:
         check_keras_archive(config.pretrained)  # before the dataset is indexed
     if config.dataset == "synthetic" and not config.data_root:
@@ -565,20 +592,7 @@ def train(config, extra_callbacks=None):
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     os.makedirs(config.output_dir, exist_ok=True)
-    state_path = os.path.join(config.output_dir, "train_state.json")
-    last_path = os.path.join(config.output_dir, "last.keras")
-    initial_epoch, best = 0, -1.0
-    if config.resume:
-        if not (os.path.exists(state_path) and os.path.exists(last_path)):
-            raise ValueError(f"Nothing to resume in {config.output_dir}: no last.keras and "
-                             "train_state.json (start without --resume).")
-        with open(state_path) as handle:
-            state = json.load(handle)
-        initial_epoch, best = int(state["epoch"]), float(state["best_accuracy"])
-        if initial_epoch >= config.epochs:
-            raise ValueError(f"The run in {config.output_dir} already finished {initial_epoch} "
-                             f"epochs; raise --epochs above {initial_epoch} to continue.")
-    elif chief and os.path.exists(state_path) and \
+    if chief and not config.resume and os.path.exists(state_path) and \
             not os.path.exists(os.path.join(config.output_dir, "backup")):
         with open(state_path) as handle:
             done = json.load(handle).get("epoch")

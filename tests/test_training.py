@@ -228,6 +228,18 @@ def test_resume_without_a_run_is_a_clear_error(tiny_gestures, tmp_path):
         trainer.train(_tiny_config(tiny_gestures, tmp_path / "empty", resume=True))
 
 
+def test_resume_with_other_clip_flags_is_refused_before_any_work(tiny_gestures, one_epoch_run,
+                                                                  tmp_path, monkeypatch):
+    out = _copy_run(one_epoch_run, tmp_path)
+    indexed = []
+    monkeypatch.setattr(trainer, "load_split", lambda *a, **k: indexed.append(1) or ([], []))
+    config = _tiny_config(tiny_gestures, out, epochs=3, size=48, resume=True)
+    with pytest.raises(ValueError, match=r"last.keras takes 8x32x32 clips .*--frames=8 --size=48 "
+                                         r"do not match"):
+        trainer.train(config)
+    assert not indexed  # refused from the checkpoint's metadata, before the dataset
+
+
 def test_a_new_run_over_a_finished_one_says_so(tiny_gestures, one_epoch_run, tmp_path, capsys):
     out = _copy_run(one_epoch_run, tmp_path)
     trainer.train(_tiny_config(tiny_gestures, out, epochs=1, checkpoint_every=5))
