@@ -350,6 +350,8 @@ def model_metadata(config, classes, num_classes=None, extra=None):
     name, kwargs = model_kwargs(config, num_classes)
     about = {"model": name, **{key: value for key, value in kwargs.items()
                                if value is not None and key not in ("input_shape", "dropout")}}
+    if config.pretrained:  # the architecture is the pretrained file's, not --model's
+        about = {"num_classes": num_classes, "pretrained": config.pretrained}
     return ModelMetadata(
         frames=config.frames, size=config.size, downsample=config.downsample,
         normalization=Normalization.preset(config.normalization), preprocessing_included=False,

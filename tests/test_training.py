@@ -228,6 +228,18 @@ def test_resume_without_a_run_is_a_clear_error(tiny_gestures, tmp_path):
         trainer.train(_tiny_config(tiny_gestures, tmp_path / "empty", resume=True))
 
 
+def test_run_metadata_names_the_model_or_the_pretrained_file(tmp_path):
+    config = _tiny_config(tmp_path, tmp_path / "run")
+    meta = trainer.model_metadata(config, ["a", "b"])
+    assert meta.model == {"model": TINY_MODEL, "width_mult": TINY_WIDTH, "num_classes": 2}
+    assert meta.labels == ["a", "b"] and meta.normalization.value_range == "0-1"
+    # More outputs than classes: no class names (they would not be one per output).
+    assert trainer.model_metadata(config, ["a", "b"], num_classes=3).labels is None
+    config.pretrained = "base.keras"  # fine-tuning: the architecture is that file's
+    assert trainer.model_metadata(config, ["a", "b"]).model == {"num_classes": 2,
+                                                               "pretrained": "base.keras"}
+
+
 def test_resume_with_other_clip_flags_is_refused_before_any_work(tiny_gestures, one_epoch_run,
                                                                   tmp_path, monkeypatch):
     out = _copy_run(one_epoch_run, tmp_path)
