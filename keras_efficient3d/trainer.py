@@ -262,14 +262,19 @@ def check_model_fits(model, num_classes=None, frames=None, size=None, what=None)
     if num_classes is not None and outputs is not None and outputs != num_classes:
         raise ValueError(f"{what} has {outputs} outputs but the dataset has {num_classes} "
                          f"classes (--num_classes, --dataset, --data_root)")
-    shape = tuple(model.input_shape[1:4])
+    _check_clip_shape(tuple(model.input_shape[1:4]), frames, size, what)
+    return model
+
+
+def _check_clip_shape(shape, frames, size, what):
+    """Raises ValueError (one line) when clips of `shape` (frames, height, width; None where
+    any) are not `frames` x `size` x `size` (None: any)."""
     wanted = (frames, size, size)
     if len(shape) == 3 and any(have is not None and want is not None and have != want
                                for have, want in zip(shape, wanted)):
         show = "x".join("?" if v is None else str(v) for v in shape)
         raise ValueError(f"{what} takes {show} clips (frames x height x width); --frames={frames} "
                          f"--size={size} do not match")
-    return model
 
 
 def build_model(config, num_classes):
@@ -563,10 +568,9 @@ def _resume_point(config, state_path, last_path):
         raise ValueError(f"The run in {config.output_dir} already finished {initial_epoch} "
                          f"epochs; raise --epochs above {initial_epoch} to continue.")
     recorded = read_metadata(last_path)
-    shape = recorded and (recorded.frames, *(recorded.height_width or (None, None)))
-    if shape and None not in shape and shape != (config.frames, config.size, config.size):
-        raise ValueError(f"{last_path} takes {'x'.join(map(str, shape))} clips (frames x height x "
-                         f"width); --frames={config.frames} --size={config.size} do not match")
+    if recorded is not None:
+        _check_clip_shape((recorded.frames, *(recorded.height_width or (None, None))),
+                          config.frames, config.size, last_path)
     return initial_epoch, best
 
 
