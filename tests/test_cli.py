@@ -7,6 +7,7 @@ program. A new CLI is a line in `CLIS` and rows in `BAD_INPUT`.
 """
 
 import functools
+import glob
 import importlib
 import importlib.util
 import os
@@ -473,10 +474,10 @@ def test_documented_examples_use_defined_flags(name):
     values = fresh_flags(name)
     module = load(name)
     target = CLIS[name][0]
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
-        readme = handle.read()
-    commands = (_documented_commands(module.__doc__, target)
-                + _documented_commands(readme, target))
+    commands = _documented_commands(module.__doc__, target)
+    for path in [os.path.join(ROOT, "README.md"), *glob.glob(os.path.join(ROOT, "docs", "*.md"))]:
+        with open(path, encoding="utf-8") as handle:
+            commands += _documented_commands(handle.read(), target)
     assert commands, f"no documented example of {target}"
     for args in commands:
         for flag_name in _flag_names(args):
