@@ -79,6 +79,7 @@ can load it by its path.
 import dataclasses
 import logging
 import os
+import re
 import sys
 import zipfile
 
@@ -366,7 +367,27 @@ def _call(main, argv, flag_values, prog, positional):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
+    except Exception as err:  # noqa: BLE001 - only a project error wrapped by tf.data is mapped
+        wrapped = unwrap_pipeline_error(err)
+        if wrapped is None or absl_logging.get_verbosity() >= 1:
+            raise
+        return _fail(prog, wrapped)
     return 0 if status is None else status
+
+
+# The project's errors keep their class name in the message of the TensorFlow error that
+# carries them out of a tf.data map (a numpy_function of the input pipeline).
+_PIPELINE_ERROR = re.compile(r"\b(?:DataError|ConversionError|CheckpointError): ([^\n]+)")
+
+
+def unwrap_pipeline_error(err):
+    """The project error (as a ValueError) that a TensorFlow error `err` carries out of an
+    input pipeline, e.g. a `DataError` for too many undecodable videos; None for any other
+    error. This module imports no TensorFlow: the error is recognised by its module."""
+    if not type(err).__module__.startswith("tensorflow"):
+        return None
+    match = _PIPELINE_ERROR.search(str(err))
+    return ValueError(match.group(1).strip()) if match else None
 
 
 def invoke(main, define_flags, argv, positional=False):
@@ -416,6 +437,13 @@ def run(main, define_flags, positional=False):
         # absl ends --help with status 1; asking for help is no failure
         if done.code == 1 and any(arg.split("=")[0] in HELP_FLAGS for arg in sys.argv[1:]):
             raise SystemExit(0) from None
+        if done.code not in (0, None):
+            # A run stopped by an error can leave a tf.data iterator in a reference cycle;
+            # freed at interpreter exit, its threads hang or abort the process ("terminate
+            # called without an active exception"). Freed now, the process ends cleanly.
+            import gc
+
+            gc.collect()
         raise
 
 

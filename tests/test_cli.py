@@ -509,3 +509,64 @@ def test_predict_json_is_a_format(monkeypatch, args, as_json):
     assert cli.invoke(module.main, module.define_flags, ["predict", "clip.mp4", *args],
                       positional=True) == 0
     assert seen["as_json"] is as_json
+
+
+# --------------------------------------------------------------------------- errors inside tf.data
+
+_PIPELINE_PROGRAM = '''
+import numpy as np
+from keras_efficient3d import cli
+
+
+def main(argv, flag_values):
+    import keras
+    import tensorflow as tf
+    from keras_efficient3d.data.decode import DataError
+    from keras_efficient3d.data.pipeline import DecodeFailures
+    from keras_efficient3d.data.records import VideoRecord
+
+    failures = DecodeFailures(1)
+
+    def load(i):
+        if i >= 2:  # every clip after the second fails to decode
+            path = f"clip{i}.mp4"
+            failures.add(VideoRecord(path, 0, path, "video"), DataError("cannot open video", path))
+        return np.ones(4, np.float32), np.int32(0)
+
+    clips = tf.data.Dataset.range(64).map(
+        lambda i: tf.numpy_function(load, [i], (tf.float32, tf.int32)), num_parallel_calls=4)
+    clips = clips.map(lambda x, y: (tf.ensure_shape(x, [4]), tf.ensure_shape(y, [])))
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(clips.batch(2).prefetch(2), epochs=1, verbose=0)
+
+
+if __name__ == "__main__":
+    cli.run(main, lambda flag_values: None)
+'''
+
+
+def test_a_data_error_inside_fit_ends_in_one_line_and_exits(tmp_path):
+    # Too many undecodable videos stop the pipeline with a DataError, which tf.data hands
+    # back as a TensorFlow error: one line, status 2, and the process must end (it used to
+    # hang, or abort at exit with "terminate called without an active exception").
+    program = tmp_path / "prog.py"
+    program.write_text(_PIPELINE_PROGRAM)
+    proc = subprocess.run([sys.executable, str(program)], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT), cwd=tmp_path, timeout=240,
+                          check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("prog.py: error:")]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(errors) == 1 and "more than max_decode_failures=1" in errors[0]
+    assert "cannot open video" in errors[0]
+    assert "Traceback" not in proc.stderr and "terminate called" not in proc.stderr
+
+
+def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
+    tf = pytest.importorskip("tensorflow")
+    carried = tf.errors.InvalidArgumentError(
+        None, None, "Graph execution error:\nError in user-defined function: DataError: "
+                    "a.mp4: cannot open video\nTraceback ...")
+    assert str(cli.unwrap_pipeline_error(carried)) == "a.mp4: cannot open video"
+    assert cli.unwrap_pipeline_error(tf.errors.InvalidArgumentError(None, None, "shape")) is None
+    assert cli.unwrap_pipeline_error(RuntimeError("DataError: not from TensorFlow")) is None
