@@ -238,6 +238,53 @@ def test_weights_argument_loads_file(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models",
+                       "synthetic_gestures.keras")
+
+
+def test_weights_from_a_keras_archive_with_keras_batchnormalization():
+    """The shipped archive holds Keras' BatchNormalization where the builders now make the
+    project's BatchNorm: Keras' load_weights finds none of its variables; by layer name
+    they all load (into smaller clips too: no weight depends on the clip size)."""
+    shipped = keras.saving.load_model(SHIPPED, compile=False)
+    assert any(type(l) is keras.layers.BatchNormalization for l in shipped.layers)
+    model = k3.create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3), num_classes=8,
+                            weights=SHIPPED)
+    assert len(model.get_weights()) == len(shipped.get_weights())
+    for a, b in zip(shipped.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(width=0.2, num_classes=5), r"8 classes\) does not fit .*5 classes\) \(layer predictions"),
+    (dict(width=0.5, num_classes=8), r"does not fit .* \(layer conv1: weights of shapes"),
+])
+def test_weights_of_another_model_are_one_line(kwargs, match):
+    with pytest.raises(ValueError, match=match) as err:
+        k3.MobileNetV2_3D(kwargs["width"], input_shape=(8, 32, 32, 3),
+                          num_classes=kwargs["num_classes"], weights=SHIPPED)
+    assert "\n" not in str(err.value) and str(err.value).startswith(SHIPPED)
+
+
+def test_h5_weights_of_another_model_name_the_file_not_the_values(tmp_path):
+    path = str(tmp_path / "w.weights.h5")
+    k3.MobileNetV2_3D(0.2, input_shape=(8, 32, 32, 3), num_classes=8).save_weights(path)
+    with pytest.raises(ValueError) as err:
+        k3.MobileNetV2_3D(0.2, input_shape=(8, 32, 32, 3), num_classes=5, weights=path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: these weights do not fit")
+    assert "layer predictions: weights of shape (1280, 8), expected (1280, 5)" in message
+    assert "value=" not in message and "\n" not in message
+
+
+def test_weights_from_a_truncated_keras_archive_name_the_file(tmp_path):
+    path = str(tmp_path / "cut.keras")
+    with open(SHIPPED, "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read()[:50_000])
+    with pytest.raises(ValueError, match=r"cut\.keras: not a valid \.keras archive"):
+        k3.MobileNetV2_3D(0.2, input_shape=(8, 32, 32, 3), num_classes=8, weights=path)
+
+
 def _halves_model(listed=False):
     """A small graph of every kind of per-clip layer around BatchNorm and a Dropout, where
     each BatchNorm normalises enough values that float rounding stays small (`listed`: its

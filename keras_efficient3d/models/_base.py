@@ -2,7 +2,9 @@
 
 import functools
 import os
+import re
 import types
+import warnings
 
 import keras
 from keras import ops, tree
@@ -97,8 +99,87 @@ def finish(inputs, input_tensor, outputs, name, weights):
         inputs = keras.utils.get_source_inputs(input_tensor)
     model = VideoModel(inputs, outputs, name=name)
     if weights is not None:
-        model.load_weights(weights)
+        load_weights(model, weights)
     return model
+
+
+def _describe(model):
+    shape = "x".join(str(d) for d in model.inputs[0].shape[1:4])
+    return f"{model.name} ({shape} clips, {model.outputs[0].shape[-1]} classes)"
+
+
+def load_weights(model, path):
+    """Loads `path` (``.weights.h5``, or a ``.keras`` model) into `model`.
+
+    A ``.keras`` archive is loaded as a model and copied layer by layer by name, because
+    Keras' own ``load_weights`` of an archive matches its variables by object path: a file
+    saved when the builders made Keras' ``BatchNormalization`` holds none of the paths the
+    project's ``BatchNorm`` asks for, although the variables are the same.
+
+    Raises:
+        ModelFileError: an unreadable file, or weights of another model (one line naming
+            the file and both models; not the variable's value Keras prints).
+    """
+    from keras_efficient3d import artifacts
+
+    path = os.fspath(path)
+    if path.lower().endswith(".keras"):
+        source = artifacts.load_model(path, compile=False)
+        _copy_weights(source, model, path)
+        return
+    # A failed load warns of each container it skipped before it raises: kept for a load
+    # that succeeds (those layers keep random weights), dropped for one that fails.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except (ValueError, KeyError) as err:
+            raise artifacts.ModelFileError(
+                f"{path}: these weights do not fit the built model {_describe(model)} "
+                f"({_weights_error(err)})") from None
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
+
+
+def _weights_error(err):
+    """Keras' load error without the target variable's values, which it quotes in full."""
+    text = " ".join(str(err).split())
+    layer = re.search(r"for object <\w+ name=([^,>]+)", text)
+    shapes = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", text)
+    if shapes:
+        where = f"layer {layer.group(1)}: " if layer else ""
+        return f"{where}weights of shape {shapes.group(2)}, expected {shapes.group(1)}"
+    return text.split("Target variable:")[0].strip()[:300]
+
+
+def _copy_weights(source, model, path):
+    from keras_efficient3d.artifacts import ModelFileError
+
+    def mismatch(detail):
+        return ModelFileError(f"{path}: its model {_describe(source)} does not fit the built "
+                              f"model {_describe(model)} ({detail})")
+
+    held = {layer.name: layer for layer in source.layers if layer.weights}
+    wanted = [layer for layer in model.layers if layer.weights]
+    missing = [layer.name for layer in wanted if layer.name not in held]
+    if missing or len(held) != len(wanted):
+        extra = sorted(set(held) - {layer.name for layer in wanted})
+        detail = (f"no layer {missing[0]} in the file" if missing else
+                  f"layer {extra[0]} of the file is not in the built model")
+        raise mismatch(detail)
+    assignments = []
+    for layer in wanted:
+        values = held[layer.name].get_weights()
+        if len(values) != len(layer.weights) or any(
+                tuple(v.shape) != tuple(w.shape) for v, w in zip(values, layer.weights)):
+            raise mismatch(f"layer {layer.name}: weights of shapes "
+                           f"{[tuple(v.shape) for v in values]}, expected "
+                           f"{[tuple(w.shape) for w in layer.weights]}")
+        assignments.append((layer, values))
+    # Checked in full first: a mismatch leaves the built model as it was.
+    for layer, values in assignments:
+        layer.set_weights(values)
 
 
 # Layers that make a mask out of no mask: a graph holding one needs Keras' own calls.
