@@ -3,23 +3,37 @@ deployment graph (BatchNorm folded, 2D ops over temporal taps, batch 1, XNNPACK-
 
     python deployment/export_tflite.py --model=mobilenetv2_1.0x --weights=w.weights.h5 \\
         --num_classes=27 --precision=int8 --data_root=/tmp/gestures --output=m_int8.tflite
+    python deployment/export_tflite.py --model_file=saved_models/synthetic_gestures.keras \\
+        --output=gestures_fp32.tflite
 
 int8 calibrates on clips of a Jester-layout dataset (``--data_root``; e.g. the synthetic
-gestures of ``python -m keras_efficient3d.data.synthetic``). ``--pack_channels`` sets how
+gestures of ``python -m keras_efficient3d.data.synthetic``), normalised and sampled as a
+``.keras`` file (``--model_file``, or ``--weights``) records, unless ``--normalization`` or
+``--downsample`` say otherwise. ``--pack_channels`` sets how
 wide a stem the graph starts time-packed (`keras_efficient3d.deploy.graph.DeploymentGraph`;
 default: by precision and, for int8, by this CPU: 64 channels with AMX, else 16); give it
 when the file is for another CPU than this one (64 for an AMX server, 16 for a phone, 0
-never). Bad input ends with one line on stderr and exit status 2.
+never). fp32 and fp16 files are checked against the Keras model (``--noverify`` to skip);
+every file gets a ``<output>.json`` metadata sidecar (what the ``.keras`` file records:
+normalisation, frame step, labels), which ``predict`` reads. Bad input ends with one line on
+stderr and exit status 2; a failed verification with one line and exit status 1.
 """
+
+import os
 
 from absl import flags
 
 from keras_efficient3d import cli
 
+# What a --model_file fixes itself: these flags would be silently ignored beside it.
+_OF_THE_MODEL = ("model", "weights", "num_classes", "frames", "size")
+
 
 def define_flags(flag_values=flags.FLAGS):
     fv = {"flag_values": flag_values}
     cli.define("model", "mobilenetv2_1.0x", **fv)
+    cli.define("model_file", None, "A saved .keras model (instead of --model and --weights).",
+               **fv)
     cli.define("weights", None, **fv)
     cli.define("num_classes", 600, **fv)
     cli.define("frames", 16, **fv)
@@ -28,15 +42,18 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("data_root", None, "Here the Jester layout only (frame folders and jester-v1-*.csv, as "
                "`python -m keras_efficient3d.data.synthetic --output=DIR` writes): the int8 "
                "calibration clips.", **fv)
-    cli.define("normalization", "original", "(of the calibration clips: as the model was "
-               "trained; the demo's models: unit)", **fv)
-    cli.define("downsample", 1, "(of the calibration clips: as the model was trained)", **fv)
+    cli.define("normalization", None, "(of the calibration clips: as the model was trained; "
+               "default: what the .keras file records, else original)", **fv)
+    cli.define("downsample", None, "(of the calibration clips: as the model was trained; "
+               "default: what the .keras file records, else 1)", **fv)
     flags.DEFINE_integer("num_calibration", 64, "Calibration clips for int8.", lower_bound=1,
                          **fv)
     flags.DEFINE_boolean("int8_io", False, "int8 input/output tensors (int8 only).", **fv)
     flags.DEFINE_integer("pack_channels", None, "Start the graph time-packed where the stem is "
                          "at most this many channels wide; 0: never (default: by precision "
                          "and this CPU: int8 64 with AMX, else 16; float 8).", lower_bound=0, **fv)
+    flags.DEFINE_boolean("verify", True, "Check an fp32 or fp16 file against the Keras model.",
+                         **fv)
     cli.define("output", None, "The .tflite file (default: <model>_<precision>.tflite).",
                check=cli.output_file, **fv)
     flags.register_multi_flags_validator(
@@ -48,42 +65,73 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def export(model_name, weights, num_classes, frames, size, precision, output, data_root=None,
-           num_calibration=64, int8_io=False, pack_channels=None, normalization="original",
-           downsample=1):
-    """Builds, optionally calibrates on the training pipeline (clips normalised and sampled
-    as the model was trained: `normalization`, `downsample`), converts and writes
-    (`pack_channels`: `DeploymentGraph`'s, None its default)."""
+           num_calibration=64, int8_io=False, pack_channels=None, normalization=None,
+           downsample=None, model_file=None, verify=True):
+    """Builds `model_name` (or loads `model_file`), optionally calibrates on the training
+    pipeline (clips normalised and sampled as the model was trained: `normalization`,
+    `downsample`, by default what the ``.keras`` file records), converts, verifies (fp32,
+    fp16) and writes the file and its metadata sidecar (`pack_channels`: `DeploymentGraph`'s,
+    None its default). Returns a dict: path, bytes, max_rel_error (None when not
+    verified), sidecar."""
     if precision == "int8" and data_root is None:
         raise ValueError("`precision='int8'` needs `data_root` (calibration clips). "
                          f"Received: data_root={data_root}")
-    from keras_efficient3d import create_model
-    from keras_efficient3d.deploy import DeploymentGraph, export_tflite
+    from keras_efficient3d import artifacts, create_model
+    from keras_efficient3d.deploy import DeploymentGraph, tflite
 
-    try:
-        model = create_model(model_name, input_shape=(frames, size, size, 3),
-                             num_classes=num_classes, weights=weights)
-    except OSError as err:  # h5py's messages do not say which file
-        raise OSError(f"cannot read the weights {weights}: {err}") from err
+    if model_file is not None:
+        model = artifacts.load_model(artifacts.keras_model_file(model_file, "export_tflite.py"),
+                                     compile=False)
+        model_name = None
+    else:
+        try:
+            model = create_model(model_name, input_shape=(frames, size, size, 3),
+                                 num_classes=num_classes, weights=weights)
+        except OSError as err:  # h5py's messages do not say which file
+            raise OSError(f"cannot read the weights {weights}: {err}") from err
+    metadata = artifacts.export_metadata(model, model_file, model_name, weights=weights)
     data = None
     if precision == "int8":
         from keras_efficient3d import data as kdata
 
+        pipeline = {"normalization": "original", "downsample": 1,
+                    **metadata.pipeline_arguments()}
+        pipeline.update({k: v for k, v in (("normalization", normalization),
+                                           ("downsample", downsample)) if v is not None})
         records, _ = kdata.index_jester(data_root, "train")
-        data = kdata.make_dataset(records, "val", sample_duration=frames, sample_size=size,
-                                  batch_size=8, normalization=normalization, downsample=downsample)
+        data = kdata.make_dataset(records, "val", sample_duration=int(model.inputs[0].shape[1]),
+                                  sample_size=int(model.inputs[0].shape[2]), batch_size=8,
+                                  **pipeline)
     graph = DeploymentGraph(model, pack_channels=pack_channels)
-    return export_tflite(graph, output, precision, representative_data=data,
-                         num_calibration=num_calibration, int8_io=int8_io)
+    blob = tflite.convert(graph, precision, representative_data=data,
+                          num_calibration=num_calibration, int8_io=int8_io)
+    error = tflite.verify_tflite(blob, model, precision) if verify else None
+    artifacts.atomic_write(output, blob)
+    return {"path": output, "bytes": len(blob), "max_rel_error": error,
+            "sidecar": artifacts.write_sidecar(output, metadata)}
 
 
 def main(argv, flag_values=flags.FLAGS):
     del argv
     f = flag_values
-    output = f.output or f"{f.model}_{f.precision}.tflite"
-    size = export(f.model, f.weights, f.num_classes, f.frames, f.size, f.precision, output,
-                  f.data_root, f.num_calibration, f.int8_io, f.pack_channels, f.normalization,
-                  f.downsample)
-    print(f"Wrote {output} ({size / 1e6:.2f} MB)")
+    if f.model_file:
+        given = [name for name in _OF_THE_MODEL if f[name].present]
+        if given:
+            raise cli.UsageError(f"--{given[0]} goes with --model; a --model_file carries its own "
+                                 "architecture, classes, clip shape and weights")
+    name = os.path.splitext(os.path.basename(f.model_file))[0] if f.model_file else f.model
+    output = f.output or f"{name}_{f.precision}.tflite"
+    try:
+        report = export(f.model, f.weights, f.num_classes, f.frames, f.size, f.precision,
+                        output, f.data_root, f.num_calibration, f.int8_io, f.pack_channels,
+                        f.normalization, f.downsample, model_file=f.model_file,
+                        verify=f.verify)
+    except AssertionError as err:  # the file converts, but differs from the Keras model
+        raise SystemExit(f"{os.path.basename(__file__)}: verification failed: "
+                         f"{cli.error_line(err)}") from None
+    checked = ("" if report["max_rel_error"] is None else
+               f", max relative error {report['max_rel_error']:.2g} against Keras")
+    print(f"Wrote {output} ({report['bytes'] / 1e6:.2f} MB{checked}) and {report['sidecar']}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ __all__ = [
     "atomic_write_json",
     "check_keras_archive",
     "export_metadata",
+    "keras_model_file",
     "load_model",
     "read_metadata",
     "save_model",
@@ -334,6 +335,19 @@ def check_keras_archive(path) -> str:
     return path
 
 
+def keras_model_file(path, program) -> str:
+    """Checks that `path` is a complete `.keras` archive for `program`, which reads models
+    with their architecture (an exported ``.tflite``/``.onnx``/``.xml`` file or a SavedModel
+    has none to rebuild); returns `path`. Raises `ModelFileError` (one line)."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext != ".keras":
+        got = f"got {ext}" if ext else ("got a folder" if os.path.isdir(path) else
+                                        "got a file without an extension")
+        raise ModelFileError(f"{path}: {program} needs a .keras model ({got})")
+    return check_keras_archive(path)
+
+
 def load_model(path, compile=True):
     """``keras.saving.load_model`` of a checked `.keras` archive (`check_keras_archive`), in
     Keras' safe mode; a model that does not rebuild is one `ModelFileError` line."""
@@ -391,17 +405,24 @@ def read_metadata(model_path) -> ModelMetadata | None:
     return _as_metadata(data, where)
 
 
-def export_metadata(model, keras_file=None, model_name=None) -> ModelMetadata:
+def export_metadata(model, keras_file=None, model_name=None, weights=None) -> ModelMetadata:
     """The metadata an export of `model` carries in its sidecar: what `keras_file` records,
-    else the input shape and, for a registry model, its name and classes (no normalisation
-    is recorded then: the pipeline's default is assumed, as in training)."""
+    else what a ``.keras`` `weights` file records (normalisation, frame step, labels) with
+    the built model's clip shape, else the input shape and, for a registry model, its name
+    and classes (no normalisation is recorded then: the pipeline's default is assumed, as in
+    training)."""
     if keras_file is not None:
         recorded = read_metadata(keras_file)
         if recorded is not None:
             return recorded
     frames, height, width = (int(d) for d in model.inputs[0].shape[1:4])
+    size = height if height == width else (height, width)
+    if weights is not None and os.fspath(weights).lower().endswith(".keras"):
+        recorded = read_metadata(weights)
+        if recorded is not None:
+            # The weights fit (they loaded): classes and labels hold; the clip is the build's.
+            return dataclasses.replace(recorded, frames=frames, size=size)
     about = {"num_classes": int(model.outputs[0].shape[-1])}
     if model_name is not None:
         about = {"model": model_name, **about}
-    return ModelMetadata(frames=frames, size=height if height == width else (height, width),
-                         layout="NDHWC", model=about)
+    return ModelMetadata(frames=frames, size=size, layout="NDHWC", model=about)

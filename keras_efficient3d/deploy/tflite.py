@@ -34,6 +34,7 @@ __all__ = [
     "float_op_types",
     "benchmark",
     "representative_dataset",
+    "verify_tflite",
 ]
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
@@ -144,6 +145,28 @@ def export_tflite(model, path, precision="fp32", **kwargs):
     blob = convert(model, precision, **kwargs)
     atomic_write(path, blob)
     return len(blob)
+
+
+# How far a float file may stray from the Keras model, relative to the largest logit: fp32
+# is the same arithmetic in another order; fp16 weights (and fp16 compute, where XNNPACK
+# uses the CPU's fp16 units) keep about three significant digits.
+VERIFY_RTOL = {"fp32": 1e-4, "fp16": 1e-2}
+
+
+def verify_tflite(model_file, model, precision="fp32", clips=None, num_threads=2):
+    """Runs the TFLite `model_file` (bytes or a path) on `clips` (random by default) and
+    compares it with the Keras `model` in inference mode, as the ONNX and SavedModel exports
+    are checked. Returns the relative error max|tflite - keras| / max|keras|; raises
+    `AssertionError` beyond `VERIFY_RTOL` of the precision. ``dynamic`` and ``int8`` files
+    approximate the model by design: None, nothing checked."""
+    if precision not in VERIFY_RTOL:
+        return None
+    runner = TFLiteRunner(model_file, num_threads=num_threads, strict=False)
+    if clips is None:
+        clips = runtime.random_clips(model, 2)
+    expected = np.asarray(model(clips, training=False))
+    return runtime.check_close(runner(clips), expected, rtol=VERIFY_RTOL[precision], atol=1e-6,
+                               what=f"TFLite {precision} model")
 
 
 def op_summary(model):

@@ -1,11 +1,14 @@
 """TFLite conversion: fp32/fp16/dynamic equal the Keras model; full int8 is int8 throughout,
 runs under XNNPACK and is about a quarter of the fp32 file."""
 
+import os
+
 import numpy as np
 import pytest
 
-from deploy_helpers import SMALL, clips, input_shape_for, randomize_batchnorm
+from deploy_helpers import ROOT, SMALL, clips, input_shape_for, load_script, randomize_batchnorm
 from keras_efficient3d import create_model
+from keras_efficient3d.artifacts import read_metadata
 from keras_efficient3d.deploy import DeploymentGraph, tflite
 
 # The efficient models of the paper's Table 8, at small widths for speed.
@@ -141,3 +144,57 @@ def test_fp32_resnet_with_a_7_frame_stem_is_one_xnnpack_partition():
     runner = tflite.TFLiteRunner(tflite.convert(model, "fp32"), num_threads=2)
     assert runner.partitions() == 1
     np.testing.assert_allclose(runner(x), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+SHIPPED = os.path.join(ROOT, "saved_models", "synthetic_gestures.keras")
+
+
+def test_export_script_verifies_and_records_what_the_weights_file_records(tmp_path):
+    """--weights=<.keras>: the file is checked against the Keras model and its sidecar says
+    how the model was trained (0-1 pixels, every 2nd frame, the labels), not the defaults."""
+    output = str(tmp_path / "m.tflite")
+    report = load_script("export_tflite").export(
+        "mobilenetv2_0.2x", SHIPPED, 8, 8, 32, "fp32", output)
+    assert report["max_rel_error"] < 1e-4
+    assert os.path.getsize(output) == report["bytes"]
+    recorded, shipped = read_metadata(output), read_metadata(SHIPPED)
+    assert report["sidecar"] == output + ".json"
+    assert recorded.labels == shipped.labels and recorded.downsample == 2
+    assert recorded.normalization == shipped.normalization
+    assert (recorded.frames, recorded.size) == (8, 32)  # the build's clip, not the file's
+
+
+def test_verification_catches_a_file_of_another_model():
+    shape = (8, 32, 32, 3)
+    one = create_model("mobilenetv2_0.2x", input_shape=shape, num_classes=3)
+    other = create_model("mobilenetv2_0.2x", input_shape=shape, num_classes=3)
+    head = other.get_layer("predictions")
+    head.set_weights([w * 2 + 0.1 for w in head.get_weights()])
+    blob = tflite.convert(one, "fp32")
+    assert tflite.verify_tflite(blob, one) < 1e-4
+    with pytest.raises(AssertionError, match="TFLite fp32 model differs"):
+        tflite.verify_tflite(blob, other)
+    assert tflite.verify_tflite(blob, other, "int8") is None
+
+
+def test_int8_calibrates_as_the_weights_file_records_unless_told(monkeypatch, tmp_path):
+    from keras_efficient3d import data as kdata
+
+    seen = []
+
+    def make_dataset(records, mode, **kwargs):
+        seen.append(kwargs)
+        raise KeyboardInterrupt  # stop before the (slow) calibration
+
+    monkeypatch.setattr(kdata, "index_jester", lambda root, split: ([], None))
+    monkeypatch.setattr(kdata, "make_dataset", make_dataset)
+    script = load_script("export_tflite")
+    out = str(tmp_path / "m.tflite")
+    for extra in ({}, {"normalization": "kinetics", "downsample": 1}):
+        with pytest.raises(KeyboardInterrupt):
+            script.export("mobilenetv2_0.2x", SHIPPED, 8, 8, 32, "int8", out,
+                          data_root=str(tmp_path), **extra)
+    assert seen[0]["downsample"] == 2
+    assert seen[0]["normalization"] == read_metadata(SHIPPED).normalization
+    assert (seen[1]["normalization"], seen[1]["downsample"]) == ("kinetics", 1)
+    assert (seen[0]["sample_duration"], seen[0]["sample_size"]) == (8, 32)
