@@ -92,6 +92,14 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d.deploy import onnx_export, savedmodel
 
     f = flag_values
+    if f.model_file:
+        given = [name for name in ("frames", "size", "num_classes") if f[name].present]
+        if given:
+            raise cli.UsageError(f"--{given[0]} goes with --model; a --model_file carries its own "
+                                 "classes and clip shape")
+        from keras_efficient3d import artifacts
+
+        artifacts.keras_model_file(f.model_file, "export.py")
     check = cli.output_folder if f.format == "savedmodel" else cli.output_file
     try:
         check(f.output)

@@ -354,7 +354,8 @@ def build_and_export_onnx(output_path, model_name=None, keras_file=None, num_fra
                                 **model_kwargs)
     report = export_onnx(model, output_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
                          verify=verify, form=form, stem_fold=stem_fold)
-    report["sidecar"] = write_sidecar(output_path, export_metadata(model, keras_file, model_name))
+    report["sidecar"] = write_sidecar(output_path, export_metadata(
+        model, keras_file, model_name, weights=model_kwargs.get("weights")))
     return report
 
 

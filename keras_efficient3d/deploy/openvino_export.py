@@ -473,7 +473,7 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
                          "training pipeline). Received: data_root=None")
     model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
                                 **model_kwargs)
-    metadata = export_metadata(model, keras_file, model_name)
+    metadata = export_metadata(model, keras_file, model_name, weights=model_kwargs.get("weights"))
     calibration = validation = None
     if quantize:
         from keras_efficient3d import data as kdata  # pylint: disable=import-outside-toplevel

@@ -22,6 +22,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_efficient3d import artifacts
 from keras_efficient3d.backends import require_tensorflow_backend
 from keras_efficient3d.fold import inference_form
 from keras_efficient3d.layers import forms
@@ -66,9 +67,10 @@ def load_or_build_model(model_name=None, keras_file=None, num_frames=16, image_s
             raise ValueError(
                 f"A .keras file carries its own configuration and weights. Received: {model_kwargs}"
             )
-        if not os.path.exists(keras_file):
-            raise ValueError(f"`keras_file` does not exist. Received: keras_file={keras_file}")
-        return keras.models.load_model(keras_file, compile=False)
+        # Keras reports a truncated archive as "File not found", and an exported .tflite or
+        # .onnx file with a page about TFSMLayer: both are one line naming the file here.
+        return artifacts.load_model(artifacts.keras_model_file(keras_file, "the export"),
+                                    compile=False)
     return create_model(model_name, input_shape=(num_frames, image_size, image_size, 3),
                         num_classes=num_classes, **model_kwargs)
 

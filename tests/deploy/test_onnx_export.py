@@ -246,6 +246,20 @@ def test_cli_exports_onnx(tmp_path):
     assert onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
 
 
+def test_weights_from_a_keras_file_record_its_preprocessing(tmp_path):
+    """--weights=<shipped .keras>: it loads (its BatchNormalization layers by name) and the
+    sidecar keeps its labels, frame step and 0-1 normalisation for predict."""
+    from keras_efficient3d.artifacts import read_metadata
+
+    shipped = os.path.join(ROOT, "saved_models", "synthetic_gestures.keras")
+    out = str(tmp_path / "m.onnx")
+    report = onnx_export.build_and_export_onnx(out, model_name="mobilenetv2_0.2x", num_frames=8,
+                                               image_size=32, num_classes=8, weights=shipped)
+    assert report["max_rel_error"] < 1e-4
+    recorded = read_metadata(out)
+    assert recorded.labels == read_metadata(shipped).labels and recorded.downsample == 2
+    assert (recorded.frames, recorded.size) == (8, 32)
+
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     # In this process (`cli.invoke`, the program's own error mapping); the real program runs
     # above and in test_cli.py.
