@@ -58,10 +58,20 @@ def onnx_input(path):
         import onnx  # pylint: disable=import-outside-toplevel
     except ImportError:
         return None
-    model = onnx.load(path, load_external_data=False)
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as err:  # pylint: disable=broad-except
+        # protobuf's DecodeError, or onnx's own, for a corrupt, truncated or other file
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise common.Refused("--onnx {}: not an ONNX model (corrupt, truncated or another "
+                             "format: {})".format(path, detail[:200])) from None
     # Files of IR version < 4 list their weights among the inputs too.
     weights = set(init.name for init in model.graph.initializer)
-    value = [v for v in model.graph.input if v.name not in weights][0]
+    inputs = [v for v in model.graph.input if v.name not in weights]
+    if not inputs:
+        raise common.Refused("--onnx {}: not an ONNX model of a clip network (the graph has "
+                             "no input)".format(path))
+    value = inputs[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     return value.name, tuple(dims)
 

@@ -129,6 +129,16 @@ def test_build_engine_errors(onnx_files):
     assert run.returncode == 2 and "--onnx" in run.stderr  # argparse
 
 
+@pytest.mark.parametrize("content", [b"not an onnx file", b"\x08\x07\x12\x05hello\x3a\xff", b""])
+def test_build_engine_refuses_a_file_that_is_not_onnx(content, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    run = _script("trt_build_engine.py", "--onnx", str(bad), "--engine", "e", "--dry-run")
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip() == run.stderr.strip().splitlines()[0]
+    assert f"--onnx {bad}: not an ONNX model" in run.stderr
+
+
 def test_trt_benchmark_without_tensorrt(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not an engine")
