@@ -95,10 +95,15 @@ def time_inference(model, batch_size, frames, size, warmup=3, runs=15):
     import numpy as np
     import tensorflow as tf
 
-    from keras_efficient3d.runtime import measure
+    from keras_efficient3d.runtime import measure, quiet_stderr
 
     x = tf.constant(np.random.default_rng(0).random((batch_size, frames, size, size, 3), np.float32))
     call = tf.function(lambda v: model(v, training=False))
+    # The first call is when Grappler rewrites the graph; on a folded depthwise model TF's
+    # oneDNN passes then log errors about nodes they made ("Relu6 has an empty op name",
+    # "remapper failed") and go on with the same results (runtime._tensorflow_call).
+    with quiet_stderr():
+        call(x).numpy()
     return measure(lambda: call(x).numpy(), warmup, runs)["median_ms"] / 1000.0
 
 
@@ -202,8 +207,7 @@ def format_table(rows):
 
 
 def write_rows(rows, path=None):
-    """Prints the rows as JSON and writes them to `path` too when given."""
-    print(json.dumps(rows, indent=1))
+    """Writes the rows as JSON to `path` when given (the table is what the screen shows)."""
     if path:
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=1)

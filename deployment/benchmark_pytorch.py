@@ -30,6 +30,7 @@ squeezenet_1.1, resnet18_A); the models are built by the original's own
 
 import importlib
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -263,6 +264,7 @@ def main(argv, flag_values=flags.FLAGS):
     rows = run(f.repo, f.models, f.mode, f.batch_sizes, f.frames, f.size, f.num_classes,
                f.threads, f.warmup, f.runs, f.peers, f.onnx_dir,
                log=lambda line: print(line, file=sys.stderr))
+    print(json.dumps(rows, indent=1))  # its one output besides the log lines
     write_rows(rows, f.json_out)
 
 

@@ -38,6 +38,9 @@ def main(argv=None):
         raise common.Refused("--saved-model {} is not a directory.".format(args.saved_model))
     # TensorFlow's C++ start-up lines would bury the one-line error messages below.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # As trt_convert.py: oneDNN's notice (x86 CPUs with AVX-512 VNNI, printed whatever the
+    # log level) and its graph rewrites have no use on the Jetson or in a TF-TRT timing.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         import numpy as np  # pylint: disable=import-outside-toplevel
         import tensorflow as tf  # pylint: disable=import-outside-toplevel

@@ -40,6 +40,7 @@ TensorRT refuses it).
 """
 
 import contextlib
+import logging
 import os
 
 import keras
@@ -85,6 +86,20 @@ def _tf2onnx_without_graph_copies():
             os.environ.pop(key, None)
         else:
             os.environ[key] = previous
+
+
+@contextlib.contextmanager
+def _quiet_tf2onnx():
+    """tf2onnx logs its versions, opset and optimizer counts at INFO on its own loggers
+    ("tf2onnx.*"), which reach the screen through absl's root handler in the programs; they
+    tell a user nothing. Its warnings and errors still show."""
+    logger = logging.getLogger("tf2onnx")
+    previous = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 @contextlib.contextmanager
@@ -222,7 +237,8 @@ def _taps_onnx(model, opset, batch_size, fold_bn):
         return {OUTPUT_NAME: served(clips, training=False)}
 
     handlers = {op: (_fake_quant_to_qdq, []) for op in _FAKE_QUANT_OPS}
-    with _tf2onnx_without_graph_copies(), _keep_fake_quant_on_constants(), forms.portable_ops():
+    with _tf2onnx_without_graph_copies(), _keep_fake_quant_on_constants(), \
+            forms.portable_ops(), _quiet_tf2onnx():
         proto, _ = tf2onnx.convert.from_function(
             serve, input_signature=[spec], opset=opset, custom_op_handlers=handlers)
 

@@ -110,6 +110,24 @@ def test_keras_benchmark_program_rejects_a_bad_reference_file_before_timing(tmp_
     assert "Traceback" not in run.stderr and "batch  1" not in run.stderr  # nothing timed
 
 
+def test_keras_benchmark_program_prints_the_table_and_no_tensorflow_errors(tmp_path):
+    """The folded depthwise model's first run made TF's oneDNN passes log E0000 lines
+    ("Relu6 has an empty op name", "remapper failed"), and the rows were dumped as JSON
+    after the table: --json_out is where they go."""
+    rows = tmp_path / "rows.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                             "TF_ENABLE_ONEDNN_OPTS")}
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "deployment", "benchmark.py"),
+                          "--models=mobilenetv2_0.2x", "--frames=8", "--size=32",
+                          "--num_classes=8", "--batch_sizes=1", "--runs=3", "--warmup=1",
+                          "--threads=1", f"--json_out={rows}"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "E0000" not in run.stderr and "empty op name" not in run.stderr, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert lines[0].startswith("model") and len(lines) == 3, run.stdout  # header, 2 forms
+    assert [r["form"] for r in json.loads(rows.read_text())] == ["keras", "keras-folded"]
+
 def test_tflite_tables_take_the_reference_of_the_same_threads(tmp_path):
     path = tmp_path / "pytorch.json"
     path.write_text(json.dumps(_pytorch_rows()))

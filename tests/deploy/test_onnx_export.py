@@ -260,6 +260,16 @@ def test_weights_from_a_keras_file_record_its_preprocessing(tmp_path):
     assert recorded.labels == read_metadata(shipped).labels and recorded.downsample == 2
     assert (recorded.frames, recorded.size) == (8, 32)
 
+def test_taps_export_keeps_tf2onnx_notices_off_the_screen(caplog):
+    """tf2onnx's INFO lines (versions, opset, optimizer counts) reached the screen through
+    absl's root handler in export.py --onnx_form=taps."""
+    import logging
+
+    model = create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3), num_classes=3)
+    caplog.set_level(logging.INFO)
+    onnx_export.convert_to_onnx(model, form="taps")
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("tf2onnx")]
+
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     # In this process (`cli.invoke`, the program's own error mapping); the real program runs
     # above and in test_cli.py.

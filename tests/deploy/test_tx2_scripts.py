@@ -242,3 +242,13 @@ def test_build_engine_reads_the_native_export(native_onnx_file, tmp_path):
     assert run.returncode == 0, run.stderr
     line = run.stdout.strip().splitlines()[-1]
     assert "--minShapes=input:1x8x32x32x3" in line and "--maxShapes=input:8x8x32x32x3" in line
+
+
+@pytest.mark.parametrize("name", ["trt_convert.py", "tftrt_benchmark.py"])
+def test_tensorflow_scripts_turn_onednn_off_before_importing_it(name):
+    """oneDNN prints its notice whatever the log level and rewrites graphs TF-TRT then
+    sees; the variable only counts when set before TensorFlow is imported."""
+    with open(os.path.join(TX2, name)) as handle:
+        source = handle.read()
+    setting = source.find('os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")')
+    assert 0 < setting < source.find("import tensorflow as tf")
