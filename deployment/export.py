@@ -105,6 +105,7 @@ def main(argv, flag_values=flags.FLAGS):
         check(f.output)
     except flags.ValidationError as err:
         raise cli.UsageError(f"--output={f.output} {err} for --format={f.format}") from None
+    cli.output_parent(f.output)
     common = {"model_name": f.model, "keras_file": f.model_file, "num_frames": f.frames,
               "image_size": f.size, "num_classes": f.num_classes, "batch_size": f.batch_size,
               "fold_bn": f.fold_bn, "verify": f.verify, "weights": f.weights}

@@ -121,6 +121,7 @@ def main(argv, flag_values=flags.FLAGS):
                                  "architecture, classes, clip shape and weights")
     name = os.path.splitext(os.path.basename(f.model_file))[0] if f.model_file else f.model
     output = f.output or f"{name}_{f.precision}.tflite"
+    cli.output_parent(output)
     try:
         report = export(f.model, f.weights, f.num_classes, f.frames, f.size, f.precision,
                         output, f.data_root, f.num_calibration, f.int8_io, f.pack_channels,

@@ -71,12 +71,18 @@ def atomic_path(path):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=directory)
+    except OSError as err:  # its message names the temporary file, which the user never chose
+        raise OSError(f"cannot write {path} ({err.strerror or _one_line(err)})") from None
     os.close(fd)
     try:
         os.chmod(tmp, 0o644)
         yield tmp
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:
+            raise OSError(f"cannot write {path} ({err.strerror or _one_line(err)})") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -159,6 +159,18 @@ def output_folder(value):
     return True
 
 
+def output_parent(path, flag="--output"):
+    """Checks, before a slow build, that the folder `path` goes into exists and can be
+    written: a mistyped folder is reported, not created, as predict's --output and every
+    --json_out do. Raises `UsageError` naming the user's path."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"{flag} {path}: folder {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"{flag} {path}: cannot write in folder {directory}")
+    return path
+
+
 def _results_file(value):
     # A benchmark writes its JSON after minutes of timing: a path that cannot be written is
     # reported before anything is timed.

@@ -137,6 +137,20 @@ def test_export_metadata_is_the_recorded_one_else_the_models_shape(tmp_path):
         assert meta.model == {"model": "tiny", "num_classes": len(LABELS)}
 
 
+def test_an_unwritable_destination_names_the_users_path(tmp_path, monkeypatch):
+    """The temporary file's name (.tmp-xxxx.onnx) told the user nothing of what failed."""
+    import tempfile
+
+    def denied(suffix, prefix, dir):
+        path = os.path.join(dir, prefix + "abcd" + suffix)
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    target = str(tmp_path / "m.onnx")
+    with pytest.raises(OSError) as err:
+        atomic_write(target, b"x")
+    assert str(err.value) == f"cannot write {target} (Permission denied)"
+
 def test_atomic_writes_leave_the_old_file_on_failure(tmp_path):
     path = tmp_path / "sub" / "state.json"
     atomic_write_json(path, {"epoch": 1})
