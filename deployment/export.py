@@ -105,6 +105,7 @@ def main(argv, flag_values=flags.FLAGS):
         check(f.output)
     except flags.ValidationError as err:
         raise cli.UsageError(f"--output={f.output} {err} for --format={f.format}") from None
+    _check_extension(f.format, f.output)
     cli.output_parent(f.output)
     common = {"model_name": f.model, "keras_file": f.model_file, "num_frames": f.frames,
               "image_size": f.size, "num_classes": f.num_classes, "batch_size": f.batch_size,
@@ -125,6 +126,23 @@ def main(argv, flag_values=flags.FLAGS):
     print(json.dumps(report, default=str))
 
 
+# What each format writes; a SavedModel is a folder, which a model file's name would belie.
+_EXTENSIONS = {"onnx": ".onnx", "openvino": ".xml"}
+_MODEL_FILES = (".onnx", ".xml", ".bin", ".tflite", ".keras", ".h5", ".pb", ".engine", ".json")
+
+
+def _check_extension(fmt, output):
+    ext = os.path.splitext(output.rstrip("/" + os.sep))[1].lower()
+    if fmt == "openvino" and ext != ".xml":
+        raise cli.UsageError(f"--output={output}: an OpenVINO IR is an .xml file (its .bin is "
+                             "written beside it)")
+    if fmt == "onnx" and ext != ".onnx":
+        raise cli.UsageError(f"--output={output}: --format=onnx writes an .onnx file")
+    if fmt == "savedmodel" and ext in _MODEL_FILES:
+        raise cli.UsageError(f"--output={output}: --format=savedmodel writes a folder; a name "
+                             f"ending in {ext} would read as a {ext} file")
+
+
 def _stem_fold(value):
     if value == "auto":
         return value
@@ -136,9 +154,6 @@ def _stem_fold(value):
 
 
 def _export_openvino(f, common):
-    if not f.output.lower().endswith(".xml"):
-        raise cli.UsageError(f"--output={f.output}: an OpenVINO IR is an .xml file (its .bin is "
-                             "written beside it)")
     from keras_efficient3d.deploy import openvino_export
 
     try:
