@@ -53,8 +53,15 @@ def test_build_and_export_and_argument_errors(tmp_path):
                                       str(tmp_path / "bad"), batch_size=-1)
     with pytest.raises(ValueError, match="exactly one"):
         savedmodel.load_or_build_model(model_name="mobilenetv2", keras_file="x.keras")
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="missing.keras: file not found"):
         savedmodel.load_or_build_model(keras_file=str(tmp_path / "missing.keras"))
+    # Keras reads a truncated archive as "File not found", an exported file as a TFSMLayer.
+    (tmp_path / "cut.keras").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="cut.keras: not a valid .keras archive"):
+        savedmodel.load_or_build_model(keras_file=str(tmp_path / "cut.keras"))
+    (tmp_path / "m.tflite").write_bytes(b"TFL3")
+    with pytest.raises(ValueError, match=r"m.tflite: the export needs a .keras model \(got .tflite\)"):
+        savedmodel.load_or_build_model(keras_file=str(tmp_path / "m.tflite"))
 
 
 def test_grouped_convolutions_export_split_per_group(tmp_path):
