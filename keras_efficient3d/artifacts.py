@@ -426,8 +426,10 @@ def export_metadata(model, keras_file=None, model_name=None, weights=None) -> Mo
     if weights is not None and os.fspath(weights).lower().endswith(".keras"):
         recorded = read_metadata(weights)
         if recorded is not None:
-            # The weights fit (they loaded): classes and labels hold; the clip is the build's.
-            return dataclasses.replace(recorded, frames=frames, size=size)
+            # The weights fit (they loaded): classes and labels hold; the clip is the build's,
+            # and a model card's accuracy and latency were measured of other files.
+            extra = {k: v for k, v in recorded.extra.items() if k != "card"}
+            return dataclasses.replace(recorded, frames=frames, size=size, extra=extra)
     about = {"num_classes": int(model.outputs[0].shape[-1])}
     if model_name is not None:
         about = {"model": model_name, **about}

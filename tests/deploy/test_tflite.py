@@ -162,6 +162,7 @@ def test_export_script_verifies_and_records_what_the_weights_file_records(tmp_pa
     assert recorded.labels == shipped.labels and recorded.downsample == 2
     assert recorded.normalization == shipped.normalization
     assert (recorded.frames, recorded.size) == (8, 32)  # the build's clip, not the file's
+    assert "card" in shipped.extra and "card" not in recorded.extra  # figures of other files
 
 
 def test_verification_catches_a_file_of_another_model():
