@@ -159,10 +159,57 @@ def infer_config(checkpoint, filename, overrides=None):
 # Building and saving.
 
 
-def convert_checkpoint(checkpoint_path, frames=16, size=112, overrides=None, log=print):
-    """Reads a checkpoint and returns (Keras model with its weights, config kwargs, family)."""
+def _describe(family, kwargs):
+    parts = [family] + [f"{k}={kwargs[k]}" for k in sorted(kwargs)]
+    return " ".join(parts)
+
+
+def _same(a, b):
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return str(a) == str(b)
+
+
+def check_expected(checkpoint, filename, expected, overrides=None):
+    """(family, kwargs, notes) of `infer_config` when the checkpoint is the model that
+    `expected` describes (``model``: a family or registry name, and builder kwargs such as
+    ``width_mult`` or ``num_classes``); raises a one-line ConversionError naming what the
+    file holds otherwise. What the file holds is read from the file itself first, so that a
+    checkpoint of another architecture is named as such, not listed key by key."""
+    expected = {k: v for k, v in expected.items() if v is not None}
+    wanted = _family(expected.get("model")).name if expected.get("model") else None
+    try:
+        family, kwargs, notes = infer_config(checkpoint, filename, overrides)
+    except ConversionError:
+        if wanted is None:
+            raise
+        # The file does not name its architecture (a renamed file): the tensors decide.
+        family, kwargs, notes = infer_config(checkpoint, filename,
+                                             dict(overrides or {}, model=wanted))
+    fixed = {k: v for k, v in expected.items() if k != "model"}
+    differ = [k for k, v in fixed.items() if k in kwargs and not _same(kwargs[k], v)]
+    if (wanted is not None and family != wanted) or differ:
+        keys = sorted(fixed) if wanted is not None and family != wanted else differ
+        found = {k: kwargs[k] for k in keys if k in kwargs}
+        raise ConversionError(
+            f"{os.path.basename(filename)} holds a {_describe(family, found)} model, not the "
+            f"expected {_describe(wanted or family, {k: fixed[k] for k in keys})}.")
+    kwargs.update(fixed)
+    return family, kwargs, notes
+
+
+def convert_checkpoint(checkpoint_path, frames=16, size=112, overrides=None, log=print,
+                       expected=None):
+    """Reads a checkpoint and returns (Keras model with its weights, config kwargs, family).
+
+    `expected` (``model`` and builder kwargs, as a preset knows them): the configuration
+    the file must hold; a file that holds another is refused in one line
+    (`check_expected`) before anything is built."""
     checkpoint = load_checkpoint(checkpoint_path)
-    family, kwargs, notes = infer_config(checkpoint, checkpoint_path, overrides)
+    if expected:
+        family, kwargs, notes = check_expected(checkpoint, checkpoint_path, expected, overrides)
+    else:
+        family, kwargs, notes = infer_config(checkpoint, checkpoint_path, overrides)
     for note in notes:
         log(f"inferred {note}")
     try:
@@ -182,17 +229,19 @@ def infer_normalization(checkpoint_path):
 
 
 def convert(checkpoint_path, output_path, frames=16, size=112, preprocessing=False,
-            normalization=None, labels=None, overrides=None, log=print):
+            normalization=None, labels=None, overrides=None, log=print, expected=None):
     """Converts a checkpoint file into a .keras file; returns the output path.
 
-    `normalization` (a preset name or `Normalization`) defaults to `infer_normalization`."""
+    `normalization` (a preset name or `Normalization`) defaults to `infer_normalization`;
+    `expected`: see `convert_checkpoint`."""
     from keras_efficient3d.data.normalization import Normalization
     if normalization is None:
         normalization = infer_normalization(checkpoint_path)
         log(f"inferred normalisation '{normalization}' (from the file name)")
     norm = (normalization if isinstance(normalization, Normalization)
             else Normalization.preset(normalization))
-    model, config, checkpoint = convert_checkpoint(checkpoint_path, frames, size, overrides, log)
+    model, config, checkpoint = convert_checkpoint(checkpoint_path, frames, size, overrides, log,
+                                                   expected)
     metadata = ModelMetadata(
         frames=frames, size=size, layout="NDHWC", normalization=norm,
         preprocessing_included=bool(preprocessing), labels=None if labels is None else list(labels),

@@ -59,6 +59,9 @@ class PublishedPreset:
         frames, size, downsample: the clip the model was trained on.
         top1: Table 8's top-1 video accuracy (%) on the dataset.
         labels: the label file under ``resources/labels`` or None.
+        expected: (key, value) pairs of the model the checkpoint must hold: ``model`` (the
+            family) and the builder arguments the paper's row fixes, ``num_classes``
+            included (`keras_efficient3d.convert.check_expected`).
     """
 
     name: str
@@ -72,6 +75,7 @@ class PublishedPreset:
     downsample: int
     top1: float
     labels: str | None
+    expected: tuple = ()
 
 
 _DATASETS = {
@@ -96,14 +100,19 @@ def _published():
         width = f"_{row['width_mult']}x" if row["width_mult"] else ""
         groups = f"_g{row['groups']}" if row["groups"] else ""
         model = f"{row['arch'] if depth else family.name}{width}{groups}"
+        registry_name, named = registry.resolve_name(model)
+        fixed = dict(family.registry_names().get(registry_name, {}), **named,
+                     **family.paper_rows.get(row["arch"], (None, {}, ""))[1])
         stem = (f"{arch}{'_' + depth if depth else ''}{width}"
                 f"{'_G' + row['groups'] if row['groups'] else ''}_RGB_16_best.pth")
         for dataset, (prefix, classes, norm, downsample, labels) in _DATASETS.items():
             if depth and dataset != "kinetics600":
                 continue  # the ResNets/ResNeXt were published for Kinetics only
             name = f"{model}_{dataset}"
+            expected = dict(fixed, model=family.name, num_classes=classes)
             out[name] = PublishedPreset(name, model, dataset, f"{prefix}_{stem}", classes, norm,
-                                        16, 112, downsample, float(row[f"acc_{dataset}"]), labels)
+                                        16, 112, downsample, float(row[f"acc_{dataset}"]), labels,
+                                        tuple(sorted(expected.items())))
     return out
 
 
@@ -248,8 +257,13 @@ def _make_published(spec, cached, checkpoint, log):
         labels = [line.strip() for line in text.splitlines() if line.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         target = os.path.join(tmp, "converted.keras")
-        convert.convert(path, target, spec.frames, spec.size, normalization=spec.normalization,
-                        labels=labels, log=log)
+        try:
+            convert.convert(path, target, spec.frames, spec.size,
+                            normalization=spec.normalization, labels=labels, log=log,
+                            expected=dict(spec.expected))
+        except convert.ConversionError as err:
+            raise convert.ConversionError(f"Preset '{spec.name}' cannot be made from {path}: "
+                                          f"{err}") from None
         model = keras.saving.load_model(target, compile=False)
         metadata = read_metadata(target)
     metadata = dataclasses.replace(

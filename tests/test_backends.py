@@ -242,6 +242,24 @@ def test_published_preset_made_on_first_use(preset_home, reference_dir):
         k3.ShuffleNetV2_3D.from_preset("mobilenetv2_0.2x_jester")
 
 
+@pytest.mark.parametrize("preset, checkpoint, says", [
+    ("mobilenetv2_0.2x_jester", "shufflenetv2_0.25x", "holds a shufflenetv2"),
+    ("mobilenetv2_0.2x_kinetics600", "mobilenetv2_0.2x", "num_classes=27"),
+    ("mobilenetv2_0.45x_jester", "mobilenetv2_0.2x", "width_mult=0.2"),
+    ("shufflenetv1_0.5x_g3_jester", "mobilenet_0.5x", "holds a mobilenetv1"),
+])
+def test_published_preset_refuses_a_checkpoint_of_another_model(preset_home, reference_dir,
+                                                                preset, checkpoint, says):
+    """A published preset is the paper's configuration: a file of another family, width or
+    head is refused in one line, and nothing is cached under the preset's name."""
+    path = reference_dir / "pytorch_checkpoints" / f"{checkpoint}.pth"
+    with pytest.raises(ValueError) as err:
+        presets.from_preset(preset, checkpoint=str(path), log=lambda _: None)
+    message = str(err.value)
+    assert "\n" not in message and says in message and preset in message
+    assert not (preset_home / "presets" / preset).exists()
+
+
 def test_save_to_preset_round_trip(tmp_path):
     keras.utils.set_random_seed(1)
     model = k3.ShuffleNetV2_3D(width_mult=0.25, input_shape=SHAPE, num_classes=4)
