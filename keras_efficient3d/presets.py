@@ -41,6 +41,7 @@ from keras_efficient3d.models import _base
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
+FAMILY_FIELD = "keras_efficient3d_family"  # in metadata.json; None for a model of no family
 SOURCE = ("the authors' Efficient-3DCNNs release (github.com/okankop/Efficient-3DCNNs, "
           "README 'Pretrained models')")
 
@@ -159,6 +160,7 @@ def save_to_preset(model, preset_dir, metadata=None):
     meta = {
         "keras_version": keras.__version__,
         "keras_efficient3d_version": __version__,
+        FAMILY_FIELD: model_family(model),
         "parameter_count": int(model.count_params()),
         "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
     }
@@ -289,17 +291,42 @@ def _family_name(model_name):
     return None if family is None else family.name
 
 
+def model_family(model):
+    """The family name of `model` read from its layers (whose layer names map onto the
+    original's modules), not from its name, which the user may have chosen; None when no
+    family, or more than one, fits."""
+    fits = []
+    for family in registry.families():
+        try:
+            family.torch_paths(model)
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError):
+            continue
+        fits.append(family.name)
+    if set(fits) == {"resnet", "resnext"}:
+        # Same layer names; ResNeXt's blocks have grouped convolutions.
+        grouped = any(getattr(layer, "groups", 1) > 1 for layer in model.layers)
+        fits = ["resnext" if grouped else "resnet"]
+    return fits[0] if len(fits) == 1 else None
+
+
 def builder_from_preset(builder, preset, checkpoint=None, log=print):
-    """`from_preset` that checks the preset holds a model of `builder`'s family."""
+    """`from_preset` that checks the preset holds a model of `builder`'s family: the family
+    recorded in its metadata, else (a preset saved before it was recorded) the one its
+    layers show."""
     directory = resolve_preset(preset, checkpoint, log)
-    meta = preset_metadata(directory)
-    recorded = (meta.model or {}).get("model") if meta is not None else None
+    data = _read_json(os.path.join(directory, METADATA_FILE))
+    meta = data.get("model_metadata") or {}
+    recorded = data.get(FAMILY_FIELD) or (meta.get("model") or {}).get("model")
     wanted = {f.name for f in registry.families() if f.builder is builder}
+    model = None
+    if not recorded:
+        model = load_preset_dir(directory)
+        recorded = model_family(model)
     if recorded and _family_name(recorded) not in wanted:
         raise ValueError(f"Preset '{preset}' holds a {recorded} model, not a "
                          f"{builder.__name__}; use keras_efficient3d.presets.from_preset. "
                          f"Received: preset={preset}")
-    return load_preset_dir(directory)
+    return model if model is not None else load_preset_dir(directory)
 
 
 

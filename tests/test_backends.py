@@ -277,6 +277,26 @@ def test_save_to_preset_round_trip(tmp_path):
         k3.MobileNetV2_3D.from_preset(str(tmp_path / "p"))
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "older_preset"])
+def test_builder_from_preset_refuses_another_family_without_metadata(tmp_path, recorded):
+    """A preset saved with no metadata and a name of the user's: the family is what the
+    metadata records or, for a preset saved before it did, what the layers show."""
+    model = k3.ResNeXt3D(depth=50, cardinality=4, input_shape=(16, 32, 32, 3), num_classes=3,
+                         name="my_net")
+    model.save_to_preset(tmp_path / "p")
+    path = tmp_path / "p" / "metadata.json"
+    meta = json.loads(path.read_text())
+    assert meta[presets.FAMILY_FIELD] == "resnext"
+    if not recorded:
+        del meta[presets.FAMILY_FIELD]
+        path.write_text(json.dumps(meta))
+    for builder in (k3.ResNet3D, k3.MobileNetV2_3D):
+        with pytest.raises(ValueError, match="holds a resnext model") as err:
+            builder.from_preset(str(tmp_path / "p"))
+        assert "\n" not in str(err.value)
+    assert k3.ResNeXt3D.from_preset(str(tmp_path / "p")).name == "my_net"
+
+
 def test_shipped_model_is_a_preset(preset_home):
     model = presets.from_preset("synthetic_gestures", log=lambda _: None)
     meta = presets.preset_metadata("synthetic_gestures")
