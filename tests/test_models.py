@@ -122,6 +122,25 @@ def test_input_tensor():
     assert model.inputs[0] is inputs
 
 
+def test_input_tensor_made_by_other_layers_keeps_them():
+    """As keras.applications: the model starts at the source Input, so that the upstream
+    layers are part of it (a clone of their output would drop them silently)."""
+    inputs = keras.Input((8, 32, 32, 3))
+    scaled = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    model = k3.MobileNetV1_3D(0.5, input_tensor=scaled, num_classes=3)
+    assert model.inputs[0] is inputs
+    assert "scale" in [layer.name for layer in model.layers]
+    outer = keras.Model(inputs, model.output)
+    x = np.full((1, 8, 32, 32, 3), 255.0, np.float32)
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(outer.predict(x, verbose=0), expected, rtol=1e-6)
+    # the Rescaling runs: 255 in is 1 out, not 255
+    plain = k3.MobileNetV1_3D(0.5, input_shape=(8, 32, 32, 3), num_classes=3)
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(plain.predict(x / 255.0, verbose=0), expected, rtol=1e-5,
+                               atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["mobilenetv2_0.2x", "shufflenet_0.5x_g3", "shufflenetv2_0.25x",
                                   "resnet10_A", "squeezenet_1.0"])
 def test_keras_file_round_trip(tmp_path, name):

@@ -95,7 +95,10 @@ def feature_pooling(x, pooling):
 
 
 def finish(inputs, input_tensor, outputs, name, weights):
-    if input_tensor is not None and not keras.backend.is_keras_tensor(input_tensor):
+    if input_tensor is not None and keras.backend.is_keras_tensor(input_tensor):
+        # As keras.applications: a tensor made by other layers (a Rescaling of an Input)
+        # keeps them, the model starting at their Input; a Functional model given that
+        # tensor itself as input would start at a clone of it instead.
         inputs = keras.utils.get_source_inputs(input_tensor)
     model = VideoModel(inputs, outputs, name=name)
     if weights is not None:
