@@ -131,6 +131,30 @@ def test_family_key_mapping_covers_every_weight_and_infers_its_configuration(fam
         assert [w.shape for w in a.weights] == [w.shape for w in b.weights]
 
 
+@pytest.mark.parametrize("file_name, width", [
+    ("kinetics_16x112_mobilenetv2.pth", 0.45),  # a clip size, not a width
+    ("jester_mobilenetv2_0.45x_RGB_16_best.pth", 0.45),
+    ("mobilenetv2.pth", 0.45),
+    ("jester_mobilenetv2_1.0x_RGB_16_best.pth", None),  # renamed: refused, both named
+    ("mobilenetv2_0.2x", None),
+])
+def test_width_comes_from_the_tensors_and_a_file_name_that_disagrees_is_refused(file_name,
+                                                                                width):
+    family = registry.get_family("mobilenetv2")
+    model = k3.create_model("mobilenetv2", input_shape=family.small_input, num_classes=5,
+                            width_mult=0.45)
+    fake = _FakeCheckpoint(torch_state_dict(model, family), "mobilenetv2")
+    if width is not None:
+        assert conv.infer_config(fake, file_name)[1]["width_mult"] == width
+        return
+    with pytest.raises(conv.ConversionError) as err:
+        conv.infer_config(fake, file_name)
+    message = str(err.value)
+    assert "\n" not in message and "says" in message and "0.45x" in message
+    # the user settles it
+    assert conv.infer_config(fake, file_name, {"width_mult": 0.45})[1]["width_mult"] == 0.45
+
+
 def test_unknown_architecture_is_a_conversion_error():
     fake = _FakeCheckpoint({}, None)
     with pytest.raises(conv.ConversionError, match="Cannot tell the architecture"):

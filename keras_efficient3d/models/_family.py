@@ -105,19 +105,34 @@ class Family:
         return bool(self.functional_relu and re.match(self.functional_relu, layer_name))
 
 
+# A width in a file name: a token of its own with a decimal point, as the authors name
+# their files ('jester_mobilenetv2_0.7x_RGB_16_best.pth'); '16x112' is a clip size.
+_NAME_WIDTH = re.compile(r"(?:^|[_\-])(\d+\.\d+)x(?=[_\-.]|$)")
+
+
 def infer_width(file_name, fixed, from_shapes):
-    """(kwargs, notes) with ``width_mult`` from the file name ('..._0.45x...'), else from
-    ``from_shapes()`` (the width the tensors imply, or None when they are absent)."""
+    """(kwargs, notes) with ``width_mult`` from the tensor shapes (``from_shapes()``: the
+    width they imply, None when they are absent), else from the file name ('..._0.45x_...').
+    The shapes decide what the weights fit; a file name that says another width is refused
+    (ValueError), since one of the two is wrong and the user must say which."""
     if "width_mult" in fixed:
         return {}, []
-    match = re.search(r"(\d+(?:\.\d+)?)x", file_name)
-    if match:
-        width = float(match[1])
-        return {"width_mult": width}, [f"width {width}x (from the file name)"]
-    width = from_shapes()
-    if width is None:
-        return {}, []
-    return {"width_mult": width}, [f"width {width}x (from the tensor shapes)"]
+    match = _NAME_WIDTH.search(file_name)
+    named = float(match[1]) if match else None
+    try:
+        width = from_shapes()
+    except ValueError:
+        if named is None:
+            raise
+        width = None  # a width the paper did not publish: the file name names it
+    if width is not None and named is not None and width != named:
+        raise ValueError(f"The file name says {named}x but the tensor shapes are those of "
+                         f"{width}x; pass --width_mult. Received: file_name={file_name}")
+    if width is not None:
+        return {"width_mult": width}, [f"width {width}x (from the tensor shapes)"]
+    if named is not None:
+        return {"width_mult": named}, [f"width {named}x (from the file name)"]
+    return {}, []
 
 
 def stem_width_inference(key, stem_channels):
