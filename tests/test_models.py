@@ -242,10 +242,31 @@ def test_create_model_drops_none_kwargs():
     (lambda: k3.MobileNetV2_3D(num_classes=0), "num_classes"),
     (lambda: k3.MobileNetV2_3D(input_shape=(16, 112, 112, 1)), "RGB"),
     (lambda: k3.MobileNetV2_3D(weights="missing.weights.h5"), "weights"),
+    # strings show quoted, so that "1.0" is not mistaken for a number; bools are no numbers
+    (lambda: k3.MobileNetV2_3D(width_mult="1.0"), "Received: width_mult='1.0'"),
+    (lambda: k3.MobileNetV2_3D(width_mult=True), "Received: width_mult=True"),
+    (lambda: k3.ShuffleNetV2_3D(width_mult=True), "Received: width_mult=True"),
+    (lambda: k3.ShuffleNetV1_3D(groups=True), "Received: groups=True"),
+    (lambda: k3.SqueezeNet_3D(version=True), "Received: version=True"),
+    (lambda: k3.ResNet3D(depth=True), "Received: depth=True"),
+    (lambda: k3.MobileNetV2_3D(num_classes=True), "Received: num_classes=True"),
+    (lambda: k3.MobileNetV2_3D(num_classes="5"), "Received: num_classes='5'"),
 ])
 def test_argument_validation(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_numpy_integers_are_accepted_and_saved_as_ints(tmp_path):
+    """Arguments from NumPy (a label count, a sweep's grid) are numbers.Integral."""
+    model = k3.ResNeXt3D(depth=np.int64(50), cardinality=np.int64(4), num_classes=np.int64(5),
+                         input_shape=(16, 32, 32, 3))
+    assert model.output_shape == (None, 5)
+    model.save(tmp_path / "m.keras")  # a NumPy integer in the config would not serialize
+    assert keras.saving.load_model(tmp_path / "m.keras").output_shape == (None, 5)
+    shuffle = k3.ShuffleNetV1_3D(width_mult=np.float32(0.5), groups=np.int32(3),
+                                 num_classes=np.int16(3), input_shape=(16, 32, 32, 3))
+    assert shuffle.output_shape == (None, 3)
 
 
 def test_weights_argument_loads_file(tmp_path):

@@ -1,6 +1,7 @@
 """Argument handling and heads shared by every architecture builder."""
 
 import functools
+import numbers
 import os
 import re
 import types
@@ -16,22 +17,35 @@ from keras_efficient3d.layers._video import PACKAGE
 DEFAULT_INPUT_SHAPE = (16, 112, 112, 3)
 
 
+def is_integer(value):
+    """An integer of any kind (NumPy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value):
+    """A real number of any kind (NumPy's too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def validate_common(include_top, weights, pooling, num_classes, dropout):
+    """Checks the arguments every builder takes; returns `num_classes` as a Python int
+    (a NumPy integer would not serialize into the model's config)."""
     if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False. Received: include_top={include_top}")
+        raise ValueError(f"`include_top` must be True or False. Received: include_top={include_top!r}")
     if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.exists(weights)):
         raise ValueError(
             "`weights` must be None (random initialization) or the path to an existing "
-            f"weights file (.weights.h5 or .keras). Received: weights={weights}"
+            f"weights file (.weights.h5 or .keras). Received: weights={weights!r}"
         )
     if pooling not in (None, "avg", "max"):
-        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling}")
-    if include_top and (not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
+    if include_top and (not is_integer(num_classes) or num_classes < 1):
         raise ValueError(
-            f"`num_classes` must be a positive integer. Received: num_classes={num_classes}"
+            f"`num_classes` must be a positive integer. Received: num_classes={num_classes!r}"
         )
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+    if not is_number(dropout) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}")
+    return int(num_classes) if is_integer(num_classes) else num_classes
 
 
 def video_input(input_shape, input_tensor, min_frames=1, min_size=16):
@@ -43,15 +57,15 @@ def video_input(input_shape, input_tensor, min_frames=1, min_size=16):
     if len(shape) != 4 or any(s is None for s in shape):
         raise ValueError(
             "`input_shape` must be a fully defined (frames, height, width, channels) tuple. "
-            f"Received: input_shape={shape}"
+            f"Received: input_shape={shape!r}"
         )
     frames, height, width, channels = (int(s) for s in shape)
     if channels != 3:
-        raise ValueError(f"Models take RGB clips (3 channels). Received: input_shape={shape}")
+        raise ValueError(f"Models take RGB clips (3 channels). Received: input_shape={shape!r}")
     if frames < min_frames or height < min_size or width < min_size:
         raise ValueError(
             f"This model needs at least {min_frames} frames of {min_size}x{min_size} pixels. "
-            f"Received: input_shape={shape}"
+            f"Received: input_shape={shape!r}"
         )
     if input_tensor is None:
         inputs = keras.Input(shape=(frames, height, width, channels), name="input")

@@ -25,7 +25,7 @@ def C3D(include_top=True, weights=None, input_tensor=None, input_shape=None, poo
     that converted checkpoints keep their fc6 weights. Other arguments as in
     `MobileNetV1_3D`.
     """
-    _base.validate_common(include_top, weights, pooling, num_classes, dropout)
+    num_classes = _base.validate_common(include_top, weights, pooling, num_classes, dropout)
     inputs, x = _base.video_input(input_shape, input_tensor, min_frames=16, min_size=32)
     for index, (convs, channels, pool, stride, padding) in enumerate(_GROUPS, start=1):
         for conv in convs:

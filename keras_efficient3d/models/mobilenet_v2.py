@@ -67,11 +67,11 @@ def MobileNetV2_3D(
     Returns:
         A `keras.Model`.
     """
-    _base.validate_common(include_top, weights, pooling, num_classes, dropout)
-    if not isinstance(width_mult, (int, float)) or width_mult <= 0:
-        raise ValueError(f"`width_mult` must be a positive number. Received: width_mult={width_mult}")
+    num_classes = _base.validate_common(include_top, weights, pooling, num_classes, dropout)
+    if not _base.is_number(width_mult) or width_mult <= 0:
+        raise ValueError(f"`width_mult` must be a positive number. Received: width_mult={width_mult!r}")
     if int(16 * width_mult) < 1:
-        raise ValueError(f"`width_mult` is too small for any channel. Received: width_mult={width_mult}")
+        raise ValueError(f"`width_mult` is too small for any channel. Received: width_mult={width_mult!r}")
     inputs, x = _base.video_input(input_shape, input_tensor)
 
     x = _base.conv_bn(x, int(32 * width_mult), 3, (1, 2, 2), 1, name="conv1",

@@ -72,12 +72,13 @@ def ResNet3DBase(
     name="resnet3d",
 ):
     """Generic 3D ResNet/ResNeXt: 7x7x7 stem, max pool, four stages, average pool, fc."""
-    _base.validate_common(include_top, weights, pooling, num_classes, 0.0)
+    num_classes = _base.validate_common(include_top, weights, pooling, num_classes, 0.0)
     if shortcut not in ("A", "B"):
-        raise ValueError(f"`shortcut` must be 'A' or 'B'. Received: shortcut={shortcut}")
-    if block == "resnext" and (not isinstance(cardinality, int) or cardinality < 1
+        raise ValueError(f"`shortcut` must be 'A' or 'B'. Received: shortcut={shortcut!r}")
+    if block == "resnext" and (not _base.is_integer(cardinality) or cardinality < 1
                                or stage_planes[0] // 32 < 1):
-        raise ValueError(f"`cardinality` must be a positive integer. Received: cardinality={cardinality}")
+        raise ValueError(f"`cardinality` must be a positive integer. Received: cardinality={cardinality!r}")
+    cardinality = int(cardinality)  # a NumPy integer would not serialize into the config
     inputs, x = _base.video_input(input_shape, input_tensor)
 
     x = _base.conv_bn(x, 64, 7, (1, 2, 2), 3, name="conv1", bn_name="conv1_bn",
@@ -116,8 +117,8 @@ def ResNet3D(depth=18, shortcut="B", include_top=True, weights=None, input_tenso
             'B' (1x1x1 projection).
         Other arguments as in `MobileNetV1_3D` (the original's ResNets have no dropout).
     """
-    if depth not in RESNET_DEPTHS:
-        raise ValueError(f"`depth` must be one of {sorted(RESNET_DEPTHS)}. Received: depth={depth}")
+    if not _base.is_integer(depth) or depth not in RESNET_DEPTHS:
+        raise ValueError(f"`depth` must be one of {sorted(RESNET_DEPTHS)}. Received: depth={depth!r}")
     kind, blocks = RESNET_DEPTHS[depth]
     return ResNet3DBase(kind, blocks, (64, 128, 256, 512), shortcut, 32, include_top, weights,
                         input_tensor, input_shape, pooling, num_classes, classifier_activation,
@@ -136,8 +137,8 @@ def ResNeXt3D(depth=101, cardinality=32, shortcut="B", include_top=True, weights
         shortcut: 'A' or 'B' (the paper's ResNeXt-101 uses 'B').
         Other arguments as in `MobileNetV1_3D`.
     """
-    if depth not in RESNEXT_DEPTHS:
-        raise ValueError(f"`depth` must be one of {sorted(RESNEXT_DEPTHS)}. Received: depth={depth}")
+    if not _base.is_integer(depth) or depth not in RESNEXT_DEPTHS:
+        raise ValueError(f"`depth` must be one of {sorted(RESNEXT_DEPTHS)}. Received: depth={depth!r}")
     return ResNet3DBase("resnext", RESNEXT_DEPTHS[depth], (128, 256, 512, 1024), shortcut,
                         cardinality, include_top, weights, input_tensor, input_shape, pooling,
                         num_classes, classifier_activation, name or f"resnext{depth}_3d")

@@ -86,11 +86,12 @@ def ShuffleNetV1_3D(
     Returns:
         A `keras.Model`.
     """
-    _base.validate_common(include_top, weights, pooling, num_classes, dropout)
-    if groups not in STAGE_CHANNELS:
-        raise ValueError(f"`groups` must be one of {sorted(STAGE_CHANNELS)}. Received: groups={groups}")
-    if not isinstance(width_mult, (int, float)) or width_mult <= 0:
-        raise ValueError(f"`width_mult` must be a positive number. Received: width_mult={width_mult}")
+    num_classes = _base.validate_common(include_top, weights, pooling, num_classes, dropout)
+    if not _base.is_integer(groups) or groups not in STAGE_CHANNELS:
+        raise ValueError(f"`groups` must be one of {sorted(STAGE_CHANNELS)}. Received: groups={groups!r}")
+    groups = int(groups)  # a NumPy integer would not serialize into the config
+    if not _base.is_number(width_mult) or width_mult <= 0:
+        raise ValueError(f"`width_mult` must be a positive number. Received: width_mult={width_mult!r}")
     channels = [int(c * width_mult) for c in STAGE_CHANNELS[groups]]
     for c in channels[1:]:
         mid = c // 4

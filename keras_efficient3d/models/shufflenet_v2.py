@@ -73,10 +73,10 @@ def ShuffleNetV2_3D(
     Returns:
         A `keras.Model`.
     """
-    _base.validate_common(include_top, weights, pooling, num_classes, dropout)
-    if width_mult not in STAGE_CHANNELS:
+    num_classes = _base.validate_common(include_top, weights, pooling, num_classes, dropout)
+    if not _base.is_number(width_mult) or width_mult not in STAGE_CHANNELS:
         raise ValueError(
-            f"`width_mult` must be one of {sorted(STAGE_CHANNELS)}. Received: width_mult={width_mult}"
+            f"`width_mult` must be one of {sorted(STAGE_CHANNELS)}. Received: width_mult={width_mult!r}"
         )
     channels = STAGE_CHANNELS[width_mult]
     inputs, x = _base.video_input(input_shape, input_tensor)

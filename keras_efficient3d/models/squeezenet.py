@@ -58,9 +58,9 @@ def SqueezeNet_3D(
     Returns:
         A `keras.Model`.
     """
-    _base.validate_common(include_top, weights, pooling, num_classes, dropout)
-    if version not in VERSIONS:
-        raise ValueError(f"`version` must be 1.0 or 1.1. Received: version={version}")
+    num_classes = _base.validate_common(include_top, weights, pooling, num_classes, dropout)
+    if not _base.is_number(version) or version not in VERSIONS:
+        raise ValueError(f"`version` must be 1.0 or 1.1. Received: version={version!r}")
     inputs, x = _base.video_input(input_shape, input_tensor)
 
     if version == 1.0:
