@@ -18,7 +18,15 @@ from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.preprocessing import VideoPreprocessing, with_preprocessing
 
 CHECKPOINTS = ["mobilenet_0.5x", "mobilenetv2_0.2x", "shufflenet_0.5x_g3", "shufflenetv2_0.25x",
-               "squeezenet_1.1"]
+               "squeezenet_1.1", "mobilenet_0.25x_calibrated", "mobilenetv2_0.45x_calibrated",
+               "shufflenetv2_0.5x_calibrated"]
+# The fixtures whose logits depend on the clip: an all-zeros clip or the channels in the
+# other order change them by far more than the tolerance, so that matching them proves
+# the stem, the channel order and the layout. The others' random weights and BatchNorm
+# statistics leave logits that move by ~1e-7 (MobileNets) or ~5e-4 (ShuffleNetV2 0.25x).
+INPUT_SENSITIVE = ["shufflenet_0.5x_g3", "squeezenet_1.1", "mobilenet_0.25x_calibrated",
+                   "mobilenetv2_0.45x_calibrated", "shufflenetv2_0.5x_calibrated"]
+TOLERANCE = 1e-4  # relative to the largest logit
 
 
 def _reference(reference_dir, name):
@@ -36,9 +44,20 @@ def test_converted_logits_match_original(reference_dir, name):
     scale = np.abs(logits).max()
     eager = model(x, training=False).numpy()
     graph = model.predict(x, verbose=0)
-    assert np.abs(eager - logits).max() / scale < 1e-4
-    assert np.abs(graph - logits).max() / scale < 1e-4
+    assert np.abs(eager - logits).max() / scale < TOLERANCE
+    assert np.abs(graph - logits).max() / scale < TOLERANCE
     assert config["num_classes"] == logits.shape[1]
+    if name in INPUT_SENSITIVE:
+        for other in (np.zeros_like(x), x[..., ::-1]):
+            moved = np.abs(model(other, training=False).numpy() - logits).max() / scale
+            assert moved > 10 * TOLERANCE, f"{name}: logits barely depend on the clip"
+
+
+def test_every_family_with_a_reference_checkpoint_has_an_input_sensitive_one():
+    families = {registry.get_family(name.split("_")[0]).name for name in CHECKPOINTS}
+    sensitive = {registry.get_family(name.split("_")[0]).name for name in INPUT_SENSITIVE}
+    assert set(INPUT_SENSITIVE) <= set(CHECKPOINTS)
+    assert families == sensitive
 
 
 _KEY_CONFIGS = {
