@@ -19,6 +19,7 @@ flag                   meaning                                                 t
 ``--shortcut``         ResNet/ResNeXt shortcut                                 A or B
 ``--cardinality``      ResNeXt cardinality                                     int >= 1
 ``--depth``            ResNet/ResNeXt depth                                    int >= 1
+``--version``          SqueezeNet version                                      1.0 or 1.1
 ``--frames``           frames per clip (of the model's input, or of the        int >= 1
                        generated videos)
 ``--size``             frame height and width                                  int >= 1
@@ -231,6 +232,7 @@ VOCABULARY = {
     "shortcut": Flag("enum", "ResNet/ResNeXt shortcut type.", choices=("A", "B")),
     "cardinality": Flag("integer", "ResNeXt cardinality.", minimum=1),
     "depth": Flag("integer", "ResNet/ResNeXt depth.", minimum=1),
+    "version": Flag("enum", "SqueezeNet version.", choices=("1.0", "1.1")),
     "frames": Flag("integer", "Frames per clip.", minimum=1),
     "size": Flag("integer", "Frame height and width.", minimum=1),
     "normalization": Flag("string", "Input normalisation preset: original (ActivityNet mean, "

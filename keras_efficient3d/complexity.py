@@ -202,13 +202,15 @@ def count(model, family=None):
 
 
 def build(name, width_mult=None, groups=None, shortcut=None, num_classes=PAPER_NUM_CLASSES,
-          frames=DEFAULT_FRAMES, size=DEFAULT_SIZE, **kwargs):
+          frames=DEFAULT_FRAMES, size=DEFAULT_SIZE, depth=None, cardinality=None, version=None,
+          **kwargs):
     """Builds a registry model for counting; returns (model, family). Raises ValueError
     for unknown names or invalid arguments."""
     for label, value in (("frames", frames), ("size", size), ("num_classes", num_classes)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"`{label}` must be a positive integer. Received: {label}={value}")
-    kwargs.update(width_mult=width_mult, groups=groups, shortcut=shortcut)
+    kwargs.update(width_mult=width_mult, groups=groups, shortcut=shortcut, depth=depth,
+                  cardinality=cardinality, version=version)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     family = registry.get_family(name)
     model = registry.create_model(name, num_classes=num_classes,
@@ -427,6 +429,10 @@ def define_flags(flag_values=None):
     cli.define("width_mult", None, **fv)
     cli.define("groups", None, **fv)
     cli.define("shortcut", None, **fv)
+    cli.define("depth", None, "(ResNet/ResNeXt, when --model names none: --model=resnet "
+               "--depth=18)", **fv)
+    cli.define("cardinality", None, **fv)
+    cli.define("version", None, **fv)
     cli.define("num_classes", PAPER_NUM_CLASSES, **fv)
     cli.define("frames", DEFAULT_FRAMES, **fv)
     cli.define("size", DEFAULT_SIZE, **fv)
@@ -437,7 +443,7 @@ def define_flags(flag_values=None):
 
 def run_cli(model=None, width_mult=None, groups=None, shortcut=None,
             num_classes=PAPER_NUM_CLASSES, frames=DEFAULT_FRAMES, size=DEFAULT_SIZE,
-            fmt="table", paper=False):
+            fmt="table", paper=False, depth=None, cardinality=None, version=None):
     """The command line's work as a function: returns the text to print. Raises ValueError
     on bad arguments."""
     if fmt not in ("table", "json", "csv"):
@@ -453,7 +459,9 @@ def run_cli(model=None, width_mult=None, groups=None, shortcut=None,
     if width_mult is not None and width_mult <= 0:
         raise ValueError(f"--width_mult must be positive. Received: --width_mult={width_mult}")
     model_obj, family = build(model, width_mult=width_mult, groups=groups, shortcut=shortcut,
-                              num_classes=num_classes, frames=frames, size=size)
+                              num_classes=num_classes, frames=frames, size=size, depth=depth,
+                              cardinality=cardinality,
+                              version=None if version is None else float(version))
     return format_count(count(model_obj, family), fmt)
 
 
@@ -461,7 +469,7 @@ def main(argv, flag_values):
     del argv
     f = flag_values
     print(run_cli(f.model, f.width_mult, f.groups, f.shortcut, f.num_classes, f.frames, f.size,
-                  f.format, f.paper_table))
+                  f.format, f.paper_table, f.depth, f.cardinality, f.version))
 
 
 if __name__ == "__main__":

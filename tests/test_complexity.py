@@ -253,6 +253,27 @@ def test_cli_bad_argument_is_one_line_and_exit_2(capsys):
     assert "Traceback" not in err and out == ""
 
 
+def test_cli_takes_depth_cardinality_and_version(capsys):
+    """The error for --model=resnet says to pass a depth: the command line must take it."""
+    from keras_efficient3d import cli
+
+    def run(*args):
+        status = cli.invoke(complexity.main, complexity.define_flags,
+                            ["keras_efficient3d.complexity", "--format=csv", "--size=32", *args])
+        return status, capsys.readouterr()
+
+    status, (out, err) = run("--model=resnext", "--depth=50", "--cardinality=16")
+    assert status == 0, err
+    assert out.splitlines()[1].startswith("resnext50_3d,resnext,")
+    wide = float(out.splitlines()[1].split(",")[-1])
+    status, (out, _) = run("--model=resnext", "--depth=50", "--cardinality=32")
+    assert float(out.splitlines()[1].split(",")[-1]) != wide  # the cardinality counts
+    status, (out, err) = run("--model=squeezenet", "--version=1.0")
+    assert status == 0 and out.splitlines()[1].startswith("squeezenet_3d_1.0,"), err
+    status, (out, err) = run("--model=resnet")
+    assert status == 2 and "depth" in err and "Traceback" not in err
+
+
 def test_run_cli_formats():
     text = complexity.run_cli("mobilenetv2", width_mult=0.2, frames=16, size=32)
     assert "parameters" in text and "MFLOPs" in text and "MACs" in text
