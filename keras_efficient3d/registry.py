@@ -1,8 +1,8 @@
 """Model registry: ``create_model(name, **kwargs)`` and ``list_models()``.
 
-Names are lower case (``mobilenetv2``, ``resnet18``, ``resnext101``...). The original's
-``--model`` names work as aliases (``mobilenet``, ``shufflenet``, ``resnet``/``resnext``
-with ``depth``), and so do configuration names such as ``mobilenetv2_0.2x``,
+Names are lower case (``mobilenetv2``, ``resnet18``, ``resnext101``...) and looked up in
+any case. The original's ``--model`` names work as aliases (``mobilenet``, ``shufflenet``,
+``resnet``/``resnext`` with ``depth``), and so do configuration names such as ``mobilenetv2_0.2x``,
 ``shufflenet_0.5x_g3``, ``squeezenet_1.1`` or ``resnet18_A``, which carry their arguments.
 
 The names, aliases and everything else a family knows come from its module's `Family`
@@ -88,7 +88,7 @@ def _natural_key(name):
 _CONFIG_NAME = re.compile(
     r"^(?P<arch>[a-z]+?(?:v[12])?)(?P<depth>\d+)?"
     r"(?:_(?P<width>\d+(?:\.\d+)?)x)?(?:_g(?P<groups>\d+))?"
-    r"(?:_(?P<version>1\.[01]))?(?:_(?P<shortcut>[AB]))?$"
+    r"(?:_(?P<version>1\.[01]))?(?:_(?P<shortcut>[ab]))?$"
 )
 
 
@@ -98,20 +98,47 @@ def _depth_variants(family):
     return {d["depth"]: n for n, d in names.items() if "depth" in d}
 
 
+def _fixed_by(arch):
+    """The builder kwargs that registry name `arch` fixes ({'depth': 18} for resnet18)."""
+    family = _FAMILIES.get(_MODEL_FAMILY.get(arch))
+    return dict(family.registry_names().get(arch, {})) if family is not None else {}
+
+
+def _refuse_conflicts(name, fixed, kwargs):
+    """A name that fixes an argument and a kwarg that says otherwise ('resnet18' with
+    depth=50) would build what the kwarg says under the name's promise: refused."""
+    def same(a, b):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return float(a) == float(b)
+        return str(a).upper() == str(b).upper()
+
+    clashes = [k for k, v in fixed.items()
+               if kwargs.get(k) is not None and not same(kwargs[k], v)]
+    if clashes:
+        raise ValueError(
+            f"'{name}' fixes {', '.join(f'{k}={fixed[k]!r}' for k in clashes)}; name another "
+            f"model or drop the argument. Received: "
+            f"{', '.join(f'{k}={kwargs[k]!r}' for k in clashes)}")
+
+
 def resolve_name(name, **kwargs):
-    """Maps a registry name, alias or configuration name to (registry name, kwargs)."""
+    """Maps a registry name, alias or configuration name (any case) to (registry name,
+    kwargs). Raises ValueError for an unknown name, or kwargs that contradict the name."""
     key = str(name).strip()
     lowered = key.lower()
     if lowered in _REGISTRY:
+        _refuse_conflicts(name, _fixed_by(lowered), kwargs)
         return lowered, kwargs
-    match = _CONFIG_NAME.match(key)
+    match = _CONFIG_NAME.match(lowered)
     if not match:
         raise ValueError(_unknown(name))
     arch = _ALIASES.get(match["arch"], match["arch"])
     depths = _depth_variants(_FAMILIES.get(arch))
     extra = {}
     if depths:
-        depth = match["depth"] or kwargs.pop("depth", None) or kwargs.pop("model_depth", None)
+        depth = match["depth"]
+        if depth is None:
+            depth = kwargs.pop("depth", None) or kwargs.pop("model_depth", None)
         if depth is None:
             raise ValueError(f"'{name}' needs a depth, e.g. {arch}{min(depths)} or "
                              f"depth={min(depths)}. Received: name={name}")
@@ -125,9 +152,10 @@ def resolve_name(name, **kwargs):
     if match["version"]:
         extra["version"] = float(match["version"])
     if match["shortcut"]:
-        extra["shortcut"] = match["shortcut"]
+        extra["shortcut"] = match["shortcut"].upper()
     if arch not in _REGISTRY:
         raise ValueError(_unknown(name))
+    _refuse_conflicts(name, dict(_fixed_by(arch), **extra), kwargs)
     extra.update(kwargs)
     return arch, extra
 

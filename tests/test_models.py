@@ -221,6 +221,25 @@ def test_register_family_refuses_a_taken_name():
     assert registry.get_family("mobilenetv9") is None
 
 
+@pytest.mark.parametrize("name, expected", [
+    ("MobileNetV2", ("mobilenetv2", {})),
+    ("MobileNetV2_0.2x", ("mobilenetv2", {"width_mult": 0.2})),
+    ("ShuffleNet_0.5x_G3", ("shufflenetv1", {"width_mult": 0.5, "groups": 3})),
+    ("ResNet18_A", ("resnet18", {"shortcut": "A"})),
+    ("resnet18_a", ("resnet18", {"shortcut": "A"})),
+    ("resnet18", ("resnet18", {})),
+])
+def test_names_ignore_case(name, expected):
+    assert k3.registry.resolve_name(name) == expected
+
+
+def test_names_agreeing_with_their_kwargs_build():
+    model = k3.create_model("resnet10_A", depth=10, shortcut="A", input_shape=(16, 32, 32, 3),
+                            num_classes=3)
+    assert model.name == "resnet10_3d"
+    assert k3.registry.resolve_name("resnet18", depth=None) == ("resnet18", {"depth": None})
+
+
 def test_create_model_drops_none_kwargs():
     model = k3.create_model("mobilenetv2", width_mult=0.2, num_classes=None, dropout=None,
                             input_shape=(8, 32, 32, 3))
@@ -232,6 +251,11 @@ def test_create_model_drops_none_kwargs():
     (lambda: k3.create_model("mobilenetv2_0.2"), "in the name: mobilenetv2_0.2x"),
     (lambda: k3.create_model("resnet"), "needs a depth"),
     (lambda: k3.create_model("mobilenetv2", bogus=1), "Invalid arguments"),
+    # a name that fixes an argument is not overridden by a kwarg saying otherwise
+    (lambda: k3.create_model("resnet18", depth=50), "'resnet18' fixes depth=18"),
+    (lambda: k3.create_model("resnet18_A", depth=50), "fixes depth=18"),
+    (lambda: k3.create_model("resnet18_A", shortcut="B"), "fixes shortcut='A'"),
+    (lambda: k3.create_model("mobilenetv2_0.2x", width_mult=0.45), "fixes width_mult=0.2"),
     (lambda: k3.ShuffleNetV2_3D(0.3), "width_mult"),
     (lambda: k3.ShuffleNetV1_3D(groups=5), "groups"),
     (lambda: k3.ShuffleNetV1_3D(input_shape=(8, 32, 32, 3)), "even number of frames"),
