@@ -266,6 +266,8 @@ def test_create_model_drops_none_kwargs():
     (lambda: k3.MobileNetV2_3D(num_classes=0), "num_classes"),
     (lambda: k3.MobileNetV2_3D(input_shape=(16, 112, 112, 1)), "RGB"),
     (lambda: k3.MobileNetV2_3D(weights="missing.weights.h5"), "weights"),
+    (lambda: k3.MobileNetV2_3D(weights="kinetics_mobilenetv2_1.0x_RGB_16_best.pth"),
+     r"converted first: python -m keras_efficient3d.convert --checkpoint=kinetics_mob"),
     # strings show quoted, so that "1.0" is not mistaken for a number; bools are no numbers
     (lambda: k3.MobileNetV2_3D(width_mult="1.0"), "Received: width_mult='1.0'"),
     (lambda: k3.MobileNetV2_3D(width_mult=True), "Received: width_mult=True"),

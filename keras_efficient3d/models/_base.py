@@ -32,6 +32,13 @@ def validate_common(include_top, weights, pooling, num_classes, dropout):
     (a NumPy integer would not serialize into the model's config)."""
     if not isinstance(include_top, bool):
         raise ValueError(f"`include_top` must be True or False. Received: include_top={include_top!r}")
+    if (isinstance(weights, (str, os.PathLike))
+            and os.fspath(weights).lower().endswith((".pth", ".pt", ".pth.tar", ".pkl"))):
+        raise ValueError(
+            "`weights` takes Keras weights (.weights.h5 or .keras); a PyTorch checkpoint of "
+            "Efficient-3DCNNs is converted first: python -m keras_efficient3d.convert "
+            f"--checkpoint={os.fspath(weights)} --output=model.keras (or "
+            f"keras_efficient3d.convert.convert). Received: weights={weights!r}")
     if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.exists(weights)):
         raise ValueError(
             "`weights` must be None (random initialization) or the path to an existing "
