@@ -150,8 +150,12 @@ class TrainConfig:
 # Data
 
 
-def load_split(config, split):
-    """(records, class names) of `split` ('train' or 'validation') of the configured dataset."""
+def load_split(config, split, classes=None):
+    """(records, class names) of `split` ('train' or 'validation') of the configured dataset.
+
+    `classes`: the class names that the labels index (the training split's, or a model's);
+    Kinetics and the folder layout otherwise take them from the split itself, and a split
+    lacking a class would shift every label after it. A label outside them is a DataError."""
     from keras_efficient3d import data
 
     root = config.data_root
@@ -161,11 +165,22 @@ def load_split(config, split):
         return data.index_jester(root, split, config.annotations, name=config.dataset)
     if config.dataset == "kinetics600":
         csv_path = config.annotations or os.path.join(root, f"{'train' if split == 'train' else 'validate'}.csv")
-        return data.index_kinetics(root, csv_path, "train" if split == "train" else "validate")
+        return data.index_kinetics(root, csv_path, "train" if split == "train" else "validate",
+                                   classes=classes)
     if config.dataset == "ucf101":
         return data.index_ucf101(root, "train" if split == "train" else "test",
                                  config.ucf101_fold, config.annotations)
-    return data.index_folders(root, "train" if split == "train" else "val")
+    return data.index_folders(root, "train" if split == "train" else "val", classes=classes)
+
+
+def load_splits(config):
+    """(training records, validation records, class names): the validation split is indexed
+    with the training split's classes, so that its labels mean the same outputs."""
+    train_records, classes = load_split(config, "train")
+    if not train_records:
+        raise ValueError(f"No training videos found under {config.data_root}.")
+    val_records, _ = load_split(config, "validation", classes)
+    return train_records, val_records, classes
 
 
 @contextlib.contextmanager
@@ -605,10 +620,7 @@ def train(config, extra_callbacks=None):
         print(f"warning: {config.output_dir} holds a run ({done} epochs); this new run replaces "
               "its checkpoints and logs (--resume continues it instead)", file=sys.stderr)
 
-    train_records, classes = load_split(config, "train")
-    val_records, _ = load_split(config, "validation")
-    if not train_records:
-        raise ValueError(f"No training videos found under {config.data_root}.")
+    train_records, val_records, classes = load_splits(config)
     num_classes = config.num_classes or len(classes)
     if num_classes < len(classes):
         raise ValueError(f"--num_classes={num_classes} is fewer than the {len(classes)} classes of "

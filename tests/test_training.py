@@ -637,3 +637,44 @@ def test_threads_set_too_late_are_reported_not_ignored(capsys):
     assert "--threads=2 not applied" in capsys.readouterr().err
     assert trainer._set_threads(trainer.TrainConfig(data_root="x")) is None
     assert capsys.readouterr() == ("", "")
+
+
+def _kinetics_frames(root, split, label, key, frames=2):
+    """A Kinetics video as a frame folder: <root>/<split>/<label>/<key>/00001.jpg..."""
+    from PIL import Image
+
+    folder = root / split / label / key
+    folder.mkdir(parents=True)
+    for i in range(frames):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(folder / f"{i + 1:05d}.jpg")
+
+
+def _tiny_kinetics(root, train_rows, val_rows):
+    """Writes train.csv and validate.csv (rows: (label, youtube_id)) and their videos."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, split, rows in (("train.csv", "train", train_rows),
+                              ("validate.csv", "val", val_rows)):
+        lines = ["label,youtube_id,time_start,time_end,split"]
+        for label, vid in rows:
+            lines.append(f"{label},{vid},0,10,{'train' if split == 'train' else 'validate'}")
+            _kinetics_frames(root, split, label, f"{vid}_000000_000010")
+        (root / name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_kinetics_validation_labels_index_the_training_classes(tmp_path):
+    from keras_efficient3d.data import DataError
+
+    # validate.csv lacks class "a": its labels must still be those of training (b=1, c=2).
+    root = _tiny_kinetics(tmp_path / "k", [("a", "x1"), ("b", "x2"), ("c", "x3")],
+                          [("b", "y1"), ("c", "y2")])
+    config = trainer.TrainConfig(dataset="kinetics600", data_root=str(root))
+    train_records, val_records, classes = trainer.load_splits(config)
+    assert classes == ["a", "b", "c"]
+    assert sorted(r.label for r in val_records) == [1, 2]
+    # A validation class that training never saw: refused with the file and line.
+    with open(root / "validate.csv", "a") as handle:
+        handle.write("d,y3,0,10,validate\n")
+    _kinetics_frames(root, "val", "d", "y3_000000_000010")
+    with pytest.raises(DataError, match=r"validate.csv.*4.*'d' is not in the class list"):
+        trainer.load_splits(config)

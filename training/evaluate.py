@@ -117,9 +117,11 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
             raise cli.UsageError(f"--data_root is needed: no config.json of a training run "
                                  f"beside {model_file}")
         base.data_root = synthetic.cached_gestures(log=note)
-    records, classes = trainer.load_split(base, split)
-    trainer.check_model_fits(model, len(classes), base.frames, base.size, model_file)
     labels, where = _recorded_labels(model_file, metadata)
+    # The model's class names, where recorded, are what its outputs mean: the split is
+    # indexed with them (a split lacking a class must not shift the labels after it).
+    records, classes = trainer.load_split(base, split, labels)
+    trainer.check_model_fits(model, len(classes), base.frames, base.size, model_file)
     if labels is not None and list(labels) != list(classes):
         first = next((i for i, (a, b) in enumerate(zip(labels, classes)) if a != b), None)
         detail = (f"{len(labels)} names vs {len(classes)}" if first is None
