@@ -51,7 +51,9 @@ class TrainConfig:
     # Data
     dataset: str = "jester"
     data_root: str = ""  # synthetic: "" is the demo's set (data.synthetic.cached_gestures)
-    annotations: str | None = None  # CSV folder / JSON (Jester), CSV (Kinetics), lists (UCF-101)
+    # CSV folder / JSON (Jester); CSV folder, CSV or comma-separated CSVs (Kinetics); list
+    # folder (UCF-101)
+    annotations: str | None = None
     ucf101_fold: int = 1
     frames: int = 16  # the original's sample_duration
     size: int = 112  # sample_size
@@ -164,13 +166,22 @@ def load_split(config, split, classes=None):
     if config.dataset in ("jester", "synthetic"):
         return data.index_jester(root, split, config.annotations, name=config.dataset)
     if config.dataset == "kinetics600":
-        csv_path = config.annotations or os.path.join(root, f"{'train' if split == 'train' else 'validate'}.csv")
-        return data.index_kinetics(root, csv_path, "train" if split == "train" else "validate",
-                                   classes=classes)
+        return data.index_kinetics(root, kinetics_csvs(config, split),
+                                   "train" if split == "train" else "validate", classes=classes)
     if config.dataset == "ucf101":
         return data.index_ucf101(root, "train" if split == "train" else "test",
                                  config.ucf101_fold, config.annotations)
     return data.index_folders(root, "train" if split == "train" else "val", classes=classes)
+
+
+def kinetics_csvs(config, split):
+    """The Kinetics CSVs of `split`: --annotations is a folder holding train.csv and
+    validate.csv (default: --data_root), one CSV or comma-separated CSVs (their rows are
+    taken by their split column)."""
+    where = config.annotations or config.data_root
+    if os.path.isdir(where):
+        return [os.path.join(where, "train.csv" if split == "train" else "validate.csv")]
+    return [path.strip() for path in where.split(",") if path.strip()]
 
 
 def load_splits(config):

@@ -678,3 +678,20 @@ def test_kinetics_validation_labels_index_the_training_classes(tmp_path):
     _kinetics_frames(root, "val", "d", "y3_000000_000010")
     with pytest.raises(DataError, match=r"validate.csv.*4.*'d' is not in the class list"):
         trainer.load_splits(config)
+
+
+def test_kinetics_annotations_name_a_folder_one_csv_or_several(tmp_path):
+    root = _tiny_kinetics(tmp_path / "k", [("a", "x1"), ("b", "x2")], [("b", "y1")])
+    csvs = tmp_path / "csv"
+    csvs.mkdir()
+    for name in ("train.csv", "validate.csv"):
+        os.replace(root / name, csvs / name)
+    both = csvs / "both.csv"
+    both.write_text((csvs / "train.csv").read_text()
+                    + (csvs / "validate.csv").read_text().split("\n", 1)[1])
+    for annotations in (str(csvs), str(both), f"{csvs / 'train.csv'},{csvs / 'validate.csv'}"):
+        config = trainer.TrainConfig(dataset="kinetics600", data_root=str(root),
+                                     annotations=annotations)
+        train_records, val_records, classes = trainer.load_splits(config)
+        assert (len(train_records), classes) == (2, ["a", "b"]), annotations
+        assert [r.label for r in val_records] == [1], annotations
