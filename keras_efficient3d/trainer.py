@@ -191,7 +191,25 @@ def load_splits(config):
     if not train_records:
         raise ValueError(f"No training videos found under {config.data_root}.")
     val_records, _ = load_split(config, "validation", classes)
+    if not val_records:
+        # Checked before training: without validation clips best.keras has nothing to go by,
+        # and the run would only fail at its end.
+        raise ValueError(f"No validation videos in the {config.dataset} dataset's validation "
+                         f"split (looked in {_split_source(config)}); training needs them to "
+                         "choose best.keras")
     return train_records, val_records, classes
+
+
+def _split_source(config):
+    """Where the validation split is listed, in words, for an error message."""
+    if config.dataset == "kinetics600":
+        return ", ".join(kinetics_csvs(config, "validation"))
+    if config.dataset == "ucf101":
+        return os.path.join(config.annotations or config.data_root,
+                            f"testlist0{config.ucf101_fold}.txt")
+    if config.dataset == "folders":
+        return os.path.join(config.data_root, "val")
+    return config.annotations or config.data_root
 
 
 @contextlib.contextmanager
@@ -563,10 +581,18 @@ def plot_curves(log_csv, path):
         return None
     epochs = [int(r["epoch"]) + 1 for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    def number(text):
+        try:
+            return float(text)
+        except (TypeError, ValueError):  # Keras' CSVLogger writes NA for a missing value
+            return None
+
     for ax, key in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-"), ("val_", "--")):
-            if prefix + key in rows[0] and rows[0][prefix + key] != "":
-                ax.plot(epochs, [float(r[prefix + key]) for r in rows], style,
+            points = [(epoch, number(r.get(prefix + key))) for epoch, r in zip(epochs, rows)]
+            points = [(epoch, value) for epoch, value in points if value is not None]
+            if points:
+                ax.plot(*zip(*points), style,
                         label=("validation " if prefix else "training ") + key)
         ax.set_xlabel("epoch")
         ax.set_title(key)

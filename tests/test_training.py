@@ -695,3 +695,20 @@ def test_kinetics_annotations_name_a_folder_one_csv_or_several(tmp_path):
         train_records, val_records, classes = trainer.load_splits(config)
         assert (len(train_records), classes) == (2, ["a", "b"]), annotations
         assert [r.label for r in val_records] == [1], annotations
+
+
+def test_an_empty_validation_split_is_refused_before_training(tmp_path):
+    root = _tiny_kinetics(tmp_path / "k", [("a", "x1"), ("b", "x2")], [])
+    config = trainer.TrainConfig(dataset="kinetics600", data_root=str(root),
+                                 output_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"^No validation videos in the kinetics600 dataset's "
+                                         rf"validation split \(looked in {root / 'validate.csv'}\)"):
+        trainer.train(config)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_curves_skip_the_values_the_csv_logger_writes_as_na(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.2,NA,NA\n1,0.6,1.0,0.4,1.1\n")
+    assert trainer.plot_curves(log, tmp_path / "curves.png") == tmp_path / "curves.png"
+    assert (tmp_path / "curves.png").stat().st_size > 0
