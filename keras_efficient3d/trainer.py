@@ -414,13 +414,30 @@ class Checkpointer(keras.callbacks.Callback):
     the optimizer state and `metadata` (`model_metadata`), plus train_state.json; all
     written atomically."""
 
-    def __init__(self, output_dir, every, best=-1.0, monitor="val_accuracy", metadata=None):
+    def __init__(self, output_dir, every, best=-1.0, monitor="val_accuracy", metadata=None,
+                 saved_epoch=None):
         super().__init__()
         self.output_dir, self.every, self.best, self.monitor = output_dir, every, best, monitor
         self.metadata = metadata
+        self.saved_epoch = saved_epoch  # the epoch of last.keras (a resumed run's start)
+        self.diverged = None  # (epoch, loss) of an epoch that ended with non-finite values
+
+    def _finite(self, logs):
+        import numpy as np
+
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            return False
+        return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.weights)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        # A diverged epoch (TerminateOnNaN stops it mid-way, but the epoch still ends here)
+        # must not overwrite the last good checkpoints with NaN weights.
+        if not self._finite(logs):
+            self.diverged = (epoch + 1, logs.get("loss"))
+            self.model.stop_training = True
+            return
         score = logs.get(self.monitor, logs.get("accuracy"))
         improved = score is not None and score > self.best
         if improved:
@@ -428,6 +445,7 @@ class Checkpointer(keras.callbacks.Callback):
             save_model(self.model, os.path.join(self.output_dir, "best.keras"), self.metadata)
         if (epoch + 1) % self.every == 0:
             save_model(self.model, os.path.join(self.output_dir, "last.keras"), self.metadata)
+            self.saved_epoch = epoch + 1
             atomic_write_json(
                 os.path.join(self.output_dir, "train_state.json"),
                 {"epoch": epoch + 1, "best_accuracy": self.best,
@@ -703,8 +721,10 @@ def train(config, extra_callbacks=None):
     if backup.exists() and os.path.exists(state_path):
         with open(state_path) as handle:
             best = float(json.load(handle)["best_accuracy"])
-    callbacks = [Checkpointer(save_dir, config.checkpoint_every, best,
-                              metadata=model_metadata(config, classes, num_classes))]
+    checkpointer = Checkpointer(save_dir, config.checkpoint_every, best,
+                                metadata=model_metadata(config, classes, num_classes),
+                                saved_epoch=initial_epoch or None)
+    callbacks = [checkpointer]
     if chief:
         callbacks += [
             keras.callbacks.CSVLogger(os.path.join(config.output_dir, "log.csv"),
@@ -733,6 +753,12 @@ def train(config, extra_callbacks=None):
                             validation_steps=val_steps, callbacks=callbacks,
                             verbose=config.verbose, shuffle=False)
     elapsed = time.time() - start
+    if checkpointer.diverged:
+        epoch, loss = checkpointer.diverged
+        kept = (f"the checkpoints of epoch {checkpointer.saved_epoch} are kept"
+                if checkpointer.saved_epoch else "no checkpoint was written")
+        raise ValueError(f"training diverged at epoch {epoch} (loss {loss}); {kept}; "
+                         "lower --learning_rate")
     if not chief:
         shutil.rmtree(save_dir, ignore_errors=True)
         return {"model": model, "history": history.history, "classes": classes,

@@ -712,3 +712,35 @@ def test_curves_skip_the_values_the_csv_logger_writes_as_na(tmp_path):
     log.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.2,NA,NA\n1,0.6,1.0,0.4,1.1\n")
     assert trainer.plot_curves(log, tmp_path / "curves.png") == tmp_path / "curves.png"
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_a_diverged_epoch_writes_no_checkpoint(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    checkpointer = trainer.Checkpointer(str(tmp_path), 1, saved_epoch=4)
+    checkpointer.set_model(model)
+    checkpointer.on_epoch_end(4, {"loss": 0.5, "val_accuracy": 0.5})
+    assert (tmp_path / "last.keras").exists() and checkpointer.saved_epoch == 5
+    for path in tmp_path.iterdir():
+        path.unlink()
+    # A finite loss but NaN weights, then a NaN loss: neither is written.
+    model.layers[0].kernel.assign(np.full((3, 2), np.nan, np.float32))
+    checkpointer.on_epoch_end(5, {"loss": 0.4, "val_accuracy": 0.9})
+    assert checkpointer.diverged == (6, 0.4) and model.stop_training
+    model.layers[0].kernel.assign(np.zeros((3, 2), np.float32))
+    checkpointer.on_epoch_end(6, {"loss": float("nan"), "val_accuracy": 0.9})
+    assert checkpointer.diverged[0] == 7 and checkpointer.saved_epoch == 5
+    assert not any(tmp_path.iterdir())
+
+
+def test_training_that_diverges_keeps_the_last_good_checkpoints(tiny_gestures, one_epoch_run,
+                                                                tmp_path):
+    out = _copy_run(one_epoch_run, tmp_path)
+    before = {name: (out / name).read_bytes() for name in ("last.keras", "best.keras",
+                                                           "train_state.json")}
+    config = _tiny_config(tiny_gestures, out, epochs=2, resume=True, learning_rate=1e30,
+                          lr_schedule="constant")
+    with pytest.raises(ValueError, match=r"^training diverged at epoch 2 \(loss nan\); the "
+                                         r"checkpoints of epoch 1 are kept; lower --learning_rate"):
+        trainer.train(config)
+    assert {name: (out / name).read_bytes() for name in before} == before
