@@ -622,6 +622,29 @@ def plot_curves(log_csv, path):
     return path
 
 
+# What a resumed run must share with the run it continues (its config.json): the model and
+# what its inputs and labels mean. Other options (the rate, the epochs) may change.
+_RUN_IDENTITY = ("dataset", "model", "width_mult", "groups", "version", "depth", "shortcut",
+                 "cardinality", "normalization", "downsample")
+
+
+def _check_same_run(config):
+    path = os.path.join(config.output_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        saved = json.load(handle)
+    differ = [name for name in _RUN_IDENTITY
+              if name in saved and saved[name] != getattr(config, name)]
+    if differ:
+        def shown(values):
+            return " ".join(f"--{name}={values(name)}" for name in differ)
+
+        raise ValueError(f"The run in {config.output_dir} was trained with "
+                         f"{shown(saved.get)}, not {shown(lambda n: getattr(config, n))}; "
+                         "resume with the run's values (or start a new run in another --output)")
+
+
 def _resume_point(config, state_path, last_path):
     """``(initial_epoch, best accuracy)`` of the run `config` resumes (0, -1 for a new one),
     refused in one line before any work: nothing to resume, a finished run, or a checkpoint
@@ -637,6 +660,7 @@ def _resume_point(config, state_path, last_path):
     if initial_epoch >= config.epochs:
         raise ValueError(f"The run in {config.output_dir} already finished {initial_epoch} "
                          f"epochs; raise --epochs above {initial_epoch} to continue.")
+    _check_same_run(config)
     recorded = read_metadata(last_path)
     if recorded is not None:
         _check_clip_shape((recorded.frames, *(recorded.height_width or (None, None))),

@@ -744,3 +744,18 @@ def test_training_that_diverges_keeps_the_last_good_checkpoints(tiny_gestures, o
                                          r"checkpoints of epoch 1 are kept; lower --learning_rate"):
         trainer.train(config)
     assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_resume_with_another_model_is_refused_before_any_work(tiny_gestures, one_epoch_run,
+                                                              tmp_path, monkeypatch):
+    out = _copy_run(one_epoch_run, tmp_path)
+    indexed = []
+    monkeypatch.setattr(trainer, "load_split", lambda *a, **k: indexed.append(1) or ([], []))
+    config = _tiny_config(tiny_gestures, out, epochs=3, resume=True, width_mult=0.5,
+                          normalization="original")
+    with pytest.raises(ValueError, match=rf"^The run in {out} was trained with --width_mult=0.25 "
+                                         r"--normalization=unit, not --width_mult=0.5 "
+                                         r"--normalization=original; resume with the run's"):
+        trainer.train(config)
+    assert not indexed
+    assert json.loads((out / "config.json").read_text())["width_mult"] == TINY_WIDTH
