@@ -35,7 +35,8 @@ from keras_efficient3d.artifacts import (
     read_metadata,
     save_model,
 )
-from keras_efficient3d.data.normalization import Normalization
+from keras_efficient3d.data.normalization import PRESETS, Normalization
+from keras_efficient3d.data.spatial import TRAIN_CROPS
 from keras_efficient3d.models._base import VideoModel
 from keras_efficient3d.optim import TorchSGD
 
@@ -127,6 +128,14 @@ class TrainConfig:
             bad("ft_portion", "'complete' or 'last_layer'")
         if self.distribution not in DISTRIBUTIONS:
             bad("distribution", f"one of {DISTRIBUTIONS}")
+        # The pipeline would refuse these too, but only after the dataset is indexed and
+        # config.json is written.
+        if not isinstance(self.normalization, Normalization) and self.normalization not in PRESETS:
+            bad("normalization", f"one of {tuple(sorted(PRESETS))}")
+        if self.crop not in TRAIN_CROPS:
+            bad("crop", f"one of {TRAIN_CROPS}")
+        if self.ucf101_fold not in (1, 2, 3):
+            bad("ucf101_fold", "1, 2 or 3")
         for name in ("frames", "size", "downsample", "batch_size", "epochs", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 bad(name, "a positive integer")

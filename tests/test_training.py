@@ -120,11 +120,13 @@ def test_warmup_rises_batch_by_batch_into_the_schedule():
 @pytest.mark.parametrize("field,value", [("dataset", "imagenet"), ("lr_schedule", "linear"),
                                           ("ft_portion", "half"), ("batch_size", 0),
                                           ("optimizer", "rmsprop"), ("warmup_epochs", 250),
-                                          ("warmup_epochs", -1), ("threads", -1)])
+                                          ("warmup_epochs", -1), ("threads", -1),
+                                          ("normalization", "imagenet"), ("crop", "left"),
+                                          ("ucf101_fold", 4)])
 def test_config_validation_names_the_option(field, value):
     config = trainer.TrainConfig(data_root="x")
     setattr(config, field, value)
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=rf"`{field}`.*Received: {field}="):
         config.validate()
 
 
