@@ -424,9 +424,10 @@ class Checkpointer(keras.callbacks.Callback):
     written atomically."""
 
     def __init__(self, output_dir, every, best=-1.0, monitor="val_accuracy", metadata=None,
-                 saved_epoch=None):
+                 saved_epoch=None, epochs=None):
         super().__init__()
         self.output_dir, self.every, self.best, self.monitor = output_dir, every, best, monitor
+        self.epochs = epochs  # the run's last epoch is always written, whatever `every`
         self.metadata = metadata
         self.saved_epoch = saved_epoch  # the epoch of last.keras (a resumed run's start)
         self.diverged = None  # (epoch, loss) of an epoch that ended with non-finite values
@@ -452,7 +453,7 @@ class Checkpointer(keras.callbacks.Callback):
         if improved:
             self.best = float(score)
             save_model(self.model, os.path.join(self.output_dir, "best.keras"), self.metadata)
-        if (epoch + 1) % self.every == 0:
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
             save_model(self.model, os.path.join(self.output_dir, "last.keras"), self.metadata)
             self.saved_epoch = epoch + 1
             atomic_write_json(
@@ -654,6 +655,34 @@ def _check_same_run(config):
                          "resume with the run's values (or start a new run in another --output)")
 
 
+_RUN_FILES = ("last.keras", "best.keras", "train_state.json", "log.csv", "curves.png",
+              "config.json", "labels.txt")
+
+
+def _move_previous_run(output_dir):
+    """Moves the files of a run already in `output_dir` into `output_dir`/previous/ (an
+    older previous/ goes): left in place, its last.keras and train_state.json would stand
+    until the new run's first checkpoint, and --resume would continue the old run."""
+    if not any(os.path.exists(os.path.join(output_dir, name))
+               for name in ("last.keras", "best.keras", "train_state.json")):
+        return None
+    state_path = os.path.join(output_dir, "train_state.json")
+    done = "no saved epoch"
+    if os.path.exists(state_path):
+        with open(state_path) as handle:
+            done = f"{json.load(handle).get('epoch')} epochs"
+    previous = os.path.join(output_dir, "previous")
+    if os.path.isdir(previous):
+        shutil.rmtree(previous)
+    os.makedirs(previous)
+    for name in _RUN_FILES:
+        if os.path.exists(os.path.join(output_dir, name)):
+            os.replace(os.path.join(output_dir, name), os.path.join(previous, name))
+    print(f"warning: {output_dir} holds a run ({done}); this new run moves its files into "
+          f"{previous} (--resume continues a run instead)", file=sys.stderr)
+    return previous
+
+
 def _resume_point(config, state_path, last_path):
     """``(initial_epoch, best accuracy)`` of the run `config` resumes (0, -1 for a new one),
     refused in one line before any work: nothing to resume, a finished run, or a checkpoint
@@ -701,12 +730,6 @@ def train(config, extra_callbacks=None):
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     os.makedirs(config.output_dir, exist_ok=True)
-    if chief and not config.resume and os.path.exists(state_path) and \
-            not os.path.exists(os.path.join(config.output_dir, "backup")):
-        with open(state_path) as handle:
-            done = json.load(handle).get("epoch")
-        print(f"warning: {config.output_dir} holds a run ({done} epochs); this new run replaces "
-              "its checkpoints and logs (--resume continues it instead)", file=sys.stderr)
 
     train_records, val_records, classes = load_splits(config)
     num_classes = config.num_classes or len(classes)
@@ -722,6 +745,9 @@ def train(config, extra_callbacks=None):
     if mirror:
         pairs = [f"{classes[i]} <-> {classes[j]}" for i, j in enumerate(mirror) if i < j]
         print(f"flips: a mirrored clip takes its mirror class ({'; '.join(pairs)})")
+    if chief and not config.resume and \
+            not os.path.exists(os.path.join(config.output_dir, "backup")):
+        _move_previous_run(config.output_dir)
     atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
     atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
 
@@ -756,7 +782,7 @@ def train(config, extra_callbacks=None):
             best = float(json.load(handle)["best_accuracy"])
     checkpointer = Checkpointer(save_dir, config.checkpoint_every, best,
                                 metadata=model_metadata(config, classes, num_classes),
-                                saved_epoch=initial_epoch or None)
+                                saved_epoch=initial_epoch or None, epochs=config.epochs)
     callbacks = [checkpointer]
     if chief:
         callbacks += [

@@ -256,12 +256,25 @@ def test_resume_with_other_clip_flags_is_refused_before_any_work(tiny_gestures, 
 
 def test_a_new_run_over_a_finished_one_says_so(tiny_gestures, one_epoch_run, tmp_path, capsys):
     out = _copy_run(one_epoch_run, tmp_path)
-    trainer.train(_tiny_config(tiny_gestures, out, epochs=1, checkpoint_every=5))
+    (out / "previous").mkdir()
+    (out / "previous" / "older.txt").write_text("an older run")
+    old = {name: (out / name).read_bytes() for name in ("last.keras", "train_state.json")}
+    # --checkpoint_every above --epochs: the run's last epoch is written all the same.
+    trainer.train(_tiny_config(tiny_gestures, out, epochs=1, checkpoint_every=5, seed=4))
     err = capsys.readouterr().err
-    assert f"warning: {out} holds a run (1 epochs); this new run replaces" in err, err
-    # Into a fresh folder: nothing to say.
+    assert (f"warning: {out} holds a run (1 epochs); this new run moves its files into "
+            f"{out / 'previous'} (--resume continues a run instead)") in err, err
+    assert sorted(p.name for p in (out / "previous").iterdir()) == sorted(
+        ["best.keras", "config.json", "curves.png", "labels.txt", "last.keras", "log.csv",
+         "train_state.json"])
+    assert {name: (out / "previous" / name).read_bytes() for name in old} == old
+    assert (out / "last.keras").read_bytes() != old["last.keras"]
+    assert json.loads((out / "train_state.json").read_text())["epoch"] == 1
+    # Into a fresh folder: nothing to say, nothing moved.
     trainer.train(_tiny_config(tiny_gestures, tmp_path / "fresh", epochs=1, checkpoint_every=5))
     assert "holds a run" not in capsys.readouterr().err
+    assert not (tmp_path / "fresh" / "previous").exists()
+    assert (tmp_path / "fresh" / "last.keras").exists()
 
 
 def test_fine_tuning_replaces_the_head(tiny_gestures, tmp_path):
