@@ -73,10 +73,14 @@ def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
 
     num_classes = len(classes)
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(confusion, (video_labels, predictions), 1)
+    # A model may have more outputs than the dataset has classes (trained with a larger
+    # --num_classes): a prediction of an unused output is wrong, and has no column.
+    named = predictions < num_classes
+    np.add.at(confusion, (video_labels[named], predictions[named]), 1)
+    totals = np.bincount(video_labels, minlength=num_classes)
     per_class = {}
     for index, name in enumerate(classes):
-        total = int(confusion[index].sum())
+        total = int(totals[index])
         per_class[name] = {"videos": total,
                            "accuracy": float(confusion[index, index] / total) if total else None}
     return {

@@ -395,6 +395,15 @@ def test_evaluation_counts_clip_and_video_accuracy(tiny_gestures):
     report = evaluation.format_report(results)
     assert "clip accuracy" in report and "video accuracy" in report
 
+    def always_an_unused_output(clips):  # a head with two outputs more than the classes
+        return np.tile(np.eye(len(classes) + 2)[-1] * 5, (len(clips), 1))
+
+    results = evaluation.evaluate(always_an_unused_output, records, classes, frames=8, size=32,
+                                  normalization="unit", batch_size=4)
+    assert results["video_top1"] == 0.0 and np.asarray(results["confusion_matrix"]).sum() == 0
+    assert {v["videos"] for v in results["per_class"].values()} == {1}
+    assert {v["accuracy"] for v in results["per_class"].values()} == {0.0}
+
 
 def test_evaluate_cli_writes_json_and_confusion_png(tiny_gestures, tmp_path):
     import dataclasses
@@ -517,6 +526,14 @@ def test_evaluate_refuses_a_model_that_does_not_fit_the_data(tiny_gestures, tmp_
     five = _save_run_model(tmp_path / "five", classes=5)
     with pytest.raises(ValueError, match="has 5 outputs but the dataset has 8 classes"):
         evaluate.evaluate_file(five, frames=8, size=32, **common)
+    # More outputs than classes (--num_classes above the dataset's): scored, with a note.
+    ten = _save_run_model(tmp_path / "ten", classes=10)
+    notes = []
+    results, _, _ = evaluate.evaluate_file(ten, frames=8, size=32, log=notes.append, **common)
+    assert notes == [f"note: {ten} has 10 outputs, the dataset 8 classes: its first 8 outputs "
+                     "are taken as the classes"]
+    assert results["num_videos"] == 8
+    assert sum(v["videos"] for v in results["per_class"].values()) == 8
     eight = _save_run_model(tmp_path / "eight")
     with pytest.raises(ValueError, match=r"takes 8x32x32 clips .* --frames=8 --size=40"):
         evaluate.evaluate_file(eight, frames=8, size=40, **common)

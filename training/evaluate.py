@@ -121,7 +121,15 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     # The model's class names, where recorded, are what its outputs mean: the split is
     # indexed with them (a split lacking a class must not shift the labels after it).
     records, classes = trainer.load_split(base, split, labels)
-    trainer.check_model_fits(model, len(classes), base.frames, base.size, model_file)
+    outputs = model.output_shape[-1]
+    if outputs is not None and outputs > len(classes):
+        # A model trained with --num_classes above the dataset's: its first outputs are the
+        # classes (an unused output is scored as a wrong answer). Fewer outputs are refused.
+        note(f"{model_file} has {outputs} outputs, the dataset {len(classes)} classes: its "
+             f"first {len(classes)} outputs are taken as the classes")
+        trainer.check_model_fits(model, None, base.frames, base.size, model_file)
+    else:
+        trainer.check_model_fits(model, len(classes), base.frames, base.size, model_file)
     if labels is not None and list(labels) != list(classes):
         first = next((i for i, (a, b) in enumerate(zip(labels, classes)) if a != b), None)
         detail = (f"{len(labels)} names vs {len(classes)}" if first is None
