@@ -56,8 +56,11 @@ def _read_csv(path):
         if missing:
             raise DataError(f"header lacks column(s) {missing}; expected {('label',) + _REQUIRED}", path, 1)
         column = {name: header.index(name) for name in header}
+        # A record with an unbalanced quote runs on to the end of the file: name the line
+        # where it starts, not where the reader stopped.
+        starts = reader.line_num + 1
         for fields in reader:
-            number = reader.line_num
+            number, starts = starts, reader.line_num + 1
             if not any(f.strip() for f in fields):
                 continue
             if len(fields) != len(header):
@@ -66,7 +69,9 @@ def _read_csv(path):
                 start = int(fields[column["time_start"]])
                 end = int(fields[column["time_end"]])
             except ValueError:
-                raise DataError("time_start/time_end must be integers", path, number) from None
+                shown = f"{fields[column['time_start']]!r}, {fields[column['time_end']]!r}"
+                raise DataError(f"time_start/time_end must be integers (found {shown})", path,
+                                number) from None
             label = fields[column["label"]].strip() if "label" in column else None
             raw_split = fields[column["split"]].strip()
             try:

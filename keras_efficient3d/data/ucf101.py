@@ -73,7 +73,12 @@ def index_ucf101(
     split = normalise_split(split, _SPLIT_ALIASES)
     root = os.fspath(root)
     annotations = root if annotations is None else os.fspath(annotations)
-    class_names = read_ucf101_classes(os.path.join(annotations, "classInd.txt"))
+    class_ind = os.path.join(annotations, "classInd.txt")
+    if not os.path.isfile(class_ind):
+        # The lists usually sit apart from the videos (ucfTrainTestlist/): say how to name them.
+        raise DataError("annotation file not found (name the folder holding classInd.txt and "
+                        "the split lists with --annotations)", class_ind)
+    class_names = read_ucf101_classes(class_ind)
     class_to_index = {name: i for i, name in enumerate(class_names)}
     list_path = os.path.join(annotations, f"{split}list0{fold}.txt")
     summary = IndexSummary("ucf101", f"{split}{fold}")

@@ -136,9 +136,14 @@ def test_kinetics_index(kinetics_root, tmp_path, caplog):
 
 def test_kinetics_bad_rows(kinetics_root, tmp_path):
     bad_time = write_text(str(tmp_path / "a.csv"), KINETICS_CSV.replace("bbb,0,10", "bbb,zero,10"))
-    with pytest.raises(DataError, match="integers") as info:
+    with pytest.raises(DataError, match=r"integers \(found 'zero', '10'\)") as info:
         index_kinetics(kinetics_root, bad_time, "train")
     assert str(info.value).startswith(f"{bad_time}:3: ")
+    # An unbalanced quote swallows the rest of the file: the record's first line is named.
+    quote = write_text(str(tmp_path / "q.csv"), KINETICS_CSV.replace("bbb,0,10", '"bbb,0,10'))
+    with pytest.raises(DataError, match="fields") as info:
+        index_kinetics(kinetics_root, quote, "train")
+    assert str(info.value).startswith(f"{quote}:3: ")
     short = write_text(str(tmp_path / "b.csv"), KINETICS_CSV + "abseiling,fff,1\n")
     with pytest.raises(DataError, match="fields") as info:
         index_kinetics(kinetics_root, short, "train")
@@ -214,6 +219,10 @@ def test_ucf101_bad_class_file_and_fold(ucf_root):
     with pytest.raises(DataError, match="trainlist02.txt: annotation file not found"):
         write_text(path, "1 ApplyEyeMakeup\n2 ApplyLipstick\n3 Archery\n")
         index_ucf101(ucf_root, "train", fold=2)
+    os.remove(path)
+    with pytest.raises(DataError, match=r"classInd.txt: annotation file not found \(name the "
+                                        r"folder holding classInd.txt .* with --annotations\)"):
+        index_ucf101(ucf_root, "train")
 
 
 # ---------------------------------------------------------------- generic folders
