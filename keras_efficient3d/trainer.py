@@ -823,6 +823,7 @@ def train(config, extra_callbacks=None):
         return {"model": model, "history": history.history, "classes": classes,
                 "seconds": elapsed, "output_dir": config.output_dir, "curves": None,
                 "num_train_videos": len(train_records), "worker": task,
+            "best_accuracy": checkpointer.best,
                 "initial_epoch": backup.restored_epoch,
                 "best_path": os.path.join(config.output_dir, "best.keras"), "last_path": last_path}
     curves = plot_curves(os.path.join(config.output_dir, "log.csv"),
@@ -830,6 +831,7 @@ def train(config, extra_callbacks=None):
     return {"model": model, "history": history.history, "classes": classes,
             "seconds": elapsed, "output_dir": config.output_dir, "curves": curves,
             "num_train_videos": len(train_records), "worker": task,
+            "best_accuracy": checkpointer.best,
             "initial_epoch": backup.restored_epoch if backup.restored_epoch is not None
             else initial_epoch,
             "best_path": os.path.join(config.output_dir, "best.keras"), "last_path": last_path}

@@ -212,8 +212,13 @@ def test_train_writes_checkpoints_logs_and_resumes(tiny_gestures, one_epoch_run,
         assert meta.model == {"model": TINY_MODEL, "width_mult": TINY_WIDTH,
                               "num_classes": len(meta.labels)}
 
+    first_best = state["best_accuracy"]
     resumed = trainer.train(_tiny_config(tiny_gestures, out, epochs=2, resume=True))
     assert len(resumed["history"]["loss"]) == 1  # only epoch 2 ran
+    # The run's best, epoch 1 included (what train.py's last line shows).
+    assert resumed["best_accuracy"] == max(first_best, resumed["history"]["val_accuracy"][0])
+    assert resumed["best_accuracy"] == json.loads((out / "train_state.json").read_text())[
+        "best_accuracy"]
     assert int(resumed["model"].optimizer.iterations.numpy()) == 2 * steps
     assert json.loads((out / "train_state.json").read_text())["epoch"] == 2
     expected_lr = trainer.learning_rate_at(_tiny_config(tiny_gestures, out, epochs=2), 2)

@@ -139,8 +139,8 @@ def main(argv, flag_values=flags.FLAGS):
     if __name__ == "__main__":  # a command of its own: restartable (not a test's call)
         use_allocator(flag_values.allocator)
     result = train(config)
-    history = result["history"]
-    best = max(history.get("val_accuracy", history.get("accuracy", [0.0])))
+    # The run's best (a resumed run's earlier epochs included), not this session's alone.
+    best = max(result["best_accuracy"], 0.0)
     print(f"done in {result['seconds']:.0f} s; best clip accuracy {100 * best:.2f}%; "
           f"checkpoints in {result['output_dir']}")
 
