@@ -470,8 +470,9 @@ def _set_threads(config):
         print(f"warning: --threads={config.threads} not applied: TensorFlow already runs with "
               "its threads in this process", file=sys.stderr)
     if plan:
+        # Several replicas keep the whole batch's call (`VideoModel.halves_call`).
         halves = (", each batch's two halves side by side"
-                  if runtime.tf_side_by_side() else "")
+                  if runtime.tf_side_by_side() and config.distribution == "none" else "")
         print(f"TensorFlow threads: {plan[0]} per operation, {plan[1]} "
               f"operation{'s' if plan[1] > 1 else ''} at a time{halves}")
     return plan

@@ -437,6 +437,14 @@ def test_halves_call_only_for_graphs_of_per_clip_layers(monkeypatch):
         monkeypatch.setattr(threads, "get_inter_op_parallelism_threads", lambda v=inter: v)
         assert runtime.tf_side_by_side() is side_by_side, (intra, inter)
         assert _halves_model().halves_call() is side_by_side
+    with monkeypatch.context() as m:  # several replicas (MirroredStrategy): the whole batch
+        m.setattr(threads, "get_intra_op_parallelism_threads", lambda: 1)
+        m.setattr(threads, "get_inter_op_parallelism_threads", lambda: 2)
+        assert _halves_model().halves_call()
+        m.setattr(tf.distribute, "has_strategy", lambda: True)
+        m.setattr(tf.distribute, "get_strategy",
+                  lambda: type("Strategy", (), {"num_replicas_in_sync": 2})())
+        assert not _halves_model().halves_call()
     with monkeypatch.context() as m:  # the plan's (1, 2), on a machine with a GPU
         m.setattr(threads, "get_intra_op_parallelism_threads", lambda: 1)
         assert runtime.tf_side_by_side()

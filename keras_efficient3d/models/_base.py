@@ -296,6 +296,12 @@ class VideoModel(keras.Model):
 
         if keras.backend.backend() != "tensorflow" or not tf_side_by_side():
             return False
+        import tensorflow as tf
+
+        # Under a strategy of several replicas the halves' weights turned NaN within an epoch
+        # (MirroredStrategy on two CPU devices, batch 4); the replicas run side by side there.
+        if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            return False
         return len(self.inputs) == 1 and all(_halves_layer(layer) for layer in self.layers)
 
     def _call_in_halves(self, inputs):
