@@ -797,3 +797,21 @@ def test_resume_with_another_model_is_refused_before_any_work(tiny_gestures, one
         trainer.train(config)
     assert not indexed
     assert json.loads((out / "config.json").read_text())["width_mult"] == TINY_WIDTH
+
+
+def test_evaluate_indexes_the_split_with_the_models_class_names(tmp_path, monkeypatch):
+    from keras_efficient3d.artifacts import ModelMetadata
+
+    root = _tiny_kinetics(tmp_path / "k", [("a", "x1"), ("b", "x2"), ("c", "x3")],
+                          [("b", "y1"), ("c", "y2")])
+    meta = ModelMetadata(frames=8, size=32, downsample=1, labels=["a", "b", "c"])
+    path = _save_run_model(tmp_path / "run", classes=3, metadata=meta)
+    scored = []
+    monkeypatch.setattr(evaluation, "evaluate",
+                        lambda fn, records, classes, *a: scored.append((records, classes)) or {})
+    monkeypatch.setattr(evaluation, "write_results", lambda *a: (None, None))
+    # validate.csv alone has classes b and c: indexed alone they would be labels 0 and 1.
+    _evaluate_module().evaluate_file(path, dataset="kinetics600", data_root=str(root),
+                                     log=lambda line: None)
+    records, classes = scored[0]
+    assert classes == ["a", "b", "c"] and sorted(r.label for r in records) == [1, 2]
