@@ -335,7 +335,8 @@ def _calling_module():
 
 
 def normalize_argv(argv):
-    """Accepts ``--width-mult`` for ``--width_mult``; values and the part after ``--`` stay."""
+    """Accepts ``--width-mult`` for ``--width_mult``; values and the part after ``--`` stay.
+    Flagfiles are checked first (`check_flagfile`)."""
     out = []
     for i, arg in enumerate(argv):
         if arg == "--":
@@ -343,8 +344,37 @@ def normalize_argv(argv):
         if i > 0 and arg.startswith("--") and not arg.startswith("---"):
             name, sep, value = arg[2:].partition("=")
             arg = "--" + name.replace("-", "_") + sep + value
+            if name == "flagfile" and sep:
+                check_flagfile(value)
         out.append(arg)
     return out
+
+
+def check_flagfile(path, _seen=()):
+    """Refuses, naming the file and line, what absl would misread in a flagfile: a line that
+    is not a flag (absl passes ``epochs=1`` on as an argument: "unexpected arguments"), and a
+    comment after a flag (absl takes it into the value: "invalid literal for int()")."""
+    if path in _seen:
+        return
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError as err:
+        raise flags.Error(f"--flagfile={path}: {err.strerror.lower() if err.strerror else err}") from None
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", "//")):
+            continue
+        if not line.startswith("-"):
+            raise flags.Error(f"{path}:{number}: expected a flag such as --name=value, "
+                              f"got {line!r}")
+        if re.search(r"\s(#|//)", line):
+            raise flags.Error(f"{path}:{number}: a comment goes on a line of its own, not after "
+                              f"a flag: {line!r}")
+        if line.startswith("--flagfile="):
+            nested = line.split("=", 1)[1]
+            # absl reads a nested flagfile relative to the working folder, as on the command line
+            check_flagfile(nested, (*_seen, path))
 
 
 def program_name(main):

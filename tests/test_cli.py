@@ -598,3 +598,34 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
     assert str(cli.unwrap_pipeline_error(carried)) == "a.mp4: cannot open video"
     assert cli.unwrap_pipeline_error(tf.errors.InvalidArgumentError(None, None, "shape")) is None
     assert cli.unwrap_pipeline_error(RuntimeError("DataError: not from TensorFlow")) is None
+
+
+# --------------------------------------------------------------------------- flagfiles
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("--epochs=1\nepochs=2\n", "run.flags:2: expected a flag such as --name=value, got 'epochs=2'"),
+    ("# a comment\n\n--epochs=1  # one epoch\n", "run.flags:3: a comment goes on a line of its own"),
+    ("--flagfile={nested}\n", "inner.flags:1: expected a flag"),
+])
+def test_a_flagfile_mistake_names_its_file_and_line(tmp_path, capsys, text, expected):
+    (tmp_path / "inner.flags").write_text("batch_size 4\n")
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text(text.format(nested=tmp_path / "inner.flags"))
+    module = load("train")
+    status = cli.invoke(module.main, module.define_flags, ["train", f"--flagfile={flagfile}"])
+    _assert_one_line("train", status, capsys.readouterr().err, expected)
+
+
+def test_a_missing_flagfile_is_one_plain_line(tmp_path, capsys):
+    module = load("train")
+    status = cli.invoke(module.main, module.define_flags,
+                        ["train", f"--flagfile={tmp_path / 'none.flags'}"])
+    err = capsys.readouterr().err
+    _assert_one_line("train", status, err, "none.flags: no such file or directory")
+    assert "ERROR" not in err  # absl's own message doubled it: "error: ERROR:: Unable to open"
+
+
+@pytest.mark.parametrize("flagfile", ["jester", "kinetics600", "ucf101", "synthetic"])
+def test_shipped_flagfiles_pass_the_flagfile_check(flagfile):
+    cli.check_flagfile(os.path.join(ROOT, "training", "flags", f"{flagfile}.flags"))
