@@ -62,6 +62,9 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d.deploy.benchmark import benchmark_models, format_table, peers_and_peaks, write_report
 
     f = flag_values
+    modes = [f"--{name}" for name in ("op_profile", "packing", "stacking") if f[name].value]
+    if len(modes) > 1:  # each is its own comparison; the first would run, the rest be dropped
+        raise cli.UsageError(f"{' and '.join(modes)} are separate comparisons: give one")
     if f.op_profile:
         from keras_efficient3d.deploy.benchmark import format_op_profile, int8_op_profile
         rows = int8_op_profile(frames=f.frames, threads=f.threads[0], rounds=f.runs,

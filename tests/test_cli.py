@@ -221,6 +221,8 @@ BAD_INPUT = [
     ("data_benchmark", ["--layout=jester", "--data_root={missing}"], "missing.bin: no such folder"),
     ("data_benchmark", ["--json_out={tmp}/nofolder/rows.json"], "no such folder"),
     ("predict", [], "give one SOURCE"),
+    ("predict", ["7", "--json", "--format=text"], "--format=text contradicts it"),
+    ("benchmark_tflite", ["--packing", "--stacking"], "--packing and --stacking are separate"),
     ("predict", ["a.mp4", "b.mp4"], "give one SOURCE"),
     ("predict", ["7", "--model_file={missing}"], "missing.bin: no such file"),
     ("predict", ["7", "--model_file={dir}"], "a folder, not a file"),

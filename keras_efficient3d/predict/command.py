@@ -175,6 +175,8 @@ def main(argv, flag_values=flags.FLAGS):
         raise cli.UsageError("give one SOURCE (a video file, a folder, or a camera index); "
                              "see --help")
     f = flag_values
+    if f.json and f["format"].present and f.format != "json":
+        raise cli.UsageError(f"--json asks for --format=json; --format={f.format} contradicts it")
     return run(argv[1], model=f.model_file, labels=f.labels, window=f.frames, stride=f.stride,
                top=f.top, as_json=f.json or f.format == "json", threads=f.threads,
                output_video=f.output, normalization=f.normalization, display=f.display,
