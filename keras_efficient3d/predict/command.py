@@ -102,8 +102,11 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
         else:
             fps = f", {summary['fps']:.1f} fps" if summary["fps"] else ""
             windows = summary["window_count"]
-            emit(f"  video ({summary['frames']} frames{fps}, {windows} window{'s' * (windows != 1)} "
-                 f"of {spec.frames} frames, stride {stride}): {top_text(summary['top'])}")
+            # A window spans frames x frame step of the video (16 frames of every second: 32).
+            step = f" (one in {spec.downsample}, spanning {spec.span})" if spec.downsample > 1 else ""
+            emit(f"  video ({summary['frames']} frame{'s' * (summary['frames'] != 1)}{fps}, "
+                 f"{windows} window{'s' * (windows != 1)} of {spec.frames} frames{step}, "
+                 f"stride {stride}): {top_text(summary['top'])}")
             emit(format_speed(summary))
     return 2 if failures else 0
 

@@ -94,7 +94,8 @@ def format_speed(summary: dict) -> str:
     speed = summary["speed"]
     fps = f"{speed['frames_per_s']:.1f} frames/s" if speed["frames_per_s"] else "- frames/s"
     ms = f"{speed['ms_per_clip']:.1f} ms per clip" if speed["ms_per_clip"] else "- ms per clip"
-    threads = f", {speed['threads']} threads" if speed.get("threads") else ""
+    count = speed.get("threads")
+    threads = f", {count} thread{'s' * (count != 1)}" if count else ""
     return f"  speed: {fps}, {ms} ({speed['backend']}{threads})"
 
 

@@ -168,6 +168,7 @@ def test_text_output_for_a_folder(models, videos, capsys):
     assert _invoke(videos["folder"], {"model": models["keras"], "threads": 1, "top": 2}) == 0
     out = capsys.readouterr().out
     assert out.count("  video (") == 3 and out.count("frames/s") == 3 and "ms per clip (keras" in out
+    assert "(keras, 1 thread)" in out  # not "1 threads"
     for name in ("clip2.avi:", "clip10.mp4:", "frames_a:"):
         assert name in out
 
