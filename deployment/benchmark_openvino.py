@@ -201,6 +201,12 @@ def main(argv, flag_values=flags.FLAGS):
     if f.model_file:
         if not f.model_file.lower().endswith(".xml"):
             raise cli.UsageError(f"--model_file={f.model_file}: an OpenVINO IR .xml file is needed")
+        # A file is timed as it is: its precision is read from it, its model is what it holds.
+        given = [f"--{name}" for name in ("models", "precisions", "stem_folds") if f[name].present]
+        if given:
+            verb = "choose" if len(given) > 1 else "chooses"
+            raise cli.UsageError(f"{' and '.join(given)} {verb} what to export; --model_file "
+                                 "times the file as it is (its precision is read from it)")
         from keras_efficient3d.deploy.openvino_export import ir_precision
 
         rows = time_files({os.path.basename(f.model_file): f.model_file}, f.threads, f.warmup,

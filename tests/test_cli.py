@@ -270,6 +270,8 @@ BAD_INPUT = [
     ("benchmark_openvino", ["--models=mobilenetv2_1.0x,nosuchnet"], "nosuchnet"),
     ("benchmark_openvino", ["--model_file={junk_onnx}"], "an OpenVINO IR .xml file is needed"),
     ("benchmark_openvino", ["--model_file={junk_xml}"], "m.xml: its weights"),
+    ("benchmark_openvino", ["--model_file={junk_xml}", "--precisions=int8"],
+     "--precisions chooses what to export; --model_file times the file as it is"),
     ("benchmark_openvino", ["--threads=1,x"], "--threads"),
     ("benchmark_openvino", ["--json_out={tmp}/nofolder/t.json"], "no such folder"),
     ("benchmark_targets", ["--models=mobilenetv2_0.2x,nosuchnet"], "nosuchnet"),
