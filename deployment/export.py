@@ -92,11 +92,8 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d.deploy import onnx_export, savedmodel
 
     f = flag_values
+    cli.refuse_beside_model_file(f, ("frames", "size", "num_classes"), "classes and clip shape")
     if f.model_file:
-        given = [name for name in ("frames", "size", "num_classes") if f[name].present]
-        if given:
-            raise cli.UsageError(f"--{given[0]} goes with --model; a --model_file carries its own "
-                                 "classes and clip shape")
         from keras_efficient3d import artifacts
 
         artifacts.keras_model_file(f.model_file, "export.py")

@@ -114,10 +114,7 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
 def main(argv, flag_values=flags.FLAGS):
     del argv
     f = flag_values
-    if f.model_file:
-        given = [name for name in _OF_THE_MODEL if f[name].present]
-        if given:
-            raise cli.UsageError(f"--{given[0]} goes with --model; a --model_file carries its own "
+    cli.refuse_beside_model_file(f, _OF_THE_MODEL,
                                  "architecture, classes, clip shape and weights")
     name = os.path.splitext(os.path.basename(f.model_file))[0] if f.model_file else f.model
     output = f.output or f"{name}_{f.precision}.tflite"

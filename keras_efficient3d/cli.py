@@ -172,6 +172,16 @@ def output_parent(path, flag="--output"):
     return path
 
 
+def refuse_beside_model_file(flag_values, names, carries):
+    """Refuses the flags of `names` given beside ``--model_file``, whose .keras file fixes
+    what they set (`carries`, in words): they would be silently ignored. Raises `UsageError`
+    naming the first."""
+    given = [name for name in names if flag_values[name].present]
+    if flag_values["model_file"].value and given:
+        raise UsageError(f"--{given[0]} goes with --model; a --model_file carries its own "
+                         f"{carries}")
+
+
 def _results_file(value):
     # A benchmark writes its JSON after minutes of timing: a path that cannot be written is
     # reported before anything is timed.
