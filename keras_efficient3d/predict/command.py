@@ -165,7 +165,8 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("openvino_precision", "f32", **fv)
     cli.define("output", None, "A video file: the frames with the overlay.",
                check=cli.output_file, **fv)
-    cli.define("normalization", None, "Used when the model records none.", **fv)
+    cli.define("normalization", None, "Used when the model records none; one that differs "
+               "from what the model records is refused.", **fv)
     flags.DEFINE_bool("display", True, "Show the camera overlay in a window when a display "
                       "exists.", **fv)
     cli.define_alias("model", "model_file", **fv)

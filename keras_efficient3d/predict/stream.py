@@ -16,7 +16,7 @@ import numpy as np
 
 from keras_efficient3d.artifacts import ModelMetadata, read_metadata
 from keras_efficient3d.data.decode import DataError
-from keras_efficient3d.data.normalization import Normalization
+from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.data.temporal import loop_pad
 from keras_efficient3d.predict._errors import PredictError, one_line
@@ -68,7 +68,8 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
             with `keras_efficient3d.artifacts.read_metadata`).
         labels: class names, a label set name or file (overrides the metadata's).
         window: frames per clip asked by the user; must match the model if it is fixed.
-        normalization: preset name or `Normalization` used when the metadata records none.
+        normalization: preset name or `Normalization` used when the metadata records none;
+            one that differs from what the metadata records is refused.
 
     Raises:
         PredictError: the metadata, the options and the input tensor disagree.
@@ -108,21 +109,19 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
         height, width = meta_size
     downsample = int(metadata.downsample or 1)
 
+    given = _given_normalization(normalization)
+    if given is not None:
+        _check_normalization(path, metadata, given, normalization)
     norm = None
     if not metadata.preprocessing_included:
         if metadata.normalization is not None:
             norm = metadata.normalization
-        elif isinstance(normalization, Normalization):
-            norm = normalization
+        elif given is not None:
+            norm = given
         else:
-            name = normalization or "original"
-            try:
-                norm = Normalization.preset(name)
-            except ValueError as err:
-                raise PredictError(one_line(err)) from None
-            if not normalization:
-                notes.append(f"{os.path.basename(path)} records no normalisation; assuming preset "
-                             f"'{name}' (pass --normalization)")
+            norm = Normalization.preset("original")
+            notes.append(f"{os.path.basename(path)} records no normalisation; assuming preset "
+                         "'original' (pass --normalization)")
 
     if labels is not None and not isinstance(labels, (list, tuple)):
         labels = load_labels(labels)
@@ -136,6 +135,37 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     output = metadata.output
     probabilities = {"probabilities": True, "logits": False}.get(output)
     return ClipSpec(int(frames), int(height), int(width), downsample, norm, labels, probabilities, notes)
+
+
+def _given_normalization(normalization) -> Normalization | None:
+    if isinstance(normalization, Normalization) or not normalization:
+        return normalization or None
+    try:
+        return Normalization.preset(normalization)
+    except ValueError as err:
+        raise PredictError(one_line(err)) from None
+
+
+def _describe_normalization(norm: Normalization) -> str:
+    for name, preset in PRESETS.items():
+        if preset == norm:
+            return f"preset '{name}'"
+    return (f"mean {list(norm.mean)}, std {list(norm.std)}, {norm.value_range}, "
+            f"{norm.channel_order}")
+
+
+def _check_normalization(path, metadata: ModelMetadata, given: Normalization, asked):
+    """Refuses a normalisation asked for beside a model that records its own and differs from
+    it: one of the two would be silently ignored, and the wrong one gives wrong classes."""
+    recorded = metadata.normalization
+    shown = f"--normalization={asked}" if isinstance(asked, str) else "the normalisation given"
+    if recorded is not None and given != recorded:
+        itself = " and applies it itself" if metadata.preprocessing_included else ""
+        raise PredictError(f"{path} records its normalisation ({_describe_normalization(recorded)})"
+                           f"{itself}; {shown} differs: leave it out")
+    if recorded is None and metadata.preprocessing_included and given != PRESETS["none"]:
+        raise PredictError(f"{path} normalises its frames itself (preprocessing included); "
+                           f"{shown} would not be applied: leave it out")
 
 
 def preprocess_frame(frame: np.ndarray, spec: ClipSpec) -> np.ndarray:

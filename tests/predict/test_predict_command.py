@@ -42,7 +42,7 @@ def test_camera_command_line(models, monkeypatch, capfd, interrupt_at):
 
 CLI_ERRORS = ["missing_video", "text_file", "corrupt_video", "empty_video", "empty_folder", "unknown_labels",
               "kinetics600", "label_count", "size_mismatch", "missing_model", "model_format",
-              "corrupt_model", "bad_stride", "no_camera"]
+              "corrupt_model", "bad_stride", "no_camera", "normalization_conflict"]
 
 
 def _cli_cases(models, videos, tmp):
@@ -74,6 +74,10 @@ def _cli_cases(models, videos, tmp):
         "corrupt_model": (gesture, {"model": junk}, "cannot load the TFLite model"),
         "bad_stride": (gesture, dict(m, stride=0), "--stride must be >= 1"),
         "no_camera": ("7", m, "cannot open camera 7"),
+        # the model records its own: the flag would be silently ignored
+        "normalization_conflict": (gesture, dict(m, normalization="original"),
+                                   "records its normalisation (mean [0.4, 0.5, 0.6], std [0.2, "
+                                   "0.25, 0.3], 0-1, RGB); --normalization=original differs"),
     }
 
 

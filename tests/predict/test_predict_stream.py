@@ -58,6 +58,26 @@ def test_resolve_spec_rejects_mismatches(tmp_path, models):
     assert spec.normalization == Normalization.preset("original")
 
 
+def test_resolve_spec_takes_a_normalization_only_where_it_agrees(tmp_path, models):
+    path = str(tmp_path / "m.tflite")
+    shutil.copy(models["tflite"], path)
+    kinetics = Normalization.preset("kinetics").to_config()
+    write_sidecar(path, dict(METADATA, normalization=kinetics))
+    runner = load_runner(path)
+    spec = predict.resolve_spec(runner, normalization="kinetics")  # the same: fine
+    assert spec.normalization == Normalization.preset("kinetics") and spec.notes == []
+    with pytest.raises(PredictError, match=r"records its normalisation \(preset 'kinetics'\); "
+                                           r"--normalization=original differs: leave it out"):
+        predict.resolve_spec(runner, normalization="original")
+    # A model that normalises its frames itself takes them as they are.
+    write_sidecar(path, dict(METADATA, normalization=None, preprocessing_included=True))
+    assert predict.resolve_spec(runner, normalization="none").normalization is None
+    with pytest.raises(PredictError, match="normalises its frames itself .*--normalization=unit"):
+        predict.resolve_spec(runner, normalization="unit")
+    with pytest.raises(PredictError, match="Unknown normalization preset"):
+        predict.resolve_spec(runner, normalization="klingon")
+
+
 @pytest.mark.parametrize("stride", [8, 3])
 def test_predict_video_matches_reference(models, model, videos, stride):
     runner = load_runner(models["keras"])
