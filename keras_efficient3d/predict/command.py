@@ -181,6 +181,11 @@ def main(argv, flag_values=flags.FLAGS):
     f = flag_values
     if f.json and f["format"].present and f.format != "json":
         raise cli.UsageError(f"--json asks for --format=json; --format={f.format} contradicts it")
+    model = f.model_file or DEFAULT_MODEL
+    if f["openvino_precision"].present and not model.lower().endswith(".xml"):
+        # Any other runtime would run the file at its own precision, the flag unread.
+        raise cli.UsageError(f"--openvino_precision applies to OpenVINO .xml models; "
+                             f"{model} is not one")
     return run(argv[1], model=f.model_file, labels=f.labels, window=f.frames, stride=f.stride,
                top=f.top, as_json=f.json or f.format == "json", threads=f.threads,
                output_video=f.output, normalization=f.normalization, display=f.display,

@@ -42,7 +42,8 @@ def test_camera_command_line(models, monkeypatch, capfd, interrupt_at):
 
 CLI_ERRORS = ["missing_video", "text_file", "corrupt_video", "empty_video", "empty_folder", "unknown_labels",
               "kinetics600", "label_count", "size_mismatch", "missing_model", "model_format",
-              "corrupt_model", "bad_stride", "no_camera", "normalization_conflict"]
+              "corrupt_model", "bad_stride", "no_camera", "normalization_conflict",
+              "openvino_precision_onnx"]
 
 
 def _cli_cases(models, videos, tmp):
@@ -78,6 +79,9 @@ def _cli_cases(models, videos, tmp):
         "normalization_conflict": (gesture, dict(m, normalization="original"),
                                    "records its normalisation (mean [0.4, 0.5, 0.6], std [0.2, "
                                    "0.25, 0.3], 0-1, RGB); --normalization=original differs"),
+        "openvino_precision_onnx": (gesture, {"model": models["onnx"], "openvino_precision": "f32"},
+                                    f"--openvino_precision applies to OpenVINO .xml models; "
+                                    f"{models['onnx']} is not one"),
     }
 
 
