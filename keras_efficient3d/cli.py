@@ -400,9 +400,14 @@ def program_name(main):
 
 
 def error_line(err):
-    """The message of ``err`` on one line."""
-    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-    return text or type(err).__name__
+    """The message of ``err`` on one line: its lines joined by "; " (a space after a line
+    that ends in ":" or ",", which the next one continues), so that the sections of a
+    multi-line message stay apart."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    for line in lines[1:]:
+        text += (" " if text.endswith((":", ",", ";")) else "; ") + line
+    return text
 
 
 def _fail(prog, err):

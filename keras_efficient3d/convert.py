@@ -89,7 +89,8 @@ def load_torch_weights(model, state_dict, family):
         expected = [tuple(w.shape) for w in layer.get_weights()]
         got = [tuple(a.shape) for a in arrays]
         if expected != got:
-            mismatched.append(f"{layer.name} <- {paths[layer.name]}: Keras {expected}, checkpoint {got}")
+            mismatched.append(f"{layer.name} <- {paths[layer.name]}: Keras {expected} vs "
+                              f"checkpoint {got}")
             continue
         assignments.append((layer, arrays))
     unexpected = [k for k in state_dict if k not in used]
@@ -99,7 +100,8 @@ def load_torch_weights(model, state_dict, family):
                              ("shape mismatches", mismatched)):
             if items:
                 shown = items[:12] + ([f"... and {len(items) - 12} more"] if len(items) > 12 else [])
-                lines.append(f"{title} ({len(items)}): " + "; ".join(shown))
+                # "; " parts the sections once the message is on one line (cli.error_line)
+                lines.append(f"{title} ({len(items)}): " + ", ".join(shown))
         raise ConversionError(
             f"The checkpoint does not fit model '{model.name}':\n  " + "\n  ".join(lines))
     for layer, arrays in assignments:

@@ -633,3 +633,12 @@ def test_a_missing_flagfile_is_one_plain_line(tmp_path, capsys):
 @pytest.mark.parametrize("flagfile", ["jester", "kinetics600", "ucf101", "synthetic"])
 def test_shipped_flagfiles_pass_the_flagfile_check(flagfile):
     cli.check_flagfile(os.path.join(ROOT, "training", "flags", f"{flagfile}.flags"))
+
+
+def test_error_line_keeps_the_sections_of_a_message_apart():
+    err = ValueError("The checkpoint does not fit model 'm':\n  missing keys (2): a, b\n"
+                     "  unexpected keys (1): c")
+    assert cli.error_line(err) == ("The checkpoint does not fit model 'm': missing keys (2): a, b; "
+                                   "unexpected keys (1): c")
+    assert cli.error_line(ValueError("one line")) == "one line"
+    assert cli.error_line(ValueError("\n ")) == "ValueError"

@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import re
 import subprocess
 import sys
 
@@ -259,3 +260,15 @@ def test_cli_reports_missing_file_and_mismatch(reference_dir, tmp_path):
     status, err = _invoke_cli(f"--checkpoint={reference_dir / 'pytorch_checkpoints' / 'squeezenet_1.1.pth'}",
                               f"--output={tmp_path / 'x.keras'}", "--model=mobilenet")
     assert status == 2 and "does not fit" in err
+
+
+def test_cli_keeps_the_sections_of_a_mismatch_apart(reference_dir, tmp_path):
+    path = reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth"
+    status, err = _invoke_cli(f"--checkpoint={path}", f"--output={tmp_path / 'x.keras'}",
+                              "--model=shufflenetv2", "--width_mult=0.25")
+    assert status == 2 and len(err.splitlines()) == 1, err
+    # one line, each section after the one before it, not run into its last key
+    assert re.search(r"does not fit model '[^']+': missing keys \(\d+\): [^;]+ more; "
+                     r"unexpected keys \(\d+\): [^;]+ more; shape mismatches \(1\): "
+                     r"predictions <- classifier.1: Keras \[[^;]+\] vs checkpoint \[[^;]+\]$",
+                     err.strip()), err
