@@ -283,6 +283,34 @@ def test_argument_validation(call, match):
         call()
 
 
+@pytest.mark.parametrize("width_mult,groups,channels", [
+    (0.25, 8, 6), (0.5, 8, 12), (0.75, 8, 18), (1.25, 8, 30), (1.5, 8, 36), (0.6, 3, 14)])
+def test_shufflenetv1_refuses_a_width_its_groups_cannot_split(width_mult, groups, channels):
+    """The stem's channels (int(24 * width_mult)) are the first unit's grouped input."""
+    with pytest.raises(ValueError, match=rf"width_mult={width_mult} with groups={groups} gives "
+                                         rf"stage 1 an input of {channels} channels, not divisible "
+                                         rf"into {groups} groups"):
+        k3.ShuffleNetV1_3D(width_mult, groups, input_shape=(16, 32, 32, 3), num_classes=3)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 4, 8])
+def test_shufflenetv1_widths_that_build(groups):
+    """What the builder accepts builds, the paper's widths with 3 groups included."""
+    from keras_efficient3d.models import shufflenet_v1
+
+    built = []
+    for width_mult in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0):
+        try:
+            k3.ShuffleNetV1_3D(width_mult, groups, input_shape=(16, 32, 32, 3), num_classes=3)
+        except ValueError as err:
+            assert f"width_mult={width_mult} with groups={groups} gives stage" in str(err)
+            continue
+        built.append(width_mult)
+    assert {1.0, 2.0} <= set(built)
+    if groups == 3:
+        assert set(shufflenet_v1.WIDTHS) <= set(built)
+
+
 def test_numpy_integers_are_accepted_and_saved_as_ints(tmp_path):
     """Arguments from NumPy (a label count, a sweep's grid) are numbers.Integral."""
     model = k3.ResNeXt3D(depth=np.int64(50), cardinality=np.int64(4), num_classes=np.int64(5),

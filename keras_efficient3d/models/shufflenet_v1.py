@@ -46,6 +46,30 @@ def _bottleneck(x, out_channels, stride, groups, prefix):
     return keras.layers.ReLU(name=f"{prefix}_out")(x)
 
 
+def _check_channels(channels, width_mult, groups):
+    """Raises the builder's ValueError for a width whose channels a grouped 1x1x1 convolution
+    cannot split into `groups` (the layer's own error would name a block, not the width),
+    following each unit's channels as `_bottleneck` computes them."""
+    def refuse(stage, what, count):
+        raise ValueError(
+            f"width_mult={width_mult} with groups={groups} gives stage {stage} {what} of {count} "
+            f"channels, not divisible into {groups} groups. Received: width_mult={width_mult}, "
+            f"groups={groups}")
+
+    in_channels = channels[0]
+    for stage, repeats in enumerate(STAGE_REPEATS, start=1):
+        mid = channels[stage] // 4
+        if mid < groups or mid % groups:
+            refuse(stage, "a bottleneck", mid)
+        for i in range(repeats):
+            if in_channels != 24 and in_channels % groups:
+                refuse(stage, "an input", in_channels)
+            out_channels = channels[stage] - (in_channels if i == 0 else 0)
+            if out_channels < groups or out_channels % groups:
+                refuse(stage, "a grouped branch", out_channels)
+            in_channels = channels[stage]
+
+
 def _check_frames(frames, shape):
     # Downsampling units concatenate a depthwise branch (kernel 3, padding 1) with an
     # average-pooled shortcut (kernel 2, no temporal padding): their lengths agree only for
@@ -93,14 +117,7 @@ def ShuffleNetV1_3D(
     if not _base.is_number(width_mult) or width_mult <= 0:
         raise ValueError(f"`width_mult` must be a positive number. Received: width_mult={width_mult!r}")
     channels = [int(c * width_mult) for c in STAGE_CHANNELS[groups]]
-    for c in channels[1:]:
-        mid = c // 4
-        if mid < groups or mid % groups:
-            raise ValueError(
-                f"width_mult={width_mult} with groups={groups} gives {c} stage channels, whose "
-                f"bottleneck ({mid}) does not split into {groups} groups. Received: "
-                f"width_mult={width_mult}, groups={groups}"
-            )
+    _check_channels(channels, width_mult, groups)
     inputs, x = _base.video_input(input_shape, input_tensor)
     _check_frames(inputs.shape[1], inputs.shape[1:4])
 
