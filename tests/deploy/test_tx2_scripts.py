@@ -113,6 +113,31 @@ def test_build_engine_prints_the_trtexec_command(onnx_files, tmp_path):
     assert run.returncode == 0 and "--int8 --fp16" in run.stdout and "Shapes" not in run.stdout
 
 
+def test_build_engine_says_a_fixed_batch_makes_the_batch_sizes_moot(onnx_files):
+    sys.path.insert(0, TX2)
+    try:
+        build = importlib.import_module("trt_build_engine")
+    finally:
+        sys.path.remove(TX2)
+    fixed = (8, 16, 112, 112, 3)
+    assert build.fixed_batch_notice("m.onnx", fixed, "1,4") == (
+        "note: --batch-sizes 1,4 is ignored: m.onnx has a fixed batch of 8, the only batch the "
+        "engine runs")
+    assert build.fixed_batch_notice("m.onnx", fixed, None) == (
+        "note: m.onnx has a fixed batch of 8: the engine runs that batch only")
+    assert build.fixed_batch_notice("m.onnx", (None,) + fixed[1:], "1,4") is None
+    assert build.fixed_batch_notice("m.onnx", None, "1,4") is None  # no onnx package to read it
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["fixed"], "--engine", "e",
+                  "--batch-sizes", "1,4", "--dry-run")
+    assert run.returncode == 0, run.stderr
+    notice, command = run.stdout.strip().splitlines()
+    assert notice.startswith("note: --batch-sizes 1,4 is ignored") and "batch of 8" in notice
+    assert command.startswith("trtexec ") and "Shapes" not in command
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", "e",
+                  "--batch-sizes", "1,4", "--dry-run")
+    assert run.returncode == 0 and "note:" not in run.stdout and "--maxShapes=input:4x" in run.stdout
+
+
 def test_build_engine_errors(onnx_files):
     run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", "e",
                   "--precision", "int8", "--compute-capability", "6.2")
