@@ -6,7 +6,9 @@ r"""Times an ONNX export with ONNX Runtime: median latency and clips/s at batch 
 Execution providers: TensorRT, then CUDA, then CPU, whichever this onnxruntime build has
 (onnxruntime-gpu for the first two), or the list given with --providers. Every batch gets
 `--warmup` untimed runs, then `--runs` timed ones; clips/s = batch / median latency,
-the paper's measure. A fixed-batch export is timed at its own batch only.
+the paper's measure. A fixed-batch export is timed at its own batch only. A file with a
+``<file>.json`` sidecar (what export.py writes beside it) must agree with it, and with
+``--model``, on the clip, the classes and the layout, or nothing is timed.
 
 With ``--model`` (the registry configuration the file was exported from) each batch also
 shows the achieved multiply-accumulates per second beside this machine's fp32 GEMM peak at
@@ -30,9 +32,10 @@ from keras_efficient3d.runtime import (
 
 
 def benchmark_onnx(onnx_path, batch_sizes=(1, 8), warmup=10, iterations=50, providers=None,
-                   threads=0):
+                   threads=0, model=None):
     """Times `onnx_path`; returns {"providers": [...], "results": [{batch_size, median_ms,
-    min_ms, spread_ms, clips_per_s, iterations}]}."""
+    min_ms, spread_ms, clips_per_s, iterations}]}. Its sidecar, where it has one, must agree
+    with it and with `model` (`check_sidecar`) before anything is timed."""
     if warmup < 0 or iterations < 1:
         raise ValueError(f"Need warmup >= 0 and iterations >= 1. Received: warmup={warmup}, "
                          f"iterations={iterations}")
@@ -44,6 +47,7 @@ def benchmark_onnx(onnx_path, batch_sizes=(1, 8), warmup=10, iterations=50, prov
     if fixed is not None:
         batch_sizes = (fixed,)
     clip_shape = tuple(int(d) for d in spec.shape[1:])
+    check_sidecar(onnx_path, spec.shape, session.get_outputs()[0].shape[-1], model)
     rng = np.random.default_rng(0)
     results = []
     for batch in batch_sizes:
@@ -55,6 +59,48 @@ def benchmark_onnx(onnx_path, batch_sizes=(1, 8), warmup=10, iterations=50, prov
     return {"onnx": str(onnx_path), "providers": session.get_providers(),
             "clip": clip_dims(spec.shape), "num_classes": int(session.get_outputs()[0].shape[-1]),
             "results": results}
+
+
+def check_sidecar(onnx_path, input_shape, num_classes, model=None):
+    """Refuses a file whose ``<file>.json`` sidecar (`artifacts.read_metadata`, as predict
+    and the runtime read it) records another clip, class count or layout than the file
+    holds, or another model than `model` (``--model``, whose MACs and peers would then be
+    another model's). A file without a sidecar is timed as it is.
+
+    Raises:
+        ModelFileError: naming the sidecar, what it records and what does not agree.
+    """
+    from keras_efficient3d import artifacts, registry
+
+    metadata = artifacts.read_metadata(onnx_path)
+    if metadata is None:
+        return
+    where = artifacts.sidecar_path(onnx_path)
+    dims = tuple(int(d) for d in input_shape[1:])
+    clip = clip_dims(input_shape)
+    channels_last = len(dims) == 4 and dims[3] <= 4
+    if metadata.layout and metadata.layout.upper() == "NDHWC" and not channels_last:
+        raise artifacts.ModelFileError(f"{where} records NDHWC clips but {onnx_path} takes "
+                                       f"{'x'.join(map(str, dims))} (channels first)")
+    recorded = (metadata.frames, *(metadata.height_width or (None, None)))
+    if any(r is not None and r != c for r, c in zip(recorded, clip)):
+        shown = "x".join("?" if r is None else str(r) for r in recorded)
+        raise artifacts.ModelFileError(f"{where} records {shown} clips but {onnx_path} takes "
+                                       f"{'x'.join(map(str, clip))}")
+    if metadata.num_classes is not None and isinstance(num_classes, int) and \
+            metadata.num_classes != num_classes:
+        raise artifacts.ModelFileError(f"{where} records {metadata.num_classes} classes but "
+                                       f"{onnx_path} has {num_classes}")
+    recorded_model = dict(metadata.model or {})
+    if model and recorded_model.get("model"):
+        name, kwargs = registry.resolve_name(recorded_model.pop("model"))
+        kwargs = {**recorded_model, **kwargs}
+        given, given_kwargs = registry.resolve_name(model)
+        differ = [k for k, v in given_kwargs.items() if k in kwargs and kwargs[k] != v]
+        if name != given or differ:
+            said = " ".join([name] + [f"{k}={kwargs[k]}" for k in differ])
+            raise artifacts.ModelFileError(f"{where} records a {said} model; --model={model} "
+                                           "names another")
 
 
 def clip_dims(input_shape):
@@ -122,7 +168,7 @@ def main(argv, flag_values=flags.FLAGS):
         registry.resolve_name(f.model)
     try:
         report = benchmark_onnx(f.model_file, f.batch_sizes, f.warmup, f.runs, f.providers,
-                                f.threads)
+                                f.threads, f.model)
     except ImportError as err:
         raise cli.UsageError(f"onnxruntime is missing ({err}); pip install onnxruntime(-gpu)") from None
     if f.model:

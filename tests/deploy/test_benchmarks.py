@@ -326,6 +326,57 @@ def test_onnx_timing_adds_mac_rate_and_peers(tmp_path):
     assert "15.00x vs pytorch 30.0 ms" in script.format_table(report)
 
 
+def _clip_onnx(path, clip=(4, 32, 32, 3), classes=5):
+    """A clip model in a few ONNX nodes: the mean of each channel, then a dense layer."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("clips", TensorProto.FLOAT, ["batch", *clip])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])
+    weights = numpy_helper.from_array(np.ones((clip[-1], classes), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["clips"], ["pooled"], axes=[1, 2, 3], keepdims=0),
+         helper.make_node("MatMul", ["pooled", "w"], ["logits"])], "clip", [x], [y], [weights])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("sidecar,model,expected", [
+    ({"input": {"frames": 16, "size": 112}}, None, "records 16x112x112 clips but {m} takes 4x32x32"),
+    ({"input": {"frames": 4, "size": 32}, "model": {"num_classes": 600}}, None,
+     "records 600 classes but {m} has 5"),
+    ({"model": {"model": "shufflenetv2", "width_mult": 0.25}}, "mobilenetv2_0.2x",
+     "records a shufflenetv2 width_mult=0.25 model; --model=mobilenetv2_0.2x names another"),
+    ({"model": {"model": "mobilenetv2", "width_mult": 1.0}}, "mobilenetv2_0.2x",
+     "records a mobilenetv2 width_mult=1.0 model; --model=mobilenetv2_0.2x names another"),
+])
+def test_onnx_timing_refuses_a_file_its_sidecar_contradicts(tmp_path, capsys, sidecar, model,
+                                                            expected):
+    from keras_efficient3d.artifacts import write_sidecar
+
+    script = _script_module("benchmark_onnx")
+    path = _clip_onnx(tmp_path / "m.onnx")
+    write_sidecar(path, sidecar)
+    argv = [f"--model_file={path}", "--batch_sizes=1", "--warmup=0", "--runs=1",
+            "--nogemm_peak", f"--json_out={tmp_path / 'r.json'}"]
+    status = cli.invoke(script.main, script.define_flags,
+                        ["benchmark_onnx.py", *argv, *([f"--model={model}"] if model else [])])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"benchmark_onnx.py: error: {path}.json ")
+    assert expected.format(m=path) in err
+    assert not (tmp_path / "r.json").exists()  # nothing timed
+    # the sidecar that agrees, and none at all: timed
+    write_sidecar(path, {"input": {"frames": 4, "size": 32, "layout": "NDHWC"},
+                         "model": {"model": "mobilenetv2", "width_mult": 0.2, "num_classes": 5}})
+    assert cli.invoke(script.main, script.define_flags,
+                      ["benchmark_onnx.py", *argv, "--model=mobilenetv2_0.2x"]) == 0
+    os.remove(path + ".json")
+    assert cli.invoke(script.main, script.define_flags, ["benchmark_onnx.py", *argv]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["batch_size"] == 1
+
+
 @pytest.mark.parametrize("name,expected", [
     ("mobilenetv2_0.45x", ("mobilenetv2", {"width_mult": 0.45})),
     ("mobilenet_1.0x", ("mobilenet", {"width_mult": 1.0})),
