@@ -508,6 +508,22 @@ def worker_role(strategy):
     return f"{task_type}-{task_id}", chief
 
 
+def steps_per_epoch_warning(steps_per_epoch, num_videos, batch_size, repeats=False):
+    """The warning when --steps_per_epoch asks for more batches than one pass over the
+    training videos gives (`num_videos` // `batch_size`, the last incomplete batch dropped),
+    saying what happens then; None otherwise. A pipeline that does not repeat runs dry:
+    Keras then ends the epoch early (the next starts a new pass), so an epoch is one pass."""
+    batches = num_videos // batch_size
+    if not steps_per_epoch or steps_per_epoch <= batches:
+        return None
+    what = (f"the data repeats: each epoch runs {steps_per_epoch} steps, some videos twice"
+            if repeats else
+            f"the data does not repeat: each epoch ends when it runs out, after at most "
+            f"{batches} steps")
+    return (f"warning: --steps_per_epoch={steps_per_epoch} is more than the {batches} batches "
+            f"of the {num_videos} training videos at --batch_size={batch_size}; {what}")
+
+
 def make_distributed_datasets(config, strategy, train_records, val_records, classes=()):
     """The pipelines of a multi-worker run: each worker reads its own share of the videos
     (``make_dataset(shard=...)``: records ``i::num_workers``), `config.batch_size` being the
@@ -527,6 +543,10 @@ def make_distributed_datasets(config, strategy, train_records, val_records, clas
     per_replica = config.batch_size // replicas
     per_worker = config.batch_size // workers
     steps = config.steps_per_epoch or (len(train_records) // workers) // per_worker
+    warning = steps_per_epoch_warning(config.steps_per_epoch, len(train_records) // workers,
+                                      per_worker, repeats=True)
+    if warning:
+        print(warning, file=sys.stderr)
     if steps < 1:
         raise ValueError(f"{len(train_records)} training videos are too few for {workers} workers "
                          f"at --batch_size={config.batch_size}")
@@ -773,6 +793,9 @@ def train(config, extra_callbacks=None):
         fit_scope = _multiworker_fit_scope(model, strategy, config)
     else:
         train_ds, val_ds = make_datasets(config, train_records, val_records, classes)
+        warning = steps_per_epoch_warning(steps, len(train_records), config.batch_size)
+        if warning:
+            print(warning, file=sys.stderr)
 
     # Every worker saves (Keras reads the variables on each), the chief where the run lives,
     # the others into a scratch folder removed at the end.

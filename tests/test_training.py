@@ -117,6 +117,39 @@ def test_warmup_rises_batch_by_batch_into_the_schedule():
     assert len(set(seen[8:])) == 1  # after the warm-up, one rate per epoch
 
 
+def test_steps_per_epoch_beyond_the_data_is_said_with_what_happens():
+    assert trainer.steps_per_epoch_warning(None, 10, 4) is None  # one pass
+    assert trainer.steps_per_epoch_warning(2, 10, 4) is None
+    assert trainer.steps_per_epoch_warning(5, 10, 4) == (
+        "warning: --steps_per_epoch=5 is more than the 2 batches of the 10 training videos at "
+        "--batch_size=4; the data does not repeat: each epoch ends when it runs out, after at "
+        "most 2 steps")
+    assert trainer.steps_per_epoch_warning(5, 10, 4, repeats=True).endswith(
+        "; the data repeats: each epoch runs 5 steps, some videos twice")
+
+
+def test_keras_ends_an_epoch_when_a_dataset_that_does_not_repeat_runs_out():
+    """What the warning above says of the training pipeline (its last incomplete batch
+    dropped by a filter, `data.make_dataset`): each epoch is one pass, then the next starts."""
+    clips = np.zeros((10, 2), np.float32)
+    data = tf.data.Dataset.from_tensor_slices((clips, np.zeros(10, np.int32))).batch(4)
+    data = data.filter(lambda x, y: tf.shape(x)[0] == 4)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    steps = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            steps.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            steps[-1] += 1
+
+    with trainer.quiet_end_of_data():
+        model.fit(data, epochs=3, steps_per_epoch=5, verbose=0, callbacks=[Count()])
+    assert steps == [2, 2, 2]
+
+
 @pytest.mark.parametrize("field,value", [("dataset", "imagenet"), ("lr_schedule", "linear"),
                                           ("ft_portion", "half"), ("batch_size", 0),
                                           ("optimizer", "rmsprop"), ("warmup_epochs", 250),
