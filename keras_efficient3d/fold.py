@@ -136,13 +136,24 @@ def batchnorm_affine(bn, bias=0.0):
     return scale, (bias - bn.moving_mean.numpy()) * scale + beta
 
 
+def _has_batchnorm(model):
+    return any(isinstance(layer, keras.layers.BatchNormalization)
+               or (isinstance(layer, keras.Model) and _has_batchnorm(layer))
+               for layer in model.layers)
+
+
 def fold_batchnorm(model):
-    """Returns the inference form of `model` (see the module docstring)."""
+    """Returns the inference form of `model` (see the module docstring); a model nested in it
+    (the network behind `preprocessing.with_preprocessing`'s layer) is folded too."""
     folds, absorbed = plan_folding(model)
+    nested = set()
 
     def clone(layer):
         if layer.name in absorbed:
             return Folded(name=layer.name)
+        if isinstance(layer, keras.Model) and _has_batchnorm(layer):
+            nested.add(layer.name)
+            return fold_batchnorm(layer)
         config = layer.get_config()
         if layer.name in folds:
             config["use_bias"] = True
@@ -152,7 +163,7 @@ def fold_batchnorm(model):
     folded = keras.models.clone_model(model, clone_function=clone)
     source = {layer.name: layer for layer in model.layers}
     for layer in folded.layers:
-        if layer.name in absorbed or not layer.weights:
+        if layer.name in absorbed or layer.name in nested or not layer.weights:
             continue
         original = source[layer.name]
         if layer.name not in folds:
@@ -176,11 +187,9 @@ def fold_batchnorm(model):
 def inference_form(model, fold_bn=True):
     """The model to run for inference or export: `model` with BatchNorm folded when
     `fold_bn` and it has BatchNorm layers to fold (the same function, 1.2-1.5x faster on
-    a CPU); otherwise `model` itself. Only top-level layers fold (`plan_folding`), so a
-    model nested in another runs as it is."""
+    a CPU), in a nested model too (a `with_preprocessing` model); otherwise `model` itself."""
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a built keras.Model. Received: model={model!r}")
-    if fold_bn and any(isinstance(layer, keras.layers.BatchNormalization)
-                       for layer in model.layers):
+    if fold_bn and _has_batchnorm(model):
         return fold_batchnorm(model)
     return model

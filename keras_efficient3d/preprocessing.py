@@ -47,7 +47,10 @@ class VideoPreprocessing(keras.layers.Layer):
 
 
 def with_preprocessing(model, normalization):
-    """Prepends `VideoPreprocessing` so that `model` takes raw RGB frames."""
+    """Prepends `VideoPreprocessing` so that `model` takes raw RGB frames; the result is a
+    `VideoModel`, as the builders' models are."""
+    from keras_efficient3d.models._base import VideoModel
+
     inputs = keras.Input(shape=model.input_shape[1:], name="frames")
     x = VideoPreprocessing(**normalization.to_config(), name="preprocessing")(inputs)
-    return keras.Model(inputs, model(x), name=model.name)
+    return VideoModel(inputs, model(x), name=model.name)

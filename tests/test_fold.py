@@ -104,3 +104,26 @@ def test_every_activation_of_the_models_is_known(family):
             if isinstance(layer, keras.layers.ReLU) or hasattr(layer, "activation")}
     assert None not in seen and seen <= set(ACTIVATIONS)
     assert seen & {"relu", "relu6"}
+
+
+def test_a_model_with_preprocessing_folds_as_the_builders_models_do():
+    """The network behind the preprocessing layer folds too, and the folded model stays a
+    `VideoModel` of the same name, as the folded form of any builder's model is."""
+    from helpers import randomize_batchnorm
+    from keras_efficient3d.data.normalization import Normalization
+    from keras_efficient3d.fold import fold_batchnorm, inference_form
+    from keras_efficient3d.models._base import VideoModel
+    from keras_efficient3d.preprocessing import with_preprocessing
+
+    net = randomize_batchnorm(registry.create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3),
+                                                    num_classes=3), seed=2)
+    model = with_preprocessing(net, Normalization.preset("kinetics"))
+    assert isinstance(fold_batchnorm(net), VideoModel)
+    for folded in (fold_batchnorm(model), inference_form(model)):
+        assert isinstance(model, VideoModel) and isinstance(folded, VideoModel)
+        assert folded.name == model.name == net.name
+        inner = folded.layers[-1]
+        assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in inner.layers)
+        frames = np.random.default_rng(0).uniform(0, 255, (2, 8, 32, 32, 3)).astype(np.float32)
+        np.testing.assert_allclose(folded(frames, training=False), model(frames, training=False),
+                                   rtol=1e-4, atol=1e-4)
