@@ -508,6 +508,15 @@ def worker_role(strategy):
     return f"{task_type}-{task_id}", chief
 
 
+def single_worker_steps(steps_per_epoch, num_videos, batch_size):
+    """The steps per epoch to give `model.fit` in a single-worker run, and the warning to
+    print (or None). Its pipeline does not repeat, so asking for more steps than one pass
+    gives would end each epoch early anyway; asking for just that many keeps the warm-up
+    and the progress bar, which count on the epoch's length, reaching their end."""
+    warning = steps_per_epoch_warning(steps_per_epoch, num_videos, batch_size)
+    return (num_videos // batch_size if warning else steps_per_epoch), warning
+
+
 def steps_per_epoch_warning(steps_per_epoch, num_videos, batch_size, repeats=False):
     """The warning when --steps_per_epoch asks for more batches than one pass over the
     training videos gives (`num_videos` // `batch_size`, the last incomplete batch dropped),
@@ -518,8 +527,7 @@ def steps_per_epoch_warning(steps_per_epoch, num_videos, batch_size, repeats=Fal
         return None
     what = (f"the data repeats: each epoch runs {steps_per_epoch} steps, some videos twice"
             if repeats else
-            f"the data does not repeat: each epoch ends when it runs out, after at most "
-            f"{batches} steps")
+            f"the data does not repeat: each epoch is one pass, {batches} steps")
     return (f"warning: --steps_per_epoch={steps_per_epoch} is more than the {batches} batches "
             f"of the {num_videos} training videos at --batch_size={batch_size}; {what}")
 
@@ -793,7 +801,7 @@ def train(config, extra_callbacks=None):
         fit_scope = _multiworker_fit_scope(model, strategy, config)
     else:
         train_ds, val_ds = make_datasets(config, train_records, val_records, classes)
-        warning = steps_per_epoch_warning(steps, len(train_records), config.batch_size)
+        steps, warning = single_worker_steps(steps, len(train_records), config.batch_size)
         if warning:
             print(warning, file=sys.stderr)
 

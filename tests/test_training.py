@@ -122,8 +122,12 @@ def test_steps_per_epoch_beyond_the_data_is_said_with_what_happens():
     assert trainer.steps_per_epoch_warning(2, 10, 4) is None
     assert trainer.steps_per_epoch_warning(5, 10, 4) == (
         "warning: --steps_per_epoch=5 is more than the 2 batches of the 10 training videos at "
-        "--batch_size=4; the data does not repeat: each epoch ends when it runs out, after at "
-        "most 2 steps")
+        "--batch_size=4; the data does not repeat: each epoch is one pass, 2 steps")
+    # ... and a single-worker run asks Keras for that one pass, so that the warm-up, which
+    # counts on the epoch's length, reaches the schedule's rate by the epoch's end
+    assert trainer.single_worker_steps(5, 10, 4) == (2, trainer.steps_per_epoch_warning(5, 10, 4))
+    assert trainer.single_worker_steps(2, 10, 4) == (2, None)
+    assert trainer.single_worker_steps(None, 10, 4) == (None, None)
     assert trainer.steps_per_epoch_warning(5, 10, 4, repeats=True).endswith(
         "; the data repeats: each epoch runs 5 steps, some videos twice")
 
