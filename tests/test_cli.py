@@ -379,7 +379,8 @@ def test_multiline_messages_become_one_line(capsys):
 
     assert cli.invoke(main, _define_nothing, ["prog"]) == 2
     line = capsys.readouterr().err
-    assert line == ("test_cli.py: error: The checkpoint does not fit: missing keys: a "
+    # Its sections stay apart: "; " where a line does not continue the one before it.
+    assert line == ("test_cli.py: error: The checkpoint does not fit: missing keys: a; "
                     "unexpected keys: b\n")
 
 
