@@ -519,6 +519,39 @@ def test_compare_commits_table_and_bad_input(capsys):
     assert "Traceback" not in "".join(err)
 
 
+def test_compare_commits_worker_imports_the_package_of_the_tree_it_times(tmp_path):
+    """The base tree's worker runs the base tree's package, not this checkout's: a base tree
+    whose package fails to import makes its worker fail with that package's message,
+    relayed once under this program's prefix."""
+    from keras_efficient3d import cli
+
+    ab = _script_module("compare_commits")
+    (tmp_path / "keras_efficient3d").mkdir()
+    (tmp_path / "keras_efficient3d" / "__init__.py").write_text(
+        "raise ValueError('the base tree package was imported')\n")
+    with pytest.raises(cli.UsageError) as err:
+        ab._run_worker(str(tmp_path), "keras", ["mobilenetv2_0.2x"], 4, 16, 1)
+    message = str(err.value)
+    assert message == (f"timing keras in {tmp_path} failed: the base tree package was imported")
+
+
+def test_compare_commits_checks_the_models_before_the_worktree(capsys):
+    from keras_efficient3d import cli
+
+    ab = _script_module("compare_commits")
+    before = subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True,
+                            text=True, check=True).stdout
+    start = time.perf_counter()
+    assert cli.invoke(ab.main, ab.define_flags,
+                      ["compare_commits.py", "--what=keras", "--models=nosuchnet"]) == 2
+    assert time.perf_counter() - start < 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("compare_commits.py: error:") and "nosuchnet" in err[0]
+    assert "round 1" not in err[0]
+    assert subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True,
+                          text=True, check=True).stdout == before
+
+
 def _times(**medians):
     """runtime -> round medians (ms), from ``label=[...]`` with '_' for '-'."""
     return {label.replace("_", "-"): values for label, values in medians.items()}
