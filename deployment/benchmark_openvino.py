@@ -10,8 +10,9 @@ model and thread count; prints a Markdown table and writes JSON (and the table b
 Registry models get random weights with BatchNorm statistics set on random clips, and are
 exported with `keras_efficient3d.deploy.openvino_export.export_openvino` (int8 calibrated on
 random clips: timing does not depend on the weights). The precisions of one model and
-thread count are timed in turns (fp32, int8, fp32, int8, ... for `--rounds` rounds) and
-each reports the median of its rounds' medians, so that a busy machine slows them alike;
+thread count are timed in turns (fp32, int8, fp32, int8, ... for `--rounds` rounds), so
+that a busy machine slows them alike, and each reports the median (and min, max, p90) of
+all its rounds' runs;
 the ``int8 speed-up`` column is fp32 / int8 of the same round-robin. ``--peers_json``
 (rows of ``deployment/benchmark_pytorch.py`` measured on this machine: the original model in
 PyTorch, ONNX Runtime and OpenVINO) adds the best peer and our speed-up against it at 2
@@ -60,9 +61,9 @@ def export_model(name, precision, folder, input_shape=(16, 112, 112, 3), num_cla
 
 def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print):
     """Times IR files (``{label: path}``) in turns, per thread count: returns rows with
-    model file, label, threads and `keras_efficient3d.runtime.benchmark`'s figures
-    (median_ms is the median of the `rounds` medians)."""
-    from keras_efficient3d.runtime import OpenVINORunner, benchmark
+    model file, label, threads and `keras_efficient3d.runtime.benchmark`'s figures over
+    every run of every round (median_ms too), and ``round_medians_ms``."""
+    from keras_efficient3d.runtime import OpenVINORunner, benchmark, time_statistics
 
     rows = []
     for n in threads:
@@ -70,10 +71,14 @@ def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print):
         results = {label: [] for label in runners}
         for _ in range(rounds):
             for label, runner in runners.items():
-                results[label].append(benchmark(runner, warmup, runs))
+                results[label].append(benchmark(runner, warmup, runs, keep_times=True))
         for label, rounds_ in results.items():
-            row = dict(rounds_[len(rounds_) // 2])
-            row.update(median_ms=float(np.median([r["median_ms"] for r in rounds_])),
+            # All the figures are of the pooled runs of every round (each round has as many),
+            # so that they describe one set: min <= median <= p90 <= max. A figure of one
+            # round beside a median of others could contradict it.
+            times = [t for r in rounds_ for t in r.pop("times_ms")]
+            row = dict(rounds_[0])
+            row.update(time_statistics(times), rounds=len(rounds_),
                        round_medians_ms=[r["median_ms"] for r in rounds_], label=label,
                        path=files[label], threads=int(n),
                        input_shape=list(runners[label].input_spec.shape),
