@@ -784,3 +784,49 @@ def test_backends_script_says_why_a_worker_failed(tmp_path):
     assert message.startswith("the original-pytorch worker for mobilenetv2_1.0x (inference) "
                               "failed:")
     assert "no such architecture here" in message
+
+
+@pytest.mark.parametrize("mode, function, expected", [
+    ("op_profile", "int8_op_profile", "tflite_op_profile.json"),
+    ("packing", "packing_comparison", "tflite_packing.json"),
+    ("stacking", "stacking_comparison", "tflite_stacking.json")])
+def test_tflite_side_modes_leave_the_main_result_file_alone(mode, function, expected, tmp_path,
+                                                           monkeypatch):
+    """A side mode's rows go to a file of their own, not over the main table's
+    tflite_timing.json (written by an earlier run that took minutes)."""
+    from keras_efficient3d.deploy import benchmark as timing
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tflite_timing.json").write_text("[]")
+    monkeypatch.setattr(timing, function, lambda *args, **kwargs: [{"side": mode}])
+    for formatter in ("format_op_profile", "format_packing", "format_stacking"):
+        monkeypatch.setattr(timing, formatter, lambda rows: "table")
+    script = _script_module("benchmark_tflite")
+    assert cli.invoke(script.main, script.define_flags,
+                      ["benchmark_tflite.py", f"--{mode}", "--threads=1"]) == 0
+    assert (tmp_path / "tflite_timing.json").read_text() == "[]"
+    assert json.loads((tmp_path / expected).read_text()) == [{"side": mode}]
+    # --json_out given still decides
+    assert cli.invoke(script.main, script.define_flags,
+                      ["benchmark_tflite.py", f"--{mode}", "--threads=1", "--json_out=x.json"]) == 0
+    assert json.loads((tmp_path / "x.json").read_text()) == [{"side": mode}]
+
+
+def test_openvino_model_file_leaves_the_main_result_file_alone(tmp_path, monkeypatch):
+    import types
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "openvino_timing.json").write_text("[]")
+    (tmp_path / "m.xml").write_text("<net/>")
+    monkeypatch.setitem(sys.modules, "openvino", types.ModuleType("openvino"))
+    export = types.ModuleType("keras_efficient3d.deploy.openvino_export")
+    export.ir_precision = lambda path: "fp32"
+    monkeypatch.setitem(sys.modules, "keras_efficient3d.deploy.openvino_export", export)
+    script = _script_module("benchmark_openvino")
+    monkeypatch.setattr(script, "time_files", lambda files, *args: [
+        {"label": "m.xml", "threads": 1, "median_ms": 2.0, "clips_per_s": 500.0,
+         "size_bytes": 10}])
+    assert cli.invoke(script.main, script.define_flags,
+                      ["benchmark_openvino.py", "--model_file=m.xml", "--threads=1"]) == 0
+    assert (tmp_path / "openvino_timing.json").read_text() == "[]"
+    assert json.loads((tmp_path / "openvino_file_timing.json").read_text())[0]["label"] == "m.xml"
