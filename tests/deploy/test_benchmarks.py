@@ -485,6 +485,19 @@ def test_pytorch_benchmark_rejects_unknown_names(tmp_path):
         script.build(_fake_original(tmp_path), "mobilenetv3_1.0x", 600, 16, 112)
 
 
+def test_pytorch_benchmark_checks_every_name_before_timing_any(tmp_path, capsys):
+    script = _script_module("benchmark_pytorch")
+    repo = _fake_original(tmp_path)
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_pytorch.py", f"--repo={repo}",
+                       "--models=mobilenetv2_1.0x,nosuchnet_1.0x"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == ("benchmark_pytorch.py: error: Unknown configuration 'nosuchnet_1.0x': the "
+                      "original code has the models mobilenetv2, shufflenet, named as "
+                      "mobilenetv2_1.0x, shufflenet_1.0x_g3, squeezenet_1.1, resnet18_A.")
+
+
 def test_pytorch_benchmark_runs_without_tensorflow_or_the_package():
     """benchmark_pytorch.py runs in a PyTorch-only environment: its flags (the project's
     vocabulary, keras_efficient3d/cli.py loaded by path) parse with TensorFlow, Keras and the
@@ -741,12 +754,19 @@ def test_backends_script_refuses_bad_flags_in_one_line(tmp_path, capsys):
     from keras_efficient3d import cli
 
     script = _script_module("benchmark_backends")
+    (tmp_path / "orig").mkdir()
     for argv, expected in ((["--backends=tensorflow,mxnet"], "--backends"),
                            (["--models=nosuchnet"], "nosuchnet"),
                            ([f"--repo={tmp_path}/missing"], "no such folder"),
                            (["--modes=serve"], "--modes"),
                            (["--train_timing=epoch"], "--train_timing"),
-                           (["--allocator=hoard"], "--allocator=hoard: expected one of")):
+                           (["--allocator=hoard"], "--allocator=hoard: expected one of"),
+                           (["--threads=0"], "--threads=0: every runtime is timed at the same"),
+                           ([f"--repo={tmp_path}"], "is not a checkout of the original"),
+                           ([f"--repo={_fake_original(tmp_path / 'orig')}",
+                             "--models=mobilenetv2_1.0x,squeezenet_1.1"],
+                            "Unknown configuration 'squeezenet_1.1': the original code has the "
+                            "models mobilenetv2, shufflenet")):
         code = cli.invoke(script.main, script.define_flags, ["benchmark_backends.py"] + argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1, err
