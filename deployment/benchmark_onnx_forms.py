@@ -94,6 +94,10 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv, flag_values=flags.FLAGS):
     del argv
     f = flag_values
+    from keras_efficient3d import registry
+
+    for name in f.models:  # an unknown name is reported before a model is built and exported
+        registry.resolve_name(name)
     rows = compare_forms(f.models, f.frames, f.size, f.num_classes, f.threads, f.rounds,
                          f.warmup, f.runs)
     from keras_efficient3d.deploy.benchmark import write_report

@@ -850,3 +850,17 @@ def test_openvino_model_file_leaves_the_main_result_file_alone(tmp_path, monkeyp
                       ["benchmark_openvino.py", "--model_file=m.xml", "--threads=1"]) == 0
     assert (tmp_path / "openvino_timing.json").read_text() == "[]"
     assert json.loads((tmp_path / "openvino_file_timing.json").read_text())[0]["label"] == "m.xml"
+
+
+def test_onnx_forms_checks_every_name_before_exporting_any(monkeypatch, capsys):
+    script = _script_module("benchmark_onnx_forms")
+
+    def compare_forms(*args, **kwargs):
+        raise AssertionError("a model was built before every name was checked")
+    monkeypatch.setattr(script, "compare_forms", compare_forms)
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_onnx_forms.py", "--models=mobilenetv2,nosuchnet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("benchmark_onnx_forms.py: error: Unknown model 'nosuchnet'. "
+                             "Available: c3d, mobilenetv1")
