@@ -228,6 +228,11 @@ def main(argv, flag_values=flags.FLAGS):
                f.warmup, f.runs, f.folded, log=lambda line: print(line, file=sys.stderr))
     if reference:
         add_reference(rows, reference)
+        from keras_efficient3d.deploy.benchmark import note_unmatched_peers
+        note_unmatched_peers(f.peers_json, any("best_peer" in row for row in rows),
+                             f"{f.mode}, {f.threads} threads, batch "
+                             f"{','.join(str(b) for b in f.batch_sizes)}, "
+                             f"{f.frames}x{f.size}x{f.size} clips")
     print(format_table(rows))
     write_rows(rows, f.json_out)
 

@@ -120,7 +120,7 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv, flag_values=flags.FLAGS):
     del argv
     from keras_efficient3d import registry
-    from keras_efficient3d.deploy.benchmark import gemm_peak, load_peers, write_report
+    from keras_efficient3d.deploy.benchmark import gemm_peak, load_peers, note_unmatched_peers, write_report
     from keras_efficient3d.deploy.targets import format_targets, run_targets
 
     f = flag_values
@@ -139,6 +139,8 @@ def main(argv, flag_values=flags.FLAGS):
         peer_ms = {model: {f"original-{form}": ms for form, ms in forms.items()}
                    for model, forms in load_peers(f.peers_json, threads=f.threads,
                                                   input_shape=input_shape).items()}
+        note_unmatched_peers(f.peers_json, any(name in peer_ms for name in f.models),
+                             f"{f.threads} threads, batch 1, {f.frames}x{f.size}x{f.size} clips")
     if not f.repo and not f.peers_json:
         print("note: no --repo or --peers_json: only our own int8 against fp32 is compared; "
               "the targets against the original model need one of them", file=sys.stderr)

@@ -864,3 +864,30 @@ def test_onnx_forms_checks_every_name_before_exporting_any(monkeypatch, capsys):
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("benchmark_onnx_forms.py: error: Unknown model 'nosuchnet'. "
                              "Available: c3d, mobilenetv1")
+
+
+def test_peers_that_match_no_timed_model_are_noted(tmp_path, capsys, monkeypatch):
+    """A --peers_json of other models, threads or clips would leave the table without peer
+    columns, silently."""
+    path = tmp_path / "peers.json"
+    path.write_text(json.dumps(_pytorch_rows()))  # mobilenetv2_0.2x, 4x32x32
+    note = f"note: no row of --peers_json={path} is of a timed model at 2 threads, batch 1, "
+    for models, threads in ((["shufflenetv2_0.25x"], (2,)), (["mobilenetv2_0.2x"], (1,))):
+        peers_and_peaks(models, str(path), (4, 32, 32), threads, measure_peak=False)
+        err = capsys.readouterr().err
+        assert err == note + "4x32x32 clips: the table has no peer columns\n"
+    peers_and_peaks(["mobilenetv2_0.2x"], str(path), (4, 32, 32), (1, 2), measure_peak=False)
+    assert capsys.readouterr().err == ""
+
+    # deployment/benchmark.py matches by mode, batch, threads and clip too
+    bench = _script_module("benchmark")
+    rows = [{"model": "mobilenetv2_0.2x", "form": "keras", "mode": "inference", "batch_size": 1,
+             "threads": 2, "input": "4x32x32", "median_ms": 10.0, "clips_per_s": 100.0}]
+    argv = ["benchmark.py", "--models=mobilenetv2_0.2x", "--frames=4", "--size=32",
+            "--batch_sizes=1", f"--peers_json={path}"]
+    for extra, noted in (([], False), (["--threads=4"], True)):
+        run = [dict(row, threads=4 if extra else 2) for row in rows]
+        monkeypatch.setattr(bench, "run", lambda *args, run=run, **kwargs: run)
+        assert cli.invoke(bench.main, bench.define_flags, argv + extra) == 0
+        err = capsys.readouterr().err
+        assert ("note: no row of --peers_json" in err) == noted, err
