@@ -26,7 +26,7 @@ from absl import flags
 # cli.py is loaded by its path, not imported from the package: a worker must import the
 # package of the tree it times (the base tree for 'base'), so nothing here may put this
 # checkout on sys.path or import keras_efficient3d before the worker has set its path.
-from benchmark import load_cli  # deployment/benchmark.py, beside this (absl and stdlib only)
+from benchmark import load_cli, write_rows  # deployment/benchmark.py, beside this (absl and stdlib only)
 
 cli = load_cli()
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -213,9 +213,7 @@ def main(argv, flag_values=FLAGS):
     rows = compare(f.base, f.what, f.models, f.rounds, f.frames, f.size, f.runs,
                    log=lambda line: print(line, file=sys.stderr))
     print(format_table(rows, f.base))
-    if f.json_out:
-        with open(f.json_out, "w", encoding="utf-8") as handle:
-            json.dump(rows, handle, indent=1)
+    write_rows(rows, f.json_out)
 
 
 if __name__ == "__main__":

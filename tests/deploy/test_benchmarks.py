@@ -891,3 +891,33 @@ def test_peers_that_match_no_timed_model_are_noted(tmp_path, capsys, monkeypatch
         assert cli.invoke(bench.main, bench.define_flags, argv + extra) == 0
         err = capsys.readouterr().err
         assert ("note: no row of --peers_json" in err) == noted, err
+
+
+def test_rows_are_written_atomically_without_the_package(tmp_path):
+    """benchmark.py, benchmark_pytorch.py and compare_commits.py write their rows through
+    write_rows: a failure while writing keeps the file of the run before whole, and it needs
+    neither the package nor TensorFlow (benchmark_pytorch.py's PyTorch-only environment)."""
+    path = tmp_path / "rows.json"
+    path.write_text("[\"the run before\"]")
+    code = ("import sys\n"
+            "for name in ('tensorflow', 'keras', 'keras_efficient3d'):\n"
+            "    sys.modules[name] = None  # import fails\n"
+            "sys.path.insert(0, 'deployment')\n"
+            "from benchmark import write_rows\n"
+            "class Unwritable:\n"
+            "    def __str__(self):\n"
+            "        raise RuntimeError('cannot be written')\n"
+            "try:\n"
+            "    write_rows([{'median_ms': 1.0}, {'model': Unwritable()}], sys.argv[1])\n"
+            "except (RuntimeError, TypeError):\n"
+            "    pass\n"
+            "else:\n"
+            "    raise SystemExit('written')\n"
+            "print(open(sys.argv[1]).read())\n"
+            "write_rows([{'median_ms': 2.0}], sys.argv[1])\n")
+    run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "[\"the run before\"]\n"
+    assert json.loads(path.read_text()) == [{"median_ms": 2.0}]
+    assert sorted(os.listdir(tmp_path)) == ["rows.json"]  # no temporary file left
