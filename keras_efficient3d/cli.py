@@ -104,8 +104,10 @@ EXPECTED_ERRORS = (ValueError, OSError, zipfile.BadZipFile, app.UsageError, flag
 def each_of(choices):
     """A check of a list flag: at least one value, each of `choices`."""
     def check(values):
+        if not values:  # "--backends=": the message of an unknown value would name none
+            raise flags.ValidationError(f"needs at least one value, each of {', '.join(choices)}")
         unknown = [value for value in values if value not in choices]
-        if unknown or not values:
+        if unknown:
             raise flags.ValidationError(f"each of {', '.join(choices)}; not {', '.join(unknown)}")
         return True
 
