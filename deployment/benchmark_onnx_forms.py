@@ -46,7 +46,10 @@ def compare_forms(model_names, frames=16, size=112, num_classes=600, threads=2, 
 
     if rounds < 1:
         raise ValueError(f"`rounds` must be >= 1. Received: rounds={rounds}")
-    folder = folder or tempfile.mkdtemp(prefix="onnx_forms_")
+    if folder is None:  # the exports of a run without a folder are removed when it ends
+        with tempfile.TemporaryDirectory(prefix="onnx_forms_") as tmp:
+            return compare_forms(model_names, frames, size, num_classes, threads, rounds,
+                                 warmup, runs, tmp)
     rows = []
     for name in model_names:
         model = create_model(name, input_shape=(frames, size, size, 3), num_classes=num_classes)

@@ -921,3 +921,28 @@ def test_rows_are_written_atomically_without_the_package(tmp_path):
     assert run.stdout == "[\"the run before\"]\n"
     assert json.loads(path.read_text()) == [{"median_ms": 2.0}]
     assert sorted(os.listdir(tmp_path)) == ["rows.json"]  # no temporary file left
+
+
+def test_onnx_forms_removes_its_temporary_exports(tmp_path, monkeypatch):
+    import tempfile
+
+    import keras_efficient3d
+    from keras_efficient3d import runtime
+    from keras_efficient3d.deploy import onnx_export
+
+    forms = _script_module("benchmark_onnx_forms")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(keras_efficient3d, "create_model", lambda *args, **kwargs: None)
+    exported = []
+
+    def export(model, path, **kwargs):
+        exported.append(path)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("onnx")
+    monkeypatch.setattr(onnx_export, "export_onnx", export)
+    monkeypatch.setattr(forms, "_runners", lambda path, threads: {"onnxruntime": None})
+    monkeypatch.setattr(runtime, "measure", lambda step, warmup, runs: {"median_ms": 2.0})
+    rows = forms.compare_forms(["mobilenetv2_0.2x"], rounds=1)
+    assert [(r["runtime"], r["ratio"]) for r in rows] == [("onnxruntime", 1.0)]
+    assert len(exported) == 2 and str(tmp_path) in exported[0]
+    assert os.listdir(tmp_path) == []
