@@ -28,6 +28,7 @@ gets the rows, and the Markdown table beside it (.md).
 """
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -282,7 +283,7 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
 
     rows = []
     for (name, mode, runtime), (_, times, _) in jobs.items():
-        median = sorted(times)[len(times) // 2]
+        median = statistics.median(times)  # of an even count of rounds, the mean of the middle two
         batch = train_batch if mode == "train" else 1
         rows.append({"model": name, "mode": mode, "runtime": runtime, "batch_size": batch,
                      "threads": threads, "input": f"{frames}x{size}x{size}",

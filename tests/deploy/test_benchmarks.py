@@ -946,3 +946,36 @@ def test_onnx_forms_removes_its_temporary_exports(tmp_path, monkeypatch):
     assert [(r["runtime"], r["ratio"]) for r in rows] == [("onnxruntime", 1.0)]
     assert len(exported) == 2 and str(tmp_path) in exported[0]
     assert os.listdir(tmp_path) == []
+
+
+def test_backends_rows_give_the_median_of_an_even_count_of_rounds(monkeypatch):
+    """Two rounds of 1 and 3 s: the median is 2 s, not the upper one."""
+    script = _script_module("benchmark_backends")
+
+    class Worker:
+        def __init__(self):
+            self.stdin = self
+            self.log = self
+            self.answers = iter(["1.0", "3.0"])
+
+        def write(self, text):
+            pass
+
+        def flush(self):
+            pass
+
+        def kill(self):
+            pass
+
+        def wait(self):
+            pass
+
+        def close(self):
+            pass
+    monkeypatch.setattr(script, "_start", lambda *args: Worker())
+    monkeypatch.setattr(script, "_answer", lambda proc, accept: next(proc.answers))
+    rows = script.run_backends(["mobilenetv2_0.2x"], backends=("tensorflow",),
+                               modes=("inference",), rounds=2, runs=1, log=None,
+                               allocator="system")
+    assert (rows[0]["min_ms"], rows[0]["median_ms"], rows[0]["max_ms"]) == (1000.0, 2000.0, 3000.0)
+    assert rows[0]["clips_per_s"] == 0.5
