@@ -202,6 +202,10 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d.deploy.benchmark import peers_and_peaks, write_report
 
     f = flag_values
+    if f.model_file:
+        cli.refuse_unused(f, ("frames", "size", "num_classes", "peers_json", "gemm_peak"),
+                          "--model_file", "its clip and classes are the file's, and the peers and "
+                          "the share of the GEMM peak need the registry model (--models)")
     try:
         import openvino  # noqa: F401
     except ImportError:

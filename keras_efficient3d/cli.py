@@ -184,6 +184,16 @@ def refuse_beside_model_file(flag_values, names, carries):
                          f"{carries}")
 
 
+def refuse_unused(flag_values, names, mode, why):
+    """Refuses the flags of `names` given (on the command line, not by default) with `mode`
+    (``--op_profile``), which does not read them: they would be silently ignored. `why`
+    completes the message. Raises `UsageError` naming every one given."""
+    given = [f"--{name}" for name in names if flag_values[name].present]
+    if given:
+        verb = "is" if len(given) == 1 else "are"
+        raise UsageError(f"{' and '.join(given)} {verb} not used with {mode}: {why}")
+
+
 def _results_file(value):
     # A benchmark writes its JSON after minutes of timing: a path that cannot be written is
     # reported before anything is timed.

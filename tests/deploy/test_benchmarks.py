@@ -979,3 +979,21 @@ def test_backends_rows_give_the_median_of_an_even_count_of_rounds(monkeypatch):
                                allocator="system")
     assert (rows[0]["min_ms"], rows[0]["median_ms"], rows[0]["max_ms"]) == (1000.0, 2000.0, 3000.0)
     assert rows[0]["clips_per_s"] == 0.5
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--frames=8"], "--frames is not used with --model_file: its clip and classes are the file's"),
+    (["--size=32", "--num_classes=5"], "--size and --num_classes are not used with --model_file"),
+    (["--peers_json={peers}", "--nogemm_peak"],
+     "--peers_json and --gemm_peak are not used with --model_file"),
+])
+def test_openvino_model_file_refuses_the_flags_it_would_ignore(args, expected, tmp_path, capsys):
+    script = _script_module("benchmark_openvino")
+    (tmp_path / "m.xml").write_text("<net/>")
+    (tmp_path / "peers.json").write_text(json.dumps(_pytorch_rows()))
+    argv = [arg.format(peers=tmp_path / "peers.json") for arg in args]
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_openvino.py", f"--model_file={tmp_path / 'm.xml'}", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("benchmark_openvino.py: error: " + expected), err
