@@ -49,7 +49,8 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("gemm_peak", True, **fv)
     flags.DEFINE_bool("op_profile", False, "Instead of the models: fp32 and int8 of each op "
                       "class of a MobileNetV2 block at --frames x 56 x 56, 24 channels "
-                      "(pointwise, depthwise taps, ADD), at the first --threads.", **fv)
+                      "(pointwise, depthwise taps, ADD), at the first --threads, --runs "
+                      "rounds after --warmup.", **fv)
     flags.DEFINE_bool("packing", False, "Instead of the table: fp32 and int8 of each model as "
                       "the deployment graph emits it by default (narrow stages time-packed) "
                       "against the same graph unpacked, at the first --threads, --rounds "
@@ -73,6 +74,15 @@ def main(argv, flag_values=flags.FLAGS):
     json_out = f.json_out
     if modes and not f["json_out"].present:
         json_out = SIDE_MODE_FILES[modes[0][2:]]
+    # What a mode does not read is refused, not silently dropped.
+    if modes:
+        unused = ("precisions", "peers_json", "gemm_peak") + (
+            ("models", "size", "num_classes", "rounds") if f.op_profile else ())
+        cli.refuse_unused(f, unused, modes[0], "it times its own settings (its help says which)")
+    else:
+        cli.refuse_unused(f, ("rounds",), "the table of the models",
+                          "it times each setting in one go (--rounds is of --packing and "
+                          "--stacking)")
     if f.op_profile:
         from keras_efficient3d.deploy.benchmark import format_op_profile, int8_op_profile
         rows = int8_op_profile(frames=f.frames, threads=f.threads[0], rounds=f.runs,

@@ -997,3 +997,21 @@ def test_openvino_model_file_refuses_the_flags_it_would_ignore(args, expected, t
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("benchmark_openvino.py: error: " + expected), err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--op_profile", "--models=mobilenetv2_0.2x"], "--models is not used with --op_profile"),
+    (["--op_profile", "--size=56", "--rounds=3"], "--size and --rounds are not used with --op_profile"),
+    (["--packing", "--precisions=int8"], "--precisions is not used with --packing"),
+    (["--stacking", "--nogemm_peak"], "--gemm_peak is not used with --stacking"),
+    (["--packing", "--peers_json={peers}"], "--peers_json is not used with --packing"),
+    (["--rounds=3"], "--rounds is not used with the table of the models"),
+])
+def test_tflite_modes_refuse_the_flags_they_would_ignore(args, expected, tmp_path, capsys):
+    script = _script_module("benchmark_tflite")
+    (tmp_path / "peers.json").write_text(json.dumps(_pytorch_rows()))
+    argv = [arg.format(peers=tmp_path / "peers.json") for arg in args]
+    code = cli.invoke(script.main, script.define_flags, ["benchmark_tflite.py", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("benchmark_tflite.py: error: " + expected), err
