@@ -1015,3 +1015,31 @@ def test_tflite_modes_refuse_the_flags_they_would_ignore(args, expected, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("benchmark_tflite.py: error: " + expected), err
+
+
+def test_targets_peers_choose_among_the_rows_of_peers_json(tmp_path, monkeypatch, capsys):
+    from keras_efficient3d.deploy import targets
+
+    script = _script_module("benchmark_targets")
+    seen = {}
+
+    def run_targets(names, folder, input_shape, num_classes, threads, rounds, warmup, runs,
+                    runtimes, peer_steps, peer_ms, peak, log):
+        seen["peer_ms"] = peer_ms
+        return []
+    monkeypatch.setattr(targets, "run_targets", run_targets)
+    peers = tmp_path / "peers.json"
+    peers.write_text(json.dumps([dict(_pytorch_rows()[0], input="4x32x32"),
+                                 dict(_pytorch_rows()[0], form="openvino", median_ms=9.0)]))
+    argv = ["benchmark_targets.py", "--models=mobilenetv2_0.2x", "--frames=4", "--size=32",
+            "--nogemm_peak", f"--json_out={tmp_path / 't.json'}", f"--work_dir={tmp_path}"]
+    assert cli.invoke(script.main, script.define_flags,
+                      argv + [f"--peers_json={peers}", "--peers=original-openvino"]) == 0
+    assert seen["peer_ms"] == {"mobilenetv2_0.2x": {"original-openvino": 9.0}}
+    assert cli.invoke(script.main, script.define_flags, argv + [f"--peers_json={peers}"]) == 0
+    assert seen["peer_ms"] == {"mobilenetv2_0.2x": {"original-pytorch": 30.0,
+                                                    "original-openvino": 9.0}}
+    capsys.readouterr()
+    assert cli.invoke(script.main, script.define_flags, argv + ["--peers=original-pytorch"]) == 2
+    assert capsys.readouterr().err == ("benchmark_targets.py: error: --peers chooses among the "
+                                       "peers of --repo or --peers_json: give one of them\n")
