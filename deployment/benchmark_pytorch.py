@@ -239,6 +239,14 @@ def run(repo, models, mode="inference", batch_sizes=(1, 8), frames=16, size=112,
     """Times each model in each of `peers` (`PEERS`; the ONNX ones at inference only, each
     skipped with a log line where its runtime is not installed); returns the rows."""
     check_models(repo, models)
+    if mode != "inference":  # the ONNX peers are timed at inference only
+        if "pytorch" not in peers:
+            raise cli.UsageError(f"--mode={mode} times the pytorch peer only (the ONNX peers "
+                                 f"run at inference): --peers={','.join(peers)} leaves nothing "
+                                 "to time")
+        for form in peers:
+            if form in _ONNX_PEERS:
+                log(f"{form} peer skipped: timed at inference only")
     try:
         import torch
     except ImportError as err:

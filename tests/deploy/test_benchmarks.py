@@ -1043,3 +1043,26 @@ def test_targets_peers_choose_among_the_rows_of_peers_json(tmp_path, monkeypatch
     assert cli.invoke(script.main, script.define_flags, argv + ["--peers=original-pytorch"]) == 2
     assert capsys.readouterr().err == ("benchmark_targets.py: error: --peers chooses among the "
                                        "peers of --repo or --peers_json: give one of them\n")
+
+
+def test_pytorch_benchmark_refuses_training_only_onnx_peers(tmp_path, capsys, monkeypatch):
+    """The ONNX peers run at inference: --mode=train with none but them timed nothing and
+    exited 0."""
+    script = _script_module("benchmark_pytorch")
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_pytorch.py", f"--repo={_fake_original(tmp_path)}",
+                       "--models=mobilenetv2_1.0x", "--mode=train",
+                       "--peers=openvino,onnxruntime"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "benchmark_pytorch.py: error: --mode=train times the pytorch peer only (the ONNX peers "
+        "run at inference): --peers=openvino,onnxruntime leaves nothing to time\n")
+    lines = []
+
+    def build(*args):
+        raise RuntimeError("stopped before the model is built")
+    monkeypatch.setattr(script, "build", build)
+    with pytest.raises((cli.UsageError, RuntimeError)):  # PyTorch missing, or stopped
+        script.run(str(tmp_path), ["mobilenetv2_1.0x"], mode="train",
+                   peers=("pytorch", "openvino"), log=lines.append)
+    assert lines == ["openvino peer skipped: timed at inference only"]
