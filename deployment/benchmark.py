@@ -15,7 +15,6 @@ is one (``--models=mobilenetv2_1.0x,shufflenetv2_1.0x``), else every thread per 
 """
 
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -23,21 +22,26 @@ import time
 from absl import flags
 
 
-def load_cli():
-    """keras_efficient3d/cli.py, the project's flag vocabulary, loaded by its path: these
-    scripts must not import the package at module level, since benchmark_pytorch.py runs in a
-    PyTorch-only environment (cli.py needs absl and the standard library only)."""
-    if "keras_efficient3d.cli" in sys.modules:
-        return sys.modules["keras_efficient3d.cli"]
-    name = "_keras_efficient3d_cli"
-    if name not in sys.modules:
+def load_standalone(name):
+    """keras_efficient3d/<name>.py, a module of the standard library (and absl) only, loaded
+    by its path: these scripts must not import the package at module level, since
+    benchmark_pytorch.py runs in a PyTorch-only environment."""
+    if f"keras_efficient3d.{name}" in sys.modules:
+        return sys.modules[f"keras_efficient3d.{name}"]
+    alias = f"_keras_efficient3d_{name}"
+    if alias not in sys.modules:
         path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "keras_efficient3d", "cli.py")
-        spec = importlib.util.spec_from_file_location(name, path)
+                            "keras_efficient3d", f"{name}.py")
+        spec = importlib.util.spec_from_file_location(alias, path)
         module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
+        sys.modules[alias] = module
         spec.loader.exec_module(module)
-    return sys.modules[name]
+    return sys.modules[alias]
+
+
+def load_cli():
+    """keras_efficient3d/cli.py, the project's flag vocabulary (`load_standalone`)."""
+    return load_standalone("cli")
 
 
 cli = load_cli()
@@ -207,10 +211,10 @@ def format_table(rows):
 
 
 def write_rows(rows, path=None):
-    """Writes the rows as JSON to `path` when given (the table is what the screen shows)."""
+    """Writes the rows as JSON to `path` when given (the table is what the screen shows),
+    atomically: a run stopped while writing leaves the file of the run before whole."""
     if path:
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(rows, handle, indent=1)
+        load_standalone("atomic").atomic_write_json(path, rows, indent=1)
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -228,6 +232,11 @@ def main(argv, flag_values=flags.FLAGS):
                f.warmup, f.runs, f.folded, log=lambda line: print(line, file=sys.stderr))
     if reference:
         add_reference(rows, reference)
+        from keras_efficient3d.deploy.benchmark import note_unmatched_peers
+        note_unmatched_peers(f.peers_json, any("best_peer" in row for row in rows),
+                             f"{f.mode}, {f.threads} threads, batch "
+                             f"{','.join(str(b) for b in f.batch_sizes)}, "
+                             f"{f.frames}x{f.size}x{f.size} clips")
     print(format_table(rows))
     write_rows(rows, f.json_out)
 

@@ -28,6 +28,7 @@ gets the rows, and the Markdown table beside it (.md).
 """
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,7 +70,7 @@ def define_flags(flag_values=flags.FLAGS):
                       "on_train_begin to its on_train_end (the steps and the epoch's iterator); "
                       "fit: the whole call, with its conversion of the arrays and the release "
                       "of its iterator.", **fv)
-    cli.define("threads", 2, **fv)
+    cli.define("threads", 2, "(at least 1: every runtime at the same count)", **fv)
     cli.define("frames", 16, **fv)
     cli.define("size", 112, **fv)
     cli.define("num_classes", 27, **fv)
@@ -141,15 +142,21 @@ def keras_step(name, mode, input_shape, num_classes, train_batch, runs, threads,
     return step
 
 
+def _original():
+    """deployment/benchmark_pytorch.py, which builds and times the original model."""
+    sys.path.insert(0, _HERE)
+    try:
+        import benchmark_pytorch
+    finally:
+        sys.path.pop(0)
+    return benchmark_pytorch
+
+
 def original_step(repo, name, mode, input_shape, num_classes, train_batch, runs, threads):
     """The same call of the original model (`benchmark_pytorch.original_step`)."""
     import torch
 
-    sys.path.insert(0, _HERE)
-    try:
-        import benchmark_pytorch as original
-    finally:
-        sys.path.pop(0)
+    original = _original()
     torch.set_num_threads(threads)
     frames, size = input_shape[0], input_shape[1]
     model = original.build(repo, name, num_classes, frames, size)
@@ -276,7 +283,7 @@ def run_backends(models, backends=BACKENDS, modes=MODES, repo=None, rounds=5, wa
 
     rows = []
     for (name, mode, runtime), (_, times, _) in jobs.items():
-        median = sorted(times)[len(times) // 2]
+        median = statistics.median(times)  # of an even count of rounds, the mean of the middle two
         batch = train_batch if mode == "train" else 1
         rows.append({"model": name, "mode": mode, "runtime": runtime, "batch_size": batch,
                      "threads": threads, "input": f"{frames}x{size}x{size}",
@@ -319,6 +326,11 @@ def main(argv, flag_values=flags.FLAGS):
     f = flag_values
     for name in f.models:  # an unknown name is reported before anything starts
         registry.resolve_name(name)
+    if f.threads < 1:  # a worker's OMP_NUM_THREADS=0 and torch.set_num_threads(0) are errors
+        raise cli.UsageError(f"--threads={f.threads}: every runtime is timed at the same "
+                             "thread count, at least 1")
+    if f.repo:  # the original's worker would fail only after ours had warmed up
+        _original().check_models(f.repo, f.models)
     if f.repo and importlib.util.find_spec("torch") is None:
         raise cli.UsageError(f"--repo={f.repo}: timing the original model needs PyTorch in "
                              "this environment (pip install torch), or leave out --repo")

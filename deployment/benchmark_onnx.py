@@ -175,6 +175,10 @@ def main(argv, flag_values=flags.FLAGS):
         from keras_efficient3d.deploy.benchmark import gemm_peak
         add_comparison(report, f.model, f.peers_json, f.threads,
                        gemm_peak(f.threads) if f.gemm_peak else None)
+        from keras_efficient3d.deploy.benchmark import note_unmatched_peers
+        note_unmatched_peers(f.peers_json, any("best_peer" in r for r in report["results"]),
+                             f"{f.threads} threads, the same batch and "
+                             f"{'x'.join(str(d) for d in report['clip'])} clips")
     from keras_efficient3d.deploy.benchmark import write_report
     write_report(report, format_table(report), f.json_out, markdown=False)
 

@@ -46,7 +46,10 @@ def compare_forms(model_names, frames=16, size=112, num_classes=600, threads=2, 
 
     if rounds < 1:
         raise ValueError(f"`rounds` must be >= 1. Received: rounds={rounds}")
-    folder = folder or tempfile.mkdtemp(prefix="onnx_forms_")
+    if folder is None:  # the exports of a run without a folder are removed when it ends
+        with tempfile.TemporaryDirectory(prefix="onnx_forms_") as tmp:
+            return compare_forms(model_names, frames, size, num_classes, threads, rounds,
+                                 warmup, runs, tmp)
     rows = []
     for name in model_names:
         model = create_model(name, input_shape=(frames, size, size, 3), num_classes=num_classes)
@@ -94,6 +97,10 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv, flag_values=flags.FLAGS):
     del argv
     f = flag_values
+    from keras_efficient3d import registry
+
+    for name in f.models:  # an unknown name is reported before a model is built and exported
+        registry.resolve_name(name)
     rows = compare_forms(f.models, f.frames, f.size, f.num_classes, f.threads, f.rounds,
                          f.warmup, f.runs)
     from keras_efficient3d.deploy.benchmark import write_report

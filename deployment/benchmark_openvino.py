@@ -10,8 +10,9 @@ model and thread count; prints a Markdown table and writes JSON (and the table b
 Registry models get random weights with BatchNorm statistics set on random clips, and are
 exported with `keras_efficient3d.deploy.openvino_export.export_openvino` (int8 calibrated on
 random clips: timing does not depend on the weights). The precisions of one model and
-thread count are timed in turns (fp32, int8, fp32, int8, ... for `--rounds` rounds) and
-each reports the median of its rounds' medians, so that a busy machine slows them alike;
+thread count are timed in turns (fp32, int8, fp32, int8, ... for `--rounds` rounds), so
+that a busy machine slows them alike, and each reports the median (and min, max, p90) of
+all its rounds' runs;
 the ``int8 speed-up`` column is fp32 / int8 of the same round-robin. ``--peers_json``
 (rows of ``deployment/benchmark_pytorch.py`` measured on this machine: the original model in
 PyTorch, ONNX Runtime and OpenVINO) adds the best peer and our speed-up against it at 2
@@ -34,6 +35,9 @@ from keras_efficient3d import cli
 DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "shufflenet_1.0x_g3",
                   "squeezenet_1.1", "mobilenetv2_0.2x"]
 PRECISIONS = ("fp32", "fp16", "int8")
+# --model_file's rows are another table than --models': its own default file leaves
+# openvino_timing.json as it was.
+MODEL_FILE_JSON = "openvino_file_timing.json"
 
 
 
@@ -60,9 +64,9 @@ def export_model(name, precision, folder, input_shape=(16, 112, 112, 3), num_cla
 
 def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print):
     """Times IR files (``{label: path}``) in turns, per thread count: returns rows with
-    model file, label, threads and `keras_efficient3d.runtime.benchmark`'s figures
-    (median_ms is the median of the `rounds` medians)."""
-    from keras_efficient3d.runtime import OpenVINORunner, benchmark
+    model file, label, threads and `keras_efficient3d.runtime.benchmark`'s figures over
+    every run of every round (median_ms too), and ``round_medians_ms``."""
+    from keras_efficient3d.runtime import OpenVINORunner, benchmark, time_statistics
 
     rows = []
     for n in threads:
@@ -70,10 +74,14 @@ def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print):
         results = {label: [] for label in runners}
         for _ in range(rounds):
             for label, runner in runners.items():
-                results[label].append(benchmark(runner, warmup, runs))
+                results[label].append(benchmark(runner, warmup, runs, keep_times=True))
         for label, rounds_ in results.items():
-            row = dict(rounds_[len(rounds_) // 2])
-            row.update(median_ms=float(np.median([r["median_ms"] for r in rounds_])),
+            # All the figures are of the pooled runs of every round (each round has as many),
+            # so that they describe one set: min <= median <= p90 <= max. A figure of one
+            # round beside a median of others could contradict it.
+            times = [t for r in rounds_ for t in r.pop("times_ms")]
+            row = dict(rounds_[0])
+            row.update(time_statistics(times), rounds=len(rounds_),
                        round_medians_ms=[r["median_ms"] for r in rounds_], label=label,
                        path=files[label], threads=int(n),
                        input_shape=list(runners[label].input_spec.shape),
@@ -179,7 +187,8 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("runs", 20, "(per setting and round)", **fv)
     cli.define("warmup", 5, **fv)
     cli.define("rounds", 3, "(over the precisions: A, B, A, B, ...)", **fv)
-    cli.define("json_out", "openvino_timing.json", "The Markdown table goes beside it (.md).", **fv)
+    cli.define("json_out", "openvino_timing.json", "The Markdown table goes beside it (.md). "
+               f"Without it, --model_file writes {MODEL_FILE_JSON}.", **fv)
     cli.define("peers_json", None, "(compared at 2 threads)", **fv)
     cli.define("gemm_peak", True, **fv)
     flags.DEFINE_list("stem_folds", None, "Export and time each precision with each of these "
@@ -193,12 +202,19 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d.deploy.benchmark import peers_and_peaks, write_report
 
     f = flag_values
+    if f.model_file:
+        cli.refuse_unused(f, ("frames", "size", "num_classes", "peers_json", "gemm_peak"),
+                          "--model_file", "its clip and classes are the file's, and the peers and "
+                          "the share of the GEMM peak need the registry model (--models)")
     try:
         import openvino  # noqa: F401
     except ImportError:
         raise cli.UsageError("OpenVINO is not installed: pip install keras_efficient3d[openvino]") from None
     peaks = None
+    json_out = f.json_out
     if f.model_file:
+        if not f["json_out"].present:
+            json_out = MODEL_FILE_JSON
         if not f.model_file.lower().endswith(".xml"):
             raise cli.UsageError(f"--model_file={f.model_file}: an OpenVINO IR .xml file is needed")
         # A file is timed as it is: its precision is read from it, its model is what it holds.
@@ -219,7 +235,7 @@ def main(argv, flag_values=flags.FLAGS):
         rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
                                 f.num_classes, f.warmup, f.runs, f.rounds, peers, peaks,
                                 stem_folds=_stem_folds(f.stem_folds))
-    write_report(rows, format_table(rows, peaks), f.json_out)
+    write_report(rows, format_table(rows, peaks), json_out)
 
 
 if __name__ == "__main__":

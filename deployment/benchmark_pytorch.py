@@ -83,13 +83,42 @@ def parse_name(name):
     return match["model"], options
 
 
+def check_repo(repo):
+    """Raises `cli.UsageError` when `repo` is not a checkout of the original code."""
+    if not os.path.isfile(os.path.join(repo, "models", "mobilenetv2.py")):
+        raise cli.UsageError(f"--repo={repo} is not a checkout of the original Efficient-3DCNNs "
+                             "code: it has no models/mobilenetv2.py.")
+
+
+def original_name(repo, name):
+    """`parse_name` of a name whose model the original code at `repo` has; raises
+    ValueError naming the models it has otherwise."""
+    try:
+        model, options = parse_name(name)
+    except ValueError:
+        model = None
+    if model is None or not os.path.isfile(os.path.join(repo, "models", f"{model}.py")):
+        known = sorted(os.path.splitext(entry)[0] for entry in os.listdir(os.path.join(repo, "models"))
+                       if entry.endswith(".py") and not entry.startswith("_"))
+        raise ValueError(f"Unknown configuration '{name}': the original code has the models "
+                         f"{', '.join(known)}, named as mobilenetv2_1.0x, shufflenet_1.0x_g3, "
+                         "squeezenet_1.1, resnet18_A.")
+    return model, options
+
+
+def check_models(repo, models):
+    """Refuses, before anything is built or timed, a `repo` that is not the original's
+    checkout and a name of `models` it has no model for: the first would otherwise fail
+    only after the names before it were timed."""
+    check_repo(repo)
+    for name in models:
+        original_name(repo, name)
+
+
 def original_options(repo, name, num_classes, frames, size):
     """The original's options (its ``opts.parse_opts()``, defaults included) for a
     configuration name, on the CPU."""
-    model, options = parse_name(name)
-    if not os.path.isfile(os.path.join(repo, "models", f"{model}.py")):
-        raise ValueError(f"Unknown configuration '{name}': the original code has no model "
-                         f"'{model}' (models/{model}.py).")
+    model, options = original_name(repo, name)
     argv = [f"--model={model}", f"--n_classes={num_classes}", f"--sample_size={size}",
             f"--sample_duration={frames}", "--no_cuda"]
     argv += [f"--{key}={value}" for key, value in options.items()]
@@ -104,9 +133,7 @@ def original_options(repo, name, num_classes, frames, size):
 def build(repo, name, num_classes, frames, size):
     """The original model for a configuration name, built by the original's own
     ``model.generate_model`` from ``repo``, so that this script knows no architecture."""
-    if not os.path.isfile(os.path.join(repo, "models", "mobilenetv2.py")):
-        raise ValueError(f"--repo={repo} is not a checkout of the original Efficient-3DCNNs "
-                         "code: it has no models/mobilenetv2.py.")
+    check_repo(repo)
     if repo not in sys.path:
         sys.path.insert(0, repo)
     opt = original_options(repo, name, num_classes, frames, size)
@@ -211,6 +238,15 @@ def run(repo, models, mode="inference", batch_sizes=(1, 8), frames=16, size=112,
         num_classes=600, threads=2, warmup=3, runs=15, peers=PEERS, onnx_dir=None, log=print):
     """Times each model in each of `peers` (`PEERS`; the ONNX ones at inference only, each
     skipped with a log line where its runtime is not installed); returns the rows."""
+    check_models(repo, models)
+    if mode != "inference":  # the ONNX peers are timed at inference only
+        if "pytorch" not in peers:
+            raise cli.UsageError(f"--mode={mode} times the pytorch peer only (the ONNX peers "
+                                 f"run at inference): --peers={','.join(peers)} leaves nothing "
+                                 "to time")
+        for form in peers:
+            if form in _ONNX_PEERS:
+                log(f"{form} peer skipped: timed at inference only")
     try:
         import torch
     except ImportError as err:

@@ -101,8 +101,8 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_list("runtimes", list(OURS), f"Our runtimes, comma-separated ({', '.join(OURS)}).",
                       **fv)
     flags.register_validator("runtimes", cli.each_of(OURS), **fv)
-    flags.DEFINE_list("peers", list(PEERS), f"The original's runtimes timed with --repo, comma-separated "
-                      f"({', '.join(PEERS)}).", **fv)
+    flags.DEFINE_list("peers", list(PEERS), f"The original's runtimes timed with --repo, or "
+                      f"taken from --peers_json, comma-separated ({', '.join(PEERS)}).", **fv)
     flags.register_validator("peers", cli.each_of(PEERS), **fv)
     flags.DEFINE_string("work_dir", "benchmark_targets_work", "Where the exports are written "
                         "and reused.", **fv)
@@ -120,7 +120,7 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv, flag_values=flags.FLAGS):
     del argv
     from keras_efficient3d import registry
-    from keras_efficient3d.deploy.benchmark import gemm_peak, load_peers, write_report
+    from keras_efficient3d.deploy.benchmark import gemm_peak, load_peers, note_unmatched_peers, write_report
     from keras_efficient3d.deploy.targets import format_targets, run_targets
 
     f = flag_values
@@ -139,6 +139,14 @@ def main(argv, flag_values=flags.FLAGS):
         peer_ms = {model: {f"original-{form}": ms for form, ms in forms.items()}
                    for model, forms in load_peers(f.peers_json, threads=f.threads,
                                                   input_shape=input_shape).items()}
+        note_unmatched_peers(f.peers_json, any(name in peer_ms for name in f.models),
+                             f"{f.threads} threads, batch 1, {f.frames}x{f.size}x{f.size} clips")
+    if f["peers"].present and not f.repo and not f.peers_json:
+        raise cli.UsageError("--peers chooses among the peers of --repo or --peers_json: give "
+                             "one of them")
+    if f.peers_json and f["peers"].present:  # the file's rows of the peers chosen only
+        peer_ms = {model: {label: ms for label, ms in forms.items() if label in f.peers}
+                   for model, forms in peer_ms.items()}
     if not f.repo and not f.peers_json:
         print("note: no --repo or --peers_json: only our own int8 against fp32 is compared; "
               "the targets against the original model need one of them", file=sys.stderr)

@@ -24,7 +24,10 @@ from keras_efficient3d import cli
 DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "shufflenet_1.0x_g3",
                   "squeezenet_1.1"]
 PRECISIONS = cli.VOCABULARY["precision"].choices
-
+# A side mode's rows are another table than the main mode's: its own default file leaves
+# the main mode's tflite_timing.json as it was.
+SIDE_MODE_FILES = {"op_profile": "tflite_op_profile.json", "packing": "tflite_packing.json",
+                   "stacking": "tflite_stacking.json"}
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -39,12 +42,15 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("num_classes", 600, **fv)
     cli.define("runs", 30, "(invokes per setting)", **fv)
     cli.define("warmup", 5, **fv)
-    cli.define("json_out", "tflite_timing.json", "The Markdown table goes beside it (.md).", **fv)
+    cli.define("json_out", "tflite_timing.json", "The Markdown table goes beside it (.md). "
+               "Without it, " + ", ".join(f"--{mode} writes {name}"
+                                          for mode, name in SIDE_MODE_FILES.items()) + ".", **fv)
     cli.define("peers_json", None, "(compared at 2 threads)", **fv)
     cli.define("gemm_peak", True, **fv)
     flags.DEFINE_bool("op_profile", False, "Instead of the models: fp32 and int8 of each op "
                       "class of a MobileNetV2 block at --frames x 56 x 56, 24 channels "
-                      "(pointwise, depthwise taps, ADD), at the first --threads.", **fv)
+                      "(pointwise, depthwise taps, ADD), at the first --threads, --runs "
+                      "rounds after --warmup.", **fv)
     flags.DEFINE_bool("packing", False, "Instead of the table: fp32 and int8 of each model as "
                       "the deployment graph emits it by default (narrow stages time-packed) "
                       "against the same graph unpacked, at the first --threads, --rounds "
@@ -65,23 +71,35 @@ def main(argv, flag_values=flags.FLAGS):
     modes = [f"--{name}" for name in ("op_profile", "packing", "stacking") if f[name].value]
     if len(modes) > 1:  # each is its own comparison; the first would run, the rest be dropped
         raise cli.UsageError(f"{' and '.join(modes)} are separate comparisons: give one")
+    json_out = f.json_out
+    if modes and not f["json_out"].present:
+        json_out = SIDE_MODE_FILES[modes[0][2:]]
+    # What a mode does not read is refused, not silently dropped.
+    if modes:
+        unused = ("precisions", "peers_json", "gemm_peak") + (
+            ("models", "size", "num_classes", "rounds") if f.op_profile else ())
+        cli.refuse_unused(f, unused, modes[0], "it times its own settings (its help says which)")
+    else:
+        cli.refuse_unused(f, ("rounds",), "the table of the models",
+                          "it times each setting in one go (--rounds is of --packing and "
+                          "--stacking)")
     if f.op_profile:
         from keras_efficient3d.deploy.benchmark import format_op_profile, int8_op_profile
         rows = int8_op_profile(frames=f.frames, threads=f.threads[0], rounds=f.runs,
                                warmup=f.warmup)
-        write_report(rows, format_op_profile(rows), f.json_out, markdown=False)
+        write_report(rows, format_op_profile(rows), json_out, markdown=False)
         return
     if f.packing:
         from keras_efficient3d.deploy.benchmark import format_packing, packing_comparison
         rows = packing_comparison(f.models, (f.frames, f.size, f.size, 3), f.num_classes,
                                   f.threads[0], f.rounds, f.warmup, f.runs)
-        write_report(rows, format_packing(rows), f.json_out)
+        write_report(rows, format_packing(rows), json_out)
         return
     if f.stacking:
         from keras_efficient3d.deploy.benchmark import format_stacking, stacking_comparison
         rows = stacking_comparison(f.models, (f.frames, f.size, f.size, 3), f.num_classes,
                                    f.threads[0], f.rounds, f.warmup, f.runs)
-        write_report(rows, format_stacking(rows), f.json_out)
+        write_report(rows, format_stacking(rows), json_out)
         return
     peers, peaks = peers_and_peaks(f.models, f.peers_json, (f.frames, f.size, f.size), f.threads,
                                    f.gemm_peak)

@@ -23,8 +23,13 @@ import time
 
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from keras_efficient3d import cli  # noqa: E402  (cli imports absl and the standard library only)
+# cli.py is loaded by its path, not imported from the package: a worker must import the
+# package of the tree it times (the base tree for 'base'), so nothing here may put this
+# checkout on sys.path or import keras_efficient3d before the worker has set its path.
+from benchmark import load_cli, write_rows  # deployment/benchmark.py, beside this (absl and stdlib only)
+
+cli = load_cli()
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
 WHAT = ("keras", "tflite", "train")
@@ -46,16 +51,34 @@ def define_flags(flag_values=FLAGS):
     cli.define("runs", 15, **fv)
     cli.define("json_out", None, **fv)
     flags.DEFINE_string("worker", None, "(internal) time one form in this process.", **fv)
+    flags.DEFINE_string("worker_tree", None, "(internal) the tree whose package --worker times.",
+                        **fv)
 
 
-def time_forms(what, models, frames, size, runs):
-    """Rows (model, form, median ms) for one tree: the package imported is the one first on
-    sys.path (the tree's root, set by `compare`)."""
+def _import_package(tree):
+    """keras_efficient3d from `tree`, which goes first on sys.path; raises UsageError when
+    the package imported is another tree's (the figures would be that tree's)."""
+    if "keras_efficient3d" in sys.modules:
+        raise cli.UsageError(f"the worker for {tree} imported keras_efficient3d before its path "
+                             "was set")
+    sys.path.insert(0, tree)
+    import keras_efficient3d as k3
+
+    where = os.path.realpath(os.path.dirname(k3.__file__))
+    if os.path.dirname(where) != os.path.realpath(tree):
+        raise cli.UsageError(f"the worker for {tree} imported keras_efficient3d from {where}; "
+                             f"expected {os.path.join(tree, 'keras_efficient3d')}")
+    return k3
+
+
+def time_forms(what, models, frames, size, runs, tree=_HERE):
+    """Rows (model, form, median ms) for one tree: the package of `tree` is imported
+    (`_import_package`)."""
+    k3 = _import_package(tree)
     import keras
     import numpy as np
     import tensorflow as tf
 
-    import keras_efficient3d as k3
     try:
         from keras_efficient3d.fold import fold_batchnorm
     except ImportError:  # commits before fold.py
@@ -119,12 +142,14 @@ def time_forms(what, models, frames, size, runs):
 
 def _run_worker(tree, what, models, frames, size, runs):
     env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="3")
-    args = [sys.executable, os.path.abspath(__file__), f"--worker={what}", f"--models={','.join(models)}",
-            f"--frames={frames}", f"--size={size}", f"--runs={runs}"]
+    args = [sys.executable, os.path.abspath(__file__), f"--worker={what}", f"--worker_tree={tree}",
+            f"--models={','.join(models)}", f"--frames={frames}", f"--size={size}", f"--runs={runs}"]
     done = subprocess.run(args, cwd=tree, env=env, capture_output=True, text=True, check=False)
     rows = [line for line in done.stdout.splitlines() if line.startswith("ROWS ")]
     if done.returncode or not rows:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        # The worker's own error line: relayed once under this program's prefix.
+        last = last.removeprefix(f"{os.path.basename(__file__)}: error: ")
         raise cli.UsageError(f"timing {what} in {tree} failed: {last}")
     return json.loads(rows[-1][5:])
 
@@ -132,7 +157,7 @@ def _run_worker(tree, what, models, frames, size, runs):
 def compare(base, what=WHAT, models=None, rounds=2, frames=16, size=112, runs=15, log=print):
     """Times this checkout ('new') and `base` ('base') alternately; returns rows with the
     per-round medians of each tree."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = _HERE
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         base_tree = os.path.join(scratch, "base")
@@ -175,15 +200,20 @@ def main(argv, flag_values=FLAGS):
     if unknown:
         raise cli.UsageError(f"--what: unknown {', '.join(unknown)}; expected some of {', '.join(WHAT)}")
     if f.worker:
-        rows = time_forms(f.worker, f.models or DEFAULT_MODELS[f.worker].split(","), f.frames, f.size, f.runs)
+        rows = time_forms(f.worker, f.models or DEFAULT_MODELS[f.worker].split(","), f.frames,
+                          f.size, f.runs, f.worker_tree or _HERE)
         print("ROWS " + json.dumps(rows))
         return
+    if f.models:  # an unknown name is reported before the worktree and the workers start
+        sys.path.insert(0, _HERE)
+        from keras_efficient3d.registry import resolve_name
+
+        for name in f.models:
+            resolve_name(name)
     rows = compare(f.base, f.what, f.models, f.rounds, f.frames, f.size, f.runs,
                    log=lambda line: print(line, file=sys.stderr))
     print(format_table(rows, f.base))
-    if f.json_out:
-        with open(f.json_out, "w", encoding="utf-8") as handle:
-            json.dump(rows, handle, indent=1)
+    write_rows(rows, f.json_out)
 
 
 if __name__ == "__main__":

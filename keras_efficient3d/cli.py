@@ -104,8 +104,10 @@ EXPECTED_ERRORS = (ValueError, OSError, zipfile.BadZipFile, app.UsageError, flag
 def each_of(choices):
     """A check of a list flag: at least one value, each of `choices`."""
     def check(values):
+        if not values:  # "--backends=": the message of an unknown value would name none
+            raise flags.ValidationError(f"needs at least one value, each of {', '.join(choices)}")
         unknown = [value for value in values if value not in choices]
-        if unknown or not values:
+        if unknown:
             raise flags.ValidationError(f"each of {', '.join(choices)}; not {', '.join(unknown)}")
         return True
 
@@ -180,6 +182,16 @@ def refuse_beside_model_file(flag_values, names, carries):
     if flag_values["model_file"].value and given:
         raise UsageError(f"--{given[0]} goes with --model; a --model_file carries its own "
                          f"{carries}")
+
+
+def refuse_unused(flag_values, names, mode, why):
+    """Refuses the flags of `names` given (on the command line, not by default) with `mode`
+    (``--op_profile``), which does not read them: they would be silently ignored. `why`
+    completes the message. Raises `UsageError` naming every one given."""
+    given = [f"--{name}" for name in names if flag_values[name].present]
+    if given:
+        verb = "is" if len(given) == 1 else "are"
+        raise UsageError(f"{' and '.join(given)} {verb} not used with {mode}: {why}")
 
 
 def _results_file(value):

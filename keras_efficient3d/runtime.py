@@ -103,13 +103,13 @@ def cpu_has_amx() -> bool:
 # Timing.
 
 
-def measure(step, warmup=3, runs=15, batch=1) -> dict:
+def measure(step, warmup=3, runs=15, batch=1, keep_times=False) -> dict:
     """Times `step()`: `warmup` untimed calls, then `runs` timed ones.
 
     Returns:
         ``median_ms``, ``mean_ms``, ``min_ms``, ``max_ms``, ``p90_ms``, ``spread_ms`` (the
         interquartile range), ``clips_per_s`` (``batch`` / median), ``runs``, ``warmup``,
-        ``batch``.
+        ``batch``; with `keep_times`, ``times_ms`` (every run's ms, in order).
     """
     if not isinstance(warmup, int) or warmup < 0 or not isinstance(runs, int) or runs < 1:
         raise ValueError(f"`warmup` must be >= 0 and `runs` >= 1. Received: warmup={warmup}, runs={runs}")
@@ -120,6 +120,18 @@ def measure(step, warmup=3, runs=15, batch=1) -> dict:
         start = time.perf_counter()
         step()
         times[i] = (time.perf_counter() - start) * 1000.0
+    result = time_statistics(times)
+    result.update(clips_per_s=batch * 1000.0 / result["median_ms"] if result["median_ms"] > 0
+                  else float("inf"), runs=int(runs), warmup=int(warmup), batch=int(batch))
+    if keep_times:
+        result["times_ms"] = [float(t) for t in times]
+    return result
+
+
+def time_statistics(times):
+    """``median_ms``, ``mean_ms``, ``min_ms``, ``max_ms``, ``p90_ms``, ``spread_ms`` (the
+    interquartile range) of `times` (ms)."""
+    times = np.asarray(times, np.float64)
     median = float(np.median(times))
     q1, q3 = np.percentile(times, [25, 75])
     return {
@@ -129,10 +141,6 @@ def measure(step, warmup=3, runs=15, batch=1) -> dict:
         "max_ms": float(times.max()),
         "p90_ms": float(np.percentile(times, 90)),
         "spread_ms": float(q3 - q1),
-        "clips_per_s": batch * 1000.0 / median if median > 0 else float("inf"),
-        "runs": int(runs),
-        "warmup": int(warmup),
-        "batch": int(batch),
     }
 
 
@@ -149,11 +157,11 @@ def time_interleaved(steps, rounds=3, warmup=3, runs=10):
     return times
 
 
-def benchmark(runner, warmup=5, runs=20, seed=0) -> dict:
+def benchmark(runner, warmup=5, runs=20, seed=0, keep_times=False) -> dict:
     """`measure` of one call of `runner`'s model on a random input of its own shape and dtype
     (the input is set once: only the model is timed). Adds ``backend`` and ``threads``."""
     step, batch = runner.timing_step(seed)
-    result = measure(step, warmup, runs, batch)
+    result = measure(step, warmup, runs, batch, keep_times)
     result.update(backend=runner.backend, threads=runner.threads)
     return result
 

@@ -397,6 +397,20 @@ def test_int_list_flag():
         assert cli.invoke(main, _define_nothing, ["prog", f"--batch_sizes={bad}"]) == 2
 
 
+def test_a_list_flag_of_choices_needs_at_least_one(capsys):
+    from absl import flags
+
+    def define(flag_values):
+        flags.DEFINE_list("backends", ["jax"], "Backends.", flag_values=flag_values)
+        flags.register_validator("backends", cli.each_of(("jax", "torch")), flag_values=flag_values)
+
+    assert cli.invoke(lambda argv, flag_values: None, define, ["prog", "--backends="]) == 2
+    assert capsys.readouterr().err.endswith(": error: flag --backends=[]: needs at least one "
+                                       "value, each of jax, torch\n")
+    assert cli.invoke(lambda argv, flag_values: None, define, ["prog", "--backends=jax,tf"]) == 2
+    assert capsys.readouterr().err.endswith("each of jax, torch; not tf\n")
+
+
 def test_integer_flag_of_a_sweep_takes_a_list():
     seen = {}
 

@@ -34,8 +34,8 @@ def main(argv=None):
     batch_sizes = common.parse_batch_sizes(args.batch_sizes)
     if args.warmup < 0 or args.iterations < 1:
         raise common.Refused("--warmup must be >= 0 and --iterations >= 1.")
-    if not os.path.isdir(args.saved_model):
-        raise common.Refused("--saved-model {} is not a directory.".format(args.saved_model))
+    common.check_saved_model(args.saved_model)
+    common.check_output_file(args.json, "--json")
     # TensorFlow's C++ start-up lines would bury the one-line error messages below.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # As trt_convert.py: oneDNN's notice (x86 CPUs with AVX-512 VNNI, printed whatever the

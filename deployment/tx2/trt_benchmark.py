@@ -168,7 +168,11 @@ def time_with_trtexec(trtexec, engine_path, batch_sizes, warmup, iterations, inp
         run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
         median = parse_trtexec_median_ms(run.stdout)
         if run.returncode != 0 or median is None:
-            raise RuntimeError("trtexec failed (exit {}):\n{}".format(run.returncode, run.stdout[-2000:]))
+            # Its last line says why (the lines above it are trtexec's settings).
+            last = [line.strip() for line in run.stdout.splitlines() if line.strip()][-1:]
+            why = "exit {}".format(run.returncode) if run.returncode else "no timing in its output"
+            raise common.Failed("trtexec failed ({}): {} (its command is the line above)".format(
+                why, last[0] if last else "no output"))
         result = common.summarize([median / 1000.0], batch)
         result["iterations"] = iterations
         results.append(result)
@@ -182,6 +186,7 @@ def main(argv=None):
         raise common.Refused("--warmup must be >= 0 and --iterations >= 1.")
     if not os.path.isfile(args.engine):
         raise common.Refused("--engine {} is not a file (build it with trt_build_engine.py).".format(args.engine))
+    common.check_output_file(args.json, "--json")
     trt = None
     if args.backend in ("auto", "python"):
         try:

@@ -126,6 +126,7 @@ def main(argv=None):
     batch_sizes = common.parse_batch_sizes(args.batch_sizes or "1,8")
     if not os.path.isfile(args.onnx):
         raise common.Refused("--onnx {} is not a file.".format(args.onnx))
+    common.check_workspace_mb(args.workspace_mb)
     if args.precision == "int8":
         common.check_int8(device_capability(args.compute_capability), "TensorRT INT8 engine")
     found = onnx_input(args.onnx)

@@ -33,6 +33,26 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def read_calibration(path):
+    """The calibration clips of `path`, read before TensorFlow starts and the conversion
+    begins: a missing or malformed file is refused in one line, not after minutes."""
+    if not os.path.isfile(path):
+        raise common.Refused("--calibration-npy {} is not a file.".format(path))
+    try:
+        import numpy as np  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise common.Missing("NumPy is not installed (it reads --calibration-npy).") from None
+    try:
+        clips = np.load(path)
+    except (ValueError, OSError) as err:
+        raise common.Refused("--calibration-npy {}: not a NumPy .npy array ({}).".format(
+            path, " ".join(str(err).split())[:200])) from None
+    if clips.ndim != 5 or len(clips) == 0:
+        raise common.Refused("--calibration-npy {}: expected clips shaped (N, frames, height, "
+                             "width, 3), N >= 1. Received: {}".format(path, clips.shape))
+    return clips
+
+
 def import_tftrt():
     # TensorFlow's C++ start-up lines would bury the one-line error messages below; so
     # would its oneDNN notice (x86 CPUs with AVX-512 VNNI, printed whatever the log level),
@@ -79,8 +99,8 @@ def signature_clip_shape(tf, saved_model, signature):
 def main(argv=None):
     args = parse_args(argv)
     batch_sizes = common.parse_batch_sizes(args.batch_sizes)
-    if not os.path.isdir(args.saved_model):
-        raise common.Refused("--saved-model {} is not a directory.".format(args.saved_model))
+    common.check_saved_model(args.saved_model)
+    common.check_workspace_mb(args.workspace_mb)
     if args.precision == "INT8" and not args.calibration_npy:
         raise common.Refused("INT8 needs --calibration-npy (clips shaped (N, frames, height, width, 3)).")
     capability = None
@@ -88,6 +108,7 @@ def main(argv=None):
         capability = common.parse_compute_capability(args.compute_capability)
     if args.precision == "INT8":
         common.check_int8(capability or common.compute_capability_from_board(), "TF-TRT INT8")
+    clips = read_calibration(args.calibration_npy) if args.precision == "INT8" else None
 
     tf, trt = import_tftrt()
     if capability is None:
@@ -97,6 +118,9 @@ def main(argv=None):
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     shape = signature_clip_shape(tf, args.saved_model, args.signature)
+    if clips is not None and tuple(clips.shape[1:]) != tuple(shape[1:]):
+        raise common.Refused("calibration clips are {} but the model takes {}.".format(
+            clips.shape[1:], shape[1:]))
     if shape[0] is not None:
         batch_sizes = (shape[0],)  # a fixed-batch signature has one engine shape
     params = trt.DEFAULT_TRT_CONVERSION_PARAMS._replace(
@@ -112,10 +136,7 @@ def main(argv=None):
         raise common.Missing(str(err).splitlines()[0]) from None
 
     if args.precision == "INT8":
-        clips = np.load(args.calibration_npy).astype(np.float32)
-        if tuple(clips.shape[1:]) != tuple(shape[1:]):
-            raise common.Refused("calibration clips are {} but the model takes {}.".format(
-                clips.shape[1:], shape[1:]))
+        clips = clips.astype(np.float32)
 
         def calibration_input_fn():
             step = batch_sizes[-1]

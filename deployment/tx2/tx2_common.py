@@ -11,6 +11,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 
 DEFAULT_BATCH_SIZES = (1, 8)
 
@@ -28,8 +29,13 @@ class Refused(Exception):
     """A request that cannot work on this device (INT8 on a TX2...): exit code 2."""
 
 
+class Failed(Exception):
+    """A tool this script runs failed (trtexec): reported in one line, exit code 1."""
+
+
 def run_main(main):
-    """Runs `main()` and turns expected absences and refusals into one-line messages."""
+    """Runs `main()` and turns expected absences, refusals and a failed tool into one-line
+    messages."""
     name = os.path.basename(sys.argv[0])
     try:
         code = main()
@@ -39,9 +45,56 @@ def run_main(main):
     except Refused as err:
         sys.stderr.write("{}: {}\n".format(name, err))
         sys.exit(EXIT_USAGE)
+    except Failed as err:
+        sys.stderr.write("{}: {}\n".format(name, err))
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def check_saved_model(path):
+    """Refuses, before TensorFlow is imported, a --saved-model that is not a SavedModel folder
+    (TensorFlow's loader would end in a traceback)."""
+    if not os.path.isdir(path):
+        raise Refused("--saved-model {} is not a directory.".format(path))
+    if not any(os.path.isfile(os.path.join(path, name))
+               for name in ("saved_model.pb", "saved_model.pbtxt")):
+        raise Refused("--saved-model {} is not a SavedModel: it has no saved_model.pb "
+                      "(export one with deployment/export.py --format savedmodel).".format(path))
+
+
+def check_output_file(path, flag):
+    """Refuses, before the long work, a file to write (`flag`) whose folder does not exist
+    or that is a folder: the results would be lost at the end."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise Refused("{} {} is a folder; a file is needed.".format(flag, path))
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise Refused("{} {}: folder {} does not exist.".format(flag, path, folder))
+
+
+def check_workspace_mb(value):
+    if value < 1:
+        raise Refused("--workspace-mb must be >= 1 (MiB of TensorRT workspace). Received: "
+                      "{}".format(value))
+
+
+def write_json(path, obj):
+    """Writes `obj` as JSON to `path` atomically: beside it, then renamed over it, so that an
+    interrupted run leaves the file of the run before whole."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(suffix=".json", prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def parse_batch_sizes(text):
@@ -137,6 +190,5 @@ def print_results(results, title, json_path=None):
         print("{:>6} {:>12.3f} {:>10.3f} {:>10.1f}".format(
             r["batch_size"], r["median_ms"], r["min_ms"], r["clips_per_s"]))
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump({"title": title, "results": results}, f, indent=2)
+        write_json(json_path, {"title": title, "results": results})
         print("wrote {}".format(json_path))

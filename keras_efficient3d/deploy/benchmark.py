@@ -16,6 +16,7 @@ and the table beside them (.md), by `write_report`.
 """
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -28,8 +29,8 @@ from keras_efficient3d.registry import create_model, resolve_name
 __all__ = ["COMPARISON_COLUMNS", "PEER_FORMS", "benchmark_models", "best_peer", "compare",
            "comparison_cells", "format_comparison", "format_op_profile", "format_peak",
            "format_table", "gemm_peak", "int8_op_profile", "load_peers", "load_reference",
-           "markdown_table", "model_macs", "peak_lines", "peers_and_peaks", "read_reference_rows",
-           "write_report"]
+           "markdown_table", "model_macs", "note_unmatched_peers", "peak_lines", "peers_and_peaks",
+           "read_reference_rows", "write_report"]
 
 # The peers: what a user who takes the original model runs instead of ours (OpenVINO in
 # fp32, and at the CPU's default precision: bf16 where the CPU has bf16 units).
@@ -210,7 +211,18 @@ def peers_and_peaks(models, peers_json=None, clip=(16, 112, 112), threads=(2,), 
     for name in models:
         resolve_name(name)
     peers = load_peers(peers_json, input_shape=clip) if peers_json else None
+    note_unmatched_peers(peers_json, 2 in threads and any(name in (peers or {}) for name in models),
+                         f"2 threads, batch 1, {'x'.join(str(d) for d in clip)} clips")
     return peers, ({n: gemm_peak(n) for n in threads} if measure_peak else None)
+
+
+def note_unmatched_peers(peers_json, matched, setting):
+    """Says on stderr, when `peers_json` was given but none of its rows `matched` a timed
+    model at `setting` (in words), that the table has no peer columns: it would otherwise
+    just lack them, as if the file had been left out."""
+    if peers_json and not matched:
+        print(f"note: no row of --peers_json={peers_json} is of a timed model at {setting}: "
+              "the table has no peer columns", file=sys.stderr)
 
 
 def format_peak(peak):

@@ -485,6 +485,19 @@ def test_pytorch_benchmark_rejects_unknown_names(tmp_path):
         script.build(_fake_original(tmp_path), "mobilenetv3_1.0x", 600, 16, 112)
 
 
+def test_pytorch_benchmark_checks_every_name_before_timing_any(tmp_path, capsys):
+    script = _script_module("benchmark_pytorch")
+    repo = _fake_original(tmp_path)
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_pytorch.py", f"--repo={repo}",
+                       "--models=mobilenetv2_1.0x,nosuchnet_1.0x"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == ("benchmark_pytorch.py: error: Unknown configuration 'nosuchnet_1.0x': the "
+                      "original code has the models mobilenetv2, shufflenet, named as "
+                      "mobilenetv2_1.0x, shufflenet_1.0x_g3, squeezenet_1.1, resnet18_A.")
+
+
 def test_pytorch_benchmark_runs_without_tensorflow_or_the_package():
     """benchmark_pytorch.py runs in a PyTorch-only environment: its flags (the project's
     vocabulary, keras_efficient3d/cli.py loaded by path) parse with TensorFlow, Keras and the
@@ -517,6 +530,39 @@ def test_compare_commits_table_and_bad_input(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "unknown nope" in err[0] and "--base=no-such-revision-here" in err[1]
     assert "Traceback" not in "".join(err)
+
+
+def test_compare_commits_worker_imports_the_package_of_the_tree_it_times(tmp_path):
+    """The base tree's worker runs the base tree's package, not this checkout's: a base tree
+    whose package fails to import makes its worker fail with that package's message,
+    relayed once under this program's prefix."""
+    from keras_efficient3d import cli
+
+    ab = _script_module("compare_commits")
+    (tmp_path / "keras_efficient3d").mkdir()
+    (tmp_path / "keras_efficient3d" / "__init__.py").write_text(
+        "raise ValueError('the base tree package was imported')\n")
+    with pytest.raises(cli.UsageError) as err:
+        ab._run_worker(str(tmp_path), "keras", ["mobilenetv2_0.2x"], 4, 16, 1)
+    message = str(err.value)
+    assert message == (f"timing keras in {tmp_path} failed: the base tree package was imported")
+
+
+def test_compare_commits_checks_the_models_before_the_worktree(capsys):
+    from keras_efficient3d import cli
+
+    ab = _script_module("compare_commits")
+    before = subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True,
+                            text=True, check=True).stdout
+    start = time.perf_counter()
+    assert cli.invoke(ab.main, ab.define_flags,
+                      ["compare_commits.py", "--what=keras", "--models=nosuchnet"]) == 2
+    assert time.perf_counter() - start < 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("compare_commits.py: error:") and "nosuchnet" in err[0]
+    assert "round 1" not in err[0]
+    assert subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True,
+                          text=True, check=True).stdout == before
 
 
 def _times(**medians):
@@ -708,12 +754,19 @@ def test_backends_script_refuses_bad_flags_in_one_line(tmp_path, capsys):
     from keras_efficient3d import cli
 
     script = _script_module("benchmark_backends")
+    (tmp_path / "orig").mkdir()
     for argv, expected in ((["--backends=tensorflow,mxnet"], "--backends"),
                            (["--models=nosuchnet"], "nosuchnet"),
                            ([f"--repo={tmp_path}/missing"], "no such folder"),
                            (["--modes=serve"], "--modes"),
                            (["--train_timing=epoch"], "--train_timing"),
-                           (["--allocator=hoard"], "--allocator=hoard: expected one of")):
+                           (["--allocator=hoard"], "--allocator=hoard: expected one of"),
+                           (["--threads=0"], "--threads=0: every runtime is timed at the same"),
+                           ([f"--repo={tmp_path}"], "is not a checkout of the original"),
+                           ([f"--repo={_fake_original(tmp_path / 'orig')}",
+                             "--models=mobilenetv2_1.0x,squeezenet_1.1"],
+                            "Unknown configuration 'squeezenet_1.1': the original code has the "
+                            "models mobilenetv2, shufflenet")):
         code = cli.invoke(script.main, script.define_flags, ["benchmark_backends.py"] + argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1, err
@@ -751,3 +804,265 @@ def test_backends_script_says_why_a_worker_failed(tmp_path):
     assert message.startswith("the original-pytorch worker for mobilenetv2_1.0x (inference) "
                               "failed:")
     assert "no such architecture here" in message
+
+
+@pytest.mark.parametrize("mode, function, expected", [
+    ("op_profile", "int8_op_profile", "tflite_op_profile.json"),
+    ("packing", "packing_comparison", "tflite_packing.json"),
+    ("stacking", "stacking_comparison", "tflite_stacking.json")])
+def test_tflite_side_modes_leave_the_main_result_file_alone(mode, function, expected, tmp_path,
+                                                           monkeypatch):
+    """A side mode's rows go to a file of their own, not over the main table's
+    tflite_timing.json (written by an earlier run that took minutes)."""
+    from keras_efficient3d.deploy import benchmark as timing
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tflite_timing.json").write_text("[]")
+    monkeypatch.setattr(timing, function, lambda *args, **kwargs: [{"side": mode}])
+    for formatter in ("format_op_profile", "format_packing", "format_stacking"):
+        monkeypatch.setattr(timing, formatter, lambda rows: "table")
+    script = _script_module("benchmark_tflite")
+    assert cli.invoke(script.main, script.define_flags,
+                      ["benchmark_tflite.py", f"--{mode}", "--threads=1"]) == 0
+    assert (tmp_path / "tflite_timing.json").read_text() == "[]"
+    assert json.loads((tmp_path / expected).read_text()) == [{"side": mode}]
+    # --json_out given still decides
+    assert cli.invoke(script.main, script.define_flags,
+                      ["benchmark_tflite.py", f"--{mode}", "--threads=1", "--json_out=x.json"]) == 0
+    assert json.loads((tmp_path / "x.json").read_text()) == [{"side": mode}]
+
+
+def test_openvino_model_file_leaves_the_main_result_file_alone(tmp_path, monkeypatch):
+    import types
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "openvino_timing.json").write_text("[]")
+    (tmp_path / "m.xml").write_text("<net/>")
+    monkeypatch.setitem(sys.modules, "openvino", types.ModuleType("openvino"))
+    export = types.ModuleType("keras_efficient3d.deploy.openvino_export")
+    export.ir_precision = lambda path: "fp32"
+    monkeypatch.setitem(sys.modules, "keras_efficient3d.deploy.openvino_export", export)
+    script = _script_module("benchmark_openvino")
+    monkeypatch.setattr(script, "time_files", lambda files, *args: [
+        {"label": "m.xml", "threads": 1, "median_ms": 2.0, "clips_per_s": 500.0,
+         "size_bytes": 10}])
+    assert cli.invoke(script.main, script.define_flags,
+                      ["benchmark_openvino.py", "--model_file=m.xml", "--threads=1"]) == 0
+    assert (tmp_path / "openvino_timing.json").read_text() == "[]"
+    assert json.loads((tmp_path / "openvino_file_timing.json").read_text())[0]["label"] == "m.xml"
+
+
+def test_onnx_forms_checks_every_name_before_exporting_any(monkeypatch, capsys):
+    script = _script_module("benchmark_onnx_forms")
+
+    def compare_forms(*args, **kwargs):
+        raise AssertionError("a model was built before every name was checked")
+    monkeypatch.setattr(script, "compare_forms", compare_forms)
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_onnx_forms.py", "--models=mobilenetv2,nosuchnet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("benchmark_onnx_forms.py: error: Unknown model 'nosuchnet'. "
+                             "Available: c3d, mobilenetv1")
+
+
+def test_peers_that_match_no_timed_model_are_noted(tmp_path, capsys, monkeypatch):
+    """A --peers_json of other models, threads or clips would leave the table without peer
+    columns, silently."""
+    path = tmp_path / "peers.json"
+    path.write_text(json.dumps(_pytorch_rows()))  # mobilenetv2_0.2x, 4x32x32
+    note = f"note: no row of --peers_json={path} is of a timed model at 2 threads, batch 1, "
+    for models, threads in ((["shufflenetv2_0.25x"], (2,)), (["mobilenetv2_0.2x"], (1,))):
+        peers_and_peaks(models, str(path), (4, 32, 32), threads, measure_peak=False)
+        err = capsys.readouterr().err
+        assert err == note + "4x32x32 clips: the table has no peer columns\n"
+    peers_and_peaks(["mobilenetv2_0.2x"], str(path), (4, 32, 32), (1, 2), measure_peak=False)
+    assert capsys.readouterr().err == ""
+
+    # deployment/benchmark.py matches by mode, batch, threads and clip too
+    bench = _script_module("benchmark")
+    rows = [{"model": "mobilenetv2_0.2x", "form": "keras", "mode": "inference", "batch_size": 1,
+             "threads": 2, "input": "4x32x32", "median_ms": 10.0, "clips_per_s": 100.0}]
+    argv = ["benchmark.py", "--models=mobilenetv2_0.2x", "--frames=4", "--size=32",
+            "--batch_sizes=1", f"--peers_json={path}"]
+    for extra, noted in (([], False), (["--threads=4"], True)):
+        run = [dict(row, threads=4 if extra else 2) for row in rows]
+        monkeypatch.setattr(bench, "run", lambda *args, run=run, **kwargs: run)
+        assert cli.invoke(bench.main, bench.define_flags, argv + extra) == 0
+        err = capsys.readouterr().err
+        assert ("note: no row of --peers_json" in err) == noted, err
+
+
+def test_rows_are_written_atomically_without_the_package(tmp_path):
+    """benchmark.py, benchmark_pytorch.py and compare_commits.py write their rows through
+    write_rows: a failure while writing keeps the file of the run before whole, and it needs
+    neither the package nor TensorFlow (benchmark_pytorch.py's PyTorch-only environment)."""
+    path = tmp_path / "rows.json"
+    path.write_text("[\"the run before\"]")
+    code = ("import sys\n"
+            "for name in ('tensorflow', 'keras', 'keras_efficient3d'):\n"
+            "    sys.modules[name] = None  # import fails\n"
+            "sys.path.insert(0, 'deployment')\n"
+            "from benchmark import write_rows\n"
+            "class Unwritable:\n"
+            "    def __str__(self):\n"
+            "        raise RuntimeError('cannot be written')\n"
+            "try:\n"
+            "    write_rows([{'median_ms': 1.0}, {'model': Unwritable()}], sys.argv[1])\n"
+            "except (RuntimeError, TypeError):\n"
+            "    pass\n"
+            "else:\n"
+            "    raise SystemExit('written')\n"
+            "print(open(sys.argv[1]).read())\n"
+            "write_rows([{'median_ms': 2.0}], sys.argv[1])\n")
+    run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "[\"the run before\"]\n"
+    assert json.loads(path.read_text()) == [{"median_ms": 2.0}]
+    assert sorted(os.listdir(tmp_path)) == ["rows.json"]  # no temporary file left
+
+
+def test_onnx_forms_removes_its_temporary_exports(tmp_path, monkeypatch):
+    import tempfile
+
+    import keras_efficient3d
+    from keras_efficient3d import runtime
+    from keras_efficient3d.deploy import onnx_export
+
+    forms = _script_module("benchmark_onnx_forms")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(keras_efficient3d, "create_model", lambda *args, **kwargs: None)
+    exported = []
+
+    def export(model, path, **kwargs):
+        exported.append(path)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("onnx")
+    monkeypatch.setattr(onnx_export, "export_onnx", export)
+    monkeypatch.setattr(forms, "_runners", lambda path, threads: {"onnxruntime": None})
+    monkeypatch.setattr(runtime, "measure", lambda step, warmup, runs: {"median_ms": 2.0})
+    rows = forms.compare_forms(["mobilenetv2_0.2x"], rounds=1)
+    assert [(r["runtime"], r["ratio"]) for r in rows] == [("onnxruntime", 1.0)]
+    assert len(exported) == 2 and str(tmp_path) in exported[0]
+    assert os.listdir(tmp_path) == []
+
+
+def test_backends_rows_give_the_median_of_an_even_count_of_rounds(monkeypatch):
+    """Two rounds of 1 and 3 s: the median is 2 s, not the upper one."""
+    script = _script_module("benchmark_backends")
+
+    class Worker:
+        def __init__(self):
+            self.stdin = self
+            self.log = self
+            self.answers = iter(["1.0", "3.0"])
+
+        def write(self, text):
+            pass
+
+        def flush(self):
+            pass
+
+        def kill(self):
+            pass
+
+        def wait(self):
+            pass
+
+        def close(self):
+            pass
+    monkeypatch.setattr(script, "_start", lambda *args: Worker())
+    monkeypatch.setattr(script, "_answer", lambda proc, accept: next(proc.answers))
+    rows = script.run_backends(["mobilenetv2_0.2x"], backends=("tensorflow",),
+                               modes=("inference",), rounds=2, runs=1, log=None,
+                               allocator="system")
+    assert (rows[0]["min_ms"], rows[0]["median_ms"], rows[0]["max_ms"]) == (1000.0, 2000.0, 3000.0)
+    assert rows[0]["clips_per_s"] == 0.5
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--frames=8"], "--frames is not used with --model_file: its clip and classes are the file's"),
+    (["--size=32", "--num_classes=5"], "--size and --num_classes are not used with --model_file"),
+    (["--peers_json={peers}", "--nogemm_peak"],
+     "--peers_json and --gemm_peak are not used with --model_file"),
+])
+def test_openvino_model_file_refuses_the_flags_it_would_ignore(args, expected, tmp_path, capsys):
+    script = _script_module("benchmark_openvino")
+    (tmp_path / "m.xml").write_text("<net/>")
+    (tmp_path / "peers.json").write_text(json.dumps(_pytorch_rows()))
+    argv = [arg.format(peers=tmp_path / "peers.json") for arg in args]
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_openvino.py", f"--model_file={tmp_path / 'm.xml'}", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("benchmark_openvino.py: error: " + expected), err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--op_profile", "--models=mobilenetv2_0.2x"], "--models is not used with --op_profile"),
+    (["--op_profile", "--size=56", "--rounds=3"], "--size and --rounds are not used with --op_profile"),
+    (["--packing", "--precisions=int8"], "--precisions is not used with --packing"),
+    (["--stacking", "--nogemm_peak"], "--gemm_peak is not used with --stacking"),
+    (["--packing", "--peers_json={peers}"], "--peers_json is not used with --packing"),
+    (["--rounds=3"], "--rounds is not used with the table of the models"),
+])
+def test_tflite_modes_refuse_the_flags_they_would_ignore(args, expected, tmp_path, capsys):
+    script = _script_module("benchmark_tflite")
+    (tmp_path / "peers.json").write_text(json.dumps(_pytorch_rows()))
+    argv = [arg.format(peers=tmp_path / "peers.json") for arg in args]
+    code = cli.invoke(script.main, script.define_flags, ["benchmark_tflite.py", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("benchmark_tflite.py: error: " + expected), err
+
+
+def test_targets_peers_choose_among_the_rows_of_peers_json(tmp_path, monkeypatch, capsys):
+    from keras_efficient3d.deploy import targets
+
+    script = _script_module("benchmark_targets")
+    seen = {}
+
+    def run_targets(names, folder, input_shape, num_classes, threads, rounds, warmup, runs,
+                    runtimes, peer_steps, peer_ms, peak, log):
+        seen["peer_ms"] = peer_ms
+        return []
+    monkeypatch.setattr(targets, "run_targets", run_targets)
+    peers = tmp_path / "peers.json"
+    peers.write_text(json.dumps([dict(_pytorch_rows()[0], input="4x32x32"),
+                                 dict(_pytorch_rows()[0], form="openvino", median_ms=9.0)]))
+    argv = ["benchmark_targets.py", "--models=mobilenetv2_0.2x", "--frames=4", "--size=32",
+            "--nogemm_peak", f"--json_out={tmp_path / 't.json'}", f"--work_dir={tmp_path}"]
+    assert cli.invoke(script.main, script.define_flags,
+                      argv + [f"--peers_json={peers}", "--peers=original-openvino"]) == 0
+    assert seen["peer_ms"] == {"mobilenetv2_0.2x": {"original-openvino": 9.0}}
+    assert cli.invoke(script.main, script.define_flags, argv + [f"--peers_json={peers}"]) == 0
+    assert seen["peer_ms"] == {"mobilenetv2_0.2x": {"original-pytorch": 30.0,
+                                                    "original-openvino": 9.0}}
+    capsys.readouterr()
+    assert cli.invoke(script.main, script.define_flags, argv + ["--peers=original-pytorch"]) == 2
+    assert capsys.readouterr().err == ("benchmark_targets.py: error: --peers chooses among the "
+                                       "peers of --repo or --peers_json: give one of them\n")
+
+
+def test_pytorch_benchmark_refuses_training_only_onnx_peers(tmp_path, capsys, monkeypatch):
+    """The ONNX peers run at inference: --mode=train with none but them timed nothing and
+    exited 0."""
+    script = _script_module("benchmark_pytorch")
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_pytorch.py", f"--repo={_fake_original(tmp_path)}",
+                       "--models=mobilenetv2_1.0x", "--mode=train",
+                       "--peers=openvino,onnxruntime"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "benchmark_pytorch.py: error: --mode=train times the pytorch peer only (the ONNX peers "
+        "run at inference): --peers=openvino,onnxruntime leaves nothing to time\n")
+    lines = []
+
+    def build(*args):
+        raise RuntimeError("stopped before the model is built")
+    monkeypatch.setattr(script, "build", build)
+    with pytest.raises((cli.UsageError, RuntimeError)):  # PyTorch missing, or stopped
+        script.run(str(tmp_path), ["mobilenetv2_1.0x"], mode="train",
+                   peers=("pytorch", "openvino"), log=lines.append)
+    assert lines == ["openvino peer skipped: timed at inference only"]

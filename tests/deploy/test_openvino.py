@@ -414,6 +414,32 @@ def test_benchmark_openvino_times_ir_files(fp32_ir, tmp_path, capsys):
         in table
 
 
+def test_benchmark_openvino_figures_of_a_row_describe_the_same_runs(fp32_ir, monkeypatch):
+    """min <= median <= p90 <= max in every row, whichever round was slow: the rounds here
+    are made unequal (a slow middle round) so that figures of one round beside the median of
+    all would contradict it."""
+    script = load_script("benchmark_openvino")
+    real = runtime.measure
+    rounds = iter([[1.0, 1.2, 1.1], [20.0, 21.0, 19.0], [2.0, 2.2, 2.1]])
+
+    def unequal_rounds(step, warmup=3, runs=15, batch=1, keep_times=False):
+        result = real(step, warmup, runs, batch, keep_times)
+        times = next(rounds)
+        result.update(runtime.time_statistics(times))
+        if keep_times:
+            result["times_ms"] = times
+        return result
+
+    monkeypatch.setattr(runtime, "measure", unequal_rounds)
+    rows = script.time_files({"small": fp32_ir[0]}, threads=(1,), warmup=0, runs=3, rounds=3,
+                             log=None)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["min_ms"] <= row["median_ms"] <= row["p90_ms"] <= row["max_ms"], row
+    assert (row["min_ms"], row["median_ms"], row["max_ms"]) == (1.0, 2.1, 21.0)
+    assert row["round_medians_ms"] == [1.1, 20.0, 2.1] and "times_ms" not in row
+
+
 def test_benchmark_openvino_times_each_stem_fold(tmp_path, capsys):
     script = load_script("benchmark_openvino")
     out = tmp_path / "folds.json"

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TX2 = os.path.join(ROOT, "deployment", "tx2")
 SCRIPTS = sorted(glob.glob(os.path.join(TX2, "*.py")))
 STDLIB_OK = {"argparse", "ctypes", "glob", "json", "os", "re", "shutil", "statistics",
-             "subprocess", "sys", "time", "tx2_common", "trt_build_engine"}
+             "subprocess", "sys", "tempfile", "time", "tx2_common", "trt_build_engine"}
 
 
 def test_the_scripts_are_there():
@@ -277,3 +277,71 @@ def test_tensorflow_scripts_turn_onednn_off_before_importing_it(name):
         source = handle.read()
     setting = source.find('os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")')
     assert 0 < setting < source.find("import tensorflow as tf")
+
+
+def _one_line(run, code, expected):
+    assert run.returncode == code, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], run.stderr
+
+
+def test_tftrt_benchmark_refuses_what_is_not_a_saved_model_and_a_lost_json(saved_model_dir,
+                                                                          tmp_path):
+    run = _script("tftrt_benchmark.py", "--saved-model", str(tmp_path), "--allow-cpu")
+    _one_line(run, 2, f"--saved-model {tmp_path} is not a SavedModel: it has no saved_model.pb")
+    run = _script("tftrt_benchmark.py", "--saved-model", saved_model_dir, "--allow-cpu",
+                  "--json", str(tmp_path / "no" / "r.json"))
+    _one_line(run, 2, "--json {}: folder {} does not exist".format(
+        tmp_path / "no" / "r.json", tmp_path / "no"))
+
+
+def test_trt_benchmark_reports_a_failed_trtexec_in_one_line(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not an engine")
+    trtexec = tmp_path / "trtexec"
+    trtexec.write_text("#!/bin/sh\necho '[I] TensorRT version: 8.2'\n"
+                       "echo '[E] Error[1]: engine deserialization failed'\nexit 1\n")
+    trtexec.chmod(0o755)
+    args = ["--engine", str(engine), "--backend", "trtexec", "--trtexec", str(trtexec)]
+    run = _script("trt_benchmark.py", *args)
+    _one_line(run, 1, "trtexec failed (exit 1): [E] Error[1]: engine deserialization failed")
+    run = _script("trt_benchmark.py", *args, "--json", str(tmp_path / "no" / "r.json"))
+    _one_line(run, 2, "--json {}: folder".format(tmp_path / "no" / "r.json"))
+
+
+def test_trt_convert_checks_the_calibration_clips_and_workspace_first(saved_model_dir, tmp_path):
+    import numpy as np
+
+    args = ["--saved-model", saved_model_dir, "--output", str(tmp_path / "o")]
+    run = _script("trt_convert.py", *args, "--precision", "INT8", "--calibration-npy",
+                  str(tmp_path / "c.npy"))
+    _one_line(run, 2, "--calibration-npy {} is not a file".format(tmp_path / "c.npy"))
+    (tmp_path / "bad.npy").write_text("not numpy")
+    run = _script("trt_convert.py", *args, "--precision", "INT8", "--calibration-npy",
+                  str(tmp_path / "bad.npy"))
+    _one_line(run, 2, "not a NumPy .npy array")
+    np.save(str(tmp_path / "flat.npy"), np.zeros((2, 3), np.float32))
+    run = _script("trt_convert.py", *args, "--precision", "INT8", "--calibration-npy",
+                  str(tmp_path / "flat.npy"))
+    _one_line(run, 2, "expected clips shaped (N, frames, height, width, 3), N >= 1. Received: (2, 3)")
+    run = _script("trt_convert.py", *args, "--workspace-mb", "-5")
+    _one_line(run, 2, "--workspace-mb must be >= 1")
+    run = _script("trt_convert.py", "--saved-model", str(tmp_path), "--output", "o")
+    _one_line(run, 2, "is not a SavedModel")
+
+
+def test_build_engine_refuses_a_workspace_below_one(onnx_files):
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", "e",
+                  "--workspace-mb", "-5", "--dry-run")
+    _one_line(run, 2, "--workspace-mb must be >= 1 (MiB of TensorRT workspace). Received: -5")
+
+
+def test_results_are_written_atomically(common, tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text("the run before")
+    with pytest.raises(TypeError):  # an unwritable result keeps the file before whole
+        common.print_results([dict(common.summarize([0.1], 1), extra=object())], "t", str(path))
+    assert path.read_text() == "the run before"
+    common.print_results([common.summarize([0.1], 1)], "t", str(path))
+    assert json.loads(path.read_text())["results"][0]["batch_size"] == 1
+    assert os.listdir(tmp_path) == ["r.json"]

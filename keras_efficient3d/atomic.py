@@ -1,0 +1,61 @@
+"""Atomic writes: a file is written beside its destination, then renamed over it, so that a
+crash never leaves half a model or half a JSON file.
+
+Standard library only, as cli.py: deployment/benchmark.py loads this file by its path for the
+scripts that run without the package's dependencies (benchmark_pytorch.py in a PyTorch-only
+environment). The package takes these functions through `keras_efficient3d.artifacts`.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+
+__all__ = ["atomic_path", "atomic_write", "atomic_write_json"]
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path` (same extension, so that writers that look at it,
+    such as ``model.save``, accept it); renames it over `path` when the block succeeds and
+    removes it otherwise. Folders are created; the file is world-readable, as ``open`` makes it."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    suffix = os.path.splitext(path)[1]
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=directory)
+    except OSError as err:  # its message names the temporary file, which the user never chose
+        raise OSError(f"cannot write {path} ({err.strerror or _one_line(err)})") from None
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o644)
+        yield tmp
+        try:
+            os.replace(tmp, path)
+        except OSError as err:
+            raise OSError(f"cannot write {path} ({err.strerror or _one_line(err)})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write(path, data) -> str:
+    """Writes `data` (bytes, or text as UTF-8) to `path` atomically; returns `path`."""
+    with atomic_path(path) as tmp:
+        if isinstance(data, str):
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(data)
+        else:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+    return os.fspath(path)
+
+
+def atomic_write_json(path, obj, indent=2) -> str:
+    """Writes `obj` as JSON (and a final newline) to `path` atomically; returns `path`."""
+    return atomic_write(path, json.dumps(obj, indent=indent, default=str) + "\n")
+
+
+def _one_line(err) -> str:
+    return " ".join((str(err).strip() or type(err).__name__).split())
