@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -62,6 +63,8 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
     sources = None if camera else find_sources(source)  # check the source before loading a model
     if output_video and sources is not None and len(sources) > 1:
         raise PredictError("--output needs a single video or a camera, not a folder of videos")
+    if output_video and sources:
+        _check_output_apart(output_video, sources[0])
     if model.lower().endswith(".keras"):
         check_keras_archive(model)  # Keras calls a truncated archive "File not found"
     runner = load_runner(model, threads, openvino_precision)
@@ -109,6 +112,22 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
                  f"stride {stride}): {top_text(summary['top'])}")
             emit(format_speed(summary))
     return 2 if failures else 0
+
+
+def _check_output_apart(output_video, source):
+    """The writer truncates its file before the reader has decoded it: the source would be
+    destroyed and the windows classified from whatever was left of it."""
+    target = os.path.realpath(output_video)
+    origin = os.path.realpath(source)
+    same = target == origin
+    if not same and os.path.exists(output_video):
+        with contextlib.suppress(OSError):
+            same = os.path.samefile(output_video, source)  # hard links
+    inside = os.path.isdir(origin) and target.startswith(origin.rstrip(os.sep) + os.sep)
+    if same or inside:
+        where = "is the source video" if same else "is inside the source frame folder"
+        raise PredictError(f"--output {output_video} {where} {source}: it would be overwritten "
+                           "while it is read; give another file")
 
 
 def _run_camera(index, runner, spec, stride, top, as_json, output_video, display, emit, err):

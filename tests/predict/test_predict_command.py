@@ -202,3 +202,25 @@ def test_default_model_missing_message(monkeypatch, tmp_path):
     monkeypatch.setattr(command, "DEFAULT_MODEL", str(missing))
     with pytest.raises(PredictError, match=r"missing: run ./demo.sh"):
         predict.run(str(tmp_path))
+
+
+def test_output_over_the_source_is_refused(models, videos, tmp_path, capfd, monkeypatch):
+    """--output naming the video being read (by any path to it) would truncate it before it is
+    decoded; a file inside a frame folder being read is refused too."""
+    clip = shutil.copy(videos["gesture"], tmp_path / "clip.mp4")
+    original = clip.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(clip)
+    os.link(clip, tmp_path / "hard.mp4")
+    frames = shutil.copytree(videos["frames"], tmp_path / "frames")
+    monkeypatch.chdir(tmp_path)
+    cases = [("clip.mp4", "clip.mp4", "is the source video"),
+             ("link.mp4", "./clip.mp4", "is the source video"),
+             (str(clip), "hard.mp4", "is the source video"),
+             (str(frames), str(frames / "out.mp4"), "inside the source frame folder")]
+    for source, output, expected in cases:
+        capfd.readouterr()
+        code = _invoke(source, {"model": models["onnx"], "output_video": output})
+        out, err = capfd.readouterr()
+        _check_error(code, out, err, expected)
+        assert "would be overwritten while it is read" in err
+    assert clip.read_bytes() == original and not (frames / "out.mp4").exists()
