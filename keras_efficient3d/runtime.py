@@ -262,10 +262,19 @@ class _Runner:
 
     def __call__(self, clips) -> np.ndarray:
         """Outputs (logits or probabilities, as the model gives them) for float32 clips
-        ``(N, T, H, W, C)`` (a single clip without the batch axis is accepted)."""
-        clips = np.asarray(clips, np.float32)
-        if clips.ndim == len(self.input_spec.shape) - 1:
-            clips = clips[None]
+        ``(N, T, H, W, C)`` (a single clip without the batch axis is accepted).
+
+        Raises:
+            ValueError: clips that are not floating point (uint8 frames not yet normalised),
+                an empty batch, a shape other than ``(N, *input_spec.shape[1:])`` or values
+                that are not finite (`check_clips`).
+        """
+        return self.outputs_unchecked(self.check_clips(clips))
+
+    def outputs_unchecked(self, clips) -> np.ndarray:
+        """The outputs for a float32 ``(N, T, H, W, C)`` batch known to be what the model
+        takes, without `check_clips`' pass over the values (~1% of a small model's time at
+        16x112x112): for clips made from uint8 frames (predict's), finite by construction."""
         step = self.input_spec.batch or len(clips)
         outputs = []
         for begin in range(0, len(clips), step):
@@ -276,6 +285,40 @@ class _Runner:
             out = np.asarray(self._run(self._prepare(chunk)))
             outputs.append(out.reshape(out.shape[0], -1)[:count])
         return np.concatenate(outputs).astype(np.float32)
+
+    def check_clips(self, clips) -> np.ndarray:
+        """`clips` as a float32 ``(N, T, H, W, C)`` batch the model takes, or a `ValueError`
+        that says what is wrong with them. The runtimes themselves would take uint8 frames
+        as if they were normalised floats, and an int8 model turns NaN into confident
+        scores; each reports a wrong shape its own way."""
+        array = np.asarray(clips)
+        if array.dtype.kind != "f":
+            raise ValueError(
+                f"The runner takes normalised float clips; received {array.dtype} values. Apply "
+                "the model's normalisation first: keras_efficient3d.predict.make_clip(frames, "
+                "resolve_spec(runner)), or read_metadata(path).normalization.apply(frames) "
+                "(keras_efficient3d.artifacts).")
+        expected = tuple(self.input_spec.shape[1:])
+        if array.ndim == len(expected):  # a single clip
+            array = array[None]
+        shown = "(N, " + ", ".join("?" if d is None else str(d) for d in expected) + ")"
+        if array.ndim != len(expected) + 1 or any(
+                d is not None and d != a for d, a in zip(expected, array.shape[1:])):
+            channels = expected[-1] if expected else None
+            hint = (" (channels first? the runner takes channels-last clips)"
+                    if array.ndim >= 2 and channels and array.shape[1] == channels != array.shape[-1]
+                    else "")
+            raise ValueError(f"The runner takes clips of shape {shown}; received shape "
+                             f"{tuple(np.shape(clips))}{hint}.")
+        if len(array) == 0:
+            raise ValueError(f"The runner received an empty batch, shape {array.shape}; give at least one clip.")
+        array = np.asarray(array, np.float32)
+        # min/max propagate NaN and show an infinity (one pass each, like isfinite().all());
+        # the timing steps of benchmark and measure call the model without this.
+        if not (np.isfinite(array.min()) and np.isfinite(array.max())):
+            raise ValueError("The clips hold NaN or infinite values; the model's outputs would be "
+                             "meaningless (an int8 model gives confident scores for them).")
+        return array
 
     def predict(self, clips) -> np.ndarray:
         """The same as calling the runner (Keras' name)."""
