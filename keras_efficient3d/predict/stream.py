@@ -345,12 +345,22 @@ def run_stream(frames: Iterable, classifier: StreamClassifier, on_window: Callab
     rate = None  # processing frame rate, smoothed
     last = time.perf_counter()
     interrupted = False
+    # The written frames before the first result wait for it: it is the window that covers
+    # them, and a video shorter than a window has no other (its loop-padded one, at the end).
+    pending = []
+
+    def overlay(frame, rate):
+        return draw_overlay(cv2.cvtColor(np.asarray(frame, np.uint8), cv2.COLOR_RGB2BGR), latest, rate)
+
     try:
         for frame, result in _stream(frames, classifier):
             if result is not None:
                 latest = result
                 if on_window is not None:
                     on_window(result)
+                for held in pending:
+                    writer.write(overlay(*held))
+                pending.clear()
             if frame is None or not (show or output_video):
                 continue
             now = time.perf_counter()
@@ -358,11 +368,14 @@ def run_stream(frames: Iterable, classifier: StreamClassifier, on_window: Callab
                 instant = 1.0 / (now - last)
                 rate = instant if rate is None else 0.9 * rate + 0.1 * instant
             last = now
-            canvas = draw_overlay(cv2.cvtColor(np.asarray(frame, np.uint8), cv2.COLOR_RGB2BGR), latest, rate)
+            canvas = overlay(frame, rate) if show or latest is not None else None
             if output_video:
                 if writer is None:
-                    writer = open_writer(output_video, fps, canvas.shape)
-                writer.write(canvas)
+                    writer = open_writer(output_video, fps, np.shape(frame))
+                if latest is None:
+                    pending.append((np.array(frame, np.uint8), rate))  # a copy: a source may reuse its buffer
+                else:
+                    writer.write(canvas)
             if show:
                 cv2.imshow(title, canvas)
                 if cv2.waitKey(1) & 0xFF in (27, ord("q")):
@@ -371,6 +384,8 @@ def run_stream(frames: Iterable, classifier: StreamClassifier, on_window: Callab
         interrupted = True
     finally:
         if writer is not None:
+            for held in pending:  # stopped before any result
+                writer.write(overlay(*held))
             writer.release()
         if show:
             with contextlib.suppress(cv2.error):

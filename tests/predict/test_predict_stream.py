@@ -4,6 +4,7 @@ camera, and a registry model through all three runtimes."""
 import os
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -25,6 +26,7 @@ from predict_helpers import (
     FakeRunner,
     count_video_frames,
     reference_probabilities,
+    write_video,
 )
 
 
@@ -162,6 +164,27 @@ def test_fake_camera_with_overlay_video(models, tmp_path):
     assert np.abs(corner - source[:, :40, :100]).mean() > 15
     rest = written[:, 120:, 160:].astype(int)
     assert np.abs(rest - source[:, 120:, 160:]).mean() < 5
+
+
+def test_overlay_video_of_a_short_video_shows_its_result(models, tmp_path):
+    """A video shorter than one window has one result, the loop-padded one predict prints: its
+    frames carry it, not "waiting for the first window"."""
+    runner = load_runner(models["int8"])
+    source = moving_square(5, height=240, width=320, seed=2)
+    source[:, :60] = 100  # flat behind the overlay: no codec noise
+    video = write_video(str(tmp_path / "short.avi"), source)
+    out = str(tmp_path / "overlay.avi")
+    result = predict.predict_video(runner, video, output_video=out)
+    assert result["padded"] and result["window_count"] == 1
+    written = read_video(out)
+    assert len(written) == 5
+    rows = slice(0, 28)  # the first line of the overlay: the top class, or "waiting ..."
+    for frame, shown in zip(source, written):
+        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        expected = {key: cv2.cvtColor(predict.draw_overlay(bgr.copy(), answer, None), cv2.COLOR_BGR2RGB)
+                    for key, answer in (("result", result["windows"][0]), ("waiting", None))}
+        error = {key: np.abs(shown[rows].astype(int) - image[rows]).mean() for key, image in expected.items()}
+        assert error["result"] < error["waiting"] / 3, error
 
 
 def test_ctrl_c_ends_the_stream_cleanly(models, tmp_path):
