@@ -27,6 +27,7 @@ from keras_efficient3d.predict.output import (
 from keras_efficient3d.predict.sources import capture_frames, find_sources, opencv_quiet
 from keras_efficient3d.predict.stream import (
     StreamClassifier,
+    check_options,
     predict_video,
     resolve_spec,
     run_stream,
@@ -59,6 +60,7 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
         raise PredictError(
             f"the shipped model {shown} is missing: run ./demo.sh to train and export it, or pass "
             "--model_file PATH (.keras, .tflite, .onnx or OpenVINO .xml)")
+    check_options(stride, top, normalization)  # before a model that takes seconds to load
     camera = source.isdigit() and not os.path.exists(source)
     sources = None if camera else find_sources(source)  # check the source before loading a model
     if output_video and sources is not None and len(sources) > 1:
@@ -71,7 +73,6 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
     spec = resolve_spec(runner, labels=labels, window=window, normalization=normalization)
     for note in spec.notes:
         print(f"note: {note}", file=err)
-    StreamClassifier(runner, spec, stride, top)  # validates stride and top before any decoding
 
     if camera:
         return _run_camera(int(source), runner, spec, stride, top, as_json, output_video, display, emit, err)

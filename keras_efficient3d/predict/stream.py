@@ -19,7 +19,7 @@ from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.data.temporal import loop_pad
-from keras_efficient3d.predict._errors import PredictError, one_line
+from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.predict.labels import load_labels
 from keras_efficient3d.predict.output import draw_overlay, open_window, open_writer
 from keras_efficient3d.predict.sources import VideoSource
@@ -109,7 +109,7 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
         height, width = meta_size
     downsample = int(metadata.downsample or 1)
 
-    given = _given_normalization(normalization)
+    given = check_options(normalization=normalization)
     if given is not None:
         _check_normalization(path, metadata, given, normalization)
     norm = None
@@ -137,13 +137,20 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     return ClipSpec(int(frames), int(height), int(width), downsample, norm, labels, probabilities, notes)
 
 
-def _given_normalization(normalization) -> Normalization | None:
+def check_options(stride=8, top=5, normalization=None) -> Normalization | None:
+    """Refuses a ``stride`` or ``top`` below 1 and an unknown normalisation preset, in a line
+    naming the flag: predict checks them before it loads a model. Returns the normalisation
+    (``None`` when none is given)."""
+    if int(stride) < 1:
+        raise PredictError(f"--stride must be >= 1, not {stride}")
+    if int(top) < 1:
+        raise PredictError(f"--top must be >= 1, not {top}")
     if isinstance(normalization, Normalization) or not normalization:
         return normalization or None
-    try:
-        return Normalization.preset(normalization)
-    except ValueError as err:
-        raise PredictError(one_line(err)) from None
+    if normalization not in PRESETS:
+        raise PredictError(f"--normalization={normalization}: unknown preset; expected one of "
+                           f"{', '.join(PRESETS)}")
+    return PRESETS[normalization]
 
 
 def _describe_normalization(norm: Normalization) -> str:
@@ -220,10 +227,7 @@ class StreamClassifier:
     """
 
     def __init__(self, runner, spec: ClipSpec, stride: int = 8, top: int = 5):
-        if int(stride) < 1:
-            raise PredictError(f"--stride must be >= 1, not {stride}")
-        if int(top) < 1:
-            raise PredictError(f"--top must be >= 1, not {top}")
+        check_options(stride, top)
         self.runner, self.spec = runner, spec
         # make_clip's clips, from uint8 frames, have the model's shape and finite values: the
         # runner's pass checking a caller's clips would only add to the time reported.

@@ -224,3 +224,18 @@ def test_output_over_the_source_is_refused(models, videos, tmp_path, capfd, monk
         _check_error(code, out, err, expected)
         assert "would be overwritten while it is read" in err
     assert clip.read_bytes() == original and not (frames / "out.mp4").exists()
+
+
+def test_bad_options_are_refused_before_the_model_loads(models, videos, capfd, monkeypatch):
+    """--stride, --top and --normalization are checked before a model (seconds for a .keras one)
+    is loaded; the line names the flag."""
+    monkeypatch.setattr(command, "load_runner", lambda *args: pytest.fail("loaded the model"))
+    cases = [({"stride": 0}, "--stride must be >= 1, not 0"),
+             ({"top": 0}, "--top must be >= 1, not 0"),
+             ({"top": -2}, "--top must be >= 1, not -2"),
+             ({"normalization": "klingon"}, "--normalization=klingon: unknown preset; expected one of ")]
+    for options, expected in cases:
+        capfd.readouterr()
+        code = _invoke(videos["gesture"], dict(options, model=models["onnx"]))
+        out, err = capfd.readouterr()
+        _check_error(code, out, err, expected)
