@@ -471,6 +471,10 @@ class KerasRunner(_Runner):
         from keras_efficient3d.fold import inference_form
 
         set_keras_threads(threads, is_depthwise_model(model))
+        if keras.backend.backend() != "tensorflow":
+            from keras_efficient3d import import_tensorflow_quietly
+
+            import_tensorflow_quietly()  # Keras imports it on any backend to load and fold the model
         self.threads = threads
         if isinstance(model, (str, os.PathLike)):
             self.path = os.fspath(model)

@@ -239,3 +239,26 @@ def test_bad_options_are_refused_before_the_model_loads(models, videos, capfd, m
         code = _invoke(videos["gesture"], dict(options, model=models["onnx"]))
         out, err = capfd.readouterr()
         _check_error(code, out, err, expected)
+
+
+def test_keras_model_on_other_backends_prints_no_start_up_noise(videos):
+    """A .keras model on PyTorch or JAX: Keras imports TensorFlow there too (to serialise the
+    layer configs that folding reads), whose start-up notices go to file descriptor 2 whatever
+    TF_CPP_MIN_LOG_LEVEL says; JAX logs each accelerator it does not find. None of it tells the
+    user anything."""
+    model = os.path.join(ROOT, "saved_models", "synthetic_gestures.keras")  # BatchNorm, ReLU6
+    argv = [videos["gesture"], f"--model_file={model}", "--top=1"]
+
+    def run(backend):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND=backend)
+        env.pop("JAX_PLATFORMS", None)
+        return subprocess.run([sys.executable, "-m", "keras_efficient3d.predict", *argv], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(("torch", "jax"), pool.map(run, ("torch", "jax"))))
+    for backend, proc in results.items():
+        assert proc.returncode == 0, (backend, proc.stderr[-2000:])
+        assert "speed:" in proc.stdout and "(keras, 2 threads)" in proc.stdout, backend
+        noise = [line for line in proc.stderr.splitlines() if not line.startswith("note: ")]
+        assert noise == [], (backend, proc.stderr)  # the note: the video is shorter than a window
