@@ -24,7 +24,7 @@ from keras_efficient3d.predict.output import (
     top_text,
     window_json,
 )
-from keras_efficient3d.predict.sources import capture_frames, find_sources, opencv_quiet
+from keras_efficient3d.predict.sources import capture_frames, find_sources, is_stream_url, opencv_quiet
 from keras_efficient3d.predict.stream import (
     StreamClassifier,
     check_options,
@@ -62,7 +62,8 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
             "--model_file PATH (.keras, .tflite, .onnx or OpenVINO .xml)")
     check_options(stride, top, normalization)  # before a model that takes seconds to load
     camera = source.isdigit() and not os.path.exists(source)
-    sources = None if camera else find_sources(source)  # check the source before loading a model
+    live = int(source) if camera else source if is_stream_url(source) else None
+    sources = None if live is not None else find_sources(source)  # checked before a model loads
     if output_video and sources is not None and len(sources) > 1:
         raise PredictError("--output needs a single video or a camera, not a folder of videos")
     if output_video and sources:
@@ -74,8 +75,8 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
     for note in spec.notes:
         print(f"note: {note}", file=err)
 
-    if camera:
-        return _run_camera(int(source), runner, spec, stride, top, as_json, output_video, display, emit, err)
+    if live is not None:
+        return _run_camera(live, runner, spec, stride, top, as_json, output_video, display, emit, err)
 
     _warm_up(runner, spec)
     failures = 0
@@ -131,16 +132,20 @@ def _check_output_apart(output_video, source):
                            "while it is read; give another file")
 
 
-def _run_camera(index, runner, spec, stride, top, as_json, output_video, display, emit, err):
+def _run_camera(target, runner, spec, stride, top, as_json, output_video, display, emit, err):
+    """A live source: a camera (its index) or a stream URL."""
     with opencv_quiet(), quiet_stderr():
-        capture = cv2.VideoCapture(index)
+        capture = cv2.VideoCapture(target)
         opened = capture.isOpened()
+    name = f"camera {target}" if isinstance(target, int) else target
     if not opened:
         capture.release()
-        raise PredictError(f"cannot open camera {index} (no such device, or in use)")
+        if isinstance(target, int):
+            raise PredictError(f"cannot open camera {target} (no such device, or in use)")
+        raise PredictError(f"cannot open the stream {target} (unreachable, or not a video "
+                           "OpenCV's FFmpeg reads)")
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = float(fps) if fps and math.isfinite(fps) and 0 < fps < 1000 else 30.0
-    name = f"camera {index}"
     _warm_up(runner, spec)
     classifier = StreamClassifier(runner, spec, stride, top)
     show = display and display_available()
@@ -196,8 +201,8 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     if len(argv) != 2:
-        raise cli.UsageError("give one SOURCE (a video file, a folder, or a camera index); "
-                             "see --help")
+        raise cli.UsageError("give one SOURCE (a video file, a folder, a camera index or a stream "
+                             "URL); see --help")
     f = flag_values
     if f.json and f["format"].present and f.format != "json":
         raise cli.UsageError(f"--json asks for --format=json; --format={f.format} contradicts it")

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import cv2
 import pytest
@@ -15,7 +16,7 @@ from helpers import moving_square
 from keras_efficient3d import cli, predict
 from keras_efficient3d.artifacts import write_sidecar
 from keras_efficient3d.predict import PredictError, command
-from predict_helpers import FRAMES, LABELS, METADATA, ROOT, FakeCapture
+from predict_helpers import FRAMES, LABELS, METADATA, ROOT, FakeCapture, write_video
 
 
 @pytest.mark.parametrize("interrupt_at", [None, 13])
@@ -262,3 +263,31 @@ def test_keras_model_on_other_backends_prints_no_start_up_noise(videos):
         assert "speed:" in proc.stdout and "(keras, 2 threads)" in proc.stdout, backend
         noise = [line for line in proc.stderr.splitlines() if not line.startswith("note: ")]
         assert noise == [], (backend, proc.stderr)  # the note: the video is shorter than a window
+
+
+def test_pipes_and_stream_urls_are_read(models, videos, tmp_path, capfd):
+    """A named pipe (or a device file) has no size to check: it is read as the video it carries.
+    A URL (rtsp://, http://, file://, ...) is a stream OpenCV's FFmpeg opens, read as a camera is;
+    one that cannot be opened is one line naming it."""
+    avi = tmp_path / "gesture.avi"
+    write_video(str(avi), moving_square(20))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=lambda: fifo.write_bytes(avi.read_bytes()), daemon=True)
+    feeder.start()
+    capfd.readouterr()
+    code = _invoke(str(fifo), {"model": models["tflite"], "stride": 4})
+    feeder.join(timeout=10)
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert f"{fifo}:" in out and "video (20 frames, 30.0 fps, 4 windows" in out, out
+
+    code = _invoke(f"file://{avi}", {"model": models["tflite"], "stride": 4})
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert f"  file://{avi}, end of stream after 20 frames, 4 windows" in out, out
+
+    code = _invoke("rtsp://127.0.0.1:9/none", {"model": models["tflite"]})  # loopback: refused
+    out, err = capfd.readouterr()
+    _check_error(code, out, err, "cannot open the stream rtsp://127.0.0.1:9/none (unreachable, or "
+                                 "not a video OpenCV's FFmpeg reads)")
