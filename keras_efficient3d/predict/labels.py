@@ -39,6 +39,19 @@ def _read_text_labels(path):
     return [line for _, line in lines], [number for number, _ in lines]
 
 
+def _refuse_repeats(path, labels, lines=None):
+    """Two outputs of one name: a result naming it could be either."""
+    seen = {}
+    for i, label in enumerate(labels):
+        if label in seen:
+            if lines is not None:
+                raise PredictError(f"{path}:{lines[i]}: class '{label}' is named twice "
+                                   f"(line {lines[seen[label]]} too)")
+            raise PredictError(f"{path}: class '{label}' is named twice (entries {seen[label] + 1} "
+                               f"and {i + 1})")
+        seen[label] = i
+
+
 def _read_csv_labels(path):
     with open(path, encoding="utf-8-sig", newline="") as handle:
         rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
@@ -69,7 +82,8 @@ def load_labels(name_or_path: str) -> list[str]:
     object with a ``labels`` list, as the original's annotation files).
 
     Raises:
-        PredictError: unknown set name, ``kinetics600`` (not shipped), unreadable or empty file.
+        PredictError: unknown set name, ``kinetics600`` (not shipped), unreadable or empty file,
+            a class named twice (with its line).
     """
     name = os.fspath(name_or_path)
     key = name.lower().replace("-", "").replace("_", "")
@@ -104,4 +118,5 @@ def load_labels(name_or_path: str) -> list[str]:
         raise PredictError(f"{path}: cannot read the labels ({one_line(err)})") from None
     if not labels:
         raise PredictError(f"{path}: no class names in the labels file")
+    _refuse_repeats(path, labels, lines)
     return labels
