@@ -123,12 +123,16 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
             notes.append(f"{os.path.basename(path)} records no normalisation; assuming preset "
                          "'original' (pass --normalization)")
 
+    if labels is None:
+        origin = "recorded in its metadata"
+    else:
+        origin = "the labels given" if isinstance(labels, (list, tuple)) else f"--labels {labels}"
     if labels is not None and not isinstance(labels, (list, tuple)):
         labels = load_labels(labels)
     labels = list(labels) if labels is not None else metadata.labels
     classes = runner.num_classes
     if labels is not None and classes is not None and len(labels) != classes:
-        raise PredictError(f"{path}: {len(labels)} labels for a model with {classes} classes")
+        raise PredictError(f"{path}: {len(labels)} labels for a model with {classes} classes ({origin})")
     if labels is None and classes is not None:
         labels = [f"class {i}" for i in range(classes)]
         notes.append(f"{os.path.basename(path)} records no class names; showing indices (pass --labels)")

@@ -215,3 +215,16 @@ def test_registry_model_all_backends(tmp_path, videos):
     for key in ("tflite", "onnx"):
         np.testing.assert_allclose(results[key]["probabilities"], results["keras"]["probabilities"],
                                    atol=1e-4, err_msg=key)
+
+
+def test_a_label_count_mismatch_names_where_the_labels_came_from(tmp_path, models):
+    runner = load_runner(models["tflite"])
+    path = tmp_path / "classes.txt"
+    path.write_text("a\nb\nc\n")
+    with pytest.raises(PredictError, match=rf"3 labels for a model with {CLASSES} classes \(--labels {path}\)$"):
+        predict.resolve_spec(runner, labels=str(path))
+    with pytest.raises(PredictError, match=rf"2 labels for a model with {CLASSES} classes \(the labels given\)$"):
+        predict.resolve_spec(runner, labels=["a", "b"])
+    with pytest.raises(PredictError, match=rf"2 labels for a model with {CLASSES} classes \(recorded in its "
+                                           r"metadata\)$"):
+        predict.resolve_spec(runner, metadata=dict(METADATA, labels=["a", "b"]))
