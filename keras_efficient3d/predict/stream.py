@@ -76,9 +76,12 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     """
     path = runner.path
     if metadata is None:
-        metadata = read_metadata(path) or ModelMetadata()
+        metadata = read_metadata(path)
+        unrecorded = metadata is None
+        metadata = metadata or ModelMetadata()
     else:
         metadata = ModelMetadata.from_dict(metadata)
+        unrecorded = False
     spec = runner.input_spec
     notes = []
     frames = spec.frames
@@ -120,8 +123,7 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
             norm = given
         else:
             norm = Normalization.preset("original")
-            notes.append(f"{os.path.basename(path)} records no normalisation; assuming preset "
-                         "'original' (pass --normalization)")
+            notes.append(("normalisation", "normalisation preset 'original' (pass --normalization)"))
 
     if labels is None:
         origin = "recorded in its metadata"
@@ -135,10 +137,26 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
         raise PredictError(f"{path}: {len(labels)} labels for a model with {classes} classes ({origin})")
     if labels is None and classes is not None:
         labels = [f"class {i}" for i in range(classes)]
-        notes.append(f"{os.path.basename(path)} records no class names; showing indices (pass --labels)")
+        notes.append(("class names", "class indices for names (pass --labels)"))
+    notes = _assumptions(os.path.basename(path), notes, unrecorded)
     output = metadata.output
     probabilities = {"probabilities": True, "logits": False}.get(output)
     return ClipSpec(int(frames), int(height), int(width), downsample, norm, labels, probabilities, notes)
+
+
+def _assumptions(name, assumed, unrecorded):
+    """The notes saying what was assumed for what the model does not record (``assumed``:
+    (what, assumption) pairs); one line for a model without any metadata, the frame step
+    included (no flag sets it: a model trained on one frame in N would see its clips
+    stretched N times)."""
+    if not unrecorded:
+        return [f"{name} records no {what}; assuming {assumption}" for what, assumption in assumed]
+    said = [assumption for _, assumption in assumed]
+    said.insert(min(1, len(said)), "every frame (a model trained on one frame in N needs its sidecar)")
+    where = ("none in the file, no sidecar beside it" if name.lower().endswith(".keras")
+             else f"no {name}.json beside it")
+    listed = ", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else said[0]
+    return [f"{name} records no metadata ({where}): assuming {listed}"]
 
 
 def check_options(stride=8, top=5, normalization=None) -> Normalization | None:

@@ -55,9 +55,16 @@ def test_resolve_spec_rejects_mismatches(tmp_path, models):
     with pytest.raises(PredictError, match="takes 8-frame clips; --frames 16"):
         predict.resolve_spec(runner, window=16)
     os.remove(path + ".json")
-    spec = predict.resolve_spec(runner)  # nothing recorded: defaults, said aloud
-    assert spec.labels == [f"class {i}" for i in range(CLASSES)] and len(spec.notes) == 2
+    spec = predict.resolve_spec(runner)  # nothing recorded: defaults, said aloud in one line
+    assert spec.labels == [f"class {i}" for i in range(CLASSES)] and spec.downsample == 1
     assert spec.normalization == Normalization.preset("original")
+    assert spec.notes == ["m.tflite records no metadata (no m.tflite.json beside it): assuming "
+                          "normalisation preset 'original' (pass --normalization), every frame (a "
+                          "model trained on one frame in N needs its sidecar) and class indices for "
+                          "names (pass --labels)"]
+    assert predict.resolve_spec(runner, labels=LABELS, normalization="original").notes == [
+        "m.tflite records no metadata (no m.tflite.json beside it): assuming every frame (a model "
+        "trained on one frame in N needs its sidecar)"]
 
 
 def test_resolve_spec_takes_a_normalization_only_where_it_agrees(tmp_path, models):
