@@ -869,7 +869,12 @@ def load_runner(path, threads: int | None = 2, openvino_precision: str = "f32"):
 
     Raises:
         ModelFileError: missing file, unknown format, unloadable model, not a clip model.
+        ValueError: a thread count that is not None, 0 or a positive integer.
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                or threads < 0):
+        raise ValueError("`threads` must be None, 0 (the runtime's default) or a positive integer. "
+                         f"Received: threads={threads!r}")
     if openvino_precision not in OPENVINO_PRECISIONS:
         raise ValueError(f"`openvino_precision` must be one of {', '.join(OPENVINO_PRECISIONS)}. "
                          f"Received: openvino_precision={openvino_precision!r}")

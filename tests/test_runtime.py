@@ -282,3 +282,14 @@ def test_torch_runner_warms_each_trace_up():
              "first = runner(clip); counts = [len(runs)]; second = runner(clip); counts.append(len(runs))\n"
              "np.testing.assert_allclose(first, second, atol=1e-5); print(*counts)")
     assert _probe(probe, "torch")[-2:] == ["3", "4"]
+
+
+@pytest.mark.parametrize("threads", [-1, 1.5, "2", True])
+def test_load_runner_refuses_a_bad_thread_count(tiny_files, threads):
+    """Each runtime would take a negative or fractional count its own way (LiteRT's -1 is its
+    default, ONNX Runtime and OpenVINO fail with their own messages)."""
+    for key in ("tflite", "onnx"):
+        with pytest.raises(ValueError, match=re.escape(
+                f"`threads` must be None, 0 (the runtime's default) or a positive integer. "
+                f"Received: threads={threads!r}")):
+            load_runner(tiny_files[key], threads=threads)
