@@ -203,6 +203,9 @@ def preprocess_frame(frame: np.ndarray, spec: ClipSpec) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise DataError(f"expected an RGB frame (H, W, 3), got shape {frame.shape}")
+    if frame.dtype != np.uint8:  # else taken as 0-255 pixels whatever its range, and normalised so
+        raise DataError(f"expected RGB uint8 frames (0-255); got {frame.dtype} values: convert them "
+                        "first, e.g. (frame * 255).round().astype(np.uint8) for 0-1 floats")
     if spec.height == spec.width:
         return val_transform(frame[None], spec.height)[0]
     h, w = frame.shape[:2]

@@ -235,3 +235,13 @@ def test_a_label_count_mismatch_names_where_the_labels_came_from(tmp_path, model
     with pytest.raises(PredictError, match=rf"2 labels for a model with {CLASSES} classes \(recorded in its "
                                            r"metadata\)$"):
         predict.resolve_spec(runner, metadata=dict(METADATA, labels=["a", "b"]))
+
+
+def test_frames_that_are_not_uint8_are_refused():
+    """Float frames (0-1 or 0-255) would be taken as 0-255 pixels and normalised as such."""
+    from keras_efficient3d.data.decode import DataError
+
+    spec = predict.ClipSpec(FRAMES, SIZE, SIZE, labels=LABELS)
+    for frame in (np.zeros((SIZE, SIZE, 3), np.float32), np.zeros((SIZE, SIZE, 3), np.uint16)):
+        with pytest.raises(DataError, match=rf"expected RGB uint8 frames \(0-255\); got {frame.dtype} "):
+            list(predict.iter_stream([frame], FakeRunner(), spec))
