@@ -26,6 +26,7 @@ from keras_efficient3d.predict.output import (
 )
 from keras_efficient3d.predict.sources import capture_frames, find_sources, is_stream_url, opencv_quiet
 from keras_efficient3d.predict.stream import (
+    PredictionInterrupted,
     StreamClassifier,
     check_options,
     predict_video,
@@ -91,6 +92,9 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
         try:
             summary = predict_video(runner, path, spec=spec, stride=stride, top=top,
                                     output_video=output_video, on_window=on_window)
+        except PredictionInterrupted as stop:  # what was done of this video, then status 130
+            _report_video(stop.summary, path, spec, stride, as_json, emit, err)
+            raise
         except DataError as error:
             if len(sources) == 1:
                 raise
@@ -98,22 +102,28 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
             print(f"{cli.program_name(main)}: error: {cli.error_line(error)}", file=err, flush=True)
             failures += 1
             continue
-        if summary.get("warning"):
-            print(f"warning: {path}: {summary['warning']}", file=err, flush=True)
-        if summary["note"]:
-            print(f"note: {path}: {summary['note']}", file=err, flush=True)
-        if as_json:
-            emit(summary_json(summary, path))
-        else:
-            fps = f", {summary['fps']:.1f} fps" if summary["fps"] else ""
-            windows = summary["window_count"]
-            # A window spans frames x frame step of the video (16 frames of every second: 32).
-            step = f" (one in {spec.downsample}, spanning {spec.span})" if spec.downsample > 1 else ""
-            emit(f"  video ({summary['frames']} frame{'s' * (summary['frames'] != 1)}{fps}, "
-                 f"{windows} window{'s' * (windows != 1)} of {spec.frames} frames{step}, "
-                 f"stride {stride}): {top_text(summary['top'])}")
-            emit(format_speed(summary))
+        _report_video(summary, path, spec, stride, as_json, emit, err)
     return 2 if failures else 0
+
+
+def _report_video(summary, path, spec, stride, as_json, emit, err):
+    if summary.get("warning"):
+        print(f"warning: {path}: {summary['warning']}", file=err, flush=True)
+    if summary["note"]:
+        print(f"note: {path}: {summary['note']}", file=err, flush=True)
+    if as_json:
+        emit(summary_json(summary, path))
+        return
+    fps = f", {summary['fps']:.1f} fps" if summary["fps"] else ""
+    windows = summary["window_count"]
+    frames = f"{summary['frames']} frame{'s' * (summary['frames'] != 1)}"
+    if summary.get("interrupted"):
+        frames = f"stopped by Ctrl-C after {frames}"
+    # A window spans frames x frame step of the video (16 frames of every second: 32).
+    step = f" (one in {spec.downsample}, spanning {spec.span})" if spec.downsample > 1 else ""
+    emit(f"  video ({frames}{fps}, {windows} window{'s' * (windows != 1)} of {spec.frames} frames"
+         f"{step}, stride {stride}): {top_text(summary['top'])}")
+    emit(format_speed(summary))
 
 
 def _check_output_apart(output_video, source):

@@ -24,7 +24,7 @@ from keras_efficient3d.predict.labels import load_labels
 from keras_efficient3d.predict.output import draw_overlay, open_window, open_writer
 from keras_efficient3d.predict.sources import VideoSource
 
-__all__ = ["ClipSpec", "StreamClassifier", "iter_stream", "make_clip", "predict_video",
+__all__ = ["ClipSpec", "PredictionInterrupted", "StreamClassifier", "iter_stream", "make_clip", "predict_video",
            "preprocess_frame", "resolve_spec", "run_stream"]
 
 
@@ -447,6 +447,7 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
 
     Raises:
         DataError: unreadable video. PredictError: options that do not fit the model.
+        PredictionInterrupted: Ctrl-C (a KeyboardInterrupt carrying the summary so far).
     """
     if spec is None:
         spec = resolve_spec(runner, labels=labels, window=window)
@@ -463,10 +464,8 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
             on_window(result)
 
     summary = run_stream(source, classifier, collect, output_video=output_video, fps=source.fps)
-    if summary["interrupted"]:
-        raise KeyboardInterrupt
+    interrupted = summary.pop("interrupted")
     summary.pop("displayed", None)
-    summary.pop("interrupted", None)
     note = None
     if summary["padded"]:
         note = (f"{summary['frames']} frames, fewer than the {spec.span}-frame window: "
@@ -477,4 +476,15 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
                    "(truncated or corrupt video); classified from those")
     summary.update(source=os.fspath(path), fps=source.fps, windows=windows, note=note,
                    warning=warning)
+    if interrupted:
+        raise PredictionInterrupted(dict(summary, interrupted=True))
     return summary
+
+
+class PredictionInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `predict_video`; ``summary``: its result for the frames read until then
+    (``interrupted``: True)."""
+
+    def __init__(self, summary):
+        super().__init__()
+        self.summary = summary

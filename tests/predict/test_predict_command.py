@@ -291,3 +291,31 @@ def test_pipes_and_stream_urls_are_read(models, videos, tmp_path, capfd):
     out, err = capfd.readouterr()
     _check_error(code, out, err, "cannot open the stream rtsp://127.0.0.1:9/none (unreachable, or "
                                  "not a video OpenCV's FFmpeg reads)")
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_ctrl_c_over_a_folder_reports_what_was_done(models, videos, capfd, monkeypatch, as_json):
+    """Ctrl-C during the second of three videos: the first's summary, the second's windows and
+    its summary so far (marked as stopped), then 'interrupted' and status 130."""
+    from keras_efficient3d.predict import stream
+
+    class Stopping(stream.VideoSource):
+        def __iter__(self):
+            for i, frame in enumerate(super().__iter__()):
+                if self.path.endswith("clip10.mp4") and i == 10:
+                    raise KeyboardInterrupt
+                yield frame
+
+    monkeypatch.setattr(stream, "VideoSource", Stopping)
+    capfd.readouterr()
+    code = _invoke(videos["folder"], {"model": models["tflite"], "stride": 2, "as_json": as_json})
+    out, err = capfd.readouterr()
+    assert code == 130 and err.strip() == "keras_efficient3d.predict: interrupted", err
+    if as_json:
+        videos_done = [json.loads(line) for line in out.splitlines() if '"type": "video"' in line]
+        assert [(v["source"].rsplit("/", 1)[-1], v["frames"], v["windows"], v.get("interrupted"))
+                for v in videos_done] == [("clip2.avi", 9, 1, None), ("clip10.mp4", 10, 2, True)]
+    else:
+        assert "clip2.avi:" in out and "clip10.mp4:" in out and "frames_a" not in out
+        assert out.count("  video (") == 2 and out.count("frames/s") == 2
+        assert "  video (stopped by Ctrl-C after 10 frames, 30.0 fps, 2 windows of " in out, out
