@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 import time
 
@@ -69,6 +70,13 @@ ONNX_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExec
 
 def _one_line(err) -> str:
     return " ".join((str(err).strip() or type(err).__name__).split())
+
+
+def _openvino_reason(err) -> str:
+    """OpenVINO's message on one line without the C++ source locations it stacks before its
+    reason ("Exception from src/inference/src/cpp/core.cpp:84:", "Check 'false' failed at
+    src/frontends/common/src/frontend.cpp:53:")."""
+    return re.sub(r"(Exception from|Check '.*?' failed at) \S+:\d+:\s*", "", _one_line(err)).strip()
 
 
 @contextlib.contextmanager
@@ -789,7 +797,7 @@ class OpenVINORunner(_Runner):
                     model = core.read_model(self.path, weights)
             except RuntimeError as err:
                 raise ModelFileError(f"{self.path}: cannot load the OpenVINO model, not an OpenVINO IR "
-                                     f"({_one_line(err)[:200]})") from None
+                                     f"({_openvino_reason(err)})") from None
         else:
             self.path = getattr(model, "friendly_name", "<openvino>")
         if len(model.inputs) != 1:
@@ -804,7 +812,7 @@ class OpenVINORunner(_Runner):
                 self.compiled = core.compile_model(model, device, config)
         except RuntimeError as err:
             raise ModelFileError(f"{self.path}: OpenVINO cannot compile the model for {device} "
-                                 f"({_one_line(err)[:200]})") from None
+                                 f"({_openvino_reason(err)})") from None
         self.request = self.compiled.create_infer_request()
         port = self.compiled.inputs[0]
         shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
