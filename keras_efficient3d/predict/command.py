@@ -17,6 +17,7 @@ from keras_efficient3d.artifacts import check_keras_archive
 from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.predict.output import (
+    counted,
     display_available,
     format_speed,
     format_window,
@@ -115,13 +116,12 @@ def _report_video(summary, path, spec, stride, as_json, emit, err):
         emit(summary_json(summary, path))
         return
     fps = f", {summary['fps']:.1f} fps" if summary["fps"] else ""
-    windows = summary["window_count"]
-    frames = f"{summary['frames']} frame{'s' * (summary['frames'] != 1)}"
+    frames = counted(summary["frames"], "frame")
     if summary.get("interrupted"):
         frames = f"stopped by Ctrl-C after {frames}"
     # A window spans frames x frame step of the video (16 frames of every second: 32).
     step = f" (one in {spec.downsample}, spanning {spec.span})" if spec.downsample > 1 else ""
-    emit(f"  video ({frames}{fps}, {windows} window{'s' * (windows != 1)} of {spec.frames} frames"
+    emit(f"  video ({frames}{fps}, {counted(summary['window_count'], 'window')} of {spec.frames} frames"
          f"{step}, stride {stride}): {top_text(summary['top'])}")
     emit(format_speed(summary))
 
@@ -172,8 +172,8 @@ def _run_camera(target, runner, spec, stride, top, as_json, output_video, displa
         emit(summary_json(summary, name))
     else:
         stop = "stopped (Ctrl-C)" if summary["interrupted"] else "end of stream"
-        emit(f"  {name}, {stop} after {summary['frames']} frames, {summary['window_count']} windows: "
-             f"{top_text(summary['top'])}")
+        emit(f"  {name}, {stop} after {counted(summary['frames'], 'frame')}, "
+             f"{counted(summary['window_count'], 'window')}: {top_text(summary['top'])}")
         emit(format_speed(summary))
     return 0
 

@@ -21,7 +21,7 @@ from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.data.temporal import loop_pad
 from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.predict.labels import load_labels
-from keras_efficient3d.predict.output import draw_overlay, open_window, open_writer
+from keras_efficient3d.predict.output import counted, draw_overlay, open_window, open_writer
 from keras_efficient3d.predict.sources import VideoSource
 
 __all__ = ["ClipSpec", "PredictionInterrupted", "StreamClassifier", "iter_stream", "make_clip", "predict_video",
@@ -468,7 +468,7 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
     summary.pop("displayed", None)
     note = None
     if summary["padded"]:
-        note = (f"{summary['frames']} frames, fewer than the {spec.span}-frame window: "
+        note = (f"{counted(summary['frames'], 'frame')}, fewer than the {spec.span}-frame window: "
                 "loop-padded as in training")
     warning = None
     if getattr(source, "truncated", False):

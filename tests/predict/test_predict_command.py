@@ -319,3 +319,16 @@ def test_ctrl_c_over_a_folder_reports_what_was_done(models, videos, capfd, monke
         assert "clip2.avi:" in out and "clip10.mp4:" in out and "frames_a" not in out
         assert out.count("  video (") == 2 and out.count("frames/s") == 2
         assert "  video (stopped by Ctrl-C after 10 frames, 30.0 fps, 2 windows of " in out, out
+
+
+def test_one_frame_is_said_in_the_singular(models, tmp_path, capfd, monkeypatch):
+    video = write_video(str(tmp_path / "one.avi"), moving_square(1))
+    capfd.readouterr()
+    assert _invoke(video, {"model": models["tflite"]}) == 0
+    out, err = capfd.readouterr()
+    assert "  video (1 frame, 30.0 fps, 1 window of " in out, out
+    assert f"note: {video}: 1 frame, fewer than the {FRAMES}-frame window: loop-padded" in err, err
+    monkeypatch.setattr(cv2, "VideoCapture", lambda index: FakeCapture(moving_square(1)))
+    assert _invoke("0", {"model": models["tflite"]}) == 0
+    out, err = capfd.readouterr()
+    assert "  camera 0, end of stream after 1 frame, 1 window: " in out, out
