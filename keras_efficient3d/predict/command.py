@@ -216,6 +216,9 @@ def main(argv, flag_values=flags.FLAGS):
     f = flag_values
     if f.json and f["format"].present and f.format != "json":
         raise cli.UsageError(f"--json asks for --format=json; --format={f.format} contradicts it")
+    if f.json:
+        print("note: --json is deprecated; use --format=json (the same output)", file=sys.stderr,
+              flush=True)
     model = f.model_file or DEFAULT_MODEL
     if f["openvino_precision"].present and not model.lower().endswith(".xml"):
         # Any other runtime would run the file at its own precision, the flag unread.

@@ -332,3 +332,14 @@ def test_one_frame_is_said_in_the_singular(models, tmp_path, capfd, monkeypatch)
     assert _invoke("0", {"model": models["tflite"]}) == 0
     out, err = capfd.readouterr()
     assert "  camera 0, end of stream after 1 frame, 1 window: " in out, out
+
+
+def test_the_deprecated_json_flag_says_what_replaces_it(models, videos, capfd):
+    capfd.readouterr()
+    code = cli.invoke(command.main, command.define_flags,
+                      ["keras_efficient3d.predict", videos["gesture"], f"--model_file={models['tflite']}",
+                       "--json"], positional=True)
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert err.splitlines()[0] == "note: --json is deprecated; use --format=json (the same output)"
+    assert all(json.loads(line)["type"] in ("window", "video") for line in out.splitlines())
