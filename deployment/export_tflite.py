@@ -19,6 +19,7 @@ normalisation, frame step, labels), which ``predict`` reads. Bad input ends with
 stderr and exit status 2; a failed verification with one line and exit status 1.
 """
 
+import dataclasses
 import os
 
 from absl import flags
@@ -93,11 +94,19 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
     data = None
     if precision == "int8":
         from keras_efficient3d import data as kdata
+        from keras_efficient3d.data.normalization import Normalization
 
         pipeline = {"normalization": "original", "downsample": 1,
                     **metadata.pipeline_arguments()}
         pipeline.update({k: v for k, v in (("normalization", normalization),
                                            ("downsample", downsample)) if v is not None})
+        # The file is quantised for these clips: its sidecar says so, for predict to feed it
+        # the same (a model that records none would get 'original' clips, said in a note).
+        recorded = pipeline["normalization"]
+        metadata = dataclasses.replace(
+            metadata, downsample=int(pipeline["downsample"]),
+            normalization=None if metadata.preprocessing_included else
+            recorded if isinstance(recorded, Normalization) else Normalization.preset(recorded))
         records, _ = kdata.index_jester(data_root, "train")
         data = kdata.make_dataset(records, "val", sample_duration=int(model.inputs[0].shape[1]),
                                   sample_size=int(model.inputs[0].shape[2]), batch_size=8,

@@ -23,42 +23,56 @@ def _import_tensorflow_with_onednn():
     machines they still make these models 1.2-2x faster (MobileNetV2 1.0x inference 94 ->
     79 ms, training 2.0 -> 3.9 clips/s, 2 threads). The switch is read once, when TensorFlow
     is first imported: set TF_ENABLE_ONEDNN_OPTS=0 (or import TensorFlow first) to opt out.
-    TensorFlow then prints a notice on file descriptor 2 whatever TF_CPP_MIN_LOG_LEVEL says;
-    it is dropped (other start-up output is passed on) so that the CLIs' one-line error
-    messages stay one line, and the variable is removed again so that child processes
-    (TensorFlow-only scripts) start as the user's environment says.
+    The variable is removed again so that child processes (TensorFlow-only scripts) start as
+    the user's environment says.
     """
     import sys
 
     if "tensorflow" in sys.modules or "TF_ENABLE_ONEDNN_OPTS" in _os.environ or \
             _os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
         return
+    _os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    try:
+        import_tensorflow_quietly()
+    finally:
+        del _os.environ["TF_ENABLE_ONEDNN_OPTS"]
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow, if installed and not yet imported, without the notices it prints on
+    file descriptor 2 whatever TF_CPP_MIN_LOG_LEVEL says (oneDNN's, on CPUs where it is on by
+    default); other start-up output is passed on. The CLIs' one-line messages stay one line,
+    on any Keras backend: on PyTorch and JAX, Keras imports TensorFlow too, the first time it
+    serialises a layer's config (loading or folding a .keras model)."""
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return
+    import importlib.util
     import tempfile
 
-    _os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    if importlib.util.find_spec("tensorflow") is None:
+        return
     try:
         sys.stderr.flush()
         saved = _os.dup(2)
-    except OSError:
+    except (OSError, ValueError):
         saved = None
-    try:
-        with tempfile.TemporaryFile() as captured:
+    with tempfile.TemporaryFile() as captured:
+        if saved is not None:
+            _os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
             if saved is not None:
-                _os.dup2(captured.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            finally:
-                if saved is not None:
-                    _os.dup2(saved, 2)
-                    _os.close(saved)
-                captured.seek(0)
-                lines = captured.read().decode("utf-8", "replace").splitlines()
-        kept = [line for line in lines if "oneDNN custom operations are on" not in line
-                and "before absl::InitializeLog() is called" not in line]
-        if kept:
-            sys.stderr.write("\n".join(kept) + "\n")
-    finally:
-        del _os.environ["TF_ENABLE_ONEDNN_OPTS"]
+                _os.dup2(saved, 2)
+                _os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", "replace").splitlines()
+    kept = [line for line in lines if "oneDNN custom operations are on" not in line
+            and "before absl::InitializeLog() is called" not in line]
+    if kept:
+        sys.stderr.write("\n".join(kept) + "\n")
 
 
 _import_tensorflow_with_onednn()

@@ -501,6 +501,9 @@ def run(main, define_flags, positional=False):
     def start(argv):
         if absl_logging.get_verbosity() < 1:  # -v 1 keeps absl's timestamped lines
             absl_logging.get_absl_handler().setFormatter(_PlainFormatter())
+            # absl shows INFO lines, the libraries' too: JAX's "Unable to initialize backend
+            # 'tpu'" for each accelerator it looks for and does not find tells a user nothing.
+            logging.getLogger("jax").setLevel(logging.WARNING)
         return _call(main, argv, flags.FLAGS, prog, positional)
 
     try:

@@ -2,6 +2,7 @@
 models it refuses, the timing loop."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -212,8 +213,83 @@ def test_load_runner_sets_tensorflows_threads_by_the_plan(tmp_path, tiny, depthw
              f"load_runner({path!r}, threads=2); "
              "print(tf.config.threading.get_intra_op_parallelism_threads(), "
              "tf.config.threading.get_inter_op_parallelism_threads())")
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+    assert _probe(probe, "tensorflow")[-2:] == (["1", "2"] if depthwise else ["2", "1"])
+
+
+def _probe(code, backend):
+    """The words `code` prints in a fresh process on the Keras `backend`."""
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-2:] == (["1", "2"] if depthwise else ["2", "1"])
+    return out.stdout.split()
+
+
+def test_runners_check_their_input(tiny_files):
+    """Every runner refuses, with one message of its own, what the runtimes would take or fail
+    on each in their own way: uint8 frames (read as if normalised), wrong shapes, an empty
+    batch, NaN (which an int8 model turns into confident scores)."""
+    good = np.random.default_rng(0).normal(size=(2, FRAMES, SIZE, SIZE, 3)).astype(np.float32)
+    expected = f"(N, {FRAMES}, {SIZE}, {SIZE}, 3)"
+    for key in ("tflite", "int8", "onnx"):
+        runner = load_runner(tiny_files[key], threads=1)
+        assert runner(good).shape == (2, CLASSES) and runner(good[0]).shape == (1, CLASSES), key
+        assert runner(good.astype(np.float64)).dtype == np.float32, key
+        np.testing.assert_array_equal(runner.outputs_unchecked(good), runner(good))
+        with pytest.raises(ValueError, match=r"takes normalised float clips; received uint8 .*make_clip"):
+            runner(np.zeros((1, FRAMES, SIZE, SIZE, 3), np.uint8))
+        with pytest.raises(ValueError, match=re.escape(f"clips of shape {expected}; received shape "
+                                                       f"(1, 3, {FRAMES}, {SIZE}, {SIZE}) (channels first?")):
+            runner(good[:1].transpose(0, 4, 1, 2, 3))
+        for shape in [(1, FRAMES + 1, SIZE, SIZE, 3), (1, FRAMES, SIZE, 16, 3), (1, FRAMES, SIZE, SIZE, 1),
+                      (1, 1, FRAMES, SIZE, SIZE, 3), (SIZE, SIZE, 3)]:
+            with pytest.raises(ValueError, match=re.escape(f"clips of shape {expected}; received shape {shape}.")):
+                runner(np.zeros(shape, np.float32))
+        with pytest.raises(ValueError, match="empty batch"):
+            runner(good[:0])
+        for bad in (np.nan, np.inf, -np.inf):
+            clips = good.copy()
+            clips[1, 3, 4, 5, 1] = bad
+            with pytest.raises(ValueError, match="NaN or infinite"):
+                runner(clips)
+
+
+def test_predict_skips_the_check_of_a_callers_clips(tiny_files, monkeypatch):
+    """predict's clips, made from uint8 frames, are good by construction: the runner's pass over
+    the values (~1% of a small model's time) stays out of the time it reports."""
+    from keras_efficient3d import predict
+
+    runner = load_runner(tiny_files["tflite"], threads=1)
+    monkeypatch.setattr(runner, "check_clips", lambda clips: pytest.fail("checked predict's clip"))
+    frames = np.zeros((FRAMES, SIZE, SIZE, 3), np.uint8)
+    assert len(list(predict.iter_stream(frames, runner, stride=FRAMES))) == 1
+
+
+def test_torch_runner_warms_each_trace_up():
+    """On PyTorch, a frozen trace's second run is its profiling executor's optimisation (5x a
+    steady run's CPU time for the shipped model): the first call of a clip shape traces and runs
+    it three times, as the other runners warm up, so that predict's warm-up call leaves the
+    clips it times at the steady speed."""
+    probe = ("import numpy as np; from keras_efficient3d import runtime as rt\n"
+             "runs = []\n"
+             "trace = rt.torch_trace\n"
+             "def counted(net, example):\n"
+             "    traced = trace(net, example)\n"
+             "    return lambda x: (runs.append(1), traced(x))[1]\n"
+             "rt.torch_trace = counted\n"
+             f"runner = rt.load_runner({SHIPPED!r}, threads=1)\n"
+             "clip = np.zeros((1,) + runner.input_spec.shape[1:], np.float32)\n"
+             "first = runner(clip); counts = [len(runs)]; second = runner(clip); counts.append(len(runs))\n"
+             "np.testing.assert_allclose(first, second, atol=1e-5); print(*counts)")
+    assert _probe(probe, "torch")[-2:] == ["3", "4"]
+
+
+@pytest.mark.parametrize("threads", [-1, 1.5, "2", True])
+def test_load_runner_refuses_a_bad_thread_count(tiny_files, threads):
+    """Each runtime would take a negative or fractional count its own way (LiteRT's -1 is its
+    default, ONNX Runtime and OpenVINO fail with their own messages)."""
+    for key in ("tflite", "onnx"):
+        with pytest.raises(ValueError, match=re.escape(
+                f"`threads` must be None, 0 (the runtime's default) or a positive integer. "
+                f"Received: threads={threads!r}")):
+            load_runner(tiny_files[key], threads=threads)

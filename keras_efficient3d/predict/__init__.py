@@ -44,6 +44,7 @@ from keras_efficient3d.predict.output import (
 from keras_efficient3d.predict.sources import capture_frames, find_sources, video_frames
 from keras_efficient3d.predict.stream import (
     ClipSpec,
+    PredictionInterrupted,
     StreamClassifier,
     iter_stream,
     make_clip,
@@ -58,6 +59,7 @@ __all__ = [
     "LABEL_SETS",
     "ClipSpec",
     "PredictError",
+    "PredictionInterrupted",
     "StreamClassifier",
     "capture_frames",
     "define_flags",

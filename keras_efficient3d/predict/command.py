@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from keras_efficient3d.artifacts import check_keras_archive
 from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.predict.output import (
+    counted,
     display_available,
     format_speed,
     format_window,
@@ -23,9 +25,11 @@ from keras_efficient3d.predict.output import (
     top_text,
     window_json,
 )
-from keras_efficient3d.predict.sources import capture_frames, find_sources, opencv_quiet
+from keras_efficient3d.predict.sources import capture_frames, find_sources, is_stream_url, opencv_quiet
 from keras_efficient3d.predict.stream import (
+    PredictionInterrupted,
     StreamClassifier,
+    check_options,
     predict_video,
     resolve_spec,
     run_stream,
@@ -58,20 +62,23 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
         raise PredictError(
             f"the shipped model {shown} is missing: run ./demo.sh to train and export it, or pass "
             "--model_file PATH (.keras, .tflite, .onnx or OpenVINO .xml)")
+    check_options(stride, top, normalization)  # before a model that takes seconds to load
     camera = source.isdigit() and not os.path.exists(source)
-    sources = None if camera else find_sources(source)  # check the source before loading a model
+    live = int(source) if camera else source if is_stream_url(source) else None
+    sources = None if live is not None else find_sources(source)  # checked before a model loads
     if output_video and sources is not None and len(sources) > 1:
         raise PredictError("--output needs a single video or a camera, not a folder of videos")
+    if output_video and sources:
+        _check_output_apart(output_video, sources[0])
     if model.lower().endswith(".keras"):
         check_keras_archive(model)  # Keras calls a truncated archive "File not found"
     runner = load_runner(model, threads, openvino_precision)
     spec = resolve_spec(runner, labels=labels, window=window, normalization=normalization)
     for note in spec.notes:
         print(f"note: {note}", file=err)
-    StreamClassifier(runner, spec, stride, top)  # validates stride and top before any decoding
 
-    if camera:
-        return _run_camera(int(source), runner, spec, stride, top, as_json, output_video, display, emit, err)
+    if live is not None:
+        return _run_camera(live, runner, spec, stride, top, as_json, output_video, display, emit, err)
 
     _warm_up(runner, spec)
     failures = 0
@@ -86,6 +93,9 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
         try:
             summary = predict_video(runner, path, spec=spec, stride=stride, top=top,
                                     output_video=output_video, on_window=on_window)
+        except PredictionInterrupted as stop:  # what was done of this video, then status 130
+            _report_video(stop.summary, path, spec, stride, as_json, emit, err)
+            raise
         except DataError as error:
             if len(sources) == 1:
                 raise
@@ -93,34 +103,59 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
             print(f"{cli.program_name(main)}: error: {cli.error_line(error)}", file=err, flush=True)
             failures += 1
             continue
-        if summary.get("warning"):
-            print(f"warning: {path}: {summary['warning']}", file=err, flush=True)
-        if summary["note"]:
-            print(f"note: {path}: {summary['note']}", file=err, flush=True)
-        if as_json:
-            emit(summary_json(summary, path))
-        else:
-            fps = f", {summary['fps']:.1f} fps" if summary["fps"] else ""
-            windows = summary["window_count"]
-            # A window spans frames x frame step of the video (16 frames of every second: 32).
-            step = f" (one in {spec.downsample}, spanning {spec.span})" if spec.downsample > 1 else ""
-            emit(f"  video ({summary['frames']} frame{'s' * (summary['frames'] != 1)}{fps}, "
-                 f"{windows} window{'s' * (windows != 1)} of {spec.frames} frames{step}, "
-                 f"stride {stride}): {top_text(summary['top'])}")
-            emit(format_speed(summary))
+        _report_video(summary, path, spec, stride, as_json, emit, err)
     return 2 if failures else 0
 
 
-def _run_camera(index, runner, spec, stride, top, as_json, output_video, display, emit, err):
+def _report_video(summary, path, spec, stride, as_json, emit, err):
+    if summary.get("warning"):
+        print(f"warning: {path}: {summary['warning']}", file=err, flush=True)
+    if summary["note"]:
+        print(f"note: {path}: {summary['note']}", file=err, flush=True)
+    if as_json:
+        emit(summary_json(summary, path))
+        return
+    fps = f", {summary['fps']:.1f} fps" if summary["fps"] else ""
+    frames = counted(summary["frames"], "frame")
+    if summary.get("interrupted"):
+        frames = f"stopped by Ctrl-C after {frames}"
+    # A window spans frames x frame step of the video (16 frames of every second: 32).
+    step = f" (one in {spec.downsample}, spanning {spec.span})" if spec.downsample > 1 else ""
+    emit(f"  video ({frames}{fps}, {counted(summary['window_count'], 'window')} of {spec.frames} frames"
+         f"{step}, stride {stride}): {top_text(summary['top'])}")
+    emit(format_speed(summary))
+
+
+def _check_output_apart(output_video, source):
+    """The writer truncates its file before the reader has decoded it: the source would be
+    destroyed and the windows classified from whatever was left of it."""
+    target = os.path.realpath(output_video)
+    origin = os.path.realpath(source)
+    same = target == origin
+    if not same and os.path.exists(output_video):
+        with contextlib.suppress(OSError):
+            same = os.path.samefile(output_video, source)  # hard links
+    inside = os.path.isdir(origin) and target.startswith(origin.rstrip(os.sep) + os.sep)
+    if same or inside:
+        where = "is the source video" if same else "is inside the source frame folder"
+        raise PredictError(f"--output {output_video} {where} {source}: it would be overwritten "
+                           "while it is read; give another file")
+
+
+def _run_camera(target, runner, spec, stride, top, as_json, output_video, display, emit, err):
+    """A live source: a camera (its index) or a stream URL."""
     with opencv_quiet(), quiet_stderr():
-        capture = cv2.VideoCapture(index)
+        capture = cv2.VideoCapture(target)
         opened = capture.isOpened()
+    name = f"camera {target}" if isinstance(target, int) else target
     if not opened:
         capture.release()
-        raise PredictError(f"cannot open camera {index} (no such device, or in use)")
+        if isinstance(target, int):
+            raise PredictError(f"cannot open camera {target} (no such device, or in use)")
+        raise PredictError(f"cannot open the stream {target} (unreachable, or not a video "
+                           "OpenCV's FFmpeg reads)")
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = float(fps) if fps and math.isfinite(fps) and 0 < fps < 1000 else 30.0
-    name = f"camera {index}"
     _warm_up(runner, spec)
     classifier = StreamClassifier(runner, spec, stride, top)
     show = display and display_available()
@@ -137,8 +172,8 @@ def _run_camera(index, runner, spec, stride, top, as_json, output_video, display
         emit(summary_json(summary, name))
     else:
         stop = "stopped (Ctrl-C)" if summary["interrupted"] else "end of stream"
-        emit(f"  {name}, {stop} after {summary['frames']} frames, {summary['window_count']} windows: "
-             f"{top_text(summary['top'])}")
+        emit(f"  {name}, {stop} after {counted(summary['frames'], 'frame')}, "
+             f"{counted(summary['window_count'], 'window')}: {top_text(summary['top'])}")
         emit(format_speed(summary))
     return 0
 
@@ -176,11 +211,14 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     if len(argv) != 2:
-        raise cli.UsageError("give one SOURCE (a video file, a folder, or a camera index); "
-                             "see --help")
+        raise cli.UsageError("give one SOURCE (a video file, a folder, a camera index or a stream "
+                             "URL); see --help")
     f = flag_values
     if f.json and f["format"].present and f.format != "json":
         raise cli.UsageError(f"--json asks for --format=json; --format={f.format} contradicts it")
+    if f.json:
+        print("note: --json is deprecated; use --format=json (the same output)", file=sys.stderr,
+              flush=True)
     model = f.model_file or DEFAULT_MODEL
     if f["openvino_precision"].present and not model.lower().endswith(".xml"):
         # Any other runtime would run the file at its own precision, the flag unread.

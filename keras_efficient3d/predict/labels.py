@@ -26,16 +26,30 @@ _KINETICS600_HELP = (
 
 
 def _read_text_labels(path):
-    labels = []
+    """The names of a text file and their line numbers. classInd.txt's index column ("1
+    ApplyEyeMakeup") is taken off when every line has one, numbered from 0 or 1 in order: a
+    name of a plain list may begin with a number ("100 metre sprint")."""
     with open(path, encoding="utf-8-sig") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line:
-                continue
-            # classInd.txt style: "1 ApplyEyeMakeup".
-            match = re.fullmatch(r"\d+[\s,;]+(.+)", line)
-            labels.append(match[1].strip() if match else line)
-    return labels
+        lines = [(number, line.strip()) for number, line in enumerate(handle, 1) if line.strip()]
+    matches = [re.fullmatch(r"(\d+)[\s,;]+(.+)", line) for _, line in lines]
+    if lines and all(matches):
+        first = int(matches[0][1])
+        if first in (0, 1) and all(int(m[1]) == first + i for i, m in enumerate(matches)):
+            return [m[2].strip() for m in matches], [number for number, _ in lines]
+    return [line for _, line in lines], [number for number, _ in lines]
+
+
+def _refuse_repeats(path, labels, lines=None):
+    """Two outputs of one name: a result naming it could be either."""
+    seen = {}
+    for i, label in enumerate(labels):
+        if label in seen:
+            if lines is not None:
+                raise PredictError(f"{path}:{lines[i]}: class '{label}' is named twice "
+                                   f"(line {lines[seen[label]]} too)")
+            raise PredictError(f"{path}: class '{label}' is named twice (entries {seen[label] + 1} "
+                               f"and {i + 1})")
+        seen[label] = i
 
 
 def _read_csv_labels(path):
@@ -61,14 +75,15 @@ def _read_csv_labels(path):
 def load_labels(name_or_path: str) -> list[str]:
     """Class names by set name (``jester``, ``ucf101``) or from a file.
 
-    Files: ``.txt`` (one class per line; ``"1 ApplyEyeMakeup"`` lines as in classInd.txt
-    are accepted), ``.csv`` (a ``label``/``name`` column: a label map when its values are
-    unique, else an annotation CSV whose sorted unique labels are the classes, as the
-    original builds them; or one class per line), ``.json`` (a list, or an object with a
-    ``labels`` list, as the original's annotation files).
+    Files: ``.txt`` (one class per line; classInd.txt's ``"1 ApplyEyeMakeup"`` lines, all
+    numbered in order, lose their index), ``.csv`` (a ``label``/``name`` column: a label map
+    when its values are unique, else an annotation CSV whose sorted unique labels are the
+    classes, as the original builds them; or one class per line), ``.json`` (a list, or an
+    object with a ``labels`` list, as the original's annotation files).
 
     Raises:
-        PredictError: unknown set name, ``kinetics600`` (not shipped), unreadable or empty file.
+        PredictError: unknown set name, ``kinetics600`` (not shipped), unreadable or empty file,
+            a class named twice (with its line).
     """
     name = os.fspath(name_or_path)
     key = name.lower().replace("-", "").replace("_", "")
@@ -86,6 +101,7 @@ def load_labels(name_or_path: str) -> list[str]:
         raise PredictError(
             f"unknown label set '{name}': expected one of {', '.join(LABEL_SETS)}, kinetics600 "
             "(with its official file) or the path of a label file")
+    lines = None
     try:
         if path.lower().endswith(".json"):
             with open(path, encoding="utf-8") as handle:
@@ -97,9 +113,10 @@ def load_labels(name_or_path: str) -> list[str]:
         elif path.lower().endswith(".csv"):
             labels = _read_csv_labels(path)
         else:
-            labels = _read_text_labels(path)
+            labels, lines = _read_text_labels(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as err:
         raise PredictError(f"{path}: cannot read the labels ({one_line(err)})") from None
     if not labels:
         raise PredictError(f"{path}: no class names in the labels file")
+    _refuse_repeats(path, labels, lines)
     return labels

@@ -79,6 +79,11 @@ def open_writer(path, fps, shape):
     return writer
 
 
+def counted(number, word):
+    """``"1 frame"``, ``"2 frames"``."""
+    return f"{number} {word}{'s' * (number != 1)}"
+
+
 def top_text(top):
     return ", ".join(f"{t['label']} {t['score']:.3f}" for t in top)
 
@@ -95,7 +100,7 @@ def format_speed(summary: dict) -> str:
     fps = f"{speed['frames_per_s']:.1f} frames/s" if speed["frames_per_s"] else "- frames/s"
     ms = f"{speed['ms_per_clip']:.1f} ms per clip" if speed["ms_per_clip"] else "- ms per clip"
     count = speed.get("threads")
-    threads = f", {count} thread{'s' * (count != 1)}" if count else ""
+    threads = f", {counted(count, 'thread')}" if count else ""
     return f"  speed: {fps}, {ms} ({speed['backend']}{threads})"
 
 

@@ -22,7 +22,7 @@ from keras_efficient3d.data.decode import (
 from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.runtime import quiet_stderr
 
-__all__ = ["VideoSource", "capture_frames", "find_sources", "opencv_quiet", "video_frames"]
+__all__ = ["VideoSource", "capture_frames", "find_sources", "is_stream_url", "opencv_quiet", "video_frames"]
 
 
 @contextlib.contextmanager
@@ -70,7 +70,8 @@ class VideoSource:
         self.files = None
         if not os.path.exists(self.path):
             raise DataError("video file not found", self.path)
-        if os.path.getsize(self.path) == 0:
+        # A named pipe or a device file has no size: it is read as the video it carries.
+        if os.path.isfile(self.path) and os.path.getsize(self.path) == 0:
             raise DataError("video file is empty (0 bytes)", self.path)
         with opencv_quiet(), quiet_stderr():
             self.capture = cv2.VideoCapture(self.path)
@@ -127,6 +128,16 @@ def video_frames(path) -> Iterator[np.ndarray]:
         DataError: missing, empty, corrupt or non-video file; folder without images.
     """
     return iter(VideoSource(path))
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_stream_url(source) -> bool:
+    """Whether SOURCE is a URL for OpenCV's FFmpeg (rtsp://, http://, udp://, file://, ...)
+    rather than a path that exists."""
+    source = os.fspath(source)
+    return bool(_URL.match(source)) and not os.path.exists(source)
 
 
 def _is_frame_folder(path):

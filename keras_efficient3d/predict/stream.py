@@ -19,12 +19,12 @@ from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.data.temporal import loop_pad
-from keras_efficient3d.predict._errors import PredictError, one_line
+from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.predict.labels import load_labels
-from keras_efficient3d.predict.output import draw_overlay, open_window, open_writer
+from keras_efficient3d.predict.output import counted, draw_overlay, open_window, open_writer
 from keras_efficient3d.predict.sources import VideoSource
 
-__all__ = ["ClipSpec", "StreamClassifier", "iter_stream", "make_clip", "predict_video",
+__all__ = ["ClipSpec", "PredictionInterrupted", "StreamClassifier", "iter_stream", "make_clip", "predict_video",
            "preprocess_frame", "resolve_spec", "run_stream"]
 
 
@@ -76,9 +76,12 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     """
     path = runner.path
     if metadata is None:
-        metadata = read_metadata(path) or ModelMetadata()
+        metadata = read_metadata(path)
+        unrecorded = metadata is None
+        metadata = metadata or ModelMetadata()
     else:
         metadata = ModelMetadata.from_dict(metadata)
+        unrecorded = False
     spec = runner.input_spec
     notes = []
     frames = spec.frames
@@ -109,7 +112,7 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
         height, width = meta_size
     downsample = int(metadata.downsample or 1)
 
-    given = _given_normalization(normalization)
+    given = check_options(normalization=normalization)
     if given is not None:
         _check_normalization(path, metadata, given, normalization)
     norm = None
@@ -120,30 +123,56 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
             norm = given
         else:
             norm = Normalization.preset("original")
-            notes.append(f"{os.path.basename(path)} records no normalisation; assuming preset "
-                         "'original' (pass --normalization)")
+            notes.append(("normalisation", "normalisation preset 'original' (pass --normalization)"))
 
+    if labels is None:
+        origin = "recorded in its metadata"
+    else:
+        origin = "the labels given" if isinstance(labels, (list, tuple)) else f"--labels {labels}"
     if labels is not None and not isinstance(labels, (list, tuple)):
         labels = load_labels(labels)
     labels = list(labels) if labels is not None else metadata.labels
     classes = runner.num_classes
     if labels is not None and classes is not None and len(labels) != classes:
-        raise PredictError(f"{path}: {len(labels)} labels for a model with {classes} classes")
+        raise PredictError(f"{path}: {len(labels)} labels for a model with {classes} classes ({origin})")
     if labels is None and classes is not None:
         labels = [f"class {i}" for i in range(classes)]
-        notes.append(f"{os.path.basename(path)} records no class names; showing indices (pass --labels)")
+        notes.append(("class names", "class indices for names (pass --labels)"))
+    notes = _assumptions(os.path.basename(path), notes, unrecorded)
     output = metadata.output
     probabilities = {"probabilities": True, "logits": False}.get(output)
     return ClipSpec(int(frames), int(height), int(width), downsample, norm, labels, probabilities, notes)
 
 
-def _given_normalization(normalization) -> Normalization | None:
+def _assumptions(name, assumed, unrecorded):
+    """The notes saying what was assumed for what the model does not record (``assumed``:
+    (what, assumption) pairs); one line for a model without any metadata, the frame step
+    included (no flag sets it: a model trained on one frame in N would see its clips
+    stretched N times)."""
+    if not unrecorded:
+        return [f"{name} records no {what}; assuming {assumption}" for what, assumption in assumed]
+    said = [assumption for _, assumption in assumed]
+    said.insert(min(1, len(said)), "every frame (a model trained on one frame in N needs its sidecar)")
+    where = ("none in the file, no sidecar beside it" if name.lower().endswith(".keras")
+             else f"no {name}.json beside it")
+    listed = ", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else said[0]
+    return [f"{name} records no metadata ({where}): assuming {listed}"]
+
+
+def check_options(stride=8, top=5, normalization=None) -> Normalization | None:
+    """Refuses a ``stride`` or ``top`` below 1 and an unknown normalisation preset, in a line
+    naming the flag: predict checks them before it loads a model. Returns the normalisation
+    (``None`` when none is given)."""
+    if int(stride) < 1:
+        raise PredictError(f"--stride must be >= 1, not {stride}")
+    if int(top) < 1:
+        raise PredictError(f"--top must be >= 1, not {top}")
     if isinstance(normalization, Normalization) or not normalization:
         return normalization or None
-    try:
-        return Normalization.preset(normalization)
-    except ValueError as err:
-        raise PredictError(one_line(err)) from None
+    if normalization not in PRESETS:
+        raise PredictError(f"--normalization={normalization}: unknown preset; expected one of "
+                           f"{', '.join(PRESETS)}")
+    return PRESETS[normalization]
 
 
 def _describe_normalization(norm: Normalization) -> str:
@@ -174,6 +203,9 @@ def preprocess_frame(frame: np.ndarray, spec: ClipSpec) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise DataError(f"expected an RGB frame (H, W, 3), got shape {frame.shape}")
+    if frame.dtype != np.uint8:  # else taken as 0-255 pixels whatever its range, and normalised so
+        raise DataError(f"expected RGB uint8 frames (0-255); got {frame.dtype} values: convert them "
+                        "first, e.g. (frame * 255).round().astype(np.uint8) for 0-1 floats")
     if spec.height == spec.width:
         return val_transform(frame[None], spec.height)[0]
     h, w = frame.shape[:2]
@@ -220,11 +252,11 @@ class StreamClassifier:
     """
 
     def __init__(self, runner, spec: ClipSpec, stride: int = 8, top: int = 5):
-        if int(stride) < 1:
-            raise PredictError(f"--stride must be >= 1, not {stride}")
-        if int(top) < 1:
-            raise PredictError(f"--top must be >= 1, not {top}")
+        check_options(stride, top)
         self.runner, self.spec = runner, spec
+        # make_clip's clips, from uint8 frames, have the model's shape and finite values: the
+        # runner's pass checking a caller's clips would only add to the time reported.
+        self._model = getattr(runner, "outputs_unchecked", runner)
         self.stride, self.top = int(stride), int(top)
         self.buffer = collections.deque(maxlen=spec.span)
         self.frames_seen = 0
@@ -258,7 +290,7 @@ class StreamClassifier:
     def _classify(self, frames, start, end, padded):
         clip = make_clip(frames, self.spec)
         begin = time.perf_counter()
-        output = self.runner(clip)[0]
+        output = self._model(clip)[0]
         elapsed = time.perf_counter() - begin
         self.model_seconds += elapsed
         if self.spec.labels is not None and len(output) != len(self.spec.labels):
@@ -342,12 +374,22 @@ def run_stream(frames: Iterable, classifier: StreamClassifier, on_window: Callab
     rate = None  # processing frame rate, smoothed
     last = time.perf_counter()
     interrupted = False
+    # The written frames before the first result wait for it: it is the window that covers
+    # them, and a video shorter than a window has no other (its loop-padded one, at the end).
+    pending = []
+
+    def overlay(frame, rate):
+        return draw_overlay(cv2.cvtColor(np.asarray(frame, np.uint8), cv2.COLOR_RGB2BGR), latest, rate)
+
     try:
         for frame, result in _stream(frames, classifier):
             if result is not None:
                 latest = result
                 if on_window is not None:
                     on_window(result)
+                for held in pending:
+                    writer.write(overlay(*held))
+                pending.clear()
             if frame is None or not (show or output_video):
                 continue
             now = time.perf_counter()
@@ -355,11 +397,14 @@ def run_stream(frames: Iterable, classifier: StreamClassifier, on_window: Callab
                 instant = 1.0 / (now - last)
                 rate = instant if rate is None else 0.9 * rate + 0.1 * instant
             last = now
-            canvas = draw_overlay(cv2.cvtColor(np.asarray(frame, np.uint8), cv2.COLOR_RGB2BGR), latest, rate)
+            canvas = overlay(frame, rate) if show or latest is not None else None
             if output_video:
                 if writer is None:
-                    writer = open_writer(output_video, fps, canvas.shape)
-                writer.write(canvas)
+                    writer = open_writer(output_video, fps, np.shape(frame))
+                if latest is None:
+                    pending.append((np.array(frame, np.uint8), rate))  # a copy: a source may reuse its buffer
+                else:
+                    writer.write(canvas)
             if show:
                 cv2.imshow(title, canvas)
                 if cv2.waitKey(1) & 0xFF in (27, ord("q")):
@@ -368,6 +413,8 @@ def run_stream(frames: Iterable, classifier: StreamClassifier, on_window: Callab
         interrupted = True
     finally:
         if writer is not None:
+            for held in pending:  # stopped before any result
+                writer.write(overlay(*held))
             writer.release()
         if show:
             with contextlib.suppress(cv2.error):
@@ -400,6 +447,7 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
 
     Raises:
         DataError: unreadable video. PredictError: options that do not fit the model.
+        PredictionInterrupted: Ctrl-C (a KeyboardInterrupt carrying the summary so far).
     """
     if spec is None:
         spec = resolve_spec(runner, labels=labels, window=window)
@@ -416,13 +464,11 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
             on_window(result)
 
     summary = run_stream(source, classifier, collect, output_video=output_video, fps=source.fps)
-    if summary["interrupted"]:
-        raise KeyboardInterrupt
+    interrupted = summary.pop("interrupted")
     summary.pop("displayed", None)
-    summary.pop("interrupted", None)
     note = None
     if summary["padded"]:
-        note = (f"{summary['frames']} frames, fewer than the {spec.span}-frame window: "
+        note = (f"{counted(summary['frames'], 'frame')}, fewer than the {spec.span}-frame window: "
                 "loop-padded as in training")
     warning = None
     if getattr(source, "truncated", False):
@@ -430,4 +476,15 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
                    "(truncated or corrupt video); classified from those")
     summary.update(source=os.fspath(path), fps=source.fps, windows=windows, note=note,
                    warning=warning)
+    if interrupted:
+        raise PredictionInterrupted(dict(summary, interrupted=True))
     return summary
+
+
+class PredictionInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `predict_video`; ``summary``: its result for the frames read until then
+    (``interrupted``: True)."""
+
+    def __init__(self, summary):
+        super().__init__()
+        self.summary = summary

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 
 import keras
@@ -515,3 +516,17 @@ def test_int8_calibrates_on_the_clips_a_model_file_records(small_model, tmp_path
     values = np.concatenate([b.ravel() for b in batches])
     assert values.min() >= 0.0 and values.max() <= 1.0 and values.max() > 0.5
     assert read_metadata(path) == recorded and report["sidecar"] == path + ".json"
+
+
+def test_openvino_errors_keep_their_reason_whole(tmp_path):
+    """OpenVINO stacks C++ source locations before its reason ("Exception from
+    src/inference/src/cpp/core.cpp:84:"); cut to 200 characters, the reason was lost."""
+    (tmp_path / "page.xml").write_text("<html><body>not a model</body></html>")
+    (tmp_path / "page.bin").write_bytes(b"\0" * 8)
+    with pytest.raises(ModelFileError) as err:
+        runtime.load_runner(str(tmp_path / "page.xml"))
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'page.xml'}: cannot load the OpenVINO model, not an OpenVINO "
+                              "IR (Unable to read the model: "), message
+    assert "Exception from" not in message and ".cpp:" not in message
+    assert re.search(r"Available frontends: [a-z ]*\bir\b[a-z ]*\)$", message), message

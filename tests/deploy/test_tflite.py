@@ -199,3 +199,20 @@ def test_int8_calibrates_as_the_weights_file_records_unless_told(monkeypatch, tm
     assert seen[0]["normalization"] == read_metadata(SHIPPED).normalization
     assert (seen[1]["normalization"], seen[1]["downsample"]) == ("kinetics", 1)
     assert (seen[0]["sample_duration"], seen[0]["sample_size"]) == (8, 32)
+
+
+def test_int8_sidecar_records_the_calibrations_normalization(monkeypatch, tmp_path):
+    """The clips an int8 file was calibrated on are the ones it is made for: its sidecar says
+    how they were normalised and sampled, for predict to feed it the same (a model that
+    records none would otherwise be fed 'original' clips, whatever it was calibrated on)."""
+    from keras_efficient3d import data as kdata
+    from keras_efficient3d.data.normalization import Normalization
+
+    monkeypatch.setattr(kdata, "index_jester", lambda root, split: ([], None))
+    monkeypatch.setattr(kdata, "make_dataset", lambda records, mode, **kwargs: clips((8, 32, 32, 3), 4))
+    out = str(tmp_path / "m.tflite")
+    load_script("export_tflite").export("mobilenetv2_0.2x", None, 3, 8, 32, "int8", out,
+                                        data_root=str(tmp_path), num_calibration=4,
+                                        normalization="unit", downsample=2)
+    recorded = read_metadata(out)
+    assert recorded.normalization == Normalization.preset("unit") and recorded.downsample == 2

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import cv2
 import pytest
@@ -15,7 +16,7 @@ from helpers import moving_square
 from keras_efficient3d import cli, predict
 from keras_efficient3d.artifacts import write_sidecar
 from keras_efficient3d.predict import PredictError, command
-from predict_helpers import FRAMES, LABELS, METADATA, ROOT, FakeCapture
+from predict_helpers import FRAMES, LABELS, METADATA, ROOT, FakeCapture, write_video
 
 
 @pytest.mark.parametrize("interrupt_at", [None, 13])
@@ -202,3 +203,143 @@ def test_default_model_missing_message(monkeypatch, tmp_path):
     monkeypatch.setattr(command, "DEFAULT_MODEL", str(missing))
     with pytest.raises(PredictError, match=r"missing: run ./demo.sh"):
         predict.run(str(tmp_path))
+
+
+def test_output_over_the_source_is_refused(models, videos, tmp_path, capfd, monkeypatch):
+    """--output naming the video being read (by any path to it) would truncate it before it is
+    decoded; a file inside a frame folder being read is refused too."""
+    clip = shutil.copy(videos["gesture"], tmp_path / "clip.mp4")
+    original = clip.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(clip)
+    os.link(clip, tmp_path / "hard.mp4")
+    frames = shutil.copytree(videos["frames"], tmp_path / "frames")
+    monkeypatch.chdir(tmp_path)
+    cases = [("clip.mp4", "clip.mp4", "is the source video"),
+             ("link.mp4", "./clip.mp4", "is the source video"),
+             (str(clip), "hard.mp4", "is the source video"),
+             (str(frames), str(frames / "out.mp4"), "inside the source frame folder")]
+    for source, output, expected in cases:
+        capfd.readouterr()
+        code = _invoke(source, {"model": models["onnx"], "output_video": output})
+        out, err = capfd.readouterr()
+        _check_error(code, out, err, expected)
+        assert "would be overwritten while it is read" in err
+    assert clip.read_bytes() == original and not (frames / "out.mp4").exists()
+
+
+def test_bad_options_are_refused_before_the_model_loads(models, videos, capfd, monkeypatch):
+    """--stride, --top and --normalization are checked before a model (seconds for a .keras one)
+    is loaded; the line names the flag."""
+    monkeypatch.setattr(command, "load_runner", lambda *args: pytest.fail("loaded the model"))
+    cases = [({"stride": 0}, "--stride must be >= 1, not 0"),
+             ({"top": 0}, "--top must be >= 1, not 0"),
+             ({"top": -2}, "--top must be >= 1, not -2"),
+             ({"normalization": "klingon"}, "--normalization=klingon: unknown preset; expected one of ")]
+    for options, expected in cases:
+        capfd.readouterr()
+        code = _invoke(videos["gesture"], dict(options, model=models["onnx"]))
+        out, err = capfd.readouterr()
+        _check_error(code, out, err, expected)
+
+
+def test_keras_model_on_other_backends_prints_no_start_up_noise(videos):
+    """A .keras model on PyTorch or JAX: Keras imports TensorFlow there too (to serialise the
+    layer configs that folding reads), whose start-up notices go to file descriptor 2 whatever
+    TF_CPP_MIN_LOG_LEVEL says; JAX logs each accelerator it does not find. None of it tells the
+    user anything."""
+    model = os.path.join(ROOT, "saved_models", "synthetic_gestures.keras")  # BatchNorm, ReLU6
+    argv = [videos["gesture"], f"--model_file={model}", "--top=1"]
+
+    def run(backend):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND=backend)
+        env.pop("JAX_PLATFORMS", None)
+        return subprocess.run([sys.executable, "-m", "keras_efficient3d.predict", *argv], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(("torch", "jax"), pool.map(run, ("torch", "jax"))))
+    for backend, proc in results.items():
+        assert proc.returncode == 0, (backend, proc.stderr[-2000:])
+        assert "speed:" in proc.stdout and "(keras, 2 threads)" in proc.stdout, backend
+        noise = [line for line in proc.stderr.splitlines() if not line.startswith("note: ")]
+        assert noise == [], (backend, proc.stderr)  # the note: the video is shorter than a window
+
+
+def test_pipes_and_stream_urls_are_read(models, videos, tmp_path, capfd):
+    """A named pipe (or a device file) has no size to check: it is read as the video it carries.
+    A URL (rtsp://, http://, file://, ...) is a stream OpenCV's FFmpeg opens, read as a camera is;
+    one that cannot be opened is one line naming it."""
+    avi = tmp_path / "gesture.avi"
+    write_video(str(avi), moving_square(20))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=lambda: fifo.write_bytes(avi.read_bytes()), daemon=True)
+    feeder.start()
+    capfd.readouterr()
+    code = _invoke(str(fifo), {"model": models["tflite"], "stride": 4})
+    feeder.join(timeout=10)
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert f"{fifo}:" in out and "video (20 frames, 30.0 fps, 4 windows" in out, out
+
+    code = _invoke(f"file://{avi}", {"model": models["tflite"], "stride": 4})
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert f"  file://{avi}, end of stream after 20 frames, 4 windows" in out, out
+
+    code = _invoke("rtsp://127.0.0.1:9/none", {"model": models["tflite"]})  # loopback: refused
+    out, err = capfd.readouterr()
+    _check_error(code, out, err, "cannot open the stream rtsp://127.0.0.1:9/none (unreachable, or "
+                                 "not a video OpenCV's FFmpeg reads)")
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_ctrl_c_over_a_folder_reports_what_was_done(models, videos, capfd, monkeypatch, as_json):
+    """Ctrl-C during the second of three videos: the first's summary, the second's windows and
+    its summary so far (marked as stopped), then 'interrupted' and status 130."""
+    from keras_efficient3d.predict import stream
+
+    class Stopping(stream.VideoSource):
+        def __iter__(self):
+            for i, frame in enumerate(super().__iter__()):
+                if self.path.endswith("clip10.mp4") and i == 10:
+                    raise KeyboardInterrupt
+                yield frame
+
+    monkeypatch.setattr(stream, "VideoSource", Stopping)
+    capfd.readouterr()
+    code = _invoke(videos["folder"], {"model": models["tflite"], "stride": 2, "as_json": as_json})
+    out, err = capfd.readouterr()
+    assert code == 130 and err.strip() == "keras_efficient3d.predict: interrupted", err
+    if as_json:
+        videos_done = [json.loads(line) for line in out.splitlines() if '"type": "video"' in line]
+        assert [(v["source"].rsplit("/", 1)[-1], v["frames"], v["windows"], v.get("interrupted"))
+                for v in videos_done] == [("clip2.avi", 9, 1, None), ("clip10.mp4", 10, 2, True)]
+    else:
+        assert "clip2.avi:" in out and "clip10.mp4:" in out and "frames_a" not in out
+        assert out.count("  video (") == 2 and out.count("frames/s") == 2
+        assert "  video (stopped by Ctrl-C after 10 frames, 30.0 fps, 2 windows of " in out, out
+
+
+def test_one_frame_is_said_in_the_singular(models, tmp_path, capfd, monkeypatch):
+    video = write_video(str(tmp_path / "one.avi"), moving_square(1))
+    capfd.readouterr()
+    assert _invoke(video, {"model": models["tflite"]}) == 0
+    out, err = capfd.readouterr()
+    assert "  video (1 frame, 30.0 fps, 1 window of " in out, out
+    assert f"note: {video}: 1 frame, fewer than the {FRAMES}-frame window: loop-padded" in err, err
+    monkeypatch.setattr(cv2, "VideoCapture", lambda index: FakeCapture(moving_square(1)))
+    assert _invoke("0", {"model": models["tflite"]}) == 0
+    out, err = capfd.readouterr()
+    assert "  camera 0, end of stream after 1 frame, 1 window: " in out, out
+
+
+def test_the_deprecated_json_flag_says_what_replaces_it(models, videos, capfd):
+    capfd.readouterr()
+    code = cli.invoke(command.main, command.define_flags,
+                      ["keras_efficient3d.predict", videos["gesture"], f"--model_file={models['tflite']}",
+                       "--json"], positional=True)
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert err.splitlines()[0] == "note: --json is deprecated; use --format=json (the same output)"
+    assert all(json.loads(line)["type"] in ("window", "video") for line in out.splitlines())

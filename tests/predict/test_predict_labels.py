@@ -48,3 +48,27 @@ def test_unknown_and_unshipped_label_sets():
         predict.load_labels("kinetics600")
     with pytest.raises(PredictError, match="unknown label set 'klingon'"):
         predict.load_labels("klingon")
+
+
+def test_only_an_index_column_is_taken_off(tmp_path):
+    """classInd.txt's "1 ApplyEyeMakeup": every line numbered 1, 2, ... (or 0, 1, ...). In a
+    file of bare names, a name that begins with a number keeps it."""
+    path = tmp_path / "labels.txt"
+    path.write_text("100 metre sprint\n3 legged race\nhigh jump\n")
+    assert predict.load_labels(str(path)) == ["100 metre sprint", "3 legged race", "high jump"]
+    path.write_text("1 100 metre sprint\n2 3 legged race\n3 high jump\n")
+    assert predict.load_labels(str(path)) == ["100 metre sprint", "3 legged race", "high jump"]
+    path.write_text("0,sprint\n1,race\n")
+    assert predict.load_labels(str(path)) == ["sprint", "race"]
+
+
+def test_a_class_named_twice_is_refused(tmp_path):
+    """Two outputs with one name: a result naming it could be either."""
+    path = tmp_path / "labels.txt"
+    path.write_text("1 Archery\n2 Bowling\n\n3 Archery\n")
+    with pytest.raises(PredictError, match=rf"^{path}:4: class 'Archery' is named twice \(line 1 too\)$"):
+        predict.load_labels(str(path))
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps(["a", "b", "a"]))
+    with pytest.raises(PredictError, match=rf"^{path}: class 'a' is named twice \(entries 1 and 3\)$"):
+        predict.load_labels(str(path))

@@ -4,6 +4,7 @@ camera, and a registry model through all three runtimes."""
 import os
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -25,6 +26,7 @@ from predict_helpers import (
     FakeRunner,
     count_video_frames,
     reference_probabilities,
+    write_video,
 )
 
 
@@ -53,9 +55,16 @@ def test_resolve_spec_rejects_mismatches(tmp_path, models):
     with pytest.raises(PredictError, match="takes 8-frame clips; --frames 16"):
         predict.resolve_spec(runner, window=16)
     os.remove(path + ".json")
-    spec = predict.resolve_spec(runner)  # nothing recorded: defaults, said aloud
-    assert spec.labels == [f"class {i}" for i in range(CLASSES)] and len(spec.notes) == 2
+    spec = predict.resolve_spec(runner)  # nothing recorded: defaults, said aloud in one line
+    assert spec.labels == [f"class {i}" for i in range(CLASSES)] and spec.downsample == 1
     assert spec.normalization == Normalization.preset("original")
+    assert spec.notes == ["m.tflite records no metadata (no m.tflite.json beside it): assuming "
+                          "normalisation preset 'original' (pass --normalization), every frame (a "
+                          "model trained on one frame in N needs its sidecar) and class indices for "
+                          "names (pass --labels)"]
+    assert predict.resolve_spec(runner, labels=LABELS, normalization="original").notes == [
+        "m.tflite records no metadata (no m.tflite.json beside it): assuming every frame (a model "
+        "trained on one frame in N needs its sidecar)"]
 
 
 def test_resolve_spec_takes_a_normalization_only_where_it_agrees(tmp_path, models):
@@ -74,7 +83,7 @@ def test_resolve_spec_takes_a_normalization_only_where_it_agrees(tmp_path, model
     assert predict.resolve_spec(runner, normalization="none").normalization is None
     with pytest.raises(PredictError, match="normalises its frames itself .*--normalization=unit"):
         predict.resolve_spec(runner, normalization="unit")
-    with pytest.raises(PredictError, match="Unknown normalization preset"):
+    with pytest.raises(PredictError, match="--normalization=klingon: unknown preset; expected one of original, "):
         predict.resolve_spec(runner, normalization="klingon")
 
 
@@ -164,6 +173,27 @@ def test_fake_camera_with_overlay_video(models, tmp_path):
     assert np.abs(rest - source[:, 120:, 160:]).mean() < 5
 
 
+def test_overlay_video_of_a_short_video_shows_its_result(models, tmp_path):
+    """A video shorter than one window has one result, the loop-padded one predict prints: its
+    frames carry it, not "waiting for the first window"."""
+    runner = load_runner(models["int8"])
+    source = moving_square(5, height=240, width=320, seed=2)
+    source[:, :60] = 100  # flat behind the overlay: no codec noise
+    video = write_video(str(tmp_path / "short.avi"), source)
+    out = str(tmp_path / "overlay.avi")
+    result = predict.predict_video(runner, video, output_video=out)
+    assert result["padded"] and result["window_count"] == 1
+    written = read_video(out)
+    assert len(written) == 5
+    rows = slice(0, 28)  # the first line of the overlay: the top class, or "waiting ..."
+    for frame, shown in zip(source, written):
+        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        expected = {key: cv2.cvtColor(predict.draw_overlay(bgr.copy(), answer, None), cv2.COLOR_BGR2RGB)
+                    for key, answer in (("result", result["windows"][0]), ("waiting", None))}
+        error = {key: np.abs(shown[rows].astype(int) - image[rows]).mean() for key, image in expected.items()}
+        assert error["result"] < error["waiting"] / 3, error
+
+
 def test_ctrl_c_ends_the_stream_cleanly(models, tmp_path):
     runner = load_runner(models["tflite"])
     capture = FakeCapture(moving_square(40), interrupt_at=19)
@@ -192,3 +222,26 @@ def test_registry_model_all_backends(tmp_path, videos):
     for key in ("tflite", "onnx"):
         np.testing.assert_allclose(results[key]["probabilities"], results["keras"]["probabilities"],
                                    atol=1e-4, err_msg=key)
+
+
+def test_a_label_count_mismatch_names_where_the_labels_came_from(tmp_path, models):
+    runner = load_runner(models["tflite"])
+    path = tmp_path / "classes.txt"
+    path.write_text("a\nb\nc\n")
+    with pytest.raises(PredictError, match=rf"3 labels for a model with {CLASSES} classes \(--labels {path}\)$"):
+        predict.resolve_spec(runner, labels=str(path))
+    with pytest.raises(PredictError, match=rf"2 labels for a model with {CLASSES} classes \(the labels given\)$"):
+        predict.resolve_spec(runner, labels=["a", "b"])
+    with pytest.raises(PredictError, match=rf"2 labels for a model with {CLASSES} classes \(recorded in its "
+                                           r"metadata\)$"):
+        predict.resolve_spec(runner, metadata=dict(METADATA, labels=["a", "b"]))
+
+
+def test_frames_that_are_not_uint8_are_refused():
+    """Float frames (0-1 or 0-255) would be taken as 0-255 pixels and normalised as such."""
+    from keras_efficient3d.data.decode import DataError
+
+    spec = predict.ClipSpec(FRAMES, SIZE, SIZE, labels=LABELS)
+    for frame in (np.zeros((SIZE, SIZE, 3), np.float32), np.zeros((SIZE, SIZE, 3), np.uint16)):
+        with pytest.raises(DataError, match=rf"expected RGB uint8 frames \(0-255\); got {frame.dtype} "):
+            list(predict.iter_stream([frame], FakeRunner(), spec))
