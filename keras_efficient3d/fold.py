@@ -40,7 +40,10 @@ def _consumers(model):
     for layer in model.layers:
         for node in layer._inbound_nodes:
             for parent in node.parent_nodes:
-                consumers[parent.operation.name].append(layer.name)
+                # A Sequential model's input layer is not among its layers; a nested model's
+                # layers also have nodes in the model they were built in.
+                if parent.operation.name in consumers:
+                    consumers[parent.operation.name].append(layer.name)
     return consumers
 
 

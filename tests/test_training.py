@@ -522,14 +522,17 @@ def test_keras_predict_fn_runs_the_folded_form_of_the_same_function(monkeypatch)
     inner = trainer.registry.create_model("mobilenetv2_0.2x", input_shape=shape, num_classes=3)
     randomize_batchnorm(inner, seed=5, spread=0.2)
     rng = np.random.default_rng(5)
-    # Nested in another model there is no BatchNorm at the top level: run as it is.
+    # Nested in a Sequential model (as with_preprocessing nests it in a functional one), the
+    # network is folded inside the outer model's folded form.
     outer = keras.Sequential([keras.Input(shape), inner])
     clips = rng.normal(size=(2,) + shape).astype(np.float32)
     for net in (inner, outer):
         expected = net(clips, training=False).numpy()
         np.testing.assert_allclose(evaluation.keras_predict_fn(net)(clips), expected,
                                    rtol=1e-4, atol=1e-4 * np.abs(expected).max())
-    assert folded == [inner]
+    assert folded == [inner, outer, inner]
+    nested = evaluation.keras_predict_fn(outer).model.layers[-1]
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in nested.layers)
 
 
 # ---------------------------------------------------------------------------------------
