@@ -379,13 +379,15 @@ def check_flagfile(path, _seen=()):
     if path in _seen:
         return
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(os.path.expanduser(path), encoding="utf-8") as handle:  # as absl opens it
             lines = handle.read().splitlines()
     except OSError as err:
         raise flags.Error(f"--flagfile={path}: {err.strerror.lower() if err.strerror else err}") from None
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
-        if not line or line.startswith(("#", "//")):
+        # absl skips a comment only from the line's first character; an indented one it
+        # passes on as an argument
+        if not line or raw.startswith(("#", "//")):
             continue
         if not line.startswith("-"):
             raise flags.Error(f"{path}:{number}: expected a flag such as --name=value, "

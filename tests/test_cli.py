@@ -626,6 +626,8 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
     ("--epochs=1\nepochs=2\n", "run.flags:2: expected a flag such as --name=value, got 'epochs=2'"),
     ("# a comment\n\n--epochs=1  # one epoch\n", "run.flags:3: a comment goes on a line of its own"),
     ("--flagfile={nested}\n", "inner.flags:1: expected a flag"),
+    ("--epochs=1\n  # an indented comment\n", "run.flags:2: expected a flag such as --name=value, "
+                                              "got '# an indented comment'"),
 ])
 def test_a_flagfile_mistake_names_its_file_and_line(tmp_path, capsys, text, expected):
     (tmp_path / "inner.flags").write_text("batch_size 4\n")
@@ -643,6 +645,16 @@ def test_a_missing_flagfile_is_one_plain_line(tmp_path, capsys):
     err = capsys.readouterr().err
     _assert_one_line("train", status, err, "none.flags: no such file or directory")
     assert "ERROR" not in err  # absl's own message doubled it: "error: ERROR:: Unable to open"
+
+
+def test_a_flagfile_under_home_is_found_as_absl_finds_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "inner.flags").write_text("--epochs=2\n")
+    (tmp_path / "run.flags").write_text("--flagfile=~/inner.flags\n")
+    cli.check_flagfile("~/run.flags")
+    (tmp_path / "inner.flags").write_text("epochs=2\n")
+    with pytest.raises(flags.Error, match="inner.flags:1: expected a flag"):
+        cli.check_flagfile("~/run.flags")
 
 
 @pytest.mark.parametrize("flagfile", ["jester", "kinetics600", "ucf101", "synthetic"])
