@@ -93,12 +93,16 @@ def check_sidecar(onnx_path, input_shape, num_classes, model=None):
                                        f"{onnx_path} has {num_classes}")
     recorded_model = dict(metadata.model or {})
     if model and recorded_model.get("model"):
-        name, kwargs = registry.resolve_name(recorded_model.pop("model"))
-        kwargs = {**recorded_model, **kwargs}
-        given, given_kwargs = registry.resolve_name(model)
-        differ = [k for k, v in given_kwargs.items() if k in kwargs and kwargs[k] != v]
+        recorded_name = recorded_model.pop("model")
+        name, kwargs = registry.configuration(recorded_name, **recorded_model)
+        given, given_config = registry.configuration(model)
+        # What either side names, each with its builder's defaults (--model=mobilenetv2 is
+        # the 1.0x); the class count was checked against the file above.
+        named = (set(registry.resolve_name(recorded_name)[1]) | set(recorded_model)
+                 | set(registry.resolve_name(model)[1])) - {"num_classes"}
+        differ = [k for k in sorted(named) if kwargs.get(k) != given_config.get(k)]
         if name != given or differ:
-            said = " ".join([name] + [f"{k}={kwargs[k]}" for k in differ])
+            said = " ".join([name] + [f"{k}={kwargs.get(k)}" for k in differ])
             raise artifacts.ModelFileError(f"{where} records a {said} model; --model={model} "
                                            "names another")
 

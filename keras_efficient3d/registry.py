@@ -12,6 +12,7 @@ and one `register_family` line at the end of this file.
 
 import fnmatch
 import functools
+import inspect
 import re
 
 from keras_efficient3d.models import (
@@ -167,6 +168,15 @@ def _unknown(name):
             f"(aliases: {', '.join(aliases)}), each also with its arguments in the name: "
             f"mobilenetv2_0.2x, shufflenet_0.5x_g3, squeezenet_1.1, resnet18_A. "
             f"Received: name={name}")
+
+
+def configuration(name, **kwargs):
+    """(registry name, every keyword argument the builder would be called with, its defaults
+    included): ``mobilenetv2`` and ``mobilenetv2_1.0x`` configure the same model."""
+    arch, kwargs = resolve_name(name, **kwargs)
+    parameters = inspect.signature(_REGISTRY[arch]).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    return arch, {**defaults, **kwargs}
 
 
 def create_model(name, **kwargs):

@@ -350,6 +350,11 @@ def _clip_onnx(path, clip=(4, 32, 32, 3), classes=5):
      "records a shufflenetv2 width_mult=0.25 model; --model=mobilenetv2_0.2x names another"),
     ({"model": {"model": "mobilenetv2", "width_mult": 1.0}}, "mobilenetv2_0.2x",
      "records a mobilenetv2 width_mult=1.0 model; --model=mobilenetv2_0.2x names another"),
+    # a name without a width is the builder's default, 1.0x
+    ({"model": {"model": "mobilenetv2", "width_mult": 0.2}}, "mobilenetv2",
+     "records a mobilenetv2 width_mult=0.2 model; --model=mobilenetv2 names another"),
+    ({"model": {"model": "mobilenetv2"}}, "mobilenetv2_0.2x",
+     "records a mobilenetv2 width_mult=1.0 model; --model=mobilenetv2_0.2x names another"),
 ])
 def test_onnx_timing_refuses_a_file_its_sidecar_contradicts(tmp_path, capsys, sidecar, model,
                                                             expected):
@@ -372,6 +377,9 @@ def test_onnx_timing_refuses_a_file_its_sidecar_contradicts(tmp_path, capsys, si
                          "model": {"model": "mobilenetv2", "width_mult": 0.2, "num_classes": 5}})
     assert cli.invoke(script.main, script.define_flags,
                       ["benchmark_onnx.py", *argv, "--model=mobilenetv2_0.2x"]) == 0
+    write_sidecar(path, {"model": {"model": "mobilenetv2_1.0x", "num_classes": 5}})
+    assert cli.invoke(script.main, script.define_flags,
+                      ["benchmark_onnx.py", *argv, "--model=mobilenetv2"]) == 0
     os.remove(path + ".json")
     assert cli.invoke(script.main, script.define_flags, ["benchmark_onnx.py", *argv]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["results"][0]["batch_size"] == 1
