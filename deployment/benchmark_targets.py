@@ -131,22 +131,21 @@ def main(argv, flag_values=flags.FLAGS):
     if f.repo and f.peers_json:
         raise cli.UsageError("give --repo (time the peers here) or --peers_json (their "
                              "figures from benchmark_pytorch.py), not both")
+    if f["peers"].present and not f.repo and not f.peers_json:
+        raise cli.UsageError("--peers chooses among the peers of --repo or --peers_json: give "
+                             "one of them")
     input_shape = (f.frames, f.size, f.size, 3)
     peers = (original_steps(f.repo, input_shape, f.num_classes, f.threads, f.work_dir, f.peers)
              if f.repo else None)
     peer_ms = None
     if f.peers_json:
-        peer_ms = {model: {f"original-{form}": ms for form, ms in forms.items()}
+        # the file's rows of the peers chosen (by default every peer)
+        peer_ms = {model: {f"original-{form}": ms for form, ms in forms.items()
+                           if f"original-{form}" in f.peers}
                    for model, forms in load_peers(f.peers_json, threads=f.threads,
                                                   input_shape=input_shape).items()}
-        note_unmatched_peers(f.peers_json, any(name in peer_ms for name in f.models),
+        note_unmatched_peers(f.peers_json, any(peer_ms.get(name) for name in f.models),
                              f"{f.threads} threads, batch 1, {f.frames}x{f.size}x{f.size} clips")
-    if f["peers"].present and not f.repo and not f.peers_json:
-        raise cli.UsageError("--peers chooses among the peers of --repo or --peers_json: give "
-                             "one of them")
-    if f.peers_json and f["peers"].present:  # the file's rows of the peers chosen only
-        peer_ms = {model: {label: ms for label, ms in forms.items() if label in f.peers}
-                   for model, forms in peer_ms.items()}
     if not f.repo and not f.peers_json:
         print("note: no --repo or --peers_json: only our own int8 against fp32 is compared; "
               "the targets against the original model need one of them", file=sys.stderr)

@@ -1048,6 +1048,10 @@ def test_targets_peers_choose_among_the_rows_of_peers_json(tmp_path, monkeypatch
     assert seen["peer_ms"] == {"mobilenetv2_0.2x": {"original-pytorch": 30.0,
                                                     "original-openvino": 9.0}}
     capsys.readouterr()
+    # none of the file's rows of the peer chosen: noted, as for a file of other models
+    assert cli.invoke(script.main, script.define_flags, argv + [
+        f"--peers_json={peers}", "--peers=original-onnxruntime"]) == 0
+    assert "note: no row of --peers_json" in capsys.readouterr().err
     assert cli.invoke(script.main, script.define_flags, argv + ["--peers=original-pytorch"]) == 2
     assert capsys.readouterr().err == ("benchmark_targets.py: error: --peers chooses among the "
                                        "peers of --repo or --peers_json: give one of them\n")
