@@ -34,7 +34,7 @@ from keras_efficient3d import cli
 
 DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "shufflenet_1.0x_g3",
                   "squeezenet_1.1", "mobilenetv2_0.2x"]
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-frames")
 # --model_file's rows are another table than --models': its own default file leaves
 # openvino_timing.json as it was.
 MODEL_FILE_JSON = "openvino_file_timing.json"
@@ -55,9 +55,11 @@ def export_model(name, precision, folder, input_shape=(16, 112, 112, 3), num_cla
     model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes)
     _calibrate_bn(model, clips[:4])
     path = os.path.join(folder, f"{name}_{precision}{'' if stem_fold == 'auto' else f'_f{stem_fold}'}.xml")
+    int8, frames = precision.startswith("int8"), precision == "int8-frames"
+    # int8-frames: uint8 frames in, normalised as the pipeline does by default
     export_openvino(model, path, compress_to_fp16=precision == "fp16",
-                    quantize="ptq" if precision == "int8" else None,
-                    calibration=clips if precision == "int8" else None, verify=False,
+                    quantize="ptq" if int8 else None, calibration=clips if int8 else None,
+                    frames_input=frames, normalization="original" if frames else None, verify=False,
                     stem_fold=stem_fold)
     return path
 
@@ -136,7 +138,7 @@ def _add_speedups(rows):
     for row in rows:
         base = fp32.get(key(row))
         row["int8_speedup"] = (base / row["median_ms"]
-                               if base and row.get("precision") == "int8" else None)
+                               if base and str(row.get("precision")).startswith("int8") else None)
 
 
 def format_table(rows, peaks=None):
@@ -178,7 +180,8 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("models", DEFAULT_MODELS, **fv)
     cli.define("model_file", None, "An OpenVINO .xml file to time instead of --models.", **fv)
     flags.DEFINE_list("precisions", ["fp32", "int8"], "OpenVINO precisions, comma-separated "
-                      f"({', '.join(PRECISIONS)}; fp16: fp16-compressed weights).", **fv)
+                      f"({', '.join(PRECISIONS)}; fp16: fp16-compressed weights; int8-frames: "
+                      "int8 that takes uint8 frames, export.py --frames_input).", **fv)
     flags.register_validator("precisions", cli.each_of(PRECISIONS), **fv)
     cli.define("threads", [2], multiple=True, **fv)
     cli.define("frames", 16, **fv)

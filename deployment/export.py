@@ -13,6 +13,9 @@ OpenVINO IR (x86 CPUs, Intel GPUs/NPUs).
     python deployment/export.py --model=mobilenetv2_1.0x --format=openvino --output=m.xml
     python deployment/export.py --model=mobilenetv2_1.0x --format=openvino --quantize=ptq \
         --data_root=/tmp/gestures --output=m_int8.xml
+    # ... taking uint8 frames and normalising them itself (faster int8; the sidecar says so):
+    python deployment/export.py --model=mobilenetv2_0.2x --format=openvino --quantize=ptq \
+        --frames_input --data_root=/tmp/gestures --output=m_int8_frames.xml
 
 ONNX is written in the native form (5-D Conv with groups, NCDHW inside) that ONNX Runtime,
 OpenVINO and TensorRT optimise; --onnx_form=taps takes tf2onnx of the 2D-tap TensorFlow
@@ -67,6 +70,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("stem_fold", "auto", "Input columns the stem convolution takes as channels "
                         "(native ONNX, OpenVINO): auto (OpenVINO int8 on CPUs with AMX: the fastest "
                         "of 1, 2, 4 on this machine; else 1) or a factor.", **fv)
+    flags.DEFINE_boolean("frames_input", False, "OpenVINO int8 (--quantize=ptq): the IR takes uint8 RGB "
+                         "frames (0-255) and normalises them itself, as its sidecar records: no "
+                         "float clip to build and no quantization pass over it (faster int8).", **fv)
     cli.define("threads", 0, "(of the verification and of --stem_fold=auto's timing)", **fv)
     cli.define_alias("keras_file", "model_file", **fv)
     flags.register_multi_flags_validator(
@@ -82,6 +88,10 @@ def define_flags(flag_values=flags.FLAGS):
     flags.register_multi_flags_validator(
         ["format", "stem_fold"], lambda v: v["format"] != "savedmodel" or v["stem_fold"] == "auto",
         message="--stem_fold goes with --format=onnx or --format=openvino", **fv)
+    flags.register_multi_flags_validator(
+        ["format", "quantize", "frames_input"],
+        lambda v: not v["frames_input"] or (v["format"] == "openvino" and v["quantize"] == "ptq"),
+        message="--frames_input goes with --format=openvino --quantize=ptq", **fv)
     flags.register_multi_flags_validator(
         ["quantize", "data_root"], lambda v: not v["quantize"] or bool(v["data_root"]),
         message="--quantize needs --data_root (calibration clips of the training data)", **fv)
@@ -157,7 +167,8 @@ def _export_openvino(f, common):
         return openvino_export.build_and_export_openvino(
             f.output, opset=f.opset, quantize=f.quantize, compress_to_fp16=f.compress_to_fp16,
             data_root=f.data_root, num_calibration=f.num_calibration, threads=f.threads or None,
-            stem_fold=_stem_fold(f.stem_fold), **{**common, "batch_size": f.batch_size or 1})
+            stem_fold=_stem_fold(f.stem_fold), frames_input=f.frames_input,
+            **{**common, "batch_size": f.batch_size or 1})
     except ImportError as err:  # openvino or nncf missing: the message says what to install
         raise cli.UsageError(cli.error_line(err)) from None
 

@@ -231,11 +231,13 @@ def dequantize(q, scale, zero_point):
 class InputSpec:
     """The model's input tensor: ``shape`` (batch, frames, height, width, channels), ``None``
     where dynamic; ``dtype`` (numpy name); ``quantization`` (scale, zero point) for integer
-    inputs."""
+    inputs; ``uint8_frames``: the model takes uint8 RGB frames (0-255) and normalises them
+    itself (an OpenVINO IR exported with ``frames_input``)."""
 
     shape: tuple
     dtype: str = "float32"
     quantization: tuple | None = None
+    uint8_frames: bool = False
 
     @property
     def batch(self):
@@ -278,10 +280,12 @@ class _Runner:
 
     def __call__(self, clips) -> np.ndarray:
         """Outputs (logits or probabilities, as the model gives them) for float32 clips
-        ``(N, T, H, W, C)`` (a single clip without the batch axis is accepted).
+        ``(N, T, H, W, C)`` (a single clip without the batch axis is accepted); uint8 RGB
+        frames instead for a model that normalises them itself (``input_spec.uint8_frames``).
 
         Raises:
             ValueError: clips that are not floating point (uint8 frames not yet normalised),
+                or not uint8 for a model of frames,
                 an empty batch, a shape other than ``(N, *input_spec.shape[1:])`` or values
                 that are not finite (`check_clips`).
         """
@@ -308,7 +312,14 @@ class _Runner:
         as if they were normalised floats, and an int8 model turns NaN into confident
         scores; each reports a wrong shape its own way."""
         array = np.asarray(clips)
-        if array.dtype.kind != "f":
+        if self.input_spec.uint8_frames:
+            if array.dtype != np.uint8:
+                raise ValueError(
+                    f"{self.path}: the model takes uint8 RGB frames (0-255) and normalises them "
+                    f"itself; received {array.dtype} values. Give it the frames, not normalised "
+                    "clips: keras_efficient3d.predict.make_clip(frames, resolve_spec(runner)) "
+                    "keeps them uint8 for it.")
+        elif array.dtype.kind != "f":
             raise ValueError(
                 f"The runner takes normalised float clips; received {array.dtype} values. Apply "
                 "the model's normalisation first: keras_efficient3d.predict.make_clip(frames, "
@@ -328,6 +339,8 @@ class _Runner:
                              f"{tuple(np.shape(clips))}{hint}.")
         if len(array) == 0:
             raise ValueError(f"The runner received an empty batch, shape {array.shape}; give at least one clip.")
+        if self.input_spec.uint8_frames:
+            return array  # every uint8 value is a pixel
         array = np.asarray(array, np.float32)
         # min/max propagate NaN and show an infinity (one pass each, like isfinite().all());
         # the timing steps of benchmark and measure call the model without this.
@@ -827,7 +840,8 @@ class OpenVINORunner(_Runner):
         dtype = self._DTYPES.get(port.get_element_type().get_type_name())
         if dtype is None:
             raise ModelFileError(f"{self.path}: unsupported input type {port.get_element_type()}")
-        self.input_spec = InputSpec(shape, dtype)
+        # the IR's only integer input is frames_input's (openvino_export.uint8_frames_input)
+        self.input_spec = InputSpec(shape, dtype, uint8_frames=dtype == "uint8")
         output = self.compiled.outputs[0].get_partial_shape()
         last = output[len(output) - 1] if output.rank.is_static and len(output) else None
         self.num_classes = last.get_length() if last is not None and last.is_static else None

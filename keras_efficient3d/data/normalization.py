@@ -124,6 +124,17 @@ class Normalization:
             clip = clip * np.float32(1.0 / self.scale)
         return (clip - mean) * inv_std
 
+    def invert(self, clip):
+        """The float RGB 0-255 clip that `apply` turns into `clip` (numpy)."""
+        clip = np.asarray(clip, np.float32) * np.asarray(self.std, np.float32) + np.asarray(self.mean, np.float32)
+        if self.scale != 1.0:
+            clip = clip * np.float32(self.scale)
+        return clip[..., ::-1] if self.channel_order == "BGR" else clip
+
+    def frames(self, clip):
+        """The uint8 RGB frames closest to what `apply` turns into `clip`."""
+        return np.clip(np.rint(self.invert(clip)), 0, 255).astype(np.uint8)
+
     def to_config(self) -> dict:
         """A JSON-serialisable dict; :meth:`from_config` inverts it."""
         return {

@@ -207,17 +207,19 @@ def resolve_form(model, form="auto"):
 
 
 def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True, form="auto",
-                    weight_bits=8, stem_fold=1, merge_pointwise=False):
+                    weight_bits=8, stem_fold=1, merge_pointwise=False, frames=None):
     """Converts a built `model` to an in-memory `onnx.ModelProto` (not verified; see
     `export_onnx`) in `form` (module docstring). Raises `ValueError` for a layer without
     a native form (``form="native"``) or a TensorFlow op tf2onnx leaves (``"taps"``).
     `weight_bits` (8, or 7 for x86 CPUs without VNNI) applies to a native QAT export,
-    `stem_fold` and `merge_pointwise` (`onnx_native.native_onnx`) to the native form."""
+    `stem_fold`, `merge_pointwise` and `frames` (`onnx_native.native_onnx`) to the native form."""
     _check_opset(opset)
     if resolve_form(model, form) == "native":
         clip_spec(model, batch_size, name=INPUT_NAME)  # the same argument checks as "taps"
         return onnx_native.native_onnx(model, opset, batch_size, fold_bn, weight_bits, stem_fold,
-                                       merge_pointwise)
+                                       merge_pointwise, frames)
+    if frames is not None:
+        raise ValueError("A frames input applies to the native form.")
     if stem_fold != 1:
         raise ValueError(f"`stem_fold` applies to the native form. Received: stem_fold={stem_fold!r}")
     if merge_pointwise:

@@ -181,7 +181,7 @@ def _run_camera(target, runner, spec, stride, top, as_json, output_video, displa
 def _warm_up(runner, spec):
     """One call on a blank clip, so that the speed reported is the steady state (graph tracing,
     delegate preparation and allocation happen on the first call)."""
-    runner(np.zeros((1, spec.frames, spec.height, spec.width, 3), np.float32))
+    runner(np.zeros((1, spec.frames, spec.height, spec.width, 3), np.uint8 if spec.uint8_frames else np.float32))
 
 
 def define_flags(flag_values=flags.FLAGS):

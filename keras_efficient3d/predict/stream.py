@@ -41,6 +41,8 @@ class ClipSpec:
         probabilities: the model outputs probabilities (``True``), logits (``False``) or
             unknown (``None``: told apart on the first window: non-negative, summing to 1).
         notes: assumptions made (printed to stderr).
+        uint8_frames: the model takes the uint8 frames themselves and normalises them
+            (`keras_efficient3d.runtime.InputSpec`); clips stay uint8.
     """
 
     frames: int
@@ -51,6 +53,7 @@ class ClipSpec:
     labels: list | None = None
     probabilities: bool | None = None
     notes: list = dataclasses.field(default_factory=list)
+    uint8_frames: bool = False
 
     @property
     def span(self):
@@ -113,6 +116,10 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     downsample = int(metadata.downsample or 1)
 
     given = check_options(normalization=normalization)
+    uint8_frames = bool(getattr(spec, "uint8_frames", False))
+    if uint8_frames and not metadata.preprocessing_included:
+        # its input type says so even where no sidecar does
+        metadata = dataclasses.replace(metadata, preprocessing_included=True)
     if given is not None:
         _check_normalization(path, metadata, given, normalization)
     norm = None
@@ -141,7 +148,8 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     notes = _assumptions(os.path.basename(path), notes, unrecorded)
     output = metadata.output
     probabilities = {"probabilities": True, "logits": False}.get(output)
-    return ClipSpec(int(frames), int(height), int(width), downsample, norm, labels, probabilities, notes)
+    return ClipSpec(int(frames), int(height), int(width), downsample, norm, labels, probabilities, notes,
+                    uint8_frames)
 
 
 def _assumptions(name, assumed, unrecorded):
@@ -218,7 +226,10 @@ def preprocess_frame(frame: np.ndarray, spec: ClipSpec) -> np.ndarray:
 
 
 def make_clip(frames, spec: ClipSpec) -> np.ndarray:
-    """Preprocessed uint8 frames ``(T, H, W, 3)`` -> the float32 model input ``(1, T, H, W, 3)``."""
+    """Preprocessed uint8 frames ``(T, H, W, 3)`` -> the float32 model input ``(1, T, H, W, 3)``
+    (uint8, the frames themselves, for a model that normalises them: ``spec.uint8_frames``)."""
+    if spec.uint8_frames:
+        return np.ascontiguousarray(np.asarray(frames, np.uint8)[None])
     clip = np.asarray(frames, np.float32)
     if spec.normalization is not None:
         clip = spec.normalization.apply(clip)

@@ -671,7 +671,8 @@ def test_targets_script_times_ours_and_the_peers_in_one_table(tmp_path, monkeypa
     exports = sorted(p.name for p in work.iterdir())
     assert exports == sorted(["mobilenetv2_0.2x_8x32x32_3c_" + s for s in
                               ["fp32.tflite", "int8.tflite", "native.onnx", "fp32.xml",
-                               "fp32.bin", "int8.xml", "int8.bin", "original.onnx"]])
+                               "fp32.bin", "int8.xml", "int8.bin", "int8_frames.xml", "int8_frames.bin",
+                               "original.onnx"]])
     # A second run reuses the exports; its peers come from benchmark_pytorch.py's rows.
     stamps = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
     peers = tmp_path / "peers.json"

@@ -13,6 +13,7 @@ import pytest
 from deploy_helpers import randomize_batchnorm
 from keras_efficient3d import cli, create_model
 from keras_efficient3d import layers as L
+from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.deploy import onnx_export, onnx_native
 from keras_efficient3d.fold import inference_form
 from keras_efficient3d.models.resnet import ResNet3DBase
@@ -548,3 +549,63 @@ def test_qat_native_agrees_with_float_and_tflite_int8_on_the_shipped_model():
     assert np.mean(ort_top1 == float_top1) >= 0.99 and np.mean(ort_top1 == tflite_top1) >= 0.98
     seven = onnx_native.native_onnx(qat, weight_bits=7)
     assert np.mean(np.argmax(_openvino_output(seven, clips), -1) == float_top1) >= 0.99
+
+
+# One mean for every channel (128 of 255), a std per channel and BGR: a frames input is exact.
+_ONE_MEAN = Normalization(mean=(128 / 255,) * 3, std=(0.2, 0.25, 0.3), value_range="0-1", channel_order="BGR")
+
+
+def _frames(shape, n=2, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(n,) + tuple(shape)).astype(np.float32)
+
+
+def test_a_frames_input_is_normalised_in_the_graph_exactly():
+    """RGB 0-255 frames in, the model's normalisation in the graph: one scalar Sub and Mul
+    before the stem, the per-channel std and the channel order in the stem's weights; the
+    same outputs as the model on the normalised clip, at every stem fold, in ONNX Runtime
+    and OpenVINO."""
+    model = _stem_model(3, (1, 2, 2), 1, use_bias=False)
+    frames = _frames(model.inputs[0].shape[1:])
+    expected = model(_ONE_MEAN.apply(frames), training=False).numpy()
+    assert onnx_native.frames_input_affine(_ONE_MEAN) == {
+        "zero_point": 128.0, "scale": pytest.approx(np.mean([1 / (255 * s) for s in _ONE_MEAN.std])),
+        "exact": True, "border_offset": 0.0}
+    for fold in (1,) + onnx_native.stem_fold_factors(model):
+        proto = onnx_native.native_onnx(model, frames=_ONE_MEAN, stem_fold=fold)
+        assert [n.op_type for n in proto.graph.node][:2] == ["Sub", "Mul"]
+        assert check_close(onnx_export.run_onnx(proto, frames), expected, 1e-4, 1e-6) < 1e-4
+        check_close(_openvino_output(proto, frames), expected, 1e-4, 1e-6, what="OpenVINO model")
+    # the channel order is the stem's: the same frames in BGR are another clip
+    assert check_close(onnx_export.run_onnx(onnx_native.native_onnx(model, frames=_ONE_MEAN), frames[..., ::-1]),
+                       expected, 1e30, 0) > 1e-3
+
+
+def test_a_frames_input_with_a_mean_per_channel_is_exact_inside_the_border():
+    """Per-channel means (the original's ActivityNet mean): the stem's zero padding reads the
+    channels' common mean, so the outputs whose taps reach the padding differ, and only
+    those (the border the report's border_offset is about)."""
+    from keras_efficient3d.data.normalization import PRESETS
+
+    inputs = keras.Input((6, 12, 12, 3), name="input")
+    x = L.Conv3D(6, 3, (1, 2, 2), 1, name="stem")(inputs)
+    model = randomize_batchnorm(keras.Model(
+        inputs, keras.layers.BatchNormalization(epsilon=1e-5, name="stem_bn")(x), name="stem_only"))
+    norm = PRESETS["original"]
+    affine = onnx_native.frames_input_affine(norm)
+    assert not affine["exact"] and affine["border_offset"] == pytest.approx(7.7748)
+    frames = _frames(model.inputs[0].shape[1:])
+    expected = model(norm.apply(frames), training=False).numpy()
+    actual = onnx_export.run_onnx(onnx_native.native_onnx(model, frames=norm), frames)
+    # stride 2 over 12 columns with a pad of 1: only the first row and column read padding
+    inside = (slice(None), slice(1, -1), slice(1, None), slice(1, None))
+    assert check_close(actual[inside], expected[inside], 1e-4, 1e-6) < 1e-4
+    assert np.abs(actual - expected).max() > 1e-2 * np.abs(expected).max()
+
+
+def test_a_frames_input_needs_a_float_model_with_a_stem(qat_trunk):
+    with pytest.raises(ValueError, match="frames input is written for float models"):
+        onnx_native.native_onnx(qat_trunk[0], frames=_ONE_MEAN)
+    inputs = keras.Input((4, 8, 8, 3), name="input")
+    two = keras.layers.Concatenate()([L.Conv3D(4, 3, 1, 1, name="a")(inputs), L.Conv3D(4, 3, 1, 1, name="b")(inputs)])
+    with pytest.raises(ValueError, match="one ungrouped Conv3D alone reads"):
+        onnx_native.native_onnx(keras.Model(inputs, two), frames=_ONE_MEAN)

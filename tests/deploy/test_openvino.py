@@ -15,6 +15,7 @@ from keras_efficient3d import cli, create_model, runtime  # noqa: E402
 from keras_efficient3d import layers as L  # noqa: E402
 from keras_efficient3d.artifacts import ModelFileError, read_metadata  # noqa: E402
 from keras_efficient3d.data import synthetic  # noqa: E402
+from keras_efficient3d.data.normalization import Normalization  # noqa: E402
 from keras_efficient3d.deploy import onnx_export, openvino_export  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -207,6 +208,101 @@ def test_int8_runs_a_narrow_depthwise_layer_folded_after_the_stem(tmp_path):
             if kind in ("Convolution", "GroupConvolution")} <= {"u8", "i8"}
 
 
+# One mean for every channel (128 of 255): the frames input is exact (onnx_native._FramesInput).
+FRAMES_NORM = Normalization(mean=(128 / 255,) * 3, std=(0.2, 0.25, 0.3), value_range="0-1")
+
+
+def test_int8_ir_of_frames_takes_uint8_and_quantizes_nothing_at_the_input(trunk, tmp_path):
+    """`frames_input`: the IR's input is uint8 RGB frames, every convolution runs in int8
+    and nothing runs in f32 before the stem (the int8 IR of normalised clips quantizes its
+    float input in an f32 pass); the sidecar says the model normalises its frames."""
+    calibration = FRAMES_NORM.apply(FRAMES_NORM.frames(synthetic_clips(8, seed=4)).astype(np.float32))
+    metadata = {"input": {"frames": SMALL[0], "size": SMALL[1]}, "normalization": FRAMES_NORM.to_config()}
+    reports = {frames: openvino_export.export_openvino(
+        trunk, str(tmp_path / f"int8_{frames}.xml"), quantize="ptq", calibration=calibration,
+        stem_fold=1, frames_input=frames, metadata=metadata) for frames in (False, True)}
+    report = reports[True]
+    assert report["frames"] == {"zero_point": 128.0, "scale": pytest.approx(0.0161220), "exact": True,
+                                "border_offset": 0.0}
+    assert report["top1_agreement"] >= 0.75
+    runner = runtime.load_runner(report["path"], threads=1)
+    assert runner.input_spec.dtype == "uint8" and runner.input_spec.uint8_frames
+    precisions = runner.runtime_precisions()
+    assert {p for (kind, p) in precisions if kind in ("Convolution", "GroupConvolution")} <= {"u8", "i8"}
+    plain = runtime.load_runner(reports[False]["path"], threads=1)
+    f32, plain_f32 = ({kind for (kind, p) in r.runtime_precisions() if p == "f32"} for r in (runner, plain))
+    assert plain_f32 - f32 == {"Input", "Subgraph"} and f32 <= plain_f32, (f32, plain_f32)  # the input: u8
+    # the same clips as frames: the same int8 model up to the input grid's rounding
+    frames = FRAMES_NORM.frames(calibration)
+    np.testing.assert_array_equal(np.argmax(runner(frames), -1), np.argmax(plain(calibration), -1))
+    recorded = read_metadata(report["path"])
+    assert recorded.preprocessing_included and recorded.normalization == FRAMES_NORM
+    with pytest.raises(ValueError, match=r"takes uint8 RGB frames \(0-255\) and normalises them itself; "
+                                         r"received float32"):
+        runner(calibration)
+
+
+def test_frames_input_refusals(small_model, tmp_path):
+    path = str(tmp_path / "m.xml")
+    clips_ = clips(SMALL, 4)
+    with pytest.raises(ValueError, match="`frames_input` is for int8 from post-training quantization"):
+        openvino_export.export_openvino(small_model, path, frames_input=True, normalization="unit")
+    with pytest.raises(ValueError, match="`frames_input` needs the model's normalisation"):
+        openvino_export.export_openvino(small_model, path, quantize="ptq", calibration=clips_, frames_input=True)
+    with pytest.raises(ValueError, match="already takes frames"):
+        openvino_export.export_openvino(small_model, path, quantize="ptq", calibration=clips_, frames_input=True,
+                                        metadata={"preprocessing_included": True})
+    with pytest.raises(ValueError, match="`normalization` is for `frames_input=True`"):
+        openvino_export.export_openvino(small_model, path, normalization="unit")
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.slow
+def test_predict_runs_an_int8_ir_of_frames(shipped, tmp_path, capsys):
+    """predict feeds a frames IR the uint8 frames themselves: on a real video of a gesture,
+    the shipped model's frames IR gives the class and scores the .keras model gives."""
+    from keras_efficient3d.artifacts import read_metadata as read
+    from keras_efficient3d.predict import command
+
+    ph = load_script("predict_helpers", os.path.join("tests", "predict"))
+    model, calibration, _ = shipped
+    path = str(tmp_path / "frames.xml")
+    openvino_export.export_openvino(model, path, quantize="ptq", calibration=calibration,
+                                    frames_input=True, metadata=read(SHIPPED))
+    label = synthetic.CLASSES.index("Swiping Right") if "Swiping Right" in synthetic.CLASSES else 1
+    video = ph.write_video(str(tmp_path / "gesture.mp4"),
+                           synthetic.render_video(label, np.random.default_rng(7), 32, 64))
+    scores = {}
+    for name in (SHIPPED, path):
+        code = cli.invoke(command.main, command.define_flags,
+                          ["predict", video, f"--model_file={name}", "--format=json", "--threads=1",
+                           f"--top={len(synthetic.CLASSES)}"], positional=True)
+        assert code == 0
+        top = json.loads(capsys.readouterr().out.splitlines()[-1])["top"]
+        scores[name] = np.array([t["score"] for t in sorted(top, key=lambda t: t["index"])])
+    assert np.argmax(scores[SHIPPED]) == label and np.argmax(scores[path]) == label
+    np.testing.assert_allclose(scores[path], scores[SHIPPED], atol=0.05)
+
+
+def test_benchmark_openvino_exports_int8_of_frames(tmp_path):
+    script = load_script("benchmark_openvino")
+    path = script.export_model("mobilenetv2_0.2x", "int8-frames", str(tmp_path), input_shape=SMALL,
+                               num_classes=3, stem_fold=1)
+    runner = runtime.load_runner(path, threads=1)
+    assert path.endswith("_int8-frames_f1.xml") and runner.input_spec.uint8_frames
+    assert openvino_export.ir_precision(path) == "int8"
+
+
+def test_make_clip_keeps_the_frames_of_a_model_of_frames():
+    from keras_efficient3d.predict import ClipSpec, make_clip
+
+    frames = np.random.default_rng(0).integers(0, 256, size=SMALL, dtype=np.uint8)
+    clip = make_clip(frames, ClipSpec(*SMALL[:3], uint8_frames=True))
+    assert clip.dtype == np.uint8 and clip.shape == (1,) + SMALL
+    np.testing.assert_array_equal(clip[0], frames)
+    assert make_clip(frames, ClipSpec(*SMALL[:3], normalization=FRAMES_NORM)).dtype == np.float32
+
+
 def test_ptq_of_a_model_without_a_native_form(tmp_path, monkeypatch):
     """A layer the native writer lacks: the taps form, no stem fold and no merged pairs even
     where the CPU has AMX and the stem could fold."""
@@ -377,6 +473,7 @@ def test_cli_exports_fp32_ir(export_cli, tmp_path, capsys):
     (["--quantize=int4"], "--quantize"),
     (["--stem_fold=two"], "--stem_fold=two: expected auto or a whole number"),
     (["--format=savedmodel", "--output={tmp}/sm", "--stem_fold=2"], "--stem_fold goes with"),
+    (["--frames_input"], "--frames_input goes with --format=openvino --quantize=ptq"),
 ])
 def test_cli_bad_input_is_one_line(export_cli, tmp_path, capsys, args, message):
     args = [a.format(tmp=tmp_path) for a in args]
