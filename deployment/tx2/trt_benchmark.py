@@ -80,19 +80,21 @@ class CudaRuntime(object):
     @staticmethod
     def _check(status, what):
         if status != 0:
-            raise RuntimeError("{} failed with CUDA error {}".format(what, status))
+            raise common.Failed("{} failed with CUDA error {}".format(what, status))
 
 
 def time_with_python_api(trt, engine_path, batch_sizes, warmup, iterations, given=None):
     """`given`: --batch-sizes as typed, for the note on a fixed-batch engine."""
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    cuda = CudaRuntime()
     logger = trt.Logger(trt.Logger.WARNING)
     with open(engine_path, "rb") as f:
         engine = trt.Runtime(logger).deserialize_cuda_engine(f.read())
     if engine is None:
-        raise RuntimeError("TensorRT could not load {} (built by another TensorRT version?)".format(engine_path))
+        raise common.Failed("TensorRT {} could not load --engine {} (not an engine, or built by "
+                            "another TensorRT version)".format(getattr(trt, "__version__", "?"),
+                                                              engine_path))
+    cuda = CudaRuntime()
     context = engine.create_execution_context()
     v3 = hasattr(engine, "num_io_tensors")  # TensorRT >= 8.5 tensor API, else bindings (8.2)
     if v3:

@@ -114,6 +114,8 @@ def main(argv=None):
     batch_sizes = common.parse_batch_sizes(args.batch_sizes)
     if not os.path.isfile(args.onnx):
         raise common.Refused("--onnx {} is not a file.".format(args.onnx))
+    # trtexec finds an unwritable --saveEngine only after minutes of building.
+    common.check_output_file(args.engine, "--engine")
     common.check_workspace_mb(args.workspace_mb)
     if args.precision == "int8":
         common.check_int8(device_capability(args.compute_capability), "TensorRT INT8 engine")

@@ -74,6 +74,8 @@ def check_output_file(path, flag):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise Refused("{} {}: folder {} does not exist.".format(flag, path, folder))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise Refused("{} {}: folder {} is not writable.".format(flag, path, folder))
 
 
 def check_workspace_mb(value):

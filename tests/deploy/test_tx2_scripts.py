@@ -49,8 +49,8 @@ def test_parses_as_python_36(path):
             assert node.module.split(".")[0] in STDLIB_OK
 
 
-def _script(name, *args, timeout=120):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PATH="/usr/bin:/bin")
+def _script(name, *args, timeout=120, **environ):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PATH="/usr/bin:/bin", **environ)
     run = subprocess.run([sys.executable, os.path.join(TX2, name)] + list(args),
                          capture_output=True, text=True, env=env, timeout=timeout)
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
@@ -370,6 +370,42 @@ def test_trt_benchmark_reports_a_failed_trtexec_in_one_line(tmp_path):
     _one_line(run, 1, "trtexec failed (exit 1): [E] Error[1]: engine deserialization failed")
     run = _script("trt_benchmark.py", *args, "--json", str(tmp_path / "no" / "r.json"))
     _one_line(run, 2, "--json {}: folder".format(tmp_path / "no" / "r.json"))
+
+
+def test_trt_benchmark_reports_an_engine_tensorrt_cannot_load_in_one_line(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not an engine")
+    fake = tmp_path / "fake" / "tensorrt"
+    fake.mkdir(parents=True)
+    # TensorRT's Runtime answers None, not an exception, for bytes it cannot deserialize.
+    (fake / "__init__.py").write_text(
+        "__version__ = '8.2.1'\n"
+        "class Logger:\n    WARNING = 2\n    def __init__(self, level):\n        pass\n"
+        "class Runtime:\n    def __init__(self, logger):\n        pass\n"
+        "    def deserialize_cuda_engine(self, data):\n        return None\n")
+    run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "python",
+                  PYTHONPATH=str(tmp_path / "fake"))
+    _one_line(run, 1, f"TensorRT 8.2.1 could not load --engine {engine}")
+
+
+def test_trt_benchmark_reports_a_failed_cuda_call_as_a_failure(common):
+    bench = importlib.import_module("trt_benchmark")
+    with pytest.raises(common.Failed, match="cudaMalloc failed with CUDA error 2"):
+        bench.CudaRuntime._check(2, "cudaMalloc")
+
+
+def test_build_engine_checks_the_engine_folder_before_building(onnx_files, tmp_path, common,
+                                                              monkeypatch):
+    engine = tmp_path / "no" / "m.engine"
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", str(engine))
+    _one_line(run, 2, f"--engine {engine}: folder {tmp_path / 'no'} does not exist")
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine",
+                  str(tmp_path))
+    _one_line(run, 2, f"--engine {tmp_path} is a folder; a file is needed")
+    # root writes anywhere, so the unwritable folder is the answer os.access gives
+    monkeypatch.setattr(common.os, "access", lambda path, mode: False)
+    with pytest.raises(common.Refused, match="folder .* is not writable"):
+        common.check_output_file(str(tmp_path / "m.engine"), "--engine")
 
 
 def test_trt_convert_checks_the_calibration_clips_and_workspace_first(saved_model_dir, tmp_path):
