@@ -1067,8 +1067,8 @@ def test_pytorch_benchmark_refuses_training_only_onnx_peers(tmp_path, capsys, mo
                        "--peers=openvino,onnxruntime"])
     assert code == 2
     assert capsys.readouterr().err == (
-        "benchmark_pytorch.py: error: --mode=train times the pytorch peer only (the ONNX peers "
-        "run at inference): --peers=openvino,onnxruntime leaves nothing to time\n")
+        "benchmark_pytorch.py: error: --peers=openvino,onnxruntime leaves nothing to time at "
+        "--mode=train (openvino: timed at inference only; onnxruntime: timed at inference only)\n")
     lines = []
 
     def build(*args):
@@ -1078,3 +1078,28 @@ def test_pytorch_benchmark_refuses_training_only_onnx_peers(tmp_path, capsys, mo
         script.run(str(tmp_path), ["mobilenetv2_1.0x"], mode="train",
                    peers=("pytorch", "openvino"), log=lines.append)
     assert lines == ["openvino peer skipped: timed at inference only"]
+
+
+def test_pytorch_benchmark_refuses_onnx_peers_whose_runtimes_are_all_missing(tmp_path, capsys,
+                                                                             monkeypatch):
+    """At inference, ONNX peers none of whose runtimes is installed timed nothing and exited
+    0, as the training-only ones did."""
+    pytest.importorskip("torch")
+    script = _script_module("benchmark_pytorch")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in (
+        "onnxruntime", "openvino") else find_spec(name, *a))
+    try:
+        code = cli.invoke(script.main, script.define_flags,
+                          ["benchmark_pytorch.py", f"--repo={_torch_original(tmp_path)}",
+                           "--models=mobilenetv2_1.0x", "--peers=onnxruntime,openvino",
+                           "--batch_sizes=1", "--frames=4", "--size=16", "--runs=1"])
+    finally:
+        for name in ("opts", "model"):
+            sys.modules.pop(name, None)
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "benchmark_pytorch.py: error: --peers=onnxruntime,openvino leaves nothing to time at "
+        "--mode=inference (onnxruntime: onnxruntime is not installed; openvino: openvino is not "
+        "installed)\n")
