@@ -714,10 +714,27 @@ def test_targets_script_says_when_the_peers_need_pytorch(tmp_path, monkeypatch, 
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "torch" else find_spec(name, *a))
     code = cli.invoke(script.main, script.define_flags,
-                      ["benchmark_targets.py", f"--repo={tmp_path}", f"--work_dir={tmp_path}/w"])
+                      ["benchmark_targets.py", f"--repo={_fake_original(tmp_path)}",
+                       "--models=mobilenetv2_1.0x", f"--work_dir={tmp_path}/w"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("benchmark_targets.py: error: --repo=") and "needs PyTorch" in err[0]
+    assert not os.path.exists(tmp_path / "w")
+
+
+def test_targets_script_checks_every_original_name_before_timing_any(tmp_path, capsys):
+    """A name the original code lacks was found only once the names before it were timed."""
+    from keras_efficient3d import cli
+
+    script = _script_module("benchmark_targets")
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_targets.py", f"--repo={_fake_original(tmp_path)}",
+                       "--models=mobilenetv2_1.0x,squeezenet_1.1", f"--work_dir={tmp_path}/w"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("benchmark_targets.py: error: Unknown configuration "
+                             "'squeezenet_1.1': the original code has the models mobilenetv2, "
+                             "shufflenet")
     assert not os.path.exists(tmp_path / "w")
 
 
