@@ -45,6 +45,27 @@ def load_cli():
 
 
 cli = load_cli()
+
+
+def load_original():
+    """deployment/benchmark_pytorch.py, whose functions build, export and time the original
+    model for the scripts that time it beside ours."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import benchmark_pytorch
+    finally:
+        sys.path.pop(0)
+    return benchmark_pytorch
+
+
+def check_original(repo, models):
+    """Refuses, before anything is timed, what would stop the original's timing part way: a
+    `repo` that is not the original's checkout, a name of `models` it has no model for (found
+    otherwise only once the names before it were timed), PyTorch missing here."""
+    load_original().check_models(repo, models)
+    if importlib.util.find_spec("torch") is None:
+        raise cli.UsageError(f"--repo={repo}: timing the original model needs PyTorch in this "
+                             "environment (pip install torch), or leave out --repo")
 DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "shufflenet_1.0x_g3",
                   "squeezenet_1.1", "resnet18_A"]
 

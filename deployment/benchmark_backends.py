@@ -38,6 +38,11 @@ from absl import flags
 
 from keras_efficient3d import allocators, cli
 
+# isort: split
+# deployment/benchmark.py, beside this; imported after the package's cli, which it then
+# shares (loaded first, it would load a copy of cli.py of its own)
+from benchmark import check_original, load_original
+
 BACKENDS = ("tensorflow", "jax", "torch")
 MODES = ("inference", "train")
 ALL_MODES = MODES + ("predict",)
@@ -142,21 +147,11 @@ def keras_step(name, mode, input_shape, num_classes, train_batch, runs, threads,
     return step
 
 
-def _original():
-    """deployment/benchmark_pytorch.py, which builds and times the original model."""
-    sys.path.insert(0, _HERE)
-    try:
-        import benchmark_pytorch
-    finally:
-        sys.path.pop(0)
-    return benchmark_pytorch
-
-
 def original_step(repo, name, mode, input_shape, num_classes, train_batch, runs, threads):
     """The same call of the original model (`benchmark_pytorch.original_step`)."""
     import torch
 
-    original = _original()
+    original = load_original()
     torch.set_num_threads(threads)
     frames, size = input_shape[0], input_shape[1]
     model = original.build(repo, name, num_classes, frames, size)
@@ -318,7 +313,6 @@ def format_backends(rows):
 
 def main(argv, flag_values=flags.FLAGS):
     del argv
-    import importlib.util
 
     from keras_efficient3d import registry
     from keras_efficient3d.deploy.benchmark import write_report
@@ -330,10 +324,7 @@ def main(argv, flag_values=flags.FLAGS):
         raise cli.UsageError(f"--threads={f.threads}: every runtime is timed at the same "
                              "thread count, at least 1")
     if f.repo:  # the original's worker would fail only after ours had warmed up
-        _original().check_models(f.repo, f.models)
-    if f.repo and importlib.util.find_spec("torch") is None:
-        raise cli.UsageError(f"--repo={f.repo}: timing the original model needs PyTorch in "
-                             "this environment (pip install torch), or leave out --repo")
+        check_original(f.repo, f.models)
     rows = run_backends(f.models, f.backends, f.modes, f.repo, f.rounds, f.warmup, f.runs,
                         f.train_batch, f.threads, f.frames, f.size, f.num_classes,
                         log=lambda line: print(line, file=sys.stderr), train_steps=f.train_steps,

@@ -206,6 +206,27 @@ def _missing(form):
     return None
 
 
+def runnable_peers(peers, mode, log=print):
+    """The peers of `peers` that can be timed here in `mode`: an ONNX one is skipped, with a
+    log line, outside inference or where its runtime is not installed. A choice that leaves
+    none is refused, as a run that times nothing would end as if it had succeeded."""
+    kept, skipped = [], {}
+    for form in peers:
+        reason = None
+        if form in _ONNX_PEERS:
+            reason = "timed at inference only" if mode != "inference" else _missing(form)
+        if reason:
+            skipped[form] = reason
+        else:
+            kept.append(form)
+    if not kept:
+        raise cli.UsageError(f"--peers={','.join(peers)} leaves nothing to time at --mode={mode} "
+                             f"({'; '.join(f'{k}: {v}' for k, v in skipped.items())})")
+    for form, reason in skipped.items():
+        log(f"{form} peer skipped: {reason}")
+    return kept
+
+
 def original_step(model, mode, batch, frames, size, num_classes):
     """One timed call of the original `model` and its random input clip ``(batch, 3,
     frames, size, size)``: at inference ``model(x)`` under ``torch.no_grad()`` in eval mode;
@@ -239,14 +260,7 @@ def run(repo, models, mode="inference", batch_sizes=(1, 8), frames=16, size=112,
     """Times each model in each of `peers` (`PEERS`; the ONNX ones at inference only, each
     skipped with a log line where its runtime is not installed); returns the rows."""
     check_models(repo, models)
-    if mode != "inference":  # the ONNX peers are timed at inference only
-        if "pytorch" not in peers:
-            raise cli.UsageError(f"--mode={mode} times the pytorch peer only (the ONNX peers "
-                                 f"run at inference): --peers={','.join(peers)} leaves nothing "
-                                 "to time")
-        for form in peers:
-            if form in _ONNX_PEERS:
-                log(f"{form} peer skipped: timed at inference only")
+    peers = runnable_peers(peers, mode, log)
     try:
         import torch
     except ImportError as err:
@@ -255,12 +269,7 @@ def run(repo, models, mode="inference", batch_sizes=(1, 8), frames=16, size=112,
     if threads < 1:
         raise ValueError(f"--threads must be at least 1 for PyTorch. Received: {threads}")
     torch.set_num_threads(threads)
-    onnx_peers = [p for p in peers if p in _ONNX_PEERS] if mode == "inference" else []
-    for form in list(onnx_peers):
-        reason = _missing(form)
-        if reason:
-            log(f"{form} peer skipped: {reason}")
-            onnx_peers.remove(form)
+    onnx_peers = [p for p in peers if p in _ONNX_PEERS]
     temporary = tempfile.TemporaryDirectory(prefix="peers_") if onnx_peers and not onnx_dir else None
     folder = onnx_dir or (temporary.name if temporary else None)
     if folder:

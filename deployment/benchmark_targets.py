@@ -30,13 +30,17 @@ clips: the timing does not depend on them). ``--json_out`` gets every figure and
 Markdown table beside it (.md).
 """
 
-import importlib.util
 import os
 import sys
 
 from absl import flags
 
 from keras_efficient3d import cli
+
+# isort: split
+# deployment/benchmark.py, beside this; imported after the package's cli, which it then
+# shares (loaded first, it would load a copy of cli.py of its own)
+from benchmark import check_original, load_original
 
 DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "shufflenet_1.0x_g3",
                   "squeezenet_1.1", "mobilenetv2_0.2x"]
@@ -47,20 +51,12 @@ def original_steps(repo, input_shape, num_classes, threads, folder, labels=None)
     ``original-onnxruntime``, ``original-openvino`` (fp32) and ``original-openvino-auto``
     (the CPU's default precision): the original model built from `repo` and its plain ONNX
     export, by ``benchmark_pytorch.py``'s functions) on one clip; those of `labels` only
-    when given."""
-    if importlib.util.find_spec("torch") is None:
-        raise cli.UsageError(f"--repo={repo}: timing the original model needs PyTorch in this "
-                             "environment (pip install torch), or leave out --repo")
+    when given (`repo` and the names checked by `benchmark.check_original`)."""
     import torch
 
     from keras_efficient3d.runtime import quiet_stderr
 
-    # deployment/benchmark_pytorch.py, beside this script.
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    try:
-        import benchmark_pytorch as original
-    finally:
-        sys.path.pop(0)
+    original = load_original()
     frames, size = int(input_shape[0]), int(input_shape[1])
     torch.set_num_threads(int(threads))
     os.makedirs(folder, exist_ok=True)
@@ -134,6 +130,8 @@ def main(argv, flag_values=flags.FLAGS):
     if f["peers"].present and not f.repo and not f.peers_json:
         raise cli.UsageError("--peers chooses among the peers of --repo or --peers_json: give "
                              "one of them")
+    if f.repo:
+        check_original(f.repo, f.models)
     input_shape = (f.frames, f.size, f.size, 3)
     peers = (original_steps(f.repo, input_shape, f.num_classes, f.threads, f.work_dir, f.peers)
              if f.repo else None)

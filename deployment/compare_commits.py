@@ -50,7 +50,8 @@ def define_flags(flag_values=FLAGS):
     cli.define("size", 112, **fv)
     cli.define("runs", 15, **fv)
     cli.define("json_out", None, **fv)
-    flags.DEFINE_string("worker", None, "(internal) time one form in this process.", **fv)
+    flags.DEFINE_string("worker", None, "(internal) time one form in this process, or 'names': "
+                        "check --models.", **fv)
     flags.DEFINE_string("worker_tree", None, "(internal) the tree whose package --worker times.",
                         **fv)
 
@@ -69,6 +70,16 @@ def _import_package(tree):
         raise cli.UsageError(f"the worker for {tree} imported keras_efficient3d from {where}; "
                              f"expected {os.path.join(tree, 'keras_efficient3d')}")
     return k3
+
+
+def check_names(models, tree=_HERE):
+    """Raises the registry's ValueError for a name of `models` that `tree`'s package does not
+    know."""
+    _import_package(tree)
+    from keras_efficient3d.registry import resolve_name
+
+    for name in models:
+        resolve_name(name)
 
 
 def time_forms(what, models, frames, size, runs, tree=_HERE):
@@ -141,7 +152,9 @@ def time_forms(what, models, frames, size, runs, tree=_HERE):
 
 
 def _run_worker(tree, what, models, frames, size, runs):
-    env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="3")
+    """The rows of `what` timed in a process of its own, which imports `tree`'s package
+    (--worker_tree); with `what` 'names', the check of `models` there."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     args = [sys.executable, os.path.abspath(__file__), f"--worker={what}", f"--worker_tree={tree}",
             f"--models={','.join(models)}", f"--frames={frames}", f"--size={size}", f"--runs={runs}"]
     done = subprocess.run(args, cwd=tree, env=env, capture_output=True, text=True, check=False)
@@ -150,6 +163,8 @@ def _run_worker(tree, what, models, frames, size, runs):
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         # The worker's own error line: relayed once under this program's prefix.
         last = last.removeprefix(f"{os.path.basename(__file__)}: error: ")
+        if what == "names":
+            raise cli.UsageError(f"--models: {last}")
         raise cli.UsageError(f"timing {what} in {tree} failed: {last}")
     return json.loads(rows[-1][5:])
 
@@ -158,6 +173,8 @@ def compare(base, what=WHAT, models=None, rounds=2, frames=16, size=112, runs=15
     """Times this checkout ('new') and `base` ('base') alternately; returns rows with the
     per-round medians of each tree."""
     here = _HERE
+    if models:  # an unknown name is reported before the worktree and the timing start
+        _run_worker(here, "names", models, frames, size, runs)
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         base_tree = os.path.join(scratch, "base")
@@ -199,17 +216,15 @@ def main(argv, flag_values=FLAGS):
     unknown = sorted(set(f.what) - set(WHAT))
     if unknown:
         raise cli.UsageError(f"--what: unknown {', '.join(unknown)}; expected some of {', '.join(WHAT)}")
+    if f.worker == "names":
+        check_names(f.models, f.worker_tree or _HERE)
+        print("ROWS []")
+        return
     if f.worker:
         rows = time_forms(f.worker, f.models or DEFAULT_MODELS[f.worker].split(","), f.frames,
                           f.size, f.runs, f.worker_tree or _HERE)
         print("ROWS " + json.dumps(rows))
         return
-    if f.models:  # an unknown name is reported before the worktree and the workers start
-        sys.path.insert(0, _HERE)
-        from keras_efficient3d.registry import resolve_name
-
-        for name in f.models:
-            resolve_name(name)
     rows = compare(f.base, f.what, f.models, f.rounds, f.frames, f.size, f.runs,
                    log=lambda line: print(line, file=sys.stderr))
     print(format_table(rows, f.base))

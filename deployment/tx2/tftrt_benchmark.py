@@ -21,7 +21,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--saved-model", required=True)
     parser.add_argument("--signature", default="serving_default")
-    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--batch-sizes", default=None, help="Default: 1,8.")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--json", default=None, help="Also write the results to this file.")
@@ -57,10 +57,9 @@ def main(argv=None):
     fn = loaded.signatures[args.signature]
     (key, spec), = fn.structured_input_signature[1].items()
     shape = tuple(spec.shape.as_list())
-    if shape[0] is not None:
-        if any(b != shape[0] for b in batch_sizes):
-            print("The signature has a fixed batch of {}: timing that batch only.".format(shape[0]))
-        batch_sizes = (shape[0],)
+    batch_sizes = common.fixed_batch_sizes(
+        "signature {} of {}".format(args.signature, args.saved_model), shape[0], batch_sizes,
+        args.batch_sizes, "this script times")
 
     results = []
     rng = np.random.RandomState(0)

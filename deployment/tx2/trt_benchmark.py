@@ -26,7 +26,7 @@ from trt_build_engine import find_trtexec
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--engine", required=True)
-    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--batch-sizes", default=None, help="Default: 1,8.")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--backend", default="auto", choices=("auto", "python", "trtexec"))
@@ -80,18 +80,21 @@ class CudaRuntime(object):
     @staticmethod
     def _check(status, what):
         if status != 0:
-            raise RuntimeError("{} failed with CUDA error {}".format(what, status))
+            raise common.Failed("{} failed with CUDA error {}".format(what, status))
 
 
-def time_with_python_api(trt, engine_path, batch_sizes, warmup, iterations):
+def time_with_python_api(trt, engine_path, batch_sizes, warmup, iterations, given=None):
+    """`given`: --batch-sizes as typed, for the note on a fixed-batch engine."""
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    cuda = CudaRuntime()
     logger = trt.Logger(trt.Logger.WARNING)
     with open(engine_path, "rb") as f:
         engine = trt.Runtime(logger).deserialize_cuda_engine(f.read())
     if engine is None:
-        raise RuntimeError("TensorRT could not load {} (built by another TensorRT version?)".format(engine_path))
+        raise common.Failed("TensorRT {} could not load --engine {} (not an engine, or built by "
+                            "another TensorRT version)".format(getattr(trt, "__version__", "?"),
+                                                              engine_path))
+    cuda = CudaRuntime()
     context = engine.create_execution_context()
     v3 = hasattr(engine, "num_io_tensors")  # TensorRT >= 8.5 tensor API, else bindings (8.2)
     if v3:
@@ -104,8 +107,8 @@ def time_with_python_api(trt, engine_path, batch_sizes, warmup, iterations):
         shape = tuple(engine.get_binding_shape(0))
     if len(inputs) != 1:
         raise common.Refused("expected an engine with one input, found {}.".format(len(inputs)))
-    if shape[0] != -1:
-        batch_sizes = (shape[0],)
+    batch_sizes = common.fixed_batch_sizes(engine_path, None if shape[0] == -1 else shape[0],
+                                           batch_sizes, given, "the engine runs")
     results = []
     for batch in batch_sizes:
         clip_shape = (batch,) + shape[1:]
@@ -157,22 +160,52 @@ def parse_trtexec_median_ms(text):
     return None
 
 
-def time_with_trtexec(trtexec, engine_path, batch_sizes, warmup, iterations, input_shape=None):
+_BINDING = re.compile(r"Created input binding for \S+ with dimensions (\d+)x")
+
+
+def parse_trtexec_batch(text):
+    """The batch of the engine's input as trtexec set it up, or None."""
+    found = _BINDING.search(text)
+    return int(found.group(1)) if found else None
+
+
+def run_trtexec(trtexec, engine_path, warmup, iterations, shapes=None):
+    """(median ms, trtexec's output) of one trtexec timing run."""
+    cmd = [trtexec, "--loadEngine={}".format(engine_path), "--iterations={}".format(iterations),
+           "--warmUp={}".format(max(warmup, 1) * 10), "--duration=0"]
+    if shapes:
+        cmd.append("--shapes={}".format(shapes))
+    print(" ".join(cmd))
+    run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    median = parse_trtexec_median_ms(run.stdout)
+    if run.returncode != 0 or median is None:
+        # Its last line says why (the lines above it are trtexec's settings).
+        last = [line.strip() for line in run.stdout.splitlines() if line.strip()][-1:]
+        why = "exit {}".format(run.returncode) if run.returncode else "no timing in its output"
+        raise common.Failed("trtexec failed ({}): {} (its command is the line above)".format(
+            why, last[0] if last else "no output"))
+    return median, run.stdout
+
+
+def time_with_trtexec(trtexec, engine_path, batch_sizes, warmup, iterations, input_shape=None,
+                      given=None):
+    """`input_shape`: (input name, "FxHxWxC") of a dynamic-batch engine, or None for a
+    fixed-shape one, which trtexec runs at its own batch (read from trtexec's output)."""
+    runs = []
+    if input_shape is None:
+        median, output = run_trtexec(trtexec, engine_path, warmup, iterations)
+        batch = parse_trtexec_batch(output)
+        if batch is None:
+            raise common.Failed("trtexec did not say the engine's input dimensions, so its batch "
+                                "is unknown: pass --clip-shape for a dynamic-batch engine")
+        common.fixed_batch_sizes(engine_path, batch, batch_sizes, given, "the engine runs")
+        runs.append((batch, median))
+    else:
+        for batch in batch_sizes:
+            shapes = "{}:{}x{}".format(input_shape[0], batch, input_shape[1])
+            runs.append((batch, run_trtexec(trtexec, engine_path, warmup, iterations, shapes)[0]))
     results = []
-    for batch in batch_sizes:
-        cmd = [trtexec, "--loadEngine={}".format(engine_path), "--iterations={}".format(iterations),
-               "--warmUp={}".format(max(warmup, 1) * 10), "--duration=0"]
-        if input_shape:
-            cmd.append("--shapes={}:{}x{}".format(input_shape[0], batch, input_shape[1]))
-        print(" ".join(cmd))
-        run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
-        median = parse_trtexec_median_ms(run.stdout)
-        if run.returncode != 0 or median is None:
-            # Its last line says why (the lines above it are trtexec's settings).
-            last = [line.strip() for line in run.stdout.splitlines() if line.strip()][-1:]
-            why = "exit {}".format(run.returncode) if run.returncode else "no timing in its output"
-            raise common.Failed("trtexec failed ({}): {} (its command is the line above)".format(
-                why, last[0] if last else "no output"))
+    for batch, median in runs:
         result = common.summarize([median / 1000.0], batch)
         result["iterations"] = iterations
         results.append(result)
@@ -195,7 +228,8 @@ def main(argv=None):
             if args.backend == "python":
                 raise common.Missing("TensorRT's Python API (tensorrt) is not installed.") from None
     if trt is not None:
-        results = time_with_python_api(trt, args.engine, batch_sizes, args.warmup, args.iterations)
+        results = time_with_python_api(trt, args.engine, batch_sizes, args.warmup, args.iterations,
+                                       args.batch_sizes)
         how = "TensorRT {} Python API".format(trt.__version__)
     else:
         trtexec = find_trtexec(args.trtexec)
@@ -205,7 +239,8 @@ def main(argv=None):
         shape = None
         if args.clip_shape.lower() != "none":
             shape = (args.input_name, "x".join(v.strip() for v in args.clip_shape.split(",")))
-        results = time_with_trtexec(trtexec, args.engine, batch_sizes, args.warmup, args.iterations, shape)
+        results = time_with_trtexec(trtexec, args.engine, batch_sizes, args.warmup, args.iterations,
+                                    shape, args.batch_sizes)
         how = "trtexec (median GPU compute time)"
     common.print_results(results, "TensorRT {} via {}: clips/s = batch / median".format(
         os.path.basename(args.engine), how), args.json)

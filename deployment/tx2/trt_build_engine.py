@@ -91,18 +91,6 @@ def device_capability(override):
     return common.compute_capability_from_board() or common.compute_capability_from_nvidia_smi()
 
 
-def fixed_batch_notice(onnx_path, shape, batch_sizes_given):
-    """The line saying that a fixed-batch file makes the batch sizes moot, or None for a
-    dynamic-batch (or unread) file."""
-    if shape is None or shape[0] is None:
-        return None
-    if batch_sizes_given:
-        return ("note: --batch-sizes {} is ignored: {} has a fixed batch of {}, the only batch "
-                "the engine runs".format(batch_sizes_given, onnx_path, shape[0]))
-    return "note: {} has a fixed batch of {}: the engine runs that batch only".format(
-        onnx_path, shape[0])
-
-
 def trtexec_command(trtexec, onnx_path, engine_path, precision, input_name, clip_shape,
                     batch_sizes, workspace_mb, fixed_batch):
     """The trtexec argument list (TensorRT 8.2 flags)."""
@@ -123,9 +111,11 @@ def trtexec_command(trtexec, onnx_path, engine_path, precision, input_name, clip
 
 def main(argv=None):
     args = parse_args(argv)
-    batch_sizes = common.parse_batch_sizes(args.batch_sizes or "1,8")
+    batch_sizes = common.parse_batch_sizes(args.batch_sizes)
     if not os.path.isfile(args.onnx):
         raise common.Refused("--onnx {} is not a file.".format(args.onnx))
+    # trtexec finds an unwritable --saveEngine only after minutes of building.
+    common.check_output_file(args.engine, "--engine")
     common.check_workspace_mb(args.workspace_mb)
     if args.precision == "int8":
         common.check_int8(device_capability(args.compute_capability), "TensorRT INT8 engine")
@@ -145,9 +135,8 @@ def main(argv=None):
     else:
         clip_shape = (16, 112, 112, 3)
     fixed_batch = shape is not None and shape[0] is not None
-    notice = fixed_batch_notice(args.onnx, shape, args.batch_sizes)
-    if notice:
-        print(notice)
+    batch_sizes = common.fixed_batch_sizes(args.onnx, shape[0] if fixed_batch else None,
+                                           batch_sizes, args.batch_sizes, "the engine runs")
     trtexec = find_trtexec(args.trtexec) or (args.trtexec or "trtexec")
     cmd = trtexec_command(trtexec, args.onnx, args.engine, args.precision, name, clip_shape,
                           batch_sizes, args.workspace_mb, fixed_batch)

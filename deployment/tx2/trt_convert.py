@@ -24,7 +24,9 @@ def parse_args(argv=None):
     parser.add_argument("--saved-model", required=True, help="SavedModel directory to convert.")
     parser.add_argument("--output", required=True, help="Directory for the converted SavedModel.")
     parser.add_argument("--precision", default="FP16", type=str.upper, choices=("FP32", "FP16", "INT8"))
-    parser.add_argument("--batch-sizes", default="1,8", help="Engines to build ahead, e.g. 1,8.")
+    parser.add_argument("--batch-sizes", default=None,
+                        help="Engines to build ahead (default: 1,8); a fixed-batch signature "
+                             "keeps its own.")
     parser.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT workspace (MiB).")
     parser.add_argument("--signature", default="serving_default")
     parser.add_argument("--calibration-npy", default=None, help="INT8 calibration clips (.npy).")
@@ -121,8 +123,9 @@ def main(argv=None):
     if clips is not None and tuple(clips.shape[1:]) != tuple(shape[1:]):
         raise common.Refused("calibration clips are {} but the model takes {}.".format(
             clips.shape[1:], shape[1:]))
-    if shape[0] is not None:
-        batch_sizes = (shape[0],)  # a fixed-batch signature has one engine shape
+    batch_sizes = common.fixed_batch_sizes(
+        "signature {} of {}".format(args.signature, args.saved_model), shape[0], batch_sizes,
+        args.batch_sizes, "TF-TRT builds an engine for")
     params = trt.DEFAULT_TRT_CONVERSION_PARAMS._replace(
         precision_mode=getattr(trt.TrtPrecisionMode, args.precision),
         max_workspace_size_bytes=args.workspace_mb << 20,

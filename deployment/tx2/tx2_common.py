@@ -74,6 +74,8 @@ def check_output_file(path, flag):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise Refused("{} {}: folder {} does not exist.".format(flag, path, folder))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise Refused("{} {}: folder {} is not writable.".format(flag, path, folder))
 
 
 def check_workspace_mb(value):
@@ -98,6 +100,9 @@ def write_json(path, obj):
 
 
 def parse_batch_sizes(text):
+    """The batch sizes of --batch-sizes; None (the flag left out) means DEFAULT_BATCH_SIZES."""
+    if text is None:
+        return DEFAULT_BATCH_SIZES
     try:
         sizes = tuple(int(v) for v in str(text).split(",") if v.strip())
     except ValueError:
@@ -106,6 +111,30 @@ def parse_batch_sizes(text):
         raise Refused("--batch-sizes must be positive integers separated by commas, e.g. 1,8. "
                       "Received: {}".format(text))
     return sizes
+
+
+def fixed_batch_notice(what, batch, batch_sizes, given, runner):
+    """The note that `what`, whose batch is fixed at `batch`, runs that batch only, or None
+    when its batch is dynamic (None) or no other batch was asked for. `given` is --batch-sizes
+    as typed (None when left out: the defaults were not the user's choice); `runner` completes
+    the sentence ("the engine runs")."""
+    if batch is None or all(b == batch for b in batch_sizes):
+        return None
+    if given:
+        return "note: --batch-sizes {} is ignored: {} has a fixed batch of {}, the only batch {}".format(
+            given, what, batch, runner)
+    return "note: {} has a fixed batch of {}: {} that batch only".format(what, batch, runner)
+
+
+def fixed_batch_sizes(what, batch, batch_sizes, given, runner):
+    """The batch sizes to run `what` at: `batch_sizes`, or `(batch,)` when its batch is fixed,
+    with the note (fixed_batch_notice) printed when that drops a batch asked for."""
+    if batch is None:
+        return tuple(batch_sizes)
+    notice = fixed_batch_notice(what, batch, batch_sizes, given, runner)
+    if notice:
+        print(notice)
+    return (batch,)
 
 
 def parse_compute_capability(text):

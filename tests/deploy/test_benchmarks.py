@@ -506,18 +506,24 @@ def test_pytorch_benchmark_checks_every_name_before_timing_any(tmp_path, capsys)
                       "mobilenetv2_1.0x, shufflenet_1.0x_g3, squeezenet_1.1, resnet18_A.")
 
 
-def test_pytorch_benchmark_runs_without_tensorflow_or_the_package():
-    """benchmark_pytorch.py runs in a PyTorch-only environment: its flags (the project's
-    vocabulary, keras_efficient3d/cli.py loaded by path) parse with TensorFlow, Keras and the
-    package unimportable."""
+def _run_without_tensorflow(script, *args):
+    """deployment/`script` run with TensorFlow, Keras and the package unimportable in its
+    process (not in the processes it starts)."""
     code = ("import runpy, sys\n"
             "for name in ('tensorflow', 'keras', 'keras_efficient3d'):\n"
             "    sys.modules[name] = None  # import fails\n"
             "sys.path.insert(0, 'deployment')\n"
-            "sys.argv = ['deployment/benchmark_pytorch.py', '--repo=no/such/folder']\n"
-            "runpy.run_path('deployment/benchmark_pytorch.py', run_name='__main__')\n")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120, check=False)
+            f"sys.argv = {[f'deployment/{script}', *args]!r}\n"
+            f"runpy.run_path('deployment/{script}', run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, check=False)
+
+
+def test_pytorch_benchmark_runs_without_tensorflow_or_the_package():
+    """benchmark_pytorch.py runs in a PyTorch-only environment: its flags (the project's
+    vocabulary, keras_efficient3d/cli.py loaded by path) parse with TensorFlow, Keras and the
+    package unimportable."""
+    run = _run_without_tensorflow("benchmark_pytorch.py", "--repo=no/such/folder")
     assert run.returncode == 2, run.stderr
     assert run.stderr == "benchmark_pytorch.py: error: flag --repo=no/such/folder: no such folder\n"
 
@@ -556,19 +562,16 @@ def test_compare_commits_worker_imports_the_package_of_the_tree_it_times(tmp_pat
     assert message == (f"timing keras in {tmp_path} failed: the base tree package was imported")
 
 
-def test_compare_commits_checks_the_models_before_the_worktree(capsys):
-    from keras_efficient3d import cli
-
-    ab = _script_module("compare_commits")
+def test_compare_commits_checks_the_models_before_the_worktree_without_tensorflow():
+    """An unknown --models name is refused before the worktree and the timing start, by a
+    worker: the parent process imports neither TensorFlow nor this checkout's package (each
+    worker imports the package of the tree it times)."""
     before = subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True,
                             text=True, check=True).stdout
-    start = time.perf_counter()
-    assert cli.invoke(ab.main, ab.define_flags,
-                      ["compare_commits.py", "--what=keras", "--models=nosuchnet"]) == 2
-    assert time.perf_counter() - start < 5
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("compare_commits.py: error:") and "nosuchnet" in err[0]
-    assert "round 1" not in err[0]
+    run = _run_without_tensorflow("compare_commits.py", "--what=keras", "--models=nosuchnet")
+    err = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(err) == 1, run.stderr
+    assert err[0].startswith("compare_commits.py: error: --models: Unknown model 'nosuchnet'")
     assert subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True,
                           text=True, check=True).stdout == before
 
@@ -712,10 +715,27 @@ def test_targets_script_says_when_the_peers_need_pytorch(tmp_path, monkeypatch, 
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "torch" else find_spec(name, *a))
     code = cli.invoke(script.main, script.define_flags,
-                      ["benchmark_targets.py", f"--repo={tmp_path}", f"--work_dir={tmp_path}/w"])
+                      ["benchmark_targets.py", f"--repo={_fake_original(tmp_path)}",
+                       "--models=mobilenetv2_1.0x", f"--work_dir={tmp_path}/w"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("benchmark_targets.py: error: --repo=") and "needs PyTorch" in err[0]
+    assert not os.path.exists(tmp_path / "w")
+
+
+def test_targets_script_checks_every_original_name_before_timing_any(tmp_path, capsys):
+    """A name the original code lacks was found only once the names before it were timed."""
+    from keras_efficient3d import cli
+
+    script = _script_module("benchmark_targets")
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_targets.py", f"--repo={_fake_original(tmp_path)}",
+                       "--models=mobilenetv2_1.0x,squeezenet_1.1", f"--work_dir={tmp_path}/w"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("benchmark_targets.py: error: Unknown configuration "
+                             "'squeezenet_1.1': the original code has the models mobilenetv2, "
+                             "shufflenet")
     assert not os.path.exists(tmp_path / "w")
 
 
@@ -1068,8 +1088,8 @@ def test_pytorch_benchmark_refuses_training_only_onnx_peers(tmp_path, capsys, mo
                        "--peers=openvino,onnxruntime"])
     assert code == 2
     assert capsys.readouterr().err == (
-        "benchmark_pytorch.py: error: --mode=train times the pytorch peer only (the ONNX peers "
-        "run at inference): --peers=openvino,onnxruntime leaves nothing to time\n")
+        "benchmark_pytorch.py: error: --peers=openvino,onnxruntime leaves nothing to time at "
+        "--mode=train (openvino: timed at inference only; onnxruntime: timed at inference only)\n")
     lines = []
 
     def build(*args):
@@ -1079,3 +1099,28 @@ def test_pytorch_benchmark_refuses_training_only_onnx_peers(tmp_path, capsys, mo
         script.run(str(tmp_path), ["mobilenetv2_1.0x"], mode="train",
                    peers=("pytorch", "openvino"), log=lines.append)
     assert lines == ["openvino peer skipped: timed at inference only"]
+
+
+def test_pytorch_benchmark_refuses_onnx_peers_whose_runtimes_are_all_missing(tmp_path, capsys,
+                                                                             monkeypatch):
+    """At inference, ONNX peers none of whose runtimes is installed timed nothing and exited
+    0, as the training-only ones did."""
+    pytest.importorskip("torch")
+    script = _script_module("benchmark_pytorch")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in (
+        "onnxruntime", "openvino") else find_spec(name, *a))
+    try:
+        code = cli.invoke(script.main, script.define_flags,
+                          ["benchmark_pytorch.py", f"--repo={_torch_original(tmp_path)}",
+                           "--models=mobilenetv2_1.0x", "--peers=onnxruntime,openvino",
+                           "--batch_sizes=1", "--frames=4", "--size=16", "--runs=1"])
+    finally:
+        for name in ("opts", "model"):
+            sys.modules.pop(name, None)
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "benchmark_pytorch.py: error: --peers=onnxruntime,openvino leaves nothing to time at "
+        "--mode=inference (onnxruntime: onnxruntime is not installed; openvino: openvino is not "
+        "installed)\n")

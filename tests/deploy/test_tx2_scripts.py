@@ -49,8 +49,8 @@ def test_parses_as_python_36(path):
             assert node.module.split(".")[0] in STDLIB_OK
 
 
-def _script(name, *args, timeout=120):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PATH="/usr/bin:/bin")
+def _script(name, *args, timeout=120, **environ):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PATH="/usr/bin:/bin", **environ)
     run = subprocess.run([sys.executable, os.path.join(TX2, name)] + list(args),
                          capture_output=True, text=True, env=env, timeout=timeout)
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
@@ -113,20 +113,31 @@ def test_build_engine_prints_the_trtexec_command(onnx_files, tmp_path):
     assert run.returncode == 0 and "--int8 --fp16" in run.stdout and "Shapes" not in run.stdout
 
 
-def test_build_engine_says_a_fixed_batch_makes_the_batch_sizes_moot(onnx_files):
-    sys.path.insert(0, TX2)
-    try:
-        build = importlib.import_module("trt_build_engine")
-    finally:
-        sys.path.remove(TX2)
-    fixed = (8, 16, 112, 112, 3)
-    assert build.fixed_batch_notice("m.onnx", fixed, "1,4") == (
+def test_the_fixed_batch_note_is_one_sentence_for_every_script(common):
+    fixed = (1, 8)
+    assert common.fixed_batch_notice("m.onnx", 8, (1, 4), "1,4", "the engine runs") == (
         "note: --batch-sizes 1,4 is ignored: m.onnx has a fixed batch of 8, the only batch the "
         "engine runs")
-    assert build.fixed_batch_notice("m.onnx", fixed, None) == (
+    assert common.fixed_batch_notice("m.onnx", 8, fixed, None, "the engine runs") == (
         "note: m.onnx has a fixed batch of 8: the engine runs that batch only")
-    assert build.fixed_batch_notice("m.onnx", (None,) + fixed[1:], "1,4") is None
-    assert build.fixed_batch_notice("m.onnx", None, "1,4") is None  # no onnx package to read it
+    assert common.fixed_batch_notice("m.onnx", 8, (8,), "8", "the engine runs") is None
+    assert common.fixed_batch_notice("m.onnx", None, (1, 4), "1,4", "the engine runs") is None
+    assert common.fixed_batch_sizes("m.onnx", None, (1, 4), "1,4", "the engine runs") == (1, 4)
+    assert common.fixed_batch_sizes("m.onnx", 8, (1, 4), "1,4", "the engine runs") == (8,)
+
+
+@pytest.mark.parametrize("name", ["trt_build_engine.py", "trt_convert.py", "tftrt_benchmark.py",
+                                  "trt_benchmark.py"])
+def test_every_script_that_reads_a_fixed_batch_says_so_the_same_way(name):
+    with open(os.path.join(TX2, name)) as handle:
+        tree = ast.parse(handle.read())
+    calls = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute)
+             and isinstance(node.func.value, ast.Name) and node.func.value.id == "common"}
+    assert "fixed_batch_sizes" in calls
+
+
+def test_build_engine_says_a_fixed_batch_makes_the_batch_sizes_moot(onnx_files):
     run = _script("trt_build_engine.py", "--onnx", onnx_files["fixed"], "--engine", "e",
                   "--batch-sizes", "1,4", "--dry-run")
     assert run.returncode == 0, run.stderr
@@ -187,6 +198,58 @@ def saved_model_dir(tmp_path_factory):
     outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
     return export_saved_model(keras.Model(inputs, outputs),
                               str(tmp_path_factory.mktemp("sm") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def fixed_saved_model_dir(tmp_path_factory):
+    import keras
+
+    from keras_efficient3d.deploy.savedmodel import export_saved_model
+
+    inputs = keras.Input((4, 16, 16, 3))
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling3D()(inputs))
+    return export_saved_model(keras.Model(inputs, outputs),
+                              str(tmp_path_factory.mktemp("sm") / "fixed"), batch_size=2)
+
+
+def test_tftrt_benchmark_times_a_fixed_batch_at_that_batch_and_says_so(fixed_saved_model_dir):
+    args = ["--saved-model", fixed_saved_model_dir, "--allow-cpu", "--warmup", "0",
+            "--iterations", "1"]
+    run = _script("tftrt_benchmark.py", *args)
+    assert run.returncode == 0, run.stderr
+    assert (f"note: signature serving_default of {fixed_saved_model_dir} has a fixed batch of "
+            "2: this script times that batch only") in run.stdout
+    run = _script("tftrt_benchmark.py", *args, "--batch-sizes", "2")
+    assert run.returncode == 0 and "note:" not in run.stdout, run.stderr
+
+
+def _fake_trtexec(folder, body):
+    trtexec = folder / "trtexec"
+    trtexec.write_text("#!/bin/sh\n" + body)
+    trtexec.chmod(0o755)
+    return str(trtexec)
+
+
+def test_trt_benchmark_times_a_fixed_shape_engine_at_its_batch_via_trtexec(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"an engine")
+    trtexec = _fake_trtexec(tmp_path, (
+        "echo '[I] Created input binding for input with dimensions 8x16x112x112x3'\n"
+        "echo '[I] GPU Compute Time: min = 2.9 ms, max = 3.8 ms, mean = 3.1 ms, median = 4 ms'\n"))
+    out = tmp_path / "r.json"
+    run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "trtexec",
+                  "--trtexec", trtexec, "--clip-shape", "none", "--batch-sizes", "1,8",
+                  "--json", str(out))
+    assert run.returncode == 0, run.stderr
+    assert (f"note: --batch-sizes 1,8 is ignored: {engine} has a fixed batch of 8, the only "
+            "batch the engine runs") in run.stdout
+    assert run.stdout.count("--loadEngine") == 1  # timed once, not once per batch asked
+    results = json.loads(out.read_text())["results"]
+    assert [(r["batch_size"], r["clips_per_s"]) for r in results] == [(8, 2000.0)]
+    silent = _fake_trtexec(tmp_path, "echo '[I] GPU Compute Time: median = 4 ms'\n")
+    run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "trtexec",
+                  "--trtexec", silent, "--clip-shape", "none")
+    _one_line(run, 1, "trtexec did not say the engine's input dimensions")
 
 
 def test_trt_convert_refusals_and_missing_tftrt(saved_model_dir, tmp_path):
@@ -307,6 +370,42 @@ def test_trt_benchmark_reports_a_failed_trtexec_in_one_line(tmp_path):
     _one_line(run, 1, "trtexec failed (exit 1): [E] Error[1]: engine deserialization failed")
     run = _script("trt_benchmark.py", *args, "--json", str(tmp_path / "no" / "r.json"))
     _one_line(run, 2, "--json {}: folder".format(tmp_path / "no" / "r.json"))
+
+
+def test_trt_benchmark_reports_an_engine_tensorrt_cannot_load_in_one_line(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not an engine")
+    fake = tmp_path / "fake" / "tensorrt"
+    fake.mkdir(parents=True)
+    # TensorRT's Runtime answers None, not an exception, for bytes it cannot deserialize.
+    (fake / "__init__.py").write_text(
+        "__version__ = '8.2.1'\n"
+        "class Logger:\n    WARNING = 2\n    def __init__(self, level):\n        pass\n"
+        "class Runtime:\n    def __init__(self, logger):\n        pass\n"
+        "    def deserialize_cuda_engine(self, data):\n        return None\n")
+    run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "python",
+                  PYTHONPATH=str(tmp_path / "fake"))
+    _one_line(run, 1, f"TensorRT 8.2.1 could not load --engine {engine}")
+
+
+def test_trt_benchmark_reports_a_failed_cuda_call_as_a_failure(common):
+    bench = importlib.import_module("trt_benchmark")
+    with pytest.raises(common.Failed, match="cudaMalloc failed with CUDA error 2"):
+        bench.CudaRuntime._check(2, "cudaMalloc")
+
+
+def test_build_engine_checks_the_engine_folder_before_building(onnx_files, tmp_path, common,
+                                                              monkeypatch):
+    engine = tmp_path / "no" / "m.engine"
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", str(engine))
+    _one_line(run, 2, f"--engine {engine}: folder {tmp_path / 'no'} does not exist")
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine",
+                  str(tmp_path))
+    _one_line(run, 2, f"--engine {tmp_path} is a folder; a file is needed")
+    # root writes anywhere, so the unwritable folder is the answer os.access gives
+    monkeypatch.setattr(common.os, "access", lambda path, mode: False)
+    with pytest.raises(common.Refused, match="folder .* is not writable"):
+        common.check_output_file(str(tmp_path / "m.engine"), "--engine")
 
 
 def test_trt_convert_checks_the_calibration_clips_and_workspace_first(saved_model_dir, tmp_path):
