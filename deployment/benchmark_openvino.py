@@ -206,6 +206,9 @@ def main(argv, flag_values=flags.FLAGS):
         cli.refuse_unused(f, ("frames", "size", "num_classes", "peers_json", "gemm_peak"),
                           "--model_file", "its clip and classes are the file's, and the peers and "
                           "the share of the GEMM peak need the registry model (--models)")
+        cli.refuse_unused(f, ("models", "precisions", "stem_folds"), "--model_file",
+                          "nothing is exported, the file is timed as it is (its precision read "
+                          "from it)")
     try:
         import openvino  # noqa: F401
     except ImportError:
@@ -217,12 +220,6 @@ def main(argv, flag_values=flags.FLAGS):
             json_out = MODEL_FILE_JSON
         if not f.model_file.lower().endswith(".xml"):
             raise cli.UsageError(f"--model_file={f.model_file}: an OpenVINO IR .xml file is needed")
-        # A file is timed as it is: its precision is read from it, its model is what it holds.
-        given = [f"--{name}" for name in ("models", "precisions", "stem_folds") if f[name].present]
-        if given:
-            verb = "choose" if len(given) > 1 else "chooses"
-            raise cli.UsageError(f"{' and '.join(given)} {verb} what to export; --model_file "
-                                 "times the file as it is (its precision is read from it)")
         from keras_efficient3d.deploy.openvino_export import ir_precision
 
         rows = time_files({os.path.basename(f.model_file): f.model_file}, f.threads, f.warmup,

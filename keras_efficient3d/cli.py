@@ -174,16 +174,6 @@ def output_parent(path, flag="--output"):
     return path
 
 
-def refuse_beside_model_file(flag_values, names, carries):
-    """Refuses the flags of `names` given beside ``--model_file``, whose .keras file fixes
-    what they set (`carries`, in words): they would be silently ignored. Raises `UsageError`
-    naming the first."""
-    given = [name for name in names if flag_values[name].present]
-    if flag_values["model_file"].value and given:
-        raise UsageError(f"--{given[0]} goes with --model; a --model_file carries its own "
-                         f"{carries}")
-
-
 def refuse_unused(flag_values, names, mode, why):
     """Refuses the flags of `names` given (on the command line, not by default) with `mode`
     (``--op_profile``), which does not read them: they would be silently ignored. `why`
@@ -192,6 +182,14 @@ def refuse_unused(flag_values, names, mode, why):
     if given:
         verb = "is" if len(given) == 1 else "are"
         raise UsageError(f"{' and '.join(given)} {verb} not used with {mode}: {why}")
+
+
+def refuse_beside_model_file(flag_values, names, carries):
+    """`refuse_unused` for the flags of `names` that set up a registry model (--model), given
+    beside ``--model_file``, whose .keras file fixes what they set (`carries`, in words)."""
+    if flag_values["model_file"].value:
+        refuse_unused(flag_values, names, "--model_file",
+                      f"the .keras file carries its own {carries} (flags set them for --model)")
 
 
 def _results_file(value):
