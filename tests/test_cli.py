@@ -633,6 +633,8 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
     ("--epochs=1\nepochs=2\n", "run.flags:2: expected a flag such as --name=value, got 'epochs=2'"),
     ("# a comment\n\n--epochs=1  # one epoch\n", "run.flags:3: a comment goes on a line of its own"),
     ("--flagfile={nested}\n", "inner.flags:1: expected a flag"),
+    ("-flagfile={nested}\n", "inner.flags:1: expected a flag"),
+    ("--flagfile {nested}\n", "run.flags:1: a flagfile inside a file is --flagfile=PATH, on one line"),
     ("--epochs=1\n  # an indented comment\n", "run.flags:2: expected a flag such as --name=value, "
                                               "got '# an indented comment'"),
 ])
@@ -645,10 +647,34 @@ def test_a_flagfile_mistake_names_its_file_and_line(tmp_path, capsys, text, expe
     _assert_one_line("train", status, capsys.readouterr().err, expected)
 
 
-def test_a_missing_flagfile_is_one_plain_line(tmp_path, capsys):
+# Every spelling absl reads a flagfile from; the two-word ones went to absl unchecked.
+FLAGFILE_FORMS = [lambda path: [f"--flagfile={path}"], lambda path: ["--flagfile", str(path)],
+                  lambda path: [f"-flagfile={path}"], lambda path: ["-flagfile", str(path)]]
+FORM_IDS = ["--flagfile=PATH", "--flagfile PATH", "-flagfile=PATH", "-flagfile PATH"]
+
+
+@pytest.mark.parametrize("form", FLAGFILE_FORMS, ids=FORM_IDS)
+def test_every_form_of_flagfile_is_checked(tmp_path, capsys, form):
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text("--epochs=1\nepochs=2\n")
+    module = load("train")
+    status = cli.invoke(module.main, module.define_flags, ["train", *form(flagfile)])
+    _assert_one_line("train", status, capsys.readouterr().err,
+                     "run.flags:2: expected a flag such as --name=value, got 'epochs=2'")
+
+
+def test_the_path_after_a_two_word_flagfile_is_left_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "--odd-name.flags").write_text("--epochs=1\n")
+    assert cli.normalize_argv(["train", "--flagfile", "--odd-name.flags", "--batch-size=2"]) == [
+        "train", "--flagfile", "--odd-name.flags", "--batch_size=2"]
+
+
+@pytest.mark.parametrize("form", FLAGFILE_FORMS, ids=FORM_IDS)
+def test_a_missing_flagfile_is_one_plain_line(tmp_path, capsys, form):
     module = load("train")
     status = cli.invoke(module.main, module.define_flags,
-                        ["train", f"--flagfile={tmp_path / 'none.flags'}"])
+                        ["train", *form(tmp_path / "none.flags")])
     err = capsys.readouterr().err
     _assert_one_line("train", status, err, "none.flags: no such file or directory")
     assert "ERROR" not in err  # absl's own message doubled it: "error: ERROR:: Unable to open"
