@@ -12,7 +12,8 @@ exported with `keras_efficient3d.deploy.openvino_export.export_openvino` (int8 c
 random clips: timing does not depend on the weights). The precisions of one model and
 thread count are timed in turns (fp32, int8, fp32, int8, ... for `--rounds` rounds), so
 that a busy machine slows them alike, and each reports the median (and min, max, p90) of
-all its rounds' runs;
+all its rounds' runs (a row's ``runs``: ``rounds`` of ``runs_per_round``, each round after
+``warmup`` untimed runs);
 the ``int8 speed-up`` column is fp32 / int8 of the same round-robin. ``--peers_json``
 (rows of ``deployment/benchmark_pytorch.py`` measured on this machine: the original model in
 PyTorch, ONNX Runtime and OpenVINO) adds the best peer and our speed-up against it at 2
@@ -67,7 +68,8 @@ def export_model(name, precision, folder, input_shape=(16, 112, 112, 3), num_cla
 def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print):
     """Times IR files (``{label: path}``) in turns, per thread count: returns rows with
     model file, label, threads and `keras_efficient3d.runtime.benchmark`'s figures over
-    every run of every round (median_ms too), and ``round_medians_ms``."""
+    every run of every round (median_ms too; ``runs``: all of them, ``rounds`` of
+    ``runs_per_round``; ``warmup``: per round), and ``round_medians_ms``."""
     from keras_efficient3d.runtime import OpenVINORunner, benchmark, time_statistics
 
     rows = []
@@ -83,7 +85,8 @@ def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print):
             # round beside a median of others could contradict it.
             times = [t for r in rounds_ for t in r.pop("times_ms")]
             row = dict(rounds_[0])
-            row.update(time_statistics(times), rounds=len(rounds_),
+            row.update(time_statistics(times), runs=len(times), rounds=len(rounds_),
+                       runs_per_round=rounds_[0]["runs"],
                        round_medians_ms=[r["median_ms"] for r in rounds_], label=label,
                        path=files[label], threads=int(n),
                        input_shape=list(runners[label].input_spec.shape),
@@ -143,7 +146,8 @@ def _add_speedups(rows):
 
 def format_table(rows, peaks=None):
     """A Markdown table of `benchmark_models` or `time_files` rows, after a line per
-    `gemm_peak` result of `peaks` (thread count -> result)."""
+    `gemm_peak` result of `peaks` (thread count -> result) and one saying how many runs each
+    row's figures are of."""
     from keras_efficient3d.deploy.benchmark import (
         COMPARISON_COLUMNS,
         comparison_cells,
@@ -158,9 +162,21 @@ def format_table(rows, peaks=None):
               f"{r['int8_speedup']:.2f}x" if r.get("int8_speedup") else "",
               f"{r['pytorch_ms']:.1f}" if r.get("pytorch_ms") else "", *comparison_cells(r)]
              for r in rows]
-    return "\n".join(peak_lines(peaks) + markdown_table(
+    return "\n".join(peak_lines(peaks) + _runs_lines(rows) + markdown_table(
         ("model", "precision", "threads", "median ms", "clips/s", "size MB", "int8 speed-up",
          "PyTorch ms", *COMPARISON_COLUMNS), table, "ll" + "r" * 10))
+
+
+def _runs_lines(rows):
+    # The table shows medians only: what they are of, in one line (one run of the script
+    # times every row alike).
+    counts = {(r["runs"], r["rounds"], r["runs_per_round"], r["warmup"]) for r in rows
+              if "runs_per_round" in r}
+    if len(counts) != 1:
+        return []
+    runs, rounds, per_round, warmup = counts.pop()
+    return [f"Each row: the median of {runs} runs ({rounds} rounds of {per_round}, in turns with "
+            f"the other rows, each after {warmup} untimed).", ""]
 
 
 def _stem_folds(values):
@@ -209,6 +225,9 @@ def main(argv, flag_values=flags.FLAGS):
         cli.refuse_unused(f, ("frames", "size", "num_classes", "peers_json", "gemm_peak"),
                           "--model_file", "its clip and classes are the file's, and the peers and "
                           "the share of the GEMM peak need the registry model (--models)")
+        cli.refuse_unused(f, ("models", "precisions", "stem_folds"), "--model_file",
+                          "nothing is exported, the file is timed as it is (its precision read "
+                          "from it)")
     try:
         import openvino  # noqa: F401
     except ImportError:
@@ -220,12 +239,6 @@ def main(argv, flag_values=flags.FLAGS):
             json_out = MODEL_FILE_JSON
         if not f.model_file.lower().endswith(".xml"):
             raise cli.UsageError(f"--model_file={f.model_file}: an OpenVINO IR .xml file is needed")
-        # A file is timed as it is: its precision is read from it, its model is what it holds.
-        given = [f"--{name}" for name in ("models", "precisions", "stem_folds") if f[name].present]
-        if given:
-            verb = "choose" if len(given) > 1 else "chooses"
-            raise cli.UsageError(f"{' and '.join(given)} {verb} what to export; --model_file "
-                                 "times the file as it is (its precision is read from it)")
         from keras_efficient3d.deploy.openvino_export import ir_precision
 
         rows = time_files({os.path.basename(f.model_file): f.model_file}, f.threads, f.warmup,

@@ -79,9 +79,6 @@ def define_flags(flag_values=flags.FLAGS):
         ["model", "model_file"], lambda v: (v["model"] is None) != (v["model_file"] is None),
         message="give exactly one of --model and --model_file", **fv)
     flags.register_multi_flags_validator(
-        ["model_file", "weights"], lambda v: not (v["model_file"] and v["weights"]),
-        message="--weights goes with --model; a --model_file carries its own", **fv)
-    flags.register_multi_flags_validator(
         ["format", "quantize", "compress_to_fp16"],
         lambda v: v["format"] == "openvino" or not (v["quantize"] or v["compress_to_fp16"]),
         message="--quantize and --compress_to_fp16 go with --format=openvino", **fv)
@@ -102,7 +99,8 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d.deploy import onnx_export, savedmodel
 
     f = flag_values
-    cli.refuse_beside_model_file(f, ("frames", "size", "num_classes"), "classes and clip shape")
+    cli.refuse_beside_model_file(f, ("weights", "frames", "size", "num_classes"),
+                                 "weights, classes and clip shape")
     if f.model_file:
         from keras_efficient3d import artifacts
 

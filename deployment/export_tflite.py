@@ -105,8 +105,7 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
         recorded = pipeline["normalization"]
         metadata = dataclasses.replace(
             metadata, downsample=int(pipeline["downsample"]),
-            normalization=None if metadata.preprocessing_included else
-            recorded if isinstance(recorded, Normalization) else Normalization.preset(recorded))
+            normalization=None if metadata.preprocessing_included else Normalization.coerce(recorded))
         records, _ = kdata.index_jester(data_root, "train")
         data = kdata.make_dataset(records, "val", sample_duration=int(model.inputs[0].shape[1]),
                                   sample_size=int(model.inputs[0].shape[2]), batch_size=8,

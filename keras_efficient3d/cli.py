@@ -174,16 +174,6 @@ def output_parent(path, flag="--output"):
     return path
 
 
-def refuse_beside_model_file(flag_values, names, carries):
-    """Refuses the flags of `names` given beside ``--model_file``, whose .keras file fixes
-    what they set (`carries`, in words): they would be silently ignored. Raises `UsageError`
-    naming the first."""
-    given = [name for name in names if flag_values[name].present]
-    if flag_values["model_file"].value and given:
-        raise UsageError(f"--{given[0]} goes with --model; a --model_file carries its own "
-                         f"{carries}")
-
-
 def refuse_unused(flag_values, names, mode, why):
     """Refuses the flags of `names` given (on the command line, not by default) with `mode`
     (``--op_profile``), which does not read them: they would be silently ignored. `why`
@@ -192,6 +182,14 @@ def refuse_unused(flag_values, names, mode, why):
     if given:
         verb = "is" if len(given) == 1 else "are"
         raise UsageError(f"{' and '.join(given)} {verb} not used with {mode}: {why}")
+
+
+def refuse_beside_model_file(flag_values, names, carries):
+    """`refuse_unused` for the flags of `names` that set up a registry model (--model), given
+    beside ``--model_file``, whose .keras file fixes what they set (`carries`, in words)."""
+    if flag_values["model_file"].value:
+        refuse_unused(flag_values, names, "--model_file",
+                      f"the .keras file carries its own {carries} (flags set them for --model)")
 
 
 def _results_file(value):
@@ -358,18 +356,33 @@ def _calling_module():
 
 def normalize_argv(argv):
     """Accepts ``--width-mult`` for ``--width_mult``; values and the part after ``--`` stay.
-    Flagfiles are checked first (`check_flagfile`)."""
+    Flagfiles are checked first (`check_flagfile`), in each form absl reads: ``--flagfile=PATH``,
+    ``--flagfile PATH`` and their one-dash spellings."""
     out = []
+    path_follows = False
     for i, arg in enumerate(argv):
+        if path_follows:  # absl takes the next argument as the path, whatever it looks like
+            check_flagfile(arg)
+            path_follows = False
+            out.append(arg)
+            continue
         if arg == "--":
             return out + list(argv[i:])
         if i > 0 and arg.startswith("--") and not arg.startswith("---"):
             name, sep, value = arg[2:].partition("=")
             arg = "--" + name.replace("-", "_") + sep + value
-            if name == "flagfile" and sep:
-                check_flagfile(value)
+        directive = _FLAGFILE.fullmatch(arg) if i > 0 else None
+        if directive and directive["sep"] == "=":
+            check_flagfile(directive["path"])
+        elif directive and not directive["sep"]:  # one argument "--flagfile PATH" is no directive
+            path_follows = True
         out.append(arg)
     return out
+
+
+# What absl takes for a flagfile directive: one or two dashes; "=PATH", or PATH as the next
+# argument on the command line (inside a file, each line is one argument).
+_FLAGFILE = re.compile(r"--?flagfile(?P<sep>=|\s+|$)(?P<path>.*)")
 
 
 def check_flagfile(path, _seen=()):
@@ -395,10 +408,13 @@ def check_flagfile(path, _seen=()):
         if re.search(r"\s(#|//)", line):
             raise flags.Error(f"{path}:{number}: a comment goes on a line of its own, not after "
                               f"a flag: {line!r}")
-        if line.startswith("--flagfile="):
-            nested = line.split("=", 1)[1]
+        directive = _FLAGFILE.fullmatch(line)
+        if directive and directive["sep"] != "=":
+            raise flags.Error(f"{path}:{number}: a flagfile inside a file is --flagfile=PATH, on "
+                              f"one line: {line!r}")
+        if directive:
             # absl reads a nested flagfile relative to the working folder, as on the command line
-            check_flagfile(nested, (*_seen, path))
+            check_flagfile(directive["path"], (*_seen, path))
 
 
 def program_name(main):

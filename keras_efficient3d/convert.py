@@ -234,14 +234,13 @@ def convert(checkpoint_path, output_path, frames=16, size=112, preprocessing=Fal
             normalization=None, labels=None, overrides=None, log=print, expected=None):
     """Converts a checkpoint file into a .keras file; returns the output path.
 
-    `normalization` (a preset name or `Normalization`) defaults to `infer_normalization`;
+    `normalization` (a preset name, `Normalization` or its config) defaults to `infer_normalization`;
     `expected`: see `convert_checkpoint`."""
     from keras_efficient3d.data.normalization import Normalization
     if normalization is None:
         normalization = infer_normalization(checkpoint_path)
         log(f"inferred normalisation '{normalization}' (from the file name)")
-    norm = (normalization if isinstance(normalization, Normalization)
-            else Normalization.preset(normalization))
+    norm = Normalization.coerce(normalization)
     model, config, checkpoint = convert_checkpoint(checkpoint_path, frames, size, overrides, log,
                                                    expected)
     metadata = ModelMetadata(

@@ -44,6 +44,7 @@ __all__ = [
     "TFLiteRunner",
     "benchmark",
     "check_close",
+    "check_threads",
     "choose_providers",
     "cpu_has_amx",
     "dequantize",
@@ -368,6 +369,17 @@ class _Runner:
         return f"<{self.backend} runner {self.path} input {self.input_spec.shape} {self.input_spec.dtype}>"
 
 
+def check_threads(threads):
+    """Returns `threads` when it is None, 0 (the runtime's default) or a positive integer;
+    raises ValueError otherwise. Each runtime would take a negative or fractional count its
+    own way (LiteRT's -1 is its default, ``int(0.5)`` is 0 threads), and ``True`` is an int."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                or threads < 0):
+        raise ValueError("`threads` must be None, 0 (the runtime's default) or a positive integer. "
+                         f"Received: threads={threads!r}")
+    return threads
+
+
 def tf_thread_plan(threads, depthwise=False):
     """TensorFlow's ``(intra_op, inter_op)`` threads for a budget of at most `threads` busy
     threads (None for 0 or None: TensorFlow's default).
@@ -382,11 +394,9 @@ def tf_thread_plan(threads, depthwise=False):
     1.4-2.1x, ShuffleNetV1 1.3x, MobileNetV2 1.0x 1.0-1.1x; training: ShuffleNetV2 1.1x,
     MobileNetV2 1.0x). Dense models keep every thread on one operation: SqueezeNet 1.1 and
     ResNet-18 were 1.05-1.8x slower with the plan."""
-    if not threads:
+    if not check_threads(threads):
         return None
     threads = int(threads)
-    if threads < 0:
-        raise ValueError(f"`threads` must be 0 (the default) or positive. Received: threads={threads}")
     if depthwise and threads >= 2:
         return threads // 2, 2
     return threads, 1
@@ -899,12 +909,9 @@ def load_runner(path, threads: int | None = 2, openvino_precision: str = "f32"):
 
     Raises:
         ModelFileError: missing file, unknown format, unloadable model, not a clip model.
-        ValueError: a thread count that is not None, 0 or a positive integer.
+        ValueError: a thread count that is not None, 0 or a positive integer (`check_threads`).
     """
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
-                                or threads < 0):
-        raise ValueError("`threads` must be None, 0 (the runtime's default) or a positive integer. "
-                         f"Received: threads={threads!r}")
+    check_threads(threads)
     if openvino_precision not in OPENVINO_PRECISIONS:
         raise ValueError(f"`openvino_precision` must be one of {', '.join(OPENVINO_PRECISIONS)}. "
                          f"Received: openvino_precision={openvino_precision!r}")

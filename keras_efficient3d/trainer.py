@@ -130,8 +130,10 @@ class TrainConfig:
             bad("distribution", f"one of {DISTRIBUTIONS}")
         # The pipeline would refuse these too, but only after the dataset is indexed and
         # config.json is written.
-        if not isinstance(self.normalization, Normalization) and self.normalization not in PRESETS:
-            bad("normalization", f"one of {tuple(sorted(PRESETS))}")
+        try:
+            Normalization.coerce(self.normalization)
+        except ValueError:
+            bad("normalization", f"one of {tuple(sorted(PRESETS))}, a Normalization or its config")
         if self.crop not in TRAIN_CROPS:
             bad("crop", f"one of {TRAIN_CROPS}")
         if self.ucf101_fold not in (1, 2, 3):
@@ -412,7 +414,7 @@ def model_metadata(config, classes, num_classes=None, extra=None):
         about = {"num_classes": num_classes, "pretrained": config.pretrained}
     return ModelMetadata(
         frames=config.frames, size=config.size, downsample=config.downsample,
-        normalization=Normalization.preset(config.normalization), preprocessing_included=False,
+        normalization=Normalization.coerce(config.normalization), preprocessing_included=False,
         labels=list(classes) if len(classes) == num_classes else None, output="logits",
         layout="NDHWC", dtype="float32, already normalised", model=about,
         extra=dict(extra or {}))

@@ -141,9 +141,10 @@ BAD_INPUT = [
     ("export", ["--model_file={junk_tflite}", "--output={tmp}/x.onnx"],
      "m.tflite: export.py needs a .keras model (got .tflite)"),
     ("export", ["--model_file={junk_keras}", "--frames=8", "--output={tmp}/x.onnx"],
-     "--frames goes with --model; a --model_file carries its own"),
+     "--frames is not used with --model_file: the .keras file carries its own weights, classes "
+     "and clip shape (flags set them for --model)"),
     ("export", ["--model_file={junk_keras}", "--num_classes=3", "--output={tmp}/x.onnx"],
-     "--num_classes goes with --model"),
+     "--num_classes is not used with --model_file"),
     ("export", ["--model=mobilenetv1_0.25x", "--output={dir}"], "a file is needed"),
     ("export", ["--model=mobilenetv2_0.2x", "--output={tmp}/x.tflite"],
      "--format=onnx writes an .onnx file"),
@@ -159,7 +160,9 @@ BAD_INPUT = [
      "a folder is needed"),
     ("export", ["--model=mobilenetv1", "--format=tflite", "--output={tmp}/x"], "--format"),
     ("export", ["--model_file={junk_keras}", "--weights={junk_h5}", "--output={tmp}/x.onnx"],
-     "--weights"),
+     "--weights is not used with --model_file: the .keras file carries its own weights"),
+    ("export", ["--model_file={junk_keras}", "--weights={junk_h5}", "--size=32",
+                "--output={tmp}/x.onnx"], "--weights and --size are not used with --model_file"),
     ("export", ["--keras_file={missing}", "--output={tmp}/x.onnx"], "missing.bin: no such file"),
     ("export", ["--model=mobilenetv2", "--format=openvino", "--quantize=ptq", "--output={tmp}/x.xml"],
      "--quantize needs --data_root"),
@@ -181,7 +184,7 @@ BAD_INPUT = [
     ("export_tflite", ["--output={tmp}/nofolder/x.tflite"], "nofolder does not exist"),
     ("export_tflite", ["--output={file}/x.tflite"], "plain.txt does not exist"),
     ("export_tflite", ["--model_file={junk_keras}", "--frames=8", "--output={tmp}/x.tflite"],
-     "--frames goes with --model; a --model_file carries its own"),
+     "--frames is not used with --model_file: the .keras file carries its own architecture"),
     ("export_tflite", ["--model_file={junk_tflite}", "--output={tmp}/x.tflite"],
      "m.tflite: export_tflite.py needs a .keras model (got .tflite)"),
     ("export_tflite", ["--model_file={junk_keras}", "--output={tmp}/x.tflite"],
@@ -271,7 +274,11 @@ BAD_INPUT = [
     ("benchmark_openvino", ["--model_file={junk_onnx}"], "an OpenVINO IR .xml file is needed"),
     ("benchmark_openvino", ["--model_file={junk_xml}"], "m.xml: its weights"),
     ("benchmark_openvino", ["--model_file={junk_xml}", "--precisions=int8"],
-     "--precisions chooses what to export; --model_file times the file as it is"),
+     "--precisions is not used with --model_file: nothing is exported, the file is timed as it "
+     "is (its precision read from it)"),
+    ("benchmark_openvino", ["--model_file={junk_xml}", "--models=mobilenetv2_0.2x",
+                            "--stem_folds=1,2"],
+     "--models and --stem_folds are not used with --model_file: nothing is exported"),
     ("benchmark_openvino", ["--threads=1,x"], "--threads"),
     ("benchmark_openvino", ["--json_out={tmp}/nofolder/t.json"], "no such folder"),
     ("benchmark_targets", ["--models=mobilenetv2_0.2x,nosuchnet"], "nosuchnet"),
@@ -626,6 +633,8 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
     ("--epochs=1\nepochs=2\n", "run.flags:2: expected a flag such as --name=value, got 'epochs=2'"),
     ("# a comment\n\n--epochs=1  # one epoch\n", "run.flags:3: a comment goes on a line of its own"),
     ("--flagfile={nested}\n", "inner.flags:1: expected a flag"),
+    ("-flagfile={nested}\n", "inner.flags:1: expected a flag"),
+    ("--flagfile {nested}\n", "run.flags:1: a flagfile inside a file is --flagfile=PATH, on one line"),
     ("--epochs=1\n  # an indented comment\n", "run.flags:2: expected a flag such as --name=value, "
                                               "got '# an indented comment'"),
 ])
@@ -638,10 +647,34 @@ def test_a_flagfile_mistake_names_its_file_and_line(tmp_path, capsys, text, expe
     _assert_one_line("train", status, capsys.readouterr().err, expected)
 
 
-def test_a_missing_flagfile_is_one_plain_line(tmp_path, capsys):
+# Every spelling absl reads a flagfile from; the two-word ones went to absl unchecked.
+FLAGFILE_FORMS = [lambda path: [f"--flagfile={path}"], lambda path: ["--flagfile", str(path)],
+                  lambda path: [f"-flagfile={path}"], lambda path: ["-flagfile", str(path)]]
+FORM_IDS = ["--flagfile=PATH", "--flagfile PATH", "-flagfile=PATH", "-flagfile PATH"]
+
+
+@pytest.mark.parametrize("form", FLAGFILE_FORMS, ids=FORM_IDS)
+def test_every_form_of_flagfile_is_checked(tmp_path, capsys, form):
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text("--epochs=1\nepochs=2\n")
+    module = load("train")
+    status = cli.invoke(module.main, module.define_flags, ["train", *form(flagfile)])
+    _assert_one_line("train", status, capsys.readouterr().err,
+                     "run.flags:2: expected a flag such as --name=value, got 'epochs=2'")
+
+
+def test_the_path_after_a_two_word_flagfile_is_left_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "--odd-name.flags").write_text("--epochs=1\n")
+    assert cli.normalize_argv(["train", "--flagfile", "--odd-name.flags", "--batch-size=2"]) == [
+        "train", "--flagfile", "--odd-name.flags", "--batch_size=2"]
+
+
+@pytest.mark.parametrize("form", FLAGFILE_FORMS, ids=FORM_IDS)
+def test_a_missing_flagfile_is_one_plain_line(tmp_path, capsys, form):
     module = load("train")
     status = cli.invoke(module.main, module.define_flags,
-                        ["train", f"--flagfile={tmp_path / 'none.flags'}"])
+                        ["train", *form(tmp_path / "none.flags")])
     err = capsys.readouterr().err
     _assert_one_line("train", status, err, "none.flags: no such file or directory")
     assert "ERROR" not in err  # absl's own message doubled it: "error: ERROR:: Unable to open"

@@ -26,6 +26,7 @@ from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.runtime import (
     TFLiteRunner,
     benchmark,
+    check_threads,
     choose_providers,
     dequantize,
     is_depthwise_model,
@@ -168,8 +169,18 @@ def test_tf_thread_plan_gives_depthwise_models_two_ops_at_a_time():
     assert tf_thread_plan(2) == (2, 1)
     assert tf_thread_plan(1, depthwise=True) == (1, 1)
     assert tf_thread_plan(None, depthwise=True) is None and tf_thread_plan(0) is None
-    with pytest.raises(ValueError, match="threads"):
-        tf_thread_plan(-1)
+
+
+@pytest.mark.parametrize("threads", [-1, 0.5, 1.5, "2", True])
+def test_tf_thread_plan_refuses_what_load_runner_refuses(threads):
+    """One rule for both: `tf_thread_plan` took 0.5 as a plan of 0 threads, 1.5 as 1 and "2"
+    as 2."""
+    message = ("`threads` must be None, 0 (the runtime's default) or a positive integer. "
+               f"Received: threads={threads!r}")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tf_thread_plan(threads)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_threads(threads)
 
 
 @pytest.mark.parametrize("family", registry.families(), ids=lambda f: f.name)

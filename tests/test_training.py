@@ -15,6 +15,7 @@ from absl import flags
 from helpers import randomize_batchnorm
 from keras_efficient3d import evaluation, trainer
 from keras_efficient3d.data import synthetic
+from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.optim import TorchSGD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,6 +174,16 @@ def test_warmup_and_the_plateau_schedule_do_not_mix():
         config.validate()
 
 
+def test_config_normalization_is_a_preset_name_a_normalization_or_its_config():
+    unit = Normalization.preset("unit")
+    for given in ("unit", unit, unit.to_config()):
+        config = trainer.TrainConfig(data_root="x", normalization=given)
+        config.validate()
+        assert trainer.model_metadata(config, ["a", "b"]).normalization == unit
+    with pytest.raises(ValueError, match="`normalization`: expected one of"):
+        trainer.TrainConfig(data_root="x", normalization="imagenet").validate()
+
+
 def test_config_validation_checks_the_model_before_any_data_is_read():
     trainer.TrainConfig(data_root="does-not-exist", model="resnet", depth=18).validate()
     with pytest.raises(ValueError, match="Unknown model 'mobilenetv9'"):
@@ -239,7 +250,6 @@ def test_train_writes_checkpoints_logs_and_resumes(tiny_gestures, one_epoch_run,
     # The checkpoints say what they take and return: predict, evaluate and the exporters
     # read it from the model alone, away from the run folder.
     from keras_efficient3d.artifacts import read_metadata
-    from keras_efficient3d.data.normalization import Normalization
 
     for name in ("last.keras", "best.keras"):
         meta = read_metadata(out / name)
@@ -590,7 +600,6 @@ def test_evaluate_refuses_a_model_that_does_not_fit_the_data(tiny_gestures, tmp_
 
 def test_evaluate_takes_unset_options_from_the_models_metadata(tiny_gestures, tmp_path):
     from keras_efficient3d.artifacts import ModelMetadata
-    from keras_efficient3d.data.normalization import Normalization
 
     evaluate = _evaluate_module()
     meta = ModelMetadata(frames=8, size=32, downsample=1, labels=list(synthetic.CLASSES),

@@ -109,6 +109,21 @@ class Normalization:
             )
         return PRESETS[name]
 
+    @classmethod
+    def coerce(cls, value) -> Normalization:
+        """``value`` as a :class:`Normalization`: one already, a preset name (see
+        :meth:`preset`) or a :meth:`to_config` dict; anything else is a ``ValueError``."""
+        if isinstance(value, Normalization):
+            return value
+        if isinstance(value, str):
+            return cls.preset(value)
+        if isinstance(value, dict):
+            return cls.from_config(value)
+        raise ValueError(
+            "`normalization` must be a Normalization, a preset name or a config dict. "
+            f"Received: normalization={value!r}"
+        )
+
     @property
     def scale(self) -> float:
         """Divisor applied to 0-255 pixels (the original's ``norm_value``)."""

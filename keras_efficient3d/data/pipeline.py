@@ -41,7 +41,7 @@ from keras_efficient3d.data.decode import (
     read_frame_folder,
     read_video,
 )
-from keras_efficient3d.data.normalization import PRESETS, Normalization
+from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.data.records import VideoRecord
 
 __all__ = [
@@ -235,7 +235,7 @@ def make_dataset(
     scales=None,
     hflip: bool = False,
     hflip_labels=None,
-    normalization: Normalization | str | None = None,
+    normalization: Normalization | str | dict | None = None,
     shuffle: bool | None = None,
     seed: int | None = None,
     deterministic: bool | None = None,
@@ -267,7 +267,7 @@ def make_dataset(
         hflip_labels: the label of each class's mirror image (`spatial.mirror_labels`
             of the class names): a flipped clip takes it, so that flips are valid for
             gestures with a direction.
-        normalization: a :class:`Normalization`, a preset name, or ``None`` for
+        normalization: a :class:`Normalization`, a preset name, its config, or ``None`` for
             ``'original'`` (ActivityNet mean, 0-255, RGB).
         shuffle: shuffle samples (default: in training only; never in test mode).
         seed: makes shuffling and augmentation reproducible.
@@ -324,12 +324,7 @@ def make_dataset(
         )
     if not 0 < scale_in_test <= 1:
         raise ValueError(f"`scale_in_test` must be in (0, 1]. Received: scale_in_test={scale_in_test}")
-    if normalization is None:
-        normalization = PRESETS["original"]
-    elif isinstance(normalization, str):
-        normalization = Normalization.preset(normalization)
-    elif not isinstance(normalization, Normalization):
-        raise ValueError(f"`normalization` must be a Normalization or a preset name. Received: {normalization!r}")
+    normalization = Normalization.coerce("original" if normalization is None else normalization)
     if shuffle is None:
         shuffle = mode == "train"
     if mode == "test" and shuffle:

@@ -19,7 +19,7 @@ from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.data.temporal import loop_pad
-from keras_efficient3d.predict._errors import PredictError
+from keras_efficient3d.predict._errors import PredictError, one_line
 from keras_efficient3d.predict.labels import load_labels
 from keras_efficient3d.predict.output import counted, draw_overlay, open_window, open_writer
 from keras_efficient3d.predict.sources import VideoSource
@@ -175,12 +175,15 @@ def check_options(stride=8, top=5, normalization=None) -> Normalization | None:
         raise PredictError(f"--stride must be >= 1, not {stride}")
     if int(top) < 1:
         raise PredictError(f"--top must be >= 1, not {top}")
-    if isinstance(normalization, Normalization) or not normalization:
-        return normalization or None
-    if normalization not in PRESETS:
-        raise PredictError(f"--normalization={normalization}: unknown preset; expected one of "
-                           f"{', '.join(PRESETS)}")
-    return PRESETS[normalization]
+    if not normalization:
+        return None
+    try:
+        return Normalization.coerce(normalization)
+    except ValueError as err:
+        if isinstance(normalization, str):  # the flag's value: answered in the flag's terms
+            raise PredictError(f"--normalization={normalization}: unknown preset; expected one of "
+                               f"{', '.join(PRESETS)}") from None
+        raise PredictError(one_line(err)) from None
 
 
 def _describe_normalization(norm: Normalization) -> str:

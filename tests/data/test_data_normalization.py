@@ -90,3 +90,17 @@ def test_invalid_options_and_configs():
         Normalization.from_config({"mean": [0, 0, 0], "scale": 2})
     with pytest.raises(ValueError, match="preset"):
         Normalization.preset("imagenet")
+
+
+def test_coerce_takes_a_normalization_a_preset_name_or_a_config():
+    unit = PRESETS["unit"]
+    assert Normalization.coerce(unit) is unit
+    assert Normalization.coerce("unit") == unit
+    assert Normalization.coerce(json.loads(json.dumps(unit.to_config()))) == unit
+    with pytest.raises(ValueError, match="Unknown normalization preset.*name='imagenet'"):
+        Normalization.coerce("imagenet")
+    with pytest.raises(ValueError, match="Unknown normalization config keys"):
+        Normalization.coerce({"mean": [0, 0, 0], "scale": 2})
+    with pytest.raises(ValueError, match="a Normalization, a preset name or a config dict. "
+                                         r"Received: normalization=\(0, 1\)"):
+        Normalization.coerce((0, 1))

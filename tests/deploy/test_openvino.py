@@ -493,8 +493,13 @@ def test_benchmark_openvino_times_ir_files(fp32_ir, tmp_path, capsys):
     assert code == 0
     rows = json.loads(out.read_text())
     assert len(rows) == 1 and rows[0]["threads"] == 1 and len(rows[0]["round_medians_ms"]) == 2
-    assert rows[0]["median_ms"] > 0 and "| small.xml | fp32 |" in capsys.readouterr().out
-    assert rows[0]["precision"] == "fp32" and (tmp_path / "t.md").is_file()
+    # The figures are of both rounds' runs, and the row says so.
+    assert (rows[0]["runs"], rows[0]["rounds"], rows[0]["runs_per_round"]) == (4, 2, 2)
+    out = capsys.readouterr().out
+    assert rows[0]["median_ms"] > 0 and "| small.xml | fp32 |" in out
+    said = "Each row: the median of 4 runs (2 rounds of 2, in turns with the other rows, each after 1"
+    assert said in out and said in (tmp_path / "t.md").read_text()
+    assert rows[0]["precision"] == "fp32"
     speedups = [{"model": "m", "precision": "fp32", "threads": 2, "median_ms": 10.0},
                 {"model": "m", "precision": "int8", "threads": 2, "median_ms": 4.0}]
     script._add_speedups(speedups)
@@ -536,6 +541,7 @@ def test_benchmark_openvino_figures_of_a_row_describe_the_same_runs(fp32_ir, mon
     assert row["min_ms"] <= row["median_ms"] <= row["p90_ms"] <= row["max_ms"], row
     assert (row["min_ms"], row["median_ms"], row["max_ms"]) == (1.0, 2.1, 21.0)
     assert row["round_medians_ms"] == [1.1, 20.0, 2.1] and "times_ms" not in row
+    assert (row["runs"], row["rounds"], row["runs_per_round"]) == (9, 3, 3)
 
 
 def test_benchmark_openvino_times_each_stem_fold(tmp_path, capsys):

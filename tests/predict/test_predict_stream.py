@@ -14,6 +14,7 @@ from keras_efficient3d.artifacts import save_model, write_sidecar
 from keras_efficient3d.data.decode import read_video
 from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.predict import PredictError
+from keras_efficient3d.predict.stream import check_options
 from keras_efficient3d.runtime import load_runner
 from predict_helpers import (
     CLASSES,
@@ -85,6 +86,14 @@ def test_resolve_spec_takes_a_normalization_only_where_it_agrees(tmp_path, model
         predict.resolve_spec(runner, normalization="unit")
     with pytest.raises(PredictError, match="--normalization=klingon: unknown preset; expected one of original, "):
         predict.resolve_spec(runner, normalization="klingon")
+
+
+def test_check_options_takes_a_normalization_as_make_dataset_does():
+    unit = Normalization.preset("unit")
+    assert check_options(normalization=unit.to_config()) == unit
+    assert check_options(normalization="") is None
+    with pytest.raises(PredictError, match=r"must be a Normalization, a preset name or a config dict"):
+        check_options(normalization=3)
 
 
 @pytest.mark.parametrize("stride", [8, 3])
