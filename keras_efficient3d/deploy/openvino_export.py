@@ -504,11 +504,7 @@ def _frames_normalization(frames_input, quantize, normalization, metadata):
     if normalization is None:
         raise ValueError("`frames_input` needs the model's normalisation: pass `normalization` "
                          "(a Normalization or preset name) or `metadata` that records it")
-    if isinstance(normalization, str):
-        return Normalization.preset(normalization)
-    if isinstance(normalization, dict):
-        return Normalization.from_config(normalization)
-    return normalization
+    return Normalization.coerce(normalization)
 
 
 def _frames_metadata(metadata):
