@@ -70,6 +70,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("stem_fold", "auto", "Input columns the stem convolution takes as channels "
                         "(native ONNX, OpenVINO): auto (OpenVINO int8 on CPUs with AMX: the fastest "
                         "of 1, 2, 4 on this machine; else 1) or a factor.", **fv)
+    flags.DEFINE_string("stem_output_fold", "auto", "Output columns the stem convolution writes per "
+                        "position as channels (native ONNX, OpenVINO): auto (OpenVINO: 2 for a stem "
+                        "of at most 8 channels, e.g. MobileNetV2 0.2x; ONNX: 1) or a factor.", **fv)
     flags.DEFINE_boolean("frames_input", False, "OpenVINO int8 (--quantize=ptq): the IR takes uint8 RGB "
                          "frames (0-255) and normalises them itself, as its sidecar records: no "
                          "float clip to build and no quantization pass over it (faster int8).", **fv)
@@ -83,8 +86,9 @@ def define_flags(flag_values=flags.FLAGS):
         lambda v: v["format"] == "openvino" or not (v["quantize"] or v["compress_to_fp16"]),
         message="--quantize and --compress_to_fp16 go with --format=openvino", **fv)
     flags.register_multi_flags_validator(
-        ["format", "stem_fold"], lambda v: v["format"] != "savedmodel" or v["stem_fold"] == "auto",
-        message="--stem_fold goes with --format=onnx or --format=openvino", **fv)
+        ["format", "stem_fold", "stem_output_fold"],
+        lambda v: v["format"] != "savedmodel" or v["stem_fold"] == v["stem_output_fold"] == "auto",
+        message="--stem_fold and --stem_output_fold go with --format=onnx or --format=openvino", **fv)
     flags.register_multi_flags_validator(
         ["format", "quantize", "frames_input"],
         lambda v: not v["frames_input"] or (v["format"] == "openvino" and v["quantize"] == "ptq"),
@@ -119,10 +123,10 @@ def main(argv, flag_values=flags.FLAGS):
         if f.format == "openvino":
             report = _export_openvino(f, common)
         elif f.format == "onnx":
-            fold = _stem_fold(f.stem_fold)
-            report = onnx_export.build_and_export_onnx(f.output, opset=f.opset, form=f.onnx_form,
-                                                       stem_fold=1 if fold == "auto" else fold,
-                                                       **common)
+            fold, output_fold = _stem_fold(f.stem_fold), _stem_fold(f.stem_output_fold, "--stem_output_fold")
+            report = onnx_export.build_and_export_onnx(
+                f.output, opset=f.opset, form=f.onnx_form, stem_fold=1 if fold == "auto" else fold,
+                stem_output_fold=1 if output_fold == "auto" else output_fold, **common)
         else:
             report = savedmodel.build_and_export_saved_model(f.output, **common)
     except AssertionError as err:  # the export runs, but differs from the Keras model
@@ -148,13 +152,13 @@ def _check_extension(fmt, output):
                              f"ending in {ext} would read as a {ext} file")
 
 
-def _stem_fold(value):
+def _stem_fold(value, flag="--stem_fold"):
     if value == "auto":
         return value
     try:
         return int(value)
     except ValueError:
-        raise cli.UsageError(f"--stem_fold={value}: expected auto or a whole number "
+        raise cli.UsageError(f"{flag}={value}: expected auto or a whole number "
                              "(1: no fold)") from None
 
 
@@ -166,6 +170,7 @@ def _export_openvino(f, common):
             f.output, opset=f.opset, quantize=f.quantize, compress_to_fp16=f.compress_to_fp16,
             data_root=f.data_root, num_calibration=f.num_calibration, threads=f.threads or None,
             stem_fold=_stem_fold(f.stem_fold), frames_input=f.frames_input,
+            stem_output_fold=_stem_fold(f.stem_output_fold, "--stem_output_fold"),
             **{**common, "batch_size": f.batch_size or 1})
     except ImportError as err:  # openvino or nncf missing: the message says what to install
         raise cli.UsageError(cli.error_line(err)) from None

@@ -207,19 +207,20 @@ def resolve_form(model, form="auto"):
 
 
 def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True, form="auto",
-                    weight_bits=8, stem_fold=1, merge_pointwise=False, frames=None):
+                    weight_bits=8, stem_fold=1, merge_pointwise=False, frames=None, stem_output_fold=1):
     """Converts a built `model` to an in-memory `onnx.ModelProto` (not verified; see
     `export_onnx`) in `form` (module docstring). Raises `ValueError` for a layer without
     a native form (``form="native"``) or a TensorFlow op tf2onnx leaves (``"taps"``).
     `weight_bits` (8, or 7 for x86 CPUs without VNNI) applies to a native QAT export,
-    `stem_fold`, `merge_pointwise` and `frames` (`onnx_native.native_onnx`) to the native form."""
+    `stem_fold`, `merge_pointwise`, `frames` and `stem_output_fold` (`onnx_native.native_onnx`)
+    to the native form."""
     _check_opset(opset)
     if resolve_form(model, form) == "native":
         clip_spec(model, batch_size, name=INPUT_NAME)  # the same argument checks as "taps"
         return onnx_native.native_onnx(model, opset, batch_size, fold_bn, weight_bits, stem_fold,
-                                       merge_pointwise, frames)
-    if frames is not None:
-        raise ValueError("A frames input applies to the native form.")
+                                       merge_pointwise, frames, stem_output_fold)
+    if frames is not None or stem_output_fold != 1:
+        raise ValueError("A frames input and `stem_output_fold` apply to the native form.")
     if stem_fold != 1:
         raise ValueError(f"`stem_fold` applies to the native form. Received: stem_fold={stem_fold!r}")
     if merge_pointwise:
@@ -313,7 +314,7 @@ def quantization_summary(onnx_model):
 
 def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True,
                 verify=True, rtol=1e-4, atol=1e-6, form="auto", weight_bits=8, stem_fold=1,
-                merge_pointwise=False):
+                merge_pointwise=False, stem_output_fold=1):
     """Writes `model` as ONNX and, with `verify`, checks it against the Keras model.
 
     Args:
@@ -332,6 +333,8 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
             `onnx_native.native_onnx`): OpenVINO int8 on CPUs with AMX.
         merge_pointwise: write linear pointwise pairs as one convolution
             (`onnx_native.pointwise_pairs`): for int8 (the same model to float rounding).
+        stem_output_fold: output columns the native form's stem writes per position as
+            channels (1: none; `onnx_native.native_onnx`): OpenVINO, stems of few channels.
 
     Returns:
         A dict: path, opset, input_shape (None for dynamic batch), max_rel_error (None
@@ -340,7 +343,8 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
         random clips instead of max_rel_error (None without `verify`).
     """
     form = resolve_form(model, form)
-    proto = convert_to_onnx(model, opset, batch_size, fold_bn, form, weight_bits, stem_fold, merge_pointwise)
+    proto = convert_to_onnx(model, opset, batch_size, fold_bn, form, weight_bits, stem_fold, merge_pointwise,
+                            stem_output_fold=stem_output_fold)
     native_qat = form == "native" and onnx_native.qat_layer(model) is not None
     extra = {}
     if native_qat:
@@ -361,7 +365,8 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
 
 def build_and_export_onnx(output_path, model_name=None, keras_file=None, num_frames=16,
                           image_size=112, num_classes=None, opset=DEFAULT_OPSET, batch_size=None,
-                          fold_bn=True, verify=True, form="auto", stem_fold=1, **model_kwargs):
+                          fold_bn=True, verify=True, form="auto", stem_fold=1, stem_output_fold=1,
+                          **model_kwargs):
     """Builds (`load_or_build_model`) and exports with `export_onnx`; returns its report,
     with ``sidecar``: the ``<path>.json`` metadata (`artifacts.export_metadata`) that
     `predict` and the runtime read for the clip the model expects."""
@@ -371,7 +376,7 @@ def build_and_export_onnx(output_path, model_name=None, keras_file=None, num_fra
     model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
                                 **model_kwargs)
     report = export_onnx(model, output_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
-                         verify=verify, form=form, stem_fold=stem_fold)
+                         verify=verify, form=form, stem_fold=stem_fold, stem_output_fold=stem_output_fold)
     report["sidecar"] = write_sidecar(output_path, export_metadata(
         model, keras_file, model_name, weights=model_kwargs.get("weights")))
     return report

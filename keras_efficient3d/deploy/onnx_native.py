@@ -23,6 +23,9 @@ the functional model layer by layer, each layer class mapped to its handler by a
   reads the clip as Keras holds it, f adjacent columns viewed as channels, and writes its
   output the same way (`_folded_conv3d`): Reshape, no Transpose of the input. A narrow
   depthwise layer after it reads that output folded (`_folded_depthwise3d`);
+* with ``stem_output_fold=q`` (OpenVINO, a stem of at most 8 channels), the stem reads
+  the clip as it is and writes q adjacent output columns per position as channels
+  (`_output_folded_conv3d`), the same memory as its output;
 * with ``frames`` (a `Normalization`; int8 OpenVINO IR that takes uint8 frames,
   `openvino_export`), the input is the frames themselves, RGB 0-255, and the graph
   normalises them: one scalar Subtract and Multiply, the per-channel rest (scale, channel
@@ -72,8 +75,7 @@ from keras_efficient3d.deploy.savedmodel import INPUT_NAME, OUTPUT_NAME
 from keras_efficient3d.fold import Folded, _consumers, _producer, activation_name, batchnorm_affine, inference_form
 
 __all__ = ["frames_input_affine", "native_onnx", "nudged_range", "pointwise_pairs", "qat_layer", "qdq_params",
-           "shuffles_into_convolutions",
-           "stem_fold_factors", "supports"]
+           "shuffles_into_convolutions", "stem_fold_factors", "stem_output_fold_factors", "supports"]
 
 _TO_NCDHW = (0, 4, 1, 2, 3)
 _TO_NDHWC = (0, 2, 3, 4, 1)
@@ -371,6 +373,31 @@ def _folded_depthwise(model, stem_fold):
     return reader.name
 
 
+def _output_fold_padding(layer, width, q):
+    """The right padding of a stem that writes `q` output columns per position
+    (`_output_folded_conv3d`) over `width` input columns, or None where no padding gives the
+    layer's own output width."""
+    (sw,), (pw,), (kw,) = layer.strides[2:], layer.padding[2:], layer.kernel_size[2:]
+    out = (width + 2 * pw - kw) // sw + 1
+    span = sw * (q - 1) + kw
+    if out % q:
+        return None
+    pad = max(0, (out // q - 1) * q * sw + span - width - pw)
+    if (width + pw + pad - span) // (q * sw) + 1 != out // q:
+        return None
+    return pad
+
+
+def stem_output_fold_factors(model):
+    """The output folds (`native_onnx`'s ``stem_output_fold``) `model`'s stem takes beyond 1:
+    empty where no ungrouped Conv3D alone reads the clip input."""
+    layer = _stem(model) if qat_layer(model) is None else None
+    if layer is None:
+        return ()
+    width = int(layer._inbound_nodes[0].input_tensors[0].shape[3])
+    return tuple(q for q in (2, 4) if _output_fold_padding(layer, width, q) is not None)
+
+
 def _stem(model):
     """The one ungrouped Conv3D that alone reads the clip input, else None."""
     consumers = [layer for layer in _layers(model)
@@ -382,9 +409,11 @@ def _stem(model):
 
 class _Writer:
     def __init__(self, model, batch_size, qat=None, weight_bits=8, stem_fold=1, merge_pointwise=False,
-                 frames=None):
+                 frames=None, stem_output_fold=1):
         self.model = model
         self.stem_fold = stem_fold
+        self.stem_output_fold = stem_output_fold
+        self.stem = _stem(model)
         self.shuffled = shuffles_into_convolutions(model)
         self.channel_order = dict(self.shuffled.values())  # conv name -> its output channels' order
         # Float (and PTQ) graphs only: a QAT graph has a quantization point between a pair,
@@ -550,6 +579,8 @@ def _conv3d(w, layer, node, ins):
         return _merged_pointwise(w, layer, node, ins)
     if ins[0].channels_last:
         return _folded_conv3d(w, layer, node, ins[0])
+    if w.stem_output_fold > 1 and layer is w.stem:
+        return _output_folded_conv3d(w, layer, node, ins[0])
     # (kt, kh, kw, in / groups, out) -> ONNX's (out, in / groups, kt, kh, kw)
     kernel = np.transpose(w.weights.kernel(layer), (4, 3, 0, 1, 2))
     return _conv(w, layer, node, ins, kernel, layer.groups)
@@ -613,6 +644,35 @@ def _folded_conv3d(w, layer, node, clip):
     if w.folded_depthwise is not None:  # its reader takes it folded
         return _Clip(y, (ot, oh, ow, cout), fold=q)
     return _unfold(w, y, layer.name, node, cout)
+
+
+def _output_folded_conv3d(w, layer, node, clip):
+    """The stem writing q = `w.stem_output_fold` adjacent output columns per position as
+    channels, (B, q * O, T, H', W' / q), unfolded after it (`_unfold`: in OpenVINO's
+    channels-last layout the same memory, no reorder of the values).
+
+    Why: OpenVINO's convolutions vectorise over output channels, 16 int32 or fp32 lanes; a
+    stem of 6 channels (MobileNetV2 0.2x) used 6 of them. Its kernel is q copies of the
+    stem's, `stride` columns apart in a window of stride * (q - 1) + width columns at q
+    times the stride: 12 lanes in use, the clip's 3-channel rows read once per q columns
+    (int8 1.055 -> 1.025 ms, fp32 1.60 -> 1.54 for the whole model, 2 threads)."""
+    q = w.stem_output_fold
+    kt, kh, kw = layer.kernel_size
+    st, sh, sw = layer.strides
+    pt, ph, pw = layer.padding
+    cout = int(node.output_tensors[0].shape[4])
+    order = w.channel_order.get(layer.name, slice(None))
+    kernel = np.transpose(w.weights.kernel(layer)[..., order], (4, 3, 0, 1, 2))  # (O, C, kt, kh, kw)
+    folded = np.zeros((q,) + kernel.shape[:4] + (sw * (q - 1) + kw,), np.float32)
+    for j in range(q):
+        folded[j, ..., sw * j:sw * j + kw] = kernel
+    inputs = [clip.name, w.weight(f"{layer.name}/kernel", folded.reshape((q * cout,) + folded.shape[2:]), axis=0)]
+    if w.has_bias(layer):
+        inputs.append(w.const(f"{layer.name}/bias", np.tile(w.weights.bias(layer)[order], q)))
+    pad = _output_fold_padding(layer, clip.shape[2], q)
+    y = w.node("Conv", inputs, layer.name, kernel_shape=[kt, kh, folded.shape[-1]], strides=[st, sh, q * sw],
+               pads=[pt, ph, pw, pt, ph, pad])
+    return _unfold(w, w.activation(layer, y, layer.name, 1), layer.name, node, cout)
 
 
 def _unfold(w, y, name, node, cout):
@@ -818,7 +878,7 @@ _HANDLERS = {
 
 
 def native_onnx(model, opset=13, batch_size=None, fold_bn=True, weight_bits=8, stem_fold=1,
-                merge_pointwise=False, frames=None):
+                merge_pointwise=False, frames=None, stem_output_fold=1):
     """`model` as an `onnx.ModelProto` in the native form (module docstring), checked by
     `onnx.checker` (not verified against Keras; see `onnx_export.export_onnx`).
 
@@ -838,6 +898,9 @@ def native_onnx(model, opset=13, batch_size=None, fold_bn=True, weight_bits=8, s
         frames: a `keras_efficient3d.data.Normalization`: the graph takes RGB 0-255 frames
             (float here; `openvino_export` makes them uint8) and normalises them as this one
             does (`_FramesInput`: exact where every channel has one mean). Float models.
+        stem_output_fold: output columns the stem writes per position as channels (1: none;
+            one of `stem_output_fold_factors(model)`, with no `stem_fold`; float models):
+            OpenVINO, for a stem of few channels (`_output_folded_conv3d`).
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a built keras.Model. Received: model={model!r}")
@@ -854,6 +917,10 @@ def native_onnx(model, opset=13, batch_size=None, fold_bn=True, weight_bits=8, s
         raise ValueError(f"`stem_fold` must be 1 or one of {stem_fold_factors(model)} for "
                          f"'{model.name}'. Received: stem_fold={stem_fold!r}")
     qat = qat_layer(model)
+    if stem_output_fold != 1 and (stem_fold != 1 or stem_output_fold not in stem_output_fold_factors(model)):
+        raise ValueError(f"`stem_output_fold` must be 1 or one of {stem_output_fold_factors(model)} for "
+                         f"'{model.name}' (a float model's stem, without `stem_fold`). Received: "
+                         f"stem_output_fold={stem_output_fold!r}, stem_fold={stem_fold!r}")
     if qat is not None:  # its graph's model is the folded float model
         if frames is not None:
             raise ValueError("A frames input is written for float models; a quantization-aware "
@@ -861,7 +928,8 @@ def native_onnx(model, opset=13, batch_size=None, fold_bn=True, weight_bits=8, s
         graph = _Writer(qat.graph.model, batch_size, qat, weight_bits, stem_fold, merge_pointwise).run()
     else:
         graph = _Writer(inference_form(model, fold_bn), batch_size, stem_fold=stem_fold,
-                        merge_pointwise=merge_pointwise, frames=frames).run()
+                        merge_pointwise=merge_pointwise, frames=frames,
+                        stem_output_fold=stem_output_fold).run()
     opsets = [helper.make_opsetid("", opset)]
     proto = helper.make_model(graph, opset_imports=opsets, producer_name="keras_efficient3d",
                               ir_version=helper.find_min_ir_version_for(opsets))

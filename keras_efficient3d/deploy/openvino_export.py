@@ -83,6 +83,7 @@ __all__ = [
     "ir_precision",
     "per_tensor_before_reshapes",
     "ptq",
+    "resolve_stem_output_fold",
     "save_ir",
     "stem_folds",
     "uint8_frames_input",
@@ -92,6 +93,10 @@ QUANTIZE = (None, "ptq", "qat")
 PRESETS = ("performance", "mixed")
 # The stem folds stem_fold="auto" times for int8 on AMX CPUs (8 and 16 were never faster).
 STEM_FOLDS = (1, 2, 4)
+# OpenVINO's CPU convolutions vectorise over output channels, 16 fp32/int32 lanes (AVX-512):
+# a stem of at most half that writes two output columns per position as channels and fills
+# twice the lanes (`resolve_stem_output_fold`); 12 channels would take 24 of 32 either way.
+LANES = 16
 
 
 def _check_output(path):
@@ -108,7 +113,7 @@ def calibration_clips(data, num_samples=64, input_shape=None):
 
 
 def convert_to_openvino(model, batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, verify_onnx=False,
-                        stem_fold=1, merge_pointwise=False, frames=None):
+                        stem_fold=1, merge_pointwise=False, frames=None, stem_output_fold=1):
     """`model` as an in-memory ``openvino.Model``, through a temporary ONNX file; with
     `frames` (a `Normalization`), one that takes float RGB 0-255 frames and normalises them
     (`onnx_native.native_onnx`; `uint8_frames_input` makes them uint8 after quantization)."""
@@ -119,11 +124,11 @@ def convert_to_openvino(model, batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, 
         # int16 pair sums in int8 convolutions (onnx_native; NNCF's overflow fix)
         if frames is not None:  # not verifiable against the model as it is: other inputs
             onnx.save(convert_to_onnx(model, opset, batch_size, fold_bn, "native", 7, stem_fold,
-                                      merge_pointwise, frames), onnx_path)
+                                      merge_pointwise, frames, stem_output_fold), onnx_path)
         else:
             export_onnx(model, onnx_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
                         verify=verify_onnx, weight_bits=7, stem_fold=stem_fold,
-                        merge_pointwise=merge_pointwise)
+                        merge_pointwise=merge_pointwise, stem_output_fold=stem_output_fold)
         with runtime.quiet_stderr():
             return fuse_channel_shuffles(ov.convert_model(onnx_path))
 
@@ -140,6 +145,24 @@ def stem_folds(model, quantize, stem_fold="auto"):
         raise ValueError(f"`stem_fold` must be 'auto', 1 or one of {factors} for "
                          f"'{getattr(model, 'name', model)}'. Received: stem_fold={stem_fold!r}")
     return (stem_fold,)
+
+
+def resolve_stem_output_fold(model, quantize, stem_fold, value="auto"):
+    """The stem's output fold for `model` (`onnx_native.native_onnx`'s ``stem_output_fold``):
+    `value` itself when given; ``"auto"``: 2 for float or PTQ IR whose stem writes at most
+    half of `LANES` channels and reads the clip unfolded (`stem_fold` 1), else 1."""
+    from keras_efficient3d.deploy.onnx_native import _stem, stem_output_fold_factors  # pylint: disable=import-outside-toplevel
+
+    factors = stem_output_fold_factors(model) if resolve_form(model) == "native" else ()
+    if value != "auto":
+        if value != 1 and (value not in factors or stem_fold != 1 or quantize == "qat"):
+            raise ValueError(f"`stem_output_fold` must be 'auto', 1 or one of {factors} for "
+                             f"'{getattr(model, 'name', model)}' (float or PTQ, no `stem_fold`). "
+                             f"Received: stem_output_fold={value!r}")
+        return value
+    if quantize == "qat" or stem_fold != 1 or 2 not in factors:
+        return 1
+    return 2 if 2 * _stem(model).filters <= LANES else 1
 
 
 def fastest(ov_models, threads=None, rounds=10, runs=20):
@@ -365,7 +388,7 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
                     fast_bias_correction=True, ignored_scope=None, batch_size=1,
                     opset=DEFAULT_OPSET, fold_bn=True, verify=True, rtol=1e-4, fp16_rtol=1e-2,
                     atol=1e-6, threads=None, metadata=None, stem_fold="auto", merge_pointwise=True,
-                    frames_input=False, normalization=None):
+                    frames_input=False, normalization=None, stem_output_fold="auto"):
     """Writes `model` as OpenVINO IR (``path``: .xml, with .bin beside it) and checks it.
 
     Args:
@@ -403,12 +426,17 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
             mean (`onnx_native._FramesInput`), which the top-1 agreement measures.
         normalization: the model's `Normalization` (or preset name), for ``frames_input``
             (default: the one `metadata` records).
+        stem_output_fold: output columns the stem writes per position as channels:
+            ``"auto"`` (2 for a stem of at most 8 channels at stem fold 1, float or PTQ:
+            OpenVINO's kernels fill 12 of 16 lanes instead of 6; else 1) or a factor
+            (`resolve_stem_output_fold`).
 
     Returns:
         A dict: path, bin, precision (fp32, fp16, int8), quantize, input_shape, size_bytes,
         int8 (`int8_summary`), stem_fold (and stem_fold_ms, each candidate's time, when
         timed: `fastest`), max_rel_error, calibration_clips, top1_agreement and clips (int8
-        only), sidecar; with ``frames_input``, frames (zero_point, scale, exact).
+        only), sidecar, stem_output_fold; with ``frames_input``, frames (zero_point, scale,
+        exact, border_offset).
     """
     from keras_efficient3d.artifacts import write_sidecar  # pylint: disable=import-outside-toplevel
 
@@ -428,6 +456,7 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
         quantize = "qat"
     frames = _frames_normalization(frames_input, quantize, normalization, metadata)
     folds = stem_folds(model, quantize, stem_fold)
+
     merge = merge_pointwise and quantize == "ptq" and resolve_form(model) == "native"
     input_shape = tuple(model.inputs[0].shape[1:])
     calib = None
@@ -435,9 +464,11 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
         calib = calibration_clips(calibration, num_calibration, input_shape)
 
     candidates = {}
+    output_folds = {fold: resolve_stem_output_fold(model, quantize, fold, stem_output_fold) for fold in folds}
     for fold in folds:
-        candidates[fold] = convert_to_openvino(model, batch_size, opset, fold_bn, stem_fold=fold,
-                                               merge_pointwise=merge, frames=frames)
+        candidates[fold] = convert_to_openvino(
+            model, batch_size, opset, fold_bn, stem_fold=fold, merge_pointwise=merge, frames=frames,
+            stem_output_fold=output_folds[fold])
         if frames is not None:
             affine = frames_input_affine(frames)
             candidates[fold] = uint8_frames_input(ptq(
@@ -455,7 +486,8 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
     report = {"path": os.fspath(path), "bin": bin_path, "precision": precision,
               "quantize": quantize, "input_shape": (batch_size,) + input_shape,
               "size_bytes": os.path.getsize(bin_path) + os.path.getsize(path),
-              "int8": int8_summary(ov_model), "stem_fold": fold, "max_rel_error": None}
+              "int8": int8_summary(ov_model), "stem_fold": fold,
+              "stem_output_fold": output_folds[fold], "max_rel_error": None}
     if calib is not None:  # fewer than num_calibration where the data has fewer clips
         report["calibration_clips"] = len(calib)
     if timings is not None:
@@ -560,7 +592,8 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
                               image_size=112, num_classes=None, data_root=None,
                               num_calibration=64, quantize=None, compress_to_fp16=False,
                               batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, verify=True,
-                              threads=None, stem_fold="auto", frames_input=False, **model_kwargs):
+                              threads=None, stem_fold="auto", frames_input=False, stem_output_fold="auto",
+                              **model_kwargs):
     """Builds (`load_or_build_model`), calibrates int8 on clips of the Jester-layout dataset
     at `data_root` (the train split, validation transforms, as TFLite int8 does, with the
     frame step and normalisation a `keras_file` records), measures agreement on its
@@ -613,7 +646,7 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
                              num_calibration=num_calibration, validation=validation,
                              batch_size=batch_size, opset=opset, fold_bn=fold_bn, verify=verify,
                              threads=threads, metadata=metadata, stem_fold=stem_fold,
-                             frames_input=frames_input)
+                             frames_input=frames_input, stem_output_fold=stem_output_fold)
     if verify and quantize == "qat":
         # Agreement with the float model, not only with its fake-quantized form.
         runner = runtime.OpenVINORunner(output_path, threads=threads)

@@ -609,3 +609,43 @@ def test_a_frames_input_needs_a_float_model_with_a_stem(qat_trunk):
     two = keras.layers.Concatenate()([L.Conv3D(4, 3, 1, 1, name="a")(inputs), L.Conv3D(4, 3, 1, 1, name="b")(inputs)])
     with pytest.raises(ValueError, match="one ungrouped Conv3D alone reads"):
         onnx_native.native_onnx(keras.Model(inputs, two), frames=_ONE_MEAN)
+
+
+@pytest.mark.parametrize("kernel, strides, padding", [
+    (3, (1, 2, 2), 1),             # the registry's efficient models' stem
+    ((3, 3, 5), (1, 2, 2), (1, 1, 2)),
+    (3, 1, 1),                     # C3D's (unstrided)
+    ((1, 3, 3), (1, 3, 3), (0, 1, 1)),
+])
+def test_stem_output_fold_is_exact_for_every_factor(kernel, strides, padding):
+    """The stem writing q output columns per position as channels, unfolded after it: the
+    model's outputs in ONNX Runtime and OpenVINO, with a frames input too."""
+    model = _stem_model(kernel, strides, padding, use_bias=True)
+    factors = onnx_native.stem_output_fold_factors(model)
+    assert 2 in factors
+    clips = random_clips(model, 2)
+    expected = model(clips, training=False).numpy()
+    for q in factors:
+        proto = onnx_native.native_onnx(model, stem_output_fold=q)
+        conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in conv.attribute}
+        assert attrs["strides"][2] == q * model.get_layer("stem").strides[2]
+        weights = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+        assert weights[conv.input[1]].shape[0] == 6 * q
+        assert check_close(onnx_export.run_onnx(proto, clips), expected, 1e-4, 1e-6) < 1e-4
+        check_close(_openvino_output(proto, clips), expected, 1e-4, 1e-6, what="OpenVINO model")
+    frames = _frames(model.inputs[0].shape[1:])
+    proto = onnx_native.native_onnx(model, stem_output_fold=2, frames=_ONE_MEAN)
+    assert check_close(onnx_export.run_onnx(proto, frames),
+                       model(_ONE_MEAN.apply(frames), training=False).numpy(), 1e-4, 1e-6) < 1e-4
+
+
+def test_stem_output_fold_refusals(qat_trunk):
+    model = _stem_model(3, (1, 2, 2), 1)
+    with pytest.raises(ValueError, match=r"`stem_output_fold` must be 1 or one of \(2, 4\)"):
+        onnx_native.native_onnx(model, stem_output_fold=3)
+    with pytest.raises(ValueError, match="without `stem_fold`"):
+        onnx_native.native_onnx(model, stem_output_fold=2, stem_fold=2)
+    assert onnx_native.stem_output_fold_factors(qat_trunk[0]) == ()
+    with pytest.raises(ValueError, match=r"one of \(\)"):
+        onnx_native.native_onnx(qat_trunk[0], stem_output_fold=2)

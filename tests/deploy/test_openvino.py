@@ -259,16 +259,19 @@ def test_frames_input_refusals(small_model, tmp_path):
 
 @pytest.mark.slow
 def test_predict_runs_an_int8_ir_of_frames(shipped, tmp_path, capsys):
-    """predict feeds a frames IR the uint8 frames themselves: on a real video of a gesture,
-    the shipped model's frames IR gives the class and scores the .keras model gives."""
+    """The shipped model's frames IR agrees with it on the validation clips, and predict feeds
+    it the uint8 frames themselves: on a real video of a gesture, the class and scores the
+    .keras model gives."""
     from keras_efficient3d.artifacts import read_metadata as read
     from keras_efficient3d.predict import command
 
     ph = load_script("predict_helpers", os.path.join("tests", "predict"))
-    model, calibration, _ = shipped
+    model, calibration, validation = shipped
     path = str(tmp_path / "frames.xml")
-    openvino_export.export_openvino(model, path, quantize="ptq", calibration=calibration,
-                                    frames_input=True, metadata=read(SHIPPED))
+    report = openvino_export.export_openvino(model, path, quantize="ptq", calibration=calibration,
+                                             validation=validation, frames_input=True, metadata=read(SHIPPED))
+    # its 0-1 pixels have one mean: exact, and as close to float as the int8 of clips
+    assert report["frames"]["exact"] and report["top1_agreement"] >= AGREEMENT
     label = synthetic.CLASSES.index("Swiping Right") if "Swiping Right" in synthetic.CLASSES else 1
     video = ph.write_video(str(tmp_path / "gesture.mp4"),
                            synthetic.render_video(label, np.random.default_rng(7), 32, 64))
@@ -301,6 +304,32 @@ def test_make_clip_keeps_the_frames_of_a_model_of_frames():
     assert clip.dtype == np.uint8 and clip.shape == (1,) + SMALL
     np.testing.assert_array_equal(clip[0], frames)
     assert make_clip(frames, ClipSpec(*SMALL[:3], normalization=FRAMES_NORM)).dtype == np.float32
+
+
+def test_a_narrow_stem_writes_two_output_columns_per_position(tmp_path):
+    """A stem of at most 8 channels (MobileNetV2 0.2x: 6) writes two output columns per
+    position as channels in float and PTQ IR (`resolve_stem_output_fold`), exact in float and
+    with every convolution in int8; a wide stem, a folded one and QAT do not."""
+    keras.utils.set_random_seed(2)
+    narrow = calibrate_batchnorm(create_model("mobilenetv2_0.2x", input_shape=SMALL, num_classes=5),
+                                 synthetic_clips(8, seed=3))
+    fp32 = openvino_export.export_openvino(narrow, str(tmp_path / "fp32.xml"))
+    assert fp32["stem_output_fold"] == 2 and fp32["max_rel_error"] < 1e-4
+    int8 = openvino_export.export_openvino(narrow, str(tmp_path / "int8.xml"), quantize="ptq",
+                                           calibration=synthetic_clips(8, seed=4), stem_fold=1)
+    assert int8["stem_output_fold"] == 2 and int8["top1_agreement"] >= 0.75
+    conv1 = [op for op in runtime.openvino_module().Core().read_model(int8["path"]).get_ops()
+             if op.get_friendly_name() == "conv1/Conv/WithoutBiases"]
+    assert [op.get_output_partial_shape(0)[1].get_length() for op in conv1] == [2 * 6]
+    assert {p for (kind, p) in runtime.load_runner(int8["path"], threads=1).runtime_precisions()
+            if kind in ("Convolution", "GroupConvolution")} <= {"u8", "i8"}
+    assert openvino_export.resolve_stem_output_fold(narrow, "ptq", 4) == 1
+    assert openvino_export.resolve_stem_output_fold(narrow, "qat", 1) == 1
+    wide = create_model("mobilenetv2_1.0x", input_shape=SMALL, num_classes=5)
+    assert openvino_export.resolve_stem_output_fold(wide, None, 1) == 1
+    assert openvino_export.resolve_stem_output_fold(wide, None, 1, 4) == 4
+    with pytest.raises(ValueError, match="float or PTQ, no `stem_fold`"):
+        openvino_export.resolve_stem_output_fold(narrow, "ptq", 2, 2)
 
 
 def test_ptq_of_a_model_without_a_native_form(tmp_path, monkeypatch):
@@ -472,7 +501,10 @@ def test_cli_exports_fp32_ir(export_cli, tmp_path, capsys):
     (["--output={tmp}/m.onnx"], "an OpenVINO IR is an .xml file"),
     (["--quantize=int4"], "--quantize"),
     (["--stem_fold=two"], "--stem_fold=two: expected auto or a whole number"),
-    (["--format=savedmodel", "--output={tmp}/sm", "--stem_fold=2"], "--stem_fold goes with"),
+    (["--format=savedmodel", "--output={tmp}/sm", "--stem_fold=2"], "--stem_fold and --stem_output_fold go with"),
+    (["--format=savedmodel", "--output={tmp}/sm", "--stem_output_fold=2"], "--stem_output_fold go with"),
+    (["--stem_output_fold=x"], "--stem_output_fold=x: expected auto or a whole number"),
+    (["--stem_output_fold=3"], "`stem_output_fold` must be 'auto', 1 or one of (2, 4)"),
     (["--frames_input"], "--frames_input goes with --format=openvino --quantize=ptq"),
 ])
 def test_cli_bad_input_is_one_line(export_cli, tmp_path, capsys, args, message):
