@@ -75,7 +75,9 @@ def define_flags(flag_values=flags.FLAGS):
                         "of at most 8 channels, e.g. MobileNetV2 0.2x; ONNX: 1) or a factor.", **fv)
     flags.DEFINE_boolean("frames_input", False, "OpenVINO int8 (--quantize=ptq): the IR takes uint8 RGB "
                          "frames (0-255) and normalises them itself, as its sidecar records: no "
-                         "float clip to build and no quantization pass over it (faster int8).", **fv)
+                         "float clip to build and no quantization pass over it (faster int8; exact "
+                         "where every channel's mean is one whole pixel value, else the frame "
+                         "border differs).", **fv)
     cli.define("threads", 0, "(of the verification and of --stem_fold=auto's timing)", **fv)
     cli.define_alias("keras_file", "model_file", **fv)
     flags.register_multi_flags_validator(

@@ -293,9 +293,10 @@ class _Runner:
         return self.outputs_unchecked(self.check_clips(clips))
 
     def outputs_unchecked(self, clips) -> np.ndarray:
-        """The outputs for a float32 ``(N, T, H, W, C)`` batch known to be what the model
-        takes, without `check_clips`' pass over the values (~1% of a small model's time at
-        16x112x112): for clips made from uint8 frames (predict's), finite by construction."""
+        """The outputs for a float32 ``(N, T, H, W, C)`` batch (uint8 frames for a model of
+        frames) known to be what the model takes, without `check_clips`' pass over the values
+        (~1% of a small model's time at 16x112x112): for clips made from uint8 frames
+        (predict's), finite by construction."""
         step = self.input_spec.batch or len(clips)
         outputs = []
         for begin in range(0, len(clips), step):
@@ -308,7 +309,8 @@ class _Runner:
         return np.concatenate(outputs).astype(np.float32)
 
     def check_clips(self, clips) -> np.ndarray:
-        """`clips` as a float32 ``(N, T, H, W, C)`` batch the model takes, or a `ValueError`
+        """`clips` as a float32 ``(N, T, H, W, C)`` batch the model takes (uint8 frames for a
+        model of frames, ``input_spec.uint8_frames``), or a `ValueError`
         that says what is wrong with them. The runtimes themselves would take uint8 frames
         as if they were normalised floats, and an int8 model turns NaN into confident
         scores; each reports a wrong shape its own way."""
@@ -317,9 +319,9 @@ class _Runner:
             if array.dtype != np.uint8:
                 raise ValueError(
                     f"{self.path}: the model takes uint8 RGB frames (0-255) and normalises them "
-                    f"itself; received {array.dtype} values. Give it the frames, not normalised "
-                    "clips: keras_efficient3d.predict.make_clip(frames, resolve_spec(runner)) "
-                    "keeps them uint8 for it.")
+                    f"itself; received {array.dtype} values. Give it the uint8 frames (not "
+                    "normalised clips, nor float pixels): keras_efficient3d.predict.make_clip("
+                    "frames, resolve_spec(runner)) keeps them uint8 for it.")
         elif array.dtype.kind != "f":
             raise ValueError(
                 f"The runner takes normalised float clips; received {array.dtype} values. Apply "

@@ -219,8 +219,11 @@ def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True, f
         clip_spec(model, batch_size, name=INPUT_NAME)  # the same argument checks as "taps"
         return onnx_native.native_onnx(model, opset, batch_size, fold_bn, weight_bits, stem_fold,
                                        merge_pointwise, frames, stem_output_fold)
-    if frames is not None or stem_output_fold != 1:
-        raise ValueError("A frames input and `stem_output_fold` apply to the native form.")
+    if frames is not None:
+        raise ValueError("A frames input applies to the native form.")
+    if stem_output_fold != 1:
+        raise ValueError("`stem_output_fold` applies to the native form. "
+                         f"Received: stem_output_fold={stem_output_fold!r}")
     if stem_fold != 1:
         raise ValueError(f"`stem_fold` applies to the native form. Received: stem_fold={stem_fold!r}")
     if merge_pointwise:
@@ -339,8 +342,9 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
     Returns:
         A dict: path, opset, input_shape (None for dynamic batch), max_rel_error (None
         without `verify`), quantization (Q/DQ counts and integer types), form (the one
-        written); for a native QAT export, top1_agreement with the fake-quantized model on
-        random clips instead of max_rel_error (None without `verify`).
+        written), stem_fold and stem_output_fold; for a native QAT export, top1_agreement
+        with the fake-quantized model on random clips instead of max_rel_error (None without
+        `verify`).
     """
     form = resolve_form(model, form)
     proto = convert_to_onnx(model, opset, batch_size, fold_bn, form, weight_bits, stem_fold, merge_pointwise,
@@ -360,6 +364,8 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
         "max_rel_error": error,
         "quantization": quantization_summary(proto),
         "form": form,
+        "stem_fold": stem_fold,
+        "stem_output_fold": stem_output_fold,
     }
 
 

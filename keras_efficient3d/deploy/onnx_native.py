@@ -189,9 +189,9 @@ class _FramesInput:
     input (per-channel ones ran the stem in f32, 1.7 against 1.15 ms for MobileNetV2 0.2x).
     The u8 frames then feed the stem as they are: no quantization pass over the clip.
 
-    Exact where delta is 0 (one mean for every channel, after the std: the ``unit`` and
-    ``none`` presets). Otherwise the interior is exact and the stem's zero padding, which
-    stands for each channel's mean, reads the common z instead: the frame border (and the
+    Exact where delta is 0: every channel's mean the same whole 0-255 pixel value, whatever
+    the stds (the ``unit`` and ``none`` presets). Otherwise the interior is exact and the
+    stem's zero padding, which stands for each channel's mean, reads the common z instead: the frame border (and the
     first and last frames, for a temporal pad) is off by the padded taps times delta
     (ActivityNet's means: delta within 8 of 255); int8 top-1 agreement measures it."""
 
@@ -223,9 +223,10 @@ class _FramesInput:
 
 def frames_input_affine(normalization):
     """What a frames input (`native_onnx`'s ``frames``) does before the stem:
-    ``{"zero_point", "scale", "exact", "border_offset"}`` (exact: every channel has the one
-    mean, so the stem's zero padding is the model's; border_offset: how far, in 0-255 pixel
-    values, the padding's stand-in is from a channel's mean at most)."""
+    ``{"zero_point", "scale", "exact", "border_offset"}`` (exact: every channel's mean is
+    the zero point, a whole pixel value, so the stem's zero padding is the model's;
+    border_offset: how far, in 0-255 pixel values, the padding's stand-in is from a channel's
+    mean at most)."""
     frames = _FramesInput(normalization, None)
     offset = float(np.max(np.abs(frames.delta) / (frames.factors * frames.scale)))
     return {"zero_point": frames.zero_point, "scale": frames.scale, "exact": frames.exact,
@@ -390,7 +391,8 @@ def _output_fold_padding(layer, width, q):
 
 def stem_output_fold_factors(model):
     """The output folds (`native_onnx`'s ``stem_output_fold``) `model`'s stem takes beyond 1:
-    empty where no ungrouped Conv3D alone reads the clip input."""
+    empty for a quantization-aware model, or where no ungrouped Conv3D alone reads the clip
+    input."""
     layer = _stem(model) if qat_layer(model) is None else None
     if layer is None:
         return ()

@@ -420,10 +420,11 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
         frames_input: for ``"ptq"``: the IR takes uint8 RGB frames (0-255) and normalises
             them itself (`uint8_frames_input`; the sidecar says ``preprocessing_included``):
             no float clip to build, and no quantization pass over it (MobileNetV2 0.2x int8
-            ~9% faster). Calibration and validation clips stay normalised, as the pipeline
-            gives them; they are turned back into frames. Exact where the normalisation has
-            one mean for every channel; else the frame border sees the channels' common
-            mean (`onnx_native._FramesInput`), which the top-1 agreement measures.
+            2-6% faster). Calibration and validation clips stay normalised, as the pipeline
+            gives them; they are turned back into frames. Exact where every channel's mean
+            is the same whole 0-255 pixel value (any std); else the frame border sees the
+            nearest such value (`onnx_native._FramesInput`), which the top-1 agreement
+            measures.
         normalization: the model's `Normalization` (or preset name), for ``frames_input``
             (default: the one `metadata` records).
         stem_output_fold: output columns the stem writes per position as channels:
@@ -455,7 +456,9 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
     if quantize is None and _is_qat(model):
         quantize = "qat"
     frames = _frames_normalization(frames_input, quantize, normalization, metadata)
-    folds = stem_folds(model, quantize, stem_fold)
+    # an output fold asked for goes with the unfolded stem, whatever auto would time
+    folds = stem_folds(model, quantize, 1 if stem_fold == "auto" and stem_output_fold not in ("auto", 1)
+                       else stem_fold)
 
     merge = merge_pointwise and quantize == "ptq" and resolve_form(model) == "native"
     input_shape = tuple(model.inputs[0].shape[1:])
@@ -509,7 +512,7 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
                              f"({str(err)[:300]}); export with quantize='ptq'") from None
     if metadata is not None:
         if frames is not None:
-            metadata = _frames_metadata(metadata)
+            metadata = _frames_metadata(metadata, frames)
         report["sidecar"] = write_sidecar(path, metadata)
     return report
 
@@ -527,23 +530,34 @@ def _frames_normalization(frames_input, quantize, normalization, metadata):
         raise ValueError("`frames_input` is for int8 from post-training quantization "
                          "(quantize='ptq'): float IR takes normalised clips faster, and a QAT "
                          f"model's input range was learned on them. Received: quantize={quantize!r}")
-    if normalization is None and metadata is not None:
+    recorded = None
+    if metadata is not None:
         recorded = ModelMetadata.from_dict(metadata) if isinstance(metadata, dict) else metadata
         if recorded.preprocessing_included:
             raise ValueError("`frames_input`: the model already takes frames and normalises "
                              "them itself (its metadata says preprocessing_included)")
-        normalization = recorded.normalization
+        recorded = recorded.normalization
+    if normalization is None:
+        normalization = recorded
     if normalization is None:
         raise ValueError("`frames_input` needs the model's normalisation: pass `normalization` "
                          "(a Normalization or preset name) or `metadata` that records it")
-    return Normalization.coerce(normalization)
+    normalization = Normalization.coerce(normalization)
+    if recorded is not None and normalization != recorded:
+        # the sidecar would say one and the graph apply the other
+        raise ValueError(f"`frames_input`: `normalization` ({normalization}) differs from the one "
+                         f"the metadata records ({recorded}); the IR applies one of them: leave "
+                         "`normalization` out, or give metadata that records it")
+    return normalization
 
 
-def _frames_metadata(metadata):
+def _frames_metadata(metadata, frames):
+    """The sidecar of an IR of frames: the normalisation it applies, applied by itself."""
     from keras_efficient3d.artifacts import ModelMetadata  # pylint: disable=import-outside-toplevel
 
     recorded = ModelMetadata.from_dict(metadata) if isinstance(metadata, dict) else metadata
-    return dataclasses.replace(recorded, preprocessing_included=True, dtype="uint8 0-255, RGB")
+    return dataclasses.replace(recorded, normalization=frames, preprocessing_included=True,
+                               dtype="uint8 0-255, RGB")
 
 
 def _is_qat(model):

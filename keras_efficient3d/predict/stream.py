@@ -267,6 +267,13 @@ class StreamClassifier:
 
     def __init__(self, runner, spec: ClipSpec, stride: int = 8, top: int = 5):
         check_options(stride, top)
+        takes_frames = bool(getattr(getattr(runner, "input_spec", None), "uint8_frames", False))
+        if spec.uint8_frames != takes_frames:
+            # outputs_unchecked below would cast one kind of clip into the other silently
+            raise ValueError(f"{getattr(runner, 'path', 'the model')}: the clip spec "
+                             f"{'keeps uint8 frames' if spec.uint8_frames else 'normalises frames'} "
+                             f"but the model takes {'uint8 frames' if takes_frames else 'normalised clips'}: "
+                             "build the spec with resolve_spec(runner)")
         self.runner, self.spec = runner, spec
         # make_clip's clips, from uint8 frames, have the model's shape and finite values: the
         # runner's pass checking a caller's clips would only add to the time reported.
