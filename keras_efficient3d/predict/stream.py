@@ -24,7 +24,8 @@ from keras_efficient3d.predict.labels import load_labels
 from keras_efficient3d.predict.output import counted, draw_overlay, open_window, open_writer
 from keras_efficient3d.predict.sources import VideoSource
 
-__all__ = ["ClipSpec", "PredictionInterrupted", "StreamClassifier", "iter_stream", "make_clip", "predict_video",
+__all__ = ["ClipSpec", "PredictionInterrupted", "StreamClassifier", "iter_stream", "make_clip", "prepare_frames",
+           "predict_video",
            "preprocess_frame", "resolve_spec", "run_stream"]
 
 
@@ -228,15 +229,21 @@ def preprocess_frame(frame: np.ndarray, spec: ClipSpec) -> np.ndarray:
     return np.ascontiguousarray(scaled[y1:y1 + spec.height, x1:x1 + spec.width])
 
 
+def prepare_frames(frames, spec: ClipSpec) -> np.ndarray:
+    """Preprocessed uint8 frames (``(..., H, W, 3)``) as the model takes them: float32,
+    normalised; or uint8 as they are, for a model that normalises them (``spec.uint8_frames``)."""
+    if spec.uint8_frames:
+        return np.asarray(frames, np.uint8)
+    frames = np.asarray(frames, np.float32)
+    if spec.normalization is not None:
+        frames = spec.normalization.apply(frames)
+    return np.asarray(frames, np.float32)
+
+
 def make_clip(frames, spec: ClipSpec) -> np.ndarray:
     """Preprocessed uint8 frames ``(T, H, W, 3)`` -> the float32 model input ``(1, T, H, W, 3)``
     (uint8, the frames themselves, for a model that normalises them: ``spec.uint8_frames``)."""
-    if spec.uint8_frames:
-        return np.ascontiguousarray(np.asarray(frames, np.uint8)[None])
-    clip = np.asarray(frames, np.float32)
-    if spec.normalization is not None:
-        clip = spec.normalization.apply(clip)
-    return np.ascontiguousarray(clip[None], dtype=np.float32)
+    return np.ascontiguousarray(prepare_frames(frames, spec)[None])
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,7 +282,7 @@ class StreamClassifier:
                              f"but the model takes {'uint8 frames' if takes_frames else 'normalised clips'}: "
                              "build the spec with resolve_spec(runner)")
         self.runner, self.spec = runner, spec
-        # make_clip's clips, from uint8 frames, have the model's shape and finite values: the
+        # clips of prepared uint8 frames have the model's shape and finite values: the
         # runner's pass checking a caller's clips would only add to the time reported.
         self._model = getattr(runner, "outputs_unchecked", runner)
         self.stride, self.top = int(stride), int(top)
@@ -291,7 +298,8 @@ class StreamClassifier:
     def push(self, frame) -> dict | None:
         if self.started is None:
             self.started = time.perf_counter()
-        self.buffer.append(preprocess_frame(frame, self.spec))
+        # each frame made model input once, not once per window it is in (stride 1: 16 times)
+        self.buffer.append(prepare_frames(preprocess_frame(frame, self.spec), self.spec))
         self.frames_seen += 1
         span = self.spec.span
         if len(self.buffer) == span and (self.frames_seen - span) % self.stride == 0:
@@ -309,7 +317,7 @@ class StreamClassifier:
         return self._classify([frames[i] for i in order], 0, self.frames_seen - 1, True)
 
     def _classify(self, frames, start, end, padded):
-        clip = make_clip(frames, self.spec)
+        clip = np.stack(frames)[None]  # frames already prepared (`push`)
         begin = time.perf_counter()
         output = self._model(clip)[0]
         elapsed = time.perf_counter() - begin

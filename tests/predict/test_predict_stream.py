@@ -254,3 +254,33 @@ def test_frames_that_are_not_uint8_are_refused():
     for frame in (np.zeros((SIZE, SIZE, 3), np.float32), np.zeros((SIZE, SIZE, 3), np.uint16)):
         with pytest.raises(DataError, match=rf"expected RGB uint8 frames \(0-255\); got {frame.dtype} "):
             list(predict.iter_stream([frame], FakeRunner(), spec))
+
+
+def test_each_frame_is_normalised_once_and_the_windows_are_make_clips():
+    """The stream makes each frame model input when it arrives (not once per window it is in)
+    and the windows it feeds are exactly `make_clip` of their frames."""
+    from keras_efficient3d.predict import stream
+
+    runner = FakeRunner()
+    norm = Normalization(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), value_range="0-1")
+    spec = predict.ClipSpec(FRAMES, SIZE, SIZE, downsample=2, normalization=norm, labels=LABELS)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(24)]
+    prepared = []
+    original = stream.prepare_frames
+
+    def counting(frames_, spec_):
+        prepared.append(np.shape(frames_))
+        return original(frames_, spec_)
+
+    stream.prepare_frames = counting
+    try:
+        windows = list(predict.iter_stream(frames, runner, spec, stride=1))
+    finally:
+        stream.prepare_frames = original
+    assert len(windows) == 24 - 2 * FRAMES + 1 == len(runner.calls)
+    assert prepared == [(SIZE, SIZE, 3)] * 24  # one call per frame, none per window
+    for window, clip in zip(windows, runner.calls):
+        expected = predict.make_clip(frames[window["start"]:window["end"] + 1:2], spec)
+        assert clip.dtype == np.float32 and clip.flags.c_contiguous
+        np.testing.assert_array_equal(clip, expected)
