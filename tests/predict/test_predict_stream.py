@@ -284,3 +284,20 @@ def test_each_frame_is_normalised_once_and_the_windows_are_make_clips():
         expected = predict.make_clip(frames[window["start"]:window["end"] + 1:2], spec)
         assert clip.dtype == np.float32 and clip.flags.c_contiguous
         np.testing.assert_array_equal(clip, expected)
+
+
+def test_an_int8_tflite_model_gets_the_windows_its_own_quantization_would_give(models, videos):
+    """A LiteRT int8 model in the stream (its normalised windows quantized by the runner): the
+    outputs of the runner called on make_clip of each window's frames."""
+    runner = load_runner(models["int8"])
+    assert runner.input_spec.quantization is not None
+    spec = predict.resolve_spec(runner)
+    result = predict.predict_video(runner, videos["gesture"], spec=spec, stride=3)
+    frames = read_video(videos["gesture"])
+    assert result["window_count"] > 3
+    for window in result["windows"]:
+        clip = predict.make_clip([predict.preprocess_frame(f, spec) for f in
+                                  frames[window["start"]:window["end"] + 1:spec.downsample]], spec)
+        logits = runner(clip)[0]
+        expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        np.testing.assert_allclose(window["probabilities"], expected, atol=1e-6)
