@@ -72,7 +72,8 @@ def define_flags(flag_values=flags.FLAGS):
                         "of 1, 2, 4 on this machine; else 1) or a factor.", **fv)
     flags.DEFINE_string("stem_output_fold", "auto", "Output columns the stem convolution writes per "
                         "position as channels (native ONNX, OpenVINO): auto (OpenVINO: 2 for a stem "
-                        "of at most 8 channels, e.g. MobileNetV2 0.2x; ONNX: 1) or a factor.", **fv)
+                        "of at most 8 channels, e.g. MobileNetV2 0.2x, in int8, and in float where "
+                        "a depthwise layer reads it; ONNX: 1) or a factor.", **fv)
     flags.DEFINE_boolean("frames_input", False, "OpenVINO int8 (--quantize=ptq): the IR takes uint8 RGB "
                          "frames (0-255) and normalises them itself, as its sidecar records: no "
                          "float clip to build and no quantization pass over it (faster int8; exact "

@@ -327,6 +327,14 @@ def _lone_reader(model, consumers, layer):
     return reader
 
 
+def stem_feeds_a_depthwise_layer(model):
+    """Whether the layer that alone reads `model`'s stem (through BatchNorm and activations)
+    is a depthwise convolution (the MobileNets; ShuffleNetV1's stem feeds a max pool)."""
+    folded = inference_form(model) if qat_layer(model) is None else None
+    stem = None if folded is None else _stem(folded)
+    return stem is not None and isinstance(_lone_reader(folded, _consumers(folded), stem), k3d.DepthwiseConv3D)
+
+
 def pointwise_pairs(model):
     """Second -> first of the linear pointwise convolutions `native_onnx` writes as one with
     ``merge_pointwise``, by layer names (in `model`'s folded inference form): an unpadded

@@ -149,9 +149,14 @@ def stem_folds(model, quantize, stem_fold="auto"):
 
 def resolve_stem_output_fold(model, quantize, stem_fold, value="auto"):
     """The stem's output fold for `model` (`onnx_native.native_onnx`'s ``stem_output_fold``):
-    `value` itself when given; ``"auto"``: 2 for float or PTQ IR whose stem writes at most
-    half of `LANES` channels and reads the clip unfolded (`stem_fold` 1), else 1."""
-    from keras_efficient3d.deploy.onnx_native import _stem, stem_output_fold_factors  # pylint: disable=import-outside-toplevel
+    `value` itself when given; ``"auto"``: 2 for PTQ IR whose stem writes at most half of
+    `LANES` channels and reads the clip unfolded (`stem_fold` 1), and for float IR of such a
+    stem that feeds a depthwise layer; else 1.
+
+    Why float IR only then: ShuffleNetV1 0.25x's stem (6 channels) feeds a max pool, and its
+    fp32 IR ran 22% slower folded (1.33 against 1.62 ms), its int8 IR 3% faster; MobileNetV1
+    0.25x's (8 channels, then a depthwise layer) 9% faster in both, MobileNetV2 0.2x's 3-4%."""
+    from keras_efficient3d.deploy.onnx_native import _stem, stem_feeds_a_depthwise_layer, stem_output_fold_factors  # pylint: disable=import-outside-toplevel
 
     factors = stem_output_fold_factors(model) if resolve_form(model) == "native" else ()
     if value != "auto":
@@ -160,9 +165,9 @@ def resolve_stem_output_fold(model, quantize, stem_fold, value="auto"):
                              f"'{getattr(model, 'name', model)}' (float or PTQ, no `stem_fold`). "
                              f"Received: stem_output_fold={value!r}")
         return value
-    if quantize == "qat" or stem_fold != 1 or 2 not in factors:
+    if quantize == "qat" or stem_fold != 1 or 2 not in factors or 2 * _stem(model).filters > LANES:
         return 1
-    return 2 if 2 * _stem(model).filters <= LANES else 1
+    return 2 if quantize == "ptq" or stem_feeds_a_depthwise_layer(model) else 1
 
 
 def fastest(ov_models, threads=None, rounds=10, runs=20):
@@ -428,8 +433,9 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
         normalization: the model's `Normalization` (or preset name), for ``frames_input``
             (default: the one `metadata` records).
         stem_output_fold: output columns the stem writes per position as channels:
-            ``"auto"`` (2 for a stem of at most 8 channels at stem fold 1, float or PTQ:
-            OpenVINO's kernels fill 12 of 16 lanes instead of 6; else 1) or a factor
+            ``"auto"`` (2 for a stem of at most 8 channels at stem fold 1, PTQ, or float
+            where a depthwise layer reads it: OpenVINO's kernels fill 12 of 16 lanes instead
+            of 6; else 1) or a factor
             (`resolve_stem_output_fold`).
 
     Returns:

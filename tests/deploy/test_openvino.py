@@ -321,8 +321,9 @@ def test_make_clip_keeps_the_frames_of_a_model_of_frames():
 
 def test_a_narrow_stem_writes_two_output_columns_per_position(tmp_path):
     """A stem of at most 8 channels (MobileNetV2 0.2x: 6) writes two output columns per
-    position as channels in float and PTQ IR (`resolve_stem_output_fold`), exact in float and
-    with every convolution in int8; a wide stem, a folded one and QAT do not."""
+    position as channels in PTQ IR, and in float IR where it feeds a depthwise layer
+    (`resolve_stem_output_fold`), exact in float and with every convolution in int8; a wide
+    stem, a folded one and QAT do not."""
     keras.utils.set_random_seed(2)
     narrow = calibrate_batchnorm(create_model("mobilenetv2_0.2x", input_shape=SMALL, num_classes=5),
                                  synthetic_clips(8, seed=3))
@@ -338,6 +339,10 @@ def test_a_narrow_stem_writes_two_output_columns_per_position(tmp_path):
             if kind in ("Convolution", "GroupConvolution")} <= {"u8", "i8"}
     assert openvino_export.resolve_stem_output_fold(narrow, "ptq", 4) == 1
     assert openvino_export.resolve_stem_output_fold(narrow, "qat", 1) == 1
+    # a narrow stem that feeds a max pool (ShuffleNetV1): folded in int8 only
+    pooled = create_model("shufflenet_0.25x_g3", input_shape=(16,) + SMALL[1:], num_classes=5)
+    assert (openvino_export.resolve_stem_output_fold(pooled, None, 1),
+            openvino_export.resolve_stem_output_fold(pooled, "ptq", 1)) == (1, 2)
     wide = create_model("mobilenetv2_1.0x", input_shape=SMALL, num_classes=5)
     assert openvino_export.resolve_stem_output_fold(wide, None, 1) == 1
     assert openvino_export.resolve_stem_output_fold(wide, None, 1, 4) == 4
