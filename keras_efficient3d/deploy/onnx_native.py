@@ -436,11 +436,10 @@ class _Writer:
         self.weights = _FloatWeights() if qat is None else _QATWeights(qat)
         self.frames = None
         if frames is not None:
-            stem = _stem(model)
-            if stem is None or qat is not None:
+            if self.stem is None or qat is not None:
                 raise ValueError("A frames input needs a float model whose clip input one ungrouped "
                                  f"Conv3D alone reads (its stem). '{model.name}' has none.")
-            self.frames = _FramesInput(frames, stem)
+            self.frames = _FramesInput(frames, self.stem)
             self.weights = _FramesWeights(self.weights, self.frames)
         self.quantized = qat is not None
         # the symmetric range whose nudged narrow 8-bit grid has levels in [-63, 63] (7 bits)

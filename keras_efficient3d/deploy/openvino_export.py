@@ -472,6 +472,9 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
     if calibration is not None:
         calib = calibration_clips(calibration, num_calibration, input_shape)
 
+    affine = pixels = None
+    if frames is not None:  # the calibration clips as the frames they came from, once for every fold
+        affine, pixels = frames_input_affine(frames), frames.frames(calib).astype(np.float32)
     candidates = {}
     output_folds = {fold: resolve_stem_output_fold(model, quantize, fold, stem_output_fold) for fold in folds}
     for fold in folds:
@@ -479,10 +482,9 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
             model, batch_size, opset, fold_bn, stem_fold=fold, merge_pointwise=merge, frames=frames,
             stem_output_fold=output_folds[fold])
         if frames is not None:
-            affine = frames_input_affine(frames)
-            candidates[fold] = uint8_frames_input(ptq(
-                candidates[fold], frames.frames(calib).astype(np.float32), preset,
-                fast_bias_correction, ignored_scope), affine["zero_point"], affine["scale"])
+            candidates[fold] = uint8_frames_input(
+                ptq(candidates[fold], pixels, preset, fast_bias_correction, ignored_scope),
+                affine["zero_point"], affine["scale"])
         elif quantize == "ptq":
             candidates[fold] = ptq(candidates[fold], calib, preset, fast_bias_correction, ignored_scope)
     timings = None
@@ -501,8 +503,8 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
         report["calibration_clips"] = len(calib)
     if timings is not None:
         report["stem_fold_ms"] = timings
-    if frames is not None:
-        report["frames"] = frames_input_affine(frames)
+    if affine is not None:
+        report["frames"] = affine
     if verify:
         try:
             report.update(verify_openvino(path, model, precision, validation, num_validation, calib,
@@ -538,7 +540,7 @@ def _frames_normalization(frames_input, quantize, normalization, metadata):
                          f"model's input range was learned on them. Received: quantize={quantize!r}")
     recorded = None
     if metadata is not None:
-        recorded = ModelMetadata.from_dict(metadata) if isinstance(metadata, dict) else metadata
+        recorded = ModelMetadata.from_dict(metadata)  # a dict or ModelMetadata
         if recorded.preprocessing_included:
             raise ValueError("`frames_input`: the model already takes frames and normalises "
                              "them itself (its metadata says preprocessing_included)")
@@ -561,8 +563,7 @@ def _frames_metadata(metadata, frames):
     """The sidecar of an IR of frames: the normalisation it applies, applied by itself."""
     from keras_efficient3d.artifacts import ModelMetadata  # pylint: disable=import-outside-toplevel
 
-    recorded = ModelMetadata.from_dict(metadata) if isinstance(metadata, dict) else metadata
-    return dataclasses.replace(recorded, normalization=frames, preprocessing_included=True,
+    return dataclasses.replace(ModelMetadata.from_dict(metadata), normalization=frames, preprocessing_included=True,
                                dtype="uint8 0-255, RGB")
 
 

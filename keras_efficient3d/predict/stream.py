@@ -235,9 +235,8 @@ def prepare_frames(frames, spec: ClipSpec) -> np.ndarray:
     if spec.uint8_frames:
         return np.asarray(frames, np.uint8)
     frames = np.asarray(frames, np.float32)
-    if spec.normalization is not None:
-        frames = spec.normalization.apply(frames)
-    return np.asarray(frames, np.float32)
+    # Normalization.apply keeps float32 (its mean and std are float32 too)
+    return frames if spec.normalization is None else spec.normalization.apply(frames)
 
 
 def make_clip(frames, spec: ClipSpec) -> np.ndarray:
