@@ -5,6 +5,7 @@ model and thread count; prints a Markdown table and writes JSON (and the table b
         --precisions=fp32,int8 --threads=2 --json_out=openvino_timing.json
     python deployment/benchmark_openvino.py --model_file=m_int8.xml --threads=1,2,4
     python deployment/benchmark_openvino.py --stem_folds=1,2,4 --rounds=5   # each stem fold
+    python deployment/benchmark_openvino.py --model_file=m_int8.xml --openvino_device=GPU
 
 
 Registry models get random weights with BatchNorm statistics set on random clips, and are
@@ -22,7 +23,10 @@ fp32 GEMM peak at the same thread count, measured first (``--nogemm_peak`` skips
 ``--stem_folds`` exports every precision once per stem fold (`onnx_native.native_onnx`'s
 ``stem_fold``: the stem reads that many adjacent columns as channels) and times them all in
 the same turns; without it each export takes its default (int8 on AMX CPUs: the fastest
-fold, timed at export).
+fold, timed at export). ``--openvino_device`` times on another device than the CPU (an
+Intel GPU or NPU, or AUTO; exports and calibration stay on the CPU); the peers and the GEMM
+peak are the CPU's, so they go with the CPU only, and each row records the device that ran
+it.
 """
 
 import os
@@ -65,16 +69,17 @@ def export_model(name, precision, folder, input_shape=(16, 112, 112, 3), num_cla
     return path
 
 
-def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print):
-    """Times IR files (``{label: path}``) in turns, per thread count: returns rows with
-    model file, label, threads and `keras_efficient3d.runtime.benchmark`'s figures over
-    every run of every round (median_ms too; ``runs``: all of them, ``rounds`` of
-    ``runs_per_round``; ``warmup``: per round), and ``round_medians_ms``."""
+def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print, device="CPU"):
+    """Times IR files (``{label: path}``) on `device` in turns, per thread count: returns rows
+    with model file, label, threads, device (the devices that ran it) and
+    `keras_efficient3d.runtime.benchmark`'s figures over every run of every round
+    (median_ms too; ``runs``: all of them, ``rounds`` of ``runs_per_round``; ``warmup``:
+    per round), and ``round_medians_ms``."""
     from keras_efficient3d.runtime import OpenVINORunner, benchmark, time_statistics
 
     rows = []
     for n in threads:
-        runners = {label: OpenVINORunner(path, threads=n) for label, path in files.items()}
+        runners = {label: OpenVINORunner(path, threads=n, device=device) for label, path in files.items()}
         results = {label: [] for label in runners}
         for _ in range(rounds):
             for label, runner in runners.items():
@@ -89,6 +94,7 @@ def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print):
                        runs_per_round=rounds_[0]["runs"],
                        round_medians_ms=[r["median_ms"] for r in rounds_], label=label,
                        path=files[label], threads=int(n),
+                       device=",".join(runners[label].execution_devices),
                        input_shape=list(runners[label].input_spec.shape),
                        size_bytes=os.path.getsize(files[label])
                        + os.path.getsize(os.path.splitext(files[label])[0] + ".bin"))
@@ -101,13 +107,14 @@ def time_files(files, threads=(2,), warmup=5, runs=20, rounds=3, log=print):
 
 def benchmark_models(names, precisions=("fp32", "int8"), threads=(2,), input_shape=(16, 112, 112, 3),
                      num_classes=600, warmup=5, runs=20, rounds=3, peers=None, peaks=None,
-                     peer_threads=2, folder=None, stem_folds=None, log=print):
+                     peer_threads=2, folder=None, stem_folds=None, log=print, device="CPU"):
     """Exports each registry model in each precision (and each of `stem_folds`, else the
     export's default) and times them (`time_files`); rows get ``model``, ``precision``,
     ``stem_fold`` (None: the default), ``macs``, ``int8_speedup`` (fp32 / int8 of the same
     thread count, and fold) and `keras_efficient3d.deploy.benchmark.compare`'s columns: the peers of
     `peers` (see `load_peers`, measured at `peer_threads`) and the share of the `gemm_peak`
-    result of `peaks` (thread count -> result) at the row's threads."""
+    result of `peaks` (thread count -> result) at the row's threads. `device`: where they
+    are timed (`time_files`)."""
     from keras_efficient3d.deploy.benchmark import compare, model_macs
 
     rows = []
@@ -121,7 +128,7 @@ def benchmark_models(names, precisions=("fp32", "int8"), threads=(2,), input_sha
             files = {label: export_model(name, p, folder, input_shape, num_classes,
                                          stem_fold=fold or "auto")
                      for label, (p, fold) in settings.items()}
-            timed = time_files(files, threads, warmup, runs, rounds, log)
+            timed = time_files(files, threads, warmup, runs, rounds, log, device)
             for row in timed:
                 precision, fold = settings[row["label"]]
                 row.update(model=name, precision=precision, macs=macs, stem_fold=fold)
@@ -162,9 +169,14 @@ def format_table(rows, peaks=None):
               f"{r['int8_speedup']:.2f}x" if r.get("int8_speedup") else "",
               f"{r['pytorch_ms']:.1f}" if r.get("pytorch_ms") else "", *comparison_cells(r)]
              for r in rows]
-    return "\n".join(peak_lines(peaks) + _runs_lines(rows) + markdown_table(
+    return "\n".join(peak_lines(peaks) + _runs_lines(rows) + _device_lines(rows) + markdown_table(
         ("model", "precision", "threads", "median ms", "clips/s", "size MB", "int8 speed-up",
          "PyTorch ms", *COMPARISON_COLUMNS), table, "ll" + "r" * 10))
+
+
+def _device_lines(rows):
+    devices = sorted({r["device"] for r in rows if r.get("device")} - {"CPU"})
+    return [f"Timed on OpenVINO's {', '.join(devices)}, not the CPU.", ""] if devices else []
 
 
 def _runs_lines(rows):
@@ -212,6 +224,7 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("gemm_peak", True, **fv)
     flags.DEFINE_list("stem_folds", None, "Export and time each precision with each of these "
                       "stem folds (e.g. 1,2,4), instead of the export's default.", **fv)
+    cli.define("openvino_device", "CPU", "(where the files are timed)", **fv)
     cli.define_alias("output", "json_out", **fv)
     cli.define_alias("pytorch_json", "peers_json", **fv)
 
@@ -232,6 +245,18 @@ def main(argv, flag_values=flags.FLAGS):
         import openvino  # noqa: F401
     except ImportError:
         raise cli.UsageError("OpenVINO is not installed: pip install keras_efficient3d[openvino]") from None
+    from keras_efficient3d.runtime import check_openvino_device
+
+    try:  # before minutes of exports
+        check_openvino_device(f.openvino_device)
+    except ValueError as err:
+        raise cli.UsageError(f"--openvino_device={f.openvino_device}: {err}") from None
+    on_cpu = f.openvino_device.strip().upper() == "CPU"
+    if not on_cpu:
+        # --nogemm_peak agrees with what happens anyway
+        cli.refuse_unused(f, [n for n in ("peers_json", "gemm_peak") if f[n].value],
+                          f"--openvino_device={f.openvino_device}",
+                          "the peers and the GEMM peak are timed on the CPU")
     peaks = None
     json_out = f.json_out
     if f.model_file:
@@ -242,15 +267,15 @@ def main(argv, flag_values=flags.FLAGS):
         from keras_efficient3d.deploy.openvino_export import ir_precision
 
         rows = time_files({os.path.basename(f.model_file): f.model_file}, f.threads, f.warmup,
-                          f.runs, f.rounds)
+                          f.runs, f.rounds, device=f.openvino_device)
         for row in rows:
             row["precision"] = ir_precision(f.model_file)
     else:
         peers, peaks = peers_and_peaks(f.models, f.peers_json, (f.frames, f.size, f.size),
-                                       f.threads, f.gemm_peak)
+                                       f.threads, f.gemm_peak and on_cpu)
         rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
                                 f.num_classes, f.warmup, f.runs, f.rounds, peers, peaks,
-                                stem_folds=_stem_folds(f.stem_folds))
+                                stem_folds=_stem_folds(f.stem_folds), device=f.openvino_device)
     write_report(rows, format_table(rows, peaks), json_out)
 
 

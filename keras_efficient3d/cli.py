@@ -42,6 +42,8 @@ flag                   meaning                                                 t
 ``--openvino_precision``
                        OpenVINO float precision: f32, or auto (the CPU's       enum
                        default: bf16 on CPUs with bf16 units)
+``--openvino_device``  OpenVINO device: CPU, GPU, NPU, AUTO or a list such     string
+                       as AUTO:GPU,CPU (one this machine has)
 ``--seed``             random seed                                             int
 ``--videos_per_class`` synthetic videos per class                              int >= 1
 ``--output``           what the tool writes: a file or a folder (its help      path
@@ -276,6 +278,10 @@ VOCABULARY = {
     "openvino_precision": Flag("enum", "OpenVINO .xml models: f32 (what the Keras model "
                                "computes) or auto (the CPU's default: bf16 on CPUs with bf16 "
                                "units, 1.5-2.4x faster there).", choices=("f32", "auto")),
+    "openvino_device": Flag("string", "OpenVINO .xml models: the device that runs them: CPU, "
+                            "GPU (Intel graphics), NPU, AUTO (OpenVINO picks), or a list such "
+                            "as AUTO:GPU,CPU; one this machine has (--threads and "
+                            "--openvino_precision set the CPU's)."),
     "seed": Flag("integer", "Random seed."),
     "videos_per_class": Flag("integer", "Synthetic videos per class.", minimum=1),
     "output": Flag("string", "Where the result is written."),

@@ -44,6 +44,7 @@ __all__ = [
     "TFLiteRunner",
     "benchmark",
     "check_close",
+    "check_openvino_device",
     "check_threads",
     "choose_providers",
     "cpu_has_amx",
@@ -798,9 +799,48 @@ def openvino_module():
     return openvino
 
 
+# Devices that run a model on others (`check_openvino_device`): "AUTO" alone, or with a list.
+_OPENVINO_VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def _openvino_device_names(device):
+    """The physical devices named in an OpenVINO device string ("GPU", "AUTO:GPU,CPU",
+    "HETERO:GPU.1,CPU"), in order."""
+    head, _, rest = device.partition(":")
+    if head.upper() in _OPENVINO_VIRTUAL_DEVICES:
+        return [name.strip() for name in rest.split(",") if name.strip()]
+    return [device.strip()]
+
+
+def check_openvino_device(device, available=None):
+    """Raises ValueError, naming the devices OpenVINO sees, unless every device `device` names
+    is one of them (``"GPU"`` matches ``"GPU.0"``; ``"AUTO"`` alone lets OpenVINO choose)."""
+    if not isinstance(device, str) or not device.strip():
+        raise ValueError(f"`device` must be an OpenVINO device name such as CPU, GPU, NPU or AUTO. "
+                         f"Received: device={device!r}")
+    device = device.strip().upper()
+    if available is None:
+        available = openvino_module().Core().available_devices
+    missing = [name for name in _openvino_device_names(device)
+               if name not in available and not any(a.split(".")[0] == name for a in available)]
+    if missing:
+        raise ValueError(f"OpenVINO device {', '.join(missing)} is not available here (OpenVINO sees: "
+                         f"{', '.join(available) or 'none'})")
+
+
+def _uses_cpu(device):
+    names = _openvino_device_names(device)
+    return "CPU" in names or not names  # AUTO alone may pick the CPU
+
+
 class OpenVINORunner(_Runner):
     """An OpenVINO model (IR ``.xml`` with its ``.bin``, or an ``openvino.Model``) compiled
     for `device` with the latency hint, one stream and `threads` CPU threads.
+
+    ``device``: ``"CPU"``, ``"GPU"``, ``"NPU"``, or a virtual device over several, such as
+    ``"AUTO"`` or ``"AUTO:GPU,CPU"`` (`check_openvino_device`). ``threads`` and
+    ``inference_precision`` are the CPU's settings, wherever the CPU takes part; other
+    devices run at their own default precision (an Intel GPU's is f16).
 
     ``inference_precision`` is the CPU's ``INFERENCE_PRECISION_HINT``: ``"f32"`` by default,
     so that float IR computes what the Keras model computes (CPUs with bf16 or fp16
@@ -816,9 +856,11 @@ class OpenVINORunner(_Runner):
             ov = openvino_module()
         except ImportError as err:
             raise ModelFileError(f"OpenVINO models need openvino ({err})") from None
+        core = ov.Core()
+        check_openvino_device(device, core.available_devices)
+        device = device.strip().upper()  # OpenVINO's names are upper case
         self.threads = threads
         self.device = device
-        core = ov.Core()
         if isinstance(model, (str, os.PathLike)):
             self.path = os.fspath(model)
             weights = os.path.splitext(self.path)[0] + ".bin"
@@ -835,11 +877,16 @@ class OpenVINORunner(_Runner):
             self.path = getattr(model, "friendly_name", "<openvino>")
         if len(model.inputs) != 1:
             raise ModelFileError(f"{self.path}: the model has {len(model.inputs)} inputs; expected one clip input")
-        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        cpu = {"NUM_STREAMS": 1}
         if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        if inference_precision and device == "CPU":
-            config["INFERENCE_PRECISION_HINT"] = inference_precision
+            cpu["INFERENCE_NUM_THREADS"] = int(threads)
+        if inference_precision:
+            cpu["INFERENCE_PRECISION_HINT"] = inference_precision
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if device == "CPU":
+            config.update(cpu)
+        elif _uses_cpu(device):  # a virtual device passes them on to its CPU
+            config["DEVICE_PROPERTIES"] = {"CPU": cpu}
         try:
             with quiet_stderr():
                 self.compiled = core.compile_model(model, device, config)
@@ -860,8 +907,17 @@ class OpenVINORunner(_Runner):
 
     @property
     def inference_precision(self):
-        """The precision float layers run at ('f32', 'bf16', 'f16')."""
-        return self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        """The precision float layers run at ('f32', 'bf16', 'f16'); None on a virtual device
+        (AUTO, HETERO...), which has none of its own."""
+        try:
+            return self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        except RuntimeError:
+            return None
+
+    @property
+    def execution_devices(self):
+        """The devices the model runs on (what AUTO chose)."""
+        return list(self.compiled.get_property("EXECUTION_DEVICES"))
 
     def runtime_precisions(self):
         """Counts of (layer type, runtime precision) in the compiled model's execution graph
@@ -902,16 +958,19 @@ def _check_clip_input(shape, path):
 OPENVINO_PRECISIONS = ("f32", "auto")
 
 
-def load_runner(path, threads: int | None = 2, openvino_precision: str = "f32"):
+def load_runner(path, threads: int | None = 2, openvino_precision: str = "f32",
+                openvino_device: str = "CPU"):
     """A runner for a ``.keras``, ``.tflite``, ``.onnx`` or OpenVINO ``.xml`` clip model (see
     the module docstring); TFLite runs on XNNPACK where the graph allows, without requiring
     all of it. ``openvino_precision`` (``.xml`` only): ``"f32"``, what the Keras model
     computes, or ``"auto"``, the CPU's default (bf16 on CPUs with bf16 units: AVX512_BF16,
-    AMX; 1.5-2.4x faster there, ~1e-2 from fp32).
+    AMX; 1.5-2.4x faster there, ~1e-2 from fp32). ``openvino_device`` (``.xml`` only): CPU,
+    GPU, NPU, AUTO... (`OpenVINORunner`).
 
     Raises:
         ModelFileError: missing file, unknown format, unloadable model, not a clip model.
-        ValueError: a thread count that is not None, 0 or a positive integer (`check_threads`).
+        ValueError: a thread count that is not None, 0 or a positive integer (`check_threads`);
+            an OpenVINO device this machine does not have (`check_openvino_device`).
     """
     check_threads(threads)
     if openvino_precision not in OPENVINO_PRECISIONS:
@@ -929,7 +988,7 @@ def load_runner(path, threads: int | None = 2, openvino_precision: str = "f32"):
     if ext == ".tflite":
         runner = TFLiteRunner(path, num_threads=threads, strict=False)
     elif ext == ".xml":
-        runner = OpenVINORunner(path, threads, inference_precision=(
+        runner = OpenVINORunner(path, threads, device=openvino_device, inference_precision=(
             None if openvino_precision == "auto" else openvino_precision))
     else:
         runner = _RUNNERS[ext](path, threads)

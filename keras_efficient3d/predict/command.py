@@ -45,7 +45,7 @@ DEFAULT_MODEL = os.path.join(os.path.dirname(_PACKAGE_DIR), "saved_models", "syn
 def run(source: str, model: str | None = None, labels: str | None = None, window: int | None = None,
         stride: int = 8, top: int = 5, as_json: bool = False, threads: int | None = 2,
         output_video: str | None = None, normalization: str | None = None, display: bool = True,
-        out=None, err=None, openvino_precision: str = "f32") -> int:
+        out=None, err=None, openvino_precision: str = "f32", openvino_device: str = "CPU") -> int:
     """What the command line does; returns the exit status (0, or 2 when a video of a folder
     could not be read). Bad input raises ValueError or OSError (the command line reports it as
     one line and status 2)."""
@@ -72,7 +72,7 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
         _check_output_apart(output_video, sources[0])
     if model.lower().endswith(".keras"):
         check_keras_archive(model)  # Keras calls a truncated archive "File not found"
-    runner = load_runner(model, threads, openvino_precision)
+    runner = load_runner(model, threads, openvino_precision, openvino_device)
     spec = resolve_spec(runner, labels=labels, window=window, normalization=normalization)
     for note in spec.notes:
         print(f"note: {note}", file=err)
@@ -198,6 +198,7 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_bool("json", False, "Deprecated: --format=json.", **fv)
     cli.define("threads", 2, **fv)
     cli.define("openvino_precision", "f32", **fv)
+    cli.define("openvino_device", "CPU", **fv)
     cli.define("output", None, "A video file: the frames with the overlay.",
                check=cli.output_file, **fv)
     cli.define("normalization", None, "Used when the model records none; one that differs "
@@ -220,14 +221,13 @@ def main(argv, flag_values=flags.FLAGS):
         print("note: --json is deprecated; use --format=json (the same output)", file=sys.stderr,
               flush=True)
     model = f.model_file or DEFAULT_MODEL
-    if f["openvino_precision"].present and not model.lower().endswith(".xml"):
-        # Any other runtime would run the file at its own precision, the flag unread.
-        raise cli.UsageError(f"--openvino_precision applies to OpenVINO .xml models; "
-                             f"{model} is not one")
+    if not model.lower().endswith(".xml"):  # another runtime would leave them unread
+        cli.refuse_unused(f, ("openvino_precision", "openvino_device"), model,
+                          "it is not an OpenVINO .xml model")
     return run(argv[1], model=f.model_file, labels=f.labels, window=f.frames, stride=f.stride,
                top=f.top, as_json=f.json or f.format == "json", threads=f.threads,
                output_video=f.output, normalization=f.normalization, display=f.display,
-               openvino_precision=f.openvino_precision)
+               openvino_precision=f.openvino_precision, openvino_device=f.openvino_device)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ def format_speed(summary: dict) -> str:
     ms = f"{speed['ms_per_clip']:.1f} ms per clip" if speed["ms_per_clip"] else "- ms per clip"
     count = speed.get("threads")
     threads = f", {counted(count, 'thread')}" if count else ""
-    return f"  speed: {fps}, {ms} ({speed['backend']}{threads})"
+    device = f" on {speed['device']}" if speed.get("device") else ""
+    return f"  speed: {fps}, {ms} ({speed['backend']}{device}{threads})"
 
 
 def window_json(result: dict, source) -> dict:

@@ -347,19 +347,23 @@ class StreamClassifier:
         """Whole-stream result: mean probabilities over windows, top-k, speed."""
         elapsed = time.perf_counter() - self.started if self.started is not None else 0.0
         mean = (self._sum / self.windows).astype(np.float32) if self.windows else None
+        speed = {
+            "frames_per_s": self.frames_seen / elapsed if elapsed > 0 else None,
+            "ms_per_clip": 1000.0 * self.model_seconds / self.windows if self.windows else None,
+            "seconds": elapsed,
+            "backend": self.runner.backend,
+            "threads": self.runner.threads,
+        }
+        devices = getattr(self.runner, "execution_devices", None)  # OpenVINO's (what AUTO chose)
+        if devices:
+            speed["device"] = ",".join(devices)
         return {
             "frames": self.frames_seen,
             "window_count": self.windows,
             "padded": self.padded,
             "top": self._top(mean) if mean is not None else [],
             "probabilities": mean,
-            "speed": {
-                "frames_per_s": self.frames_seen / elapsed if elapsed > 0 else None,
-                "ms_per_clip": 1000.0 * self.model_seconds / self.windows if self.windows else None,
-                "seconds": elapsed,
-                "backend": self.runner.backend,
-                "threads": self.runner.threads,
-            },
+            "speed": speed,
         }
 
 

@@ -89,6 +89,34 @@ def test_runner_runs_fp32_or_the_cpus_default_precision(small_model, fp32_ir):
         runtime.load_runner(fp32_ir[0], openvino_precision="bf16")
 
 
+def test_devices_named_must_be_on_the_machine():
+    gpus = ["CPU", "GPU.0", "GPU.1"]
+    for device in ("CPU", "GPU", "gpu.1", "AUTO", "AUTO:GPU,CPU", "HETERO:GPU.0,CPU", "MULTI:GPU"):
+        runtime.check_openvino_device(device, gpus)
+    for device, missing in (("NPU", "NPU"), ("GPU.2", "GPU.2"), ("AUTO:NPU,CPU", "NPU"),
+                            ("HETERO:GPU.1,NPU.0", "NPU.0")):
+        with pytest.raises(ValueError, match=f"OpenVINO device {re.escape(missing)} is not available "
+                                             r"here \(OpenVINO sees: CPU, GPU.0, GPU.1\)"):
+            runtime.check_openvino_device(device, gpus)
+    for device in ("", " ", None):
+        with pytest.raises(ValueError, match="`device` must be an OpenVINO device name"):
+            runtime.check_openvino_device(device, gpus)
+
+
+def test_runner_on_auto_runs_on_the_cpu_with_its_settings(small_model, fp32_ir):
+    """AUTO (the only virtual device a CPU-only machine can show) passes the CPU its threads
+    and f32 precision: the same numbers as the CPU's own runner."""
+    auto = runtime.load_runner(fp32_ir[0], threads=1, openvino_device="auto")
+    assert auto.device == "AUTO" and auto.execution_devices == ["CPU"]
+    assert auto.inference_precision is None  # AUTO has none of its own
+    x = clips(SMALL, 3, seed=7)
+    runtime.check_close(auto(x), small_model(x, training=False).numpy(), rtol=1e-4)
+    np.testing.assert_array_equal(auto(x), runtime.load_runner(fp32_ir[0], threads=1)(x))
+    absent = [d for d in ("NPU.9", "GPU.9") if d not in openvino.Core().available_devices][0]
+    with pytest.raises(ValueError, match=f"OpenVINO device {absent} is not available here"):
+        runtime.load_runner(fp32_ir[0], openvino_device=absent)
+
+
 def test_channel_shuffles_are_one_op_and_int8_runs_through_them(tmp_path):
     """ShuffleNetV1: each channel shuffle is one ShuffleChannels in the IR (the float IR still
     exact to Keras), and PTQ int8 runs the depthwise convolutions behind the shuffles in
@@ -508,7 +536,8 @@ def test_predict_runs_an_ir_model_on_a_video(tmp_path, capsys):
     video = write_video(str(tmp_path / "gesture.mp4"), moving_square(20))
     outputs = {}
     for name, extra in (("tiny.keras", []), ("tiny.xml", []),
-                        ("tiny.xml", ["--openvino_precision=auto"])):
+                        ("tiny.xml", ["--openvino_precision=auto"]),
+                        ("tiny.xml", ["--openvino_device=AUTO"])):
         code = cli.invoke(command.main, command.define_flags,
                           ["predict", video, f"--model_file={tmp_path / name}", "--format=json",
                            "--threads=1", "--stride=4"] + extra, positional=True)
@@ -518,6 +547,17 @@ def test_predict_runs_an_ir_model_on_a_video(tmp_path, capsys):
     keras_top, ir_top = outputs["tiny.keras"]["top"], outputs["tiny.xml"]["top"]
     assert [t["label"] for t in ir_top] == [t["label"] for t in keras_top]
     np.testing.assert_allclose([t["score"] for t in ir_top], [t["score"] for t in keras_top], atol=1e-4)
+    # AUTO chose the CPU (all this machine has) and says so; the same numbers
+    auto_device = outputs["tiny.xml--openvino_device=AUTO"]
+    assert auto_device["top"] == ir_top and auto_device["speed"]["device"] == "CPU"
+    assert outputs["tiny.xml"]["speed"]["device"] == "CPU" and "device" not in outputs["tiny.keras"]["speed"]
+    # a device the machine does not have: one line, before any video is read
+    absent = [d for d in ("NPU.9", "GPU.9") if d not in openvino.Core().available_devices][0]
+    code = cli.invoke(command.main, command.define_flags,
+                      ["predict", video, f"--model_file={tmp_path / 'tiny.xml'}", f"--openvino_device={absent}"],
+                      positional=True)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and f"OpenVINO device {absent} is not available here" in err[0], err
     # at the CPU's default precision (bf16 here when the CPU has it): the same ranking
     auto_top = outputs["tiny.xml--openvino_precision=auto"]["top"]
     assert [t["label"] for t in auto_top] == [t["label"] for t in keras_top]
@@ -596,6 +636,29 @@ def test_benchmark_openvino_times_ir_files(fp32_ir, tmp_path, capsys):
     assert table.startswith("fp32 GEMM peak of this machine at 2 threads: 100.0 GFLOP/s")
     assert "| m | int8 | 2 | 4.00 | 250.0 | 1.00 | 2.50x | 30.0 | 12.0 (openvino) | 3.00x | 50.0 | 100% |" \
         in table
+
+
+def test_benchmark_openvino_times_on_the_device_asked_for(fp32_ir, tmp_path, capsys):
+    script = load_script("benchmark_openvino")
+    out = tmp_path / "t.json"
+    base = ["benchmark_openvino.py", f"--model_file={fp32_ir[0]}", "--threads=1", "--runs=2",
+            "--warmup=1", "--rounds=1", f"--json_out={out}"]
+    assert cli.invoke(script.main, script.define_flags, base + ["--openvino_device=AUTO"]) == 0
+    rows = json.loads(out.read_text())
+    assert [row["device"] for row in rows] == ["CPU"]  # what AUTO chose here
+    assert "Timed on OpenVINO's" not in capsys.readouterr().out
+    assert script._device_lines([{"device": "GPU.0"}, {"device": "CPU"}]) == [
+        "Timed on OpenVINO's GPU.0, not the CPU.", ""]
+    absent = [d for d in ("NPU.9", "GPU.9") if d not in openvino.Core().available_devices][0]
+    for extra, message in (([f"--openvino_device={absent}"],
+                            f"--openvino_device={absent}: OpenVINO device {absent} is not available here"),
+                           (["--openvino_device=AUTO", "--gemm_peak"],
+                            "--gemm_peak is not used with --openvino_device=AUTO: the peers and the "
+                            "GEMM peak are timed on the CPU")):
+        argv = base + extra if "gemm" not in message else [a for a in base if "model_file" not in a] + extra
+        code = cli.invoke(script.main, script.define_flags, argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0], err
 
 
 def test_benchmark_openvino_figures_of_a_row_describe_the_same_runs(fp32_ir, monkeypatch):

@@ -44,7 +44,7 @@ def test_camera_command_line(models, monkeypatch, capfd, interrupt_at):
 CLI_ERRORS = ["missing_video", "text_file", "corrupt_video", "empty_video", "empty_folder", "unknown_labels",
               "kinetics600", "label_count", "size_mismatch", "missing_model", "model_format",
               "corrupt_model", "bad_stride", "no_camera", "normalization_conflict",
-              "openvino_precision_onnx"]
+              "openvino_precision_onnx", "openvino_device_tflite"]
 
 
 def _cli_cases(models, videos, tmp):
@@ -81,8 +81,11 @@ def _cli_cases(models, videos, tmp):
                                    "records its normalisation (mean [0.4, 0.5, 0.6], std [0.2, "
                                    "0.25, 0.3], 0-1, RGB); --normalization=original differs"),
         "openvino_precision_onnx": (gesture, {"model": models["onnx"], "openvino_precision": "f32"},
-                                    f"--openvino_precision applies to OpenVINO .xml models; "
-                                    f"{models['onnx']} is not one"),
+                                    f"--openvino_precision is not used with {models['onnx']}: it "
+                                    "is not an OpenVINO .xml model"),
+        "openvino_device_tflite": (gesture, dict(m, openvino_device="CPU"),
+                                   f"--openvino_device is not used with {models['int8']}: it is "
+                                   "not an OpenVINO .xml model"),
     }
 
 
