@@ -185,6 +185,39 @@ def test_depthwise_conv3d_matches_reference(shape, stride):
         np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
+def _biased_depthwise_into_add(graph):
+    """BiasAdd ops of `graph` that add a bias to a DepthwiseConv2dNative and feed an Add."""
+    return [op for op in graph.get_operations()
+            if op.type == "BiasAdd" and op.inputs[0].op.type == "DepthwiseConv2dNative"
+            and any(c.type in ("Add", "AddV2", "AddN") for c in op.outputs[0].consumers())]
+
+
+@pytest.mark.parametrize("shape,stride", [((2, 7, 7, 4), (2, 2, 2)),  # MobileNetV1 block 6
+                                          ((4, 8, 8, 4), (1, 1, 1)), ((4, 8, 8, 4), (2, 2, 2)),
+                                          ((1, 4, 4, 4), (2, 2, 2))])
+def test_folded_depthwise_conv3d_keeps_its_bias_off_the_sum_of_taps(shape, stride):
+    """The folded form (bias and ReLU in the layer): a kernel of several live temporal taps
+    adds its bias to their sum. A bias on one tap whose output is summed, then the ReLU,
+    is DepthwiseConv2dNative + BiasAdd + Add + Relu, which TensorFlow's grappler remapper
+    fuses into a node without an op: the function's whole optimization is then dropped
+    (no convolution of the model fused with its bias and activation)."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1,) + shape).astype(np.float32)
+    layer = L.DepthwiseConv3D(3, stride, 1, use_bias=True, activation="relu")
+    layer.build(x.shape)
+    c = shape[-1]
+    bias = rng.normal(size=c).astype(np.float32)
+    layer.bias.assign(bias)
+    graph = tf.function(lambda v: layer(v)).get_concrete_function(
+        tf.TensorSpec(x.shape, tf.float32)).graph
+    assert _biased_depthwise_into_add(graph) == []
+    dense = np.zeros((3, 3, 3, 1, c), np.float32)
+    dense[..., 0, :] = layer.kernel.numpy()[..., 0]
+    expected = np.maximum(_np_conv3d(x, dense, stride, (1, 1, 1), groups=c, bias=bias), 0)
+    for out in _run_all_modes(layer, x):
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("mode,kernel,stride,pad,shape", [
     ("max", (3, 3, 3), (2, 2, 2), (1, 1, 1), (6, 8, 8, 3)),
     ("max", (3, 3, 3), (2, 2, 2), (1, 1, 1), (5, 7, 7, 2)),
