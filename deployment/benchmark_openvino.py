@@ -245,13 +245,17 @@ def main(argv, flag_values=flags.FLAGS):
         import openvino  # noqa: F401
     except ImportError:
         raise cli.UsageError("OpenVINO is not installed: pip install keras_efficient3d[openvino]") from None
-    from keras_efficient3d.runtime import check_openvino_device
+    from keras_efficient3d.runtime import check_openvino_device, normalize_openvino_device, openvino_uses_cpu
 
     try:  # before minutes of exports
         check_openvino_device(f.openvino_device)
     except ValueError as err:
         raise cli.UsageError(f"--openvino_device={f.openvino_device}: {err}") from None
-    on_cpu = f.openvino_device.strip().upper() == "CPU"
+    device = normalize_openvino_device(f.openvino_device)
+    on_cpu = device == "CPU"
+    if len(f.threads) > 1 and not openvino_uses_cpu(device):
+        raise cli.UsageError(f"--threads={','.join(map(str, f.threads))}: {device} takes no thread count "
+                             "(the CPU's setting): every row would time the same thing")
     if not on_cpu:
         # --nogemm_peak agrees with what happens anyway
         cli.refuse_unused(f, [n for n in ("peers_json", "gemm_peak") if f[n].value],

@@ -276,12 +276,13 @@ VOCABULARY = {
                    "turns, so that a change of the machine's load hits them alike.", minimum=1),
     "precision": Flag("enum", "TFLite precision.", choices=("fp32", "fp16", "dynamic", "int8")),
     "openvino_precision": Flag("enum", "OpenVINO .xml models: f32 (what the Keras model "
-                               "computes) or auto (the CPU's default: bf16 on CPUs with bf16 "
-                               "units, 1.5-2.4x faster there).", choices=("f32", "auto")),
+                               "computes) or auto (the device's default: bf16 on CPUs with bf16 "
+                               "units, 1.5-2.4x faster there; f16 on Intel GPUs).",
+                               choices=("f32", "auto")),
     "openvino_device": Flag("string", "OpenVINO .xml models: the device that runs them: CPU, "
                             "GPU (Intel graphics), NPU, AUTO (OpenVINO picks), or a list such "
-                            "as AUTO:GPU,CPU; one this machine has (--threads and "
-                            "--openvino_precision set the CPU's)."),
+                            "as AUTO:GPU,CPU; one this machine has (--threads sets the "
+                            "CPU's threads)."),
     "seed": Flag("integer", "Random seed."),
     "videos_per_class": Flag("integer", "Synthetic videos per class.", minimum=1),
     "output": Flag("string", "Where the result is written."),

@@ -45,6 +45,9 @@ __all__ = [
     "benchmark",
     "check_close",
     "check_openvino_device",
+    "normalize_openvino_device",
+    "openvino_config",
+    "openvino_uses_cpu",
     "check_threads",
     "choose_providers",
     "cpu_has_amx",
@@ -803,13 +806,31 @@ def openvino_module():
 _OPENVINO_VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 
 
+def normalize_openvino_device(device):
+    """`device` as OpenVINO spells it: upper case, no spaces ("auto: gpu, cpu" ->
+    "AUTO:GPU,CPU")."""
+    return "".join(device.split()).upper()
+
+
 def _openvino_device_names(device):
     """The physical devices named in an OpenVINO device string ("GPU", "AUTO:GPU,CPU",
-    "HETERO:GPU.1,CPU"), in order."""
+    "HETERO:GPU.1,CPU", "BATCH:GPU(4)"), in order, without BATCH's batch size; the devices
+    AUTO excludes ("AUTO:-GPU") are not named to run on."""
     head, _, rest = device.partition(":")
-    if head.upper() in _OPENVINO_VIRTUAL_DEVICES:
-        return [name.strip() for name in rest.split(",") if name.strip()]
-    return [device.strip()]
+    names = rest.split(",") if head in _OPENVINO_VIRTUAL_DEVICES else [device]
+    return [name.split("(")[0] for name in names if name and not name.startswith("-")]
+
+
+def _listed(name, available):
+    """Whether device `name` ("GPU", "GPU.1", a tile "GPU.0.1") is one of `available`
+    (OpenVINO lists a lone GPU as "GPU", which "GPU.0" also names)."""
+    kind, _, index = name.partition(".")
+    index = index.split(".")[0]
+    for entry in available:
+        entry_kind, _, entry_index = entry.partition(".")
+        if entry_kind == kind and (not index or index == (entry_index or "0")):
+            return True
+    return False
 
 
 def check_openvino_device(device, available=None):
@@ -818,19 +839,60 @@ def check_openvino_device(device, available=None):
     if not isinstance(device, str) or not device.strip():
         raise ValueError(f"`device` must be an OpenVINO device name such as CPU, GPU, NPU or AUTO. "
                          f"Received: device={device!r}")
-    device = device.strip().upper()
+    device = normalize_openvino_device(device)
     if available is None:
         available = openvino_module().Core().available_devices
-    missing = [name for name in _openvino_device_names(device)
-               if name not in available and not any(a.split(".")[0] == name for a in available)]
+    missing = [name for name in _openvino_device_names(device) if not _listed(name, available)]
     if missing:
-        raise ValueError(f"OpenVINO device {', '.join(missing)} is not available here (OpenVINO sees: "
+        devices = "device " + missing[0] + " is" if len(missing) == 1 else f"devices {', '.join(missing)} are"
+        raise ValueError(f"OpenVINO {devices} not available here (OpenVINO sees: "
                          f"{', '.join(available) or 'none'})")
 
 
-def _uses_cpu(device):
-    names = _openvino_device_names(device)
-    return "CPU" in names or not names  # AUTO alone may pick the CPU
+def _uses(device, kind):
+    """Whether `device` may run on devices of `kind` ("CPU", "GPU"): AUTO alone, or with
+    exclusions only ("AUTO:-GPU"), may pick any device it does not exclude."""
+    head, _, rest = device.partition(":")
+    if head not in _OPENVINO_VIRTUAL_DEVICES:
+        return device.split(".")[0] == kind
+    entries = [entry.split("(")[0] for entry in rest.split(",") if entry]
+    included = [entry.split(".")[0] for entry in entries if not entry.startswith("-")]
+    if included:
+        return kind in included
+    return kind not in [entry[1:].split(".")[0] for entry in entries]
+
+
+def openvino_uses_cpu(device):
+    """Whether the (normalized) OpenVINO `device` may run on the CPU, where thread counts apply."""
+    return _uses(device, "CPU")
+
+
+def openvino_config(device, threads=None, inference_precision="f32"):
+    """The compile configuration of `OpenVINORunner`: the latency hint; the CPU's threads,
+    one stream and `inference_precision`; the GPU's `inference_precision` (an Intel GPU
+    computes in f16 unless told); each passed to its device inside a virtual one (AUTO,
+    HETERO, MULTI), and AUTO kept from starting on the CPU while the GPU compiles (its
+    timings and reported device are then of one device)."""
+    cpu = {"NUM_STREAMS": 1}
+    if threads:
+        cpu["INFERENCE_NUM_THREADS"] = int(threads)
+    gpu = {}
+    if inference_precision:
+        cpu["INFERENCE_PRECISION_HINT"] = gpu["INFERENCE_PRECISION_HINT"] = inference_precision
+    config = {"PERFORMANCE_HINT": "LATENCY"}
+    if device.partition(":")[0] not in _OPENVINO_VIRTUAL_DEVICES:  # one physical device
+        config.update({"CPU": cpu, "GPU": gpu}.get(device.split(".")[0], {}))
+        return config
+    properties = {}
+    if _uses(device, "CPU"):
+        properties["CPU"] = cpu
+    if gpu and _uses(device, "GPU"):
+        properties["GPU"] = gpu
+    if properties:
+        config["DEVICE_PROPERTIES"] = properties
+    if device.split(":")[0] == "AUTO":
+        config["ENABLE_STARTUP_FALLBACK"] = False
+    return config
 
 
 class OpenVINORunner(_Runner):
@@ -838,9 +900,9 @@ class OpenVINORunner(_Runner):
     for `device` with the latency hint, one stream and `threads` CPU threads.
 
     ``device``: ``"CPU"``, ``"GPU"``, ``"NPU"``, or a virtual device over several, such as
-    ``"AUTO"`` or ``"AUTO:GPU,CPU"`` (`check_openvino_device`). ``threads`` and
-    ``inference_precision`` are the CPU's settings, wherever the CPU takes part; other
-    devices run at their own default precision (an Intel GPU's is f16).
+    ``"AUTO"`` or ``"AUTO:GPU,CPU"`` (`check_openvino_device`). ``threads`` is the CPU's
+    setting (None on a device without it); ``inference_precision`` the CPU's and the GPU's
+    (`openvino_config`); an NPU runs at its own.
 
     ``inference_precision`` is the CPU's ``INFERENCE_PRECISION_HINT``: ``"f32"`` by default,
     so that float IR computes what the Keras model computes (CPUs with bf16 or fp16
@@ -858,8 +920,8 @@ class OpenVINORunner(_Runner):
             raise ModelFileError(f"OpenVINO models need openvino ({err})") from None
         core = ov.Core()
         check_openvino_device(device, core.available_devices)
-        device = device.strip().upper()  # OpenVINO's names are upper case
-        self.threads = threads
+        device = normalize_openvino_device(device)
+        self.threads = threads if openvino_uses_cpu(device) else None  # the CPU's setting only
         self.device = device
         if isinstance(model, (str, os.PathLike)):
             self.path = os.fspath(model)
@@ -877,19 +939,10 @@ class OpenVINORunner(_Runner):
             self.path = getattr(model, "friendly_name", "<openvino>")
         if len(model.inputs) != 1:
             raise ModelFileError(f"{self.path}: the model has {len(model.inputs)} inputs; expected one clip input")
-        cpu = {"NUM_STREAMS": 1}
-        if threads:
-            cpu["INFERENCE_NUM_THREADS"] = int(threads)
-        if inference_precision:
-            cpu["INFERENCE_PRECISION_HINT"] = inference_precision
-        config = {"PERFORMANCE_HINT": "LATENCY"}
-        if device == "CPU":
-            config.update(cpu)
-        elif _uses_cpu(device):  # a virtual device passes them on to its CPU
-            config["DEVICE_PROPERTIES"] = {"CPU": cpu}
         try:
             with quiet_stderr():
-                self.compiled = core.compile_model(model, device, config)
+                self.compiled = core.compile_model(model, device,
+                                                   openvino_config(device, threads, inference_precision))
         except RuntimeError as err:
             raise ModelFileError(f"{self.path}: OpenVINO cannot compile the model for {device} "
                                  f"({_openvino_reason(err)})") from None

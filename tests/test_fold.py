@@ -133,9 +133,11 @@ _GRAPPLER_SCRIPT = """
 import sys
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
 from keras_efficient3d import create_model
 from keras_efficient3d.fold import fold_batchnorm
 
+print("onednn", _pywrap_util_port.IsMklEnabled(), flush=True)
 for name in sys.argv[1:]:
     model = create_model(name, input_shape=(16, 56, 56, 3), num_classes=10)
     for form in (model, fold_batchnorm(model)):
@@ -151,18 +153,21 @@ def test_grapplers_optimisation_of_every_depthwise_family_succeeds(tmp_path):
     bias or activation anywhere (the folded MobileNetV1 ran 6-18% slower while a depthwise
     tap's BiasAdd + Add + Relu became a fused node without an op). Both forms of each family
     with depthwise layers, traced at 16 frames (the temporal sizes the models have), in a
-    process that shows TensorFlow's warnings."""
+    process that shows TensorFlow's warnings, with oneDNN on (the failing rewrite is
+    oneDNN's; the package turns it on by default, the CPU's own default varies)."""
     import os
     import subprocess
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     names = ["mobilenet_0.5x", "mobilenetv2_0.45x", "shufflenet_0.5x_g3", "shufflenetv2_0.5x"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", PYTHONPATH=root, KERAS_BACKEND="tensorflow")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", PYTHONPATH=root, KERAS_BACKEND="tensorflow",
+               TF_ENABLE_ONEDNN_OPTS="1")
     proc = subprocess.run([sys.executable, "-c", _GRAPPLER_SCRIPT, *names], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == [w for name in names for w in ("traced", name)], proc.stdout
+    assert proc.stdout.split() == ["onednn", "True"] + [w for name in names for w in ("traced", name)], \
+        proc.stdout
     failures = [line for line in proc.stderr.splitlines()
                 if "optimization failure" in line or "empty op name" in line]
     assert not failures, "\n".join(failures)

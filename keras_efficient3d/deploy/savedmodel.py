@@ -105,8 +105,10 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
     module.serve = serve
     os.makedirs(export_dir, exist_ok=True)
     # Traced with the ops every runtime takes (TF-TRT on the Jetson, TF without oneDNN).
-    # Grappler's "empty op name" errors and the asset/sharding INFO lines it prints while
-    # saving tell a user nothing (the save succeeds; a failure still raises).
+    # The asset/sharding INFO lines of the save tell a user nothing (a failure still
+    # raises). Grappler's "empty op name" errors were no noise: they were the remapper failure
+    # that dropped the whole function's optimisation (`layers.DepthwiseConv3D`), checked by
+    # tests/test_fold.py for the models.
     with forms.consumer("savedmodel"), quiet_stderr():
         tf.saved_model.save(module, export_dir, signatures={signature_name: serve})
     return export_dir

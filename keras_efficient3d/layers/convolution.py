@@ -204,9 +204,9 @@ class DepthwiseConv3D(_Conv3DBase):
                                                       self.strides, self.padding))
         x, t, batch = to_frames(inputs)
         # A kernel of several live temporal taps gets its bias on their sum, not on one tap:
-        # TensorFlow's grappler remapper matches DepthwiseConv2dNative + BiasAdd + Add +
-        # Relu (a tap's biased output summed last, then the activation), builds a fused
-        # node without an op for it (it only knows Conv2D/Conv3D there), and the whole
+        # TensorFlow's grappler remapper (with oneDNN) matches DepthwiseConv2dNative +
+        # BiasAdd + Add (+ an activation): a tap's biased output summed last. It builds a
+        # fused node without an op for it (it only knows Conv2D/Conv3D there), and the whole
         # function then runs unoptimized: no convolution of the model keeps its fused
         # bias and activation (MobileNetV1's folded form 6-18% slower).
         on_sum = self.bias is not None and len(taps.live_taps(

@@ -224,6 +224,13 @@ def main(argv, flag_values=flags.FLAGS):
     if not model.lower().endswith(".xml"):  # another runtime would leave them unread
         cli.refuse_unused(f, ("openvino_precision", "openvino_device"), model,
                           "it is not an OpenVINO .xml model")
+    elif f["openvino_device"].present:
+        from keras_efficient3d.runtime import check_openvino_device
+
+        try:
+            check_openvino_device(f.openvino_device)
+        except (ValueError, ImportError) as err:
+            raise cli.UsageError(f"--openvino_device={f.openvino_device}: {err}") from None
     return run(argv[1], model=f.model_file, labels=f.labels, window=f.frames, stride=f.stride,
                top=f.top, as_json=f.json or f.format == "json", threads=f.threads,
                output_video=f.output, normalization=f.normalization, display=f.display,

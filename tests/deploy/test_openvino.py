@@ -91,16 +91,45 @@ def test_runner_runs_fp32_or_the_cpus_default_precision(small_model, fp32_ir):
 
 def test_devices_named_must_be_on_the_machine():
     gpus = ["CPU", "GPU.0", "GPU.1"]
-    for device in ("CPU", "GPU", "gpu.1", "AUTO", "AUTO:GPU,CPU", "HETERO:GPU.0,CPU", "MULTI:GPU"):
+    for device in ("CPU", "GPU", "gpu.1", "AUTO", "AUTO:GPU,CPU", "auto: gpu, cpu", "HETERO:GPU.0,CPU",
+                   "MULTI:GPU", "GPU.1.0", "BATCH:GPU.1(4)", "AUTO:-NPU"):
         runtime.check_openvino_device(device, gpus)
     for device, missing in (("NPU", "NPU"), ("GPU.2", "GPU.2"), ("AUTO:NPU,CPU", "NPU"),
                             ("HETERO:GPU.1,NPU.0", "NPU.0")):
         with pytest.raises(ValueError, match=f"OpenVINO device {re.escape(missing)} is not available "
                                              r"here \(OpenVINO sees: CPU, GPU.0, GPU.1\)"):
             runtime.check_openvino_device(device, gpus)
+    with pytest.raises(ValueError, match="OpenVINO devices NPU, GPU.3 are not available here"):
+        runtime.check_openvino_device("AUTO:NPU,GPU.3", gpus)
+    # OpenVINO lists a lone GPU as "GPU", which "GPU.0" names too
+    for device in ("GPU", "GPU.0", "GPU.0.1"):
+        runtime.check_openvino_device(device, ["CPU", "GPU"])
+    with pytest.raises(ValueError, match="OpenVINO device GPU.1 is not available here"):
+        runtime.check_openvino_device("GPU.1", ["CPU", "GPU"])
     for device in ("", " ", None):
         with pytest.raises(ValueError, match="`device` must be an OpenVINO device name"):
             runtime.check_openvino_device(device, gpus)
+    assert runtime.normalize_openvino_device(" auto: gpu , cpu ") == "AUTO:GPU,CPU"
+
+
+def test_each_device_gets_its_own_settings():
+    """The CPU's threads and precision, the GPU's precision (an Intel GPU computes in f16
+    unless told), each to its device inside a virtual one; AUTO does not start on the CPU
+    while the GPU compiles (a timing and its device label are then of one device)."""
+    cpu = {"NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32"}
+    gpu = {"INFERENCE_PRECISION_HINT": "f32"}
+    latency = {"PERFORMANCE_HINT": "LATENCY"}
+    assert runtime.openvino_config("CPU", 2) == dict(latency, **cpu)
+    assert runtime.openvino_config("GPU.1", 2) == dict(latency, **gpu)
+    assert runtime.openvino_config("NPU", 2) == latency
+    assert runtime.openvino_config("GPU", 2, None) == latency  # the device's own precision
+    auto = dict(latency, ENABLE_STARTUP_FALLBACK=False)
+    assert runtime.openvino_config("AUTO", 2) == dict(auto, DEVICE_PROPERTIES={"CPU": cpu, "GPU": gpu})
+    assert runtime.openvino_config("AUTO:-GPU", 2) == dict(auto, DEVICE_PROPERTIES={"CPU": cpu})
+    assert runtime.openvino_config("AUTO:NPU", 2) == auto
+    assert runtime.openvino_config("HETERO:GPU.0,CPU", 2) == dict(latency, DEVICE_PROPERTIES={"CPU": cpu, "GPU": gpu})
+    assert [runtime.openvino_uses_cpu(d) for d in ("CPU", "GPU", "AUTO", "AUTO:GPU", "AUTO:-GPU", "AUTO:-CPU")] == [
+        True, False, True, False, True, False]
 
 
 def test_runner_on_auto_runs_on_the_cpu_with_its_settings(small_model, fp32_ir):
@@ -557,7 +586,8 @@ def test_predict_runs_an_ir_model_on_a_video(tmp_path, capsys):
                       ["predict", video, f"--model_file={tmp_path / 'tiny.xml'}", f"--openvino_device={absent}"],
                       positional=True)
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert code == 2 and len(err) == 1 and f"OpenVINO device {absent} is not available here" in err[0], err
+    assert code == 2 and len(err) == 1, err
+    assert f"--openvino_device={absent}: OpenVINO device {absent} is not available here" in err[0], err
     # at the CPU's default precision (bf16 here when the CPU has it): the same ranking
     auto_top = outputs["tiny.xml--openvino_precision=auto"]["top"]
     assert [t["label"] for t in auto_top] == [t["label"] for t in keras_top]
