@@ -135,14 +135,19 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 from keras_efficient3d import create_model
+from keras_efficient3d.deploy.savedmodel import SIGNATURE_NAME, export_saved_model
 from keras_efficient3d.fold import fold_batchnorm
 
 print("onednn", _pywrap_util_port.IsMklEnabled(), flush=True)
+x = np.zeros((1, 16, 56, 56, 3), np.float32)
 for name in sys.argv[1:]:
-    model = create_model(name, input_shape=(16, 56, 56, 3), num_classes=10)
+    model = create_model(name, input_shape=x.shape[1:], num_classes=10)
     for form in (model, fold_batchnorm(model)):
-        tf.function(lambda x, form=form: form(x, training=False))(np.zeros((1, 16, 56, 56, 3), np.float32))
+        tf.function(lambda x, form=form: form(x, training=False))(x)
     print("traced", name, flush=True)
+    # what TF Serving and TF-TRT run: the SavedModel export, loaded
+    tf.saved_model.load(export_saved_model(model, name, batch_size=1)).signatures[SIGNATURE_NAME](tf.constant(x))
+    print("served", name, flush=True)
 """
 
 
@@ -151,8 +156,9 @@ def test_grapplers_optimisation_of_every_depthwise_family_succeeds(tmp_path):
     """TensorFlow's graph optimiser gives up on a whole function, with one warning line and no
     error, when one of its rewrites fails: the model then runs with no fused convolution,
     bias or activation anywhere (the folded MobileNetV1 ran 6-18% slower while a depthwise
-    tap's BiasAdd + Add + Relu became a fused node without an op). Both forms of each family
-    with depthwise layers, traced at 16 frames (the temporal sizes the models have), in a
+    tap's BiasAdd + Add + Relu became a fused node without an op; a SavedModel of it, run by
+    TensorFlow, too). Both Keras forms and the loaded SavedModel export of each family with
+    depthwise layers, traced at 16 frames (the temporal sizes the models have), in a
     process that shows TensorFlow's warnings, with oneDNN on (the failing rewrite is
     oneDNN's; the package turns it on by default, the CPU's own default varies)."""
     import os
@@ -166,8 +172,8 @@ def test_grapplers_optimisation_of_every_depthwise_family_succeeds(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _GRAPPLER_SCRIPT, *names], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["onednn", "True"] + [w for name in names for w in ("traced", name)], \
-        proc.stdout
+    assert proc.stdout.split() == ["onednn", "True"] + [
+        w for name in names for w in ("traced", name, "served", name)], proc.stdout
     failures = [line for line in proc.stderr.splitlines()
                 if "optimization failure" in line or "empty op name" in line]
     assert not failures, "\n".join(failures)
