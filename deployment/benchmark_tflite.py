@@ -23,7 +23,8 @@ from keras_efficient3d import cli
 
 DEFAULT_MODELS = ["mobilenetv2_1.0x", "shufflenetv2_1.0x", "mobilenet_1.0x", "shufflenet_1.0x_g3",
                   "squeezenet_1.1"]
-PRECISIONS = cli.VOCABULARY["precision"].choices
+# int8-frames: int8 that takes the uint8 frames (export_tflite.py --frames_input)
+PRECISIONS = cli.VOCABULARY["precision"].choices + ("int8-frames",)
 # A side mode's rows are another table than the main mode's: its own default file leaves
 # the main mode's tflite_timing.json as it was.
 SIDE_MODE_FILES = {"op_profile": "tflite_op_profile.json", "packing": "tflite_packing.json",
@@ -33,8 +34,9 @@ SIDE_MODE_FILES = {"op_profile": "tflite_op_profile.json", "packing": "tflite_pa
 def define_flags(flag_values=flags.FLAGS):
     fv = {"flag_values": flag_values}
     cli.define("models", DEFAULT_MODELS, **fv)
-    flags.DEFINE_list("precisions", list(PRECISIONS), "TFLite precisions, comma-separated "
-                      f"({', '.join(PRECISIONS)}).", **fv)
+    flags.DEFINE_list("precisions", list(PRECISIONS[:-1]), "TFLite precisions, comma-separated "
+                      f"({', '.join(PRECISIONS)}; int8-frames: int8 that takes uint8 frames, "
+                      "export_tflite.py --frames_input).", **fv)
     flags.register_validator("precisions", cli.each_of(PRECISIONS), **fv)
     cli.define("threads", [1, 2, 4], multiple=True, **fv)
     cli.define("frames", 16, **fv)

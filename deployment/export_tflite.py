@@ -5,6 +5,8 @@ deployment graph (BatchNorm folded, 2D ops over temporal taps, batch 1, XNNPACK-
         --num_classes=27 --precision=int8 --data_root=/tmp/gestures --output=m_int8.tflite
     python deployment/export_tflite.py --model_file=saved_models/synthetic_gestures.keras \\
         --output=gestures_fp32.tflite
+    python deployment/export_tflite.py --model_file=saved_models/synthetic_gestures.keras \\
+        --precision=int8 --frames_input --data_root=/tmp/gestures --output=gestures_frames.tflite
 
 int8 calibrates on clips of a Jester-layout dataset (``--data_root``; e.g. the synthetic
 gestures of ``python -m keras_efficient3d.data.synthetic``), normalised and sampled as a
@@ -50,6 +52,10 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer("num_calibration", 64, "Calibration clips for int8.", lower_bound=1,
                          **fv)
     flags.DEFINE_boolean("int8_io", False, "int8 input/output tensors (int8 only).", **fv)
+    flags.DEFINE_boolean("frames_input", False, "int8: the file takes the decoder's uint8 RGB "
+                         "frames and normalises them itself, as its sidecar records (its "
+                         "int8 input is frames - 128; predict and the runtime's runner feed it "
+                         "the frames).", **fv)
     flags.DEFINE_integer("pack_channels", None, "Start the graph time-packed where the stem is "
                          "at most this many channels wide; 0: never (default: by precision "
                          "and this CPU: int8 64 with AMX, else 16; float 8).", lower_bound=0, **fv)
@@ -63,17 +69,22 @@ def define_flags(flag_values=flags.FLAGS):
     flags.register_multi_flags_validator(
         ["precision", "int8_io"], lambda v: v["precision"] == "int8" or not v["int8_io"],
         message="--int8_io needs --precision=int8", **fv)
+    flags.register_multi_flags_validator(
+        ["precision", "int8_io", "frames_input"],
+        lambda v: not v["frames_input"] or (v["precision"] == "int8" and not v["int8_io"]),
+        message="--frames_input goes with --precision=int8 (and a float output: no --int8_io)", **fv)
 
 
 def export(model_name, weights, num_classes, frames, size, precision, output, data_root=None,
            num_calibration=64, int8_io=False, pack_channels=None, normalization=None,
-           downsample=None, model_file=None, verify=True):
+           downsample=None, model_file=None, verify=True, frames_input=False):
     """Builds `model_name` (or loads `model_file`), optionally calibrates on the training
     pipeline (clips normalised and sampled as the model was trained: `normalization`,
     `downsample`, by default what the ``.keras`` file records), converts, verifies (fp32,
     fp16) and writes the file and its metadata sidecar (`pack_channels`: `DeploymentGraph`'s,
     None its default). Returns a dict: path, bytes, max_rel_error (None when not
-    verified), sidecar."""
+    verified), sidecar. ``frames_input`` (int8): the file takes uint8 frames and applies
+    the calibration clips' normalisation itself (`tflite.convert`'s ``frames``)."""
     if precision == "int8" and data_root is None:
         raise ValueError("`precision='int8'` needs `data_root` (calibration clips). "
                          f"Received: data_root={data_root}")
@@ -110,9 +121,16 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
         data = kdata.make_dataset(records, "val", sample_duration=int(model.inputs[0].shape[1]),
                                   sample_size=int(model.inputs[0].shape[2]), batch_size=8,
                                   **pipeline)
+    frames = None
+    if frames_input:
+        if metadata.preprocessing_included:
+            raise ValueError("--frames_input: the model already takes frames and normalises them "
+                             "itself (its metadata says preprocessing_included)")
+        frames = metadata.normalization
+        metadata = artifacts.frames_metadata(metadata, frames)
     graph = DeploymentGraph(model, pack_channels=pack_channels)
     blob = tflite.convert(graph, precision, representative_data=data,
-                          num_calibration=num_calibration, int8_io=int8_io)
+                          num_calibration=num_calibration, int8_io=int8_io, frames=frames)
     error = tflite.verify_tflite(blob, model, precision) if verify else None
     artifacts.atomic_write(output, blob)
     return {"path": output, "bytes": len(blob), "max_rel_error": error,
@@ -131,7 +149,7 @@ def main(argv, flag_values=flags.FLAGS):
         report = export(f.model, f.weights, f.num_classes, f.frames, f.size, f.precision,
                         output, f.data_root, f.num_calibration, f.int8_io, f.pack_channels,
                         f.normalization, f.downsample, model_file=f.model_file,
-                        verify=f.verify)
+                        verify=f.verify, frames_input=f.frames_input)
     except AssertionError as err:  # the file converts, but differs from the Keras model
         raise SystemExit(f"{os.path.basename(__file__)}: verification failed: "
                          f"{cli.error_line(err)}") from None

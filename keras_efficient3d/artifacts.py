@@ -41,6 +41,7 @@ __all__ = [
     "atomic_write_json",
     "check_keras_archive",
     "export_metadata",
+    "frames_metadata",
     "keras_model_file",
     "load_model",
     "read_metadata",
@@ -320,6 +321,13 @@ def load_model(path, compile=True):
 def sidecar_path(model_path) -> str:
     """``<model file>.json``: where the metadata of a ``.tflite``/``.onnx`` model lives."""
     return os.fspath(model_path) + ".json"
+
+
+def frames_metadata(metadata, normalization) -> ModelMetadata:
+    """The metadata of a model file of frames (an OpenVINO IR of ``frames_input``, a TFLite
+    int8 file of frames): the normalisation it applies, applied by itself."""
+    return dataclasses.replace(ModelMetadata.from_dict(metadata), normalization=normalization,
+                               preprocessing_included=True, dtype="uint8 0-255, RGB")
 
 
 def write_sidecar(model_path, metadata) -> str:

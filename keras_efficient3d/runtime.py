@@ -237,7 +237,7 @@ class InputSpec:
     """The model's input tensor: ``shape`` (batch, frames, height, width, channels), ``None``
     where dynamic; ``dtype`` (numpy name); ``quantization`` (scale, zero point) for integer
     inputs; ``uint8_frames``: the model takes uint8 RGB frames (0-255) and normalises them
-    itself (an OpenVINO IR exported with ``frames_input``)."""
+    itself (an OpenVINO IR exported with ``frames_input``, a TFLite int8 file of frames)."""
 
     shape: tuple
     dtype: str = "float32"
@@ -656,8 +656,14 @@ class TFLiteRunner(_Runner):
         signature = self.input.get("shape_signature", self.input["shape"])
         if len(signature) and int(signature[0]) < 0:
             shape = (1,) + shape[1:]  # dynamic batch: allocated as 1, run clip by clip
-        self.input_spec = InputSpec(shape, np.dtype(self.input["dtype"]).name,
-                                    self._quantization(self.input, "input"))
+        # deploy.tflite.convert(frames=...): an int8 input named frames takes the uint8 frames
+        # minus 128, which _run makes of the frames it is given
+        self._frames = np.dtype(self.input["dtype"]) == np.int8 and "frames" in self.input["name"]
+        if self._frames:
+            self.input_spec = InputSpec(shape, "uint8", uint8_frames=True)
+        else:
+            self.input_spec = InputSpec(shape, np.dtype(self.input["dtype"]).name,
+                                        self._quantization(self.input, "input"))
         self.output_quantization = self._quantization(self.output, "output")
         self.num_classes = int(self.output["shape"][-1])
         if use_xnnpack and strict and not self.delegated():
@@ -687,6 +693,8 @@ class TFLiteRunner(_Runner):
         return self.partitions() == 1
 
     def _run(self, batch):
+        if self._frames:  # x - 128: the top bit flipped
+            batch = np.bitwise_xor(batch, np.uint8(0x80)).view(np.int8)
         self.interpreter.set_tensor(self.input["index"], batch)
         self.interpreter.invoke()
         out = self.interpreter.get_tensor(self.output["index"])

@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from keras_efficient3d.artifacts import atomic_write, atomic_write_json
+from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.deploy.graph import DeploymentGraph
 from keras_efficient3d.deploy.tflite import benchmark, convert
 from keras_efficient3d.registry import create_model, resolve_name
@@ -310,7 +311,8 @@ def benchmark_models(names, precisions=("fp32", "fp16", "dynamic", "int8"), thre
                      calibration_clips=4, weights=None, seed=0, reference=None, peers=None,
                      peaks=None, peer_threads=2, log=print):
     """Returns a list of result dicts (model, precision, threads, size_bytes, latency, macs,
-    gmacs_per_s...). `peers` (see `load_peers`; `reference`, PyTorch's ms per model, is the
+    gmacs_per_s...); precisions of `deploy.tflite.PRECISIONS`, and ``int8-frames``: int8
+    that takes uint8 frames. `peers` (see `load_peers`; `reference`, PyTorch's ms per model, is the
     older form of it), measured at `peer_threads`, adds the `compare` columns to the rows
     at that thread count; `peaks` (thread count -> `gemm_peak` result) the share of the
     peak that each row achieves at its threads."""
@@ -329,7 +331,10 @@ def benchmark_models(names, precisions=("fp32", "fp16", "dynamic", "int8"), thre
             _calibrate_bn(model, clips)
         graph = DeploymentGraph(model)
         for precision in precisions:
-            blob = convert(graph, precision, representative_data=clips)
+            # int8-frames: the int8 file that takes uint8 frames (the pipeline's default
+            # normalisation), `deploy.tflite.convert`'s frames
+            blob = (convert(graph, "int8", representative_data=clips, frames=Normalization.preset("original"))
+                    if precision == "int8-frames" else convert(graph, precision, representative_data=clips))
             for n in threads:
                 result = benchmark(blob, num_threads=n, warmup=warmup, runs=runs)
                 result.update(model=name, precision=precision, size_bytes=len(blob),

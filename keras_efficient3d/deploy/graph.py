@@ -210,6 +210,14 @@ class DeploymentGraph:
                              "not supported by the deployment graph.")
         return None
 
+    def set_conv_weights(self, name, kernel, bias):
+        """Emits Conv3D layer `name` with `kernel` and `bias` (Keras' layout; None: its own)
+        instead of its own weights (a frames input's stem)."""
+        layer = self.model.get_layer(name)
+        if bias is not None and not layer.use_bias:
+            raise ValueError(f"Layer '{name}' has no bias to replace.")
+        _conv_params(self, layer, kernel, bias)
+
     # ---------------------------------------------------------------- emission
     def __call__(self, clips, batch=None, hooks=None, int8=False):
         """Emits the graph on `clips` (B, T, H, W, C) and returns the model's output(s).
@@ -231,9 +239,9 @@ class DeploymentGraph:
         """Whether the graph emitted for float (or `int8`) starts in the packed layout."""
         return _Emitter(self, 1, FloatHooks(self.params), int8)._pack_input()
 
-    def as_function(self, batch=1, hooks=None, int8=False):
+    def as_function(self, batch=1, hooks=None, int8=False, input_name="clips"):
         """A `tf.function` with a fixed input signature (batch, T, H, W, C)."""
-        spec = tf.TensorSpec((batch,) + self.input_shape, tf.float32, name="clips")
+        spec = tf.TensorSpec((batch,) + self.input_shape, tf.float32, name=input_name)
 
         @tf.function(input_signature=[spec])
         def serve(clips):
@@ -255,9 +263,12 @@ def build_deployment_graph(model, fold=True, pack_channels=None, stack_channels=
 
 
 # ---------------------------------------------------------------- parameters, per layer class
-def _conv_params(graph, layer):
+def _conv_params(graph, layer, kernel=None, bias=None):
+    """A Conv3D's parameters, its own or the (kernel, bias) given in Keras' layout."""
     kt, kh, kw = layer.kernel_size
-    kernel = layer.kernel.numpy()
+    kernel = layer.kernel.numpy() if kernel is None else np.asarray(kernel, np.float32)
+    if bias is None and layer.use_bias:
+        bias = layer.bias.numpy()
     cin = kernel.shape[3]
     cout = layer.filters // layer.groups
     for g in range(layer.groups):
@@ -266,7 +277,7 @@ def _conv_params(graph, layer):
         kg = np.transpose(kg, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * cin, cout)
         graph._add(f"{layer.name}/kernel{g}", kg, "conv")
         if layer.use_bias:
-            graph._add(f"{layer.name}/bias{g}", layer.bias.numpy()[g * cout:(g + 1) * cout], "bias")
+            graph._add(f"{layer.name}/bias{g}", np.asarray(bias)[g * cout:(g + 1) * cout], "bias")
 
 
 def _depthwise_params(graph, layer):

@@ -428,7 +428,7 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
             2-6% faster). Calibration and validation clips stay normalised, as the pipeline
             gives them; they are turned back into frames. Exact where every channel's mean
             is the same whole 0-255 pixel value (any std); else the frame border sees the
-            nearest such value (`onnx_native._FramesInput`), which the top-1 agreement
+            nearest such value (`deploy.frames.FramesInput`), which the top-1 agreement
             measures.
         normalization: the model's `Normalization` (or preset name), for ``frames_input``
             (default: the one `metadata` records).
@@ -445,7 +445,7 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
         only), sidecar, stem_output_fold; with ``frames_input``, frames (zero_point, scale,
         exact, border_offset).
     """
-    from keras_efficient3d.artifacts import write_sidecar  # pylint: disable=import-outside-toplevel
+    from keras_efficient3d.artifacts import frames_metadata, write_sidecar  # pylint: disable=import-outside-toplevel
 
     _check_output(path)
     if quantize not in QUANTIZE:
@@ -520,7 +520,7 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
                              f"({str(err)[:300]}); export with quantize='ptq'") from None
     if metadata is not None:
         if frames is not None:
-            metadata = _frames_metadata(metadata, frames)
+            metadata = frames_metadata(metadata, frames)
         report["sidecar"] = write_sidecar(path, metadata)
     return report
 
@@ -557,14 +557,6 @@ def _frames_normalization(frames_input, quantize, normalization, metadata):
                          f"the metadata records ({recorded}); the IR applies one of them: leave "
                          "`normalization` out, or give metadata that records it")
     return normalization
-
-
-def _frames_metadata(metadata, frames):
-    """The sidecar of an IR of frames: the normalisation it applies, applied by itself."""
-    from keras_efficient3d.artifacts import ModelMetadata  # pylint: disable=import-outside-toplevel
-
-    return dataclasses.replace(ModelMetadata.from_dict(metadata), normalization=frames, preprocessing_included=True,
-                               dtype="uint8 0-255, RGB")
 
 
 def _is_qat(model):

@@ -1,9 +1,36 @@
 """Fixtures of the deployment tests."""
 
+import os
+
+import numpy as np
 import pytest
 
-from deploy_helpers import SMALL, calibrate_batchnorm, clips
+from deploy_helpers import SHIPPED, SMALL, calibrate_batchnorm, clips
 from keras_efficient3d import create_model
+
+
+@pytest.fixture(scope="session")
+def shipped():
+    """The shipped model, 32 calibration clips and 48 validation clips of its data."""
+    import keras
+
+    from keras_efficient3d.data import synthetic
+
+    if not os.path.isfile(SHIPPED):
+        pytest.fail(f"The shipped model is missing: {SHIPPED}")
+    model = keras.saving.load_model(SHIPPED, compile=False)
+
+    def gestures(n, seed):
+        rng = np.random.default_rng(seed)
+        labels = np.arange(n) % len(synthetic.CLASSES)
+        videos = [synthetic.render_video(int(label), rng, 32, 64)[::2] for label in labels]
+        return np.stack(videos).astype(np.float32) / 255.0, labels
+
+    calibration, _ = gestures(32, seed=1)
+    validation, labels = gestures(48, seed=2)
+    accuracy = np.mean(np.argmax(model.predict(validation, verbose=0), -1) == labels)
+    assert accuracy >= 0.9  # the clips are what the model was trained on
+    return model, calibration, validation
 
 
 @pytest.fixture(scope="session")

@@ -872,7 +872,7 @@ def test_openvino_model_file_leaves_the_main_result_file_alone(tmp_path, monkeyp
     export.ir_precision = lambda path: "fp32"
     monkeypatch.setitem(sys.modules, "keras_efficient3d.deploy.openvino_export", export)
     script = _script_module("benchmark_openvino")
-    monkeypatch.setattr(script, "time_files", lambda files, *args: [
+    monkeypatch.setattr(script, "time_files", lambda files, *args, **kwargs: [
         {"label": "m.xml", "threads": 1, "median_ms": 2.0, "clips_per_s": 500.0,
          "size_bytes": 10}])
     assert cli.invoke(script.main, script.define_flags,

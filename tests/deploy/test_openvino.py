@@ -10,7 +10,7 @@ import numpy as np
 import openvino  # noqa: F401,E402  (a test dependency, setup.py [dev]: a missing one fails)
 import pytest
 
-from deploy_helpers import SMALL, calibrate_batchnorm, clips, load_script  # noqa: E402
+from deploy_helpers import AGREEMENT, SHIPPED, SMALL, calibrate_batchnorm, clips, load_script  # noqa: E402
 from keras_efficient3d import cli, create_model, runtime  # noqa: E402
 from keras_efficient3d import layers as L  # noqa: E402
 from keras_efficient3d.artifacts import ModelFileError, read_metadata  # noqa: E402
@@ -187,31 +187,6 @@ def test_verification_catches_a_wrong_model(small_model, fp32_ir):
         openvino_export.verify_openvino(fp32_ir[0], other)
 
 
-SHIPPED = os.path.join(ROOT, "saved_models", "synthetic_gestures.keras")
-# The shipped model is MobileNetV2 0.2x trained on the synthetic gestures (16 frames of 64 px,
-# every 2nd frame, 0-1 RGB): its validation clips are rendered the same way here.
-AGREEMENT = 0.97  # at most one of 48 clips; measured on 240 clips: README (OpenVINO)
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    if not os.path.isfile(SHIPPED):
-        pytest.fail(f"The shipped model is missing: {SHIPPED}")
-    model = keras.saving.load_model(SHIPPED, compile=False)
-
-    def gestures(n, seed):
-        rng = np.random.default_rng(seed)
-        labels = np.arange(n) % len(synthetic.CLASSES)
-        videos = [synthetic.render_video(int(label), rng, 32, 64)[::2] for label in labels]
-        return np.stack(videos).astype(np.float32) / 255.0, labels
-
-    calibration, _ = gestures(32, seed=1)
-    validation, labels = gestures(48, seed=2)
-    accuracy = np.mean(np.argmax(model.predict(validation, verbose=0), -1) == labels)
-    assert accuracy >= 0.9  # the clips are what the model was trained on
-    return model, calibration, validation
-
-
 def test_int8_flows_through_an_unfolded_stem_into_a_depthwise_layer(trunk, tmp_path, monkeypatch):
     """MobileNetV2's stem at fold 4 (its output unfolded by a Reshape) feeds a depthwise
     convolution, whose input NNCF quantizes per channel: OpenVINO cannot carry per-channel
@@ -265,7 +240,7 @@ def test_int8_runs_a_narrow_depthwise_layer_folded_after_the_stem(tmp_path):
             if kind in ("Convolution", "GroupConvolution")} <= {"u8", "i8"}
 
 
-# One mean for every channel (128 of 255): the frames input is exact (onnx_native._FramesInput).
+# One mean for every channel (128 of 255): the frames input is exact (deploy.frames.FramesInput).
 FRAMES_NORM = Normalization(mean=(128 / 255,) * 3, std=(0.2, 0.25, 0.3), value_range="0-1")
 
 

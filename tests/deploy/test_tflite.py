@@ -1,14 +1,16 @@
 """TFLite conversion: fp32/fp16/dynamic equal the Keras model; full int8 is int8 throughout,
 runs under XNNPACK and is about a quarter of the fp32 file."""
 
+import json
 import os
 
 import numpy as np
 import pytest
 
-from deploy_helpers import ROOT, SMALL, clips, input_shape_for, load_script, randomize_batchnorm
+from deploy_helpers import AGREEMENT, SHIPPED, SMALL, clips, input_shape_for, load_script, randomize_batchnorm
 from keras_efficient3d import create_model
 from keras_efficient3d.artifacts import read_metadata
+from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.deploy import DeploymentGraph, tflite
 
 # The efficient models of the paper's Table 8, at small widths for speed.
@@ -146,7 +148,6 @@ def test_fp32_resnet_with_a_7_frame_stem_is_one_xnnpack_partition():
     np.testing.assert_allclose(runner(x), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-SHIPPED = os.path.join(ROOT, "saved_models", "synthetic_gestures.keras")
 
 
 def test_export_script_verifies_and_records_what_the_weights_file_records(tmp_path):
@@ -216,3 +217,91 @@ def test_int8_sidecar_records_the_calibrations_normalization(monkeypatch, tmp_pa
                                         normalization="unit", downsample=2)
     recorded = read_metadata(out)
     assert recorded.normalization == Normalization.preset("unit") and recorded.downsample == 2
+
+
+# One mean for every channel (128 of 255), a std each: the frames input is exact.
+FRAMES_NORM = Normalization(mean=(128 / 255,) * 3, std=(0.2, 0.25, 0.3), value_range="0-1")
+
+
+def test_int8_file_of_frames_takes_frames_minus_128(mobilenetv2_trunk):
+    """convert(frames=...): the input, named frames, is int8 quantized with the
+    normalisation's scalar scale and zero point (frames - 128 is then the input as it is:
+    no conversion op in the model); the runner takes the uint8 frames and refuses float clips;
+    the outputs follow the int8 file of normalised clips."""
+    model, data = mobilenetv2_trunk
+    pixels = FRAMES_NORM.frames(data)
+    normalised = FRAMES_NORM.apply(pixels.astype(np.float32))
+    blob = tflite.convert(model, "int8", normalised, frames=FRAMES_NORM)
+    runner = tflite.TFLiteRunner(blob, num_threads=2)
+    assert runner.delegated() and runner.input_spec.uint8_frames and runner.input_spec.dtype == "uint8"
+    scale, zero_point = runner.input["quantization"]
+    assert runner.input["dtype"] == np.int8 and "frames" in runner.input["name"]
+    assert zero_point == 0 and scale == pytest.approx(np.mean(1 / (255 * np.array(FRAMES_NORM.std))), rel=1e-4)
+    assert [name for name, ins, _ in tflite.op_summary(blob) if "float32" in ins] == []  # nothing converts
+    plain = tflite.TFLiteRunner(tflite.convert(model, "int8", normalised), num_threads=2)
+    expected, got = plain(normalised), runner(pixels)
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.98
+    with pytest.raises(ValueError, match=r"takes uint8 RGB frames \(0-255\)"):
+        runner(normalised)
+    for kwargs in ({"precision": "fp32"}, {"precision": "int8", "int8_io": True}):
+        with pytest.raises(ValueError, match="`frames` is for full int8 with a float output"):
+            tflite.convert(model, representative_data=normalised, frames=FRAMES_NORM, **kwargs)
+
+
+@pytest.mark.slow
+def test_export_script_writes_an_int8_file_of_frames_that_predict_feeds_frames(shipped, monkeypatch, tmp_path, capsys):
+    """export_tflite.py --frames_input on the shipped model: the sidecar says the file
+    normalises its frames; it agrees with the model on its validation clips as int8 of clips
+    does; predict runs it on a rendered gesture video with the .keras model's class."""
+    from keras_efficient3d import cli
+    from keras_efficient3d import data as kdata
+    from keras_efficient3d.data import synthetic
+    from keras_efficient3d.predict import command
+
+    model, calibration, validation = shipped
+    monkeypatch.setattr(kdata, "index_jester", lambda root, split: ([], None))
+    monkeypatch.setattr(kdata, "make_dataset", lambda records, mode, **kwargs: calibration)
+    out = str(tmp_path / "frames.tflite")
+    script = load_script("export_tflite")
+    script.export(None, None, None, None, None, "int8", out, data_root=str(tmp_path),
+                  num_calibration=len(calibration), model_file=SHIPPED, frames_input=True)
+    recorded = read_metadata(out)
+    assert recorded.preprocessing_included and recorded.normalization == read_metadata(SHIPPED).normalization
+    runner = tflite.TFLiteRunner(out, num_threads=2)
+    agreement = np.mean(np.argmax(runner(recorded.normalization.frames(validation)), -1)
+                        == np.argmax(model.predict(validation, verbose=0), -1))
+    assert agreement >= AGREEMENT, agreement
+    ph = load_script("predict_helpers", os.path.join("tests", "predict"))
+    label = 1
+    video = ph.write_video(str(tmp_path / "gesture.mp4"),
+                           synthetic.render_video(label, np.random.default_rng(7), 32, 64))
+    tops = []
+    for name in (SHIPPED, out):
+        assert cli.invoke(command.main, command.define_flags,
+                          ["predict", video, f"--model_file={name}", "--format=json", "--threads=1"],
+                          positional=True) == 0
+        tops.append(json.loads(capsys.readouterr().out.splitlines()[-1])["top"][0]["index"])
+    assert tops == [label, label]
+
+
+@pytest.mark.parametrize("args", [["--precision=fp32"], ["--precision=int8", "--int8_io"]])
+def test_export_script_refuses_frames_input_but_for_int8_with_a_float_output(tmp_path, capsys, args):
+    from keras_efficient3d import cli
+
+    script = load_script("export_tflite")
+    code = cli.invoke(script.main, script.define_flags,
+                      ["export_tflite.py", "--model=mobilenetv2_0.2x", "--frames_input", f"--data_root={tmp_path}",
+                       f"--output={tmp_path}/m.tflite", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "--frames_input goes with --precision=int8 (and a float output: no --int8_io)" in err[0]
+
+
+def test_benchmark_times_int8_of_frames():
+    from keras_efficient3d.deploy.benchmark import benchmark_models
+
+    rows = benchmark_models(["mobilenetv2_0.2x"], ("int8", "int8-frames"), threads=(1,), input_shape=SMALL,
+                            num_classes=4, warmup=1, runs=2, log=None)
+    assert [row["precision"] for row in rows] == ["int8", "int8-frames"]
+    assert all(row["median_ms"] > 0 for row in rows)
+    assert abs(rows[1]["size_bytes"] - rows[0]["size_bytes"]) < 0.01 * rows[0]["size_bytes"]  # the same weights
