@@ -820,13 +820,17 @@ def normalize_openvino_device(device):
     return "".join(device.split()).upper()
 
 
-def _openvino_device_names(device):
-    """The physical devices named in an OpenVINO device string ("GPU", "AUTO:GPU,CPU",
-    "HETERO:GPU.1,CPU", "BATCH:GPU(4)"), in order, without BATCH's batch size; the devices
-    AUTO excludes ("AUTO:-GPU") are not named to run on."""
+def _parse_openvino_device(device):
+    """A (normalized) OpenVINO device string as ``(virtual, names, excluded)``: the virtual
+    device (AUTO, MULTI, HETERO, BATCH) or None for one physical device; the physical devices
+    it names to run on, in order, without BATCH's batch size ("GPU", "AUTO:GPU,CPU",
+    "HETERO:GPU.1,CPU", "BATCH:GPU(4)"); and those AUTO excludes ("AUTO:-GPU")."""
     head, _, rest = device.partition(":")
-    names = rest.split(",") if head in _OPENVINO_VIRTUAL_DEVICES else [device]
-    return [name.split("(")[0] for name in names if name and not name.startswith("-")]
+    if head not in _OPENVINO_VIRTUAL_DEVICES:
+        return None, [device], []
+    entries = [entry.split("(")[0] for entry in rest.split(",") if entry]
+    return (head, [entry for entry in entries if not entry.startswith("-")],
+            [entry[1:] for entry in entries if entry.startswith("-")])
 
 
 def _listed(name, available):
@@ -850,7 +854,7 @@ def check_openvino_device(device, available=None):
     device = normalize_openvino_device(device)
     if available is None:
         available = openvino_module().Core().available_devices
-    missing = [name for name in _openvino_device_names(device) if not _listed(name, available)]
+    missing = [name for name in _parse_openvino_device(device)[1] if not _listed(name, available)]
     if missing:
         devices = "device " + missing[0] + " is" if len(missing) == 1 else f"devices {', '.join(missing)} are"
         raise ValueError(f"OpenVINO {devices} not available here (OpenVINO sees: "
@@ -860,14 +864,10 @@ def check_openvino_device(device, available=None):
 def _uses(device, kind):
     """Whether `device` may run on devices of `kind` ("CPU", "GPU"): AUTO alone, or with
     exclusions only ("AUTO:-GPU"), may pick any device it does not exclude."""
-    head, _, rest = device.partition(":")
-    if head not in _OPENVINO_VIRTUAL_DEVICES:
-        return device.split(".")[0] == kind
-    entries = [entry.split("(")[0] for entry in rest.split(",") if entry]
-    included = [entry.split(".")[0] for entry in entries if not entry.startswith("-")]
-    if included:
-        return kind in included
-    return kind not in [entry[1:].split(".")[0] for entry in entries]
+    _, names, excluded = _parse_openvino_device(device)
+    if names:
+        return kind in [name.split(".")[0] for name in names]
+    return kind not in [name.split(".")[0] for name in excluded]
 
 
 def openvino_uses_cpu(device):
@@ -888,7 +888,8 @@ def openvino_config(device, threads=None, inference_precision="f32"):
     if inference_precision:
         cpu["INFERENCE_PRECISION_HINT"] = gpu["INFERENCE_PRECISION_HINT"] = inference_precision
     config = {"PERFORMANCE_HINT": "LATENCY"}
-    if device.partition(":")[0] not in _OPENVINO_VIRTUAL_DEVICES:  # one physical device
+    virtual = _parse_openvino_device(device)[0]
+    if virtual is None:  # one physical device
         config.update({"CPU": cpu, "GPU": gpu}.get(device.split(".")[0], {}))
         return config
     properties = {}
@@ -898,7 +899,7 @@ def openvino_config(device, threads=None, inference_precision="f32"):
         properties["GPU"] = gpu
     if properties:
         config["DEVICE_PROPERTIES"] = properties
-    if device.split(":")[0] == "AUTO":
+    if virtual == "AUTO":
         config["ENABLE_STARTUP_FALLBACK"] = False
     return config
 

@@ -71,13 +71,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from keras_efficient3d import layers as k3d
 from keras_efficient3d.deploy.frames import FramesInput as _FramesInput
-from keras_efficient3d.deploy.frames import frames_input_affine  # noqa: F401 (public here too)
 from keras_efficient3d.deploy.frames import stem_layer as _stem
 from keras_efficient3d.deploy.quantize import QuantizedGraph, activation_range
 from keras_efficient3d.deploy.savedmodel import INPUT_NAME, OUTPUT_NAME
 from keras_efficient3d.fold import Folded, _consumers, _producer, activation_name, batchnorm_affine, inference_form
 
-__all__ = ["frames_input_affine", "native_onnx", "nudged_range", "pointwise_pairs", "qat_layer", "qdq_params",
+__all__ = ["native_onnx", "nudged_range", "pointwise_pairs", "qat_layer", "qdq_params",
            "shuffles_into_convolutions", "stem_fold_factors", "stem_output_fold_factors", "supports"]
 
 _TO_NCDHW = (0, 4, 1, 2, 3)

@@ -64,8 +64,9 @@ import onnx
 
 from keras_efficient3d import runtime
 from keras_efficient3d.artifacts import ModelFileError
+from keras_efficient3d.deploy.frames import frames_input_affine
 from keras_efficient3d.deploy.onnx_export import DEFAULT_OPSET, convert_to_onnx, export_onnx, resolve_form
-from keras_efficient3d.deploy.onnx_native import frames_input_affine, stem_fold_factors
+from keras_efficient3d.deploy.onnx_native import stem_fold_factors
 from keras_efficient3d.deploy.savedmodel import load_or_build_model
 from keras_efficient3d.deploy.tflite import representative_dataset
 
@@ -299,7 +300,7 @@ def ptq(ov_model, clips, preset="performance", fast_bias_correction=True, ignore
 def uint8_frames_input(ov_model, zero_point, scale):
     """An int8 ``openvino.Model`` of frames (`convert_to_openvino`'s ``frames``, then `ptq`)
     made to take uint8 frames: its input becomes u8, followed by Convert, Subtract
-    `zero_point` and Multiply `scale` (`onnx_native.frames_input_affine`), in place of the
+    `zero_point` and Multiply `scale` (`deploy.frames.frames_input_affine`), in place of the
     scalar arithmetic and the FakeQuantize NNCF put before the stem.
 
     Why that is exact: u8 values are on the grid of 256 levels that quantization would

@@ -186,10 +186,10 @@ def frames_graph(model, normalization):
 
 
 def _convert_frames(model, normalization, representative_data, num_calibration, batch):
-    graph, frames = frames_graph(model, normalization)
     if representative_data is None:
         raise ValueError("Full int8 post-training quantization needs `representative_data` "
                          "(clips from the training pipeline).")
+    graph, frames = frames_graph(model, normalization)
     normalised = np.concatenate([c[0] for c in representative_dataset(
         representative_data, num_calibration, graph.input_shape)()])
     pixels = normalization.frames(normalised).astype(np.float32)

@@ -15,6 +15,7 @@ from keras_efficient3d import cli, create_model
 from keras_efficient3d import layers as L
 from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.deploy import onnx_export, onnx_native
+from keras_efficient3d.deploy.frames import frames_input_affine
 from keras_efficient3d.fold import inference_form
 from keras_efficient3d.models.resnet import ResNet3DBase
 from keras_efficient3d.runtime import check_close, random_clips
@@ -567,7 +568,7 @@ def test_a_frames_input_is_normalised_in_the_graph_exactly():
     model = _stem_model(3, (1, 2, 2), 1, use_bias=False)
     frames = _frames(model.inputs[0].shape[1:])
     expected = model(_ONE_MEAN.apply(frames), training=False).numpy()
-    assert onnx_native.frames_input_affine(_ONE_MEAN) == {
+    assert frames_input_affine(_ONE_MEAN) == {
         "zero_point": 128.0, "scale": pytest.approx(np.mean([1 / (255 * s) for s in _ONE_MEAN.std])),
         "exact": True, "border_offset": 0.0}
     for fold in (1,) + onnx_native.stem_fold_factors(model):
@@ -591,7 +592,7 @@ def test_a_frames_input_with_a_mean_per_channel_is_exact_inside_the_border():
     model = randomize_batchnorm(keras.Model(
         inputs, keras.layers.BatchNormalization(epsilon=1e-5, name="stem_bn")(x), name="stem_only"))
     norm = PRESETS["original"]
-    affine = onnx_native.frames_input_affine(norm)
+    affine = frames_input_affine(norm)
     assert not affine["exact"] and affine["border_offset"] == pytest.approx(7.7748)
     frames = _frames(model.inputs[0].shape[1:])
     expected = model(norm.apply(frames), training=False).numpy()
