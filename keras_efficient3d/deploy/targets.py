@@ -4,7 +4,8 @@ and OpenVINO), timed in interleaved rounds in one process, with the speed-up tar
 
 Our runtimes (`OURS`) are exported once per model into a work folder and reused: TFLite
 fp32 and int8 (the 2D-tap graph of `keras_efficient3d.deploy.tflite`, XNNPACK), the native
-ONNX export under ONNX Runtime, and OpenVINO IR of it, fp32 and int8 (NNCF PTQ); the fp32 IR
+ONNX export under ONNX Runtime, and OpenVINO IR of it, fp32 and int8 (NNCF PTQ), each int8
+also as the file that takes uint8 frames (the -frames runtimes); the fp32 IR
 runs twice, in fp32 and at the CPU's default inference precision (``openvino-auto``: bf16 on
 CPUs with bf16 units, 1.5-2.5x faster there), and so does the original's ONNX: each
 precision is compared with its like, and the issue's "OpenVINO fp32" is fp32. Weights are
@@ -33,10 +34,12 @@ __all__ = ["OURS", "PEERS", "TARGETS", "export_ours", "format_targets",
            "time_interleaved"]
 
 # Our deployments: runtime label -> (file suffix, precision group); "auto" is the fp32 IR
-# at the CPU's default inference precision; "openvino-int8-frames" the int8 IR that takes
-# uint8 frames and normalises them itself (`openvino_export.export_openvino`'s frames_input;
-# the others take normalised float clips, whose normalisation is not timed).
+# at the CPU's default inference precision; the "-int8-frames" ones the int8 IR and TFLite
+# file that take the decoder's uint8 frames and normalise them themselves
+# (`openvino_export.export_openvino`'s frames_input, `deploy.tflite.convert`'s frames; the
+# others take normalised float clips, whose normalisation is not timed).
 OURS = {"tflite-fp32": ("fp32.tflite", "fp32"), "tflite-int8": ("int8.tflite", "int8"),
+        "tflite-int8-frames": ("int8_frames.tflite", "int8"),
         "onnxruntime-fp32": ("native.onnx", "fp32"), "openvino-fp32": ("fp32.xml", "fp32"),
         "openvino-auto": ("fp32.xml", "auto"), "openvino-int8": ("int8.xml", "int8"),
         "openvino-int8-frames": ("int8_frames.xml", "int8")}
@@ -45,14 +48,15 @@ PEERS = ("original-pytorch", "original-onnxruntime", "original-openvino", "origi
 
 # Issue 14's targets: (name, which of ours, which peer, at least this speed-up).
 TARGETS = (
-    ("best x86 int8 vs original OpenVINO fp32", ("tflite-int8", "openvino-int8", "openvino-int8-frames"),
+    ("best x86 int8 vs original OpenVINO fp32",
+     ("tflite-int8", "tflite-int8-frames", "openvino-int8", "openvino-int8-frames"),
      "original-openvino", 2.0),
     ("best fp32 vs original OpenVINO fp32", ("tflite-fp32", "onnxruntime-fp32", "openvino-fp32"),
      "original-openvino", 1.0),
     ("TFLite fp32 vs original PyTorch", ("tflite-fp32",), "original-pytorch", 2.0),
-    ("TFLite int8 vs original PyTorch", ("tflite-int8",), "original-pytorch", 4.0),
+    ("TFLite int8 vs original PyTorch", ("tflite-int8", "tflite-int8-frames"), "original-pytorch", 4.0),
     # int8 that is actually faster than its own fp32, on each runtime (ours against ours).
-    ("TFLite int8 vs TFLite fp32", ("tflite-int8",), "tflite-fp32", 1.5),
+    ("TFLite int8 vs TFLite fp32", ("tflite-int8", "tflite-int8-frames"), "tflite-fp32", 1.5),
     ("OpenVINO int8 vs OpenVINO fp32", ("openvino-int8", "openvino-int8-frames"), "openvino-fp32", 1.5),
     # What a user who passes OpenVINO nothing gets, against ours given nothing either.
     ("OpenVINO at the CPU's default precision vs the original's", ("openvino-auto",),
@@ -80,6 +84,7 @@ def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, ru
     if not missing:
         return paths
     from keras_efficient3d.artifacts import atomic_write
+    from keras_efficient3d.data.normalization import Normalization
     from keras_efficient3d.deploy.benchmark import _calibrate_bn
     from keras_efficient3d.deploy.graph import DeploymentGraph
     from keras_efficient3d.deploy.onnx_export import export_onnx
@@ -97,15 +102,16 @@ def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, ru
         if log:
             log(f"{name}: exporting {rt} -> {paths[rt]}")
         # The converters' notices (stderr) and NNCF's progress bars (stdout).
+        frames = rt.endswith("-frames")  # the pipeline's default normalisation
         with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):
             if rt.startswith("tflite"):
-                atomic_write(paths[rt], convert(DeploymentGraph(model), OURS[rt][1],
-                                                representative_data=clips))
+                atomic_write(paths[rt], convert(
+                    DeploymentGraph(model), OURS[rt][1], representative_data=clips,
+                    frames=Normalization.preset("original") if frames else None))
             elif rt == "onnxruntime-fp32":
                 export_onnx(model, paths[rt], batch_size=1, form="native", verify=False)
             else:
                 int8 = OURS[rt][1] == "int8"
-                frames = rt.endswith("-frames")  # the pipeline's default normalisation
                 export_openvino(model, paths[rt], quantize="ptq" if int8 else None,
                                 calibration=clips if int8 else None, verify=False,
                                 frames_input=frames, normalization="original" if frames else None)
