@@ -177,8 +177,9 @@ def openvino_step(path, clips, threads, precision="f32"):
     `precision` (None: the CPU's default), and its version with the precision it runs at
     ('2026.4.1 bf16'). The call is the inference alone, on `clips` set once, as our
     runners' timing steps are (`keras_efficient3d.runtime.OpenVINORunner.timing_step`):
-    passing the clip to each call copies it into the request, ~0.09 ms for a 16x112x112
-    clip that only this side would pay (MobileNetV2 0.2x: 1.87 against 1.78 ms)."""
+    passing the clip to each call copies it into the request, which only this side would
+    pay: 0.09 ms for a 16x112x112 clip in a tight loop, 0.2-0.35 ms in interleaved rounds
+    (MobileNetV2 0.2x 1.99 against 1.78 ms, ShuffleNetV2 1.0x 3.81 against 3.47)."""
     import openvino as ov
 
     config = {"INFERENCE_NUM_THREADS": threads}
