@@ -596,8 +596,12 @@ def test_eager_calls_skip_keras_layer_calls_only_on_pytorch(monkeypatch):
     keras.utils.set_random_seed(0)
     model = k3.create_model("shufflenetv2_0.25x", input_shape=SHAPE, num_classes=5, dropout=0.0)
     assert isinstance(model, k3.VideoModel)
-    randomize_batchnorm(model)
     assert model.direct_calls() == (BACKEND == "torch")
+    if BACKEND != "torch":
+        # The traced backends keep Keras' calls, mixed precision or not: both runs below
+        # would be the same code (24 s of eager JAX for nothing).
+        return
+    randomize_batchnorm(model)
     x = np.random.default_rng(0).normal(size=(2,) + SHAPE).astype(np.float32)
     y = np.array([1, 3])
 
@@ -607,16 +611,12 @@ def test_eager_calls_skip_keras_layer_calls_only_on_pytorch(monkeypatch):
         saved = [keras.ops.convert_to_numpy(w) for w in model.weights]
         logits = keras.ops.convert_to_numpy(model(x, training=False))
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if BACKEND == "torch":
-            out = model(x, training=True)
-            loss = loss_fn(y, out)
-            loss.backward()
-            grads = [w.value.grad.numpy().copy() for w in model.trainable_weights]
-            for w in model.trainable_weights:
-                w.value.grad = None
-        else:
-            out = model(x, training=True)
-            grads = []
+        out = model(x, training=True)
+        loss = loss_fn(y, out)
+        loss.backward()
+        grads = [w.value.grad.numpy().copy() for w in model.trainable_weights]
+        for w in model.trainable_weights:
+            w.value.grad = None
         stats = [keras.ops.convert_to_numpy(w) for w in model.non_trainable_weights]
         for w, v in zip(model.weights, saved):
             w.assign(v)
@@ -631,7 +631,7 @@ def test_eager_calls_skip_keras_layer_calls_only_on_pytorch(monkeypatch):
         assert len(group_a) == len(group_b)
         for a, b in zip(group_a, group_b):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    assert len(direct[3]) > 0 and (BACKEND != "torch" or len(direct[2]) > 0)
+    assert len(direct[3]) > 0 and len(direct[2]) > 0
     monkeypatch.undo()
 
     keras.config.set_dtype_policy("mixed_bfloat16")

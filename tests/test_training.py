@@ -322,11 +322,15 @@ def test_a_new_run_over_a_finished_one_says_so(tiny_gestures, one_epoch_run, tmp
     assert {name: (out / "previous" / name).read_bytes() for name in old} == old
     assert (out / "last.keras").read_bytes() != old["last.keras"]
     assert json.loads((out / "train_state.json").read_text())["epoch"] == 1
-    # Into a fresh folder: nothing to say, nothing moved.
-    trainer.train(_tiny_config(tiny_gestures, tmp_path / "fresh", epochs=1, checkpoint_every=5))
+    # A folder without a run's checkpoints (a fresh one, or one of other files): nothing to
+    # say, nothing moved (train() calls this before it writes anything; a second training
+    # would only repeat it).
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "log.csv").write_text("not a run of ours")
+    assert trainer._move_previous_run(str(fresh)) is None
     assert "holds a run" not in capsys.readouterr().err
-    assert not (tmp_path / "fresh" / "previous").exists()
-    assert (tmp_path / "fresh" / "last.keras").exists()
+    assert sorted(p.name for p in fresh.iterdir()) == ["log.csv"]
 
 
 def test_fine_tuning_replaces_the_head(tiny_gestures, tmp_path):
