@@ -34,7 +34,8 @@ SIDE_MODE_FILES = {"op_profile": "tflite_op_profile.json", "packing": "tflite_pa
 def define_flags(flag_values=flags.FLAGS):
     fv = {"flag_values": flag_values}
     cli.define("models", DEFAULT_MODELS, **fv)
-    flags.DEFINE_list("precisions", list(PRECISIONS[:-1]), "TFLite precisions, comma-separated "
+    flags.DEFINE_list("precisions", list(cli.VOCABULARY["precision"].choices),
+                      "TFLite precisions, comma-separated "
                       f"({', '.join(PRECISIONS)}; int8-frames: int8 that takes uint8 frames, "
                       "export_tflite.py --frames_input).", **fv)
     flags.register_validator("precisions", cli.each_of(PRECISIONS), **fv)

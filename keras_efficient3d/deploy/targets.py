@@ -101,20 +101,20 @@ def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, ru
     for rt in missing:
         if log:
             log(f"{name}: exporting {rt} -> {paths[rt]}")
+        # A file of frames applies the pipeline's default normalisation.
+        frames = Normalization.preset("original") if rt.endswith("-frames") else None
         # The converters' notices (stderr) and NNCF's progress bars (stdout).
-        frames = rt.endswith("-frames")  # the pipeline's default normalisation
         with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):
             if rt.startswith("tflite"):
-                atomic_write(paths[rt], convert(
-                    DeploymentGraph(model), OURS[rt][1], representative_data=clips,
-                    frames=Normalization.preset("original") if frames else None))
+                atomic_write(paths[rt], convert(DeploymentGraph(model), OURS[rt][1],
+                                                representative_data=clips, frames=frames))
             elif rt == "onnxruntime-fp32":
                 export_onnx(model, paths[rt], batch_size=1, form="native", verify=False)
             else:
                 int8 = OURS[rt][1] == "int8"
                 export_openvino(model, paths[rt], quantize="ptq" if int8 else None,
                                 calibration=clips if int8 else None, verify=False,
-                                frames_input=frames, normalization="original" if frames else None)
+                                frames_input=frames is not None, normalization=frames)
     return paths
 
 

@@ -105,9 +105,7 @@ def convert_function(concrete_fn, precision="fp32", representative_data=None,
     elif precision == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if not quantized_graph:
-            if representative_data is None:
-                raise ValueError("Full int8 post-training quantization needs `representative_data` "
-                                 "(clips from the training pipeline).")
+            _require_calibration(representative_data)
             converter.representative_dataset = (
                 representative_data if callable(representative_data) else
                 representative_dataset(representative_data, num_calibration, input_shape))
@@ -185,10 +183,14 @@ def frames_graph(model, normalization):
     return graph, frames
 
 
-def _convert_frames(model, normalization, representative_data, num_calibration, batch):
+def _require_calibration(representative_data):
     if representative_data is None:
         raise ValueError("Full int8 post-training quantization needs `representative_data` "
                          "(clips from the training pipeline).")
+
+
+def _convert_frames(model, normalization, representative_data, num_calibration, batch):
+    _require_calibration(representative_data)  # before the graph is built
     graph, frames = frames_graph(model, normalization)
     normalised = np.concatenate([c[0] for c in representative_dataset(
         representative_data, num_calibration, graph.input_shape)()])
