@@ -148,8 +148,6 @@ def test_fp32_resnet_with_a_7_frame_stem_is_one_xnnpack_partition():
     np.testing.assert_allclose(runner(x), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-
-
 def test_export_script_verifies_and_records_what_the_weights_file_records(tmp_path):
     """--weights=<.keras>: the file is checked against the Keras model and its sidecar says
     how the model was trained (0-1 pixels, every 2nd frame, the labels), not the defaults."""
