@@ -176,6 +176,20 @@ def output_parent(path, flag="--output"):
     return path
 
 
+def writable_folder(path, flag="--output"):
+    """Checks, before a long evaluation, that results can be written into folder `path`
+    (made later where missing): its nearest existing ancestor is a folder this process may
+    write in. Raises `UsageError` naming the flag and the user's path."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"{flag} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise UsageError(f"{flag} {path}: cannot write in folder {existing}")
+    return path
+
+
 def refuse_unused(flag_values, names, mode, why):
     """Refuses the flags of `names` given (on the command line, not by default) with `mode`
     (``--op_profile``), which does not read them: they would be silently ignored. `why`
@@ -392,17 +406,17 @@ def normalize_argv(argv):
 _FLAGFILE = re.compile(r"--?flagfile(?P<sep>=|\s+|$)(?P<path>.*)")
 
 
-def check_flagfile(path, _seen=()):
+def check_flagfile(path, _seen=(), _where=""):
     """Refuses, naming the file and line, what absl would misread in a flagfile: a line that
     is not a flag (absl passes ``epochs=1`` on as an argument: "unexpected arguments"), and a
     comment after a flag (absl takes it into the value: "invalid literal for int()")."""
     if path in _seen:
         return
     try:
-        with open(os.path.expanduser(path), encoding="utf-8") as handle:  # as absl opens it
-            lines = handle.read().splitlines()
+        lines = _flagfile_lines(path)
     except OSError as err:
-        raise flags.Error(f"--flagfile={path}: {err.strerror.lower() if err.strerror else err}") from None
+        raise flags.Error(f"{_where}--flagfile={path}: "
+                          f"{err.strerror.lower() if err.strerror else err}") from None
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         # absl skips a comment only from the line's first character; an indented one it
@@ -421,7 +435,63 @@ def check_flagfile(path, _seen=()):
                               f"one line: {line!r}")
         if directive:
             # absl reads a nested flagfile relative to the working folder, as on the command line
-            check_flagfile(directive["path"], (*_seen, path))
+            check_flagfile(directive["path"], (*_seen, path), f"{path}:{number}: ")
+
+
+def _flagfile_lines(path):
+    with open(os.path.expanduser(path), encoding="utf-8") as handle:  # as absl opens it
+        return handle.read().splitlines()
+
+
+def flag_origin(argv, name, value=None):
+    """``"PATH:LINE"`` of the flagfile line that set flag `name` (to `value`, where given:
+    the last such line, as absl keeps the last value; else the first line that names it, as
+    absl stops at the first unknown flag), or None where that was the command line or
+    nothing: absl's own errors name the flag, not the file a user has to fix."""
+    origin, found = None, False
+
+    def visit(args, where, seen):
+        nonlocal origin, found
+        path_follows = False
+        for number, arg in enumerate(args, 1):
+            arg = arg.strip()
+            directive = _FLAGFILE.fullmatch(arg)
+            if path_follows or (directive and directive["sep"] == "="):
+                path = arg if path_follows else directive["path"]
+                path_follows = False
+                if path not in seen:
+                    try:
+                        visit(_flagfile_lines(path), path, (*seen, path))
+                    except OSError:
+                        pass
+                continue
+            if directive:
+                path_follows = True
+                continue
+            given, _, given_value = arg.lstrip("-").partition("=")
+            if where is None:  # the command line's --batch-size is --batch_size (normalize_argv)
+                given = given.replace("-", "_")
+            if not arg.startswith("-") or name not in (given, given.removeprefix("no")):
+                continue
+            if value is None and not found or value is not None and given_value == value:
+                origin, found = (f"{where}:{number}" if where else None), True
+
+    visit(list(argv[1:]), None, ())
+    return origin
+
+
+def _flag_error(err, argv):
+    """`err` (an absl flags.Error) with the flagfile line of its flag before it, where a
+    flagfile set it."""
+    name, value = getattr(err, "flagname", None), None
+    if name is None:
+        match = re.match(r"flag --(\w+)=(.*?): ", str(err))
+        name, value = (match.group(1), match.group(2)) if match else (None, None)
+    # absl shows a bad boolean's ValueError as a tuple
+    text = re.sub(r"\('Non-boolean argument to boolean flag', '.*'\)",
+                  "expected true or false", str(err))
+    where = name and flag_origin(argv, name, value)
+    return flags.Error(f"{where}: {text}" if where else text)
 
 
 def program_name(main):
@@ -457,6 +527,14 @@ def _call(main, argv, flag_values, prog, positional):
         if not positional and len(argv) > 1:
             raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         status = main(argv, flag_values)
+    except BrokenPipeError:
+        # The reader went away (`predict ... | head -3`): quiet, as a command killed by
+        # SIGPIPE is; stdout goes to /dev/null, or Python's flush at exit raises again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):  # a stdout without a file (a test's)
+            pass
+        return 128 + 13
     except EXPECTED_ERRORS as err:
         if absl_logging.get_verbosity() >= 1:  # -v 1: the traceback, for debugging
             raise
@@ -498,7 +576,7 @@ def invoke(main, define_flags, argv, positional=False):
     try:
         argv = flag_values(normalize_argv(list(argv)))
     except flags.Error as err:
-        return _fail(prog, err)
+        return _fail(prog, _flag_error(err, argv))
     return _call(main, argv, flag_values, prog, positional)
 
 
@@ -521,7 +599,7 @@ def run(main, define_flags, positional=False):
         try:
             return flags.FLAGS(normalize_argv(argv))
         except flags.Error as err:
-            sys.exit(_fail(prog, err))
+            sys.exit(_fail(prog, _flag_error(err, argv)))
 
     def start(argv):
         if absl_logging.get_verbosity() < 1:  # -v 1 keeps absl's timestamped lines

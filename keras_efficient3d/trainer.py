@@ -14,6 +14,7 @@ absl flags onto a `TrainConfig`. Output directory layout::
 import contextlib
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -143,8 +144,13 @@ class TrainConfig:
                 bad(name, "a positive integer")
         if int(self.threads) < 0:
             bad("threads", "0 (the default) or a positive integer")
-        if self.learning_rate <= 0:
+        # `not x > 0`: NaN passes every comparison but this one (and would train an epoch)
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             bad("learning_rate", "a positive number")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            bad("weight_decay", "0 or a positive number")
+        if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
+            bad("steps_per_epoch", "a positive integer (or none: one pass over the training split)")
         if not 0 <= int(self.warmup_epochs) < int(self.epochs):
             bad("warmup_epochs", "an integer from 0 to epochs - 1")
         if self.warmup_epochs and self.lr_schedule == "plateau":
@@ -407,9 +413,7 @@ def model_metadata(config, classes, num_classes=None, extra=None):
     the exporters): clip shape, frame step, normalisation, class names (where one per
     output), the registry name and arguments."""
     num_classes = num_classes or len(classes)
-    name, kwargs = model_kwargs(config, num_classes)
-    about = {"model": name, **{key: value for key, value in kwargs.items()
-                               if value is not None and key not in ("input_shape", "dropout")}}
+    about = {**_architecture(config), "num_classes": num_classes}
     if config.pretrained:  # the architecture is the pretrained file's, not --model's
         about = {"num_classes": num_classes, "pretrained": config.pretrained}
     return ModelMetadata(
@@ -426,8 +430,9 @@ class Checkpointer(keras.callbacks.Callback):
     written atomically."""
 
     def __init__(self, output_dir, every, best=-1.0, monitor="val_accuracy", metadata=None,
-                 saved_epoch=None, epochs=None):
+                 saved_epoch=None, epochs=None, saved_rate=None):
         super().__init__()
+        self.saved_rate = saved_rate  # the learning rate of last.keras' epoch
         self.output_dir, self.every, self.best, self.monitor = output_dir, every, best, monitor
         self.epochs = epochs  # the run's last epoch is always written, whatever `every`
         self.metadata = metadata
@@ -458,10 +463,17 @@ class Checkpointer(keras.callbacks.Callback):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
             save_model(self.model, os.path.join(self.output_dir, "last.keras"), self.metadata)
             self.saved_epoch = epoch + 1
-            atomic_write_json(
-                os.path.join(self.output_dir, "train_state.json"),
-                {"epoch": epoch + 1, "best_accuracy": self.best,
-                 "learning_rate": float(self.model.optimizer.learning_rate.numpy())})
+            self.saved_rate = float(self.model.optimizer.learning_rate.numpy())
+            self._write_state()
+        elif improved and self.saved_epoch:
+            # The state keeps last.keras' epoch and rate, but the new best: a run resumed
+            # from it with the older best would overwrite this best.keras with a worse model.
+            self._write_state()
+
+    def _write_state(self):
+        atomic_write_json(os.path.join(self.output_dir, "train_state.json"),
+                          {"epoch": self.saved_epoch, "best_accuracy": self.best,
+                           "learning_rate": self.saved_rate})
 
 
 def _set_threads(config):
@@ -714,12 +726,32 @@ def _move_previous_run(output_dir):
     return previous
 
 
+def _trim_log(path, epochs):
+    """Keeps the rows of log.csv for the first `epochs` epochs (those of last.keras): the
+    epochs a killed or diverged run logged after its checkpoint are trained again on resume,
+    and their rows would stand twice (and twice in curves.png)."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows or "epoch" not in rows[0]:
+        return
+    column = rows[0].index("epoch")
+    kept = [rows[0]] + [row for row in rows[1:]
+                        if len(row) > column and row[column].isdigit() and int(row[column]) < epochs]
+    if len(kept) < len(rows):
+        out = io.StringIO()
+        csv.writer(out).writerows(kept)  # csv's line ends, as Keras' CSVLogger writes them
+        atomic_write(path, out.getvalue())
+
+
 def _resume_point(config, state_path, last_path):
-    """``(initial_epoch, best accuracy)`` of the run `config` resumes (0, -1 for a new one),
-    refused in one line before any work: nothing to resume, a finished run, or a checkpoint
-    whose recorded clips are not --frames x --size (its model is checked again once loaded)."""
+    """``(initial_epoch, best accuracy, learning rate)`` of the run `config` resumes (0, -1,
+    None for a new one), refused in one line before any work: nothing to resume, a finished
+    run, or a checkpoint whose recorded clips are not --frames x --size or whose recorded
+    model is not the run's (its model is checked again once loaded)."""
     if not config.resume:
-        return 0, -1.0
+        return 0, -1.0, None
     if not (os.path.exists(state_path) and os.path.exists(last_path)):
         raise ValueError(f"Nothing to resume in {config.output_dir}: no last.keras and "
                          "train_state.json (start without --resume).")
@@ -734,7 +766,30 @@ def _resume_point(config, state_path, last_path):
     if recorded is not None:
         _check_clip_shape((recorded.frames, *(recorded.height_width or (None, None))),
                           config.frames, config.size, last_path)
-    return initial_epoch, best
+        _check_same_model(recorded.model, config, last_path)
+    return initial_epoch, best, state.get("learning_rate")
+
+
+def _architecture(config):
+    """The registry name and arguments `model_metadata` records for `config`'s model."""
+    name, kwargs = model_kwargs(config, None)
+    return {"model": name, **{key: value for key, value in kwargs.items()
+                              if value is not None and key not in ("input_shape", "dropout")}}
+
+
+def _check_same_model(recorded, config, path):
+    """Refuses (one line) a checkpoint whose recorded model is not the run's: config.json
+    matching the flags says nothing of a last.keras copied in from another run, which would
+    train on and be saved with this run's metadata."""
+    if not recorded or "pretrained" in recorded:  # a fine-tuned run records its source file
+        return
+    wanted = _architecture(config)
+    differ = {key: value for key, value in wanted.items() if recorded.get(key) != value}
+    if differ:
+        have = " ".join(f"{key}={recorded.get(key)}" for key in differ)
+        want = " ".join(f"{key}={value}" for key, value in differ.items())
+        raise ValueError(f"{path} holds a model with {have}, not the run's {want}; it is not "
+                         f"this run's checkpoint (start a new run, or put the run's own back)")
 
 
 def train(config, extra_callbacks=None):
@@ -744,7 +799,7 @@ def train(config, extra_callbacks=None):
     config.validate()
     state_path = os.path.join(config.output_dir, "train_state.json")
     last_path = os.path.join(config.output_dir, "last.keras")
-    initial_epoch, best = _resume_point(config, state_path, last_path)
+    initial_epoch, best, rate = _resume_point(config, state_path, last_path)
     if config.pretrained:
         check_keras_archive(config.pretrained)  # before the dataset is indexed
     if config.dataset == "synthetic" and not config.data_root:
@@ -776,12 +831,6 @@ def train(config, extra_callbacks=None):
     if mirror:
         pairs = [f"{classes[i]} <-> {classes[j]}" for i, j in enumerate(mirror) if i < j]
         print(f"flips: a mirrored clip takes its mirror class ({'; '.join(pairs)})")
-    if chief and not config.resume and \
-            not os.path.exists(os.path.join(config.output_dir, "backup")):
-        _move_previous_run(config.output_dir)
-    atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
-    atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
-
     if config.mixed_precision and tf.config.list_physical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
     with strategy.scope():
@@ -795,6 +844,13 @@ def train(config, extra_callbacks=None):
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
             )
+    # Only once the model is built: a model option its builder refuses (a width it does not
+    # have, a --pretrained file of other clips) must not cost the run already in the folder.
+    if chief and not config.resume and \
+            not os.path.exists(os.path.join(config.output_dir, "backup")):
+        _move_previous_run(config.output_dir)
+    atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
+    atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
     steps, val_steps = config.steps_per_epoch, None
     fit_scope = contextlib.nullcontext()
     if config.distribution == "multiworker":
@@ -816,9 +872,12 @@ def train(config, extra_callbacks=None):
             best = float(json.load(handle)["best_accuracy"])
     checkpointer = Checkpointer(save_dir, config.checkpoint_every, best,
                                 metadata=model_metadata(config, classes, num_classes),
-                                saved_epoch=initial_epoch or None, epochs=config.epochs)
+                                saved_epoch=initial_epoch or None, epochs=config.epochs,
+                                saved_rate=rate)
     callbacks = [checkpointer]
     if chief:
+        if config.resume:
+            _trim_log(os.path.join(config.output_dir, "log.csv"), initial_epoch)
         callbacks += [
             keras.callbacks.CSVLogger(os.path.join(config.output_dir, "log.csv"),
                                       append=config.resume or backup.exists()),

@@ -637,6 +637,12 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
     ("--flagfile {nested}\n", "run.flags:1: a flagfile inside a file is --flagfile=PATH, on one line"),
     ("--epochs=1\n  # an indented comment\n", "run.flags:2: expected a flag such as --name=value, "
                                               "got '# an indented comment'"),
+    # absl's own errors name the flag; the line that set it is prefixed
+    ("--epochs=1\n--epoch=2\n", "run.flags:2: Unknown command line flag 'epoch'"),
+    ("\n--epochs=two\n", "run.flags:2: flag --epochs=two: invalid literal for int()"),
+    ("--hflip=maybe\n", "run.flags:1: flag --hflip=maybe: expected true or false"),
+    ("--epochs=1\n--flagfile={nested}.none\n", "run.flags:2: --flagfile="),
+    ("--flagfile={nested}.none\n", "inner.flags.none: no such file or directory"),
 ])
 def test_a_flagfile_mistake_names_its_file_and_line(tmp_path, capsys, text, expected):
     (tmp_path / "inner.flags").write_text("batch_size 4\n")
@@ -661,6 +667,35 @@ def test_every_form_of_flagfile_is_checked(tmp_path, capsys, form):
     status = cli.invoke(module.main, module.define_flags, ["train", *form(flagfile)])
     _assert_one_line("train", status, capsys.readouterr().err,
                      "run.flags:2: expected a flag such as --name=value, got 'epochs=2'")
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):
+    # `predict ... --format=json | head -3`: no "error: [Errno 32] Broken pipe", the status
+    # of a command ended by SIGPIPE.
+    script = tmp_path / "lines.py"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {ROOT!r})\nfrom keras_efficient3d import cli\n"
+        "def main(argv, flag_values):\n    for i in range(10 ** 6):\n        print(i)\n"
+        "sys.exit(cli.invoke(main, lambda values: None, ['lines']))\n")
+    done = subprocess.run(f"{sys.executable} {script} | head -2; exit ${{PIPESTATUS[0]}}",
+                          shell=True, executable="/bin/bash", capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout == "0\n1\n" and done.stderr == "", done.stderr
+    assert done.returncode == 141
+
+
+def test_a_flag_set_on_the_command_line_is_reported_without_a_file(tmp_path):
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text("--epochs=two\n--batch_size=4\n")
+    argv = ["train", f"--flagfile={flagfile}", "--epochs=3", "--batch-size=x"]
+    assert cli.flag_origin(argv, "epochs", "two") == f"{flagfile}:1"
+    assert cli.flag_origin(argv, "epochs", "3") is None  # the command line's own
+    assert cli.flag_origin(argv, "epochs") == f"{flagfile}:1"  # absl stops at the first
+    assert cli.flag_origin(argv, "batch_size", "4") == f"{flagfile}:2"
+    assert cli.flag_origin(argv, "batch_size", "x") is None
+    argv.append("--batch_size=4")  # the file's value again, later: the command line's
+    assert cli.flag_origin(argv, "batch_size", "4") is None
+    assert cli.flag_origin(argv, "seed") is None
 
 
 def test_the_path_after_a_two_word_flagfile_is_left_as_given(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import flags
 
 from helpers import randomize_batchnorm
-from keras_efficient3d import evaluation, trainer
+from keras_efficient3d import evaluation, registry, trainer
 from keras_efficient3d.data import synthetic
 from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.optim import TorchSGD
@@ -160,7 +160,9 @@ def test_keras_ends_an_epoch_when_a_dataset_that_does_not_repeat_runs_out():
                                           ("optimizer", "rmsprop"), ("warmup_epochs", 250),
                                           ("warmup_epochs", -1), ("threads", -1),
                                           ("normalization", "imagenet"), ("crop", "left"),
-                                          ("ucf101_fold", 4)])
+                                          ("ucf101_fold", 4), ("learning_rate", float("nan")),
+                                          ("learning_rate", float("inf")),
+                                          ("weight_decay", -1e-4), ("steps_per_epoch", -1)])
 def test_config_validation_names_the_option(field, value):
     config = trainer.TrainConfig(data_root="x")
     setattr(config, field, value)
@@ -182,6 +184,17 @@ def test_config_normalization_is_a_preset_name_a_normalization_or_its_config():
         assert trainer.model_metadata(config, ["a", "b"]).normalization == unit
     with pytest.raises(ValueError, match="`normalization`: expected one of"):
         trainer.TrainConfig(data_root="x", normalization="imagenet").validate()
+
+
+def test_an_enum_flags_choice_is_the_fields_type(tmp_path):
+    # --version is an enum flag (strings "1.0", "1.1"); the builder takes the number.
+    module, values = _fresh_flags(["train", f"--data_root={tmp_path}", "--model=squeezenet",
+                                   "--version=1.1"])
+    config = module.config_from_flags(values).validate()
+    assert config.version == 1.1 and isinstance(config.version, float)
+    name, kwargs = trainer.model_kwargs(config, 5)
+    model = registry.create_model(name, **{**kwargs, "input_shape": (8, 32, 32, 3)})
+    assert model.output_shape == (None, 5)
 
 
 def test_config_validation_checks_the_model_before_any_data_is_read():
@@ -602,6 +615,23 @@ def test_evaluate_refuses_a_model_that_does_not_fit_the_data(tiny_gestures, tmp_
         evaluate.evaluate_file(eight, frames=8, size=32, **common)
 
 
+def test_evaluate_refuses_an_output_it_cannot_write_before_evaluating(tiny_gestures, tmp_path,
+                                                                     monkeypatch):
+    from keras_efficient3d import cli
+
+    scored = []
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a: scored.append(1) or {})
+    eight = _save_run_model(tmp_path / "eight")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(cli.UsageError, match=rf"^--output {tmp_path / 'a_file' / 'sub'}: "
+                                             rf"{tmp_path / 'a_file'} is a file, not a folder"):
+        _evaluate_module().evaluate_file(eight, dataset="synthetic", data_root=str(tiny_gestures),
+                                         output_dir=str(tmp_path / "a_file" / "sub"))
+    assert not scored
+    assert cli.writable_folder(str(tmp_path / "new" / "deeper")) == str(tmp_path / "new" / "deeper")
+    assert not (tmp_path / "new").exists()  # made when the results are written, not before
+
+
 def test_evaluate_takes_unset_options_from_the_models_metadata(tiny_gestures, tmp_path):
     from keras_efficient3d.artifacts import ModelMetadata
 
@@ -835,6 +865,67 @@ def test_training_that_diverges_keeps_the_last_good_checkpoints(tiny_gestures, o
                                          r"checkpoints of epoch 1 are kept; lower --learning_rate"):
         trainer.train(config)
     assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_a_model_option_the_builder_refuses_leaves_the_run_in_the_folder(
+        tiny_gestures, one_epoch_run, tmp_path):
+    out = _copy_run(one_epoch_run, tmp_path)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    config = _tiny_config(tiny_gestures, out, model="shufflenetv2", width_mult=0.3)
+    with pytest.raises(ValueError, match=r"`width_mult` must be one of"):
+        trainer.train(config)
+    # Nothing moved into previous/, nothing rewritten: --resume still continues the run.
+    assert not (out / "previous").exists()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_resume_from_a_checkpoint_of_another_model_is_refused(tiny_gestures, one_epoch_run,
+                                                              tmp_path, monkeypatch):
+    from keras_efficient3d.artifacts import ModelMetadata
+
+    out = _copy_run(one_epoch_run, tmp_path)
+    # config.json and the flags agree; last.keras was copied in from another run.
+    other = ModelMetadata(frames=8, size=32, model={"model": "mobilenetv2", "width_mult": 0.2,
+                                                    "num_classes": 8})
+    os.replace(_save_run_model(tmp_path / "other", metadata=other), out / "last.keras")
+    indexed = []
+    monkeypatch.setattr(trainer, "load_split", lambda *a, **k: indexed.append(1) or ([], []))
+    with pytest.raises(ValueError, match=rf"^{out / 'last.keras'} holds a model with "
+                                         r"model=mobilenetv2 width_mult=0.2, not the run's "
+                                         rf"model={TINY_MODEL} width_mult={TINY_WIDTH}; it is "
+                                         r"not this run's checkpoint"):
+        trainer.train(_tiny_config(tiny_gestures, out, epochs=3, resume=True))
+    assert not indexed
+    # A fine-tuned run records its source file, not an architecture: nothing to compare.
+    trainer._check_same_model({"num_classes": 8, "pretrained": "base.keras"},
+                              _tiny_config(tiny_gestures, out), "last.keras")
+
+
+def test_resume_drops_the_log_rows_of_epochs_after_the_checkpoint(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_bytes(b"epoch,accuracy,loss\r\n0,0.5,1.2\r\n1,0.6,1.0\r\n2,0.4,nan\r\n")
+    trainer._trim_log(str(log), 2)  # last.keras is epoch 2's: the row of epoch index 2 goes
+    assert log.read_bytes() == b"epoch,accuracy,loss\r\n0,0.5,1.2\r\n1,0.6,1.0\r\n"
+    trainer._trim_log(str(log), 5)
+    assert log.read_bytes() == b"epoch,accuracy,loss\r\n0,0.5,1.2\r\n1,0.6,1.0\r\n"
+    trainer._trim_log(str(tmp_path / "none.csv"), 1)  # no log yet: nothing to do
+    assert not (tmp_path / "none.csv").exists()
+
+
+def test_a_new_best_between_checkpoints_is_in_the_state_a_resume_reads(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(0.25), loss="mse")
+    checkpointer = trainer.Checkpointer(str(tmp_path), 2)
+    checkpointer.set_model(model)
+    state = tmp_path / "train_state.json"
+    checkpointer.on_epoch_end(0, {"loss": 0.5, "val_accuracy": 0.5})
+    assert (tmp_path / "best.keras").exists() and not state.exists()  # nothing to resume yet
+    checkpointer.on_epoch_end(1, {"loss": 0.4, "val_accuracy": 0.4})
+    assert json.loads(state.read_text()) == {"epoch": 2, "best_accuracy": 0.5,
+                                             "learning_rate": 0.25}
+    checkpointer.on_epoch_end(2, {"loss": 0.3, "val_accuracy": 0.75})  # best.keras, no last
+    assert json.loads(state.read_text()) == {"epoch": 2, "best_accuracy": 0.75,
+                                             "learning_rate": 0.25}
 
 
 def test_resume_with_another_model_is_refused_before_any_work(tiny_gestures, one_epoch_run,

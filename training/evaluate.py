@@ -69,6 +69,8 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
 
     if not model_file or not model_file.lower().endswith(".keras"):
         raise cli.UsageError(f"--model_file must be a .keras model. Received: {model_file!r}")
+    out = output_dir or os.path.dirname(os.path.abspath(model_file))
+    cli.writable_folder(out)  # before the evaluation, not after it
     model = artifacts.load_model(model_file, compile=False)
     metadata = artifacts.read_metadata(model_file)
     run_config = os.path.join(os.path.dirname(os.path.abspath(model_file)), "config.json")
@@ -139,7 +141,6 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     results = evaluation.evaluate(evaluation.keras_predict_fn(model), records, classes,
                                   base.frames, base.size, base.downsample, base.normalization,
                                   batch_size)
-    out = output_dir or os.path.dirname(os.path.abspath(model_file))
     json_path, png = evaluation.write_results(results, out)
     return results, json_path, png
 
