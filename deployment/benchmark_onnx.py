@@ -20,6 +20,8 @@ the best of them:
         --model=mobilenetv2_1.0x --threads=2 --batch_sizes=1 --peers_json=peers.json
 """
 
+import sys
+
 import numpy as np
 from absl import flags
 
@@ -74,6 +76,9 @@ def check_sidecar(onnx_path, input_shape, num_classes, model=None):
 
     metadata = artifacts.read_metadata(onnx_path)
     if metadata is None:
+        if model is not None:
+            print(f"note: {onnx_path} has no sidecar to check --model={model} against: its "
+                  "GMAC/s and peers are that model's, whatever the file holds", file=sys.stderr)
         return
     where = artifacts.sidecar_path(onnx_path)
     dims = tuple(int(d) for d in input_shape[1:])
@@ -165,6 +170,9 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv, flag_values=flags.FLAGS):
     del argv
     f = flag_values
+    if not f.model_file.lower().endswith(".onnx"):  # before ONNX Runtime's protobuf error
+        raise cli.UsageError(f"--model_file={f.model_file}: an .onnx file is needed "
+                             "(benchmark_openvino.py times .xml, benchmark_tflite.py .tflite)")
     if f.peers_json and not f.model:
         raise cli.UsageError("--peers_json needs --model (which configuration the file is)")
     if f.model:  # an unknown name is reported before anything is timed

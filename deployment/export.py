@@ -108,6 +108,7 @@ def main(argv, flag_values=flags.FLAGS):
     f = flag_values
     cli.refuse_beside_model_file(f, ("weights", "frames", "size", "num_classes"),
                                  "weights, classes and clip shape")
+    _refuse_unused(f)
     if f.model_file:
         from keras_efficient3d import artifacts
 
@@ -153,6 +154,22 @@ def _check_extension(fmt, output):
     if fmt == "savedmodel" and ext in _MODEL_FILES:
         raise cli.UsageError(f"--output={output}: --format=savedmodel writes a folder; a name "
                              f"ending in {ext} would read as a {ext} file")
+
+
+def _refuse_unused(f):
+    """Flags the chosen format or precision does not read, refused rather than ignored."""
+    if f.format == "savedmodel":
+        cli.refuse_unused(f, ("opset", "onnx_form"), "--format=savedmodel",
+                          "a SavedModel is a TensorFlow graph, not ONNX")
+    if f.format == "openvino":
+        cli.refuse_unused(f, ("onnx_form",), "--format=openvino",
+                          "the IR is converted from the native form (the 2D-tap form is TFLite's)")
+    if not f.quantize:
+        cli.refuse_unused(f, ("data_root", "num_calibration"), "a float export",
+                          "they are the int8 calibration of --quantize")
+    if f.quantize and f.compress_to_fp16:
+        raise cli.UsageError("--compress_to_fp16 is for float IR: an int8 IR's weights are int8 "
+                             "(leave one of --compress_to_fp16 and --quantize out)")
 
 
 def _stem_fold(value, flag="--stem_fold"):

@@ -45,10 +45,12 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("data_root", None, "Here the Jester layout only (frame folders and jester-v1-*.csv, as "
                "`python -m keras_efficient3d.data.synthetic --output=DIR` writes): the int8 "
                "calibration clips.", **fv)
-    cli.define("normalization", None, "(of the calibration clips: as the model was trained; "
-               "default: what the .keras file records, else original)", **fv)
-    cli.define("downsample", None, "(of the calibration clips: as the model was trained; "
-               "default: what the .keras file records, else 1)", **fv)
+    cli.define("normalization", None, "(as the model was trained: the int8 calibration clips' "
+               "and, for every precision, what the sidecar records for predict; default: what "
+               "the .keras file records, else original)", **fv)
+    cli.define("downsample", None, "(as the model was trained: the int8 calibration clips' and, "
+               "for every precision, what the sidecar records for predict; default: what the "
+               ".keras file records, else 1)", **fv)
     flags.DEFINE_integer("num_calibration", 64, "Calibration clips for int8.", lower_bound=1,
                          **fv)
     flags.DEFINE_boolean("int8_io", False, "int8 input/output tensors (int8 only).", **fv)
@@ -62,10 +64,13 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_boolean("verify", True, "Check an fp32 or fp16 file against the Keras model.",
                          **fv)
     cli.define("output", None, "The .tflite file (default: <model>_<precision>.tflite).",
-               check=cli.output_file, **fv)
+               check=_tflite_output, **fv)
     flags.register_multi_flags_validator(
         ["precision", "data_root"], lambda v: v["precision"] != "int8" or bool(v["data_root"]),
         message="--precision=int8 needs --data_root (calibration clips)", **fv)
+    flags.register_multi_flags_validator(
+        ["precision", "data_root"], lambda v: v["precision"] == "int8" or not v["data_root"],
+        message="--data_root is read for --precision=int8 alone (its calibration clips)", **fv)
     flags.register_multi_flags_validator(
         ["precision", "int8_io"], lambda v: v["precision"] == "int8" or not v["int8_io"],
         message="--int8_io needs --precision=int8", **fv)
@@ -73,6 +78,14 @@ def define_flags(flag_values=flags.FLAGS):
         ["precision", "int8_io", "frames_input"],
         lambda v: not v["frames_input"] or (v["precision"] == "int8" and not v["int8_io"]),
         message="--frames_input goes with --precision=int8 (and a float output: no --int8_io)", **fv)
+
+
+def _tflite_output(value):
+    # Any other name would hold a TFLite file that ONNX Runtime or OpenVINO fail to parse.
+    cli.output_file(value)
+    if value and not value.lower().endswith(".tflite"):
+        raise flags.ValidationError("expected a file name ending in .tflite")
+    return True
 
 
 def export(model_name, weights, num_classes, frames, size, precision, output, data_root=None,
@@ -103,20 +116,22 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
             raise OSError(f"cannot read the weights {weights}: {err}") from err
     metadata = artifacts.export_metadata(model, model_file, model_name, weights=weights)
     data = None
-    if precision == "int8":
-        from keras_efficient3d import data as kdata
+    pipeline = {"normalization": "original", "downsample": 1, **metadata.pipeline_arguments()}
+    pipeline.update({k: v for k, v in (("normalization", normalization),
+                                       ("downsample", downsample)) if v is not None})
+    if precision == "int8" or normalization is not None or downsample is not None:
         from keras_efficient3d.data.normalization import Normalization
 
-        pipeline = {"normalization": "original", "downsample": 1,
-                    **metadata.pipeline_arguments()}
-        pipeline.update({k: v for k, v in (("normalization", normalization),
-                                           ("downsample", downsample)) if v is not None})
-        # The file is quantised for these clips: its sidecar says so, for predict to feed it
-        # the same (a model that records none would get 'original' clips, said in a note).
+        # An int8 file is quantised for these clips, and a float one given them is fed them:
+        # its sidecar says so, for predict to feed it the same (a model that records none
+        # would get 'original' clips, said in a note).
         recorded = pipeline["normalization"]
         metadata = dataclasses.replace(
             metadata, downsample=int(pipeline["downsample"]),
             normalization=None if metadata.preprocessing_included else Normalization.coerce(recorded))
+    if precision == "int8":
+        from keras_efficient3d import data as kdata
+
         records, _ = kdata.index_jester(data_root, "train")
         data = kdata.make_dataset(records, "val", sample_duration=int(model.inputs[0].shape[1]),
                                   sample_size=int(model.inputs[0].shape[2]), batch_size=8,

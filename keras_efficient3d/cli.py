@@ -215,6 +215,10 @@ def _results_file(value):
     folder = os.path.dirname(os.path.abspath(value)) if value else None
     if folder and not os.path.isdir(folder):
         raise flags.ValidationError(f"no such folder: {folder}")
+    # os.access, not a test write: a benchmark must not leave a file behind when it fails
+    if folder and not (os.access(folder, os.W_OK) and
+                       (not os.path.exists(value) or os.access(value, os.W_OK))):
+        raise flags.ValidationError(f"cannot write there (folder {folder})")
     return True
 
 

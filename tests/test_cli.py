@@ -175,6 +175,8 @@ BAD_INPUT = [
     ("export_tflite", ["--precision=int8"], "--precision=int8 needs --data_root"),
     ("export_tflite", ["--precision=int4"], "--precision"),
     ("export_tflite", ["--int8_io"], "--int8_io needs --precision=int8"),
+    ("export_tflite", ["--data_root={tmp}"], "--data_root is read for --precision=int8 alone"),
+    ("export_tflite", ["--output={tmp}/m.onnx"], "expected a file name ending in .tflite"),
     ("export_tflite", ["--pack_channels=-1"], "--pack_channels"),
     ("export_tflite", ["--weights={missing}"], "missing.bin: no such file"),
     ("export_tflite", ["--model=nosuchnet", "--output={tmp}/x.tflite"], "nosuchnet"),
@@ -275,7 +277,7 @@ BAD_INPUT = [
     ("benchmark_openvino", ["--model_file={junk_xml}"], "m.xml: its weights"),
     ("benchmark_openvino", ["--model_file={junk_xml}", "--precisions=int8"],
      "--precisions is not used with --model_file: nothing is exported, the file is timed as it "
-     "is (its precision read from it)"),
+     "is (its clip, classes and precision are the file's)"),
     ("benchmark_openvino", ["--model_file={junk_xml}", "--models=mobilenetv2_0.2x",
                             "--stem_folds=1,2"],
      "--models and --stem_folds are not used with --model_file: nothing is exported"),
@@ -667,6 +669,17 @@ def test_every_form_of_flagfile_is_checked(tmp_path, capsys, form):
     status = cli.invoke(module.main, module.define_flags, ["train", *form(flagfile)])
     _assert_one_line("train", status, capsys.readouterr().err,
                      "run.flags:2: expected a flag such as --name=value, got 'epochs=2'")
+
+
+def test_a_results_file_that_cannot_be_written_is_refused_before_any_timing(tmp_path,
+                                                                           monkeypatch):
+    target = str(tmp_path / "rows.json")
+    assert cli._results_file(target)
+    # A read-only mount (or, as another user, a folder without write permission): root's
+    # permission bits would not stop this test, the answer of access(2) is what is checked.
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: path != str(tmp_path))
+    with pytest.raises(flags.ValidationError, match=f"cannot write there \\(folder {tmp_path}\\)"):
+        cli._results_file(target)
 
 
 def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):

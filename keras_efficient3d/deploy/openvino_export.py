@@ -492,33 +492,45 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
     if len(candidates) > 1:
         fold, timings = fastest(candidates, threads)
     ov_model = candidates[fold]
-    save_ir(ov_model, path, compress_to_fp16=compress_to_fp16 and quantize is None)
     precision = "int8" if quantize else ("fp16" if compress_to_fp16 else "fp32")
-    bin_path = os.path.splitext(os.fspath(path))[0] + ".bin"
-    report = {"path": os.fspath(path), "bin": bin_path, "precision": precision,
-              "quantize": quantize, "input_shape": (batch_size,) + input_shape,
-              "size_bytes": os.path.getsize(bin_path) + os.path.getsize(path),
-              "int8": int8_summary(ov_model), "stem_fold": fold,
-              "stem_output_fold": output_folds[fold], "max_rel_error": None}
-    if calib is not None:  # fewer than num_calibration where the data has fewer clips
-        report["calibration_clips"] = len(calib)
-    if timings is not None:
-        report["stem_fold_ms"] = timings
-    if affine is not None:
-        report["frames"] = affine
-    if verify:
-        try:
-            report.update(verify_openvino(path, model, precision, validation, num_validation, calib,
-                                          rtol=fp16_rtol if precision == "fp16" else rtol, atol=atol,
-                                          threads=threads, frames=frames))
-        except ModelFileError as err:
-            if quantize != "qat":
-                raise
-            # OpenVINO 2026.4's CPU low-precision transformations move the asymmetric
-            # dequantization of the QAT graph's activations through the temporal Pad and
-            # Slice taps and fail shape inference (with them off it compiles, in float).
-            raise ValueError(f"{path}: OpenVINO cannot compile this QAT model for the CPU "
-                             f"({str(err)[:300]}); export with quantize='ptq'") from None
+    path = os.fspath(path)
+    bin_path = os.path.splitext(path)[0] + ".bin"
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # Written and checked in a folder beside `path`, then moved into place: a failed or
+    # interrupted check leaves an earlier export at `path` as it was, not an unchecked IR.
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=directory) as staging:
+        staged = save_ir(ov_model, os.path.join(staging, "model.xml"),
+                         compress_to_fp16=compress_to_fp16 and quantize is None)
+        staged_bin = os.path.join(staging, "model.bin")
+        report = {"path": path, "bin": bin_path, "precision": precision,
+                  "quantize": quantize, "input_shape": (batch_size,) + input_shape,
+                  "size_bytes": os.path.getsize(staged_bin) + os.path.getsize(staged),
+                  # the file's constants: fp16 compression happens as it is written
+                  "int8": int8_summary(staged if precision == "fp16" else ov_model),
+                  "stem_fold": fold, "stem_output_fold": output_folds[fold], "max_rel_error": None}
+        if calib is not None:  # fewer than num_calibration where the data has fewer clips
+            report["calibration_clips"] = len(calib)
+        if timings is not None:
+            report["stem_fold_ms"] = timings
+        if affine is not None:
+            report["frames"] = affine
+        if verify:
+            try:
+                report.update(verify_openvino(staged, model, precision, validation, num_validation,
+                                              calib, rtol=fp16_rtol if precision == "fp16" else rtol,
+                                              atol=atol, threads=threads, frames=frames))
+            except ModelFileError as err:
+                if quantize != "qat":
+                    raise ModelFileError(str(err).replace(staged, path)) from None
+                # OpenVINO 2026.4's CPU low-precision transformations move the asymmetric
+                # dequantization of the QAT graph's activations through the temporal Pad and
+                # Slice taps and fail shape inference (with them off it compiles, in float).
+                raise ValueError(f"{path}: OpenVINO cannot compile this QAT model for the CPU "
+                                 f"({str(err).replace(staged, path)[:300]}); export with "
+                                 "quantize='ptq'") from None
+        os.replace(staged_bin, bin_path)  # weights first, as save_ir does
+        os.replace(staged, path)
     if metadata is not None:
         if frames is not None:
             metadata = frames_metadata(metadata, frames)

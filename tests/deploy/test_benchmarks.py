@@ -381,8 +381,21 @@ def test_onnx_timing_refuses_a_file_its_sidecar_contradicts(tmp_path, capsys, si
     assert cli.invoke(script.main, script.define_flags,
                       ["benchmark_onnx.py", *argv, "--model=mobilenetv2"]) == 0
     os.remove(path + ".json")
+    capsys.readouterr()
     assert cli.invoke(script.main, script.define_flags, ["benchmark_onnx.py", *argv]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["results"][0]["batch_size"] == 1
+    assert "note:" not in capsys.readouterr().err
+    # --model beside a file without a sidecar: timed, and said to be unchecked
+    assert cli.invoke(script.main, script.define_flags,
+                      ["benchmark_onnx.py", *argv, "--model=mobilenetv2_0.2x"]) == 0
+    assert (f"note: {path} has no sidecar to check --model=mobilenetv2_0.2x against"
+            in capsys.readouterr().err)
+    # not an .onnx file: said so, not ONNX Runtime's protobuf error
+    xml = tmp_path / "m.xml"
+    xml.write_text("<net/>")
+    assert cli.invoke(script.main, script.define_flags,
+                      ["benchmark_onnx.py", f"--model_file={xml}"]) == 2
+    assert "an .onnx file is needed" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -1033,10 +1046,14 @@ def test_backends_rows_give_the_median_of_an_even_count_of_rounds(monkeypatch):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--frames=8"], "--frames is not used with --model_file: its clip and classes are the file's"),
+    (["--frames=8"], "--frames is not used with --model_file: nothing is exported, the file is "
+                     "timed as it is (its clip, classes and precision are the file's)"),
     (["--size=32", "--num_classes=5"], "--size and --num_classes are not used with --model_file"),
-    (["--peers_json={peers}", "--nogemm_peak"],
+    (["--peers_json={peers}", "--gemm_peak"],
      "--peers_json and --gemm_peak are not used with --model_file"),
+    # every flag given, in one refusal; turning the peak off agrees with what happens
+    (["--size=32", "--precisions=fp32", "--models=mobilenetv2_0.2x", "--frames=8", "--nogemm_peak"],
+     "--frames and --size and --models and --precisions are not used with --model_file"),
 ])
 def test_openvino_model_file_refuses_the_flags_it_would_ignore(args, expected, tmp_path, capsys):
     script = _script_module("benchmark_openvino")

@@ -179,6 +179,33 @@ def test_fp16_weights_are_close(trunk, tmp_path):
     assert os.path.getsize(tmp_path / "half.bin") < 2.5 * trunk.count_params()
     # What the file stores, read back from it (benchmark_openvino.py --model_file's column).
     assert openvino_export.ir_precision(str(tmp_path / "half.xml")) == "fp16"
+    # The report counts the file's constants (compressed as it is written), not the graph's.
+    assert report["int8"]["fp16_constants"] == openvino_export.int8_summary(
+        str(tmp_path / "half.xml"))["fp16_constants"] > 0
+
+
+def test_an_export_whose_check_fails_leaves_the_earlier_one_in_place(small_model, fp32_ir,
+                                                                    tmp_path, monkeypatch):
+    import shutil
+
+    path = str(tmp_path / "small.xml")
+    for suffix in (".xml", ".bin", ".xml.json"):
+        shutil.copy(fp32_ir[0][:-4] + suffix, path[:-4] + suffix)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    checked = []
+
+    def fails(staged, *args, **kwargs):
+        checked.append(staged)
+        assert os.path.isfile(staged) and staged != path  # the new IR, not yet in place
+        raise AssertionError("OpenVINO fp32 model differs")
+
+    monkeypatch.setattr(openvino_export, "verify_openvino", fails)
+    with pytest.raises(AssertionError, match="differs"):
+        openvino_export.export_openvino(small_model, path, batch_size=2,
+                                        metadata={"input": {"frames": 4}})
+    assert checked
+    # The earlier IR and sidecar byte for byte, and nothing left of the new one.
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
 
 
 def test_verification_catches_a_wrong_model(small_model, fp32_ir):
@@ -600,6 +627,14 @@ def test_cli_exports_fp32_ir(export_cli, tmp_path, capsys):
     (["--stem_output_fold=x"], "--stem_output_fold=x: expected auto or a whole number"),
     (["--stem_output_fold=3"], "`stem_output_fold` must be 'auto', 1 or one of (2, 4)"),
     (["--frames_input"], "--frames_input goes with --format=openvino --quantize=ptq"),
+    # flags a format or precision would not read
+    (["--onnx_form=taps"], "--onnx_form is not used with --format=openvino"),
+    (["--format=savedmodel", "--output={tmp}/sm", "--opset=17"],
+     "--opset is not used with --format=savedmodel"),
+    (["--format=onnx", "--output={tmp}/m.onnx", "--data_root={tmp}"],
+     "--data_root is not used with a float export"),
+    (["--quantize=ptq", "--data_root={tmp}", "--compress_to_fp16"],
+     "--compress_to_fp16 is for float IR"),
 ])
 def test_cli_bad_input_is_one_line(export_cli, tmp_path, capsys, args, message):
     args = [a.format(tmp=tmp_path) for a in args]

@@ -164,6 +164,17 @@ def test_export_script_verifies_and_records_what_the_weights_file_records(tmp_pa
     assert "card" in shipped.extra and "card" not in recorded.extra  # figures of other files
 
 
+def test_a_float_file_records_the_normalisation_and_frame_step_it_is_given(tmp_path):
+    """--normalization and --downsample are how the model was trained, whatever the
+    precision: a float file's sidecar must say so, or predict feeds it 'original' clips of
+    consecutive frames and reports another class."""
+    output = str(tmp_path / "m.tflite")
+    load_script("export_tflite").export("mobilenetv2_0.2x", None, 3, 8, 32, "fp16", output,
+                                        normalization="unit", downsample=3, verify=False)
+    recorded = read_metadata(output)
+    assert recorded.normalization == Normalization.preset("unit") and recorded.downsample == 3
+
+
 def test_verification_catches_a_file_of_another_model():
     shape = (8, 32, 32, 3)
     one = create_model("mobilenetv2_0.2x", input_shape=shape, num_classes=3)
@@ -288,7 +299,8 @@ def test_export_script_refuses_frames_input_but_for_int8_with_a_float_output(tmp
 
     script = load_script("export_tflite")
     code = cli.invoke(script.main, script.define_flags,
-                      ["export_tflite.py", "--model=mobilenetv2_0.2x", "--frames_input", f"--data_root={tmp_path}",
+                      ["export_tflite.py", "--model=mobilenetv2_0.2x", "--frames_input",
+                       *([f"--data_root={tmp_path}"] if "--precision=int8" in args else []),
                        f"--output={tmp_path}/m.tflite", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
