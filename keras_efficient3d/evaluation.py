@@ -41,14 +41,18 @@ def keras_predict_fn(model, batch_size=None):
 
 
 def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
-             normalization="original", batch_size=8, softmax=True):
-    """Scores `predict_fn` on `records`; returns a JSON-serialisable dict."""
+             normalization="original", batch_size=8, softmax=True, max_decode_failures=100):
+    """Scores `predict_fn` on `records`; returns a JSON-serialisable dict (with the videos
+    that failed to decode, left out of every figure, in ``failed_videos``)."""
     from keras_efficient3d import data
 
     if not records:
         raise ValueError("No videos to evaluate.")
+    # One count for both passes: an undecodable video is warned about once, and said in the
+    # results (the accuracies are over the videos that decode).
+    failures = data.DecodeFailures(max_decode_failures)
     common = dict(sample_duration=frames, downsample=downsample, sample_size=size,
-                  batch_size=batch_size, normalization=normalization)
+                  batch_size=batch_size, normalization=normalization, failures=failures)
     clip_probs, clip_labels = [], []
     for clips, labels in data.make_dataset(records, "val", **common):
         clip_probs.append(_softmax(np.asarray(predict_fn(clips.numpy()), np.float64)))
@@ -93,17 +97,26 @@ def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
         "classes": list(classes),
+        "failed_videos": list(failures.paths),
     }
 
 
 def format_report(results, title="Evaluation"):
+    # Top-5 of five classes or fewer is 100% whatever the model does: not shown.
+    top5 = len(results.get("classes", ())) > 5
+
+    def shown(kind):
+        return (f"top-1 {100 * results[f'{kind}_top1']:6.2f}%" +
+                (f"   top-5 {100 * results[f'{kind}_top5']:6.2f}%" if top5 else ""))
+
+    failed = results.get("failed_videos") or []
     lines = [
         title,
-        f"  clip accuracy  (one centre clip per video): top-1 {100 * results['clip_top1']:6.2f}%"
-        f"   top-5 {100 * results['clip_top5']:6.2f}%",
-        f"  video accuracy (all windows, softmax mean):  top-1 {100 * results['video_top1']:6.2f}%"
-        f"   top-5 {100 * results['video_top5']:6.2f}%",
-        f"  {results['num_videos']} videos, {results['num_windows']} windows",
+        f"  clip accuracy  (one centre clip per video): {shown('clip')}",
+        f"  video accuracy (all windows, softmax mean):  {shown('video')}",
+        f"  {results['num_videos']} videos, {results['num_windows']} windows" +
+        (f"; {len(failed)} more failed to decode and are left out (failed_videos in the "
+         "results)" if failed else ""),
     ]
     worst = sorted((v["accuracy"], k) for k, v in results["per_class"].items()
                    if v["accuracy"] is not None)[:3]

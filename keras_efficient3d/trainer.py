@@ -256,10 +256,14 @@ def _flip_options(config, classes):
 
 
 def _pipeline_options(config, batch_size):
+    from keras_efficient3d import data
+
+    # One count of undecodable videos for the training and validation pipelines alike:
+    # --max_decode_failures is the run's.
     return dict(sample_duration=config.frames, downsample=config.downsample,
                 sample_size=config.size, batch_size=batch_size,
                 normalization=config.normalization, cache=config.cache,
-                max_decode_failures=config.max_decode_failures)
+                failures=data.DecodeFailures(config.max_decode_failures))
 
 
 def make_datasets(config, train_records, val_records, classes=()):

@@ -464,6 +464,10 @@ def test_evaluation_counts_clip_and_video_accuracy(tiny_gestures):
     assert results["per_class"]["Swiping Up"]["accuracy"] == 1.0
     report = evaluation.format_report(results)
     assert "clip accuracy" in report and "video accuracy" in report
+    assert "top-5" in report and "failed to decode" not in report
+    assert results["failed_videos"] == []
+    # Five classes or fewer: top-5 is 100% whatever the model does, and not shown.
+    assert "top-5" not in evaluation.format_report({**results, "classes": classes[:5]})
 
     def always_an_unused_output(clips):  # a head with two outputs more than the classes
         return np.tile(np.eye(len(classes) + 2)[-1] * 5, (len(clips), 1))
@@ -473,6 +477,28 @@ def test_evaluation_counts_clip_and_video_accuracy(tiny_gestures):
     assert results["video_top1"] == 0.0 and np.asarray(results["confusion_matrix"]).sum() == 0
     assert {v["videos"] for v in results["per_class"].values()} == {1}
     assert {v["accuracy"] for v in results["per_class"].values()} == {0.0}
+
+
+def test_evaluation_leaves_out_and_names_a_video_that_fails_to_decode(tiny_gestures, tmp_path,
+                                                                      caplog):
+    import logging
+
+    from keras_efficient3d.data import VideoRecord
+
+    config = _tiny_config(tiny_gestures, "unused")
+    records, classes = trainer.load_split(config, "validation")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 100)
+    records = [*records, VideoRecord(str(broken), 1, "broken", "video", None)]
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        results = evaluation.evaluate(lambda clips: np.zeros((len(clips), len(classes))), records,
+                                      classes, frames=8, size=32, normalization="unit",
+                                      batch_size=4)
+    assert caplog.text.count("skipping ") == 1 and "broken.mp4" in caplog.text  # both passes
+    assert results["failed_videos"] == [str(broken)]
+    assert results["num_videos"] == len(records) - 1
+    assert (f"{len(records) - 1} videos, {2 * (len(records) - 1)} windows; 1 more failed to "
+            "decode and are left out") in evaluation.format_report(results)
 
 
 def test_evaluate_cli_writes_json_and_confusion_png(tiny_gestures, tmp_path):

@@ -70,10 +70,13 @@ def _drop_ok(*element):
 
 
 class DecodeFailures:
-    """Thread-safe count of samples skipped because they failed to decode.
+    """Thread-safe count of the samples skipped because they failed to decode.
 
-    Each failure is logged as a warning. Once more than ``limit`` samples have
-    failed, the next failure raises :class:`DataError` (inside ``tf.data`` it
+    A sample counts once, however often it fails: a training pipeline decodes every video
+    each epoch (a broken one would otherwise use up the limit over the epochs), and one
+    object may serve several pipelines (training and validation, or evaluation's two
+    passes). Its first failure is logged as a warning. Once more than ``limit`` samples
+    have failed, the next one raises :class:`DataError` instead (inside ``tf.data`` it
     surfaces as a ``tf.errors`` exception carrying the same message). ``limit=None``
     never raises.
     """
@@ -82,23 +85,30 @@ class DecodeFailures:
         if limit is not None and limit < 0:
             raise ValueError(f"`max_decode_failures` must be >= 0 or None. Received: {limit}")
         self.limit = limit
-        self.count = 0
-        self.paths: list[str] = []
+        self.paths: list[str] = []  # in the order they first failed
+        self._seen: set[str] = set()
         self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return len(self.paths)
 
     def add(self, record: VideoRecord, error: Exception) -> None:
         with self._lock:
-            self.count += 1
+            if record.path in self._seen:
+                return
+            self._seen.add(record.path)
             self.paths.append(record.path)
-            count = self.count
-        logger.warning(
-            "skipping %s (label %d): %s [%d decode failure(s) so far]", record.path, record.label, error, count
-        )
+            count = len(self.paths)
         if self.limit is not None and count > self.limit:
             raise DataError(
-                f"{count} clips failed to decode, more than max_decode_failures={self.limit}; "
-                f"last failure: {error}"
+                f"{count} videos failed to decode, more than max_decode_failures={self.limit}; "
+                f"the last: {record.path}: {error}"
             )
+        logger.warning(
+            "skipping %s (label %d): %s [%d video(s) that failed to decode so far]",
+            record.path, record.label, error, count,
+        )
 
 
 class _ClipSource:

@@ -19,6 +19,7 @@ from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.predict.output import (
     counted,
     display_available,
+    error_json,
     format_speed,
     format_window,
     summary_json,
@@ -99,8 +100,11 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
         except DataError as error:
             if len(sources) == 1:
                 raise
-            # One unreadable video of a folder does not stop the others.
+            # One unreadable video of a folder does not stop the others; a JSON reader gets
+            # a record of it too, in the stream where the others are.
             print(f"{cli.program_name(main)}: error: {cli.error_line(error)}", file=err, flush=True)
+            if as_json:
+                emit(error_json(path, cli.error_line(error)))
             failures += 1
             continue
         _report_video(summary, path, spec, stride, as_json, emit, err)

@@ -115,6 +115,11 @@ def window_json(result: dict, source) -> dict:
     return out
 
 
+def error_json(source, message: str) -> dict:
+    """The JSON-lines record of a video that could not be read (`summary_json`'s place)."""
+    return {"type": "error", "source": str(source), "error": message}
+
+
 def summary_json(summary: dict, source) -> dict:
     speed = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in summary["speed"].items()}
     out = {"type": "video", "source": source, "frames": summary["frames"], "windows": summary["window_count"],

@@ -161,11 +161,32 @@ def test_decode_failures_are_skipped_counted_and_never_become_clips(records, cor
     assert [l.numpy().tolist() for _, l in val] == [[0, 1, 2, 3]]
 
 
+def test_a_video_that_fails_every_epoch_counts_once(records, corrupt, caplog):
+    # A training pipeline decodes every video each epoch: counted per failure, one broken
+    # video would use up --max_decode_failures over the epochs and stop a long run.
+    failures = DecodeFailures(limit=1)
+    ds = make_dataset(records + [corrupt], "train", batch_size=1, seed=0, failures=failures,
+                      **SMALL)
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        for _ in range(3):
+            assert sum(1 for _ in ds) == 4
+    assert failures.count == 1 and failures.paths == [corrupt.path]
+    assert caplog.text.count("skipping ") == 1 and "broken.mp4" in caplog.text  # warned once
+    assert "[1 video(s) that failed to decode so far]" in caplog.text
+
+
 def test_too_many_decode_failures_stop_with_a_clear_error(records, corrupt):
     ds = make_dataset(records + [corrupt], "val", batch_size=8, max_decode_failures=0, **SMALL)
-    with pytest.raises((tf.errors.OpError, DataError), match="more than max_decode_failures=0"):
+    with pytest.raises((tf.errors.OpError, DataError),
+                       match=r"1 videos failed to decode, more than max_decode_failures=0; the "
+                             r"last: .*broken.mp4"):
         for _ in ds:
             pass
+    # Stopping is no skip: the failure that goes over the limit is not warned as skipped.
+    failures = DecodeFailures(limit=0)
+    with pytest.raises(DataError):
+        failures.add(corrupt, OSError("cannot open video"))
+    assert failures.count == 1
 
 
 def test_wrong_frame_count_in_metadata_falls_back_to_decodable_frames(tmp_path):

@@ -185,6 +185,23 @@ def test_text_output_for_a_folder(models, videos, capsys):
         assert name in out
 
 
+def test_json_lines_of_a_folder_hold_a_record_of_a_video_that_cannot_be_read(models, videos,
+                                                                            tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(videos["folder"], folder)
+    shutil.copy(videos["corrupt"], folder / "broken.mp4")
+    code = _invoke(str(folder), {"model": models["tflite"], "as_json": True, "stride": 4})
+    captured = capsys.readouterr()
+    assert code == 2  # a video could not be read; the others are scored
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    errors = [r for r in records if r["type"] == "error"]
+    assert [e["source"] for e in errors] == [str(folder / "broken.mp4")]
+    assert errors[0]["error"] and errors[0]["error"] in captured.err
+    assert sum(r["type"] == "video" for r in records) == 3
+
+
 # The errors whose native libraries (FFmpeg, OpenCV's camera probe, TFLite's loader) write to
 # the process's own stderr at start-up or first use: a fresh process shows what in-process
 # capture may not (every case runs in process above).
