@@ -31,6 +31,7 @@ line and exit status 1.
 
 import json
 import os
+import sys
 
 from absl import flags
 
@@ -137,6 +138,22 @@ def main(argv, flag_values=flags.FLAGS):
         raise SystemExit(f"{os.path.basename(__file__)}: verification failed: "
                          f"{cli.error_line(err)}") from None
     print(json.dumps(report, default=str))
+    _warn_low_agreement(report, f)
+
+
+# The project's target for int8 (issue 14): top-1 agreement with the float model.
+AGREEMENT_TARGET = 0.99
+
+
+def _warn_low_agreement(report, f):
+    agreement = report.get("top1_agreement")
+    if agreement is None or agreement >= AGREEMENT_TARGET:
+        return
+    why = (" (--model without --weights: random weights, whose near-equal logits no int8 "
+           "model follows; the figure means nothing)" if f.model and not f.weights else "")
+    print(f"warning: int8 top-1 agreement with the float model {100 * agreement:.1f}% on "
+          f"{report.get('clips')} clips, below {100 * AGREEMENT_TARGET:.0f}%{why}",
+          file=sys.stderr)
 
 
 # What each format writes; a SavedModel is a folder, which a model file's name would belie.

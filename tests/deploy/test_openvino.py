@@ -616,6 +616,20 @@ def test_cli_exports_fp32_ir(export_cli, tmp_path, capsys):
     assert read_metadata(out).model == {"model": "shufflenetv2_0.25x", "num_classes": 3}
 
 
+def test_cli_warns_of_an_int8_agreement_below_the_target(export_cli, capsys):
+    from absl import flags as absl_flags
+
+    values = absl_flags.FlagValues()
+    export_cli.define_flags(values)
+    values(["export.py", "--model=shufflenetv2_0.25x", "--output=m.xml"])
+    export_cli._warn_low_agreement({"top1_agreement": 0.995, "clips": 64}, values)
+    assert capsys.readouterr().err == ""
+    export_cli._warn_low_agreement({"top1_agreement": 0.25, "clips": 64}, values)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: int8 top-1 agreement with the float model 25.0% on 64 "
+                          "clips, below 99% (--model without --weights: random weights")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--quantize=ptq"], "--quantize needs --data_root"),
     (["--format=onnx", "--quantize=ptq", "--data_root={tmp}"], "go with --format=openvino"),
