@@ -175,6 +175,9 @@ def _check_extension(fmt, output):
 
 def _refuse_unused(f):
     """Flags the chosen format or precision does not read, refused rather than ignored."""
+    if f.format != "openvino":
+        cli.refuse_unused(f, ("threads",), f"--format={f.format}",
+                          "it sets the OpenVINO check's and stem-fold timing's threads")
     if f.format == "savedmodel":
         cli.refuse_unused(f, ("opset", "onnx_form"), "--format=savedmodel",
                           "a SavedModel is a TensorFlow graph, not ONNX")

@@ -119,16 +119,16 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
     pipeline = {"normalization": "original", "downsample": 1, **metadata.pipeline_arguments()}
     pipeline.update({k: v for k, v in (("normalization", normalization),
                                        ("downsample", downsample)) if v is not None})
-    if precision == "int8" or normalization is not None or downsample is not None:
+    # An int8 file is quantised for these clips, and a float one told them is fed them: its
+    # sidecar says so, for predict to feed it the same. A float file keeps what the model
+    # records otherwise (none: predict says what it assumes, in a note).
+    if precision == "int8" or downsample is not None:
+        metadata = dataclasses.replace(metadata, downsample=int(pipeline["downsample"]))
+    if precision == "int8" or normalization is not None:
         from keras_efficient3d.data.normalization import Normalization
 
-        # An int8 file is quantised for these clips, and a float one given them is fed them:
-        # its sidecar says so, for predict to feed it the same (a model that records none
-        # would get 'original' clips, said in a note).
-        recorded = pipeline["normalization"]
-        metadata = dataclasses.replace(
-            metadata, downsample=int(pipeline["downsample"]),
-            normalization=None if metadata.preprocessing_included else Normalization.coerce(recorded))
+        metadata = dataclasses.replace(metadata, normalization=None if metadata.preprocessing_included
+                                       else Normalization.coerce(pipeline["normalization"]))
     if precision == "int8":
         from keras_efficient3d import data as kdata
 
@@ -157,6 +157,9 @@ def main(argv, flag_values=flags.FLAGS):
     f = flag_values
     cli.refuse_beside_model_file(f, _OF_THE_MODEL,
                                  "architecture, classes, clip shape and weights")
+    if f.precision != "int8":
+        cli.refuse_unused(f, ("num_calibration",), f"--precision={f.precision}",
+                          "it is int8's calibration")
     name = os.path.splitext(os.path.basename(f.model_file))[0] if f.model_file else f.model
     output = f.output or f"{name}_{f.precision}.tflite"
     cli.output_parent(output)

@@ -83,6 +83,7 @@ import dataclasses
 import logging
 import os
 import re
+import select
 import sys
 import zipfile
 
@@ -215,9 +216,9 @@ def _results_file(value):
     folder = os.path.dirname(os.path.abspath(value)) if value else None
     if folder and not os.path.isdir(folder):
         raise flags.ValidationError(f"no such folder: {folder}")
-    # os.access, not a test write: a benchmark must not leave a file behind when it fails
-    if folder and not (os.access(folder, os.W_OK) and
-                       (not os.path.exists(value) or os.access(value, os.W_OK))):
+    # os.access, not a test write: a benchmark must not leave a file behind when it fails.
+    # The folder alone: the file is replaced by a rename (atomic_write), not written into.
+    if folder and not os.access(folder, os.W_OK):
         raise flags.ValidationError(f"cannot write there (folder {folder})")
     return True
 
@@ -421,6 +422,9 @@ def check_flagfile(path, _seen=(), _where=""):
     except OSError as err:
         raise flags.Error(f"{_where}--flagfile={path}: "
                           f"{err.strerror.lower() if err.strerror else err}") from None
+    except UnicodeDecodeError:
+        raise flags.Error(f"{_where}--flagfile={path}: not a text file (UTF-8), as a flagfile "
+                          "is") from None
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         # absl skips a comment only from the line's first character; an indented one it
@@ -466,7 +470,7 @@ def flag_origin(argv, name, value=None):
                 if path not in seen:
                     try:
                         visit(_flagfile_lines(path), path, (*seen, path))
-                    except OSError:
+                    except (OSError, UnicodeDecodeError):
                         pass
                 continue
             if directive:
@@ -489,7 +493,8 @@ def _flag_error(err, argv):
     flagfile set it."""
     name, value = getattr(err, "flagname", None), None
     if name is None:
-        match = re.match(r"flag --(\w+)=(.*?): ", str(err))
+        match = (re.match(r"flag --(\w+)=(.*?): ", str(err)) or
+                 re.match(r"--(\w+)=(.*) does not take an argument", str(err)))
         name, value = (match.group(1), match.group(2)) if match else (None, None)
     # absl shows a bad boolean's ValueError as a tuple
     text = re.sub(r"\('Non-boolean argument to boolean flag', '.*'\)",
@@ -526,18 +531,31 @@ def _fail(prog, err):
     return 2
 
 
+def _stdout_reader_gone():
+    """Whether stdout is a pipe whose reader has closed it (poll reports POLLERR on the write
+    end of such a pipe)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, or a stdout without a file
+        return False
+
+
 def _call(main, argv, flag_values, prog, positional):
     try:
         if not positional and len(argv) > 1:
             raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         status = main(argv, flag_values)
-    except BrokenPipeError:
-        # The reader went away (`predict ... | head -3`): quiet, as a command killed by
-        # SIGPIPE is; stdout goes to /dev/null, or Python's flush at exit raises again.
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (AttributeError, OSError, ValueError):  # a stdout without a file (a test's)
-            pass
+    except BrokenPipeError as err:
+        if not _stdout_reader_gone():  # another pipe (a worker's stdin): an error like any
+            if absl_logging.get_verbosity() >= 1:
+                raise
+            return _fail(prog, err)
+        # The reader of stdout went away (`predict ... | head -3`): quiet, as a command
+        # killed by SIGPIPE is; stdout goes to /dev/null, or Python's flush at exit raises
+        # again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + 13
     except EXPECTED_ERRORS as err:
         if absl_logging.get_verbosity() >= 1:  # -v 1: the traceback, for debugging
@@ -579,7 +597,7 @@ def invoke(main, define_flags, argv, positional=False):
     prog = program_name(main)
     try:
         argv = flag_values(normalize_argv(list(argv)))
-    except flags.Error as err:
+    except (flags.Error, ValueError) as err:  # absl: a bare ValueError for --nobool=x
         return _fail(prog, _flag_error(err, argv))
     return _call(main, argv, flag_values, prog, positional)
 
@@ -602,7 +620,7 @@ def run(main, define_flags, positional=False):
     def parse(argv):
         try:
             return flags.FLAGS(normalize_argv(argv))
-        except flags.Error as err:
+        except (flags.Error, ValueError) as err:  # absl: a bare ValueError for --nobool=x
             sys.exit(_fail(prog, _flag_error(err, argv)))
 
     def start(argv):

@@ -98,12 +98,13 @@ def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
         "confusion_matrix": confusion.tolist(),
         "classes": list(classes),
         "failed_videos": list(failures.paths),
+        "num_outputs": int(clip_probs.shape[1]),
     }
 
 
 def format_report(results, title="Evaluation"):
-    # Top-5 of five classes or fewer is 100% whatever the model does: not shown.
-    top5 = len(results.get("classes", ())) > 5
+    # Top-5 of five outputs or fewer is 100% whatever the model does: not shown.
+    top5 = max(len(results.get("classes", ())), results.get("num_outputs", 0)) > 5
 
     def shown(kind):
         return (f"top-1 {100 * results[f'{kind}_top1']:6.2f}%" +

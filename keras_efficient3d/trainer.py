@@ -157,6 +157,12 @@ class TrainConfig:
             bad("warmup_epochs", "0 with the plateau schedule (it sets the rate itself)")
         if self.resume and self.pretrained:
             bad("pretrained", "no value together with resume (resume continues a run of its own)")
+        if self.pretrained and os.path.dirname(os.path.abspath(self.pretrained)) == \
+                os.path.abspath(self.output_dir) and os.path.basename(self.pretrained) in _RUN_FILES:
+            bad("pretrained", "a file outside --output (a new run there moves the files of the "
+                "run before it into previous/; copy it out first)")
+        if self.max_decode_failures is not None and int(self.max_decode_failures) < 0:
+            bad("max_decode_failures", "0 or a positive integer")
         # An unknown model name fails here, before the dataset is indexed.
         registry.resolve_name(self.model, depth=self.depth)
         return self
@@ -787,13 +793,35 @@ def _check_same_model(recorded, config, path):
     train on and be saved with this run's metadata."""
     if not recorded or "pretrained" in recorded:  # a fine-tuned run records its source file
         return
-    wanted = _architecture(config)
-    differ = {key: value for key, value in wanted.items() if recorded.get(key) != value}
+    recorded = {key: value for key, value in recorded.items() if value is not None}
+    # Each side resolved to the registry name and every argument its builder takes,
+    # defaults included: `mobilenet` is `mobilenetv1`, `mobilenetv2_0.5x` is `mobilenetv2`
+    # at 0.5, and a plain `mobilenetv2` is the 1.0x a 0.5x checkpoint is not.
+    try:
+        have = _configuration(recorded)
+    except ValueError:  # a name this version's registry does not know: nothing to compare
+        return
+    want = _configuration(_architecture(config))
+    differ = [key for key in sorted(set(have) | set(want)) if have.get(key) != want.get(key)]
     if differ:
-        have = " ".join(f"{key}={recorded.get(key)}" for key in differ)
-        want = " ".join(f"{key}={value}" for key, value in differ.items())
-        raise ValueError(f"{path} holds a model with {have}, not the run's {want}; it is not "
-                         f"this run's checkpoint (start a new run, or put the run's own back)")
+        def shown(side):
+            return " ".join(f"{key}={side.get(key)}" for key in differ)
+
+        raise ValueError(f"{path} holds a model with {shown(have)}, not the run's {shown(want)}; "
+                         "it is not this run's checkpoint (start a new run, or put the run's "
+                         "own back)")
+
+
+# The builder arguments that say nothing of the architecture a checkpoint holds.
+_NOT_ARCHITECTURE = ("num_classes", "input_shape", "dropout", "input_tensor", "weights", "name")
+
+
+def _configuration(about):
+    """{"model": registry name, **every architecture argument} of a recorded `about`."""
+    args = dict(about)
+    name, kwargs = registry.configuration(args.pop("model"), **args)
+    return {"model": name, **{key: value for key, value in kwargs.items()
+                              if key not in _NOT_ARCHITECTURE}}
 
 
 def train(config, extra_callbacks=None):
@@ -848,13 +876,6 @@ def train(config, extra_callbacks=None):
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
             )
-    # Only once the model is built: a model option its builder refuses (a width it does not
-    # have, a --pretrained file of other clips) must not cost the run already in the folder.
-    if chief and not config.resume and \
-            not os.path.exists(os.path.join(config.output_dir, "backup")):
-        _move_previous_run(config.output_dir)
-    atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
-    atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
     steps, val_steps = config.steps_per_epoch, None
     fit_scope = contextlib.nullcontext()
     if config.distribution == "multiworker":
@@ -867,16 +888,30 @@ def train(config, extra_callbacks=None):
         if warning:
             print(warning, file=sys.stderr)
 
+    # Only once the model and the pipelines are built: an option they refuse (a width the
+    # builder does not have, a --pretrained file of other clips, a batch the workers cannot
+    # split) must not cost the run already in the folder.
+    if chief and not config.resume and \
+            not os.path.exists(os.path.join(config.output_dir, "backup")):
+        _move_previous_run(config.output_dir)
+    atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
+    atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
+
     # Every worker saves (Keras reads the variables on each), the chief where the run lives,
     # the others into a scratch folder removed at the end.
     save_dir = config.output_dir if chief else os.path.join(config.output_dir, f".{task}")
     backup = BackupAndRestore(os.path.join(config.output_dir, "backup", task))
+    saved_epoch = initial_epoch or None
     if backup.exists() and os.path.exists(state_path):
+        # A restarted worker: the run's checkpoint state, for the checkpointer to keep (a
+        # new best between checkpoints updates it, as on --resume).
         with open(state_path) as handle:
-            best = float(json.load(handle)["best_accuracy"])
+            state = json.load(handle)
+        best, saved_epoch, rate = (float(state["best_accuracy"]), int(state["epoch"]),
+                                   state.get("learning_rate"))
     checkpointer = Checkpointer(save_dir, config.checkpoint_every, best,
                                 metadata=model_metadata(config, classes, num_classes),
-                                saved_epoch=initial_epoch or None, epochs=config.epochs,
+                                saved_epoch=saved_epoch, epochs=config.epochs,
                                 saved_rate=rate)
     callbacks = [checkpointer]
     if chief:

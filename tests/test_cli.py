@@ -177,6 +177,8 @@ BAD_INPUT = [
     ("export_tflite", ["--int8_io"], "--int8_io needs --precision=int8"),
     ("export_tflite", ["--data_root={tmp}"], "--data_root is read for --precision=int8 alone"),
     ("export_tflite", ["--output={tmp}/m.onnx"], "expected a file name ending in .tflite"),
+    ("export_tflite", ["--num_calibration=8", "--output={tmp}/m.tflite"],
+     "--num_calibration is not used with --precision=fp32"),
     ("export_tflite", ["--pack_channels=-1"], "--pack_channels"),
     ("export_tflite", ["--weights={missing}"], "missing.bin: no such file"),
     ("export_tflite", ["--model=nosuchnet", "--output={tmp}/x.tflite"], "nosuchnet"),
@@ -645,6 +647,7 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
     ("--hflip=maybe\n", "run.flags:1: flag --hflip=maybe: expected true or false"),
     ("--epochs=1\n--flagfile={nested}.none\n", "run.flags:2: --flagfile="),
     ("--flagfile={nested}.none\n", "inner.flags.none: no such file or directory"),
+    ("--nohflip=x\n", "run.flags:1: --nohflip=x does not take an argument"),
 ])
 def test_a_flagfile_mistake_names_its_file_and_line(tmp_path, capsys, text, expected):
     (tmp_path / "inner.flags").write_text("batch_size 4\n")
@@ -695,6 +698,28 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):
                           timeout=60)
     assert done.stdout == "0\n1\n" and done.stderr == "", done.stderr
     assert done.returncode == 141
+
+
+def test_a_broken_pipe_other_than_stdout_is_an_error(capsys):
+    # A worker that died before its stdin was written (benchmark_backends.py's workers):
+    # an error line and status 2, not the quiet end of a reader that closed stdout.
+    def main(argv, flag_values):
+        worker = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE)
+        worker.wait()
+        worker.stdin.write(b"x" * 65536)
+        worker.stdin.flush()
+
+    assert cli.invoke(main, lambda values: None, ["prog"]) == 2
+    assert "error: [Errno 32] Broken pipe" in capsys.readouterr().err
+
+
+def test_a_flagfile_that_is_not_text_is_one_line(tmp_path, capsys):
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_bytes(b"\xff\xfe--epochs=1\n")
+    module = load("train")
+    status = cli.invoke(module.main, module.define_flags, ["train", f"--flagfile={flagfile}"])
+    _assert_one_line("train", status, capsys.readouterr().err,
+                     f"--flagfile={flagfile}: not a text file (UTF-8)")
 
 
 def test_a_flag_set_on_the_command_line_is_reported_without_a_file(tmp_path):

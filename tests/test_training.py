@@ -162,12 +162,24 @@ def test_keras_ends_an_epoch_when_a_dataset_that_does_not_repeat_runs_out():
                                           ("normalization", "imagenet"), ("crop", "left"),
                                           ("ucf101_fold", 4), ("learning_rate", float("nan")),
                                           ("learning_rate", float("inf")),
-                                          ("weight_decay", -1e-4), ("steps_per_epoch", -1)])
+                                          ("weight_decay", -1e-4), ("steps_per_epoch", -1),
+                                          ("max_decode_failures", -1)])
 def test_config_validation_names_the_option(field, value):
     config = trainer.TrainConfig(data_root="x")
     setattr(config, field, value)
     with pytest.raises(ValueError, match=rf"`{field}`.*Received: {field}="):
         config.validate()
+
+
+def test_a_pretrained_file_of_the_run_folder_is_refused_for_a_new_run_there(tmp_path):
+    # A new run moves the folder's run into previous/: its best.keras would be gone from
+    # where config.json and the checkpoints' metadata say the run started.
+    config = trainer.TrainConfig(data_root="x", output_dir=str(tmp_path),
+                                 pretrained=str(tmp_path / "best.keras"))
+    with pytest.raises(ValueError, match=r"`pretrained`: expected a file outside --output"):
+        config.validate()
+    config.pretrained = str(tmp_path / "converted.keras")  # another file there is no run's
+    config.validate()
 
 
 def test_warmup_and_the_plateau_schedule_do_not_mix():
@@ -467,7 +479,10 @@ def test_evaluation_counts_clip_and_video_accuracy(tiny_gestures):
     assert "top-5" in report and "failed to decode" not in report
     assert results["failed_videos"] == []
     # Five classes or fewer: top-5 is 100% whatever the model does, and not shown.
-    assert "top-5" not in evaluation.format_report({**results, "classes": classes[:5]})
+    assert "top-5" not in evaluation.format_report({**results, "classes": classes[:5],
+                                                    "num_outputs": 5})
+    # ... but a head with more outputs than the classes can miss: shown.
+    assert "top-5" in evaluation.format_report({**results, "classes": classes[:5]})
 
     def always_an_unused_output(clips):  # a head with two outputs more than the classes
         return np.tile(np.eye(len(classes) + 2)[-1] * 5, (len(clips), 1))
@@ -925,6 +940,21 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused(tiny_gestures, one
     # A fine-tuned run records its source file, not an architecture: nothing to compare.
     trainer._check_same_model({"num_classes": 8, "pretrained": "base.keras"},
                               _tiny_config(tiny_gestures, out), "last.keras")
+
+    def check(recorded, **flags):
+        trainer._check_same_model(recorded, trainer.TrainConfig(data_root="x", **flags), "l.keras")
+
+    # Both sides resolved with their builder's defaults: aliases, case and configuration
+    # names of one model agree ...
+    check({"model": "mobilenet", "num_classes": 3}, model="mobilenetv1")
+    check({"model": "MobileNetV2"}, model="mobilenetv2_1.0x")
+    check({"model": "mobilenetv2_0.5x"}, model="mobilenetv2", width_mult=0.5)
+    check({"model": "squeezenet_1.0"}, model="squeezenet", version=1.0)
+    check({"model": "resnet18", "num_classes": 3}, model="resnet", depth=18)
+    # ... and a 0.5x checkpoint is not the 1.0x a plain --model names.
+    with pytest.raises(ValueError, match=r"holds a model with width_mult=0.5, not the run's "
+                                         r"width_mult=1.0"):
+        check({"model": "mobilenetv2", "width_mult": 0.5}, model="mobilenetv2")
 
 
 def test_resume_drops_the_log_rows_of_epochs_after_the_checkpoint(tmp_path):

@@ -70,7 +70,7 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     if not model_file or not model_file.lower().endswith(".keras"):
         raise cli.UsageError(f"--model_file must be a .keras model. Received: {model_file!r}")
     out = output_dir or os.path.dirname(os.path.abspath(model_file))
-    cli.writable_folder(out)  # before the evaluation, not after it
+    cli.writable_folder(out, "--output" if output_dir else "the model's folder (--output)")
     model = artifacts.load_model(model_file, compile=False)
     metadata = artifacts.read_metadata(model_file)
     run_config = os.path.join(os.path.dirname(os.path.abspath(model_file)), "config.json")

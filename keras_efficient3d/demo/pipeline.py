@@ -113,7 +113,7 @@ def model_card(report, config, classes, float_results, int8_key):
     lines = [
         f"# {BASENAME}: {config.model} {config.width_mult}x trained on the synthetic gestures",
         "",
-        "Made by the main job (`./demo.sh --publish`), from scratch, on the embedded synthetic "
+        "Made by the main job (`./demo.sh --publish=saved_models`), from scratch, on the embedded synthetic "
         "gesture dataset (motion-only classes; see `keras_efficient3d/data/synthetic.py`).",
         "",
         "| | |",

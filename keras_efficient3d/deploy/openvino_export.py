@@ -522,19 +522,30 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
                                               atol=atol, threads=threads, frames=frames))
             except ModelFileError as err:
                 if quantize != "qat":
-                    raise ModelFileError(str(err).replace(staged, path)) from None
+                    raise ModelFileError(str(err).replace(staged, path).replace(
+                        staged_bin, bin_path)) from None
                 # OpenVINO 2026.4's CPU low-precision transformations move the asymmetric
                 # dequantization of the QAT graph's activations through the temporal Pad and
                 # Slice taps and fail shape inference (with them off it compiles, in float).
                 raise ValueError(f"{path}: OpenVINO cannot compile this QAT model for the CPU "
                                  f"({str(err).replace(staged, path)[:300]}); export with "
                                  "quantize='ptq'") from None
+        sidecar = None
+        if metadata is not None:  # checked and written with the IR, moved in with it
+            if frames is not None:
+                metadata = frames_metadata(metadata, frames)
+            try:
+                sidecar = write_sidecar(staged, metadata)
+            except ModelFileError as err:
+                raise ModelFileError(str(err).replace(staged, path)) from None
         os.replace(staged_bin, bin_path)  # weights first, as save_ir does
+        final_sidecar = path + ".json"
+        if sidecar is not None:
+            os.replace(sidecar, final_sidecar)
+            report["sidecar"] = final_sidecar
+        elif os.path.exists(final_sidecar):
+            os.remove(final_sidecar)  # an earlier export's: it does not describe this IR
         os.replace(staged, path)
-    if metadata is not None:
-        if frames is not None:
-            metadata = frames_metadata(metadata, frames)
-        report["sidecar"] = write_sidecar(path, metadata)
     return report
 
 

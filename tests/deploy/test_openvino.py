@@ -206,6 +206,14 @@ def test_an_export_whose_check_fails_leaves_the_earlier_one_in_place(small_model
     assert checked
     # The earlier IR and sidecar byte for byte, and nothing left of the new one.
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+    # Checked, the IR and its sidecar go in together; without metadata, the earlier export's
+    # sidecar goes (it would describe another IR).
+    monkeypatch.setattr(openvino_export, "verify_openvino", lambda *a, **k: {"max_rel_error": 0.0})
+    report = openvino_export.export_openvino(small_model, path, batch_size=2,
+                                             metadata={"input": {"frames": 4}})
+    assert report["sidecar"] == path + ".json" and read_metadata(path).frames == 4
+    report = openvino_export.export_openvino(small_model, path, batch_size=2)
+    assert "sidecar" not in report and sorted(os.listdir(tmp_path)) == ["small.bin", "small.xml"]
 
 
 def test_verification_catches_a_wrong_model(small_model, fp32_ir):
@@ -649,6 +657,8 @@ def test_cli_warns_of_an_int8_agreement_below_the_target(export_cli, capsys):
      "--data_root is not used with a float export"),
     (["--quantize=ptq", "--data_root={tmp}", "--compress_to_fp16"],
      "--compress_to_fp16 is for float IR"),
+    (["--format=onnx", "--output={tmp}/m.onnx", "--threads=2"],
+     "--threads is not used with --format=onnx"),
 ])
 def test_cli_bad_input_is_one_line(export_cli, tmp_path, capsys, args, message):
     args = [a.format(tmp=tmp_path) for a in args]

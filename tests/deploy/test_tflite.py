@@ -173,6 +173,11 @@ def test_a_float_file_records_the_normalisation_and_frame_step_it_is_given(tmp_p
                                         normalization="unit", downsample=3, verify=False)
     recorded = read_metadata(output)
     assert recorded.normalization == Normalization.preset("unit") and recorded.downsample == 3
+    # The frame step alone: no normalisation is made up for a model that records none.
+    load_script("export_tflite").export("mobilenetv2_0.2x", None, 3, 8, 32, "fp16", output,
+                                        downsample=2, verify=False)
+    recorded = read_metadata(output)
+    assert recorded.normalization is None and recorded.downsample == 2
 
 
 def test_verification_catches_a_file_of_another_model():
