@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -369,6 +370,22 @@ def test_h5_weights_of_another_model_name_the_file_not_the_values(tmp_path):
     assert message.startswith(f"{path}: these weights do not fit")
     assert "layer predictions: weights of shape (1280, 8), expected (1280, 5)" in message
     assert "value=" not in message and "\n" not in message
+
+
+def test_h5_weights_of_another_structure_say_how_many_layers_find_none(tmp_path):
+    # Keras lists every object it could not load; the message is one line, whole, not that
+    # list cut off mid-way.
+    path = str(tmp_path / "other.weights.h5")
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+                              keras.layers.BatchNormalization()])
+    other.save_weights(path)
+    with pytest.raises(ValueError) as err:
+        k3.MobileNetV2_3D(0.2, input_shape=(8, 32, 32, 3), num_classes=3, weights=path)
+    message = str(err.value)
+    assert re.search(r"^.*other.weights.h5: these weights do not fit the built model .* \(\d+ of "
+                     r"the model's layers find no weights in the file: weights of another model, "
+                     r"or saved from one of Keras' BatchNormalization layers", message), message
+    assert message.endswith("instead))") and "\n" not in message
 
 
 def test_weights_from_a_truncated_keras_archive_name_the_file(tmp_path):

@@ -174,7 +174,13 @@ def _weights_error(err):
     if shapes:
         where = f"layer {layer.group(1)}: " if layer else ""
         return f"{where}weights of shape {shapes.group(2)}, expected {shapes.group(1)}"
-    return text.split("Target variable:")[0].strip()[:300]
+    unmatched = re.search(r"A total of (\d+) objects could not be loaded", text)
+    if unmatched:  # Keras then lists every object: the count says it, the list does not fit
+        return (f"{unmatched.group(1)} of the model's layers find no weights in the file: "
+                "weights of another model, or saved from one of Keras' BatchNormalization "
+                "layers, as older releases built them (load that model's .keras file instead)")
+    text = text.split("Target variable:")[0].strip()
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 def _copy_weights(source, model, path):
