@@ -235,9 +235,15 @@ def _make(cached, model, metadata):
     staging = tempfile.mkdtemp(prefix=".staging-", dir=os.path.dirname(cached))
     try:
         save_to_preset(model, staging, metadata)
-        if os.path.isdir(cached):
-            shutil.rmtree(cached)
-        os.replace(staging, cached)
+        if os.path.isfile(os.path.join(cached, METADATA_FILE)):
+            return  # another process made it meanwhile: theirs stays, in use or not
+        if os.path.isdir(cached):  # a half-made one (no metadata.json, written last)
+            shutil.rmtree(cached, ignore_errors=True)
+        try:
+            os.rename(staging, cached)
+        except OSError:  # another process's rename came first
+            if not os.path.isfile(os.path.join(cached, METADATA_FILE)):
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

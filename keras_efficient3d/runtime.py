@@ -205,7 +205,8 @@ def check_close(actual, expected, rtol=1e-4, atol=1e-6, what="export"):
     err = relative_error(actual, expected)
     diff = float(np.max(np.abs(np.asarray(actual, np.float64) - np.asarray(expected, np.float64))))
     scale = float(np.max(np.abs(expected)))
-    if diff > rtol * scale + atol:
+    # `not <=`: a NaN or inf output fails every comparison, and must fail this check too
+    if not diff <= rtol * scale + atol:
         raise AssertionError(
             f"The {what} differs from the Keras model: max abs diff {diff:.3g}, relative "
             f"{err:.3g} > rtol {rtol:g} (max |keras| = {scale:.3g})."
@@ -769,6 +770,8 @@ class ONNXRunner(_Runner):
             import onnxruntime  # noqa: F401
         except ImportError:
             raise ModelFileError("ONNX models need onnxruntime: pip install onnxruntime") from None
+        if isinstance(model, (str, os.PathLike)):
+            model = os.fspath(model)  # a Path's sidecar is found beside it, not by its name
         self.path = model if isinstance(model, str) else getattr(model, "name", "<onnx>")
         self.threads = threads
         try:
@@ -785,7 +788,12 @@ class ONNXRunner(_Runner):
         dtype = self._DTYPES.get(inputs[0].type)
         if dtype is None:
             raise ModelFileError(f"{self.path}: unsupported input type {inputs[0].type}")
-        self.input_spec = InputSpec(shape, dtype)
+        if dtype == "int8":  # an ONNX input carries no scale and zero point to quantize with
+            raise ModelFileError(f"{self.path}: an int8 input without quantization parameters; "
+                                 "expected float clips or uint8 frames")
+        # A uint8 input is frames (0-255) the model normalises itself, as an IR's is: cast
+        # from normalised floats, clips would be truncated to nothing.
+        self.input_spec = InputSpec(shape, dtype, uint8_frames=dtype == "uint8")
         output = self.session.get_outputs()[0].shape
         last = output[-1] if output else None
         self.num_classes = last if isinstance(last, int) and last > 0 else None
@@ -961,6 +969,9 @@ class OpenVINORunner(_Runner):
         dtype = self._DTYPES.get(port.get_element_type().get_type_name())
         if dtype is None:
             raise ModelFileError(f"{self.path}: unsupported input type {port.get_element_type()}")
+        if dtype == "int8":  # an IR input carries no scale and zero point to quantize with
+            raise ModelFileError(f"{self.path}: an int8 input without quantization parameters; "
+                                 "expected float clips or uint8 frames")
         # the IR's only integer input is frames_input's (openvino_export.uint8_frames_input)
         self.input_spec = InputSpec(shape, dtype, uint8_frames=dtype == "uint8")
         output = self.compiled.outputs[0].get_partial_shape()

@@ -77,6 +77,7 @@ import codecs
 import collections
 import dataclasses
 import io
+import math
 import os
 import pickle
 import pickletools
@@ -97,6 +98,8 @@ __all__ = [
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 DATA_PARALLEL_PREFIX = "module."
+# The most a tensor whose strides repeat its storage's elements may expand to.
+_MAX_REPEATED_BYTES = 64 * 2**20
 
 
 class CheckpointError(ValueError):
@@ -283,6 +286,15 @@ class _TensorRef:
             raise CheckpointError(
                 f"a tensor of size {self.shape}, stride {self.stride} at offset {self.offset} "
                 f"reaches element {last} of a storage of {base.shape[0]} elements"
+            )
+        count = math.prod(self.shape)
+        # Overlapping strides (an expanded tensor: stride 0) repeat a storage's elements: a
+        # few bytes of file could ask for gigabytes. Allowed while it stays small.
+        if count > base.shape[0] and count * base.itemsize > _MAX_REPEATED_BYTES:
+            raise CheckpointError(
+                f"a tensor of size {self.shape}, stride {self.stride} repeats a storage of "
+                f"{base.shape[0]} elements into {count * base.itemsize / 2**20:.0f} MiB; refused "
+                f"(a model's tensors hold their own data)"
             )
         view = np.lib.stride_tricks.as_strided(
             base[self.offset :],

@@ -308,6 +308,22 @@ def test_shipped_model_is_a_preset(preset_home):
                                shipped.predict(x.astype(np.float32), verbose=0), rtol=1e-6)
 
 
+def test_a_preset_made_meanwhile_by_another_process_stays(preset_home, tmp_path):
+    # Two processes making one preset at once: the second finds the first's in place and
+    # leaves it (a loader may be reading it), and no staging folder behind.
+    model = k3.create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3), num_classes=3)
+    cached = str(preset_home / "presets" / "p")
+    presets._make(cached, model, None)
+    first = {name: os.path.getmtime(os.path.join(cached, name)) for name in os.listdir(cached)}
+    presets._make(cached, model, None)
+    assert {name: os.path.getmtime(os.path.join(cached, name)) for name in os.listdir(cached)} == first
+    assert os.listdir(os.path.dirname(cached)) == ["p"]
+    # A half-made one (no metadata.json, which is written last) is replaced.
+    os.remove(os.path.join(cached, presets.METADATA_FILE))
+    presets._make(cached, model, None)
+    assert os.path.isfile(os.path.join(cached, presets.METADATA_FILE))
+
+
 def test_batchnorm_training_variance_is_never_negative():
     """Channels of nearly equal large values: E[x^2] - E[x]^2 (Keras' moments on JAX and
     PyTorch) cancels to a negative variance; the layer's statistics stay >= 0 and finite."""

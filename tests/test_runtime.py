@@ -114,6 +114,54 @@ def test_load_runner_rejects_bad_tiny_files(tmp_path, tiny_files):
         load_runner(str(tmp_path / "junk.onnx"))
 
 
+def test_a_nan_output_fails_the_export_check():
+    from keras_efficient3d.runtime import check_close
+
+    expected = np.array([[0.5, 1.0]])
+    assert check_close(expected + 1e-6, expected) < 1e-4
+    for bad in (np.nan, np.inf):
+        with pytest.raises(AssertionError, match="differs from the Keras model"):
+            check_close(np.array([[bad, 1.0]]), expected)
+
+
+def _uint8_onnx(path):
+    """An ONNX model of a uint8 clip input (frames the model normalises): its class scores
+    are the clip's channel means / 255."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["frames"], ["x"], to=TensorProto.FLOAT),
+         helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0),
+         helper.make_node("Div", ["m", "scale"], ["logits"])],
+        "frames", [helper.make_tensor_value_info("frames", TensorProto.UINT8, [1, 2, 4, 4, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
+         helper.make_tensor("scale", TensorProto.FLOAT, [], [255.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_onnx_model_of_uint8_frames_is_fed_frames_and_found_by_path(tmp_path):
+    import pathlib
+
+    from keras_efficient3d.artifacts import write_sidecar
+    from keras_efficient3d.runtime import ONNXRunner
+
+    (tmp_path / "sub").mkdir()
+    path = _uint8_onnx(tmp_path / "sub" / "m.onnx")
+    write_sidecar(path, {"labels": ["a", "b", "c"]})
+    runner = ONNXRunner(pathlib.Path(path), threads=1)
+    # The path as given, for its sidecar: not the bare file name looked up elsewhere.
+    assert runner.path == str(path)
+    assert runner.input_spec.uint8_frames and runner.input_spec.dtype == "uint8"
+    frames = np.zeros((1, 2, 4, 4, 3), np.uint8)
+    frames[..., 1] = 255
+    np.testing.assert_allclose(runner(frames), [[0.0, 1.0, 0.0]], atol=1e-6)
+
+
 def test_measure_reports_median_spread_and_rate():
     calls = []
     result = measure(lambda: calls.append(time.sleep(0.002)), warmup=2, runs=5, batch=4)

@@ -458,6 +458,16 @@ def test_tensor_beyond_its_storage_is_corrupt(tmp_path):
         load_checkpoint(path)
 
 
+def test_a_tensor_repeating_its_storage_into_gigabytes_is_refused(tmp_path):
+    # A few hundred bytes of file, stride 0 over one element: 40 GB if materialised.
+    s = Storage("FloatStorage", np.zeros(1, dtype=np.float32), "0")
+    path = tmp_path / "bomb.pth"
+    write_zip(path, {"state_dict": ordered([("w", tensor(s, 0, (100000, 100000), (0, 0)))])}, [s])
+    assert path.stat().st_size < 2000
+    with pytest.raises(CheckpointError, match=r"repeats a storage of 1 elements into 38147 MiB"):
+        load_checkpoint(path)
+
+
 def test_not_a_checkpoint(tmp_path):
     path = tmp_path / "noise.pth"
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())

@@ -87,16 +87,26 @@ def _read_json(path, split):
             data = json.load(handle)
     except json.JSONDecodeError as error:
         raise DataError(f"invalid JSON ({error.msg})", path, error.lineno) from None
-    if not isinstance(data, dict) or "labels" not in data or "database" not in data:
-        raise DataError("expected the original's annotation JSON with 'labels' and 'database'", path)
+    except UnicodeDecodeError:
+        raise DataError("not a UTF-8 text file", path) from None
+    expected = ("expected the original's annotation JSON: {'labels': [names], 'database': "
+                "{video_id: {'subset': ..., 'annotations': {'label': name}}}}")
+    if not isinstance(data, dict) or not isinstance(data.get("labels"), list) or \
+            not isinstance(data.get("database"), dict):
+        raise DataError(expected, path)
     class_names = [str(name) for name in data["labels"]]
     class_to_index = {name: i for i, name in enumerate(class_names)}
     subset = _JSON_SUBSETS[split]
     entries = []
     for video_id, value in data["database"].items():
+        annotations = value.get("annotations") if isinstance(value, dict) else None
+        if not isinstance(value, dict) or not isinstance(annotations or {}, dict):
+            raise DataError(f"video {video_id!r}: {expected}", path)
         if value.get("subset") != subset:
             continue
-        label_name = (value.get("annotations") or {}).get("label")
+        label_name = (annotations or {}).get("label")
+        if label_name is not None and not isinstance(label_name, str):
+            raise DataError(f"video {video_id!r}: label {label_name!r} is not a name", path)
         if label_name is None:
             entries.append((str(video_id), -1))
         elif label_name not in class_to_index:

@@ -45,6 +45,13 @@ def _read_csv(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError("annotation file not found", path)
+    try:
+        return _read_csv_rows(path)
+    except UnicodeDecodeError:
+        raise DataError("not a UTF-8 text file", path) from None
+
+
+def _read_csv_rows(path):
     rows = []
     with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle)
@@ -59,7 +66,14 @@ def _read_csv(path):
         # A record with an unbalanced quote runs on to the end of the file: name the line
         # where it starts, not where the reader stopped.
         starts = reader.line_num + 1
-        for fields in reader:
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:  # in a large file, csv's field size limit stops it
+                raise DataError(f"malformed CSV from this line on ({error}): an unbalanced "
+                                "quote?", path, starts) from None
             number, starts = starts, reader.line_num + 1
             if not any(f.strip() for f in fields):
                 continue

@@ -141,9 +141,17 @@ def is_stream_url(source) -> bool:
 
 
 def _is_frame_folder(path):
+    """A folder of images and no video: a folder of videos that also holds an image (a
+    thumbnail, a poster) is a folder of videos, not one clip of that image."""
+    images = videos = False
     with os.scandir(path) as entries:
-        return any(e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS) and not e.name.startswith(".")
-                   for e in entries)
+        for e in entries:
+            if e.name.startswith(".") or not e.is_file():
+                continue
+            name = e.name.lower()
+            images |= name.endswith(IMAGE_EXTENSIONS)
+            videos |= name.endswith(VIDEO_EXTENSIONS)
+    return images and not videos
 
 
 def _natural_key(name):

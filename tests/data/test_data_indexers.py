@@ -71,6 +71,14 @@ def test_jester_original_json(jester_root, tmp_path):
     write_text(path, json.dumps(data))
     with pytest.raises(DataError, match="Waving"):
         index_jester(jester_root, "train", annotations=path)
+    # Other shapes of JSON: one line naming the file, not an AttributeError.
+    for bad in ({"labels": ["a"], "database": [1, 2]}, {"labels": ["a"], "database": {"1": "training"}},
+                {"labels": ["a"], "database": {"1": {"subset": "training", "annotations": {"label": ["a"]}}}},
+                {"labels": "a", "database": {}}):
+        write_text(path, json.dumps(bad))
+        with pytest.raises(DataError, match=r"expected the original's annotation JSON|is not a name") as info:
+            index_jester(jester_root, "train", annotations=path)
+        assert str(info.value).startswith(path)
 
 
 @pytest.mark.parametrize(
@@ -144,6 +152,12 @@ def test_kinetics_bad_rows(kinetics_root, tmp_path):
     with pytest.raises(DataError, match="fields") as info:
         index_kinetics(kinetics_root, quote, "train")
     assert str(info.value).startswith(f"{quote}:3: ")
+    # ... and in a large file, past csv's field size limit: one line still, not csv.Error.
+    big = write_text(str(tmp_path / "big.csv"),
+                     KINETICS_CSV.replace("bbb,0,10", '"bbb,0,10') + "abseiling,x,0,10,train\n" * 9000)
+    with pytest.raises(DataError, match="malformed CSV from this line on .*unbalanced quote") as info:
+        index_kinetics(kinetics_root, big, "train")
+    assert str(info.value).startswith(f"{big}:3: ")
     short = write_text(str(tmp_path / "b.csv"), KINETICS_CSV + "abseiling,fff,1\n")
     with pytest.raises(DataError, match="fields") as info:
         index_kinetics(kinetics_root, short, "train")

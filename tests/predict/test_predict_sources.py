@@ -9,6 +9,16 @@ from keras_efficient3d.predict import PredictError
 from keras_efficient3d.runtime import load_runner
 
 
+def test_a_folder_of_videos_with_a_thumbnail_is_a_folder_of_videos(videos, tmp_path):
+    import shutil
+
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    shutil.copy(os.path.join(videos["folder"], "clip2.avi"), folder / "clip2.avi")
+    shutil.copy(os.path.join(videos["frames"], "img_1.jpg"), folder / "clip2.jpg")  # a poster
+    assert predict.find_sources(str(folder)) == [str(folder / "clip2.avi")]
+
+
 def test_folder_of_videos_and_frame_folders(models, videos):
     assert [os.path.basename(p) for p in predict.find_sources(videos["folder"])] == [
         "clip2.avi", "clip10.mp4", "frames_a"]
