@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 import os
 import re
 import sys
@@ -124,8 +125,10 @@ def measure(step, warmup=3, runs=15, batch=1, keep_times=False) -> dict:
         interquartile range), ``clips_per_s`` (``batch`` / median), ``runs``, ``warmup``,
         ``batch``; with `keep_times`, ``times_ms`` (every run's ms, in order).
     """
-    if not isinstance(warmup, int) or warmup < 0 or not isinstance(runs, int) or runs < 1:
+    if not isinstance(warmup, numbers.Integral) or warmup < 0 or \
+            not isinstance(runs, numbers.Integral) or runs < 1:  # numpy's integers too
         raise ValueError(f"`warmup` must be >= 0 and `runs` >= 1. Received: warmup={warmup}, runs={runs}")
+    warmup, runs = int(warmup), int(runs)  # plain ints in the (JSON) results
     for _ in range(warmup):
         step()
     times = np.empty(runs)
@@ -712,6 +715,8 @@ class TFLiteRunner(_Runner):
 def choose_providers(available, requested=None):
     """The requested ONNX Runtime execution providers (all must exist), else those of
     `ONNX_PROVIDERS` that are available."""
+    if isinstance(requested, str):  # one provider's name, not its characters
+        requested = [requested]
     if requested:
         missing = [p for p in requested if p not in available]
         if missing:

@@ -565,6 +565,14 @@ def _load_legacy(f, source: str, file_size: int):
 
 def _load_zip(path: str, source: str):
     zf = zipfile.ZipFile(path)
+    try:
+        return _read_zip(zf, source)
+    except BaseException:  # the caller closes it after reading; a refusal closes it here
+        zf.close()
+        raise
+
+
+def _read_zip(zf, source: str):
     names = zf.namelist()
     pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1 and n.rsplit("/", 1)[-1] == "data.pkl"]
     if len(pickles) != 1:

@@ -173,6 +173,9 @@ def test_measure_reports_median_spread_and_rate():
         measure(lambda: None, warmup=-1)
     with pytest.raises(ValueError, match="runs=0"):
         measure(lambda: None, runs=0)
+    # numpy's integers (a count from an array) are counts too, and plain ints in the results
+    result = measure(lambda: None, warmup=np.int64(1), runs=np.int64(3))
+    assert (result["runs"], result["warmup"]) == (3, 1) and type(result["runs"]) is int
 
 
 def test_benchmark_times_every_runner(tiny_files):
@@ -201,6 +204,11 @@ def test_onnx_session_threads_and_providers(tiny_files):
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
         "CUDAExecutionProvider", "CPUExecutionProvider"]
+    # one provider by name, not a list of its characters
+    assert choose_providers(["CPUExecutionProvider"], "CPUExecutionProvider") == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="Providers not in this onnxruntime build: "
+                                         "NoSuchExecutionProvider. Available"):
+        choose_providers(["CPUExecutionProvider"], "NoSuchExecutionProvider")
     with pytest.raises(ValueError, match="Providers not in this onnxruntime build"):
         onnx_session(tiny_files["onnx"], providers=["NoSuchExecutionProvider"])
     # spinning workers off (benchmarks timing several runtimes in turns), on by default

@@ -89,7 +89,7 @@ def load_labels(name_or_path: str) -> list[str]:
     key = name.lower().replace("-", "").replace("_", "")
     if key in ("kinetics600", "kinetics"):
         raise PredictError(_KINETICS600_HELP)
-    if key in LABEL_SETS and not os.path.exists(name):
+    if key in LABEL_SETS and not os.path.isfile(name):  # a dataset folder of that name too
         path = os.path.join(_LABELS_DIR, f"{key}.txt")
     elif os.path.isfile(name):
         path = name

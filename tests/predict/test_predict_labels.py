@@ -23,6 +23,15 @@ def test_shipped_label_sets():
     assert all(" " not in name for name in ucf)
 
 
+def test_a_set_name_beside_a_dataset_folder_of_that_name_is_the_set(tmp_path, monkeypatch):
+    # `--labels jester` run where the Jester dataset folder is named jester
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "jester").mkdir()
+    assert len(predict.load_labels("jester")) == 27
+    (tmp_path / "ucf101").write_text("a\nb\n")  # a file of that name is the file
+    assert predict.load_labels("ucf101") == ["a", "b"]
+
+
 def test_label_files(tmp_path):
     (tmp_path / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 ApplyLipstick\n\n3 Archery\n")
     assert predict.load_labels(str(tmp_path / "classInd.txt")) == [
