@@ -274,8 +274,7 @@ def define_flags(flag_values=flags.FLAGS):
                       "takes raw RGB frames.", **fv)
     cli.define("normalization", None, "The checkpoint's: default kinetics for kinetics_* files, "
                "else original.", **fv)
-    cli.define("labels", None, "Recorded in the model: a labels file (as predict reads them) or "
-               "a shipped set (jester, ucf101).", **fv)
+    cli.define("labels", None, "Recorded in the model.", check=cli.existing_file, **fv)
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -283,15 +282,8 @@ def main(argv, flag_values=flags.FLAGS):
     f = flag_values
     labels = None
     if f.labels:
-        from keras_efficient3d import cli
-        from keras_efficient3d.predict.labels import load_labels
-
-        # predict's reader: classInd.txt's indices go, a BOM goes, a class named twice is
-        # refused with its line, and the shipped sets (jester, ucf101) are there by name
-        try:
-            labels = load_labels(f.labels)
-        except ValueError as err:
-            raise cli.UsageError(f"--labels={f.labels}: {err}") from None
+        with open(f.labels, encoding="utf-8") as handle:
+            labels = [line.strip() for line in handle if line.strip()]
     overrides = {"model": f.model, "width_mult": f.width_mult, "groups": f.groups,
                  "shortcut": f.shortcut, "cardinality": f.cardinality, "depth": f.depth,
                  "num_classes": f.num_classes}

@@ -197,8 +197,7 @@ def test_wrong_model_lists_missing_and_unexpected_keys(reference_dir):
 def test_cli_converts_with_preprocessing_and_metadata(reference_dir, tmp_path):
     out = tmp_path / "mnv2.keras"
     labels = tmp_path / "labels.txt"
-    # classInd.txt's form: the indices are no part of the names
-    labels.write_text("\n".join(f"{i + 1} class {i}" for i in range(27)))
+    labels.write_text("\n".join(f"class {i}" for i in range(27)))
     proc = subprocess.run(
         [sys.executable, "-m", "keras_efficient3d.convert",
          f"--checkpoint={reference_dir / 'pytorch_checkpoints' / 'mobilenetv2_0.2x.pth'}",
