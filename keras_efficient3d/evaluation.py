@@ -97,7 +97,7 @@ def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
         "classes": list(classes),
-        "failed_videos": list(failures.paths),
+        "failed_videos": failures.paths,
         "num_outputs": int(clip_probs.shape[1]),
     }
 

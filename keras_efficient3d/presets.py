@@ -214,7 +214,7 @@ def resolve_preset(preset, checkpoint=None, log=print):
                          f"list_presets() ({len(list_presets())} names, e.g. "
                          f"{', '.join(list_presets()[:3])}). Received: preset={preset}")
     cached = os.path.join(home(), "presets", preset)
-    if os.path.isfile(os.path.join(cached, METADATA_FILE)):
+    if _is_made(cached):
         return cached
     if preset in BUILTIN:
         source = os.path.join(_shipped_dir(), BUILTIN[preset])
@@ -229,20 +229,25 @@ def resolve_preset(preset, checkpoint=None, log=print):
     return cached
 
 
+def _is_made(cached):
+    # metadata.json is written last: a folder without it is half-made
+    return os.path.isfile(os.path.join(cached, METADATA_FILE))
+
+
 def _make(cached, model, metadata):
     """Writes the preset beside `cached`, then renames it there: no half-made preset."""
     os.makedirs(os.path.dirname(cached), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".staging-", dir=os.path.dirname(cached))
     try:
         save_to_preset(model, staging, metadata)
-        if os.path.isfile(os.path.join(cached, METADATA_FILE)):
+        if _is_made(cached):
             return  # another process made it meanwhile: theirs stays, in use or not
-        if os.path.isdir(cached):  # a half-made one (no metadata.json, written last)
+        if os.path.isdir(cached):  # a half-made one
             shutil.rmtree(cached, ignore_errors=True)
         try:
             os.rename(staging, cached)
         except OSError:  # another process's rename came first
-            if not os.path.isfile(os.path.join(cached, METADATA_FILE)):
+            if not _is_made(cached):
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -763,6 +763,16 @@ def onnx_session(model, threads=None, providers=("CPUExecutionProvider",), spinn
         raise ModelFileError(f"{where}: cannot load the ONNX model ({_one_line(err)})") from None
 
 
+def _unquantized_input_spec(path, shape, dtype):
+    """The `InputSpec` of an ONNX or OpenVINO input, which carries no scale and zero point:
+    a uint8 input is frames (0-255) the model normalises itself (cast from normalised
+    floats, clips would be truncated to nothing); an int8 one cannot be fed."""
+    if dtype == "int8":
+        raise ModelFileError(f"{path}: an int8 input without quantization parameters; "
+                             "expected float clips or uint8 frames")
+    return InputSpec(shape, dtype, uint8_frames=dtype == "uint8")
+
+
 class ONNXRunner(_Runner):
     """An ONNX model run by ONNX Runtime (`onnx_session`)."""
 
@@ -793,12 +803,7 @@ class ONNXRunner(_Runner):
         dtype = self._DTYPES.get(inputs[0].type)
         if dtype is None:
             raise ModelFileError(f"{self.path}: unsupported input type {inputs[0].type}")
-        if dtype == "int8":  # an ONNX input carries no scale and zero point to quantize with
-            raise ModelFileError(f"{self.path}: an int8 input without quantization parameters; "
-                                 "expected float clips or uint8 frames")
-        # A uint8 input is frames (0-255) the model normalises itself, as an IR's is: cast
-        # from normalised floats, clips would be truncated to nothing.
-        self.input_spec = InputSpec(shape, dtype, uint8_frames=dtype == "uint8")
+        self.input_spec = _unquantized_input_spec(self.path, shape, dtype)
         output = self.session.get_outputs()[0].shape
         last = output[-1] if output else None
         self.num_classes = last if isinstance(last, int) and last > 0 else None
@@ -974,11 +979,8 @@ class OpenVINORunner(_Runner):
         dtype = self._DTYPES.get(port.get_element_type().get_type_name())
         if dtype is None:
             raise ModelFileError(f"{self.path}: unsupported input type {port.get_element_type()}")
-        if dtype == "int8":  # an IR input carries no scale and zero point to quantize with
-            raise ModelFileError(f"{self.path}: an int8 input without quantization parameters; "
-                                 "expected float clips or uint8 frames")
         # the IR's only integer input is frames_input's (openvino_export.uint8_frames_input)
-        self.input_spec = InputSpec(shape, dtype, uint8_frames=dtype == "uint8")
+        self.input_spec = _unquantized_input_spec(self.path, shape, dtype)
         output = self.compiled.outputs[0].get_partial_shape()
         last = output[len(output) - 1] if output.rank.is_static and len(output) else None
         self.num_classes = last.get_length() if last is not None and last.is_static else None

@@ -118,8 +118,7 @@ def config_from_flags(flag_values=flags.FLAGS):
             except ValueError:
                 raise cli.UsageError(f"--lr_steps must be comma-separated epochs. "
                                      f"Received: --lr_steps={','.join(value)}") from None
-        elif value is not None and hints[field.name] is not str and \
-                _base_type(hints[field.name]) is float:
+        elif value is not None and _base_type(hints[field.name]) is float:
             value = float(value)  # an enum flag's choice (--version=1.1) is a string
         values[field.name] = value
     return TrainConfig(**values)

@@ -85,21 +85,23 @@ class DecodeFailures:
         if limit is not None and limit < 0:
             raise ValueError(f"`max_decode_failures` must be >= 0 or None. Received: {limit}")
         self.limit = limit
-        self.paths: list[str] = []  # in the order they first failed
-        self._seen: set[str] = set()
+        self._failed: dict[str, None] = {}  # the paths, in the order they first failed
         self._lock = threading.Lock()
 
     @property
+    def paths(self) -> list[str]:
+        return list(self._failed)
+
+    @property
     def count(self) -> int:
-        return len(self.paths)
+        return len(self._failed)
 
     def add(self, record: VideoRecord, error: Exception) -> None:
         with self._lock:
-            if record.path in self._seen:
+            if record.path in self._failed:
                 return
-            self._seen.add(record.path)
-            self.paths.append(record.path)
-            count = len(self.paths)
+            self._failed[record.path] = None
+            count = len(self._failed)
         if self.limit is not None and count > self.limit:
             raise DataError(
                 f"{count} videos failed to decode, more than max_decode_failures={self.limit}; "

@@ -503,6 +503,10 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
         staged = save_ir(ov_model, os.path.join(staging, "model.xml"),
                          compress_to_fp16=compress_to_fp16 and quantize is None)
         staged_bin = os.path.join(staging, "model.bin")
+
+        def unstaged(err):  # the user's paths in a message, not the staging folder's
+            return str(err).replace(staged_bin, bin_path).replace(staged, path)
+
         report = {"path": path, "bin": bin_path, "precision": precision,
                   "quantize": quantize, "input_shape": (batch_size,) + input_shape,
                   "size_bytes": os.path.getsize(staged_bin) + os.path.getsize(staged),
@@ -522,13 +526,12 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
                                               atol=atol, threads=threads, frames=frames))
             except ModelFileError as err:
                 if quantize != "qat":
-                    raise ModelFileError(str(err).replace(staged, path).replace(
-                        staged_bin, bin_path)) from None
+                    raise ModelFileError(unstaged(err)) from None
                 # OpenVINO 2026.4's CPU low-precision transformations move the asymmetric
                 # dequantization of the QAT graph's activations through the temporal Pad and
                 # Slice taps and fail shape inference (with them off it compiles, in float).
                 raise ValueError(f"{path}: OpenVINO cannot compile this QAT model for the CPU "
-                                 f"({str(err).replace(staged, path)[:300]}); export with "
+                                 f"({unstaged(err)[:300]}); export with "
                                  "quantize='ptq'") from None
         sidecar = None
         if metadata is not None:  # checked and written with the IR, moved in with it
@@ -537,7 +540,7 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
             try:
                 sidecar = write_sidecar(staged, metadata)
             except ModelFileError as err:
-                raise ModelFileError(str(err).replace(staged, path)) from None
+                raise ModelFileError(unstaged(err)) from None
         os.replace(staged_bin, bin_path)  # weights first, as save_ir does
         final_sidecar = path + ".json"
         if sidecar is not None:
