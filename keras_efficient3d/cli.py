@@ -384,24 +384,10 @@ def normalize_argv(argv):
     """Accepts ``--width-mult`` for ``--width_mult``; values and the part after ``--`` stay.
     Flagfiles are checked first (`check_flagfile`), in each form absl reads: ``--flagfile=PATH``,
     ``--flagfile PATH`` and their one-dash spellings."""
-    out = []
-    path_follows = False
-    for i, arg in enumerate(argv):
-        if path_follows:  # absl takes the next argument as the path, whatever it looks like
-            check_flagfile(arg)
-            path_follows = False
-            out.append(arg)
-            continue
-        if arg == "--":
-            return out + list(argv[i:])
-        if i > 0 and arg.startswith("--") and not arg.startswith("---"):
-            name, sep, value = arg[2:].partition("=")
-            arg = "--" + name.replace("-", "_") + sep + value
-        directive = _FLAGFILE.fullmatch(arg) if i > 0 else None
-        if directive and directive["sep"] == "=":
-            check_flagfile(directive["path"])
-        elif directive and not directive["sep"]:  # one argument "--flagfile PATH" is no directive
-            path_follows = True
+    out = list(argv[:1])
+    for arg, flagfile in _command_line(argv):
+        if flagfile is not None:
+            check_flagfile(flagfile)
         out.append(arg)
     return out
 
@@ -411,14 +397,45 @@ def normalize_argv(argv):
 _FLAGFILE = re.compile(r"--?flagfile(?P<sep>=|\s+|$)(?P<path>.*)")
 
 
-def check_flagfile(path, _seen=(), _where=""):
+def _command_line(argv):
+    """Yields ``(argument, flagfile)`` for each argument after the program's name, the flag's
+    name with dashes as underscores, and flagfile the path it names (``--flagfile=PATH``, or
+    PATH after ``--flagfile``), else None. What follows ``--`` absl does not read: it comes
+    unchanged."""
+    path_follows = False
+    for i, arg in enumerate(argv[1:], 1):
+        if path_follows:  # absl takes the next argument as the path, whatever it looks like
+            path_follows = False
+            yield arg, arg
+            continue
+        if arg == "--":
+            yield from ((rest, None) for rest in argv[i:])
+            return
+        if arg.startswith("--") and not arg.startswith("---"):
+            name, sep, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + sep + value
+        directive = _FLAGFILE.fullmatch(arg)
+        # one argument "--flagfile PATH" is no directive
+        path_follows = bool(directive) and not directive["sep"]
+        yield arg, directive["path"] if directive and directive["sep"] == "=" else None
+
+
+def check_flagfile(path):
     """Refuses, naming the file and line, what absl would misread in a flagfile: a line that
     is not a flag (absl passes ``epochs=1`` on as an argument: "unexpected arguments"), and a
     comment after a flag (absl takes it into the value: "invalid literal for int()")."""
+    for _ in _flagfile_args(path):
+        pass
+
+
+def _flagfile_args(path, _seen=(), _where=""):
+    """Yields ``(flag, "PATH:LINE")`` for each flag in flagfile `path`, a nested flagfile's in
+    its place, after `check_flagfile`'s checks of each line (flags.Error)."""
     if path in _seen:
         return
     try:
-        lines = _flagfile_lines(path)
+        with open(os.path.expanduser(path), encoding="utf-8") as handle:  # as absl opens it
+            lines = handle.read().splitlines()
     except OSError as err:
         raise flags.Error(f"{_where}--flagfile={path}: "
                           f"{err.strerror.lower() if err.strerror else err}") from None
@@ -443,12 +460,9 @@ def check_flagfile(path, _seen=(), _where=""):
                               f"one line: {line!r}")
         if directive:
             # absl reads a nested flagfile relative to the working folder, as on the command line
-            check_flagfile(directive["path"], (*_seen, path), f"{path}:{number}: ")
-
-
-def _flagfile_lines(path):
-    with open(os.path.expanduser(path), encoding="utf-8") as handle:  # as absl opens it
-        return handle.read().splitlines()
+            yield from _flagfile_args(directive["path"], (*_seen, path), f"{path}:{number}: ")
+        else:
+            yield line, f"{path}:{number}"
 
 
 def flag_origin(argv, name, value=None):
@@ -456,35 +470,23 @@ def flag_origin(argv, name, value=None):
     the last such line, as absl keeps the last value; else the first line that names it, as
     absl stops at the first unknown flag), or None where that was the command line or
     nothing: absl's own errors name the flag, not the file a user has to fix."""
+    def args():
+        for arg, flagfile in _command_line(argv):
+            if flagfile is None:
+                yield arg, None
+                continue
+            try:
+                yield from _flagfile_args(flagfile)
+            except flags.Error:  # a flagfile absl could not read has no line to show
+                pass
+
     origin, found = None, False
-
-    def visit(args, where, seen):
-        nonlocal origin, found
-        path_follows = False
-        for number, arg in enumerate(args, 1):
-            arg = arg.strip()
-            directive = _FLAGFILE.fullmatch(arg)
-            if path_follows or (directive and directive["sep"] == "="):
-                path = arg if path_follows else directive["path"]
-                path_follows = False
-                if path not in seen:
-                    try:
-                        visit(_flagfile_lines(path), path, (*seen, path))
-                    except (OSError, UnicodeDecodeError):
-                        pass
-                continue
-            if directive:
-                path_follows = True
-                continue
-            given, _, given_value = arg.lstrip("-").partition("=")
-            if where is None:  # the command line's --batch-size is --batch_size (normalize_argv)
-                given = given.replace("-", "_")
-            if not arg.startswith("-") or name not in (given, given.removeprefix("no")):
-                continue
-            if value is None and not found or value is not None and given_value == value:
-                origin, found = (f"{where}:{number}" if where else None), True
-
-    visit(list(argv[1:]), None, ())
+    for arg, where in args():
+        given, _, given_value = arg.lstrip("-").partition("=")
+        if not arg.startswith("-") or name not in (given, given.removeprefix("no")):
+            continue
+        if value is None and not found or value is not None and given_value == value:
+            origin, found = where, True
     return origin
 
 
