@@ -68,14 +68,20 @@ PACK_WIDTH_DEPTHWISE = 512
 STACK_CHANNELS = 4
 
 
+def take_rows(array, keep):
+    """`array`'s input rows (axis 2 of a 2D kernel) at `keep` (indices), or all where None."""
+    return array if keep is None else np.take(array, keep, axis=2)
+
+
 class FloatHooks:
     """Hooks of the plain float graph: parameters are constants, activations untouched."""
 
     def __init__(self, params):
         self._params = params
 
-    def param(self, key):
-        return tf.constant(self._params[key])
+    def param(self, key, keep=None):
+        """The parameter; `keep`: the indices of a kernel's input rows (axis 2) to keep."""
+        return tf.constant(take_rows(self._params[key], keep))
 
     def array(self, key):
         """The parameter as numpy, for kernels the graph lays out anew (`_Emitter._array`)."""
@@ -330,7 +336,7 @@ class _Emitter:
     def _shape(self, x):
         return [int(d) if d is not None else None for d in x.shape]
 
-    def _feeds_activation_only(self, layer, node):
+    def _feeds_activation_only(self, layer, node, relu_only=False):
         """True when the layer's single output goes to exactly one ReLU-like layer, so that
         its quantization point is taken after that activation."""
         outs = node.output_tensors
@@ -340,8 +346,12 @@ class _Emitter:
         if len(users) != 1:
             return False
         user = users[0]
+        if isinstance(user, keras.layers.Concatenate) and not isinstance(self.hooks, FloatHooks):
+            # a concatenation that only a ReLU reads: that ReLU is taken part by part, each
+            # part's point after it (`activation`)
+            return self._feeds_activation_only(user, user._inbound_nodes[0], relu_only=True)
         return isinstance(user, (keras.layers.ReLU, keras.layers.Activation)) and \
-            activation_name(user) in RELU_LIKE + ("linear",)
+            activation_name(user) in (("relu",) if relu_only else RELU_LIKE + ("linear",))
 
     def _phase(self, v, st, phase):
         """Frames ``phase, phase + st, ...`` of a batch-1 clip as a video (`taps.phase`).
@@ -455,10 +465,13 @@ class _Emitter:
         cin = v.x.shape[-1] // layer.groups
 
         def kernel(g, live):
-            k = self.hooks.param(f"{name}/kernel{g}")
-            if len(live) < kt:  # drop the kernel rows of taps that see only padding
-                k = tf.concat([k[:, :, i * cin:(i + 1) * cin] for i in live], axis=2)
-            return k
+            if len(live) == kt:
+                return self.hooks.param(f"{name}/kernel{g}")
+            # The kernel rows of taps that see only padding are dropped before quantization:
+            # QAT then trains the kernel the int8 file holds, and a per-channel fake quant
+            # stays on a constant (the converter cannot quantize through a concat after it)
+            keep = np.concatenate([np.arange(i * cin, (i + 1) * cin) for i in live])
+            return self.hooks.param(f"{name}/kernel{g}", keep)
 
         parts, t_out = taps.convolution(
             v.x, v.frames, self.batch, kernel, layer.kernel_size, layer.strides, layer.padding,
@@ -523,7 +536,8 @@ class _Emitter:
 
     def _pool3d(self, layer, v, kind):
         x, t_out = taps.pool(v.x, v.frames, self.batch, kind, layer.pool_size, layer.strides,
-                             layer.padding, xnnpack=_FORM.xnnpack, nonneg=v.nonneg)
+                             layer.padding, xnnpack=_FORM.xnnpack, nonneg=v.nonneg,
+                             point=self.hooks.act, name=layer.name)
         if kind == "avg":
             x = self.hooks.act(layer.name, x)
         return _Video(x, t_out, v.nonneg)
@@ -590,21 +604,24 @@ class _Emitter:
             return _Video(y, ins[0].frames, nonneg, parts=list(ins))
         return _Flat(y)
 
-    def _relu_of_parts(self, v):
+    def _relu_of_parts(self, v, key):
         """ReLU of a channel concatenation as the concatenation of the ReLUs of its parts:
         a ReLU on a convolution fuses into it and one on a non-negative part vanishes
-        (XNNPACK takes no standalone int8 RELU, e.g. after ShuffleNetV1's concat)."""
+        (XNNPACK takes no standalone int8 RELU, e.g. after ShuffleNetV1's concat). A QAT
+        graph quantizes each part after its ReLU (``key/part<i>``): its producers skip
+        their own points (`_feeds_activation_only`)."""
         if v.nonneg:
             return v.x
         if v.parts:
-            return tf.concat([self._relu_of_parts(p) for p in v.parts], axis=-1)
-        return tf.nn.relu(v.x)
+            return tf.concat([self._relu_of_parts(p, f"{key}/part{i}")
+                              for i, p in enumerate(v.parts)], axis=-1)
+        y = tf.nn.relu(v.x)
+        return y if isinstance(self.hooks, FloatHooks) else self.hooks.act(key, y)
 
     def activation(self, layer, node, ins):
         v = ins[0]
-        if isinstance(v, _Video) and v.parts and isinstance(self.hooks, FloatHooks) and \
-                activation_name(layer) == "relu":
-            y = self.hooks.act(layer.name, self._relu_of_parts(v))
+        if isinstance(v, _Video) and v.parts and activation_name(layer) == "relu":
+            y = self.hooks.act(layer.name, self._relu_of_parts(v, layer.name))
             out = _Video(y, v.frames, True)
             if self.batch == 1:
                 out.remap = lambda select: self.activation(layer, node, [select(v)])

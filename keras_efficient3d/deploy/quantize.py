@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_efficient3d.backends import require_tensorflow_backend
-from keras_efficient3d.deploy.graph import DeploymentGraph
+from keras_efficient3d.deploy.graph import DeploymentGraph, take_rows
 from keras_efficient3d.deploy.tflite import convert_function, representative_dataset
 
 __all__ = ["QuantizedGraph", "activation_range", "calibrate_ranges", "convert_qat", "quantize_model"]
@@ -83,8 +83,8 @@ class _RangeRecorder:
         self.params = params
         self.ranges = {}
 
-    def param(self, key):
-        return tf.constant(self.params[key])
+    def param(self, key, keep=None):
+        return tf.constant(take_rows(self.params[key], keep))
 
     def array(self, key):
         return self.params[key]
@@ -125,8 +125,10 @@ class _QATHooks:
         self.layer = layer
         self.training = training
 
-    def param(self, key):
+    def param(self, key, keep=None):
         var = self.layer._param_vars[key]
+        if keep is not None:
+            var = tf.gather(var, keep, axis=2)
         return _fq_weight(var, self.layer.graph.param_kinds[key])
 
     def act(self, key, x):
@@ -147,14 +149,14 @@ class _FrozenHooks:
     def __init__(self, params, kinds, ranges):
         self.params, self.kinds, self.ranges = params, kinds, ranges
 
-    def param(self, key):
-        kind = self.kinds[key]
+    def param(self, key, keep=None):
+        kind, value = self.kinds[key], take_rows(self.params[key], keep)
         if kind == "depthwise":
             # The converter cannot carry a per-channel fake quant through the reshape of
             # the depthwise layout; the kernel is put on its int8 grid here instead, and
             # the converter's own per-channel max-abs quantization reproduces that grid.
-            return tf.constant(_np_fq_symmetric(self.params[key], axis=2))
-        return _fq_weight(tf.constant(self.params[key]), kind)
+            return tf.constant(_np_fq_symmetric(value, axis=2))
+        return _fq_weight(tf.constant(value), kind)
 
     def array(self, key):
         """A kernel that the graph lays out anew (tiled, banded over frames, block-diagonal:
@@ -221,10 +223,23 @@ class QuantizedGraph(keras.layers.Layer):
         return _FrozenHooks(params, self.graph.param_kinds, ranges)
 
     def get_config(self):
-        # The graph is rebuilt from the float model; save QAT weights with `save_weights`.
-        config = super().get_config()
-        config.update({"ranges": self.ranges, "ema_decay": self.ema_decay})
-        return config
+        # Without this refusal Keras writes a .keras file that it cannot load again.
+        raise NotImplementedError(_NOT_SAVED_WHOLE)
+
+
+_NOT_SAVED_WHOLE = (
+    "A quantization-aware model is not saved whole (.keras): its graph is built from the "
+    "float model. Save its weights (`qat.save_weights('qat.weights.h5')`) beside the float "
+    "model, and rebuild it with `quantize_model(float_model, clips)` and "
+    "`load_weights('qat.weights.h5')`.")
+
+
+class _QuantizationAwareModel(keras.Model):
+    """The functional model `quantize_model` returns: its `save` refuses before Keras opens
+    the file (Keras would leave an empty one behind `get_config`'s refusal)."""
+
+    def save(self, filepath, *args, **kwargs):
+        raise NotImplementedError(_NOT_SAVED_WHOLE)
 
 
 def quantize_model(model, representative_data, num_calibration=64, ranges="ema",
@@ -247,7 +262,7 @@ def quantize_model(model, representative_data, num_calibration=64, ranges="ema",
     layer = QuantizedGraph(graph, act_ranges, ranges=ranges, ema_decay=ema_decay,
                            name="quantized_graph")
     outputs = layer(inputs)
-    return keras.Model(inputs, outputs, name=name or f"{graph.model.name}_qat")
+    return _QuantizationAwareModel(inputs, outputs, name=name or f"{graph.model.name}_qat")
 
 
 def _qat_layer(qat_model):

@@ -329,7 +329,7 @@ def convolution(x, t, batch, kernel, kernel_size, strides, padding, groups=1,
             # Temporal taps stacked as channels make one 2D convolution with a deeper
             # kernel: larger matrix products than a sum of kt convolutions, which matters
             # most for the 3-channel stem (1.7x faster measured).
-            y = conv2d(ops.concatenate([taps[i] for i in live], axis=-1), kernel(g, live))
+            y = conv2d(concatenate_channels([taps[i] for i in live]), kernel(g, live))
         else:
             # Stacking would interleave the groups' channels: one grouped conv per tap.
             y = None
@@ -415,7 +415,18 @@ def _avg_pool_as_depthwise(x, ksize, strides):
     return ops.depthwise_conv(x, kernel, strides=strides, padding="valid")
 
 
-def pool(x, t, batch, kind, pool_size, strides, padding, xnnpack=False, nonneg=False):
+def concatenate_channels(xs):
+    """`xs` concatenated along channels, in concatenations of at most four tensors: XNNPACK
+    takes no CONCATENATION of more (a 7-frame stem's taps, in a QAT int8 graph, where no
+    convolution stacks them, fell back to TFLite's own kernels)."""
+    while len(xs) > 4:
+        xs = [xs[i:i + 4] for i in range(0, len(xs), 4)]
+        xs = [part[0] if len(part) == 1 else ops.concatenate(part, axis=-1) for part in xs]
+    return ops.concatenate(xs, axis=-1)
+
+
+def pool(x, t, batch, kind, pool_size, strides, padding, xnnpack=False, nonneg=False,
+         point=no_point, name=""):
     """A 3D max (``kind='max'``) or average pool of a frames tensor, separable (max and
     mean over a box are both separable): a 2D pool of every frame, then a ``(kt, 1)`` pool
     over a ``(batch, t, H * W, C)`` view. Max pooling ignores padding (PyTorch's), average
@@ -426,6 +437,9 @@ def pool(x, t, batch, kind, pool_size, strides, padding, xnnpack=False, nonneg=F
         xnnpack: average pools as depthwise convolutions and, unless `nonneg` (the input
             is known to be >= 0, where zeros never win), max-pool padding by replicated
             edges instead of -inf.
+        point, name: the activation point between an average pool's spatial and temporal
+            stages (``point(f"{name}/frames", x)``): without a range there, a QAT graph's
+            spatial stage would stay in float.
     """
     kt, kh, kw = pool_size
     st, sh, sw = strides
@@ -444,6 +458,8 @@ def pool(x, t, batch, kind, pool_size, strides, padding, xnnpack=False, nonneg=F
             x = _avg_pool_as_depthwise(x, (kh, kw), (sh, sw))
         else:
             x = ops.average_pool(x, (kh, kw), strides=(sh, sw), padding="valid")
+        if kind == "avg" and (kt > 1 or st > 1):
+            x = point(f"{name}/frames", x)
     t_out = (t + 2 * pt - kt) // st + 1
     if kt > 1 or st > 1:
         _, h, w, c = x.shape
