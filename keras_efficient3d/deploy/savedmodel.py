@@ -15,12 +15,20 @@ writes it, and ``deployment/export.py`` maps flags to the latter.
 The signature ``serving_default`` takes ``input`` (batch, frames, height, width, 3) float32
 and returns ``{"logits": (batch, classes)}``. By default the BatchNorm-folded inference form
 (`keras_efficient3d.fold.fold_batchnorm`) is exported: the same function, fewer ops.
+
+The weights are frozen into the graph, written as a variable-free SavedModel: one that the
+Jetson's TensorFlow (JetPack 4.6: TF 2.7 at most, Python 3.6) loads. A TF2 SavedModel of the
+Keras model's variables holds ops that old TensorFlow lacks (TF 2.6 stops at
+`DisableCopyOnRead`, which TF 2.21's save/restore functions use), and inference needs no
+variables.
 """
 
 import os
+import shutil
 
 import keras
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from keras_efficient3d import artifacts
 from keras_efficient3d.backends import require_tensorflow_backend
@@ -95,23 +103,41 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
     spec = clip_spec(model, batch_size)
     served = inference_form(model, fold_bn)
 
-    module = tf.Module()
-    module.model = served
-
     @tf.function(input_signature=[spec])
     def serve(clips):
         return {output_name: served(clips, training=False)}
 
-    module.serve = serve
-    os.makedirs(export_dir, exist_ok=True)
     # Traced with the ops every runtime takes (TF-TRT on the Jetson, TF without oneDNN).
-    # The asset/sharding INFO lines of the save tell a user nothing (a failure still
-    # raises). Grappler's "empty op name" errors were no noise: they were the remapper failure
-    # that dropped the whole function's optimisation (`layers.DepthwiseConv3D`), checked by
-    # tests/test_fold.py for the models.
+    # The INFO lines of the save tell a user nothing (a failure still raises). Grappler's
+    # "empty op name" errors were no noise: they were the remapper failure that dropped the
+    # whole function's optimisation (`layers.DepthwiseConv3D`), checked by tests/test_fold.py
+    # for the models.
     with forms.consumer("savedmodel"), quiet_stderr():
-        tf.saved_model.save(module, export_dir, signatures={signature_name: serve})
+        frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+        staging = f"{os.path.normpath(export_dir)}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        _write_frozen(frozen, staging, signature_name, output_name)
+    # written whole beside it, then put in place: an interrupted export leaves the earlier one
+    if os.path.isdir(export_dir):
+        shutil.rmtree(export_dir)
+    os.replace(staging, export_dir)
     return export_dir
+
+
+def _write_frozen(frozen, export_dir, signature_name, output_name):
+    """Writes the frozen function `frozen` as a SavedModel without variables (the module
+    docstring says why), default-valued attributes stripped as old TensorFlow needs."""
+    v1 = tf.compat.v1
+    with tf.Graph().as_default() as graph, v1.Session(graph=graph) as session:
+        tf.graph_util.import_graph_def(frozen.graph.as_graph_def(), name="")
+        signature = v1.saved_model.signature_def_utils.predict_signature_def(
+            {INPUT_NAME: graph.get_tensor_by_name(frozen.inputs[0].name)},
+            {output_name: graph.get_tensor_by_name(frozen.outputs[0].name)})
+        builder = v1.saved_model.Builder(export_dir)
+        builder.add_meta_graph_and_variables(session, [tf.saved_model.SERVING],
+                                             signature_def_map={signature_name: signature},
+                                             strip_default_attrs=True)
+        builder.save()
 
 
 def build_and_export_saved_model(export_dir, model_name=None, keras_file=None, num_frames=16,

@@ -78,3 +78,25 @@ def test_grouped_convolutions_export_split_per_group(tmp_path):
     convs = [op for op in frozen.graph.get_operations() if op.type == "Conv2D"]
     assert len(convs) > 10
     assert all(op.inputs[1].shape[2] == op.inputs[0].shape[-1] for op in convs)
+
+
+def test_the_jetsons_tensorflow_knows_every_op_of_the_export(dynamic_dir):
+    """JetPack 4.6's TensorFlow (2.6-2.7, Python 3.6) loads the export: it holds no variables
+    (TF 2.21's save/restore functions use `DisableCopyOnRead`, which TF 2.6 lacks) and no op
+    newer than TF 2.6 (its op list ships in tests/fixtures/tensorflow)."""
+    import pathlib
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    listed = pathlib.Path(__file__).parents[1] / "fixtures" / "tensorflow" / "tf2.6_ops.txt"
+    known = {line for line in listed.read_text().split("\n") if line and not line.startswith("#")}
+    assert "Conv2D" in known and "DisableCopyOnRead" not in known
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((pathlib.Path(dynamic_dir) / "saved_model.pb").read_bytes())
+    (meta,) = proto.meta_graphs
+    used = {node.op for node in meta.graph_def.node}
+    used |= {node.op for f in meta.graph_def.library.function for node in f.node_def}
+    assert "DepthwiseConv2dNative" in used
+    assert sorted(used - known) == []
+    variables = pathlib.Path(dynamic_dir) / "variables"
+    assert not any(p.name.startswith("variables.data") for p in variables.glob("*"))
