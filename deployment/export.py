@@ -146,12 +146,16 @@ AGREEMENT_TARGET = 0.99
 
 
 def _warn_low_agreement(report, f):
-    agreement = report.get("top1_agreement")
+    # A QAT export reports agreement with its fake-quantized model (top1_agreement) and,
+    # where the float model was run too (OpenVINO), with that (top1_agreement_float)
+    agreement = report.get("top1_agreement_float", report.get("top1_agreement"))
     if agreement is None or agreement >= AGREEMENT_TARGET:
         return
+    against = ("the fake-quantized (QAT) model" if f.quantize == "qat" and
+               "top1_agreement_float" not in report else "the float model")
     why = (" (--model without --weights: random weights, whose near-equal logits no int8 "
            "model follows; the figure means nothing)" if f.model and not f.weights else "")
-    print(f"warning: int8 top-1 agreement with the float model {100 * agreement:.1f}% on "
+    print(f"warning: int8 top-1 agreement with {against} {100 * agreement:.1f}% on "
           f"{report.get('clips')} clips, below {100 * AGREEMENT_TARGET:.0f}%{why}",
           file=sys.stderr)
 

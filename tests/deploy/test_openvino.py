@@ -636,6 +636,17 @@ def test_cli_warns_of_an_int8_agreement_below_the_target(export_cli, capsys):
     err = capsys.readouterr().err
     assert err.startswith("warning: int8 top-1 agreement with the float model 25.0% on 64 "
                           "clips, below 99% (--model without --weights: random weights")
+    # QAT: the float model's figure where there is one, else the fake-quantized model's
+    values(["export.py", "--model=shufflenetv2_0.25x", "--output=m.xml", "--format=openvino",
+            "--quantize=qat", "--data_root=/tmp"])
+    export_cli._warn_low_agreement(
+        {"top1_agreement": 0.875, "top1_agreement_float": 1.0, "clips": 8}, values)
+    assert capsys.readouterr().err == ""
+    export_cli._warn_low_agreement(
+        {"top1_agreement": 1.0, "top1_agreement_float": 0.5, "clips": 8}, values)
+    assert "with the float model 50.0% on 8 clips" in capsys.readouterr().err
+    export_cli._warn_low_agreement({"top1_agreement": 0.5, "clips": 8}, values)
+    assert "with the fake-quantized (QAT) model 50.0%" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
