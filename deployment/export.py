@@ -1,11 +1,14 @@
 r"""Exports a model to a SavedModel (TF Serving, TF-TRT), ONNX (TensorRT, ONNX Runtime) or
 OpenVINO IR (x86 CPUs, Intel GPUs/NPUs).
 
-    # Registry model (random weights unless --weights), fixed batch 8, ONNX opset 13:
+    # Registry model (random weights unless --weights), fixed batch 8, ONNX opset 13
+    # (the output's folder must exist):
+    mkdir -p exports
     python deployment/export.py --model=shufflenet_0.5x_g3 --num_classes=27 \
         --format=onnx --opset=13 --batch_size=8 --output=exports/shufflenet.onnx
 
-    # A trained .keras file to a SavedModel with a dynamic batch:
+    # A trained .keras file to a SavedModel with a dynamic batch (weights frozen as
+    # constants: JetPack 4.6's TensorFlow loads it for TF-TRT):
     python deployment/export.py --model_file=model.keras --format=savedmodel \
         --output=exports/shufflenet_savedmodel
 

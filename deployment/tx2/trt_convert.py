@@ -8,9 +8,10 @@ NGC TensorFlow container; PyPI TensorFlow >= 2.18 has no TF-TRT. Python 3.6 comp
         --precision FP16 --batch-sizes 1,8
 
 Engines are built ahead of time for each batch size (``converter.build``) so that the first
-timed call does not build them. INT8 needs calibration clips (--calibration-npy, an array
-of shape (N, frames, height, width, 3)) and a GPU with INT8 kernels (compute capability 6.1
-or >= 7.0): it is refused on the Jetson TX2 (sm_62), where FP16 is the fast path.
+timed call does not build them. INT8 needs calibration clips (--calibration-npy, a float
+.npy array of shape (N, frames, height, width, 3); FP16 and FP32 read none and refuse it) and
+a GPU with INT8 kernels (compute capability 6.1 or >= 7.0): it is refused on the Jetson TX2
+(sm_62), where FP16 is the fast path.
 """
 
 import argparse
@@ -44,14 +45,23 @@ def read_calibration(path):
         import numpy as np  # pylint: disable=import-outside-toplevel
     except ImportError:
         raise common.Missing("NumPy is not installed (it reads --calibration-npy).") from None
+    expected = "expected float clips shaped (N, frames, height, width, 3), N >= 1, in an .npy file"
     try:
         clips = np.load(path)
     except (ValueError, OSError) as err:
         raise common.Refused("--calibration-npy {}: not a NumPy .npy array ({}).".format(
             path, " ".join(str(err).split())[:200])) from None
-    if clips.ndim != 5 or len(clips) == 0:
-        raise common.Refused("--calibration-npy {}: expected clips shaped (N, frames, height, "
-                             "width, 3), N >= 1. Received: {}".format(path, clips.shape))
+    if not isinstance(clips, np.ndarray):  # np.load opens an .npz archive as a mapping
+        clips.close()
+        raise common.Refused("--calibration-npy {}: an .npz archive; {} (np.save, not "
+                             "np.savez).".format(path, expected))
+    # Strings or booleans would pass the shape check and fail at astype after TensorFlow starts.
+    if clips.dtype.kind not in "fiu":
+        raise common.Refused("--calibration-npy {}: {}. Received: dtype {}".format(
+            path, expected, clips.dtype))
+    if clips.ndim != 5 or len(clips) == 0 or clips.shape[-1] != 3:
+        raise common.Refused("--calibration-npy {}: {}. Received: {}".format(
+            path, expected, clips.shape))
     return clips
 
 
@@ -105,6 +115,9 @@ def main(argv=None):
     common.check_workspace_mb(args.workspace_mb)
     if args.precision == "INT8" and not args.calibration_npy:
         raise common.Refused("INT8 needs --calibration-npy (clips shaped (N, frames, height, width, 3)).")
+    if args.precision != "INT8" and args.calibration_npy:
+        raise common.Refused("--calibration-npy is read for --precision INT8 only (TF-TRT "
+                             "calibrates INT8 ranges; {} needs none): drop it".format(args.precision))
     capability = None
     if args.compute_capability:
         capability = common.parse_compute_capability(args.compute_capability)

@@ -216,8 +216,10 @@ def print_results(results, title, json_path=None):
     print(title)
     print("{:>6} {:>12} {:>10} {:>10}".format("batch", "median ms", "min ms", "clips/s"))
     for r in results:
-        print("{:>6} {:>12.3f} {:>10.3f} {:>10.1f}".format(
-            r["batch_size"], r["median_ms"], r["min_ms"], r["clips_per_s"]))
+        # trtexec's summary may lack a minimum (None): shown as n/a rather than made up
+        low = "n/a" if r["min_ms"] is None else "{:.3f}".format(r["min_ms"])
+        print("{:>6} {:>12.3f} {:>10} {:>10.1f}".format(
+            r["batch_size"], r["median_ms"], low, r["clips_per_s"]))
     if json_path:
         write_json(json_path, {"title": title, "results": results})
         print("wrote {}".format(json_path))

@@ -375,16 +375,9 @@ def test_trt_benchmark_reports_a_failed_trtexec_in_one_line(tmp_path):
 def test_trt_benchmark_reports_an_engine_tensorrt_cannot_load_in_one_line(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not an engine")
-    fake = tmp_path / "fake" / "tensorrt"
-    fake.mkdir(parents=True)
     # TensorRT's Runtime answers None, not an exception, for bytes it cannot deserialize.
-    (fake / "__init__.py").write_text(
-        "__version__ = '8.2.1'\n"
-        "class Logger:\n    WARNING = 2\n    def __init__(self, level):\n        pass\n"
-        "class Runtime:\n    def __init__(self, logger):\n        pass\n"
-        "    def deserialize_cuda_engine(self, data):\n        return None\n")
     run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "python",
-                  PYTHONPATH=str(tmp_path / "fake"))
+                  PYTHONPATH=_fake_tensorrt_package(tmp_path))
     _one_line(run, 1, f"TensorRT 8.2.1 could not load --engine {engine}")
 
 
@@ -422,7 +415,8 @@ def test_trt_convert_checks_the_calibration_clips_and_workspace_first(saved_mode
     np.save(str(tmp_path / "flat.npy"), np.zeros((2, 3), np.float32))
     run = _script("trt_convert.py", *args, "--precision", "INT8", "--calibration-npy",
                   str(tmp_path / "flat.npy"))
-    _one_line(run, 2, "expected clips shaped (N, frames, height, width, 3), N >= 1. Received: (2, 3)")
+    _one_line(run, 2, "expected float clips shaped (N, frames, height, width, 3), N >= 1, in an "
+                      ".npy file. Received: (2, 3)")
     run = _script("trt_convert.py", *args, "--workspace-mb", "-5")
     _one_line(run, 2, "--workspace-mb must be >= 1")
     run = _script("trt_convert.py", "--saved-model", str(tmp_path), "--output", "o")
@@ -444,3 +438,475 @@ def test_results_are_written_atomically(common, tmp_path):
     common.print_results([common.summarize([0.1], 1)], "t", str(path))
     assert json.loads(path.read_text())["results"][0]["batch_size"] == 1
     assert os.listdir(tmp_path) == ["r.json"]
+
+
+# ---------------------------------------------------------------------------------------
+# Stand-ins for the Jetson's TensorRT 8.2 (bindings API) and TensorRT >= 8.5 (tensor API),
+# its trtexec and a JetPack without the onnx package.
+
+
+class _FakeEngine:
+    """A dynamic-batch engine (input (-1, 2, 4, 4, 3), output (-1, 5)) with one optimisation
+    profile covering batch `low` to `high`; `bindings` picks the TensorRT 8.2 API, else the
+    >= 8.5 one. Setting a shape outside the profile answers False, as TensorRT does."""
+
+    def __init__(self, bindings, low=1, high=8, runs=True, profile=True):
+        self.bindings, self.low, self.high, self.runs, self.profile = bindings, low, high, runs, profile
+        self.names = ["input", "logits"]
+        if bindings:
+            self.num_bindings = 2
+        else:
+            self.num_io_tensors = 2
+
+    def _shape(self, name, batch=-1):
+        return (batch, 2, 4, 4, 3) if name == "input" else (batch, 5)
+
+    def _profile(self):
+        if not self.profile:
+            raise RuntimeError("no profile")
+        return [self._shape("input", b) for b in (self.low, self.high, self.high)]
+
+    # TensorRT 8.2
+    def get_binding_name(self, i):
+        return self.names[i]
+
+    def binding_is_input(self, i):
+        return i == 0
+
+    def get_binding_shape(self, i):
+        return self._shape(self.names[i])
+
+    def get_profile_shape(self, profile, binding):
+        return self._profile()
+
+    # TensorRT >= 8.5
+    def get_tensor_name(self, i):
+        return self.names[i]
+
+    def get_tensor_mode(self, name):
+        return 0 if name == "input" else 1
+
+    def get_tensor_shape(self, name):
+        return self._shape(name)
+
+    def get_tensor_profile_shape(self, name, profile):
+        return self._profile()
+
+    def create_execution_context(self):
+        return _FakeContext(self)
+
+
+class _FakeContext:
+    def __init__(self, engine):
+        self.engine, self.batch = engine, -1
+
+    def _set(self, shape):
+        if not self.engine.low <= shape[0] <= self.engine.high:
+            return False
+        self.batch = shape[0]
+        return True
+
+    def set_binding_shape(self, i, shape):
+        return self._set(shape)
+
+    def get_binding_shape(self, i):
+        return self.engine._shape(self.engine.names[i], self.batch)
+
+    def execute_v2(self, buffers):
+        return self.engine.runs
+
+    def set_input_shape(self, name, shape):
+        return self._set(shape)
+
+    def get_tensor_shape(self, name):
+        return self.engine._shape(name, self.batch)
+
+    def set_tensor_address(self, name, address):
+        pass
+
+    def execute_async_v3(self, stream):
+        return self.engine.runs
+
+
+def _fake_trt(engine):
+    import types
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return engine
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    return types.SimpleNamespace(__version__="8.2.1.8" if engine.bindings else "8.6.1",
+                                 Logger=Logger, Runtime=Runtime,
+                                 TensorIOMode=types.SimpleNamespace(INPUT=0, OUTPUT=1))
+
+
+class _FakeCuda:
+    def __init__(self):
+        import ctypes
+
+        self.pointer = ctypes.c_void_p(1)
+
+    def malloc(self, nbytes):
+        return self.pointer
+
+    def free(self, pointer):
+        pass
+
+    def copy_to_device(self, pointer, array):
+        pass
+
+    def copy_to_host(self, array, pointer):
+        pass
+
+    def synchronize(self):
+        pass
+
+
+@pytest.fixture
+def bench(common, monkeypatch):
+    """trt_benchmark with libcudart replaced (this machine has no GPU)."""
+    module = importlib.import_module("trt_benchmark")
+    monkeypatch.setattr(module, "CudaRuntime", _FakeCuda)
+    return module
+
+
+@pytest.mark.parametrize("bindings", [True, False], ids=["trt8.2", "trt8.5+"])
+def test_trt_benchmark_refuses_a_batch_outside_the_engine_profile(bench, common, tmp_path,
+                                                                 bindings):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"an engine")
+    trt = _fake_trt(_FakeEngine(bindings))
+    results = bench.time_with_python_api(trt, str(engine), (1, 8), 0, 2)
+    assert [r["batch_size"] for r in results] == [1, 8]
+    with pytest.raises(common.Refused, match=r"^--batch-sizes: batch 16 is outside the "
+                       r"optimisation profile of --engine .*, built for batch 1 to 8"):
+        bench.time_with_python_api(trt, str(engine), (1, 16), 0, 2)
+    # An engine whose profile cannot be read: TensorRT's own False is the answer.
+    trt = _fake_trt(_FakeEngine(bindings, profile=False))
+    with pytest.raises(common.Refused, match="TensorRT refused batch 16 .*optimisation profile"):
+        bench.time_with_python_api(trt, str(engine), (16,), 0, 2)
+
+
+@pytest.mark.parametrize("bindings", [True, False], ids=["trt8.2", "trt8.5+"])
+def test_trt_benchmark_reports_a_failed_execution(bench, common, tmp_path, bindings):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"an engine")
+    trt = _fake_trt(_FakeEngine(bindings, runs=False))
+    call = "execute_v2" if bindings else "execute_async_v3"
+    with pytest.raises(common.Failed, match=rf"failed to run --engine .* at batch 1 \({call} "
+                       "returned False"):
+        bench.time_with_python_api(trt, str(engine), (1,), 0, 2)
+
+
+def _fake_tensorrt_package(folder):
+    """A `tensorrt` that imports (the Python API backend is chosen) but loads no engine."""
+    fake = folder / "fake_trt" / "tensorrt"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "__version__ = '8.2.1'\n"
+        "class Logger:\n    WARNING = 2\n    def __init__(self, level):\n        pass\n"
+        "class Runtime:\n    def __init__(self, logger):\n        pass\n"
+        "    def deserialize_cuda_engine(self, data):\n        return None\n")
+    return str(folder / "fake_trt")
+
+
+@pytest.mark.parametrize("flag, value", [("--clip-shape", "16,112,112,3"), ("--input-name", "input"),
+                                         ("--trtexec", "/usr/bin/true")])
+def test_trt_benchmark_refuses_trtexec_flags_when_the_python_api_runs(tmp_path, flag, value):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"an engine")
+    fake = _fake_tensorrt_package(tmp_path)
+    run = _script("trt_benchmark.py", "--engine", str(engine), flag, value, PYTHONPATH=fake)
+    _one_line(run, 2, f"{flag} is read by the trtexec backend only")
+    run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "python", flag, value,
+                  PYTHONPATH=fake)
+    _one_line(run, 2, f"{flag} is read by the trtexec backend only")
+    # Left out (defaults), they are no reason to refuse: the engine is loaded.
+    run = _script("trt_benchmark.py", "--engine", str(engine), PYTHONPATH=fake)
+    _one_line(run, 1, "could not load --engine")
+
+
+# trtexec of TensorRT 8.2: the input binding it set up, then its timing summary. --shapes
+# (batch x clip) is honoured for a dynamic engine, ignored for a static one; each call's
+# arguments are appended to <trtexec>.calls.
+_TRTEXEC_SUMMARY = ("echo '[I] GPU Compute Time: min = 2.9 ms, max = 3.8 ms, mean = 3.1 ms, "
+                    "median = 4 ms, percentile(99%) = 3.7 ms'\n")
+_TRTEXEC_DYNAMIC = ('dims=8x16x112x112x3\nfor a in "$@"; do case "$a" in --shapes=*) '
+                    'dims="${a#*:}";; esac; done\necho "$@" >> "$0.calls"\n'
+                    'echo "[I] Created input binding for input with dimensions $dims"\n'
+                    + _TRTEXEC_SUMMARY)
+_TRTEXEC_STATIC = ('echo "$@" >> "$0.calls"\n'
+                   "echo '[I] Created input binding for input with dimensions 8x16x112x112x3'\n"
+                   + _TRTEXEC_SUMMARY)
+
+
+@pytest.mark.parametrize("given", [None, "1,8", "8,1"])
+def test_trt_benchmark_reports_the_batch_trtexec_ran_on_a_static_engine(tmp_path, given):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"an engine")
+    trtexec = _fake_trtexec(tmp_path, _TRTEXEC_STATIC)
+    out = tmp_path / "r.json"
+    args = ["--engine", str(engine), "--backend", "trtexec", "--trtexec", trtexec, "--json", str(out)]
+    run = _script("trt_benchmark.py", *args, *(["--batch-sizes", given] if given else []))
+    assert run.returncode == 0, run.stderr
+    assert f"{engine} has a fixed batch of 8" in run.stdout
+    results = json.loads(out.read_text())["results"]
+    # Not a "batch 1" row timed at batch 8 (8x too few clips/s).
+    assert [(r["batch_size"], r["clips_per_s"]) for r in results] == [(8, 2000.0)]
+
+
+def test_trt_benchmark_trtexec_statistics_and_warmup(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"an engine")
+    trtexec = _fake_trtexec(tmp_path, _TRTEXEC_DYNAMIC)
+    out = tmp_path / "r.json"
+    run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "trtexec",
+                  "--trtexec", trtexec, "--warmup", "0", "--json", str(out))
+    assert run.returncode == 0, run.stderr
+    results = json.loads(out.read_text())["results"]
+    assert [r["batch_size"] for r in results] == [1, 8]
+    for r in results:  # trtexec's own min, mean and max, not the median again
+        assert (r["min_ms"], r["mean_ms"], r["median_ms"], r["max_ms"]) == (2.9, 3.1, 4.0, 3.8)
+    calls = open(trtexec + ".calls").read().splitlines()
+    assert all("--warmUp=0 " in call for call in calls), calls  # no warm-up, as asked
+    run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "trtexec",
+                  "--trtexec", trtexec, "--warmup", "7", "--batch-sizes", "8")
+    assert run.returncode == 0 and "--warmUp=70 " in run.stdout  # milliseconds: 7 x 10 ms
+
+
+def test_trtexec_summary_parsing(common):
+    bench = importlib.import_module("trt_benchmark")
+    text = ("[I] Latency: min = 3.1 ms, max = 4.0 ms, mean = 3.3 ms, median = 3.25 ms\n"
+            "[I] GPU Compute Time: min = 2.9 ms, max = 3.8 ms, mean = 3.1 ms, median = 3.05 ms, "
+            "percentile(99%) = 3.7 ms\n")
+    assert bench.parse_trtexec_times(text) == {"min": 2.9, "max": 3.8, "mean": 3.1, "median": 3.05}
+    assert bench.parse_trtexec_times(text.splitlines()[0])["min"] == 3.1
+    assert bench.parse_trtexec_times("[I] GPU Compute Time: median = 4 ms") == {
+        "min": None, "max": None, "mean": None, "median": 4.0}
+
+
+def test_trt_benchmark_trtexec_flags_its_mode_does_not_read(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"an engine")
+    trtexec = _fake_trtexec(tmp_path, _TRTEXEC_STATIC)
+    args = ["--engine", str(engine), "--backend", "trtexec", "--trtexec", trtexec]
+    run = _script("trt_benchmark.py", *args, "--clip-shape", "none", "--input-name", "x")
+    _one_line(run, 2, "--input-name is not read with --clip-shape none")
+    run = _script("trt_benchmark.py", *args, "--clip-shape", "16,112")
+    _one_line(run, 2, "--clip-shape must be frames,height,width,channels")
+
+
+def test_trtexec_that_is_not_executable_is_refused_in_one_line(onnx_files, tmp_path):
+    trtexec = tmp_path / "trtexec"
+    trtexec.write_text("#!/bin/sh\n")
+    trtexec.chmod(0o644)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"an engine")
+    expected = f"--trtexec {trtexec} is not executable"
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", str(engine),
+                  "--trtexec", str(trtexec))
+    _one_line(run, 2, expected)
+    run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "trtexec",
+                  "--trtexec", str(trtexec))
+    _one_line(run, 2, expected)
+
+
+def test_build_engine_says_trtexec_failed(onnx_files, tmp_path):
+    trtexec = _fake_trtexec(tmp_path, "echo '[E] Error[4]: network validation failed'\nexit 3\n")
+    engine = tmp_path / "m.engine"
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", str(engine),
+                  "--trtexec", trtexec)
+    assert "[E] Error[4]" in run.stdout  # trtexec's own output, above the script's line
+    _one_line(run, 1, f"trtexec failed (exit 3) building --engine {engine} from "
+                      f"{onnx_files['dynamic']}; its output is above")
+    ok = _fake_trtexec(tmp_path, "exit 0\n")
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", str(engine),
+                  "--trtexec", ok)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
+@pytest.fixture
+def no_onnx(tmp_path):
+    """PYTHONPATH of a JetPack-like Python: `import onnx` fails."""
+    folder = tmp_path / "no_onnx"
+    (folder / "onnx").mkdir(parents=True)
+    (folder / "onnx" / "__init__.py").write_text("raise ImportError('JetPack has no onnx')\n")
+    return str(folder)
+
+
+def _copy_onnx(onnx_files, label, folder, sidecar=None):
+    import shutil
+
+    path = folder / f"{label}.onnx"
+    shutil.copy(onnx_files[label], path)
+    if sidecar is not None:
+        (folder / f"{label}.onnx.json").write_text(
+            sidecar if isinstance(sidecar, str) else json.dumps(sidecar))
+    return str(path)
+
+
+def test_build_engine_without_onnx_does_not_guess_the_batch(onnx_files, tmp_path, no_onnx):
+    engine = str(tmp_path / "m.engine")
+    fixed = _copy_onnx(onnx_files, "fixed", tmp_path)
+    run = _script("trt_build_engine.py", "--onnx", fixed, "--engine", engine, "--dry-run",
+                  PYTHONPATH=no_onnx)
+    _one_line(run, 2, f"--onnx {fixed}: its batch is unknown without the onnx Python package")
+    assert "--onnx-batch N for one exported with --batch_size N" in run.stderr
+    assert "--clip-shape frames,height,width,channels" in run.stderr
+    run = _script("trt_build_engine.py", "--onnx", fixed, "--engine", engine, "--dry-run",
+                  "--onnx-batch", "8", PYTHONPATH=no_onnx)
+    assert run.returncode == 0, run.stderr
+    assert "Shapes" not in run.stdout and "has a fixed batch of 8" in run.stdout
+    run = _script("trt_build_engine.py", "--onnx", fixed, "--engine", engine, "--dry-run",
+                  "--onnx-batch", "dynamic", PYTHONPATH=no_onnx)
+    _one_line(run, 2, f"--onnx {fixed}: its clip shape is unknown")
+    run = _script("trt_build_engine.py", "--onnx", fixed, "--engine", engine, "--dry-run",
+                  "--onnx-batch", "eight", PYTHONPATH=no_onnx)
+    _one_line(run, 2, "--onnx-batch must be 'dynamic' or a positive batch size")
+
+
+def test_build_engine_without_onnx_reads_the_sidecar(onnx_files, tmp_path, no_onnx):
+    engine = str(tmp_path / "m.engine")
+    sidecar = {"model": {"model": "mobilenetv2_0.2x", "num_classes": 8},
+               "input": {"frames": 4, "size": 32, "layout": "NDHWC"}, "preprocessing_included": False}
+    dynamic = _copy_onnx(onnx_files, "dynamic", tmp_path, sidecar)
+    run = _script("trt_build_engine.py", "--onnx", dynamic, "--engine", engine, "--dry-run",
+                  PYTHONPATH=no_onnx)
+    _one_line(run, 2, f"its sidecar {dynamic}.json does not record it: pass --onnx-batch dynamic for")
+    run = _script("trt_build_engine.py", "--onnx", dynamic, "--engine", engine, "--dry-run",
+                  "--onnx-batch", "dynamic", PYTHONPATH=no_onnx)
+    assert run.returncode == 0, run.stderr
+    assert "--minShapes=input:1x4x32x32x3" in run.stdout and "--maxShapes=input:8x4x32x32x3" in run.stdout
+    # A sidecar that records the batch settles it, for a fixed batch too.
+    sidecar["input"]["batch_size"] = 8
+    fixed = _copy_onnx(onnx_files, "fixed", tmp_path, sidecar)
+    run = _script("trt_build_engine.py", "--onnx", fixed, "--engine", engine, "--dry-run",
+                  "--batch-sizes", "8", PYTHONPATH=no_onnx)
+    assert run.returncode == 0 and "Shapes" not in run.stdout, run.stderr
+    run = _script("trt_build_engine.py", "--onnx", fixed, "--engine", engine, "--dry-run",
+                  "--onnx-batch", "dynamic", PYTHONPATH=no_onnx)
+    _one_line(run, 2, f"--onnx-batch dynamic does not match {fixed}.json, which records batch 8")
+    (tmp_path / "fixed.onnx.json").write_text("{not json")
+    run = _script("trt_build_engine.py", "--onnx", fixed, "--engine", engine, "--dry-run",
+                  PYTHONPATH=no_onnx)
+    _one_line(run, 2, f"{fixed}.json (the sidecar of --onnx) is not readable JSON")
+
+
+def test_build_engine_checks_the_stated_batch_and_clip_against_the_file(onnx_files):
+    args = ["--engine", "e", "--dry-run"]
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], *args, "--onnx-batch", "8")
+    _one_line(run, 2, f"--onnx-batch 8 does not match --onnx {onnx_files['dynamic']}, whose batch "
+                      "is dynamic (input ?x16x112x112x3)")
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["fixed"], *args, "--onnx-batch", "8")
+    assert run.returncode == 0, run.stderr
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], *args,
+                  "--clip-shape", "16,64,64,3")
+    _one_line(run, 2, "--clip-shape 16,64,64,3 does not match")
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], *args, "--input-name", "x")
+    _one_line(run, 2, "--input-name x does not match")
+
+
+@pytest.mark.parametrize("flag, value", [("--clip-shape", "16,112,112,3"), ("--input-name", "input")])
+def test_build_engine_refuses_shape_flags_for_a_fixed_batch_file(onnx_files, flag, value):
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["fixed"], "--engine", "e",
+                  "--dry-run", flag, value)
+    _one_line(run, 2, f"{flag} is not read for a fixed-batch ONNX file")
+
+
+def _quantized_onnx(path, zero_type, zero_value, constant=False):
+    """Input -> QuantizeLinear -> DequantizeLinear, zero point of `zero_type` = `zero_value`,
+    as an initializer or a Constant node."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4, 8, 8, 3])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4, 8, 8, 3])
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])
+    zero = helper.make_tensor("zero", zero_type, [], [zero_value])
+    nodes = [helper.make_node("QuantizeLinear", ["input", "scale", "zero"], ["q"], name="act/q"),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["logits"], name="act/dq")]
+    initializers = [scale]
+    if constant:
+        nodes.insert(0, helper.make_node("Constant", [], ["zero"], value=zero))
+    else:
+        initializers.append(zero)
+    graph = helper.make_graph(nodes, "qdq", [x], [y], initializer=initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("zero_type, zero_value, constant, why", [
+    (TensorProto.UINT8, 0, False, "a UINT8 zero point"),
+    (TensorProto.UINT8, 128, True, "a UINT8 zero point"),
+    (TensorProto.INT8, 3, False, "a nonzero zero point"),
+    (TensorProto.INT8, -2, True, "a nonzero zero point"),
+])
+def test_build_engine_refuses_asymmetric_quantization(tmp_path, zero_type, zero_value, constant,
+                                                      why):
+    path = _quantized_onnx(tmp_path / "qat.onnx", zero_type, zero_value, constant)
+    run = _script("trt_build_engine.py", "--onnx", path, "--engine", "e", "--dry-run")
+    _one_line(run, 2, f"--onnx {path}: QuantizeLinear act/q has {why}")
+    assert "symmetric INT8" in run.stderr
+
+
+def test_build_engine_takes_symmetric_quantization(tmp_path):
+    path = _quantized_onnx(tmp_path / "qdq.onnx", TensorProto.INT8, 0)
+    run = _script("trt_build_engine.py", "--onnx", path, "--engine", "e", "--dry-run",
+                  "--precision", "int8", "--compute-capability", "8.7")
+    assert run.returncode == 0 and "--minShapes=input:1x4x8x8x3" in run.stdout, run.stderr
+
+
+def test_the_docs_do_not_promise_int8_engines_from_qat_exports():
+    readme = open(os.path.join(TX2, "README.md"), encoding="utf-8").read()
+    build = open(os.path.join(TX2, "trt_build_engine.py"), encoding="utf-8").read()
+    assert "with a QAT export" not in build and "TensorRT uses its ranges" not in build
+    assert "(INT8 engines, not on the\nTX2)" not in readme
+    for text in (readme, build):
+        assert "asymmetric" in text and "symmetric INT8" in text and "calibration" in text
+
+
+def _calibration_args(tmp_path):
+    saved_model = tmp_path / "sm"
+    saved_model.mkdir()
+    (saved_model / "saved_model.pb").write_bytes(b"")
+    return ["--saved-model", str(saved_model), "--output", str(tmp_path / "o")]
+
+
+def test_trt_convert_refuses_calibration_files_that_are_not_float_clips(tmp_path):
+    import numpy as np
+
+    args = _calibration_args(tmp_path) + ["--precision", "INT8", "--compute-capability", "7.2"]
+    npz = str(tmp_path / "c.npz")
+    np.savez(npz, clips=np.zeros((1, 2, 4, 4, 3), np.float32))
+    run = _script("trt_convert.py", *args, "--calibration-npy", npz)
+    _one_line(run, 2, f"--calibration-npy {npz}: an .npz archive; expected float clips shaped "
+                      "(N, frames, height, width, 3)")
+    strings = str(tmp_path / "s.npy")
+    np.save(strings, np.full((1, 2, 4, 4, 3), "a"))
+    run = _script("trt_convert.py", *args, "--calibration-npy", strings)
+    _one_line(run, 2, f"--calibration-npy {strings}: expected float clips")
+    assert "Received: dtype <U1" in run.stderr
+    gray = str(tmp_path / "g.npy")
+    np.save(gray, np.zeros((1, 2, 4, 4, 1), np.float32))
+    run = _script("trt_convert.py", *args, "--calibration-npy", gray)
+    _one_line(run, 2, "Received: (1, 2, 4, 4, 1)")
+
+
+@pytest.mark.parametrize("precision", ["FP16", "FP32"])
+def test_trt_convert_refuses_calibration_clips_it_would_not_read(tmp_path, precision):
+    run = _script("trt_convert.py", *_calibration_args(tmp_path), "--precision", precision,
+                  "--calibration-npy", str(tmp_path / "c.npy"))
+    _one_line(run, 2, f"--calibration-npy is read for --precision INT8 only (TF-TRT calibrates "
+                      f"INT8 ranges; {precision} needs none)")
+
+
+def test_readme_export_commands_make_their_folder_first():
+    readme = open(os.path.join(TX2, "README.md"), encoding="utf-8").read()
+    step = readme[readme.index("### 1. On the workstation"):readme.index("### 2.")]
+    assert 0 <= step.find("mkdir -p exports") < step.find("--output exports/")
