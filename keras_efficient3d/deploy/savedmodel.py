@@ -138,6 +138,11 @@ def _write_frozen(frozen, export_dir, signature_name, output_name):
                                              signature_def_map={signature_name: signature},
                                              strip_default_attrs=True)
         builder.save()
+    try:  # what tf.saved_model.save writes too: without it every load warns of its absence
+        from tensorflow.python.saved_model.fingerprinting_utils import write_fingerprint
+    except ImportError:
+        return
+    write_fingerprint(export_dir)
 
 
 def build_and_export_saved_model(export_dir, model_name=None, keras_file=None, num_frames=16,
@@ -161,7 +166,8 @@ def verify_saved_model(export_dir, model, clips=None, rtol=1e-4, atol=1e-6,
     """Loads `export_dir`, runs its signature on `clips` (random by default, batch fixed by
     the signature when it has one) and compares with `model` in inference mode. Returns the
     relative error; raises `AssertionError` beyond the tolerance."""
-    loaded = tf.saved_model.load(export_dir)
+    with quiet_stderr():  # "Saver not created because there are no variables": none are
+        loaded = tf.saved_model.load(export_dir)
     if signature_name not in loaded.signatures:
         raise ValueError(
             f"SavedModel has no signature '{signature_name}'. Received: {sorted(loaded.signatures)}"

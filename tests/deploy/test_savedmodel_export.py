@@ -100,3 +100,26 @@ def test_the_jetsons_tensorflow_knows_every_op_of_the_export(dynamic_dir):
     assert sorted(used - known) == []
     variables = pathlib.Path(dynamic_dir) / "variables"
     assert not any(p.name.startswith("variables.data") for p in variables.glob("*"))
+    # what tf.saved_model.save writes too: without it each load warns of its absence
+    assert (pathlib.Path(dynamic_dir) / "fingerprint.pb").is_file()
+
+
+def test_export_cli_writes_a_savedmodel_and_nothing_else_to_the_screen(tmp_path):
+    """Loading a SavedModel without variables back (the check) logs "Saver not created
+    because there are no variables", which tells a user nothing."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = tmp_path / "sm"
+    run = subprocess.run(
+        [sys.executable, os.path.join(root, "deployment", "export.py"), "--model=mobilenetv2_0.2x",
+         "--num_classes=3", "--frames=8", "--size=32", "--format=savedmodel", f"--output={out}"],
+        capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert json.loads(run.stdout)["max_rel_error"] < 1e-4
+    assert (out / "saved_model.pb").is_file() and not (tmp_path / "sm.partial").exists()
