@@ -32,7 +32,12 @@ _ALIASES = {}  # the original's --model names -> family name
 
 
 def register_model(name, builder, **defaults):
-    """Registers `builder` (called with ``defaults`` updated by the caller's kwargs)."""
+    """Registers `builder` (called with ``defaults`` updated by the caller's kwargs) under
+    `name`, lower case (names are looked up in any case)."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip().lower():
+        raise ValueError("A model name is lower case, without surrounding spaces (it is looked "
+                         f"up in any case): register {str(name).strip().lower()!r}. "
+                         f"Received: name={name!r}")
     if name in _REGISTRY:
         raise ValueError(f"Model '{name}' is already registered.")
     _REGISTRY[name] = functools.partial(builder, **defaults) if defaults else builder
@@ -128,8 +133,10 @@ def resolve_name(name, **kwargs):
     key = str(name).strip()
     lowered = key.lower()
     if lowered in _REGISTRY:
-        _refuse_conflicts(name, _fixed_by(lowered), kwargs)
-        return lowered, kwargs
+        fixed = _fixed_by(lowered)
+        _refuse_conflicts(name, fixed, kwargs)
+        # what agrees with the name, as the name says it ("18" for resnet18's depth 18)
+        return lowered, {k: fixed.get(k, v) for k, v in kwargs.items()}
     match = _CONFIG_NAME.match(lowered)
     if not match:
         raise ValueError(_unknown(name))
@@ -143,7 +150,11 @@ def resolve_name(name, **kwargs):
         if depth is None:
             raise ValueError(f"'{name}' needs a depth, e.g. {arch}{min(depths)} or "
                              f"depth={min(depths)}. Received: name={name}")
-        arch = depths.get(int(depth), arch)
+        whole = _whole_number(depth)
+        if whole not in depths:
+            raise ValueError(f"'{arch}' has depths {', '.join(map(str, sorted(depths)))}. "
+                             f"Received: depth={depth!r}")
+        arch = depths[whole]
     elif match["depth"]:
         raise ValueError(_unknown(name))
     if match["width"]:
@@ -156,9 +167,19 @@ def resolve_name(name, **kwargs):
         extra["shortcut"] = match["shortcut"].upper()
     if arch not in _REGISTRY:
         raise ValueError(_unknown(name))
-    _refuse_conflicts(name, dict(_fixed_by(arch), **extra), kwargs)
-    extra.update(kwargs)
+    fixed = dict(_fixed_by(arch), **extra)
+    _refuse_conflicts(name, fixed, kwargs)
+    extra.update({k: fixed.get(k, v) for k, v in kwargs.items()})
     return arch, extra
+
+
+def _whole_number(value):
+    """`value` (18, 18.0, "18") as an int, or None where it is not a whole number (18.7)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
 
 
 def _unknown(name):

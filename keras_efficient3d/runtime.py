@@ -540,6 +540,17 @@ class KerasRunner(_Runner):
         self.input_spec = InputSpec(tuple(shape), "float32")
         self.num_classes = self.model.output_shape[-1]
         self._call = _COMPILERS[keras.backend.backend()](self.model)
+        from keras_efficient3d.preprocessing import VideoPreprocessing
+
+        # a model that normalises its input itself (`with_preprocessing`) takes the frames
+        self._takes_frames = any(isinstance(layer, VideoPreprocessing)
+                                 for layer in self.model.layers[:3])
+
+    def check_clips(self, clips):
+        array = np.asarray(clips)
+        if self._takes_frames and array.dtype == np.uint8:
+            array = array.astype(np.float32)  # the 0-255 values its preprocessing layer reads
+        return super().check_clips(array)
 
     def _run(self, batch):
         return self._call(batch)

@@ -734,3 +734,21 @@ def test_batchnorm_moving_statistics_inside_and_outside_a_stateless_scope():
     layer(x, training=True)
     for got, want in zip(recorded + [layer.moving_mean, layer.moving_variance], expected * 2):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=1e-5, atol=1e-6)
+
+
+def test_every_pool_runs_under_mixed_bfloat16():
+    """ShuffleNetV1's average pools under mixed_bfloat16: PyTorch has no CPU bf16 avg_pool3d,
+    and the mean is taken in float32 there; on each backend the bf16 model follows the
+    float one."""
+    x = np.random.default_rng(9).uniform(size=(1, 16, 32, 32, 3)).astype(np.float32)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = k3.create_model("shufflenet_0.25x_g3", input_shape=(16, 32, 32, 3), num_classes=5)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    plain = k3.create_model("shufflenet_0.25x_g3", input_shape=(16, 32, 32, 3), num_classes=5)
+    plain.set_weights(mixed.get_weights())
+    got = keras.ops.convert_to_numpy(keras.ops.cast(mixed(x, training=False), "float32"))
+    expected = keras.ops.convert_to_numpy(plain(x, training=False))
+    assert np.isfinite(got).all()
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.9

@@ -222,6 +222,19 @@ def test_register_family_refuses_a_taken_name():
     assert registry.get_family("mobilenetv9") is None
 
 
+def test_registry_names_and_depths_are_checked_where_they_are_given():
+    with pytest.raises(ValueError, match="lower case.* register 'mynet'"):
+        registry.register_model("MyNet", k3.MobileNetV2_3D)  # create_model could not find it
+    assert "MyNet" not in registry.list_models()
+    for depth in (19, 18.7, "abc"):  # an unknown name, a silent resnet18, int()'s own error
+        with pytest.raises(ValueError, match=rf"'resnet' has depths 10, 18, .*depth={depth!r}"):
+            registry.resolve_name("resnet", depth=depth)
+    for name in ("resnet", "resnet18"):
+        for depth in ("18", 18.0):  # as the name says it, not as typed
+            assert registry.resolve_name(name, depth=depth)[1].get("depth", 18) == 18
+            assert registry.resolve_name(name, depth=depth)[0] == "resnet18"
+
+
 @pytest.mark.parametrize("name, expected", [
     ("MobileNetV2", ("mobilenetv2", {})),
     ("MobileNetV2_0.2x", ("mobilenetv2", {"width_mult": 0.2})),
@@ -370,6 +383,19 @@ def test_h5_weights_of_another_model_name_the_file_not_the_values(tmp_path):
     assert message.startswith(f"{path}: these weights do not fit")
     assert "layer predictions: weights of shape (1280, 8), expected (1280, 5)" in message
     assert "value=" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("printed", ["(1280, 5)", "torch.Size([1280, 5])"])
+def test_a_weight_shape_mismatch_is_named_on_every_backend(printed):
+    """Keras on PyTorch prints a shape as torch.Size([...]): that mismatch was reported as
+    layers that found no weights."""
+    from keras_efficient3d.models._base import _weights_error
+
+    err = ValueError("Layer 'predictions' expected 2 variables. Trying to load for object "
+                     "<Dense name=predictions, built=True>: variable.shape=(1280, 7), "
+                     f"Received: value.shape={printed}. Target variable: [[0.1 ...]] "
+                     "A total of 1 objects could not be loaded.")
+    assert _weights_error(err) == "layer predictions: weights of shape (1280, 5), expected (1280, 7)"
 
 
 def test_h5_weights_of_another_structure_say_how_many_layers_find_none(tmp_path):

@@ -24,6 +24,7 @@ from keras_efficient3d import registry
 from keras_efficient3d.artifacts import ModelFileError, save_model
 from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.runtime import (
+    KerasRunner,
     TFLiteRunner,
     benchmark,
     check_threads,
@@ -360,3 +361,19 @@ def test_load_runner_refuses_a_bad_thread_count(tiny_files, threads):
                 f"`threads` must be None, 0 (the runtime's default) or a positive integer. "
                 f"Received: threads={threads!r}")):
             load_runner(tiny_files[key], threads=threads)
+
+
+def test_keras_runner_of_a_model_that_normalises_takes_uint8_frames(tiny):
+    """A model with its preprocessing layer (`with_preprocessing`, convert's preprocessing)
+    takes the frames themselves, uint8 or 0-255 floats; the runner used to refuse uint8 and
+    advise normalising them, which would have normalised them twice."""
+    from keras_efficient3d.data.normalization import Normalization
+    from keras_efficient3d.preprocessing import with_preprocessing
+
+    model = with_preprocessing(tiny, Normalization.preset("kinetics"))
+    frames = np.random.default_rng(5).integers(0, 256, (2, FRAMES, SIZE, SIZE, 3), dtype=np.uint8)
+    expected = np.asarray(model(frames.astype(np.float32), training=False))
+    runner = KerasRunner(model)
+    np.testing.assert_allclose(runner(frames), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="normalised float clips; received uint8"):
+        KerasRunner(tiny)(frames)  # a model of normalised clips still refuses them

@@ -170,10 +170,13 @@ def _weights_error(err):
     """Keras' load error without the target variable's values, which it quotes in full."""
     text = " ".join(str(err).split())
     layer = re.search(r"for object <\w+ name=([^,>]+)", text)
-    shapes = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", text)
+    # a shape as Keras prints it: (1280, 5), or on PyTorch torch.Size([1280, 5])
+    shape = r"(\([^)]*\)|torch\.Size\(\[[^\]]*\]\))"
+    shapes = re.search(rf"variable\.shape={shape}, Received: value\.shape={shape}", text)
     if shapes:
         where = f"layer {layer.group(1)}: " if layer else ""
-        return f"{where}weights of shape {shapes.group(2)}, expected {shapes.group(1)}"
+        wanted, held = (re.sub(r"torch\.Size\(\[(.*)\]\)", r"(\1)", shapes.group(i)) for i in (1, 2))
+        return f"{where}weights of shape {held}, expected {wanted}"
     unmatched = re.search(r"A total of (\d+) objects could not be loaded", text)
     if unmatched:  # Keras then lists every object: the count says it, the list does not fit
         return (f"{unmatched.group(1)} of the model's layers find no weights in the file: "
