@@ -220,6 +220,12 @@ class ModelMetadata:
         if not isinstance(inputs, dict):
             raise ValueError("Metadata input must be an object with 'frames' and 'size'. "
                              f"Received: input={inputs!r}")
+        misplaced = sorted(k for k in data if k in _INPUT_KEYS and k not in _KNOWN_KEYS)
+        if misplaced:  # the dataclass's field names, where the JSON layout nests them
+            raise ValueError(
+                f"Metadata {', '.join(misplaced)} go under 'input' in the JSON layout "
+                f"({{'input': {{'{misplaced[0]}': ...}}}}), or pass "
+                f"ModelMetadata({misplaced[0]}=...). Received: {misplaced[0]}={data[misplaced[0]]!r}")
         extra = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
         unknown_inputs = {k: v for k, v in inputs.items() if k not in _INPUT_KEYS}
         if unknown_inputs:

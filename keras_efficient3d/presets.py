@@ -178,9 +178,16 @@ def _read_json(path):
         raise ValueError(f"{path}: not a readable preset file ({err}).") from None
 
 
+def _read_metadata(directory):
+    """The preset's metadata file as a dict; {} where it has none (a preset of config and
+    weights alone loads all the same)."""
+    path = os.path.join(directory, METADATA_FILE)
+    return _read_json(path) if os.path.exists(path) else {}
+
+
 def preset_metadata(preset, **kwargs):
     """The `ModelMetadata` of a preset (name or directory), or None when none is recorded."""
-    data = _read_json(os.path.join(resolve_preset(preset, **kwargs), METADATA_FILE))
+    data = _read_metadata(resolve_preset(preset, **kwargs))
     recorded = data.get("model_metadata")
     return None if recorded is None else ModelMetadata.from_dict(recorded)
 
@@ -257,6 +264,9 @@ def _make_published(spec, cached, checkpoint, log):
     from keras_efficient3d import convert
 
     path = checkpoint or os.path.join(home(), "checkpoints", spec.checkpoint)
+    if checkpoint and not os.path.isfile(path):
+        raise FileNotFoundError(f"Preset '{spec.name}': checkpoint={checkpoint}: no such file "
+                                f"(the preset is made from {spec.checkpoint}, from {SOURCE}).")
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"Preset '{spec.name}' is made from {spec.checkpoint}, from {SOURCE}: download it "
@@ -325,7 +335,7 @@ def builder_from_preset(builder, preset, checkpoint=None, log=print):
     recorded in its metadata, else (a preset saved before it was recorded) the one its
     layers show."""
     directory = resolve_preset(preset, checkpoint, log)
-    data = _read_json(os.path.join(directory, METADATA_FILE))
+    data = _read_metadata(directory)
     meta = data.get("model_metadata") or {}
     recorded = data.get(FAMILY_FIELD) or (meta.get("model") or {}).get("model")
     wanted = {f.name for f in registry.families() if f.builder is builder}

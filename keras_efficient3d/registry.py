@@ -136,7 +136,7 @@ def resolve_name(name, **kwargs):
         fixed = _fixed_by(lowered)
         _refuse_conflicts(name, fixed, kwargs)
         # what agrees with the name, as the name says it ("18" for resnet18's depth 18)
-        return lowered, {k: fixed.get(k, v) for k, v in kwargs.items()}
+        return lowered, {k: fixed[k] if k in fixed and v is not None else v for k, v in kwargs.items()}
     match = _CONFIG_NAME.match(lowered)
     if not match:
         raise ValueError(_unknown(name))
@@ -169,7 +169,7 @@ def resolve_name(name, **kwargs):
         raise ValueError(_unknown(name))
     fixed = dict(_fixed_by(arch), **extra)
     _refuse_conflicts(name, fixed, kwargs)
-    extra.update({k: fixed.get(k, v) for k, v in kwargs.items()})
+    extra.update({k: fixed[k] if k in fixed and v is not None else v for k, v in kwargs.items()})
     return arch, extra
 
 

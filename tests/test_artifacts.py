@@ -242,3 +242,14 @@ def test_every_saved_kind_loads_after_the_package_import_alone(tmp_path):
     name, iterations = loaded[str(keys.index("optimizer"))]
     assert name == "TorchSGD" and int(iterations) == 1
     assert read_metadata(paths[0]).frames == 16
+
+
+def test_metadata_fields_outside_input_are_refused_not_kept_as_extras():
+    """save_to_preset(metadata={"frames": 8, "size": 32}) kept both as unknown extras and
+    recorded no clip: the JSON layout nests them under "input"."""
+    from keras_efficient3d.artifacts import ModelMetadata
+
+    with pytest.raises(ValueError, match=r"frames, size go under 'input' .*ModelMetadata\(frames="):
+        ModelMetadata.from_dict({"frames": 8, "size": 32})
+    read = ModelMetadata.from_dict({"input": {"frames": 8, "size": 32}, "future_key": 1})
+    assert (read.frames, read.size, read.extra) == (8, 32, {"future_key": 1})

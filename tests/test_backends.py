@@ -214,6 +214,9 @@ def test_published_preset_says_where_its_checkpoint_comes_from(preset_home):
     assert "jester_mobilenetv2_0.2x_RGB_16_best.pth" in message
     assert "github.com/okankop/Efficient-3DCNNs" in message
     assert str(preset_home / "checkpoints") in message
+    with pytest.raises(FileNotFoundError, match=r"checkpoint=/x/nope.pth: no such file") as err:
+        k3.MobileNetV2_3D.from_preset("mobilenetv2_0.2x_jester", checkpoint="/x/nope.pth")
+    assert "pass checkpoint=" not in str(err.value)  # it was passed
 
 
 def test_published_preset_made_on_first_use(preset_home, reference_dir):
@@ -295,6 +298,18 @@ def test_builder_from_preset_refuses_another_family_without_metadata(tmp_path, r
             builder.from_preset(str(tmp_path / "p"))
         assert "\n" not in str(err.value)
     assert k3.ResNeXt3D.from_preset(str(tmp_path / "p")).name == "my_net"
+
+
+def test_a_preset_without_its_metadata_file_loads_by_every_route(tmp_path):
+    """config.json and model.weights.h5 alone: presets.from_preset loaded it, the builder's
+    from_preset and preset_metadata refused it as "not a readable preset file"."""
+    model = k3.ShuffleNetV1_3D(0.25, input_shape=(16, 32, 32, 3), num_classes=3)
+    model.save_to_preset(tmp_path / "p")
+    (tmp_path / "p" / "metadata.json").unlink()
+    assert presets.preset_metadata(str(tmp_path / "p")) is None
+    assert k3.ShuffleNetV1_3D.from_preset(str(tmp_path / "p")).count_params() == model.count_params()
+    with pytest.raises(ValueError, match="holds a shufflenetv1 model"):
+        k3.MobileNetV2_3D.from_preset(str(tmp_path / "p"))
 
 
 def test_shipped_model_is_a_preset(preset_home):

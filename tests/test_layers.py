@@ -424,3 +424,31 @@ def test_xnnpack_zero_pad_channels_equals_the_keras_form(batch):
         y = np.asarray(y).reshape(n, 3, 4, 4, 8)
         np.testing.assert_array_equal(y[..., :3], x[:, ::2, ::2, ::2])
         assert not y[..., 3:].any()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: L.Conv3D(4, 3, padding="same"), "PyTorch's explicit padding, not 'same'"),
+    (lambda: L.DepthwiseConv3D(3, padding="valid"), "PyTorch's explicit padding"),
+    (lambda: L.Conv3D(4, 3.5), r"`kernel_size` must be an int .* Received: kernel_size=3.5"),
+    (lambda: L.MaxPool3D(2, strides=0), r"`strides` must be at least 1"),
+    (lambda: L.MaxPool3D(0), r"`pool_size` must be at least 1"),
+    (lambda: L.AvgPool3D(2, padding=-1), r"`padding` must be at least 0"),
+])
+def test_layer_arguments_are_refused_naming_the_argument(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_layer_arguments_take_numpy_and_whole_float_numbers():
+    assert L.Conv3D(4, np.int64(3)).kernel_size == (3, 3, 3)
+    assert L.MaxPool3D([2.0, 2, np.int32(2)]).pool_size == (2, 2, 2)
+
+
+@pytest.mark.parametrize("pool", [L.AvgPool3D, L.MaxPool3D])
+def test_a_pool_window_larger_than_its_input_is_refused(pool):
+    """TensorFlow gave an empty tensor (or oneDNN's descriptor error for a max pool), JAX a
+    division by zero, PyTorch its own error: now one message, symbolic inputs included."""
+    with pytest.raises(ValueError, match="a window of 8 with padding 0 does not fit 4 frames"):
+        pool((8, 2, 2))(np.zeros((1, 4, 16, 16, 6), np.float32))
+    with pytest.raises(ValueError, match="does not fit 4 frames"):
+        pool((8, 2, 2))(keras.Input((4, 16, 16, 6)))

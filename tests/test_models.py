@@ -578,3 +578,60 @@ def test_fit_in_halves_ends_with_the_whole_batch_weights(monkeypatch):
         results.append([w.numpy() for w in model.variables])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(b).max()))
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: k3.MobileNetV2_3D(float("inf")), r"`width_mult` must be a positive number.*inf"),
+    (lambda: k3.ShuffleNetV1_3D(float("nan")), r"`width_mult` must be a positive number.*nan"),
+    (lambda: k3.MobileNetV1_3D(0.25, input_shape=(8.7, 32, 32, 3)), r"tuple of whole numbers"),
+    (lambda: k3.MobileNetV2_3D(0.2, input_tensor=np.zeros((1, 8, 32, 32, 3))),
+     r"`input_tensor` must be a Keras tensor .* of type ndarray$"),
+])
+def test_builders_refuse_what_they_would_overflow_truncate_or_quote_whole(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_a_models_name_does_not_depend_on_the_widths_type():
+    shape = dict(input_shape=(8, 32, 32, 3))
+    assert k3.MobileNetV2_3D(np.float32(0.2), **shape).name == "mobilenetv2_3d_0.2x"
+    assert k3.ShuffleNetV2_3D(1, **shape).name == k3.create_model("shufflenetv2_1.0x", **shape).name
+    assert k3.MobileNetV1_3D(0.25, input_shape=(8.0, 32, 32, 3)).input_shape == (None, 8, 32, 32, 3)
+
+
+def test_weights_that_are_a_folder_or_not_hdf5_are_named(tmp_path):
+    with pytest.raises(ValueError, match="path to an existing weights file"):
+        k3.MobileNetV2_3D(0.2, input_shape=(8, 32, 32, 3), weights=str(tmp_path))
+    broken = tmp_path / "broken.weights.h5"
+    broken.write_bytes(b"not HDF5 at all")
+    with pytest.raises(ValueError, match=r"broken.weights.h5: not a readable weights file \("):
+        k3.MobileNetV2_3D(0.2, input_shape=(8, 32, 32, 3), weights=str(broken))
+
+
+def test_weights_of_a_keras_file_load_by_name_as_a_weights_file_does(tmp_path):
+    """Into a headless model (the file's classifier is left out, as from a .weights.h5),
+    from a model wrapped with its preprocessing layer; a BatchNorm-folded file is named as
+    such (its layers are not a trainable model's)."""
+    from keras_efficient3d.data.normalization import Normalization
+    from keras_efficient3d.fold import fold_batchnorm
+    from keras_efficient3d.preprocessing import with_preprocessing
+
+    shape = (8, 32, 32, 3)
+    source = randomize_batchnorm(k3.MobileNetV2_3D(0.2, input_shape=shape, num_classes=5))
+    source.save(str(tmp_path / "w.keras"))
+    with_preprocessing(source, Normalization.preset("kinetics")).save(str(tmp_path / "p.keras"))
+    fold_batchnorm(source).save(str(tmp_path / "f.keras"))
+    headless = k3.MobileNetV2_3D(0.2, input_shape=shape, include_top=False, pooling="avg",
+                                 weights=str(tmp_path / "w.keras"))
+    for layer in headless.layers:
+        for a, b in zip(layer.get_weights(), source.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    wrapped = k3.MobileNetV2_3D(0.2, input_shape=shape, num_classes=5,
+                                weights=str(tmp_path / "p.keras"))
+    for a, b in zip(wrapped.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"f.keras: its model .* has BatchNorm folded"):
+        k3.MobileNetV2_3D(0.2, input_shape=shape, num_classes=5, weights=str(tmp_path / "f.keras"))
+    with pytest.raises(ValueError, match=r"\(8x32x32 clips, 1024 features\) \(no layer"):
+        k3.ShuffleNetV2_3D(0.25, input_shape=shape, include_top=False,
+                           weights=str(tmp_path / "w.keras"))

@@ -4,15 +4,22 @@
 import keras
 
 from keras_efficient3d.layers import native, taps
-from keras_efficient3d.layers._video import PACKAGE, check_input, to_frames, to_video, triple
+from keras_efficient3d.layers._video import (
+    PACKAGE,
+    check_input,
+    check_window,
+    to_frames,
+    to_video,
+    triple,
+)
 
 
 class _Pool3D(keras.layers.Layer):
     def __init__(self, pool_size, strides=None, padding=0, **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = triple(pool_size, "pool_size")
-        self.strides = triple(strides if strides is not None else pool_size, "strides")
-        self.padding = triple(padding, "padding")
+        self.pool_size = triple(pool_size, "pool_size", minimum=1)
+        self.strides = triple(strides if strides is not None else pool_size, "strides", minimum=1)
+        self.padding = triple(padding, "padding", minimum=0)
         if any(2 * p > k for p, k in zip(self.padding, self.pool_size)):
             raise ValueError(
                 "Padding must be at most half the pool size, as in PyTorch. Received: "
@@ -21,6 +28,7 @@ class _Pool3D(keras.layers.Layer):
 
     def build(self, input_shape):
         check_input(self, input_shape)
+        check_window(self, input_shape, self.pool_size, self.padding)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + tuple(

@@ -1,6 +1,7 @@
 """Argument handling and heads shared by every architecture builder."""
 
 import functools
+import math
 import numbers
 import os
 import re
@@ -27,6 +28,14 @@ def is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def check_width(width_mult):
+    """`width_mult` as a Python float (a positive, finite number; a NumPy float32's 0.2 is
+    0.2, not 0.20000000298023224, in the model's name), or one `ValueError`."""
+    if not is_number(width_mult) or not math.isfinite(width_mult) or width_mult <= 0:
+        raise ValueError(f"`width_mult` must be a positive number. Received: width_mult={width_mult!r}")
+    return float(f"{float(width_mult):.6g}")
+
+
 def validate_common(include_top, weights, pooling, num_classes, dropout):
     """Checks the arguments every builder takes; returns `num_classes` as a Python int
     (a NumPy integer would not serialize into the model's config)."""
@@ -39,7 +48,7 @@ def validate_common(include_top, weights, pooling, num_classes, dropout):
             "Efficient-3DCNNs is converted first: python -m keras_efficient3d.convert "
             f"--checkpoint={os.fspath(weights)} --output=model.keras (or "
             f"keras_efficient3d.convert.convert). Received: weights={weights!r}")
-    if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.exists(weights)):
+    if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)):
         raise ValueError(
             "`weights` must be None (random initialization) or the path to an existing "
             f"weights file (.weights.h5 or .keras). Received: weights={weights!r}"
@@ -58,13 +67,18 @@ def validate_common(include_top, weights, pooling, num_classes, dropout):
 def video_input(input_shape, input_tensor, min_frames=1, min_size=16):
     """Returns (inputs, x) for a channels-last video input of static shape."""
     if input_tensor is not None:
+        if not keras.backend.is_keras_tensor(input_tensor):
+            # Keras 3 makes no Input of a concrete tensor, and its error quotes the whole array
+            raise ValueError("`input_tensor` must be a Keras tensor (from keras.Input or a "
+                             "layer's output). Received: input_tensor of type "
+                             f"{type(input_tensor).__name__}")
         shape = tuple(input_tensor.shape[1:])
     else:
         shape = tuple(input_shape) if input_shape is not None else DEFAULT_INPUT_SHAPE
-    if len(shape) != 4 or any(s is None for s in shape):
+    if len(shape) != 4 or not all(is_number(s) and float(s).is_integer() for s in shape):
         raise ValueError(
-            "`input_shape` must be a fully defined (frames, height, width, channels) tuple. "
-            f"Received: input_shape={shape!r}"
+            "`input_shape` must be a fully defined (frames, height, width, channels) tuple of "
+            f"whole numbers. Received: input_shape={shape!r}"
         )
     frames, height, width, channels = (int(s) for s in shape)
     if channels != 3:
@@ -77,10 +91,7 @@ def video_input(input_shape, input_tensor, min_frames=1, min_size=16):
     if input_tensor is None:
         inputs = keras.Input(shape=(frames, height, width, channels), name="input")
         return inputs, inputs
-    if keras.backend.is_keras_tensor(input_tensor):
-        return input_tensor, input_tensor
-    inputs = keras.Input(tensor=input_tensor, shape=shape, name="input")
-    return inputs, inputs
+    return input_tensor, input_tensor
 
 
 def conv_bn(x, filters, kernel_size, strides, padding, name, activation="relu", groups=1,
@@ -129,7 +140,18 @@ def finish(inputs, input_tensor, outputs, name, weights):
 
 def _describe(model):
     shape = "x".join(str(d) for d in model.inputs[0].shape[1:4])
-    return f"{model.name} ({shape} clips, {model.outputs[0].shape[-1]} classes)"
+    what = "classes" if any(layer.name == "predictions" for layer in _flat_layers(model)) \
+        else "features"  # include_top=False
+    return f"{model.name} ({shape} clips, {model.outputs[0].shape[-1]} {what})"
+
+
+def _flat_layers(model):
+    """The layers of `model`, a nested model's (`with_preprocessing`) in its place."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _flat_layers(layer)
+        else:
+            yield layer
 
 
 def load_weights(model, path):
@@ -161,6 +183,9 @@ def load_weights(model, path):
             raise artifacts.ModelFileError(
                 f"{path}: these weights do not fit the built model {_describe(model)} "
                 f"({_weights_error(err)})") from None
+        except OSError as err:  # h5py's, for a file that is not HDF5 ("file signature not found")
+            raise artifacts.ModelFileError(
+                f"{path}: not a readable weights file ({' '.join(str(err).split())})") from None
     for warning in caught:
         warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                warning.lineno)
@@ -193,14 +218,22 @@ def _copy_weights(source, model, path):
         return ModelFileError(f"{path}: its model {_describe(source)} does not fit the built "
                               f"model {_describe(model)} ({detail})")
 
-    held = {layer.name: layer for layer in source.layers if layer.weights}
-    wanted = [layer for layer in model.layers if layer.weights]
+    from keras_efficient3d.fold import Folded
+
+    layers = list(_flat_layers(source))
+    if any(isinstance(layer, Folded) for layer in layers):
+        raise ModelFileError(
+            f"{path}: its model {_describe(source)} has BatchNorm folded into its convolutions "
+            "(an inference form, as runners and exports make): it is not weights for a "
+            "trainable model. Load the model it was folded from, or run this one itself "
+            "(keras_efficient3d.runtime.load_runner)")
+    # by name: a file with more layers (its classifier, for a model built with
+    # include_top=False) gives the built model those it has
+    held = {layer.name: layer for layer in layers if layer.weights}
+    wanted = [layer for layer in _flat_layers(model) if layer.weights]
     missing = [layer.name for layer in wanted if layer.name not in held]
-    if missing or len(held) != len(wanted):
-        extra = sorted(set(held) - {layer.name for layer in wanted})
-        detail = (f"no layer {missing[0]} in the file" if missing else
-                  f"layer {extra[0]} of the file is not in the built model")
-        raise mismatch(detail)
+    if missing:
+        raise mismatch(f"no layer {missing[0]} in the file")
     assignments = []
     for layer in wanted:
         values = held[layer.name].get_weights()

@@ -61,8 +61,7 @@ def MobileNetV1_3D(
         A `keras.Model`.
     """
     num_classes = _base.validate_common(include_top, weights, pooling, num_classes, dropout)
-    if not _base.is_number(width_mult) or width_mult <= 0:
-        raise ValueError(f"`width_mult` must be a positive number. Received: width_mult={width_mult!r}")
+    width_mult = _base.check_width(width_mult)
     if int(32 * width_mult) < 1:
         raise ValueError(f"`width_mult` is too small for any channel. Received: width_mult={width_mult!r}")
     inputs, x = _base.video_input(input_shape, input_tensor)

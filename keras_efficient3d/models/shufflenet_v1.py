@@ -114,8 +114,7 @@ def ShuffleNetV1_3D(
     if not _base.is_integer(groups) or groups not in STAGE_CHANNELS:
         raise ValueError(f"`groups` must be one of {sorted(STAGE_CHANNELS)}. Received: groups={groups!r}")
     groups = int(groups)  # a NumPy integer would not serialize into the config
-    if not _base.is_number(width_mult) or width_mult <= 0:
-        raise ValueError(f"`width_mult` must be a positive number. Received: width_mult={width_mult!r}")
+    width_mult = _base.check_width(width_mult)
     channels = [int(c * width_mult) for c in STAGE_CHANNELS[groups]]
     _check_channels(channels, width_mult, groups)
     inputs, x = _base.video_input(input_shape, input_tensor)

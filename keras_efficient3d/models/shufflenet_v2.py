@@ -78,6 +78,7 @@ def ShuffleNetV2_3D(
         raise ValueError(
             f"`width_mult` must be one of {sorted(STAGE_CHANNELS)}. Received: width_mult={width_mult!r}"
         )
+    width_mult = float(width_mult)  # 1 and 1.0 name the same model
     channels = STAGE_CHANNELS[width_mult]
     inputs, x = _base.video_input(input_shape, input_tensor)
 
