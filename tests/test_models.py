@@ -118,9 +118,14 @@ def test_softmax_classifier_activation():
 
 
 def test_input_tensor():
+    import warnings
+
     inputs = keras.Input((8, 32, 32, 3))
     model = k3.MobileNetV1_3D(0.5, input_tensor=inputs, num_classes=3)
     assert model.inputs[0] is inputs
+    with warnings.catch_warnings():  # Keras warned at each call that a clip is not [clip]
+        warnings.simplefilter("error")
+        model(np.zeros((1, 8, 32, 32, 3), np.float32))
 
 
 def test_input_tensor_made_by_other_layers_keeps_them():
@@ -635,3 +640,10 @@ def test_weights_of_a_keras_file_load_by_name_as_a_weights_file_does(tmp_path):
     with pytest.raises(ValueError, match=r"\(8x32x32 clips, 1024 features\) \(no layer"):
         k3.ShuffleNetV2_3D(0.25, input_shape=shape, include_top=False,
                            weights=str(tmp_path / "w.keras"))
+
+
+def test_size_refusals_say_which_sizes_fit():
+    with pytest.raises(ValueError, match=r"height and width must be one of 48, 80, 112, 144"):
+        k3.C3D(input_shape=(16, 64, 64, 3), num_classes=3)
+    with pytest.raises(ValueError, match=r"use 16 or 32 frames. Received: input_shape=\(8, 32, 32, 3\)"):
+        k3.ShuffleNetV1_3D(0.25, input_shape=(8, 32, 32, 3))

@@ -132,6 +132,8 @@ def finish(inputs, input_tensor, outputs, name, weights):
         # keeps them, the model starting at their Input; a Functional model given that
         # tensor itself as input would start at a clone of it instead.
         inputs = keras.utils.get_source_inputs(input_tensor)
+        if len(inputs) == 1:  # one tensor, not a list of one: Keras warns at every call
+            inputs = inputs[0]  # that a clip does not match the structure [clip]
     model = VideoModel(inputs, outputs, name=name)
     if weights is not None:
         load_weights(model, weights)

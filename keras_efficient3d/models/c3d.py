@@ -17,6 +17,14 @@ _GROUPS = (
 )
 
 
+def _cells(n, axis):
+    """What the pools leave of `n` cells along `axis` (0 frames, 1 height, 2 width)."""
+    for _, _, pool, stride, padding in _GROUPS:
+        pad = padding if isinstance(padding, int) else padding[axis]
+        n = (n + 2 * pad - pool[axis]) // stride[axis] + 1
+    return n
+
+
 def C3D(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
         num_classes=600, dropout=0.5, classifier_activation=None, name=None):
     """Builds C3D with BatchNorm after every conv and two 4096-unit fully connected layers.
@@ -37,9 +45,17 @@ def C3D(include_top=True, weights=None, input_tensor=None, input_shape=None, poo
     expected = (math.floor(inputs.shape[1] / 16), math.ceil(inputs.shape[2] / 32),
                 math.ceil(inputs.shape[3] / 32))
     if tuple(x.shape[1:4]) != expected:
+        if x.shape[1] != expected[0]:
+            fits = [n for n in range(16, 65) if _cells(n, 0) == n // 16]
+            which = "frames"
+        else:
+            fits = [n for n in range(32, 257, 16) if _cells(n, 1) == math.ceil(n / 32)]
+            which = "height and width"
         raise ValueError(
             f"The original C3D head expects {expected} cells but this input leaves "
-            f"{tuple(x.shape[1:4])}. Received: input_shape={tuple(inputs.shape[1:])}"
+            f"{tuple(x.shape[1:4])}: its {which} must be one of {', '.join(map(str, fits))} "
+            f"(the paper's: 16 frames of 112x112), or build it with include_top=False. "
+            f"Received: input_shape={tuple(inputs.shape[1:])}"
         )
     x = keras.layers.Permute((4, 1, 2, 3), name="to_channels_first")(x)
     x = keras.layers.Flatten(name="flatten")(x)

@@ -118,7 +118,7 @@ def ShuffleNetV1_3D(
     channels = [int(c * width_mult) for c in STAGE_CHANNELS[groups]]
     _check_channels(channels, width_mult, groups)
     inputs, x = _base.video_input(input_shape, input_tensor)
-    _check_frames(inputs.shape[1], inputs.shape[1:4])
+    _check_frames(inputs.shape[1], inputs.shape[1:])
 
     x = _base.conv_bn(x, channels[0], 3, (1, 2, 2), 1, name="conv1", bn_name="conv1_bn",
                       act_name="conv1_relu")
