@@ -52,7 +52,7 @@ __all__ = [
 
 METADATA_ENTRY = "keras_efficient3d.json"
 OUTPUTS = ("logits", "probabilities")
-_INPUT_KEYS = ("frames", "size", "downsample", "layout", "dtype")
+_INPUT_KEYS = ("frames", "size", "downsample", "layout", "dtype", "batch")
 _KNOWN_KEYS = ("model", "input", "normalization", "preprocessing_included", "labels", "output")
 
 
@@ -94,6 +94,9 @@ class ModelMetadata:
             "width_mult": 0.2, "num_classes": 8}``).
         layout: ``"NDHWC"``.
         dtype: a description of the input values (``"float32, already normalised"``).
+        batch: the file's batch axis, ``"dynamic"`` or a fixed batch (ONNX exports record it:
+            TensorRT builds an engine's profile from it, and JetPack has no onnx package to
+            read the file with); ``None``: not recorded.
         extra: anything else recorded with the model (a model card, the source checkpoint).
     """
 
@@ -107,6 +110,7 @@ class ModelMetadata:
     model: dict | None = None
     layout: str | None = None
     dtype: str | None = None
+    batch: int | str | None = None
     extra: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -115,6 +119,9 @@ class ModelMetadata:
             if value is not None and not _positive_int(value):
                 raise ValueError(f"Metadata input.{name} must be a positive integer. "
                                  f"Received: input.{name}={value!r}")
+        if self.batch is not None and self.batch != "dynamic" and not _positive_int(self.batch):
+            raise ValueError("Metadata input.batch must be \"dynamic\" or a positive integer. "
+                             f"Received: input.batch={self.batch!r}")
         if self.size is not None:
             pair = _size_pair(self.size)
             if pair is None:
@@ -239,7 +246,8 @@ class ModelMetadata:
                    downsample=inputs.get("downsample"), normalization=normalization,
                    preprocessing_included=data.get("preprocessing_included", False),
                    labels=data.get("labels"), output=data.get("output"), model=data.get("model"),
-                   layout=inputs.get("layout"), dtype=inputs.get("dtype"), extra=extra)
+                   layout=inputs.get("layout"), dtype=inputs.get("dtype"),
+                   batch=inputs.get("batch"), extra=extra)
 
 
 def _as_metadata(metadata, where):

@@ -2,15 +2,16 @@
 """Builds a TensorRT engine from an exported ONNX file with trtexec, printing the command.
 
     python3 trt_build_engine.py --onnx mobilenetv2.onnx --engine mobilenetv2_fp16.engine \
-        --precision fp16 --batch-sizes 1,8 --onnx-batch dynamic
+        --precision fp16 --batch-sizes 1,8
 
 For a dynamic-batch ONNX file the engine's optimisation profile covers the smallest to the
 largest batch size (``--minShapes input:1x16x112x112x3 --optShapes input:8x... --maxShapes
 input:8x...``); a fixed-batch file is built as it is (--clip-shape and --input-name are
 refused for it). The input's name, batch and clip shape are read from the file with the onnx
 package where it is installed. JetPack has no onnx package: there the clip (frames, size)
-comes from the export's sidecar ``<file>.onnx.json``, the batch from ``--onnx-batch`` (or the
-sidecar, where it records it), and a file that says neither is refused rather than guessed.
+and the batch come from the export's sidecar ``<file>.onnx.json`` (export.py records both;
+``--onnx-batch`` for a file whose sidecar predates the batch), and a file that says neither
+is refused rather than guessed.
 
 ``--precision int8`` adds ``--int8 --fp16`` with trtexec's placeholder scales (speed only, not
 accuracy): this script has no calibration. This project's quantization-aware ONNX exports
@@ -139,7 +140,7 @@ def check_symmetric_quantization(model, path):
 def sidecar_input(onnx_path):
     """(clip (frames, height, width, 3) or None, batch) that the export's sidecar
     ``<file>.json`` records: batch is "dynamic", a fixed batch, or None where it says nothing
-    (export.py writes frames and size, not the batch). None without a sidecar."""
+    (a sidecar written before export.py recorded the batch). None without a sidecar."""
     where = onnx_path + ".json"
     if not os.path.isfile(where):
         return None
@@ -164,7 +165,7 @@ def sidecar_input(onnx_path):
             and len(size) == 2 and all(positive(v) for v in size)):
         clip = (frames, size[0], size[1], 3)
     batch = None
-    for key in ("batch_size", "batch"):
+    for key in ("batch",):
         if key in inputs:
             value = inputs[key]
             if value is None or value == "dynamic":

@@ -40,6 +40,7 @@ TensorRT refuses it).
 """
 
 import contextlib
+import dataclasses
 import logging
 import os
 
@@ -383,8 +384,10 @@ def build_and_export_onnx(output_path, model_name=None, keras_file=None, num_fra
                                 **model_kwargs)
     report = export_onnx(model, output_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
                          verify=verify, form=form, stem_fold=stem_fold, stem_output_fold=stem_output_fold)
-    report["sidecar"] = write_sidecar(output_path, export_metadata(
-        model, keras_file, model_name, weights=model_kwargs.get("weights")))
+    metadata = export_metadata(model, keras_file, model_name, weights=model_kwargs.get("weights"))
+    # read by TensorRT's engine build on a Jetson, which has no onnx package to read the file
+    metadata = dataclasses.replace(metadata, batch=batch_size or "dynamic")
+    report["sidecar"] = write_sidecar(output_path, metadata)
     return report
 
 

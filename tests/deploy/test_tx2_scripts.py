@@ -787,7 +787,7 @@ def test_build_engine_without_onnx_reads_the_sidecar(onnx_files, tmp_path, no_on
     assert run.returncode == 0, run.stderr
     assert "--minShapes=input:1x4x32x32x3" in run.stdout and "--maxShapes=input:8x4x32x32x3" in run.stdout
     # A sidecar that records the batch settles it, for a fixed batch too.
-    sidecar["input"]["batch_size"] = 8
+    sidecar["input"]["batch"] = 8
     fixed = _copy_onnx(onnx_files, "fixed", tmp_path, sidecar)
     run = _script("trt_build_engine.py", "--onnx", fixed, "--engine", engine, "--dry-run",
                   "--batch-sizes", "8", PYTHONPATH=no_onnx)
@@ -910,3 +910,23 @@ def test_readme_export_commands_make_their_folder_first():
     readme = open(os.path.join(TX2, "README.md"), encoding="utf-8").read()
     step = readme[readme.index("### 1. On the workstation"):readme.index("### 2.")]
     assert 0 <= step.find("mkdir -p exports") < step.find("--output exports/")
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_build_engine_without_onnx_takes_the_batch_an_export_records(tmp_path, no_onnx, batch_size):
+    """export.py's ONNX sidecar records the batch axis: on a Jetson (no onnx package) the
+    engine build needs no --onnx-batch."""
+    from keras_efficient3d.deploy.onnx_export import build_and_export_onnx
+
+    path = str(tmp_path / "m.onnx")
+    report = build_and_export_onnx(path, model_name="mobilenetv2_0.2x", num_frames=4,
+                                   image_size=32, num_classes=3, batch_size=batch_size)
+    assert json.loads(open(report["sidecar"]).read())["input"]["batch"] == (batch_size or "dynamic")
+    run = _script("trt_build_engine.py", "--onnx", path, "--engine", str(tmp_path / "m.engine"),
+                  "--dry-run", "--batch-sizes", "1,2", PYTHONPATH=no_onnx)
+    assert run.returncode == 0, run.stderr
+    if batch_size is None:
+        assert "--minShapes=input:1x4x32x32x3" in run.stdout
+        assert "--maxShapes=input:2x4x32x32x3" in run.stdout
+    else:
+        assert "Shapes" not in run.stdout and "has a fixed batch of 2" in run.stdout
