@@ -483,7 +483,8 @@ class _Emitter:
         if relu:
             # per group, so that it fuses into each CONV_2D (XNNPACK takes no int8 RELU)
             parts = [_apply_activation(layer.activation, p) for p in parts]
-        y = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+        # ResNeXt's 32 groups: four at a time, as XNNPACK takes them
+        y = parts[0] if len(parts) == 1 else taps.concatenate_channels(parts)
         if not relu:
             y = _apply_activation(layer.activation, y)
         out = self._output(layer, y, t_out, relu)

@@ -151,6 +151,23 @@ def test_fp32_resnet_with_a_7_frame_stem_is_one_xnnpack_partition():
                                    atol=1e-4 * np.abs(expected).max())
 
 
+@pytest.mark.slow
+def test_resnext_groups_are_one_xnnpack_partition():
+    """A ResNeXt's grouped convolutions are one 2D convolution per group (32 of them),
+    concatenated four at most at a time: XNNPACK took no CONCATENATION of 32, and ran the
+    fp32 and int8 files in 17 partitions."""
+    shape = (16, 32, 32, 3)
+    model = randomize_batchnorm(create_model("resnext50", input_shape=shape, num_classes=3))
+    x = clips(shape, 1)
+    expected = np.asarray(model(x, training=False))
+    blob = tflite.convert(model, "fp32")
+    assert max(len(inputs) for op, inputs, _ in tflite.op_summary(blob)
+               if op == "CONCATENATION") <= 4
+    runner = tflite.TFLiteRunner(blob, num_threads=2)
+    assert runner.partitions() == 1
+    np.testing.assert_allclose(runner(x), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
 def test_export_script_verifies_and_records_what_the_weights_file_records(tmp_path):
     """--weights=<.keras>: the file is checked against the Keras model and its sidecar says
     how the model was trained (0-1 pixels, every 2nd frame, the labels), not the defaults."""
