@@ -156,7 +156,8 @@ class ModelMetadata:
                              f"classes. Received: model.num_classes={declared!r}")
         if not isinstance(self.extra, dict):
             raise ValueError(f"Metadata extra must be a dict. Received: extra={self.extra!r}")
-        clash = sorted(set(self.extra) & set(_KNOWN_KEYS))
+        # input's keys too: written at the top level, from_dict would refuse them
+        clash = sorted(set(self.extra) & (set(_KNOWN_KEYS) | set(_INPUT_KEYS)))
         if clash:
             raise ValueError(f"Metadata extra must not repeat the known keys. Received: {clash}")
 

@@ -253,3 +253,5 @@ def test_metadata_fields_outside_input_are_refused_not_kept_as_extras():
         ModelMetadata.from_dict({"frames": 8, "size": 32})
     read = ModelMetadata.from_dict({"input": {"frames": 8, "size": 32}, "future_key": 1})
     assert (read.frames, read.size, read.extra) == (8, 32, {"future_key": 1})
+    with pytest.raises(ValueError, match=r"extra must not repeat the known keys. Received: \['batch'\]"):
+        ModelMetadata(frames=8, extra={"batch": 8})  # it would write what it cannot read

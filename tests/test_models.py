@@ -643,7 +643,20 @@ def test_weights_of_a_keras_file_load_by_name_as_a_weights_file_does(tmp_path):
 
 
 def test_size_refusals_say_which_sizes_fit():
-    with pytest.raises(ValueError, match=r"height and width must be one of 48, 80, 112, 144"):
+    with pytest.raises(ValueError, match=r"\(not a multiple of 32\) must fit the head, e.g. 48, 80, 112"):
         k3.C3D(input_shape=(16, 64, 64, 3), num_classes=3)
     with pytest.raises(ValueError, match=r"use 16 or 32 frames. Received: input_shape=\(8, 32, 32, 3\)"):
         k3.ShuffleNetV1_3D(0.25, input_shape=(8, 32, 32, 3))
+
+
+def test_weights_of_a_deeper_model_do_not_load_into_a_shallower_one(tmp_path):
+    """Every layer of a ResNet-10 is in a ResNet-18's file, with the same shapes: only a
+    headless model may leave layers of the file out, and only its classifier."""
+    shape = (8, 32, 32, 3)
+    k3.create_model("resnet18", input_shape=shape, num_classes=5).save(str(tmp_path / "r18.keras"))
+    with pytest.raises(ValueError, match=r"layer layer1_block1_\w+ of the file is not in the built"):
+        k3.create_model("resnet10", input_shape=shape, num_classes=5,
+                        weights=str(tmp_path / "r18.keras"))
+    with pytest.raises(ValueError, match=r"of the file is not in the built model"):
+        k3.create_model("resnet10", input_shape=shape, include_top=False,
+                        weights=str(tmp_path / "r18.keras"))

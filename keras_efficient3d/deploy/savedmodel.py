@@ -25,6 +25,7 @@ variables.
 
 import os
 import shutil
+import tempfile
 
 import keras
 import tensorflow as tf
@@ -112,15 +113,23 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
     # "empty op name" errors were no noise: they were the remapper failure that dropped the
     # whole function's optimisation (`layers.DepthwiseConv3D`), checked by tests/test_fold.py
     # for the models.
-    with forms.consumer("savedmodel"), quiet_stderr():
-        frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
-        staging = f"{os.path.normpath(export_dir)}.partial"
+    os.makedirs(export_dir, exist_ok=True)  # as before: into a folder that may hold more
+    # Written whole in a folder of its own inside, then moved entry by entry over the
+    # SavedModel's own (saved_model.pb, variables/, fingerprint.pb): an export that fails
+    # or is interrupted while writing leaves the earlier one, and nothing else is touched.
+    staging = tempfile.mkdtemp(prefix=".savedmodel-", dir=export_dir)
+    try:
+        with forms.consumer("savedmodel"), quiet_stderr():
+            frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+            written = os.path.join(staging, "savedmodel")
+            _write_frozen(frozen, written, signature_name, output_name)
+        for name in sorted(os.listdir(written)):
+            target = os.path.join(export_dir, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(written, name), target)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        _write_frozen(frozen, staging, signature_name, output_name)
-    # written whole beside it, then put in place: an interrupted export leaves the earlier one
-    if os.path.isdir(export_dir):
-        shutil.rmtree(export_dir)
-    os.replace(staging, export_dir)
     return export_dir
 
 

@@ -229,13 +229,18 @@ def _copy_weights(source, model, path):
             "(an inference form, as runners and exports make): it is not weights for a "
             "trainable model. Load the model it was folded from, or run this one itself "
             "(keras_efficient3d.runtime.load_runner)")
-    # by name: a file with more layers (its classifier, for a model built with
-    # include_top=False) gives the built model those it has
     held = {layer.name: layer for layer in layers if layer.weights}
     wanted = [layer for layer in _flat_layers(model) if layer.weights]
     missing = [layer.name for layer in wanted if layer.name not in held]
     if missing:
         raise mismatch(f"no layer {missing[0]} in the file")
+    # by name, the file's classifier (its Dense layers) left out for a model built with
+    # include_top=False; any other layer more (a deeper model's) is another model
+    headless = not any(layer.name == "predictions" for layer in wanted)
+    extra = [name for name in held if name not in {layer.name for layer in wanted}
+             and not (headless and isinstance(held[name], keras.layers.Dense))]
+    if extra:
+        raise mismatch(f"layer {extra[0]} of the file is not in the built model")
     assignments = []
     for layer in wanted:
         values = held[layer.name].get_weights()

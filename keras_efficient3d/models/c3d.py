@@ -50,12 +50,12 @@ def C3D(include_top=True, weights=None, input_tensor=None, input_shape=None, poo
             which = "frames"
         else:
             fits = [n for n in range(32, 257, 16) if _cells(n, 1) == math.ceil(n / 32)]
-            which = "height and width"
+            which = "height and width (not a multiple of 32)"
         raise ValueError(
             f"The original C3D head expects {expected} cells but this input leaves "
-            f"{tuple(x.shape[1:4])}: its {which} must be one of {', '.join(map(str, fits))} "
-            f"(the paper's: 16 frames of 112x112), or build it with include_top=False. "
-            f"Received: input_shape={tuple(inputs.shape[1:])}"
+            f"{tuple(x.shape[1:4])}: its {which} must fit the head, e.g. "
+            f"{', '.join(map(str, fits[:6]))} (the paper's: 16 frames of 112x112), or build it "
+            f"with include_top=False. Received: input_shape={tuple(inputs.shape[1:])}"
         )
     x = keras.layers.Permute((4, 1, 2, 3), name="to_channels_first")(x)
     x = keras.layers.Flatten(name="flatten")(x)

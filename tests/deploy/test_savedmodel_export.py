@@ -123,3 +123,26 @@ def test_export_cli_writes_a_savedmodel_and_nothing_else_to_the_screen(tmp_path)
     assert run.stderr == ""
     assert json.loads(run.stdout)["max_rel_error"] < 1e-4
     assert (out / "saved_model.pb").is_file() and not (tmp_path / "sm.partial").exists()
+
+
+def test_an_export_into_a_folder_keeps_what_else_it_holds(model, tmp_path, monkeypatch):
+    """Into an existing folder (".", exports/ beside an ONNX file) the export replaces the
+    SavedModel's own entries only; into a file it fails; it leaves no staging folder."""
+    import os
+
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "m.onnx").write_text("another export")
+    savedmodel.export_saved_model(model, str(folder))
+    savedmodel.export_saved_model(model, str(folder))  # over the earlier one
+    assert (folder / "m.onnx").read_text() == "another export"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "fingerprint.pb", "m.onnx", "saved_model.pb", "variables"]
+    assert savedmodel.verify_saved_model(str(folder), model) < 1e-4
+    monkeypatch.chdir(folder)
+    savedmodel.export_saved_model(model, ".")
+    assert (folder / "m.onnx").exists() and not any(p.name.startswith(".") for p in folder.iterdir())
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileExistsError):
+        savedmodel.export_saved_model(model, str(tmp_path / "afile"))
+    assert sorted(os.listdir(tmp_path)) == ["afile", "exports"]
