@@ -1,5 +1,6 @@
 """ONNX export: equivalence with Keras for every architecture, options, QAT Q/DQ, CLI."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -155,8 +156,10 @@ def test_build_and_export_from_keras_file(small_model, tmp_path):
     path = str(tmp_path / "m.onnx")
     report = onnx_export.build_and_export_onnx(path, keras_file=keras_file)
     assert report["max_rel_error"] < 1e-4
-    # The sidecar says how to feed the model (predict would otherwise guess).
-    assert report["sidecar"] == path + ".json" and read_metadata(path) == recorded
+    # The sidecar says how to feed the model (predict would otherwise guess), and the batch
+    # axis (a Jetson's engine build reads it).
+    assert report["sidecar"] == path + ".json"
+    assert read_metadata(path) == dataclasses.replace(recorded, batch="dynamic")
 
 
 # --- QAT: fake-quant ops become QuantizeLinear/DequantizeLinear --------------------------
