@@ -142,9 +142,13 @@ def finish(inputs, input_tensor, outputs, name, weights):
 
 def _describe(model):
     shape = "x".join(str(d) for d in model.inputs[0].shape[1:4])
-    what = "classes" if any(layer.name == "predictions" for layer in _flat_layers(model)) \
-        else "features"  # include_top=False
+    what = "classes" if _has_classifier(model) else "features"  # include_top=False
     return f"{model.name} ({shape} clips, {model.outputs[0].shape[-1]} {what})"
+
+
+def _has_classifier(model):
+    """Whether `model` was built with its classifier (include_top=True)."""
+    return any(layer.name == "predictions" for layer in _flat_layers(model))
 
 
 def _flat_layers(model):
@@ -236,8 +240,9 @@ def _copy_weights(source, model, path):
         raise mismatch(f"no layer {missing[0]} in the file")
     # by name, the file's classifier (its Dense layers) left out for a model built with
     # include_top=False; any other layer more (a deeper model's) is another model
-    headless = not any(layer.name == "predictions" for layer in wanted)
-    extra = [name for name in held if name not in {layer.name for layer in wanted}
+    headless = not _has_classifier(model)
+    names = {layer.name for layer in wanted}
+    extra = [name for name in held if name not in names
              and not (headless and isinstance(held[name], keras.layers.Dense))]
     if extra:
         raise mismatch(f"layer {extra[0]} of the file is not in the built model")
