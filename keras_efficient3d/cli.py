@@ -631,6 +631,13 @@ def run(main, define_flags, positional=False):
             # absl shows INFO lines, the libraries' too: JAX's "Unable to initialize backend
             # 'tpu'" for each accelerator it looks for and does not find tells a user nothing.
             logging.getLogger("jax").setLevel(logging.WARNING)
+            # TensorFlow's distribution strategies log each all-reduce plan at INFO ("Reduce
+            # to .../CPU:0 then broadcast to ..."), twice: imported before absl configured
+            # the root logger, TensorFlow's logger has a handler of its own as well.
+            tf_logger = logging.getLogger("tensorflow")
+            tf_logger.setLevel(logging.WARNING)
+            for handler in list(tf_logger.handlers):
+                tf_logger.removeHandler(handler)
         return _call(main, argv, flags.FLAGS, prog, positional)
 
     try:

@@ -845,6 +845,10 @@ def train(config, extra_callbacks=None):
     _set_threads(config)
     strategy = _strategy(config)
     task, chief = worker_role(strategy)
+    if config.distribution != "none" and chief:
+        devices = ", ".join(d.split("/device:")[-1] for d in strategy.extended.worker_devices)
+        print(f"distribution: {config.distribution}, {strategy.num_replicas_in_sync} replicas "
+              f"({devices} on this worker)")
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     os.makedirs(config.output_dir, exist_ok=True)
