@@ -53,22 +53,37 @@ def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
     failures = data.DecodeFailures(max_decode_failures)
     common = dict(sample_duration=frames, downsample=downsample, sample_size=size,
                   batch_size=batch_size, normalization=normalization, failures=failures)
-    clip_probs, clip_labels = [], []
-    for clips, labels in data.make_dataset(records, "val", **common):
-        clip_probs.append(_softmax(np.asarray(predict_fn(clips.numpy()), np.float64)))
-        clip_labels.append(labels.numpy())
-    clip_probs = np.concatenate(clip_probs)
-    clip_labels = np.concatenate(clip_labels)
-
+    # The whole videos first: a video that fails there (a corrupt frame anywhere) is left out
+    # of the clip pass too, so that both figures are over the same videos.
     window_probs, window_labels, window_videos = [], [], []
     for clips, labels, videos in data.make_dataset(records, "test", **common):
         logits = np.asarray(predict_fn(clips.numpy()), np.float64)
         window_probs.append(_softmax(logits) if softmax else logits)
         window_labels.append(labels.numpy())
         window_videos.append(videos.numpy())
+    if not window_probs:
+        raise data.DataError(f"none of the {len(records)} videos decoded (the first that failed: "
+                             f"{failures.paths[0]}); nothing to score")
+    decoded = [record for record in records if record.path not in set(failures.paths)]
+    clip_probs, clip_labels = [], []
+    for clips, labels in data.make_dataset(decoded, "val", **common):
+        clip_probs.append(_softmax(np.asarray(predict_fn(clips.numpy()), np.float64)))
+        clip_labels.append(labels.numpy())
+    clip_probs = np.concatenate(clip_probs) if clip_probs else np.zeros((0, 0))
+    clip_labels = np.concatenate(clip_labels) if clip_labels else np.zeros(0, np.int32)
     window_probs = np.concatenate(window_probs)
     window_labels = np.concatenate(window_labels)
     window_videos = np.concatenate(window_videos)
+    # A centre clip that failed where its whole video decoded (a seek its container refuses):
+    # that video leaves the video figures as well.
+    failed = set(failures.paths)
+    if len(failed) > len(records) - len(decoded):
+        kept = np.array([records[i].path not in failed for i in window_videos], bool)
+        window_probs, window_labels, window_videos = (
+            window_probs[kept], window_labels[kept], window_videos[kept])
+        if not len(window_videos):
+            raise data.DataError(f"none of the {len(records)} videos decoded (the first that "
+                                 f"failed: {failures.paths[0]}); nothing to score")
     video = data.video_level_accuracy(window_probs, window_labels, window_videos, topk=(1, 5))
     ids, mean_probs = data.aggregate_video_predictions(window_probs, window_videos)
     video_labels = np.empty(len(ids), np.int64)
@@ -98,7 +113,7 @@ def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
         "confusion_matrix": confusion.tolist(),
         "classes": list(classes),
         "failed_videos": failures.paths,
-        "num_outputs": int(clip_probs.shape[1]),
+        "num_outputs": int(window_probs.shape[1]),
     }
 
 

@@ -89,9 +89,12 @@ def temporal_begin_indices(num_frames: int, sample_duration: int, downsample: in
 def sliding_window_indices(num_frames: int, sample_duration: int, downsample: int = 1) -> np.ndarray:
     """Testing sampling: non-overlapping windows covering the whole video.
 
-    Windows of ``sample_duration * downsample`` frames start at ``0, w, 2w, ...``;
-    the last one is loop padded within itself. With ``downsample == 1`` this is
-    exactly the original's test set (``n_samples_for_each_video=0``). With
+    Windows of ``sample_duration * downsample`` frames start at ``0, w, 2w, ...``
+    before the last frame (the original's ``range(1, n_frames, step)``, 1-based: a
+    last frame alone starts no window of copies of itself); the last one is loop
+    padded within itself. With ``downsample == 1`` this is exactly the original's test
+    set (``n_samples_for_each_video=0``), but for a one-frame video: the original
+    leaves it out, here it is one window of that frame. With
     ``downsample > 1`` the original cut 16-frame windows and then asked for 32
     frames from each, which loops every window onto itself; here windows are
     ``sample_duration * downsample`` long so each clip spans the same time as in
@@ -103,5 +106,5 @@ def sliding_window_indices(num_frames: int, sample_duration: int, downsample: in
     num_frames, sample_duration, downsample = _check(num_frames, sample_duration, downsample)
     step = sample_duration * downsample
     return np.stack(
-        [_window(begin, num_frames, sample_duration, downsample) for begin in range(0, num_frames, step)]
+        [_window(begin, num_frames, sample_duration, downsample) for begin in range(0, max(num_frames - 1, 1), step)]
     )

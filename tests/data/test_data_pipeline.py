@@ -136,13 +136,14 @@ def test_val_takes_the_centre_window(records):
 def test_test_mode_yields_every_window_with_video_indices(records):
     ds = make_dataset(records, "test", batch_size=4, **SMALL)
     clips, labels, videos = [np.concatenate(x) for x in zip(*[(c.numpy(), l.numpy(), v.numpy()) for c, l, v in ds])]
-    # ceil(20/4) + ceil(12/4) + ceil(9/4) + ceil(3/4) = 5 + 3 + 3 + 1 windows.
-    assert videos.tolist() == [0] * 5 + [1] * 3 + [2] * 3 + [3]
-    assert labels.tolist() == [0] * 5 + [1] * 3 + [2] * 3 + [3]
+    # Windows start before the last frame (the original's range(1, n_frames, step), 1-based):
+    # 5 + 3 + 2 + 1 windows; the 9-frame video's last frame would start a window of itself.
+    assert videos.tolist() == [0] * 5 + [1] * 3 + [2] * 2 + [3]
+    assert labels.tolist() == [0] * 5 + [1] * 3 + [2] * 2 + [3]
     windows = [[frame_index(f) for f in clip] for clip in clips]
     assert windows[:5] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15], [16, 17, 18, 19]]
-    assert windows[8:11] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 8, 8, 8]]
-    assert windows[11] == [0, 1, 2, 0]
+    assert windows[8:10] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert windows[10] == [0, 1, 2, 0]
 
 
 def test_decode_failures_are_skipped_counted_and_never_become_clips(records, corrupt, caplog):
@@ -311,3 +312,40 @@ def test_mirror_labels_of_jester_and_of_datasets_without_directions():
     with pytest.raises(ValueError, match="hflip_labels"):
         make_dataset([VideoRecord("x", 2, "x", "frames", 3)], "train", hflip=True,
                      hflip_labels=[1, 0], **SMALL)
+
+
+def _folders(root, lengths, labels):
+    return [VideoRecord(write_frames(os.path.join(root, f"v{i}"), frames_rgb(n, tag=tag(label))),
+                        label, f"v{i}", "frames", n)
+            for i, (n, label) in enumerate(zip(lengths, labels))]
+
+
+def test_evaluation_leaves_a_video_with_a_corrupt_frame_out_of_both_figures(tmp_path):
+    from keras_efficient3d import evaluation
+
+    records = _folders(str(tmp_path), [24, 24, 24, 24], [0, 1, 0, 1])
+    # frame 1 of a class-0 video: outside its centre window (frames 10-13), inside its first
+    (tmp_path / "v0" / "00001.jpg").write_bytes(b"not a jpeg")
+
+    def class_0(clips):
+        return np.tile([5.0, 0.0], (len(clips), 1))
+
+    results = evaluation.evaluate(class_0, records, ["a", "b"], frames=4, size=32,
+                                  normalization="none", batch_size=2)
+    assert results["failed_videos"] == [records[0].path]
+    # the same three videos in both figures: one of class 0, right; two of class 1, wrong
+    assert results["clip_top1"] == pytest.approx(1 / 3)
+    assert results["video_top1"] == pytest.approx(1 / 3)
+    assert results["num_videos"] == 3
+    assert results["per_class"]["a"]["videos"] == 1
+
+
+def test_evaluation_of_videos_none_of_which_decodes_says_so(tmp_path, corrupt):
+    from keras_efficient3d import evaluation
+
+    broken = [corrupt, VideoRecord(corrupt.path.replace("broken", "broken2"), 0, "b2", "video",
+                                   None)]
+    with pytest.raises(DataError, match=r"none of the 2 videos decoded \(the first that failed: "
+                                        r".*broken\.mp4\); nothing to score"):
+        evaluation.evaluate(lambda clips: np.zeros((len(clips), 2)), broken, ["a", "b"],
+                            frames=4, size=32, normalization="none")

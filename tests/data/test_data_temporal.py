@@ -73,6 +73,20 @@ def test_sliding_windows():
     assert temporal.sliding_window_indices(3, 4, 1).tolist() == [[0, 1, 2, 0]]
 
 
+@pytest.mark.parametrize("num_frames", [1, 2, 15, 16, 17, 18, 32, 33, 34, 47, 49])
+def test_sliding_windows_are_the_originals_test_windows(num_frames):
+    # The original (datasets/*.py, n_samples_for_each_video=0), 1-based: windows begin at
+    # range(1, n_frames, step) and run to min(n_frames + 1, begin + 16), then loop padding.
+    # A video of 17 frames is one window there: frame 17 alone starts none.
+    expected = []
+    for begin in range(1, num_frames, 16):
+        window = list(range(begin, min(num_frames + 1, begin + 16)))
+        expected.append([window[k % len(window)] - 1 for k in range(16)])
+    if num_frames == 1:  # the original leaves a one-frame video out; here it is one window
+        expected = [[0] * 16]
+    assert temporal.sliding_window_indices(num_frames, 16, 1).tolist() == expected
+
+
 def test_begin_indices():
     assert temporal.temporal_begin_indices(10, 4, 2).tolist() == [0, 2, 4, 6]
     assert temporal.temporal_begin_indices(2, 3, 1).tolist() == [0, 1, 0]
