@@ -83,7 +83,7 @@ def _read_split_csv(path, class_to_index, with_labels):
 
 def _read_json(path, split):
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # a BOM, as the CSV readers take
             data = json.load(handle)
     except json.JSONDecodeError as error:
         raise DataError(f"invalid JSON ({error.msg})", path, error.lineno) from None

@@ -176,6 +176,7 @@ def index_kinetics(
     listings = _Listings()
     summary = IndexSummary("kinetics", split)
     records = []
+    seen = {}  # key -> (file, line) of its first row
     for path, number, label_name, youtube_id, start, end, row_split in rows:
         if row_split != split:
             continue
@@ -188,6 +189,15 @@ def index_kinetics(
         else:
             label = class_to_index[label_name]
         key = f"{youtube_id}_{start:06d}_{end:06d}"
+        if key in seen:
+            # One clip listed twice (in one CSV, or in two of those given) would be trained
+            # on twice and counted twice; the first row is kept, with its label.
+            first_path, first_number = seen[key]
+            where = "" if first_path == path else f"{first_path}:"
+            summary.duplicates.append(f"{path}:{number} ({key} again, first on {where}line "
+                                      f"{first_number})")
+            continue
+        seen[key] = (path, number)
         label_folders = [label_name, label_name.replace(" ", "_")] if label_name else []
         folders = [os.path.join(root, s, lf) for s in split_folders for lf in label_folders]
         folders += [os.path.join(root, s) for s in split_folders]

@@ -51,6 +51,7 @@ class IndexSummary:
     found: int = 0
     missing: list[str] = dataclasses.field(default_factory=list)
     empty: list[str] = dataclasses.field(default_factory=list)
+    duplicates: list[str] = dataclasses.field(default_factory=list)  # "file:line (of line N)"
 
     def report(self) -> str:
         text = f"{self.dataset} [{self.split}]: {self.found} videos indexed"
@@ -58,10 +59,13 @@ class IndexSummary:
             text += f", {len(self.missing)} missing and skipped (first: {self.missing[0]})"
         if self.empty:
             text += f", {len(self.empty)} empty/unreadable and skipped (first: {self.empty[0]})"
+        if self.duplicates:
+            text += (f", {len(self.duplicates)} duplicate rows skipped (first: "
+                     f"{self.duplicates[0]})")
         return text
 
     def log(self) -> None:
-        if self.missing or self.empty:
+        if self.missing or self.empty or self.duplicates:
             logger.warning(self.report())
         else:
             logger.info(self.report())

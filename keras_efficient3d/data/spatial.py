@@ -71,10 +71,9 @@ def _check_scales(scales):
 
 
 def _crop_side(height, width, scale):
-    side = int(min(height, width) * scale)
-    if side < 1:
-        raise ValueError(f"Crop of scale {scale} is empty for a {height}x{width} frame.")
-    return side
+    # At least a pixel: the original's crop of a frame a pixel or two high is empty and its
+    # resize fails; a training clip of such a video is better a stretched pixel than a crash.
+    return max(1, int(min(height, width) * scale))
 
 
 def multiscale_random_crop_box(height: int, width: int, scales, rng: np.random.Generator):
@@ -98,6 +97,8 @@ def _position_box(height, width, side, position):
         # The original's MultiScaleCornerCrop centre box: (side // 2) on each side of
         # the centre pixel, so odd sides lose one pixel. Kept for fidelity.
         cx, cy, half = width // 2, height // 2, side // 2
+        if not half:  # a one-pixel crop: the centre pixel, not an empty box
+            return cx, cy, cx + 1, cy + 1
         return cx - half, cy - half, cx + half, cy + half
     if position == "tl":
         return 0, 0, side, side

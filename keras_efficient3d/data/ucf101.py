@@ -83,6 +83,7 @@ def index_ucf101(
     list_path = os.path.join(annotations, f"{split}list0{fold}.txt")
     summary = IndexSummary("ucf101", f"{split}{fold}")
     records = []
+    seen = {}  # Class/video -> its first line
     for number, line in read_annotation_lines(list_path):
         fields = line.split()
         if len(fields) not in ((2,) if split == "train" else (1, 2)):
@@ -91,6 +92,10 @@ def index_ucf101(
         relative = fields[0].replace("\\", "/")
         if relative.count("/") != 1:
             raise DataError(f"malformed path {relative!r}, expected '<Class>/<video>'", list_path, number)
+        if relative in seen:
+            raise DataError(f"duplicate video {relative!r} (first on line {seen[relative]})",
+                            list_path, number)
+        seen[relative] = number
         class_name, file_name = relative.split("/")
         if class_name not in class_to_index:
             raise DataError(f"class {class_name!r} is not in classInd.txt", list_path, number)

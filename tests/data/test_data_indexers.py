@@ -67,6 +67,10 @@ def test_jester_original_json(jester_root, tmp_path):
     path = write_text(str(tmp_path / "jester.json"), json.dumps(data))
     records, classes = index_jester(jester_root, "training", annotations=path)
     assert sorted((r.video_id, r.label) for r in records) == [("11", 1), ("12", 2)]
+    # written by a Windows editor, with a byte-order mark, as the CSV readers accept
+    with open(path, "w", encoding="utf-8-sig") as file:
+        json.dump(data, file)
+    assert len(index_jester(jester_root, "training", annotations=path)[0]) == 2
     data["database"]["12"]["annotations"]["label"] = "Waving"
     write_text(path, json.dumps(data))
     with pytest.raises(DataError, match="Waving"):
@@ -173,6 +177,19 @@ def test_kinetics_bad_rows(kinetics_root, tmp_path):
         index_kinetics(kinetics_root, str(tmp_path / "none.csv"), "train")
 
 
+def test_kinetics_rows_listed_twice_index_once_and_say_so(kinetics_root, tmp_path, caplog):
+    # once more in the same CSV, and once more in a second CSV given beside it
+    first = write_text(str(tmp_path / "k1.csv"), KINETICS_CSV + "abseiling,aaa,10,20,train\n")
+    second = write_text(str(tmp_path / "k2.csv"), "label,youtube_id,time_start,time_end,split\n"
+                        "zumba,eee,1,11,train\n")
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        records, _ = index_kinetics(kinetics_root, [first, second], "train")
+    assert [r.video_id for r in records] == [
+        "aaa_000010_000020", "bbb_000000_000010", "eee_000001_000011"]
+    assert (f"2 duplicate rows skipped (first: {first}:7 (aaa_000010_000020 again, first on "
+            "line 2))") in caplog.text
+
+
 def test_kinetics_test_split_without_labels(tmp_path):
     root = str(tmp_path / "k")
     write_video(os.path.join(root, "test", "xyz_000001_000011.mp4"), frames_rgb(4, height=16, width=24))
@@ -214,6 +231,9 @@ def test_ucf101_index(ucf_root, caplog):
         ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 2\n", 1, "disagrees"),
         ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\nFencing/v_Fencing_g01_c01.avi 4\n", 2, "not in classInd"),
         ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi\n", 1, "malformed"),
+        ("Archery/v_Archery_g01_c01.avi 3\nApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n"
+         "Archery/v_Archery_g01_c01.avi 3\n", 3,
+         r"duplicate video 'Archery/v_Archery_g01_c01.avi' \(first on line 1\)"),
     ],
 )
 def test_ucf101_bad_lines(ucf_root, content, line, match):

@@ -109,6 +109,18 @@ def test_train_transform_crops_the_drawn_box_and_resizes():
     np.testing.assert_array_equal(out, square)
 
 
+@pytest.mark.parametrize("crop", ["random", "corner", "center"])
+@pytest.mark.parametrize("shape", [(1, 40), (40, 1), (1, 1), (2, 9)])
+def test_train_transform_of_a_frame_a_pixel_or_two_high_is_a_clip(crop, shape):
+    # int(1 * 0.84) is 0: the crop used to be empty and stop training in the pipeline
+    clip = column_clip(*shape)
+    for seed in range(6):
+        out = spatial.train_transform(clip, 8, np.random.default_rng(seed), crop,
+                                      spatial.multiscale_scales())
+        assert out.shape == (2, 8, 8, 3) and out.dtype == np.uint8
+        assert out[..., 0].min() >= clip[..., 0].min() and out[..., 0].max() <= clip[..., 0].max()
+
+
 def test_train_transform_flip_only_when_asked():
     square = column_clip(64, 64)
     no_flip = [spatial.train_transform(square, 64, np.random.default_rng(s), "center", [1.0]) for s in range(20)]
