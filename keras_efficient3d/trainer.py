@@ -155,9 +155,7 @@ class TrainConfig:
             bad("warmup_epochs", "an integer from 0 to epochs - 1")
         if self.warmup_epochs and self.lr_schedule == "plateau":
             bad("warmup_epochs", "0 with the plateau schedule (it sets the rate itself)")
-        if self.resume and self.pretrained:
-            bad("pretrained", "no value together with resume (resume continues a run of its own)")
-        if self.pretrained and os.path.dirname(os.path.abspath(self.pretrained)) == \
+        if self.pretrained and not self.resume and os.path.dirname(os.path.abspath(self.pretrained)) == \
                 os.path.abspath(self.output_dir) and os.path.basename(self.pretrained) in _RUN_FILES:
             bad("pretrained", "a file outside --output (a new run there moves the files of the "
                 "run before it into previous/; copy it out first)")
@@ -434,6 +432,31 @@ def model_metadata(config, classes, num_classes=None, extra=None):
         extra=dict(extra or {}))
 
 
+STATE_ENTRY = "training_state"  # last.keras' own record of what train_state.json holds
+
+
+def read_state(path):
+    """train_state.json's ``{"epoch", "best_accuracy", "learning_rate"}``; ValueError
+    naming the file when it is not such a file (a damaged or hand-edited one)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+        return _checked_state(state)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        detail = f"no {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise ValueError(f"{path}: not a valid train_state.json ({detail}); expected "
+                         '{"epoch": N, "best_accuracy": x, "learning_rate": r}') from None
+
+
+def _checked_state(state):
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise ValueError(f"epoch {epoch!r} is not a positive integer")
+    rate = state.get("learning_rate")
+    return {"epoch": epoch, "best_accuracy": float(state["best_accuracy"]),
+            "learning_rate": None if rate is None else float(rate)}
+
+
 class Checkpointer(keras.callbacks.Callback):
     """last.keras every N epochs and best.keras on a better validation accuracy, each with
     the optimizer state and `metadata` (`model_metadata`), plus train_state.json; all
@@ -466,18 +489,26 @@ class Checkpointer(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         score = logs.get(self.monitor, logs.get("accuracy"))
-        improved = score is not None and score > self.best
-        if improved:
+        if score is not None and score > self.best:
             self.best = float(score)
             save_model(self.model, os.path.join(self.output_dir, "best.keras"), self.metadata)
+            if self.saved_epoch:
+                # At once, before last.keras: the state keeps last.keras' epoch and rate with
+                # the new best. A run stopped here and resumed with the older best would
+                # overwrite this best.keras with a worse model.
+                self._write_state()
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
-            save_model(self.model, os.path.join(self.output_dir, "last.keras"), self.metadata)
-            self.saved_epoch = epoch + 1
-            self.saved_rate = float(self.model.optimizer.learning_rate.numpy())
-            self._write_state()
-        elif improved and self.saved_epoch:
-            # The state keeps last.keras' epoch and rate, but the new best: a run resumed
-            # from it with the older best would overwrite this best.keras with a worse model.
+            rate = float(self.model.optimizer.learning_rate.numpy())
+            # last.keras records its own epoch, rate and best: a run stopped between its
+            # write and train_state.json's resumes from what the file holds, not an epoch
+            # early (which would train that epoch twice).
+            state = {"epoch": epoch + 1, "best_accuracy": self.best, "learning_rate": rate}
+            metadata = self.metadata
+            if metadata is not None:
+                metadata = dataclasses.replace(metadata, extra={**metadata.extra,
+                                                                STATE_ENTRY: state})
+            save_model(self.model, os.path.join(self.output_dir, "last.keras"), metadata)
+            self.saved_epoch, self.saved_rate = epoch + 1, rate
             self._write_state()
 
     def _write_state(self):
@@ -695,10 +726,23 @@ def _check_same_run(config):
     path = os.path.join(config.output_dir, "config.json")
     if not os.path.exists(path):
         return
-    with open(path, encoding="utf-8") as handle:
-        saved = json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{path}: not a valid run config.json ({str(err).splitlines()[0]}); "
+                         "it records the run's flags for --resume") from None
     differ = [name for name in _RUN_IDENTITY
               if name in saved and saved[name] != getattr(config, name)]
+    # A fine-tuned run's flagfile names its --pretrained file: on resume the same file (or
+    # none) is the run's, and is not loaded again (last.keras holds the weights).
+    recorded = saved.get("pretrained")
+    if config.pretrained is None:
+        config.pretrained = recorded
+    elif recorded is None or os.path.abspath(recorded) != os.path.abspath(config.pretrained):
+        differ.append("pretrained")
     if differ:
         def shown(values):
             return " ".join(f"--{name}={values(name)}" for name in differ)
@@ -722,8 +766,10 @@ def _move_previous_run(output_dir):
     state_path = os.path.join(output_dir, "train_state.json")
     done = "no saved epoch"
     if os.path.exists(state_path):
-        with open(state_path) as handle:
-            done = f"{json.load(handle).get('epoch')} epochs"
+        try:
+            done = f"{read_state(state_path)['epoch']} epochs"
+        except ValueError:
+            done = "an unreadable train_state.json"
     previous = os.path.join(output_dir, "previous")
     if os.path.isdir(previous):
         shutil.rmtree(previous)
@@ -762,22 +808,35 @@ def _resume_point(config, state_path, last_path):
     model is not the run's (its model is checked again once loaded)."""
     if not config.resume:
         return 0, -1.0, None
-    if not (os.path.exists(state_path) and os.path.exists(last_path)):
+    if not os.path.exists(last_path):
         raise ValueError(f"Nothing to resume in {config.output_dir}: no last.keras and "
                          "train_state.json (start without --resume).")
-    with open(state_path) as handle:
-        state = json.load(handle)
-    initial_epoch, best = int(state["epoch"]), float(state["best_accuracy"])
+    recorded = read_metadata(last_path)
+    own = None  # last.keras' own record (written since it holds one)
+    if recorded is not None and STATE_ENTRY in recorded.extra:
+        try:
+            own = _checked_state(recorded.extra[STATE_ENTRY])
+        except (KeyError, TypeError, ValueError):
+            own = None
+    if own is None and not os.path.exists(state_path):
+        raise ValueError(f"Nothing to resume in {config.output_dir}: no last.keras and "
+                         "train_state.json (start without --resume).")
+    state = read_state(state_path) if own is None or os.path.exists(state_path) else own
+    if own is not None:
+        # train_state.json may be of the checkpoint before (a run stopped between the two
+        # writes) or hold a newer best (best.keras written since): the epoch and rate are
+        # the file's, the best the better of the two.
+        state = {**own, "best_accuracy": max(own["best_accuracy"], state["best_accuracy"])}
+    initial_epoch, best = state["epoch"], state["best_accuracy"]
     if initial_epoch >= config.epochs:
         raise ValueError(f"The run in {config.output_dir} already finished {initial_epoch} "
                          f"epochs; raise --epochs above {initial_epoch} to continue.")
     _check_same_run(config)
-    recorded = read_metadata(last_path)
     if recorded is not None:
         _check_clip_shape((recorded.frames, *(recorded.height_width or (None, None))),
                           config.frames, config.size, last_path)
         _check_same_model(recorded.model, config, last_path)
-    return initial_epoch, best, state.get("learning_rate")
+    return initial_epoch, best, state["learning_rate"]
 
 
 def _architecture(config):
@@ -832,7 +891,7 @@ def train(config, extra_callbacks=None):
     state_path = os.path.join(config.output_dir, "train_state.json")
     last_path = os.path.join(config.output_dir, "last.keras")
     initial_epoch, best, rate = _resume_point(config, state_path, last_path)
-    if config.pretrained:
+    if config.pretrained and not config.resume:
         check_keras_archive(config.pretrained)  # before the dataset is indexed
     if config.dataset == "synthetic" and not config.data_root:
         from keras_efficient3d.data import synthetic
@@ -909,10 +968,8 @@ def train(config, extra_callbacks=None):
     if backup.exists() and os.path.exists(state_path):
         # A restarted worker: the run's checkpoint state, for the checkpointer to keep (a
         # new best between checkpoints updates it, as on --resume).
-        with open(state_path) as handle:
-            state = json.load(handle)
-        best, saved_epoch, rate = (float(state["best_accuracy"]), int(state["epoch"]),
-                                   state.get("learning_rate"))
+        state = read_state(state_path)
+        best, saved_epoch, rate = state["best_accuracy"], state["epoch"], state["learning_rate"]
     checkpointer = Checkpointer(save_dir, config.checkpoint_every, best,
                                 metadata=model_metadata(config, classes, num_classes),
                                 saved_epoch=saved_epoch, epochs=config.epochs,

@@ -989,6 +989,108 @@ def test_a_new_best_between_checkpoints_is_in_the_state_a_resume_reads(tmp_path)
                                              "learning_rate": 0.25}
 
 
+def _stopping_at(monkeypatch, name):
+    """Ctrl-C at the write of `name` (its atomic write leaves the file as it was)."""
+    saves, writes = trainer.save_model, trainer.atomic_write_json
+
+    def save(model, path, metadata=None):
+        if os.path.basename(path) == name:
+            raise KeyboardInterrupt
+        return saves(model, path, metadata)
+
+    def write(path, value):
+        if os.path.basename(path) == name:
+            raise KeyboardInterrupt
+        return writes(path, value)
+
+    monkeypatch.setattr(trainer, "save_model", save)
+    monkeypatch.setattr(trainer, "atomic_write_json", write)
+
+
+def _dense_checkpointer(tmp_path, rate=0.25):
+    from keras_efficient3d.artifacts import ModelMetadata
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(rate), loss="mse")
+    checkpointer = trainer.Checkpointer(str(tmp_path), 1, metadata=ModelMetadata(frames=8, size=32))
+    checkpointer.set_model(model)
+    return checkpointer, model
+
+
+def test_a_run_stopped_inside_a_checkpoint_resumes_from_what_the_files_hold(tmp_path,
+                                                                            monkeypatch):
+    checkpointer, model = _dense_checkpointer(tmp_path)
+    checkpointer.on_epoch_end(0, {"loss": 0.5, "val_accuracy": 0.5})
+    config = _tiny_config(tmp_path, tmp_path, resume=True, epochs=10)
+    assert trainer._resume_point(config, str(tmp_path / "train_state.json"),
+                                 str(tmp_path / "last.keras")) == (1, 0.5, 0.25)
+    # Stopped at last.keras, after best.keras of epoch 2: the state has the new best, so a
+    # resume from epoch 1 keeps this best.keras unless it does better than 0.9.
+    with monkeypatch.context() as patch:
+        _stopping_at(patch, "last.keras")
+        with pytest.raises(KeyboardInterrupt):
+            checkpointer.on_epoch_end(1, {"loss": 0.4, "val_accuracy": 0.9})
+    assert trainer._resume_point(config, str(tmp_path / "train_state.json"),
+                                 str(tmp_path / "last.keras")) == (1, 0.9, 0.25)
+    # Stopped at train_state.json, after last.keras of epoch 3: the resume starts at epoch 3
+    # (last.keras holds it) with that epoch's rate, not at epoch 1 for a second time.
+    model.optimizer.learning_rate.assign(0.125)
+    with monkeypatch.context() as patch:
+        _stopping_at(patch, "train_state.json")
+        with pytest.raises(KeyboardInterrupt):
+            checkpointer.on_epoch_end(2, {"loss": 0.3, "val_accuracy": 0.7})
+    assert json.loads((tmp_path / "train_state.json").read_text())["epoch"] == 1
+    assert trainer._resume_point(config, str(tmp_path / "train_state.json"),
+                                 str(tmp_path / "last.keras")) == (3, 0.9, 0.125)
+    # train_state.json lost: last.keras' own record is enough
+    (tmp_path / "train_state.json").unlink()
+    assert trainer._resume_point(config, str(tmp_path / "train_state.json"),
+                                 str(tmp_path / "last.keras")) == (3, 0.9, 0.125)
+
+
+@pytest.mark.parametrize("content, detail", [
+    ('{"epoch": 2, "best_acc', "Unterminated string"),
+    ('{"best_accuracy": 0.1}', "no 'epoch'"),
+    ('{"epoch": "two", "best_accuracy": 0.1}', "epoch 'two' is not a positive integer"),
+    ("[1, 2]", "list indices must be integers"),
+])
+def test_a_damaged_train_state_is_named_in_one_line(tmp_path, capsys, content, detail):
+    (tmp_path / "train_state.json").write_text(content)
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(tmp_path / "last.keras")
+    config = _tiny_config(tmp_path, tmp_path, resume=True, epochs=10)
+    with pytest.raises(ValueError) as info:
+        trainer._resume_point(config, str(tmp_path / "train_state.json"),
+                              str(tmp_path / "last.keras"))
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'train_state.json'}: not a valid train_state.json (")
+    assert detail in message and "\n" not in message
+    # a new run over it says so, and moves it with the rest
+    assert trainer._move_previous_run(str(tmp_path)) == str(tmp_path / "previous")
+    assert "holds a run (an unreadable train_state.json)" in capsys.readouterr().err
+
+
+def test_a_damaged_config_json_is_named_in_one_line(tmp_path):
+    (tmp_path / "config.json").write_text("{'dataset': 'jester'}")
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'config.json'}: not a valid run "
+                                         r"config.json \(Expecting property name"):
+        trainer._check_same_run(_tiny_config(tmp_path, tmp_path, resume=True))
+
+
+def test_resume_takes_the_runs_pretrained_flag_and_refuses_another(tmp_path):
+    # ucf101.flags names --pretrained: resuming with that flagfile is resuming the run
+    config = _tiny_config(tmp_path, tmp_path, resume=True, pretrained="pre/k600.keras")
+    config.validate()
+    (tmp_path / "config.json").write_text(json.dumps({"pretrained": "pre/k600.keras"}))
+    trainer._check_same_run(config)
+    config = _tiny_config(tmp_path, tmp_path, resume=True)  # or without it
+    trainer._check_same_run(config)
+    assert config.pretrained == "pre/k600.keras"  # recorded in the checkpoints it writes
+    config = _tiny_config(tmp_path, tmp_path, resume=True, pretrained="pre/other.keras")
+    with pytest.raises(ValueError, match=r"trained with --pretrained=pre/k600.keras, not "
+                                         r"--pretrained=pre/other.keras"):
+        trainer._check_same_run(config)
+
+
 def test_resume_with_another_model_is_refused_before_any_work(tiny_gestures, one_epoch_run,
                                                               tmp_path, monkeypatch):
     out = _copy_run(one_epoch_run, tmp_path)
