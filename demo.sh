@@ -4,11 +4,21 @@
 # TFLite and time it. Results land in runs/demo/ (report.md, plots, models).
 # Extra arguments go to `python -m keras_efficient3d.demo` (see --help).
 set -euo pipefail
-cd "$(dirname "$0")"
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+# The repository's .venv, but the user's folder: --output=myrun lands where demo.sh was run.
+here="$(cd "$(dirname "$0")" && pwd)"
+if [ ! -x "$here/.venv/bin/python" ]; then
+  python3 -m venv "$here/.venv"
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[litert]"
+# pip's and setuptools' chatter (an editable build's warnings) goes to a log, shown on failure.
+install_log="$here/.venv/install.log"
+install() {
+  if ! "$here/.venv/bin/python" -m pip install --quiet "$@" >"$install_log" 2>&1; then
+    cat "$install_log" >&2
+    echo "demo.sh: pip install $* failed (its output above, and in $install_log)" >&2
+    exit 1
+  fi
+}
+install --upgrade pip
+install -e "$here[litert]"
 export TF_CPP_MIN_LOG_LEVEL=2
-exec .venv/bin/python -m keras_efficient3d.demo "$@"
+exec "$here/.venv/bin/python" -m keras_efficient3d.demo "$@"

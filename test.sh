@@ -9,7 +9,15 @@ cd "$(dirname "$0")"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
+# pip's and setuptools' chatter (an editable build's warnings) goes to a log, shown on failure.
+install() {
+  if ! .venv/bin/python -m pip install --quiet "$@" >.venv/install.log 2>&1; then
+    cat .venv/install.log >&2
+    echo "test.sh: pip install $* failed (its output above, and in .venv/install.log)" >&2
+    exit 1
+  fi
+}
+install --upgrade pip
 # The constraints pin torch's CPU wheel: a plain `torch` would pull the multi-GB CUDA build.
 # PyPI has no `+cpu` build: PyTorch's own index serves it, where it can be reached (a
 # machine whose pip is set up with its own mirror or wheel folder gets it from there).
@@ -18,7 +26,7 @@ extra=()
 if .venv/bin/python -c "import urllib.request as u; u.urlopen('$cpu_index/', timeout=5)" 2>/dev/null; then
   extra=(--extra-index-url "$cpu_index")
 fi
-.venv/bin/python -m pip install --quiet ${extra[@]+"${extra[@]}"} -c .ci/constraints.txt -e ".[dev]"
+install ${extra[@]+"${extra[@]}"} -c .ci/constraints.txt -e ".[dev]"
 .venv/bin/ruff check --quiet .
 export TF_CPP_MIN_LOG_LEVEL=2
 # Two workers (pytest-xdist), one test file each at a time: many tests wait on subprocesses

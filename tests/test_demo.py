@@ -40,6 +40,57 @@ def test_publish_writes_the_model_its_tflite_forms_metadata_and_card(tmp_path):
                                                   "synthetic_gestures_int8.tflite.json"])
 
 
+def test_a_publish_that_fails_leaves_the_earlier_one_as_it_was(tmp_path, monkeypatch):
+    config = demo_config(str(tmp_path), str(tmp_path / "data"), frames=8, size=32)
+    model = tiny_model(8, 32, 2)
+    best = save_model(model, str(tmp_path / "best.keras"))
+    fp32 = export_tflite(model, str(tmp_path / "fp32.tflite"))
+    row = {"video_top1": 0.9, "clip_top1": 0.8, "latency_ms": 1.5, "size_kb": 12.0, "path": fp32}
+    report = {"deploy": {"fp32": row}}
+    results = {"video_top1": 0.95, "clip_top1": 0.9, "num_videos": 10}
+    out = tmp_path / "published"
+    pipeline.publish(report, best, config, ["a", "b"], results, str(out))
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+
+    def failing(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "atomic_write", failing)  # the card, written last
+    with pytest.raises(OSError):
+        pipeline.publish(report, best, config, ["c", "d"], results, str(out))
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before  # no stage
+    # what cannot be written is found before the demo trains
+    (out / "MODEL_CARD.md").unlink()
+    (out / "MODEL_CARD.md").mkdir()
+    with pytest.raises(ValueError, match=r"--publish=.*published: MODEL_CARD.md there is a "
+                                         "folder, not a file"):
+        pipeline.check_publish(str(out))
+    with pytest.raises(ValueError, match=r"best.keras: not a folder"):
+        pipeline.check_publish(best)
+
+
+def test_the_demo_without_litert_skips_deployment_or_refuses_to_publish(tmp_path, monkeypatch):
+    import importlib.util
+
+    import keras_efficient3d.demo as demo
+    from keras_efficient3d.data import synthetic
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ai_edge_litert" else found(name, *a))
+    generated = []
+    monkeypatch.setattr(synthetic, "generate", lambda *a, **k: generated.append(1) or 1 / 0)
+    with pytest.raises(ValueError, match=r"--publish writes the TFLite files, and LiteRT "
+                                         r"\(ai_edge_litert\) is not installed"):
+        demo.run(str(tmp_path / "run"), publish=str(tmp_path / "pub"))
+    assert not generated  # refused before anything ran
+    lines = []
+    with pytest.raises(ZeroDivisionError):  # (the stand-in dataset generator)
+        demo.run(str(tmp_path / "run"), log=lines.append)
+    assert lines[0].startswith("note: LiteRT (ai_edge_litert) is not installed: the "
+                               "deployment step is skipped")
+
+
 @pytest.mark.slow
 def test_deploy_scores_each_tflite_file_then_times_them_in_turns(tmp_path):
     from keras_efficient3d import create_model, trainer
@@ -65,3 +116,45 @@ def test_deploy_scores_each_tflite_file_then_times_them_in_turns(tmp_path):
     timing = [i for i, line in enumerate(lines) if "ms/clip" in line]
     scoring = [i for i, line in enumerate(lines) if "video top-1" in line]
     assert len(timing) == 3 and len(scoring) == 3 and min(timing) > max(scoring)
+
+
+def _stub_repo(tmp_path, pip_status=0):
+    """demo.sh in a repository (a path with a space) whose .venv's python is a stand-in
+    that records its folder and arguments, and whose pip says something and exits
+    `pip_status`."""
+    import shutil
+    import stat
+
+    repo = tmp_path / "my repo"
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    shutil.copy(os.path.join(os.path.dirname(__file__), "..", "demo.sh"), repo / "demo.sh")
+    python = repo / ".venv" / "bin" / "python"
+    python.write_text("#!/usr/bin/env bash\n"
+                      'if [ "$2" = pip ]; then echo "pip: some warning" >&2; exit ' +
+                      f"{pip_status}; fi\n"
+                      'echo "cwd=$PWD"; printf "arg=%s\\n" "$@"\n')
+    python.chmod(python.stat().st_mode | stat.S_IEXEC)
+    return repo
+
+
+def test_demo_sh_runs_in_the_users_folder_and_keeps_pip_quiet(tmp_path):
+    import subprocess
+
+    repo = _stub_repo(tmp_path)
+    user = tmp_path / "work dir"
+    user.mkdir()
+    proc = subprocess.run(["bash", str(repo / "demo.sh"), "--output=myrun"], cwd=user,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    # --output=myrun is the user's folder's, not the repository's
+    assert proc.stdout.splitlines() == [f"cwd={user}", "arg=-m", "arg=keras_efficient3d.demo",
+                                        "arg=--output=myrun"]
+    assert proc.stderr == ""  # pip's warnings in .venv/install.log, not on the screen
+    failing = _stub_repo(tmp_path / "b", pip_status=1)
+    proc = subprocess.run(["bash", str(failing / "demo.sh")], cwd=user, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        "pip: some warning",
+        f"demo.sh: pip install --upgrade pip failed (its output above, and in "
+        f"{failing}/.venv/install.log)"]

@@ -15,6 +15,7 @@ holds its deployment half (TFLite forms, scores, timing, the published files and
 5. print a short report and write it to OUTPUT/report.md and OUTPUT/report.json.
 """
 
+import importlib.util
 import os
 import time
 
@@ -47,7 +48,8 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("videos_per_class", GESTURES["videos_per_class"], "(20% for validation)", **fv)
     cli.define("seed", 0, "(of the dataset and the training)", **fv)
     flags.DEFINE_bool("deploy", True, "Quantize, export to TFLite and time.", **fv)
-    flags.DEFINE_integer("qat_epochs", 2, "Quantization-aware fine-tuning epochs.", **fv)
+    flags.DEFINE_integer("qat_epochs", 2, "Quantization-aware fine-tuning epochs (0: none).",
+                         lower_bound=0, **fv)
     flags.DEFINE_string("publish", None, "Also copy the model, its TFLite forms and a model card "
                         "into this folder (the repository's saved_models/ was made so).", **fv)
     flags.register_validator("publish", cli.output_folder, **fv)
@@ -81,6 +83,18 @@ def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, 
 
     started = time.time()
     report = {"steps": {}}
+    if deploy and importlib.util.find_spec("ai_edge_litert") is None:
+        if publish:
+            raise ValueError("--publish writes the TFLite files, and LiteRT (ai_edge_litert) is "
+                             "not installed: pip install -e '.[litert]' (./demo.sh does)")
+        log("note: LiteRT (ai_edge_litert) is not installed: the deployment step is skipped "
+            "(pip install -e '.[litert]'; ./demo.sh does)")
+        deploy = False
+        report["deploy"] = {"skipped": "LiteRT (ai_edge_litert) is not installed"}
+    if publish:
+        from keras_efficient3d.demo import pipeline as deploy_pipeline
+
+        deploy_pipeline.check_publish(publish)  # before the minutes of training, not after
     data_root = os.path.join(output_dir, "data")
     log(f"[1/5] generating the synthetic gestures in {data_root}")
     t0 = time.time()
@@ -117,25 +131,23 @@ def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, 
     if deploy:
         log("[4/5] deploying: QAT, TFLite fp32/int8, accuracy and latency")
         t0 = time.time()
-        try:
-            from keras_efficient3d.demo import pipeline as deploy_pipeline
-        except ImportError as err:
-            report["deploy"] = {"skipped": f"deployment module unavailable: {err}"}
-        else:
-            report["deploy"] = deploy_pipeline.deploy_demo(
-                best, config, records, classes, output_dir, qat_epochs=qat_epochs, log=log)
-            float_top1 = results["video_top1"]
-            for key in ("ptq_int8", "qat_int8"):
-                if key in report["deploy"]:
-                    report["deploy"][key]["drop_vs_float_points"] = 100 * (
-                        float_top1 - report["deploy"][key]["video_top1"])
-            if publish:
-                report["published"] = deploy_pipeline.publish(report, model_path, config,
-                                                              classes, results, publish)
+        from keras_efficient3d.demo import pipeline as deploy_pipeline
+
+        report["deploy"] = deploy_pipeline.deploy_demo(
+            best, config, records, classes, output_dir, qat_epochs=qat_epochs, log=log)
+        float_top1 = results["video_top1"]
+        for key in ("ptq_int8", "qat_int8"):
+            if key in report["deploy"]:
+                report["deploy"][key]["drop_vs_float_points"] = 100 * (
+                    float_top1 - report["deploy"][key]["video_top1"])
         report["steps"]["deploy_s"] = time.time() - t0
 
     report["total_s"] = time.time() - started
-    write_report(report, output_dir)
+    write_report(report, output_dir)  # first: a publish that fails keeps the run's report
+    if deploy and publish:
+        report["published"] = deploy_pipeline.publish(report, model_path, config, classes,
+                                                      results, publish)
+        write_report(report, output_dir)
     log("[5/5] report")
     log(format_report(report))
     return report
@@ -181,5 +193,8 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d import registry
 
     registry.resolve_name(f.model)  # an unknown name is reported before the dataset is generated
+    if not f.deploy:
+        cli.refuse_unused(f, ["qat_epochs", "publish"], "--nodeploy",
+                          "it skips the deployment step")
     run(f.output, f.model, f.width_mult, f.frames, f.size, f.epochs, f.batch_size,
         f.learning_rate, f.videos_per_class, f.seed, f.deploy, f.qat_epochs, f.publish)

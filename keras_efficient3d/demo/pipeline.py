@@ -7,13 +7,13 @@ QAT int8, each scored on the validation videos and timed, plus the files `predic
 
 import os
 import shutil
+import tempfile
 
 import keras
 import numpy as np
 
 from keras_efficient3d import evaluation, trainer
 from keras_efficient3d.artifacts import (
-    atomic_path,
     atomic_write,
     save_model,
     write_sidecar,
@@ -81,10 +81,34 @@ def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, t
     return report
 
 
+PUBLISHED = (f"{BASENAME}.keras", f"{BASENAME}_fp32.tflite", f"{BASENAME}_fp32.tflite.json",
+             f"{BASENAME}_int8.tflite", f"{BASENAME}_int8.tflite.json", "MODEL_CARD.md")
+
+
+def check_publish(destination):
+    """Refuses (ValueError, one line) a `publish` destination the files cannot be written
+    into: found out before the demo trains, not after."""
+    if os.path.exists(destination) and not os.path.isdir(destination):
+        raise ValueError(f"--publish={destination}: not a folder")
+    for name in PUBLISHED:
+        if os.path.isdir(os.path.join(destination, name)):
+            raise ValueError(f"--publish={destination}: {name} there is a folder, not a file")
+    try:
+        os.makedirs(destination, exist_ok=True)
+        tempfile.TemporaryFile(dir=destination).close()
+    except OSError as err:
+        raise ValueError(f"--publish={destination}: cannot write there "
+                         f"({err.strerror or err})") from None
+
+
 def publish(report, model_path, config, classes, float_results, destination="saved_models"):
     """Copies the demo's model into `destination` in .keras, fp32 .tflite and int8 .tflite
-    (QAT when available) with metadata and a model card."""
-    os.makedirs(destination, exist_ok=True)
+    (QAT when available) with metadata and a model card; returns the paths written.
+
+    Every file is written into a staging folder inside `destination` first and moved into
+    place at the end, so a failure leaves the files of an earlier publish as they were,
+    not a new model beside an old card."""
+    check_publish(destination)
     deploy = report.get("deploy", {})
     int8_key = "qat_int8" if "qat_int8" in deploy else "ptq_int8"
     card = {"accuracy_video_top1": {"keras": float_results["video_top1"]}, "latency_ms": {}}
@@ -94,18 +118,23 @@ def publish(report, model_path, config, classes, float_results, destination="sav
             card["latency_ms"][key] = deploy[key]["latency_ms"]
     metadata = model_metadata(config, classes, {"card": card})
     model = keras.saving.load_model(model_path, compile=False)
-    save_model(model, os.path.join(destination, f"{BASENAME}.keras"), metadata)
-    written = [os.path.join(destination, f"{BASENAME}.keras")]
-    for key, name in (("fp32", "fp32"), (int8_key, "int8")):
-        if key in deploy:
-            target = os.path.join(destination, f"{BASENAME}_{name}.tflite")
-            with atomic_path(target) as tmp:
-                shutil.copyfile(deploy[key]["path"], tmp)
-            write_sidecar(target, metadata)
-            written.append(target)
-    atomic_write(os.path.join(destination, "MODEL_CARD.md"),
-                 model_card(report, config, classes, float_results, int8_key))
-    return written
+    stage = tempfile.mkdtemp(prefix=".publish-", dir=destination)
+    try:
+        save_model(model, os.path.join(stage, f"{BASENAME}.keras"), metadata)
+        for key, name in (("fp32", "fp32"), (int8_key, "int8")):
+            if key in deploy:
+                target = os.path.join(stage, f"{BASENAME}_{name}.tflite")
+                shutil.copyfile(deploy[key]["path"], target)
+                write_sidecar(target, metadata)
+        atomic_write(os.path.join(stage, "MODEL_CARD.md"),
+                     model_card(report, config, classes, float_results, int8_key))
+        staged = sorted(os.listdir(stage))
+        for name in staged:
+            os.replace(os.path.join(stage, name), os.path.join(destination, name))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return [os.path.join(destination, name) for name in staged
+            if name.endswith((".keras", ".tflite"))]
 
 
 def model_card(report, config, classes, float_results, int8_key):
