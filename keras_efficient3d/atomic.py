@@ -14,11 +14,27 @@ import tempfile
 __all__ = ["atomic_path", "atomic_write", "atomic_write_json"]
 
 
+def _umask():
+    # Linux shows it; os.umask reads it only by setting it, for the whole process (its
+    # other threads' new files) for a moment
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path` (same extension, so that writers that look at it,
     such as ``model.save``, accept it); renames it over `path` when the block succeeds and
-    removes it otherwise. Folders are created; the file is world-readable, as ``open`` makes it."""
+    removes it otherwise. Folders are created; the file gets the mode of the file it replaces,
+    or the one ``open`` would give it under the umask."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -29,7 +45,13 @@ def atomic_path(path):
         raise OSError(f"cannot write {path} ({err.strerror or _one_line(err)})") from None
     os.close(fd)
     try:
-        os.chmod(tmp, 0o644)
+        # mkstemp makes it 0600: the mode of the file it replaces, or the one open() gives
+        # a new file under the umask
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         yield tmp
         try:
             os.replace(tmp, path)

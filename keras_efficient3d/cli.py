@@ -256,6 +256,7 @@ class Flag:
     check: object = None
     choices: tuple = ()
     minimum: int | None = None  # integer kinds
+    maximum: int | None = None  # integer flags
 
 
 VOCABULARY = {
@@ -302,7 +303,8 @@ VOCABULARY = {
                             "GPU (Intel graphics), NPU, AUTO (OpenVINO picks), or a list such "
                             "as AUTO:GPU,CPU; one this machine has (--threads sets the "
                             "CPU's threads)."),
-    "seed": Flag("integer", "Random seed."),
+    # NumPy's and Keras' seeds are 32-bit unsigned
+    "seed": Flag("integer", "Random seed.", minimum=0, maximum=2**32 - 1),
     "videos_per_class": Flag("integer", "Synthetic videos per class.", minimum=1),
     "output": Flag("string", "Where the result is written."),
     "json_out": Flag("string", "Also write the results as JSON to this file (in an existing "
@@ -347,7 +349,8 @@ def define(name, default=None, note=None, *, flag_values=flags.FLAGS, required=F
     if kind == "string":
         flags.DEFINE_string(name, default, help_text, **kwargs)
     elif kind == "integer":
-        flags.DEFINE_integer(name, default, help_text, lower_bound=spec.minimum, **kwargs)
+        flags.DEFINE_integer(name, default, help_text, lower_bound=spec.minimum,
+                             upper_bound=spec.maximum, **kwargs)
     elif kind == "float":
         flags.DEFINE_float(name, default, help_text, **kwargs)
     elif kind == "bool":
@@ -480,14 +483,17 @@ def flag_origin(argv, name, value=None):
             except flags.Error:  # a flagfile absl could not read has no line to show
                 pass
 
-    origin, found = None, False
+    origin, found, last = None, False, None
     for arg, where in args():
         given, _, given_value = arg.lstrip("-").partition("=")
         if not arg.startswith("-") or name not in (given, given.removeprefix("no")):
             continue
+        last = where
         if value is None and not found or value is not None and given_value == value:
             origin, found = where, True
-    return origin
+    # absl shows a parsed value ("0.0" for a line's --width_mult=0): the last line naming
+    # the flag, the one absl kept
+    return origin if found or value is None else last
 
 
 def _flag_error(err, argv):
@@ -644,7 +650,8 @@ def run(main, define_flags, positional=False):
         app.run(start, flags_parser=parse)
     except SystemExit as done:
         # absl ends --help with status 1; asking for help is no failure
-        if done.code == 1 and any(arg.split("=")[0] in HELP_FLAGS for arg in sys.argv[1:]):
+        if done.code == 1 and any(arg.split("=")[0].lstrip("-") in HELP_NAMES
+                                  for arg in sys.argv[1:] if arg.startswith("-")):
             raise SystemExit(0) from None
         if done.code not in (0, None):
             # A run stopped by an error can leave a tf.data iterator in a reference cycle;
@@ -656,7 +663,7 @@ def run(main, define_flags, positional=False):
         raise
 
 
-HELP_FLAGS = ("--help", "--helpshort", "--helpfull", "--helpxml")
+HELP_NAMES = ("help", "helpshort", "helpfull", "helpxml", "?")  # absl takes -help, -? too
 
 
 class _PlainFormatter(logging.Formatter):

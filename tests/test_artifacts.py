@@ -151,6 +151,23 @@ def test_an_unwritable_destination_names_the_users_path(tmp_path, monkeypatch):
         atomic_write(target, b"x")
     assert str(err.value) == f"cannot write {target} (Permission denied)"
 
+def test_atomic_writes_take_the_umask_or_the_replaced_files_mode(tmp_path):
+    old = os.umask(0o077)
+    try:
+        atomic_write(tmp_path / "private.txt", "x")
+        with open(tmp_path / "plain.txt", "w") as handle:  # what open() makes
+            handle.write("x")
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "private.txt").stat().st_mode)[-3:] == "600"
+    assert (tmp_path / "private.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+    (tmp_path / "shared.txt").write_text("x")
+    os.chmod(tmp_path / "shared.txt", 0o664)
+    atomic_write(tmp_path / "shared.txt", "y")  # a replaced file keeps its mode
+    assert oct((tmp_path / "shared.txt").stat().st_mode)[-3:] == "664"
+    assert (tmp_path / "shared.txt").read_text() == "y"
+
+
 def test_atomic_writes_leave_the_old_file_on_failure(tmp_path):
     path = tmp_path / "sub" / "state.json"
     atomic_write_json(path, {"epoch": 1})

@@ -346,7 +346,8 @@ def test_bad_input_of_the_real_program(name, args, expected, paths):
 
 
 @pytest.mark.parametrize("name,ask", [("export", "--help"), ("train", "--helpfull"),
-                                       ("predict", "--help")])
+                                       ("predict", "--help"), ("train", "-help"),
+                                       ("demo", "-?")])
 def test_asking_for_help_is_no_failure(name, ask):
     proc = subprocess.run([*command(name), ask], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT, timeout=300, check=False)
@@ -651,6 +652,12 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
     ("--epochs=1\n--flagfile={nested}.none\n", "run.flags:2: --flagfile="),
     ("--flagfile={nested}.none\n", "inner.flags.none: no such file or directory"),
     ("--nohflip=x\n", "run.flags:1: --nohflip=x does not take an argument"),
+    # absl shows the parsed value (0.0 for 0): the line is found all the same
+    ("--epochs=1\n--width_mult=0\n", "run.flags:2: flag --width_mult=0.0: must be > 0"),
+    ("--lr_steps=10,x\n", "run.flags:1: flag --lr_steps=['10', 'x']: must be comma-separated "
+                           "epochs"),
+    ("--seed=-1\n", "run.flags:1: flag --seed=-1: -1 is not an integer in the range "
+                     "[0, 4294967295]"),
 ])
 def test_a_flagfile_mistake_names_its_file_and_line(tmp_path, capsys, text, expected):
     (tmp_path / "inner.flags").write_text("batch_size 4\n")

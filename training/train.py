@@ -11,6 +11,7 @@ status 2 (`keras_efficient3d.cli`).
 """
 
 import dataclasses
+import math
 import typing
 
 from absl import flags
@@ -72,6 +73,13 @@ def _base_type(annotation):
     return args[0] if args else annotation
 
 
+def _numbers(values):
+    try:
+        return all(math.isfinite(float(v)) for v in values)
+    except ValueError:
+        return False
+
+
 def define_flags(flag_values=flags.FLAGS):
     """One flag per TrainConfig field, with the field's default."""
     hints = typing.get_type_hints(TrainConfig)
@@ -93,6 +101,8 @@ def define_flags(flag_values=flags.FLAGS):
             flags.DEFINE_float(name, default, help_text, **fv)
         elif kind is tuple:
             flags.DEFINE_list(name, [str(v) for v in default], help_text, **fv)
+            # at parse time: absl's error names the flag, and the flagfile line that set it
+            flags.register_validator(name, _numbers, "must be comma-separated epochs", **fv)
         else:
             flags.DEFINE_string(name, default, help_text, **fv)
     for field_name, name in _FLAG_NAMES.items():
