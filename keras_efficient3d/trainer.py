@@ -452,9 +452,32 @@ def _checked_state(state):
     epoch = state["epoch"]
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
         raise ValueError(f"epoch {epoch!r} is not a positive integer")
-    rate = state.get("learning_rate")
+    rate, plateau = state.get("learning_rate"), state.get("plateau")
+    if plateau is not None:
+        plateau = {"best": None if plateau["best"] is None else float(plateau["best"]),
+                   "wait": int(plateau["wait"]), "cooldown": int(plateau["cooldown"])}
     return {"epoch": epoch, "best_accuracy": float(state["best_accuracy"]),
-            "learning_rate": None if rate is None else float(rate)}
+            "learning_rate": None if rate is None else float(rate), "plateau": plateau}
+
+
+class PlateauSchedule(keras.callbacks.ReduceLROnPlateau):
+    """`ReduceLROnPlateau` whose counters (best loss, epochs waited, cooldown) are part of the
+    checkpoint state: Keras' start them afresh at each `fit`, so that a resumed run would
+    wait `patience` epochs more than the run it continues before its next reduction."""
+
+    def __init__(self, *args, restored=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.restored = restored
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.restored:
+            self.best, self.wait = self.restored["best"], self.restored["wait"]
+            self.cooldown_counter = self.restored["cooldown"]
+
+    def state(self):
+        return {"best": None if self.best is None else float(self.best), "wait": int(self.wait),
+                "cooldown": int(self.cooldown_counter)}
 
 
 class Checkpointer(keras.callbacks.Callback):
@@ -463,9 +486,12 @@ class Checkpointer(keras.callbacks.Callback):
     written atomically."""
 
     def __init__(self, output_dir, every, best=-1.0, monitor="val_accuracy", metadata=None,
-                 saved_epoch=None, epochs=None, saved_rate=None):
+                 saved_epoch=None, epochs=None, saved_rate=None, schedule=None,
+                 saved_schedule=None):
         super().__init__()
         self.saved_rate = saved_rate  # the learning rate of last.keras' epoch
+        self.schedule = schedule  # a PlateauSchedule, whose counters the state keeps
+        self.saved_schedule = saved_schedule  # its counters at last.keras' epoch
         self.output_dir, self.every, self.best, self.monitor = output_dir, every, best, monitor
         self.epochs = epochs  # the run's last epoch is always written, whatever `every`
         self.metadata = metadata
@@ -502,19 +528,21 @@ class Checkpointer(keras.callbacks.Callback):
             # last.keras records its own epoch, rate and best: a run stopped between its
             # write and train_state.json's resumes from what the file holds, not an epoch
             # early (which would train that epoch twice).
-            state = {"epoch": epoch + 1, "best_accuracy": self.best, "learning_rate": rate}
+            schedule = self.schedule.state() if self.schedule is not None else None
+            state = {"epoch": epoch + 1, "best_accuracy": self.best, "learning_rate": rate,
+                     "plateau": schedule}
             metadata = self.metadata
             if metadata is not None:
                 metadata = dataclasses.replace(metadata, extra={**metadata.extra,
                                                                 STATE_ENTRY: state})
             save_model(self.model, os.path.join(self.output_dir, "last.keras"), metadata)
-            self.saved_epoch, self.saved_rate = epoch + 1, rate
+            self.saved_epoch, self.saved_rate, self.saved_schedule = epoch + 1, rate, schedule
             self._write_state()
 
     def _write_state(self):
         atomic_write_json(os.path.join(self.output_dir, "train_state.json"),
                           {"epoch": self.saved_epoch, "best_accuracy": self.best,
-                           "learning_rate": self.saved_rate})
+                           "learning_rate": self.saved_rate, "plateau": self.saved_schedule})
 
 
 def _set_threads(config):
@@ -802,12 +830,12 @@ def _trim_log(path, epochs):
 
 
 def _resume_point(config, state_path, last_path):
-    """``(initial_epoch, best accuracy, learning rate)`` of the run `config` resumes (0, -1,
-    None for a new one), refused in one line before any work: nothing to resume, a finished
+    """``(initial_epoch, best accuracy, learning rate, plateau counters)`` of the run `config`
+    resumes (0, -1, None, None for a new one), refused in one line before any work: nothing to resume, a finished
     run, or a checkpoint whose recorded clips are not --frames x --size or whose recorded
     model is not the run's (its model is checked again once loaded)."""
     if not config.resume:
-        return 0, -1.0, None
+        return 0, -1.0, None, None
     if not os.path.exists(last_path):
         raise ValueError(f"Nothing to resume in {config.output_dir}: no last.keras and "
                          "train_state.json (start without --resume).")
@@ -836,7 +864,7 @@ def _resume_point(config, state_path, last_path):
         _check_clip_shape((recorded.frames, *(recorded.height_width or (None, None))),
                           config.frames, config.size, last_path)
         _check_same_model(recorded.model, config, last_path)
-    return initial_epoch, best, state["learning_rate"]
+    return initial_epoch, best, state["learning_rate"], state["plateau"]
 
 
 def _architecture(config):
@@ -890,7 +918,7 @@ def train(config, extra_callbacks=None):
     config.validate()
     state_path = os.path.join(config.output_dir, "train_state.json")
     last_path = os.path.join(config.output_dir, "last.keras")
-    initial_epoch, best, rate = _resume_point(config, state_path, last_path)
+    initial_epoch, best, rate, plateau = _resume_point(config, state_path, last_path)
     if config.pretrained and not config.resume:
         check_keras_archive(config.pretrained)  # before the dataset is indexed
     if config.dataset == "synthetic" and not config.data_root:
@@ -970,10 +998,17 @@ def train(config, extra_callbacks=None):
         # new best between checkpoints updates it, as on --resume).
         state = read_state(state_path)
         best, saved_epoch, rate = state["best_accuracy"], state["epoch"], state["learning_rate"]
+        plateau = state["plateau"]
+    if config.lr_schedule == "plateau":
+        schedule = PlateauSchedule("val_loss" if val_ds else "loss", factor=config.lr_gamma,
+                                   patience=config.lr_patience, restored=plateau)
+    else:
+        schedule = EpochSchedule(config, steps or max(1, len(train_records) // config.batch_size))
     checkpointer = Checkpointer(save_dir, config.checkpoint_every, best,
                                 metadata=model_metadata(config, classes, num_classes),
                                 saved_epoch=saved_epoch, epochs=config.epochs,
-                                saved_rate=rate)
+                                saved_rate=rate, saved_schedule=plateau,
+                                schedule=schedule if config.lr_schedule == "plateau" else None)
     callbacks = [checkpointer]
     if chief:
         if config.resume:
@@ -990,13 +1025,7 @@ def train(config, extra_callbacks=None):
         # its last completed epoch (with --resume a run restarts from last.keras instead).
         callbacks.append(backup)
     callbacks += list(extra_callbacks or ())
-    if config.lr_schedule == "plateau":
-        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau("val_loss" if val_ds else "loss",
-                                                              factor=config.lr_gamma,
-                                                              patience=config.lr_patience))
-    else:
-        callbacks.insert(0, EpochSchedule(config, steps or max(
-            1, len(train_records) // config.batch_size)))
+    callbacks.insert(0, schedule)  # first: the checkpoint of an epoch has its rate
     start = time.time()
     # The pipeline shuffles; Keras' own `shuffle` does nothing for a dataset but warn.
     with quiet_end_of_data(), fit_scope:

@@ -983,10 +983,42 @@ def test_a_new_best_between_checkpoints_is_in_the_state_a_resume_reads(tmp_path)
     assert (tmp_path / "best.keras").exists() and not state.exists()  # nothing to resume yet
     checkpointer.on_epoch_end(1, {"loss": 0.4, "val_accuracy": 0.4})
     assert json.loads(state.read_text()) == {"epoch": 2, "best_accuracy": 0.5,
-                                             "learning_rate": 0.25}
+                                             "learning_rate": 0.25, "plateau": None}
     checkpointer.on_epoch_end(2, {"loss": 0.3, "val_accuracy": 0.75})  # best.keras, no last
     assert json.loads(state.read_text()) == {"epoch": 2, "best_accuracy": 0.75,
-                                             "learning_rate": 0.25}
+                                             "learning_rate": 0.25, "plateau": None}
+
+
+def test_a_resumed_plateau_schedule_waits_as_the_run_it_continues(tmp_path):
+    from keras_efficient3d.artifacts import ModelMetadata
+
+    def plateau(model, restored=None):
+        schedule = trainer.PlateauSchedule("loss", factor=0.5, patience=2, restored=restored)
+        schedule.set_model(model)
+        schedule.on_train_begin()
+        return schedule
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(0.25), loss="mse")
+    schedule = plateau(model)
+    checkpointer = trainer.Checkpointer(str(tmp_path), 1, metadata=ModelMetadata(frames=8),
+                                        schedule=schedule)
+    checkpointer.set_model(model)
+    for epoch, loss in enumerate([1.0, 1.1]):  # one epoch without improvement: waited 1
+        logs = {"loss": loss, "val_accuracy": 0.5}
+        schedule.on_epoch_end(epoch, logs)
+        checkpointer.on_epoch_end(epoch, logs)
+    config = _tiny_config(tmp_path, tmp_path, resume=True, epochs=10)
+    epoch, _, rate, counters = trainer._resume_point(config, str(tmp_path / "train_state.json"),
+                                                     str(tmp_path / "last.keras"))
+    assert (epoch, rate, counters) == (2, 0.25, {"best": 1.0, "wait": 1, "cooldown": 0})
+    # the resumed run's next epoch without improvement is the run's second: the rate halves
+    resumed = plateau(model, counters)
+    resumed.on_epoch_end(2, {"loss": 1.2})
+    assert float(model.optimizer.learning_rate.numpy()) == 0.125
+    fresh = plateau(model)  # (Keras' own starts afresh, and would wait two more)
+    fresh.on_epoch_end(2, {"loss": 1.3})
+    assert fresh.wait == 0 and float(model.optimizer.learning_rate.numpy()) == 0.125
 
 
 def _stopping_at(monkeypatch, name):
@@ -1023,7 +1055,7 @@ def test_a_run_stopped_inside_a_checkpoint_resumes_from_what_the_files_hold(tmp_
     checkpointer.on_epoch_end(0, {"loss": 0.5, "val_accuracy": 0.5})
     config = _tiny_config(tmp_path, tmp_path, resume=True, epochs=10)
     assert trainer._resume_point(config, str(tmp_path / "train_state.json"),
-                                 str(tmp_path / "last.keras")) == (1, 0.5, 0.25)
+                                 str(tmp_path / "last.keras")) == (1, 0.5, 0.25, None)
     # Stopped at last.keras, after best.keras of epoch 2: the state has the new best, so a
     # resume from epoch 1 keeps this best.keras unless it does better than 0.9.
     with monkeypatch.context() as patch:
@@ -1031,7 +1063,7 @@ def test_a_run_stopped_inside_a_checkpoint_resumes_from_what_the_files_hold(tmp_
         with pytest.raises(KeyboardInterrupt):
             checkpointer.on_epoch_end(1, {"loss": 0.4, "val_accuracy": 0.9})
     assert trainer._resume_point(config, str(tmp_path / "train_state.json"),
-                                 str(tmp_path / "last.keras")) == (1, 0.9, 0.25)
+                                 str(tmp_path / "last.keras")) == (1, 0.9, 0.25, None)
     # Stopped at train_state.json, after last.keras of epoch 3: the resume starts at epoch 3
     # (last.keras holds it) with that epoch's rate, not at epoch 1 for a second time.
     model.optimizer.learning_rate.assign(0.125)
@@ -1041,11 +1073,11 @@ def test_a_run_stopped_inside_a_checkpoint_resumes_from_what_the_files_hold(tmp_
             checkpointer.on_epoch_end(2, {"loss": 0.3, "val_accuracy": 0.7})
     assert json.loads((tmp_path / "train_state.json").read_text())["epoch"] == 1
     assert trainer._resume_point(config, str(tmp_path / "train_state.json"),
-                                 str(tmp_path / "last.keras")) == (3, 0.9, 0.125)
+                                 str(tmp_path / "last.keras")) == (3, 0.9, 0.125, None)
     # train_state.json lost: last.keras' own record is enough
     (tmp_path / "train_state.json").unlink()
     assert trainer._resume_point(config, str(tmp_path / "train_state.json"),
-                                 str(tmp_path / "last.keras")) == (3, 0.9, 0.125)
+                                 str(tmp_path / "last.keras")) == (3, 0.9, 0.125, None)
 
 
 @pytest.mark.parametrize("content, detail", [
