@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from keras_efficient3d.artifacts import atomic_write_json
+from keras_efficient3d.artifacts import atomic_path, atomic_write_json
 
 
 def _softmax(logits):
@@ -169,7 +169,8 @@ def plot_confusion(results, path):
     ax.set_title(f"video-level confusion (top-1 {100 * results['video_top1']:.1f}%)")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 

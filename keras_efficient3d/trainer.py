@@ -29,6 +29,7 @@ import tensorflow as tf
 from keras_efficient3d import registry, runtime
 from keras_efficient3d.artifacts import (
     ModelMetadata,
+    atomic_path,
     atomic_write,
     atomic_write_json,
     check_keras_archive,
@@ -739,7 +740,8 @@ def plot_curves(log_csv, path):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:  # a run stopped while it is drawn keeps the last one
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
 
