@@ -18,7 +18,13 @@ install() {
     exit 1
   fi
 }
-install --upgrade pip
-install -e "$here[litert]"
+# Once per setup.py: a second run starts at once, and runs with no package index to reach.
+stamp="$here/.venv/.installed-demo"
+wanted="$(cksum <"$here/setup.py")"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+  install --upgrade pip
+  install -e "$here[litert]"
+  echo "$wanted" >"$stamp"
+fi
 export TF_CPP_MIN_LOG_LEVEL=2
 exec "$here/.venv/bin/python" -m keras_efficient3d.demo "$@"

@@ -17,16 +17,22 @@ install() {
     exit 1
   fi
 }
-install --upgrade pip
-# The constraints pin torch's CPU wheel: a plain `torch` would pull the multi-GB CUDA build.
-# PyPI has no `+cpu` build: PyTorch's own index serves it, where it can be reached (a
-# machine whose pip is set up with its own mirror or wheel folder gets it from there).
-cpu_index=https://download.pytorch.org/whl/cpu
-extra=()
-if .venv/bin/python -c "import urllib.request as u; u.urlopen('$cpu_index/', timeout=5)" 2>/dev/null; then
-  extra=(--extra-index-url "$cpu_index")
+# Once per setup.py and constraints: a second run starts with the tests.
+stamp=.venv/.installed-tests
+wanted="$(cat setup.py .ci/constraints.txt | cksum)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+  install --upgrade pip
+  # The constraints pin torch's CPU wheel: a plain `torch` would pull the multi-GB CUDA build.
+  # PyPI has no `+cpu` build: PyTorch's own index serves it, where it can be reached (a
+  # machine whose pip is set up with its own mirror or wheel folder gets it from there).
+  cpu_index=https://download.pytorch.org/whl/cpu
+  extra=()
+  if .venv/bin/python -c "import urllib.request as u; u.urlopen('$cpu_index/', timeout=5)" 2>/dev/null; then
+    extra=(--extra-index-url "$cpu_index")
+  fi
+  install ${extra[@]+"${extra[@]}"} -c .ci/constraints.txt -e ".[dev]"
+  echo "$wanted" >"$stamp"
 fi
-install ${extra[@]+"${extra[@]}"} -c .ci/constraints.txt -e ".[dev]"
 .venv/bin/ruff check --quiet .
 export TF_CPP_MIN_LOG_LEVEL=2
 # Two workers (pytest-xdist), one test file each at a time: many tests wait on subprocesses

@@ -128,10 +128,11 @@ def _stub_repo(tmp_path, pip_status=0):
     repo = tmp_path / "my repo"
     (repo / ".venv" / "bin").mkdir(parents=True)
     shutil.copy(os.path.join(os.path.dirname(__file__), "..", "demo.sh"), repo / "demo.sh")
+    (repo / "setup.py").write_text("# the package\n")
     python = repo / ".venv" / "bin" / "python"
     python.write_text("#!/usr/bin/env bash\n"
-                      'if [ "$2" = pip ]; then echo "pip: some warning" >&2; exit ' +
-                      f"{pip_status}; fi\n"
+                      'if [ "$2" = pip ]; then echo "$*" >>"$(dirname "$0")/../pip-calls"; '
+                      'echo "pip: some warning" >&2; exit ' + f"{pip_status}; fi\n"
                       'echo "cwd=$PWD"; printf "arg=%s\\n" "$@"\n')
     python.chmod(python.stat().st_mode | stat.S_IEXEC)
     return repo
@@ -150,6 +151,15 @@ def test_demo_sh_runs_in_the_users_folder_and_keeps_pip_quiet(tmp_path):
     assert proc.stdout.splitlines() == [f"cwd={user}", "arg=-m", "arg=keras_efficient3d.demo",
                                         "arg=--output=myrun"]
     assert proc.stderr == ""  # pip's warnings in .venv/install.log, not on the screen
+    calls = (repo / ".venv" / "pip-calls").read_text().splitlines()
+    assert len(calls) == 2 and calls[1].endswith(f"-e {repo}[litert]")
+    # a second run installs nothing (and needs no package index), until setup.py changes
+    rerun = subprocess.run(["bash", str(repo / "demo.sh")], cwd=user, capture_output=True,
+                           text=True, timeout=60)
+    assert rerun.returncode == 0 and len((repo / ".venv" / "pip-calls").read_text().splitlines()) == 2
+    (repo / "setup.py").write_text("# the package, with a new dependency\n")
+    subprocess.run(["bash", str(repo / "demo.sh")], cwd=user, capture_output=True, timeout=60)
+    assert len((repo / ".venv" / "pip-calls").read_text().splitlines()) == 4
     failing = _stub_repo(tmp_path / "b", pip_status=1)
     proc = subprocess.run(["bash", str(failing / "demo.sh")], cwd=user, capture_output=True,
                           text=True, timeout=60)
