@@ -85,7 +85,7 @@ def load_or_build_model(model_name=None, keras_file=None, num_frames=16, image_s
 
 
 def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
-                       signature_name=SIGNATURE_NAME, output_name=OUTPUT_NAME):
+                       signature_name=SIGNATURE_NAME, output_name=OUTPUT_NAME, check=None):
     """Writes `model` as a SavedModel with one serving signature.
 
     Args:
@@ -96,6 +96,8 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
         fold_bn: export the BatchNorm-folded inference form (default) or the model as is.
         signature_name: key of the signature.
         output_name: key of the signature's output.
+        check: ``check(path)``, run on the written SavedModel before it replaces the one in
+            `export_dir` (`verify_saved_model`): an export that fails it leaves the earlier.
 
     Returns:
         `export_dir`.
@@ -114,6 +116,15 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
     # whole function's optimisation (`layers.DepthwiseConv3D`), checked by tests/test_fold.py
     # for the models.
     os.makedirs(export_dir, exist_ok=True)  # as before: into a folder that may hold more
+    if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
+        # A folder of the user's own that happens to bear a SavedModel entry's name (a
+        # variables/ of theirs in --output=.) is not an earlier export to replace.
+        for name in ("variables", "assets", "fingerprint.pb"):
+            if os.path.exists(os.path.join(export_dir, name)):
+                raise FileExistsError(
+                    f"{os.path.join(export_dir, name)} exists, and {export_dir} holds no "
+                    "SavedModel (no saved_model.pb) whose entry it would be: not replaced; "
+                    "export into a new folder")
     # Written whole in a folder of its own inside, then moved entry by entry over the
     # SavedModel's own (saved_model.pb, variables/, fingerprint.pb): an export that fails
     # or is interrupted while writing leaves the earlier one, and nothing else is touched.
@@ -123,6 +134,8 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
             frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
             written = os.path.join(staging, "savedmodel")
             _write_frozen(frozen, written, signature_name, output_name)
+        if check is not None:
+            check(written)
         for name in sorted(os.listdir(written)):
             target = os.path.join(export_dir, name)
             if os.path.isdir(target) and not os.path.islink(target):
@@ -161,8 +174,11 @@ def build_and_export_saved_model(export_dir, model_name=None, keras_file=None, n
     and compares it with the Keras model. Returns a dict: path, input_shape, max_rel_error."""
     model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
                                 **model_kwargs)
-    export_saved_model(model, export_dir, batch_size=batch_size, fold_bn=fold_bn)
-    error = verify_saved_model(export_dir, model) if verify else None
+    errors = []
+    export_saved_model(model, export_dir, batch_size=batch_size, fold_bn=fold_bn,
+                       check=(lambda path: errors.append(verify_saved_model(path, model)))
+                       if verify else None)
+    error = errors[0] if errors else None
     return {
         "path": export_dir,
         "input_shape": (batch_size,) + tuple(model.inputs[0].shape[1:]),

@@ -146,3 +146,30 @@ def test_an_export_into_a_folder_keeps_what_else_it_holds(model, tmp_path, monke
     with pytest.raises(FileExistsError):
         savedmodel.export_saved_model(model, str(tmp_path / "afile"))
     assert sorted(os.listdir(tmp_path)) == ["afile", "exports"]
+
+
+def test_an_export_that_fails_its_check_or_would_replace_a_users_folder_leaves_all_as_it_was(
+        model, tmp_path):
+    import os
+
+    folder = tmp_path / "sm"
+    savedmodel.export_saved_model(model, str(folder))
+    before = (folder / "saved_model.pb").read_bytes()
+
+    def failing(path):
+        raise AssertionError("SavedModel differs from the Keras model")
+
+    other = create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3), num_classes=3)
+    with pytest.raises(AssertionError):
+        savedmodel.export_saved_model(other, str(folder), check=failing)
+    assert (folder / "saved_model.pb").read_bytes() == before  # checked before it was moved
+    assert sorted(os.listdir(folder)) == ["fingerprint.pb", "saved_model.pb", "variables"]
+    # --output=. where "variables/" is the user's own, beside no SavedModel
+    mine = tmp_path / "project"
+    (mine / "variables").mkdir(parents=True)
+    (mine / "variables" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"project/variables exists, and .*project holds no "
+                                              r"SavedModel \(no saved_model.pb\)"):
+        savedmodel.export_saved_model(model, str(mine))
+    assert sorted(p.name for p in mine.rglob("*")) == ["notes.txt", "variables"]
+
