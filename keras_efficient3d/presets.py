@@ -35,7 +35,7 @@ import tempfile
 import keras
 
 from keras_efficient3d import __version__, registry
-from keras_efficient3d.artifacts import ModelMetadata, atomic_path, atomic_write_json, read_metadata
+from keras_efficient3d.artifacts import ModelMetadata, atomic_write_json, read_metadata
 from keras_efficient3d.models import _base
 
 CONFIG_FILE = "config.json"
@@ -150,13 +150,6 @@ def save_to_preset(model, preset_dir, metadata=None):
     if os.path.exists(preset_dir) and not os.path.isdir(preset_dir):
         raise ValueError(f"`preset_dir` must be a directory. Received: preset_dir={preset_dir}")
     os.makedirs(preset_dir, exist_ok=True)
-    config = keras.saving.serialize_keras_object(model)
-    atomic_write_json(os.path.join(preset_dir, CONFIG_FILE), config)
-    with atomic_path(os.path.join(preset_dir, WEIGHTS_FILE)) as tmp:
-        # Keras names weight files by their suffix; the temporary name must keep it.
-        staged = tmp + ".weights.h5"
-        model.save_weights(staged)
-        os.replace(staged, tmp)
     meta = {
         "keras_version": keras.__version__,
         "keras_efficient3d_version": __version__,
@@ -166,7 +159,19 @@ def save_to_preset(model, preset_dir, metadata=None):
     }
     if metadata is not None:
         meta["model_metadata"] = ModelMetadata.from_dict(metadata).to_dict()
-    atomic_write_json(os.path.join(preset_dir, METADATA_FILE), meta)
+    # All three written in a folder inside first, then moved in (the config last): a save
+    # that fails (a full disk, a model Keras cannot save) leaves the preset there whole,
+    # not the new config over the old weights.
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=preset_dir)
+    try:
+        model.save_weights(os.path.join(staging, WEIGHTS_FILE))
+        atomic_write_json(os.path.join(staging, METADATA_FILE), meta)
+        atomic_write_json(os.path.join(staging, CONFIG_FILE),
+                          keras.saving.serialize_keras_object(model))
+        for name in (WEIGHTS_FILE, METADATA_FILE, CONFIG_FILE):
+            os.replace(os.path.join(staging, name), os.path.join(preset_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return preset_dir
 
 

@@ -280,6 +280,24 @@ def test_save_to_preset_round_trip(tmp_path):
         k3.MobileNetV2_3D.from_preset(str(tmp_path / "p"))
 
 
+def test_a_save_to_preset_that_fails_leaves_the_preset_whole(tmp_path, monkeypatch):
+    model = k3.MobileNetV2_3D(width_mult=0.2, input_shape=SHAPE, num_classes=4)
+    model.save_to_preset(tmp_path / "p")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "p").iterdir()}
+    other = k3.ShuffleNetV2_3D(width_mult=0.25, input_shape=SHAPE, num_classes=4)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(other, "save_weights", full_disk)
+    with pytest.raises(OSError):
+        other.save_to_preset(tmp_path / "p")
+    # neither the new config over the old weights nor a staging folder left behind
+    assert {p.name: p.read_bytes() for p in (tmp_path / "p").iterdir()} == before
+    assert k3.MobileNetV2_3D.from_preset(str(tmp_path / "p")).count_params() == \
+        model.count_params()
+
+
 @pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "older_preset"])
 def test_builder_from_preset_refuses_another_family_without_metadata(tmp_path, recorded):
     """A preset saved with no metadata and a name of the user's: the family is what the
