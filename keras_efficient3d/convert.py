@@ -57,7 +57,10 @@ def _layer_arrays(layer, state, path):
     elif isinstance(layer, (Conv3D, DepthwiseConv3D, keras.layers.Dense)):
         keys = [f"{path}.weight"] + ([f"{path}.bias"] if layer.use_bias else [])
         arrays = [state.get(k) for k in keys]
-        if arrays[0] is not None:
+        rank = 2 if isinstance(layer, keras.layers.Dense) else 5
+        # A tensor of another rank (another architecture's file) is left as it is: the shape
+        # check reports it beside the others, not numpy's "axes don't match array".
+        if arrays[0] is not None and np.ndim(arrays[0]) == rank:
             w = arrays[0]
             if isinstance(layer, DepthwiseConv3D):
                 arrays[0] = w.transpose(2, 3, 4, 0, 1)
@@ -134,6 +137,14 @@ def infer_config(checkpoint, filename, overrides=None):
     requested = overrides.pop("model", None)
     if requested:
         family = _family(requested)
+        # The arch field the original writes (not the file name, which a user may have
+        # chosen) says what the file holds: another family's tensors would fail name by name.
+        named = _family_from(checkpoint.arch, "") if checkpoint.arch else None
+        if named is not None and named.name != family.name:
+            raise ConversionError(
+                f"{os.path.basename(filename)} holds a {named.name} model (its arch field: "
+                f"{checkpoint.arch!r}), not --model={requested}; leave --model unset to take "
+                "the file's")
     else:
         family = _family_from(checkpoint.arch, filename)
         if family is None:
@@ -145,12 +156,19 @@ def infer_config(checkpoint, filename, overrides=None):
     # Classes: the classifier's output rows.
     head = family.classifier_key
     if "num_classes" not in overrides and head in state:
+        if np.ndim(state[head]) < 2:
+            raise ConversionError(f"{os.path.basename(filename)}: {head} is a tensor of shape "
+                                  f"{tuple(np.shape(state[head]))}, not a classifier's "
+                                  "weights (one row per class)")
         kwargs["num_classes"] = int(state[head].shape[0])
         notes.append(f"{kwargs['num_classes']} classes (from {head})")
     try:
         inferred, family_notes = family.infer(state, os.path.basename(filename), overrides)
     except ValueError as err:
         raise ConversionError(str(err)) from None
+    except (IndexError, TypeError) as err:  # a tensor of an unexpected rank
+        raise ConversionError(f"{os.path.basename(filename)}: its tensors are not those of a "
+                              f"{family.name} model ({err})") from None
     kwargs.update(inferred)
     notes.extend(family_notes)
     kwargs.update(overrides)
@@ -243,6 +261,9 @@ def convert(checkpoint_path, output_path, frames=16, size=112, preprocessing=Fal
     norm = Normalization.coerce(normalization)
     model, config, checkpoint = convert_checkpoint(checkpoint_path, frames, size, overrides, log,
                                                    expected)
+    if labels is not None and len(labels) != config.get("num_classes", len(labels)):
+        raise ConversionError(f"{len(labels)} labels for the {config['num_classes']} classes "
+                              f"of {os.path.basename(checkpoint_path)}")
     metadata = ModelMetadata(
         frames=frames, size=size, layout="NDHWC", normalization=norm,
         preprocessing_included=bool(preprocessing), labels=None if labels is None else list(labels),
@@ -280,15 +301,30 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv, flag_values=flags.FLAGS):
     del argv
     f = flag_values
+    from keras_efficient3d import cli
+
+    # A folder that cannot be made (a file on the path) before the conversion, not after;
+    # a missing one is made (ucf101.flags' pretrained/ folder).
+    cli.writable_folder(os.path.dirname(os.path.abspath(f.output)))
     labels = None
     if f.labels:
-        with open(f.labels, encoding="utf-8") as handle:
-            labels = [line.strip() for line in handle if line.strip()]
+        try:
+            with open(f.labels, encoding="utf-8-sig") as handle:
+                labels = [line.strip() for line in handle if line.strip()]
+        except UnicodeDecodeError:
+            raise cli.UsageError(f"--labels={f.labels}: not UTF-8 text (one class name "
+                                 "per line)") from None
     overrides = {"model": f.model, "width_mult": f.width_mult, "groups": f.groups,
                  "shortcut": f.shortcut, "cardinality": f.cardinality, "depth": f.depth,
                  "num_classes": f.num_classes}
-    convert(f.checkpoint, f.output, f.frames, f.size, f.with_preprocessing, f.normalization,
-            labels, overrides)
+    try:
+        convert(f.checkpoint, f.output, f.frames, f.size, f.with_preprocessing,
+                f.normalization, labels, overrides)
+    except ConversionError as err:
+        # "does not fit" and the other findings name the file they are about
+        name = os.path.basename(f.checkpoint)
+        raise ConversionError(str(err) if str(err).startswith(name) else
+                              f"{f.checkpoint}: {err}") from None
 
 
 if __name__ == "__main__":

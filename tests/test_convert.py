@@ -183,15 +183,71 @@ def test_unknown_architecture_is_a_conversion_error():
         conv.infer_config(fake, "weights.pth", {"model": "vgg"})
 
 
-def test_wrong_model_lists_missing_and_unexpected_keys(reference_dir):
+def _without_arch(reference_dir, tmp_path, name="mobilenetv2_0.2x", **changes):
+    """A copy of a reference checkpoint without the arch field the original writes (a file
+    saved by other code), with `changes` made to its state dict."""
+    torch = pytest.importorskip("torch")
+    checkpoint = torch.load(reference_dir / "pytorch_checkpoints" / f"{name}.pth",
+                            weights_only=True)
+    del checkpoint["arch"]
+    checkpoint["state_dict"].update(changes)
+    path = tmp_path / f"weights_{name.replace('.', '_')}.pth"
+    torch.save(checkpoint, path)
+    return str(path)
+
+
+def test_wrong_model_lists_missing_and_unexpected_keys(reference_dir, tmp_path):
     path = str(reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth")
     with pytest.raises(conv.ConversionError) as err:
         conv.convert_checkpoint(path, overrides={"width_mult": 0.45}, log=lambda m: None)
     assert "shape mismatches" in str(err.value)
+    # the file's arch field names another family: one line saying so
+    with pytest.raises(conv.ConversionError, match=r"^mobilenetv2_0.2x.pth holds a mobilenetv2 "
+                                                   r"model \(its arch field: '.*'\), not "
+                                                   r"--model=shufflenetv2; leave --model unset"):
+        conv.convert_checkpoint(path, overrides={"model": "shufflenetv2", "width_mult": 0.25},
+                                log=lambda m: None)
+    # without it, the tensors decide, key by key; one of another rank is a shape mismatch,
+    # not numpy's "axes don't match array"
+    path = _without_arch(reference_dir, tmp_path)
     with pytest.raises(conv.ConversionError) as err:
         conv.convert_checkpoint(path, overrides={"model": "shufflenetv2", "width_mult": 0.25},
                                 log=lambda m: None)
     assert "missing keys" in str(err.value) and "unexpected keys" in str(err.value)
+    with pytest.raises(conv.ConversionError, match="shape mismatches") as err:
+        conv.convert_checkpoint(_without_arch(reference_dir, tmp_path, "squeezenet_1.1"),
+                                overrides={"model": "mobilenetv2"}, log=lambda m: None)
+    assert "axes" not in str(err.value)
+
+
+def test_tensors_of_an_unexpected_rank_are_one_line(reference_dir, tmp_path):
+    torch = pytest.importorskip("torch")
+    for key in ("classifier.1.weight", "features.0.0.weight"):
+        path = _without_arch(reference_dir, tmp_path, **{key: torch.tensor(1.0)})
+        status, err = _invoke_cli(f"--checkpoint={path}", f"--output={tmp_path / 'x.keras'}",
+                                  "--frames=8", "--size=32", "--model=mobilenetv2")
+        assert status == 2 and len(err.splitlines()) == 1, err
+        assert "error: weights_mobilenetv2_0_2x.pth: " in err, err
+        assert "Traceback" not in err and not (tmp_path / "x.keras").exists()
+
+
+def test_cli_names_a_labels_file_it_cannot_use_and_an_output_it_cannot_write(reference_dir,
+                                                                            tmp_path):
+    path = reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth"
+    binary = tmp_path / "labels.bin"
+    binary.write_bytes(b"\x80\x81 not text")
+    status, err = _invoke_cli(f"--checkpoint={path}", f"--output={tmp_path / 'x.keras'}",
+                              f"--labels={binary}")
+    assert status == 2 and f"--labels={binary}: not UTF-8 text" in err
+    three = tmp_path / "labels.txt"
+    three.write_text("a\nb\nc\n")
+    status, err = _invoke_cli(f"--checkpoint={path}", f"--output={tmp_path / 'x.keras'}",
+                              f"--labels={three}", "--frames=8", "--size=32")
+    assert status == 2 and "3 labels for the 27 classes of mobilenetv2_0.2x.pth" in err
+    (tmp_path / "afile").write_text("x")
+    status, err = _invoke_cli(f"--checkpoint={path}", f"--output={tmp_path / 'afile' / 'x.keras'}")
+    assert status == 2 and f"{tmp_path / 'afile'} is a file, not a folder" in err, err
+    assert not (tmp_path / "x.keras").exists()
 
 
 def test_cli_converts_with_preprocessing_and_metadata(reference_dir, tmp_path):
@@ -257,13 +313,14 @@ def test_cli_refuses_malicious_checkpoint(tmp_path):
 def test_cli_reports_missing_file_and_mismatch(reference_dir, tmp_path):
     status, err = _invoke_cli(f"--checkpoint={tmp_path / 'nope.pth'}", f"--output={tmp_path / 'x.keras'}")
     assert status == 2 and "nope.pth" in err and "Traceback" not in err
-    status, err = _invoke_cli(f"--checkpoint={reference_dir / 'pytorch_checkpoints' / 'squeezenet_1.1.pth'}",
-                              f"--output={tmp_path / 'x.keras'}", "--model=mobilenet")
-    assert status == 2 and "does not fit" in err
+    squeezenet = _without_arch(reference_dir, tmp_path, "squeezenet_1.1")
+    status, err = _invoke_cli(f"--checkpoint={squeezenet}", f"--output={tmp_path / 'x.keras'}",
+                              "--model=mobilenet")
+    assert status == 2 and f"{squeezenet}: The checkpoint does not fit" in err
 
 
 def test_cli_keeps_the_sections_of_a_mismatch_apart(reference_dir, tmp_path):
-    path = reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth"
+    path = _without_arch(reference_dir, tmp_path)
     status, err = _invoke_cli(f"--checkpoint={path}", f"--output={tmp_path / 'x.keras'}",
                               "--model=shufflenetv2", "--width_mult=0.25")
     assert status == 2 and len(err.splitlines()) == 1, err
