@@ -54,7 +54,10 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
     err = err or sys.stderr
 
     def emit(obj):
-        print(json.dumps(obj) if as_json else obj, file=out, flush=True)
+        # One write with its newline: print's two let a Ctrl-C between them glue the summary
+        # onto the last window's line (a JSON-lines reader then fails on both).
+        out.write(f"{json.dumps(obj) if as_json else obj}\n")
+        out.flush()
 
     model = model or DEFAULT_MODEL
     if not os.path.exists(model) and os.path.abspath(model) == os.path.abspath(DEFAULT_MODEL):
@@ -179,6 +182,9 @@ def _run_camera(target, runner, spec, stride, top, as_json, output_video, displa
         emit(f"  {name}, {stop} after {counted(summary['frames'], 'frame')}, "
              f"{counted(summary['window_count'], 'window')}: {top_text(summary['top'])}")
         emit(format_speed(summary))
+    if summary["interrupted"]:
+        print(f"{cli.program_name(main)}: interrupted", file=err, flush=True)
+        return 130  # as a video file's run ends on Ctrl-C
     return 0
 
 

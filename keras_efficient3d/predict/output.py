@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -65,18 +66,46 @@ def draw_overlay(frame_bgr: np.ndarray, result: dict | None, fps: float | None, 
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP80"}
 
 
+class VideoOutput:
+    """The ``--output`` video, written beside `path` under a temporary name and renamed over
+    it by `close` (also after Ctrl-C: what was annotated is kept): a run that fails leaves an
+    earlier file of that name as it was, not a few frames of this one. Frames of another
+    size than the first (a folder of mixed images) are resized to it: OpenCV's writer drops
+    them, with a warning line each."""
+
+    def __init__(self, path, fps, shape):
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in _FOURCC:
+            raise PredictError(f"--output {path}: unsupported extension (use one of "
+                               f"{', '.join(_FOURCC)})")
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise PredictError(f"--output {path}: folder {directory} does not exist")
+        self.path, self.size = path, (int(shape[1]), int(shape[0]))
+        self.partial = os.path.join(directory, f".{os.path.basename(path)}.partial{ext}")
+        self.writer = cv2.VideoWriter(self.partial, cv2.VideoWriter_fourcc(*_FOURCC[ext]),
+                                      float(fps or 30.0), self.size)
+        if not self.writer.isOpened():
+            self.discard()
+            raise PredictError(f"--output {path}: cannot write a video there")
+
+    def write(self, frame_bgr):
+        if (frame_bgr.shape[1], frame_bgr.shape[0]) != self.size:
+            frame_bgr = cv2.resize(frame_bgr, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(frame_bgr)
+
+    def close(self):
+        self.writer.release()
+        os.replace(self.partial, self.path)
+
+    def discard(self):
+        self.writer.release()
+        with contextlib.suppress(OSError):
+            os.remove(self.partial)
+
+
 def open_writer(path, fps, shape):
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in _FOURCC:
-        raise PredictError(f"--output {path}: unsupported extension (use one of {', '.join(_FOURCC)})")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise PredictError(f"--output {path}: folder {directory} does not exist")
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*_FOURCC[ext]), float(fps or 30.0),
-                             (int(shape[1]), int(shape[0])))
-    if not writer.isOpened():
-        raise PredictError(f"--output {path}: cannot write a video there")
-    return writer
+    return VideoOutput(path, fps, shape)
 
 
 def counted(number, word):

@@ -443,11 +443,16 @@ def run_stream(frames: Iterable, classifier: StreamClassifier, on_window: Callab
                     break
     except KeyboardInterrupt:
         interrupted = True
+    except BaseException:
+        if writer is not None:
+            writer.discard()  # an earlier file of that name stays as it was
+            writer = None
+        raise
     finally:
         if writer is not None:
             for held in pending:  # stopped before any result
                 writer.write(overlay(*held))
-            writer.release()
+            writer.close()
         if show:
             with contextlib.suppress(cv2.error):
                 cv2.destroyWindow(title)

@@ -214,6 +214,48 @@ def test_ctrl_c_ends_the_stream_cleanly(models, tmp_path):
     assert count_video_frames(out) == 19  # the writer was closed properly
 
 
+def test_an_output_video_is_renamed_into_place_at_the_end_and_only_then(models, tmp_path):
+    runner = load_runner(models["tflite"])
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"an earlier result")
+
+    def frames_then_a_failure():
+        yield from moving_square(12)
+        raise PredictError("frames/00013.jpg: cannot decode image")
+
+    classifier = predict.StreamClassifier(runner, predict.resolve_spec(runner), stride=4)
+    with pytest.raises(PredictError):
+        predict.run_stream(frames_then_a_failure(), classifier, output_video=str(out), fps=30)
+    assert out.read_bytes() == b"an earlier result"  # not a few frames of the failed run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]  # no partial file left
+    # a folder of images of two sizes: every frame is written, at the first one's size
+    mixed = [cv2.resize(f, (80, 60)) for f in moving_square(8)] + list(moving_square(8))
+    classifier = predict.StreamClassifier(runner, predict.resolve_spec(runner), stride=4)
+    predict.run_stream(iter(mixed), classifier, output_video=str(out), fps=30)
+    assert count_video_frames(str(out)) == 16
+    capture = cv2.VideoCapture(str(out))
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (80, 60)
+    capture.release()
+
+
+def test_each_line_of_output_is_one_write_with_its_newline(models, videos):
+    class Writes:
+        def __init__(self):
+            self.writes = []
+
+        def write(self, text):
+            self.writes.append(text)
+
+        def flush(self):
+            pass
+
+    out = Writes()
+    code = predict.run(videos["gesture"], model=models["tflite"], as_json=True, out=out,
+                       err=Writes())
+    assert code == 0 and len(out.writes) >= 2
+    assert all(text.endswith("\n") and text.count("\n") == 1 for text in out.writes), out.writes
+
+
 @pytest.mark.slow
 def test_registry_model_all_backends(tmp_path, videos):
     import keras_efficient3d
