@@ -180,6 +180,14 @@ class DeploymentGraph:
         if len(model.inputs) != 1:
             raise ValueError("Expected a model with one input. "
                              f"Received: {len(model.inputs)} inputs")
+        from keras_efficient3d.preprocessing import VideoPreprocessing
+
+        if any(isinstance(layer, VideoPreprocessing) for layer in model.layers):
+            raise ValueError(
+                "the model normalises its frames itself (a VideoPreprocessing layer: converted "
+                "with --with_preprocessing), which a TFLite export does not take: convert the "
+                "checkpoint without it, and export with --precision=int8 --frames_input for a "
+                "file that takes the decoder's frames")
         self.model = model
         self.input_shape = tuple(int(s) for s in model.inputs[0].shape[1:])
         if len(self.input_shape) != 4:

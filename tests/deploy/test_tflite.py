@@ -340,3 +340,14 @@ def test_benchmark_times_int8_of_frames():
     assert [row["precision"] for row in rows] == ["int8", "int8-frames"]
     assert all(row["median_ms"] > 0 for row in rows)
     assert abs(rows[1]["size_bytes"] - rows[0]["size_bytes"]) < 0.01 * rows[0]["size_bytes"]  # the same weights
+
+
+def test_a_model_that_normalises_its_frames_is_refused_with_the_route_that_works():
+    from keras_efficient3d.preprocessing import with_preprocessing
+
+    net = create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3), num_classes=4)
+    model = with_preprocessing(net, Normalization.preset("kinetics"))
+    with pytest.raises(ValueError, match=r"normalises its frames itself .*converted with "
+                                         r"--with_preprocessing.*--frames_input") as err:
+        DeploymentGraph(model)
+    assert "\n" not in str(err.value)
