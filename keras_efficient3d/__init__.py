@@ -16,6 +16,37 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
+def _quiet_interrupt_of_our_programs():
+    """A Ctrl-C during the seconds this import takes (TensorFlow's) ends one of the project's
+    programs (training/*.py, deployment/*.py, ``python -m keras_efficient3d.predict``) with
+    ``<prog>: interrupted``, as `cli.run` ends them later, not a traceback through the
+    imports. Other programs that import the package keep Python's own report."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    repository = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    ours = sys.argv[:1] == ["-m"] or (  # "-m" while runpy imports the package of a module
+        script is not None and
+        _os.path.dirname(_os.path.dirname(_os.path.abspath(script))) == repository)
+    if not ours:
+        return
+    report = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, KeyboardInterrupt):  # Python still exits as by SIGINT (130)
+            name = _os.path.basename(script) if script and sys.argv[:1] != ["-m"] else \
+                "keras_efficient3d"
+            sys.stderr.write(f"{name}: interrupted\n")
+            return
+        report(kind, value, traceback)
+
+    sys.excepthook = hook
+
+
+_quiet_interrupt_of_our_programs()
+
+
 def _import_tensorflow_with_onednn():
     """Imports TensorFlow with its oneDNN kernels on, unless the user has decided.
 

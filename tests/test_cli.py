@@ -355,6 +355,24 @@ def test_asking_for_help_is_no_failure(name, ask):
     assert "--output" in proc.stdout + proc.stderr  # the flags are listed
 
 
+@pytest.mark.parametrize("name", ["predict", "train"])
+def test_ctrl_c_while_the_program_starts_is_one_line(name, tmp_path):
+    """SIGINT during the imports (TensorFlow's take seconds), before `cli.run` is reached:
+    `<prog>: interrupted`, no traceback through the imports, and the status of a Ctrl-C."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([*command(name), str(tmp_path / "none.mp4")] if name == "predict"
+                            else [*command(name), f"--output={tmp_path / 'run'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT)
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGINT, err
+    assert len(err.splitlines()) == 1 and err.rstrip().endswith(": interrupted"), err
+
+
 # --------------------------------------------------------------------------- the helper
 
 
