@@ -851,7 +851,15 @@ def _resume_point(config, state_path, last_path):
     if own is None and not os.path.exists(state_path):
         raise ValueError(f"Nothing to resume in {config.output_dir}: no last.keras and "
                          "train_state.json (start without --resume).")
-    state = read_state(state_path) if own is None or os.path.exists(state_path) else own
+    state = own
+    if os.path.exists(state_path):
+        try:
+            state = read_state(state_path)
+        except ValueError as err:
+            if own is None:
+                raise
+            print(f"warning: {err}; resuming from last.keras' own record (epoch "
+                  f"{own['epoch']})", file=sys.stderr)
     if own is not None:
         # train_state.json may be of the checkpoint before (a run stopped between the two
         # writes) or hold a newer best (best.keras written since): the epoch and rate are

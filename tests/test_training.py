@@ -1074,8 +1074,11 @@ def test_a_run_stopped_inside_a_checkpoint_resumes_from_what_the_files_hold(tmp_
     assert json.loads((tmp_path / "train_state.json").read_text())["epoch"] == 1
     assert trainer._resume_point(config, str(tmp_path / "train_state.json"),
                                  str(tmp_path / "last.keras")) == (3, 0.9, 0.125, None)
-    # train_state.json lost: last.keras' own record is enough
+    # train_state.json lost, or damaged: last.keras' own record is enough
     (tmp_path / "train_state.json").unlink()
+    assert trainer._resume_point(config, str(tmp_path / "train_state.json"),
+                                 str(tmp_path / "last.keras")) == (3, 0.9, 0.125, None)
+    (tmp_path / "train_state.json").write_text('{"epoch": 3, "best_acc')
     assert trainer._resume_point(config, str(tmp_path / "train_state.json"),
                                  str(tmp_path / "last.keras")) == (3, 0.9, 0.125, None)
 
