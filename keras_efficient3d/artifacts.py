@@ -29,7 +29,13 @@ import zipfile
 
 # Re-exported: every writer of the package takes them from here; atomic.py holds them so that
 # a script without the package's dependencies (benchmark_pytorch.py) can load them by path.
-from keras_efficient3d.atomic import _one_line, atomic_path, atomic_write, atomic_write_json
+from keras_efficient3d.atomic import (
+    _one_line,
+    atomic_path,
+    atomic_write,
+    atomic_write_json,
+    move_entries,
+)
 from keras_efficient3d.data.normalization import Normalization
 
 __all__ = [
@@ -44,6 +50,7 @@ __all__ = [
     "frames_metadata",
     "keras_model_file",
     "load_model",
+    "move_entries",
     "read_metadata",
     "save_model",
     "sidecar_path",

@@ -9,9 +9,10 @@ environment). The package takes these functions through `keras_efficient3d.artif
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_json"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_json", "move_entries"]
 
 
 def _umask():
@@ -27,6 +28,19 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def move_entries(source, destination, names=None):
+    """The last step of a staged write of several files: moves `names` (in that order;
+    default: every entry of folder `source`, sorted) into folder `destination`, each
+    replacing the entry of that name there (a folder removed first). Returns the names."""
+    names = sorted(os.listdir(source)) if names is None else list(names)
+    for name in names:
+        target = os.path.join(destination, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(source, name), target)
+    return names
 
 
 @contextlib.contextmanager

@@ -55,6 +55,10 @@ def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
                   batch_size=batch_size, normalization=normalization, failures=failures)
     # The whole videos first: a video that fails there (a corrupt frame anywhere) is left out
     # of the clip pass too, so that both figures are over the same videos.
+    def nothing_decoded():
+        return data.DataError(f"none of the {len(records)} videos decoded (the first that "
+                              f"failed: {failures.paths[0]}); nothing to score")
+
     window_probs, window_labels, window_videos = [], [], []
     for clips, labels, videos in data.make_dataset(records, "test", **common):
         logits = np.asarray(predict_fn(clips.numpy()), np.float64)
@@ -62,9 +66,9 @@ def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
         window_labels.append(labels.numpy())
         window_videos.append(videos.numpy())
     if not window_probs:
-        raise data.DataError(f"none of the {len(records)} videos decoded (the first that failed: "
-                             f"{failures.paths[0]}); nothing to score")
-    decoded = [record for record in records if record.path not in set(failures.paths)]
+        raise nothing_decoded()
+    failed = set(failures.paths)
+    decoded = [record for record in records if record.path not in failed]
     clip_probs, clip_labels = [], []
     for clips, labels in data.make_dataset(decoded, "val", **common):
         clip_probs.append(_softmax(np.asarray(predict_fn(clips.numpy()), np.float64)))
@@ -76,14 +80,13 @@ def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
     window_videos = np.concatenate(window_videos)
     # A centre clip that failed where its whole video decoded (a seek its container refuses):
     # that video leaves the video figures as well.
-    failed = set(failures.paths)
-    if len(failed) > len(records) - len(decoded):
+    if failures.count > len(failed):
+        failed = set(failures.paths)
         kept = np.array([records[i].path not in failed for i in window_videos], bool)
         window_probs, window_labels, window_videos = (
             window_probs[kept], window_labels[kept], window_videos[kept])
         if not len(window_videos):
-            raise data.DataError(f"none of the {len(records)} videos decoded (the first that "
-                                 f"failed: {failures.paths[0]}); nothing to score")
+            raise nothing_decoded()
     video = data.video_level_accuracy(window_probs, window_labels, window_videos, topk=(1, 5))
     ids, mean_probs = data.aggregate_video_predictions(window_probs, window_videos)
     video_labels = np.empty(len(ids), np.int64)

@@ -35,7 +35,7 @@ import tempfile
 import keras
 
 from keras_efficient3d import __version__, registry
-from keras_efficient3d.artifacts import ModelMetadata, atomic_write_json, read_metadata
+from keras_efficient3d.artifacts import ModelMetadata, atomic_write_json, move_entries, read_metadata
 from keras_efficient3d.models import _base
 
 CONFIG_FILE = "config.json"
@@ -162,16 +162,13 @@ def save_to_preset(model, preset_dir, metadata=None):
     # All three written in a folder inside first, then moved in (the config last): a save
     # that fails (a full disk, a model Keras cannot save) leaves the preset there whole,
     # not the new config over the old weights.
-    staging = tempfile.mkdtemp(prefix=".staging-", dir=preset_dir)
-    try:
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=preset_dir,
+                                     ignore_cleanup_errors=True) as staging:
         model.save_weights(os.path.join(staging, WEIGHTS_FILE))
         atomic_write_json(os.path.join(staging, METADATA_FILE), meta)
         atomic_write_json(os.path.join(staging, CONFIG_FILE),
                           keras.saving.serialize_keras_object(model))
-        for name in (WEIGHTS_FILE, METADATA_FILE, CONFIG_FILE):
-            os.replace(os.path.join(staging, name), os.path.join(preset_dir, name))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        move_entries(staging, preset_dir, (WEIGHTS_FILE, METADATA_FILE, CONFIG_FILE))
     return preset_dir
 
 

@@ -123,11 +123,7 @@ def config_from_flags(flag_values=flags.FLAGS):
     for field in dataclasses.fields(TrainConfig):
         value = flag_values[_FLAG_NAMES.get(field.name, field.name)].value
         if field.name == "lr_steps":
-            try:
-                value = tuple(float(v) for v in value)
-            except ValueError:
-                raise cli.UsageError(f"--lr_steps must be comma-separated epochs. "
-                                     f"Received: --lr_steps={','.join(value)}") from None
+            value = tuple(float(v) for v in value)  # numbers: checked as the flags are parsed
         elif value is not None and _base_type(hints[field.name]) is float:
             value = float(value)  # an enum flag's choice (--version=1.1) is a string
         values[field.name] = value

@@ -15,6 +15,7 @@ import numpy as np
 from keras_efficient3d import evaluation, trainer
 from keras_efficient3d.artifacts import (
     atomic_write,
+    move_entries,
     save_model,
     write_sidecar,
 )
@@ -118,8 +119,8 @@ def publish(report, model_path, config, classes, float_results, destination="sav
             card["latency_ms"][key] = deploy[key]["latency_ms"]
     metadata = model_metadata(config, classes, {"card": card})
     model = keras.saving.load_model(model_path, compile=False)
-    stage = tempfile.mkdtemp(prefix=".publish-", dir=destination)
-    try:
+    with tempfile.TemporaryDirectory(prefix=".publish-", dir=destination,
+                                     ignore_cleanup_errors=True) as stage:
         save_model(model, os.path.join(stage, f"{BASENAME}.keras"), metadata)
         for key, name in (("fp32", "fp32"), (int8_key, "int8")):
             if key in deploy:
@@ -128,11 +129,7 @@ def publish(report, model_path, config, classes, float_results, destination="sav
                 write_sidecar(target, metadata)
         atomic_write(os.path.join(stage, "MODEL_CARD.md"),
                      model_card(report, config, classes, float_results, int8_key))
-        staged = sorted(os.listdir(stage))
-        for name in staged:
-            os.replace(os.path.join(stage, name), os.path.join(destination, name))
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        staged = move_entries(stage, destination)
     return [os.path.join(destination, name) for name in staged
             if name.endswith((".keras", ".tflite"))]
 

@@ -24,7 +24,6 @@ variables.
 """
 
 import os
-import shutil
 import tempfile
 
 import keras
@@ -128,21 +127,15 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
     # Written whole in a folder of its own inside, then moved entry by entry over the
     # SavedModel's own (saved_model.pb, variables/, fingerprint.pb): an export that fails
     # or is interrupted while writing leaves the earlier one, and nothing else is touched.
-    staging = tempfile.mkdtemp(prefix=".savedmodel-", dir=export_dir)
-    try:
+    with tempfile.TemporaryDirectory(prefix=".savedmodel-", dir=export_dir,
+                                     ignore_cleanup_errors=True) as staging:
         with forms.consumer("savedmodel"), quiet_stderr():
             frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
-            written = os.path.join(staging, "savedmodel")
+            written = os.path.join(staging, "savedmodel")  # the builder makes its folder
             _write_frozen(frozen, written, signature_name, output_name)
         if check is not None:
             check(written)
-        for name in sorted(os.listdir(written)):
-            target = os.path.join(export_dir, name)
-            if os.path.isdir(target) and not os.path.islink(target):
-                shutil.rmtree(target)
-            os.replace(os.path.join(written, name), target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        artifacts.move_entries(written, export_dir)
     return export_dir
 
 
