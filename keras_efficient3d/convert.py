@@ -248,19 +248,20 @@ def infer_normalization(checkpoint_path):
     return "kinetics" if os.path.basename(checkpoint_path).lower().startswith("kinetics") else "original"
 
 
-def convert(checkpoint_path, output_path, frames=16, size=112, preprocessing=False,
-            normalization=None, labels=None, overrides=None, log=print, expected=None):
-    """Converts a checkpoint file into a .keras file; returns the output path.
+def build_converted(checkpoint_path, frames=16, size=112, preprocessing=False,
+                    normalization=None, labels=None, overrides=None, log=print, expected=None):
+    """The Keras model of a checkpoint file and its `ModelMetadata`, not saved (`convert`
+    saves them; presets keep them in their own layout).
 
     `normalization` (a preset name, `Normalization` or its config) defaults to `infer_normalization`;
     `expected`: see `convert_checkpoint`."""
     from keras_efficient3d.data.normalization import Normalization
-    if normalization is None:
-        normalization = infer_normalization(checkpoint_path)
-        log(f"inferred normalisation '{normalization}' (from the file name)")
-    norm = Normalization.coerce(normalization)
+    inferred = normalization is None
+    norm = Normalization.coerce(infer_normalization(checkpoint_path) if inferred else normalization)
     model, config, checkpoint = convert_checkpoint(checkpoint_path, frames, size, overrides, log,
                                                    expected)
+    if inferred:  # said once the file has read as a checkpoint, not before a refusal
+        log(f"inferred normalisation '{infer_normalization(checkpoint_path)}' (from the file name)")
     if labels is not None and len(labels) != config.get("num_classes", len(labels)):
         raise ConversionError(f"{len(labels)} labels for the {config['num_classes']} classes "
                               f"of {os.path.basename(checkpoint_path)}")
@@ -271,8 +272,17 @@ def convert(checkpoint_path, output_path, frames=16, size=112, preprocessing=Fal
         dtype="uint8 or float32 0-255, RGB" if preprocessing else "float32, already normalised")
     if preprocessing:
         model = with_preprocessing(model, norm)
+    return model, metadata
+
+
+def convert(checkpoint_path, output_path, frames=16, size=112, preprocessing=False,
+            normalization=None, labels=None, overrides=None, log=print, expected=None):
+    """Converts a checkpoint file into a .keras file (`build_converted`); returns the output
+    path."""
+    model, metadata = build_converted(checkpoint_path, frames, size, preprocessing,
+                                      normalization, labels, overrides, log, expected)
     save_model(model, output_path, metadata)
-    log(f"wrote {output_path} ({config['model']}, {model.count_params():,} parameters)")
+    log(f"wrote {output_path} ({metadata.model['model']}, {model.count_params():,} parameters)")
     return output_path
 
 

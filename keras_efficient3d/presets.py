@@ -25,6 +25,7 @@ import dataclasses
 import datetime
 import fnmatch
 import functools
+import hashlib
 import io
 import json
 import os
@@ -42,6 +43,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 FAMILY_FIELD = "keras_efficient3d_family"  # in metadata.json; None for a model of no family
+CHECKPOINT_DIGEST = "checkpoint_sha256"  # in a published preset's model_metadata.extra
 SOURCE = ("the authors' Efficient-3DCNNs release (github.com/okankop/Efficient-3DCNNs, "
           "README 'Pretrained models')")
 
@@ -213,7 +215,8 @@ def load_preset_dir(preset_dir):
 
 def resolve_preset(preset, checkpoint=None, log=print):
     """The directory of `preset`: a preset directory, or a name of `list_presets` (made in
-    the cache on first use). Raises FileNotFoundError (one line: where the checkpoint
+    the cache on first use, and again when `checkpoint` is not the file the cached one was
+    made from). Raises FileNotFoundError (one line: where the checkpoint
     comes from) when a published preset's checkpoint is not on this machine."""
     preset = os.fspath(preset)
     if os.path.isdir(preset):
@@ -223,8 +226,14 @@ def resolve_preset(preset, checkpoint=None, log=print):
                          f"list_presets() ({len(list_presets())} names, e.g. "
                          f"{', '.join(list_presets()[:3])}). Received: preset={preset}")
     cached = os.path.join(home(), "presets", preset)
+    remake = False
     if _is_made(cached):
-        return cached
+        if checkpoint is None or preset not in PUBLISHED:
+            return cached
+        # checkpoint= names the file to make it from: the cache is that file's, or is remade.
+        if os.path.isfile(checkpoint) and _made_from(cached) == _digest(checkpoint):
+            return cached
+        remake = True
     if preset in BUILTIN:
         source = os.path.join(_shipped_dir(), BUILTIN[preset])
         if not os.path.isfile(source):
@@ -233,8 +242,12 @@ def resolve_preset(preset, checkpoint=None, log=print):
         model = keras.saving.load_model(source, compile=False)
         _make(cached, model, read_metadata(source))
     else:
-        _make_published(PUBLISHED[preset], cached, checkpoint, log)
-    log(f"preset '{preset}' saved in {cached}")
+        _make_published(PUBLISHED[preset], cached, checkpoint, log, remake)
+    if remake:
+        log(f"preset '{preset}' remade from {checkpoint} (the cached one was made from another "
+            f"file), saved in {cached}")
+    else:
+        log(f"preset '{preset}' saved in {cached}")
     return cached
 
 
@@ -243,16 +256,39 @@ def _is_made(cached):
     return os.path.isfile(os.path.join(cached, METADATA_FILE))
 
 
-def _make(cached, model, metadata):
-    """Writes the preset beside `cached`, then renames it there: no half-made preset."""
+def _digest(path):
+    """SHA-256 of a file, hex."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _made_from(cached):
+    """The digest of the checkpoint a cached published preset was made from (None: not
+    recorded, as in presets made before it was)."""
+    try:
+        recorded = _read_metadata(cached).get("model_metadata")
+        return None if recorded is None else ModelMetadata.from_dict(recorded).extra.get(
+            CHECKPOINT_DIGEST)
+    except ValueError:  # a damaged metadata file: remade
+        return None
+
+
+def _make(cached, model, metadata, replace=False):
+    """Writes the preset beside `cached`, then renames it there: no half-made preset.
+    `replace`: a made preset there is replaced (else one made meanwhile is kept)."""
     os.makedirs(os.path.dirname(cached), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".staging-", dir=os.path.dirname(cached))
     try:
         save_to_preset(model, staging, metadata)
-        if _is_made(cached):
+        if _is_made(cached) and not replace:
             return  # another process made it meanwhile: theirs stays, in use or not
-        if os.path.isdir(cached):  # a half-made one
-            shutil.rmtree(cached, ignore_errors=True)
+        if os.path.isdir(cached):  # a half-made one, or the one replaced: moved aside first
+            aside = tempfile.mkdtemp(prefix=".replaced-", dir=os.path.dirname(cached))
+            os.rename(cached, os.path.join(aside, "old"))
+            shutil.rmtree(aside, ignore_errors=True)
         try:
             os.rename(staging, cached)
         except OSError:  # another process's rename came first
@@ -262,7 +298,7 @@ def _make(cached, model, metadata):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _make_published(spec, cached, checkpoint, log):
+def _make_published(spec, cached, checkpoint, log, replace=False):
     from keras_efficient3d import convert
 
     path = checkpoint or os.path.join(home(), "checkpoints", spec.checkpoint)
@@ -280,22 +316,18 @@ def _make_published(spec, cached, checkpoint, log):
         text = resources.files("keras_efficient3d").joinpath(
             f"resources/labels/{spec.labels}").read_text(encoding="utf-8")
         labels = [line.strip() for line in text.splitlines() if line.strip()]
-    with tempfile.TemporaryDirectory() as tmp:
-        target = os.path.join(tmp, "converted.keras")
-        try:
-            convert.convert(path, target, spec.frames, spec.size,
-                            normalization=spec.normalization, labels=labels, log=log,
-                            expected=dict(spec.expected))
-        except convert.ConversionError as err:
-            raise convert.ConversionError(f"Preset '{spec.name}' cannot be made from {path}: "
-                                          f"{err}") from None
-        model = keras.saving.load_model(target, compile=False)
-        metadata = read_metadata(target)
+    try:
+        model, metadata = convert.build_converted(
+            path, spec.frames, spec.size, normalization=spec.normalization, labels=labels,
+            log=log, expected=dict(spec.expected))
+    except convert.ConversionError as err:
+        raise convert.ConversionError(f"Preset '{spec.name}' cannot be made from {path}: "
+                                      f"{err}") from None
     metadata = dataclasses.replace(
         metadata, downsample=spec.downsample,
         extra=dict(metadata.extra, preset=spec.name, dataset=spec.dataset,
-                   paper_top1=spec.top1))
-    _make(cached, model, metadata)
+                   paper_top1=spec.top1, **{CHECKPOINT_DIGEST: _digest(path)}))
+    _make(cached, model, metadata, replace)
 
 
 def from_preset(preset, checkpoint=None, log=print):
@@ -303,7 +335,8 @@ def from_preset(preset, checkpoint=None, log=print):
 
     Args:
         preset: preset name or directory.
-        checkpoint: for a published preset not yet made: the downloaded ``.pth``.
+        checkpoint: for a published preset: the downloaded ``.pth`` to make it from (a
+            preset cached from another file, by its SHA-256, is remade from this one).
         log: where progress lines go (conversion notes, the cache path).
     """
     return load_preset_dir(resolve_preset(preset, checkpoint, log))

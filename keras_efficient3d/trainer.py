@@ -838,9 +838,12 @@ def _resume_point(config, state_path, last_path):
     model is not the run's (its model is checked again once loaded)."""
     if not config.resume:
         return 0, -1.0, None, None
+    def nothing(why):
+        return ValueError(f"Nothing to resume in {config.output_dir}: {why} (start without "
+                          "--resume).")
+
     if not os.path.exists(last_path):
-        raise ValueError(f"Nothing to resume in {config.output_dir}: no last.keras and "
-                         "train_state.json (start without --resume).")
+        raise nothing("no last.keras")
     recorded = read_metadata(last_path)
     own = None  # last.keras' own record (written since it holds one)
     if recorded is not None and STATE_ENTRY in recorded.extra:
@@ -849,8 +852,8 @@ def _resume_point(config, state_path, last_path):
         except (KeyError, TypeError, ValueError):
             own = None
     if own is None and not os.path.exists(state_path):
-        raise ValueError(f"Nothing to resume in {config.output_dir}: no last.keras and "
-                         "train_state.json (start without --resume).")
+        raise nothing("its last.keras records no training state, and it has no "
+                      "train_state.json")
     state = own
     if os.path.exists(state_path):
         try:

@@ -230,6 +230,8 @@ def test_published_preset_made_on_first_use(preset_home, reference_dir):
     cached = preset_home / "presets" / "mobilenetv2_0.2x_jester"
     assert sorted(os.listdir(cached)) == ["config.json", "metadata.json", "model.weights.h5"]
     assert any(str(cached) in line for line in lines)
+    # every line is of the user's files: no temporary conversion file named
+    assert not any("converted.keras" in line for line in lines), lines
     clips, logits = _original(reference_dir, "mobilenetv2_0.2x")
     assert _rel(model.predict(clips, verbose=0), logits) < 1e-5
     meta = presets.preset_metadata("mobilenetv2_0.2x_jester")
@@ -243,6 +245,32 @@ def test_published_preset_made_on_first_use(preset_home, reference_dir):
     assert lines == []
     with pytest.raises(ValueError, match="holds a mobilenetv2 model"):
         k3.ShuffleNetV2_3D.from_preset("mobilenetv2_0.2x_jester")
+
+
+def test_a_cached_preset_is_remade_from_another_checkpoint_given(preset_home, reference_dir,
+                                                                 tmp_path):
+    """checkpoint= names the file to make the preset from: a preset cached from another file
+    (a fine-tuned one, a newer download) is remade, not returned as it was."""
+    torch = pytest.importorskip("torch")
+    source = reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth"
+    checkpoint = torch.load(source, weights_only=True)
+    checkpoint["state_dict"]["module.classifier.1.bias"] += 1.0
+    other = tmp_path / "jester_mobilenetv2_0.2x_RGB_16_finetuned.pth"
+    torch.save(checkpoint, other)
+    name = "mobilenetv2_0.2x_jester"
+    clips, logits = _original(reference_dir, "mobilenetv2_0.2x")
+    first = presets.from_preset(name, checkpoint=str(source), log=lambda _: None)
+    assert _rel(first.predict(clips, verbose=0), logits) < 1e-5
+    lines = []
+    remade = presets.from_preset(name, checkpoint=str(other), log=lines.append)
+    assert _rel(remade.predict(clips, verbose=0), logits + 1.0) < 1e-5
+    assert any("remade from" in line and str(other) in line for line in lines), lines
+    assert os.listdir(preset_home / "presets") == [name]  # nothing left aside
+    for given in (str(other), None):  # the same file again, or none: the cache as it is
+        lines.clear()
+        again = presets.from_preset(name, checkpoint=given, log=lines.append)
+        assert lines == []
+        assert _rel(again.predict(clips, verbose=0), logits + 1.0) < 1e-5
 
 
 @pytest.mark.parametrize("preset, checkpoint, says", [

@@ -365,7 +365,10 @@ def test_ctrl_c_while_the_program_starts_is_one_line(name, tmp_path):
     proc = subprocess.Popen([*command(name), str(tmp_path / "none.mp4")] if name == "predict"
                             else [*command(name), f"--output={tmp_path / 'run'}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT)
+                            env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT,
+                            # Ctrl-C as a terminal delivers it: a suite started in the
+                            # background (`cmd &`) passes SIGINT on ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(0.4)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

@@ -310,9 +310,11 @@ def test_cli_refuses_malicious_checkpoint(tmp_path):
     assert not (tmp_path / "x.keras").exists()
 
 
-def test_cli_reports_missing_file_and_mismatch(reference_dir, tmp_path):
+def test_cli_reports_missing_file_and_mismatch(reference_dir, tmp_path, capsys):
     status, err = _invoke_cli(f"--checkpoint={tmp_path / 'nope.pth'}", f"--output={tmp_path / 'x.keras'}")
     assert status == 2 and "nope.pth" in err and "Traceback" not in err
+    # nothing was read: nothing said to be inferred from it before the refusal
+    assert "inferred" not in capsys.readouterr().out
     squeezenet = _without_arch(reference_dir, tmp_path, "squeezenet_1.1")
     status, err = _invoke_cli(f"--checkpoint={squeezenet}", f"--output={tmp_path / 'x.keras'}",
                               "--model=mobilenet")

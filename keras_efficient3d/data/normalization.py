@@ -174,9 +174,11 @@ PRESETS = {
     "original": Normalization.from_original_options(),
     "jester": Normalization.from_original_options(),
     "ucf101": Normalization.from_original_options(),
-    # Kinetics checkpoints of the original saw BGR (OpenCV frames never converted).
+    # Kinetics checkpoints of the original saw BGR (OpenCV frames never converted), whatever
+    # its mean and std options: the mean and std apply to the channels as they came.
     "kinetics": Normalization.from_original_options(channel_order="BGR"),
-    "kinetics_mean_std": Normalization.from_original_options("kinetics", std_norm=True),
+    "kinetics_mean_std": Normalization.from_original_options("kinetics", std_norm=True,
+                                                             channel_order="BGR"),
     # No mean, 0-1: for models trained from scratch in this project.
     "unit": Normalization(value_range="0-1"),
     "none": Normalization(),

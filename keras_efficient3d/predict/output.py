@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from keras_efficient3d.predict._errors import PredictError
+from keras_efficient3d.runtime import quiet_stderr
 
 __all__ = ["display_available", "draw_overlay", "format_speed", "format_window", "open_window",
            "open_writer", "summary_json", "top_text", "window_json"]
@@ -71,7 +72,8 @@ class VideoOutput:
     it by `close` (also after Ctrl-C: what was annotated is kept): a run that fails leaves an
     earlier file of that name as it was, not a few frames of this one. Frames of another
     size than the first (a folder of mixed images) are resized to it: OpenCV's writer drops
-    them, with a warning line each."""
+    them, with a warning line each. A frame of odd width or height gets a black column or
+    row: the encoders cut frames to even sizes, which loses the last of the user's."""
 
     def __init__(self, path, fps, shape):
         ext = os.path.splitext(path)[1].lower()
@@ -81,17 +83,24 @@ class VideoOutput:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise PredictError(f"--output {path}: folder {directory} does not exist")
-        self.path, self.size = path, (int(shape[1]), int(shape[0]))
+        self.path, self.frame_size = path, (int(shape[1]), int(shape[0]))
+        self.size = tuple(side + side % 2 for side in self.frame_size)
         self.partial = os.path.join(directory, f".{os.path.basename(path)}.partial{ext}")
-        self.writer = cv2.VideoWriter(self.partial, cv2.VideoWriter_fourcc(*_FOURCC[ext]),
-                                      float(fps or 30.0), self.size)
+        # quiet: FFmpeg's WebM muxer notes that it takes the VP8 tag as its own, every time
+        with quiet_stderr():
+            self.writer = cv2.VideoWriter(self.partial, cv2.VideoWriter_fourcc(*_FOURCC[ext]),
+                                          float(fps or 30.0), self.size)
         if not self.writer.isOpened():
             self.discard()
             raise PredictError(f"--output {path}: cannot write a video there")
 
     def write(self, frame_bgr):
-        if (frame_bgr.shape[1], frame_bgr.shape[0]) != self.size:
-            frame_bgr = cv2.resize(frame_bgr, self.size, interpolation=cv2.INTER_AREA)
+        if (frame_bgr.shape[1], frame_bgr.shape[0]) != self.frame_size:
+            frame_bgr = cv2.resize(frame_bgr, self.frame_size, interpolation=cv2.INTER_AREA)
+        if self.size != self.frame_size:
+            frame_bgr = cv2.copyMakeBorder(frame_bgr, 0, self.size[1] - self.frame_size[1], 0,
+                                           self.size[0] - self.frame_size[0],
+                                           cv2.BORDER_CONSTANT, value=0)
         self.writer.write(frame_bgr)
 
     def close(self):

@@ -51,6 +51,15 @@ def test_apply_bgr_for_the_originals_kinetics_checkpoints():
     np.testing.assert_allclose(out[0, 0], [10 - 114.7748, 0 - 107.7354, 255 - 99.4750], rtol=1e-5)
 
 
+def test_kinetics_mean_std_is_bgr_too_as_the_originals_kinetics_videos():
+    # --mean_dataset kinetics --std_norm changes the statistics, not the loader: OpenCV's BGR.
+    pixel = np.array([[[255.0, 0.0, 10.0]]], np.float32)  # RGB in
+    out = PRESETS["kinetics_mean_std"].apply(pixel)
+    bgr = np.array([10.0, 0.0, 255.0])
+    np.testing.assert_allclose(out[0, 0], (bgr - np.array(KINETICS_MEAN)) / np.array(KINETICS_STD),
+                               rtol=1e-5)
+
+
 def test_apply_0_1_with_std_and_on_tensors():
     norm = Normalization.from_original_options("kinetics", norm_value=255, std_norm=True)
     clip = np.random.default_rng(0).uniform(0, 255, (2, 3, 4, 4, 3)).astype(np.float32)

@@ -238,6 +238,32 @@ def test_an_output_video_is_renamed_into_place_at_the_end_and_only_then(models, 
     capture.release()
 
 
+@pytest.mark.parametrize("ext", [".webm", ".avi"])
+def test_an_output_video_of_odd_size_keeps_every_pixel_and_says_nothing(models, tmp_path, capfd,
+                                                                         ext):
+    """Encoders cut frames to even sizes (81x121 came out 80x120, its last column and row
+    lost); FFmpeg's WebM muxer printed a line about its VP8 tag on every run."""
+    runner = load_runner(models["tflite"])
+    frames = [cv2.resize(f, (81, 121)) for f in moving_square(8)]
+    frames = [np.ascontiguousarray(f) for f in frames]
+    for f in frames:
+        f[:, -1] = (255, 255, 255)  # the last column white: lost if the frame is cut
+    out = tmp_path / f"odd{ext}"
+    capfd.readouterr()
+    classifier = predict.StreamClassifier(runner, predict.resolve_spec(runner), stride=4)
+    predict.run_stream(iter(frames), classifier, output_video=str(out), fps=30)
+    assert "OpenCV" not in capfd.readouterr().err
+    capture = cv2.VideoCapture(str(out))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok and frame.shape == (122, 82, 3)
+    # under the overlay's darkened top 60 rows: the user's last column, white, then the black
+    # column added after it, and the black row added under the user's last
+    assert frame[70:121, 80].min() > 150
+    assert frame[70:121, 81].max() < 100
+    assert frame[121, :70].max() < 100
+
+
 def test_each_line_of_output_is_one_write_with_its_newline(models, videos):
     class Writes:
         def __init__(self):
