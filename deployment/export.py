@@ -107,8 +107,6 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     del argv
-    from keras_efficient3d.deploy import onnx_export, savedmodel
-
     f = flag_values
     cli.refuse_beside_model_file(f, ("weights", "frames", "size", "num_classes"),
                                  "weights, classes and clip shape")
@@ -123,7 +121,10 @@ def main(argv, flag_values=flags.FLAGS):
     except flags.ValidationError as err:
         raise cli.UsageError(f"--output={f.output} {err} for --format={f.format}") from None
     _check_extension(f.format, f.output)
-    cli.output_parent(f.output)
+    if f.format == "savedmodel":  # a folder, made where missing, or one to write into
+        cli.writable_folder(f.output)
+    else:
+        cli.output_parent(f.output)
     common = {"model_name": f.model, "keras_file": f.model_file, "num_frames": f.frames,
               "image_size": f.size, "num_classes": f.num_classes, "batch_size": f.batch_size,
               "fold_bn": f.fold_bn, "verify": f.verify, "weights": f.weights}
@@ -131,11 +132,10 @@ def main(argv, flag_values=flags.FLAGS):
         if f.format == "openvino":
             report = _export_openvino(f, common)
         elif f.format == "onnx":
-            fold, output_fold = _stem_fold(f.stem_fold), _stem_fold(f.stem_output_fold, "--stem_output_fold")
-            report = onnx_export.build_and_export_onnx(
-                f.output, opset=f.opset, form=f.onnx_form, stem_fold=1 if fold == "auto" else fold,
-                stem_output_fold=1 if output_fold == "auto" else output_fold, **common)
+            report = _export_onnx(f, common)
         else:
+            from keras_efficient3d.deploy import savedmodel
+
             report = savedmodel.build_and_export_saved_model(f.output, **common)
     except AssertionError as err:  # the export runs, but differs from the Keras model
         raise SystemExit(f"{os.path.basename(__file__)}: verification failed: "
@@ -207,6 +207,19 @@ def _stem_fold(value, flag="--stem_fold"):
     except ValueError:
         raise cli.UsageError(f"{flag}={value}: expected auto or a whole number "
                              "(1: no fold)") from None
+
+
+def _export_onnx(f, common):
+    fold, output_fold = _stem_fold(f.stem_fold), _stem_fold(f.stem_output_fold, "--stem_output_fold")
+    try:
+        from keras_efficient3d.deploy import onnx_export
+
+        return onnx_export.build_and_export_onnx(
+            f.output, opset=f.opset, form=f.onnx_form, stem_fold=1 if fold == "auto" else fold,
+            stem_output_fold=1 if output_fold == "auto" else output_fold, **common)
+    except ImportError as err:  # a base install exports SavedModels (and TFLite with litert)
+        raise cli.UsageError(f"--format=onnx needs the onnx packages ({cli.error_line(err)}): "
+                             "pip install 'keras_efficient3d[onnx]'") from None
 
 
 def _export_openvino(f, common):

@@ -152,6 +152,14 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
             "sidecar": artifacts.write_sidecar(output, metadata)}
 
 
+def _has_litert():
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main(argv, flag_values=flags.FLAGS):
     del argv
     f = flag_values
@@ -163,6 +171,10 @@ def main(argv, flag_values=flags.FLAGS):
     name = os.path.splitext(os.path.basename(f.model_file))[0] if f.model_file else f.model
     output = f.output or f"{name}_{f.precision}.tflite"
     cli.output_parent(output)
+    if f.verify and not _has_litert():
+        # said before the conversion, not as a traceback after it
+        raise cli.UsageError("--verify runs the file in LiteRT (ai_edge_litert), which is not "
+                             "installed: pip install 'keras_efficient3d[litert]', or --noverify")
     try:
         report = export(f.model, f.weights, f.num_classes, f.frames, f.size, f.precision,
                         output, f.data_root, f.num_calibration, f.int8_io, f.pack_channels,

@@ -50,7 +50,7 @@ def main(argv=None):
     if not gpus and not args.allow_cpu:
         raise common.Missing("no GPU visible to TensorFlow (use --allow-cpu to time on the CPU).")
 
-    loaded = tf.saved_model.load(args.saved_model)
+    loaded = common.load_saved_model(tf, args.saved_model)
     if args.signature not in loaded.signatures:
         raise common.Refused("the SavedModel has no signature '{}' (it has: {}).".format(
             args.signature, ", ".join(sorted(loaded.signatures))))

@@ -61,13 +61,18 @@ def parse_args(argv=None):
 
 
 def find_trtexec(explicit=None):
-    """The trtexec to run: `explicit` (--trtexec) when it is a file, else PATH's, else
-    JetPack's; None when there is none. Refuses an --trtexec that cannot be run."""
+    """The trtexec to run: `explicit` (--trtexec: a path, or a name PATH finds), else PATH's,
+    else JetPack's; None when there is none. Refuses an --trtexec that is not there or cannot
+    be run (the user named one: "no trtexec found" would send them looking elsewhere)."""
     if explicit:
-        if os.path.isfile(explicit) and not os.access(explicit, os.X_OK):
+        path = explicit if os.sep in explicit else (shutil.which(explicit) or explicit)
+        if not os.path.isfile(path):
+            raise common.Refused("--trtexec {}: no such file{}".format(
+                explicit, "" if os.sep in explicit else " (and not on PATH)"))
+        if not os.access(path, os.X_OK):
             raise common.Refused("--trtexec {} is not executable (chmod +x it, or point --trtexec "
                                  "at TensorRT's trtexec itself).".format(explicit))
-        return explicit if os.path.isfile(explicit) else None
+        return path
     found = shutil.which("trtexec")
     if found:
         return found
@@ -242,6 +247,9 @@ def main(argv=None):
     stated_clip = parse_clip_shape(args.clip_shape)
     if not os.path.isfile(args.onnx):
         raise common.Refused("--onnx {} is not a file.".format(args.onnx))
+    if os.path.realpath(args.engine) == os.path.realpath(args.onnx):
+        raise common.Refused("--engine {} is the --onnx file: trtexec would write the engine "
+                             "over the model it builds from.".format(args.engine))
     # trtexec finds an unwritable --saveEngine only after minutes of building.
     common.check_output_file(args.engine, "--engine")
     common.check_workspace_mb(args.workspace_mb)
@@ -300,8 +308,10 @@ def main(argv=None):
         raise common.Refused("--onnx {}: its clip shape is unknown ({}): pass --clip-shape "
                              "frames,height,width,channels, e.g. 16,112,112,3".format(
                                  args.onnx, "input {}".format(_dims((None,) + tuple(file_clip)))
-                                 if file_clip else "no onnx package, no sidecar {}.json".format(
-                                     args.onnx)))
+                                 if file_clip else "no onnx package, and {}".format(
+                                     "its sidecar {}.json records no clip".format(args.onnx)
+                                     if os.path.isfile(args.onnx + ".json")
+                                     else "no sidecar {}.json".format(args.onnx))))
     name = args.input_name or name or "input"
     batch_sizes = common.fixed_batch_sizes(args.onnx, batch if fixed_batch else None,
                                            batch_sizes, args.batch_sizes, "the engine runs")

@@ -98,7 +98,7 @@ def gpu_capability(tf):
 
 
 def signature_clip_shape(tf, saved_model, signature):
-    loaded = tf.saved_model.load(saved_model)
+    loaded = common.load_saved_model(tf, saved_model)
     if signature not in loaded.signatures:
         raise common.Refused("the SavedModel has no signature '{}' (it has: {}).".format(
             signature, ", ".join(sorted(loaded.signatures))))
@@ -108,10 +108,32 @@ def signature_clip_shape(tf, saved_model, signature):
     return tuple(specs[0].shape.as_list())
 
 
+def check_output(output, saved_model):
+    """Refuses, before the conversion, an --output that is a file or the input SavedModel
+    (converter.save would end in a traceback, or write over the model it converts)."""
+    if os.path.isfile(output):
+        raise common.Refused("--output {} is a file; the TF-TRT SavedModel is a folder.".format(
+            output))
+    if os.path.realpath(output) == os.path.realpath(saved_model):
+        raise common.Refused("--output {} is the --saved-model being converted: write the "
+                             "TF-TRT SavedModel into another folder.".format(output))
+
+
+def calibration_batches(clips, step, fixed):
+    """The INT8 calibration clips in batches of `step`: all of them where the signature's batch
+    is free, whole batches only where it is `fixed` (a signature of batch 8 takes no 5)."""
+    if fixed and len(clips) < step:
+        raise common.Refused("--calibration-npy holds {} clips, fewer than the SavedModel's "
+                             "fixed batch of {}.".format(len(clips), step))
+    end = len(clips) // step * step if fixed else len(clips)
+    return [clips[start:start + step] for start in range(0, end, step)]
+
+
 def main(argv=None):
     args = parse_args(argv)
     batch_sizes = common.parse_batch_sizes(args.batch_sizes)
     common.check_saved_model(args.saved_model)
+    check_output(args.output, args.saved_model)
     common.check_workspace_mb(args.workspace_mb)
     if args.precision == "INT8" and not args.calibration_npy:
         raise common.Refused("INT8 needs --calibration-npy (clips shaped (N, frames, height, width, 3)).")
@@ -154,10 +176,11 @@ def main(argv=None):
     if args.precision == "INT8":
         clips = clips.astype(np.float32)
 
+        batches = calibration_batches(clips, batch_sizes[-1], shape[0] is not None)
+
         def calibration_input_fn():
-            step = batch_sizes[-1]
-            for start in range(0, len(clips), step):
-                yield (tf.constant(clips[start:start + step]),)
+            for batch in batches:
+                yield (tf.constant(batch),)
 
         converter.convert(calibration_input_fn=calibration_input_fn)
     else:

@@ -64,6 +64,18 @@ def check_saved_model(path):
                       "(export one with deployment/export.py --format savedmodel).".format(path))
 
 
+def load_saved_model(tf, path):
+    """``tf.saved_model.load(path)``; a SavedModel this TensorFlow cannot read (written by a
+    newer one, with ops or a format JetPack's does not know) is refused in one line."""
+    try:
+        return tf.saved_model.load(path)
+    except Exception as err:  # TensorFlow raises several kinds, none of them a user's bug
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise Refused("--saved-model {}: this TensorFlow ({}) cannot load it ({}); export it "
+                      "with deployment/export.py --format savedmodel (a frozen graph JetPack's "
+                      "TensorFlow reads).".format(path, tf.__version__, reason)) from None
+
+
 def check_output_file(path, flag):
     """Refuses, before the long work, a file to write (`flag`) whose folder does not exist
     or that is a folder: the results would be lost at the end."""

@@ -382,11 +382,13 @@ def build_and_export_onnx(output_path, model_name=None, keras_file=None, num_fra
     _check_form(form)  # before the (slow) build
     model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
                                 **model_kwargs)
-    report = export_onnx(model, output_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
-                         verify=verify, form=form, stem_fold=stem_fold, stem_output_fold=stem_output_fold)
+    # Read before the .onnx is written: a model file's bad metadata must not leave a new
+    # .onnx beside the sidecar of the one it replaced.
     metadata = export_metadata(model, keras_file, model_name, weights=model_kwargs.get("weights"))
     # read by TensorRT's engine build on a Jetson, which has no onnx package to read the file
     metadata = dataclasses.replace(metadata, batch=batch_size or "dynamic")
+    report = export_onnx(model, output_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,
+                         verify=verify, form=form, stem_fold=stem_fold, stem_output_fold=stem_output_fold)
     report["sidecar"] = write_sidecar(output_path, metadata)
     return report
 

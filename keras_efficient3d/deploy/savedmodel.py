@@ -24,6 +24,7 @@ variables.
 """
 
 import os
+import shutil
 import tempfile
 
 import keras
@@ -114,7 +115,19 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
     # "empty op name" errors were no noise: they were the remapper failure that dropped the
     # whole function's optimisation (`layers.DepthwiseConv3D`), checked by tests/test_fold.py
     # for the models.
+    made = not os.path.isdir(export_dir)  # a folder made here goes again if the export fails
     os.makedirs(export_dir, exist_ok=True)  # as before: into a folder that may hold more
+    try:
+        _export_into(export_dir, serve, signature_name, output_name, check)
+    except BaseException:
+        if made:
+            shutil.rmtree(export_dir, ignore_errors=True)
+        raise
+    return export_dir
+
+
+def _export_into(export_dir, serve, signature_name, output_name, check):
+    """`export_saved_model`'s writing into the existing folder `export_dir`."""
     if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
         # A folder of the user's own that happens to bear a SavedModel entry's name (a
         # variables/ of theirs in --output=.) is not an earlier export to replace.
@@ -136,7 +149,6 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
         if check is not None:
             check(written)
         artifacts.move_entries(written, export_dir)
-    return export_dir
 
 
 def _write_frozen(frozen, export_dir, signature_name, output_name):

@@ -172,4 +172,41 @@ def test_an_export_that_fails_its_check_or_would_replace_a_users_folder_leaves_a
                                               r"SavedModel \(no saved_model.pb\)"):
         savedmodel.export_saved_model(model, str(mine))
     assert sorted(p.name for p in mine.rglob("*")) == ["notes.txt", "variables"]
+    # a folder the failed export made is not left behind, empty
+    with pytest.raises(AssertionError):
+        savedmodel.export_saved_model(other, str(tmp_path / "new" / "sm"), check=failing)
+    assert sorted(os.listdir(tmp_path)) == ["new", "project", "sm"]
+    assert os.listdir(tmp_path / "new") == []
+
+
+def test_export_cli_without_the_onnx_packages(tmp_path, monkeypatch, capsys):
+    """A base install (no `onnx` extra): --format=savedmodel exports, and --format=onnx is one
+    line saying what to install; the script imported the ONNX exporter for every format."""
+    import importlib.util
+    import os
+    import sys
+
+    from keras_efficient3d import cli, deploy
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location(
+        "export_script", os.path.join(root, "deployment", "export.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    monkeypatch.delitem(sys.modules, "keras_efficient3d.deploy.onnx_export", raising=False)
+    monkeypatch.delattr(deploy, "onnx_export", raising=False)  # as imported by other tests
+    common = ["export.py", "--model=mobilenetv2_0.2x", "--num_classes=3", "--frames=8",
+              "--size=32"]
+    assert cli.invoke(script.main, script.define_flags,
+                      [*common, "--format=savedmodel", f"--output={tmp_path / 'sm'}"]) == 0
+    assert (tmp_path / "sm" / "saved_model.pb").is_file()
+    capsys.readouterr()
+    assert cli.invoke(script.main, script.define_flags,
+                      [*common, "--format=onnx", f"--output={tmp_path / 'm.onnx'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "--format=onnx needs the onnx packages" in err
+    assert "pip install 'keras_efficient3d[onnx]'" in err
+    assert not (tmp_path / "m.onnx").exists()
 

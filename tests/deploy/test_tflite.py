@@ -236,6 +236,25 @@ def test_int8_calibrates_as_the_weights_file_records_unless_told(monkeypatch, tm
     assert (seen[0]["sample_duration"], seen[0]["sample_size"]) == (8, 32)
 
 
+def test_export_script_without_litert_says_so_before_converting(monkeypatch, tmp_path, capsys):
+    """--verify (the default) runs the file in LiteRT, an extra: without it the script ended
+    in a ModuleNotFoundError traceback after the conversion."""
+    import sys
+
+    from keras_efficient3d import cli
+
+    script = load_script("export_tflite")
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # its import raises ImportError
+    monkeypatch.setattr(script, "export", lambda *a, **k: pytest.fail("converted"))
+    out = tmp_path / "m.tflite"
+    argv = ["export_tflite.py", "--model=mobilenetv2_0.2x", "--num_classes=3", "--frames=8",
+            "--size=32", f"--output={out}"]
+    assert cli.invoke(script.main, script.define_flags, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'keras_efficient3d[litert]', or --noverify" in err
+    assert not out.exists()
+
+
 def test_int8_sidecar_records_the_calibrations_normalization(monkeypatch, tmp_path):
     """The clips an int8 file was calibrated on are the ones it is made for: its sidecar says
     how they were normalised and sampled, for predict to feed it the same (a model that

@@ -153,8 +153,8 @@ def test_build_engine_errors(onnx_files):
     run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", "e",
                   "--precision", "int8", "--compute-capability", "6.2")
     assert run.returncode == 2 and "sm_62" in run.stderr and "FP16" in run.stderr
-    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", "e",
-                  "--trtexec", "/nonexistent/trtexec")
+    # none on PATH (/usr/bin:/bin here) nor where JetPack puts it
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", "e")
     assert run.returncode == 3 and "trtexec not found" in run.stderr
     run = _script("trt_build_engine.py", "--onnx", "/nonexistent.onnx", "--engine", "e")
     assert run.returncode == 2 and "is not a file" in run.stderr
@@ -178,7 +178,7 @@ def test_build_engine_refuses_a_file_that_is_not_onnx(content, tmp_path):
 def test_trt_benchmark_without_tensorrt(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not an engine")
-    run = _script("trt_benchmark.py", "--engine", str(engine), "--trtexec", "/nonexistent/trtexec")
+    run = _script("trt_benchmark.py", "--engine", str(engine))
     assert run.returncode == 3 and "neither TensorRT's Python API nor trtexec" in run.stderr
     run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "python")
     assert run.returncode == 3 and "TensorRT's Python API" in run.stderr
@@ -266,6 +266,43 @@ def test_trt_convert_refusals_and_missing_tftrt(saved_model_dir, tmp_path):
                   "--precision", "FP16")
     assert run.returncode == 3 and "TensorRT" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_trt_convert_refuses_an_output_it_would_lose_or_write_over_the_input(saved_model_dir,
+                                                                           tmp_path):
+    (tmp_path / "afile").write_text("x")
+    run = _script("trt_convert.py", "--saved-model", saved_model_dir, "--output",
+                  str(tmp_path / "afile"), "--precision", "FP16")
+    _one_line(run, 2, "is a file; the TF-TRT SavedModel is a folder")
+    run = _script("trt_convert.py", "--saved-model", saved_model_dir, "--output",
+                  saved_model_dir + "/", "--precision", "FP16")
+    _one_line(run, 2, "is the --saved-model being converted")
+
+
+def test_trt_convert_calibrates_a_fixed_batch_in_whole_batches(common, monkeypatch):
+    """A SavedModel of batch 8 calibrated on 13 clips: the last chunk of 5 was fed to a
+    signature that takes 8 only (a TensorFlow traceback after minutes of conversion)."""
+    import numpy as np
+
+    monkeypatch.syspath_prepend(TX2)
+    convert = importlib.import_module("trt_convert")
+    clips = np.arange(13)
+    assert [len(b) for b in convert.calibration_batches(clips, 8, fixed=True)] == [8]
+    assert [len(b) for b in convert.calibration_batches(clips, 8, fixed=False)] == [8, 5]
+    with pytest.raises(common.Refused, match="holds 5 clips, fewer than the SavedModel's fixed "
+                                             "batch of 8"):
+        convert.calibration_batches(clips[:5], 8, fixed=True)
+
+
+def test_a_saved_model_this_tensorflow_cannot_load_is_one_line(common, tmp_path):
+    import tensorflow as tf
+
+    (tmp_path / "saved_model.pb").write_bytes(b"not a SavedModel")
+    with pytest.raises(common.Refused) as err:
+        common.load_saved_model(tf, str(tmp_path))
+    message = str(err.value)
+    assert "\n" not in message and f"--saved-model {tmp_path}: this TensorFlow" in message
+    assert "deployment/export.py --format savedmodel" in message
 
 
 def test_tftrt_benchmark_times_a_saved_model_on_cpu(saved_model_dir, tmp_path):
@@ -720,6 +757,31 @@ def test_trtexec_that_is_not_executable_is_refused_in_one_line(onnx_files, tmp_p
     _one_line(run, 2, expected)
 
 
+def test_a_trtexec_named_but_not_there_is_refused_and_one_on_path_is_found(onnx_files, tmp_path,
+                                                                           monkeypatch):
+    """--trtexec of a missing file was "trtexec not found (pass --trtexec PATH)", exit 3; a
+    bare name on PATH was not looked up."""
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"an engine")
+    missing = str(tmp_path / "nowhere" / "trtexec")
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", str(engine),
+                  "--trtexec", missing)
+    _one_line(run, 2, f"--trtexec {missing}: no such file")
+    run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "trtexec",
+                  "--trtexec", missing)
+    _one_line(run, 2, f"--trtexec {missing}: no such file")
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", str(engine),
+                  "--trtexec", "no-such-trtexec")
+    _one_line(run, 2, "--trtexec no-such-trtexec: no such file (and not on PATH)")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    _fake_trtexec(folder, "exit 0\n")
+    monkeypatch.syspath_prepend(TX2)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    assert importlib.import_module("trt_build_engine").find_trtexec("trtexec") == \
+        str(folder / "trtexec")
+
+
 def test_build_engine_says_trtexec_failed(onnx_files, tmp_path):
     trtexec = _fake_trtexec(tmp_path, "echo '[E] Error[4]: network validation failed'\nexit 3\n")
     engine = tmp_path / "m.engine"
@@ -795,6 +857,15 @@ def test_build_engine_without_onnx_reads_the_sidecar(onnx_files, tmp_path, no_on
     run = _script("trt_build_engine.py", "--onnx", fixed, "--engine", engine, "--dry-run",
                   "--onnx-batch", "dynamic", PYTHONPATH=no_onnx)
     _one_line(run, 2, f"--onnx-batch dynamic does not match {fixed}.json, which records batch 8")
+    # a sidecar that records the batch but no clip: said so, not "no sidecar"
+    (tmp_path / "dynamic.onnx.json").write_text(json.dumps({"input": {"batch": "dynamic"}}))
+    run = _script("trt_build_engine.py", "--onnx", dynamic, "--engine", engine, "--dry-run",
+                  PYTHONPATH=no_onnx)
+    _one_line(run, 2, f"no onnx package, and its sidecar {dynamic}.json records no clip")
+    # the engine written over the model it is built from
+    run = _script("trt_build_engine.py", "--onnx", dynamic, "--engine", dynamic, "--dry-run",
+                  PYTHONPATH=no_onnx)
+    _one_line(run, 2, f"--engine {dynamic} is the --onnx file")
     (tmp_path / "fixed.onnx.json").write_text("{not json")
     run = _script("trt_build_engine.py", "--onnx", fixed, "--engine", engine, "--dry-run",
                   PYTHONPATH=no_onnx)
