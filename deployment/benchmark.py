@@ -251,7 +251,7 @@ def main(argv, flag_values=flags.FLAGS):
         reference = read_reference_rows(f.peers_json)
     rows = run(f.models, f.mode, f.batch_sizes, f.frames, f.size, f.num_classes, f.threads,
                f.warmup, f.runs, f.folded, log=lambda line: print(line, file=sys.stderr))
-    if reference:
+    if reference is not None:  # an empty file's rows too: the note says none matched
         add_reference(rows, reference)
         from keras_efficient3d.deploy.benchmark import note_unmatched_peers
         note_unmatched_peers(f.peers_json, any("best_peer" in row for row in rows),

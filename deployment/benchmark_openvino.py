@@ -246,6 +246,12 @@ def main(argv, flag_values=flags.FLAGS):
         import openvino  # noqa: F401
     except ImportError:
         raise cli.UsageError("OpenVINO is not installed: pip install keras_efficient3d[openvino]") from None
+    if not f.model_file and any(p.startswith("int8") for p in f.precisions):
+        import importlib.util
+
+        if importlib.util.find_spec("nncf") is None:  # said before the exports, not after
+            raise cli.UsageError("--precisions int8 quantises with NNCF, which is not installed: "
+                                 "pip install keras_efficient3d[openvino], or --precisions=fp32")
     from keras_efficient3d.runtime import check_openvino_device, normalize_openvino_device, openvino_uses_cpu
 
     device = normalize_openvino_device(f.openvino_device)

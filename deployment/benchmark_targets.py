@@ -117,7 +117,7 @@ def main(argv, flag_values=flags.FLAGS):
     del argv
     from keras_efficient3d import registry
     from keras_efficient3d.deploy.benchmark import gemm_peak, load_peers, note_unmatched_peers, write_report
-    from keras_efficient3d.deploy.targets import format_targets, run_targets
+    from keras_efficient3d.deploy.targets import format_targets, missing_packages, run_targets
 
     f = flag_values
     for name in f.models:  # an unknown name is reported before anything is timed
@@ -132,6 +132,14 @@ def main(argv, flag_values=flags.FLAGS):
                              "one of them")
     if f.repo:
         check_original(f.repo, f.models)
+        if f.threads < 1:  # PyTorch takes a count, not 0 for its default
+            raise cli.UsageError(f"--threads={f.threads}: the peers of --repo need a thread "
+                                 "count of 1 or more")
+    lacking = missing_packages(f.runtimes, f.peers if f.repo else ())
+    if lacking:
+        raise cli.UsageError("not installed: " + "; ".join(
+            f"{package} (for {label}: pip install 'keras_efficient3d[{extra}]')"
+            for package, label, extra in lacking) + " (or leave them out of --runtimes/--peers)")
     input_shape = (f.frames, f.size, f.size, 3)
     peers = (original_steps(f.repo, input_shape, f.num_classes, f.threads, f.work_dir, f.peers)
              if f.repo else None)

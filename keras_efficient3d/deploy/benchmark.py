@@ -57,6 +57,7 @@ def read_reference_rows(path):
         raise ValueError(f"{path} is not a list of benchmark_pytorch.py rows: {err}") from None
     if not isinstance(rows, list):
         raise ValueError(f"{path} is not a list of benchmark_pytorch.py rows.")
+    seen = {}  # a file joining two runs: which of two figures of one peer is meant?
     for i, row in enumerate(rows):
         bad = [key for key, kind in _ROW_TYPES.items()
                if not isinstance(row, dict) or not isinstance(row.get(key), kind)
@@ -67,6 +68,12 @@ def read_reference_rows(path):
                 f"{', '.join(PEER_FORMS)}; model, "
                 f"mode, input strings; batch_size, threads integers; median_ms > 0). "
                 f"Received: {row!r}"[:400])
+        key = tuple(row[k] for k in ("model", "form", "mode", "batch_size", "threads", "input"))
+        if key in seen:
+            raise ValueError(f"{path}, rows {seen[key]} and {i}: two figures of {row['model']} "
+                             f"in {row['form']} ({row['mode']}, batch {row['batch_size']}, "
+                             f"{row['threads']} threads, {row['input']}): keep one run's rows")
+        seen[key] = i
     return rows
 
 

@@ -69,6 +69,34 @@ def _file(folder, name, input_shape, num_classes, runtime):
     return os.path.join(folder, f"{name}_{clip}_{num_classes}c_{OURS[runtime][0]}")
 
 
+# The packages (import name, pip extra) each of our runtimes and the peers need, exports
+# included: an OpenVINO IR is converted from ONNX, its int8 quantised by NNCF.
+_NEEDS = {"tflite": (("ai_edge_litert", "litert"),),
+          "onnxruntime": (("onnx", "onnx"), ("onnxruntime", "onnx")),
+          "openvino": (("onnx", "openvino"), ("openvino", "openvino")),
+          "openvino-int8": (("onnx", "openvino"), ("openvino", "openvino"), ("nncf", "openvino")),
+          "original-pytorch": (("torch", "torch"),),
+          "original-onnxruntime": (("torch", "torch"), ("onnxruntime", "onnx")),
+          "original-openvino": (("torch", "torch"), ("openvino", "openvino"))}
+
+
+def missing_packages(runtimes=(), peers=()):
+    """``(package, runtime, extra)`` of each package that `runtimes` (of `OURS`) or `peers`
+    (of `PEERS`, timed here) need and this environment lacks, for one line before any work."""
+    import importlib.util
+
+    missing = []
+    for label in (*runtimes, *peers):
+        if label.startswith("original-"):  # original-openvino-auto runs original-openvino's
+            key = "original-openvino" if label.startswith("original-openvino") else label
+        else:
+            key = "openvino-int8" if label.startswith("openvino-int8") else label.split("-")[0]
+        for package, extra in _NEEDS[key]:
+            if importlib.util.find_spec(package) is None and package not in [m[0] for m in missing]:
+                missing.append((package, label, extra))
+    return missing
+
+
 def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, runtimes=OURS,
                 calibration_clips=8, seed=0, log=print):
     """Writes registry model `name` for each of `runtimes` (`OURS`) in `folder`, reusing the
@@ -87,8 +115,6 @@ def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, ru
     from keras_efficient3d.data.normalization import Normalization
     from keras_efficient3d.deploy.benchmark import _calibrate_bn
     from keras_efficient3d.deploy.graph import DeploymentGraph
-    from keras_efficient3d.deploy.onnx_export import export_onnx
-    from keras_efficient3d.deploy.openvino_export import export_openvino
     from keras_efficient3d.deploy.tflite import convert
     from keras_efficient3d.registry import create_model
     from keras_efficient3d.runtime import quiet_stderr
@@ -109,8 +135,12 @@ def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, ru
                 atomic_write(paths[rt], convert(DeploymentGraph(model), OURS[rt][1],
                                                 representative_data=clips, frames=frames))
             elif rt == "onnxruntime-fp32":
+                from keras_efficient3d.deploy.onnx_export import export_onnx
+
                 export_onnx(model, paths[rt], batch_size=1, form="native", verify=False)
             else:
+                from keras_efficient3d.deploy.openvino_export import export_openvino
+
                 int8 = OURS[rt][1] == "int8"
                 export_openvino(model, paths[rt], quantize="ptq" if int8 else None,
                                 calibration=clips if int8 else None, verify=False,

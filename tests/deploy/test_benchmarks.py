@@ -81,6 +81,7 @@ def test_keras_benchmark_times_inference_and_fit_steps():
     ([dict(_pytorch_rows()[0], model=["a"])], "row 0: expected"),
     ([dict(_pytorch_rows()[0], form="keras")], "row 0: expected"),
     ({"rows": []}, "is not a list of benchmark_pytorch.py rows"),
+    (_pytorch_rows()[:1] * 2, "rows 0 and 1: two figures of"),
 ])
 def test_keras_benchmark_cli_rejects_a_bad_reference_file_before_timing(tmp_path, content,
                                                                         expected, capsys):
@@ -97,6 +98,22 @@ def test_keras_benchmark_cli_rejects_a_bad_reference_file_before_timing(tmp_path
     assert status == 2
     assert expected in err and str(bad) in err
     assert "Traceback" not in err and "batch  1" not in out + err  # nothing timed
+
+
+def test_keras_benchmark_says_when_an_empty_peers_file_matched_nothing(tmp_path, monkeypatch,
+                                                                      capsys):
+    """A --peers_json of no rows ([]) was taken for no --peers_json: no note, no peers."""
+    from keras_efficient3d import cli
+
+    empty = tmp_path / "peers.json"
+    empty.write_text("[]")
+    script = _script_module("benchmark")
+    rows = script.run(["mobilenetv2_0.2x"], "inference", [1], 4, 32, 3, 2, 0, 1, False)
+    monkeypatch.setattr(script, "run", lambda *a, **k: rows)
+    status = cli.invoke(script.main, script.define_flags,
+                        ["benchmark.py", "--models=mobilenetv2_0.2x", f"--peers_json={empty}"])
+    assert status == 0
+    assert f"note: no row of --peers_json={empty}" in capsys.readouterr().err
 
 
 def test_keras_benchmark_program_rejects_a_bad_reference_file_before_timing(tmp_path):
@@ -758,6 +775,37 @@ def test_targets_script_says_when_the_peers_need_pytorch(tmp_path, monkeypatch, 
     assert not os.path.exists(tmp_path / "w")
 
 
+def test_targets_script_names_a_missing_package_before_any_work(tmp_path, monkeypatch, capsys):
+    """Without the onnx extra the exports ended in a ModuleNotFoundError traceback, even for
+    TFLite alone (the exporters were imported for every runtime); with --repo, --threads=0
+    ended in PyTorch's "set_num_threads expects a positive integer"."""
+    import sys
+
+    from keras_efficient3d import cli
+    from keras_efficient3d.deploy import targets
+
+    script = _script_module("benchmark_targets")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    assert targets.missing_packages(["tflite-fp32", "tflite-int8"]) == []
+    assert targets.missing_packages(["openvino-fp32"]) == [("onnx", "openvino-fp32", "openvino")]
+    assert [m[0] for m in targets.missing_packages(["openvino-int8"])] == ["onnx", "nncf"]
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_targets.py", "--models=mobilenetv2_0.2x",
+                       "--runtimes=tflite-fp32,onnxruntime-fp32", f"--work_dir={tmp_path}/w"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert ("not installed: onnx (for onnxruntime-fp32: pip install 'keras_efficient3d[onnx]')"
+            in err[0])
+    assert not os.path.exists(tmp_path / "w")
+    monkeypatch.delitem(sys.modules, "onnx")
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_targets.py", f"--repo={_fake_original(tmp_path)}",
+                       "--models=mobilenetv2_1.0x", "--threads=0", f"--work_dir={tmp_path}/w"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--threads=0: the peers of --repo need" in err[0], err
+
+
 def test_targets_script_checks_every_original_name_before_timing_any(tmp_path, capsys):
     """A name the original code lacks was found only once the names before it were timed."""
     from keras_efficient3d import cli
@@ -1065,6 +1113,22 @@ def test_openvino_model_file_refuses_the_flags_it_would_ignore(args, expected, t
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("benchmark_openvino.py: error: " + expected), err
+
+
+def test_openvino_script_says_nncf_is_missing_before_exporting(tmp_path, monkeypatch, capsys):
+    """int8 (in the default precisions) quantises with NNCF: without it the script ended in
+    an ImportError traceback after the GEMM peak and the fp32 export."""
+    import sys
+
+    script = _script_module("benchmark_openvino")
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    monkeypatch.setattr(script, "benchmark_models", lambda *a, **k: pytest.fail("exported"))
+    code = cli.invoke(script.main, script.define_flags,
+                      ["benchmark_openvino.py", "--models=mobilenetv2_0.2x",
+                       f"--json_out={tmp_path / 'o.json'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "quantises with NNCF, which is not installed" in err[0] and "--precisions=fp32" in err[0]
 
 
 @pytest.mark.parametrize("args, expected", [
