@@ -273,9 +273,11 @@ def save_model(model, path, metadata=None) -> str:
     """Saves `model` as a `.keras` file atomically, with `metadata` (a `ModelMetadata` or its
     dict) as the archive's ``keras_efficient3d.json`` entry; returns `path`."""
     path = os.fspath(path)
-    if not path.lower().endswith(".keras"):
-        # Keras would write legacy HDF5 for .h5 and the metadata entry cannot go into that.
-        raise ModelFileError(f"{path}: a saved model needs the .keras extension. Received: {path}")
+    if not path.endswith(".keras"):
+        # Keras would write legacy HDF5 for .h5 and the metadata entry cannot go into that;
+        # it takes .keras in lower case only (and would name the temporary file otherwise).
+        raise ModelFileError(f"{path}: a saved model needs the .keras extension, in lower "
+                             f"case. Received: {path}")
     if metadata is not None:
         metadata = _as_metadata(metadata, path).to_dict()
     with atomic_path(path) as tmp:
@@ -377,6 +379,8 @@ def read_metadata(model_path) -> ModelMetadata | None:
                     data = json.loads(archive.read(METADATA_ENTRY))
         except zipfile.BadZipFile:
             raise ModelFileError(f"{path}: not a valid .keras archive (corrupt or not a Keras model)") from None
+        except OSError as err:  # missing, a folder, unreadable: the contract's one error
+            raise ModelFileError(f"{path}: cannot read it ({err.strerror or err})") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ModelFileError(f"{path}: bad {METADATA_ENTRY} in the archive ({_one_line(err)})") from None
     if data is None:

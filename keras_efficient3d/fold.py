@@ -104,6 +104,9 @@ def plan_folding(model):
     of the layers that become `Folded` identities."""
     consumers = _consumers(model)
     by_name = {layer.name: layer for layer in model.layers}
+    # layers whose output the model returns: folding into them, or moving the activation
+    # after them into the convolution, would change what the model returns
+    returned = {tensor._keras_history.operation.name for tensor in model.outputs}
     folds, absorbed = {}, set()
     for layer in model.layers:
         if isinstance(layer, keras.layers.Dropout):
@@ -114,13 +117,17 @@ def plan_folding(model):
         conv = _producer(layer)
         if conv is None or not isinstance(conv, _FOLDABLE) or consumers[conv.name] != [layer.name]:
             continue
-        if activation_name(conv) != "linear":
+        if activation_name(conv) != "linear" or conv.name in returned:
+            continue
+        rank = len(layer.input.shape)
+        if layer.axis % rank != rank - 1:  # statistics of another axis than the channels
             continue
         after = consumers[layer.name]
         user = by_name[after[0]] if len(after) == 1 else None
         activation = None
         # only a standalone ReLU/ReLU6 layer moves into the convolution
-        if isinstance(user, (keras.layers.ReLU, keras.layers.Activation)) and \
+        if layer.name not in returned and \
+                isinstance(user, (keras.layers.ReLU, keras.layers.Activation)) and \
                 activation_name(user) in RELU_LIKE:
             activation = activation_name(user)
             absorbed.add(user.name)

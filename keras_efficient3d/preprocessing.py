@@ -48,8 +48,12 @@ class VideoPreprocessing(keras.layers.Layer):
 
 def with_preprocessing(model, normalization):
     """Prepends `VideoPreprocessing` so that `model` takes raw RGB frames; the result is a
-    `VideoModel`, as the builders' models are."""
+    `VideoModel`, as the builders' models are. `normalization`: a `Normalization`, a preset
+    name ('kinetics') or its config."""
+    from keras_efficient3d.data.normalization import Normalization
     from keras_efficient3d.models._base import VideoModel
+
+    normalization = Normalization.coerce(normalization)
 
     inputs = keras.Input(shape=model.input_shape[1:], name="frames")
     x = VideoPreprocessing(**normalization.to_config(), name="preprocessing")(inputs)

@@ -146,7 +146,12 @@ def resolve_name(name, **kwargs):
     if depths:
         depth = match["depth"]
         if depth is None:
-            depth = kwargs.pop("depth", None) or kwargs.pop("model_depth", None)
+            # both spellings popped (the second would reach the builder), 0 not taken for none
+            depth, other = kwargs.pop("depth", None), kwargs.pop("model_depth", None)
+            if depth is not None and other is not None and depth != other:
+                raise ValueError(f"depth={depth!r} and model_depth={other!r} disagree: give "
+                                 f"one. Received: name={name}")
+            depth = other if depth is None else depth
         if depth is None:
             raise ValueError(f"'{name}' needs a depth, e.g. {arch}{min(depths)} or "
                              f"depth={min(depths)}. Received: name={name}")

@@ -261,6 +261,24 @@ def test_every_saved_kind_loads_after_the_package_import_alone(tmp_path):
     assert read_metadata(paths[0]).frames == 16
 
 
+def test_save_and_read_name_the_users_file_in_one_error(tmp_path):
+    """.KERAS passed the extension check and Keras then refused a temporary file the user
+    never named; a missing .keras was a bare FileNotFoundError from read_metadata."""
+    from keras_efficient3d.artifacts import ModelFileError, read_metadata, save_model
+    from keras_efficient3d.registry import create_model
+
+    model = create_model("mobilenetv2_0.2x", input_shape=(4, 32, 32, 3), num_classes=2)
+    with pytest.raises(ModelFileError, match=r"M.KERAS: a saved model needs the .keras "
+                                             r"extension, in lower case"):
+        save_model(model, str(tmp_path / "M.KERAS"))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ModelFileError, match=r"nope.keras: cannot read it"):
+        read_metadata(str(tmp_path / "nope.keras"))
+    (tmp_path / "dir.keras").mkdir()
+    with pytest.raises(ModelFileError, match=r"dir.keras: cannot read it"):
+        read_metadata(str(tmp_path / "dir.keras"))
+
+
 def test_metadata_fields_outside_input_are_refused_not_kept_as_extras():
     """save_to_preset(metadata={"frames": 8, "size": 32}) kept both as unknown extras and
     recorded no clip: the JSON layout nests them under "input"."""

@@ -106,18 +106,54 @@ def test_every_activation_of_the_models_is_known(family):
     assert seen & {"relu", "relu6"}
 
 
+def _fold_cases():
+    def graph(outputs_of, axis=-1):
+        inputs = keras.Input((8, 6, 6, 3))
+        conv = Conv3D(8, 3, padding=1, name="conv")(inputs)  # a foldable layer: the package's
+        bn = keras.layers.BatchNormalization(axis=axis, name="bn")(conv)
+        relu = keras.layers.ReLU(name="relu")(bn)
+        pooled = keras.layers.GlobalAveragePooling3D()(relu)
+        named = {"conv": conv, "bn": bn, "relu": relu, "pooled": pooled}
+        return keras.Model(inputs, [named[n] for n in outputs_of])
+
+    return {"bn_over_frames": graph(["pooled"], axis=1),  # 8 frames, 8 channels: shapes fit
+            "bn_returned": graph(["bn", "relu"]),
+            "conv_returned": graph(["conv", "bn"])}
+
+
+@pytest.mark.parametrize("case", ["bn_over_frames", "bn_returned", "conv_returned"])
+def test_a_fold_that_would_change_what_the_model_returns_is_left_out(case):
+    """A BatchNorm of another axis than the channels (its scale was put on the kernel's
+    output channels), a BatchNorm whose output the model returns (the ReLU after it was
+    moved into the convolution) or a convolution whose output it returns (it then returned
+    the normalised values): the folded model computed something else, silently."""
+    from keras_efficient3d.fold import fold_batchnorm
+
+    model = _fold_cases()[case]
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(size=n),
+                               rng.normal(size=n), rng.uniform(0.5, 2, n)])
+    x = rng.normal(size=(2, 8, 6, 6, 3)).astype(np.float32)
+    expected = [np.asarray(y) for y in model(x, training=False)]
+    folded = [np.asarray(y) for y in fold_batchnorm(model)(x, training=False)]
+    for want, got in zip(expected, folded):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_a_model_with_preprocessing_folds_as_the_builders_models_do():
     """The network behind the preprocessing layer folds too, and the folded model stays a
     `VideoModel` of the same name, as the folded form of any builder's model is."""
     from helpers import randomize_batchnorm
-    from keras_efficient3d.data.normalization import Normalization
     from keras_efficient3d.fold import fold_batchnorm, inference_form
     from keras_efficient3d.models._base import VideoModel
     from keras_efficient3d.preprocessing import with_preprocessing
 
     net = randomize_batchnorm(registry.create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3),
                                                     num_classes=3), seed=2)
-    model = with_preprocessing(net, Normalization.preset("kinetics"))
+    model = with_preprocessing(net, "kinetics")  # a preset name, as Normalization.coerce takes
     assert isinstance(fold_batchnorm(net), VideoModel)
     for folded in (fold_batchnorm(model), inference_form(model)):
         assert isinstance(model, VideoModel) and isinstance(folded, VideoModel)

@@ -591,10 +591,40 @@ def test_fit_in_halves_ends_with_the_whole_batch_weights(monkeypatch):
     (lambda: k3.MobileNetV1_3D(0.25, input_shape=(8.7, 32, 32, 3)), r"tuple of whole numbers"),
     (lambda: k3.MobileNetV2_3D(0.2, input_tensor=np.zeros((1, 8, 32, 32, 3))),
      r"`input_tensor` must be a Keras tensor .* of type ndarray$"),
+    (lambda: k3.MobileNetV1_3D(0.25, input_shape=5), r"`input_shape` must be a fully defined"),
+    (lambda: k3.ShuffleNetV1_3D(0.04, 1, input_shape=(16, 32, 32, 3)),
+     r"width_mult=0.04 gives the stem 0 channels: too small for any channel"),
+    (lambda: k3.create_model("resnet", depth=0, input_shape=(16, 32, 32, 3)),
+     r"'resnet' has depths 10, 18, .* Received: depth=0"),
+    (lambda: k3.create_model("resnet", depth=18, model_depth=34), r"disagree: give one"),
 ])
 def test_builders_refuse_what_they_would_overflow_truncate_or_quote_whole(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_squeezenet_version_of_another_number_type_is_the_tables():
+    """np.float32(1.1) equals 1.1 but hashed apart from it (a KeyError in the pool table);
+    version=1 named the model squeezenet_3d_1."""
+    model = k3.SqueezeNet_3D(version=np.float32(1.1), input_shape=(16, 32, 32, 3), num_classes=3)
+    assert model.name == "squeezenet_3d_1.1"
+    assert k3.SqueezeNet_3D(version=1, input_shape=(16, 32, 32, 3), num_classes=3).name == \
+        "squeezenet_3d_1.0"
+    assert k3.create_model("resnet", depth=18, model_depth=18, input_shape=(16, 32, 32, 3),
+                           num_classes=3).count_params() > 0
+
+
+def test_a_squeezenet_keras_file_loads_into_a_headless_squeezenet(tmp_path):
+    """Its classifier is a 1x1x1 convolution, "predictions", not a Dense layer: a .keras file
+    of the whole model was refused for include_top=False (a .weights.h5 loaded)."""
+    shape = (16, 32, 32, 3)
+    source = randomize_batchnorm(k3.SqueezeNet_3D(input_shape=shape, num_classes=5))
+    source.save(str(tmp_path / "sq.keras"))
+    headless = k3.SqueezeNet_3D(input_shape=shape, include_top=False,
+                                weights=str(tmp_path / "sq.keras"))
+    for layer in headless.layers:
+        for a, b in zip(layer.get_weights(), source.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_a_models_name_does_not_depend_on_the_widths_type():

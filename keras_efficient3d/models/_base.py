@@ -74,7 +74,10 @@ def video_input(input_shape, input_tensor, min_frames=1, min_size=16):
                              f"{type(input_tensor).__name__}")
         shape = tuple(input_tensor.shape[1:])
     else:
-        shape = tuple(input_shape) if input_shape is not None else DEFAULT_INPUT_SHAPE
+        try:
+            shape = tuple(input_shape) if input_shape is not None else DEFAULT_INPUT_SHAPE
+        except TypeError:  # a number, not a shape: the message below, not "not iterable"
+            shape = (input_shape,)
     if len(shape) != 4 or not all(is_number(s) and float(s).is_integer() for s in shape):
         raise ValueError(
             "`input_shape` must be a fully defined (frames, height, width, channels) tuple of "
@@ -238,12 +241,14 @@ def _copy_weights(source, model, path):
     missing = [layer.name for layer in wanted if layer.name not in held]
     if missing:
         raise mismatch(f"no layer {missing[0]} in the file")
-    # by name, the file's classifier (its Dense layers) left out for a model built with
-    # include_top=False; any other layer more (a deeper model's) is another model
+    # by name, the file's classifier (its Dense layers, and SqueezeNet's 1x1x1 convolution
+    # "predictions") left out for a model built with include_top=False; any other layer
+    # more (a deeper model's) is another model
     headless = not _has_classifier(model)
     names = {layer.name for layer in wanted}
     extra = [name for name in held if name not in names
-             and not (headless and isinstance(held[name], keras.layers.Dense))]
+             and not (headless and (isinstance(held[name], keras.layers.Dense)
+                                    or name == "predictions"))]
     if extra:
         raise mismatch(f"layer {extra[0]} of the file is not in the built model")
     assignments = []

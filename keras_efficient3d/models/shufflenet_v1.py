@@ -56,6 +56,9 @@ def _check_channels(channels, width_mult, groups):
             f"channels, not divisible into {groups} groups. Received: width_mult={width_mult}, "
             f"groups={groups}")
 
+    if channels[0] < 1:  # the stem, int(24 * width_mult)
+        raise ValueError(f"width_mult={width_mult} gives the stem {channels[0]} channels: too "
+                         f"small for any channel. Received: width_mult={width_mult}")
     in_channels = channels[0]
     for stage, repeats in enumerate(STAGE_REPEATS, start=1):
         mid = channels[stage] // 4

@@ -61,6 +61,9 @@ def SqueezeNet_3D(
     num_classes = _base.validate_common(include_top, weights, pooling, num_classes, dropout)
     if not _base.is_number(version) or version not in VERSIONS:
         raise ValueError(f"`version` must be 1.0 or 1.1. Received: version={version!r}")
+    # the table's own value: a NumPy float equals 1.1 but hashes apart from it, and 1 would
+    # name the model squeezenet_3d_1
+    version = next(v for v in VERSIONS if v == version)
     inputs, x = _base.video_input(input_shape, input_tensor)
 
     if version == 1.0:
