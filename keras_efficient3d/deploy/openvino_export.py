@@ -281,7 +281,11 @@ def ptq(ov_model, clips, preset="performance", fast_bias_correction=True, ignore
 
     batch = ov_model.inputs[0].get_partial_shape()[0]
     batch = batch.get_length() if batch.is_static else 1
-    samples = [clips[i:i + batch] for i in range(0, len(clips) - batch + 1, batch)]
+    # every clip in a sample of the model's batch: a last partial one filled with its first
+    # clips again (dropped, 6 clips at batch 4 calibrated on 4; fewer than a batch, on none)
+    samples = [clips[i:i + batch] for i in range(0, len(clips), batch)]
+    if len(samples[-1]) < batch:
+        samples[-1] = np.resize(samples[-1], (batch,) + tuple(np.shape(samples[-1])[1:]))
     kwargs = {"ignored_scope": ignored_scope} if ignored_scope is not None else {}
     # Weights on 7 bits in every layer (NNCF's overflow fix; its default fixes the first layer
     # only): without VNNI, oneDNN's u8 x s8 convolutions sum pairs of products in int16, which

@@ -13,6 +13,7 @@ input quantized and the output dequantized inside the model unless ``int8_io``).
 specialised to one batch size (1 by default) with static shapes, which XNNPACK needs.
 """
 
+import logging
 import warnings
 
 import numpy as np
@@ -48,23 +49,29 @@ def _as_graph(model):
     return model if isinstance(model, DeploymentGraph) else DeploymentGraph(model)
 
 
-def representative_dataset(data, num_samples=64, input_shape=None):
-    """Returns a generator function yielding ``[clip (1, T, H, W, C) float32]``.
+def representative_dataset(data, num_samples=64, input_shape=None, batch=1):
+    """Returns a generator function yielding ``[clips (batch, T, H, W, C) float32]``.
 
     Args:
         data: a `tf.data.Dataset` of ``clips`` or ``(clips, labels, ...)`` batches (the
             training pipeline), a numpy array of clips (N, T, H, W, C), or any iterable of
             such batches.
-        num_samples: clips to yield.
+        num_samples: clips to yield (fewer where `data` has fewer: a warning says so).
         input_shape: optional (T, H, W, C) to check against.
+        batch: clips per sample, the static batch of the graph calibrated (the converter
+            feeds each sample to it whole); a last partial sample is filled with its first
+            clips again.
     """
+    batch = int(batch)
+    if batch < 1:
+        raise ValueError(f"`batch` must be a positive integer. Received: batch={batch}")
 
-    def gen():
+    def clips_of():
         count = 0
         iterable = data.as_numpy_iterator() if isinstance(data, tf.data.Dataset) else (
             [data] if isinstance(data, np.ndarray) else data)
-        for batch in iterable:
-            clips = batch[0] if isinstance(batch, (tuple, list)) else batch
+        for item in iterable:
+            clips = item[0] if isinstance(item, (tuple, list)) else item
             clips = np.asarray(clips, np.float32)
             if clips.ndim == 4:
                 clips = clips[None]
@@ -72,19 +79,32 @@ def representative_dataset(data, num_samples=64, input_shape=None):
                 if input_shape is not None and tuple(clip.shape) != tuple(input_shape):
                     raise ValueError(f"Representative clips must have shape {tuple(input_shape)}. "
                                      f"Received: shape={clip.shape}")
-                yield [clip[None]]
+                yield clip
                 count += 1
                 if count >= num_samples:
                     return
         if count == 0:
             raise ValueError("The representative data yielded no clip.")
+        logging.getLogger(__name__).warning(
+            "int8 calibration on %d clips: the representative data has fewer than the %d "
+            "asked for", count, num_samples)
+
+    def gen():
+        held = []
+        for clip in clips_of():
+            held.append(clip)
+            if len(held) == batch:
+                yield [np.stack(held)]
+                held = []
+        if held:
+            yield [np.stack((held * batch)[:batch])]
 
     return gen
 
 
 def convert_function(concrete_fn, precision="fp32", representative_data=None,
                      num_calibration=64, int8_io=False, input_shape=None, quantized_graph=False,
-                     int8_input=False):
+                     int8_input=False, batch=1):
     """Converts a concrete function to a TFLite flatbuffer (bytes).
 
     ``quantized_graph=True`` means that the function already carries fake-quant ops (after
@@ -108,7 +128,8 @@ def convert_function(concrete_fn, precision="fp32", representative_data=None,
             _require_calibration(representative_data)
             converter.representative_dataset = (
                 representative_data if callable(representative_data) else
-                representative_dataset(representative_data, num_calibration, input_shape))
+                representative_dataset(representative_data, num_calibration, input_shape,
+                                       batch))
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if int8_io or int8_input:
             converter.inference_input_type = tf.int8
@@ -152,7 +173,7 @@ def convert(model, precision="fp32", representative_data=None, num_calibration=6
     graph = _as_graph(model)
     fn = graph.as_function(batch=batch, int8=precision == "int8").get_concrete_function()
     return convert_function(fn, precision, representative_data, num_calibration, int8_io,
-                            graph.input_shape)
+                            graph.input_shape, batch=batch)
 
 
 def frames_graph(model, normalization):
@@ -200,7 +221,8 @@ def _convert_frames(model, normalization, representative_data, num_calibration, 
     pixels[0, 0, 0, 0], pixels[0, 0, 0, 1] = 0.0, 255.0
     clips = (pixels - np.float32(frames.zero_point)) * np.float32(frames.scale)
     fn = graph.as_function(batch=batch, int8=True, input_name="frames").get_concrete_function()
-    blob = convert_function(fn, "int8", clips, len(clips), input_shape=graph.input_shape, int8_input=True)
+    blob = convert_function(fn, "int8", clips, len(clips), input_shape=graph.input_shape,
+                            int8_input=True, batch=batch)
     detail = tflite_interpreter(blob, use_xnnpack=False).get_input_details()[0]
     scale, zero_point = detail["quantization"]
     if zero_point != int(frames.zero_point) - 128 or not np.isclose(scale, frames.scale, rtol=1e-4):

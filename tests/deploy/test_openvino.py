@@ -55,6 +55,30 @@ def trunk():
     return calibrate_batchnorm(model, synthetic_clips(8, seed=3))
 
 
+def test_ptq_of_a_batch_above_one_calibrates_on_every_clip(tmp_path, monkeypatch):
+    """Samples of the IR's batch were cut from whole batches only: 6 clips at batch 4
+    calibrated on 4, and 3 clips on none (NNCF's "Subset size must be positive")."""
+    import nncf
+
+    seen = []
+
+    class Recorded(nncf.Dataset):  # the samples NNCF is given, by their batch
+        def __init__(self, items, *args):
+            seen.append([np.asarray(item).shape[0] for item in items])
+            super().__init__(items, *args)
+
+    monkeypatch.setattr(nncf, "Dataset", Recorded)
+    shape = (8, 32, 32, 3)
+    model = calibrate_batchnorm(create_model("mobilenetv2_0.2x", input_shape=shape,
+                                             num_classes=3), clips(shape, 4))
+    for n, expected in ((3, [4]), (6, [4, 4])):
+        report = openvino_export.export_openvino(
+            model, str(tmp_path / f"m{n}.xml"), quantize="ptq", calibration=clips(shape, n),
+            batch_size=4, verify=False, stem_fold=1)
+        assert report["calibration_clips"] == n
+        assert seen[-1] == expected
+
+
 def test_float_ir_matches_keras(small_model, fp32_ir):
     path, report = fp32_ir
     assert report["precision"] == "fp32" and report["max_rel_error"] < 1e-4
