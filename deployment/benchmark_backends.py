@@ -91,7 +91,10 @@ def _worker_env(backend, threads):
     threads = str(threads)
     return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
                 OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
-                XLA_FLAGS=f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}",
+                # the user's flags kept; XLA has no thread-count flag (the bare word this
+                # set was ignored): a JAX worker is held to `threads` CPUs (`_limit_cpus`)
+                XLA_FLAGS=" ".join(filter(None, [os.environ.get("XLA_FLAGS"),
+                                                 "--xla_cpu_multi_thread_eigen=true"])),
                 PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]))
 
 
@@ -165,6 +168,13 @@ def original_step(repo, name, mode, input_shape, num_classes, train_batch, runs,
     return step
 
 
+def _limit_cpus(threads):
+    """Holds this process to its first `threads` CPUs, before JAX starts: XLA sizes its
+    thread pool by the CPUs it may run on and takes no count of its own."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:max(1, int(threads))])
+
+
 def worker(argv):
     """The worker process: builds its step, warms it up, prints 'ready', then answers each
     line of stdin with the seconds of one step (a call of `runs` inference calls or
@@ -174,6 +184,8 @@ def worker(argv):
     if preload and not allocators.loaded(preload):
         raise RuntimeError(f"{preload} was not preloaded (the dynamic linker refused it)")
     frames, size, num_classes, train_batch, runs, warmup, threads = (int(v) for v in argv[5:])
+    if runtime == "jax":
+        _limit_cpus(threads)
     shape = (frames, size, size, 3)
     if runtime == ORIGINAL:
         step = original_step(repo, name, mode, shape, num_classes, train_batch, runs, threads)

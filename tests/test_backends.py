@@ -385,6 +385,26 @@ def test_a_preset_made_meanwhile_by_another_process_stays(preset_home, tmp_path)
     assert os.path.isfile(os.path.join(cached, presets.METADATA_FILE))
 
 
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_average_pooling_and_the_keras_runner_under_mixed_precision(policy):
+    """PyTorch has no CPU avg_pool3d of fp16 (the mean was taken in float32 for bf16 only)
+    and numpy no bfloat16 (the runner's torch trace returned it)."""
+    from keras_efficient3d.layers import AvgPool3D
+    from keras_efficient3d.runtime import KerasRunner
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        y = AvgPool3D(3, 2, 1)(np.ones((1, 8, 32, 32, 3), "float32"))
+        model = k3.create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3), num_classes=5)
+        out = KerasRunner(model)(np.random.default_rng(0).random((1, 8, 32, 32, 3), np.float32))
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    assert keras.backend.standardize_dtype(y.dtype) == policy.split("_")[1]
+    assert float(keras.ops.convert_to_numpy(y)[0, 2, 2, 2, 0]) == 1.0  # inside: a mean of ones
+    assert np.asarray(out).shape == (1, 5) and np.isfinite(np.asarray(out, np.float32)).all()
+
+
 def test_batchnorm_training_variance_is_never_negative():
     """Channels of nearly equal large values: E[x^2] - E[x]^2 (Keras' moments on JAX and
     PyTorch) cancels to a negative variance; the layer's statistics stay >= 0 and finite."""

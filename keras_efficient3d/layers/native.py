@@ -404,9 +404,10 @@ def pool5d(x, kind, pool_size, strides, padding):
         x = pad_clip(x, padding, fill)
         padding = (0, 0, 0)
     dtype = x.dtype
-    if kind == "avg" and str(dtype).endswith("bfloat16"):
-        # PyTorch has no CPU avg_pool3d of bf16 ("not implemented for 'BFloat16'", under
-        # mixed_bfloat16): the mean in float32, the result back in bf16
+    if kind == "avg" and str(dtype).split(".")[-1] in ("bfloat16", "float16"):
+        # PyTorch has no CPU avg_pool3d of bf16 or fp16 ("not implemented for 'BFloat16'",
+        # 'Half', under mixed_bfloat16 and mixed_float16): the mean in float32, the result
+        # back in the policy's type
         x = ops.cast(x, "float32")
     y = pool(ops.transpose(x, (0, 4, 1, 2, 3)), tuple(pool_size), tuple(strides), padding)
     return ops.cast(ops.transpose(y, (0, 2, 3, 4, 1)), dtype)

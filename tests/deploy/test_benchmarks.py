@@ -806,6 +806,23 @@ def test_targets_script_names_a_missing_package_before_any_work(tmp_path, monkey
     assert code == 2 and len(err) == 1 and "--threads=0: the peers of --repo need" in err[0], err
 
 
+def test_backends_script_keeps_the_users_xla_flags_and_holds_jax_to_its_threads(monkeypatch):
+    """The workers' XLA_FLAGS replaced the user's and held "intra_op_parallelism_threads=N",
+    which XLA ignores (with -- in front, it aborts on it): JAX ran on every core."""
+    import subprocess
+    import sys
+
+    script = _script_module("benchmark_backends")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    flags_ = script._worker_env("jax", 1)["XLA_FLAGS"].split()
+    assert flags_ == ["--xla_dump_to=/tmp/x", "--xla_cpu_multi_thread_eigen=true"]
+    held = subprocess.run(
+        [sys.executable, "-c", "import os, sys; sys.path.insert(0, sys.argv[1]); "
+         "import benchmark_backends as b; b._limit_cpus(1); print(len(os.sched_getaffinity(0)))",
+         os.path.join(ROOT, "deployment")], capture_output=True, text=True, timeout=120)
+    assert held.stdout.strip() == "1", held.stderr[-2000:]
+
+
 def test_targets_script_checks_every_original_name_before_timing_any(tmp_path, capsys):
     """A name the original code lacks was found only once the names before it were timed."""
     from keras_efficient3d import cli
