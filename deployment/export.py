@@ -121,9 +121,9 @@ def main(argv, flag_values=flags.FLAGS):
     except flags.ValidationError as err:
         raise cli.UsageError(f"--output={f.output} {err} for --format={f.format}") from None
     _check_extension(f.format, f.output)
-    if f.format == "savedmodel":  # a folder, made where missing, or one to write into
+    if f.format == "savedmodel" and os.path.isdir(f.output):  # a folder to write into
         cli.writable_folder(f.output)
-    else:
+    else:  # a file, or a folder made in an existing one (a mistyped parent is reported)
         cli.output_parent(f.output)
     common = {"model_name": f.model, "keras_file": f.model_file, "num_frames": f.frames,
               "image_size": f.size, "num_classes": f.num_classes, "batch_size": f.batch_size,
