@@ -256,12 +256,12 @@ def build_converted(checkpoint_path, frames=16, size=112, preprocessing=False,
     `normalization` (a preset name, `Normalization` or its config) defaults to `infer_normalization`;
     `expected`: see `convert_checkpoint`."""
     from keras_efficient3d.data.normalization import Normalization
-    inferred = normalization is None
-    norm = Normalization.coerce(infer_normalization(checkpoint_path) if inferred else normalization)
+    inferred = infer_normalization(checkpoint_path) if normalization is None else None
+    norm = Normalization.coerce(inferred or normalization)
     model, config, checkpoint = convert_checkpoint(checkpoint_path, frames, size, overrides, log,
                                                    expected)
     if inferred:  # said once the file has read as a checkpoint, not before a refusal
-        log(f"inferred normalisation '{infer_normalization(checkpoint_path)}' (from the file name)")
+        log(f"inferred normalisation '{inferred}' (from the file name)")
     if labels is not None and len(labels) != config.get("num_classes", len(labels)):
         raise ConversionError(f"{len(labels)} labels for the {config['num_classes']} classes "
                               f"of {os.path.basename(checkpoint_path)}")
