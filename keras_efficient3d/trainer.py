@@ -372,6 +372,39 @@ def make_optimizer(config):
                     nesterov=config.nesterov, l2_weight_decay=config.weight_decay)
 
 
+def compile_model(model, config):
+    """Compiles `model` for training as `config` says: the run's optimizer, its loss and
+    metrics, and this backend's own choice of `jit_compile`."""
+    model.compile(
+        optimizer=make_optimizer(config),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
+    )
+
+
+def resume_model(config, path, num_classes):
+    """The model of the checkpoint `path`, compiled as a new run of `config` is, with the
+    checkpoint's weights and optimizer state.
+
+    Not Keras' own compile from the file: that is of the backend the checkpoint was written
+    on. A run resumed on another backend would get its optimizer class (PyTorch's Adam
+    then runs torch ops on JAX arrays) and its `jit_compile` (JAX's True sends PyTorch
+    into torch.compile, which fails on the model)."""
+    model = check_model_fits(load_model(path, compile=False), num_classes, config.frames,
+                             config.size, path)
+    compile_model(model, config)
+    model.optimizer.build(model.trainable_variables)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.load_weights(path)  # the weights again, and the optimizer's variables
+    skipped = [str(w.message) for w in caught if "optimizer" in str(w.message).lower()]
+    if skipped:  # Keras only warns when the optimizer's variables do not match
+        raise ValueError(f"{path}: its optimizer state does not fit --optimizer="
+                         f"{config.optimizer} ({skipped[0].splitlines()[0][:200]}); it is not "
+                         "this run's checkpoint (start a new run)")
+    return model
+
+
 def learning_rate_at(config, epoch, progress=1.0):
     """Learning rate of 1-based `epoch` for the 'steps', 'cosine' and 'constant' schedules;
     within the warm-up epochs, `progress` (0 to 1] is how far into the epoch the batch is."""
@@ -971,15 +1004,10 @@ def train(config, extra_callbacks=None):
         keras.mixed_precision.set_global_policy("mixed_float16")
     with strategy.scope():
         if config.resume:
-            model = check_model_fits(load_model(last_path), num_classes, config.frames,
-                                     config.size, last_path)
+            model = resume_model(config, last_path, num_classes)
         else:
             model = build_model(config, num_classes)
-            model.compile(
-                optimizer=make_optimizer(config),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
-            )
+            compile_model(model, config)
     steps, val_steps = config.steps_per_epoch, None
     fit_scope = contextlib.nullcontext()
     if config.distribution == "multiworker":

@@ -303,6 +303,20 @@ def test_train_writes_checkpoints_logs_and_resumes(tiny_gestures, one_epoch_run,
         trainer.train(_tiny_config(tiny_gestures, out, epochs=2, resume=True))
 
 
+def test_a_checkpoint_of_another_optimizer_is_refused_on_resume(tiny_gestures, one_epoch_run):
+    """The model is compiled as the run's flags say and the checkpoint's optimizer state
+    loaded into it: state of another optimizer (SGD's momenta into Adam) is refused, not
+    skipped with a Keras warning and trained from fresh moments."""
+    config = _tiny_config(tiny_gestures, one_epoch_run, optimizer="adam", resume=True)
+    with pytest.raises(ValueError, match=r"last\.keras: its optimizer state does not fit "
+                                         r"--optimizer=adam \(.*\); it is not this run's"):
+        trainer.resume_model(config, str(one_epoch_run / "last.keras"), 8)
+    state = trainer.resume_model(_tiny_config(tiny_gestures, one_epoch_run, resume=True),
+                                 str(one_epoch_run / "last.keras"), 8).optimizer
+    assert int(state.iterations.numpy()) > 0 and any(
+        np.abs(v.numpy()).max() > 0 for v in state.variables[2:])  # momenta, loaded
+
+
 def test_resume_without_a_run_is_a_clear_error(tiny_gestures, tmp_path):
     with pytest.raises(ValueError, match=r"Nothing to resume in .*empty: no last.keras \("):
         trainer.train(_tiny_config(tiny_gestures, tmp_path / "empty", resume=True))
