@@ -318,7 +318,7 @@ def replace_head(model, num_classes, dropout=0.9):
         x = head.input
         x = Conv3D(num_classes, 1, use_bias=True, name="predictions")(x)
         x = keras.layers.ReLU(name="predictions_relu")(x)
-        outputs = keras.layers.GlobalAveragePooling3D(name="avg_pool")(x)
+        outputs = keras.layers.GlobalAveragePooling3D(data_format="channels_last", name="avg_pool")(x)
     return VideoModel(model.inputs, outputs, name=model.name)
 
 

@@ -71,6 +71,11 @@ CONV_CASES = [
     ((9, 11, 11, 2), 3, (7, 7, 7), (1, 2, 2), (3, 3, 3), 1, False),  # ResNet stem
     ((4, 7, 7, 2), 3, (3, 3, 3), (1, 1, 1), (0, 0, 0), 1, True),   # unpadded
     ((3, 2, 2, 2), 4, (3, 7, 7), (1, 2, 2), (1, 3, 3), 1, False),  # padding wider than the clip
+    # grouped, padded in time only: a pad of the batch axis straight into a convolution,
+    # which TensorFlow's oneDNN remapper fused wrongly at batch 1 (AddN shape mismatch)
+    ((4, 8, 8, 4), 4, (3, 1, 1), (1, 2, 2), (1, 0, 0), 2, False),
+    ((4, 8, 8, 4), 4, (3, 2, 2), (1, 1, 1), (1, 0, 0), 2, True),
+    ((4, 8, 8, 4), 4, (3, 1, 1), (1, 1, 1), (1, 0, 0), 1, False),
 ]
 
 
@@ -433,6 +438,13 @@ def test_xnnpack_zero_pad_channels_equals_the_keras_form(batch):
     (lambda: L.MaxPool3D(2, strides=0), r"`strides` must be at least 1"),
     (lambda: L.MaxPool3D(0), r"`pool_size` must be at least 1"),
     (lambda: L.AvgPool3D(2, padding=-1), r"`padding` must be at least 0"),
+    (lambda: L.Conv3D(4.7, 3), r"`filters` must be an integer of at least 1. Received: filters=4.7"),
+    (lambda: L.Conv3D(8, 1, groups=2.9), r"`groups` must be an integer .* groups=2.9"),
+    (lambda: L.Conv3D(0, 1), r"`filters` must be an integer of at least 1"),
+    (lambda: L.ChannelShuffle(2.5), r"`groups` must be an integer .* groups=2.5"),
+    (lambda: L.ZeroPadChannels(7.9), r"`filters` must be an integer .* filters=7.9"),
+    (lambda: L.ZeroPadChannels(8, -1), r"`strides` must be at least 1 .* strides=-1"),
+    (lambda: L.ZeroPadChannels(8, 0), r"`strides` must be at least 1 .* strides=0"),
 ])
 def test_layer_arguments_are_refused_naming_the_argument(make, message):
     with pytest.raises(ValueError, match=message):
@@ -442,6 +454,23 @@ def test_layer_arguments_are_refused_naming_the_argument(make, message):
 def test_layer_arguments_take_numpy_and_whole_float_numbers():
     assert L.Conv3D(4, np.int64(3)).kernel_size == (3, 3, 3)
     assert L.MaxPool3D([2.0, 2, np.int32(2)]).pool_size == (2, 2, 2)
+
+
+@pytest.mark.parametrize("conv", [lambda: L.Conv3D(4, (1, 5, 5)), lambda: L.DepthwiseConv3D((1, 5, 5))])
+def test_a_kernel_larger_than_its_input_is_refused(conv):
+    with pytest.raises(ValueError, match="a window of 5 with padding 0 does not fit 3 height"):
+        conv()(keras.Input((4, 3, 3, 2)))
+
+
+@pytest.mark.parametrize("conv", [
+    lambda: L.DepthwiseConv3D((2, 3, 3), strides=(3, 1, 1), padding=(2, 1, 1)),
+    lambda: L.Conv3D(6, (2, 1, 1), strides=(3, 1, 1), padding=(2, 0, 0), groups=3)])
+def test_a_convolution_whose_taps_all_read_padding_is_refused(conv):
+    """Every output frame would be padding alone: the layers' loops over the live taps ran
+    zero times and failed on None."""
+    with pytest.raises(ValueError, match="no temporal tap of a kernel of 2 frames at stride 3 "
+                                         "with padding 2 meets one of the 1 input frames"):
+        conv()(np.ones((1, 1, 7, 7, 3), np.float32))
 
 
 @pytest.mark.parametrize("pool", [L.AvgPool3D, L.MaxPool3D])

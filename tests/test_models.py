@@ -110,6 +110,30 @@ def test_pooling_options():
     assert avg.output_shape == (None, 1280) and mx.output_shape == (None, 1280)
 
 
+@pytest.mark.parametrize("name,kwargs", [
+    ("mobilenet", {"width_mult": 0.25}),
+    ("mobilenet", {"width_mult": 0.25, "include_top": False, "pooling": "max"}),
+    ("squeezenet", {}), ("resnet10", {}), ("c3d", {})])
+def test_models_ignore_a_channels_first_keras_json(name, kwargs):
+    """The layers are channels-last whatever `keras.config.image_data_format()` says (a
+    PyTorch user's keras.json often says channels_first): the heads' global pools averaged
+    over height, width and channels, and C3D's Flatten reordered fc6's inputs, so that
+    converted weights loaded and gave other outputs."""
+    shape = _small_shape(name)
+    x = np.random.default_rng(0).normal(size=(1,) + shape).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    expected_model = k3.create_model(name, input_shape=shape, num_classes=3, **kwargs)
+    expected = expected_model(x, training=False)
+    keras.config.set_image_data_format("channels_first")
+    try:
+        model = k3.create_model(name, input_shape=shape, num_classes=3, **kwargs)
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    assert model.output_shape == expected_model.output_shape
+    model.set_weights(expected_model.get_weights())
+    np.testing.assert_allclose(model(x, training=False), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_softmax_classifier_activation():
     model = k3.ShuffleNetV2_3D(0.25, num_classes=4, input_shape=(8, 32, 32, 3),
                                classifier_activation="softmax")

@@ -7,6 +7,17 @@ from keras import ops
 PACKAGE = "keras_efficient3d"  # serialization package of every layer: saved files load
 
 
+def whole(value, name, minimum=1):
+    """`value` as a Python int of at least `minimum`; one `ValueError` naming the argument
+    otherwise (`int()` would truncate 4.7 filters to 4 without a word)."""
+    if isinstance(value, (bool, str)) or not isinstance(
+            value, (int, float, np.integer, np.floating)) or not float(value).is_integer() \
+            or value < minimum:
+        raise ValueError(f"`{name}` must be an integer of at least {minimum}. "
+                         f"Received: {name}={value!r}")
+    return int(value)
+
+
 def triple(value, name, minimum=None):
     """`value` (an int, or 3 ints: time, height, width) as 3 Python ints, each at least
     `minimum` where given; one `ValueError` naming the argument otherwise. Padding is

@@ -3,7 +3,14 @@
 import keras
 
 from keras_efficient3d.layers import taps
-from keras_efficient3d.layers._video import PACKAGE, check_input, to_frames, to_video, triple
+from keras_efficient3d.layers._video import (
+    PACKAGE,
+    check_input,
+    to_frames,
+    to_video,
+    triple,
+    whole,
+)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -13,9 +20,7 @@ class ChannelShuffle(keras.layers.Layer):
 
     def __init__(self, groups, **kwargs):
         super().__init__(**kwargs)
-        self.groups = int(groups)
-        if self.groups < 1:
-            raise ValueError(f"`groups` must be >= 1. Received: groups={groups}")
+        self.groups = whole(groups, "groups")
 
     def build(self, input_shape):
         check_input(self, input_shape)
@@ -63,8 +68,8 @@ class ZeroPadChannels(keras.layers.Layer):
 
     def __init__(self, filters, strides=1, **kwargs):
         super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.strides = triple(strides, "strides")
+        self.filters = whole(filters, "filters")
+        self.strides = triple(strides, "strides", minimum=1)
 
     def build(self, input_shape):
         check_input(self, input_shape)

@@ -6,7 +6,28 @@ import keras
 from keras import ops
 
 from keras_efficient3d.layers import forms, native, taps
-from keras_efficient3d.layers._video import PACKAGE, check_input, to_frames, to_video, triple
+from keras_efficient3d.layers._video import (
+    PACKAGE,
+    check_input,
+    check_window,
+    to_frames,
+    to_video,
+    triple,
+    whole,
+)
+
+
+def check_taps(layer, input_shape):
+    """Refuses a convolution none of whose temporal taps meets a frame of the clip (padding
+    at least the kernel, at a stride that steps over the frames): every output would be
+    padding alone."""
+    t = input_shape[1]
+    kt, st, pt = layer.kernel_size[0], layer.strides[0], layer.padding[0]
+    if t is not None and t + 2 * pt >= kt and not taps.live_taps(t, kt, st, pt):
+        raise ValueError(
+            f"{type(layer).__name__} '{layer.name}': no temporal tap of a kernel of {kt} "
+            f"frames at stride {st} with padding {pt} meets one of the {t} input frames; "
+            f"every output would be padding. Received: input_shape={tuple(input_shape)}")
 
 
 class _Conv3DBase(keras.layers.Layer):
@@ -43,6 +64,11 @@ class _Conv3DBase(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def _check_fits(self, input_shape):
+        check_input(self, input_shape)
+        check_window(self, input_shape, self.kernel_size, self.padding)
+        check_taps(self, input_shape)
 
     def _output_shape(self, input_shape, channels):
         kt, kh, kw = self.kernel_size
@@ -111,16 +137,16 @@ class Conv3D(_Conv3DBase):
     def __init__(self, filters, kernel_size, strides=1, padding=0, groups=1, use_bias=False,
                  **kwargs):
         super().__init__(kernel_size, strides, padding, use_bias, **kwargs)
-        self.filters = int(filters)
-        self.groups = int(groups)
-        if self.filters < 1 or self.groups < 1 or self.filters % self.groups:
+        self.filters = whole(filters, "filters")
+        self.groups = whole(groups, "groups")
+        if self.filters % self.groups:
             raise ValueError(
                 "`filters` must be a positive multiple of `groups`. "
                 f"Received: filters={filters}, groups={groups}"
             )
 
     def build(self, input_shape):
-        check_input(self, input_shape)
+        self._check_fits(input_shape)
         channels = input_shape[-1]
         if channels % self.groups:
             raise ValueError(
@@ -188,7 +214,7 @@ class DepthwiseConv3D(_Conv3DBase):
     """
 
     def build(self, input_shape):
-        check_input(self, input_shape)
+        self._check_fits(input_shape)
         channels = input_shape[-1]
         self.kernel = self.add_weight(
             name="kernel",

@@ -212,6 +212,27 @@ def phase(x, t, batch, st, p):
     return select_frames(x, n, batch, 0, m), m
 
 
+def unpadded_taps(x, t, batch, kt, st, pt):
+    """Per temporal tap, ``(frames tensor, frames, lead, trail)`` (None for the dead taps
+    of `live_taps`): the frames the tap meets, read from the clip (or its phase stream,
+    `phase`) in place, and the zero frames it meets before and after them, counted, not
+    added; and t_out."""
+    t_out, windows = tap_windows(t, kt, st, pt)
+    streams = {}
+    taps = []
+    for window in windows:
+        if window is None:
+            taps.append(None)
+            continue
+        p, start, stop, lead, trail = window
+        if p not in streams:
+            streams[p] = phase(x, t, batch, st, p)
+        xp, n = streams[p]
+        taps.append((select_frames(xp, n, batch, start, stop - start), stop - start, lead,
+                     trail))
+    return taps, t_out
+
+
 def temporal_taps(x, t, batch, kt, st, pt, pad_input=False):
     """One ``(batch * t_out, H, W, C)`` frames tensor per temporal tap (None for the dead
     taps of `live_taps`), each holding the frames that tap meets, and t_out.
@@ -220,20 +241,9 @@ def temporal_taps(x, t, batch, kt, st, pt, pad_input=False):
     zero frames where it reads outside the clip; ``pad_input`` pads the input once and
     slices every tap from it (the deployment graph's form)."""
     if not pad_input:
-        t_out, windows = tap_windows(t, kt, st, pt)
-        streams = {}
-        taps = []
-        for window in windows:
-            if window is None:
-                taps.append(None)
-                continue
-            p, start, stop, lead, trail = window
-            if p not in streams:
-                streams[p] = phase(x, t, batch, st, p)
-            xp, n = streams[p]
-            taps.append(pad_frames(select_frames(xp, n, batch, start, stop - start),
-                                   stop - start, batch, lead, trail))
-        return taps, t_out
+        taps, t_out = unpadded_taps(x, t, batch, kt, st, pt)
+        return [None if tap is None else pad_frames(tap[0], tap[1], batch, *tap[2:])
+                for tap in taps], t_out
     live = live_taps(t, kt, st, pt)
     tp = t + 2 * pt
     t_out = (tp - kt) // st + 1
@@ -321,6 +331,23 @@ def convolution(x, t, batch, kernel, kernel_size, strides, padding, groups=1,
     for g in ([None] if grouped else range(groups)):
         xg = x if groups == 1 or grouped else static_slice(
             x, [0, 0, 0, g * cin], [-1, -1, -1, cin])
+        if not pad_input and (grouped or len(live_taps(t, kt, st, pt)) == 1):
+            # Each tap convolved over the frames it meets, its zero frames added to the
+            # output (zero in, zero out; the bias comes after): fewer frames to convolve,
+            # and no pad of the batch axis feeding a convolution, which TensorFlow's oneDNN
+            # remapper fuses into it wrongly at batch 1 (the padded frames lost).
+            unpadded, t_out = unpadded_taps(xg, t, batch, kt, st, pt)
+            y = None
+            for i, tap in enumerate(unpadded):
+                if tap is not None:
+                    xi, n, lead, trail = tap
+                    yi = pad_frames(conv2d(xi, kernel(None if grouped else g, [i])), n, batch,
+                                    lead, trail)
+                    y = yi if y is None else y + yi
+            if bias is not None:
+                y = bias_add(y, bias(g))
+            parts.append(y)
+            continue
         taps, t_out = temporal_taps(xg, t, batch, kt, st, pt, pad_input)
         live = [i for i, tap in enumerate(taps) if tap is not None]
         if len(live) == 1:

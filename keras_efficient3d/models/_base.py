@@ -113,7 +113,7 @@ def pooled_head(x, include_top, pooling, num_classes, dropout, classifier_activa
 
     The original pools with ``avg_pool3d(x, x.size()[-3:])``, a global average."""
     if include_top:
-        x = keras.layers.GlobalAveragePooling3D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling3D(data_format="channels_last", name="avg_pool")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name="dropout")(x)
         return keras.layers.Dense(num_classes, activation=classifier_activation,
@@ -123,9 +123,9 @@ def pooled_head(x, include_top, pooling, num_classes, dropout, classifier_activa
 
 def feature_pooling(x, pooling):
     if pooling == "avg":
-        return keras.layers.GlobalAveragePooling3D(name="avg_pool")(x)
+        return keras.layers.GlobalAveragePooling3D(data_format="channels_last", name="avg_pool")(x)
     if pooling == "max":
-        return keras.layers.GlobalMaxPooling3D(name="max_pool")(x)
+        return keras.layers.GlobalMaxPooling3D(data_format="channels_last", name="max_pool")(x)
     return x
 
 

@@ -58,7 +58,7 @@ def C3D(include_top=True, weights=None, input_tensor=None, input_shape=None, poo
             f"with include_top=False. Received: input_shape={tuple(inputs.shape[1:])}"
         )
     x = keras.layers.Permute((4, 1, 2, 3), name="to_channels_first")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Flatten(data_format="channels_last", name="flatten")(x)
     for fc in ("fc6", "fc7"):
         x = keras.layers.Dense(4096, activation="relu", name=fc)(x)
         if dropout:

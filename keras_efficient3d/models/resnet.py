@@ -98,7 +98,7 @@ def ResNet3DBase(
                 f"{tuple(x.shape[1:4])}; use frames that are multiples of 16 and sizes that "
                 f"are multiples of 32. Received: input_shape={tuple(inputs.shape[1:])}"
             )
-        x = keras.layers.GlobalAveragePooling3D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling3D(data_format="channels_last", name="avg_pool")(x)
         outputs = keras.layers.Dense(num_classes, activation=classifier_activation,
                                      name="predictions")(x)
     else:

@@ -93,7 +93,7 @@ def SqueezeNet_3D(
             x = keras.layers.Dropout(dropout, name="dropout")(x)
         x = Conv3D(num_classes, 1, use_bias=True, name="predictions")(x)
         x = keras.layers.ReLU(name="predictions_relu")(x)
-        x = keras.layers.GlobalAveragePooling3D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling3D(data_format="channels_last", name="avg_pool")(x)
         if classifier_activation:
             x = keras.layers.Activation(classifier_activation, name="predictions_activation")(x)
         outputs = x
