@@ -821,7 +821,7 @@ def test_every_pool_runs_under_mixed_bfloat16():
     """ShuffleNetV1's average pools under mixed_bfloat16: PyTorch has no CPU bf16 avg_pool3d,
     and the mean is taken in float32 there; on each backend the bf16 model follows the
     float one."""
-    x = np.random.default_rng(9).uniform(size=(1, 16, 32, 32, 3)).astype(np.float32)
+    x = np.random.default_rng(9).uniform(size=(4, 16, 32, 32, 3)).astype(np.float32)
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         mixed = k3.create_model("shufflenet_0.25x_g3", input_shape=(16, 32, 32, 3), num_classes=5)
@@ -832,7 +832,10 @@ def test_every_pool_runs_under_mixed_bfloat16():
     got = keras.ops.convert_to_numpy(keras.ops.cast(mixed(x, training=False), "float32"))
     expected = keras.ops.convert_to_numpy(plain(x, training=False))
     assert np.isfinite(got).all()
-    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.9
+    # bf16's 8-bit mantissa: 0.6-1.4% of the logits' scale measured on the three backends; a
+    # pool off by a factor (a sum for a mean) or a wrong window is far outside 5%.
+    assert np.abs(got - expected).max() <= 0.05 * np.abs(expected).max()
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.999
 
 
 _RESUME = """
