@@ -290,3 +290,26 @@ def test_metadata_fields_outside_input_are_refused_not_kept_as_extras():
     assert (read.frames, read.size, read.extra) == (8, 32, {"future_key": 1})
     with pytest.raises(ValueError, match=r"extra must not repeat the known keys. Received: \['batch'\]"):
         ModelMetadata(frames=8, extra={"batch": 8})  # it would write what it cannot read
+
+
+@pytest.mark.parametrize("preset, by_hand", [
+    # The original's figures, written out here: ActivityNet's mean, 0-255 RGB ...
+    ("original", lambda f: f - np.float32([114.7748, 107.7354, 99.4750])),
+    # ... BGR as OpenCV gave the Kinetics videos, the mean applied to B, G, R as they came ...
+    ("kinetics", lambda f: f[..., ::-1] - np.float32([114.7748, 107.7354, 99.4750])),
+    ("kinetics_mean_std", lambda f: (f[..., ::-1] - np.float32([110.63666788, 103.16065604,
+                                                                96.29023126]))
+     / np.float32([38.7568578, 37.88248729, 40.02898126])),
+    # ... and this project's 0-1 frames.
+    ("unit", lambda f: f / np.float32(255.0)),
+])
+def test_a_model_with_preprocessing_takes_raw_frames_as_the_normalisation_says(preset, by_hand):
+    """`with_preprocessing(model, preset)` on uint8 RGB frames is the model on the frames
+    normalised by hand (channel order, value range, mean, std), not by the package."""
+    from keras_efficient3d.preprocessing import with_preprocessing
+
+    model = create_model("mobilenet_0.25x", input_shape=(4, 16, 16, 3), num_classes=3)
+    frames = np.random.default_rng(5).integers(0, 256, (2, 4, 16, 16, 3), dtype=np.uint8)
+    expected = model(by_hand(frames.astype(np.float32)), training=False)
+    got = with_preprocessing(model, preset)(frames, training=False)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
