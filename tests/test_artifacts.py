@@ -306,10 +306,18 @@ def test_metadata_fields_outside_input_are_refused_not_kept_as_extras():
 def test_a_model_with_preprocessing_takes_raw_frames_as_the_normalisation_says(preset, by_hand):
     """`with_preprocessing(model, preset)` on uint8 RGB frames is the model on the frames
     normalised by hand (channel order, value range, mean, std), not by the package."""
+    from keras_efficient3d.layers import Conv3D
     from keras_efficient3d.preprocessing import with_preprocessing
 
-    model = create_model("mobilenet_0.25x", input_shape=(4, 16, 16, 3), num_classes=3)
+    # A linear model: every input value shows in its output (a network's ReLU6 saturates on
+    # 0-255 inputs and hides the normalisation).
+    inputs = keras.Input((4, 16, 16, 3))
+    model = keras.Model(inputs, Conv3D(4, (1, 2, 2), use_bias=True,
+                                       bias_initializer="random_normal")(inputs))
     frames = np.random.default_rng(5).integers(0, 256, (2, 4, 16, 16, 3), dtype=np.uint8)
-    expected = model(by_hand(frames.astype(np.float32)), training=False)
-    got = with_preprocessing(model, preset)(frames, training=False)
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    expected = np.asarray(model(by_hand(frames.astype(np.float32)), training=False))
+    got = np.asarray(with_preprocessing(model, preset)(frames, training=False))
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+    # the model tells the normalisations apart: a wrong one would show
+    other = np.asarray(model(frames.astype(np.float32)[..., ::-1] / 255.0, training=False))
+    assert np.abs(other - expected).max() > 1e-2 * np.abs(expected).max()
