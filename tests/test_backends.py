@@ -740,6 +740,34 @@ def test_eager_calls_skip_keras_layer_calls_only_on_pytorch(monkeypatch):
     assert keras.backend.standardize_dtype(mixed(x, training=False).dtype) == "bfloat16"
 
 
+def test_batchnorm_under_a_float16_policy_follows_keras():
+    """Under the `float16` policy (float16 variables too), our BatchNorm trains and infers
+    as Keras' own: its float32 statistics went into float16 moving variables (TensorFlow:
+    an AddV2 of float16 and float32) and PyTorch's kernel got float16 weights beside a
+    float32 input ('mixed dtype')."""
+    from keras_efficient3d.layers.normalization import batch_norm
+
+    x = (np.random.default_rng(3).normal(size=(2, 3, 4, 4, 6)) * 2 + 1).astype(np.float16)
+    keras.config.set_dtype_policy("float16")
+    try:
+        ours, theirs = batch_norm("ours"), keras.layers.BatchNormalization(
+            axis=-1, momentum=0.9, epsilon=1e-5)
+        outputs = []
+        for layer in (ours, theirs):
+            layer.build(x.shape)
+            outputs.append([keras.ops.convert_to_numpy(layer(x, training=True)),
+                            keras.ops.convert_to_numpy(layer(x, training=False)),
+                            keras.ops.convert_to_numpy(layer.moving_mean)])
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert keras.backend.standardize_dtype(ours.moving_mean.dtype) == "float16"
+    assert np.abs(outputs[0][2]).max() > 0.05  # the moving mean was updated
+    for a, b in zip(*outputs):
+        assert a.dtype == b.dtype == np.float16
+        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=1e-2,
+                                   atol=1e-2)
+
+
 def test_batchnorm_training_gradients_equal_keras():
     """Our BatchNorm's training step (TensorFlow's and JAX's hand-written gradient, PyTorch's
     fused kernel) gives Keras' BatchNormalization's outputs, gradients (input, gamma, beta)

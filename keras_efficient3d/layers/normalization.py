@@ -132,8 +132,10 @@ def _batch_norm_torch(x, gamma, beta, moving_mean, moving_variance, epsilon, tra
     from keras_efficient3d.layers.native import torch_tensor as convert
 
     rank = len(x.shape)
-    gamma = None if gamma is None else convert(gamma)
-    beta = None if beta is None else convert(beta)
+    # x is float32; the weights are float16 under a float16 policy (.float() of a float32
+    # tensor is the tensor itself)
+    gamma = None if gamma is None else convert(gamma).float()
+    beta = None if beta is None else convert(beta).float()
     channels = x.shape[-1]
     if training:
         # Buffers that PyTorch's kernel fills with the batch statistics (momentum 1): the
@@ -142,7 +144,7 @@ def _batch_norm_torch(x, gamma, beta, moving_mean, moving_variance, epsilon, tra
         stats = (torch.zeros(channels, dtype=x.dtype, device=x.device),
                  torch.zeros(channels, dtype=x.dtype, device=x.device))
     else:
-        stats = (convert(moving_mean), convert(moving_variance))
+        stats = (convert(moving_mean).float(), convert(moving_variance).float())
     y = F.batch_norm(x.permute((0, rank - 1) + tuple(range(1, rank - 1))), *stats, gamma,
                      beta, training, 1.0, epsilon)
     y = y.permute((0,) + tuple(range(2, rank)) + (1,))
@@ -224,6 +226,11 @@ class BatchNorm(keras.layers.BatchNormalization):
         return [ops.cast(y, self.compute_dtype) for y in ys]
 
     def _update_moving(self, mean, variance):
+        # float32 statistics into the moving variables' dtype (float16 under a float16
+        # policy, where the variables are float16 too)
+        dtype = keras.backend.standardize_dtype(self.moving_mean.dtype)
+        if dtype != "float32":
+            mean, variance = ops.cast(mean, dtype), ops.cast(variance, dtype)
         if keras.backend.backend() == "torch":
             # torch's own lerp: a Keras variable's arithmetic dispatches through keras.ops,
             # which costs more than the update in an eager training step
