@@ -66,9 +66,15 @@ whole-model ``torch.save(model)``, TorchScript ``__torch__`` classes, ...) raise
 ids other than storages (the legacy ``'module'`` ids of whole-model saves) are refused the
 same way, and so are the ``EXT1/2/4`` opcodes (the copyreg extension registry, which the C
 unpickler can resolve from a cache without calling ``find_class``); each pickle's opcodes are
-scanned for them before it is loaded. Tensor descriptions are checked against their storage's bounds before numpy
-touches memory; sizes read from the file are checked against the file's size before
-reading. Truncated or corrupt files raise :class:`CheckpointError` naming the file.
+scanned for them before it is loaded, with its stack simulated: containers nested deeper
+than ``_MAX_NESTING`` (whose hashing would crash CPython) and a ``BUILD`` on an allowed global
+(setting attributes on this module's own functions) are refused too. Tensor descriptions are
+checked against their storage's bounds, at most 64 dimensions of sizes under 2**62, before
+numpy touches memory, and all of a file's tensors together may take little more than its
+storages hold; sizes read from the file are checked against the file's size before reading;
+zip records must be stored as ``torch.save`` stores them (a compressed one could inflate to
+gigabytes). Legacy storages are little-endian whatever ``sys_info`` says, as PyTorch writes
+and reads them. Truncated or corrupt files raise :class:`CheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -77,12 +83,14 @@ import codecs
 import collections
 import dataclasses
 import io
+import lzma
 import math
 import os
 import pickle
 import pickletools
 import struct
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -100,6 +108,12 @@ LEGACY_PROTOCOL_VERSION = 1001
 DATA_PARALLEL_PREFIX = "module."
 # The most a tensor whose strides repeat its storage's elements may expand to.
 _MAX_REPEATED_BYTES = 64 * 2**20
+_MAX_DIMS = 64
+_MAX_INDEX = 2**62
+# Containers nested deeper than this are refused before unpickling: CPython hashes a deeply
+# nested tuple (a dict key, a frozenset item) recursively in C and crashes the process; a
+# torch.save pickle nests a few levels.
+_MAX_NESTING = 100
 
 
 class CheckpointError(ValueError):
@@ -263,8 +277,11 @@ class _TensorRef:
             raise CheckpointError(f"a tensor is built on {type(storage).__name__}, not on a storage")
         self.storage = storage
         self.offset = _as_index(offset, "storage offset")
-        self.shape = tuple(_as_index(s, "size") for s in _as_sequence(shape, "size"))
-        self.stride = tuple(_as_index(s, "stride") for s in _as_sequence(stride, "stride"))
+        shape, stride = _as_sequence(shape, "size"), _as_sequence(stride, "stride")
+        if len(shape) > _MAX_DIMS:  # before any arithmetic on them (numpy's own limit)
+            raise CheckpointError(f"a tensor has {len(shape)} dimensions, more than {_MAX_DIMS}")
+        self.shape = tuple(_as_index(s, "size") for s in shape)
+        self.stride = tuple(_as_index(s, "stride") for s in stride)
         if len(self.shape) != len(self.stride):
             raise CheckpointError(f"a tensor has size {self.shape} but stride {self.stride}")
 
@@ -309,7 +326,8 @@ class _TensorRef:
 
 
 def _as_index(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    # bounded: products of a few thousand-bit integers made a 15 KB file take minutes
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_INDEX:
         raise CheckpointError(f"invalid tensor {what}: {value!r}")
     return value
 
@@ -460,14 +478,83 @@ def _safe_load(f, source: str, persistent_load=None):
     code has been seen in this process, so they are refused outright (torch never writes them).
     """
     start = f.tell()
-    for opcode, _, _ in pickletools.genops(f):
-        if opcode.name in _EXTENSION_OPCODES:
-            raise UnsafeCheckpointError(
-                f"refusing to load '{source}': it uses the pickle extension registry ({opcode.name}), "
-                "which can name any callable; only tensors and plain containers are allowed"
-            )
+    _check_opcodes(f, source)
     f.seek(start)
     return _SafeUnpickler(f, source, persistent_load).load()
+
+
+_MARK = object()
+_GLOBAL = -1  # the depth that stands for a global (a class or function of the allow-list)
+_MEMO_PUT = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_MEMO_GET = frozenset({"GET", "BINGET", "LONG_BINGET"})
+# Opcodes that add to the container below their arguments: its depth, not one more per call.
+_FILLS = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS"})
+
+
+def _check_opcodes(f, source: str):
+    """Scans one pickle's opcodes, simulating its stack with each entry's nesting depth:
+    refuses the copyreg extension registry (``EXT*``: the C unpickler resolves a code seen
+    before in this process without asking ``find_class``), containers nested deeper than
+    ``_MAX_NESTING``, and a ``BUILD`` on a global (it would set attributes on the reader's own
+    allowed functions or classes, for every later load)."""
+    stack, memo = [], {}
+
+    def pop_to_mark():
+        items = []
+        while stack and stack[-1] is not _MARK:
+            items.append(stack.pop())
+        if not stack:
+            raise CheckpointError(f"'{source}' is not a valid pickle (no MARK)")
+        stack.pop()
+        return items
+
+    def deepest(items):
+        return max([d for d in items if d is not _MARK] + [0])
+
+    for opcode, arg, _ in pickletools.genops(f):
+        name = opcode.name
+        if name in _EXTENSION_OPCODES:
+            raise UnsafeCheckpointError(
+                f"refusing to load '{source}': it uses the pickle extension registry ({name}), "
+                "which can name any callable; only tensors and plain containers are allowed"
+            )
+        if name in _MEMO_PUT or name == "MEMOIZE":
+            if not stack:
+                raise CheckpointError(f"'{source}' is not a valid pickle ({name} on an empty stack)")
+            memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+            continue
+        if name in _MEMO_GET:
+            if arg not in memo:
+                raise CheckpointError(f"'{source}' is not a valid pickle ({name} of {arg!r})")
+            stack.append(memo[arg])
+            continue
+        if name in ("GLOBAL", "STACK_GLOBAL"):
+            if name == "STACK_GLOBAL":
+                del stack[-2:]
+            stack.append(_GLOBAL)
+            continue
+        if name == "BUILD" and len(stack) >= 2 and stack[-2] == _GLOBAL:
+            raise UnsafeCheckpointError(
+                f"refusing to load '{source}': it sets attributes on a global (pickle BUILD); "
+                "only tensors and plain containers are allowed")
+        popped, marked = [], False
+        for item in reversed(opcode.stack_before):
+            if item is pickletools.markobject:
+                popped += pop_to_mark()
+                marked = True
+            elif item is not pickletools.stackslice and stack:
+                popped.append(stack.pop())
+        if name in _FILLS or name == "BUILD":
+            container = popped[-1] if popped else 0  # popped last: it was lowest
+            depth = max(container, deepest(popped[:-1]) + 1)
+        else:
+            depth = deepest(popped) + 1 if (popped or marked) else 0
+        if depth > _MAX_NESTING:
+            raise CheckpointError(
+                f"'{source}' nests containers more than {_MAX_NESTING} deep; refused (a "
+                "checkpoint nests a few)")
+        for item in opcode.stack_after:
+            stack.append(_MARK if item is pickletools.markobject else depth)
 
 
 # --------------------------------------------------------------------------------------
@@ -504,8 +591,9 @@ def _load_legacy(f, source: str, file_size: int):
     version = _safe_load(f, source)
     if version != LEGACY_PROTOCOL_VERSION:
         raise CheckpointError(f"'{source}' has unsupported legacy protocol version {version!r}")
-    sys_info = _safe_load(f, source)
-    big_endian = isinstance(sys_info, dict) and sys_info.get("little_endian", True) is False
+    _safe_load(f, source)  # sys_info: PyTorch writes and reads legacy data little-endian
+    # whatever it says (THPStorage_writeFileRaw, and _legacy_load never reads it)
+    big_endian = False
 
     storages: dict[str, _Storage] = {}
     views: dict[str, _StorageView] = {}
@@ -578,6 +666,14 @@ def _read_zip(zf, source: str):
     if len(pickles) != 1:
         raise CheckpointError(f"'{source}' is a zip archive but not a torch.save checkpoint (no single data.pkl)")
     prefix = pickles[0][: -len("data.pkl")]
+    # torch.save stores its records uncompressed (PyTorch reads them in place): a compressed
+    # or encrypted one is not its writing, and a compressed one could inflate to gigabytes.
+    for info in zf.infolist():
+        if info.flag_bits & 0x1 or info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(
+                f"'{source}': record {info.filename!r} is "
+                f"{'encrypted' if info.flag_bits & 0x1 else 'compressed'}; torch.save stores "
+                "its records as they are (not a torch.save checkpoint, or one re-zipped)")
     if any(n.startswith(prefix + "code/") for n in names):
         raise CheckpointError(
             f"'{source}' is a TorchScript archive (torch.jit.save); only torch.save checkpoints are supported"
@@ -741,11 +837,29 @@ def load_checkpoint(path: str | os.PathLike, *, load_extra_tensors: bool = False
         RecursionError,
         UnicodeDecodeError,
         OSError,
+        RuntimeError,
+        NotImplementedError,
+        zlib.error,
+        lzma.LZMAError,
     ) as exc:
         raise CheckpointError(
             f"cannot read checkpoint '{source}': the file is truncated or corrupt "
             f"({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def _check_total_size(tensors, source: str):
+    """Refuses tensors that would take more memory in all than their storages hold plus
+    `_MAX_REPEATED_BYTES` (or twice the storages): each tensor's own cap would let a file
+    of a few bytes per tensor ask for 64 MiB per tensor (repeated views, stride 0)."""
+    unique = {id(t): t for t in tensors}.values()
+    total = sum(math.prod(t.shape) * t.dtype.itemsize for t in unique)
+    roots = {id(t.storage.root()): t.storage.root() for t in unique}.values()
+    held = sum(r.numel * r.kind.itemsize for r in roots)
+    if total > held + max(_MAX_REPEATED_BYTES, held):
+        raise CheckpointError(
+            f"'{source}': its tensors would take {total / 2**20:.0f} MiB from storages of "
+            f"{held / 2**20:.0f} MiB; refused (a model's tensors hold their own data)")
 
 
 def _interpret(obj, read_storages, serialization, path, source, load_extra_tensors) -> Checkpoint:
@@ -776,6 +890,7 @@ def _interpret(obj, read_storages, serialization, path, source, load_extra_tenso
             wanted.append(value)
     if load_extra_tensors:
         _collect_tensors(extra_raw, wanted, set())
+    _check_total_size(wanted, source)
     read_storages({t.storage.root().key for t in wanted})
 
     memo: dict = {}

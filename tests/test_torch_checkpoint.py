@@ -300,8 +300,10 @@ def test_zip_top_folder_name_varies(tmp_path):
 
 
 def test_legacy_storage_views_and_big_endian(tmp_path):
-    """Old-style storage views (view_metadata) and a big-endian file."""
-    data = np.arange(10, dtype=">f4")
+    """Old-style storage views (view_metadata), and a file from a big-endian machine: its
+    sys_info says so, but PyTorch writes (and reads) legacy storages little-endian whatever
+    the machine (THPStorage_writeFileRaw; _legacy_load never reads sys_info)."""
+    data = np.arange(10, dtype="<f4")
     main = io.BytesIO()
     view = Global("torch", "FloatStorage")
     pid = {"whole": ("storage", view, "root", "cpu", 10, None),
@@ -464,7 +466,20 @@ def test_a_tensor_repeating_its_storage_into_gigabytes_is_refused(tmp_path):
     path = tmp_path / "bomb.pth"
     write_zip(path, {"state_dict": ordered([("w", tensor(s, 0, (100000, 100000), (0, 0)))])}, [s])
     assert path.stat().st_size < 2000
-    with pytest.raises(CheckpointError, match=r"repeats a storage of 1 elements into 38147 MiB"):
+    with pytest.raises(CheckpointError, match=r"its tensors would take 38147 MiB from storages "
+                                              r"of 0 MiB; refused"):
+        load_checkpoint(path)
+
+
+def test_many_tensors_repeating_one_storage_are_refused_together(tmp_path):
+    """Each under the one-tensor cap (16 Mi floats, 64 MiB), eight of them 512 MiB from a
+    912-byte file."""
+    s = Storage("FloatStorage", np.zeros(1, dtype=np.float32), "0")
+    path = tmp_path / "amp.pth"
+    write_zip(path, {"state_dict": ordered([(f"w{i}", tensor(s, 0, (4096, 4096), (0, 0)))
+                                            for i in range(8)])}, [s])
+    assert path.stat().st_size < 2000
+    with pytest.raises(CheckpointError, match=r"its tensors would take 512 MiB"):
         load_checkpoint(path)
 
 
@@ -481,4 +496,70 @@ def test_no_state_dict(tmp_path):
     path = tmp_path / "plain.pth"
     write_zip(path, {"epoch": 1, "notes": "hello"}, [])
     with pytest.raises(CheckpointError, match=r"no state dict.*epoch.*notes"):
+        load_checkpoint(path)
+
+
+def _zip_with_pickle(path, body):
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("d/data.pkl", b"\x80\x02" + body + pickle.STOP)
+    return path
+
+
+@pytest.mark.parametrize("use", ["key", "frozenset"])
+def test_containers_nested_past_any_checkpoint_are_refused_before_unpickling(tmp_path, use):
+    """A 200 KB tuple nested 200,000 deep, hashed as a dict key or a frozenset item, crashed
+    the interpreter (CPython's tuple hash recurses in C): no error could be raised."""
+    nested = pickle.EMPTY_TUPLE + pickle.TUPLE1 * 200_000
+    if use == "key":
+        body = pickle.EMPTY_DICT + nested + pickle.NONE + pickle.SETITEM
+    else:
+        body = (b"c__builtin__\nfrozenset\n" + pickle.EMPTY_LIST + nested + pickle.APPEND
+                + pickle.TUPLE1 + pickle.REDUCE)
+    path = _zip_with_pickle(tmp_path / "deep.pth", body)
+    with pytest.raises(CheckpointError, match=r"'deep\.pth' nests containers more than 100 deep"):
+        load_checkpoint(path)
+
+
+def test_setting_attributes_on_an_allowed_global_is_refused(tmp_path):
+    """BUILD on a function of the allow-list set attributes on the reader's own function, for
+    every later load in the process."""
+    from keras_efficient3d import torch_checkpoint
+
+    body = (b"ctorch\ndevice\n" + pickle.EMPTY_DICT + pickle.BINUNICODE
+            + struct.pack("<I", 6) + b"marker" + pickle.BININT1 + b"\x01" + pickle.SETITEM
+            + pickle.BUILD)
+    path = _zip_with_pickle(tmp_path / "mut.pth", body)
+    with pytest.raises(UnsafeCheckpointError, match="sets attributes on a global"):
+        load_checkpoint(path)
+    assert not hasattr(torch_checkpoint._torch_device, "marker")
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_DEFLATED, zipfile.ZIP_LZMA])
+def test_a_compressed_record_is_refused_before_it_is_inflated(tmp_path, compression):
+    """torch.save stores its records: a compressed one could inflate to gigabytes (a 256 KB
+    file DEFLATEd 512 MiB into memory), and a damaged one raised zlib's or lzma's error."""
+    s = Storage("FloatStorage", np.zeros(1 << 20, dtype=np.float32), "0")
+    plain = tmp_path / "plain.pth"
+    write_zip(plain, {"state_dict": ordered([("w", tensor(s, 0, (1 << 20,), (1,)))])}, [s])
+    path = tmp_path / "packed.pth"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w", compression=compression) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(CheckpointError, match=r"'packed\.pth': record '.*' is compressed; "
+                                              r"torch\.save stores its records as they are"):
+        load_checkpoint(path)
+
+
+def test_a_tensor_of_more_dimensions_than_numpy_takes_is_refused_at_once(tmp_path):
+    """2000 dimensions of one 8000-bit size (15 KB of file): computing the element count took
+    70 s, growing with the square of the file."""
+    s = Storage("FloatStorage", np.zeros(1, dtype=np.float32), "0")
+    path = tmp_path / "dims.pth"
+    write_zip(path, {"state_dict": ordered([("w", tensor(s, 0, (1 << 8000,) * 2000,
+                                                         (0,) * 2000))])}, [s])
+    with pytest.raises(CheckpointError, match="a tensor has 2000 dimensions, more than 64"):
+        load_checkpoint(path)
+    write_zip(path, {"state_dict": ordered([("w", tensor(s, 0, (1 << 70,), (0,)))])}, [s])
+    with pytest.raises(CheckpointError, match="invalid tensor size"):
         load_checkpoint(path)
