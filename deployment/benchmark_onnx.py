@@ -182,7 +182,10 @@ def main(argv, flag_values=flags.FLAGS):
         report = benchmark_onnx(f.model_file, f.batch_sizes, f.warmup, f.runs, f.providers,
                                 f.threads, f.model)
     except ImportError as err:
-        raise cli.UsageError(f"onnxruntime is missing ({err}); pip install onnxruntime(-gpu)") from None
+        from keras_efficient3d.runtime import install_command
+
+        raise cli.UsageError(f"onnxruntime is missing ({err}); {install_command('onnxruntime')} "
+                             "(or onnxruntime-gpu)") from None
     if f.model:
         from keras_efficient3d.deploy.benchmark import gemm_peak
         add_comparison(report, f.model, f.peers_json, f.threads,

@@ -242,16 +242,14 @@ def main(argv, flag_values=flags.FLAGS):
                           "--model_file", "nothing is exported, the file is timed as it is (its "
                           "clip, classes and precision are the file's), and the peers and the "
                           "share of the GEMM peak need the registry model (--models)")
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        raise cli.UsageError("OpenVINO is not installed: pip install keras_efficient3d[openvino]") from None
-    if not f.model_file and any(p.startswith("int8") for p in f.precisions):
-        import importlib.util
+    from keras_efficient3d import runtime
 
-        if importlib.util.find_spec("nncf") is None:  # said before the exports, not after
-            raise cli.UsageError("--precisions int8 quantises with NNCF, which is not installed: "
-                                 "pip install keras_efficient3d[openvino], or --precisions=fp32")
+    if runtime.missing_packages("openvino"):
+        raise cli.UsageError(f"OpenVINO is not installed: {runtime.OPENVINO_INSTALL}")
+    if not f.model_file and any(p.startswith("int8") for p in f.precisions) and \
+            runtime.missing_packages("nncf"):  # said before the exports, not after
+        raise cli.UsageError("--precisions int8 quantises with NNCF, which is not installed: "
+                             f"{runtime.install_command('nncf')}, or --precisions=fp32")
     from keras_efficient3d.runtime import check_openvino_device, normalize_openvino_device, openvino_uses_cpu
 
     device = normalize_openvino_device(f.openvino_device)

@@ -38,7 +38,7 @@ import sys
 
 from absl import flags
 
-from keras_efficient3d import cli
+from keras_efficient3d import cli, runtime
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -219,7 +219,7 @@ def _export_onnx(f, common):
             stem_output_fold=1 if output_fold == "auto" else output_fold, **common)
     except ImportError as err:  # a base install exports SavedModels (and TFLite with litert)
         raise cli.UsageError(f"--format=onnx needs the onnx packages ({cli.error_line(err)}): "
-                             "pip install 'keras_efficient3d[onnx]'") from None
+                             f"{runtime.install_command('onnx')}") from None
 
 
 def _export_openvino(f, common):

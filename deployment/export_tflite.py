@@ -26,7 +26,7 @@ import os
 
 from absl import flags
 
-from keras_efficient3d import cli
+from keras_efficient3d import cli, runtime
 
 # What a --model_file fixes itself: these flags would be silently ignored beside it.
 _OF_THE_MODEL = ("model", "weights", "num_classes", "frames", "size")
@@ -152,14 +152,6 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
             "sidecar": artifacts.write_sidecar(output, metadata)}
 
 
-def _has_litert():
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def main(argv, flag_values=flags.FLAGS):
     del argv
     f = flag_values
@@ -171,10 +163,10 @@ def main(argv, flag_values=flags.FLAGS):
     name = os.path.splitext(os.path.basename(f.model_file))[0] if f.model_file else f.model
     output = f.output or f"{name}_{f.precision}.tflite"
     cli.output_parent(output)
-    if f.verify and not _has_litert():
+    if f.verify and runtime.missing_packages("ai_edge_litert"):
         # said before the conversion, not as a traceback after it
         raise cli.UsageError("--verify runs the file in LiteRT (ai_edge_litert), which is not "
-                             "installed: pip install 'keras_efficient3d[litert]', or --noverify")
+                             f"installed: {runtime.install_command('ai_edge_litert')}, or --noverify")
     try:
         report = export(f.model, f.weights, f.num_classes, f.frames, f.size, f.precision,
                         output, f.data_root, f.num_calibration, f.int8_io, f.pack_channels,

@@ -796,7 +796,8 @@ class ONNXRunner(_Runner):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            raise ModelFileError("ONNX models need onnxruntime: pip install onnxruntime") from None
+            raise ModelFileError("ONNX models need onnxruntime: "
+                                 f"{install_command('onnxruntime')}") from None
         if isinstance(model, (str, os.PathLike)):
             model = os.fspath(model)  # a Path's sidecar is found beside it, not by its name
         self.path = model if isinstance(model, str) else getattr(model, "name", "<onnx>")
@@ -828,7 +829,26 @@ class ONNXRunner(_Runner):
         return self.session.run(None, {self._input_name: batch})[0]
 
 
-OPENVINO_INSTALL = "pip install keras_efficient3d[openvino]"
+# The extra of this package that installs each optional package (by its import name): the
+# one place a "not installed" message takes its pip command from.
+EXTRAS = {"ai_edge_litert": "litert", "onnx": "onnx", "onnxruntime": "onnx", "tf2onnx": "onnx",
+          "openvino": "openvino", "nncf": "openvino", "torch": "torch", "jax": "jax"}
+
+
+def missing_packages(*packages):
+    """The import names of `packages` that this environment lacks (found, not imported)."""
+    import importlib.util
+
+    return [p for p in packages if importlib.util.find_spec(p) is None]
+
+
+def install_command(*packages):
+    """The pip command that installs `packages` (import names): this package's extras."""
+    extras = ",".join(sorted({EXTRAS[p] for p in packages}))
+    return f"pip install 'keras_efficient3d[{extras}]'"
+
+
+OPENVINO_INSTALL = install_command("openvino")
 
 
 def openvino_module():

@@ -277,7 +277,8 @@ def ptq(ov_model, clips, preset="performance", fast_bias_correction=True, ignore
     try:
         import nncf  # pylint: disable=import-outside-toplevel
     except ImportError:
-        raise ImportError(f"Post-training quantization needs nncf: {runtime.OPENVINO_INSTALL}") from None
+        raise ImportError("Post-training quantization needs nncf: "
+                          f"{runtime.install_command('nncf')}") from None
 
     batch = ov_model.inputs[0].get_partial_shape()[0]
     batch = batch.get_length() if batch.is_static else 1

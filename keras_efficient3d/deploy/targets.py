@@ -70,7 +70,8 @@ def _file(folder, name, input_shape, num_classes, runtime):
 
 
 # The packages (import name, pip extra) each of our runtimes and the peers need, exports
-# included: an OpenVINO IR is converted from ONNX, its int8 quantised by NNCF.
+# included: an OpenVINO IR is converted from ONNX, its int8 quantised by NNCF; the extra is
+# the runtime's own where it brings the package too (the openvino extra installs onnx).
 _NEEDS = {"tflite": (("ai_edge_litert", "litert"),),
           "onnxruntime": (("onnx", "onnx"), ("onnxruntime", "onnx")),
           "openvino": (("onnx", "openvino"), ("openvino", "openvino")),
@@ -83,7 +84,7 @@ _NEEDS = {"tflite": (("ai_edge_litert", "litert"),),
 def missing_packages(runtimes=(), peers=()):
     """``(package, runtime, extra)`` of each package that `runtimes` (of `OURS`) or `peers`
     (of `PEERS`, timed here) need and this environment lacks, for one line before any work."""
-    import importlib.util
+    from keras_efficient3d import runtime
 
     missing = []
     for label in (*runtimes, *peers):
@@ -91,9 +92,10 @@ def missing_packages(runtimes=(), peers=()):
             key = "original-openvino" if label.startswith("original-openvino") else label
         else:
             key = "openvino-int8" if label.startswith("openvino-int8") else label.split("-")[0]
-        for package, extra in _NEEDS[key]:
-            if importlib.util.find_spec(package) is None and package not in [m[0] for m in missing]:
-                missing.append((package, label, extra))
+        extras = dict(_NEEDS[key])
+        for package in runtime.missing_packages(*extras):
+            if package not in [m[0] for m in missing]:
+                missing.append((package, label, extras[package]))
     return missing
 
 
