@@ -106,10 +106,11 @@ def _check_output(path):
                          f"Received: path={path}")
 
 
-def calibration_clips(data, num_samples=64, input_shape=None):
+def calibration_clips(data, num_samples=64, input_shape=None, purpose="int8 calibration"):
     """Up to `num_samples` clips (N, T, H, W, C) float32 from what
     `keras_efficient3d.deploy.tflite.representative_dataset` accepts."""
-    clips = [item[0][0] for item in representative_dataset(data, num_samples, input_shape)()]
+    clips = [item[0][0] for item in representative_dataset(data, num_samples, input_shape,
+                                                           purpose=purpose)()]
     return np.stack(clips).astype(np.float32)
 
 
@@ -618,7 +619,8 @@ def verify_openvino(path, model, precision="fp32", validation=None, num_validati
                                     what=f"OpenVINO {precision} model")
         return {"max_rel_error": error}
     if validation is not None:
-        clips = calibration_clips(validation, num_validation, input_shape)
+        clips = calibration_clips(validation, num_validation, input_shape,
+                                  purpose="int8 agreement check")
     elif calibration is not None:
         clips = calibration[:num_validation]
     else:
@@ -695,7 +697,8 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
     if verify and quantize == "qat":
         # Agreement with the float model, not only with its fake-quantized form.
         runner = runtime.OpenVINORunner(output_path, threads=threads)
-        clips = calibration_clips(validation, num_calibration, tuple(model.inputs[0].shape[1:]))
+        clips = calibration_clips(validation, num_calibration, tuple(model.inputs[0].shape[1:]),
+                                  purpose="QAT agreement with the float model")
         expected = keras.ops.convert_to_numpy(float_model.predict(clips, batch_size=8, verbose=0))
         report["top1_agreement_float"] = _top1_agreement(runner(clips), expected)
     return report

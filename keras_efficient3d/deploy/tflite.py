@@ -49,7 +49,8 @@ def _as_graph(model):
     return model if isinstance(model, DeploymentGraph) else DeploymentGraph(model)
 
 
-def representative_dataset(data, num_samples=64, input_shape=None, batch=1):
+def representative_dataset(data, num_samples=64, input_shape=None, batch=1,
+                           purpose="int8 calibration"):
     """Returns a generator function yielding ``[clips (batch, T, H, W, C) float32]``.
 
     Args:
@@ -61,6 +62,8 @@ def representative_dataset(data, num_samples=64, input_shape=None, batch=1):
         batch: clips per sample, the static batch of the graph calibrated (the converter
             feeds each sample to it whole); a last partial sample is filled with its first
             clips again.
+        purpose: what the clips are for, in the warning (validation clips are sampled here
+            too).
     """
     batch = int(batch)
     if batch < 1:
@@ -86,8 +89,8 @@ def representative_dataset(data, num_samples=64, input_shape=None, batch=1):
         if count == 0:
             raise ValueError("The representative data yielded no clip.")
         logging.getLogger(__name__).warning(
-            "int8 calibration on %d clips: the representative data has fewer than the %d "
-            "asked for", count, num_samples)
+            "%s on %d clips: the data has fewer than the %d asked for", purpose, count,
+            num_samples)
 
     def gen():
         held = []

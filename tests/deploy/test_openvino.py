@@ -800,7 +800,7 @@ def test_benchmark_openvino_times_each_stem_fold(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cli_ptq_calibrates_on_the_training_pipeline(export_cli, tmp_path, capsys):
+def test_cli_ptq_calibrates_on_the_training_pipeline(export_cli, tmp_path, capsys, caplog):
     root = synthetic.generate(str(tmp_path / "gestures"), layout="jester", videos_per_class=2,
                               seed=1, frames=16, size=40)
     out = str(tmp_path / "m_int8.xml")
@@ -818,6 +818,22 @@ def test_cli_ptq_calibrates_on_the_training_pipeline(export_cli, tmp_path, capsy
     # 20 asked for, the train split has 8 videos (one per class): the report says so
     assert report["calibration_clips"] == 8
     assert runtime.load_runner(out).input_spec.shape == (1, 8, 32, 32, 3)
+    # each shortfall said as what it is: 8 of 20 calibration clips, 8 of 64 checked
+    assert "int8 calibration on 8 clips: the data has fewer than the 20" in caplog.text
+    assert "int8 agreement check on 8 clips: the data has fewer than the 64" in caplog.text
+
+
+def test_too_few_validation_clips_are_not_called_calibration(caplog):
+    """The agreement check samples its clips as calibration does: its warning said "int8
+    calibration on 8 clips ... the 64 asked for" beside a report of 16 calibration clips."""
+    from keras_efficient3d.deploy.openvino_export import calibration_clips
+
+    clips = np.zeros((3, 2, 4, 4, 3), np.float32)
+    with caplog.at_level("WARNING"):
+        assert len(calibration_clips(clips, 5, purpose="int8 agreement check")) == 3
+        assert len(calibration_clips(clips, 4)) == 3
+    assert "int8 agreement check on 3 clips: the data has fewer than the 5 asked for" in caplog.text
+    assert "int8 calibration on 3 clips: the data has fewer than the 4 asked for" in caplog.text
 
 
 @pytest.mark.slow

@@ -269,7 +269,7 @@ def test_int8_of_a_batch_above_one_calibrates_on_samples_of_its_batch(caplog):
     np.testing.assert_array_equal(samples[2], data[[4, 4]])
     with caplog.at_level(logging.WARNING):
         blob = tflite.convert(model, "int8", representative_data=data, num_calibration=64, batch=2)
-    assert "int8 calibration on 5 clips: the representative data has fewer than the 64" in caplog.text
+    assert "int8 calibration on 5 clips: the data has fewer than the 64" in caplog.text
     runner = tflite.TFLiteRunner(blob, num_threads=2)
     x = clips(shape, 2, seed=3)
     assert np.asarray(runner(x)).shape == (2, 3)
