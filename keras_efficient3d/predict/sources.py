@@ -55,13 +55,15 @@ def capture_frames(capture) -> Iterator[np.ndarray]:
 
 
 class VideoSource:
-    """Frames of a video file or a frame folder, decoded lazily, with the video's fps."""
+    """Frames of a video file or a frame folder, decoded lazily, with the video's fps and
+    each decoded frame's timestamp (`frame_times`)."""
 
     def __init__(self, path):
         self.path = os.fspath(path)
         self.fps = None
         self.frame_count = None
         self.decoded = None
+        self._times = []  # seconds, one per frame read; None once one is missing or not later
         if os.path.isdir(self.path):
             self.files = list_frame_files(self.path)
             self.frame_count = len(self.files)
@@ -91,13 +93,37 @@ class VideoSource:
                 yield read_image(name)
             return
         count = 0
+        capture = _QuietCapture(self.capture)
         with opencv_quiet():
-            for frame in capture_frames(_QuietCapture(self.capture)):
+            for frame in capture_frames(capture):
                 count += 1
+                if self._times is not None:
+                    # the decoder's presentation time of the frame just read: a variable
+                    # frame rate (phones, screen captures) makes frame / fps drift
+                    stamp = capture.position_ms / 1000.0
+                    if math.isfinite(stamp) and stamp >= 0 and (
+                            not self._times or stamp > self._times[-1]):
+                        self._times.append(stamp)
+                    else:
+                        self._times = None
                 yield frame
         self.decoded = count
         if count == 0:
             raise DataError("video has no decodable frame (corrupt or empty stream)", self.path)
+
+    def frame_times(self, first, last):
+        """The start and end (seconds) of frames `first` to `last` (read already): the
+        decoder's timestamps, the last frame lasting as long as the one before it; frame /
+        fps where the stream has no increasing timestamps; None without an fps either."""
+        times = self._times
+        if times and last < len(times):
+            step = times[last] - times[last - 1] if last > 0 else (
+                1.0 / self.fps if self.fps else None)
+            if step is not None:
+                return times[first], times[last] + step
+        if self.fps:
+            return first / self.fps, (last + 1) / self.fps
+        return None
 
     @property
     def truncated(self):
@@ -116,6 +142,11 @@ class _QuietCapture:
     def read(self):
         with quiet_stderr():
             return self.capture.read()
+
+    @property
+    def position_ms(self):
+        """The timestamp of the frame read last, in milliseconds."""
+        return self.capture.get(cv2.CAP_PROP_POS_MSEC)
 
     def release(self):
         self.capture.release()

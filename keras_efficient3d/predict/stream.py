@@ -480,7 +480,8 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
     Returns:
         ``{"source", "fps", "frames", "windows": [window results], "window_count", "top",
         "probabilities", "padded", "note", "speed": {"frames_per_s", "ms_per_clip", ...}}``; times of windows
-        (``start_s``/``end_s``) when the fps is known.
+        (``start_s``/``end_s``: the decoder's frame timestamps, which follow a variable frame
+        rate; frame / fps where there are none) when they are known.
 
     Raises:
         DataError: unreadable video. PredictError: options that do not fit the model.
@@ -493,9 +494,9 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
     windows = []
 
     def collect(result):
-        if source.fps:
-            result["start_s"] = result["start"] / source.fps
-            result["end_s"] = (result["end"] + 1) / source.fps
+        span = source.frame_times(result["start"], result["end"])
+        if span is not None:
+            result["start_s"], result["end_s"] = span
         windows.append(result)
         if on_window is not None:
             on_window(result)

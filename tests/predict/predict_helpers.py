@@ -95,3 +95,61 @@ class FakeRunner:
             e = np.exp(logits)
             return e / e.sum(axis=1, keepdims=True)
         return logits
+
+
+def _boxes(data, start, end):
+    import struct
+
+    i = start
+    while i < end:
+        size, kind = struct.unpack(">I4s", data[i:i + 8])
+        yield i, size, kind.decode("latin-1")
+        i += size
+
+
+def _find_box(data, want, start=0, end=None, path=()):
+    """(offsets of the boxes holding it, offset) of the first MP4 box of type `want`."""
+    for i, size, kind in _boxes(data, start, len(data) if end is None else end):
+        if kind == want:
+            return list(path), i
+        if kind in ("moov", "trak", "mdia", "minf", "stbl", "edts"):
+            found = _find_box(data, want, i + 8, i + size, path + (i,))
+            if found:
+                return found
+    return None
+
+
+def make_variable_frame_rate(path, slow_after, factor):
+    """Rewrites an MP4 that OpenCV wrote (one ``stts`` entry: every frame as long, the movie
+    box after the media data) so that the frames from `slow_after` on last `factor` times as
+    long: a variable frame rate, as phones record. Returns the frames' timestamps (s)."""
+    import struct
+
+    data = bytearray(open(path, "rb").read())
+    parents, at = _find_box(data, "stts")
+    size, = struct.unpack(">I", data[at:at + 4])
+    flags, entries = struct.unpack(">II", data[at + 8:at + 16])
+    assert entries == 1, "expected OpenCV's constant frame rate"
+    count, delta = struct.unpack(">II", data[at + 16:at + 24])
+    table = struct.pack(">IIIIII", flags, 2, slow_after, delta, count - slow_after, factor * delta)
+    data[at + 8:at + size] = table
+    for offset in [at, *parents]:  # every box around it grows by one entry
+        struct.pack_into(">I", data, offset, struct.unpack(">I", data[offset:offset + 4])[0] + 8)
+    # the durations (track, movie, edit list), or the decoder stops at the old one
+    _, mdhd = _find_box(data, "mdhd")
+    timescale, = struct.unpack(">I", data[mdhd + 20:mdhd + 24])
+    total = slow_after * delta + (count - slow_after) * factor * delta
+    struct.pack_into(">I", data, mdhd + 24, total)
+    _, mvhd = _find_box(data, "mvhd")
+    movie_scale, = struct.unpack(">I", data[mvhd + 20:mvhd + 24])
+    movie_total = total * movie_scale // timescale
+    struct.pack_into(">I", data, mvhd + 24, movie_total)
+    _, tkhd = _find_box(data, "tkhd")
+    struct.pack_into(">I", data, tkhd + 28, movie_total)
+    edit = _find_box(data, "elst")
+    if edit:
+        struct.pack_into(">I", data, edit[1] + 16, movie_total)
+    open(path, "wb").write(bytes(data))
+    step = delta / timescale
+    return [i * step if i < slow_after else (slow_after + (i - slow_after) * factor) * step
+            for i in range(count)]

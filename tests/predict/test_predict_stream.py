@@ -115,8 +115,27 @@ def test_predict_video_matches_reference(models, model, videos, stride):
         assert [t["index"] for t in window["top"]] == list(np.argsort(-probs)[:3])
         assert [t["label"] for t in window["top"]] == [LABELS[i] for i in np.argsort(-probs)[:3]]
         assert window["start_s"] == pytest.approx(window["start"] / 30.0)
+        assert window["end_s"] == pytest.approx((window["end"] + 1) / 30.0)
     assert result["top"][0]["index"] == int(np.argmax(expected.mean(axis=0)))
     assert result["speed"]["frames_per_s"] > 0 and result["speed"]["ms_per_clip"] > 0
+
+
+def test_window_times_follow_a_variable_frame_rate(models, videos, tmp_path):
+    """A phone's video slows its frame rate in the dark: the windows' times are the frames'
+    own timestamps, not frame / fps (OpenCV's fps is then the average, and frame / fps
+    drifts: here by 0.4 s at frame 20)."""
+    from predict_helpers import make_variable_frame_rate, write_video
+
+    path = write_video(str(tmp_path / "vfr.mp4"), read_video(videos["gesture"]), fps=30.0)
+    times = make_variable_frame_rate(path, slow_after=15, factor=3)
+    result = predict.predict_video(load_runner(models["keras"]), path, stride=4)
+    assert result["frames"] == 30 and result["window_count"] > 2
+    for window in result["windows"]:
+        start, end = window["start"], window["end"]
+        assert window["start_s"] == pytest.approx(times[start], abs=1e-3)
+        assert window["end_s"] == pytest.approx(times[end] + times[end] - times[end - 1],
+                                                abs=1e-3)
+    assert any(abs(w["start_s"] - w["start"] / result["fps"]) > 0.1 for w in result["windows"])
 
 
 def test_short_video_is_loop_padded(models, model, videos):
