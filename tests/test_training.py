@@ -526,6 +526,54 @@ def test_evaluation_counts_clip_and_video_accuracy(tiny_gestures):
     assert {v["accuracy"] for v in results["per_class"].values()} == {0.0}
 
 
+def test_video_accuracy_averages_each_videos_own_windows(tmp_path):
+    """Video accuracy is the mean softmax over each video's own windows, clip accuracy its
+    centre clip: a model that reads which video and which frames a clip holds (solid frames
+    whose red says the video, green the frame) and answers per window shows whether the
+    windows reach their videos. Even videos: the first window right (weakly), the second
+    wrong (strongly), the centre clip right; odd ones the other way round."""
+    import cv2
+
+    from keras_efficient3d import data
+
+    classes = ["a", "b", "c"]
+    for v in range(6):
+        folder = tmp_path / "val" / classes[v % 3] / f"v{v}"
+        folder.mkdir(parents=True)
+        for f in range(16):
+            frame = np.full((24, 24, 3), (20 * v + 10, 12 * f + 10, 128), np.uint8)
+            cv2.imwrite(str(folder / f"{f + 1:05d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    records, found = data.index_folders(tmp_path, "val", classes=classes)
+    assert found == classes and len(records) == 6
+
+    def reads_the_clip(clips):
+        logits = np.zeros((len(clips), 3), np.float32)
+        for n, clip in enumerate(clips):
+            v = int(round((clip[0, ..., 0].mean() * 255 - 10) / 20))
+            start = int(round((clip[0, ..., 1].mean() * 255 - 10) / 12))
+            label, wrong = v % 3, (v % 3 + 1) % 3
+            right_first = v % 2 == 0
+            if start == 4:  # the centre clip
+                logits[n, label if right_first else wrong] = 2.0
+            elif (start == 0) == right_first:
+                logits[n, label if right_first else wrong] = 0.5  # the weak window
+            else:
+                logits[n, wrong if right_first else label] = 4.0  # the strong window
+        return logits
+
+    results = evaluation.evaluate(reads_the_clip, records, classes, frames=8, size=16,
+                                  normalization="unit", batch_size=4)
+    # video: the strong window decides (right for the odd videos); clip: the even ones
+    assert results["num_windows"] == 12 and results["num_videos"] == 6
+    assert results["video_top1"] == pytest.approx(0.5)
+    assert results["clip_top1"] == pytest.approx(0.5)
+    cm = np.zeros((3, 3), int)
+    for v in range(6):
+        label = v % 3
+        cm[label, label if v % 2 else (label + 1) % 3] += 1
+    assert results["confusion_matrix"] == cm.tolist()
+
+
 def test_evaluation_leaves_out_and_names_a_video_that_fails_to_decode(tiny_gestures, tmp_path,
                                                                       caplog):
     import logging
