@@ -1,4 +1,5 @@
-"""PyTorch's SGD, as the original trains with it, for Keras.
+"""What a training checkpoint compiles with beside Keras' own: PyTorch's SGD, as the
+original trains with it, and a top-k accuracy that takes mixed precision's logits.
 
 Keras' SGD has no dampening and its ``weight_decay`` is decoupled; the original uses
 ``torch.optim.SGD(lr, momentum=0.9, dampening=0.9, weight_decay=1e-3)``, whose L2 term goes
@@ -57,3 +58,13 @@ class TorchSGD(keras.optimizers.Optimizer):
         config.update({"momentum": self.momentum, "dampening": self.dampening,
                        "nesterov": self.nesterov, "l2_weight_decay": self.l2_weight_decay})
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient3d")
+class TopKAccuracy(keras.metrics.SparseTopKCategoricalAccuracy):
+    """`SparseTopKCategoricalAccuracy` of float32 predictions: under mixed_float16 a model's
+    logits are float16, which TensorFlow's in_top_k refuses (a --mixed_precision run failed
+    at its first step)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, ops.cast(y_pred, "float32"), sample_weight)

@@ -484,32 +484,45 @@ def _safe_load(f, source: str, persistent_load=None):
 
 
 _MARK = object()
-_GLOBAL = -1  # the depth that stands for a global (a class or function of the allow-list)
-_MEMO_PUT = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_MEMO_PUT = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
 _MEMO_GET = frozenset({"GET", "BINGET", "LONG_BINGET"})
-# Opcodes that add to the container below their arguments: its depth, not one more per call.
-_FILLS = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS"})
+# Opcodes that add to (or set the state of) the object below their arguments: that object
+# grows deeper, wherever else it is referenced (the memo, a DUP), and stays what it was.
+_FILLS = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})
+
+
+class _Entry:
+    """An object on the simulated stack: its nesting depth and whether it is a global. One
+    entry per object, shared by the memo and DUP, so that filling it later counts wherever it
+    is referenced."""
+
+    __slots__ = ("depth", "is_global")
+
+    def __init__(self, depth=0, is_global=False):
+        self.depth, self.is_global = depth, is_global
 
 
 def _check_opcodes(f, source: str):
-    """Scans one pickle's opcodes, simulating its stack with each entry's nesting depth:
-    refuses the copyreg extension registry (``EXT*``: the C unpickler resolves a code seen
-    before in this process without asking ``find_class``), containers nested deeper than
-    ``_MAX_NESTING``, and a ``BUILD`` on a global (it would set attributes on the reader's own
-    allowed functions or classes, for every later load)."""
+    """Scans one pickle's opcodes, simulating its stack: refuses the copyreg extension
+    registry (``EXT*``: the C unpickler resolves a code seen before in this process without
+    asking ``find_class``), containers nested deeper than ``_MAX_NESTING``, and a ``BUILD``
+    on a global (it would set attributes on the reader's own allowed functions or classes,
+    for every later load). A malformed pickle is an ``UnpicklingError``."""
     stack, memo = [], {}
+
+    def pop():
+        if not stack or stack[-1] is _MARK:
+            raise pickle.UnpicklingError(f"{name} on an empty stack")
+        return stack.pop()
 
     def pop_to_mark():
         items = []
         while stack and stack[-1] is not _MARK:
             items.append(stack.pop())
         if not stack:
-            raise CheckpointError(f"'{source}' is not a valid pickle (no MARK)")
+            raise pickle.UnpicklingError(f"{name} without a MARK")
         stack.pop()
         return items
-
-    def deepest(items):
-        return max([d for d in items if d is not _MARK] + [0])
 
     for opcode, arg, _ in pickletools.genops(f):
         name = opcode.name
@@ -518,43 +531,46 @@ def _check_opcodes(f, source: str):
                 f"refusing to load '{source}': it uses the pickle extension registry ({name}), "
                 "which can name any callable; only tensors and plain containers are allowed"
             )
-        if name in _MEMO_PUT or name == "MEMOIZE":
-            if not stack:
-                raise CheckpointError(f"'{source}' is not a valid pickle ({name} on an empty stack)")
+        if name in _MEMO_PUT:
+            if not stack or stack[-1] is _MARK:
+                raise pickle.UnpicklingError(f"{name} on an empty stack")
             memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
             continue
         if name in _MEMO_GET:
             if arg not in memo:
-                raise CheckpointError(f"'{source}' is not a valid pickle ({name} of {arg!r})")
+                raise pickle.UnpicklingError(f"{name} of {arg!r}, which nothing put")
             stack.append(memo[arg])
+            continue
+        if name == "DUP":
+            stack.append(stack[-1] if stack else pop())
             continue
         if name in ("GLOBAL", "STACK_GLOBAL"):
             if name == "STACK_GLOBAL":
-                del stack[-2:]
-            stack.append(_GLOBAL)
+                pop(), pop()
+            stack.append(_Entry(is_global=True))
             continue
-        if name == "BUILD" and len(stack) >= 2 and stack[-2] == _GLOBAL:
-            raise UnsafeCheckpointError(
-                f"refusing to load '{source}': it sets attributes on a global (pickle BUILD); "
-                "only tensors and plain containers are allowed")
-        popped, marked = [], False
+        popped = []
         for item in reversed(opcode.stack_before):
             if item is pickletools.markobject:
                 popped += pop_to_mark()
-                marked = True
-            elif item is not pickletools.stackslice and stack:
-                popped.append(stack.pop())
-        if name in _FILLS or name == "BUILD":
-            container = popped[-1] if popped else 0  # popped last: it was lowest
-            depth = max(container, deepest(popped[:-1]) + 1)
+            elif item is not pickletools.stackslice:
+                popped.append(pop())
+        if name in _FILLS:
+            target = popped[-1]  # popped last: it was lowest
+            if name == "BUILD" and target.is_global:
+                raise UnsafeCheckpointError(
+                    f"refusing to load '{source}': it sets attributes on a global (pickle "
+                    "BUILD); only tensors and plain containers are allowed")
+            target.depth = max([target.depth] + [e.depth + 1 for e in popped[:-1]])
+            entry = target
         else:
-            depth = deepest(popped) + 1 if (popped or marked) else 0
-        if depth > _MAX_NESTING:
+            entry = _Entry(max(e.depth for e in popped) + 1 if popped else 0)
+        if entry.depth > _MAX_NESTING:
             raise CheckpointError(
                 f"'{source}' nests containers more than {_MAX_NESTING} deep; refused (a "
                 "checkpoint nests a few)")
         for item in opcode.stack_after:
-            stack.append(_MARK if item is pickletools.markobject else depth)
+            stack.append(_MARK if item is pickletools.markobject else entry)
 
 
 # --------------------------------------------------------------------------------------
@@ -744,7 +760,13 @@ def _convert(obj, load_tensors: bool, memo: dict):
     if id(obj) in memo:
         return memo[id(obj)]
     if isinstance(obj, _TensorRef):
-        result = obj.materialize() if load_tensors else SkippedTensor(obj.shape, obj.dtype.name)
+        if not load_tensors:
+            result = SkippedTensor(obj.shape, obj.dtype.name)
+        else:
+            key = ("view",) + _view_key(obj)
+            if key not in memo:
+                memo[key] = obj.materialize()
+            result = memo[key]
     elif isinstance(obj, (_Storage, _StorageView)):
         result = SkippedTensor((obj.numel,), obj.kind.name)
     elif isinstance(obj, dict):
@@ -848,12 +870,19 @@ def load_checkpoint(path: str | os.PathLike, *, load_extra_tensors: bool = False
         ) from exc
 
 
+def _view_key(tensor):
+    """What makes two tensor descriptions the same tensor (tied weights: one storage, one
+    view, under several keys): they are read once, as one array."""
+    return id(tensor.storage), tensor.offset, tensor.shape, tensor.stride
+
+
 def _check_total_size(tensors, source: str):
     """Refuses tensors that would take more memory in all than their storages hold plus
     `_MAX_REPEATED_BYTES` (or twice the storages): each tensor's own cap would let a file
-    of a few bytes per tensor ask for 64 MiB per tensor (repeated views, stride 0)."""
-    unique = {id(t): t for t in tensors}.values()
-    total = sum(math.prod(t.shape) * t.dtype.itemsize for t in unique)
+    of a few bytes per tensor ask for 64 MiB per tensor (repeated views, stride 0). Counted
+    in the file's element sizes (bfloat16 is read as float32), each distinct view once."""
+    unique = {_view_key(t): t for t in tensors}.values()
+    total = sum(math.prod(t.shape) * t.storage.kind.itemsize for t in unique)
     roots = {id(t.storage.root()): t.storage.root() for t in unique}.values()
     held = sum(r.numel * r.kind.itemsize for r in roots)
     if total > held + max(_MAX_REPEATED_BYTES, held):

@@ -40,7 +40,7 @@ from keras_efficient3d.artifacts import (
 from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import TRAIN_CROPS
 from keras_efficient3d.models._base import VideoModel
-from keras_efficient3d.optim import TorchSGD
+from keras_efficient3d.optim import TopKAccuracy, TorchSGD
 
 DATASETS = ("jester", "kinetics600", "ucf101", "folders", "synthetic")
 SCHEDULES = ("steps", "plateau", "cosine", "constant")
@@ -378,7 +378,7 @@ def compile_model(model, config):
     model.compile(
         optimizer=make_optimizer(config),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
+        metrics=["accuracy", TopKAccuracy(5, name="top5")],
     )
 
 
@@ -399,10 +399,31 @@ def resume_model(config, path, num_classes):
         model.load_weights(path)  # the weights again, and the optimizer's variables
     skipped = [str(w.message) for w in caught if "optimizer" in str(w.message).lower()]
     if skipped:  # Keras only warns when the optimizer's variables do not match
-        raise ValueError(f"{path}: its optimizer state does not fit --optimizer="
-                         f"{config.optimizer} ({skipped[0].splitlines()[0][:200]}); it is not "
-                         "this run's checkpoint (start a new run)")
+        saved = _saved_optimizer(path)
+        ours = type(model.optimizer).__name__
+        if "LossScaleOptimizer" in (saved, ours) and saved != ours:
+            mixed, plain = "under mixed precision (--mixed_precision on a GPU)", "in float32"
+            then, now = (mixed, plain) if saved == "LossScaleOptimizer" else (plain, mixed)
+            raise ValueError(f"{path}: the run trained {then} and this process trains {now}: "
+                             "the optimizer state of one does not load into the other; resume "
+                             "where it trained, with its --mixed_precision")
+        raise ValueError(f"{path}: its optimizer state ({saved}) does not fit this run's "
+                         f"(--optimizer={config.optimizer}, --momentum={config.momentum}): "
+                         f"{skipped[0].splitlines()[0][:200]}; resume with the run's own "
+                         "options, or start a new run")
     return model
+
+
+def _saved_optimizer(path):
+    """The optimizer class a `.keras` checkpoint was compiled with (its config.json)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        return config["compile_config"]["optimizer"]["class_name"]
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+        return "unknown"
 
 
 def learning_rate_at(config, epoch, progress=1.0):

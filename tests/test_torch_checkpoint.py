@@ -476,7 +476,8 @@ def test_many_tensors_repeating_one_storage_are_refused_together(tmp_path):
     912-byte file."""
     s = Storage("FloatStorage", np.zeros(1, dtype=np.float32), "0")
     path = tmp_path / "amp.pth"
-    write_zip(path, {"state_dict": ordered([(f"w{i}", tensor(s, 0, (4096, 4096), (0, 0)))
+    # eight views, not one view eight times (which is read once: tied weights)
+    write_zip(path, {"state_dict": ordered([(f"w{i}", tensor(s, 0, (4096, 4096 - i), (0, 0)))
                                             for i in range(8)])}, [s])
     assert path.stat().st_size < 2000
     with pytest.raises(CheckpointError, match=r"its tensors would take 512 MiB"):
@@ -520,18 +521,62 @@ def test_containers_nested_past_any_checkpoint_are_refused_before_unpickling(tmp
         load_checkpoint(path)
 
 
-def test_setting_attributes_on_an_allowed_global_is_refused(tmp_path):
+@pytest.mark.parametrize("route", ["direct", "dup", "memo"])
+def test_setting_attributes_on_an_allowed_global_is_refused(tmp_path, route):
     """BUILD on a function of the allow-list set attributes on the reader's own function, for
-    every later load in the process."""
+    every later load in the process; a DUP or a memo GET of the global got past the first
+    check."""
     from keras_efficient3d import torch_checkpoint
 
-    body = (b"ctorch\ndevice\n" + pickle.EMPTY_DICT + pickle.BINUNICODE
-            + struct.pack("<I", 6) + b"marker" + pickle.BININT1 + b"\x01" + pickle.SETITEM
-            + pickle.BUILD)
+    state = (pickle.EMPTY_DICT + pickle.BINUNICODE + struct.pack("<I", 6) + b"marker"
+             + pickle.BININT1 + b"\x01" + pickle.SETITEM)
+    body = b"ctorch\ndevice\n" + {
+        "direct": b"",
+        "dup": pickle.DUP,
+        "memo": pickle.BINPUT + b"\x00" + pickle.POP + pickle.BINGET + b"\x00"}[route] + state
+    body += pickle.BUILD + (pickle.POP if route == "dup" else b"")
     path = _zip_with_pickle(tmp_path / "mut.pth", body)
     with pytest.raises(UnsafeCheckpointError, match="sets attributes on a global"):
         load_checkpoint(path)
     assert not hasattr(torch_checkpoint._torch_device, "marker")
+
+
+def test_a_list_filled_after_it_was_memoised_counts_its_depth_everywhere(tmp_path):
+    """A list memoised while empty and filled later: a GET of it pushed its empty depth, so
+    a 299-deep list passed a scan capped at 100."""
+    body = pickle.EMPTY_LIST + pickle.BINPUT + b"\x00"
+    for level in range(1, 150):  # each new list holds the one before, through the memo
+        body += (pickle.EMPTY_LIST + pickle.LONG_BINPUT + struct.pack("<I", level)
+                 + pickle.LONG_BINGET + struct.pack("<I", level - 1) + pickle.APPEND + pickle.POP)
+    body += pickle.LONG_BINGET + struct.pack("<I", 149)
+    path = _zip_with_pickle(tmp_path / "memo.pth", body)
+    with pytest.raises(CheckpointError, match="nests containers more than 100 deep"):
+        load_checkpoint(path)
+
+
+def test_tied_weights_and_bfloat16_stay_within_the_total_cap(tmp_path, monkeypatch):
+    """The total cap counted a weight tied under three keys three times (real torch.save
+    files of 128 MiB refused) and bfloat16 at its widened float32 size (any view beside a
+    weight over the cap refused). The cap made small here: 1 KiB past the storages."""
+    from keras_efficient3d import torch_checkpoint
+
+    monkeypatch.setattr(torch_checkpoint, "_MAX_REPEATED_BYTES", 1024)
+    s = Storage("FloatStorage", np.arange(4000, dtype=np.float32), "0")
+    path = tmp_path / "tied.pth"
+    write_zip(path, {"state_dict": ordered([(k, tensor(s, 0, (4000,), (1,)))
+                                            for k in ("a", "b", "c")])}, [s])
+    tied = load_checkpoint(path).state_dict
+    np.testing.assert_array_equal(tied["c"], np.arange(4000))
+    assert tied["a"] is tied["b"] is tied["c"]  # read once, as PyTorch shares it
+    bits = (np.arange(4000, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    b = Storage("BFloat16Storage", bits, "0")
+    write_zip(path, {"state_dict": ordered([("w", tensor(b, 0, (4000,), (1,))),
+                                            ("row", tensor(b, 0, (10,), (1,)))])}, [b])
+    assert load_checkpoint(path).state_dict["w"].shape == (4000,)
+    write_zip(path, {"state_dict": ordered([(f"r{i}", tensor(s, 0, (1000 - i, 4), (0, 1)))
+                                            for i in range(3)])}, [s])  # 48 KB of repeats
+    with pytest.raises(CheckpointError, match="its tensors would take"):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("compression", [zipfile.ZIP_DEFLATED, zipfile.ZIP_LZMA])

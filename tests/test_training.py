@@ -308,13 +308,41 @@ def test_a_checkpoint_of_another_optimizer_is_refused_on_resume(tiny_gestures, o
     loaded into it: state of another optimizer (SGD's momenta into Adam) is refused, not
     skipped with a Keras warning and trained from fresh moments."""
     config = _tiny_config(tiny_gestures, one_epoch_run, optimizer="adam", resume=True)
-    with pytest.raises(ValueError, match=r"last\.keras: its optimizer state does not fit "
-                                         r"--optimizer=adam \(.*\); it is not this run's"):
+    with pytest.raises(ValueError, match=r"last\.keras: its optimizer state \(TorchSGD\) does "
+                                         r"not fit this run's \(--optimizer=adam, --momentum=0.9\)"):
         trainer.resume_model(config, str(one_epoch_run / "last.keras"), 8)
+    # a GPU run's loss-scaled optimizer (mixed_float16) against a float32 one: said as such
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with pytest.raises(ValueError, match=r"the run trained in float32 and this process "
+                                             r"trains under mixed precision"):
+            trainer.resume_model(_tiny_config(tiny_gestures, one_epoch_run, resume=True),
+                                 str(one_epoch_run / "last.keras"), 8)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     state = trainer.resume_model(_tiny_config(tiny_gestures, one_epoch_run, resume=True),
                                  str(one_epoch_run / "last.keras"), 8).optimizer
     assert int(state.iterations.numpy()) > 0 and any(
         np.abs(v.numpy()).max() > 0 for v in state.variables[2:])  # momenta, loaded
+
+
+def test_a_mixed_precision_model_trains_with_the_runs_metrics(tiny_gestures, tmp_path):
+    """Under mixed_float16 (--mixed_precision on a GPU) the logits are float16, which the
+    top-5 metric's in_top_k refused at the first step; the compiled model saves and loads."""
+    from keras_efficient3d import MobileNetV1_3D
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = MobileNetV1_3D(width_mult=TINY_WIDTH, num_classes=8, input_shape=(4, 32, 32, 3))
+        trainer.compile_model(model, _tiny_config(tiny_gestures, tmp_path))
+        clips = np.random.default_rng(0).random((4, 4, 32, 32, 3), dtype=np.float32)
+        history = model.fit(clips, np.arange(4), batch_size=2, epochs=1, verbose=0).history
+        model.save(tmp_path / "m.keras")
+        again = keras.saving.load_model(tmp_path / "m.keras")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert 0.0 <= history["top5"][0] <= 1.0 and np.isfinite(history["loss"][0])
+    assert [m.name for m in again.metrics] == [m.name for m in model.metrics]
 
 
 def test_resume_without_a_run_is_a_clear_error(tiny_gestures, tmp_path):

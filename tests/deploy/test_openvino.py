@@ -577,7 +577,7 @@ def test_runner_errors_are_one_line(fp32_ir, tmp_path):
 
 def test_missing_openvino_says_how_to_install(fp32_ir, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
-    with pytest.raises(ModelFileError, match=r"pip install keras_efficient3d\[openvino\]"):
+    with pytest.raises(ModelFileError, match=r"pip install 'keras_efficient3d\[openvino\]'"):
         runtime.load_runner(fp32_ir[0])
 
 
