@@ -839,7 +839,15 @@ def missing_packages(*packages):
     """The import names of `packages` that this environment lacks (found, not imported)."""
     import importlib.util
 
-    return [p for p in packages if importlib.util.find_spec(p) is None]
+    def found(name):
+        if sys.modules.get(name) is not None:  # imported already (or stood in for)
+            return True
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a parent that is no package, a spec of None
+            return False
+
+    return [p for p in packages if not found(p)]
 
 
 def install_command(*packages):

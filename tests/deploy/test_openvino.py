@@ -422,7 +422,10 @@ def test_a_narrow_stem_writes_two_output_columns_per_position(tmp_path):
     assert fp32["stem_output_fold"] == 2 and fp32["max_rel_error"] < 1e-4
     int8 = openvino_export.export_openvino(narrow, str(tmp_path / "int8.xml"), quantize="ptq",
                                            calibration=synthetic_clips(8, seed=4), stem_fold=1)
-    assert int8["stem_output_fold"] == 2 and int8["top1_agreement"] >= 0.75
+    # Its int8 agreement is checked on the trained shipped model (the PTQ test below): on
+    # random weights' near-equal logits it is noise (NNCF 3.4: 0.375-0.625 of 8 clips, folded
+    # or not, run to run).
+    assert int8["stem_output_fold"] == 2 and int8["clips"] == 8
     conv1 = [op for op in runtime.openvino_module().Core().read_model(int8["path"]).get_ops()
              if op.get_friendly_name() == "conv1/Conv/WithoutBiases"]
     assert [op.get_output_partial_shape(0)[1].get_length() for op in conv1] == [2 * 6]
@@ -493,6 +496,8 @@ def test_ptq_int8_runs_in_int8_and_agrees_on_top1(shipped, tmp_path):
     report = openvino_export.export_openvino(model, path, quantize="ptq", calibration=calibration,
                                              validation=validation)
     assert report["precision"] == "int8" and report["quantize"] == "ptq"
+    # the shipped model's 6-channel stem writes two columns per position (stem_output_fold)
+    assert report["stem_output_fold"] == 2
     assert report["int8"]["fake_quantize"] > 0 and report["clips"] == len(validation)
     assert openvino_export.ir_precision(path) == "int8"
     runner = runtime.load_runner(path, threads=1)
