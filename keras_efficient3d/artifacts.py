@@ -288,6 +288,17 @@ def save_model(model, path, metadata=None) -> str:
     return path
 
 
+def keras_config(path) -> dict | None:
+    """The model config (``config.json``) of a `.keras` archive, without building anything;
+    None when it cannot be read (the loader reports what is wrong with the file)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def check_keras_archive(path) -> str:
     """Checks that `path` is a complete `.keras` archive before Keras reads it (Keras reports
     a truncated or corrupt file as "File not found"); returns `path`.

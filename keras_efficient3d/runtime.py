@@ -423,15 +423,10 @@ def is_depthwise_model(model) -> bool:
 
             family = registry.get_family(path)
             return bool(family and family.depthwise)
-        import json
-        import zipfile
+        from keras_efficient3d.artifacts import keras_config
 
-        try:
-            with zipfile.ZipFile(path) as archive:
-                config = json.loads(archive.read("config.json"))
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-            return False  # the loader reports what is wrong with the file
-        return _has_depthwise_layer(config)
+        config = keras_config(path)
+        return config is not None and _has_depthwise_layer(config)
     from keras_efficient3d.layers import DepthwiseConv3D
 
     layers = list(getattr(model, "layers", ()))

@@ -33,6 +33,7 @@ from keras_efficient3d.artifacts import (
     atomic_write,
     atomic_write_json,
     check_keras_archive,
+    keras_config,
     load_model,
     read_metadata,
     save_model,
@@ -416,13 +417,9 @@ def resume_model(config, path, num_classes):
 
 def _saved_optimizer(path):
     """The optimizer class a `.keras` checkpoint was compiled with (its config.json)."""
-    import zipfile
-
     try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-        return config["compile_config"]["optimizer"]["class_name"]
-    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+        return keras_config(path)["compile_config"]["optimizer"]["class_name"]
+    except (KeyError, TypeError):
         return "unknown"
 
 
