@@ -189,10 +189,11 @@ class DeploymentGraph:
                 "checkpoint without it, and export with --precision=int8 --frames_input for a "
                 "file that takes the decoder's frames")
         self.model = model
-        self.input_shape = tuple(int(s) for s in model.inputs[0].shape[1:])
-        if len(self.input_shape) != 4:
-            raise ValueError("Expected a video model with 5D input. "
-                             f"Received: input_shape={self.input_shape}")
+        shape = tuple(model.inputs[0].shape[1:])
+        if len(shape) != 4 or None in shape:
+            raise ValueError("Expected a video model with a static (frames, height, width, "
+                             f"channels) input. Received: input_shape={shape}")
+        self.input_shape = tuple(int(s) for s in shape)
         self.params = {}
         self.param_kinds = {}
         self._steps = []
@@ -207,6 +208,7 @@ class DeploymentGraph:
                 continue
             if len(layer._inbound_nodes) != 1:
                 raise ValueError(f"Shared layer '{layer.name}' is not supported.")
+            _check_layer(layer)
             self._steps.append((layer, layer._inbound_nodes[0]))
             self._collect_params(layer)
 
@@ -228,8 +230,16 @@ class DeploymentGraph:
         """Emits Conv3D layer `name` with `kernel` and `bias` (Keras' layout; None: its own)
         instead of its own weights (a frames input's stem)."""
         layer = self.model.get_layer(name)
+        if type(layer) is not k3d.Conv3D:
+            raise ValueError(f"Layer '{name}' is a {type(layer).__name__}, not a Conv3D.")
+        if kernel is not None and tuple(np.shape(kernel)) != tuple(layer.kernel.shape):
+            raise ValueError(f"Layer '{name}': the kernel must have shape "
+                             f"{tuple(layer.kernel.shape)}. Received: {tuple(np.shape(kernel))}")
         if bias is not None and not layer.use_bias:
             raise ValueError(f"Layer '{name}' has no bias to replace.")
+        if bias is not None and tuple(np.shape(bias)) != (layer.filters,):
+            raise ValueError(f"Layer '{name}': the bias must have shape ({layer.filters},). "
+                             f"Received: {tuple(np.shape(bias))}")
         _conv_params(self, layer, kernel, bias)
 
     # ---------------------------------------------------------------- emission
@@ -263,10 +273,12 @@ class DeploymentGraph:
 
         return serve
 
-    def predict(self, clips, batch_size=None):
-        """Runs the float graph eagerly on a numpy batch (for checks)."""
+    def predict(self, clips):
+        """Runs the float graph eagerly on a numpy batch (for checks): the output as a
+        numpy array, or a list of them for a model of several outputs."""
         clips = np.asarray(clips, np.float32)
-        return np.asarray(self(tf.constant(clips), batch=clips.shape[0]))
+        out = self(tf.constant(clips), batch=clips.shape[0])
+        return [np.asarray(o) for o in out] if isinstance(out, list) else np.asarray(out)
 
 
 def build_deployment_graph(model, fold=True, pack_channels=None, stack_channels=None):
@@ -274,6 +286,33 @@ def build_deployment_graph(model, fold=True, pack_channels=None, stack_channels=
     return DeploymentGraph(model, fold=fold, pack_channels=pack_channels,
                            stack_channels=stack_channels)
 
+
+
+def _check_layer(layer):
+    """Refuses settings of a supported layer class that the graph does not emit (which it
+    would otherwise emit as the channels-last default, silently wrong)."""
+    problem = None
+    if isinstance(layer, keras.layers.BatchNormalization):
+        rank = len(layer.input.shape)
+        if layer.axis % rank != rank - 1:
+            problem = f"normalises axis {layer.axis}, not the channels (-1)"
+    elif isinstance(layer, (keras.layers.GlobalAveragePooling3D, keras.layers.GlobalMaxPooling3D)):
+        if layer.data_format != "channels_last":
+            problem = f"data_format={layer.data_format!r} (the graph is channels-last)"
+        elif layer.keepdims:
+            problem = "keepdims=True"
+    elif isinstance(layer, keras.layers.Dense) and len(layer.input.shape) != 2:
+        problem = (f"takes a {len(layer.input.shape)}-D input (a Dense layer of the graph "
+                   "follows a global pooling or a Flatten)")
+    if problem:
+        raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) is not supported by "
+                         f"the deployment graph: {problem}.")
+
+
+def _elementwise(layer):
+    """Whether `layer`'s activation acts on each value alone, as the packed layout needs
+    (its channel axis holds every frame's channels: a softmax would normalise across them)."""
+    return isinstance(layer, keras.layers.ReLU) or activation_name(layer) not in (None, "softmax")
 
 
 # ---------------------------------------------------------------- parameters, per layer class
@@ -433,16 +472,15 @@ class _Emitter:
                 return out
             v = self._unpack(v)
         out = self._conv3d(layer, v)
-        if self.batch == 1 and tuple(layer.kernel_size) == (1, 1, 1) and \
-                tuple(layer.strides) == (1, 1, 1) and tuple(layer.padding) == (0, 0, 0) and \
-                v.x.shape[-1] <= out.x.shape[-1]:  # select frames where they are fewer bytes
+        # select frames where they are fewer bytes
+        if self.batch == 1 and self._pointwise(layer) and v.x.shape[-1] <= out.x.shape[-1]:
             out.remap = lambda select: self._conv3d(layer, select(v))
         return out
 
     def _packed_conv3d(self, layer, v):
         """The convolution in the packed layout, or None where it leaves it (grouped, or
         wider than `pack_channels`)."""
-        if layer.groups != 1:
+        if layer.groups != 1 or not _elementwise(layer):
             return None
         t_out = taps.out_len(v.frames, layer.kernel_size[0], layer.strides[0], layer.padding[0])
         if t_out * layer.filters > PACK_WIDTH and v is not self._input:
@@ -512,8 +550,8 @@ class _Emitter:
         v = ins[0]
         name = layer.name
         st = layer.strides[0]
-        if v.packed and v.x.shape[-1] > PACK_WIDTH and not (
-                self.int8 and st == 1 and v.x.shape[-1] <= PACK_WIDTH_DEPTHWISE):
+        if v.packed and (not _elementwise(layer) or v.x.shape[-1] > PACK_WIDTH and not (
+                self.int8 and st == 1 and v.x.shape[-1] <= PACK_WIDTH_DEPTHWISE)):
             v = self._unpack(v)
         if v.packed:
             y, t_out = packed.depthwise(
@@ -569,8 +607,6 @@ class _Emitter:
 
     def global_pool(self, layer, node, ins):
         v = ins[0]
-        if layer.get_config().get("keepdims"):
-            raise ValueError(f"'{layer.name}': keepdims=True is not supported.")
         _, h, w, c = self._shape(v.x)
         if v.packed:  # (B, H, W * T, C): the same cells
             x = tf.reshape(v.x, [self.b, h, w * v.frames, c // v.frames])
@@ -629,6 +665,8 @@ class _Emitter:
 
     def activation(self, layer, node, ins):
         v = ins[0]
+        if not _elementwise(layer):
+            v = self._unpack(v)
         if isinstance(v, _Video) and v.parts and activation_name(layer) == "relu":
             y = self.hooks.act(layer.name, self._relu_of_parts(v, layer.name))
             out = _Video(y, v.frames, True)

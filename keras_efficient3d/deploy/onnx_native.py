@@ -720,6 +720,9 @@ def _zero_pad_channels(w, layer, node, ins):
 
 def _global_pool(w, layer, node, ins):
     op = "GlobalAveragePool" if isinstance(layer, keras.layers.GlobalAveragePooling3D) else "GlobalMaxPool"
+    if layer.data_format != "channels_last":  # the clip is NCDHW here, whatever Keras held
+        raise ValueError(f"'{layer.name}': only channels-last pooling is supported. "
+                         f"Received: data_format={layer.data_format!r}")
     y = w.node(op, [ins[0].name], layer.name)
     if layer.get_config().get("keepdims"):
         return _out_clip(node, y)

@@ -168,3 +168,84 @@ def test_rgb_stem_taps_are_stacked_by_a_convolution_but_in_qat_int8():
     assert op_types(qat.graph, True, hooks=qat.frozen_hooks()).count("ConcatV2") == 1
     with pytest.raises(ValueError, match=r"`stack_channels` must be >= 0. Received: stack_channels=-1"):
         DeploymentGraph(model, stack_channels=-1)
+
+
+def _tiny_video_model(*head, conv_activation=None):
+    import keras
+
+    from keras_efficient3d.layers import Conv3D
+
+    inp = keras.Input((4, 8, 8, 3))
+    y = Conv3D(4, 3, strides=(1, 2, 2), padding=1, use_bias=True,
+               activation=conv_activation)(inp)
+    for layer in head:
+        y = layer(y)
+    return keras.Model(inp, y)
+
+
+@pytest.mark.parametrize("where", ["layer", "conv"])
+def test_softmax_on_video_is_per_frame_in_the_packed_layout(where):
+    """The packed layout holds every frame's channels on one axis: a softmax there must
+    not normalise across frames (it did, 0.25 off)."""
+    import keras
+
+    pool = keras.layers.GlobalAveragePooling3D()
+    if where == "layer":
+        model = _tiny_video_model(keras.layers.Activation("softmax"), pool)
+    else:
+        model = _tiny_video_model(pool, conv_activation="softmax")
+    x = clips((4, 8, 8, 3), 2)
+    expected = np.asarray(model(x))
+    for pack in (0, 8):
+        graph = DeploymentGraph(model, pack_channels=pack)
+        assert graph.packs() == bool(pack)
+        np.testing.assert_allclose(graph(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer, message", [
+    (lambda keras: keras.layers.BatchNormalization(axis=1), "normalises axis 1"),
+    (lambda keras: keras.layers.GlobalAveragePooling3D(data_format="channels_first"),
+     "data_format='channels_first'"),
+    (lambda keras: keras.layers.GlobalMaxPooling3D(keepdims=True), "keepdims=True"),
+    (lambda keras: keras.layers.Dense(5), "takes a 5-D input"),
+])
+def test_layer_settings_the_graph_does_not_emit_are_refused(layer, message):
+    """Each was emitted as the channels-last default: wrong numbers or a wrong shape."""
+    import keras
+
+    # a ReLU in the convolution keeps the BatchNorm from folding into it
+    model = _tiny_video_model(layer(keras), conv_activation="relu")
+    with pytest.raises(ValueError, match=message):
+        DeploymentGraph(model)
+
+
+def test_dynamic_input_and_bad_replacement_weights_are_refused():
+    import keras
+
+    inp = keras.Input((None, 8, 8, 3))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling3D()(inp)))
+    with pytest.raises(ValueError, match="static"):
+        DeploymentGraph(model)
+
+    model = _tiny_video_model(keras.layers.GlobalAveragePooling3D(), keras.layers.Dense(2))
+    graph = DeploymentGraph(model, fold=False)
+    conv, dense = model.layers[1].name, model.layers[-1].name
+    with pytest.raises(ValueError, match=r"kernel must have shape \(3, 3, 3, 3, 4\)"):
+        graph.set_conv_weights(conv, np.zeros((1, 1, 1, 3, 5)), None)
+    with pytest.raises(ValueError, match=r"bias must have shape \(4,\)"):
+        graph.set_conv_weights(conv, None, np.zeros(5))
+    with pytest.raises(ValueError, match="not a Conv3D"):
+        graph.set_conv_weights(dense, None, None)
+
+
+def test_predict_returns_each_output_of_a_model_of_several():
+    import keras
+
+    inp = keras.Input((4, 8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling3D()(inp)
+    model = keras.Model(inp, [keras.layers.Dense(2)(pooled), keras.layers.Dense(3)(pooled)])
+    x = clips((4, 8, 8, 3), 2)
+    got = DeploymentGraph(model).predict(x)
+    for out, want in zip(got, model(x)):
+        np.testing.assert_allclose(out, np.asarray(want), atol=1e-5)
+    assert [o.shape for o in got] == [(2, 2), (2, 3)]
