@@ -218,6 +218,10 @@ def test_forms_and_refusals(odd_model, tmp_path):
     assert not onnx_native.supports(foreign) and onnx_export.resolve_form(foreign) == "taps"
     with pytest.raises(ValueError, match="Reshape.*form='taps'"):
         onnx_export.convert_to_onnx(foreign, form="native")
+    # a channels-first pool (of a channels-last clip) was written as a channels-last one
+    pooled = keras.layers.GlobalAveragePooling3D(data_format="channels_first")(L.Conv3D(4, 1)(inputs))
+    with pytest.raises(ValueError, match="only channels-last pooling"):
+        onnx_export.convert_to_onnx(keras.Model(inputs, pooled), form="native")
 
 
 def test_cli_onnx_form_flag(tmp_path):
