@@ -96,12 +96,26 @@ def find(name, library_dirs=None):
 
 
 def loaded(path):
-    """Whether the library `path` (or a soname) is mapped into this process (Linux)."""
+    """Whether the library `path` (or a soname) is mapped into this process (Linux). The
+    maps list a library by its real path: a path is compared resolved (a symlink to it
+    counts), a soname by file name (``libx.so.4`` is ``libx.so.4`` or ``libx.so.4.*``)."""
+    real = os.path.realpath(path) if os.sep in path else None
+    base = os.path.basename(path)
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            return any(os.path.basename(path) in line for line in maps)
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                mapped = fields[5].strip() if len(fields) == 6 else ""
+                if not mapped:
+                    continue
+                if real is not None and mapped == real:
+                    return True
+                name = os.path.basename(mapped)
+                if real is None and (name == base or name.startswith(base + ".")):
+                    return True
     except OSError:
         return False
+    return False
 
 
 def resolve(choice, backend, library_dirs=None):
@@ -175,13 +189,18 @@ def reexec(choice, backend, log=print, execve=os.execve, environ=None, library_d
     it needs one and does not run under it yet: does not return then. Otherwise returns
     the line to show (None: nothing to say)."""
     environ = os.environ if environ is None else environ
-    if environ.get(ENV_MARKER):  # restarted already: the choice was resolved before
-        path = environ[ENV_MARKER]
-        if not loaded(path):
-            return (f"warning: memory allocator {path} was not loaded (the dynamic linker "
-                    "refused it); running with glibc's")
-        return f"memory allocator: {_name_of(path)} ({path})"
     chosen = resolve(choice, backend, library_dirs)
+    marker = environ.get(ENV_MARKER)
+    if marker and chosen is not None and chosen[1] == marker:  # restarted under it already
+        if not loaded(marker):
+            return (f"warning: memory allocator {marker} was not loaded (the dynamic linker "
+                    "refused it); running with glibc's")
+        return f"memory allocator: {_name_of(marker)} ({marker})"
+    if marker and chosen is None and loaded(marker):
+        # inherited from a parent restarted under another choice (its LD_PRELOAD)
+        return (f"warning: memory allocator {_name_of(marker)} ({marker}) is preloaded by "
+                f"this process's environment (LD_PRELOAD), not --allocator={choice}'s "
+                "choice; unset LD_PRELOAD for glibc's")
     if chosen is None:
         if choice == "auto" and backend == "jax" and sys.platform.startswith("linux"):
             return ("note: JAX trains faster with tcmalloc, jemalloc or mimalloc (XLA maps its "

@@ -163,6 +163,21 @@ def test_reexec_restarts_once_and_says_why(tmp_path):
     assert "PyTorch trains faster with mimalloc" in line and "pip install cmeel-mimalloc" in line
     assert allocators.reexec("auto", "tensorflow", environ={}, library_dirs=empty,
                              execve=lambda *args: calls.append(args)) is None
+    # a symlink to it is the library too (the maps list real paths); so is its soname
+    link = tmp_path / "liblink.so"
+    link.symlink_to(mapped)
+    assert allocators.loaded(str(link)) and allocators.loaded(os.path.basename(mapped))
+    assert not allocators.loaded(str(tmp_path / "libtcmalloc_minimal.so.4"))
+    # the marker of a parent's restart does not stand for this process's own choice
+    inherited = {allocators.ENV_MARKER: mapped, "LD_PRELOAD": mapped}
+    line = allocators.reexec("system", "jax", execve=lambda *args: calls.append(args),
+                             environ=inherited)
+    assert line.startswith(f"warning: memory allocator {os.path.basename(mapped)} ({mapped}) "
+                           "is preloaded by this process's environment") and len(calls) == 1
+    allocators.reexec("auto", "jax", execve=lambda *args: calls.append(args),
+                      environ={allocators.ENV_MARKER: str(tmp_path / "other.so")},
+                      library_dirs=[str(tmp_path)])
+    assert len(calls) == 2 and calls[1][2][allocators.ENV_MARKER] == tcmalloc
 
 
 @linux
