@@ -43,10 +43,13 @@ import keras
 
 from keras_efficient3d import registry
 from keras_efficient3d.fold import RELU_LIKE, activation_name
+from keras_efficient3d.models._base import flat_layers
 
 # Layers that are functional operations (or nothing) in the original: zero ops.
+# `Folded`: a BatchNorm (or its ReLU) folded into the convolution before it (`fold`); a
+# folded model is another graph, counted by these rules as it is (its convolution's bias).
 _FREE_LAYERS = ("InputLayer", "Dropout", "Add", "Concatenate", "ChannelShuffle",
-                "ChannelSplit", "ZeroPadChannels", "Flatten", "Permute", "Reshape")
+                "ChannelSplit", "ZeroPadChannels", "Flatten", "Permute", "Reshape", "Folded")
 
 TOLERANCE = 0.005  # every Table 8 row must match the paper within 0.5%
 DEFAULT_FRAMES = 16
@@ -72,11 +75,17 @@ def _shape(tensor):
 
 def detect_family(model):
     """Family of a model of this package from its name ('mobilenetv2_3d_1.0x' ->
-    'mobilenetv2'), or None when the name is not one of the defaults."""
+    'mobilenetv2'), or that of the first model nested in it that has one; None when no
+    name is one of the defaults (a renamed model: pass `family` to `count`)."""
     name = model.name.lower()
     for family in registry.families():
         if name.startswith(family.name):
             return family.name
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found = detect_family(layer)
+            if found:
+                return found
     return None
 
 
@@ -137,7 +146,7 @@ def count_layer(layer, family=None):
         if not functional_relu:
             ops = _numel(_shape(layer.input))
     elif kind == "Activation":
-        pass  # e.g. a softmax head: nn.Softmax has no hook in thop's table
+        pass  # e.g. a softmax head: thop's register_hooks (thop/utils.py) leaves nn.Softmax out
     elif kind == "MaxPool3D":
         kernel = layer.pool_size
         if rules is not None and rules.int_kernel_pools and len(set(kernel)) == 1:
@@ -186,7 +195,7 @@ def count(model, family=None):
     if family is None:
         family = detect_family(model)
     _family(family)
-    layers = [count_layer(layer, family) for layer in model.layers]
+    layers = [count_layer(layer, family) for layer in flat_layers(model)]
     flops = sum(entry["ops"] for entry in layers)
     return {
         "model": model.name,
@@ -203,18 +212,21 @@ def count(model, family=None):
 
 def build(name, width_mult=None, groups=None, shortcut=None, num_classes=PAPER_NUM_CLASSES,
           frames=DEFAULT_FRAMES, size=DEFAULT_SIZE, depth=None, cardinality=None, version=None,
-          **kwargs):
-    """Builds a registry model for counting; returns (model, family). Raises ValueError
-    for unknown names or invalid arguments."""
-    for label, value in (("frames", frames), ("size", size), ("num_classes", num_classes)):
-        if not isinstance(value, int) or value < 1:
+          width=None, **kwargs):
+    """Builds a registry model for counting on clips of `frames` x `size` x `width` pixels
+    (`width` default: `size`); returns (model, family). Raises ValueError for unknown
+    names or invalid arguments."""
+    width = size if width is None else width
+    for label, value in (("frames", frames), ("size", size), ("width", width),
+                         ("num_classes", num_classes)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"`{label}` must be a positive integer. Received: {label}={value}")
     kwargs.update(width_mult=width_mult, groups=groups, shortcut=shortcut, depth=depth,
                   cardinality=cardinality, version=version)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     family = registry.get_family(name)
     model = registry.create_model(name, num_classes=num_classes,
-                                  input_shape=(frames, size, size, 3), **kwargs)
+                                  input_shape=(frames, size, width, 3), **kwargs)
     return model, family.name if family is not None else None
 
 
@@ -258,6 +270,8 @@ def paper_table(rows=None):
         from its printed value) and ``note`` (configuration and remark).
     """
     table = load_table8()
+    if isinstance(rows, str):
+        rows = [rows]
     if rows is not None:
         known = {row["model"] for row in table}
         unknown = [r for r in rows if r not in known]

@@ -296,3 +296,41 @@ def test_run_cli_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         complexity.run_cli(**kwargs)
 
+
+
+@pytest.mark.parametrize("name, kwargs, flops, params", [
+    # The original's thop (Efficient-3DCNNs, accumulating in float64) on its own models, at
+    # settings other than the paper's: frames, size, classes, width and groups.
+    ("mobilenetv2", dict(width_mult=0.7, frames=8, size=96, num_classes=27), 121_719_465, 1_315_929),
+    ("shufflenetv1", dict(groups=1, frames=16, size=64, num_classes=27), 62_624_967, 973_473),
+    ("squeezenet", dict(version=1.1, frames=32, size=64, num_classes=27), 599_210_632, 1_851_611),
+])
+def test_counts_away_from_the_paper_s_setting_match_the_original(name, kwargs, flops, params):
+    result = complexity.count_model(name, **kwargs)
+    assert (result["flops"], result["params"]) == (flops, params)
+    assert not result["uncounted"]
+
+
+def test_non_square_clips_nested_and_folded_models_are_counted():
+    from keras_efficient3d import create_model
+    from keras_efficient3d.deploy.benchmark import model_macs
+    from keras_efficient3d.fold import fold_batchnorm
+
+    model = create_model("mobilenetv2_0.2x", input_shape=(16, 64, 96, 3), num_classes=5)
+    alone = complexity.count(model)
+    # the benchmarks' MACs of a 64x96 clip (they were counted as 64x64)
+    assert model_macs("mobilenetv2_0.2x", (16, 64, 96), 5) == alone["macs"] > \
+        model_macs("mobilenetv2_0.2x", (16, 64, 64), 5)
+    # a model used as a layer of another counts as itself (it counted 0 ops)
+    inputs = keras.Input((16, 64, 96, 3))
+    nested = complexity.count(keras.Model(inputs, model(inputs)))
+    assert nested["family"] == "mobilenetv2" and not nested["uncounted"]
+    assert {k: nested[k] for k in ("params", "macs", "flops")} == \
+        {k: alone[k] for k in ("params", "macs", "flops")}
+    # a folded model: its BatchNorms are identities, their ops are gone, the MACs stay
+    folded = complexity.count(fold_batchnorm(model), "mobilenetv2")
+    assert not folded["uncounted"] and folded["macs"] == alone["macs"]
+    assert folded["flops"] < alone["flops"]
+    with pytest.raises(ValueError, match="`size` must be a positive integer"):
+        complexity.build("mobilenetv2", size=True)
+    assert [row["model"] for row in complexity.paper_table("3D-MobileNetV2 0.2x")] == ["3D-MobileNetV2 0.2x"]

@@ -297,7 +297,7 @@ def model_macs(name, input_shape, num_classes):
     from keras_efficient3d import complexity
 
     model, family = complexity.build(name, num_classes=num_classes, frames=int(input_shape[0]),
-                                     size=int(input_shape[1]))
+                                     size=int(input_shape[1]), width=int(input_shape[2]))
     return complexity.count(model, family)["macs"]
 
 

@@ -151,14 +151,14 @@ def _describe(model):
 
 def _has_classifier(model):
     """Whether `model` was built with its classifier (include_top=True)."""
-    return any(layer.name == "predictions" for layer in _flat_layers(model))
+    return any(layer.name == "predictions" for layer in flat_layers(model))
 
 
-def _flat_layers(model):
+def flat_layers(model):
     """The layers of `model`, a nested model's (`with_preprocessing`) in its place."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _flat_layers(layer)
+            yield from flat_layers(layer)
         else:
             yield layer
 
@@ -229,7 +229,7 @@ def _copy_weights(source, model, path):
 
     from keras_efficient3d.fold import Folded
 
-    layers = list(_flat_layers(source))
+    layers = list(flat_layers(source))
     if any(isinstance(layer, Folded) for layer in layers):
         raise ModelFileError(
             f"{path}: its model {_describe(source)} has BatchNorm folded into its convolutions "
@@ -237,7 +237,7 @@ def _copy_weights(source, model, path):
             "trainable model. Load the model it was folded from, or run this one itself "
             "(keras_efficient3d.runtime.load_runner)")
     held = {layer.name: layer for layer in layers if layer.weights}
-    wanted = [layer for layer in _flat_layers(model) if layer.weights]
+    wanted = [layer for layer in flat_layers(model) if layer.weights]
     missing = [layer.name for layer in wanted if layer.name not in held]
     if missing:
         raise mismatch(f"no layer {missing[0]} in the file")
