@@ -652,12 +652,14 @@ def single_worker_steps(steps_per_epoch, num_videos, batch_size):
     return (num_videos // batch_size if warning else steps_per_epoch), warning
 
 
-def steps_per_epoch_warning(steps_per_epoch, num_videos, batch_size, repeats=False):
+def steps_per_epoch_warning(steps_per_epoch, num_videos, batch_size, repeats=False,
+                            batches=None):
     """The warning when --steps_per_epoch asks for more batches than one pass over the
-    training videos gives (`num_videos` // `batch_size`, the last incomplete batch dropped),
-    saying what happens then; None otherwise. A pipeline that does not repeat runs dry:
-    Keras then ends the epoch early (the next starts a new pass), so an epoch is one pass."""
-    batches = num_videos // batch_size
+    training videos gives (`batches`, default `num_videos` // `batch_size`: the last
+    incomplete batch dropped), saying what happens then; None otherwise. A pipeline that
+    does not repeat runs dry: Keras then ends the epoch early (the next starts a new
+    pass), so an epoch is one pass."""
+    batches = num_videos // batch_size if batches is None else batches
     if not steps_per_epoch or steps_per_epoch <= batches:
         return None
     what = (f"the data repeats: each epoch runs {steps_per_epoch} steps, some videos twice"
@@ -685,14 +687,18 @@ def make_distributed_datasets(config, strategy, train_records, val_records, clas
                          f"multiple of the {replicas} replicas of the cluster")
     per_replica = config.batch_size // replicas
     per_worker = config.batch_size // workers
-    steps = config.steps_per_epoch or (len(train_records) // workers) // per_worker
-    warning = steps_per_epoch_warning(config.steps_per_epoch, len(train_records) // workers,
-                                      per_worker, repeats=True)
+    # The smallest share: a worker with no whole batch would end its epochs at once while
+    # the others wait for it in the step's collective, whatever --steps_per_epoch says.
+    share = len(train_records) // workers
+    if share < per_worker:
+        raise ValueError(f"{len(train_records)} training videos are too few for {workers} workers "
+                         f"at --batch_size={config.batch_size}: each worker reads {share}, "
+                         f"fewer than its {per_worker} of a batch")
+    steps = config.steps_per_epoch or share // per_worker
+    warning = steps_per_epoch_warning(config.steps_per_epoch, len(train_records),
+                                      config.batch_size, repeats=True, batches=share // per_worker)
     if warning:
         print(warning, file=sys.stderr)
-    if steps < 1:
-        raise ValueError(f"{len(train_records)} training videos are too few for {workers} workers "
-                         f"at --batch_size={config.batch_size}")
     common = _pipeline_options(config, per_replica)
 
     def train_fn(context):
@@ -713,24 +719,36 @@ def make_distributed_datasets(config, strategy, train_records, val_records, clas
     return train, val, steps, math.ceil(math.ceil(len(val_records) / workers) / per_worker)
 
 
+@contextlib.contextmanager
 def _multiworker_fit_scope(model, strategy, config):
     """Works around Keras 3's ``fit`` under MultiWorkerMirroredStrategy
     (keras-team/keras#20585): a model compiled in the strategy's scope is built on the first
     batch reduced across the workers, a reduction the collective strategy cannot do on a
     nested batch. Build the model, loss, metrics and optimizer here, in the scope, from the
-    batch's shapes, let the model find the strategy from the scope it is fitted in, and
-    return that scope. The logged metrics are the workers' running means, averaged."""
+    batch's shapes, and let the model find the strategy from the scope it is fitted in (this
+    context); the model is as it was after it. The logged metrics are the workers' running
+    means, averaged."""
     per_replica = config.batch_size // strategy.num_replicas_in_sync
     batch = (tf.TensorSpec((per_replica, config.frames, config.size, config.size, 3), tf.float32),
              tf.TensorSpec((per_replica,), tf.int32))
     with strategy.scope():
         model._symbolic_build(data_batch=batch)
+    owner = model._distribute_strategy
     model._distribute_strategy = None
     # Keras averages the logged values over the workers with reduce(MEAN, axis=0), which a
-    # scalar does not have: log 1-element vectors, averaged into scalars again.
-    for name in ("train_step", "test_step"):
+    # scalar does not have: log 1-element vectors, averaged into scalars again. Only with
+    # several workers: a cluster of one (no TF_CONFIG, a one-node job) reduces nothing, and
+    # the vectors would reach the logs (TensorBoard: "Expected scalar shape").
+    steps = ("train_step", "test_step") if strategy.extended._in_multi_worker_mode() else ()
+    for name in steps:
         setattr(model, name, _vector_logs(getattr(model, name)))
-    return strategy.scope()
+    try:
+        with strategy.scope():
+            yield
+    finally:
+        for name in steps:
+            delattr(model, name)  # the instance's wrapper: the class's own method again
+        model._distribute_strategy = owner
 
 
 def _vector_logs(step):
@@ -833,8 +851,10 @@ def _check_same_run(config):
                          "resume with the run's values (or start a new run in another --output)")
 
 
+# backup/: a multi-worker run's fault-tolerance backups, which a later multi-worker run in
+# the folder would otherwise take for its own.
 _RUN_FILES = ("last.keras", "best.keras", "train_state.json", "log.csv", "curves.png",
-              "config.json", "labels.txt")
+              "config.json", "labels.txt", "backup")
 
 
 def _move_previous_run(output_dir):
@@ -1041,8 +1061,17 @@ def train(config, extra_callbacks=None):
     # Only once the model and the pipelines are built: an option they refuse (a width the
     # builder does not have, a --pretrained file of other clips, a batch the workers cannot
     # split) must not cost the run already in the folder.
-    if chief and not config.resume and \
-            not os.path.exists(os.path.join(config.output_dir, "backup")):
+    # A multi-worker run's backup of this task: a restarted worker continues from it, unless
+    # the run is resumed from its last.keras (then the backup is stale).
+    backup = None
+    if config.distribution == "multiworker":
+        backup = BackupAndRestore(os.path.join(config.output_dir, "backup", task))
+        if config.resume and backup.exists():
+            print(f"{task}: --resume continues from {last_path}; the backup in "
+                  f"{backup.backup_dir} is removed", flush=True)
+            shutil.rmtree(backup.backup_dir, ignore_errors=True)
+    restoring = backup is not None and backup.exists()
+    if chief and not config.resume and not restoring:
         _move_previous_run(config.output_dir)
     atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
     atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
@@ -1050,9 +1079,8 @@ def train(config, extra_callbacks=None):
     # Every worker saves (Keras reads the variables on each), the chief where the run lives,
     # the others into a scratch folder removed at the end.
     save_dir = config.output_dir if chief else os.path.join(config.output_dir, f".{task}")
-    backup = BackupAndRestore(os.path.join(config.output_dir, "backup", task))
     saved_epoch = initial_epoch or None
-    if backup.exists() and os.path.exists(state_path):
+    if restoring and os.path.exists(state_path):
         # A restarted worker: the run's checkpoint state, for the checkpointer to keep (a
         # new best between checkpoints updates it, as on --resume).
         state = read_state(state_path)
@@ -1074,12 +1102,12 @@ def train(config, extra_callbacks=None):
             _trim_log(os.path.join(config.output_dir, "log.csv"), initial_epoch)
         callbacks += [
             keras.callbacks.CSVLogger(os.path.join(config.output_dir, "log.csv"),
-                                      append=config.resume or backup.exists()),
+                                      append=config.resume or restoring),
             keras.callbacks.TensorBoard(os.path.join(config.output_dir, "tensorboard"),
                                         update_freq="epoch", write_graph=False),
         ]
     callbacks.append(keras.callbacks.TerminateOnNaN())
-    if config.distribution == "multiworker":
+    if backup is not None:
         # A worker lost mid-epoch: the cluster is restarted and each worker continues from
         # its last completed epoch (with --resume a run restarts from last.keras instead).
         callbacks.append(backup)
@@ -1093,26 +1121,26 @@ def train(config, extra_callbacks=None):
                             validation_steps=val_steps, callbacks=callbacks,
                             verbose=config.verbose, shuffle=False)
     elapsed = time.time() - start
+    if backup is not None:
+        # Keras removed this task's backup at the end of training; the last task to end
+        # removes the folder (a folder left would hold the next run's move to previous/).
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(backup.backup_dir))
+    if not chief:
+        shutil.rmtree(save_dir, ignore_errors=True)
     if checkpointer.diverged:
         epoch, loss = checkpointer.diverged
         kept = (f"the checkpoints of epoch {checkpointer.saved_epoch} are kept"
                 if checkpointer.saved_epoch else "no checkpoint was written")
         raise ValueError(f"training diverged at epoch {epoch} (loss {loss}); {kept}; "
                          "lower --learning_rate")
-    if not chief:
-        shutil.rmtree(save_dir, ignore_errors=True)
-        return {"model": model, "history": history.history, "classes": classes,
-                "seconds": elapsed, "output_dir": config.output_dir, "curves": None,
-                "num_train_videos": len(train_records), "worker": task,
-            "best_accuracy": checkpointer.best,
-                "initial_epoch": backup.restored_epoch,
-                "best_path": os.path.join(config.output_dir, "best.keras"), "last_path": last_path}
+    # Only the chief writes the run's log: another worker has no curves to plot.
     curves = plot_curves(os.path.join(config.output_dir, "log.csv"),
-                         os.path.join(config.output_dir, "curves.png"))
+                         os.path.join(config.output_dir, "curves.png")) if chief else None
+    restored = backup.restored_epoch if backup is not None else None
     return {"model": model, "history": history.history, "classes": classes,
             "seconds": elapsed, "output_dir": config.output_dir, "curves": curves,
             "num_train_videos": len(train_records), "worker": task,
             "best_accuracy": checkpointer.best,
-            "initial_epoch": backup.restored_epoch if backup.restored_epoch is not None
-            else initial_epoch,
+            "initial_epoch": restored if restored is not None else initial_epoch,
             "best_path": os.path.join(config.output_dir, "best.keras"), "last_path": last_path}

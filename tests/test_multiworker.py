@@ -5,7 +5,8 @@ One test, because starting a cluster is the expensive part (about 5 minutes on a
 in the middle of epoch 2, the cluster is restarted as a cluster manager would (a collective
 strategy's surviving workers fail or wait when a peer is lost), and the restarted workers
 continue at epoch 2 from `BackupAndRestore`'s backup instead of starting over. The result is
-compared with one process trained on the same data with the same global batch.
+compared with one process (a cluster of one, killed and resumed with --resume) trained on
+the same data with the same global batch.
 """
 
 import json
@@ -51,6 +52,16 @@ def _start_cluster(config, folder, kill_at=None):
         err = open(folder / f"worker{index}.err", "w")
         procs.append((subprocess.Popen(args, env=env, stdout=out, stderr=err, cwd=ROOT), out, err))
     return procs
+
+
+def _run_alone(config, folder, name, kill_at=None):
+    """One process of --distribution=multiworker without TF_CONFIG: a cluster of one."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    args = [sys.executable, WORKER, json.dumps(config)] + ([kill_at] if kill_at else [])
+    with open(folder / f"{name}.out", "w") as out, open(folder / f"{name}.err", "w") as err:
+        return subprocess.run(args, env=env, stdout=out, stderr=err, cwd=ROOT, timeout=900,
+                              check=False).returncode
 
 
 def _result(folder, index):
@@ -106,21 +117,38 @@ def test_two_workers_survive_a_lost_worker_and_train_like_one_process(tmp_path):
     # weights (BatchNorm's moving statistics are each replica's own).
     assert results[0]["weights_l1"] == pytest.approx(results[1]["weights_l1"], rel=1e-6)
     assert json.loads((out / "train_state.json").read_text())["epoch"] == EPOCHS
-    assert not (out / "backup").exists() or not any((out / "backup").rglob("*.h5"))
+    assert not (out / "backup").exists()  # a folder left would keep the next run's move
 
-    # The same data, the same global batch, one process.
-    single = trainer.train(trainer.TrainConfig(**_config(data_root, tmp_path / "single",
-                                                         distribution="none", verbose=0)))
-    records, classes = trainer.load_split(
-        trainer.TrainConfig(**_config(data_root, tmp_path / "single", distribution="none")),
-        "train")
+    # The same data, the same global batch, one process: a cluster of one (its logged values
+    # are not reduced over workers), in a folder holding a finished run with an empty
+    # backup/, which it moves aside. Killed in epoch 2 and resumed with --resume, it
+    # continues from last.keras, not from the backup of epoch 1 (made to say epoch 0).
+    single = tmp_path / "single"
+    (single / "backup").mkdir(parents=True)
+    for name in ("last.keras", "train_state.json"):
+        (single / name).write_bytes((out / name).read_bytes())
+    config = _config(data_root, single, checkpoint_every=1)
+    assert _run_alone(config, tmp_path, "alone", kill_at="1,1") == -signal.SIGKILL, \
+        (tmp_path / "alone.err").read_text()[-3000:]
+    assert (single / "previous" / "train_state.json").exists()
+    metadata = single / "backup" / "worker-0" / "training_metadata.json"
+    assert json.loads(metadata.read_text())["epoch"] == 1
+    metadata.write_text(json.dumps({"epoch": 0, "batch": -1}))
+    assert _run_alone(dict(config, resume=True), tmp_path, "resumed") == 0, \
+        (tmp_path / "resumed.err").read_text()[-3000:]
+    lines = (tmp_path / "resumed.out").read_text().strip().splitlines()
+    resumed = json.loads(lines[-1])
+    assert resumed["initial_epoch"] == 1 and resumed["epochs_run"] == EPOCHS - 1, resumed
+    assert "--resume continues from" in (tmp_path / "resumed.out").read_text()
+    assert not (single / "backup").exists()
+    records, classes = trainer.load_split(trainer.TrainConfig(**config), "train")
 
     def accuracy(path):
         model = load_model(path, compile=False)
         return evaluation.evaluate(evaluation.keras_predict_fn(model), records, classes, 8, 32,
                                    normalization="unit", batch_size=4)["video_top1"]
 
-    two, one = accuracy(out / "last.keras"), accuracy(single["last_path"])
+    two, one = accuracy(out / "last.keras"), accuracy(single / "last.keras")
     # Not equal: each worker shuffles its own half and normalises its own 2-clip batches
     # (BatchNorm statistics are per replica), so the two runs see different batches. Within
     # 3 of the 16 training videos after 3 epochs.

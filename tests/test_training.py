@@ -134,6 +134,27 @@ def test_steps_per_epoch_beyond_the_data_is_said_with_what_happens():
         "; the data repeats: each epoch runs 5 steps, some videos twice")
 
 
+def test_a_worker_without_a_whole_batch_is_refused_whatever_the_steps(tmp_path):
+    """A worker whose share of the videos holds no whole batch would end its epochs at once
+    while the others wait for it in the step's collective (--steps_per_epoch hid it)."""
+    class Resolver:
+        def cluster_spec(self):
+            return tf.train.ClusterSpec({"worker": ["localhost:1", "localhost:2"]})
+
+    class Cluster:  # two workers of one replica each
+        cluster_resolver = Resolver()
+        num_replicas_in_sync = 2
+
+    records = [(f"v{i}", 0) for i in range(3)]
+    for steps in (None, 5):
+        config = trainer.TrainConfig(dataset="synthetic", batch_size=4, steps_per_epoch=steps,
+                                     output_dir=str(tmp_path), distribution="multiworker")
+        with pytest.raises(ValueError, match="3 training videos are too few for 2 workers at "
+                                             "--batch_size=4: each worker reads 1, fewer than "
+                                             "its 2 of a batch"):
+            trainer.make_distributed_datasets(config, Cluster(), records, [])
+
+
 def test_keras_ends_an_epoch_when_a_dataset_that_does_not_repeat_runs_out():
     """What the warning above says of the training pipeline (its last incomplete batch
     dropped by a filter, `data.make_dataset`): each epoch is one pass, then the next starts."""
@@ -388,15 +409,19 @@ def test_a_new_run_over_a_finished_one_says_so(tiny_gestures, one_epoch_run, tmp
     (out / "previous").mkdir()
     (out / "previous" / "older.txt").write_text("an older run")
     old = {name: (out / name).read_bytes() for name in ("last.keras", "train_state.json")}
+    # A crashed multi-worker run's backup is not this (single-process) run's to restore.
+    (out / "backup" / "worker-0").mkdir(parents=True)
+    (out / "backup" / "worker-0" / "training_metadata.json").write_text('{"epoch": 5}')
     # --checkpoint_every above --epochs: the run's last epoch is written all the same.
     trainer.train(_tiny_config(tiny_gestures, out, epochs=1, checkpoint_every=5, seed=4))
     err = capsys.readouterr().err
     assert (f"warning: {out} holds a run (1 epochs); this new run moves its files into "
             f"{out / 'previous'} (--resume continues a run instead)") in err, err
     assert sorted(p.name for p in (out / "previous").iterdir()) == sorted(
-        ["best.keras", "config.json", "curves.png", "labels.txt", "last.keras", "log.csv",
-         "train_state.json"])
+        ["backup", "best.keras", "config.json", "curves.png", "labels.txt", "last.keras",
+         "log.csv", "train_state.json"])
     assert {name: (out / "previous" / name).read_bytes() for name in old} == old
+    assert len((out / "log.csv").read_text().splitlines()) == 2  # its header and its epoch
     assert (out / "last.keras").read_bytes() != old["last.keras"]
     assert json.loads((out / "train_state.json").read_text())["epoch"] == 1
     # A folder without a run's checkpoints (a fresh one, or one of other files): nothing to
