@@ -230,7 +230,7 @@ class DeploymentGraph:
         """Emits Conv3D layer `name` with `kernel` and `bias` (Keras' layout; None: its own)
         instead of its own weights (a frames input's stem)."""
         layer = self.model.get_layer(name)
-        if type(layer) is not k3d.Conv3D:
+        if not isinstance(layer, k3d.Conv3D):
             raise ValueError(f"Layer '{name}' is a {type(layer).__name__}, not a Conv3D.")
         if kernel is not None and tuple(np.shape(kernel)) != tuple(layer.kernel.shape):
             raise ValueError(f"Layer '{name}': the kernel must have shape "
@@ -309,10 +309,21 @@ def _check_layer(layer):
                          f"the deployment graph: {problem}.")
 
 
+# Keras' activations that act on each value alone (softmax and log_softmax do not).
+_ELEMENTWISE = ("linear", "relu", "relu6", "sigmoid", "tanh", "silu", "gelu", "elu", "selu",
+                "softplus", "softsign", "hard_sigmoid", "hard_silu", "leaky_relu", "mish",
+                "exponential")
+
+
 def _elementwise(layer):
     """Whether `layer`'s activation acts on each value alone, as the packed layout needs
-    (its channel axis holds every frame's channels: a softmax would normalise across them)."""
-    return isinstance(layer, keras.layers.ReLU) or activation_name(layer) not in (None, "softmax")
+    (its channel axis holds every frame's channels: a softmax would normalise across
+    them). A function of one's own is not known to: it gets frames tensors."""
+    if isinstance(layer, keras.layers.ReLU):
+        return True
+    fn = layer.activation
+    return any(fn is keras.activations.get(name) for name in _ELEMENTWISE
+               if hasattr(keras.activations, name))
 
 
 # ---------------------------------------------------------------- parameters, per layer class

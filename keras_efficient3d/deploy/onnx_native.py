@@ -108,6 +108,11 @@ class _Plain:
 
 
 def _handler(layer):
+    """The handler of `layer`, None where it has no native form: its class has none, or its
+    settings are not those the handler writes (the clip is NCDHW here, whatever Keras held)."""
+    if isinstance(layer, (keras.layers.GlobalAveragePooling3D, keras.layers.GlobalMaxPooling3D)) \
+            and layer.data_format != "channels_last":
+        return None
     for cls in type(layer).__mro__:
         if cls in _HANDLERS:
             return _HANDLERS[cls]
@@ -720,9 +725,6 @@ def _zero_pad_channels(w, layer, node, ins):
 
 def _global_pool(w, layer, node, ins):
     op = "GlobalAveragePool" if isinstance(layer, keras.layers.GlobalAveragePooling3D) else "GlobalMaxPool"
-    if layer.data_format != "channels_last":  # the clip is NCDHW here, whatever Keras held
-        raise ValueError(f"'{layer.name}': only channels-last pooling is supported. "
-                         f"Received: data_format={layer.data_format!r}")
     y = w.node(op, [ins[0].name], layer.name)
     if layer.get_config().get("keepdims"):
         return _out_clip(node, y)
