@@ -719,20 +719,24 @@ def make_distributed_datasets(config, strategy, train_records, val_records, clas
     return train, val, steps, math.ceil(math.ceil(len(val_records) / workers) / per_worker)
 
 
-@contextlib.contextmanager
-def _multiworker_fit_scope(model, strategy, config):
+def _multiworker_build(model, strategy, config):
     """Works around Keras 3's ``fit`` under MultiWorkerMirroredStrategy
     (keras-team/keras#20585): a model compiled in the strategy's scope is built on the first
     batch reduced across the workers, a reduction the collective strategy cannot do on a
-    nested batch. Build the model, loss, metrics and optimizer here, in the scope, from the
-    batch's shapes, and let the model find the strategy from the scope it is fitted in (this
-    context); the model is as it was after it. The logged metrics are the workers' running
-    means, averaged."""
+    nested batch. Builds the model, loss, metrics and optimizer here, in the scope, from the
+    batch's shapes (then fitted in `_multiworker_fit_scope`)."""
     per_replica = config.batch_size // strategy.num_replicas_in_sync
     batch = (tf.TensorSpec((per_replica, config.frames, config.size, config.size, 3), tf.float32),
              tf.TensorSpec((per_replica,), tf.int32))
     with strategy.scope():
         model._symbolic_build(data_batch=batch)
+
+
+@contextlib.contextmanager
+def _multiworker_fit_scope(model, strategy):
+    """The scope to fit a model built by `_multiworker_build` in: the model finds the strategy
+    from it, and logs the workers' running means, averaged; the model is as it was after
+    it (its own steps, no traced functions of the wrapped ones)."""
     owner = model._distribute_strategy
     model._distribute_strategy = None
     # Keras averages the logged values over the workers with reduce(MEAN, axis=0), which a
@@ -748,6 +752,7 @@ def _multiworker_fit_scope(model, strategy, config):
     finally:
         for name in steps:
             delattr(model, name)  # the instance's wrapper: the class's own method again
+        model.train_function = model.test_function = None  # traced from the wrappers
         model._distribute_strategy = owner
 
 
@@ -1051,16 +1056,14 @@ def train(config, extra_callbacks=None):
     if config.distribution == "multiworker":
         train_ds, val_ds, steps, val_steps = make_distributed_datasets(
             config, strategy, train_records, val_records, classes)
-        fit_scope = _multiworker_fit_scope(model, strategy, config)
+        _multiworker_build(model, strategy, config)
+        fit_scope = _multiworker_fit_scope(model, strategy)
     else:
         train_ds, val_ds = make_datasets(config, train_records, val_records, classes)
         steps, warning = single_worker_steps(steps, len(train_records), config.batch_size)
         if warning:
             print(warning, file=sys.stderr)
 
-    # Only once the model and the pipelines are built: an option they refuse (a width the
-    # builder does not have, a --pretrained file of other clips, a batch the workers cannot
-    # split) must not cost the run already in the folder.
     # A multi-worker run's backup of this task: a restarted worker continues from it, unless
     # the run is resumed from its last.keras (then the backup is stale).
     backup = None
@@ -1070,7 +1073,16 @@ def train(config, extra_callbacks=None):
             print(f"{task}: --resume continues from {last_path}; the backup in "
                   f"{backup.backup_dir} is removed", flush=True)
             shutil.rmtree(backup.backup_dir, ignore_errors=True)
+    elif chief and config.resume and os.path.isdir(os.path.join(config.output_dir, "backup")):
+        # a crashed multi-worker run resumed by one process: a later multi-worker run in
+        # the folder would restore the stale backup
+        print(f"--resume continues from {last_path}; the multi-worker backups in "
+              f"{os.path.join(config.output_dir, 'backup')} are removed", flush=True)
+        shutil.rmtree(os.path.join(config.output_dir, "backup"), ignore_errors=True)
     restoring = backup is not None and backup.exists()
+    # Only once the model and the pipelines are built: an option they refuse (a width the
+    # builder does not have, a --pretrained file of other clips, a batch the workers cannot
+    # split) must not cost the run already in the folder.
     if chief and not config.resume and not restoring:
         _move_previous_run(config.output_dir)
     atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())

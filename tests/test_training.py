@@ -307,8 +307,13 @@ def test_train_writes_checkpoints_logs_and_resumes(tiny_gestures, one_epoch_run,
                               "num_classes": len(meta.labels)}
 
     first_best = state["best_accuracy"]
+    # A crashed multi-worker run's backups, resumed by one process: removed (a later
+    # multi-worker run in the folder would restore them instead of last.keras)
+    (out / "backup" / "worker-0").mkdir(parents=True)
+    (out / "backup" / "worker-0" / "training_metadata.json").write_text('{"epoch": 0}')
     resumed = trainer.train(_tiny_config(tiny_gestures, out, epochs=2, resume=True))
     assert len(resumed["history"]["loss"]) == 1  # only epoch 2 ran
+    assert not (out / "backup").exists()
     # The run's best, epoch 1 included (what train.py's last line shows).
     assert resumed["best_accuracy"] == max(first_best, resumed["history"]["val_accuracy"][0])
     assert resumed["best_accuracy"] == json.loads((out / "train_state.json").read_text())[
