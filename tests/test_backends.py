@@ -233,7 +233,7 @@ def test_published_preset_made_on_first_use(preset_home, reference_dir):
     # every line is of the user's files: no temporary conversion file named
     assert not any("converted.keras" in line for line in lines), lines
     clips, logits = _original(reference_dir, "mobilenetv2_0.2x")
-    assert _rel(model.predict(clips, verbose=0), logits) < 1e-5
+    assert _rel(keras.ops.convert_to_numpy(model(clips, training=False)), logits) < 1e-5
     meta = presets.preset_metadata("mobilenetv2_0.2x_jester")
     assert (meta.frames, meta.size, meta.downsample) == (16, 112, 2)
     assert meta.labels[0] == "Swiping Left" and len(meta.labels) == 27
@@ -260,17 +260,17 @@ def test_a_cached_preset_is_remade_from_another_checkpoint_given(preset_home, re
     name = "mobilenetv2_0.2x_jester"
     clips, logits = _original(reference_dir, "mobilenetv2_0.2x")
     first = presets.from_preset(name, checkpoint=str(source), log=lambda _: None)
-    assert _rel(first.predict(clips, verbose=0), logits) < 1e-5
+    assert _rel(keras.ops.convert_to_numpy(first(clips, training=False)), logits) < 1e-5
     lines = []
     remade = presets.from_preset(name, checkpoint=str(other), log=lines.append)
-    assert _rel(remade.predict(clips, verbose=0), logits + 1.0) < 1e-5
+    assert _rel(keras.ops.convert_to_numpy(remade(clips, training=False)), logits + 1.0) < 1e-5
     assert any("remade from" in line and str(other) in line for line in lines), lines
     assert os.listdir(preset_home / "presets") == [name]  # nothing left aside
     for given in (str(other), None):  # the same file again, or none: the cache as it is
         lines.clear()
         again = presets.from_preset(name, checkpoint=given, log=lines.append)
         assert lines == []
-        assert _rel(again.predict(clips, verbose=0), logits + 1.0) < 1e-5
+        assert _rel(keras.ops.convert_to_numpy(again(clips, training=False)), logits + 1.0) < 1e-5
 
 
 @pytest.mark.parametrize("preset, checkpoint, says", [
@@ -302,7 +302,8 @@ def test_save_to_preset_round_trip(tmp_path):
     assert meta["parameter_count"] == model.count_params()
     assert meta["model_metadata"]["labels"] == list("abcd")
     loaded = k3.ShuffleNetV2_3D.from_preset(str(tmp_path / "p"))
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)),
+                                  keras.ops.convert_to_numpy(model(x, training=False)))
     loaded.save_to_preset(tmp_path / "q")  # loaded models have the method too
     with pytest.raises(ValueError, match="holds a shufflenetv2 model"):
         k3.MobileNetV2_3D.from_preset(str(tmp_path / "p"))
@@ -365,8 +366,8 @@ def test_shipped_model_is_a_preset(preset_home):
     shipped = keras.saving.load_model(os.path.join(ROOT, "saved_models", "synthetic_gestures.keras"),
                                       compile=False)
     x = np.random.default_rng(2).uniform(0, 255, (1,) + tuple(model.input_shape[1:]))
-    np.testing.assert_allclose(model.predict(x.astype(np.float32), verbose=0),
-                               shipped.predict(x.astype(np.float32), verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x.astype(np.float32), training=False)),
+                               keras.ops.convert_to_numpy(shipped(x.astype(np.float32), training=False)), rtol=1e-6)
 
 
 def test_a_preset_made_meanwhile_by_another_process_stays(preset_home, tmp_path):

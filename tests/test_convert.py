@@ -270,7 +270,7 @@ def test_cli_converts_with_preprocessing_and_metadata(reference_dir, tmp_path):
     clip, _, logits = _reference(reference_dir, "mobilenetv2_0.2x")
     # The reference input was clip - 110 (a scalar offset): express it as a normalisation.
     pre = with_preprocessing(model.layers[-1], Normalization(mean=(110.0,) * 3))
-    y = pre.predict(clip.transpose(0, 2, 3, 4, 1), verbose=0)
+    y = np.asarray(pre(clip.transpose(0, 2, 3, 4, 1), training=False))
     assert np.abs(y - logits).max() / np.abs(logits).max() < 1e-4
 
 

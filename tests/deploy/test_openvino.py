@@ -504,7 +504,7 @@ def test_ptq_int8_runs_in_int8_and_agrees_on_top1(shipped, tmp_path):
     precisions = runner.runtime_precisions()
     assert precisions.get(("Convolution", "u8"), 0) + precisions.get(("Convolution", "i8"), 0) > 0
     # Agreement measured here, not taken from the report.
-    agree = np.mean(np.argmax(runner(validation), -1) == np.argmax(model.predict(validation, verbose=0), -1))
+    agree = np.mean(np.argmax(runner(validation), -1) == np.argmax(model(validation, training=False), -1))
     assert agree == pytest.approx(report["top1_agreement"]) and agree >= AGREEMENT
 
 
@@ -521,7 +521,7 @@ def test_qat_int8_exports_qdq_as_fake_quantize(shipped, tmp_path):
     report = openvino_export.export_openvino(qat, path, quantize="qat", validation=validation)
     assert report["quantize"] == "qat" and report["int8"]["fake_quantize"] > 0
     assert report["top1_agreement"] >= AGREEMENT
-    float_top1 = np.argmax(model.predict(validation, verbose=0), -1)
+    float_top1 = np.argmax(model(validation, training=False), -1)
     assert np.mean(np.argmax(runtime.load_runner(path)(validation), -1) == float_top1) >= AGREEMENT
 
 
@@ -551,7 +551,7 @@ def test_int8_export_keeps_the_fastest_stem_fold(small_model, tmp_path, monkeypa
     stem = next(op for op in ov.Core().read_model(path).get_ordered_ops()
                 if op.get_type_name() == "Convolution")
     assert stem.input_value(1).get_shape()[1] == 3 * report["stem_fold"]
-    expected = np.argmax(small_model.predict(calibration, verbose=0), -1)
+    expected = np.argmax(small_model(calibration, training=False), -1)
     assert np.mean(np.argmax(runtime.load_runner(path)(calibration), -1) == expected) >= 0.75
 
 

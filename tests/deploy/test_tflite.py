@@ -342,7 +342,7 @@ def test_export_script_writes_an_int8_file_of_frames_that_predict_feeds_frames(s
     assert recorded.preprocessing_included and recorded.normalization == read_metadata(SHIPPED).normalization
     runner = tflite.TFLiteRunner(out, num_threads=2)
     agreement = np.mean(np.argmax(runner(recorded.normalization.frames(validation)), -1)
-                        == np.argmax(model.predict(validation, verbose=0), -1))
+                        == np.argmax(model(validation, training=False), -1))
     assert agreement >= AGREEMENT, agreement
     ph = load_script("predict_helpers", os.path.join("tests", "predict"))
     label = 1
