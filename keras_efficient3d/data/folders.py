@@ -31,7 +31,8 @@ def index_folders(
         root: dataset folder.
         split: split folder name; ``None`` for ``<root>/<class>/*`` without splits.
         classes: class names in index order; by default the sorted union of the
-            class folders of all splits.
+            class folders of ``train``, ``val`` and `split` (another folder of the root, an
+            unlabelled test set or notes, names no class).
         count_frames: open each video file now to read its frame count (frame
             folders are always listed).
 
@@ -53,7 +54,9 @@ def index_folders(
         if split is None:
             class_names = _subfolders(root)
         else:
-            class_names = sorted({c for s in _subfolders(root) for c in _subfolders(os.path.join(root, s))})
+            splits = [s for s in dict.fromkeys(("train", "val", split))
+                      if os.path.isdir(os.path.join(root, s))]
+            class_names = sorted({c for s in splits for c in _subfolders(os.path.join(root, s))})
     else:
         class_names = [str(c) for c in classes]
     unknown = sorted(set(_subfolders(split_root)) - set(class_names))

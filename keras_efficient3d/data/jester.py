@@ -25,6 +25,7 @@ from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.data.records import (
     IndexSummary,
     VideoRecord,
+    class_names_of,
     make_record,
     normalise_split,
     read_annotation_lines,
@@ -45,15 +46,11 @@ _JSON_SUBSETS = {"train": "training", "validation": "validation", "test": "testi
 
 def read_jester_labels(path: str | os.PathLike) -> list[str]:
     """Class names from ``jester-v1-labels.csv``, in file order (= class index)."""
-    names: list[str] = []
-    seen: dict[str, int] = {}
-    for number, name in read_annotation_lines(path):
+    lines = read_annotation_lines(path)
+    for number, name in lines:
         if ";" in name:
             raise DataError(f"expected one class name per line, got {name!r}", path, number)
-        if name in seen:
-            raise DataError(f"duplicate class name {name!r} (first on line {seen[name]})", path, number)
-        seen[name] = number
-        names.append(name)
+    names = class_names_of(lines, path)
     if not names:
         raise DataError("label file lists no class", path)
     return names
@@ -95,6 +92,9 @@ def _read_json(path, split):
             not isinstance(data.get("database"), dict):
         raise DataError(expected, path)
     class_names = [str(name) for name in data["labels"]]
+    twice = sorted({name for name in class_names if class_names.count(name) > 1})
+    if twice:
+        raise DataError(f"'labels' names {twice[0]!r} twice", path)
     class_to_index = {name: i for i, name in enumerate(class_names)}
     subset = _JSON_SUBSETS[split]
     entries = []
@@ -108,6 +108,8 @@ def _read_json(path, split):
         if label_name is not None and not isinstance(label_name, str):
             raise DataError(f"video {video_id!r}: label {label_name!r} is not a name", path)
         if label_name is None:
+            if split != "test":
+                raise DataError(f"video {video_id!r} of subset {subset!r} has no label", path)
             entries.append((str(video_id), -1))
         elif label_name not in class_to_index:
             raise DataError(f"video {video_id!r}: label {label_name!r} is not in 'labels'", path)

@@ -22,6 +22,7 @@ from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.data.records import (
     IndexSummary,
     VideoRecord,
+    class_names_of,
     make_record,
     normalise_split,
     read_annotation_lines,
@@ -59,6 +60,8 @@ def _read_csv_rows(path):
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise DataError("annotation file is empty", path) from None
+        except csv.Error as error:  # an unbalanced quote runs the header to the field limit
+            raise DataError(f"malformed CSV header ({error})", path, 1) from None
         missing = [name for name in _REQUIRED if name not in header]
         if missing:
             raise DataError(f"header lacks column(s) {missing}; expected {('label',) + _REQUIRED}", path, 1)
@@ -167,7 +170,7 @@ def index_kinetics(
     if classes is None:
         class_names = sorted({row[2] for row in rows if row[2]})
     elif isinstance(classes, (str, os.PathLike)):
-        class_names = [name for _, name in read_annotation_lines(classes)]
+        class_names = class_names_of(read_annotation_lines(classes), classes)
     else:
         class_names = [str(name) for name in classes]
     class_to_index = {name: i for i, name in enumerate(class_names)}

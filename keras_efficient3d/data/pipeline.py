@@ -352,6 +352,8 @@ def make_dataset(
     if hflip_labels is not None:
         hflip_labels = [int(v) for v in hflip_labels]
         top = max(int(r.label) for r in records)
+        if min(int(r.label) for r in records) < 0:  # a test split's unlabelled videos
+            raise ValueError("`hflip_labels` needs labelled videos: a record has label -1")
         if top >= len(hflip_labels) or any(not 0 <= v < len(hflip_labels) for v in hflip_labels):
             raise ValueError(f"`hflip_labels` must give a class in [0, {len(hflip_labels)}) for every "
                              f"label up to {top}. Received: hflip_labels={hflip_labels}")

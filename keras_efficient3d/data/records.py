@@ -97,6 +97,9 @@ def make_record(
         return VideoRecord(path, label, video_id, "frames", num_frames)
     if os.path.isfile(path):
         num_frames = None
+        if os.path.getsize(path) == 0:  # a failed download: skipped and said, as a missing one
+            summary.empty.append(path)
+            return None
         if count:
             try:
                 num_frames = count_frames(path)
@@ -123,7 +126,22 @@ def read_annotation_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
             text = handle.read()
     except UnicodeDecodeError as error:
         raise DataError(f"annotation file is not UTF-8 text ({error.reason})", path) from None
-    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    # Lines end at "\n" only (a "\r" before it goes with the strip): `splitlines` also
+    # breaks at form feeds and Unicode separators, which shifted the lines' numbers.
+    return [(number, line.strip()) for number, line in enumerate(text.split("\n"), 1)
+            if line.strip()]
+
+
+def class_names_of(lines, path) -> list[str]:
+    """The class names of `lines` (``(line number, name)``, `read_annotation_lines`) in
+    order. Raises `DataError` for a name given twice (its label would be the last's)."""
+    names, seen = [], {}
+    for number, name in lines:
+        if name in seen:
+            raise DataError(f"duplicate class name {name!r} (first on line {seen[name]})", path, number)
+        seen[name] = number
+        names.append(name)
+    return names
 
 
 def normalise_split(split: str, aliases: dict[str, tuple[str, ...]]) -> str:

@@ -83,6 +83,14 @@ def test_jester_original_json(jester_root, tmp_path):
         with pytest.raises(DataError, match=r"expected the original's annotation JSON|is not a name") as info:
             index_jester(jester_root, "train", annotations=path)
         assert str(info.value).startswith(path)
+    # a name listed twice (its videos took the last index), a training video without a label
+    # (it trained as class -1)
+    for bad, match in (({"labels": ["a", "b", "a"], "database": {}}, "'labels' names 'a' twice"),
+                       ({"labels": ["a"], "database": {"1": {"subset": "training", "annotations": {}}}},
+                        "video '1' of subset 'training' has no label")):
+        write_text(path, json.dumps(bad))
+        with pytest.raises(DataError, match=match):
+            index_jester(jester_root, "train", annotations=path)
 
 
 @pytest.mark.parametrize(
@@ -92,6 +100,8 @@ def test_jester_original_json(jester_root, tmp_path):
         ("11;Swiping Right\n12;No gesture;x\n", 2, "malformed"),
         ("11;Swiping Right\n\n12;Thumb Up\n", 3, "not in the label list"),
         ("11;Swiping Right\n11;No gesture\n", 2, "duplicate"),
+        # a form feed is no line break (the lines after it were numbered one too far)
+        ("11;Swiping Right\x0c\n12;Thumb Up\n", 2, "not in the label list"),
     ],
 )
 def test_jester_bad_csv_lines_name_file_and_line(jester_root, content, line, match):
@@ -175,6 +185,16 @@ def test_kinetics_bad_rows(kinetics_root, tmp_path):
     assert f"{good}:6:" in str(info.value)
     with pytest.raises(DataError, match="not found"):
         index_kinetics(kinetics_root, str(tmp_path / "none.csv"), "train")
+    # an unbalanced quote in the header of a large file: one line, not csv.Error
+    header = write_text(str(tmp_path / "h.csv"), '"' + KINETICS_CSV + "abseiling,x,0,10,train\n" * 9000)
+    with pytest.raises(DataError, match="malformed CSV header") as info:
+        index_kinetics(kinetics_root, header, "train")
+    assert str(info.value).startswith(f"{header}:1: ")
+    # a class file naming a class twice: its videos took the second index
+    twice = write_text(str(tmp_path / "classes.txt"), "abseiling\nair drumming\nabseiling\n")
+    with pytest.raises(DataError, match="duplicate class name 'abseiling' .first on line 1.") as info:
+        index_kinetics(kinetics_root, good, "train", classes=twice)
+    assert str(info.value).startswith(f"{twice}:3: ")
 
 
 def test_kinetics_rows_listed_twice_index_once_and_say_so(kinetics_root, tmp_path, caplog):
@@ -267,7 +287,11 @@ def test_folders_index(tmp_path):
     write_frames(os.path.join(root, "train", "dog", "b"), small)
     write_text(os.path.join(root, "train", "dog", "notes.txt"), "ignored")
     os.makedirs(os.path.join(root, "train", "dog", "empty"))
+    write_text(os.path.join(root, "train", "cat", "broken.mp4"), "")  # a failed download
     write_video(os.path.join(root, "val", "eel", "c.webm"), small, "webm")
+    # other folders of the root name no class (they added classes, shifting the indices)
+    write_frames(os.path.join(root, "unlabelled", "clip_0001"), small)
+    os.makedirs(os.path.join(root, "annotations", "old"))
     records, classes = index_folders(root, "train", count_frames=True)
     assert classes == ["cat", "dog", "eel"]  # union over splits: same indices in val
     assert [(r.video_id, r.label, r.kind, r.num_frames) for r in records] == [("a", 0, "video", 4),

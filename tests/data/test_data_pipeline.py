@@ -312,6 +312,10 @@ def test_mirror_labels_of_jester_and_of_datasets_without_directions():
     with pytest.raises(ValueError, match="hflip_labels"):
         make_dataset([VideoRecord("x", 2, "x", "frames", 3)], "train", hflip=True,
                      hflip_labels=[1, 0], **SMALL)
+    # an unlabelled video (-1) took the last class's mirror
+    with pytest.raises(ValueError, match="label -1"):
+        make_dataset([VideoRecord("x", -1, "x", "frames", 3)], "train", hflip=True,
+                     hflip_labels=[1, 0], **SMALL)
 
 
 def _folders(root, lengths, labels):
