@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_json", "move_entries"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_json", "move_entries", "replacement_mode"]
 
 
 def _umask():
@@ -28,6 +28,15 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def replacement_mode(path):
+    """The mode a file written over `path` gets: that of the file it replaces, or the one
+    ``open`` gives a new file under the umask (a temporary file is made 0600)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def move_entries(source, destination, names=None):
@@ -59,13 +68,7 @@ def atomic_path(path):
         raise OSError(f"cannot write {path} ({err.strerror or _one_line(err)})") from None
     os.close(fd)
     try:
-        # mkstemp makes it 0600: the mode of the file it replaces, or the one open() gives
-        # a new file under the umask
-        try:
-            mode = os.stat(path).st_mode & 0o7777
-        except OSError:
-            mode = 0o666 & ~_umask()
-        os.chmod(tmp, mode)
+        os.chmod(tmp, replacement_mode(path))  # mkstemp makes it 0600
         yield tmp
         try:
             os.replace(tmp, path)

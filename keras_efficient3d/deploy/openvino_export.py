@@ -64,6 +64,7 @@ import onnx
 
 from keras_efficient3d import runtime
 from keras_efficient3d.artifacts import ModelFileError
+from keras_efficient3d.atomic import replacement_mode
 from keras_efficient3d.deploy.frames import frames_input_affine
 from keras_efficient3d.deploy.onnx_export import DEFAULT_OPSET, convert_to_onnx, export_onnx, resolve_form
 from keras_efficient3d.deploy.onnx_native import stem_fold_factors
@@ -358,11 +359,17 @@ def save_ir(ov_model, path, compress_to_fp16=False):
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=directory) as tmp:
         tmp_xml = os.path.join(tmp, "model.xml")
         ov.save_model(ov_model, tmp_xml, compress_to_fp16=compress_to_fp16)
-        for name in ("model.bin", "model.xml"):
-            os.chmod(os.path.join(tmp, name), 0o644)
-        os.replace(os.path.join(tmp, "model.bin"), os.path.splitext(path)[0] + ".bin")
-        os.replace(tmp_xml, path)
+        bin_path = os.path.splitext(path)[0] + ".bin"
+        _move_in(os.path.join(tmp, "model.bin"), bin_path)
+        _move_in(tmp_xml, path)
     return path
+
+
+def _move_in(staged, path):
+    """Renames `staged` over `path`, with the mode of the file it replaces (or a new file's
+    under the umask: OpenVINO and mkstemp write 0600)."""
+    os.chmod(staged, replacement_mode(path))
+    os.replace(staged, path)
 
 
 def int8_summary(ov_model):
@@ -462,6 +469,12 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
     if quantize == "ptq" and calibration is None:
         raise ValueError("Post-training quantization needs `calibration` clips from the training "
                          "pipeline. Received: calibration=None")
+    if quantize is None and calibration is not None and not _is_qat(model):
+        raise ValueError("`calibration` clips apply to int8 exports (quantize='ptq'); a float "
+                         "export does not use them. Received: quantize=None")
+    if quantize and compress_to_fp16:
+        raise ValueError("`compress_to_fp16` applies to float exports: an int8 IR keeps its "
+                         f"int8 weights. Received: quantize={quantize!r}")
     if quantize == "qat" and not _is_qat(model):
         raise ValueError("`quantize='qat'` exports a model from "
                          "keras_efficient3d.deploy.quantize.quantize_model. "
@@ -547,14 +560,14 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
                 sidecar = write_sidecar(staged, metadata)
             except ModelFileError as err:
                 raise ModelFileError(unstaged(err)) from None
-        os.replace(staged_bin, bin_path)  # weights first, as save_ir does
+        _move_in(staged_bin, bin_path)  # weights first, as save_ir does
         final_sidecar = path + ".json"
         if sidecar is not None:
-            os.replace(sidecar, final_sidecar)
+            _move_in(sidecar, final_sidecar)
             report["sidecar"] = final_sidecar
         elif os.path.exists(final_sidecar):
             os.remove(final_sidecar)  # an earlier export's: it does not describe this IR
-        os.replace(staged, path)
+        _move_in(staged, path)
     return report
 
 
@@ -665,6 +678,8 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
     model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
                                 **model_kwargs)
     metadata = export_metadata(model, keras_file, model_name, weights=model_kwargs.get("weights"))
+    # the IR's batch axis, as an ONNX export's sidecar records it
+    metadata = dataclasses.replace(metadata, batch=batch_size or "dynamic")
     if frames_input and quantize == "ptq" and metadata.normalization is None:
         from keras_efficient3d.data.normalization import PRESETS  # pylint: disable=import-outside-toplevel
 

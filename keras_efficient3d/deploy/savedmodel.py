@@ -45,7 +45,8 @@ OUTPUT_NAME = "logits"
 
 def clip_spec(model, batch_size=None, name=INPUT_NAME):
     """`tf.TensorSpec` of the model's clip input with a fixed (`batch_size`) or free batch."""
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)
+                                   or batch_size < 1):
         raise ValueError(
             f"`batch_size` must be None (dynamic) or a positive integer. Received: batch_size={batch_size}"
         )

@@ -564,6 +564,14 @@ def test_invalid_arguments(small_model, tmp_path):
         openvino_export.export_openvino(small_model, str(tmp_path / "m.xml"), quantize="int4")
     with pytest.raises(ValueError, match="quantize_model"):
         openvino_export.export_openvino(small_model, str(tmp_path / "m.xml"), quantize="qat")
+    # what an export would not use: calibration clips for a float file (run through the
+    # pipeline and reported for nothing), fp16 compression of an int8 one (dropped)
+    clips_ = np.zeros((2,) + tuple(small_model.inputs[0].shape[1:]), np.float32)
+    with pytest.raises(ValueError, match="a float export does not use them"):
+        openvino_export.export_openvino(small_model, str(tmp_path / "m.xml"), calibration=clips_)
+    with pytest.raises(ValueError, match="`compress_to_fp16` applies to float exports"):
+        openvino_export.export_openvino(small_model, str(tmp_path / "m.xml"), quantize="ptq",
+                                        calibration=clips_, compress_to_fp16=True)
     assert not os.listdir(tmp_path)
 
 
@@ -647,6 +655,22 @@ def test_cli_exports_fp32_ir(export_cli, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["precision"] == "fp32" and report["max_rel_error"] < 1e-4
     assert read_metadata(out).model == {"model": "shufflenetv2_0.25x", "num_classes": 3}
+    assert read_metadata(out).batch == 1  # the IR's batch, as an ONNX sidecar says (none)
+    # the files get the modes open() gives new files under the umask (they were 0644
+    # whatever it said), and a file replaced keeps its own
+    os.chmod(out, 0o640)
+    old = os.umask(0o077)
+    try:
+        other = str(tmp_path / "n.xml")
+        for path in (out, other):
+            assert _invoke_export(export_cli, ["--model=shufflenetv2_0.25x", "--frames=8",
+                                               "--size=32", "--num_classes=3", "--format=openvino",
+                                               "--batch_size=2", f"--output={path}"]) == 0
+    finally:
+        os.umask(old)
+    modes = {p: os.stat(p).st_mode & 0o777 for p in (out, other, other[:-4] + ".bin", other + ".json")}
+    assert modes == {out: 0o640, other: 0o600, other[:-4] + ".bin": 0o600, other + ".json": 0o600}
+    assert read_metadata(other).batch == 2
 
 
 def test_cli_warns_of_an_int8_agreement_below_the_target(export_cli, capsys):
