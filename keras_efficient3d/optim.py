@@ -62,9 +62,16 @@ class TorchSGD(keras.optimizers.Optimizer):
 
 @keras.saving.register_keras_serializable(package="keras_efficient3d")
 class TopKAccuracy(keras.metrics.SparseTopKCategoricalAccuracy):
-    """`SparseTopKCategoricalAccuracy` of float32 predictions: under mixed_float16 a model's
-    logits are float16, which TensorFlow's in_top_k refuses (a --mixed_precision run failed
-    at its first step)."""
+    """Top-k accuracy as the original's ``calculate_accuracy`` takes it (``torch.topk``): a hit
+    when the label is among exactly `k` predictions, ties at the k-th score broken by index
+    (Keras' in_top_k counts every tied class: a model of constant logits scored 100%), `k`
+    at most the number of classes (PyTorch's topk failed at a first step of 3 classes). The
+    predictions are taken as float32: under mixed_float16 a model's logits are float16,
+    which TensorFlow's in_top_k refused."""
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(y_true, ops.cast(y_pred, "float32"), sample_weight)
+        y_pred = ops.cast(y_pred, "float32")
+        _, top = ops.top_k(y_pred, min(self.k, int(y_pred.shape[-1])))
+        labels = ops.cast(ops.reshape(y_true, (-1, 1)), top.dtype)
+        hits = ops.cast(ops.any(ops.equal(top, labels), axis=-1), "float32")
+        return keras.metrics.Mean.update_state(self, hits, sample_weight)

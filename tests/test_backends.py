@@ -922,3 +922,23 @@ def test_a_run_resumes_on_the_next_backend(tmp_path):
     assert out["epochs_run"] == 1 and np.isfinite(out["loss"]) and out["iterations"] > steps
     if _NEXT[BACKEND] != "torch":  # the next backend's own Adam, not the writer's
         assert "torch" not in out["optimizer"]
+
+
+def test_top_k_accuracy_takes_exactly_k_classes_as_the_original():
+    """The original's calculate_accuracy (torch.topk): exactly k predictions, so ties at the
+    k-th score do not all count (Keras' in_top_k scored constant logits 100%), and k at most
+    the classes (PyTorch's topk failed at the first step of a 3-class run)."""
+    from keras_efficient3d.optim import TopKAccuracy
+
+    def top5(labels, logits, weights=None):
+        metric = TopKAccuracy(5)
+        metric.update_state(labels, logits, sample_weight=weights)
+        return float(keras.ops.convert_to_numpy(metric.result()))
+
+    assert top5(np.arange(27), np.zeros((27, 27), np.float32)) == pytest.approx(5 / 27)
+    tied = np.array([[5, 4, 3, 2, 1, 1, 1, 1, 0, 0]] * 10, np.float32)
+    assert top5(np.arange(10), tied) == pytest.approx(0.5)
+    assert top5(np.arange(6) % 3, np.random.default_rng(0).normal(size=(6, 3))) == 1.0
+    # float16 logits (mixed precision), labels as a column, weights
+    logits = np.array([[0.9, 0, 0, 0, 0, 0, 0.1], [-1, 0, 0, 0, 0, 0.4, 0.5]], np.float16)
+    assert top5(np.array([[6], [0]]), logits, np.array([1.0, 3.0])) == pytest.approx(0.25)
