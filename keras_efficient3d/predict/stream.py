@@ -263,8 +263,9 @@ class StreamClassifier:
     """Feeds frames one at a time; classifies the last ``spec.span`` frames every ``stride``.
 
     ``push(frame)`` returns a window result (dict) when a window completes, else ``None``;
-    ``finish()`` at the end of the stream loop-pads a stream shorter than one window (as in
-    training) and classifies it; ``summary()`` averages the windows' probabilities.
+    ``finish()`` at the end of the stream classifies its last frames where no window had
+    them (its last ``span`` frames), or loop-pads a stream shorter than one window (as in
+    training); ``summary()`` averages the windows' probabilities.
 
     A window result: ``window`` (0-based), ``start``/``end`` (frame indices, inclusive),
     ``top`` (list of ``{index, label, score}``), ``probabilities`` (all classes), ``ms``
@@ -288,6 +289,7 @@ class StreamClassifier:
         self.buffer = collections.deque(maxlen=spec.span)
         self.frames_seen = 0
         self.windows = 0
+        self._last_end = -1
         self.padded = False
         self.model_seconds = 0.0
         self.started = None
@@ -307,9 +309,16 @@ class StreamClassifier:
         return None
 
     def finish(self) -> dict | None:
-        """Classifies a stream that ended before its first full window (loop padded)."""
-        if self.windows or not self.buffer:
+        """The stream's last window, where frames at its end were in none: its last `span`
+        frames (overlapping the window before; a stride that does not divide the stream
+        left up to stride - 1 frames, or span - 1, unclassified), or, for a stream shorter
+        than one window, its frames loop padded. None when every frame was in a window."""
+        if not self.buffer or self._last_end >= self.frames_seen - 1:
             return None
+        if self.windows:
+            clip = list(self.buffer)[::self.spec.downsample]
+            return self._classify(clip, self.frames_seen - self.spec.span, self.frames_seen - 1,
+                                  False)
         order = loop_pad(np.arange(len(self.buffer)), self.spec.span)[::self.spec.downsample]
         frames = list(self.buffer)
         self.padded = True
@@ -336,6 +345,7 @@ class StreamClassifier:
                   "top": self._top(probs), "probabilities": probs, "ms": elapsed * 1000.0,
                   "padded": bool(padded)}
         self.windows += 1
+        self._last_end = int(end)
         return result
 
     def _top(self, probs):
@@ -368,8 +378,8 @@ class StreamClassifier:
 
 
 def _stream(frames: Iterable, classifier: StreamClassifier) -> Iterator:
-    """``(frame, window result or None)`` for every frame, then ``(None, padded result)`` when
-    the stream was shorter than a window."""
+    """``(frame, window result or None)`` for every frame, then ``(None, result)`` of the
+    window of the frames at the end that no window had (`StreamClassifier.finish`)."""
     for frame in frames:
         yield frame, classifier.push(frame)
     result = classifier.finish()

@@ -36,6 +36,15 @@ def count_video_frames(path):
     return count
 
 
+def window_starts(frames, stride, span=FRAMES):
+    """The first frames of the windows over a stream of `frames` frames: every `stride`, and
+    a last one of the last `span` frames where frames at the end were in none."""
+    if frames <= span:
+        return [0]
+    starts = list(range(0, frames - span + 1, stride))
+    return starts + ([frames - span] if starts[-1] + span < frames else [])
+
+
 def reference_probabilities(model, frames_rgb, starts, span=FRAMES):
     """What the predictions must be, computed independently of `predict`: the validation
     transform on the whole clip, the recorded normalisation, the Keras model, a softmax."""

@@ -27,6 +27,7 @@ from predict_helpers import (
     FakeRunner,
     count_video_frames,
     reference_probabilities,
+    window_starts,
     write_video,
 )
 
@@ -102,7 +103,8 @@ def test_predict_video_matches_reference(models, model, videos, stride):
     result = predict.predict_video(runner, videos["gesture"], stride=stride, top=3)
     frames = read_video(videos["gesture"])
     n = len(frames)
-    starts = list(range(0, n - FRAMES + 1, stride))
+    starts = window_starts(n, stride)  # the last frames in a window of their own
+    assert starts[-1] == n - FRAMES
     assert result["frames"] == n == 30 and result["fps"] == pytest.approx(30.0)
     assert [w["start"] for w in result["windows"]] == starts
     assert [w["end"] for w in result["windows"]] == [s + FRAMES - 1 for s in starts]
@@ -188,8 +190,8 @@ def test_fake_camera_with_overlay_video(models, tmp_path):
                                  display=True, output_video=out, fps=30)
     assert capture.released and capture.reads == 21
     assert not summary["interrupted"] and summary["frames"] == 21
-    assert [w["start"] for w in seen] == [0, 4, 8, 12] == [w["start"] for w in seen]
-    assert summary["window_count"] == 4 and len(summary["top"]) == 2
+    assert [w["start"] for w in seen] == [0, 4, 8, 12, 13] == window_starts(21, 4)
+    assert summary["window_count"] == 5 and len(summary["top"]) == 2
     if not predict.display_available():
         assert summary["displayed"] is False
     assert count_video_frames(out) == 21
