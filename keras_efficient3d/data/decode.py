@@ -29,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "DataError",
+    "check_opencv_path",
     "TruncatedVideoError",
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
@@ -111,12 +112,24 @@ def list_frame_files(folder: str | os.PathLike) -> list[str]:
     return [os.path.join(folder, name) for name in names]
 
 
+def check_opencv_path(path: str, error=DataError) -> str:
+    """`path`, checked to be a name OpenCV can take: one that is not valid UTF-8 (Python
+    holds its undecodable bytes as surrogates) crashed the process in OpenCV's
+    VideoCapture and VideoWriter (a segmentation fault: every later video of a run lost)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise error("the file name is not valid UTF-8, which OpenCV cannot open: rename it",
+                    path) from None
+    return path
+
+
 def _open_video(path: str) -> cv2.VideoCapture:
     if not os.path.exists(path):
         raise DataError("video file not found", path)
     if os.path.getsize(path) == 0:
         raise DataError("video file is empty (0 bytes)", path)
-    cap = cv2.VideoCapture(path)
+    cap = cv2.VideoCapture(check_opencv_path(path))
     if not cap.isOpened():
         cap.release()
         raise DataError("cannot open video (corrupt file or unsupported codec)", path)

@@ -17,6 +17,7 @@ from keras_efficient3d.artifacts import check_keras_archive
 from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.predict.output import (
+    check_output_path,
     counted,
     display_available,
     error_json,
@@ -56,7 +57,9 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
     def emit(obj):
         # One write with its newline: print's two let a Ctrl-C between them glue the summary
         # onto the last window's line (a JSON-lines reader then fails on both).
-        out.write(f"{json.dumps(obj) if as_json else obj}\n")
+        # allow_nan=False: NaN is no JSON (a strict reader fails on the line); `_classify`
+        # refuses non-finite outputs, this is the backstop
+        out.write(f"{json.dumps(obj, allow_nan=False) if as_json else obj}\n")
         out.flush()
 
     model = model or DEFAULT_MODEL
@@ -72,6 +75,8 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
     sources = None if live is not None else find_sources(source)  # checked before a model loads
     if output_video and sources is not None and len(sources) > 1:
         raise PredictError("--output needs a single video or a camera, not a folder of videos")
+    if output_video:
+        check_output_path(output_video)
     if output_video and sources:
         _check_output_apart(output_video, sources[0])
     if model.lower().endswith(".keras"):
@@ -98,6 +103,8 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
             summary = predict_video(runner, path, spec=spec, stride=stride, top=top,
                                     output_video=output_video, on_window=on_window)
         except PredictionInterrupted as stop:  # what was done of this video, then status 130
+            while header:  # stopped before its first window: its summary under its own name
+                emit(header.pop())
             _report_video(stop.summary, path, spec, stride, as_json, emit, err)
             raise
         except DataError as error:

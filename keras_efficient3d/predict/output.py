@@ -10,6 +10,7 @@ import sys
 import cv2
 import numpy as np
 
+from keras_efficient3d.data.decode import check_opencv_path
 from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.runtime import quiet_stderr
 
@@ -67,6 +68,21 @@ def draw_overlay(frame_bgr: np.ndarray, result: dict | None, fps: float | None, 
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP80"}
 
 
+def check_output_path(path) -> str:
+    """Checks an output video's path (checked by the command line before the model loads):
+    an extension with a codec, an existing folder, a name OpenCV can take. Returns its
+    folder. Raises `PredictError`."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _FOURCC:
+        raise PredictError(f"--output {path}: unsupported extension (use one of "
+                           f"{', '.join(_FOURCC)})")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise PredictError(f"--output {path}: folder {directory} does not exist")
+    check_opencv_path(path, lambda message, where: PredictError(f"--output {where}: {message}"))
+    return directory
+
+
 class VideoOutput:
     """The ``--output`` video, written beside `path` under a temporary name and renamed over
     it by `close` (also after Ctrl-C: what was annotated is kept): a run that fails leaves an
@@ -76,13 +92,8 @@ class VideoOutput:
     row: the encoders cut frames to even sizes, which loses the last of the user's."""
 
     def __init__(self, path, fps, shape):
+        directory = check_output_path(path)
         ext = os.path.splitext(path)[1].lower()
-        if ext not in _FOURCC:
-            raise PredictError(f"--output {path}: unsupported extension (use one of "
-                               f"{', '.join(_FOURCC)})")
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise PredictError(f"--output {path}: folder {directory} does not exist")
         self.path, self.frame_size = path, (int(shape[1]), int(shape[0]))
         self.size = tuple(side + side % 2 for side in self.frame_size)
         self.partial = os.path.join(directory, f".{os.path.basename(path)}.partial{ext}")

@@ -15,6 +15,7 @@ from keras_efficient3d.data.decode import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     DataError,
+    check_opencv_path,
     is_video_file,
     list_frame_files,
     read_image,
@@ -76,7 +77,7 @@ class VideoSource:
         if os.path.isfile(self.path) and os.path.getsize(self.path) == 0:
             raise DataError("video file is empty (0 bytes)", self.path)
         with opencv_quiet(), quiet_stderr():
-            self.capture = cv2.VideoCapture(self.path)
+            self.capture = cv2.VideoCapture(check_opencv_path(self.path))
             opened = self.capture.isOpened()
         if not opened:
             self.capture.release()

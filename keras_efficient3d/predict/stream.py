@@ -330,6 +330,10 @@ class StreamClassifier:
         output = self._model(clip)[0]
         elapsed = time.perf_counter() - begin
         self.model_seconds += elapsed
+        if not np.all(np.isfinite(output)):
+            raise PredictError(f"{getattr(self.runner, 'path', 'the model')}: the model's output "
+                               f"for frames {start}-{end} is not finite (NaN or infinity): a "
+                               "model that overflows (float16?) or diverged in training")
         if self.spec.labels is not None and len(output) != len(self.spec.labels):
             raise PredictError(f"{self.runner.path}: the model outputs {len(output)} classes but "
                                f"{len(self.spec.labels)} labels are given")

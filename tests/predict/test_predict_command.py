@@ -316,20 +316,36 @@ def test_pipes_and_stream_urls_are_read(models, videos, tmp_path, capfd):
                                  "not a video OpenCV's FFmpeg reads)")
 
 
-@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
-def test_ctrl_c_over_a_folder_reports_what_was_done(models, videos, capfd, monkeypatch, as_json):
-    """Ctrl-C during the second of three videos: the first's summary, the second's windows and
-    its summary so far (marked as stopped), then 'interrupted' and status 130."""
+def _stop_at(monkeypatch, name, frame):
+    """Ctrl-C while the video `name` is read, at its frame `frame`."""
     from keras_efficient3d.predict import stream
 
     class Stopping(stream.VideoSource):
         def __iter__(self):
-            for i, frame in enumerate(super().__iter__()):
-                if self.path.endswith("clip10.mp4") and i == 10:
+            for i, image in enumerate(super().__iter__()):
+                if self.path.endswith(name) and i == frame:
                     raise KeyboardInterrupt
-                yield frame
+                yield image
 
     monkeypatch.setattr(stream, "VideoSource", Stopping)
+
+
+def test_ctrl_c_before_a_video_s_first_window_reports_it_under_its_name(models, videos, capfd,
+                                                                       monkeypatch):
+    """Its summary came under the previous video's heading: the heading came with a window."""
+    _stop_at(monkeypatch, "clip10.mp4", 2)
+    capfd.readouterr()
+    assert _invoke(videos["folder"], {"model": models["tflite"], "stride": 2}) == 130
+    out = capfd.readouterr().out
+    heading = next(i for i, line in enumerate(out.splitlines()) if line.endswith("clip10.mp4:"))
+    assert out.splitlines()[heading + 1].startswith("  video (stopped by Ctrl-C after 2 frames"), out
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_ctrl_c_over_a_folder_reports_what_was_done(models, videos, capfd, monkeypatch, as_json):
+    """Ctrl-C during the second of three videos: the first's summary, the second's windows and
+    its summary so far (marked as stopped), then 'interrupted' and status 130."""
+    _stop_at(monkeypatch, "clip10.mp4", 10)
     capfd.readouterr()
     code = _invoke(videos["folder"], {"model": models["tflite"], "stride": 2, "as_json": as_json})
     out, err = capfd.readouterr()

@@ -42,3 +42,21 @@ def test_bad_videos_raise_data_errors(models, videos, tmp_path):
             predict.predict_video(runner, videos[key])
     with pytest.raises(DataError, match="not found"):
         predict.predict_video(runner, str(tmp_path / "missing.mp4"))
+
+
+def test_a_name_that_is_not_utf8_is_one_error_not_a_crash(models, videos, tmp_path):
+    """OpenCV ended the process (a segmentation fault) on a name Python holds with surrogates
+    for its undecodable bytes: in a folder, every later video was lost."""
+    from keras_efficient3d.data import decode
+    from keras_efficient3d.predict.output import check_output_path
+
+    bad = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"b\xff.avi"))
+    with open(os.path.join(videos["folder"], "clip2.avi"), "rb") as source, open(bad, "wb") as copy:
+        copy.write(source.read())
+    runner = load_runner(models["onnx"])
+    with pytest.raises(decode.DataError, match="not valid UTF-8"):
+        predict.predict_video(runner, bad)
+    with pytest.raises(decode.DataError, match="not valid UTF-8"):
+        decode.count_frames(bad)
+    with pytest.raises(PredictError, match="--output .*not valid UTF-8"):
+        check_output_path(bad)

@@ -390,3 +390,18 @@ def test_an_int8_tflite_model_gets_the_windows_its_own_quantization_would_give(m
         logits = runner(clip)[0]
         expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
         np.testing.assert_allclose(window["probabilities"], expected, atol=1e-6)
+
+
+def test_a_model_output_that_is_not_finite_is_one_error():
+    """A NaN score made a JSON line no strict reader takes (json.dumps writes NaN)."""
+    class Overflowing(FakeRunner):
+        def __call__(self, clips):
+            out = super().__call__(clips)
+            out[:, 1] = np.inf
+            return out
+
+    frames = np.zeros((FRAMES, SIZE, SIZE, 3), np.uint8)
+    spec = predict.ClipSpec(FRAMES, SIZE, SIZE, labels=LABELS)
+    with pytest.raises(PredictError, match=r"fake.model: the model's output for frames 0-7 is "
+                                           r"not finite"):
+        list(predict.iter_stream(frames, Overflowing(), spec))
