@@ -531,6 +531,39 @@ class PlateauSchedule(keras.callbacks.ReduceLROnPlateau):
         return {"best": None if self.best is None else float(self.best), "wait": int(self.wait),
                 "cooldown": int(self.cooldown_counter)}
 
+    def on_epoch_end(self, epoch, logs=None):
+        """One step of PyTorch's ReduceLROnPlateau, which the original's option names: an
+        improvement is relative (by ``min_delta`` of the best: its threshold 1e-4), the rate
+        drops after more than `patience` bad epochs, and an epoch of the cooldown counts
+        as none. Keras' reduced a patience earlier, took ``min_delta`` as absolute (a loss of
+        0.05 gaining 1e-5 an epoch was a plateau; one of 10 gaining 5e-4 was not) and
+        counted the cooldown's last epoch bad."""
+        logs = logs if logs is not None else {}
+        current = logs.get(self.monitor)
+        if current is None:
+            return super().on_epoch_end(epoch, logs)  # Keras' warning of the missing metric
+        optimizer = self.model.optimizer
+        rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        logs["learning_rate"] = rate
+        current = float(current)
+        minimize = self.mode == "min" or (self.mode == "auto" and "acc" not in self.monitor)
+        best = self.best if self.best is not None else (math.inf if minimize else -math.inf)
+        if current < best * (1 - self.min_delta) if minimize else current > best * (1 + self.min_delta):
+            self.best, self.wait = current, 0
+        else:
+            self.wait += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self.wait > self.patience:
+            lower = max(rate * self.factor, self.min_lr)
+            if rate - lower > 1e-8:  # PyTorch's eps: no change below it
+                optimizer.learning_rate = lower
+                if self.verbose:
+                    print(f"\nEpoch {epoch + 1}: PlateauSchedule reducing the learning rate to {lower}.")
+            self.cooldown_counter, self.wait = self.cooldown, 0
+        return None
+
 
 class Checkpointer(keras.callbacks.Callback):
     """last.keras every N epochs and best.keras on a better validation accuracy, each with

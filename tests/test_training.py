@@ -1146,13 +1146,48 @@ def test_a_resumed_plateau_schedule_waits_as_the_run_it_continues(tmp_path):
     epoch, _, rate, counters = trainer._resume_point(config, str(tmp_path / "train_state.json"),
                                                      str(tmp_path / "last.keras"))
     assert (epoch, rate, counters) == (2, 0.25, {"best": 1.0, "wait": 1, "cooldown": 0})
-    # the resumed run's next epoch without improvement is the run's second: the rate halves
+    # the resumed run's next epochs without improvement are the run's second and third:
+    # the rate halves after the third (more than patience, as PyTorch's)
     resumed = plateau(model, counters)
     resumed.on_epoch_end(2, {"loss": 1.2})
+    assert float(model.optimizer.learning_rate.numpy()) == 0.25 and resumed.wait == 2
+    resumed.on_epoch_end(3, {"loss": 1.2})
     assert float(model.optimizer.learning_rate.numpy()) == 0.125
     fresh = plateau(model)  # (Keras' own starts afresh, and would wait two more)
     fresh.on_epoch_end(2, {"loss": 1.3})
     assert fresh.wait == 0 and float(model.optimizer.learning_rate.numpy()) == 0.125
+
+
+@pytest.mark.parametrize("monitor, patience, cooldown", [("loss", 2, 0), ("loss", 1, 2),
+                                                        ("val_accuracy", 0, 1)])
+def test_the_plateau_schedule_steps_as_pytorch_s_reduce_lr_on_plateau(monitor, patience, cooldown):
+    """The original's --lr_patience option is PyTorch's ReduceLROnPlateau: a relative
+    threshold, a reduction after more than `patience` bad epochs, none counted in the
+    cooldown (Keras' callback reduced a patience earlier, and took the threshold as absolute)."""
+    import torch
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    schedule = trainer.PlateauSchedule(monitor, factor=0.5, patience=patience, cooldown=cooldown)
+    schedule.set_model(model)
+    schedule.on_train_begin()
+    weight = torch.nn.Parameter(torch.zeros(1))
+    reference_optimizer = torch.optim.SGD([weight], lr=1.0)
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        reference_optimizer, mode="max" if "acc" in monitor else "min", factor=0.5,
+        patience=patience, cooldown=cooldown)
+    rng = np.random.default_rng(0)
+    # flat stretches, gains below and above the 1e-4 relative threshold, at a small loss
+    values = [0.05, 0.05, 0.049999, 0.05, 0.04, 0.04, 0.04, 0.0399999, 0.03, 0.03, 0.03, 0.03]
+    values += list(0.03 + rng.normal(0, 1e-3, 12))
+    ours, theirs = [], []
+    for epoch, value in enumerate(values):
+        schedule.on_epoch_end(epoch, {monitor: value})
+        reference.step(value)
+        ours.append(float(model.optimizer.learning_rate.numpy()))
+        theirs.append(reference_optimizer.param_groups[0]["lr"])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    assert ours[-1] < 1.0  # it did reduce
 
 
 def _stopping_at(monkeypatch, name):
