@@ -99,6 +99,13 @@ def activation_name(activation):
     return None
 
 
+def normalises_channels(bn):
+    """Whether BatchNormalization `bn` takes its statistics over the last (channel) axis, the
+    only one the folding and the deployment graphs emit."""
+    rank = len(bn.input.shape)
+    return bn.axis % rank == rank - 1
+
+
 def plan_folding(model):
     """Returns (folds, absorbed): conv name -> (bn name, activation or None), and the names
     of the layers that become `Folded` identities."""
@@ -119,8 +126,7 @@ def plan_folding(model):
             continue
         if activation_name(conv) != "linear" or conv.name in returned:
             continue
-        rank = len(layer.input.shape)
-        if layer.axis % rank != rank - 1:  # statistics of another axis than the channels
+        if not normalises_channels(layer):
             continue
         after = consumers[layer.name]
         user = by_name[after[0]] if len(after) == 1 else None

@@ -41,7 +41,14 @@ import tensorflow as tf
 from keras_efficient3d import layers as k3d
 from keras_efficient3d import runtime
 from keras_efficient3d.deploy import packed
-from keras_efficient3d.fold import RELU_LIKE, Folded, activation_name, batchnorm_affine, inference_form
+from keras_efficient3d.fold import (
+    RELU_LIKE,
+    Folded,
+    activation_name,
+    batchnorm_affine,
+    inference_form,
+    normalises_channels,
+)
 from keras_efficient3d.layers import forms, taps
 
 __all__ = ["DeploymentGraph", "FloatHooks", "build_deployment_graph", "default_pack_channels"]
@@ -293,8 +300,7 @@ def _check_layer(layer):
     would otherwise emit as the channels-last default, silently wrong)."""
     problem = None
     if isinstance(layer, keras.layers.BatchNormalization):
-        rank = len(layer.input.shape)
-        if layer.axis % rank != rank - 1:
+        if not normalises_channels(layer):
             problem = f"normalises axis {layer.axis}, not the channels (-1)"
     elif isinstance(layer, (keras.layers.GlobalAveragePooling3D, keras.layers.GlobalMaxPooling3D)):
         if layer.data_format != "channels_last":

@@ -74,7 +74,15 @@ from keras_efficient3d.deploy.frames import FramesInput as _FramesInput
 from keras_efficient3d.deploy.frames import stem_layer as _stem
 from keras_efficient3d.deploy.quantize import QuantizedGraph, activation_range
 from keras_efficient3d.deploy.savedmodel import INPUT_NAME, OUTPUT_NAME
-from keras_efficient3d.fold import Folded, _consumers, _producer, activation_name, batchnorm_affine, inference_form
+from keras_efficient3d.fold import (
+    Folded,
+    _consumers,
+    _producer,
+    activation_name,
+    batchnorm_affine,
+    inference_form,
+    normalises_channels,
+)
 
 __all__ = ["native_onnx", "nudged_range", "pointwise_pairs", "qat_layer", "qdq_params",
            "shuffles_into_convolutions", "stem_fold_factors", "stem_output_fold_factors", "supports"]
@@ -778,7 +786,7 @@ def _batch_norm(w, layer, node, ins):
     v = ins[0]
     scale, shift = batchnorm_affine(layer)
     shape = (-1, 1, 1, 1) if isinstance(v, _Clip) else (-1,)
-    if isinstance(v, _Clip) and layer.axis not in (-1, 4, [-1], [4]):
+    if isinstance(v, _Clip) and not normalises_channels(layer):
         raise ValueError(f"'{layer.name}': only channel BatchNorm is supported. Received: axis={layer.axis}")
     y = w.node("Mul", [v.name, w.const(f"{layer.name}/scale", np.reshape(scale, shape))], f"{layer.name}/scale")
     y = w.node("Add", [y, w.const(f"{layer.name}/shift", np.reshape(shift, shape))], layer.name)
