@@ -182,6 +182,11 @@ def _run_camera(target, runner, spec, stride, top, as_json, output_video, displa
 
     summary = run_stream(capture_frames(capture), classifier, on_window, display=show,
                          output_video=output_video, fps=fps, title=f"keras_efficient3d: {name}")
+    if not summary["frames"] and not summary["interrupted"]:
+        # Opened, then nothing (a camera another program holds, a stream with no video track):
+        # a run that classified nothing is not a success, as a video with no frame is not.
+        why = "in use by another program?" if isinstance(target, int) else "no video track?"
+        raise PredictError(f"{name} opened but delivered no frame ({why})")
     if as_json:
         emit(summary_json(summary, name))
     else:

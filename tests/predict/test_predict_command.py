@@ -373,6 +373,22 @@ def test_one_frame_is_said_in_the_singular(models, tmp_path, capfd, monkeypatch)
     assert "  camera 0, end of stream after 1 frame, 1 window: " in out, out
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_camera_that_delivers_no_frame_is_an_error(models, tmp_path, capfd, monkeypatch, as_json):
+    """Opened, then end of stream at once (a camera held by another program): exit 1 with one
+    message (status 2, as every bad input), as a video without a frame, not a 0-window
+    success; no empty overlay video."""
+    monkeypatch.setattr(cv2, "VideoCapture", lambda index: FakeCapture([]))
+    out_video = tmp_path / "overlay.mp4"
+    capfd.readouterr()
+    code = _invoke("0", {"model": models["tflite"], "output": str(out_video),
+                         "format": "json" if as_json else "text"})
+    out, err = capfd.readouterr()
+    assert code == 2, (out, err)
+    assert "camera 0 opened but delivered no frame" in err and "Traceback" not in err, err
+    assert "window" not in out and not out_video.exists()
+
+
 def test_the_deprecated_json_flag_says_what_replaces_it(models, videos, capfd):
     capfd.readouterr()
     code = cli.invoke(command.main, command.define_flags,
