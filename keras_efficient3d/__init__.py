@@ -42,6 +42,24 @@ def _quiet_interrupt_of_our_programs():
         report(kind, value, traceback)
 
     sys.excepthook = hook
+    unraisable = sys.unraisablehook
+
+    def lost(event):
+        # A Ctrl-C that lands in a garbage-collector callback (JAX's, which TensorFlow's import
+        # installs when JAX is there) or a __del__ is "ignored" by Python: a traceback, then
+        # the program went on. Raised again once this hook has returned (raised in it, it
+        # would be ignored again), it stops the program where it is.
+        if issubclass(event.exc_type, KeyboardInterrupt):
+            import _thread
+            import threading
+
+            later = threading.Timer(0.01, _thread.interrupt_main)
+            later.daemon = True
+            later.start()
+            return
+        unraisable(event)
+
+    sys.unraisablehook = lost
 
 
 _quiet_interrupt_of_our_programs()
