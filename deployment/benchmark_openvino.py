@@ -32,7 +32,6 @@ it.
 import os
 import tempfile
 
-import numpy as np
 from absl import flags
 
 from keras_efficient3d import cli
@@ -51,14 +50,10 @@ def export_model(name, precision, folder, input_shape=(16, 112, 112, 3), num_cla
     """Builds registry model `name` (random weights, BatchNorm statistics of random clips) and
     writes it as OpenVINO IR of `precision` (and `stem_fold`) in `folder`; returns the .xml
     path."""
-    from keras_efficient3d.deploy.benchmark import _calibrate_bn
+    from keras_efficient3d.deploy.benchmark import benchmark_model
     from keras_efficient3d.deploy.openvino_export import export_openvino
-    from keras_efficient3d.registry import create_model
 
-    clips = np.random.default_rng(seed).normal(
-        size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
-    model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes)
-    _calibrate_bn(model, clips[:4])
+    model, clips = benchmark_model(name, input_shape, num_classes, calibration_clips, seed)
     path = os.path.join(folder, f"{name}_{precision}{'' if stem_fold == 'auto' else f'_f{stem_fold}'}.xml")
     int8, frames = precision.startswith("int8"), precision == "int8-frames"
     # int8-frames: uint8 frames in, normalised as the pipeline does by default

@@ -301,6 +301,21 @@ def model_macs(name, input_shape, num_classes):
     return complexity.count(model, family)["macs"]
 
 
+def benchmark_model(name, input_shape=(16, 112, 112, 3), num_classes=600, calibration_clips=4,
+                    seed=0, weights=None):
+    """``(model, clips)``: registry model `name` and `calibration_clips` seeded random clips.
+    Without `weights`, its BatchNorm statistics are those of the first four clips: random
+    weights with the initial statistics (mean 0, variance 1) give activations that grow layer
+    after layer, which no trained model has and which int8 calibration would be fitted to."""
+    clips = np.random.default_rng(seed).normal(
+        size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
+    model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes,
+                         weights=weights)
+    if not weights:
+        _calibrate_bn(model, clips[:4])
+    return model, clips
+
+
 def _calibrate_bn(model, clips):
     import keras
 
@@ -325,17 +340,13 @@ def benchmark_models(names, precisions=("fp32", "fp16", "dynamic", "int8"), thre
     peak that each row achieves at its threads."""
     from keras_efficient3d import complexity
 
-    rng = np.random.default_rng(seed)
-    clips = rng.normal(size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
     if peers is None and reference:
         peers = {model: {"pytorch": ms} for model, ms in reference.items()}
     rows = []
     for name in names:
-        model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes,
-                             weights=(weights or {}).get(name))
+        model, clips = benchmark_model(name, input_shape, num_classes, calibration_clips, seed,
+                                       weights=(weights or {}).get(name))
         macs = complexity.count(model)["macs"]
-        if not (weights or {}).get(name):
-            _calibrate_bn(model, clips)
         graph = DeploymentGraph(model)
         for precision in precisions:
             # int8-frames: the int8 file that takes uint8 frames (the pipeline's default
@@ -444,12 +455,9 @@ def _time_forms(names, precisions, forms, input_shape, num_classes, threads, rou
     ``{"partitions": XNNPACK's delegate partitions, "inspect": inspect(graph, precision)}``}."""
     from keras_efficient3d.runtime import TFLiteRunner, measure
 
-    rng = np.random.default_rng(seed)
-    clips = rng.normal(size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
     steps, answers = {}, {}
     for name in names:
-        model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes)
-        _calibrate_bn(model, clips[:4])
+        model, clips = benchmark_model(name, input_shape, num_classes, calibration_clips, seed)
         for precision in precisions:
             for form, kwargs in forms.items():
                 graph = DeploymentGraph(model, **kwargs)

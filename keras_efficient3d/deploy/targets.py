@@ -115,17 +115,13 @@ def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, ru
         return paths
     from keras_efficient3d.artifacts import atomic_write
     from keras_efficient3d.data.normalization import Normalization
-    from keras_efficient3d.deploy.benchmark import _calibrate_bn
+    from keras_efficient3d.deploy.benchmark import benchmark_model
     from keras_efficient3d.deploy.graph import DeploymentGraph
     from keras_efficient3d.deploy.tflite import convert
-    from keras_efficient3d.registry import create_model
     from keras_efficient3d.runtime import quiet_stderr
 
     os.makedirs(folder, exist_ok=True)
-    clips = np.random.default_rng(seed).normal(
-        size=(calibration_clips,) + tuple(input_shape)).astype(np.float32)
-    model = create_model(name, input_shape=tuple(input_shape), num_classes=num_classes)
-    _calibrate_bn(model, clips[:4])
+    model, clips = benchmark_model(name, input_shape, num_classes, calibration_clips, seed)
     for rt in missing:
         if log:
             log(f"{name}: exporting {rt} -> {paths[rt]}")
