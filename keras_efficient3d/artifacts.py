@@ -47,6 +47,7 @@ __all__ = [
     "atomic_write_json",
     "check_keras_archive",
     "export_metadata",
+    "figure",
     "frames_metadata",
     "keras_model_file",
     "load_model",
@@ -54,6 +55,7 @@ __all__ = [
     "read_metadata",
     "save_model",
     "sidecar_path",
+    "write_png",
     "write_sidecar",
 ]
 
@@ -61,6 +63,26 @@ METADATA_ENTRY = "keras_efficient3d.json"
 OUTPUTS = ("logits", "probabilities")
 _INPUT_KEYS = ("frames", "size", "downsample", "layout", "dtype", "batch")
 _KNOWN_KEYS = ("model", "input", "normalization", "preprocessing_included", "labels", "output")
+
+
+def figure(**kwargs):
+    """A matplotlib ``Figure`` (`kwargs`: its own) drawn off screen, without pyplot: the
+    pyplot backend of the caller's session (a notebook's, a GUI's) is left as it was, and
+    nothing stays open once the figure is dropped."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    drawing = Figure(**kwargs)
+    FigureCanvasAgg(drawing)
+    return drawing
+
+
+def write_png(drawing, path, dpi=100) -> str:
+    """`drawing` (a `figure`) as a PNG at `path`, atomically: a run stopped while it is
+    drawn keeps the last one."""
+    with atomic_path(path) as tmp:
+        drawing.savefig(tmp, dpi=dpi, format="png")
+    return path
 
 
 class ModelFileError(ValueError):

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from keras_efficient3d.artifacts import atomic_path, atomic_write_json
+from keras_efficient3d.artifacts import atomic_write_json, figure, write_png
 
 
 def _softmax(logits):
@@ -29,6 +29,22 @@ def _topk(probs, labels, k):
     k = min(k, probs.shape[1])
     ranking = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return float((ranking == labels[:, None]).any(axis=1).mean()) if len(labels) else 0.0
+
+
+def _outputs(predict_fn, clips, num_classes):
+    """`predict_fn`'s outputs for `clips`, refused where no score can be read from them: a
+    NaN or infinite output ranked as class 0 (a diverged model scored 1 / classes), and a
+    head with fewer outputs than classes scored the missing classes as never predicted."""
+    logits = np.asarray(predict_fn(clips), np.float64)
+    if logits.ndim != 2 or logits.shape[0] != len(clips) or logits.shape[1] < num_classes:
+        raise ValueError(f"the model's outputs have shape {logits.shape} for {len(clips)} clips: "
+                         f"expected ({len(clips)}, {num_classes}) (one score per class of the "
+                         "dataset)")
+    bad = ~np.isfinite(logits).all(axis=1)
+    if bad.any():
+        raise ValueError(f"the model's outputs are NaN or infinite for {int(bad.sum())} of "
+                         f"{len(clips)} clips (a model whose training diverged?): nothing to score")
+    return logits
 
 
 def keras_predict_fn(model, batch_size=None):
@@ -61,7 +77,7 @@ def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
 
     window_probs, window_labels, window_videos = [], [], []
     for clips, labels, videos in data.make_dataset(records, "test", **common):
-        logits = np.asarray(predict_fn(clips.numpy()), np.float64)
+        logits = _outputs(predict_fn, clips.numpy(), len(classes))
         window_probs.append(_softmax(logits) if softmax else logits)
         window_labels.append(labels.numpy())
         window_videos.append(videos.numpy())
@@ -71,7 +87,7 @@ def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
     decoded = [record for record in records if record.path not in failed]
     clip_probs, clip_labels = [], []
     for clips, labels in data.make_dataset(decoded, "val", **common):
-        clip_probs.append(_softmax(np.asarray(predict_fn(clips.numpy()), np.float64)))
+        clip_probs.append(_softmax(_outputs(predict_fn, clips.numpy(), len(classes))))
         clip_labels.append(labels.numpy())
     clip_probs = np.concatenate(clip_probs) if clip_probs else np.zeros((0, 0))
     clip_labels = np.concatenate(clip_labels) if clip_labels else np.zeros(0, np.int32)
@@ -144,38 +160,40 @@ def format_report(results, title="Evaluation"):
     return "\n".join(lines)
 
 
+# Past this many classes the figure stops growing and names no class on its axes (their
+# indices instead): 600 Kinetics classes at 0.45 inch each made a 30,000-pixel-square
+# image that needed about 35 GB to draw.
+NAMED_CLASSES = 60
+
+
 def plot_confusion(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cm = np.asarray(results["confusion_matrix"], np.float64)
     rows = cm.sum(axis=1, keepdims=True)
     normalised = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     n = len(results["classes"])
-    fig, ax = plt.subplots(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
-    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    labels = [c if len(c) <= 18 else c[:17] + "…" for c in results["classes"]]
-    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
-    ax.set_yticklabels(labels, fontsize=7)
+    side = 0.45 * min(n, NAMED_CLASSES)
+    fig = figure(figsize=(max(5, side + 2), max(4, side + 1.5)))
+    ax = fig.add_subplot()
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    if n <= NAMED_CLASSES:
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(n))
+        labels = [c if len(c) <= 18 else c[:17] + "…" for c in results["classes"]]
+        ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+        ax.set_yticklabels(labels, fontsize=7)
     if n <= 30:
         for i in range(n):
             for j in range(n):
                 if cm[i, j]:
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
                             color="white" if normalised[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    named = "" if n <= NAMED_CLASSES else " (class index; names in the results' classes)"
+    ax.set_xlabel("predicted" + named)
+    ax.set_ylabel("true" + named)
     ax.set_title(f"video-level confusion (top-1 {100 * results['video_top1']:.1f}%)")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return write_png(fig, path, dpi=110)
 
 
 def write_results(results, output_dir, prefix="eval"):

@@ -29,7 +29,6 @@ import tensorflow as tf
 from keras_efficient3d import registry, runtime
 from keras_efficient3d.artifacts import (
     ModelMetadata,
-    atomic_path,
     atomic_write,
     atomic_write_json,
     check_keras_archive,
@@ -818,17 +817,15 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 
 def plot_curves(log_csv, path):
     """Loss and accuracy per epoch from the CSV log, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from keras_efficient3d.artifacts import figure, write_png
 
     with open(log_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
         return None
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     def number(text):
         try:
             return float(text)
@@ -847,10 +844,7 @@ def plot_curves(log_csv, path):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:  # a run stopped while it is drawn keeps the last one
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return path
+    return write_png(fig, path, dpi=100)
 
 
 # What a resumed run must share with the run it continues (its config.json): the model and

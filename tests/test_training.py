@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -582,6 +583,41 @@ def test_evaluation_counts_clip_and_video_accuracy(tiny_gestures):
     assert results["video_top1"] == 0.0 and np.asarray(results["confusion_matrix"]).sum() == 0
     assert {v["videos"] for v in results["per_class"].values()} == {1}
     assert {v["accuracy"] for v in results["per_class"].values()} == {0.0}
+
+
+@pytest.mark.parametrize("outputs, expected", [
+    (lambda n, c: np.full((n, c), np.nan), "NaN or infinite for 4 of 4 clips"),
+    # +inf on the right class: its softmax row is NaN, which ranked class 0 first
+    (lambda n, c: np.where(np.arange(c) == 2, np.inf, 0.0)[None].repeat(n, 0), "NaN or infinite"),
+    (lambda n, c: np.zeros((n, c - 1)), "expected (4, 8) (one score per class"),
+    (lambda n, c: np.zeros(n), "expected (4, 8)"),
+])
+def test_evaluation_refuses_outputs_it_cannot_score(tiny_gestures, outputs, expected):
+    """A diverged model (NaN) scored 1 / classes and a head with fewer outputs than classes
+    was scored as if it never predicted them; a 1-D output was numpy's AxisError."""
+    config = _tiny_config(tiny_gestures, "unused")
+    records, classes = trainer.load_split(config, "validation")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        evaluation.evaluate(lambda clips: outputs(len(clips), len(classes)), records, classes,
+                            frames=8, size=32, normalization="unit", batch_size=4)
+
+
+def test_a_confusion_figure_of_many_classes_stays_drawable(tmp_path):
+    """600 Kinetics classes at 0.45 inch each: a 30,000-pixel square that took about 35 GB to
+    draw. Past 60 classes the figure keeps its 60-class size and names no class; drawing it
+    leaves the pyplot backend of the caller's session as it was."""
+    import matplotlib
+    from PIL import Image
+
+    backend = matplotlib.get_backend()
+    n = 600
+    rng = np.random.default_rng(0)
+    results = {"classes": [f"class number {i}" for i in range(n)], "video_top1": 0.5,
+               "confusion_matrix": rng.integers(0, 3, (n, n)).tolist()}
+    png = evaluation.plot_confusion(results, str(tmp_path / "cm.png"))
+    width, height = Image.open(png).size
+    assert max(width, height) <= 110 * (0.45 * evaluation.NAMED_CLASSES + 2) + 1, (width, height)
+    assert matplotlib.get_backend() == backend
 
 
 def test_video_accuracy_averages_each_videos_own_windows(tmp_path):
@@ -1317,12 +1353,16 @@ def test_evaluate_indexes_the_split_with_the_models_class_names(tmp_path, monkey
                           [("b", "y1"), ("c", "y2")])
     meta = ModelMetadata(frames=8, size=32, downsample=1, labels=["a", "b", "c"])
     path = _save_run_model(tmp_path / "run", classes=3, metadata=meta)
+    (tmp_path / "run" / "config.json").write_text(json.dumps(
+        {"dataset": "kinetics600", "frames": 8, "size": 32, "max_decode_failures": 3}))
     scored = []
     monkeypatch.setattr(evaluation, "evaluate",
-                        lambda fn, records, classes, *a: scored.append((records, classes)) or {})
+                        lambda fn, records, classes, *a, **k: scored.append((records, classes, k)) or {})
     monkeypatch.setattr(evaluation, "write_results", lambda *a: (None, None))
     # validate.csv alone has classes b and c: indexed alone they would be labels 0 and 1.
     _evaluate_module().evaluate_file(path, dataset="kinetics600", data_root=str(root),
                                      log=lambda line: None)
-    records, classes = scored[0]
+    records, classes, options = scored[0]
     assert classes == ["a", "b", "c"] and sorted(r.label for r in records) == [1, 2]
+    # the run's own tolerance of undecodable videos (config.json), not always 100
+    assert options == {"max_decode_failures": 3}

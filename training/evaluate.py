@@ -140,7 +140,7 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
                          f"({detail})")
     results = evaluation.evaluate(evaluation.keras_predict_fn(model), records, classes,
                                   base.frames, base.size, base.downsample, base.normalization,
-                                  batch_size)
+                                  batch_size, max_decode_failures=base.max_decode_failures)
     json_path, png = evaluation.write_results(results, out)
     return results, json_path, png
 
