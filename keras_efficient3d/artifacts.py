@@ -354,10 +354,12 @@ def keras_model_file(path, program) -> str:
     with their architecture (an exported ``.tflite``/``.onnx``/``.xml`` file or a SavedModel
     has none to rebuild); returns `path`. Raises `ModelFileError` (one line)."""
     path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower()
+    ext = os.path.splitext(path)[1]
     if ext != ".keras":
-        got = f"got {ext}" if ext else ("got a folder" if os.path.isdir(path) else
-                                        "got a file without an extension")
+        got = f"got {ext.lower()}" if ext else ("got a folder" if os.path.isdir(path) else
+                                                "got a file without an extension")
+        if ext.lower() == ".keras":  # Keras reads no other spelling of it
+            got = f"got {ext}: Keras reads the extension in lower case only; rename the file"
         raise ModelFileError(f"{path}: {program} needs a .keras model ({got})")
     return check_keras_archive(path)
 

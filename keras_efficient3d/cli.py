@@ -153,8 +153,10 @@ def keras_output(value):
     """Check of an ``--output`` that names a model to write: a ``.keras`` file (a ``.h5`` name
     would hold a zip that no HDF5 reader, Keras' included, can open)."""
     output_file(value)
-    if value and not value.lower().endswith(".keras"):
-        raise flags.ValidationError("expected a file name ending in .keras")
+    if value and not value.endswith(".keras"):
+        # Keras writes and reads the extension in lower case only: X.KERAS failed after the work
+        case = " in lower case" if value.lower().endswith(".keras") else ""
+        raise flags.ValidationError(f"expected a file name ending in .keras{case}")
     return True
 
 

@@ -93,7 +93,7 @@ def paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     (root / "folder").mkdir()
     files = {"file": "plain.txt", "junk_keras": "junk.keras", "junk_pth": "junk.pth",
-             "junk_h5": "junk.weights.h5", "junk_tflite": "m.tflite", "junk_onnx": "m.onnx",
+             "junk_h5": "junk.weights.h5", "upper_keras": "M.KERAS", "junk_tflite": "m.tflite", "junk_onnx": "m.onnx",
              "junk_xml": "m.xml"}
     for name in files.values():
         (root / name).write_text("not what it claims to be")
@@ -133,6 +133,8 @@ BAD_INPUT = [
      "junk.keras: not a valid .keras archive"),
     ("evaluate", ["--model_file={file}"], "--model_file must be a .keras model"),
     ("evaluate", ["--model_file={junk_h5}"], "--model_file must be a .keras model"),
+    ("evaluate", ["--model_file={upper_keras}"], "--model_file must be a .keras model (the "
+     "extension in lower case)"),
     ("export", ["--model=x", "--model_file={junk_keras}", "--output={tmp}/x.onnx"],
      "exactly one of --model and --model_file"),
     ("export", ["--model=mobilenetv2"], "--output"),
@@ -141,6 +143,9 @@ BAD_INPUT = [
      "junk.keras: not a valid .keras archive"),
     ("export", ["--model_file={junk_tflite}", "--output={tmp}/x.onnx"],
      "m.tflite: export.py needs a .keras model (got .tflite)"),
+    ("export", ["--model_file={upper_keras}", "--output={tmp}/x.onnx"],
+     "M.KERAS: export.py needs a .keras model (got .KERAS: Keras reads the extension in lower "
+     "case only; rename the file)"),
     ("export", ["--model_file={junk_keras}", "--frames=8", "--output={tmp}/x.onnx"],
      "--frames is not used with --model_file: the .keras file carries its own weights, classes "
      "and clip shape (flags set them for --model)"),
@@ -204,6 +209,9 @@ BAD_INPUT = [
     ("convert", ["--checkpoint={junk_pth}", "--output={dir}"], "a file is needed"),
     ("convert", ["--checkpoint={junk_pth}", "--output={tmp}/m.h5"],
      "m.h5: expected a file name ending in .keras"),
+    # refused before the conversion: Keras writes X.KERAS as no .keras file
+    ("convert", ["--checkpoint={junk_pth}", "--output={tmp}/M.KERAS"],
+     "M.KERAS: expected a file name ending in .keras in lower case"),
     ("convert", ["--checkpoint={junk_pth}", "--output={tmp}/x.keras", "--labels={dir}"],
      "--labels"),
     ("convert", ["--checkpoint={junk_pth}", "--output={tmp}/x.keras", "--shortcut=C"],

@@ -67,8 +67,9 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     def note(text):
         (log or (lambda line: print(line, file=sys.stderr)))(f"note: {text}")
 
-    if not model_file or not model_file.lower().endswith(".keras"):
-        raise cli.UsageError(f"--model_file must be a .keras model. Received: {model_file!r}")
+    if not model_file or not model_file.endswith(".keras"):  # Keras reads no X.KERAS
+        raise cli.UsageError(f"--model_file must be a .keras model (the extension in lower "
+                             f"case). Received: {model_file!r}")
     out = output_dir or os.path.dirname(os.path.abspath(model_file))
     cli.writable_folder(out, "--output" if output_dir else "the model's folder (--output)")
     model = artifacts.load_model(model_file, compile=False)
