@@ -227,20 +227,28 @@ def resolve_preset(preset, checkpoint=None, log=print):
                          f"{', '.join(list_presets()[:3])}). Received: preset={preset}")
     cached = os.path.join(home(), "presets", preset)
     remake = False
+    source = None
+    if preset in BUILTIN:
+        # made from the repository's file, which a demo run with --output=saved_models
+        # rewrites: the cache is that file's, or is remade
+        source = os.path.join(_shipped_dir(), BUILTIN[preset])
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"Preset '{preset}' is made from {source}, which ships "
+                                    "with the repository (saved_models/); it is missing.")
+        checkpoint = source
     if _is_made(cached):
-        if checkpoint is None or preset not in PUBLISHED:
+        if checkpoint is None:
             return cached
         # checkpoint= names the file to make it from: the cache is that file's, or is remade.
         if os.path.isfile(checkpoint) and _made_from(cached) == _digest(checkpoint):
             return cached
         remake = True
-    if preset in BUILTIN:
-        source = os.path.join(_shipped_dir(), BUILTIN[preset])
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"Preset '{preset}' is made from {source}, which ships "
-                                    "with the repository (saved_models/); it is missing.")
+    if source is not None:
         model = keras.saving.load_model(source, compile=False)
-        _make(cached, model, read_metadata(source))
+        metadata = read_metadata(source) or ModelMetadata()
+        metadata = dataclasses.replace(metadata, extra=dict(metadata.extra,
+                                                            **{CHECKPOINT_DIGEST: _digest(source)}))
+        _make(cached, model, metadata, remake)
     else:
         _make_published(PUBLISHED[preset], cached, checkpoint, log, remake)
     if remake:
@@ -369,20 +377,28 @@ def builder_from_preset(builder, preset, checkpoint=None, log=print):
     """`from_preset` that checks the preset holds a model of `builder`'s family: the family
     recorded in its metadata, else (a preset saved before it was recorded) the one its
     layers show."""
+    wanted = {f.name for f in registry.families() if f.builder is builder}
+    spec = PUBLISHED.get(os.fspath(preset))
+    if spec is not None and not os.path.isdir(os.fspath(preset)):
+        # known before its checkpoint is looked for: no "download it" for a preset refused after
+        _refuse_family(preset, dict(spec.expected)["model"], wanted, builder)
     directory = resolve_preset(preset, checkpoint, log)
     data = _read_metadata(directory)
     meta = data.get("model_metadata") or {}
     recorded = data.get(FAMILY_FIELD) or (meta.get("model") or {}).get("model")
-    wanted = {f.name for f in registry.families() if f.builder is builder}
     model = None
     if not recorded:
         model = load_preset_dir(directory)
         recorded = model_family(model)
+    _refuse_family(preset, recorded, wanted, builder)
+    return model if model is not None else load_preset_dir(directory)
+
+
+def _refuse_family(preset, recorded, wanted, builder):
     if recorded and _family_name(recorded) not in wanted:
         raise ValueError(f"Preset '{preset}' holds a {recorded} model, not a "
                          f"{builder.__name__}; use keras_efficient3d.presets.from_preset. "
                          f"Received: preset={preset}")
-    return model if model is not None else load_preset_dir(directory)
 
 
 

@@ -18,6 +18,7 @@ import pytest
 import keras_efficient3d as k3
 from helpers import randomize_batchnorm
 from keras_efficient3d import backends, convert, presets
+from keras_efficient3d.artifacts import read_metadata, save_model
 
 pytestmark = pytest.mark.backends
 
@@ -217,6 +218,10 @@ def test_published_preset_says_where_its_checkpoint_comes_from(preset_home):
     with pytest.raises(FileNotFoundError, match=r"checkpoint=/x/nope.pth: no such file") as err:
         k3.MobileNetV2_3D.from_preset("mobilenetv2_0.2x_jester", checkpoint="/x/nope.pth")
     assert "pass checkpoint=" not in str(err.value)  # it was passed
+    # another family's builder: refused before the checkpoint is looked for (no "download
+    # it" for a preset that would be refused after the download)
+    with pytest.raises(ValueError, match="holds a mobilenetv2 model, not a ShuffleNetV2_3D"):
+        k3.ShuffleNetV2_3D.from_preset("mobilenetv2_0.2x_jester")
 
 
 def test_published_preset_made_on_first_use(preset_home, reference_dir):
@@ -368,6 +373,31 @@ def test_shipped_model_is_a_preset(preset_home):
     x = np.random.default_rng(2).uniform(0, 255, (1,) + tuple(model.input_shape[1:]))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x.astype(np.float32), training=False)),
                                keras.ops.convert_to_numpy(shipped(x.astype(np.float32), training=False)), rtol=1e-6)
+
+
+@pytest.mark.backends
+def test_the_shipped_preset_follows_the_file_it_is_made_from(preset_home, tmp_path, monkeypatch):
+    """The demo run with --output=saved_models rewrites the shipped model; the cached preset
+    went on giving the old weights."""
+    import shutil
+
+    shipped = tmp_path / "saved_models"
+    shipped.mkdir()
+    source = shipped / presets.BUILTIN["synthetic_gestures"]
+    shutil.copy(os.path.join(ROOT, "saved_models", source.name), source)
+    monkeypatch.setattr(presets, "_shipped_dir", lambda: str(shipped))
+    lines = []
+    first = presets.from_preset("synthetic_gestures", log=lines.append)
+    assert presets.from_preset("synthetic_gestures", log=lines.append) is not None
+    assert len(lines) == 1 and "saved in" in lines[0], lines  # made once, then the cache
+    retrained = keras.saving.load_model(str(source), compile=False)
+    retrained.set_weights([w * 0.5 for w in retrained.get_weights()])
+    save_model(retrained, str(source), read_metadata(str(source)))
+    again = presets.from_preset("synthetic_gestures", log=lines.append)
+    assert "remade from" in lines[-1], lines
+    for new, want in zip(again.get_weights(), retrained.get_weights()):
+        np.testing.assert_array_equal(new, want)
+    assert not all(np.array_equal(a, b) for a, b in zip(again.get_weights(), first.get_weights()))
 
 
 def test_a_preset_made_meanwhile_by_another_process_stays(preset_home, tmp_path):
