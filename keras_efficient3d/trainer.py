@@ -347,6 +347,34 @@ def _check_clip_shape(shape, frames, size, what):
                          f"--size={size} do not match")
 
 
+def _named(normalization):
+    names = [name for name, preset in PRESETS.items() if preset == normalization]
+    shown = f"{normalization.value_range} {normalization.channel_order}, mean {normalization.mean}"
+    return f"'{names[0]}' ({shown})" if names else shown
+
+
+def check_pretrained(config):
+    """Refuses a `--pretrained` file that cannot be fine-tuned on the run's clips (a model
+    with its preprocessing inside takes raw frames, and would normalise the normalised clips
+    again), and warns where it was trained on clips normalised otherwise than this run's
+    (a model trained as kinetics600.flags does, RGB, fine-tuned as ucf101.flags does, BGR)."""
+    check_keras_archive(config.pretrained)
+    metadata = read_metadata(config.pretrained)
+    if metadata is None:
+        return
+    if metadata.preprocessing_included:
+        raise ValueError(f"--pretrained={config.pretrained} includes its preprocessing (it takes "
+                         "raw frames: converted with --with_preprocessing), and training feeds "
+                         "normalised clips; convert the checkpoint without --with_preprocessing "
+                         "to fine-tune it")
+    ours = Normalization.coerce(config.normalization)
+    if metadata.normalization is not None and metadata.normalization != ours:
+        print(f"warning: --pretrained={config.pretrained} was trained on clips normalised as "
+              f"{_named(metadata.normalization)}; this run normalises as {_named(ours)} "
+              "(--normalization): its features will see other inputs than they learnt",
+              flush=True)
+
+
 def build_model(config, num_classes):
     if config.pretrained:
         base = load_model(config.pretrained, compile=False)
@@ -1036,7 +1064,7 @@ def train(config, extra_callbacks=None):
     last_path = os.path.join(config.output_dir, "last.keras")
     initial_epoch, best, rate, plateau = _resume_point(config, state_path, last_path)
     if config.pretrained and not config.resume:
-        check_keras_archive(config.pretrained)  # before the dataset is indexed
+        check_pretrained(config)  # before the dataset is indexed
     if config.dataset == "synthetic" and not config.data_root:
         from keras_efficient3d.data import synthetic
 

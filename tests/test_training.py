@@ -458,6 +458,38 @@ def test_fine_tuning_replaces_the_head(tiny_gestures, tmp_path):
                                   base.get_layer("conv1").kernel.numpy())
 
 
+def test_a_pretrained_file_is_checked_against_the_runs_clips(tmp_path, capsys):
+    """A model with its preprocessing inside (convert --with_preprocessing) would normalise
+    the run's normalised clips again: refused. One trained on other-normalised clips (RGB
+    kinetics600.flags, fine-tuned as ucf101.flags does, BGR): a warning."""
+    import keras_efficient3d as k3
+    from keras_efficient3d.artifacts import ModelMetadata, save_model
+    from keras_efficient3d.data.normalization import Normalization
+    from keras_efficient3d.preprocessing import with_preprocessing
+
+    base = k3.create_model(TINY_NAME, input_shape=(8, 32, 32, 3), num_classes=5)
+    kinetics = Normalization.preset("kinetics")
+    wrapped = save_model(with_preprocessing(base, kinetics), tmp_path / "raw.keras",
+                         ModelMetadata(frames=8, size=32, normalization=kinetics,
+                                       preprocessing_included=True))
+    config = _tiny_config(tmp_path, tmp_path / "ft", pretrained=str(wrapped), normalization="kinetics")
+    with pytest.raises(ValueError, match=r"raw.keras includes its preprocessing .* convert the "
+                                         r"checkpoint without --with_preprocessing"):
+        trainer.check_pretrained(config)
+    plain = save_model(base, tmp_path / "rgb.keras",
+                       ModelMetadata(frames=8, size=32, normalization=Normalization.preset("original")))
+    config.pretrained = str(plain)
+    capsys.readouterr()
+    trainer.check_pretrained(config)
+    out = capsys.readouterr().out
+    assert out.startswith(f"warning: --pretrained={plain} was trained on clips normalised as "
+                          "'original' (0-255 RGB"), out
+    assert "this run normalises as 'kinetics' (0-255 BGR" in out
+    config.normalization = "original"  # the same clips: nothing to say
+    trainer.check_pretrained(config)
+    assert capsys.readouterr().out == ""
+
+
 def _load_script(script):
     """A training/ script as a module, without running its main."""
     import importlib.util
