@@ -61,7 +61,8 @@ flag                   meaning                                                 t
 =====================  ======================================================  ==================
 
 Flags of one tool only (``--opset``, ``--lr_schedule``, ...) stay in that tool. Dashed
-spellings (``--width-mult``) are accepted for every flag.
+spellings (``--width-mult``) are accepted for every flag on the command line; absl reads a
+flagfile's lines itself, so a dashed name there is refused naming the file and line.
 
 Error contract: bad input (a missing or unreadable file, a flag value of the wrong type, a
 wrong combination of flags, an unknown model name) ends the program with one line
@@ -456,6 +457,11 @@ def _flagfile_args(path, _seen=(), _where=""):
         if not line.startswith("-"):
             raise flags.Error(f"{path}:{number}: expected a flag such as --name=value, "
                               f"got {line!r}")
+        dashed = re.match(r"--?([A-Za-z_][A-Za-z0-9_]*-[A-Za-z0-9_-]*)(=|$)", line)
+        if dashed:
+            raise flags.Error(f"{path}:{number}: write --{dashed[1].replace('-', '_')} in a "
+                              f"flagfile (absl reads its lines as they are; dashed names work "
+                              f"on the command line only): {line!r}")
         if re.search(r"\s(#|//)", line):
             raise flags.Error(f"{path}:{number}: a comment goes on a line of its own, not after "
                               f"a flag: {line!r}")

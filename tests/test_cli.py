@@ -708,6 +708,10 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
                                               "got '# an indented comment'"),
     # absl's own errors name the flag; the line that set it is prefixed
     ("--epochs=1\n--epoch=2\n", "run.flags:2: Unknown command line flag 'epoch'"),
+    # absl reads a flagfile's lines as they are: the dashed spelling of the command line
+    # is not read there
+    ("--epochs=1\n--width-mult=0.5\n", "run.flags:2: write --width_mult in a flagfile (absl "
+     "reads its lines as they are; dashed names work on the command line only)"),
     ("\n--epochs=two\n", "run.flags:2: flag --epochs=two: invalid literal for int()"),
     ("--hflip=maybe\n", "run.flags:1: flag --hflip=maybe: expected true or false"),
     ("--epochs=1\n--flagfile={nested}.none\n", "run.flags:2: --flagfile="),
