@@ -28,7 +28,8 @@ _HELP = {
     "crop": "training crop: random (multi-scale), corner or center",
     "hflip": "random horizontal flips; a mirrored clip of a class named with Left/Right or Clockwise/"
              "Counterclockwise (or Anticlockwise), words between spaces, _ or -, takes the mirror "
-             "class (default: off for jester/synthetic, as the original; on otherwise)",
+             "class (default: off for jester/synthetic, whose gestures the original mirrors without "
+             "changing their labels; on otherwise, as the original)",
     "cache": "cache decoded videos in memory",
     "max_decode_failures": "unreadable samples skipped (with a warning) before stopping",
     "version": "SqueezeNet version",
