@@ -516,6 +516,7 @@ def test_shipped_flagfiles_parse(flagfile, tmp_path):
     config = module.config_from_flags(values).validate()
     assert config.dataset == ("synthetic" if flagfile == "synthetic" else flagfile)
     assert config.frames == 16
+    assert module.unused_flags(values) == []  # every flag a shipped file sets is read
     if flagfile == "jester":
         assert config.hflip is False and config.downsample == 2 and config.dampening == 0.9
     if flagfile == "synthetic":  # it documents the demo's training: they must not drift apart
@@ -526,6 +527,24 @@ def test_shipped_flagfiles_parse(flagfile, tmp_path):
                       "normalization", "optimizer", "learning_rate", "lr_schedule",
                       "weight_decay", "batch_size", "epochs"):
             assert getattr(config, field) == getattr(demo, field), field
+
+
+def test_flags_a_run_does_not_read_are_noted(tmp_path):
+    """--momentum with Adam, --lr_steps with another schedule, an architecture flag with
+    --pretrained: accepted, and silently without effect."""
+    module, values = _fresh_flags(["train", f"--data_root={tmp_path}", "--optimizer=adam",
+                                   "--momentum=0.5", "--nesterov", "--lr_schedule=cosine",
+                                   "--lr_steps=3,4", "--lr_patience=2",
+                                   f"--pretrained={tmp_path / 'k.keras'}", "--width_mult=0.5"])
+    assert module.unused_flags(values) == [
+        "note: --momentum, --nesterov are not used with --optimizer=adam (they are SGD's)",
+        "note: --lr_steps is not used with --lr_schedule=cosine (the steps schedule reads them)",
+        "note: --lr_patience is not used with --lr_schedule=cosine (the plateau schedule reads it)",
+        "note: --width_mult is not used with --pretrained (the architecture is the pretrained "
+        "file's, and a replaced head's dropout 0.9, as the original's)"]
+    module, values = _fresh_flags(["train", f"--data_root={tmp_path}", "--lr_schedule=plateau",
+                                   "--lr_patience=2", "--lr_gamma=0.5", "--momentum=0.5"])
+    assert module.unused_flags(values) == []
 
 
 def _cli(script, *args):

@@ -131,6 +131,32 @@ def config_from_flags(flag_values=flags.FLAGS):
     return TrainConfig(**values)
 
 
+def unused_flags(flag_values=flags.FLAGS):
+    """One ``note:`` line per setting whose flags were given (command line or flagfile) but
+    are not read by this run: they would otherwise change nothing, silently."""
+    f = flag_values
+    schedule = f"--lr_schedule={f.lr_schedule}"
+    rules = [
+        (f.optimizer == "adam", ("momentum", "dampening", "nesterov"), "--optimizer=adam",
+         "they are SGD's"),
+        (f.lr_schedule != "steps", ("lr_steps",), schedule, "the steps schedule reads them"),
+        (f.lr_schedule not in ("steps", "plateau"), ("lr_gamma",), schedule,
+         "the steps and plateau schedules read it"),
+        (f.lr_schedule != "plateau", ("lr_patience",), schedule, "the plateau schedule reads it"),
+        (bool(f.pretrained) and not f.resume,
+         ("width_mult", "groups", "version", "depth", "shortcut", "cardinality", "dropout"),
+         "--pretrained", "the architecture is the pretrained file's, and a replaced head's "
+         "dropout 0.9, as the original's"),
+    ]
+    notes = []
+    for applies, names, mode, why in rules:
+        given = [f"--{name}" for name in names if f[name].present]
+        if applies and given:
+            verb = "is" if len(given) == 1 else "are"
+            notes.append(f"note: {', '.join(given)} {verb} not used with {mode} ({why})")
+    return notes
+
+
 def use_allocator(choice, backend=None):
     """Restarts the command under the allocator of `choice` where it needs one
     (`keras_efficient3d.allocators.reexec`); says which allocator runs."""
@@ -146,6 +172,8 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d.trainer import train
 
     config = config_from_flags(flag_values).validate()
+    for line in unused_flags(flag_values):
+        print(line, flush=True)
     if __name__ == "__main__":  # a command of its own: restartable (not a test's call)
         use_allocator(flag_values.allocator)
     result = train(config)
