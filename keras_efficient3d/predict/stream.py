@@ -149,6 +149,10 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     notes = _assumptions(os.path.basename(path), notes, unrecorded)
     output = metadata.output
     probabilities = {"probabilities": True, "logits": False}.get(output)
+    if probabilities is None and _softmax_quantization(getattr(runner, "output_quantization", None)):
+        # TFLite quantizes a softmax output on these fixed parameters, whatever the model;
+        # rounded to 1/256, 600 probabilities need not sum to 1 within the guess's 2%
+        probabilities = True
     return ClipSpec(int(frames), int(height), int(width), downsample, norm, labels, probabilities, notes,
                     uint8_frames)
 
@@ -253,6 +257,13 @@ def _softmax(x):
     x = np.asarray(x, np.float64)
     e = np.exp(x - x.max())
     return (e / e.sum()).astype(np.float32)
+
+
+def _softmax_quantization(quantization):
+    """Whether an integer output's (scale, zero point) are those TFLite gives a softmax:
+    1/256, with zero at -128 (int8) or 0 (uint8)."""
+    return quantization is not None and abs(quantization[0] - 1 / 256) < 1e-9 and \
+        quantization[1] in (-128, 0)
 
 
 def _looks_like_probabilities(y):

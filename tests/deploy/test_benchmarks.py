@@ -291,10 +291,11 @@ def test_packing_comparison_times_both_forms_of_each_precision(monkeypatch):
 
     monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
 
-    rows = packing_comparison(["mobilenetv2_0.2x", "shufflenetv2_0.25x"], (4, 32, 32, 3), 5,
+    # one model whose default packs in one precision and not in the other (eight TFLite
+    # conversions took 55 s with a second model)
+    rows = packing_comparison(["shufflenetv2_0.25x"], (4, 32, 32, 3), 5,
                               threads=1, rounds=2, warmup=0, runs=2, log=None)
     assert [(r["model"], r["precision"], r["packed"]) for r in rows] == [
-        ("mobilenetv2_0.2x", "fp32", True), ("mobilenetv2_0.2x", "int8", True),
         ("shufflenetv2_0.25x", "fp32", False), ("shufflenetv2_0.25x", "int8", True)]
     for r in rows:
         assert len(r["packed_rounds"]) == len(r["unpacked_rounds"]) == 2

@@ -177,6 +177,31 @@ def test_downsample_and_probability_outputs():
     np.testing.assert_allclose(windows[0]["probabilities"], np.exp(logits) / np.exp(logits).sum(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("quantization, softmax", [((1 / 256, -128), True), ((1 / 256, 0), True),
+                                                   ((0.05, -3), False), (None, False)])
+def test_a_softmax_quantized_output_is_taken_as_probabilities(quantization, softmax):
+    """An int8 TFLite softmax (scale 1/256, zero point -128) of many classes, rounded to 1/256,
+    need not sum to 1 within the guess's 2%: with no sidecar it was taken for logits and
+    squashed by a second softmax (all classes near 1 / classes)."""
+    class Quantized(FakeRunner):
+        output_quantization = quantization
+
+        def __call__(self, clips):
+            out = np.zeros((len(clips), CLASSES), np.float32)
+            out[:, 1] = 0.9  # 0.1 of the mass rounded away in classes below 1/512
+            return out
+
+    runner = Quantized()
+    spec = predict.resolve_spec(runner, labels=LABELS)
+    assert spec.probabilities is (True if softmax else None)
+    frames = [np.zeros((SIZE, SIZE, 3), np.uint8)] * FRAMES
+    (window,) = predict.iter_stream(frames, runner, spec, stride=FRAMES)
+    if softmax:  # renormalised, not softmaxed again
+        np.testing.assert_allclose(window["probabilities"], np.eye(CLASSES)[1], atol=1e-6)
+    else:  # the guess: logits
+        assert window["probabilities"][1] < 0.9
+
+
 def test_fake_camera_with_overlay_video(models, tmp_path):
     runner = load_runner(models["int8"])
     spec = predict.resolve_spec(runner)
