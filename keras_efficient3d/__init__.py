@@ -42,20 +42,30 @@ def _quiet_interrupt_of_our_programs():
         report(kind, value, traceback)
 
     sys.excepthook = hook
+    # imported here: the hook below may run while the interpreter shuts down
+    import _thread
+    import signal
+    import threading
+    import time
+
     unraisable = sys.unraisablehook
+    main_thread = threading.main_thread().ident
+
+    def resend():
+        time.sleep(0.01)
+        # a real SIGINT: it wakes a blocking call (a camera's read, a sleep), where a flag
+        # set by _thread.interrupt_main would wait for it to return
+        signal.pthread_kill(main_thread, signal.SIGINT)
 
     def lost(event):
         # A Ctrl-C that lands in a garbage-collector callback (JAX's, which TensorFlow's import
         # installs when JAX is there) or a __del__ is "ignored" by Python: a traceback, then
-        # the program went on. Raised again once this hook has returned (raised in it, it
-        # would be ignored again), it stops the program where it is.
-        if issubclass(event.exc_type, KeyboardInterrupt):
-            import _thread
-            import threading
-
-            later = threading.Timer(0.01, _thread.interrupt_main)
-            later.daemon = True
-            later.start()
+        # the program went on. Sent again once this hook has returned (raised in it, it would
+        # be ignored again), it stops the program where it is. A bare thread: a Timer takes
+        # threading's lock, which the collection may have interrupted a holder of.
+        if issubclass(event.exc_type, KeyboardInterrupt) and not sys.is_finalizing() and \
+                threading.get_ident() == main_thread:
+            _thread.start_new_thread(resend, ())
             return
         unraisable(event)
 

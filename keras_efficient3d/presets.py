@@ -233,6 +233,8 @@ def resolve_preset(preset, checkpoint=None, log=print):
         # rewrites: the cache is that file's, or is remade
         source = os.path.join(_shipped_dir(), BUILTIN[preset])
         if not os.path.isfile(source):
+            if _is_made(cached):  # what there is
+                return cached
             raise FileNotFoundError(f"Preset '{preset}' is made from {source}, which ships "
                                     "with the repository (saved_models/); it is missing.")
         checkpoint = source
@@ -244,19 +246,29 @@ def resolve_preset(preset, checkpoint=None, log=print):
             return cached
         remake = True
     if source is not None:
-        model = keras.saving.load_model(source, compile=False)
-        metadata = read_metadata(source) or ModelMetadata()
-        metadata = dataclasses.replace(metadata, extra=dict(metadata.extra,
-                                                            **{CHECKPOINT_DIGEST: _digest(source)}))
-        _make(cached, model, metadata, remake)
+        _make_builtin(source, cached, remake)
     else:
         _make_published(PUBLISHED[preset], cached, checkpoint, log, remake)
     if remake:
-        log(f"preset '{preset}' remade from {checkpoint} (the cached one was made from another "
-            f"file), saved in {cached}")
+        changed = "that file has changed since" if source is not None else "another file"
+        log(f"preset '{preset}' remade from {checkpoint} (the cached one was made from "
+            f"{changed}), saved in {cached}")
     else:
         log(f"preset '{preset}' saved in {cached}")
     return cached
+
+
+def _make_builtin(source, cached, replace):
+    """The preset of a shipped `.keras` file, recording the digest of the bytes it was loaded
+    from: a file rewritten meanwhile (a demo run) leaves no cache that looks up to date."""
+    with tempfile.TemporaryDirectory(prefix="keras_efficient3d-preset-") as tmp:
+        snapshot = os.path.join(tmp, os.path.basename(source))
+        shutil.copyfile(source, snapshot)
+        model = keras.saving.load_model(snapshot, compile=False)
+        metadata = read_metadata(snapshot) or ModelMetadata()
+        digest = _digest(snapshot)
+    metadata = dataclasses.replace(metadata, extra=dict(metadata.extra, **{CHECKPOINT_DIGEST: digest}))
+    _make(cached, model, metadata, replace)
 
 
 def _is_made(cached):

@@ -1100,6 +1100,9 @@ def load_runner(path, threads: int | None = 2, openvino_precision: str = "f32",
         raise ModelFileError(f"{path}: model file not found")
     if os.path.getsize(path) == 0:
         raise ModelFileError(f"{path}: model file is empty (0 bytes)")
+    if ext == ".keras" and not path.endswith(".keras"):
+        raise ModelFileError(f"{path}: Keras reads the .keras extension in lower case only; "
+                             "rename the file")
     if ext == ".tflite":
         runner = TFLiteRunner(path, num_threads=threads, strict=False)
     elif ext == ".xml":

@@ -31,8 +31,8 @@ from keras_efficient3d.artifacts import (
     ModelMetadata,
     atomic_write,
     atomic_write_json,
-    check_keras_archive,
     keras_config,
+    keras_model_file,
     load_model,
     read_metadata,
     save_model,
@@ -358,7 +358,7 @@ def check_pretrained(config):
     with its preprocessing inside takes raw frames, and would normalise the normalised clips
     again), and warns where it was trained on clips normalised otherwise than this run's
     (a model trained as kinetics600.flags does, RGB, fine-tuned as ucf101.flags does, BGR)."""
-    check_keras_archive(config.pretrained)
+    keras_model_file(config.pretrained, "--pretrained")
     metadata = read_metadata(config.pretrained)
     if metadata is None:
         return

@@ -394,10 +394,14 @@ def test_the_shipped_preset_follows_the_file_it_is_made_from(preset_home, tmp_pa
     retrained.set_weights([w * 0.5 for w in retrained.get_weights()])
     save_model(retrained, str(source), read_metadata(str(source)))
     again = presets.from_preset("synthetic_gestures", log=lines.append)
-    assert "remade from" in lines[-1], lines
+    assert "remade from" in lines[-1] and "that file has changed since" in lines[-1], lines
     for new, want in zip(again.get_weights(), retrained.get_weights()):
         np.testing.assert_array_equal(new, want)
     assert not all(np.array_equal(a, b) for a, b in zip(again.get_weights(), first.get_weights()))
+    # the file gone (a clone without saved_models/): the cache is what there is
+    source.unlink()
+    assert presets.from_preset("synthetic_gestures", log=lines.append).count_params() == \
+        again.count_params()
 
 
 def test_a_preset_made_meanwhile_by_another_process_stays(preset_home, tmp_path):

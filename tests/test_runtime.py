@@ -113,6 +113,11 @@ def test_load_runner_rejects_bad_tiny_files(tmp_path, tiny_files):
     (tmp_path / "junk.onnx").write_bytes(b"garbage")
     with pytest.raises(ModelFileError, match="cannot load the ONNX model"):
         load_runner(str(tmp_path / "junk.onnx"))
+    # Keras' own message for X.KERAS spoke of legacy formats
+    (tmp_path / "M.KERAS").write_bytes(b"PK")
+    with pytest.raises(ModelFileError, match="M.KERAS: Keras reads the .keras extension in lower "
+                                             "case only; rename the file"):
+        load_runner(str(tmp_path / "M.KERAS"))
 
 
 def test_a_nan_output_fails_the_export_check():

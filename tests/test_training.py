@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -488,6 +489,13 @@ def test_a_pretrained_file_is_checked_against_the_runs_clips(tmp_path, capsys):
     config.normalization = "original"  # the same clips: nothing to say
     trainer.check_pretrained(config)
     assert capsys.readouterr().out == ""
+    # refused before the dataset is indexed, not by Keras' loader after it
+    upper = tmp_path / "RGB.KERAS"
+    shutil.copy(plain, upper)
+    config.pretrained = str(upper)
+    with pytest.raises(ValueError, match=r"RGB.KERAS: --pretrained needs a .keras model \(got .KERAS: "
+                                         r"Keras reads the extension in lower case only"):
+        trainer.check_pretrained(config)
 
 
 def _load_script(script):
@@ -545,6 +553,10 @@ def test_flags_a_run_does_not_read_are_noted(tmp_path):
     module, values = _fresh_flags(["train", f"--data_root={tmp_path}", "--lr_schedule=plateau",
                                    "--lr_patience=2", "--lr_gamma=0.5", "--momentum=0.5"])
     assert module.unused_flags(values) == []
+    module, values = _fresh_flags(["train", f"--data_root={tmp_path}", "--nesterov",
+                                   "--dampening=0.9"])
+    assert module.unused_flags(values) == [
+        "note: --dampening is not used with --nesterov (Nesterov momentum has none, as torch's)"]
 
 
 def _cli(script, *args):

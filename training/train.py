@@ -139,6 +139,8 @@ def unused_flags(flag_values=flags.FLAGS):
     rules = [
         (f.optimizer == "adam", ("momentum", "dampening", "nesterov"), "--optimizer=adam",
          "they are SGD's"),
+        (f.optimizer != "adam" and f.nesterov, ("dampening",), "--nesterov",
+         "Nesterov momentum has none, as torch's"),
         (f.lr_schedule != "steps", ("lr_steps",), schedule, "the steps schedule reads them"),
         (f.lr_schedule not in ("steps", "plateau"), ("lr_gamma",), schedule,
          "the steps and plateau schedules read it"),

@@ -375,9 +375,8 @@ def test_one_frame_is_said_in_the_singular(models, tmp_path, capfd, monkeypatch)
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_a_camera_that_delivers_no_frame_is_an_error(models, tmp_path, capfd, monkeypatch, as_json):
-    """Opened, then end of stream at once (a camera held by another program): exit 1 with one
-    message (status 2, as every bad input), as a video without a frame, not a 0-window
-    success; no empty overlay video."""
+    """Opened, then end of stream at once (a camera held by another program): one message and
+    status 2, as a video without a frame, not a 0-window success; no empty overlay video."""
     monkeypatch.setattr(cv2, "VideoCapture", lambda index: FakeCapture([]))
     out_video = tmp_path / "overlay.mp4"
     capfd.readouterr()
