@@ -229,7 +229,7 @@ def resolve_preset(preset, checkpoint=None, log=print):
     remake = False
     source = None
     if preset in BUILTIN:
-        # made from the repository's file, which a demo run with --output=saved_models
+        # made from the repository's file, which a demo run with --publish=saved_models
         # rewrites: the cache is that file's, or is remade
         source = os.path.join(_shipped_dir(), BUILTIN[preset])
         if not os.path.isfile(source):

@@ -1094,6 +1094,11 @@ def train(config, extra_callbacks=None):
         print(f"warning: --num_classes={num_classes} is more than the dataset's {len(classes)} "
               f"classes: {num_classes - len(classes)} outputs will never be a target",
               file=sys.stderr)
+    if len(train_records) < config.batch_size:
+        # the last incomplete batch is dropped: no step at all, and an untrained best.keras
+        raise ValueError(f"--batch_size={config.batch_size} is more than the {len(train_records)} "
+                         "training videos: the last incomplete batch is dropped, so an epoch "
+                         f"would have no step; give a --batch_size of at most {len(train_records)}")
     mirror = _flip_options(config, classes)["hflip_labels"]
     if mirror:
         pairs = [f"{classes[i]} <-> {classes[j]}" for i, j in enumerate(mirror) if i < j]

@@ -377,7 +377,7 @@ def test_shipped_model_is_a_preset(preset_home):
 
 @pytest.mark.backends
 def test_the_shipped_preset_follows_the_file_it_is_made_from(preset_home, tmp_path, monkeypatch):
-    """The demo run with --output=saved_models rewrites the shipped model; the cached preset
+    """The demo run with --publish=saved_models rewrites the shipped model; the cached preset
     went on giving the old weights."""
     import shutil
 

@@ -2,6 +2,7 @@
 metadata and the model card, from a tiny model and a made-up deployment report."""
 
 import os
+import platform
 
 import numpy as np
 import pytest
@@ -35,6 +36,8 @@ def test_publish_writes_the_model_its_tflite_forms_metadata_and_card(tmp_path):
                                rtol=1e-4, atol=1e-4)
     card = (out / "MODEL_CARD.md").read_text()
     assert "| TFLite ptq_int8 | synthetic_gestures_int8.tflite | 85.00% | 80.00% | 1.5 ms | 12 KB |" in card
+    # the machine it was measured on is this one, not a fixed claim
+    assert f"the machine that produced the model ({os.cpu_count()}-core {platform.machine()})" in card
     assert sorted(os.listdir(out)) == sorted(
         [os.path.basename(p) for p in written] + ["MODEL_CARD.md", "synthetic_gestures_fp32.tflite.json",
                                                   "synthetic_gestures_int8.tflite.json"])
@@ -89,6 +92,27 @@ def test_the_demo_without_litert_skips_deployment_or_refuses_to_publish(tmp_path
         demo.run(str(tmp_path / "run"), log=lines.append)
     assert lines[0].startswith("note: LiteRT (ai_edge_litert) is not installed: the "
                                "deployment step is skipped")
+
+
+def test_a_demo_run_clears_the_last_runs_report_and_models_first(tmp_path, monkeypatch):
+    """A run stopped mid-way, or one without the deployment step, left the last run's report
+    (naming a best.keras the new training had replaced) and TFLite files beside its own."""
+    import keras_efficient3d.demo as demo
+    from keras_efficient3d.data import synthetic
+
+    out = tmp_path / "run"
+    (out / "models").mkdir(parents=True)
+    (out / "models" / "synthetic_gestures_fp32.tflite").write_bytes(b"old")
+    for name in ("report.json", "report.md", "float_results.json", "float_confusion.png"):
+        (out / name).write_text("old")
+    (out / "notes.txt").write_text("mine")
+    monkeypatch.setattr(synthetic, "generate", lambda *a, **k: 1 / 0)  # stops after the clearing
+    with pytest.raises(ZeroDivisionError):
+        demo.run(str(out), deploy=False, log=lambda line: None)
+    assert sorted(os.listdir(out)) == ["notes.txt"]
+    # one video per class leaves no validation video: refused before the data is generated
+    with pytest.raises(ValueError, match="--videos_per_class=1 leaves no validation video"):
+        demo.run(str(out), deploy=False, videos_per_class=1, log=lambda line: None)
 
 
 @pytest.mark.slow

@@ -537,6 +537,15 @@ def test_shipped_flagfiles_parse(flagfile, tmp_path):
             assert getattr(config, field) == getattr(demo, field), field
 
 
+def test_a_batch_larger_than_the_training_set_is_refused(tiny_gestures, tmp_path):
+    """No full batch: the epochs had no step and best.keras was the untrained model."""
+    config = _tiny_config(tiny_gestures, tmp_path / "run", batch_size=10_000)
+    with pytest.raises(ValueError, match=r"--batch_size=10000 is more than the \d+ training "
+                                         r"videos: .* at most \d+"):
+        trainer.train(config)
+    assert not (tmp_path / "run" / "best.keras").exists()
+
+
 def test_flags_a_run_does_not_read_are_noted(tmp_path):
     """--momentum with Adam, --lr_steps with another schedule, an architecture flag with
     --pretrained: accepted, and silently without effect."""

@@ -188,6 +188,9 @@ def _write_video(path, video, video_format, fps=12):
     writer.release()
 
 
+RECORD = "synthetic_gestures.json"  # the arguments of a generated set, written last
+
+
 def generate(
     output,
     layout: str = "jester",
@@ -202,7 +205,8 @@ def generate(
     """Write the synthetic gesture dataset and return its root folder.
 
     Args:
-        output: destination folder (created; existing generated files are overwritten).
+        output: destination folder: new, empty, or a set generated before, which the new
+            one replaces whole (another folder's files are refused).
         layout: ``'jester'`` (JPEG folders + official CSVs) or ``'video'``
             (``<output>/{train,val}/<class>/<id>.<video_format>``).
         videos_per_class: videos per class, split into train and validation.
@@ -231,9 +235,35 @@ def generate(
         raise ValueError(f"`size` must be >= 32. Received: size={size}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"`val_fraction` must be in [0, 1). Received: val_fraction={val_fraction}")
-    output = os.fspath(output)
-    os.makedirs(output, exist_ok=True)
+    final = os.fspath(output)
+    if os.path.exists(final) and not os.path.isdir(final):
+        raise ValueError(f"{final} is a file; a folder is needed")
+    if os.path.isdir(final) and os.listdir(final) and not os.path.isfile(os.path.join(final, RECORD)):
+        raise ValueError(f"{final} holds files of no generated set (no {RECORD}): the new videos "
+                         "would be mixed with them; give an empty or new folder")
+    # Written beside it and renamed into place: a set generated there before with other
+    # arguments left its extra videos among the new ones (a video in both splits, frames of
+    # longer videos after the new ones' ends), and an interrupted run half a set.
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    output = tempfile.mkdtemp(prefix=".synthetic-partial-", dir=parent)
+    try:
+        _generate_into(output, layout, videos_per_class, seed, frames, size, val_fraction,
+                       video_format, num_workers)
+        if os.path.isdir(final):
+            aside = tempfile.mkdtemp(prefix=".synthetic-replaced-", dir=parent)
+            os.rename(final, os.path.join(aside, "old"))
+            os.rename(output, final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(output, final)
+    finally:
+        shutil.rmtree(output, ignore_errors=True)  # what was not renamed into place
+    return final
 
+
+def _generate_into(output, layout, videos_per_class, seed, frames, size, val_fraction,
+                   video_format, num_workers):
     num_val = int(round(videos_per_class * val_fraction))
     if val_fraction > 0 and videos_per_class >= 2:
         num_val = min(max(num_val, 1), videos_per_class - 1)
@@ -269,7 +299,7 @@ def generate(
             )
             with open(os.path.join(output, SPLIT_CSVS[split]), "w", encoding="utf-8") as handle:
                 handle.write("".join(f"{vid};{name}\n" for vid, name in rows))
-    with open(os.path.join(output, "synthetic_gestures.json"), "w", encoding="utf-8") as handle:
+    with open(os.path.join(output, RECORD), "w", encoding="utf-8") as handle:
         json.dump(
             dict(layout=layout, videos_per_class=videos_per_class, seed=seed, frames=frames, size=size,
                  val_fraction=val_fraction, video_format=video_format if layout == "video" else None,
@@ -277,7 +307,6 @@ def generate(
             handle,
             indent=2,
         )
-    return output
 
 
 def cache_dir() -> str:

@@ -17,6 +17,7 @@ holds its deployment half (TFLite forms, scores, timing, the published files and
 
 import importlib.util
 import os
+import shutil
 import time
 
 from absl import flags
@@ -72,6 +73,21 @@ def demo_config(output_dir, data_root, model="mobilenetv2", width_mult=0.2, fram
     )
 
 
+# What a demo run writes beside its training run (which keeps the one before in train/previous):
+# a run stopped, or one that skips the deployment, left the last run's report and models
+# beside its own files, the report naming a best.keras that had been replaced.
+_OUTPUTS = ("report.json", "report.md", "float_results.json", "float_confusion.png", "models")
+
+
+def _clear_previous_outputs(output_dir):
+    for name in _OUTPUTS:
+        path = os.path.join(output_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+
+
 def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, size=64,
         epochs=EPOCHS, batch_size=8, learning_rate=5e-3, videos_per_class=None, seed=0, deploy=True,
         qat_epochs=2, publish=None, log=print):
@@ -83,6 +99,10 @@ def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, 
 
     started = time.time()
     report = {"steps": {}}
+    if videos_per_class is not None and videos_per_class < 2:
+        # checked before the data is generated: one video per class leaves none to validate on
+        raise ValueError(f"--videos_per_class={videos_per_class} leaves no validation video "
+                         "(one in five of each class's); give 2 or more")
     if deploy and importlib.util.find_spec("ai_edge_litert") is None:
         if publish:
             raise ValueError("--publish writes the TFLite files, and LiteRT (ai_edge_litert) is "
@@ -95,6 +115,7 @@ def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, 
         from keras_efficient3d.demo import pipeline as deploy_pipeline
 
         deploy_pipeline.check_publish(publish)  # before the minutes of training, not after
+    _clear_previous_outputs(output_dir)
     data_root = os.path.join(output_dir, "data")
     log(f"[1/5] generating the synthetic gestures in {data_root}")
     t0 = time.time()

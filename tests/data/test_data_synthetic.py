@@ -96,3 +96,37 @@ def test_cli_and_argument_validation(tmp_path, capsys):
         synthetic.generate(str(tmp_path / "x"), frames=1)
     with pytest.raises(ValueError, match="label"):
         synthetic.render_video(99, np.random.default_rng(0))
+
+
+def test_a_set_generated_over_another_replaces_it_whole(tmp_path, monkeypatch):
+    """Generated over an earlier set with other arguments, the old videos stayed among the
+    new: the same video in both splits, 8-frame folders under a record saying 4."""
+    root = str(tmp_path / "v")
+    synthetic.generate(root, "video", seed=0, videos_per_class=4, frames=4, size=32, val_fraction=0.25)
+    synthetic.generate(root, "video", seed=0, videos_per_class=4, frames=4, size=32, val_fraction=0.5)
+    train, _ = index_folders(root, "train")
+    val, _ = index_folders(root, "val")
+    assert (len(train), len(val)) == (16, 16)
+    assert not {os.path.relpath(r.path, root).split(os.sep, 1)[1] for r in train} & \
+        {os.path.relpath(r.path, root).split(os.sep, 1)[1] for r in val}
+    jester = str(tmp_path / "j")
+    synthetic.generate(jester, "jester", seed=1, videos_per_class=2, frames=8, size=32)
+    synthetic.generate(jester, "jester", seed=1, videos_per_class=2, frames=4, size=32)
+    assert {r.num_frames for r in index_jester(jester, "train")[0]} == {4}
+    assert sorted(os.listdir(tmp_path)) == ["j", "v"]  # nothing left beside them
+    # a folder of other files is not written into
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match=r"mine holds files of no generated set \(no "
+                                         r"synthetic_gestures.json\)"):
+        synthetic.generate(str(tmp_path / "mine"), "video", seed=0, videos_per_class=2, frames=4, size=32)
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+    # an interrupted generation leaves the earlier set whole and no half-written folder
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic_module, "_write_video", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.generate(root, "video", seed=0, videos_per_class=2, frames=4, size=32)
+    assert len(index_folders(root, "train")[0]) == 16
+    assert sorted(os.listdir(tmp_path)) == ["j", "mine", "v"]
