@@ -914,7 +914,7 @@ def _check_same_run(config):
 # backup/: a multi-worker run's fault-tolerance backups, which a later multi-worker run in
 # the folder would otherwise take for its own.
 _RUN_FILES = ("last.keras", "best.keras", "train_state.json", "log.csv", "curves.png",
-              "config.json", "labels.txt", "backup")
+              "config.json", "labels.txt", "backup", "tensorboard")
 
 
 def _move_previous_run(output_dir):

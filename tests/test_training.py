@@ -426,7 +426,9 @@ def test_a_new_run_over_a_finished_one_says_so(tiny_gestures, one_epoch_run, tmp
             f"{out / 'previous'} (--resume continues a run instead)") in err, err
     assert sorted(p.name for p in (out / "previous").iterdir()) == sorted(
         ["backup", "best.keras", "config.json", "curves.png", "labels.txt", "last.keras",
-         "log.csv", "train_state.json"])
+         "log.csv", "tensorboard", "train_state.json"])
+    # the new run's TensorBoard events are its own (they went into the old run's folder)
+    assert (out / "tensorboard").is_dir() and (out / "previous" / "tensorboard").is_dir()
     assert {name: (out / "previous" / name).read_bytes() for name in old} == old
     assert len((out / "log.csv").read_text().splitlines()) == 2  # its header and its epoch
     assert (out / "last.keras").read_bytes() != old["last.keras"]
