@@ -74,7 +74,9 @@ def temporal_random_indices(
 
 
 def temporal_center_indices(num_frames: int, sample_duration: int, downsample: int = 1) -> np.ndarray:
-    """Validation sampling (``TemporalCenterCrop``): the window centred on ``n // 2``."""
+    """Validation sampling (``TemporalCenterCrop``): the window centred on ``n // 2``, over the
+    whole video, as the original validates with its scripts' ``--n_val_samples 1`` (its
+    default of 3 cuts overlapping sub-videos first, each centre-cropped: not offered)."""
     num_frames, sample_duration, downsample = _check(num_frames, sample_duration, downsample)
     begin = max(0, num_frames // 2 - (sample_duration * downsample) // 2)
     return _window(begin, num_frames, sample_duration, downsample)
