@@ -417,9 +417,11 @@ def _command_line(argv):
         if arg == "--":
             yield from ((rest, None) for rest in argv[i:])
             return
-        if arg.startswith("--") and not arg.startswith("---"):
-            name, sep, value = arg[2:].partition("=")
-            arg = "--" + name.replace("-", "_") + sep + value
+        # absl takes one dash as two (-width_mult=0.5): its dashed spelling too
+        dashes = 2 if arg.startswith("--") else 1 if arg[:1] == "-" and arg[1:2].isalpha() else 0
+        if dashes and not arg.startswith("---"):
+            name, sep, value = arg[dashes:].partition("=")
+            arg = "-" * dashes + name.replace("-", "_") + sep + value
         directive = _FLAGFILE.fullmatch(arg)
         # one argument "--flagfile PATH" is no directive
         path_follows = bool(directive) and not directive["sep"]

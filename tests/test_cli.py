@@ -502,8 +502,9 @@ def test_integer_flag_of_a_sweep_takes_a_list():
 
 def test_normalize_argv_accepts_dashes():
     assert cli.normalize_argv(["p", "--width-mult=0.5", "--paper-table", "-x", "--out=a-b",
-                               "--", "--keep-this"]) == [
-        "p", "--width_mult=0.5", "--paper_table", "-x", "--out=a-b", "--", "--keep-this"]
+                               "-lr-steps=3,4", "-", "-1", "my-clip.mp4", "--", "--keep-this"]) == [
+        "p", "--width_mult=0.5", "--paper_table", "-x", "--out=a-b", "-lr_steps=3,4", "-", "-1",
+        "my-clip.mp4", "--", "--keep-this"]
 
 
 def test_define_rejects_names_outside_the_vocabulary():
