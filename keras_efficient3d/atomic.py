@@ -52,6 +52,21 @@ def move_entries(source, destination, names=None):
     return names
 
 
+def replace_folder(staged, target):
+    """The last step of a staged write of a folder: renames folder `staged` (written beside
+    `target`) to `target`. A folder already there is first moved aside into a temporary
+    sibling, then removed: a reader finds the old folder or the new, never a mix."""
+    if os.path.isdir(target):
+        aside = tempfile.mkdtemp(prefix=".replaced-", dir=os.path.dirname(os.path.abspath(target)))
+        try:
+            os.rename(target, os.path.join(aside, "old"))
+            os.rename(staged, target)
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.rename(staged, target)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path` (same extension, so that writers that look at it,

@@ -37,6 +37,7 @@ import keras
 
 from keras_efficient3d import __version__, registry
 from keras_efficient3d.artifacts import ModelMetadata, atomic_write_json, move_entries, read_metadata
+from keras_efficient3d.atomic import replace_folder
 from keras_efficient3d.models import _base
 
 CONFIG_FILE = "config.json"
@@ -305,12 +306,8 @@ def _make(cached, model, metadata, replace=False):
         save_to_preset(model, staging, metadata)
         if _is_made(cached) and not replace:
             return  # another process made it meanwhile: theirs stays, in use or not
-        if os.path.isdir(cached):  # a half-made one, or the one replaced: moved aside first
-            aside = tempfile.mkdtemp(prefix=".replaced-", dir=os.path.dirname(cached))
-            os.rename(cached, os.path.join(aside, "old"))
-            shutil.rmtree(aside, ignore_errors=True)
-        try:
-            os.rename(staging, cached)
+        try:  # a half-made one there, or the one replaced, is moved aside first
+            replace_folder(staging, cached)
         except OSError:  # another process's rename came first
             if not _is_made(cached):
                 raise

@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
+from keras_efficient3d.atomic import replace_folder
 from keras_efficient3d.data.jester import LABELS_CSV, SPLIT_CSVS
 
 __all__ = ["CLASSES", "GESTURES", "LAYOUTS", "VIDEO_FORMATS", "cache_dir", "cached_gestures", "define_flags",
@@ -250,13 +251,7 @@ def generate(
     try:
         _generate_into(output, layout, videos_per_class, seed, frames, size, val_fraction,
                        video_format, num_workers)
-        if os.path.isdir(final):
-            aside = tempfile.mkdtemp(prefix=".synthetic-replaced-", dir=parent)
-            os.rename(final, os.path.join(aside, "old"))
-            os.rename(output, final)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(output, final)
+        replace_folder(output, final)
     finally:
         shutil.rmtree(output, ignore_errors=True)  # what was not renamed into place
     return final
