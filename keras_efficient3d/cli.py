@@ -465,8 +465,11 @@ def _flagfile_args(path, _seen=(), _where=""):
                               f"flagfile (absl reads its lines as they are; dashed names work "
                               f"on the command line only): {line!r}")
         if re.search(r"\s(#|//)", line):
+            # A value with " #" in it (a path) reads the same as a trailing comment: it
+            # goes on the command line, where the shell's quoting says which it is.
             raise flags.Error(f"{path}:{number}: a comment goes on a line of its own, not after "
-                              f"a flag: {line!r}")
+                              f"a flag (a value with ' #' or ' //' in it goes on the command "
+                              f"line): {line!r}")
         directive = _FLAGFILE.fullmatch(line)
         if directive and directive["sep"] != "=":
             raise flags.Error(f"{path}:{number}: a flagfile inside a file is --flagfile=PATH, on "

@@ -911,16 +911,19 @@ def _check_same_run(config):
                          "resume with the run's values (or start a new run in another --output)")
 
 
+RESUME_HINT = "--resume continues a run instead"
+
 # backup/: a multi-worker run's fault-tolerance backups, which a later multi-worker run in
 # the folder would otherwise take for its own.
 _RUN_FILES = ("last.keras", "best.keras", "train_state.json", "log.csv", "curves.png",
               "config.json", "labels.txt", "backup", "tensorboard")
 
 
-def _move_previous_run(output_dir):
+def _move_previous_run(output_dir, hint=RESUME_HINT):
     """Moves the files of a run already in `output_dir` into `output_dir`/previous/ (an
     older previous/ goes): left in place, its last.keras and train_state.json would stand
-    until the new run's first checkpoint, and --resume would continue the old run."""
+    until the new run's first checkpoint, and --resume would continue the old run. `hint`
+    ends the warning (None: the caller has no way to resume)."""
     if not any(os.path.exists(os.path.join(output_dir, name))
                for name in ("last.keras", "best.keras", "train_state.json")):
         return None
@@ -932,14 +935,16 @@ def _move_previous_run(output_dir):
         except ValueError:
             done = "an unreadable train_state.json"
     previous = os.path.join(output_dir, "previous")
+    replaced = ""
     if os.path.isdir(previous):
         shutil.rmtree(previous)
+        replaced = ", in place of the older run there"
     os.makedirs(previous)
     for name in _RUN_FILES:
         if os.path.exists(os.path.join(output_dir, name)):
             os.replace(os.path.join(output_dir, name), os.path.join(previous, name))
     print(f"warning: {output_dir} holds a run ({done}); this new run moves its files into "
-          f"{previous} (--resume continues a run instead)", file=sys.stderr)
+          f"{previous}{replaced}" + (f" ({hint})" if hint else ""), file=sys.stderr)
     return previous
 
 
@@ -1055,10 +1060,12 @@ def _configuration(about):
                               if key not in _NOT_ARCHITECTURE}}
 
 
-def train(config, extra_callbacks=None):
+def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     """Trains as configured; returns a dict with the history and the output paths.
 
-    `extra_callbacks` run after the trainer's own (checkpoints, logs, schedule)."""
+    `extra_callbacks` run after the trainer's own (checkpoints, logs, schedule).
+    `resume_hint` ends the warning of a new run over an earlier one (None for a caller that
+    cannot resume, such as the demo)."""
     config.validate()
     state_path = os.path.join(config.output_dir, "train_state.json")
     last_path = os.path.join(config.output_dir, "last.keras")
@@ -1144,7 +1151,7 @@ def train(config, extra_callbacks=None):
     # builder does not have, a --pretrained file of other clips, a batch the workers cannot
     # split) must not cost the run already in the folder.
     if chief and not config.resume and not restoring:
-        _move_previous_run(config.output_dir)
+        _move_previous_run(config.output_dir, resume_hint)
     atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
     atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
 

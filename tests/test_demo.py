@@ -113,6 +113,16 @@ def test_a_demo_run_clears_the_last_runs_report_and_models_first(tmp_path, monke
     # one video per class leaves no validation video: refused before the data is generated
     with pytest.raises(ValueError, match="--videos_per_class=1 leaves no validation video"):
         demo.run(str(out), deploy=False, videos_per_class=1, log=lambda line: None)
+    # A demo run over an earlier one says it moves it aside, without the trainer's --resume
+    # hint: the demo has no --resume.
+    from keras_efficient3d import trainer
+
+    calls = []
+    monkeypatch.setattr(synthetic, "generate", lambda *a, **k: None)
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: calls.append(k) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        demo.run(str(out), deploy=False, log=lambda line: None)
+    assert calls == [{"resume_hint": None}]
 
 
 @pytest.mark.slow

@@ -423,7 +423,8 @@ def test_a_new_run_over_a_finished_one_says_so(tiny_gestures, one_epoch_run, tmp
     trainer.train(_tiny_config(tiny_gestures, out, epochs=1, checkpoint_every=5, seed=4))
     err = capsys.readouterr().err
     assert (f"warning: {out} holds a run (1 epochs); this new run moves its files into "
-            f"{out / 'previous'} (--resume continues a run instead)") in err, err
+            f"{out / 'previous'}, in place of the older run there (--resume continues a run "
+            "instead)") in err, err
     assert sorted(p.name for p in (out / "previous").iterdir()) == sorted(
         ["backup", "best.keras", "config.json", "curves.png", "labels.txt", "last.keras",
          "log.csv", "tensorboard", "train_state.json"])
@@ -442,6 +443,12 @@ def test_a_new_run_over_a_finished_one_says_so(tiny_gestures, one_epoch_run, tmp
     assert trainer._move_previous_run(str(fresh)) is None
     assert "holds a run" not in capsys.readouterr().err
     assert sorted(p.name for p in fresh.iterdir()) == ["log.csv"]
+    # A caller that cannot resume (the demo) gets no --resume hint; a first previous/ no
+    # "in place of" either.
+    (fresh / "last.keras").write_bytes(b"a run")
+    assert trainer._move_previous_run(str(fresh), hint=None) == str(fresh / "previous")
+    err = capsys.readouterr().err
+    assert err.strip().endswith(f"moves its files into {fresh / 'previous'}"), err
 
 
 def test_fine_tuning_replaces_the_head(tiny_gestures, tmp_path):

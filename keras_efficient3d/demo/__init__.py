@@ -130,7 +130,7 @@ def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, 
                          batch_size, learning_rate, seed)
     log(f"[2/5] training {model} {width_mult}x on {frames}x{size}x{size} clips for {epochs} epochs")
     t0 = time.time()
-    result = trainer.train(config)
+    result = trainer.train(config, resume_hint=None)  # the demo has no --resume
     report["steps"]["train_s"] = time.time() - t0
     model_path = result["best_path"]
 
