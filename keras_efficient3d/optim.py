@@ -34,6 +34,15 @@ class TorchSGD(keras.optimizers.Optimizer):
         self.dampening = float(dampening)
         self.nesterov = bool(nesterov)
         self.l2_weight_decay = float(l2_weight_decay)
+        # The step whose gradient starts the momentum buffer: PyTorch keeps no buffer while
+        # momentum is 0, so a run resumed with momentum starts it afresh (`restart_momentum`).
+        self._momentum_from = 0
+
+    def restart_momentum(self):
+        """The next step starts the momentum buffer at its gradient, as PyTorch does for a
+        run that trained without momentum (its state holds no buffer). Call before the
+        train step is traced."""
+        self._momentum_from = int(self.iterations.numpy()) if self.built else 0
 
     def build(self, variables):
         if self.built:
@@ -49,7 +58,7 @@ class TorchSGD(keras.optimizers.Optimizer):
         if self.momentum:
             buf = self.momentums[self._get_variable_index(variable)]
             later = ops.add(ops.multiply(buf, self.momentum), ops.multiply(g, 1.0 - self.dampening))
-            self.assign(buf, ops.where(ops.equal(self.iterations, 0), g, later))
+            self.assign(buf, ops.where(ops.equal(self.iterations, self._momentum_from), g, later))
             g = ops.add(g, ops.multiply(buf, self.momentum)) if self.nesterov else buf
         self.assign_sub(variable, ops.multiply(lr, g))
 

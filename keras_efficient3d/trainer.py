@@ -439,15 +439,23 @@ def resume_model(config, path, num_classes):
                          f"(--optimizer={config.optimizer}, --momentum={config.momentum}): "
                          f"{skipped[0].splitlines()[0][:200]}; resume with the run's own "
                          "options, or start a new run")
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # mixed precision's
+    if isinstance(optimizer, TorchSGD) and optimizer.momentum and (
+            _saved_optimizer(path, "momentum") == 0):
+        # momentum turned on at resume: PyTorch's state held no buffer, and its next step
+        # starts one at the gradient (a zero buffer would damp that step by `dampening`)
+        optimizer.restart_momentum()
     return model
 
 
-def _saved_optimizer(path):
-    """The optimizer class a `.keras` checkpoint was compiled with (its config.json)."""
+def _saved_optimizer(path, entry=None):
+    """The optimizer class a `.keras` checkpoint was compiled with (its config.json), or
+    the value of `entry` in its config (None where it has none)."""
     try:
-        return keras_config(path)["compile_config"]["optimizer"]["class_name"]
-    except (KeyError, TypeError):
-        return "unknown"
+        optimizer = keras_config(path)["compile_config"]["optimizer"]
+        return optimizer["class_name"] if entry is None else optimizer["config"].get(entry)
+    except (KeyError, TypeError, AttributeError):
+        return "unknown" if entry is None else None
 
 
 def learning_rate_at(config, epoch, progress=1.0):

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -48,6 +49,48 @@ def test_torch_sgd_matches_pytorch_semantics(momentum, dampening, nesterov, wd):
         opt.apply_gradients([(tf.constant(g), var)])
     expected = _torch_sgd_reference(w0.astype(np.float64), grads, 0.1, momentum, dampening, nesterov, wd)
     np.testing.assert_allclose(var.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_sgd_momentum_turned_on_mid_run_starts_its_buffer_as_pytorch_does():
+    """PyTorch holds no momentum buffer while momentum is 0: a run resumed with momentum
+    starts it at the next gradient, undamped."""
+    rng = np.random.default_rng(1)
+    w0 = rng.normal(size=(3, 4)).astype(np.float32)
+    grads = [rng.normal(size=(3, 4)).astype(np.float32) for _ in range(4)]
+    var = keras.Variable(w0)
+    plain = TorchSGD(0.1, momentum=0.0)
+    for g in grads[:2]:
+        plain.apply_gradients([(tf.constant(g), var)])
+    resumed = TorchSGD(0.1, momentum=0.9, dampening=0.9)
+    resumed.build([var])
+    resumed.iterations.assign(2)
+    resumed.restart_momentum()
+    for g in grads[2:]:
+        resumed.apply_gradients([(tf.constant(g), var)])
+    w = _torch_sgd_reference(w0.astype(np.float64), grads[:2], 0.1, 0.0, 0.0, False, 0.0)
+    expected = _torch_sgd_reference(w, grads[2:], 0.1, 0.9, 0.9, False, 0.0)
+    np.testing.assert_allclose(var.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_resuming_with_momentum_a_run_trained_without_restarts_the_buffer(one_epoch_run,
+                                                                         tiny_gestures, tmp_path):
+    out = _copy_run(one_epoch_run, tmp_path)
+    path = out / "last.keras"
+    config = _tiny_config(tiny_gestures, out, resume=True)
+    assert config.optimizer == "sgd" and config.momentum > 0
+    # the run's own momentum: its buffer goes on
+    assert trainer.resume_model(config, str(path), 8).optimizer._momentum_from == 0
+    # the same checkpoint as one trained without momentum (its compile config says 0)
+    with zipfile.ZipFile(path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    saved = json.loads(entries["config.json"])
+    saved["compile_config"]["optimizer"]["config"]["momentum"] = 0.0
+    entries["config.json"] = json.dumps(saved).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    optimizer = trainer.resume_model(config, str(path), 8).optimizer
+    assert optimizer._momentum_from == int(optimizer.iterations.numpy()) > 0
 
 
 def test_torch_sgd_validates_and_serialises():
