@@ -1069,7 +1069,8 @@ def _configuration(about):
 
 
 def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
-    """Trains as configured; returns a dict with the history and the output paths.
+    """Trains as configured; returns a dict with the history, the output paths and the
+    training pipeline.
 
     `extra_callbacks` run after the trainer's own (checkpoints, logs, schedule).
     `resume_hint` ends the warning of a new run over an earlier one (None for a caller that
@@ -1230,4 +1231,7 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
             "num_train_videos": len(train_records), "worker": task,
             "best_accuracy": checkpointer.best,
             "initial_epoch": restored if restored is not None else initial_epoch,
-            "best_path": os.path.join(config.output_dir, "best.keras"), "last_path": last_path}
+            "best_path": os.path.join(config.output_dir, "best.keras"), "last_path": last_path,
+            # a single-worker run's pipeline, whose --cache holds the decoded videos: a
+            # caller that goes on with the same data (the demo's QAT) need not decode again
+            "train_dataset": train_ds if config.distribution != "multiworker" else None}

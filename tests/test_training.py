@@ -359,6 +359,9 @@ def test_train_writes_checkpoints_logs_and_resumes(tiny_gestures, one_epoch_run,
     resumed = trainer.train(_tiny_config(tiny_gestures, out, epochs=2, resume=True))
     assert len(resumed["history"]["loss"]) == 1  # only epoch 2 ran
     assert not (out / "backup").exists()
+    # the run's pipeline, for a caller that goes on with the same data (the demo's QAT)
+    clips, labels = next(iter(resumed["train_dataset"]))
+    assert tuple(clips.shape[1:]) == (8, 32, 32, 3) and labels.shape[0] == clips.shape[0]
     # The run's best, epoch 1 included (what train.py's last line shows).
     assert resumed["best_accuracy"] == max(first_best, resumed["history"]["val_accuracy"][0])
     assert resumed["best_accuracy"] == json.loads((out / "train_state.json").read_text())[

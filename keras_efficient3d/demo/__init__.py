@@ -155,7 +155,8 @@ def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, 
         from keras_efficient3d.demo import pipeline as deploy_pipeline
 
         report["deploy"] = deploy_pipeline.deploy_demo(
-            best, config, records, classes, output_dir, qat_epochs=qat_epochs, log=log)
+            best, config, records, classes, output_dir, qat_epochs=qat_epochs, log=log,
+            train_ds=result["train_dataset"])
         float_top1 = results["video_top1"]
         for key in ("ptq_int8", "qat_int8"):
             if key in report["deploy"]:

@@ -38,12 +38,15 @@ def _score(predict_fn, records, classes, config):
 
 
 def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, threads=2,
-                log=print):
-    """Exports and scores fp32, PTQ-int8 and QAT-int8 TFLite forms of `model`."""
+                log=print, train_ds=None):
+    """Exports and scores fp32, PTQ-int8 and QAT-int8 TFLite forms of `model`. `train_ds`:
+    the training run's pipeline (`trainer.train`'s), whose cache holds the decoded videos
+    (a new one decodes them all again: half a minute of the demo); None builds one."""
     models_dir = os.path.join(output_dir, "models")
     os.makedirs(models_dir, exist_ok=True)
-    train_records, train_classes = trainer.load_split(config, "train")
-    train_ds, _ = trainer.make_datasets(config, train_records, [], train_classes)
+    if train_ds is None:
+        train_records, train_classes = trainer.load_split(config, "train")
+        train_ds, _ = trainer.make_datasets(config, train_records, [], train_classes)
     report = {"threads": threads, "files": {}}
     runners = {}
 
