@@ -1070,7 +1070,7 @@ def _configuration(about):
 
 def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     """Trains as configured; returns a dict with the history, the output paths and the
-    training pipeline.
+    pipelines.
 
     `extra_callbacks` run after the trainer's own (checkpoints, logs, schedule).
     `resume_hint` ends the warning of a new run over an earlier one (None for a caller that
@@ -1232,6 +1232,7 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
             "best_accuracy": checkpointer.best,
             "initial_epoch": restored if restored is not None else initial_epoch,
             "best_path": os.path.join(config.output_dir, "best.keras"), "last_path": last_path,
-            # a single-worker run's pipeline, whose --cache holds the decoded videos: a
+            # a single-worker run's pipelines, whose --cache holds the decoded videos: a
             # caller that goes on with the same data (the demo's QAT) need not decode again
-            "train_dataset": train_ds if config.distribution != "multiworker" else None}
+            "train_dataset": train_ds if config.distribution != "multiworker" else None,
+            "val_dataset": val_ds if config.distribution != "multiworker" else None}

@@ -125,6 +125,35 @@ def test_a_demo_run_clears_the_last_runs_report_and_models_first(tmp_path, monke
     assert calls == [{"resume_hint": None}]
 
 
+def test_qat_keeps_the_epoch_of_best_validation_accuracy_its_start_included():
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    start = [w.copy() for w in model.get_weights()]
+
+    def epoch(keep, number, accuracy):
+        model.set_weights([w + number for w in start])  # what an epoch of training changes
+        keep.on_epoch_end(number - 1, {"val_accuracy": accuracy})
+
+    keep = pipeline._KeepBest(0.9)  # the calibrated model's accuracy, before any epoch
+    keep.set_model(model)
+    epoch(keep, 1, 0.8)
+    epoch(keep, 2, 0.85)
+    keep.on_train_end()
+    assert keep.epoch == 0
+    np.testing.assert_array_equal(model.get_weights()[0], start[0])
+    # a tie keeps the later, more trained, epoch; a better one after it is kept over it
+    for accuracies, kept in (((0.9, 0.8), 1), ((0.9, 0.95), 2)):
+        model.set_weights(start)
+        keep = pipeline._KeepBest(0.9)
+        keep.set_model(model)
+        for number, accuracy in enumerate(accuracies, 1):
+            epoch(keep, number, accuracy)
+        keep.on_train_end()
+        assert keep.epoch == kept
+        np.testing.assert_array_equal(model.get_weights()[0], start[0] + kept)
+
+
 @pytest.mark.slow
 def test_deploy_scores_each_tflite_file_then_times_them_in_turns(tmp_path):
     from keras_efficient3d import create_model, trainer
@@ -147,6 +176,9 @@ def test_deploy_scores_each_tflite_file_then_times_them_in_turns(tmp_path):
         # three rounds of every file in turns, after all were scored
         assert len(row["round_medians_ms"]) == 3 and row["latency_ms"] == pytest.approx(
             sorted(row["round_medians_ms"])[1])
+    kept = report["qat_int8"]["kept_epoch"]
+    assert kept in (0, 1) and report["qat_int8"]["note"] == (
+        f"quantization-aware training, 1 epochs, kept epoch {kept} (best validation accuracy)")
     timing = [i for i, line in enumerate(lines) if "ms/clip" in line]
     scoring = [i for i, line in enumerate(lines) if "video top-1" in line]
     assert len(timing) == 3 and len(scoring) == 3 and min(timing) > max(scoring)

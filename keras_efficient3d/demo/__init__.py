@@ -156,7 +156,7 @@ def run(output_dir="runs/demo", model="mobilenetv2", width_mult=0.2, frames=16, 
 
         report["deploy"] = deploy_pipeline.deploy_demo(
             best, config, records, classes, output_dir, qat_epochs=qat_epochs, log=log,
-            train_ds=result["train_dataset"])
+            train_ds=result["train_dataset"], val_ds=result["val_dataset"])
         float_top1 = results["video_top1"]
         for key in ("ptq_int8", "qat_int8"):
             if key in report["deploy"]:
