@@ -240,10 +240,10 @@ def train_transform(
     over the five positions and ``'center'`` ``MultiScaleCornerCrop`` at the centre
     only; the crop is resized to ``size x size``; then, if ``hflip``, the clip is
     mirrored with probability 1/2 (the original flips before cropping; flipping
-    after touches fewer pixels and is the same distribution for the random crop, and for
-    the corner and centre crops of an even width; of an odd width, the original's box of a
-    flipped frame (`_position_box` is not centred there) covers the frame's pixels one
-    column to the right of ours).
+    after touches fewer pixels and is the same distribution for the random crop and the
+    four corners (whose boxes trade places); the centre box of an odd width, not centred
+    there (`_position_box`), covers on a flipped frame the pixels one column right of
+    ours).
     """
     if crop not in TRAIN_CROPS:
         raise ValueError(f"`crop` must be one of {TRAIN_CROPS}. Received: crop={crop!r}")
