@@ -140,7 +140,7 @@ def test_qat_keeps_the_epoch_of_best_validation_accuracy_its_start_included():
     epoch(keep, 1, 0.8)
     epoch(keep, 2, 0.85)
     keep.on_train_end()
-    assert keep.epoch == 0
+    assert keep.epoch == 0 and keep.accuracies == [0.9, 0.8, 0.85]
     np.testing.assert_array_equal(model.get_weights()[0], start[0])
     # a tie keeps the later, more trained, epoch; a better one after it is kept over it
     for accuracies, kept in (((0.9, 0.8), 1), ((0.9, 0.95), 2)):
@@ -176,9 +176,13 @@ def test_deploy_scores_each_tflite_file_then_times_them_in_turns(tmp_path):
         # three rounds of every file in turns, after all were scored
         assert len(row["round_medians_ms"]) == 3 and row["latency_ms"] == pytest.approx(
             sorted(row["round_medians_ms"])[1])
-    kept = report["qat_int8"]["kept_epoch"]
+    kept, accuracies = (report["qat_int8"][k] for k in ("kept_epoch",
+                                                        "validation_accuracy_by_epoch"))
     assert kept in (0, 1) and report["qat_int8"]["note"] == (
         f"quantization-aware training, 1 epochs, kept epoch {kept} (best validation accuracy)")
+    assert len(accuracies) == 2 and accuracies[kept] == max(accuracies)
+    assert f"  QAT: kept epoch {kept} of 1; validation accuracy by epoch (0: calibrated, " \
+           f"before the first): {100 * accuracies[0]:.2f}%, {100 * accuracies[1]:.2f}%" in lines
     timing = [i for i, line in enumerate(lines) if "ms/clip" in line]
     scoring = [i for i, line in enumerate(lines) if "video top-1" in line]
     assert len(timing) == 3 and len(scoring) == 3 and min(timing) > max(scoring)

@@ -45,6 +45,7 @@ class _KeepBest(keras.callbacks.Callback):
     def __init__(self, accuracy):
         super().__init__()
         self.best, self.epoch, self.weights = accuracy, 0, None
+        self.accuracies = [accuracy]  # before the first epoch, then after each
 
     def set_model(self, model):
         super().set_model(model)
@@ -53,6 +54,7 @@ class _KeepBest(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         accuracy = (logs or {}).get("val_accuracy", -1.0)
+        self.accuracies.append(accuracy)
         if accuracy >= self.best:  # a tie keeps the later, more trained, epoch
             self.best, self.epoch, self.weights = accuracy, epoch + 1, self.model.get_weights()
 
@@ -63,7 +65,8 @@ class _KeepBest(keras.callbacks.Callback):
 def fine_tune_qat(qat, train_ds, val_ds, epochs, learning_rate=1e-4):
     """Quantization-aware fine-tuning of `qat` (`quantize.quantize_model`'s) for `epochs`,
     keeping the epoch of best validation accuracy (0: the calibrated model as it came);
-    returns that epoch. A QAT run's data order alone cost 2 of the 160 validation videos
+    returns that epoch and the validation accuracies (before the first epoch, then after
+    each). A QAT run's data order alone cost 2 of the 160 validation videos
     in some demo runs, whose PTQ, the calibrated model untrained, lost none."""
     qat.compile(optimizer=keras.optimizers.Adam(learning_rate),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -73,7 +76,7 @@ def fine_tune_qat(qat, train_ds, val_ds, epochs, learning_rate=1e-4):
         keep = _KeepBest(qat.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
         qat.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=2, shuffle=False,
                 callbacks=[keep])  # the pipeline shuffles itself
-    return keep.epoch
+    return keep.epoch, keep.accuracies
 
 
 def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, threads=2,
@@ -109,11 +112,14 @@ def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, t
                                       num_calibration=64), "post-training quantization")
     if qat_epochs:
         qat = quantize.quantize_model(model, train_ds, num_calibration=64)
-        kept = fine_tune_qat(qat, train_ds, val_ds, qat_epochs)
+        kept, accuracies = fine_tune_qat(qat, train_ds, val_ds, qat_epochs)
+        log(f"  QAT: kept epoch {kept} of {qat_epochs}; validation accuracy by epoch (0: "
+            f"calibrated, before the first): "
+            + ", ".join(f"{100 * a:.2f}%" for a in accuracies))
         record("qat_int8", quantize.convert_qat(qat),
                f"quantization-aware training, {qat_epochs} epochs, kept epoch {kept} (best "
                "validation accuracy)")
-        report["qat_int8"]["kept_epoch"] = kept
+        report["qat_int8"].update(kept_epoch=kept, validation_accuracy_by_epoch=accuracies)
     # Timed in turns once all exist: timed each right after its scoring, the PTQ file once
     # read 1.4 ms against the QAT file's 0.9 (the same int8 graph; 0.88 both, in turns).
     rounds = time_interleaved({key: r.timing_step(0)[0] for key, r in runners.items()},
