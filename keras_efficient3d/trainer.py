@@ -437,7 +437,8 @@ def resume_model(config, path, num_classes):
                              "where it trained, with its --mixed_precision")
         raise ValueError(f"{path}: its optimizer state ({saved}) does not fit this run's "
                          f"(--optimizer={config.optimizer}, --momentum={config.momentum}): "
-                         f"{skipped[0].splitlines()[0][:200]}; resume with the run's own "
+                         f"{skipped[0].splitlines()[0][:200].rstrip(' .')}; resume with "
+                         "the run's own "
                          "options, or start a new run")
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # mixed precision's
     if isinstance(optimizer, TorchSGD) and optimizer.momentum and (
@@ -883,10 +884,11 @@ def plot_curves(log_csv, path):
     return write_png(fig, path, dpi=100)
 
 
-# What a resumed run must share with the run it continues (its config.json): the model and
-# what its inputs and labels mean. Other options (the rate, the epochs) may change.
+# What a resumed run must share with the run it continues (its config.json): the model,
+# what its inputs and labels mean, and the optimizer whose state last.keras holds (checked
+# again once loaded). Other options (the rate, the epochs, SGD's momentum) may change.
 _RUN_IDENTITY = ("dataset", "model", "width_mult", "groups", "version", "depth", "shortcut",
-                 "cardinality", "normalization", "downsample")
+                 "cardinality", "normalization", "downsample", "optimizer")
 
 
 def _check_same_run(config):
@@ -922,9 +924,11 @@ def _check_same_run(config):
 RESUME_HINT = "--resume continues a run instead"
 
 # backup/: a multi-worker run's fault-tolerance backups, which a later multi-worker run in
-# the folder would otherwise take for its own.
+# the folder would otherwise take for its own; eval_*: evaluate.py's results beside the
+# run's model, of the old model once the new run writes its own.
 _RUN_FILES = ("last.keras", "best.keras", "train_state.json", "log.csv", "curves.png",
-              "config.json", "labels.txt", "backup", "tensorboard")
+              "config.json", "labels.txt", "backup", "tensorboard", "eval_results.json",
+              "eval_confusion.png")
 
 
 def _move_previous_run(output_dir, hint=RESUME_HINT):

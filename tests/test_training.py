@@ -383,8 +383,10 @@ def test_a_checkpoint_of_another_optimizer_is_refused_on_resume(tiny_gestures, o
     skipped with a Keras warning and trained from fresh moments."""
     config = _tiny_config(tiny_gestures, one_epoch_run, optimizer="adam", resume=True)
     with pytest.raises(ValueError, match=r"last\.keras: its optimizer state \(TorchSGD\) does "
-                                         r"not fit this run's \(--optimizer=adam, --momentum=0.9\)"):
+                                         r"not fit this run's \(--optimizer=adam, --momentum=0.9\)"
+                       ) as refused:
         trainer.resume_model(config, str(one_epoch_run / "last.keras"), 8)
+    assert ". ;" not in str(refused.value) and " ; " not in str(refused.value), refused.value
     # a GPU run's loss-scaled optimizer (mixed_float16) against a float32 one: said as such
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -465,6 +467,9 @@ def test_a_new_run_over_a_finished_one_says_so(tiny_gestures, one_epoch_run, tmp
     # A crashed multi-worker run's backup is not this (single-process) run's to restore.
     (out / "backup" / "worker-0").mkdir(parents=True)
     (out / "backup" / "worker-0" / "training_metadata.json").write_text('{"epoch": 5}')
+    # evaluate.py's results of the old model (beside it by default) go with it
+    (out / "eval_results.json").write_text("{}")
+    (out / "eval_confusion.png").write_bytes(b"png")
     # --checkpoint_every above --epochs: the run's last epoch is written all the same.
     trainer.train(_tiny_config(tiny_gestures, out, epochs=1, checkpoint_every=5, seed=4))
     err = capsys.readouterr().err
@@ -472,8 +477,9 @@ def test_a_new_run_over_a_finished_one_says_so(tiny_gestures, one_epoch_run, tmp
             f"{out / 'previous'}, in place of the older run there (--resume continues a run "
             "instead)") in err, err
     assert sorted(p.name for p in (out / "previous").iterdir()) == sorted(
-        ["backup", "best.keras", "config.json", "curves.png", "labels.txt", "last.keras",
-         "log.csv", "tensorboard", "train_state.json"])
+        ["backup", "best.keras", "config.json", "curves.png", "eval_confusion.png",
+         "eval_results.json", "labels.txt", "last.keras", "log.csv", "tensorboard",
+         "train_state.json"])
     # the new run's TensorBoard events are its own (they went into the old run's folder)
     assert (out / "tensorboard").is_dir() and (out / "previous" / "tensorboard").is_dir()
     assert {name: (out / "previous" / name).read_bytes() for name in old} == old
@@ -601,7 +607,7 @@ def test_a_batch_larger_than_the_training_set_is_refused(tiny_gestures, tmp_path
     assert not (tmp_path / "run" / "best.keras").exists()
 
 
-def test_flags_a_run_does_not_read_are_noted(tmp_path):
+def test_flags_a_run_does_not_read_are_noted(tmp_path, capsys):
     """--momentum with Adam, --lr_steps with another schedule, an architecture flag with
     --pretrained: accepted, and silently without effect."""
     module, values = _fresh_flags(["train", f"--data_root={tmp_path}", "--optimizer=adam",
@@ -621,6 +627,16 @@ def test_flags_a_run_does_not_read_are_noted(tmp_path):
                                    "--dampening=0.9"])
     assert module.unused_flags(values) == [
         "note: --dampening is not used with --nesterov (Nesterov momentum has none, as torch's)"]
+    # on stderr, with the other notes and warnings (stdout is the run's progress)
+    import keras_efficient3d.trainer as trainer_module
+
+    stub = {"best_accuracy": 0.5, "seconds": 1.0, "output_dir": "run"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "train", lambda config: stub)
+        capsys.readouterr()
+        module.main([], values)
+    out, err = capsys.readouterr()
+    assert "note: --dampening" in err and "note:" not in out, (out, err)
 
 
 def _cli(script, *args):
@@ -1471,6 +1487,12 @@ def test_resume_with_another_model_is_refused_before_any_work(tiny_gestures, one
         trainer.train(config)
     assert not indexed
     assert json.loads((out / "config.json").read_text())["width_mult"] == TINY_WIDTH
+    # another optimizer: its state is not last.keras' (refused before the data is read too)
+    config = _tiny_config(tiny_gestures, out, epochs=3, resume=True, optimizer="adam")
+    with pytest.raises(ValueError, match=rf"^The run in {out} was trained with --optimizer=sgd, "
+                                         r"not --optimizer=adam; resume with the run's"):
+        trainer.train(config)
+    assert not indexed
 
 
 def test_evaluate_indexes_the_split_with_the_models_class_names(tmp_path, monkeypatch):

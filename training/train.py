@@ -12,6 +12,7 @@ status 2 (`keras_efficient3d.cli`).
 
 import dataclasses
 import math
+import sys
 import typing
 
 from absl import flags
@@ -175,7 +176,7 @@ def main(argv, flag_values=flags.FLAGS):
 
     config = config_from_flags(flag_values).validate()
     for line in unused_flags(flag_values):
-        print(line, flush=True)
+        print(line, file=sys.stderr, flush=True)  # beside the other notes and warnings
     if __name__ == "__main__":  # a command of its own: restartable (not a test's call)
         use_allocator(flag_values.allocator)
     result = train(config)
