@@ -124,6 +124,14 @@ class Normalization:
             f"Received: normalization={value!r}"
         )
 
+    def describe(self) -> str:
+        """For messages: the preset's name where it is one, else its values."""
+        for name, preset in PRESETS.items():
+            if preset == self:
+                return f"preset '{name}'"
+        return (f"mean {list(self.mean)}, std {list(self.std)}, {self.value_range}, "
+                f"{self.channel_order}")
+
     @property
     def scale(self) -> float:
         """Divisor applied to 0-255 pixels (the original's ``norm_value``)."""

@@ -191,14 +191,6 @@ def check_options(stride=8, top=5, normalization=None) -> Normalization | None:
         raise PredictError(one_line(err)) from None
 
 
-def _describe_normalization(norm: Normalization) -> str:
-    for name, preset in PRESETS.items():
-        if preset == norm:
-            return f"preset '{name}'"
-    return (f"mean {list(norm.mean)}, std {list(norm.std)}, {norm.value_range}, "
-            f"{norm.channel_order}")
-
-
 def _check_normalization(path, metadata: ModelMetadata, given: Normalization, asked):
     """Refuses a normalisation asked for beside a model that records its own and differs from
     it: one of the two would be silently ignored, and the wrong one gives wrong classes."""
@@ -206,7 +198,7 @@ def _check_normalization(path, metadata: ModelMetadata, given: Normalization, as
     shown = f"--normalization={asked}" if isinstance(asked, str) else "the normalisation given"
     if recorded is not None and given != recorded:
         itself = " and applies it itself" if metadata.preprocessing_included else ""
-        raise PredictError(f"{path} records its normalisation ({_describe_normalization(recorded)})"
+        raise PredictError(f"{path} records its normalisation ({recorded.describe()})"
                            f"{itself}; {shown} differs: leave it out")
     if recorded is None and metadata.preprocessing_included and given != PRESETS["none"]:
         raise PredictError(f"{path} normalises its frames itself (preprocessing included); "

@@ -184,6 +184,24 @@ def test_export_script_verifies_and_records_what_the_weights_file_records(tmp_pa
     assert "card" in shipped.extra and "card" not in recorded.extra  # figures of other files
 
 
+def test_export_script_notes_a_normalisation_or_frame_step_other_than_the_files(tmp_path,
+                                                                               capsys):
+    """An override is written into the sidecar (predict then feeds those clips): said in a
+    note, since a slip gives wrong classes with nothing to show for it."""
+    output = str(tmp_path / "m.tflite")
+    export = load_script("export_tflite").export
+    export("mobilenetv2_0.2x", SHIPPED, 8, 8, 32, "fp32", output, normalization="unit",
+           downsample=2, verify=False)
+    assert "note:" not in capsys.readouterr().err  # what the file records: nothing to say
+    export("mobilenetv2_0.2x", SHIPPED, 8, 8, 32, "fp32", output, normalization="original",
+           downsample=1, verify=False)
+    err = capsys.readouterr().err
+    assert (f"note: --normalization=original overrides the normalisation {SHIPPED} records "
+            "(preset 'unit'): the file is calibrated and its sidecar written for the flag's") in err
+    assert f"note: --downsample=1 overrides the frame step {SHIPPED} records (2)" in err
+    assert read_metadata(output).normalization == Normalization.preset("original")
+
+
 def test_a_float_file_records_the_normalisation_and_frame_step_it_is_given(tmp_path):
     """--normalization and --downsample are how the model was trained, whatever the
     precision: a float file's sidecar must say so, or predict feeds it 'original' clips of
