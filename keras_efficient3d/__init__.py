@@ -16,6 +16,18 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
+def _module_run():
+    """The module of ``python -m MODULE`` (its programs' name, as `cli.run` gives it), read
+    from the interpreter's own arguments: sys.argv[0] is "-m" while its package imports."""
+    import sys
+
+    argv = getattr(sys, "orig_argv", [])
+    for i, arg in enumerate(argv[1:-1], 1):
+        if arg == "-m":
+            return argv[i + 1]
+    return "keras_efficient3d"
+
+
 def _quiet_interrupt_of_our_programs():
     """A Ctrl-C during the seconds this import takes (TensorFlow's) ends one of the project's
     programs (training/*.py, deployment/*.py, ``python -m keras_efficient3d.predict``) with
@@ -36,7 +48,7 @@ def _quiet_interrupt_of_our_programs():
     def hook(kind, value, traceback):
         if issubclass(kind, KeyboardInterrupt):  # Python still exits as by SIGINT (130)
             name = _os.path.basename(script) if script and sys.argv[:1] != ["-m"] else \
-                "keras_efficient3d"
+                _module_run()
             sys.stderr.write(f"{name}: interrupted\n")
             return
         report(kind, value, traceback)
