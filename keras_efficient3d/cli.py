@@ -450,6 +450,10 @@ def _flagfile_args(path, _seen=(), _where=""):
     except UnicodeDecodeError:
         raise flags.Error(f"{_where}--flagfile={path}: not a text file (UTF-8), as a flagfile "
                           "is") from None
+    if lines and lines[0].startswith("\ufeff"):
+        # an editor's UTF-8 signature: absl opens the file as UTF-8 and keeps it in the flag
+        raise flags.Error(f"{path}:1: starts with a byte-order mark (U+FEFF), which absl reads "
+                          "as part of the first flag: save the file as UTF-8 without one")
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         # absl skips a comment only from the line's first character; an indented one it

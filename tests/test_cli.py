@@ -697,6 +697,8 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
     ("--epochs=1\nepochs=2\n", "run.flags:2: expected a flag such as --name=value, got 'epochs=2'"),
     ("# a comment\n\n--epochs=1  # one epoch\n", "run.flags:3: a comment goes on a line of "
      "its own, not after a flag (a value with ' #' or ' //' in it goes on the command line)"),
+    ("\ufeff--epochs=1\n", "run.flags:1: starts with a byte-order mark (U+FEFF), which absl "
+     "reads as part of the first flag: save the file as UTF-8 without one"),
     ("--flagfile={nested}\n", "inner.flags:1: expected a flag"),
     ("-flagfile={nested}\n", "inner.flags:1: expected a flag"),
     ("--flagfile {nested}\n", "run.flags:1: a flagfile inside a file is --flagfile=PATH, on one line"),
