@@ -991,6 +991,22 @@ def test_evaluate_refuses_an_output_it_cannot_write_before_evaluating(tiny_gestu
     assert not (tmp_path / "new").exists()  # made when the results are written, not before
 
 
+def test_evaluate_names_the_config_json_of_a_data_folder_gone(tiny_gestures, tmp_path):
+    """The run's config.json records where it trained; a folder since moved is named with
+    the file that records it, and --data_root given instead is taken."""
+    from keras_efficient3d import cli
+
+    model = _save_run_model(tmp_path / "run")
+    config = _tiny_config(tmp_path / "moved", tmp_path / "run")
+    (tmp_path / "run" / "config.json").write_text(config.to_json())
+    with pytest.raises(cli.UsageError, match=rf"^the data folder {tmp_path / 'moved'} that "
+                                             rf"{tmp_path / 'run' / 'config.json'} records does "
+                                             r"not exist; give --data_root$"):
+        _evaluate_module().evaluate_file(model)
+    results, _, _ = _evaluate_module().evaluate_file(model, data_root=str(tiny_gestures))
+    assert results["num_videos"] == 8
+
+
 def test_evaluate_takes_unset_options_from_the_models_metadata(tiny_gestures, tmp_path):
     from keras_efficient3d.artifacts import ModelMetadata
 

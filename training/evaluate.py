@@ -120,6 +120,10 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
             raise cli.UsageError(f"--data_root is needed: no config.json of a training run "
                                  f"beside {model_file}")
         base.data_root = synthetic.cached_gestures(log=note)
+    elif from_run and data_root is None and not os.path.isdir(base.data_root):
+        # the folder the run trained on, since moved or removed: say where it was read
+        raise cli.UsageError(f"the data folder {base.data_root} that {run_config} records does "
+                             "not exist; give --data_root")
     labels, where = _recorded_labels(model_file, metadata)
     # The model's class names, where recorded, are what its outputs mean: the split is
     # indexed with them (a split lacking a class must not shift the labels after it).
