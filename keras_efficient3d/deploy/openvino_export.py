@@ -107,11 +107,12 @@ def _check_output(path):
                          f"Received: path={path}")
 
 
-def calibration_clips(data, num_samples=64, input_shape=None, purpose="int8 calibration"):
+def calibration_clips(data, num_samples=64, input_shape=None, purpose="int8 calibration",
+                      wanted="asked for"):
     """Up to `num_samples` clips (N, T, H, W, C) float32 from what
     `keras_efficient3d.deploy.tflite.representative_dataset` accepts."""
     clips = [item[0][0] for item in representative_dataset(data, num_samples, input_shape,
-                                                           purpose=purpose)()]
+                                                           purpose=purpose, wanted=wanted)()]
     return np.stack(clips).astype(np.float32)
 
 
@@ -633,7 +634,7 @@ def verify_openvino(path, model, precision="fp32", validation=None, num_validati
         return {"max_rel_error": error}
     if validation is not None:
         clips = calibration_clips(validation, num_validation, input_shape,
-                                  purpose="int8 agreement check")
+                                  purpose="int8 agreement check", wanted="the check takes")
     elif calibration is not None:
         clips = calibration[:num_validation]
     else:

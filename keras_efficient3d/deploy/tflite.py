@@ -50,7 +50,7 @@ def _as_graph(model):
 
 
 def representative_dataset(data, num_samples=64, input_shape=None, batch=1,
-                           purpose="int8 calibration"):
+                           purpose="int8 calibration", wanted="asked for"):
     """Returns a generator function yielding ``[clips (batch, T, H, W, C) float32]``.
 
     Args:
@@ -64,6 +64,8 @@ def representative_dataset(data, num_samples=64, input_shape=None, batch=1,
             clips again.
         purpose: what the clips are for, in the warning (validation clips are sampled here
             too).
+        wanted: who wants `num_samples`, in the warning ("asked for": the caller's count;
+            a fixed count is worded as such).
     """
     batch = int(batch)
     if batch < 1:
@@ -89,8 +91,8 @@ def representative_dataset(data, num_samples=64, input_shape=None, batch=1,
         if count == 0:
             raise ValueError("The representative data yielded no clip.")
         logging.getLogger(__name__).warning(
-            "%s on %d clips: the data has fewer than the %d asked for", purpose, count,
-            num_samples)
+            "%s on %d clips: the data has fewer than the %d %s", purpose, count,
+            num_samples, wanted)
 
     def gen():
         held = []
