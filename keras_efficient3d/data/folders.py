@@ -61,7 +61,11 @@ def index_folders(
         class_names = [str(c) for c in classes]
     unknown = sorted(set(_subfolders(split_root)) - set(class_names))
     if unknown:
-        raise DataError(f"class folder(s) {unknown} are not in the class list", split_root)
+        # the list given (a model's class names), shown: a folder named otherwise
+        # ("Swiping_Down" for "Swiping Down") is then plain to see
+        shown = class_names if len(class_names) <= 10 else class_names[:10] + ["..."]
+        raise DataError(f"class folder(s) {unknown} are not among the {len(class_names)} "
+                        f"classes {shown}", split_root)
     summary = IndexSummary("folders", split or "-")
     records = []
     for label, class_name in enumerate(class_names):
