@@ -150,7 +150,14 @@ def index_jester(
             raise DataError("annotation file not found", annotations)
         entries, class_names = _read_json(annotations, split)
     else:
-        class_names = read_jester_labels(os.path.join(annotations, LABELS_CSV))
+        labels = os.path.join(annotations, LABELS_CSV)
+        if not os.path.isfile(labels):
+            # a folder of class folders (the synthetic generator's --layout=video) reads as
+            # a missing CSV: say which layout is read
+            raise DataError(f"annotation file not found (the {name} dataset is read in the "
+                            f"Jester layout: {LABELS_CSV} and the split CSVs beside the frame "
+                            "folders; a folder of class folders is --dataset=folders)", labels)
+        class_names = read_jester_labels(labels)
         class_to_index = {name: i for i, name in enumerate(class_names)}
         entries = _read_split_csv(
             os.path.join(annotations, SPLIT_CSVS[split]), class_to_index, with_labels=split != "test"

@@ -113,7 +113,9 @@ def test_jester_bad_csv_lines_name_file_and_line(jester_root, content, line, mat
 
 def test_jester_missing_label_file(jester_root):
     os.remove(os.path.join(jester_root, "jester-v1-labels.csv"))
-    with pytest.raises(DataError, match="jester-v1-labels.csv: annotation file not found"):
+    with pytest.raises(DataError, match=r"jester-v1-labels.csv: annotation file not found \(the "
+                                        r"jester dataset is read in the Jester layout: .* a "
+                                        r"folder of class folders is --dataset=folders\)"):
         index_jester(jester_root, "train")
     with pytest.raises(ValueError, match="split"):
         index_jester(jester_root, "holdout")
