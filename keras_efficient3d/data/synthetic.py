@@ -386,10 +386,13 @@ def main(argv, flag_values) -> None:
     del argv
     f = flag_values
     start = time.perf_counter()
+    # generate() replaces an earlier generated set whole: said, as the set's files go
+    earlier = os.path.isfile(os.path.join(f.output, RECORD))
     root = generate(f.output, f.layout, f.videos_per_class, f.seed, f.frames, f.size,
                     f.val_fraction, f.video_format)
-    print(f"wrote {len(CLASSES) * f.videos_per_class} videos ({f.layout} layout) to {root} "
-          f"in {time.perf_counter() - start:.1f} s")
+    replaced = " in place of the set generated there before" if earlier else ""
+    print(f"wrote {len(CLASSES) * f.videos_per_class} videos ({f.layout} layout) to {root}"
+          f"{replaced} in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

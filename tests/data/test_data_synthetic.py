@@ -88,8 +88,15 @@ def test_cli_and_argument_validation(tmp_path, capsys):
         "synthetic", "--output", str(tmp_path / "cli"), "--videos_per_class", "1", "--frames", "4",
         "--size", "32", "--layout", "video", "--video_format", "avi"])
     assert status == 0
-    assert "wrote 8 videos" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrote 8 videos" in out and "in place of" not in out
     assert len(index_folders(str(tmp_path / "cli"), "train")[0]) == 8  # 1 video per class: no validation
+    # over the set just written: replaced whole, and said
+    assert cli.invoke(synthetic.main, synthetic.define_flags, [
+        "synthetic", "--output", str(tmp_path / "cli"), "--videos_per_class", "1", "--frames",
+        "4", "--size", "32", "--layout", "video"]) == 0
+    assert (f"wrote 8 videos (video layout) to {tmp_path / 'cli'} in place of the set "
+            "generated there before in ") in capsys.readouterr().out
     with pytest.raises(ValueError, match="layout"):
         synthetic.generate(str(tmp_path / "x"), "kinetics")
     with pytest.raises(ValueError, match="frames"):
