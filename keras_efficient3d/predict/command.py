@@ -118,7 +118,15 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
             failures += 1
             continue
         _report_video(summary, path, spec, stride, as_json, emit, err)
+        _say_written(output_video, err)
     return 2 if failures else 0
+
+
+def _say_written(output_video, err):
+    """Where the annotated video went (stdout is the classes'), once it is in place."""
+    if output_video and os.path.isfile(output_video):
+        print(f"wrote {output_video} (the frames with their classes drawn)", file=err,
+              flush=True)
 
 
 def _report_video(summary, path, spec, stride, as_json, emit, err):
@@ -194,6 +202,7 @@ def _run_camera(target, runner, spec, stride, top, as_json, output_video, displa
         emit(f"  {name}, {stop} after {counted(summary['frames'], 'frame')}, "
              f"{counted(summary['window_count'], 'window')}: {top_text(summary['top'])}")
         emit(format_speed(summary))
+    _say_written(output_video, err)
     if summary["interrupted"]:
         print(f"{cli.program_name(main)}: interrupted", file=err, flush=True)
         return 130  # as a video file's run ends on Ctrl-C

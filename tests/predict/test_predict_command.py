@@ -373,6 +373,17 @@ def test_one_frame_is_said_in_the_singular(models, tmp_path, capfd, monkeypatch)
     assert "  camera 0, end of stream after 1 frame, 1 window: " in out, out
 
 
+def test_the_annotated_video_written_is_named_on_stderr(models, videos, tmp_path, capfd):
+    out_video = tmp_path / "overlay.mp4"
+    capfd.readouterr()
+    code = _invoke(videos["gesture"], {"model": models["tflite"], "output_video": str(out_video)})
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert out_video.is_file() and out_video.stat().st_size > 0
+    assert f"wrote {out_video} (the frames with their classes drawn)\n" in err, err
+    assert "wrote" not in out  # stdout is the classes'
+
+
 @pytest.mark.parametrize("as_json", [False, True])
 def test_a_camera_that_delivers_no_frame_is_an_error(models, tmp_path, capfd, monkeypatch, as_json):
     """Opened, then end of stream at once (a camera held by another program): one message and
