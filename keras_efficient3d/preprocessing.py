@@ -32,9 +32,12 @@ class VideoPreprocessing(keras.layers.Layer):
         if self.channel_order == "BGR":
             x = keras.ops.flip(x, axis=-1)
         scale = 1.0 if self.value_range == "0-255" else 1.0 / 255.0
-        mean = np.asarray(self.mean, np.float32)
-        inv_std = 1.0 / np.asarray(self.std, np.float32)
-        return (x * scale - mean) * inv_std
+        # As backend tensors: a torch tensor minus a numpy array is numpy's subtraction of
+        # the tensor's values, which a TorchScript trace records as a constant (the traced
+        # model then gave one output for every clip).
+        mean = keras.ops.convert_to_tensor(np.asarray(self.mean, np.float32))
+        inv_std = keras.ops.convert_to_tensor(1.0 / np.asarray(self.std, np.float32))
+        return keras.ops.multiply(keras.ops.subtract(x * scale, mean), inv_std)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -607,7 +607,7 @@ def _torch_call(net):
 
     def call(batch):
         x = keras.ops.convert_to_tensor(batch)  # on the device Keras puts the weights on
-        key = tuple(x.shape)
+        key = (tuple(x.shape), x.dtype)  # a trace records its input's casts too
         with torch.no_grad():
             if key not in traces:
                 traces[key] = torch_trace(net, x)

@@ -108,6 +108,17 @@ def test_keras_runner_compiles_the_folded_model_for_this_backend(tmp_path):
     expected = model.predict(clips, verbose=0)  # one compilation, not one per batch size
     assert _rel(runner(clips[:1]), expected[:1]) < 1e-5
     assert _rel(runner(clips), expected) < 1e-5
+    # A model that takes 0-255 frames (its normalisation a layer): each clip its own
+    # outputs (PyTorch's trace had kept the first clip's, numpy's sums being constants to it)
+    from keras_efficient3d.data.normalization import Normalization
+    from keras_efficient3d.preprocessing import with_preprocessing
+
+    framed = with_preprocessing(model, Normalization.preset("kinetics"))
+    framed.save(str(tmp_path / "framed.keras"))
+    framed_runner = runtime.load_runner(str(tmp_path / "framed.keras"), threads=2)
+    frames = np.random.default_rng(3).integers(0, 256, (2, 1) + SHAPE).astype(np.float32)
+    for pixels in frames:
+        assert _rel(framed_runner(pixels), framed.predict(pixels, verbose=0)) < 1e-5
     if BACKEND == "torch":
         import torch
 
