@@ -220,6 +220,16 @@ def resolve_preset(preset, checkpoint=None, log=print):
     made from). Raises FileNotFoundError (one line: where the checkpoint
     comes from) when a published preset's checkpoint is not on this machine."""
     preset = os.fspath(preset)
+    if checkpoint is not None and preset not in PUBLISHED:
+        # only a published preset is made from a checkpoint: another's weights are its own,
+        # and a checkpoint= would be dropped while the caller takes them for its file's
+        what = "a preset directory" if os.path.isdir(preset) else (
+            f"made from {BUILTIN[preset]}" if preset in BUILTIN else None)
+        if what is not None:
+            raise ValueError(f"Preset '{preset}' is {what}, not made from a checkpoint: give "
+                             "no checkpoint (a published preset's name takes one; convert "
+                             f"the file with python -m keras_efficient3d.convert). Received: "
+                             f"checkpoint={checkpoint}")
     if os.path.isdir(preset):
         return preset
     if preset not in PUBLISHED and preset not in BUILTIN:

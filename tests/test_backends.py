@@ -8,6 +8,7 @@ every backend.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -323,6 +324,12 @@ def test_save_to_preset_round_trip(tmp_path):
     loaded.save_to_preset(tmp_path / "q")  # loaded models have the method too
     with pytest.raises(ValueError, match="holds a shufflenetv2 model"):
         k3.MobileNetV2_3D.from_preset(str(tmp_path / "p"))
+    # a checkpoint given for a preset not made from one is refused, not dropped
+    for preset, what in ((str(tmp_path / "p"), "is a preset directory"),
+                         ("synthetic_gestures", "is made from synthetic_gestures.keras")):
+        with pytest.raises(ValueError, match=f"'{re.escape(preset)}' {what}, not made from a "
+                                             "checkpoint: give no checkpoint"):
+            k3.presets.from_preset(preset, checkpoint=str(tmp_path / "k.pth"))
 
 
 def test_a_save_to_preset_that_fails_leaves_the_preset_whole(tmp_path, monkeypatch):
