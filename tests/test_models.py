@@ -617,6 +617,15 @@ def test_fit_in_halves_ends_with_the_whole_batch_weights(monkeypatch):
     (lambda: k3.MobileNetV2_3D(0.2, input_tensor=np.zeros((1, 8, 32, 32, 3))),
      r"`input_tensor` must be a Keras tensor .* of type ndarray$"),
     (lambda: k3.MobileNetV1_3D(0.25, input_shape=5), r"`input_shape` must be a fully defined"),
+    # input_tensor's shape and input_shape both given, and apart: one would be dropped
+    (lambda: k3.MobileNetV2_3D(0.2, input_tensor=keras.Input((8, 32, 32, 3)),
+                               input_shape=(16, 64, 64, 3)),
+     r"`input_shape` \(16, 64, 64, 3\) is not the shape of `input_tensor` \(8, 32, 32, 3\)"),
+    (lambda: k3.MobileNetV2_3D(0.2, input_tensor=keras.Input((32, 32, 3))),
+     r"^the shape of `input_tensor` must be a fully defined .* Received: input_tensor of shape "
+     r"\(32, 32, 3\)$"),
+    (lambda: k3.MobileNetV2_3D(0.2, input_shape=(3, 16, 112, 112)),
+     r"3 channels, last: \(frames, height, width, 3\)\)\. Received: input_shape="),
     (lambda: k3.ShuffleNetV1_3D(0.04, 1, input_shape=(16, 32, 32, 3)),
      r"width_mult=0.04 gives the stem 0 channels: too small for any channel"),
     (lambda: k3.create_model("resnet", depth=0, input_shape=(16, 32, 32, 3)),

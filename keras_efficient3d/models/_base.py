@@ -73,23 +73,38 @@ def video_input(input_shape, input_tensor, min_frames=1, min_size=16):
                              "layer's output). Received: input_tensor of type "
                              f"{type(input_tensor).__name__}")
         shape = tuple(input_tensor.shape[1:])
+        try:
+            same = input_shape is None or tuple(input_shape) == shape
+        except TypeError:  # a number
+            same = False
+        if not same:
+            # Keras' applications refuse it too: one of the two would be silently dropped
+            raise ValueError(f"`input_shape` {input_shape!r} is not the shape of "
+                             f"`input_tensor` {shape!r}; give one of them. Received: "
+                             f"input_shape={input_shape!r}")
+        given, received = "the shape of `input_tensor`", f"input_tensor of shape {shape!r}"
     else:
+        given, received = "`input_shape`", None
         try:
             shape = tuple(input_shape) if input_shape is not None else DEFAULT_INPUT_SHAPE
         except TypeError:  # a number, not a shape: the message below, not "not iterable"
             shape = (input_shape,)
+    received = received or f"input_shape={shape!r}"
     if len(shape) != 4 or not all(is_number(s) and float(s).is_integer() for s in shape):
         raise ValueError(
-            "`input_shape` must be a fully defined (frames, height, width, channels) tuple of "
-            f"whole numbers. Received: input_shape={shape!r}"
+            f"{given} must be a fully defined (frames, height, width, channels) tuple of "
+            f"whole numbers. Received: {received}"
         )
     frames, height, width, channels = (int(s) for s in shape)
     if channels != 3:
-        raise ValueError(f"Models take RGB clips (3 channels). Received: input_shape={shape!r}")
+        # (3, T, H, W) is PyTorch's layout: said, as the likely slip
+        raise ValueError(f"Models take RGB clips (3 channels, last: (frames, height, width, 3)). "
+                         f"Received: {received}")
     if frames < min_frames or height < min_size or width < min_size:
+        noun = "frame" if min_frames == 1 else "frames"
         raise ValueError(
-            f"This model needs at least {min_frames} frames of {min_size}x{min_size} pixels. "
-            f"Received: input_shape={shape!r}"
+            f"This model needs at least {min_frames} {noun} of {min_size}x{min_size} pixels. "
+            f"Received: {received}"
         )
     if input_tensor is None:
         inputs = keras.Input(shape=(frames, height, width, channels), name="input")
