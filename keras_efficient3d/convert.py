@@ -162,8 +162,16 @@ def infer_config(checkpoint, filename, overrides=None):
                                   "weights (one row per class)")
         kwargs["num_classes"] = int(state[head].shape[0])
         notes.append(f"{kwargs['num_classes']} classes (from {head})")
+    # A file name of another family (a renamed file) says nothing of this one's width:
+    # read from the tensors, not from it ("the file name says 0.5x" of a ShuffleNet name)
+    named = _family_from(None, filename)
+    infer_name = os.path.basename(filename)
+    if named is not None and named.name != family.name:
+        notes.append(f"the width from the tensors, not the file name, which names another "
+                     f"family ({named.name}; the file holds {family.name})")
+        infer_name = ""
     try:
-        inferred, family_notes = family.infer(state, os.path.basename(filename), overrides)
+        inferred, family_notes = family.infer(state, infer_name, overrides)
     except ValueError as err:
         raise ConversionError(str(err)) from None
     except (IndexError, TypeError) as err:  # a tensor of an unexpected rank

@@ -157,6 +157,8 @@ def test_family_key_mapping_covers_every_weight_and_infers_its_configuration(fam
     ("mobilenetv2.pth", 0.45),
     ("jester_mobilenetv2_1.0x_RGB_16_best.pth", None),  # renamed: refused, both named
     ("mobilenetv2_0.2x", None),
+    # a file name of another family says nothing of this one's width
+    ("kinetics_shufflenet_0.5x_G3_RGB_16_best.pth", 0.45),
 ])
 def test_width_comes_from_the_tensors_and_a_file_name_that_disagrees_is_refused(file_name,
                                                                                 width):
@@ -165,7 +167,10 @@ def test_width_comes_from_the_tensors_and_a_file_name_that_disagrees_is_refused(
                             width_mult=0.45)
     fake = _FakeCheckpoint(torch_state_dict(model, family), "mobilenetv2")
     if width is not None:
-        assert conv.infer_config(fake, file_name)[1]["width_mult"] == width
+        _, kwargs, notes = conv.infer_config(fake, file_name)
+        assert kwargs["width_mult"] == width
+        assert ("the width from the tensors, not the file name, which names another family "
+                "(shufflenetv1; the file holds mobilenetv2)" in notes) == ("shufflenet" in file_name)
         return
     with pytest.raises(conv.ConversionError) as err:
         conv.infer_config(fake, file_name)
