@@ -233,9 +233,14 @@ def resolve_preset(preset, checkpoint=None, log=print):
     if os.path.isdir(preset):
         return preset
     if preset not in PUBLISHED and preset not in BUILTIN:
+        import difflib
+
+        names = list_presets()
+        # the closest names (a typo's), else the first few
+        near = difflib.get_close_matches(preset, names, n=3, cutoff=0.6) or names[:3]
         raise ValueError(f"Unknown preset '{preset}': not a directory, and not one of "
-                         f"list_presets() ({len(list_presets())} names, e.g. "
-                         f"{', '.join(list_presets()[:3])}). Received: preset={preset}")
+                         f"list_presets() ({len(names)} names, e.g. {', '.join(near)}). "
+                         f"Received: preset={preset}")
     cached = os.path.join(home(), "presets", preset)
     remake = False
     source = None

@@ -217,6 +217,10 @@ def test_published_presets_list_the_papers_configurations():
         "kinetics_resnext_101_RGB_16_best.pth"
     for spec in presets.PUBLISHED.values():  # every one names a buildable configuration
         assert k3.registry.resolve_name(spec.model)[0] in k3.list_models()
+    # a typo is shown the names it is closest to
+    with pytest.raises(ValueError, match=r"Unknown preset 'mobilenetv2_1.0x_jestr': .* e\.g\. "
+                                         r"mobilenetv2_1\.0x_jester, "):
+        presets.resolve_preset("mobilenetv2_1.0x_jestr")
 
 
 def test_published_preset_says_where_its_checkpoint_comes_from(preset_home):
