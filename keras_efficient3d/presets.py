@@ -214,12 +214,21 @@ def load_preset_dir(preset_dir):
 # Named presets, made on first use.
 
 
+def preset_name(preset):
+    """`preset` as a path, or as the name of `list_presets` it names in any case (as model
+    names are looked up)."""
+    preset = os.fspath(preset)
+    if not os.path.isdir(preset) and preset.lower() in (*PUBLISHED, *BUILTIN):
+        return preset.lower()
+    return preset
+
+
 def resolve_preset(preset, checkpoint=None, log=print):
     """The directory of `preset`: a preset directory, or a name of `list_presets` (made in
     the cache on first use, and again when `checkpoint` is not the file the cached one was
     made from). Raises FileNotFoundError (one line: where the checkpoint
     comes from) when a published preset's checkpoint is not on this machine."""
-    preset = os.fspath(preset)
+    preset = preset_name(preset)
     if checkpoint is not None and preset not in PUBLISHED:
         # only a published preset is made from a checkpoint: another's weights are its own,
         # and a checkpoint= would be dropped while the caller takes them for its file's
@@ -402,7 +411,8 @@ def builder_from_preset(builder, preset, checkpoint=None, log=print):
     recorded in its metadata, else (a preset saved before it was recorded) the one its
     layers show."""
     wanted = {f.name for f in registry.families() if f.builder is builder}
-    spec = PUBLISHED.get(os.fspath(preset))
+    preset = preset_name(preset)
+    spec = PUBLISHED.get(preset)
     if spec is not None and not os.path.isdir(os.fspath(preset)):
         # known before its checkpoint is looked for: no "download it" for a preset refused after
         _refuse_family(preset, dict(spec.expected)["model"], wanted, builder)

@@ -217,7 +217,10 @@ def test_published_presets_list_the_papers_configurations():
         "kinetics_resnext_101_RGB_16_best.pth"
     for spec in presets.PUBLISHED.values():  # every one names a buildable configuration
         assert k3.registry.resolve_name(spec.model)[0] in k3.list_models()
-    # a typo is shown the names it is closest to
+    # names in any case, as model names; a typo is shown the names it is closest to
+    assert presets.preset_name("Synthetic_Gestures") == "synthetic_gestures"
+    assert presets.preset_name("MobileNetV2_1.0x_Jester") == "mobilenetv2_1.0x_jester"
+    assert presets.preset_name("my/Preset") == "my/Preset"
     with pytest.raises(ValueError, match=r"Unknown preset 'mobilenetv2_1.0x_jestr': .* e\.g\. "
                                          r"mobilenetv2_1\.0x_jester, "):
         presets.resolve_preset("mobilenetv2_1.0x_jestr")
