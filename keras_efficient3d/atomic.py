@@ -55,12 +55,18 @@ def move_entries(source, destination, names=None):
 def replace_folder(staged, target):
     """The last step of a staged write of a folder: renames folder `staged` (written beside
     `target`) to `target`. A folder already there is first moved aside into a temporary
-    sibling, then removed: a reader finds the old folder or the new, never a mix."""
+    sibling, then removed: a reader finds the old folder or the new, never a mix, and a
+    rename that fails puts the old one back."""
     if os.path.isdir(target):
         aside = tempfile.mkdtemp(prefix=".replaced-", dir=os.path.dirname(os.path.abspath(target)))
+        old = os.path.join(aside, "old")
         try:
-            os.rename(target, os.path.join(aside, "old"))
-            os.rename(staged, target)
+            os.rename(target, old)
+            try:
+                os.rename(staged, target)
+            except BaseException:
+                os.rename(old, target)  # removed below otherwise, with nothing in its place
+                raise
         finally:
             shutil.rmtree(aside, ignore_errors=True)
     else:

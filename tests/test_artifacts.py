@@ -194,6 +194,31 @@ def test_atomic_writes_leave_the_old_file_on_failure(tmp_path):
         "m.bin", "model.keras", "sub"]
 
 
+def test_a_folder_replacement_that_fails_puts_the_old_folder_back(tmp_path, monkeypatch):
+    from keras_efficient3d import atomic
+
+    target, staged = tmp_path / "set", tmp_path / "staged"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    staged.mkdir()
+    (staged / "new.txt").write_text("new")
+    rename = os.rename
+
+    def failing(source, destination):
+        if os.fspath(source) == os.fspath(staged):
+            raise OSError("disk full")
+        rename(source, destination)
+
+    monkeypatch.setattr(atomic.os, "rename", failing)
+    with pytest.raises(OSError, match="disk full"):
+        atomic.replace_folder(str(staged), str(target))
+    assert (target / "old.txt").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["set", "staged"]  # no folder aside left
+    monkeypatch.setattr(atomic.os, "rename", rename)
+    atomic.replace_folder(str(staged), str(target))
+    assert sorted(os.listdir(target)) == ["new.txt"] and sorted(os.listdir(tmp_path)) == ["set"]
+
+
 _LOADER = r"""
 import sys
 import numpy as np
