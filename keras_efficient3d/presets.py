@@ -191,7 +191,16 @@ def _read_metadata(directory):
 
 
 def preset_metadata(preset, **kwargs):
-    """The `ModelMetadata` of a preset (name or directory), or None when none is recorded."""
+    """The `ModelMetadata` of a preset (name or directory), or None when none is recorded.
+
+    A published preset not made yet is described without its checkpoint (the paper's
+    configuration: input, normalisation, labels, the file it is made from), so that what it
+    takes and predicts can be read before the download; ``checkpoint=`` makes it first."""
+    name = preset_name(preset)
+    spec = PUBLISHED.get(name)
+    if spec is not None and kwargs.get("checkpoint") is None and not os.path.isdir(name) and \
+            not _is_made(os.path.join(home(), "presets", name)):
+        return _published_metadata(spec)
     data = _read_metadata(resolve_preset(preset, **kwargs))
     recorded = data.get("model_metadata")
     return None if recorded is None else ModelMetadata.from_dict(recorded)
@@ -350,25 +359,43 @@ def _make_published(spec, cached, checkpoint, log, replace=False):
         raise FileNotFoundError(
             f"Preset '{spec.name}' is made from {spec.checkpoint}, from {SOURCE}: download it "
             f"to {path} or pass checkpoint=PATH.")
-    labels = None
-    if spec.labels:
-        from importlib import resources
-
-        text = resources.files("keras_efficient3d").joinpath(
-            f"resources/labels/{spec.labels}").read_text(encoding="utf-8")
-        labels = [line.strip() for line in text.splitlines() if line.strip()]
     try:
         model, metadata = convert.build_converted(
-            path, spec.frames, spec.size, normalization=spec.normalization, labels=labels,
-            log=log, expected=dict(spec.expected))
+            path, spec.frames, spec.size, normalization=spec.normalization,
+            labels=_published_labels(spec), log=log, expected=dict(spec.expected))
     except convert.ConversionError as err:
         raise convert.ConversionError(f"Preset '{spec.name}' cannot be made from {path}: "
                                       f"{err}") from None
     metadata = dataclasses.replace(
         metadata, downsample=spec.downsample,
-        extra=dict(metadata.extra, preset=spec.name, dataset=spec.dataset,
-                   paper_top1=spec.top1, **{CHECKPOINT_DIGEST: _digest(path)}))
+        extra=dict(metadata.extra, **_published_extra(spec), **{CHECKPOINT_DIGEST: _digest(path)}))
     _make(cached, model, metadata, replace)
+
+
+def _published_labels(spec):
+    if not spec.labels:
+        return None
+    from importlib import resources
+
+    text = resources.files("keras_efficient3d").joinpath(
+        f"resources/labels/{spec.labels}").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _published_extra(spec):
+    return {"preset": spec.name, "dataset": spec.dataset, "paper_top1": spec.top1}
+
+
+def _published_metadata(spec):
+    """What a published preset's metadata will be once made, less what only its checkpoint
+    says (the epoch, the file's digest): `source` is the authors' file name."""
+    from keras_efficient3d.data.normalization import Normalization
+
+    return ModelMetadata(
+        frames=spec.frames, size=spec.size, downsample=spec.downsample, layout="NDHWC",
+        normalization=Normalization.coerce(spec.normalization), labels=_published_labels(spec),
+        model=dict(spec.expected), dtype="float32, already normalised",
+        extra={"source": spec.checkpoint, **_published_extra(spec)})
 
 
 def from_preset(preset, checkpoint=None, log=print):

@@ -6,6 +6,7 @@ imports TensorFlow itself, except the tf.data input of ``model.fit``, which Kera
 every backend.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -244,6 +245,9 @@ def test_published_preset_says_where_its_checkpoint_comes_from(preset_home):
 
 
 def test_published_preset_made_on_first_use(preset_home, reference_dir):
+    # Described before its checkpoint is downloaded: what it takes and predicts.
+    described = presets.preset_metadata("MobileNetV2_0.2x_jester")
+    assert not (preset_home / "presets").exists()  # nothing made, nothing looked for
     checkpoints = preset_home / "checkpoints"
     checkpoints.mkdir(parents=True)
     # The reference checkpoint under the authors' file name, as a user would download it.
@@ -263,6 +267,11 @@ def test_published_preset_made_on_first_use(preset_home, reference_dir):
     assert meta.labels[0] == "Swiping Left" and len(meta.labels) == 27
     assert meta.normalization.mean[0] == pytest.approx(114.7748)
     assert meta.extra["paper_top1"] == 86.43
+    # the description was the made preset's metadata, less what only the checkpoint says
+    extra = dict(meta.extra)
+    epoch, digest = extra.pop("epoch"), extra.pop(presets.CHECKPOINT_DIGEST)
+    assert epoch == 30 and len(digest) == 64
+    assert described == dataclasses.replace(meta, extra=extra)
     # The second time from the cache: nothing converted.
     lines.clear()
     k3.presets.from_preset("mobilenetv2_0.2x_jester", log=lines.append)
