@@ -430,25 +430,30 @@ def read_metadata(model_path) -> ModelMetadata | None:
     return _as_metadata(data, where)
 
 
+def _without_card(extra):
+    return {k: v for k, v in extra.items() if k != "card"}
+
+
 def export_metadata(model, keras_file=None, model_name=None, weights=None) -> ModelMetadata:
     """The metadata an export of `model` carries in its sidecar: what `keras_file` records,
     else what a ``.keras`` `weights` file records (normalisation, frame step, labels) with
     the built model's clip shape, else the input shape and, for a registry model, its name
     and classes (no normalisation is recorded then: the pipeline's default is assumed, as in
     training)."""
+    # A model card's accuracy and latency were measured of other files (the .keras file, its
+    # QAT export): an export is not described by them.
     if keras_file is not None:
         recorded = read_metadata(keras_file)
         if recorded is not None:
-            return recorded
+            return dataclasses.replace(recorded, extra=_without_card(recorded.extra))
     frames, height, width = (int(d) for d in model.inputs[0].shape[1:4])
     size = height if height == width else (height, width)
     if weights is not None and os.fspath(weights).lower().endswith(".keras"):
         recorded = read_metadata(weights)
         if recorded is not None:
-            # The weights fit (they loaded): classes and labels hold; the clip is the build's,
-            # and a model card's accuracy and latency were measured of other files.
-            extra = {k: v for k, v in recorded.extra.items() if k != "card"}
-            return dataclasses.replace(recorded, frames=frames, size=size, extra=extra)
+            # The weights fit (they loaded): classes and labels hold; the clip is the build's.
+            return dataclasses.replace(recorded, frames=frames, size=size,
+                                       extra=_without_card(recorded.extra))
     about = {"num_classes": int(model.outputs[0].shape[-1])}
     if model_name is not None:
         about = {"model": model_name, **about}

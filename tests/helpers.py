@@ -109,11 +109,11 @@ def export_tflite(model, path, int8=False, calibration=None):
     return path
 
 
-def export_onnx(model, path):
+def export_onnx(model, path, batch=None):
     import tensorflow as tf
     import tf2onnx
 
-    spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name="clips")
+    spec = tf.TensorSpec((batch,) + tuple(model.input_shape[1:]), tf.float32, name="clips")
     tf2onnx.convert.from_function(tf.function(lambda x: model(x, training=False)),
                                   input_signature=[spec], output_path=path, opset=17)
     return path

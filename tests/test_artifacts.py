@@ -129,6 +129,11 @@ def test_export_metadata_is_the_recorded_one_else_the_models_shape(tmp_path):
     path = str(tmp_path / "m.keras")
     save_model(model, path, metadata=METADATA)
     assert export_metadata(model, path, "ignored") == ModelMetadata.from_dict(METADATA)
+    # a model card measured the .keras file and its published exports, not this export
+    carded = str(tmp_path / "carded.keras")
+    save_model(model, carded, metadata={**METADATA, "card": {"latency_ms": {"fp32": 6.2}}})
+    assert "card" in read_metadata(carded).extra
+    assert export_metadata(model, carded) == ModelMetadata.from_dict(METADATA)
     bare = str(tmp_path / "bare.keras")
     model.save(bare)
     for keras_file in (bare, None):

@@ -85,6 +85,13 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
     spec = resolve_spec(runner, labels=labels, window=window, normalization=normalization)
     for note in spec.notes:
         print(f"note: {note}", file=err)
+    fixed = getattr(getattr(runner, "input_spec", None), "batch", None)
+    if fixed and fixed > 1:
+        # windows come one at a time: the speed line would read as the file's speed per clip
+        copies = f"{fixed - 1} padding {'copy' if fixed == 2 else 'copies'}"
+        print(f"note: {model} takes a fixed batch of {fixed}: each window is run beside "
+              f"{copies}, so it costs {fixed} clips' time (an export of batch 1, or of a "
+              "dynamic batch, runs one)", file=err)
 
     if live is not None:
         return _run_camera(live, runner, spec, stride, top, as_json, output_video, display, emit, err)

@@ -221,6 +221,25 @@ def test_cli_errors_with_native_noise_in_a_subprocess(models, videos, tmp_path):
         _check_error(*results[name], expected)
 
 
+def test_a_model_of_a_fixed_batch_says_what_its_speed_line_counts(tiny, models, videos, tmp_path,
+                                                                  capfd):
+    """Windows are run one at a time: a batch-4 export pads each to 4 clips, and its speed
+    line (4 clips' time per window) read as the file's speed per clip."""
+    from helpers import export_onnx
+
+    path = export_onnx(tiny, str(tmp_path / "batch2.onnx"), batch=2)
+    write_sidecar(path, METADATA)
+    capfd.readouterr()
+    assert _invoke(videos["gesture"], {"model": path, "top": 1}) == 0
+    out, err = capfd.readouterr()
+    assert f"note: {path} takes a fixed batch of 2: each window is run beside 1 padding copy, " \
+           "so it costs 2 clips' time" in err
+    assert "ms per clip" in out
+    capfd.readouterr()
+    assert _invoke(videos["gesture"], {"model": models["onnx"], "top": 1}) == 0
+    assert "fixed batch" not in capfd.readouterr().err  # a dynamic batch: no note
+
+
 def test_default_model_missing_message(monkeypatch, tmp_path):
     missing = tmp_path / "saved_models" / "synthetic_gestures_int8.tflite"
     monkeypatch.setattr(command, "DEFAULT_MODEL", str(missing))
