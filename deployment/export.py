@@ -65,8 +65,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_enum("quantize", None, ["ptq", "qat"], "OpenVINO int8: ptq (NNCF post-training "
                       "quantization) or qat (the quantization-aware form, Q/DQ).", **fv)
     flags.DEFINE_boolean("compress_to_fp16", False, "OpenVINO: fp16 weights in the .bin.", **fv)
-    cli.define("data_root", None, "Here the Jester layout only (frame folders and jester-v1-*.csv, as "
-               "`python -m keras_efficient3d.data.synthetic --output=DIR` writes): the int8 "
+    cli.define("data_root", None, "Here a dataset in the Jester layout (frame folders and "
+               "jester-v1-*.csv, as `python -m keras_efficient3d.data.synthetic --output=DIR` "
+               "writes) or a folder of class folders (train/ and val/): the int8 "
                "calibration clips (--quantize), normalised and sampled as a --model_file "
                "records.", **fv)
     flags.DEFINE_integer("num_calibration", 64, "Calibration clips for int8.", lower_bound=1,

@@ -8,7 +8,8 @@ deployment graph (BatchNorm folded, 2D ops over temporal taps, batch 1, XNNPACK-
     python deployment/export_tflite.py --model_file=saved_models/synthetic_gestures.keras \\
         --precision=int8 --frames_input --data_root=/tmp/gestures --output=gestures_frames.tflite
 
-int8 calibrates on clips of a Jester-layout dataset (``--data_root``; e.g. the synthetic
+int8 calibrates on clips of a Jester-layout dataset or a folder of class folders
+(``--data_root``; e.g. the synthetic
 gestures of ``python -m keras_efficient3d.data.synthetic``), normalised and sampled as a
 ``.keras`` file (``--model_file``, or ``--weights``) records, unless ``--normalization`` or
 ``--downsample`` say otherwise. ``--pack_channels`` sets how
@@ -43,9 +44,10 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("frames", 16, **fv)
     cli.define("size", 112, **fv)
     cli.define("precision", "fp32", **fv)
-    cli.define("data_root", None, "Here the Jester layout only (frame folders and jester-v1-*.csv, as "
-               "`python -m keras_efficient3d.data.synthetic --output=DIR` writes): the int8 "
-               "calibration clips.", **fv)
+    cli.define("data_root", None, "Here a dataset in the Jester layout (frame folders and "
+               "jester-v1-*.csv, as `python -m keras_efficient3d.data.synthetic --output=DIR` "
+               "writes) or a folder of class folders (train/ and val/, as --dataset=folders "
+               "trains on): the int8 calibration clips.", **fv)
     cli.define("normalization", None, "(as the model was trained: the int8 calibration clips' "
                "and, for every precision, what the sidecar records for predict; default: what "
                "the .keras file records, else original)", **fv)
@@ -154,7 +156,7 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
     if precision == "int8":
         from keras_efficient3d import data as kdata
 
-        records, _ = kdata.index_jester(data_root, "train")
+        records, _ = kdata.index_dataset(data_root, "train")
         data = kdata.make_dataset(records, "val", sample_duration=int(model.inputs[0].shape[1]),
                                   sample_size=int(model.inputs[0].shape[2]), batch_size=8,
                                   **pipeline)

@@ -24,7 +24,7 @@ from keras_efficient3d.data.decode import (
     read_frame_folder,
     read_video,
 )
-from keras_efficient3d.data.folders import index_folders
+from keras_efficient3d.data.folders import index_dataset, index_folders
 from keras_efficient3d.data.jester import index_jester
 from keras_efficient3d.data.kinetics import index_kinetics
 from keras_efficient3d.data.normalization import PRESETS as NORMALIZATION_PRESETS
@@ -42,6 +42,7 @@ __all__ = [
     "VideoRecord",
     "aggregate_video_predictions",
     "count_frames",
+    "index_dataset",
     "index_folders",
     "index_jester",
     "index_kinetics",

@@ -12,7 +12,7 @@ import os
 from keras_efficient3d.data.decode import DataError, is_video_file
 from keras_efficient3d.data.records import IndexSummary, VideoRecord, make_record
 
-__all__ = ["index_folders"]
+__all__ = ["index_dataset", "index_folders"]
 
 
 def _subfolders(path):
@@ -83,3 +83,30 @@ def index_folders(
         raise DataError("no video file or frame folder found", split_root)
     summary.log()
     return records, class_names
+
+
+def index_dataset(root: str | os.PathLike, split: str = "train") -> tuple[list[VideoRecord], list[str]]:
+    """Index `root` in whichever layout the trainer reads it: the Jester layout where its
+    labels CSV is (``--dataset=jester`` or ``synthetic``), else a folder of class folders
+    (``--dataset=folders``: ``<root>/train|val/<class>/``). For the programs with no
+    ``--dataset`` flag of their own (the exporters' int8 calibration).
+
+    Args:
+        root: dataset folder.
+        split: ``"train"`` or ``"validation"`` (``val`` of a folder of class folders).
+
+    Raises:
+        DataError: a folder in neither layout, or the indexer's own errors.
+    """
+    from keras_efficient3d.data.jester import LABELS_CSV, index_jester
+
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise DataError("dataset folder not found", root)
+    if os.path.isfile(os.path.join(root, LABELS_CSV)):
+        return index_jester(root, split)
+    if any(os.path.isdir(os.path.join(root, name)) for name in ("train", "val")):
+        return index_folders(root, "train" if split == "train" else "val")
+    raise DataError(f"neither dataset layout: no {LABELS_CSV} (the Jester layout) and no "
+                    f"train/ or val/ folder of class folders (found: {_subfolders(root) or 'no folder'})",
+                    root)

@@ -661,11 +661,11 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
                               batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, verify=True,
                               threads=None, stem_fold="auto", frames_input=False, stem_output_fold="auto",
                               **model_kwargs):
-    """Builds (`load_or_build_model`), calibrates int8 on clips of the Jester-layout dataset
-    at `data_root` (the train split, validation transforms, as TFLite int8 does, with the
-    frame step and normalisation a `keras_file` records), measures agreement on its
-    validation split, and exports with `export_openvino`, the sidecar written from
-    `artifacts.export_metadata`.
+    """Builds (`load_or_build_model`), calibrates int8 on clips of the dataset at
+    `data_root`, in either layout (`keras_efficient3d.data.index_dataset`): its train split,
+    validation transforms, as TFLite int8 does, with the frame step and normalisation a
+    `keras_file` records. Measures agreement on its validation split, and exports with
+    `export_openvino`, the sidecar written from `artifacts.export_metadata`.
 
     ``quantize="qat"`` wraps the model in its quantization-aware form
     (`keras_efficient3d.deploy.quantize.quantize_model`, ranges calibrated on the same clips);
@@ -701,9 +701,9 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
         common = dict(sample_duration=int(model.inputs[0].shape[1]),
                       sample_size=int(model.inputs[0].shape[2]), batch_size=8,
                       **metadata.pipeline_arguments())
-        records, _ = kdata.index_jester(data_root, "train")
+        records, _ = kdata.index_dataset(data_root, "train")
         calibration = kdata.make_dataset(records, "val", **common)
-        val_records, _ = kdata.index_jester(data_root, "validation")
+        val_records, _ = kdata.index_dataset(data_root, "validation")
         validation = kdata.make_dataset(val_records, "val", **common)
     float_model = model
     if quantize == "qat":

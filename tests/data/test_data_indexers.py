@@ -310,3 +310,26 @@ def test_folders_index(tmp_path):
         index_folders(root, "train", classes=["cat"])
     flat, flat_classes = index_folders(os.path.join(root, "train"), split=None)
     assert flat_classes == ["cat", "dog"] and len(flat) == 2
+
+
+def test_index_dataset_reads_either_layout_the_trainer_reads(tmp_path):
+    """The exporters' calibration (no --dataset flag): the Jester layout by its labels CSV,
+    else a folder of class folders; a folder of neither is one line saying what was looked for."""
+    from keras_efficient3d.data import index_dataset, synthetic
+
+    for layout in ("jester", "video"):
+        root = synthetic.generate(tmp_path / layout, layout=layout, videos_per_class=2, seed=1,
+                                  frames=8, size=32, num_workers=1)
+        train, classes = index_dataset(root, "train")
+        val, val_classes = index_dataset(root, "validation")
+        assert len(classes) == 8 and classes == val_classes, layout
+        assert train and val and not {r.path for r in train} & {r.path for r in val}
+        reader = index_jester if layout == "jester" else index_folders
+        split = "validation" if layout == "jester" else "val"
+        assert [r.path for r in val] == [r.path for r in reader(root, split)[0]]
+    (tmp_path / "other" / "clips").mkdir(parents=True)
+    with pytest.raises(DataError) as err:
+        index_dataset(tmp_path / "other")
+    assert str(err.value) == (f"{tmp_path / 'other'}: neither dataset layout: no "
+                              "jester-v1-labels.csv (the Jester layout) and no train/ or val/ "
+                              "folder of class folders (found: ['clips'])")

@@ -240,7 +240,7 @@ def test_int8_calibrates_as_the_weights_file_records_unless_told(monkeypatch, tm
         seen.append(kwargs)
         raise KeyboardInterrupt  # stop before the (slow) calibration
 
-    monkeypatch.setattr(kdata, "index_jester", lambda root, split: ([], None))
+    monkeypatch.setattr(kdata, "index_dataset", lambda root, split: ([], None))
     monkeypatch.setattr(kdata, "make_dataset", make_dataset)
     script = load_script("export_tflite")
     out = str(tmp_path / "m.tflite")
@@ -300,7 +300,7 @@ def test_int8_sidecar_records_the_calibrations_normalization(monkeypatch, tmp_pa
     from keras_efficient3d import data as kdata
     from keras_efficient3d.data.normalization import Normalization
 
-    monkeypatch.setattr(kdata, "index_jester", lambda root, split: ([], None))
+    monkeypatch.setattr(kdata, "index_dataset", lambda root, split: ([], None))
     monkeypatch.setattr(kdata, "make_dataset", lambda records, mode, **kwargs: clips((8, 32, 32, 3), 4))
     out = str(tmp_path / "m.tflite")
     load_script("export_tflite").export("mobilenetv2_0.2x", None, 3, 8, 32, "int8", out,
@@ -350,7 +350,7 @@ def test_export_script_writes_an_int8_file_of_frames_that_predict_feeds_frames(s
     from keras_efficient3d.predict import command
 
     model, calibration, validation = shipped
-    monkeypatch.setattr(kdata, "index_jester", lambda root, split: ([], None))
+    monkeypatch.setattr(kdata, "index_dataset", lambda root, split: ([], None))
     monkeypatch.setattr(kdata, "make_dataset", lambda records, mode, **kwargs: calibration)
     out = str(tmp_path / "frames.tflite")
     script = load_script("export_tflite")
