@@ -24,7 +24,6 @@ stderr and exit status 2; a failed verification with one line and exit status 1.
 
 import dataclasses
 import os
-import sys
 
 from absl import flags
 
@@ -91,24 +90,26 @@ def _tflite_output(value):
     return True
 
 
-def _note_overrides(metadata, source, normalization, downsample):
-    """A `note:` for a --normalization or --downsample other than the one `source` records:
-    the file is calibrated and its sidecar written for the flag's (predict then feeds it
-    those clips), which is what an override is for, and wrong where it was a slip."""
+def _refuse_overrides(metadata, source, normalization, downsample):
+    """Refuses a --normalization or --downsample other than the one `source` records, which
+    is how its model was trained: the sidecar would tell predict to feed it other clips
+    (confident, wrong classes), as predict refuses such a flag. Raises ValueError."""
     from keras_efficient3d.data.normalization import Normalization
 
     recorded = metadata.pipeline_arguments()
+    fix = ("leave the flag out (a file that records the wrong one is remade: python -m "
+           "keras_efficient3d.convert --normalization, or artifacts.save_model with its metadata)")
     if normalization is not None and "normalization" in recorded:
         given, theirs = (Normalization.coerce(v) for v in (normalization, recorded["normalization"]))
         if given != theirs:
-            print(f"note: --normalization={normalization} overrides the normalisation {source} "
-                  f"records ({theirs.describe()}): the file is calibrated and its sidecar "
-                  "written for the flag's", file=sys.stderr)
+            raise ValueError(f"--normalization={normalization} differs from the normalisation "
+                             f"{source} records ({theirs.describe()}), which its model was "
+                             f"trained with: {fix}")
     if downsample is not None and "downsample" in recorded and \
             int(downsample) != int(recorded["downsample"]):
-        print(f"note: --downsample={downsample} overrides the frame step {source} records "
-              f"({recorded['downsample']}): the file is calibrated and its sidecar written for "
-              "the flag's", file=sys.stderr)
+        raise ValueError(f"--downsample={downsample} differs from the frame step {source} "
+                         f"records ({recorded['downsample']}), which its model was trained "
+                         f"with: {fix}")
 
 
 def export(model_name, weights, num_classes, frames, size, precision, output, data_root=None,
@@ -139,7 +140,7 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
             raise OSError(f"cannot read the weights {weights}: {err}") from err
     metadata = artifacts.export_metadata(model, model_file, model_name, weights=weights)
     data = None
-    _note_overrides(metadata, model_file or weights, normalization, downsample)
+    _refuse_overrides(metadata, model_file or weights, normalization, downsample)
     pipeline = {"normalization": "original", "downsample": 1, **metadata.pipeline_arguments()}
     pipeline.update({k: v for k, v in (("normalization", normalization),
                                        ("downsample", downsample)) if v is not None})

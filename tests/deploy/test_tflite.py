@@ -184,22 +184,28 @@ def test_export_script_verifies_and_records_what_the_weights_file_records(tmp_pa
     assert "card" in shipped.extra and "card" not in recorded.extra  # figures of other files
 
 
-def test_export_script_notes_a_normalisation_or_frame_step_other_than_the_files(tmp_path,
-                                                                               capsys):
-    """An override is written into the sidecar (predict then feeds those clips): said in a
-    note, since a slip gives wrong classes with nothing to show for it."""
+def test_export_script_refuses_a_normalisation_or_frame_step_other_than_the_files(tmp_path):
+    """The .keras file records how its model was trained: another normalisation or frame
+    step written into the sidecar had predict feed the file other clips (confident, wrong
+    classes; a note said so and the export went on), as predict refuses such a flag."""
     output = str(tmp_path / "m.tflite")
     export = load_script("export_tflite").export
-    export("mobilenetv2_0.2x", SHIPPED, 8, 8, 32, "fp32", output, normalization="unit",
-           downsample=2, verify=False)
-    assert "note:" not in capsys.readouterr().err  # what the file records: nothing to say
-    export("mobilenetv2_0.2x", SHIPPED, 8, 8, 32, "fp32", output, normalization="original",
-           downsample=1, verify=False)
-    err = capsys.readouterr().err
-    assert (f"note: --normalization=original overrides the normalisation {SHIPPED} records "
-            "(preset 'unit'): the file is calibrated and its sidecar written for the flag's") in err
-    assert f"note: --downsample=1 overrides the frame step {SHIPPED} records (2)" in err
-    assert read_metadata(output).normalization == Normalization.preset("original")
+    report = export("mobilenetv2_0.2x", SHIPPED, 8, 8, 32, "fp32", output,
+                    normalization="unit", downsample=2, verify=False)  # what the file records
+    assert report["bytes"] > 0
+    written = read_metadata(output)
+    os.remove(output)
+    for given, says in ((dict(normalization="original"),
+                         f"--normalization=original differs from the normalisation {SHIPPED} "
+                         "records (preset 'unit'), which its model was trained with: leave the "
+                         "flag out"),
+                        (dict(downsample=1), f"--downsample=1 differs from the frame step "
+                                             f"{SHIPPED} records (2)")):
+        with pytest.raises(ValueError) as err:
+            export("mobilenetv2_0.2x", SHIPPED, 8, 8, 32, "fp32", output, verify=False, **given)
+        assert str(err.value).startswith(says), str(err.value)
+        assert not os.path.exists(output)
+    assert written.normalization == Normalization.preset("unit") and written.downsample == 2
 
 
 def test_a_float_file_records_the_normalisation_and_frame_step_it_is_given(tmp_path):
