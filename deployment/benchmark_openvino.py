@@ -59,8 +59,8 @@ def export_model(name, precision, folder, input_shape=(16, 112, 112, 3), num_cla
     # int8-frames: uint8 frames in, normalised as the pipeline does by default
     export_openvino(model, path, compress_to_fp16=precision == "fp16",
                     quantize="ptq" if int8 else None, calibration=clips if int8 else None,
-                    frames_input=frames, normalization="original" if frames else None, verify=False,
-                    stem_fold=stem_fold)
+                    num_calibration=len(clips), frames_input=frames,
+                    normalization="original" if frames else None, verify=False, stem_fold=stem_fold)
     return path
 
 

@@ -351,8 +351,11 @@ def benchmark_models(names, precisions=("fp32", "fp16", "dynamic", "int8"), thre
         for precision in precisions:
             # int8-frames: the int8 file that takes uint8 frames (the pipeline's default
             # normalisation), `deploy.tflite.convert`'s frames
-            blob = (convert(graph, "int8", representative_data=clips, frames=Normalization.preset("original"))
-                    if precision == "int8-frames" else convert(graph, precision, representative_data=clips))
+            # every clip the benchmark made, and no "fewer than asked for" about them
+            blob = (convert(graph, "int8", representative_data=clips, num_calibration=len(clips),
+                            frames=Normalization.preset("original"))
+                    if precision == "int8-frames" else
+                    convert(graph, precision, representative_data=clips, num_calibration=len(clips)))
             for n in threads:
                 result = benchmark(blob, num_threads=n, warmup=warmup, runs=runs)
                 result.update(model=name, precision=precision, size_bytes=len(blob),
@@ -461,7 +464,8 @@ def _time_forms(names, precisions, forms, input_shape, num_classes, threads, rou
         for precision in precisions:
             for form, kwargs in forms.items():
                 graph = DeploymentGraph(model, **kwargs)
-                blob = convert(graph, precision, representative_data=clips)
+                blob = convert(graph, precision, representative_data=clips,
+                               num_calibration=len(clips))
                 runner = TFLiteRunner(blob, threads, strict=False)
                 steps[(name, precision, form)] = runner.timing_step(seed)[0]
                 answers[(name, precision, form)] = {

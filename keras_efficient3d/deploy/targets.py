@@ -131,7 +131,8 @@ def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, ru
         with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):
             if rt.startswith("tflite"):
                 atomic_write(paths[rt], convert(DeploymentGraph(model), OURS[rt][1],
-                                                representative_data=clips, frames=frames))
+                                                representative_data=clips,
+                                                num_calibration=len(clips), frames=frames))
             elif rt == "onnxruntime-fp32":
                 from keras_efficient3d.deploy.onnx_export import export_onnx
 
@@ -141,7 +142,8 @@ def export_ours(name, folder, input_shape=(16, 112, 112, 3), num_classes=600, ru
 
                 int8 = OURS[rt][1] == "int8"
                 export_openvino(model, paths[rt], quantize="ptq" if int8 else None,
-                                calibration=clips if int8 else None, verify=False,
+                                calibration=clips if int8 else None, num_calibration=len(clips),
+                                verify=False,
                                 frames_input=frames is not None, normalization=frames)
     return paths
 

@@ -13,6 +13,7 @@ input quantized and the output dequantized inside the model unless ``int8_io``).
 specialised to one batch size (1 by default) with static shapes, which XNNPACK needs.
 """
 
+import contextlib
 import logging
 import warnings
 
@@ -142,10 +143,35 @@ def convert_function(concrete_fn, precision="fp32", representative_data=None,
             converter.inference_output_type = tf.int8
     # The converter's notices (the quantizer's settings line, the missing-statistics and
     # trackable_obj warnings) tell a user nothing; its errors still raise ConverterError
-    # with their diagnostics in the message.
-    with warnings.catch_warnings(), runtime.quiet_stderr():
-        warnings.simplefilter("ignore")
-        return converter.convert()
+    # with their diagnostics in the message. Our own warnings, logged while the converter
+    # draws the calibration clips (fewer clips than asked for), are said once it is done:
+    # inside, they went to /dev/null with its notices.
+    with _held_records(logging.getLogger(__name__)):
+        with warnings.catch_warnings(), runtime.quiet_stderr():
+            warnings.simplefilter("ignore")
+            return converter.convert()
+
+
+@contextlib.contextmanager
+def _held_records(logger):
+    """Holds what `logger` logs inside the block, and logs it when the block ends (returns
+    or raises)."""
+    held = []
+
+    class Hold(logging.Handler):
+        def emit(self, record):
+            held.append(record)
+
+    hold, propagate = Hold(), logger.propagate
+    logger.addHandler(hold)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(hold)
+        logger.propagate = propagate
+        for record in held:
+            logger.handle(record)
 
 
 def convert(model, precision="fp32", representative_data=None, num_calibration=64, batch=1,
