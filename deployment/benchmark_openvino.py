@@ -182,8 +182,9 @@ def _runs_lines(rows):
     if len(counts) != 1:
         return []
     runs, rounds, per_round, warmup = counts.pop()
-    return [f"Each row: the median of {runs} runs ({rounds} rounds of {per_round}, in turns with "
-            f"the other rows, each after {warmup} untimed).", ""]
+    said = f"{rounds} round{'' if rounds == 1 else 's'} of {per_round}"
+    return [f"Each row: the median of {runs} runs ({said}, in turns with the other rows, each "
+            f"after {warmup} untimed).", ""]
 
 
 def _stem_folds(values):

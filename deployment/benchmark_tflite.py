@@ -4,6 +4,7 @@ and thread count; writes JSON and a Markdown table.
     python deployment/benchmark_tflite.py --json_out=tflite_timing.json
     python deployment/benchmark_tflite.py --models=mobilenetv2_1.0x --precisions=fp32,int8 --threads=2
     python deployment/benchmark_tflite.py --peers_json=peers.json   # from benchmark_pytorch.py
+    python deployment/benchmark_tflite.py --model_file=m_int8.tflite --threads=1,2,4   # a file
 
 With ``--peers_json`` (the original model timed on this machine in PyTorch, ONNX Runtime and
 OpenVINO by ``benchmark_pytorch.py``) the 2-thread rows gain each peer's figure and our
@@ -17,6 +18,8 @@ second beside this machine's fp32 GEMM peak at the same thread count, measured f
     python deployment/benchmark_tflite.py --stacking --threads=2   # fp32 stems: concat vs 0/1 conv
 """
 
+import os
+
 from absl import flags
 
 from keras_efficient3d import cli
@@ -29,6 +32,28 @@ PRECISIONS = cli.VOCABULARY["precision"].choices + ("int8-frames",)
 # the main mode's tflite_timing.json as it was.
 SIDE_MODE_FILES = {"op_profile": "tflite_op_profile.json", "packing": "tflite_packing.json",
                    "stacking": "tflite_stacking.json"}
+MODEL_FILE_JSON = "tflite_file_timing.json"  # --model_file's rows, another table
+
+
+def time_file(path, threads=(2,), warmup=5, runs=30):
+    """Times the .tflite file `path` (LiteRT + XNNPACK, the batch it takes) at each thread
+    count: rows of `format_table`'s fields (``model`` the file's name, ``precision`` what
+    its input takes) with `keras_efficient3d.runtime.benchmark`'s figures and the number of
+    XNNPACK partitions (1: the whole graph)."""
+    from keras_efficient3d.runtime import TFLiteRunner, benchmark
+
+    rows = []
+    for n in threads:
+        # timed as it is: a file XNNPACK takes in parts (ops it lacks) is the file's own speed
+        runner = TFLiteRunner(path, num_threads=int(n), strict=False)
+        row = benchmark(runner, warmup, runs)
+        row["xnnpack_partitions"] = runner.partitions()
+        spec = runner.input_spec
+        takes = "uint8 frames" if spec.uint8_frames else f"{spec.dtype} clips"
+        row.update(model=os.path.basename(path), precision=f"file ({takes})", threads=int(n),
+                   path=path, input_shape=[d for d in spec.shape], size_bytes=os.path.getsize(path))
+        rows.append(row)
+    return rows
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -62,6 +87,9 @@ def define_flags(flag_values=flags.FLAGS):
                       "stem's temporal taps stacked by slices and a concat against the default "
                       "0/1 convolution, at the first --threads, --rounds interleaved rounds.", **fv)
     cli.define("rounds", 5, **fv)
+    cli.define("model_file", None, f"A .tflite file (export_tflite.py's) to time instead of "
+               f"--models, at each --threads; without --json_out it writes {MODEL_FILE_JSON}.",
+               **fv)
     cli.define_alias("output", "json_out", **fv)
     cli.define_alias("pytorch_json", "peers_json", **fv)
 
@@ -71,6 +99,8 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d.deploy.benchmark import benchmark_models, format_table, peers_and_peaks, write_report
 
     f = flag_values
+    if f.model_file:
+        return _time_model_file(f)
     modes = [f"--{name}" for name in ("op_profile", "packing", "stacking") if f[name].value]
     if len(modes) > 1:  # each is its own comparison; the first would run, the rest be dropped
         raise cli.UsageError(f"{' and '.join(modes)} are separate comparisons: give one")
@@ -109,6 +139,22 @@ def main(argv, flag_values=flags.FLAGS):
     rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
                             f.num_classes, f.warmup, f.runs, peers=peers, peaks=peaks)
     write_report(rows, format_table(rows, peaks), f.json_out)
+
+
+
+def _time_model_file(f):
+    from keras_efficient3d.deploy.benchmark import format_table, write_report
+
+    cli.refuse_unused(f, [n for n in ("models", "precisions", "frames", "size", "num_classes",
+                                      "peers_json", "rounds", "op_profile", "packing", "stacking")
+                          if f[n].value] + (["gemm_peak"] if f["gemm_peak"].present else []),
+                      "--model_file", "the file is timed as it is (its clip, classes and "
+                      "precision are the file's)")
+    if not f.model_file.lower().endswith(".tflite"):
+        raise cli.UsageError(f"--model_file={f.model_file}: a .tflite file is needed "
+                             "(benchmark_openvino.py times .xml, benchmark_onnx.py .onnx)")
+    rows = time_file(f.model_file, f.threads, f.warmup, f.runs)
+    write_report(rows, format_table(rows), f.json_out if f["json_out"].present else MODEL_FILE_JSON)
 
 
 if __name__ == "__main__":

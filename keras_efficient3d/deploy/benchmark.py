@@ -377,7 +377,8 @@ def format_table(rows, peaks=None):
     table = []
     for r in rows:
         ref = r.get("pytorch_ms")
-        table.append([r["model"], r["precision"], r["threads"], f"{r['median_ms']:.1f}",
+        # two decimals: a small model's int8 and fp32 files differ in the second
+        table.append([r["model"], r["precision"], r["threads"], f"{r['median_ms']:.2f}",
                       f"{r['clips_per_s']:.1f}", f"{r['size_bytes'] / 1e6:.2f}",
                       "" if ref is None else f"{ref:.1f}",
                       f"{ref / r['median_ms']:.2f}x" if ref and r["threads"] == 2 else "",

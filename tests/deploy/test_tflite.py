@@ -427,3 +427,30 @@ def test_a_model_that_normalises_its_frames_is_refused_with_the_route_that_works
                                          r"--with_preprocessing.*--frames_input") as err:
         DeploymentGraph(model)
     assert "\n" not in str(err.value)
+
+
+def test_benchmark_script_times_a_tflite_file(tiny_files, tmp_path, capsys):
+    """benchmark_tflite.py --model_file: an exported file timed at each thread count, as
+    benchmark_openvino.py and benchmark_onnx.py time theirs (it timed registry models
+    only, while benchmark_onnx.py sent a .tflite file to it)."""
+    from keras_efficient3d import cli
+
+    script = load_script("benchmark_tflite")
+    out = tmp_path / "t.json"
+    argv = ["benchmark_tflite.py", f"--model_file={tiny_files['int8']}", "--threads=1,2",
+            "--runs=3", "--warmup=1"]
+    assert cli.invoke(script.main, script.define_flags, argv + [f"--json_out={out}"]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["model"], r["threads"]) for r in rows] == [("tiny_int8.tflite", 1),
+                                                          ("tiny_int8.tflite", 2)]
+    assert all(r["median_ms"] > 0 and r["size_bytes"] == os.path.getsize(tiny_files["int8"])
+               for r in rows)
+    table = capsys.readouterr().out
+    line = next(row for row in table.splitlines() if row.startswith("| tiny_int8.tflite"))
+    assert f" {rows[0]['median_ms']:.2f} |" in line and "file (int8 clips)" in line
+    (tmp_path / "m.xml").write_text("<net/>")
+    for extra, says in ((["--models=mobilenetv2_0.2x"], "--models is not used with --model_file"),
+                        ([f"--model_file={tmp_path / 'm.xml'}"], "a .tflite file is needed")):
+        assert cli.invoke(script.main, script.define_flags, argv + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
