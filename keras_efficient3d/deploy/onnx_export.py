@@ -234,8 +234,14 @@ def convert_to_onnx(model, opset=DEFAULT_OPSET, batch_size=None, fold_bn=True, f
 
 def _taps_onnx(model, opset, batch_size, fold_bn):
     import tf2onnx  # pylint: disable=import-outside-toplevel
+    from tf2onnx.constants import OPSET_TO_IR_VERSION  # pylint: disable=import-outside-toplevel
 
     require_tensorflow_backend("ONNX export through tf2onnx")
+    newest = max(OPSET_TO_IR_VERSION)  # its own "make_sure failure: Opset 28 is not supported"
+    if opset > newest:
+        raise ValueError(f"The taps form converts through tf2onnx, whose opsets end at {newest} "
+                         f"(the native form takes up to {onnx.defs.onnx_opset_version()}). "
+                         f"Received: opset={opset}")
     spec = clip_spec(model, batch_size, name=INPUT_NAME)
     served = inference_form(model, fold_bn)
 

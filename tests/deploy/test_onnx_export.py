@@ -118,6 +118,14 @@ def test_taps_form_on_request(small_model):
 def test_invalid_arguments(small_model):
     with pytest.raises(ValueError, match="opset"):
         onnx_export.convert_to_onnx(small_model, opset=11)
+    # an opset the onnx package has and tf2onnx lacks: ours, not "make_sure failure: ..."
+    from tf2onnx.constants import OPSET_TO_IR_VERSION
+
+    newest = max(OPSET_TO_IR_VERSION)
+    if newest < onnx.defs.onnx_opset_version():
+        with pytest.raises(ValueError, match=f"The taps form converts through tf2onnx, whose "
+                                             f"opsets end at {newest}"):
+            onnx_export.convert_to_onnx(small_model, opset=newest + 1, form="taps")
     with pytest.raises(ValueError, match="batch_size"):
         onnx_export.convert_to_onnx(small_model, batch_size=0)
     with pytest.raises(ValueError, match="exactly one"):
