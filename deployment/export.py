@@ -142,6 +142,7 @@ def main(argv, flag_values=flags.FLAGS):
         raise SystemExit(f"{os.path.basename(__file__)}: verification failed: "
                          f"{cli.error_line(err)}") from None
     print(json.dumps(report, default=str))
+    cli.note_random_weights(f, "a file to time or to check the export with")
     _warn_low_agreement(report, f)
 
 

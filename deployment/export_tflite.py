@@ -203,6 +203,7 @@ def main(argv, flag_values=flags.FLAGS):
     checked = ("" if report["max_rel_error"] is None else
                f", max relative error {report['max_rel_error']:.2g} against Keras")
     print(f"Wrote {output} ({report['bytes'] / 1e6:.2f} MB{checked}) and {report['sidecar']}")
+    cli.note_random_weights(f, "a file to time or to check the export with")
 
 
 if __name__ == "__main__":

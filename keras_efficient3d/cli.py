@@ -204,6 +204,16 @@ def refuse_unused(flag_values, names, mode, why):
         raise UsageError(f"{' and '.join(given)} {verb} not used with {mode}: {why}")
 
 
+def note_random_weights(flag_values, what):
+    """A `note:` on stderr, once the file is written, for an export of a registry model
+    (``--model``) without ``--weights``: its weights are random, which the user may not know
+    (the README's first commands export such files to time them); `what` is what the file is
+    good for."""
+    if not flag_values["model_file"].value and not flag_values["weights"].value:
+        print(f"note: --model={flag_values['model'].value} without --weights: random weights "
+              f"({what}; its classes mean nothing)", file=sys.stderr)
+
+
 def refuse_beside_model_file(flag_values, names, carries):
     """`refuse_unused` for the flags of `names` that set up a registry model (--model), given
     beside ``--model_file``, whose .keras file fixes what they set (`carries`, in words)."""

@@ -653,8 +653,11 @@ def test_cli_exports_fp32_ir(export_cli, tmp_path, capsys):
     code = _invoke_export(export_cli, ["--model=shufflenetv2_0.25x", "--frames=8", "--size=32",
                                        "--num_classes=3", "--format=openvino", f"--output={out}"])
     assert code == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.strip().splitlines()[-1])
     assert report["precision"] == "fp32" and report["max_rel_error"] < 1e-4
+    assert captured.err.startswith("note: --model=shufflenetv2_0.25x without --weights: random "
+                                   "weights")
     assert read_metadata(out).model == {"model": "shufflenetv2_0.25x", "num_classes": 3}
     assert read_metadata(out).batch == 1  # the IR's batch, as an ONNX sidecar says (none)
     # the files get the modes open() gives new files under the umask (they were 0644

@@ -279,6 +279,27 @@ def test_export_script_without_litert_says_so_before_converting(monkeypatch, tmp
     assert not out.exists()
 
 
+def test_export_script_says_once_written_that_a_registry_models_weights_are_random(
+        monkeypatch, tmp_path, capsys):
+    """--model without --weights (the README's first export commands) writes a file of random
+    weights: a note says so after the "Wrote" line; a file's own weights get none."""
+    from keras_efficient3d import cli
+
+    script = load_script("export_tflite")
+    monkeypatch.setattr(script, "export", lambda *a, **k: {"bytes": 10, "max_rel_error": None,
+                                                           "sidecar": "m.tflite.json"})
+    out = tmp_path / "m.tflite"
+    for given, note in ((["--model=mobilenetv2_0.2x"], True), ([f"--model_file={SHIPPED}"], False),
+                        (["--model=mobilenetv2_0.2x", f"--weights={SHIPPED}"], False)):
+        assert cli.invoke(script.main, script.define_flags,
+                          ["export_tflite.py", *given, f"--output={out}", "--noverify"]) == 0
+        captured = capsys.readouterr()
+        assert captured.out.startswith(f"Wrote {out}")
+        said = ("note: --model=mobilenetv2_0.2x without --weights: random weights (a file to "
+                "time or to check the export with; its classes mean nothing)\n")
+        assert captured.err == (said if note else ""), given
+
+
 def test_int8_of_a_batch_above_one_calibrates_on_samples_of_its_batch(caplog, capfd):
     """The representative samples were single clips, fed to a graph of a fixed batch of 2:
     "reshape.cc: num_input_elements != num_output_elements". Five clips make three samples
