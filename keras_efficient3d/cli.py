@@ -125,6 +125,9 @@ def existing_file(value):
     """Check of a flag that names a file to read."""
     if value and not os.path.isfile(value):
         what = "a folder, not a file" if os.path.isdir(value) else "no such file"
+        if os.path.isfile(os.path.join(value, "saved_model.pb")):
+            # export.py --format=savedmodel's folder, for TF-TRT: no runner here takes one
+            what = "a SavedModel folder, not a file (.keras, .tflite, .onnx or OpenVINO .xml)"
         raise flags.ValidationError(what)
     return True
 

@@ -97,7 +97,10 @@ def paths(tmp_path_factory):
     for name in files.values():
         (root / name).write_text("not what it claims to be")
     out = {key: str(root / name) for key, name in files.items()}
-    out.update(dir=str(root / "folder"), missing=str(root / "missing.bin"), tmp=str(root))
+    (root / "sm").mkdir()  # export.py --format=savedmodel's folder
+    (root / "sm" / "saved_model.pb").write_bytes(b"")
+    out.update(dir=str(root / "folder"), missing=str(root / "missing.bin"), tmp=str(root),
+               savedmodel=str(root / "sm"))
     return out
 
 
@@ -241,6 +244,8 @@ BAD_INPUT = [
     ("predict", ["a.mp4", "b.mp4"], "give one SOURCE"),
     ("predict", ["7", "--model_file={missing}"], "missing.bin: no such file"),
     ("predict", ["7", "--model_file={dir}"], "a folder, not a file"),
+    ("predict", ["7", "--model_file={savedmodel}"],
+     "a SavedModel folder, not a file (.keras, .tflite, .onnx or OpenVINO .xml)"),
     ("predict", ["{missing}", "--model_file={junk_tflite}"], "missing.bin"),
     ("predict", ["7", "--model_file={junk_tflite}"], "m.tflite: cannot load the TFLite model"),
     ("predict", ["7", "--model_file={junk_onnx}"], "m.onnx: cannot load the ONNX model"),
