@@ -146,8 +146,7 @@ def main(argv, flag_values=flags.FLAGS):
     _warn_low_agreement(report, f)
 
 
-# The project's target for int8 (issue 14): top-1 agreement with the float model.
-AGREEMENT_TARGET = 0.99
+AGREEMENT_TARGET = runtime.AGREEMENT_TARGET
 
 
 def _warn_low_agreement(report, f):

@@ -24,6 +24,7 @@ stderr and exit status 2; a failed verification with one line and exit status 1.
 
 import dataclasses
 import os
+import sys
 
 from absl import flags
 
@@ -154,13 +155,17 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
 
         metadata = dataclasses.replace(metadata, normalization=None if metadata.preprocessing_included
                                        else Normalization.coerce(pipeline["normalization"]))
+    validation = None
     if precision == "int8":
         from keras_efficient3d import data as kdata
 
+        common = dict(sample_duration=int(model.inputs[0].shape[1]),
+                      sample_size=int(model.inputs[0].shape[2]), batch_size=8, **pipeline)
         records, _ = kdata.index_dataset(data_root, "train")
-        data = kdata.make_dataset(records, "val", sample_duration=int(model.inputs[0].shape[1]),
-                                  sample_size=int(model.inputs[0].shape[2]), batch_size=8,
-                                  **pipeline)
+        data = kdata.make_dataset(records, "val", **common)
+        if verify:  # the agreement check's clips, as export.py's OpenVINO int8 measures it
+            val_records, _ = kdata.index_dataset(data_root, "validation")
+            validation = kdata.make_dataset(val_records, "val", **common)
     frames = None
     if frames_input:
         if metadata.preprocessing_included:
@@ -172,9 +177,11 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
     blob = tflite.convert(graph, precision, representative_data=data,
                           num_calibration=num_calibration, int8_io=int8_io, frames=frames)
     error = tflite.verify_tflite(blob, model, precision) if verify else None
+    agreement = None if validation is None else tflite.int8_agreement(blob, model, validation,
+                                                                      frames=frames)
     artifacts.atomic_write(output, blob)
     return {"path": output, "bytes": len(blob), "max_rel_error": error,
-            "sidecar": artifacts.write_sidecar(output, metadata)}
+            "sidecar": artifacts.write_sidecar(output, metadata), **(agreement or {})}
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -202,7 +209,14 @@ def main(argv, flag_values=flags.FLAGS):
                          f"{cli.error_line(err)}") from None
     checked = ("" if report["max_rel_error"] is None else
                f", max relative error {report['max_rel_error']:.2g} against Keras")
+    if "top1_agreement" in report:
+        checked = (f", top-1 agreement with the float model {100 * report['top1_agreement']:.1f}% "
+                   f"on {report['clips']} validation clips")
     print(f"Wrote {output} ({report['bytes'] / 1e6:.2f} MB{checked}) and {report['sidecar']}")
+    if report.get("top1_agreement", 1.0) < runtime.AGREEMENT_TARGET:
+        print(f"warning: int8 top-1 agreement with the float model "
+              f"{100 * report['top1_agreement']:.1f}% on {report['clips']} clips, below "
+              f"{100 * runtime.AGREEMENT_TARGET:.0f}%", file=sys.stderr)
     cli.note_random_weights(f, "a file to time or to check the export with")
 
 

@@ -291,6 +291,26 @@ def verify_tflite(model_file, model, precision="fp32", clips=None, num_threads=2
                                what=f"TFLite {precision} model")
 
 
+def int8_agreement(model_file, model, data, num_clips=64, frames=None, num_threads=2):
+    """Top-1 agreement of the int8 TFLite `model_file` with the float Keras `model` on up to
+    `num_clips` clips of `data` (`representative_dataset`'s kinds; validation clips), the
+    file fed uint8 frames where it takes them (`frames`: the `Normalization` it applies).
+    Returns ``{"top1_agreement", "clips"}``."""
+    runner = TFLiteRunner(model_file, num_threads=num_threads, strict=False)
+    shape = tuple(model.inputs[0].shape[1:])
+    clips = np.concatenate([c[0] for c in representative_dataset(
+        data, num_clips, shape, purpose="int8 agreement check", wanted="the check takes")()])
+    fed = clips
+    if frames is not None:
+        fed = frames.frames(clips)
+        clips = frames.apply(fed.astype(np.float32))
+    expected = np.concatenate([np.asarray(model(clips[i:i + 8], training=False))
+                               for i in range(0, len(clips), 8)])
+    actual = runner(fed)
+    return {"top1_agreement": float(np.mean(np.argmax(actual, -1) == np.argmax(expected, -1))),
+            "clips": int(len(clips))}
+
+
 def op_summary(model):
     """The model's ops as (op type, [input tensor dtypes], [output tensor dtypes]) tuples,
     read before any delegate is applied."""

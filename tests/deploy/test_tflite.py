@@ -250,9 +250,10 @@ def test_int8_calibrates_as_the_weights_file_records_unless_told(monkeypatch, tm
     monkeypatch.setattr(kdata, "make_dataset", make_dataset)
     script = load_script("export_tflite")
     out = str(tmp_path / "m.tflite")
-    for extra in ({}, {"normalization": "kinetics", "downsample": 1}):
+    # the .keras file's own, else (weights that record none) what the flags say
+    for weights, extra in ((SHIPPED, {}), (None, {"normalization": "kinetics", "downsample": 1})):
         with pytest.raises(KeyboardInterrupt):
-            script.export("mobilenetv2_0.2x", SHIPPED, 8, 8, 32, "int8", out,
+            script.export("mobilenetv2_0.2x", weights, 8, 8, 32, "int8", out,
                           data_root=str(tmp_path), **extra)
     assert seen[0]["downsample"] == 2
     assert seen[0]["normalization"] == read_metadata(SHIPPED).normalization
@@ -298,6 +299,19 @@ def test_export_script_says_once_written_that_a_registry_models_weights_are_rand
         said = ("note: --model=mobilenetv2_0.2x without --weights: random weights (a file to "
                 "time or to check the export with; its classes mean nothing)\n")
         assert captured.err == (said if note else ""), given
+    # int8: the Wrote line gives the agreement check's figure, a warning below the target
+    for agreement, warned in ((1.0, False), (0.5, True)):
+        monkeypatch.setattr(script, "export", lambda *a, agreement=agreement, **k: {
+            "bytes": 10, "max_rel_error": None, "sidecar": "m.tflite.json",
+            "top1_agreement": agreement, "clips": 16})
+        assert cli.invoke(script.main, script.define_flags,
+                          ["export_tflite.py", f"--model_file={SHIPPED}", f"--output={out}",
+                           "--precision=int8", f"--data_root={tmp_path}", "--noverify"]) == 0
+        captured = capsys.readouterr()
+        assert (f"top-1 agreement with the float model {100 * agreement:.1f}% on 16 validation "
+                "clips") in captured.out
+        assert ("warning: int8 top-1 agreement with the float model 50.0% on 16 clips, below 99%"
+                in captured.err) == warned, captured.err
 
 
 def test_int8_of_a_batch_above_one_calibrates_on_samples_of_its_batch(caplog, capfd):
@@ -394,14 +408,19 @@ def test_export_script_writes_an_int8_file_of_frames_that_predict_feeds_frames(s
     monkeypatch.setattr(kdata, "make_dataset", lambda records, mode, **kwargs: calibration)
     out = str(tmp_path / "frames.tflite")
     script = load_script("export_tflite")
-    script.export(None, None, None, None, None, "int8", out, data_root=str(tmp_path),
-                  num_calibration=len(calibration), model_file=SHIPPED, frames_input=True)
+    report = script.export(None, None, None, None, None, "int8", out, data_root=str(tmp_path),
+                           num_calibration=len(calibration), model_file=SHIPPED, frames_input=True)
+    # the agreement check, as export.py's OpenVINO int8 reports it (here on the stand-in
+    # pipeline's clips, the uint8 frames fed to the file)
+    assert report["clips"] == len(calibration) and report["top1_agreement"] >= 0.9, report
     recorded = read_metadata(out)
     assert recorded.preprocessing_included and recorded.normalization == read_metadata(SHIPPED).normalization
     runner = tflite.TFLiteRunner(out, num_threads=2)
     agreement = np.mean(np.argmax(runner(recorded.normalization.frames(validation)), -1)
                         == np.argmax(model(validation, training=False), -1))
     assert agreement >= AGREEMENT, agreement
+    checked = tflite.int8_agreement(out, model, validation, frames=recorded.normalization)
+    assert checked["clips"] == len(validation) and checked["top1_agreement"] >= AGREEMENT, checked
     ph = load_script("predict_helpers", os.path.join("tests", "predict"))
     label = 1
     video = ph.write_video(str(tmp_path / "gesture.mp4"),
