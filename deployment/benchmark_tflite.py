@@ -145,9 +145,8 @@ def main(argv, flag_values=flags.FLAGS):
 def _time_model_file(f):
     from keras_efficient3d.deploy.benchmark import format_table, write_report
 
-    cli.refuse_unused(f, [n for n in ("models", "precisions", "frames", "size", "num_classes",
-                                      "peers_json", "rounds", "op_profile", "packing", "stacking")
-                          if f[n].value] + (["gemm_peak"] if f["gemm_peak"].present else []),
+    cli.refuse_unused(f, ("models", "precisions", "frames", "size", "num_classes", "peers_json",
+                          "gemm_peak", "rounds", "op_profile", "packing", "stacking"),
                       "--model_file", "the file is timed as it is (its clip, classes and "
                       "precision are the file's)")
     if not f.model_file.lower().endswith(".tflite"):

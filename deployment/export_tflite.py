@@ -11,8 +11,8 @@ deployment graph (BatchNorm folded, 2D ops over temporal taps, batch 1, XNNPACK-
 int8 calibrates on clips of a Jester-layout dataset or a folder of class folders
 (``--data_root``; e.g. the synthetic
 gestures of ``python -m keras_efficient3d.data.synthetic``), normalised and sampled as a
-``.keras`` file (``--model_file``, or ``--weights``) records, unless ``--normalization`` or
-``--downsample`` say otherwise. ``--pack_channels`` sets how
+``.keras`` file (``--model_file``, or ``--weights``) records (``--normalization`` and
+``--downsample`` say it for a model that records none; one that differs is refused). ``--pack_channels`` sets how
 wide a stem the graph starts time-packed (`keras_efficient3d.deploy.graph.DeploymentGraph`;
 default: by precision and, for int8, by this CPU: 64 channels with AMX, else 16); give it
 when the file is for another CPU than this one (64 for an AMX server, 16 for a phone, 0
@@ -98,8 +98,8 @@ def _refuse_overrides(metadata, source, normalization, downsample):
     from keras_efficient3d.data.normalization import Normalization
 
     recorded = metadata.pipeline_arguments()
-    fix = ("leave the flag out (a file that records the wrong one is remade: python -m "
-           "keras_efficient3d.convert --normalization, or artifacts.save_model with its metadata)")
+    fix = ("leave the flag out (a file that records the wrong one is saved again with the "
+           "right metadata: keras_efficient3d.artifacts.save_model)")
     if normalization is not None and "normalization" in recorded:
         given, theirs = (Normalization.coerce(v) for v in (normalization, recorded["normalization"]))
         if given != theirs:
@@ -117,12 +117,14 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
            num_calibration=64, int8_io=False, pack_channels=None, normalization=None,
            downsample=None, model_file=None, verify=True, frames_input=False):
     """Builds `model_name` (or loads `model_file`), optionally calibrates on the training
-    pipeline (clips normalised and sampled as the model was trained: `normalization`,
-    `downsample`, by default what the ``.keras`` file records), converts, verifies (fp32,
-    fp16) and writes the file and its metadata sidecar (`pack_channels`: `DeploymentGraph`'s,
-    None its default). Returns a dict: path, bytes, max_rel_error (None when not
-    verified), sidecar. ``frames_input`` (int8): the file takes uint8 frames and applies
-    the calibration clips' normalisation itself (`tflite.convert`'s ``frames``)."""
+    pipeline (clips normalised and sampled as the model was trained: what the ``.keras``
+    file records, else `normalization` and `downsample`; a value that differs from the
+    file's is refused), converts, verifies (fp32 and fp16 against the model; int8 by its
+    top-1 agreement on validation clips) and writes the file and its metadata sidecar
+    (`pack_channels`: `DeploymentGraph`'s, None its default). Returns a dict: path, bytes,
+    max_rel_error (None when not verified), sidecar, and for a verified int8 file
+    top1_agreement and clips. ``frames_input`` (int8): the file takes uint8 frames and
+    applies the calibration clips' normalisation itself (`tflite.convert`'s ``frames``)."""
     if precision == "int8" and data_root is None:
         raise ValueError("`precision='int8'` needs `data_root` (calibration clips). "
                          f"Received: data_root={data_root}")
@@ -164,7 +166,9 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
         records, _ = kdata.index_dataset(data_root, "train")
         data = kdata.make_dataset(records, "val", **common)
         if verify:  # the agreement check's clips, as export.py's OpenVINO int8 measures it
-            val_records, _ = kdata.index_dataset(data_root, "validation")
+            val_records, note = kdata.agreement_records(data_root)
+            if note:
+                print(f"note: {note}", file=sys.stderr)
             validation = kdata.make_dataset(val_records, "val", **common)
     frames = None
     if frames_input:

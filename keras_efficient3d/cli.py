@@ -127,7 +127,7 @@ def existing_file(value):
         what = "a folder, not a file" if os.path.isdir(value) else "no such file"
         if os.path.isfile(os.path.join(value, "saved_model.pb")):
             # export.py --format=savedmodel's folder, for TF-TRT: no runner here takes one
-            what = "a SavedModel folder, not a file (.keras, .tflite, .onnx or OpenVINO .xml)"
+            what = "a SavedModel folder (export.py --format=savedmodel's), not a file"
         raise flags.ValidationError(what)
     return True
 

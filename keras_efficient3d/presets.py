@@ -386,6 +386,13 @@ def _published_extra(spec):
     return {"preset": spec.name, "dataset": spec.dataset, "paper_top1": spec.top1}
 
 
+def _converted_model_field(spec):
+    # as `convert.convert_checkpoint` records it: ResNets by depth ("resnet18"), not a family
+    expected = dict(spec.expected)
+    name, kwargs = registry.resolve_name(expected.pop("model"), **expected)
+    return dict(kwargs, model=name)
+
+
 def _published_metadata(spec):
     """What a published preset's metadata will be once made, less what only its checkpoint
     says (the epoch, the file's digest): `source` is the authors' file name."""
@@ -394,7 +401,7 @@ def _published_metadata(spec):
     return ModelMetadata(
         frames=spec.frames, size=spec.size, downsample=spec.downsample, layout="NDHWC",
         normalization=Normalization.coerce(spec.normalization), labels=_published_labels(spec),
-        model=dict(spec.expected), dtype="float32, already normalised",
+        model=_converted_model_field(spec), dtype="float32, already normalised",
         extra={"source": spec.checkpoint, **_published_extra(spec)})
 
 

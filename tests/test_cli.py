@@ -245,7 +245,7 @@ BAD_INPUT = [
     ("predict", ["7", "--model_file={missing}"], "missing.bin: no such file"),
     ("predict", ["7", "--model_file={dir}"], "a folder, not a file"),
     ("predict", ["7", "--model_file={savedmodel}"],
-     "a SavedModel folder, not a file (.keras, .tflite, .onnx or OpenVINO .xml)"),
+     "a SavedModel folder (export.py --format=savedmodel's), not a file"),
     ("predict", ["{missing}", "--model_file={junk_tflite}"], "missing.bin"),
     ("predict", ["7", "--model_file={junk_tflite}"], "m.tflite: cannot load the TFLite model"),
     ("predict", ["7", "--model_file={junk_onnx}"], "m.onnx: cannot load the ONNX model"),

@@ -336,3 +336,24 @@ def test_cli_keeps_the_sections_of_a_mismatch_apart(reference_dir, tmp_path):
                      r"unexpected keys \(\d+\): [^;]+ more; shape mismatches \(1\): "
                      r"predictions <- classifier.1: Keras \[[^;]+\] vs checkpoint \[[^;]+\]$",
                      err.strip()), err
+
+
+def test_a_published_presets_description_records_the_model_as_its_conversion_does(tmp_path,
+                                                                                 monkeypatch):
+    """`presets.preset_metadata` of a preset not made yet gives the `model` field that the
+    conversion records: a ResNet by its depth ("resnet18"), as `convert_checkpoint` names it."""
+    torch = pytest.importorskip("torch")
+    from keras_efficient3d import presets
+
+    monkeypatch.setenv("KERAS_EFFICIENT3D_HOME", str(tmp_path / "home"))
+    spec = presets.PUBLISHED["resnet18_kinetics600"]
+    model = k3.create_model("resnet18", input_shape=(4, 32, 32, 3), num_classes=600, shortcut="A")
+    state = torch_state_dict(model, registry.get_family("resnet"))
+    path = tmp_path / spec.checkpoint
+    torch.save({"arch": "resnet-18", "epoch": 1, "state_dict": {
+        f"module.{k}": torch.from_numpy(np.asarray(v)) for k, v in state.items()}}, path)
+    _, config, _ = conv.convert_checkpoint(str(path), 4, 32, log=lambda _: None,
+                                           expected=dict(spec.expected))
+    described = presets.preset_metadata(spec.name)
+    assert described.model == config and config["model"] == "resnet18"
+    assert not (tmp_path / "home" / "presets").exists()

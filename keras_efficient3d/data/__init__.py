@@ -24,7 +24,7 @@ from keras_efficient3d.data.decode import (
     read_frame_folder,
     read_video,
 )
-from keras_efficient3d.data.folders import index_dataset, index_folders
+from keras_efficient3d.data.folders import agreement_records, index_dataset, index_folders
 from keras_efficient3d.data.jester import index_jester
 from keras_efficient3d.data.kinetics import index_kinetics
 from keras_efficient3d.data.normalization import PRESETS as NORMALIZATION_PRESETS
@@ -41,6 +41,7 @@ __all__ = [
     "TruncatedVideoError",
     "VideoRecord",
     "aggregate_video_predictions",
+    "agreement_records",
     "count_frames",
     "index_dataset",
     "index_folders",

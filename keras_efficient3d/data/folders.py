@@ -12,7 +12,7 @@ import os
 from keras_efficient3d.data.decode import DataError, is_video_file
 from keras_efficient3d.data.records import IndexSummary, VideoRecord, make_record
 
-__all__ = ["index_dataset", "index_folders"]
+__all__ = ["agreement_records", "index_dataset", "index_folders"]
 
 
 def _subfolders(path):
@@ -93,7 +93,8 @@ def index_dataset(root: str | os.PathLike, split: str = "train") -> tuple[list[V
 
     Args:
         root: dataset folder.
-        split: ``"train"`` or ``"validation"`` (``val`` of a folder of class folders).
+        split: ``"train"`` or ``"validation"`` (``"val"`` too; ``val/`` of a folder of class
+            folders).
 
     Raises:
         DataError: a folder in neither layout, or the indexer's own errors.
@@ -101,12 +102,29 @@ def index_dataset(root: str | os.PathLike, split: str = "train") -> tuple[list[V
     from keras_efficient3d.data.jester import LABELS_CSV, index_jester
 
     root = os.fspath(root)
+    if split not in ("train", "validation", "val"):
+        raise ValueError(f"`split` must be 'train' or 'validation'. Received: split={split!r}")
     if not os.path.isdir(root):
         raise DataError("dataset folder not found", root)
     if os.path.isfile(os.path.join(root, LABELS_CSV)):
-        return index_jester(root, split)
+        return index_jester(root, "train" if split == "train" else "validation")
     if any(os.path.isdir(os.path.join(root, name)) for name in ("train", "val")):
         return index_folders(root, "train" if split == "train" else "val")
     raise DataError(f"neither dataset layout: no {LABELS_CSV} (the Jester layout) and no "
                     f"train/ or val/ folder of class folders (found: {_subfolders(root) or 'no folder'})",
                     root)
+
+
+def agreement_records(root):
+    """``(records, note)``: the clips of `root`'s validation split for an int8 export's
+    agreement check, or, where it has none (no split file or folder, or an empty one), its
+    training split with a note saying so (None otherwise); `index_dataset`'s layouts."""
+    try:
+        records, _ = index_dataset(root, "validation")
+        if records:
+            return records, None
+        why = "its validation split is empty"
+    except DataError as err:
+        why = f"no validation split ({err.reason})"
+    records, _ = index_dataset(root, "train")
+    return records, f"the int8 agreement check runs on training clips: {why}"

@@ -703,7 +703,9 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
                       **metadata.pipeline_arguments())
         records, _ = kdata.index_dataset(data_root, "train")
         calibration = kdata.make_dataset(records, "val", **common)
-        val_records, _ = kdata.index_dataset(data_root, "validation")
+        val_records, note = kdata.agreement_records(data_root)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
         validation = kdata.make_dataset(val_records, "val", **common)
     float_model = model
     if quantize == "qat":

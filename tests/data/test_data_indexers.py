@@ -315,7 +315,7 @@ def test_folders_index(tmp_path):
 def test_index_dataset_reads_either_layout_the_trainer_reads(tmp_path):
     """The exporters' calibration (no --dataset flag): the Jester layout by its labels CSV,
     else a folder of class folders; a folder of neither is one line saying what was looked for."""
-    from keras_efficient3d.data import index_dataset, synthetic
+    from keras_efficient3d.data import agreement_records, index_dataset, synthetic
 
     for layout in ("jester", "video"):
         root = synthetic.generate(tmp_path / layout, layout=layout, videos_per_class=2, seed=1,
@@ -327,6 +327,18 @@ def test_index_dataset_reads_either_layout_the_trainer_reads(tmp_path):
         reader = index_jester if layout == "jester" else index_folders
         split = "validation" if layout == "jester" else "val"
         assert [r.path for r in val] == [r.path for r in reader(root, split)[0]]
+        records, note = agreement_records(root)  # an int8 export's agreement check
+        assert note is None and [r.path for r in records] == [r.path for r in val]
+    # no validation split: the check runs on the training clips, and says so
+    import shutil
+
+    shutil.rmtree(tmp_path / "video" / "val")
+    records, note = agreement_records(tmp_path / "video")
+    assert [r.path for r in records] == [r.path for r in index_folders(tmp_path / "video")[0]]
+    assert note.startswith("the int8 agreement check runs on training clips: no validation "
+                           "split (split folder 'val' not found"), note
+    with pytest.raises(ValueError, match="`split` must be 'train' or 'validation'"):
+        index_dataset(tmp_path / "video", "test")
     (tmp_path / "other" / "clips").mkdir(parents=True)
     with pytest.raises(DataError) as err:
         index_dataset(tmp_path / "other")

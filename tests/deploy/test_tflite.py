@@ -247,6 +247,7 @@ def test_int8_calibrates_as_the_weights_file_records_unless_told(monkeypatch, tm
         raise KeyboardInterrupt  # stop before the (slow) calibration
 
     monkeypatch.setattr(kdata, "index_dataset", lambda root, split: ([], None))
+    monkeypatch.setattr(kdata, "agreement_records", lambda root: ([], None))
     monkeypatch.setattr(kdata, "make_dataset", make_dataset)
     script = load_script("export_tflite")
     out = str(tmp_path / "m.tflite")
@@ -306,7 +307,7 @@ def test_export_script_says_once_written_that_a_registry_models_weights_are_rand
             "top1_agreement": agreement, "clips": 16})
         assert cli.invoke(script.main, script.define_flags,
                           ["export_tflite.py", f"--model_file={SHIPPED}", f"--output={out}",
-                           "--precision=int8", f"--data_root={tmp_path}", "--noverify"]) == 0
+                           "--precision=int8", f"--data_root={tmp_path}"]) == 0
         captured = capsys.readouterr()
         assert (f"top-1 agreement with the float model {100 * agreement:.1f}% on 16 validation "
                 "clips") in captured.out
@@ -355,6 +356,7 @@ def test_int8_sidecar_records_the_calibrations_normalization(monkeypatch, tmp_pa
     from keras_efficient3d.data.normalization import Normalization
 
     monkeypatch.setattr(kdata, "index_dataset", lambda root, split: ([], None))
+    monkeypatch.setattr(kdata, "agreement_records", lambda root: ([], None))
     monkeypatch.setattr(kdata, "make_dataset", lambda records, mode, **kwargs: clips((8, 32, 32, 3), 4))
     out = str(tmp_path / "m.tflite")
     load_script("export_tflite").export("mobilenetv2_0.2x", None, 3, 8, 32, "int8", out,
@@ -405,6 +407,7 @@ def test_export_script_writes_an_int8_file_of_frames_that_predict_feeds_frames(s
 
     model, calibration, validation = shipped
     monkeypatch.setattr(kdata, "index_dataset", lambda root, split: ([], None))
+    monkeypatch.setattr(kdata, "agreement_records", lambda root: ([], None))
     monkeypatch.setattr(kdata, "make_dataset", lambda records, mode, **kwargs: calibration)
     out = str(tmp_path / "frames.tflite")
     script = load_script("export_tflite")

@@ -223,8 +223,8 @@ def test_cli_errors_with_native_noise_in_a_subprocess(models, videos, tmp_path):
 
 def test_a_model_of_a_fixed_batch_says_what_its_speed_line_counts(tiny, models, videos, tmp_path,
                                                                   capfd):
-    """Windows are run one at a time: a batch-4 export pads each to 4 clips, and its speed
-    line (4 clips' time per window) read as the file's speed per clip."""
+    """Windows are run one at a time: an export of a fixed batch (2 here) pads each to 2
+    clips, and its speed line (2 clips' time per window) read as the file's speed per clip."""
     from helpers import export_onnx
 
     path = export_onnx(tiny, str(tmp_path / "batch2.onnx"), batch=2)
