@@ -69,7 +69,7 @@ from keras_efficient3d.deploy.frames import frames_input_affine
 from keras_efficient3d.deploy.onnx_export import DEFAULT_OPSET, convert_to_onnx, export_onnx, resolve_form
 from keras_efficient3d.deploy.onnx_native import stem_fold_factors
 from keras_efficient3d.deploy.savedmodel import load_or_build_model
-from keras_efficient3d.deploy.tflite import representative_dataset
+from keras_efficient3d.deploy.tflite import calibration_clips, eager_outputs, top1_agreement
 
 __all__ = [
     "PRESETS",
@@ -105,15 +105,6 @@ def _check_output(path):
     if os.path.splitext(os.fspath(path))[1].lower() != ".xml":
         raise ValueError(f"An OpenVINO IR is written as an .xml file (and a .bin beside it). "
                          f"Received: path={path}")
-
-
-def calibration_clips(data, num_samples=64, input_shape=None, purpose="int8 calibration",
-                      wanted="asked for"):
-    """Up to `num_samples` clips (N, T, H, W, C) float32 from what
-    `keras_efficient3d.deploy.tflite.representative_dataset` accepts."""
-    clips = [item[0][0] for item in representative_dataset(data, num_samples, input_shape,
-                                                           purpose=purpose, wanted=wanted)()]
-    return np.stack(clips).astype(np.float32)
 
 
 def convert_to_openvino(model, batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, verify_onnx=False,
@@ -399,10 +390,6 @@ def ir_precision(ov_model):
     return "fp16" if summary["fp16_constants"] else "fp32"
 
 
-def _top1_agreement(actual, expected):
-    return float(np.mean(np.argmax(actual, axis=-1) == np.argmax(expected, axis=-1)))
-
-
 def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calibration=None,
                     num_calibration=64, validation=None, num_validation=64, preset="performance",
                     fast_bias_correction=True, ignored_scope=None, batch_size=1,
@@ -642,17 +629,10 @@ def verify_openvino(path, model, precision="fp32", validation=None, num_validati
     if frames is not None:
         pixels = frames.frames(clips)
         clips = frames.apply(pixels.astype(np.float32))
-    expected = _eager_outputs(model, clips)
+    expected = eager_outputs(model, clips)
     actual = runner(clips if frames is None else pixels)
     return {"max_rel_error": runtime.relative_error(actual, expected),
-            "top1_agreement": _top1_agreement(actual, expected), "clips": int(len(clips))}
-
-
-def _eager_outputs(model, clips, batch_size=8):
-    """`model`'s outputs in batches, called eagerly: `predict` traces and optimises a graph
-    first, which costs more than these few batches."""
-    return np.concatenate([keras.ops.convert_to_numpy(model(clips[i:i + batch_size], training=False))
-                           for i in range(0, len(clips), batch_size)])
+            "top1_agreement": top1_agreement(actual, expected), "clips": int(len(clips))}
 
 
 def build_and_export_openvino(output_path, model_name=None, keras_file=None, num_frames=16,
@@ -724,6 +704,6 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
         runner = runtime.OpenVINORunner(output_path, threads=threads)
         clips = calibration_clips(validation, report["clips"], tuple(model.inputs[0].shape[1:]),
                                   purpose="QAT agreement with the float model")
-        expected = _eager_outputs(float_model, clips)
-        report["top1_agreement_float"] = _top1_agreement(runner(clips), expected)
+        expected = eager_outputs(float_model, clips)
+        report["top1_agreement_float"] = top1_agreement(runner(clips), expected)
     return report
