@@ -34,7 +34,6 @@ line and exit status 1.
 
 import json
 import os
-import sys
 
 from absl import flags
 
@@ -146,22 +145,15 @@ def main(argv, flag_values=flags.FLAGS):
     _warn_low_agreement(report, f)
 
 
-AGREEMENT_TARGET = runtime.AGREEMENT_TARGET
-
-
 def _warn_low_agreement(report, f):
     # A QAT export reports agreement with its fake-quantized model (top1_agreement) and,
     # where the float model was run too (OpenVINO), with that (top1_agreement_float)
     agreement = report.get("top1_agreement_float", report.get("top1_agreement"))
-    if agreement is None or agreement >= AGREEMENT_TARGET:
-        return
     against = ("the fake-quantized (QAT) model" if f.quantize == "qat" and
                "top1_agreement_float" not in report else "the float model")
     why = (" (--model without --weights: random weights, whose near-equal logits no int8 "
            "model follows; the figure means nothing)" if f.model and not f.weights else "")
-    print(f"warning: int8 top-1 agreement with {against} {100 * agreement:.1f}% on "
-          f"{report.get('clips')} clips, below {100 * AGREEMENT_TARGET:.0f}%{why}",
-          file=sys.stderr)
+    runtime.warn_low_agreement(agreement, report.get("clips"), against, why)
 
 
 # What each format writes; a SavedModel is a folder, which a model file's name would belie.

@@ -217,10 +217,7 @@ def main(argv, flag_values=flags.FLAGS):
         checked = (f", top-1 agreement with the float model {100 * report['top1_agreement']:.1f}% "
                    f"on {report['clips']} validation clips")
     print(f"Wrote {output} ({report['bytes'] / 1e6:.2f} MB{checked}) and {report['sidecar']}")
-    if report.get("top1_agreement", 1.0) < runtime.AGREEMENT_TARGET:
-        print(f"warning: int8 top-1 agreement with the float model "
-              f"{100 * report['top1_agreement']:.1f}% on {report['clips']} clips, below "
-              f"{100 * runtime.AGREEMENT_TARGET:.0f}%", file=sys.stderr)
+    runtime.warn_low_agreement(report.get("top1_agreement"), report.get("clips"))
     cli.note_random_weights(f, "a file to time or to check the export with")
 
 
