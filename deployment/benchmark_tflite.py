@@ -51,7 +51,7 @@ def time_file(path, threads=(2,), warmup=5, runs=30):
         spec = runner.input_spec
         takes = "uint8 frames" if spec.uint8_frames else f"{spec.dtype} clips"
         row.update(model=os.path.basename(path), precision=f"file ({takes})", threads=int(n),
-                   path=path, input_shape=[d for d in spec.shape], size_bytes=os.path.getsize(path))
+                   path=path, input_shape=list(spec.shape), size_bytes=os.path.getsize(path))
         rows.append(row)
     return rows
 
@@ -139,7 +139,6 @@ def main(argv, flag_values=flags.FLAGS):
     rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
                             f.num_classes, f.warmup, f.runs, peers=peers, peaks=peaks)
     write_report(rows, format_table(rows, peaks), f.json_out)
-
 
 
 def _time_model_file(f):
