@@ -141,19 +141,20 @@ def main(argv, flag_values=flags.FLAGS):
         raise SystemExit(f"{os.path.basename(__file__)}: verification failed: "
                          f"{cli.error_line(err)}") from None
     print(json.dumps(report, default=str))
-    cli.note_random_weights(f, "a file to time or to check the export with")
+    cli.note_random_weights(f, "a file to time or to check the export with",
+                            agreement="top1_agreement" in report)
     _warn_low_agreement(report, f)
 
 
 def _warn_low_agreement(report, f):
+    if cli.random_weights(f):  # the note above says the figure means nothing
+        return
     # A QAT export reports agreement with its fake-quantized model (top1_agreement) and,
     # where the float model was run too (OpenVINO), with that (top1_agreement_float)
     agreement = report.get("top1_agreement_float", report.get("top1_agreement"))
     against = ("the fake-quantized (QAT) model" if f.quantize == "qat" and
                "top1_agreement_float" not in report else "the float model")
-    why = (" (--model without --weights: random weights, whose near-equal logits no int8 "
-           "model follows; the figure means nothing)" if f.model and not f.weights else "")
-    runtime.warn_low_agreement(agreement, report.get("clips"), against, why)
+    runtime.warn_low_agreement(agreement, report.get("clips"), against)
 
 
 # What each format writes; a SavedModel is a folder, which a model file's name would belie.

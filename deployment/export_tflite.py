@@ -217,8 +217,10 @@ def main(argv, flag_values=flags.FLAGS):
         checked = (f", top-1 agreement with the float model {100 * report['top1_agreement']:.1f}% "
                    f"on {report['clips']} validation clips")
     print(f"Wrote {output} ({report['bytes'] / 1e6:.2f} MB{checked}) and {report['sidecar']}")
-    runtime.warn_low_agreement(report.get("top1_agreement"), report.get("clips"))
-    cli.note_random_weights(f, "a file to time or to check the export with")
+    if not cli.random_weights(f):  # else the note below says the figure means nothing
+        runtime.warn_low_agreement(report.get("top1_agreement"), report.get("clips"))
+    cli.note_random_weights(f, "a file to time or to check the export with",
+                            agreement="top1_agreement" in report)
 
 
 if __name__ == "__main__":

@@ -207,14 +207,23 @@ def refuse_unused(flag_values, names, mode, why):
         raise UsageError(f"{' and '.join(given)} {verb} not used with {mode}: {why}")
 
 
-def note_random_weights(flag_values, what):
+def random_weights(flag_values):
+    """Whether an exporter's flags name a registry model (``--model``) without ``--weights``."""
+    return not flag_values["model_file"].value and not flag_values["weights"].value
+
+
+def note_random_weights(flag_values, what, agreement=False):
     """A `note:` on stderr, once the file is written, for an export of a registry model
     (``--model``) without ``--weights``: its weights are random, which the user may not know
     (the README's first commands export such files to time them); `what` is what the file is
-    good for."""
-    if not flag_values["model_file"].value and not flag_values["weights"].value:
+    good for. With `agreement` (an int8 file checked against the float model), the note says
+    that figure means nothing either: random weights give near-equal logits, whose order no
+    int8 model follows (the exporters warn of a low agreement only for real weights)."""
+    if random_weights(flag_values):
+        meaningless = ("its classes mean nothing, nor does its int8 top-1 agreement"
+                       if agreement else "its classes mean nothing")
         print(f"note: --model={flag_values['model'].value} without --weights: random weights "
-              f"({what}; its classes mean nothing)", file=sys.stderr)
+              f"({what}; {meaningless})", file=sys.stderr)
 
 
 def refuse_beside_model_file(flag_values, names, carries):

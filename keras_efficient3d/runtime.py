@@ -118,12 +118,12 @@ def cpu_has_amx() -> bool:
 AGREEMENT_TARGET = 0.99
 
 
-def warn_low_agreement(agreement, clips, against="the float model", why=""):
+def warn_low_agreement(agreement, clips, against="the float model"):
     """The exporters' `warning:` line on stderr for an int8 top-1 `agreement` (a share, on
-    `clips` clips) below `AGREEMENT_TARGET`; `why` is appended. Nothing at or above it."""
+    `clips` clips) below `AGREEMENT_TARGET`. Nothing at or above it."""
     if agreement is not None and agreement < AGREEMENT_TARGET:
         print(f"warning: int8 top-1 agreement with {against} {100 * agreement:.1f}% on {clips} "
-              f"clips, below {100 * AGREEMENT_TARGET:.0f}%{why}", file=sys.stderr)
+              f"clips, below {100 * AGREEMENT_TARGET:.0f}%", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------

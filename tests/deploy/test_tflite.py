@@ -12,6 +12,7 @@ from keras_efficient3d import create_model
 from keras_efficient3d.artifacts import read_metadata
 from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.deploy import DeploymentGraph, tflite
+from keras_efficient3d.models import resnet
 
 # The efficient models of the paper's Table 8, at small widths for speed.
 EFFICIENT = ["mobilenetv2_0.45x", "mobilenet_0.5x", "shufflenetv2_0.5x", "shufflenet_0.5x_g3",
@@ -157,7 +158,9 @@ def test_resnext_groups_are_one_xnnpack_partition():
     concatenated four at most at a time: XNNPACK took no CONCATENATION of 32, and ran the
     fp32 and int8 files in 17 partitions."""
     shape = (16, 32, 32, 3)
-    model = randomize_batchnorm(create_model("resnext50", input_shape=shape, num_classes=3))
+    # One block per stage: each holds the 32 groups (ResNeXt-50's 16 blocks took 55 s here).
+    model = randomize_batchnorm(resnet.ResNet3DBase(
+        "resnext", (1, 1, 1, 1), (128, 256, 512, 1024), input_shape=shape, num_classes=3))
     x = clips(shape, 1)
     expected = np.asarray(model(x, training=False))
     blob = tflite.convert(model, "fp32")
@@ -313,6 +316,13 @@ def test_export_script_says_once_written_that_a_registry_models_weights_are_rand
                 "clips") in captured.out
         assert ("warning: int8 top-1 agreement with the float model 50.0% on 16 clips, below 99%"
                 in captured.err) == warned, captured.err
+    # random weights: one note, which says the figure means nothing, and no warning
+    assert cli.invoke(script.main, script.define_flags,
+                      ["export_tflite.py", "--model=mobilenetv2_0.2x", f"--output={out}",
+                       "--precision=int8", f"--data_root={tmp_path}"]) == 0
+    assert capsys.readouterr().err == (
+        "note: --model=mobilenetv2_0.2x without --weights: random weights (a file to time or to "
+        "check the export with; its classes mean nothing, nor does its int8 top-1 agreement)\n")
 
 
 def test_int8_of_a_batch_above_one_calibrates_on_samples_of_its_batch(caplog, capfd):
