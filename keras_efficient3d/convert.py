@@ -256,13 +256,20 @@ def infer_normalization(checkpoint_path):
     return "kinetics" if os.path.basename(checkpoint_path).lower().startswith("kinetics") else "original"
 
 
+def _jester_file(checkpoint_path):
+    return os.path.basename(checkpoint_path).lower().startswith("jester")
+
+
 def build_converted(checkpoint_path, frames=16, size=112, preprocessing=False,
                     normalization=None, labels=None, overrides=None, log=print, expected=None):
     """The Keras model of a checkpoint file and its `ModelMetadata`, not saved (`convert`
     saves them; presets keep them in their own layout).
 
     `normalization` (a preset name, `Normalization` or its config) defaults to `infer_normalization`;
-    `expected`: see `convert_checkpoint`."""
+    `expected`: see `convert_checkpoint`. A published Jester checkpoint (``jester_*``, 27
+    classes) gets, unless `labels` are given, Jester's class names in the order the original
+    numbers them (`predict.LABEL_SETS`' ``jester_original``), and the every-2nd-frame clips it
+    was trained on (``downsample`` 2)."""
     from keras_efficient3d.data.normalization import Normalization
     inferred = infer_normalization(checkpoint_path) if normalization is None else None
     norm = Normalization.coerce(inferred or normalization)
@@ -273,8 +280,18 @@ def build_converted(checkpoint_path, frames=16, size=112, preprocessing=False,
     if labels is not None and len(labels) != config.get("num_classes", len(labels)):
         raise ConversionError(f"{len(labels)} labels for the {config['num_classes']} classes "
                               f"of {os.path.basename(checkpoint_path)}")
+    downsample = None
+    if _jester_file(checkpoint_path):
+        from keras_efficient3d.predict.labels import LABEL_SETS, load_labels
+
+        downsample = 2
+        log("inferred Jester's clips of every 2nd frame (from the file name)")
+        if labels is None and config.get("num_classes") == LABEL_SETS["jester_original"]:
+            labels = load_labels("jester_original")
+            log("inferred Jester's 27 class names, in the order the original numbers them "
+                "(from the file name)")
     metadata = ModelMetadata(
-        frames=frames, size=size, layout="NDHWC", normalization=norm,
+        frames=frames, size=size, downsample=downsample, layout="NDHWC", normalization=norm,
         preprocessing_included=bool(preprocessing), labels=None if labels is None else list(labels),
         model=config, extra={"source": os.path.basename(checkpoint_path), "epoch": checkpoint.epoch},
         dtype="uint8 or float32 0-255, RGB" if preprocessing else "float32, already normalised")

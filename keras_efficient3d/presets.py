@@ -62,7 +62,7 @@ class PublishedPreset:
         normalization: `keras_efficient3d.data.Normalization` preset name of its input.
         frames, size, downsample: the clip the model was trained on.
         top1: Table 8's top-1 video accuracy (%) on the dataset.
-        labels: the label file under ``resources/labels`` or None.
+        labels: a shipped label set (`keras_efficient3d.predict.LABEL_SETS`) or None.
         expected: (key, value) pairs of the model the checkpoint must hold: ``model`` (the
             family) and the builder arguments the paper's row fixes, ``num_classes``
             included (`keras_efficient3d.convert.check_expected`).
@@ -85,7 +85,7 @@ class PublishedPreset:
 _DATASETS = {
     # dataset: (file prefix, classes, normalisation preset, temporal downsample, labels)
     "kinetics600": ("kinetics", 600, "kinetics", 1, None),
-    "jester": ("jester", 27, "original", 2, "jester.txt"),
+    "jester": ("jester", 27, "original", 2, "jester_original"),  # the checkpoints' order
 }
 
 
@@ -375,11 +375,9 @@ def _make_published(spec, cached, checkpoint, log, replace=False):
 def _published_labels(spec):
     if not spec.labels:
         return None
-    from importlib import resources
+    from keras_efficient3d.predict.labels import load_labels  # the shipped sets, as predict reads them
 
-    text = resources.files("keras_efficient3d").joinpath(
-        f"resources/labels/{spec.labels}").read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return load_labels(spec.labels)
 
 
 def _published_extra(spec):

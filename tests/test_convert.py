@@ -279,6 +279,45 @@ def test_cli_converts_with_preprocessing_and_metadata(reference_dir, tmp_path):
     assert np.abs(y - logits).max() / np.abs(logits).max() < 1e-4
 
 
+# The original's annotation_Jester/categories.txt (underscores for spaces): the indices of its
+# jester.json, and so of the published Jester checkpoints' outputs.
+ORIGINAL_JESTER_ORDER = [
+    "Doing other things", "Drumming Fingers", "No gesture", "Pulling Hand In",
+    "Pulling Two Fingers In", "Pushing Hand Away", "Pushing Two Fingers Away",
+    "Rolling Hand Backward", "Rolling Hand Forward", "Shaking Hand", "Sliding Two Fingers Down",
+    "Sliding Two Fingers Left", "Sliding Two Fingers Right", "Sliding Two Fingers Up",
+    "Stop Sign", "Swiping Down", "Swiping Left", "Swiping Right", "Swiping Up", "Thumb Down",
+    "Thumb Up", "Turning Hand Clockwise", "Turning Hand Counterclockwise",
+    "Zooming In With Full Hand", "Zooming In With Two Fingers", "Zooming Out With Full Hand",
+    "Zooming Out With Two Fingers"]
+
+
+def test_a_published_jester_checkpoint_records_the_originals_class_order_and_frame_step(
+        reference_dir, tmp_path):
+    """A `jester_*` file of 27 classes gets Jester's names in the order the original numbers
+    them (jester-v1-labels.csv's order named Swiping Left what its output 0, Doing other
+    things, means) and its every-2nd-frame clips, as the Jester presets record them."""
+    import shutil
+
+    source = reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth"
+    jester = tmp_path / "jester_mobilenetv2_0.2x_RGB_16_best.pth"
+    shutil.copy(source, jester)
+    said = []
+    _, meta = conv.build_converted(str(jester), 8, 32, log=said.append)
+    assert meta.labels == ORIGINAL_JESTER_ORDER and meta.downsample == 2
+    assert "inferred Jester's 27 class names, in the order the original numbers them (from the " \
+           "file name)" in said
+    assert k3.presets.preset_metadata("mobilenetv2_0.2x_jester").labels == ORIGINAL_JESTER_ORDER
+    # labels given are kept; another file name infers neither
+    _, meta = conv.build_converted(str(jester), 8, 32, labels=[str(i) for i in range(27)],
+                                   log=said.append)
+    assert meta.labels[0] == "0" and meta.downsample == 2
+    kinetics = tmp_path / "kinetics_mobilenetv2_0.2x_RGB_16_best.pth"
+    shutil.copy(source, kinetics)
+    _, meta = conv.build_converted(str(kinetics), 8, 32, log=said.append)
+    assert meta.labels is None and meta.downsample is None
+
+
 def test_preprocessing_layer_applies_bgr_and_range():
     layer = VideoPreprocessing(mean=(1.0, 2.0, 3.0), std=(2.0, 2.0, 2.0), value_range="0-1",
                                     channel_order="BGR")

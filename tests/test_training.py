@@ -969,9 +969,49 @@ def test_evaluate_refuses_a_model_that_does_not_fit_the_data(tiny_gestures, tmp_
     eight = _save_run_model(tmp_path / "eight")
     with pytest.raises(ValueError, match=r"takes 8x32x32 clips .* --frames=8 --size=40"):
         evaluate.evaluate_file(eight, frames=8, size=40, **common)
-    (tmp_path / "eight" / "labels.txt").write_text("\n".join(reversed(synthetic.CLASSES)))
-    with pytest.raises(ValueError, match="class names in .*labels.txt differ"):
+    (tmp_path / "eight" / "labels.txt").write_text("\n".join([*synthetic.CLASSES[:7], "Waving"]))
+    with pytest.raises(ValueError, match=r"class names in .*labels.txt differ from the dataset's "
+                                         r"\(class 7: 'Waving' vs "):
         evaluate.evaluate_file(eight, frames=8, size=32, **common)
+
+
+def test_evaluate_scores_a_model_of_another_class_order_by_the_class_names(tiny_gestures,
+                                                                          tmp_path):
+    """The authors' Jester checkpoints number the classes alphabetically (the original's
+    categories.txt), jester-v1-labels.csv does not: a model that names the dataset's classes
+    in another order (or as the original's JSON writes them, "Swiping_Left") is scored by the
+    names, with a note. Its outputs and names permuted together score as the model does."""
+    import keras
+
+    from keras_efficient3d.artifacts import ModelMetadata
+
+    evaluate = _evaluate_module()
+    common = dict(dataset="synthetic", data_root=str(tiny_gestures), normalization="unit",
+                  frames=8, size=32)
+    plain = _save_run_model(tmp_path / "plain", metadata=ModelMetadata(labels=synthetic.CLASSES))
+    model = keras.saving.load_model(plain, compile=False)
+    head = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+    kernel, _ = head.get_weights()
+    # distinct biases: a random model's near-equal logits would leave its choices to rounding
+    bias = np.array([0.3, 1.2, 0.0, 0.9, 2.1, 0.6, 1.5, 1.8], np.float32)
+    head.set_weights([kernel, bias])
+    save_model(model, plain, ModelMetadata(labels=synthetic.CLASSES))
+    order = [3, 7, 0, 5, 1, 6, 2, 4]
+    head.set_weights([kernel[:, order], bias[order]])
+    names = [synthetic.CLASSES[i].replace(" ", "_") for i in order]
+    folder = tmp_path / "permuted"
+    folder.mkdir()
+    permuted = save_model(model, folder / "m.keras", ModelMetadata(labels=names))
+    notes = []
+    expected, _, _ = evaluate.evaluate_file(plain, **common)
+    results, _, _ = evaluate.evaluate_file(permuted, log=notes.append, **common)
+    assert notes == [f"note: {permuted} numbers the dataset's classes in another order (its "
+                     "metadata): each video's label is taken by its class name"]
+    assert results["classes"] == names
+    assert (results["video_top1"], results["clip_top1"]) == (expected["video_top1"],
+                                                             expected["clip_top1"])
+    assert {name.replace("_", " "): row for name, row in results["per_class"].items()} == \
+        expected["per_class"]
 
 
 def test_evaluate_refuses_an_output_it_cannot_write_before_evaluating(tiny_gestures, tmp_path,

@@ -51,6 +51,33 @@ def _recorded_labels(model_file, metadata):
     return None, None
 
 
+def _same_name(name):
+    # the original's annotation JSON writes Jester's classes with underscores ("Swiping_Left")
+    return name.replace("_", " ")
+
+
+def _in_the_models_order(records, classes, labels, model_file, where, note):
+    """(records, classes) with the labels indexing the model's outputs, where the model names
+    the dataset's classes in another order (the authors' Jester checkpoints number them
+    alphabetically, jester-v1-labels.csv does not), with a note; other names are refused."""
+    import dataclasses
+
+    index = {_same_name(name): i for i, name in enumerate(labels)}
+    if len(labels) != len(classes) or len(index) != len(labels) or \
+            set(index) != {_same_name(name) for name in classes}:
+        first = next((i for i, (a, b) in enumerate(zip(labels, classes)) if a != b), None)
+        detail = (f"{len(labels)} names vs {len(classes)}" if first is None
+                  else f"class {first}: {labels[first]!r} vs {classes[first]!r}")
+        raise ValueError(f"{model_file}: the class names in {where} differ from the dataset's "
+                         f"({detail})")
+    note(f"{model_file} numbers the dataset's classes in another order ({where}): each "
+         "video's label is taken by its class name")
+    moved = [index[_same_name(name)] for name in classes]
+    records = [record if record.label < 0 else dataclasses.replace(record, label=moved[record.label])
+               for record in records]
+    return records, list(labels)
+
+
 def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, split="validation",
                   frames=None, size=None, downsample=None, normalization=None, batch_size=8,
                   output_dir=None, log=None):
@@ -138,11 +165,8 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     else:
         trainer.check_model_fits(model, len(classes), base.frames, base.size, model_file)
     if labels is not None and list(labels) != list(classes):
-        first = next((i for i, (a, b) in enumerate(zip(labels, classes)) if a != b), None)
-        detail = (f"{len(labels)} names vs {len(classes)}" if first is None
-                  else f"class {first}: {labels[first]!r} vs {classes[first]!r}")
-        raise ValueError(f"{model_file}: the class names in {where} differ from the dataset's "
-                         f"({detail})")
+        records, classes = _in_the_models_order(records, classes, labels, model_file, where,
+                                                note)
     results = evaluation.evaluate(evaluation.keras_predict_fn(model), records, classes,
                                   base.frames, base.size, base.downsample, base.normalization,
                                   batch_size, max_decode_failures=base.max_decode_failures)

@@ -226,8 +226,9 @@ def define_flags(flag_values=flags.FLAGS):
     fv = {"flag_values": flag_values}
     cli.define("model_file", None, "A .keras, .tflite, .onnx or OpenVINO .xml model. Default: the shipped "
                "saved_models/synthetic_gestures_int8.tflite.", **fv)
-    cli.define("labels", None, "Or a preset: jester, ucf101, kinetics600 (needs its official "
-               "file); .txt/.csv/.json files. Default: those recorded with the model.", **fv)
+    cli.define("labels", None, "Or a preset: jester, jester_original (the order of the "
+               "authors' Jester checkpoints), ucf101, kinetics600 (needs its official file); "
+               ".txt/.csv/.json files. Default: those recorded with the model.", **fv)
     cli.define("frames", None, "(default: the model's)", **fv)
     flags.DEFINE_integer("stride", 8, "Frames between the starts of consecutive windows.", **fv)
     flags.DEFINE_integer("top", 5, "Classes shown per window and per video.", **fv)

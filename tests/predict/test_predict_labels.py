@@ -11,10 +11,17 @@ from keras_efficient3d.predict import PredictError
 def test_shipped_label_sets():
     jester = predict.load_labels("jester")
     assert len(jester) == len(set(jester)) == 27
-    # jester-v1-labels.csv order (the original's class indices).
+    # jester-v1-labels.csv order (the indices this project's training gives the official CSVs).
     assert jester[:4] == ["Swiping Left", "Swiping Right", "Swiping Down", "Swiping Up"]
     assert jester[20:] == ["Thumb Up", "Thumb Down", "Shaking Hand", "Stop Sign", "Drumming Fingers",
                            "No gesture", "Doing other things"]
+    # The original's indices (annotation_Jester/categories.txt, alphabetical; its vallist01.txt
+    # gives video 9223, "Thumb Up" in jester-v1-validation.csv, the label 21): the same names.
+    original = predict.load_labels("jester_original")
+    assert sorted(original) == sorted(jester) and original == sorted(jester)
+    assert (original[0], original[16], original[20]) == ("Doing other things", "Swiping Left",
+                                                          "Thumb Up")
+    assert predict.load_labels("Jester-Original") == original
     ucf = predict.load_labels("ucf101")
     assert len(ucf) == len(set(ucf)) == 101
     # classInd.txt is in case-insensitive alphabetical order ("Hammering" before "HammerThrow").
