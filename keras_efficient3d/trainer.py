@@ -617,22 +617,29 @@ class Checkpointer(keras.callbacks.Callback):
         self.epochs = epochs  # the run's last epoch is always written, whatever `every`
         self.metadata = metadata
         self.saved_epoch = saved_epoch  # the epoch of last.keras (a resumed run's start)
-        self.diverged = None  # (epoch, loss) of an epoch that ended with non-finite values
+        self.diverged = None  # (epoch, what was not finite) of an epoch that diverged
 
-    def _finite(self, logs):
+    def _not_finite(self, logs):
+        """What an epoch ended with that is not finite, in words; None when all is."""
         import numpy as np
 
-        loss = logs.get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            return False
-        return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.weights)
+        for key, name in (("loss", "loss"), ("val_loss", "validation loss")):
+            value = logs.get(key)
+            if value is not None and not math.isfinite(float(value)):
+                # validation: the inference-mode outputs (BatchNorm's moving statistics, whose
+                # huge but finite values overflow the activations), which best.keras would keep
+                return f"{name} {float(value)}"
+        if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.weights):
+            return f"weights not finite, loss {logs.get('loss')}"
+        return None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         # A diverged epoch (TerminateOnNaN stops it mid-way, but the epoch still ends here)
         # must not overwrite the last good checkpoints with NaN weights.
-        if not self._finite(logs):
-            self.diverged = (epoch + 1, logs.get("loss"))
+        reason = self._not_finite(logs)
+        if reason:
+            self.diverged = (epoch + 1, reason)
             self.model.stop_training = True
             return
         score = logs.get(self.monitor, logs.get("accuracy"))
@@ -1221,10 +1228,10 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     if not chief:
         shutil.rmtree(save_dir, ignore_errors=True)
     if checkpointer.diverged:
-        epoch, loss = checkpointer.diverged
+        epoch, reason = checkpointer.diverged
         kept = (f"the checkpoints of epoch {checkpointer.saved_epoch} are kept"
                 if checkpointer.saved_epoch else "no checkpoint was written")
-        raise ValueError(f"training diverged at epoch {epoch} (loss {loss}); {kept}; "
+        raise ValueError(f"training diverged at epoch {epoch} ({reason}); {kept}; "
                          "lower --learning_rate")
     # Only the chief writes the run's log: another worker has no curves to plot.
     curves = plot_curves(os.path.join(config.output_dir, "log.csv"),

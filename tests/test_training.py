@@ -1282,6 +1282,27 @@ def test_training_that_diverges_keeps_the_last_good_checkpoints(tiny_gestures, o
     assert {name: (out / name).read_bytes() for name in before} == before
 
 
+def test_an_epoch_whose_validation_loss_is_not_finite_writes_no_checkpoint(tmp_path):
+    """Finite weights, a finite training loss, but NaN outputs in inference mode (BatchNorm's
+    moving statistics grown past what the activations can hold): best.keras gave NaN for
+    every clip. The epoch diverged, and the reason names what was not finite."""
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    checkpointer = trainer.Checkpointer(str(tmp_path), every=1, epochs=3)
+    checkpointer.set_model(model)
+    checkpointer.on_epoch_end(0, {"loss": 1.25, "val_loss": float("nan"), "val_accuracy": 0.5})
+    assert checkpointer.diverged == (1, "validation loss nan") and model.stop_training
+    assert os.listdir(tmp_path) == []
+    model.stop_training = False
+    checkpointer = trainer.Checkpointer(str(tmp_path), every=1, epochs=3)
+    checkpointer.set_model(model)
+    model.layers[0].kernel.assign([[float("inf")], [0.0]])
+    checkpointer.on_epoch_end(0, {"loss": 1.25, "val_loss": 0.5, "val_accuracy": 0.5})
+    assert checkpointer.diverged == (1, "weights not finite, loss 1.25")  # not "loss 1.25" alone
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_model_option_the_builder_refuses_leaves_the_run_in_the_folder(
         tiny_gestures, one_epoch_run, tmp_path):
     out = _copy_run(one_epoch_run, tmp_path)
