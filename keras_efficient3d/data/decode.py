@@ -96,7 +96,9 @@ def list_frame_files(folder: str | os.PathLike) -> list[str]:
     """Image files of a frame folder, in natural (numeric-aware) order.
 
     Raises:
-        DataError: the folder is missing, not a folder, or holds no image file.
+        DataError: the folder is missing, not a folder, holds no image file, or holds images
+            named in several ways (``00001.jpg`` and ``image_00001.jpg``: one video's frames
+            extracted twice, read as one video of twice the frames, in an order of neither).
     """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
@@ -109,6 +111,14 @@ def list_frame_files(folder: str | os.PathLike) -> list[str]:
     if not names:
         raise DataError("frame folder holds no image file (empty video)", folder)
     names.sort(key=_natural_key)
+    schemes = {}
+    for name in names:
+        schemes.setdefault(re.sub(r"\d+", "#", name.lower()), name)
+    if len(schemes) > 1:
+        shown = list(schemes.values())
+        raise DataError(f"frame folder holds images named in {len(schemes)} ways ("
+                        f"{', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}): one "
+                        "video's frames extracted twice? keep one set", folder)
     return [os.path.join(folder, name) for name in names]
 
 

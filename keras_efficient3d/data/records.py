@@ -52,13 +52,16 @@ class IndexSummary:
     missing: list[str] = dataclasses.field(default_factory=list)
     empty: list[str] = dataclasses.field(default_factory=list)
     duplicates: list[str] = dataclasses.field(default_factory=list)  # "file:line (of line N)"
+    reasons: dict = dataclasses.field(default_factory=dict)  # why an unreadable one was skipped
 
     def report(self) -> str:
         text = f"{self.dataset} [{self.split}]: {self.found} videos indexed"
         if self.missing:
             text += f", {len(self.missing)} missing and skipped (first: {self.missing[0]})"
         if self.empty:
-            text += f", {len(self.empty)} empty/unreadable and skipped (first: {self.empty[0]})"
+            why = self.reasons.get(self.empty[0])
+            text += (f", {len(self.empty)} empty/unreadable and skipped (first: {self.empty[0]}"
+                     f"{': ' + why if why else ''})")
         if self.duplicates:
             text += (f", {len(self.duplicates)} duplicate rows skipped (first: "
                      f"{self.duplicates[0]})")
@@ -90,8 +93,9 @@ def make_record(
     if os.path.isdir(path):
         try:
             num_frames = len(list_frame_files(path))
-        except DataError:
+        except DataError as err:
             summary.empty.append(path)
+            summary.reasons[path] = err.reason
             return None
         summary.found += 1
         return VideoRecord(path, label, video_id, "frames", num_frames)
@@ -103,8 +107,9 @@ def make_record(
         if count:
             try:
                 num_frames = count_frames(path)
-            except DataError:
+            except DataError as err:
                 summary.empty.append(path)
+                summary.reasons[path] = err.reason
                 return None
         summary.found += 1
         return VideoRecord(path, label, video_id, "video", num_frames)

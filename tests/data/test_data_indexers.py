@@ -8,6 +8,7 @@ import pytest
 
 from data_media import frames_rgb, write_frames, write_video
 from keras_efficient3d.data import DataError, index_folders, index_jester, index_kinetics, index_ucf101
+from keras_efficient3d.data.decode import list_frame_files
 
 
 def write_text(path, text):
@@ -45,6 +46,22 @@ def test_jester_csv_index(jester_root, caplog):
     assert [(r.video_id, r.label) for r in val] == [("13", 0)]
     test, _ = index_jester(jester_root, "test")
     assert [(r.video_id, r.label) for r in test] == [("20", -1)]
+
+
+def test_a_frame_folder_of_two_naming_schemes_is_skipped_and_says_why(jester_root, caplog):
+    """00001.jpg... and image_00001.jpg... in one folder (its frames extracted twice) read
+    as one video of twice the frames, in neither order; the index says why it is skipped."""
+    write_frames(os.path.join(jester_root, "12"), frames_rgb(4, height=16, width=24),
+                 pattern="image_{:05d}.jpg", start=1)
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        records, _ = index_jester(jester_root, "train")
+    assert [r.video_id for r in records] == ["11"]
+    twelve = os.path.join(jester_root, "12")
+    assert (f"2 empty/unreadable and skipped (first: {twelve}: frame folder holds images named "
+            "in 2 ways (00001.jpg, image_00001.jpg): one video's frames extracted twice? keep "
+            "one set)") in caplog.text
+    with pytest.raises(DataError, match=r"named in 2 ways \(00001.jpg, image_00001.jpg\)"):
+        list_frame_files(twelve)
 
 
 def test_jester_separate_annotation_folder(jester_root, tmp_path):
