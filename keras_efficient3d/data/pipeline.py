@@ -132,14 +132,15 @@ class _ClipSource:
         self.clip_shape = (sample_duration, sample_size, sample_size, 3)
 
     # -- decoding -------------------------------------------------------------
-    def _read(self, record: VideoRecord, sampler):
-        """Decode the frames ``sampler(num_frames)`` picks (all frames if ``sampler`` is None)."""
+    def _read(self, record: VideoRecord, sampler, transform=None):
+        """Decode the frames ``sampler(num_frames)`` picks (all frames if ``sampler`` is None),
+        each through `transform` as decoded."""
         if record.kind == "frames":
             files = list_frame_files(record.path)
             indices = None if sampler is None else sampler(len(files))
-            return read_frame_folder(record.path, indices, files)
+            return read_frame_folder(record.path, indices, files, transform)
         if sampler is None:
-            return read_video(record.path)
+            return read_video(record.path, transform=transform)
         num_frames = record.num_frames or count_frames(record.path)
         try:
             return read_video(record.path, sampler(num_frames))
@@ -203,13 +204,13 @@ class _ClipSource:
     def test_clips(self, index):
         record = self.records[int(index)]
         try:
-            frames = self._read(record, None)
+            # The test transform is the same for every frame: applied to each as decoded
+            # (the whole video is held at the clip's size), then windows are cut.
+            frames = self._read(record, None, lambda frame: spatial.test_transform(
+                frame, self.sample_size, self.scale_in_test, self.crop_position_in_test))
         except _FILE_ERRORS as error:
             clips = self._fail(index, error, (1,) + self.clip_shape)
             return clips, np.full(1, record.label, np.int32), np.full(1, index, np.int32), False
-        # The test transform is the same for every frame: apply it once to the
-        # whole video, then cut windows.
-        frames = spatial.test_transform(frames, self.sample_size, self.scale_in_test, self.crop_position_in_test)
         windows = temporal.sliding_window_indices(len(frames), self.sample_duration, self.downsample)
         count = len(windows)
         return (

@@ -148,3 +148,33 @@ def test_invalid_indices_are_rejected(media):
         read_video(media["mp4"], [])
     with pytest.raises(ValueError, match=">= 0"):
         read_frame_folder(media["frames"], [-1])
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "frames"])
+def test_frames_pass_through_the_transform_as_they_are_decoded(media, fmt):
+    """Evaluation's windows take every frame of a video: each is transformed (scaled and
+    cropped to the clip's size) as it is decoded, so that a 1080p video is never held whole
+    at its own size (1.9 GB for 10 s)."""
+    reader = read_frame_folder if fmt == "frames" else read_video
+    seen = []
+
+    def shrink(frames):
+        seen.append(frames.shape)
+        return np.ascontiguousarray(frames[:, ::4, ::4])
+
+    whole = reader(media[fmt])
+    shrunk = reader(media[fmt], transform=shrink)
+    assert seen == [(1, 48, 64, 3)] * 24
+    np.testing.assert_array_equal(shrunk, whole[:, ::4, ::4])
+    seen.clear()
+    picked = reader(media[fmt], [3, 1, 3], transform=shrink)
+    assert seen == [(1, 48, 64, 3)] * 2  # each frame once, loop padding included
+    np.testing.assert_array_equal(picked, whole[[3, 1, 3], ::4, ::4])
+
+
+def test_a_frame_of_another_size_is_refused_under_a_transform(tmp_path):
+    folder = write_frames(str(tmp_path / "video"), frames_rgb(3))
+    write_frames(folder, frames_rgb(1, height=40), start=4)
+    with pytest.raises(DataError, match=r"frames change size within the video \(\(48, 64, 3\) "
+                                        r"then \(40, 64, 3\)\)"):
+        read_frame_folder(folder, transform=lambda frames: frames[:, :8, :8])
