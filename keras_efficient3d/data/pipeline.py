@@ -103,9 +103,12 @@ class DecodeFailures:
             self._failed[record.path] = None
             count = len(self._failed)
         if self.limit is not None and count > self.limit:
+            # a DataError names its file already ("P: cannot open video")
+            last = str(error) if str(error).startswith(record.path) else f"{record.path}: {error}"
             raise DataError(
                 f"{count} videos failed to decode, more than max_decode_failures={self.limit}; "
-                f"the last: {record.path}: {error}"
+                f"the last: {last} (repair or remove them, or raise --max_decode_failures to "
+                "skip more)"
             )
         logger.warning(
             "skipping %s (label %d): %s [%d video(s) that failed to decode so far]",

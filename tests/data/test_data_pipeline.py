@@ -185,8 +185,11 @@ def test_too_many_decode_failures_stop_with_a_clear_error(records, corrupt):
             pass
     # Stopping is no skip: the failure that goes over the limit is not warned as skipped.
     failures = DecodeFailures(limit=0)
-    with pytest.raises(DataError):
-        failures.add(corrupt, OSError("cannot open video"))
+    with pytest.raises(DataError, match=rf"^1 videos failed to decode, more than "
+                                        rf"max_decode_failures=0; the last: {corrupt.path}: "
+                                        r"cannot open video \(repair or remove them, or raise "
+                                        r"--max_decode_failures to skip more\)$"):
+        failures.add(corrupt, DataError("cannot open video", corrupt.path))
     assert failures.count == 1
 
 
