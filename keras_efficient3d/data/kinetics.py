@@ -7,8 +7,8 @@ Layout::
 
 Download tools differ slightly, so each video is looked for under split folder
 ``train``/``training``, ``val``/``validation``/``valid``, ``test``/``testing``;
-label folder as written or with spaces as underscores; extensions
-``.mp4``, ``.mkv``, ``.webm``, ``.avi``; also the original implementation's
+label folder as written or with spaces as underscores; any video extension OpenCV
+reads, in either case (`records.VideoFinder`); also the original implementation's
 ``<root>/<label>/<key>`` (no split folder) and a frame folder named after the key.
 Real downloads always miss videos: those are counted, skipped and summarised.
 """
@@ -21,6 +21,7 @@ import os
 from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.data.records import (
     IndexSummary,
+    VideoFinder,
     VideoRecord,
     class_names_of,
     make_record,
@@ -31,7 +32,6 @@ from keras_efficient3d.data.records import (
 __all__ = ["index_kinetics", "read_kinetics_classes"]
 
 _SPLIT_ALIASES = {"train": ("training",), "val": ("validation", "valid", "validate"), "test": ("testing",)}
-_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
 _REQUIRED = ("youtube_id", "time_start", "time_end", "split")
 
 
@@ -112,29 +112,6 @@ def read_kinetics_classes(csv_paths) -> list[str]:
     return sorted(names)
 
 
-class _Listings:
-    """Cached directory listings: existence checks for 400k videos without 10M stats."""
-
-    def __init__(self):
-        self._cache: dict[str, frozenset] = {}
-
-    def names(self, folder):
-        if folder not in self._cache:
-            try:
-                self._cache[folder] = frozenset(os.listdir(folder))
-            except OSError:
-                self._cache[folder] = frozenset()
-        return self._cache[folder]
-
-    def find(self, folders, names):
-        for folder in folders:
-            present = self.names(folder)
-            for name in names:
-                if name in present:
-                    return os.path.join(folder, name)
-        return None
-
-
 def index_kinetics(
     root: str | os.PathLike,
     csv_paths,
@@ -176,7 +153,7 @@ def index_kinetics(
     class_to_index = {name: i for i, name in enumerate(class_names)}
 
     split_folders = (split,) + _SPLIT_ALIASES[split]
-    listings = _Listings()
+    listings = VideoFinder()
     summary = IndexSummary("kinetics", split)
     records = []
     seen = {}  # key -> (file, line) of its first row
@@ -205,9 +182,9 @@ def index_kinetics(
         folders = [os.path.join(root, s, lf) for s in split_folders for lf in label_folders]
         folders += [os.path.join(root, s) for s in split_folders]
         folders += [os.path.join(root, lf) for lf in label_folders]
-        found = listings.find(folders, [key + ext for ext in _EXTENSIONS] + [key])
+        found = listings.find(folders, key)
         if found is None:
-            summary.missing.append(os.path.join(folders[0], key + _EXTENSIONS[0]))
+            summary.missing.append(os.path.join(folders[0], key + ".mp4"))
             continue
         record = make_record(found, label, key, summary, count=count_frames)
         if record is not None:

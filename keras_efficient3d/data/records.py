@@ -6,9 +6,10 @@ import dataclasses
 import logging
 import os
 
-from keras_efficient3d.data.decode import DataError, count_frames, list_frame_files
+from keras_efficient3d.data.decode import VIDEO_EXTENSIONS, DataError, count_frames, list_frame_files
 
-__all__ = ["VideoRecord", "IndexSummary", "make_record", "read_annotation_lines", "normalise_split"]
+__all__ = ["VideoRecord", "IndexSummary", "VideoFinder", "make_record", "read_annotation_lines",
+           "normalise_split"]
 
 logger = logging.getLogger("keras_efficient3d.data")
 
@@ -72,6 +73,44 @@ class IndexSummary:
             logger.warning(self.report())
         else:
             logger.info(self.report())
+
+
+class VideoFinder:
+    """Finds a listed video by its name without the extension, from cached folder listings
+    (existence checks for 400k Kinetics videos without 10M stats): a video file of any
+    extension OpenCV reads, in either case (a list naming ``.avi`` where the files were
+    re-encoded to ``.mp4``, or are ``.AVI``: all were missing before), else a frame folder
+    of that name. The name itself keeps its case (YouTube ids differ by case alone)."""
+
+    def __init__(self):
+        self._cache: dict[str, tuple[dict, frozenset]] = {}
+
+    def _listing(self, folder):
+        if folder not in self._cache:
+            try:
+                names = sorted(os.listdir(folder))
+            except OSError:
+                names = []
+            videos = {}
+            for name in names:
+                stem, ext = os.path.splitext(name)
+                if ext.lower() in VIDEO_EXTENSIONS:
+                    videos.setdefault(stem, name)
+            self._cache[folder] = (videos, frozenset(names))
+        return self._cache[folder]
+
+    def find(self, folders, stem, extension=None):
+        """The first of `folders` that holds `stem` (`extension`, the listed file's, wins
+        over another): its path, or None."""
+        for folder in folders:
+            videos, names = self._listing(folder)
+            if extension and stem + extension in names:
+                return os.path.join(folder, stem + extension)
+            if stem in videos:
+                return os.path.join(folder, videos[stem])
+            if stem in names and os.path.isdir(os.path.join(folder, stem)):
+                return os.path.join(folder, stem)
+        return None
 
 
 def make_record(

@@ -15,6 +15,7 @@ import os
 from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.data.records import (
     IndexSummary,
+    VideoFinder,
     VideoRecord,
     make_record,
     normalise_split,
@@ -83,6 +84,7 @@ def index_ucf101(
     list_path = os.path.join(annotations, f"{split}list0{fold}.txt")
     summary = IndexSummary("ucf101", f"{split}{fold}")
     records = []
+    finder = VideoFinder()
     seen = {}  # Class/video -> its first line
     for number, line in read_annotation_lines(list_path):
         fields = line.split()
@@ -107,11 +109,10 @@ def index_ucf101(
                     list_path,
                     number,
                 )
-        stem = os.path.splitext(file_name)[0]
+        stem, extension = os.path.splitext(file_name)
         folder = os.path.join(root, class_name)
-        path = os.path.join(folder, file_name)
-        if not os.path.exists(path) and os.path.isdir(os.path.join(folder, stem)):
-            path = os.path.join(folder, stem)
+        # the listed .avi, another video of its name (re-encoded, .AVI) or its frame folder
+        path = finder.find([folder], stem, extension) or os.path.join(folder, file_name)
         record = make_record(path, label, stem, summary, count=count_frames)
         if record is not None:
             records.append(record)

@@ -264,6 +264,35 @@ def test_ucf101_index(ucf_root, caplog):
     assert [(r.video_id, r.label) for r in test] == [("v_Archery_g02_c01", 2)]
 
 
+def test_ucf101_finds_a_listed_avi_under_another_extension_or_case(ucf_root):
+    """The lists name .avi: videos re-encoded to .mp4, or named .AVI, were all missing
+    ("0 videos indexed"); the listed file itself wins over another of its name."""
+    small = frames_rgb(5, height=16, width=24)
+    folder = os.path.join(ucf_root, "ApplyLipstick")
+    write_video(os.path.join(folder, "v_ApplyLipstick_g01_c01.mp4"), small)
+    os.rename(os.path.join(ucf_root, "ApplyEyeMakeup", "v_ApplyEyeMakeup_g08_c01.avi"),
+              os.path.join(ucf_root, "ApplyEyeMakeup", "v_ApplyEyeMakeup_g08_c01.AVI"))
+    records, _ = index_ucf101(ucf_root, "train", fold=1)
+    assert [(os.path.basename(r.path), r.label, r.kind) for r in records] == [
+        ("v_ApplyEyeMakeup_g08_c01.AVI", 0, "video"), ("v_Archery_g01_c01", 2, "frames"),
+        ("v_ApplyLipstick_g01_c01.mp4", 1, "video")]
+    write_video(os.path.join(ucf_root, "Archery", "v_Archery_g02_c01.mp4"), small)
+    test, _ = index_ucf101(ucf_root, "test", fold=1)
+    assert [os.path.basename(r.path) for r in test] == ["v_Archery_g02_c01.avi"]
+
+
+def test_kinetics_finds_a_video_whose_extension_is_in_upper_case(kinetics_root, tmp_path):
+    """.MP4 was missing where .mkv was found; the YouTube id keeps its case."""
+    os.rename(os.path.join(kinetics_root, "train", "zumba", "eee_000001_000011.mp4"),
+              os.path.join(kinetics_root, "train", "zumba", "eee_000001_000011.MP4"))
+    write_video(os.path.join(kinetics_root, "train", "abseiling", "CCC_000005_000015.mp4"),
+                frames_rgb(6, height=16, width=24))  # another video: ccc stays missing
+    csv_path = write_text(str(tmp_path / "kinetics_600_train.csv"), KINETICS_CSV)
+    records, _ = index_kinetics(kinetics_root, csv_path, "train")
+    assert [os.path.basename(r.path) for r in records] == [
+        "aaa_000010_000020.mp4", "bbb_000000_000010.mp4", "eee_000001_000011.MP4"]
+
+
 @pytest.mark.parametrize(
     "content, line, match",
     [
