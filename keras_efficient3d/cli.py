@@ -309,7 +309,8 @@ VOCABULARY = {
                     "(<root>/<split>/<class>/...) or synthetic."),
     "data_root": Flag("string", "Dataset folder (frames or videos).", existing_folder),
     "annotations": Flag("string", "Annotation files: Jester CSV folder or JSON, Kinetics CSV folder "
-                        "(train.csv, validate.csv), CSV or comma-separated CSVs, "
+                        "(train.csv and validate.csv, or val.csv, kinetics-600_val.csv...), CSV "
+                        "or comma-separated CSVs, "
                         "UCF-101 list folder."),
     "downsample": Flag("integer", "Temporal stride between sampled frames.", minimum=1),
     "batch_size": Flag("integer", "Clips per batch.", minimum=1),

@@ -196,19 +196,39 @@ def load_split(config, split, classes=None):
     return data.index_folders(root, "train" if split == "train" else "val", classes=classes)
 
 
+# The names each split's CSV goes by: DeepMind's release (train.csv, validate.csv), CVDF's
+# copy (val.csv) and the ActivityNet crawler's (kinetics-600_val.csv).
+_KINETICS_CSV_NAMES = {
+    "train": ("train.csv", "kinetics-600_train.csv", "kinetics_600_train.csv"),
+    "validation": ("validate.csv", "val.csv", "validation.csv", "kinetics-600_val.csv",
+                   "kinetics_600_val.csv", "kinetics-600_validate.csv",
+                   "kinetics_600_validate.csv"),
+}
+
+
 def kinetics_csvs(config, split):
-    """The Kinetics CSVs of `split`: --annotations is a folder holding train.csv and
-    validate.csv (default: --data_root), one CSV or comma-separated CSVs (their rows are
-    taken by their split column)."""
+    """The Kinetics CSVs of `split`: --annotations is a folder holding the split's CSV
+    (`_KINETICS_CSV_NAMES`; default: --data_root), one CSV or comma-separated CSVs (their rows
+    are taken by their split column)."""
+    from keras_efficient3d.data import DataError
+
     where = config.annotations or config.data_root
     if os.path.isdir(where):
-        return [os.path.join(where, "train.csv" if split == "train" else "validate.csv")]
+        names = _KINETICS_CSV_NAMES["train" if split == "train" else "validation"]
+        for name in names:
+            if os.path.isfile(os.path.join(where, name)):
+                return [os.path.join(where, name)]
+        raise DataError(f"no {'training' if split == 'train' else 'validation'} CSV (looked for "
+                        f"{', '.join(names)}): name the CSVs with --annotations=TRAIN.csv,"
+                        "VAL.csv", where)
     return [path.strip() for path in where.split(",") if path.strip()]
 
 
 def load_splits(config):
     """(training records, validation records, class names): the validation split is indexed
     with the training split's classes, so that its labels mean the same outputs."""
+    if config.dataset == "kinetics600":
+        kinetics_csvs(config, "validation")  # a CSV not found: said before minutes of indexing
     train_records, classes = load_split(config, "train")
     if not train_records:
         raise ValueError(f"No training videos found under {config.data_root}.")

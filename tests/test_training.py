@@ -1233,6 +1233,30 @@ def test_kinetics_annotations_name_a_folder_one_csv_or_several(tmp_path):
         assert [r.label for r in val_records] == [1], annotations
 
 
+def test_kinetics_csvs_go_by_the_names_of_each_release(tmp_path, monkeypatch):
+    """A folder of CVDF's val.csv or the ActivityNet crawler's kinetics-600_*.csv is read as
+    one of DeepMind's train.csv and validate.csv; a folder of none of them is said before the
+    training split is indexed (minutes for Kinetics), with the names looked for."""
+    from keras_efficient3d import data
+    from keras_efficient3d.data import DataError
+
+    root = _tiny_kinetics(tmp_path / "k", [("a", "x1"), ("b", "x2")], [("b", "y1")])
+    config = trainer.TrainConfig(dataset="kinetics600", data_root=str(root))
+    os.replace(root / "validate.csv", root / "val.csv")
+    assert [r.label for r in trainer.load_splits(config)[1]] == [1]
+    os.replace(root / "train.csv", root / "kinetics-600_train.csv")
+    os.replace(root / "val.csv", root / "kinetics-600_val.csv")
+    assert [r.label for r in trainer.load_splits(config)[1]] == [1]
+    os.replace(root / "kinetics-600_val.csv", root / "kinetics-600_test.csv")
+    indexed = []
+    monkeypatch.setattr(data, "index_kinetics", lambda *a, **k: indexed.append(a) or ([], []))
+    with pytest.raises(DataError, match=rf"^{root}: no validation CSV \(looked for validate.csv, "
+                                        r"val.csv, .*\): name the CSVs with "
+                                        r"--annotations=TRAIN.csv,VAL.csv$"):
+        trainer.load_splits(config)
+    assert indexed == []
+
+
 def test_an_empty_validation_split_is_refused_before_training(tmp_path):
     root = _tiny_kinetics(tmp_path / "k", [("a", "x1"), ("b", "x2")], [])
     config = trainer.TrainConfig(dataset="kinetics600", data_root=str(root),

@@ -35,6 +35,15 @@ _SPLIT_ALIASES = {"train": ("training",), "val": ("validation", "valid", "valida
 _REQUIRED = ("youtube_id", "time_start", "time_end", "split")
 
 
+def _whole_seconds(text):
+    """A CSV's time in whole seconds: ``273``, or ``273.0`` as some copies write it (a file
+    name has whole seconds: ``<id>_000273_000283.mp4``)."""
+    value = float(text)
+    if not value.is_integer() or value < 0:
+        raise ValueError(text)
+    return int(value)
+
+
 def _as_list(paths):
     if isinstance(paths, (str, os.PathLike)):
         return [os.fspath(paths)]
@@ -83,12 +92,12 @@ def _read_csv_rows(path):
             if len(fields) != len(header):
                 raise DataError(f"malformed line: {len(fields)} fields, the header has {len(header)}", path, number)
             try:
-                start = int(fields[column["time_start"]])
-                end = int(fields[column["time_end"]])
+                start = _whole_seconds(fields[column["time_start"]])
+                end = _whole_seconds(fields[column["time_end"]])
             except ValueError:
                 shown = f"{fields[column['time_start']]!r}, {fields[column['time_end']]!r}"
-                raise DataError(f"time_start/time_end must be integers (found {shown})", path,
-                                number) from None
+                raise DataError(f"time_start/time_end must be whole seconds (found {shown})",
+                                path, number) from None
             label = fields[column["label"]].strip() if "label" in column else None
             raw_split = fields[column["split"]].strip()
             try:

@@ -177,9 +177,15 @@ def test_kinetics_index(kinetics_root, tmp_path, caplog):
 
 def test_kinetics_bad_rows(kinetics_root, tmp_path):
     bad_time = write_text(str(tmp_path / "a.csv"), KINETICS_CSV.replace("bbb,0,10", "bbb,zero,10"))
-    with pytest.raises(DataError, match=r"integers \(found 'zero', '10'\)") as info:
+    with pytest.raises(DataError, match=r"whole seconds \(found 'zero', '10'\)") as info:
         index_kinetics(kinetics_root, bad_time, "train")
     assert str(info.value).startswith(f"{bad_time}:3: ")
+    half = write_text(str(tmp_path / "half.csv"), KINETICS_CSV.replace("bbb,0,10", "bbb,0.5,10"))
+    with pytest.raises(DataError, match=r"whole seconds \(found '0.5', '10'\)"):
+        index_kinetics(kinetics_root, half, "train")
+    # some copies write the times as floats: 10.0 is the 10 of the file name
+    floats = write_text(str(tmp_path / "f.csv"), KINETICS_CSV.replace("aaa,10,20", "aaa,10.0,20.0"))
+    assert index_kinetics(kinetics_root, floats, "train")[0][0].video_id == "aaa_000010_000020"
     # An unbalanced quote swallows the rest of the file: the record's first line is named.
     quote = write_text(str(tmp_path / "q.csv"), KINETICS_CSV.replace("bbb,0,10", '"bbb,0,10'))
     with pytest.raises(DataError, match="fields") as info:
