@@ -122,6 +122,11 @@ BAD_INPUT = [
     ("train", ["--data_root={dir}", "--lr_schedule=linear"], "lr_schedule"),
     ("train", ["--data_root={dir}", "--epochs=3", "--warmup_epochs=3"], "warmup_epochs"),
     ("train", ["--data_root={dir}", "--output={tmp}/run"], "jester-v1-labels.csv"),
+    # ucf101.flags names a converted checkpoint to make first: how, in the message
+    ("train", ["--flagfile=training/flags/ucf101.flags", "--data_root={dir}",
+               "--annotations={dir}", "--output={tmp}/run"],
+     "--pretrained=pretrained/kinetics_mobilenetv2_1.0x.keras: file not found (a .keras model "
+     "to fine-tune: convert the authors' checkpoint with python -m keras_efficient3d.convert"),
     ("train", ["--dataset=jester", "--output={tmp}/run"], "data_root"),
     ("train", ["--data_root={dir}", "--pretrained={junk_keras}", "--dataset=folders"],
      "junk.keras: not a valid .keras archive"),

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -1012,6 +1013,19 @@ def test_evaluate_scores_a_model_of_another_class_order_by_the_class_names(tiny_
                                                              expected["clip_top1"])
     assert {name.replace("_", " "): row for name, row in results["per_class"].items()} == \
         expected["per_class"]
+
+
+def test_evaluate_of_a_split_without_videos_names_the_folder(tiny_gestures, tmp_path):
+    import shutil
+
+    root = tmp_path / "csvs_only"
+    root.mkdir()
+    for csv in pathlib.Path(tiny_gestures).glob("*.csv"):
+        shutil.copy(csv, root)  # the annotations, none of the frame folders they list
+    with pytest.raises(ValueError, match=rf"^no videos to evaluate in the synthetic dataset's "
+                                         rf"validation split under {root}$"):
+        _evaluate_module().evaluate_file(_save_run_model(tmp_path / "m"), dataset="synthetic",
+                                         data_root=str(root), frames=8, size=32)
 
 
 def test_evaluate_refuses_an_output_it_cannot_write_before_evaluating(tiny_gestures, tmp_path,

@@ -155,6 +155,9 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     # The model's class names, where recorded, are what its outputs mean: the split is
     # indexed with them (a split lacking a class must not shift the labels after it).
     records, classes = trainer.load_split(base, split, labels)
+    if not records:
+        raise ValueError(f"no videos to evaluate in the {base.dataset} dataset's {split} split "
+                         f"under {base.data_root}")
     outputs = model.output_shape[-1]
     if outputs is not None and outputs > len(classes):
         # A model trained with --num_classes above the dataset's: its first outputs are the

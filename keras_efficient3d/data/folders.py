@@ -66,7 +66,7 @@ def index_folders(
         shown = class_names if len(class_names) <= 10 else class_names[:10] + ["..."]
         raise DataError(f"class folder(s) {unknown} are not among the {len(class_names)} "
                         f"classes {shown}", split_root)
-    summary = IndexSummary("folders", split or "-")
+    summary = IndexSummary("folders", split or "-", root=root)
     records = []
     for label, class_name in enumerate(class_names):
         class_dir = os.path.join(split_root, class_name)

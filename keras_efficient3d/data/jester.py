@@ -145,6 +145,9 @@ def index_jester(
     root = os.fspath(root)
     split = normalise_split(split, _SPLIT_ALIASES)
     annotations = root if annotations is None else os.fspath(annotations)
+    if os.path.isfile(annotations) and not annotations.lower().endswith(".json"):
+        raise DataError(f"a file: the annotations are a folder holding {LABELS_CSV} and the "
+                        "split CSVs, or the original's JSON file", annotations)
     if annotations.lower().endswith(".json"):
         if not os.path.isfile(annotations):
             raise DataError("annotation file not found", annotations)
@@ -156,13 +159,14 @@ def index_jester(
             # a missing CSV: say which layout is read
             raise DataError(f"annotation file not found (the {name} dataset is read in the "
                             f"Jester layout: {LABELS_CSV} and the split CSVs beside the frame "
-                            "folders; a folder of class folders is --dataset=folders)", labels)
+                            "folders or in the folder --annotations names; a folder of class "
+                            "folders is --dataset=folders)", labels)
         class_names = read_jester_labels(labels)
         class_to_index = {name: i for i, name in enumerate(class_names)}
         entries = _read_split_csv(
             os.path.join(annotations, SPLIT_CSVS[split]), class_to_index, with_labels=split != "test"
         )
-    summary = IndexSummary(name, split)
+    summary = IndexSummary(name, split, root=root)
     records = []
     for video_id, label in entries:
         record = make_record(os.path.join(root, video_id), label, video_id, summary)

@@ -163,7 +163,7 @@ def index_kinetics(
 
     split_folders = (split,) + _SPLIT_ALIASES[split]
     listings = VideoFinder()
-    summary = IndexSummary("kinetics", split)
+    summary = IndexSummary("kinetics", split, root=root)
     records = []
     seen = {}  # key -> (file, line) of its first row
     for path, number, label_name, youtube_id, start, end, row_split in rows:

@@ -54,11 +54,31 @@ class IndexSummary:
     empty: list[str] = dataclasses.field(default_factory=list)
     duplicates: list[str] = dataclasses.field(default_factory=list)  # "file:line (of line N)"
     reasons: dict = dataclasses.field(default_factory=dict)  # why an unreadable one was skipped
+    root: str | None = None  # the folder the videos were looked for in
+
+    def _elsewhere(self) -> str:
+        """Where the missing videos are, when none was found under `root` but the first is
+        under one of its folders (the download's ``20bn-jester-v1/`` under the root given)."""
+        if self.found or not self.missing or not self.root:
+            return ""
+        relative = os.path.relpath(self.missing[0], self.root)
+        if relative.startswith(os.pardir):
+            return ""
+        try:
+            folders = sorted(entry.path for entry in os.scandir(self.root) if entry.is_dir())
+        except OSError:
+            return ""
+        stem = os.path.splitext(relative)[0]
+        for folder in folders:
+            if any(os.path.exists(os.path.join(folder, name)) for name in (relative, stem)):
+                return f"; they are under {folder}: give that folder as the data root"
+        return ""
 
     def report(self) -> str:
         text = f"{self.dataset} [{self.split}]: {self.found} videos indexed"
         if self.missing:
-            text += f", {len(self.missing)} missing and skipped (first: {self.missing[0]})"
+            text += (f", {len(self.missing)} missing and skipped (first: {self.missing[0]})"
+                     f"{self._elsewhere()}")
         if self.empty:
             why = self.reasons.get(self.empty[0])
             text += (f", {len(self.empty)} empty/unreadable and skipped (first: {self.empty[0]}"

@@ -82,7 +82,7 @@ def index_ucf101(
     class_names = read_ucf101_classes(class_ind)
     class_to_index = {name: i for i, name in enumerate(class_names)}
     list_path = os.path.join(annotations, f"{split}list0{fold}.txt")
-    summary = IndexSummary("ucf101", f"{split}{fold}")
+    summary = IndexSummary("ucf101", f"{split}{fold}", root=root)
     records = []
     finder = VideoFinder()
     seen = {}  # Class/video -> its first line

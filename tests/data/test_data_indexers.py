@@ -136,6 +136,34 @@ def test_jester_missing_label_file(jester_root):
         index_jester(jester_root, "train")
     with pytest.raises(ValueError, match="split"):
         index_jester(jester_root, "holdout")
+    with pytest.raises(DataError, match=r"or in the folder --annotations names"):
+        index_jester(jester_root, "train")
+    # --annotations naming one of the CSVs: the folder was joined onto it
+    train_csv = os.path.join(jester_root, "jester-v1-train.csv")
+    with pytest.raises(DataError, match=rf"^{train_csv}: a file: the annotations are a folder "
+                                        r"holding jester-v1-labels.csv and the split CSVs, or the "
+                                        r"original's JSON file$"):
+        index_jester(jester_root, "train", annotations=train_csv)
+
+
+def test_videos_found_only_under_a_folder_of_the_root_say_that_folder(jester_root, tmp_path,
+                                                                      caplog):
+    """--data_root=/data/jester where the download unpacked into /data/jester/20bn-jester-v1:
+    every video missing, and the summary says where they are."""
+    import shutil
+
+    parent = tmp_path / "data"
+    nested = parent / "20bn-jester-v1"
+    shutil.copytree(jester_root, nested)
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        records, _ = index_jester(str(parent), "train", annotations=str(nested))
+    assert records == []
+    assert (f"0 videos indexed, 4 missing and skipped (first: {parent / '11'}); they are under "
+            f"{nested}: give that folder as the data root") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        index_jester(jester_root, "train")  # one found: nothing said of other folders
+    assert "they are under" not in caplog.text and "1 missing" in caplog.text
 
 
 # ---------------------------------------------------------------- Kinetics
