@@ -233,6 +233,13 @@ def load_splits(config):
     train_records, classes = load_split(config, "train")
     if not train_records:
         raise ValueError(f"No training videos found under {config.data_root}.")
+    seen = {record.label for record in train_records}
+    unseen = [name for i, name in enumerate(classes) if i not in seen]
+    if unseen:
+        # a class folder missing or empty: the model is still given its output, never trained
+        shown = ", ".join(unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+        print(f"warning: {len(unseen)} of the {len(classes)} classes have no training video "
+              f"({shown})", file=sys.stderr)
     val_records, _ = load_split(config, "validation", classes)
     if not val_records:
         # Checked before training: without validation clips best.keras has nothing to go by,

@@ -1212,7 +1212,9 @@ def _tiny_kinetics(root, train_rows, val_rows):
     return root
 
 
-def test_kinetics_validation_labels_index_the_training_classes(tmp_path):
+def test_kinetics_validation_labels_index_the_training_classes(tmp_path, capsys):
+    import shutil
+
     from keras_efficient3d.data import DataError
 
     # validate.csv lacks class "a": its labels must still be those of training (b=1, c=2).
@@ -1222,6 +1224,11 @@ def test_kinetics_validation_labels_index_the_training_classes(tmp_path):
     train_records, val_records, classes = trainer.load_splits(config)
     assert classes == ["a", "b", "c"]
     assert sorted(r.label for r in val_records) == [1, 2]
+    # a class whose videos are all missing: still an output, never trained, and said
+    shutil.rmtree(root / "train" / "c")
+    assert trainer.load_splits(config)[2] == ["a", "b", "c"]
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        "warning: 1 of the 3 classes have no training video (c)"
     # A validation class that training never saw: refused with the file and line.
     with open(root / "validate.csv", "a") as handle:
         handle.write("d,y3,0,10,validate\n")
