@@ -133,6 +133,8 @@ class _ClipSource:
         self.crop_position_in_test = crop_position_in_test
         self.failures = failures
         self.clip_shape = (sample_duration, sample_size, sample_size, 3)
+        self._truncated: set[str] = set()  # said once each
+        self._lock = threading.Lock()
 
     # -- decoding -------------------------------------------------------------
     def _read(self, record: VideoRecord, sampler, transform=None):
@@ -150,6 +152,12 @@ class _ClipSource:
         except TruncatedVideoError as error:
             # The container promised more frames than the stream holds: sample again
             # within the frames that do decode rather than drop a usable video.
+            with self._lock:
+                first = record.path not in self._truncated
+                self._truncated.add(record.path)
+            if first:
+                logger.warning("%s: its container says %d frames, %d decode: its clips are "
+                               "taken from those", record.path, num_frames, error.available)
             return read_video(record.path, sampler(error.available))
 
     def _fail(self, index, error, shape):

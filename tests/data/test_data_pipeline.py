@@ -4,6 +4,7 @@ Every test video's frames carry their index (red/blue) and their label (green),
 so each clip can be checked for the frames it holds and the label it came with.
 """
 
+import dataclasses
 import logging
 import os
 
@@ -356,3 +357,19 @@ def test_evaluation_of_videos_none_of_which_decodes_says_so(tmp_path, corrupt):
                                         r".*broken2?\.mp4\); nothing to score"):  # either: decoded in parallel
         evaluation.evaluate(lambda clips: np.zeros((len(clips), 2)), broken, ["a", "b"],
                             frames=4, size=32, normalization="none")
+
+
+def test_a_video_whose_container_promises_more_frames_is_sampled_from_those_that_decode(
+        records, caplog):
+    """Said once per video (the container says 60 frames, 12 decode), however many clips
+    are drawn from it, and its clips come from the frames that decode."""
+    liar = dataclasses.replace(records[1], num_frames=60)  # v1.mp4: 12 frames
+    ds = make_dataset([liar] * 3, "train", batch_size=1, seed=0, **SMALL)
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        for _ in range(2):
+            for clips, labels in ds:
+                assert int(labels[0]) == 1
+                check_clip(clips[0], 1, 12)
+    said = [r.getMessage() for r in caplog.records if "container says" in r.getMessage()]
+    assert said == [f"{liar.path}: its container says 60 frames, 12 decode: its clips are taken "
+                    "from those"]
