@@ -16,9 +16,11 @@ Real downloads always miss videos: those are counted, skipped and summarised.
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 
-from keras_efficient3d.data.decode import DataError
+from keras_efficient3d.data.decode import VIDEO_EXTENSIONS, DataError
 from keras_efficient3d.data.records import (
     IndexSummary,
     VideoFinder,
@@ -51,14 +53,60 @@ def _as_list(paths):
 
 
 def _read_csv(path):
-    """Rows of an official CSV as ``(line, label|None, youtube_id, start, end, split)``."""
+    """Rows of an official CSV (or of the original's JSON, `_read_json`) as ``(path, line,
+    label|None, youtube_id, start, end, split)``."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError("annotation file not found", path)
     try:
+        if path.lower().endswith(".json"):
+            return _read_json(path)[0]
         return _read_csv_rows(path)
     except UnicodeDecodeError:
         raise DataError("not a UTF-8 text file", path) from None
+
+
+def _read_json(path):
+    """(rows, labels) of the original's annotation JSON (utils/kinetics_json.py's: ``labels``,
+    and ``database`` by subset, keyed ``<id>_<start>_<end>.mp4``; or ActivityNet's flat
+    ``database`` whose entries name their ``subset``, as 3D-ResNets writes it). Its
+    ``labels`` are the class order of the original's Kinetics models. Rows have no line."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise DataError(f"not valid JSON ({error.msg})", path, error.lineno) from None
+    database = data.get("database") if isinstance(data, dict) else None
+    labels = data.get("labels") if isinstance(data, dict) else None
+    if not isinstance(database, dict) or not (labels is None or isinstance(labels, list)):
+        raise DataError("expected the original's annotation JSON: an object with 'labels' and "
+                        "'database'", path)
+    if all(isinstance(entry, dict) and "subset" in entry for entry in database.values()):
+        entries = [(entry["subset"], key, entry) for key, entry in database.items()]
+    else:  # utils/kinetics_json.py: {"training": {key: entry}, "validation": {...}}
+        entries = [(subset, key, entry) for subset, videos in database.items()
+                   if isinstance(videos, dict) for key, entry in videos.items()]
+    rows = []
+    for subset, key, entry in entries:
+        try:
+            split = normalise_split(str(subset), _SPLIT_ALIASES)
+        except ValueError:
+            raise DataError(f"unknown subset {subset!r} of {key!r}", path) from None
+        stem = os.path.splitext(key)[0] if key.lower().endswith(VIDEO_EXTENSIONS) else key
+        annotations = (entry.get("annotations") if isinstance(entry, dict) else None) or {}
+        named = re.fullmatch(r"(.+)_(\d{6})_(\d{6})", stem)
+        segment = annotations.get("segment")
+        try:
+            if named:
+                youtube_id, start, end = named[1], int(named[2]), int(named[3])
+            else:
+                youtube_id, start, end = stem, _whole_seconds(segment[0]), _whole_seconds(segment[1])
+        except (ValueError, IndexError, TypeError):
+            raise DataError(f"entry {key!r}: expected <youtube_id>_<start>_<end> or a 'segment'",
+                            path) from None
+        label = annotations.get("label") or None
+        rows.append((path, None, label, youtube_id, start, end, split))
+    return rows, None if labels is None else [str(name) for name in labels]
 
 
 def _read_csv_rows(path):
@@ -153,7 +201,11 @@ def index_kinetics(
     if not csv_paths:
         raise ValueError("`csv_paths` must name at least one CSV file. Received: csv_paths=[]")
     rows = [row for path in csv_paths for row in _read_csv(path)]
-    if classes is None:
+    recorded = next((_read_json(path)[1] for path in csv_paths
+                     if path.lower().endswith(".json")), None)
+    if classes is None and recorded:
+        class_names = recorded  # the original's order, which its models' outputs follow
+    elif classes is None:
         class_names = sorted({row[2] for row in rows if row[2]})
     elif isinstance(classes, (str, os.PathLike)):
         class_names = class_names_of(read_annotation_lines(classes), classes)
@@ -182,9 +234,12 @@ def index_kinetics(
             # One clip listed twice (in one CSV, or in two of those given) would be trained
             # on twice and counted twice; the first row is kept, with its label.
             first_path, first_number = seen[key]
-            where = "" if first_path == path else f"{first_path}:"
-            summary.duplicates.append(f"{path}:{number} ({key} again, first on {where}line "
-                                      f"{first_number})")
+            if first_number is None:  # a JSON's entries have no line
+                first = f"first in {first_path}"
+            else:
+                first = f"first on {'' if first_path == path else first_path + ':'}line {first_number}"
+            at = path if number is None else f"{path}:{number}"
+            summary.duplicates.append(f"{at} ({key} again, {first})")
             continue
         seen[key] = (path, number)
         label_folders = [label_name, label_name.replace(" ", "_")] if label_name else []

@@ -25,7 +25,8 @@ _KINETICS600_HELP = (
     "the Kinetics-600 class list is not shipped (its exact official order could not be "
     "verified here); pass the official file instead: --labels=PATH to a text file with one "
     "class per line in the model's order, or to a Kinetics annotation CSV (its 'label' column; "
-    "classes are then sorted by name, as the original's kinetics_json.py does)"
+    "classes are then sorted by name), or to the original's kinetics.json (its 'labels', "
+    "the order of the validation CSV it was made from, which its models' outputs follow)"
 )
 
 
@@ -68,7 +69,9 @@ def _read_csv_labels(path):
             values = [row[index].strip() for row in rows[1:] if len(row) > index and row[index].strip()]
             if len(set(values)) == len(values):
                 return values  # a label map: one row per class, in order
-            # An annotation CSV (one row per video): the original sorts the unique labels.
+            # An annotation CSV (one row per video): its labels sorted (the original's
+            # kinetics_json.py keeps the order of first appearance in the validation CSV,
+            # whose rows the official release lists by label).
             return sorted(set(values))
     if all(len(row) == 1 for row in rows):
         return [row[0].strip() for row in rows]  # jester-v1-labels.csv: one class per line

@@ -203,6 +203,44 @@ def test_kinetics_index(kinetics_root, tmp_path, caplog):
     assert [(r.video_id, r.label, r.num_frames) for r in val] == [("ddd_000030_000040", 1, 6)]
 
 
+def test_kinetics_reads_the_originals_annotation_json(kinetics_root, tmp_path):
+    """utils/kinetics_json.py's file (database by subset, keys <id>_<start>_<end>.mp4, the
+    labels in the order its models number them, not sorted), and ActivityNet's flat layout
+    (3D-ResNets': entries naming their subset, a segment)."""
+    labels = ["zumba", "abseiling", "air drumming"]  # the order of the validation CSV it read
+
+    def entry(label):
+        return {"annotations": {"label": label}, "n_frames": 6}
+
+    original = {"labels": labels, "database": {
+        "training": {"aaa_000010_000020.mp4": entry("abseiling"),
+                     "bbb_000000_000010.mp4": entry("air drumming"),
+                     "eee_000001_000011.mp4": entry("zumba")},
+        "validation": {"ddd_000030_000040.mp4": entry("air drumming")}}}
+    path = write_text(str(tmp_path / "kinetics.json"), json.dumps(original))
+    records, classes = index_kinetics(kinetics_root, path, "train")
+    assert classes == labels
+    assert [(r.video_id, r.label) for r in records] == [
+        ("aaa_000010_000020", 1), ("bbb_000000_000010", 2), ("eee_000001_000011", 0)]
+    val, _ = index_kinetics(kinetics_root, path, "validation", classes=classes)
+    assert [(r.video_id, r.label) for r in val] == [("ddd_000030_000040", 2)]
+    flat = {"labels": labels, "database": {
+        "aaa": {"subset": "training", "annotations": {"label": "abseiling", "segment": [10, 20]}},
+        "eee_000001_000011": {"subset": "training",
+                              "annotations": {"label": "zumba", "segment": [1, 11]}}}}
+    path = write_text(str(tmp_path / "flat.json"), json.dumps(flat))
+    assert [(r.video_id, r.label) for r in index_kinetics(kinetics_root, path, "train")[0]] == [
+        ("aaa_000010_000020", 1), ("eee_000001_000011", 0)]
+    bad = write_text(str(tmp_path / "bad.json"), json.dumps({"database": {"training": {
+        "aaa.mp4": entry("abseiling")}}}))
+    with pytest.raises(DataError, match=r"bad.json: entry 'aaa.mp4': expected "
+                                        r"<youtube_id>_<start>_<end> or a 'segment'"):
+        index_kinetics(kinetics_root, bad, "train")
+    wrong = write_text(str(tmp_path / "w.json"), "[1, 2]")
+    with pytest.raises(DataError, match=r"expected the original's annotation JSON"):
+        index_kinetics(kinetics_root, wrong, "train")
+
+
 def test_kinetics_bad_rows(kinetics_root, tmp_path):
     bad_time = write_text(str(tmp_path / "a.csv"), KINETICS_CSV.replace("bbb,0,10", "bbb,zero,10"))
     with pytest.raises(DataError, match=r"whole seconds \(found 'zero', '10'\)") as info:
