@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 
@@ -248,6 +249,27 @@ def _positive_int(name, value):
     return int(value)
 
 
+@functools.cache
+def _free_iterators_at_exit():
+    """A script whose loop over a dataset ends in an uncaught error (a DataError, which
+    tf.data hands back as a TensorFlow error) keeps the iterator alive in the traceback that
+    Python keeps (``sys.last_exc``); freed while the interpreter finalises, its threads
+    aborted the process ("terminate called without an active exception", status 134).
+    Freed at exit, before that, the script ends with Python's own status 1. (The
+    command lines free it themselves: `cli.run`.)"""
+    import atexit
+    import gc
+    import sys
+
+    def free():
+        for name in ("last_exc", "last_value", "last_traceback", "last_type"):
+            if hasattr(sys, name):
+                setattr(sys, name, None)
+        gc.collect()
+
+    atexit.register(free)
+
+
 def make_dataset(
     records,
     mode: str = "train",
@@ -325,6 +347,7 @@ def make_dataset(
         ``(clips, labels)`` batches, ``clips`` float32 ``(B, T, S, S, 3)`` normalised,
         ``labels`` int32 ``(B,)``; in test mode ``(clips, labels, video_indices)``.
     """
+    _free_iterators_at_exit()
     records = _check_records(records)
     if shard is not None:
         num_shards, shard_index = (int(v) for v in shard)

@@ -373,3 +373,36 @@ def test_a_video_whose_container_promises_more_frames_is_sampled_from_those_that
     said = [r.getMessage() for r in caplog.records if "container says" in r.getMessage()]
     assert said == [f"{liar.path}: its container says 60 frames, 12 decode: its clips are taken "
                     "from those"]
+
+
+_UNCAUGHT = """
+import sys
+from keras_efficient3d.data import VideoRecord, make_dataset
+
+records = [VideoRecord(path, 0, path, "video") for path in sys.argv[1:]]
+for clips, labels in make_dataset(records, "train", batch_size=2, sample_duration=8,
+                                  sample_size=32, max_decode_failures=1, seed=0):
+    pass
+"""
+
+
+def test_a_script_whose_loop_over_a_dataset_ends_in_an_error_exits_as_python_does(tmp_path):
+    """Too many undecodable videos, uncaught in a user's script: Python's traceback and status
+    1, not an abort at exit ("terminate called without an active exception", status 134)."""
+    import subprocess
+    import sys
+
+    videos = []
+    for i in range(8):  # decodes in flight beside the failing one: what aborted
+        path = tmp_path / f"v{i}.mp4"
+        if i % 4 == 3:
+            path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
+        else:
+            write_video(str(path), frames_rgb(24), "mp4")
+        videos.append(str(path))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", _UNCAUGHT, *videos], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=root))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "more than max_decode_failures=1" in proc.stderr
+    assert "terminate called" not in proc.stderr
