@@ -114,8 +114,11 @@ class VideoFinder:
             videos = {}
             for name in names:
                 stem, ext = os.path.splitext(name)
-                if ext.lower() in VIDEO_EXTENSIONS:
-                    videos.setdefault(stem, name)
+                if ext.lower() in VIDEO_EXTENSIONS:  # of two, the earlier extension there (.mp4)
+                    kept = videos.get(stem)
+                    if kept is None or VIDEO_EXTENSIONS.index(ext.lower()) < \
+                            VIDEO_EXTENSIONS.index(os.path.splitext(kept)[1].lower()):
+                        videos[stem] = name
             self._cache[folder] = (videos, frozenset(names))
         return self._cache[folder]
 
