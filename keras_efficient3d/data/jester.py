@@ -50,6 +50,10 @@ def read_jester_labels(path: str | os.PathLike) -> list[str]:
     for number, name in lines:
         if ";" in name:
             raise DataError(f"expected one class name per line, got {name!r}", path, number)
+    if lines and lines[0][1].strip().lower() in ("label", "labels", "name", "class", "classes"):
+        # it would be class 0, and every class after it one index off
+        raise DataError(f"{lines[0][1]!r} reads as a header: the file lists one class per "
+                        "line, without one", path, lines[0][0])
     names = class_names_of(lines, path)
     if not names:
         raise DataError("label file lists no class", path)

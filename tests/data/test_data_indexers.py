@@ -136,6 +136,12 @@ def test_jester_missing_label_file(jester_root):
         index_jester(jester_root, "train")
     with pytest.raises(ValueError, match="split"):
         index_jester(jester_root, "holdout")
+    labels = write_text(os.path.join(jester_root, "jester-v1-labels.csv"),
+                        "label\nSwiping Left\nSwiping Right\nNo gesture\n")
+    with pytest.raises(DataError, match=rf"^{labels}:1: 'label' reads as a header: the file "
+                                        r"lists one class per line, without one$"):
+        index_jester(jester_root, "train")
+    os.remove(labels)
     with pytest.raises(DataError, match=r"or in the folder --annotations names"):
         index_jester(jester_root, "train")
     # --annotations naming one of the CSVs: the folder was joined onto it
