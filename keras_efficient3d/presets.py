@@ -274,6 +274,8 @@ def resolve_preset(preset, checkpoint=None, log=print):
         checkpoint = source
     if _is_made(cached):
         if checkpoint is None:
+            if source is None:
+                _correct_labels(PUBLISHED[preset], cached, log)
             return cached
         # checkpoint= names the file to make it from: the cache is that file's, or is remade.
         if os.path.isfile(checkpoint) and _made_from(cached) == _digest(checkpoint):
@@ -303,6 +305,21 @@ def _make_builtin(source, cached, replace):
         digest = _digest(snapshot)
     metadata = dataclasses.replace(metadata, extra=dict(metadata.extra, **{CHECKPOINT_DIGEST: digest}))
     _make(cached, model, metadata, replace)
+
+
+def _correct_labels(spec, cached, log):
+    """A Jester preset made before version 0.1.0's fix recorded jester-v1-labels.csv's order,
+    not the order the original numbers the classes in (its outputs'): its metadata is
+    rewritten with the right names (the weights are right as they are)."""
+    meta = _read_metadata(cached)
+    recorded = meta.get("model_metadata") or {}
+    labels = _published_labels(spec)
+    if not labels or recorded.get("labels") in (None, labels):
+        return
+    meta["model_metadata"] = dict(recorded, labels=labels)
+    atomic_write_json(os.path.join(cached, METADATA_FILE), meta)
+    log(f"preset '{spec.name}': its class names rewritten in the order its outputs follow (the "
+        "original's; it was made with jester-v1-labels.csv's order)")
 
 
 def _is_made(cached):

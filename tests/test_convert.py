@@ -1,6 +1,7 @@
 """PyTorch checkpoint import: numerically exact, safe, with clear errors."""
 
 import json
+import os
 import pickle
 import re
 import subprocess
@@ -316,6 +317,37 @@ def test_a_published_jester_checkpoint_records_the_originals_class_order_and_fra
     shutil.copy(source, kinetics)
     _, meta = conv.build_converted(str(kinetics), 8, 32, log=said.append)
     assert meta.labels is None and meta.downsample is None
+
+
+def test_a_jester_preset_made_with_the_csvs_class_order_gets_the_originals(
+        reference_dir, tmp_path, monkeypatch):
+    """Presets made before the fix recorded jester-v1-labels.csv's order; the cached preset's
+    names are rewritten (its weights are right), once, with a line saying so."""
+    import json
+    import shutil
+
+    from keras_efficient3d.predict import load_labels
+
+    monkeypatch.setenv("KERAS_EFFICIENT3D_HOME", str(tmp_path / "home"))
+    checkpoint = tmp_path / "jester_mobilenetv2_0.2x_RGB_16_best.pth"
+    shutil.copy(reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth", checkpoint)
+    said = []
+    cached = k3.presets.resolve_preset("mobilenetv2_0.2x_jester", checkpoint=str(checkpoint),
+                                       log=said.append)
+    metadata = os.path.join(cached, "metadata.json")
+    with open(metadata) as handle:
+        data = json.load(handle)
+    data["model_metadata"]["labels"] = load_labels("jester")  # as an earlier version made it
+    with open(metadata, "w") as handle:
+        json.dump(data, handle)
+    said.clear()
+    k3.presets.resolve_preset("mobilenetv2_0.2x_jester", log=said.append)
+    assert said == ["preset 'mobilenetv2_0.2x_jester': its class names rewritten in the order its "
+                    "outputs follow (the original's; it was made with jester-v1-labels.csv's "
+                    "order)"]
+    assert k3.presets.preset_metadata("mobilenetv2_0.2x_jester", log=said.append).labels == \
+        ORIGINAL_JESTER_ORDER
+    assert len(said) == 1  # once: the second call found them right
 
 
 def test_preprocessing_layer_applies_bgr_and_range():

@@ -1013,6 +1013,21 @@ def test_evaluate_scores_a_model_of_another_class_order_by_the_class_names(tiny_
                                                              expected["clip_top1"])
     assert {name.replace("_", " "): row for name, row in results["per_class"].items()} == \
         expected["per_class"]
+    # the mapping itself (the model above answers one class for every video: a wrong mapping
+    # could score it the same)
+    from keras_efficient3d.data import VideoRecord
+
+    records = [VideoRecord(f"v{i}", label, f"v{i}", "frames", 4) for i, label in
+               enumerate((0, 1, 2, 1, -1))]
+    mapped, classes = evaluate._in_the_models_order(
+        records, ["Swiping Left", "Thumb Up", "No gesture"],
+        ["No_gesture", "Swiping_Left", "Thumb_Up"], "m.keras", "its metadata", notes.append)
+    assert [r.label for r in mapped] == [1, 2, 0, 2, -1] and classes == [
+        "No_gesture", "Swiping_Left", "Thumb_Up"]
+    with pytest.raises(ValueError, match=r"class 0: 'Waving' vs 'Swiping Left'"):
+        evaluate._in_the_models_order(records, ["Swiping Left", "Thumb Up", "No gesture"],
+                                      ["Waving", "Swiping Left", "Thumb Up"], "m.keras",
+                                      "its metadata", notes.append)
 
 
 def test_evaluate_of_a_split_without_videos_names_the_folder(tiny_gestures, tmp_path):

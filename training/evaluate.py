@@ -70,8 +70,10 @@ def _in_the_models_order(records, classes, labels, model_file, where, note):
                   else f"class {first}: {labels[first]!r} vs {classes[first]!r}")
         raise ValueError(f"{model_file}: the class names in {where} differ from the dataset's "
                          f"({detail})")
-    note(f"{model_file} numbers the dataset's classes in another order ({where}): each "
-         "video's label is taken by its class name")
+    how = ("names the dataset's classes with underscores for spaces" if
+           [_same_name(name) for name in labels] == [_same_name(name) for name in classes] else
+           "numbers the dataset's classes in another order")
+    note(f"{model_file} {how} ({where}): each video's label is taken by its class name")
     moved = [index[_same_name(name)] for name in classes]
     records = [record if record.label < 0 else dataclasses.replace(record, label=moved[record.label])
                for record in records]

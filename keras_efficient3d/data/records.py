@@ -64,8 +64,8 @@ class IndexSummary:
         relative = os.path.relpath(self.missing[0], self.root)
         if relative.startswith(os.pardir):
             return ""
-        try:
-            folders = sorted(entry.path for entry in os.scandir(self.root) if entry.is_dir())
+        try:  # a root of many folders is a dataset's own, not the folder above it
+            folders = sorted(entry.path for entry in os.scandir(self.root) if entry.is_dir())[:64]
         except OSError:
             return ""
         stem = os.path.splitext(relative)[0]
