@@ -409,12 +409,41 @@ def check_pretrained(config):
               flush=True)
 
 
-def build_model(config, num_classes):
+def class_key(name):
+    """A class name as compared between a model and a dataset: the original's annotation
+    JSON writes Jester's classes with underscores ("Swiping_Left")."""
+    return str(name).replace("_", " ")
+
+
+def _head_in_the_runs_order(model, classes, path):
+    """`model` with its kept head's outputs put in the run's class order, where its file names
+    the run's classes in another order (an authors' Jester checkpoint, numbered
+    alphabetically, fine-tuned on jester-v1-labels.csv's order), with a note. Names that are
+    not the run's classes leave it as it is."""
+    metadata = read_metadata(path)
+    keys = [class_key(name) for name in (metadata.labels or [])] if metadata else []
+    wanted = [class_key(name) for name in classes]
+    if keys == wanted or sorted(keys) != sorted(wanted) or len(set(keys)) != len(keys):
+        return model
+    order = [keys.index(name) for name in wanted]
+    head = model.get_layer("predictions")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel[..., order], bias[order]])
+    print(f"note: --pretrained={path} numbers the run's classes in another order: its head's "
+          "outputs are put in the run's order, by name", file=sys.stderr, flush=True)
+    return model
+
+
+def build_model(config, num_classes, classes=None):
+    """The run's model: `--pretrained`'s (its head replaced for another class count, or its
+    outputs put in the order of `classes`, the run's class names), else the registry's."""
     if config.pretrained:
         base = load_model(config.pretrained, compile=False)
         check_model_fits(base, None, config.frames, config.size, f"--pretrained={config.pretrained}")
         if base.output_shape[-1] != num_classes:
             base = replace_head(base, num_classes)
+        elif classes is not None:
+            base = _head_in_the_runs_order(base, classes, config.pretrained)
         model = base
     else:
         name, kwargs = model_kwargs(config, num_classes)
@@ -1170,7 +1199,7 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
         if config.resume:
             model = resume_model(config, last_path, num_classes)
         else:
-            model = build_model(config, num_classes)
+            model = build_model(config, num_classes, classes)
             compile_model(model, config)
     steps, val_steps = config.steps_per_epoch, None
     fit_scope = contextlib.nullcontext()

@@ -1030,6 +1030,31 @@ def test_evaluate_scores_a_model_of_another_class_order_by_the_class_names(tiny_
                                       "its metadata", notes.append)
 
 
+def test_a_pretrained_head_of_the_runs_classes_in_another_order_is_put_in_the_runs_order(
+        tiny_gestures, tmp_path, capsys):
+    """An authors' Jester checkpoint (outputs in the original's alphabetical order) fine-tuned
+    on Jester's CSVs (another order) with its head kept: each output now means the run's
+    class of its index; the head's weights are its own, permuted by name."""
+    import keras
+
+    from keras_efficient3d.artifacts import ModelMetadata
+
+    order = [3, 7, 0, 5, 1, 6, 2, 4]
+    names = [synthetic.CLASSES[i].replace(" ", "_") for i in order]  # as the original's JSON
+    path = _save_run_model(tmp_path / "pre", metadata=ModelMetadata(labels=names))
+    pretrained = keras.saving.load_model(path, compile=False)
+    x = np.random.default_rng(0).normal(size=(2, 8, 32, 32, 3)).astype(np.float32)
+    before = np.asarray(pretrained(x, training=False))
+    config = _tiny_config(tiny_gestures, tmp_path / "run", pretrained=str(path))
+    model = trainer.build_model(config, 8, list(synthetic.CLASSES))
+    after = np.asarray(model(x, training=False))
+    # output i is the run's class i, which the file had at position order.index(i)
+    np.testing.assert_allclose(after, before[:, [order.index(i) for i in range(8)]], rtol=1e-6)
+    assert "its head's outputs are put in the run's order, by name" in capsys.readouterr().err
+    same = trainer.build_model(config, 8, names)  # the file's own order: left as it is
+    np.testing.assert_allclose(np.asarray(same(x, training=False)), before, rtol=1e-6)
+
+
 def test_evaluate_of_a_split_without_videos_names_the_folder(tiny_gestures, tmp_path):
     import shutil
 

@@ -51,30 +51,28 @@ def _recorded_labels(model_file, metadata):
     return None, None
 
 
-def _same_name(name):
-    # the original's annotation JSON writes Jester's classes with underscores ("Swiping_Left")
-    return name.replace("_", " ")
-
-
 def _in_the_models_order(records, classes, labels, model_file, where, note):
     """(records, classes) with the labels indexing the model's outputs, where the model names
     the dataset's classes in another order (the authors' Jester checkpoints number them
     alphabetically, jester-v1-labels.csv does not), with a note; other names are refused."""
     import dataclasses
 
-    index = {_same_name(name): i for i, name in enumerate(labels)}
+    from keras_efficient3d import trainer
+
+    key = trainer.class_key
+    index = {key(name): i for i, name in enumerate(labels)}
     if len(labels) != len(classes) or len(index) != len(labels) or \
-            set(index) != {_same_name(name) for name in classes}:
+            set(index) != {key(name) for name in classes}:
         first = next((i for i, (a, b) in enumerate(zip(labels, classes)) if a != b), None)
         detail = (f"{len(labels)} names vs {len(classes)}" if first is None
                   else f"class {first}: {labels[first]!r} vs {classes[first]!r}")
         raise ValueError(f"{model_file}: the class names in {where} differ from the dataset's "
                          f"({detail})")
     how = ("names the dataset's classes with underscores for spaces" if
-           [_same_name(name) for name in labels] == [_same_name(name) for name in classes] else
+           [key(name) for name in labels] == [key(name) for name in classes] else
            "numbers the dataset's classes in another order")
     note(f"{model_file} {how} ({where}): each video's label is taken by its class name")
-    moved = [index[_same_name(name)] for name in classes]
+    moved = [index[key(name)] for name in classes]
     records = [record if record.label < 0 else dataclasses.replace(record, label=moved[record.label])
                for record in records]
     return records, list(labels)

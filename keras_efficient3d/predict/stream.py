@@ -139,7 +139,12 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
         origin = "the labels given" if isinstance(labels, (list, tuple)) else f"--labels {labels}"
     if labels is not None and not isinstance(labels, (list, tuple)):
         labels = load_labels(labels)
+    given = labels is not None
     labels = list(labels) if labels is not None else metadata.labels
+    # the same names in another order: --labels=jester for an authors' Jester checkpoint,
+    # whose outputs follow the original's (alphabetical) order, names every class wrong
+    reordered = given and metadata.labels and labels != list(metadata.labels) and \
+        sorted(labels) == sorted(metadata.labels)
     classes = runner.num_classes
     if labels is not None and classes is not None and len(labels) != classes:
         raise PredictError(f"{path}: {len(labels)} labels for a model with {classes} classes ({origin})")
@@ -147,6 +152,9 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
         labels = [f"class {i}" for i in range(classes)]
         notes.append(("class names", "class indices for names (pass --labels)"))
     notes = _assumptions(os.path.basename(path), notes, unrecorded)
+    if reordered:
+        notes.append(f"{os.path.basename(path)} records these class names in another order; "
+                     f"its outputs are named by {origin}, as asked")
     output = metadata.output
     probabilities = {"probabilities": True, "logits": False}.get(output)
     if probabilities is None and _softmax_quantization(getattr(runner, "output_quantization", None)):

@@ -360,6 +360,23 @@ def test_a_label_count_mismatch_names_where_the_labels_came_from(tmp_path, model
         predict.resolve_spec(runner, metadata=dict(METADATA, labels=["a", "b"]))
 
 
+def test_labels_given_in_another_order_than_the_recorded_ones_are_said(tmp_path, models):
+    """--labels=jester for an authors' Jester checkpoint (recorded in the original's order)
+    names every output wrong: the labels given are used, as asked, with a note."""
+    runner = load_runner(models["tflite"])
+    recorded = [f"class {i}" for i in range(CLASSES)]
+    reordered = recorded[1:] + recorded[:1]
+    spec = predict.resolve_spec(runner, metadata=dict(METADATA, labels=recorded),
+                                labels=reordered)
+    assert spec.labels == reordered
+    assert spec.notes[-1] == (f"{os.path.basename(models['tflite'])} records these class names "
+                              "in another order; its outputs are named by the labels given, as "
+                              "asked")
+    spec = predict.resolve_spec(runner, metadata=dict(METADATA, labels=recorded),
+                                labels=list(recorded))
+    assert not any("another order" in note for note in spec.notes)
+
+
 def test_frames_that_are_not_uint8_are_refused():
     """Float frames (0-1 or 0-255) would be taken as 0-255 pixels and normalised as such."""
     from keras_efficient3d.data.decode import DataError
