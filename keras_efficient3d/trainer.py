@@ -957,8 +957,11 @@ def plot_curves(log_csv, path):
 # What a resumed run must share with the run it continues (its config.json): the model,
 # what its inputs and labels mean, and the optimizer whose state last.keras holds (checked
 # again once loaded). Other options (the rate, the epochs, SGD's momentum) may change.
-_RUN_IDENTITY = ("dataset", "model", "width_mult", "groups", "version", "depth", "shortcut",
-                 "cardinality", "normalization", "downsample", "optimizer")
+# ft_portion: last.keras keeps its layers' trainable flags, and its optimizer the variables
+# they gave: a resumed run goes on frozen as it was, whatever the flag says.
+_RUN_IDENTITY = ("dataset", "ucf101_fold", "model", "width_mult", "groups", "version", "depth",
+                 "shortcut", "cardinality", "normalization", "downsample", "optimizer",
+                 "ft_portion")
 
 
 def _check_same_run(config):

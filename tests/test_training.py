@@ -1654,6 +1654,13 @@ def test_resume_with_another_model_is_refused_before_any_work(tiny_gestures, one
     with pytest.raises(ValueError, match=rf"^The run in {out} was trained with --optimizer=sgd, "
                                          r"not --optimizer=adam; resume with the run's"):
         trainer.train(config)
+    # --ft_portion: last.keras keeps its frozen layers (a last_layer run resumed as complete
+    # trained the head alone, and config.json then said complete); a fold's other videos
+    for name, value, was in (("ft_portion", "last_layer", "complete"), ("ucf101_fold", 2, 1)):
+        config = _tiny_config(tiny_gestures, out, epochs=3, resume=True, **{name: value})
+        with pytest.raises(ValueError, match=rf"^The run in {out} was trained with --{name}="
+                                             rf"{was}, not --{name}={value}; resume with"):
+            trainer.train(config)
     assert not indexed
 
 
