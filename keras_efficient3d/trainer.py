@@ -573,6 +573,10 @@ def model_metadata(config, classes, num_classes=None, extra=None):
     output), the registry name and arguments."""
     num_classes = num_classes or len(classes)
     about = {**_architecture(config), "num_classes": num_classes}
+    # what it was trained on: evaluate.py reads it for a model copied away from its run
+    trained_on = {"dataset": config.dataset}
+    if config.dataset == "ucf101":
+        trained_on["ucf101_fold"] = config.ucf101_fold
     if config.pretrained:  # the architecture is the pretrained file's, not --model's
         about = {"num_classes": num_classes, "pretrained": config.pretrained}
     return ModelMetadata(
@@ -580,7 +584,10 @@ def model_metadata(config, classes, num_classes=None, extra=None):
         normalization=Normalization.coerce(config.normalization), preprocessing_included=False,
         labels=list(classes) if len(classes) == num_classes else None, output="logits",
         layout="NDHWC", dtype="float32, already normalised", model=about,
-        extra=dict(extra or {}))
+        extra={TRAINED_ON: trained_on, **(extra or {})})
+
+
+TRAINED_ON = "trained_on"  # ModelMetadata.extra: {"dataset", "ucf101_fold" for UCF-101}
 
 
 STATE_ENTRY = "training_state"  # last.keras' own record of what train_state.json holds
@@ -1001,7 +1008,7 @@ RESUME_HINT = "--resume continues a run instead"
 # run's model, of the old model once the new run writes its own.
 _RUN_FILES = ("last.keras", "best.keras", "train_state.json", "log.csv", "curves.png",
               "config.json", "labels.txt", "backup", "tensorboard", "eval_results.json",
-              "eval_confusion.png")
+              "eval_confusion.png", "eval_train_results.json", "eval_train_confusion.png")
 
 
 def _move_previous_run(output_dir, hint=RESUME_HINT):

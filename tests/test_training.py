@@ -17,7 +17,7 @@ import tensorflow as tf
 from absl import flags
 
 from helpers import randomize_batchnorm
-from keras_efficient3d import evaluation, registry, trainer
+from keras_efficient3d import cli, evaluation, registry, trainer
 from keras_efficient3d.artifacts import save_model
 from keras_efficient3d.data import synthetic
 from keras_efficient3d.data.normalization import Normalization
@@ -1053,6 +1053,42 @@ def test_a_pretrained_head_of_the_runs_classes_in_another_order_is_put_in_the_ru
     assert "its head's outputs are put in the run's order, by name" in capsys.readouterr().err
     same = trainer.build_model(config, 8, names)  # the file's own order: left as it is
     np.testing.assert_allclose(np.asarray(same(x, training=False)), before, rtol=1e-6)
+
+
+def test_evaluate_of_a_model_away_from_its_run_takes_the_dataset_it_records(tiny_gestures,
+                                                                           tmp_path):
+    """A model copied out of its run folder (no config.json) was evaluated as Jester, on fold
+    1 of UCF-101 whatever fold it trained on: its metadata records what it was trained on.
+    The results say what was scored; a training split's go to their own files, and a frame
+    step or normalisation other than the model's is refused, as predict refuses it."""
+    from keras_efficient3d.artifacts import read_metadata
+
+    evaluate = _evaluate_module()
+    config = _tiny_config(tiny_gestures, tmp_path / "run")
+    metadata = trainer.model_metadata(config, list(synthetic.CLASSES))
+    assert metadata.extra[trainer.TRAINED_ON] == {"dataset": "synthetic"}
+    ucf = trainer.model_metadata(dataclasses.replace(config, dataset="ucf101", ucf101_fold=2),
+                                 list(synthetic.CLASSES))
+    assert ucf.extra[trainer.TRAINED_ON] == {"dataset": "ucf101", "ucf101_fold": 2}
+    path = _save_run_model(tmp_path / "away", metadata=metadata)
+    assert read_metadata(path).extra[trainer.TRAINED_ON] == {"dataset": "synthetic"}
+    notes = []
+    results, json_path, _ = evaluate.evaluate_file(path, data_root=str(tiny_gestures),
+                                                   log=notes.append)
+    assert "dataset synthetic" in notes[0], notes
+    assert results["evaluated"] == {
+        "dataset": "synthetic", "split": "validation", "data_root": str(tiny_gestures),
+        "frames": 8, "size": 32, "downsample": 1, "normalization": "'unit'"}
+    assert os.path.basename(json_path) == "eval_results.json"
+    results, json_path, png = evaluate.evaluate_file(path, data_root=str(tiny_gestures),
+                                                     split="train", log=notes.append)
+    assert results["evaluated"]["split"] == "train"
+    assert (os.path.basename(json_path), os.path.basename(png)) == (
+        "eval_train_results.json", "eval_train_confusion.png")
+    for flag, value, shown in (("normalization", "original", "'unit'"), ("downsample", 2, "1")):
+        with pytest.raises(cli.UsageError, match=rf"^{path} records its .* \({shown}\); "
+                                                 rf"--{flag}={value} differs: leave it out$"):
+            evaluate.evaluate_file(path, data_root=str(tiny_gestures), **{flag: value})
 
 
 def test_evaluate_of_a_split_without_videos_names_the_folder(tiny_gestures, tmp_path):

@@ -15,6 +15,7 @@ from absl import flags
 
 from keras_efficient3d import cli
 from keras_efficient3d.data import synthetic
+from keras_efficient3d.data.normalization import Normalization
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -22,7 +23,9 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("model_file", None, "A .keras model (best.keras / last.keras of a run).",
                required=True, **fv)
     for name in ("dataset", "data_root", "annotations"):
-        cli.define(name, None, "(default: the run's)", **fv)
+        cli.define(name, None, "(default: the run's, else what the model records)", **fv)
+    flags.DEFINE_integer("ucf101_fold", None, "UCF-101 split 1, 2 or 3 (default: the run's, "
+                         "else what the model records)", lower_bound=1, upper_bound=3, **fv)
     flags.DEFINE_enum("split", "validation", ["validation", "train"], "Split to evaluate.", **fv)
     for name in ("frames", "size", "downsample", "normalization"):
         cli.define(name, None, "(default: the run's)", **fv)
@@ -80,7 +83,7 @@ def _in_the_models_order(records, classes, labels, model_file, where, note):
 
 def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, split="validation",
                   frames=None, size=None, downsample=None, normalization=None, batch_size=8,
-                  output_dir=None, log=None):
+                  output_dir=None, log=None, ucf101_fold=None):
     """Evaluates a .keras file; returns (results, json path, confusion png).
 
     Unset options come from the run's config.json beside the model, else from the model's
@@ -119,13 +122,16 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
         recorded = {}
         if metadata is not None:
             pipeline = metadata.pipeline_arguments()
-            recorded = {"frames": metadata.frames, "downsample": pipeline.get("downsample"),
+            trained_on = metadata.extra.get(trainer.TRAINED_ON) or {}
+            recorded = {"dataset": trained_on.get("dataset"),
+                        "ucf101_fold": trained_on.get("ucf101_fold"),
+                        "frames": metadata.frames, "downsample": pipeline.get("downsample"),
                         "size": (metadata.height_width or (None,))[0],
                         "normalization": pipeline.get("normalization")}
         elif None not in model_shape:
             recorded = {"frames": model_shape[0], "size": model_shape[1]}
-        given = {"frames": frames, "size": size, "downsample": downsample,
-                 "normalization": normalization}
+        given = {"dataset": dataset, "ucf101_fold": ucf101_fold, "frames": frames, "size": size,
+                 "downsample": downsample, "normalization": normalization}
         chosen = {key: value for key, value in recorded.items()
                   if value is not None and given[key] is None}
         for key, value in chosen.items():
@@ -134,9 +140,10 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
             where = "its metadata" if metadata is not None else "its input shape"
             shown = ", ".join(f"{key} {_shown(value)}" for key, value in chosen.items())
             note(f"no config.json beside {model_file}: {shown} from {where}")
+    _refuse_other_input(metadata, model_file, downsample, normalization)
     overrides = {"dataset": dataset, "data_root": data_root, "annotations": annotations,
-                 "frames": frames, "size": size, "downsample": downsample,
-                 "normalization": normalization}
+                 "ucf101_fold": ucf101_fold, "frames": frames, "size": size,
+                 "downsample": downsample, "normalization": normalization}
     for key, value in overrides.items():
         if value is not None:
             setattr(base, key, value)
@@ -173,8 +180,32 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     results = evaluation.evaluate(evaluation.keras_predict_fn(model), records, classes,
                                   base.frames, base.size, base.downsample, base.normalization,
                                   batch_size, max_decode_failures=base.max_decode_failures)
-    json_path, png = evaluation.write_results(results, out)
+    # what was scored, in the results: a training split's figures are not a test's
+    results["evaluated"] = {
+        "dataset": base.dataset, "split": split, "data_root": base.data_root,
+        **({"ucf101_fold": base.ucf101_fold} if base.dataset == "ucf101" else {}),
+        "frames": base.frames, "size": base.size, "downsample": base.downsample,
+        "normalization": _shown(Normalization.coerce(base.normalization))}
+    json_path, png = evaluation.write_results(results, out,
+                                              "eval" if split == "validation" else f"eval_{split}")
     return results, json_path, png
+
+
+def _refuse_other_input(metadata, model_file, downsample, normalization):
+    """A --downsample or --normalization other than the model records is refused, as predict
+    refuses it: the model would be scored on clips it was not trained on."""
+    if metadata is None:
+        return
+    recorded = metadata.pipeline_arguments()
+    given = {"downsample": downsample,
+             "normalization": None if normalization is None else Normalization.coerce(normalization)}
+    for key, what in (("downsample", "frame step"), ("normalization", "normalisation")):
+        kept = recorded.get(key)
+        if given[key] is not None and kept is not None and \
+                (Normalization.coerce(kept) if key == "normalization" else kept) != given[key]:
+            raise cli.UsageError(f"{model_file} records its {what} ({_shown(kept)}); "
+                                 f"--{key}={downsample if key == 'downsample' else normalization} "
+                                 "differs: leave it out")
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -184,8 +215,11 @@ def main(argv, flag_values=flags.FLAGS):
     f = flag_values
     results, json_path, png = evaluate_file(
         f.model_file, f.dataset, f.data_root, f.annotations, f.split, f.frames, f.size,
-        f.downsample, f.normalization, f.batch_size, f.output)
-    print(evaluation.format_report(results, f"Evaluation of {f.model_file}"))
+        f.downsample, f.normalization, f.batch_size, f.output, ucf101_fold=f.ucf101_fold)
+    scored = results["evaluated"]
+    fold = f", fold {scored['ucf101_fold']}" if "ucf101_fold" in scored else ""
+    print(evaluation.format_report(results, f"Evaluation of {f.model_file} on the "
+                                            f"{scored['dataset']} {scored['split']} split{fold}"))
     print(f"results: {json_path}\nconfusion matrix: {png}")
 
 
