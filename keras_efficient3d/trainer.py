@@ -386,12 +386,16 @@ def check_pretrained(config):
     with its preprocessing inside takes raw frames, and would normalise the normalised clips
     again), and warns where it was trained on clips normalised otherwise than this run's
     (a model trained as kinetics600.flags does, RGB, fine-tuned as ucf101.flags does, BGR)."""
+    convert = ("convert the authors' checkpoint with python -m keras_efficient3d.convert "
+               "--checkpoint=FILE.pth --output=FILE.keras")
     if not os.path.exists(config.pretrained):  # ucf101.flags names one to make first
         raise ModelFileError(
             f"--pretrained={config.pretrained}: file not found (a .keras model to fine-tune: "
-            "convert the authors' checkpoint with python -m keras_efficient3d.convert "
-            f"--checkpoint=FILE.pth --output={config.pretrained}; --pretrained= trains from "
+            f"{convert.replace('FILE.keras', config.pretrained)}; --pretrained= trains from "
             "scratch)")
+    if config.pretrained.lower().endswith((".pth", ".pt", ".pth.tar")):
+        raise ModelFileError(f"--pretrained={config.pretrained}: a PyTorch checkpoint; "
+                             f"fine-tuning starts from a .keras model: {convert}")
     keras_model_file(config.pretrained, "--pretrained")
     metadata = read_metadata(config.pretrained)
     if metadata is None:

@@ -127,6 +127,9 @@ BAD_INPUT = [
                "--annotations={dir}", "--output={tmp}/run"],
      "--pretrained=pretrained/kinetics_mobilenetv2_1.0x.keras: file not found (a .keras model "
      "to fine-tune: convert the authors' checkpoint with python -m keras_efficient3d.convert"),
+    ("train", ["--data_root={dir}", "--pretrained={junk_pth}", "--output={tmp}/run"],
+     "junk.pth: a PyTorch checkpoint; fine-tuning starts from a .keras model: convert the "
+     "authors' checkpoint with python -m keras_efficient3d.convert --checkpoint=FILE.pth"),
     ("train", ["--dataset=jester", "--output={tmp}/run"], "data_root"),
     ("train", ["--data_root={dir}", "--pretrained={junk_keras}", "--dataset=folders"],
      "junk.keras: not a valid .keras archive"),

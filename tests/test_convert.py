@@ -319,6 +319,22 @@ def test_a_published_jester_checkpoint_records_the_originals_class_order_and_fra
     assert meta.labels is None and meta.downsample is None
 
 
+def test_a_file_name_whose_width_the_tensors_contradict_is_refused_naming_both(
+        reference_dir, tmp_path):
+    import shutil
+
+    misnamed = tmp_path / "kinetics_mobilenetv2_1.0x_RGB_16_best.pth"  # a 0.2x checkpoint
+    shutil.copy(reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth", misnamed)
+    with pytest.raises((conv.ConversionError, ValueError),
+                       match=r"The file name says 1.0x but the tensor shapes are those of 0.2x; "
+                             r"pass --width_mult=0.2 \(the width the weights fit: the file is "
+                             r"misnamed\)"):
+        conv.build_converted(str(misnamed), 8, 32, log=lambda _: None)
+    _, meta = conv.build_converted(str(misnamed), 8, 32, overrides={"width_mult": 0.2},
+                                   log=lambda _: None)
+    assert meta.model["width_mult"] == 0.2
+
+
 def test_a_jester_preset_made_with_the_csvs_class_order_gets_the_originals(
         reference_dir, tmp_path, monkeypatch):
     """Presets made before the fix recorded jester-v1-labels.csv's order; the cached preset's

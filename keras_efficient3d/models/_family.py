@@ -127,7 +127,8 @@ def infer_width(file_name, fixed, from_shapes):
         width = None  # a width the paper did not publish: the file name names it
     if width is not None and named is not None and width != named:
         raise ValueError(f"The file name says {named}x but the tensor shapes are those of "
-                         f"{width}x; pass --width_mult. Received: file_name={file_name!r}")
+                         f"{width}x; pass --width_mult={width} (the width the weights fit: the file "
+                         f"is misnamed). Received: file_name={file_name!r}")
     if width is not None:
         return {"width_mult": width}, [f"width {width}x (from the tensor shapes)"]
     if named is not None:
