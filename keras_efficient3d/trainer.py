@@ -40,7 +40,7 @@ from keras_efficient3d.artifacts import (
 )
 from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import TRAIN_CROPS
-from keras_efficient3d.models._base import VideoModel
+from keras_efficient3d.models._base import VideoModel, single_input
 from keras_efficient3d.optim import TopKAccuracy, TorchSGD
 
 DATASETS = ("jester", "kinetics600", "ucf101", "folders", "synthetic")
@@ -347,7 +347,7 @@ def replace_head(model, num_classes, dropout=0.9):
         x = Conv3D(num_classes, 1, use_bias=True, name="predictions")(x)
         x = keras.layers.ReLU(name="predictions_relu")(x)
         outputs = keras.layers.GlobalAveragePooling3D(data_format="channels_last", name="avg_pool")(x)
-    return VideoModel(model.inputs, outputs, name=model.name)
+    return VideoModel(single_input(model), outputs, name=model.name)
 
 
 def check_model_fits(model, num_classes=None, frames=None, size=None, what=None):

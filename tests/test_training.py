@@ -1720,3 +1720,22 @@ def test_evaluate_indexes_the_split_with_the_models_class_names(tmp_path, monkey
     assert classes == ["a", "b", "c"] and sorted(r.label for r in records) == [1, 2]
     # the run's own tolerance of undecodable videos (config.json), not always 100
     assert options == {"max_decode_failures": 3}
+
+
+def test_a_model_with_a_replaced_head_takes_a_clip_without_keras_structure_warnings():
+    """Rebuilt on `model.inputs` (a list of one), the fine-tuned model warned at every call
+    that a clip does not match the structure [clip]: on every export of it."""
+    import warnings
+
+    import keras
+
+    import keras_efficient3d as k3
+    from keras_efficient3d.models import _base
+
+    model = k3.create_model(TINY_NAME, input_shape=(8, 32, 32, 3), num_classes=8)
+    functional = keras.Model(model.inputs, model.outputs)  # as an older file loads
+    x = np.zeros((1, 8, 32, 32, 3), np.float32)
+    for rebuilt in (trainer.replace_head(model, 3), _base.video_model(functional)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            rebuilt(x)

@@ -483,6 +483,13 @@ def build_optimizer(model):
         optimizer.build(model.trainable_variables)
 
 
+def single_input(model):
+    """The model's input tensor, not a list of one: a model built on the list warns at every
+    call that a clip does not match the structure [clip] (Keras' "The structure of `inputs`
+    doesn't match")."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
 def video_model(model):
     """`model` as a `VideoModel`: a functional model (one loaded from a file saved before
     the class existed) is rebuilt from its layers, sharing their weights; another kind of
@@ -491,7 +498,7 @@ def video_model(model):
     if isinstance(model, VideoModel):
         return model
     if type(model).__name__ == "Functional":
-        return VideoModel(model.inputs, model.outputs, name=model.name)
+        return VideoModel(single_input(model), model.outputs, name=model.name)
     object.__setattr__(model, "save_to_preset",
                        types.MethodType(VideoModel.save_to_preset, model))
     return model
