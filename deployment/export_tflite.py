@@ -157,7 +157,7 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
 
         metadata = dataclasses.replace(metadata, normalization=None if metadata.preprocessing_included
                                        else Normalization.coerce(pipeline["normalization"]))
-    validation = None
+    validation, agreement_on = None, "validation"
     if precision == "int8":
         from keras_efficient3d import data as kdata
 
@@ -169,6 +169,7 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
             val_records, note = kdata.agreement_records(data_root)
             if note:
                 print(f"note: {note}", file=sys.stderr)
+                agreement_on = "training"
             validation = kdata.make_dataset(val_records, "val", **common)
     frames = None
     if frames_input:
@@ -181,8 +182,8 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
     blob = tflite.convert(graph, precision, representative_data=data,
                           num_calibration=num_calibration, int8_io=int8_io, frames=frames)
     error = tflite.verify_tflite(blob, model, precision) if verify else None
-    agreement = None if validation is None else tflite.int8_agreement(blob, model, validation,
-                                                                      frames=frames)
+    agreement = None if validation is None else dict(
+        tflite.int8_agreement(blob, model, validation, frames=frames), agreement_on=agreement_on)
     artifacts.atomic_write(output, blob)
     return {"path": output, "bytes": len(blob), "max_rel_error": error,
             "sidecar": artifacts.write_sidecar(output, metadata), **(agreement or {})}
@@ -215,7 +216,7 @@ def main(argv, flag_values=flags.FLAGS):
                f", max relative error {report['max_rel_error']:.2g} against Keras")
     if "top1_agreement" in report:
         checked = (f", top-1 agreement with the float model {100 * report['top1_agreement']:.1f}% "
-                   f"on {report['clips']} validation clips")
+                   f"on {report['clips']} {report.get('agreement_on', 'validation')} clips")
     print(f"Wrote {output} ({report['bytes'] / 1e6:.2f} MB{checked}) and {report['sidecar']}")
     if not cli.random_weights(f):  # else the note below says the figure means nothing
         runtime.warn_low_agreement(report.get("top1_agreement"), report.get("clips"))

@@ -110,8 +110,21 @@ def index_dataset(root: str | os.PathLike, split: str = "train") -> tuple[list[V
         return index_jester(root, "train" if split == "train" else "validation")
     if any(os.path.isdir(os.path.join(root, name)) for name in ("train", "val")):
         return index_folders(root, "train" if split == "train" else "val")
+    found = _subfolders(root)
+    if found:
+        # class folders without split folders (UCF-101's own videos, whose splits are lists
+        # kept apart): every video, as the training split (calibration reads no label)
+        if split != "train":
+            raise DataError(f"no {LABELS_CSV} (the Jester layout) and no val/ folder (class "
+                            "folders without split folders)", root)
+        try:
+            records, classes = index_folders(root, None)
+        except DataError:
+            records = []
+        if records:
+            return records, classes
     raise DataError(f"neither dataset layout: no {LABELS_CSV} (the Jester layout) and no "
-                    f"train/ or val/ folder of class folders (found: {_subfolders(root) or 'no folder'})",
+                    f"train/ or val/ folder of class folders (found: {found or 'no folder'})",
                     root)
 
 

@@ -463,6 +463,19 @@ def test_index_dataset_reads_either_layout_the_trainer_reads(tmp_path):
                            "split (split folder 'val' not found"), note
     with pytest.raises(ValueError, match="`split` must be 'train' or 'validation'"):
         index_dataset(tmp_path / "video", "test")
+    # class folders without split folders (UCF-101's videos, whose splits are lists apart):
+    # every video is a training (calibration) clip; the agreement check runs on them, saying so
+    ucf = tmp_path / "UCF-101"
+    for name in ("ApplyEyeMakeup", "Archery"):
+        write_video(str(ucf / name / f"v_{name}_g01_c01.avi"), frames_rgb(4, height=16, width=24),
+                    "avi")
+    train, classes = index_dataset(ucf)
+    assert classes == ["ApplyEyeMakeup", "Archery"] and len(train) == 2
+    records, note = agreement_records(ucf)
+    assert len(records) == 2 and note.startswith(
+        "the int8 agreement check runs on training clips: no validation split (no "
+        "jester-v1-labels.csv (the Jester layout) and no val/ folder (class folders without "
+        "split folders))"), note
     (tmp_path / "other" / "clips").mkdir(parents=True)
     with pytest.raises(DataError) as err:
         index_dataset(tmp_path / "other")

@@ -316,6 +316,15 @@ def test_export_script_says_once_written_that_a_registry_models_weights_are_rand
                 "clips") in captured.out
         assert ("warning: int8 top-1 agreement with the float model 50.0% on 16 clips, below 99%"
                 in captured.err) == warned, captured.err
+    # measured on training clips (a dataset without a validation split): the line says so
+    monkeypatch.setattr(script, "export", lambda *a, **k: {
+        "bytes": 10, "max_rel_error": None, "sidecar": "m.tflite.json", "top1_agreement": 1.0,
+        "clips": 24, "agreement_on": "training"})
+    assert cli.invoke(script.main, script.define_flags,
+                      ["export_tflite.py", f"--model_file={SHIPPED}", f"--output={out}",
+                       "--precision=int8", f"--data_root={tmp_path}"]) == 0
+    assert "top-1 agreement with the float model 100.0% on 24 training clips" in \
+        capsys.readouterr().out
     # random weights: one note, which says the figure means nothing, and no warning
     assert cli.invoke(script.main, script.define_flags,
                       ["export_tflite.py", "--model=mobilenetv2_0.2x", f"--output={out}",
