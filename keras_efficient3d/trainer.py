@@ -381,6 +381,28 @@ def _named(normalization):
     return f"'{names[0]}' ({shown})" if names else shown
 
 
+def _note_another_architecture(config, recorded):
+    """A `note:` where --model names another family or width than the --pretrained file
+    records: the file's architecture is trained (config.json keeps the flags given)."""
+    if not recorded or "model" not in recorded:
+        return
+    ours, theirs = registry.get_family(config.model), registry.get_family(recorded["model"])
+    try:
+        _, kwargs = registry.resolve_name(config.model)
+    except ValueError:
+        kwargs = {}
+    width = config.width_mult if config.width_mult is not None else kwargs.get("width_mult")
+    differs = (ours is not None and theirs is not None and ours.name != theirs.name) or (
+        width is not None and recorded.get("width_mult") not in (None, width))
+    if differs:
+        shown = " ".join(f"{key}={value}" for key, value in recorded.items()
+                         if key in ("model", "width_mult", "groups", "depth"))
+        print(f"note: --model={config.model}"
+              f"{'' if config.width_mult is None else f' --width_mult={config.width_mult}'} is "
+              f"not used: --pretrained={config.pretrained} holds {shown}, which is trained",
+              file=sys.stderr, flush=True)
+
+
 def check_pretrained(config):
     """Refuses a `--pretrained` file that cannot be fine-tuned on the run's clips (a model
     with its preprocessing inside takes raw frames, and would normalise the normalised clips
@@ -405,6 +427,7 @@ def check_pretrained(config):
                          "raw frames: converted with --with_preprocessing), and training feeds "
                          "normalised clips; convert the checkpoint without --with_preprocessing "
                          "to fine-tune it")
+    _note_another_architecture(config, metadata.model)
     ours = Normalization.coerce(config.normalization)
     if metadata.normalization is not None and metadata.normalization != ours:
         print(f"warning: --pretrained={config.pretrained} was trained on clips normalised as "

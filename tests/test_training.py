@@ -1739,3 +1739,22 @@ def test_a_model_with_a_replaced_head_takes_a_clip_without_keras_structure_warni
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             rebuilt(x)
+
+
+def test_a_model_flag_of_another_architecture_than_the_pretrained_file_is_noted(tmp_path,
+                                                                                capsys):
+    """--model=mobilenetv2_1.0x with a ShuffleNetV2 file trained the file's architecture,
+    silently, and config.json records the flag: a note says which is trained."""
+    from keras_efficient3d.artifacts import ModelMetadata
+
+    recorded = {"model": TINY_MODEL, "width_mult": TINY_WIDTH, "num_classes": 8}
+    path = _save_run_model(tmp_path / "pre", metadata=ModelMetadata(model=recorded))
+    for model, width, noted in (("shufflenetv2", None, True), (TINY_MODEL, 1.0, True),
+                                (TINY_NAME, None, False), (TINY_MODEL, None, False)):
+        config = trainer.TrainConfig(model=model, width_mult=width, pretrained=path,
+                                     normalization="original")
+        trainer.check_pretrained(config)
+        err = capsys.readouterr().err
+        assert ("is not used: --pretrained=" in err) == noted, (model, width, err)
+        if noted:
+            assert f"holds model={TINY_MODEL} width_mult={TINY_WIDTH}, which is trained" in err
