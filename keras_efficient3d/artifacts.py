@@ -302,8 +302,10 @@ def save_model(model, path, metadata=None) -> str:
                              f"case. Received: {path}")
     if metadata is not None:
         metadata = _as_metadata(metadata, path).to_dict()
+    import keras
+
     with atomic_path(path) as tmp:
-        model.save(tmp)
+        keras.Model.save(model, tmp)  # Keras' own: `VideoModel.save` of a preset calls this
         if metadata is not None:
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(METADATA_ENTRY, json.dumps(metadata, indent=2))

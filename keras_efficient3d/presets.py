@@ -216,7 +216,16 @@ def load_preset_dir(preset_dir):
 
     model = keras.saving.deserialize_keras_object(config)
     model.load_weights(os.path.join(preset_dir, WEIGHTS_FILE))
-    return _base.video_model(model)
+    model = _base.video_model(model)
+    recorded = _read_metadata(preset_dir).get("model_metadata")
+    if recorded is not None and isinstance(model, _base.VideoModel):
+        # outside Keras' attribute tracking: `VideoModel.save` writes it into .keras files,
+        # less the figures and digest of the preset's own file (a saved model is another)
+        metadata = ModelMetadata.from_dict(recorded)
+        metadata.extra = {key: value for key, value in metadata.extra.items()
+                          if key not in ("card", CHECKPOINT_DIGEST)}
+        object.__setattr__(model, "_preset_metadata", metadata)
+    return model
 
 
 # ---------------------------------------------------------------------------------------

@@ -444,3 +444,25 @@ def test_a_published_presets_description_records_the_model_as_its_conversion_doe
     described = presets.preset_metadata(spec.name)
     assert described.model == config and config["model"] == "resnet18"
     assert not (tmp_path / "home" / "presets").exists()
+
+
+def test_a_preset_model_saved_with_keras_save_keeps_what_the_preset_records(tmp_path,
+                                                                          monkeypatch):
+    """`model.save("p.keras")` of a preset wrote no metadata: predict then assumed every frame
+    and normalisation 'original', and fine-tuning it warned of nothing. The preset's own
+    figures (its card, its checkpoint's digest) are not the saved file's."""
+    from keras_efficient3d.artifacts import read_metadata
+
+    monkeypatch.setenv("KERAS_EFFICIENT3D_HOME", str(tmp_path / "home"))
+
+    model = k3.MobileNetV2_3D.from_preset("synthetic_gestures", log=lambda _: None)
+    model.save(tmp_path / "p.keras")
+    saved, preset = read_metadata(tmp_path / "p.keras"), k3.presets.preset_metadata(
+        "synthetic_gestures", log=lambda _: None)
+    assert (saved.frames, saved.size, saved.downsample, saved.normalization, saved.labels) == (
+        preset.frames, preset.size, preset.downsample, preset.normalization, preset.labels)
+    assert "card" in preset.extra and "card" not in saved.extra
+    assert "checkpoint_sha256" not in saved.extra
+    plain = k3.create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3), num_classes=3)
+    plain.save(tmp_path / "plain.keras")  # a model of no preset: Keras' file, as before
+    assert read_metadata(tmp_path / "plain.keras") is None

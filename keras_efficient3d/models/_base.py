@@ -462,6 +462,21 @@ class VideoModel(keras.Model):
             dtypes.add(layer.compute_dtype)
         return len(dtypes) == 1
 
+    def save(self, filepath, overwrite=True, **kwargs):
+        """Keras' ``save``; a model made from a preset (`from_preset`) writes the preset's
+        metadata into the ``.keras`` archive too (`artifacts.save_model`), so that predict,
+        evaluation and the exporters read its clip, normalisation and labels from the file:
+        without it, a preset saved with ``model.save`` lost them."""
+        metadata = getattr(self, "_preset_metadata", None)
+        if metadata is not None and not kwargs and os.fspath(filepath).endswith(".keras"):
+            from keras_efficient3d import artifacts
+
+            if not overwrite and os.path.exists(filepath):
+                return super().save(filepath, overwrite=overwrite)  # Keras' refusal
+            artifacts.save_model(self, filepath, metadata)
+            return None
+        return super().save(filepath, overwrite=overwrite, **kwargs)
+
     def save_to_preset(self, preset_dir, metadata=None):
         """Saves the model in keras-hub's preset layout
         (`keras_efficient3d.presets.save_to_preset`)."""
