@@ -381,26 +381,31 @@ def _named(normalization):
     return f"'{names[0]}' ({shown})" if names else shown
 
 
-def _note_another_architecture(config, recorded):
-    """A `note:` where --model names another family or width than the --pretrained file
-    records: the file's architecture is trained (config.json keeps the flags given)."""
-    if not recorded or "model" not in recorded:
-        return
-    ours, theirs = registry.get_family(config.model), registry.get_family(recorded["model"])
+def another_architecture(config):
+    """A ``note:`` line where --model names another architecture (family, depth, groups)
+    than the --pretrained file records, whose architecture is trained (config.json keeps
+    the flags given); None where they agree or the file records none. For a --model the
+    user gave (the flag has a default)."""
+    metadata = read_metadata(config.pretrained) if config.pretrained and \
+        os.path.isfile(config.pretrained) else None
+    recorded = (metadata.model if metadata is not None else None) or {}
+    if "model" not in recorded:
+        return None
     try:
-        _, kwargs = registry.resolve_name(config.model)
+        ours = registry.resolve_name(config.model, **{
+            key: getattr(config, key) for key in ("depth", "groups")
+            if getattr(config, key, None) is not None})
+        theirs = registry.resolve_name(recorded["model"], **{
+            key: recorded[key] for key in ("depth", "groups") if key in recorded})
     except ValueError:
-        kwargs = {}
-    width = config.width_mult if config.width_mult is not None else kwargs.get("width_mult")
-    differs = (ours is not None and theirs is not None and ours.name != theirs.name) or (
-        width is not None and recorded.get("width_mult") not in (None, width))
-    if differs:
-        shown = " ".join(f"{key}={value}" for key, value in recorded.items()
-                         if key in ("model", "width_mult", "groups", "depth"))
-        print(f"note: --model={config.model}"
-              f"{'' if config.width_mult is None else f' --width_mult={config.width_mult}'} is "
-              f"not used: --pretrained={config.pretrained} holds {shown}, which is trained",
-              file=sys.stderr, flush=True)
+        return None
+    keys = ("depth", "groups")
+    if ours[0] == theirs[0] and all(ours[1].get(k) in (None, theirs[1].get(k)) for k in keys):
+        return None
+    shown = " ".join(f"{key}={value}" for key, value in recorded.items()
+                     if key in ("model", "width_mult", "groups", "depth"))
+    return (f"note: --model={config.model} is not used: --pretrained={config.pretrained} holds "
+            f"{shown}, which is trained")
 
 
 def check_pretrained(config):
@@ -410,14 +415,14 @@ def check_pretrained(config):
     (a model trained as kinetics600.flags does, RGB, fine-tuned as ucf101.flags does, BGR)."""
     convert = ("convert the authors' checkpoint with python -m keras_efficient3d.convert "
                "--checkpoint=FILE.pth --output=FILE.keras")
+    if config.pretrained.lower().endswith((".pth", ".pt", ".pth.tar")):
+        raise ModelFileError(f"--pretrained={config.pretrained}: a PyTorch checkpoint; "
+                             f"fine-tuning starts from a .keras model: {convert}")
     if not os.path.exists(config.pretrained):  # ucf101.flags names one to make first
         raise ModelFileError(
             f"--pretrained={config.pretrained}: file not found (a .keras model to fine-tune: "
             f"{convert.replace('FILE.keras', config.pretrained)}; --pretrained= trains from "
             "scratch)")
-    if config.pretrained.lower().endswith((".pth", ".pt", ".pth.tar")):
-        raise ModelFileError(f"--pretrained={config.pretrained}: a PyTorch checkpoint; "
-                             f"fine-tuning starts from a .keras model: {convert}")
     keras_model_file(config.pretrained, "--pretrained")
     metadata = read_metadata(config.pretrained)
     if metadata is None:
@@ -427,7 +432,6 @@ def check_pretrained(config):
                          "raw frames: converted with --with_preprocessing), and training feeds "
                          "normalised clips; convert the checkpoint without --with_preprocessing "
                          "to fine-tune it")
-    _note_another_architecture(config, metadata.model)
     ours = Normalization.coerce(config.normalization)
     if metadata.normalization is not None and metadata.normalization != ours:
         print(f"warning: --pretrained={config.pretrained} was trained on clips normalised as "

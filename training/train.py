@@ -177,6 +177,12 @@ def main(argv, flag_values=flags.FLAGS):
     config = config_from_flags(flag_values).validate()
     for line in unused_flags(flag_values):
         print(line, file=sys.stderr, flush=True)  # beside the other notes and warnings
+    if flag_values["model"].present and config.pretrained and not config.resume:
+        from keras_efficient3d import trainer
+
+        line = trainer.another_architecture(config)
+        if line:
+            print(line, file=sys.stderr, flush=True)
     if __name__ == "__main__":  # a command of its own: restartable (not a test's call)
         use_allocator(flag_values.allocator)
     result = train(config)
