@@ -1078,7 +1078,7 @@ def test_evaluate_of_a_model_away_from_its_run_takes_the_dataset_it_records(tiny
     assert "dataset synthetic" in notes[0], notes
     assert results["evaluated"] == {
         "dataset": "synthetic", "split": "validation", "data_root": str(tiny_gestures),
-        "frames": 8, "size": 32, "downsample": 1, "normalization": "'unit'"}
+        "frames": 8, "size": 32, "downsample": 1, "normalization": "unit"}
     assert os.path.basename(json_path) == "eval_results.json"
     results, json_path, png = evaluate.evaluate_file(path, data_root=str(tiny_gestures),
                                                      split="train", log=notes.append)
@@ -1758,3 +1758,25 @@ def test_a_model_flag_of_another_architecture_than_the_pretrained_file_is_noted(
                             f"model={TINY_MODEL} width_mult={TINY_WIDTH}, which is trained")
     assert trainer.another_architecture(trainer.TrainConfig(
         model="shufflenetv2", pretrained=_save_run_model(tmp_path / "bare"))) is None
+
+
+def test_evaluate_says_what_it_assumes_and_warns_of_another_fold(tiny_gestures, tmp_path,
+                                                                  capsys):
+    from keras_efficient3d.artifacts import ModelMetadata
+    from keras_efficient3d.data import DataError
+
+    evaluate = _evaluate_module()
+    bare = _save_run_model(tmp_path / "bare", metadata=ModelMetadata(frames=8, size=32))
+    notes = []
+    with pytest.raises(DataError, match="jester-v1-labels.csv"):  # not that layout
+        evaluate.evaluate_file(bare, data_root=str(tmp_path), log=notes.append)
+    assert f"note: {bare} records no dataset: the jester layout is assumed (--dataset)" in notes
+    # fold 2's model scored on fold 1's test list: videos it trained on, said
+    config = _tiny_config(tiny_gestures, tmp_path / "run")
+    ucf = trainer.model_metadata(dataclasses.replace(config, dataset="ucf101", ucf101_fold=2),
+                                 list(synthetic.CLASSES))
+    folded = _save_run_model(tmp_path / "folded", metadata=ucf)
+    with pytest.raises(DataError, match="classInd.txt"):  # no UCF-101 there
+        evaluate.evaluate_file(folded, data_root=str(tmp_path), ucf101_fold=1, log=notes.append)
+    assert (f"warning: {folded} was trained on UCF-101 fold 2; fold 1's test list holds videos "
+            "it trained on") in capsys.readouterr().err

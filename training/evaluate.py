@@ -140,6 +140,18 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
             where = "its metadata" if metadata is not None else "its input shape"
             shown = ", ".join(f"{key} {_shown(value)}" for key, value in chosen.items())
             note(f"no config.json beside {model_file}: {shown} from {where}")
+        if dataset is None and recorded.get("dataset") is None:
+            note(f"{model_file} records no dataset: the {base.dataset} layout is assumed "
+                 "(--dataset)")
+        if ucf101_fold is not None and recorded.get("ucf101_fold") not in (None, ucf101_fold):
+            # fold k's test videos are other folds' training videos
+            print(f"warning: {model_file} was trained on UCF-101 fold "
+                  f"{recorded['ucf101_fold']}; fold {ucf101_fold}'s test list holds videos it "
+                  "trained on", file=sys.stderr)
+    if from_run and ucf101_fold is not None and base.ucf101_fold != ucf101_fold:
+        print(f"warning: the run beside {model_file} trained on UCF-101 fold "
+              f"{base.ucf101_fold}; fold {ucf101_fold}'s test list holds videos it trained on",
+              file=sys.stderr)
     _refuse_other_input(metadata, model_file, downsample, normalization)
     overrides = {"dataset": dataset, "data_root": data_root, "annotations": annotations,
                  "ucf101_fold": ucf101_fold, "frames": frames, "size": size,
@@ -185,7 +197,7 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
         "dataset": base.dataset, "split": split, "data_root": base.data_root,
         **({"ucf101_fold": base.ucf101_fold} if base.dataset == "ucf101" else {}),
         "frames": base.frames, "size": base.size, "downsample": base.downsample,
-        "normalization": _shown(Normalization.coerce(base.normalization))}
+        "normalization": _shown(Normalization.coerce(base.normalization)).strip("'")}
     json_path, png = evaluation.write_results(results, out,
                                               "eval" if split == "validation" else f"eval_{split}")
     return results, json_path, png

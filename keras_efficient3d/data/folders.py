@@ -117,15 +117,19 @@ def index_dataset(root: str | os.PathLike, split: str = "train") -> tuple[list[V
         if split != "train":
             raise DataError(f"no {LABELS_CSV} (the Jester layout) and no val/ folder (class "
                             "folders without split folders)", root)
+        why = ""
         try:
             records, classes = index_folders(root, None)
-        except DataError:
-            records = []
+        except DataError as err:
+            records, why = [], f"; as class folders alone: {err.reason}"
         if records:
             return records, classes
+        why = why or "; as class folders alone: no video in them"
+    else:
+        why = ""
     raise DataError(f"neither dataset layout: no {LABELS_CSV} (the Jester layout) and no "
-                    f"train/ or val/ folder of class folders (found: {found or 'no folder'})",
-                    root)
+                    f"train/ or val/ folder of class folders (found: {found or 'no folder'})"
+                    f"{why}", root)
 
 
 def agreement_records(root):

@@ -143,8 +143,11 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     labels = list(labels) if labels is not None else metadata.labels
     # the same names in another order: --labels=jester for an authors' Jester checkpoint,
     # whose outputs follow the original's (alphabetical) order, names every class wrong
-    reordered = given and metadata.labels and labels != list(metadata.labels) and \
-        sorted(labels) == sorted(metadata.labels)
+    def keys(names):  # the original's JSON writes "Swiping_Left"
+        return [str(name).replace("_", " ") for name in names]
+
+    reordered = given and metadata.labels and keys(labels) != keys(metadata.labels) and \
+        sorted(keys(labels)) == sorted(keys(metadata.labels))
     classes = runner.num_classes
     if labels is not None and classes is not None and len(labels) != classes:
         raise PredictError(f"{path}: {len(labels)} labels for a model with {classes} classes ({origin})")
@@ -154,7 +157,8 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     notes = _assumptions(os.path.basename(path), notes, unrecorded)
     if reordered:
         notes.append(f"{os.path.basename(path)} records these class names in another order; "
-                     f"its outputs are named by {origin}, as asked")
+                     f"its outputs are named by {origin}, as asked (leave --labels out for the "
+                     "names it records)")
     output = metadata.output
     probabilities = {"probabilities": True, "logits": False}.get(output)
     if probabilities is None and _softmax_quantization(getattr(runner, "output_quantization", None)):

@@ -481,4 +481,5 @@ def test_index_dataset_reads_either_layout_the_trainer_reads(tmp_path):
         index_dataset(tmp_path / "other")
     assert str(err.value) == (f"{tmp_path / 'other'}: neither dataset layout: no "
                               "jester-v1-labels.csv (the Jester layout) and no train/ or val/ "
-                              "folder of class folders (found: ['clips'])")
+                              "folder of class folders (found: ['clips']); as class folders "
+                              "alone: no video file or frame folder found")

@@ -371,7 +371,7 @@ def test_labels_given_in_another_order_than_the_recorded_ones_are_said(tmp_path,
     assert spec.labels == reordered
     assert spec.notes[-1] == (f"{os.path.basename(models['tflite'])} records these class names "
                               "in another order; its outputs are named by the labels given, as "
-                              "asked")
+                              "asked (leave --labels out for the names it records)")
     spec = predict.resolve_spec(runner, metadata=dict(METADATA, labels=recorded),
                                 labels=list(recorded))
     assert not any("another order" in note for note in spec.notes)
