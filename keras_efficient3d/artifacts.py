@@ -302,10 +302,8 @@ def save_model(model, path, metadata=None) -> str:
                              f"case. Received: {path}")
     if metadata is not None:
         metadata = _as_metadata(metadata, path).to_dict()
-    import keras
-
     with atomic_path(path) as tmp:
-        keras.Model.save(model, tmp)  # Keras' own: `VideoModel.save` of a preset calls this
+        model.save(tmp)
         if metadata is not None:
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(METADATA_ENTRY, json.dumps(metadata, indent=2))

@@ -268,7 +268,7 @@ def build_converted(checkpoint_path, frames=16, size=112, preprocessing=False,
     `normalization` (a preset name, `Normalization` or its config) defaults to `infer_normalization`;
     `expected`: see `convert_checkpoint`. A published Jester checkpoint (``jester_*``, 27
     classes) gets, unless `labels` are given, Jester's class names in the order the original
-    numbers them (`predict.LABEL_SETS`' ``jester_original``), and the every-2nd-frame clips it
+    numbers them (`label_sets.LABEL_SETS`' ``jester_original``), and the every-2nd-frame clips it
     was trained on (``downsample`` 2)."""
     from keras_efficient3d.data.normalization import Normalization
     inferred = infer_normalization(checkpoint_path) if normalization is None else None
@@ -282,12 +282,12 @@ def build_converted(checkpoint_path, frames=16, size=112, preprocessing=False,
                               f"of {os.path.basename(checkpoint_path)}")
     downsample = None
     if _jester_file(checkpoint_path):
-        from keras_efficient3d.predict.labels import LABEL_SETS, load_labels
+        from keras_efficient3d.label_sets import LABEL_SETS, shipped_labels
 
         downsample = 2
         log("inferred Jester's clips of every 2nd frame (from the file name)")
         if labels is None and config.get("num_classes") == LABEL_SETS["jester_original"]:
-            labels = load_labels("jester_original")
+            labels = shipped_labels("jester_original")
             log("inferred Jester's 27 class names, in the order the original numbers them "
                 "(from the file name)")
     metadata = ModelMetadata(

@@ -62,7 +62,7 @@ class PublishedPreset:
         normalization: `keras_efficient3d.data.Normalization` preset name of its input.
         frames, size, downsample: the clip the model was trained on.
         top1: Table 8's top-1 video accuracy (%) on the dataset.
-        labels: a shipped label set (`keras_efficient3d.predict.LABEL_SETS`) or None.
+        labels: a shipped label set (`keras_efficient3d.label_sets.LABEL_SETS`) or None.
         expected: (key, value) pairs of the model the checkpoint must hold: ``model`` (the
             family) and the builder arguments the paper's row fixes, ``num_classes``
             included (`keras_efficient3d.convert.check_expected`).
@@ -401,9 +401,9 @@ def _make_published(spec, cached, checkpoint, log, replace=False):
 def _published_labels(spec):
     if not spec.labels:
         return None
-    from keras_efficient3d.predict.labels import load_labels  # the shipped sets, as predict reads them
+    from keras_efficient3d.label_sets import shipped_labels
 
-    return load_labels(spec.labels)
+    return shipped_labels(spec.labels)
 
 
 def _published_extra(spec):

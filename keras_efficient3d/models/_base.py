@@ -468,12 +468,18 @@ class VideoModel(keras.Model):
         evaluation and the exporters read its clip, normalisation and labels from the file:
         without it, a preset saved with ``model.save`` lost them."""
         metadata = getattr(self, "_preset_metadata", None)
-        if metadata is not None and not kwargs and os.fspath(filepath).endswith(".keras"):
+        if metadata is not None and not kwargs and os.fspath(filepath).endswith(".keras") and \
+                not getattr(self, "_saving_with_metadata", False):
             from keras_efficient3d import artifacts
 
             if not overwrite and os.path.exists(filepath):
                 return super().save(filepath, overwrite=overwrite)  # Keras' refusal
-            artifacts.save_model(self, filepath, metadata)
+            # save_model calls this again for the archive itself: Keras' save then
+            object.__setattr__(self, "_saving_with_metadata", True)
+            try:
+                artifacts.save_model(self, filepath, metadata)
+            finally:
+                object.__setattr__(self, "_saving_with_metadata", False)
             return None
         return super().save(filepath, overwrite=overwrite, **kwargs)
 

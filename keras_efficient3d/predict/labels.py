@@ -8,19 +8,11 @@ import json
 import os
 import re
 
+from keras_efficient3d.label_sets import LABEL_SETS, LABELS_DIR
 from keras_efficient3d.predict._errors import PredictError, one_line
 
 __all__ = ["LABEL_SETS", "load_labels"]
 
-_LABELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resources", "labels")
-
-# Shipped class lists (resources/labels/<name>.txt): `jester` in jester-v1-labels.csv's order
-# (the order this project's training numbers the official CSVs' classes in), `ucf101` in
-# classInd.txt's. `jester_original` is Jester's classes in the order the original code
-# numbers them, which its published Jester checkpoints' outputs follow: its
-# annotation_Jester/categories.txt lists them alphabetically ("1 Doing_other_things" ...
-# "21 Thumb_Up" ...), and its jester.json takes their indices from it.
-LABEL_SETS = {"jester": 27, "jester_original": 27, "ucf101": 101}
 _KINETICS600_HELP = (
     "the Kinetics-600 class list is not shipped (its exact official order could not be "
     "verified here); pass the official file instead: --labels=PATH to a text file with one "
@@ -99,7 +91,7 @@ def load_labels(name_or_path: str) -> list[str]:
         raise PredictError(_KINETICS600_HELP)
     sets = {s.replace("_", ""): s for s in LABEL_SETS}
     if key in sets and not os.path.isfile(name):  # a dataset folder of that name too
-        path = os.path.join(_LABELS_DIR, f"{sets[key]}.txt")
+        path = os.path.join(LABELS_DIR, f"{sets[key]}.txt")
     elif os.path.isfile(name):
         path = name
     elif os.path.isdir(name):
