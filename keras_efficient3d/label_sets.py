@@ -4,7 +4,7 @@ backend, and `keras_efficient3d.predict.labels` reads label files of every other
 
 import os
 
-__all__ = ["LABEL_SETS", "LABELS_DIR", "shipped_labels"]
+__all__ = ["LABEL_SETS", "LABELS_DIR", "class_key", "shipped_labels"]
 
 LABELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "labels")
 
@@ -23,3 +23,9 @@ def shipped_labels(name):
         raise ValueError(f"`name` must be one of {sorted(LABEL_SETS)}. Received: name={name!r}")
     with open(os.path.join(LABELS_DIR, f"{name}.txt"), encoding="utf-8") as handle:
         return [line.strip() for line in handle if line.strip()]
+
+
+def class_key(name):
+    """A class name as compared between a model and a dataset or labels file: the original's
+    annotation JSON writes Jester's classes with underscores ("Swiping_Left")."""
+    return str(name).replace("_", " ")

@@ -40,6 +40,7 @@ from keras_efficient3d.artifacts import (
 )
 from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import TRAIN_CROPS
+from keras_efficient3d.label_sets import class_key
 from keras_efficient3d.models._base import VideoModel, single_input
 from keras_efficient3d.optim import TopKAccuracy, TorchSGD
 
@@ -438,12 +439,6 @@ def check_pretrained(config):
               f"{_named(metadata.normalization)}; this run normalises as {_named(ours)} "
               "(--normalization): its features will see other inputs than they learnt",
               flush=True)
-
-
-def class_key(name):
-    """A class name as compared between a model and a dataset: the original's annotation
-    JSON writes Jester's classes with underscores ("Swiping_Left")."""
-    return str(name).replace("_", " ")
 
 
 def _head_in_the_runs_order(model, classes, path):

@@ -60,9 +60,7 @@ def _in_the_models_order(records, classes, labels, model_file, where, note):
     alphabetically, jester-v1-labels.csv does not), with a note; other names are refused."""
     import dataclasses
 
-    from keras_efficient3d import trainer
-
-    key = trainer.class_key
+    from keras_efficient3d.label_sets import class_key as key
     index = {key(name): i for i, name in enumerate(labels)}
     if len(labels) != len(classes) or len(index) != len(labels) or \
             set(index) != {key(name) for name in classes}:

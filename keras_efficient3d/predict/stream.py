@@ -19,6 +19,7 @@ from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.data.temporal import loop_pad
+from keras_efficient3d.label_sets import class_key
 from keras_efficient3d.predict._errors import PredictError, one_line
 from keras_efficient3d.predict.labels import load_labels
 from keras_efficient3d.predict.output import counted, draw_overlay, open_window, open_writer
@@ -143,8 +144,8 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     labels = list(labels) if labels is not None else metadata.labels
     # the same names in another order: --labels=jester for an authors' Jester checkpoint,
     # whose outputs follow the original's (alphabetical) order, names every class wrong
-    def keys(names):  # the original's JSON writes "Swiping_Left"
-        return [str(name).replace("_", " ") for name in names]
+    def keys(names):
+        return [class_key(name) for name in names]
 
     reordered = given and metadata.labels and keys(labels) != keys(metadata.labels) and \
         sorted(keys(labels)) == sorted(keys(metadata.labels))
