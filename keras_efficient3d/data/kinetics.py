@@ -55,13 +55,19 @@ def _as_list(paths):
 def _read_csv(path):
     """Rows of an official CSV (or of the original's JSON, `_read_json`) as ``(path, line,
     label|None, youtube_id, start, end, split)``."""
+    return _read_annotations(path)[0]
+
+
+def _read_annotations(path):
+    """(rows, the class order the file records or None): `_read_csv`'s rows, and a JSON's
+    ``labels``, read in one pass."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError("annotation file not found", path)
     try:
         if path.lower().endswith(".json"):
-            return _read_json(path)[0]
-        return _read_csv_rows(path)
+            return _read_json(path)
+        return _read_csv_rows(path), None
     except UnicodeDecodeError:
         raise DataError("not a UTF-8 text file", path) from None
 
@@ -200,9 +206,9 @@ def index_kinetics(
     csv_paths = _as_list(csv_paths)
     if not csv_paths:
         raise ValueError("`csv_paths` must name at least one CSV file. Received: csv_paths=[]")
-    rows = [row for path in csv_paths for row in _read_csv(path)]
-    recorded = next((_read_json(path)[1] for path in csv_paths
-                     if path.lower().endswith(".json")), None)
+    read = [_read_annotations(path) for path in csv_paths]  # each file once: 400k rows
+    rows = [row for file_rows, _ in read for row in file_rows]
+    recorded = next((labels for _, labels in read if labels is not None), None)
     if classes is None and recorded:
         class_names = recorded  # the original's order, which its models' outputs follow
     elif classes is None:
