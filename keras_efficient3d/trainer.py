@@ -475,10 +475,29 @@ def build_model(config, num_classes, classes=None):
         name, kwargs = model_kwargs(config, num_classes)
         model = registry.create_model(name, **kwargs)
     if config.ft_portion == "last_layer":
-        head_layers = {"predictions", "predictions_relu", "dropout_ft"}
-        for layer in model.layers:
-            layer.trainable = layer.name in head_layers
+        train_the_head_alone(model)
     return model
+
+
+_HEAD_LAYERS = ("predictions", "predictions_relu", "dropout_ft")
+
+
+def train_the_head_alone(model):
+    """`--ft_portion=last_layer` as the original has it: the head learns, and every other
+    weight keeps its value (the original gives them a learning rate of 0), while BatchNorm
+    goes on normalising each batch by its own statistics and updating its moving ones, as
+    a PyTorch model in train() mode does. A frozen Keras BatchNorm would instead normalise
+    by its moving statistics and keep them: its layer stays trainable, its scale and offset
+    do not. Their trainable flags are not saved in a .keras file: `resume_model` calls
+    this again."""
+    for layer in model.layers:
+        batch_norm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = batch_norm or layer.name in _HEAD_LAYERS
+        if batch_norm:
+            for variable in (layer.gamma if layer.scale else None,
+                             layer.beta if layer.center else None):
+                if variable is not None:
+                    variable.trainable = False
 
 
 def make_optimizer(config):
@@ -509,6 +528,8 @@ def resume_model(config, path, num_classes):
     into torch.compile, which fails on the model)."""
     model = check_model_fits(load_model(path, compile=False), num_classes, config.frames,
                              config.size, path)
+    if config.ft_portion == "last_layer":
+        train_the_head_alone(model)
     compile_model(model, config)
     model.optimizer.build(model.trainable_variables)
     with warnings.catch_warnings(record=True) as caught:
@@ -990,8 +1011,8 @@ def plot_curves(log_csv, path):
 # What a resumed run must share with the run it continues (its config.json): the model,
 # what its inputs and labels mean, and the optimizer whose state last.keras holds (checked
 # again once loaded). Other options (the rate, the epochs, SGD's momentum) may change.
-# ft_portion: last.keras keeps its layers' trainable flags, and its optimizer the variables
-# they gave: a resumed run goes on frozen as it was, whatever the flag says.
+# ft_portion: last.keras' optimizer holds the variables it gave (a last_layer run resumed as
+# complete would train the head alone).
 _RUN_IDENTITY = ("dataset", "ucf101_fold", "model", "width_mult", "groups", "version", "depth",
                  "shortcut", "cardinality", "normalization", "downsample", "optimizer",
                  "ft_portion")

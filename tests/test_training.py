@@ -514,11 +514,46 @@ def test_fine_tuning_replaces_the_head(tiny_gestures, tmp_path):
                           ft_portion="last_layer")
     model = trainer.build_model(config, num_classes=8)
     assert model.output_shape == (None, 8)
-    trainable = {l.name for l in model.layers if l.trainable and l.weights}
+    trainable = {l.name for l in model.layers if l.trainable_weights}
     assert trainable == {"predictions"}
     # The trunk keeps the pretrained weights.
     np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(),
                                   base.get_layer("conv1").kernel.numpy())
+
+
+def test_last_layer_fine_tuning_moves_batchnorms_statistics_as_the_original(tiny_gestures, tmp_path):
+    """The original gives every weight but the classifier's a learning rate of 0 and trains in
+    train() mode: BatchNorm normalises by the batch and updates its running statistics, and
+    keeps its scale and offset. So does a last_layer run, and its resume."""
+    import keras_efficient3d as k3
+
+    base = k3.create_model(TINY_NAME, input_shape=(8, 32, 32, 3), num_classes=5)
+    path = tmp_path / "pretrained.keras"
+    base.save(path)
+    config = _tiny_config(tiny_gestures, tmp_path / "ft", pretrained=str(path),
+                          ft_portion="last_layer")
+    model = trainer.build_model(config, num_classes=3)
+    trainer.compile_model(model, config)
+    bn = model.get_layer("conv1_bn")
+    head = model.get_layer("predictions")
+    assert {id(v) for v in model.trainable_variables} == {id(v) for v in head.trainable_weights}
+    before = {v.path: v.numpy().copy() for v in model.weights}
+    clips = np.random.default_rng(0).uniform(size=(4, 8, 32, 32, 3)).astype("float32")
+    model.fit(clips, np.array([0, 1, 2, 0]), epochs=1, verbose=0)
+    moved = {v.path for v in model.weights
+             if not np.array_equal(before[v.path], v.numpy())}
+    assert bn.moving_mean.path in moved and bn.moving_variance.path in moved
+    assert head.kernel.path in moved
+    assert bn.gamma.path not in moved and bn.beta.path not in moved
+    assert model.get_layer("conv1").kernel.path not in moved
+    assert moved <= {v.path for v in head.weights} | {
+        v.path for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+        for v in (layer.moving_mean, layer.moving_variance)}
+    # A resumed run: the saved file has the layers' flags, not the variables'.
+    model.save(tmp_path / "last.keras")
+    resumed = trainer.resume_model(config, str(tmp_path / "last.keras"), 3)
+    assert [v.path for v in resumed.trainable_variables] == [v.path for v in head.trainable_weights]
+    assert resumed.get_layer("conv1_bn").trainable
 
 
 def test_a_pretrained_file_is_checked_against_the_runs_clips(tmp_path, capsys):
