@@ -38,14 +38,16 @@ export TF_CPP_MIN_LOG_LEVEL=2
 # The two backend tiers start first, each in its own process (a process has one backend),
 # and run beside the main tier: they fill the time its two workers spend waiting on the
 # subprocesses they start (one after the other, the tiers added 3.6 minutes to 16).
-# XLA's backend optimisation off for the JAX tier: it checks results, not speed, and its
-# compilations (a train step of a ShuffleNetV2: 80 s) take half the time.
+# XLA's backend optimisation off for the JAX tier and for the JAX processes the main tier's
+# tests start (a .keras file loaded on the next backend: 58 against 35 CPU-seconds): they
+# check results, not speed, and their compilations (a train step of a ShuffleNetV2: 80 s)
+# take half the time. TensorFlow runs no XLA on a CPU (Keras' jit_compile="auto").
+export XLA_FLAGS="${XLA_FLAGS:---xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true}"
 logs=$(mktemp -d)
 # The PyTorch tier, the quicker, also runs the tier's slow tests (more model families).
 declare -A marks=([jax]="backends and not slow" [torch]="backends")
 for backend in jax torch; do
   KERAS_BACKEND=$backend \
-  XLA_FLAGS="${XLA_FLAGS:---xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true}" \
     .venv/bin/python -m pytest -q -p no:cacheprovider -m "${marks[$backend]}" tests/test_backends.py \
     >"$logs/$backend.log" 2>&1 &
   eval "pid_$backend=$!"
