@@ -3,6 +3,7 @@
     python -m keras_efficient3d.predict clip.mp4                         # the shipped int8 TFLite model
     python -m keras_efficient3d.predict clip.mp4 --model_file=m.keras --top=3 --format=json
     python -m keras_efficient3d.predict videos/ --model_file=m.onnx --labels=jester
+    python -m keras_efficient3d.predict clips/*.mp4 --model_file=m.onnx    # several, in turn
     python -m keras_efficient3d.predict clip.mp4 --model_file=m_int8.xml    # OpenVINO IR
     python -m keras_efficient3d.predict 0 --output=annotated.mp4  # camera 0, live overlay
 

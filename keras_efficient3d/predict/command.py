@@ -1,4 +1,4 @@
-"""The command line: ``python -m keras_efficient3d.predict SOURCE [--model_file ...]``."""
+"""The command line: ``python -m keras_efficient3d.predict SOURCE [SOURCE ...] [--model_file ...]``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -44,7 +45,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL = os.path.join(os.path.dirname(_PACKAGE_DIR), "saved_models", "synthetic_gestures_int8.tflite")
 
 
-def run(source: str, model: str | None = None, labels: str | None = None, window: int | None = None,
+def run(source: str | Sequence[str], model: str | None = None, labels: str | None = None, window: int | None = None,
         stride: int = 8, top: int = 5, as_json: bool = False, threads: int | None = 2,
         output_video: str | None = None, normalization: str | None = None, display: bool = True,
         out=None, err=None, openvino_precision: str = "f32", openvino_device: str = "CPU") -> int:
@@ -70,11 +71,24 @@ def run(source: str, model: str | None = None, labels: str | None = None, window
             f"the shipped model {shown} is missing: run ./demo.sh to train and export it, or pass "
             "--model_file PATH (.keras, .tflite, .onnx or OpenVINO .xml)")
     check_options(stride, top, normalization)  # before a model that takes seconds to load
-    camera = source.isdigit() and not os.path.exists(source)
-    live = int(source) if camera else source if is_stream_url(source) else None
-    sources = None if live is not None else find_sources(source)  # checked before a model loads
+    given = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if not given:
+        raise PredictError("no SOURCE given (a video file, a folder, a camera index or a stream URL)")
+    if len(given) > 1:  # a shell's glob: files and folders, read in turn as a folder's are
+        live_ones = [str(s) for s in given if is_stream_url(str(s))
+                     or (str(s).isdigit() and not os.path.exists(s))]
+        if live_ones:
+            raise PredictError(f"{live_ones[0]}: a camera index or a stream URL is given alone, "
+                               "not among other sources")
+        live = None
+        sources = [found for path in given for found in find_sources(path)]
+    else:
+        source = os.fspath(given[0])
+        camera = source.isdigit() and not os.path.exists(source)
+        live = int(source) if camera else source if is_stream_url(source) else None
+        sources = None if live is not None else find_sources(source)  # checked before a model loads
     if output_video and sources is not None and len(sources) > 1:
-        raise PredictError("--output needs a single video or a camera, not a folder of videos")
+        raise PredictError("--output needs a single video or a camera, not several videos")
     if output_video:
         check_output_path(output_video)
     if output_video and sources:
@@ -250,9 +264,9 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def main(argv, flag_values=flags.FLAGS):
-    if len(argv) != 2:
-        raise cli.UsageError("give one SOURCE (a video file, a folder, a camera index or a stream "
-                             "URL); see --help")
+    if len(argv) < 2:
+        raise cli.UsageError("give a SOURCE (a video file, a folder, a camera index or a stream "
+                             "URL; several videos or folders are read in turn); see --help")
     f = flag_values
     if f.json and f["format"].present and f.format != "json":
         raise cli.UsageError(f"--json asks for --format=json; --format={f.format} contradicts it")
@@ -270,8 +284,8 @@ def main(argv, flag_values=flags.FLAGS):
             check_openvino_device(f.openvino_device)
         except (ValueError, ImportError) as err:
             raise cli.UsageError(f"--openvino_device={f.openvino_device}: {err}") from None
-    return run(argv[1], model=f.model_file, labels=f.labels, window=f.frames, stride=f.stride,
-               top=f.top, as_json=f.json or f.format == "json", threads=f.threads,
+    return run(argv[1] if len(argv) == 2 else argv[1:], model=f.model_file, labels=f.labels,
+               window=f.frames, stride=f.stride, top=f.top, as_json=f.json or f.format == "json", threads=f.threads,
                output_video=f.output, normalization=f.normalization, display=f.display,
                openvino_precision=f.openvino_precision, openvino_device=f.openvino_device)
 

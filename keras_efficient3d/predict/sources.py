@@ -110,6 +110,14 @@ class VideoSource:
                 yield frame
         self.decoded = count
         if count == 0:
+            if not os.path.isfile(self.path):
+                # FFmpeg reads a pipe once, front to back: an MP4 as most tools write it
+                # (OpenCV's VideoWriter included) has its index after the frames.
+                raise DataError(
+                    "no frame decoded from the pipe or device: a stream with its index at the "
+                    "end (an MP4 as most tools write it) cannot be read from a pipe; send "
+                    "MKV, AVI, MPEG-TS or a faststart MP4 (ffmpeg -movflags +faststart), or "
+                    "give the file's path", self.path)
             raise DataError("video has no decodable frame (corrupt or empty stream)", self.path)
 
     def frame_times(self, first, last):

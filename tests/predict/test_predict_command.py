@@ -2,6 +2,7 @@
 JSON output; a fake camera."""
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import shutil
@@ -95,7 +96,7 @@ def _cli_cases(models, videos, tmp):
 def _argv(source, options):
     """The command line of `predict.run`'s options."""
     names = {"model": "model_file", "window": "frames", "output_video": "output"}
-    argv = [source]
+    argv = [source] if isinstance(source, str) else list(source)
     for key, value in options.items():
         if key == "as_json":
             argv.append(f"--format={'json' if value else 'text'}")
@@ -186,6 +187,23 @@ def test_text_output_for_a_folder(models, videos, capsys):
     assert "(keras, 1 thread)" in out  # not "1 threads"
     for name in ("clip2.avi:", "clip10.mp4:", "frames_a:"):
         assert name in out
+
+
+def test_several_sources_are_read_in_turn_as_a_folders_videos(models, videos, capsys):
+    """A shell's glob: videos and folders given together, each reported as a folder's are."""
+    sources = [videos["gesture"], videos["folder"], videos["corrupt"]]
+    code = _invoke(sources, {"model": models["tflite"], "as_json": True, "stride": 4})
+    captured = capsys.readouterr()
+    assert code == 2  # the corrupt one could not be read; the others are scored
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    read = [r["source"] for r in records if r["type"] == "video"]
+    assert read == [videos["gesture"]] + [os.path.join(videos["folder"], name)
+                                          for name in ("clip2.avi", "clip10.mp4", "frames_a")]
+    assert [r["source"] for r in records if r["type"] == "error"] == [videos["corrupt"]]
+    code = _invoke([videos["gesture"], videos["short"]],
+                   {"model": models["tflite"], "output_video": "annotated.mp4"})
+    _check_error(code, *capsys.readouterr(), "--output needs a single video or a camera, not "
+                                             "several videos")
 
 
 def test_json_lines_of_a_folder_hold_a_record_of_a_video_that_cannot_be_read(models, videos,
@@ -323,6 +341,19 @@ def test_pipes_and_stream_urls_are_read(models, videos, tmp_path, capfd):
     out, err = capfd.readouterr()
     assert code == 0, err
     assert f"{fifo}:" in out and "video (20 frames, 30.0 fps, 4 windows" in out, out
+    # An MP4 as OpenCV writes it, index after the frames, which a pipe cannot seek to: said so,
+    # not called corrupt (it reads as a file).
+    mp4 = tmp_path / "gesture.mp4"
+    write_video(str(mp4), moving_square(60, height=120, width=160))
+    assert mp4.stat().st_size > 200_000  # past what FFmpeg probes of a pipe before it gives up
+    feeder = threading.Thread(target=lambda: _feed(fifo, mp4), daemon=True)
+    feeder.start()
+    code = _invoke(str(fifo), {"model": models["tflite"], "stride": 4})
+    feeder.join(timeout=10)
+    out, err = capfd.readouterr()
+    _check_error(code, out, err, f"{fifo}: no frame decoded from the pipe or device: a stream with "
+                                 "its index at the end (an MP4 as most tools write it) cannot be "
+                                 "read from a pipe; send MKV, AVI, MPEG-TS or a faststart MP4")
 
     code = _invoke(f"file://{avi}", {"model": models["tflite"], "stride": 4})
     out, err = capfd.readouterr()
@@ -333,6 +364,12 @@ def test_pipes_and_stream_urls_are_read(models, videos, tmp_path, capfd):
     out, err = capfd.readouterr()
     _check_error(code, out, err, "cannot open the stream rtsp://127.0.0.1:9/none (unreachable, or "
                                  "not a video OpenCV's FFmpeg reads)")
+
+
+def _feed(fifo, path):
+    """Writes `path` into the pipe `fifo`; a reader that stops early closes it."""
+    with contextlib.suppress(BrokenPipeError):
+        fifo.write_bytes(path.read_bytes())
 
 
 def _stop_at(monkeypatch, name, frame):
