@@ -867,13 +867,29 @@ def install_command(*packages):
 OPENVINO_INSTALL = install_command("openvino")
 
 
+def import_keeping_log_handlers(name):
+    """``importlib.import_module(name)`` with the root logger's handlers kept: importing
+    OpenVINO (its converter's logger module) removes absl's, which the command lines format
+    ("warning: ..."); without it Python writes a warning's text alone and drops INFO lines."""
+    import importlib
+    import logging
+
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        return importlib.import_module(name)
+    finally:
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+
+
 def openvino_module():
     """``openvino``, or an `ImportError` that says how to install it."""
     try:
-        import openvino
+        return import_keeping_log_handlers("openvino")
     except ImportError:
         raise ImportError(f"OpenVINO is not installed: {OPENVINO_INSTALL}") from None
-    return openvino
 
 
 # Devices that run a model on others (`check_openvino_device`): "AUTO" alone, or with a list.

@@ -269,7 +269,7 @@ def ptq(ov_model, clips, preset="performance", fast_bias_correction=True, ignore
     if len(clips) == 0:
         raise ValueError("Post-training quantization needs calibration clips. Received: 0 clips")
     try:
-        import nncf  # pylint: disable=import-outside-toplevel
+        nncf = runtime.import_keeping_log_handlers("nncf")
     except ImportError:
         raise ImportError("Post-training quantization needs nncf: "
                           f"{runtime.install_command('nncf')}") from None

@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from keras_efficient3d import runtime
 from keras_efficient3d.runtime import time_interleaved
 
 __all__ = ["OURS", "PEERS", "TARGETS", "export_ours", "format_targets",
@@ -170,7 +171,7 @@ def openvino_default_precision(device="CPU"):
     """The inference precision OpenVINO picks on this machine's `device` when given none
     ('bf16', 'f32', ...), or None without OpenVINO."""
     try:
-        import openvino as ov
+        ov = runtime.openvino_module()
     except ImportError:
         return None
     return ov.Core().get_property(device, "INFERENCE_PRECISION_HINT").to_string()

@@ -966,3 +966,31 @@ def test_openvino_errors_keep_their_reason_whole(tmp_path):
                               "IR (Unable to read the model: "), message
     assert "Exception from" not in message and ".cpp:" not in message
     assert re.search(r"Available frontends: [a-z ]*\bir\b[a-z ]*\)$", message), message
+
+
+def test_importing_openvino_keeps_the_commands_log_format():
+    """OpenVINO's converter removes absl's handler from the root logger when its logger module
+    is imported (by `import openvino`): a command's warnings then lost their "warning: " and
+    its INFO lines went. The package's imports of OpenVINO and NNCF put it back."""
+    import logging
+
+    from absl import logging as absl_logging
+
+    root = logging.getLogger()
+    handler = absl_logging.get_absl_handler()
+    had = handler in root.handlers
+    root.addHandler(handler)
+    name = "openvino.tools.ovc.logger"
+    module = sys.modules.pop(name)  # imported afresh, as in a new process
+    try:
+        runtime.import_keeping_log_handlers(name)
+        assert handler in root.handlers
+        sys.modules.pop(name)
+        __import__(name)  # what OpenVINO does without the package's import
+        assert handler not in root.handlers
+    finally:
+        sys.modules[name] = module
+        if had and handler not in root.handlers:
+            root.addHandler(handler)
+        elif not had and handler in root.handlers:
+            root.removeHandler(handler)
