@@ -176,6 +176,8 @@ def output_parent(path, flag="--output"):
     written: a mistyped folder is reported, not created, as predict's --output and every
     --json_out do. Raises `UsageError` naming the user's path."""
     directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UsageError(f"{flag} {path}: {directory} is a file, not a folder")
     if not os.path.isdir(directory):
         raise UsageError(f"{flag} {path}: folder {directory} does not exist")
     if not os.access(directory, os.W_OK):

@@ -202,7 +202,7 @@ BAD_INPUT = [
                        "--weights={junk_h5}", "--output={tmp}/x.tflite"], "junk.weights.h5"),
     ("export_tflite", ["--output={dir}"], "a file is needed"),
     ("export_tflite", ["--output={tmp}/nofolder/x.tflite"], "nofolder does not exist"),
-    ("export_tflite", ["--output={file}/x.tflite"], "plain.txt does not exist"),
+    ("export_tflite", ["--output={file}/x.tflite"], "plain.txt is a file, not a folder"),
     ("export_tflite", ["--model_file={junk_keras}", "--frames=8", "--output={tmp}/x.tflite"],
      "--frames is not used with --model_file: the .keras file carries its own architecture"),
     ("export_tflite", ["--model_file={junk_tflite}", "--output={tmp}/x.tflite"],
