@@ -52,9 +52,14 @@ def draw_overlay(frame_bgr: np.ndarray, result: dict | None, fps: float | None, 
     else:
         texts.append("waiting for the first window...")
     texts.append(f"{fps:.1f} fps" if fps else "")
-    box_height = min(height, line_height * len(texts) + 8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     text_width = max(cv2.getTextSize(text, font, scale, thickness)[0][0] for text in texts)
+    if text_width + 12 > width:  # a narrow (portrait) video: smaller text, not a cut label
+        scale = max(0.2, scale * (width - 12) / text_width)
+        thickness = 1
+        line_height = int(28 * scale) + 4
+        text_width = max(cv2.getTextSize(text, font, scale, thickness)[0][0] for text in texts)
+    box_height = min(height, line_height * len(texts) + 8)
     box_width = min(width, text_width + 12)
     region = frame_bgr[:box_height, :box_width]
     region[:] = (region.astype(np.uint16) // 3).astype(np.uint8)  # darken behind the text
