@@ -614,7 +614,14 @@ def _call(main, argv, flag_values, prog, positional):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
-    except Exception as err:  # noqa: BLE001 - only a project error wrapped by tf.data is mapped
+    except Exception as err:  # noqa: BLE001 - only the errors below are mapped
+        # a TensorFlow-only step (TFLite, SavedModel, the taps form's ONNX) on JAX or PyTorch:
+        # the user's choice of backend, said in one line (recognised by its module, which
+        # imports Keras: this one imports neither)
+        if type(err).__module__ == "keras_efficient3d.backends" and type(err).__name__ == "BackendError":
+            if absl_logging.get_verbosity() >= 1:
+                raise
+            return _fail(prog, err)
         wrapped = unwrap_pipeline_error(err)
         if wrapped is None or absl_logging.get_verbosity() >= 1:
             raise

@@ -457,6 +457,25 @@ def test_ctrl_c_is_status_130(capsys):
     assert capsys.readouterr().err == "test_cli.py: interrupted\n"
 
 
+@pytest.mark.parametrize("name, args", [
+    ("export_tflite", ["--output={tmp}/m.tflite", "--precision=fp32"]),
+    ("export", ["--format=savedmodel", "--output={tmp}/sm_jax"])])
+def test_a_tensorflow_only_export_on_another_backend_is_one_line(name, args, paths, monkeypatch,
+                                                                 capsys):
+    """export_tflite.py, or export.py --format=savedmodel, run with KERAS_BACKEND=jax: the
+    backend is the user's choice, said in one line with status 2, not a traceback."""
+    from keras_efficient3d import backends
+
+    monkeypatch.setattr(backends, "backend", lambda: "jax")
+    module = load(name)
+    model = ["--model=mobilenetv2_0.2x", "--frames=4", "--size=32", "--num_classes=3"]
+    status = cli.invoke(module.main, module.define_flags, [name, *model, *_fill(args, paths)])
+    _, err = capsys.readouterr()
+    _assert_one_line(name, status, err, "needs the TensorFlow backend of Keras (it traces the "
+                                        "model into a TensorFlow graph); this process runs "
+                                        "KERAS_BACKEND=jax: run it with KERAS_BACKEND=tensorflow.")
+
+
 def test_multiline_messages_become_one_line(capsys):
     def main(argv, flag_values):
         raise ValueError("The checkpoint does not fit:\n  missing keys: a\n  unexpected keys: b")
