@@ -208,3 +208,37 @@ def test_a_real_restart_runs_under_the_preloaded_library(tmp_path):
         f"preload: {library}",
         f"args: [{library!r}]",
     ]
+
+
+def test_train_py_restarts_under_its_allocator_before_it_says_anything(tmp_path, monkeypatch,
+                                                                        capsys):
+    """A note of train.py's (a flag --pretrained leaves unread) came twice when the run
+    restarted under its allocator: once from the process replaced, once from the new one.
+    The restart comes first now, so what the first process said is nothing."""
+    import runpy
+
+    said_before_restart = []
+
+    def reexec(choice, backend, **kwargs):  # the restarted process: the marker set, no restart
+        said_before_restart.append(capsys.readouterr().err)
+        return None
+
+    monkeypatch.setattr(allocators, "reexec", reexec)
+    missing = tmp_path / "missing.keras"
+    monkeypatch.setattr(sys, "argv", [
+        "train.py", "--dataset=synthetic", f"--data_root={tmp_path}", f"--pretrained={missing}",
+        "--width_mult=0.5", f"--output={tmp_path / 'run'}", "--allocator=system"])
+    from absl import flags
+
+    defined = set(flags.FLAGS)
+    try:
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(os.path.join(ROOT, "training", "train.py"), run_name="__main__")
+    finally:  # the program's flags out of absl's global FLAGS again, for the tests after it
+        for name in set(flags.FLAGS) - defined:
+            delattr(flags.FLAGS, name)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert said_before_restart == [""]
+    assert err.count("note: --width_mult") == 1, err
+    assert "missing.keras" in err.splitlines()[-1]

@@ -175,6 +175,9 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d.trainer import train
 
     config = config_from_flags(flag_values).validate()
+    if __name__ == "__main__":  # a command of its own: restartable (not a test's call)
+        # first: a process restarted under its allocator says the notes below once, not twice
+        use_allocator(flag_values.allocator)
     for line in unused_flags(flag_values):
         print(line, file=sys.stderr, flush=True)  # beside the other notes and warnings
     if flag_values["model"].present and config.pretrained and not config.resume:
@@ -183,8 +186,6 @@ def main(argv, flag_values=flags.FLAGS):
         line = trainer.another_architecture(config)
         if line:
             print(line, file=sys.stderr, flush=True)
-    if __name__ == "__main__":  # a command of its own: restartable (not a test's call)
-        use_allocator(flag_values.allocator)
     result = train(config)
     # The run's best (a resumed run's earlier epochs included), not this session's alone.
     best = max(result["best_accuracy"], 0.0)
