@@ -223,5 +223,20 @@ def find_sources(path) -> list[str]:
             sources.append(full)
     if not sources:
         extensions = ", ".join(ext[1:] for ext in VIDEO_EXTENSIONS)
-        raise PredictError(f"{path}: the folder holds no video file ({extensions}) and no frame folder")
+        # a dataset's split (val/ of class folders): the videos are one level down
+        deeper = next((os.path.join(path, name) for name in sorted(os.listdir(path), key=_natural_key)
+                       if not name.startswith(".") and os.path.isdir(os.path.join(path, name))
+                       and _holds_videos(os.path.join(path, name))), None)
+        hint = (f"; its folders hold videos: give one of them (e.g. {deeper}), or several "
+                "(a shell's glob)") if deeper else ""
+        raise PredictError(f"{path}: the folder holds no video file ({extensions}) and no frame "
+                           f"folder{hint}")
     return sources
+
+
+def _holds_videos(folder):
+    """Whether `folder` holds a video file or a frame folder directly."""
+    with os.scandir(folder) as entries:
+        return any((entry.is_file() and is_video_file(entry.path))
+                   or (entry.is_dir() and _is_frame_folder(entry.path)) for entry in entries
+                   if not entry.name.startswith("."))

@@ -1,6 +1,7 @@
 """Sources: folders of videos and frame folders, unreadable videos."""
 
 import os
+import shutil
 
 import pytest
 
@@ -19,12 +20,20 @@ def test_a_folder_of_videos_with_a_thumbnail_is_a_folder_of_videos(videos, tmp_p
     assert predict.find_sources(str(folder)) == [str(folder / "clip2.avi")]
 
 
-def test_folder_of_videos_and_frame_folders(models, videos):
+def test_folder_of_videos_and_frame_folders(models, videos, tmp_path):
     assert [os.path.basename(p) for p in predict.find_sources(videos["folder"])] == [
         "clip2.avi", "clip10.mp4", "frames_a"]
     assert predict.find_sources(videos["frames"]) == [videos["frames"]]
-    with pytest.raises(PredictError, match="no video file"):
+    with pytest.raises(PredictError, match="no video file") as err:
         predict.find_sources(videos["empty_folder"])
+    assert "its folders hold videos" not in str(err.value)
+    # a dataset's split of class folders: one level too high, and said so
+    split = tmp_path / "val"
+    (split / "Thumb_Up").mkdir(parents=True)
+    shutil.copy(videos["gesture"], split / "Thumb_Up" / "1.mp4")
+    with pytest.raises(PredictError, match=r"holds no video file .* and no frame folder; its folders "
+                                           r"hold videos: give one of them \(e.g. .*Thumb_Up\), or several"):
+        predict.find_sources(str(split))
     runner = load_runner(models["onnx"])
     results = [predict.predict_video(runner, p, stride=2) for p in predict.find_sources(videos["folder"])]
     assert [r["frames"] for r in results] == [9, 12, 10]
