@@ -614,19 +614,23 @@ def _call(main, argv, flag_values, prog, positional):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
-    except Exception as err:  # noqa: BLE001 - only the errors below are mapped
-        # a TensorFlow-only step (TFLite, SavedModel, the taps form's ONNX) on JAX or PyTorch:
-        # the user's choice of backend, said in one line (recognised by its module, which
-        # imports Keras: this one imports neither)
-        if type(err).__module__ == "keras_efficient3d.backends" and type(err).__name__ == "BackendError":
-            if absl_logging.get_verbosity() >= 1:
-                raise
-            return _fail(prog, err)
-        wrapped = unwrap_pipeline_error(err)
-        if wrapped is None or absl_logging.get_verbosity() >= 1:
+    except Exception as err:  # noqa: BLE001 - only `_recognised_error`'s are mapped
+        reported = _recognised_error(err)
+        if reported is None or absl_logging.get_verbosity() >= 1:
             raise
-        return _fail(prog, wrapped)
+        return _fail(prog, reported)
     return 0 if status is None else status
+
+
+def _recognised_error(err):
+    """The error to report in one line for `err`, which is of none of `EXPECTED_ERRORS`'
+    classes; None for a bug. Recognised by their modules, which import Keras or TensorFlow
+    (this one imports neither): a TensorFlow-only step (TFLite, SavedModel, the taps form's
+    ONNX) on JAX or PyTorch, the user's choice of backend (`backends.BackendError`), and a
+    project error carried out of a tf.data pipeline (`unwrap_pipeline_error`)."""
+    if type(err).__module__ == "keras_efficient3d.backends" and type(err).__name__ == "BackendError":
+        return err
+    return unwrap_pipeline_error(err)
 
 
 # The project's errors keep their class name in the message of the TensorFlow error that

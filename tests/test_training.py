@@ -504,14 +504,19 @@ def test_a_new_run_over_a_finished_one_says_so(tiny_gestures, one_epoch_run, tmp
     assert err.strip().endswith(f"moves its files into {fresh / 'previous'}"), err
 
 
-def test_fine_tuning_replaces_the_head(tiny_gestures, tmp_path):
+def _last_layer_run(data_root, tmp_path):
+    """A 5-class model saved as --pretrained, and the config of a last_layer run from it."""
     import keras_efficient3d as k3
 
     base = k3.create_model(TINY_NAME, input_shape=(8, 32, 32, 3), num_classes=5)
     path = tmp_path / "pretrained.keras"
     base.save(path)
-    config = _tiny_config(tiny_gestures, tmp_path / "ft", pretrained=str(path),
-                          ft_portion="last_layer")
+    return base, _tiny_config(data_root, tmp_path / "ft", pretrained=str(path),
+                              ft_portion="last_layer")
+
+
+def test_fine_tuning_replaces_the_head(tiny_gestures, tmp_path):
+    base, config = _last_layer_run(tiny_gestures, tmp_path)
     model = trainer.build_model(config, num_classes=8)
     assert model.output_shape == (None, 8)
     trainable = {l.name for l in model.layers if l.trainable_weights}
@@ -525,13 +530,7 @@ def test_last_layer_fine_tuning_moves_batchnorms_statistics_as_the_original(tiny
     """The original gives every weight but the classifier's a learning rate of 0 and trains in
     train() mode: BatchNorm normalises by the batch and updates its running statistics, and
     keeps its scale and offset. So does a last_layer run, and its resume."""
-    import keras_efficient3d as k3
-
-    base = k3.create_model(TINY_NAME, input_shape=(8, 32, 32, 3), num_classes=5)
-    path = tmp_path / "pretrained.keras"
-    base.save(path)
-    config = _tiny_config(tiny_gestures, tmp_path / "ft", pretrained=str(path),
-                          ft_portion="last_layer")
+    _, config = _last_layer_run(tiny_gestures, tmp_path)
     model = trainer.build_model(config, num_classes=3)
     trainer.compile_model(model, config)
     bn = model.get_layer("conv1_bn")

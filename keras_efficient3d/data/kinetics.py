@@ -52,15 +52,10 @@ def _as_list(paths):
     return [os.fspath(p) for p in paths]
 
 
-def _read_csv(path):
-    """Rows of an official CSV (or of the original's JSON, `_read_json`) as ``(path, line,
-    label|None, youtube_id, start, end, split)``."""
-    return _read_annotations(path)[0]
-
-
 def _read_annotations(path):
-    """(rows, the class order the file records or None): `_read_csv`'s rows, and a JSON's
-    ``labels``, read in one pass."""
+    """(rows, the class order the file records or None): the rows of an official CSV (or of
+    the original's JSON, `_read_json`) as ``(path, line, label|None, youtube_id, start, end,
+    split)``, and a JSON's ``labels``, read in one pass."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError("annotation file not found", path)
@@ -169,7 +164,7 @@ def read_kinetics_classes(csv_paths) -> list[str]:
     """Sorted class names found in the ``label`` column of the given CSVs."""
     names = set()
     for path in _as_list(csv_paths):
-        names.update(row[2] for row in _read_csv(path) if row[2])
+        names.update(row[2] for row in _read_annotations(path)[0] if row[2])
     if not names:
         raise DataError("no labelled row", ", ".join(_as_list(csv_paths)))
     return sorted(names)

@@ -71,22 +71,19 @@ def run(source: str | Sequence[str], model: str | None = None, labels: str | Non
             f"the shipped model {shown} is missing: run ./demo.sh to train and export it, or pass "
             "--model_file PATH (.keras, .tflite, .onnx or OpenVINO .xml)")
     check_options(stride, top, normalization)  # before a model that takes seconds to load
-    given = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    given = [os.fspath(source)] if isinstance(source, (str, os.PathLike)) else [
+        os.fspath(s) for s in source]
     if not given:
         raise PredictError("no SOURCE given (a video file, a folder, a camera index or a stream URL)")
-    if len(given) > 1:  # a shell's glob: files and folders, read in turn as a folder's are
-        live_ones = [str(s) for s in given if is_stream_url(str(s))
-                     or (str(s).isdigit() and not os.path.exists(s))]
-        if live_ones:
-            raise PredictError(f"{live_ones[0]}: a camera index or a stream URL is given alone, "
-                               "not among other sources")
-        live = None
-        sources = [found for path in given for found in find_sources(path)]
-    else:
-        source = os.fspath(given[0])
-        camera = source.isdigit() and not os.path.exists(source)
-        live = int(source) if camera else source if is_stream_url(source) else None
-        sources = None if live is not None else find_sources(source)  # checked before a model loads
+    lives = [_live(s) for s in given]
+    named = next((s for s, live in zip(given, lives) if live is not None), None)
+    if len(given) > 1 and named is not None:
+        raise PredictError(f"{named}: a camera index or a stream URL is given alone, not among "
+                           "other sources")
+    live = lives[0]
+    # several: a shell's glob of files and folders, read in turn as a folder's videos are;
+    # checked before a model loads
+    sources = None if live is not None else [found for path in given for found in find_sources(path)]
     if output_video and sources is not None and len(sources) > 1:
         raise PredictError("--output needs a single video or a camera, not several videos")
     if output_video:
@@ -141,6 +138,13 @@ def run(source: str | Sequence[str], model: str | None = None, labels: str | Non
         _report_video(summary, path, spec, stride, as_json, emit, err)
         _say_written(output_video, err)
     return 2 if failures else 0
+
+
+def _live(source):
+    """The camera index (an int) or stream URL `source` names, or None for a path."""
+    if source.isdigit() and not os.path.exists(source):
+        return int(source)
+    return source if is_stream_url(source) else None
 
 
 def _say_written(output_video, err):
@@ -284,7 +288,7 @@ def main(argv, flag_values=flags.FLAGS):
             check_openvino_device(f.openvino_device)
         except (ValueError, ImportError) as err:
             raise cli.UsageError(f"--openvino_device={f.openvino_device}: {err}") from None
-    return run(argv[1] if len(argv) == 2 else argv[1:], model=f.model_file, labels=f.labels,
+    return run(argv[1:], model=f.model_file, labels=f.labels,
                window=f.frames, stride=f.stride, top=f.top, as_json=f.json or f.format == "json", threads=f.threads,
                output_video=f.output, normalization=f.normalization, display=f.display,
                openvino_precision=f.openvino_precision, openvino_device=f.openvino_device)

@@ -212,21 +212,12 @@ def find_sources(path) -> list[str]:
         return [path]
     if _is_frame_folder(path):
         return [path]
-    sources = []
-    for name in sorted(os.listdir(path), key=_natural_key):
-        if name.startswith("."):
-            continue
-        full = os.path.join(path, name)
-        if os.path.isfile(full) and is_video_file(full):
-            sources.append(full)
-        elif os.path.isdir(full) and _is_frame_folder(full):
-            sources.append(full)
+    sources = _videos_in(path)
     if not sources:
         extensions = ", ".join(ext[1:] for ext in VIDEO_EXTENSIONS)
         # a dataset's split (val/ of class folders): the videos are one level down
-        deeper = next((os.path.join(path, name) for name in sorted(os.listdir(path), key=_natural_key)
-                       if not name.startswith(".") and os.path.isdir(os.path.join(path, name))
-                       and _holds_videos(os.path.join(path, name))), None)
+        deeper = next((full for full in _entries(path) if os.path.isdir(full) and _videos_in(full)),
+                      None)
         hint = (f"; its folders hold videos: give one of them (e.g. {deeper}), or several "
                 "(a shell's glob)") if deeper else ""
         raise PredictError(f"{path}: the folder holds no video file ({extensions}) and no frame "
@@ -234,9 +225,14 @@ def find_sources(path) -> list[str]:
     return sources
 
 
-def _holds_videos(folder):
-    """Whether `folder` holds a video file or a frame folder directly."""
-    with os.scandir(folder) as entries:
-        return any((entry.is_file() and is_video_file(entry.path))
-                   or (entry.is_dir() and _is_frame_folder(entry.path)) for entry in entries
-                   if not entry.name.startswith("."))
+def _entries(folder):
+    """The paths of `folder`'s entries but hidden ones, in natural order."""
+    return [os.path.join(folder, name) for name in sorted(os.listdir(folder), key=_natural_key)
+            if not name.startswith(".")]
+
+
+def _videos_in(folder):
+    """The video files and frame folders directly in `folder`, in natural order."""
+    return [full for full in _entries(folder)
+            if (os.path.isfile(full) and is_video_file(full))
+            or (os.path.isdir(full) and _is_frame_folder(full))]
