@@ -28,27 +28,63 @@ def _module_run():
     return "keras_efficient3d"
 
 
-def _quiet_interrupt_of_our_programs():
-    """A Ctrl-C during the seconds this import takes (TensorFlow's) ends one of the project's
-    programs (training/*.py, deployment/*.py, ``python -m keras_efficient3d.predict``) with
-    ``<prog>: interrupted``, as `cli.run` ends them later, not a traceback through the
-    imports. Other programs that import the package keep Python's own report."""
+def _our_program():
+    """The name `cli.run` gives the running program if it is one of the project's
+    (training/*.py, deployment/*.py, ``python -m keras_efficient3d.predict``), else None."""
     import sys
 
     main = sys.modules.get("__main__")
     script = getattr(main, "__file__", None)
+    if sys.argv[:1] == ["-m"]:  # "-m" while runpy imports the package of a module
+        return _module_run()
     repository = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-    ours = sys.argv[:1] == ["-m"] or (  # "-m" while runpy imports the package of a module
-        script is not None and
-        _os.path.dirname(_os.path.dirname(_os.path.abspath(script))) == repository)
-    if not ours:
+    if script is not None and \
+            _os.path.dirname(_os.path.dirname(_os.path.abspath(script))) == repository:
+        return _os.path.basename(script)
+    return None
+
+
+# What Keras 3 accepts in KERAS_BACKEND; the project's models run on the first three.
+_KERAS_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
+
+
+def _check_keras_backend():
+    """A misspelt KERAS_BACKEND ("jaxx", "pytorch", "Torch") made Keras' own import fail with
+    a traceback ending in "Unable to import backend". One of the project's programs ends with
+    one line and exit status 2, as for its other bad input; other importers get an
+    ImportError that names what is accepted."""
+    import sys
+
+    value = _os.environ.get("KERAS_BACKEND", "")
+    if not value or value in _KERAS_BACKENDS:  # Keras ignores an empty one
+        return
+    import difflib
+
+    typed = value.strip().lower()
+    guess = ["tensorflow"] if typed == "tf" else difflib.get_close_matches(typed, _KERAS_BACKENDS, 1)
+    hint = f" (did you mean {guess[0]}?)" if guess else ""
+    message = (f"KERAS_BACKEND={value} is not a Keras backend{hint}: set tensorflow, jax or "
+               "torch, or unset it for tensorflow")
+    name = _our_program()
+    if name is None:
+        raise ImportError(message)
+    sys.stderr.write(f"{name}: error: {message}\n")
+    raise SystemExit(2)  # through the imports without a traceback
+
+
+def _quiet_interrupt_of_our_programs():
+    """A Ctrl-C during the seconds this import takes (TensorFlow's) ends one of the project's
+    programs with ``<prog>: interrupted``, as `cli.run` ends them later, not a traceback
+    through the imports. Other programs that import the package keep Python's own report."""
+    import sys
+
+    name = _our_program()
+    if name is None:
         return
     report = sys.excepthook
 
     def hook(kind, value, traceback):
         if issubclass(kind, KeyboardInterrupt):  # Python still exits as by SIGINT (130)
-            name = _os.path.basename(script) if script and sys.argv[:1] != ["-m"] else \
-                _module_run()
             sys.stderr.write(f"{name}: interrupted\n")
             return
         report(kind, value, traceback)
@@ -84,6 +120,7 @@ def _quiet_interrupt_of_our_programs():
     sys.unraisablehook = lost
 
 
+_check_keras_backend()
 _quiet_interrupt_of_our_programs()
 
 

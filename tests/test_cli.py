@@ -398,6 +398,27 @@ def test_ctrl_c_while_the_program_starts_is_one_line(name, tmp_path):
     assert err == f"{CLIS[name][1]}: interrupted\n", err  # python -m: the module's name
 
 
+@pytest.mark.parametrize("name,backend,hint", [("train", "pytorch", " (did you mean torch?)"),
+                                               ("predict", "jaxx", " (did you mean jax?)"),
+                                               ("export", "cntk", "")])
+def test_a_misspelt_keras_backend_is_one_line_before_the_imports(name, backend, hint):
+    """Keras' own import raised "Unable to import backend" with a traceback: a program of the
+    project says what is accepted in one line, before TensorFlow's import (no model runs)."""
+    proc = subprocess.run([*command(name), "--help"], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND=backend), timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"{CLIS[name][1]}: error: KERAS_BACKEND={backend} is not a Keras "
+                           f"backend{hint}: set tensorflow, jax or torch, or unset it for "
+                           "tensorflow\n")
+    # a library import is no program: an ImportError that says the same
+    code = "import keras_efficient3d"
+    lib = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND=backend), timeout=60)
+    assert lib.returncode == 1 and lib.stderr.splitlines()[-1] == (
+        f"ImportError: KERAS_BACKEND={backend} is not a Keras backend{hint}: set tensorflow, "
+        "jax or torch, or unset it for tensorflow")
+
+
 def test_a_ctrl_c_that_python_would_ignore_still_stops_the_program():
     """A Ctrl-C in a garbage-collector callback (JAX's, installed by TensorFlow's import when
     JAX is there) is "ignored" by Python: a traceback, and the program went on (the test
