@@ -44,6 +44,12 @@ export TF_CPP_MIN_LOG_LEVEL=2
 # take half the time. TensorFlow runs no XLA on a CPU (Keras' jit_compile="auto").
 export XLA_FLAGS="${XLA_FLAGS:---xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true}"
 logs=$(mktemp -d)
+# JAX's persistent compilation cache, one for the run (in its temporary folder): the JAX tier
+# and the main tier's JAX processes compile some steps more than once (a model saved, then
+# loaded or resumed; the same small model in several tests). The JAX tier alone: 429 against
+# 378 CPU-seconds.
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$logs/jax-cache}"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0.5}"
 # The PyTorch tier, the quicker, also runs the tier's slow tests (more model families).
 declare -A marks=([jax]="backends and not slow" [torch]="backends")
 for backend in jax torch; do
