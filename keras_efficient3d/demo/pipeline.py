@@ -20,7 +20,7 @@ from keras_efficient3d.artifacts import (
     write_sidecar,
 )
 from keras_efficient3d.deploy import quantize, tflite
-from keras_efficient3d.models._base import build_optimizer
+from keras_efficient3d.models._base import build_for_fit
 from keras_efficient3d.runtime import TFLiteRunner, time_interleaved
 
 BASENAME = "synthetic_gestures"
@@ -71,7 +71,7 @@ def fine_tune_qat(qat, train_ds, val_ds, epochs, learning_rate=1e-4):
     qat.compile(optimizer=keras.optimizers.Adam(learning_rate),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"])
-    build_optimizer(qat)
+    build_for_fit(qat, train_ds)
     with trainer.quiet_end_of_data():
         keep = _KeepBest(qat.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
         qat.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=2, shuffle=False,

@@ -356,10 +356,10 @@ class VideoModel(keras.Model):
                                           operation_fn=layer_call)
         return _unpack_singleton(outputs)
 
-    def fit(self, *args, **kwargs):
+    def fit(self, x=None, y=None, *args, **kwargs):
         # Not in `compile`: Keras does not compile a model with its own `compile` on loading.
-        build_optimizer(self)
-        return super().fit(*args, **kwargs)
+        build_for_fit(self, x, y, kwargs.get("sample_weight"))
+        return super().fit(x, y, *args, **kwargs)
 
     def halves_call(self):
         """Whether a training call runs the graph on the two halves of the batch side by side
@@ -491,16 +491,33 @@ class VideoModel(keras.Model):
         return presets.save_to_preset(self, preset_dir, metadata)
 
 
-def build_optimizer(model):
-    """Creates the optimizer's variables of a compiled, built `model` before its first fit. Without a
-    distribution strategy Keras' TensorFlow trainer creates them while it traces the first
-    training step, and TensorFlow then traces that step a second time (a function may create
-    variables on its first trace only): 2-6 s more at the start of every fit of a small
-    MobileNetV2 on this machine's two cores."""
+def build_for_fit(model, x=None, y=None, sample_weight=None):
+    """Creates the state that the first training step of a compiled, built `model` would
+    create, before `fit` (or `evaluate`) on TensorFlow traces it: the optimizer's variables
+    and those of the compiled metrics and loss. Without a distribution strategy Keras'
+    TensorFlow trainer leaves them to the trace, and TensorFlow then traces the step a second
+    time (a function may create variables on its first trace only): half the start-up of
+    every run (a tiny MobileNet's two-epoch run 20 -> 10 s on this machine's two cores).
+    `x`: the data given to `fit`: a tf.data dataset (its element spec is used) or arrays
+    (with `y`); other kinds get the optimizer's variables only."""
     optimizer = getattr(model, "optimizer", None)
-    # With a strategy, Keras builds them itself before tracing, in the strategy's scope.
-    if (optimizer is not None and not optimizer.built and model.built
-            and getattr(model, "_distribute_strategy", None) is None):
+    # With a strategy, Keras builds all of it itself, in the strategy's scope.
+    if not model.built or getattr(model, "_distribute_strategy", None) is not None:
+        return
+    spec = None
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset):
+            spec = x.element_spec
+        elif x is not None and y is not None and all(
+                hasattr(v, "shape") and hasattr(v, "dtype") for v in tree.flatten((x, y))):
+            spec = (x, y) if sample_weight is None else (x, y, sample_weight)
+    if spec is not None and getattr(model, "compiled", False):
+        # Keras' own build under a strategy: symbolic tensors of one batch, traced abstractly
+        # (the model once, without gradients), the optimizer built last.
+        model._symbolic_build(data_batch=spec)
+    elif optimizer is not None and not optimizer.built:
         optimizer.build(model.trainable_variables)
 
 
