@@ -522,10 +522,8 @@ def resume_model(config, path, num_classes):
     """The model of the checkpoint `path`, compiled as a new run of `config` is, with the
     checkpoint's weights and optimizer state.
 
-    Not Keras' own compile from the file: that is of the backend the checkpoint was written
-    on. A run resumed on another backend would get its optimizer class (PyTorch's Adam
-    then runs torch ops on JAX arrays) and its `jit_compile` (JAX's True sends PyTorch
-    into torch.compile, which fails on the model)."""
+    Not Keras' own compile from the file: the run's optimizer, schedule and metrics are its
+    config's, whatever the file recorded (and on whichever backend it was written)."""
     model = check_model_fits(load_model(path, compile=False), num_classes, config.frames,
                              config.size, path)
     if config.ft_portion == "last_layer":

@@ -142,6 +142,42 @@ print(json.dumps({"backend": keras.backend.backend(), "y": y.tolist()}))
 """
 
 
+def test_a_keras_file_compiled_on_another_backend_loads_compiled_for_this_one(tmp_path):
+    """Keras compiles a loaded model as the file says, which is how the writing backend said
+    it: PyTorch names its own Adam class, JAX records jit_compile=True. A VideoModel loads
+    with Keras' Adam of this backend, this backend's own compilation, and the saved state."""
+    import zipfile
+
+    model = k3.create_model("mobilenet_0.25x", input_shape=(4, 32, 32, 3), num_classes=3)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(7)  # the saved state, as after 7 steps
+    path = tmp_path / "m.keras"
+    model.save(path)
+    # as PyTorch and JAX write it (each file seen so): rewritten in place
+    with zipfile.ZipFile(path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(entries["config.json"])
+    config["compile_config"]["optimizer"].update(
+        module="keras.src.backend.torch.optimizers.torch_adam", registered_name="Adam")
+    config["compile_config"]["jit_compile"] = True
+    entries["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.optimizer).__name__ == "Adam"
+    assert ("torch" in type(loaded.optimizer).__module__) == (BACKEND == "torch")
+    # Keras' "auto": XLA on JAX only (on a CPU); not torch.compile, not TensorFlow's XLA
+    assert loaded.jit_compile == (BACKEND == "jax")
+    assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 7
+    if BACKEND != "jax":  # JAX compiles a training step for a minute; its class is the point
+        clips = np.random.default_rng(0).random((2, 4, 32, 32, 3), dtype=np.float32)
+        loaded.fit(clips, np.arange(2), epochs=1, verbose=0)
+        assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 8
+
+
 def test_keras_file_loads_under_another_backend(converted, reference_dir, tmp_path):
     """A .keras file saved here loads in a process on the next backend
     (tensorflow -> jax -> torch -> tensorflow) with the same outputs."""

@@ -361,6 +361,18 @@ class VideoModel(keras.Model):
         build_for_fit(self, x, y, kwargs.get("sample_weight"))
         return super().fit(x, y, *args, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras compiles a loaded model as its file says, and the file says it the way the
+        # backend that wrote it does: PyTorch names its own Adam (whose steps then run torch
+        # ops on JAX or TensorFlow arrays), JAX records jit_compile=True (PyTorch then goes
+        # into torch.compile, TensorFlow into XLA, ~100x slower for these convolutions on a
+        # CPU). Both are written here the backend-neutral way: Keras' optimizer of that name
+        # for the loading backend, and that backend's own default compilation ("auto").
+        config = dict(config, optimizer=_backend_neutral(config.get("optimizer")))
+        if config.get("jit_compile") is True:
+            config["jit_compile"] = "auto"
+        return super().compile_from_config(config)
+
     def halves_call(self):
         """Whether a training call runs the graph on the two halves of the batch side by side
         (`_call_in_halves`): on TensorFlow, with threads that run operations side by side
@@ -489,6 +501,20 @@ class VideoModel(keras.Model):
         from keras_efficient3d import presets
 
         return presets.save_to_preset(self, preset_dir, metadata)
+
+
+def _backend_neutral(config):
+    """A serialized optimizer (LossScaleOptimizer's inner one too) with any backend-specific
+    class (``keras.src.backend.torch.optimizers...``) replaced by Keras' public one of the
+    same name, which each backend resolves to its own."""
+    if isinstance(config, list):
+        return [_backend_neutral(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    config = {key: _backend_neutral(value) for key, value in config.items()}
+    if str(config.get("module", "")).startswith("keras.src.backend.") and "class_name" in config:
+        config.update(module="keras.optimizers", registered_name=None)
+    return config
 
 
 def build_for_fit(model, x=None, y=None, sample_weight=None):
