@@ -61,10 +61,11 @@ done
 # A Ctrl-C or a failure stops them too (background jobs of a script ignore SIGINT).
 trap 'kill "$pid_jax" "$pid_torch" 2>/dev/null || true; rm -rf "$logs"' EXIT
 # Two workers (pytest-xdist), one test file each at a time: many tests wait on subprocesses
-# that import TensorFlow single-threaded. TEST_WORKERS=0 runs in this process.
+# that import TensorFlow single-threaded. TEST_WORKERS=0 runs in this process. The files go
+# out in the order tests/conftest.py gives them, the longest first.
 workers="${TEST_WORKERS:-2}"
 status=0
-.venv/bin/python -m pytest -q -n "$workers" --dist loadfile "$@" || status=$?
+.venv/bin/python -m pytest -q -n "$workers" --dist loadfile --no-loadscope-reorder "$@" || status=$?
 for backend in jax torch; do
   pid_var="pid_$backend"
   wait "${!pid_var}" || status=$?

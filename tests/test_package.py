@@ -141,3 +141,14 @@ def test_nothing_but_the_demo_imports_the_demo_and_only_applications_import_pred
                      if not _is_in(m, "keras_efficient3d.predict") and not _is_in(m, "keras_efficient3d.demo")
                      and _reaches(names, "keras_efficient3d.predict")]
     assert predict_users == []
+
+
+def test_the_files_test_sh_hands_out_first_exist():
+    """tests/conftest.py orders the files for test.sh's workers by name: a file renamed or
+    moved would silently fall back to the end of the order."""
+    import conftest
+
+    tests = pathlib.Path(__file__).resolve().parent
+    missing = [name for name in conftest._LONGEST_FIRST if not (tests / name).is_file()]
+    assert missing == []
+    assert len(set(conftest._LONGEST_FIRST)) == len(conftest._LONGEST_FIRST)
