@@ -36,7 +36,8 @@ def _our_program():
     main = sys.modules.get("__main__")
     script = getattr(main, "__file__", None)
     if sys.argv[:1] == ["-m"]:  # "-m" while runpy imports the package of a module
-        return _module_run()
+        module = _module_run()
+        return module if module.split(".")[0] == __name__ else None
     repository = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
     if script is not None and \
             _os.path.dirname(_os.path.dirname(_os.path.abspath(script))) == repository:

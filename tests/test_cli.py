@@ -401,7 +401,7 @@ def test_ctrl_c_while_the_program_starts_is_one_line(name, tmp_path):
 @pytest.mark.parametrize("name,backend,hint", [("train", "pytorch", " (did you mean torch?)"),
                                                ("predict", "jaxx", " (did you mean jax?)"),
                                                ("export", "cntk", "")])
-def test_a_misspelt_keras_backend_is_one_line_before_the_imports(name, backend, hint):
+def test_a_misspelt_keras_backend_is_one_line_before_the_imports(name, backend, hint, tmp_path):
     """Keras' own import raised "Unable to import backend" with a traceback: a program of the
     project says what is accepted in one line, before TensorFlow's import (no model runs)."""
     proc = subprocess.run([*command(name), "--help"], capture_output=True, text=True, cwd=ROOT,
@@ -410,13 +410,19 @@ def test_a_misspelt_keras_backend_is_one_line_before_the_imports(name, backend, 
     assert proc.stderr == (f"{CLIS[name][1]}: error: KERAS_BACKEND={backend} is not a Keras "
                            f"backend{hint}: set tensorflow, jax or torch, or unset it for "
                            "tensorflow\n")
-    # a library import is no program: an ImportError that says the same
-    code = "import keras_efficient3d"
-    lib = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND=backend), timeout=60)
-    assert lib.returncode == 1 and lib.stderr.splitlines()[-1] == (
-        f"ImportError: KERAS_BACKEND={backend} is not a Keras backend{hint}: set tensorflow, "
-        "jax or torch, or unset it for tensorflow")
+    # a library import is no program, nor another package's module run with -m: an
+    # ImportError that says the same
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "__init__.py").write_text("import keras_efficient3d\n")
+    (tmp_path / "theirs" / "tool.py").write_text("")
+    for args in (["-c", "import keras_efficient3d"], ["-m", "theirs.tool"]):
+        lib = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=60, env=dict(
+                                 os.environ, PYTHONPATH=os.pathsep.join([ROOT, str(tmp_path)]),
+                                 KERAS_BACKEND=backend))
+        assert lib.returncode == 1 and lib.stderr.splitlines()[-1] == (
+            f"ImportError: KERAS_BACKEND={backend} is not a Keras backend{hint}: set "
+            "tensorflow, jax or torch, or unset it for tensorflow"), (args, lib.stderr)
 
 
 def test_a_ctrl_c_that_python_would_ignore_still_stops_the_program():

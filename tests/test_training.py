@@ -945,6 +945,34 @@ def test_a_compiled_model_traces_its_training_step_once(data, tmp_path):
     assert int(again.optimizer.iterations) == int(model.optimizer.iterations) == 4
 
 
+def test_a_train_step_of_its_own_fits_a_dataset_of_clips_alone():
+    """Labels made inside the step: the symbolic build before fit (for a step traced once)
+    needs labels to build the metrics with, and is left to Keras here."""
+    import tensorflow as tf
+
+    from keras_efficient3d import MobileNetV1_3D
+    from keras_efficient3d.models import VideoModel
+
+    class SelfLabelled(VideoModel):
+        def train_step(self, clips):
+            labels = tf.zeros(tf.shape(clips)[:1], tf.int64)
+            with tf.GradientTape() as tape:
+                logits = self(clips, training=True)
+                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                    labels, logits, from_logits=True))
+            self.optimizer.apply(tape.gradient(loss, self.trainable_variables),
+                                 self.trainable_variables)
+            return self.compute_metrics(clips, labels, logits)
+
+    base = MobileNetV1_3D(width_mult=TINY_WIDTH, num_classes=3, input_shape=(4, 32, 32, 3))
+    model = SelfLabelled(base.inputs, base.outputs)
+    model.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+    clips = np.random.default_rng(0).random((4, 4, 32, 32, 3), dtype=np.float32)
+    history = model.fit(tf.data.Dataset.from_tensor_slices(clips).batch(2), epochs=1, verbose=0,
+                        shuffle=False)
+    assert len(history.history["accuracy"]) == 1 and int(model.optimizer.iterations) == 2
+
+
 def test_keras_predict_fn_runs_the_folded_form_of_the_same_function(monkeypatch):
     from keras_efficient3d import fold as folding
 

@@ -535,7 +535,11 @@ def build_for_fit(model, x=None, y=None, sample_weight=None):
         import tensorflow as tf
 
         if isinstance(x, tf.data.Dataset):
+            # (clips, labels[, weights]); clips alone are for a train_step of its own, whose
+            # metrics Keras' build cannot know
             spec = x.element_spec
+            if not (isinstance(spec, tuple) and len(spec) in (2, 3) and spec[1] is not None):
+                spec = None
         elif x is not None and y is not None and all(
                 hasattr(v, "shape") and hasattr(v, "dtype") for v in tree.flatten((x, y))):
             spec = (x, y) if sample_weight is None else (x, y, sample_weight)
