@@ -7,6 +7,7 @@ environment). The package takes these functions through `keras_efficient3d.artif
 """
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -86,15 +87,22 @@ def atomic_path(path):
     try:
         fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=directory)
     except OSError as err:  # its message names the temporary file, which the user never chose
-        raise OSError(f"cannot write {path} ({err.strerror or _one_line(err)})") from None
+        raise _cannot_write(path, err) from None
     os.close(fd)
     try:
         os.chmod(tmp, replacement_mode(path))  # mkstemp makes it 0600
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:
+            if not _writing(err, tmp):
+                raise
+            # a full disk, a quota or a file-size limit met while writing: the message
+            # names the file the user asked for, not the temporary one (or none at all)
+            raise _cannot_write(path, err) from None
         try:
             os.replace(tmp, path)
         except OSError as err:
-            raise OSError(f"cannot write {path} ({err.strerror or _one_line(err)})") from None
+            raise _cannot_write(path, err) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -115,6 +123,25 @@ def atomic_write(path, data) -> str:
 def atomic_write_json(path, obj, indent=2) -> str:
     """Writes `obj` as JSON (and a final newline) to `path` atomically; returns `path`."""
     return atomic_write(path, json.dumps(obj, indent=indent, default=str) + "\n")
+
+
+# What only a write meets; an error of another file read inside the block stays as it is.
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _writing(err, tmp) -> bool:
+    """Whether `err`, raised inside `atomic_path`'s block, is the temporary file's write."""
+    if err.filename is not None:
+        name = os.path.abspath(os.fsdecode(err.filename))
+        return name == os.path.abspath(tmp) or name.startswith(os.path.abspath(tmp) + os.sep)
+    return err.errno in _WRITE_ERRORS
+
+
+def _cannot_write(path, err) -> OSError:
+    """One line that names `path` (the file asked for) and the reason, with `err`'s errno."""
+    failed = OSError(f"cannot write {path} ({err.strerror or _one_line(err)})")
+    failed.errno = err.errno  # (a strerror would make str() the "[Errno N]" form again)
+    return failed
 
 
 def _one_line(err) -> str:

@@ -569,11 +569,20 @@ def error_line(err):
     """The message of ``err`` on one line: its lines joined by "; " (a space after a line
     that ends in ":" or ",", which the next one continues), so that the sections of a
     multi-line message stay apart."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    lines = [line.strip() for line in _message(err).splitlines() if line.strip()]
     text = lines[0] if lines else type(err).__name__
     for line in lines[1:]:
         text += (" " if text.endswith((":", ",", ";")) else "; ") + line
     return text
+
+
+def _message(err):
+    """str(err), but an OSError of the standard library's form ("[Errno 28] No space left on
+    device: 'a.onnx'") as people read it: the file, then what went wrong."""
+    if not isinstance(err, OSError) or not err.strerror or not str(err).startswith("[Errno"):
+        return str(err)
+    files = [os.fsdecode(name) for name in (err.filename, err.filename2) if name is not None]
+    return f"{' -> '.join(files)}: {err.strerror}" if files else err.strerror
 
 
 def _fail(prog, err):

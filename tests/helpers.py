@@ -1,6 +1,7 @@
 """Helpers shared by the test modules (``tests/`` is on the path through its conftest).
 TensorFlow is imported where used: the backend tiers import this module too."""
 
+import contextlib
 import os
 
 import keras
@@ -168,3 +169,21 @@ def stand_in_allocator():
         if os.path.isfile(path):
             return path
     return None
+
+
+@contextlib.contextmanager
+def file_size_limit(max_bytes):
+    """Files of this process cannot grow past `max_bytes` inside the block: a write past it
+    fails with EFBIG ("File too large"), as one on a full disk fails with ENOSPC, without
+    filling a disk. SIGXFSZ, which would kill the process instead, is ignored meanwhile."""
+    import resource
+    import signal
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)

@@ -2,6 +2,7 @@
 atomic writes, and every kind of .keras file the project writes loading after the package
 import alone, in a fresh interpreter."""
 
+import errno
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from helpers import (
     TINY_FRAMES,
     TINY_LABELS,
     TINY_SIZE,
+    file_size_limit,
     randomize_batchnorm,
     tiny_metadata,
     tiny_model,
@@ -155,6 +157,22 @@ def test_an_unwritable_destination_names_the_users_path(tmp_path, monkeypatch):
     with pytest.raises(OSError) as err:
         atomic_write(target, b"x")
     assert str(err.value) == f"cannot write {target} (Permission denied)"
+
+def test_a_write_cut_short_by_a_full_disk_names_the_users_file(tmp_path):
+    """A full disk, a quota or a size limit met while writing was "[Errno 27] File too
+    large": neither the file nor that nothing was replaced."""
+    target = tmp_path / "m.onnx"
+    target.write_bytes(b"previous")
+    with file_size_limit(4096), pytest.raises(OSError) as err:
+        atomic_write(target, b"x" * 65536)
+    assert str(err.value) == f"cannot write {target} (File too large)"
+    assert err.value.errno == errno.EFBIG
+    assert target.read_bytes() == b"previous" and os.listdir(tmp_path) == ["m.onnx"]
+    # another file's error inside the block is that file's own
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        with atomic_path(target):
+            open(tmp_path / "missing.txt").close()
+
 
 def test_atomic_writes_take_the_umask_or_the_replaced_files_mode(tmp_path):
     old = os.umask(0o077)

@@ -845,7 +845,21 @@ def test_a_broken_pipe_other_than_stdout_is_an_error(capsys):
         worker.stdin.flush()
 
     assert cli.invoke(main, lambda values: None, ["prog"]) == 2
-    assert "error: [Errno 32] Broken pipe" in capsys.readouterr().err
+    assert capsys.readouterr().err.endswith(": error: Broken pipe\n")
+
+
+@pytest.mark.parametrize("err, line", [
+    (OSError(28, "No space left on device", "out/m.onnx"), "out/m.onnx: No space left on device"),
+    (OSError(18, "Invalid cross-device link", "a.xml", None, "/mnt/b.xml"),
+     "a.xml -> /mnt/b.xml: Invalid cross-device link"),
+    (OSError(5, "Input/output error"), "Input/output error"),
+    (OSError("cannot write m.onnx (File too large)"), "cannot write m.onnx (File too large)"),
+    (ValueError("[Errno 1] a message of its own"), "[Errno 1] a message of its own")],
+    ids=["file", "two files", "no file", "ours", "not an OSError"])
+def test_an_os_error_reads_file_then_reason(err, line):
+    """Python's "[Errno 28] No space left on device: 'out/m.onnx'", as the system's own
+    tools say it."""
+    assert cli.error_line(err) == line
 
 
 def test_a_flagfile_that_is_not_text_is_one_line(tmp_path, capsys):

@@ -113,6 +113,17 @@ def convert_to_openvino(model, batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, 
     `frames` (a `Normalization`), one that takes float RGB 0-255 frames and normalises them
     (`onnx_native.native_onnx`; `uint8_frames_input` makes them uint8 after quantization)."""
     ov = runtime.openvino_module()
+    try:
+        return _convert_through_onnx(ov, model, batch_size, opset, fold_bn, verify_onnx,
+                                     stem_fold, merge_pointwise, frames, stem_output_fold)
+    except OSError as err:  # a full temporary folder: its files are none the user chose
+        raise OSError(f"cannot write the temporary ONNX file in {tempfile.gettempdir()} "
+                      f"({os.strerror(err.errno) if err.errno else err}); free space there, or set TMPDIR to a "
+                      "folder with room") from None
+
+
+def _convert_through_onnx(ov, model, batch_size, opset, fold_bn, verify_onnx, stem_fold,
+                          merge_pointwise, frames, stem_output_fold):
     with tempfile.TemporaryDirectory(prefix="keras_efficient3d-ov-") as tmp:
         onnx_path = os.path.join(tmp, "model.onnx")
         # a QAT model's weights on 7 bits: x86 CPUs without VNNI (AVX2) saturate 8-bit u8 x s8
@@ -350,7 +361,11 @@ def save_ir(ov_model, path, compress_to_fp16=False):
     os.makedirs(directory, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=directory) as tmp:
         tmp_xml = os.path.join(tmp, "model.xml")
-        ov.save_model(ov_model, tmp_xml, compress_to_fp16=compress_to_fp16)
+        try:
+            ov.save_model(ov_model, tmp_xml, compress_to_fp16=compress_to_fp16)
+        except RuntimeError as err:  # a full disk: "basic_ios::clear: iostream error"
+            raise OSError(f"cannot write {path} and its .bin: OpenVINO's save_model failed "
+                          f"({' '.join(str(err).split())[:200]}); is there room in {directory}?") from None
         bin_path = os.path.splitext(path)[0] + ".bin"
         _move_in(os.path.join(tmp, "model.bin"), bin_path)
         _move_in(tmp_xml, path)

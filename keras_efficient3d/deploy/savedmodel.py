@@ -146,7 +146,12 @@ def _export_into(export_dir, serve, signature_name, output_name, check):
         with forms.consumer("savedmodel"), quiet_stderr():
             frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
             written = os.path.join(staging, "savedmodel")  # the builder makes its folder
-            _write_frozen(frozen, written, signature_name, output_name)
+            try:
+                _write_frozen(frozen, written, signature_name, output_name)
+            except tf.errors.OpError as err:  # a full disk or a size limit: TensorFlow's
+                # error names the staging folder's file, which the user never chose
+                reason = err.message.rsplit(";", 1)[-1].strip() or type(err).__name__
+                raise OSError(f"cannot write the SavedModel {export_dir} ({reason})") from None
         if check is not None:
             check(written)
         artifacts.move_entries(written, export_dir)

@@ -303,6 +303,45 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("fmt, output", [("onnx", "m.onnx"), ("savedmodel", "sm"),
+                                         ("openvino", "m.xml")])
+def test_an_export_on_a_full_disk_is_one_line_that_names_the_output(fmt, output, tmp_path,
+                                                                     capsys):
+    """A full disk (here a file-size limit, which fails writes as one does) was "[Errno 27]
+    File too large" (ONNX), a TensorFlow traceback through the staging folder (SavedModel)
+    or OpenVINO's "basic_ios::clear: iostream error"; and it leaves nothing behind."""
+    from deploy_helpers import load_script
+    from helpers import file_size_limit
+    from keras_efficient3d import cli
+
+    export = load_script("export")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    args = ["export.py", "--model=mobilenetv2_0.2x", "--num_classes=3", "--frames=8",
+            "--size=32", f"--format={fmt}", f"--output={folder / output}"]
+    with file_size_limit(16384):
+        status = cli.invoke(export.main, export.define_flags, args)
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("export.py: error: cannot write ") and "File too large" in err, err
+    assert (str(folder / output) in err if fmt != "openvino" else
+            "the temporary ONNX file" in err and "set TMPDIR" in err), err
+    assert os.listdir(folder) == []
+
+
+def test_openvino_ir_on_a_full_disk_is_an_error_that_names_it(tmp_path):
+    from helpers import file_size_limit
+    from keras_efficient3d.deploy import openvino_export
+
+    ov_model = openvino_export.convert_to_openvino(
+        create_model("mobilenetv2", input_shape=(8, 32, 32, 3), num_classes=3, width_mult=0.2))
+    with file_size_limit(16384), pytest.raises(OSError) as err:
+        openvino_export.save_ir(ov_model, tmp_path / "m.xml")
+    assert str(err.value).startswith(f"cannot write {tmp_path / 'm.xml'} and its .bin: "
+                                     "OpenVINO's save_model failed"), err.value
+    assert os.listdir(tmp_path) == []
+
+
 def test_benchmark_onnx_reports_clips_per_second(small_model, small_proto, tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "deployment"))
     try:
