@@ -273,6 +273,20 @@ def quiet_end_of_data():
         yield
 
 
+@contextlib.contextmanager
+def progress_line_ended_on_error(verbose):
+    """Keras' progress bar (``verbose=1``) redraws its line with "\r" and ends it only with
+    its epoch (Keras draws so on every POSIX system, terminal or not): an error or a Ctrl-C
+    in the middle of an epoch printed its one line after the bar, on the same line."""
+    try:
+        yield
+    except BaseException:
+        if verbose == 1:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        raise
+
+
 def _hflip(config):
     if config.hflip is not None:
         return config.hflip
@@ -1332,7 +1346,7 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     callbacks.insert(0, schedule)  # first: the checkpoint of an epoch has its rate
     start = time.time()
     # The pipeline shuffles; Keras' own `shuffle` does nothing for a dataset but warn.
-    with quiet_end_of_data(), fit_scope:
+    with quiet_end_of_data(), fit_scope, progress_line_ended_on_error(config.verbose):
         history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                             initial_epoch=initial_epoch, steps_per_epoch=steps,
                             validation_steps=val_steps, callbacks=callbacks,

@@ -1300,6 +1300,21 @@ def test_the_flagfile_and_the_demo_share_one_synthetic_dataset(tmp_path):
     assert config.data_root == "" and config.dataset == "synthetic"
 
 
+def test_an_error_mid_epoch_starts_on_a_line_of_its_own(tiny_gestures, tmp_path, capsys):
+    """Keras' progress bar ends its line only with its epoch: an error (here a Ctrl-C) in
+    the middle of one printed `train.py: interrupted` right after the bar."""
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:  # the bar shows the first batch (it is called after this)
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(_tiny_config(tiny_gestures, tmp_path / "run", epochs=1, verbose=1),
+                      extra_callbacks=[Interrupt()])
+    out = capsys.readouterr().out
+    assert "1/" in out.splitlines()[-1] and out.endswith("\n"), repr(out[-200:])
+
+
 def test_cached_gestures_are_generated_once_and_never_half(tmp_path, monkeypatch):
     tiny = dict(synthetic.GESTURES, videos_per_class=1, frames=4, size=32)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
