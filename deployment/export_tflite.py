@@ -179,11 +179,13 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
         frames = metadata.normalization
         metadata = artifacts.frames_metadata(metadata, frames)
     graph = DeploymentGraph(model, pack_channels=pack_channels)
-    blob = tflite.convert(graph, precision, representative_data=data,
-                          num_calibration=num_calibration, int8_io=int8_io, frames=frames)
-    error = tflite.verify_tflite(blob, model, precision) if verify else None
-    agreement = None if validation is None else dict(
-        tflite.int8_agreement(blob, model, validation, frames=frames), agreement_on=agreement_on)
+    with tflite.naming_the_data(data_root):
+        blob = tflite.convert(graph, precision, representative_data=data,
+                              num_calibration=num_calibration, int8_io=int8_io, frames=frames)
+        error = tflite.verify_tflite(blob, model, precision) if verify else None
+        agreement = None if validation is None else dict(
+            tflite.int8_agreement(blob, model, validation, frames=frames),
+            agreement_on=agreement_on)
     artifacts.atomic_write(output, blob)
     return {"path": output, "bytes": len(blob), "max_rel_error": error,
             "sidecar": artifacts.write_sidecar(output, metadata), **(agreement or {})}

@@ -69,7 +69,12 @@ from keras_efficient3d.deploy.frames import frames_input_affine
 from keras_efficient3d.deploy.onnx_export import DEFAULT_OPSET, convert_to_onnx, export_onnx, resolve_form
 from keras_efficient3d.deploy.onnx_native import stem_fold_factors
 from keras_efficient3d.deploy.savedmodel import load_or_build_model
-from keras_efficient3d.deploy.tflite import calibration_clips, eager_outputs, top1_agreement
+from keras_efficient3d.deploy.tflite import (
+    calibration_clips,
+    eager_outputs,
+    naming_the_data,
+    top1_agreement,
+)
 
 __all__ = [
     "PRESETS",
@@ -702,23 +707,24 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
         if note:
             print(f"note: {note}", file=sys.stderr)
         validation = kdata.make_dataset(val_records, "val", **common)
-    float_model = model
-    if quantize == "qat":
-        from keras_efficient3d.deploy.quantize import quantize_model  # pylint: disable=import-outside-toplevel
+    with naming_the_data(data_root):  # a --data_root whose videos all fail to decode
+        float_model = model
+        if quantize == "qat":
+            from keras_efficient3d.deploy.quantize import quantize_model  # pylint: disable=import-outside-toplevel
 
-        model = quantize_model(model, calibration, num_calibration)
-    report = export_openvino(model, output_path, compress_to_fp16=compress_to_fp16,
-                             quantize=quantize, calibration=calibration,
-                             num_calibration=num_calibration, validation=validation,
-                             batch_size=batch_size, opset=opset, fold_bn=fold_bn, verify=verify,
-                             threads=threads, metadata=metadata, stem_fold=stem_fold,
-                             frames_input=frames_input, stem_output_fold=stem_output_fold)
-    if verify and quantize == "qat":
-        # Agreement with the float model, not only with its fake-quantized form, on the clips
-        # of that check (the report's "clips" counts both).
-        runner = runtime.OpenVINORunner(output_path, threads=threads)
-        clips = calibration_clips(validation, report["clips"], tuple(model.inputs[0].shape[1:]),
-                                  purpose="QAT agreement with the float model")
-        expected = eager_outputs(float_model, clips)
-        report["top1_agreement_float"] = top1_agreement(runner(clips), expected)
+            model = quantize_model(model, calibration, num_calibration)
+        report = export_openvino(model, output_path, compress_to_fp16=compress_to_fp16,
+                                 quantize=quantize, calibration=calibration,
+                                 num_calibration=num_calibration, validation=validation,
+                                 batch_size=batch_size, opset=opset, fold_bn=fold_bn, verify=verify,
+                                 threads=threads, metadata=metadata, stem_fold=stem_fold,
+                                 frames_input=frames_input, stem_output_fold=stem_output_fold)
+        if verify and quantize == "qat":
+            # Agreement with the float model, not only with its fake-quantized form, on the clips
+            # of that check (the report's "clips" counts both).
+            runner = runtime.OpenVINORunner(output_path, threads=threads)
+            clips = calibration_clips(validation, report["clips"], tuple(model.inputs[0].shape[1:]),
+                                      purpose="QAT agreement with the float model")
+            expected = eager_outputs(float_model, clips)
+            report["top1_agreement_float"] = top1_agreement(runner(clips), expected)
     return report

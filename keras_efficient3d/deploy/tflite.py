@@ -28,6 +28,7 @@ from keras_efficient3d.runtime import TFLiteRunner, tflite_interpreter
 
 __all__ = [
     "PRECISIONS",
+    "NoClipError",
     "TFLiteRunner",
     "convert",
     "convert_function",
@@ -36,6 +37,7 @@ __all__ = [
     "float_op_types",
     "frames_graph",
     "benchmark",
+    "naming_the_data",
     "representative_dataset",
     "verify_tflite",
 ]
@@ -48,6 +50,26 @@ _COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_3D", "B
 
 def _as_graph(model):
     return model if isinstance(model, DeploymentGraph) else DeploymentGraph(model)
+
+
+class NoClipError(ValueError):
+    """The data for an int8 calibration or check yielded no clip (`purpose` says which):
+    every video failed to decode (the pipeline warns of each)."""
+
+    def __init__(self, purpose):
+        super().__init__(f"The data for the {purpose} yielded no clip.")
+        self.purpose = purpose
+
+
+@contextlib.contextmanager
+def naming_the_data(data_root):
+    """Inside, a `NoClipError` becomes a ValueError that names `data_root`, the folder whose
+    clips were drawn (the exporters' --data_root)."""
+    try:
+        yield
+    except NoClipError as err:
+        raise ValueError(f"{data_root}: none of its videos could be decoded for the "
+                         f"{err.purpose} (the warnings above name each)") from None
 
 
 def representative_dataset(data, num_samples=64, input_shape=None, batch=1,
@@ -90,7 +112,7 @@ def representative_dataset(data, num_samples=64, input_shape=None, batch=1,
                 if count >= num_samples:
                     return
         if count == 0:
-            raise ValueError("The representative data yielded no clip.")
+            raise NoClipError(purpose)
         logging.getLogger(__name__).warning(
             "%s on %d clips: the data has fewer than the %d %s", purpose, count,
             num_samples, wanted)
@@ -143,10 +165,11 @@ def convert_function(concrete_fn, precision="fp32", representative_data=None,
             converter.inference_output_type = tf.int8
     # The converter's notices (the quantizer's settings line, the missing-statistics and
     # trackable_obj warnings) tell a user nothing; its errors still raise ConverterError
-    # with their diagnostics in the message. Our own warnings, logged while the converter
-    # draws the calibration clips (fewer clips than asked for), are said once it is done:
-    # inside, they went to /dev/null with its notices.
-    with _held_records(logging.getLogger(__name__)):
+    # with their diagnostics in the message. The project's own warnings, logged while the
+    # converter draws the calibration clips (fewer clips than asked for, the pipeline's
+    # videos that fail to decode), are said once it is done: inside, they went to /dev/null
+    # with its notices.
+    with _held_records(logging.getLogger("keras_efficient3d")):
         with warnings.catch_warnings(), runtime.quiet_stderr():
             warnings.simplefilter("ignore")
             return converter.convert()

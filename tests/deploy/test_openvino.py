@@ -865,6 +865,21 @@ def test_cli_ptq_calibrates_on_the_training_pipeline(export_cli, tmp_path, capsy
             "takes") in caplog.text  # not "asked for": no flag asks for them
 
 
+def test_ptq_on_a_data_root_whose_videos_all_fail_names_it(export_cli, tmp_path, capsys, caplog):
+    from test_tflite import _undecodable_gestures
+
+    root = _undecodable_gestures(tmp_path / "gestures")
+    out = tmp_path / "m.xml"
+    code = _invoke_export(export_cli, ["--model=mobilenetv2_0.2x", "--frames=8", "--size=32",
+                                       "--num_classes=8", "--format=openvino", "--quantize=ptq",
+                                       f"--data_root={root}", f"--output={out}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == (f"export.py: error: {root}: none of its videos could be "
+                                     "decoded for the int8 calibration (the warnings above name "
+                                     "each)"), err
+    assert caplog.text.count("skipping") == 8 and not out.exists()
+
+
 def test_too_few_validation_clips_are_not_called_calibration(caplog):
     """The agreement check samples its clips as calibration does: its warning said "int8
     calibration on 8 clips ... the 64 asked for" beside a report of 16 calibration clips."""

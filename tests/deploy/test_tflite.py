@@ -516,3 +516,41 @@ def test_benchmark_script_times_a_tflite_file(tiny_files, tmp_path, capsys):
         assert cli.invoke(script.main, script.define_flags, argv + extra) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and says in err[0], err
+
+
+def _undecodable_gestures(folder):
+    """A Jester-layout set (one video a class) whose every JPEG is empty."""
+    from keras_efficient3d.data import synthetic
+
+    root = synthetic.generate(str(folder), layout="jester", videos_per_class=1, seed=1,
+                              frames=16, size=40)
+    for top, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".jpg"):
+                open(os.path.join(top, name), "wb").close()
+    return root
+
+
+def test_an_int8_calibration_whose_videos_all_fail_names_them_and_the_data_root(tmp_path):
+    """The real program: the pipeline's warnings, one per video that fails to decode, went to
+    /dev/null with the converter's notices, and the error said only "The representative
+    data yielded no clip."."""
+    import subprocess
+    import sys
+
+    from deploy_helpers import ROOT
+
+    root = _undecodable_gestures(tmp_path / "gestures")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "deployment", "export_tflite.py"),
+         "--model=mobilenetv2_0.2x", "--frames=8", "--size=32", "--num_classes=8",
+         "--precision=int8", f"--data_root={root}", f"--output={tmp_path / 'm.tflite'}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600, check=False,
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[-1] == (f"export_tflite.py: error: {root}: none of its videos could be "
+                         "decoded for the int8 calibration (the warnings above name each)"), lines
+    skipped = [line for line in lines if "skipping" in line and "cannot" in line]
+    assert len(skipped) == 8, proc.stderr  # the train split's eight videos, each named
+    assert not os.path.exists(tmp_path / "m.tflite")
