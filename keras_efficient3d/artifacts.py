@@ -23,6 +23,7 @@ so that a crash never leaves half a model or half a JSON file.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import zipfile
@@ -39,6 +40,7 @@ from keras_efficient3d.atomic import (
 from keras_efficient3d.data.normalization import Normalization
 
 __all__ = [
+    "FRAMES_DTYPE",
     "METADATA_ENTRY",
     "ModelFileError",
     "ModelMetadata",
@@ -181,8 +183,8 @@ class ModelMetadata:
             raise ValueError(f"Metadata model must be an object. Received: model={self.model!r}")
         declared = (self.model or {}).get("num_classes")
         if self.labels is not None and declared is not None and declared != len(self.labels):
-            raise ValueError(f"Metadata has {len(self.labels)} labels for a model with {declared} "
-                             f"classes. Received: model.num_classes={declared!r}")
+            raise ValueError(f"Metadata labels name {len(self.labels)} classes but its "
+                             f"model.num_classes is {declared}: one of them is wrong")
         if not isinstance(self.extra, dict):
             raise ValueError(f"Metadata extra must be a dict. Received: extra={self.extra!r}")
         # input's keys too: written at the top level, from_dict would refuse them
@@ -265,6 +267,9 @@ class ModelMetadata:
                 f"ModelMetadata({misplaced[0]}=...). Received: {misplaced[0]}={data[misplaced[0]]!r}")
         extra = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
         unknown_inputs = {k: v for k, v in inputs.items() if k not in _INPUT_KEYS}
+        input_keys = {k: f"input.{k}" for k in _INPUT_KEYS}
+        _refuse_misspellings(extra, {**input_keys, **{k: k for k in _KNOWN_KEYS}})
+        _refuse_misspellings(unknown_inputs, input_keys, "input.")
         if unknown_inputs:
             extra["_input"] = unknown_inputs
         normalization = data.get("normalization")
@@ -278,6 +283,18 @@ class ModelMetadata:
                    labels=data.get("labels"), output=data.get("output"), model=data.get("model"),
                    layout=inputs.get("layout"), dtype=inputs.get("dtype"),
                    batch=inputs.get("batch"), extra=extra)
+
+
+def _refuse_misspellings(keys, known, prefix=""):
+    """Keys of their own are kept (`extra`); one that reads as a known key misspelt
+    (``lables``, ``input.down_sample``) would silently leave that key at its default.
+    `known`: each name that a key could be meant as, with the key it names."""
+    for key in keys:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if close:
+            raise ValueError(f"Metadata key {prefix + key!r} is unknown: did you mean "
+                             f"{known[close[0]]!r}? (a key of one's own is kept, but this one "
+                             "reads as a misspelling)")
 
 
 def _as_metadata(metadata, where):
@@ -382,11 +399,15 @@ def sidecar_path(model_path) -> str:
     return os.fspath(model_path) + ".json"
 
 
+# What a model file of uint8 frames records as its input values.
+FRAMES_DTYPE = "uint8 0-255, RGB"
+
+
 def frames_metadata(metadata, normalization) -> ModelMetadata:
     """The metadata of a model file of frames (an OpenVINO IR of ``frames_input``, a TFLite
     int8 file of frames): the normalisation it applies, applied by itself."""
     return dataclasses.replace(ModelMetadata.from_dict(metadata), normalization=normalization,
-                               preprocessing_included=True, dtype="uint8 0-255, RGB")
+                               preprocessing_included=True, dtype=FRAMES_DTYPE)
 
 
 def write_sidecar(model_path, metadata) -> str:

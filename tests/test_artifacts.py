@@ -91,7 +91,8 @@ def test_shipped_sidecars_round_trip():
     (dict(labels=["a", 2]), "Received: labels=['a', 2]"),
     (dict(output="softmax"), "Received: output='softmax'"),
     (dict(model="mobilenetv2"), "Received: model='mobilenetv2'"),
-    (dict(labels=["a", "b"], model={"num_classes": 3}), "2 labels for a model with 3 classes"),
+    (dict(labels=["a", "b"], model={"num_classes": 3}),
+     "Metadata labels name 2 classes but its model.num_classes is 3: one of them is wrong"),
     (dict(extra={"labels": ["a"]}), "must not repeat the known keys"),
 ])
 def test_metadata_validation(kwargs, message):
@@ -111,6 +112,21 @@ def test_metadata_fields_and_dict_form():
         ModelMetadata.from_dict({"input": "16x112"})
     with pytest.raises(ValueError, match="Received: list"):
         ModelMetadata.from_dict([1, 2])
+
+
+@pytest.mark.parametrize("data, meant", [
+    ({"lables": ["a"]}, "'lables' is unknown: did you mean 'labels'?"),
+    ({"normalisation": {}}, "'normalisation' is unknown: did you mean 'normalization'?"),
+    ({"input": {"down_sample": 2}}, "'input.down_sample' is unknown: did you mean 'input.downsample'?"),
+    ({"downsampl": 2}, "'downsampl' is unknown: did you mean 'input.downsample'?")])
+def test_a_misspelt_metadata_key_is_refused_not_kept_as_one_of_its_own(data, meant):
+    """A hand-edited sidecar's `"down_sample": 2` was kept as an extra key, and the model ran
+    on every frame instead of one in two without a word."""
+    with pytest.raises(ValueError, match=re.escape(f"Metadata key {meant}")):
+        ModelMetadata.from_dict(data)
+    # keys of one's own stay, as they are
+    own = {"card": {"accuracy": 0.5}, "source": "x.pth", "notes": "mine", "input": {"camera": 0}}
+    assert ModelMetadata.from_dict(own).to_dict() == {**own, "preprocessing_included": False}
 
 
 def test_pipeline_arguments_feed_the_model_the_clips_it_expects():

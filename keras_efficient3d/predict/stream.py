@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from keras_efficient3d.artifacts import ModelMetadata, read_metadata
+from keras_efficient3d.artifacts import FRAMES_DTYPE, ModelMetadata, read_metadata, sidecar_path
 from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import val_transform
@@ -61,6 +61,26 @@ class ClipSpec:
     def span(self):
         """Frames of the video one window covers."""
         return self.frames * self.downsample
+
+
+def _check_recorded_input(path, recorded, uint8_frames):
+    """Refuses metadata whose input values are not what the file's input tensor takes: a
+    sidecar copied from another export (a float IR beside the sidecar of one of frames) ran
+    without a word and named the wrong classes."""
+    if not isinstance(recorded, str):
+        return
+    # what `artifacts.frames_metadata` and the float exports record (a model converted with
+    # its preprocessing records "uint8 or float32 0-255": either holds)
+    frames = recorded.startswith(FRAMES_DTYPE.split(",")[0])
+    if frames == uint8_frames or not (frames or recorded.startswith("float32")):
+        return
+    where = path if path.endswith(".keras") else sidecar_path(path)
+    takes = ("uint8 RGB frames (0-255), which it normalises itself" if uint8_frames else
+             "float clips")
+    raise PredictError(f"{where}: the metadata says the model takes \"{recorded}\", but the "
+                       f"model's input tensor takes {takes}: the metadata of another export? "
+                       "Export the model again (its metadata is written beside it), or remove "
+                       "the file to run the model without it")
 
 
 def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=None, window: int | None = None,
@@ -119,6 +139,7 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
 
     given = check_options(normalization=normalization)
     uint8_frames = bool(getattr(spec, "uint8_frames", False))
+    _check_recorded_input(path, metadata.dtype, uint8_frames)
     if uint8_frames and not metadata.preprocessing_included:
         # its input type says so even where no sidecar does
         metadata = dataclasses.replace(metadata, preprocessing_included=True)

@@ -10,12 +10,12 @@ import pytest
 
 from helpers import export_onnx, export_tflite, moving_square
 from keras_efficient3d import predict
-from keras_efficient3d.artifacts import save_model, write_sidecar
+from keras_efficient3d.artifacts import frames_metadata, save_model, write_sidecar
 from keras_efficient3d.data.decode import read_video
 from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.predict import PredictError
 from keras_efficient3d.predict.stream import check_options
-from keras_efficient3d.runtime import load_runner
+from keras_efficient3d.runtime import InputSpec, load_runner
 from predict_helpers import (
     CLASSES,
     FRAMES,
@@ -56,6 +56,26 @@ def test_resolve_spec_rejects_mismatches(tmp_path, models):
         predict.resolve_spec(runner, labels="jester")
     with pytest.raises(PredictError, match="takes 8-frame clips; --frames 16"):
         predict.resolve_spec(runner, window=16)
+    # the sidecar of a file of uint8 frames beside a float file (and the reverse): they ran
+    # without a word and named the wrong classes
+    write_sidecar(path, frames_metadata(METADATA, NORM))
+    with pytest.raises(PredictError) as err:
+        predict.resolve_spec(runner)
+    assert str(err.value) == (
+        f"{path}.json: the metadata says the model takes \"uint8 0-255, RGB\", but the model's "
+        "input tensor takes float clips: the metadata of another export? Export the model "
+        "again (its metadata is written beside it), or remove the file to run the model "
+        "without it")
+    frames_runner = FakeRunner()
+    frames_runner.path = path
+    frames_runner.input_spec = InputSpec((1, FRAMES, SIZE, SIZE, 3), "uint8", uint8_frames=True)
+    assert predict.resolve_spec(frames_runner).uint8_frames  # the metadata of its kind: fine
+    write_sidecar(path, dict(METADATA, input=dict(METADATA["input"],
+                                                  dtype="float32, already normalised")))
+    with pytest.raises(PredictError, match="the metadata says the model takes \"float32, "
+                       "already normalised\", but the model's input tensor takes uint8 RGB "
+                       "frames \\(0-255\\), which it normalises itself"):
+        predict.resolve_spec(frames_runner)
     os.remove(path + ".json")
     spec = predict.resolve_spec(runner)  # nothing recorded: defaults, said aloud in one line
     assert spec.labels == [f"class {i}" for i in range(CLASSES)] and spec.downsample == 1
