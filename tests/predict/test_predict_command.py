@@ -429,7 +429,8 @@ def test_one_frame_is_said_in_the_singular(models, tmp_path, capfd, monkeypatch)
     assert "  camera 0, end of stream after 1 frame, 1 window: " in out, out
 
 
-def test_the_annotated_video_written_is_named_on_stderr(models, videos, tmp_path, capfd):
+def test_the_annotated_video_written_is_named_on_stderr(models, videos, tmp_path, capfd,
+                                                             monkeypatch):
     out_video = tmp_path / "overlay.mp4"
     capfd.readouterr()
     code = _invoke(videos["gesture"], {"model": models["tflite"], "output_video": str(out_video)})
@@ -438,6 +439,14 @@ def test_the_annotated_video_written_is_named_on_stderr(models, videos, tmp_path
     assert out_video.is_file() and out_video.stat().st_size > 0
     assert f"wrote {out_video} (the frames with their classes drawn)\n" in err, err
     assert "wrote" not in out  # stdout is the classes'
+    # Ctrl-C: the frames so far are in place, and said to be (as the camera's are)
+    _stop_at(monkeypatch, os.path.basename(videos["gesture"]), 20)
+    out_video.unlink()
+    code = _invoke(videos["gesture"], {"model": models["tflite"], "output_video": str(out_video)})
+    out, err = capfd.readouterr()
+    assert code == 130 and out_video.is_file() and out_video.stat().st_size > 0
+    assert err == (f"wrote {out_video} (the frames with their classes drawn)\n"
+                   "keras_efficient3d.predict: interrupted\n"), err
 
 
 @pytest.mark.parametrize("as_json", [False, True])
