@@ -6,7 +6,8 @@ r"""Times an ONNX export with ONNX Runtime: median latency and clips/s at batch 
 Execution providers: TensorRT, then CUDA, then CPU, whichever this onnxruntime build has
 (onnxruntime-gpu for the first two), or the list given with --providers. Every batch gets
 `--warmup` untimed runs, then `--runs` timed ones; clips/s = batch / median latency,
-the paper's measure. A fixed-batch export is timed at its own batch only. A file with a
+the paper's measure. A fixed-batch export is timed at its own batch (another --batch_sizes
+is refused). A file with a
 ``<file>.json`` sidecar (what export.py writes beside it) must agree with it, and with
 ``--model``, on the clip, the classes and the layout, or nothing is timed.
 
@@ -33,21 +34,27 @@ from keras_efficient3d.runtime import (
 )
 
 
-def benchmark_onnx(onnx_path, batch_sizes=(1, 8), warmup=10, iterations=50, providers=None,
+def benchmark_onnx(onnx_path, batch_sizes=None, warmup=10, iterations=50, providers=None,
                    threads=0, model=None):
-    """Times `onnx_path`; returns {"providers": [...], "results": [{batch_size, median_ms,
-    min_ms, spread_ms, clips_per_s, iterations}]}. Its sidecar, where it has one, must agree
-    with it and with `model` (`check_sidecar`) before anything is timed."""
+    """Times `onnx_path` at `batch_sizes` (None: 1 and 8, or the batch of a fixed-batch
+    file, the only one such a file can be asked for); returns {"providers": [...],
+    "results": [{batch_size, median_ms, min_ms, spread_ms, clips_per_s, iterations}]}. Its
+    sidecar, where it has one, must agree with it and with `model` (`check_sidecar`) before
+    anything is timed."""
     if warmup < 0 or iterations < 1:
         raise ValueError(f"Need warmup >= 0 and iterations >= 1. Received: warmup={warmup}, "
                          f"iterations={iterations}")
-    if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+    if batch_sizes is not None and (not batch_sizes or any(int(b) < 1 for b in batch_sizes)):
         raise ValueError(f"Batch sizes must be positive. Received: batch_sizes={batch_sizes}")
     session = onnx_session(str(onnx_path), threads, providers or None)
     spec = session.get_inputs()[0]
     fixed = spec.shape[0] if isinstance(spec.shape[0], int) else None
-    if fixed is not None:
-        batch_sizes = (fixed,)
+    if fixed is not None and batch_sizes is not None and {int(b) for b in batch_sizes} != {fixed}:
+        raise ValueError(f"{onnx_path} takes a fixed batch of {fixed}: --batch_sizes="
+                         f"{','.join(str(b) for b in batch_sizes)} cannot be timed (leave "
+                         f"--batch_sizes out, or give {fixed}; export.py without --batch_size "
+                         "writes a dynamic batch)")
+    batch_sizes = (fixed,) if fixed is not None else batch_sizes or (1, 8)
     clip_shape = tuple(int(d) for d in spec.shape[1:])
     check_sidecar(onnx_path, spec.shape, session.get_outputs()[0].shape[-1], model)
     rng = np.random.default_rng(0)
@@ -179,8 +186,9 @@ def main(argv, flag_values=flags.FLAGS):
         from keras_efficient3d import registry
         registry.resolve_name(f.model)
     try:
-        report = benchmark_onnx(f.model_file, f.batch_sizes, f.warmup, f.runs, f.providers,
-                                f.threads, f.model)
+        # not given: the defaults, or the batch of a fixed-batch file
+        report = benchmark_onnx(f.model_file, f.batch_sizes if f["batch_sizes"].present else None,
+                                f.warmup, f.runs, f.providers, f.threads, f.model)
     except ImportError as err:
         from keras_efficient3d.runtime import install_command
 

@@ -355,6 +355,15 @@ def test_benchmark_onnx_reports_clips_per_second(small_model, small_proto, tmp_p
     assert [r["batch_size"] for r in report["results"]] == [1, 8]
     assert all(r["clips_per_s"] > 0 for r in report["results"])
     assert "clips/s" in benchmark_onnx.format_table(report)
+    # a fixed batch: timed at that batch, and no other asked for (it was ignored in silence)
+    fixed = str(tmp_path / "tiny_b2.onnx")
+    onnx.save(onnx_export.convert_to_onnx(small_model, batch_size=2), fixed)
+    report = benchmark_onnx.benchmark_onnx(fixed, None, warmup=1, iterations=3)
+    assert [r["batch_size"] for r in report["results"]] == [2]
+    assert benchmark_onnx.benchmark_onnx(fixed, (2,), warmup=1, iterations=3)["results"]
+    with pytest.raises(ValueError, match=f"^{fixed} takes a fixed batch of 2: "
+                       "--batch_sizes=1,8 cannot be timed"):
+        benchmark_onnx.benchmark_onnx(fixed, (1, 8), warmup=1, iterations=3)
     assert benchmark_onnx.choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
         "CUDAExecutionProvider", "CPUExecutionProvider"]
     with pytest.raises(ValueError, match="TensorrtExecutionProvider"):
