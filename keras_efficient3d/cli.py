@@ -538,9 +538,17 @@ def flag_origin(argv, name, value=None):
     return origin if found or value is None else last
 
 
-def _flag_error(err, argv):
+def _flag_error(err, argv, flag_values=None):
     """`err` (an absl flags.Error) with the flagfile line of its flag before it, where a
-    flagfile set it."""
+    flagfile set it; a required flag left out, said as such (absl: "flag --output=None: Flag
+    --output must have a value other than None.") with its help (`flag_values`' flag)."""
+    missing = re.fullmatch(r"flag --(\w+)=None: Flag --\1 must have a value other than None\.",
+                           str(err))
+    if missing:
+        flag = flag_values[missing.group(1)] if flag_values is not None and \
+            missing.group(1) in flag_values else None
+        about = f" ({flag.help.strip().rstrip('.')})" if flag is not None and flag.help else ""
+        return flags.Error(f"--{missing.group(1)} is required{about}")
     name, value = getattr(err, "flagname", None), None
     if name is None:
         match = (re.match(r"flag --(\w+)=(.*?): ", str(err)) or
@@ -668,7 +676,7 @@ def invoke(main, define_flags, argv, positional=False):
     try:
         argv = flag_values(normalize_argv(list(argv)))
     except (flags.Error, ValueError) as err:  # absl: a bare ValueError for --nobool=x
-        return _fail(prog, _flag_error(err, argv))
+        return _fail(prog, _flag_error(err, argv, flag_values))
     return _call(main, argv, flag_values, prog, positional)
 
 
@@ -691,7 +699,7 @@ def run(main, define_flags, positional=False):
         try:
             return flags.FLAGS(normalize_argv(argv))
         except (flags.Error, ValueError) as err:  # absl: a bare ValueError for --nobool=x
-            sys.exit(_fail(prog, _flag_error(err, argv)))
+            sys.exit(_fail(prog, _flag_error(err, argv, flags.FLAGS)))
 
     def start(argv):
         if absl_logging.get_verbosity() < 1:  # -v 1 keeps absl's timestamped lines

@@ -1024,8 +1024,14 @@ class OpenVINORunner(_Runner):
                 with quiet_stderr():
                     model = core.read_model(self.path, weights)
             except RuntimeError as err:
+                reason = _openvino_reason(err)
+                if "Incorrect weights in bin file" in reason:  # the graph read, its weights not
+                    raise ModelFileError(
+                        f"{self.path}: cannot load the OpenVINO model: its weights {weights} do "
+                        "not fit its graph (the .bin of another export? an IR is the .xml and "
+                        f".bin that one export wrote; OpenVINO: {reason})") from None
                 raise ModelFileError(f"{self.path}: cannot load the OpenVINO model, not an OpenVINO IR "
-                                     f"({_openvino_reason(err)})") from None
+                                     f"({reason})") from None
         else:
             self.path = getattr(model, "friendly_name", "<openvino>")
         if len(model.inputs) != 1:

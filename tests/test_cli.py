@@ -147,7 +147,9 @@ BAD_INPUT = [
      "extension in lower case)"),
     ("export", ["--model=x", "--model_file={junk_keras}", "--output={tmp}/x.onnx"],
      "exactly one of --model and --model_file"),
-    ("export", ["--model=mobilenetv2"], "--output"),
+    # absl said "flag --output=None: Flag --output must have a value other than None."
+    ("export", ["--model=mobilenetv2"], "error: --output is required (Where the result is "
+     "written. An .onnx file, a SavedModel folder or an OpenVINO .xml file)"),
     ("export", ["--model=nosuchnet", "--output={tmp}/x.onnx"], "nosuchnet"),
     ("export", ["--model_file={junk_keras}", "--output={tmp}/x.onnx"],
      "junk.keras: not a valid .keras archive"),
@@ -291,7 +293,8 @@ BAD_INPUT = [
     ("benchmark_tflite", ["--output={tmp}/nofolder/t.json"], "no such folder"),
     ("benchmark_tflite", ["--pytorch_json={file}"], "plain.txt"),
     ("benchmark_tflite", ["--runs=0"], "--runs"),
-    ("benchmark_onnx", [], "--model_file"),
+    ("benchmark_onnx", [], "error: --model_file is required (A saved model to read. The .onnx "
+     "file to time)"),
     ("benchmark_onnx", ["--model_file={missing}"], "missing.bin: no such file"),
     ("benchmark_onnx", ["--model_file={junk_onnx}"], "m.onnx: cannot load the ONNX model"),
     ("benchmark_onnx", ["--model_file={junk_onnx}", "--runs=0"], "--runs"),

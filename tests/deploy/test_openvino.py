@@ -587,6 +587,13 @@ def test_runner_errors_are_one_line(fp32_ir, tmp_path):
     with pytest.raises(ModelFileError, match="page.xml: cannot load the OpenVINO model") as err:
         runtime.load_runner(str(tmp_path / "page.xml"))
     assert "\n" not in str(err.value)
+    # its graph beside another export's weights: an IR, not "not an OpenVINO IR"
+    (tmp_path / "lonely.bin").write_bytes(b"\0" * 64)
+    with pytest.raises(ModelFileError) as err:
+        runtime.load_runner(str(xml))
+    assert str(err.value).startswith(
+        f"{xml}: cannot load the OpenVINO model: its weights {tmp_path / 'lonely.bin'} do not "
+        "fit its graph (the .bin of another export?"), err.value
 
 
 def test_missing_openvino_says_how_to_install(fp32_ir, monkeypatch):
