@@ -37,11 +37,15 @@ MODEL_FILE_JSON = "tflite_file_timing.json"  # --model_file's rows, another tabl
 
 def time_file(path, threads=(2,), warmup=5, runs=30):
     """Times the .tflite file `path` (LiteRT + XNNPACK, the batch it takes) at each thread
-    count: rows of `format_table`'s fields (``model`` the file's name, ``precision`` what
-    its input takes) with `keras_efficient3d.runtime.benchmark`'s figures and the number of
-    XNNPACK partitions (1: the whole graph)."""
+    count: rows of `format_table`'s fields (``model`` the file's name, ``precision`` what it
+    computes in and what its input takes, e.g. "int8 (float32 clips)") with
+    `keras_efficient3d.runtime.benchmark`'s figures and the number of XNNPACK partitions (1:
+    the whole graph)."""
+    from keras_efficient3d.deploy.tflite import file_precision
     from keras_efficient3d.runtime import TFLiteRunner, benchmark
 
+    # what it computes in (as benchmark_openvino.py's rows say), then what its input takes
+    kind = file_precision(path)
     rows = []
     for n in threads:
         # timed as it is: a file XNNPACK takes in parts (ops it lacks) is the file's own speed
@@ -50,7 +54,7 @@ def time_file(path, threads=(2,), warmup=5, runs=30):
         row["xnnpack_partitions"] = runner.partitions()
         spec = runner.input_spec
         takes = "uint8 frames" if spec.uint8_frames else f"{spec.dtype} clips"
-        row.update(model=os.path.basename(path), precision=f"file ({takes})", threads=int(n),
+        row.update(model=os.path.basename(path), precision=f"{kind} ({takes})", threads=int(n),
                    path=path, input_shape=list(spec.shape), size_bytes=os.path.getsize(path))
         rows.append(row)
     return rows

@@ -35,6 +35,7 @@ __all__ = [
     "export_tflite",
     "op_summary",
     "float_op_types",
+    "file_precision",
     "frames_graph",
     "benchmark",
     "naming_the_data",
@@ -368,6 +369,21 @@ def op_summary(model):
         ops.append((op["op_name"], [dtype(i) for i in op["inputs"] if i >= 0],
                     [dtype(i) for i in op["outputs"]]))
     return ops
+
+
+def file_precision(model):
+    """What a .tflite file computes in, read from its ops: ``"int8"`` (integer activations
+    and weights), ``"dynamic"`` (int8 weights, float activations), ``"fp16"`` (float16
+    weights dequantized) or ``"fp32"``."""
+    ops = op_summary(model)
+    compute = [set(ins) for name, ins, _ in ops if name in _COMPUTE_OPS]
+    if any(not any(t.startswith("float") for t in types) for types in compute):
+        return "int8"
+    if any("int8" in types and any(t.startswith("float") for t in types) for types in compute):
+        return "dynamic"
+    if any(name == "DEQUANTIZE" and "float16" in ins for name, ins, _ in ops):
+        return "fp16"
+    return "fp32"
 
 
 def float_op_types(model):

@@ -509,7 +509,12 @@ def test_benchmark_script_times_a_tflite_file(tiny_files, tmp_path, capsys):
                for r in rows)
     table = capsys.readouterr().out
     line = next(row for row in table.splitlines() if row.startswith("| tiny_int8.tflite"))
-    assert f" {rows[0]['median_ms']:.2f} |" in line and "file (int8 clips)" in line
+    assert f" {rows[0]['median_ms']:.2f} |" in line and "| int8 (int8 clips) |" in line
+    # what each kind of file computes in, read from its ops (as benchmark_openvino.py's say)
+    assert [tflite.file_precision(tiny_files[k]) for k in ("tflite", "int8")] == ["fp32", "int8"]
+    fp16 = tflite.convert(create_model("mobilenetv2_0.2x", input_shape=(4, 32, 32, 3),
+                                       num_classes=3), "fp16")
+    assert tflite.file_precision(fp16) == "fp16"
     (tmp_path / "m.xml").write_text("<net/>")
     for extra, says in ((["--models=mobilenetv2_0.2x"], "--models is not used with --model_file"),
                         ([f"--model_file={tmp_path / 'm.xml'}"], "a .tflite file is needed")):
