@@ -44,12 +44,13 @@ def time_file(path, threads=(2,), warmup=5, runs=30):
     from keras_efficient3d.deploy.tflite import file_precision
     from keras_efficient3d.runtime import TFLiteRunner, benchmark
 
-    # what it computes in (as benchmark_openvino.py's rows say), then what its input takes
-    kind = file_precision(path)
     rows = []
+    kind = None
     for n in threads:
         # timed as it is: a file XNNPACK takes in parts (ops it lacks) is the file's own speed
-        runner = TFLiteRunner(path, num_threads=int(n), strict=False)
+        runner = TFLiteRunner(path, num_threads=int(n), strict=False)  # names a bad file
+        # what it computes in (as benchmark_openvino.py's rows say), then what its input takes
+        kind = kind or file_precision(path)
         row = benchmark(runner, warmup, runs)
         row["xnnpack_partitions"] = runner.partitions()
         spec = runner.input_spec

@@ -191,6 +191,12 @@ class ModelMetadata:
         clash = sorted(set(self.extra) & (set(_KNOWN_KEYS) | set(_INPUT_KEYS)))
         if clash:
             raise ValueError(f"Metadata extra must not repeat the known keys. Received: {clash}")
+        # here, not in from_dict: what is written is what can be read back
+        input_keys = {k: f"input.{k}" for k in _INPUT_KEYS}
+        _refuse_misspellings([k for k in self.extra if k != "_input"],
+                             {**input_keys, **{k: k for k in _KNOWN_KEYS}})
+        if isinstance(self.extra.get("_input"), dict):
+            _refuse_misspellings(self.extra["_input"], input_keys, "input.")
 
     # Normalisation, in the words of the model card.
     @property
@@ -267,9 +273,6 @@ class ModelMetadata:
                 f"ModelMetadata({misplaced[0]}=...). Received: {misplaced[0]}={data[misplaced[0]]!r}")
         extra = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
         unknown_inputs = {k: v for k, v in inputs.items() if k not in _INPUT_KEYS}
-        input_keys = {k: f"input.{k}" for k in _INPUT_KEYS}
-        _refuse_misspellings(extra, {**input_keys, **{k: k for k in _KNOWN_KEYS}})
-        _refuse_misspellings(unknown_inputs, input_keys, "input.")
         if unknown_inputs:
             extra["_input"] = unknown_inputs
         normalization = data.get("normalization")
@@ -290,7 +293,10 @@ def _refuse_misspellings(keys, known, prefix=""):
     (``lables``, ``input.down_sample``) would silently leave that key at its default.
     `known`: each name that a key could be meant as, with the key it names."""
     for key in keys:
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if not isinstance(key, str):
+            continue
+        # 0.82: "lables" (0.83) and "frame" are refused, "input.resize" (0.8 of "size") kept
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.82)
         if close:
             raise ValueError(f"Metadata key {prefix + key!r} is unknown: did you mean "
                              f"{known[close[0]]!r}? (a key of one's own is kept, but this one "

@@ -542,13 +542,17 @@ def _flag_error(err, argv, flag_values=None):
     """`err` (an absl flags.Error) with the flagfile line of its flag before it, where a
     flagfile set it; a required flag left out, said as such (absl: "flag --output=None: Flag
     --output must have a value other than None.") with its help (`flag_values`' flag)."""
-    missing = re.fullmatch(r"flag --(\w+)=None: Flag --\1 must have a value other than None\.",
-                           str(err))
-    if missing:
-        flag = flag_values[missing.group(1)] if flag_values is not None and \
-            missing.group(1) in flag_values else None
-        about = f" ({flag.help.strip().rstrip('.')})" if flag is not None and flag.help else ""
-        return flags.Error(f"--{missing.group(1)} is required{about}")
+    lines = str(err).splitlines()
+    missing = [re.fullmatch(r"flag --(\w+)=None: Flag --\1 must have a value other than None\.",
+                            line.strip()) for line in lines]
+    if lines and all(missing):  # absl says each required flag left out on a line of its own
+
+        def required(name):
+            flag = flag_values[name] if flag_values is not None and name in flag_values else None
+            about = f" ({flag.help.strip().rstrip('.')})" if flag is not None and flag.help else ""
+            return f"--{name} is required{about}"
+
+        return flags.Error("; ".join(required(match.group(1)) for match in missing))
     name, value = getattr(err, "flagname", None), None
     if name is None:
         match = (re.match(r"flag --(\w+)=(.*?): ", str(err)) or
@@ -589,7 +593,9 @@ def _message(err):
     device: 'a.onnx'") as people read it: the file, then what went wrong."""
     if not isinstance(err, OSError) or not err.strerror or not str(err).startswith("[Errno"):
         return str(err)
-    files = [os.fsdecode(name) for name in (err.filename, err.filename2) if name is not None]
+    # a file descriptor's error names its number
+    files = [os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
+             for name in (err.filename, err.filename2) if name is not None]
     return f"{' -> '.join(files)}: {err.strerror}" if files else err.strerror
 
 

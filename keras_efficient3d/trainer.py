@@ -282,8 +282,10 @@ def progress_line_ended_on_error(verbose):
         yield
     except BaseException:
         if verbose == 1:
-            sys.stdout.write("\n")
-            sys.stdout.flush()
+            # a stdout that fails too (a closed pipe, a full disk) leaves the error as it was
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.write("\n")
+                sys.stdout.flush()
         raise
 
 

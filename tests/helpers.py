@@ -180,9 +180,9 @@ def file_size_limit(max_bytes):
     import signal
 
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, hard))
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (the main thread's call)
     try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, hard))
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))

@@ -125,8 +125,12 @@ def test_a_misspelt_metadata_key_is_refused_not_kept_as_one_of_its_own(data, mea
     with pytest.raises(ValueError, match=re.escape(f"Metadata key {meant}")):
         ModelMetadata.from_dict(data)
     # keys of one's own stay, as they are
-    own = {"card": {"accuracy": 0.5}, "source": "x.pth", "notes": "mine", "input": {"camera": 0}}
+    own = {"card": {"accuracy": 0.5}, "source": "x.pth", "notes": "mine",
+           "input": {"camera": 0, "resize": 2}}
     assert ModelMetadata.from_dict(own).to_dict() == {**own, "preprocessing_included": False}
+    # nor written: a file that could not be read back
+    with pytest.raises(ValueError, match="'inputs' is unknown: did you mean 'input'?"):
+        ModelMetadata(frames=8, extra={"inputs": {"frames": 8}})
 
 
 def test_pipeline_arguments_feed_the_model_the_clips_it_expects():

@@ -295,6 +295,8 @@ BAD_INPUT = [
     ("benchmark_tflite", ["--runs=0"], "--runs"),
     ("benchmark_onnx", [], "error: --model_file is required (A saved model to read. The .onnx "
      "file to time)"),
+    ("convert", [], "error: --checkpoint is required (PyTorch checkpoint (.pth) written by "
+     "Efficient-3DCNNs); --output is required ("),
     ("benchmark_onnx", ["--model_file={missing}"], "missing.bin: no such file"),
     ("benchmark_onnx", ["--model_file={junk_onnx}"], "m.onnx: cannot load the ONNX model"),
     ("benchmark_onnx", ["--model_file={junk_onnx}", "--runs=0"], "--runs"),
@@ -857,8 +859,9 @@ def test_a_broken_pipe_other_than_stdout_is_an_error(capsys):
      "a.xml -> /mnt/b.xml: Invalid cross-device link"),
     (OSError(5, "Input/output error"), "Input/output error"),
     (OSError("cannot write m.onnx (File too large)"), "cannot write m.onnx (File too large)"),
-    (ValueError("[Errno 1] a message of its own"), "[Errno 1] a message of its own")],
-    ids=["file", "two files", "no file", "ours", "not an OSError"])
+    (ValueError("[Errno 1] a message of its own"), "[Errno 1] a message of its own"),
+    (OSError(9, "Bad file descriptor", 999), "999: Bad file descriptor")],
+    ids=["file", "two files", "no file", "ours", "not an OSError", "a descriptor"])
 def test_an_os_error_reads_file_then_reason(err, line):
     """Python's "[Errno 28] No space left on device: 'out/m.onnx'", as the system's own
     tools say it."""

@@ -368,7 +368,10 @@ def save_ir(ov_model, path, compress_to_fp16=False):
         tmp_xml = os.path.join(tmp, "model.xml")
         try:
             ov.save_model(ov_model, tmp_xml, compress_to_fp16=compress_to_fp16)
-        except RuntimeError as err:  # a full disk: "basic_ios::clear: iostream error"
+        except RuntimeError as err:
+            if "iostream error" not in str(err):
+                raise
+            # a full disk (or quota, or size limit): "basic_ios::clear: iostream error"
             raise OSError(f"cannot write {path} and its .bin: OpenVINO's save_model failed "
                           f"({' '.join(str(err).split())[:200]}); is there room in {directory}?") from None
         bin_path = os.path.splitext(path)[0] + ".bin"
@@ -527,12 +530,17 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
     # Written and checked in a folder beside `path`, then moved into place: a failed or
     # interrupted check leaves an earlier export at `path` as it was, not an unchecked IR.
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=directory) as staging:
-        staged = save_ir(ov_model, os.path.join(staging, "model.xml"),
-                         compress_to_fp16=compress_to_fp16 and quantize is None)
+        staged = os.path.join(staging, "model.xml")
         staged_bin = os.path.join(staging, "model.bin")
 
         def unstaged(err):  # the user's paths in a message, not the staging folder's
-            return str(err).replace(staged_bin, bin_path).replace(staged, path)
+            return str(err).replace(staged_bin, bin_path).replace(staged, path).replace(
+                staging, directory)
+
+        try:
+            save_ir(ov_model, staged, compress_to_fp16=compress_to_fp16 and quantize is None)
+        except OSError as err:  # a full disk
+            raise OSError(unstaged(err)) from None
 
         report = {"path": path, "bin": bin_path, "precision": precision,
                   "quantize": quantize, "input_shape": (batch_size,) + input_shape,
@@ -568,6 +576,8 @@ def export_openvino(model, path, *, compress_to_fp16=False, quantize=None, calib
                 sidecar = write_sidecar(staged, metadata)
             except ModelFileError as err:
                 raise ModelFileError(unstaged(err)) from None
+            except OSError as err:  # a full disk
+                raise OSError(unstaged(err)) from None
         _move_in(staged_bin, bin_path)  # weights first, as save_ir does
         final_sidecar = path + ".json"
         if sidecar is not None:

@@ -148,8 +148,12 @@ def _export_into(export_dir, serve, signature_name, output_name, check):
             written = os.path.join(staging, "savedmodel")  # the builder makes its folder
             try:
                 _write_frozen(frozen, written, signature_name, output_name)
-            except tf.errors.OpError as err:  # a full disk or a size limit: TensorFlow's
-                # error names the staging folder's file, which the user never chose
+            except tf.errors.OpError as err:
+                if staging not in err.message:  # not a write of the export's files
+                    raise
+                # a full disk or a size limit: TensorFlow's error names the staging
+                # folder's file ("<staging>/savedmodel/saved_model.pb; File too large"),
+                # which the user never chose
                 reason = err.message.rsplit(";", 1)[-1].strip() or type(err).__name__
                 raise OSError(f"cannot write the SavedModel {export_dir} ({reason})") from None
         if check is not None:

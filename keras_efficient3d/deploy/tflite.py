@@ -69,8 +69,9 @@ def naming_the_data(data_root):
     try:
         yield
     except NoClipError as err:
-        raise ValueError(f"{data_root}: none of its videos could be decoded for the "
-                         f"{err.purpose} (the warnings above name each)") from None
+        raise ValueError(f"{data_root}: no clip for the {err.purpose}: none of the videos it "
+                         "was drawn from could be decoded (the warnings above name each)"
+                         ) from None
 
 
 def representative_dataset(data, num_samples=64, input_shape=None, batch=1,

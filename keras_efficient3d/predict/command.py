@@ -124,7 +124,8 @@ def run(source: str | Sequence[str], model: str | None = None, labels: str | Non
             while header:  # stopped before its first window: its summary under its own name
                 emit(header.pop())
             _report_video(stop.summary, path, spec, stride, as_json, emit, err)
-            _say_written(output_video, err)  # its frames so far are in place
+            if stop.summary.get("frames"):  # its frames so far are in place (none: no file)
+                _say_written(output_video, err)
             raise
         except DataError as error:
             if len(sources) == 1:

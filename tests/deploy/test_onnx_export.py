@@ -329,16 +329,22 @@ def test_an_export_on_a_full_disk_is_one_line_that_names_the_output(fmt, output,
     assert os.listdir(folder) == []
 
 
-def test_openvino_ir_on_a_full_disk_is_an_error_that_names_it(tmp_path):
+def test_openvino_ir_on_a_full_disk_is_an_error_that_names_it(tmp_path, monkeypatch):
+    """OpenVINO's own words for it: "basic_ios::clear: iostream error". The IR is written
+    in a staging folder beside it: the message names the user's file and folder."""
     from helpers import file_size_limit
     from keras_efficient3d.deploy import openvino_export
 
-    ov_model = openvino_export.convert_to_openvino(
-        create_model("mobilenetv2", input_shape=(8, 32, 32, 3), num_classes=3, width_mult=0.2))
+    model = create_model("mobilenetv2", input_shape=(8, 32, 32, 3), num_classes=3, width_mult=0.2)
+    converted = openvino_export.convert_to_openvino(model)
+    # converted before the limit: its temporary ONNX file would meet it first
+    monkeypatch.setattr(openvino_export, "convert_to_openvino", lambda *a, **k: converted)
     with file_size_limit(16384), pytest.raises(OSError) as err:
-        openvino_export.save_ir(ov_model, tmp_path / "m.xml")
+        openvino_export.export_openvino(model, str(tmp_path / "m.xml"), verify=False,
+                                        stem_output_fold=1)
     assert str(err.value).startswith(f"cannot write {tmp_path / 'm.xml'} and its .bin: "
                                      "OpenVINO's save_model failed"), err.value
+    assert str(err.value).endswith(f"is there room in {tmp_path}?"), err.value
     assert os.listdir(tmp_path) == []
 
 

@@ -881,9 +881,9 @@ def test_ptq_on_a_data_root_whose_videos_all_fail_names_it(export_cli, tmp_path,
                                        "--num_classes=8", "--format=openvino", "--quantize=ptq",
                                        f"--data_root={root}", f"--output={out}"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1] == (f"export.py: error: {root}: none of its videos could be "
-                                     "decoded for the int8 calibration (the warnings above name "
-                                     "each)"), err
+    assert code == 2 and err[-1] == (f"export.py: error: {root}: no clip for the int8 "
+                                     "calibration: none of the videos it was drawn from could be "
+                                     "decoded (the warnings above name each)"), err
     assert caplog.text.count("skipping") == 8 and not out.exists()
 
 

@@ -554,8 +554,9 @@ def test_an_int8_calibration_whose_videos_all_fail_names_them_and_the_data_root(
         env=dict(os.environ, PYTHONPATH=ROOT))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines[-1] == (f"export_tflite.py: error: {root}: none of its videos could be "
-                         "decoded for the int8 calibration (the warnings above name each)"), lines
+    assert lines[-1] == (f"export_tflite.py: error: {root}: no clip for the int8 calibration: "
+                         "none of the videos it was drawn from could be decoded (the warnings "
+                         "above name each)"), lines
     skipped = [line for line in lines if "skipping" in line and "cannot" in line]
     assert len(skipped) == 8, proc.stderr  # the train split's eight videos, each named
     assert not os.path.exists(tmp_path / "m.tflite")

@@ -447,6 +447,13 @@ def test_the_annotated_video_written_is_named_on_stderr(models, videos, tmp_path
     assert code == 130 and out_video.is_file() and out_video.stat().st_size > 0
     assert err == (f"wrote {out_video} (the frames with their classes drawn)\n"
                    "keras_efficient3d.predict: interrupted\n"), err
+    # before its first frame: nothing written, and an earlier file of that name not claimed
+    before = out_video.read_bytes()
+    _stop_at(monkeypatch, os.path.basename(videos["gesture"]), 0)
+    code = _invoke(videos["gesture"], {"model": models["tflite"], "output_video": str(out_video)})
+    out, err = capfd.readouterr()
+    assert code == 130 and err == "keras_efficient3d.predict: interrupted\n", err
+    assert out_video.read_bytes() == before
 
 
 @pytest.mark.parametrize("as_json", [False, True])
