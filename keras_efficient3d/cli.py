@@ -499,6 +499,13 @@ def _flagfile_args(path, _seen=(), _where=""):
             raise flags.Error(f"{path}:{number}: a comment goes on a line of its own, not after "
                               f"a flag (a value with ' #' or ' //' in it goes on the command "
                               f"line): {line!r}")
+        quoted = re.fullmatch(r"(--?[A-Za-z_][A-Za-z0-9_]*=)(['\"])(.*)\2", line)
+        if quoted:
+            # a shell's quotes: absl keeps them in the value (an --output of '"runs/a b"'
+            # made a folder named '"runs')
+            raise flags.Error(f"{path}:{number}: write {quoted[1]}{quoted[3]} without quotes (a "
+                              "flagfile's value is the rest of its line, spaces and quotes "
+                              f"included): {line!r}")
         directive = _FLAGFILE.fullmatch(line)
         if directive and directive["sep"] != "=":
             raise flags.Error(f"{path}:{number}: a flagfile inside a file is --flagfile=PATH, on "

@@ -234,6 +234,10 @@ def load_splits(config):
     train_records, classes = load_split(config, "train")
     if not train_records:
         raise ValueError(f"No training videos found under {config.data_root}.")
+    if len(classes) < 2:  # nothing to learn (the loss is 0 from the start): a wrong folder?
+        raise ValueError(f"{config.data_root}: the dataset has one class ({classes[0]}); a "
+                         "classifier needs two or more (is --data_root the folder above the "
+                         "class folders?)")
     seen = {record.label for record in train_records}
     unseen = [name for i, name in enumerate(classes) if i not in seen]
     if unseen:
@@ -1176,6 +1180,25 @@ def _architecture(config):
                               if value is not None and key not in ("input_shape", "dropout")}}
 
 
+def _check_same_classes(recorded, classes, path, data_root):
+    """Refuses (one line) to resume a checkpoint trained on other class names than the
+    dataset's: the count alone matched, and each output went on as another class."""
+    labels = list(recorded.labels or []) if recorded is not None else []
+    if not labels or labels == list(classes):
+        return
+    gone = [name for name in labels if name not in classes]
+    added = [name for name in classes if name not in labels]
+
+    def some(names):
+        return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+    what = (f"{some(gone)} not in the dataset" + (f", {some(added)} new in it" if added else "")
+            if gone or added else "the same names in another order")
+    raise ValueError(f"{path} was trained on other classes than those of {data_root} ({what}): "
+                     "resuming would train its outputs as other classes; resume on the run's "
+                     "own data, or start a new run (--pretrained to fine-tune it)")
+
+
 def _check_same_model(recorded, config, path):
     """Refuses (one line) a checkpoint whose recorded model is not the run's: config.json
     matching the flags says nothing of a last.keras copied in from another run, which would
@@ -1246,6 +1269,8 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     os.makedirs(config.output_dir, exist_ok=True)
 
     train_records, val_records, classes = load_splits(config)
+    if config.resume:
+        _check_same_classes(read_metadata(last_path), classes, last_path, config.data_root)
     num_classes = config.num_classes or len(classes)
     if num_classes < len(classes):
         raise ValueError(f"--num_classes={num_classes} is fewer than the {len(classes)} classes of "

@@ -352,6 +352,24 @@ def test_bad_input_is_one_line_and_exit_2(name, args, expected, paths, capsys):
     _assert_one_line(name, status, err, expected)
 
 
+def test_train_refuses_an_output_it_cannot_write_before_indexing(paths, tmp_path, capsys,
+                                                                 monkeypatch):
+    """A read-only --output was said after the dataset's indexing (minutes for Kinetics) and
+    the model's build. The tests run as root, whom no folder's mode stops: os.access answers
+    as it does for a read-only mount."""
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(cli.os, "access", lambda path, mode, **kw: False if str(path) == str(
+        locked) and mode == os.W_OK else real(path, mode, **kw))
+    module = load("train")
+    # --data_root={dir} alone would fail at indexing ("jester-v1-labels.csv")
+    status = cli.invoke(module.main, module.define_flags,
+                        ["train", f"--data_root={paths['dir']}", f"--output={locked}"])
+    _assert_one_line("train", status, capsys.readouterr().err,
+                     f"--output {locked}: cannot write in folder {locked}")
+
+
 # One row per program: the in-process rows above check every message; these check that the
 # real program, started as users start it, keeps to the contract (no import or converter noise).
 @pytest.mark.parametrize("name, args, expected", [
@@ -766,6 +784,10 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
      "its own, not after a flag (a value with ' #' or ' //' in it goes on the command line)"),
     ("\ufeff--epochs=1\n", "run.flags:1: starts with a byte-order mark (U+FEFF), which absl "
      "reads as part of the first flag: save the file as UTF-8 without one"),
+    # a shell's quotes, which absl kept: --output="runs/a b" made a folder named '"runs'
+    ("--epochs=1\n--output=\"runs/a b\"\n", "run.flags:2: write --output=runs/a b without "
+     "quotes (a flagfile's value is the rest of its line, spaces and quotes included)"),
+    ("--model='mobilenetv2'\n", "run.flags:1: write --model=mobilenetv2 without quotes"),
     ("--flagfile={nested}\n", "inner.flags:1: expected a flag"),
     ("-flagfile={nested}\n", "inner.flags:1: expected a flag"),
     ("--flagfile {nested}\n", "run.flags:1: a flagfile inside a file is --flagfile=PATH, on one line"),

@@ -18,7 +18,7 @@ from absl import flags
 
 from helpers import randomize_batchnorm
 from keras_efficient3d import cli, evaluation, registry, trainer
-from keras_efficient3d.artifacts import save_model
+from keras_efficient3d.artifacts import ModelMetadata, save_model
 from keras_efficient3d.data import synthetic
 from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.optim import TorchSGD
@@ -1523,6 +1523,47 @@ def test_a_model_option_the_builder_refuses_leaves_the_run_in_the_folder(
     # Nothing moved into previous/, nothing rewritten: --resume still continues the run.
     assert not (out / "previous").exists()
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_resume_on_a_dataset_of_other_class_names_is_refused(tiny_gestures, one_epoch_run,
+                                                             tmp_path):
+    """The class count matched, so each output went on training as another class (and
+    last.keras was saved with the new names, best.keras keeping the old)."""
+    import shutil
+
+    out = _copy_run(one_epoch_run, tmp_path)
+    renamed = shutil.copytree(tiny_gestures, tmp_path / "renamed")
+    for csv in renamed.glob("*.csv"):
+        csv.write_text(csv.read_text().replace("Zooming Out", "Zooming Away"))
+    before = (out / "last.keras").read_bytes()
+    with pytest.raises(ValueError, match=rf"^{out / 'last.keras'} was trained on other classes "
+                                         rf"than those of {renamed} \(Zooming Out not in the "
+                                         r"dataset, Zooming Away new in it\): resuming would "
+                                         "train its outputs as other classes"):
+        trainer.train(_tiny_config(str(renamed), out, epochs=3, resume=True))
+    assert (out / "last.keras").read_bytes() == before
+    with pytest.raises(ValueError, match=r"\(the same names in another order\)"):
+        trainer._check_same_classes(ModelMetadata(labels=["a", "b"]), ["b", "a"], "l.keras", "d")
+
+
+def test_a_dataset_of_one_class_is_refused(tmp_path):
+    """Its loss is 0 from the first step: "best clip accuracy 100.00%" and nothing learnt."""
+    import cv2
+
+    from helpers import moving_square
+
+    for split in ("train", "val"):
+        (tmp_path / "one" / split / "cats").mkdir(parents=True)
+        writer = cv2.VideoWriter(str(tmp_path / "one" / split / "cats" / "a.avi"),
+                                 cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+        for frame in moving_square(8):
+            writer.write(frame)
+        writer.release()
+    config = trainer.TrainConfig(dataset="folders", data_root=str(tmp_path / "one"),
+                                 output_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"the dataset has one class \(cats\); a classifier "
+                                         "needs two or more"):
+        trainer.load_splits(config)
 
 
 def test_resume_from_a_checkpoint_of_another_model_is_refused(tiny_gestures, one_epoch_run,

@@ -175,6 +175,8 @@ def main(argv, flag_values=flags.FLAGS):
     from keras_efficient3d.trainer import train
 
     config = config_from_flags(flag_values).validate()
+    # before minutes of indexing a large dataset (as evaluate.py checks its --output)
+    cli.writable_folder(config.output_dir)
     if __name__ == "__main__":  # a command of its own: restartable (not a test's call)
         # first: a process restarted under its allocator says the notes below once, not twice
         use_allocator(flag_values.allocator)
