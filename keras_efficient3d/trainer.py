@@ -24,9 +24,9 @@ import time
 import warnings
 
 import keras
-import tensorflow as tf
 
 from keras_efficient3d import registry, runtime
+from keras_efficient3d._tf import tf
 from keras_efficient3d.artifacts import (
     ModelFileError,
     ModelMetadata,

@@ -31,8 +31,8 @@ import threading
 
 import cv2
 import numpy as np
-import tensorflow as tf
 
+from keras_efficient3d._tf import tf
 from keras_efficient3d.data import spatial, temporal
 from keras_efficient3d.data.decode import (
     DataError,
