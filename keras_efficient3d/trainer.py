@@ -49,6 +49,14 @@ SCHEDULES = ("steps", "plateau", "cosine", "constant")
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 
 
+def choices():
+    """The options of a fixed set of values, each with its values (train.py checks its flags
+    against them as absl parses them, so that a flagfile's bad value names its line)."""
+    return {"dataset": DATASETS, "lr_schedule": SCHEDULES, "optimizer": ("sgd", "adam"),
+            "ft_portion": ("complete", "last_layer"), "distribution": DISTRIBUTIONS,
+            "crop": TRAIN_CROPS}
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Every training option; defaults are the original's (opts.py, run-jester.sh)."""
@@ -120,26 +128,17 @@ class TrainConfig:
             raise ValueError(f"Invalid training option `{name}`: expected {expected}. "
                              f"Received: {name}={getattr(self, name)!r}")
 
-        if self.dataset not in DATASETS:
-            bad("dataset", f"one of {DATASETS}")
+        for name, values in choices().items():
+            if getattr(self, name) not in values:
+                bad(name, f"one of {values}")
         if not self.data_root and self.dataset != "synthetic":  # synthetic: the cached set
             bad("data_root", "the dataset's folder")
-        if self.lr_schedule not in SCHEDULES:
-            bad("lr_schedule", f"one of {SCHEDULES}")
-        if self.optimizer not in ("sgd", "adam"):
-            bad("optimizer", "'sgd' or 'adam'")
-        if self.ft_portion not in ("complete", "last_layer"):
-            bad("ft_portion", "'complete' or 'last_layer'")
-        if self.distribution not in DISTRIBUTIONS:
-            bad("distribution", f"one of {DISTRIBUTIONS}")
         # The pipeline would refuse these too, but only after the dataset is indexed and
         # config.json is written.
         try:
             Normalization.coerce(self.normalization)
         except ValueError:
             bad("normalization", f"one of {tuple(sorted(PRESETS))}, a Normalization or its config")
-        if self.crop not in TRAIN_CROPS:
-            bad("crop", f"one of {TRAIN_CROPS}")
         if self.ucf101_fold not in (1, 2, 3):
             bad("ucf101_fold", "1, 2 or 3")
         for name in ("frames", "size", "downsample", "batch_size", "epochs", "checkpoint_every"):

@@ -801,6 +801,10 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
      "reads its lines as they are; dashed names work on the command line only)"),
     ("\n--epochs=two\n", "run.flags:2: flag --epochs=two: invalid literal for int()"),
     ("--hflip=maybe\n", "run.flags:1: flag --hflip=maybe: expected true or false"),
+    # checked as absl parses (it was TrainConfig's, with no line: "Invalid training option")
+    ("--epochs=1\n--lr_schedule=cosin\n", "run.flags:2: flag --lr_schedule=cosin: expected "
+     "one of steps, plateau, cosine, constant"),
+    ("--crop=centre\n", "run.flags:1: flag --crop=centre: expected one of"),
     ("--epochs=1\n--flagfile={nested}.none\n", "run.flags:2: --flagfile="),
     ("--flagfile={nested}.none\n", "inner.flags.none: no such file or directory"),
     ("--nohflip=x\n", "run.flags:1: --nohflip=x does not take an argument"),

@@ -18,7 +18,9 @@ import typing
 from absl import flags
 
 from keras_efficient3d import allocators, cli
-from keras_efficient3d.trainer import TrainConfig
+from keras_efficient3d.trainer import TrainConfig, choices
+
+_CHOICES = choices()
 
 # TrainConfig fields whose flag follows the CLI vocabulary under another name.
 _FLAG_NAMES = {"output_dir": "output"}
@@ -107,6 +109,10 @@ def define_flags(flag_values=flags.FLAGS):
             flags.register_validator(name, _numbers, "must be comma-separated epochs", **fv)
         else:
             flags.DEFINE_string(name, default, help_text, **fv)
+            if field.name in _CHOICES:  # at parse time, as above
+                values = _CHOICES[field.name]
+                flags.register_validator(name, lambda v, values=values: v in values,
+                                         f"expected one of {', '.join(values)}", **fv)
     for field_name, name in _FLAG_NAMES.items():
         cli.define_alias(field_name, name, **fv)
     flags.DEFINE_string(
