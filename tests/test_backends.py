@@ -982,8 +982,10 @@ def test_every_pool_runs_under_mixed_bfloat16():
     assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.999
 
 
+# keras_efficient3d before keras, as the project's programs import them: Keras' own import
+# of TensorFlow would print its start-up notices on the TensorFlow backend
 _RESUME = """
-import json, sys, numpy as np, keras, keras_efficient3d
+import json, sys, numpy as np, keras_efficient3d, keras
 from keras_efficient3d import trainer
 config = trainer.TrainConfig(**json.loads(sys.argv[1]))
 saved = np.load(sys.argv[2])
