@@ -49,12 +49,11 @@ SCHEDULES = ("steps", "plateau", "cosine", "constant")
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 
 
-def choices():
-    """The options of a fixed set of values, each with its values (train.py checks its flags
-    against them as absl parses them, so that a flagfile's bad value names its line)."""
-    return {"dataset": DATASETS, "lr_schedule": SCHEDULES, "optimizer": ("sgd", "adam"),
-            "ft_portion": ("complete", "last_layer"), "distribution": DISTRIBUTIONS,
-            "crop": TRAIN_CROPS}
+# The options of a fixed set of values, each with its values (train.py checks its flags
+# against them as absl parses them, so that a flagfile's bad value names its line).
+CHOICES = {"dataset": DATASETS, "lr_schedule": SCHEDULES, "optimizer": ("sgd", "adam"),
+           "ft_portion": ("complete", "last_layer"), "distribution": DISTRIBUTIONS,
+           "crop": TRAIN_CROPS}
 
 
 @dataclasses.dataclass
@@ -128,7 +127,7 @@ class TrainConfig:
             raise ValueError(f"Invalid training option `{name}`: expected {expected}. "
                              f"Received: {name}={getattr(self, name)!r}")
 
-        for name, values in choices().items():
+        for name, values in CHOICES.items():
             if getattr(self, name) not in values:
                 bad(name, f"one of {values}")
         if not self.data_root and self.dataset != "synthetic":  # synthetic: the cached set

@@ -18,9 +18,7 @@ import typing
 from absl import flags
 
 from keras_efficient3d import allocators, cli
-from keras_efficient3d.trainer import TrainConfig, choices
-
-_CHOICES = choices()
+from keras_efficient3d.trainer import CHOICES, TrainConfig
 
 # TrainConfig fields whose flag follows the CLI vocabulary under another name.
 _FLAG_NAMES = {"output_dir": "output"}
@@ -109,8 +107,8 @@ def define_flags(flag_values=flags.FLAGS):
             flags.register_validator(name, _numbers, "must be comma-separated epochs", **fv)
         else:
             flags.DEFINE_string(name, default, help_text, **fv)
-            if field.name in _CHOICES:  # at parse time, as above
-                values = _CHOICES[field.name]
+            if field.name in CHOICES:  # at parse time, as above
+                values = CHOICES[field.name]
                 flags.register_validator(name, lambda v, values=values: v in values,
                                          f"expected one of {', '.join(values)}", **fv)
     for field_name, name in _FLAG_NAMES.items():
