@@ -131,7 +131,7 @@ _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 def _writing(err, tmp) -> bool:
     """Whether `err`, raised inside `atomic_path`'s block, is the temporary file's write."""
-    if err.filename is not None:
+    if isinstance(err.filename, (str, bytes, os.PathLike)):  # (a descriptor's is its number)
         name = os.path.abspath(os.fsdecode(err.filename))
         return name == os.path.abspath(tmp) or name.startswith(os.path.abspath(tmp) + os.sep)
     return err.errno in _WRITE_ERRORS

@@ -192,6 +192,10 @@ def test_a_write_cut_short_by_a_full_disk_names_the_users_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         with atomic_path(target):
             open(tmp_path / "missing.txt").close()
+    with pytest.raises(OSError) as err:  # stays its own, as other files' do
+        with atomic_path(target):
+            os.stat(999999)  # a descriptor: the error names its number
+    assert err.value.errno == errno.EBADF and err.value.filename == 999999
 
 
 def test_atomic_writes_take_the_umask_or_the_replaced_files_mode(tmp_path):
