@@ -20,6 +20,7 @@ that a corrupt sample in a dataset of 100k videos can be found.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Sequence
@@ -137,12 +138,43 @@ def check_opencv_path(path: str, error=DataError) -> str:
     return path
 
 
+@contextlib.contextmanager
+def opencv_quiet():
+    """OpenCV logs a warning for every file it cannot open; the caller reports it once."""
+    try:
+        previous = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # pragma: no cover
+        yield
+        return
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
+def open_capture(path: str) -> cv2.VideoCapture:
+    """``cv2.VideoCapture`` of a file, by FFmpeg alone where OpenCV has it: where FFmpeg could
+    not read a file (a truncated AVI), OpenCV went on to its own MJPEG reader, which printed
+    "Unexpected element. Expected: LIST. Got: JUNK." past every log level (printf), and
+    reads nothing FFmpeg does not."""
+    backend = cv2.CAP_FFMPEG if _HAS_FFMPEG else cv2.CAP_ANY
+    with opencv_quiet():
+        return cv2.VideoCapture(check_opencv_path(path), backend)
+
+
+try:
+    _HAS_FFMPEG = cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG)
+except AttributeError:  # pragma: no cover - an OpenCV without the registry's API
+    _HAS_FFMPEG = False
+
+
 def _open_video(path: str) -> cv2.VideoCapture:
     if not os.path.exists(path):
         raise DataError("video file not found", path)
     if os.path.getsize(path) == 0:
         raise DataError("video file is empty (0 bytes)", path)
-    cap = cv2.VideoCapture(check_opencv_path(path))
+    cap = open_capture(path)
     if not cap.isOpened():
         cap.release()
         raise DataError("cannot open video (corrupt file or unsupported codec)", path)

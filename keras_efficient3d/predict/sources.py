@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -15,30 +14,16 @@ from keras_efficient3d.data.decode import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     DataError,
-    check_opencv_path,
     is_video_file,
     list_frame_files,
+    open_capture,
+    opencv_quiet,
     read_image,
 )
 from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.runtime import quiet_stderr
 
 __all__ = ["VideoSource", "capture_frames", "find_sources", "is_stream_url", "opencv_quiet", "video_frames"]
-
-
-@contextlib.contextmanager
-def opencv_quiet():
-    """OpenCV logs a warning for every file it cannot open; the caller reports it once."""
-    try:
-        previous = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    except AttributeError:  # pragma: no cover
-        yield
-        return
-    try:
-        yield
-    finally:
-        cv2.utils.logging.setLogLevel(previous)
 
 
 def capture_frames(capture) -> Iterator[np.ndarray]:
@@ -77,7 +62,7 @@ class VideoSource:
         if os.path.isfile(self.path) and os.path.getsize(self.path) == 0:
             raise DataError("video file is empty (0 bytes)", self.path)
         with opencv_quiet(), quiet_stderr():
-            self.capture = cv2.VideoCapture(check_opencv_path(self.path))
+            self.capture = open_capture(self.path)
             opened = self.capture.isOpened()
         if not opened:
             self.capture.release()
