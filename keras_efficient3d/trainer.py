@@ -17,6 +17,8 @@ import dataclasses
 import io
 import json
 import math
+import numbers
+import operator
 import os
 import shutil
 import sys
@@ -54,6 +56,53 @@ DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 CHOICES = {"dataset": DATASETS, "lr_schedule": SCHEDULES, "optimizer": ("sgd", "adam"),
            "ft_portion": ("complete", "last_layer"), "distribution": DISTRIBUTIONS,
            "crop": TRAIN_CROPS}
+
+
+def _whole(minimum, optional=False):
+    def ok(value):
+        if value is None:
+            return optional
+        try:
+            return operator.index(value) >= minimum  # an int, a NumPy integer: not 1.5
+        except TypeError:
+            return False
+    return ok
+
+
+def _number(test, optional=False):
+    def ok(value):
+        if value is None:
+            return optional
+        # NaN fails every test (and would train an epoch): isfinite first
+        return isinstance(value, numbers.Real) and math.isfinite(value) and test(value)
+    return ok
+
+
+_POSITIVE = "a positive integer"
+# The options checked one at a time, each with what it expects (train.py checks its flags
+# against them as absl parses them, as CHOICES, so that a flagfile's bad value names its
+# line); TrainConfig.validate checks them too, with the checks that read two options.
+RANGES = {
+    "ucf101_fold": (lambda v: v in (1, 2, 3), "1, 2 or 3"),
+    **{name: (_whole(1), _POSITIVE) for name in ("frames", "size", "downsample", "batch_size",
+                                                  "epochs", "checkpoint_every")},
+    "threads": (_whole(0), "0 (the default) or a positive integer"),
+    "learning_rate": (_number(lambda v: v > 0), "a positive number"),
+    "weight_decay": (_number(lambda v: v >= 0), "0 or a positive number"),
+    "steps_per_epoch": (_whole(1, optional=True),
+                        "a positive integer (or none: one pass over the training split)"),
+    "max_decode_failures": (_whole(0, optional=True), "0 or a positive integer"),
+    "verbose": (lambda v: v in (0, 1, 2),
+                "0 (silent), 1 (a progress bar) or 2 (one line per epoch)"),
+    "cpu_devices": (_whole(0), "0 (the CPU as one device) or a positive integer"),
+    "lr_patience": (_whole(0), "0 or a positive integer"),
+    # a rate multiplied by 0 or less trains nothing, or climbs, without a word
+    "lr_gamma": (_number(lambda v: v > 0), "a positive number"),
+    "momentum": (_number(lambda v: v >= 0), "0 or a positive number"),
+    "dampening": (_number(lambda v: True), "a number"),
+    "dropout": (_number(lambda v: 0 <= v < 1, optional=True), "a rate from 0 up to 1 (not 1)"),
+    "num_classes": (_whole(1, optional=True), "a positive integer (or none: the dataset's)"),
+}
 
 
 @dataclasses.dataclass
@@ -138,20 +187,9 @@ class TrainConfig:
             Normalization.coerce(self.normalization)
         except ValueError:
             bad("normalization", f"one of {tuple(sorted(PRESETS))}, a Normalization or its config")
-        if self.ucf101_fold not in (1, 2, 3):
-            bad("ucf101_fold", "1, 2 or 3")
-        for name in ("frames", "size", "downsample", "batch_size", "epochs", "checkpoint_every"):
-            if int(getattr(self, name)) < 1:
-                bad(name, "a positive integer")
-        if int(self.threads) < 0:
-            bad("threads", "0 (the default) or a positive integer")
-        # `not x > 0`: NaN passes every comparison but this one (and would train an epoch)
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            bad("learning_rate", "a positive number")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            bad("weight_decay", "0 or a positive number")
-        if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
-            bad("steps_per_epoch", "a positive integer (or none: one pass over the training split)")
+        for name, (ok, expected) in RANGES.items():
+            if not ok(getattr(self, name)):
+                bad(name, expected)
         if not 0 <= int(self.warmup_epochs) < int(self.epochs):
             bad("warmup_epochs", "an integer from 0 to epochs - 1")
         if self.warmup_epochs and self.lr_schedule == "plateau":
@@ -160,14 +198,23 @@ class TrainConfig:
                 os.path.abspath(self.output_dir) and os.path.basename(self.pretrained) in _RUN_FILES:
             bad("pretrained", "a file outside --output (a new run there moves the files of the "
                 "run before it into previous/; copy it out first)")
-        if self.max_decode_failures is not None and int(self.max_decode_failures) < 0:
-            bad("max_decode_failures", "0 or a positive integer")
+        if self.lr_schedule == "plateau" and not self.lr_gamma < 1:
+            bad("lr_gamma", "a number below 1 with the plateau schedule (it lowers the rate)")
         # An unknown model name fails here, before the dataset is indexed.
         registry.resolve_name(self.model, depth=self.depth)
         return self
 
     def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        """config.json's text, its paths absolute: evaluate.py reads the run's data from
+        wherever it is run (a relative --data_root named a folder of the training's cwd)."""
+        values = dataclasses.asdict(self)
+        for key in ("data_root", "annotations", "pretrained"):
+            if values[key]:
+                several = (key == "annotations" and self.dataset == "kinetics600"
+                           and not os.path.isdir(values[key]))  # TRAIN.csv,VAL.csv
+                parts = values[key].split(",") if several else [values[key]]
+                values[key] = ",".join(os.path.abspath(part.strip()) for part in parts)
+        return json.dumps(values, indent=2, sort_keys=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -427,6 +474,23 @@ def another_architecture(config):
             f"{shown}, which is trained")
 
 
+def adopt_pretrained_normalization(config):
+    """Where --normalization was not given: the normalisation the --pretrained file records
+    (its features learnt on such clips), set on `config`, with a ``note:`` line; None where
+    the file records none, or the same as the default's."""
+    path = config.pretrained
+    metadata = read_metadata(path) if path and os.path.isfile(path) else None
+    if metadata is None or metadata.normalization is None or metadata.preprocessing_included:
+        return None
+    recorded = metadata.normalization
+    if recorded == Normalization.coerce(config.normalization):
+        return None
+    names = [name for name, preset in PRESETS.items() if preset == recorded]
+    config.normalization = names[0] if names else recorded.to_config()
+    return (f"note: clips are normalised as --pretrained={path} was trained: "
+            f"{_named(recorded)}; --normalization sets another")
+
+
 def check_pretrained(config):
     """Refuses a `--pretrained` file that cannot be fine-tuned on the run's clips (a model
     with its preprocessing inside takes raw frames, and would normalise the normalised clips
@@ -626,7 +690,8 @@ class EpochSchedule(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["lr"] = float(self.model.optimizer.learning_rate.numpy())
+            # the plateau schedule's (and Keras') name: log.csv has one column either way
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
 
 
 def model_metadata(config, classes, num_classes=None, extra=None):
@@ -1106,7 +1171,8 @@ def _move_previous_run(output_dir, hint=RESUME_HINT):
 def _trim_log(path, epochs):
     """Keeps the rows of log.csv for the first `epochs` epochs (those of last.keras): the
     epochs a killed or diverged run logged after its checkpoint are trained again on resume,
-    and their rows would stand twice (and twice in curves.png)."""
+    and their rows would stand twice (and twice in curves.png). An `lr` column is renamed
+    `learning_rate`, the columns put in the order Keras appends the resumed epochs in."""
     if not os.path.exists(path):
         return
     with open(path, newline="", encoding="utf-8") as handle:
@@ -1116,7 +1182,15 @@ def _trim_log(path, epochs):
     column = rows[0].index("epoch")
     kept = [rows[0]] + [row for row in rows[1:]
                         if len(row) > column and row[column].isdigit() and int(row[column]) < epochs]
-    if len(kept) < len(rows):
+    renamed = "lr" in kept[0] and "learning_rate" not in kept[0]
+    if renamed:
+        # A log of a version that named the rate `lr`: Keras appends the resumed epochs in
+        # the order of their names (epoch, then sorted), which `learning_rate` changes.
+        names = ["learning_rate" if name == "lr" else name for name in kept[0]]
+        order = sorted(range(len(names)), key=lambda i: (names[i] != "epoch", names[i]))
+        kept = [[row[i] if i < len(row) else "" for i in order]
+                for row in [names] + kept[1:]]
+    if renamed or len(kept) < len(rows):
         out = io.StringIO()
         csv.writer(out).writerows(kept)  # csv's line ends, as Keras' CSVLogger writes them
         atomic_write(path, out.getvalue())
@@ -1134,6 +1208,13 @@ def _resume_point(config, state_path, last_path):
                           "--resume).")
 
     if not os.path.exists(last_path):
+        previous = os.path.join(config.output_dir, "previous")
+        if os.path.exists(os.path.join(previous, "last.keras")):
+            # a run started there without --resume moved the run to resume aside
+            raise ValueError(
+                f"Nothing to resume in {config.output_dir}: no last.keras; the run before it "
+                f"is in {previous}, moved there by a run started without --resume: move "
+                f"its files back into {config.output_dir} to resume it")
         raise nothing("no last.keras")
     recorded = read_metadata(last_path)
     own = None  # last.keras' own record (written since it holds one)

@@ -814,6 +814,17 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
                            "epochs"),
     ("--seed=-1\n", "run.flags:1: flag --seed=-1: -1 is not an integer in the range "
                      "[0, 4294967295]"),
+    # unchecked before: Keras' own error after indexing (--verbose=5), a CPU split into -1
+    # devices, a plateau that never waited, a rate multiplied by 0
+    ("--epochs=1\n--verbose=5\n", "run.flags:2: flag --verbose=5: expected 0 (silent), 1 (a "
+                                   "progress bar) or 2 (one line per epoch)"),
+    ("--cpu_devices=-1\n", "run.flags:1: flag --cpu_devices=-1: expected 0 (the CPU as one "
+                           "device) or a positive integer"),
+    ("--lr_patience=-1\n", "run.flags:1: flag --lr_patience=-1: expected 0 or a positive integer"),
+    ("--lr_gamma=0\n", "run.flags:1: flag --lr_gamma=0.0: expected a positive number"),
+    ("--lr_gamma=nan\n", "run.flags:1: flag --lr_gamma=nan: expected a positive number"),
+    ("--momentum=-0.9\n", "run.flags:1: flag --momentum=-0.9: expected 0 or a positive number"),
+    ("--dropout=1\n", "run.flags:1: flag --dropout=1.0: expected a rate from 0 up to 1 (not 1)"),
 ])
 def test_a_flagfile_mistake_names_its_file_and_line(tmp_path, capsys, text, expected):
     (tmp_path / "inner.flags").write_text("batch_size 4\n")

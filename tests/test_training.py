@@ -231,7 +231,12 @@ def test_keras_ends_an_epoch_when_a_dataset_that_does_not_repeat_runs_out():
                                           ("ucf101_fold", 4), ("learning_rate", float("nan")),
                                           ("learning_rate", float("inf")),
                                           ("weight_decay", -1e-4), ("steps_per_epoch", -1),
-                                          ("max_decode_failures", -1)])
+                                          ("max_decode_failures", -1), ("verbose", 5),
+                                          ("cpu_devices", -1), ("lr_patience", -1),
+                                          ("lr_gamma", 0.0), ("lr_gamma", float("nan")),
+                                          ("momentum", -0.9), ("dampening", float("nan")),
+                                          ("dropout", 1.0), ("num_classes", 0),
+                                          ("frames", 1.5)])
 def test_config_validation_names_the_option(field, value):
     config = trainer.TrainConfig(data_root="x")
     setattr(config, field, value)
@@ -247,6 +252,17 @@ def test_a_pretrained_file_of_the_run_folder_is_refused_for_a_new_run_there(tmp_
     with pytest.raises(ValueError, match=r"`pretrained`: expected a file outside --output"):
         config.validate()
     config.pretrained = str(tmp_path / "converted.keras")  # another file there is no run's
+    config.validate()
+
+
+def test_the_plateau_schedule_lowers_the_rate():
+    # Keras' ReduceLROnPlateau refused a factor of 1 or more, after the dataset was indexed
+    config = trainer.TrainConfig(data_root="x", lr_schedule="plateau", lr_gamma=1.0)
+    with pytest.raises(ValueError, match="`lr_gamma`: expected a number below 1 with the plateau"):
+        config.validate()
+    config.lr_schedule = "steps"  # a rate that climbs at the steps is the user's to choose
+    config.validate()
+    config.lr_gamma = 0.1
     config.validate()
 
 
@@ -275,6 +291,26 @@ def test_an_enum_flags_choice_is_the_fields_type(tmp_path):
     name, kwargs = trainer.model_kwargs(config, 5)
     model = registry.create_model(name, **{**kwargs, "input_shape": (8, 32, 32, 3)})
     assert model.output_shape == (None, 5)
+
+
+def test_config_json_records_the_datas_paths_absolute(tmp_path, monkeypatch):
+    # evaluate.py reads config.json's --data_root from wherever it runs: a relative one
+    # named a folder of the training's working directory.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "csvs").mkdir()
+    for dataset, annotations, wanted in [
+            ("jester", "csvs", [tmp_path / "csvs"]),
+            ("kinetics600", "csvs", [tmp_path / "csvs"]),
+            ("kinetics600", "train.csv, val.csv", [tmp_path / "train.csv", tmp_path / "val.csv"])]:
+        config = trainer.TrainConfig(dataset=dataset, data_root="data", annotations=annotations,
+                                     pretrained="models/k600.keras")
+        saved = json.loads(config.to_json())
+        assert saved["data_root"] == str(tmp_path / "data")
+        assert saved["annotations"] == ",".join(str(path) for path in wanted)
+        assert saved["pretrained"] == str(tmp_path / "models" / "k600.keras")
+        assert config.data_root == "data"  # the run's own options are as given
+    saved = json.loads(trainer.TrainConfig(dataset="synthetic").to_json())
+    assert saved["data_root"] == "" and saved["annotations"] is None  # nothing to resolve
 
 
 def test_config_validation_checks_the_model_before_any_data_is_read():
@@ -339,6 +375,9 @@ def test_train_writes_checkpoints_logs_and_resumes(tiny_gestures, one_epoch_run,
     assert len(train_records) // config.batch_size <= steps <= len(train_records) // config.batch_size + 1
     assert any(np.abs(v.numpy()).sum() > 0 for v in first.optimizer.variables[2:])
     assert json.loads((out / "config.json").read_text())["model"] == TINY_MODEL
+    # the rate's column is named as the plateau schedule's is (it was `lr` here)
+    header = (out / "log.csv").read_text().splitlines()[0].split(",")
+    assert "learning_rate" in header and "lr" not in header, header
     assert (out / "labels.txt").read_text().split("\n")[0] == "Swiping Left"
     # The checkpoints say what they take and return: predict, evaluate and the exporters
     # read it from the model alone, away from the run folder.
@@ -434,6 +473,17 @@ def test_resume_without_a_run_is_a_clear_error(tiny_gestures, tmp_path):
     with pytest.raises(ValueError, match="its last.keras records no training state, and it "
                                          "has no train_state.json"):
         trainer._resume_point(config, str(out / "train_state.json"), str(out / "last.keras"))
+    # a run started without --resume moved the run into previous/ and saved no epoch yet
+    # (stopped in its first): --resume names where the run is
+    moved = tmp_path / "moved"
+    (moved / "previous").mkdir(parents=True)
+    (out / "last.keras").rename(moved / "previous" / "last.keras")
+    config = _tiny_config(tiny_gestures, moved, resume=True)
+    with pytest.raises(ValueError, match=f"no last.keras; the run before it is in "
+                                         f"{moved / 'previous'}, moved there by a run started "
+                                         f"without --resume: move its files back into {moved} "
+                                         "to resume it"):
+        trainer._resume_point(config, str(moved / "train_state.json"), str(moved / "last.keras"))
 
 
 def test_run_metadata_names_the_model_or_the_pretrained_file(tmp_path):
@@ -1284,7 +1334,7 @@ def test_kill_9_mid_epoch_then_resume_continues_at_that_epoch_exactly(tiny_gestu
                                          lr_steps=(2, 3), optimizer="sgd", resume=True))
     assert len(resumed["history"]["loss"]) == 2  # epochs 2 and 3, not 1
     assert int(resumed["model"].optimizer.iterations.numpy()) == 3 * steps
-    assert resumed["history"]["lr"] == pytest.approx([0.001, 0.0001])
+    assert resumed["history"]["learning_rate"] == pytest.approx([0.001, 0.0001])
 
 
 def test_the_flagfile_and_the_demo_share_one_synthetic_dataset(tmp_path):
@@ -1614,6 +1664,17 @@ def test_resume_drops_the_log_rows_of_epochs_after_the_checkpoint(tmp_path):
     assert not (tmp_path / "none.csv").exists()
 
 
+def test_resume_renames_an_older_logs_lr_column_to_the_order_keras_appends_in(tmp_path):
+    # The steps, cosine and constant schedules logged the rate as `lr`, the plateau schedule
+    # as `learning_rate`; a resumed run's rows come as epoch, then the names sorted.
+    log = tmp_path / "log.csv"
+    log.write_bytes(b"epoch,accuracy,loss,lr,val_loss\r\n0,0.5,1.2,0.1,1.3\r\n"
+                    b"1,0.6,1.0,0.1,1.1\r\n")
+    trainer._trim_log(str(log), 5)
+    assert log.read_bytes() == (b"epoch,accuracy,learning_rate,loss,val_loss\r\n"
+                                b"0,0.5,0.1,1.2,1.3\r\n1,0.6,0.1,1.0,1.1\r\n")
+
+
 def test_a_new_best_between_checkpoints_is_in_the_state_a_resume_reads(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer=keras.optimizers.SGD(0.25), loss="mse")
@@ -1888,6 +1949,42 @@ def test_a_model_flag_of_another_architecture_than_the_pretrained_file_is_noted(
                             f"model={TINY_MODEL} width_mult={TINY_WIDTH}, which is trained")
     assert trainer.another_architecture(trainer.TrainConfig(
         model="shufflenetv2", pretrained=_save_run_model(tmp_path / "bare"))) is None
+
+
+def test_an_unset_normalization_is_the_pretrained_files(tmp_path, capsys, monkeypatch):
+    """A --pretrained file trained on 'kinetics' clips, fine-tuned without --normalization:
+    the run normalised as the default, 'original', with a warning that its features would
+    see other inputs. It takes the file's, with a note; a --normalization given stays."""
+    from keras_efficient3d import cli
+    from keras_efficient3d.artifacts import ModelMetadata
+
+    kinetics = Normalization.preset("kinetics")
+    path = _save_run_model(tmp_path / "pre", metadata=ModelMetadata(normalization=kinetics))
+    config = trainer.TrainConfig(pretrained=path)
+    assert trainer.adopt_pretrained_normalization(config) == (
+        f"note: clips are normalised as --pretrained={path} was trained: 'kinetics' (0-255 "
+        "BGR, mean (114.7748, 107.7354, 99.475)); --normalization sets another")
+    assert config.normalization == "kinetics"
+    assert trainer.adopt_pretrained_normalization(config) is None  # already the file's
+    custom = Normalization(value_range="0-1", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    config.pretrained = _save_run_model(tmp_path / "own", metadata=ModelMetadata(
+        normalization=custom))
+    assert trainer.adopt_pretrained_normalization(config).startswith("note: clips are")
+    assert Normalization.coerce(config.normalization) == custom  # no preset: its config
+    config.pretrained = _save_run_model(tmp_path / "bare")  # records none: the default
+    assert trainer.adopt_pretrained_normalization(config) is None
+
+    module = _load_script("train.py")
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda config: seen.append(config) or {
+        "best_accuracy": 0.5, "seconds": 1.0, "output_dir": config.output_dir})
+    for given, wanted in (([], "kinetics"), (["--normalization=original"], "original")):
+        status = cli.invoke(module.main, module.define_flags, [
+            "train", "--dataset=synthetic", f"--pretrained={path}",
+            f"--output={tmp_path / 'run'}", *given])
+        err = capsys.readouterr().err
+        assert status == 0 and seen[-1].normalization == wanted, err
+        assert ("note: clips are normalised as" in err) == (not given), err
 
 
 def test_evaluate_says_what_it_assumes_and_warns_of_another_fold(tiny_gestures, tmp_path,

@@ -18,7 +18,7 @@ import typing
 from absl import flags
 
 from keras_efficient3d import allocators, cli
-from keras_efficient3d.trainer import CHOICES, TrainConfig
+from keras_efficient3d.trainer import CHOICES, RANGES, TrainConfig
 
 # TrainConfig fields whose flag follows the CLI vocabulary under another name.
 _FLAG_NAMES = {"output_dir": "output"}
@@ -111,6 +111,9 @@ def define_flags(flag_values=flags.FLAGS):
                 values = CHOICES[field.name]
                 flags.register_validator(name, lambda v, values=values: v in values,
                                          f"expected one of {', '.join(values)}", **fv)
+    for field_name, (ok, expected) in RANGES.items():  # at parse time, as CHOICES
+        flags.register_validator(_FLAG_NAMES.get(field_name, field_name), ok,
+                                 f"expected {expected}", **fv)
     for field_name, name in _FLAG_NAMES.items():
         cli.define_alias(field_name, name, **fv)
     flags.DEFINE_string(
@@ -186,11 +189,13 @@ def main(argv, flag_values=flags.FLAGS):
         use_allocator(flag_values.allocator)
     for line in unused_flags(flag_values):
         print(line, file=sys.stderr, flush=True)  # beside the other notes and warnings
-    if flag_values["model"].present and config.pretrained and not config.resume:
+    if config.pretrained and not config.resume:
         from keras_efficient3d import trainer
 
-        line = trainer.another_architecture(config)
-        if line:
+        lines = [trainer.another_architecture(config) if flag_values["model"].present else None,
+                 None if flag_values["normalization"].present
+                 else trainer.adopt_pretrained_normalization(config)]
+        for line in filter(None, lines):
             print(line, file=sys.stderr, flush=True)
     result = train(config)
     # The run's best (a resumed run's earlier epochs included), not this session's alone.
