@@ -208,12 +208,15 @@ class TrainConfig:
         """config.json's text, its paths absolute: evaluate.py reads the run's data from
         wherever it is run (a relative --data_root named a folder of the training's cwd)."""
         values = dataclasses.asdict(self)
-        for key in ("data_root", "annotations", "pretrained"):
+        # not --pretrained: a resumed run's (the flagfile's) is compared with it, from
+        # wherever the project is checked out
+        for key in ("data_root", "annotations"):
             if values[key]:
                 several = (key == "annotations" and self.dataset == "kinetics600"
                            and not os.path.isdir(values[key]))  # TRAIN.csv,VAL.csv
                 parts = values[key].split(",") if several else [values[key]]
-                values[key] = ",".join(os.path.abspath(part.strip()) for part in parts)
+                values[key] = ",".join(os.path.abspath(part.strip()) for part in parts
+                                       if part.strip())
         return json.dumps(values, indent=2, sort_keys=True)
 
 
@@ -479,7 +482,10 @@ def adopt_pretrained_normalization(config):
     (its features learnt on such clips), set on `config`, with a ``note:`` line; None where
     the file records none, or the same as the default's."""
     path = config.pretrained
-    metadata = read_metadata(path) if path and os.path.isfile(path) else None
+    try:
+        metadata = read_metadata(path) if path and os.path.isfile(path) else None
+    except ValueError:  # a file that is no model: check_pretrained says what is wrong with it
+        return None
     if metadata is None or metadata.normalization is None or metadata.preprocessing_included:
         return None
     recorded = metadata.normalization
@@ -489,6 +495,17 @@ def adopt_pretrained_normalization(config):
     config.normalization = names[0] if names else recorded.to_config()
     return (f"note: clips are normalised as --pretrained={path} was trained: "
             f"{_named(recorded)}; --normalization sets another")
+
+
+def recorded_normalization(output_dir):
+    """The normalisation of the run in `output_dir` (its config.json's), or None: a resumed
+    run whose new run took its --pretrained file's goes on with it where --normalization
+    is not given."""
+    path = os.path.join(output_dir, "config.json")
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle).get("normalization")
+    return None  # none, or unreadable: _check_same_run names a damaged one
 
 
 def check_pretrained(config):
@@ -1111,8 +1128,13 @@ def _check_same_run(config):
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
         raise ValueError(f"{path}: not a valid run config.json ({str(err).splitlines()[0]}); "
                          "it records the run's flags for --resume") from None
-    differ = [name for name in _RUN_IDENTITY
-              if name in saved and saved[name] != getattr(config, name)]
+    def same(name):
+        if name == "normalization":  # a preset's name, or the config of one taken from a file
+            with contextlib.suppress(ValueError, TypeError):
+                return Normalization.coerce(saved[name]) == Normalization.coerce(config.normalization)
+        return saved[name] == getattr(config, name)
+
+    differ = [name for name in _RUN_IDENTITY if name in saved and not same(name)]
     # A fine-tuned run's flagfile names its --pretrained file: on resume the same file (or
     # none) is the run's, and is not loaded again (last.keras holds the weights).
     recorded = saved.get("pretrained")

@@ -301,13 +301,15 @@ def test_config_json_records_the_datas_paths_absolute(tmp_path, monkeypatch):
     for dataset, annotations, wanted in [
             ("jester", "csvs", [tmp_path / "csvs"]),
             ("kinetics600", "csvs", [tmp_path / "csvs"]),
-            ("kinetics600", "train.csv, val.csv", [tmp_path / "train.csv", tmp_path / "val.csv"])]:
+            # an empty part (a comma at the end) is no CSV, as training reads it
+            ("kinetics600", "train.csv, val.csv,", [tmp_path / "train.csv", tmp_path / "val.csv"])]:
         config = trainer.TrainConfig(dataset=dataset, data_root="data", annotations=annotations,
                                      pretrained="models/k600.keras")
         saved = json.loads(config.to_json())
         assert saved["data_root"] == str(tmp_path / "data")
         assert saved["annotations"] == ",".join(str(path) for path in wanted)
-        assert saved["pretrained"] == str(tmp_path / "models" / "k600.keras")
+        # as given: a resumed run compares its flagfile's with it, wherever the project is
+        assert saved["pretrained"] == "models/k600.keras"
         assert config.data_root == "data"  # the run's own options are as given
     saved = json.loads(trainer.TrainConfig(dataset="synthetic").to_json())
     assert saved["data_root"] == "" and saved["annotations"] is None  # nothing to resolve
@@ -1985,6 +1987,28 @@ def test_an_unset_normalization_is_the_pretrained_files(tmp_path, capsys, monkey
         err = capsys.readouterr().err
         assert status == 0 and seen[-1].normalization == wanted, err
         assert ("note: clips are normalised as" in err) == (not given), err
+    # --resume with the same flags goes on with the normalisation the run took (its
+    # config.json's), which the default would contradict; one given is the user's
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    for recorded in ("kinetics", custom.to_config()):
+        (run / "config.json").write_text(json.dumps({"normalization": recorded}))
+        for given, wanted in (([], recorded), (["--normalization=unit"], "unit")):
+            assert cli.invoke(module.main, module.define_flags, [
+                "train", "--dataset=synthetic", f"--pretrained={path}", f"--output={run}",
+                "--resume", *given]) == 0, capsys.readouterr().err
+            assert seen[-1].normalization == wanted
+    # and the run's check of its config.json takes a recorded normalisation's config for
+    # the same normalisation as the preset's name
+    (run / "config.json").write_text(json.dumps({"normalization": kinetics.to_config()}))
+    trainer._check_same_run(trainer.TrainConfig(output_dir=str(run), normalization="kinetics"))
+    with pytest.raises(ValueError, match="trained with --normalization="):
+        trainer._check_same_run(trainer.TrainConfig(output_dir=str(run), normalization="unit"))
+    # a damaged file is check_pretrained's to name (its reason), not this step's
+    damaged = tmp_path / "damaged.keras"
+    damaged.write_bytes(b"not a zip")
+    assert trainer.adopt_pretrained_normalization(
+        trainer.TrainConfig(pretrained=str(damaged))) is None
 
 
 def test_evaluate_says_what_it_assumes_and_warns_of_another_fold(tiny_gestures, tmp_path,

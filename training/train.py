@@ -179,7 +179,7 @@ def use_allocator(choice, backend=None):
 
 def main(argv, flag_values=flags.FLAGS):
     del argv
-    from keras_efficient3d.trainer import train
+    from keras_efficient3d import trainer
 
     config = config_from_flags(flag_values).validate()
     # before minutes of indexing a large dataset (as evaluate.py checks its --output)
@@ -189,15 +189,16 @@ def main(argv, flag_values=flags.FLAGS):
         use_allocator(flag_values.allocator)
     for line in unused_flags(flag_values):
         print(line, file=sys.stderr, flush=True)  # beside the other notes and warnings
+    given = {name: flag_values[name].present for name in ("model", "normalization")}
+    if config.resume and not given["normalization"]:  # the run's, maybe its --pretrained's
+        config.normalization = trainer.recorded_normalization(config.output_dir) or \
+            config.normalization
     if config.pretrained and not config.resume:
-        from keras_efficient3d import trainer
-
-        lines = [trainer.another_architecture(config) if flag_values["model"].present else None,
-                 None if flag_values["normalization"].present
-                 else trainer.adopt_pretrained_normalization(config)]
+        lines = [trainer.another_architecture(config) if given["model"] else None,
+                 None if given["normalization"] else trainer.adopt_pretrained_normalization(config)]
         for line in filter(None, lines):
             print(line, file=sys.stderr, flush=True)
-    result = train(config)
+    result = trainer.train(config)
     # The run's best (a resumed run's earlier epochs included), not this session's alone.
     best = max(result["best_accuracy"], 0.0)
     print(f"done in {result['seconds']:.0f} s; best clip accuracy {100 * best:.2f}%; "

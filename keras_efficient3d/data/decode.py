@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Sequence
 
 import cv2
@@ -138,27 +139,40 @@ def check_opencv_path(path: str, error=DataError) -> str:
     return path
 
 
+_quiet = {"lock": threading.Lock(), "depth": 0, "level": None}
+
+
 @contextlib.contextmanager
 def opencv_quiet():
-    """OpenCV logs a warning for every file it cannot open; the caller reports it once."""
-    try:
-        previous = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    except AttributeError:  # pragma: no cover
+    """OpenCV logs a warning for every file it cannot open; the caller reports it once. Its
+    log level is the process's: the decoders of parallel tf.data map calls share one quiet
+    spell, the level of before it restored when the last of them ends (each restoring its
+    own left it silent for good, when two overlapped)."""
+    logging = getattr(cv2.utils, "logging", None)
+    if logging is None:  # pragma: no cover - an OpenCV without its logging API
         yield
         return
+    with _quiet["lock"]:
+        if _quiet["depth"] == 0:
+            _quiet["level"] = logging.getLogLevel()
+            logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+        _quiet["depth"] += 1
     try:
         yield
     finally:
-        cv2.utils.logging.setLogLevel(previous)
+        with _quiet["lock"]:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                logging.setLogLevel(_quiet["level"])
 
 
 def open_capture(path: str) -> cv2.VideoCapture:
     """``cv2.VideoCapture`` of a file, by FFmpeg alone where OpenCV has it: where FFmpeg could
     not read a file (a truncated AVI), OpenCV went on to its own MJPEG reader, which printed
     "Unexpected element. Expected: LIST. Got: JUNK." past every log level (printf), and
-    reads nothing FFmpeg does not."""
-    backend = cv2.CAP_FFMPEG if _HAS_FFMPEG else cv2.CAP_ANY
+    reads nothing FFmpeg does not (a file; a device or a pipe: whichever backend opens it)."""
+    # a device (a V4L2 camera's /dev/videoN) is OpenCV's to choose a backend for
+    backend = cv2.CAP_FFMPEG if _HAS_FFMPEG and os.path.isfile(path) else cv2.CAP_ANY
     with opencv_quiet():
         return cv2.VideoCapture(check_opencv_path(path), backend)
 

@@ -183,3 +183,60 @@ def test_a_frame_of_another_size_is_refused_under_a_transform(tmp_path):
     with pytest.raises(DataError, match=r"frames change size within the video \(\(48, 64, 3\) "
                                         r"then \(40, 64, 3\)\)"):
         read_frame_folder(folder, transform=lambda frames: frames[:, :8, :8])
+
+
+def test_decoders_overlapping_in_threads_restore_opencvs_log_level():
+    """tf.data decodes in parallel map calls: each decoder restoring the level it found left
+    OpenCV silent for the rest of the process where two overlapped (the second found the
+    first's silence), and let the first's restore speak during the second's open."""
+    import threading
+
+    import cv2
+
+    from keras_efficient3d.data.decode import opencv_quiet
+
+    logging = cv2.utils.logging
+    before = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_WARNING)
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first():
+        with opencv_quiet():
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second():
+        first_in.wait(10)
+        with opencv_quiet():
+            second_in.set()
+            first_out.wait(10)
+            seen.append(logging.getLogLevel())  # the first has ended: still quiet here
+
+    try:
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        assert seen == [logging.LOG_LEVEL_SILENT]
+        assert logging.getLogLevel() == logging.LOG_LEVEL_WARNING
+    finally:
+        logging.setLogLevel(before)
+
+
+def test_a_file_is_opened_by_ffmpeg_and_a_device_by_any_backend(tmp_path, monkeypatch):
+    import cv2
+
+    from keras_efficient3d.data import decode
+
+    opened = []
+    monkeypatch.setattr(decode.cv2, "VideoCapture", lambda path, backend: opened.append(backend))
+    monkeypatch.setattr(decode, "_HAS_FFMPEG", True)
+    (tmp_path / "a.avi").write_bytes(b"x")
+    decode.open_capture(str(tmp_path / "a.avi"))
+    decode.open_capture("/dev/null")  # a camera's /dev/video0 is V4L2's, not FFmpeg's
+    monkeypatch.setattr(decode, "_HAS_FFMPEG", False)  # an OpenCV built without it
+    decode.open_capture(str(tmp_path / "a.avi"))
+    assert opened == [cv2.CAP_FFMPEG, cv2.CAP_ANY, cv2.CAP_ANY]
