@@ -294,6 +294,12 @@ def load_splits(config):
         print(f"warning: {len(unseen)} of the {len(classes)} classes have no training video "
               f"({shown})", file=sys.stderr)
     val_records, _ = load_split(config, "validation", classes)
+    trained = {os.path.realpath(record.path) for record in train_records}
+    both = [record.path for record in val_records if os.path.realpath(record.path) in trained]
+    if both:  # validation accuracy of videos trained on: a list or a folder mixed up?
+        print(f"warning: {len(both)} of the {len(val_records)} validation videos are training "
+              f"videos too (first: {both[0]}): their accuracy is not a validation's",
+              file=sys.stderr)
     if not val_records:
         # Checked before training: without validation clips best.keras has nothing to go by,
         # and the run would only fail at its end.
@@ -497,15 +503,31 @@ def adopt_pretrained_normalization(config):
             f"{_named(recorded)}; --normalization sets another")
 
 
-def recorded_normalization(output_dir):
-    """The normalisation of the run in `output_dir` (its config.json's), or None: a resumed
-    run whose new run took its --pretrained file's goes on with it where --normalization
-    is not given."""
-    path = os.path.join(output_dir, "config.json")
-    with contextlib.suppress(OSError, ValueError, AttributeError):
+def take_run_options(config, given):
+    """`--resume`: the options of `config` not in `given` (field names the user gave, on
+    the command line or in a flagfile) set to the run's own, from its config.json (a rate
+    left out resumed at the default's, 0.1 for a run trained at 0.01, without a word).
+    Returns ``{name: value}`` of those taken that differ from `config`'s; nothing where the
+    run has no readable config.json (`_check_same_run` names a damaged one)."""
+    path = os.path.join(config.output_dir, "config.json")
+    try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle).get("normalization")
-    return None  # none, or unreadable: _check_same_run names a damaged one
+            saved = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    taken = {}
+    for field in dataclasses.fields(TrainConfig):
+        name = field.name
+        if name in given or name in ("resume", "output_dir") or name not in saved:
+            continue
+        value = tuple(saved[name]) if name == "lr_steps" and isinstance(saved[name], list) \
+            else saved[name]
+        if value != getattr(config, name):
+            taken[name] = value
+            setattr(config, name, value)
+    return taken
 
 
 def check_pretrained(config):

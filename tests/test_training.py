@@ -1454,6 +1454,26 @@ def test_kinetics_validation_labels_index_the_training_classes(tmp_path, capsys)
         trainer.load_splits(config)
 
 
+def test_validation_videos_that_are_training_videos_are_said(tiny_gestures, tmp_path, capsys):
+    """A training video listed in the validation list too (a list mixed up, a folder copied)
+    trained on and scored as validation, without a word."""
+    import shutil
+
+    root = tmp_path / "g"
+    shutil.copytree(tiny_gestures, root)
+    config = trainer.TrainConfig(dataset="jester", data_root=str(root))
+    _, val_records, _ = trainer.load_splits(config)
+    assert "training videos too" not in capsys.readouterr().err
+    first = (root / "jester-v1-train.csv").read_text().splitlines()[:2]
+    with open(root / "jester-v1-validation.csv", "a") as handle:
+        handle.write("\n".join(first) + "\n")
+    trainer.load_splits(config)
+    video = root / first[0].split(";")[0]
+    assert (f"warning: 2 of the {len(val_records) + 2} validation videos are training videos "
+            f"too (first: {video}): their accuracy is not a validation's") in \
+        capsys.readouterr().err
+
+
 def test_kinetics_annotations_name_a_folder_one_csv_or_several(tmp_path):
     root = _tiny_kinetics(tmp_path / "k", [("a", "x1"), ("b", "x2")], [("b", "y1")])
     csvs = tmp_path / "csv"
@@ -1913,6 +1933,19 @@ def test_evaluate_indexes_the_split_with_the_models_class_names(tmp_path, monkey
     assert classes == ["a", "b", "c"] and sorted(r.label for r in records) == [1, 2]
     # the run's own tolerance of undecodable videos (config.json), not always 100
     assert options == {"max_decode_failures": 3}
+    # The run's --annotations were its own data's: another --data_root is read by its own
+    # lists, with a note (the run's CSVs were scored, without a word).
+    old = _tiny_kinetics(tmp_path / "old", [("a", "z0"), ("b", "z1"), ("c", "z3")], [("a", "z2")])
+    (tmp_path / "run" / "config.json").write_text(json.dumps(
+        {"dataset": "kinetics600", "frames": 8, "size": 32, "annotations": str(old),
+         "data_root": str(old)}))
+    notes = []
+    _evaluate_module().evaluate_file(path, data_root=str(root), log=notes.append)
+    records, classes, _ = scored[-1]
+    assert sorted(r.label for r in records) == [1, 2], records
+    assert any(f"({old}) are not used for another --dataset or --data_root" in n for n in notes)
+    _evaluate_module().evaluate_file(path, log=notes.append)  # the run's own data: its lists
+    assert [r.label for r in scored[-1][0]] == [0]
 
 
 def test_a_model_with_a_replaced_head_takes_a_clip_without_keras_structure_warnings():
@@ -2009,6 +2042,43 @@ def test_an_unset_normalization_is_the_pretrained_files(tmp_path, capsys, monkey
     damaged.write_bytes(b"not a zip")
     assert trainer.adopt_pretrained_normalization(
         trainer.TrainConfig(pretrained=str(damaged))) is None
+
+
+def test_resume_takes_the_options_not_given_from_the_run(tmp_path, capsys, monkeypatch):
+    """`--resume` without --learning_rate resumed a run trained at 0.01 at the default's 0.1
+    (its loss went from 1.8 to 3.1), without a word. The options left out are the run's;
+    those given stay, and are checked against the run as before."""
+    from keras_efficient3d import cli
+
+    run = tmp_path / "run"
+    run.mkdir()
+    trained = trainer.TrainConfig(dataset="folders", data_root=str(tmp_path / "ds"),
+                                  learning_rate=0.01, lr_steps=(5, 8), model="shufflenetv2",
+                                  normalization="unit", epochs=3, output_dir=str(run))
+    (run / "config.json").write_text(trained.to_json())
+    module = _load_script("train.py")
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda config: seen.append(config) or {
+        "best_accuracy": 0.5, "seconds": 1.0, "output_dir": config.output_dir})
+    assert cli.invoke(module.main, module.define_flags,
+                      ["train", f"--output={run}", "--resume", "--epochs=5"]) == 0
+    err = capsys.readouterr().err
+    config = seen[-1]
+    assert (config.learning_rate, config.lr_steps, config.model, config.dataset) == (
+        0.01, (5.0, 8.0), "shufflenetv2", "folders")
+    assert (config.data_root, config.normalization, config.epochs) == (
+        str(tmp_path / "ds"), "unit", 5)
+    note = [line for line in err.splitlines() if line.startswith("note: the run's own")]
+    assert len(note) == 1 and "--learning_rate=0.01" in note[0] and "--lr_steps=5,8" in note[0]
+    assert "--epochs" not in note[0] and "--output" not in note[0], note
+    assert cli.invoke(module.main, module.define_flags, [
+        "train", f"--output={run}", "--resume", "--learning_rate=0.001"]) == 0
+    assert seen[-1].learning_rate == 0.001 and seen[-1].epochs == 3
+    assert "--learning_rate" not in capsys.readouterr().err
+    # a new run (no --resume) takes nothing from the folder's run
+    assert cli.invoke(module.main, module.define_flags, [
+        "train", f"--output={run}", "--dataset=synthetic"]) == 0
+    assert seen[-1].learning_rate == 0.1 and seen[-1].model == "mobilenetv2"
 
 
 def test_evaluate_says_what_it_assumes_and_warns_of_another_fold(tiny_gestures, tmp_path,

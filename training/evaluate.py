@@ -154,6 +154,14 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     overrides = {"dataset": dataset, "data_root": data_root, "annotations": annotations,
                  "ucf101_fold": ucf101_fold, "frames": frames, "size": size,
                  "downsample": downsample, "normalization": normalization}
+    if from_run and annotations is None and base.annotations and (
+            dataset not in (None, base.dataset) or data_root not in (None, base.data_root)):
+        # the run's lists were of its own data: another dataset's (or folder's) are found
+        # where that layout keeps them (a --data_root holding its own CSVs was scored on
+        # the run's, without a word)
+        note(f"the annotations the run beside {model_file} read ({base.annotations}) are not "
+             "used for another --dataset or --data_root (--annotations names them)")
+        base.annotations = None
     for key, value in overrides.items():
         if value is not None:
             setattr(base, key, value)
@@ -193,6 +201,7 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     # what was scored, in the results: a training split's figures are not a test's
     results["evaluated"] = {
         "dataset": base.dataset, "split": split, "data_root": base.data_root,
+        **({"annotations": base.annotations} if base.annotations else {}),
         **({"ucf101_fold": base.ucf101_fold} if base.dataset == "ucf101" else {}),
         "frames": base.frames, "size": base.size, "downsample": base.downsample,
         "normalization": _shown(Normalization.coerce(base.normalization)).strip("'")}

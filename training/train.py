@@ -11,6 +11,7 @@ status 2 (`keras_efficient3d.cli`).
 """
 
 import dataclasses
+import json
 import math
 import sys
 import typing
@@ -73,6 +74,15 @@ _NOTES = {
 def _base_type(annotation):
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     return args[0] if args else annotation
+
+
+def _shown(value):
+    """A value as its flag is written (lists comma-separated, a config as JSON)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_shown(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
 
 
 def _numbers(values):
@@ -181,7 +191,13 @@ def main(argv, flag_values=flags.FLAGS):
     del argv
     from keras_efficient3d import trainer
 
-    config = config_from_flags(flag_values).validate()
+    given = {field.name for field in dataclasses.fields(TrainConfig)
+             if flag_values[_FLAG_NAMES.get(field.name, field.name)].present}
+    config = config_from_flags(flag_values)
+    # --resume: the options left out are the run's (before the checks: its --dataset's
+    # --data_root is the run's too)
+    taken = trainer.take_run_options(config, given) if config.resume else {}
+    config.validate()
     # before minutes of indexing a large dataset (as evaluate.py checks its --output)
     cli.writable_folder(config.output_dir)
     if __name__ == "__main__":  # a command of its own: restartable (not a test's call)
@@ -189,15 +205,17 @@ def main(argv, flag_values=flags.FLAGS):
         use_allocator(flag_values.allocator)
     for line in unused_flags(flag_values):
         print(line, file=sys.stderr, flush=True)  # beside the other notes and warnings
-    given = {name: flag_values[name].present for name in ("model", "normalization")}
-    if config.resume and not given["normalization"]:  # the run's, maybe its --pretrained's
-        config.normalization = trainer.recorded_normalization(config.output_dir) or \
-            config.normalization
-    if config.pretrained and not config.resume:
-        lines = [trainer.another_architecture(config) if given["model"] else None,
-                 None if given["normalization"] else trainer.adopt_pretrained_normalization(config)]
-        for line in filter(None, lines):
-            print(line, file=sys.stderr, flush=True)
+    lines = []
+    if taken:
+        shown = " ".join(f"--{_FLAG_NAMES.get(name, name)}={_shown(value)}"
+                         for name, value in taken.items())
+        lines.append(f"note: the run's own, from its config.json (not given): {shown}")
+    elif config.pretrained and not config.resume:
+        lines += [trainer.another_architecture(config) if "model" in given else None,
+                  None if "normalization" in given
+                  else trainer.adopt_pretrained_normalization(config)]
+    for line in filter(None, lines):
+        print(line, file=sys.stderr, flush=True)
     result = trainer.train(config)
     # The run's best (a resumed run's earlier epochs included), not this session's alone.
     best = max(result["best_accuracy"], 0.0)

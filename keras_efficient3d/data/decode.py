@@ -44,7 +44,9 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
+# Containers OpenCV's FFmpeg reads (a .wmv or .flv in a class folder was ignored unseen).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv",
+                    ".flv", ".3gp", ".ogv", ".mts", ".m2ts")
 
 # Seeking costs a keyframe search; below this many frames, reading forward is as fast
 # and never depends on the container's index being right.

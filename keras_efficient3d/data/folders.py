@@ -75,11 +75,19 @@ def index_folders(
         for name in sorted(os.listdir(class_dir)):
             path = os.path.join(class_dir, name)
             if name.startswith(".") or not (os.path.isdir(path) or is_video_file(name)):
+                if not name.startswith("."):  # said in the summary: a video OpenCV reads?
+                    ext = os.path.splitext(name)[1].lower()
+                    summary.ignored[ext] = summary.ignored.get(ext, 0) + 1
                 continue
             record = make_record(path, label, os.path.splitext(name)[0], summary, count=count_frames)
             if record is not None:
                 records.append(record)
     if not records:
+        loose = [name for name in sorted(os.listdir(split_root)) if is_video_file(name)]
+        if loose:  # the class is the folder a video is in: videos beside them have none
+            raise DataError(f"no video in a class folder; {len(loose)} videos ({loose[0]}, ...) "
+                            "lie in the folder itself: put each in a folder named after its "
+                            "class", split_root)
         raise DataError("no video file or frame folder found", split_root)
     summary.log()
     return records, class_names

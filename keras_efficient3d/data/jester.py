@@ -2,7 +2,7 @@
 
 Layout::
 
-    <root>/<video_id>/00001.jpg, 00002.jpg, ...
+    <root>/<video_id>/00001.jpg, 00002.jpg, ...   (or <root>/<video_id>.mp4, a set re-encoded)
     <annotations>/jester-v1-labels.csv       one class name per line
     <annotations>/jester-v1-train.csv        <video_id>;<class name>
     <annotations>/jester-v1-validation.csv   <video_id>;<class name>
@@ -24,6 +24,7 @@ import os
 from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.data.records import (
     IndexSummary,
+    VideoFinder,
     VideoRecord,
     class_names_of,
     make_record,
@@ -75,7 +76,10 @@ def _read_split_csv(path, class_to_index, with_labels):
         if with_labels:
             label_name = fields[1].strip()
             if label_name not in class_to_index:
-                raise DataError(f"label {label_name!r} is not in the label list", path, number)
+                header = (" (a header line? the Jester CSVs have none: remove it)"
+                          if not entries else "")
+                raise DataError(f"label {label_name!r} is not in the label list{header}", path,
+                                number)
             entries.append((video_id, class_to_index[label_name]))
         else:
             entries.append((video_id, -1))
@@ -170,13 +174,17 @@ def index_jester(
         entries = _read_split_csv(
             os.path.join(annotations, SPLIT_CSVS[split]), class_to_index, with_labels=split != "test"
         )
-    summary = IndexSummary(name, split, root=root)
+    summary = IndexSummary(name, split, root=root,
+                           annotations=annotations if annotations == root else None)
     records = []
+    finder = VideoFinder()
     for video_id, label in entries:
-        record = make_record(os.path.join(root, video_id), label, video_id, summary)
+        path = os.path.join(root, video_id)
+        if not os.path.isdir(path):  # a set re-encoded as videos: <id>.mp4 (it was "missing")
+            path = finder.find([root], video_id) or path
+        # a video's frames are counted as its clip is loaded (148k files at index time)
+        record = make_record(path, label, video_id, summary, count=False)
         if record is not None:
-            if record.kind != "frames":
-                raise DataError("expected a frame folder, found a file", record.path)
             records.append(record)
     summary.log()
     return records, class_names

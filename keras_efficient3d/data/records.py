@@ -55,6 +55,11 @@ class IndexSummary:
     duplicates: list[str] = dataclasses.field(default_factory=list)  # "file:line (of line N)"
     reasons: dict = dataclasses.field(default_factory=dict)  # why an unreadable one was skipped
     root: str | None = None  # the folder the videos were looked for in
+    # files beside the videos that are none (by extension): {extension: count}
+    ignored: dict = dataclasses.field(default_factory=dict)
+    # where the labels were read, when they are a layout's files beside the videos (Jester's
+    # CSVs): a data root one folder down then needs --annotations to find them
+    annotations: str | None = None
 
     def _elsewhere(self) -> str:
         """Where the missing videos are, when none was found under `root` but the first is
@@ -71,11 +76,14 @@ class IndexSummary:
         stem = os.path.splitext(relative)[0]
         for folder in folders:
             if any(os.path.exists(os.path.join(folder, name)) for name in (relative, stem)):
-                return f"; they are under {folder}: give that folder as the data root"
+                also = (f", and --annotations={self.annotations} (where the CSVs are)"
+                        if self.annotations else "")
+                return f"; they are under {folder}: give that folder as the data root{also}"
         return ""
 
     def report(self) -> str:
-        text = f"{self.dataset} [{self.split}]: {self.found} videos indexed"
+        text = (f"{self.dataset} [{self.split}]: {self.found} "
+                f"video{'' if self.found == 1 else 's'} indexed")
         if self.missing:
             text += (f", {len(self.missing)} missing and skipped (first: {self.missing[0]})"
                      f"{self._elsewhere()}")
@@ -86,6 +94,12 @@ class IndexSummary:
         if self.duplicates:
             text += (f", {len(self.duplicates)} duplicate rows skipped (first: "
                      f"{self.duplicates[0]})")
+        if self.ignored:
+            counts = sorted(self.ignored.items(), key=lambda item: (-item[1], item[0]))
+            shown = ", ".join(f"{ext or 'no extension'} {n}" for ext, n in counts[:6])
+            total = sum(self.ignored.values())
+            text += (f"; {total} other file{'' if total == 1 else 's'} ignored ({shown}"
+                     f"{', ...' if len(counts) > 6 else ''}: not a video extension)")
         return text
 
     def log(self) -> None:

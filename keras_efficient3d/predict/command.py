@@ -28,7 +28,13 @@ from keras_efficient3d.predict.output import (
     top_text,
     window_json,
 )
-from keras_efficient3d.predict.sources import capture_frames, find_sources, is_stream_url, opencv_quiet
+from keras_efficient3d.predict.sources import (
+    capture_frames,
+    find_sources,
+    is_stream_url,
+    opencv_quiet,
+    unread_folders,
+)
 from keras_efficient3d.predict.stream import (
     PredictionInterrupted,
     StreamClassifier,
@@ -96,6 +102,13 @@ def run(source: str | Sequence[str], model: str | None = None, labels: str | Non
     spec = resolve_spec(runner, labels=labels, window=window, normalization=normalization)
     for note in spec.notes:
         print(f"note: {note}", file=err)
+    for path in given if live is None else ():
+        unread = unread_folders(path)
+        if unread:
+            print(f"note: {len(unread)} folder{'s' if len(unread) > 1 else ''} in {path} "
+                  f"hold{'' if len(unread) > 1 else 's'} videos of {'their' if len(unread) > 1 else 'its'} "
+                  f"own, not read (first: {unread[0]}): a folder SOURCE stands for the videos "
+                  "and frame folders directly in it; give those folders too", file=err)
     fixed = getattr(getattr(runner, "input_spec", None), "batch", None)
     if fixed and fixed > 1:
         # windows come one at a time: the speed line would read as the file's speed per clip

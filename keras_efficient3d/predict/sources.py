@@ -23,7 +23,8 @@ from keras_efficient3d.data.decode import (
 from keras_efficient3d.predict._errors import PredictError
 from keras_efficient3d.runtime import quiet_stderr
 
-__all__ = ["VideoSource", "capture_frames", "find_sources", "is_stream_url", "opencv_quiet", "video_frames"]
+__all__ = ["VideoSource", "capture_frames", "find_sources", "is_stream_url", "opencv_quiet",
+           "unread_folders", "video_frames"]
 
 
 def capture_frames(capture) -> Iterator[np.ndarray]:
@@ -208,6 +209,16 @@ def find_sources(path) -> list[str]:
         raise PredictError(f"{path}: the folder holds no video file ({extensions}) and no frame "
                            f"folder{hint}")
     return sources
+
+
+def unread_folders(path) -> list[str]:
+    """The folders in a folder SOURCE that hold videos of their own, which are not read (a
+    folder stands for its direct entries): said, rather than skipped without a word."""
+    path = os.fspath(path)
+    if not os.path.isdir(path) or _is_frame_folder(path):
+        return []
+    return [full for full in _entries(path)
+            if os.path.isdir(full) and not _is_frame_folder(full) and _videos_in(full)]
 
 
 def _entries(folder):

@@ -118,7 +118,10 @@ def test_jester_original_json(jester_root, tmp_path):
         ("11;Swiping Right\n\n12;Thumb Up\n", 3, "not in the label list"),
         ("11;Swiping Right\n11;No gesture\n", 2, "duplicate"),
         # a form feed is no line break (the lines after it were numbered one too far)
-        ("11;Swiping Right\x0c\n12;Thumb Up\n", 2, "not in the label list"),
+        ("11;Swiping Right\x0c\n12;Thumb Up\n", 2, "not in the label list$"),
+        # the official CSVs have no header: one written is said to be one
+        ("video_id;label\n11;Swiping Right\n", 1, "'label' is not in the label list \\(a "
+                                                   "header line\\? the Jester CSVs have none"),
     ],
 )
 def test_jester_bad_csv_lines_name_file_and_line(jester_root, content, line, match):
@@ -170,6 +173,33 @@ def test_videos_found_only_under_a_folder_of_the_root_say_that_folder(jester_roo
     with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
         index_jester(jester_root, "train")  # one found: nothing said of other folders
     assert "they are under" not in caplog.text and "1 missing" in caplog.text
+    # The download as it unpacks: the CSVs in /data/jester, the frames one folder down. The
+    # hint's folder alone then missed the CSVs ("annotation file not found"): it names them.
+    for name in os.listdir(nested):
+        if name.endswith(".csv"):
+            shutil.copy(nested / name, parent / name)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        index_jester(str(parent), "train")
+    assert (f"give that folder as the data root, and --annotations={parent} (where the CSVs "
+            "are)") in caplog.text
+
+
+def test_jester_reencoded_as_videos_is_read_by_its_ids(jester_root, tmp_path):
+    """A Jester set of <id>.mp4 files (re-encoded from its frames): every video was
+    "missing" under the ids of its CSVs."""
+    import shutil
+
+    root = tmp_path / "as_videos"
+    root.mkdir()
+    for name in os.listdir(jester_root):
+        if name.endswith(".csv"):
+            shutil.copy(os.path.join(jester_root, name), root / name)
+    write_video(str(root / "11.mp4"), frames_rgb(5, height=16, width=24))
+    write_video(str(root / "12.avi"), frames_rgb(4, height=16, width=24), "avi")
+    records, _ = index_jester(str(root), "train")
+    assert [(r.video_id, r.label, r.kind, os.path.basename(r.path)) for r in records] == [
+        ("11", 1, "video", "11.mp4"), ("12", 2, "video", "12.avi")]
 
 
 # ---------------------------------------------------------------- Kinetics
@@ -434,6 +464,40 @@ def test_folders_index(tmp_path):
         index_folders(root, "train", classes=["cat"])
     flat, flat_classes = index_folders(os.path.join(root, "train"), split=None)
     assert flat_classes == ["cat", "dog"] and len(flat) == 2
+
+
+def test_videos_beside_the_class_folders_are_said_to_need_one(tmp_path):
+    """val/left_clip3.mp4 (no class folder): "no video file or frame folder found", beside
+    four videos."""
+    root = tmp_path / "flat"
+    write_video(str(root / "train" / "left" / "a.mp4"), frames_rgb(4, height=16, width=24))
+    for name in ("left_clip3.mp4", "right_clip1.mp4"):
+        write_video(str(root / "val" / name), frames_rgb(4, height=16, width=24))
+    with pytest.raises(DataError, match=r"val: no video in a class folder; 2 videos "
+                                        r"\(left_clip3.mp4, ...\) lie in the folder itself: put "
+                                        r"each in a folder named after its class$"):
+        index_folders(str(root), "val")
+
+
+def test_folders_read_every_container_ffmpeg_reads_and_say_what_they_ignore(tmp_path, caplog):
+    """A .wmv or .flv in a class folder was ignored without a word (12 of 36 videos
+    indexed); other files are counted in the summary line, by extension."""
+    import shutil
+
+    root = tmp_path / "folders"
+    small = frames_rgb(4, height=16, width=24)
+    write_video(str(root / "train" / "cat" / "a.mp4"), small)
+    for ext in (".wmv", ".flv", ".3gp"):  # FFmpeg reads a container by its content
+        shutil.copy(root / "train" / "cat" / "a.mp4", root / "train" / "cat" / f"b{ext}")
+    for name in ("notes.txt", "more.txt", "Thumbs.db", "README"):
+        write_text(str(root / "train" / "cat" / name), "x")
+    with caplog.at_level(logging.INFO, logger="keras_efficient3d.data"):
+        records, _ = index_folders(str(root), "train", count_frames=True)
+    assert sorted(os.path.basename(r.path) for r in records) == [
+        "a.mp4", "b.3gp", "b.flv", "b.wmv"]
+    assert all(r.num_frames == 4 for r in records)
+    assert ("folders [train]: 4 videos indexed; 4 other files ignored (.txt 2, no extension 1, "
+            ".db 1: not a video extension)") in caplog.text
 
 
 def test_index_dataset_reads_either_layout_the_trainer_reads(tmp_path):

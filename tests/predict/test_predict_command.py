@@ -189,6 +189,26 @@ def test_text_output_for_a_folder(models, videos, capsys):
         assert name in out
 
 
+def test_a_folder_whose_folders_hold_videos_says_they_are_not_read(models, videos, tmp_path,
+                                                                   capsys):
+    """A folder of a video and a folder of more videos: the video alone was read, without a
+    word of the others."""
+    import shutil
+
+    top = tmp_path / "mixed"
+    (top / "more").mkdir(parents=True)
+    shutil.copy(videos["gesture"], top / "a.mp4")
+    shutil.copy(videos["gesture"], top / "more" / "x.mp4")
+    shutil.copytree(videos["frames"], top / "frames_b")  # a frame folder is read: not said
+    assert _invoke(str(top), {"model": models["tflite"], "stride": 8}) == 0
+    captured = capsys.readouterr()
+    assert "a.mp4:" in captured.out and "frames_b:" in captured.out
+    assert (f"note: 1 folder in {top} holds videos of its own, not read (first: {top / 'more'})"
+            ) in captured.err, captured.err
+    assert _invoke(str(top / "a.mp4"), {"model": models["tflite"], "stride": 8}) == 0
+    assert "not read" not in capsys.readouterr().err
+
+
 def test_several_sources_are_read_in_turn_as_a_folders_videos(models, videos, capsys):
     """A shell's glob: videos and folders given together, each reported as a folder's are."""
     sources = [videos["gesture"], videos["folder"], videos["corrupt"]]
