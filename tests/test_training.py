@@ -1946,6 +1946,9 @@ def test_evaluate_indexes_the_split_with_the_models_class_names(tmp_path, monkey
     assert any(f"({old}) are not used for another --dataset or --data_root" in n for n in notes)
     _evaluate_module().evaluate_file(path, log=notes.append)  # the run's own data: its lists
     assert [r.label for r in scored[-1][0]] == [0]
+    notes.clear()  # the run's own folder, spelled otherwise: still its lists
+    _evaluate_module().evaluate_file(path, data_root=str(old) + os.sep, log=notes.append)
+    assert [r.label for r in scored[-1][0]] == [0] and not any("not used" in n for n in notes)
 
 
 def test_a_model_with_a_replaced_head_takes_a_clip_without_keras_structure_warnings():
@@ -2052,9 +2055,13 @@ def test_resume_takes_the_options_not_given_from_the_run(tmp_path, capsys, monke
 
     run = tmp_path / "run"
     run.mkdir()
+    # lr_steps as train.py writes them (floats); the machine's and session's options
+    # (threads, a cluster) are not the run's to take
     trained = trainer.TrainConfig(dataset="folders", data_root=str(tmp_path / "ds"),
-                                  learning_rate=0.01, lr_steps=(5, 8), model="shufflenetv2",
-                                  normalization="unit", epochs=3, output_dir=str(run))
+                                  learning_rate=0.01, lr_steps=(5.0, 8.0), model="shufflenetv2",
+                                  normalization="unit", epochs=3, output_dir=str(run),
+                                  distribution="multiworker", threads=16, cpu_devices=4,
+                                  verbose=2, cache=True, annotations=str(tmp_path / "lists"))
     (run / "config.json").write_text(trained.to_json())
     module = _load_script("train.py")
     seen = []
@@ -2068,6 +2075,9 @@ def test_resume_takes_the_options_not_given_from_the_run(tmp_path, capsys, monke
         0.01, (5.0, 8.0), "shufflenetv2", "folders")
     assert (config.data_root, config.normalization, config.epochs) == (
         str(tmp_path / "ds"), "unit", 5)
+    assert (config.distribution, config.threads, config.cpu_devices, config.verbose,
+            config.cache) == ("none", 0, 0, 1, False)
+    assert config.annotations == str(tmp_path / "lists")
     note = [line for line in err.splitlines() if line.startswith("note: the run's own")]
     assert len(note) == 1 and "--learning_rate=0.01" in note[0] and "--lr_steps=5,8" in note[0]
     assert "--epochs" not in note[0] and "--output" not in note[0], note
@@ -2075,6 +2085,34 @@ def test_resume_takes_the_options_not_given_from_the_run(tmp_path, capsys, monke
         "train", f"--output={run}", "--resume", "--learning_rate=0.001"]) == 0
     assert seen[-1].learning_rate == 0.001 and seen[-1].epochs == 3
     assert "--learning_rate" not in capsys.readouterr().err
+    # another --data_root: the run's lists were of its own data
+    assert cli.invoke(module.main, module.define_flags, [
+        "train", f"--output={run}", "--resume", f"--data_root={tmp_path}"]) == 0
+    assert seen[-1].annotations is None and seen[-1].model == "shufflenetv2"
+    capsys.readouterr()
+    # the notes of flags not read go by the run's options: a plateau run's --lr_patience is
+    # read (it was "not used with --lr_schedule=steps", the flag's default), an Adam run's
+    # --momentum is not
+    (run / "config.json").write_text(dataclasses.replace(
+        trained, lr_schedule="plateau", lr_gamma=0.5, optimizer="adam").to_json())
+    assert cli.invoke(module.main, module.define_flags, [
+        "train", f"--output={run}", "--resume", "--lr_patience=3", "--momentum=0.5"]) == 0
+    err = capsys.readouterr().err
+    assert seen[-1].lr_schedule == "plateau" and seen[-1].lr_patience == 3
+    assert "--lr_patience is not used" not in err, err
+    assert "note: --momentum is not used with --optimizer=adam" in err, err
+    # a hand-edited config.json's bad value names the file
+    (run / "config.json").write_text(json.dumps({"learning_rate": "0.01"}))
+    assert cli.invoke(module.main, module.define_flags,
+                      ["train", f"--output={run}", "--resume", "--dataset=synthetic"]) == 2
+    err = capsys.readouterr().err
+    assert "`learning_rate`" in err and f"(the run's own, from {run / 'config.json'})" in err
+    # the demo's cached set, gone (another machine): made again, not taken
+    (run / "config.json").write_text(json.dumps({"dataset": "synthetic",
+                                                 "data_root": str(tmp_path / "gone")}))
+    assert cli.invoke(module.main, module.define_flags, ["train", f"--output={run}",
+                                                         "--resume"]) == 0
+    assert seen[-1].dataset == "synthetic" and seen[-1].data_root == ""
     # a new run (no --resume) takes nothing from the folder's run
     assert cli.invoke(module.main, module.define_flags, [
         "train", f"--output={run}", "--dataset=synthetic"]) == 0

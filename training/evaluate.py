@@ -154,8 +154,10 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     overrides = {"dataset": dataset, "data_root": data_root, "annotations": annotations,
                  "ucf101_fold": ucf101_fold, "frames": frames, "size": size,
                  "downsample": downsample, "normalization": normalization}
+    other_root = data_root is not None and (not base.data_root or os.path.realpath(data_root)
+                                            != os.path.realpath(base.data_root))
     if from_run and annotations is None and base.annotations and (
-            dataset not in (None, base.dataset) or data_root not in (None, base.data_root)):
+            dataset not in (None, base.dataset) or other_root):
         # the run's lists were of its own data: another dataset's (or folder's) are found
         # where that layout keeps them (a --data_root holding its own CSVs was scored on
         # the run's, without a word)

@@ -13,6 +13,7 @@ status 2 (`keras_efficient3d.cli`).
 import dataclasses
 import json
 import math
+import os
 import sys
 import typing
 
@@ -82,6 +83,8 @@ def _shown(value):
         return ",".join(_shown(v) for v in value)
     if isinstance(value, dict):
         return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, float):
+        return f"{value:g}"  # 5, not 5.0, as a flag is written
     return str(value)
 
 
@@ -149,10 +152,11 @@ def config_from_flags(flag_values=flags.FLAGS):
     return TrainConfig(**values)
 
 
-def unused_flags(flag_values=flags.FLAGS):
+def unused_flags(flag_values=flags.FLAGS, config=None):
     """One ``note:`` line per setting whose flags were given (command line or flagfile) but
-    are not read by this run: they would otherwise change nothing, silently."""
-    f = flag_values
+    are not read by this run: they would otherwise change nothing, silently. `config`: the
+    run's options where they are not the flags' (a resumed run's, from its config.json)."""
+    f = config if config is not None else flag_values
     schedule = f"--lr_schedule={f.lr_schedule}"
     rules = [
         (f.optimizer == "adam", ("momentum", "dampening", "nesterov"), "--optimizer=adam",
@@ -170,7 +174,7 @@ def unused_flags(flag_values=flags.FLAGS):
     ]
     notes = []
     for applies, names, mode, why in rules:
-        given = [f"--{name}" for name in names if f[name].present]
+        given = [f"--{name}" for name in names if flag_values[name].present]
         if applies and given:
             verb = "is" if len(given) == 1 else "are"
             notes.append(f"note: {', '.join(given)} {verb} not used with {mode} ({why})")
@@ -197,13 +201,21 @@ def main(argv, flag_values=flags.FLAGS):
     # --resume: the options left out are the run's (before the checks: its --dataset's
     # --data_root is the run's too)
     taken = trainer.take_run_options(config, given) if config.resume else {}
-    config.validate()
+    try:
+        config.validate()
+    except ValueError as err:
+        named = next((name for name in taken if f"`{name}`" in str(err)), None)
+        if named is None:
+            raise
+        # a hand-edited config.json's value: said where it comes from
+        raise ValueError(f"{err} (the run's own, from "
+                         f"{os.path.join(config.output_dir, 'config.json')})") from None
     # before minutes of indexing a large dataset (as evaluate.py checks its --output)
     cli.writable_folder(config.output_dir)
     if __name__ == "__main__":  # a command of its own: restartable (not a test's call)
         # first: a process restarted under its allocator says the notes below once, not twice
         use_allocator(flag_values.allocator)
-    for line in unused_flags(flag_values):
+    for line in unused_flags(flag_values, config):
         print(line, file=sys.stderr, flush=True)  # beside the other notes and warnings
     lines = []
     if taken:

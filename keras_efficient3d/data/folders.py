@@ -85,9 +85,10 @@ def index_folders(
     if not records:
         loose = [name for name in sorted(os.listdir(split_root)) if is_video_file(name)]
         if loose:  # the class is the folder a video is in: videos beside them have none
-            raise DataError(f"no video in a class folder; {len(loose)} videos ({loose[0]}, ...) "
-                            "lie in the folder itself: put each in a folder named after its "
-                            "class", split_root)
+            shown = (f"{len(loose)} videos ({loose[0]}, ...) lie" if len(loose) > 1
+                     else f"a video ({loose[0]}) lies")
+            raise DataError(f"no video in a class folder; {shown} in the folder itself: put "
+                            "each in a folder named after its class", split_root)
         raise DataError("no video file or frame folder found", split_root)
     summary.log()
     return records, class_names
