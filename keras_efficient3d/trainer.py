@@ -283,9 +283,13 @@ def load_splits(config):
     if not train_records:
         raise ValueError(f"No training videos found under {config.data_root}.")
     if len(classes) < 2:  # nothing to learn (the loss is 0 from the start): a wrong folder?
+        where = None
+        if config.dataset == "folders":
+            where = "is --data_root the folder above the class folders?"
+        elif config.dataset == "kinetics600":  # its classes are those its CSV names
+            where = f"its training CSV names one: {', '.join(kinetics_csvs(config, 'train'))}"
         raise ValueError(f"{config.data_root}: the dataset has one class ({classes[0]}); a "
-                         "classifier needs two or more (is --data_root the folder above the "
-                         "class folders?)")
+                         "classifier needs two or more" + (f" ({where})" if where else ""))
     seen = {record.label for record in train_records}
     unseen = [name for i, name in enumerate(classes) if i not in seen]
     if unseen:

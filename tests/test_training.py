@@ -1634,7 +1634,14 @@ def test_a_dataset_of_one_class_is_refused(tmp_path):
     config = trainer.TrainConfig(dataset="folders", data_root=str(tmp_path / "one"),
                                  output_dir=str(tmp_path / "run"))
     with pytest.raises(ValueError, match=r"the dataset has one class \(cats\); a classifier "
-                                         "needs two or more"):
+                                         r"needs two or more \(is --data_root the folder above "
+                                         r"the class folders\?\)$"):
+        trainer.load_splits(config)
+    # Kinetics' classes are its training CSV's: the folder hint was wrong there
+    root = _tiny_kinetics(tmp_path / "k", [("a", "x1"), ("a", "x2")], [("a", "y1")])
+    config = trainer.TrainConfig(dataset="kinetics600", data_root=str(root))
+    with pytest.raises(ValueError, match=r"one class \(a\); a classifier needs two or more "
+                                         rf"\(its training CSV names one: {root / 'train.csv'}\)$"):
         trainer.load_splits(config)
 
 
