@@ -456,9 +456,9 @@ def _check_clip_shape(shape, frames, size, what):
 
 
 def _named(normalization):
-    names = [name for name, preset in PRESETS.items() if preset == normalization]
+    name = normalization.preset_name
     shown = f"{normalization.value_range} {normalization.channel_order}, mean {normalization.mean}"
-    return f"'{names[0]}' ({shown})" if names else shown
+    return f"'{name}' ({shown})" if name else shown
 
 
 def another_architecture(config):
@@ -502,8 +502,7 @@ def adopt_pretrained_normalization(config):
     recorded = metadata.normalization
     if recorded == Normalization.coerce(config.normalization):
         return None
-    names = [name for name, preset in PRESETS.items() if preset == recorded]
-    config.normalization = names[0] if names else recorded.to_config()
+    config.normalization = recorded.preset_name or recorded.to_config()
     return (f"note: clips are normalised as --pretrained={path} was trained: "
             f"{_named(recorded)}; --normalization sets another")
 

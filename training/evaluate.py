@@ -36,11 +36,11 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def _shown(value):
-    from keras_efficient3d.data.normalization import PRESETS, Normalization
+    from keras_efficient3d.data.normalization import Normalization
 
     if isinstance(value, Normalization):
-        return next((f"'{name}'" for name, preset in PRESETS.items() if preset == value),
-                    f"{value.channel_order} {value.value_range}")
+        name = value.preset_name
+        return f"'{name}'" if name else f"{value.channel_order} {value.value_range}"
     return value
 
 

@@ -124,11 +124,15 @@ class Normalization:
             f"Received: normalization={value!r}"
         )
 
+    @property
+    def preset_name(self) -> str | None:
+        """The name of the first of :data:`PRESETS` with these values, or None."""
+        return next((name for name, preset in PRESETS.items() if preset == self), None)
+
     def describe(self) -> str:
         """For messages: the preset's name where it is one, else its values."""
-        for name, preset in PRESETS.items():
-            if preset == self:
-                return f"preset '{name}'"
+        if self.preset_name:
+            return f"preset '{self.preset_name}'"
         return (f"mean {list(self.mean)}, std {list(self.std)}, {self.value_range}, "
                 f"{self.channel_order}")
 
