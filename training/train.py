@@ -222,7 +222,7 @@ def main(argv, flag_values=flags.FLAGS):
         shown = " ".join(f"--{_FLAG_NAMES.get(name, name)}={_shown(value)}"
                          for name, value in taken.items())
         lines.append(f"note: the run's own, from its config.json (not given): {shown}")
-    elif config.pretrained and not config.resume:
+    if config.pretrained and not config.resume:
         lines += [trainer.another_architecture(config) if "model" in given else None,
                   None if "normalization" in given
                   else trainer.adopt_pretrained_normalization(config)]

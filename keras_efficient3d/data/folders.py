@@ -74,10 +74,12 @@ def index_folders(
             continue
         for name in sorted(os.listdir(class_dir)):
             path = os.path.join(class_dir, name)
-            if name.startswith(".") or not (os.path.isdir(path) or is_video_file(name)):
-                if not name.startswith("."):  # said in the summary: a video OpenCV reads?
-                    ext = os.path.splitext(name)[1].lower()
-                    summary.ignored[ext] = summary.ignored.get(ext, 0) + 1
+            if name.startswith("."):
+                continue
+            if not (os.path.isdir(path) or is_video_file(name)):
+                # counted in the summary: a video of an extension not read would show
+                ext = os.path.splitext(name)[1].lower()
+                summary.ignored[ext] = summary.ignored.get(ext, 0) + 1
                 continue
             record = make_record(path, label, os.path.splitext(name)[0], summary, count=count_frames)
             if record is not None:

@@ -105,10 +105,10 @@ def run(source: str | Sequence[str], model: str | None = None, labels: str | Non
     for path in given if live is None else ():
         unread = unread_folders(path)
         if unread:
-            print(f"note: {len(unread)} folder{'s' if len(unread) > 1 else ''} in {path} "
-                  f"hold{'' if len(unread) > 1 else 's'} videos of {'their' if len(unread) > 1 else 'its'} "
-                  f"own, not read (first: {unread[0]}): a folder SOURCE stands for the videos "
-                  "and frame folders directly in it; give those folders too", file=err)
+            counted = (f"1 folder in {path} holds videos of its own" if len(unread) == 1
+                       else f"{len(unread)} folders in {path} hold videos of their own")
+            print(f"note: {counted}, not read (first: {unread[0]}): a folder SOURCE stands for "
+                  "the videos and frame folders directly in it; give those folders too", file=err)
     fixed = getattr(getattr(runner, "input_spec", None), "batch", None)
     if fixed and fixed > 1:
         # windows come one at a time: the speed line would read as the file's speed per clip

@@ -62,7 +62,7 @@ class VideoSource:
         # A named pipe or a device file has no size: it is read as the video it carries.
         if os.path.isfile(self.path) and os.path.getsize(self.path) == 0:
             raise DataError("video file is empty (0 bytes)", self.path)
-        with opencv_quiet(), quiet_stderr():
+        with quiet_stderr():  # open_capture keeps OpenCV's own log quiet
             self.capture = open_capture(self.path)
             opened = self.capture.isOpened()
         if not opened:
