@@ -47,6 +47,51 @@ def test_ffmpegs_own_lines_about_a_bad_video_stay_off_the_screen(tmp_path):
     assert "moov atom" not in ours.stderr and "@ 0x" not in ours.stderr, ours.stderr
 
 
+def _imported(run):
+    """The modules a `python -X importtime` run imported (a skipped import is one line of its
+    own name, with none of its submodules)."""
+    return {line.rsplit("|", 1)[1].strip() for line in run.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+def test_programs_start_without_the_optional_imports_they_never_use():
+    """TensorFlow's import pulled in JAX, scikit-learn and pyplot (1.5 of a program's 5 s):
+    the project's programs import TensorFlow without them; other programs keep them."""
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "keras_efficient3d.predict",
+                          "--help"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    modules = _imported(run)
+    assert "tensorflow" in modules and "keras.src.wrappers.sklearn_wrapper" in modules
+    for package in ("jax", "sklearn", "matplotlib"):  # skipped: "matplotlib.pyplot" at most
+        loaded = sorted(m for m in modules if m.startswith(package + "."))
+        assert len(loaded) <= 1, loaded[:10]
+    # This process is not one of the programs: Keras' scikit-learn wrappers work in it.
+    import importlib.util
+
+    from keras.src.wrappers import sklearn_wrapper
+    assert (sklearn_wrapper.sklearn is not None) == \
+        (importlib.util.find_spec("sklearn") is not None)
+
+
+def test_unused_imports_are_skipped_for_their_importers_only(tmp_path, monkeypatch):
+    import importlib
+
+    import keras_efficient3d as package
+
+    (tmp_path / "ke3d_optional.py").write_text("VALUE = 1\n")
+    (tmp_path / "ke3d_lenient.py").write_text(
+        "try:\n    import ke3d_optional\nexcept ImportError:\n    ke3d_optional = None\n")
+    (tmp_path / "ke3d_strict.py").write_text("import ke3d_optional\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(package, "_UNUSED_IMPORTS", {"ke3d_optional": ("ke3d_lenient",)})
+    monkeypatch.setattr(sys, "meta_path", [package._SkipUnusedImports, *sys.meta_path])
+    for name in ("ke3d_optional", "ke3d_lenient", "ke3d_strict"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert importlib.import_module("ke3d_lenient").ke3d_optional is None
+    assert "ke3d_optional" not in sys.modules  # nothing half-imported left behind
+    assert importlib.import_module("ke3d_strict").ke3d_optional.VALUE == 1
+
+
 # ---------------------------------------------------------------------------------------
 # The library never imports its applications: imports read from the source with `ast`
 # (function-level imports included), so that a lazy import cannot hide a wrong direction.
