@@ -180,6 +180,25 @@ class _SkipUnusedImports:
         return None
 
 
+class _skipping_unused_imports:
+    """While one of the project's programs imports Keras and TensorFlow (on any backend), the
+    imports they would make for `_UNUSED_IMPORTS` are skipped. A user's program keeps them
+    (Keras' scikit-learn wrappers work in it)."""
+
+    def __enter__(self):
+        import sys
+
+        self.active = _our_program() is not None
+        if self.active:
+            sys.meta_path.insert(0, _SkipUnusedImports)
+
+    def __exit__(self, *exc):
+        import sys
+
+        if self.active:
+            sys.meta_path.remove(_SkipUnusedImports)
+
+
 def import_tensorflow_quietly():
     """Imports TensorFlow, if installed and not yet imported, without the notices it prints on
     file descriptor 2 whatever TF_CPP_MIN_LOG_LEVEL says (oneDNN's, on CPUs where it is on by
@@ -200,19 +219,13 @@ def import_tensorflow_quietly():
         saved = _os.dup(2)
     except (OSError, ValueError):
         saved = None
-    # Only while one of the project's programs imports it: a user's program keeps Keras'
-    # scikit-learn wrappers working.
-    skip = _SkipUnusedImports if _our_program() is not None else None
     with tempfile.TemporaryFile() as captured:
         if saved is not None:
             _os.dup2(captured.fileno(), 2)
-        if skip is not None:
-            sys.meta_path.insert(0, skip)
         try:
-            import tensorflow  # noqa: F401
+            with _skipping_unused_imports():
+                import tensorflow  # noqa: F401
         finally:
-            if skip is not None:
-                sys.meta_path.remove(skip)
             if saved is not None:
                 _os.dup2(saved, 2)
                 _os.close(saved)
@@ -224,27 +237,29 @@ def import_tensorflow_quietly():
         sys.stderr.write("\n".join(kept) + "\n")
 
 
-_import_tensorflow_with_onednn()
+# Keras' own import (on JAX and PyTorch, before TensorFlow's) skips them too.
+with _skipping_unused_imports():
+    _import_tensorflow_with_onednn()
 
-# These imports register every class the project writes into .keras files (the layers,
-# VideoModel, Folded, TorchSGD, VideoPreprocessing), so that any file it saved loads after
-# this import alone.
-from keras_efficient3d import backends, layers, presets
-from keras_efficient3d import fold as _fold  # noqa: F401  Folded (BatchNorm-folded models)
-from keras_efficient3d import optim as _optim  # noqa: F401  TorchSGD (training checkpoints)
-from keras_efficient3d import preprocessing as _preprocessing  # noqa: F401  VideoPreprocessing
-from keras_efficient3d.models import (
-    C3D,
-    MobileNetV1_3D,
-    MobileNetV2_3D,
-    ResNet3D,
-    ResNeXt3D,
-    ShuffleNetV1_3D,
-    ShuffleNetV2_3D,
-    SqueezeNet_3D,
-    VideoModel,
-)
-from keras_efficient3d.registry import create_model, list_models, register_model
+    # These imports register every class the project writes into .keras files (the layers,
+    # VideoModel, Folded, TorchSGD, VideoPreprocessing), so that any file it saved loads after
+    # this import alone.
+    from keras_efficient3d import backends, layers, presets
+    from keras_efficient3d import fold as _fold  # noqa: F401  Folded (BatchNorm-folded models)
+    from keras_efficient3d import optim as _optim  # noqa: F401  TorchSGD (training checkpoints)
+    from keras_efficient3d import preprocessing as _preprocessing  # noqa: F401  VideoPreprocessing
+    from keras_efficient3d.models import (
+        C3D,
+        MobileNetV1_3D,
+        MobileNetV2_3D,
+        ResNet3D,
+        ResNeXt3D,
+        ShuffleNetV1_3D,
+        ShuffleNetV2_3D,
+        SqueezeNet_3D,
+        VideoModel,
+    )
+    from keras_efficient3d.registry import create_model, list_models, register_model
 
 # `MobileNetV2_3D.from_preset(...)`, as keras-hub's models have.
 presets.attach_to_builders()

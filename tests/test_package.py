@@ -54,20 +54,24 @@ def _imported(run):
             if line.startswith("import time:") and "|" in line}
 
 
-def test_programs_start_without_the_optional_imports_they_never_use():
-    """TensorFlow's import pulled in JAX, scikit-learn and pyplot (1.5 of a program's 5 s):
-    the project's programs import TensorFlow without them; other programs keep them."""
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_programs_start_without_the_optional_imports_they_never_use(backend):
+    """TensorFlow's and Keras' imports pulled in JAX, scikit-learn and pyplot (1.9 s of a
+    program's 5.4): the project's programs import them without; other programs keep them."""
+    import importlib.util
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (`pip install -e '.[dev]'` installs it)")
     run = subprocess.run([sys.executable, "-X", "importtime", "-m", "keras_efficient3d.predict",
-                          "--help"], capture_output=True, text=True, timeout=300)
+                          "--help"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "KERAS_BACKEND": backend})
     assert run.returncode == 0, run.stderr[-2000:]
     modules = _imported(run)
-    assert "tensorflow" in modules and "keras.src.wrappers.sklearn_wrapper" in modules
+    assert {backend, "keras.src.wrappers.sklearn_wrapper"} <= modules
     for package in ("jax", "sklearn", "matplotlib"):  # skipped: "matplotlib.pyplot" at most
         loaded = sorted(m for m in modules if m.startswith(package + "."))
         assert len(loaded) <= 1, loaded[:10]
     # This process is not one of the programs: Keras' scikit-learn wrappers work in it.
-    import importlib.util
-
     from keras.src.wrappers import sklearn_wrapper
     assert (sklearn_wrapper.sklearn is not None) == \
         (importlib.util.find_spec("sklearn") is not None)
