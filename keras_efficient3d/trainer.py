@@ -644,13 +644,25 @@ def make_optimizer(config):
                     nesterov=config.nesterov, l2_weight_decay=config.weight_decay)
 
 
+# Top-5 accuracy is logged only where it can miss: of five classes or fewer every label is
+# among the top five, and the progress bar and log.csv showed a top5 of 1.0000 each epoch
+# (evaluate.py shows it above five classes alone too).
+_TOP5_LOGS = ("top5", "val_top5")
+
+
+def _logs_top5(num_classes):
+    return num_classes > 5
+
+
 def compile_model(model, config):
     """Compiles `model` for training as `config` says: the run's optimizer, its loss and
-    metrics, and this backend's own choice of `jit_compile`."""
+    metrics (top-5 for more than five classes), and this backend's own choice of
+    `jit_compile`."""
+    top5 = [TopKAccuracy(5, name="top5")] if _logs_top5(int(model.outputs[0].shape[-1])) else []
     model.compile(
         optimizer=make_optimizer(config),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy", TopKAccuracy(5, name="top5")],
+        metrics=["accuracy", *top5],
     )
 
 
@@ -1227,11 +1239,14 @@ def _move_previous_run(output_dir, hint=RESUME_HINT):
     return previous
 
 
-def _trim_log(path, epochs):
+def _trim_log(path, epochs, dropped=()):
     """Keeps the rows of log.csv for the first `epochs` epochs (those of last.keras): the
     epochs a killed or diverged run logged after its checkpoint are trained again on resume,
-    and their rows would stand twice (and twice in curves.png). An `lr` column is renamed
-    `learning_rate`, the columns put in the order Keras appends the resumed epochs in."""
+    and their rows would stand twice (and twice in curves.png). The columns the resumed run
+    does not log (`dropped`: the top-5 of a run of five classes or fewer, logged by older
+    versions) are removed and an `lr` column is renamed `learning_rate`, the columns put in
+    the order Keras appends the resumed epochs in: Keras' CSVLogger writes its rows under
+    the file's header as it finds it."""
     if not os.path.exists(path):
         return
     with open(path, newline="", encoding="utf-8") as handle:
@@ -1242,14 +1257,16 @@ def _trim_log(path, epochs):
     kept = [rows[0]] + [row for row in rows[1:]
                         if len(row) > column and row[column].isdigit() and int(row[column]) < epochs]
     renamed = "lr" in kept[0] and "learning_rate" not in kept[0]
-    if renamed:
+    removed = any(name in dropped for name in kept[0])
+    if renamed or removed:
         # A log of a version that named the rate `lr`: Keras appends the resumed epochs in
         # the order of their names (epoch, then sorted), which `learning_rate` changes.
-        names = ["learning_rate" if name == "lr" else name for name in kept[0]]
-        order = sorted(range(len(names)), key=lambda i: (names[i] != "epoch", names[i]))
+        names = ["learning_rate" if renamed and name == "lr" else name for name in kept[0]]
+        order = sorted((i for i, name in enumerate(names) if name not in dropped),
+                       key=lambda i: (names[i] != "epoch", names[i]))
         kept = [[row[i] if i < len(row) else "" for i in order]
                 for row in [names] + kept[1:]]
-    if renamed or len(kept) < len(rows):
+    if renamed or removed or len(kept) < len(rows):
         out = io.StringIO()
         csv.writer(out).writerows(kept)  # csv's line ends, as Keras' CSVLogger writes them
         atomic_write(path, out.getvalue())
@@ -1495,7 +1512,8 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     callbacks = [checkpointer]
     if chief:
         if config.resume:
-            _trim_log(os.path.join(config.output_dir, "log.csv"), initial_epoch)
+            _trim_log(os.path.join(config.output_dir, "log.csv"), initial_epoch,
+                      () if _logs_top5(num_classes) else _TOP5_LOGS)
         callbacks += [
             keras.callbacks.CSVLogger(os.path.join(config.output_dir, "log.csv"),
                                       append=config.resume or restoring),

@@ -1693,6 +1693,33 @@ def test_resume_drops_the_log_rows_of_epochs_after_the_checkpoint(tmp_path):
     assert not (tmp_path / "none.csv").exists()
 
 
+@pytest.mark.parametrize("num_classes,logged", [(3, ["accuracy", "loss"]), (5, ["accuracy", "loss"]),
+                                                (6, ["accuracy", "loss", "top5"])])
+def test_top5_is_logged_only_where_it_can_miss(tiny_gestures, tmp_path, num_classes, logged):
+    # Of five classes or fewer every label is among the top five: a top5 of 1.0000 each epoch.
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(num_classes)])
+    trainer.compile_model(model, _tiny_config(tiny_gestures, tmp_path))
+    logits = np.eye(2, num_classes, dtype=np.float32)
+    results = model.compute_metrics(None, np.array([1, 0]), logits)
+    assert sorted(results) == logged
+
+
+def test_resume_of_five_classes_drops_the_top5_columns_older_versions_logged(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_bytes(b"epoch,accuracy,learning_rate,loss,top5,val_accuracy,val_loss,val_top5\r\n"
+                    b"0,0.5,0.1,1.2,1.0,0.4,1.3,1.0\r\n1,0.6,0.1,1.0,1.0,0.5,1.1,1.0\r\n")
+    trainer._trim_log(str(log), 5, dropped=trainer._TOP5_LOGS)
+    assert log.read_bytes() == (b"epoch,accuracy,learning_rate,loss,val_accuracy,val_loss\r\n"
+                                b"0,0.5,0.1,1.2,0.4,1.3\r\n1,0.6,0.1,1.0,0.5,1.1\r\n")
+    # with an `lr` column too, and of more classes, where they stay
+    log.write_bytes(b"epoch,accuracy,loss,lr,top5\r\n0,0.5,1.2,0.1,0.9\r\n")
+    trainer._trim_log(str(log), 5, dropped=trainer._TOP5_LOGS)
+    assert log.read_bytes() == b"epoch,accuracy,learning_rate,loss\r\n0,0.5,0.1,1.2\r\n"
+    log.write_bytes(b"epoch,accuracy,loss,top5\r\n0,0.5,1.2,0.9\r\n")
+    trainer._trim_log(str(log), 5)
+    assert log.read_bytes() == b"epoch,accuracy,loss,top5\r\n0,0.5,1.2,0.9\r\n"
+
+
 def test_resume_renames_an_older_logs_lr_column_to_the_order_keras_appends_in(tmp_path):
     # The steps, cosine and constant schedules logged the rate as `lr`, the plateau schedule
     # as `learning_rate`; a resumed run's rows come as epoch, then the names sorted.
