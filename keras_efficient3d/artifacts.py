@@ -165,9 +165,11 @@ class ModelMetadata:
             except TypeError as err:
                 raise ValueError(f"Bad metadata normalization ({err}). "
                                  f"Received: normalization={self.normalization!r}") from None
+        elif isinstance(self.normalization, str):  # a preset's name, as make_dataset takes
+            self.normalization = Normalization.preset(self.normalization)
         elif self.normalization is not None and not isinstance(self.normalization, Normalization):
-            raise ValueError("Metadata normalization must be a Normalization or its config. "
-                             f"Received: normalization={self.normalization!r}")
+            raise ValueError("Metadata normalization must be a Normalization, a preset name or "
+                             f"its config. Received: normalization={self.normalization!r}")
         if not isinstance(self.preprocessing_included, bool):
             raise ValueError("Metadata preprocessing_included must be true or false. "
                              f"Received: preprocessing_included={self.preprocessing_included!r}")

@@ -82,7 +82,11 @@ def get_family(name):
 
 
 def list_models(pattern=None):
-    """Sorted registered names, optionally filtered by a shell-style pattern."""
+    """Sorted registered names, optionally filtered by a shell-style pattern
+    (``list_models("mobilenetv2*")``)."""
+    if pattern is not None and not isinstance(pattern, str):
+        raise ValueError("`pattern` must be a shell-style pattern string, such as "
+                         f"'mobilenetv2*'. Received: pattern={pattern!r}")
     names = sorted(_REGISTRY, key=_natural_key)
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 

@@ -342,13 +342,15 @@ class _Runner:
                     f"{self.path}: the model takes uint8 RGB frames (0-255) and normalises them "
                     f"itself; received {array.dtype} values. Give it the uint8 frames (not "
                     "normalised clips, nor float pixels): keras_efficient3d.predict.make_clip("
-                    "frames, resolve_spec(runner)) keeps them uint8 for it.")
+                    "frames, spec) keeps them uint8 for it, with spec = resolve_spec(runner) "
+                    "and each decoded frame made preprocess_frame(frame, spec).")
         elif array.dtype.kind != "f":
             raise ValueError(
                 f"The runner takes normalised float clips; received {array.dtype} values. Apply "
                 "the model's normalisation first: keras_efficient3d.predict.make_clip(frames, "
-                "resolve_spec(runner)), or read_metadata(path).normalization.apply(frames) "
-                "(keras_efficient3d.artifacts).")
+                "spec), with spec = resolve_spec(runner) and each decoded frame made "
+                "preprocess_frame(frame, spec), or read_metadata(path).normalization.apply("
+                "frames) (keras_efficient3d.artifacts).")
         expected = tuple(self.input_spec.shape[1:])
         if array.ndim == len(expected):  # a single clip
             array = array[None]

@@ -85,7 +85,8 @@ def test_shipped_sidecars_round_trip():
     (dict(size=(64, -1)), "Received: input.size=(64, -1)"),
     (dict(normalization={"mean": [0, 0, 0], "scale": 1}), "Unknown normalization config keys"),
     (dict(normalization={"mean": [0, 0]}), "Received: mean="),
-    (dict(normalization="unit"), "Received: normalization='unit'"),
+    (dict(normalization=3), "Received: normalization=3"),
+    (dict(normalization="imagenet"), "Unknown normalization preset"),
     (dict(preprocessing_included="yes"), "Received: preprocessing_included='yes'"),
     (dict(labels=[]), "Received: labels=[]"),
     (dict(labels=["a", 2]), "Received: labels=['a', 2]"),
@@ -98,6 +99,10 @@ def test_shipped_sidecars_round_trip():
 def test_metadata_validation(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         ModelMetadata(**kwargs)
+
+
+def test_metadata_takes_a_preset_name_as_make_dataset_does():
+    assert ModelMetadata(normalization="unit").normalization == Normalization.preset("unit")
 
 
 def test_metadata_fields_and_dict_form():

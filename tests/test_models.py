@@ -221,6 +221,8 @@ def test_registry_names_and_aliases():
                      "resnet10", "resnet200", "resnext50", "resnext152", "c3d"):
         assert expected in names
     assert k3.list_models("resnext*") == ["resnext50", "resnext101", "resnext152"]
+    with pytest.raises(ValueError, match=r"shell-style pattern string.*Received: pattern=3"):
+        k3.list_models(3)  # was a TypeError from inside fnmatch
     assert registry.resolve_name("mobilenet") == ("mobilenetv1", {})
     assert registry.resolve_name("shufflenet_0.5x_g3") == ("shufflenetv1", {"width_mult": 0.5, "groups": 3})
     assert registry.resolve_name("resnet", depth=34) == ("resnet34", {})

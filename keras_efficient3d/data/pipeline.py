@@ -234,12 +234,20 @@ class _ClipSource:
 
 
 def _check_records(records):
+    if isinstance(records, tuple) and len(records) == 2 and isinstance(records[0], list) and \
+            isinstance(records[1], list):
+        # an indexer's whole result, whose message listed every record
+        raise ValueError("`records` must be a list of VideoRecord objects; received a pair of "
+                         "lists, as the indexers return (records, class_names): unpack it, "
+                         "records, classes = index_folders(...)")
     records = list(records)
     if not records:
         raise ValueError("`records` is empty: nothing to load.")
     for record in records:
         if not isinstance(record, VideoRecord):
-            raise ValueError(f"`records` must hold VideoRecord objects. Received an element {record!r}")
+            shown = repr(record)
+            shown = shown if len(shown) <= 200 else shown[:200] + "..."
+            raise ValueError(f"`records` must hold VideoRecord objects. Received an element {shown}")
     return records
 
 
@@ -326,8 +334,9 @@ def make_dataset(
             epoch; validation and test cache the final uint8 clips.
         num_parallel_calls: parallel decode calls (``tf.data.AUTOTUNE``).
         max_decode_failures: samples that may fail to decode (each skipped with a
-            warning) before the pipeline stops with a :class:`DataError`; ``None``
-            for no limit.
+            warning) before the pipeline stops with the :class:`DataError`'s message (raised
+            inside tf.data, it reaches a loop over the dataset or ``fit`` as a
+            ``tf.errors.InvalidArgumentError`` that carries it); ``None`` for no limit.
         failures: a :class:`DecodeFailures` to share or inspect; created from
             ``max_decode_failures`` when ``None``.
         drop_remainder: drop the last incomplete batch (default: in training only).
@@ -345,7 +354,13 @@ def make_dataset(
 
     Returns:
         ``(clips, labels)`` batches, ``clips`` float32 ``(B, T, S, S, 3)`` normalised,
-        ``labels`` int32 ``(B,)``; in test mode ``(clips, labels, video_indices)``.
+        ``labels`` int32 ``(B,)``; in test mode ``(clips, labels, video_indices)``, whose
+        third element Keras' ``fit`` and ``evaluate`` would take for sample weights (a loss
+        weighted by video index): give them ``ds.map(lambda clips, labels, _: (clips,
+        labels))``, or use `keras_efficient3d.evaluation.evaluate`. The length is unknown
+        until a pass ends (videos that fail to decode are skipped), so Keras warns "Your
+        input ran out of data" at the end of each epoch: expected here, and silenced by
+        `keras_efficient3d.trainer.quiet_end_of_data`.
     """
     _free_iterators_at_exit()
     records = _check_records(records)

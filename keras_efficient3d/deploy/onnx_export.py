@@ -353,6 +353,9 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
         with the fake-quantized model on random clips instead of max_rel_error (None without
         `verify`).
     """
+    if not os.fspath(output_path).lower().endswith(".onnx"):
+        # an ONNX file under another format's name is refused only when it is loaded, later
+        raise ValueError(f"`output_path` must end in .onnx. Received: output_path={output_path!r}")
     form = resolve_form(model, form)
     proto = convert_to_onnx(model, opset, batch_size, fold_bn, form, weight_bits, stem_fold, merge_pointwise,
                             stem_output_fold=stem_output_fold)

@@ -102,7 +102,16 @@ def representative_dataset(data, num_samples=64, input_shape=None, batch=1,
             [data] if isinstance(data, np.ndarray) else data)
         for item in iterable:
             clips = item[0] if isinstance(item, (tuple, list)) else item
-            clips = np.asarray(clips, np.float32)
+            clips = np.asarray(clips)
+            if clips.dtype.kind != "f":
+                # uint8 frames calibrate 0-255 ranges for a model that takes normalised clips:
+                # the file is written, its int8 outputs mostly noise
+                raise ValueError(
+                    f"The clips for {purpose} must be normalised float clips, the model's own "
+                    f"input (what the training pipeline yields); received {clips.dtype} values. "
+                    "Normalise them as the model was trained first: "
+                    "keras_efficient3d.data.Normalization.coerce(NAME).apply(frames).")
+            clips = clips.astype(np.float32, copy=False)
             if clips.ndim == 4:
                 clips = clips[None]
             for clip in clips:

@@ -271,8 +271,20 @@ def prepare_frames(frames, spec: ClipSpec) -> np.ndarray:
 
 def make_clip(frames, spec: ClipSpec) -> np.ndarray:
     """Preprocessed uint8 frames ``(T, H, W, 3)`` -> the float32 model input ``(1, T, H, W, 3)``
-    (uint8, the frames themselves, for a model that normalises them: ``spec.uint8_frames``)."""
-    return np.ascontiguousarray(prepare_frames(frames, spec)[None])
+    (uint8, the frames themselves, for a model that normalises them: ``spec.uint8_frames``).
+
+    Raises:
+        DataError: frames of another size than the model's (decoded frames: resize and crop
+            each with `preprocess_frame` first), or not uint8 RGB.
+    """
+    array = np.asarray(frames)
+    wanted = (spec.frames, spec.height, spec.width, 3)
+    if array.ndim != 4 or array.shape[1:] != wanted[1:] or array.dtype != np.uint8:
+        raise DataError(
+            f"make_clip takes the window's frames resized and cropped to the model's input, "
+            f"uint8 {wanted}; received {array.dtype} {array.shape}: make each decoded RGB frame "
+            "preprocess_frame(frame, spec) first")
+    return np.ascontiguousarray(prepare_frames(array, spec)[None])
 
 
 # ---------------------------------------------------------------------------------------

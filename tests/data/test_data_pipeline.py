@@ -147,6 +147,12 @@ def test_test_mode_yields_every_window_with_video_indices(records):
     assert windows[10] == [0, 1, 2, 0]
 
 
+def test_an_indexers_whole_result_is_refused_with_how_to_unpack_it(records):
+    with pytest.raises(ValueError, match=r"pair of lists.*records, classes = index_folders") as caught:
+        make_dataset((records, ["a", "b", "c", "d"]), "train", **SMALL)
+    assert len(str(caught.value)) < 300  # not every record in the message
+
+
 def test_decode_failures_are_skipped_counted_and_never_become_clips(records, corrupt, caplog):
     failures = DecodeFailures(limit=5)
     mixed = records + [corrupt]

@@ -143,6 +143,12 @@ def test_verification_detects_a_wrong_graph(small_model, small_proto):
         onnx_export.verify_onnx(proto, small_model)
 
 
+def test_export_refuses_a_file_name_of_another_format(small_model, tmp_path):
+    with pytest.raises(ValueError, match=r"must end in \.onnx"):
+        onnx_export.export_onnx(small_model, str(tmp_path / "model.tflite"))
+    assert not list(tmp_path.iterdir())
+
+
 def test_export_writes_file_and_report(small_model, tmp_path):
     path = str(tmp_path / "model.onnx")
     report = onnx_export.export_onnx(small_model, path, batch_size=2)

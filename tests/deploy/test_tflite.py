@@ -117,6 +117,14 @@ def test_int8_needs_representative_data():
         tflite.convert(model, "int8")
 
 
+def test_int8_calibration_refuses_frames_that_are_not_normalised():
+    # uint8 frames calibrated 0-255 ranges for a model of normalised clips: written, mostly noise
+    frames = (clips(SMALL, 2) * 255).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"int8 calibration must be normalised float clips.*"
+                                         r"received uint8 values.*Normalization"):
+        next(tflite.representative_dataset(frames, 2, SMALL)())
+
+
 @pytest.mark.parametrize("name", ["shufflenetv2_0.5x", "shufflenet_0.5x_g3"])
 def test_shufflenets_are_one_xnnpack_partition(name):
     """Channel splits and grouped convolutions once left SLICEs with -1 sizes that XNNPACK

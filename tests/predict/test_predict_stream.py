@@ -11,7 +11,7 @@ import pytest
 from helpers import export_onnx, export_tflite, moving_square
 from keras_efficient3d import predict
 from keras_efficient3d.artifacts import frames_metadata, save_model, write_sidecar
-from keras_efficient3d.data.decode import read_video
+from keras_efficient3d.data.decode import DataError, read_video
 from keras_efficient3d.data.normalization import Normalization
 from keras_efficient3d.predict import PredictError
 from keras_efficient3d.predict.stream import check_options
@@ -181,6 +181,16 @@ def test_stream_equals_file(models, videos):
     for a, b in zip(streamed, from_file["windows"]):
         np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
     np.testing.assert_allclose(classifier.summary()["probabilities"], from_file["probabilities"], atol=1e-7)
+
+
+def test_make_clip_takes_frames_preprocessed_to_the_models_size():
+    spec = predict.ClipSpec(FRAMES, SIZE, SIZE, normalization=Normalization.preset("unit"))
+    decoded = np.full((FRAMES, 40, 64, 3), 255, np.uint8)
+    with pytest.raises(DataError, match=rf"uint8 \(\d+, {SIZE}, {SIZE}, 3\); received uint8 "
+                                        r"\(\d+, 40, 64, 3\).*preprocess_frame"):
+        predict.make_clip(decoded, spec)  # was a (1, T, 40, 64, 3) clip the runner refused
+    clip = predict.make_clip(np.stack([predict.preprocess_frame(f, spec) for f in decoded]), spec)
+    assert clip.shape == (1, FRAMES, SIZE, SIZE, 3) and clip.dtype == np.float32 and clip.max() == 1
 
 
 def test_downsample_and_probability_outputs():
