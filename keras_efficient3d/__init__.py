@@ -57,16 +57,34 @@ def _check_keras_backend():
     import sys
 
     value = _os.environ.get("KERAS_BACKEND", "")
-    if not value or value in _KERAS_BACKENDS:  # Keras ignores an empty one
-        return
-    import difflib
-
-    typed = value.strip().lower()
-    guess = ["tensorflow"] if typed == "tf" else difflib.get_close_matches(typed, _KERAS_BACKENDS, 1)
-    hint = f" (did you mean {guess[0]}?)" if guess else ""
-    message = (f"KERAS_BACKEND={value} is not a Keras backend{hint}: set tensorflow, jax or "
-               "torch, or unset it for tensorflow")
     name = _our_program()
+    if not value:  # Keras ignores an empty one
+        return
+    if value in _KERAS_BACKENDS[:3]:
+        import importlib.util
+
+        if value == "tensorflow" or importlib.util.find_spec(value) is not None:
+            return
+        # Keras' own import ended in a traceback through the package's imports
+        message = (f"KERAS_BACKEND={value}, but {value} is not installed: pip install "
+                   f"'keras_efficient3d[{value}]', or set another backend")
+    elif value in _KERAS_BACKENDS:
+        if name is None:  # Keras itself runs there; the project's runners and training do not
+            return
+        # numpy and openvino: Keras' inference-only backends, on which the programs failed
+        # with a KeyError or NotImplementedError (after a new run had moved an old one aside)
+        message = (f"KERAS_BACKEND={value} is a Keras backend the project's programs do not "
+                   "run on: set tensorflow, jax or torch, or unset it for tensorflow")
+        if value == "openvino":
+            message += " (to run a model in OpenVINO: deployment/export.py --format=openvino)"
+    else:
+        import difflib
+
+        typed = value.strip().lower()
+        guess = ["tensorflow"] if typed == "tf" else difflib.get_close_matches(typed, _KERAS_BACKENDS, 1)
+        hint = f" (did you mean {guess[0]}?)" if guess else ""
+        message = (f"KERAS_BACKEND={value} is not a Keras backend{hint}: set tensorflow, jax or "
+                   "torch, or unset it for tensorflow")
     if name is None:
         raise ImportError(message)
     sys.stderr.write(f"{name}: error: {message}\n")

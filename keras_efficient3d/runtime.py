@@ -549,7 +549,11 @@ class KerasRunner(_Runner):
             raise ModelFileError(f"{self.path}: the model has {len(shape)} inputs; expected one clip input")
         self.input_spec = InputSpec(tuple(shape), "float32")
         self.num_classes = self.model.output_shape[-1]
-        self._call = _COMPILERS[keras.backend.backend()](self.model)
+        backend = keras.backend.backend()
+        if backend not in _COMPILERS:  # Keras' inference-only numpy and openvino backends
+            raise ValueError(f"Keras' {backend} backend does not run the project's models: set "
+                             "KERAS_BACKEND to tensorflow, jax or torch")
+        self._call = _COMPILERS[backend](self.model)
         from keras_efficient3d.preprocessing import VideoPreprocessing
 
         # a model that normalises its input itself (`with_preprocessing`) takes the frames

@@ -448,6 +448,43 @@ def test_a_misspelt_keras_backend_is_one_line_before_the_imports(name, backend, 
             "tensorflow, jax or torch, or unset it for tensorflow"), (args, lib.stderr)
 
 
+@pytest.mark.parametrize("backend,installed,message", [
+    ("jax", False, "KERAS_BACKEND=jax, but jax is not installed: pip install "
+                   "'keras_efficient3d[jax]', or set another backend"),
+    ("torch", False, "KERAS_BACKEND=torch, but torch is not installed: pip install "
+                     "'keras_efficient3d[torch]', or set another backend"),
+    ("numpy", True, "KERAS_BACKEND=numpy is a Keras backend the project's programs do not run "
+                    "on: set tensorflow, jax or torch, or unset it for tensorflow"),
+    ("openvino", True, "KERAS_BACKEND=openvino is a Keras backend the project's programs do not "
+                       "run on: set tensorflow, jax or torch, or unset it for tensorflow (to run "
+                       "a model in OpenVINO: deployment/export.py --format=openvino)"),
+])
+def test_a_keras_backend_the_programs_cannot_use_is_one_line(backend, installed, message,
+                                                             monkeypatch, capsys):
+    """A backend not installed ended in Keras' traceback through the package's imports;
+    Keras' numpy and openvino backends in a KeyError (predict) or after train.py had moved
+    an earlier run aside (NotImplementedError of fit)."""
+    import importlib.util
+
+    import keras_efficient3d as package
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == backend and not installed
+                        else find_spec(name, *a))
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    monkeypatch.setattr(package, "_our_program", lambda: "train.py")
+    with pytest.raises(SystemExit) as ended:
+        package._check_keras_backend()
+    assert ended.value.code == 2 and capsys.readouterr().err == f"train.py: error: {message}\n"
+    monkeypatch.setattr(package, "_our_program", lambda: None)  # a program of the user's
+    if installed:
+        package._check_keras_backend()  # Keras runs there, for what the user does with it
+    else:
+        with pytest.raises(ImportError, match=re.escape(message)):
+            package._check_keras_backend()
+
+
 def test_a_ctrl_c_that_python_would_ignore_still_stops_the_program():
     """A Ctrl-C in a garbage-collector callback (JAX's, installed by TensorFlow's import when
     JAX is there) is "ignored" by Python: a traceback, and the program went on (the test

@@ -382,3 +382,14 @@ def test_keras_runner_of_a_model_that_normalises_takes_uint8_frames(tiny):
     np.testing.assert_allclose(runner(frames), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="normalised float clips; received uint8"):
         KerasRunner(tiny)(frames)  # a model of normalised clips still refuses them
+
+
+@pytest.mark.parametrize("backend", ["numpy", "openvino"])
+def test_keras_runner_names_the_backends_it_runs_on(tiny, monkeypatch, backend):
+    # Keras' inference-only backends: a KeyError of the runner's compilers before
+    import keras
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
+    with pytest.raises(ValueError, match=rf"Keras' {backend} backend does not run the project's "
+                                         "models: set KERAS_BACKEND to tensorflow, jax or torch"):
+        KerasRunner(tiny)

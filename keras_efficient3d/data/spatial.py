@@ -199,20 +199,23 @@ def mirror_labels(class_names) -> list[int] | None:
     """The class each class becomes in a left-right mirror image: ``result[i]`` is the
     index of the class whose name is class ``i``'s with Left/Right and Clockwise/
     Counterclockwise (or Anticlockwise) swapped (as words between spaces, underscores or
-    hyphens, in any case: "swipe_left"), or ``i`` where no such class exists
+    hyphens, in any case: "swipe_left", or of a CamelCase name: "MoveLeft", as UCF-101's
+    classes are named), or ``i`` where no such class exists
     (most gestures look the same mirrored). None when no class changes: then flipping
     keeps every label, as for Kinetics or UCF-101.
 
         mirror_labels(["Swiping Left", "Swiping Right", "Thumb Up"])  # [1, 0, 2]
         mirror_labels(["Swiping_Left", "Swiping_Right"])                # [1, 0]
+        mirror_labels(["MoveRight", "MoveLeft"])                        # [1, 0]
     """
     names = [str(name) for name in class_names]
     index = {name: i for i, name in enumerate(names)}
     result = []
     for i, name in enumerate(names):
-        # Words between spaces, underscores or hyphens (folder names: "Swiping_Left"); the
+        # Words between spaces, underscores or hyphens (folder names: "Swiping_Left") or where
+        # a capital follows a small letter or digit ("MoveLeft": an empty separator); the
         # separators are kept, so the swapped name is spelled as the class folders are.
-        parts = re.split(r"([ _-])", name)
+        parts = re.split(r"([ _-]|(?<=[a-z0-9])(?=[A-Z]))", name)
         target = i
         for position in range(0, len(parts), 2):
             word = parts[position]

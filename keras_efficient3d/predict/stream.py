@@ -171,12 +171,23 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     reordered = given and metadata.labels and keys(labels) != keys(metadata.labels) and \
         sorted(keys(labels)) == sorted(keys(metadata.labels))
     classes = runner.num_classes
+    beside = _run_labels(path) if labels is None and classes is not None else None
+    named = None
+    if beside is not None and len(beside) <= classes:
+        # a model trained with --num_classes above its data's classes records no names; its
+        # run's labels.txt names the first outputs (evaluate.py reads it too)
+        labels = beside + [f"class {i}" for i in range(len(beside), classes)]
+        named = (f"{os.path.basename(path)} records no class names: those of labels.txt beside "
+                 "it" + ("" if len(beside) == classes else
+                         f", for its first {len(beside)} of {classes} outputs"))
     if labels is not None and classes is not None and len(labels) != classes:
         raise PredictError(f"{path}: {len(labels)} labels for a model with {classes} classes ({origin})")
     if labels is None and classes is not None:
         labels = [f"class {i}" for i in range(classes)]
         notes.append(("class names", "class indices for names (pass --labels)"))
     notes = _assumptions(os.path.basename(path), notes, unrecorded)
+    if named:
+        notes.append(named)
     if reordered:
         notes.append(f"{os.path.basename(path)} records these class names in another order; "
                      f"its outputs are named by {origin}, as asked (leave --labels out for the "
@@ -189,6 +200,20 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
         probabilities = True
     return ClipSpec(int(frames), int(height), int(width), downsample, norm, labels, probabilities, notes,
                     uint8_frames)
+
+
+def _run_labels(path):
+    """The class names of the training run a model file sits in (its ``labels.txt``, which
+    train.py writes beside last.keras and best.keras), or None."""
+    if not path or not os.path.isfile(path):
+        return None
+    where = os.path.join(os.path.dirname(os.path.abspath(path)), "labels.txt")
+    try:
+        with open(where, encoding="utf-8") as handle:
+            names = [line.strip() for line in handle if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return None
+    return names or None
 
 
 def _assumptions(name, assumed, unrecorded):

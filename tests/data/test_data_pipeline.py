@@ -319,6 +319,10 @@ def test_mirror_labels_of_jester_and_of_datasets_without_directions():
     folders = [name.replace(" ", "_") for name in synthetic.CLASSES]
     assert spatial.mirror_labels(folders) == spatial.mirror_labels(synthetic.CLASSES) is not None
     assert spatial.mirror_labels(["swipe-left", "swipe-right", "left_handed"]) == [1, 0, 2]
+    # CamelCase, as UCF-101's classes are named: MoveLeft was trained on mirrored MoveRight clips
+    assert spatial.mirror_labels(["MoveLeft", "MoveRight", "Blink"]) == [1, 0, 2]
+    assert spatial.mirror_labels(["TurnCounterclockwise", "TurnClockwise"]) == [1, 0]
+    assert spatial.mirror_labels(["ApplyEyeMakeup", "BodyWeightSquats", "Leftover"]) is None
     with pytest.raises(ValueError, match="hflip_labels"):
         make_dataset([VideoRecord("x", 2, "x", "frames", 3)], "train", hflip=True,
                      hflip_labels=[1, 0], **SMALL)

@@ -183,6 +183,29 @@ def test_stream_equals_file(models, videos):
     np.testing.assert_allclose(classifier.summary()["probabilities"], from_file["probabilities"], atol=1e-7)
 
 
+def test_a_model_of_more_outputs_than_its_runs_classes_is_named_by_the_runs_labels(tmp_path):
+    """train.py --num_classes above the data's classes records no class names (they name
+    only some outputs): predict named every output "class i", and the run's labels.txt was
+    refused as too short. It names the first outputs now, as evaluate.py reads it."""
+    runner = FakeRunner()
+    run = tmp_path / "run"
+    run.mkdir()
+    runner.path = str(run / "best.keras")
+    (run / "best.keras").write_bytes(b"")
+    (run / "labels.txt").write_text("MoveLeft\nMoveRight\n")
+    spec = predict.resolve_spec(runner, metadata={"output": "logits"})
+    assert spec.labels == ["MoveLeft", "MoveRight"] + [f"class {i}" for i in range(2, CLASSES)]
+    assert spec.notes[-1:] == [f"best.keras records no class names: those of labels.txt beside it, "
+                          f"for its first 2 of {CLASSES} outputs"]
+    (run / "labels.txt").write_text("".join(f"{name}\n" for name in LABELS))
+    assert predict.resolve_spec(runner, metadata={"output": "logits"}).labels == LABELS
+    # recorded names, or names given, come first
+    assert predict.resolve_spec(runner, metadata={"labels": LABELS[::-1]}).labels == LABELS[::-1]
+    (run / "labels.txt").write_text("".join(f"{i}\n" for i in range(CLASSES + 1)))  # not its run's
+    assert predict.resolve_spec(runner, metadata={}).labels == [
+        f"class {i}" for i in range(CLASSES)]
+
+
 def test_make_clip_takes_frames_preprocessed_to_the_models_size():
     spec = predict.ClipSpec(FRAMES, SIZE, SIZE, normalization=Normalization.preset("unit"))
     decoded = np.full((FRAMES, 40, 64, 3), 255, np.uint8)
