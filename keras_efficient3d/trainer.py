@@ -1160,9 +1160,9 @@ def plot_curves(log_csv, path):
 # again once loaded). Other options (the rate, the epochs, SGD's momentum) may change.
 # ft_portion: last.keras' optimizer holds the variables it gave (a last_layer run resumed as
 # complete would train the head alone).
-_RUN_IDENTITY = ("dataset", "ucf101_fold", "model", "width_mult", "groups", "version", "depth",
-                 "shortcut", "cardinality", "normalization", "downsample", "optimizer",
-                 "ft_portion")
+_ARCHITECTURE = ("model", "width_mult", "groups", "version", "depth", "shortcut", "cardinality")
+_RUN_IDENTITY = ("dataset", "ucf101_fold", *_ARCHITECTURE, "normalization", "downsample",
+                 "optimizer", "ft_portion")
 
 
 def _check_same_run(config):
@@ -1183,10 +1183,14 @@ def _check_same_run(config):
                 return Normalization.coerce(saved[name]) == Normalization.coerce(config.normalization)
         return saved[name] == getattr(config, name)
 
-    differ = [name for name in _RUN_IDENTITY if name in saved and not same(name)]
+    recorded = saved.get("pretrained")
+    # A fine-tuned run trains its --pretrained file's architecture, whatever --model and its
+    # arguments said (config.json keeps the flags as given, noted as not used): a resume
+    # with the architecture trained was refused, naming the flags as the run's.
+    names = [name for name in _RUN_IDENTITY if recorded is None or name not in _ARCHITECTURE]
+    differ = [name for name in names if name in saved and not same(name)]
     # A fine-tuned run's flagfile names its --pretrained file: on resume the same file (or
     # none) is the run's, and is not loaded again (last.keras holds the weights).
-    recorded = saved.get("pretrained")
     if config.pretrained is None:
         config.pretrained = recorded
     elif recorded is None or os.path.abspath(recorded) != os.path.abspath(config.pretrained):

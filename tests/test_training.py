@@ -1919,6 +1919,28 @@ def test_resume_takes_the_runs_pretrained_flag_and_refuses_another(tmp_path):
         trainer._check_same_run(config)
 
 
+def test_a_fine_tuned_run_resumes_with_the_architecture_it_trained(tmp_path):
+    """config.json keeps --model and its arguments as given, which --pretrained overrides
+    (noted as not used): resuming with the architecture trained, the pretrained file's,
+    was refused as "trained with --model=mobilenetv2 --width_mult=1.0"."""
+    (tmp_path / "config.json").write_text(json.dumps({
+        "pretrained": "pre/jester_snv2.keras", "model": "mobilenetv2", "width_mult": 1.0,
+        "dataset": "synthetic"}))
+    for given in ({"model": "shufflenetv2", "width_mult": 0.25},  # what it trained
+                  {"model": "mobilenetv2", "width_mult": 1.0}):  # the run's own command
+        config = _tiny_config(tmp_path, tmp_path, resume=True, **given)
+        trainer._check_same_run(config)
+    with pytest.raises(ValueError, match=r"trained with --dataset=synthetic, not --dataset=folders"):
+        trainer._check_same_run(_tiny_config(tmp_path, tmp_path, resume=True, model="shufflenetv2",
+                                             dataset="folders"))
+    # without --pretrained the flags are the architecture, and another is refused
+    (tmp_path / "config.json").write_text(json.dumps({"model": "mobilenetv2", "width_mult": 1.0}))
+    with pytest.raises(ValueError, match=r"trained with --model=mobilenetv2 --width_mult=1.0, not "
+                                         r"--model=shufflenetv2 --width_mult=0.25"):
+        trainer._check_same_run(_tiny_config(tmp_path, tmp_path, resume=True,
+                                             model="shufflenetv2", width_mult=0.25))
+
+
 def test_resume_with_another_model_is_refused_before_any_work(tiny_gestures, one_epoch_run,
                                                               tmp_path, monkeypatch):
     out = _copy_run(one_epoch_run, tmp_path)
