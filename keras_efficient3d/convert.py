@@ -245,8 +245,32 @@ def convert_checkpoint(checkpoint_path, frames=16, size=112, overrides=None, log
         model = registry.create_model(name, input_shape=(frames, size, size, 3), **kwargs)
     except ValueError as err:
         raise ConversionError(f"Cannot build {family} with {kwargs}: {err}") from None
-    load_torch_weights(model, checkpoint.state_dict, family)
+    try:
+        load_torch_weights(model, checkpoint.state_dict, family)
+    except ConversionError:
+        _refuse_contradicted_overrides(checkpoint, checkpoint_path, family, kwargs, overrides)
+        raise
     return model, dict(kwargs, model=name), checkpoint
+
+
+def _refuse_contradicted_overrides(checkpoint, path, family, kwargs, overrides):
+    """Where the checkpoint did not fit a model built with the flags given (``--width_mult=1.0``
+    for a 0.2x file), the line says which flag the file contradicts, as for a misnamed file,
+    rather than a hundred shape mismatches. Returns where the flags are not the cause."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None and k != "model"}
+    if not given:
+        return
+    try:  # from the tensors alone (a misnamed file's name says another width)
+        _, inferred, _ = infer_config(checkpoint, "", {"model": family})
+    except ConversionError:
+        return
+    wrong = [k for k, v in given.items() if k in inferred and not _same(inferred[k], v)]
+    if wrong:
+        holds = " ".join(f"{k}={inferred[k]}" for k in wrong)
+        flags = " ".join(f"--{k}={given[k]}" for k in wrong)
+        raise ConversionError(
+            f"{os.path.basename(path)} holds a {family} model of {holds}, not {flags}: leave "
+            f"{'it' if len(wrong) == 1 else 'them'} unset to take the file's") from None
 
 
 def infer_normalization(checkpoint_path):

@@ -204,9 +204,10 @@ def _without_arch(reference_dir, tmp_path, name="mobilenetv2_0.2x", **changes):
 
 def test_wrong_model_lists_missing_and_unexpected_keys(reference_dir, tmp_path):
     path = str(reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth")
-    with pytest.raises(conv.ConversionError) as err:
+    with pytest.raises(conv.ConversionError, match=r"^mobilenetv2_0.2x.pth holds a mobilenetv2 "
+                                                   r"model of width_mult=0.2, not "
+                                                   r"--width_mult=0.45: leave it unset"):
         conv.convert_checkpoint(path, overrides={"width_mult": 0.45}, log=lambda m: None)
-    assert "shape mismatches" in str(err.value)
     # the file's arch field names another family: one line saying so
     with pytest.raises(conv.ConversionError, match=r"^mobilenetv2_0.2x.pth holds a mobilenetv2 "
                                                    r"model \(its arch field: '.*'\), not "
@@ -327,12 +328,18 @@ def test_a_file_name_whose_width_the_tensors_contradict_is_refused_naming_both(
     shutil.copy(reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth", misnamed)
     with pytest.raises((conv.ConversionError, ValueError),
                        match=r"The file name says 1.0x but the tensor shapes are those of 0.2x; "
-                             r"pass --width_mult=0.2 \(the width the weights fit: the file is "
-                             r"misnamed\)"):
+                             r"pass --width_mult=0.2 \(the width the weights fit: the file "
+                             r"kinetics_mobilenetv2_1.0x_RGB_16_best.pth is misnamed\)$"):
         conv.build_converted(str(misnamed), 8, 32, log=lambda _: None)
     _, meta = conv.build_converted(str(misnamed), 8, 32, overrides={"width_mult": 0.2},
                                    log=lambda _: None)
     assert meta.model["width_mult"] == 0.2
+    # a --width_mult the tensors contradict: that flag named, not 103 shape mismatches
+    with pytest.raises(conv.ConversionError, match=r"^kinetics_mobilenetv2_1.0x_RGB_16_best.pth "
+                                                   r"holds a mobilenetv2 model of width_mult=0.2, "
+                                                   r"not --width_mult=0.45: leave it unset"):
+        conv.build_converted(str(misnamed), 8, 32, overrides={"width_mult": 0.45},
+                             log=lambda _: None)
 
 
 def test_a_jester_preset_made_with_the_csvs_class_order_gets_the_originals(

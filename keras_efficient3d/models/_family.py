@@ -9,6 +9,7 @@ machinery and ask the families for the rest.
 """
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Mapping
 
@@ -128,7 +129,7 @@ def infer_width(file_name, fixed, from_shapes):
     if width is not None and named is not None and width != named:
         raise ValueError(f"The file name says {named}x but the tensor shapes are those of "
                          f"{width}x; pass --width_mult={width} (the width the weights fit: the file "
-                         f"is misnamed). Received: file_name={file_name!r}")
+                         f"{os.path.basename(file_name)} is misnamed)")
     if width is not None:
         return {"width_mult": width}, [f"width {width}x (from the tensor shapes)"]
     if named is not None:
