@@ -327,6 +327,14 @@ def save_model(model, path, metadata=None) -> str:
                              f"case. Received: {path}")
     if metadata is not None:
         metadata = _as_metadata(metadata, path).to_dict()
+    import keras  # here: reading metadata needs no Keras
+
+    if keras.backend.backend() != "tensorflow":
+        from keras_efficient3d import import_tensorflow_quietly
+
+        # Keras' .keras writer imports TensorFlow on every backend (serialization_lib's
+        # TensorShape check): its start-up notices, amid convert's lines on JAX
+        import_tensorflow_quietly()
     with atomic_path(path) as tmp:
         model.save(tmp)
         if metadata is not None:

@@ -398,3 +398,16 @@ def test_a_model_with_preprocessing_takes_raw_frames_as_the_normalisation_says(p
     # the model tells the normalisations apart: a wrong one would show
     other = np.asarray(model(frames.astype(np.float32)[..., ::-1] / 255.0, training=False))
     assert np.abs(other - expected).max() > 1e-2 * np.abs(expected).max()
+
+
+def test_saving_on_another_backend_imports_tensorflow_quietly_first(tmp_path, monkeypatch):
+    """Keras' .keras writer imports TensorFlow on JAX and PyTorch too: convert's output on
+    JAX had TensorFlow's oneDNN notices amid its own lines."""
+    import keras_efficient3d
+
+    calls = []
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    monkeypatch.setattr(keras_efficient3d, "import_tensorflow_quietly", lambda: calls.append(1))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    save_model(model, tmp_path / "m.keras")
+    assert calls == [1] and (tmp_path / "m.keras").exists()
