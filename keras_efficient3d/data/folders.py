@@ -66,6 +66,10 @@ def index_folders(
         shown = class_names if len(class_names) <= 10 else class_names[:10] + ["..."]
         raise DataError(f"class folder(s) {unknown} are not among the {len(class_names)} "
                         f"classes {shown}", split_root)
+    if split is None and {"train", "val"} <= set(class_names):
+        # the root of the splits indexed as if it had none: every class folder of train/ and
+        # val/ read as an empty frame folder of the classes "train" and "val"
+        _refuse_splits_as_classes(class_names, split_root, "this folder holds splits")
     summary = IndexSummary("folders", split or "-", root=root)
     records = []
     for label, class_name in enumerate(class_names):
@@ -91,9 +95,17 @@ def index_folders(
                      else f"a video ({loose[0]}) lies")
             raise DataError(f"no video in a class folder; {shown} in the folder itself: put "
                             "each in a folder named after its class", split_root)
+        if split is None and ("train" in class_names or "val" in class_names):
+            _refuse_splits_as_classes(class_names, split_root, "no video file or frame folder found")
         raise DataError("no video file or frame folder found", split_root)
     summary.log()
     return records, class_names
+
+
+def _refuse_splits_as_classes(class_names, root, what):
+    splits = [name for name in ("train", "val") if name in class_names]
+    raise DataError(f"{what}: its folders {' and '.join(splits)} are splits, not classes; "
+                    f"index one: split={splits[0]!r}", root)
 
 
 def index_dataset(root: str | os.PathLike, split: str = "train") -> tuple[list[VideoRecord], list[str]]:

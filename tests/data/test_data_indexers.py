@@ -464,6 +464,9 @@ def test_folders_index(tmp_path):
         index_folders(root, "train", classes=["cat"])
     flat, flat_classes = index_folders(os.path.join(root, "train"), split=None)
     assert flat_classes == ["cat", "dog"] and len(flat) == 2
+    with pytest.raises(DataError, match=r"holds splits: its folders train and val are splits, not classes; "
+                                        r"index one: split='train'"):
+        index_folders(root, split=None)  # the root of the splits, as if it had none
 
 
 def test_videos_beside_the_class_folders_are_said_to_need_one(tmp_path):
