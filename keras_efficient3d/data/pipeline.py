@@ -106,11 +106,13 @@ class DecodeFailures:
         if self.limit is not None and count > self.limit:
             # a DataError names its file already ("P: cannot open video")
             last = str(error) if str(error).startswith(record.path) else f"{record.path}: {error}"
+            # from None: the decoder's own error, which this one names, twice the lines of
+            # the Python traceback tf.data carries in its error for a script's own loop
             raise DataError(
-                f"{count} videos failed to decode, more than max_decode_failures={self.limit}; "
-                f"the last: {last} (repair or remove them, or raise --max_decode_failures to "
-                "skip more)"
-            )
+                f"{count} video{'' if count == 1 else 's'} failed to decode, more than "
+                f"max_decode_failures={self.limit}; the last: {last} (repair or remove "
+                f"{'it' if count == 1 else 'them'}, or raise --max_decode_failures to skip more)"
+            ) from None
         logger.warning(
             "skipping %s (label %d): %s [%d video(s) that failed to decode so far]",
             record.path, record.label, error, count,
