@@ -67,7 +67,10 @@ def _check_keras_backend():
             return
         # Keras' own import ended in a traceback through the package's imports
         message = (f"KERAS_BACKEND={value}, but {value} is not installed: pip install "
-                   f"'keras_efficient3d[{value}]', or set another backend")
+                   f"'keras_efficient3d[{value}]'" + (
+                       " --extra-index-url https://download.pytorch.org/whl/cpu (PyPI's torch "
+                       "is the CUDA build)" if value == "torch" else "") +
+                   ", or set another backend")
     elif value in _KERAS_BACKENDS:
         if name is None:  # Keras itself runs there; the project's runners and training do not
             return

@@ -248,12 +248,12 @@ def convert_checkpoint(checkpoint_path, frames=16, size=112, overrides=None, log
     try:
         load_torch_weights(model, checkpoint.state_dict, family)
     except ConversionError:
-        _refuse_contradicted_overrides(checkpoint, checkpoint_path, family, kwargs, overrides)
+        _refuse_contradicted_overrides(checkpoint, checkpoint_path, family, overrides)
         raise
     return model, dict(kwargs, model=name), checkpoint
 
 
-def _refuse_contradicted_overrides(checkpoint, path, family, kwargs, overrides):
+def _refuse_contradicted_overrides(checkpoint, path, family, overrides):
     """Where the checkpoint did not fit a model built with the flags given (``--width_mult=1.0``
     for a 0.2x file), the line says which flag the file contradicts, as for a misnamed file,
     rather than a hundred shape mismatches. Returns where the flags are not the cause."""
@@ -268,9 +268,11 @@ def _refuse_contradicted_overrides(checkpoint, path, family, kwargs, overrides):
     if wrong:
         holds = " ".join(f"{k}={inferred[k]}" for k in wrong)
         flags = " ".join(f"--{k}={given[k]}" for k in wrong)
+        # the values to pass, not "leave it unset": a misnamed file's name says another
+        wanted = " ".join(f"--{k}={inferred[k]}" for k in wrong)
         raise ConversionError(
-            f"{os.path.basename(path)} holds a {family} model of {holds}, not {flags}: leave "
-            f"{'it' if len(wrong) == 1 else 'them'} unset to take the file's") from None
+            f"{os.path.basename(path)} holds a {family} model of {holds}, not {flags}: pass "
+            f"{wanted} (what its tensors fit)") from None
 
 
 def infer_normalization(checkpoint_path):

@@ -4,7 +4,7 @@ backend, and `keras_efficient3d.predict.labels` reads label files of every other
 
 import os
 
-__all__ = ["LABEL_SETS", "LABELS_DIR", "class_key", "shipped_labels"]
+__all__ = ["LABEL_SETS", "LABELS_DIR", "class_key", "run_labels", "shipped_labels"]
 
 LABELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "labels")
 
@@ -29,3 +29,16 @@ def class_key(name):
     """A class name as compared between a model and a dataset or labels file: the original's
     annotation JSON writes Jester's classes with underscores ("Swiping_Left")."""
     return str(name).replace("_", " ")
+
+
+def run_labels(model_file):
+    """The class names of the training run a model file sits in: the ``labels.txt`` that
+    train.py writes beside last.keras and best.keras (None where there is none, or it is
+    unreadable or empty)."""
+    where = os.path.join(os.path.dirname(os.path.abspath(model_file)), "labels.txt")
+    try:
+        with open(where, encoding="utf-8") as handle:
+            names = [line.strip() for line in handle if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return None
+    return names or None

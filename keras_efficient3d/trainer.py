@@ -1160,8 +1160,10 @@ def plot_curves(log_csv, path):
 # again once loaded). Other options (the rate, the epochs, SGD's momentum) may change.
 # ft_portion: last.keras' optimizer holds the variables it gave (a last_layer run resumed as
 # complete would train the head alone).
-_ARCHITECTURE = ("model", "width_mult", "groups", "version", "depth", "shortcut", "cardinality")
-_RUN_IDENTITY = ("dataset", "ucf101_fold", *_ARCHITECTURE, "normalization", "downsample",
+# The flags of the architecture built, which a --pretrained file's architecture overrides.
+ARCHITECTURE_FLAGS = ("model", "width_mult", "groups", "version", "depth", "shortcut",
+                      "cardinality")
+_RUN_IDENTITY = ("dataset", "ucf101_fold", *ARCHITECTURE_FLAGS, "normalization", "downsample",
                  "optimizer", "ft_portion")
 
 
@@ -1187,7 +1189,7 @@ def _check_same_run(config):
     # A fine-tuned run trains its --pretrained file's architecture, whatever --model and its
     # arguments said (config.json keeps the flags as given, noted as not used): a resume
     # with the architecture trained was refused, naming the flags as the run's.
-    names = [name for name in _RUN_IDENTITY if recorded is None or name not in _ARCHITECTURE]
+    names = [name for name in _RUN_IDENTITY if not recorded or name not in ARCHITECTURE_FLAGS]
     differ = [name for name in names if name in saved and not same(name)]
     # A fine-tuned run's flagfile names its --pretrained file: on resume the same file (or
     # none) is the run's, and is not loaded again (last.keras holds the weights).

@@ -452,7 +452,9 @@ def test_a_misspelt_keras_backend_is_one_line_before_the_imports(name, backend, 
     ("jax", False, "KERAS_BACKEND=jax, but jax is not installed: pip install "
                    "'keras_efficient3d[jax]', or set another backend"),
     ("torch", False, "KERAS_BACKEND=torch, but torch is not installed: pip install "
-                     "'keras_efficient3d[torch]', or set another backend"),
+                     "'keras_efficient3d[torch]' --extra-index-url "
+                     "https://download.pytorch.org/whl/cpu (PyPI's torch is the CUDA build), or "
+                     "set another backend"),
     ("numpy", True, "KERAS_BACKEND=numpy is a Keras backend the project's programs do not run "
                     "on: set tensorflow, jax or torch, or unset it for tensorflow"),
     ("openvino", True, "KERAS_BACKEND=openvino is a Keras backend the project's programs do not "

@@ -206,7 +206,8 @@ def test_wrong_model_lists_missing_and_unexpected_keys(reference_dir, tmp_path):
     path = str(reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth")
     with pytest.raises(conv.ConversionError, match=r"^mobilenetv2_0.2x.pth holds a mobilenetv2 "
                                                    r"model of width_mult=0.2, not "
-                                                   r"--width_mult=0.45: leave it unset"):
+                                                   r"--width_mult=0.45: pass --width_mult=0.2 "
+                                                   r"\(what its tensors fit\)"):
         conv.convert_checkpoint(path, overrides={"width_mult": 0.45}, log=lambda m: None)
     # the file's arch field names another family: one line saying so
     with pytest.raises(conv.ConversionError, match=r"^mobilenetv2_0.2x.pth holds a mobilenetv2 "
@@ -337,7 +338,7 @@ def test_a_file_name_whose_width_the_tensors_contradict_is_refused_naming_both(
     # a --width_mult the tensors contradict: that flag named, not 103 shape mismatches
     with pytest.raises(conv.ConversionError, match=r"^kinetics_mobilenetv2_1.0x_RGB_16_best.pth "
                                                    r"holds a mobilenetv2 model of width_mult=0.2, "
-                                                   r"not --width_mult=0.45: leave it unset"):
+                                                   r"not --width_mult=0.45: pass --width_mult=0.2"):
         conv.build_converted(str(misnamed), 8, 32, overrides={"width_mult": 0.45},
                              log=lambda _: None)
 

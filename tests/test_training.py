@@ -1933,12 +1933,16 @@ def test_a_fine_tuned_run_resumes_with_the_architecture_it_trained(tmp_path):
     with pytest.raises(ValueError, match=r"trained with --dataset=synthetic, not --dataset=folders"):
         trainer._check_same_run(_tiny_config(tmp_path, tmp_path, resume=True, model="shufflenetv2",
                                              dataset="folders"))
-    # without --pretrained the flags are the architecture, and another is refused
-    (tmp_path / "config.json").write_text(json.dumps({"model": "mobilenetv2", "width_mult": 1.0}))
-    with pytest.raises(ValueError, match=r"trained with --model=mobilenetv2 --width_mult=1.0, not "
-                                         r"--model=shufflenetv2 --width_mult=0.25"):
-        trainer._check_same_run(_tiny_config(tmp_path, tmp_path, resume=True,
-                                             model="shufflenetv2", width_mult=0.25))
+    # without --pretrained (or with --pretrained= to train from scratch) the flags are the
+    # architecture, and another is refused
+    for pretrained in ({}, {"pretrained": ""}):
+        (tmp_path / "config.json").write_text(json.dumps({"model": "mobilenetv2", "width_mult": 1.0,
+                                                          **pretrained}))
+        with pytest.raises(ValueError, match=r"trained with --model=mobilenetv2 "
+                                             r"--width_mult=1.0, not --model=shufflenetv2 "
+                                             r"--width_mult=0.25"):
+            trainer._check_same_run(_tiny_config(tmp_path, tmp_path, resume=True,
+                                                 model="shufflenetv2", width_mult=0.25))
 
 
 def test_resume_with_another_model_is_refused_before_any_work(tiny_gestures, one_epoch_run,

@@ -16,6 +16,7 @@ from absl import flags
 from keras_efficient3d import cli
 from keras_efficient3d.data import synthetic
 from keras_efficient3d.data.normalization import Normalization
+from keras_efficient3d.label_sets import run_labels
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -47,10 +48,9 @@ def _shown(value):
 def _recorded_labels(model_file, metadata):
     if metadata is not None and metadata.labels:
         return metadata.labels, "its metadata"
-    labels_txt = os.path.join(os.path.dirname(os.path.abspath(model_file)), "labels.txt")
-    if os.path.isfile(labels_txt):
-        with open(labels_txt, encoding="utf-8") as handle:
-            return [line.strip() for line in handle if line.strip()], labels_txt
+    beside = run_labels(model_file)
+    if beside is not None:
+        return beside, os.path.join(os.path.dirname(os.path.abspath(model_file)), "labels.txt")
     return None, None
 
 

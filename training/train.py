@@ -20,7 +20,7 @@ import typing
 from absl import flags
 
 from keras_efficient3d import allocators, cli
-from keras_efficient3d.trainer import CHOICES, RANGES, TrainConfig
+from keras_efficient3d.trainer import ARCHITECTURE_FLAGS, CHOICES, RANGES, TrainConfig
 
 # TrainConfig fields whose flag follows the CLI vocabulary under another name.
 _FLAG_NAMES = {"output_dir": "output"}
@@ -168,7 +168,7 @@ def unused_flags(flag_values=flags.FLAGS, config=None):
          "the steps and plateau schedules read it"),
         (f.lr_schedule != "plateau", ("lr_patience",), schedule, "the plateau schedule reads it"),
         (bool(f.pretrained) and not f.resume,
-         ("width_mult", "groups", "version", "depth", "shortcut", "cardinality", "dropout"),
+         (*ARCHITECTURE_FLAGS[1:], "dropout"),
          "--pretrained", "the architecture is the pretrained file's, and a replaced head's "
          "dropout 0.9, as the original's"),
     ]

@@ -104,8 +104,8 @@ def index_folders(
 
 def _refuse_splits_as_classes(class_names, root, what):
     splits = [name for name in ("train", "val") if name in class_names]
-    raise DataError(f"{what}: its folders {' and '.join(splits)} are splits, not classes; "
-                    f"index one: split={splits[0]!r}", root)
+    are = "folders train and val are splits" if len(splits) == 2 else f"folder {splits[0]} is a split"
+    raise DataError(f"{what}: its {are}, not classes; index one: split={splits[0]!r}", root)
 
 
 def index_dataset(root: str | os.PathLike, split: str = "train") -> tuple[list[VideoRecord], list[str]]:

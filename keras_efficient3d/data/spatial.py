@@ -191,7 +191,9 @@ def random_hflip(clip: np.ndarray, rng: np.random.Generator):
 
 # Words whose meaning a left-right mirror swaps, in class names such as Jester's "Swiping
 # Left" or "Turning Hand Clockwise".
-_MIRROR_WORDS = {"Left": "Right", "Right": "Left", "Clockwise": ("Counterclockwise", "Anticlockwise"),
+_MIRROR_WORDS = {"Left": "Right", "Right": "Left",
+                 "Clockwise": ("Counterclockwise", "Anticlockwise", "CounterClockwise",
+                               "AntiClockwise"),
                  "Counterclockwise": "Clockwise", "Anticlockwise": "Clockwise"}
 
 
@@ -216,6 +218,10 @@ def mirror_labels(class_names) -> list[int] | None:
         # a capital follows a small letter or digit ("MoveLeft": an empty separator); the
         # separators are kept, so the swapped name is spelled as the class folders are.
         parts = re.split(r"([ _-]|(?<=[a-z0-9])(?=[A-Z]))", name)
+        for position in range(len(parts) - 3, -1, -2):  # CounterClockwise is one word
+            if parts[position].lower() in ("counter", "anti") and parts[position + 1] == "" \
+                    and parts[position + 2].lower() == "clockwise":
+                parts[position:position + 3] = [parts[position] + parts[position + 2]]
         target = i
         for position in range(0, len(parts), 2):
             word = parts[position]

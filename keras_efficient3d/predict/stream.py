@@ -19,7 +19,7 @@ from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.data.temporal import loop_pad
-from keras_efficient3d.label_sets import class_key
+from keras_efficient3d.label_sets import class_key, run_labels
 from keras_efficient3d.predict._errors import PredictError, one_line
 from keras_efficient3d.predict.labels import load_labels
 from keras_efficient3d.predict.output import counted, draw_overlay, open_window, open_writer
@@ -171,7 +171,10 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     reordered = given and metadata.labels and keys(labels) != keys(metadata.labels) and \
         sorted(keys(labels)) == sorted(keys(metadata.labels))
     classes = runner.num_classes
-    beside = _run_labels(path) if labels is None and classes is not None else None
+    # only for a model train.py wrote (it records what it was trained on, trainer.TRAINED_ON):
+    # a converted 600-class model saved into a Jester run's folder is no model of that run
+    beside = run_labels(path) if labels is None and classes is not None and path and \
+        os.path.isfile(path) and "trained_on" in metadata.extra else None
     named = None
     if beside is not None and len(beside) <= classes:
         # a model trained with --num_classes above its data's classes records no names; its
@@ -200,20 +203,6 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
         probabilities = True
     return ClipSpec(int(frames), int(height), int(width), downsample, norm, labels, probabilities, notes,
                     uint8_frames)
-
-
-def _run_labels(path):
-    """The class names of the training run a model file sits in (its ``labels.txt``, which
-    train.py writes beside last.keras and best.keras), or None."""
-    if not path or not os.path.isfile(path):
-        return None
-    where = os.path.join(os.path.dirname(os.path.abspath(path)), "labels.txt")
-    try:
-        with open(where, encoding="utf-8") as handle:
-            names = [line.strip() for line in handle if line.strip()]
-    except (OSError, UnicodeDecodeError):
-        return None
-    return names or None
 
 
 def _assumptions(name, assumed, unrecorded):

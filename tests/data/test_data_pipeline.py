@@ -324,6 +324,8 @@ def test_mirror_labels_of_jester_and_of_datasets_without_directions():
     # CamelCase, as UCF-101's classes are named: MoveLeft was trained on mirrored MoveRight clips
     assert spatial.mirror_labels(["MoveLeft", "MoveRight", "Blink"]) == [1, 0, 2]
     assert spatial.mirror_labels(["TurnCounterclockwise", "TurnClockwise"]) == [1, 0]
+    assert spatial.mirror_labels(["TurnCounterClockwise", "TurnClockwise"]) == [1, 0]
+    assert spatial.mirror_labels(["RotateClockwise", "RotateAntiClockwise"]) == [1, 0]
     assert spatial.mirror_labels(["ApplyEyeMakeup", "BodyWeightSquats", "Leftover"]) is None
     with pytest.raises(ValueError, match="hflip_labels"):
         make_dataset([VideoRecord("x", 2, "x", "frames", 3)], "train", hflip=True,

@@ -193,17 +193,21 @@ def test_a_model_of_more_outputs_than_its_runs_classes_is_named_by_the_runs_labe
     runner.path = str(run / "best.keras")
     (run / "best.keras").write_bytes(b"")
     (run / "labels.txt").write_text("MoveLeft\nMoveRight\n")
-    spec = predict.resolve_spec(runner, metadata={"output": "logits"})
+    trained = {"output": "logits", "trained_on": {"dataset": "folders"}}  # as train.py records
+    spec = predict.resolve_spec(runner, metadata=trained)
     assert spec.labels == ["MoveLeft", "MoveRight"] + [f"class {i}" for i in range(2, CLASSES)]
-    assert spec.notes[-1:] == [f"best.keras records no class names: those of labels.txt beside it, "
-                          f"for its first 2 of {CLASSES} outputs"]
+    assert spec.notes[-1:] == [f"best.keras records no class names: those of labels.txt beside "
+                               f"it, for its first 2 of {CLASSES} outputs"]
+    # a model no run of this folder trained (a converted one saved there) keeps its indices
+    unnamed = [f"class {i}" for i in range(CLASSES)]
+    assert predict.resolve_spec(runner, metadata={"output": "logits"}).labels == unnamed
     (run / "labels.txt").write_text("".join(f"{name}\n" for name in LABELS))
-    assert predict.resolve_spec(runner, metadata={"output": "logits"}).labels == LABELS
+    assert predict.resolve_spec(runner, metadata=trained).labels == LABELS
     # recorded names, or names given, come first
-    assert predict.resolve_spec(runner, metadata={"labels": LABELS[::-1]}).labels == LABELS[::-1]
+    assert predict.resolve_spec(runner, metadata=dict(trained, labels=LABELS[::-1])).labels == \
+        LABELS[::-1]
     (run / "labels.txt").write_text("".join(f"{i}\n" for i in range(CLASSES + 1)))  # not its run's
-    assert predict.resolve_spec(runner, metadata={}).labels == [
-        f"class {i}" for i in range(CLASSES)]
+    assert predict.resolve_spec(runner, metadata=trained).labels == unnamed
 
 
 def test_make_clip_takes_frames_preprocessed_to_the_models_size():
