@@ -42,6 +42,7 @@ from keras_efficient3d.artifacts import (
 )
 from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import TRAIN_CROPS
+from keras_efficient3d.evaluation import top5_can_miss
 from keras_efficient3d.label_sets import class_key
 from keras_efficient3d.models._base import VideoModel, single_input
 from keras_efficient3d.optim import TopKAccuracy, TorchSGD
@@ -644,21 +645,16 @@ def make_optimizer(config):
                     nesterov=config.nesterov, l2_weight_decay=config.weight_decay)
 
 
-# Top-5 accuracy is logged only where it can miss: of five classes or fewer every label is
-# among the top five, and the progress bar and log.csv showed a top5 of 1.0000 each epoch
-# (evaluate.py shows it above five classes alone too).
+# Top-5 accuracy is logged only where it can miss (evaluation.top5_can_miss): of five
+# classes or fewer the progress bar and log.csv showed a top5 of 1.0000 each epoch.
 _TOP5_LOGS = ("top5", "val_top5")
-
-
-def _logs_top5(num_classes):
-    return num_classes > 5
 
 
 def compile_model(model, config):
     """Compiles `model` for training as `config` says: the run's optimizer, its loss and
     metrics (top-5 for more than five classes), and this backend's own choice of
     `jit_compile`."""
-    top5 = [TopKAccuracy(5, name="top5")] if _logs_top5(int(model.outputs[0].shape[-1])) else []
+    top5 = [TopKAccuracy(5, name="top5")] if top5_can_miss(int(model.outputs[0].shape[-1])) else []
     model.compile(
         optimizer=make_optimizer(config),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -1519,7 +1515,7 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     if chief:
         if config.resume:
             _trim_log(os.path.join(config.output_dir, "log.csv"), initial_epoch,
-                      () if _logs_top5(num_classes) else _TOP5_LOGS)
+                      () if top5_can_miss(num_classes) else _TOP5_LOGS)
         callbacks += [
             keras.callbacks.CSVLogger(os.path.join(config.output_dir, "log.csv"),
                                       append=config.resume or restoring),
