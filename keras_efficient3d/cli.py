@@ -396,9 +396,14 @@ def define(name, default=None, note=None, *, flag_values=flags.FLAGS, required=F
             flags.register_validator(name, checker, flag_values=flag_values)
 
 
+# flag name -> the former spellings `define_alias` keeps, for errors in the words typed
+_ALIASES: dict[str, set] = {}
+
+
 def define_alias(old, new, flag_values=flags.FLAGS):
     """Keeps a former spelling (flagfiles, scripts) working: ``--old`` sets ``--new``."""
     flags.DEFINE_alias(old, new, flag_values=flag_values, module_name=_calling_module())
+    _ALIASES.setdefault(new, set()).add(old)
 
 
 def _calling_module():
@@ -522,18 +527,8 @@ def flag_origin(argv, name, value=None):
     the last such line, as absl keeps the last value; else the first line that names it, as
     absl stops at the first unknown flag), or None where that was the command line or
     nothing: absl's own errors name the flag, not the file a user has to fix."""
-    def args():
-        for arg, flagfile in _command_line(argv):
-            if flagfile is None:
-                yield arg, None
-                continue
-            try:
-                yield from _flagfile_args(flagfile)
-            except flags.Error:  # a flagfile absl could not read has no line to show
-                pass
-
     origin, found, last = None, False, None
-    for arg, where in args():
+    for arg, where in _given_args(argv):
         given, _, given_value = arg.lstrip("-").partition("=")
         if not arg.startswith("-") or name not in (given, given.removeprefix("no")):
             continue
@@ -543,6 +538,31 @@ def flag_origin(argv, name, value=None):
     # absl shows a parsed value ("0.0" for a line's --width_mult=0): the last line naming
     # the flag, the one absl kept
     return origin if found or value is None else last
+
+
+def _given_args(argv):
+    """``(argument, where)`` for each argument absl reads: the command line's (where None)
+    and each flagfile line's in its place (where ``"PATH:LINE"``)."""
+    for arg, flagfile in _command_line(argv):
+        if flagfile is None:
+            yield arg, None
+            continue
+        try:
+            yield from _flagfile_args(flagfile)
+        except flags.Error:  # a flagfile absl could not read has no line to show
+            pass
+
+
+def _spelling(argv, name):
+    """The former spelling (`define_alias`) that set flag `name` last, or None where that was
+    its own name: absl's errors name the flag an alias sets (`--window=0` was "flag
+    --frames=0")."""
+    typed = None
+    for arg, _ in _given_args(argv):
+        given = arg.lstrip("-").partition("=")[0]
+        if arg.startswith("-") and (given == name or given in _ALIASES.get(name, ())):
+            typed = None if given == name else given
+    return typed
 
 
 def _flag_error(err, argv, flag_values=None):
@@ -568,6 +588,10 @@ def _flag_error(err, argv, flag_values=None):
     # absl shows a bad boolean's ValueError as a tuple
     text = re.sub(r"\('Non-boolean argument to boolean flag', '.*'\)",
                   "expected true or false", str(err))
+    alias = name and _spelling(argv, name)
+    if alias:
+        text = text.replace(f"--{name}=", f"--{alias}=", 1)
+        name = alias
     where = name and flag_origin(argv, name, value)
     return flags.Error(f"{where}: {text}" if where else text)
 

@@ -66,8 +66,17 @@ def run(source: str | Sequence[str], model: str | None = None, labels: str | Non
         # onto the last window's line (a JSON-lines reader then fails on both).
         # allow_nan=False: NaN is no JSON (a strict reader fails on the line); `_classify`
         # refuses non-finite outputs, this is the backstop
-        out.write(f"{json.dumps(obj, allow_nan=False) if as_json else obj}\n")
-        out.flush()
+        try:
+            out.write(f"{json.dumps(obj, allow_nan=False) if as_json else obj}\n")
+            out.flush()
+        except BrokenPipeError:
+            raise  # a reader gone (`| head`): cli.run ends quietly
+        except OSError as error:  # `> /dev/full`: "No space left on device", but of what
+            if error.filename is not None or error.strerror is None:
+                raise
+            raise OSError(error.errno, error.strerror,
+                          getattr(out, "name", None) if out is not sys.stdout
+                          else "the standard output") from None
 
     model = model or DEFAULT_MODEL
     if not os.path.exists(model) and os.path.abspath(model) == os.path.abspath(DEFAULT_MODEL):

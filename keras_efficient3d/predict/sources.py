@@ -186,12 +186,15 @@ def _natural_key(name):
 
 def find_sources(path) -> list[str]:
     """The videos a SOURCE path stands for: a video file; a frame folder (holding images);
-    or a folder of videos and/or frame folders (its direct entries, in natural order).
+    or a folder of videos and/or frame folders (its direct entries, in natural order); ``-``
+    for the standard input (``/dev/stdin``), where no file of that name exists.
 
     Raises:
         PredictError: the path does not exist, or a folder holds no video or frame folder.
     """
     path = os.fspath(path)
+    if path == "-" and not os.path.exists(path) and os.path.exists("/dev/stdin"):
+        return ["/dev/stdin"]  # a video piped in (`cat clip.avi | predict -`)
     if not os.path.exists(path):
         raise PredictError(f"{path}: no such file or folder")
     if not os.path.isdir(path):

@@ -581,10 +581,13 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
     summary = run_stream(source, classifier, collect, output_video=output_video, fps=source.fps)
     interrupted = summary.pop("interrupted")
     summary.pop("displayed", None)
-    note = None
+    notes = []
     if summary["padded"]:
-        note = (f"{counted(summary['frames'], 'frame')}, fewer than the {spec.span}-frame window: "
-                "loop-padded as in training")
+        notes.append(f"{counted(summary['frames'], 'frame')}, fewer than the {spec.span}-frame "
+                     "window: loop-padded as in training")
+    if output_video and not source.fps:  # a frame folder: a Jester folder's 12 fps played 2.5x
+        notes.append(f"it has no frame rate (frames, not a video): {output_video} plays at 30 fps")
+    note = "; ".join(notes) or None
     warning = None
     if getattr(source, "truncated", False):
         warning = (f"decoded {source.decoded} of the {source.frame_count} frames the file declares "

@@ -500,3 +500,46 @@ def test_the_deprecated_json_flag_says_what_replaces_it(models, videos, capfd):
     assert code == 0, err
     assert err.splitlines()[0] == "note: --json is deprecated; use --format=json (the same output)"
     assert all(json.loads(line)["type"] in ("window", "video") for line in out.splitlines())
+
+
+def test_an_error_in_a_flag_set_by_its_former_spelling_names_that_spelling(models, videos,
+                                                                             capfd):
+    # --window sets --frames: absl's error named --frames, which the user never typed
+    capfd.readouterr()
+    code = cli.invoke(command.main, command.define_flags,
+                      ["keras_efficient3d.predict", videos["gesture"], "--window=0",
+                       f"--model_file={models['int8']}"], positional=True)
+    _check_error(code, *capfd.readouterr(), "flag --window=0: 0 is not a positive integer")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full is Linux's")
+def test_a_standard_output_that_cannot_be_written_is_named(models, videos, capfd, monkeypatch):
+    capfd.readouterr()
+    full = open("/dev/full", "w")  # noqa: SIM115  `predict ... > /dev/full`
+    monkeypatch.setattr(sys, "stdout", full)
+    code = _invoke(videos["gesture"], {"model": models["int8"]})
+    monkeypatch.undo()
+    with contextlib.suppress(OSError):  # what the failed flush left to write
+        full.close()
+    _check_error(code, *capfd.readouterr(),
+                 "error: the standard output: No space left on device")
+
+
+def test_an_annotated_video_of_a_frame_folder_says_its_assumed_frame_rate(models, videos,
+                                                                            tmp_path, capfd):
+    out = tmp_path / "annotated.mp4"
+    capfd.readouterr()
+    assert _invoke(videos["frames"], {"model": models["int8"], "output_video": str(out)}) == 0
+    err = capfd.readouterr().err
+    assert f"note: {videos['frames']}: it has no frame rate (frames, not a video): {out} plays " \
+           "at 30 fps" in err, err
+    assert out.exists()
+
+
+def test_a_dash_reads_the_standard_input(tmp_path, monkeypatch):
+    from keras_efficient3d.predict.sources import find_sources
+
+    monkeypatch.chdir(tmp_path)
+    assert find_sources("-") == ["/dev/stdin"]  # `cat clip.avi | predict -`
+    (tmp_path / "-").write_bytes(b"x")
+    assert find_sources("-") == ["-"]  # a file of that name is that file
