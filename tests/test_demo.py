@@ -38,6 +38,7 @@ def test_publish_writes_the_model_its_tflite_forms_metadata_and_card(tmp_path):
     assert "| TFLite ptq_int8 | synthetic_gestures_int8.tflite | 85.00% | 80.00% | 1.5 ms | 12 KB |" in card
     # the machine it was measured on is this one, not a fixed claim
     assert f"the machine that produced the model ({os.cpu_count()}-core {platform.machine()})" in card
+    assert "the int8 file's top-1 can differ from the float files', confidently" in card
     assert sorted(os.listdir(out)) == sorted(
         [os.path.basename(p) for p in written] + ["MODEL_CARD.md", "synthetic_gestures_fp32.tflite.json",
                                                   "synthetic_gestures_int8.tflite.json"])

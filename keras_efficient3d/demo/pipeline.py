@@ -191,6 +191,12 @@ def _machine():
     return f"{os.cpu_count() or '?'}-core {platform.machine() or 'unknown architecture'}"
 
 
+_OUTSIDE_THE_DATA = (
+    "The accuracies are of clips like the training ones. On other motion the model's scores "
+    "are no calibrated probabilities, and the int8 file's top-1 can differ from the float "
+    "files', confidently.")
+
+
 def model_card(report, config, classes, float_results, int8_key):
     deploy = report.get("deploy", {})
     lines = [
@@ -222,5 +228,6 @@ def model_card(report, config, classes, float_results, int8_key):
                          f"{100 * d['clip_top1']:.2f}% | {d['latency_ms']:.1f} ms | {d['size_kb']:.0f} KB |")
     lines += ["", f"Validation: {float_results['num_videos']} synthetic videos "
               "(video accuracy = softmax averaged over the windows of each video). Latency "
-              f"measured by the demo on the machine that produced the model ({_machine()}).", ""]
+              f"measured by the demo on the machine that produced the model ({_machine()}).", "",
+              _OUTSIDE_THE_DATA, ""]
     return "\n".join(lines)
