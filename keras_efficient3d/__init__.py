@@ -104,19 +104,37 @@ def _quiet_interrupt_of_our_programs():
     if name is None:
         return
     report = sys.excepthook
+    # imported here: the hooks below may run while the interpreter shuts down
+    import _thread
+    import signal
+    import threading
+    import time
+
+    # A Ctrl-C inside a C extension's import can reach Python as another error: during
+    # numpy's, its datetime import fails and numpy raises an ImportError, the interrupt gone
+    # (a traceback and status 1). The signal is noted as it arrives.
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        interrupted.append(signum)
+        signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as Python's own
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, on_sigint)
 
     def hook(kind, value, traceback):
         if issubclass(kind, KeyboardInterrupt):  # Python still exits as by SIGINT (130)
             sys.stderr.write(f"{name}: interrupted\n")
             return
+        if interrupted:  # the interrupt, turned into another error on its way
+            sys.stderr.write(f"{name}: interrupted\n")
+            sys.stderr.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGINT)  # the status of a Ctrl-C, as Python's own
+            return
         report(kind, value, traceback)
 
     sys.excepthook = hook
-    # imported here: the hook below may run while the interpreter shuts down
-    import _thread
-    import signal
-    import threading
-    import time
 
     unraisable = sys.unraisablehook
     main_thread = threading.main_thread().ident

@@ -421,6 +421,35 @@ def test_ctrl_c_while_the_program_starts_is_one_line(name, tmp_path):
     assert err == f"{CLIS[name][1]}: interrupted\n", err  # python -m: the module's name
 
 
+def test_an_interrupt_that_an_import_turns_into_another_error_is_one_line(monkeypatch, capsys):
+    """A Ctrl-C during numpy's C import (0.4 s into predict once its start-up was shorter)
+    made numpy raise an ImportError ("PyCapsule_Import could not import module datetime"),
+    the interrupt gone: a traceback, status 1. The signal is noted as it arrives."""
+    import signal
+
+    import keras_efficient3d as package
+
+    monkeypatch.setattr(package, "_our_program", lambda: "keras_efficient3d.predict")
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    raised = []
+    monkeypatch.setattr(signal, "raise_signal", raised.append)  # not this test's process
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        package._quiet_interrupt_of_our_programs()
+        sys.excepthook(ValueError, ValueError("a bug"), None)  # no interrupt: Python's report
+        assert "ValueError: a bug" in capsys.readouterr().err and not raised
+        with pytest.raises(KeyboardInterrupt):
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # the Ctrl-C, as delivered
+        error = ImportError('PyCapsule_Import could not import module "datetime"')
+        sys.excepthook(ImportError, error, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capsys.readouterr().err == "keras_efficient3d.predict: interrupted\n"
+    assert raised == [signal.SIGINT]  # the status of a Ctrl-C
+
+
 @pytest.mark.parametrize("name,backend,hint", [("train", "pytorch", " (did you mean torch?)"),
                                                ("predict", "jaxx", " (did you mean jax?)"),
                                                ("export", "cntk", "")])
