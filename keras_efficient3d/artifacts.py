@@ -107,6 +107,10 @@ def _size_pair(size):
     return None
 
 
+# ModelMetadata.extra of a model train.py wrote: {"dataset", "ucf101_fold" for UCF-101}
+TRAINED_ON = "trained_on"
+
+
 @dataclasses.dataclass
 class ModelMetadata:
     """What a saved model expects and returns.
@@ -327,14 +331,12 @@ def save_model(model, path, metadata=None) -> str:
                              f"case. Received: {path}")
     if metadata is not None:
         metadata = _as_metadata(metadata, path).to_dict()
-    import keras  # here: reading metadata needs no Keras
+    from keras_efficient3d import import_tensorflow_quietly
 
-    if keras.backend.backend() != "tensorflow":
-        from keras_efficient3d import import_tensorflow_quietly
-
-        # Keras' .keras writer imports TensorFlow on every backend (serialization_lib's
-        # TensorShape check): its start-up notices, amid convert's lines on JAX
-        import_tensorflow_quietly()
+    # Keras' .keras writer imports TensorFlow on every backend (serialization_lib's
+    # TensorShape check): its start-up notices, amid convert's lines on JAX (on TensorFlow it
+    # is imported already, and this returns at once)
+    import_tensorflow_quietly()
     with atomic_path(path) as tmp:
         model.save(tmp)
         if metadata is not None:

@@ -30,6 +30,7 @@ import keras
 from keras_efficient3d import registry, runtime
 from keras_efficient3d._tf import tf
 from keras_efficient3d.artifacts import (
+    TRAINED_ON,
     ModelFileError,
     ModelMetadata,
     atomic_write,
@@ -777,7 +778,6 @@ def model_metadata(config, classes, num_classes=None, extra=None):
         extra={TRAINED_ON: trained_on, **(extra or {})})
 
 
-TRAINED_ON = "trained_on"  # ModelMetadata.extra: {"dataset", "ucf101_fold" for UCF-101}
 
 
 STATE_ENTRY = "training_state"  # last.keras' own record of what train_state.json holds

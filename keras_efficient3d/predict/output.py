@@ -88,6 +88,10 @@ def check_output_path(path) -> str:
     return directory
 
 
+# The frame rate of an annotated video whose source has none (a frame folder).
+DEFAULT_FPS = 30.0
+
+
 class VideoOutput:
     """The ``--output`` video, written beside `path` under a temporary name and renamed over
     it by `close` (also after Ctrl-C: what was annotated is kept): a run that fails leaves an
@@ -105,7 +109,7 @@ class VideoOutput:
         # quiet: FFmpeg's WebM muxer notes that it takes the VP8 tag as its own, every time
         with quiet_stderr():
             self.writer = cv2.VideoWriter(self.partial, cv2.VideoWriter_fourcc(*_FOURCC[ext]),
-                                          float(fps or 30.0), self.size)
+                                          float(fps or DEFAULT_FPS), self.size)
         if not self.writer.isOpened():
             self.discard()
             raise PredictError(f"--output {path}: cannot write a video there")

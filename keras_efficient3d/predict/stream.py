@@ -14,7 +14,13 @@ from collections.abc import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from keras_efficient3d.artifacts import FRAMES_DTYPE, ModelMetadata, read_metadata, sidecar_path
+from keras_efficient3d.artifacts import (
+    FRAMES_DTYPE,
+    TRAINED_ON,
+    ModelMetadata,
+    read_metadata,
+    sidecar_path,
+)
 from keras_efficient3d.data.decode import DataError
 from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import val_transform
@@ -22,7 +28,13 @@ from keras_efficient3d.data.temporal import loop_pad
 from keras_efficient3d.label_sets import class_key, run_labels
 from keras_efficient3d.predict._errors import PredictError, one_line
 from keras_efficient3d.predict.labels import load_labels
-from keras_efficient3d.predict.output import counted, draw_overlay, open_window, open_writer
+from keras_efficient3d.predict.output import (
+    DEFAULT_FPS,
+    counted,
+    draw_overlay,
+    open_window,
+    open_writer,
+)
 from keras_efficient3d.predict.sources import VideoSource
 
 __all__ = ["ClipSpec", "PredictionInterrupted", "StreamClassifier", "iter_stream", "make_clip", "prepare_frames",
@@ -171,10 +183,10 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     reordered = given and metadata.labels and keys(labels) != keys(metadata.labels) and \
         sorted(keys(labels)) == sorted(keys(metadata.labels))
     classes = runner.num_classes
-    # only for a model train.py wrote (it records what it was trained on, trainer.TRAINED_ON):
-    # a converted 600-class model saved into a Jester run's folder is no model of that run
+    # only for a model train.py wrote (it records what it was trained on): a converted
+    # 600-class model saved into a Jester run's folder is no model of that run
     beside = run_labels(path) if labels is None and classes is not None and path and \
-        os.path.isfile(path) and "trained_on" in metadata.extra else None
+        os.path.isfile(path) and TRAINED_ON in metadata.extra else None
     named = None
     if beside is not None and len(beside) <= classes:
         # a model trained with --num_classes above its data's classes records no names; its
@@ -586,7 +598,8 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
         notes.append(f"{counted(summary['frames'], 'frame')}, fewer than the {spec.span}-frame "
                      "window: loop-padded as in training")
     if output_video and not source.fps:  # a frame folder: a Jester folder's 12 fps played 2.5x
-        notes.append(f"it has no frame rate (frames, not a video): {output_video} plays at 30 fps")
+        notes.append(f"it has no frame rate (frames, not a video): {output_video} plays at "
+                     f"{DEFAULT_FPS:g} fps")
     note = "; ".join(notes) or None
     warning = None
     if getattr(source, "truncated", False):
