@@ -16,7 +16,7 @@ from absl import flags
 from keras_efficient3d import cli
 from keras_efficient3d.artifacts import check_keras_archive
 from keras_efficient3d.data.decode import DataError
-from keras_efficient3d.predict._errors import PredictError
+from keras_efficient3d.predict._errors import PredictError, command_line_names, option
 from keras_efficient3d.predict.output import (
     check_output_path,
     counted,
@@ -84,7 +84,7 @@ def run(source: str | Sequence[str], model: str | None = None, labels: str | Non
         shown = DEFAULT_MODEL if shown.startswith("..") else shown
         raise PredictError(
             f"the shipped model {shown} is missing: run ./demo.sh to train and export it, or pass "
-            "--model_file PATH (.keras, .tflite, .onnx or OpenVINO .xml)")
+            f"{option('model')}=PATH (.keras, .tflite, .onnx or OpenVINO .xml)")
     check_options(stride, top, normalization)  # before a model that takes seconds to load
     given = [os.fspath(source)] if isinstance(source, (str, os.PathLike)) else [
         os.fspath(s) for s in source]
@@ -100,7 +100,8 @@ def run(source: str | Sequence[str], model: str | None = None, labels: str | Non
     # checked before a model loads
     sources = None if live is not None else [found for path in given for found in find_sources(path)]
     if output_video and sources is not None and len(sources) > 1:
-        raise PredictError("--output needs a single video or a camera, not several videos")
+        raise PredictError(f"{option('output_video')} needs a single video or a camera, not several "
+                           "videos")
     if output_video:
         check_output_path(output_video)
     if output_video and sources:
@@ -209,7 +210,7 @@ def _check_output_apart(output_video, source):
     inside = os.path.isdir(origin) and target.startswith(origin.rstrip(os.sep) + os.sep)
     if same or inside:
         where = "is the source video" if same else "is inside the source frame folder"
-        raise PredictError(f"--output {output_video} {where} {source}: it would be overwritten "
+        raise PredictError(f"{option('output_video')}={output_video} {where} {source}: it would be overwritten "
                            "while it is read; give another file")
 
 
@@ -312,10 +313,11 @@ def main(argv, flag_values=flags.FLAGS):
             check_openvino_device(f.openvino_device)
         except (ValueError, ImportError) as err:
             raise cli.UsageError(f"--openvino_device={f.openvino_device}: {err}") from None
-    return run(argv[1:], model=f.model_file, labels=f.labels,
-               window=f.frames, stride=f.stride, top=f.top, as_json=f.json or f.format == "json", threads=f.threads,
-               output_video=f.output, normalization=f.normalization, display=f.display,
-               openvino_precision=f.openvino_precision, openvino_device=f.openvino_device)
+    with command_line_names():
+        return run(argv[1:], model=f.model_file, labels=f.labels, window=f.frames, stride=f.stride,
+                   top=f.top, as_json=f.json or f.format == "json", threads=f.threads,
+                   output_video=f.output, normalization=f.normalization, display=f.display,
+                   openvino_precision=f.openvino_precision, openvino_device=f.openvino_device)
 
 
 if __name__ == "__main__":

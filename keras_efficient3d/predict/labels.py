@@ -15,9 +15,9 @@ __all__ = ["LABEL_SETS", "load_labels"]
 
 _KINETICS600_HELP = (
     "the Kinetics-600 class list is not shipped (its exact official order could not be "
-    "verified here); pass the official file instead: --labels=PATH to a text file with one "
-    "class per line in the model's order, or to a Kinetics annotation CSV (its 'label' column; "
-    "classes are then sorted by name), or to the original's kinetics.json (its 'labels', "
+    "verified here); give the official file's path instead: a text file with one class per "
+    "line in the model's order, a Kinetics annotation CSV (its 'label' column; classes are "
+    "then sorted by name), or the original's kinetics.json (its 'labels', "
     "the order of the validation CSV it was made from, which its models' outputs follow)"
 )
 

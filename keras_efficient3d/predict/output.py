@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from keras_efficient3d.data.decode import check_opencv_path
-from keras_efficient3d.predict._errors import PredictError
+from keras_efficient3d.predict._errors import PredictError, option
 from keras_efficient3d.runtime import quiet_stderr
 
 __all__ = ["display_available", "draw_overlay", "format_speed", "format_window", "open_window",
@@ -79,12 +79,12 @@ def check_output_path(path) -> str:
     folder. Raises `PredictError`."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in _FOURCC:
-        raise PredictError(f"--output {path}: unsupported extension (use one of "
+        raise PredictError(f"{option('output_video')}={path}: unsupported extension (use one of "
                            f"{', '.join(_FOURCC)})")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise PredictError(f"--output {path}: folder {directory} does not exist")
-    check_opencv_path(path, lambda message, where: PredictError(f"--output {where}: {message}"))
+        raise PredictError(f"{option('output_video')}={path}: folder {directory} does not exist")
+    check_opencv_path(path, lambda message, where: PredictError(f"{option('output_video')}={where}: {message}"))
     return directory
 
 
@@ -112,7 +112,7 @@ class VideoOutput:
                                           float(fps or DEFAULT_FPS), self.size)
         if not self.writer.isOpened():
             self.discard()
-            raise PredictError(f"--output {path}: cannot write a video there")
+            raise PredictError(f"{option('output_video')}={path}: cannot write a video there")
 
     def write(self, frame_bgr):
         if (frame_bgr.shape[1], frame_bgr.shape[0]) != self.frame_size:

@@ -26,7 +26,7 @@ from keras_efficient3d.data.normalization import PRESETS, Normalization
 from keras_efficient3d.data.spatial import val_transform
 from keras_efficient3d.data.temporal import loop_pad
 from keras_efficient3d.label_sets import class_key, run_labels
-from keras_efficient3d.predict._errors import PredictError, one_line
+from keras_efficient3d.predict._errors import PredictError, one_line, option
 from keras_efficient3d.predict.labels import load_labels
 from keras_efficient3d.predict.output import (
     DEFAULT_FPS,
@@ -129,13 +129,15 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     frames = frames or meta_frames
     if window is not None:
         if int(window) < 1:
-            raise PredictError(f"--frames must be >= 1, not {window}")
+            raise PredictError(f"{option('window')} must be >= 1, not {window}")
         if frames is not None and int(window) != frames:
             raise PredictError(
-                f"{path}: the model takes {frames}-frame clips; --frames {window} does not match")
+                f"{path}: the model takes {frames}-frame clips; {option('window')}={window} does not "
+                "match")
         frames = int(window)
     if frames is None:
-        raise PredictError(f"{path}: the model does not say how many frames a clip has; pass --frames")
+        raise PredictError(f"{path}: the model does not say how many frames a clip has; pass "
+                           f"{option('window')}")
     meta_size = metadata.height_width
     height, width = spec.height, spec.width
     if meta_size is not None and height is not None and width is not None and meta_size != (height, width):
@@ -165,12 +167,12 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
             norm = given
         else:
             norm = Normalization.preset("original")
-            notes.append(("normalisation", "normalisation preset 'original' (pass --normalization)"))
+            notes.append(("normalisation", f"normalisation preset 'original' (pass {option('normalization')})"))
 
     if labels is None:
         origin = "recorded in its metadata"
     else:
-        origin = "the labels given" if isinstance(labels, (list, tuple)) else f"--labels {labels}"
+        origin = "the labels given" if isinstance(labels, (list, tuple)) else f"{option('labels')}={labels}"
     if labels is not None and not isinstance(labels, (list, tuple)):
         labels = load_labels(labels)
     given = labels is not None
@@ -199,13 +201,13 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
         raise PredictError(f"{path}: {len(labels)} labels for a model with {classes} classes ({origin})")
     if labels is None and classes is not None:
         labels = [f"class {i}" for i in range(classes)]
-        notes.append(("class names", "class indices for names (pass --labels)"))
+        notes.append(("class names", f"class indices for names (pass {option('labels')})"))
     notes = _assumptions(os.path.basename(path), notes, unrecorded)
     if named:
         notes.append(named)
     if reordered:
         notes.append(f"{os.path.basename(path)} records these class names in another order; "
-                     f"its outputs are named by {origin}, as asked (leave --labels out for the "
+                     f"its outputs are named by {origin}, as asked (leave {option('labels')} out for the "
                      "names it records)")
     output = metadata.output
     probabilities = {"probabilities": True, "logits": False}.get(output)
@@ -234,19 +236,20 @@ def _assumptions(name, assumed, unrecorded):
 
 def check_options(stride=8, top=5, normalization=None) -> Normalization | None:
     """Refuses a ``stride`` or ``top`` below 1 and an unknown normalisation preset, in a line
-    naming the flag: predict checks them before it loads a model. Returns the normalisation
+    naming the option (the flag under the command line, the argument from Python: `option`):
+    predict checks them before it loads a model. Returns the normalisation
     (``None`` when none is given)."""
     if int(stride) < 1:
-        raise PredictError(f"--stride must be >= 1, not {stride}")
+        raise PredictError(f"{option('stride')} must be >= 1, not {stride}")
     if int(top) < 1:
-        raise PredictError(f"--top must be >= 1, not {top}")
+        raise PredictError(f"{option('top')} must be >= 1, not {top}")
     if not normalization:
         return None
     try:
         return Normalization.coerce(normalization)
     except ValueError as err:
         if isinstance(normalization, str):  # the flag's value: answered in the flag's terms
-            raise PredictError(f"--normalization={normalization}: unknown preset; expected one of "
+            raise PredictError(f"{option('normalization')}={normalization}: unknown preset; expected one of "
                                f"{', '.join(PRESETS)}") from None
         raise PredictError(one_line(err)) from None
 
@@ -255,7 +258,7 @@ def _check_normalization(path, metadata: ModelMetadata, given: Normalization, as
     """Refuses a normalisation asked for beside a model that records its own and differs from
     it: one of the two would be silently ignored, and the wrong one gives wrong classes."""
     recorded = metadata.normalization
-    shown = f"--normalization={asked}" if isinstance(asked, str) else "the normalisation given"
+    shown = f"{option('normalization')}={asked}" if isinstance(asked, str) else "the normalisation given"
     if recorded is not None and given != recorded:
         itself = " and applies it itself" if metadata.preprocessing_included else ""
         raise PredictError(f"{path} records its normalisation ({recorded.describe()})"

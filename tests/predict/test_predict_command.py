@@ -17,6 +17,7 @@ from helpers import moving_square
 from keras_efficient3d import cli, predict
 from keras_efficient3d.artifacts import write_sidecar
 from keras_efficient3d.predict import PredictError, command
+from keras_efficient3d.runtime import load_runner
 from predict_helpers import FRAMES, LABELS, METADATA, ROOT, FakeCapture, window_starts, write_video
 
 
@@ -320,6 +321,33 @@ def test_bad_options_are_refused_before_the_model_loads(models, videos, capfd, m
         code = _invoke(videos["gesture"], dict(options, model=models["onnx"]))
         out, err = capfd.readouterr()
         _check_error(code, out, err, expected)
+
+
+def test_messages_name_the_flag_on_the_command_line_and_the_argument_in_python(models, videos,
+                                                                              capfd, tmp_path):
+    """The same mistake, said in the caller's terms: `predict.run(window=0)` and
+    `predict_video(window=0)` were told "--frames must be >= 1", a flag no one typed."""
+    gesture, model = videos["gesture"], models["onnx"]
+    bad_output = str(tmp_path / "out.xyz")
+    cases = [({"window": 0}, "--frames=0: 0 is not a positive integer", "window must be >= 1, not 0"),
+             ({"stride": 0}, "--stride must be >= 1, not 0", "stride must be >= 1, not 0"),
+             ({"output_video": bad_output}, f"--output={bad_output}: unsupported extension",
+              f"output_video={bad_output}: unsupported extension"),
+             ({"normalization": "klingon"}, "--normalization=klingon: unknown preset",
+              "normalization=klingon: unknown preset")]
+    for options, flag_said, argument_said in cases:
+        capfd.readouterr()
+        code = _invoke(gesture, dict(options, model=model))
+        _check_error(code, *capfd.readouterr(), flag_said)
+        # after the command line, in the same process: Python's names again
+        with pytest.raises(PredictError) as raised:
+            predict.run(gesture, model=model, **options)
+        assert str(raised.value).startswith(argument_said), raised.value
+    runner = load_runner(model)
+    for options, said in (({"window": 0}, "window must be >= 1"), ({"stride": 0}, "stride must be >= 1"),
+                          ({"top": 0}, "top must be >= 1")):
+        with pytest.raises(PredictError, match=f"^{said}"):
+            predict.predict_video(runner, gesture, **options)
 
 
 def test_keras_model_on_other_backends_prints_no_start_up_noise(videos):

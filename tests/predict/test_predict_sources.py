@@ -67,5 +67,5 @@ def test_a_name_that_is_not_utf8_is_one_error_not_a_crash(models, videos, tmp_pa
         predict.predict_video(runner, bad)
     with pytest.raises(decode.DataError, match="not valid UTF-8"):
         decode.count_frames(bad)
-    with pytest.raises(PredictError, match="--output .*not valid UTF-8"):
+    with pytest.raises(PredictError, match="output_video=.*not valid UTF-8"):
         check_output_path(bad)

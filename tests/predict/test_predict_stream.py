@@ -54,7 +54,7 @@ def test_resolve_spec_rejects_mismatches(tmp_path, models):
     write_sidecar(path, METADATA)
     with pytest.raises(PredictError, match="27 labels for a model with 4 classes"):
         predict.resolve_spec(runner, labels="jester")
-    with pytest.raises(PredictError, match="takes 8-frame clips; --frames 16"):
+    with pytest.raises(PredictError, match="takes 8-frame clips; window=16 does not match"):
         predict.resolve_spec(runner, window=16)
     # the sidecar of a file of uint8 frames beside a float file (and the reverse): they ran
     # without a word and named the wrong classes
@@ -81,9 +81,9 @@ def test_resolve_spec_rejects_mismatches(tmp_path, models):
     assert spec.labels == [f"class {i}" for i in range(CLASSES)] and spec.downsample == 1
     assert spec.normalization == Normalization.preset("original")
     assert spec.notes == ["m.tflite records no metadata (no m.tflite.json beside it): assuming "
-                          "normalisation preset 'original' (pass --normalization), every frame (a "
+                          "normalisation preset 'original' (pass normalization), every frame (a "
                           "model trained on one frame in N needs its sidecar) and class indices for "
-                          "names (pass --labels)"]
+                          "names (pass labels)"]
     assert predict.resolve_spec(runner, labels=LABELS, normalization="original").notes == [
         "m.tflite records no metadata (no m.tflite.json beside it): assuming every frame (a model "
         "trained on one frame in N needs its sidecar)"]
@@ -98,14 +98,14 @@ def test_resolve_spec_takes_a_normalization_only_where_it_agrees(tmp_path, model
     spec = predict.resolve_spec(runner, normalization="kinetics")  # the same: fine
     assert spec.normalization == Normalization.preset("kinetics") and spec.notes == []
     with pytest.raises(PredictError, match=r"records its normalisation \(preset 'kinetics'\); "
-                                           r"--normalization=original differs: leave it out"):
+                                           r"normalization=original differs: leave it out"):
         predict.resolve_spec(runner, normalization="original")
     # A model that normalises its frames itself takes them as they are.
     write_sidecar(path, dict(METADATA, normalization=None, preprocessing_included=True))
     assert predict.resolve_spec(runner, normalization="none").normalization is None
-    with pytest.raises(PredictError, match="normalises its frames itself .*--normalization=unit"):
+    with pytest.raises(PredictError, match="normalises its frames itself .*normalization=unit"):
         predict.resolve_spec(runner, normalization="unit")
-    with pytest.raises(PredictError, match="--normalization=klingon: unknown preset; expected one of original, "):
+    with pytest.raises(PredictError, match="^normalization=klingon: unknown preset; expected one of original, "):
         predict.resolve_spec(runner, normalization="klingon")
 
 
@@ -408,7 +408,7 @@ def test_a_label_count_mismatch_names_where_the_labels_came_from(tmp_path, model
     runner = load_runner(models["tflite"])
     path = tmp_path / "classes.txt"
     path.write_text("a\nb\nc\n")
-    with pytest.raises(PredictError, match=rf"3 labels for a model with {CLASSES} classes \(--labels {path}\)$"):
+    with pytest.raises(PredictError, match=rf"3 labels for a model with {CLASSES} classes \(labels={path}\)$"):
         predict.resolve_spec(runner, labels=str(path))
     with pytest.raises(PredictError, match=rf"2 labels for a model with {CLASSES} classes \(the labels given\)$"):
         predict.resolve_spec(runner, labels=["a", "b"])
@@ -428,7 +428,7 @@ def test_labels_given_in_another_order_than_the_recorded_ones_are_said(tmp_path,
     assert spec.labels == reordered
     assert spec.notes[-1] == (f"{os.path.basename(models['tflite'])} records these class names "
                               "in another order; its outputs are named by the labels given, as "
-                              "asked (leave --labels out for the names it records)")
+                              "asked (leave labels out for the names it records)")
     spec = predict.resolve_spec(runner, metadata=dict(METADATA, labels=recorded),
                                 labels=list(recorded))
     assert not any("another order" in note for note in spec.notes)
