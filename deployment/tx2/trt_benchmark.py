@@ -23,7 +23,6 @@ import subprocess
 import time
 
 import tx2_common as common
-from trt_build_engine import find_trtexec
 
 TRTEXEC_WARMUP_MS_PER_RUN = 10
 DEFAULT_CLIP_SHAPE = "16,112,112,3"
@@ -247,18 +246,18 @@ def run_trtexec(trtexec, engine_path, warmup, iterations, shapes=None):
         cmd.append("--shapes={}".format(shapes))
     print(" ".join(cmd))
     try:
-        run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             universal_newlines=True)
+        run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except OSError as err:  # not a program this machine can run (another architecture...)
         raise common.Failed("cannot run trtexec {}: {}".format(trtexec, err)) from None
-    times = parse_trtexec_times(run.stdout)
+    # bytes, not the locale's text: under LC_ALL=C, Python 3.6 decodes ASCII and a path's
+    # accent in trtexec's output ended the script with a UnicodeDecodeError
+    output = run.stdout.decode("utf-8", "replace")
+    times = parse_trtexec_times(output)
     if run.returncode != 0 or times is None:
-        # Its last line says why (the lines above it are trtexec's settings).
-        last = [line.strip() for line in run.stdout.splitlines() if line.strip()][-1:]
         why = "exit {}".format(run.returncode) if run.returncode else "no timing in its output"
         raise common.Failed("trtexec failed ({}): {} (its command is the line above)".format(
-            why, last[0] if last else "no output"))
-    return times, run.stdout
+            why, common.trtexec_error(output)))
+    return times, output
 
 
 def time_with_trtexec(trtexec, engine_path, batch_sizes, warmup, iterations, input_shape=None,
@@ -323,7 +322,8 @@ def main(argv=None):
                     "trtexec".format(flag, flag))
         results = time_with_python_api(trt, args.engine, batch_sizes, args.warmup, args.iterations,
                                        args.batch_sizes)
-        how = "TensorRT {} Python API".format(trt.__version__)
+        how = "TensorRT {} Python API (each call: the clips copied in, run, logits copied " \
+              "out)".format(trt.__version__)
     else:
         clip_shape = args.clip_shape if args.clip_shape is not None else DEFAULT_CLIP_SHAPE
         shape = None
@@ -337,13 +337,13 @@ def main(argv=None):
         elif args.input_name is not None:
             raise common.Refused("--input-name is not read with --clip-shape none (trtexec runs "
                                  "the engine's input as it is): drop it")
-        trtexec = find_trtexec(args.trtexec)
+        trtexec = common.find_trtexec(args.trtexec)
         if not trtexec:
             raise common.Missing("neither TensorRT's Python API nor trtexec is available "
                                  "(on JetPack: python3-libnvinfer, /usr/src/tensorrt/bin/trtexec).")
         results = time_with_trtexec(trtexec, args.engine, batch_sizes, args.warmup, args.iterations,
                                     shape, args.batch_sizes)
-        how = "trtexec (median GPU compute time)"
+        how = "trtexec (median GPU compute time: the copies in and out not included)"
     common.print_results(results, "TensorRT {} via {}: clips/s = batch / median".format(
         os.path.basename(args.engine), how), args.json)
     return 0

@@ -26,13 +26,9 @@ command only. Python 3.6 compatible.
 import argparse
 import json
 import os
-import shutil
 import subprocess
 
 import tx2_common as common
-
-TRTEXEC_PLACES = ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec",
-                  "/opt/tensorrt/bin/trtexec")
 
 
 def parse_args(argv=None):
@@ -58,28 +54,6 @@ def parse_args(argv=None):
     parser.add_argument("--compute-capability", default=None, help="Override GPU detection, e.g. 6.2.")
     parser.add_argument("--dry-run", action="store_true", help="Print the command without running it.")
     return parser.parse_args(argv)
-
-
-def find_trtexec(explicit=None):
-    """The trtexec to run: `explicit` (--trtexec: a path, or a name PATH finds), else PATH's,
-    else JetPack's; None when there is none. Refuses an --trtexec that is not there or cannot
-    be run (the user named one: "no trtexec found" would send them looking elsewhere)."""
-    if explicit:
-        path = explicit if os.sep in explicit else (shutil.which(explicit) or explicit)
-        if not os.path.isfile(path):
-            raise common.Refused("--trtexec {}: no such file{}".format(
-                explicit, "" if os.sep in explicit else " (and not on PATH)"))
-        if not os.access(path, os.X_OK):
-            raise common.Refused("--trtexec {} is not executable (chmod +x it, or point --trtexec "
-                                 "at TensorRT's trtexec itself).".format(explicit))
-        return path
-    found = shutil.which("trtexec")
-    if found:
-        return found
-    for place in TRTEXEC_PLACES:
-        if os.path.isfile(place) and os.access(place, os.X_OK):
-            return place
-    return None
 
 
 def load_onnx(path):
@@ -210,16 +184,44 @@ def _dims(shape):
 
 
 def device_capability(override):
+    """The compute capability the INT8 check goes by: `override` (--compute-capability),
+    else the board's or nvidia-smi's. None (nothing refused) where TensorRT itself says this
+    GPU has fast INT8 and those say otherwise: a board newer than the table."""
     if override:
-        return common.parse_compute_capability(override)
+        return override
+    known = common.compute_capability_from_board() or common.compute_capability_from_nvidia_smi()
     try:
         import tensorrt as trt  # pylint: disable=import-outside-toplevel
-        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
-        if not builder.platform_has_fast_int8:
-            return common.compute_capability_from_board() or (6, 2)
+        fast = trt.Builder(trt.Logger(trt.Logger.ERROR)).platform_has_fast_int8
     except Exception:  # pylint: disable=broad-except
-        pass
-    return common.compute_capability_from_board() or common.compute_capability_from_nvidia_smi()
+        fast = None
+    if fast is False:
+        return known or (6, 2)
+    if fast and known is not None and not common.int8_supported(known):
+        return None
+    return known
+
+
+def other_format(path):
+    """What `path` holds where it is recognisably no ONNX file, else None: without the onnx
+    package (JetPack) nothing else reads it before trtexec, which fails on it after the
+    advice to pass --onnx-batch had been followed."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    stripped = head.lstrip()
+    if not head:
+        return "an empty file"
+    if head[4:8] == b"TFL3":
+        return "a TFLite model"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (a .keras model?)"
+    if head.startswith(b"\x89HDF"):
+        return "an HDF5 file"
+    if stripped[:1] in (b"{", b"["):
+        return "JSON (an export's sidecar?)"
+    if stripped[:1] == b"<":
+        return "XML (an OpenVINO IR?)"
+    return None
 
 
 def trtexec_command(trtexec, onnx_path, engine_path, precision, input_name, clip_shape,
@@ -253,9 +255,15 @@ def main(argv=None):
     # trtexec finds an unwritable --saveEngine only after minutes of building.
     common.check_output_file(args.engine, "--engine")
     common.check_workspace_mb(args.workspace_mb)
+    override = None
+    if args.compute_capability:
+        if args.precision != "int8":
+            raise common.Refused("--compute-capability is read for --precision int8 only (the "
+                                 "check that the GPU has INT8 kernels): drop it")
+        override = common.parse_compute_capability(args.compute_capability)
     if args.precision == "int8":
-        common.check_int8(device_capability(args.compute_capability), "TensorRT INT8 engine")
-    trtexec = find_trtexec(args.trtexec)
+        common.check_int8(device_capability(override), "TensorRT INT8 engine")
+    trtexec = common.find_trtexec(args.trtexec)
     model = load_onnx(args.onnx)
     name = None
     if model is not None:
@@ -274,6 +282,9 @@ def main(argv=None):
             raise common.Refused("--clip-shape {} does not match --onnx {}, whose input is "
                                  "{}".format(args.clip_shape, args.onnx, _dims(shape)))
     else:
+        other = other_format(args.onnx)
+        if other:
+            raise common.Refused("--onnx {}: not an ONNX model ({})".format(args.onnx, other))
         sidecar = args.onnx + ".json"
         recorded = sidecar_input(args.onnx)
         file_clip, recorded_batch = recorded or (None, None)
@@ -318,6 +329,10 @@ def main(argv=None):
     cmd = trtexec_command(trtexec or args.trtexec or "trtexec", args.onnx, args.engine,
                           args.precision, name, clip_shape, batch_sizes, args.workspace_mb,
                           fixed_batch)
+    if args.precision == "int8":
+        print("note: --precision int8 builds with trtexec's placeholder scales: an engine to time "
+              "INT8 speed with, whose outputs mean nothing; an accurate INT8 engine needs "
+              "calibration (trt_convert.py --precision INT8 --calibration-npy, through TF-TRT)")
     print(" ".join(cmd))
     if args.dry_run:
         return 0

@@ -92,6 +92,13 @@ def gpu_capability(tf):
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         raise common.Missing("no GPU visible to TensorFlow; TF-TRT needs a CUDA GPU.")
+    # TensorFlow takes most of the GPU's memory when it starts, which on a Jetson is the
+    # board's memory: TensorRT's builder, beside it, then runs short
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except (RuntimeError, ValueError):  # already initialised: nothing to change
+            pass
     details = tf.config.experimental.get_device_details(gpus[0])
     capability = details.get("compute_capability")
     return tuple(capability) if capability else common.compute_capability_from_board()
@@ -119,6 +126,15 @@ def check_output(output, saved_model):
                              "TF-TRT SavedModel into another folder.".format(output))
 
 
+def engine_count(graph_def):
+    """The TensorRT engines (TRTEngineOp nodes) TF-TRT put in a converted graph, its functions'
+    included: 0 means that TensorFlow runs the whole model as before."""
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    return sum(1 for node in nodes if node.op == "TRTEngineOp")
+
+
 def calibration_batches(clips, step, fixed):
     """The INT8 calibration clips in batches of `step`: all of them where the signature's batch
     is free, whole batches only where it is `fixed` (a signature of batch 8 takes no 5)."""
@@ -135,21 +151,30 @@ def main(argv=None):
     common.check_saved_model(args.saved_model)
     check_output(args.output, args.saved_model)
     common.check_workspace_mb(args.workspace_mb)
-    if args.precision == "INT8" and not args.calibration_npy:
-        raise common.Refused("INT8 needs --calibration-npy (clips shaped (N, frames, height, width, 3)).")
-    if args.precision != "INT8" and args.calibration_npy:
-        raise common.Refused("--calibration-npy is read for --precision INT8 only (TF-TRT "
-                             "calibrates INT8 ranges; {} needs none): drop it".format(args.precision))
-    capability = None
+    if args.precision != "INT8":
+        for flag, value, why in (
+                ("--calibration-npy", args.calibration_npy,
+                 "TF-TRT calibrates INT8 ranges; {} needs none".format(args.precision)),
+                ("--compute-capability", args.compute_capability,
+                 "the check that the GPU has INT8 kernels")):
+            if value:
+                raise common.Refused("{} is read for --precision INT8 only ({}): drop it".format(
+                    flag, why))
+    override = None
     if args.compute_capability:
-        capability = common.parse_compute_capability(args.compute_capability)
+        override = common.parse_compute_capability(args.compute_capability)
     if args.precision == "INT8":
-        common.check_int8(capability or common.compute_capability_from_board(), "TF-TRT INT8")
+        # before the clips are asked for: on a TX2 no clips make INT8 possible
+        common.check_int8(override or common.compute_capability_from_board(), "TF-TRT INT8")
+        if not args.calibration_npy:
+            raise common.Refused("INT8 needs --calibration-npy (clips shaped (N, frames, height, "
+                                 "width, 3)).")
     clips = read_calibration(args.calibration_npy) if args.precision == "INT8" else None
 
     tf, trt = import_tftrt()
-    if capability is None:
-        capability = gpu_capability(tf)
+    capability = gpu_capability(tf)  # a GPU is needed whatever --compute-capability says
+    if override is not None:
+        capability = override
     if args.precision == "INT8":
         common.check_int8(capability, "TF-TRT INT8")
     import numpy as np  # pylint: disable=import-outside-toplevel
@@ -173,6 +198,11 @@ def main(argv=None):
     except RuntimeError as err:
         raise common.Missing(str(err).splitlines()[0]) from None
 
+    # TensorFlow's own log is off (its start-up lines): the steps, which take minutes on a
+    # TX2, are said here
+    print("converting {} to TF-TRT {}{}...".format(
+        args.saved_model, args.precision,
+        " (calibrating on {} clips)".format(len(clips)) if clips is not None else ""), flush=True)
     if args.precision == "INT8":
         clips = clips.astype(np.float32)
 
@@ -182,18 +212,27 @@ def main(argv=None):
             for batch in batches:
                 yield (tf.constant(batch),)
 
-        converter.convert(calibration_input_fn=calibration_input_fn)
+        converted = converter.convert(calibration_input_fn=calibration_input_fn)
     else:
-        converter.convert()
+        converted = converter.convert()
+    engines = engine_count(converted.graph.as_graph_def()) if converted is not None else None
+    if engines == 0:
+        print("warning: TF-TRT made no TensorRT engine of this graph: TensorFlow runs all of it "
+              "as before (TensorRT did not take its operations)", flush=True)
+    elif engines is not None:
+        print("{} TensorRT segment{} made".format(engines, "" if engines == 1 else "s"), flush=True)
 
     def build_input_fn():
         for batch in batch_sizes:
+            print("building the engines for batch {}...".format(batch), flush=True)
             yield (tf.zeros((batch,) + tuple(shape[1:]), tf.float32),)
 
     converter.build(input_fn=build_input_fn)
     converter.save(args.output)
-    print("TF-TRT {} SavedModel written to {} (engines for batch {}; GPU sm_{}{}).".format(
-        args.precision, args.output, ",".join(str(b) for b in batch_sizes),
+    built = ("no TensorRT engine" if engines == 0 else
+             "engines for batch {}".format(",".join(str(b) for b in batch_sizes)))
+    print("TF-TRT {} SavedModel written to {} ({}; GPU sm_{}{}).".format(
+        args.precision, args.output, built,
         capability[0] if capability else "?", capability[1] if capability else "?"))
     return 0
 

@@ -172,12 +172,51 @@ def compute_capability_from_board():
     model = (jetson_model() or "").lower()
     if not model:
         return None
-    table = (("tx2", (6, 2)), ("quill", (6, 2)), ("tx1", (5, 3)), ("nano", (5, 3)),
-             ("xavier", (7, 2)), ("orin", (8, 7)))
+    # Orin and Xavier first: "Jetson Orin Nano" is an Orin (sm_87), not the first Nano (sm_53)
+    table = (("orin", (8, 7)), ("xavier", (7, 2)), ("tx2", (6, 2)), ("quill", (6, 2)),
+             ("tx1", (5, 3)), ("nano", (5, 3)))
     for key, capability in table:
         if key in model:
             return capability
     return None
+
+
+TRTEXEC_PLACES = ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec",
+                  "/opt/tensorrt/bin/trtexec")
+
+
+def find_trtexec(explicit=None):
+    """The trtexec to run: `explicit` (--trtexec: a path, or a name PATH finds), else PATH's,
+    else JetPack's; None when there is none. Refuses an --trtexec that is not there or cannot
+    be run (the user named one: "no trtexec found" would send them looking elsewhere)."""
+    if explicit:
+        path = explicit if os.sep in explicit else (shutil.which(explicit) or explicit)
+        if not os.path.isfile(path):
+            raise Refused("--trtexec {}: no such file{}".format(
+                explicit, "" if os.sep in explicit else " (and not on PATH)"))
+        if not os.access(path, os.X_OK):
+            raise Refused("--trtexec {} is not executable (chmod +x it, or point --trtexec "
+                          "at TensorRT's trtexec itself).".format(explicit))
+        return path
+    found = shutil.which("trtexec")
+    if found:
+        return found
+    for place in TRTEXEC_PLACES:
+        if os.path.isfile(place) and os.access(place, os.X_OK):
+            return place
+    return None
+
+
+def trtexec_error(output):
+    """Why trtexec failed, from its output: its last error line (``[E] ...``). Its last line
+    is its closing ``&&&& FAILED TensorRT.trtexec [TensorRT v8201] # trtexec ...``, which
+    repeats the command and says nothing of the reason."""
+    lines = [line.strip() for line in output.splitlines()
+             if line.strip() and not line.lstrip().startswith("&&&&")]
+    errors = [line for line in lines if "[E]" in line]
+    if errors:
+        return errors[-1][errors[-1].index("[E]"):]
+    return lines[-1] if lines else "no output"
 
 
 def compute_capability_from_nvidia_smi():

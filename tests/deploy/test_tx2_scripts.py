@@ -778,7 +778,7 @@ def test_a_trtexec_named_but_not_there_is_refused_and_one_on_path_is_found(onnx_
     _fake_trtexec(folder, "exit 0\n")
     monkeypatch.syspath_prepend(TX2)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    assert importlib.import_module("trt_build_engine").find_trtexec("trtexec") == \
+    assert importlib.import_module("tx2_common").find_trtexec("trtexec") == \
         str(folder / "trtexec")
 
 
@@ -1001,3 +1001,133 @@ def test_build_engine_without_onnx_takes_the_batch_an_export_records(tmp_path, n
         assert "--maxShapes=input:2x4x32x32x3" in run.stdout
     else:
         assert "Shapes" not in run.stdout and "has a fixed batch of 2" in run.stdout
+
+
+@pytest.mark.parametrize("board, capability", [
+    ("NVIDIA Jetson Orin Nano Developer Kit", (8, 7)),  # an Orin, not the first Nano
+    ("NVIDIA Jetson Xavier NX Developer Kit", (7, 2)),
+    ("NVIDIA Jetson Nano Developer Kit", (5, 3)),
+    ("NVIDIA Jetson TX2", (6, 2)),
+    ("quill", (6, 2)),
+])
+def test_the_board_names_its_compute_capability(common, monkeypatch, board, capability):
+    monkeypatch.setattr(common, "jetson_model", lambda: board)
+    assert common.compute_capability_from_board() == capability
+
+
+@pytest.mark.parametrize("fast, board, expected", [
+    (True, "NVIDIA Jetson Nano Developer Kit", None),  # TensorRT knows better than the table
+    (True, "NVIDIA Jetson Xavier NX", (7, 2)),
+    (False, "a board of the future", (6, 2)),
+    (False, "NVIDIA Jetson TX2", (6, 2)),
+])
+def test_int8_goes_by_what_tensorrt_says_of_the_gpu(common, monkeypatch, fast, board, expected):
+    import types
+
+    build = importlib.import_module("trt_build_engine")
+    builder = types.SimpleNamespace(platform_has_fast_int8=fast)
+
+    class Logger:
+        ERROR = 0
+
+        def __init__(self, level):
+            pass
+
+    fake = types.SimpleNamespace(Builder=lambda logger: builder, Logger=Logger)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(common, "jetson_model", lambda: board)
+    monkeypatch.setattr(common, "compute_capability_from_nvidia_smi", lambda: None)
+    assert build.device_capability(None) == expected
+    assert build.device_capability((6, 2)) == (6, 2)  # --compute-capability says
+
+
+_TRTEXEC_82_FAILURE = (
+    "&&&& RUNNING TensorRT.trtexec [TensorRT v8201] # trtexec --loadEngine=m.engine\n"
+    "[12/07/2026-20:00:00] [I] === Model Options ===\n"
+    "[12/07/2026-20:00:00] [E] Error[3]: [executionContext.cpp::setBindingDimensions::969] "
+    "input dimensions 1x16x64x64x3 outside the profile\n"
+    "[12/07/2026-20:00:00] [E] Inference set up failed\n"
+    "&&&& FAILED TensorRT.trtexec [TensorRT v8201] # trtexec --loadEngine=m.engine\n")
+
+
+def test_a_failed_trtexec_is_said_by_its_last_error_not_its_closing_line(common, tmp_path):
+    """TensorRT 8.2's trtexec ends every failure with "&&&& FAILED ... # <its command>": the
+    reason is in its [E] lines above it."""
+    assert common.trtexec_error(_TRTEXEC_82_FAILURE) == "[E] Inference set up failed"
+    assert common.trtexec_error("&&&& FAILED TensorRT.trtexec\n") == "no output"
+    assert common.trtexec_error("[I] something\nlast words\n") == "last words"
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"an engine")
+    # the error names a path with a byte that is no UTF-8 (a Latin-1 name): it was a
+    # UnicodeDecodeError traceback
+    body = "printf '%s' '{}'\nprintf '[E] cannot open \\377.engine\\n&&&& FAILED\\n'\nexit 1\n".format(
+        _TRTEXEC_82_FAILURE.replace("'", ""))
+    trtexec = _fake_trtexec(tmp_path, body)
+    run = _script("trt_benchmark.py", "--engine", str(engine), "--backend", "trtexec",
+                  "--trtexec", trtexec)
+    _one_line(run, 1, "trtexec failed (exit 1): [E] cannot open \ufffd.engine")
+
+
+def test_int8_on_a_gpu_without_it_is_refused_before_the_clips_are_asked_for(saved_model_dir,
+                                                                            tmp_path):
+    run = _script("trt_convert.py", "--saved-model", saved_model_dir, "--output",
+                  str(tmp_path / "o"), "--precision", "INT8", "--compute-capability", "6.2")
+    _one_line(run, 2, "is sm_62, where TensorRT has no INT8 kernels")
+
+
+@pytest.mark.parametrize("script, args", [
+    ("trt_convert.py", ["--saved-model", "SM", "--output", "OUT", "--precision", "FP16"]),
+    ("trt_build_engine.py", ["--onnx", "ONNX", "--engine", "E", "--precision", "fp16",
+                             "--dry-run"]),
+])
+def test_compute_capability_is_refused_where_no_int8_check_reads_it(saved_model_dir,
+                                                                    onnx_files, tmp_path,
+                                                                    script, args):
+    """`--compute-capability banana` beside fp16 ran without a word: the tx2 README says a
+    flag the chosen mode does not read is refused."""
+    args = [{"SM": saved_model_dir, "OUT": str(tmp_path / "o"), "ONNX": onnx_files["dynamic"],
+             "E": str(tmp_path / "e.engine")}.get(a, a) for a in args]
+    run = _script(script, *args, "--compute-capability", "banana")
+    _one_line(run, 2, "--compute-capability is read for --precision")
+
+
+def test_int8_engine_says_its_scales_are_placeholders(onnx_files, tmp_path):
+    run = _script("trt_build_engine.py", "--onnx", onnx_files["fixed"], "--engine",
+                  str(tmp_path / "e.engine"), "--precision", "int8", "--compute-capability",
+                  "8.7", "--dry-run")
+    assert run.returncode == 0, run.stderr
+    assert "note: --precision int8 builds with trtexec's placeholder scales" in run.stdout
+    assert "outputs mean nothing" in run.stdout and "--calibration-npy" in run.stdout
+
+
+@pytest.mark.parametrize("content, said", [
+    (b'{"input": {"frames": 16}}', "JSON (an export's sidecar?)"),
+    (b"\x1c\x00\x00\x00TFL3\x00\x00", "a TFLite model"),
+    (b"PK\x03\x04rest", "a zip archive"),
+    (b'<?xml version="1.0"?>', "XML (an OpenVINO IR?)"),
+])
+def test_build_engine_without_onnx_refuses_another_format(tmp_path, no_onnx, content, said):
+    """JetPack has no onnx package: a sidecar or a .tflite given as --onnx was told to pass
+    --onnx-batch, after which trtexec failed on it."""
+    path = tmp_path / "m.onnx.json"
+    path.write_bytes(content)
+    run = _script("trt_build_engine.py", "--onnx", str(path), "--engine",
+                  str(tmp_path / "e.engine"), "--dry-run", PYTHONPATH=no_onnx)
+    _one_line(run, 2, f"--onnx {path}: not an ONNX model ({said}")
+
+
+def test_the_converted_graphs_engines_are_counted(monkeypatch):
+    """TF-TRT that converts nothing (no TRTEngineOp) still writes a SavedModel: the script
+    says so instead of "engines for batch 1,8"."""
+    from tensorflow.core.framework import graph_pb2
+
+    monkeypatch.syspath_prepend(TX2)
+    convert = importlib.import_module("trt_convert")
+    graph = graph_pb2.GraphDef()
+    graph.node.add(name="x", op="Placeholder")
+    assert convert.engine_count(graph) == 0
+    function = graph.library.function.add()
+    function.node_def.add(name="TRTEngineOp_000_000", op="TRTEngineOp")
+    function.node_def.add(name="TRTEngineOp_000_001", op="TRTEngineOp")
+    graph.node.add(name="TRTEngineOp_001", op="TRTEngineOp")
+    assert convert.engine_count(graph) == 3
