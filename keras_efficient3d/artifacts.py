@@ -431,13 +431,24 @@ def frames_metadata(metadata, normalization) -> ModelMetadata:
 def write_sidecar(model_path, metadata) -> str:
     """Writes `metadata` (a `ModelMetadata` or its dict) beside `model_path` as
     ``<model file>.json``, atomically; returns its path. Raises `ModelFileError` on bad values."""
-    path = sidecar_path(model_path)
+    return write_metadata(sidecar_path(model_path), metadata)
+
+
+def write_metadata(path, metadata) -> str:
+    """Writes `metadata` (a `ModelMetadata` or its dict) as the JSON file `path` itself,
+    atomically; returns `path`. Raises `ModelFileError` on bad values."""
     return atomic_write_json(path, _as_metadata(metadata, path).to_dict())
+
+
+# A SavedModel is a folder: its metadata lives inside it, in the folder TensorFlow leaves to
+# its users' files ("assets.extra": not loaded, copied with the folder).
+SAVED_MODEL_METADATA = os.path.join("assets.extra", METADATA_ENTRY)
 
 
 def read_metadata(model_path) -> ModelMetadata | None:
     """The metadata recorded for a model: for ``.keras``, the archive's entry (else a
-    sidecar); otherwise ``<model file>.json``. ``None`` when nothing is recorded.
+    sidecar); for a SavedModel folder, its ``assets.extra/keras_efficient3d.json``; otherwise
+    ``<model file>.json``. ``None`` when nothing is recorded.
 
     Raises:
         ModelFileError: not a `.keras` archive, or metadata that is not valid JSON or has
@@ -458,7 +469,7 @@ def read_metadata(model_path) -> ModelMetadata | None:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ModelFileError(f"{path}: bad {METADATA_ENTRY} in the archive ({_one_line(err)})") from None
     if data is None:
-        where = sidecar_path(path)
+        where = os.path.join(path, SAVED_MODEL_METADATA) if os.path.isdir(path) else sidecar_path(path)
         if not os.path.isfile(where):
             return None
         try:

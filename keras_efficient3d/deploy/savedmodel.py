@@ -23,6 +23,7 @@ Keras model's variables holds ops that old TensorFlow lacks (TF 2.6 stops at
 variables.
 """
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -86,7 +87,8 @@ def load_or_build_model(model_name=None, keras_file=None, num_frames=16, image_s
 
 
 def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
-                       signature_name=SIGNATURE_NAME, output_name=OUTPUT_NAME, check=None):
+                       signature_name=SIGNATURE_NAME, output_name=OUTPUT_NAME, check=None,
+                       metadata=None):
     """Writes `model` as a SavedModel with one serving signature.
 
     Args:
@@ -99,6 +101,9 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
         output_name: key of the signature's output.
         check: ``check(path)``, run on the written SavedModel before it replaces the one in
             `export_dir` (`verify_saved_model`): an export that fails it leaves the earlier.
+        metadata: a `ModelMetadata` (or its dict) written inside the SavedModel as
+            ``assets.extra/keras_efficient3d.json`` (`artifacts.read_metadata` of the folder
+            reads it); an earlier export's is removed either way.
 
     Returns:
         `export_dir`.
@@ -119,7 +124,7 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
     made = not os.path.isdir(export_dir)  # a folder made here goes again if the export fails
     os.makedirs(export_dir, exist_ok=True)  # as before: into a folder that may hold more
     try:
-        _export_into(export_dir, serve, signature_name, output_name, check)
+        _export_into(export_dir, serve, signature_name, output_name, check, metadata)
     except BaseException:
         if made:
             shutil.rmtree(export_dir, ignore_errors=True)
@@ -127,7 +132,7 @@ def export_saved_model(model, export_dir, batch_size=None, fold_bn=True,
     return export_dir
 
 
-def _export_into(export_dir, serve, signature_name, output_name, check):
+def _export_into(export_dir, serve, signature_name, output_name, check, metadata):
     """`export_saved_model`'s writing into the existing folder `export_dir`."""
     if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
         # A folder of the user's own that happens to bear a SavedModel entry's name (a
@@ -158,7 +163,20 @@ def _export_into(export_dir, serve, signature_name, output_name, check):
                 raise OSError(f"cannot write the SavedModel {export_dir} ({reason})") from None
         if check is not None:
             check(written)
+        staged = None
+        if metadata is not None:
+            staged = artifacts.write_metadata(os.path.join(staging, artifacts.METADATA_ENTRY),
+                                              metadata)
+        # the earlier export's metadata goes first: an interruption in between leaves a model
+        # that records nothing, never one described by another's record. Only the file: the
+        # user's own files in assets.extra (a serving warm-up) stay
+        recorded = os.path.join(export_dir, artifacts.SAVED_MODEL_METADATA)
+        if os.path.isfile(recorded):
+            os.remove(recorded)
         artifacts.move_entries(written, export_dir)
+        if staged is not None:
+            os.makedirs(os.path.dirname(recorded), exist_ok=True)
+            os.replace(staged, recorded)
 
 
 def _write_frozen(frozen, export_dir, signature_name, output_name):
@@ -189,15 +207,19 @@ def build_and_export_saved_model(export_dir, model_name=None, keras_file=None, n
     and compares it with the Keras model. Returns a dict: path, input_shape, max_rel_error."""
     model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
                                 **model_kwargs)
+    metadata = dataclasses.replace(
+        artifacts.export_metadata(model, keras_file, model_name, weights=model_kwargs.get("weights")),
+        batch=batch_size or "dynamic")
     errors = []
     export_saved_model(model, export_dir, batch_size=batch_size, fold_bn=fold_bn,
                        check=(lambda path: errors.append(verify_saved_model(path, model)))
-                       if verify else None)
+                       if verify else None, metadata=metadata)
     error = errors[0] if errors else None
     return {
         "path": export_dir,
         "input_shape": (batch_size,) + tuple(model.inputs[0].shape[1:]),
         "max_rel_error": error,
+        "metadata": os.path.join(export_dir, artifacts.SAVED_MODEL_METADATA),
     }
 
 

@@ -212,3 +212,28 @@ def test_export_cli_without_the_onnx_packages(tmp_path, monkeypatch, capsys):
     assert "pip install 'keras_efficient3d[onnx]'" in err
     assert not (tmp_path / "m.onnx").exists()
 
+
+
+def test_the_export_records_its_metadata_inside_the_folder(tmp_path):
+    """The SavedModel kept no record of its clip, normalisation or classes (an ONNX export's
+    sidecar does): a Jetson user had the logits and no names for them. The record lives in
+    assets.extra, which a user's files there share, and which an export without one clears."""
+    from keras_efficient3d import artifacts
+
+    folder = tmp_path / "sm"
+    (folder / "assets.extra").mkdir(parents=True)
+    (folder / "assets.extra" / "tf_serving_warmup_requests").write_text("mine")
+    report = savedmodel.build_and_export_saved_model(
+        str(folder), model_name="mobilenetv2_0.2x", num_frames=8, image_size=32, num_classes=3,
+        verify=False)
+    assert report["metadata"] == str(folder / "assets.extra" / "keras_efficient3d.json")
+    recorded = artifacts.read_metadata(str(folder))
+    assert (recorded.frames, recorded.height_width, recorded.batch) == (8, (32, 32), "dynamic")
+    assert recorded.model == {"model": "mobilenetv2_0.2x", "num_classes": 3}
+    assert (folder / "assets.extra" / "tf_serving_warmup_requests").read_text() == "mine"
+    tf.saved_model.load(str(folder))  # TensorFlow reads the folder as before
+    # an export without metadata (the Python API's default) leaves no other model's record
+    savedmodel.export_saved_model(create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3),
+                                               num_classes=4), str(folder))
+    assert artifacts.read_metadata(str(folder)) is None
+    assert (folder / "assets.extra" / "tf_serving_warmup_requests").read_text() == "mine"
