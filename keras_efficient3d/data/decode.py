@@ -37,6 +37,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "is_video_file",
     "list_frame_files",
+    "missing_frames",
     "count_frames",
     "read_video",
     "read_frame_folder",
@@ -127,6 +128,36 @@ def list_frame_files(folder: str | os.PathLike) -> list[str]:
                         f"{', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}): one "
                         "video's frames extracted twice? keep one set", folder)
     return [os.path.join(folder, name) for name in names]
+
+
+_LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def missing_frames(files: Sequence[str]) -> tuple[int, str] | None:
+    """``(how many, the first missing name)`` of the frames a frame folder's numbering skips
+    (``00012.jpg`` absent between ``00011.jpg`` and ``00013.jpg``), or None. Its files are
+    read as they are, so a clip jumps where frames are missing: said, not refused (a
+    dataset's folder of one lost frame still trains). `files` in natural order, one naming
+    scheme (`list_frame_files`)."""
+    if len(files) < 2:
+        return None
+    first, last = (_LAST_NUMBER.search(os.path.basename(files[i])) for i in (0, -1))
+    if first is None or last is None:
+        return None
+    skipped = int(last[1]) - int(first[1]) + 1 - len(files)
+    if skipped <= 0:
+        return None
+    expected = int(first[1])
+    width = len(first[1]) if first[1].startswith("0") else 1  # zero-padded names stay so
+    for path in files:
+        name = os.path.basename(path)
+        found = _LAST_NUMBER.search(name)
+        if found is None:
+            return None
+        if int(found[1]) != expected:
+            return skipped, name[:found.start(1)] + str(expected).zfill(width) + name[found.end(1):]
+        expected += 1
+    return None
 
 
 def check_opencv_path(path: str, error=DataError) -> str:

@@ -6,7 +6,13 @@ import dataclasses
 import logging
 import os
 
-from keras_efficient3d.data.decode import VIDEO_EXTENSIONS, DataError, count_frames, list_frame_files
+from keras_efficient3d.data.decode import (
+    VIDEO_EXTENSIONS,
+    DataError,
+    count_frames,
+    list_frame_files,
+    missing_frames,
+)
 
 __all__ = ["VideoRecord", "IndexSummary", "VideoFinder", "make_record", "read_annotation_lines",
            "normalise_split"]
@@ -57,6 +63,9 @@ class IndexSummary:
     root: str | None = None  # the folder the videos were looked for in
     # files beside the videos that are none (by extension): {extension: count}
     ignored: dict = dataclasses.field(default_factory=dict)
+    # frame folders whose numbering skips frames, read as they are: "path (3 missing, first
+    # 00012.jpg)"
+    gaps: list[str] = dataclasses.field(default_factory=list)
     # where the labels were read, when they are a layout's files beside the videos (Jester's
     # CSVs): a data root one folder down then needs --annotations to find them
     annotations: str | None = None
@@ -94,6 +103,10 @@ class IndexSummary:
         if self.duplicates:
             text += (f", {len(self.duplicates)} duplicate rows skipped (first: "
                      f"{self.duplicates[0]})")
+        if self.gaps:
+            folders = "frame folder" + ("" if len(self.gaps) == 1 else "s")
+            text += (f", {len(self.gaps)} {folders} with frames missing from the numbering, read "
+                     f"as they are: their clips jump there (first: {self.gaps[0]})")
         if self.ignored:
             counts = sorted(self.ignored.items(), key=lambda item: (-item[1], item[0]))
             shown = ", ".join(f"{ext or 'no extension'} {n}" for ext, n in counts[:6])
@@ -103,7 +116,7 @@ class IndexSummary:
         return text
 
     def log(self) -> None:
-        if self.missing or self.empty or self.duplicates:
+        if self.missing or self.empty or self.duplicates or self.gaps:
             logger.warning(self.report())
         else:
             logger.info(self.report())
@@ -168,11 +181,15 @@ def make_record(
     """
     if os.path.isdir(path):
         try:
-            num_frames = len(list_frame_files(path))
+            files = list_frame_files(path)
         except DataError as err:
             summary.empty.append(path)
             summary.reasons[path] = err.reason
             return None
+        num_frames = len(files)
+        gap = missing_frames(files)
+        if gap is not None:
+            summary.gaps.append(f"{path} ({gap[0]} missing, first {gap[1]})")
         summary.found += 1
         return VideoRecord(path, label, video_id, "frames", num_frames)
     if os.path.isfile(path):

@@ -16,6 +16,7 @@ from keras_efficient3d.data.decode import (
     DataError,
     is_video_file,
     list_frame_files,
+    missing_frames,
     open_capture,
     opencv_quiet,
     read_image,
@@ -54,9 +55,11 @@ class VideoSource:
         if os.path.isdir(self.path):
             self.files = list_frame_files(self.path)
             self.frame_count = len(self.files)
+            self.missing = missing_frames(self.files)
             self.capture = None
             return
         self.files = None
+        self.missing = None  # frames a frame folder's numbering skips: (how many, first name)
         if not os.path.exists(self.path):
             raise DataError("video file not found", self.path)
         # A named pipe or a device file has no size: it is read as the video it carries.

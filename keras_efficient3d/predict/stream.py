@@ -604,10 +604,15 @@ def predict_video(runner, path, window: int | None = None, stride: int = 8, top:
         notes.append(f"it has no frame rate (frames, not a video): {output_video} plays at "
                      f"{DEFAULT_FPS:g} fps")
     note = "; ".join(notes) or None
-    warning = None
+    warnings = []
     if getattr(source, "truncated", False):
-        warning = (f"decoded {source.decoded} of the {source.frame_count} frames the file declares "
-                   "(truncated or corrupt video); classified from those")
+        warnings.append(f"decoded {source.decoded} of the {source.frame_count} frames the file "
+                        "declares (truncated or corrupt video); classified from those")
+    if getattr(source, "missing", None):
+        skipped, first = source.missing
+        warnings.append(f"its numbering skips {counted(skipped, 'frame')} (first: {first}); "
+                        "classified from those there, whose motion jumps where frames are missing")
+    warning = "; ".join(warnings) or None
     summary.update(source=os.fspath(path), fps=source.fps, windows=windows, note=note,
                    warning=warning)
     if interrupted:

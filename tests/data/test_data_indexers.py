@@ -18,6 +18,30 @@ def write_text(path, text):
     return str(path)
 
 
+def test_missing_frames_of_a_numbering():
+    from keras_efficient3d.data.decode import missing_frames
+
+    folder = os.path.join("a", "b")
+    names = [os.path.join(folder, f"{i:05d}.jpg") for i in (1, 2, 4, 5, 7)]
+    assert missing_frames(names) == (2, "00003.jpg")
+    assert missing_frames(names[:2]) is None and missing_frames(names[:1]) is None
+    assert missing_frames([f"img_{i}.png" for i in (8, 9, 11)]) == (1, "img_10.png")
+    assert missing_frames([f"image_{i:05d}.jpg" for i in range(9, 12)]) is None
+    assert missing_frames(["a.jpg", "b.jpg"]) is None  # no numbering to go by
+
+
+def test_a_frame_folder_with_frames_missing_is_indexed_and_said(jester_root, caplog):
+    """A folder whose numbering skips frames was read without a word: its clips jump where
+    the frames are missing (the original's loader stops at the first missing frame)."""
+    twelve = os.path.join(jester_root, "12")
+    os.remove(os.path.join(twelve, "00002.jpg"))
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        records, _ = index_jester(jester_root, "train")
+    assert [(r.video_id, r.num_frames) for r in records] == [("11", 5), ("12", 3)]
+    assert (f"1 frame folder with frames missing from the numbering, read as they are: their "
+            f"clips jump there (first: {twelve} (1 missing, first 00002.jpg))") in caplog.text
+
+
 # ---------------------------------------------------------------- Jester
 @pytest.fixture
 def jester_root(tmp_path):

@@ -571,3 +571,18 @@ def test_a_dash_reads_the_standard_input(tmp_path, monkeypatch):
     assert find_sources("-") == ["/dev/stdin"]  # `cat clip.avi | predict -`
     (tmp_path / "-").write_bytes(b"x")
     assert find_sources("-") == ["-"]  # a file of that name is that file
+
+
+def test_a_frame_folder_with_frames_missing_is_classified_with_a_warning(models, videos,
+                                                                         tmp_path, capfd):
+    folder = shutil.copytree(videos["frames"], tmp_path / "frames")
+    os.remove(folder / "img_3.jpg")
+    os.remove(folder / "img_4.jpg")
+    capfd.readouterr()
+    assert _invoke(str(folder), {"model": models["int8"]}) == 0
+    err = capfd.readouterr().err
+    assert (f"warning: {folder}: its numbering skips 2 frames (first: img_3.jpg); classified "
+            "from those there, whose motion jumps where frames are missing") in err, err
+    capfd.readouterr()
+    assert _invoke(videos["frames"], {"model": models["int8"]}) == 0
+    assert "warning" not in capfd.readouterr().err  # a whole folder: nothing to say
