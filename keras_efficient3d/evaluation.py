@@ -66,7 +66,7 @@ def evaluate(predict_fn, records, classes, frames=16, size=112, downsample=1,
         raise ValueError("No videos to evaluate.")
     # One count for both passes: an undecodable video is warned about once, and said in the
     # results (the accuracies are over the videos that decode).
-    failures = data.DecodeFailures(max_decode_failures)
+    failures = data.DecodeFailures(max_decode_failures, classes)
     common = dict(sample_duration=frames, downsample=downsample, sample_size=size,
                   batch_size=batch_size, normalization=normalization, failures=failures)
     # The whole videos first: a video that fails there (a corrupt frame anywhere) is left out

@@ -370,7 +370,7 @@ def _flip_options(config, classes):
     return {"hflip": hflip, "hflip_labels": spatial.mirror_labels(classes) if hflip else None}
 
 
-def _pipeline_options(config, batch_size):
+def _pipeline_options(config, batch_size, classes=()):
     from keras_efficient3d import data
 
     # One count of undecodable videos for the training and validation pipelines alike:
@@ -378,7 +378,7 @@ def _pipeline_options(config, batch_size):
     return dict(sample_duration=config.frames, downsample=config.downsample,
                 sample_size=config.size, batch_size=batch_size,
                 normalization=config.normalization, cache=config.cache,
-                failures=data.DecodeFailures(config.max_decode_failures))
+                failures=data.DecodeFailures(config.max_decode_failures, classes or None))
 
 
 def make_datasets(config, train_records, val_records, classes=()):
@@ -386,7 +386,7 @@ def make_datasets(config, train_records, val_records, classes=()):
     labels of mirrored gestures (`_flip_options`)."""
     from keras_efficient3d import data
 
-    common = _pipeline_options(config, config.batch_size)
+    common = _pipeline_options(config, config.batch_size, classes)
     train = data.make_dataset(train_records, "train", crop=config.crop, seed=config.seed,
                               **_flip_options(config, classes), **common)
     val = data.make_dataset(val_records, "val", **common) if val_records else None
@@ -1035,7 +1035,7 @@ def make_distributed_datasets(config, strategy, train_records, val_records, clas
                                       config.batch_size, repeats=True, batches=share // per_worker)
     if warning:
         print(warning, file=sys.stderr)
-    common = _pipeline_options(config, per_replica)
+    common = _pipeline_options(config, per_replica, classes)
 
     def train_fn(context):
         shard = (context.num_input_pipelines, context.input_pipeline_id)

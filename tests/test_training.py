@@ -914,6 +914,8 @@ def test_evaluation_leaves_out_and_names_a_video_that_fails_to_decode(tiny_gestu
                                       classes, frames=8, size=32, normalization="unit",
                                       batch_size=4)
     assert caplog.text.count("skipping ") == 1 and "broken.mp4" in caplog.text  # both passes
+    # its class by name, which the caller knows ("label 1" was an index to look up)
+    assert f"skipping {broken} (class {classes[1]!r}): " in caplog.text
     assert results["failed_videos"] == [str(broken)]
     assert results["num_videos"] == len(records) - 1
     assert (f"{len(records) - 1} videos, {2 * (len(records) - 1)} windows; 1 more failed to "

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -82,10 +83,12 @@ class DecodeFailures:
     never raises.
     """
 
-    def __init__(self, limit: int | None = 100):
+    def __init__(self, limit: int | None = 100, class_names: Sequence[str] | None = None):
         if limit is not None and limit < 0:
             raise ValueError(f"`max_decode_failures` must be >= 0 or None. Received: {limit}")
         self.limit = limit
+        # the warnings name a skipped video's class by name where the caller knows them
+        self.class_names = list(class_names) if class_names is not None else None
         self._failed: dict[str, None] = {}  # the paths, in the order they first failed
         self._lock = threading.Lock()
 
@@ -113,10 +116,14 @@ class DecodeFailures:
                 f"max_decode_failures={self.limit}; the last: {last} (repair or remove "
                 f"{'it' if count == 1 else 'them'}, or raise --max_decode_failures to skip more)"
             ) from None
-        logger.warning(
-            "skipping %s (label %d): %s [%d video(s) that failed to decode so far]",
-            record.path, record.label, error, count,
-        )
+        names = self.class_names
+        label = (f"class {names[record.label]!r}" if names and 0 <= record.label < len(names)
+                 else f"label {record.label}")
+        why = str(error)
+        if why.startswith(f"{record.path}: "):  # a DataError names its file: once is enough
+            why = why[len(record.path) + 2:]
+        logger.warning("skipping %s (%s): %s [%d video(s) that failed to decode so far]",
+                       record.path, label, why, count)
 
 
 class _ClipSource:

@@ -181,6 +181,14 @@ def test_a_video_that_fails_every_epoch_counts_once(records, corrupt, caplog):
     assert failures.count == 1 and failures.paths == [corrupt.path]
     assert caplog.text.count("skipping ") == 1 and "broken.mp4" in caplog.text  # warned once
     assert "[1 video(s) that failed to decode so far]" in caplog.text
+    # the label as an index where no class names are given; the name where they are
+    assert f"skipping {corrupt.path} (label 3): cannot open video" in caplog.text  # path once
+    failures = DecodeFailures(limit=1, class_names=["a", "b", "c", "Swiping Left"])
+    ds = make_dataset([corrupt], "val", batch_size=1, failures=failures, **SMALL)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="keras_efficient3d.data"):
+        assert sum(1 for _ in ds) == 0
+    assert f"skipping {corrupt.path} (class 'Swiping Left'): " in caplog.text
 
 
 def test_too_many_decode_failures_stop_with_a_clear_error(records, corrupt):
