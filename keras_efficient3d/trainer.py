@@ -14,6 +14,7 @@ absl flags onto a `TrainConfig`. Output directory layout::
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -21,6 +22,7 @@ import numbers
 import operator
 import os
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -962,8 +964,112 @@ def _strategy(config):
                   [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if config.distribution == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        cluster = cluster_of()
+        if cluster is not None and cluster[2]:
+            task, _, others = cluster
+            # the strategy waits in TensorFlow's C++ code until every task has started: a
+            # worker whose peers never come said nothing, and neither Ctrl-C nor SIGTERM
+            # reaches Python there
+            print(f"{task}: waiting for the cluster's other tasks ({', '.join(others)}); "
+                  "while it waits only SIGKILL stops this process", flush=True)
+        try:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        except tf.errors.UnknownError as err:
+            if cluster is None or "gRPC server" not in str(err):
+                raise
+            raise ValueError(f"TF_CONFIG: {cluster[0]} cannot listen on {cluster[1]} (its "
+                             "address in the cluster): is the port in use, or the host not "
+                             "this machine?") from None
+        # TensorFlow's cluster set-up catches SIGTERM as a preemption notice, which only its
+        # PreemptionCheckpointHandler reads: `kill`, `timeout` and a scheduler's first signal
+        # (Slurm's scancel, a Kubernetes eviction) did nothing. A worker so ended continues
+        # from its backup when the cluster is restarted, as after SIGKILL.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        return strategy
     return tf.distribute.get_strategy()
+
+
+_TF_CONFIG_FORM = ('{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", '
+                   '"index": N}}')
+
+
+def cluster_of(environ=None):
+    """``(this task's name, its address, the other tasks' addresses)`` that the environment's
+    TF_CONFIG names (``("worker-1", "host:2223", ["host:2222"])``), or None where it is unset (a
+    cluster of one). Raises a ValueError that names TF_CONFIG and what in it is wrong:
+    TensorFlow's own said "Expecting ',' delimiter" or "The task_id 2 exceeds the maximum id
+    of worker", and a TF_CONFIG of ``[]`` trained as a cluster of one."""
+    text = (os.environ if environ is None else environ).get("TF_CONFIG", "")
+    if not text.strip():
+        return None
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"TF_CONFIG is not JSON ({err}); expected {_TF_CONFIG_FORM}") from None
+    cluster = spec.get("cluster") if isinstance(spec, dict) else None
+    task = spec.get("task") if isinstance(spec, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
+        raise ValueError(f"TF_CONFIG: expected {_TF_CONFIG_FORM}. Received: {text.strip()[:200]}")
+    for kind, hosts in cluster.items():
+        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
+            raise ValueError(f"TF_CONFIG: the cluster's {kind!r} tasks must be a list of "
+                             f"'host:port' addresses. Received: {hosts!r}")
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind not in cluster:
+        raise ValueError(f"TF_CONFIG: its task type {kind!r} is not in its cluster (which has "
+                         f"{', '.join(map(repr, cluster))})")
+    hosts = cluster[kind]
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(hosts):
+        raise ValueError(f"TF_CONFIG: its task index {index!r} is none of the cluster's "
+                         f"{len(hosts)} {kind!r} task{'' if len(hosts) == 1 else 's'} (0 to "
+                         f"{len(hosts) - 1})")
+    others = [host for name, addresses in cluster.items() for i, host in enumerate(addresses)
+              if (name, i) != (kind, index)]
+    return f"{kind}-{index}", hosts[index], others
+
+
+# What may differ from worker to worker: where each finds the files (mount points), and how
+# much it prints.
+_PER_WORKER = ("data_root", "annotations", "output_dir", "pretrained", "threads", "verbose")
+
+
+def check_workers_agree(strategy, config):
+    """Refuses, in one line, workers started with different options: with another learning
+    rate they trained apart without a word (each its own weights, the chief saving its own);
+    with another batch size they ended in a 70-line "Shape mismatch in the collective". Each
+    worker's options (less `_PER_WORKER`) are hashed and the hashes gathered: also the point
+    at which every worker has its strategy, before the chief moves an earlier run aside."""
+    values = {k: v for k, v in json.loads(config.to_json()).items() if k not in _PER_WORKER}
+    text = json.dumps(values, sort_keys=True)
+    digest = float(int(hashlib.sha256(text.encode()).hexdigest(), 16) % (1 << 24))  # exact in float32
+    local = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([digest], tf.float32))
+    digests = strategy.gather(local, axis=0).numpy()
+    if len(set(digests.tolist())) > 1:
+        raise ValueError("the workers were started with different options (a flag or a "
+                         "flagfile differs; only the paths of --data_root, --output, "
+                         "--annotations and --pretrained, --threads and --verbose may): start "
+                         "every worker with the same command")
+
+
+class WorkerLost(ConnectionError):
+    """A peer of a multi-worker run was lost mid-training: reported in one line."""
+
+
+@contextlib.contextmanager
+def _lost_worker_said(backup):
+    """A multi-worker run (`backup`: its `BackupAndRestore`, else None) whose peer was lost
+    ends in one line saying what to do, not in TensorFlow's 50-line "Collective ops is
+    aborted" traceback."""
+    try:
+        yield
+    except tf.errors.UnavailableError as err:
+        if backup is None:
+            raise
+        raise WorkerLost(f"a worker of the cluster was lost ({' '.join(str(err).split())[:160]}); "
+                         "restart every worker with the same command: each continues at its "
+                         f"last completed epoch (the backups in {os.path.dirname(backup.backup_dir)})"
+                         ) from None
 
 
 def worker_role(strategy):
@@ -1417,6 +1523,14 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     _set_threads(config)
     strategy = _strategy(config)
     task, chief = worker_role(strategy)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        # before the earlier run is moved aside: MirroredStrategy ended in a traceback of an
+        # AddN of two shapes, after the run in the folder had gone to previous/
+        raise ValueError(f"--batch_size={config.batch_size} does not split over the "
+                         f"{strategy.num_replicas_in_sync} replicas: give a multiple of "
+                         f"{strategy.num_replicas_in_sync}")
+    if config.distribution == "multiworker":
+        check_workers_agree(strategy, config)
     if config.distribution != "none" and chief:
         devices = ", ".join(d.split("/device:")[-1] for d in strategy.extended.worker_devices)
         print(f"distribution: {config.distribution}, {strategy.num_replicas_in_sync} replicas "
@@ -1486,10 +1600,13 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     # Only once the model and the pipelines are built: an option they refuse (a width the
     # builder does not have, a --pretrained file of other clips, a batch the workers cannot
     # split) must not cost the run already in the folder.
-    if chief and not config.resume and not restoring:
-        _move_previous_run(config.output_dir, resume_hint)
-    atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
-    atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
+    if chief:
+        if not config.resume and not restoring:
+            _move_previous_run(config.output_dir, resume_hint)
+        # the chief's alone: another worker's, written before the chief moved the earlier
+        # run aside, went into previous/ in place of that run's
+        atomic_write(os.path.join(config.output_dir, "config.json"), config.to_json())
+        atomic_write(os.path.join(config.output_dir, "labels.txt"), "\n".join(classes) + "\n")
 
     # Every worker saves (Keras reads the variables on each), the chief where the run lives,
     # the others into a scratch folder removed at the end.
@@ -1531,7 +1648,8 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     callbacks.insert(0, schedule)  # first: the checkpoint of an epoch has its rate
     start = time.time()
     # The pipeline shuffles; Keras' own `shuffle` does nothing for a dataset but warn.
-    with quiet_end_of_data(), fit_scope, progress_line_ended_on_error(config.verbose):
+    with quiet_end_of_data(), fit_scope, progress_line_ended_on_error(config.verbose), \
+            _lost_worker_said(backup):
         history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                             initial_epoch=initial_epoch, steps_per_epoch=steps,
                             validation_steps=val_steps, callbacks=callbacks,

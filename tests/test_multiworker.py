@@ -87,6 +87,11 @@ def test_two_workers_survive_a_lost_worker_and_train_like_one_process(tmp_path):
                                    size=40, num_workers=2)
     out = tmp_path / "cluster"
     config = _config(data_root, out)
+    # a finished run in the folder: the chief moves it into previous/ whole (another worker
+    # wrote its config.json before the chief moved the run, which put it there instead)
+    out.mkdir()
+    (out / "train_state.json").write_text('{"epoch": 9}')
+    (out / "config.json").write_text('{"the": "earlier run"}')
 
     # Worker 1 dies in the middle of epoch 2 (0-based epoch 1, after its second batch).
     first = _start_cluster(config, tmp_path, kill_at="1,1")
@@ -103,6 +108,11 @@ def test_two_workers_survive_a_lost_worker_and_train_like_one_process(tmp_path):
             handle.close()
     state = json.loads((out / "train_state.json").read_text())
     assert state["epoch"] == 1  # epoch 1 was complete and checkpointed, epoch 2 was not
+    assert (out / "previous" / "config.json").read_text() == '{"the": "earlier run"}'
+    assert json.loads((out / "config.json").read_text())["epochs"] == EPOCHS
+    for index in range(2):  # each said what it waited for, before the cluster was up
+        assert (tmp_path / f"worker{index}.out").read_text().startswith(
+            f"worker-{index}: waiting for the cluster's other tasks (localhost:")
 
     # The restarted cluster continues at epoch 2: two epochs run, not three.
     second = _start_cluster(config, tmp_path)
@@ -153,3 +163,35 @@ def test_two_workers_survive_a_lost_worker_and_train_like_one_process(tmp_path):
     # (BatchNorm statistics are per replica), so the two runs see different batches. Within
     # 3 of the 16 training videos after 3 epochs.
     assert abs(two - one) <= 3 / len(records) + 1e-9, (two, one)
+
+
+def test_workers_started_with_different_options_are_refused_in_one_line(tmp_path):
+    """Worker 1 with another learning rate trained apart from worker 0 without a word (each
+    its own weights, the chief saving its own); with another batch size both ended in a
+    70-line "Shape mismatch in the collective". Refused before anything is trained."""
+    data_root = synthetic.generate(tmp_path / "data", videos_per_class=2, seed=1, frames=16,
+                                   size=40, num_workers=1)
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    procs = []
+    for index, rate in enumerate(("0.01", "0.5")):
+        env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2",
+                   TF_CONFIG=json.dumps({"cluster": cluster,
+                                         "task": {"type": "worker", "index": index}}))
+        args = [sys.executable, os.path.join(ROOT, "training", "train.py"), "--dataset=synthetic",
+                f"--data_root={data_root}", "--model=mobilenetv1", "--width_mult=0.25",
+                "--frames=8", "--size=32", "--batch_size=4", "--epochs=1",
+                "--distribution=multiworker", f"--learning_rate={rate}", "--verbose=0",
+                f"--output={tmp_path / 'run'}"]
+        procs.append(subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 2, err[-3000:]
+        assert err.strip().splitlines()[-1] == (
+            "train.py: error: the workers were started with different options (a flag or a "
+            "flagfile differs; only the paths of --data_root, --output, --annotations and "
+            "--pretrained, --threads and --verbose may): start every worker with the same "
+            "command"), err[-3000:]
+        assert "Traceback" not in err
+    assert not (tmp_path / "run" / "config.json").exists()

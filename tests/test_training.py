@@ -753,6 +753,20 @@ def test_train_cli_reports_bad_input_in_one_line(tmp_path, capsys):
 
 
 def test_train_cli_with_mirrored_strategy_on_two_cpu_devices(tiny_gestures, tmp_path):
+    # A batch that does not split over the replicas: one line, and the run already in the
+    # folder stays (it was moved to previous/ before a 40-line traceback of an AddN)
+    earlier = tmp_path / "mirrored"
+    earlier.mkdir()
+    (earlier / "train_state.json").write_text("{}")
+    proc = _cli("train.py", "--dataset=synthetic", f"--data_root={tiny_gestures}",
+                f"--model={TINY_MODEL}", f"--width_mult={TINY_WIDTH}", "--frames=8", "--size=64",
+                "--batch_size=3", "--epochs=1", "--distribution=mirrored", "--cpu_devices=2",
+                "--normalization=unit", f"--output={earlier}", "--verbose=0")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "train.py: error: --batch_size=3 does not split over the 2 replicas: give a multiple "
+        "of 2"], proc.stderr[-2000:]
+    assert (earlier / "train_state.json").read_text() == "{}"
+    assert not (earlier / "previous").exists()
     proc = _cli("train.py", "--dataset=synthetic", f"--data_root={tiny_gestures}",
                 f"--model={TINY_MODEL}", f"--width_mult={TINY_WIDTH}", "--frames=8", "--size=64",
                 "--batch_size=4", "--epochs=1", "--distribution=mirrored", "--cpu_devices=2",
@@ -2201,3 +2215,95 @@ def test_evaluate_says_what_it_assumes_and_warns_of_another_fold(tiny_gestures, 
         evaluate.evaluate_file(folded, data_root=str(tmp_path), ucf101_fold=1, log=notes.append)
     assert (f"warning: {folded} was trained on UCF-101 fold 2; fold 1's test list holds videos "
             "it trained on") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tf_config, said", [
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0',
+     "TF_CONFIG is not JSON (Expecting ',' delimiter"),
+    ("[]", 'TF_CONFIG: expected {"cluster": {"worker": ["host:port", ...]}, "task": '),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+     "TF_CONFIG: its task index 2 is none of the cluster's 2 'worker' tasks (0 to 1)"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}',
+     "TF_CONFIG: its task type 'chief' is not in its cluster (which has 'worker')"),
+    ('{"cluster": {"worker": "a:1,b:2"}, "task": {"type": "worker", "index": 0}}',
+     "TF_CONFIG: the cluster's 'worker' tasks must be a list of 'host:port' addresses"),
+])
+def test_a_tf_config_that_is_wrong_is_named_in_one_line(tf_config, said):
+    """TensorFlow said "Expecting ',' delimiter" or "The task_id 2 exceeds the maximum id of
+    worker" without naming TF_CONFIG, and trained a TF_CONFIG of [] as a cluster of one."""
+    with pytest.raises(ValueError) as raised:
+        trainer.cluster_of({"TF_CONFIG": tf_config})
+    assert str(raised.value).startswith(said), raised.value
+
+
+def test_cluster_of_a_good_tf_config():
+    spec = {"cluster": {"chief": ["c:1"], "worker": ["a:1", "b:2"]},
+            "task": {"type": "worker", "index": 1}}
+    assert trainer.cluster_of({"TF_CONFIG": json.dumps(spec)}) == ("worker-1", "b:2", ["c:1", "a:1"])
+    assert trainer.cluster_of({}) is None and trainer.cluster_of({"TF_CONFIG": " "}) is None
+
+
+_STRATEGY_PROBE = """
+import json, signal, sys
+from keras_efficient3d import trainer
+try:
+    trainer._strategy(trainer.TrainConfig(distribution="multiworker"))
+except ValueError as err:
+    print("error:", err)
+    sys.exit(0)
+status = open("/proc/self/status").read()
+caught = int(next(l for l in status.splitlines() if l.startswith("SigCgt")).split()[1], 16)
+print("SIGTERM caught" if caught >> (signal.SIGTERM - 1) & 1 else "SIGTERM default")
+"""
+
+
+def test_a_worker_says_it_waits_stops_on_sigterm_and_names_a_port_in_use(tmp_path):
+    """A worker of a cluster: its wait for the others said (it printed nothing, for ever);
+    SIGTERM (kill, timeout, a scheduler's first signal) ends it, where TensorFlow's cluster
+    set-up had made it ignore SIGTERM; an address it cannot listen on is one line, not 39."""
+    import socket
+
+    with socket.socket() as held, socket.socket() as free:
+        held.bind(("localhost", 0))
+        held.listen()
+        free.bind(("localhost", 0))
+        ports = held.getsockname()[1], free.getsockname()[1]
+        free.close()
+
+        def probe(index, hosts):
+            spec = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+            env = dict(os.environ, TF_CONFIG=json.dumps(spec), TF_CPP_MIN_LOG_LEVEL="3",
+                       PYTHONPATH=ROOT)
+            return subprocess.run([sys.executable, "-c", _STRATEGY_PROBE], env=env, cwd=ROOT,
+                                  capture_output=True, text=True, timeout=300)
+
+        run = probe(0, [f"localhost:{ports[1]}"])  # a cluster of one task: no wait
+        assert run.stdout.strip() == "SIGTERM default", run.stdout + run.stderr[-2000:]
+        run = probe(0, [f"localhost:{ports[0]}", f"localhost:{ports[1]}"])
+        assert run.stdout.splitlines() == [
+            f"worker-0: waiting for the cluster's other tasks (localhost:{ports[1]}); while it "
+            "waits only SIGKILL stops this process",
+            f"error: TF_CONFIG: worker-0 cannot listen on localhost:{ports[0]} (its address in "
+            "the cluster): is the port in use, or the host not this machine?"], \
+            run.stdout + run.stderr[-2000:]
+
+
+def test_a_lost_peer_is_one_line_saying_to_restart_the_cluster(tmp_path):
+    """The survivor of a lost worker ended in TensorFlow's 50-line "Collective ops is
+    aborted" traceback, which did not say what to do."""
+    import types
+
+    backup = types.SimpleNamespace(backup_dir=str(tmp_path / "backup" / "worker-0"))
+    lost = tf.errors.UnavailableError(None, None, "Collective ops is aborted by: The tasks "
+                                      "have crashed.\n\t[[{{node CollectiveReduceV2}}]]")
+    with pytest.raises(trainer.WorkerLost) as raised:
+        with trainer._lost_worker_said(backup):
+            raise lost
+    assert str(raised.value) == (
+        "a worker of the cluster was lost (Collective ops is aborted by: The tasks have crashed. "
+        "[[{{node CollectiveReduceV2}}]]); restart every worker with the same command: each "
+        f"continues at its last completed epoch (the backups in {tmp_path / 'backup'})")
+    assert isinstance(raised.value, cli.EXPECTED_ERRORS)  # train.py says it in one line
+    with pytest.raises(tf.errors.UnavailableError):  # not a multi-worker run: as it was
+        with trainer._lost_worker_said(None):
+            raise lost
