@@ -322,13 +322,16 @@ def _as_metadata(metadata, where):
 
 def save_model(model, path, metadata=None) -> str:
     """Saves `model` as a `.keras` file atomically, with `metadata` (a `ModelMetadata` or its
-    dict) as the archive's ``keras_efficient3d.json`` entry; returns `path`."""
+    dict; default: what the model records, read with it from a ``.keras`` file or preset) as
+    the archive's ``keras_efficient3d.json`` entry; returns `path`."""
     path = os.fspath(path)
     if not path.endswith(".keras"):
         # Keras would write legacy HDF5 for .h5 and the metadata entry cannot go into that;
         # it takes .keras in lower case only (and would name the temporary file otherwise).
         raise ModelFileError(f"{path}: a saved model needs the .keras extension, in lower "
                              f"case. Received: {path}")
+    if metadata is None:  # what the model records: read with it from a .keras file or preset
+        metadata = getattr(model, "_recorded_metadata", None)
     if metadata is not None:
         metadata = _as_metadata(metadata, path).to_dict()
     from keras_efficient3d import import_tensorflow_quietly
@@ -338,7 +341,12 @@ def save_model(model, path, metadata=None) -> str:
     # is imported already, and this returns at once)
     import_tensorflow_quietly()
     with atomic_path(path) as tmp:
-        model.save(tmp)
+        # Keras' own save: `VideoModel.save` of a model that records metadata comes here
+        object.__setattr__(model, "_saving_with_metadata", True)
+        try:
+            model.save(tmp)
+        finally:
+            object.__setattr__(model, "_saving_with_metadata", False)
         if metadata is not None:
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(METADATA_ENTRY, json.dumps(metadata, indent=2))
@@ -406,10 +414,20 @@ def load_model(path, compile=True):
 
     check_keras_archive(path)
     try:
-        return keras.saving.load_model(path, compile=compile)
+        model = keras.saving.load_model(path, compile=compile)
     except (ValueError, TypeError, KeyError, OSError) as err:
         raise ModelFileError(f"{os.fspath(path)}: cannot load the Keras model "
                              f"({_one_line(err)[:300]})") from None
+    from keras_efficient3d.models._base import VideoModel
+
+    metadata = read_metadata(path)
+    if metadata is not None and isinstance(model, VideoModel):
+        # outside Keras' attribute tracking, as a preset's: the model's `save` and
+        # `save_to_preset` write it again (a trained model saved as a preset lost its labels
+        # and clip), less the model card, whose figures are of this file
+        metadata = dataclasses.replace(metadata, extra=_without_card(metadata.extra))
+        object.__setattr__(model, "_recorded_metadata", metadata)
+    return model
 
 
 def sidecar_path(model_path) -> str:

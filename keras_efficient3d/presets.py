@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 
 import keras
 
@@ -148,10 +149,16 @@ def _shipped_dir():
 def save_to_preset(model, preset_dir, metadata=None):
     """Writes `model` as a preset directory: ``config.json``, ``model.weights.h5`` and
     ``metadata.json`` (`metadata`: a `ModelMetadata` or its dict: input, normalisation,
-    labels). Returns `preset_dir`."""
+    labels; default: what the model records, read with it from its ``.keras`` file or
+    preset). Metadata of another clip or class count than the model's is refused. Returns
+    `preset_dir`."""
     preset_dir = os.fspath(preset_dir)
     if os.path.exists(preset_dir) and not os.path.isdir(preset_dir):
         raise ValueError(f"`preset_dir` must be a directory. Received: preset_dir={preset_dir}")
+    if metadata is None:
+        metadata = getattr(model, "_recorded_metadata", None)
+    if metadata is not None:
+        _check_fits(model, ModelMetadata.from_dict(metadata))
     os.makedirs(preset_dir, exist_ok=True)
     meta = {
         "keras_version": keras.__version__,
@@ -173,6 +180,28 @@ def save_to_preset(model, preset_dir, metadata=None):
                           keras.saving.serialize_keras_object(model))
         move_entries(staging, preset_dir, (WEIGHTS_FILE, METADATA_FILE, CONFIG_FILE))
     return preset_dir
+
+
+def _check_fits(model, metadata):
+    """Refuses metadata that describes another model: its frames, size or class names
+    against the model's input and output (another preset's, given as `metadata=`, was
+    written as it was, and predict then fed the model clips of that preset's size)."""
+    shape = tuple(model.inputs[0].shape[1:3]) if getattr(model, "inputs", None) else ()
+    said = []
+    if len(shape) == 2 and metadata.frames is not None and shape[0] is not None and \
+            int(metadata.frames) != shape[0]:
+        said.append(f"{metadata.frames} frames (the model takes {shape[0]})")
+    size = tuple(model.inputs[0].shape[2:4]) if shape else ()
+    if metadata.height_width is not None and None not in size and size and \
+            tuple(metadata.height_width) != size:
+        said.append(f"{'x'.join(map(str, metadata.height_width))} frames (the model takes "
+                    f"{'x'.join(map(str, size))})")
+    classes = model.outputs[-1].shape[-1] if getattr(model, "outputs", None) else None
+    if metadata.labels is not None and classes is not None and len(metadata.labels) != classes:
+        said.append(f"{len(metadata.labels)} class names (the model has {classes} outputs)")
+    if said:
+        raise ValueError(f"the metadata describes another model: {'; '.join(said)}; give this "
+                         "model's (a model loaded from its .keras file or preset brings its own)")
 
 
 def _read_json(path):
@@ -215,7 +244,15 @@ def load_preset_dir(preset_dir):
     import keras_efficient3d  # noqa: F401  registers the package's layers for the config
 
     model = keras.saving.deserialize_keras_object(config)
-    model.load_weights(os.path.join(preset_dir, WEIGHTS_FILE))
+    weights = os.path.join(preset_dir, WEIGHTS_FILE)
+    try:
+        with warnings.catch_warnings():  # Keras' warning per layer that a mismatch left out
+            warnings.simplefilter("ignore")
+            model.load_weights(weights)
+    except (OSError, ValueError) as err:  # h5py's "truncated file", Keras' "55 objects"
+        detail = " ".join(str(err).split())
+        raise ValueError(f"{weights}: not weights of the model its {CONFIG_FILE} describes "
+                         f"(a truncated file, or another model's: {detail[:200]})") from None
     model = _base.video_model(model)
     recorded = _read_metadata(preset_dir).get("model_metadata")
     if recorded is not None and isinstance(model, _base.VideoModel):
@@ -224,7 +261,7 @@ def load_preset_dir(preset_dir):
         metadata = ModelMetadata.from_dict(recorded)
         metadata.extra = {key: value for key, value in metadata.extra.items()
                           if key not in ("card", CHECKPOINT_DIGEST)}
-        object.__setattr__(model, "_preset_metadata", metadata)
+        object.__setattr__(model, "_recorded_metadata", metadata)
     return model
 
 
@@ -483,7 +520,11 @@ def builder_from_preset(builder, preset, checkpoint=None, log=print):
         model = load_preset_dir(directory)
         recorded = model_family(model)
     _refuse_family(preset, recorded, wanted, builder)
-    return model if model is not None else load_preset_dir(directory)
+    model = model if model is not None else load_preset_dir(directory)
+    # metadata.json is a file a user may have copied from another preset: the model is what
+    # config.json and the weights hold
+    _refuse_family(preset, model_family(model), wanted, builder)
+    return model
 
 
 def _refuse_family(preset, recorded, wanted, builder):

@@ -387,6 +387,69 @@ def test_save_to_preset_round_trip(tmp_path):
             k3.presets.from_preset(preset, checkpoint=str(tmp_path / "k.pth"))
 
 
+def test_a_loaded_model_keeps_what_it_records_through_presets_and_saves(tmp_path):
+    """A trained model loaded from its .keras file and saved as a preset (or as another
+    .keras file) lost its labels, clip and normalisation; another preset's metadata given
+    for it was written as it was, 16x64x64 for a model of 8x32x32."""
+    import zipfile
+
+    from keras_efficient3d import artifacts
+
+    model = k3.ShuffleNetV2_3D(width_mult=0.25, input_shape=SHAPE, num_classes=4)
+    recorded = {"input": {"frames": 8, "size": 32}, "labels": list("abcd"),
+                "normalization": k3.data.Normalization.preset("unit").to_config(),
+                "card": {"accuracy": 0.9}}
+    save_model(model, tmp_path / "m.keras", metadata=recorded)
+    loaded = artifacts.load_model(tmp_path / "m.keras", compile=False)
+    loaded.save_to_preset(tmp_path / "p")
+    meta = presets.preset_metadata(str(tmp_path / "p"))
+    assert (meta.labels, meta.frames, meta.size) == (list("abcd"), 8, 32)
+    assert meta.normalization is not None and "card" not in meta.extra  # the card is the file's
+    loaded.save(tmp_path / "again.keras")
+    assert read_metadata(tmp_path / "again.keras").labels == list("abcd")
+    # a metadata given wins, written once (the model's own was added as a second entry)
+    save_model(loaded, tmp_path / "given.keras", metadata=dict(recorded, labels=list("wxyz")))
+    with zipfile.ZipFile(tmp_path / "given.keras") as archive:
+        assert archive.namelist().count("keras_efficient3d.json") == 1
+    assert read_metadata(tmp_path / "given.keras").labels == list("wxyz")
+    with pytest.raises(ValueError, match=r"^the metadata describes another model: 16 frames "
+                                         r"\(the model takes 8\); 64x64 frames \(the model takes "
+                                         r"32x32\); 27 class names \(the model has 4 outputs\)"):
+        loaded.save_to_preset(tmp_path / "q", metadata={"input": {"frames": 16, "size": 64},
+                                                        "labels": [str(i) for i in range(27)]})
+    assert not (tmp_path / "q" / "config.json").exists()
+
+
+def test_a_preset_of_broken_or_mismatched_files_is_one_line(tmp_path):
+    """A truncated model.weights.h5 raised h5py's bare OSError, weights of another width
+    Keras' "A total of 55 objects could not be loaded" after a warning per layer, and a
+    metadata.json copied from a MobileNetV1 preset made MobileNetV1_3D.from_preset return the
+    ShuffleNetV2 its config and weights hold."""
+    import warnings
+
+    k3.ShuffleNetV2_3D(width_mult=0.25, input_shape=SHAPE, num_classes=4).save_to_preset(
+        tmp_path / "p")
+    weights = tmp_path / "p" / "model.weights.h5"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(weights))}: not weights of the model "
+                                         r"its config.json describes \(a truncated file"):
+        presets.from_preset(str(tmp_path / "p"))
+    k3.ShuffleNetV2_3D(width_mult=0.5, input_shape=SHAPE, num_classes=4).save_weights(weights)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="not weights of the model its config.json describes "
+                                             r"\(a truncated file, or another model's"):
+            presets.from_preset(str(tmp_path / "p"))
+    assert not caught
+    weights.write_bytes(whole)
+    meta = json.loads((tmp_path / "p" / "metadata.json").read_text())
+    (tmp_path / "p" / "metadata.json").write_text(json.dumps(dict(meta, **{
+        presets.FAMILY_FIELD: "mobilenetv1"})))
+    with pytest.raises(ValueError, match="holds a shufflenetv2 model, not a MobileNetV1_3D"):
+        k3.MobileNetV1_3D.from_preset(str(tmp_path / "p"))
+
+
 def test_a_save_to_preset_that_fails_leaves_the_preset_whole(tmp_path, monkeypatch):
     model = k3.MobileNetV2_3D(width_mult=0.2, input_shape=SHAPE, num_classes=4)
     model.save_to_preset(tmp_path / "p")

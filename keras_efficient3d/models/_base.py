@@ -475,23 +475,21 @@ class VideoModel(keras.Model):
         return len(dtypes) == 1
 
     def save(self, filepath, overwrite=True, **kwargs):
-        """Keras' ``save``; a model made from a preset (`from_preset`) writes the preset's
-        metadata into the ``.keras`` archive too (`artifacts.save_model`), so that predict,
-        evaluation and the exporters read its clip, normalisation and labels from the file:
-        without it, a preset saved with ``model.save`` lost them."""
-        metadata = getattr(self, "_preset_metadata", None)
+        """Keras' ``save``; a model made from a preset (`from_preset`) or loaded from a
+        ``.keras`` file (`artifacts.load_model`) writes the metadata it records into the
+        archive too (`artifacts.save_model`), so that predict, evaluation and the exporters
+        read its clip, normalisation and labels from the file: without it, a preset saved
+        with ``model.save`` lost them."""
+        metadata = getattr(self, "_recorded_metadata", None)
         if metadata is not None and not kwargs and os.fspath(filepath).endswith(".keras") and \
                 not getattr(self, "_saving_with_metadata", False):
             from keras_efficient3d import artifacts
 
             if not overwrite and os.path.exists(filepath):
                 return super().save(filepath, overwrite=overwrite)  # Keras' refusal
-            # save_model calls this again for the archive itself: Keras' save then
-            object.__setattr__(self, "_saving_with_metadata", True)
-            try:
-                artifacts.save_model(self, filepath, metadata)
-            finally:
-                object.__setattr__(self, "_saving_with_metadata", False)
+            # save_model writes the archive with Keras' save (this method, flagged) and adds
+            # the metadata the model records
+            artifacts.save_model(self, filepath)
             return None
         return super().save(filepath, overwrite=overwrite, **kwargs)
 
