@@ -1033,6 +1033,14 @@ def cluster_of(environ=None):
 _PER_WORKER = ("data_root", "annotations", "output_dir", "pretrained", "threads", "verbose")
 
 
+def _gathered(strategy, value):
+    """`value` (a float) of every replica of the cluster, as an array: a collective, which
+    each worker reaches before any goes on."""
+    local = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([value], tf.float32))
+    return strategy.gather(local, axis=0).numpy()
+
+
 def check_workers_agree(strategy, config):
     """Refuses, in one line, workers started with different options: with another learning
     rate they trained apart without a word (each its own weights, the chief saving its own);
@@ -1042,9 +1050,7 @@ def check_workers_agree(strategy, config):
     values = {k: v for k, v in json.loads(config.to_json()).items() if k not in _PER_WORKER}
     text = json.dumps(values, sort_keys=True)
     digest = float(int(hashlib.sha256(text.encode()).hexdigest(), 16) % (1 << 24))  # exact in float32
-    local = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant([digest], tf.float32))
-    digests = strategy.gather(local, axis=0).numpy()
+    digests = _gathered(strategy, digest)
     if len(set(digests.tolist())) > 1:
         raise ValueError("the workers were started with different options (a flag or a "
                          "flagfile differs; only the paths of --data_root, --output, "
@@ -1671,6 +1677,11 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     # Only the chief writes the run's log: another worker has no curves to plot.
     curves = plot_curves(os.path.join(config.output_dir, "log.csv"),
                          os.path.join(config.output_dir, "curves.png")) if chief else None
+    if config.distribution == "multiworker":
+        # every worker ends together: a worker that left while the chief still wrote its
+        # checkpoints and plot ended the chief's log in TensorFlow's "StartAbort UNAVAILABLE"
+        # error line, after a run that had gone well
+        _gathered(strategy, 0.0)
     restored = backup.restored_epoch if backup is not None else None
     return {"model": model, "history": history.history, "classes": classes,
             "seconds": elapsed, "output_dir": config.output_dir, "curves": curves,
