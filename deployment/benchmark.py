@@ -6,7 +6,8 @@
 Inference: median latency and clips/s of ``model(x, training=False)`` in a tf.function,
 after warm-up, for the training form ("keras") and the BatchNorm-folded inference form
 ("keras-folded"). Training: clips/s of ``model.fit`` steps (forward, backward, SGD update)
-on an in-memory batch, so that only the model is measured. Prints a table and JSON; with
+on an in-memory batch, so that only the model is measured. Prints a table (the rows as
+JSON with ``--json_out``); with
 ``--peers_json`` (rows of ``benchmark_pytorch.py`` measured on the same machine) the table
 gains the original's PyTorch figure, the best of its peers (PyTorch, ONNX Runtime, OpenVINO)
 and the speed-ups. TensorFlow's threads are set once for the process by

@@ -214,7 +214,14 @@ def _start(runtime, repo, name, mode, settings, threads, train_timing="steps", a
     proc = subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=log, text=True)
     proc.log, proc.label = log, f"the {runtime} worker for {name} ({mode})"
-    _answer(proc, lambda line: line == "ready")
+    try:
+        _answer(proc, lambda line: line == "ready")
+    except BaseException:
+        # Ctrl-C (or another worker's failure) during its warm-up: not among the jobs the
+        # caller stops yet, it went on compiling for minutes after the script had ended
+        proc.kill()
+        proc.wait()
+        raise
     return proc
 
 
@@ -318,7 +325,7 @@ def format_backends(rows):
         ratio = f"{r['vs_original']:.2f}x" if "vs_original" in r else "-"
         runtime = r["runtime"] + (f" ({r['allocator']})" if r.get("allocator", "glibc") != "glibc" else "")
         lines.append(f"| {r['model']} | {r['mode']} | {runtime} | {r['batch_size']} | "
-                     f"{r['median_ms']:.0f} ({r['min_ms']:.0f}-{r['max_ms']:.0f}) | "
+                     f"{r['median_ms']:.1f} ({r['min_ms']:.1f}-{r['max_ms']:.1f}) | "
                      f"{r['clips_per_s']:.2f} | {ratio} |")
     return "\n".join(lines)
 

@@ -163,7 +163,9 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("warmup", 10, "(per batch size)", **fv)
     cli.define("runs", 50, "(per batch size)", **fv)
     flags.DEFINE_list("providers", None, "Execution providers (default: best available).", **fv)
-    cli.define("threads", 0, "(intra-op)", **fv)
+    # 2, as every other timing script here: --peers_json's rows are of 2 threads by default,
+    # and rows of another thread count compare with none
+    cli.define("threads", 2, "(intra-op; 0: ONNX Runtime's default, every core)", **fv)
     cli.define("json_out", None, "The report.", **fv)
     cli.define("model", None, "(the configuration the file was exported from: adds MAC/s "
                "beside the GEMM peak, and the peers of --peers_json)", **fv)

@@ -199,6 +199,22 @@ def _stem_folds(values):
     return folds
 
 
+def _check_stem_folds(models, folds, input_shape, num_classes):
+    """Refuses, before anything is exported, a fold a model's stem does not take, in the
+    flag's terms (the export's error named its argument, `stem_fold`, and the Keras model)."""
+    from keras_efficient3d.deploy.onnx_native import stem_fold_factors
+    from keras_efficient3d.registry import create_model
+
+    for name in models:
+        takes = (1, *stem_fold_factors(create_model(name, input_shape=input_shape,
+                                                    num_classes=num_classes)))
+        wrong = [fold for fold in folds if fold not in takes]
+        if wrong:
+            raise cli.UsageError(f"--stem_folds={','.join(map(str, folds))}: {name}'s stem at "
+                                 f"{input_shape[2]} pixels takes {', '.join(map(str, takes))}, "
+                                 f"not {', '.join(map(str, wrong))}")
+
+
 def define_flags(flag_values=flags.FLAGS):
     fv = {"flag_values": flag_values}
     cli.define("models", DEFAULT_MODELS, **fv)
@@ -277,11 +293,14 @@ def main(argv, flag_values=flags.FLAGS):
         for row in rows:
             row["precision"] = ir_precision(f.model_file)
     else:
+        folds = _stem_folds(f.stem_folds)
+        if folds:
+            _check_stem_folds(f.models, folds, (f.frames, f.size, f.size, 3), f.num_classes)
         peers, peaks = peers_and_peaks(f.models, f.peers_json, (f.frames, f.size, f.size),
                                        f.threads, f.gemm_peak and on_cpu)
         rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
                                 f.num_classes, f.warmup, f.runs, f.rounds, peers, peaks,
-                                stem_folds=_stem_folds(f.stem_folds), device=f.openvino_device)
+                                stem_folds=folds, device=f.openvino_device)
     write_report(rows, format_table(rows, peaks), json_out)
 
 

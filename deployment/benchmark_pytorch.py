@@ -50,6 +50,9 @@ PEERS = ("pytorch", "onnxruntime", "openvino", "openvino-auto")
 def define_flags(flag_values=flags.FLAGS):
     define_timing_flags(flag_values, "(torch.set_num_threads, ONNX Runtime's intra-op "
                         "threads, OpenVINO's INFERENCE_NUM_THREADS; at least 1)")
+    # defined in benchmark.py: --help listed only this script's own three flags
+    flags.adopt_module_key_flags(sys.modules[define_timing_flags.__module__],
+                                 flag_values=flag_values)
     flags.DEFINE_string("repo", None, "A checkout of the original Efficient-3DCNNs code.",
                         required=True, flag_values=flag_values)
     flags.register_validator("repo", cli.existing_folder, flag_values=flag_values)
@@ -59,6 +62,8 @@ def define_flags(flag_values=flags.FLAGS):
     flags.register_validator("peers", cli.each_of(PEERS), flag_values=flag_values)
     flags.DEFINE_string("onnx_dir", None, "Where the original's ONNX exports are written "
                         "(default: a temporary folder).", flag_values=flag_values)
+    # a file there ended the run in "error: m.onnx: File exists", from the folder's making
+    flags.register_validator("onnx_dir", cli.output_folder, flag_values=flag_values)
 
 
 # A configuration name of the registry ('shufflenet_1.5x_g3', 'resnet18_A') whose
@@ -145,12 +150,16 @@ def export_onnx(model, example, path):
     """The user's plain export: ``torch.onnx.export`` at opset 17 with the TorchScript
     exporter (the torch.export one needs onnxscript and opset 18), fixed shapes."""
     import inspect
+    import warnings
 
     import torch
 
     kwargs = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     model.eval()
-    with torch.no_grad():
+    # the TorchScript exporter's DeprecationWarning (two lines per model) is the point here:
+    # the plain export a user of the original runs today
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (example,), path, opset_version=17, input_names=["clips"],
                           output_names=["logits"], **kwargs)
     return path

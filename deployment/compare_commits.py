@@ -44,7 +44,7 @@ def define_flags(flag_values=FLAGS):
     fv = {"flag_values": flag_values}
     flags.DEFINE_string("base", "HEAD~1", "The git revision to compare this checkout with.", **fv)
     flags.DEFINE_list("what", list(WHAT), f"What to time: {', '.join(WHAT)}.", **fv)
-    cli.define("models", None, "Registry/configuration names (default: per --what, the README's).", **fv)
+    cli.define("models", None, "(default: per --what, the README's)", **fv)
     cli.define("rounds", 2, "(the two trees alternate)", **fv)
     cli.define("frames", 16, **fv)
     cli.define("size", 112, **fv)

@@ -86,6 +86,7 @@ import os
 import re
 import select
 import sys
+import tempfile
 import zipfile
 
 from absl import app, flags
@@ -240,13 +241,24 @@ def _results_file(value):
     # A benchmark writes its JSON after minutes of timing: a path that cannot be written is
     # reported before anything is timed.
     output_file(value)
+    if value and value.lower().endswith(".md"):
+        # the Markdown table is written beside the JSON under the JSON's name with .md: the
+        # table replaced the JSON ("wrote res.md, res.md")
+        raise flags.ValidationError("is the name of the Markdown table, written beside the JSON "
+                                    "(results.json and results.md): give the JSON's name")
     folder = os.path.dirname(os.path.abspath(value)) if value else None
     if folder and not os.path.isdir(folder):
         raise flags.ValidationError(f"no such folder: {folder}")
-    # os.access, not a test write: a benchmark must not leave a file behind when it fails.
-    # The folder alone: the file is replaced by a rename (atomic_write), not written into.
-    if folder and not os.access(folder, os.W_OK):
-        raise flags.ValidationError(f"cannot write there (folder {folder})")
+    # The folder alone: the file is replaced by a rename (atomic_write), not written into. A
+    # file made and removed at once, not os.access, which says yes to root everywhere (a
+    # benchmark into /proc timed everything, then could not write)
+    if folder:
+        try:
+            handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        except OSError:
+            raise flags.ValidationError(f"cannot write there (folder {folder})") from None
+        os.close(handle)
+        os.remove(probe)
     return True
 
 

@@ -235,7 +235,8 @@ def note_unmatched_peers(peers_json, matched, setting):
 
 def format_peak(peak):
     """One line: the machine's measured fp32 GEMM peak."""
-    return (f"fp32 GEMM peak of this machine at {peak['threads']} threads: "
+    threads = f"{peak['threads']} thread{'' if peak['threads'] == 1 else 's'}"
+    return (f"fp32 GEMM peak of this machine at {threads}: "
             f"{peak['gflops']:.1f} GFLOP/s = {peak['gmacs_per_s']:.1f} GMAC/s "
             f"({peak['backend']}, {peak['size']}-square matmul, best of runs)")
 
@@ -284,9 +285,12 @@ def write_report(report, table, json_out=None, markdown=True):
     print(table)
     if not json_out:
         return []
+    table_path = os.path.splitext(json_out)[0] + ".md"
+    if markdown and os.path.abspath(table_path) == os.path.abspath(json_out):
+        raise ValueError(f"{json_out}: the Markdown table's name; give the JSON's (.json)")
     paths = [atomic_write_json(json_out, report)]
     if markdown:
-        paths.append(atomic_write(os.path.splitext(json_out)[0] + ".md", table + "\n"))
+        paths.append(atomic_write(table_path, table + "\n"))
     print(f"wrote {', '.join(paths)}")
     return paths
 
@@ -365,7 +369,7 @@ def benchmark_models(names, precisions=("fp32", "fp16", "dynamic", "int8"), thre
                                       (peaks or {}).get(n)))
                 rows.append(result)
                 if log:
-                    log(f"{name:20s} {precision:8s} threads={n} {result['median_ms']:8.1f} ms "
+                    log(f"{name:20s} {precision:11s} threads={n} {result['median_ms']:8.1f} ms "
                         f"{result['clips_per_s']:7.1f} clips/s {len(blob) / 1e6:6.2f} MB  "
                         f"{format_comparison(result)}")
     return rows

@@ -237,7 +237,7 @@ def run_targets(names, folder, input_shape=(16, 112, 112, 3), num_classes=600, t
         if any(label.endswith("openvino-auto") for label in times):
             row["openvino_default_precision"] = openvino_default_precision()
         rows.append(row)
-        if log:
+        if log and len(names) > 1:  # one model's table is the report itself: printed once
             log(format_targets([row]))
     return rows
 

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from absl import flags
 
 from keras_efficient3d import cli
 from keras_efficient3d.deploy.benchmark import (
@@ -1248,3 +1249,64 @@ def test_pytorch_benchmark_refuses_onnx_peers_whose_runtimes_are_all_missing(tmp
         "benchmark_pytorch.py: error: --peers=onnxruntime,openvino leaves nothing to time at "
         "--mode=inference (onnxruntime: onnxruntime is not installed; openvino: openvino is not "
         "installed)\n")
+
+
+def test_a_worker_stopped_in_its_warm_up_is_killed(monkeypatch):
+    """Ctrl-C while a worker warmed up: the script said "interrupted" and ended, and the
+    worker, not yet among the jobs it stops, compiled on for minutes."""
+    script = _script_module("benchmark_backends")
+    started = []
+
+    class Worker:
+        stdout = None
+
+        def __init__(self, *args, **kwargs):
+            self.killed = False
+            started.append(self)
+
+        def kill(self):
+            self.killed = True
+
+        def wait(self):
+            return -9
+
+    def interrupted(proc, accept):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(script.subprocess, "Popen", Worker)
+    monkeypatch.setattr(script, "_answer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        script._start("tensorflow", None, "mobilenetv2_0.2x", "inference", (8, 32, 4, 2, 1, 1, 2), 2)
+    assert len(started) == 1 and started[0].killed
+
+
+def test_the_scripts_flags_as_a_user_meets_them(tmp_path, capsys):
+    """Found by a walkthrough: benchmark_pytorch.py --help listed 3 of its 13 flags (the
+    others are defined in benchmark.py); benchmark_onnx.py timed at ONNX Runtime's default
+    threads where every other script and --peers_json's rows are of 2; an --onnx_dir naming
+    a file was "error: m.onnx: File exists"; a --stem_folds a stem does not take was the
+    export's error, in its argument's name and the Keras model's."""
+    help_text = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "deployment", "benchmark_pytorch.py"), "--help"],
+        capture_output=True, text=True, timeout=120).stdout
+    for flag in ("--models", "--batch_sizes", "--mode", "--threads", "--runs", "--json_out",
+                 "--repo", "--peers", "--onnx_dir"):
+        assert f"  {flag}" in help_text, flag
+    onnx_script = _script_module("benchmark_onnx")
+    values = flags.FlagValues()
+    onnx_script.define_flags(values)
+    assert values["threads"].default == 2
+    pytorch_script = _script_module("benchmark_pytorch")
+    (tmp_path / "m.onnx").write_text("x")
+    status = cli.invoke(pytorch_script.main, pytorch_script.define_flags,
+                        ["benchmark_pytorch.py", f"--repo={tmp_path}",
+                         f"--onnx_dir={tmp_path / 'm.onnx'}"])
+    err = capsys.readouterr().err
+    assert status == 2 and "--onnx_dir" in err and "is an existing file; a folder is needed" in err
+    openvino_script = _script_module("benchmark_openvino")
+    status = cli.invoke(openvino_script.main, openvino_script.define_flags,
+                        ["benchmark_openvino.py", "--models=mobilenetv2_0.2x", "--stem_folds=1,3",
+                         "--size=64", "--frames=8", "--nogemm_peak"])
+    assert status == 2 and capsys.readouterr().err.strip() == (
+        "benchmark_openvino.py: error: --stem_folds=1,3: mobilenetv2_0.2x's stem at 64 pixels "
+        "takes 1, 2, 4, 8, 16, not 3")
