@@ -332,6 +332,14 @@ def save_model(model, path, metadata=None) -> str:
                              f"case. Received: {path}")
     if metadata is None:  # what the model records: read with it from a .keras file or preset
         metadata = getattr(model, "_recorded_metadata", None)
+        misfits = metadata_misfits(model, metadata) if metadata is not None else []
+        if misfits:  # changed since (another head, another input): its record is no longer
+            import warnings
+
+            warnings.warn(f"{path}: saved without the metadata of the file the model was "
+                          f"loaded from, which no longer fits it ({'; '.join(misfits)})",
+                          stacklevel=2)
+            metadata = None
     if metadata is not None:
         metadata = _as_metadata(metadata, path).to_dict()
     from keras_efficient3d import import_tensorflow_quietly
@@ -420,13 +428,15 @@ def load_model(path, compile=True):
                              f"({_one_line(err)[:300]})") from None
     from keras_efficient3d.models._base import VideoModel
 
-    metadata = read_metadata(path)
+    try:
+        metadata = read_metadata(path)
+    except ModelFileError:  # the model loads without it: said where the metadata is read
+        metadata = None
     if metadata is not None and isinstance(model, VideoModel):
         # outside Keras' attribute tracking, as a preset's: the model's `save` and
         # `save_to_preset` write it again (a trained model saved as a preset lost its labels
-        # and clip), less the model card, whose figures are of this file
-        metadata = dataclasses.replace(metadata, extra=_without_card(metadata.extra))
-        object.__setattr__(model, "_recorded_metadata", metadata)
+        # and clip), less what describes this file alone
+        object.__setattr__(model, "_recorded_metadata", resaved_metadata(metadata))
     return model
 
 
@@ -498,8 +508,41 @@ def read_metadata(model_path) -> ModelMetadata | None:
     return _as_metadata(data, where)
 
 
+# What a record says of its own file only: the model card's figures, a preset's checkpoint
+# digest, last.keras' training state. Another file made of the model (a save, a preset, an
+# export) is not described by them.
+FILE_ONLY_EXTRA = ("card", "checkpoint_sha256", "training_state")
+
+
 def _without_card(extra):
-    return {k: v for k, v in extra.items() if k != "card"}
+    return {k: v for k, v in extra.items() if k not in FILE_ONLY_EXTRA}
+
+
+def resaved_metadata(metadata):
+    """`metadata` (a `ModelMetadata`) as another file made of the same model records it:
+    less `FILE_ONLY_EXTRA`."""
+    return dataclasses.replace(metadata, extra=_without_card(metadata.extra))
+
+
+def metadata_misfits(model, metadata):
+    """What in `metadata` (a `ModelMetadata`) does not fit `model`'s input and output: its
+    frames, size or class names (``["16 frames (the model takes 8)", ...]``); empty where it
+    fits or the model's shapes are not static."""
+    said = []
+    inputs = getattr(model, "inputs", None)
+    shape = tuple(inputs[0].shape[1:4]) if inputs and len(inputs[0].shape) == 5 else ()
+    if shape and metadata.frames is not None and shape[0] is not None and \
+            int(metadata.frames) != shape[0]:
+        said.append(f"{metadata.frames} frames (the model takes {shape[0]})")
+    if shape and metadata.height_width is not None and None not in shape[1:] and \
+            tuple(metadata.height_width) != shape[1:]:
+        said.append(f"{'x'.join(map(str, metadata.height_width))} frames (the model takes "
+                    f"{'x'.join(map(str, shape[1:]))})")
+    outputs = getattr(model, "outputs", None)
+    classes = outputs[-1].shape[-1] if outputs else None
+    if metadata.labels is not None and classes is not None and len(metadata.labels) != classes:
+        said.append(f"{len(metadata.labels)} class names (the model has {classes} outputs)")
+    return said
 
 
 def export_metadata(model, keras_file=None, model_name=None, weights=None) -> ModelMetadata:

@@ -37,7 +37,14 @@ import warnings
 import keras
 
 from keras_efficient3d import __version__, registry
-from keras_efficient3d.artifacts import ModelMetadata, atomic_write_json, move_entries, read_metadata
+from keras_efficient3d.artifacts import (
+    ModelMetadata,
+    atomic_write_json,
+    metadata_misfits,
+    move_entries,
+    read_metadata,
+    resaved_metadata,
+)
 from keras_efficient3d.atomic import replace_folder
 from keras_efficient3d.models import _base
 
@@ -155,10 +162,11 @@ def save_to_preset(model, preset_dir, metadata=None):
     preset_dir = os.fspath(preset_dir)
     if os.path.exists(preset_dir) and not os.path.isdir(preset_dir):
         raise ValueError(f"`preset_dir` must be a directory. Received: preset_dir={preset_dir}")
+    given = metadata is not None
     if metadata is None:
         metadata = getattr(model, "_recorded_metadata", None)
     if metadata is not None:
-        _check_fits(model, ModelMetadata.from_dict(metadata))
+        _check_fits(model, ModelMetadata.from_dict(metadata), given)
     os.makedirs(preset_dir, exist_ok=True)
     meta = {
         "keras_version": keras.__version__,
@@ -182,26 +190,15 @@ def save_to_preset(model, preset_dir, metadata=None):
     return preset_dir
 
 
-def _check_fits(model, metadata):
-    """Refuses metadata that describes another model: its frames, size or class names
-    against the model's input and output (another preset's, given as `metadata=`, was
-    written as it was, and predict then fed the model clips of that preset's size)."""
-    shape = tuple(model.inputs[0].shape[1:3]) if getattr(model, "inputs", None) else ()
-    said = []
-    if len(shape) == 2 and metadata.frames is not None and shape[0] is not None and \
-            int(metadata.frames) != shape[0]:
-        said.append(f"{metadata.frames} frames (the model takes {shape[0]})")
-    size = tuple(model.inputs[0].shape[2:4]) if shape else ()
-    if metadata.height_width is not None and None not in size and size and \
-            tuple(metadata.height_width) != size:
-        said.append(f"{'x'.join(map(str, metadata.height_width))} frames (the model takes "
-                    f"{'x'.join(map(str, size))})")
-    classes = model.outputs[-1].shape[-1] if getattr(model, "outputs", None) else None
-    if metadata.labels is not None and classes is not None and len(metadata.labels) != classes:
-        said.append(f"{len(metadata.labels)} class names (the model has {classes} outputs)")
-    if said:
-        raise ValueError(f"the metadata describes another model: {'; '.join(said)}; give this "
-                         "model's (a model loaded from its .keras file or preset brings its own)")
+def _check_fits(model, metadata, given):
+    """Refuses metadata that describes another model (`artifacts.metadata_misfits`): another
+    preset's, given as `metadata=`, was written as it was, and predict then fed the model
+    clips of that preset's size."""
+    misfits = metadata_misfits(model, metadata)
+    if misfits:
+        fix = ("give this model's (a model loaded from its .keras file or preset brings its own)"
+               if given else "the model was changed since it was loaded: give its metadata=")
+        raise ValueError(f"the metadata describes another model: {'; '.join(misfits)}; {fix}")
 
 
 def _read_json(path):
@@ -258,10 +255,8 @@ def load_preset_dir(preset_dir):
     if recorded is not None and isinstance(model, _base.VideoModel):
         # outside Keras' attribute tracking: `VideoModel.save` writes it into .keras files,
         # less the figures and digest of the preset's own file (a saved model is another)
-        metadata = ModelMetadata.from_dict(recorded)
-        metadata.extra = {key: value for key, value in metadata.extra.items()
-                          if key not in ("card", CHECKPOINT_DIGEST)}
-        object.__setattr__(model, "_recorded_metadata", metadata)
+        object.__setattr__(model, "_recorded_metadata",
+                           resaved_metadata(ModelMetadata.from_dict(recorded)))
     return model
 
 
@@ -502,9 +497,8 @@ def model_family(model):
 
 
 def builder_from_preset(builder, preset, checkpoint=None, log=print):
-    """`from_preset` that checks the preset holds a model of `builder`'s family: the family
-    recorded in its metadata, else (a preset saved before it was recorded) the one its
-    layers show."""
+    """`from_preset` that checks the preset holds a model of `builder`'s family: the one its
+    layers show, else the family recorded in its metadata."""
     wanted = {f.name for f in registry.families() if f.builder is builder}
     preset = preset_name(preset)
     spec = PUBLISHED.get(preset)
@@ -515,15 +509,11 @@ def builder_from_preset(builder, preset, checkpoint=None, log=print):
     data = _read_metadata(directory)
     meta = data.get("model_metadata") or {}
     recorded = data.get(FAMILY_FIELD) or (meta.get("model") or {}).get("model")
-    model = None
-    if not recorded:
-        model = load_preset_dir(directory)
-        recorded = model_family(model)
-    _refuse_family(preset, recorded, wanted, builder)
-    model = model if model is not None else load_preset_dir(directory)
+    model = load_preset_dir(directory)
     # metadata.json is a file a user may have copied from another preset: the model is what
-    # config.json and the weights hold
-    _refuse_family(preset, model_family(model), wanted, builder)
+    # config.json and the weights hold, where its layers tell (a folded or preprocessing
+    # model's may not: then the record)
+    _refuse_family(preset, model_family(model) or recorded, wanted, builder)
     return model
 
 
@@ -532,8 +522,6 @@ def _refuse_family(preset, recorded, wanted, builder):
         raise ValueError(f"Preset '{preset}' holds a {recorded} model, not a "
                          f"{builder.__name__}; use keras_efficient3d.presets.from_preset. "
                          f"Received: preset={preset}")
-
-
 
 
 def attach_to_builders():

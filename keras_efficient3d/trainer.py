@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -610,6 +611,8 @@ def build_model(config, num_classes, classes=None):
             base = replace_head(base, num_classes)
         elif classes is not None:
             base = _head_in_the_runs_order(base, classes, config.pretrained)
+        # the file's record names its classes in its own order: not this model's
+        object.__setattr__(base, "_recorded_metadata", None)
         model = base
     else:
         name, kwargs = model_kwargs(config, num_classes)
@@ -673,6 +676,7 @@ def resume_model(config, path, num_classes):
     config's, whatever the file recorded (and on whichever backend it was written)."""
     model = check_model_fits(load_model(path, compile=False), num_classes, config.frames,
                              config.size, path)
+    object.__setattr__(model, "_recorded_metadata", None)  # last.keras' training state: its own
     if config.ft_portion == "last_layer":
         train_the_head_alone(model)
     compile_model(model, config)
@@ -972,6 +976,7 @@ def _strategy(config):
             # reaches Python there
             print(f"{task}: waiting for the cluster's other tasks ({', '.join(others)}); "
                   "while it waits only SIGKILL stops this process", flush=True)
+        before = signal.getsignal(signal.SIGTERM)
         try:
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
         except tf.errors.UnknownError as err:
@@ -982,9 +987,11 @@ def _strategy(config):
                              "this machine?") from None
         # TensorFlow's cluster set-up catches SIGTERM as a preemption notice, which only its
         # PreemptionCheckpointHandler reads: `kill`, `timeout` and a scheduler's first signal
-        # (Slurm's scancel, a Kubernetes eviction) did nothing. A worker so ended continues
-        # from its backup when the cluster is restarted, as after SIGKILL.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # (Slurm's scancel, a Kubernetes eviction) did nothing. The handler of before goes
+        # back (the default: the worker ends, and continues from its backup when the cluster
+        # is restarted, as after SIGKILL); Python sets handlers in its main thread only.
+        if threading.current_thread() is threading.main_thread() and before is not None:
+            signal.signal(signal.SIGTERM, before)
         return strategy
     return tf.distribute.get_strategy()
 
@@ -1006,6 +1013,8 @@ def cluster_of(environ=None):
         spec = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"TF_CONFIG is not JSON ({err}); expected {_TF_CONFIG_FORM}") from None
+    if isinstance(spec, dict) and "cluster" not in spec:
+        return None  # "{}", as some launchers set it: TensorFlow's cluster of one too
     cluster = spec.get("cluster") if isinstance(spec, dict) else None
     task = spec.get("task") if isinstance(spec, dict) else None
     if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
@@ -1015,6 +1024,8 @@ def cluster_of(environ=None):
             raise ValueError(f"TF_CONFIG: the cluster's {kind!r} tasks must be a list of "
                              f"'host:port' addresses. Received: {hosts!r}")
     kind, index = task.get("type"), task.get("index", 0)
+    if isinstance(index, str) and index.strip().isdigit():
+        index = int(index)  # as TensorFlow reads it
     if kind not in cluster:
         raise ValueError(f"TF_CONFIG: its task type {kind!r} is not in its cluster (which has "
                          f"{', '.join(map(repr, cluster))})")
@@ -1048,6 +1059,8 @@ def check_workers_agree(strategy, config):
     worker's options (less `_PER_WORKER`) are hashed and the hashes gathered: also the point
     at which every worker has its strategy, before the chief moves an earlier run aside."""
     values = {k: v for k, v in json.loads(config.to_json()).items() if k not in _PER_WORKER}
+    # where the file is may differ; whether there is one, and which, may not
+    values["pretrained"] = os.path.basename(config.pretrained) if config.pretrained else None
     text = json.dumps(values, sort_keys=True)
     digest = float(int(hashlib.sha256(text.encode()).hexdigest(), 16) % (1 << 24))  # exact in float32
     digests = _gathered(strategy, digest)
@@ -1529,14 +1542,16 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     _set_threads(config)
     strategy = _strategy(config)
     task, chief = worker_role(strategy)
+    if config.distribution == "multiworker":
+        # first: an option that one worker refuses alone (its batch) leaves the others
+        # waiting in this gather for TensorFlow's heartbeat timeout
+        check_workers_agree(strategy, config)
     if config.batch_size % strategy.num_replicas_in_sync:
         # before the earlier run is moved aside: MirroredStrategy ended in a traceback of an
         # AddN of two shapes, after the run in the folder had gone to previous/
         raise ValueError(f"--batch_size={config.batch_size} does not split over the "
                          f"{strategy.num_replicas_in_sync} replicas: give a multiple of "
                          f"{strategy.num_replicas_in_sync}")
-    if config.distribution == "multiworker":
-        check_workers_agree(strategy, config)
     if config.distribution != "none" and chief:
         devices = ", ".join(d.split("/device:")[-1] for d in strategy.extended.worker_devices)
         print(f"distribution: {config.distribution}, {strategy.num_replicas_in_sync} replicas "
@@ -1574,6 +1589,10 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
         else:
             model = build_model(config, num_classes, classes)
             compile_model(model, config)
+    # what the model records from here: the run's (a --pretrained or resumed file's record
+    # would name its classes in its order, and carry its training state, into a later
+    # model.save or save_to_preset of the returned model)
+    object.__setattr__(model, "_recorded_metadata", model_metadata(config, classes, num_classes))
     steps, val_steps = config.steps_per_epoch, None
     fit_scope = contextlib.nullcontext()
     if config.distribution == "multiworker":
@@ -1681,7 +1700,12 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
         # every worker ends together: a worker that left while the chief still wrote its
         # checkpoints and plot ended the chief's log in TensorFlow's "StartAbort UNAVAILABLE"
         # error line, after a run that had gone well
-        _gathered(strategy, 0.0)
+        try:
+            _gathered(strategy, 0.0)
+        except tf.errors.UnavailableError:
+            raise WorkerLost(f"{task}: training ended, and another worker of the cluster "
+                             "ended before this one could (its checkpoints are in place)"
+                             ) from None
     restored = backup.restored_epoch if backup is not None else None
     return {"model": model, "history": history.history, "classes": classes,
             "seconds": elapsed, "output_dir": config.output_dir, "curves": curves,

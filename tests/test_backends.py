@@ -418,6 +418,18 @@ def test_a_loaded_model_keeps_what_it_records_through_presets_and_saves(tmp_path
         loaded.save_to_preset(tmp_path / "q", metadata={"input": {"frames": 16, "size": 64},
                                                         "labels": [str(i) for i in range(27)]})
     assert not (tmp_path / "q" / "config.json").exists()
+    # a model changed since it was loaded (another head): its file's record is not written
+    other = k3.ShuffleNetV2_3D(width_mult=0.25, input_shape=SHAPE, num_classes=3)
+    object.__setattr__(other, "_recorded_metadata", loaded._recorded_metadata)
+    with pytest.warns(UserWarning, match="saved without the metadata of the file the model was "
+                                         r"loaded from, which no longer fits it \(4 class names"):
+        save_model(other, tmp_path / "changed.keras")
+    assert read_metadata(tmp_path / "changed.keras") is None
+    # a bad record beside a model does not stop it loading (it is said where it is read)
+    (tmp_path / "m.keras.json").write_text("{not json")
+    (tmp_path / "plain.keras").write_bytes((tmp_path / "changed.keras").read_bytes())
+    (tmp_path / "plain.keras.json").write_text("{not json")
+    assert artifacts.load_model(tmp_path / "plain.keras", compile=False) is not None
 
 
 def test_a_preset_of_broken_or_mismatched_files_is_one_line(tmp_path):
@@ -448,6 +460,7 @@ def test_a_preset_of_broken_or_mismatched_files_is_one_line(tmp_path):
         presets.FAMILY_FIELD: "mobilenetv1"})))
     with pytest.raises(ValueError, match="holds a shufflenetv2 model, not a MobileNetV1_3D"):
         k3.MobileNetV1_3D.from_preset(str(tmp_path / "p"))
+    assert k3.ShuffleNetV2_3D.from_preset(str(tmp_path / "p")) is not None  # what it holds
 
 
 def test_a_save_to_preset_that_fails_leaves_the_preset_whole(tmp_path, monkeypatch):

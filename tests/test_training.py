@@ -401,6 +401,12 @@ def test_train_writes_checkpoints_logs_and_resumes(tiny_gestures, one_epoch_run,
     resumed = trainer.train(_tiny_config(tiny_gestures, out, epochs=2, resume=True))
     assert len(resumed["history"]["loss"]) == 1  # only epoch 2 ran
     assert not (out / "backup").exists()
+    # the returned model saves the run's record, not last.keras' training state
+    from keras_efficient3d.artifacts import read_metadata, save_model
+
+    save_model(resumed["model"], tmp_path / "again.keras")
+    again = read_metadata(tmp_path / "again.keras")
+    assert again.labels == list(synthetic.CLASSES) and "training_state" not in again.extra
     # the run's pipeline, for a caller that goes on with the same data (the demo's QAT)
     clips, labels = next(iter(resumed["train_dataset"]))
     assert tuple(clips.shape[1:]) == (8, 32, 32, 3) and labels.shape[0] == clips.shape[0]
@@ -1195,6 +1201,11 @@ def test_a_pretrained_head_of_the_runs_classes_in_another_order_is_put_in_the_ru
     assert "its head's outputs are put in the run's order, by name" in capsys.readouterr().err
     same = trainer.build_model(config, 8, names)  # the file's own order: left as it is
     np.testing.assert_allclose(np.asarray(same(x, training=False)), before, rtol=1e-6)
+    # the reordered model keeps no record of the file's order for a later save to write
+    from keras_efficient3d.artifacts import read_metadata, save_model
+
+    save_model(model, tmp_path / "reordered.keras")
+    assert read_metadata(tmp_path / "reordered.keras") is None
 
 
 def test_evaluate_of_a_model_away_from_its_run_takes_the_dataset_it_records(tiny_gestures,
@@ -2241,6 +2252,10 @@ def test_cluster_of_a_good_tf_config():
             "task": {"type": "worker", "index": 1}}
     assert trainer.cluster_of({"TF_CONFIG": json.dumps(spec)}) == ("worker-1", "b:2", ["c:1", "a:1"])
     assert trainer.cluster_of({}) is None and trainer.cluster_of({"TF_CONFIG": " "}) is None
+    # as TensorFlow reads them: an index as a string; "{}" (some launchers) a cluster of one
+    spec["task"]["index"] = "0"
+    assert trainer.cluster_of({"TF_CONFIG": json.dumps(spec)})[0] == "worker-0"
+    assert trainer.cluster_of({"TF_CONFIG": "{}"}) is None
 
 
 _STRATEGY_PROBE = """

@@ -32,7 +32,9 @@ def parse_args(argv=None):
     parser.add_argument("--signature", default="serving_default")
     parser.add_argument("--calibration-npy", default=None, help="INT8 calibration clips (.npy).")
     parser.add_argument("--compute-capability", default=None,
-                        help="Override GPU detection, e.g. 6.2 (for checks without a GPU).")
+                        help="INT8 only: the GPU's compute capability the INT8 check goes by, "
+                             "e.g. 6.2, instead of the board's or TensorFlow's (a GPU is "
+                             "still needed to convert).")
     return parser.parse_args(argv)
 
 
