@@ -30,6 +30,7 @@ it.
 """
 
 import os
+import sys
 import tempfile
 
 from absl import flags
@@ -199,6 +200,11 @@ def _stem_folds(values):
     return folds
 
 
+def _progress(line):
+    # on stderr, as every other timing script's: stdout is the table (`> table.md`)
+    print(line, file=sys.stderr, flush=True)
+
+
 def _check_stem_folds(models, folds, input_shape, num_classes):
     """Refuses, before anything is exported, a fold a model's stem does not take, in the
     flag's terms (the export's error named its argument, `stem_fold`, and the Keras model)."""
@@ -289,7 +295,7 @@ def main(argv, flag_values=flags.FLAGS):
         from keras_efficient3d.deploy.openvino_export import ir_precision
 
         rows = time_files({os.path.basename(f.model_file): f.model_file}, f.threads, f.warmup,
-                          f.runs, f.rounds, device=f.openvino_device)
+                          f.runs, f.rounds, log=_progress, device=f.openvino_device)
         for row in rows:
             row["precision"] = ir_precision(f.model_file)
     else:
@@ -300,7 +306,7 @@ def main(argv, flag_values=flags.FLAGS):
                                        f.threads, f.gemm_peak and on_cpu)
         rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
                                 f.num_classes, f.warmup, f.runs, f.rounds, peers, peaks,
-                                stem_folds=folds, device=f.openvino_device)
+                                stem_folds=folds, log=_progress, device=f.openvino_device)
     write_report(rows, format_table(rows, peaks), json_out)
 
 

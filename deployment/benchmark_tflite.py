@@ -19,6 +19,7 @@ second beside this machine's fp32 GEMM peak at the same thread count, measured f
 """
 
 import os
+import sys
 
 from absl import flags
 
@@ -141,8 +142,10 @@ def main(argv, flag_values=flags.FLAGS):
         return
     peers, peaks = peers_and_peaks(f.models, f.peers_json, (f.frames, f.size, f.size), f.threads,
                                    f.gemm_peak)
+    # progress on stderr, as every other timing script's: stdout is the table (`> table.md`)
     rows = benchmark_models(f.models, f.precisions, f.threads, (f.frames, f.size, f.size, 3),
-                            f.num_classes, f.warmup, f.runs, peers=peers, peaks=peaks)
+                            f.num_classes, f.warmup, f.runs, peers=peers, peaks=peaks,
+                            log=lambda line: print(line, file=sys.stderr, flush=True))
     write_report(rows, format_table(rows, peaks), f.json_out)
 
 
