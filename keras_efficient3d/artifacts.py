@@ -511,17 +511,16 @@ def read_metadata(model_path) -> ModelMetadata | None:
 # What a record says of its own file only: the model card's figures, a preset's checkpoint
 # digest, last.keras' training state. Another file made of the model (a save, a preset, an
 # export) is not described by them.
-FILE_ONLY_EXTRA = ("card", "checkpoint_sha256", "training_state")
-
-
-def _without_card(extra):
-    return {k: v for k, v in extra.items() if k not in FILE_ONLY_EXTRA}
+CHECKPOINT_DIGEST = "checkpoint_sha256"  # in a published preset's model_metadata.extra
+TRAINING_STATE = "training_state"  # last.keras' own record of what train_state.json holds
+FILE_ONLY_EXTRA = ("card", CHECKPOINT_DIGEST, TRAINING_STATE)
 
 
 def resaved_metadata(metadata):
     """`metadata` (a `ModelMetadata`) as another file made of the same model records it:
     less `FILE_ONLY_EXTRA`."""
-    return dataclasses.replace(metadata, extra=_without_card(metadata.extra))
+    return dataclasses.replace(metadata, extra={k: v for k, v in metadata.extra.items()
+                                                if k not in FILE_ONLY_EXTRA})
 
 
 def metadata_misfits(model, metadata):
@@ -556,15 +555,14 @@ def export_metadata(model, keras_file=None, model_name=None, weights=None) -> Mo
     if keras_file is not None:
         recorded = read_metadata(keras_file)
         if recorded is not None:
-            return dataclasses.replace(recorded, extra=_without_card(recorded.extra))
+            return resaved_metadata(recorded)
     frames, height, width = (int(d) for d in model.inputs[0].shape[1:4])
     size = height if height == width else (height, width)
     if weights is not None and os.fspath(weights).lower().endswith(".keras"):
         recorded = read_metadata(weights)
         if recorded is not None:
             # The weights fit (they loaded): classes and labels hold; the clip is the build's.
-            return dataclasses.replace(recorded, frames=frames, size=size,
-                                       extra=_without_card(recorded.extra))
+            return dataclasses.replace(resaved_metadata(recorded), frames=frames, size=size)
     about = {"num_classes": int(model.outputs[0].shape[-1])}
     if model_name is not None:
         about = {"model": model_name, **about}

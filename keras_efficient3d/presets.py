@@ -38,6 +38,7 @@ import keras
 
 from keras_efficient3d import __version__, registry
 from keras_efficient3d.artifacts import (
+    CHECKPOINT_DIGEST,
     ModelMetadata,
     atomic_write_json,
     metadata_misfits,
@@ -52,7 +53,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 FAMILY_FIELD = "keras_efficient3d_family"  # in metadata.json; None for a model of no family
-CHECKPOINT_DIGEST = "checkpoint_sha256"  # in a published preset's model_metadata.extra
 SOURCE = ("the authors' Efficient-3DCNNs release (github.com/okankop/Efficient-3DCNNs, "
           "README 'Pretrained models')")
 

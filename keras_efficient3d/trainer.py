@@ -34,6 +34,7 @@ from keras_efficient3d import registry, runtime
 from keras_efficient3d._tf import tf
 from keras_efficient3d.artifacts import (
     TRAINED_ON,
+    TRAINING_STATE,
     ModelFileError,
     ModelMetadata,
     atomic_write,
@@ -786,7 +787,7 @@ def model_metadata(config, classes, num_classes=None, extra=None):
 
 
 
-STATE_ENTRY = "training_state"  # last.keras' own record of what train_state.json holds
+STATE_ENTRY = TRAINING_STATE  # last.keras' own record of what train_state.json holds
 
 
 def read_state(path):
@@ -1592,7 +1593,8 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     # what the model records from here: the run's (a --pretrained or resumed file's record
     # would name its classes in its order, and carry its training state, into a later
     # model.save or save_to_preset of the returned model)
-    object.__setattr__(model, "_recorded_metadata", model_metadata(config, classes, num_classes))
+    metadata = model_metadata(config, classes, num_classes)  # the checkpoints' too
+    object.__setattr__(model, "_recorded_metadata", metadata)
     steps, val_steps = config.steps_per_epoch, None
     fit_scope = contextlib.nullcontext()
     if config.distribution == "multiworker":
@@ -1649,7 +1651,7 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     else:
         schedule = EpochSchedule(config, steps or max(1, len(train_records) // config.batch_size))
     checkpointer = Checkpointer(save_dir, config.checkpoint_every, best,
-                                metadata=model_metadata(config, classes, num_classes),
+                                metadata=metadata,
                                 saved_epoch=saved_epoch, epochs=config.epochs,
                                 saved_rate=rate, saved_schedule=plateau,
                                 schedule=schedule if config.lr_schedule == "plateau" else None)
