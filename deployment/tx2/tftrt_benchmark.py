@@ -36,11 +36,7 @@ def main(argv=None):
         raise common.Refused("--warmup must be >= 0 and --iterations >= 1.")
     common.check_saved_model(args.saved_model)
     common.check_output_file(args.json, "--json")
-    # TensorFlow's C++ start-up lines would bury the one-line error messages below.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # As trt_convert.py: oneDNN's notice (x86 CPUs with AVX-512 VNNI, printed whatever the
-    # log level) and its graph rewrites have no use on the Jetson or in a TF-TRT timing.
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    common.quiet_tensorflow()
     try:
         import numpy as np  # pylint: disable=import-outside-toplevel
         import tensorflow as tf  # pylint: disable=import-outside-toplevel

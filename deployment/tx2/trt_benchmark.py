@@ -15,8 +15,6 @@ only (trtexec ignores ``--shapes`` for it), with a note. Python 3.6 compatible.
 """
 
 import argparse
-import ctypes
-import ctypes.util
 import os
 import re
 import subprocess
@@ -51,51 +49,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-class CudaRuntime(object):
-    """The few libcudart calls the benchmark needs."""
-
-    def __init__(self):
-        names = [ctypes.util.find_library("cudart"), "libcudart.so", "/usr/local/cuda/lib64/libcudart.so"]
-        self.lib = None
-        for name in names:
-            if not name:
-                continue
-            try:
-                self.lib = ctypes.CDLL(name)
-                break
-            except OSError:
-                continue
-        if self.lib is None:
-            raise common.Missing("libcudart not found (CUDA runtime); is this a CUDA machine?")
-        count = ctypes.c_int(0)
-        if self.lib.cudaGetDeviceCount(ctypes.byref(count)) != 0 or count.value == 0:
-            raise common.Missing("no CUDA GPU found.")
-
-    def malloc(self, nbytes):
-        ptr = ctypes.c_void_p()
-        self._check(self.lib.cudaMalloc(ctypes.byref(ptr), ctypes.c_size_t(nbytes)), "cudaMalloc")
-        return ptr
-
-    def free(self, ptr):
-        self.lib.cudaFree(ptr)
-
-    def copy_to_device(self, ptr, array):
-        self._check(self.lib.cudaMemcpy(ptr, array.ctypes.data_as(ctypes.c_void_p),
-                                        ctypes.c_size_t(array.nbytes), 1), "cudaMemcpy")
-
-    def copy_to_host(self, array, ptr):
-        self._check(self.lib.cudaMemcpy(array.ctypes.data_as(ctypes.c_void_p), ptr,
-                                        ctypes.c_size_t(array.nbytes), 2), "cudaMemcpy")
-
-    def synchronize(self):
-        self._check(self.lib.cudaDeviceSynchronize(), "cudaDeviceSynchronize")
-
-    @staticmethod
-    def _check(status, what):
-        if status != 0:
-            raise common.Failed("{} failed with CUDA error {}".format(what, status))
-
-
 def profile_batch_range(engine, v3, name, index):
     """(smallest, largest) batch of the engine's first optimisation profile for input `name`
     (binding `index`), or None where the engine does not say."""
@@ -124,20 +77,8 @@ def time_with_python_api(trt, engine_path, batch_sizes, warmup, iterations, give
     """`given`: --batch-sizes as typed, for the note on a fixed-batch engine."""
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    with open(engine_path, "rb") as f:
-        engine = trt.Runtime(logger).deserialize_cuda_engine(f.read())
-    if engine is None:
-        raise common.Failed("TensorRT {} could not load --engine {} (not an engine, or built by "
-                            "another TensorRT version)".format(getattr(trt, "__version__", "?"),
-                                                              engine_path))
-    v3 = hasattr(engine, "num_io_tensors")  # TensorRT >= 8.5 tensor API, else bindings (8.2)
-    if v3:
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-    else:
-        names = [engine.get_binding_name(i) for i in range(engine.num_bindings)]
-        inputs = [n for i, n in enumerate(names) if engine.binding_is_input(i)]
+    engine = common.load_engine(trt, engine_path)
+    v3, names, inputs = common.engine_io(trt, engine)
     if len(inputs) != 1:
         raise common.Refused("expected an engine with one input, found {}.".format(len(inputs)))
     index = names.index(inputs[0])
@@ -150,7 +91,7 @@ def time_with_python_api(trt, engine_path, batch_sizes, warmup, iterations, give
     for batch in batch_sizes:
         if batch_range is not None and not batch_range[0] <= batch <= batch_range[1]:
             _refuse_batch(engine_path, batch, batch_range, (batch,) + shape[1:])
-    cuda = CudaRuntime()
+    cuda = common.CudaRuntime()
     context = engine.create_execution_context()
     execute = "execute_async_v3" if v3 else "execute_v2"
     results = []

@@ -346,6 +346,11 @@ def main(argv=None):
     if code != 0:
         raise common.Failed("trtexec failed (exit {}) building --engine {} from {}; its output is "
                             "above".format(code, args.engine, args.onnx))
+    record = args.engine + ".json"
+    if common.copy_record(args.onnx + ".json", record, {"engine": {
+            "precision": args.precision, "onnx": os.path.basename(args.onnx)}}):
+        print("wrote {} (the export's record: trt_classify.py reads the clip, normalisation and "
+              "class names from it)".format(record))
     return 0
 
 

@@ -68,11 +68,7 @@ def read_calibration(path):
 
 
 def import_tftrt():
-    # TensorFlow's C++ start-up lines would bury the one-line error messages below; so
-    # would its oneDNN notice (x86 CPUs with AVX-512 VNNI, printed whatever the log level),
-    # and the conversion has no use for oneDNN's CPU kernels.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    common.quiet_tensorflow()
     try:
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
     except ImportError:
@@ -231,6 +227,10 @@ def main(argv=None):
 
     converter.build(input_fn=build_input_fn)
     converter.save(args.output)
+    record = os.path.join("assets.extra", "keras_efficient3d.json")
+    # TF-TRT writes a SavedModel of its own, without the export's assets.extra
+    common.copy_record(os.path.join(args.saved_model, record), os.path.join(args.output, record),
+                       {"tftrt": {"precision": args.precision}})
     built = ("no TensorRT engine" if engines == 0 else
              "engines for batch {}".format(",".join(str(b) for b in batch_sizes)))
     print("TF-TRT {} SavedModel written to {} ({}; GPU sm_{}{}).".format(

@@ -4,6 +4,8 @@ Python 3.6 compatible, standard library only: the scripts run on JetPack 4.6.x (
 TensorRT 8.2, NVIDIA's TensorFlow wheel) without keras_efficient3d installed.
 """
 
+import ctypes
+import ctypes.util
 import json
 import os
 import re
@@ -64,6 +66,15 @@ def check_saved_model(path):
                       "(export one with deployment/export.py --format savedmodel).".format(path))
 
 
+def quiet_tensorflow():
+    """Keeps TensorFlow's C++ start-up lines off the screen (they would bury the scripts'
+    one-line messages), and its oneDNN notice (x86 CPUs with AVX-512 VNNI, printed whatever
+    the log level): oneDNN's CPU kernels have no use on the Jetson or around TensorRT. Call
+    before TensorFlow is imported; a value the user set is kept."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
 def load_saved_model(tf, path):
     """``tf.saved_model.load(path)``; a SavedModel this TensorFlow cannot read (written by a
     newer one, with ops or a format JetPack's does not know) is refused in one line."""
@@ -109,6 +120,27 @@ def write_json(path, obj):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def copy_record(source, target, extra=None):
+    """Copies an export's record (the JSON saying its clip, normalisation and class names,
+    which trt_classify.py reads) from `source` to `target`, atomically, with `extra`'s keys
+    added. Returns whether there was one to copy."""
+    if not os.path.isfile(source):
+        return False
+    try:
+        with open(source, "rb") as f:
+            record = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):
+        print("warning: {} is not readable JSON: not copied to {}".format(source, target))
+        return False
+    if isinstance(record, dict) and extra:
+        record.update(extra)
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+    write_json(target, record)
+    return True
 
 
 def parse_batch_sizes(text):
@@ -274,3 +306,72 @@ def print_results(results, title, json_path=None):
     if json_path:
         write_json(json_path, {"title": title, "results": results})
         print("wrote {}".format(json_path))
+
+
+class CudaRuntime(object):
+    """The few libcudart calls the benchmark needs."""
+
+    def __init__(self):
+        names = [ctypes.util.find_library("cudart"), "libcudart.so", "/usr/local/cuda/lib64/libcudart.so"]
+        self.lib = None
+        for name in names:
+            if not name:
+                continue
+            try:
+                self.lib = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        if self.lib is None:
+            raise Missing("libcudart not found (CUDA runtime); is this a CUDA machine?")
+        count = ctypes.c_int(0)
+        if self.lib.cudaGetDeviceCount(ctypes.byref(count)) != 0 or count.value == 0:
+            raise Missing("no CUDA GPU found.")
+
+    def malloc(self, nbytes):
+        ptr = ctypes.c_void_p()
+        self._check(self.lib.cudaMalloc(ctypes.byref(ptr), ctypes.c_size_t(nbytes)), "cudaMalloc")
+        return ptr
+
+    def free(self, ptr):
+        self.lib.cudaFree(ptr)
+
+    def copy_to_device(self, ptr, array):
+        self._check(self.lib.cudaMemcpy(ptr, array.ctypes.data_as(ctypes.c_void_p),
+                                        ctypes.c_size_t(array.nbytes), 1), "cudaMemcpy")
+
+    def copy_to_host(self, array, ptr):
+        self._check(self.lib.cudaMemcpy(array.ctypes.data_as(ctypes.c_void_p), ptr,
+                                        ctypes.c_size_t(array.nbytes), 2), "cudaMemcpy")
+
+    def synchronize(self):
+        self._check(self.lib.cudaDeviceSynchronize(), "cudaDeviceSynchronize")
+
+    @staticmethod
+    def _check(status, what):
+        if status != 0:
+            raise Failed("{} failed with CUDA error {}".format(what, status))
+
+
+def load_engine(trt, path):
+    """The TensorRT engine in file `path` (`trt`: the tensorrt module)."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    with open(path, "rb") as f:
+        engine = trt.Runtime(logger).deserialize_cuda_engine(f.read())
+    if engine is None:
+        raise Failed("TensorRT {} could not load --engine {} (not an engine, or built by "
+                     "another TensorRT version)".format(getattr(trt, "__version__", "?"), path))
+    return engine
+
+
+def engine_io(trt, engine):
+    """(v3, names, inputs): whether the engine has TensorRT >= 8.5's tensor API (else 8.2's
+    bindings), its input and output names in binding order, and the names of its inputs."""
+    v3 = hasattr(engine, "num_io_tensors")
+    if v3:
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    else:
+        names = [engine.get_binding_name(i) for i in range(engine.num_bindings)]
+        inputs = [n for i, n in enumerate(names) if engine.binding_is_input(i)]
+    return v3, names, inputs

@@ -61,3 +61,25 @@ def load_script(name, folder="deployment"):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def fake_tensorrt(engine, version, **extra):
+    """A stand-in for the `tensorrt` module whose Runtime deserializes any bytes to `engine`
+    (the Jetson scripts' tests: this machine has no TensorRT); `extra`: more attributes."""
+    import types
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return engine
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    return types.SimpleNamespace(__version__=version, Logger=Logger, Runtime=Runtime,
+                                 TensorIOMode=types.SimpleNamespace(INPUT=0, OUTPUT=1), **extra)

@@ -13,10 +13,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from deploy_helpers import fake_tensorrt
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TX2 = os.path.join(ROOT, "deployment", "tx2")
 SCRIPTS = sorted(glob.glob(os.path.join(TX2, "*.py")))
-STDLIB_OK = {"argparse", "ctypes", "glob", "json", "os", "re", "shutil", "statistics",
+STDLIB_OK = {"argparse", "collections", "ctypes", "glob", "json", "os", "re", "shutil", "statistics",
              "subprocess", "sys", "tempfile", "time", "tx2_common", "trt_build_engine"}
 
 
@@ -369,14 +371,18 @@ def test_build_engine_reads_the_native_export(native_onnx_file, tmp_path):
     assert "--minShapes=input:1x8x32x32x3" in line and "--maxShapes=input:8x8x32x32x3" in line
 
 
-@pytest.mark.parametrize("name", ["trt_convert.py", "tftrt_benchmark.py"])
-def test_tensorflow_scripts_turn_onednn_off_before_importing_it(name):
+@pytest.mark.parametrize("name", ["trt_convert.py", "tftrt_benchmark.py", "trt_classify.py"])
+def test_tensorflow_scripts_turn_onednn_off_before_importing_it(name, common, monkeypatch):
     """oneDNN prints its notice whatever the log level and rewrites graphs TF-TRT then
-    sees; the variable only counts when set before TensorFlow is imported."""
+    sees; the variables only count when set before TensorFlow is imported."""
     with open(os.path.join(TX2, name)) as handle:
         source = handle.read()
-    setting = source.find('os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")')
+    setting = source.find("common.quiet_tensorflow()")
     assert 0 < setting < source.find("import tensorflow as tf")
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's own choice is kept
+    common.quiet_tensorflow()
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0" and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
 
 
 def _one_line(run, code, expected):
@@ -419,9 +425,8 @@ def test_trt_benchmark_reports_an_engine_tensorrt_cannot_load_in_one_line(tmp_pa
 
 
 def test_trt_benchmark_reports_a_failed_cuda_call_as_a_failure(common):
-    bench = importlib.import_module("trt_benchmark")
     with pytest.raises(common.Failed, match="cudaMalloc failed with CUDA error 2"):
-        bench.CudaRuntime._check(2, "cudaMalloc")
+        common.CudaRuntime._check(2, "cudaMalloc")
 
 
 def test_build_engine_checks_the_engine_folder_before_building(onnx_files, tmp_path, common,
@@ -566,24 +571,7 @@ class _FakeContext:
 
 
 def _fake_trt(engine):
-    import types
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            return engine
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level):
-            pass
-
-    return types.SimpleNamespace(__version__="8.2.1.8" if engine.bindings else "8.6.1",
-                                 Logger=Logger, Runtime=Runtime,
-                                 TensorIOMode=types.SimpleNamespace(INPUT=0, OUTPUT=1))
+    return fake_tensorrt(engine, "8.2.1.8" if engine.bindings else "8.6.1")
 
 
 class _FakeCuda:
@@ -612,7 +600,7 @@ class _FakeCuda:
 def bench(common, monkeypatch):
     """trt_benchmark with libcudart replaced (this machine has no GPU)."""
     module = importlib.import_module("trt_benchmark")
-    monkeypatch.setattr(module, "CudaRuntime", _FakeCuda)
+    monkeypatch.setattr(common, "CudaRuntime", _FakeCuda)
     return module
 
 
@@ -794,6 +782,70 @@ def test_build_engine_says_trtexec_failed(onnx_files, tmp_path):
     run = _script("trt_build_engine.py", "--onnx", onnx_files["dynamic"], "--engine", str(engine),
                   "--trtexec", ok)
     assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
+def test_build_engine_copies_the_export_record_beside_the_engine(onnx_files, tmp_path):
+    """trt_classify.py reads the clip, normalisation and class names from <engine>.json."""
+    sidecar = {"input": {"frames": 4, "size": 32, "batch": "dynamic"}, "labels": ["a", "b"],
+               "normalization": {"mean": [1, 2, 3], "std": [1, 1, 1], "value_range": "0-255",
+                                 "channel_order": "BGR"}, "preprocessing_included": False}
+    onnx = _copy_onnx(onnx_files, "dynamic", tmp_path, sidecar)
+    engine = tmp_path / "m.engine"
+    run = _script("trt_build_engine.py", "--onnx", onnx, "--engine", str(engine), "--precision",
+                  "fp16", "--trtexec", _fake_trtexec(tmp_path, "exit 0\n"))
+    assert run.returncode == 0, run.stderr
+    assert f"wrote {engine}.json" in run.stdout
+    record = json.loads((tmp_path / "m.engine.json").read_text())
+    assert record == dict(sidecar, engine={"precision": "fp16", "onnx": "dynamic.onnx"})
+    # none without a sidecar (and a failed build writes none)
+    os.remove(onnx + ".json")
+    os.remove(str(engine) + ".json")
+    run = _script("trt_build_engine.py", "--onnx", onnx, "--engine", str(engine), "--trtexec",
+                  _fake_trtexec(tmp_path, "exit 0\n"))
+    assert run.returncode == 0 and not os.path.exists(str(engine) + ".json"), run.stderr
+
+
+def test_trt_convert_keeps_the_export_record(common, tmp_path, monkeypatch, capsys):
+    """TF-TRT writes a SavedModel of its own: the export's assets.extra record (clip,
+    normalisation, class names) is copied into it, for trt_classify.py."""
+    import types
+
+    import keras
+    import tensorflow as tf
+
+    from keras_efficient3d.deploy.savedmodel import export_saved_model
+
+    inputs = keras.Input((4, 16, 16, 3))
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling3D()(inputs))
+    source = export_saved_model(keras.Model(inputs, outputs), str(tmp_path / "sm"),
+                                metadata={"input": {"frames": 4, "size": 16}, "labels": ["a", "b"]})
+    convert = importlib.import_module("trt_convert")
+
+    class Converter:  # TF-TRT's, without a GPU: the model saved again as it is
+        def __init__(self, input_saved_model_dir, **kwargs):
+            self.loaded = tf.saved_model.load(input_saved_model_dir)
+
+        def convert(self):
+            return None
+
+        def build(self, input_fn):
+            list(input_fn())
+
+        def save(self, output):
+            tf.saved_model.save(self.loaded, output, signatures=self.loaded.signatures)
+
+    params = types.SimpleNamespace(_replace=lambda **kwargs: kwargs)
+    trt = types.SimpleNamespace(TrtGraphConverterV2=Converter, DEFAULT_TRT_CONVERSION_PARAMS=params,
+                                TrtPrecisionMode=types.SimpleNamespace(FP16="FP16"))
+    monkeypatch.setattr(convert, "import_tftrt", lambda: (tf, trt))
+    monkeypatch.setattr(convert, "gpu_capability", lambda tf: (6, 2))
+    output = tmp_path / "tftrt"
+    assert convert.main(["--saved-model", source, "--output", str(output), "--precision",
+                         "FP16"]) == 0
+    record = json.loads((output / "assets.extra" / "keras_efficient3d.json").read_text())
+    assert record["labels"] == ["a", "b"] and record["input"]["frames"] == 4
+    assert record["tftrt"] == {"precision": "FP16"}
+    assert "TF-TRT FP16 SavedModel written to" in capsys.readouterr().out
 
 
 @pytest.fixture
