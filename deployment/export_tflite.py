@@ -188,7 +188,8 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
             agreement_on=agreement_on)
     artifacts.atomic_write(output, blob)
     return {"path": output, "bytes": len(blob), "max_rel_error": error,
-            "sidecar": artifacts.write_sidecar(output, metadata), **(agreement or {})}
+            "sidecar": artifacts.write_sidecar(output, tflite.sidecar_metadata(blob, metadata)),
+            **(agreement or {})}
 
 
 def main(argv, flag_values=flags.FLAGS):

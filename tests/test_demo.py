@@ -187,6 +187,18 @@ def test_deploy_scores_each_tflite_file_then_times_them_in_turns(tmp_path):
     timing = [i for i, line in enumerate(lines) if "ms/clip" in line]
     scoring = [i for i, line in enumerate(lines) if "video top-1" in line]
     assert len(timing) == 3 and len(scoring) == 3 and min(timing) > max(scoring)
+    # each file has its sidecar, which predict reads: the frame step, the normalisation and
+    # the class names (it assumed every frame and the 'original' normalisation without it)
+    from keras_efficient3d.predict.stream import resolve_spec
+
+    for key in ("fp32", "ptq_int8", "qat_int8"):
+        meta = read_metadata(report[key]["path"])
+        assert (meta.downsample, meta.labels, meta.value_range) == (config.downsample, classes,
+                                                                     "0-1"), key
+        spec = resolve_spec(load_runner(report[key]["path"]))
+        assert not spec.notes and spec.labels == classes and spec.downsample == config.downsample
+        tensor = meta.to_dict()["input"]["tensor"]
+        assert tensor["shape"][1:] == [8, 32, 32, 3] and tensor["dtype"] == "float32"
 
 
 def _stub_repo(tmp_path, pip_status=0):

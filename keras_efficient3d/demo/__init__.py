@@ -198,6 +198,11 @@ def format_report(report):
                         f"{d['latency_ms']:.1f} ms/clip ({d['threads']} threads)  "
                         f"{d['size_kb']:.0f} KB")
     lines.append(f"  model: {report['model_path']}")
+    files = (deploy or {}).get("files")
+    if files:  # each with its sidecar (<file>.json), which predict reads
+        folder = os.path.dirname(next(iter(files.values())))
+        lines.append(f"  TFLite files: {folder}/ ("
+                     + ", ".join(os.path.basename(p) for p in files.values()) + ")")
     lines.append(f"  plots: {report['curves']}, {report['confusion']}")
     return "\n".join(lines)
 

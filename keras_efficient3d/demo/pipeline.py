@@ -96,9 +96,14 @@ def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, t
     report = {"threads": threads, "files": {}}
     runners = {}
 
+    metadata = model_metadata(config, classes)
+
     def record(key, data, note=""):
         path = os.path.join(models_dir, f"{BASENAME}_{key}.tflite")
         atomic_write(path, data)
+        # what predict feeds it (the frame step, the normalisation, the class names): without
+        # it, predict assumed every frame and the 'original' normalisation, and erred
+        write_sidecar(path, tflite.sidecar_metadata(data, metadata))
         runner = runners[key] = TFLiteRunner(data, num_threads=threads, strict=False)
         results = _score(runner.predict, val_records, classes, config)
         report[key] = {"video_top1": results["video_top1"], "clip_top1": results["clip_top1"],
@@ -175,7 +180,7 @@ def publish(report, model_path, config, classes, float_results, destination="sav
             if key in deploy:
                 target = os.path.join(stage, f"{BASENAME}_{name}.tflite")
                 shutil.copyfile(deploy[key]["path"], target)
-                write_sidecar(target, metadata)
+                write_sidecar(target, tflite.sidecar_metadata(target, metadata))
         atomic_write(os.path.join(stage, "MODEL_CARD.md"),
                      model_card(report, config, classes, float_results, int8_key))
         staged = move_entries(stage, destination)

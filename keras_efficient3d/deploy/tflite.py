@@ -303,6 +303,46 @@ def export_tflite(model, path, precision="fp32", **kwargs):
     return len(blob)
 
 
+def tensor_records(model_file):
+    """What an app feeding a TFLite file needs of its input and output tensors (bytes or a
+    path): ``({"name", "dtype", "shape"[, "scale", "zero_point"]}, the same of the output)``,
+    with the quantization of an integer tensor."""
+    interpreter = tflite_interpreter(model_file)
+
+    def record(details):
+        out = {"name": details["name"], "dtype": np.dtype(details["dtype"]).name,
+               "shape": [int(d) for d in details.get("shape_signature", details["shape"])]}
+        scale, zero_point = details["quantization"]
+        if np.issubdtype(np.dtype(details["dtype"]), np.integer) and scale:
+            out.update(scale=float(scale), zero_point=int(zero_point))
+        return out
+
+    return record(interpreter.get_input_details()[0]), record(interpreter.get_output_details()[0])
+
+
+def sidecar_metadata(model_file, metadata):
+    """`metadata` (a `ModelMetadata`) as a TFLite file's sidecar records it: its tensors
+    (`tensor_records`: ``input.tensor``, ``output_tensor``), and an integer input's values
+    in words. The file of frames takes the uint8 frames minus 128 in an int8 tensor (an app
+    that copied a camera's bytes in as they are fed every pixel of 128 or more as negative);
+    an --int8_io file takes the normalised clip quantized."""
+    import dataclasses
+
+    from keras_efficient3d.artifacts import FRAMES_DTYPE
+
+    tensor, output = tensor_records(model_file)
+    extra = {**metadata.extra, "_input": {**metadata.extra.get("_input", {}), "tensor": tensor},
+             "output_tensor": output}
+    dtype = metadata.dtype
+    if tensor["dtype"] == "int8" and dtype and dtype.startswith(FRAMES_DTYPE.split(",")[0]):
+        dtype = (f"{FRAMES_DTYPE} frames, fed to the int8 tensor minus 128 (each byte's top bit "
+                 "flipped)")
+    elif tensor["dtype"] in ("int8", "uint8"):
+        dtype = (f"{tensor['dtype']}: the normalised clip quantized (real = scale x (q - "
+                 "zero point), the tensor's)")
+    return dataclasses.replace(metadata, dtype=dtype, extra=extra)
+
+
 # How far a float file may stray from the Keras model, relative to the largest logit: fp32
 # is the same arithmetic in another order; fp16 weights (and fp16 compute, where XNNPACK
 # uses the CPU's fp16 units) keep about three significant digits.

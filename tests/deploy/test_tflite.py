@@ -103,6 +103,18 @@ def test_int8_io_model_takes_int8_clips(mobilenetv2_small):
     runner = tflite.TFLiteRunner(blob, num_threads=1)
     assert runner.input["dtype"] == np.int8 and runner.output["dtype"] == np.int8
     assert runner(data[:1]).shape == (1, 5)
+    # its sidecar says so: it said "float32, already normalised" of an int8 tensor
+    from keras_efficient3d.artifacts import ModelMetadata
+
+    meta = tflite.sidecar_metadata(blob, ModelMetadata(frames=8, dtype="float32, already normalised"))
+    assert meta.dtype == ("int8: the normalised clip quantized (real = scale x (q - zero point), "
+                          "the tensor's)")
+    written = meta.to_dict()
+    for record, details in ((written["input"]["tensor"], runner.input),
+                            (written["output_tensor"], runner.output)):
+        assert record["dtype"] == "int8" and (record["scale"], record["zero_point"]) == (
+            pytest.approx(details["quantization"][0]), details["quantization"][1])
+    assert ModelMetadata.from_dict(written).to_dict() == written  # read back as written
 
 
 def test_benchmark_reports_latency(int8_and_fp32):
@@ -445,6 +457,16 @@ def test_export_script_writes_an_int8_file_of_frames_that_predict_feeds_frames(s
     assert report["clips"] == len(calibration) and report["top1_agreement"] >= 0.9, report
     recorded = read_metadata(out)
     assert recorded.preprocessing_included and recorded.normalization == read_metadata(SHIPPED).normalization
+    # what an app needs of the tensors: the frames minus 128 in an int8 tensor (it said
+    # "uint8 0-255", and camera bytes copied in as they are fed 128 and above as negative)
+    assert recorded.dtype == ("uint8 0-255, RGB frames, fed to the int8 tensor minus 128 (each "
+                              "byte's top bit flipped)")
+    written = json.loads(open(out + ".json").read())
+    details = tflite.tflite_interpreter(out).get_input_details()[0]
+    assert written["input"]["tensor"] == {
+        "name": details["name"], "dtype": "int8", "shape": [1, 16, 64, 64, 3],
+        "scale": float(details["quantization"][0]), "zero_point": -128}
+    assert written["output_tensor"]["dtype"] == "float32"
     runner = tflite.TFLiteRunner(out, num_threads=2)
     agreement = np.mean(np.argmax(runner(recorded.normalization.frames(validation)), -1)
                         == np.argmax(model(validation, training=False), -1))
