@@ -513,7 +513,8 @@ def read_metadata(model_path) -> ModelMetadata | None:
 # export) is not described by them.
 CHECKPOINT_DIGEST = "checkpoint_sha256"  # in a published preset's model_metadata.extra
 TRAINING_STATE = "training_state"  # last.keras' own record of what train_state.json holds
-FILE_ONLY_EXTRA = ("card", CHECKPOINT_DIGEST, TRAINING_STATE)
+BEST_CHECKPOINT = "best_checkpoint"  # best.keras' epoch and validation accuracy
+FILE_ONLY_EXTRA = ("card", CHECKPOINT_DIGEST, TRAINING_STATE, BEST_CHECKPOINT)
 
 
 def resaved_metadata(metadata):

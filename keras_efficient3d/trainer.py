@@ -33,6 +33,7 @@ import keras
 from keras_efficient3d import registry, runtime
 from keras_efficient3d._tf import tf
 from keras_efficient3d.artifacts import (
+    BEST_CHECKPOINT,
     TRAINED_ON,
     TRAINING_STATE,
     ModelFileError,
@@ -104,8 +105,10 @@ RANGES = {
     "lr_patience": (_whole(0), "0 or a positive integer"),
     # a rate multiplied by 0 or less trains nothing, or climbs, without a word
     "lr_gamma": (_number(lambda v: v > 0), "a positive number"),
-    "momentum": (_number(lambda v: v >= 0), "0 or a positive number"),
-    "dampening": (_number(lambda v: True), "a number"),
+    # TorchSGD refuses momentum 1 or more, but only once the data is indexed; a dampening
+    # outside 0-1 turns the step against the gradient, or past it, without a word
+    "momentum": (_number(lambda v: 0 <= v < 1), "a number from 0 up to 1 (not 1)"),
+    "dampening": (_number(lambda v: 0 <= v <= 1), "a number from 0 to 1"),
     "dropout": (_number(lambda v: 0 <= v < 1, optional=True), "a rate from 0 up to 1 (not 1)"),
     "num_classes": (_whole(1, optional=True), "a positive integer (or none: the dataset's)"),
 }
@@ -583,35 +586,54 @@ def check_pretrained(config):
               flush=True)
 
 
-def _head_in_the_runs_order(model, classes, path):
-    """`model` with its kept head's outputs put in the run's class order, where its file names
-    the run's classes in another order (an authors' Jester checkpoint, numbered
-    alphabetically, fine-tuned on jester-v1-labels.csv's order), with a note. Names that are
-    not the run's classes leave it as it is."""
+def _head_for_the_runs_classes(model, classes, path, num_classes):
+    """`model` (of `num_classes` outputs, as the run) with a head for `classes`, the run's
+    class names: its own where its file names the run's classes (their outputs put in the
+    run's order where the file numbers them otherwise: an authors' Jester checkpoint,
+    numbered alphabetically, fine-tuned on jester-v1-labels.csv's order); a new one where
+    the file names other classes, as the original replaces the classifier whenever it
+    fine-tunes (output 0, 'Swiping Left' in the file, would have trained as another class).
+    A file that names no classes keeps its head. Each case but the first is a note."""
+    def note(text):
+        print(f"note: --pretrained={path} {text}", file=sys.stderr, flush=True)
+
     metadata = read_metadata(path)
-    keys = [class_key(name) for name in (metadata.labels or [])] if metadata else []
-    wanted = [class_key(name) for name in classes]
-    if keys == wanted or sorted(keys) != sorted(wanted) or len(set(keys)) != len(keys):
+    names = list(metadata.labels or []) if metadata else []
+    if not names:
+        note("records no class names: its head is kept, its outputs taken as the run's "
+             "classes in their order")
         return model
-    order = [keys.index(name) for name in wanted]
-    head = model.get_layer("predictions")
-    kernel, bias = head.get_weights()
-    head.set_weights([kernel[..., order], bias[order]])
-    print(f"note: --pretrained={path} numbers the run's classes in another order: its head's "
-          "outputs are put in the run's order, by name", file=sys.stderr, flush=True)
-    return model
+    keys = [class_key(name) for name in names]
+    wanted = [class_key(name) for name in classes]
+    if keys == wanted:
+        return model
+    if sorted(keys) == sorted(wanted) and len(set(keys)) == len(keys):
+        order = [keys.index(name) for name in wanted]
+        head = model.get_layer("predictions")
+        kernel, bias = head.get_weights()
+        head.set_weights([kernel[..., order], bias[order]])
+        note("numbers the run's classes in another order: its head's outputs are put in the "
+             "run's order, by name")
+        return model
+    first = next((i for i, (a, b) in enumerate(zip(keys, wanted)) if a != b), min(len(keys), len(wanted)))
+    theirs = repr(names[first]) if first < len(names) else "none"
+    ours = repr(classes[first]) if first < len(classes) else "none"
+    note(f"was trained on other classes (class {first}: its {theirs}, the run's {ours}): its "
+         "head is replaced, as for another class count")
+    return replace_head(model, num_classes)
 
 
 def build_model(config, num_classes, classes=None):
-    """The run's model: `--pretrained`'s (its head replaced for another class count, or its
-    outputs put in the order of `classes`, the run's class names), else the registry's."""
+    """The run's model: `--pretrained`'s (its head replaced for another class count or other
+    class names than `classes`, the run's, or its outputs put in their order), else the
+    registry's."""
     if config.pretrained:
         base = load_model(config.pretrained, compile=False)
         check_model_fits(base, None, config.frames, config.size, f"--pretrained={config.pretrained}")
         if base.output_shape[-1] != num_classes:
             base = replace_head(base, num_classes)
         elif classes is not None:
-            base = _head_in_the_runs_order(base, classes, config.pretrained)
+            base = _head_for_the_runs_classes(base, classes, config.pretrained, num_classes)
         # the file's record names its classes in its own order: not this model's
         object.__setattr__(base, "_recorded_metadata", None)
         model = base
@@ -885,6 +907,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.metadata = metadata
         self.saved_epoch = saved_epoch  # the epoch of last.keras (a resumed run's start)
         self.diverged = None  # (epoch, what was not finite) of an epoch that diverged
+        self.best_epoch = None  # of best.keras, where this process wrote it
 
     def _not_finite(self, logs):
         """What an epoch ended with that is not finite, in words; None when all is."""
@@ -912,7 +935,12 @@ class Checkpointer(keras.callbacks.Callback):
         score = logs.get(self.monitor, logs.get("accuracy"))
         if score is not None and score > self.best:
             self.best = float(score)
-            save_model(self.model, os.path.join(self.output_dir, "best.keras"), self.metadata)
+            self.best_epoch = epoch + 1
+            metadata = self.metadata
+            if metadata is not None:  # which epoch it is, for evaluate.py's results
+                metadata = dataclasses.replace(metadata, extra={
+                    **metadata.extra, BEST_CHECKPOINT: {"epoch": epoch + 1, self.monitor: self.best}})
+            save_model(self.model, os.path.join(self.output_dir, "best.keras"), metadata)
             if self.saved_epoch:
                 # At once, before last.keras: the state keeps last.keras' epoch and rate with
                 # the new best. A run stopped here and resumed with the older best would
@@ -938,6 +966,20 @@ class Checkpointer(keras.callbacks.Callback):
         atomic_write_json(os.path.join(self.output_dir, "train_state.json"),
                           {"epoch": self.saved_epoch, "best_accuracy": self.best,
                            "learning_rate": self.saved_rate, "plateau": self.saved_schedule})
+
+
+def _best_epoch(checkpointer, config):
+    """best.keras' epoch: this session's, or the one the file records (a resumed run whose
+    best is of an earlier session); None where unknown."""
+    if checkpointer.best_epoch is not None:
+        return checkpointer.best_epoch
+    path = os.path.join(config.output_dir, "best.keras")
+    try:
+        metadata = read_metadata(path) if os.path.exists(path) else None
+    except ModelFileError:
+        return None
+    epoch = (metadata.extra.get(BEST_CHECKPOINT) or {}).get("epoch") if metadata else None
+    return epoch if isinstance(epoch, int) else None
 
 
 def _set_threads(config):
@@ -1334,8 +1376,9 @@ RESUME_HINT = "--resume continues a run instead"
 # the folder would otherwise take for its own; eval_*: evaluate.py's results beside the
 # run's model, of the old model once the new run writes its own.
 _RUN_FILES = ("last.keras", "best.keras", "train_state.json", "log.csv", "curves.png",
-              "config.json", "labels.txt", "backup", "tensorboard", "eval_results.json",
-              "eval_confusion.png", "eval_train_results.json", "eval_train_confusion.png")
+              "config.json", "labels.txt", "backup", "tensorboard") + tuple(
+    f"{prefix}_{what}" for prefix in ("eval", "eval_train", "eval_last", "eval_last_train")
+    for what in ("results.json", "confusion.png"))
 
 
 def _move_previous_run(output_dir, hint=RESUME_HINT):
@@ -1712,7 +1755,7 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     return {"model": model, "history": history.history, "classes": classes,
             "seconds": elapsed, "output_dir": config.output_dir, "curves": curves,
             "num_train_videos": len(train_records), "worker": task,
-            "best_accuracy": checkpointer.best,
+            "best_accuracy": checkpointer.best, "best_epoch": _best_epoch(checkpointer, config),
             "initial_epoch": restored if restored is not None else initial_epoch,
             "best_path": os.path.join(config.output_dir, "best.keras"), "last_path": last_path,
             # a single-worker run's pipelines, whose --cache holds the decoded videos: a

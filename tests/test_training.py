@@ -235,6 +235,8 @@ def test_keras_ends_an_epoch_when_a_dataset_that_does_not_repeat_runs_out():
                                           ("cpu_devices", -1), ("lr_patience", -1),
                                           ("lr_gamma", 0.0), ("lr_gamma", float("nan")),
                                           ("momentum", -0.9), ("dampening", float("nan")),
+                                          ("momentum", 1.5), ("dampening", 2.0),
+                                          ("dampening", -1.0),
                                           ("dropout", 1.0), ("num_classes", 0),
                                           ("frames", 1.5)])
 def test_config_validation_names_the_option(field, value):
@@ -1097,6 +1099,14 @@ def _save_run_model(folder, classes=8, frames=8, size=32, metadata=None):
     return save_model(model, folder / "m.keras", metadata)
 
 
+@pytest.fixture(autouse=True)
+def _evaluations_write_in_a_temporary_folder(request, tmp_path_factory, monkeypatch):
+    """evaluate.py writes the results of a model away from a run into the current folder:
+    the evaluation tests' go to a folder of their own, not into the repository."""
+    if "evaluat" in request.node.name:
+        monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 def _evaluate_module():
     return _load_script("evaluate.py")
 
@@ -1208,13 +1218,44 @@ def test_a_pretrained_head_of_the_runs_classes_in_another_order_is_put_in_the_ru
     assert read_metadata(tmp_path / "reordered.keras") is None
 
 
+def test_a_pretrained_head_of_other_classes_is_replaced_as_the_original_does(tiny_gestures,
+                                                                           tmp_path, capsys):
+    """Eight gestures fine-tuned from a model of eight other classes kept its head without a
+    word: output 0, the file's 'Other 0', trained as the run's 'Swiping Left'. The original
+    replaces the classifier whenever it fine-tunes: so here, where the names differ."""
+    import keras
+
+    from keras_efficient3d.artifacts import ModelMetadata
+
+    path = _save_run_model(tmp_path / "pre", metadata=ModelMetadata(
+        labels=[f"Other {i}" for i in range(8)]))
+    head = keras.saving.load_model(path, compile=False).get_layer("predictions").get_weights()[0]
+    config = _tiny_config(tiny_gestures, tmp_path / "run", pretrained=str(path))
+    model = trainer.build_model(config, 8, list(synthetic.CLASSES))
+    assert model.output_shape == (None, 8)
+    assert not np.allclose(model.get_layer("predictions").get_weights()[0], head)
+    assert (f"note: --pretrained={path} was trained on other classes (class 0: its 'Other 0', the "
+            "run's 'Swiping Left'): its head is replaced, as for another class count"
+            in capsys.readouterr().err)
+    # a file that names no classes: kept, and said
+    bare = _save_run_model(tmp_path / "bare")
+    head = keras.saving.load_model(bare, compile=False).get_layer("predictions").get_weights()[0]
+    config = _tiny_config(tiny_gestures, tmp_path / "run", pretrained=str(bare))
+    model = trainer.build_model(config, 8, list(synthetic.CLASSES))
+    np.testing.assert_array_equal(model.get_layer("predictions").get_weights()[0], head)
+    assert "records no class names: its head is kept" in capsys.readouterr().err
+
+
 def test_evaluate_of_a_model_away_from_its_run_takes_the_dataset_it_records(tiny_gestures,
-                                                                           tmp_path):
+                                                                           tmp_path, monkeypatch):
     """A model copied out of its run folder (no config.json) was evaluated as Jester, on fold
     1 of UCF-101 whatever fold it trained on: its metadata records what it was trained on.
-    The results say what was scored; a training split's go to their own files, and a frame
-    step or normalisation other than the model's is refused, as predict refuses it."""
+    The results say what was scored, and go to the current folder, named after the model
+    (not into a shipped model's folder); a training split's go to their own files, and a
+    frame step or normalisation other than the model's is refused, as predict refuses it."""
     from keras_efficient3d.artifacts import read_metadata
+
+    monkeypatch.chdir(tmp_path)
 
     evaluate = _evaluate_module()
     config = _tiny_config(tiny_gestures, tmp_path / "run")
@@ -1231,17 +1272,72 @@ def test_evaluate_of_a_model_away_from_its_run_takes_the_dataset_it_records(tiny
     assert "dataset synthetic" in notes[0], notes
     assert results["evaluated"] == {
         "dataset": "synthetic", "split": "validation", "data_root": str(tiny_gestures),
-        "frames": 8, "size": 32, "downsample": 1, "normalization": "unit"}
-    assert os.path.basename(json_path) == "eval_results.json"
+        "frames": 8, "size": 32, "downsample": 1, "normalization": "unit",
+        "model_file": os.path.abspath(path)}
+    assert json_path == str(tmp_path / "eval_m_results.json")
+    assert not [n for n in os.listdir(tmp_path / "away") if n.startswith("eval")]
     results, json_path, png = evaluate.evaluate_file(path, data_root=str(tiny_gestures),
                                                      split="train", log=notes.append)
     assert results["evaluated"]["split"] == "train"
     assert (os.path.basename(json_path), os.path.basename(png)) == (
-        "eval_train_results.json", "eval_train_confusion.png")
+        "eval_m_train_results.json", "eval_m_train_confusion.png")
     for flag, value, shown in (("normalization", "original", "'unit'"), ("downsample", 2, "1")):
         with pytest.raises(cli.UsageError, match=rf"^{path} records its .* \({shown}\); "
                                                  rf"--{flag}={value} differs: leave it out$"):
             evaluate.evaluate_file(path, data_root=str(tiny_gestures), **{flag: value})
+
+
+def test_evaluate_records_the_model_and_its_epoch_and_keeps_two_models_results_apart(
+        tiny_gestures, one_epoch_run, tmp_path):
+    """best.keras records its epoch; evaluate.py's results name the file and the epoch they
+    score, and last.keras' go to eval_last_*, not over best.keras'. A model copied into
+    another run's folder is scored on the clips it records, not on that run's config.json."""
+    import shutil
+
+    from keras_efficient3d.artifacts import load_model, read_metadata, save_model
+
+    out = _copy_run(one_epoch_run, tmp_path)
+    best = read_metadata(out / "best.keras").extra["best_checkpoint"]
+    assert best["epoch"] == 1 and best["val_accuracy"] == pytest.approx(
+        json.loads((out / "train_state.json").read_text())["best_accuracy"])
+    evaluate = _evaluate_module()
+    results, json_path, _ = evaluate.evaluate_file(str(out / "best.keras"))
+    assert json_path == str(out / "eval_results.json")
+    assert results["evaluated"]["model_file"] == str(out / "best.keras")
+    assert results["evaluated"]["epoch"] == 1
+    last, last_path, png = evaluate.evaluate_file(str(out / "last.keras"))
+    assert (last_path, png) == (str(out / "eval_last_results.json"),
+                                str(out / "eval_last_confusion.png"))
+    assert last["evaluated"]["epoch"] == 1  # last.keras' training state
+    assert json.loads((out / "eval_results.json").read_text())["evaluated"]["model_file"] == \
+        str(out / "best.keras")
+    # a resave is another file: it records no checkpoint's epoch
+    save_model(load_model(out / "best.keras"), tmp_path / "again.keras")
+    assert "best_checkpoint" not in read_metadata(tmp_path / "again.keras").extra
+    # the model in another run's folder, whose config.json says another frame step and
+    # normalisation: the model's own are used, as away from any run
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(out / "best.keras", other / "best.keras")
+    saved = json.loads((out / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(dict(saved, downsample=2,
+                                                       normalization="original")))
+    notes = []
+    moved, _, _ = evaluate.evaluate_file(str(other / "best.keras"), log=notes.append)
+    assert [n for n in notes if "config.json: 2" in n] == [
+        f"note: {other / 'best.keras'} records downsample 1 (config.json: 2), normalization "
+        "'unit' (config.json: 'original'), which its clips are made with: it is not the model "
+        "of the run beside it?"]
+    assert (moved["evaluated"]["downsample"], moved["evaluated"]["normalization"]) == (1, "unit")
+    # the same clips and windows (16-frame windows of a frame step of 2 are fewer)
+    for key in ("num_windows", "clip_top1", "video_top1", "confusion_matrix"):
+        assert moved[key] == results[key], key
+
+
+def test_evaluate_refuses_an_unknown_dataset(tmp_path):
+    with pytest.raises(cli.UsageError, match=r"^--dataset=kinetics: expected one of jester, "
+                                             r"kinetics600, ucf101, folders, synthetic$"):
+        _evaluate_module().evaluate_file(str(tmp_path / "m.keras"), dataset="kinetics")
 
 
 def test_evaluate_of_a_split_without_videos_names_the_folder(tiny_gestures, tmp_path):

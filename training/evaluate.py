@@ -98,13 +98,18 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     if not model_file or not model_file.endswith(".keras"):  # Keras reads no X.KERAS
         raise cli.UsageError(f"--model_file must be a .keras model (the extension in lower "
                              f"case). Received: {model_file!r}")
-    out = output_dir or os.path.dirname(os.path.abspath(model_file))
-    cli.writable_folder(out, "--output" if output_dir else "the model's folder (--output)")
+    if dataset is not None and dataset not in trainer.DATASETS:
+        raise cli.UsageError(f"--dataset={dataset}: expected one of {', '.join(trainer.DATASETS)}")
+    run_config = os.path.join(os.path.dirname(os.path.abspath(model_file)), "config.json")
+    from_run = os.path.exists(run_config)
+    # a run's results go into its folder; a shipped or converted model's folder (a
+    # repository's, a download's) is not the user's to write into: the current one instead
+    out = output_dir or (os.path.dirname(os.path.abspath(model_file)) if from_run else os.getcwd())
+    cli.writable_folder(out, "--output" if output_dir else
+                        "the model's folder (--output)" if from_run else "the current folder (--output)")
     model = artifacts.load_model(model_file, compile=False)
     metadata = artifacts.read_metadata(model_file)
-    run_config = os.path.join(os.path.dirname(os.path.abspath(model_file)), "config.json")
     base = trainer.TrainConfig(data_root="")
-    from_run = os.path.exists(run_config)
     if from_run:
         try:
             with open(run_config, encoding="utf-8") as handle:
@@ -114,6 +119,7 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
         except (ValueError, TypeError) as err:
             raise ValueError(f"{run_config}: not a training run's config.json "
                              f"({cli.error_line(err)})") from None
+        _prefer_the_models_input(base, metadata, model_file, downsample, normalization, note)
     else:
         # No run beside the model (a shipped or converted model): what the model records.
         model_shape = tuple(model.input_shape[1:3])
@@ -207,9 +213,56 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
         **({"ucf101_fold": base.ucf101_fold} if base.dataset == "ucf101" else {}),
         "frames": base.frames, "size": base.size, "downsample": base.downsample,
         "normalization": _shown(Normalization.coerce(base.normalization)).strip("'")}
-    json_path, png = evaluation.write_results(results, out,
-                                              "eval" if split == "validation" else f"eval_{split}")
+    results["evaluated"]["model_file"] = os.path.abspath(model_file)
+    epoch = _epoch_of(metadata)
+    if epoch is not None:
+        results["evaluated"]["epoch"] = epoch
+    json_path, png = evaluation.write_results(results, out, results_prefix(model_file, split))
     return results, json_path, png
+
+
+def results_prefix(model_file, split="validation"):
+    """eval (best.keras, the run's model), eval_last, eval_<name> of another model, with
+    _train for the training split: two models of one folder do not write over each other's."""
+    stem = os.path.splitext(os.path.basename(model_file))[0]
+    prefix = "eval" if stem == "best" else f"eval_{stem}"
+    return prefix if split == "validation" else f"{prefix}_{split}"
+
+
+def _epoch_of(metadata):
+    """The epoch whose weights a run's checkpoint holds, where it records it."""
+    from keras_efficient3d import artifacts
+
+    if metadata is None:
+        return None
+    for key in (artifacts.BEST_CHECKPOINT, artifacts.TRAINING_STATE):
+        epoch = (metadata.extra.get(key) or {}).get("epoch")
+        if isinstance(epoch, int):
+            return epoch
+    return None
+
+
+def _prefer_the_models_input(base, metadata, model_file, downsample, normalization, note):
+    """The frame step and normalisation the model records win over the run's config.json
+    beside it: a model copied into another run's folder was scored on that run's clips,
+    without a word. Said in a note."""
+    if metadata is None:
+        return
+    recorded = metadata.pipeline_arguments()
+    differ = []
+    for key, given in (("downsample", downsample), ("normalization", normalization)):
+        kept, runs = recorded.get(key), getattr(base, key)
+        if kept is None or given is not None:
+            continue  # a flag given is checked against the model (_refuse_other_input)
+        same = Normalization.coerce(kept) == Normalization.coerce(runs) if \
+            key == "normalization" else kept == runs
+        if not same:
+            differ.append(f"{key} {_shown(Normalization.coerce(kept)) if key == 'normalization' else kept} "
+                          f"(config.json: {_shown(Normalization.coerce(runs)) if key == 'normalization' else runs})")
+            setattr(base, key, kept)
+    if differ:
+        note(f"{model_file} records {', '.join(differ)}, which its clips are made with: it is "
+             "not the model of the run beside it?")
 
 
 def _refuse_other_input(metadata, model_file, downsample, normalization):

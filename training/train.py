@@ -62,8 +62,9 @@ _NOTES = {
     "frames": "(the original's sample_duration)",
     "size": "(the original's sample_size)",
     "model": "The original's --model names work too (resnet + --depth, ...).",
-    "num_classes": "Default: the dataset's; with --pretrained the head is replaced when they "
-                   "differ, like the original's n_finetune_classes.",
+    "num_classes": "Default: the dataset's; with --pretrained the head is replaced for another "
+                   "class count or other class names (the original replaces it always), and "
+                   "kept where the file names the run's classes.",
     "output": "A folder: checkpoints, logs and config.json.",
     "threads": "Training: N >= 2 gives a depthwise model (MobileNet, ShuffleNet) N//2 threads "
                "per operation, two operations at a time, and trains each batch's two halves "
@@ -231,7 +232,8 @@ def main(argv, flag_values=flags.FLAGS):
     result = trainer.train(config)
     # The run's best (a resumed run's earlier epochs included), not this session's alone.
     best = max(result["best_accuracy"], 0.0)
-    print(f"done in {result['seconds']:.0f} s; best clip accuracy {100 * best:.2f}%; "
+    epoch = f" (epoch {result['best_epoch']})" if result.get("best_epoch") else ""
+    print(f"done in {result['seconds']:.0f} s; best clip accuracy {100 * best:.2f}%{epoch}; "
           f"checkpoints in {result['output_dir']}")
 
 

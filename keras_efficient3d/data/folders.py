@@ -19,6 +19,13 @@ def _subfolders(path):
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
 
+def _listed(names, limit=8):
+    """The first names and how many more: a Jester root's 148,000 folder names are no
+    one-line message."""
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def index_folders(
     root: str | os.PathLike,
     split: str | None = "train",
@@ -49,7 +56,8 @@ def index_folders(
         raise DataError("dataset folder not found", root)
     split_root = root if split is None else os.path.join(root, split)
     if not os.path.isdir(split_root):
-        raise DataError(f"split folder {split!r} not found (found: {_subfolders(root)})", split_root)
+        raise DataError(f"split folder {split!r} not found (found: {_listed(_subfolders(root)) or 'no folder'})",
+                        split_root)
     if classes is None:
         if split is None:
             class_names = _subfolders(root)
@@ -151,7 +159,7 @@ def index_dataset(root: str | os.PathLike, split: str = "train") -> tuple[list[V
     else:
         why = ""
     raise DataError(f"neither dataset layout: no {LABELS_CSV} (the Jester layout) and no "
-                    f"train/ or val/ folder of class folders (found: {found or 'no folder'})"
+                    f"train/ or val/ folder of class folders (found: {_listed(found) or 'no folder'})"
                     f"{why}", root)
 
 

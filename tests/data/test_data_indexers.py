@@ -572,5 +572,17 @@ def test_index_dataset_reads_either_layout_the_trainer_reads(tmp_path):
         index_dataset(tmp_path / "other")
     assert str(err.value) == (f"{tmp_path / 'other'}: neither dataset layout: no "
                               "jester-v1-labels.csv (the Jester layout) and no train/ or val/ "
-                              "folder of class folders (found: ['clips']); as class folders "
+                              "folder of class folders (found: 'clips'); as class folders "
                               "alone: no video file or frame folder found")
+
+
+def test_a_missing_split_folder_lists_a_few_of_the_folders_found(tmp_path):
+    """A Jester root of 148,000 numbered folders given as --dataset=folders: the message
+    names the first folders and counts the rest, in one line."""
+    for i in range(20):
+        (tmp_path / f"{i:05d}").mkdir()
+    with pytest.raises(DataError) as err:
+        index_folders(tmp_path, "val")
+    assert str(err.value) == (f"{tmp_path / 'val'}: split folder 'val' not found (found: "
+                              "'00000', '00001', '00002', '00003', '00004', '00005', '00006', "
+                              "'00007' and 12 more)")
