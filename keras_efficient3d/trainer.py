@@ -1295,7 +1295,8 @@ def plot_curves(log_csv, path):
         rows = list(csv.DictReader(handle))
     if not rows:
         return None
-    epochs = [int(r["epoch"]) + 1 for r in rows]
+    first = int(_counts_from_zero(r.get("epoch") for r in rows))
+    epochs = [int(r["epoch"]) + first for r in rows]
     fig = figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
     def number(text):
@@ -1410,6 +1411,31 @@ def _move_previous_run(output_dir, hint=RESUME_HINT):
     return previous
 
 
+class StopOnNaN(keras.callbacks.Callback):
+    """Keras' TerminateOnNaN without its line ("Batch 2: Invalid loss, terminating training"),
+    which told the user nothing before the one line saying what diverged (`Checkpointer`)."""
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+
+
+class EpochLog(keras.callbacks.CSVLogger):
+    """log.csv with the epochs numbered from 1, as the progress bar, --lr_steps, curves.png,
+    train_state.json and every message count them (Keras' CSVLogger numbers them from 0: the
+    rate --lr_steps=40 lowers showed on the row of epoch 39)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
+def _counts_from_zero(epochs):
+    """Whether a log's epoch column (its values) counts from 0: Keras' own CSVLogger's, as
+    log.csv was written before `EpochLog`."""
+    return next(iter(epochs), None) == "0"
+
+
 def _trim_log(path, epochs, dropped=()):
     """Keeps the rows of log.csv for the first `epochs` epochs (those of last.keras): the
     epochs a killed or diverged run logged after its checkpoint are trained again on resume,
@@ -1425,8 +1451,14 @@ def _trim_log(path, epochs, dropped=()):
     if not rows or "epoch" not in rows[0]:
         return
     column = rows[0].index("epoch")
+    # a log of an older version counts epochs from 0: numbered as the resumed rows are
+    renumbered = _counts_from_zero(row[column] for row in rows[1:] if len(row) > column)
+    if renumbered:
+        rows = [rows[0]] + [row[:column] + [str(int(row[column]) + 1)] + row[column + 1:]
+                            if len(row) > column and row[column].isdigit() else row
+                            for row in rows[1:]]
     kept = [rows[0]] + [row for row in rows[1:]
-                        if len(row) > column and row[column].isdigit() and int(row[column]) < epochs]
+                        if len(row) > column and row[column].isdigit() and int(row[column]) <= epochs]
     renamed = "lr" in kept[0] and "learning_rate" not in kept[0]
     removed = any(name in dropped for name in kept[0])
     if renamed or removed:
@@ -1437,7 +1469,7 @@ def _trim_log(path, epochs, dropped=()):
                        key=lambda i: (names[i] != "epoch", names[i]))
         kept = [[row[i] if i < len(row) else "" for i in order]
                 for row in [names] + kept[1:]]
-    if renamed or removed or len(kept) < len(rows):
+    if renumbered or renamed or removed or len(kept) < len(rows):
         out = io.StringIO()
         csv.writer(out).writerows(kept)  # csv's line ends, as Keras' CSVLogger writes them
         atomic_write(path, out.getvalue())
@@ -1704,12 +1736,11 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
             _trim_log(os.path.join(config.output_dir, "log.csv"), initial_epoch,
                       () if top5_can_miss(num_classes) else _TOP5_LOGS)
         callbacks += [
-            keras.callbacks.CSVLogger(os.path.join(config.output_dir, "log.csv"),
-                                      append=config.resume or restoring),
+            EpochLog(os.path.join(config.output_dir, "log.csv"), append=config.resume or restoring),
             keras.callbacks.TensorBoard(os.path.join(config.output_dir, "tensorboard"),
                                         update_freq="epoch", write_graph=False),
         ]
-    callbacks.append(keras.callbacks.TerminateOnNaN())
+    callbacks.append(StopOnNaN())
     if backup is not None:
         # A worker lost mid-epoch: the cluster is restarted and each worker continues from
         # its last completed epoch (with --resume a run restarts from last.keras instead).

@@ -422,6 +422,8 @@ def test_train_writes_checkpoints_logs_and_resumes(tiny_gestures, one_epoch_run,
     assert float(resumed["model"].optimizer.learning_rate.numpy()) == pytest.approx(expected_lr)
     rows = (out / "log.csv").read_text().strip().split("\n")
     assert len(rows) == 3  # header + two epochs, appended on resume
+    # numbered from 1, as the progress bar, --lr_steps and train_state.json count them
+    assert [row.split(",")[0] for row in rows] == ["epoch", "1", "2"]
 
     with pytest.raises(ValueError, match="already finished"):
         trainer.train(_tiny_config(tiny_gestures, out, epochs=2, resume=True))
@@ -1675,7 +1677,7 @@ def test_a_diverged_epoch_writes_no_checkpoint(tmp_path):
 
 
 def test_training_that_diverges_keeps_the_last_good_checkpoints(tiny_gestures, one_epoch_run,
-                                                                tmp_path):
+                                                                tmp_path, capfd):
     out = _copy_run(one_epoch_run, tmp_path)
     before = {name: (out / name).read_bytes() for name in ("last.keras", "best.keras",
                                                            "train_state.json")}
@@ -1685,6 +1687,8 @@ def test_training_that_diverges_keeps_the_last_good_checkpoints(tiny_gestures, o
                                          r"checkpoints of epoch 1 are kept; lower --learning_rate"):
         trainer.train(config)
     assert {name: (out / name).read_bytes() for name in before} == before
+    # that one line alone: not Keras' "Batch 2: Invalid loss, terminating training" before it
+    assert "Invalid loss" not in "".join(capfd.readouterr())
 
 
 def test_an_epoch_whose_validation_loss_is_not_finite_writes_no_checkpoint(tmp_path):
@@ -1807,11 +1811,15 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused(tiny_gestures, one
 
 def test_resume_drops_the_log_rows_of_epochs_after_the_checkpoint(tmp_path):
     log = tmp_path / "log.csv"
-    log.write_bytes(b"epoch,accuracy,loss\r\n0,0.5,1.2\r\n1,0.6,1.0\r\n2,0.4,nan\r\n")
-    trainer._trim_log(str(log), 2)  # last.keras is epoch 2's: the row of epoch index 2 goes
-    assert log.read_bytes() == b"epoch,accuracy,loss\r\n0,0.5,1.2\r\n1,0.6,1.0\r\n"
+    log.write_bytes(b"epoch,accuracy,loss\r\n1,0.5,1.2\r\n2,0.6,1.0\r\n3,0.4,nan\r\n")
+    trainer._trim_log(str(log), 2)  # last.keras is epoch 2's: the row of epoch 3 goes
+    assert log.read_bytes() == b"epoch,accuracy,loss\r\n1,0.5,1.2\r\n2,0.6,1.0\r\n"
     trainer._trim_log(str(log), 5)
-    assert log.read_bytes() == b"epoch,accuracy,loss\r\n0,0.5,1.2\r\n1,0.6,1.0\r\n"
+    assert log.read_bytes() == b"epoch,accuracy,loss\r\n1,0.5,1.2\r\n2,0.6,1.0\r\n"
+    # a log of an older version, which counted from 0: numbered as the resumed rows are
+    log.write_bytes(b"epoch,accuracy,loss\r\n0,0.5,1.2\r\n1,0.6,1.0\r\n2,0.4,nan\r\n")
+    trainer._trim_log(str(log), 2)
+    assert log.read_bytes() == b"epoch,accuracy,loss\r\n1,0.5,1.2\r\n2,0.6,1.0\r\n"
     trainer._trim_log(str(tmp_path / "none.csv"), 1)  # no log yet: nothing to do
     assert not (tmp_path / "none.csv").exists()
 
@@ -1833,14 +1841,14 @@ def test_resume_of_five_classes_drops_the_top5_columns_older_versions_logged(tmp
                     b"0,0.5,0.1,1.2,1.0,0.4,1.3,1.0\r\n1,0.6,0.1,1.0,1.0,0.5,1.1,1.0\r\n")
     trainer._trim_log(str(log), 5, dropped=trainer._TOP5_LOGS)
     assert log.read_bytes() == (b"epoch,accuracy,learning_rate,loss,val_accuracy,val_loss\r\n"
-                                b"0,0.5,0.1,1.2,0.4,1.3\r\n1,0.6,0.1,1.0,0.5,1.1\r\n")
+                                b"1,0.5,0.1,1.2,0.4,1.3\r\n2,0.6,0.1,1.0,0.5,1.1\r\n")
     # with an `lr` column too, and of more classes, where they stay
     log.write_bytes(b"epoch,accuracy,loss,lr,top5\r\n0,0.5,1.2,0.1,0.9\r\n")
     trainer._trim_log(str(log), 5, dropped=trainer._TOP5_LOGS)
-    assert log.read_bytes() == b"epoch,accuracy,learning_rate,loss\r\n0,0.5,0.1,1.2\r\n"
-    log.write_bytes(b"epoch,accuracy,loss,top5\r\n0,0.5,1.2,0.9\r\n")
+    assert log.read_bytes() == b"epoch,accuracy,learning_rate,loss\r\n1,0.5,0.1,1.2\r\n"
+    log.write_bytes(b"epoch,accuracy,loss,top5\r\n1,0.5,1.2,0.9\r\n")
     trainer._trim_log(str(log), 5)
-    assert log.read_bytes() == b"epoch,accuracy,loss,top5\r\n0,0.5,1.2,0.9\r\n"
+    assert log.read_bytes() == b"epoch,accuracy,loss,top5\r\n1,0.5,1.2,0.9\r\n"
 
 
 def test_resume_renames_an_older_logs_lr_column_to_the_order_keras_appends_in(tmp_path):
@@ -1851,7 +1859,7 @@ def test_resume_renames_an_older_logs_lr_column_to_the_order_keras_appends_in(tm
                     b"1,0.6,1.0,0.1,1.1\r\n")
     trainer._trim_log(str(log), 5)
     assert log.read_bytes() == (b"epoch,accuracy,learning_rate,loss,val_loss\r\n"
-                                b"0,0.5,0.1,1.2,1.3\r\n1,0.6,0.1,1.0,1.1\r\n")
+                                b"1,0.5,0.1,1.2,1.3\r\n2,0.6,0.1,1.0,1.1\r\n")
 
 
 def test_a_new_best_between_checkpoints_is_in_the_state_a_resume_reads(tmp_path):
