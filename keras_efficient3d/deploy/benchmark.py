@@ -265,10 +265,16 @@ def comparison_cells(row):
 
 def markdown_table(columns, rows, align):
     """The lines of a Markdown table: a header of `columns`, their alignment (`align`, one
-    'l' or 'r' a column) and a line per row of `rows` (lists of cells)."""
+    'l' or 'r' a column) and a line per row of `rows` (lists of cells). A column empty in
+    every row is left out (the peer columns of a run without peers, a file timed without a
+    GEMM peak): six empty columns a row said nothing."""
     if len(align) != len(columns) or set(align) - set("lr"):
         raise ValueError(f"`align` must be one 'l' or 'r' per column ({len(columns)}). "
                          f"Received: align={align!r}")
+    if rows and all(len(row) == len(columns) for row in rows):
+        kept = [i for i in range(len(columns)) if any(str(row[i]) != "" for row in rows)]
+        columns, align = [columns[i] for i in kept], "".join(align[i] for i in kept)
+        rows = [[row[i] for i in kept] for row in rows]
     lines = ["|" + "".join(f" {c} |" if c else " |" for c in columns),
              "|" + "".join("---:|" if a == "r" else "---|" for a in align)]
     for row in rows:

@@ -171,6 +171,16 @@ def test_markdown_table_aligns_each_column_and_checks_its_rows():
         markdown_table(("model", "ms", ""), [], "lrx")
     with pytest.raises(ValueError, match=r"3 cells. Received: row=\['a'\]"):
         markdown_table(("model", "ms", ""), [["a"]], "lrl")
+    # a column empty in every row is left out: a file timed without peers had six
+    lines = markdown_table(("model", "peer ms", "ms", "vs peer"),
+                           [["a", "", "1.0", ""], ["b", "", "2.0", ""]], "lrrr")
+    assert lines == ["| model | ms |", "|---|---:|", "| a | 1.0 |", "| b | 2.0 |"]
+    from keras_efficient3d.deploy.benchmark import format_table
+
+    row = {"model": "file.tflite", "precision": "int8", "threads": 2, "median_ms": 1.5,
+           "clips_per_s": 666.7, "size_bytes": 1e6}
+    assert format_table([row]).splitlines()[0] == (
+        "| model | precision | threads | median ms | clips/s | size MB |")
 
 
 def test_comparison_cells_and_peak_lines():
