@@ -116,11 +116,17 @@ def load_torch_weights(model, state_dict, family):
 # Inferring the configuration.
 
 
+def _name_tokens(filename):
+    """The words of a file name: 'Copy of jester_mobilenetv2_0.2x_RGB_16_best.pth' (a Drive
+    copy's) has 'jester' and 'mobilenetv2' as 'pretrained_kinetics_...' has 'kinetics'."""
+    return [t for t in re.split(r"[_\-.\s]+", os.path.basename(filename).lower()) if t]
+
+
 def _family_from(arch, filename):
     """The family named by the checkpoint's arch field ('resnext-101') or a token of the
     file name ('kinetics_mobilenetv2_1.0x_RGB_16_best.pth')."""
     tokens = [str(arch).lower().split("-")[0]] if arch else []
-    tokens += re.split(r"[_\-.]", os.path.basename(filename).lower())
+    tokens += _name_tokens(filename)
     for token in tokens:
         family = registry.get_family(token)
         if family is not None and token in (family.name, *family.aliases):
@@ -275,15 +281,43 @@ def _refuse_contradicted_overrides(checkpoint, path, family, overrides):
             f"{wanted} (what its tensors fit)") from None
 
 
-def infer_normalization(checkpoint_path):
-    """The preset a published checkpoint was trained with, from its file name: the original
-    decoded Kinetics videos with OpenCV (BGR) and Jester/UCF-101 JPEGs with PIL (RGB), both
-    with the ActivityNet mean in 0-255."""
-    return "kinetics" if os.path.basename(checkpoint_path).lower().startswith("kinetics") else "original"
+# The datasets the original trains on -> (name, classes, input normalisation). It names a
+# checkpoint after the dataset of the run that wrote it ({dataset}_{model}_..._best.pth, from
+# --dataset: a UCF-101 fine-tune of a Kinetics model is ucf101_...), and decoded Kinetics
+# videos with OpenCV (BGR), Jester and UCF-101 JPEGs with PIL (RGB), all less the ActivityNet
+# mean in 0-255.
+DATASETS = {
+    "kinetics": ("Kinetics-600", 600, "kinetics"),
+    "jester": ("Jester", 27, "original"),
+    "ucf101": ("UCF-101", 101, "original"),
+}
+_DATASET_WORDS = {"kinetics": "kinetics", "kinetics600": "kinetics", "jester": "jester",
+                  "ucf101": "ucf101", "ucf": "ucf101"}
 
 
-def _jester_file(checkpoint_path):
-    return os.path.basename(checkpoint_path).lower().startswith("jester")
+def infer_dataset(checkpoint_path, num_classes=None):
+    """(key of `DATASETS` or None, where it was read from, a warning or None) of a checkpoint
+    from a word of its file name and its class count. The class count decides where the two
+    disagree: the classifier is what the file was last trained on, and the original names
+    its files after that dataset, so a name that says another is a renamed file (the
+    warning says so); where the name names none, the class count does."""
+    named = list(dict.fromkeys(_DATASET_WORDS[t] for t in _name_tokens(checkpoint_path)
+                               if t in _DATASET_WORDS))
+    counted = next((key for key, (_, classes, _) in DATASETS.items() if classes == num_classes),
+                   None)
+    if counted is None:
+        return (named[0], "from the file name", None) if named else (None, None, None)
+    if not named:
+        return counted, f"from its {num_classes} classes; the file name names none", None
+    if counted in named:
+        return counted, f"from the file name and its {num_classes} classes", None
+    said = DATASETS[named[0]][0]
+    name = DATASETS[counted][0]
+    return counted, f"from its {num_classes} classes", (
+        f"{os.path.basename(checkpoint_path)}: the file name says {said} but its "
+        f"{num_classes} classes are {name}'s: converted as {name} (its classifier's; the "
+        "original names a file after that dataset); --normalization and --labels say "
+        "otherwise")
 
 
 def build_converted(checkpoint_path, frames=16, size=112, preprocessing=False,
@@ -291,31 +325,47 @@ def build_converted(checkpoint_path, frames=16, size=112, preprocessing=False,
     """The Keras model of a checkpoint file and its `ModelMetadata`, not saved (`convert`
     saves them; presets keep them in their own layout).
 
-    `normalization` (a preset name, `Normalization` or its config) defaults to `infer_normalization`;
-    `expected`: see `convert_checkpoint`. A published Jester checkpoint (``jester_*``, 27
-    classes) gets, unless `labels` are given, Jester's class names in the order the original
-    numbers them (`label_sets.LABEL_SETS`' ``jester_original``), and the every-2nd-frame clips it
-    was trained on (``downsample`` 2)."""
+    `normalization` (a preset name, `Normalization` or its config) defaults to the dataset's (`infer_dataset`;
+    'original', RGB, where nothing says which);
+    `expected`: see `convert_checkpoint`. A Jester checkpoint (`infer_dataset`) gets, unless
+    `labels` are given, Jester's class names in the order the original numbers them
+    (`label_sets.LABEL_SETS`' ``jester_original``), and the every-2nd-frame clips it was
+    trained on (``downsample`` 2)."""
     from keras_efficient3d.data.normalization import Normalization
-    inferred = infer_normalization(checkpoint_path) if normalization is None else None
-    norm = Normalization.coerce(inferred or normalization)
+    norm = None if normalization is None else Normalization.coerce(normalization)
     model, config, checkpoint = convert_checkpoint(checkpoint_path, frames, size, overrides, log,
                                                    expected)
-    if inferred:  # said once the file has read as a checkpoint, not before a refusal
-        log(f"inferred normalisation '{inferred}' (from the file name)")
     if labels is not None and len(labels) != config.get("num_classes", len(labels)):
         raise ConversionError(f"{len(labels)} labels for the {config['num_classes']} classes "
                               f"of {os.path.basename(checkpoint_path)}")
+    # said once the file has read as a checkpoint, not before a refusal
+    dataset, source, warning = infer_dataset(checkpoint_path, config.get("num_classes"))
+    if warning:
+        log(f"warning: {warning}")
+    if dataset:
+        log(f"inferred dataset {DATASETS[dataset][0]} ({source})")
+    if norm is None:
+        inferred = DATASETS[dataset][2] if dataset else "original"
+        norm = Normalization.coerce(inferred)
+        if dataset:
+            log(f"inferred normalisation '{inferred}' ({DATASETS[dataset][0]}'s input)")
+    if dataset is None:
+        assumed = ("every frame" if normalization is not None else
+                   "RGB input (normalisation 'original') and every frame")
+        log(f"note: neither the file name nor its {config.get('num_classes')} classes say "
+            f"which dataset {os.path.basename(checkpoint_path)} was trained on ("
+            f"{'/'.join(DATASETS)} in the name, "
+            f"{'/'.join(str(c) for _, c, _ in DATASETS.values())} classes): assumed "
+            f"{assumed}")
     downsample = None
-    if _jester_file(checkpoint_path):
+    if dataset == "jester":
         from keras_efficient3d.label_sets import LABEL_SETS, shipped_labels
 
         downsample = 2
-        log("inferred Jester's clips of every 2nd frame (from the file name)")
+        log("inferred Jester's clips of every 2nd frame")
         if labels is None and config.get("num_classes") == LABEL_SETS["jester_original"]:
             labels = shipped_labels("jester_original")
-            log("inferred Jester's 27 class names, in the order the original numbers them "
-                "(from the file name)")
+            log("inferred Jester's 27 class names, in the order the original numbers them")
     metadata = ModelMetadata(
         frames=frames, size=size, downsample=downsample, layout="NDHWC", normalization=norm,
         preprocessing_included=bool(preprocessing), labels=None if labels is None else list(labels),
@@ -354,8 +404,8 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define("size", 112, **fv)
     flags.DEFINE_bool("with_preprocessing", False, "Prepend the normalisation: the model then "
                       "takes raw RGB frames.", **fv)
-    cli.define("normalization", None, "The checkpoint's: default kinetics for kinetics_* files, "
-               "else original.", **fv)
+    cli.define("normalization", None, "The checkpoint's: default kinetics for a Kinetics file "
+               "(its name or 600 classes), else original.", **fv)
     cli.define("labels", None, "Recorded in the model.", check=cli.existing_file, **fv)
 
 

@@ -308,17 +308,73 @@ def test_a_published_jester_checkpoint_records_the_originals_class_order_and_fra
     said = []
     _, meta = conv.build_converted(str(jester), 8, 32, log=said.append)
     assert meta.labels == ORIGINAL_JESTER_ORDER and meta.downsample == 2
-    assert "inferred Jester's 27 class names, in the order the original numbers them (from the " \
-           "file name)" in said
+    assert "inferred Jester's 27 class names, in the order the original numbers them" in said
+    assert "inferred dataset Jester (from the file name and its 27 classes)" in said
     assert k3.presets.preset_metadata("mobilenetv2_0.2x_jester").labels == ORIGINAL_JESTER_ORDER
     # labels given are kept; another file name infers neither
     _, meta = conv.build_converted(str(jester), 8, 32, labels=[str(i) for i in range(27)],
                                    log=said.append)
     assert meta.labels[0] == "0" and meta.downsample == 2
-    kinetics = tmp_path / "kinetics_mobilenetv2_0.2x_RGB_16_best.pth"
-    shutil.copy(source, kinetics)
-    _, meta = conv.build_converted(str(kinetics), 8, 32, log=said.append)
+    kinetics = _with_classes(reference_dir, tmp_path / "kinetics_mobilenetv2_0.2x_RGB_16_best.pth",
+                             600)
+    _, meta = conv.build_converted(kinetics, 8, 32, log=said.append)
     assert meta.labels is None and meta.downsample is None
+
+
+def _with_classes(reference_dir, path, classes, name="mobilenetv2_0.2x"):
+    """A copy of a reference checkpoint at `path` whose classifier has `classes` rows."""
+    torch = pytest.importorskip("torch")
+    checkpoint = torch.load(reference_dir / "pytorch_checkpoints" / f"{name}.pth",
+                            weights_only=True)
+    state = checkpoint["state_dict"]
+    width = state["module.classifier.1.weight"].shape[1]
+    state["module.classifier.1.weight"] = torch.zeros(classes, width)
+    state["module.classifier.1.bias"] = torch.zeros(classes)
+    torch.save(checkpoint, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("file_name, classes, dataset, contradicted", [
+    ("kinetics_mobilenetv2_1.0x_RGB_16_best.pth", 600, "kinetics", False),
+    ("pretrained_kinetics_mobilenetv2_0.2x_RGB_16_best.pth", 600, "kinetics", False),
+    ("Copy of jester_mobilenetv2_0.2x_RGB_16_best.pth", 27, "jester", False),
+    ("ucf101_mobilenetv2_1.0x_RGB_16_best.pth", 101, "ucf101", False),
+    ("kinetics600-mobilenetv2.pth", None, "kinetics", False),  # the name alone
+    ("mobilenetv2_1.0x.pth", 600, "kinetics", False),  # the class count alone
+    ("my model.pth", 27, "jester", False),
+    # a Kinetics model fine-tuned on UCF-101 and named after its start: the classifier's
+    ("kinetics_mobilenetv2_1.0x_RGB_16_best.pth", 101, "ucf101", True),
+    ("jester_mobilenetv2_1.0x_RGB_16_best.pth", 600, "kinetics", True),
+    ("kinetics_to_ucf101_mobilenetv2.pth", 101, "ucf101", False),  # both named: the count picks
+    ("mobilenetv2.pth", 51, None, False),
+    ("kinetics-mobilenetv2.pth", 400, "kinetics", False),
+])
+def test_the_dataset_comes_from_any_word_of_the_file_name_checked_by_the_class_count(
+        file_name, classes, dataset, contradicted):
+    """`startswith("kinetics")` gave 'pretrained_kinetics_...' (and 'Copy of jester_...', a
+    Drive copy's name) RGB input, no class names and every frame, saying nothing."""
+    found, source, warning = conv.infer_dataset(f"some/folder/{file_name}", classes)
+    assert found == dataset and (warning is not None) == contradicted
+    if contradicted:
+        assert warning.startswith(f"{file_name}: the file name says ") and "\n" not in warning
+        assert f"its {classes} classes are {conv.DATASETS[dataset][0]}'s" in warning
+
+
+def test_a_checkpoint_named_after_no_dataset_is_converted_with_a_note_of_what_was_assumed(
+        reference_dir, tmp_path):
+    said = []
+    kinetics = _with_classes(reference_dir, tmp_path / "pretrained_kinetics_mnv2.pth", 600)
+    _, meta = conv.build_converted(kinetics, 8, 32, log=said.append)
+    assert meta.normalization == Normalization.coerce("kinetics") and meta.downsample is None
+    assert "inferred normalisation 'kinetics' (Kinetics-600's input)" in said
+    said.clear()
+    odd = _with_classes(reference_dir, tmp_path / "weights.pth", 51)
+    _, meta = conv.build_converted(odd, 8, 32, log=said.append)
+    assert meta.normalization == Normalization.coerce("original")
+    assert [line for line in said if line.startswith("note: ")] == [
+        "note: neither the file name nor its 51 classes say which dataset weights.pth was "
+        "trained on (kinetics/jester/ucf101 in the name, 600/27/101 classes): assumed RGB "
+        "input (normalisation 'original') and every frame"]
 
 
 def test_a_file_name_whose_width_the_tensors_contradict_is_refused_naming_both(
