@@ -161,11 +161,14 @@ def infer_config(checkpoint, filename, overrides=None):
     kwargs = {}
     # Classes: the classifier's output rows.
     head = family.classifier_key
+    if head in state and np.ndim(state[head]) < 2:
+        raise ConversionError(f"{os.path.basename(filename)}: {head} is a tensor of shape "
+                              f"{tuple(np.shape(state[head]))}, not a classifier's "
+                              "weights (one row per class)")
+    named_args = _named_arguments(requested, family, overrides) if requested else {}
+    _refuse_contradictions(state, filename, family, requested, named_args, overrides)
+    overrides = dict(named_args, **overrides)
     if "num_classes" not in overrides and head in state:
-        if np.ndim(state[head]) < 2:
-            raise ConversionError(f"{os.path.basename(filename)}: {head} is a tensor of shape "
-                                  f"{tuple(np.shape(state[head]))}, not a classifier's "
-                                  "weights (one row per class)")
         kwargs["num_classes"] = int(state[head].shape[0])
         notes.append(f"{kwargs['num_classes']} classes (from {head})")
     # A file name of another family (a renamed file) says nothing of this one's width:
@@ -189,6 +192,56 @@ def infer_config(checkpoint, filename, overrides=None):
     return family.name, kwargs, notes
 
 
+def _named_arguments(requested, family, flags):
+    """The builder arguments a --model configuration name fixes (resnet50: depth 50,
+    shufflenet_2.0x_g8: width 2.0, groups 8); none for a family name or alias."""
+    if str(requested).strip().lower() in (family.name, *family.aliases):
+        return {}
+    try:
+        registry.resolve_name(requested, **flags)  # --model=resnet18 --depth=34
+        return registry.named_arguments(requested)[1]
+    except ValueError as err:
+        raise ConversionError(f"--model={requested}: {err}") from None
+
+
+def _refuse_contradictions(state, filename, family, requested, named_args, flags):
+    """Refuses, in one line naming what the file holds, the arguments (flags, and those a
+    --model configuration name fixes) that the model cannot take or that its tensors
+    contradict: compared before building, not left to a hundred shape mismatches or the
+    builder's own error."""
+    given = dict(named_args, **flags)
+    base = os.path.basename(filename)
+
+    def said(keys):
+        """How the user said `keys`: the flags, or the --model name that fixes them."""
+        parts = [f"--{k}={flags[k]}" for k in keys if k in flags]
+        from_name = [f"{k}={named_args[k]}" for k in keys if k not in flags]
+        return parts + ([f"--model={requested} ({' '.join(from_name)})"] if from_name else [])
+
+    unknown = registry.unknown_arguments(family.builder, given)
+    if unknown:
+        raise ConversionError(f"{base} holds a {family.name} model, which takes no "
+                              f"{', '.join(said(unknown))}: leave it unset")
+    try:  # what the tensors alone say (a misnamed file's name says another width)
+        held, _ = family.infer(state, "", ())
+    except (ValueError, IndexError, TypeError):  # said by the inference that follows
+        held = {}
+    head = state.get(family.classifier_key)
+    if head is not None:
+        held["num_classes"] = int(head.shape[0])
+    wrong = [k for k in given if k in held and not _same(held[k], given[k])]
+    if not wrong:
+        return
+    fixes = [f"--{k}={held[k]}" for k in wrong if k in flags]
+    if any(k not in flags for k in wrong):
+        fixes.append(f"--model={registry.configuration_name(family.name, **held)}")
+    holds = " ".join(f"{k}={held[k]}" for k in wrong)
+    # the values to pass, not "leave it unset": a misnamed file's name says another
+    raise ConversionError(f"{base} holds a {family.name} model of {holds}, not "
+                          f"{', '.join(said(wrong))}: pass {' '.join(fixes)} (what its "
+                          "tensors fit)")
+
+
 # ---------------------------------------------------------------------------------------
 # Building and saving.
 
@@ -201,7 +254,7 @@ def _describe(family, kwargs):
 def _same(a, b):
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return float(a) == float(b)
-    return str(a) == str(b)
+    return str(a).upper() == str(b).upper()  # shortcut 'a' is 'A
 
 
 def check_expected(checkpoint, filename, expected, overrides=None):
@@ -251,34 +304,8 @@ def convert_checkpoint(checkpoint_path, frames=16, size=112, overrides=None, log
         model = registry.create_model(name, input_shape=(frames, size, size, 3), **kwargs)
     except ValueError as err:
         raise ConversionError(f"Cannot build {family} with {kwargs}: {err}") from None
-    try:
-        load_torch_weights(model, checkpoint.state_dict, family)
-    except ConversionError:
-        _refuse_contradicted_overrides(checkpoint, checkpoint_path, family, overrides)
-        raise
+    load_torch_weights(model, checkpoint.state_dict, family)
     return model, dict(kwargs, model=name), checkpoint
-
-
-def _refuse_contradicted_overrides(checkpoint, path, family, overrides):
-    """Where the checkpoint did not fit a model built with the flags given (``--width_mult=1.0``
-    for a 0.2x file), the line says which flag the file contradicts, as for a misnamed file,
-    rather than a hundred shape mismatches. Returns where the flags are not the cause."""
-    given = {k: v for k, v in (overrides or {}).items() if v is not None and k != "model"}
-    if not given:
-        return
-    try:  # from the tensors alone (a misnamed file's name says another width)
-        _, inferred, _ = infer_config(checkpoint, "", {"model": family})
-    except ConversionError:
-        return
-    wrong = [k for k, v in given.items() if k in inferred and not _same(inferred[k], v)]
-    if wrong:
-        holds = " ".join(f"{k}={inferred[k]}" for k in wrong)
-        flags = " ".join(f"--{k}={given[k]}" for k in wrong)
-        # the values to pass, not "leave it unset": a misnamed file's name says another
-        wanted = " ".join(f"--{k}={inferred[k]}" for k in wrong)
-        raise ConversionError(
-            f"{os.path.basename(path)} holds a {family} model of {holds}, not {flags}: pass "
-            f"{wanted} (what its tensors fit)") from None
 
 
 # The datasets the original trains on -> (name, classes, input normalisation). It names a
@@ -383,7 +410,9 @@ def convert(checkpoint_path, output_path, frames=16, size=112, preprocessing=Fal
     model, metadata = build_converted(checkpoint_path, frames, size, preprocessing,
                                       normalization, labels, overrides, log, expected)
     save_model(model, output_path, metadata)
-    log(f"wrote {output_path} ({metadata.model['model']}, {model.count_params():,} parameters)")
+    config = dict(metadata.model)
+    log(f"wrote {output_path} ({registry.configuration_name(config.pop('model'), **config)}, "
+        f"{model.count_params():,} parameters)")
     return output_path
 
 

@@ -182,6 +182,39 @@ def resolve_name(name, **kwargs):
     return arch, extra
 
 
+def named_arguments(name):
+    """(registry name, the builder arguments `name` fixes): a registry name's ('resnet50':
+    depth 50) and a configuration name's ('shufflenet_2.0x_g8': width_mult 2.0, groups 8)."""
+    arch, extra = resolve_name(name)
+    return arch, dict(_fixed_by(arch), **extra)
+
+
+def configuration_name(name, **kwargs):
+    """The configuration name of model `name` built with `kwargs`, as `resolve_name` reads
+    it back: 'mobilenetv2_0.2x', 'shufflenetv1_0.5x_g3', 'squeezenet_1.1', 'resnet18_A';
+    what such a name cannot say (cardinality, classes) is left out."""
+    arch, kwargs = resolve_name(name, **kwargs)
+    parts = [arch]
+    if kwargs.get("width_mult") is not None:
+        parts.append(f"{float(kwargs['width_mult'])}x")
+    if kwargs.get("groups") is not None:
+        parts.append(f"g{int(kwargs['groups'])}")
+    if kwargs.get("version") is not None:
+        parts.append(str(float(kwargs["version"])))
+    if kwargs.get("shortcut") is not None:
+        parts.append(str(kwargs["shortcut"]).upper())
+    return "_".join(parts)
+
+
+def unknown_arguments(builder, kwargs):
+    """The names in `kwargs` that `builder` does not take ('width_mult' for SqueezeNet_3D),
+    in their order."""
+    parameters = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return []
+    return [k for k in kwargs if k not in parameters]
+
+
 def _whole_number(value):
     """`value` (18, 18.0, "18") as an int, or None where it is not a whole number (18.7)."""
     try:
@@ -214,6 +247,12 @@ def create_model(name, **kwargs):
     the model's defaults."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     arch, kwargs = resolve_name(name, **kwargs)
+    unknown = unknown_arguments(_REGISTRY[arch], kwargs)
+    if unknown:
+        # rather than the builder's "SqueezeNet_3D() got an unexpected keyword argument"
+        raise ValueError(f"Invalid arguments for model '{arch}': it takes no {' or '.join(unknown)}: "
+                         "leave it unset. "
+                         f"Received: {', '.join(f'{k}={kwargs[k]!r}' for k in unknown)}")
     try:
         return _REGISTRY[arch](**kwargs)
     except TypeError as err:

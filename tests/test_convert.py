@@ -181,6 +181,50 @@ def test_width_comes_from_the_tensors_and_a_file_name_that_disagrees_is_refused(
     assert conv.infer_config(fake, file_name, {"width_mult": 0.45})[1]["width_mult"] == 0.45
 
 
+@pytest.mark.parametrize("family, kwargs, file_name, overrides, message", [
+    ("resnet", {"depth": 18, "shortcut": "A"}, "kinetics_resnet_18_RGB_16_best.pth",
+     {"model": "resnet50"}, "holds a resnet model of depth=18, not --model=resnet50 (depth=50): "
+                            "pass --model=resnet18_A (what its tensors fit)"),
+    ("mobilenetv2", {"width_mult": 0.2}, "kinetics_mobilenetv2_0.2x_RGB_16_best.pth",
+     {"model": "mobilenetv2_1.0x"}, "holds a mobilenetv2 model of width_mult=0.2, not "
+                                    "--model=mobilenetv2_1.0x (width_mult=1.0): pass "
+                                    "--model=mobilenetv2_0.2x (what its tensors fit)"),
+    ("shufflenetv1", {"width_mult": 0.5, "groups": 3}, "jester_shufflenet_0.5x_G3_RGB_16_best.pth",
+     {"model": "shufflenet_2.0x_g8"}, "holds a shufflenetv1 model of width_mult=0.5 groups=3, "
+                                      "not --model=shufflenet_2.0x_g8 (width_mult=2.0 "
+                                      "groups=8): pass --model=shufflenetv1_0.5x_g3"),
+    # a flag and a name: each said as given
+    ("shufflenetv1", {"width_mult": 0.5, "groups": 3}, "weights.pth",
+     {"model": "shufflenet_0.5x", "groups": 2}, "holds a shufflenetv1 model of groups=3, not "
+                                               "--groups=2: pass --groups=3"),
+    ("shufflenetv1", {"width_mult": 0.5, "groups": 3}, "jester_shufflenet_0.5x_G3_RGB_16_best.pth",
+     {"groups": 2}, "holds a shufflenetv1 model of groups=3, not --groups=2: pass --groups=3"),
+    ("squeezenet", {}, "jester_squeezenet_RGB_16_best.pth", {"width_mult": 0.5},
+     "holds a squeezenet model, which takes no --width_mult=0.5: leave it unset"),
+    ("squeezenet", {}, "jester_squeezenet_RGB_16_best.pth", {"model": "squeezenet_0.5x"},
+     "holds a squeezenet model, which takes no --model=squeezenet_0.5x (width_mult=0.5)"),
+    ("resnet", {"depth": 18, "shortcut": "A"}, "kinetics_resnet_18_RGB_16_best.pth",
+     {"model": "resnet18", "depth": 34}, "--model=resnet18: 'resnet18' fixes depth=18"),
+])
+def test_a_configuration_name_in_model_is_checked_like_the_flags(family, kwargs, file_name,
+                                                                 overrides, message):
+    """--model=resnet50 on a ResNet-18 file wrote a ResNet-18 (the name's depth overridden by
+    the tensors), --groups=2 on a G3 file failed to build ("not divisible into 2 groups")
+    without naming the file's groups, --width_mult on a SqueezeNet was "SqueezeNet_3D() got an
+    unexpected keyword argument": all compared with the file before building."""
+    spec = registry.get_family(family)
+    model = k3.create_model(family, input_shape=spec.small_input, num_classes=5, **kwargs)
+    fake = _FakeCheckpoint(torch_state_dict(model, spec), (spec.aliases or (family,))[0])
+    with pytest.raises(conv.ConversionError) as err:
+        conv.infer_config(fake, f"some/folder/{file_name}", overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith("--model=" if "depth" in overrides else file_name)
+    # the configuration the file holds passes
+    held = registry.configuration_name(family, **kwargs)
+    assert conv.infer_config(fake, file_name, {"model": held})[1].items() >= dict(
+        kwargs, num_classes=5).items()
+
+
 def test_unknown_architecture_is_a_conversion_error():
     fake = _FakeCheckpoint({}, None)
     with pytest.raises(conv.ConversionError, match="Cannot tell the architecture"):
@@ -270,6 +314,7 @@ def test_cli_converts_with_preprocessing_and_metadata(reference_dir, tmp_path):
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "inferred width 0.2x" in proc.stdout
+    assert f"wrote {out} (mobilenetv2_0.2x, 238,789 parameters)" in proc.stdout  # not "mobilenetv2"
     meta = read_metadata(out)
     assert meta.preprocessing_included is True
     assert meta.labels[3] == "class 3"

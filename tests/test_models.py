@@ -297,6 +297,10 @@ def test_create_model_drops_none_kwargs():
     (lambda: k3.create_model("mobilenetv2_0.2"), "in the name: mobilenetv2_0.2x"),
     (lambda: k3.create_model("resnet"), "needs a depth"),
     (lambda: k3.create_model("mobilenetv2", bogus=1), "Invalid arguments"),
+    # said before the builder's "SqueezeNet_3D() got an unexpected keyword argument"
+    (lambda: k3.create_model("squeezenet", width_mult=0.5),
+     r"^Invalid arguments for model 'squeezenet': it takes no width_mult: leave it unset\. "
+     r"Received: width_mult=0\.5$"),
     # a name that fixes an argument is not overridden by a kwarg saying otherwise
     (lambda: k3.create_model("resnet18", depth=50), "'resnet18' fixes depth=18"),
     (lambda: k3.create_model("resnet18_A", depth=50), "fixes depth=18"),
