@@ -13,6 +13,7 @@ in/groups, out); depthwise weights (C, 1, kt, kh, kw) become (kt, kh, kw, C, 1);
 weights are transposed; BatchNorm keeps (gamma, beta, running mean, running variance).
 """
 
+import functools
 import os
 import re
 
@@ -134,6 +135,30 @@ def _family_from(arch, filename):
     return None
 
 
+@functools.cache
+def _module_shapes(family_name):
+    """The module paths of a model of the family, digits as '#' ('features.#.conv.#'):
+    what the key names of its state dicts look like."""
+    family = _family(family_name)
+    model = registry.create_model(next(iter(family.registry_names())),
+                                  input_shape=family.small_input, num_classes=2)
+    return frozenset(re.sub(r"\d+", "#", p) for p in family.torch_paths(model).values())
+
+
+def _families_by_keys(state, likely=None):
+    """The families whose module paths the state dict's key names follow best (ResNet and
+    ResNeXt share theirs), `likely` alone where they are all among its; none where no
+    family's fit half of them."""
+    shapes = frozenset(re.sub(r"\d+", "#", key.rsplit(".", 1)[0]) for key in state)
+    if not shapes:
+        return []
+    if likely is not None and shapes <= _module_shapes(likely.name):
+        return [likely]
+    fit = [len(shapes & _module_shapes(f.name)) / len(shapes | _module_shapes(f.name))
+           for f in registry.families()]
+    return [f for f, score in zip(registry.families(), fit) if score == max(fit) >= 0.5]
+
+
 def infer_config(checkpoint, filename, overrides=None):
     """Returns (family name, builder kwargs, notes) from the file name and tensor shapes;
     `overrides` (flag values, None = infer) win."""
@@ -141,23 +166,40 @@ def infer_config(checkpoint, filename, overrides=None):
     state = checkpoint.state_dict
     notes = []
     requested = overrides.pop("model", None)
+    base = os.path.basename(filename)
+    # The arch field the original writes (not the file name, which a user may have chosen)
+    # says what the file holds; without one, the key names do.
+    by_arch = _family_from(checkpoint.arch, "") if checkpoint.arch else None
     if requested:
         family = _family(requested)
-        # The arch field the original writes (not the file name, which a user may have
-        # chosen) says what the file holds: another family's tensors would fail name by name.
-        named = _family_from(checkpoint.arch, "") if checkpoint.arch else None
-        if named is not None and named.name != family.name:
+        if by_arch is not None and by_arch.name != family.name:
             raise ConversionError(
-                f"{os.path.basename(filename)} holds a {named.name} model (its arch field: "
-                f"{checkpoint.arch!r}), not --model={requested}; leave --model unset to take "
-                "the file's")
+                f"{base} holds a {by_arch.name} model (its arch field: {checkpoint.arch!r}), "
+                f"not --model={requested}; leave --model unset to take the file's")
+        held = [] if by_arch is not None else _families_by_keys(state, family)
+        if held and family not in held:
+            raise ConversionError(
+                f"{base} holds a {' or '.join(f.name for f in held)} model (its key names), "
+                f"not --model={requested}; leave --model unset to take the file's")
     else:
         family = _family_from(checkpoint.arch, filename)
-        if family is None:
+        held = [] if by_arch is not None else _families_by_keys(state, family)
+        if held and family not in held:
+            if len(held) > 1:
+                raise ConversionError(
+                    f"{base}: its key names are those of a {' or '.join(f.name for f in held)} "
+                    "model; pass --model")
+            notes.append(f"architecture '{held[0].name}' (from its key names"
+                         + (f"; the file name says {family.name})" if family else ")"))
+            family = held[0]
+        elif family is None:
             raise ConversionError(
-                f"Cannot tell the architecture of '{filename}' (arch={checkpoint.arch!r}); "
-                "pass --model.")
-        notes.append(f"architecture '{family.name}' (from the checkpoint's arch field / file name)")
+                f"Cannot tell the architecture: no arch field naming a family "
+                f"(arch={checkpoint.arch!r}), nor a family in the file name or its key names; "
+                "pass --model")
+        else:
+            notes.append(f"architecture '{family.name}' (from the checkpoint's "
+                         f"{'arch field' if by_arch else 'file name'})")
     kwargs = {}
     # Classes: the classifier's output rows.
     head = family.classifier_key

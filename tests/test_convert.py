@@ -233,14 +233,17 @@ def test_unknown_architecture_is_a_conversion_error():
         conv.infer_config(fake, "weights.pth", {"model": "vgg"})
 
 
-def _without_arch(reference_dir, tmp_path, name="mobilenetv2_0.2x", **changes):
+def _without_arch(reference_dir, tmp_path, name="mobilenetv2_0.2x", drop=(), **changes):
     """A copy of a reference checkpoint without the arch field the original writes (a file
-    saved by other code), with `changes` made to its state dict."""
+    saved by other code), with `changes` made to its state dict and the keys `drop` removed
+    (the names without the DataParallel prefix)."""
     torch = pytest.importorskip("torch")
     checkpoint = torch.load(reference_dir / "pytorch_checkpoints" / f"{name}.pth",
                             weights_only=True)
     del checkpoint["arch"]
-    checkpoint["state_dict"].update(changes)
+    state = {k[len("module."):]: v for k, v in checkpoint["state_dict"].items()}
+    state.update({k: torch.as_tensor(v) for k, v in changes.items()})
+    checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in drop}
     path = tmp_path / f"weights_{name.replace('.', '_')}.pth"
     torch.save(checkpoint, path)
     return str(path)
@@ -259,17 +262,51 @@ def test_wrong_model_lists_missing_and_unexpected_keys(reference_dir, tmp_path):
                                                    r"--model=shufflenetv2; leave --model unset"):
         conv.convert_checkpoint(path, overrides={"model": "shufflenetv2", "width_mult": 0.25},
                                 log=lambda m: None)
-    # without it, the tensors decide, key by key; one of another rank is a shape mismatch,
-    # not numpy's "axes don't match array"
+    # without it, the key names say which family it holds, in one line: not a thousand
+    # characters of missing and unexpected keys, nor "No resnet depth has blocks (0, 0, 0, 0)"
     path = _without_arch(reference_dir, tmp_path)
-    with pytest.raises(conv.ConversionError) as err:
-        conv.convert_checkpoint(path, overrides={"model": "shufflenetv2", "width_mult": 0.25},
-                                log=lambda m: None)
-    assert "missing keys" in str(err.value) and "unexpected keys" in str(err.value)
-    with pytest.raises(conv.ConversionError, match="shape mismatches") as err:
+    for model in ("shufflenetv2", "resnet", "mobilenet", "c3d"):
+        with pytest.raises(conv.ConversionError, match=(
+                rf"^weights_mobilenetv2_0_2x.pth holds a mobilenetv2 model \(its key names\), "
+                rf"not --model={model}; leave --model unset to take the file's$")):
+            conv.convert_checkpoint(path, overrides={"model": model}, log=lambda m: None)
+    with pytest.raises(conv.ConversionError, match="holds a squeezenet model .its key names"):
         conv.convert_checkpoint(_without_arch(reference_dir, tmp_path, "squeezenet_1.1"),
                                 overrides={"model": "mobilenetv2"}, log=lambda m: None)
-    assert "axes" not in str(err.value)
+
+
+@pytest.mark.parametrize("name, family", [("mobilenetv2_0.2x", "mobilenetv2"),
+                                          ("shufflenet_0.5x_g3", "shufflenetv1"),
+                                          ("squeezenet_1.1", "squeezenet")])
+def test_a_file_without_an_arch_field_is_read_as_the_family_its_key_names_are(
+        reference_dir, tmp_path, name, family):
+    """A bare state dict named after another family (jester_shufflenetv2_1.0x_...) listed
+    missing and unexpected keys; one named after none could not be converted without
+    --model."""
+    import shutil
+
+    path = _without_arch(reference_dir, tmp_path, name)
+    other = "mobilenet" if family != "mobilenetv2" else "shufflenetv2"
+    renamed = tmp_path / f"jester_{other}_1.0x_RGB_16_best.pth"
+    shutil.copy(path, renamed)
+    said = []
+    _, config, _ = conv.convert_checkpoint(str(renamed), 16, 32, log=said.append)
+    assert config["model"].startswith(family)
+    assert (f"inferred architecture '{family}' (from its key names; the file name says "
+            f"{registry.get_family(other).name})") in said
+    said.clear()
+    shutil.copy(path, tmp_path / "weights.pth")
+    conv.convert_checkpoint(str(tmp_path / "weights.pth"), 16, 32, log=said.append)
+    assert f"inferred architecture '{family}' (from its key names)" in said
+
+
+def test_resnet_and_resnext_key_names_are_alike_and_need_a_name():
+    state = torch_state_dict(k3.create_model("resnet18", input_shape=(16, 32, 32, 3),
+                                             num_classes=5), registry.get_family("resnet"))
+    with pytest.raises(conv.ConversionError, match=r"^weights.pth: its key names are those of a "
+                                                   r"resnet or resnext model; pass --model$"):
+        conv.infer_config(_FakeCheckpoint(state, None), "some/weights.pth")
+    assert conv.infer_config(_FakeCheckpoint(state, None), "resnet_weights.pth")[0] == "resnet"
 
 
 def test_tensors_of_an_unexpected_rank_are_one_line(reference_dir, tmp_path):
@@ -516,16 +553,23 @@ def test_cli_reports_missing_file_and_mismatch(reference_dir, tmp_path, capsys):
     assert status == 2 and "nope.pth" in err and "Traceback" not in err
     # nothing was read: nothing said to be inferred from it before the refusal
     assert "inferred" not in capsys.readouterr().out
-    squeezenet = _without_arch(reference_dir, tmp_path, "squeezenet_1.1")
+    squeezenet = _without_arch(reference_dir, tmp_path, "squeezenet_1.1", **{
+        "features.3.squeeze.weight": np.zeros((1, 1, 1, 1, 1), np.float32)})
     status, err = _invoke_cli(f"--checkpoint={squeezenet}", f"--output={tmp_path / 'x.keras'}",
-                              "--model=mobilenet")
+                              "--frames=16", "--size=32")
     assert status == 2 and f"{squeezenet}: The checkpoint does not fit" in err
 
 
 def test_cli_keeps_the_sections_of_a_mismatch_apart(reference_dir, tmp_path):
-    path = _without_arch(reference_dir, tmp_path)
+    zeros = np.zeros((3, 3), np.float32)
+    # MobileNetV2's keys with 13 extra and 13 missing (blocks 1-13 as another model names
+    # them), the classifier of another width
+    renamed = {f"features.{i}.conv.9.weight": zeros for i in range(1, 14)}
+    path = _without_arch(reference_dir, tmp_path, **renamed, **{
+        "classifier.1.weight": np.zeros((27, 7), np.float32)}, drop=[
+            f"features.{i}.conv.1.running_var" for i in range(1, 14)])
     status, err = _invoke_cli(f"--checkpoint={path}", f"--output={tmp_path / 'x.keras'}",
-                              "--model=shufflenetv2", "--width_mult=0.25")
+                              "--model=mobilenetv2", "--width_mult=0.2")
     assert status == 2 and len(err.splitlines()) == 1, err
     # one line, each section after the one before it, not run into its last key
     assert re.search(r"does not fit model '[^']+': missing keys \(\d+\): [^;]+ more; "
