@@ -411,7 +411,8 @@ def _make_published(spec, cached, checkpoint, log, replace=False):
 
     path = checkpoint or os.path.join(home(), "checkpoints", spec.checkpoint)
     if checkpoint and not os.path.isfile(path):
-        raise FileNotFoundError(f"Preset '{spec.name}': checkpoint={checkpoint}: no such file "
+        what = "a folder, not a file" if os.path.isdir(path) else "no such file"
+        raise FileNotFoundError(f"Preset '{spec.name}': checkpoint={checkpoint}: {what} "
                                 f"(the preset is made from {spec.checkpoint}, from {SOURCE}).")
     if not os.path.isfile(path):
         raise FileNotFoundError(

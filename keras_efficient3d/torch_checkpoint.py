@@ -441,6 +441,16 @@ def _build_allow_list() -> dict[tuple[str, str], Any]:
 _ALLOWED_GLOBALS = _build_allow_list()
 
 
+# Modules whose globals a pickle names to run code (a shell command, Python source, a
+# module import), never to rebuild data: a file that names one is an attack, not a mistake.
+_CODE_MODULES = frozenset({
+    "builtins", "__builtin__", "os", "posix", "nt", "subprocess", "sys", "runpy", "importlib",
+    "code", "codeop", "pty", "shutil", "socket", "ctypes", "marshal", "pickle", "_pickle",
+    "types", "operator", "functools", "webbrowser", "commands", "pdb", "timeit", "platform",
+    "multiprocessing", "asyncio", "io", "_io", "tempfile",
+})
+
+
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickler that resolves globals only through ``_ALLOWED_GLOBALS``."""
 
@@ -454,11 +464,20 @@ class _SafeUnpickler(pickle.Unpickler):
             return _ALLOWED_GLOBALS[(module, name)]
         except (KeyError, TypeError):
             pass
+        if str(module).split(".")[0] in _CODE_MODULES:
+            raise UnsafeCheckpointError(
+                f"refusing to load '{self._source}': it calls {module}.{name}: the file tries "
+                "to run code when loaded; do not trust it (load it with nothing else either: "
+                "a checkpoint holds tensors)")
+        # A class of a torch.save(model) pickle (torch.nn.Conv3d, the original's models.*):
+        # an innocent mistake, and what to save instead.
+        hint = (" Was it saved with torch.save(model) instead of torch.save({'state_dict': "
+                "model.state_dict()})?" if str(module).startswith("torch.") or
+                str(name)[:1].isupper() else "")
         raise UnsafeCheckpointError(
             f"refusing to load '{self._source}': it references {module}.{name}, which could run "
             "code; only tensors and plain containers are allowed (collections.OrderedDict, "
-            "torch storages and torch._utils tensor rebuilders). Was it saved with "
-            "torch.save(model) instead of torch.save({'state_dict': model.state_dict()})?"
+            f"torch storages and torch._utils tensor rebuilders).{hint}"
         )
 
     def persistent_load(self, pid):
@@ -844,6 +863,8 @@ def load_checkpoint(path: str | os.PathLike, *, load_extra_tensors: bool = False
         raise
     except FileNotFoundError as exc:
         raise CheckpointError(f"cannot read checkpoint '{path}': no such file") from exc
+    except IsADirectoryError as exc:  # not "truncated or corrupt"
+        raise CheckpointError(f"cannot read checkpoint '{path}': a folder, not a file") from exc
     except (
         pickle.UnpicklingError,
         EOFError,

@@ -481,6 +481,14 @@ def test_a_file_name_whose_width_the_tensors_contradict_is_refused_naming_both(
                              log=lambda _: None)
 
 
+def test_a_published_presets_checkpoint_that_is_a_folder_is_said_to_be_one(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("KERAS_EFFICIENT3D_HOME", str(tmp_path / "home"))
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"checkpoint=.*adir: a folder, not a file \("):
+        k3.presets.from_preset("mobilenetv2_0.2x_jester", checkpoint=str(tmp_path / "adir"))
+
+
 def test_a_jester_preset_made_with_the_csvs_class_order_gets_the_originals(
         reference_dir, tmp_path, monkeypatch):
     """Presets made before the fix recorded jester-v1-labels.csv's order; the cached preset's

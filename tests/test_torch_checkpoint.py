@@ -359,7 +359,7 @@ def test_malicious_legacy_checkpoint_is_refused_and_runs_nothing(tmp_path):
     obj = {"epoch": 1, "arch": payload, "state_dict": ordered([("w", tensor(weights, 0, (2,), (1,)))])}
     path = tmp_path / "evil_legacy.pth"
     write_legacy(path, obj, [weights])
-    with pytest.raises(UnsafeCheckpointError, match=r"evil_legacy\.pth.*(posix|os|nt)\.system.*could run code"):
+    with pytest.raises(UnsafeCheckpointError, match=r"evil_legacy\.pth.*(posix|os|nt)\.system.*tries to run code"):
         load_checkpoint(path)
     assert not marker.exists()
 
@@ -421,6 +421,29 @@ def test_whole_model_pickle_is_refused(tmp_path):
     write_zip(path, obj, [weights])
     with pytest.raises(UnsafeCheckpointError, match="torch.nn.modules.conv.Conv3d"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("module, name, attack", [
+    ("builtins", "exec", True), ("posix", "system", True), ("builtins", "eval", True),
+    ("subprocess", "Popen", True), ("os", "system", True), ("__builtin__", "getattr", True),
+    ("importlib", "import_module", True),
+    ("torch.nn.modules.conv", "Conv3d", False), ("models.mobilenetv2", "MobileNetV2", False),
+])
+def test_a_pickle_that_runs_code_is_called_an_attack_not_a_whole_model_save(tmp_path, module,
+                                                                            name, attack):
+    """The refusal of exec/system/eval suggested an innocent cause (torch.save(model)), which
+    fits the classes of a whole-model save only."""
+    weights = Storage("FloatStorage", np.ones(2, dtype=np.float32), "0")
+    obj = {"state_dict": ordered([("w", tensor(weights, 0, (2,), (1,)))]),
+           "model": Call(Global(module, name))}
+    path = tmp_path / "file.pth"
+    write_zip(path, obj, [weights])
+    with pytest.raises(UnsafeCheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert f"{module}.{name}" in message
+    assert ("tries to run code when loaded; do not trust it" in message) == attack
+    assert ("torch.save(model)" in message) != attack
 
 
 def test_unsafe_error_is_a_checkpoint_error_and_value_error():
@@ -491,6 +514,10 @@ def test_not_a_checkpoint(tmp_path):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "missing.pth")
+    # not "the file is truncated or corrupt (IsADirectoryError ...)"
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(CheckpointError, match=r"'.*adir': a folder, not a file$"):
+        load_checkpoint(tmp_path / "adir")
 
 
 def test_no_state_dict(tmp_path):
