@@ -32,6 +32,15 @@ class ConversionError(ValueError):
     """The checkpoint does not fit the requested model."""
 
 
+class LabelCountError(ConversionError):
+    """Class names given for another number of classes than the checkpoint's."""
+
+    def __init__(self, given, classes, checkpoint_path):
+        super().__init__(f"{given} labels for the {classes} classes of "
+                         f"{os.path.basename(checkpoint_path)}")
+        self.given, self.classes = given, classes
+
+
 def torch_paths(model, family):
     """Keras layer name -> PyTorch module path, for every layer of `model` with weights;
     `family` is a family name or the original's --model name ('mobilenet')."""
@@ -405,8 +414,7 @@ def build_converted(checkpoint_path, frames=16, size=112, preprocessing=False,
     model, config, checkpoint = convert_checkpoint(checkpoint_path, frames, size, overrides, log,
                                                    expected)
     if labels is not None and len(labels) != config.get("num_classes", len(labels)):
-        raise ConversionError(f"{len(labels)} labels for the {config['num_classes']} classes "
-                              f"of {os.path.basename(checkpoint_path)}")
+        raise LabelCountError(len(labels), config["num_classes"], checkpoint_path)
     # said once the file has read as a checkpoint, not before a refusal
     dataset, source, warning = infer_dataset(checkpoint_path, config.get("num_classes"))
     if warning:
@@ -452,6 +460,10 @@ def convert(checkpoint_path, output_path, frames=16, size=112, preprocessing=Fal
     model, metadata = build_converted(checkpoint_path, frames, size, preprocessing,
                                       normalization, labels, overrides, log, expected)
     save_model(model, output_path, metadata)
+    if metadata.labels is None:  # predict would show "class 18"
+        log(f"note: {os.path.basename(checkpoint_path)} records no class names: --labels=FILE "
+            f"gives them (one a line, in the order of its {metadata.model.get('num_classes')} "
+            "outputs)")
     config = dict(metadata.model)
     log(f"wrote {output_path} ({registry.configuration_name(config.pop('model'), **config)}, "
         f"{model.count_params():,} parameters)")
@@ -502,6 +514,9 @@ def main(argv, flag_values=flags.FLAGS):
     try:
         convert(f.checkpoint, f.output, f.frames, f.size, f.with_preprocessing,
                 f.normalization, labels, overrides)
+    except LabelCountError as err:  # in the flag's terms, the file named once
+        raise cli.UsageError(f"--labels={f.labels}: {err.given} names for the {err.classes} "
+                             f"classes of {os.path.basename(f.checkpoint)}") from None
     except ConversionError as err:
         # "does not fit" and the other findings name the file they are about
         name = os.path.basename(f.checkpoint)

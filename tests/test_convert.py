@@ -332,11 +332,28 @@ def test_cli_names_a_labels_file_it_cannot_use_and_an_output_it_cannot_write(ref
     three.write_text("a\nb\nc\n")
     status, err = _invoke_cli(f"--checkpoint={path}", f"--output={tmp_path / 'x.keras'}",
                               f"--labels={three}", "--frames=8", "--size=32")
-    assert status == 2 and "3 labels for the 27 classes of mobilenetv2_0.2x.pth" in err
+    # the flag named, the checkpoint once (not "x.pth: 3 labels for the 27 classes of x.pth")
+    assert status == 2 and err.strip().endswith(
+        f"error: --labels={three}: 3 names for the 27 classes of mobilenetv2_0.2x.pth"), err
     (tmp_path / "afile").write_text("x")
     status, err = _invoke_cli(f"--checkpoint={path}", f"--output={tmp_path / 'afile' / 'x.keras'}")
     assert status == 2 and f"{tmp_path / 'afile'} is a file, not a folder" in err, err
     assert not (tmp_path / "x.keras").exists()
+
+
+def test_a_checkpoint_without_class_names_is_converted_with_a_note_saying_how_to_give_them(
+        reference_dir, tmp_path):
+    """predict shows "class 18" for a Kinetics model, which records no names: said once."""
+    said = []
+    kinetics = _with_classes(reference_dir, tmp_path / "kinetics_mobilenetv2_0.2x.pth", 600)
+    conv.convert(kinetics, str(tmp_path / "k.keras"), 8, 32, log=said.append)
+    assert ("note: kinetics_mobilenetv2_0.2x.pth records no class names: --labels=FILE gives "
+            "them (one a line, in the order of its 600 outputs)") in said
+    said.clear()
+    jester = tmp_path / "jester_mobilenetv2_0.2x.pth"
+    jester.write_bytes((reference_dir / "pytorch_checkpoints" / "mobilenetv2_0.2x.pth").read_bytes())
+    conv.convert(str(jester), str(tmp_path / "j.keras"), 8, 32, log=said.append)
+    assert not [line for line in said if "class names:" in line]
 
 
 def test_cli_converts_with_preprocessing_and_metadata(reference_dir, tmp_path):
