@@ -61,6 +61,12 @@ def define_flags(flag_values=flags.FLAGS):
                          "frames and normalises them itself, as its sidecar records (its "
                          "int8 input is frames - 128; predict and the runtime's runner feed it "
                          "the frames).", **fv)
+    flags.DEFINE_integer("qat_epochs", 0, "int8 by quantization-aware training instead of "
+                         "post-training quantization: the model with fake-quant ops, calibrated on "
+                         "--data_root's training clips, fine-tuned for N epochs there (Adam, rate "
+                         "1e-4), the epoch of best validation accuracy kept (0: the calibrated "
+                         "model, before the first). The data's classes are matched to the model's "
+                         "by name.", lower_bound=0, **fv)
     flags.DEFINE_integer("pack_channels", None, "Start the graph time-packed where the stem is "
                          "at most this many channels wide; 0: never (default: by precision "
                          "and this CPU: int8 64 with AMX, else 16; float 8).", lower_bound=0, **fv)
@@ -81,6 +87,14 @@ def define_flags(flag_values=flags.FLAGS):
         ["precision", "int8_io", "frames_input"],
         lambda v: not v["frames_input"] or (v["precision"] == "int8" and not v["int8_io"]),
         message="--frames_input goes with --precision=int8 (and a float output: no --int8_io)", **fv)
+    flags.register_multi_flags_validator(
+        ["precision", "qat_epochs"], lambda v: not v["qat_epochs"] or v["precision"] == "int8",
+        message="--qat_epochs needs --precision=int8", **fv)
+    flags.register_multi_flags_validator(
+        ["qat_epochs", "frames_input", "pack_channels"],
+        lambda v: not v["qat_epochs"] or not (v["frames_input"] or v["pack_channels"] is not None),
+        message="--qat_epochs makes a file of normalised clips in its own graph: --frames_input "
+                "and --pack_channels are for post-training quantization", **fv)
 
 
 def _tflite_output(value):
@@ -115,7 +129,8 @@ def _refuse_overrides(metadata, source, normalization, downsample):
 
 def export(model_name, weights, num_classes, frames, size, precision, output, data_root=None,
            num_calibration=64, int8_io=False, pack_channels=None, normalization=None,
-           downsample=None, model_file=None, verify=True, frames_input=False):
+           downsample=None, model_file=None, verify=True, frames_input=False, qat_epochs=0,
+           log=None):
     """Builds `model_name` (or loads `model_file`), optionally calibrates on the training
     pipeline (clips normalised and sampled as the model was trained: what the ``.keras``
     file records, else `normalization` and `downsample`; a value that differs from the
@@ -124,7 +139,11 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
     (`pack_channels`: `DeploymentGraph`'s, None its default). Returns a dict: path, bytes,
     max_rel_error (None when not verified), sidecar, and for a verified int8 file
     top1_agreement and clips. ``frames_input`` (int8): the file takes uint8 frames and
-    applies the calibration clips' normalisation itself (`tflite.convert`'s ``frames``)."""
+    applies the calibration clips' normalisation itself (`tflite.convert`'s ``frames``).
+    ``qat_epochs`` (int8): quantization-aware training on `data_root` instead of
+    post-training quantization (`_quantization_aware`); the report's ``qat`` says which
+    epoch was kept; `log` prints its lines."""
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if precision == "int8" and data_root is None:
         raise ValueError("`precision='int8'` needs `data_root` (calibration clips). "
                          f"Received: data_root={data_root}")
@@ -178,10 +197,15 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
                              "itself (its metadata says preprocessing_included)")
         frames = metadata.normalization
         metadata = artifacts.frames_metadata(metadata, frames)
-    graph = DeploymentGraph(model, pack_channels=pack_channels)
+    qat = None
     with tflite.naming_the_data(data_root):
-        blob = tflite.convert(graph, precision, representative_data=data,
-                              num_calibration=num_calibration, int8_io=int8_io, frames=frames)
+        if qat_epochs:
+            blob, qat = _quantization_aware(model, metadata, data_root, common, data,
+                                            num_calibration, qat_epochs, int8_io, log)
+        else:
+            graph = DeploymentGraph(model, pack_channels=pack_channels)
+            blob = tflite.convert(graph, precision, representative_data=data,
+                                  num_calibration=num_calibration, int8_io=int8_io, frames=frames)
         error = tflite.verify_tflite(blob, model, precision) if verify else None
         agreement = None if validation is None else dict(
             tflite.int8_agreement(blob, model, validation, frames=frames),
@@ -189,7 +213,65 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
     artifacts.atomic_write(output, blob)
     return {"path": output, "bytes": len(blob), "max_rel_error": error,
             "sidecar": artifacts.write_sidecar(output, tflite.sidecar_metadata(blob, metadata)),
-            **(agreement or {})}
+            **(agreement or {}), **({"qat": qat} if qat else {})}
+
+
+def _in_the_models_classes(records, classes, labels, outputs, where, log):
+    """`records` (of `classes`, a split's) with labels that index the model's outputs: by
+    the model's class names (`labels`) where it records them; the data's order otherwise,
+    for as many classes as outputs. Raises ValueError for classes the model has not."""
+    import dataclasses
+
+    from keras_efficient3d.label_sets import class_key
+
+    if labels:
+        index = {class_key(name): i for i, name in enumerate(labels)}
+        unknown = [name for name in classes if class_key(name) not in index]
+        if unknown:
+            raise ValueError(f"--qat_epochs: {where}'s class {unknown[0]!r} is none of the "
+                             f"{len(labels)} classes the model records (QAT trains its own "
+                             "classes): --data_root of the data it was trained on")
+        order = [index[class_key(name)] for name in classes]
+    else:
+        if len(classes) != outputs:
+            raise ValueError(f"--qat_epochs: the model records no class names and has {outputs} "
+                             f"outputs, {where} {len(classes)} classes")
+        log(f"note: the model records no class names: {where}'s classes are taken as its "
+            "outputs, in their order")
+        order = list(range(len(classes)))
+    return [dataclasses.replace(r, label=order[r.label]) for r in records if r.label >= 0]
+
+
+def _quantization_aware(model, metadata, data_root, common, calibration, num_calibration,
+                        epochs, int8_io, log):
+    """(TFLite bytes, what was kept): `model` with fake-quant ops, calibrated on
+    `calibration`, fine-tuned on `data_root`'s training split for `epochs`, the epoch of
+    best validation accuracy kept (`quantize.fine_tune_qat`), converted to int8."""
+    from keras_efficient3d import data as kdata
+    from keras_efficient3d.deploy import quantize
+
+    outputs = int(model.output_shape[-1])
+    records, classes = kdata.index_dataset(data_root, "train")
+    train = _in_the_models_classes(records, classes, metadata.labels, outputs, data_root, log)
+    try:
+        records, classes = kdata.index_dataset(data_root, "validation")
+    except kdata.DataError:
+        records = []
+    if records:
+        val = _in_the_models_classes(records, classes, metadata.labels, outputs, data_root,
+                                     lambda line: None)
+    else:
+        log(f"note: {data_root} has no validation split: the epoch kept is the one of best "
+            "accuracy on its training clips")
+        val = train
+    train_ds = kdata.make_dataset(train, "train", **common)
+    val_ds = kdata.make_dataset(val, "val", **common)
+    qat = quantize.quantize_model(model, calibration, num_calibration=num_calibration)
+    kept, accuracies = quantize.fine_tune_qat(qat, train_ds, val_ds, epochs)
+    log(f"QAT: kept epoch {kept} of {epochs}; validation accuracy by epoch (0: calibrated, "
+        "before the first): " + ", ".join(f"{100 * a:.2f}%" for a in accuracies))
+    return quantize.convert_qat(qat, int8_io=int8_io), {
+        "epochs": epochs, "kept_epoch": kept, "validation_accuracy_by_epoch": accuracies}
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -211,7 +293,7 @@ def main(argv, flag_values=flags.FLAGS):
         report = export(f.model, f.weights, f.num_classes, f.frames, f.size, f.precision,
                         output, f.data_root, f.num_calibration, f.int8_io, f.pack_channels,
                         f.normalization, f.downsample, model_file=f.model_file,
-                        verify=f.verify, frames_input=f.frames_input)
+                        verify=f.verify, frames_input=f.frames_input, qat_epochs=f.qat_epochs)
     except AssertionError as err:  # the file converts, but differs from the Keras model
         raise SystemExit(f"{os.path.basename(__file__)}: verification failed: "
                          f"{cli.error_line(err)}") from None

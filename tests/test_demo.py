@@ -10,6 +10,7 @@ import pytest
 from helpers import export_tflite, tiny_model
 from keras_efficient3d.artifacts import read_metadata, save_model
 from keras_efficient3d.demo import demo_config, pipeline
+from keras_efficient3d.deploy import quantize
 from keras_efficient3d.runtime import load_runner
 
 
@@ -136,7 +137,7 @@ def test_qat_keeps_the_epoch_of_best_validation_accuracy_its_start_included():
         model.set_weights([w + number for w in start])  # what an epoch of training changes
         keep.on_epoch_end(number - 1, {"val_accuracy": accuracy})
 
-    keep = pipeline._KeepBest(0.9)  # the calibrated model's accuracy, before any epoch
+    keep = quantize._KeepBest(0.9)  # the calibrated model's accuracy, before any epoch
     keep.set_model(model)
     epoch(keep, 1, 0.8)
     epoch(keep, 2, 0.85)
@@ -146,7 +147,7 @@ def test_qat_keeps_the_epoch_of_best_validation_accuracy_its_start_included():
     # a tie keeps the later, more trained, epoch; a better one after it is kept over it
     for accuracies, kept in (((0.9, 0.8), 1), ((0.9, 0.95), 2)):
         model.set_weights(start)
-        keep = pipeline._KeepBest(0.9)
+        keep = quantize._KeepBest(0.9)
         keep.set_model(model)
         for number, accuracy in enumerate(accuracies, 1):
             epoch(keep, number, accuracy)

@@ -20,7 +20,6 @@ from keras_efficient3d.artifacts import (
     write_sidecar,
 )
 from keras_efficient3d.deploy import quantize, tflite
-from keras_efficient3d.models._base import build_for_fit
 from keras_efficient3d.runtime import TFLiteRunner, time_interleaved
 
 BASENAME = "synthetic_gestures"
@@ -35,48 +34,6 @@ def model_metadata(config, classes, extra=None):
 def _score(predict_fn, records, classes, config):
     return evaluation.evaluate(predict_fn, records, classes, config.frames, config.size,
                                config.downsample, config.normalization, batch_size=8)
-
-
-class _KeepBest(keras.callbacks.Callback):
-    """Keeps the weights (fake-quant ranges included) of the epoch with the best validation
-    accuracy, as training keeps best.keras, the QAT model's before its first epoch
-    included; restores them at the end."""
-
-    def __init__(self, accuracy):
-        super().__init__()
-        self.best, self.epoch, self.weights = accuracy, 0, None
-        self.accuracies = [accuracy]  # before the first epoch, then after each
-
-    def set_model(self, model):
-        super().set_model(model)
-        if self.weights is None:
-            self.weights = model.get_weights()
-
-    def on_epoch_end(self, epoch, logs=None):
-        accuracy = (logs or {}).get("val_accuracy", -1.0)
-        self.accuracies.append(accuracy)
-        if accuracy >= self.best:  # a tie keeps the later, more trained, epoch
-            self.best, self.epoch, self.weights = accuracy, epoch + 1, self.model.get_weights()
-
-    def on_train_end(self, logs=None):
-        self.model.set_weights(self.weights)
-
-
-def fine_tune_qat(qat, train_ds, val_ds, epochs, learning_rate=1e-4):
-    """Quantization-aware fine-tuning of `qat` (`quantize.quantize_model`'s) for `epochs`,
-    keeping the epoch of best validation accuracy (0: the calibrated model as it came);
-    returns that epoch and the validation accuracies (before the first epoch, then after
-    each). A QAT run's data order alone cost 2 of the 160 validation videos
-    in some demo runs, whose PTQ, the calibrated model untrained, lost none."""
-    qat.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"])
-    build_for_fit(qat, train_ds)
-    with trainer.quiet_end_of_data():
-        keep = _KeepBest(qat.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
-        qat.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=2, shuffle=False,
-                callbacks=[keep])  # the pipeline shuffles itself
-    return keep.epoch, keep.accuracies
 
 
 def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, threads=2,
@@ -117,7 +74,7 @@ def deploy_demo(model, config, val_records, classes, output_dir, qat_epochs=2, t
                                       num_calibration=64), "post-training quantization")
     if qat_epochs:
         qat = quantize.quantize_model(model, train_ds, num_calibration=64)
-        kept, accuracies = fine_tune_qat(qat, train_ds, val_ds, qat_epochs)
+        kept, accuracies = quantize.fine_tune_qat(qat, train_ds, val_ds, qat_epochs)
         log(f"  QAT: kept epoch {kept} of {qat_epochs}; validation accuracy by epoch (0: "
             f"calibrated, before the first): "
             + ", ".join(f"{100 * a:.2f}%" for a in accuracies))

@@ -278,3 +278,48 @@ def convert_qat(qat_model, batch=1, int8_io=False):
     fn = graph.as_function(batch=batch, hooks=hooks, int8=True).get_concrete_function()
     return convert_function(fn, "int8", int8_io=int8_io, input_shape=graph.input_shape,
                             quantized_graph=True)
+
+
+class _KeepBest(keras.callbacks.Callback):
+    """Keeps the weights (fake-quant ranges included) of the epoch with the best validation
+    accuracy, as training keeps best.keras, the QAT model's before its first epoch
+    included; restores them at the end."""
+
+    def __init__(self, accuracy):
+        super().__init__()
+        self.best, self.epoch, self.weights = accuracy, 0, None
+        self.accuracies = [accuracy]  # before the first epoch, then after each
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self.weights is None:
+            self.weights = model.get_weights()
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy = (logs or {}).get("val_accuracy", -1.0)
+        self.accuracies.append(accuracy)
+        if accuracy >= self.best:  # a tie keeps the later, more trained, epoch
+            self.best, self.epoch, self.weights = accuracy, epoch + 1, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        self.model.set_weights(self.weights)
+
+
+def fine_tune_qat(qat, train_ds, val_ds, epochs, learning_rate=1e-4):
+    """Quantization-aware fine-tuning of `qat` (`quantize.quantize_model`'s) for `epochs`,
+    keeping the epoch of best validation accuracy (0: the calibrated model as it came);
+    returns that epoch and the validation accuracies (before the first epoch, then after
+    each). A QAT run's data order alone cost 2 of the 160 validation videos
+    in some demo runs, whose PTQ, the calibrated model untrained, lost none."""
+    from keras_efficient3d import trainer
+    from keras_efficient3d.models._base import build_for_fit
+
+    qat.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+    build_for_fit(qat, train_ds)
+    with trainer.quiet_end_of_data():
+        keep = _KeepBest(qat.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
+        qat.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=2, shuffle=False,
+                callbacks=[keep])  # the pipeline shuffles itself
+    return keep.epoch, keep.accuracies

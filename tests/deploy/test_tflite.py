@@ -500,6 +500,24 @@ def test_export_script_refuses_frames_input_but_for_int8_with_a_float_output(tmp
     assert "--frames_input goes with --precision=int8 (and a float output: no --int8_io)" in err[0]
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--precision=fp32"], "--qat_epochs needs --precision=int8"),
+    (["--precision=int8", "--frames_input"], "--frames_input and --pack_channels are for "
+                                             "post-training quantization"),
+    (["--precision=int8", "--pack_channels=8"], "--frames_input and --pack_channels are for "
+                                                "post-training quantization")])
+def test_export_script_refuses_what_qat_does_not_make(tmp_path, capsys, args, message):
+    from keras_efficient3d import cli
+
+    script = load_script("export_tflite")
+    code = cli.invoke(script.main, script.define_flags,
+                      ["export_tflite.py", "--model=mobilenetv2_0.2x", "--qat_epochs=2",
+                       *([f"--data_root={tmp_path}"] if "--precision=int8" in args else []),
+                       f"--output={tmp_path}/m.tflite", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+
+
 def test_benchmark_times_int8_of_frames():
     from keras_efficient3d.deploy.benchmark import benchmark_models
 
@@ -590,3 +608,52 @@ def test_an_int8_calibration_whose_videos_all_fail_names_them_and_the_data_root(
     skipped = [line for line in lines if "skipping" in line and "cannot" in line]
     assert len(skipped) == 8, proc.stderr  # the train split's eight videos, each named
     assert not os.path.exists(tmp_path / "m.tflite")
+
+
+def test_export_script_makes_an_int8_file_by_quantization_aware_training(tmp_path):
+    """export_tflite.py --qat_epochs: the command line's QAT (the Python API's and the
+    demo's alone before), on the data's training split, whose classes are matched to the
+    model's by name (the model records them in another order here)."""
+    from keras_efficient3d import create_model
+    from keras_efficient3d.artifacts import ModelMetadata, save_model
+    from keras_efficient3d.data import synthetic
+
+    root = synthetic.generate(str(tmp_path / "gestures"), layout="jester", videos_per_class=3,
+                              seed=1, frames=12, size=40)
+    names = list(reversed(synthetic.CLASSES))
+    model = create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3), num_classes=len(names))
+    path = save_model(model, str(tmp_path / "m.keras"),
+                      ModelMetadata(frames=8, size=32, normalization="unit", labels=names))
+    lines, out = [], str(tmp_path / "qat.tflite")
+    report = load_script("export_tflite").export(
+        None, None, None, None, None, "int8", out, data_root=root, num_calibration=8,
+        model_file=path, qat_epochs=1, log=lines.append)
+    qat = report["qat"]
+    assert qat["epochs"] == 1 and qat["kept_epoch"] in (0, 1)
+    assert len(qat["validation_accuracy_by_epoch"]) == 2
+    assert [line for line in lines if line.startswith("QAT:")] == [
+        f"QAT: kept epoch {qat['kept_epoch']} of 1; validation accuracy by epoch (0: calibrated, "
+        "before the first): " + ", ".join(f"{100 * a:.2f}%" for a in qat["validation_accuracy_by_epoch"])]
+    assert tflite.file_precision(out) == "int8"
+    assert read_metadata(out).labels == names and 0 <= report["top1_agreement"] <= 1
+
+
+def test_qat_trains_the_models_classes_by_name(tmp_path):
+    """The data's labels index its own class list; QAT trains the model's outputs: each
+    record's label is moved to the model's output of its class name, and a class the model
+    has not is refused."""
+    import dataclasses
+
+    from keras_efficient3d.data.records import VideoRecord
+
+    script = load_script("export_tflite")
+    records = [VideoRecord(f"v{i}", i % 3, f"v{i}", "frames", 16) for i in range(6)]
+    moved = script._in_the_models_classes(records, ["a", "b", "c"], ["c", "a", "b"], 3, "d",
+                                          print)
+    assert [r.label for r in moved] == [1, 2, 0, 1, 2, 0]
+    assert [dataclasses.replace(r, label=0) for r in moved][0].path == "v0"
+    with pytest.raises(ValueError, match=r"^--qat_epochs: d's class 'c' is none of the 2 classes"):
+        script._in_the_models_classes(records, ["a", "b", "c"], ["a", "b"], 2, "d", print)
+    notes = []
+    same = script._in_the_models_classes(records, ["a", "b", "c"], None, 3, "d", notes.append)
+    assert [r.label for r in same] == [0, 1, 2, 0, 1, 2] and "records no class names" in notes[0]
