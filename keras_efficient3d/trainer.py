@@ -1288,7 +1288,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 
 
 def plot_curves(log_csv, path):
-    """Loss and accuracy per epoch from the CSV log, as a PNG."""
+    """Loss, accuracy (top-5 too, where logged) and the learning rate per epoch from the CSV
+    log, as a PNG; the epoch of best validation accuracy (best.keras') is marked."""
     from keras_efficient3d.artifacts import figure, write_png
 
     with open(log_csv, newline="") as handle:
@@ -1297,27 +1298,59 @@ def plot_curves(log_csv, path):
         return None
     first = int(_counts_from_zero(r.get("epoch") for r in rows))
     epochs = [int(r["epoch"]) + first for r in rows]
-    fig = figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2)
+
     def number(text):
         try:
-            return float(text)
+            value = float(text)
         except (TypeError, ValueError):  # Keras' CSVLogger writes NA for a missing value
             return None
+        return value if math.isfinite(value) else None  # a diverged epoch's NaN
 
-    for ax, key in zip(axes, ("loss", "accuracy")):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            points = [(epoch, number(r.get(prefix + key))) for epoch, r in zip(epochs, rows)]
-            points = [(epoch, value) for epoch, value in points if value is not None]
-            if points:
-                ax.plot(*zip(*points), style,
-                        label=("validation " if prefix else "training ") + key)
+    def points(key):
+        found = [(epoch, number(r.get(key))) for epoch, r in zip(epochs, rows)]
+        return [(epoch, value) for epoch, value in found if value is not None]
+
+    rate = points("learning_rate")
+    fig = figure(figsize=(15 if rate else 10, 4))
+    axes = fig.subplots(1, 3 if rate else 2)
+    for ax, keys in zip(axes, (("loss",), ("accuracy", "top5"))):
+        for key in keys:
+            styles = ("-", "--") if key != "top5" else (":", "-.")
+            for prefix, style in zip(("", "val_"), styles):
+                found = points(prefix + key)
+                if found:
+                    ax.plot(*zip(*found), style,
+                            label=("validation " if prefix else "training ") + key)
+        ax.set_title(keys[0])
+    best = points("val_accuracy")
+    if best:
+        epoch, value = max(best, key=lambda point: point[1])  # the first of a tie, as best.keras
+        axes[1].axvline(epoch, color="gray", linewidth=0.8, linestyle=":")
+        axes[1].plot([epoch], [value], "o", color="gray",
+                     label=f"best validation accuracy (epoch {epoch})")
+    if rate:
+        axes[2].plot(*zip(*rate), "-")
+        axes[2].set_yscale("log")
+        axes[2].set_title("learning rate")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
         ax.set_xlabel("epoch")
-        ax.set_title(key)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     return write_png(fig, path, dpi=100)
+
+
+def _plot_run(config, chief):
+    """curves.png of the run so far (the chief's log), also for a run that diverged or was
+    stopped: its epochs until then are what the user looks at next."""
+    if not chief:
+        return None
+    log = os.path.join(config.output_dir, "log.csv")
+    return plot_curves(log, os.path.join(config.output_dir, "curves.png")) if os.path.exists(log) else None
 
 
 # What a resumed run must share with the run it continues (its config.json): the model,
@@ -1749,12 +1782,16 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     callbacks.insert(0, schedule)  # first: the checkpoint of an epoch has its rate
     start = time.time()
     # The pipeline shuffles; Keras' own `shuffle` does nothing for a dataset but warn.
-    with quiet_end_of_data(), fit_scope, progress_line_ended_on_error(config.verbose), \
-            _lost_worker_said(backup):
-        history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                            initial_epoch=initial_epoch, steps_per_epoch=steps,
-                            validation_steps=val_steps, callbacks=callbacks,
-                            verbose=config.verbose, shuffle=False)
+    try:
+        with quiet_end_of_data(), fit_scope, progress_line_ended_on_error(config.verbose), \
+                _lost_worker_said(backup):
+            history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                                initial_epoch=initial_epoch, steps_per_epoch=steps,
+                                validation_steps=val_steps, callbacks=callbacks,
+                                verbose=config.verbose, shuffle=False)
+    except KeyboardInterrupt:
+        _plot_run(config, chief)
+        raise
     elapsed = time.time() - start
     if backup is not None:
         # Keras removed this task's backup at the end of training; the last task to end
@@ -1764,14 +1801,14 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
     if not chief:
         shutil.rmtree(save_dir, ignore_errors=True)
     if checkpointer.diverged:
+        _plot_run(config, chief)
         epoch, reason = checkpointer.diverged
         kept = (f"the checkpoints of epoch {checkpointer.saved_epoch} are kept"
                 if checkpointer.saved_epoch else "no checkpoint was written")
         raise ValueError(f"training diverged at epoch {epoch} ({reason}); {kept}; "
                          "lower --learning_rate")
     # Only the chief writes the run's log: another worker has no curves to plot.
-    curves = plot_curves(os.path.join(config.output_dir, "log.csv"),
-                         os.path.join(config.output_dir, "curves.png")) if chief else None
+    curves = _plot_run(config, chief)
     if config.distribution == "multiworker":
         # every worker ends together: a worker that left while the chief still wrote its
         # checkpoints and plot ended the chief's log in TensorFlow's "StartAbort UNAVAILABLE"

@@ -1657,6 +1657,24 @@ def test_curves_skip_the_values_the_csv_logger_writes_as_na(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
+def test_curves_show_the_learning_rate_where_it_is_logged(tmp_path):
+    """A third panel, the rate (a step of --lr_steps shows there); a diverged epoch's NaN is
+    left out, not drawn."""
+    import struct
+
+    def width(png):
+        return struct.unpack(">I", png.read_bytes()[16:20])[0]
+
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,accuracy,learning_rate,loss,top5,val_accuracy,val_loss,val_top5\n"
+                   "1,0.5,0.1,1.2,0.9,0.4,1.3,0.8\n2,0.6,0.01,1.0,0.95,0.5,1.1,0.9\n"
+                   "3,nan,0.01,nan,nan,nan,nan,nan\n")
+    assert trainer.plot_curves(log, tmp_path / "rate.png") == tmp_path / "rate.png"
+    log.write_text("epoch,accuracy,loss\n1,0.5,1.2\n2,0.6,1.0\n")
+    trainer.plot_curves(log, tmp_path / "plain.png")
+    assert width(tmp_path / "rate.png") == 1500 and width(tmp_path / "plain.png") == 1000
+
+
 def test_a_diverged_epoch_writes_no_checkpoint(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="sgd", loss="mse")
@@ -1683,10 +1701,12 @@ def test_training_that_diverges_keeps_the_last_good_checkpoints(tiny_gestures, o
                                                            "train_state.json")}
     config = _tiny_config(tiny_gestures, out, epochs=2, resume=True, learning_rate=1e30,
                           lr_schedule="constant")
+    (out / "curves.png").unlink()
     with pytest.raises(ValueError, match=r"^training diverged at epoch 2 \(loss nan\); the "
                                          r"checkpoints of epoch 1 are kept; lower --learning_rate"):
         trainer.train(config)
     assert {name: (out / name).read_bytes() for name in before} == before
+    assert (out / "curves.png").stat().st_size > 0  # the epochs until then, to look at
     # that one line alone: not Keras' "Batch 2: Invalid loss, terminating training" before it
     assert "Invalid loss" not in "".join(capfd.readouterr())
 
