@@ -26,6 +26,7 @@ import dataclasses
 import difflib
 import json
 import os
+import warnings
 import zipfile
 
 # Re-exported: every writer of the package takes them from here; atomic.py holds them so that
@@ -422,7 +423,13 @@ def load_model(path, compile=True):
 
     check_keras_archive(path)
     try:
-        model = keras.saving.load_model(path, compile=compile)
+        with warnings.catch_warnings():
+            # a --ft_portion=last_layer run's optimizer holds the head's variables alone,
+            # and Keras builds one for every weight the loaded model trains: its warning
+            # ("Skipping variable loading for optimizer 'torch_sgd'...") tells a user who
+            # runs the model nothing (a resume rebuilds the optimizer as the run had it)
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model = keras.saving.load_model(path, compile=compile)
     except (ValueError, TypeError, KeyError, OSError) as err:
         raise ModelFileError(f"{os.fspath(path)}: cannot load the Keras model "
                              f"({_one_line(err)[:300]})") from None

@@ -411,3 +411,26 @@ def test_saving_on_another_backend_imports_tensorflow_quietly_first(tmp_path, mo
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     save_model(model, tmp_path / "m.keras")
     assert calls == [1] and (tmp_path / "m.keras").exists()
+
+
+def test_a_model_whose_optimizer_trained_fewer_weights_loads_without_keras_warning(tmp_path):
+    """A --ft_portion=last_layer run's best.keras: its optimizer holds the head's variables,
+    the loaded model trains every weight; Keras' "Skipping variable loading for optimizer"
+    warning told a user who ran the model nothing."""
+    import warnings
+
+    import keras
+
+    from keras_efficient3d.artifacts import load_model
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(2)])
+    model.layers[0].trainable = False
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.zeros((4, 3)), np.zeros((4, 2)), verbose=0)
+    model.layers[0].trainable = True
+    model.save(tmp_path / "head_only.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_model(tmp_path / "head_only.keras")
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    assert loaded.layers[0].trainable and loaded.output_shape == (None, 2)
