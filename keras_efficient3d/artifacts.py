@@ -459,8 +459,15 @@ FRAMES_DTYPE = "uint8 0-255, RGB"
 def frames_metadata(metadata, normalization) -> ModelMetadata:
     """The metadata of a model file of frames (an OpenVINO IR of ``frames_input``, a TFLite
     int8 file of frames): the normalisation it applies, applied by itself."""
+    from keras_efficient3d.data.normalization import Normalization
+
+    dtype = FRAMES_DTYPE
+    if normalization is not None and Normalization.coerce(normalization).channel_order == "BGR":
+        # the normalisation recorded beside it says BGR: of what the model does, not of what
+        # it is fed
+        dtype += "; the model puts them in BGR order itself"
     return dataclasses.replace(ModelMetadata.from_dict(metadata), normalization=normalization,
-                               preprocessing_included=True, dtype=FRAMES_DTYPE)
+                               preprocessing_included=True, dtype=dtype)
 
 
 def write_sidecar(model_path, metadata) -> str:

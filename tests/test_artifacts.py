@@ -434,3 +434,17 @@ def test_a_model_whose_optimizer_trained_fewer_weights_loads_without_keras_warni
         loaded = load_model(tmp_path / "head_only.keras")
     assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
     assert loaded.layers[0].trainable and loaded.output_shape == (None, 2)
+
+
+def test_a_file_of_frames_says_who_puts_them_in_bgr_order():
+    """The sidecar of a Kinetics model's file of frames records a BGR normalisation beside
+    its frames: the frames are RGB, the model reverses them itself."""
+    from keras_efficient3d.artifacts import FRAMES_DTYPE, ModelMetadata, frames_metadata
+    from keras_efficient3d.predict.stream import _check_recorded_input
+
+    bgr = frames_metadata(ModelMetadata(frames=4, size=32), "kinetics")
+    assert bgr.dtype == f"{FRAMES_DTYPE}; the model puts them in BGR order itself"
+    assert frames_metadata(ModelMetadata(frames=4, size=32), "unit").dtype == FRAMES_DTYPE
+    _check_recorded_input("m.xml", bgr.dtype, True)  # still read as a file of frames
+    with pytest.raises(Exception, match="the metadata of another export"):
+        _check_recorded_input("m.xml", bgr.dtype, False)

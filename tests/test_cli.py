@@ -891,7 +891,7 @@ def test_only_project_errors_are_unwrapped_from_tensorflow_errors():
     ("--lr_patience=-1\n", "run.flags:1: flag --lr_patience=-1: expected 0 or a positive integer"),
     ("--lr_gamma=0\n", "run.flags:1: flag --lr_gamma=0.0: expected a positive number"),
     ("--lr_gamma=nan\n", "run.flags:1: flag --lr_gamma=nan: expected a positive number"),
-    ("--momentum=-0.9\n", "run.flags:1: flag --momentum=-0.9: expected 0 or a positive number"),
+    ("--momentum=-0.9\n", "run.flags:1: flag --momentum=-0.9: expected a number from 0 up to 1 (not 1)"),
     ("--dropout=1\n", "run.flags:1: flag --dropout=1.0: expected a rate from 0 up to 1 (not 1)"),
 ])
 def test_a_flagfile_mistake_names_its_file_and_line(tmp_path, capsys, text, expected):

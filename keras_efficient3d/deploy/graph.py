@@ -228,6 +228,11 @@ class DeploymentGraph:
         for cls in type(layer).__mro__:
             if cls in _PARAMS:
                 return _PARAMS[cls](self, layer)
+        if type(layer).__name__ == "QuantizedGraph":
+            # a quantization-aware model is its own deployment graph, with its ranges
+            raise ValueError("A quantization-aware model (deploy.quantize_model's) is converted "
+                             "with deploy.convert_qat(model), not convert or a DeploymentGraph; "
+                             "quantize_model takes the float model.")
         if layer.weights:
             raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) with weights is "
                              "not supported by the deployment graph.")

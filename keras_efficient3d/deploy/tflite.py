@@ -335,8 +335,7 @@ def sidecar_metadata(model_file, metadata):
              "output_tensor": output}
     dtype = metadata.dtype
     if tensor["dtype"] == "int8" and dtype and dtype.startswith(FRAMES_DTYPE.split(",")[0]):
-        dtype = (f"{FRAMES_DTYPE} frames, fed to the int8 tensor minus 128 (each byte's top bit "
-                 "flipped)")
+        dtype += "; fed to the int8 tensor minus 128 (each byte's top bit flipped)"
     elif tensor["dtype"] in ("int8", "uint8"):
         dtype = (f"{tensor['dtype']}: the normalised clip quantized (real = scale x (q - "
                  "zero point), the tensor's)")

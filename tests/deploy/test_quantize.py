@@ -108,3 +108,10 @@ def test_a_qat_model_refuses_a_whole_save_and_its_weights_round_trip(qat, tmp_pa
     rebuilt.load_weights(str(tmp_path / "qat.weights.h5"))
     np.testing.assert_array_equal(np.asarray(rebuilt(data[:2], training=False)),
                                   np.asarray(qat_model(data[:2], training=False)))
+
+
+def test_a_qat_model_given_to_the_float_converter_is_pointed_to_convert_qat(qat):
+    qat_model, _, data = qat
+    with pytest.raises(ValueError, match=r"^A quantization-aware model \(deploy.quantize_model's\) "
+                                         r"is converted with deploy.convert_qat\(model\)"):
+        tflite.convert(qat_model, "int8", representative_data=data)

@@ -459,8 +459,8 @@ def test_export_script_writes_an_int8_file_of_frames_that_predict_feeds_frames(s
     assert recorded.preprocessing_included and recorded.normalization == read_metadata(SHIPPED).normalization
     # what an app needs of the tensors: the frames minus 128 in an int8 tensor (it said
     # "uint8 0-255", and camera bytes copied in as they are fed 128 and above as negative)
-    assert recorded.dtype == ("uint8 0-255, RGB frames, fed to the int8 tensor minus 128 (each "
-                              "byte's top bit flipped)")
+    assert recorded.dtype == ("uint8 0-255, RGB; fed to the int8 tensor minus 128 (each byte's "
+                              "top bit flipped)")
     written = json.loads(open(out + ".json").read())
     details = tflite.tflite_interpreter(out).get_input_details()[0]
     assert written["input"]["tensor"] == {
