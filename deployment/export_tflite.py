@@ -144,6 +144,13 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
     post-training quantization (`_quantization_aware`); the report's ``qat`` says which
     epoch was kept; `log` prints its lines."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    if qat_epochs and (precision != "int8" or frames_input or pack_channels is not None):
+        # as the flags' checks say it (a Python caller has none of them)
+        raise ValueError("`qat_epochs` makes an int8 file of normalised clips in its own graph: "
+                         "it needs `precision='int8'`, and `frames_input` and `pack_channels` "
+                         "are post-training quantization's. Received: "
+                         f"precision={precision!r}, frames_input={frames_input}, "
+                         f"pack_channels={pack_channels}")
     if precision == "int8" and data_root is None:
         raise ValueError("`precision='int8'` needs `data_root` (calibration clips). "
                          f"Received: data_root={data_root}")

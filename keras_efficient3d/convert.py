@@ -379,8 +379,10 @@ def infer_dataset(checkpoint_path, num_classes=None):
     disagree: the classifier is what the file was last trained on, and the original names
     its files after that dataset, so a name that says another is a renamed file (the
     warning says so); where the name names none, the class count does."""
-    named = list(dict.fromkeys(_DATASET_WORDS[t] for t in _name_tokens(checkpoint_path)
-                               if t in _DATASET_WORDS))
+    # kinetics400_..., kinetics700_...: Kinetics' input (BGR) too, of another class count
+    words = ["kinetics" if re.fullmatch(r"kinetics\d*", t) else t
+             for t in _name_tokens(checkpoint_path)]
+    named = list(dict.fromkeys(_DATASET_WORDS[t] for t in words if t in _DATASET_WORDS))
     counted = next((key for key, (_, classes, _) in DATASETS.items() if classes == num_classes),
                    None)
     if counted is None:
@@ -394,7 +396,7 @@ def infer_dataset(checkpoint_path, num_classes=None):
     return counted, f"from its {num_classes} classes", (
         f"{os.path.basename(checkpoint_path)}: the file name says {said} but its "
         f"{num_classes} classes are {name}'s: converted as {name} (its classifier's; the "
-        "original names a file after that dataset); --normalization and --labels say "
+        "original names a file after that dataset); pass --normalization and --labels to say "
         "otherwise")
 
 

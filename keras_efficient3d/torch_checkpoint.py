@@ -451,6 +451,19 @@ _CODE_MODULES = frozenset({
 })
 
 
+# builtins a pickle names to rebuild data (protocol 2 stores bytearray, slice, range,
+# complex through builtins): refused as anything not allowed is, not called an attack
+_BUILTIN_DATA = frozenset({"bytearray", "bytes", "slice", "range", "complex", "set", "frozenset",
+                           "list", "dict", "tuple", "int", "float", "bool", "str"})
+
+
+def _runs_code(module, name):
+    root = str(module).split(".")[0]
+    if root in ("builtins", "__builtin__"):
+        return str(name) not in _BUILTIN_DATA
+    return root in _CODE_MODULES
+
+
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickler that resolves globals only through ``_ALLOWED_GLOBALS``."""
 
@@ -464,7 +477,7 @@ class _SafeUnpickler(pickle.Unpickler):
             return _ALLOWED_GLOBALS[(module, name)]
         except (KeyError, TypeError):
             pass
-        if str(module).split(".")[0] in _CODE_MODULES:
+        if _runs_code(module, name):
             raise UnsafeCheckpointError(
                 f"refusing to load '{self._source}': it calls {module}.{name}: the file tries "
                 "to run code when loaded; do not trust it (load it with nothing else either: "

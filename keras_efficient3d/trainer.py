@@ -605,7 +605,7 @@ def _head_for_the_runs_classes(model, classes, path, num_classes):
         return model
     keys = [class_key(name) for name in names]
     wanted = [class_key(name) for name in classes]
-    if keys == wanted:
+    if keys[:len(wanted)] == wanted:  # the run's classes first (--num_classes above them)
         return model
     if sorted(keys) == sorted(wanted) and len(set(keys)) == len(keys):
         order = [keys.index(name) for name in wanted]
@@ -925,21 +925,23 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        # A diverged epoch (TerminateOnNaN stops it mid-way, but the epoch still ends here)
+        # A diverged epoch (StopOnNaN stops it mid-way, but the epoch still ends here)
         # must not overwrite the last good checkpoints with NaN weights.
         reason = self._not_finite(logs)
         if reason:
             self.diverged = (epoch + 1, reason)
             self.model.stop_training = True
             return
-        score = logs.get(self.monitor, logs.get("accuracy"))
+        # without validation clips, the training accuracy (recorded under its own name)
+        key = self.monitor if self.monitor in logs else "accuracy"
+        score = logs.get(key)
         if score is not None and score > self.best:
             self.best = float(score)
             self.best_epoch = epoch + 1
             metadata = self.metadata
             if metadata is not None:  # which epoch it is, for evaluate.py's results
                 metadata = dataclasses.replace(metadata, extra={
-                    **metadata.extra, BEST_CHECKPOINT: {"epoch": epoch + 1, self.monitor: self.best}})
+                    **metadata.extra, BEST_CHECKPOINT: {"epoch": epoch + 1, key: self.best}})
             save_model(self.model, os.path.join(self.output_dir, "best.keras"), metadata)
             if self.saved_epoch:
                 # At once, before last.keras: the state keeps last.keras' epoch and rate with
@@ -1411,7 +1413,7 @@ RESUME_HINT = "--resume continues a run instead"
 # run's model, of the old model once the new run writes its own.
 _RUN_FILES = ("last.keras", "best.keras", "train_state.json", "log.csv", "curves.png",
               "config.json", "labels.txt", "backup", "tensorboard") + tuple(
-    f"{prefix}_{what}" for prefix in ("eval", "eval_train", "eval_last", "eval_last_train")
+    f"{prefix}_{what}" for prefix in ("eval", "eval_train", "last_eval", "last_eval_train")
     for what in ("results.json", "confusion.png"))
 
 
@@ -1768,6 +1770,8 @@ def train(config, extra_callbacks=None, resume_hint=RESUME_HINT):
         if config.resume:
             _trim_log(os.path.join(config.output_dir, "log.csv"), initial_epoch,
                       () if top5_can_miss(num_classes) else _TOP5_LOGS)
+        elif restoring:  # appended to as well: an older version's rows numbered as the new
+            _trim_log(os.path.join(config.output_dir, "log.csv"), sys.maxsize)
         callbacks += [
             EpochLog(os.path.join(config.output_dir, "log.csv"), append=config.resume or restoring),
             keras.callbacks.TensorBoard(os.path.join(config.output_dir, "tensorboard"),

@@ -447,6 +447,9 @@ def _with_classes(reference_dir, path, classes, name="mobilenetv2_0.2x"):
     ("kinetics_to_ucf101_mobilenetv2.pth", 101, "ucf101", False),  # both named: the count picks
     ("mobilenetv2.pth", 51, None, False),
     ("kinetics-mobilenetv2.pth", 400, "kinetics", False),
+    # another Kinetics: BGR input as well (a startswith("kinetics") said so before)
+    ("kinetics400_resnet18.pth", 400, "kinetics", False),
+    ("kinetics700_x.pth", None, "kinetics", False),
 ])
 def test_the_dataset_comes_from_any_word_of_the_file_name_checked_by_the_class_count(
         file_name, classes, dataset, contradicted):

@@ -1239,6 +1239,13 @@ def test_a_pretrained_head_of_other_classes_is_replaced_as_the_original_does(tin
     assert (f"note: --pretrained={path} was trained on other classes (class 0: its 'Other 0', the "
             "run's 'Swiping Left'): its head is replaced, as for another class count"
             in capsys.readouterr().err)
+    # a file that names the run's classes first, then more (--num_classes above them): kept
+    more = _save_run_model(tmp_path / "more", classes=10, metadata=ModelMetadata(
+        labels=list(synthetic.CLASSES) + ["extra 1", "extra 2"]))
+    head = keras.saving.load_model(more, compile=False).get_layer("predictions").get_weights()[0]
+    config = _tiny_config(tiny_gestures, tmp_path / "run", pretrained=str(more), num_classes=10)
+    model = trainer.build_model(config, 10, list(synthetic.CLASSES))
+    np.testing.assert_array_equal(model.get_layer("predictions").get_weights()[0], head)
     # a file that names no classes: kept, and said
     bare = _save_run_model(tmp_path / "bare")
     head = keras.saving.load_model(bare, compile=False).get_layer("predictions").get_weights()[0]
@@ -1276,13 +1283,13 @@ def test_evaluate_of_a_model_away_from_its_run_takes_the_dataset_it_records(tiny
         "dataset": "synthetic", "split": "validation", "data_root": str(tiny_gestures),
         "frames": 8, "size": 32, "downsample": 1, "normalization": "unit",
         "model_file": os.path.abspath(path)}
-    assert json_path == str(tmp_path / "eval_m_results.json")
+    assert json_path == str(tmp_path / "m_eval_results.json")
     assert not [n for n in os.listdir(tmp_path / "away") if n.startswith("eval")]
     results, json_path, png = evaluate.evaluate_file(path, data_root=str(tiny_gestures),
                                                      split="train", log=notes.append)
     assert results["evaluated"]["split"] == "train"
     assert (os.path.basename(json_path), os.path.basename(png)) == (
-        "eval_m_train_results.json", "eval_m_train_confusion.png")
+        "m_eval_train_results.json", "m_eval_train_confusion.png")
     for flag, value, shown in (("normalization", "original", "'unit'"), ("downsample", 2, "1")):
         with pytest.raises(cli.UsageError, match=rf"^{path} records its .* \({shown}\); "
                                                  rf"--{flag}={value} differs: leave it out$"):
@@ -1292,7 +1299,7 @@ def test_evaluate_of_a_model_away_from_its_run_takes_the_dataset_it_records(tiny
 def test_evaluate_records_the_model_and_its_epoch_and_keeps_two_models_results_apart(
         tiny_gestures, one_epoch_run, tmp_path):
     """best.keras records its epoch; evaluate.py's results name the file and the epoch they
-    score, and last.keras' go to eval_last_*, not over best.keras'. A model copied into
+    score, and last.keras' go to last_eval_*, not over best.keras'. A model copied into
     another run's folder is scored on the clips it records, not on that run's config.json."""
     import shutil
 
@@ -1308,8 +1315,8 @@ def test_evaluate_records_the_model_and_its_epoch_and_keeps_two_models_results_a
     assert results["evaluated"]["model_file"] == str(out / "best.keras")
     assert results["evaluated"]["epoch"] == 1
     last, last_path, png = evaluate.evaluate_file(str(out / "last.keras"))
-    assert (last_path, png) == (str(out / "eval_last_results.json"),
-                                str(out / "eval_last_confusion.png"))
+    assert (last_path, png) == (str(out / "last_eval_results.json"),
+                                str(out / "last_eval_confusion.png"))
     assert last["evaluated"]["epoch"] == 1  # last.keras' training state
     assert json.loads((out / "eval_results.json").read_text())["evaluated"]["model_file"] == \
         str(out / "best.keras")
@@ -1840,6 +1847,10 @@ def test_resume_drops_the_log_rows_of_epochs_after_the_checkpoint(tmp_path):
     log.write_bytes(b"epoch,accuracy,loss\r\n0,0.5,1.2\r\n1,0.6,1.0\r\n2,0.4,nan\r\n")
     trainer._trim_log(str(log), 2)
     assert log.read_bytes() == b"epoch,accuracy,loss\r\n1,0.5,1.2\r\n2,0.6,1.0\r\n"
+    # a multi-worker run restored from its backup appends to it too: renumbered, all kept
+    log.write_bytes(b"epoch,accuracy,loss\r\n0,0.5,1.2\r\n1,0.6,1.0\r\n")
+    trainer._trim_log(str(log), sys.maxsize)
+    assert log.read_bytes() == b"epoch,accuracy,loss\r\n1,0.5,1.2\r\n2,0.6,1.0\r\n"
     trainer._trim_log(str(tmp_path / "none.csv"), 1)  # no log yet: nothing to do
     assert not (tmp_path / "none.csv").exists()
 
@@ -1880,6 +1891,23 @@ def test_resume_renames_an_older_logs_lr_column_to_the_order_keras_appends_in(tm
     trainer._trim_log(str(log), 5)
     assert log.read_bytes() == (b"epoch,accuracy,learning_rate,loss,val_loss\r\n"
                                 b"1,0.5,0.1,1.2,1.3\r\n2,0.6,0.1,1.0,1.1\r\n")
+
+
+def test_best_keras_records_its_epoch_and_what_its_accuracy_is_of(tmp_path):
+    """Without validation clips, best.keras goes by the training accuracy: recorded under
+    its own name, not as a validation accuracy."""
+    from keras_efficient3d.artifacts import ModelMetadata, read_metadata
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    checkpointer = trainer.Checkpointer(str(tmp_path), 5, metadata=ModelMetadata(frames=8))
+    checkpointer.set_model(model)
+    checkpointer.on_epoch_end(2, {"loss": 0.5, "accuracy": 0.25})
+    assert read_metadata(tmp_path / "best.keras").extra["best_checkpoint"] == {
+        "epoch": 3, "accuracy": 0.25}
+    checkpointer.on_epoch_end(3, {"loss": 0.4, "val_accuracy": 0.5})
+    assert read_metadata(tmp_path / "best.keras").extra["best_checkpoint"] == {
+        "epoch": 4, "val_accuracy": 0.5}
 
 
 def test_a_new_best_between_checkpoints_is_in_the_state_a_resume_reads(tmp_path):

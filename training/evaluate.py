@@ -222,10 +222,11 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
 
 
 def results_prefix(model_file, split="validation"):
-    """eval (best.keras, the run's model), eval_last, eval_<name> of another model, with
-    _train for the training split: two models of one folder do not write over each other's."""
+    """eval (best.keras, the run's model), last_eval, <name>_eval of another model, with
+    _train for the training split: two models of one folder do not write over each other's
+    (a model named train.keras would have had best.keras' eval_train)."""
     stem = os.path.splitext(os.path.basename(model_file))[0]
-    prefix = "eval" if stem == "best" else f"eval_{stem}"
+    prefix = "eval" if stem == "best" else f"{stem}_eval"
     return prefix if split == "validation" else f"{prefix}_{split}"
 
 

@@ -133,21 +133,42 @@ def _normalization(config, path):
 
 
 def read_labels(path):
+    """Class names of a text file as keras_efficient3d's predict reads one: a name per line,
+    classInd.txt's index column ("1 ApplyEyeMakeup") taken off where every line has one,
+    numbered from 0 or 1 in order; a name given twice is refused."""
     try:
         with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
+            text = f.read().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise common.Refused("--labels {}: cannot read it ({})".format(path, err)) from None
-    labels = [line.strip() for line in text.splitlines() if line.strip()]
-    if not labels:
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)
+             if line.strip()]
+    if not lines:
         raise common.Refused("--labels {}: no class name in it".format(path))
+    matches = [re.match(r"^(\d+)[\s,;]+(.+)$", line) for _, line in lines]
+    labels = [line for _, line in lines]
+    if all(matches):
+        first = int(matches[0].group(1))
+        if first in (0, 1) and all(int(m.group(1)) == first + i for i, m in enumerate(matches)):
+            labels = [m.group(2).strip() for m in matches]
+    seen = {}
+    for (number, _), label in zip(lines, labels):
+        if label in seen:
+            raise common.Refused("--labels {}:{}: class '{}' is named twice (line {} too)".format(
+                path, number, label, seen[label]))
+        seen[label] = number
     return labels
 
 
-def resolve_spec(record, where, input_shape, num_classes, labels=None):
+def resolve_spec(record, where, input_shape, num_classes, labels=None, takes_frames=False):
     """The ClipSpec from the record (`where` its path; None: no record) and the model's own
-    input (frames, height, width; None where dynamic) and class count."""
+    input (frames, height, width; None where dynamic), class count, and whether its input is
+    uint8 (frames it normalises itself, as predict takes such an input)."""
     notes = []
+    if record is None:
+        # no flag sets it: a model trained on one frame in N sees its clips N times slower
+        notes.append("no record of the export was found: assuming every frame (a model "
+                     "trained on one frame in N needs its record: --metadata)")
     record = record or {}
     inputs = record.get("input") or {}
     frames, height, width = input_shape
@@ -172,7 +193,7 @@ def resolve_spec(record, where, input_shape, num_classes, labels=None):
         height, width = height or pair[0], width or pair[1]
     if frames is None or height is None or width is None:
         raise common.Refused("the model's input does not say its clip (frames, height, width) "
-                             "and {}: pass --metadata, the export's .onnx.json".format(
+                             "and {}: pass --metadata, the export's record (its .onnx.json)".format(
                                  "{} does not record it".format(where) if where else
                                  "no record of the export was found"))
     downsample = inputs.get("downsample", 1)
@@ -180,8 +201,12 @@ def resolve_spec(record, where, input_shape, num_classes, labels=None):
         raise common.Refused("{}: input.downsample must be a positive integer, not {!r}".format(
             where, downsample))
     name = os.path.basename(where) if where else "the model"
+    if (record.get("engine") or {}).get("precision") == "int8":
+        notes.append("warning: {} is of an engine built with --precision int8 from trtexec's placeholder "
+                     "scales: its classes mean nothing (build it with --precision fp16, or "
+                     "calibrate through TF-TRT)".format(name))
     normalization = None
-    if not record.get("preprocessing_included", False):
+    if not (record.get("preprocessing_included", False) or takes_frames):
         config = record.get("normalization")
         if config is None:
             config = {"mean": ORIGINAL_MEAN}
@@ -568,7 +593,8 @@ def open_source(source, cv2):
     else:
         if not os.path.exists(source):
             raise common.Refused("--source {}: no such file or folder".format(source))
-        capture, name, live = cv2.VideoCapture(source), source, False
+        # a device file (/dev/video0) is a camera, read for as long as it delivers
+        capture, name, live = cv2.VideoCapture(source), source, not os.path.isfile(source)
     if not capture.isOpened():
         capture.release()
         raise common.Refused("--source {}: cannot open it as {}".format(
@@ -643,9 +669,9 @@ def main(argv=None):
                              "python3-numpy)".format(err.name)) from None
     model = load_model(args)
     spec = resolve_spec(record, where if record is not None else None, model.input_shape,
-                        model.num_classes, labels)
+                        model.num_classes, labels, getattr(model, "uint8", False))
     for note in spec.notes:
-        print("note: {}".format(note), file=sys.stderr)
+        print(note if note.startswith("warning: ") else "note: {}".format(note), file=sys.stderr)
     name, frames, live = open_source(args.source, cv2)
     # the first call builds what the runtime builds once (TensorFlow's trace, the engine's
     # buffers): not a window's time

@@ -126,13 +126,21 @@ def copy_record(source, target, extra=None):
     """Copies an export's record (the JSON saying its clip, normalisation and class names,
     which trt_classify.py reads) from `source` to `target`, atomically, with `extra`'s keys
     added. Returns whether there was one to copy."""
-    if not os.path.isfile(source):
-        return False
-    try:
-        with open(source, "rb") as f:
-            record = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError):
-        print("warning: {} is not readable JSON: not copied to {}".format(source, target))
+    record = None
+    if os.path.isfile(source):
+        try:
+            with open(source, "rb") as f:
+                record = json.loads(f.read().decode("utf-8"))
+        except (OSError, ValueError):
+            sys.stderr.write("warning: {} is not readable JSON: not copied to {}\n".format(
+                source, target))
+    if record is None:
+        if os.path.isfile(target):
+            # an earlier build's, of another model maybe: its names and normalisation would
+            # stand for this one's
+            os.remove(target)
+            sys.stderr.write("note: removed {}, the record of an earlier build: {} has "
+                             "none\n".format(target, source))
         return False
     if isinstance(record, dict) and extra:
         record.update(extra)

@@ -337,8 +337,10 @@ def sidecar_metadata(model_file, metadata):
     if tensor["dtype"] == "int8" and dtype and dtype.startswith(FRAMES_DTYPE.split(",")[0]):
         dtype += "; fed to the int8 tensor minus 128 (each byte's top bit flipped)"
     elif tensor["dtype"] in ("int8", "uint8"):
-        dtype = (f"{tensor['dtype']}: the normalised clip quantized (real = scale x (q - "
-                 "zero point), the tensor's)")
+        # a model that normalises its frames itself takes 0-255 pixels, quantized
+        what = "0-255 RGB pixels" if metadata.preprocessing_included else "normalised clip"
+        dtype = (f"{tensor['dtype']}: the {what} quantized (real = scale x (q - zero point), "
+                 "the tensor's)")
     return dataclasses.replace(metadata, dtype=dtype, extra=extra)
 
 

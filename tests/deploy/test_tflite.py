@@ -115,6 +115,8 @@ def test_int8_io_model_takes_int8_clips(mobilenetv2_small):
         assert record["dtype"] == "int8" and (record["scale"], record["zero_point"]) == (
             pytest.approx(details["quantization"][0]), details["quantization"][1])
     assert ModelMetadata.from_dict(written).to_dict() == written  # read back as written
+    pixels = tflite.sidecar_metadata(blob, ModelMetadata(frames=8, preprocessing_included=True))
+    assert pixels.dtype.startswith("int8: the 0-255 RGB pixels quantized")
 
 
 def test_benchmark_reports_latency(int8_and_fp32):
@@ -636,6 +638,19 @@ def test_export_script_makes_an_int8_file_by_quantization_aware_training(tmp_pat
         "before the first): " + ", ".join(f"{100 * a:.2f}%" for a in qat["validation_accuracy_by_epoch"])]
     assert tflite.file_precision(out) == "int8"
     assert read_metadata(out).labels == names and 0 <= report["top1_agreement"] <= 1
+
+
+@pytest.mark.parametrize("kwargs", [{"precision": "fp32"}, {"precision": "int8", "frames_input": True},
+                                    {"precision": "int8", "pack_channels": 8}])
+def test_export_refuses_what_qat_does_not_make_from_python_too(tmp_path, kwargs):
+    """The flags' checks, for a Python caller: fp32 ended in an UnboundLocalError, and a
+    file of normalised clips got the sidecar of a file of frames."""
+    kwargs = dict(kwargs)
+    precision = kwargs.pop("precision")
+    with pytest.raises(ValueError, match=r"^`qat_epochs` makes an int8 file of normalised clips"):
+        load_script("export_tflite").export("mobilenetv2_0.2x", None, 4, 4, 32, precision,
+                                            str(tmp_path / "m.tflite"), data_root=str(tmp_path),
+                                            qat_epochs=1, verify=False, **kwargs)
 
 
 def test_qat_trains_the_models_classes_by_name(tmp_path):

@@ -265,7 +265,7 @@ def test_a_tensorrt_engine_classifies_as_predict_does(tc, exported, monkeypatch,
                     "--top", "4", "--json", str(out)]) == 0
     _same(json.loads(out.read_text()), _reference(exported["onnx"], exported["video"], 4))
     assert json.loads(out.read_text())["model"].startswith("TensorRT 8.")
-    assert not memory.blocks or len(memory.blocks) == 2  # one input and one output buffer
+    assert len(memory.blocks) == 2  # one input and one output buffer, allocated once
 
 
 # ---------------------------------------------------------------------------------------
@@ -331,7 +331,9 @@ def test_without_a_record_it_says_what_it_assumes(exported, tmp_path):
     run = _script("--onnx", str(bare), "--source", exported["video"])
     assert run.returncode == 0, run.stderr
     notes = run.stderr.strip().splitlines()
-    assert notes == ["note: the model records no normalisation; assuming keras_efficient3d's "
+    assert notes == ["note: no record of the export was found: assuming every frame (a model "
+                     "trained on one frame in N needs its record: --metadata)",
+                     "note: the model records no normalisation; assuming keras_efficient3d's "
                      "preset 'original' (ActivityNet mean, 0-255 RGB)",
                      "note: the model records no class names; showing class indices (pass "
                      "--labels)"]
@@ -355,3 +357,33 @@ def test_a_frame_folder_is_a_video(exported, tmp_path):
                   "--json", str(out))
     assert run.returncode == 0, run.stderr
     _same(json.loads(out.read_text()), _reference(exported["onnx"], exported["video"], 6))
+
+
+def test_labels_are_read_as_predict_reads_them(tc, tmp_path):
+    """classInd.txt's index column taken off (it named classes "1 ApplyEyeMakeup"), a name
+    given twice refused, as predict's load_labels does."""
+    from keras_efficient3d.predict.labels import load_labels
+
+    ind = tmp_path / "classInd.txt"
+    ind.write_text("1 ApplyEyeMakeup\n2 ApplyLipstick\n\n3 Archery\n")
+    assert tc.read_labels(str(ind)) == load_labels(str(ind)) == [
+        "ApplyEyeMakeup", "ApplyLipstick", "Archery"]
+    plain = tmp_path / "names.txt"
+    plain.write_text("100 metre sprint\nlong jump\n")  # a name may begin with a number
+    assert tc.read_labels(str(plain)) == load_labels(str(plain))
+    plain.write_text("a\nb\na\n")
+    with pytest.raises(tc.common.Refused, match=r"names.txt:3: class 'a' is named twice \(line 1"):
+        tc.read_labels(str(plain))
+
+
+def test_a_record_of_an_int8_engine_of_placeholder_scales_is_a_warning(tc):
+    record = {"input": {"frames": 4, "size": 32}, "engine": {"precision": "int8"},
+              "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1], "value_range": "0-1",
+                                "channel_order": "RGB"}}
+    spec = tc.resolve_spec(record, "m.engine.json", (4, 32, 32), 4, ["a", "b", "c", "d"])
+    assert spec.notes == ["warning: m.engine.json is of an engine built with --precision int8 "
+                          "from trtexec's placeholder scales: its classes mean nothing (build it "
+                          "with --precision fp16, or calibrate through TF-TRT)"]
+    # a model whose input is uint8 frames normalises them itself, as predict takes it
+    assert tc.resolve_spec(None, None, (4, 32, 32), 4, takes_frames=True).normalization is None
+    assert tc.resolve_spec(None, None, (4, 32, 32), 4).normalization is not None

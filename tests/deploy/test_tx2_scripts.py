@@ -797,12 +797,14 @@ def test_build_engine_copies_the_export_record_beside_the_engine(onnx_files, tmp
     assert f"wrote {engine}.json" in run.stdout
     record = json.loads((tmp_path / "m.engine.json").read_text())
     assert record == dict(sidecar, engine={"precision": "fp16", "onnx": "dynamic.onnx"})
-    # none without a sidecar (and a failed build writes none)
+    # none without a sidecar: an earlier build's record is removed, not left to stand for
+    # another model's engine
     os.remove(onnx + ".json")
-    os.remove(str(engine) + ".json")
     run = _script("trt_build_engine.py", "--onnx", onnx, "--engine", str(engine), "--trtexec",
                   _fake_trtexec(tmp_path, "exit 0\n"))
     assert run.returncode == 0 and not os.path.exists(str(engine) + ".json"), run.stderr
+    assert f"note: removed {engine}.json, the record of an earlier build: {onnx}.json has none" \
+        in run.stderr
 
 
 def test_trt_convert_keeps_the_export_record(common, tmp_path, monkeypatch, capsys):
