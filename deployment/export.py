@@ -60,7 +60,13 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_boolean("verify", True, "Check the export against the Keras model.", **fv)
     cli.define("output", None, "An .onnx file, a SavedModel folder or an OpenVINO .xml file.",
                required=True, **fv)
-    # OpenVINO: the int8 calibration flags are those of export_tflite.py.
+    cli.define("normalization", None, "(as the model was trained: what the sidecar records for "
+               "predict and, with --quantize, the calibration clips'; default: what the .keras "
+               "file records, else none is recorded and calibration takes original)", **fv)
+    cli.define("downsample", None, "(as the model was trained: what the sidecar records for "
+               "predict and, with --quantize, the calibration clips'; default: what the .keras "
+               "file records, else 1)", **fv)
+    # OpenVINO: the int8 calibration flags are export_tflite.py's (--data_root, --num_calibration).
     flags.DEFINE_enum("quantize", None, ["ptq", "qat"], "OpenVINO int8: ptq (NNCF post-training "
                       "quantization) or qat (the quantization-aware form, Q/DQ).", **fv)
     flags.DEFINE_boolean("compress_to_fp16", False, "OpenVINO: fp16 weights in the .bin.", **fv)
@@ -127,7 +133,8 @@ def main(argv, flag_values=flags.FLAGS):
         cli.output_parent(f.output)
     common = {"model_name": f.model, "keras_file": f.model_file, "num_frames": f.frames,
               "image_size": f.size, "num_classes": f.num_classes, "batch_size": f.batch_size,
-              "fold_bn": f.fold_bn, "verify": f.verify, "weights": f.weights}
+              "fold_bn": f.fold_bn, "verify": f.verify, "weights": f.weights,
+              "normalization": f.normalization, "downsample": f.downsample}
     try:
         if f.format == "openvino":
             report = _export_openvino(f, common)

@@ -105,28 +105,6 @@ def _tflite_output(value):
     return True
 
 
-def _refuse_overrides(metadata, source, normalization, downsample):
-    """Refuses a --normalization or --downsample other than the one `source` records, which
-    is how its model was trained: the sidecar would tell predict to feed it other clips
-    (confident, wrong classes), as predict refuses such a flag. Raises ValueError."""
-    from keras_efficient3d.data.normalization import Normalization
-
-    recorded = metadata.pipeline_arguments()
-    fix = ("leave the flag out (a file that records the wrong one is saved again with the "
-           "right metadata: keras_efficient3d.artifacts.save_model)")
-    if normalization is not None and "normalization" in recorded:
-        given, theirs = (Normalization.coerce(v) for v in (normalization, recorded["normalization"]))
-        if given != theirs:
-            raise ValueError(f"--normalization={normalization} differs from the normalisation "
-                             f"{source} records ({theirs.describe()}), which its model was "
-                             f"trained with: {fix}")
-    if downsample is not None and "downsample" in recorded and \
-            int(downsample) != int(recorded["downsample"]):
-        raise ValueError(f"--downsample={downsample} differs from the frame step {source} "
-                         f"records ({recorded['downsample']}), which its model was trained "
-                         f"with: {fix}")
-
-
 def export(model_name, weights, num_classes, frames, size, precision, output, data_root=None,
            num_calibration=64, int8_io=False, pack_channels=None, normalization=None,
            downsample=None, model_file=None, verify=True, frames_input=False, qat_epochs=0,
@@ -169,7 +147,7 @@ def export(model_name, weights, num_classes, frames, size, precision, output, da
             raise OSError(f"cannot read the weights {weights}: {err}") from err
     metadata = artifacts.export_metadata(model, model_file, model_name, weights=weights)
     data = None
-    _refuse_overrides(metadata, model_file or weights, normalization, downsample)
+    artifacts.refuse_other_pipeline(metadata, model_file or weights, normalization, downsample)
     pipeline = {"normalization": "original", "downsample": 1, **metadata.pipeline_arguments()}
     pipeline.update({k: v for k, v in (("normalization", normalization),
                                        ("downsample", downsample)) if v is not None})

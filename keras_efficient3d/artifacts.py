@@ -559,12 +559,51 @@ def metadata_misfits(model, metadata):
     return said
 
 
-def export_metadata(model, keras_file=None, model_name=None, weights=None) -> ModelMetadata:
+def export_metadata(model, keras_file=None, model_name=None, weights=None, normalization=None,
+                    downsample=None) -> ModelMetadata:
     """The metadata an export of `model` carries in its sidecar: what `keras_file` records,
     else what a ``.keras`` `weights` file records (normalisation, frame step, labels) with
     the built model's clip shape, else the input shape and, for a registry model, its name
     and classes (no normalisation is recorded then: the pipeline's default is assumed, as in
-    training)."""
+    training). `normalization` and `downsample` (how the model was trained: a model file
+    that records none, weights of a ``.weights.h5``) are recorded, and are what an int8
+    export calibrates on; one other than the file records is refused
+    (`refuse_other_pipeline`)."""
+    metadata = _export_metadata(model, keras_file, model_name, weights)
+    refuse_other_pipeline(metadata, keras_file or weights, normalization, downsample)
+    if downsample is not None:
+        metadata = dataclasses.replace(metadata, downsample=int(downsample))
+    if normalization is not None and not metadata.preprocessing_included:
+        from keras_efficient3d.data.normalization import Normalization
+
+        metadata = dataclasses.replace(metadata, normalization=Normalization.coerce(normalization))
+    return metadata
+
+
+def refuse_other_pipeline(metadata, source, normalization=None, downsample=None):
+    """Refuses a --normalization or --downsample other than the one `source` (the model
+    file) records, which is how its model was trained: the sidecar would tell predict to
+    feed it other clips (confident, wrong classes), as predict refuses such a flag. Raises
+    ValueError."""
+    from keras_efficient3d.data.normalization import Normalization
+
+    recorded = metadata.pipeline_arguments()
+    fix = ("leave the flag out (a file that records the wrong one is saved again with the "
+           "right metadata: keras_efficient3d.artifacts.save_model)")
+    if normalization is not None and "normalization" in recorded:
+        given, theirs = (Normalization.coerce(v) for v in (normalization, recorded["normalization"]))
+        if given != theirs:
+            raise ValueError(f"--normalization={normalization} differs from the normalisation "
+                             f"{source} records ({theirs.describe()}), which its model was "
+                             f"trained with: {fix}")
+    if downsample is not None and "downsample" in recorded and \
+            int(downsample) != int(recorded["downsample"]):
+        raise ValueError(f"--downsample={downsample} differs from the frame step {source} "
+                         f"records ({recorded['downsample']}), which its model was trained "
+                         f"with: {fix}")
+
+
+def _export_metadata(model, keras_file, model_name, weights):
     # A model card's accuracy and latency were measured of other files (the .keras file, its
     # QAT export): an export is not described by them.
     if keras_file is not None:

@@ -382,7 +382,7 @@ def export_onnx(model, output_path, opset=DEFAULT_OPSET, batch_size=None, fold_b
 def build_and_export_onnx(output_path, model_name=None, keras_file=None, num_frames=16,
                           image_size=112, num_classes=None, opset=DEFAULT_OPSET, batch_size=None,
                           fold_bn=True, verify=True, form="auto", stem_fold=1, stem_output_fold=1,
-                          **model_kwargs):
+                          normalization=None, downsample=None, **model_kwargs):
     """Builds (`load_or_build_model`) and exports with `export_onnx`; returns its report,
     with ``sidecar``: the ``<path>.json`` metadata (`artifacts.export_metadata`) that
     `predict` and the runtime read for the clip the model expects."""
@@ -393,7 +393,8 @@ def build_and_export_onnx(output_path, model_name=None, keras_file=None, num_fra
                                 **model_kwargs)
     # Read before the .onnx is written: a model file's bad metadata must not leave a new
     # .onnx beside the sidecar of the one it replaced.
-    metadata = export_metadata(model, keras_file, model_name, weights=model_kwargs.get("weights"))
+    metadata = export_metadata(model, keras_file, model_name, weights=model_kwargs.get("weights"),
+                               normalization=normalization, downsample=downsample)
     # read by TensorRT's engine build on a Jetson, which has no onnx package to read the file
     metadata = dataclasses.replace(metadata, batch=batch_size or "dynamic")
     report = export_onnx(model, output_path, opset=opset, batch_size=batch_size, fold_bn=fold_bn,

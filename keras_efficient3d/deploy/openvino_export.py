@@ -670,7 +670,7 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
                               num_calibration=64, quantize=None, compress_to_fp16=False,
                               batch_size=1, opset=DEFAULT_OPSET, fold_bn=True, verify=True,
                               threads=None, stem_fold="auto", frames_input=False, stem_output_fold="auto",
-                              **model_kwargs):
+                              normalization=None, downsample=None, **model_kwargs):
     """Builds (`load_or_build_model`), calibrates int8 on clips of the dataset at
     `data_root`, in either layout (`keras_efficient3d.data.index_dataset`): its train split,
     validation transforms, as TFLite int8 does, with the frame step and normalisation a
@@ -683,7 +683,8 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
     `export_openvino`.
 
     ``frames_input`` (with ``quantize="ptq"``): the IR takes uint8 frames and applies the
-    normalisation the calibration clips had (`export_openvino`).
+    normalisation the calibration clips had (`export_openvino`). `normalization` and
+    `downsample`: how a model that records none was trained (`artifacts.export_metadata`).
     """
     from keras_efficient3d.artifacts import export_metadata  # pylint: disable=import-outside-toplevel
 
@@ -694,7 +695,8 @@ def build_and_export_openvino(output_path, model_name=None, keras_file=None, num
                          "training pipeline). Received: data_root=None")
     model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
                                 **model_kwargs)
-    metadata = export_metadata(model, keras_file, model_name, weights=model_kwargs.get("weights"))
+    metadata = export_metadata(model, keras_file, model_name, weights=model_kwargs.get("weights"),
+                               normalization=normalization, downsample=downsample)
     # the IR's batch axis, as an ONNX export's sidecar records it
     metadata = dataclasses.replace(metadata, batch=batch_size or "dynamic")
     if frames_input and quantize == "ptq" and metadata.normalization is None:

@@ -202,13 +202,17 @@ def _write_frozen(frozen, export_dir, signature_name, output_name):
 
 def build_and_export_saved_model(export_dir, model_name=None, keras_file=None, num_frames=16,
                                  image_size=112, num_classes=None, batch_size=None,
-                                 fold_bn=True, verify=True, **model_kwargs):
+                                 fold_bn=True, verify=True, normalization=None, downsample=None,
+                                 **model_kwargs):
     """Builds (`load_or_build_model`), exports and, with `verify`, loads the SavedModel back
-    and compares it with the Keras model. Returns a dict: path, input_shape, max_rel_error."""
+    and compares it with the Keras model. Returns a dict: path, input_shape, max_rel_error.
+    `normalization` and `downsample`: how a model that records none was trained
+    (`artifacts.export_metadata`)."""
     model = load_or_build_model(model_name, keras_file, num_frames, image_size, num_classes,
                                 **model_kwargs)
     metadata = dataclasses.replace(
-        artifacts.export_metadata(model, keras_file, model_name, weights=model_kwargs.get("weights")),
+        artifacts.export_metadata(model, keras_file, model_name, weights=model_kwargs.get("weights"),
+                                  normalization=normalization, downsample=downsample),
         batch=batch_size or "dynamic")
     errors = []
     export_saved_model(model, export_dir, batch_size=batch_size, fold_bn=fold_bn,

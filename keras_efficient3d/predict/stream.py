@@ -95,6 +95,30 @@ def _check_recorded_input(path, recorded, uint8_frames):
                        "the file to run the model without it")
 
 
+def _check_recorded_outputs_and_batch(runner, metadata):
+    """Refuses metadata of another class count or batch than the file's: a sidecar copied
+    from another export of the same clip ran without a word, naming class 0 of 27 for a model
+    of 8 (TensorRT builds an engine's profile from the recorded batch, too)."""
+    path = runner.path
+    where = path if path.endswith(".keras") else sidecar_path(path)
+    recorded = (metadata.model or {}).get("num_classes")
+    classes = runner.num_classes
+    if isinstance(recorded, int) and classes is not None and recorded != classes:
+        raise PredictError(f"{where}: the metadata says {recorded} classes, but the model outputs "
+                           f"{classes}: the metadata of another export? Export the model again "
+                           "(its metadata is written beside it), or remove the file to run the "
+                           "model without it")
+    if metadata.batch is None or runner.backend not in ("onnx", "openvino"):
+        return  # only ONNX and OpenVINO exports record their batch axis
+    said = None if metadata.batch == "dynamic" else int(metadata.batch)
+    batch = runner.input_spec.batch
+    if said != batch:
+        shown = "a dynamic batch" if batch is None else f"a batch of {batch}"
+        raise PredictError(f"{where}: the metadata says batch {metadata.batch}, but the model has "
+                           f"{shown}: the metadata of another export? Export the model again, or "
+                           "remove the file to run the model without it")
+
+
 def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=None, window: int | None = None,
                  normalization=None) -> ClipSpec:
     """Combines the runner's input tensor, the recorded metadata and the user's options.
@@ -154,6 +178,7 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
     given = check_options(normalization=normalization)
     uint8_frames = bool(getattr(spec, "uint8_frames", False))
     _check_recorded_input(path, metadata.dtype, uint8_frames)
+    _check_recorded_outputs_and_batch(runner, metadata)
     if uint8_frames and not metadata.preprocessing_included:
         # its input type says so even where no sidecar does
         metadata = dataclasses.replace(metadata, preprocessing_included=True)

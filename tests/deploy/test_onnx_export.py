@@ -309,6 +309,42 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_export_records_how_a_model_of_weights_alone_was_trained(tmp_path, capsys):
+    """A .weights.h5 records nothing: its export's sidecar said no normalisation or frame
+    step (predict assumed 'original', every frame) and its int8 IR calibrated on those
+    clips, with no flag to say otherwise. --normalization and --downsample say it; one
+    other than a .keras file records is refused, as export_tflite.py refuses it."""
+    import json
+
+    from deploy_helpers import load_script
+    from keras_efficient3d import cli
+    from keras_efficient3d.artifacts import read_metadata
+
+    export = load_script("export")
+    model = create_model("mobilenetv2_0.2x", input_shape=(8, 32, 32, 3), num_classes=3)
+    weights = str(tmp_path / "w.weights.h5")
+    model.save_weights(weights)
+    out = str(tmp_path / "m.onnx")
+    status = cli.invoke(export.main, export.define_flags, [
+        "export.py", "--model=mobilenetv2_0.2x", "--num_classes=3", "--frames=8", "--size=32",
+        f"--weights={weights}", "--normalization=unit", "--downsample=2", f"--output={out}"])
+    assert status == 0, capsys.readouterr().err
+    recorded = read_metadata(out)
+    assert recorded.downsample == 2 and recorded.value_range == "0-1"
+    assert json.loads(open(out + ".json").read())["normalization"]["value_range"] == "0-1"
+    from keras_efficient3d.artifacts import ModelMetadata, save_model
+
+    keras_file = save_model(model, str(tmp_path / "m.keras"),
+                            ModelMetadata(frames=8, size=32, normalization="unit", downsample=2))
+    capsys.readouterr()
+    status = cli.invoke(export.main, export.define_flags, [
+        "export.py", f"--model_file={keras_file}", "--normalization=original",
+        f"--output={tmp_path / 'n.onnx'}"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1, err
+    assert f"--normalization=original differs from the normalisation {keras_file} records" in err
+
+
 @pytest.mark.parametrize("fmt, output", [("onnx", "m.onnx"), ("savedmodel", "sm"),
                                          ("openvino", "m.xml")])
 def test_an_export_on_a_full_disk_is_one_line_that_names_the_output(fmt, output, tmp_path,

@@ -40,6 +40,28 @@ def test_resolve_spec_reads_the_model(models):
     assert spec.labels == ["a", "b", "c", "d"]
 
 
+def test_resolve_spec_refuses_the_metadata_of_another_class_count_or_batch(tmp_path, models):
+    """A sidecar copied from a 27-class export of a fixed batch of 8 beside an 8-class model
+    of a dynamic batch ran without a word, naming class 0."""
+    path = str(tmp_path / "m.onnx")
+    shutil.copy(models["onnx"], path)
+    runner = load_runner(path)
+    own = dict(METADATA, model={"model": "mobilenetv2_0.2x", "num_classes": runner.num_classes},
+               input=dict(METADATA["input"], batch="dynamic"))
+    write_sidecar(path, own)
+    predict.resolve_spec(runner)  # its own: fine
+    write_sidecar(path, dict(own, model={"model": "mobilenetv2_0.2x", "num_classes": 27},
+                             labels=None))
+    with pytest.raises(PredictError, match=rf"^{path}.json: the metadata says 27 classes, but the "
+                                           rf"model outputs {runner.num_classes}: the metadata of "
+                                           "another export"):
+        predict.resolve_spec(runner)
+    write_sidecar(path, dict(own, input=dict(own["input"], batch=8)))
+    with pytest.raises(PredictError, match=rf"^{path}.json: the metadata says batch 8, but the "
+                                           "model has a dynamic batch"):
+        predict.resolve_spec(runner)
+
+
 def test_resolve_spec_rejects_mismatches(tmp_path, models):
     path = str(tmp_path / "m.tflite")
     shutil.copy(models["tflite"], path)
