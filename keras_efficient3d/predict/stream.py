@@ -228,6 +228,8 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
         labels = [f"class {i}" for i in range(classes)]
         notes.append(("class names", f"class indices for names (pass {option('labels')})"))
     notes = _assumptions(os.path.basename(path), notes, unrecorded)
+    if unrecorded:
+        notes += _records_of_other_names(path)
     if named:
         notes.append(named)
     if reordered:
@@ -242,6 +244,27 @@ def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=No
         probabilities = True
     return ClipSpec(int(frames), int(height), int(width), downsample, norm, labels, probabilities, notes,
                     uint8_frames)
+
+
+def _records_of_other_names(path):
+    """A note naming the records beside a file without one that are of another file of its
+    kind (gesture.xml beside fp32.xml.json and no fp32.xml: a renamed export, whose record
+    did not follow it)."""
+    if not path or not os.path.isfile(path) or path.endswith(".keras"):
+        return []
+    folder, name = os.path.split(os.path.abspath(path))
+    ext = os.path.splitext(name)[1]
+    try:
+        orphans = sorted(entry for entry in os.listdir(folder)
+                         if entry.lower().endswith(ext.lower() + ".json")
+                         and not os.path.exists(os.path.join(folder, entry[:-len(".json")])))
+    except OSError:
+        return []
+    if not orphans:
+        return []
+    return [f"{', '.join(orphans[:3])} beside it record{'s' if len(orphans) == 1 else ''} a "
+            f"{ext} file that is not there: the record of this one, renamed? Copy it to "
+            f"{name}.json"]
 
 
 def _assumptions(name, assumed, unrecorded):

@@ -62,6 +62,19 @@ def test_resolve_spec_refuses_the_metadata_of_another_class_count_or_batch(tmp_p
         predict.resolve_spec(runner)
 
 
+def test_a_renamed_export_is_told_of_the_record_it_left_behind(tmp_path, models):
+    """gesture.onnx, renamed from m.onnx, ran on every assumption while m.onnx.json lay
+    beside it."""
+    path = str(tmp_path / "gesture.onnx")
+    shutil.copy(models["onnx"], path)
+    shutil.copy(models["onnx"] + ".json", str(tmp_path / "m.onnx.json"))
+    spec = predict.resolve_spec(load_runner(path))
+    assert spec.notes[-1] == ("m.onnx.json beside it records a .onnx file that is not there: "
+                              "the record of this one, renamed? Copy it to gesture.onnx.json")
+    shutil.copy(models["onnx"], str(tmp_path / "m.onnx"))  # its own file: no word of it
+    assert not [n for n in predict.resolve_spec(load_runner(path)).notes if "renamed" in n]
+
+
 def test_resolve_spec_rejects_mismatches(tmp_path, models):
     path = str(tmp_path / "m.tflite")
     shutil.copy(models["tflite"], path)
