@@ -1343,6 +1343,63 @@ def test_evaluate_records_the_model_and_its_epoch_and_keeps_two_models_results_a
         assert moved[key] == results[key], key
 
 
+def test_evaluate_scores_an_exported_file_as_its_keras_model(tmp_path):
+    """An x86 or phone engineer's question, the int8 file's accuracy on the validation set:
+    evaluate.py took .keras models alone. The shipped fp32 TFLite file scores as its .keras
+    model does; its int8 file, and the file of uint8 frames (fed the frames), within a
+    video of it."""
+    from keras_efficient3d.deploy import tflite
+
+    root = synthetic.generate(str(tmp_path / "data"), layout="jester", videos_per_class=2,
+                              seed=5, frames=32, size=64)
+    evaluate = _evaluate_module()
+    saved = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "saved_models")
+    keras_file = os.path.join(saved, "synthetic_gestures.keras")
+    results = {}
+    for name in ("synthetic_gestures.keras", "synthetic_gestures_fp32.tflite",
+                 "synthetic_gestures_int8.tflite"):
+        results[name], json_path, _ = evaluate.evaluate_file(
+            os.path.join(saved, name), data_root=root, output_dir=str(tmp_path / "out"))
+    keras_results = results["synthetic_gestures.keras"]
+    fp32, int8 = results["synthetic_gestures_fp32.tflite"], results["synthetic_gestures_int8.tflite"]
+    assert fp32["evaluated"]["model_file"].endswith("synthetic_gestures_fp32.tflite")
+    for key in ("num_videos", "num_windows", "clip_top1", "video_top1"):
+        assert fp32[key] == keras_results[key], key
+    videos = keras_results["num_videos"]
+    assert abs(int8["video_top1"] - keras_results["video_top1"]) * videos <= 1
+    assert {n for n in os.listdir(tmp_path / "out") if n.endswith("_results.json")} == {
+        "synthetic_gestures_eval_results.json", "synthetic_gestures_fp32_eval_results.json",
+        "synthetic_gestures_int8_eval_results.json"}
+    # the file of frames: the pipeline's 0-255 pixels, fed as uint8
+    from keras_efficient3d.artifacts import load_model, read_metadata
+
+    model = load_model(keras_file)
+    frames_file = str(tmp_path / "frames.tflite")
+    metadata = read_metadata(keras_file)
+    calibration = np.stack([np.asarray(c) for c, _ in _first_clips(root, metadata, 8)])
+    blob = tflite.convert(model, "int8", representative_data=calibration,
+                          frames=metadata.normalization)
+    with open(frames_file, "wb") as handle:
+        handle.write(blob)
+    from keras_efficient3d.artifacts import frames_metadata, write_sidecar
+
+    write_sidecar(frames_file, frames_metadata(metadata, metadata.normalization))
+    frames, _, _ = evaluate.evaluate_file(frames_file, data_root=root,
+                                          output_dir=str(tmp_path / "out"))
+    assert frames["evaluated"]["normalization"] == "none"
+    assert abs(frames["video_top1"] - keras_results["video_top1"]) * videos <= 1
+
+
+def _first_clips(root, metadata, n):
+    from keras_efficient3d import data as kdata
+
+    records, _ = kdata.index_dataset(root, "train")
+    dataset = kdata.make_dataset(records, "val", sample_duration=16, sample_size=64, batch_size=1,
+                                 **metadata.pipeline_arguments())
+    return [(clips[0], labels) for clips, labels in dataset.take(n)]
+
+
 def test_evaluate_refuses_an_unknown_dataset(tmp_path):
     with pytest.raises(cli.UsageError, match=r"^--dataset=kinetics: expected one of jester, "
                                              r"kinetics600, ucf101, folders, synthetic$"):

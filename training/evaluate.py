@@ -21,8 +21,9 @@ from keras_efficient3d.label_sets import run_labels
 
 def define_flags(flag_values=flags.FLAGS):
     fv = {"flag_values": flag_values}
-    cli.define("model_file", None, "A .keras model (best.keras / last.keras of a run).",
-               required=True, **fv)
+    cli.define("model_file", None, "A .keras model (best.keras / last.keras of a run), or an "
+               "export of one: .tflite, .onnx, OpenVINO .xml (with its .json sidecar, which says "
+               "the clips it takes).", required=True, **fv)
     for name in ("dataset", "data_root", "annotations"):
         cli.define(name, None, "(default: the run's, else what the model records)", **fv)
     flags.DEFINE_integer("ucf101_fold", None, "UCF-101 split 1, 2 or 3 (default: the run's, "
@@ -95,9 +96,11 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     def note(text):
         (log or (lambda line: print(line, file=sys.stderr)))(f"note: {text}")
 
-    if not model_file or not model_file.endswith(".keras"):  # Keras reads no X.KERAS
+    exported = bool(model_file) and model_file.lower().endswith(EXPORTS)
+    if not model_file or not (model_file.endswith(".keras") or exported):  # Keras reads no X.KERAS
         raise cli.UsageError(f"--model_file must be a .keras model (the extension in lower "
-                             f"case). Received: {model_file!r}")
+                             f"case) or an export ({', '.join(EXPORTS)}: OpenVINO's IR). "
+                             f"Received: {model_file!r}")
     if dataset is not None and dataset not in trainer.DATASETS:
         raise cli.UsageError(f"--dataset={dataset}: expected one of {', '.join(trainer.DATASETS)}")
     run_config = os.path.join(os.path.dirname(os.path.abspath(model_file)), "config.json")
@@ -107,7 +110,13 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     out = output_dir or (os.path.dirname(os.path.abspath(model_file)) if from_run else os.getcwd())
     cli.writable_folder(out, "--output" if output_dir else
                         "the model's folder (--output)" if from_run else "the current folder (--output)")
-    model = artifacts.load_model(model_file, compile=False)
+    if exported:
+        from keras_efficient3d.runtime import load_runner
+
+        runner = load_runner(model_file)
+        model = _Shapes(runner)
+    else:
+        model = artifacts.load_model(model_file, compile=False)
     metadata = artifacts.read_metadata(model_file)
     base = trainer.TrainConfig(data_root="")
     if from_run:
@@ -203,7 +212,8 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
     if labels is not None and list(labels) != list(classes):
         records, classes = _in_the_models_order(records, classes, labels, model_file, where,
                                                 note)
-    results = evaluation.evaluate(evaluation.keras_predict_fn(model), records, classes,
+    predict_fn = _frames_fed(runner) if exported else evaluation.keras_predict_fn(model)
+    results = evaluation.evaluate(predict_fn, records, classes,
                                   base.frames, base.size, base.downsample, base.normalization,
                                   batch_size, max_decode_failures=base.max_decode_failures)
     # what was scored, in the results: a training split's figures are not a test's
@@ -219,6 +229,32 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
         results["evaluated"]["epoch"] = epoch
     json_path, png = evaluation.write_results(results, out, results_prefix(model_file, split))
     return results, json_path, png
+
+
+# What evaluate.py scores besides .keras models: the exports the runtime runs.
+EXPORTS = (".tflite", ".onnx", ".xml")
+
+
+class _Shapes:
+    """An exported model's input and output shapes, as a Keras model gives them, for the
+    checks that the data fits it (`trainer.check_model_fits`)."""
+
+    def __init__(self, runner):
+        spec = runner.input_spec
+        self.name = os.path.basename(runner.path)
+        self.input_shape = (None, spec.frames, spec.height, spec.width, spec.channels)
+        self.output_shape = (None, runner.num_classes)
+
+
+def _frames_fed(runner):
+    """The runner as a predict function of the pipeline's clips: for a model that takes uint8
+    frames and normalises them itself (recorded as normalisation 'none': the clips are the
+    0-255 pixels, as floats), the frames themselves."""
+    import numpy as np
+
+    if not runner.input_spec.uint8_frames:
+        return runner
+    return lambda clips: runner(np.clip(np.rint(clips), 0, 255).astype(np.uint8))
 
 
 def results_prefix(model_file, split="validation"):
