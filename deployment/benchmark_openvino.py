@@ -292,12 +292,12 @@ def main(argv, flag_values=flags.FLAGS):
             json_out = MODEL_FILE_JSON
         if not f.model_file.lower().endswith(".xml"):
             raise cli.UsageError(f"--model_file={f.model_file}: an OpenVINO IR .xml file is needed")
-        from keras_efficient3d.deploy.openvino_export import ir_precision
+        from keras_efficient3d.deploy.openvino_export import ir_label
 
         rows = time_files({os.path.basename(f.model_file): f.model_file}, f.threads, f.warmup,
                           f.runs, f.rounds, log=_progress, device=f.openvino_device)
         for row in rows:
-            row["precision"] = ir_precision(f.model_file)
+            row["precision"] = ir_label(f.model_file)
     else:
         folds = _stem_folds(f.stem_folds)
         if folds:

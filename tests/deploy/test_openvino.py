@@ -319,6 +319,9 @@ def test_int8_ir_of_frames_takes_uint8_and_quantizes_nothing_at_the_input(trunk,
     assert report["top1_agreement"] >= 0.75
     runner = runtime.load_runner(report["path"], threads=1)
     assert runner.input_spec.dtype == "uint8" and runner.input_spec.uint8_frames
+    # what benchmark_openvino.py --model_file names the rows of each (both were "int8")
+    assert openvino_export.ir_label(report["path"]) == "int8-frames"
+    assert openvino_export.ir_label(reports[False]["path"]) == "int8"
     # behind a folded stem too (a Reshape after the input: the one range flows through it)
     folded = openvino_export.export_openvino(trunk, str(tmp_path / "int8_fold2.xml"), quantize="ptq",
                                              calibration=calibration, stem_fold=2, frames_input=True,
