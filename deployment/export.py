@@ -52,7 +52,10 @@ def define_flags(flag_values=flags.FLAGS):
                       "or auto (native unless a layer has no native form).", **fv)
     flags.DEFINE_integer("opset", 13, "ONNX opset (13 for TensorRT 8.2 / JetPack 4.6).", **fv)
     cli.define("batch_size", None, "Fixed batch size of the export; when unset, dynamic for "
-               "ONNX and SavedModel, 1 for OpenVINO.", **fv)
+               "ONNX and SavedModel, 1 for OpenVINO (--dynamic_batch for a dynamic IR).", **fv)
+    flags.DEFINE_boolean("dynamic_batch", False, "OpenVINO: an IR of a dynamic batch axis (a "
+                         "server's batches of any size; the default IR is of batch 1, which "
+                         "OpenVINO compiles for that shape).", **fv)
     cli.define("frames", 16, "(of --model)", **fv)
     cli.define("size", 112, "(of --model)", **fv)
     cli.define("num_classes", None, "(of --model; the model's default when unset)", **fv)
@@ -186,6 +189,10 @@ def _refuse_unused(f):
     if f.format != "openvino":
         cli.refuse_unused(f, ("threads",), f"--format={f.format}",
                           "it sets the OpenVINO check's and stem-fold timing's threads")
+        cli.refuse_unused(f, ("dynamic_batch",), f"--format={f.format}",
+                          "its export is of a dynamic batch unless --batch_size says one")
+    elif f.dynamic_batch and f.batch_size is not None:
+        raise cli.UsageError("--dynamic_batch and --batch_size contradict each other: give one")
     if f.format == "savedmodel":
         cli.refuse_unused(f, ("opset", "onnx_form"), "--format=savedmodel",
                           "a SavedModel is a TensorFlow graph, not ONNX")
@@ -232,7 +239,7 @@ def _export_openvino(f, common):
             data_root=f.data_root, num_calibration=f.num_calibration, threads=f.threads or None,
             stem_fold=_stem_fold(f.stem_fold), frames_input=f.frames_input,
             stem_output_fold=_stem_fold(f.stem_output_fold, "--stem_output_fold"),
-            **{**common, "batch_size": f.batch_size or 1})
+            **{**common, "batch_size": None if f.dynamic_batch else f.batch_size or 1})
     except ImportError as err:  # openvino or nncf missing: the message says what to install
         raise cli.UsageError(cli.error_line(err)) from None
 

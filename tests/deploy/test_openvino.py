@@ -687,6 +687,30 @@ def test_cli_exports_fp32_ir(export_cli, tmp_path, capsys):
     assert read_metadata(other).batch == 2
 
 
+def test_cli_exports_an_ir_of_a_dynamic_batch(export_cli, tmp_path, capsys):
+    """A server's batches of any size: the IR of --dynamic_batch takes them (export.py had no
+    way to ask for one), its sidecar says so, and predict runs it."""
+    out = str(tmp_path / "d.xml")
+    assert _invoke_export(export_cli, ["--model=mobilenetv2_0.2x", "--frames=8", "--size=32",
+                                       "--num_classes=3", "--format=openvino", "--dynamic_batch",
+                                       f"--output={out}"]) == 0
+    runner = runtime.load_runner(out, threads=1)
+    assert runner.input_spec.batch is None and read_metadata(out).batch == "dynamic"
+    clips = np.random.default_rng(0).normal(size=(3, 8, 32, 32, 3)).astype(np.float32)
+    assert runner(clips).shape == (3, 3)
+    from keras_efficient3d.predict.stream import resolve_spec
+
+    resolve_spec(runner)  # the sidecar's batch is the file's
+    capsys.readouterr()
+    for args, message in ((["--batch_size=4"], "--dynamic_batch and --batch_size contradict"),
+                          (["--format=onnx", f"--output={tmp_path / 'd.onnx'}"],
+                           "--dynamic_batch is not used with --format=onnx")):
+        code = _invoke_export(export_cli, ["--model=mobilenetv2_0.2x", "--format=openvino",
+                                           "--dynamic_batch", f"--output={out}", *args])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
+
+
 def test_cli_warns_of_an_int8_agreement_below_the_target(export_cli, capsys):
     from absl import flags as absl_flags
 
