@@ -47,6 +47,7 @@ from keras_efficient3d.artifacts import (
     save_model,
 )
 from keras_efficient3d.data.normalization import PRESETS, Normalization
+from keras_efficient3d.data.pipeline import quiet_end_of_data
 from keras_efficient3d.data.spatial import TRAIN_CROPS
 from keras_efficient3d.evaluation import top5_can_miss
 from keras_efficient3d.label_sets import class_key
@@ -334,15 +335,6 @@ def _split_source(config):
         return os.path.join(config.data_root, "val")
     return config.annotations or config.data_root
 
-
-@contextlib.contextmanager
-def quiet_end_of_data():
-    """Silences Keras' "Your input ran out of data" warning: the pipelines skip videos that
-    fail to decode, so their length is unknown until a pass ends, which is how every epoch
-    ends here (Keras warns about it on each pass)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        yield
 
 
 @contextlib.contextmanager

@@ -25,9 +25,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
+import warnings
 from collections.abc import Sequence
 
 import cv2
@@ -287,6 +289,16 @@ def _free_iterators_at_exit():
     atexit.register(free)
 
 
+@contextlib.contextmanager
+def quiet_end_of_data():
+    """Silences Keras' "Your input ran out of data" warning: these pipelines skip videos
+    that fail to decode, so their length is unknown until a pass ends, which is how every
+    epoch ends (Keras warns about it on each pass)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
+
+
 def make_dataset(
     records,
     mode: str = "train",
@@ -369,7 +381,7 @@ def make_dataset(
         labels))``, or use `keras_efficient3d.evaluation.evaluate`. The length is unknown
         until a pass ends (videos that fail to decode are skipped), so Keras warns "Your
         input ran out of data" at the end of each epoch: expected here, and silenced by
-        `keras_efficient3d.trainer.quiet_end_of_data`.
+        `quiet_end_of_data`.
     """
     _free_iterators_at_exit()
     records = _check_records(records)

@@ -311,14 +311,14 @@ def fine_tune_qat(qat, train_ds, val_ds, epochs, learning_rate=1e-4):
     returns that epoch and the validation accuracies (before the first epoch, then after
     each). A QAT run's data order alone cost 2 of the 160 validation videos
     in some demo runs, whose PTQ, the calibrated model untrained, lost none."""
-    from keras_efficient3d import trainer
+    from keras_efficient3d.data.pipeline import quiet_end_of_data
     from keras_efficient3d.models._base import build_for_fit
 
     qat.compile(optimizer=keras.optimizers.Adam(learning_rate),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"])
     build_for_fit(qat, train_ds)
-    with trainer.quiet_end_of_data():
+    with quiet_end_of_data():
         keep = _KeepBest(qat.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
         qat.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=2, shuffle=False,
                 callbacks=[keep])  # the pipeline shuffles itself
