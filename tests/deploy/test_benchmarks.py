@@ -984,7 +984,7 @@ def test_openvino_model_file_leaves_the_main_result_file_alone(tmp_path, monkeyp
     (tmp_path / "m.xml").write_text("<net/>")
     monkeypatch.setitem(sys.modules, "openvino", types.ModuleType("openvino"))
     export = types.ModuleType("keras_efficient3d.deploy.openvino_export")
-    export.ir_precision = lambda path: "fp32"
+    export.ir_label = lambda path: "fp32"
     monkeypatch.setitem(sys.modules, "keras_efficient3d.deploy.openvino_export", export)
     script = _script_module("benchmark_openvino")
     monkeypatch.setattr(script, "time_files", lambda files, *args, **kwargs: [
