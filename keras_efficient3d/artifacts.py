@@ -531,6 +531,18 @@ BEST_CHECKPOINT = "best_checkpoint"  # best.keras' epoch and validation accuracy
 FILE_ONLY_EXTRA = ("card", CHECKPOINT_DIGEST, TRAINING_STATE, BEST_CHECKPOINT)
 
 
+def checkpoint_epoch(metadata):
+    """The epoch whose weights a run's checkpoint holds, where its record says it
+    (best.keras' `BEST_CHECKPOINT`, last.keras' `TRAINING_STATE`); None otherwise."""
+    if metadata is None:
+        return None
+    for key in (BEST_CHECKPOINT, TRAINING_STATE):
+        epoch = (metadata.extra.get(key) or {}).get("epoch")
+        if isinstance(epoch, int):
+            return epoch
+    return None
+
+
 def resaved_metadata(metadata):
     """`metadata` (a `ModelMetadata`) as another file made of the same model records it:
     less `FILE_ONLY_EXTRA`."""

@@ -40,6 +40,7 @@ from keras_efficient3d.artifacts import (
     ModelMetadata,
     atomic_write,
     atomic_write_json,
+    checkpoint_epoch,
     keras_config,
     keras_model_file,
     load_model,
@@ -969,11 +970,9 @@ def _best_epoch(checkpointer, config):
         return checkpointer.best_epoch
     path = os.path.join(config.output_dir, "best.keras")
     try:
-        metadata = read_metadata(path) if os.path.exists(path) else None
+        return checkpoint_epoch(read_metadata(path)) if os.path.exists(path) else None
     except ModelFileError:
         return None
-    epoch = (metadata.extra.get(BEST_CHECKPOINT) or {}).get("epoch") if metadata else None
-    return epoch if isinstance(epoch, int) else None
 
 
 def _set_threads(config):

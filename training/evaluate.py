@@ -224,7 +224,7 @@ def evaluate_file(model_file, dataset=None, data_root=None, annotations=None, sp
         "frames": base.frames, "size": base.size, "downsample": base.downsample,
         "normalization": _shown(Normalization.coerce(base.normalization)).strip("'")}
     results["evaluated"]["model_file"] = os.path.abspath(model_file)
-    epoch = _epoch_of(metadata)
+    epoch = artifacts.checkpoint_epoch(metadata)
     if epoch is not None:
         results["evaluated"]["epoch"] = epoch
     json_path, png = evaluation.write_results(results, out, results_prefix(model_file, split))
@@ -266,19 +266,6 @@ def results_prefix(model_file, split="validation"):
     return prefix if split == "validation" else f"{prefix}_{split}"
 
 
-def _epoch_of(metadata):
-    """The epoch whose weights a run's checkpoint holds, where it records it."""
-    from keras_efficient3d import artifacts
-
-    if metadata is None:
-        return None
-    for key in (artifacts.BEST_CHECKPOINT, artifacts.TRAINING_STATE):
-        epoch = (metadata.extra.get(key) or {}).get("epoch")
-        if isinstance(epoch, int):
-            return epoch
-    return None
-
-
 def _prefer_the_models_input(base, metadata, model_file, downsample, normalization, note):
     """The frame step and normalisation the model records win over the run's config.json
     beside it: a model copied into another run's folder was scored on that run's clips,
@@ -291,15 +278,19 @@ def _prefer_the_models_input(base, metadata, model_file, downsample, normalizati
         kept, runs = recorded.get(key), getattr(base, key)
         if kept is None or given is not None:
             continue  # a flag given is checked against the model (_refuse_other_input)
-        same = Normalization.coerce(kept) == Normalization.coerce(runs) if \
-            key == "normalization" else kept == runs
-        if not same:
-            differ.append(f"{key} {_shown(Normalization.coerce(kept)) if key == 'normalization' else kept} "
-                          f"(config.json: {_shown(Normalization.coerce(runs)) if key == 'normalization' else runs})")
+        if _compared(key, kept) != _compared(key, runs):
+            differ.append(f"{key} {_shown(_compared(key, kept))} "
+                          f"(config.json: {_shown(_compared(key, runs))})")
             setattr(base, key, kept)
     if differ:
         note(f"{model_file} records {', '.join(differ)}, which its clips are made with: it is "
              "not the model of the run beside it?")
+
+
+def _compared(key, value):
+    """A frame step or normalisation (a preset name, a config, a `Normalization`) as two of
+    them are compared."""
+    return Normalization.coerce(value) if key == "normalization" else value
 
 
 def _refuse_other_input(metadata, model_file, downsample, normalization):
@@ -308,12 +299,11 @@ def _refuse_other_input(metadata, model_file, downsample, normalization):
     if metadata is None:
         return
     recorded = metadata.pipeline_arguments()
-    given = {"downsample": downsample,
-             "normalization": None if normalization is None else Normalization.coerce(normalization)}
+    given = {"downsample": downsample, "normalization": normalization}
     for key, what in (("downsample", "frame step"), ("normalization", "normalisation")):
         kept = recorded.get(key)
         if given[key] is not None and kept is not None and \
-                (Normalization.coerce(kept) if key == "normalization" else kept) != given[key]:
+                _compared(key, kept) != _compared(key, given[key]):
             raise cli.UsageError(f"{model_file} records its {what} ({_shown(kept)}); "
                                  f"--{key}={downsample if key == 'downsample' else normalization} "
                                  "differs: leave it out")

@@ -86,37 +86,36 @@ def _check_recorded_input(path, recorded, uint8_frames):
     frames = recorded.startswith(FRAMES_DTYPE.split(",")[0])
     if frames == uint8_frames or not (frames or recorded.startswith("float32")):
         return
-    where = path if path.endswith(".keras") else sidecar_path(path)
     takes = ("uint8 RGB frames (0-255), which it normalises itself" if uint8_frames else
              "float clips")
-    raise PredictError(f"{where}: the metadata says the model takes \"{recorded}\", but the "
-                       f"model's input tensor takes {takes}: the metadata of another export? "
-                       "Export the model again (its metadata is written beside it), or remove "
-                       "the file to run the model without it")
+    _refuse_record(path, f"the model takes \"{recorded}\", but the model's input tensor "
+                         f"takes {takes}")
+
+
+def _refuse_record(path, contradiction):
+    """Refuses the record of `path` (its `.keras` archive's, else its sidecar) that says
+    `contradiction` of the file: most likely another export's, copied beside it."""
+    where = path if path.endswith(".keras") else sidecar_path(path)
+    raise PredictError(f"{where}: the metadata says {contradiction}: the metadata of another "
+                       "export? Export the model again (its metadata is written beside it), or "
+                       "remove the file to run the model without it")
 
 
 def _check_recorded_outputs_and_batch(runner, metadata):
     """Refuses metadata of another class count or batch than the file's: a sidecar copied
     from another export of the same clip ran without a word, naming class 0 of 27 for a model
     of 8 (TensorRT builds an engine's profile from the recorded batch, too)."""
-    path = runner.path
-    where = path if path.endswith(".keras") else sidecar_path(path)
     recorded = (metadata.model or {}).get("num_classes")
     classes = runner.num_classes
     if isinstance(recorded, int) and classes is not None and recorded != classes:
-        raise PredictError(f"{where}: the metadata says {recorded} classes, but the model outputs "
-                           f"{classes}: the metadata of another export? Export the model again "
-                           "(its metadata is written beside it), or remove the file to run the "
-                           "model without it")
+        _refuse_record(runner.path, f"{recorded} classes, but the model outputs {classes}")
     if metadata.batch is None or runner.backend not in ("onnx", "openvino"):
         return  # only ONNX and OpenVINO exports record their batch axis
     said = None if metadata.batch == "dynamic" else int(metadata.batch)
     batch = runner.input_spec.batch
     if said != batch:
         shown = "a dynamic batch" if batch is None else f"a batch of {batch}"
-        raise PredictError(f"{where}: the metadata says batch {metadata.batch}, but the model has "
-                           f"{shown}: the metadata of another export? Export the model again, or "
-                           "remove the file to run the model without it")
+        _refuse_record(runner.path, f"batch {metadata.batch}, but the model has {shown}")
 
 
 def resolve_spec(runner, metadata: ModelMetadata | dict | None = None, labels=None, window: int | None = None,
